@@ -1,0 +1,40 @@
+# Every setup step lives here: a fresh machine needs only Python 3.11 and pip.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck pytest venv dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+
+# The quickstart: install the package with the example's extra, run the example locally.
+demo: venv
+	$(BIN)/pip install --quiet -e '.[quickstart]'
+	$(BIN)/ds run examples/quickstart
+
+dev: venv
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+lint: dev
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: dev
+	$(BIN)/mypy
+
+pytest: dev
+	$(BIN)/python -m pytest -q
+
+# Every test: lint, types, the whole suite.
+test: dev
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

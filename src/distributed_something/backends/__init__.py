@@ -1,0 +1,39 @@
+"""Backends: bundles of Queue, Storage and Compute. `open_backend` picks one from the config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from distributed_something.errors import InputError
+from distributed_something.interfaces import Compute, Queue, Storage
+from distributed_something.project import Project
+
+
+@dataclass
+class Backend:
+    """What a run talks to.
+
+    ``storage`` is the main bucket (run records, logs, default outputs); ``bucket(name)``
+    opens any bucket by name, '' meaning the main one.
+    """
+
+    name: str
+    queue: Queue
+    storage: Storage
+    compute: Compute
+    bucket: Callable[[str], Storage]
+
+
+def open_backend(project: Project) -> Backend:
+    """Open the backend the project's config names. Creates nothing remote."""
+    if project.config.backend == "local":
+        from distributed_something.backends.local import open_local
+
+        return open_local(project)
+    raise InputError(
+        str(project.config_path),
+        "backend",
+        '"aws" is not available in this build yet',
+        'use backend = "local"',
+    )

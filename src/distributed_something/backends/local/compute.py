@@ -1,0 +1,160 @@
+"""Local compute: `ds worker` processes on this machine, tracked in a small JSON file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from distributed_something.interfaces.compute import ComputeStatus
+from distributed_something.project import Project
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` is a live (not zombie) `ds worker` process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            stat = (proc / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            # Guard against pid reuse: the process must still be one of ours.
+            return b"distributed_something" in (proc / "cmdline").read_bytes()
+        except OSError:
+            return False
+    return True
+
+
+class LocalCompute:
+    """Starts `ds worker` processes for a project; implements the Compute contract.
+
+    Workers are detached (their own session) so `ds start-cluster` can return while they
+    work; their pids live in ``<state_dir>/workers.json`` so any later `ds` command can see
+    or stop them. Each worker's stdout/stderr go to ``<state_dir>/workers/<name>.log``.
+    """
+
+    def __init__(self, project: Project, stop_grace: float = 30.0) -> None:
+        self.project = project
+        self.stop_grace = stop_grace
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def _file(self) -> Path:
+        return self.project.state_dir / "workers.json"
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self._file.read_text())
+        except (OSError, ValueError):
+            data = {"desired": 0, "next_index": 0, "workers": []}
+        return data
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self._file)
+
+    def _is_alive(self, pid: int) -> bool:
+        proc = self._procs.get(pid)
+        if proc is not None:
+            return proc.poll() is None
+        return _alive(pid)
+
+    def _live(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        return [w for w in data["workers"] if self._is_alive(int(w["pid"]))]
+
+    def start(self, n: int) -> None:
+        """Start ``n`` more workers; the k-th process of each container waits
+        ``k × seconds_to_start`` first (the family's SECONDS_TO_START stagger)."""
+        data = self._load()
+        self._spawn(data, n)
+        data["desired"] = len(self._live(data))
+        self._save(data)
+
+    def _spawn(self, data: dict[str, Any], n: int) -> None:
+        config = self.project.config
+        per_container = max(config.cluster.docker_cores, 1)
+        logs = self.project.state_dir / "workers"
+        logs.mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            index = int(data["next_index"])
+            data["next_index"] = index + 1
+            name = f"local-{index}"
+            delay = (index % per_container) * config.cluster.seconds_to_start
+            argv = [
+                sys.executable,
+                "-m",
+                "distributed_something",
+                "worker",
+                "--config",
+                str(self.project.config_path.resolve()),
+                "--name",
+                name,
+                "--start-delay",
+                str(delay),
+            ]
+            with (logs / f"{name}.log").open("ab") as out:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self._procs[proc.pid] = proc
+            data["workers"].append({"name": name, "pid": proc.pid, "started_at": time.time()})
+
+    def scale(self, n: int) -> None:
+        """Start workers up to ``n`` running. Never stops one: a busy local worker cannot be
+        told apart from an idle one from outside, and idle ones exit when the queue drains."""
+        data = self._load()
+        live = self._live(data)
+        data["workers"] = live
+        if n > len(live):
+            self._spawn(data, n - len(live))
+        data["desired"] = max(n, 0)
+        self._save(data)
+
+    def status(self) -> ComputeStatus:
+        data = self._load()
+        return ComputeStatus(desired=int(data["desired"]), running=len(self._live(data)))
+
+    def stop(self) -> None:
+        """SIGTERM every worker (each hands its task back), then wait; SIGKILL stragglers."""
+        data = self._load()
+        live = self._live(data)
+        for worker in live:
+            self._signal(int(worker["pid"]), signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
+        while time.monotonic() < deadline and any(self._is_alive(int(w["pid"])) for w in live):
+            time.sleep(0.05)
+        for worker in live:
+            if self._is_alive(int(worker["pid"])):
+                self._signal(int(worker["pid"]), signal.SIGKILL)
+        for proc in self._procs.values():
+            proc.poll()
+        data["desired"] = 0
+        data["workers"] = []
+        self._save(data)
+
+    def cleanup(self) -> None:
+        self.stop()
+        self._file.unlink(missing_ok=True)
+
+    @staticmethod
+    def _signal(pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

@@ -1,0 +1,349 @@
+"""The local task queue: SQS semantics in one SQLite file, shared by many worker processes.
+
+Every read-modify-write runs in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's
+single write lock up front: two processes can never pick the same visible message, so a
+message is delivered to one receiver at a time while its lease holds. WAL mode lets readers
+(``counts``) proceed while a writer works; the busy timeout makes writers wait their turn
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from distributed_something.errors import BackendError
+from distributed_something.interfaces.queue import DeadTask, Message, QueueCounts
+
+BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a process waits for another one's write transaction before giving up."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    visible_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    token TEXT,
+    sent_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_visible_at ON messages (visible_at, id);
+CREATE INDEX IF NOT EXISTS messages_by_task_id ON messages (task_id);
+CREATE TABLE IF NOT EXISTS dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    last_error TEXT,
+    dead_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_by_task_id ON dead (task_id);
+"""
+
+# SQLite limits the number of "?" in one statement; stay far below every version's limit.
+_CHUNK = 500
+
+
+def _encode_handle(message_id: int, token: str) -> str:
+    return f"{message_id}.{token}"
+
+
+def _decode_handle(handle: str) -> tuple[int, str]:
+    """Split a receipt handle into message id and token; ValueError for a foreign handle."""
+    message_id, sep, token = handle.partition(".")
+    if not sep or not token or not message_id.isdigit():
+        raise ValueError(f"not a receipt handle of the local queue: {handle!r}")
+    return int(message_id), token
+
+
+class SqliteQueue:
+    """A `Queue` (see interfaces/queue.py for the contract) stored in the SQLite file ``path``.
+
+    ``max_receive_count`` is how many times a message may be received; the receive after
+    that moves it to the dead-letter table with its last error. ``clock`` gives the time in
+    seconds for leases and delays (tests inject a fake one).
+
+    Each instance opens one connection on first use and reopens it in a forked child, so an
+    instance may be created before forking workers. An instance may be shared by threads.
+    Receipt handles are opaque: each receive issues a fresh random token, and an operation
+    with the handle of an earlier receive (the message was received again since) leaves the
+    newer lease alone. `last_error` and `close` are extras of this queue.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_receive_count: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_receive_count < 1:
+            raise ValueError(f"max_receive_count must be at least 1, got {max_receive_count}")
+        self.path = Path(path)
+        self.max_receive_count = max_receive_count
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        # Connections inherited through fork are never closed in the child: closing them
+        # could disturb the parent's use of the same file. They are kept here so that the
+        # garbage collector does not close them either.
+        self._inherited: list[sqlite3.Connection] = []
+
+    # -- connection handling -------------------------------------------------------------
+
+    def _check_fork(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:
+            if self._conn is not None:
+                self._inherited.append(self._conn)
+            self._conn = None
+            self._pid = pid
+            # The parent's lock may have been held by a thread that does not exist here.
+            self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL survives process crashes; only power loss may lose the
+                # last commits, and it makes each commit much cheaper.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from its start."""
+        self._check_fork()
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise BackendError(f"local queue {self.path}: {error}") from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: a consistent snapshot without taking the write lock."""
+        self._check_fork()
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise BackendError(f"local queue {self.path}: {error}") from error
+
+    def close(self) -> None:
+        """Close this instance's connection; the next call opens a new one."""
+        self._check_fork()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- the Queue contract --------------------------------------------------------------
+
+    def send_batch(self, items: Sequence[tuple[str, str]]) -> int:
+        """Enqueue ``(task_id, body)`` pairs, visible at once, in one transaction."""
+        rows = list(items)
+        if not rows:
+            return 0
+        now = self._clock()
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO messages (task_id, body, visible_at, sent_at) VALUES (?, ?, ?, ?)",
+                [(task_id, body, now, now) for task_id, body in rows],
+            )
+        return len(rows)
+
+    def receive(self, max_messages: int, lease_seconds: float) -> list[Message]:
+        """Lease up to ``max_messages`` visible messages for ``lease_seconds``.
+
+        Messages are taken oldest-visible first. Those already received
+        ``max_receive_count`` times are moved to the dead table instead, and the search
+        goes on, so dead-lettering never makes a receive come back empty while deliverable
+        messages remain.
+        """
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        if lease_seconds < 0:
+            raise ValueError(f"lease_seconds must not be negative, got {lease_seconds}")
+        received: list[Message] = []
+        now = self._clock()
+        with self._transaction() as conn:
+            while len(received) < max_messages:
+                rows = conn.execute(
+                    "SELECT id, task_id, body, receive_count FROM messages"
+                    " WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+                    (now, max_messages - len(received)),
+                ).fetchall()
+                if not rows:
+                    break
+                for message_id, task_id, body, receive_count in rows:
+                    if receive_count >= self.max_receive_count:
+                        conn.execute(
+                            "INSERT INTO dead (task_id, body, receive_count, last_error, dead_at)"
+                            " SELECT task_id, body, receive_count, last_error, ?"
+                            " FROM messages WHERE id = ?",
+                            (now, message_id),
+                        )
+                        conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                        continue
+                    token = secrets.token_hex(8)
+                    conn.execute(
+                        "UPDATE messages SET receive_count = ?, token = ?, visible_at = ?"
+                        " WHERE id = ?",
+                        (receive_count + 1, token, now + lease_seconds, message_id),
+                    )
+                    received.append(
+                        Message(
+                            handle=_encode_handle(message_id, token),
+                            task_id=task_id,
+                            body=body,
+                            receive_count=receive_count + 1,
+                        )
+                    )
+        return received
+
+    def extend_lease(self, message: Message, seconds: float) -> bool:
+        """Hide the message for ``seconds`` from now; False when the lease was lost."""
+        message_id, token = _decode_handle(message.handle)
+        now = self._clock()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET visible_at = ? WHERE id = ? AND token = ?",
+                (now + seconds, message_id, token),
+            )
+            return cursor.rowcount == 1
+
+    def delete(self, message: Message) -> None:
+        """Remove the message for good; nothing happens when the handle is stale."""
+        message_id, token = _decode_handle(message.handle)
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ? AND token = ?", (message_id, token))
+
+    def release(self, message: Message, delay_seconds: float, error: str | None = None) -> None:
+        """Make the message visible after ``delay_seconds``, keeping ``error`` as its last error.
+
+        With ``error=None`` the last error recorded so far is kept. Nothing happens when the
+        handle is stale.
+        """
+        if delay_seconds < 0:
+            raise ValueError(f"delay_seconds must not be negative, got {delay_seconds}")
+        message_id, token = _decode_handle(message.handle)
+        now = self._clock()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET visible_at = ?, last_error = COALESCE(?, last_error)"
+                " WHERE id = ? AND token = ?",
+                (now + delay_seconds, error, message_id, token),
+            )
+
+    def counts(self) -> QueueCounts:
+        """Visible, in flight (leased or released with a delay) and dead, in one snapshot."""
+        now = self._clock()
+        with self._reading() as conn:
+            visible, in_flight = conn.execute(
+                "SELECT COALESCE(SUM(visible_at <= ?), 0), COALESCE(SUM(visible_at > ?), 0)"
+                " FROM messages",
+                (now, now),
+            ).fetchone()
+            (dead,) = conn.execute("SELECT COUNT(*) FROM dead").fetchone()
+        return QueueCounts(visible=int(visible), in_flight=int(in_flight), dead=int(dead))
+
+    def list_dead(self) -> list[DeadTask]:
+        """Every dead-lettered task, oldest first, with its last error ("" when none)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT task_id, body, receive_count, last_error FROM dead ORDER BY id"
+            ).fetchall()
+        return [
+            DeadTask(task_id=task_id, body=body, receive_count=count, error=error or "")
+            for task_id, body, count, error in rows
+        ]
+
+    def redrive(self, task_ids: Sequence[str] | None = None) -> int:
+        """Move dead tasks (all, or those with the given ids) back, visible at once.
+
+        They start again with a receive count of 0 and no last error. Returns how many
+        were moved; unknown ids are ignored.
+        """
+        now = self._clock()
+        moved = 0
+        with self._transaction() as conn:
+            if task_ids is None:
+                chunks: list[list[str] | None] = [None]
+            else:
+                ids = list(dict.fromkeys(task_ids))
+                chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+            for chunk in chunks:
+                params: tuple[str, ...]
+                if chunk is None:
+                    where, params = "", ()
+                else:
+                    where = f" WHERE task_id IN ({', '.join('?' * len(chunk))})"
+                    params = tuple(chunk)
+                conn.execute(
+                    "INSERT INTO messages (task_id, body, visible_at, sent_at)"
+                    f" SELECT task_id, body, ?, ? FROM dead{where} ORDER BY id",
+                    (now, now, *params),
+                )
+                moved += conn.execute(f"DELETE FROM dead{where}", params).rowcount
+        return moved
+
+    def purge(self) -> None:
+        """Delete every message of the queue; the dead table is kept."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM messages")
+
+    # -- extras --------------------------------------------------------------------------
+
+    def last_error(self, task_id: str) -> str | None:
+        """The last error recorded for the queued message of ``task_id`` (None if none).
+
+        When several queued messages share the task id, the most recently sent one counts.
+        """
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT last_error FROM messages WHERE task_id = ? ORDER BY id DESC LIMIT 1",
+                (task_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        error: str | None = row[0]
+        return error

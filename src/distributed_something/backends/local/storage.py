@@ -1,0 +1,245 @@
+"""The local object storage: S3-like keys mapped to files under one folder.
+
+Keys are checked with `check_key` and every path is resolved and required to stay under
+the root, so neither a key nor a symbolic link inside the root can reach other files.
+Writes go to a temporary file in the target's folder and are renamed into place, so a
+reader sees the old object or the new one, never part of one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from distributed_something.errors import BackendError, InputError
+from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.keys import check_key, check_prefix
+
+TEMP_PREFIX = ".ds-tmp."
+"""Names of in-progress writes start with this; they are never listed and never valid keys."""
+
+_COPY_BUFFER = 1024 * 1024
+# A concurrent delete may remove a just-created empty folder before our temporary file
+# lands in it; creating the folder again a few times always wins that race in practice.
+_FOLDER_ATTEMPTS = 5
+
+
+def _open_temp(folder: Path) -> tuple[int, Path]:
+    """Create a new, empty temporary file in ``folder`` (permissions as the umask says)."""
+    while True:
+        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
+
+
+def _write_atomically(target: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Write ``target`` through a temporary file in its folder renamed over it at the end.
+
+    Raises FileExistsError/NotADirectoryError when a parent of ``target`` is a file and
+    IsADirectoryError when ``target`` is a folder; the temporary file never survives.
+    """
+    for attempt in range(_FOLDER_ATTEMPTS):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, temp = _open_temp(target.parent)
+        except FileNotFoundError:
+            if attempt == _FOLDER_ATTEMPTS - 1:
+                raise
+            continue
+        break
+    try:
+        with os.fdopen(fd, "wb") as out:
+            fill(out)
+        temp.replace(target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+class FolderStorage:
+    """A `Storage` (see interfaces/storage.py for the contract) in the folder ``root``.
+
+    The key ``a/b/c.txt`` is the file ``root/a/b/c.txt``. The root is created if missing.
+    Unlike S3, a key cannot be both an object and a folder of other objects (``a`` and
+    ``a/b``): writing such a key raises `BackendError`. Keys with a name starting with
+    ``.ds-tmp.`` are reserved for in-progress writes and refused.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()
+
+    def path_of(self, key: str) -> Path:
+        """The file that holds ``key``, after checking the key and that it stays in the root.
+
+        Raises `InputError` for an invalid key or when a symbolic link would lead outside
+        the root. The file need not exist.
+        """
+        check_key(key)
+        if any(name.startswith(TEMP_PREFIX) for name in key.split("/")):
+            raise InputError(
+                "storage key",
+                None,
+                f"key {key!r} has a name starting with {TEMP_PREFIX!r}, which is reserved",
+                "rename the file or folder",
+            )
+        path = self.root.joinpath(*key.split("/"))
+        try:
+            inside = path.resolve().is_relative_to(self.root)
+        except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop
+            inside = False
+        if not inside:
+            raise InputError(
+                "storage key",
+                None,
+                f"key {key!r} leads outside the storage folder {self.root} through a symbolic link",
+                "remove the link or use another key",
+            )
+        return path
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _put(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+        path = self.path_of(key)
+        try:
+            _write_atomically(path, fill)
+        except (FileExistsError, NotADirectoryError) as error:
+            raise BackendError(
+                f"cannot store key {key!r} in {self.root}: a folder on its path is a file "
+                "(folder storage cannot hold both 'a' and 'a/b')"
+            ) from error
+        except IsADirectoryError as error:
+            raise BackendError(
+                f"cannot store key {key!r} in {self.root}: it is a folder of other keys "
+                "(folder storage cannot hold both 'a' and 'a/b')"
+            ) from error
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` as ``key``, replacing any object atomically."""
+        self._put(key, lambda out: out.write(data))
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the content of the local file ``path`` as ``key``, atomically.
+
+        Raises FileNotFoundError when ``path`` does not exist; nothing is stored then.
+        """
+        with Path(path).open("rb") as source:
+            self._put(key, lambda out: shutil.copyfileobj(source, out, _COPY_BUFFER))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _open(self, key: str) -> BinaryIO:
+        try:
+            return self.path_of(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyError(key) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        """The content of ``key``; KeyError when there is no such object."""
+        with self._open(key) as source:
+            return source.read()
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy ``key`` to the local file ``path`` (parents created); KeyError when missing.
+
+        ``path`` is replaced atomically: it never holds part of the object.
+        """
+        with self._open(key) as source:
+            _write_atomically(Path(path), lambda out: shutil.copyfileobj(source, out, _COPY_BUFFER))
+
+    def exists(self, key: str) -> bool:
+        """Whether an object ``key`` exists (a folder of other keys is not an object)."""
+        return self.path_of(key).is_file()
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a string prefix), in key order.
+
+        Only the folder named by the part of ``prefix`` before its last ``/`` is walked.
+        Files of in-progress writes, files whose names are not valid keys and symbolic
+        links leading outside the root are left out. The prefix is checked at once.
+        """
+        check_prefix(prefix)
+        folder_key, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*folder_key.split("/")) if folder_key else self.root
+        return self._walk(start, f"{folder_key}/" if folder_key else "", prefix, frozenset())
+
+    def _walk(
+        self, folder: Path, folder_key: str, prefix: str, ancestors: frozenset[tuple[int, int]]
+    ) -> Iterator[ObjectInfo]:
+        """Objects under ``folder`` (whose keys start with ``folder_key``) matching ``prefix``.
+
+        ``ancestors`` holds the folders being walked, so a link back to one of them is
+        not followed forever.
+        """
+        try:
+            if not folder.resolve().is_relative_to(self.root):
+                return
+            status = folder.stat()
+            if (status.st_dev, status.st_ino) in ancestors:
+                return
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except (OSError, RuntimeError):  # gone, not a folder, or a symbolic link loop
+            return
+        ancestors = ancestors | {(status.st_dev, status.st_ino)}
+        # A folder sorts as its name + "/": then sorting siblings sorts every key below
+        # them, because all keys under "d/" fall between "d/" and the next sibling.
+        found: list[tuple[str, os.DirEntry[str]]] = []
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+                if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(self.root):
+                    continue
+            except (OSError, RuntimeError):
+                continue
+            key = folder_key + entry.name
+            if is_dir:
+                key += "/"
+                if not (key.startswith(prefix) or prefix.startswith(key)):
+                    continue
+            elif not is_file or not key.startswith(prefix):
+                continue
+            try:
+                check_key(key[:-1] if is_dir else key)
+            except InputError:
+                continue  # a file put there by other means, with a name no key can have
+            found.append((key, entry))
+        found.sort(key=lambda item: item[0])
+        for key, entry in found:
+            if key.endswith("/"):
+                yield from self._walk(Path(entry.path), key, prefix, ancestors)
+                continue
+            try:
+                size = entry.stat().st_size
+            except OSError:
+                continue  # deleted while we were listing
+            yield ObjectInfo(key=key, size=size)
+
+    # -- deleting --------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` (nothing happens if missing) and the folders it leaves empty."""
+        path = self.path_of(key)
+        if path.is_dir() and not path.is_symlink():
+            return  # a folder of other keys, not an object
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # not empty (or already gone): folders above are not empty either
+            parent = parent.parent

@@ -1,0 +1,301 @@
+"""The `ds` commands. Each parses its arguments, calls one use case, and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from distributed_something.cli.main import cli
+from distributed_something.errors import InputError
+from distributed_something.project import Project
+from distributed_something.report.build import RunReport
+from distributed_something.report.render import print_summary
+from distributed_something.ui import console, info
+from distributed_something.usecases import inspect, lifecycle
+from distributed_something.usecases.project import open_project
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PathArg = click.Path(path_type=Path, dir_okay=False)
+
+
+def config_option(fn: F) -> F:
+    """--config: the ds.toml or config.py to use (default: the current folder's)."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="ds.toml or config.py (default: the one in the current folder)",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """--json: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True, help="print JSON on stdout")(fn)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+
+
+def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
+    """Print a report; exit code 1 when tasks are dead or unfinished."""
+    if as_json:
+        emit_json(report.to_json())
+    print_summary(report, f"outputs: {lifecycle.outputs_location(project)}")
+    return 0 if report.ok else 1
+
+
+@cli.command()
+@config_option
+@click.option("--job", "job_path", type=PathArg, help="a job file to check")
+@click.option("--fleet", "fleet_path", type=PathArg, help="a spot fleet file to check")
+@json_option
+def validate(
+    config_path: Path | None, job_path: Path | None, fleet_path: Path | None, as_json: bool
+) -> None:
+    """Check config, job file and fleet file. Creates nothing."""
+    from distributed_something.usecases.validate import validate as run_validate
+
+    project = open_project(config_path)
+    result = run_validate(project, job_path, fleet_path)
+    for note in result.notes:
+        info(f"[yellow]note:[/] {escape(note)}")
+    summary: dict[str, Any] = {"config": str(project.config_path), "ok": True}
+    if result.job is not None:
+        summary |= {
+            "job": str(job_path),
+            "format": result.job.format,
+            "tasks": len(result.job.tasks),
+        }
+        summary["duplicates"] = len(result.job.duplicates)
+    if result.fleet is not None:
+        summary["fleet"] = str(fleet_path)
+    if as_json:
+        emit_json(summary)
+    info("[green]valid[/]: " + ", ".join(f"{k}={v}" for k, v in summary.items() if k != "ok"))
+
+
+@cli.group()
+def config() -> None:
+    """Config helpers."""
+
+
+@config.command("convert")
+@click.argument("source", type=PathArg)
+@click.option("-o", "--output", type=PathArg, default=None, help="default: ds.toml beside it")
+@click.option("--force", is_flag=True, help="overwrite an existing file")
+def config_convert(source: Path, output: Path | None, force: bool) -> None:
+    """Write the ds.toml equivalent of a legacy config.py."""
+    from distributed_something.config.convert import convert_file
+
+    dest = convert_file(source, output or source.with_name("ds.toml"), force=force)
+    info(f"wrote {dest}")
+
+
+@cli.command()
+@config_option
+def setup(config_path: Path | None) -> None:
+    """Create the queue, storage and state of a run (idempotent)."""
+    project = open_project(config_path)
+    state = lifecycle.setup(project)
+    info(f"run {state.run_id} of {project.config.app_name} is set up ({state.backend})")
+
+
+@cli.command()
+@click.argument("job", type=PathArg)
+@config_option
+@json_option
+def submit(job: Path, config_path: Path | None, as_json: bool) -> None:
+    """Validate JOB and send its tasks to the queue (alias: submitJob)."""
+    project = open_project(config_path)
+    result = lifecycle.submit(project, job)
+    if as_json:
+        emit_json({"sent": result.sent, "duplicates": result.duplicates})
+    info(f"submitted {result.sent} tasks from {job} ({result.job_format} format)")
+    if result.duplicates:
+        info(f"[yellow]{result.duplicates} duplicate group(s) submitted once[/]")
+
+
+@cli.command("start-cluster")
+@click.argument("fleet", type=PathArg, required=False)
+@config_option
+def start_cluster(fleet: Path | None, config_path: Path | None) -> None:
+    """Start the workers (alias: startCluster). FLEET is the spot fleet file on AWS."""
+    project = open_project(config_path)
+    if fleet is not None and project.config.backend == "local":
+        info("local backend: the fleet file is not needed and was ignored")
+    status = lifecycle.start_cluster(project)
+    info(f"{status.running} worker(s) running")
+
+
+@cli.command()
+@click.argument("monitor_file", type=PathArg, required=False)
+@config_option
+@click.option("--cheapest", is_flag=True, help="drop to one machine after 15 minutes")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None, help="seconds per poll")
+@json_option
+def monitor(
+    monitor_file: Path | None,
+    config_path: Path | None,
+    cheapest: bool,
+    interval: float | None,
+    as_json: bool,
+) -> int:
+    """Watch the run until drained, clean up, write the report."""
+    project = open_project(config_path)
+    report = lifecycle.monitor(project, cheapest=cheapest, interval=interval)
+    return finish_report(project, report, as_json)
+
+
+@cli.command()
+@config_option
+@json_option
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Counts, workers and ETA of the current run."""
+    project = open_project(config_path)
+    st = inspect.status(project)
+    if as_json:
+        emit_json(st.to_json())
+        return
+    p = st.progress
+    table = Table(title=f"{st.app_name} · run {st.run_id}")
+    for col in ("total", "done", "skipped", "retried", "dead", "queued", "running", "workers"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        *map(str, (p.total, p.done, p.skipped, p.failed, p.dead, p.visible, p.in_flight)),
+        f"{st.workers_running}/{st.workers_desired}",
+    )
+    console.print(table)
+    eta = f", ETA {st.eta_seconds:.0f}s" if st.eta_seconds is not None else ""
+    info(f"elapsed {st.elapsed:.0f}s{eta}")
+
+
+@cli.command()
+@click.argument("task")
+@config_option
+def logs(task: str, config_path: Path | None) -> None:
+    """Print the logs of TASK (an id or a unique prefix), every attempt."""
+    project = open_project(config_path)
+    for key, text in inspect.task_logs(project, task):
+        info(f"[bold]── {escape(key)}[/]")
+        sys.stdout.write(text)
+
+
+@cli.group()
+def dead() -> None:
+    """The dead-letter store: tasks that failed every attempt."""
+
+
+@dead.command("list")
+@config_option
+@json_option
+def dead_list(config_path: Path | None, as_json: bool) -> None:
+    """List dead-lettered tasks with their last error."""
+    project = open_project(config_path)
+    items = inspect.dead_list(project)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "task_id": d.task_id,
+                    "attempts": d.receive_count,
+                    "error": d.error,
+                    "body": json.loads(d.body),
+                }
+                for d in items
+            ]
+        )
+        return
+    table = Table(title=f"dead tasks ({len(items)})")
+    for col in ("task", "attempts", "error"):
+        table.add_column(col)
+    for d in items:
+        table.add_row(d.task_id, str(d.receive_count), escape(d.error[:120]))
+    console.print(table)
+
+
+@dead.command("show")
+@click.argument("task")
+@config_option
+def dead_show(task: str, config_path: Path | None) -> None:
+    """Show one dead task: message, attempts, errors, log tail."""
+    emit_json(inspect.dead_show(open_project(config_path), task))
+
+
+@dead.command("redrive")
+@click.argument("tasks", nargs=-1)
+@config_option
+def dead_redrive(tasks: tuple[str, ...], config_path: Path | None) -> None:
+    """Put dead tasks (all, or the TASKS given) back on the queue."""
+    moved = inspect.dead_redrive(open_project(config_path), list(tasks) or None)
+    info(f"{moved} task(s) back on the queue; run `ds start-cluster` and `ds monitor`")
+
+
+@cli.command()
+@config_option
+@json_option
+def report(config_path: Path | None, as_json: bool) -> int:
+    """The current run's report (every task's outcome)."""
+    project = open_project(config_path)
+    return finish_report(project, lifecycle.report(project), as_json)
+
+
+@cli.command()
+@config_option
+def cleanup(config_path: Path | None) -> None:
+    """Stop workers and tear the run down now (dead letters, outputs and records stay)."""
+    project = open_project(config_path)
+    state = lifecycle.cleanup(project)
+    info(f"cleaned up {project.config.app_name}" + (f" run {state.run_id}" if state else ""))
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), required=False)
+@config_option
+@click.option("--job", "job_path", type=PathArg, default=None, help="default: FOLDER/job.json")
+@click.option("--cheapest", is_flag=True, help="drop to one machine after 15 minutes")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None, help="seconds per poll")
+@json_option
+def run(
+    folder: Path | None,
+    config_path: Path | None,
+    job_path: Path | None,
+    cheapest: bool,
+    interval: float | None,
+    as_json: bool,
+) -> int:
+    """Validate, set up, submit, start workers, monitor and report, in one go.
+
+    FOLDER (default: the current one) holds ds.toml or config.py and job.json.
+    """
+    folder = folder or Path.cwd()
+    if not folder.is_dir():
+        raise InputError("argument", "FOLDER", f"{folder} is not a folder", "give a project folder")
+    project = open_project(config_path, folder)
+    job = job_path or folder / "job.json"
+    if not job.is_file():
+        raise InputError(
+            "argument", "--job", f"no job file {job}", "pass --job FILE or add job.json to FOLDER"
+        )
+    report = lifecycle.run(project, job, cheapest=cheapest, interval=interval)
+    return finish_report(project, report, as_json)
+
+
+@cli.command(hidden=False)
+@config_option
+@click.option("--name", default=None, help="the worker's name in logs and records")
+@click.option("--start-delay", type=click.FloatRange(min=0), default=0.0, help="seconds to wait")
+def worker(config_path: Path | None, name: str | None, start_delay: float) -> None:
+    """Process tasks until the queue is drained (the container entrypoint)."""
+    from distributed_something.usecases.work import run_worker
+
+    run_worker(open_project(config_path), name=name, start_delay=start_delay)

@@ -1,0 +1,227 @@
+"""The run config: one typed model for `ds.toml` and legacy `config.py` alike.
+
+Every legacy variable of DESIGN §3 has a home here (see `config.legacy.LEGACY_FIELDS`).
+Each field's ``description`` doubles as the fix shown when its value is wrong, so it says
+what a valid value looks like.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
+
+
+class Section(BaseModel):
+    """A config section: unknown fields are errors (they are usually typos)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RecipeConfig(Section):
+    """Which recipe turns a task into a command, and the `command` recipe's templates."""
+
+    name: str | None = Field(
+        default=None,
+        description='a recipe name: "command", "cellprofiler", "fiji" or "omezarr"',
+    )
+    argv: list[str] = Field(
+        default_factory=list,
+        description='a list of strings, e.g. ["python", "{input_dir}/run.py", "{image}"]',
+    )
+    output_prefix: str = Field(
+        default="",
+        description='a storage key prefix template, e.g. "results/{image}"',
+    )
+    inputs: list[str] = Field(
+        default_factory=list,
+        description='a list of storage key templates to download, e.g. ["images/{image}"]',
+    )
+
+
+class ClusterConfig(Section):
+    """How many workers run, and what each container gets."""
+
+    machines: int = Field(default=1, ge=0, description="a whole number of machines ≥ 0")
+    tasks_per_machine: int = Field(
+        default=1, ge=1, description="a whole number of containers per machine ≥ 1"
+    )
+    docker_cores: int = Field(
+        default=1, ge=1, description="a whole number of worker processes per container ≥ 1"
+    )
+    cpu_shares: int | None = Field(
+        default=None, ge=128, description="ECS CPU units per container (1024 = one core), ≥ 128"
+    )
+    memory: int = Field(default=4096, ge=128, description="memory per container in MB, ≥ 128")
+    seconds_to_start: float = Field(
+        default=0, ge=0, description="seconds between starting a container's worker processes"
+    )
+
+    @property
+    def effective_cpu_shares(self) -> int:
+        """CPU units per container; defaults to one core per worker process."""
+        return self.cpu_shares if self.cpu_shares is not None else self.docker_cores * 1024
+
+
+class QueueConfig(Section):
+    """The job queue and its dead-letter queue."""
+
+    name: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="letters, digits, - and _ (≤ 80)"
+    )
+    dead_letter_queue: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="letters, digits, - and _ (≤ 80)"
+    )
+    visibility: int = Field(
+        default=60,
+        ge=1,
+        le=43200,
+        description="the base lease in whole seconds, 1 to 43200 (workers extend it while busy)",
+    )
+    job_retries: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="how many times a task is received before it is dead-lettered, 1 to 1000",
+    )
+
+
+class StorageConfig(Section):
+    """Buckets: logs/state, sources, workspace files and outputs."""
+
+    bucket: str = Field(default="", description="the bucket name for logs, state and outputs")
+    source_bucket: str = Field(default="", description="the bucket holding input images")
+    workspace_bucket: str = Field(default="", description="the bucket holding pipelines/scripts")
+    destination_bucket: str = Field(default="", description="the bucket outputs are written to")
+    upload_flags: str = Field(
+        default="", description='extra upload flags, e.g. "--acl bucket-owner-full-control"'
+    )
+
+
+class CheckIfDoneConfig(Section):
+    """When a received task counts as already done (and is skipped)."""
+
+    enabled: bool = Field(default=True, description="true or false")
+    expected_number_files: int | None = Field(
+        default=None,
+        ge=1,
+        description="how many output objects mark a task done (≥ 1), or leave it unset to "
+        "rely on the done marker alone",
+    )
+    min_file_size_bytes: int = Field(
+        default=1, ge=0, description="the smallest output size in bytes that counts (≥ 0)"
+    )
+    necessary_string: str = Field(
+        default="", description="a string output names must contain to count, or empty"
+    )
+
+
+class AwsConfig(Section):
+    """AWS-only settings (used when ``backend = "aws"``)."""
+
+    region: str = Field(default="us-east-1", description='an AWS region, e.g. "us-east-1"')
+    profile: str | None = Field(default=None, description="an AWS CLI profile name")
+    ecs_cluster: str = Field(default="default", description="an ECS cluster name")
+    machine_type: list[str] = Field(
+        default_factory=lambda: ["m5.large"],
+        min_length=1,
+        description='a list of EC2 instance types, e.g. ["m5.large", "m5a.large"]',
+    )
+    machine_price: float = Field(
+        default=0.10, gt=0, description="the maximum spot price in USD per hour, > 0"
+    )
+    ebs_vol_size: int = Field(
+        default=30, ge=22, description="the EBS volume size in GB, ≥ 22 (the ECS AMI needs it)"
+    )
+    assign_ip: bool = Field(default=False, description="true or false")
+    ssh_key_name: str = Field(default="", description="an EC2 key pair name, or empty")
+    log_group_name: str | None = Field(default=None, description="a CloudWatch log group name")
+    auto_monitor: bool = Field(default=False, description="true or false")
+    create_dashboard: bool = Field(default=False, description="true or false")
+    clean_dashboard: bool = Field(default=True, description="true or false")
+    task_role_arn: str | None = Field(default=None, description="an IAM role ARN for the tasks")
+
+
+class ToolConfig(Section):
+    """Settings of the family's tools (CellProfiler plugins, Fiji scripts, downloads)."""
+
+    download_files: bool = Field(default=False, description="true or false")
+    always_continue: bool = Field(default=False, description="true or false")
+    use_plugins: bool = Field(default=False, description="true or false")
+    update_plugins: bool = Field(default=False, description="true or false")
+    plugins_commit: str = Field(default="", description="a commit or tag of the plugins repo")
+    install_requirements: bool = Field(default=False, description="true or false")
+    requirements_file: str = Field(default="", description="a path in the plugins repository")
+    requirements: str = Field(default="", description="flags for the requirements install")
+    script_download_url: str = Field(default="", description="an https:// URL of the script")
+    script_sha256: str = Field(
+        default="",
+        pattern=r"^([0-9a-fA-F]{64})?$",
+        description="the script's sha256 as 64 hex digits, or empty",
+    )
+
+
+class LocalConfig(Section):
+    """Local-backend settings."""
+
+    root: str = Field(
+        default=".ds", description="a folder (relative to the config) for queue, bucket, logs"
+    )
+    workers: int | None = Field(
+        default=None, ge=1, description="a cap on local worker processes (≥ 1), or unset"
+    )
+    poll_interval: float = Field(
+        default=0.2, gt=0, le=60, description="seconds between polls of an empty queue (0–60]"
+    )
+    prepare: list[str] = Field(
+        default_factory=list,
+        description="an argv run once by `ds setup` (e.g. to generate inputs), or empty",
+    )
+
+
+class Config(Section):
+    """A whole run config."""
+
+    app_name: str = Field(pattern=NAME_PATTERN, description="letters, digits, - and _ (≤ 80)")
+    backend: Literal["local", "aws"] = Field(default="local", description='"local" or "aws"')
+    image: str = Field(default="", description='a container image, e.g. "org/tool:1.0"')
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    check_if_done: CheckIfDoneConfig = Field(default_factory=CheckIfDoneConfig)
+    aws: AwsConfig = Field(default_factory=AwsConfig)
+    tool: ToolConfig = Field(default_factory=ToolConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="a table of extra environment variables (names in upper case)",
+    )
+
+    @model_validator(mode="after")
+    def _derive_names(self) -> Config:
+        # Same derivations as the family's config.py files.
+        if self.queue.name is None:
+            self.queue.name = f"{self.app_name}Queue"
+        if self.queue.dead_letter_queue is None:
+            self.queue.dead_letter_queue = f"{self.app_name}DeadMessages"
+        if self.aws.log_group_name is None:
+            self.aws.log_group_name = self.app_name
+        return self
+
+    @property
+    def queue_name(self) -> str:
+        """The job queue's name (derived from the app name when unset)."""
+        return self.queue.name or f"{self.app_name}Queue"
+
+    @property
+    def dead_letter_queue_name(self) -> str:
+        """The dead-letter queue's name (derived from the app name when unset)."""
+        return self.queue.dead_letter_queue or f"{self.app_name}DeadMessages"
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes in all: machines × tasks per machine × processes per container."""
+        return self.cluster.machines * self.cluster.tasks_per_machine * self.cluster.docker_cores

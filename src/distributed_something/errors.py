@@ -1,0 +1,42 @@
+"""Errors users see. Each carries the exit code of DESIGN §4 and prints as one line.
+
+`main` prints ``str(error)`` once, without a traceback: messages name the file, the field
+and the fix, so they must read well on their own.
+"""
+
+from __future__ import annotations
+
+
+class DSError(Exception):
+    """Base for every error `ds` reports to the user instead of a traceback."""
+
+    exit_code = 3
+
+
+class InputError(DSError):
+    """Bad input (config, job file, fleet file, CLI argument, job value): exit code 2.
+
+    Raised before anything is created, sent or deleted.
+    """
+
+    exit_code = 2
+
+    def __init__(self, source: str, field: str | None, problem: str, fix: str) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+class BackendError(DSError):
+    """A backend (queue, storage, compute) failed: exit code 3."""
+
+    exit_code = 3
+
+
+class RunFailed(DSError):
+    """The run finished but some tasks are dead-lettered: exit code 1."""
+
+    exit_code = 1

@@ -1,0 +1,35 @@
+"""The compute contract: whatever runs `ds worker` processes (local processes, ECS on Spot)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ComputeStatus:
+    """Workers asked for and workers actually running."""
+
+    desired: int
+    running: int
+
+
+class Compute(Protocol):
+    """Starts, scales and stops workers.
+
+    - ``start(n)`` starts ``n`` workers (staggered as configured) and returns at once.
+    - ``scale(n)`` sets the number of workers wanted; it never kills a worker that is busy.
+    - ``status()`` reports desired and running workers.
+    - ``stop()`` asks every worker to stop: each hands its current task back to the queue.
+    - ``cleanup()`` removes what ``start`` created; safe to call more than once.
+    """
+
+    def start(self, n: int) -> None: ...
+
+    def scale(self, n: int) -> None: ...
+
+    def status(self) -> ComputeStatus: ...
+
+    def stop(self) -> None: ...
+
+    def cleanup(self) -> None: ...

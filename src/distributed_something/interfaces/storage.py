@@ -1,0 +1,45 @@
+"""The object storage contract (S3 semantics on string keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A stored object: its key and size in bytes."""
+
+    key: str
+    size: int
+
+
+class Storage(Protocol):
+    """Objects addressed by S3-like keys (``a/b/c.txt``).
+
+    Contract (tests/test_storage_contract.py holds every implementation to it):
+    - Keys are relative, ``/``-separated, never empty, never containing ``..`` segments, never
+      absolute; any other key raises ``InputError`` before anything is touched.
+    - ``put_bytes``/``put_file`` write whole objects atomically: readers see the old object or
+      the new one, never part of one.
+    - ``get_bytes``/``get_file`` raise ``KeyError`` for a missing key.
+    - ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix, as
+      in S3), in key order, however many there are.
+    - ``exists`` and ``delete`` (no error when missing) do what they say.
+    """
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def put_file(self, key: str, path: Path) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def get_file(self, key: str, path: Path) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...

@@ -1,0 +1,1 @@
+"""Job files: parsing every accepted format into tasks."""

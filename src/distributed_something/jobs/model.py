@@ -1,0 +1,94 @@
+"""A task: one element of a job file's groups (or plates, or CSV rows) plus the shared keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JobFormat = Literal["ds", "dcp", "df", "dozc", "csv"]
+
+#: SQS's message size limit; bodies above it are rejected at validation.
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of a value: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def task_id_of(body: Mapping[str, Any]) -> str:
+    """A task's stable id: the first 20 hex digits of the sha256 of its canonical JSON."""
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task.
+
+    ``body`` is the queue message exactly as the family's workers read it (shared keys plus
+    ``"group"``, or ``"plate"`` for DOZC); ``group_key`` names that key. ``id`` is
+    ``task_id_of(body)``.
+    """
+
+    body: dict[str, Any]
+    group_key: str = "group"
+    id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", task_id_of(self.body))
+
+    @property
+    def group(self) -> Any:
+        """The task's own element (group, plate or CSV row)."""
+        return self.body.get(self.group_key)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """Template fields: the shared keys, then the group's keys (group wins), and the
+        group itself under its key."""
+        merged: dict[str, Any] = {k: v for k, v in self.body.items() if k != self.group_key}
+        group = self.group
+        merged[self.group_key] = group
+        if isinstance(group, Mapping):
+            merged.update(group)
+        return merged
+
+    def describe(self) -> str:
+        """A short human label for messages and reports."""
+        return canonical_json(self.group)[:120]
+
+    def body_json(self) -> str:
+        """The message body sent to the queue."""
+        return canonical_json(self.body)
+
+    @classmethod
+    def from_body(cls, body_json: str) -> Task:
+        """Rebuild a task from a queue message body (the worker side)."""
+        body = json.loads(body_json)
+        if not isinstance(body, dict):
+            raise ValueError("a task message body must be a JSON object")
+        group_key = "plate" if "plate" in body and "group" not in body else "group"
+        return cls(body=body, group_key=group_key)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A group that repeats an earlier one (same task id); it is submitted once."""
+
+    index: int
+    first_index: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class JobFile:
+    """A parsed, validated job file: unique tasks in file order, and the duplicates dropped."""
+
+    path: str
+    format: JobFormat
+    tasks: list[Task]
+    duplicates: list[Duplicate]

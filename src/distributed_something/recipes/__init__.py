@@ -1,0 +1,1 @@
+"""Recipes: task → command. `command` is built in; tool recipes join the registry."""

@@ -1,0 +1,76 @@
+"""The recipe contract: how a task becomes a command, its inputs and its outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from distributed_something.config.model import Config
+from distributed_something.jobs.model import Task
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """A task's scratch folders: inputs are staged into ``input_dir``; everything the
+    command leaves in ``output_dir`` is uploaded under the plan's output prefix."""
+
+    root: Path
+
+    @property
+    def input_dir(self) -> Path:
+        return self.root / "inputs"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "outputs"
+
+    def create(self) -> None:
+        self.input_dir.mkdir(parents=True, exist_ok=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+
+#: A placeholder workdir used to plan tasks at validation time.
+PLACEHOLDER_WORKDIR = Workdir(Path("/ds-scratch"))
+
+
+@dataclass(frozen=True)
+class Input:
+    """A storage object to download before the command runs, to ``input_dir / path``."""
+
+    key: str
+    path: str
+    bucket: str = ""
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What the worker does for one task.
+
+    ``argv`` runs without a shell; ``inputs`` are staged first; the contents of the
+    workdir's ``output_dir`` are uploaded under ``output_prefix`` (in ``output_bucket``, or
+    the main bucket when empty) only after ``Recipe.check_success`` accepts the run.
+    """
+
+    argv: list[str]
+    output_prefix: str
+    inputs: list[Input] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    output_bucket: str = ""
+
+
+class Recipe(Protocol):
+    """Turns tasks into plans. Pure: it never touches storage or the queue.
+
+    - ``plan`` raises ``InputError`` naming the field and the group when the task lacks
+      something the recipe needs; `ds validate` calls it for every task with
+      ``PLACEHOLDER_WORKDIR``, so a plan that works there works in the worker.
+    - ``check_success`` gets the exit code and the workdir after the command ends and returns
+      None when the run succeeded, else the reason it failed.
+    """
+
+    name: str
+
+    def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan: ...
+
+    def check_success(self, exit_code: int, workdir: Workdir) -> str | None: ...

@@ -1,0 +1,41 @@
+"""Recipe names → recipes. A new recipe registers by adding one entry to `RECIPES`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from distributed_something.errors import InputError
+from distributed_something.recipes.base import Recipe
+from distributed_something.recipes.command import CommandRecipe
+
+__all__ = ["RECIPES", "get_recipe"]
+
+#: name → factory; a factory takes no arguments and returns a fresh recipe.
+RECIPES: dict[str, Callable[[], Recipe]] = {
+    "command": CommandRecipe,
+}
+
+_SET_NAME_FIX = (
+    'set recipe.name = "command" and recipe.argv = ["tool", "{input_dir}/{image}", '
+    '"{output_dir}"] (argv elements are templates filled from each task)'
+)
+
+
+def get_recipe(name: str | None, *, source: str) -> Recipe:
+    """The recipe called ``name``.
+
+    Raises ``InputError`` (``source`` = the config file, field ``recipe.name``) when ``name`` is
+    None (unset) or not a key of `RECIPES`; the latter error lists the known names.
+    """
+    if name is None:
+        raise InputError(source, "recipe.name", "is not set", _SET_NAME_FIX)
+    factory = RECIPES.get(name)
+    if factory is None:
+        known = ", ".join(f'"{known}"' for known in sorted(RECIPES))
+        raise InputError(
+            source,
+            "recipe.name",
+            f"{name!r} is not a known recipe (known: {known})",
+            f"set recipe.name to one of {known}",
+        )
+    return factory()

@@ -1,0 +1,243 @@
+"""The run's life: setup → submit → start workers → monitor → report/cleanup."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from distributed_something.backends import Backend, open_backend
+from distributed_something.errors import BackendError, InputError
+from distributed_something.interfaces.compute import ComputeStatus
+from distributed_something.jobs.model import JobFile
+from distributed_something.monitor.loop import policy_config, watch
+from distributed_something.project import Project
+from distributed_something.records import ManifestEntry, RunRecords
+from distributed_something.report.build import RunReport, build_report
+from distributed_something.state import RunState, load_state, new_state, require_state, save_state
+from distributed_something.templates import render
+from distributed_something.ui import info, task_bar
+from distributed_something.usecases.validate import check_job
+
+#: messages per queue call (SQS allows 10 per batch; the local queue takes more at once)
+LOCAL_BATCH = 500
+
+
+def records_for(project: Project, backend: Backend, state: RunState) -> RunRecords:
+    """The run's records in the main bucket."""
+    return RunRecords(backend.storage, project.config.app_name, state.run_id)
+
+
+def setup(project: Project, backend: Backend | None = None) -> RunState:
+    """Create what a run needs, or reuse the run in progress. Idempotent."""
+    backend = backend or open_backend(project)
+    state = load_state(project)
+    if state is None or not state.active:
+        state = new_state(project, backend.name, dead_at_start=backend.queue.counts().dead)
+    if backend.name == "local" and project.config.local.prepare:
+        _prepare(project)
+    save_state(project, state, backend.storage)
+    return state
+
+
+def _prepare(project: Project) -> None:
+    from distributed_something.backends.local import bucket_dir
+
+    fields = {
+        "python": sys.executable,
+        "config_dir": str(project.base_dir),
+        "bucket_dir": str(bucket_dir(project)),
+    }
+    argv = [render(part, fields, group="local.prepare") for part in project.config.local.prepare]
+    bucket_dir(project).mkdir(parents=True, exist_ok=True)
+    info(f"preparing inputs: {' '.join(argv)}")
+    done = subprocess.run(argv, cwd=project.base_dir, check=False)
+    if done.returncode != 0:
+        raise BackendError(
+            f"{project.config_path}: local.prepare exited with code {done.returncode}; "
+            "see its output above"
+        )
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What `ds submit` sent."""
+
+    sent: int
+    duplicates: int
+    job_format: str
+
+
+def submit(
+    project: Project,
+    job_path: Path,
+    *,
+    job: JobFile | None = None,
+    backend: Backend | None = None,
+    show_progress: bool = True,
+) -> SubmitResult:
+    """Validate the job file fully (unless ``job`` is it, validated), then send every unique
+    task in batches."""
+    job = job or check_job(project, job_path)
+    backend = backend or open_backend(project)
+    state = require_state(project)
+    records = records_for(project, backend, state)
+    # The manifest is written first: the report must know every task that may be queued.
+    records.write_manifest(f"{time.time_ns()}", (ManifestEntry(t.id, t.group) for t in job.tasks))
+    bar = task_bar("submit") if show_progress else None
+    bar_id = bar.add_task("submit", total=len(job.tasks), detail="") if bar else None
+    sent = 0
+    if bar:
+        bar.start()
+    try:
+        for start in range(0, len(job.tasks), LOCAL_BATCH):
+            chunk = job.tasks[start : start + LOCAL_BATCH]
+            sent += backend.queue.send_batch([(t.id, t.body_json()) for t in chunk])
+            if bar is not None and bar_id is not None:
+                bar.update(bar_id, completed=sent)
+    finally:
+        if bar:
+            bar.stop()
+    state.submitted += sent
+    state.job_files.append(str(job_path.resolve()))
+    save_state(project, state, backend.storage)
+    return SubmitResult(sent=sent, duplicates=len(job.duplicates), job_format=job.format)
+
+
+def start_cluster(project: Project, backend: Backend | None = None) -> ComputeStatus:
+    """Start the workers the config asks for (machines × tasks × processes, capped)."""
+    backend = backend or open_backend(project)
+    state = require_state(project)
+    workers = policy_config(project.config, cheapest=False).workers
+    backend.compute.scale(workers)
+    state.workers_started_at = state.workers_started_at or time.time()
+    save_state(project, state, backend.storage)
+    return backend.compute.status()
+
+
+def monitor(
+    project: Project,
+    *,
+    backend: Backend | None = None,
+    cheapest: bool = False,
+    interval: float | None = None,
+    show_progress: bool = True,
+) -> RunReport:
+    """Watch the run until drained, then clean up and write the report."""
+    backend = backend or open_backend(project)
+    state = require_state(project)
+    if interval is None:
+        interval = 1.0 if backend.name == "local" else 60.0
+    if state.active:
+        watch(
+            project.config,
+            backend,
+            state,
+            interval=interval,
+            cheapest=cheapest,
+            show_progress=show_progress,
+        )
+    return finish(project, backend, state)
+
+
+def finish(project: Project, backend: Backend, state: RunState) -> RunReport:
+    """Stop and remove the workers, mark the run finished and write its report."""
+    backend.compute.cleanup()
+    if state.finished_at is None:
+        state.finished_at = time.time()
+    state.cleaned_up = True
+    save_state(project, state, backend.storage)
+    return write_report(project, backend, state)
+
+
+def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:
+    """Build the run report and store it next to the state and in the main bucket."""
+    records = records_for(project, backend, state)
+    report = build_report(records, backend.queue, state)
+    text = json.dumps(report.to_json(), indent=1)
+    project.state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = project.report_path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(project.report_path)
+    backend.storage.put_bytes(records.report_key(), text.encode())
+    return report
+
+
+def report(project: Project, backend: Backend | None = None) -> RunReport:
+    """The current run's report, rebuilt from storage now."""
+    backend = backend or open_backend(project)
+    return write_report(project, backend, require_state(project))
+
+
+def cleanup(project: Project, backend: Backend | None = None) -> RunState | None:
+    """Tear down on demand: stop workers (each hands its task back), empty the queue, mark
+    the run finished. The dead-letter store, outputs and records are kept; the job file can
+    be submitted again and finished tasks are skipped."""
+    backend = backend or open_backend(project)
+    backend.compute.cleanup()
+    backend.queue.purge()
+    state = load_state(project)
+    if state is not None:
+        if state.finished_at is None:
+            state.finished_at = time.time()
+        state.cleaned_up = True
+        save_state(project, state, backend.storage)
+    return state
+
+
+def run(
+    project: Project,
+    job_path: Path,
+    *,
+    cheapest: bool = False,
+    show_progress: bool = True,
+    interval: float | None = None,
+) -> RunReport:
+    """Every step in one: validate, setup, submit, start workers, monitor, report.
+
+    Run again after an interruption, it resumes the run in progress for the same job file.
+    """
+    job = check_job(project, job_path)
+    backend = open_backend(project)
+    state = load_state(project)
+    resuming = state is not None and state.active and state.submitted > 0
+    if resuming and state is not None and state.job_files != [str(job_path.resolve())]:
+        raise InputError(
+            str(project.config_path),
+            None,
+            f"run {state.run_id} of {project.config.app_name} is still in progress with "
+            f"{', '.join(state.job_files)}",
+            "finish it with `ds monitor`, or stop it with `ds cleanup`",
+        )
+    setup(project, backend)
+    if resuming:
+        info(f"resuming run {state.run_id if state else ''}")
+    else:
+        result = submit(project, job_path, job=job, backend=backend, show_progress=show_progress)
+        info(f"submitted {result.sent} tasks ({result.duplicates} duplicate groups dropped)")
+    start_cluster(project, backend)
+    try:
+        return monitor(
+            project,
+            backend=backend,
+            cheapest=cheapest,
+            interval=interval,
+            show_progress=show_progress,
+        )
+    except KeyboardInterrupt:
+        info("interrupted: stopping workers (their tasks go back to the queue)")
+        backend.compute.stop()
+        raise
+
+
+def outputs_location(project: Project) -> str:
+    """Where a run's outputs land, for people."""
+    if project.config.backend == "local":
+        from distributed_something.backends.local import bucket_dir
+
+        return str(bucket_dir(project, project.config.storage.destination_bucket))
+    bucket = project.config.storage.destination_bucket or project.config.storage.bucket
+    return f"s3://{bucket}/"

@@ -1,0 +1,1 @@
+"""The worker: `ds worker`, the same loop in every backend."""

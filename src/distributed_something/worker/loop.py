@@ -1,0 +1,309 @@
+"""The worker loop: receive → check done → stage → run → upload → mark done → delete.
+
+One iteration is `Worker.step`, with time and sleep injectable, so the loop is tested a step
+at a time; `Worker.run` repeats it until the queue is drained or the worker is told to stop.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from distributed_something.backends import Backend
+from distributed_something.config.model import Config
+from distributed_something.errors import DSError
+from distributed_something.interfaces.queue import Message
+from distributed_something.interfaces.storage import Storage
+from distributed_something.jobs.model import Task
+from distributed_something.keys import join_key
+from distributed_something.recipes.base import Recipe, TaskPlan, Workdir
+from distributed_something.records import DoneMarker, Failure, RunRecords, Skip
+from distributed_something.worker.heartbeat import Heartbeat
+from distributed_something.worker.policy import outputs_look_done, retry_delay
+from distributed_something.worker.runner import Runner
+
+log = logging.getLogger("ds.worker")
+
+LOG_TAIL_BYTES = 4000
+
+
+class Outcome(enum.Enum):
+    """What one step of the loop did."""
+
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    IDLE = "idle"
+    DRAINED = "drained"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+@dataclass
+class WorkerSettings:
+    """How this worker behaves (not what it runs: that is the config and the recipe)."""
+
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    #: the run whose records this worker writes (skips, failures, logs)
+    run_id: str = "default"
+    scratch_root: Path = field(default_factory=lambda: Path("/tmp/ds-scratch"))
+    poll_interval: float = 0.5
+    start_delay: float = 0.0
+    #: most seconds between polls when the queue keeps coming back empty
+    max_poll_interval: float = 5.0
+
+
+@dataclass
+class WorkerSummary:
+    """Counts of what a worker did in its life, by outcome."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome.value] = self.counts.get(outcome.value, 0) + 1
+
+
+class Worker:
+    """Processes tasks from ``backend.queue`` until the queue is drained or it is stopped."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        recipe: Recipe,
+        runner: Runner,
+        settings: WorkerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.recipe = recipe
+        self.runner = runner
+        self.settings = settings
+        self.clock = clock
+        self.records = RunRecords(backend.storage, config.app_name, settings.run_id)
+        self.stopping = threading.Event()
+        self._abort = threading.Event()
+        self._sleep = sleep or self.stopping.wait
+        self._idle_polls = 0
+
+    # control ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop taking work; the task in progress (if any) is handed back at once."""
+        self.stopping.set()
+        self._abort.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the worker (ECS and `ds` stop workers with SIGTERM)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: handing back the current task and stopping", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> WorkerSummary:
+        """Loop until the queue is drained (nothing visible, nothing in flight) or stopped."""
+        summary = WorkerSummary()
+        if self.settings.start_delay > 0:
+            self._sleep(self.settings.start_delay)
+        while not self.stopping.is_set():
+            outcome = self.step()
+            summary.add(outcome)
+            if outcome in (Outcome.DRAINED, Outcome.STOPPED):
+                break
+        log.info("worker %s exits: %s", self.settings.name, summary.counts)
+        return summary
+
+    # one iteration ---------------------------------------------------------------------
+    def step(self) -> Outcome:
+        """Take at most one task and carry it to an outcome."""
+        if self.stopping.is_set():
+            return Outcome.STOPPED
+        lease = float(self.config.queue.visibility)
+        try:
+            messages = self.backend.queue.receive(1, lease)
+        except DSError as exc:
+            log.warning("receive failed: %s", exc)
+            self._idle()
+            return Outcome.IDLE
+        if not messages:
+            if self.backend.queue.counts().drained:
+                return Outcome.DRAINED
+            self._idle()
+            return Outcome.IDLE
+        self._idle_polls = 0
+        return self._process(messages[0], lease)
+
+    def _idle(self) -> None:
+        # Back off while the queue stays empty but not drained (tasks in flight elsewhere).
+        self._idle_polls += 1
+        interval = min(
+            self.settings.poll_interval * 2 ** min(self._idle_polls - 1, 6),
+            self.settings.max_poll_interval,
+        )
+        self._sleep(interval)
+
+    def _process(self, message: Message, lease: float) -> Outcome:
+        self._abort.clear()
+        if self.stopping.is_set():
+            self.backend.queue.release(message, 0)
+            return Outcome.STOPPED
+        workdir = Workdir(self.settings.scratch_root / f"{message.task_id}-{os.getpid()}")
+        log_path = workdir.root / "task.log"
+        started = self.clock()
+        try:
+            workdir.create()
+            task = Task.from_body(message.body)
+            plan = self.recipe.plan(self.config, task, workdir)
+            if self._already_done(task, plan):
+                self.backend.queue.delete(message)
+                return Outcome.SKIPPED
+            return self._execute(message, task, plan, workdir, log_path, lease, started)
+        except Exception as exc:  # noqa: BLE001 - any error is this task's failure, not ours
+            error = str(exc) if isinstance(exc, DSError) else f"{type(exc).__name__}: {exc}"
+            log.warning("task %s failed before/after running: %s", message.task_id, error)
+            log.debug("%s", traceback.format_exc())
+            self._fail(message, error, None, log_path)
+            return Outcome.FAILED
+        finally:
+            self._store_log(message, log_path)
+            shutil.rmtree(workdir.root, ignore_errors=True)
+
+    def _already_done(self, task: Task, plan: TaskPlan) -> bool:
+        rule = self.config.check_if_done
+        if not rule.enabled:
+            return False
+        if self.records.read_done(task.id) is not None:
+            reason = "done marker present"
+        else:
+            destination = self._bucket(plan.output_bucket, "destination")
+            prefix = plan.output_prefix.rstrip("/") + "/"
+            if not outputs_look_done(destination.list(prefix), rule):
+                return False
+            reason = f"outputs under {prefix} meet the check-if-done rule"
+        self.records.write_skip(Skip(task.id, self.clock(), reason, self.settings.name))
+        log.info("task %s skipped: %s", task.id, reason)
+        return True
+
+    def _execute(
+        self,
+        message: Message,
+        task: Task,
+        plan: TaskPlan,
+        workdir: Workdir,
+        log_path: Path,
+        lease: float,
+        started: float,
+    ) -> Outcome:
+        self._stage_inputs(plan, workdir)
+        with log_path.open("a") as header:
+            header.write(
+                f"ds: task {task.id} attempt {message.receive_count} on {self.settings.name}\n"
+                f"ds: argv {plan.argv!r}\n"
+            )
+        env = {**os.environ, **self.config.env, **plan.env, "DS_TASK_ID": task.id}
+        with Heartbeat(self.backend.queue, message, lease, self._abort) as beat:
+            result = self.runner.run(
+                plan.argv, cwd=workdir.root, env=env, log_path=log_path, stop=self._abort
+            )
+        if self.stopping.is_set():
+            self.backend.queue.release(message, 0)
+            log.info("task %s handed back (worker stopping)", task.id)
+            return Outcome.STOPPED
+        if beat.lost.is_set():
+            # Someone else holds the task now; uploading would race with them.
+            log.warning("task %s: lease lost, result dropped", task.id)
+            return Outcome.LOST
+        reason = self.recipe.check_success(result.exit_code, workdir)
+        if reason is not None:
+            self._fail(message, reason, result.exit_code, log_path)
+            return Outcome.FAILED
+        outputs = self._upload_outputs(plan, workdir)
+        self.records.write_done(
+            DoneMarker(
+                task_id=task.id,
+                attempt=message.receive_count,
+                duration=round(result.duration, 3),
+                outputs=outputs,
+                started_at=started,
+                finished_at=self.clock(),
+                worker=self.settings.name,
+                output_prefix=plan.output_prefix,
+            )
+        )
+        self.backend.queue.delete(message)
+        log.info("task %s done in %.1fs (%d outputs)", task.id, result.duration, len(outputs))
+        return Outcome.DONE
+
+    def _bucket(self, name: str, role: str) -> Storage:
+        """The bucket a plan names, else the config's source or destination bucket."""
+        storage = self.config.storage
+        default = storage.destination_bucket if role == "destination" else storage.source_bucket
+        return self.backend.bucket(name or default)
+
+    def _stage_inputs(self, plan: TaskPlan, workdir: Workdir) -> None:
+        for item in plan.inputs:
+            source = self._bucket(item.bucket, "source")
+            target = workdir.input_dir / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                source.get_file(item.key, target)
+            except KeyError:
+                raise FileNotFoundError(f"input {item.key!r} is not in storage") from None
+
+    def _upload_outputs(self, plan: TaskPlan, workdir: Workdir) -> list[str]:
+        destination = self._bucket(plan.output_bucket, "destination")
+        keys = []
+        for path in sorted(p for p in workdir.output_dir.rglob("*") if p.is_file()):
+            key = join_key(plan.output_prefix, path.relative_to(workdir.output_dir).as_posix())
+            destination.put_file(key, path)
+            keys.append(key)
+        return keys
+
+    def _fail(self, message: Message, error: str, exit_code: int | None, log_path: Path) -> None:
+        tail = ""
+        if log_path.exists():
+            with log_path.open("rb") as fh:
+                fh.seek(max(0, log_path.stat().st_size - LOG_TAIL_BYTES))
+                tail = fh.read().decode(errors="replace")
+        try:
+            self.records.write_failure(
+                Failure(
+                    task_id=message.task_id,
+                    attempt=message.receive_count,
+                    error=error,
+                    exit_code=exit_code,
+                    log_tail=tail,
+                    at=self.clock(),
+                    worker=self.settings.name,
+                )
+            )
+        finally:
+            delay = retry_delay(message.receive_count, self.backend.queue.max_receive_count)
+            self.backend.queue.release(message, delay, error)
+        log.warning("task %s attempt %d failed: %s", message.task_id, message.receive_count, error)
+
+    def _store_log(self, message: Message, log_path: Path) -> None:
+        if not log_path.exists():
+            return
+        try:
+            self.backend.storage.put_file(
+                self.records.log_key(message.task_id, message.receive_count), log_path
+            )
+        except Exception as exc:  # noqa: BLE001 - a lost log must not lose the task
+            log.warning("could not store the log of task %s: %s", message.task_id, exc)

@@ -1,0 +1,104 @@
+"""Runners execute a recipe's argv. Never through a shell: job values stay literal arguments."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a command ended. ``interrupted`` is True when it was stopped from outside."""
+
+    exit_code: int
+    duration: float
+    interrupted: bool
+
+
+class Runner(Protocol):
+    """Runs one argv to completion.
+
+    The command's stdout and stderr are streamed, interleaved, into ``log_path`` as they are
+    written. When ``stop`` is set the command is terminated (then killed after a grace period)
+    and the result is marked interrupted.
+    """
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        stop: threading.Event,
+    ) -> RunResult: ...
+
+
+class SubprocessRunner:
+    """Runs the argv as a child process in its own process group (so the whole tree stops)."""
+
+    def __init__(self, grace_seconds: float = 10.0, poll_seconds: float = 0.05) -> None:
+        self.grace_seconds = grace_seconds
+        self.poll_seconds = poll_seconds
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        stop: threading.Event,
+    ) -> RunResult:
+        started = time.monotonic()
+        with log_path.open("ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    list(argv),
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                # A missing or non-executable program is the task's failure, not the worker's.
+                log.write(f"ds: cannot start {argv[0]!r}: {exc}\n".encode())
+                return RunResult(127, time.monotonic() - started, False)
+            interrupted = self._wait(proc, stop)
+        return RunResult(proc.returncode, time.monotonic() - started, interrupted)
+
+    def _wait(self, proc: subprocess.Popen[bytes], stop: threading.Event) -> bool:
+        wait = self.poll_seconds
+        while True:
+            try:
+                proc.wait(timeout=wait)
+                return False
+            except subprocess.TimeoutExpired:
+                # Short waits at first keep short tasks fast; longer ones spare the CPU.
+                wait = min(wait * 2, 0.5)
+            if stop.is_set():
+                self._terminate(proc)
+                return True
+
+    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        self._signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.grace_seconds)
+        except subprocess.TimeoutExpired:
+            self._signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)

@@ -1,0 +1,163 @@
+"""End to end on the local backend: `ds` as users run it, with real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
+
+import pytest
+from conftest import write_project
+
+pytestmark = pytest.mark.slow
+
+Ds = Callable[..., CompletedProcess[str]]
+
+# A task that records each execution, takes a while, then writes its output.
+WORK = (
+    "import sys, time, os\n"
+    "out, name, ledger, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])\n"
+    "with open(ledger, 'a') as f: f.write(name + '\\n')\n"
+    "if name.startswith('poison') and not os.path.exists(ledger + '.cured'):\n"
+    "    print('poisoned input', name, file=sys.stderr); sys.exit(7)\n"
+    "time.sleep(seconds)\n"
+    "open(os.path.join(out, 'result.txt'), 'w').write('result of ' + name)\n"
+)
+
+
+def work_project(tmp_path: Path, names: list[str], seconds: float, **extra: Any) -> Path:
+    ledger = tmp_path / "ledger.txt"
+    argv = [sys.executable, "-c", WORK, "{output_dir}", "{name}", str(ledger), str(seconds)]
+    return write_project(
+        tmp_path / "proj", argv=argv, groups=[{"name": n} for n in names], extra=extra
+    )
+
+
+def ledger(tmp_path: Path) -> list[str]:
+    path = tmp_path / "ledger.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def report_of(result: CompletedProcess[str]) -> dict[str, Any]:
+    assert result.stdout, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def outputs(proj: Path) -> dict[str, str]:
+    root = proj / ".ds" / "T" / "buckets" / "default" / "out"
+    return {p.parent.name: p.read_text() for p in root.glob("*/result.txt")}
+
+
+def test_run_completes_every_task_and_resubmission_skips_them(tmp_path: Path, ds: Ds) -> None:
+    names = [f"t{i}" for i in range(6)]
+    proj = work_project(tmp_path, names, 0.1)
+    first = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    rep = report_of(first)
+    assert {k: rep["counts"][k] for k in ("done", "skipped", "failed", "dead")} == {
+        "done": 6,
+        "skipped": 0,
+        "failed": 0,
+        "dead": 0,
+    }
+    assert {t["outcome"] for t in rep["tasks"]} == {"done"}
+    assert all(t["attempts"] == 1 and t["outputs"] for t in rep["tasks"])
+    assert outputs(proj) == {n: f"result of {n}" for n in names}
+    assert sorted(ledger(tmp_path)) == sorted(names)
+
+    again = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rep2 = report_of(again)
+    assert rep2["counts"]["skipped"] == 6 and rep2["counts"]["done"] == 0
+    assert rep2["run_id"] != rep["run_id"]
+    assert sorted(ledger(tmp_path)) == sorted(names)  # nothing ran twice
+
+
+def test_worker_killed_mid_task_and_the_task_still_completes_once(tmp_path: Path, ds: Ds) -> None:
+    names = [f"k{i}" for i in range(4)]
+    proj = work_project(tmp_path, names, 2.0, queue={"visibility": 2})
+    assert ds("setup", cwd=proj).returncode == 0
+    assert ds("submitJob", "job.json", cwd=proj).returncode == 0  # the family's alias
+    assert ds("startCluster", cwd=proj).returncode == 0
+    workers = json.loads((proj / ".ds" / "T" / "workers.json").read_text())["workers"]
+    deadline = time.monotonic() + 20
+    while len(ledger(tmp_path)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(ledger(tmp_path)) >= 2, "both workers should be busy"
+    os.kill(workers[0]["pid"], signal.SIGKILL)  # mid-task: no chance to hand it back
+    result = ds("monitor", "--json", "--interval", "0.2", cwd=proj)
+    assert result.returncode == 0, result.stderr
+    rep = report_of(result)
+    assert rep["counts"]["done"] == 4 and rep["counts"]["duplicates"] == 0
+    assert outputs(proj) == {n: f"result of {n}" for n in names}
+    # The killed worker's task started twice but completed once (one done marker).
+    assert len(ledger(tmp_path)) == 5
+    assert sorted(t["attempts"] for t in rep["tasks"]) == [1, 1, 1, 2]
+
+
+def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Path, ds: Ds) -> None:
+    proj = work_project(tmp_path, ["good1", "poison", "good2"], 0.0, queue={"job_retries": 2})
+    result = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # a run with dead tasks fails
+    rep = report_of(result)
+    assert rep["counts"]["done"] == 2 and rep["counts"]["dead"] == 1
+    (dead,) = [t for t in rep["tasks"] if t["outcome"] == "dead"]
+    assert dead["group"] == {"name": "poison"} and "code 7" in dead["error"]
+
+    listed = json.loads(ds("dead", "list", "--json", cwd=proj).stdout)
+    assert [d["task_id"] for d in listed] == [dead["id"]]
+    shown = json.loads(ds("dead", "show", dead["id"][:8], cwd=proj).stdout)
+    assert "poisoned input poison" in shown["failures"][-1]["log_tail"]
+    logs = ds("logs", dead["id"][:8], cwd=proj)
+    assert logs.returncode == 0 and "poisoned input" in logs.stdout
+
+    (tmp_path / "ledger.txt.cured").write_text("fixed")  # the user fixes the cause
+    redrive = ds("dead", "redrive", cwd=proj)
+    assert redrive.returncode == 0, redrive.stderr
+    status = json.loads(ds("status", "--json", cwd=proj).stdout)
+    assert status["progress"]["visible"] == 1 and status["progress"]["dead"] == 0
+    assert ds("start-cluster", cwd=proj).returncode == 0
+    final = ds("monitor", "--json", "--interval", "0.2", cwd=proj)
+    assert final.returncode == 0, final.stderr
+    rep = report_of(final)
+    assert rep["counts"]["done"] == 3 and rep["counts"]["dead"] == 0
+    assert outputs(proj)["poison"] == "result of poison"
+
+
+def test_task_longer_than_the_visibility_timeout_runs_once(tmp_path: Path, ds: Ds) -> None:
+    proj = work_project(tmp_path, ["slow"], 4.0, queue={"visibility": 1})
+    result = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert report_of(result)["counts"]["done"] == 1
+    assert ledger(tmp_path) == ["slow"]
+
+
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, ds: Ds) -> None:
+    proj = work_project(tmp_path, ["a"], 0.0)
+    (proj / "job.json").write_text('{"groups": [{"nam": "a"}]}')
+    result = ds("run", str(proj), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "job.json" in lines[0] and "name" in lines[0]
+    assert not (proj / ".ds").exists()
+
+    (proj / "ds.toml").write_text('app_name = "T"\n[queue]\nvisibility = "soon"\n')
+    result = ds("validate", "--job", "job.json", cwd=proj)
+    assert result.returncode == 2 and "queue.visibility" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (proj / ".ds").exists()
+
+
+def test_python_dash_m_and_help(tmp_path: Path, ds: Ds) -> None:
+    result = ds("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("run", "submit", "start-cluster", "monitor", "dead", "worker", "validate"):
+        assert command in result.stdout

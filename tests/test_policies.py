@@ -1,0 +1,103 @@
+"""The pure decisions: check-if-done, retry backoff, heartbeat, and the monitor policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from distributed_something.config.model import CheckIfDoneConfig
+from distributed_something.interfaces.compute import ComputeStatus
+from distributed_something.interfaces.queue import QueueCounts
+from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.monitor.policy import (
+    CHEAPEST_AFTER_SECONDS,
+    Observation,
+    PolicyConfig,
+    ReplaceWorkers,
+    ScaleTo,
+    Teardown,
+    decide,
+)
+from distributed_something.worker.policy import (
+    heartbeat_interval,
+    outputs_look_done,
+    retry_delay,
+)
+
+
+def objs(*pairs: tuple[str, int]) -> list[ObjectInfo]:
+    return [ObjectInfo(k, s) for k, s in pairs]
+
+
+def test_rule_without_expected_number_never_fires() -> None:
+    assert not outputs_look_done(objs(("a", 10)) * 50, CheckIfDoneConfig())
+
+
+def test_rule_counts_big_enough_named_objects() -> None:
+    rule = CheckIfDoneConfig(
+        expected_number_files=2, min_file_size_bytes=5, necessary_string="Cells"
+    )
+    assert outputs_look_done(objs(("p/Cells.csv", 5), ("p/x/Cells2.csv", 9)), rule)
+    assert not outputs_look_done(objs(("p/Cells.csv", 5), ("p/Cells2.csv", 4)), rule)
+    # The string must be in the object's name, not only in its folder.
+    assert not outputs_look_done(objs(("Cells/a.csv", 5), ("Cells/b.csv", 9)), rule)
+
+
+def test_rule_stops_reading_once_satisfied() -> None:
+    read = []
+
+    def listing():  # type: ignore[no-untyped-def]
+        for i in range(10_000):
+            read.append(i)
+            yield ObjectInfo(f"k{i}", 10)
+
+    assert outputs_look_done(listing(), CheckIfDoneConfig(expected_number_files=3))
+    assert len(read) == 3
+
+
+def test_retry_delay_grows_caps_and_stops_at_the_limit() -> None:
+    no_jitter = lambda: 0.0  # noqa: E731
+    delays = [retry_delay(n, 10, base=2, cap=30, jitter=no_jitter) for n in range(1, 10)]
+    assert delays[:5] == [2, 4, 8, 16, 30]
+    assert all(d == 30 for d in delays[4:])
+    assert retry_delay(3, 3, jitter=no_jitter) == 0.0
+    assert retry_delay(1, 3, base=2, jitter=lambda: 1.0) == 3.0
+
+
+def test_heartbeat_beats_three_times_per_lease() -> None:
+    assert heartbeat_interval(60) == 20
+    assert heartbeat_interval(0.1) == 0.2
+
+
+def obs(now: float, visible: int, in_flight: int, running: int = 4) -> Observation:
+    return Observation(now, QueueCounts(visible, in_flight, 0), ComputeStatus(4, running), 0.0)
+
+
+CFG = PolicyConfig(workers=8, workers_per_machine=2)
+
+
+def test_drained_means_teardown() -> None:
+    assert decide(obs(10, 0, 0), CFG) == [Teardown()]
+
+
+def test_full_fleet_while_work_is_visible() -> None:
+    assert decide(obs(10, 50, 8, running=8), CFG) == [ScaleTo(4)]
+
+
+def test_tail_shrinks_to_machines_still_busy() -> None:
+    assert decide(obs(10, 0, 3, running=8), CFG) == [ScaleTo(2)]
+    assert decide(obs(10, 0, 1, running=8), CFG) == [ScaleTo(1)]
+
+
+def test_dead_workers_are_replaced_while_work_remains() -> None:
+    assert decide(obs(10, 5, 2, running=3), CFG) == [ReplaceWorkers(8), ScaleTo(4)]
+    # nothing visible: nothing to replace them for
+    assert decide(obs(10, 0, 2, running=1), CFG) == [ScaleTo(1)]
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "machines"), [(CHEAPEST_AFTER_SECONDS - 1, 4), (CHEAPEST_AFTER_SECONDS, 1)]
+)
+def test_cheapest_mode_drops_to_one_machine_after_15_minutes(elapsed: float, machines: int) -> None:
+    cfg = PolicyConfig(workers=8, workers_per_machine=2, cheapest=True)
+    actions = decide(obs(elapsed, 100, 8, running=8), cfg)
+    assert actions[-1] == ScaleTo(machines)

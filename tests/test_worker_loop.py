@@ -1,0 +1,300 @@
+"""The worker loop one step at a time, on the real local queue and folder storage."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distributed_something.backends import Backend
+from distributed_something.backends.local.queue import SqliteQueue
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.config.model import Config
+from distributed_something.interfaces.compute import ComputeStatus
+from distributed_something.jobs.model import Task
+from distributed_something.recipes.command import CommandRecipe
+from distributed_something.records import DoneMarker, RunRecords
+from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
+from distributed_something.worker.runner import SubprocessRunner
+
+PY = sys.executable
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class NoCompute:
+    def start(self, n: int) -> None: ...
+    def scale(self, n: int) -> None: ...
+    def status(self) -> ComputeStatus:
+        return ComputeStatus(0, 0)
+
+    def stop(self) -> None: ...
+    def cleanup(self) -> None: ...
+
+
+class Rig:
+    """A worker wired to a queue with a fake clock and a folder bucket in tmp_path."""
+
+    def __init__(self, tmp_path: Path, argv: list[str], **config: Any) -> None:
+        self.clock = FakeClock()
+        self.queue = SqliteQueue(
+            tmp_path / "q.sqlite", max_receive_count=config.pop("retries", 3), clock=self.clock
+        )
+        self.storage = FolderStorage(tmp_path / "bucket")
+        raw: dict[str, Any] = {
+            "app_name": "W",
+            "recipe": {"name": "command", "argv": argv, "output_prefix": "out/{name}"},
+            "queue": {"visibility": config.pop("visibility", 30)},
+        }
+        raw.update(config)
+        self.config = Config.model_validate(raw)
+        backend = Backend("local", self.queue, self.storage, NoCompute(), lambda _n: self.storage)
+        self.scratch = tmp_path / "scratch"
+        self.worker = Worker(
+            self.config,
+            backend,
+            CommandRecipe(),
+            SubprocessRunner(grace_seconds=2),
+            WorkerSettings(name="w1", run_id="r1", scratch_root=self.scratch, poll_interval=0.01),
+            clock=self.clock,
+            sleep=lambda _s: None,
+        )
+        self.records = RunRecords(self.storage, "W", "r1")
+
+    def submit(self, *groups: dict[str, Any]) -> list[Task]:
+        tasks = [Task(body={"group": g}) for g in groups]
+        self.queue.send_batch([(t.id, t.body_json()) for t in tasks])
+        return tasks
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return [o.key for o in self.storage.list(prefix)]
+
+
+def write(text: str) -> list[str]:
+    """argv of a command writing ``text`` (a template) into the output folder."""
+    return [
+        PY,
+        "-c",
+        "import sys; open(sys.argv[1] + '/r.txt', 'w').write(sys.argv[2])",
+        "{output_dir}",
+        text,
+    ]
+
+
+def test_done_uploads_outputs_marks_done_deletes_and_cleans_scratch(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, write("hello {name}"))
+    (task,) = rig.submit({"name": "a"})
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.storage.get_bytes("out/a/r.txt") == b"hello a"
+    marker = rig.records.read_done(task.id)
+    assert marker is not None and marker.outputs == ["out/a/r.txt"] and marker.attempt == 1
+    assert rig.queue.counts().drained
+    assert list(rig.scratch.iterdir()) == []
+    log = rig.storage.get_bytes(rig.records.log_key(task.id, 1)).decode()
+    assert "argv" in log
+
+
+def test_inputs_are_staged_before_the_command(tmp_path: Path) -> None:
+    argv = [
+        PY,
+        "-c",
+        "import shutil,sys; shutil.copy(sys.argv[1], sys.argv[2])",
+        "{input_dir}/data/{name}.txt",
+        "{output_dir}/copy.txt",
+    ]
+    rig = Rig(tmp_path, argv)
+    rig.config.recipe.inputs = ["data/{name}.txt"]
+    rig.storage.put_bytes("data/b.txt", b"input bytes")
+    rig.submit({"name": "b"})
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.storage.get_bytes("out/b/copy.txt") == b"input bytes"
+
+
+def test_missing_input_fails_and_is_released_with_backoff(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ["true"])
+    rig.config.recipe.inputs = ["data/{name}.txt"]
+    (task,) = rig.submit({"name": "nope"})
+    assert rig.worker.step() is Outcome.FAILED
+    (failure,) = rig.records.failures_of(task.id)
+    assert "data/nope.txt" in failure.error
+    counts = rig.queue.counts()
+    assert (counts.visible, counts.in_flight) == (0, 1)  # held back by the retry delay
+    rig.clock.advance(10)
+    assert rig.queue.counts().visible == 1
+
+
+def test_failure_keeps_outputs_out_and_dead_letters_after_retries(tmp_path: Path) -> None:
+    argv = [
+        PY,
+        "-c",
+        "import sys; open(sys.argv[1] + '/x', 'w').write('partial');"
+        "print('boom on stderr', file=sys.stderr); sys.exit(3)",
+        "{output_dir}",
+    ]
+    rig = Rig(tmp_path, argv, retries=2)
+    (task,) = rig.submit({"name": "p"})
+    assert rig.worker.step() is Outcome.FAILED
+    rig.clock.advance(1000)
+    assert rig.worker.step() is Outcome.FAILED
+    rig.clock.advance(1000)
+    # The third receive finds the limit reached: the queue dead-letters it.
+    assert rig.worker.step() is Outcome.DRAINED
+    (dead,) = rig.queue.list_dead()
+    assert dead.task_id == task.id and "code 3" in dead.error
+    failures = rig.records.failures_of(task.id)
+    assert [f.attempt for f in failures] == [1, 2]
+    assert failures[-1].exit_code == 3 and "boom on stderr" in failures[-1].log_tail
+    assert rig.keys("out/") == []
+    assert rig.records.read_done(task.id) is None
+
+
+def test_done_marker_skips_without_running(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ["false"])
+    (task,) = rig.submit({"name": "d"})
+    rig.records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 1.0, "old", "out/d"))
+    assert rig.worker.step() is Outcome.SKIPPED
+    assert rig.records.count_skipped() == 1
+    assert rig.queue.counts().drained
+
+
+def test_check_if_done_disabled_runs_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, write("again"), check_if_done={"enabled": False})
+    (task,) = rig.submit({"name": "d"})
+    rig.records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 1.0, "old", "out/d"))
+    assert rig.worker.step() is Outcome.DONE
+    marker = rig.records.read_done(task.id)
+    assert marker is not None and len(marker.completions) == 2
+
+
+@pytest.mark.parametrize(
+    ("objects", "expected"),
+    [
+        ({"out/e/a.csv": b"1", "out/e/b.csv": b"2"}, Outcome.SKIPPED),
+        ({"out/e/a.csv": b"1", "out/e/b.txt": b"2"}, Outcome.DONE),  # necessary string
+        ({"out/e/a.csv": b"1", "out/e/b.csv": b""}, Outcome.DONE),  # too small
+        ({"out/ee/a.csv": b"1", "out/ee/b.csv": b"1"}, Outcome.DONE),  # other prefix
+    ],
+)
+def test_family_check_if_done_rule(
+    tmp_path: Path, objects: dict[str, bytes], expected: Outcome
+) -> None:
+    rule = {"expected_number_files": 2, "min_file_size_bytes": 1, "necessary_string": ".csv"}
+    rig = Rig(tmp_path, write("x"), check_if_done=rule)
+    for key, data in objects.items():
+        rig.storage.put_bytes(key, data)
+    rig.submit({"name": "e"})
+    assert rig.worker.step() is expected
+
+
+def test_stop_hands_the_task_back_at_once(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, [PY, "-c", "import time; time.sleep(60)"])
+    (task,) = rig.submit({"name": "s"})
+    timer = threading.Timer(0.5, rig.worker.stop)
+    timer.start()
+    started = time.monotonic()
+    assert rig.worker.step() is Outcome.STOPPED
+    assert time.monotonic() - started < 15
+    counts = rig.queue.counts()
+    assert (counts.visible, counts.in_flight) == (1, 0)
+    assert rig.records.failures_of(task.id) == []
+    assert list(rig.scratch.iterdir()) == []
+
+
+def test_lost_lease_drops_the_result(tmp_path: Path) -> None:
+    rig = Rig(
+        tmp_path,
+        [
+            PY,
+            "-c",
+            "import time,sys; time.sleep(1.5);open(sys.argv[1] + '/late', 'w').write('x')",
+            "{output_dir}",
+        ],
+        visibility=1,
+    )
+    (task,) = rig.submit({"name": "l"})
+
+    def steal() -> None:
+        time.sleep(0.1)
+        rig.clock.advance(5)  # the lease runs out...
+        assert rig.queue.receive(1, 100)  # ...and another worker takes the task
+
+    thief = threading.Thread(target=steal)
+    thief.start()
+    assert rig.worker.step() is Outcome.LOST
+    thief.join()
+    assert rig.keys("out/") == []
+    assert rig.records.read_done(task.id) is None
+
+
+def test_lease_is_extended_while_the_command_runs(tmp_path: Path) -> None:
+    clock_driver_stop = threading.Event()
+    rig = Rig(tmp_path, [PY, "-c", "import time; time.sleep(2)"], visibility=1)
+    rig.submit({"name": "long"})
+
+    stolen: list[object] = []
+
+    def tick() -> None:  # fake time follows real time; two 1 s leases pass during the run
+        while not clock_driver_stop.wait(0.25):
+            rig.clock.advance(0.25)
+            stolen.extend(rig.queue.receive(1, 100))  # another worker polling
+
+    driver = threading.Thread(target=tick)
+    driver.start()
+    try:
+        assert rig.worker.step() is Outcome.DONE
+    finally:
+        clock_driver_stop.set()
+        driver.join()
+    assert stolen == []
+    assert rig.queue.counts().drained
+
+
+def test_drained_only_when_nothing_in_flight(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ["true"])
+    rig.submit({"name": "x"})
+    held = rig.queue.receive(1, 60)  # another worker is busy with it
+    assert held
+    assert rig.worker.step() is Outcome.IDLE
+    rig.queue.delete(held[0])
+    assert rig.worker.step() is Outcome.DRAINED
+
+
+def test_job_values_never_reach_a_shell(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    rig = Rig(tmp_path, write("{name}"))
+    rig.config.recipe.output_prefix = "out/safe"
+    evil = f"$(touch {marker}); touch {marker} && `touch {marker}`"
+    rig.submit({"name": evil})
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.storage.get_bytes("out/safe/r.txt").decode() == evil
+    assert not marker.exists()
+
+
+def test_malformed_message_is_a_task_failure_not_a_crash(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ["true"])
+    rig.queue.send_batch([("bad", "not json")])
+    assert rig.worker.step() is Outcome.FAILED
+    (failure,) = rig.records.failures_of("bad")
+    assert "JSON" in failure.error or "Expecting" in failure.error
+
+
+def test_run_returns_when_drained(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, write("{name}"))
+    rig.submit({"name": "1"}, {"name": "2"}, {"name": "3"})
+    summary = rig.worker.run()
+    assert summary.counts == {"done": 3, "drained": 1}
+    assert json.loads(json.dumps(rig.keys("out/"))) == ["out/1/r.txt", "out/2/r.txt", "out/3/r.txt"]
