@@ -13,6 +13,7 @@ from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
+
 from conftest import write_project
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Task as BarTask
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False)
 
@@ -20,6 +23,14 @@ def info(message: str) -> None:
     console.print(message)
 
 
+class ThroughputColumn(ProgressColumn):
+    """Tasks per minute, from rich's moving estimate of the completion speed."""
+
+    def render(self, task: BarTask) -> Text:
+        speed = task.speed
+        return Text(f"{speed * 60:.1f}/min" if speed else "–/min", style="magenta")
+
+
 def task_bar(description: str) -> Progress:
     """A progress bar with counts, elapsed time and ETA, drawn on stderr."""
     return Progress(
@@ -27,6 +38,7 @@ def task_bar(description: str) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
+        ThroughputColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),

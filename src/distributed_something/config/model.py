@@ -184,6 +184,7 @@ class LocalConfig(Section):
 class Config(Section):
     """A whole run config."""
 
+    # The loader reports a derived queue name over 80 characters against app_name.
     app_name: str = Field(pattern=NAME_PATTERN, description="letters, digits, - and _ (≤ 80)")
     backend: Literal["local", "aws"] = Field(default="local", description='"local" or "aws"')
     image: str = Field(default="", description='a container image, e.g. "org/tool:1.0"')
@@ -197,7 +198,8 @@ class Config(Section):
     local: LocalConfig = Field(default_factory=LocalConfig)
     env: dict[str, str] = Field(
         default_factory=dict,
-        description="a table of extra environment variables (names in upper case)",
+        description="a table of extra environment variables (names: letters, digits and _, "
+        "not starting with a digit)",
     )
 
     @model_validator(mode="after")

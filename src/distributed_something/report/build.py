@@ -30,6 +30,7 @@ class TaskReport:
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
     duplicate: bool = False
+    finished_at: float | None = None
 
 
 @dataclass
@@ -79,6 +80,7 @@ def build_report(records: RunRecords, queue: Queue, state: RunState) -> RunRepor
                     marker.duration,
                     marker.outputs,
                     duplicate=len(in_run) > 1,
+                    finished_at=marker.finished_at,
                 )
             )
         elif tid in skipped:

@@ -1,0 +1,128 @@
+"""Write a `Config` as a minimal ``ds.toml`` (used by ``ds config convert``).
+
+Only what differs from the defaults is written (plus ``app_name`` and ``backend``, which say
+what the run is), so the file shows at a glance what this run changes; loading it gives back
+an equal `Config`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel
+
+from distributed_something.config.loader import load_config
+from distributed_something.config.model import Config
+from distributed_something.errors import InputError
+
+_HEADER = (
+    "# Distributed-Something run config. Fields left out take their defaults;\n"
+    "# `ds validate` checks this file without creating anything.\n"
+)
+_TABLE = re.compile(r"^\[([A-Za-z_]+)\]$")
+_ENV_COMMENT = "Extra environment variables passed to every task's command."
+
+
+def to_toml(config: Config) -> str:
+    """The ``ds.toml`` text of a config: non-default fields only, sections commented.
+
+    ``app_name`` and ``backend`` are always written; ``None`` values and names derived from
+    the app name (queue, dead-letter queue, log group) are left out because loading derives
+    them again. ``load_config`` of the result equals ``config``.
+    """
+    text = tomli_w.dumps(_minimal(config))
+    lines: list[str] = []
+    # Split on "\n" only: str.splitlines() also splits on characters such as U+0085 that
+    # tomli_w leaves unescaped inside strings.
+    for line in text.rstrip("\n").split("\n"):
+        table = _TABLE.match(line)
+        if table:
+            comment = _section_comment(table.group(1))
+            if comment:
+                lines.append(f"# {comment}")
+        lines.append(line)
+    return _HEADER + "\n" + "\n".join(lines) + "\n"
+
+
+def convert_file(src: Path, dest: Path, *, force: bool = False) -> Path:
+    """Load the config at ``src`` (any format) and write it to ``dest`` as ``ds.toml``.
+
+    Refuses to replace an existing ``dest`` unless ``force`` (raises `InputError`); the
+    write is atomic, so an interrupted conversion never leaves half a file. Values read from
+    the environment by a legacy file are written as they were at conversion time. Returns
+    ``dest``.
+    """
+    if dest.exists() and not force:
+        raise InputError(
+            str(dest),
+            None,
+            "the file already exists",
+            "pass --force to overwrite it, or choose another destination",
+        )
+    config = load_config(src)
+    text = f"# Converted from {src.name} by `ds config convert`.\n" + to_toml(config)
+    if not dest.parent.is_dir():
+        raise InputError(
+            str(dest), None, "its folder does not exist", "create the folder first, or pick another"
+        )
+    try:
+        handle, temporary = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", text=True)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            Path(temporary).replace(dest)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise InputError(
+            str(dest), None, f"cannot write the file ({error.strerror})", "check its permissions"
+        ) from None
+    return dest
+
+
+def _derived(config: Config) -> dict[tuple[str, str], Any]:
+    # Mirrors `Config._derive_names`: values equal to these are re-derived on load.
+    return {
+        ("queue", "name"): f"{config.app_name}Queue",
+        ("queue", "dead_letter_queue"): f"{config.app_name}DeadMessages",
+        ("aws", "log_group_name"): config.app_name,
+    }
+
+
+def _minimal(config: Config) -> dict[str, Any]:
+    derived = _derived(config)
+    data: dict[str, Any] = {"app_name": config.app_name, "backend": config.backend}
+    for name, info in Config.model_fields.items():
+        if name in data:
+            continue
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            section: dict[str, Any] = {}
+            for field, field_info in type(value).model_fields.items():
+                item = getattr(value, field)
+                if item is None or item == field_info.get_default(call_default_factory=True):
+                    continue
+                if derived.get((name, field)) == item:
+                    continue
+                section[field] = item
+            if section:
+                data[name] = section
+        elif value is not None and value != info.get_default(call_default_factory=True):
+            data[name] = value
+    return data
+
+
+def _section_comment(name: str) -> str:
+    if name == "env":
+        return _ENV_COMMENT
+    info = Config.model_fields.get(name)
+    annotation = info.annotation if info is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation.__doc__:
+        return annotation.__doc__.strip().splitlines()[0].replace("``", "`")
+    return ""

@@ -1,0 +1,637 @@
+"""Read a legacy Distributed-Something family ``config.py`` without executing it.
+
+The family's config files are Python, but only ever assign values. We parse them with `ast`
+and evaluate a small, side-effect-free subset statement by statement (constants, containers,
+earlier variables, arithmetic, f-strings, a few conversions and string methods, reads of the
+environment, conditional expressions). Anything else is refused with the line number, so a
+config can never run code on the machine that reads it.
+
+The variables are then mapped onto the typed model (`LEGACY_FIELDS`); any other upper-case
+variable becomes an entry of ``env`` (the family passed those to the container).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+import os
+import re
+import shlex
+import string
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from distributed_something.config.model import Config
+from distributed_something.errors import InputError
+
+#: Every legacy variable (DESIGN §3), plus ds-native extras, and its dotted model field.
+LEGACY_FIELDS: dict[str, str] = {
+    "APP_NAME": "app_name",
+    "BACKEND": "backend",
+    "DOCKERHUB_TAG": "image",
+    "RECIPE": "recipe.name",
+    "COMMAND": "recipe.argv",
+    "OUTPUT_PREFIX": "recipe.output_prefix",
+    "INPUTS": "recipe.inputs",
+    "AWS_REGION": "aws.region",
+    "AWS_PROFILE": "aws.profile",
+    "SSH_KEY_NAME": "aws.ssh_key_name",
+    "AWS_BUCKET": "storage.bucket",
+    "SOURCE_BUCKET": "storage.source_bucket",
+    "WORKSPACE_BUCKET": "storage.workspace_bucket",
+    "DESTINATION_BUCKET": "storage.destination_bucket",
+    "UPLOAD_FLAGS": "storage.upload_flags",
+    "ECS_CLUSTER": "aws.ecs_cluster",
+    "CLUSTER_MACHINES": "cluster.machines",
+    "TASKS_PER_MACHINE": "cluster.tasks_per_machine",
+    "DOCKER_CORES": "cluster.docker_cores",
+    "CPU_SHARES": "cluster.cpu_shares",
+    "MEMORY": "cluster.memory",
+    "SECONDS_TO_START": "cluster.seconds_to_start",
+    "MACHINE_TYPE": "aws.machine_type",
+    "MACHINE_PRICE": "aws.machine_price",
+    "EBS_VOL_SIZE": "aws.ebs_vol_size",
+    "ASSIGN_IP": "aws.assign_ip",
+    "SQS_QUEUE_NAME": "queue.name",
+    "SQS_MESSAGE_VISIBILITY": "queue.visibility",
+    "SQS_DEAD_LETTER_QUEUE": "queue.dead_letter_queue",
+    "JOB_RETRIES": "queue.job_retries",
+    "LOG_GROUP_NAME": "aws.log_group_name",
+    "AUTO_MONITOR": "aws.auto_monitor",
+    "CREATE_DASHBOARD": "aws.create_dashboard",
+    "CLEAN_DASHBOARD": "aws.clean_dashboard",
+    "TASK_ROLE_ARN": "aws.task_role_arn",
+    "CHECK_IF_DONE_BOOL": "check_if_done.enabled",
+    "EXPECTED_NUMBER_FILES": "check_if_done.expected_number_files",
+    "MIN_FILE_SIZE_BYTES": "check_if_done.min_file_size_bytes",
+    "NECESSARY_STRING": "check_if_done.necessary_string",
+    "DOWNLOAD_FILES": "tool.download_files",
+    "ALWAYS_CONTINUE": "tool.always_continue",
+    "USE_PLUGINS": "tool.use_plugins",
+    "UPDATE_PLUGINS": "tool.update_plugins",
+    "PLUGINS_COMMIT": "tool.plugins_commit",
+    "INSTALL_REQUIREMENTS": "tool.install_requirements",
+    "REQUIREMENTS_FILE": "tool.requirements_file",
+    "REQUIREMENTS": "tool.requirements",
+    "SCRIPT_DOWNLOAD_URL": "tool.script_download_url",
+    "SCRIPT_SHA256": "tool.script_sha256",
+    "LOCAL_ROOT": "local.root",
+    "LOCAL_WORKERS": "local.workers",
+    "LOCAL_POLL_INTERVAL": "local.poll_interval",
+    "LOCAL_PREPARE": "local.prepare",
+}
+
+#: The legacy variable that sets each dotted model field (the inverse of `LEGACY_FIELDS`).
+LEGACY_VARIABLE_OF: dict[str, str] = {field: name for name, field in LEGACY_FIELDS.items()}
+
+ONLY_ASSIGNMENTS = "config.py may only assign values; compute it elsewhere and write the result"
+
+_UPPER_CASE = re.compile(r"[A-Z][A-Z0-9_]*")
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+# Guards against a config that would exhaust memory or CPU while being evaluated.
+_MAX_SEQUENCE = 1_000_000
+_MAX_INT_BITS = 4096
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+_CONVERSIONS: dict[str, Callable[..., Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "len": len,
+}
+_STRING_METHODS = frozenset({"lower", "upper", "format", "replace", "strip"})
+
+_STATEMENT_KINDS: dict[type[ast.stmt], str] = {
+    ast.FunctionDef: "a function definition",
+    ast.AsyncFunctionDef: "a function definition",
+    ast.ClassDef: "a class definition",
+    ast.Return: "a return statement",
+    ast.Delete: "a del statement",
+    ast.For: "a for loop",
+    ast.AsyncFor: "a for loop",
+    ast.While: "a while loop",
+    ast.If: "an if statement",
+    ast.With: "a with statement",
+    ast.AsyncWith: "a with statement",
+    ast.Match: "a match statement",
+    ast.Raise: "a raise statement",
+    ast.Try: "a try statement",
+    ast.Assert: "an assert statement",
+    ast.Global: "a global statement",
+    ast.Nonlocal: "a nonlocal statement",
+}
+
+
+def load_legacy(path: Path) -> Config:
+    """Read a legacy ``config.py`` and return the validated `Config` it describes.
+
+    The file is never executed. Raises `InputError` (naming the file and the line, or the
+    legacy variable) when the file is missing, is not valid Python, uses anything beyond
+    plain assignments, or sets a value the model rejects.
+    """
+    # Imported here: the loader dispatches `.py` files to this module.
+    from distributed_something.config.loader import validate_data
+
+    source = str(path)
+    data = legacy_data(read_variables(path), source)
+    return validate_data(data, source, name_field=legacy_name, show=repr)
+
+
+def read_variables(path: Path) -> dict[str, Any]:
+    """Evaluate a legacy ``config.py`` safely and return its variables in assignment order.
+
+    Imports, docstrings and bare expressions are skipped; every other statement must be an
+    assignment (plain, annotated, augmented or to a tuple of names) of a supported
+    expression, else `InputError` names the line and what was found there.
+    """
+    source = str(path)
+    text = _read_text(path, source)
+    try:
+        tree = ast.parse(text, filename=source)
+    except SyntaxError as error:
+        raise InputError(
+            source,
+            f"line {error.lineno}" if error.lineno else None,
+            f"this is not valid Python ({error.msg})",
+            "correct the syntax on that line (strings need quotes, lists need brackets)",
+        ) from None
+    return _Evaluator(source).run(tree)
+
+
+def legacy_data(variables: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Arrange legacy variables as the nested mapping `Config` validates.
+
+    Known variables (`LEGACY_FIELDS`) go to their fields after the family's conventions are
+    applied (string booleans, ``''`` or ``None`` meaning unset for non-text fields, a single
+    machine type, a COMMAND string split like a shell would, a dead-letter queue given as an
+    ARN, a key file name ending in ``.pem``, ``PLUGINS_COMMIT = 'False'``). Other upper-case
+    variables go to ``env`` as strings (lists, tuples, sets and dicts as JSON; ``None`` is
+    left out); lower-case names are local helpers and are dropped.
+    """
+    data: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    for name, value in variables.items():
+        if not _UPPER_CASE.fullmatch(name):
+            continue
+        dotted = LEGACY_FIELDS.get(name)
+        if dotted is None:
+            if value is not None:
+                env[name] = _env_string(value)
+            continue
+        converted = _convert(name, dotted, value, source)
+        if converted is _UNSET:
+            continue
+        section, _, field = dotted.rpartition(".")
+        target = data.setdefault(section, {}) if section else data
+        target[field] = converted
+    if env:
+        data["env"] = env
+    return data
+
+
+def legacy_name(loc: Sequence[str | int]) -> str:
+    """The legacy variable naming a model location, e.g. ``("aws", "machine_type", 0)`` →
+    ``MACHINE_TYPE[0]``, ``("env", "FOO")`` → ``FOO``; the dotted path when none does."""
+    parts = [str(p) for p in loc if isinstance(p, str)]
+    if parts[:1] == ["env"] and len(loc) > 1:
+        return str(loc[1])
+    for cut in range(len(loc), 0, -1):
+        prefix = loc[:cut]
+        if not all(isinstance(p, str) for p in prefix):
+            continue
+        name = LEGACY_VARIABLE_OF.get(".".join(str(p) for p in prefix))
+        if name is not None:
+            return name + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[cut:])
+    return ".".join(parts)
+
+
+# --- evaluation --------------------------------------------------------------------------
+
+
+def _read_text(path: Path, source: str) -> str:
+    if not path.is_file():
+        raise InputError(
+            source, None, "the file does not exist", "check the path, or run `ds init` to create it"
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(source, None, "the file is not UTF-8 text", "save it as UTF-8") from None
+    except OSError as error:
+        raise InputError(
+            source, None, f"the file cannot be read ({error.strerror})", "check its permissions"
+        ) from None
+
+
+class _Evaluator:
+    """Evaluates the statements of one legacy config in a namespace of its own variables."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.names: dict[str, Any] = {}
+
+    def run(self, tree: ast.Module) -> dict[str, Any]:
+        for statement in tree.body:
+            self._statement(statement)
+        return self.names
+
+    def _refuse(self, node: ast.AST, what: str) -> NoReturn:
+        line = getattr(node, "lineno", None)
+        raise InputError(
+            self.source,
+            f"line {line}" if line else None,
+            f"{what} is not allowed",
+            ONLY_ASSIGNMENTS,
+        )
+
+    def _statement(self, node: ast.stmt) -> None:
+        if isinstance(node, ast.Import | ast.ImportFrom | ast.Expr | ast.Pass):
+            return  # imports do nothing here; docstrings and bare expressions are ignored
+        if isinstance(node, ast.Assign):
+            value = self._eval(node.value)
+            for target in node.targets:
+                self._bind(target, value)
+        elif isinstance(node, ast.AnnAssign):
+            if node.value is not None:
+                self._bind(node.target, self._eval(node.value))
+        elif isinstance(node, ast.AugAssign):
+            if not isinstance(node.target, ast.Name):
+                self._refuse(node, "an augmented assignment to an attribute or item")
+            current = self._name(node.target)
+            self._bind(node.target, self._binary(node, node.op, current, self._eval(node.value)))
+        else:
+            kind = _STATEMENT_KINDS.get(type(node), f"a {type(node).__name__} statement")
+            self._refuse(node, kind)
+
+    def _bind(self, target: ast.expr, value: Any) -> None:
+        if isinstance(target, ast.Name):
+            self.names[target.id] = value
+            return
+        if isinstance(target, ast.Tuple | ast.List):
+            if any(isinstance(element, ast.Starred) for element in target.elts):
+                self._refuse(target, "a starred assignment")
+            if not isinstance(value, list | tuple | str) or len(value) != len(target.elts):
+                raise InputError(
+                    self.source,
+                    f"line {target.lineno}",
+                    f"cannot unpack {value!r} into {len(target.elts)} names",
+                    "give as many values as names, e.g. A, B = 1, 2",
+                )
+            for element, item in zip(target.elts, value, strict=True):
+                self._bind(element, item)
+            return
+        self._refuse(target, "an assignment to an attribute or item")
+
+    def _name(self, node: ast.Name) -> Any:
+        if node.id not in self.names:
+            raise InputError(
+                self.source,
+                f"line {node.lineno}",
+                f"`{node.id}` is used before it is assigned",
+                f"assign {node.id} above this line, or write the value itself",
+            )
+        return self.names[node.id]
+
+    def _eval(self, node: ast.expr) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self._name(node)
+        if isinstance(node, ast.List):
+            return [self._eval(element) for element in self._elements(node.elts)]
+        if isinstance(node, ast.Tuple):
+            return tuple(self._eval(element) for element in self._elements(node.elts))
+        if isinstance(node, ast.Set):
+            return {self._hashable(e, self._eval(e)) for e in self._elements(node.elts)}
+        if isinstance(node, ast.Dict):
+            result: dict[Any, Any] = {}
+            for key, value in zip(node.keys, node.values, strict=True):
+                if key is None:
+                    self._refuse(value, "a ** unpacking")
+                result[self._hashable(key, self._eval(key))] = self._eval(value)
+            return result
+        if isinstance(node, ast.BinOp):
+            return self._binary(node, node.op, self._eval(node.left), self._eval(node.right))
+        if isinstance(node, ast.UnaryOp):
+            return self._unary(node)
+        if isinstance(node, ast.BoolOp):
+            # Short-circuits like Python's `and`/`or`, returning the deciding operand.
+            result = self._eval(node.values[0])
+            for operand in node.values[1:]:
+                if (isinstance(node.op, ast.And) and not result) or (
+                    isinstance(node.op, ast.Or) and result
+                ):
+                    break
+                result = self._eval(operand)
+            return result
+        if isinstance(node, ast.Compare):
+            return self._compare(node)
+        if isinstance(node, ast.IfExp):
+            return self._eval(node.body) if self._eval(node.test) else self._eval(node.orelse)
+        if isinstance(node, ast.JoinedStr):
+            return "".join(self._fstring_part(part) for part in node.values)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, ast.Attribute):
+            self._refuse(node, f"attribute access `{ast.unparse(node)}`")
+        self._refuse(node, f"`{ast.unparse(node)}` ({_expression_kind(node)})")
+
+    def _elements(self, elements: list[ast.expr]) -> list[ast.expr]:
+        for element in elements:
+            if isinstance(element, ast.Starred):
+                self._refuse(element, "a * unpacking")
+        return elements
+
+    def _hashable(self, node: ast.expr, value: Any) -> Any:
+        try:
+            hash(value)
+        except TypeError:
+            raise InputError(
+                self.source,
+                f"line {node.lineno}",
+                f"{value!r} cannot be a dict key or set element",
+                "use a string or a number there",
+            ) from None
+        return value
+
+    def _fail(self, node: ast.AST, problem: str) -> NoReturn:
+        raise InputError(
+            self.source,
+            f"line {getattr(node, 'lineno', '?')}",
+            problem,
+            "correct the expression, or write the value itself",
+        )
+
+    def _binary(self, node: ast.AST, op: ast.operator, left: Any, right: Any) -> Any:
+        function = _BINARY.get(type(op))
+        if function is None:
+            self._refuse(node, f"the operator in `{_source_of(node)}`")
+        self._check_size(node, op, left, right)
+        try:
+            return function(left, right)
+        except (TypeError, ValueError, ArithmeticError) as error:
+            self._fail(node, f"`{_source_of(node)}` fails: {error}")
+
+    def _check_size(self, node: ast.AST, op: ast.operator, left: Any, right: Any) -> None:
+        if (
+            isinstance(op, ast.Pow)
+            and _is_number(left)
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and not isinstance(right, bool)
+            and max(abs(left), 2).bit_length() * right > _MAX_INT_BITS
+        ):
+            self._fail(node, f"`{_source_of(node)}` is too large")
+        if (
+            isinstance(op, ast.Add)
+            and isinstance(left, str | list | tuple)
+            and isinstance(right, str | list | tuple)
+            and len(left) + len(right) > _MAX_SEQUENCE
+        ):
+            self._fail(node, f"`{_source_of(node)}` is too large")
+        if isinstance(op, ast.Mult):
+            for sequence, count in ((left, right), (right, left)):
+                if (
+                    isinstance(sequence, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(sequence) * count > _MAX_SEQUENCE
+                ):
+                    self._fail(node, f"`{_source_of(node)}` is too large")
+
+    def _unary(self, node: ast.UnaryOp) -> Any:
+        operand = self._eval(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not operand
+        if isinstance(node.op, ast.USub | ast.UAdd) and _is_number(operand):
+            return -operand if isinstance(node.op, ast.USub) else +operand
+        if isinstance(node.op, ast.USub | ast.UAdd):
+            self._fail(node, f"`{_source_of(node)}` fails: {operand!r} is not a number")
+        self._refuse(node, f"the operator `{_source_of(node)}`")
+
+    def _compare(self, node: ast.Compare) -> bool:
+        left = self._eval(node.left)
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            function = _COMPARE.get(type(op))
+            if function is None:
+                self._refuse(node, f"the comparison `{_source_of(node)}`")
+            right = self._eval(comparator)
+            try:
+                if not function(left, right):
+                    return False
+            except TypeError as error:
+                self._fail(node, f"`{_source_of(node)}` fails: {error}")
+            left = right
+        return True
+
+    def _fstring_part(self, part: ast.expr) -> str:
+        if isinstance(part, ast.Constant):
+            return str(part.value)
+        if isinstance(part, ast.FormattedValue):
+            value = self._eval(part.value)
+            if part.conversion == ord("r"):
+                value = repr(value)
+            elif part.conversion == ord("a"):
+                value = ascii(value)
+            elif part.conversion == ord("s"):
+                value = str(value)
+            spec = self._eval(part.format_spec) if part.format_spec is not None else ""
+            try:
+                return format(value, spec)
+            except (TypeError, ValueError) as error:
+                self._fail(part, f"the f-string field `{_source_of(part.value)}` fails: {error}")
+        self._refuse(part, f"`{_source_of(part)}` in an f-string")
+
+    def _arguments(self, node: ast.Call) -> tuple[list[Any], dict[str, Any]]:
+        args = [self._eval(arg) for arg in self._elements(node.args)]
+        kwargs: dict[str, Any] = {}
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                self._refuse(keyword.value, "a ** unpacking")
+            kwargs[keyword.arg] = self._eval(keyword.value)
+        return args, kwargs
+
+    def _call(self, node: ast.Call) -> Any:
+        func = node.func
+        dotted = _dotted(func)
+        if dotted in ("os.environ.get", "os.getenv"):
+            args, kwargs = self._arguments(node)
+            return self._environment(node, args, kwargs)
+        if isinstance(func, ast.Name) and func.id in _CONVERSIONS:
+            args, kwargs = self._arguments(node)
+            return self._apply(node, _CONVERSIONS[func.id], args, kwargs)
+        if isinstance(func, ast.Attribute) and func.attr in _STRING_METHODS:
+            receiver = self._eval(func.value)
+            if isinstance(receiver, str):
+                args, kwargs = self._arguments(node)
+                if func.attr == "format":
+                    self._check_format(node, receiver)
+                return self._apply(node, getattr(receiver, func.attr), args, kwargs)
+            self._refuse(node, f"`.{func.attr}()` on {type(receiver).__name__} (not a string)")
+        self._refuse(node, f"a call of `{_source_of(func)}()`")
+
+    def _check_format(self, node: ast.Call, template: str) -> None:
+        # Field names like "{0.__class__}" would reach into objects; only plain names,
+        # positions and automatic numbering are allowed.
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(template)]
+        except ValueError as error:
+            self._fail(node, f"`{_source_of(node)}` fails: {error}")
+        for field in fields:
+            if field and not (field.isidentifier() or field.isdigit()):
+                self._refuse(node, f"the format field {{{field}}}")
+
+    def _environment(self, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if set(kwargs) - {"default"} or not 1 <= len(args) + len(kwargs) <= 2 or not args:
+            self._fail(node, f"`{_source_of(node)}` takes a name and an optional default")
+        default = args[1] if len(args) == 2 else kwargs.get("default")
+        if not isinstance(args[0], str):
+            self._fail(node, f"`{_source_of(node)}` needs a string variable name")
+        return os.environ.get(args[0], default)
+
+    def _apply(
+        self, node: ast.Call, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as error:
+            self._fail(node, f"`{_source_of(node)}` fails: {error}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _dotted(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _source_of(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expression_kind(node: ast.expr) -> str:
+    kinds: dict[type[ast.expr], str] = {
+        ast.Lambda: "a lambda",
+        ast.ListComp: "a comprehension",
+        ast.SetComp: "a comprehension",
+        ast.DictComp: "a comprehension",
+        ast.GeneratorExp: "a generator expression",
+        ast.Subscript: "indexing or slicing",
+        ast.Await: "an await",
+        ast.Yield: "a yield",
+        ast.YieldFrom: "a yield",
+        ast.NamedExpr: "an assignment expression",
+        ast.Starred: "a * unpacking",
+        ast.Slice: "a slice",
+    }
+    return kinds.get(type(node), f"a {type(node).__name__} expression")
+
+
+# --- mapping -----------------------------------------------------------------------------
+
+
+class _Unset:
+    """Marks a legacy value that means "leave the field at its default"."""
+
+
+_UNSET: Any = _Unset()
+
+
+def _field_annotation(dotted: str) -> Any:
+    model: Any = Config
+    annotation: Any = None
+    for part in dotted.split("."):
+        annotation = model.model_fields[part].annotation
+        model = annotation
+    return annotation
+
+
+def _convert(name: str, dotted: str, value: Any, source: str) -> Any:
+    annotation = _field_annotation(dotted)
+    if value == "" and annotation is not str:
+        return _UNSET  # the family writes '' for "not set"
+    if value is None:
+        return _UNSET
+    if annotation is bool:
+        return parse_bool(value, source, name)
+    if dotted == "tool.plugins_commit" and (
+        value is False or (isinstance(value, str) and value.strip().lower() == "false")
+    ):
+        return ""  # DCP writes PLUGINS_COMMIT = 'False' for "no particular commit"
+    if dotted == "aws.machine_type" and isinstance(value, str):
+        return [value]
+    if dotted == "recipe.argv" and isinstance(value, str):
+        return shlex.split(value)
+    if dotted == "queue.dead_letter_queue" and isinstance(value, str) and value.startswith("arn:"):
+        # Older configs name the DLQ by ARN; the queue's name is its last segment.
+        return value.rsplit(":", 1)[-1]
+    if dotted == "aws.ssh_key_name" and isinstance(value, str) and value.endswith(".pem"):
+        # The family names the key *file*; EC2 knows the key pair without ".pem".
+        return value[: -len(".pem")]
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return value
+
+
+def parse_bool(value: Any, source: str, name: str) -> bool:
+    """A legacy boolean: True/False, 0/1, or a string 'true'/'false'/'yes'/'no'/'1'/'0' in
+    any case. Anything else raises `InputError` naming the variable."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise InputError(source, name, f"{value!r} is not a boolean", "write True or False")
+
+
+def _env_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        return json.dumps(_jsonable(value))
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return [_jsonable(v) for v in sorted(value, key=repr)]
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,260 @@
+"""Find and load a run config (``ds.toml`` or a legacy ``config.py``) into a `Config`.
+
+Whatever goes wrong surfaces as ONE `InputError` naming the file, the field (for legacy files,
+the legacy variable) and the fix, so a user never sees a pydantic dump or a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from distributed_something.config.model import Config
+from distributed_something.errors import InputError
+
+CONFIG_NAMES = ("ds.toml", "config.py")
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+# Credentials come from the AWS profile or role, never from a config (DESIGN §6): an env entry
+# would be copied into the task definition for anyone with read access to see.
+_CREDENTIAL_NAMES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+
+#: Turns a pydantic error location into the name the user wrote (e.g. a legacy variable).
+FieldNamer = Callable[[Sequence[str | int]], str]
+
+
+def find_config(folder: Path) -> Path:
+    """The config of a project folder: ``ds.toml`` if present, else ``config.py``.
+
+    Raises `InputError` when the folder holds neither.
+    """
+    for name in CONFIG_NAMES:
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        str(folder),
+        None,
+        f"no ds.toml or config.py in {folder}",
+        "run `ds init` or pass --config",
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate a run config, choosing the format by suffix.
+
+    ``.toml`` files are read as ``ds.toml``; ``.py`` files as a legacy ``config.py`` (never
+    executed). Raises `InputError` for a missing or unreadable file, bad syntax (with the
+    line), a wrong or unknown field, or an invalid ``env`` name.
+    """
+    source = str(path)
+    if not path.is_file():
+        raise InputError(
+            source, None, "the file does not exist", "check the path, or run `ds init` to create it"
+        )
+    if path.suffix == ".py":
+        # Imported here because the legacy reader uses `validate_data` from this module.
+        from distributed_something.config.legacy import load_legacy
+
+        return load_legacy(path)
+    if path.suffix != ".toml":
+        raise InputError(
+            source,
+            None,
+            f"'{path.suffix or path.name}' is not a config format",
+            "use a ds.toml file or a legacy config.py",
+        )
+    return validate_data(_read_toml(path), source)
+
+
+def validate_data(
+    data: Mapping[str, Any],
+    source: str,
+    *,
+    name_field: FieldNamer | None = None,
+    show: Callable[[Any], str] | None = None,
+) -> Config:
+    """Validate a config mapping into a `Config`, or raise one `InputError`.
+
+    ``name_field`` names a failing field as the user wrote it (default: the dotted path, with
+    list positions as ``[i]``); ``show`` writes the offending value (default: as TOML/JSON).
+    """
+    namer = name_field or dotted_path
+    try:
+        config = Config.model_validate(dict(data))
+    except ValidationError as error:
+        raise validation_error(error, source, name_field=namer, show=show) from None
+    _check_env(config, source, namer)
+    return config
+
+
+def validation_error(
+    error: ValidationError,
+    source: str,
+    *,
+    name_field: FieldNamer | None = None,
+    show: Callable[[Any], str] | None = None,
+) -> InputError:
+    """Translate a pydantic `ValidationError` about a `Config` into one `InputError`.
+
+    The first problem is reported: its field (named by ``name_field``), pydantic's message
+    with the offending value, and a fix taken from the field's ``description`` (for an
+    unknown field: "remove it", with the closest known name). If there were more problems the
+    fix ends with " (and N more problems)".
+    """
+    namer = name_field or dotted_path
+    show_value = show or _toml_value
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    loc = first["loc"]
+    kind = first["type"]
+    outside_config = bool(loc) and loc[0] not in Config.model_fields
+    if outside_config and kind != "extra_forbidden":
+        # Raised by `Config`'s validator while deriving a name from app_name (the error is
+        # located relative to the section): the app name is what the user has to change.
+        loc = ("app_name",)
+        problem = (
+            f"the name derived from it, {show_value(first.get('input'))}, is invalid "
+            f"({_lower_first(first['msg'])})"
+        )
+        fix = (
+            'shorten it so that it plus "DeadMessages" fits in 80 characters, or set the '
+            "queue names explicitly"
+        )
+    elif kind == "extra_forbidden":
+        section = _model_at(loc[:-1])
+        known = list(section.model_fields) if section is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        problem = "unknown field"
+        fix = "remove it" + (f" (did you mean `{close[0]}`?)" if close else "")
+    else:
+        if kind == "missing":
+            problem = "this required field is missing"
+        else:
+            problem = f"{_lower_first(first['msg'])} (got {show_value(first.get('input'))})"
+        fix = _fix_for(loc)
+    if len(problems) > 1:
+        more = len(problems) - 1
+        fix += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return InputError(source, namer(loc) if loc else None, problem, fix)
+
+
+def dotted_path(loc: Sequence[str | int]) -> str:
+    """A pydantic location as the user reads it: ``aws.machine_type[1]``, ``env.NAME``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(source, None, "the file is not UTF-8 text", "save it as UTF-8") from None
+    except OSError as error:
+        raise InputError(
+            source, None, f"the file cannot be read ({error.strerror})", "check its permissions"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        position = _TOML_POSITION.search(message)
+        line = f"line {position.group(1)}" if position else None
+        problem = _TOML_POSITION.sub("", message) if position else message
+        raise InputError(
+            source,
+            line,
+            f"this is not valid TOML ({_lower_first(problem)})",
+            'correct the syntax there: key = value, strings in "quotes", booleans as '
+            "true/false, lists in [brackets], sections as [name]",
+        ) from None
+
+
+def _check_env(config: Config, source: str, namer: FieldNamer) -> None:
+    for name in config.env:
+        if not _ENV_NAME.fullmatch(name):
+            raise InputError(
+                source,
+                namer(("env", name)),
+                f"{name!r} is not a valid environment variable name",
+                "use letters, digits and _ only, not starting with a digit",
+            )
+        if name.upper() in _CREDENTIAL_NAMES:
+            raise InputError(
+                source,
+                namer(("env", name)),
+                "credentials must not be written in a config (they would be copied into "
+                "the task definition)",
+                "remove it; set aws.profile (AWS_PROFILE) or use an instance/task role",
+            )
+
+
+def _submodel(info: FieldInfo) -> type[BaseModel] | None:
+    annotation = info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model = _submodel(model.model_fields[part])
+    return model
+
+
+def _field_at(loc: Sequence[str | int]) -> tuple[str, FieldInfo] | None:
+    model: type[BaseModel] | None = Config
+    found: tuple[str, FieldInfo] | None = None
+    for part in loc:
+        if model is None or not isinstance(part, str):
+            break
+        info = model.model_fields.get(part)
+        if info is None:
+            break
+        found = (part, info)
+        model = _submodel(info)
+    return found
+
+
+def _fix_for(loc: Sequence[str | int]) -> str:
+    found = _field_at(loc)
+    if found is None:
+        return "correct the value"
+    name, info = found
+    if info.description:
+        return f"set it to {info.description}"
+    if _submodel(info) is not None:
+        return f"write it as a [{name}] table of settings"
+    return "correct the value"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _toml_value(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)

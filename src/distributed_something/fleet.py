@@ -1,0 +1,315 @@
+"""Validate the AWS spot fleet request file the family's users already have.
+
+The file is checked before anything is created (a bad fleet file used to surface only as a
+failed or empty spot request, after the queue and service already cost money). It is returned
+as given: the AWS backend fills in the image, user data, tags and capacity at start-cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from distributed_something.errors import InputError
+
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+_PROFILE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:instance-profile/.+$")
+_FLEET_TYPES = ("request", "maintain", "instant")
+_ALLOCATION_STRATEGIES = (
+    "lowestPrice",
+    "diversified",
+    "capacityOptimized",
+    "capacityOptimizedPrioritized",
+    "priceCapacityOptimized",
+)
+_INTERRUPTION_BEHAVIORS = ("hibernate", "stop", "terminate")
+
+
+def load_fleet(path: Path) -> dict[str, Any]:
+    """Read and check a spot fleet request JSON file; return its object unchanged.
+
+    Required: ``IamFleetRole`` (an IAM role ARN) and ``LaunchSpecifications`` (a non-empty
+    list of objects, each with an ``ImageId``). The known optional keys (``KeyName``,
+    ``IamInstanceProfile``, ``BlockDeviceMappings``, ``NetworkInterfaces``, ``SubnetId``,
+    ``SecurityGroups``, ``InstanceType``, ``TagSpecifications``, ``UserData`` in a launch
+    specification; ``ValidFrom``, ``ValidUntil``, ``TargetCapacity``, ``SpotPrice``, ``Type``,
+    ``AllocationStrategy``, ``TerminateInstancesWithExpiration`` … at the top) must have the
+    types AWS expects; other keys are passed through unchecked. Raises `InputError` naming the
+    file and the JSON path of the first bad field (e.g. ``LaunchSpecifications[0].ImageId``),
+    or the line and column of a JSON syntax error.
+    """
+    checker = _Checker(str(path))
+    request = checker.obj(checker.parse(path), "", "a JSON object of spot fleet settings")
+    checker.require(request, "", "IamFleetRole", "the ARN of your spot fleet role")
+    checker.matches(
+        request["IamFleetRole"],
+        "IamFleetRole",
+        _ROLE_ARN,
+        "the ARN of your spot fleet role, e.g. "
+        "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+    )
+    checker.require(request, "", "LaunchSpecifications", "a list of launch specifications")
+    specs = checker.array(
+        request["LaunchSpecifications"],
+        "LaunchSpecifications",
+        "a non-empty list of launch specifications",
+    )
+    if not specs:
+        checker.fail(
+            "LaunchSpecifications",
+            "the list is empty",
+            "add one launch specification with at least an ImageId",
+        )
+    for index, spec in enumerate(specs):
+        _check_launch_specification(checker, spec, f"LaunchSpecifications[{index}]")
+    _check_request_options(checker, request)
+    return request
+
+
+def _check_request_options(checker: _Checker, request: dict[str, Any]) -> None:
+    optional: dict[str, Callable[[Any, str], object]] = {
+        "ValidFrom": checker.timestamp,
+        "ValidUntil": checker.timestamp,
+        "TargetCapacity": lambda v, p: checker.integer(v, p, "a whole number of instances ≥ 0"),
+        "OnDemandTargetCapacity": lambda v, p: checker.integer(
+            v, p, "a whole number of instances ≥ 0"
+        ),
+        "SpotPrice": checker.price,
+        "Type": lambda v, p: checker.choice(v, p, _FLEET_TYPES),
+        "AllocationStrategy": lambda v, p: checker.choice(v, p, _ALLOCATION_STRATEGIES),
+        "InstanceInterruptionBehavior": lambda v, p: checker.choice(v, p, _INTERRUPTION_BEHAVIORS),
+        "TerminateInstancesWithExpiration": checker.boolean,
+        "ReplaceUnhealthyInstances": checker.boolean,
+        "ClientToken": lambda v, p: checker.string(v, p, "a string"),
+        "InstancePoolsToUseCount": lambda v, p: checker.integer(
+            v, p, "a whole number of pools ≥ 1", minimum=1
+        ),
+        "TagSpecifications": checker.tag_specifications,
+    }
+    for key, check in optional.items():
+        if key in request:
+            check(request[key], key)
+
+
+def _check_launch_specification(checker: _Checker, value: Any, path: str) -> None:
+    spec = checker.obj(value, path, "an object with at least an ImageId")
+    checker.require(spec, path, "ImageId", 'an AMI id, e.g. "ami-0123456789abcdef0"')
+    image = checker.string(spec["ImageId"], f"{path}.ImageId", "an AMI id")
+    if not image.startswith("ami-"):
+        checker.fail(
+            f"{path}.ImageId",
+            f"{json.dumps(image)} is not an AMI id",
+            'set it to an AMI id, e.g. "ami-0123456789abcdef0"',
+        )
+    strings = {
+        "KeyName": "the name of an EC2 key pair",
+        "SubnetId": 'a subnet id, e.g. "subnet-0123abcd"',
+        "InstanceType": 'an EC2 instance type, e.g. "m5.large"',
+        "UserData": "base64 text",
+        "SpotPrice": "a price in USD per hour as a string",
+    }
+    for key, description in strings.items():
+        if key in spec:
+            checker.string(spec[key], f"{path}.{key}", description)
+    if "IamInstanceProfile" in spec:
+        _check_instance_profile(checker, spec["IamInstanceProfile"], f"{path}.IamInstanceProfile")
+    if "BlockDeviceMappings" in spec:
+        where = f"{path}.BlockDeviceMappings"
+        for index, item in enumerate(checker.array(spec["BlockDeviceMappings"], where)):
+            _check_block_device(checker, item, f"{where}[{index}]")
+    if "NetworkInterfaces" in spec:
+        where = f"{path}.NetworkInterfaces"
+        for index, item in enumerate(checker.array(spec["NetworkInterfaces"], where)):
+            _check_network_interface(checker, item, f"{where}[{index}]")
+    if "SecurityGroups" in spec:
+        where = f"{path}.SecurityGroups"
+        for index, item in enumerate(checker.array(spec["SecurityGroups"], where)):
+            group = checker.obj(item, f"{where}[{index}]", 'an object like {"GroupId": "sg-…"}')
+            if "GroupId" not in group and "GroupName" not in group:
+                checker.fail(
+                    f"{where}[{index}]",
+                    "it has neither GroupId nor GroupName",
+                    'write {"GroupId": "sg-0123abcd"}',
+                )
+            for key in ("GroupId", "GroupName"):
+                if key in group:
+                    checker.string(group[key], f"{where}[{index}].{key}", "a string")
+    if "TagSpecifications" in spec:
+        checker.tag_specifications(spec["TagSpecifications"], f"{path}.TagSpecifications")
+
+
+def _check_instance_profile(checker: _Checker, value: Any, path: str) -> None:
+    profile = checker.obj(value, path, 'an object like {"Arn": "arn:aws:iam::…"}')
+    if "Arn" not in profile and "Name" not in profile:
+        checker.fail(
+            path,
+            "it has neither Arn nor Name",
+            'write {"Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"}',
+        )
+    if "Arn" in profile:
+        checker.matches(
+            profile["Arn"],
+            f"{path}.Arn",
+            _PROFILE_ARN,
+            "an instance profile ARN, e.g. "
+            "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole",
+        )
+    if "Name" in profile:
+        checker.string(profile["Name"], f"{path}.Name", "an instance profile name")
+
+
+def _check_block_device(checker: _Checker, value: Any, path: str) -> None:
+    device = checker.obj(value, path, 'an object like {"DeviceName": "/dev/xvda", "Ebs": {…}}')
+    checker.require(device, path, "DeviceName", 'a device name, e.g. "/dev/xvda"')
+    checker.string(device["DeviceName"], f"{path}.DeviceName", 'a device name, e.g. "/dev/xvda"')
+    if "Ebs" not in device:
+        return
+    ebs = checker.obj(device["Ebs"], f"{path}.Ebs", "an object of EBS settings")
+    if "VolumeSize" in ebs:
+        checker.integer(ebs["VolumeSize"], f"{path}.Ebs.VolumeSize", "a size in GB ≥ 1", minimum=1)
+    if "DeleteOnTermination" in ebs:
+        checker.boolean(ebs["DeleteOnTermination"], f"{path}.Ebs.DeleteOnTermination")
+    if "Encrypted" in ebs:
+        checker.boolean(ebs["Encrypted"], f"{path}.Ebs.Encrypted")
+    for key in ("VolumeType", "SnapshotId"):
+        if key in ebs:
+            checker.string(ebs[key], f"{path}.Ebs.{key}", "a string")
+
+
+def _check_network_interface(checker: _Checker, value: Any, path: str) -> None:
+    interface = checker.obj(value, path, "an object of network interface settings")
+    if "DeviceIndex" in interface:
+        checker.integer(interface["DeviceIndex"], f"{path}.DeviceIndex", "a whole number ≥ 0")
+    if "SubnetId" in interface:
+        checker.string(interface["SubnetId"], f"{path}.SubnetId", 'a subnet id, e.g. "subnet-…"')
+    for key in ("DeleteOnTermination", "AssociatePublicIpAddress"):
+        if key in interface:
+            checker.boolean(interface[key], f"{path}.{key}")
+    if "Groups" in interface:
+        groups = checker.array(interface["Groups"], f"{path}.Groups", 'a list like ["sg-…"]')
+        for index, group in enumerate(groups):
+            checker.string(group, f"{path}.Groups[{index}]", 'a security group id, e.g. "sg-…"')
+
+
+class _Checker:
+    """Type checks that raise `InputError` with the file and the JSON path of the value."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, problem: str, fix: str) -> NoReturn:
+        raise InputError(self.source, path or None, problem, fix)
+
+    def parse(self, path: Path) -> Any:
+        if not path.is_file():
+            self.fail("", "the file does not exist", "check the path to your fleet file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            self.fail("", "the file is not UTF-8 text", "save it as UTF-8")
+        except OSError as error:
+            self.fail("", f"the file cannot be read ({error.strerror})", "check its permissions")
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            self.fail(
+                f"line {error.lineno}, column {error.colno}",
+                f"this is not valid JSON ({error.msg})",
+                "correct the JSON there (keys and strings in double quotes, no trailing commas)",
+            )
+
+    def _wrong(self, value: Any, path: str, kind: str, description: str) -> NoReturn:
+        self.fail(path, f"should be {kind} (got {_show(value)})", f"set it to {description}")
+
+    def require(self, value: dict[str, Any], path: str, key: str, description: str) -> None:
+        if key not in value:
+            where = f"{path}.{key}" if path else key
+            self.fail(where, "this required field is missing", f"add it: {description}")
+
+    def obj(self, value: Any, path: str, description: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self._wrong(value, path, "an object", description)
+        return value
+
+    def array(self, value: Any, path: str, description: str = "a list") -> list[Any]:
+        if not isinstance(value, list):
+            self._wrong(value, path, "a list", description)
+        return value
+
+    def string(self, value: Any, path: str, description: str) -> str:
+        if not isinstance(value, str):
+            self._wrong(value, path, "a string", description)
+        if not value.strip():
+            self.fail(path, "it is empty", f"set it to {description}, or remove it")
+        return value
+
+    def matches(self, value: Any, path: str, pattern: re.Pattern[str], description: str) -> str:
+        text = self.string(value, path, description)
+        if not pattern.fullmatch(text):
+            # The family's example files ship with placeholders like XXXXXXXXXXXX.
+            self.fail(path, f"{json.dumps(text)} is not a valid ARN", f"set it to {description}")
+        return text
+
+    def integer(self, value: Any, path: str, description: str, *, minimum: int = 0) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            self._wrong(value, path, "a whole number", description)
+        if value < minimum:
+            self.fail(path, f"{value} is below {minimum}", f"set it to {description}")
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            self._wrong(value, path, "true or false", "true or false (no quotes)")
+        return value
+
+    def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str:
+        options = ", ".join(f'"{c}"' for c in choices)
+        text = self.string(value, path, f"one of {options}")
+        if text not in choices:
+            self.fail(
+                path, f"{json.dumps(text)} is not a known value", f"set it to one of {options}"
+            )
+        return text
+
+    def price(self, value: Any, path: str) -> None:
+        description = 'a price in USD per hour, e.g. "0.10"'
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self._wrong(value, path, "a price", description)
+        try:
+            amount = float(value)
+        except ValueError:
+            self._wrong(value, path, "a price", description)
+        if not amount > 0:
+            self.fail(path, f"{_show(value)} is not above 0", f"set it to {description}")
+
+    def timestamp(self, value: Any, path: str) -> None:
+        description = 'an ISO 8601 UTC time, e.g. "2024-05-01T12:00:00Z"'
+        text = self.string(value, path, description)
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(path, f"{json.dumps(text)} is not a valid time", f"set it to {description}")
+
+    def tag_specifications(self, value: Any, path: str) -> None:
+        for index, item in enumerate(self.array(value, path, "a list of tag specifications")):
+            where = f"{path}[{index}]"
+            spec = self.obj(item, where, 'an object like {"ResourceType": …, "Tags": […]}')
+            if "ResourceType" in spec:
+                self.string(spec["ResourceType"], f"{where}.ResourceType", 'e.g. "instance"')
+            tags = self.array(spec.get("Tags", []), f"{where}.Tags", "a list of Key/Value tags")
+            for number, tag in enumerate(tags):
+                tag_path = f"{where}.Tags[{number}]"
+                entry = self.obj(tag, tag_path, 'an object like {"Key": "k", "Value": "v"}')
+                self.require(entry, tag_path, "Key", "the tag's key")
+                self.string(entry["Key"], f"{tag_path}.Key", "the tag's key")
+                if "Value" in entry and not isinstance(entry["Value"], str):
+                    self._wrong(entry["Value"], f"{tag_path}.Value", "a string", "the tag's value")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,290 @@
+"""Converting configs to a minimal ``ds.toml`` that loads back to an equal `Config`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from distributed_something.config import Config, load_config
+from distributed_something.config.convert import convert_file, to_toml
+from distributed_something.errors import InputError
+
+DCP_CONFIG = """\
+APP_NAME = 'DistributedCP'
+LOG_GROUP_NAME = APP_NAME
+DOCKERHUB_TAG = 'cellprofiler/distributed-cellprofiler:2.0.0_4.2.1'
+AWS_REGION = 'us-east-1'
+AWS_PROFILE = 'default'
+SSH_KEY_NAME = 'your-key-file.pem'
+AWS_BUCKET = 'your-bucket-name'
+SOURCE_BUCKET = 'bucket-name'
+WORKSPACE_BUCKET = 'bucket-name'
+DESTINATION_BUCKET = 'bucket-name'
+UPLOAD_FLAGS = ''
+ECS_CLUSTER = 'default'
+CLUSTER_MACHINES = 3
+TASKS_PER_MACHINE = 1
+MACHINE_TYPE = ['m5.xlarge']
+MACHINE_PRICE = 0.20
+EBS_VOL_SIZE = 30
+DOWNLOAD_FILES = 'False'
+ASSIGN_IP = 'True'
+DOCKER_CORES = 4
+CPU_SHARES = DOCKER_CORES * 1024
+MEMORY = 15000
+SECONDS_TO_START = 3*60
+SQS_QUEUE_NAME = APP_NAME + 'Queue'
+SQS_MESSAGE_VISIBILITY = 1*60
+SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
+JOB_RETRIES = 3
+AUTO_MONITOR = 'True'
+CREATE_DASHBOARD = 'True'
+CLEAN_DASHBOARD = 'True'
+CHECK_IF_DONE_BOOL = 'False'
+EXPECTED_NUMBER_FILES = 7
+MIN_FILE_SIZE_BYTES = 1
+NECESSARY_STRING = ''
+ALWAYS_CONTINUE = 'False'
+USE_PLUGINS = 'False'
+UPDATE_PLUGINS = 'False'
+PLUGINS_COMMIT = 'False'
+INSTALL_REQUIREMENTS = 'False'
+REQUIREMENTS = ''
+"""
+
+DF_CONFIG = """\
+APP_NAME = 'DistributedFiji'
+LOG_GROUP_NAME = APP_NAME
+DOCKERHUB_TAG = 'cellprofiler/distributed-fiji:latest'
+AWS_REGION = 'us-east-1'
+AWS_PROFILE = 'default'
+SSH_KEY_NAME = 'your-key-file.pem'
+AWS_BUCKET = 'your-bucket-name'
+CLUSTER_MACHINES = 3
+MACHINE_TYPE = ['m4.xlarge']
+MACHINE_PRICE = 0.10
+EBS_VOL_SIZE = 30
+DOWNLOAD_FILES = 'False'
+MEMORY = 4096
+SCRIPT_DOWNLOAD_URL = 'https://some/url/with/a/script.py'
+SQS_QUEUE_NAME = APP_NAME + 'Queue'
+SQS_MESSAGE_VISIBILITY = 1*60
+SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
+AUTO_MONITOR = 'True'
+CREATE_DASHBOARD = 'True'
+CLEAN_DASHBOARD = 'True'
+EXPECTED_NUMBER_FILES = 7
+MIN_FILE_SIZE_BYTES = 1
+NECESSARY_STRING = ''
+"""
+
+DOZC_CONFIG = """\
+APP_NAME = 'DistributedBioFormats2Raw'
+LOG_GROUP_NAME = APP_NAME
+DOCKERHUB_TAG = 'erinweisbart/distributed-bioformats2raw:0.0.19'
+AWS_REGION = 'us-east-1'
+AWS_PROFILE = 'default'
+SSH_KEY_NAME = 'your-key-file.pem'
+AWS_BUCKET = 'your-bucket-name'
+CLUSTER_MACHINES = 1
+MACHINE_TYPE = ['c5.xlarge']
+MACHINE_PRICE = 0.10
+EBS_VOL_SIZE = 300
+CPU_SHARES = 1024
+MEMORY = 7500
+SQS_QUEUE_NAME = APP_NAME + 'Queue'
+SQS_MESSAGE_VISIBILITY = 4*60*60
+SQS_DEAD_LETTER_QUEUE = 'arn:aws:sqs:some-region:111111100000:DeadMessages'
+CHECK_IF_DONE_BOOL = 'False'
+"""
+
+# A ds-flavoured legacy file: extra variables (env), native extras, computed values.
+DS_CONFIG = """\
+import os
+APP_NAME = 'PaintRun'
+BACKEND = 'local'
+COMMAND = 'python paint.py {image}'
+OUTPUT_PREFIX = 'out/' + APP_NAME + '/{image}'
+INPUTS = ['in/{image}']
+LOCAL_WORKERS = 3
+MACHINE_TYPE = 'm5.large'
+SECONDS_TO_START = 2.5
+CHANNELS = ['DNA', 'Actin']
+THRESHOLD = 0.25
+MODE = 'fast' if LOCAL_WORKERS > 2 else 'slow'
+"""
+
+
+def write(tmp_path: Path, text: str, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("legacy", [DCP_CONFIG, DF_CONFIG, DOZC_CONFIG, DS_CONFIG])
+def test_legacy_round_trip(tmp_path: Path, legacy: str) -> None:
+    original = load_config(write(tmp_path, legacy, "config.py"))
+    converted = load_config(write(tmp_path, to_toml(original), "ds.toml"))
+    assert converted == original
+    assert converted.model_dump() == original.model_dump()
+
+
+def test_output_is_minimal(tmp_path: Path) -> None:
+    data = tomllib.loads(to_toml(Config(app_name="Tiny")))
+    assert data == {"app_name": "Tiny", "backend": "local"}
+
+
+def test_only_non_default_fields_are_written() -> None:
+    config = Config.model_validate(
+        {"app_name": "Some", "cluster": {"machines": 5, "memory": 4096}, "aws": {"region": "x"}}
+    )
+    data = tomllib.loads(to_toml(config))
+    assert data["cluster"] == {"machines": 5}  # memory equals its default
+    assert data["aws"] == {"region": "x"}
+    assert "queue" not in data and "local" not in data and "env" not in data
+
+
+def test_derived_names_are_left_out_but_explicit_ones_kept() -> None:
+    derived = tomllib.loads(to_toml(Config(app_name="App")))
+    assert "queue" not in derived and "aws" not in derived
+    explicit = Config.model_validate(
+        {"app_name": "App", "queue": {"name": "Other"}, "aws": {"log_group_name": "logs"}}
+    )
+    data = tomllib.loads(to_toml(explicit))
+    assert data["queue"] == {"name": "Other"}
+    assert data["aws"] == {"log_group_name": "logs"}
+
+
+def test_sections_are_commented(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, DS_CONFIG, "config.py"))
+    lines = to_toml(config).splitlines()
+    assert lines[0].startswith("# ")
+    for header in ("[recipe]", "[cluster]", "[env]"):
+        index = lines.index(header)
+        assert lines[index - 1].startswith("# "), header
+
+
+def test_dcp_conversion_content(tmp_path: Path) -> None:
+    data = tomllib.loads(to_toml(load_config(write(tmp_path, DCP_CONFIG, "config.py"))))
+    assert data["image"] == "cellprofiler/distributed-cellprofiler:2.0.0_4.2.1"
+    assert data["check_if_done"]["enabled"] is False
+    assert data["cluster"]["cpu_shares"] == 4096
+    assert data["aws"]["assign_ip"] is True
+    assert "tool" not in data  # every DCP tool setting is at its default
+
+
+def test_convert_file_writes_toml(tmp_path: Path) -> None:
+    src = write(tmp_path, DCP_CONFIG, "config.py")
+    dest = tmp_path / "ds.toml"
+    assert convert_file(src, dest) == dest
+    assert load_config(dest) == load_config(src)
+    assert dest.read_text(encoding="utf-8").startswith("# Converted from config.py")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_convert_file_refuses_to_overwrite(tmp_path: Path) -> None:
+    src = write(tmp_path, DF_CONFIG, "config.py")
+    dest = write(tmp_path, "keep me\n", "ds.toml")
+    with pytest.raises(InputError) as caught:
+        convert_file(src, dest)
+    assert caught.value.source == str(dest)
+    assert "--force" in caught.value.fix
+    assert dest.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_convert_file_force_overwrites(tmp_path: Path) -> None:
+    src = write(tmp_path, DF_CONFIG, "config.py")
+    dest = write(tmp_path, "old\n", "ds.toml")
+    convert_file(src, dest, force=True)
+    assert load_config(dest).app_name == "DistributedFiji"
+
+
+def test_convert_file_into_a_missing_folder(tmp_path: Path) -> None:
+    src = write(tmp_path, DF_CONFIG, "config.py")
+    with pytest.raises(InputError) as caught:
+        convert_file(src, tmp_path / "nowhere" / "ds.toml")
+    assert "folder does not exist" in caught.value.problem
+
+
+def test_convert_file_reports_a_bad_source(tmp_path: Path) -> None:
+    src = write(tmp_path, "APP_NAME = 'x'\nfor i in []:\n    pass\n", "config.py")
+    dest = tmp_path / "ds.toml"
+    with pytest.raises(InputError) as caught:
+        convert_file(src, dest)
+    assert caught.value.field == "line 2"
+    assert not dest.exists()
+
+
+def test_toml_to_toml_round_trip(tmp_path: Path) -> None:
+    config = Config.model_validate(
+        {
+            "app_name": "Full",
+            "backend": "aws",
+            "image": "org/tool:2",
+            "recipe": {"name": "command", "argv": ["run", "{x}"], "inputs": ["a/{x}"]},
+            "cluster": {"machines": 0, "cpu_shares": 512, "seconds_to_start": 1.5},
+            "queue": {"name": "Q", "dead_letter_queue": "D", "visibility": 300},
+            "check_if_done": {"expected_number_files": 2, "necessary_string": "x"},
+            "aws": {"profile": "p", "machine_type": ["a", "b"], "task_role_arn": "arn:r"},
+            "tool": {"script_sha256": "ab" * 32, "requirements": "-r req.txt"},
+            "local": {"root": "elsewhere", "prepare": ["make"], "poll_interval": 1.0},
+            "env": {"A": "1"},
+        }
+    )
+    assert load_config(write(tmp_path, to_toml(config), "ds.toml")) == config
+
+
+def test_values_with_unusual_line_breaks_survive(tmp_path: Path) -> None:
+    # U+0085 and U+2028 are line breaks to str.splitlines() but plain characters to TOML.
+    config = Config.model_validate(
+        {"app_name": "Odd", "env": {"A": "x\x85[cluster]\u2028y", "B": 'q"\n\r\t\\'}}
+    )
+    assert load_config(write(tmp_path, to_toml(config), "ds.toml")) == config
+
+
+ENV_NAMES = st.from_regex(r"[A-Z_][A-Z0-9_]{0,12}", fullmatch=True).filter(
+    lambda name: name not in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+)
+TEXT = st.text(st.characters(codec="utf-8"), max_size=30)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    machines=st.integers(0, 1000),
+    memory=st.integers(128, 10**6),
+    price=st.floats(0.001, 100, allow_nan=False),
+    types=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4),
+    enabled=st.booleans(),
+    flags=TEXT,
+    env=st.dictionaries(ENV_NAMES, TEXT, max_size=4),
+    argv=st.lists(TEXT, max_size=4),
+)
+def test_round_trip_property(
+    tmp_path: Path,
+    machines: int,
+    memory: int,
+    price: float,
+    types: list[str],
+    enabled: bool,
+    flags: str,
+    env: dict[str, str],
+    argv: list[str],
+) -> None:
+    config = Config.model_validate(
+        {
+            "app_name": "Prop",
+            "cluster": {"machines": machines, "memory": memory},
+            "aws": {"machine_price": price, "machine_type": types},
+            "check_if_done": {"enabled": enabled},
+            "storage": {"upload_flags": flags},
+            "recipe": {"argv": argv},
+            "env": env,
+        }
+    )
+    assert load_config(write(tmp_path, to_toml(config), "ds.toml")) == config

@@ -1,0 +1,305 @@
+"""Checking the family's spot fleet request files before anything is created."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distributed_something.errors import InputError
+from distributed_something.fleet import load_fleet
+
+# Distributed-CellProfiler's files/exampleFleet_us-east-1.json with its placeholders filled in.
+DCP_FLEET: dict[str, Any] = {
+    "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+    "AllocationStrategy": "lowestPrice",
+    "TerminateInstancesWithExpiration": True,
+    "LaunchSpecifications": [
+        {
+            "ImageId": "ami-fad25980",
+            "KeyName": "your_key_file_name",
+            "IamInstanceProfile": {
+                "Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
+            },
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": "/dev/xvda",
+                    "Ebs": {
+                        "DeleteOnTermination": True,
+                        "VolumeType": "gp2",
+                        "VolumeSize": 8,
+                        "SnapshotId": "snap-04007a196c0f3f398",
+                    },
+                },
+                {
+                    "DeviceName": "/dev/xvdcz",
+                    "Ebs": {"DeleteOnTermination": True, "VolumeType": "gp2"},
+                },
+            ],
+            "NetworkInterfaces": [
+                {
+                    "DeviceIndex": 0,
+                    "SubnetId": "subnet-0123abcd",
+                    "DeleteOnTermination": True,
+                    "AssociatePublicIpAddress": True,
+                    "Groups": ["sg-0123abcd"],
+                }
+            ],
+        }
+    ],
+    "Type": "maintain",
+}
+
+
+def write(tmp_path: Path, data: Any, name: str = "fleet.json") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2), "utf-8")
+    return path
+
+
+def fleet_error(tmp_path: Path, data: Any) -> InputError:
+    with pytest.raises(InputError) as caught:
+        load_fleet(write(tmp_path, data))
+    return caught.value
+
+
+def changed(edit: Any) -> dict[str, Any]:
+    data = copy.deepcopy(DCP_FLEET)
+    edit(data)
+    return data
+
+
+def spec0(data: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = data["LaunchSpecifications"][0]
+    return spec
+
+
+def test_family_fleet_file_is_returned_as_given(tmp_path: Path) -> None:
+    assert load_fleet(write(tmp_path, DCP_FLEET)) == DCP_FLEET
+
+
+def test_full_launch_specification_and_options(tmp_path: Path) -> None:
+    data = changed(
+        lambda d: (
+            d.update(
+                ValidFrom="2024-05-01T12:00:00Z",
+                ValidUntil="2024-05-02T12:00:00Z",
+                TargetCapacity=2,
+                SpotPrice="0.10",
+                InstanceInterruptionBehavior="terminate",
+                ReplaceUnhealthyInstances=False,
+                SomethingNew={"kept": True},
+            ),
+            spec0(d).update(
+                SubnetId="subnet-1",
+                SecurityGroups=[{"GroupId": "sg-1"}, {"GroupName": "default"}],
+                InstanceType="m5.large",
+                UserData="IyEvYmluL2Jhc2g=",
+                TagSpecifications=[
+                    {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "x"}]}
+                ],
+                Monitoring={"Enabled": False},
+            ),
+            d["LaunchSpecifications"].append(
+                {"ImageId": "ami-2", "IamInstanceProfile": {"Name": "ecsInstanceRole"}}
+            ),
+        )
+    )
+    assert load_fleet(write(tmp_path, data)) == data
+
+
+def test_numeric_spot_price_is_accepted(tmp_path: Path) -> None:
+    data = changed(lambda d: d.update(SpotPrice=0.25))
+    assert load_fleet(write(tmp_path, data))["SpotPrice"] == 0.25
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        load_fleet(tmp_path / "fleet.json")
+    assert "does not exist" in caught.value.problem
+
+
+def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
+    error = fleet_error(tmp_path, '{\n  "IamFleetRole": "arn",\n  "Type": maintain\n}\n')
+    assert error.field == "line 3, column 11"
+    assert "not valid JSON" in error.problem
+
+
+def test_trailing_comma_is_invalid_json(tmp_path: Path) -> None:
+    error = fleet_error(tmp_path, '{"Type": "maintain",}')
+    assert error.field is not None and error.field.startswith("line 1, column ")
+
+
+def test_top_level_must_be_an_object(tmp_path: Path) -> None:
+    error = fleet_error(tmp_path, "[1, 2]")
+    assert error.field is None
+    assert "should be an object" in error.problem
+
+
+def test_message_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, changed(lambda d: spec0(d).pop("ImageId")))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as caught:
+        load_fleet(Path("fleet.json"))
+    assert str(caught.value).startswith(
+        "fleet.json: LaunchSpecifications[0].ImageId: this required field is missing. Fix: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "needle"),
+    [
+        (lambda d: d.pop("IamFleetRole"), "IamFleetRole", "missing"),
+        (lambda d: d.update(IamFleetRole=5), "IamFleetRole", "should be a string"),
+        (
+            lambda d: d.update(IamFleetRole="arn:aws:iam::XXXXXXXXXXXXX:role/fleet"),
+            "IamFleetRole",
+            "is not a valid ARN",
+        ),
+        (lambda d: d.update(IamFleetRole=""), "IamFleetRole", "it is empty"),
+        (lambda d: d.pop("LaunchSpecifications"), "LaunchSpecifications", "missing"),
+        (lambda d: d.update(LaunchSpecifications={}), "LaunchSpecifications", "a list"),
+        (lambda d: d.update(LaunchSpecifications=[]), "LaunchSpecifications", "empty"),
+        (lambda d: d.update(LaunchSpecifications=["x"]), "LaunchSpecifications[0]", "an object"),
+        (
+            lambda d: d["LaunchSpecifications"].append({"KeyName": "k"}),
+            "LaunchSpecifications[1].ImageId",
+            "missing",
+        ),
+        (lambda d: spec0(d).update(ImageId=123), "LaunchSpecifications[0].ImageId", "a string"),
+        (lambda d: spec0(d).update(ImageId="img-1"), "LaunchSpecifications[0].ImageId", "AMI"),
+        (lambda d: spec0(d).update(KeyName=1), "LaunchSpecifications[0].KeyName", "a string"),
+        (
+            lambda d: spec0(d).update(InstanceType=["m5"]),
+            "LaunchSpecifications[0].InstanceType",
+            "a string",
+        ),
+        (lambda d: spec0(d).update(SubnetId=None), "LaunchSpecifications[0].SubnetId", "string"),
+        (lambda d: spec0(d).update(UserData=7), "LaunchSpecifications[0].UserData", "string"),
+        (
+            lambda d: spec0(d).update(IamInstanceProfile="role"),
+            "LaunchSpecifications[0].IamInstanceProfile",
+            "an object",
+        ),
+        (
+            lambda d: spec0(d).update(IamInstanceProfile={}),
+            "LaunchSpecifications[0].IamInstanceProfile",
+            "neither Arn nor Name",
+        ),
+        (
+            lambda d: spec0(d).update(IamInstanceProfile={"Arn": "arn:aws:iam::XXXX:x/y"}),
+            "LaunchSpecifications[0].IamInstanceProfile.Arn",
+            "not a valid ARN",
+        ),
+        (
+            lambda d: spec0(d).update(IamInstanceProfile={"Name": 3}),
+            "LaunchSpecifications[0].IamInstanceProfile.Name",
+            "a string",
+        ),
+        (
+            lambda d: spec0(d).update(BlockDeviceMappings={"DeviceName": "x"}),
+            "LaunchSpecifications[0].BlockDeviceMappings",
+            "a list",
+        ),
+        (
+            lambda d: spec0(d)["BlockDeviceMappings"][1].pop("DeviceName"),
+            "LaunchSpecifications[0].BlockDeviceMappings[1].DeviceName",
+            "missing",
+        ),
+        (
+            lambda d: spec0(d)["BlockDeviceMappings"][0]["Ebs"].update(VolumeSize="8"),
+            "LaunchSpecifications[0].BlockDeviceMappings[0].Ebs.VolumeSize",
+            "a whole number",
+        ),
+        (
+            lambda d: spec0(d)["BlockDeviceMappings"][0]["Ebs"].update(VolumeSize=0),
+            "LaunchSpecifications[0].BlockDeviceMappings[0].Ebs.VolumeSize",
+            "below 1",
+        ),
+        (
+            lambda d: spec0(d)["BlockDeviceMappings"][0]["Ebs"].update(DeleteOnTermination="true"),
+            "LaunchSpecifications[0].BlockDeviceMappings[0].Ebs.DeleteOnTermination",
+            "true or false",
+        ),
+        (
+            lambda d: spec0(d)["BlockDeviceMappings"][0].update(Ebs=[]),
+            "LaunchSpecifications[0].BlockDeviceMappings[0].Ebs",
+            "an object",
+        ),
+        (
+            lambda d: spec0(d)["NetworkInterfaces"][0].update(Groups="sg-1"),
+            "LaunchSpecifications[0].NetworkInterfaces[0].Groups",
+            "a list",
+        ),
+        (
+            lambda d: spec0(d)["NetworkInterfaces"][0].update(Groups=[1]),
+            "LaunchSpecifications[0].NetworkInterfaces[0].Groups[0]",
+            "a string",
+        ),
+        (
+            lambda d: spec0(d)["NetworkInterfaces"][0].update(DeviceIndex=True),
+            "LaunchSpecifications[0].NetworkInterfaces[0].DeviceIndex",
+            "a whole number",
+        ),
+        (
+            lambda d: spec0(d)["NetworkInterfaces"][0].update(AssociatePublicIpAddress="yes"),
+            "LaunchSpecifications[0].NetworkInterfaces[0].AssociatePublicIpAddress",
+            "true or false",
+        ),
+        (
+            lambda d: spec0(d).update(SecurityGroups=[{"VpcId": "v"}]),
+            "LaunchSpecifications[0].SecurityGroups[0]",
+            "neither GroupId nor GroupName",
+        ),
+        (
+            lambda d: spec0(d).update(SecurityGroups=["sg-1"]),
+            "LaunchSpecifications[0].SecurityGroups[0]",
+            "an object",
+        ),
+        (
+            lambda d: spec0(d).update(TagSpecifications=[{"Tags": [{"Key": "a", "Value": 1}]}]),
+            "LaunchSpecifications[0].TagSpecifications[0].Tags[0].Value",
+            "a string",
+        ),
+        (
+            lambda d: spec0(d).update(TagSpecifications=[{"Tags": [{"Value": "v"}]}]),
+            "LaunchSpecifications[0].TagSpecifications[0].Tags[0].Key",
+            "missing",
+        ),
+        (lambda d: d.update(TargetCapacity=-1), "TargetCapacity", "below 0"),
+        (lambda d: d.update(TargetCapacity=True), "TargetCapacity", "a whole number"),
+        (lambda d: d.update(TargetCapacity=2.5), "TargetCapacity", "a whole number"),
+        (lambda d: d.update(SpotPrice="cheap"), "SpotPrice", "a price"),
+        (lambda d: d.update(SpotPrice="0"), "SpotPrice", "not above 0"),
+        (lambda d: d.update(SpotPrice=True), "SpotPrice", "a price"),
+        (lambda d: d.update(Type="sometimes"), "Type", "not a known value"),
+        (lambda d: d.update(AllocationStrategy="lowestprice"), "AllocationStrategy", "known"),
+        (lambda d: d.update(TerminateInstancesWithExpiration="true"), "Terminate", "true or"),
+        (lambda d: d.update(ValidUntil="tomorrow"), "ValidUntil", "not a valid time"),
+        (lambda d: d.update(ValidFrom=1714560000), "ValidFrom", "a string"),
+        (lambda d: d.update(TagSpecifications={}), "TagSpecifications", "a list"),
+    ],
+)
+def test_invalid_fields(tmp_path: Path, edit: Any, field: str, needle: str) -> None:
+    error = fleet_error(tmp_path, changed(edit))
+    assert error.field is not None and error.field.startswith(field)
+    assert needle in error.problem
+    assert error.source == str(tmp_path / "fleet.json")
+    assert error.fix
+
+
+def test_wrong_type_shows_the_value_and_fix(tmp_path: Path) -> None:
+    error = fleet_error(tmp_path, changed(lambda d: d.update(TargetCapacity="two")))
+    assert error.problem == 'should be a whole number (got "two")'
+    assert error.fix == "set it to a whole number of instances ≥ 0"
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.json"
+    path.write_bytes(b'{"Type": "\xff"}')
+    with pytest.raises(InputError) as caught:
+        load_fleet(path)
+    assert "UTF-8" in caught.value.problem
