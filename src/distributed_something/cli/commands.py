@@ -55,6 +55,20 @@ def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
 
 
 @cli.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
+@click.option("--app-name", default=None, help="default: the folder's name")
+@click.option("--force", is_flag=True, help="overwrite existing files")
+def init(folder: Path, app_name: str | None, force: bool) -> None:
+    """Start a project: a commented ds.toml and a job.json to edit."""
+    from distributed_something.usecases.scaffold import init_project
+
+    name = app_name or "".join(c for c in folder.resolve().name if c.isalnum() or c in "-_")
+    for path in init_project(folder, name or "MyApp", force=force):
+        info(f"wrote {path}")
+    info(f"next: ds run {folder}")
+
+
+@cli.command()
 @config_option
 @click.option("--job", "job_path", type=PathArg, help="a job file to check")
 @click.option("--fleet", "fleet_path", type=PathArg, help="a spot fleet file to check")

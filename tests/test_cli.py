@@ -1,0 +1,73 @@
+"""The command line: exit codes, one-line errors, JSON on stdout, scaffolding, aliases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+
+from distributed_something.config.loader import load_config
+
+Ds = Callable[..., CompletedProcess[str]]
+
+
+def one_error_line(result: CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_init_scaffold_runs_as_written(tmp_path: Path, ds: Ds) -> None:
+    result = ds("init", "hello", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = ds("run", "hello", "--json", "--interval", "0.2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["counts"]["done"] == 3
+    out = tmp_path / "hello/.ds/hello/buckets/default/results/second/hello.txt"
+    assert out.read_text() == "hello second"
+    again = ds("init", "hello", cwd=tmp_path)
+    assert again.returncode == 2 and "--force" in one_error_line(again)
+
+
+def test_validate_json_and_duplicates(tmp_path: Path, ds: Ds) -> None:
+    ds("init", ".", "--app-name", "V", cwd=tmp_path)
+    (tmp_path / "job.json").write_text(json.dumps({"groups": [{"name": "a"}, {"name": "a"}]}))
+    result = ds("validate", "--job", "job.json", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tasks"] == 1 and summary["duplicates"] == 1 and summary["format"] == "ds"
+    assert "repeats group" in result.stderr
+    assert not (tmp_path / ".ds").exists()
+
+
+def test_commands_need_a_set_up_run(tmp_path: Path, ds: Ds) -> None:
+    ds("init", ".", "--app-name", "S", cwd=tmp_path)
+    line = one_error_line(ds("submitJob", "job.json", cwd=tmp_path))
+    assert "ds setup" in line
+    assert ds("status", cwd=tmp_path).returncode == 2
+
+
+def test_missing_config_and_bad_arguments_exit_2(tmp_path: Path, ds: Ds) -> None:
+    result = ds("status", cwd=tmp_path)
+    assert result.returncode == 2 and "ds.toml" in one_error_line(result)
+    assert ds("run", "nowhere", cwd=tmp_path).returncode == 2
+    assert ds("no-such-command", cwd=tmp_path).returncode == 2
+    assert ds("monitor", "--interval", "-1", cwd=tmp_path).returncode == 2
+
+
+def test_config_convert_writes_equivalent_toml(tmp_path: Path, ds: Ds) -> None:
+    legacy = tmp_path / "config.py"
+    legacy.write_text(
+        "APP_NAME = 'Conv'\nSQS_QUEUE_NAME = APP_NAME + 'Queue'\nCHECK_IF_DONE_BOOL = 'True'\n"
+        "DOCKER_CORES = 4\nCPU_SHARES = DOCKER_CORES * 1024\nMY_SETTING = 'x'\n"
+    )
+    result = ds("config", "convert", "config.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_config(tmp_path / "ds.toml") == load_config(legacy)
+    assert load_config(tmp_path / "ds.toml").env == {"MY_SETTING": "x"}
+    assert ds("config", "convert", "config.py", cwd=tmp_path).returncode == 2
