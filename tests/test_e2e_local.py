@@ -72,6 +72,8 @@ def test_run_completes_every_task_and_resubmission_skips_them(tmp_path: Path, ds
     assert all(t["attempts"] == 1 and t["outputs"] for t in rep["tasks"])
     assert outputs(proj) == {n: f"result of {n}" for n in names}
     assert sorted(ledger(tmp_path)) == sorted(names)
+    html = (proj / ".ds" / "T" / "report.html").read_text()
+    assert rep["run_id"] in html and "<svg" in html
 
     again = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

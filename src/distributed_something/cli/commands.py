@@ -50,7 +50,11 @@ def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
     """Print a report; exit code 1 when tasks are dead or unfinished."""
     if as_json:
         emit_json(report.to_json())
-    print_summary(report, f"outputs: {lifecycle.outputs_location(project)}")
+    print_summary(
+        report,
+        f"outputs: {lifecycle.outputs_location(project)}\n"
+        f"report:  {project.report_path.with_suffix('.html')}",
+    )
     return 0 if report.ok else 1
 
 

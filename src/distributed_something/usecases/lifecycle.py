@@ -17,6 +17,7 @@ from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.project import Project
 from distributed_something.records import ManifestEntry, RunRecords
 from distributed_something.report.build import RunReport, build_report
+from distributed_something.report.html import write_html
 from distributed_something.state import RunState, load_state, new_state, require_state, save_state
 from distributed_something.templates import render
 from distributed_something.ui import info, task_bar
@@ -54,7 +55,8 @@ def _prepare(project: Project) -> None:
     argv = [render(part, fields, group="local.prepare") for part in project.config.local.prepare]
     bucket_dir(project).mkdir(parents=True, exist_ok=True)
     info(f"preparing inputs: {' '.join(argv)}")
-    done = subprocess.run(argv, cwd=project.base_dir, check=False)
+    # Its output is for people: stderr, so `--json` keeps stdout clean.
+    done = subprocess.run(argv, cwd=project.base_dir, stdout=sys.stderr, check=False)
     if done.returncode != 0:
         raise BackendError(
             f"{project.config_path}: local.prepare exited with code {done.returncode}; "
@@ -163,6 +165,8 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
     tmp.write_text(text)
     tmp.replace(project.report_path)
     backend.storage.put_bytes(records.report_key(), text.encode())
+    html = write_html(report, project.report_path.with_suffix(".html"))
+    backend.storage.put_file(records.report_key().removesuffix(".json") + ".html", html)
     return report
 
 

@@ -147,7 +147,9 @@ class SqliteQueue:
                 try:
                     yield conn
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # SQLite may already have rolled back (e.g. after an I/O error).
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
             except sqlite3.Error as error:

@@ -1,0 +1,86 @@
+"""Storage keys: S3-like, relative, ``/``-separated strings that can never escape their root.
+
+Every key a job file, recipe or user can influence passes through `check_key` before any
+storage touches it, so that folder storage and S3 accept exactly the same keys and a key
+like ``../../etc/passwd`` is refused before anything is read or written.
+"""
+
+from __future__ import annotations
+
+from distributed_something.errors import InputError
+
+MAX_KEY_BYTES = 1024
+"""The longest key S3 accepts, in bytes of UTF-8."""
+
+_KEY_FIX = (
+    "use a relative key of '/'-separated names, e.g. 'outputs/plate1/result.csv' "
+    "(no leading '/', no '\\', no '.' or '..' names, no '//')"
+)
+
+
+def _problem(key: str) -> str | None:
+    """What is wrong with ``key`` as a storage key, or None when it is valid."""
+    if not isinstance(key, str):
+        return f"must be a string, not {type(key).__name__}"
+    if key == "":
+        return "is empty"
+    if "\x00" in key:
+        return "contains a NUL character"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    if size > MAX_KEY_BYTES:
+        return f"is {size} bytes long (UTF-8); at most {MAX_KEY_BYTES} are allowed"
+    if "\\" in key:
+        return "contains a backslash ('\\')"
+    if key.startswith("/"):
+        return "is absolute (starts with '/')"
+    for segment in key.split("/"):
+        if segment == "":
+            return "has an empty name ('//' or a trailing '/')"
+        if segment in (".", ".."):
+            return f"has a '{segment}' name, which could point outside its folder"
+    return None
+
+
+def check_key(key: str, *, source: str = "storage key") -> str:
+    """Return ``key`` unchanged if it is a valid storage key, else raise `InputError`.
+
+    A valid key is a non-empty UTF-8 string of at most 1,024 bytes, made of ``/``-separated
+    names, where no name is empty (no ``//``, no leading or trailing ``/``), ``.`` or ``..``,
+    and which contains no backslash and no NUL. ``source`` names where the key came from
+    (a file, "job file", "argument") in the error.
+    """
+    problem = _problem(key)
+    if problem is not None:
+        raise InputError(source, None, f"key {key!r} {problem}", _KEY_FIX)
+    return key
+
+
+def check_prefix(prefix: str, *, source: str = "storage prefix") -> str:
+    """Return ``prefix`` unchanged if it is a valid listing prefix, else raise `InputError`.
+
+    A prefix follows the rules of `check_key`, except that the empty prefix (everything) is
+    valid and one trailing ``/`` is allowed (``"outputs/"``).
+    """
+    if prefix == "":
+        return prefix
+    body = prefix[:-1] if isinstance(prefix, str) and prefix.endswith("/") else prefix
+    problem = "is absolute (starts with '/')" if body == "" else _problem(body)
+    if problem is not None:
+        raise InputError(source, None, f"prefix {prefix!r} {problem}", _KEY_FIX)
+    return prefix
+
+
+def join_key(*parts: str, source: str = "storage key") -> str:
+    """Join ``parts`` with ``/`` into a key, collapsing repeated slashes, and check it.
+
+    Empty parts are skipped, so ``join_key("out/", "", "/a.txt") == "out/a.txt"``. A leading
+    ``/`` on the first part or a trailing ``/`` on the last is kept and so refused by
+    `check_key`, like any other invalid result.
+    """
+    joined = "/".join(part for part in parts if part != "")
+    while "//" in joined:
+        joined = joined.replace("//", "/")
+    return check_key(joined, source=source)

@@ -1,0 +1,352 @@
+"""The HTML run report: counts, charts, escaping, edge cases, the row cap, atomic writing."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distributed_something.report.build import OUTCOMES, RunReport, TaskReport, _stats
+from distributed_something.report.html import MAX_ROWS, histogram_bins, render_html, write_html
+
+CREATED = 1_700_000_000.0
+VOID = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "embed", "source", "wbr"}
+
+
+# --- a tiny DOM built with the stdlib parser, which also checks every tag is closed -----------
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict[str, str]
+    children: list[Node] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(self.texts) + "".join(c.text() for c in self.children)
+
+    def find_all(self, tag: str, **attrs: str) -> list[Node]:
+        found = []
+        for child in self.children:
+            if child.tag == tag and all(
+                (v in child.attrs.get("class", "").split())
+                if k == "cls"
+                else child.attrs.get(k) == v
+                for k, v in attrs.items()
+            ):
+                found.append(child)
+            found.extend(child.find_all(tag, **attrs))
+        return found
+
+    def one(self, tag: str, **attrs: str) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, (tag, attrs, len(found))
+        return found[0]
+
+
+class TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#root", {})
+        self.stack = [self.root]
+        self.start_tags: list[str] = []
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.start_tags.append(tag)
+        node = Node(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(node)
+        if tag not in VOID:
+            self.stack.append(node)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.start_tags.append(tag)
+        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        if len(self.stack) == 1 or self.stack[-1].tag != tag:
+            self.problems.append(f"</{tag}> closes <{self.stack[-1].tag}>")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].texts.append(data)
+
+
+def parse(page: str) -> TreeBuilder:
+    """Parse ``page``, asserting that every opened tag is closed in order."""
+    builder = TreeBuilder()
+    builder.feed(page)
+    builder.close()
+    assert builder.problems == []
+    assert [n.tag for n in builder.stack] == ["#root"], "unclosed tags"
+    assert page.startswith("<!DOCTYPE html>")
+    return builder
+
+
+# --- reports built directly ------------------------------------------------------------------
+
+
+def make_report(
+    tasks: list[TaskReport], *, finished_at: float | None = None, app: str = "App"
+) -> RunReport:
+    counts = {k: 0 for k in OUTCOMES}
+    for task in tasks:
+        counts[task.outcome] += 1
+    counts["total"] = len(tasks)
+    counts["duplicates"] = sum(1 for t in tasks if t.duplicate)
+    durations = [t.duration for t in tasks if t.duration is not None]
+    return RunReport(
+        app_name=app,
+        run_id="run-42",
+        backend="local",
+        created_at=CREATED,
+        finished_at=finished_at,
+        counts=counts,
+        tasks=tasks,
+        duration_stats=_stats(durations),
+    )
+
+
+def done(tid: str, duration: float, after: float, **kw: Any) -> TaskReport:
+    return TaskReport(
+        tid, {"n": tid}, "done", 1, duration, [f"out/{tid}.csv"], finished_at=CREATED + after, **kw
+    )
+
+
+def mixed_report() -> RunReport:
+    tasks = [
+        done("d1", 30.0, 60.0),
+        done("d2", 45.0, 120.0, duplicate=True),
+        done("d3", 90.0, 300.0),
+    ]
+    tasks += [TaskReport(f"s{i}", {"n": i}, "skipped", 1) for i in range(2)]
+    tasks += [TaskReport("f1", {"n": "f"}, "failed", 2, error="boom")]
+    tasks += [TaskReport(f"x{i}", {"n": i}, "dead", 3, error="died") for i in range(4)]
+    tasks += [TaskReport(f"p{i}", {"n": i}, "pending", 0) for i in range(5)]
+    return make_report(tasks, finished_at=CREATED + 600)
+
+
+def svg_points(polyline: Node) -> list[tuple[float, float]]:
+    return [
+        (float(x), float(y)) for x, y in (p.split(",") for p in polyline.attrs["points"].split())
+    ]
+
+
+def ytick_y(svg: Node, value: int) -> float:
+    (tick,) = [t for t in svg.find_all("text", cls="ytick") if t.text() == str(value)]
+    return float(tick.attrs["y"])
+
+
+def assert_finite_geometry(root: Node) -> None:
+    """Every coordinate of every chart is a finite number (no NaN/inf from a zero division)."""
+    for svg in root.find_all("svg"):
+        for node in [svg, *(n for tag in ("rect", "line", "text") for n in svg.find_all(tag))]:
+            for key in ("x", "y", "x1", "y1", "x2", "y2", "width", "height"):
+                if key in node.attrs:
+                    assert math.isfinite(float(node.attrs[key])), (node.tag, key)
+        for line in svg.find_all("polyline"):
+            assert all(math.isfinite(v) for p in svg_points(line) for v in p)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_counts_strip_shows_every_count() -> None:
+    report = mixed_report()
+    root = parse(render_html(report)).root
+    expected = {"done": 3, "skipped": 2, "failed": 1, "dead": 4, "pending": 5}
+    expected |= {"total": 15, "duplicates": 1}
+    for name, value in expected.items():
+        box = root.one("div", id=f"count-{name}")
+        assert box.one("span", cls="n").text() == str(value)
+        assert box.one("span", cls="label").text() == name
+
+
+def test_header_has_run_identity_and_utc_times() -> None:
+    report = mixed_report()
+    report.created_at = 0.0
+    report.finished_at = 3725.0
+    page = render_html(report)
+    meta = dict(
+        zip(
+            (n.text() for n in parse(page).root.find_all("dt")),
+            (n.text() for n in parse(page).root.find_all("dd")),
+            strict=True,
+        )
+    )
+    assert meta["app"] == "App"
+    assert meta["run id"] == "run-42"
+    assert meta["backend"] == "local"
+    assert meta["created"] == "1970-01-01 00:00:00 UTC"
+    assert meta["finished"] == "1970-01-01 01:02:05 UTC"
+    assert meta["wall time"] == "1h02m"
+
+
+def test_unfinished_run_says_so() -> None:
+    report = make_report([TaskReport("p", {}, "pending", 0)], finished_at=None)
+    root = parse(render_html(report)).root
+    dds = [n.text() for n in root.find_all("dd")]
+    assert dds.count("not finished") == 2
+    assert root.find_all("p", cls="bad")
+
+
+def test_histogram_bars_match_known_durations() -> None:
+    # 8 durations -> Sturges: ceil(log2 8) + 1 = 4 bins of width (10 - 1) / 4 = 2.25:
+    # [1, 3.25) holds 1, 1, 1, 2, 3; [3.25, 5.5) holds 4, 5; [5.5, 7.75) is empty; 10 is last.
+    durations = [1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0]
+    tasks = [done(f"t{i}", d, 60.0 + i) for i, d in enumerate(durations)]
+    root = parse(render_html(make_report(tasks))).root
+    svg = root.one("svg", id="histogram")
+    bars = svg.find_all("rect", cls="bar")
+    assert [int(b.attrs["data-count"]) for b in bars] == [5, 2, 0, 1]
+    assert_finite_geometry(root)
+    heights = [float(b.attrs["height"]) for b in bars]
+    assert heights[2] == 0
+    assert heights[0] == pytest.approx(5 * heights[3])
+    assert heights[1] == pytest.approx(2 * heights[3])
+    # Each non-empty bar is labelled with its count.
+    assert sorted(t.text() for t in svg.find_all("text", cls="count")) == ["1", "2", "5"]
+
+
+def test_histogram_bins_rule() -> None:
+    assert histogram_bins([]) == []
+    assert histogram_bins([7.0, 7.0, 7.0]) == [(7.0, 7.0, 3)]
+    bins = histogram_bins([float(i) for i in range(1000)])
+    assert len(bins) == 11  # ceil(log2 1000) + 1
+    assert sum(c for _, _, c in bins) == 1000
+    assert bins[0][0] == 0.0
+    assert bins[-1][1] == pytest.approx(999.0)
+
+
+def test_throughput_polyline_ends_at_number_done() -> None:
+    report = mixed_report()
+    root = parse(render_html(report)).root
+    svg = root.one("svg", id="throughput")
+    points = svg_points(svg.one("polyline"))
+    assert points[0][1] == pytest.approx(ytick_y(svg, 0))
+    assert points[-1][1] == pytest.approx(ytick_y(svg, 3))
+    # Cumulative: the line never goes down (SVG y grows downwards) and never goes back in time.
+    assert all(b[1] <= a[1] for a, b in itertools.pairwise(points))
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(points))
+    # Three finishes make three steps up.
+    assert len({y for _, y in points}) == 4
+
+
+def test_throughput_step_positions_follow_finish_minutes() -> None:
+    # Finishes at 1, 2 and 5 minutes; the run ends at 10 minutes: x is linear in minutes.
+    report = mixed_report()
+    svg = parse(render_html(report)).root.one("svg", id="throughput")
+    points = svg_points(svg.one("polyline"))
+    x0, x_end = points[0][0], points[-1][0]
+    per_minute = (x_end - x0) / 10.0
+    rises = [a[0] for a, b in itertools.pairwise(points) if b[1] < a[1]]
+    assert rises == pytest.approx([x0 + m * per_minute for m in (1.0, 2.0, 5.0)])
+
+
+def test_throughput_of_many_tasks_stays_small() -> None:
+    # 20,000 finishes over ten minutes: the line merges finishes that share a pixel column.
+    tasks = [done(f"t{i}", 1.0, i * 0.03) for i in range(20_000)]
+    svg = parse(render_html(make_report(tasks))).root.one("svg", id="throughput")
+    points = svg_points(svg.one("polyline"))
+    assert len(points) < 3000
+    assert points[-1][1] == pytest.approx(ytick_y(svg, 20_000))
+    assert all(b[1] <= a[1] for a, b in itertools.pairwise(points))
+
+
+def test_duration_stats_shown() -> None:
+    root = parse(render_html(mixed_report())).root
+    assert root.one("td", id="stat-min").text() == "30.0s"
+    assert root.one("td", id="stat-median").text() == "45.0s"
+    assert root.one("td", id="stat-max").text() == "1m30s"
+    assert root.one("td", id="stat-total").text() == "2m45s"
+
+
+def test_attention_and_full_tables() -> None:
+    root = parse(render_html(mixed_report())).root
+    attention = root.one("table", id="attention").one("tbody").find_all("tr")
+    assert len(attention) == 10  # 1 failed + 4 dead + 5 pending
+    first = [td.text() for td in attention[0].find_all("td")]
+    assert first == ["f1", "failed", '{"n":"f"}', "2", "boom"]
+    rows = root.one("table", id="tasks").one("tbody").find_all("tr")
+    assert len(rows) == 15
+    cells = [td.text() for td in rows[1].find_all("td")]
+    assert cells == ["d2", '{"n":"d2"}', "done (duplicate)", "1", "45.0s", "1"]
+    assert not root.find_all("p", id="tasks-capped")
+
+
+def test_user_text_is_escaped() -> None:
+    evil = "<script>alert('x')</script> & <img src=x onerror=alert(1)>"
+    tasks = [
+        TaskReport("t<b>1</b>", {"name": evil}, "dead", 3, error=evil),
+        done("ok&fine", 2.0, 10.0),
+    ]
+    page = render_html(make_report(tasks, app=f"App {evil}"))
+    assert "<script" not in page.lower()
+    assert "<img" not in page.lower()
+    assert "&amp;" in page
+    assert "&lt;script&gt;" in page
+    builder = parse(page)
+    assert not {"script", "img", "b"} & set(builder.start_tags)
+    # The text survives intact as text: in the title, the header, the group and the error.
+    assert f"App {evil}" in builder.root.one("head").one("title").text()
+    attention = builder.root.one("table", id="attention").one("tbody").one("tr")
+    cells = [td.text() for td in attention.find_all("td")]
+    assert cells[0] == "t<b>1</b>"
+    assert evil in cells[2]
+    assert cells[4] == evil
+    assert "ok&fine" in builder.root.one("table", id="tasks").text()
+
+
+def test_empty_report_renders() -> None:
+    report = make_report([], finished_at=None)
+    page = render_html(report)
+    root = parse(page).root
+    assert root.find_all("svg") == []
+    assert root.one("div", id="count-total").one("span", cls="n").text() == "0"
+    text = root.text()
+    assert "No task durations recorded." in text
+    assert "No task finished in this run yet." in text
+    assert "No tasks were submitted." in text
+
+
+def test_single_task_report_renders_without_zero_division() -> None:
+    # Finished at the very instant the run was created: zero time span, one duration.
+    task = done("only", 5.0, 0.0)
+    report = make_report([task], finished_at=CREATED)
+    page = render_html(report)
+    root = parse(page).root
+    bars = root.one("svg", id="histogram").find_all("rect", cls="bar")
+    assert [b.attrs["data-count"] for b in bars] == ["1"]
+    svg = root.one("svg", id="throughput")
+    points = svg_points(svg.one("polyline"))
+    assert points[-1][1] == pytest.approx(ytick_y(svg, 1))
+    assert_finite_geometry(root)
+
+
+def test_row_cap_note_when_exceeded() -> None:
+    tasks = [TaskReport(f"p{i}", {"i": i}, "pending", 0) for i in range(MAX_ROWS + 7)]
+    root = parse(render_html(make_report(tasks))).root
+    for ident in ("tasks", "attention"):
+        rows = root.one("table", id=ident).one("tbody").find_all("tr")
+        assert len(rows) == MAX_ROWS
+        note = root.one("p", id=f"{ident}-capped").text()
+        assert f"first {MAX_ROWS} of {MAX_ROWS + 7}" in note
+        assert "7 more" in note
+
+
+def test_write_html_is_atomic_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "reports" / "run.html"
+    first = make_report([done("a", 1.0, 5.0)], app="First")
+    assert write_html(first, target) == target
+    assert "First" in target.read_text(encoding="utf-8")
+    second = mixed_report()
+    write_html(second, target)
+    assert target.read_text(encoding="utf-8") == render_html(second)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run.html"]

@@ -1,0 +1,348 @@
+"""The Storage contract (interfaces/storage.py), run against every implementation.
+
+Each implementation contributes a fixture named ``<name>_storage_factory`` that gives a
+function taking the test's ``tmp_path`` and returning an empty storage, and its name in
+`IMPLEMENTATIONS`. Tests named ``test_folder_*`` are for the folder storage only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from distributed_something.backends.local.storage import TEMP_PREFIX, FolderStorage
+from distributed_something.errors import BackendError, InputError
+from distributed_something.interfaces.storage import ObjectInfo, Storage
+
+StorageFactory = Callable[[Path], Storage]
+
+
+@pytest.fixture
+def folder_storage_factory() -> StorageFactory:
+    return lambda tmp_path: FolderStorage(tmp_path / "root")
+
+
+IMPLEMENTATIONS = ["folder"]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def storage_factory(request: pytest.FixtureRequest) -> StorageFactory:
+    factory: StorageFactory = request.getfixturevalue(f"{request.param}_storage_factory")
+    return factory
+
+
+@pytest.fixture
+def storage(storage_factory: StorageFactory, tmp_path: Path) -> Storage:
+    return storage_factory(tmp_path)
+
+
+def keys(storage: Storage, prefix: str = "") -> list[str]:
+    return [info.key for info in storage.list(prefix)]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*")}
+
+
+# -- put and get -----------------------------------------------------------------------------
+
+
+def test_put_and_get_bytes(storage: Storage) -> None:
+    data = bytes(range(256)) * 10
+    storage.put_bytes("a/b/c.bin", data)
+    assert storage.get_bytes("a/b/c.bin") == data
+    assert list(storage.list("")) == [ObjectInfo(key="a/b/c.bin", size=len(data))]
+
+
+def test_put_and_get_empty_object(storage: Storage) -> None:
+    storage.put_bytes("empty", b"")
+    assert storage.get_bytes("empty") == b""
+    assert list(storage.list("")) == [ObjectInfo(key="empty", size=0)]
+
+
+def test_put_file_and_get_file(storage: Storage, tmp_path: Path) -> None:
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"hello\nworld\n")
+    storage.put_file("docs/hello.txt", source)
+    assert storage.get_bytes("docs/hello.txt") == b"hello\nworld\n"
+
+    target = tmp_path / "download" / "deep" / "hello.txt"
+    storage.get_file("docs/hello.txt", target)
+    assert target.read_bytes() == b"hello\nworld\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["hello.txt"]  # no temp left
+
+
+def test_get_file_replaces_an_existing_file(storage: Storage, tmp_path: Path) -> None:
+    storage.put_bytes("k", b"new")
+    target = tmp_path / "out.txt"
+    target.write_bytes(b"old content, longer than the new one")
+    storage.get_file("k", target)
+    assert target.read_bytes() == b"new"
+
+
+def test_overwrite_replaces_whole_object(storage: Storage) -> None:
+    storage.put_bytes("k.txt", b"a long first version")
+    storage.put_bytes("k.txt", b"short")
+    assert storage.get_bytes("k.txt") == b"short"
+    assert list(storage.list("")) == [ObjectInfo(key="k.txt", size=5)]
+
+
+def test_missing_key_raises_key_error(storage: Storage, tmp_path: Path) -> None:
+    storage.put_bytes("a/b.txt", b"x")
+    for missing in ("nope", "a/c.txt", "a", "a/b.txt/c"):
+        with pytest.raises(KeyError):
+            storage.get_bytes(missing)
+        with pytest.raises(KeyError):
+            storage.get_file(missing, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unicode_and_space_keys(storage: Storage) -> None:
+    key = "plates/Plate 1/été - ☃.tif"
+    storage.put_bytes(key, b"x")
+    assert keys(storage) == [key]
+    assert storage.get_bytes(key) == b"x"
+
+
+# -- list ------------------------------------------------------------------------------------
+
+
+def test_list_is_a_plain_string_prefix(storage: Storage) -> None:
+    for key in ("a/b/c", "a/bc", "a/b.txt", "a/x/y", "ab", "b"):
+        storage.put_bytes(key, b"1")
+    assert keys(storage, "a/b") == ["a/b.txt", "a/b/c", "a/bc"]
+    assert keys(storage, "a/b/") == ["a/b/c"]
+    assert keys(storage, "a/") == ["a/b.txt", "a/b/c", "a/bc", "a/x/y"]
+    assert keys(storage, "a") == ["a/b.txt", "a/b/c", "a/bc", "a/x/y", "ab"]
+    assert keys(storage, "a/x/y") == ["a/x/y"]
+    assert keys(storage, "zzz") == []
+    assert keys(storage, "nothing/here/") == []
+
+
+def test_list_is_in_key_order(storage: Storage) -> None:
+    # "/" sorts after "-" and "." but before letters and digits: the order of keys is not
+    # the order of a folder-by-folder walk.
+    wanted = ["a-b", "a.txt", "a/0", "a/b/c", "a0", "aa", "b", "é", "☃"]
+    for key in reversed(wanted):
+        storage.put_bytes(key, key.encode())
+    listed = list(storage.list(""))
+    assert [info.key for info in listed] == sorted(wanted)
+    assert [info.key for info in listed] == wanted
+    assert [info.size for info in listed] == [len(key.encode()) for key in wanted]
+
+
+def test_list_more_than_a_thousand_objects(storage: Storage) -> None:
+    wanted = [f"many/{i:05d}.txt" for i in range(1_234)]
+    for key in wanted:
+        storage.put_bytes(key, b"x")
+    storage.put_bytes("other/1.txt", b"x")
+    assert keys(storage, "many/") == wanted
+    assert len(keys(storage)) == 1_235
+
+
+# -- exists and delete -----------------------------------------------------------------------
+
+
+def test_exists(storage: Storage) -> None:
+    assert storage.exists("a/b.txt") is False
+    storage.put_bytes("a/b.txt", b"x")
+    assert storage.exists("a/b.txt") is True
+    assert storage.exists("a") is False  # a prefix of other keys is not an object
+    assert storage.exists("a/b") is False
+
+
+def test_delete(storage: Storage) -> None:
+    storage.put_bytes("a/b/c.txt", b"1")
+    storage.put_bytes("a/d.txt", b"2")
+    storage.delete("a/b/c.txt")
+    assert storage.exists("a/b/c.txt") is False
+    assert keys(storage) == ["a/d.txt"]
+    with pytest.raises(KeyError):
+        storage.get_bytes("a/b/c.txt")
+    storage.delete("a/b/c.txt")  # missing: no error
+    storage.delete("never/was")
+    storage.delete("a")  # a prefix, not an object: nothing happens
+    assert keys(storage) == ["a/d.txt"]
+    # A deleted key can be written again.
+    storage.put_bytes("a/b/c.txt", b"3")
+    assert storage.get_bytes("a/b/c.txt") == b"3"
+
+
+# -- invalid keys ----------------------------------------------------------------------------
+
+BAD_KEYS = [
+    "",
+    "../escape.txt",
+    "a/../../escape.txt",
+    "a/..",
+    "./a",
+    "/etc/passwd",
+    "/abs/escape.txt",
+    "a\\..\\..\\escape.txt",
+    "a//b",
+    "a/",
+    "nul\x00byte",
+    "x" * 1025,
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_invalid_keys_are_refused_and_nothing_is_written(
+    storage: Storage, tmp_path: Path, key: str
+) -> None:
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"payload")
+    before = files_under(tmp_path)
+
+    with pytest.raises(InputError):
+        storage.put_bytes(key, b"payload")
+    with pytest.raises(InputError):
+        storage.put_file(key, source)
+    with pytest.raises(InputError):
+        storage.get_bytes(key)
+    with pytest.raises(InputError):
+        storage.get_file(key, tmp_path / "out.txt")
+    with pytest.raises(InputError):
+        storage.exists(key)
+    with pytest.raises(InputError):
+        storage.delete(key)
+
+    assert files_under(tmp_path) == before
+    assert list(storage.list("")) == []
+    assert source.read_bytes() == b"payload"
+
+
+@pytest.mark.parametrize("prefix", ["/", "/abs", "../", "a/../b", "a//", "a\\b"])
+def test_invalid_prefixes_are_refused(storage: Storage, prefix: str) -> None:
+    with pytest.raises(InputError):
+        storage.list(prefix)
+
+
+# -- folder storage only ---------------------------------------------------------------------
+
+
+def test_folder_symlink_cannot_escape_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    storage = FolderStorage(tmp_path / "root")
+    (tmp_path / "root" / "link").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "root" / "file-link").symlink_to(outside / "secret.txt")
+    storage.put_bytes("ok.txt", b"ok")
+
+    for key in ("link/secret.txt", "link/new.txt", "file-link"):
+        with pytest.raises(InputError, match="symbolic link"):
+            storage.get_bytes(key)
+        with pytest.raises(InputError):
+            storage.put_bytes(key, b"overwritten")
+        with pytest.raises(InputError):
+            storage.exists(key)
+        with pytest.raises(InputError):
+            storage.delete(key)
+        with pytest.raises(InputError):
+            storage.path_of(key)
+
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (outside / "secret.txt").read_bytes() == b"secret"
+    assert keys(storage) == ["ok.txt"]
+    assert keys(storage, "link/") == []
+
+
+def test_folder_symlink_inside_the_root_is_followed(tmp_path: Path) -> None:
+    storage = FolderStorage(tmp_path / "root")
+    storage.put_bytes("real/a.txt", b"a")
+    (tmp_path / "root" / "alias").symlink_to(tmp_path / "root" / "real")
+    (tmp_path / "root" / "real" / "loop").symlink_to(tmp_path / "root" / "real")
+    assert storage.get_bytes("alias/a.txt") == b"a"
+    # The loop back to an ancestor is not walked forever.
+    assert keys(storage) == ["alias/a.txt", "real/a.txt"]
+
+
+def test_folder_concurrent_reader_never_sees_a_partial_object(tmp_path: Path) -> None:
+    storage = FolderStorage(tmp_path / "root")
+    versions = [bytes([i]) * (4 * 1024 * 1024 + i) for i in range(4)]
+    storage.put_bytes("big.bin", versions[0])
+    writes = 30
+    stop = threading.Event()
+    seen: list[int] = []
+    bad: list[int] = []
+
+    def read_repeatedly() -> None:
+        while not stop.is_set():
+            data = storage.get_bytes("big.bin")
+            if data in versions:
+                seen.append(versions.index(data))
+            else:
+                bad.append(len(data))
+
+    reader = threading.Thread(target=read_repeatedly)
+    reader.start()
+    try:
+        for i in range(writes):
+            storage.put_bytes("big.bin", versions[i % len(versions)])
+    finally:
+        stop.set()
+        reader.join()
+
+    assert bad == []
+    assert seen  # the reader did read while the writer wrote
+    assert storage.get_bytes("big.bin") == versions[(writes - 1) % len(versions)]
+    assert [p.name for p in (tmp_path / "root").iterdir()] == ["big.bin"]  # no temporary file left
+
+
+def test_folder_list_ignores_in_progress_writes(tmp_path: Path) -> None:
+    storage = FolderStorage(tmp_path / "root")
+    storage.put_bytes("a/done.txt", b"x")
+    (tmp_path / "root" / "a" / f"{TEMP_PREFIX}1234").write_bytes(b"partial")
+    assert keys(storage) == ["a/done.txt"]
+    with pytest.raises(InputError):
+        storage.put_bytes(f"a/{TEMP_PREFIX}x", b"x")
+
+
+def test_folder_delete_removes_empty_folders_up_to_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    storage = FolderStorage(root)
+    storage.put_bytes("a/b/c/d.txt", b"1")
+    storage.put_bytes("a/keep.txt", b"2")
+    storage.delete("a/b/c/d.txt")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "a",
+        "a/keep.txt",
+    ]
+    storage.delete("a/keep.txt")
+    assert root.is_dir()
+    assert list(root.iterdir()) == []
+
+
+def test_folder_path_of_maps_keys_to_files(tmp_path: Path) -> None:
+    storage = FolderStorage(tmp_path / "root")
+    storage.put_bytes("a/b.txt", b"x")
+    path = storage.path_of("a/b.txt")
+    assert path.read_bytes() == b"x"
+    assert path.resolve() == (tmp_path / "root" / "a" / "b.txt").resolve()
+    assert storage.path_of("not/yet.txt").parent.name == "not"
+    with pytest.raises(InputError):
+        storage.path_of("../x")
+
+
+def test_folder_key_that_is_also_a_folder_is_a_backend_error(tmp_path: Path) -> None:
+    storage = FolderStorage(tmp_path / "root")
+    storage.put_bytes("a/b", b"1")
+    with pytest.raises(BackendError):
+        storage.put_bytes("a", b"2")
+    with pytest.raises(BackendError):
+        storage.put_bytes("a/b/c", b"3")
+    assert keys(storage) == ["a/b"]
+    assert [p.name for p in (tmp_path / "root" / "a").iterdir()] == ["b"]
+
+
+def test_folder_files_put_there_by_hand_are_listed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "in" / "sub").mkdir(parents=True)
+    (root / "in" / "sub" / "x.txt").write_bytes(b"abc")
+    (root / "in" / "bad\\name").write_bytes(b"?")
+    storage = FolderStorage(root)
+    assert list(storage.list("in/")) == [ObjectInfo(key="in/sub/x.txt", size=3)]
