@@ -20,8 +20,8 @@ dev: venv
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 lint: dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 
 typecheck: dev
 	$(BIN)/mypy
@@ -31,8 +31,8 @@ pytest: dev
 
 # Every test: lint, types, the whole suite.
 test: dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
