@@ -56,8 +56,10 @@ def test_missing_config_and_bad_arguments_exit_2(tmp_path: Path, ds: Ds) -> None
     result = ds("status", cwd=tmp_path)
     assert result.returncode == 2 and "ds.toml" in one_error_line(result)
     assert ds("run", "nowhere", cwd=tmp_path).returncode == 2
-    assert ds("no-such-command", cwd=tmp_path).returncode == 2
-    assert ds("monitor", "--interval", "-1", cwd=tmp_path).returncode == 2
+    for args in (["no-such-command"], ["monitor", "--interval", "-1"], ["submit"]):
+        result = ds(*args, cwd=tmp_path)
+        assert result.returncode == 2
+        assert "--help" in one_error_line(result)
 
 
 def test_config_convert_writes_equivalent_toml(tmp_path: Path, ds: Ds) -> None:

@@ -54,7 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other input error: what is wrong and where to look.
+        command = exc.ctx.command_path if exc.ctx is not None else "ds"
+        console.print(
+            f"[bold red]error:[/] argument: {escape(exc.format_message().rstrip('.'))}. "
+            f"Fix: see `{command} --help`",
+            soft_wrap=True,
+        )
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError | click.BadParameter) else exc.exit_code)
+        sys.exit(exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
