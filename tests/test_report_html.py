@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from distributed_something.report.build import OUTCOMES, RunReport, TaskReport, _stats
+from distributed_something.report.build import RunReport, TaskReport, tally
 from distributed_something.report.html import MAX_ROWS, histogram_bins, render_html, write_html
 
 CREATED = 1_700_000_000.0
@@ -96,12 +96,7 @@ def parse(page: str) -> TreeBuilder:
 def make_report(
     tasks: list[TaskReport], *, finished_at: float | None = None, app: str = "App"
 ) -> RunReport:
-    counts = {k: 0 for k in OUTCOMES}
-    for task in tasks:
-        counts[task.outcome] += 1
-    counts["total"] = len(tasks)
-    counts["duplicates"] = sum(1 for t in tasks if t.duplicate)
-    durations = [t.duration for t in tasks if t.duration is not None]
+    counts, stats = tally(tasks)
     return RunReport(
         app_name=app,
         run_id="run-42",
@@ -110,7 +105,7 @@ def make_report(
         finished_at=finished_at,
         counts=counts,
         tasks=tasks,
-        duration_stats=_stats(durations),
+        duration_stats=stats,
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from distributed_something.errors import InputError
+from distributed_something.userfiles import read_user_text
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 _PROFILE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:instance-profile/.+$")
@@ -205,14 +206,7 @@ class _Checker:
         raise InputError(self.source, path or None, problem, fix)
 
     def parse(self, path: Path) -> Any:
-        if not path.is_file():
-            self.fail("", "the file does not exist", "check the path to your fleet file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            self.fail("", "the file is not UTF-8 text", "save it as UTF-8")
-        except OSError as error:
-            self.fail("", f"the file cannot be read ({error.strerror})", "check its permissions")
+        text = read_user_text(path, missing_fix="check the path to your fleet file")
         try:
             return json.loads(text)
         except json.JSONDecodeError as error:

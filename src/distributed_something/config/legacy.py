@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.userfiles import read_user_text
 
 #: Every legacy variable (DESIGN §3), plus ds-native extras, and its dotted model field.
 LEGACY_FIELDS: dict[str, str] = {
@@ -166,8 +167,10 @@ def read_variables(path: Path) -> dict[str, Any]:
     assignment (plain, annotated, augmented or to a tuple of names) of a supported
     expression, else `InputError` names the line and what was found there.
     """
+    from distributed_something.config.loader import MISSING_CONFIG_FIX
+
     source = str(path)
-    text = _read_text(path, source)
+    text = read_user_text(path, missing_fix=MISSING_CONFIG_FIX)
     try:
         tree = ast.parse(text, filename=source)
     except SyntaxError as error:
@@ -228,21 +231,6 @@ def legacy_name(loc: Sequence[str | int]) -> str:
 
 
 # --- evaluation --------------------------------------------------------------------------
-
-
-def _read_text(path: Path, source: str) -> str:
-    if not path.is_file():
-        raise InputError(
-            source, None, "the file does not exist", "check the path, or run `ds init` to create it"
-        )
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(source, None, "the file is not UTF-8 text", "save it as UTF-8") from None
-    except OSError as error:
-        raise InputError(
-            source, None, f"the file cannot be read ({error.strerror})", "check its permissions"
-        ) from None
 
 
 class _Evaluator:

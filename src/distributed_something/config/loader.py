@@ -19,6 +19,9 @@ from pydantic.fields import FieldInfo
 
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.userfiles import read_user_text
+
+MISSING_CONFIG_FIX = "check the path, or run `ds init` to create it"
 
 CONFIG_NAMES = ("ds.toml", "config.py")
 
@@ -58,9 +61,7 @@ def load_config(path: Path) -> Config:
     """
     source = str(path)
     if not path.is_file():
-        raise InputError(
-            source, None, "the file does not exist", "check the path, or run `ds init` to create it"
-        )
+        raise InputError(source, None, "the file does not exist", MISSING_CONFIG_FIX)
     if path.suffix == ".py":
         # Imported here because the legacy reader uses `validate_data` from this module.
         from distributed_something.config.legacy import load_legacy
@@ -164,14 +165,7 @@ def dotted_path(loc: Sequence[str | int]) -> str:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(source, None, "the file is not UTF-8 text", "save it as UTF-8") from None
-    except OSError as error:
-        raise InputError(
-            source, None, f"the file cannot be read ({error.strerror})", "check its permissions"
-        ) from None
+    text = read_user_text(path, missing_fix=MISSING_CONFIG_FIX)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -37,6 +37,7 @@ from distributed_something.jobs.model import (
     JobFormat,
     Task,
 )
+from distributed_something.userfiles import read_user_text
 
 __all__ = ["load_job_file", "parse_job_text"]
 
@@ -60,29 +61,8 @@ def load_job_file(path: Path) -> JobFile:
     The text is read as UTF-8 (a leading byte-order mark, as spreadsheet programs write, is
     ignored); the format is detected as in ``parse_job_text``.
     """
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(
-            source, None, "the job file does not exist", "check the path and try again"
-        ) from None
-    except IsADirectoryError:
-        raise InputError(
-            source, None, "is a folder, not a job file", "give the path of a .json or .csv file"
-        ) from None
-    except UnicodeDecodeError as error:
-        raise InputError(
-            source,
-            None,
-            f"is not UTF-8 text (byte {error.start} cannot be decoded)",
-            "save the file as UTF-8",
-        ) from None
-    except OSError as error:
-        raise InputError(
-            source, None, f"cannot be read ({error.strerror})", "check the file's permissions"
-        ) from None
-    return parse_job_text(text, source=source, suffix=path.suffix)
+    text = read_user_text(path)
+    return parse_job_text(text, source=str(path), suffix=path.suffix)
 
 
 def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:

@@ -92,12 +92,7 @@ def build_report(records: RunRecords, queue: Queue, state: RunState) -> RunRepor
             tasks.append(TaskReport(tid, entry.group, "failed", int(fail[0]), error=str(fail[1])))
         else:
             tasks.append(TaskReport(tid, entry.group, "pending", 0))
-    counts = {k: 0 for k in OUTCOMES}
-    for task in tasks:
-        counts[task.outcome] += 1
-    counts["total"] = len(tasks)
-    counts["duplicates"] = sum(1 for t in tasks if t.duplicate)
-    durations = [t.duration for t in tasks if t.duration is not None]
+    counts, stats = tally(tasks)
     return RunReport(
         app_name=state.app_name,
         run_id=state.run_id,
@@ -106,8 +101,18 @@ def build_report(records: RunRecords, queue: Queue, state: RunState) -> RunRepor
         finished_at=state.finished_at,
         counts=counts,
         tasks=tasks,
-        duration_stats=_stats(durations),
+        duration_stats=stats,
     )
+
+
+def tally(tasks: list[TaskReport]) -> tuple[dict[str, int], dict[str, float]]:
+    """Counts by outcome (plus ``total`` and ``duplicates``) and duration statistics."""
+    counts = {k: 0 for k in OUTCOMES}
+    for task in tasks:
+        counts[task.outcome] += 1
+    counts["total"] = len(tasks)
+    counts["duplicates"] = sum(1 for t in tasks if t.duplicate)
+    return counts, _stats([t.duration for t in tasks if t.duration is not None])
 
 
 def _stats(values: list[float]) -> dict[str, float]:
