@@ -384,7 +384,10 @@ def test_defaults_when_unset(tmp_path: Path) -> None:
     assert config.queue.name == "SoloQueue"
     assert config.queue.dead_letter_queue == "SoloDeadMessages"
     assert config.aws.log_group_name == "Solo"
-    assert config == Config(app_name="Solo")
+    # A family config.py was written for AWS: that is its default backend.
+    assert config == Config(app_name="Solo", backend="aws")
+    local = load_legacy(write(tmp_path, "APP_NAME = 'Solo'\nBACKEND = 'local'\n"))
+    assert local.backend == "local"
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,20 @@ gives a function taking ``(max_receive_count, tmp_path)`` and returning
 (a fake clock for SQLite; an SQS factory would sleep), and its name in `IMPLEMENTATIONS`.
 The contract tests hold every implementation to the same behaviour; tests named
 ``test_sqlite_*`` are for the SQLite queue only.
+
+The SQS variant runs on a moto server (tests/conftest.py's ``aws`` fixture). SQS time is
+the wall clock in whole seconds, so that variant runs every lease, delay and clock advance
+of these tests divided by `SQS_TIME_SCALE` (every lease here is a multiple of 5 s, so the
+scaled leases are still whole seconds and keep their order) and really sleeps.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier as BarrierType
@@ -19,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.sqs_queue import SqsQueue
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.interfaces.queue import Message, Queue, QueueCounts
 
@@ -52,12 +62,64 @@ def sqlite_queue_factory() -> QueueFactory:
     return sqlite_factory
 
 
+SQS_TIME_SCALE = 5
+"""The SQS variant divides leases, delays and clock advances by this (10 s -> 2 s)."""
+
+AWS = AwsSettings(region="us-east-1")
+
+
+def create_sqs_queues(name: str, max_receive_count: int) -> tuple[str, str]:
+    """A job queue whose redrive policy dead-letters into a new queue; their URLs."""
+    sqs = client("sqs", AWS)
+    dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receive_count)}
+    job = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)})
+    return str(job["QueueUrl"]), str(dead)
+
+
+class ScaledSqsQueue(SqsQueue):
+    """An `SqsQueue` whose leases and delays are divided by `SQS_TIME_SCALE`."""
+
+    def receive(self, max_messages: int, lease_seconds: float) -> list[Message]:
+        return super().receive(max_messages, lease_seconds / SQS_TIME_SCALE)
+
+    def extend_lease(self, message: Message, seconds: float) -> bool:
+        return super().extend_lease(message, seconds / SQS_TIME_SCALE)
+
+    def release(self, message: Message, delay_seconds: float, error: str | None = None) -> None:
+        super().release(message, delay_seconds / SQS_TIME_SCALE, error)
+
+
+@pytest.fixture
+def sqs_queue_factory(aws: str) -> QueueFactory:
+    names = itertools.count()
+
+    def factory(max_receive_count: int, tmp_path: Path) -> tuple[Queue, AdvanceClock]:
+        job, dead = create_sqs_queues(f"contract-{next(names)}", max_receive_count)
+        # No long polling: receive_all ends on an empty receive, which would wait.
+        queue = ScaledSqsQueue(AWS, job, dead, max_receive_count=max_receive_count, wait_seconds=0)
+        return queue, lambda seconds: time.sleep(seconds / SQS_TIME_SCALE)
+
+    return factory
+
+
 # One name per implementation: the fixture "<name>_queue_factory" gives its factory (a
 # fixture, so that e.g. an SQS factory can depend on a moto server fixture).
-IMPLEMENTATIONS = ["sqlite"]
+IMPLEMENTATIONS = ["sqlite", "sqs"]
 # Implementations that record the error given to `release` and report it for dead tasks
 # (SQS cannot attach it to the message, so its DeadTask.error may be empty).
 KEEPS_LAST_ERROR = {"sqlite"}
+# Implementations where the handle of an earlier receive can no longer act on the message.
+# SQS documents that a stale handle "might" still delete it, and moto accepts every handle
+# a message ever had, so for SQS a stale handle may act on the newer lease.
+REJECTS_STALE_HANDLES = {"sqlite"}
+# How many messages "many" is: moto's SQS slows down with queue depth (every call scans
+# every message: receiving 1,000 takes ~40 s), so the SQS variant sends fewer, still in
+# many batches of 10 and several receives.
+MANY = {"sqs": 120}
 
 
 class MakeQueue:
@@ -66,6 +128,8 @@ class MakeQueue:
     def __init__(self, name: str, factory: QueueFactory, tmp_path: Path) -> None:
         self.name = name
         self.keeps_last_error = name in KEEPS_LAST_ERROR
+        self.rejects_stale_handles = name in REJECTS_STALE_HANDLES
+        self.many = MANY.get(name, 1_000)
         self._factory = factory
         self._tmp_path = tmp_path
         self.made: list[Queue] = []
@@ -143,12 +207,13 @@ def test_receive_respects_max_messages(queue_factory: MakeQueue) -> None:
 
 def test_batch_send_of_many(queue_factory: MakeQueue) -> None:
     queue, _ = queue_factory()
-    items = [(f"task-{i:04d}", f'{{"i": {i}}}') for i in range(1_000)]
-    assert queue.send_batch(items) == 1_000
-    assert queue.counts() == QueueCounts(visible=1_000, in_flight=0, dead=0)
+    many = queue_factory.many
+    items = [(f"task-{i:04d}", f'{{"i": {i}}}') for i in range(many)]
+    assert queue.send_batch(items) == many
+    assert queue.counts() == QueueCounts(visible=many, in_flight=0, dead=0)
     received = receive_all(queue)
     assert sorted((m.task_id, m.body) for m in received) == items
-    assert queue.counts() == QueueCounts(visible=0, in_flight=1_000, dead=0)
+    assert queue.counts() == QueueCounts(visible=0, in_flight=many, dead=0)
 
 
 def test_same_task_id_twice_is_two_messages(queue_factory: MakeQueue) -> None:
@@ -193,7 +258,13 @@ def test_extend_lease_keeps_message_hidden(queue_factory: MakeQueue) -> None:
     assert again.receive_count == 2
 
 
+def skip_unless_stale_handles_are_rejected(queue_factory: MakeQueue) -> None:
+    if not queue_factory.rejects_stale_handles:
+        pytest.skip(f"{queue_factory.name} may accept the receipt handle of an earlier receive")
+
+
 def test_extend_lease_false_after_message_received_by_another(queue_factory: MakeQueue) -> None:
+    skip_unless_stale_handles_are_rejected(queue_factory)
     queue, advance = queue_factory()
     queue.send_batch([("t1", "b")])
     stale = one(queue, lease=10)
@@ -254,6 +325,7 @@ def test_release_with_delay_counts_as_in_flight(queue_factory: MakeQueue) -> Non
 
 
 def test_stale_handles_do_not_touch_the_new_lease(queue_factory: MakeQueue) -> None:
+    skip_unless_stale_handles_are_rejected(queue_factory)
     queue, advance = queue_factory(max_receive_count=3)
     queue.send_batch([("t1", "b")])
     stale = one(queue, lease=10)

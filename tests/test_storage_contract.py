@@ -2,17 +2,22 @@
 
 Each implementation contributes a fixture named ``<name>_storage_factory`` that gives a
 function taking the test's ``tmp_path`` and returning an empty storage, and its name in
-`IMPLEMENTATIONS`. Tests named ``test_folder_*`` are for the folder storage only.
+`IMPLEMENTATIONS`. Tests named ``test_folder_*`` are for the folder storage only. The S3
+variant runs on a moto server (tests/conftest.py's ``aws`` fixture).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.local.storage import TEMP_PREFIX, FolderStorage
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import ObjectInfo, Storage
@@ -25,7 +30,22 @@ def folder_storage_factory() -> StorageFactory:
     return lambda tmp_path: FolderStorage(tmp_path / "root")
 
 
-IMPLEMENTATIONS = ["folder"]
+AWS = AwsSettings(region="us-east-1")
+
+
+@pytest.fixture
+def s3_storage_factory(aws: str) -> StorageFactory:
+    names = itertools.count()
+
+    def make(tmp_path: Path) -> Storage:
+        bucket = f"ds-contract-{next(names)}"
+        client("s3", AWS).create_bucket(Bucket=bucket)
+        return S3Storage(AWS, bucket)
+
+    return make
+
+
+IMPLEMENTATIONS = ["folder", "s3"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -136,11 +156,35 @@ def test_list_is_in_key_order(storage: Storage) -> None:
 
 def test_list_more_than_a_thousand_objects(storage: Storage) -> None:
     wanted = [f"many/{i:05d}.txt" for i in range(1_234)]
-    for key in wanted:
-        storage.put_bytes(key, b"x")
+    with ThreadPoolExecutor(8) as pool:  # the listing is under test, not the writes
+        list(pool.map(lambda key: storage.put_bytes(key, b"x"), wanted))
     storage.put_bytes("other/1.txt", b"x")
     assert keys(storage, "many/") == wanted
     assert len(keys(storage)) == 1_235
+
+
+def test_put_files(storage: Storage, tmp_path: Path) -> None:
+    items = []
+    for i in range(12):
+        source = tmp_path / f"file-{i}.bin"
+        source.write_bytes(bytes([i]) * (i * 100))
+        items.append((f"batch/{i:02d}.bin", source))
+    storage.put_files(items)
+    assert list(storage.list("batch/")) == [
+        ObjectInfo(key=f"batch/{i:02d}.bin", size=i * 100) for i in range(12)
+    ]
+    assert storage.get_bytes("batch/07.bin") == bytes([7]) * 700
+    storage.put_files([])
+    assert len(keys(storage)) == 12
+
+
+def test_put_files_refuses_invalid_keys(storage: Storage, tmp_path: Path) -> None:
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"x")
+    with pytest.raises(InputError):
+        storage.put_files([("../escape.txt", source)])
+    assert keys(storage) == []
+    assert not (tmp_path / "escape.txt").exists()
 
 
 # -- exists and delete -----------------------------------------------------------------------

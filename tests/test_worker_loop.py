@@ -42,8 +42,16 @@ class NoCompute:
     def status(self) -> ComputeStatus:
         return ComputeStatus(0, 0)
 
+    def scale_machines(self, n: int) -> None: ...
+    def housekeeping(self) -> None: ...
     def stop(self) -> None: ...
     def cleanup(self) -> None: ...
+
+
+class NoProvisioner:
+    def setup(self, state: Any, save: Any) -> None: ...
+    def start(self, state: Any, fleet: Any, workers: int, save: Any) -> None: ...
+    def teardown(self, state: Any, save: Any) -> None: ...
 
 
 class Rig:
@@ -62,7 +70,9 @@ class Rig:
         }
         raw.update(config)
         self.config = Config.model_validate(raw)
-        backend = Backend("local", self.queue, self.storage, NoCompute(), lambda _n: self.storage)
+        backend = Backend(
+            "local", self.queue, self.storage, NoCompute(), lambda _n: self.storage, NoProvisioner()
+        )
         self.scratch = tmp_path / "scratch"
         self.worker = Worker(
             self.config,

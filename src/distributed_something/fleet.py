@@ -116,8 +116,15 @@ def _check_launch_specification(checker: _Checker, value: Any, path: str) -> Non
     for key, description in strings.items():
         if key in spec:
             checker.string(spec[key], f"{path}.{key}", description)
-    if "IamInstanceProfile" in spec:
-        _check_instance_profile(checker, spec["IamInstanceProfile"], f"{path}.IamInstanceProfile")
+    if "IamInstanceProfile" not in spec:
+        # Without it instances start, cost money and never join the ECS cluster.
+        checker.fail(
+            f"{path}.IamInstanceProfile",
+            "it is missing, so instances could not join the ECS cluster",
+            'add {"Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"} '
+            "(the instance profile `ds aws bootstrap` or the ECS console created)",
+        )
+    _check_instance_profile(checker, spec["IamInstanceProfile"], f"{path}.IamInstanceProfile")
     if "BlockDeviceMappings" in spec:
         where = f"{path}.BlockDeviceMappings"
         for index, item in enumerate(checker.array(spec["BlockDeviceMappings"], where)):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from distributed_something.errors import InputError
 from distributed_something.interfaces import Compute, Queue, Storage
+from distributed_something.interfaces.provisioner import Provisioner
 from distributed_something.project import Project
 
 
@@ -15,7 +15,8 @@ class Backend:
     """What a run talks to.
 
     ``storage`` is the main bucket (run records, logs, default outputs); ``bucket(name)``
-    opens any bucket by name, '' meaning the main one.
+    opens any bucket by name, '' meaning the main one; ``provisioner`` creates and removes
+    the run's resources.
     """
 
     name: str
@@ -23,6 +24,7 @@ class Backend:
     storage: Storage
     compute: Compute
     bucket: Callable[[str], Storage]
+    provisioner: Provisioner
 
 
 def open_backend(project: Project) -> Backend:
@@ -31,9 +33,6 @@ def open_backend(project: Project) -> Backend:
         from distributed_something.backends.local import open_local
 
         return open_local(project)
-    raise InputError(
-        str(project.config_path),
-        "backend",
-        '"aws" is not available in this build yet',
-        'use backend = "local"',
-    )
+    from distributed_something.backends.aws.backend import open_aws
+
+    return open_aws(project)

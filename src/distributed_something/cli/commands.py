@@ -151,7 +151,8 @@ def start_cluster(fleet: Path | None, config_path: Path | None) -> None:
     project = open_project(config_path)
     if fleet is not None and project.config.backend == "local":
         info("local backend: the fleet file is not needed and was ignored")
-    status = lifecycle.start_cluster(project)
+        fleet = None
+    status = lifecycle.start_cluster(project, fleet)
     info(f"{status.running} worker(s) running")
 
 
@@ -280,6 +281,7 @@ def cleanup(config_path: Path | None) -> None:
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False), required=False)
 @config_option
 @click.option("--job", "job_path", type=PathArg, default=None, help="default: FOLDER/job.json")
+@click.option("--fleet", "fleet_path", type=PathArg, default=None, help="spot fleet file (aws)")
 @click.option("--cheapest", is_flag=True, help="drop to one machine after 15 minutes")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None, help="seconds per poll")
 @json_option
@@ -287,6 +289,7 @@ def run(
     folder: Path | None,
     config_path: Path | None,
     job_path: Path | None,
+    fleet_path: Path | None,
     cheapest: bool,
     interval: float | None,
     as_json: bool,
@@ -304,7 +307,9 @@ def run(
         raise InputError(
             "argument", "--job", f"no job file {job}", "pass --job FILE or add job.json to FOLDER"
         )
-    report = lifecycle.run(project, job, cheapest=cheapest, interval=interval)
+    report = lifecycle.run(
+        project, job, fleet_path=fleet_path, cheapest=cheapest, interval=interval
+    )
     return finish_report(project, report, as_json)
 
 
@@ -314,6 +319,23 @@ def run(
 @click.option("--start-delay", type=click.FloatRange(min=0), default=0.0, help="seconds to wait")
 def worker(config_path: Path | None, name: str | None, start_delay: float) -> None:
     """Process tasks until the queue is drained (the container entrypoint)."""
-    from distributed_something.usecases.work import run_worker
+    from distributed_something.usecases.work import run_worker, worker_project
 
-    run_worker(open_project(config_path), name=name, start_delay=start_delay)
+    run_worker(worker_project(config_path), name=name, start_delay=start_delay)
+
+
+@cli.group()
+def image() -> None:
+    """The worker container image."""
+
+
+@image.command("build")
+@click.option("--base", default="python:3.11-slim", show_default=True, help="the tool image")
+@click.option("--tag", required=True, help="the image tag to build, e.g. me/ds-tool:1")
+@click.option("--engine", type=click.Choice(["docker", "podman"]), default=None)
+@click.option("--extras", default="aws", show_default=True, help="package extras to install")
+def image_build(base: str, tag: str, engine: str | None, extras: str) -> None:
+    """Build the worker image (entrypoint `ds worker`) on top of a tool image."""
+    from distributed_something.usecases.image import build_image
+
+    info(f"built {build_image(base=base, tag=tag, engine=engine, extras=extras)}")

@@ -150,13 +150,16 @@ def load_legacy(path: Path) -> Config:
 
     The file is never executed. Raises `InputError` (naming the file and the line, or the
     legacy variable) when the file is missing, is not valid Python, uses anything beyond
-    plain assignments, or sets a value the model rejects.
+    plain assignments, or sets a value the model rejects. Without ``BACKEND`` the backend
+    is "aws", as the family's run.py always was.
     """
     # Imported here: the loader dispatches `.py` files to this module.
     from distributed_something.config.loader import validate_data
 
     source = str(path)
     data = legacy_data(read_variables(path), source)
+    # A family config.py was written for AWS: run it there unless it says BACKEND = 'local'.
+    data.setdefault("backend", "aws")
     return validate_data(data, source, name_field=legacy_name, show=repr)
 
 

@@ -142,6 +142,12 @@ class AwsConfig(Section):
     create_dashboard: bool = Field(default=False, description="true or false")
     clean_dashboard: bool = Field(default=True, description="true or false")
     task_role_arn: str | None = Field(default=None, description="an IAM role ARN for the tasks")
+    image_id: str | None = Field(
+        default=None,
+        pattern=r"^ami-[0-9a-f]{8,17}$",
+        description="an AMI id (ami-…) to use instead of the current ECS-optimized Amazon "
+        "Linux 2023 AMI, or unset",
+    )
 
 
 class ToolConfig(Section):

@@ -19,6 +19,10 @@ class Compute(Protocol):
 
     - ``start(n)`` starts ``n`` workers (staggered as configured) and returns at once.
     - ``scale(n)`` sets the number of workers wanted; it never kills a worker that is busy.
+    - ``scale_machines(n)`` sets the number of machines wanted (a fleet's target) without
+      terminating busy ones; a backend without machines does nothing.
+    - ``housekeeping()`` is called on every monitor tick (e.g. to remove the alarms of
+      terminated instances); it must be cheap and idempotent.
     - ``status()`` reports desired and running workers.
     - ``stop()`` asks every worker to stop: each hands its current task back to the queue.
     - ``cleanup()`` removes what ``start`` created; safe to call more than once.
@@ -27,6 +31,10 @@ class Compute(Protocol):
     def start(self, n: int) -> None: ...
 
     def scale(self, n: int) -> None: ...
+
+    def scale_machines(self, n: int) -> None: ...
+
+    def housekeeping(self) -> None: ...
 
     def status(self) -> ComputeStatus: ...
 

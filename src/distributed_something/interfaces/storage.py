@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,11 +28,15 @@ class Storage(Protocol):
     - ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix, as
       in S3), in key order, however many there are.
     - ``exists`` and ``delete`` (no error when missing) do what they say.
+    - ``put_files`` stores many ``(key, path)`` pairs, as ``put_file`` would each; it may
+      work concurrently and returns when all are stored (or raises at the first failure).
     """
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
     def put_file(self, key: str, path: Path) -> None: ...
+
+    def put_files(self, items: Sequence[tuple[str, Path]]) -> None: ...
 
     def get_bytes(self, key: str) -> bytes: ...
 

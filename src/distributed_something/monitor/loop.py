@@ -65,11 +65,8 @@ def watch(
                 if isinstance(action, ReplaceWorkers):
                     backend.compute.scale(action.workers)
                 elif isinstance(action, ScaleTo):
-                    # Local workers cannot be told apart busy/idle from outside and leave on
-                    # their own when the queue drains; cloud backends resize the fleet here.
-                    scale_machines = getattr(backend.compute, "scale_machines", None)
-                    if scale_machines is not None:
-                        scale_machines(action.machines)
+                    backend.compute.scale_machines(action.machines)
+            backend.compute.housekeeping()
             if any(isinstance(a, Teardown) for a in actions):
                 backend.compute.stop()
                 return progress

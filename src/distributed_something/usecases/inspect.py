@@ -10,9 +10,12 @@ from typing import Any
 from distributed_something.backends import Backend, open_backend
 from distributed_something.errors import InputError
 from distributed_something.interfaces.queue import DeadTask
+from distributed_something.jobs.model import Task
 from distributed_something.monitor.progress import Progress, measure
 from distributed_something.project import Project
+from distributed_something.records import ManifestEntry
 from distributed_something.state import require_state, save_state
+from distributed_something.usecases import lifecycle
 from distributed_something.usecases.lifecycle import records_for
 
 
@@ -108,24 +111,39 @@ def dead_show(project: Project, task: str, backend: Backend | None = None) -> di
 def dead_redrive(
     project: Project, tasks: list[str] | None = None, backend: Backend | None = None
 ) -> int:
-    """Put dead tasks (all, or the given ids) back on the queue; returns how many."""
+    """Put dead tasks (all, or those whose ids start with the given prefixes) back on the
+    queue; returns how many. When the run is finished (its queue may be gone), a new run is
+    set up to take them. `ds start-cluster` and `ds monitor` then process them."""
     backend = backend or open_backend(project)
-    ids = None
+    dead = backend.queue.list_dead()
+    chosen = dead
     if tasks:
-        known = [d.task_id for d in backend.queue.list_dead()]
-        ids = []
-        for t in tasks:
-            found = [k for k in known if k.startswith(t)]
+        chosen = []
+        for prefix in tasks:
+            found = [d for d in dead if d.task_id.startswith(prefix)]
             if not found:
                 raise InputError(
-                    "argument", "TASK", f"no dead task id starts with {t!r}", "see `ds dead list`"
+                    "argument",
+                    "TASK",
+                    f"no dead task id starts with {prefix!r}",
+                    "see `ds dead list`",
                 )
-            ids.extend(found)
-    moved = backend.queue.redrive(ids)
+            chosen.extend(found)
     state = require_state(project)
-    if moved and not state.active:
-        # The tasks belong to this run again: `ds start-cluster` + `ds monitor` finish it.
-        state.finished_at = None
-        state.cleaned_up = False
-        save_state(project, state, backend.storage)
+    if not state.active:
+        state = lifecycle.setup(project, backend)
+    moved = backend.queue.redrive([d.task_id for d in chosen] if tasks else None)
+    records = lifecycle.records_for(project, backend, state)
+    records.write_manifest(
+        f"redrive-{time.time_ns()}", (ManifestEntry(d.task_id, _group_of(d)) for d in chosen)
+    )
+    state.submitted += moved
+    save_state(project, state, backend.storage)
     return moved
+
+
+def _group_of(dead: DeadTask) -> Any:
+    try:
+        return Task.from_body(dead.body).group
+    except ValueError:
+        return None

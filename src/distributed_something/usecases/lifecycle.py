@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from distributed_something.backends import Backend, open_backend
-from distributed_something.errors import BackendError, InputError
+from distributed_something.errors import InputError
+from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile
 from distributed_something.monitor.loop import policy_config, watch
@@ -19,7 +19,6 @@ from distributed_something.records import ManifestEntry, RunRecords
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.html import write_html
 from distributed_something.state import RunState, load_state, new_state, require_state, save_state
-from distributed_something.templates import render
 from distributed_something.ui import info, task_bar
 from distributed_something.usecases.validate import check_job
 
@@ -37,31 +36,20 @@ def setup(project: Project, backend: Backend | None = None) -> RunState:
     backend = backend or open_backend(project)
     state = load_state(project)
     if state is None or not state.active:
-        state = new_state(project, backend.name, dead_at_start=backend.queue.counts().dead)
-    if backend.name == "local" and project.config.local.prepare:
-        _prepare(project)
-    save_state(project, state, backend.storage)
+        state = new_state(project, backend.name, dead_at_start=0)
+    saver = _saver(project, backend)
+    backend.provisioner.setup(state, saver)
+    if state.submitted == 0:
+        state.dead_at_start = backend.queue.counts().dead
+    saver(state)
     return state
 
 
-def _prepare(project: Project) -> None:
-    from distributed_something.backends.local import bucket_dir
+def _saver(project: Project, backend: Backend) -> Callable[[RunState], None]:
+    def save(state: RunState) -> None:
+        save_state(project, state, backend.storage)
 
-    fields = {
-        "python": sys.executable,
-        "config_dir": str(project.base_dir),
-        "bucket_dir": str(bucket_dir(project)),
-    }
-    argv = [render(part, fields, group="local.prepare") for part in project.config.local.prepare]
-    bucket_dir(project).mkdir(parents=True, exist_ok=True)
-    info(f"preparing inputs: {' '.join(argv)}")
-    # Its output is for people: stderr, so `--json` keeps stdout clean.
-    done = subprocess.run(argv, cwd=project.base_dir, stdout=sys.stderr, check=False)
-    if done.returncode != 0:
-        raise BackendError(
-            f"{project.config_path}: local.prepare exited with code {done.returncode}; "
-            "see its output above"
-        )
+    return save
 
 
 @dataclass(frozen=True)
@@ -109,14 +97,17 @@ def submit(
     return SubmitResult(sent=sent, duplicates=len(job.duplicates), job_format=job.format)
 
 
-def start_cluster(project: Project, backend: Backend | None = None) -> ComputeStatus:
-    """Start the workers the config asks for (machines × tasks × processes, capped)."""
+def start_cluster(
+    project: Project, fleet_path: Path | None = None, backend: Backend | None = None
+) -> ComputeStatus:
+    """Start the workers the config asks for (machines × tasks × processes, capped); on AWS
+    from the spot fleet file ``fleet_path``."""
+    fleet = load_fleet(fleet_path) if fleet_path is not None else None
     backend = backend or open_backend(project)
     state = require_state(project)
     workers = policy_config(project.config, cheapest=False).workers
-    backend.compute.scale(workers)
     state.workers_started_at = state.workers_started_at or time.time()
-    save_state(project, state, backend.storage)
+    backend.provisioner.start(state, fleet, workers, _saver(project, backend))
     return backend.compute.status()
 
 
@@ -146,13 +137,22 @@ def monitor(
 
 
 def finish(project: Project, backend: Backend, state: RunState) -> RunReport:
-    """Stop and remove the workers, mark the run finished and write its report."""
-    backend.compute.cleanup()
+    """Write the report, then tear the run's resources down and mark it finished.
+
+    The report comes first: on AWS the teardown deletes the queue it counts from.
+    """
     if state.finished_at is None:
         state.finished_at = time.time()
+    report = write_report(project, backend, state)
+    _teardown(project, backend, state)
+    return report
+
+
+def _teardown(project: Project, backend: Backend, state: RunState) -> None:
+    saver = _saver(project, backend)
+    backend.provisioner.teardown(state, saver)
     state.cleaned_up = True
-    save_state(project, state, backend.storage)
-    return write_report(project, backend, state)
+    saver(state)
 
 
 def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:
@@ -177,18 +177,16 @@ def report(project: Project, backend: Backend | None = None) -> RunReport:
 
 
 def cleanup(project: Project, backend: Backend | None = None) -> RunState | None:
-    """Tear down on demand: stop workers (each hands its task back), empty the queue, mark
-    the run finished. The dead-letter store, outputs and records are kept; the job file can
-    be submitted again and finished tasks are skipped."""
+    """Tear down on demand: stop workers (each hands its task back), remove the queue and
+    what runs workers, mark the run finished. The dead-letter store, outputs and records are
+    kept; the job file can be submitted again and finished tasks are skipped."""
     backend = backend or open_backend(project)
-    backend.compute.cleanup()
-    backend.queue.purge()
     state = load_state(project)
-    if state is not None:
-        if state.finished_at is None:
-            state.finished_at = time.time()
-        state.cleaned_up = True
-        save_state(project, state, backend.storage)
+    if state is None:
+        return None
+    if state.finished_at is None:
+        state.finished_at = time.time()
+    _teardown(project, backend, state)
     return state
 
 
@@ -196,6 +194,7 @@ def run(
     project: Project,
     job_path: Path,
     *,
+    fleet_path: Path | None = None,
     cheapest: bool = False,
     show_progress: bool = True,
     interval: float | None = None,
@@ -205,6 +204,8 @@ def run(
     Run again after an interruption, it resumes the run in progress for the same job file.
     """
     job = check_job(project, job_path)
+    if fleet_path is not None:
+        load_fleet(fleet_path)  # validated before anything is created
     backend = open_backend(project)
     state = load_state(project)
     resuming = state is not None and state.active and state.submitted > 0
@@ -222,7 +223,7 @@ def run(
     else:
         result = submit(project, job_path, job=job, backend=backend, show_progress=show_progress)
         info(f"submitted {result.sent} tasks ({result.duplicates} duplicate groups dropped)")
-    start_cluster(project, backend)
+    start_cluster(project, fleet_path, backend)
     try:
         return monitor(
             project,
@@ -240,7 +241,7 @@ def run(
 def outputs_location(project: Project) -> str:
     """Where a run's outputs land, for people."""
     if project.config.backend == "local":
-        from distributed_something.backends.local import bucket_dir
+        from distributed_something.backends.local.provisioner import bucket_dir
 
         return str(bucket_dir(project, project.config.storage.destination_bucket))
     bucket = project.config.storage.destination_bucket or project.config.storage.bucket

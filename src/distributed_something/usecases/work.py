@@ -5,14 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from distributed_something.backends import open_backend
+from distributed_something.config.environment import config_from_environment
 from distributed_something.project import Project
 from distributed_something.recipes.registry import get_recipe
 from distributed_something.state import load_state
+from distributed_something.usecases.project import open_project
 from distributed_something.worker.loop import Worker, WorkerSettings, WorkerSummary
 from distributed_something.worker.runner import SubprocessRunner
+
+
+def worker_project(config_path: Path | None) -> Project:
+    """The worker's project: ``--config``, else the task definition's environment (a
+    container has no config file), else the current folder's ds.toml / config.py."""
+    if config_path is None:
+        config = config_from_environment(os.environ)
+        if config is not None:
+            # No file: state and scratch live under the system's temporary folder.
+            root = Path(tempfile.gettempdir()) / "ds-worker"
+            return Project(config=config, config_path=root / "environment")
+    return open_project(config_path)
 
 
 def run_worker(project: Project, *, name: str | None, start_delay: float) -> WorkerSummary:
@@ -33,12 +48,25 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     )
     if name:
         settings.name = name
+    config = project.config
+    task_log = None
+    if config.backend == "aws":
+        from distributed_something.backends.aws.clients import settings_from
+        from distributed_something.backends.aws.worker_side import task_log_factory
+
+        task_log = task_log_factory(config, settings_from(config.aws.region, None))
     worker = Worker(
-        project.config,
+        config,
         backend,
-        get_recipe(project.config.recipe.name, source=str(project.config_path)),
+        get_recipe(config.recipe.name, source=str(project.config_path)),
         SubprocessRunner(),
         settings,
+        task_log=task_log,
     )
     worker.install_signal_handlers()
-    return worker.run()
+    if config.backend != "aws":
+        return worker.run()
+    from distributed_something.backends.aws.worker_side import on_instance
+
+    with on_instance(config, worker, settings.scratch_root):
+        return worker.run()

@@ -6,6 +6,7 @@ at a time; `Worker.run` repeats it until the queue is drained or the worker is t
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -36,6 +37,11 @@ from distributed_something.worker.runner import Runner
 log = logging.getLogger("ds.worker")
 
 LOG_TAIL_BYTES = 4000
+
+
+#: Makes the context in which a task's log (a growing file) is shipped elsewhere while the
+#: command runs, e.g. to a CloudWatch log stream: (task id, attempt, log path) → context.
+TaskLogFactory = Callable[[str, int, Path], contextlib.AbstractContextManager[object]]
 
 
 class Outcome(enum.Enum):
@@ -87,6 +93,7 @@ class Worker:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] | None = None,
+        task_log: TaskLogFactory | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -99,6 +106,7 @@ class Worker:
         self._abort = threading.Event()
         self._sleep = sleep or self.stopping.wait
         self._idle_polls = 0
+        self._task_log = task_log
 
     # control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -217,7 +225,12 @@ class Worker:
                 f"ds: argv {plan.argv!r}\n"
             )
         env = {**os.environ, **self.config.env, **plan.env, "DS_TASK_ID": task.id}
-        with Heartbeat(self.backend.queue, message, lease, self._abort) as beat:
+        shipping = (
+            self._task_log(task.id, message.receive_count, log_path)
+            if self._task_log is not None
+            else contextlib.nullcontext()
+        )
+        with shipping, Heartbeat(self.backend.queue, message, lease, self._abort) as beat:
             result = self.runner.run(
                 plan.argv, cwd=workdir.root, env=env, log_path=log_path, stop=self._abort
             )
@@ -268,12 +281,12 @@ class Worker:
 
     def _upload_outputs(self, plan: TaskPlan, workdir: Workdir) -> list[str]:
         destination = self._bucket(plan.output_bucket, "destination")
-        keys = []
-        for path in sorted(p for p in workdir.output_dir.rglob("*") if p.is_file()):
-            key = join_key(plan.output_prefix, path.relative_to(workdir.output_dir).as_posix())
-            destination.put_file(key, path)
-            keys.append(key)
-        return keys
+        items = [
+            (join_key(plan.output_prefix, path.relative_to(workdir.output_dir).as_posix()), path)
+            for path in sorted(p for p in workdir.output_dir.rglob("*") if p.is_file())
+        ]
+        destination.put_files(items)
+        return [key for key, _ in items]
 
     def _fail(self, message: Message, error: str, exit_code: int | None, log_path: Path) -> None:
         tail = ""

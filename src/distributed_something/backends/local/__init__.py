@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from distributed_something.backends import Backend
 from distributed_something.backends.local.compute import LocalCompute
+from distributed_something.backends.local.provisioner import LocalProvisioner, bucket_dir
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
-
-DEFAULT_BUCKET = "default"
-
-
-def bucket_dir(project: Project, name: str = "") -> Path:
-    """The folder that plays bucket ``name`` ('' = the main bucket) on this machine."""
-    main = project.config.storage.bucket or DEFAULT_BUCKET
-    return project.state_dir / "buckets" / (name or main)
 
 
 def open_local(project: Project) -> Backend:
@@ -32,10 +24,12 @@ def open_local(project: Project) -> Backend:
         project.state_dir / "queue.sqlite",
         max_receive_count=project.config.queue.job_retries,
     )
+    compute = LocalCompute(project)
     return Backend(
         name="local",
         queue=queue,
         storage=bucket(""),
-        compute=LocalCompute(project),
+        compute=compute,
         bucket=bucket,
+        provisioner=LocalProvisioner(project, queue, compute),
     )

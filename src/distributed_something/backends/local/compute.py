@@ -128,6 +128,12 @@ class LocalCompute:
         data["desired"] = max(n, 0)
         self._save(data)
 
+    def scale_machines(self, n: int) -> None:
+        """One machine, this one: nothing to resize."""
+
+    def housekeeping(self) -> None:
+        """Nothing to tidy between ticks locally."""
+
     def status(self) -> ComputeStatus:
         data = self._load()
         return ComputeStatus(desired=int(data["desired"]), running=len(self._live(data)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,6 +134,11 @@ class FolderStorage:
             self._put(key, lambda out: shutil.copyfileobj(source, out, _COPY_BUFFER))
 
     # -- reading ---------------------------------------------------------------------------
+
+    def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Store each file in turn (local copies gain nothing from threads)."""
+        for key, path in items:
+            self.put_file(key, path)
 
     def _open(self, key: str) -> BinaryIO:
         try:

@@ -1,0 +1,61 @@
+"""Opening the AWS backend: SQS queue, S3 buckets, ECS/Spot compute, the provisioner."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from distributed_something.backends import Backend
+from distributed_something.backends.aws.clients import settings_from
+from distributed_something.backends.aws.compute import EcsSpotCompute
+from distributed_something.backends.aws.lazy_queue import LazySqsQueue
+from distributed_something.backends.aws.provisioner import AwsProvisioner
+from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.backends.aws.s3_storage import S3Storage, upload_args_from_flags
+from distributed_something.errors import InputError
+from distributed_something.interfaces.storage import Storage
+from distributed_something.project import Project
+from distributed_something.state import load_state
+
+
+def open_aws(project: Project) -> Backend:
+    """Open the AWS backend of a project. Creates nothing (setup does)."""
+    config = project.config
+    source = str(project.config_path)
+    if not config.storage.bucket:
+        raise InputError(
+            source,
+            "storage.bucket",
+            "the aws backend needs a bucket for run records and logs",
+            'set storage.bucket (config.py: AWS_BUCKET = "your-bucket")',
+        )
+    # Inside a container the task role gives credentials; a profile would not exist there.
+    profile = None if os.environ.get("ECS_CONTAINER_METADATA_URI_V4") else config.aws.profile
+    settings = settings_from(config.aws.region, profile)
+    names = AwsNames(config)
+    upload_args = upload_args_from_flags(config.storage.upload_flags, source=source)
+    requester_pays = upload_args.pop("RequestPayer", "") == "requester"
+
+    def resources() -> AwsResources:
+        state = load_state(project)
+        return AwsResources.of(state.resources) if state else AwsResources()
+
+    @cache
+    def bucket(name: str) -> Storage:
+        return S3Storage(
+            settings,
+            name or config.storage.bucket,
+            requester_pays=requester_pays,
+            upload_args=upload_args,
+        )
+
+    return Backend(
+        name="aws",
+        queue=LazySqsQueue(settings, names, config.queue.job_retries, resources),
+        storage=bucket(""),
+        compute=EcsSpotCompute(
+            settings, names, resources, workers_per_task=config.cluster.docker_cores
+        ),
+        bucket=bucket,
+        provisioner=AwsProvisioner(project, settings, names),
+    )

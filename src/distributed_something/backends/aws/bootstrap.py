@@ -1,0 +1,567 @@
+"""One-time account setup for `ds` on AWS (`ds aws bootstrap|destroy`).
+
+Creates, idempotently: the ECS instance role and its instance profile, the spot fleet role,
+the monitor function's role, an SNS topic, and the unattended monitor (a Lambda function
+running `lambda_monitor.handler`). Each role gets AWS's managed policy for its job plus an
+inline policy scoped with ARNs to this account, region and app prefix: an app's queues,
+alarms, log groups, rules and services are the ones whose names start with
+``app_prefix`` (the default "ds"; pass an app's name to scope to that app alone, or ""
+for any app).
+
+The policy documents are pure functions (tested alone); `bootstrap` and `destroy` only
+call IAM, SNS, STS and Lambda.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import io
+import json
+import platform
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from distributed_something.backends.aws.compute import aws_errors, error_code
+from distributed_something.backends.aws.teardown import AwsClients
+from distributed_something.errors import BackendError, InputError
+from distributed_something.records import META_ROOT
+
+HANDLER = "distributed_something.backends.aws.lambda_monitor.handler"
+INSTANCE_MANAGED_POLICY = "service-role/AmazonEC2ContainerServiceforEC2Role"
+SPOT_FLEET_MANAGED_POLICY = "service-role/AmazonEC2SpotFleetTaggingRole"
+LAMBDA_MANAGED_POLICY = "service-role/AWSLambdaBasicExecutionRole"
+#: Pure-Python (or prebuilt) packages the monitor needs beyond the Lambda runtime's boto3.
+BUNDLED_PACKAGES = (
+    "distributed_something",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+    "typing_inspection",
+)
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same code gives the same zip and hash
+_VERSION = "2012-10-17"
+
+
+@dataclass(frozen=True)
+class BootstrapNames:
+    """The names of the account-level resources for one prefix."""
+
+    prefix: str
+
+    @property
+    def instance_role(self) -> str:
+        return f"{self.prefix}-ecs-instance-role"
+
+    @property
+    def instance_profile(self) -> str:
+        return f"{self.prefix}-ecs-instance-profile"
+
+    @property
+    def spot_fleet_role(self) -> str:
+        return f"{self.prefix}-spot-fleet-role"
+
+    @property
+    def monitor_role(self) -> str:
+        return f"{self.prefix}-monitor-role"
+
+    @property
+    def topic(self) -> str:
+        return f"{self.prefix}-notices"
+
+    @property
+    def function(self) -> str:
+        return f"{self.prefix}-monitor"
+
+    @property
+    def inline_policy(self) -> str:
+        return f"{self.prefix}-least-privilege"
+
+
+# --- policy documents (pure) -------------------------------------------------------------
+def partition(region: str) -> str:
+    """The ARN partition of ``region`` ("aws", "aws-cn" or "aws-us-gov")."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def trust_policy(service: str) -> dict[str, Any]:
+    """A role trust policy letting ``service`` (e.g. "ec2.amazonaws.com") assume the role."""
+    return {
+        "Version": _VERSION,
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+        ],
+    }
+
+
+def _statement(sid: str, actions: Iterable[str], resources: Iterable[str]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": list(resources)}
+
+
+def _bucket_arns(p: str, buckets: Sequence[str], keys: str) -> tuple[list[str], list[str]]:
+    names = sorted(set(b for b in buckets if b))
+    return [f"arn:{p}:s3:::{b}" for b in names], [f"arn:{p}:s3:::{b}/{keys}" for b in names]
+
+
+def instance_policy(
+    account: str, region: str, app_prefix: str, buckets: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The inline policy of the ECS instance role (workers without a task role use it).
+
+    Allows: the per-instance idle alarm on alarms named ``<prefix>*`` (with the EC2 reads and
+    the termination of spot fleet instances an alarm's terminate action needs), tagging
+    instances, writing the app's log groups, working the app's queues, and reading/writing
+    objects in ``buckets`` (no S3 access when none are given).
+    """
+    p, name = partition(region), f"{app_prefix}*"
+    statements = [
+        _statement(
+            "InstanceAlarms",
+            ["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+            [f"arn:{p}:cloudwatch:{region}:{account}:alarm:{name}"],
+        ),
+        _statement(
+            "AlarmActionReads",
+            ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"],
+            ["*"],  # these EC2 reads support no resource scoping
+        ),
+        {
+            **_statement(
+                "AlarmTerminatesFleetInstances",
+                ["ec2:TerminateInstances"],
+                [f"arn:{p}:ec2:{region}:{account}:instance/*"],
+            ),
+            # Only instances a spot fleet launched (they carry this AWS tag).
+            "Condition": {"Null": {"ec2:ResourceTag/aws:ec2spot:fleet-request-id": "false"}},
+        },
+        _statement("NameTag", ["ec2:CreateTags"], [f"arn:{p}:ec2:{region}:{account}:instance/*"]),
+        _statement(
+            "AppLogs",
+            [
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:DescribeLogStreams",
+                "logs:PutLogEvents",
+                "logs:PutRetentionPolicy",
+            ],
+            [
+                f"arn:{p}:logs:{region}:{account}:log-group:{name}",
+                f"arn:{p}:logs:{region}:{account}:log-group:{name}:log-stream:*",
+            ],
+        ),
+        _statement(
+            "AppQueues",
+            [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+                "sqs:SendMessage",
+            ],
+            [f"arn:{p}:sqs:{region}:{account}:{name}"],
+        ),
+    ]
+    bucket_arns, object_arns = _bucket_arns(p, buckets, "*")
+    if bucket_arns:
+        statements.append(_statement("BucketList", ["s3:ListBucket"], bucket_arns))
+        statements.append(
+            _statement("BucketObjects", ["s3:GetObject", "s3:PutObject"], object_arns)
+        )
+    return {"Version": _VERSION, "Statement": statements}
+
+
+def monitor_policy(
+    account: str,
+    region: str,
+    app_prefix: str,
+    buckets: Sequence[str] = (),
+    *,
+    topic_arn: str | None = None,
+    function_name: str | None = None,
+) -> dict[str, Any]:
+    """The inline policy of the monitor function's role: observe, scale and tear down.
+
+    Scoped to the app prefix where AWS allows it (queues, services, alarms, dashboards, log
+    groups, rules); the spot fleet, task definition and describe calls support no resource
+    scoping. Reads and writes run state and log exports only under ``_ds/`` of ``buckets``.
+    """
+    p, name = partition(region), f"{app_prefix}*"
+    object_arns = _bucket_arns(p, buckets, f"{META_ROOT}/*")[1]
+    statements = [
+        _statement(
+            "AppQueues",
+            ["sqs:DeleteQueue", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+            [f"arn:{p}:sqs:{region}:{account}:{name}"],
+        ),
+        _statement(
+            "AppServices",
+            ["ecs:DeleteService", "ecs:DescribeServices", "ecs:UpdateService"],
+            [f"arn:{p}:ecs:{region}:{account}:service/*/{name}"],
+        ),
+        _statement(
+            "Clusters",
+            ["ecs:DeleteCluster", "ecs:DescribeClusters"],
+            [f"arn:{p}:ecs:{region}:{account}:cluster/*"],
+        ),
+        _statement(
+            "TaskDefinitions",
+            ["ecs:DeregisterTaskDefinition", "ecs:ListTaskDefinitions"],
+            ["*"],  # no resource scoping for these
+        ),
+        _statement(
+            "SpotFleet",
+            [
+                "ec2:CancelSpotFleetRequests",
+                "ec2:DescribeInstances",
+                "ec2:DescribeSpotFleetInstances",
+                "ec2:DescribeSpotFleetRequests",
+                "ec2:ModifySpotFleetRequest",
+            ],
+            ["*"],  # no resource scoping for these
+        ),
+        {
+            **_statement(
+                "TerminateFleetInstances",
+                ["ec2:TerminateInstances"],
+                [f"arn:{p}:ec2:{region}:{account}:instance/*"],
+            ),
+            "Condition": {"Null": {"ec2:ResourceTag/aws:ec2spot:fleet-request-id": "false"}},
+        },
+        _statement("DescribeAlarms", ["cloudwatch:DescribeAlarms"], ["*"]),
+        _statement(
+            "AppAlarmsAndDashboards",
+            ["cloudwatch:DeleteAlarms", "cloudwatch:DeleteDashboards"],
+            [
+                f"arn:{p}:cloudwatch:{region}:{account}:alarm:{name}",
+                f"arn:{p}:cloudwatch::{account}:dashboard/{name}",
+            ],
+        ),
+        _statement(
+            "ExportLogs",
+            ["logs:CreateExportTask"],
+            [f"arn:{p}:logs:{region}:{account}:log-group:{name}"],
+        ),
+        _statement("ExportStatus", ["logs:DescribeExportTasks"], ["*"]),
+        _statement(
+            "MonitorRules",
+            ["events:DeleteRule", "events:ListTargetsByRule", "events:RemoveTargets"],
+            [f"arn:{p}:events:{region}:{account}:rule/{name}"],
+        ),
+    ]
+    if function_name:
+        statements.append(
+            _statement(
+                "OwnInvokePermissions",
+                ["lambda:RemovePermission"],
+                [f"arn:{p}:lambda:{region}:{account}:function:{function_name}"],
+            )
+        )
+    if topic_arn:
+        statements.append(_statement("Notices", ["sns:Publish"], [topic_arn]))
+    if object_arns:
+        statements.append(_statement("RunState", ["s3:GetObject", "s3:PutObject"], object_arns))
+    return {"Version": _VERSION, "Statement": statements}
+
+
+# --- the monitor function's code ----------------------------------------------------------
+def function_zip() -> bytes:
+    """The monitor function's code: this package and its pure dependencies, zipped.
+
+    The Lambda runtime provides boto3. pydantic_core is compiled, so the zip is only valid
+    for this machine's OS/CPU and Python version: `bootstrap` checks they match a Lambda
+    runtime. The zip is byte-for-byte reproducible, so unchanged code is not re-uploaded.
+    """
+    files: dict[str, Path] = {}
+    for package in BUNDLED_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise BackendError(
+                f"cannot package the monitor function: {package} is not installed here. "
+                "Install distributed-something[aws] and run `ds aws bootstrap` again"
+            )
+        origin = Path(spec.origin)
+        if spec.submodule_search_locations:
+            root = origin.parent
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    files[f"{package}/{path.relative_to(root).as_posix()}"] = path
+        else:
+            files[origin.name] = origin
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for arcname in sorted(files):
+            info = zipfile.ZipInfo(arcname, date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[arcname].read_bytes())
+    return buffer.getvalue()
+
+
+def lambda_platform() -> tuple[str, str]:
+    """The Lambda (runtime, architecture) matching this interpreter, whose compiled
+    dependencies the function zip carries. Raises `InputError` off Linux."""
+    machine = platform.machine().lower()
+    architectures = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+    if sys.platform != "linux" or machine not in architectures:
+        raise InputError(
+            "ds aws bootstrap",
+            None,
+            f"the monitor function must be packaged on Linux (x86_64 or arm64), not "
+            f"{sys.platform}/{machine}, because it bundles compiled code from this machine",
+            "run `ds aws bootstrap` on Linux, e.g. in AWS CloudShell",
+        )
+    return f"python{sys.version_info.major}.{sys.version_info.minor}", architectures[machine]
+
+
+# --- bootstrap / destroy ------------------------------------------------------------------
+def bootstrap(
+    clients: AwsClients,
+    app_prefix: str = "ds",
+    *,
+    buckets: Sequence[str] = (),
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    role_wait: float = 120.0,
+) -> dict[str, str]:
+    """Create (or bring up to date) the account resources; returns their ARNs by kind.
+
+    Keys: ``instance_role``, ``instance_profile``, ``spot_fleet_role``, ``monitor_role``,
+    ``topic``, ``function``. Safe to run again: existing resources are kept and their
+    policies and code updated. ``buckets`` are the buckets workers and the monitor may use.
+    A new role takes a few seconds to be usable by Lambda: creating the function is retried
+    for up to ``role_wait`` seconds of ``clock``.
+    """
+    runtime, architecture = lambda_platform()
+    names = BootstrapNames(app_prefix)
+    region = clients.settings.region
+    p = partition(region)
+    with aws_errors("create the account resources for ds"):
+        account = str(clients.sts.get_caller_identity()["Account"])
+        topic_arn = str(clients.sns.create_topic(Name=names.topic)["TopicArn"])
+        instance_role = _ensure_role(
+            clients.iam,
+            names.instance_role,
+            "ec2.amazonaws.com",
+            [f"arn:{p}:iam::aws:policy/{INSTANCE_MANAGED_POLICY}"],
+            (names.inline_policy, instance_policy(account, region, app_prefix, buckets)),
+        )
+        profile_arn = _ensure_profile(clients.iam, names.instance_profile, names.instance_role)
+        fleet_role = _ensure_role(
+            clients.iam,
+            names.spot_fleet_role,
+            "spotfleet.amazonaws.com",
+            [f"arn:{p}:iam::aws:policy/{SPOT_FLEET_MANAGED_POLICY}"],
+            None,
+        )
+        document = monitor_policy(
+            account,
+            region,
+            app_prefix,
+            buckets,
+            topic_arn=topic_arn,
+            function_name=names.function,
+        )
+        monitor_role = _ensure_role(
+            clients.iam,
+            names.monitor_role,
+            "lambda.amazonaws.com",
+            [f"arn:{p}:iam::aws:policy/{LAMBDA_MANAGED_POLICY}"],
+            (names.inline_policy, document),
+        )
+        function_arn = _ensure_function(
+            clients.lambda_,
+            names.function,
+            monitor_role,
+            runtime,
+            architecture,
+            {"DS_TOPIC_ARN": topic_arn},
+            clock=clock,
+            sleep=sleep,
+            role_wait=role_wait,
+        )
+    return {
+        "instance_role": instance_role,
+        "instance_profile": profile_arn,
+        "spot_fleet_role": fleet_role,
+        "monitor_role": monitor_role,
+        "topic": topic_arn,
+        "function": function_arn,
+    }
+
+
+def destroy(clients: AwsClients, app_prefix: str = "ds") -> list[str]:
+    """Remove what `bootstrap` created (function, topic, profile, roles with their policies).
+
+    Idempotent: what is already gone is skipped. Returns the names of what was removed.
+    """
+    names = BootstrapNames(app_prefix)
+    removed: list[str] = []
+    with aws_errors("remove the account resources of ds"):
+        try:
+            clients.lambda_.delete_function(FunctionName=names.function)
+            removed.append(names.function)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+        account = str(clients.sts.get_caller_identity()["Account"])
+        region = clients.settings.region
+        topic_arn = f"arn:{partition(region)}:sns:{region}:{account}:{names.topic}"
+        topics = clients.sns.get_paginator("list_topics").paginate()
+        if any(t["TopicArn"] == topic_arn for page in topics for t in page.get("Topics", [])):
+            clients.sns.delete_topic(TopicArn=topic_arn)
+            removed.append(names.topic)
+        if _remove_profile(clients.iam, names.instance_profile):
+            removed.append(names.instance_profile)
+        for role in (names.instance_role, names.spot_fleet_role, names.monitor_role):
+            if _remove_role(clients.iam, role):
+                removed.append(role)
+    return removed
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _ensure_role(
+    iam: Any,
+    name: str,
+    service: str,
+    managed: list[str],
+    inline: tuple[str, dict[str, Any]] | None,
+) -> str:
+    trust = json.dumps(trust_policy(service))
+    try:
+        arn = str(
+            iam.create_role(
+                RoleName=name,
+                AssumeRolePolicyDocument=trust,
+                Description="Created by `ds aws bootstrap`",
+                Tags=[{"Key": "ds:bootstrap", "Value": "true"}],
+            )["Role"]["Arn"]
+        )
+    except ClientError as exc:
+        if error_code(exc) != "EntityAlreadyExists":
+            raise
+        arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+    for policy_arn in managed:
+        iam.attach_role_policy(RoleName=name, PolicyArn=policy_arn)  # idempotent
+    if inline is not None:
+        policy_name, document = inline
+        iam.put_role_policy(
+            RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(document)
+        )
+    return arn
+
+
+def _ensure_profile(iam: Any, name: str, role: str) -> str:
+    try:
+        profile = iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except ClientError as exc:
+        if error_code(exc) != "EntityAlreadyExists":
+            raise
+        profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    if role not in {r["RoleName"] for r in profile.get("Roles", [])}:
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=role)
+    return str(profile["Arn"])
+
+
+def _ensure_function(
+    lambda_: Any,
+    name: str,
+    role_arn: str,
+    runtime: str,
+    architecture: str,
+    environment: dict[str, str],
+    *,
+    clock: Callable[[], float],
+    sleep: Callable[[float], object],
+    role_wait: float,
+) -> str:
+    code = function_zip()
+    settings: dict[str, Any] = {
+        "Role": role_arn,
+        "Runtime": runtime,
+        "Handler": HANDLER,
+        "Timeout": 900,  # a teardown waits for log exports
+        "MemorySize": 256,
+        "Environment": {"Variables": environment},
+        "Description": "ds unattended monitor (created by `ds aws bootstrap`)",
+    }
+    try:
+        current = lambda_.get_function(FunctionName=name)["Configuration"]
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        current = None
+    if current is None:
+        deadline = clock() + role_wait
+        while True:
+            try:
+                created = lambda_.create_function(
+                    FunctionName=name,
+                    Code={"ZipFile": code},
+                    Architectures=[architecture],
+                    Tags={"ds:bootstrap": "true"},
+                    **settings,
+                )
+                return str(created["FunctionArn"])
+            except ClientError as exc:
+                # A role just created is not assumable by Lambda for a few seconds.
+                retry = error_code(exc) == "InvalidParameterValueException"
+                if not retry or clock() >= deadline:
+                    raise
+            sleep(5.0)
+    if current.get("CodeSha256") != base64.b64encode(hashlib.sha256(code).digest()).decode():
+        lambda_.update_function_code(FunctionName=name, ZipFile=code, Architectures=[architecture])
+        lambda_.get_waiter("function_updated_v2").wait(FunctionName=name)
+    lambda_.update_function_configuration(FunctionName=name, **settings)
+    return str(current["FunctionArn"])
+
+
+def _remove_profile(iam: Any, name: str) -> bool:
+    try:
+        profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return False
+        raise
+    for role in profile.get("Roles", []):
+        iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+    iam.delete_instance_profile(InstanceProfileName=name)
+    return True
+
+
+def _remove_role(iam: Any, name: str) -> bool:
+    try:
+        iam.get_role(RoleName=name)
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return False
+        raise
+    for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
+        for policy in page.get("AttachedPolicies", []):
+            iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
+    for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
+        for policy_name in page.get("PolicyNames", []):
+            iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
+    # A role still in some other instance profile cannot be deleted: remove it there too.
+    pages = iam.get_paginator("list_instance_profiles_for_role").paginate(RoleName=name)
+    for page in pages:
+        for profile in page.get("InstanceProfiles", []):
+            iam.remove_role_from_instance_profile(
+                InstanceProfileName=profile["InstanceProfileName"], RoleName=name
+            )
+    iam.delete_role(RoleName=name)
+    return True

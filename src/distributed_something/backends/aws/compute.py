@@ -1,0 +1,306 @@
+"""Compute on AWS: an ECS service whose tasks run on an EC2 Spot fleet.
+
+Workers are counted in processes: one ECS task (container) runs ``workers_per_task`` worker
+processes, so ``scale(n)`` asks ECS for ``ceil(n / workers_per_task)`` tasks. The fleet's
+machines are sized separately (``scale_machines``): the monitor shrinks the fleet target as
+the queue drains, with the "noTermination" policy so a busy machine is never killed by a
+shrink — idle machines leave on their own (the worker's idle shutdown, the idle-CPU alarm).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.errors import BackendError
+from distributed_something.interfaces.compute import ComputeStatus
+
+#: Error codes meaning "that ECS service or cluster is not there (any more)".
+ECS_GONE = frozenset(
+    {"ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"}
+)
+#: Error codes meaning "that spot fleet request is not there (any more)".
+FLEET_GONE = frozenset({"InvalidSpotFleetRequestId.NotFound", "InvalidSpotFleetRequestId"})
+#: describe_alarms/delete_alarms take at most 100 names per call.
+ALARM_BATCH = 100
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error")
+        if isinstance(error, Mapping):
+            return str(error.get("Code", ""))
+    return ""
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    """``items`` in lists of at most ``size`` (API calls that cap their batch)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def status_from_service(service: Mapping[str, Any] | None, workers_per_task: int) -> ComputeStatus:
+    """Workers desired and running, from an ECS service description (None: no service).
+
+    A deleted (INACTIVE) service runs nothing, whatever its last counts say.
+    """
+    if service is None or service.get("status") == "INACTIVE":
+        return ComputeStatus(desired=0, running=0)
+    per_task = max(workers_per_task, 1)
+    return ComputeStatus(
+        desired=int(service.get("desiredCount", 0)) * per_task,
+        running=int(service.get("runningCount", 0)) * per_task,
+    )
+
+
+def instance_alarms(cloudwatch: Any, names: AwsNames) -> dict[str, str]:
+    """The per-instance alarms of this app: alarm name → instance id (all pages).
+
+    Only names of the exact form ``<alarm_prefix><instance id>`` count, so another app whose
+    name merely starts with this one (``T`` and ``T_2``) keeps its alarms.
+    """
+    pattern = re.compile(re.escape(names.alarm_prefix) + r"(i-[0-9a-f]+)")
+    found: dict[str, str] = {}
+    paginator = cloudwatch.get_paginator("describe_alarms")
+    for page in paginator.paginate(AlarmNamePrefix=names.alarm_prefix):
+        for alarm in page.get("MetricAlarms", []):
+            match = pattern.fullmatch(alarm["AlarmName"])
+            if match:
+                found[alarm["AlarmName"]] = match.group(1)
+    return found
+
+
+def delete_alarms(cloudwatch: Any, alarm_names: Sequence[str]) -> None:
+    """Delete alarms by name, 100 per call; names that do not exist are ignored by AWS."""
+    for batch in chunks(sorted(set(alarm_names)), ALARM_BATCH):
+        cloudwatch.delete_alarms(AlarmNames=batch)
+
+
+class FleetStatus(NamedTuple):
+    """The spot fleet as AWS reports it: target and fulfilled capacity, instances running."""
+
+    target: int
+    fulfilled: float
+    instance_ids: list[str]
+
+
+class EcsSpotCompute:
+    """The `Compute` of the AWS backend: an ECS service on a Spot fleet.
+
+    ``resources_of`` returns the run's current `AwsResources` (read on every call, so a
+    resource recorded after this object was made is seen). Every method is idempotent and a
+    missing service, cluster or fleet is not an error: there is simply nothing to scale.
+    AWS failures raise `BackendError` with the operation that failed.
+    """
+
+    def __init__(
+        self,
+        settings: AwsSettings,
+        names: AwsNames,
+        resources_of: Callable[[], AwsResources],
+        *,
+        workers_per_task: int,
+    ) -> None:
+        self.settings = settings
+        self.names = names
+        self.resources_of = resources_of
+        self.workers_per_task = max(workers_per_task, 1)
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = client(service, self.settings)
+        return self._clients[service]
+
+    # --- the Compute protocol -----------------------------------------------------------
+    def start(self, n: int) -> None:
+        """Ask for ``n`` workers (the service's desired count; ECS places the tasks)."""
+        self.scale(n)
+
+    def scale(self, n: int) -> None:
+        """Set the service's desired count to ``ceil(n / workers_per_task)`` tasks.
+
+        ECS stops surplus tasks with SIGTERM, which a worker answers by handing its task back
+        to the queue, so nothing is lost by scaling down. Nothing happens without a service.
+        """
+        self.resize_service(n)
+
+    def scale_machines(self, n: int) -> None:
+        """Set the spot fleet's target capacity to ``n`` machines, never terminating any
+        (see `resize_fleet`)."""
+        self.resize_fleet(n)
+
+    def housekeeping(self) -> None:
+        """Every monitor tick: delete the alarms of terminated instances (`prune_alarms`)."""
+        self.prune_alarms()
+
+    def resize_service(self, n: int) -> bool:
+        """`scale`, telling whether anything changed: True when the desired count was
+        updated; False when it already was that, or when no (active) service exists."""
+        tasks = math.ceil(max(n, 0) / self.workers_per_task)
+        service = self.describe_service()
+        if service is None or service.get("status") == "INACTIVE":
+            return False
+        if int(service.get("desiredCount", -1)) == tasks:
+            return False
+        resources = self.resources_of()
+        with aws_errors("set the ECS service's desired count"):
+            try:
+                self._client("ecs").update_service(
+                    cluster=self._cluster(resources),
+                    service=resources.service,
+                    desiredCount=tasks,
+                )
+            except ClientError as exc:
+                if error_code(exc) in ECS_GONE:
+                    return False
+                raise
+        return True
+
+    def status(self) -> ComputeStatus:
+        """Workers desired and running (ECS tasks × workers per task); zeros without a service."""
+        return status_from_service(self.describe_service(), self.workers_per_task)
+
+    def stop(self) -> None:
+        """Set the service's desired count to 0 (each worker hands its task back)."""
+        self.resize_service(0)
+
+    def cleanup(self) -> None:
+        """Same as `stop`: removing the AWS resources is `teardown`'s job, step by step."""
+        self.stop()
+
+    # --- AWS specifics ------------------------------------------------------------------
+    def describe_service(self) -> dict[str, Any] | None:
+        """The ECS description of the run's service, or None when none is recorded or it is gone."""
+        resources = self.resources_of()
+        if not resources.service:
+            return None
+        with aws_errors("describe the ECS service"):
+            try:
+                response = self._client("ecs").describe_services(
+                    cluster=self._cluster(resources), services=[resources.service]
+                )
+            except ClientError as exc:
+                if error_code(exc) in ECS_GONE:
+                    return None
+                raise
+        services: list[dict[str, Any]] = response.get("services", [])
+        return services[0] if services else None
+
+    def resize_fleet(self, n: int) -> bool:
+        """Set the spot fleet's target capacity to ``n`` machines, never terminating any.
+
+        Uses ExcessCapacityTerminationPolicy "noTermination": shrinking the target only stops
+        replacing machines; a busy machine keeps running until its workers are done and it
+        leaves on its own. Changes nothing (returns False) when the target already is ``n``,
+        when the fleet is gone or cancelled, or while it is still being modified (the next
+        tick retries). Returns True when the target was changed.
+        """
+        fleet = self._describe_fleet()
+        if fleet is None or fleet.get("SpotFleetRequestState") != "active":
+            return False
+        target = max(n, 0)
+        if int(fleet["SpotFleetRequestConfig"].get("TargetCapacity", -1)) == target:
+            return False
+        with aws_errors("change the spot fleet's target capacity"):
+            self._client("ec2").modify_spot_fleet_request(
+                SpotFleetRequestId=self.resources_of().fleet_request_id,
+                TargetCapacity=target,
+                ExcessCapacityTerminationPolicy="noTermination",
+            )
+        return True
+
+    def fleet_status(self) -> FleetStatus:
+        """The fleet's target, fulfilled capacity and active instance ids ((0, 0, []) if gone)."""
+        fleet = self._describe_fleet()
+        if fleet is None:
+            return FleetStatus(0, 0.0, [])
+        config = fleet["SpotFleetRequestConfig"]
+        ids: list[str] = []
+        with aws_errors("list the spot fleet's instances"):
+            try:
+                paginator = self._client("ec2").get_paginator("describe_spot_fleet_instances")
+                for page in paginator.paginate(SpotFleetRequestId=fleet["SpotFleetRequestId"]):
+                    ids.extend(i["InstanceId"] for i in page.get("ActiveInstances", []))
+            except ClientError as exc:
+                if error_code(exc) not in FLEET_GONE:
+                    raise
+        return FleetStatus(
+            int(config.get("TargetCapacity", 0)), float(config.get("FulfilledCapacity", 0.0)), ids
+        )
+
+    def prune_alarms(self) -> list[str]:
+        """Delete the per-instance alarms of instances that are terminated or gone.
+
+        Alarms of live instances (running, stopping, …) stay: they are what terminates a
+        stalled instance. Returns the deleted alarm names, sorted.
+        """
+        with aws_errors("prune the per-instance alarms"):
+            alarms = instance_alarms(self._client("cloudwatch"), self.names)
+            if not alarms:
+                return []
+            live = self._live_instances(sorted(set(alarms.values())))
+            dead = sorted(name for name, instance in alarms.items() if instance not in live)
+            delete_alarms(self._client("cloudwatch"), dead)
+        return dead
+
+    # --- helpers ------------------------------------------------------------------------
+    def _cluster(self, resources: AwsResources) -> str:
+        return resources.cluster or self.names.cluster
+
+    def _describe_fleet(self) -> dict[str, Any] | None:
+        fleet_id = self.resources_of().fleet_request_id
+        if not fleet_id:
+            return None
+        return describe_fleet(self._client("ec2"), fleet_id)
+
+    def _live_instances(self, instance_ids: list[str]) -> set[str]:
+        """Those of ``instance_ids`` that exist and are not terminated."""
+        live: set[str] = set()
+        paginator = self._client("ec2").get_paginator("describe_instances")
+        # A filter (unlike InstanceIds=) simply omits unknown ids instead of failing the call.
+        for batch in chunks(instance_ids, 100):
+            pages = paginator.paginate(Filters=[{"Name": "instance-id", "Values": batch}])
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    for instance in reservation.get("Instances", []):
+                        if instance.get("State", {}).get("Name") != "terminated":
+                            live.add(instance["InstanceId"])
+        return live
+
+
+def describe_fleet(ec2: Any, fleet_id: str) -> dict[str, Any] | None:
+    """The spot fleet request's description, or None when AWS no longer knows it."""
+    with aws_errors("describe the spot fleet request"):
+        try:
+            response = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[fleet_id])
+        except ClientError as exc:
+            if error_code(exc) in FLEET_GONE:
+                return None
+            raise
+    configs: list[dict[str, Any]] = response.get("SpotFleetRequestConfigs", [])
+    return configs[0] if configs else None
+
+
+@contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    """Turn botocore failures inside the block into a one-line `BackendError`.
+
+    ``doing`` completes "could not …" (e.g. "describe the ECS service").
+    """
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise BackendError(
+            f"AWS: could not {doing}: {str(exc).rstrip('.')}. Check the AWS credentials, "
+            "region and permissions, then run the command again"
+        ) from exc

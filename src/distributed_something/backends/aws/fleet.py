@@ -1,0 +1,515 @@
+"""The spot fleet `ds start-cluster` requests: user data, request, capacity wait, monitor file.
+
+The user's fleet file (checked by `distributed_something.fleet.load_fleet`) supplies the
+account-specific parts — fleet role, instance profile, subnets, security groups, key pair.
+The run config supplies everything that changes per run — instance types, price, capacity,
+disk size, public IP choice — and we supply the image (a current ECS-optimized Amazon Linux
+2023 AMI, unless the caller keeps the file's) and the user data that joins the cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from distributed_something.backends.aws.resources import AwsNames
+from distributed_something.backends.aws.setup import aws_call, error_code
+from distributed_something.config.model import Config
+from distributed_something.errors import BackendError
+
+#: The SSM public parameter holding the recommended ECS-optimized Amazon Linux 2023 AMI.
+ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/{variant}recommended/image_id"
+#: AWS's recommended spot strategy (AWS defaults to lowestPrice, moto requires one).
+#: capacityOptimizedPrioritized is not used: AWS accepts it only with launch templates.
+DEFAULT_ALLOCATION_STRATEGY = "priceCapacityOptimized"
+#: The root device of the Amazon Linux 2023 ECS AMIs (Docker's storage lives on it).
+ROOT_DEVICE = "/dev/xvda"
+#: Request states after which the fleet will never start a machine.
+DEAD_STATES = frozenset(
+    {"failed", "cancelled", "cancelled_running", "cancelled_terminating", "missing"}
+)
+
+_AGENT_NAME = re.compile(r"^ECS_[A-Z0-9_]+$")
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+# Error events that say "no capacity (yet)" rather than "this request cannot work".
+_CAPACITY_EVENT = re.compile(r"capacity", re.IGNORECASE)
+
+
+# --- instance bootstrap -------------------------------------------------------------------
+
+
+def ecs_user_data(cluster: str, *, extra_agent_config: dict[str, str] | None = None) -> str:
+    """Base64 user data for the ECS-optimized Amazon Linux 2023 AMI joining ``cluster``.
+
+    A shell script that appends to ``/etc/ecs/ecs.config`` before the ECS agent starts:
+    the cluster, spot-instance draining (an interruption notice stops the tasks, whose
+    workers hand their tasks back), container metadata, the json-file and awslogs log
+    drivers, and image pulls that prefer the cached image. ``extra_agent_config`` adds
+    agent settings (names ``ECS_…``). Nothing is installed, mounted or run privileged.
+    Raises `ValueError` for a cluster name or setting that cannot be written safely.
+    """
+    if not _CLUSTER_NAME.fullmatch(cluster):
+        raise ValueError(f"{cluster!r} is not a valid ECS cluster name")
+    settings = {
+        "ECS_CLUSTER": cluster,
+        "ECS_ENABLE_SPOT_INSTANCE_DRAINING": "true",
+        "ECS_ENABLE_CONTAINER_METADATA": "true",
+        "ECS_AVAILABLE_LOGGING_DRIVERS": '["json-file","awslogs"]',
+        "ECS_IMAGE_PULL_BEHAVIOR": "prefer-cached",
+    }
+    for name, value in (extra_agent_config or {}).items():
+        if not _AGENT_NAME.fullmatch(name) or "\n" in value or "\r" in value:
+            raise ValueError(f"{name}={value!r} is not a valid ECS agent setting")
+        settings[name] = value
+    lines = "\n".join(f"{name}={value}" for name, value in settings.items())
+    # A quoted here-document: the shell expands nothing inside it.
+    script = (
+        "#!/bin/bash\n"
+        "# ECS agent settings written by distributed-something (ds start-cluster)\n"
+        "set -euo pipefail\n"
+        "mkdir -p /etc/ecs\n"
+        "cat >> /etc/ecs/ecs.config <<'DS_ECS_CONFIG'\n"
+        f"{lines}\n"
+        "DS_ECS_CONFIG\n"
+    )
+    return base64.b64encode(script.encode()).decode("ascii")
+
+
+def current_ecs_ami(ssm: Any, *, variant: str = "") -> str | None:
+    """The recommended ECS-optimized Amazon Linux 2023 AMI of the client's region, or None.
+
+    Read from the SSM public parameter ``ECS_AMI_PARAMETER``; ``variant`` is "" (x86_64),
+    "arm64" (Graviton instance types) or "gpu". None when the parameter does not exist in
+    the region or the caller may not read it (the fleet file's ImageId is then used).
+    Raises `BackendError` for other failures.
+    """
+    from botocore.exceptions import ClientError
+
+    name = ECS_AMI_PARAMETER.format(variant=f"{variant}/" if variant else "")
+    with aws_call(f"read the current ECS AMI from SSM parameter {name}"):
+        try:
+            value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        except ClientError as error:
+            code = error_code(error)
+            if code in ("ParameterNotFound", "AccessDeniedException", "AccessDenied"):
+                return None
+            raise
+    return str(value) if value else None
+
+
+# --- the request --------------------------------------------------------------------------
+
+
+def build_fleet_request(
+    fleet: dict[str, Any],
+    config: Config,
+    names: AwsNames,
+    *,
+    user_data: str,
+    image_id: str | None,
+    client_token: str | None = None,
+) -> dict[str, Any]:
+    """The ``SpotFleetRequestConfig`` for a run, from the user's fleet file (not modified).
+
+    From the config: ``TargetCapacity`` = machines, ``SpotPrice`` = machine price (for every
+    instance type: per-specification prices are removed), one launch specification per
+    instance type of ``aws.machine_type`` for each of the file's specifications (the file's
+    ``InstanceType`` is replaced), ``KeyName`` when ``aws.ssh_key_name`` is set, the root
+    volume size, and the public IP choice. Fixed: ``Type`` "maintain" (interrupted machines
+    are replaced), ``ExcessCapacityTerminationPolicy`` "noTermination" (lowering the target
+    never terminates a busy machine), ``AllocationStrategy`` the file's or
+    ``DEFAULT_ALLOCATION_STRATEGY``. ``ValidFrom``/``ValidUntil`` of a copied file are
+    dropped (the request lasts until cleanup cancels it); ``ClientToken`` is
+    ``client_token`` (making a retried request idempotent) or none.
+
+    Each specification gets ``ImageId`` = ``image_id`` or the file's, ``UserData`` =
+    ``user_data``, and tags ``Name`` = "<app>Worker" plus the app tag on its instances (the
+    request itself gets the app tag). Disk: the root mapping (``/dev/xvda``, else the first
+    EBS mapping when the file's image is kept; added when absent) gets
+    ``aws.ebs_vol_size`` GB; when the image is replaced its ``SnapshotId`` (which belongs to
+    the old image) is removed; mappings with neither size nor snapshot (the family's Docker
+    volume for its old AMI, sized by run.py and unused by Amazon Linux 2023) are dropped.
+    Public IP: ``AssociatePublicIpAddress`` = ``aws.assign_ip`` on the primary network
+    interface; a specification without interfaces but with one ``SubnetId`` (and security
+    groups given by id) gets one, so the choice holds; otherwise the subnet's default holds.
+    """
+    request = copy.deepcopy(fleet)
+    for key in ("ValidFrom", "ValidUntil", "ClientToken"):
+        request.pop(key, None)
+    request["TargetCapacity"] = config.cluster.machines
+    request["SpotPrice"] = str(config.aws.machine_price)
+    request["Type"] = "maintain"
+    request["ExcessCapacityTerminationPolicy"] = "noTermination"
+    request.setdefault("AllocationStrategy", DEFAULT_ALLOCATION_STRATEGY)
+    if client_token:
+        request["ClientToken"] = client_token
+    app_tag = {names.tag["Key"]: names.tag["Value"]}
+    request["TagSpecifications"] = _with_tags(
+        request.get("TagSpecifications", []), "spot-fleet-request", app_tag
+    )
+    request["LaunchSpecifications"] = [
+        _launch_specification(
+            spec,
+            instance_type,
+            config,
+            user_data=user_data,
+            image_id=image_id,
+            tags={"Name": f"{names.app}Worker", **app_tag},
+        )
+        for spec in fleet["LaunchSpecifications"]
+        for instance_type in config.aws.machine_type
+    ]
+    return request
+
+
+def _launch_specification(
+    spec: dict[str, Any],
+    instance_type: str,
+    config: Config,
+    *,
+    user_data: str,
+    image_id: str | None,
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    out = copy.deepcopy(spec)
+    out["InstanceType"] = instance_type
+    out.pop("SpotPrice", None)
+    replaced = bool(image_id) and image_id != spec.get("ImageId")
+    if image_id:
+        out["ImageId"] = image_id
+    out["UserData"] = user_data
+    if config.aws.ssh_key_name:
+        out["KeyName"] = config.aws.ssh_key_name
+    out["BlockDeviceMappings"] = _block_devices(
+        out.get("BlockDeviceMappings", []), config.aws.ebs_vol_size, image_replaced=replaced
+    )
+    _set_public_ip(out, config.aws.assign_ip)
+    out["TagSpecifications"] = _with_tags(out.get("TagSpecifications", []), "instance", tags)
+    return out
+
+
+def _block_devices(
+    mappings: list[dict[str, Any]], size: int, *, image_replaced: bool
+) -> list[dict[str, Any]]:
+    root = next((m for m in mappings if m.get("DeviceName") == ROOT_DEVICE), None)
+    if root is None and not image_replaced:
+        root = next((m for m in mappings if isinstance(m.get("Ebs"), dict)), None)
+    if root is None:
+        root = {"DeviceName": ROOT_DEVICE, "Ebs": {"VolumeType": "gp3"}}
+        mappings = [root, *mappings]
+    root.pop("NoDevice", None)
+    ebs = root.setdefault("Ebs", {})
+    ebs["VolumeSize"] = size
+    ebs.setdefault("DeleteOnTermination", True)
+    if image_replaced:
+        ebs.pop("SnapshotId", None)
+    return [
+        m
+        for m in mappings
+        if m is root
+        or not isinstance(m.get("Ebs"), dict)
+        or "VolumeSize" in m["Ebs"]
+        or "SnapshotId" in m["Ebs"]
+    ]
+
+
+def _set_public_ip(spec: dict[str, Any], assign: bool) -> None:
+    interfaces: list[dict[str, Any]] = spec.get("NetworkInterfaces") or []
+    if interfaces:
+        primary = next((i for i in interfaces if i.get("DeviceIndex", 0) == 0), interfaces[0])
+        primary.setdefault("DeviceIndex", 0)
+        for other in interfaces:
+            # AWS accepts the flag only on the primary interface.
+            other.pop("AssociatePublicIpAddress", None)
+        primary["AssociatePublicIpAddress"] = assign
+        return
+    subnet = spec.get("SubnetId")
+    groups: list[dict[str, Any]] = spec.get("SecurityGroups") or []
+    if not isinstance(subnet, str) or "," in subnet or any("GroupId" not in g for g in groups):
+        return  # cannot be expressed as one interface: the subnet's default decides
+    interface: dict[str, Any] = {
+        "DeviceIndex": 0,
+        "SubnetId": subnet,
+        "AssociatePublicIpAddress": assign,
+        "DeleteOnTermination": True,
+    }
+    if groups:
+        interface["Groups"] = [g["GroupId"] for g in groups]
+    # AWS refuses a subnet or security groups both on the specification and an interface.
+    spec.pop("SubnetId", None)
+    spec.pop("SecurityGroups", None)
+    spec["NetworkInterfaces"] = [interface]
+
+
+def _with_tags(
+    specifications: list[dict[str, Any]], resource_type: str, tags: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Tag specifications with ``tags`` added to (or replacing) those of ``resource_type``."""
+    result = copy.deepcopy(specifications)
+    target = next((s for s in result if s.get("ResourceType") == resource_type), None)
+    if target is None:
+        target = {"ResourceType": resource_type, "Tags": []}
+        result.append(target)
+    kept = [t for t in target.get("Tags", []) if t.get("Key") not in tags]
+    target["Tags"] = kept + [{"Key": k, "Value": v} for k, v in tags.items()]
+    return result
+
+
+def request_fleet(ec2: Any, request: dict[str, Any]) -> str:
+    """Submit the spot fleet request; return its id. Raises `BackendError` (a request AWS
+    refuses outright usually means a wrong fleet file: role, image, subnet, key pair)."""
+    with aws_call("request the spot fleet (check the fleet file and aws.machine_type)"):
+        response = ec2.request_spot_fleet(SpotFleetRequestConfig=request)
+    return str(response["SpotFleetRequestId"])
+
+
+# --- capacity -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """A spot fleet request as AWS reports it.
+
+    ``state`` is the request state (``submitted``, ``active``, ``modifying``, ``failed``,
+    ``cancelled…``, or ``missing`` when AWS no longer knows the id); ``activity_status`` is
+    ``pending_fulfillment``, ``fulfilled``, ``error`` or None; ``errors`` holds
+    "subtype: description" of the request's error events (read only when the activity
+    status is ``error``).
+    """
+
+    fleet_id: str
+    state: str
+    activity_status: str | None
+    target: int
+    fulfilled: float
+    instance_ids: tuple[str, ...] = ()
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+def fleet_state(ec2: Any, fleet_id: str) -> FleetState:
+    """Read the request's state, capacity and instances (every page). Raises `BackendError`."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"describe spot fleet request {fleet_id}"):
+        try:
+            configs = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[fleet_id]).get(
+                "SpotFleetRequestConfigs", []
+            )
+        except ClientError as error:
+            if "NotFound" not in error_code(error):
+                raise
+            configs = []
+    if not configs:
+        return FleetState(fleet_id, "missing", None, 0, 0.0)
+    described = configs[0]
+    settings = described.get("SpotFleetRequestConfig", {})
+    activity = described.get("ActivityStatus")
+    errors: tuple[str, ...] = ()
+    if activity == "error":
+        errors = _error_events(ec2, fleet_id, described.get("CreateTime"))
+    return FleetState(
+        fleet_id=fleet_id,
+        state=str(described.get("SpotFleetRequestState", "submitted")),
+        activity_status=activity,
+        target=int(settings.get("TargetCapacity", 0)),
+        fulfilled=float(settings.get("FulfilledCapacity", 0.0)),
+        instance_ids=tuple(_instance_ids(ec2, fleet_id)),
+        errors=errors,
+    )
+
+
+def _instance_ids(ec2: Any, fleet_id: str) -> list[str]:
+    ids: list[str] = []
+    kwargs: dict[str, Any] = {"SpotFleetRequestId": fleet_id}
+    with aws_call(f"list the instances of spot fleet request {fleet_id}"):
+        while True:
+            page = ec2.describe_spot_fleet_instances(**kwargs)
+            ids.extend(i["InstanceId"] for i in page.get("ActiveInstances", []))
+            token = page.get("NextToken")
+            if not token:
+                return ids
+            kwargs["NextToken"] = token
+
+
+def _error_events(ec2: Any, fleet_id: str, since: Any) -> tuple[str, ...]:
+    """The request's error events, best effort (the history API is optional here)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    kwargs: dict[str, Any] = {
+        "SpotFleetRequestId": fleet_id,
+        "EventType": "error",
+        "StartTime": since or time.time() - 24 * 3600,
+    }
+    events: list[str] = []
+    try:
+        while True:
+            page = ec2.describe_spot_fleet_request_history(**kwargs)
+            for record in page.get("HistoryRecords", []):
+                info = record.get("EventInformation", {})
+                events.append(
+                    f"{info.get('EventSubType', 'error')}: {info.get('EventDescription', '')}"
+                )
+            token = page.get("NextToken")
+            if not token:
+                break
+            kwargs["NextToken"] = token
+    except (ClientError, BotoCoreError):
+        pass
+    return tuple(events)
+
+
+def judge_capacity(
+    state: FleetState, waited: float, *, patience: float
+) -> Literal["ready", "waiting", "config_error", "no_capacity"]:
+    """What a fleet request's state means after ``waited`` seconds (pure).
+
+    - ``config_error``: the request failed, was cancelled or is gone; or its activity is
+      ``error`` with no machine running and an error that is not about capacity (or none
+      known) — it will not get better by waiting;
+    - ``ready``: at least one machine is fulfilled (the rest may follow);
+    - ``no_capacity``: nothing fulfilled after ``patience`` seconds;
+    - ``waiting``: otherwise.
+    """
+    if state.state in DEAD_STATES:
+        return "config_error"
+    if state.fulfilled >= 1 or state.instance_ids:
+        return "ready"
+    if state.activity_status == "error":
+        about_capacity = bool(state.errors) and all(_CAPACITY_EVENT.search(e) for e in state.errors)
+        if not about_capacity:
+            return "config_error"
+    if waited >= patience:
+        return "no_capacity"
+    return "waiting"
+
+
+def wait_for_capacity(
+    ec2: Any,
+    fleet_id: str,
+    *,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    interval: float = 15.0,
+) -> FleetState:
+    """Poll the fleet until a machine is up; return its state then.
+
+    A request that cannot work (`judge_capacity` says ``config_error``) is cancelled with
+    its instances terminated, and `BackendError` says why (the error events when AWS gives
+    them) and what to check. When nothing is fulfilled after ``timeout`` seconds,
+    `BackendError` says so and that the request is kept: spot capacity may still come, and
+    `ds monitor` / `ds cleanup` take it from there.
+    """
+    start = clock()
+    while True:
+        state = fleet_state(ec2, fleet_id)
+        waited = clock() - start
+        verdict = judge_capacity(state, waited, patience=timeout)
+        if verdict == "ready":
+            return state
+        if verdict == "config_error":
+            if state.state != "missing":
+                _cancel(ec2, fleet_id)
+            raise BackendError(_config_error_message(state))
+        if verdict == "no_capacity":
+            raise BackendError(
+                f"no spot capacity after {timeout:g}s: spot fleet request {fleet_id} has "
+                f"0 of {state.target} machines. The request is kept and starts machines when "
+                "capacity appears (`ds monitor` follows it, `ds cleanup` cancels it); for "
+                "capacity sooner, add instance types to aws.machine_type or raise "
+                "aws.machine_price"
+            )
+        sleep(min(interval, timeout - waited))  # "waiting" means waited < timeout
+
+
+def _config_error_message(state: FleetState) -> str:
+    if state.state == "missing":
+        return (
+            f"spot fleet request {state.fleet_id} no longer exists (was it cancelled?). "
+            "Run start-cluster again to request a new one"
+        )
+    if state.state in DEAD_STATES:
+        why = f"is {state.state}"
+    else:
+        why = "has an error" + (f": {'; '.join(state.errors)}" if state.errors else "")
+    return (
+        f"spot fleet request {state.fleet_id} {why}. It was cancelled and its instances "
+        "terminated. Check the fleet file (IamFleetRole, IamInstanceProfile, ImageId, "
+        "subnets, security groups, KeyName) and aws.machine_type / aws.machine_price, "
+        "then run start-cluster again"
+    )
+
+
+def _cancel(ec2: Any, fleet_id: str) -> None:
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"cancel spot fleet request {fleet_id}"):
+        try:
+            ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
+        except ClientError as error:
+            if "NotFound" not in error_code(error):
+                raise
+
+
+# --- the family's monitor file ------------------------------------------------------------
+
+
+def write_monitor_file(
+    folder: Path,
+    names: AwsNames,
+    *,
+    fleet_id: str,
+    queue_url: str,
+    cluster: str,
+    service: str,
+    region: str,
+    bucket: str = "",
+    clean_dashboard: bool = True,
+    start_time_ms: int | None = None,
+) -> Path:
+    """Write ``<folder>/files/<APP_NAME>SpotFleetRequestId.json``; return its path.
+
+    Valid JSON (the family's run.py wrote a file with a stray brace that JSON parsers
+    refuse) with the keys the family's monitor and auto-monitor read — ``MONITOR_FLEET_ID``,
+    ``MONITOR_APP_NAME``, ``MONITOR_ECS_CLUSTER``, ``MONITOR_QUEUE_NAME``,
+    ``MONITOR_BUCKET_NAME``, ``MONITOR_LOG_GROUP_NAME``, ``MONITOR_START_TIME`` (epoch
+    milliseconds as a string, as they wrote it), ``CLEAN_DASHBOARD`` ('True'/'False') — plus
+    ``DS_QUEUE_URL``, ``DS_ECS_SERVICE``, ``DS_AWS_REGION``, ``DS_DEAD_LETTER_QUEUE_NAME``.
+    Written atomically.
+    """
+    start = start_time_ms if start_time_ms is not None else int(time.time() * 1000)
+    content = {
+        "MONITOR_FLEET_ID": fleet_id,
+        "MONITOR_APP_NAME": names.app,
+        "MONITOR_ECS_CLUSTER": cluster,
+        "MONITOR_QUEUE_NAME": names.queue,
+        "MONITOR_BUCKET_NAME": bucket,
+        "MONITOR_LOG_GROUP_NAME": names.log_group,
+        "MONITOR_START_TIME": str(start),
+        "CLEAN_DASHBOARD": "True" if clean_dashboard else "False",
+        "DS_QUEUE_URL": queue_url,
+        "DS_ECS_SERVICE": service,
+        "DS_AWS_REGION": region,
+        "DS_DEAD_LETTER_QUEUE_NAME": names.dead_letter_queue,
+    }
+    path = folder / names.monitor_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".monitor-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(content, stream, indent=2)
+            stream.write("\n")
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,69 @@
+"""Names of a run's AWS resources, and the record of what was created (in the run state)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from distributed_something.config.model import Config
+
+
+class AwsNames:
+    """Every AWS name of an app, derived once from the config (as the family derives them)."""
+
+    def __init__(self, config: Config) -> None:
+        app = config.app_name
+        self.app = app
+        self.queue = config.queue_name
+        self.dead_letter_queue = config.dead_letter_queue_name
+        self.cluster = config.aws.ecs_cluster
+        self.service = f"{app}Service"
+        self.task_family = f"{app}Task"
+        self.container = f"{app}Container"
+        self.log_group = config.aws.log_group_name or app
+        #: the per-instance log group (the family's "<LOG_GROUP_NAME>_perInstance")
+        self.instance_log_group = f"{self.log_group}_perInstance"
+        self.dashboard = f"{app}Dashboard"
+        self.monitor_file = f"files/{app}SpotFleetRequestId.json"
+        self.alarm_prefix = f"{app}_"
+        self.tag = {"Key": "ds:app", "Value": app}
+
+    def instance_alarm(self, instance_id: str) -> str:
+        """The idle-CPU alarm of one instance."""
+        return f"{self.alarm_prefix}{instance_id}"
+
+
+class AwsResources(BaseModel):
+    """What setup and start-cluster created, so cleanup is complete and resumable.
+
+    Saved in ``RunState.resources["aws"]`` after every step.
+    """
+
+    region: str = ""
+    queue_url: str | None = None
+    queue_arn: str | None = None
+    dead_letter_queue_url: str | None = None
+    dead_letter_queue_arn: str | None = None
+    cluster: str | None = None
+    #: True when setup created the cluster (only such a cluster may be deleted, and only empty)
+    cluster_created: bool = False
+    task_definition_arns: list[str] = Field(default_factory=list)
+    service: str | None = None
+    fleet_request_id: str | None = None
+    log_groups: list[str] = Field(default_factory=list)
+    dashboard: str | None = None
+    alarms: list[str] = Field(default_factory=list)
+    monitor_objects: dict[str, str] = Field(default_factory=dict)
+    #: cleanup steps already done (teardown resumes after the last one)
+    cleaned: list[str] = Field(default_factory=list)
+    export_tasks: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, resources: dict[str, Any]) -> AwsResources:
+        """The AWS record inside a run state's ``resources`` (empty when none)."""
+        return cls.model_validate(resources.get("aws", {}))
+
+    def into(self, resources: dict[str, Any]) -> None:
+        """Store this record into a run state's ``resources``."""
+        resources["aws"] = self.model_dump(mode="json")

@@ -1,0 +1,395 @@
+"""The AWS object storage: one S3 bucket behind the `Storage` contract.
+
+Keys are checked with `check_key`/`check_prefix` before any call, so S3 and the folder
+storage accept exactly the same keys. Files go through boto3's transfer manager
+(multipart above 8 MiB, parts in parallel); `put_files` also uploads many files at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.errors import BackendError, InputError
+from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.keys import check_key, check_prefix
+
+MULTIPART_BYTES = 8 * 1024 * 1024
+"""Files above this size are uploaded and downloaded in parts of this size."""
+
+TEMP_PREFIX = ".ds-tmp."
+"""`get_file` downloads to a file named with this prefix next to the target, then renames."""
+
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_HINTS = {
+    "AccessDenied": (
+        "check the bucket policy and the IAM permissions of the profile or task role "
+        '(a requester-pays bucket needs storage.upload_flags = "--request-payer requester")'
+    ),
+    "403": "check the bucket policy and the IAM permissions of the profile or task role",
+    "NoSuchBucket": "check the bucket name in the config (storage.bucket and the like)",
+    "InvalidAccessKeyId": "check the AWS credentials (profile)",
+    "SignatureDoesNotMatch": "check the AWS credentials (profile)",
+    "PermanentRedirect": "the bucket is in another region: set aws.region to the bucket's",
+}
+
+
+class S3Error(BackendError):
+    """An S3 call failed; ``code`` is S3's error code ("" when S3 was never reached)."""
+
+    def __init__(self, text: str, code: str = "") -> None:
+        super().__init__(text)
+        self.code = code
+
+
+def _client_error_code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3Storage:
+    """A `Storage` (see interfaces/storage.py for the contract) on the S3 bucket ``bucket``.
+
+    ``requester_pays`` adds ``RequestPayer="requester"`` to every call (needed to read or
+    write a requester-pays bucket, whose owner bills the caller). ``upload_args`` are extra
+    arguments of every upload (boto3's ExtraArgs, e.g. ``{"ACL":
+    "bucket-owner-full-control"}``; see `upload_args_from_flags`). ``threads`` is how many
+    parts of one file, or files of `put_files`, move at once.
+
+    Listings leave out keys no `Storage` key can be (e.g. the ``folder/`` markers the S3
+    console creates). A missing bucket reads as missing keys to ``exists``/``get_file``
+    (S3's HEAD cannot tell them apart). AWS failures raise `BackendError` (an `S3Error`)
+    naming the operation and the object. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        settings: AwsSettings,
+        bucket: str,
+        *,
+        requester_pays: bool = False,
+        upload_args: Mapping[str, str] | None = None,
+        threads: int = 10,
+    ) -> None:
+        self.settings = settings
+        self.bucket = bucket
+        self.requester_pays = requester_pays
+        self.upload_args = dict(upload_args or {})
+        self.threads = max(int(threads), 1)
+        self._client: Any = client("s3", settings)
+        self._payer: dict[str, str] = {"RequestPayer": "requester"} if requester_pays else {}
+        self._upload_extra: dict[str, str] = {**self.upload_args, **self._payer}
+
+    def _transfer_config(self, concurrency: int) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=MULTIPART_BYTES,
+            multipart_chunksize=MULTIPART_BYTES,
+            max_concurrency=max(concurrency, 1),
+        )
+
+    @contextmanager
+    def _boundary(self, operation: str, key: str) -> Iterator[None]:
+        """Turn botocore's and boto3's errors into `S3Error` naming the operation and object."""
+        from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"S3 {operation} of s3://{self.bucket}/{key} failed"
+        try:
+            yield
+        except ClientError as error:
+            info = error.response.get("Error", {})
+            code = str(info.get("Code") or "")
+            detail = str(info.get("Message") or "")
+            hint = _HINTS.get(code)
+            text = f"{where}: {code}: {detail}" + (f" ({hint})" if hint else "")
+            raise S3Error(text, code) from error
+        except S3UploadFailedError as error:
+            cause = error.__cause__ or error.__context__
+            code = _client_error_code(cause) if cause is not None else ""
+            hint = _HINTS.get(code)
+            raise S3Error(f"{where}: {error}" + (f" ({hint})" if hint else ""), code) from error
+        except RetriesExceededError as error:
+            # A download kept losing its connection: say why, not just "Max Retries Exceeded".
+            last = getattr(error, "last_exception", None) or error
+            raise S3Error(f"{where}: {last!r} (gave up retrying)") from error
+        except BotoCoreError as error:
+            raise S3Error(f"{where}: {error}") from error
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` as ``key`` (one PutObject: S3 replaces objects atomically)."""
+        check_key(key)
+        with self._boundary("PutObject", key):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._upload_extra)
+
+    def _upload(self, key: str, path: Path, concurrency: int) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such file to upload", str(path))
+        with self._boundary("upload", key):
+            self._client.upload_file(
+                Filename=str(path),
+                Bucket=self.bucket,
+                Key=key,
+                ExtraArgs=dict(self._upload_extra) or None,
+                Config=self._transfer_config(concurrency),
+            )
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the local file ``path`` as ``key`` (multipart above 8 MiB; the object
+        appears only when complete). FileNotFoundError when ``path`` is not a file."""
+        check_key(key)
+        self._upload(key, Path(path), self.threads)
+
+    def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Store many files, ``threads`` at a time; every key is checked first.
+
+        Returns when all are stored; at the first failure, files not started yet are not
+        uploaded and that failure is raised (files already stored stay).
+        """
+        pairs = [(check_key(key), Path(path)) for key, path in items]
+        if not pairs:
+            return
+        workers = min(self.threads, len(pairs))
+        # Parts of one file share the threads left, so one connection pool serves them all.
+        concurrency = max(self.threads // workers, 1)
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(self._upload, key, path, concurrency) for key, path in pairs]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                if future.done() and future.exception() is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    future.result()  # raises the failure
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        """The content of ``key``; KeyError when there is no such object."""
+        check_key(key)
+        with self._missing_as_key_error(key), self._boundary("GetObject", key):
+            response = self._client.get_object(Bucket=self.bucket, Key=key, **self._payer)
+            data: bytes = response["Body"].read()
+            return data
+
+    @contextmanager
+    def _missing_as_key_error(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except S3Error as error:
+            if error.code in _MISSING_CODES:
+                raise KeyError(key) from None
+            raise
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Download ``key`` to the local file ``path``; KeyError when missing.
+
+        The object goes to a temporary file next to ``path`` that is renamed over it when
+        complete, so ``path`` never holds part of an object. Missing parent folders are
+        created (and removed again when the download fails).
+        """
+        check_key(key)
+        target = Path(path)
+        created = _make_parents(target.parent)
+        temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            with self._missing_as_key_error(key), self._boundary("download", key):
+                self._client.download_file(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Filename=str(temp),
+                    ExtraArgs=dict(self._payer) or None,
+                    Config=self._transfer_config(self.threads),
+                )
+            temp.replace(target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            for folder in reversed(created):
+                with suppress(OSError):
+                    folder.rmdir()
+            raise
+
+    def exists(self, key: str) -> bool:
+        """Whether the object ``key`` exists (HeadObject; a prefix of keys is no object)."""
+        check_key(key)
+        try:
+            with self._boundary("HeadObject", key):
+                self._client.head_object(Bucket=self.bucket, Key=key, **self._payer)
+        except S3Error as error:
+            if error.code in _MISSING_CODES:
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order (S3's order: UTF-8
+        bytes, the same as code points), page after page. The prefix is checked at once."""
+        check_prefix(prefix)
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        with self._boundary("ListObjectsV2", prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, **self._payer)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = str(item["Key"])
+                    try:
+                        check_key(key)
+                    except InputError:
+                        continue  # e.g. a "folder/" marker: not an object a key can name
+                    yield ObjectInfo(key=key, size=int(item["Size"]))
+
+    # -- deleting --------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; nothing happens when it is missing."""
+        check_key(key)
+        with self._boundary("DeleteObject", key):
+            self._client.delete_object(Bucket=self.bucket, Key=key, **self._payer)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, outermost first."""
+    missing: list[Path] = []
+    current = folder
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    missing.reverse()
+    for made in missing:
+        with suppress(FileExistsError):
+            made.mkdir()
+    return missing
+
+
+# -- upload flags ------------------------------------------------------------------------------
+
+_CANNED_ACLS = (
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+)
+_STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+)
+
+# aws-cli flag -> (ExtraArgs name, allowed values or None for any)
+_VALUE_FLAGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "--acl": ("ACL", _CANNED_ACLS),
+    "--sse": ("ServerSideEncryption", ("AES256", "aws:kms", "aws:kms:dsse")),
+    "--sse-kms-key-id": ("SSEKMSKeyId", None),
+    "--storage-class": ("StorageClass", _STORAGE_CLASSES),
+    "--request-payer": ("RequestPayer", ("requester",)),
+    "--content-type": ("ContentType", None),
+    "--cache-control": ("CacheControl", None),
+    "--content-disposition": ("ContentDisposition", None),
+    "--content-encoding": ("ContentEncoding", None),
+    "--content-language": ("ContentLanguage", None),
+    "--website-redirect": ("WebsiteRedirectLocation", None),
+    "--checksum-algorithm": ("ChecksumAlgorithm", ("CRC32", "CRC32C", "SHA1", "SHA256")),
+}
+# Flags the aws-cli accepts without a value, and the value it means then.
+_DEFAULT_VALUES = {"--sse": "AES256", "--request-payer": "requester"}
+# Flags that change nothing about an upload's object: accepted and ignored. The family's
+# configs use "--metadata-directive REPLACE" (which only matters to copies).
+_IGNORED_WITH_VALUE = frozenset({"--metadata-directive"})
+_IGNORED = frozenset(
+    {
+        "--quiet",
+        "--only-show-errors",
+        "--no-progress",
+        "--follow-symlinks",
+        "--no-follow-symlinks",
+        "--no-guess-mime-type",
+    }
+)
+_FLAGS_FIX = (
+    'use aws-cli upload flags, e.g. "--acl bucket-owner-full-control --sse AES256"; '
+    f"supported: {', '.join(sorted(_VALUE_FLAGS))} (and, ignored: "
+    f"{', '.join(sorted(_IGNORED | _IGNORED_WITH_VALUE))})"
+)
+
+
+def upload_args_from_flags(flags: str, *, source: str) -> dict[str, str]:
+    """The boto3 upload ExtraArgs meant by the family's ``UPLOAD_FLAGS`` (aws-cli style).
+
+    ``"--acl bucket-owner-full-control --sse AES256"`` gives ``{"ACL":
+    "bucket-owner-full-control", "ServerSideEncryption": "AES256"}``. Values may follow
+    the flag or be joined to it with ``=``; quotes work as in a shell. As in the aws-cli,
+    ``--sse`` alone means AES256 and ``--request-payer`` alone means requester. Flags that
+    only change the aws-cli's output or copies (``--quiet``, ``--metadata-directive``, …)
+    are ignored; a repeated flag keeps its last value.
+
+    Raises `InputError` (``source``, field ``storage.upload_flags``) for an unknown flag,
+    a flag without its value, a value S3 does not accept, or a stray word.
+    """
+    field = "storage.upload_flags"
+    try:
+        words = shlex.split(flags)
+    except ValueError as error:
+        raise InputError(source, field, f"cannot read {flags!r}: {error}", _FLAGS_FIX) from None
+    args: dict[str, str] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if not word.startswith("--"):
+            raise InputError(
+                source, field, f"{word!r} is not a flag (flags start with '--')", _FLAGS_FIX
+            )
+        flag, joined, value = word.partition("=")
+        if flag in _IGNORED and not joined:
+            continue
+        takes_value = flag in _VALUE_FLAGS or flag in _IGNORED_WITH_VALUE
+        if not takes_value:
+            raise InputError(source, field, f"unknown or unsupported flag {flag!r}", _FLAGS_FIX)
+        if not joined:
+            if index < len(words) and not words[index].startswith("--"):
+                value = words[index]
+                index += 1
+            elif flag in _DEFAULT_VALUES:
+                value = _DEFAULT_VALUES[flag]
+            else:
+                raise InputError(
+                    source, field, f"{flag} needs a value", f"write it as '{flag} VALUE'"
+                )
+        if value == "":
+            raise InputError(source, field, f"{flag} has an empty value", f"give {flag} a value")
+        if flag in _IGNORED_WITH_VALUE:
+            continue
+        name, allowed = _VALUE_FLAGS[flag]
+        if allowed is not None and value not in allowed:
+            raise InputError(
+                source,
+                field,
+                f"{flag} {value!r} is not a value S3 accepts",
+                f"use one of: {', '.join(allowed)}",
+            )
+        args[name] = value
+    return args

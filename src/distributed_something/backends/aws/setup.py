@@ -1,0 +1,442 @@
+"""The AWS resources `ds setup` creates: queues, cluster, task definition, service, log groups.
+
+Every function is idempotent: it looks its resource up by exact name (never by substring,
+always past the first page), creates it when missing and otherwise updates it to match, so a
+setup interrupted at any point completes when run again. Nothing sleeps for a fixed time:
+where AWS needs time, `wait_for` polls the real state with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from distributed_something.backends.aws.resources import AwsNames
+from distributed_something.backends.aws.taskenv import without_credentials
+from distributed_something.config.model import Config
+from distributed_something.errors import BackendError, InputError
+
+#: 14 days, the longest SQS keeps a message: a long run must not lose waiting tasks, and the
+#: dead-letter queue is kept after cleanup so failures can be inspected and redriven.
+RETENTION_SECONDS = 14 * 24 * 3600
+#: What `ds worker` runs when the image's own entrypoint is not kept.
+WORKER_COMMAND = ["ds", "worker"]
+#: Seconds ECS waits between SIGTERM and SIGKILL (the EC2 maximum): a worker hands its task
+#: back at once, but an upload in progress gets the whole two-minute spot notice.
+STOP_TIMEOUT = 120
+
+
+@contextmanager
+def aws_call(what: str) -> Iterator[None]:
+    """Turn an AWS failure inside the block into a one-line `BackendError` about ``what``."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.parsers import ResponseParserError
+
+    try:
+        yield
+    except NoCredentialsError:
+        raise BackendError(
+            f"could not {what}: no AWS credentials found. Set aws.profile (AWS_PROFILE) to a "
+            "profile of your AWS config, or run where a role provides credentials"
+        ) from None
+    except ClientError as error:
+        raise BackendError(f"could not {what}: {error_text(error)}") from None
+    except (BotoCoreError, ResponseParserError) as error:
+        # A parser error is what an endpoint answering HTML (a proxy, a 500 page) gives.
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BackendError(f"could not {what}: {first_line}") from None
+
+
+def error_text(error: Any) -> str:
+    """``Code: message`` of a botocore ClientError."""
+    info = error.response.get("Error", {})
+    return f"{info.get('Code', 'Error')}: {info.get('Message', str(error))}"
+
+
+def error_code(error: Any) -> str:
+    """The error code of a botocore ClientError ("" when none)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def check_setup_inputs(config: Config) -> None:
+    """Everything setup needs from the config, checked before anything is created.
+
+    Raises `InputError` when no container image is set.
+    """
+    if not config.image.strip():
+        raise InputError(
+            "config",
+            "image",
+            "no container image is set, so there is nothing for the workers to run",
+            'set image = "org/tool:1.0" in ds.toml (DOCKERHUB_TAG in a legacy config.py)',
+        )
+
+
+# --- SQS --------------------------------------------------------------------------------
+
+
+def ensure_queues(sqs: Any, names: AwsNames, config: Config) -> tuple[str, str, str, str]:
+    """Create or update the dead-letter queue and the job queue; return their URLs and ARNs.
+
+    Returns ``(queue_url, queue_arn, dead_letter_queue_url, dead_letter_queue_arn)``. The
+    dead-letter queue keeps messages 14 days; the job queue too, with visibility
+    ``config.queue.visibility`` and a redrive policy sending a task to the dead-letter queue
+    after ``config.queue.job_retries`` receives. Existing queues get these attributes set
+    again (SetQueueAttributes), and both carry the app tag. Raises `BackendError`.
+    """
+    tags = {names.tag["Key"]: names.tag["Value"]}
+    dlq_url = _ensure_queue(
+        sqs,
+        names.dead_letter_queue,
+        {"MessageRetentionPeriod": str(RETENTION_SECONDS)},
+        tags,
+    )
+    dlq_arn = _queue_arn(sqs, dlq_url, names.dead_letter_queue)
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.queue.job_retries}
+    queue_url = _ensure_queue(
+        sqs,
+        names.queue,
+        {
+            "MessageRetentionPeriod": str(RETENTION_SECONDS),
+            "VisibilityTimeout": str(config.queue.visibility),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+        tags,
+    )
+    return queue_url, _queue_arn(sqs, queue_url, names.queue), dlq_url, dlq_arn
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:
+    from botocore.exceptions import ClientError
+
+    url = _queue_url(sqs, name)
+    if url is None:
+        created = _create_queue(sqs, name, attributes, tags)
+        if created is not None:
+            return created
+        # Created meanwhile by someone else: update it to match, as any existing queue.
+        url = _queue_url(sqs, name)
+        if url is None:
+            raise BackendError(f"could not create queue {name}: it exists and then does not")
+    with aws_call(f"update queue {name}"):
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        try:
+            sqs.tag_queue(QueueUrl=url, Tags=tags)
+        except ClientError as error:
+            # Tags are for cost reports; a missing sqs:TagQueue permission must not stop a run.
+            if error_code(error) not in ("AccessDenied", "AccessDeniedException"):
+                raise
+    return url
+
+
+def _create_queue(
+    sqs: Any, name: str, attributes: dict[str, str], tags: dict[str, str]
+) -> str | None:
+    """The new queue's URL; None when a queue of that name exists already."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"create queue {name}"):
+        try:
+            return str(
+                sqs.create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
+            )
+        except ClientError as error:
+            code = error_code(error)
+            if "QueueAlreadyExists" in code:
+                return None
+            if "QueueDeletedRecently" in code:
+                raise BackendError(
+                    f"could not create queue {name}: a queue of that name was deleted less "
+                    "than 60 seconds ago, and SQS refuses the name until then. Run the "
+                    "command again in a minute"
+                ) from None
+            raise
+
+
+def _queue_url(sqs: Any, name: str) -> str | None:
+    """The URL of the queue named exactly ``name``, or None."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"look up queue {name}"):
+        try:
+            return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        except ClientError as error:
+            if "NonExistentQueue" in error_code(error) or error_code(error) in (
+                "QueueDoesNotExist",
+                "AWS.SimpleQueueService.QueueDoesNotExist",
+            ):
+                return None
+            raise
+
+
+def _queue_arn(sqs: Any, url: str, name: str) -> str:
+    with aws_call(f"read the ARN of queue {name}"):
+        response = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(response["Attributes"]["QueueArn"])
+
+
+# --- ECS ----------------------------------------------------------------------------------
+
+
+def _ecs_tags(names: AwsNames) -> list[dict[str, str]]:
+    return [{"key": names.tag["Key"], "value": names.tag["Value"]}]
+
+
+def ensure_cluster(ecs: Any, names: AwsNames) -> bool:
+    """Make sure the ECS cluster ``names.cluster`` is ACTIVE; True if this call created it.
+
+    The ``default`` cluster is shared: it is created (untagged) when the account has none
+    yet, as AWS itself does on first use, but this returns False for it, so cleanup never
+    deletes it. Raises `BackendError`.
+    """
+    with aws_call(f"look up ECS cluster {names.cluster}"):
+        found = ecs.describe_clusters(clusters=[names.cluster]).get("clusters", [])
+    if any(c.get("status") in ("ACTIVE", "PROVISIONING") for c in found):
+        return False
+    shared = names.cluster == "default"
+    with aws_call(f"create ECS cluster {names.cluster}"):
+        if shared:
+            ecs.create_cluster(clusterName=names.cluster)
+        else:
+            ecs.create_cluster(clusterName=names.cluster, tags=_ecs_tags(names))
+    return not shared
+
+
+def register_task_definition(
+    ecs: Any,
+    names: AwsNames,
+    config: Config,
+    env: dict[str, str],
+    *,
+    task_role_arn: str | None,
+    keep_entrypoint: bool,
+) -> str:
+    """Register the run's task definition (family ``names.task_family``); return its ARN.
+
+    One essential container ``names.container``: image ``config.image``, CPU units
+    ``config.cluster.effective_cpu_shares``, memory ``config.cluster.memory`` MB, the
+    environment ``env`` (credential-looking entries are dropped again here, with a warning),
+    logs through the awslogs driver to ``names.log_group`` (stream prefix ``names.app``),
+    not privileged. With ``keep_entrypoint`` the image's own entrypoint and command run (the
+    family's images need theirs); otherwise the command is ``ds worker``. The task role is
+    ``task_role_arn`` when given.
+
+    When the latest ACTIVE revision already says exactly this, its ARN is returned and no
+    revision is added, so re-running setup does not pile up revisions. Raises `InputError`
+    when no image is set, `BackendError` when AWS refuses.
+    """
+    check_setup_inputs(config)
+    environment = without_credentials(env, where="task environment")
+    container: dict[str, Any] = {
+        "name": names.container,
+        "image": config.image,
+        "cpu": config.cluster.effective_cpu_shares,
+        "memory": config.cluster.memory,
+        "essential": True,
+        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": names.log_group,
+                "awslogs-region": config.aws.region,
+                "awslogs-stream-prefix": names.app,
+            },
+        },
+        "stopTimeout": STOP_TIMEOUT,
+    }
+    if not keep_entrypoint:
+        container["command"] = list(WORKER_COMMAND)
+    request: dict[str, Any] = {
+        "family": names.task_family,
+        "containerDefinitions": [container],
+        "requiresCompatibilities": ["EC2"],
+        "tags": _ecs_tags(names),
+    }
+    if task_role_arn:
+        request["taskRoleArn"] = task_role_arn
+    latest = _latest_task_definition(ecs, names.task_family)
+    if latest is not None and _same_task(latest, container, task_role_arn):
+        return str(latest["taskDefinitionArn"])
+    with aws_call(f"register task definition {names.task_family}"):
+        response = ecs.register_task_definition(**request)
+    return str(response["taskDefinition"]["taskDefinitionArn"])
+
+
+def _latest_task_definition(ecs: Any, family: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"look up task definition {family}"):
+        try:
+            found: dict[str, Any] = ecs.describe_task_definition(taskDefinition=family)[
+                "taskDefinition"
+            ]
+        except ClientError as error:
+            if error_code(error) in ("ClientException", "InvalidParameterException"):
+                return None  # no ACTIVE revision of this family
+            raise
+    return found if found.get("status", "ACTIVE") == "ACTIVE" else None
+
+
+def _same_task(latest: dict[str, Any], container: dict[str, Any], role: str | None) -> bool:
+    if (latest.get("taskRoleArn") or None) != (role or None):
+        return False
+    existing = latest.get("containerDefinitions", [])
+    if len(existing) != 1:
+        return False
+    current = existing[0]
+
+    def environment(definition: dict[str, Any]) -> dict[str, str]:
+        return {e["name"]: e["value"] for e in definition.get("environment", [])}
+
+    keys = ("name", "image", "cpu", "memory", "logConfiguration", "stopTimeout")
+    return (
+        all(current.get(k) == container.get(k) for k in keys)
+        and environment(current) == environment(container)
+        and (current.get("command") or None) == (container.get("command") or None)
+        and not current.get("entryPoint")
+        and not current.get("privileged")
+    )
+
+
+def ensure_service(
+    ecs: Any,
+    names: AwsNames,
+    cluster: str,
+    task_definition_arn: str,
+    *,
+    timeout: float = 600,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Make the ECS service ``names.service`` run ``task_definition_arn``; return its name.
+
+    A missing service is created with 0 desired tasks on the EC2 launch type; an ACTIVE one
+    is updated to the task definition (its desired count is kept); a DRAINING one is waited
+    for (up to ``timeout`` seconds) until it is INACTIVE, then created again. Deployments
+    stop old tasks before starting new ones (a full cluster has no room for both; workers
+    hand their tasks back on SIGTERM). Raises `BackendError`.
+    """
+    status = _service_status(ecs, cluster, names.service)
+    if status == "ACTIVE":
+        with aws_call(f"update ECS service {names.service}"):
+            response = ecs.update_service(
+                cluster=cluster,
+                service=names.service,
+                taskDefinition=task_definition_arn,
+                deploymentConfiguration=_DEPLOYMENT,
+            )
+        return str(response["service"]["serviceName"])
+    if status == "DRAINING":
+        wait_for(
+            lambda: _service_status(ecs, cluster, names.service) != "DRAINING",
+            timeout=timeout,
+            what=f"the previous ECS service {names.service} to finish draining",
+            clock=clock,
+            sleep=sleep,
+            interval=5,
+        )
+    with aws_call(f"create ECS service {names.service} in cluster {cluster}"):
+        response = ecs.create_service(
+            cluster=cluster,
+            serviceName=names.service,
+            taskDefinition=task_definition_arn,
+            desiredCount=0,
+            launchType="EC2",
+            deploymentConfiguration=_DEPLOYMENT,
+            tags=_ecs_tags(names),
+            propagateTags="SERVICE",
+        )
+    return str(response["service"]["serviceName"])
+
+
+_DEPLOYMENT = {"maximumPercent": 100, "minimumHealthyPercent": 0}
+
+
+def _service_status(ecs: Any, cluster: str, service: str) -> str | None:
+    """ACTIVE, DRAINING or INACTIVE; None when the service (or its cluster) does not exist."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"look up ECS service {service}"):
+        try:
+            found = ecs.describe_services(cluster=cluster, services=[service]).get("services", [])
+        except ClientError as error:
+            if error_code(error) == "ClusterNotFoundException":
+                return None
+            raise
+    statuses = [str(s.get("status")) for s in found if s.get("serviceName") == service]
+    # Several records can share a name (old INACTIVE ones); the live one decides.
+    for wanted in ("ACTIVE", "DRAINING", "INACTIVE"):
+        if wanted in statuses:
+            return wanted
+    return None
+
+
+def set_service_desired(ecs: Any, cluster: str, service: str, desired: int) -> None:
+    """Set the service's desired task count. Raises `BackendError`."""
+    with aws_call(f"set ECS service {service} to {desired} tasks"):
+        ecs.update_service(cluster=cluster, service=service, desiredCount=desired)
+
+
+# --- CloudWatch Logs ----------------------------------------------------------------------
+
+
+def ensure_log_groups(logs: Any, names: AwsNames, retention_days: int = 60) -> list[str]:
+    """Make sure ``names.log_group`` and ``names.instance_log_group`` exist, tagged, keeping
+    events ``retention_days`` days; return both names. Raises `BackendError`."""
+    from botocore.exceptions import ClientError
+
+    groups = [names.log_group, names.instance_log_group]
+    for group in groups:
+        existing = _log_group(logs, group)
+        if existing is None:
+            with aws_call(f"create log group {group}"):
+                try:
+                    logs.create_log_group(
+                        logGroupName=group, tags={names.tag["Key"]: names.tag["Value"]}
+                    )
+                except ClientError as error:
+                    if error_code(error) != "ResourceAlreadyExistsException":
+                        raise
+        if existing is None or existing.get("retentionInDays") != retention_days:
+            with aws_call(f"set the retention of log group {group}"):
+                logs.put_retention_policy(logGroupName=group, retentionInDays=retention_days)
+    return groups
+
+
+def _log_group(logs: Any, name: str) -> dict[str, Any] | None:
+    """The log group named exactly ``name`` (looked up through every page), or None."""
+    with aws_call(f"look up log group {name}"):
+        for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name):
+            for group in page.get("logGroups", []):
+                if group.get("logGroupName") == name:
+                    found: dict[str, Any] = group
+                    return found
+    return None
+
+
+# --- waiting ------------------------------------------------------------------------------
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    interval: float = 2.0,
+) -> None:
+    """Poll ``predicate`` every ``interval`` seconds until it is true.
+
+    Checks at once, then after each sleep; raises `BackendError` "timed out after Ns
+    waiting for <what>" when ``timeout`` seconds (by ``clock``) pass first.
+    """
+    start = clock()
+    while not predicate():
+        left = timeout - (clock() - start)
+        if left <= 0:
+            raise BackendError(f"timed out after {timeout:g}s waiting for {what}")
+        sleep(min(interval, left))

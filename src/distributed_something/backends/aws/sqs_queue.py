@@ -1,0 +1,538 @@
+"""The AWS task queue: an SQS queue and its dead-letter queue behind the `Queue` contract.
+
+The message body is the task exactly as the family's worker images read it; the task id
+travels beside it as the message attribute ``ds-task-id``. Messages sent by other tools
+(the family's ``run.py``) have no such attribute: their id is then the same stable hash
+`ds submit` would give the body (`task_id_of`), so resubmissions and reports still match.
+
+Dead-lettering is SQS's own: the job queue's redrive policy moves a message to the
+dead-letter queue on the receive after ``maxReceiveCount``. SQS keeps no "last error" on a
+message, so failures are recorded by the worker in storage and `DeadTask.error` is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.errors import BackendError
+from distributed_something.interfaces.queue import DeadTask, Message, QueueCounts
+from distributed_something.jobs.model import MAX_MESSAGE_BYTES, task_id_of
+
+TASK_ID_ATTRIBUTE = "ds-task-id"
+"""The message attribute (String) that carries a message's task id."""
+
+BATCH_SIZE = 10
+"""SQS's most entries per batch call and most messages per receive."""
+
+MAX_BATCH_BYTES = MAX_MESSAGE_BYTES
+"""SQS's largest batch payload: bodies and message attributes together."""
+
+MAX_VISIBILITY_SECONDS = 43_200
+"""SQS's longest visibility timeout (12 hours)."""
+
+MAX_WAIT_SECONDS = 20
+"""SQS's longest long-polling wait."""
+
+LIST_VISIBILITY_SECONDS = 30
+"""How long `list_dead`/`redrive` hide the dead messages they read (they show them again
+at the end): long enough for one listing pass, short enough to be harmless if we crash."""
+
+_SQS_CODE_PREFIX = "AWS.SimpleQueueService."
+# ChangeMessageVisibility/DeleteMessage with a handle whose lease is gone: the message was
+# deleted, moved to the dead-letter queue, or is not in flight any more.
+_LEASE_LOST_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight"})
+# Codes whose fix is the same for every operation.
+_HINTS = {
+    "AccessDenied": "check the IAM permissions of the profile or task role",
+    "AccessDeniedException": "check the IAM permissions of the profile or task role",
+    "NonExistentQueue": "the queue does not exist: run `ds setup`",
+    "QueueDoesNotExist": "the queue does not exist: run `ds setup`",
+    "InvalidClientTokenId": "check the AWS credentials (profile) and region",
+    "UnrecognizedClientException": "check the AWS credentials (profile) and region",
+}
+
+
+class SqsError(BackendError):
+    """An SQS call failed. ``code`` is SQS's error code without the
+    ``AWS.SimpleQueueService.`` prefix ("" when the call never reached SQS)."""
+
+    def __init__(self, text: str, code: str = "", detail: str = "") -> None:
+        super().__init__(text)
+        self.code = code
+        self.detail = detail
+
+    @property
+    def lease_lost(self) -> bool:
+        """Whether SQS refused a receipt handle because its lease is gone."""
+        if self.code in _LEASE_LOST_CODES:
+            return True
+        # AWS: "Value ... for parameter ReceiptHandle is invalid. Reason: Message does not
+        # exist or is not available for visibility timeout change."
+        return self.code == "InvalidParameterValue" and "receipthandle" in self.detail.lower()
+
+
+def _queue_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _seconds(value: float) -> int:
+    """Whole seconds for SQS (rounded up, so a lease is never shorter than asked)."""
+    return min(max(math.ceil(value), 0), MAX_VISIBILITY_SECONDS)
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int = BATCH_SIZE) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _entry_bytes(entry: dict[str, Any]) -> int:
+    """What SQS counts of a message's size: its body and its attributes' names, types and
+    values."""
+    size = len(str(entry["MessageBody"]).encode())
+    for name, value in entry.get("MessageAttributes", {}).items():
+        data = value.get("StringValue") or value.get("BinaryValue") or b""
+        size += len(name.encode()) + len(str(value.get("DataType", "")).encode())
+        size += len(data.encode() if isinstance(data, str) else data)
+    return size
+
+
+def _batches(items: Sequence[_T], entry_of: Callable[[_T], dict[str, Any]]) -> list[list[_T]]:
+    """Split ``items`` into batches SQS accepts: at most 10 entries and `MAX_BATCH_BYTES`."""
+    batches: list[list[_T]] = []
+    current: list[_T] = []
+    current_bytes = 0
+    for item in items:
+        size = _entry_bytes(entry_of(item))
+        if current and (len(current) == BATCH_SIZE or current_bytes + size > MAX_BATCH_BYTES):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _body_task_id(body: str, message_id: str) -> str:
+    """The id of a message sent without a task id attribute (e.g. by the family's run.py)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return message_id
+    return task_id_of(value) if isinstance(value, dict) else message_id
+
+
+def _reasons(failures: Sequence[dict[str, Any]]) -> str:
+    """SQS's distinct reasons for failed batch entries, as one phrase."""
+    return "; ".join(sorted({f"{f.get('Code', '?')}: {f.get('Message', '')}" for f in failures}))
+
+
+def _resend_entry(raw: dict[str, Any]) -> dict[str, Any]:
+    """A batch entry sending a received message again: same body, same attributes (in the
+    shape SendMessage accepts: without the empty list fields a receive returns)."""
+    entry: dict[str, Any] = {"MessageBody": raw["Body"]}
+    attributes = raw.get("MessageAttributes") or {}
+    if attributes:
+        entry["MessageAttributes"] = {
+            name: {
+                key: value[key]
+                for key in ("DataType", "StringValue", "BinaryValue")
+                if key in value
+            }
+            for name, value in attributes.items()
+        }
+    return entry
+
+
+class SqsQueue:
+    """A `Queue` (see interfaces/queue.py for the contract) on an SQS queue whose redrive
+    policy sends messages to ``dead_letter_queue_url`` after ``max_receive_count`` receives.
+
+    ``max_receive_count`` must be the queue's ``maxReceiveCount`` (setup creates both from
+    the same config). ``wait_seconds`` is the long-polling wait of a receive that finds
+    nothing (0–20). ``threads`` sends batches concurrently. A batch entry that SQS reports
+    as failed through no fault of ours is sent again up to ``send_attempts`` times in all,
+    with exponential backoff through ``sleep``.
+
+    Differences from the SQLite queue, all SQS's: leases are whole seconds (rounded up);
+    ``release`` cannot keep the error (DeadTask.error is ""); SQS may accept the receipt
+    handle of an earlier receive of a message, so a stale handle can act on a newer lease;
+    counts are approximate. Every AWS failure raises `BackendError` (an `SqsError`) naming
+    the operation and queue. Safe to share between threads and processes.
+    """
+
+    def __init__(
+        self,
+        settings: AwsSettings,
+        queue_url: str,
+        dead_letter_queue_url: str,
+        *,
+        max_receive_count: int,
+        wait_seconds: int = 1,
+        threads: int = 8,
+        send_attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.queue_url = queue_url
+        self.dead_letter_queue_url = dead_letter_queue_url
+        self.max_receive_count = max_receive_count
+        self.wait_seconds = min(max(int(wait_seconds), 0), MAX_WAIT_SECONDS)
+        self.threads = max(int(threads), 1)
+        self.send_attempts = max(int(send_attempts), 1)
+        self._sleep = sleep
+        self._client: Any = client("sqs", settings)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _boundary(self, operation: str, queue_url: str) -> Iterator[None]:
+        """Turn botocore's errors into `SqsError` naming the operation and the queue."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"SQS {operation} on queue {_queue_name(queue_url)} failed"
+        try:
+            yield
+        except ClientError as error:
+            info = error.response.get("Error", {})
+            code = str(info.get("QueryErrorCode") or info.get("Code") or "")
+            code = code.removeprefix(_SQS_CODE_PREFIX)
+            detail = str(info.get("Message") or "")
+            hint = _HINTS.get(code)
+            text = f"{where}: {code}: {detail}" + (f" ({hint})" if hint else "")
+            raise SqsError(text, code, detail) from error
+        except BotoCoreError as error:
+            raise SqsError(f"{where}: {error}") from error
+
+    def _call(self, operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
+        with self._boundary(operation, kwargs["QueueUrl"]):
+            return method(**kwargs)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_entries(
+        self, queue_url: str, entries: Sequence[dict[str, Any]]
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        """Send one batch of entries (no "Id": their index is their id); retry those SQS
+        failed without blaming the sender.
+
+        Returns the indexes of the entries sent and SQS's failure records of those not sent.
+        """
+        pending = [{**entry, "Id": str(index)} for index, entry in enumerate(entries)]
+        sent: list[int] = []
+        given_up: list[dict[str, Any]] = []
+        for attempt in range(self.send_attempts):
+            response = self._call(
+                "SendMessageBatch",
+                self._client.send_message_batch,
+                QueueUrl=queue_url,
+                Entries=pending,
+            )
+            sent.extend(int(item["Id"]) for item in response.get("Successful", []))
+            failed: list[dict[str, Any]] = list(response.get("Failed", []))
+            # A sender fault (bad body, bad attribute) fails the same way every time.
+            given_up.extend(item for item in failed if item.get("SenderFault"))
+            retry_ids = {item["Id"] for item in failed if not item.get("SenderFault")}
+            pending = [entry for entry in pending if entry["Id"] in retry_ids]
+            if not pending:
+                break
+            if attempt + 1 < self.send_attempts:
+                self._sleep(min(0.1 * 2**attempt, 5.0))
+        else:
+            given_up.extend(item for item in failed if not item.get("SenderFault"))
+        return sent, given_up
+
+    @staticmethod
+    def _entry(item: tuple[str, str]) -> dict[str, Any]:
+        task_id, body = item
+        entry: dict[str, Any] = {"MessageBody": body}
+        if task_id:  # SQS refuses an empty attribute value; the body gives the id then
+            entry["MessageAttributes"] = {
+                TASK_ID_ATTRIBUTE: {"DataType": "String", "StringValue": task_id}
+            }
+        return entry
+
+    def send_batch(self, items: Sequence[tuple[str, str]]) -> int:
+        """Send ``(task_id, body)`` pairs, 10 per SendMessageBatch call (fewer when their
+        bodies are large), calls concurrent.
+
+        Returns how many were sent (all of them). When some entries still fail after the
+        retries, raises `BackendError` saying how many and why; the others were sent.
+        """
+        entries = [self._entry(item) for item in items]
+        chunks = _batches(entries, lambda entry: entry)
+        if not chunks:
+            return 0
+
+        def send(entries: Sequence[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
+            return self._send_entries(self.queue_url, entries)
+
+        if len(chunks) == 1 or self.threads == 1:
+            results = [send(entries) for entries in chunks]
+        else:
+            with ThreadPoolExecutor(min(self.threads, len(chunks))) as pool:
+                results = list(pool.map(send, chunks))
+        sent = sum(len(ids) for ids, _ in results)
+        failures = [failure for _, failed in results for failure in failed]
+        if failures:
+            raise SqsError(
+                f"SQS SendMessageBatch on queue {_queue_name(self.queue_url)}: "
+                f"{len(failures)} of {len(items)} messages were not sent "
+                f"({_reasons(failures)}); the other {sent} were sent"
+            )
+        return sent
+
+    # -- receiving and leases --------------------------------------------------------------
+
+    def _message(self, raw: dict[str, Any]) -> Message:
+        attributes = raw.get("MessageAttributes") or {}
+        task_id = attributes.get(TASK_ID_ATTRIBUTE, {}).get("StringValue")
+        body = str(raw.get("Body", ""))
+        return Message(
+            handle=str(raw["ReceiptHandle"]),
+            task_id=str(task_id) if task_id else _body_task_id(body, str(raw["MessageId"])),
+            body=body,
+            receive_count=int((raw.get("Attributes") or {}).get("ApproximateReceiveCount", 1)),
+        )
+
+    def _receive_raw(
+        self, queue_url: str, max_messages: int, visibility: int
+    ) -> list[dict[str, Any]]:
+        response = self._call(
+            "ReceiveMessage",
+            self._client.receive_message,
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(max(max_messages, 1), BATCH_SIZE),
+            VisibilityTimeout=visibility,
+            WaitTimeSeconds=self.wait_seconds,
+            MessageAttributeNames=["All"],
+            # "AttributeNames" (not its successor) so that every boto3 >= 1.34 accepts it.
+            AttributeNames=["ApproximateReceiveCount"],
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    def receive(self, max_messages: int, lease_seconds: float) -> list[Message]:
+        """Up to ``max_messages`` (at most 10) messages, each leased for ``lease_seconds``
+        rounded up to whole seconds. Waits up to ``wait_seconds`` when none is visible."""
+        if max_messages < 1:
+            return []
+        raw = self._receive_raw(self.queue_url, max_messages, _seconds(lease_seconds))
+        return [self._message(item) for item in raw]
+
+    def _change_visibility(self, handle: str, seconds: float) -> bool:
+        """Set a received message's visibility; False when its lease is gone."""
+        try:
+            self._call(
+                "ChangeMessageVisibility",
+                self._client.change_message_visibility,
+                QueueUrl=self.queue_url,
+                ReceiptHandle=handle,
+                VisibilityTimeout=_seconds(seconds),
+            )
+        except SqsError as error:
+            if error.lease_lost:
+                return False
+            raise
+        return True
+
+    def extend_lease(self, message: Message, seconds: float) -> bool:
+        """Hide ``message`` for ``seconds`` (rounded up) from now; False when SQS says its
+        lease is gone (deleted, dead-lettered or no longer in flight)."""
+        return self._change_visibility(message.handle, seconds)
+
+    def delete(self, message: Message) -> None:
+        """Delete ``message`` for good; a handle whose lease is gone is not an error."""
+        try:
+            self._call(
+                "DeleteMessage",
+                self._client.delete_message,
+                QueueUrl=self.queue_url,
+                ReceiptHandle=message.handle,
+            )
+        except SqsError as error:
+            if not error.lease_lost:
+                raise
+
+    def release(self, message: Message, delay_seconds: float, error: str | None = None) -> None:
+        """Make ``message`` visible again after ``delay_seconds`` (rounded up).
+
+        SQS cannot keep ``error`` (the worker stores failures in storage); a handle whose
+        lease is gone is not an error.
+        """
+        self._change_visibility(message.handle, delay_seconds)
+
+    # -- counts ----------------------------------------------------------------------------
+
+    def _attributes(self, queue_url: str) -> dict[str, int]:
+        response = self._call(
+            "GetQueueAttributes",
+            self._client.get_queue_attributes,
+            QueueUrl=queue_url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )
+        return {name: int(value) for name, value in response.get("Attributes", {}).items()}
+
+    def counts(self) -> QueueCounts:
+        """SQS's approximate counts: visible includes delayed messages (they will be
+        visible without anyone acting), in flight is NotVisible, dead is every message of
+        the dead-letter queue."""
+        job = self._attributes(self.queue_url)
+        dead = self._attributes(self.dead_letter_queue_url)
+        return QueueCounts(
+            visible=job.get("ApproximateNumberOfMessages", 0)
+            + job.get("ApproximateNumberOfMessagesDelayed", 0),
+            in_flight=job.get("ApproximateNumberOfMessagesNotVisible", 0),
+            dead=sum(dead.values()),
+        )
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    def _read_dead(self) -> list[dict[str, Any]]:
+        """Receive every dead message once (hidden for a short while), in receive order."""
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            batch = self._receive_raw(
+                self.dead_letter_queue_url, BATCH_SIZE, LIST_VISIBILITY_SECONDS
+            )
+            new = [raw for raw in batch if raw["MessageId"] not in seen]
+            if not new:
+                return list(seen.values())
+            for raw in new:
+                seen[raw["MessageId"]] = raw
+
+    def _show_dead(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Make dead messages read by `_read_dead` visible again at once.
+
+        Best effort: a message this fails for becomes visible on its own when the short
+        listing lease ends, so a failure here must not hide the caller's result or error.
+        """
+        for chunk in _chunks(messages):
+            with suppress(SqsError):
+                self._call(
+                    "ChangeMessageVisibilityBatch",
+                    self._client.change_message_visibility_batch,
+                    QueueUrl=self.dead_letter_queue_url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": raw["ReceiptHandle"],
+                            "VisibilityTimeout": 0,
+                        }
+                        for i, raw in enumerate(chunk)
+                    ],
+                )
+
+    def _dead_task(self, raw: dict[str, Any]) -> DeadTask:
+        message = self._message(raw)
+        # Reading a dead message is a receive, which SQS counts: the count before this
+        # listing is one less, and a message dead-lettered by the redrive policy was
+        # received max_receive_count times however often it has been listed since.
+        count = min(max(message.receive_count - 1, 0), self.max_receive_count)
+        return DeadTask(task_id=message.task_id, body=message.body, receive_count=count, error="")
+
+    def list_dead(self) -> list[DeadTask]:
+        """Every message of the dead-letter queue, which keeps them all.
+
+        Messages are received once each (hidden for `LIST_VISIBILITY_SECONDS` while the
+        listing runs) and made visible again before returning. ``error`` is empty: SQS
+        keeps none.
+        """
+        messages = self._read_dead()
+        try:
+            return [self._dead_task(raw) for raw in messages]
+        finally:
+            self._show_dead(messages)
+
+    def redrive(self, task_ids: Sequence[str] | None = None) -> int:
+        """Move dead messages (all, or those whose task id is in ``task_ids``) back to the
+        job queue with a fresh receive count; returns how many moved.
+
+        Each message is sent to the job queue (same body and attributes) before it is
+        deleted from the dead-letter queue, so a failure can duplicate a task but never
+        lose one. Messages not moved are made visible again in the dead-letter queue.
+        """
+        if task_ids is not None and len(task_ids) == 0:
+            return 0
+        wanted = None if task_ids is None else set(task_ids)
+        messages = self._read_dead()
+        chosen = [raw for raw in messages if wanted is None or self._message(raw).task_id in wanted]
+        moved: set[str] = set()
+        try:
+            for chunk in _batches(chosen, _resend_entry):
+                sent_indexes, failures = self._send_entries(
+                    self.queue_url, [_resend_entry(raw) for raw in chunk]
+                )
+                sent = [chunk[index] for index in sent_indexes]
+                if sent:
+                    self._delete_dead(sent)
+                    moved.update(raw["MessageId"] for raw in sent)
+                if failures:
+                    raise SqsError(
+                        f"SQS redrive to queue {_queue_name(self.queue_url)}: {len(failures)} "
+                        f"dead messages could not be sent back ({_reasons(failures)}); they "
+                        f"stay in the dead-letter queue and {len(moved)} were moved"
+                    )
+        finally:
+            self._show_dead([raw for raw in messages if raw["MessageId"] not in moved])
+        return len(moved)
+
+    def _delete_dead(self, messages: Sequence[dict[str, Any]]) -> None:
+        response = self._call(
+            "DeleteMessageBatch",
+            self._client.delete_message_batch,
+            QueueUrl=self.dead_letter_queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": raw["ReceiptHandle"]}
+                for i, raw in enumerate(messages)
+            ],
+        )
+        failed = response.get("Failed", [])
+        if failed:
+            raise SqsError(
+                f"SQS DeleteMessageBatch on queue {_queue_name(self.dead_letter_queue_url)}: "
+                f"{len(failed)} redriven messages could not be removed from the dead-letter "
+                f"queue ({failed[0].get('Code', '?')}: {failed[0].get('Message', '')}); they "
+                "are in both queues now: delete them from the dead-letter queue by hand"
+            )
+
+    # -- purge -----------------------------------------------------------------------------
+
+    def purge(self) -> None:
+        """Delete every message of the job queue (PurgeQueue); the dead-letter queue stays.
+
+        SQS allows one purge per queue every 60 seconds: during that time, the visible
+        messages are received and deleted instead (the running purge takes the others).
+        """
+        try:
+            self._call("PurgeQueue", self._client.purge_queue, QueueUrl=self.queue_url)
+        except SqsError as error:
+            if error.code != "PurgeQueueInProgress":
+                raise
+            self._delete_visible()
+
+    def _delete_visible(self) -> None:
+        while batch := self._receive_raw(self.queue_url, BATCH_SIZE, LIST_VISIBILITY_SECONDS):
+            self._call(
+                "DeleteMessageBatch",
+                self._client.delete_message_batch,
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": raw["ReceiptHandle"]}
+                    for i, raw in enumerate(batch)
+                ],
+            )

@@ -1,0 +1,240 @@
+"""Ships a running task's log file to CloudWatch Logs as it grows.
+
+The worker writes each task's output to a file (the runner appends to it); while the task
+runs, `CloudWatchTaskLog` tails that file and sends new lines to a log stream, so
+`ds logs TASK` and the console show progress live, not only when the task ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ds.task_logs")
+
+#: PutLogEvents limits: events per call, bytes per call (message bytes + 26 per event),
+#: bytes per event, and the time span of one call.
+MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_BYTES = 1_048_576
+EVENT_OVERHEAD = 26
+MAX_EVENT_BYTES = 262_144 - EVENT_OVERHEAD
+MAX_BATCH_SPAN_MS = 24 * 3600 * 1000
+
+_READ_CHUNK = 1 << 20
+
+
+def split_message(text: str, limit: int = MAX_EVENT_BYTES) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` UTF-8 bytes, never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while start < len(data):
+        end = min(start + limit, len(data))
+        # Back off to a character boundary (continuation bytes are 0b10xxxxxx).
+        while end < len(data) and end > start and (data[end] & 0xC0) == 0x80:
+            end -= 1
+        pieces.append(data[start:end].decode("utf-8"))
+        start = end
+    return pieces
+
+
+def batches(events: Iterable[tuple[int, str]]) -> Iterator[list[dict[str, Any]]]:
+    """Chronological ``(timestamp ms, message)`` events grouped into PutLogEvents calls.
+
+    Each batch has at most 10,000 events, at most 1 MiB (message bytes + 26 per event) and
+    spans at most 24 hours; events keep their order. A message longer than one event allows
+    must be split before (`split_message`).
+    """
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for timestamp, message in events:
+        cost = len(message.encode("utf-8")) + EVENT_OVERHEAD
+        if batch and (
+            len(batch) >= MAX_BATCH_EVENTS
+            or size + cost > MAX_BATCH_BYTES
+            or timestamp - batch[0]["timestamp"] >= MAX_BATCH_SPAN_MS
+        ):
+            yield batch
+            batch, size = [], 0
+        batch.append({"timestamp": timestamp, "message": message})
+        size += cost
+    if batch:
+        yield batch
+
+
+class CloudWatchTaskLog:
+    """While the ``with`` block runs, the lines appended to ``path`` go to the CloudWatch Logs
+    stream ``group``/``stream``.
+
+    On entry the stream is created (an existing one is fine; the group must exist — a
+    missing group is logged and nothing is shipped). A daemon thread reads the new complete
+    lines every ``interval`` seconds and sends them with PutLogEvents, in order, within the
+    API's limits (see `batches`); each line is stamped with the time it was read. On exit
+    the rest of the file — including a last line without a newline — is sent.
+
+    Nothing here ever raises into the task: a failed call is logged, its lines are tried
+    again on the next round up to ``max_attempts`` rounds, then dropped and counted in
+    ``lines_dropped``; if a call still hangs ``exit_timeout`` seconds after the block ends,
+    the rest is not shipped. Blank lines are not sent (CloudWatch rejects empty messages).
+    """
+
+    def __init__(
+        self,
+        logs_client: Any,
+        group: str,
+        stream: str,
+        path: Path,
+        *,
+        interval: float = 2.0,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.time,
+        exit_timeout: float = 30.0,
+    ) -> None:
+        self.logs = logs_client
+        self.group = group
+        self.stream = stream
+        self.path = path
+        self.interval = interval
+        self.max_attempts = max(1, max_attempts)
+        self.clock = clock
+        self.exit_timeout = exit_timeout
+        #: lines accepted by CloudWatch / given up on
+        self.lines_shipped = 0
+        self.lines_dropped = 0
+        self._enabled = False
+        self._offset = 0
+        self._partial = b""
+        self._last_ts = 0
+        self._pending: list[tuple[int, str]] = []
+        self._failures = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ds-task-log", daemon=True)
+
+    # context -------------------------------------------------------------------------------
+    def __enter__(self) -> CloudWatchTaskLog:
+        self._enabled = self._create_stream()
+        if self._enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.exit_timeout)
+        if not self._enabled:
+            return
+        if self._thread.is_alive():
+            # A call hangs (CloudWatch unreachable): the task must not wait for its log.
+            log.warning(
+                "task log %s/%s: still sending after %.0fs; the rest is not shipped",
+                self.group,
+                self.stream,
+                self.exit_timeout,
+            )
+            return
+        try:
+            with self._lock:
+                self._read_new(final=True)
+                self._send(final=True)
+        except Exception as exc:  # noqa: BLE001 - a lost log line must never fail a task
+            log.warning("task log %s/%s: final shipping failed: %s", self.group, self.stream, exc)
+
+    # internals -----------------------------------------------------------------------------
+    def _create_stream(self) -> bool:
+        try:
+            self.logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
+        except Exception as exc:  # noqa: BLE001 - shipping is best effort, the task goes on
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code == "ResourceAlreadyExistsException":
+                return True
+            log.warning(
+                "task log: could not create stream %s in log group %s (%s); "
+                "the log is kept in storage only",
+                self.stream,
+                self.group,
+                exc,
+            )
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self._lock:
+                    self._read_new(final=False)
+                    self._send(final=False)
+            except Exception as exc:  # noqa: BLE001 - keep tailing whatever happened
+                log.warning("task log %s/%s: %s", self.group, self.stream, exc)
+
+    def _read_new(self, *, final: bool) -> None:
+        """Turn the bytes appended since the last read into pending events."""
+        try:
+            with self.path.open("rb") as fh:
+                size = fh.seek(0, 2)
+                if size < self._offset:  # truncated or replaced: start over
+                    self._offset, self._partial = 0, b""
+                fh.seek(self._offset)
+                while True:
+                    chunk = fh.read(_READ_CHUNK)
+                    if not chunk:
+                        break
+                    self._offset += len(chunk)
+                    self._add(self._partial + chunk)
+        except FileNotFoundError:
+            pass  # nothing written yet
+        if final and self._partial:
+            self._add(self._partial + b"\n")
+        elif len(self._partial) > MAX_EVENT_BYTES:
+            # A line that never ends (progress bars): ship what there is.
+            self._add(self._partial + b"\n")
+
+    def _add(self, data: bytes) -> None:
+        *lines, self._partial = data.split(b"\n")
+        timestamp = max(int(self.clock() * 1000), self._last_ts)
+        self._last_ts = timestamp
+        for raw in lines:
+            text = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+            if not text.strip():
+                continue
+            self._pending.extend((timestamp, piece) for piece in split_message(text))
+
+    def _send(self, *, final: bool) -> None:
+        while self._pending:
+            batch = next(batches(self._pending))
+            try:
+                response = self.logs.put_log_events(
+                    logGroupName=self.group, logStreamName=self.stream, logEvents=batch
+                )
+            except Exception as exc:  # noqa: BLE001 - a lost log line must never fail a task
+                self._failures += 1
+                if not final and self._failures < self.max_attempts:
+                    log.warning(
+                        "task log %s/%s: sending %d lines failed (will retry): %s",
+                        self.group,
+                        self.stream,
+                        len(batch),
+                        exc,
+                    )
+                    return
+                log.warning(
+                    "task log %s/%s: dropped %d lines after failures: %s",
+                    self.group,
+                    self.stream,
+                    len(batch),
+                    exc,
+                )
+                self.lines_dropped += len(batch)
+            else:
+                rejected = response.get("rejectedLogEventsInfo") if response else None
+                if rejected:
+                    log.warning("task log %s/%s: rejected %s", self.group, self.stream, rejected)
+                self.lines_shipped += len(batch)
+            self._failures = 0
+            del self._pending[: len(batch)]

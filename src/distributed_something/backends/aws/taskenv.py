@@ -1,0 +1,179 @@
+"""What a worker container is told: the task definition's environment, and its task role.
+
+The environment carries run settings only — never a credential (DESIGN §6). The family's
+run.py copied the user's access keys into every task definition; here the container gets its
+permissions from the task role, and any credential-looking entry is dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from distributed_something import ui
+from distributed_something.backends.aws.clients import AwsSettings
+from distributed_something.config.model import Config
+from distributed_something.errors import InputError
+
+#: Names that hold AWS credentials (the config loader already refuses the first three).
+CREDENTIAL_NAMES = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+)
+#: Any other name that looks like a secret.
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN", re.IGNORECASE)
+#: An AWS access key id in a value (long-term AKIA…, temporary ASIA…).
+_ACCESS_KEY_VALUE = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+#: Names that would make the container look for a profile instead of using its task role.
+_PROFILE_NAMES = frozenset({"AWS_PROFILE", "AWS_DEFAULT_PROFILE"})
+
+
+def task_environment(config: Config, *, queue_url: str, run_id: str) -> dict[str, str]:
+    """The container environment of a run's task definition.
+
+    Contains the run settings under the variable names the family's worker images read
+    (``SQS_QUEUE_URL``, ``AWS_BUCKET``, ``CHECK_IF_DONE_BOOL`` …, booleans as ``'True'`` /
+    ``'False'``), every entry of ``config.env``, ``DS_RUN_ID`` and ``DS_CONFIG`` (the whole
+    config as JSON, without ``aws.profile``: the container uses its task role). Run settings
+    win over an ``env`` entry of the same name (with a warning).
+
+    Never contains a credential: an ``env`` entry named like one (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_SECURITY_TOKEN``, or any name
+    containing SECRET, PASSWORD or TOKEN), whose value holds an AWS access key id, or naming
+    a profile (``AWS_PROFILE``) is dropped — from the variables and from ``DS_CONFIG`` — and
+    a warning names it (never its value).
+    """
+    extra = without_credentials(config.env, where="env")
+    settings = _run_settings(config, queue_url=queue_url)
+    data: dict[str, Any] = config.model_dump(mode="json")
+    data["aws"].pop("profile", None)
+    data["env"] = extra
+    settings["DS_RUN_ID"] = run_id
+    settings["DS_CONFIG"] = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    environment = dict(extra)
+    for name, value in settings.items():
+        if name in extra and extra[name] != value:
+            ui.info(
+                f"[yellow]warning:[/] env.{name} is a run setting; the task definition "
+                "gets the run's value instead"
+            )
+        environment[name] = value
+    return environment
+
+
+def without_credentials(env: Mapping[str, str], *, where: str = "environment") -> dict[str, str]:
+    """``env`` without any entry that is or looks like a credential (see `task_environment`).
+
+    Each dropped entry is named in a warning on stderr; values are never printed.
+    """
+    kept: dict[str, str] = {}
+    for name, value in env.items():
+        reason = _credential_reason(name, value)
+        if reason is None:
+            kept[name] = value
+            continue
+        ui.info(
+            f"[yellow]warning:[/] {where}.{name} {reason}: it is not written into the task "
+            "definition. Workers get AWS access from the task role; give that role the "
+            "permissions instead."
+        )
+    return kept
+
+
+def _credential_reason(name: str, value: str) -> str | None:
+    upper = name.upper()
+    if upper in CREDENTIAL_NAMES or _SECRET_NAME.search(name):
+        return "looks like a credential"
+    if _ACCESS_KEY_VALUE.search(value):
+        return "holds an AWS access key id"
+    if upper in _PROFILE_NAMES:
+        return "names a local AWS profile, which the container does not have"
+    return None
+
+
+def _run_settings(config: Config, *, queue_url: str) -> dict[str, str]:
+    storage = config.storage
+    done = config.check_if_done
+    tool = config.tool
+    bucket = storage.bucket
+    # The family's images read CHECK_IF_DONE_BOOL and then int(EXPECTED_NUMBER_FILES): without
+    # a count they crash, so for them the check is on only when a count is set. `ds worker`
+    # reads DS_CONFIG and checks its done markers either way.
+    family_check = done.enabled and done.expected_number_files is not None
+    return {
+        "APP_NAME": config.app_name,
+        "SQS_QUEUE_URL": queue_url,
+        "SQS_MESSAGE_VISIBILITY": str(config.queue.visibility),
+        "SQS_DEAD_LETTER_QUEUE": config.dead_letter_queue_name,
+        "JOB_RETRIES": str(config.queue.job_retries),
+        # Empty bucket names mean "the main bucket", as in the family's configs (their
+        # images use whatever value is set, so an empty one would break them).
+        "AWS_BUCKET": bucket,
+        "SOURCE_BUCKET": storage.source_bucket or bucket,
+        "WORKSPACE_BUCKET": storage.workspace_bucket or bucket,
+        "DESTINATION_BUCKET": storage.destination_bucket or bucket,
+        "UPLOAD_FLAGS": storage.upload_flags,
+        "AWS_REGION": config.aws.region,
+        "AWS_DEFAULT_REGION": config.aws.region,
+        "ECS_CLUSTER": config.aws.ecs_cluster,
+        "LOG_GROUP_NAME": config.aws.log_group_name or config.app_name,
+        "DOCKER_CORES": str(config.cluster.docker_cores),
+        "SECONDS_TO_START": _number(config.cluster.seconds_to_start),
+        "CHECK_IF_DONE_BOOL": _flag(family_check),
+        "EXPECTED_NUMBER_FILES": _optional(done.expected_number_files),
+        "MIN_FILE_SIZE_BYTES": str(done.min_file_size_bytes),
+        "NECESSARY_STRING": done.necessary_string,
+        "DOWNLOAD_FILES": _flag(tool.download_files),
+        "ALWAYS_CONTINUE": _flag(tool.always_continue),
+        "USE_PLUGINS": _flag(tool.use_plugins),
+        "UPDATE_PLUGINS": _flag(tool.update_plugins),
+        "PLUGINS_COMMIT": tool.plugins_commit,
+        "INSTALL_REQUIREMENTS": _flag(tool.install_requirements),
+        "REQUIREMENTS_FILE": tool.requirements_file,
+        "REQUIREMENTS": tool.requirements,
+        "SCRIPT_DOWNLOAD_URL": tool.script_download_url,
+    }
+
+
+def _flag(value: bool) -> str:
+    return "True" if value else "False"
+
+
+def _optional(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _number(value: float) -> str:
+    # "5" rather than "5.0": the family's images pass it to `sleep`, which takes both.
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def task_role_arn(config: Config, settings: AwsSettings) -> str | None:
+    """The IAM role the run's containers assume, or None.
+
+    ``config.aws.task_role_arn`` when set; otherwise the ``role_arn`` of the run's AWS
+    profile (``settings.profile``, else ``AWS_PROFILE``, else ``default``) in the AWS config
+    file, as the family's run.py did (that role must trust ``ecs-tasks.amazonaws.com``).
+    None when neither is set: the containers then only have what the instance role gives.
+    Raises `InputError` when the AWS config file cannot be read.
+    """
+    if config.aws.task_role_arn:
+        return config.aws.task_role_arn
+    import botocore.session
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = botocore.session.Session()
+        name = settings.profile or session.get_config_variable("profile") or "default"
+        profiles: dict[str, dict[str, Any]] = session.full_config.get("profiles", {})
+    except BotoCoreError as error:
+        raise InputError(
+            os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
+            None,
+            f"the AWS config file cannot be read ({error})",
+            "correct the file, or set aws.task_role_arn (TASK_ROLE_ARN) in the run config",
+        ) from None
+    role = profiles.get(name, {}).get("role_arn")
+    return role if isinstance(role, str) and role else None

@@ -1,0 +1,74 @@
+"""Local provisioning: folders, the optional `local.prepare` step, worker processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distributed_something.backends.local.compute import LocalCompute
+from distributed_something.errors import BackendError
+from distributed_something.interfaces.queue import Queue
+from distributed_something.project import Project
+from distributed_something.state import RunState
+from distributed_something.templates import render
+from distributed_something.ui import info
+
+
+def bucket_dir(project: Project, name: str = "") -> Path:
+    """The folder that plays bucket ``name`` ('' = the main bucket) on this machine."""
+    main = project.config.storage.bucket or "default"
+    return project.state_dir / "buckets" / (name or main)
+
+
+class LocalProvisioner:
+    """The Provisioner of the local backend (see `interfaces.provisioner`)."""
+
+    def __init__(self, project: Project, queue: Queue, compute: LocalCompute) -> None:
+        self.project = project
+        self.queue = queue
+        self.compute = compute
+
+    def setup(self, state: RunState, save: Callable[[RunState], None]) -> None:
+        bucket_dir(self.project).mkdir(parents=True, exist_ok=True)
+        if self.project.config.local.prepare:
+            self._prepare()
+        save(state)
+
+    def start(
+        self,
+        state: RunState,
+        fleet: dict[str, Any] | None,
+        workers: int,
+        save: Callable[[RunState], None],
+    ) -> None:
+        self.compute.scale(workers)
+        save(state)
+
+    def teardown(self, state: RunState, save: Callable[[RunState], None]) -> None:
+        """Stop the workers (each hands its task back) and empty the queue; the dead-letter
+        store, outputs and records stay."""
+        self.compute.cleanup()
+        self.queue.purge()
+        save(state)
+
+    def _prepare(self) -> None:
+        project = self.project
+        fields = {
+            "python": sys.executable,
+            "config_dir": str(project.base_dir),
+            "bucket_dir": str(bucket_dir(project)),
+        }
+        argv = [
+            render(part, fields, group="local.prepare") for part in project.config.local.prepare
+        ]
+        info(f"preparing inputs: {' '.join(argv)}")
+        # Its output is for people: stderr, so `--json` keeps stdout clean.
+        done = subprocess.run(argv, cwd=project.base_dir, stdout=sys.stderr, check=False)
+        if done.returncode != 0:
+            raise BackendError(
+                f"{project.config_path}: local.prepare exited with code {done.returncode}; "
+                "see its output above"
+            )

@@ -1,0 +1,285 @@
+"""`ds aws bootstrap|destroy` on moto, and the least-privilege policy documents alone."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distributed_something.backends.aws import bootstrap as boot
+from distributed_something.backends.aws.bootstrap import (
+    HANDLER,
+    BootstrapNames,
+    bootstrap,
+    destroy,
+    function_zip,
+    instance_policy,
+    monitor_policy,
+)
+from distributed_something.backends.aws.clients import AwsSettings
+from distributed_something.backends.aws.teardown import AwsClients
+from distributed_something.errors import InputError
+
+ACCOUNT = "123456789012"
+
+
+@pytest.fixture(scope="module")
+def iam_moto() -> Iterator[str]:
+    """A moto server on 127.0.0.1 that knows AWS's managed policies (attaching one needs it
+    to exist; the shared server does not load them, and its API cannot switch that on)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def clients(aws: str, iam_moto: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
+    """Clients on the managed-policies moto server, reset; otherwise the `aws` environment."""
+    reset = urllib.request.Request(f"{iam_moto}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", iam_moto)
+    return AwsClients(AwsSettings(region="us-east-1"))
+
+
+def role_exists(aws: AwsClients, name: str) -> bool:
+    try:
+        aws.iam.get_role(RoleName=name)
+    except aws.iam.exceptions.NoSuchEntityException:
+        return False
+    return True
+
+
+def attached(aws: AwsClients, role: str) -> list[str]:
+    policies = aws.iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    return [p["PolicyArn"] for p in policies]
+
+
+def test_bootstrap_creates_roles_profile_topic_and_function(clients: AwsClients) -> None:
+    names = BootstrapNames("ds")
+    arns = bootstrap(clients, buckets=["my-bucket"])
+
+    iam = clients.iam
+    assert arns["instance_role"] == iam.get_role(RoleName=names.instance_role)["Role"]["Arn"]
+    assert attached(clients, names.instance_role) == [
+        "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
+    ]
+    assert attached(clients, names.spot_fleet_role) == [
+        "arn:aws:iam::aws:policy/service-role/AmazonEC2SpotFleetTaggingRole"
+    ]
+    assert attached(clients, names.monitor_role) == [
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    ]
+    inline = iam.get_role_policy(RoleName=names.instance_role, PolicyName=names.inline_policy)
+    document = inline["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    assert document == instance_policy(ACCOUNT, "us-east-1", "ds", ["my-bucket"])
+    trust = iam.get_role(RoleName=names.spot_fleet_role)["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "spotfleet.amazonaws.com"}
+
+    profile = iam.get_instance_profile(InstanceProfileName=names.instance_profile)
+    assert [r["RoleName"] for r in profile["InstanceProfile"]["Roles"]] == [names.instance_role]
+    assert arns["instance_profile"] == profile["InstanceProfile"]["Arn"]
+
+    topics = [t["TopicArn"] for t in clients.sns.list_topics()["Topics"]]
+    assert arns["topic"] in topics
+
+    function = clients.lambda_.get_function(FunctionName=names.function)["Configuration"]
+    assert function["FunctionArn"] == arns["function"]
+    assert function["Handler"] == HANDLER
+    assert function["Runtime"] == "python3.11"
+    assert function["Role"] == arns["monitor_role"]
+    assert function["Environment"]["Variables"]["DS_TOPIC_ARN"] == arns["topic"]
+
+
+def test_bootstrap_twice_keeps_everything_and_destroy_removes_it(
+    clients: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = BootstrapNames("lab")
+    first = bootstrap(clients, "lab")
+    uploads: list[Any] = []
+    monkeypatch.setattr(clients.lambda_, "update_function_code", uploads.append)
+    assert bootstrap(clients, "lab") == first
+    assert uploads == []  # the same code (same zip hash) is not uploaded again
+    profile = clients.iam.get_instance_profile(InstanceProfileName=names.instance_profile)
+    assert len(profile["InstanceProfile"]["Roles"]) == 1
+
+    removed = destroy(clients, "lab")
+
+    assert sorted(removed) == sorted(
+        [
+            names.function,
+            names.topic,
+            names.instance_profile,
+            names.instance_role,
+            names.spot_fleet_role,
+            names.monitor_role,
+        ]
+    )
+    for role in (names.instance_role, names.spot_fleet_role, names.monitor_role):
+        assert not role_exists(clients, role)
+    with pytest.raises(clients.iam.exceptions.NoSuchEntityException):
+        clients.iam.get_instance_profile(InstanceProfileName=names.instance_profile)
+    assert clients.sns.list_topics()["Topics"] == []
+    with pytest.raises(clients.lambda_.exceptions.ResourceNotFoundException):
+        clients.lambda_.get_function(FunctionName=names.function)
+    assert destroy(clients, "lab") == []  # nothing left: nothing to do, no error
+
+
+def test_changed_code_is_uploaded_again(
+    clients: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap(clients)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("changed.py", "VERSION = 2\n")
+    monkeypatch.setattr(boot, "function_zip", buffer.getvalue)
+
+    bootstrap(clients)
+
+    function = clients.lambda_.get_function(FunctionName="ds-monitor")["Configuration"]
+    assert function["CodeSize"] == len(buffer.getvalue())
+
+
+def test_a_role_not_yet_assumable_is_retried(
+    clients: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    real = clients.lambda_.create_function
+    failures = [1, 2]
+
+    def flaky(**kwargs: Any) -> Any:
+        if failures:
+            failures.pop()
+            error = {"Error": {"Code": "InvalidParameterValueException", "Message": "assume"}}
+            raise ClientError(error, "CreateFunction")
+        return real(**kwargs)
+
+    monkeypatch.setattr(clients.lambda_, "create_function", flaky)
+    sleeps: list[float] = []
+    arns = bootstrap(clients, clock=lambda: 0.0, sleep=sleeps.append)
+    assert arns["function"].endswith(":function:ds-monitor")
+    assert len(sleeps) == 2
+
+
+# --- pure policy documents ---------------------------------------------------------------
+def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = document["Statement"]
+    return found
+
+
+def actions_on_any_resource(document: dict[str, Any]) -> set[str]:
+    return {a for s in statements(document) if s["Resource"] == ["*"] for a in s["Action"]}
+
+
+def test_instance_policy_is_scoped_to_the_app_prefix_and_buckets() -> None:
+    document = instance_policy(ACCOUNT, "eu-west-1", "Plate", ["imgs"])
+    by_sid = {s["Sid"]: s for s in statements(document)}
+
+    assert by_sid["InstanceAlarms"]["Resource"] == [
+        "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:Plate*"
+    ]
+    assert by_sid["AppQueues"]["Resource"] == ["arn:aws:sqs:eu-west-1:123456789012:Plate*"]
+    assert all(":log-group:Plate*" in r for r in by_sid["AppLogs"]["Resource"])
+    assert by_sid["BucketObjects"]["Resource"] == ["arn:aws:s3:::imgs/*"]
+    assert by_sid["AlarmTerminatesFleetInstances"]["Condition"]
+    # Only reads that AWS cannot scope are granted on every resource.
+    assert actions_on_any_resource(document) == {
+        "ec2:DescribeInstances",
+        "ec2:DescribeInstanceStatus",
+    }
+    every_action = [a for s in statements(document) for a in s["Action"]]
+    assert not any(a.endswith("*") for a in every_action)
+
+    without_buckets = instance_policy(ACCOUNT, "eu-west-1", "Plate")
+    assert not any(a.startswith("s3:") for s in statements(without_buckets) for a in s["Action"])
+
+
+def test_monitor_policy_is_scoped_and_uses_the_regions_partition() -> None:
+    document = monitor_policy(
+        ACCOUNT, "cn-north-1", "ds", ["b"], topic_arn="arn:aws-cn:sns:t", function_name="ds-mon"
+    )
+    resources = [r for s in statements(document) for r in s["Resource"] if r != "*"]
+    assert all(r.startswith("arn:aws-cn:") for r in resources)
+    by_sid = {s["Sid"]: s for s in statements(document)}
+    assert by_sid["RunState"]["Resource"] == ["arn:aws-cn:s3:::b/_ds/*"]
+    assert by_sid["OwnInvokePermissions"]["Resource"] == [
+        "arn:aws-cn:lambda:cn-north-1:123456789012:function:ds-mon"
+    ]
+    assert by_sid["AppServices"]["Resource"] == [
+        "arn:aws-cn:ecs:cn-north-1:123456789012:service/*/ds*"
+    ]
+    # Deleting things is always scoped (or, for instances, conditioned on the fleet tag).
+    unscoped = actions_on_any_resource(document)
+    deletes = {"sqs:DeleteQueue", "ecs:DeleteService", "cloudwatch:DeleteAlarms"}
+    assert not unscoped & deletes
+    assert "ec2:TerminateInstances" not in unscoped
+
+
+# --- the function's code ------------------------------------------------------------------
+def test_function_zip_is_reproducible_and_self_contained(tmp_path: Path) -> None:
+    code = function_zip()
+    assert function_zip() == code
+    with zipfile.ZipFile(io.BytesIO(code)) as archive:
+        archive.extractall(tmp_path / "function")
+    # What the Lambda runtime provides: the standard library and boto3 with its dependencies.
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    for package in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3"):
+        module = __import__(package)
+        (runtime / package).symlink_to(Path(module.__file__).parent)
+    six = __import__("six")
+    (runtime / "six.py").symlink_to(Path(six.__file__))
+    program = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "import distributed_something.backends.aws.lambda_monitor as m\n"
+        "assert 'site-packages' not in m.__file__ and callable(m.handler)\n"
+        "import pydantic; assert sys.argv[1] in pydantic.__file__\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", program, str(tmp_path / "function"), str(runtime)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_packaging_off_linux_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(boot.sys, "platform", "darwin")
+    with pytest.raises(InputError, match="Linux"):
+        boot.lambda_platform()

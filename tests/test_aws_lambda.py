@@ -1,0 +1,230 @@
+"""The unattended monitor's handler, run in-process against moto (moto cannot run Lambdas)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from distributed_something.backends.aws.clients import AwsSettings
+from distributed_something.backends.aws.lambda_monitor import (
+    MonitorSettings,
+    handler,
+    monitor_once,
+    observation_from,
+)
+from distributed_something.backends.aws.resources import AwsResources
+from distributed_something.backends.aws.teardown import TEARDOWN_STEPS, AwsClients
+from distributed_something.errors import InputError
+from distributed_something.interfaces.compute import ComputeStatus
+from distributed_something.interfaces.queue import QueueCounts
+from distributed_something.state import RunState
+from test_aws_teardown import BUCKET, RUN_ID, World, build_world
+
+STATE_KEY = "_ds/T/state.json"
+ENV = {
+    "DS_APP_NAME": "T",
+    "DS_REGION": "us-east-1",
+    "DS_STATE_BUCKET": BUCKET,
+    "DS_WORKERS": "12",
+    "DS_WORKERS_PER_TASK": "3",
+    "DS_WORKERS_PER_MACHINE": "6",  # 2 containers of 3 processes per machine: 2 machines
+    "DS_DRAIN_CONFIRM_SECONDS": "0",
+}
+
+
+class Context:
+    """The part of the Lambda context the handler reads."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def put_state(world: World, **fields: Any) -> RunState:
+    now = time.time()
+    state = RunState(
+        run_id=RUN_ID,
+        app_name="T",
+        backend="aws",
+        created_at=now,
+        workers_started_at=now,
+        **fields,
+    )
+    world.resources.into(state.resources)
+    world.clients.s3.put_object(Bucket=BUCKET, Key=STATE_KEY, Body=state.model_dump_json())
+    return state
+
+
+def read_state(world: World) -> RunState:
+    body = world.clients.s3.get_object(Bucket=BUCKET, Key=STATE_KEY)["Body"].read()
+    return RunState.model_validate_json(body)
+
+
+def send(world: World, n: int) -> None:
+    entries = [{"Id": str(i), "MessageBody": f"task {i}"} for i in range(n)]
+    world.clients.sqs.send_message_batch(QueueUrl=world.resources.queue_url, Entries=entries)
+
+
+def desired_tasks(world: World) -> int:
+    services = world.clients.ecs.describe_services(
+        cluster=world.names.cluster, services=[world.names.service]
+    )["services"]
+    count: int = services[0]["desiredCount"]
+    return count
+
+
+@pytest.fixture
+def world(aws: str, monkeypatch: pytest.MonkeyPatch) -> World:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return build_world(service_tasks=0)
+
+
+def test_handler_scales_up_then_tears_down_a_drained_run(world: World) -> None:
+    send(world, 5)
+    put_state(world)
+
+    summary = handler({}, Context())
+
+    assert summary["status"] == "running"
+    assert summary["counts"] == {"visible": 5, "in_flight": 0, "dead": 0}
+    assert summary["actions"] == ["workers=12"]  # fleet already at 2 machines: unchanged
+    assert desired_tasks(world) == 4  # 12 workers / 3 per container
+    assert not read_state(world).cleaned_up
+
+    world.clients.sqs.purge_queue(QueueUrl=world.resources.queue_url)
+    summary = handler({}, Context())
+
+    assert summary["status"] == "torn-down"
+    state = read_state(world)
+    assert state.cleaned_up and state.finished_at is not None
+    assert AwsResources.of(state.resources).cleaned == list(TEARDOWN_STEPS)
+    with pytest.raises(world.clients.sqs.exceptions.QueueDoesNotExist):
+        world.clients.sqs.get_queue_url(QueueName=world.names.queue)
+    assert world.clients.sqs.get_queue_url(QueueName=world.names.dead_letter_queue)
+    with pytest.raises(world.clients.events.exceptions.ResourceNotFoundException):
+        world.clients.events.describe_rule(Name="T-monitor")
+
+    assert handler({}, Context())["status"] == "finished"  # later ticks do nothing
+
+
+def test_tail_shrinks_the_fleet_to_the_busy_machines(world: World) -> None:
+    send(world, 2)
+    world.clients.sqs.receive_message(
+        QueueUrl=world.resources.queue_url, MaxNumberOfMessages=2, VisibilityTimeout=300
+    )
+    put_state(world)
+
+    summary = handler({}, Context())
+
+    assert summary["counts"] == {"visible": 0, "in_flight": 2, "dead": 0}
+    assert summary["actions"] == ["machines=1"]  # 2 tasks in flight fit one machine
+    fleet = world.clients.ec2.describe_spot_fleet_requests(
+        SpotFleetRequestIds=[world.resources.fleet_request_id]
+    )["SpotFleetRequestConfigs"][0]
+    assert fleet["SpotFleetRequestConfig"]["TargetCapacity"] == 1
+
+
+def test_handler_prunes_alarms_of_terminated_instances(world: World) -> None:
+    send(world, 1)
+    put_state(world)
+    live, dead = world.instance_ids
+    world.clients.ec2.terminate_instances(InstanceIds=[dead])
+
+    summary = handler({}, Context())
+
+    assert summary["pruned_alarms"] == [world.names.instance_alarm(dead)]
+    names = [a["AlarmName"] for a in world.clients.cloudwatch.describe_alarms()["MetricAlarms"]]
+    assert world.names.instance_alarm(live) in names
+
+
+def test_teardown_waits_until_the_queue_stayed_drained(world: World) -> None:
+    put_state(world)
+    env = {**ENV, "DS_DRAIN_CONFIRM_SECONDS": "60"}
+    settings = MonitorSettings.from_sources(env)
+    clients = AwsClients(AwsSettings(region="us-east-1"))
+    t0 = time.time()
+
+    assert monitor_once(settings, clients, now=t0)["status"] == "confirming-drained"
+    assert monitor_once(settings, clients, now=t0 + 30)["status"] == "confirming-drained"
+    assert world.clients.sqs.get_queue_url(QueueName=world.names.queue)  # not deleted yet
+
+    send(world, 1)  # work shows up: the drained clock starts over
+    assert monitor_once(settings, clients, now=t0 + 40)["status"] == "running"
+    world.clients.sqs.purge_queue(QueueUrl=world.resources.queue_url)
+    assert monitor_once(settings, clients, now=t0 + 70)["status"] == "confirming-drained"
+    assert monitor_once(settings, clients, now=t0 + 120)["status"] == "confirming-drained"
+    assert monitor_once(settings, clients, now=t0 + 130)["status"] == "torn-down"
+    assert read_state(world).cleaned_up
+
+
+def test_a_teardown_in_progress_is_left_alone(world: World) -> None:
+    now = time.time()
+    put_state(world, resources={"lambda_monitor": {"teardown_started_at": now - 10}})
+
+    assert handler({}, Context())["status"] == "teardown-in-progress"
+    assert world.clients.sqs.get_queue_url(QueueName=world.names.queue)
+
+
+def test_no_state_in_the_bucket_means_no_run(world: World) -> None:
+    assert handler({}, Context())["status"] == "no-run"
+
+
+def test_a_run_without_a_recorded_queue_is_not_torn_down(world: World) -> None:
+    world.resources.queue_url = None  # as if setup were still creating it
+    put_state(world)
+
+    assert handler({}, Context())["status"] == "not-set-up"
+    assert world.clients.sqs.get_queue_url(QueueName=world.names.queue)
+    assert read_state(world).resources["aws"]["cleaned"] == []
+
+
+def test_event_settings_override_the_environment() -> None:
+    env = {**ENV, "AWS_REGION": "eu-west-1", "DS_REGION": ""}
+    settings = MonitorSettings.from_sources(env, {"DS_APP_NAME": "Other", "DS_CHEAPEST": True})
+    assert settings.app_name == "Other"
+    assert settings.region == "eu-west-1"
+    assert settings.cheapest is True
+    assert settings.state_key == "_ds/Other/state.json"
+    assert (settings.workers, settings.workers_per_task, settings.workers_per_machine) == (
+        12,
+        3,
+        6,
+    )
+    assert MonitorSettings.from_sources({}, settings.as_event()) == settings
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"DS_REGION": "us-east-1", "DS_STATE_BUCKET": "b"}, "DS_APP_NAME"),
+        ({"DS_APP_NAME": "T", "DS_REGION": "us-east-1"}, "DS_STATE_BUCKET"),
+        ({**ENV, "DS_CHEAPEST": "maybe"}, "DS_CHEAPEST"),
+        ({**ENV, "DS_WORKERS": "many"}, "DS_WORKERS"),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], field: str) -> None:
+    with pytest.raises(InputError) as caught:
+        MonitorSettings.from_sources(env)
+    assert caught.value.field == field
+
+
+def test_observation_from_raw_attributes() -> None:
+    queue = {
+        "ApproximateNumberOfMessages": "7",
+        "ApproximateNumberOfMessagesNotVisible": "2",
+        "ApproximateNumberOfMessagesDelayed": "1",
+    }
+    service = {"status": "ACTIVE", "desiredCount": 3, "runningCount": 2}
+    obs = observation_from(
+        queue, {"ApproximateNumberOfMessages": "4"}, service, 100.0, 40.0, workers_per_task=2
+    )
+    assert obs.counts == QueueCounts(visible=7, in_flight=3, dead=4)
+    assert obs.compute == ComputeStatus(desired=6, running=4)
+    assert (obs.now, obs.started_at) == (100.0, 40.0)
+
+    gone = observation_from(None, None, None, 1.0, 0.0)
+    assert gone.counts.drained and gone.compute == ComputeStatus(0, 0)
+    status = ComputeStatus(desired=5, running=5)
+    assert observation_from(queue, None, status, 1.0, 0.0).compute == status

@@ -1,0 +1,643 @@
+"""SQS- and S3-specific behaviour of the AWS queue and storage, on a moto server.
+
+The shared behaviour is in tests/test_queue_contract.py and tests/test_storage_contract.py;
+here: batching, retries, messages from the family's tools, the real redrive policy, and
+what reaches the API (seen through botocore's "before-call" event).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from distributed_something.backends.aws import clients, s3_storage, sqs_queue
+from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.s3_storage import S3Storage, upload_args_from_flags
+from distributed_something.backends.aws.sqs_queue import TASK_ID_ATTRIBUTE, SqsQueue
+from distributed_something.errors import BackendError, InputError
+from distributed_something.interfaces.queue import QueueCounts
+from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.jobs.model import Task, task_id_of
+
+AWS = AwsSettings(region="us-east-1")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+class Call:
+    """One API call: its arguments, and its HTTP headers as botocore was about to send it."""
+
+    def __init__(self, operation: str, arguments: dict[str, Any]) -> None:
+        self.operation = operation
+        self.arguments = arguments
+        self.headers: dict[str, str] = {}
+        self.thread = threading.get_ident()
+
+
+def record_calls(module: Any, monkeypatch: pytest.MonkeyPatch) -> list[Call]:
+    """Every call made by clients that ``module`` creates from now on."""
+    calls: list[Call] = []
+    pending = threading.local()  # a call's arguments, until its before-call event
+    real_client = module.client
+
+    def on_arguments(model: Any, params: dict[str, Any], **_: Any) -> None:
+        pending.call = Call(model.name, dict(params))
+
+    def on_call(model: Any, params: dict[str, Any], **_: Any) -> None:
+        call = pending.call
+        assert call.operation == model.name
+        call.headers = {str(k).lower(): str(v) for k, v in params.get("headers", {}).items()}
+        calls.append(call)
+
+    def hooked(service: str, settings: AwsSettings) -> Any:
+        made = real_client(service, settings)
+        made.meta.events.register("provide-client-params", on_arguments)
+        made.meta.events.register("before-call", on_call)
+        return made
+
+    monkeypatch.setattr(module, "client", hooked)
+    return calls
+
+
+def create_queues(name: str, max_receive_count: int) -> tuple[str, str]:
+    """A job queue dead-lettering into a second queue after ``max_receive_count``."""
+    sqs = client("sqs", AWS)
+    dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receive_count)}
+    job = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)})
+    return str(job["QueueUrl"]), str(dead)
+
+
+def make_queue(max_receive_count: int = 3, **options: Any) -> SqsQueue:
+    job, dead = create_queues("jobs", max_receive_count)
+    options.setdefault("wait_seconds", 0)
+    return SqsQueue(AWS, job, dead, max_receive_count=max_receive_count, **options)
+
+
+def raw_count(url: str) -> int:
+    """Every message of a queue, visible or not, asked of SQS directly."""
+    attributes = client("sqs", AWS).get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+def kill(queue: SqsQueue, message_count: int) -> None:
+    """Receive and release every message until the redrive policy dead-letters them."""
+    for _ in range(queue.max_receive_count):
+        received = []
+        while batch := queue.receive(10, 30):
+            received.extend(batch)
+        assert len(received) == message_count
+        for message in received:
+            queue.release(message, 0)
+    assert queue.receive(10, 30) == []
+    assert queue.counts() == QueueCounts(visible=0, in_flight=0, dead=message_count)
+
+
+class FlakySqs:
+    """An SQS client whose SendMessageBatch fails some entries, as SQS may.
+
+    ``fail(call_number, entries)`` says which entry ids of a call to report as failed
+    (those are not sent); ``sender_fault`` marks them as the sender's fault.
+    """
+
+    def __init__(
+        self, real: Any, fail: Callable[[int, list[dict[str, Any]]], set[str]], sender_fault: bool
+    ) -> None:
+        self._real = real
+        self._fail = fail
+        self._sender_fault = sender_fault
+        self.calls: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
+        self.calls.append([entry["Id"] for entry in Entries])
+        failing = self._fail(len(self.calls), Entries)
+        passing = [entry for entry in Entries if entry["Id"] not in failing]
+        response: dict[str, Any] = {"Successful": [], "Failed": []}
+        if passing:
+            response = self._real.send_message_batch(QueueUrl=QueueUrl, Entries=passing)
+            response.setdefault("Failed", [])
+        for entry_id in sorted(failing):
+            response["Failed"].append(
+                {
+                    "Id": entry_id,
+                    "SenderFault": self._sender_fault,
+                    "Code": "InvalidMessageContents" if self._sender_fault else "InternalError",
+                    "Message": "injected failure",
+                }
+            )
+        return response
+
+
+def flaky_queue(
+    monkeypatch: pytest.MonkeyPatch,
+    fail: Callable[[int, list[dict[str, Any]]], set[str]],
+    *,
+    sender_fault: bool = False,
+) -> tuple[SqsQueue, FlakySqs, list[float]]:
+    made: list[FlakySqs] = []
+    real_client = clients.client
+
+    def flaky(service: str, settings: AwsSettings) -> Any:
+        made.append(FlakySqs(real_client(service, settings), fail, sender_fault))
+        return made[-1]
+
+    monkeypatch.setattr(sqs_queue, "client", flaky)
+    sleeps: list[float] = []
+    queue = make_queue(sleep=sleeps.append, threads=1)
+    return queue, made[0], sleeps
+
+
+# -- SQS: sending ----------------------------------------------------------------------------
+
+
+def test_batch_send_of_25_takes_3_calls(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = record_calls(sqs_queue, monkeypatch)
+    queue = make_queue()
+    items = [(f"t{i:02d}", json.dumps({"group": i})) for i in range(25)]
+
+    assert queue.send_batch(items) == 25
+
+    sends = [call for call in calls if call.operation == "SendMessageBatch"]
+    assert len(sends) == 3
+    assert len({call.thread for call in sends}) >= 1
+    assert queue.counts() == QueueCounts(visible=25, in_flight=0, dead=0)
+    received = []
+    while batch := queue.receive(10, 30):
+        received.extend(batch)
+    assert sorted((m.task_id, m.body) for m in received) == items
+
+
+def test_large_bodies_are_split_into_batches_sqs_accepts(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_calls(sqs_queue, monkeypatch)
+    queue = make_queue()
+    # 1.6 MB in all: more than one batch may carry (1 MiB), which SQS refuses whole.
+    items = [(f"big{i}", str(i) * 400_000) for i in range(4)]
+
+    assert queue.send_batch(items) == 4
+
+    sends = [c for c in calls if c.operation == "SendMessageBatch"]
+    assert [len(c.arguments["Entries"]) for c in sends] == [2, 2]
+    received = queue.receive(10, 30)
+    received += queue.receive(10, 30)
+    assert sorted((m.task_id, m.body) for m in received) == items
+
+
+def test_task_id_travels_as_a_message_attribute(aws: str) -> None:
+    queue = make_queue()
+    queue.send_batch([("abc123", '{"group": 1}')])
+    raw = client("sqs", AWS).receive_message(
+        QueueUrl=queue.queue_url, MessageAttributeNames=["All"], VisibilityTimeout=0
+    )["Messages"][0]
+    assert raw["Body"] == '{"group": 1}'  # the body is what the family's workers read
+    assert raw["MessageAttributes"][TASK_ID_ATTRIBUTE] == {
+        "StringValue": "abc123",
+        "DataType": "String",
+    }
+
+
+def test_partial_batch_failure_is_retried(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first call fails entries 1 and 4; the retry of those succeeds.
+    queue, sqs, sleeps = flaky_queue(monkeypatch, lambda n, _: {"1", "4"} if n == 1 else set())
+    items = [(f"t{i}", f"body {i}") for i in range(6)]
+
+    assert queue.send_batch(items) == 6
+
+    assert sqs.calls == [["0", "1", "2", "3", "4", "5"], ["1", "4"]]
+    assert len(sleeps) == 1
+    received = queue.receive(10, 30)
+    received += queue.receive(10, 30)
+    assert sorted((m.task_id, m.body) for m in received) == items
+
+
+def test_batch_entries_failing_every_time_raise_after_backoff(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, sqs, sleeps = flaky_queue(
+        monkeypatch, lambda n, entries: {e["Id"] for e in entries if e["MessageBody"] == "body 0"}
+    )
+    items = [(f"t{i}", f"body {i}") for i in range(12)]
+
+    with pytest.raises(BackendError, match=r"1 of 12 messages were not sent.*InternalError"):
+        queue.send_batch(items)
+
+    assert len(sqs.calls) == 1 + queue.send_attempts  # a call for the second chunk, 5 for the first
+    assert sleeps == sorted(sleeps) and len(sleeps) == queue.send_attempts - 1
+    assert sleeps[1] == 2 * sleeps[0]  # exponential backoff
+    assert queue.counts().visible == 11
+
+
+def test_sender_faults_are_not_retried(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue, sqs, sleeps = flaky_queue(monkeypatch, lambda n, _: {"2"}, sender_fault=True)
+    with pytest.raises(BackendError, match="InvalidMessageContents"):
+        queue.send_batch([(f"t{i}", "b") for i in range(3)])
+    assert len(sqs.calls) == 1
+    assert sleeps == []
+    assert queue.counts().visible == 2
+
+
+# -- SQS: messages sent by the family's run.py -----------------------------------------------
+
+
+def test_messages_without_task_id_attribute_get_a_stable_id(aws: str) -> None:
+    queue = make_queue()
+    sqs = client("sqs", AWS)
+    body = {"Metadata": "Metadata_Plate=P1,Metadata_Well=A01", "output": "out", "group": "g"}
+    # As the family's run.py sends them: json.dumps of the task, no attributes.
+    sqs.send_message(QueueUrl=queue.queue_url, MessageBody=json.dumps(body))
+    sqs.send_message(QueueUrl=queue.queue_url, MessageBody=json.dumps(body, indent=2))
+    plain = sqs.send_message(QueueUrl=queue.queue_url, MessageBody="not json")["MessageId"]
+    listed = sqs.send_message(QueueUrl=queue.queue_url, MessageBody="[1, 2]")["MessageId"]
+
+    received = {m.body: m.task_id for m in queue.receive(10, 30)}
+
+    stable = task_id_of(body)
+    assert stable == Task(body=body).id  # the id `ds submit` gives the same task
+    assert received[json.dumps(body)] == stable
+    assert received[json.dumps(body, indent=2)] == stable  # formatting does not matter
+    assert received["not json"] == plain
+    assert received["[1, 2]"] == listed
+
+
+def test_dead_messages_without_attribute_are_found_by_their_stable_id(aws: str) -> None:
+    queue = make_queue(max_receive_count=1)
+    body = {"group": {"Plate": "P1"}}
+    client("sqs", AWS).send_message(QueueUrl=queue.queue_url, MessageBody=json.dumps(body))
+    kill(queue, 1)
+
+    [dead] = queue.list_dead()
+    assert dead.task_id == task_id_of(body)
+    assert queue.redrive([task_id_of(body)]) == 1
+    [again] = queue.receive(10, 30)
+    assert (again.task_id, again.body, again.receive_count) == (
+        task_id_of(body),
+        json.dumps(body),
+        1,
+    )
+
+
+# -- SQS: dead letters -----------------------------------------------------------------------
+
+
+def test_dead_lettering_follows_the_redrive_policy(aws: str) -> None:
+    queue = make_queue(max_receive_count=2)
+    queue.send_batch([("poison", "p")])
+    first = queue.receive(10, 30)
+    assert [m.receive_count for m in first] == [1]
+    queue.release(first[0], 0)
+    second = queue.receive(10, 30)
+    assert [m.receive_count for m in second] == [2]
+    queue.release(second[0], 0)
+
+    assert queue.receive(10, 30) == []  # SQS moved it on this receive
+    assert raw_count(queue.queue_url) == 0
+    assert raw_count(queue.dead_letter_queue_url) == 1
+    assert queue.counts() == QueueCounts(visible=0, in_flight=0, dead=1)
+
+
+def test_list_dead_leaves_messages_in_the_dead_letter_queue(aws: str) -> None:
+    queue = make_queue(max_receive_count=2)
+    queue.send_batch([(f"t{i}", f"body {i}") for i in range(13)])
+    kill(queue, 13)
+
+    first = queue.list_dead()
+    second = queue.list_dead()  # each listing receives every message once more
+
+    expected = sorted((f"t{i}", f"body {i}", 2, "") for i in range(13))
+    assert sorted((d.task_id, d.body, d.receive_count, d.error) for d in first) == expected
+    assert sorted((d.task_id, d.body, d.receive_count, d.error) for d in second) == expected
+    assert raw_count(queue.dead_letter_queue_url) == 13
+    # Visible again at once, not after the listing's lease.
+    visible = client("sqs", AWS).get_queue_attributes(
+        QueueUrl=queue.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert int(visible) == 13
+
+
+def test_redrive_moves_dead_messages_back(aws: str) -> None:
+    queue = make_queue(max_receive_count=1)
+    queue.send_batch([(f"t{i}", f"body {i}") for i in range(12)])
+    kill(queue, 12)
+
+    assert queue.redrive(["t3", "t11", "unknown"]) == 2
+    assert raw_count(queue.dead_letter_queue_url) == 10
+    assert queue.redrive() == 10
+
+    assert raw_count(queue.dead_letter_queue_url) == 0
+    assert queue.counts() == QueueCounts(visible=12, in_flight=0, dead=0)
+    raw = []
+    sqs = client("sqs", AWS)
+    while batch := sqs.receive_message(
+        QueueUrl=queue.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages", []):
+        raw.extend(batch)
+    # Same body and same task id attribute as when submitted.
+    assert sorted(
+        (m["MessageAttributes"][TASK_ID_ATTRIBUTE]["StringValue"], m["Body"]) for m in raw
+    ) == sorted((f"t{i}", f"body {i}") for i in range(12))
+
+
+# -- SQS: leases, purge and errors -----------------------------------------------------------
+
+
+def test_leases_are_whole_seconds_rounded_up(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = record_calls(sqs_queue, monkeypatch)
+    queue = make_queue()
+    queue.send_batch([("t", "b")])
+    [message] = queue.receive(1, 0.2)
+    assert queue.extend_lease(message, 61.5) is True
+    queue.release(message, 2.01)
+    assert [c.operation for c in calls][-3:] == [
+        "ReceiveMessage",
+        "ChangeMessageVisibility",
+        "ChangeMessageVisibility",
+    ]
+    assert [c.arguments["VisibilityTimeout"] for c in calls[-3:]] == [1, 62, 3]
+
+
+def test_gone_handles_are_not_errors(aws: str) -> None:
+    queue = make_queue()
+    queue.send_batch([("t", "b")])
+    [message] = queue.receive(1, 30)
+    queue.delete(message)
+    queue.delete(message)
+    queue.release(message, 0)
+    assert queue.extend_lease(message, 30) is False
+    assert queue.counts() == QueueCounts(visible=0, in_flight=0, dead=0)
+
+
+def test_second_purge_within_a_minute_deletes_instead(aws: str) -> None:
+    queue = make_queue()
+    queue.send_batch([(f"a{i}", "b") for i in range(3)])
+    queue.purge()
+    queue.send_batch([(f"b{i}", "b") for i in range(14)])
+    queue.purge()  # SQS refuses a second PurgeQueue for 60 s
+    assert queue.counts() == QueueCounts(visible=0, in_flight=0, dead=0)
+
+
+def test_missing_queue_is_a_backend_error_naming_the_operation(aws: str) -> None:
+    queue = make_queue()
+    client("sqs", AWS).delete_queue(QueueUrl=queue.queue_url)
+    with pytest.raises(BackendError, match=r"GetQueueAttributes on queue jobs failed.*ds setup"):
+        queue.counts()
+    with pytest.raises(BackendError, match="SendMessageBatch on queue jobs"):
+        queue.send_batch([("t", "b")])
+
+
+# -- S3 ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(aws: str) -> str:
+    client("s3", AWS).create_bucket(Bucket="ds-test-bucket")
+    return "ds-test-bucket"
+
+
+def test_requester_pays_and_acl_reach_the_api(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_calls(s3_storage, monkeypatch)
+    storage = S3Storage(
+        AWS, bucket, requester_pays=True, upload_args={"ACL": "bucket-owner-full-control"}
+    )
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x01" * (9 * 1024 * 1024))  # above the 8 MiB multipart threshold
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"small")
+
+    storage.put_bytes("a/bytes.txt", b"bytes")
+    storage.put_file("a/big.bin", big)
+    storage.put_files([("a/small.txt", small)])
+    assert storage.get_bytes("a/bytes.txt") == b"bytes"
+    storage.get_file("a/big.bin", tmp_path / "down" / "big.bin")
+    assert storage.exists("a/small.txt")
+    assert [info.key for info in storage.list("a/")] == ["a/big.bin", "a/bytes.txt", "a/small.txt"]
+    storage.delete("a/bytes.txt")
+
+    assert (tmp_path / "down" / "big.bin").read_bytes() == big.read_bytes()
+    operations = {call.operation for call in calls}
+    assert {
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+    } <= operations
+    assert {"GetObject", "HeadObject", "ListObjectsV2", "DeleteObject"} <= operations
+    assert [c.operation for c in calls if c.headers.get("x-amz-request-payer") != "requester"] == []
+    creating = [c for c in calls if c.operation in ("PutObject", "CreateMultipartUpload")]
+    assert len(creating) == 3
+    assert {c.headers.get("x-amz-acl") for c in creating} == {"bucket-owner-full-control"}
+    assert len([c for c in calls if c.operation == "UploadPart"]) == 2  # 8 MiB parts
+
+
+def test_without_options_no_extra_arguments_are_sent(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_calls(s3_storage, monkeypatch)
+    storage = S3Storage(AWS, bucket)
+    storage.put_bytes("k", b"x")
+    storage.get_file("k", tmp_path / "k")
+    assert calls
+    assert [c.operation for c in calls if "x-amz-request-payer" in c.headers] == []
+    assert [c.operation for c in calls if "x-amz-acl" in c.headers] == []
+
+
+def test_put_files_of_50_files_concurrently(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_calls(s3_storage, monkeypatch)
+    storage = S3Storage(AWS, bucket, threads=8)
+    items = []
+    for i in range(50):
+        path = tmp_path / f"f{i}.txt"
+        path.write_text(f"content {i}")
+        items.append((f"outputs/f{i:02d}.txt", path))
+
+    storage.put_files(items)
+
+    assert [info.key for info in storage.list("outputs/")] == [key for key, _ in items]
+    assert storage.get_bytes("outputs/f37.txt") == b"content 37"
+    puts = [c for c in calls if c.operation == "PutObject"]
+    assert len(puts) == 50
+    assert len({c.thread for c in puts}) > 1  # uploads ran on several threads
+
+
+def test_put_files_raises_the_first_failure(bucket: str, tmp_path: Path) -> None:
+    storage = S3Storage(AWS, bucket, threads=2)
+    real = tmp_path / "real.txt"
+    real.write_text("x")
+    with pytest.raises(FileNotFoundError):
+        storage.put_files([("a", real), ("b", tmp_path / "missing.txt")])
+
+
+def test_get_file_is_atomic_and_cleans_up(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = S3Storage(AWS, bucket)
+    storage.put_bytes("obj", b"new content")
+    target = tmp_path / "dir" / "target.txt"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+
+    # Downloads that fail (after the transfer manager's retries, or at once) leave the old
+    # file and no temporary file.
+    failures: list[Exception] = [
+        ConnectionResetError("injected"),
+        ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "GetObject"),
+    ]
+    for failure in failures:
+
+        def fail_get(failure: Exception = failure, **_: Any) -> None:
+            raise failure
+
+        storage._client.meta.events.register("before-call.s3.GetObject", fail_get)
+        with pytest.raises(BackendError, match="download of s3://ds-test-bucket/obj failed"):
+            storage.get_file("obj", target)
+        storage._client.meta.events.unregister("before-call.s3.GetObject", fail_get)
+        assert target.read_bytes() == b"old"
+        assert [p.name for p in target.parent.iterdir()] == ["target.txt"]
+
+    storage.get_file("obj", target)
+    assert target.read_bytes() == b"new content"
+    assert [p.name for p in target.parent.iterdir()] == ["target.txt"]
+
+
+def test_get_file_of_missing_key(bucket: str, tmp_path: Path) -> None:
+    storage = S3Storage(AWS, bucket)
+    existing = tmp_path / "keep.txt"
+    existing.write_bytes(b"keep")
+    with pytest.raises(KeyError):
+        storage.get_file("missing/key.txt", existing)
+    assert existing.read_bytes() == b"keep"
+    with pytest.raises(KeyError):
+        storage.get_file("missing/key.txt", tmp_path / "new" / "deep" / "file.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]  # folders made are gone
+    with pytest.raises(KeyError):
+        storage.get_bytes("missing/key.txt")
+    assert storage.exists("missing/key.txt") is False
+
+
+def test_bad_keys_are_refused_before_any_call(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_calls(s3_storage, monkeypatch)
+    storage = S3Storage(AWS, bucket, requester_pays=True)
+    source = tmp_path / "s.txt"
+    source.write_text("x")
+    for key in ("../x", "a/../../x", "/abs", "a//b"):
+        with pytest.raises(InputError):
+            storage.put_bytes(key, b"x")
+        with pytest.raises(InputError):
+            storage.put_file(key, source)
+        with pytest.raises(InputError):
+            storage.put_files([("fine.txt", source), (key, source)])
+        with pytest.raises(InputError):
+            storage.get_bytes(key)
+        with pytest.raises(InputError):
+            storage.get_file(key, tmp_path / "out")
+        with pytest.raises(InputError):
+            storage.exists(key)
+        with pytest.raises(InputError):
+            storage.delete(key)
+    with pytest.raises(InputError):
+        storage.list("../")
+    assert calls == []
+    assert client("s3", AWS).list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def test_folder_markers_are_not_listed(bucket: str) -> None:
+    raw = client("s3", AWS)
+    raw.put_object(Bucket=bucket, Key="plates/", Body=b"")
+    raw.put_object(Bucket=bucket, Key="plates/a.tif", Body=b"abc")
+    storage = S3Storage(AWS, bucket)
+    assert list(storage.list("")) == [ObjectInfo(key="plates/a.tif", size=3)]
+
+
+def test_missing_bucket_is_a_backend_error(aws: str, tmp_path: Path) -> None:
+    storage = S3Storage(AWS, "no-such-bucket")
+    source = tmp_path / "s.txt"
+    source.write_text("x")
+    with pytest.raises(BackendError, match=r"upload of s3://no-such-bucket/k failed.*bucket name"):
+        storage.put_file("k", source)
+    with pytest.raises(
+        BackendError, match=r"GetObject of s3://no-such-bucket/k failed.*NoSuchBucket"
+    ):
+        storage.get_bytes("k")
+    with pytest.raises(BackendError, match="NoSuchBucket"):
+        list(storage.list(""))
+
+
+# -- upload flags ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("", {}),
+        ("   ", {}),
+        ("--acl bucket-owner-full-control", {"ACL": "bucket-owner-full-control"}),
+        ("--sse AES256", {"ServerSideEncryption": "AES256"}),
+        ("--sse", {"ServerSideEncryption": "AES256"}),  # as in the aws-cli
+        ("--storage-class INTELLIGENT_TIERING", {"StorageClass": "INTELLIGENT_TIERING"}),
+        ("--request-payer requester", {"RequestPayer": "requester"}),
+        ("--request-payer", {"RequestPayer": "requester"}),
+        (
+            "--acl=bucket-owner-full-control --sse aws:kms --sse-kms-key-id 'alias/my key'",
+            {
+                "ACL": "bucket-owner-full-control",
+                "ServerSideEncryption": "aws:kms",
+                "SSEKMSKeyId": "alias/my key",
+            },
+        ),
+        (
+            "--acl bucket-owner-full-control --metadata-directive REPLACE --quiet",
+            {"ACL": "bucket-owner-full-control"},
+        ),
+        ("--sse --acl private", {"ServerSideEncryption": "AES256", "ACL": "private"}),
+        ("--content-type text/csv", {"ContentType": "text/csv"}),
+    ],
+)
+def test_upload_args_from_flags(flags: str, expected: dict[str, str]) -> None:
+    assert upload_args_from_flags(flags, source="config.py") == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        ("--recursive", "unknown or unsupported flag '--recursive'"),
+        ("--acl", "--acl needs a value"),
+        ("--acl --sse AES256", "--acl needs a value"),
+        ("--storage-class", "--storage-class needs a value"),
+        ("--metadata-directive", "--metadata-directive needs a value"),
+        ("--acl=", "--acl has an empty value"),
+        ("--acl public", "--acl 'public' is not a value S3 accepts"),
+        ("--storage-class intelligent_tiering", "is not a value S3 accepts"),
+        ("bucket-owner-full-control", "is not a flag"),
+        ("--acl private extra", "'extra' is not a flag"),
+        ("--acl 'private", "cannot read"),
+    ],
+)
+def test_upload_flags_errors(flags: str, problem: str) -> None:
+    with pytest.raises(InputError) as caught:
+        upload_args_from_flags(flags, source="config.py")
+    assert caught.value.source == "config.py"
+    assert caught.value.field == "storage.upload_flags"
+    assert problem in caught.value.problem
+    assert caught.value.fix

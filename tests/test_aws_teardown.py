@@ -1,0 +1,370 @@
+"""AWS teardown on moto: complete, keeps the dead-letter queue, and resumable after a crash."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from distributed_something.backends.aws.clients import AwsSettings
+from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.backends.aws.teardown import TEARDOWN_STEPS, AwsClients, teardown
+from distributed_something.config.model import Config
+from distributed_something.errors import BackendError
+
+BUCKET = "ds-teardown-bucket"
+RUN_ID = "20260101-000000-abcdef"
+OTHER_APP_ALARM = "T_2_i-0123456789abcdef0"  # app "T_2": shares the prefix "T_", not ours
+
+
+@dataclass
+class World:
+    """A run's AWS resources as setup and start-cluster would leave them."""
+
+    clients: AwsClients
+    names: AwsNames
+    resources: AwsResources
+    instance_ids: list[str]
+
+
+def make_config(app: str = "T", cluster: str = "TCluster") -> Config:
+    return Config(app_name=app, backend="aws", aws={"ecs_cluster": cluster})
+
+
+def build_world(*, with_monitor: bool = True, service_tasks: int = 2) -> World:
+    """Create queue + DLQ, cluster, task definitions, service, fleet, alarms, dashboard,
+    log groups with events, monitor objects and the bucket, directly with boto3."""
+    aws = AwsClients(AwsSettings(region="us-east-1"))
+    names = AwsNames(make_config())
+    res = AwsResources(region="us-east-1")
+    aws.s3.create_bucket(Bucket=BUCKET)
+
+    dlq = aws.sqs.create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
+    dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
+    queue = aws.sqs.create_queue(QueueName=names.queue, Attributes={"RedrivePolicy": redrive})
+    res.queue_url, res.dead_letter_queue_url = queue["QueueUrl"], dlq
+
+    aws.ecs.create_cluster(clusterName=names.cluster)
+    res.cluster, res.cluster_created = names.cluster, True
+    container = [{"name": names.container, "image": "img", "memory": 128}]
+    arns = [
+        aws.ecs.register_task_definition(family=names.task_family, containerDefinitions=container)[
+            "taskDefinition"
+        ]["taskDefinitionArn"]
+        for _ in range(2)
+    ]
+    # Only the latest revision is recorded: the family lookup must find the other one.
+    res.task_definition_arns = arns[-1:]
+    aws.ecs.register_task_definition(
+        family=f"{names.task_family}Other", containerDefinitions=container
+    )
+    aws.ecs.create_service(
+        cluster=names.cluster,
+        serviceName=names.service,
+        taskDefinition=arns[-1],
+        desiredCount=service_tasks,
+    )
+    res.service = names.service
+
+    image = "ami-12c6146b"  # any id: moto does not check it (listing images is slow)
+    fleet = aws.ec2.request_spot_fleet(
+        SpotFleetRequestConfig={
+            "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+            "TargetCapacity": 2,
+            "AllocationStrategy": "lowestPrice",  # moto requires it (AWS defaults it)
+            "LaunchSpecifications": [{"ImageId": image, "InstanceType": "m5.large"}],
+        }
+    )
+    res.fleet_request_id = fleet["SpotFleetRequestId"]
+    active = aws.ec2.describe_spot_fleet_instances(SpotFleetRequestId=res.fleet_request_id)
+    instance_ids = [i["InstanceId"] for i in active["ActiveInstances"]]
+    assert len(instance_ids) == 2
+    for alarm in [*(names.instance_alarm(i) for i in instance_ids), OTHER_APP_ALARM]:
+        put_alarm(aws, alarm)
+
+    aws.cloudwatch.put_dashboard(DashboardName=names.dashboard, DashboardBody='{"widgets": []}')
+    res.dashboard = names.dashboard
+    for group in (names.log_group, names.instance_log_group):
+        aws.logs.create_log_group(logGroupName=group)
+        aws.logs.create_log_stream(logGroupName=group, logStreamName="stream")
+        aws.logs.put_log_events(
+            logGroupName=group,
+            logStreamName="stream",
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": f"hello {group}"}],
+        )
+        res.log_groups.append(group)
+
+    if with_monitor:
+        res.monitor_objects = make_monitor_objects(aws)
+    return World(aws, names, res, instance_ids)
+
+
+def put_alarm(aws: AwsClients, name: str) -> None:
+    aws.cloudwatch.put_metric_alarm(
+        AlarmName=name,
+        MetricName="CPUUtilization",
+        Namespace="AWS/EC2",
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=15,
+        Threshold=1,
+        ComparisonOperator="LessThanThreshold",
+    )
+
+
+def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
+    """The unattended monitor's rule (with a target), alarm and invoke permission."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    role = aws.iam.create_role(RoleName="fn-role", AssumeRolePolicyDocument=json.dumps(trust))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
+    function = aws.lambda_.create_function(
+        FunctionName="ds-monitor",
+        Runtime="python3.11",
+        Role=role["Role"]["Arn"],
+        Handler="handler.handler",
+        Code={"ZipFile": buffer.getvalue()},
+    )["FunctionArn"]
+    aws.events.put_rule(Name="T-monitor", ScheduleExpression="rate(1 minute)")
+    aws.events.put_targets(Rule="T-monitor", Targets=[{"Id": "monitor", "Arn": function}])
+    aws.lambda_.add_permission(
+        FunctionName="ds-monitor",
+        StatementId="T-monitor-invoke",
+        Action="lambda:InvokeFunction",
+        Principal="events.amazonaws.com",
+    )
+    put_alarm(aws, "T-queue-alarm")
+    return {
+        "rule": "T-monitor",
+        "alarm": "T-queue-alarm",
+        "function": "ds-monitor",
+        "permission": "T-monitor-invoke",
+    }
+
+
+def export_keys(aws: AwsClients, group: str) -> list[str]:
+    prefix = f"_ds/T/runs/{RUN_ID}/logs-export/{group}/"
+    pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def assert_all_gone(world: World) -> None:
+    """Nothing billable or left over remains; the dead-letter queue does."""
+    aws, names, res = world.clients, world.names, world.resources
+    with pytest.raises(aws.sqs.exceptions.QueueDoesNotExist):
+        aws.sqs.get_queue_url(QueueName=names.queue)
+    assert aws.sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"]
+
+    services = aws.ecs.describe_services(cluster=names.cluster, services=[names.service])
+    assert all(s["status"] == "INACTIVE" for s in services.get("services", []))
+    clusters = aws.ecs.describe_clusters(clusters=[names.cluster])["clusters"]
+    assert all(c["status"] == "INACTIVE" for c in clusters)
+    active = aws.ecs.list_task_definitions(status="ACTIVE")
+    families = {arn.rsplit("/", 1)[1].split(":")[0] for arn in active["taskDefinitionArns"]}
+    assert families == {f"{names.task_family}Other"}  # another family is not ours to remove
+
+    fleets = aws.ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert all(f["SpotFleetRequestState"].startswith("cancelled") for f in fleets)
+    reservations = aws.ec2.describe_instances(InstanceIds=world.instance_ids)["Reservations"]
+    states = {i["State"]["Name"] for r in reservations for i in r["Instances"]}
+    assert states <= {"shutting-down", "terminated"}
+
+    alarms = aws.cloudwatch.describe_alarms()["MetricAlarms"]
+    assert [a["AlarmName"] for a in alarms] == [OTHER_APP_ALARM]
+    assert aws.cloudwatch.list_dashboards()["DashboardEntries"] == []
+
+    with pytest.raises(aws.events.exceptions.ResourceNotFoundException):
+        aws.events.describe_rule(Name="T-monitor")
+    with pytest.raises(aws.lambda_.exceptions.ResourceNotFoundException):
+        aws.lambda_.get_policy(FunctionName="ds-monitor")
+
+    for group in (names.log_group, names.instance_log_group):
+        keys = export_keys(aws, group)
+        assert any(key.endswith(".gz") for key in keys), group
+    assert res.cleaned == list(TEARDOWN_STEPS)
+
+
+def test_teardown_removes_everything_but_the_dead_letter_queue(aws: str) -> None:
+    world = build_world()
+    saves: list[list[str]] = []
+
+    teardown(
+        world.clients,
+        world.names,
+        world.resources,
+        bucket=BUCKET,
+        run_id=RUN_ID,
+        save=lambda r: saves.append(list(r.cleaned)),
+    )
+
+    assert_all_gone(world)
+    # Saved after every step, and once more as each of the two exports started.
+    assert [s for s in saves if s and s[-1] == TEARDOWN_STEPS[-1]] == [list(TEARDOWN_STEPS)]
+    assert len(saves) == len(TEARDOWN_STEPS) + 2
+    assert len(world.resources.export_tasks) == 2
+
+
+class Crash(Exception):
+    """The process dies while saving (after the step's work, before it is recorded)."""
+
+
+# 10 steps + 2 saves as the exports start = 12 saves; crash at each of them.
+@pytest.mark.parametrize("crash_at", range(1, len(TEARDOWN_STEPS) + 3))
+def test_teardown_killed_at_any_save_finishes_when_run_again(aws: str, crash_at: int) -> None:
+    world = build_world()
+    persisted = world.resources.model_copy(deep=True)
+    calls = 0
+
+    def crashing_save(resources: AwsResources) -> None:
+        nonlocal calls, persisted
+        calls += 1
+        if calls == crash_at:
+            raise Crash
+        persisted = resources.model_copy(deep=True)
+
+    with pytest.raises(Crash):
+        teardown(
+            world.clients,
+            world.names,
+            world.resources,
+            bucket=BUCKET,
+            run_id=RUN_ID,
+            save=crashing_save,
+        )
+    # The step whose save failed is not recorded: the rerun repeats it on gone resources.
+    resumed = persisted.model_copy(deep=True)
+    assert len(resumed.cleaned) < len(TEARDOWN_STEPS)
+    teardown(world.clients, world.names, resumed, bucket=BUCKET, run_id=RUN_ID, save=lambda r: None)
+
+    world.resources = resumed
+    assert_all_gone(world)
+
+
+def test_teardown_twice_is_a_no_op(aws: str) -> None:
+    world = build_world(with_monitor=False)
+    teardown(
+        world.clients,
+        world.names,
+        world.resources,
+        bucket=BUCKET,
+        run_id=RUN_ID,
+        save=lambda r: None,
+    )
+    again = AwsResources.model_validate(
+        {**world.resources.model_dump(), "cleaned": [], "export_tasks": []}
+    )
+    # Every step again, from scratch, on resources that are all gone: no step fails.
+    teardown(world.clients, world.names, again, bucket=BUCKET, run_id=RUN_ID, save=lambda r: None)
+    assert again.cleaned == list(TEARDOWN_STEPS)
+
+
+def test_dashboard_is_kept_when_clean_dashboard_is_false(aws: str) -> None:
+    world = build_world(with_monitor=False)
+    teardown(
+        world.clients,
+        world.names,
+        world.resources,
+        bucket=BUCKET,
+        run_id=RUN_ID,
+        save=lambda r: None,
+        clean_dashboard=False,
+    )
+    entries = world.clients.cloudwatch.list_dashboards()["DashboardEntries"]
+    assert [e["DashboardName"] for e in entries] == [world.names.dashboard]
+    assert "delete_dashboard" in world.resources.cleaned
+
+
+def test_cluster_not_created_by_the_run_is_kept(aws: str) -> None:
+    world = build_world(with_monitor=False)
+    world.resources.cluster_created = False
+    teardown(
+        world.clients,
+        world.names,
+        world.resources,
+        bucket=BUCKET,
+        run_id=RUN_ID,
+        save=lambda r: None,
+    )
+    clusters = world.clients.ecs.describe_clusters(clusters=[world.names.cluster])["clusters"]
+    assert [c["status"] for c in clusters] == ["ACTIVE"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_cluster_with_instances_is_left_after_the_wait(aws: str) -> None:
+    world = build_world(with_monitor=False)
+    document = json.dumps({"instanceId": world.instance_ids[0], "region": "us-east-1"})
+    world.clients.ecs.register_container_instance(
+        cluster=world.names.cluster, instanceIdentityDocument=document
+    )
+    clock = FakeClock()
+    teardown(
+        world.clients,
+        world.names,
+        world.resources,
+        bucket=BUCKET,
+        run_id=RUN_ID,
+        save=lambda r: None,
+        clock=clock,
+        sleep=clock.sleep,
+        wait_timeout=30,
+        poll_interval=10,
+    )
+    clusters = world.clients.ecs.describe_clusters(clusters=[world.names.cluster])["clusters"]
+    assert [c["status"] for c in clusters] == ["ACTIVE"]
+    assert clock.sleeps == [10, 10, 10]
+    assert world.resources.cleaned == list(TEARDOWN_STEPS)  # the rest still ran
+
+
+def test_a_failing_step_names_itself_and_resumes_there(aws: str) -> None:
+    world = build_world(with_monitor=False)
+    saved: list[Any] = []
+    with pytest.raises(BackendError, match="export_logs"):
+        teardown(
+            world.clients,
+            world.names,
+            world.resources,
+            bucket="no-such-bucket-here",
+            run_id=RUN_ID,
+            save=lambda r: saved.append(list(r.cleaned)),
+        )
+    assert world.resources.cleaned == list(TEARDOWN_STEPS[:-1])
+    teardown(
+        world.clients,
+        world.names,
+        world.resources,
+        bucket=BUCKET,
+        run_id=RUN_ID,
+        save=lambda r: saved.append(list(r.cleaned)),
+    )
+    assert world.resources.cleaned == list(TEARDOWN_STEPS)
+    assert export_keys(world.clients, world.names.log_group)

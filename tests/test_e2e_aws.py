@@ -1,0 +1,225 @@
+"""End to end on moto's server: setup → submit → start-cluster → workers → monitor → cleanup.
+
+The test plays the ECS agent (tests/aws_agent.py): it runs the service's desired tasks as
+`ds worker` processes with exactly the environment of the registered task definition.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
+
+import boto3
+import pytest
+import tomli_w
+
+from aws_agent import start_tasks, task_definition_environment
+from imds_server import imds_server
+from test_aws_fleet import FAMILY_FLEET
+
+pytestmark = pytest.mark.slow
+
+Ds = Callable[..., CompletedProcess[str]]
+REGION = "us-east-1"
+BUCKET = "ds-e2e"
+
+WORK = (
+    "import sys, time, os\n"
+    "out, name, ledger, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])\n"
+    "with open(ledger, 'a') as f: f.write(name + '\\n')\n"
+    "if name.startswith('poison') and not os.path.exists(ledger + '.cured'):\n"
+    "    print('poisoned input', name, file=sys.stderr); sys.exit(7)\n"
+    "time.sleep(seconds)\n"
+    "open(os.path.join(out, 'result.txt'), 'w').write('result of ' + name)\n"
+)
+
+
+def aws_client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION)
+
+
+def make_project(tmp_path: Path, names: list[str], seconds: float = 0.0, **extra: Any) -> Path:
+    folder = tmp_path / "proj"
+    (folder / "files").mkdir(parents=True)
+    ledger = tmp_path / "ledger.txt"
+    config: dict[str, Any] = {
+        "app_name": "E2E",
+        "backend": "aws",
+        "image": "example/ds-worker:1",
+        "recipe": {
+            "name": "command",
+            "argv": [
+                sys.executable,
+                "-c",
+                WORK,
+                "{output_dir}",
+                "{name}",
+                str(ledger),
+                str(seconds),
+            ],
+            "output_prefix": "out/{name}",
+        },
+        "cluster": {"machines": 1, "tasks_per_machine": 2, "docker_cores": 1},
+        "queue": {"visibility": 5, "job_retries": 2},
+        "storage": {"bucket": BUCKET},
+        "aws": {"region": REGION, "ecs_cluster": "E2ECluster", "create_dashboard": True},
+        "local": {"poll_interval": 0.2},
+    }
+    for key, value in extra.items():
+        config[key] = {**config.get(key, {}), **value}
+    (folder / "ds.toml").write_text(tomli_w.dumps(config))
+    (folder / "files" / "job.json").write_text(json.dumps({"groups": [{"name": n} for n in names]}))
+    ec2 = aws_client("ec2")
+    fleet = copy.deepcopy(FAMILY_FLEET)
+    interface = fleet["LaunchSpecifications"][0]["NetworkInterfaces"][0]
+    interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]
+    (folder / "files" / "fleet.json").write_text(json.dumps(fleet))
+    aws_client("s3").create_bucket(Bucket=BUCKET)
+    return folder
+
+
+def ledger(tmp_path: Path) -> list[str]:
+    path = tmp_path / "ledger.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def wait_all(procs: list[subprocess.Popen[bytes]], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        proc.wait(timeout=max(deadline - time.monotonic(), 1))
+
+
+def s3_text(key: str) -> str:
+    body: bytes = aws_client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return body.decode()
+
+
+def run_ok(ds: Ds, *args: str, cwd: Path) -> CompletedProcess[str]:
+    result = ds(*args, cwd=cwd)
+    assert result.returncode == 0, f"ds {' '.join(args)}: {result.stderr}"
+    return result
+
+
+def assert_nothing_left(dead_letter_kept: bool = True) -> None:
+    sqs, ecs = aws_client("sqs"), aws_client("ecs")
+    urls = sqs.list_queues().get("QueueUrls", [])
+    assert [u.rsplit("/", 1)[1] for u in urls] == (["E2EDeadMessages"] if dead_letter_kept else [])
+    services = (
+        ecs.list_services(cluster="E2ECluster").get("serviceArns", [])
+        if ecs.list_clusters()["clusterArns"]
+        else []
+    )
+    active = [
+        s
+        for s in (
+            ecs.describe_services(cluster="E2ECluster", services=services)["services"]
+            if services
+            else []
+        )
+        if s["status"] == "ACTIVE"
+    ]
+    assert active == []
+    assert (
+        ecs.list_task_definitions(familyPrefix="E2ETask", status="ACTIVE")["taskDefinitionArns"]
+        == []
+    )
+    fleets = aws_client("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert all(f["SpotFleetRequestState"].startswith("cancelled") for f in fleets)
+    cloudwatch = aws_client("cloudwatch")
+    assert cloudwatch.describe_alarms(AlarmNamePrefix="E2E_")["MetricAlarms"] == []
+    assert cloudwatch.list_dashboards()["DashboardEntries"] == []
+
+
+def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: Ds) -> None:
+    names = ["alpha", "beta", "poison"]
+    proj = make_project(tmp_path, names)
+    run_ok(ds, "setup", cwd=proj)
+    run_ok(ds, "submitJob", "files/job.json", cwd=proj)
+    run_ok(ds, "startCluster", "files/fleet.json", cwd=proj)
+    monitor_file = json.loads((proj / "files" / "E2ESpotFleetRequestId.json").read_text())
+    assert monitor_file["MONITOR_APP_NAME"] == "E2E"
+
+    ecs = aws_client("ecs")
+    desired, env = task_definition_environment(ecs, "E2ECluster", "E2EService")
+    assert desired == 2
+    assert env["APP_NAME"] == "E2E" and env["SQS_QUEUE_URL"].endswith("/E2EQueue")
+    assert not any(k in env for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+
+    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent"))
+    assert sorted(set(ledger(tmp_path))) == sorted(names)
+    assert ledger(tmp_path).count("poison") == 2  # two receives, then dead-lettered
+
+    dead = json.loads(run_ok(ds, "dead", "list", "--json", cwd=proj).stdout)
+    assert [d["body"]["group"] for d in dead] == [{"name": "poison"}]
+    shown = json.loads(run_ok(ds, "dead", "show", dead[0]["task_id"], cwd=proj).stdout)
+    assert "code 7" in shown["error"]
+    assert "poisoned input" in shown["failures"][-1]["log_tail"]
+
+    (tmp_path / "ledger.txt.cured").write_text("fixed")
+    run_ok(ds, "dead", "redrive", cwd=proj)
+    assert json.loads(run_ok(ds, "dead", "list", "--json", cwd=proj).stdout) == []
+    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent2"))
+
+    result = run_ok(
+        ds, "monitor", "files/E2ESpotFleetRequestId.json", "--interval", "1", "--json", cwd=proj
+    )
+    report = json.loads(result.stdout)
+    assert report["counts"]["done"] == 3 and report["counts"]["dead"] == 0
+    for name in names:
+        assert s3_text(f"out/{name}/result.txt") == f"result of {name}"
+    assert_nothing_left()
+    exported = aws_client("s3").list_objects_v2(Bucket=BUCKET, Prefix="_ds/E2E/runs/")
+    assert any("logs-export" in o["Key"] for o in exported.get("Contents", []))
+
+
+def test_spot_interruption_hands_the_task_back(aws: str, tmp_path: Path, ds: Ds) -> None:
+    proj = make_project(tmp_path, ["long"], seconds=30, cluster={"tasks_per_machine": 1})
+    run_ok(ds, "setup", cwd=proj)
+    run_ok(ds, "submit", "files/job.json", cwd=proj)
+    ecs = aws_client("ecs")
+    aws_client("ecs").update_service(cluster="E2ECluster", service="E2EService", desiredCount=1)
+    with imds_server() as imds:
+        (worker,) = start_tasks(
+            ecs,
+            "E2ECluster",
+            "E2EService",
+            aws,
+            tmp_path / "agent",
+            extra_env={"DS_METADATA_URL": imds.url},
+        )
+        deadline = time.monotonic() + 60
+        while not ledger(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ledger(tmp_path) == ["long"]
+        imds.interrupt()
+        started = time.monotonic()
+        worker.wait(timeout=60)
+        assert time.monotonic() - started < 30  # handed back at once, not after the task
+    status = json.loads(run_ok(ds, "status", "--json", cwd=proj).stdout)
+    assert status["progress"]["visible"] == 1 and status["progress"]["done"] == 0
+    alarms = aws_client("cloudwatch").describe_alarms(AlarmNamePrefix="E2E_")["MetricAlarms"]
+    assert len(alarms) == 1  # the worker set up its instance's idle-CPU alarm
+    run_ok(ds, "cleanup", cwd=proj)
+    assert_nothing_left()
+
+
+def test_bad_fleet_file_is_rejected_before_anything_is_created(
+    aws: str, tmp_path: Path, ds: Ds
+) -> None:
+    proj = make_project(tmp_path, ["a"])
+    bad = json.loads((proj / "files" / "fleet.json").read_text())
+    del bad["LaunchSpecifications"][0]["ImageId"]
+    (proj / "files" / "bad.json").write_text(json.dumps(bad))
+    result = ds("run", str(proj), "--job", "files/job.json", "--fleet", "files/bad.json", cwd=proj)
+    assert result.returncode == 2
+    assert "ImageId" in result.stderr and "Traceback" not in result.stderr
+    assert aws_client("sqs").list_queues().get("QueueUrls", []) == []
+    assert aws_client("ecs").list_clusters()["clusterArns"] == []
