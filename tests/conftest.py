@@ -90,9 +90,7 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """A moto server on 127.0.0.1 for the whole session; yields its URL."""
+def _start_moto(extra_env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
     import time
     import urllib.request
 
@@ -101,6 +99,7 @@ def moto_server() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **extra_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -108,32 +107,44 @@ def moto_server() -> Iterator[str]:
     while True:
         try:
             urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
+            return url, proc
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 raise RuntimeError("moto server did not start") from None
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 for the whole session; yields its URL."""
+    url, proc = _start_moto({})
     yield url
     proc.terminate()
     proc.wait(timeout=10)
 
 
-@pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
-    """A fresh moto state, and an environment where every AWS call goes to it.
+@pytest.fixture(scope="session")
+def moto_iam_server() -> Iterator[str]:
+    """A second moto server that knows AWS's managed policies (`ds aws bootstrap` attaches
+    some). Separate because loading them makes every reset slow."""
+    url, proc = _start_moto({"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
-    Fake credentials, no instance metadata, no real config or credentials files: nothing can
-    reach anything but 127.0.0.1. Yields the endpoint URL.
-    """
+
+def _use_moto(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Reset ``url``'s state and point every AWS call of this test at it, with fake
+    credentials, no instance metadata and no real config or credentials files."""
     import urllib.request
 
     urllib.request.urlopen(
-        urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
+        urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30
     ).close()
     for key, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
@@ -141,4 +152,17 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     from distributed_something.backends.aws import clients
 
     clients._sessions.clear()  # sessions cache credentials; each test starts clean
-    yield moto_server
+    return url
+
+
+@pytest.fixture
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A fresh moto state, and an environment where every AWS call goes to it; yields the
+    endpoint URL. Nothing can reach anything but 127.0.0.1."""
+    return _use_moto(moto_server, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def aws_iam(moto_iam_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Like `aws`, on the server that knows AWS's managed policies."""
+    return _use_moto(moto_iam_server, monkeypatch, tmp_path)

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,43 +29,9 @@ from distributed_something.errors import InputError
 ACCOUNT = "123456789012"
 
 
-@pytest.fixture(scope="module")
-def iam_moto() -> Iterator[str]:
-    """A moto server on 127.0.0.1 that knows AWS's managed policies (attaching one needs it
-    to exist; the shared server does not load them, and its API cannot switch that on)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
-def clients(aws: str, iam_moto: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
-    """Clients on the managed-policies moto server, reset; otherwise the `aws` environment."""
-    reset = urllib.request.Request(f"{iam_moto}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=10).close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", iam_moto)
+def clients(aws_iam: str) -> AwsClients:
+    """Clients on the moto server that knows AWS's managed policies."""
     return AwsClients(AwsSettings(region="us-east-1"))
 
 

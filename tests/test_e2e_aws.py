@@ -223,3 +223,27 @@ def test_bad_fleet_file_is_rejected_before_anything_is_created(
     assert "ImageId" in result.stderr and "Traceback" not in result.stderr
     assert aws_client("sqs").list_queues().get("QueueUrls", []) == []
     assert aws_client("ecs").list_clusters()["clusterArns"] == []
+
+
+def test_bootstrap_then_unattended_monitor_schedule(aws_iam: str, tmp_path: Path, ds: Ds) -> None:
+    proj = make_project(tmp_path, ["a"], aws={"auto_monitor": True})
+    boot = run_ok(ds, "aws", "bootstrap", "--json", cwd=proj)
+    arns = json.loads(boot.stdout)
+    assert arns["function"].endswith(":function:E2E-monitor")
+    run_ok(ds, "setup", cwd=proj)
+    run_ok(ds, "submit", "files/job.json", cwd=proj)
+    run_ok(ds, "start-cluster", "files/fleet.json", cwd=proj)
+    events = aws_client("events")
+    (target,) = events.list_targets_by_rule(Rule="E2E-monitor-schedule")["Targets"]
+    assert target["Arn"] == arns["function"]
+    settings = json.loads(target["Input"])
+    assert settings["DS_APP_NAME"] == "E2E" and settings["DS_STATE_BUCKET"] == BUCKET
+    assert events.describe_rule(Name="E2E-monitor-schedule")["ScheduleExpression"] == (
+        "rate(1 minute)"
+    )
+    run_ok(ds, "cleanup", cwd=proj)
+    assert events.list_rules(NamePrefix="E2E-")["Rules"] == []
+    assert_nothing_left()
+    destroyed = run_ok(ds, "aws", "destroy", cwd=proj)
+    assert "removed" in destroyed.stderr
+    assert aws_client("lambda").list_functions()["Functions"] == []

@@ -6,6 +6,7 @@ crash never leaves anything unaccounted for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -51,18 +52,37 @@ def new_state(project: Project, backend: str, dead_at_start: int) -> RunState:
     )
 
 
-def load_state(project: Project) -> RunState | None:
-    """The current run's state, or None when no run was set up here."""
+def state_key(app_name: str) -> str:
+    """Where the run state is kept in the main bucket."""
+    return f"{META_ROOT}/{app_name}/state.json"
+
+
+def load_state(project: Project, storage: Storage | None = None) -> RunState | None:
+    """The current run's state, or None when no run was set up.
+
+    With ``storage``, the bucket's copy is read too: it is used when there is no local copy
+    (a monitor started on another machine) or when it is further along for the same run
+    (the unattended monitor tore the run down).
+    """
+    local = None
+    with contextlib.suppress(FileNotFoundError):
+        local = RunState.model_validate_json(project.state_path.read_text())
+    if storage is None:
+        return local
     try:
-        text = project.state_path.read_text()
-    except FileNotFoundError:
-        return None
-    return RunState.model_validate_json(text)
+        remote = RunState.model_validate_json(storage.get_bytes(state_key(project.config.app_name)))
+    except KeyError:
+        return local
+    if local is None:
+        return remote
+    if remote.run_id == local.run_id and remote.cleaned_up and not local.cleaned_up:
+        return remote
+    return local
 
 
-def require_state(project: Project) -> RunState:
+def require_state(project: Project, storage: Storage | None = None) -> RunState:
     """The current run's state; an InputError telling to run `ds setup` when there is none."""
-    state = load_state(project)
+    state = load_state(project, storage)
     if state is None:
         raise InputError(
             str(project.config_path),
@@ -81,7 +101,7 @@ def save_state(project: Project, state: RunState, storage: Storage | None = None
     tmp.write_text(text)
     tmp.replace(project.state_path)
     if storage is not None:
-        storage.put_bytes(f"{META_ROOT}/{state.app_name}/state.json", text.encode())
+        storage.put_bytes(state_key(state.app_name), text.encode())
 
 
 def state_summary(state: RunState) -> dict[str, Any]:

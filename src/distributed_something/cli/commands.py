@@ -131,14 +131,22 @@ def setup(config_path: Path | None) -> None:
 @cli.command()
 @click.argument("job", type=PathArg)
 @config_option
+@click.option(
+    "--skip-done/--no-skip-done",
+    default=None,
+    help="leave out tasks already done (default: when check-if-done is on)",
+)
 @json_option
-def submit(job: Path, config_path: Path | None, as_json: bool) -> None:
+def submit(job: Path, config_path: Path | None, skip_done: bool | None, as_json: bool) -> None:
     """Validate JOB and send its tasks to the queue (alias: submitJob)."""
     project = open_project(config_path)
-    result = lifecycle.submit(project, job)
+    result = lifecycle.submit(project, job, skip_done=skip_done)
     if as_json:
-        emit_json({"sent": result.sent, "duplicates": result.duplicates})
-    info(f"submitted {result.sent} tasks from {job} ({result.job_format} format)")
+        emit_json({"sent": result.sent, "skipped": result.skipped, "duplicates": result.duplicates})
+    info(
+        f"submitted {result.sent} tasks from {job} ({result.job_format} format); "
+        f"{result.skipped} already done"
+    )
     if result.duplicates:
         info(f"[yellow]{result.duplicates} duplicate group(s) submitted once[/]")
 
@@ -339,3 +347,35 @@ def image_build(base: str, tag: str, engine: str | None, extras: str) -> None:
     from distributed_something.usecases.image import build_image
 
     info(f"built {build_image(base=base, tag=tag, engine=engine, extras=extras)}")
+
+
+@cli.group("aws")
+def aws_group() -> None:
+    """One-time AWS account setup."""
+
+
+@aws_group.command("bootstrap")
+@config_option
+@click.option("--prefix", default=None, help="name prefix and policy scope (default: app name)")
+@json_option
+def aws_bootstrap(config_path: Path | None, prefix: str | None, as_json: bool) -> None:
+    """Create the ECS instance role and profile, spot fleet role, monitor role, topic and
+    monitor function (idempotent)."""
+    from distributed_something.usecases.account import bootstrap_account
+
+    arns = bootstrap_account(open_project(config_path), prefix)
+    if as_json:
+        emit_json(arns)
+    for kind, arn in arns.items():
+        info(f"{kind}: {arn}")
+
+
+@aws_group.command("destroy")
+@config_option
+@click.option("--prefix", default=None, help="the prefix given to bootstrap")
+def aws_destroy(config_path: Path | None, prefix: str | None) -> None:
+    """Remove what `ds aws bootstrap` created."""
+    from distributed_something.usecases.account import destroy_account
+
+    removed = destroy_account(open_project(config_path), prefix)
+    info(f"removed {len(removed)} resource(s): {', '.join(removed) or 'nothing left'}")

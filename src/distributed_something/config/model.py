@@ -139,6 +139,11 @@ class AwsConfig(Section):
     ssh_key_name: str = Field(default="", description="an EC2 key pair name, or empty")
     log_group_name: str | None = Field(default=None, description="a CloudWatch log group name")
     auto_monitor: bool = Field(default=False, description="true or false")
+    monitor_function: str | None = Field(
+        default=None,
+        description="the monitor Lambda's name (`ds aws bootstrap --prefix P` makes "
+        "P-monitor; default: <app_name>-monitor)",
+    )
     create_dashboard: bool = Field(default=False, description="true or false")
     clean_dashboard: bool = Field(default=True, description="true or false")
     task_role_arn: str | None = Field(default=None, description="an IAM role ARN for the tasks")

@@ -40,7 +40,7 @@ class Status:
 def status(project: Project, backend: Backend | None = None) -> Status:
     """Counts, workers, and an ETA from the throughput so far."""
     backend = backend or open_backend(project)
-    state = require_state(project)
+    state = require_state(project, backend.storage)
     progress = measure(backend.queue.counts(), records_for(project, backend, state), state)
     compute = backend.compute.status()
     started = state.workers_started_at or state.created_at
@@ -63,7 +63,7 @@ def status(project: Project, backend: Backend | None = None) -> Status:
 def task_logs(project: Project, task: str, backend: Backend | None = None) -> list[tuple[str, str]]:
     """(key, text) of every stored log of a task (its id or a unique prefix of it)."""
     backend = backend or open_backend(project)
-    records = records_for(project, backend, require_state(project))
+    records = records_for(project, backend, require_state(project, backend.storage))
     prefix = f"{records.run_prefix}logs/"
     ids = sorted(
         {o.key[len(prefix) :].split("/", 1)[0] for o in backend.storage.list(prefix + task)}
@@ -97,7 +97,7 @@ def dead_show(project: Project, task: str, backend: Backend | None = None) -> di
             "argument", "TASK", f"no dead task id starts with {task!r}", "see `ds dead list`"
         )
     dead = matches[0]
-    records = records_for(project, backend, require_state(project))
+    records = records_for(project, backend, require_state(project, backend.storage))
     failures = [asdict(f) for f in records.failures_of(dead.task_id)]
     return {
         "task_id": dead.task_id,
@@ -129,7 +129,7 @@ def dead_redrive(
                     "see `ds dead list`",
                 )
             chosen.extend(found)
-    state = require_state(project)
+    state = require_state(project, backend.storage)
     if not state.active:
         state = lifecycle.setup(project, backend)
     moved = backend.queue.redrive([d.task_id for d in chosen] if tasks else None)

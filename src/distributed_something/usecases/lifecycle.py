@@ -15,11 +15,13 @@ from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile
 from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.project import Project
-from distributed_something.records import ManifestEntry, RunRecords
+from distributed_something.recipes.registry import get_recipe
+from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.html import write_html
 from distributed_something.state import RunState, load_state, new_state, require_state, save_state
 from distributed_something.ui import info, task_bar
+from distributed_something.usecases.skipdone import finished_tasks
 from distributed_something.usecases.validate import check_job
 
 #: messages per queue call (SQS allows 10 per batch; the local queue takes more at once)
@@ -34,7 +36,7 @@ def records_for(project: Project, backend: Backend, state: RunState) -> RunRecor
 def setup(project: Project, backend: Backend | None = None) -> RunState:
     """Create what a run needs, or reuse the run in progress. Idempotent."""
     backend = backend or open_backend(project)
-    state = load_state(project)
+    state = load_state(project, backend.storage)
     if state is None or not state.active:
         state = new_state(project, backend.name, dead_at_start=0)
     saver = _saver(project, backend)
@@ -59,6 +61,7 @@ class SubmitResult:
     sent: int
     duplicates: int
     job_format: str
+    skipped: int = 0
 
 
 def submit(
@@ -68,33 +71,55 @@ def submit(
     job: JobFile | None = None,
     backend: Backend | None = None,
     show_progress: bool = True,
+    skip_done: bool | None = None,
 ) -> SubmitResult:
     """Validate the job file fully (unless ``job`` is it, validated), then send every unique
-    task in batches."""
+    task in batches.
+
+    With ``skip_done`` (default: when check-if-done is on), tasks already finished are not
+    sent: they are recorded as skipped, decided by one listing of the done markers and one
+    of the output root.
+    """
     job = job or check_job(project, job_path)
     backend = backend or open_backend(project)
-    state = require_state(project)
+    state = require_state(project, backend.storage)
     records = records_for(project, backend, state)
     # The manifest is written first: the report must know every task that may be queued.
     records.write_manifest(f"{time.time_ns()}", (ManifestEntry(t.id, t.group) for t in job.tasks))
+    if skip_done is None:
+        skip_done = project.config.check_if_done.enabled
+    tasks = job.tasks
+    skipped = 0
+    if skip_done:
+        recipe = get_recipe(project.config.recipe.name, source=str(project.config_path))
+        destination = backend.bucket(project.config.storage.destination_bucket)
+        finished = finished_tasks(project.config, recipe, tasks, records, destination)
+        now = time.time()
+        for tid, why in finished.items():
+            records.write_skip(Skip(tid, now, f"{why} (at submit)", "submit"))
+        tasks = [t for t in tasks if t.id not in finished]
+        skipped = len(finished)
     bar = task_bar("submit") if show_progress else None
-    bar_id = bar.add_task("submit", total=len(job.tasks), detail="") if bar else None
+    bar_id = bar.add_task("submit", total=len(tasks), detail="") if bar else None
     sent = 0
     if bar:
         bar.start()
     try:
-        for start in range(0, len(job.tasks), LOCAL_BATCH):
-            chunk = job.tasks[start : start + LOCAL_BATCH]
+        for start in range(0, len(tasks), LOCAL_BATCH):
+            chunk = tasks[start : start + LOCAL_BATCH]
             sent += backend.queue.send_batch([(t.id, t.body_json()) for t in chunk])
             if bar is not None and bar_id is not None:
                 bar.update(bar_id, completed=sent)
     finally:
         if bar:
             bar.stop()
-    state.submitted += sent
+    # Skipped tasks count as submitted and finished, so progress and totals add up.
+    state.submitted += sent + skipped
     state.job_files.append(str(job_path.resolve()))
     save_state(project, state, backend.storage)
-    return SubmitResult(sent=sent, duplicates=len(job.duplicates), job_format=job.format)
+    return SubmitResult(
+        sent=sent, duplicates=len(job.duplicates), job_format=job.format, skipped=skipped
+    )
 
 
 def start_cluster(
@@ -104,7 +129,7 @@ def start_cluster(
     from the spot fleet file ``fleet_path``."""
     fleet = load_fleet(fleet_path) if fleet_path is not None else None
     backend = backend or open_backend(project)
-    state = require_state(project)
+    state = require_state(project, backend.storage)
     workers = policy_config(project.config, cheapest=False).workers
     state.workers_started_at = state.workers_started_at or time.time()
     backend.provisioner.start(state, fleet, workers, _saver(project, backend))
@@ -121,7 +146,7 @@ def monitor(
 ) -> RunReport:
     """Watch the run until drained, then clean up and write the report."""
     backend = backend or open_backend(project)
-    state = require_state(project)
+    state = require_state(project, backend.storage)
     if interval is None:
         interval = 1.0 if backend.name == "local" else 60.0
     if state.active:
@@ -173,7 +198,7 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
 def report(project: Project, backend: Backend | None = None) -> RunReport:
     """The current run's report, rebuilt from storage now."""
     backend = backend or open_backend(project)
-    return write_report(project, backend, require_state(project))
+    return write_report(project, backend, require_state(project, backend.storage))
 
 
 def cleanup(project: Project, backend: Backend | None = None) -> RunState | None:
@@ -181,7 +206,7 @@ def cleanup(project: Project, backend: Backend | None = None) -> RunState | None
     what runs workers, mark the run finished. The dead-letter store, outputs and records are
     kept; the job file can be submitted again and finished tasks are skipped."""
     backend = backend or open_backend(project)
-    state = load_state(project)
+    state = load_state(project, backend.storage)
     if state is None:
         return None
     if state.finished_at is None:
@@ -207,7 +232,7 @@ def run(
     if fleet_path is not None:
         load_fleet(fleet_path)  # validated before anything is created
     backend = open_backend(project)
-    state = load_state(project)
+    state = load_state(project, backend.storage)
     resuming = state is not None and state.active and state.submitted > 0
     if resuming and state is not None and state.job_files != [str(job_path.resolve())]:
         raise InputError(
@@ -222,7 +247,10 @@ def run(
         info(f"resuming run {state.run_id if state else ''}")
     else:
         result = submit(project, job_path, job=job, backend=backend, show_progress=show_progress)
-        info(f"submitted {result.sent} tasks ({result.duplicates} duplicate groups dropped)")
+        info(
+            f"submitted {result.sent} tasks ({result.skipped} already done, "
+            f"{result.duplicates} duplicate groups dropped)"
+        )
     start_cluster(project, fleet_path, backend)
     try:
         return monitor(

@@ -44,17 +44,45 @@ def _session(settings: AwsSettings) -> Any:
     key = (settings.profile, settings.region)
     with _lock:
         if key not in _sessions:
-            _sessions[key] = boto3.session.Session(
-                profile_name=settings.profile, region_name=settings.region
-            )
+            _sessions[key] = _new_session(boto3, settings)
         return _sessions[key]
+
+
+def _new_session(boto3: Any, settings: AwsSettings) -> Any:
+    """A session for the settings' profile; see `client` for a profile the files lack."""
+    from botocore.exceptions import ProfileNotFound
+
+    profile = settings.profile
+    try:
+        try:
+            return boto3.session.Session(profile_name=profile, region_name=settings.region)
+        except ProfileNotFound:
+            if profile != "default":
+                raise
+            # Every family config.py says AWS_PROFILE = 'default', meaning "what my AWS CLI
+            # uses"; their run.py used boto3's default chain. Without a [default] profile in
+            # the files (keys in the environment, SSO, an instance role) that chain is right.
+            profile = None
+            return boto3.session.Session(region_name=settings.region)
+    except ProfileNotFound:
+        name = profile or os.environ.get("AWS_PROFILE", "")
+        where = "aws.profile (AWS_PROFILE in config.py)" if profile else "AWS_PROFILE"
+        raise InputError(
+            "config" if profile else "environment",
+            "aws.profile" if profile else "AWS_PROFILE",
+            f"the AWS profile {name!r} is not in the AWS config or credentials files",
+            f"create it (`aws configure --profile {name}`) or correct {where}; leave it "
+            "unset to use the credentials of the environment or of the instance role",
+        ) from None
 
 
 def client(service: str, settings: AwsSettings) -> Any:
     """A boto3 client for ``service`` with the run's region, profile, endpoint and retries.
 
     Clients are thread-safe; sessions are not, so sessions are cached per profile/region and
-    clients are created under a lock.
+    clients are created under a lock. A profile the AWS config and credentials files do not
+    define raises `InputError` — except "default", which then means boto3's default chain
+    (environment keys, SSO, instance or task role), as it did for the family's scripts.
     """
     from botocore.config import Config as BotoConfig
 

@@ -15,6 +15,7 @@ from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws import setup as create
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.backends.aws.schedule import schedule_monitor
 from distributed_something.backends.aws.taskenv import task_environment, task_role_arn
 from distributed_something.backends.aws.teardown import AwsClients, teardown
 from distributed_something.errors import BackendError, InputError
@@ -163,6 +164,17 @@ class AwsProvisioner:
             )
             dash.put_dashboard(self._client("cloudwatch"), names.dashboard, body)
             self._record(state, save, lambda r: setattr(r, "dashboard", names.dashboard))
+        if config.aws.auto_monitor:
+            objects = schedule_monitor(
+                self._client("events"),
+                self._client("lambda"),
+                names,
+                config,
+                region=self.settings.region,
+                function=config.aws.monitor_function or f"{names.app}-monitor",
+            )
+            self._record(state, save, lambda r: r.monitor_objects.update(objects))
+            info("the unattended monitor checks this run every minute")
         try:
             spot.wait_for_capacity(
                 ec2, fleet_id, timeout=self.capacity_timeout, clock=self.clock, sleep=self.sleep

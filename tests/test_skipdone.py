@@ -1,0 +1,74 @@
+"""Submit-time check-if-done: two listings decide for every task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.config.model import CheckIfDoneConfig, Config
+from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.jobs.model import Task
+from distributed_something.recipes.command import CommandRecipe
+from distributed_something.records import DoneMarker, RunRecords
+from distributed_something.usecases.skipdone import common_root, done_by_outputs, finished_tasks
+
+
+def test_common_root_is_a_folder() -> None:
+    assert common_root(["out/a/", "out/ab/", "out/b/"]) == "out/"
+    assert common_root(["res/plate1/A01/", "res/plate1/A02/"]) == "res/plate1/"
+    assert common_root(["x/", "y/"]) == ""
+    assert common_root([]) == ""
+
+
+def test_done_by_outputs_groups_objects_by_task_prefix() -> None:
+    rule = CheckIfDoneConfig(expected_number_files=2, min_file_size_bytes=1)
+    prefixes = {"out/a/": ["ta"], "out/ab/": ["tab"], "out/a/deep/": ["tdeep"]}
+    objects = [
+        ObjectInfo("out/a/1.csv", 5),
+        ObjectInfo("out/a/2.csv", 5),
+        ObjectInfo("out/ab/1.csv", 5),  # only one object: not done, and not counted for out/a/
+        ObjectInfo("out/a/deep/x", 0),  # too small for tdeep, but counts for out/a/ too
+    ]
+    assert done_by_outputs(objects, prefixes, rule) == {"ta"}
+
+
+class CountingStorage(FolderStorage):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.listings: list[str] = []
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        self.listings.append(prefix)
+        return super().list(prefix)
+
+
+@pytest.mark.parametrize("rule", [{}, {"expected_number_files": 1}])
+def test_finished_tasks_uses_at_most_two_listings(tmp_path: Path, rule: dict[str, Any]) -> None:
+    storage = CountingStorage(tmp_path / "bucket")
+    config = Config.model_validate(
+        {
+            "app_name": "S",
+            "recipe": {"name": "command", "argv": ["true"], "output_prefix": "res/{n}"},
+            "check_if_done": rule,
+        }
+    )
+    tasks = [Task(body={"group": {"n": str(i)}}) for i in range(300)]
+    records = RunRecords(storage, "S", "run1")
+    for task in tasks[:100]:  # finished with a done marker
+        records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 1.0, "w", "x"))
+    for i in range(100, 200):  # finished, outputs only (a run of the family's scripts)
+        storage.put_bytes(f"res/{i}/result.csv", b"data")
+    storage.listings.clear()
+
+    done = finished_tasks(config, CommandRecipe(), tasks, records, storage)
+
+    expected = 200 if rule else 100
+    assert len(done) == expected
+    assert {t.id for t in tasks[:expected]} == set(done)
+    assert len(storage.listings) == (2 if rule else 1)
+    if rule:
+        assert storage.listings[1] == "res/"
