@@ -247,3 +247,28 @@ def test_bootstrap_then_unattended_monitor_schedule(aws_iam: str, tmp_path: Path
     destroyed = run_ok(ds, "aws", "destroy", cwd=proj)
     assert "removed" in destroyed.stderr
     assert aws_client("lambda").list_functions()["Functions"] == []
+
+
+def test_worker_killed_mid_task_on_aws_and_the_task_completes_once(
+    aws: str, tmp_path: Path, ds: Ds
+) -> None:
+    names = ["k1", "k2"]
+    proj = make_project(tmp_path, names, seconds=4, queue={"visibility": 2})
+    run_ok(ds, "setup", cwd=proj)
+    run_ok(ds, "submit", "files/job.json", cwd=proj)
+    ecs = aws_client("ecs")
+    ecs.update_service(cluster="E2ECluster", service="E2EService", desiredCount=2)
+    first, second = start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent")
+    deadline = time.monotonic() + 60
+    while len(ledger(tmp_path)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(ledger(tmp_path)) == names  # both workers are busy
+    first.kill()  # SIGKILL mid-task: no chance to hand the task back
+    second.wait(timeout=120)  # it finishes its own task, then the orphan once the lease ends
+    result = run_ok(ds, "monitor", "--interval", "1", "--json", cwd=proj)
+    report = json.loads(result.stdout)
+    assert report["counts"]["done"] == 2 and report["counts"]["duplicates"] == 0
+    assert sorted(t["attempts"] for t in report["tasks"]) == [1, 2]
+    assert len(ledger(tmp_path)) == 3  # the killed task started twice, completed once
+    for name in names:
+        assert s3_text(f"out/{name}/result.txt") == f"result of {name}"
