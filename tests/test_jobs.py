@@ -124,8 +124,9 @@ def test_dcp_string_metadata(tmp_path: Path) -> None:
     assert job.format == "dcp"
     assert len(job.tasks) == 2
     body = job.tasks[0].body
-    # Kept as given: the Metadata string is not parsed, shared keys are all there.
-    assert body["group"] == {"Metadata": "Metadata_Plate=Plate1,Metadata_Well=A01"}
+    # The message DCP's run.py sends: Metadata at the top level, string not parsed.
+    assert body["Metadata"] == "Metadata_Plate=Plate1,Metadata_Well=A01"
+    assert "group" not in body
     assert body["pipeline"] == "projects/analysis.cppipe"
     assert body["data_file"] == "projects/load_data.csv"
     assert body["output_structure"] == "Metadata_Plate-Metadata_Well"
@@ -135,9 +136,7 @@ def test_dcp_string_metadata(tmp_path: Path) -> None:
 def test_dcp_print_groups_metadata(tmp_path: Path) -> None:
     job = load_job_file(write_json(tmp_path, DCP_PRINT_GROUPS_JOB))
     assert job.format == "dcp"
-    assert job.tasks[1].body["group"] == {
-        "Metadata": {"Metadata_Plate": "Plate1", "Metadata_Well": "A02"}
-    }
+    assert job.tasks[1].body["Metadata"] == {"Metadata_Plate": "Plate1", "Metadata_Well": "A02"}
 
 
 def test_dcp_legacy_group_without_metadata_key_is_the_metadata_dict() -> None:
@@ -220,7 +219,7 @@ def test_df_is_recognised_by_either_marker(marker: str) -> None:
     data = {marker: DF_JOB[marker], "groups": DF_JOB["groups"]}
     job = parse(data)
     assert job.format == "df"
-    assert job.tasks[0].body == {marker: DF_JOB[marker], "group": DF_JOB["groups"][0]}
+    assert job.tasks[0].body == {marker: DF_JOB[marker], "Metadata": DF_JOB["groups"][0]}
 
 
 def test_df_example(tmp_path: Path) -> None:
@@ -461,3 +460,18 @@ def test_the_suffix_decides_csv(tmp_path: Path) -> None:
         load_job_file(write_text(tmp_path, text, "job.json"))
     assert "not valid JSON" in caught.value.problem
     assert "*.csv" in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"groups": [{"a": 1}]}, "group"),
+        (DCP_JOB, "Metadata"),
+        (DF_JOB, "Metadata"),
+        ({"input_bucket": "b", "plates": ["P1"]}, "plate"),
+    ],
+)
+def test_worker_reads_back_the_same_task_from_the_message(data: dict[str, Any], key: str) -> None:
+    task = parse(data).tasks[0]
+    again = Task.from_body(task.body_json())
+    assert (again.group_key, again.id, again.group) == (key, task.id, task.group)

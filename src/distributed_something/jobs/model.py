@@ -28,9 +28,9 @@ def task_id_of(body: Mapping[str, Any]) -> str:
 class Task:
     """One task.
 
-    ``body`` is the queue message exactly as the family's workers read it (shared keys plus
-    ``"group"``, or ``"plate"`` for DOZC); ``group_key`` names that key. ``id`` is
-    ``task_id_of(body)``.
+    ``body`` is the queue message exactly as the family's run.py sent it and its workers read
+    it: shared keys plus ``"group"`` (DS), ``"plate"`` (DOZC) or ``"Metadata"`` (DCP, DF);
+    ``group_key`` names that key. ``id`` is ``task_id_of(body)``.
     """
 
     body: dict[str, Any]
@@ -71,8 +71,10 @@ class Task:
         body = json.loads(body_json)
         if not isinstance(body, dict):
             raise ValueError("a task message body must be a JSON object")
-        group_key = "plate" if "plate" in body and "group" not in body else "group"
-        return cls(body=body, group_key=group_key)
+        for group_key in ("group", "plate", "Metadata"):
+            if group_key in body:
+                return cls(body=body, group_key=group_key)
+        return cls(body=body)
 
 
 @dataclass(frozen=True)

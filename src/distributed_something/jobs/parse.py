@@ -7,8 +7,10 @@ Formats (detected from the content; CSV from the ``.csv`` suffix):
 - ``dcp`` (Distributed-CellProfiler): the same shape, recognised by ``"pipeline"`` or
   ``"data_file"``; ``pipeline``, ``input`` and ``output`` are required and each group's
   ``Metadata`` is checked (``"k=v,k=v"`` or a dict as printed by ``cellprofiler --print-groups``).
+  Body = the message DCP's run.py sends: shared keys (``data_file`` and ``output_structure``
+  default to ``""``) + ``{"Metadata": the group's Metadata, or the group itself}``.
 - ``df`` (Distributed-Fiji): the same shape, recognised by ``"output_file_location"`` or
-  ``"shared_metadata"``.
+  ``"shared_metadata"``; body = shared keys + ``{"Metadata": element}``, as DF's run.py.
 - ``dozc`` (Distributed-OmeZarrCreator): shared keys plus ``"plates"``; body = shared keys +
   ``{"plate": element}``.
 - ``csv``: header = group keys, one row per task; body = ``{"group": {column: text}}``.
@@ -100,11 +102,17 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
         _fail(source, "group", "a plates job file cannot have a shared key `group`", "rename it")
     if fmt == "dcp":
         _check_dcp_shared(shared, source)
+    if fmt == "dcp":
+        # The message Distributed-CellProfiler's run.py sends (its workers read these keys).
+        shared = {"data_file": "", "output_structure": "", **shared}
     tasks: list[Task] = []
     for index, element in enumerate(elements):
         group = _drop_comments(element)
         if fmt == "dcp":
             _check_dcp_group(group, index, source)
+            # DCP sends a group's "Metadata" string, or the group itself (--print-groups form).
+            if isinstance(group, dict) and "Metadata" in group:
+                group = group["Metadata"]
         tasks.append(Task(body={**shared, group_key: group}, group_key=group_key))
     return _dedupe(source, fmt, list_key, tasks)
 
@@ -220,9 +228,9 @@ def _detect(data: dict[str, Any], source: str) -> tuple[JobFormat, str, str]:
         )
     keys = {k for k in data if not _is_comment(k)}
     if keys.intersection(_DCP_MARKERS):
-        return "dcp", "groups", "group"
+        return "dcp", "groups", "Metadata"
     if keys.intersection(_DF_MARKERS):
-        return "df", "groups", "group"
+        return "df", "groups", "Metadata"
     return "ds", "groups", "group"
 
 

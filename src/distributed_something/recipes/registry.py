@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.recipes.base import Recipe
 from distributed_something.recipes.command import CommandRecipe
 
-__all__ = ["RECIPES", "get_recipe"]
+__all__ = ["RECIPES", "get_recipe", "recipe_for"]
 
 #: name → factory; a factory takes no arguments and returns a fresh recipe.
 RECIPES: dict[str, Callable[[], Recipe]] = {
@@ -39,3 +40,11 @@ def get_recipe(name: str | None, *, source: str) -> Recipe:
             f"set recipe.name to one of {known}",
         )
     return factory()
+
+
+def recipe_for(config: Config, *, source: str) -> Recipe | None:
+    """The config's recipe, or None when it names none and runs on AWS: then the container
+    image's own entrypoint processes the tasks, as the family's images do."""
+    if config.recipe.name is None and config.backend == "aws":
+        return None
+    return get_recipe(config.recipe.name, source=source)

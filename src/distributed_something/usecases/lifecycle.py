@@ -15,7 +15,7 @@ from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile
 from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.project import Project
-from distributed_something.recipes.registry import get_recipe
+from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.html import write_html
@@ -91,7 +91,7 @@ def submit(
     tasks = job.tasks
     skipped = 0
     if skip_done:
-        recipe = get_recipe(project.config.recipe.name, source=str(project.config_path))
+        recipe = recipe_for(project.config, source=str(project.config_path))
         destination = backend.bucket(project.config.storage.destination_bucket)
         finished = finished_tasks(project.config, recipe, tasks, records, destination)
         now = time.time()

@@ -51,7 +51,7 @@ def done_by_outputs(
 
 def finished_tasks(
     config: Config,
-    recipe: Recipe,
+    recipe: Recipe | None,
     tasks: list[Task],
     records: RunRecords,
     destination: Storage,
@@ -66,8 +66,8 @@ def finished_tasks(
     }
     done = {tid: why for tid, why in found.items() if tid in ids}
     rule = config.check_if_done
-    if rule.expected_number_files is None:
-        return done
+    if rule.expected_number_files is None or recipe is None:
+        return done  # without a recipe, output prefixes are the image's business
     prefixes: dict[str, list[str]] = defaultdict(list)
     for task in tasks:
         if task.id not in done:

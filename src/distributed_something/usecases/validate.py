@@ -12,7 +12,7 @@ from distributed_something.jobs.model import JobFile
 from distributed_something.jobs.parse import load_job_file
 from distributed_something.project import Project
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR
-from distributed_something.recipes.registry import get_recipe
+from distributed_something.recipes.registry import recipe_for
 
 
 @dataclass
@@ -28,7 +28,9 @@ class Validated:
 def check_job(project: Project, job_path: Path) -> JobFile:
     """Parse the job file and plan every task with the recipe (missing fields are errors)."""
     job = load_job_file(job_path)
-    recipe = get_recipe(project.config.recipe.name, source=str(project.config_path))
+    recipe = recipe_for(project.config, source=str(project.config_path))
+    if recipe is None:
+        return job  # the image's own entrypoint reads the tasks
     for task in job.tasks:
         try:
             recipe.plan(project.config, task, PLACEHOLDER_WORKDIR)
@@ -44,7 +46,7 @@ def check_job(project: Project, job_path: Path) -> JobFile:
 def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -> Validated:
     """Validate everything given. Raises InputError at the first problem."""
     result = Validated(project)
-    get_recipe(project.config.recipe.name, source=str(project.config_path))
+    recipe_for(project.config, source=str(project.config_path))
     if job_path is not None:
         result.job = check_job(project, job_path)
         for dup in result.job.duplicates:
