@@ -7,6 +7,9 @@ entrypoint. The test plays the ECS agent with a stand-in for that image: a small
 reads the task definition's environment and the queue messages the way DCP's cp-worker.py
 does (``message['Metadata']``, ``message['output']`` …) and writes one object per message
 where DCP would upload its outputs.
+
+Also here: how a DCP config's ``AWS_PROFILE = 'default'`` is treated when the AWS files have no
+such profile (boto3's default chain, as the family's run.py used), and an unknown profile.
 """
 
 from __future__ import annotations
@@ -402,23 +405,9 @@ def check_nothing_left(fleet_id: str) -> None:
     assert cluster["status"] == "ACTIVE"  # the shared cluster is never deleted
 
 
-# Product bugs found by these tests (reported to the lead with file, line and fix). Strict: a
+# A product bug found by this test (reported to the lead with file, line and fix). Strict: the
 # fix makes the test pass, which fails the run until the marker is removed.
-BODY_BUG = (
-    "jobs/parse.py sends DCP tasks as shared keys + 'group'; DCP's and DF's run.py sent, and "
-    "their workers read, the group's Metadata under the top-level key 'Metadata'"
-)
-NO_RECIPE_BUG = (
-    "ds submitJob refuses a config naming no recipe (usecases/validate.check_job calls "
-    "recipes.registry.get_recipe(None)), although setup keeps the image's entrypoint for it"
-)
-REPORT_BUG = (
-    "report/build.py counts tasks the image's own worker finished (deleted, no done marker) "
-    "as pending, so ds monitor exits 1 after a successful run"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=BODY_BUG)
 def test_dcp_job_messages_carry_what_the_family_worker_reads(tmp_path: Path) -> None:
     path = tmp_path / "exampleJob.json"
     path.write_text(json.dumps(EXAMPLE_JOB))
@@ -460,7 +449,6 @@ def test_setup_start_and_cleanup_of_a_dcp_folder(
     check_nothing_left(fleet_id)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{NO_RECIPE_BUG}; {BODY_BUG}; {REPORT_BUG}")
 def test_family_commands_run_a_dcp_folder_on_moto(
     aws: str, tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -166,3 +166,16 @@ def test_python_dash_m_and_help(tmp_path: Path, ds: Ds) -> None:
     assert result.returncode == 0
     for command in ("run", "submit", "start-cluster", "monitor", "dead", "worker", "validate"):
         assert command in result.stdout
+
+
+def test_worker_runs_several_processes_like_docker_cores(tmp_path: Path, ds: Ds) -> None:
+    names = [f"p{i}" for i in range(4)]
+    proj = work_project(tmp_path, names, 0.5)
+    assert ds("setup", cwd=proj).returncode == 0
+    assert ds("submit", "job.json", cwd=proj).returncode == 0
+    result = ds("worker", "--processes", "2", "--name", "box", cwd=proj)
+    assert result.returncode == 0, result.stderr
+    done_dir = proj / ".ds" / "T" / "buckets" / "default" / "_ds" / "T" / "done"
+    workers = {json.loads(p.read_text())["worker"] for p in done_dir.glob("*.json")}
+    assert workers == {"box-0", "box-1"}
+    assert sorted(ledger(tmp_path)) == names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -166,19 +167,27 @@ def start_cluster(fleet: Path | None, config_path: Path | None) -> None:
 
 @cli.command()
 @click.argument("monitor_file", type=PathArg, required=False)
+@click.argument("legacy_cheapest", metavar="[CHEAPEST]", required=False)
 @config_option
 @click.option("--cheapest", is_flag=True, help="drop to one machine after 15 minutes")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None, help="seconds per poll")
 @json_option
 def monitor(
     monitor_file: Path | None,
+    legacy_cheapest: str | None,
     config_path: Path | None,
     cheapest: bool,
     interval: float | None,
     as_json: bool,
 ) -> int:
-    """Watch the run until drained, clean up, write the report."""
+    """Watch the run until drained, clean up, write the report.
+
+    MONITOR_FILE (the family's files/<APP_NAME>SpotFleetRequestId.json) and CHEAPEST ("True",
+    as run.py took it) are accepted as the family wrote them; the run state says the rest.
+    """
     project = open_project(config_path)
+    if legacy_cheapest is not None:
+        cheapest = cheapest or legacy_cheapest.strip().lower() in ("true", "1", "yes")
     report = lifecycle.monitor(project, cheapest=cheapest, interval=interval)
     return finish_report(project, report, as_json)
 
@@ -321,15 +330,35 @@ def run(
     return finish_report(project, report, as_json)
 
 
-@cli.command(hidden=False)
+@cli.command()
 @config_option
 @click.option("--name", default=None, help="the worker's name in logs and records")
 @click.option("--start-delay", type=click.FloatRange(min=0), default=0.0, help="seconds to wait")
-def worker(config_path: Path | None, name: str | None, start_delay: float) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="worker processes side by side (default: cluster.docker_cores on AWS, else 1)",
+)
+def worker(
+    config_path: Path | None, name: str | None, start_delay: float, processes: int | None
+) -> int:
     """Process tasks until the queue is drained (the container entrypoint)."""
-    from distributed_something.usecases.work import run_worker, worker_project
+    from distributed_something.usecases.work import run_processes, run_worker, worker_project
 
-    run_worker(worker_project(config_path), name=name, start_delay=start_delay)
+    project = worker_project(config_path)
+    cluster = project.config.cluster
+    if processes is None:
+        processes = cluster.docker_cores if project.config.backend == "aws" else 1
+    if processes > 1:
+        return run_processes(
+            config_path,
+            name=name or socket.gethostname(),
+            processes=processes,
+            seconds_to_start=cluster.seconds_to_start,
+        )
+    run_worker(project, name=name, start_delay=start_delay)
+    return 0
 
 
 @cli.group()

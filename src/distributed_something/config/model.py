@@ -39,6 +39,20 @@ class RecipeConfig(Section):
         default_factory=list,
         description='a list of storage key templates to download, e.g. ["images/{image}"]',
     )
+    executable: str = Field(
+        default="",
+        description="the tool to run (a name on PATH or a path); empty: the recipe's default",
+    )
+    engine: str = Field(
+        default="",
+        description='how a tool recipe runs: fiji: "fiji" or "imagej"; omezarr: '
+        '"bioformats2raw" or "builtin"; empty: the recipe\'s default',
+    )
+    script: str = Field(
+        default="",
+        description="fiji: the storage key of the script or macro to run (when "
+        "tool.script_download_url is not set)",
+    )
 
 
 class ClusterConfig(Section):

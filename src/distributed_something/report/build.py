@@ -55,9 +55,17 @@ class RunReport:
         return all(self.counts[k] == 0 for k in ("dead", "failed", "pending"))
 
 
-def build_report(records: RunRecords, queue: Queue, state: RunState) -> RunReport:
-    """Account for every task of the run's manifest, in submission order."""
+def build_report(
+    records: RunRecords, queue: Queue, state: RunState, *, image_entrypoint: bool = False
+) -> RunReport:
+    """Account for every task of the run's manifest, in submission order.
+
+    With ``image_entrypoint`` the tasks were processed by the container image's own worker
+    (the family's images), which writes no records and deletes a message only when its task
+    succeeded: once the queue is drained, a task that is not dead is done.
+    """
     dead = {d.task_id: d for d in queue.list_dead()}
+    deleted_means_done = image_entrypoint and queue.counts().drained
     skipped = {s.task_id for s in records.all_skips()}
     failures: dict[str, list[str | int]] = {}
     for failure in records.all_failures():
@@ -90,6 +98,8 @@ def build_report(records: RunRecords, queue: Queue, state: RunState) -> RunRepor
             tasks.append(TaskReport(tid, entry.group, "dead", dead[tid].receive_count, error=error))
         elif fail is not None:
             tasks.append(TaskReport(tid, entry.group, "failed", int(fail[0]), error=str(fail[1])))
+        elif deleted_means_done:
+            tasks.append(TaskReport(tid, entry.group, "done", 1))
         else:
             tasks.append(TaskReport(tid, entry.group, "pending", 0))
     counts, stats = tally(tasks)

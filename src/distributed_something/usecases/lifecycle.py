@@ -183,7 +183,12 @@ def _teardown(project: Project, backend: Backend, state: RunState) -> None:
 def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:
     """Build the run report and store it next to the state and in the main bucket."""
     records = records_for(project, backend, state)
-    report = build_report(records, backend.queue, state)
+    report = build_report(
+        records,
+        backend.queue,
+        state,
+        image_entrypoint=recipe_for(project.config, source=str(project.config_path)) is None,
+    )
     text = json.dumps(report.to_json(), indent=1)
     project.state_dir.mkdir(parents=True, exist_ok=True)
     tmp = project.report_path.with_suffix(".tmp")

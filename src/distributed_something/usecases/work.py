@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 from distributed_something.backends import open_backend
 from distributed_something.config.environment import config_from_environment
@@ -70,3 +73,30 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
 
     with on_instance(config, worker, settings.scratch_root):
         return worker.run()
+
+
+def run_processes(
+    config_path: Path | None, *, name: str, processes: int, seconds_to_start: float
+) -> int:
+    """Run ``processes`` single workers side by side, the k-th starting after
+    ``k × seconds_to_start`` (the family's DOCKER_CORES and SECONDS_TO_START inside one
+    container). SIGTERM/SIGINT are passed on, so each hands its task back. Returns the worst
+    exit code."""
+    argv = [sys.executable, "-m", "distributed_something", "worker", "--processes", "1"]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    children = [
+        subprocess.Popen(
+            [*argv, "--name", f"{name}-{k}", "--start-delay", str(k * seconds_to_start)]
+        )
+        for k in range(processes)
+    ]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(child.wait() for child in children)
