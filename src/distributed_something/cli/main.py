@@ -41,7 +41,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run `ds`; exit codes: 0 ok, 1 run failed (dead tasks), 2 bad input, 3 backend error."""
-    from distributed_something.cli import commands  # noqa: F401 - registers the commands
+    from distributed_something.cli import commands, jobs  # noqa: F401 - registers the commands
 
     try:
         result: Any = cli.main(args=argv, prog_name="ds", standalone_mode=False)
