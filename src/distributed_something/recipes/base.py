@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from distributed_something.config.model import Config
 from distributed_something.jobs.model import Task
@@ -74,3 +74,24 @@ class Recipe(Protocol):
     def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan: ...
 
     def check_success(self, exit_code: int, workdir: Workdir) -> str | None: ...
+
+
+@runtime_checkable
+class StagesMoreInputs(Protocol):
+    """A recipe that learns some inputs only from others (a LoadData CSV lists the images).
+
+    The worker calls ``more_inputs`` after it staged ``plan.inputs`` into
+    ``workdir.input_dir`` and before the command runs, and stages what it returns the same
+    way. It may read files under ``workdir`` but never storage or the queue; an exception
+    fails the task (retried, then dead-lettered with its message) like a failed command.
+    """
+
+    def more_inputs(self, config: Config, task: Task, workdir: Workdir) -> list[Input]: ...
+
+
+def more_inputs(recipe: object, config: Config, task: Task, workdir: Workdir) -> list[Input]:
+    """The second round of inputs of ``recipe`` for ``task``: ``[]`` unless it implements
+    `StagesMoreInputs`."""
+    if isinstance(recipe, StagesMoreInputs):
+        return recipe.more_inputs(config, task, workdir)
+    return []

@@ -11,9 +11,18 @@ from distributed_something.recipes.command import CommandRecipe
 
 __all__ = ["RECIPES", "get_recipe", "recipe_for"]
 
-#: name → factory; a factory takes no arguments and returns a fresh recipe.
+
+def _cellprofiler() -> Recipe:
+    from distributed_something.recipes.cellprofiler import CellProfilerRecipe
+
+    return CellProfilerRecipe()
+
+
+#: name → factory; a factory takes no arguments and returns a fresh recipe. Tool recipes are
+#: imported on use, so the base install never loads them.
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "command": CommandRecipe,
+    "cellprofiler": _cellprofiler,
 }
 
 _SET_NAME_FIX = (

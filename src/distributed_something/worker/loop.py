@@ -28,7 +28,7 @@ from distributed_something.interfaces.queue import Message
 from distributed_something.interfaces.storage import Storage
 from distributed_something.jobs.model import Task
 from distributed_something.keys import join_key
-from distributed_something.recipes.base import Recipe, TaskPlan, Workdir
+from distributed_something.recipes.base import Input, Recipe, TaskPlan, Workdir, more_inputs
 from distributed_something.records import DoneMarker, Failure, RunRecords, Skip
 from distributed_something.worker.heartbeat import Heartbeat
 from distributed_something.worker.policy import outputs_look_done, retry_delay
@@ -218,7 +218,7 @@ class Worker:
         lease: float,
         started: float,
     ) -> Outcome:
-        self._stage_inputs(plan, workdir)
+        self._stage_inputs(task, plan, workdir)
         with log_path.open("a") as header:
             header.write(
                 f"ds: task {task.id} attempt {message.receive_count} on {self.settings.name}\n"
@@ -269,8 +269,14 @@ class Worker:
         default = storage.destination_bucket if role == "destination" else storage.source_bucket
         return self.backend.bucket(name or default)
 
-    def _stage_inputs(self, plan: TaskPlan, workdir: Workdir) -> None:
-        for item in plan.inputs:
+    def _stage_inputs(self, task: Task, plan: TaskPlan, workdir: Workdir) -> None:
+        self._download(plan.inputs, workdir)
+        # Some recipes learn what else to fetch only from the first inputs (a LoadData CSV
+        # lists the images); they are fetched the same way, before the command runs.
+        self._download(more_inputs(self.recipe, self.config, task, workdir), workdir)
+
+    def _download(self, inputs: list[Input], workdir: Workdir) -> None:
+        for item in inputs:
             source = self._bucket(item.bucket, "source")
             target = workdir.input_dir / item.path
             target.parent.mkdir(parents=True, exist_ok=True)

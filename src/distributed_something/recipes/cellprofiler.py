@@ -1,0 +1,994 @@
+"""The `cellprofiler` recipe: Distributed-CellProfiler (DCP) job files, inputs downloaded.
+
+A DCP task is the message DCP's ``run.py submitJob`` sends: the job file's shared keys
+(``pipeline``, ``data_file``, ``input``, ``output``, ``output_structure``) plus the group's
+``Metadata``, either ``"Metadata_Plate=P1,Metadata_Well=A01"`` or the dict printed by
+``cellprofiler --print-groups``. What DCP's worker read through an s3fs mount of
+``/home/ubuntu/bucket`` is downloaded instead, in two rounds:
+
+1. `CellProfilerRecipe.plan` (pure) declares the pipeline and the data file, from the
+   workspace bucket, mirrored under ``{input_dir}/workspace/<key>``;
+2. `CellProfilerRecipe.more_inputs`, called by the worker once those are staged, reads the
+   data file and declares the images of the task's group, from the source bucket, mirrored
+   under ``{input_dir}/images/<key>``.
+
+The command is then our in-task helper (`distributed_something.recipes.cellprofiler_task`),
+which rewrites the data file's paths to the downloaded images, prepares plugins when asked,
+and replaces itself with ``cellprofiler -c -r -p … -o … -d <done file> --data-file=… -g …``.
+The run succeeded only when CellProfiler exited 0 and its done file says ``Complete``; only
+then does the worker upload ``{output_dir}`` under ``<output>/<DCP metadata id>``.
+
+Every function here except `find_executable` and `CellProfilerRecipe.more_inputs` is pure.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from distributed_something.config.model import Config, ToolConfig
+from distributed_something.errors import InputError
+from distributed_something.jobs.model import Task
+from distributed_something.keys import check_key, check_prefix, join_key
+from distributed_something.recipes.base import Input, TaskPlan, Workdir
+
+__all__ = [
+    "DATA_ROOT",
+    "DEFAULT_PLUGINS_REPO",
+    "DONE_FILE",
+    "PLUGINS_REPO_ENV",
+    "TASK_ERROR_FILE",
+    "TASK_MODULE",
+    "CellProfilerJob",
+    "CellProfilerRecipe",
+    "DataKind",
+    "LoadDataTable",
+    "cellprofiler_argv",
+    "cellprofiler_group",
+    "column_type",
+    "file_list_images",
+    "find_executable",
+    "folder_key",
+    "group_argument",
+    "group_images",
+    "job_of",
+    "judge_done_file",
+    "metadata_id",
+    "output_prefix",
+    "parse_metadata",
+    "read_load_data",
+    "rewrite_file_list",
+    "rewrite_load_data",
+    "select_group_rows",
+]
+
+#: Where DCP's workers mounted the bucket; LoadData CSVs and file lists written for DCP name
+#: their images under it.
+DATA_ROOT = "/home/ubuntu/bucket"
+
+#: CellProfiler's done file (``-d``), in the workdir root so it is never uploaded.
+DONE_FILE = "cp.is.done"
+
+#: Written by the in-task helper when it fails before CellProfiler starts.
+TASK_ERROR_FILE = "cellprofiler_task.error"
+
+#: The in-task helper the plan's argv runs.
+TASK_MODULE = "distributed_something.recipes.cellprofiler_task"
+
+#: The CellProfiler-plugins checkout used when ``tool.use_plugins`` is on: the value of this
+#: variable in the config's ``env`` table, else where DCP's image keeps it.
+PLUGINS_REPO_ENV = "CELLPROFILER_PLUGINS_REPO"
+DEFAULT_PLUGINS_REPO = "/home/ubuntu/CellProfiler-plugins"
+
+#: The folders under ``input_dir`` that mirror the workspace and source buckets.
+WORKSPACE_DIR = "workspace"
+IMAGES_DIR = "images"
+#: Where the helper writes the rewritten data file, under the workdir root.
+LOCAL_DATA_DIR = "data_file"
+
+DataKind = Literal["csv", "txt", "h5"]
+ColumnType = Literal["integer", "float", "text"]
+
+_JOB = "job file"
+_CONFIG = "config"
+_ENGINES = {"": True, "imageio": True, "bioformats": False}
+_METADATA_FIX = (
+    'write "Metadata": "Metadata_Plate=P1,Metadata_Well=A01" (comma-separated key=value pairs) '
+    'or "Metadata": {"Metadata_Plate": "P1", "Metadata_Well": "A01"}'
+)
+_PATH_FIX = (
+    f"write each PathName_ value as {DATA_ROOT}/<folder in the bucket> (as for "
+    "Distributed-CellProfiler) or as the folder's key relative to the bucket root"
+)
+
+# Column prefixes as CellProfiler's LoadData names them (an "Image_" prefix is dropped first).
+_PATH_PREFIXES = ("PathName_", "ObjectsPathName_")
+_FILE_PREFIXES = {"PathName_": "FileName_", "ObjectsPathName_": "ObjectsFileName_"}
+_LOADDATA_PREFIXES = (
+    "PathName_",
+    "FileName_",
+    "URL_",
+    "ObjectsFileName_",
+    "ObjectsPathName_",
+    "ObjectsURL_",
+)
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+# --- the task ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellProfilerJob:
+    """One DCP task's values, checked.
+
+    ``metadata`` keeps the group's pairs in their order (values as text); ``kind`` says how
+    ``data_file`` is passed to CellProfiler: ``csv`` (LoadData, ``--data-file``), ``txt``
+    (a file list, ``--file-list``) or ``h5`` (a batch file, which is also the pipeline).
+    """
+
+    pipeline: str
+    data_file: str
+    input: str
+    output: str
+    output_structure: str
+    metadata: tuple[tuple[str, str], ...]
+    kind: DataKind
+
+    @property
+    def metadata_id(self) -> str:
+        """DCP's name for the task: its output folder and log name (see `metadata_id`)."""
+        return metadata_id(self.metadata, self.output_structure)
+
+    @property
+    def group(self) -> str:
+        """The ``-g`` value: ``"k=v,k=v"``."""
+        return group_argument(self.metadata)
+
+
+def parse_metadata(
+    value: Any, *, source: str = _JOB, field: str = "Metadata"
+) -> list[tuple[str, str]]:
+    """The ``(key, value)`` pairs of a DCP ``Metadata``, in order, values as text.
+
+    Accepts ``"k=v,k=v"`` and a dict of strings or numbers (``--print-groups`` form; a JSON
+    number becomes its decimal text, e.g. ``1`` → ``"1"``). Raises ``InputError`` for anything
+    else: an empty value, a pair without ``=`` or with an empty side, a repeated key, spaces
+    around a key or value, and ``,`` or ``=`` inside a dict value (CellProfiler's ``-g`` could
+    not carry them).
+    """
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        if not value:
+            raise InputError(source, field, "is empty", _METADATA_FIX)
+        for pair in value.split(","):
+            key, sep, text = pair.partition("=")
+            if not sep or not key or not text or "=" in text:
+                raise InputError(
+                    source,
+                    field,
+                    f"has a bad pair {pair!r} in {value!r}: each comma-separated part must be "
+                    "key=value",
+                    _METADATA_FIX,
+                )
+            pairs.append((key, text))
+    elif isinstance(value, Mapping) and value:
+        for key, raw in value.items():
+            if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+                raise InputError(
+                    source,
+                    f"{field}.{key}",
+                    f"is {raw!r}; metadata values must be strings or numbers",
+                    _METADATA_FIX,
+                )
+            text = raw if isinstance(raw, str) else _number_text(raw)
+            if not text or "," in text or "=" in text:
+                raise InputError(
+                    source,
+                    f"{field}.{key}",
+                    f"is {text!r}: CellProfiler's -g cannot carry an empty value, ',' or '='",
+                    "use another metadata value",
+                )
+            pairs.append((str(key), text))
+    else:
+        what = "an empty object" if isinstance(value, Mapping) else f"{value!r}"
+        raise InputError(source, field, f"is {what}, not a group of metadata", _METADATA_FIX)
+    seen: set[str] = set()
+    for key, text in pairs:
+        if key != key.strip() or text != text.strip():
+            raise InputError(
+                source,
+                field,
+                f"has spaces around {key}={text!r}, which CellProfiler would keep",
+                _METADATA_FIX,
+            )
+        if key in seen:
+            raise InputError(source, field, f"names {key} twice", "name each key once")
+        seen.add(key)
+    return pairs
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return str(value)
+
+
+def group_argument(metadata: Sequence[tuple[str, str]]) -> str:
+    """CellProfiler's ``-g`` value for the pairs: ``"k=v,k=v"`` in their order."""
+    return ",".join(f"{key}={value}" for key, value in metadata)
+
+
+def metadata_id(metadata: Sequence[tuple[str, str]], output_structure: str) -> str:
+    """DCP's metadata id of a task: the name of its output folder and of its log.
+
+    As DCP's worker computes it: with an empty ``output_structure``, the values joined with
+    ``-`` (``Metadata_Plate=P1,Metadata_Well=A01`` → ``P1-A01``); otherwise
+    ``output_structure`` with each key, in the group's order, replaced by its value wherever
+    it occurs in the text so far (``Metadata_Plate/Metadata_Well`` → ``P1/A01``); a key that
+    does not occur is left out. (DCP refuses a ``--print-groups`` dict without an
+    ``output_structure``; here it gets the joined values too.)
+    """
+    if not output_structure:
+        return "-".join(value for _, value in metadata)
+    result = output_structure
+    for key, value in metadata:
+        if key in result:
+            result = result.replace(key, value)
+    return result
+
+
+def output_prefix(job: CellProfilerJob) -> str:
+    """Where the task's outputs go: ``<output>/<metadata id>``, as DCP's ``remoteOut``.
+
+    Raises ``InputError`` when ``output_structure`` names none of the group's keys (every
+    task would write into the same folder) or when the result is not a safe storage prefix.
+    """
+    where = f"for the group {group_argument(job.metadata)}"
+    if job.output_structure and not any(key in job.output_structure for key, _ in job.metadata):
+        keys = ", ".join(key for key, _ in job.metadata)
+        raise InputError(
+            _JOB,
+            "output_structure",
+            f"{job.output_structure!r} names none of the group's keys ({keys}) {where}, so "
+            "every task would write into the same folder",
+            f'name the keys that tell tasks apart, e.g. "{"-".join(k for k, _ in job.metadata)}"',
+        )
+    name = job.metadata_id
+    try:
+        prefix = join_key(job.output, name, source=_JOB)
+        check_prefix(prefix, source=_JOB)
+    except InputError as error:
+        raise InputError(
+            _JOB,
+            "output",
+            f"{where} the output folder {job.output!r} + {name!r} is not a safe storage "
+            f"prefix: {error.problem}",
+            "use relative '/'-separated names (no leading '/', no '..') in output and in the "
+            "metadata values",
+        ) from None
+    return prefix
+
+
+def job_of(task: Task) -> CellProfilerJob:
+    """The DCP values of ``task``; raises ``InputError`` naming what is missing or wrong.
+
+    ``pipeline``, ``input`` and ``output`` are required; ``data_file`` may be empty only when
+    the pipeline is a batch file (``.h5``). Keys must be safe storage keys.
+    """
+    body = task.body
+    where = f"the group {task.describe()} (task {task.id})"
+    values: dict[str, str] = {}
+    for name in ("pipeline", "data_file", "input", "output", "output_structure"):
+        raw = body.get(name, "")
+        if not isinstance(raw, str):
+            raise InputError(
+                _JOB, name, f"is {raw!r} for {where}, not a string", f'write "{name}": "<text>"'
+            )
+        values[name] = raw.strip()
+    for name in ("pipeline", "input", "output"):
+        if not values[name]:
+            raise InputError(
+                _JOB,
+                name,
+                f"is missing or empty for {where}; the cellprofiler recipe runs "
+                "Distributed-CellProfiler job files",
+                f'add "{name}": "<a path relative to the bucket root>" to the job file',
+            )
+    if "Metadata" not in body:
+        raise InputError(
+            _JOB,
+            "groups",
+            f"{where} has no Metadata",
+            f"give each group a Metadata: {_METADATA_FIX}",
+        )
+    try:
+        metadata = parse_metadata(body["Metadata"])
+    except InputError as error:
+        raise InputError(_JOB, error.field, f"{error.problem} ({where})", error.fix) from None
+    pipeline, data_file = values["pipeline"], values["data_file"]
+    for name in ("pipeline", "data_file"):
+        if values[name]:
+            try:
+                check_key(values[name], source=_JOB)
+            except InputError as error:
+                raise InputError(_JOB, name, error.problem, error.fix) from None
+    try:
+        check_prefix(values["input"], source=_JOB)
+    except InputError as error:
+        raise InputError(_JOB, "input", error.problem, error.fix) from None
+    kind = _kind_of(data_file or (pipeline if pipeline.lower().endswith(".h5") else ""))
+    return CellProfilerJob(
+        pipeline=pipeline,
+        data_file=data_file,
+        input=values["input"],
+        output=values["output"],
+        output_structure=values["output_structure"],
+        metadata=tuple(metadata),
+        kind=kind,
+    )
+
+
+def _kind_of(data_file: str) -> DataKind:
+    suffix = posixpath.splitext(data_file)[1].lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".txt":
+        return "txt"
+    if suffix == ".h5":
+        return "h5"
+    problem = f"is {data_file!r}, which is not" if data_file else "is empty: it must be"
+    raise InputError(
+        _JOB,
+        "data_file",
+        f"{problem} a LoadData .csv, a file list .txt or a batch file .h5",
+        "set data_file to the key of a LoadData CSV, a file list or a batch file (for a "
+        "batch file, pipeline and data_file are both the .h5)",
+    )
+
+
+# --- paths in data files -------------------------------------------------------------------
+
+
+def folder_key(path: str) -> str:
+    """The storage key of a folder named in a LoadData ``PathName_`` cell or file list.
+
+    ``/home/ubuntu/bucket/<key>`` (DCP's mount) and a relative ``<key>`` both mean ``<key>``
+    in the source bucket; the bucket root itself is ``""``. Raises ``ValueError`` for any
+    other absolute path or a URL (nothing says which bucket object it is) and for keys that
+    could escape (``..``).
+    """
+    text = path.strip()
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    if text == DATA_ROOT or text == DATA_ROOT + "/":
+        return ""
+    if text.startswith(DATA_ROOT + "/"):
+        text = text[len(DATA_ROOT) + 1 :]
+    elif text.startswith("/") or "://" in text:
+        raise ValueError(f"{path!r} is neither under {DATA_ROOT} nor relative to the bucket")
+    text = text.strip("/")
+    while "//" in text:
+        text = text.replace("//", "/")
+    if text in ("", "."):
+        return ""
+    try:
+        return check_key(text)
+    except InputError as error:
+        raise ValueError(f"{path!r} names the key {text!r}, which {error.problem}") from None
+
+
+def _file_key(folder: str, name: str) -> str:
+    try:
+        return join_key(folder, name)
+    except InputError as error:
+        raise ValueError(f"the image {folder}/{name} {error.problem}") from None
+
+
+# --- LoadData CSVs -------------------------------------------------------------------------
+
+# One CSV field: an optional quoted part, then anything up to the next delimiter (csv's
+# lenient reading of `"ab"c`). Raw spans are kept so a rewrite changes only the cells it means to.
+_FIELD = re.compile(r'(?:"(?:[^"]|"")*")?[^,\r\n]*')
+
+
+@dataclass(frozen=True)
+class _Record:
+    fields: list[str]  # raw text of each field, quotes included
+    end: str  # the record's line ending ("" for the last record without one)
+    line: int  # 1-based line of the file where the record starts
+
+
+def _records(text: str) -> list[_Record]:
+    records: list[_Record] = []
+    position, line, size = 0, 1, len(text)
+    while position < size:
+        fields: list[str] = []
+        start_line = line
+        while True:
+            match = _FIELD.match(text, position)
+            assert match is not None  # the pattern matches the empty string
+            raw = match.group()
+            if raw.startswith('"') and not re.match(r'"(?:[^"]|"")*"', raw):
+                raise ValueError(f"line {start_line}: a quoted value is not closed")
+            line += raw.count("\n") + raw.count("\r") - raw.count("\r\n")
+            fields.append(raw)
+            position = match.end()
+            if position < size and text[position] == ",":
+                position += 1
+                continue
+            break
+        end = ""
+        if text.startswith("\r\n", position):
+            end = "\r\n"
+        elif position < size:
+            end = text[position]
+        position += len(end)
+        line += 1 if end else 0
+        records.append(_Record(fields, end, start_line))
+    return records
+
+
+def _unquote(raw: str) -> str:
+    if not raw.startswith('"'):
+        return raw
+    match = re.match(r'"((?:[^"]|"")*)"', raw)
+    assert match is not None  # checked by _records
+    return match.group(1).replace('""', '"') + raw[match.end() :]
+
+
+def _quote(value: str) -> str:
+    if any(char in value for char in ',"\r\n') or value != value.strip():
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _column_name(header: str) -> str:
+    name = header.strip().removeprefix("\ufeff")
+    for prefix in _LOADDATA_PREFIXES:
+        if name.startswith("Image_" + prefix):
+            return name[len("Image_") :]
+    return name
+
+
+@dataclass(frozen=True)
+class LoadDataTable:
+    """A LoadData CSV read as text: column names as CellProfiler sees them (an ``Image_``
+    prefix dropped) and every row's cells as written (``002`` stays ``002``), with the file
+    line each row starts on. Short rows are padded with empty cells."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+    def column(self, name: str) -> list[str]:
+        """Every row's cell in column ``name`` (``KeyError`` when there is no such column)."""
+        index = self.columns.index(name) if name in self.columns else -1
+        if index < 0:
+            raise KeyError(name)
+        return [row[index] for row in self.rows]
+
+
+def read_load_data(text: str, *, source: str = "data_file") -> LoadDataTable:
+    """Parse a LoadData CSV; raises ``InputError`` (``source`` = the file) when it has no
+    header or a quote is not closed. Blank lines are skipped."""
+    try:
+        records = _records(text)
+    except ValueError as error:
+        raise InputError(source, None, f"is not valid CSV: {error}", "close the quote") from None
+    records = [r for r in records if r.fields != [""]]
+    if not records:
+        raise InputError(
+            source, None, "is empty", "write a header line, then one row per image set"
+        )
+    columns = [_column_name(_unquote(raw)) for raw in records[0].fields]
+    rows: list[list[str]] = []
+    for record in records[1:]:
+        cells = [_unquote(raw) for raw in record.fields]
+        rows.append(cells + [""] * (len(columns) - len(cells)))
+    return LoadDataTable(columns, rows, [r.line for r in records[1:]])
+
+
+def rewrite_load_data(text: str, image_dir: str | Path, *, source: str = "data_file") -> str:
+    """``text`` with every ``PathName_*`` / ``ObjectsPathName_*`` cell pointing into
+    ``image_dir``, the local mirror of the source bucket; every other byte is kept.
+
+    A cell naming ``/home/ubuntu/bucket/<key>`` or ``<key>`` becomes ``<image_dir>/<key>``
+    (see `folder_key`); empty cells stay empty. Metadata and every other column keep their
+    exact text (no number parsing, so ``002`` stays ``002``), as do quotes, line endings and
+    a byte-order mark. Raises ``InputError`` naming the column and line of a path that does
+    not map to a key.
+    """
+    try:
+        records = _records(text)
+    except ValueError as error:
+        raise InputError(source, None, f"is not valid CSV: {error}", "close the quote") from None
+    header = next((r for r in records if r.fields != [""]), None)
+    if header is None:
+        return text
+    names = [_column_name(_unquote(raw)) for raw in header.fields]
+    targets = [i for i, name in enumerate(names) if name.startswith(_PATH_PREFIXES)]
+    root = str(image_dir).rstrip("/") or "/"
+    out: list[str] = []
+    for record in records:
+        fields = record.fields
+        if record is not header and targets and fields != [""]:
+            fields = list(fields)
+            for index in targets:
+                if index >= len(fields):
+                    continue
+                value = _unquote(fields[index])
+                if not value.strip():
+                    continue
+                try:
+                    key = folder_key(value)
+                except ValueError as error:
+                    raise InputError(
+                        source, f"{names[index]} (line {record.line})", str(error), _PATH_FIX
+                    ) from None
+                fields[index] = _quote(posixpath.join(root, key) if key else root)
+        out.append(",".join(fields) + record.end)
+    return "".join(out)
+
+
+def column_type(values: Sequence[str]) -> ColumnType:
+    """How CellProfiler's LoadData reads a column: ``integer`` when every cell is a 32-bit
+    integer, else ``float`` when every cell is a number, else ``text``."""
+    kind: ColumnType = "integer"
+    for value in values:
+        try:
+            number = int(value)
+        except ValueError:
+            try:
+                float(value)
+            except ValueError:
+                return "text"
+            kind = "float"
+            continue
+        if not _INT32[0] <= number <= _INT32[1]:
+            return "text"
+    return kind
+
+
+def _as_read(value: str, kind: ColumnType) -> str | None:
+    """``value`` as CellProfiler compares it in a column of ``kind`` (None: it cannot be)."""
+    if kind == "text":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if kind == "float":
+        return str(number)
+    try:
+        return str(int(value))
+    except ValueError:
+        return str(int(number)) if number.is_integer() else None
+
+
+def cellprofiler_group(
+    table: LoadDataTable, metadata: Sequence[tuple[str, str]], *, source: str = "data_file"
+) -> list[tuple[str, str]]:
+    """The group as CellProfiler matches it against ``table``.
+
+    LoadData reads a column of whole numbers as numbers, and ``-g`` compares the text of
+    those numbers: ``Metadata_Position=002`` would match nothing where ``=2`` matches the
+    rows written ``002``. Each value is therefore given in the column's own reading (``2``
+    for ``002`` or ``2.0`` in an integer column); text columns keep the value as written.
+    Raises ``InputError`` when the table lacks one of the group's columns.
+    """
+    result: list[tuple[str, str]] = []
+    for key, value in metadata:
+        try:
+            cells = table.column(key)
+        except KeyError:
+            known = ", ".join(c for c in table.columns if c.startswith("Metadata_")) or "none"
+            raise InputError(
+                source,
+                key,
+                f"is a key of the group but not a column of the data file (its metadata "
+                f"columns: {known})",
+                "use the data file's Metadata_ column names in the job's Metadata",
+            ) from None
+        read = _as_read(value, column_type(cells))
+        result.append((key, value if read is None else read))
+    return result
+
+
+def select_group_rows(
+    table: LoadDataTable, metadata: Sequence[tuple[str, str]], *, source: str = "data_file"
+) -> list[int]:
+    """Indexes of the rows of ``table`` in the group, compared as CellProfiler does (see
+    `cellprofiler_group`: numbers as numbers, so ``2`` matches ``002``; text as text).
+
+    Raises ``InputError`` when a key is not a column or when no row matches (CellProfiler
+    would have nothing to run).
+    """
+    wanted = cellprofiler_group(table, metadata, source=source)
+    tests: list[tuple[list[str], ColumnType, str]] = []
+    for key, value in wanted:
+        cells = table.column(key)
+        tests.append((cells, column_type(cells), value))
+    rows = [
+        index
+        for index in range(len(table.rows))
+        if all(_as_read(cells[index], kind) == value for cells, kind, value in tests)
+    ]
+    if not rows:
+        raise InputError(
+            source,
+            None,
+            f"has no row in the group {group_argument(metadata)}",
+            "check the group's Metadata against the data file's Metadata_ columns",
+        )
+    return rows
+
+
+def group_images(
+    table: LoadDataTable, metadata: Sequence[tuple[str, str]], *, source: str = "data_file"
+) -> list[str]:
+    """The storage keys of every image of the group's rows (each ``FileName_X`` joined to its
+    ``PathName_X``, and the same for ``ObjectsFileName_``), in row then column order, once.
+
+    Raises ``InputError`` as `select_group_rows`, and for a file name without its path
+    column or a path that does not map to a key (see `folder_key`).
+    """
+    keys: list[str] = []
+    seen: set[str] = set()
+    pairs: list[tuple[int, int, str]] = []
+    for file_index, name in enumerate(table.columns):
+        for path_prefix, file_prefix in _FILE_PREFIXES.items():
+            if name.startswith(file_prefix):
+                path_name = path_prefix + name[len(file_prefix) :]
+                if path_name not in table.columns:
+                    raise InputError(
+                        source,
+                        name,
+                        f"has no {path_name} column, so its folder is unknown",
+                        f"add a {path_name} column with each image's folder",
+                    )
+                pairs.append((file_index, table.columns.index(path_name), name))
+    for row_index in select_group_rows(table, metadata, source=source):
+        row = table.rows[row_index]
+        for file_index, path_index, name in pairs:
+            file_name = row[file_index].strip()
+            if not file_name:
+                continue
+            where = f"{name} (line {table.lines[row_index]})"
+            if not row[path_index].strip():
+                # CellProfiler would look in the pipeline's base image folder, which is not
+                # a place in the bucket.
+                raise InputError(
+                    source,
+                    where,
+                    f"names {file_name!r} but its {table.columns[path_index]} is empty",
+                    _PATH_FIX,
+                )
+            try:
+                key = _file_key(folder_key(row[path_index]), file_name)
+            except ValueError as error:
+                raise InputError(source, where, str(error), _PATH_FIX) from None
+            if key not in seen:
+                seen.add(key)
+                keys.append(key)
+    return keys
+
+
+# --- file lists ----------------------------------------------------------------------------
+
+
+def _file_list_lines(text: str) -> list[tuple[str, str]]:
+    # (content, line ending) per line, endings kept for a byte-exact rewrite
+    return [
+        (line.rstrip("\r\n"), line[len(line.rstrip("\r\n")) :])
+        for line in text.splitlines(keepends=True)
+    ]
+
+
+def file_list_images(text: str, *, source: str = "data_file") -> list[str]:
+    """The storage keys of every file in a CellProfiler file list (one path per line, as
+    DCP's ``/home/ubuntu/bucket/<key>`` or a relative key; blank lines skipped).
+
+    A file list carries no metadata, so every file is needed whatever the group. Raises
+    ``InputError`` naming the line of a path that does not map to a key.
+    """
+    keys: list[str] = []
+    for number, (content, _) in enumerate(_file_list_lines(text), start=1):
+        if not content.strip():
+            continue
+        folder, name = posixpath.split(content.strip())
+        try:
+            key = _file_key(folder_key(folder) if folder else "", name)
+        except ValueError as error:
+            raise InputError(source, f"line {number}", str(error), _PATH_FIX) from None
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def rewrite_file_list(text: str, image_dir: str | Path, *, source: str = "data_file") -> str:
+    """``text`` with each path pointing into ``image_dir`` (see `file_list_images`); blank
+    lines and line endings are kept."""
+    root = str(image_dir).rstrip("/") or "/"
+    file_list_images(text, source=source)  # every path maps to a key, or InputError
+    out: list[str] = []
+    for content, end in _file_list_lines(text):
+        if content.strip():
+            folder, name = posixpath.split(content.strip())
+            content = posixpath.join(root, _file_key(folder_key(folder) if folder else "", name))
+        out.append(content + end)
+    return "".join(out)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def find_executable(configured: str = "") -> str:
+    """The CellProfiler to run: ``configured`` (``recipe.executable``) when set, else
+    ``cellprofiler`` on PATH, else the one next to this Python (where
+    ``scripts/install-cellprofiler.sh`` links it), else plain ``cellprofiler`` (the helper
+    then reports that it is missing)."""
+    if configured:
+        return configured
+    found = shutil.which("cellprofiler")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "cellprofiler"
+    if beside.exists():
+        return str(beside)
+    return "cellprofiler"
+
+
+@dataclass(frozen=True)
+class TaskPaths:
+    """Where one task's files are in its workdir."""
+
+    pipeline: Path
+    data_file: Path | None  # as downloaded
+    local_data_file: Path | None  # rewritten for the local images (what CellProfiler reads)
+    image_dir: Path
+    default_input: Path
+    output: Path
+    done_file: Path
+    error_file: Path
+
+    @classmethod
+    def of(cls, job: CellProfilerJob, workdir: Workdir) -> TaskPaths:
+        """The paths of ``job`` in ``workdir``."""
+        workspace = workdir.input_dir / WORKSPACE_DIR
+        data_file = workspace / job.data_file if job.data_file else None
+        if job.kind == "h5":
+            local = None
+        else:
+            assert data_file is not None
+            local = workdir.root / LOCAL_DATA_DIR / data_file.name
+        return cls(
+            pipeline=workspace / job.pipeline,
+            data_file=data_file,
+            local_data_file=local,
+            image_dir=workdir.input_dir / IMAGES_DIR,
+            default_input=workspace / job.input.rstrip("/") if job.input.strip("/") else workspace,
+            output=workdir.output_dir,
+            done_file=workdir.root / DONE_FILE,
+            error_file=workdir.root / TASK_ERROR_FILE,
+        )
+
+
+def _engine_flags(engine: str) -> list[str]:
+    if engine not in _ENGINES:
+        raise InputError(
+            _CONFIG,
+            "recipe.engine",
+            f"{engine!r} is not an image reading engine of the cellprofiler recipe",
+            'set it to "imageio" (the default: reads TIFF/PNG without Java downloads) or '
+            '"bioformats" (every reader, Bio-Formats included)',
+        )
+    return ["-e", "imageio_reader"] if _ENGINES[engine] else []
+
+
+def plugins_directory(config: Config) -> str:
+    """The ``--plugins-directory`` passed when plugins are used: ``active_plugins`` of the
+    CellProfiler-plugins checkout (the helper falls back to the checkout itself when it
+    has no ``active_plugins``, as DCP does)."""
+    repo = config.env.get(PLUGINS_REPO_ENV) or DEFAULT_PLUGINS_REPO
+    return posixpath.join(repo.rstrip("/"), "active_plugins")
+
+
+def cellprofiler_argv(
+    executable: str,
+    job: CellProfilerJob,
+    paths: TaskPaths,
+    tool: ToolConfig,
+    *,
+    engine: str = "",
+    plugins_dir: str = "",
+) -> list[str]:
+    """DCP's CellProfiler command, one list element per argument.
+
+    ``<exe> -c -r -p PIPELINE -i DEFAULT_INPUT -o OUTPUT -d DONE_FILE`` then
+    ``--data-file=FILE`` (LoadData CSV) or ``--file-list=FILE`` (file list) or nothing (batch
+    file), ``-g GROUP``, ``--plugins-directory=DIR`` when ``tool.use_plugins``,
+    ``--always-continue`` when ``tool.always_continue``, and ``-e imageio_reader`` unless
+    ``engine`` is ``"bioformats"``. Raises ``InputError`` for an unknown engine.
+    """
+    argv = [
+        executable,
+        "-c",
+        "-r",
+        "-p",
+        str(paths.pipeline),
+        "-i",
+        str(paths.default_input),
+        "-o",
+        str(paths.output),
+        "-d",
+        str(paths.done_file),
+    ]
+    if job.kind == "csv":
+        argv.append(f"--data-file={paths.local_data_file}")
+    elif job.kind == "txt":
+        argv.append(f"--file-list={paths.local_data_file}")
+    argv += ["-g", job.group]
+    if tool.use_plugins:
+        argv.append(f"--plugins-directory={plugins_dir}")
+    if tool.always_continue:
+        argv.append("--always-continue")
+    # Last, because -e takes any number of values.
+    argv += _engine_flags(engine)
+    return argv
+
+
+def _helper_argv(config: Config, job: CellProfilerJob, paths: TaskPaths) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        TASK_MODULE,
+        "--kind",
+        job.kind,
+        "--image-dir",
+        str(paths.image_dir),
+        "--group",
+        job.group,
+        "--metadata-id",
+        job.metadata_id,
+        "--error-file",
+        str(paths.error_file),
+        "--mkdir",
+        str(paths.default_input),
+        "--mkdir",
+        str(paths.output),
+    ]
+    if paths.data_file is not None and paths.local_data_file is not None:
+        argv += [
+            "--data-file",
+            str(paths.data_file),
+            "--local-data-file",
+            str(paths.local_data_file),
+        ]
+    tool = config.tool
+    if tool.use_plugins:
+        argv += ["--plugins-repo", posixpath.dirname(plugins_directory(config))]
+        if tool.update_plugins:
+            argv.append("--update-plugins")
+        if tool.plugins_commit and tool.plugins_commit.lower() != "false":
+            argv += ["--plugins-commit", tool.plugins_commit]
+        if tool.install_requirements:
+            argv.append("--install-requirements")
+            if tool.requirements_file:
+                argv += ["--requirements-file", tool.requirements_file]
+            if tool.requirements:
+                argv += ["--requirements", tool.requirements]
+    return argv
+
+
+# --- the run's outcome ---------------------------------------------------------------------
+
+
+def judge_done_file(
+    done_text: str | None, exit_code: int, task_error: str | None = None
+) -> str | None:
+    """None when the run succeeded, else why it failed.
+
+    Success needs both exit code 0 and a done file whose first line is ``Complete`` (DCP's
+    test). ``done_text`` is the done file's text (None: CellProfiler never wrote it, so it
+    did not finish); ``task_error`` is the in-task helper's own error, when it stopped
+    before CellProfiler ran.
+    """
+    if task_error:
+        return f"cellprofiler task setup failed (exit code {exit_code}): {task_error.strip()}"
+    code = f"exit code {exit_code}" + (f", killed by signal {-exit_code}" if exit_code < 0 else "")
+    if done_text is None:
+        return (
+            f"CellProfiler did not finish ({code}): it wrote no done file ({DONE_FILE}); see "
+            "the task log"
+        )
+    first = done_text.splitlines()[0].strip() if done_text.strip() else ""
+    if first == "Complete":
+        if exit_code == 0:
+            return None
+        return f"CellProfiler wrote Complete in its done file but exited with {code}"
+    if first == "Failure":
+        return (
+            f"CellProfiler reported Failure in its done file ({code}); the task log names the "
+            "module and image set that failed"
+        )
+    return f"CellProfiler's done file says {first!r}, not Complete ({code})"
+
+
+# --- the recipe ----------------------------------------------------------------------------
+
+
+class CellProfilerRecipe:
+    """Runs DCP tasks with CellProfiler (see the module docstring and `Recipe`).
+
+    - ``plan``: inputs = the pipeline and data file from ``storage.workspace_bucket``;
+      argv = the in-task helper then `cellprofiler_argv`; output prefix = `output_prefix`
+      in ``storage.destination_bucket``. Pure; ``InputError`` for a task or config it
+      cannot run.
+    - ``more_inputs``: after those are staged, the images of the group (LoadData rows
+      selected by `select_group_rows`, every file of a file list, none for a batch file)
+      from ``storage.source_bucket``, mirrored under ``{input_dir}/images``.
+    - ``check_success``: `judge_done_file`.
+    """
+
+    name: str = "cellprofiler"
+
+    def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan:
+        """The plan for ``task``; raises ``InputError`` for a bad task or engine."""
+        job = job_of(task)
+        prefix = output_prefix(job)
+        paths = TaskPaths.of(job, workdir)
+        cp_argv = cellprofiler_argv(
+            find_executable(config.recipe.executable),
+            job,
+            paths,
+            config.tool,
+            engine=config.recipe.engine,
+            plugins_dir=plugins_directory(config),
+        )
+        workspace = config.storage.workspace_bucket
+        inputs = [Input(job.pipeline, f"{WORKSPACE_DIR}/{job.pipeline}", workspace)]
+        if job.data_file and job.data_file != job.pipeline:
+            inputs.append(Input(job.data_file, f"{WORKSPACE_DIR}/{job.data_file}", workspace))
+        return TaskPlan(
+            argv=[*_helper_argv(config, job, paths), "--", *cp_argv],
+            output_prefix=prefix,
+            inputs=inputs,
+            output_bucket=config.storage.destination_bucket,
+        )
+
+    def more_inputs(self, config: Config, task: Task, workdir: Workdir) -> list[Input]:
+        """The group's images, read from the staged data file (it reads local files only).
+
+        Raises ``InputError`` (source = the data file's key) when the data file does not
+        select any row for the group or names an image it cannot map to a key.
+        """
+        job = job_of(task)
+        paths = TaskPaths.of(job, workdir)
+        if job.kind == "h5" or paths.data_file is None:
+            return []
+        text = paths.data_file.read_text(encoding="utf-8-sig", errors="surrogateescape")
+        if job.kind == "csv":
+            table = read_load_data(text, source=job.data_file)
+            keys = group_images(table, job.metadata, source=job.data_file)
+        else:
+            keys = file_list_images(text, source=job.data_file)
+        source = config.storage.source_bucket
+        return [Input(key, f"{IMAGES_DIR}/{key}", source) for key in keys]
+
+    def check_success(self, exit_code: int, workdir: Workdir) -> str | None:
+        """None when CellProfiler exited 0 and its done file says ``Complete``."""
+        done = workdir.root / DONE_FILE
+        error = workdir.root / TASK_ERROR_FILE
+        return judge_done_file(
+            done.read_text(errors="replace") if done.is_file() else None,
+            exit_code,
+            error.read_text(errors="replace") if error.is_file() else None,
+        )
