@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from distributed_something.atomicfile import write_text_atomically
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
@@ -95,11 +96,8 @@ def require_state(project: Project, storage: Storage | None = None) -> RunState:
 
 def save_state(project: Project, state: RunState, storage: Storage | None = None) -> None:
     """Write the state atomically to the state folder and, when given, to the main bucket."""
-    project.state_dir.mkdir(parents=True, exist_ok=True)
     text = state.model_dump_json(indent=1)
-    tmp = project.state_path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(project.state_path)
+    write_text_atomically(project.state_path, text)
     if storage is not None:
         storage.put_bytes(state_key(state.app_name), text.encode())
 

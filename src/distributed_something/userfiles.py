@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distributed_something.atomicfile import write_text_atomically
 from distributed_something.errors import InputError
 
 
@@ -32,4 +33,18 @@ def read_user_text(path: Path, *, missing_fix: str = "check the path and try aga
     except OSError as error:
         raise InputError(
             source, None, f"cannot be read ({error.strerror})", "check the file's permissions"
+        ) from None
+
+
+def write_user_file(path: Path, text: str) -> Path:
+    """Write a file the user asked for (a converted config, a job file) atomically; an
+    unwritable destination is an ``InputError`` naming it."""
+    try:
+        return write_text_atomically(path, text)
+    except OSError as error:
+        raise InputError(
+            str(path),
+            None,
+            f"cannot write the file ({error.strerror})",
+            "check the folder is writable, or choose another output path",
         ) from None

@@ -7,9 +7,7 @@ an equal `Config`.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from pydantic import BaseModel
 from distributed_something.config.loader import load_config
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.userfiles import write_user_file
 
 _HEADER = (
     "# Distributed-Something run config. Fields left out take their defaults;\n"
@@ -70,19 +69,7 @@ def convert_file(src: Path, dest: Path, *, force: bool = False) -> Path:
         raise InputError(
             str(dest), None, "its folder does not exist", "create the folder first, or pick another"
         )
-    try:
-        handle, temporary = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", text=True)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            Path(temporary).replace(dest)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError as error:
-        raise InputError(
-            str(dest), None, f"cannot write the file ({error.strerror})", "check its permissions"
-        ) from None
+    write_user_file(dest, text)
     return dest
 
 

@@ -46,11 +46,9 @@ spec by `spec_from_options`; the command itself adds only the output path and ``
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import string
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +65,7 @@ from pydantic import (
 )
 
 from distributed_something.errors import InputError
+from distributed_something.userfiles import write_user_file
 
 __all__ = [
     "ARGUMENTS",
@@ -769,7 +768,7 @@ def write_job(spec: CellPaintingSpec, path: Path, *, force: bool = False) -> Pat
     """
     content = job(spec)
     _refuse_existing([path], force)
-    _write_atomically(path, _json_text(content))
+    write_user_file(path, _json_text(content))
     return path
 
 
@@ -785,7 +784,7 @@ def write_jobs(spec: CellPaintingSpec, path: Path, *, force: bool = False) -> li
     files = job_files(spec, path)
     _refuse_existing(list(files), force)
     for target, content in files.items():
-        _write_atomically(target, _json_text(content))
+        write_user_file(target, _json_text(content))
     return list(files)
 
 
@@ -811,26 +810,6 @@ def _refuse_existing(targets: list[Path], force: bool) -> None:
                 "the file already exists",
                 "pass --force to overwrite it, or choose another output path",
             )
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            Path(temporary).replace(target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError as error:
-        raise InputError(
-            str(target),
-            None,
-            f"cannot write the file ({error.strerror})",
-            "check the folder exists and is writable, or choose another output path",
-        ) from None
 
 
 # --- the command line -----------------------------------------------------------------------

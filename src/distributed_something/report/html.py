@@ -11,14 +11,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from distributed_something.atomicfile import write_text_atomically
 from distributed_something.report.build import OUTCOMES, RunReport, TaskReport
 
 MAX_ROWS = 5000
@@ -131,18 +130,7 @@ def write_html(report: RunReport, path: Path) -> Path:
     a reader sees the old page or the new one, never half of one. Missing parent folders are
     created; the temporary file never survives a failure.
     """
-    text = render_html(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomically(path, render_html(report))
 
 
 def histogram_bins(durations: Sequence[float]) -> list[tuple[float, float, int]]:

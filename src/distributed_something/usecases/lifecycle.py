@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distributed_something.atomicfile import write_text_atomically
 from distributed_something.backends import Backend, open_backend
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
@@ -190,10 +191,7 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
         image_entrypoint=recipe_for(project.config, source=str(project.config_path)) is None,
     )
     text = json.dumps(report.to_json(), indent=1)
-    project.state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = project.report_path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(project.report_path)
+    write_text_atomically(project.report_path, text)
     backend.storage.put_bytes(records.report_key(), text.encode())
     html = write_html(report, project.report_path.with_suffix(".html"))
     backend.storage.put_file(records.report_key().removesuffix(".json") + ".html", html)

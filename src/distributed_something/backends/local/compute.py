@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distributed_something.atomicfile import write_text_atomically
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.project import Project
 
@@ -62,10 +63,7 @@ class LocalCompute:
         return data
 
     def _save(self, data: dict[str, Any]) -> None:
-        self._file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self._file)
+        write_text_atomically(self._file, json.dumps(data, indent=1))
 
     def _is_alive(self, pid: int) -> bool:
         proc = self._procs.get(pid)
