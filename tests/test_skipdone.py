@@ -64,7 +64,7 @@ def test_finished_tasks_uses_at_most_two_listings(tmp_path: Path, rule: dict[str
         storage.put_bytes(f"res/{i}/result.csv", b"data")
     storage.listings.clear()
 
-    done = finished_tasks(config, CommandRecipe(), tasks, records, storage)
+    done = finished_tasks(config, CommandRecipe(), tasks, records, lambda _name: storage)
 
     expected = 200 if rule else 100
     assert len(done) == expected

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from distributed_something.config.model import Config
+from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.jobs.model import Task
 
 
@@ -94,4 +96,36 @@ def more_inputs(recipe: object, config: Config, task: Task, workdir: Workdir) ->
     `StagesMoreInputs`."""
     if isinstance(recipe, StagesMoreInputs):
         return recipe.more_inputs(config, task, workdir)
+    return []
+
+
+#: Lists one bucket's objects under a prefix, in key order: ``(bucket, prefix) -> objects``.
+#: The bucket is named as in `Input.bucket` ('' = the config's source bucket).
+Lister = Callable[[str, str], Iterable[ObjectInfo]]
+
+
+@runtime_checkable
+class ListsInputs(Protocol):
+    """A recipe whose inputs only a storage listing can name (every file in a plate's folder,
+    as Distributed-OmeZarrCreator copies it with ``aws s3 cp --recursive``).
+
+    The worker calls ``listed_inputs`` once ``plan.inputs`` are staged, with a ``lister`` of
+    the run's buckets, and stages what it returns the same way, before
+    `StagesMoreInputs.more_inputs` (which may read them). An exception fails the task like a
+    failed command. `ds validate` does not call it (it lists nothing), so ``plan`` must still
+    check every job value.
+    """
+
+    def listed_inputs(
+        self, config: Config, task: Task, workdir: Workdir, lister: Lister
+    ) -> list[Input]: ...
+
+
+def listed_inputs(
+    recipe: object, config: Config, task: Task, workdir: Workdir, lister: Lister
+) -> list[Input]:
+    """The inputs ``recipe`` finds by listing storage for ``task``: ``[]`` unless it implements
+    `ListsInputs`."""
+    if isinstance(recipe, ListsInputs):
+        return recipe.listed_inputs(config, task, workdir, lister)
     return []

@@ -18,11 +18,18 @@ def _cellprofiler() -> Recipe:
     return CellProfilerRecipe()
 
 
+def _omezarr() -> Recipe:
+    from distributed_something.recipes.omezarr import OmeZarrRecipe
+
+    return OmeZarrRecipe()
+
+
 #: name → factory; a factory takes no arguments and returns a fresh recipe. Tool recipes are
 #: imported on use, so the base install never loads them.
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "command": CommandRecipe,
     "cellprofiler": _cellprofiler,
+    "omezarr": _omezarr,
 }
 
 _SET_NAME_FIX = (

@@ -93,8 +93,7 @@ def submit(
     skipped = 0
     if skip_done:
         recipe = recipe_for(project.config, source=str(project.config_path))
-        destination = backend.bucket(project.config.storage.destination_bucket)
-        finished = finished_tasks(project.config, recipe, tasks, records, destination)
+        finished = finished_tasks(project.config, recipe, tasks, records, backend.bucket)
         now = time.time()
         for tid, why in finished.items():
             records.write_skip(Skip(tid, now, f"{why} (at submit)", "submit"))

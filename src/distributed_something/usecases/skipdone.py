@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from distributed_something.config.model import CheckIfDoneConfig, Config
 from distributed_something.interfaces.storage import ObjectInfo, Storage
@@ -54,9 +54,13 @@ def finished_tasks(
     recipe: Recipe | None,
     tasks: list[Task],
     records: RunRecords,
-    destination: Storage,
+    bucket: Callable[[str], Storage],
 ) -> dict[str, str]:
-    """Task id → why it counts as done, for the tasks that are finished already."""
+    """Task id → why it counts as done, for the tasks that are finished already.
+
+    ``bucket(name)`` opens a bucket ('' = the main one); each task's outputs are looked for in
+    its plan's output bucket, else the config's destination bucket: one listing per bucket.
+    """
     ids = {t.id for t in tasks}
     marker_dir = records.done_key("x")[: -len("x.json")]
     found = {
@@ -68,12 +72,14 @@ def finished_tasks(
     rule = config.check_if_done
     if rule.expected_number_files is None or recipe is None:
         return done  # without a recipe, output prefixes are the image's business
-    prefixes: dict[str, list[str]] = defaultdict(list)
+    by_bucket: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for task in tasks:
         if task.id not in done:
             plan = recipe.plan(config, task, PLACEHOLDER_WORKDIR)
-            prefixes[plan.output_prefix.rstrip("/") + "/"].append(task.id)
-    listing = destination.list(common_root(prefixes))
-    for tid in done_by_outputs(listing, prefixes, rule):
-        done[tid] = "outputs meet the check-if-done rule"
+            name = plan.output_bucket or config.storage.destination_bucket
+            by_bucket[name][plan.output_prefix.rstrip("/") + "/"].append(task.id)
+    for name, prefixes in by_bucket.items():
+        listing = bucket(name).list(common_root(prefixes))
+        for tid in done_by_outputs(listing, prefixes, rule):
+            done[tid] = "outputs meet the check-if-done rule"
     return done

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -25,10 +25,17 @@ from distributed_something.backends import Backend
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError
 from distributed_something.interfaces.queue import Message
-from distributed_something.interfaces.storage import Storage
+from distributed_something.interfaces.storage import ObjectInfo, Storage
 from distributed_something.jobs.model import Task
 from distributed_something.keys import join_key
-from distributed_something.recipes.base import Input, Recipe, TaskPlan, Workdir, more_inputs
+from distributed_something.recipes.base import (
+    Input,
+    Recipe,
+    TaskPlan,
+    Workdir,
+    listed_inputs,
+    more_inputs,
+)
 from distributed_something.records import DoneMarker, Failure, RunRecords, Skip
 from distributed_something.worker.heartbeat import Heartbeat
 from distributed_something.worker.policy import outputs_look_done, retry_delay
@@ -271,9 +278,15 @@ class Worker:
 
     def _stage_inputs(self, task: Task, plan: TaskPlan, workdir: Workdir) -> None:
         self._download(plan.inputs, workdir)
+        # Some recipes' inputs are "everything under a prefix" (DOZC copies a plate folder).
+        self._download(listed_inputs(self.recipe, self.config, task, workdir, self._list), workdir)
         # Some recipes learn what else to fetch only from the first inputs (a LoadData CSV
         # lists the images); they are fetched the same way, before the command runs.
         self._download(more_inputs(self.recipe, self.config, task, workdir), workdir)
+
+    def _list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        """The objects under ``prefix`` in a bucket named as in `Input.bucket`."""
+        return self._bucket(bucket, "source").list(prefix)
 
     def _download(self, inputs: list[Input], workdir: Workdir) -> None:
         for item in inputs:
