@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest venv dev clean
+.PHONY: demo test lint typecheck pytest venv dev examples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,19 @@ typecheck: dev
 pytest: dev
 	$(BIN)/python -m pytest -q
 
-# Every test: lint, types, the whole suite.
-test: dev
+# Every tool the examples run: CellProfiler (its own venv, linked into .venv/bin), ImageJ
+# (Debian packages), the OME-Zarr converter (an extra of ours).
+examples: dev
+	$(BIN)/pip install --quiet -e '.[dev,omezarr]'
+	scripts/install-cellprofiler.sh $(PYTHON) $(BIN)
+	scripts/install-imagej.sh
+
+# Every test: lint, types, the whole suite (with the example tools installed).
+test: examples
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-cellprofiler .pytest_cache .mypy_cache .ruff_cache

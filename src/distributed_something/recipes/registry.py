@@ -18,6 +18,12 @@ def _cellprofiler() -> Recipe:
     return CellProfilerRecipe()
 
 
+def _fiji() -> Recipe:
+    from distributed_something.recipes.fiji import FijiRecipe
+
+    return FijiRecipe()
+
+
 def _omezarr() -> Recipe:
     from distributed_something.recipes.omezarr import OmeZarrRecipe
 
@@ -29,6 +35,7 @@ def _omezarr() -> Recipe:
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "command": CommandRecipe,
     "cellprofiler": _cellprofiler,
+    "fiji": _fiji,
     "omezarr": _omezarr,
 }
 
