@@ -180,7 +180,9 @@ class ToolConfig(Section):
     install_requirements: bool = Field(default=False, description="true or false")
     requirements_file: str = Field(default="", description="a path in the plugins repository")
     requirements: str = Field(default="", description="flags for the requirements install")
-    script_download_url: str = Field(default="", description="an http(s):// URL of the script, ending in its file name")
+    script_download_url: str = Field(
+        default="", description="an http(s):// URL of the script, ending in its file name"
+    )
     script_sha256: str = Field(
         default="",
         pattern=r"^([0-9a-fA-F]{64})?$",
