@@ -408,6 +408,7 @@ def check_nothing_left(fleet_id: str) -> None:
 # A product bug found by this test (reported to the lead with file, line and fix). Strict: the
 # fix makes the test pass, which fails the run until the marker is removed.
 
+
 def test_dcp_job_messages_carry_what_the_family_worker_reads(tmp_path: Path) -> None:
     path = tmp_path / "exampleJob.json"
     path.write_text(json.dumps(EXAMPLE_JOB))
