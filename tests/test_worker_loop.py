@@ -187,7 +187,22 @@ def test_check_if_done_disabled_runs_again(tmp_path: Path) -> None:
     rig.records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 1.0, "old", "out/d"))
     assert rig.worker.step() is Outcome.DONE
     marker = rig.records.read_done(task.id)
-    assert marker is not None and len(marker.completions) == 2
+    assert marker is not None and marker.worker == "w1"  # ran again and marked anew
+    assert rig.storage.get_bytes("out/d/r.txt") == b"again"
+
+
+def test_a_second_completion_is_kept_in_the_marker(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, write("twice"), visibility=1)
+    (task,) = rig.submit({"name": "t"})
+    # A worker completed the task, then vanished before deleting the message.
+    first = rig.queue.receive(1, 1)[0]
+    rig.records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 5.0, "gone", "out/t"))
+    rig.clock.advance(5)  # its lease ran out: the task is received again (attempt 2)
+    assert first.receive_count == 1
+    rig.config.check_if_done.enabled = False
+    assert rig.worker.step() is Outcome.DONE
+    marker = rig.records.read_done(task.id)
+    assert marker is not None and marker.attempt == 2 and len(marker.completions) == 2
 
 
 @pytest.mark.parametrize(

@@ -95,8 +95,12 @@ class RunRecords:
 
     # writes ----------------------------------------------------------------------------
     def write_done(self, marker: DoneMarker) -> DoneMarker:
-        """Store the done marker, keeping the finish times of earlier completions."""
-        previous = self.read_done(marker.task_id)
+        """Store the done marker, keeping the finish times of earlier completions.
+
+        Only a task received more than once can have completed before (a worker vanished
+        mid-task), so a first attempt skips reading the old marker.
+        """
+        previous = self.read_done(marker.task_id) if marker.attempt > 1 else None
         history = previous.completions if previous else []
         marker.completions = [*history[-9:], marker.finished_at]
         self._put_json(self.done_key(marker.task_id), asdict(marker))

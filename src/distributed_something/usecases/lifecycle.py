@@ -25,8 +25,9 @@ from distributed_something.ui import info, task_bar
 from distributed_something.usecases.skipdone import finished_tasks
 from distributed_something.usecases.validate import check_job
 
-#: messages per queue call (SQS allows 10 per batch; the local queue takes more at once)
-LOCAL_BATCH = 500
+#: tasks per send_batch call: large, so a queue's own batching (10 per SQS call, over a thread
+#: pool) is not held up waiting for each chunk's slowest call; small enough for a progress bar
+SUBMIT_CHUNK = 5000
 
 
 def records_for(project: Project, backend: Backend, state: RunState) -> RunRecords:
@@ -105,8 +106,8 @@ def submit(
     if bar:
         bar.start()
     try:
-        for start in range(0, len(tasks), LOCAL_BATCH):
-            chunk = tasks[start : start + LOCAL_BATCH]
+        for start in range(0, len(tasks), SUBMIT_CHUNK):
+            chunk = tasks[start : start + SUBMIT_CHUNK]
             sent += backend.queue.send_batch([(t.id, t.body_json()) for t in chunk])
             if bar is not None and bar_id is not None:
                 bar.update(bar_id, completed=sent)

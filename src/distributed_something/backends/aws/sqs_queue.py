@@ -179,7 +179,7 @@ class SqsQueue:
         *,
         max_receive_count: int,
         wait_seconds: int = 1,
-        threads: int = 8,
+        threads: int = 32,
         send_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
