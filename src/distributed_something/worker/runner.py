@@ -78,24 +78,17 @@ class SubprocessRunner:
         return RunResult(proc.returncode, time.monotonic() - started, interrupted)
 
     def _wait(self, proc: subprocess.Popen[bytes], stop: threading.Event) -> bool:
-        # Block on the child (a short task returns at once); a watcher stops it if asked.
-        finished = threading.Event()
-        stopped = threading.Event()
-
-        def watch() -> None:
-            while not finished.is_set():
-                if stop.wait(self.poll_seconds):
-                    if not finished.is_set():
-                        stopped.set()
-                        self._terminate(proc)
-                    return
-
-        watcher = threading.Thread(target=watch, name="ds-runner-watch", daemon=True)
-        watcher.start()
-        proc.wait()
-        finished.set()
-        watcher.join()
-        return stopped.is_set()
+        wait = self.poll_seconds
+        while True:
+            try:
+                proc.wait(timeout=wait)
+                return False
+            except subprocess.TimeoutExpired:
+                # Short waits at first keep short tasks fast; longer ones spare the CPU.
+                wait = min(wait * 2, 0.5)
+            if stop.is_set():
+                self._terminate(proc)
+                return True
 
     def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
         self._signal_group(proc, signal.SIGTERM)
