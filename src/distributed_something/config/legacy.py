@@ -580,7 +580,15 @@ def _convert(name: str, dotted: str, value: Any, source: str) -> Any:
     if dotted == "aws.machine_type" and isinstance(value, str):
         return [value]
     if dotted == "recipe.argv" and isinstance(value, str):
-        return shlex.split(value)
+        try:
+            return shlex.split(value)
+        except ValueError as error:
+            raise InputError(
+                source,
+                name,
+                f"cannot be split into arguments ({error})",
+                "close every quote, or write COMMAND as a list of strings",
+            ) from None
     if dotted == "queue.dead_letter_queue" and isinstance(value, str) and value.startswith("arn:"):
         # Older configs name the DLQ by ARN; the queue's name is its last segment.
         return value.rsplit(":", 1)[-1]

@@ -365,6 +365,8 @@ def _check_metadata_dict(metadata: dict[str, Any], field: str, source: str) -> N
 
 
 def _csv_tasks(text: str, source: str) -> list[Task]:
+    # Cells may be as long as a whole message: the size check then names the row.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_MESSAGE_BYTES))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, list[str]]] = []
     try:

@@ -136,7 +136,10 @@ class FolderStorage:
     # -- reading ---------------------------------------------------------------------------
 
     def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
-        """Store each file in turn (local copies gain nothing from threads)."""
+        """Store each file in turn (local copies gain nothing from threads). Every key is
+        checked first, so a bad key writes nothing."""
+        for key, _ in items:
+            self.path_of(key)
         for key, path in items:
             self.put_file(key, path)
 
