@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest venv dev examples clean
+.PHONY: demo test lint typecheck pytest venv dev examples bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ dev: venv
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 lint: dev
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 
 typecheck: dev
 	$(BIN)/mypy
@@ -38,10 +38,14 @@ examples: dev
 
 # Every test: lint, types, the whole suite (with the example tools installed).
 test: examples
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# Side-by-side benchmarks (not pass/fail): writes BENCHMARKS.md.
+bench: examples
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .venv-cellprofiler .pytest_cache .mypy_cache .ruff_cache
