@@ -275,8 +275,8 @@ def main() -> None:
         f"LIMIT per-task work in each worker, {per_task:.2f} ms per task and slot against "
         f"xargs' {xargs_s * args.workers / args.tasks * 1000:.2f} ms (a fork and exec): "
         "the receive/delete transactions, the child's start and the wait for it, the done "
-        "marker and the task log written atomically, the workdir; the profile above shows "
-        f"where. Plus `ds run`'s fixed cost ({fixed:.2f} s: start, setup, submit, report), "
+        "marker and the task log written atomically, the workdir (the profile in the output shows "
+        f"where). Plus `ds run`'s fixed cost ({fixed:.2f} s: start, setup, submit, report), "
         f"{fixed / (TARGET_FACTOR * xargs_s) * 100:.0f}% of the 1.5x budget "
         f"({TARGET_FACTOR * xargs_s:.2f} s) by itself; the gap shrinks as tasks get longer"
     )
