@@ -19,7 +19,7 @@ from distributed_something.errors import BackendError, InputError
 
 REGION = "us-east-1"
 SETTINGS = AwsSettings(region=REGION)
-QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/DemoQueue"
+QUEUE_URL = "http://127.0.0.1:9/123456789012/DemoQueue"  # a queue URL, never contacted
 
 # Values that must never reach a task definition (distinct from the fixture's "testing").
 ACCESS_KEY = "AKIAQWERTYUIOPASDFGH"

@@ -127,7 +127,7 @@ def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
         "Statement": [
             {
                 "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Principal": {"Service": "lambda.amazonaws.com"},  # IAM principal, not an address
                 "Action": "sts:AssumeRole",
             }
         ],
@@ -149,7 +149,7 @@ def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
         FunctionName="ds-monitor",
         StatementId="T-monitor-invoke",
         Action="lambda:InvokeFunction",
-        Principal="events.amazonaws.com",
+        Principal="events.amazonaws.com",  # IAM principal, not an address
     )
     put_alarm(aws, "T-queue-alarm")
     return {
