@@ -13,7 +13,7 @@ from distributed_something.config.model import CheckIfDoneConfig, Config
 from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.jobs.model import Task
 from distributed_something.recipes.command import CommandRecipe
-from distributed_something.records import DoneMarker, RunRecords
+from distributed_something.records import DoneMarker, RunRecords, Skip
 from distributed_something.usecases.skipdone import common_root, done_by_outputs, finished_tasks
 
 
@@ -72,3 +72,32 @@ def test_finished_tasks_uses_at_most_two_listings(tmp_path: Path, rule: dict[str
     assert len(storage.listings) == (2 if rule else 1)
     if rule:
         assert storage.listings[1] == "res/"
+
+
+class WriteCountingStorage(FolderStorage):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writes: list[str] = []
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.writes.append(key)
+        super().put_bytes(key, data)
+
+
+def test_submit_time_skips_are_one_object_and_counted_with_the_workers(tmp_path: Path) -> None:
+    storage = WriteCountingStorage(tmp_path / "bucket")
+    records = RunRecords(storage, "S", "run1")
+    records.write_skips("1", (Skip(f"t{i}", 1.0, "done (at submit)", "submit") for i in range(900)))
+    assert storage.writes == ["_ds/S/runs/run1/skipped-1.jsonl"]
+    records.write_skips("2", [])  # nothing skipped: nothing written
+    assert len(storage.writes) == 1
+    # A worker skips a task the submit skipped too (a second submit's copy) and a new one.
+    records.write_skip(Skip("t5", 2.0, "done marker", "w1"))
+    records.write_skip(Skip("w-only", 2.0, "done marker", "w1"))
+    assert records.count_skipped() == 901
+    skips = {s.task_id: s for s in records.all_skips()}
+    assert len(skips) == 901
+    assert skips["t5"].reason == "done (at submit)"  # each id once, the submit's record first
+    assert skips["w-only"].worker == "w1"
+    # Another run's records are not counted.
+    assert RunRecords(storage, "S", "run2").count_skipped() == 0

@@ -81,6 +81,9 @@ class RunRecords:
     def skip_key(self, task_id: str) -> str:
         return f"{self.run_prefix}skipped/{task_id}.json"
 
+    def skips_key(self, part: str) -> str:
+        return f"{self.run_prefix}skipped-{part}.jsonl"
+
     def failure_key(self, task_id: str, attempt: int) -> str:
         return f"{self.run_prefix}failures/{task_id}/{attempt:04d}.json"
 
@@ -107,7 +110,15 @@ class RunRecords:
         return marker
 
     def write_skip(self, skip: Skip) -> None:
+        """One task a worker skipped: one object, so workers never write the same key."""
         self._put_json(self.skip_key(skip.task_id), asdict(skip))
+
+    def write_skips(self, part: str, skips: Iterable[Skip]) -> None:
+        """Many tasks skipped at once (at submit): one JSON-lines object for all of them, so
+        skipping 9,000 finished tasks costs one write, not 9,000."""
+        lines = [json.dumps(asdict(s)) for s in skips]
+        if lines:
+            self.storage.put_bytes(self.skips_key(part), ("\n".join(lines) + "\n").encode())
 
     def write_failure(self, failure: Failure) -> None:
         self._put_json(self.failure_key(failure.task_id, failure.attempt), asdict(failure))
@@ -126,8 +137,13 @@ class RunRecords:
             yield DoneMarker(**data)
 
     def all_skips(self) -> Iterator[Skip]:
-        for data in self._iter_json(f"{self.run_prefix}skipped/"):
-            yield Skip(**data)
+        """Every task skipped in this run, each id once (the first record of it)."""
+        single, batched = self._skip_records()
+        seen: set[str] = set()
+        for skip in (*batched, *(Skip(**d) for k in single if (d := self._get_json(k)))):
+            if skip.task_id not in seen:
+                seen.add(skip.task_id)
+                yield skip
 
     def all_failures(self) -> Iterator[Failure]:
         for data in self._iter_json(f"{self.run_prefix}failures/"):
@@ -137,8 +153,11 @@ class RunRecords:
         return [Failure(**d) for d in self._iter_json(f"{self.run_prefix}failures/{task_id}/")]
 
     def count_skipped(self) -> int:
-        """Tasks skipped in this run (a listing, no reads)."""
-        return sum(1 for _ in self.storage.list(f"{self.run_prefix}skipped/"))
+        """Tasks skipped in this run: one listing, plus one read per submit that skipped
+        tasks (the per-task records of workers are counted by key, not read)."""
+        single, batched = self._skip_records()
+        start = len(f"{self.run_prefix}skipped/")
+        return len({key[start : -len(".json")] for key in single} | {s.task_id for s in batched})
 
     def failed_task_ids(self) -> set[str]:
         """Tasks with at least one failed attempt in this run (a listing, no reads)."""
@@ -165,6 +184,19 @@ class RunRecords:
         return out
 
     # helpers ---------------------------------------------------------------------------
+    def _skip_records(self) -> tuple[list[str], list[Skip]]:
+        """Keys of the workers' one-per-task skip records, and the records of every submit's
+        JSON-lines object (one read each)."""
+        single: list[str] = []
+        batched: list[Skip] = []
+        for obj in self.storage.list(f"{self.run_prefix}skipped"):
+            if obj.key.startswith(f"{self.run_prefix}skipped/") and obj.key.endswith(".json"):
+                single.append(obj.key)
+            elif obj.key.endswith(".jsonl"):
+                lines = self.storage.get_bytes(obj.key).decode().splitlines()
+                batched.extend(Skip(**json.loads(line)) for line in lines if line.strip())
+        return single, batched
+
     def _put_json(self, key: str, data: dict[str, Any]) -> None:
         self.storage.put_bytes(key, json.dumps(data, indent=1).encode())
 

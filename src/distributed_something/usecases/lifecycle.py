@@ -96,8 +96,10 @@ def submit(
         recipe = recipe_for(project.config, source=str(project.config_path))
         finished = finished_tasks(project.config, recipe, tasks, records, backend.bucket)
         now = time.time()
-        for tid, why in finished.items():
-            records.write_skip(Skip(tid, now, f"{why} (at submit)", "submit"))
+        records.write_skips(
+            f"{time.time_ns()}",
+            (Skip(tid, now, f"{why} (at submit)", "submit") for tid, why in finished.items()),
+        )
         tasks = [t for t in tasks if t.id not in finished]
         skipped = len(finished)
     bar = task_bar("submit") if show_progress else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from distributed_something.errors import InputError
@@ -48,8 +49,38 @@ def _session(settings: AwsSettings) -> Any:
         return _sessions[key]
 
 
+def parse_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, with a fast path for ISO 8601 with a zone.
+
+    botocore parses every timestamp of every answer (each key's LastModified of a listing)
+    with dateutil, which took 43% of the client CPU when listing 36,000 keys; the standard
+    library reads the same text about twenty times faster. Anything else (epoch numbers,
+    RFC 822 dates, ISO without a zone) goes to botocore's own parser, as before.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    result: datetime = botocore_parse(value)
+    return result
+
+
 def _new_session(boto3: Any, settings: AwsSettings) -> Any:
-    """A session for the settings' profile; see `client` for a profile the files lack."""
+    """A session for the settings' profile (with the fast timestamp parser); see `client`
+    for a profile the files lack."""
+    session = _profile_session(boto3, settings)
+    factory = session._session.get_component("response_parser_factory")
+    factory.set_parser_defaults(timestamp_parser=parse_timestamp)
+    return session
+
+
+def _profile_session(boto3: Any, settings: AwsSettings) -> Any:
     from botocore.exceptions import ProfileNotFound
 
     profile = settings.profile
