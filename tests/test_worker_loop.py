@@ -105,6 +105,14 @@ def write(text: str) -> list[str]:
     ]
 
 
+def scratch_files(scratch: Path) -> list[Path]:
+    """What tasks left in the workers' scratch: anything but each worker's folder and its
+    (empty) inputs/ and outputs/."""
+    allowed = {w for w in scratch.iterdir() if w.is_dir()}
+    allowed |= {w / name for w in allowed for name in ("inputs", "outputs")}
+    return [p for p in scratch.rglob("*") if p not in allowed or not p.is_dir()]
+
+
 def test_done_uploads_outputs_marks_done_deletes_and_cleans_scratch(tmp_path: Path) -> None:
     rig = Rig(tmp_path, write("hello {name}"))
     (task,) = rig.submit({"name": "a"})
@@ -113,9 +121,26 @@ def test_done_uploads_outputs_marks_done_deletes_and_cleans_scratch(tmp_path: Pa
     marker = rig.records.read_done(task.id)
     assert marker is not None and marker.outputs == ["out/a/r.txt"] and marker.attempt == 1
     assert rig.queue.counts().drained
+    assert scratch_files(rig.scratch) == []  # emptied for the next task, removed at exit
+    rig.worker.close()
     assert list(rig.scratch.iterdir()) == []
+    # The command printed nothing: a log of only our header is not stored.
+    assert not rig.storage.exists(rig.records.log_key(task.id, 1))
+
+
+def test_a_log_is_stored_when_the_command_printed_or_failed(tmp_path: Path) -> None:
+    printing = [PY, "-c", "import sys; print('made', sys.argv[1])", "{name}"]
+    rig = Rig(tmp_path, printing)
+    (task,) = rig.submit({"name": "p"})
+    assert rig.worker.step() is Outcome.DONE
     log = rig.storage.get_bytes(rig.records.log_key(task.id, 1)).decode()
-    assert "argv" in log
+    assert log.startswith(f"ds: task {task.id} attempt 1 on w1\n") and "argv" in log
+    assert log.endswith("made p\n")
+    quiet_failure = Rig(tmp_path / "f", [PY, "-c", "raise SystemExit(3)"])
+    (failed,) = quiet_failure.submit({"name": "f"})
+    assert quiet_failure.worker.step() is Outcome.FAILED
+    kept = quiet_failure.storage.get_bytes(quiet_failure.records.log_key(failed.id, 1)).decode()
+    assert "argv" in kept  # a failure's log is kept even when the command printed nothing
 
 
 def test_inputs_are_staged_before_the_command(tmp_path: Path) -> None:
@@ -236,7 +261,7 @@ def test_stop_hands_the_task_back_at_once(tmp_path: Path) -> None:
     counts = rig.queue.counts()
     assert (counts.visible, counts.in_flight) == (1, 0)
     assert rig.records.failures_of(task.id) == []
-    assert list(rig.scratch.iterdir()) == []
+    assert scratch_files(rig.scratch) == []
 
 
 def test_lost_lease_drops_the_result(tmp_path: Path) -> None:
@@ -323,3 +348,45 @@ def test_run_returns_when_drained(tmp_path: Path) -> None:
     summary = rig.worker.run()
     assert summary.counts == {"done": 3, "drained": 1}
     assert json.loads(json.dumps(rig.keys("out/"))) == ["out/1/r.txt", "out/2/r.txt", "out/3/r.txt"]
+
+
+def test_one_workdir_serves_every_task_and_starts_empty(tmp_path: Path) -> None:
+    # Each task lists what its output folder held before it wrote, and leaves a stray file.
+    argv = [
+        PY,
+        "-c",
+        "import os,sys; d=sys.argv[1]; seen=repr(sorted(os.listdir(d)));"
+        " open(d+'/seen.txt','w').write(seen);"
+        " open(os.path.join(d,'..','stray.txt'),'w').write('x')",
+        "{output_dir}",
+    ]
+    rig = Rig(tmp_path, argv)
+    tasks = rig.submit({"name": "a"}, {"name": "b"}, {"name": "c"})
+    for _ in tasks:
+        assert rig.worker.step() is Outcome.DONE
+    for task in tasks:
+        marker = rig.records.read_done(task.id)
+        assert marker is not None
+        (key,) = marker.outputs
+        assert rig.storage.get_bytes(key) == b"[]"  # nothing of the task before it
+    assert scratch_files(rig.scratch) == []
+    assert len(list(rig.scratch.iterdir())) == 1
+
+
+def test_a_workdir_that_cannot_be_emptied_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distributed_something.recipes.base as base
+
+    rig = Rig(tmp_path, write("x"))
+    first = rig.worker._workdir.root
+    rig.submit({"name": "a"}, {"name": "b"})
+    # Nothing can be removed (as when a command leaves a folder it made read-only).
+    monkeypatch.setattr(base, "_remove", lambda entry: None)
+    assert rig.worker.step() is Outcome.DONE
+    second = rig.worker._workdir.root
+    assert second != first and (first / "outputs" / "r.txt").exists()
+    monkeypatch.undo()
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.worker._workdir.root == second  # emptied fine: kept
+    assert sorted(o.key for o in rig.storage.list("out/")) == ["out/a/r.txt", "out/b/r.txt"]

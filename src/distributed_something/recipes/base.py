@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,40 @@ class Workdir:
     def create(self) -> None:
         self.input_dir.mkdir(parents=True, exist_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def clear(self) -> bool:
+        """Empty the folders for the next task, keeping ``input_dir`` and ``output_dir``
+        themselves (a worker reuses one workdir: creating and removing three folders per
+        task cost more than a short task). True when nothing is left behind."""
+        if not self.root.is_dir():
+            return True
+        kept = {self.input_dir.name, self.output_dir.name}
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name in kept and entry.is_dir(follow_symlinks=False):
+                    with os.scandir(entry.path) as children:
+                        for child in children:
+                            _remove(child)
+                else:
+                    _remove(entry)
+        with os.scandir(self.root) as entries:
+            return all(
+                e.name in kept and e.is_dir(follow_symlinks=False) and _is_empty(e.path)
+                for e in entries
+            )
+
+
+def _is_empty(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
+
+
+def _remove(entry: os.DirEntry[str]) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            Path(entry.path).unlink()
 
 
 #: A placeholder workdir used to plan tasks at validation time.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import logging
 import os
 import shutil
@@ -42,6 +43,7 @@ from distributed_something.worker.policy import outputs_look_done, retry_delay
 from distributed_something.worker.runner import Runner
 
 log = logging.getLogger("ds.worker")
+_WORKDIR_NUMBERS = itertools.count(1)
 
 LOG_TAIL_BYTES = 4000
 
@@ -111,9 +113,16 @@ class Worker:
         self.records = RunRecords(backend.storage, config.app_name, settings.run_id)
         self.stopping = threading.Event()
         self._abort = threading.Event()
+        #: bytes of the header `_execute` wrote to the current task's log (-1: none yet)
+        self._log_header_size = -1
+        self._heartbeat = Heartbeat(backend.queue)
+        self._workdir = self._new_workdir()
         self._sleep = sleep or self.stopping.wait
         self._idle_polls = 0
         self._task_log = task_log
+        #: when (by ``clock``) polls started coming back empty; None while holding a task
+        #: or before the first poll (read by the idle shutdown, aws/idle.py)
+        self.idle_since: float | None = None
 
     # control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -136,13 +145,26 @@ class Worker:
         summary = WorkerSummary()
         if self.settings.start_delay > 0:
             self._sleep(self.settings.start_delay)
-        while not self.stopping.is_set():
-            outcome = self.step()
-            summary.add(outcome)
-            if outcome in (Outcome.DRAINED, Outcome.STOPPED):
-                break
+        try:
+            while not self.stopping.is_set():
+                outcome = self.step()
+                summary.add(outcome)
+                if outcome in (Outcome.DRAINED, Outcome.STOPPED):
+                    break
+        finally:
+            self.close()
         log.info("worker %s exits: %s", self.settings.name, summary.counts)
         return summary
+
+    def close(self) -> None:
+        """Stop the heartbeat thread and remove the scratch folder (`run` does this)."""
+        self._heartbeat.close()
+        shutil.rmtree(self._workdir.root, ignore_errors=True)
+
+    def _new_workdir(self) -> Workdir:
+        # One per Worker object (tests run several in one process), reused task after task.
+        name = f"w{os.getpid()}-{next(_WORKDIR_NUMBERS)}"
+        return Workdir(self.settings.scratch_root / name)
 
     # one iteration ---------------------------------------------------------------------
     def step(self) -> Outcome:
@@ -159,9 +181,12 @@ class Worker:
         if not messages:
             if self.backend.queue.counts().drained:
                 return Outcome.DRAINED
+            if self.idle_since is None:
+                self.idle_since = self.clock()
             self._idle()
             return Outcome.IDLE
         self._idle_polls = 0
+        self.idle_since = None
         return self._process(messages[0], lease)
 
     def _idle(self) -> None:
@@ -178,9 +203,11 @@ class Worker:
         if self.stopping.is_set():
             self.backend.queue.release(message, 0)
             return Outcome.STOPPED
-        workdir = Workdir(self.settings.scratch_root / f"{message.task_id}-{os.getpid()}")
+        workdir = self._workdir
         log_path = workdir.root / "task.log"
         started = self.clock()
+        self._log_header_size = -1
+        outcome = Outcome.FAILED
         try:
             workdir.create()
             task = Task.from_body(message.body)
@@ -188,7 +215,8 @@ class Worker:
             if self._already_done(task, plan):
                 self.backend.queue.delete(message)
                 return Outcome.SKIPPED
-            return self._execute(message, task, plan, workdir, log_path, lease, started)
+            outcome = self._execute(message, task, plan, workdir, log_path, lease, started)
+            return outcome
         except Exception as exc:  # noqa: BLE001 - any error is this task's failure, not ours
             error = str(exc) if isinstance(exc, DSError) else f"{type(exc).__name__}: {exc}"
             log.warning("task %s failed before/after running: %s", message.task_id, error)
@@ -196,8 +224,11 @@ class Worker:
             self._fail(message, error, None, log_path)
             return Outcome.FAILED
         finally:
-            self._store_log(message, log_path)
-            shutil.rmtree(workdir.root, ignore_errors=True)
+            self._store_log(message, log_path, succeeded=outcome is Outcome.DONE)
+            if not workdir.clear():
+                # Something the command left cannot be removed: the next task must not see it.
+                log.warning("could not empty %s; using a new scratch folder", workdir.root)
+                self._workdir = self._new_workdir()
 
     def _already_done(self, task: Task, plan: TaskPlan) -> bool:
         rule = self.config.check_if_done
@@ -226,18 +257,20 @@ class Worker:
         started: float,
     ) -> Outcome:
         self._stage_inputs(task, plan, workdir)
-        with log_path.open("a") as header:
-            header.write(
-                f"ds: task {task.id} attempt {message.receive_count} on {self.settings.name}\n"
-                f"ds: argv {plan.argv!r}\n"
-            )
+        header = (
+            f"ds: task {task.id} attempt {message.receive_count} on {self.settings.name}\n"
+            f"ds: argv {plan.argv!r}\n"
+        ).encode()
+        with log_path.open("ab") as out:
+            out.write(header)
+        self._log_header_size = len(header)
         env = {**os.environ, **self.config.env, **plan.env, "DS_TASK_ID": task.id}
         shipping = (
             self._task_log(task.id, message.receive_count, log_path)
             if self._task_log is not None
             else contextlib.nullcontext()
         )
-        with shipping, Heartbeat(self.backend.queue, message, lease, self._abort) as beat:
+        with shipping, self._heartbeat.keep(message, lease, self._abort) as beat:
             result = self.runner.run(
                 plan.argv, cwd=workdir.root, env=env, log_path=log_path, stop=self._abort
             )
@@ -330,8 +363,14 @@ class Worker:
             self.backend.queue.release(message, delay, error)
         log.warning("task %s attempt %d failed: %s", message.task_id, message.receive_count, error)
 
-    def _store_log(self, message: Message, log_path: Path) -> None:
-        if not log_path.exists():
+    def _store_log(self, message: Message, log_path: Path, *, succeeded: bool) -> None:
+        """Keep the task's log in storage, except a success's log that holds only our
+        header (the command printed nothing): one write per task less, nothing lost."""
+        try:
+            size = log_path.stat().st_size
+        except FileNotFoundError:
+            return
+        if succeeded and size == self._log_header_size:
             return
         try:
             self.backend.storage.put_file(
