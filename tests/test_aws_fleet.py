@@ -19,52 +19,15 @@ from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
 from distributed_something.fleet import load_fleet
+from testkit import FakeClock, dcp_fleet
 
 REGION = "us-east-1"
 SETTINGS = AwsSettings(region=REGION)
 NEW_AMI = "ami-0123456789abcdef0"
 
-# Distributed-CellProfiler's files/exampleFleet_us-east-1.json, placeholders filled in.
-FAMILY_FLEET: dict[str, Any] = {
-    "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
-    "AllocationStrategy": "lowestPrice",
-    "TerminateInstancesWithExpiration": True,
-    "ValidUntil": "2019-01-01T00:00:00Z",
-    "LaunchSpecifications": [
-        {
-            "ImageId": "ami-fad25980",
-            "KeyName": "your_key_file_name",
-            "IamInstanceProfile": {
-                "Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
-            },
-            "BlockDeviceMappings": [
-                {
-                    "DeviceName": "/dev/xvda",
-                    "Ebs": {
-                        "DeleteOnTermination": True,
-                        "VolumeType": "gp2",
-                        "VolumeSize": 8,
-                        "SnapshotId": "snap-04007a196c0f3f398",
-                    },
-                },
-                {
-                    "DeviceName": "/dev/xvdcz",
-                    "Ebs": {"DeleteOnTermination": True, "VolumeType": "gp2"},
-                },
-            ],
-            "NetworkInterfaces": [
-                {
-                    "DeviceIndex": 0,
-                    "SubnetId": "subnet-0123abcd",
-                    "DeleteOnTermination": True,
-                    "AssociatePublicIpAddress": True,
-                    "Groups": ["sg-0123abcd"],
-                }
-            ],
-        }
-    ],
-    "Type": "maintain",
-}
+# Distributed-CellProfiler's files/exampleFleet_us-east-1.json, placeholders filled in, with the
+# long-expired ValidUntil a copied file carries (the request must drop it).
+FAMILY_FLEET: dict[str, Any] = dcp_fleet(valid_until="2019-01-01T00:00:00Z")
 
 
 def make_config(**aws: Any) -> Config:
@@ -410,21 +373,6 @@ def state_of(**changes: Any) -> spot.FleetState:
 )
 def test_judge_capacity(changes: dict[str, Any], waited: float, verdict: str) -> None:
     assert spot.judge_capacity(state_of(**changes), waited, patience=900) == verdict
-
-
-class FakeClock:
-    """A clock that moves only when something sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FakeEc2:

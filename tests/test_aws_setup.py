@@ -16,6 +16,7 @@ from distributed_something.backends.aws.taskenv import task_environment, task_ro
 from distributed_something.config.environment import config_from_environment
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
+from testkit import FakeClock
 
 REGION = "us-east-1"
 SETTINGS = AwsSettings(region=REGION)
@@ -61,6 +62,28 @@ def container_of(ecs: Any, arn: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def environment_of(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["environment"]}
+
+
+def register(
+    ecs: Any,
+    config: Config,
+    env: dict[str, str] | None = None,
+    *,
+    task_role_arn: str | None = None,
+    keep_entrypoint: bool = False,
+) -> str:
+    """`setup.register_task_definition` for ``config`` under its own names; ``env`` defaults
+    to the environment of a run of ``config``. Returns the task definition's ARN."""
+    if env is None:
+        env = task_environment(config, queue_url=QUEUE_URL, run_id="run-1")
+    return setup.register_task_definition(
+        ecs,
+        AwsNames(config),
+        config,
+        env,
+        task_role_arn=task_role_arn,
+        keep_entrypoint=keep_entrypoint,
+    )
 
 
 # --- queues -------------------------------------------------------------------------------
@@ -143,13 +166,10 @@ def test_cluster_is_created_once_and_default_is_never_ours(aws: str) -> None:
 
 def test_task_definition_reads_back_with_image_resources_env_and_logs(aws: str) -> None:
     config = make_config()
-    names = AwsNames(config)
     ecs = client("ecs", SETTINGS)
     env = task_environment(config, queue_url=QUEUE_URL, run_id="run-1")
 
-    arn = setup.register_task_definition(
-        ecs, names, config, env, task_role_arn=None, keep_entrypoint=False
-    )
+    arn = register(ecs, config, env)
 
     definition, container = container_of(ecs, arn)
     assert definition["family"] == "DemoTask"
@@ -174,20 +194,12 @@ def test_task_definition_reads_back_with_image_resources_env_and_logs(aws: str) 
 
 def test_task_definition_is_reused_when_unchanged_and_revised_when_changed(aws: str) -> None:
     config = make_config()
-    names = AwsNames(config)
     ecs = client("ecs", SETTINGS)
     env = task_environment(config, queue_url=QUEUE_URL, run_id="run-1")
 
-    first = setup.register_task_definition(
-        ecs, names, config, env, task_role_arn=None, keep_entrypoint=False
-    )
-    same = setup.register_task_definition(
-        ecs, names, config, env, task_role_arn=None, keep_entrypoint=False
-    )
-    newer = make_config(image="org/tool:2.0")
-    second = setup.register_task_definition(
-        ecs, names, newer, env, task_role_arn=None, keep_entrypoint=False
-    )
+    first = register(ecs, config, env)
+    same = register(ecs, config, env)
+    second = register(ecs, make_config(image="org/tool:2.0"), env)
 
     assert same == first
     assert second != first and second.endswith(":2")
@@ -195,13 +207,9 @@ def test_task_definition_is_reused_when_unchanged_and_revised_when_changed(aws: 
 
 
 def test_keep_entrypoint_leaves_the_images_own_command(aws: str) -> None:
-    config = make_config()
     ecs = client("ecs", SETTINGS)
-    env = task_environment(config, queue_url=QUEUE_URL, run_id="run-1")
 
-    arn = setup.register_task_definition(
-        ecs, AwsNames(config), config, env, task_role_arn=None, keep_entrypoint=True
-    )
+    arn = register(ecs, make_config(), keep_entrypoint=True)
 
     _, container = container_of(ecs, arn)
     assert not container.get("command")
@@ -217,15 +225,15 @@ def test_missing_image_is_an_input_error_before_anything_is_created(aws: str) ->
     assert caught.value.field == "image"
     assert "DOCKERHUB_TAG" in caught.value.fix
     with pytest.raises(InputError):
-        setup.register_task_definition(
-            ecs, AwsNames(config), config, {}, task_role_arn=None, keep_entrypoint=False
-        )
+        register(ecs, config, {})
     assert ecs.list_task_definitions()["taskDefinitionArns"] == []
 
 
-def write_aws_files(folder: Path) -> tuple[Path, Path]:
-    """An AWS config with a keys-only profile and a role profile, plus its credentials."""
-    config_file = folder / "aws-config"
+@pytest.fixture
+def aws_files(aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moto, and in use for the test an AWS config with a keys-only profile `keys`, a role
+    profile `lab` and a default role, plus the credentials file of `keys`."""
+    config_file = tmp_path / "aws-config"
     config_file.write_text(
         "[profile keys]\n"
         f"region = {REGION}\n"
@@ -240,19 +248,18 @@ def write_aws_files(folder: Path) -> tuple[Path, Path]:
         "role_arn = arn:aws:iam::123456789012:role/DefaultRole\n"
         "source_profile = keys\n"
     )
-    credentials = folder / "aws-credentials"
+    credentials = tmp_path / "aws-credentials"
     credentials.write_text(
         f"[keys]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
     )
-    return config_file, credentials
-
-
-def test_no_credential_reaches_the_task_definition(
-    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config_file, credentials = write_aws_files(tmp_path)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+
+
+@pytest.mark.usefixtures("aws_files")
+def test_no_credential_reaches_the_task_definition(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
@@ -273,16 +280,8 @@ def test_no_credential_reaches_the_task_definition(
     )
     settings = AwsSettings(region=REGION, profile="keys")
     ecs = client("ecs", settings)
-    env = task_environment(config, queue_url=QUEUE_URL, run_id="run-1")
 
-    arn = setup.register_task_definition(
-        ecs,
-        AwsNames(config),
-        config,
-        env,
-        task_role_arn=task_role_arn(config, settings),
-        keep_entrypoint=False,
-    )
+    arn = register(ecs, config, task_role_arn=task_role_arn(config, settings))
 
     response = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
     text = json.dumps(response, default=str)
@@ -302,12 +301,10 @@ def test_no_credential_reaches_the_task_definition(
     assert SECRET_KEY not in warnings and ACCESS_KEY not in warnings
 
 
+@pytest.mark.usefixtures("aws_files")
 def test_task_role_comes_from_config_else_the_profiles_role_arn(
-    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config_file, credentials = write_aws_files(tmp_path)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     config = make_config()
     lab = AwsSettings(region=REGION, profile="lab")
 
@@ -321,15 +318,7 @@ def test_task_role_comes_from_config_else_the_profiles_role_arn(
     assert task_role_arn(explicit, lab) == "arn:aws:iam::123456789012:role/Explicit"
 
     ecs = client("ecs", SETTINGS)
-    env = task_environment(config, queue_url=QUEUE_URL, run_id="run-1")
-    arn = setup.register_task_definition(
-        ecs,
-        AwsNames(config),
-        config,
-        env,
-        task_role_arn=task_role_arn(config, lab),
-        keep_entrypoint=False,
-    )
+    arn = register(ecs, config, task_role_arn=task_role_arn(config, lab))
     definition, _ = container_of(ecs, arn)
     assert definition["taskRoleArn"] == "arn:aws:iam::123456789012:role/DsTaskRole"
 
@@ -396,9 +385,7 @@ def test_service_is_created_empty_updated_scaled_and_recreated(aws: str) -> None
     ecs = client("ecs", SETTINGS)
     setup.ensure_cluster(ecs, names)
     env = task_environment(config, queue_url=QUEUE_URL, run_id="r")
-    first = setup.register_task_definition(
-        ecs, names, config, env, task_role_arn=None, keep_entrypoint=False
-    )
+    first = register(ecs, config, env)
 
     assert setup.ensure_service(ecs, names, "DemoCluster", first) == "DemoService"
     [service] = ecs.describe_services(cluster="DemoCluster", services=["DemoService"])["services"]
@@ -410,10 +397,7 @@ def test_service_is_created_empty_updated_scaled_and_recreated(aws: str) -> None
     assert service["taskDefinition"] == first
 
     setup.set_service_desired(ecs, "DemoCluster", "DemoService", 3)
-    newer = make_config(image="org/tool:2.0")
-    second = setup.register_task_definition(
-        ecs, names, newer, env, task_role_arn=None, keep_entrypoint=False
-    )
+    second = register(ecs, make_config(image="org/tool:2.0"), env)
     setup.ensure_service(ecs, names, "DemoCluster", second)
     [service] = ecs.describe_services(cluster="DemoCluster", services=["DemoService"])["services"]
     assert (service["taskDefinition"], service["desiredCount"]) == (second, 3)
@@ -423,21 +407,6 @@ def test_service_is_created_empty_updated_scaled_and_recreated(aws: str) -> None
     setup.ensure_service(ecs, names, "DemoCluster", second)
     services = ecs.describe_services(cluster="DemoCluster", services=["DemoService"])["services"]
     assert [s["status"] for s in services] == ["ACTIVE"]
-
-
-class FakeClock:
-    """A clock that moves only when something sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class DrainingEcs:
@@ -483,7 +452,7 @@ def test_a_service_that_never_drains_times_out_clearly() -> None:
             clock=clock,
             sleep=clock.sleep,
         )
-    assert clock.now - 1000.0 == pytest.approx(60)
+    assert clock.now - clock.start == pytest.approx(60)
 
 
 # --- log groups, waiting, errors ----------------------------------------------------------

@@ -6,6 +6,7 @@ import io
 import json
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.teardown import TEARDOWN_STEPS, AwsClients, teardown
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError
+from testkit import FakeClock
 
 BUCKET = "ds-teardown-bucket"
 RUN_ID = "20260101-000000-abcdef"
@@ -160,6 +162,34 @@ def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def world(aws: str) -> World:
+    """A run's resources on moto, without the unattended monitor's objects."""
+    return build_world(with_monitor=False)
+
+
+def run_teardown(
+    world: World,
+    resources: AwsResources | None = None,
+    *,
+    bucket: str = BUCKET,
+    save: Callable[[AwsResources], None] = lambda r: None,
+    **options: Any,
+) -> None:
+    """`teardown` of ``world``'s run (or of ``resources`` in its place) as `ds teardown`
+    calls it: exports go to ``bucket`` under RUN_ID, ``save`` sees every save (by default
+    nothing does), and ``options`` (clock, waits, clean_dashboard) pass on unchanged."""
+    teardown(
+        world.clients,
+        world.names,
+        world.resources if resources is None else resources,
+        bucket=bucket,
+        run_id=RUN_ID,
+        save=save,
+        **options,
+    )
+
+
 def export_keys(aws: AwsClients, group: str) -> list[str]:
     prefix = f"_ds/T/runs/{RUN_ID}/logs-export/{group}/"
     pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -206,14 +236,7 @@ def test_teardown_removes_everything_but_the_dead_letter_queue(aws: str) -> None
     world = build_world()
     saves: list[list[str]] = []
 
-    teardown(
-        world.clients,
-        world.names,
-        world.resources,
-        bucket=BUCKET,
-        run_id=RUN_ID,
-        save=lambda r: saves.append(list(r.cleaned)),
-    )
+    run_teardown(world, save=lambda r: saves.append(list(r.cleaned)))
 
     assert_all_gone(world)
     # Saved after every step, and once more as each of the two exports started.
@@ -241,130 +264,60 @@ def test_teardown_killed_at_any_save_finishes_when_run_again(aws: str, crash_at:
         persisted = resources.model_copy(deep=True)
 
     with pytest.raises(Crash):
-        teardown(
-            world.clients,
-            world.names,
-            world.resources,
-            bucket=BUCKET,
-            run_id=RUN_ID,
-            save=crashing_save,
-        )
+        run_teardown(world, save=crashing_save)
     # The step whose save failed is not recorded: the rerun repeats it on gone resources.
     resumed = persisted.model_copy(deep=True)
     assert len(resumed.cleaned) < len(TEARDOWN_STEPS)
-    teardown(world.clients, world.names, resumed, bucket=BUCKET, run_id=RUN_ID, save=lambda r: None)
+    run_teardown(world, resumed)
 
     world.resources = resumed
     assert_all_gone(world)
 
 
-def test_teardown_twice_is_a_no_op(aws: str) -> None:
-    world = build_world(with_monitor=False)
-    teardown(
-        world.clients,
-        world.names,
-        world.resources,
-        bucket=BUCKET,
-        run_id=RUN_ID,
-        save=lambda r: None,
-    )
+def test_teardown_twice_is_a_no_op(world: World) -> None:
+    run_teardown(world)
     again = AwsResources.model_validate(
         {**world.resources.model_dump(), "cleaned": [], "export_tasks": []}
     )
     # Every step again, from scratch, on resources that are all gone: no step fails.
-    teardown(world.clients, world.names, again, bucket=BUCKET, run_id=RUN_ID, save=lambda r: None)
+    run_teardown(world, again)
     assert again.cleaned == list(TEARDOWN_STEPS)
 
 
-def test_dashboard_is_kept_when_clean_dashboard_is_false(aws: str) -> None:
-    world = build_world(with_monitor=False)
-    teardown(
-        world.clients,
-        world.names,
-        world.resources,
-        bucket=BUCKET,
-        run_id=RUN_ID,
-        save=lambda r: None,
-        clean_dashboard=False,
-    )
+def test_dashboard_is_kept_when_clean_dashboard_is_false(world: World) -> None:
+    run_teardown(world, clean_dashboard=False)
     entries = world.clients.cloudwatch.list_dashboards()["DashboardEntries"]
     assert [e["DashboardName"] for e in entries] == [world.names.dashboard]
     assert "delete_dashboard" in world.resources.cleaned
 
 
-def test_cluster_not_created_by_the_run_is_kept(aws: str) -> None:
-    world = build_world(with_monitor=False)
+def test_cluster_not_created_by_the_run_is_kept(world: World) -> None:
     world.resources.cluster_created = False
-    teardown(
-        world.clients,
-        world.names,
-        world.resources,
-        bucket=BUCKET,
-        run_id=RUN_ID,
-        save=lambda r: None,
-    )
+    run_teardown(world)
     clusters = world.clients.ecs.describe_clusters(clusters=[world.names.cluster])["clusters"]
     assert [c["status"] for c in clusters] == ["ACTIVE"]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def test_cluster_with_instances_is_left_after_the_wait(aws: str) -> None:
-    world = build_world(with_monitor=False)
+def test_cluster_with_instances_is_left_after_the_wait(world: World) -> None:
     document = json.dumps({"instanceId": world.instance_ids[0], "region": "us-east-1"})
     world.clients.ecs.register_container_instance(
         cluster=world.names.cluster, instanceIdentityDocument=document
     )
     clock = FakeClock()
-    teardown(
-        world.clients,
-        world.names,
-        world.resources,
-        bucket=BUCKET,
-        run_id=RUN_ID,
-        save=lambda r: None,
-        clock=clock,
-        sleep=clock.sleep,
-        wait_timeout=30,
-        poll_interval=10,
-    )
+    run_teardown(world, clock=clock, sleep=clock.sleep, wait_timeout=30, poll_interval=10)
     clusters = world.clients.ecs.describe_clusters(clusters=[world.names.cluster])["clusters"]
     assert [c["status"] for c in clusters] == ["ACTIVE"]
     assert clock.sleeps == [10, 10, 10]
     assert world.resources.cleaned == list(TEARDOWN_STEPS)  # the rest still ran
 
 
-def test_a_failing_step_names_itself_and_resumes_there(aws: str) -> None:
-    world = build_world(with_monitor=False)
+def test_a_failing_step_names_itself_and_resumes_there(world: World) -> None:
     saved: list[Any] = []
     with pytest.raises(BackendError, match="export_logs"):
-        teardown(
-            world.clients,
-            world.names,
-            world.resources,
-            bucket="no-such-bucket-here",
-            run_id=RUN_ID,
-            save=lambda r: saved.append(list(r.cleaned)),
+        run_teardown(
+            world, bucket="no-such-bucket-here", save=lambda r: saved.append(list(r.cleaned))
         )
     assert world.resources.cleaned == list(TEARDOWN_STEPS[:-1])
-    teardown(
-        world.clients,
-        world.names,
-        world.resources,
-        bucket=BUCKET,
-        run_id=RUN_ID,
-        save=lambda r: saved.append(list(r.cleaned)),
-    )
+    run_teardown(world, save=lambda r: saved.append(list(r.cleaned)))
     assert world.resources.cleaned == list(TEARDOWN_STEPS)
     assert export_keys(world.clients, world.names.log_group)

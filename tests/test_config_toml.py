@@ -162,11 +162,54 @@ def test_unknown_suffix(tmp_path: Path) -> None:
     assert "'.yaml' is not a config format" in str(caught.value)
 
 
-def test_bad_toml_syntax_names_the_line(tmp_path: Path) -> None:
+TOML_SYNTAX_FIX = (
+    'correct the syntax there: key = value, strings in "quotes", booleans as true/false, '
+    "lists in [brackets], sections as [name]"
+)
+TOML_END_FIX = (
+    "finish the last entry: close its string, list, inline table or [section] "
+    "(the missing quote, ] or }), or give its key a value"
+)
+
+
+def test_bad_toml_syntax_names_the_line_and_column(tmp_path: Path) -> None:
     error = load_error(tmp_path, 'app_name = "Demo"\n\n[cluster]\nmachines = three\n')
-    assert error.field == "line 4"
-    assert "not valid TOML" in error.problem
-    assert "(at line" not in error.problem
+    assert error.field == "line 4, column 12"
+    assert str(error) == (
+        f"{tmp_path / 'ds.toml'}: line 4, column 12: this is not valid TOML (invalid value). "
+        f"Fix: {TOML_SYNTAX_FIX}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ('app_name = "Demo', "line 1, column 17", "unterminated string"),
+        ('app_name = "Demo"\nimage = """org/tool\n\n', "line 2, column 20", "unterminated string"),
+        ('app_name = "Demo"\n[cluster]\nmachines = ', "line 3, column 11", "invalid value"),
+        ('app_name = "Demo"\nenv = {A = "1"', "line 2, column 15", "unclosed inline table"),
+    ],
+)
+def test_toml_ending_inside_an_entry_names_where_the_file_ends(
+    tmp_path: Path, text: str, where: str, problem: str
+) -> None:
+    # tomllib says only "(at end of document)" here; the message must still name a place.
+    error = load_error(tmp_path, text)
+    assert str(error) == (
+        f"{tmp_path / 'ds.toml'}: {where}: this is not valid TOML ({problem}; the file ends "
+        f"before that entry is finished). Fix: {TOML_END_FIX}"
+    )
+    assert "\n" not in str(error)
+    assert "end of document" not in str(error)
+
+
+def test_toml_string_left_open_on_its_line_says_to_close_it(tmp_path: Path) -> None:
+    error = load_error(tmp_path, 'app_name = "Demo\nimage = "org/tool:1"\n')
+    assert str(error) == (
+        f"{tmp_path / 'ds.toml'}: line 1, column 17: this is not valid TOML "
+        "(illegal character '\\n'). Fix: close the string on that line with its quote "
+        '(only """triple-quoted""" strings may span lines)'
+    )
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:

@@ -11,47 +11,10 @@ import pytest
 
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
+from testkit import dcp_fleet
 
 # Distributed-CellProfiler's files/exampleFleet_us-east-1.json with its placeholders filled in.
-DCP_FLEET: dict[str, Any] = {
-    "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
-    "AllocationStrategy": "lowestPrice",
-    "TerminateInstancesWithExpiration": True,
-    "LaunchSpecifications": [
-        {
-            "ImageId": "ami-fad25980",
-            "KeyName": "your_key_file_name",
-            "IamInstanceProfile": {
-                "Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
-            },
-            "BlockDeviceMappings": [
-                {
-                    "DeviceName": "/dev/xvda",
-                    "Ebs": {
-                        "DeleteOnTermination": True,
-                        "VolumeType": "gp2",
-                        "VolumeSize": 8,
-                        "SnapshotId": "snap-04007a196c0f3f398",
-                    },
-                },
-                {
-                    "DeviceName": "/dev/xvdcz",
-                    "Ebs": {"DeleteOnTermination": True, "VolumeType": "gp2"},
-                },
-            ],
-            "NetworkInterfaces": [
-                {
-                    "DeviceIndex": 0,
-                    "SubnetId": "subnet-0123abcd",
-                    "DeleteOnTermination": True,
-                    "AssociatePublicIpAddress": True,
-                    "Groups": ["sg-0123abcd"],
-                }
-            ],
-        }
-    ],
-    "Type": "maintain",
-}
+DCP_FLEET: dict[str, Any] = dcp_fleet()
 
 
 def write(tmp_path: Path, data: Any, name: str = "fleet.json") -> Path:

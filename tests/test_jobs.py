@@ -378,6 +378,25 @@ def test_invalid_json_names_line_and_column() -> None:
     assert error.field is None
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        # json's own words end in " at" for these: the position must follow them only once.
+        ('{"groups": ["a\n', "Invalid control character at line 1, column 15"),
+        ('{"groups": ["a', "Unterminated string starting at line 1, column 13"),
+        ('{"groups": [1,]}', "Expecting value at line 1, column 15"),
+    ],
+)
+def test_invalid_json_message_reads_as_one_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = write_text(tmp_path, text, "job.json")
+    with pytest.raises(InputError) as caught:
+        load_job_file(path)
+    assert str(caught.value) == (
+        f"{path}: is not valid JSON: {problem}. Fix: correct the JSON there (usually a missing "
+        "comma or quote, or a trailing comma); a CSV job file must be named *.csv"
+    )
+
+
 def test_nan_and_overflowing_numbers_are_not_json() -> None:
     assert "NaN" in error_of(None, text='{"x": NaN, "groups": [1]}').problem
     assert "Infinity" in error_of(None, text='{"groups": [-Infinity]}').problem

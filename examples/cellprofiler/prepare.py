@@ -165,6 +165,33 @@ def pipeline_text() -> str:
     return "\n".join(parts)
 
 
+def threshold_settings(smoothing_scale: float) -> list[str]:
+    """The threshold settings (version 12) that end both Identify modules: one global Minimum
+    Cross-Entropy threshold, smoothed by ``smoothing_scale`` (0 for none)."""
+    return [
+        "Threshold setting version:12",
+        "Threshold strategy:Global",
+        "Thresholding method:Minimum Cross-Entropy",
+        f"Threshold smoothing scale:{smoothing_scale}",
+        "Threshold correction factor:1.0",
+        "Lower and upper bounds on threshold:0.0,1.0",
+        "Manual threshold:0.0",
+        "Select the measurement to threshold with:None",
+        "Two-class or three-class thresholding?:Two classes",
+        "Log transform before thresholding?:No",
+        "Assign pixels in the middle intensity class to the foreground or the background?"
+        ":Foreground",
+        "Size of adaptive window:50",
+        "Lower outlier fraction:0.05",
+        "Upper outlier fraction:0.05",
+        "Averaging method:Mean",
+        "Variance method:Standard deviation",
+        "# of deviations:2.0",
+        # CellProfiler 5 writes the method a second time, for the adaptive strategy.
+        "Thresholding method:Minimum Cross-Entropy",
+    ]
+
+
 _MODULES: list[tuple[str, int, list[str]]] = [
     (
         "LoadData",
@@ -201,25 +228,7 @@ _MODULES: list[tuple[str, int, list[str]]] = [
             "Handling of objects if excessive number of objects identified:Continue",
             "Maximum number of objects:500",
             "Use advanced settings?:No",
-            "Threshold setting version:12",
-            "Threshold strategy:Global",
-            "Thresholding method:Minimum Cross-Entropy",
-            "Threshold smoothing scale:1.3488",
-            "Threshold correction factor:1.0",
-            "Lower and upper bounds on threshold:0.0,1.0",
-            "Manual threshold:0.0",
-            "Select the measurement to threshold with:None",
-            "Two-class or three-class thresholding?:Two classes",
-            "Log transform before thresholding?:No",
-            "Assign pixels in the middle intensity class to the foreground or the background?"
-            ":Foreground",
-            "Size of adaptive window:50",
-            "Lower outlier fraction:0.05",
-            "Upper outlier fraction:0.05",
-            "Averaging method:Mean",
-            "Variance method:Standard deviation",
-            "# of deviations:2.0",
-            "Thresholding method:Minimum Cross-Entropy",
+            *threshold_settings(1.3488),
         ],
     ),
     (
@@ -236,25 +245,7 @@ _MODULES: list[tuple[str, int, list[str]]] = [
             "Discard the associated primary objects?:No",
             "Name the new primary objects:FilteredNuclei",
             "Fill holes in identified objects?:Yes",
-            "Threshold setting version:12",
-            "Threshold strategy:Global",
-            "Thresholding method:Minimum Cross-Entropy",
-            "Threshold smoothing scale:0.0",
-            "Threshold correction factor:1.0",
-            "Lower and upper bounds on threshold:0.0,1.0",
-            "Manual threshold:0.0",
-            "Select the measurement to threshold with:None",
-            "Two-class or three-class thresholding?:Two classes",
-            "Log transform before thresholding?:No",
-            "Assign pixels in the middle intensity class to the foreground or the background?"
-            ":Foreground",
-            "Size of adaptive window:50",
-            "Lower outlier fraction:0.05",
-            "Upper outlier fraction:0.05",
-            "Averaging method:Mean",
-            "Variance method:Standard deviation",
-            "# of deviations:2.0",
-            "Thresholding method:Minimum Cross-Entropy",
+            *threshold_settings(0.0),
         ],
     ),
     (

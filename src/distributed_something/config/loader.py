@@ -26,7 +26,22 @@ MISSING_CONFIG_FIX = "check the path, or run `ds init` to create it"
 CONFIG_NAMES = ("ds.toml", "config.py")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+# tomllib ends its messages with where: "(at line 4, column 12)", or "(at end of document)"
+# when the file ends inside something still open (a string, list, table or `key =`).
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|(end of document))\)\s*$")
+_TOML_FIX = (
+    'correct the syntax there: key = value, strings in "quotes", booleans as '
+    "true/false, lists in [brackets], sections as [name]"
+)
+_TOML_END_FIX = (
+    "finish the last entry: close its string, list, inline table or [section] (the missing "
+    "quote, ] or }), or give its key a value"
+)
+# tomllib's words for a string whose closing quote is missing on its line.
+_TOML_OPEN_STRING = "illegal character '\\n'"
+_TOML_OPEN_STRING_FIX = (
+    'close the string on that line with its quote (only """triple-quoted""" strings may span lines)'
+)
 # Credentials come from the AWS profile or role, never from a config (DESIGN §6): an env entry
 # would be copied into the task definition for anyone with read access to see.
 _CREDENTIAL_NAMES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
@@ -169,17 +184,30 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        position = _TOML_POSITION.search(message)
-        line = f"line {position.group(1)}" if position else None
-        problem = _TOML_POSITION.sub("", message) if position else message
-        raise InputError(
-            source,
-            line,
-            f"this is not valid TOML ({_lower_first(problem)})",
-            'correct the syntax there: key = value, strings in "quotes", booleans as '
-            "true/false, lists in [brackets], sections as [name]",
-        ) from None
+        raise _toml_syntax_error(source, text, str(error)) from None
+
+
+def _toml_syntax_error(source: str, text: str, message: str) -> InputError:
+    """The one-line error for tomllib's ``message`` about ``text``: the line and column
+    where tomllib stopped, what it found wrong, and the fix."""
+    where = _TOML_POSITION.search(message)
+    problem = _lower_first(message[: where.start()] if where else message)
+    if where is None:
+        return InputError(source, None, f"this is not valid TOML ({problem})", _TOML_FIX)
+    if where.group(3) is None:
+        field = f"line {where.group(1)}, column {where.group(2)}"
+        fix = _TOML_OPEN_STRING_FIX if problem == _TOML_OPEN_STRING else _TOML_FIX
+        return InputError(source, field, f"this is not valid TOML ({problem})", fix)
+    # tomllib gives no line at the end of the file: name the place just after the last
+    # character written, where the open string, list or table ran out.
+    end = len(text.rstrip())
+    line, column = text.count("\n", 0, end) + 1, end - text.rfind("\n", 0, end)
+    return InputError(
+        source,
+        f"line {line}, column {column}",
+        f"this is not valid TOML ({problem}; the file ends before that entry is finished)",
+        _TOML_END_FIX,
+    )
 
 
 def _check_env(config: Config, source: str, namer: FieldNamer) -> None:

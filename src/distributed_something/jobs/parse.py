@@ -166,10 +166,13 @@ def _load_json(text: str, source: str) -> dict[str, Any]:
             parse_float=_finite_float,
         )
     except json.JSONDecodeError as error:
+        # Some of json's messages end in " at" ("Unterminated string starting at"): the
+        # position follows them.
+        problem = error.msg.removesuffix(" at")
         _fail(
             source,
             None,
-            f"is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}",
+            f"is not valid JSON: {problem} at line {error.lineno}, column {error.colno}",
             "correct the JSON there (usually a missing comma or quote, or a trailing comma); "
             "a CSV job file must be named *.csv",
         )

@@ -1,0 +1,70 @@
+"""Test data and fakes shared by several test files: the family's fleet file and a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def dcp_fleet(*, valid_until: str | None = None) -> dict[str, Any]:
+    """A fresh copy of Distributed-CellProfiler's files/exampleFleet_us-east-1.json with its
+    placeholders filled in; with ``valid_until``, the file also carries that ``ValidUntil``
+    (as copies of the family's file do, long expired). Callers may change the copy freely."""
+    validity = {"ValidUntil": valid_until} if valid_until is not None else {}
+    return {
+        "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+        "AllocationStrategy": "lowestPrice",
+        "TerminateInstancesWithExpiration": True,
+        **validity,
+        "LaunchSpecifications": [
+            {
+                "ImageId": "ami-fad25980",
+                "KeyName": "your_key_file_name",
+                "IamInstanceProfile": {
+                    "Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
+                },
+                "BlockDeviceMappings": [
+                    {
+                        "DeviceName": "/dev/xvda",
+                        "Ebs": {
+                            "DeleteOnTermination": True,
+                            "VolumeType": "gp2",
+                            "VolumeSize": 8,
+                            "SnapshotId": "snap-04007a196c0f3f398",
+                        },
+                    },
+                    {
+                        "DeviceName": "/dev/xvdcz",
+                        "Ebs": {"DeleteOnTermination": True, "VolumeType": "gp2"},
+                    },
+                ],
+                "NetworkInterfaces": [
+                    {
+                        "DeviceIndex": 0,
+                        "SubnetId": "subnet-0123abcd",
+                        "DeleteOnTermination": True,
+                        "AssociatePublicIpAddress": True,
+                        "Groups": ["sg-0123abcd"],
+                    }
+                ],
+            }
+        ],
+        "Type": "maintain",
+    }
+
+
+class FakeClock:
+    """A clock that moves only when something sleeps: call it for the time, pass ``sleep``
+    as the sleep function; ``sleeps`` lists every sleep asked for, in order."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        # Not zero by default: code that takes 0 for "no time yet" would pass unnoticed.
+        self.start = start
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
