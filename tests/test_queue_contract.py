@@ -31,6 +31,7 @@ from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.sqs_queue import SqsQueue
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.interfaces.queue import Message, Queue, QueueCounts
+from testkit import FakeClock
 
 AdvanceClock = Callable[[float], None]
 QueueFactory = Callable[[int, Path], tuple[Queue, AdvanceClock]]
@@ -38,21 +39,8 @@ QueueFactory = Callable[[int, Path], tuple[Queue, AdvanceClock]]
 LEASE = 30.0
 
 
-class FakeClock:
-    """Time that only moves when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def sqlite_factory(max_receive_count: int, tmp_path: Path) -> tuple[Queue, AdvanceClock]:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     queue = SqliteQueue(tmp_path / "queue.db", max_receive_count=max_receive_count, clock=clock)
     return queue, clock.advance
 
@@ -551,7 +539,7 @@ def test_sqlite_last_error_of_queued_message(tmp_path: Path) -> None:
 
 
 def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     path = tmp_path / "nested" / "queue.db"
     first = SqliteQueue(path, max_receive_count=5, clock=clock)
     first.send_batch([("t", "b")])

@@ -21,19 +21,9 @@ from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, RunRecords
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
+from testkit import FakeClock
 
 PY = sys.executable
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class NoCompute:
@@ -58,7 +48,7 @@ class Rig:
     """A worker wired to a queue with a fake clock and a folder bucket in tmp_path."""
 
     def __init__(self, tmp_path: Path, argv: list[str], **config: Any) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(1_000_000.0)
         self.queue = SqliteQueue(
             tmp_path / "q.sqlite", max_receive_count=config.pop("retries", 3), clock=self.clock
         )

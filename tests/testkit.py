@@ -68,3 +68,7 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Move time on without recording a sleep."""
+        self.now += seconds
