@@ -29,11 +29,13 @@ Our policy (`OursPolicy`) — as distributed_something implements it:
   (visible again, the work so far lost) and takes no more;
 - a busy worker extends its lease (heartbeat), so a task is never run twice while its
   worker lives;
-- an idle machine leaves through the idle-CPU alarm (``alarm_minutes``). With
-  ``grace_minutes`` set, it instead shuts itself down after that many idle minutes, as
-  DESIGN §2 describes ("a machine whose workers have all been idle for a short grace
-  period shuts itself down") — not implemented in the product when this was written,
-  so it is a variant, not the default.
+- an idle machine shuts itself down once all its workers have been idle for
+  ``grace_minutes`` (the product's idle shutdown, DESIGN §2; by default
+  ``aws.idle_shutdown_minutes`` of the config model), at the first of the workers' checks
+  past the grace period — modelled as the grace plus one check interval
+  (``distributed_something.backends.aws.idle.CHECK_SECONDS``), the worst case. With
+  ``grace_minutes=None`` (the idle shutdown turned off) it leaves only through the
+  idle-CPU alarm (``alarm_minutes``), which remains the fallback either way.
 
 The family's policy (`FamilyPolicy`), from Distributed-CellProfiler's run.py and worker:
 - the monitor polls every minute; every tenth minute, when nothing is visible and fewer
@@ -65,6 +67,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed_something.backends.aws.idle import CHECK_SECONDS
+from distributed_something.config.model import AwsConfig
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.queue import QueueCounts
 from distributed_something.monitor.policy import (
@@ -81,6 +85,9 @@ LEASE_SECONDS = 60.0  # our base lease (queue.visibility's default): a dead work
 # is visible again this long after its last heartbeat
 
 VISIBLE, IN_FLIGHT, DELETED = "visible", "in flight", "deleted"
+
+#: The product's default grace period of the idle shutdown (aws.idle_shutdown_minutes).
+IDLE_SHUTDOWN_MINUTES: float = AwsConfig.model_fields["idle_shutdown_minutes"].default
 
 
 @dataclass(frozen=True)
@@ -201,20 +208,22 @@ class Policy:
 
 
 class OursPolicy(Policy):
-    """distributed_something: its real monitor policy, heartbeats, notice handling."""
+    """distributed_something: its real monitor policy, heartbeats, notice handling and idle
+    shutdown (``grace_minutes`` None or 0: off, the idle-CPU alarm only)."""
 
     name = "ours"
     handles_notice = True
 
-    def __init__(self, grace_minutes: float | None = None) -> None:
-        self.grace_minutes = grace_minutes
-        if grace_minutes is not None:
-            self.name = f"ours + {grace_minutes:g} min idle shutdown"
+    def __init__(self, grace_minutes: float | None = IDLE_SHUTDOWN_MINUTES) -> None:
+        self.grace_minutes = grace_minutes or None
+        if self.grace_minutes is None:
+            self.name = "ours, alarm only"
 
     def idle_exit(self, world: World) -> float:
-        if self.grace_minutes is not None:
-            return min(self.grace_minutes, world.alarm_minutes) * MINUTE
-        return world.alarm_minutes * MINUTE
+        alarm = world.alarm_minutes * MINUTE
+        if self.grace_minutes is None:
+            return alarm
+        return min(self.grace_minutes * MINUTE + CHECK_SECONDS, alarm)
 
     def tick(self, run: Run, minute: int) -> bool:
         world = run.world

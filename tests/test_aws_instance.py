@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.compute import describe_fleet
 from distributed_something.backends.aws.instance import (
     REBALANCE_PATH,
     SPOT_ACTION_PATH,
@@ -31,6 +32,7 @@ from distributed_something.backends.aws.instance import (
     parse_meminfo,
     parse_proc_stat,
     tag_instance_name,
+    terminate_instance,
 )
 from distributed_something.backends.aws.task_logs import (
     EVENT_OVERHEAD,
@@ -425,6 +427,142 @@ def test_delete_alarms_in_batches_of_100() -> None:
     calls.clear()
     delete_alarms(Recorder(), ["x", "missing", "y"])
     assert calls == [["missing", "x", "y"], ["missing"], ["x"], ["y"]]
+
+
+def test_terminate_instance(aws: str) -> None:
+    ec2, _ = _clients()
+    mine, other = _run_instances(ec2, 2)
+    terminate_instance(ec2, mine)
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2.describe_instances(InstanceIds=[mine, other])["Reservations"]
+        for i in r["Instances"]
+    }
+    assert states[mine] in ("shutting-down", "terminated") and states[other] == "running"
+
+
+def test_a_refused_termination_names_the_permission() -> None:
+    from botocore.exceptions import ClientError
+
+    class Refusing:
+        def terminate_instances(self, **kwargs: Any) -> None:
+            raise ClientError(
+                {"Error": {"Code": "UnauthorizedOperation", "Message": "not allowed"}},
+                "TerminateInstances",
+            )
+
+    with pytest.raises(BackendError, match="ec2:TerminateInstances") as info:
+        terminate_instance(Refusing(), "i-0abc")
+    assert "i-0abc" in str(info.value) and "\n" not in str(info.value)
+
+
+# --- unparseable answers (a proxy's HTML page instead of AWS) --------------------------------
+
+#: Not well-formed XML (an unclosed <br>), as proxies' and captive portals' pages often are.
+HTML_PAGE = b"<html><body><h1>Proxy</h1><p>Please sign in<br></body></html>"
+
+
+@pytest.fixture
+def html_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Every AWS call goes to a loopback server that answers any request with HTML."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(HTML_PAGE)))
+            self.end_headers()
+            self.wfile.write(HTML_PAGE)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    from distributed_something.backends.aws import clients
+
+    clients._sessions.clear()  # no session of another test's endpoint or credentials
+    yield
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def assert_one_line(error: BaseException, *parts: str) -> None:
+    message = str(error)
+    assert "\n" not in message and "<html>" not in message, message
+    assert "Unable to parse response" in message, message
+    for part in parts:
+        assert part in message, message
+
+
+def test_unparseable_answers_are_one_line_backend_errors(html_endpoint: Any) -> None:
+    from botocore.parsers import ResponseParserError
+
+    ec2 = client("ec2", AwsSettings(REGION))
+    with pytest.raises(ResponseParserError):  # what botocore makes of the page
+        ec2.describe_instances()
+    with pytest.raises(BackendError) as tagged:
+        tag_instance_name(ec2, "i-0abc", "x")
+    assert_one_line(tagged.value, "could not tag instance i-0abc", "ec2:CreateTags")
+    with pytest.raises(BackendError) as terminated:
+        terminate_instance(ec2, "i-0abc")
+    assert_one_line(terminated.value, "could not terminate instance i-0abc")
+    with pytest.raises(BackendError) as described:
+        describe_fleet(ec2, "sfr-00000000-0000-0000-0000-000000000000")
+    assert_one_line(described.value, "could not describe the spot fleet request")
+
+
+def test_an_unparseable_alarm_deletion_is_a_one_line_backend_error() -> None:
+    from botocore.parsers import ResponseParserError
+
+    class Garbled:
+        def delete_alarms(self, AlarmNames: list[str]) -> None:
+            raise ResponseParserError(
+                "Unable to parse response (not well-formed), invalid XML received. Further "
+                "retries may succeed:\n" + HTML_PAGE.decode()
+            )
+
+    with pytest.raises(BackendError) as info:
+        delete_alarms(Garbled(), ["App_i-1"])
+    assert_one_line(info.value, "could not delete alarm App_i-1")
+
+
+def test_an_unparseable_answer_during_teardown_names_the_step(aws: str) -> None:
+    from distributed_something.backends.aws.resources import AwsNames, AwsResources
+    from distributed_something.backends.aws.teardown import AwsClients, teardown
+    from distributed_something.config.model import Config
+
+    clients = AwsClients(AwsSettings(REGION))
+
+    def html_instead(response_dict: dict[str, Any], **kwargs: Any) -> None:
+        # moto's real answer is replaced by a proxy's page before botocore parses it.
+        response_dict["body"] = HTML_PAGE
+
+    clients.ec2.meta.events.register("before-parse.ec2.DescribeInstances", html_instead)
+    resources = AwsResources(
+        region=REGION,
+        fleet_request_id="sfr-00000000-0000-0000-0000-000000000000",
+        cleaned=["service_to_zero"],
+    )
+    config = Config.model_validate({"app_name": "Garbled", "backend": "aws"})
+    with pytest.raises(BackendError) as info:
+        teardown(clients, AwsNames(config), resources, bucket="b", run_id="r", save=lambda r: None)
+    assert_one_line(info.value, "AWS cleanup step 'cancel_fleet' failed", "ds cleanup")
+    assert resources.cleaned == ["service_to_zero"]
 
 
 # --- task logs to CloudWatch Logs ---------------------------------------------------------------

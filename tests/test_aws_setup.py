@@ -179,7 +179,7 @@ def test_task_definition_reads_back_with_image_resources_env_and_logs(aws: str) 
     assert container["memory"] == 3000
     assert container["command"] == ["ds", "worker"]
     assert not container.get("privileged")
-    assert environment_of(container) == env
+    assert environment_of(container) == {**env, "DS_IDLE_DIR": "/ds-idle"}  # idle shutdown
     assert container["logConfiguration"] == {
         "logDriver": "awslogs",
         "options": {

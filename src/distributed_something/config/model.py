@@ -167,6 +167,13 @@ class AwsConfig(Section):
         description="an AMI id (ami-…) to use instead of the current ECS-optimized Amazon "
         "Linux 2023 AMI, or unset",
     )
+    idle_shutdown_minutes: float = Field(
+        default=3.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="a number of minutes ≥ 0 that a machine's workers must all have been "
+        "idle before it terminates itself (0 turns the idle shutdown off)",
+    )
 
 
 class ToolConfig(Section):

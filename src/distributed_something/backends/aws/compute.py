@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.instance import first_line
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
@@ -299,8 +301,9 @@ def aws_errors(doing: str) -> Iterator[None]:
     """
     try:
         yield
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        # A parser error (an HTML page from a proxy) carries the whole page: first line only.
         raise BackendError(
-            f"AWS: could not {doing}: {str(exc).rstrip('.')}. Check the AWS credentials, "
+            f"AWS: could not {doing}: {first_line(exc)}. Check the AWS credentials, "
             "region and permissions, then run the command again"
         ) from exc

@@ -5,7 +5,7 @@
 - `ResourceLogger`: logs disk, memory and CPU use of the machine at an interval.
 - `tag_instance_name`, `ensure_idle_alarm`: the instance's Name tag and its idle-CPU alarm
   (terminates a stalled instance); `alarms_of_terminated` and `delete_alarms` clean up the
-  alarms of instances that are gone.
+  alarms of instances that are gone; `terminate_instance` (the idle shutdown's last step).
 
 Everything here also works off EC2: `imds_from_env` returns None when there is no metadata
 service, and the threads never raise.
@@ -422,14 +422,22 @@ class ResourceLogger:
 # --- tags and alarms ------------------------------------------------------------------------
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): a
+    botocore parser error carries the whole unparseable page after it."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".:") if text else type(exc).__name__
+
+
 def _call(what: str, fix: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
     """Call one AWS API; a failure becomes a one-line BackendError saying what failed."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     try:
         return fn(**kwargs)
-    except (ClientError, BotoCoreError) as exc:
-        raise BackendError(f"could not {what}: {exc}. {fix}") from None
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        raise BackendError(f"could not {what}: {first_line(exc)}. {fix}") from None
 
 
 def tag_instance_name(ec2: Any, instance_id: str, name: str) -> None:
@@ -440,6 +448,17 @@ def tag_instance_name(ec2: Any, instance_id: str, name: str) -> None:
         ec2.create_tags,
         Resources=[instance_id],
         Tags=[{"Key": "Name", "Value": name}],
+    )
+
+
+def terminate_instance(ec2: Any, instance_id: str) -> None:
+    """Ask EC2 to terminate ``instance_id`` (a worker's own instance, when idle). Raises
+    BackendError naming the permission it needs."""
+    _call(
+        f"terminate instance {instance_id}",
+        "The task role (or the instance role, without one) needs ec2:TerminateInstances.",
+        ec2.terminate_instances,
+        InstanceIds=[instance_id],
     )
 
 
@@ -569,6 +588,7 @@ def delete_alarms(cloudwatch: Any, names: Iterable[str]) -> None:
 def _delete_batch(cloudwatch: Any, batch: list[str]) -> bool:
     """DeleteAlarms on ``batch``; False when AWS answers ResourceNotFound."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     try:
         cloudwatch.delete_alarms(AlarmNames=batch)
@@ -579,6 +599,6 @@ def _delete_batch(cloudwatch: Any, batch: list[str]) -> bool:
             f"could not delete alarm {batch[0]} (and {len(batch) - 1} more): {exc}. "
             "The role needs cloudwatch:DeleteAlarms."
         ) from None
-    except BotoCoreError as exc:
-        raise BackendError(f"could not delete alarm {batch[0]}: {exc}") from None
+    except (BotoCoreError, ResponseParserError) as exc:
+        raise BackendError(f"could not delete alarm {batch[0]}: {first_line(exc)}") from None
     return True

@@ -14,6 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from distributed_something.backends.aws.idle import (
+    CONTAINER_DIR,
+    HOST_DIR,
+    IDLE_DIR_ENV,
+    IDLE_VOLUME,
+)
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.taskenv import without_credentials
 from distributed_something.config.model import Config
@@ -221,7 +227,9 @@ def register_task_definition(
     environment ``env`` (credential-looking entries are dropped again here, with a warning),
     logs through the awslogs driver to ``names.log_group`` (stream prefix ``names.app``),
     not privileged. With ``keep_entrypoint`` the image's own entrypoint and command run (the
-    family's images need theirs); otherwise the command is ``ds worker``. The task role is
+    family's images need theirs); otherwise the command is ``ds worker``, and the host folder
+    ``/var/lib/ds-idle`` is mounted at ``/ds-idle`` (``DS_IDLE_DIR``), where the workers of a
+    machine tell each other they are idle (the idle shutdown, `idle`). The task role is
     ``task_role_arn`` when given.
 
     When the latest ACTIVE revision already says exactly this, its ARN is returned and no
@@ -230,6 +238,10 @@ def register_task_definition(
     """
     check_setup_inputs(config)
     environment = without_credentials(env, where="task environment")
+    volumes: list[dict[str, Any]] = []
+    if not keep_entrypoint:
+        environment[IDLE_DIR_ENV] = CONTAINER_DIR
+        volumes.append({"name": IDLE_VOLUME, "host": {"sourcePath": HOST_DIR}})
     container: dict[str, Any] = {
         "name": names.container,
         "image": config.image,
@@ -249,16 +261,21 @@ def register_task_definition(
     }
     if not keep_entrypoint:
         container["command"] = list(WORKER_COMMAND)
+        container["mountPoints"] = [
+            {"sourceVolume": IDLE_VOLUME, "containerPath": CONTAINER_DIR, "readOnly": False}
+        ]
     request: dict[str, Any] = {
         "family": names.task_family,
         "containerDefinitions": [container],
         "requiresCompatibilities": ["EC2"],
         "tags": _ecs_tags(names),
     }
+    if volumes:
+        request["volumes"] = volumes
     if task_role_arn:
         request["taskRoleArn"] = task_role_arn
     latest = _latest_task_definition(ecs, names.task_family)
-    if latest is not None and _same_task(latest, container, task_role_arn):
+    if latest is not None and _same_task(latest, request, task_role_arn):
         return str(latest["taskDefinitionArn"])
     with aws_call(f"register task definition {names.task_family}"):
         response = ecs.register_task_definition(**request)
@@ -280,21 +297,36 @@ def _latest_task_definition(ecs: Any, family: str) -> dict[str, Any] | None:
     return found if found.get("status", "ACTIVE") == "ACTIVE" else None
 
 
-def _same_task(latest: dict[str, Any], container: dict[str, Any], role: str | None) -> bool:
+def _same_task(latest: dict[str, Any], request: dict[str, Any], role: str | None) -> bool:
+    """Whether the registered revision ``latest`` says what ``request`` would register."""
     if (latest.get("taskRoleArn") or None) != (role or None):
         return False
     existing = latest.get("containerDefinitions", [])
     if len(existing) != 1:
         return False
-    current = existing[0]
+    current, container = existing[0], request["containerDefinitions"][0]
 
     def environment(definition: dict[str, Any]) -> dict[str, str]:
         return {e["name"]: e["value"] for e in definition.get("environment", [])}
+
+    def mounts(definition: dict[str, Any]) -> list[tuple[str, str, bool]]:
+        return sorted(
+            (m.get("sourceVolume", ""), m.get("containerPath", ""), bool(m.get("readOnly")))
+            for m in definition.get("mountPoints") or []
+        )
+
+    def volumes(definition: dict[str, Any]) -> list[tuple[str, str]]:
+        return sorted(
+            (v.get("name", ""), str((v.get("host") or {}).get("sourcePath", "")))
+            for v in definition.get("volumes") or []
+        )
 
     keys = ("name", "image", "cpu", "memory", "logConfiguration", "stopTimeout")
     return (
         all(current.get(k) == container.get(k) for k in keys)
         and environment(current) == environment(container)
+        and mounts(current) == mounts(container)
+        and volumes(latest) == volumes(request)
         and (current.get("command") or None) == (container.get("command") or None)
         and not current.get("entryPoint")
         and not current.get("privileged")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.compute import (
@@ -29,6 +30,7 @@ from distributed_something.backends.aws.compute import (
     error_code,
     instance_alarms,
 )
+from distributed_something.backends.aws.instance import first_line
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.errors import BackendError
 from distributed_something.records import META_ROOT
@@ -167,9 +169,9 @@ def teardown(
             continue
         try:
             getattr(run, step)()
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, ResponseParserError) as exc:
             raise BackendError(
-                f"AWS cleanup step {step!r} failed: {str(exc).rstrip('.')}. The steps before "
+                f"AWS cleanup step {step!r} failed: {first_line(exc)}. The steps before "
                 "it are done and recorded; fix the cause (permissions, throttling) and run "
                 "`ds cleanup` again to resume from this step"
             ) from exc
