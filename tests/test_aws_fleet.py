@@ -551,3 +551,32 @@ def test_dashboard_round_trips_through_cloudwatch(aws: str) -> None:
     [logs] = [w for w in body["widgets"] if w["type"] == "log"]
     assert "SOURCE 'Demo'" in logs["properties"]["query"]
     assert "error" in logs["properties"]["query"]
+
+
+def test_error_events_are_best_effort_even_when_the_answer_is_garbled() -> None:
+    from botocore.parsers import ResponseParserError
+
+    class Garbled:
+        def describe_spot_fleet_request_history(self, **kwargs: Any) -> dict[str, Any]:
+            raise ResponseParserError("Unable to parse response, invalid XML received")
+
+    class Paged:
+        def __init__(self) -> None:
+            self.pages = [
+                {
+                    "HistoryRecords": [
+                        {"EventInformation": {"EventSubType": "iamFleetRoleInvalid"}}
+                    ],
+                    "NextToken": "t",
+                },
+                {"HistoryRecords": [{"EventInformation": {"EventDescription": "no price"}}]},
+            ]
+
+        def describe_spot_fleet_request_history(self, **kwargs: Any) -> dict[str, Any]:
+            return self.pages.pop(0)
+
+    assert spot._error_events(Garbled(), "sfr-1", None) == ()
+    assert spot._error_events(Paged(), "sfr-1", None) == (
+        "iamFleetRoleInvalid: ",
+        "error: no price",
+    )

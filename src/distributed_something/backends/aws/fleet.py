@@ -343,6 +343,7 @@ def _instance_ids(ec2: Any, fleet_id: str) -> list[str]:
 def _error_events(ec2: Any, fleet_id: str, since: Any) -> tuple[str, ...]:
     """The request's error events, best effort (the history API is optional here)."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     kwargs: dict[str, Any] = {
         "SpotFleetRequestId": fleet_id,
@@ -362,8 +363,8 @@ def _error_events(ec2: Any, fleet_id: str, since: Any) -> tuple[str, ...]:
             if not token:
                 break
             kwargs["NextToken"] = token
-    except (ClientError, BotoCoreError):
-        pass
+    except (ClientError, BotoCoreError, ResponseParserError):
+        pass  # the events only explain a failure found otherwise
     return tuple(events)
 
 
