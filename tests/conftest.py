@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import tomli_w
 
+from motoserver import start_moto, stop_moto
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -81,38 +83,11 @@ FAKE_AWS_ENV = {
 }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _start_moto(extra_env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
-    import time
-    import urllib.request
-
+    """A moto server (tests/motoserver.py) with this environment plus ``extra_env``;
+    skips the test when moto is not installed."""
     pytest.importorskip("moto", reason="moto[server] is in the dev extra: make test installs it")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **extra_env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            return url, proc
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
+    return start_moto({**os.environ, **extra_env})
 
 
 @pytest.fixture(scope="session")
@@ -120,8 +95,7 @@ def moto_server() -> Iterator[str]:
     """A moto server on 127.0.0.1 for the whole session; yields its URL."""
     url, proc = _start_moto({})
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_moto(proc)
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +104,7 @@ def moto_iam_server() -> Iterator[str]:
     some). Separate because loading them makes every reset slow."""
     url, proc = _start_moto({"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_moto(proc)
 
 
 def _use_moto(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:

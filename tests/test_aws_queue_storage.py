@@ -7,14 +7,16 @@ what reaches the API (seen through botocore's "before-call" event).
 
 from __future__ import annotations
 
+import http.server
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
 
 from distributed_something.backends.aws import clients, s3_storage, sqs_queue
 from distributed_something.backends.aws.clients import AwsSettings, client
@@ -161,6 +163,56 @@ def flaky_queue(
     sleeps: list[float] = []
     queue = make_queue(sleep=sleeps.append, threads=1)
     return queue, made[0], sleeps
+
+
+class NotAws(http.server.ThreadingHTTPServer):
+    """A server on 127.0.0.1 that answers every request with ``status`` and ``body``, as a
+    proxy or a wrong endpoint does; ``url`` is its address."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _NotAwsHandler)
+        self.status = 200
+        self.body = b""
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _NotAwsHandler(http.server.BaseHTTPRequestHandler):
+    server: NotAws
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(self.server.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(self.server.body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def not_aws(aws: str) -> Iterator[NotAws]:
+    """A `NotAws` server (``aws`` gives the fake credentials and no real AWS config)."""
+    server = NotAws()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def assert_one_line_backend_error(error: BaseException, *parts: str) -> None:
+    """``error`` is a `BackendError` whose one-line text has every one of ``parts``."""
+    assert isinstance(error, BackendError)
+    text = str(error)
+    assert "\n" not in text
+    for part in parts:
+        assert part in text
 
 
 # -- SQS: sending ----------------------------------------------------------------------------
@@ -401,6 +453,76 @@ def test_missing_queue_is_a_backend_error_naming_the_operation(aws: str) -> None
         queue.send_batch([("t", "b")])
 
 
+def test_an_answer_that_is_not_utf8_is_a_one_line_backend_error(not_aws: NotAws) -> None:
+    # boto3's SQS speaks JSON: bytes that are not UTF-8 fail as they are decoded.
+    not_aws.body = b"\xff\xfe\x00<html>proxy error</html>"
+    settings = AwsSettings(region="us-east-1", endpoint_url=not_aws.url)
+    queue = SqsQueue(
+        settings,
+        f"{not_aws.url}/123456789012/jobs",
+        f"{not_aws.url}/123456789012/jobs-dead",
+        max_receive_count=3,
+        wait_seconds=0,
+    )
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("ReceiveMessage", lambda: queue.receive(1, 30)),
+        ("SendMessageBatch", lambda: queue.send_batch([("t", "body")])),
+        ("GetQueueAttributes", queue.counts),
+    ]
+    for operation, call in calls:
+        with pytest.raises(BackendError) as caught:
+            call()
+        assert_one_line_backend_error(
+            caught.value, f"SQS {operation} on queue jobs failed", "codec can't decode", "endpoint"
+        )
+
+
+def test_a_proxy_page_is_not_read_as_nothing_sent_or_an_empty_queue(not_aws: NotAws) -> None:
+    # boto3 reads a 200 answer that is not JSON as an empty one: without a check, the
+    # messages would be lost silently and the queue would look drained.
+    not_aws.body = b"<html><body>Please log in to the proxy</body></html>"
+    settings = AwsSettings(region="us-east-1", endpoint_url=not_aws.url)
+    url = f"{not_aws.url}/123456789012/jobs"
+    queue = SqsQueue(settings, url, f"{url}-dead", max_receive_count=3, wait_seconds=0)
+    with pytest.raises(BackendError) as caught:
+        queue.send_batch([("a", "body a"), ("b", "body b")])
+    assert_one_line_backend_error(
+        caught.value,
+        "SQS SendMessageBatch on queue jobs failed",
+        "does not say whether 2 of 2 messages were sent",
+        "check the endpoint",
+    )
+    with pytest.raises(BackendError) as caught:
+        queue.counts()
+    assert_one_line_backend_error(
+        caught.value, "SQS GetQueueAttributes on queue jobs failed", "has no attributes"
+    )
+
+
+def test_an_answer_that_does_not_parse_is_a_one_line_backend_error(aws: str) -> None:
+    # What botocore's parser raises (not a BotoCoreError) at an HTML page where XML was due:
+    # SQS answered XML before botocore 1.34.9x. Raised where botocore parses the answer.
+    queue = make_queue()
+    message = (
+        "Unable to parse response (mismatched tag: line 1, column 32), invalid XML received. "
+        "Further retries may succeed:\n<html><body><p>Proxy error<br></body></html>"
+    )
+
+    def unparseable(**_: Any) -> None:
+        raise ResponseParserError(message)
+
+    queue._client.meta.events.register("before-parse.sqs.ReceiveMessage", unparseable)
+    with pytest.raises(BackendError) as caught:
+        queue.receive(1, 30)
+    assert_one_line_backend_error(
+        caught.value,
+        "SQS ReceiveMessage on queue jobs failed: Unable to parse response",
+        "check the endpoint",
+    )
+    assert "<html>" not in str(caught.value)
+    assert queue.counts() == QueueCounts(visible=0, in_flight=0, dead=0)  # other calls work
+
+
 # -- S3 ----------------------------------------------------------------------------------------
 
 
@@ -582,6 +704,78 @@ def test_missing_bucket_is_a_backend_error(aws: str, tmp_path: Path) -> None:
         storage.get_bytes("k")
     with pytest.raises(BackendError, match="NoSuchBucket"):
         list(storage.list(""))
+
+
+def test_an_s3_answer_that_does_not_parse_is_a_one_line_backend_error(
+    not_aws: NotAws, tmp_path: Path
+) -> None:
+    # A proxy's page with a 2xx status other than 200 (botocore retries a bad 200 as a 500):
+    # HTML that is not XML makes botocore's parser raise ResponseParserError.
+    not_aws.status = 203
+    not_aws.body = b"<html><body><p>Proxy error<br></body></html>"
+    storage = S3Storage(AwsSettings(region="us-east-1", endpoint_url=not_aws.url), "bucket")
+    source = tmp_path / "s.txt"
+    source.write_text("x")
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("ListObjectsV2 of s3://bucket/a/", lambda: list(storage.list("a/"))),
+        ("PutObject of s3://bucket/k", lambda: storage.put_bytes("k", b"x")),
+        ("upload of s3://bucket/one", lambda: storage.put_file("one", source)),
+        ("upload of s3://bucket/", lambda: storage.put_files([("x/1", source), ("x/2", source)])),
+    ]
+    for where, call in calls:
+        with pytest.raises(BackendError) as caught:
+            call()
+        assert_one_line_backend_error(
+            caught.value, f"S3 {where}", "Unable to parse response", "check the endpoint"
+        )
+        assert "<html>" not in str(caught.value)
+
+
+def test_put_files_checks_every_file_before_uploading_any(bucket: str, tmp_path: Path) -> None:
+    storage = S3Storage(AWS, bucket)
+    real = tmp_path / "real.txt"
+    real.write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"missing\.txt"):
+        storage.put_files([("a", real), ("b", tmp_path / "missing.txt")])
+    with pytest.raises(FileNotFoundError):
+        storage.put_files([("a", real), ("c", tmp_path)])  # a folder is no file
+    assert list(storage.list("")) == []
+
+
+def test_put_files_errors_read_as_put_file_errors(aws: str, tmp_path: Path) -> None:
+    storage = S3Storage(AWS, "no-such-bucket")
+    source = tmp_path / "s.txt"
+    source.write_text("x")
+    expected = r"S3 upload of s3://no-such-bucket/{key} failed: .*NoSuchBucket.*bucket name"
+    with pytest.raises(BackendError, match=expected.format(key="one")) as single:
+        storage.put_file("one", source)
+    with pytest.raises(BackendError, match=expected.format(key="one")) as many:
+        storage.put_files([("one", source)])
+    assert str(many.value) == str(single.value)
+    assert getattr(many.value, "code", "") == "NoSuchBucket"
+
+
+def test_put_files_stops_at_the_first_failure_and_names_its_key(
+    bucket: str, tmp_path: Path
+) -> None:
+    storage = S3Storage(AWS, bucket, threads=1)
+    items = []
+    for i in range(40):
+        path = tmp_path / f"f{i}.txt"
+        path.write_text(str(i))
+        items.append((f"out/f{i:02d}.txt", path))
+
+    def refuse_f01(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == "out/f01.txt":
+            error = {"Code": "AccessDenied", "Message": "injected"}
+            raise ClientError({"Error": error}, "PutObject")
+
+    storage._client.meta.events.register("provide-client-params.s3.PutObject", refuse_f01)
+    with pytest.raises(BackendError, match=r"upload of s3://ds-test-bucket/out/f01.txt failed"):
+        storage.put_files(items)
+    stored = [info.key for info in storage.list("out/")]
+    assert "out/f01.txt" not in stored
+    assert len(stored) < 39  # the uploads not started when it failed were cancelled
 
 
 # -- upload flags ------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ storage accept exactly the same keys. Files go through boto3's transfer manager
 from __future__ import annotations
 
 import errno
+import queue
 import secrets
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ TEMP_PREFIX = ".ds-tmp."
 """`get_file` downloads to a file named with this prefix next to the target, then renames."""
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_NOT_AWS_HINT = "the answer is not S3's: check the endpoint (AWS_ENDPOINT_URL) and any proxy"
 _HINTS = {
     "AccessDenied": (
         "check the bucket policy and the IAM permissions of the profile or task role "
@@ -47,6 +48,12 @@ class S3Error(BackendError):
     def __init__(self, text: str, code: str = "") -> None:
         super().__init__(text)
         self.code = code
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s text (without a closing colon), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(": ") if text else type(error).__name__
 
 
 def _client_error_code(error: Exception) -> str:
@@ -101,6 +108,7 @@ class S3Storage:
         """Turn botocore's and boto3's errors into `S3Error` naming the operation and object."""
         from boto3.exceptions import RetriesExceededError, S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.parsers import ResponseParserError
 
         where = f"S3 {operation} of s3://{self.bucket}/{key} failed"
         try:
@@ -123,6 +131,10 @@ class S3Storage:
             raise S3Error(f"{where}: {last!r} (gave up retrying)") from error
         except BotoCoreError as error:
             raise S3Error(f"{where}: {error}") from error
+        except ResponseParserError as error:
+            # Not a BotoCoreError: what an endpoint answering garbage (a proxy's HTML page)
+            # gives. Its text goes on with the whole answer: keep the first line.
+            raise S3Error(f"{where}: {_first_line(error)} ({_NOT_AWS_HINT})") from error
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -132,43 +144,61 @@ class S3Storage:
         with self._boundary("PutObject", key):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._upload_extra)
 
-    def _upload(self, key: str, path: Path, concurrency: int) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(errno.ENOENT, "no such file to upload", str(path))
-        with self._boundary("upload", key):
-            self._client.upload_file(
-                Filename=str(path),
-                Bucket=self.bucket,
-                Key=key,
-                ExtraArgs=dict(self._upload_extra) or None,
-                Config=self._transfer_config(concurrency),
-            )
+    def _upload(self, pairs: Sequence[tuple[str, Path]]) -> None:
+        """Upload ``(key, path)`` pairs (keys already checked) through one transfer manager.
+
+        One manager, so one thread pool of ``threads`` for every file and part: a manager
+        per file (what ``client.upload_file`` builds) costs more than a small file's PutObject.
+        At the first failure the uploads not done yet are cancelled and it is raised.
+        """
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import create_transfer_manager
+        from botocore.exceptions import ClientError
+        from s3transfer.subscribers import BaseSubscriber  # type: ignore[import-untyped]
+
+        for _, path in pairs:
+            if not path.is_file():
+                raise FileNotFoundError(errno.ENOENT, "no such file to upload", str(path))
+        finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        class Done(BaseSubscriber):  # type: ignore[misc]  # s3transfer has no type hints
+            def on_done(self, future: Any, **_: Any) -> None:
+                finished.put(future)
+
+        done = [Done()]
+        config = self._transfer_config(self.threads)
+        # Leaving the block with an error cancels the uploads not done yet.
+        with create_transfer_manager(self._client, config) as manager:
+            for key, path in pairs:
+                # A copy each: older s3transfer versions may add to the dict they are given.
+                manager.upload(str(path), self.bucket, key, dict(self._upload_extra), done)
+            for _ in pairs:
+                future = finished.get()
+                args = future.meta.call_args
+                with self._boundary("upload", args.key):
+                    try:
+                        future.result()
+                    except ClientError as error:
+                        # boto3's upload_file raises this: put_file's errors read as before.
+                        raise S3UploadFailedError(
+                            f"Failed to upload {args.fileobj} to {self.bucket}/{args.key}: {error}"
+                        ) from error
 
     def put_file(self, key: str, path: Path) -> None:
         """Store the local file ``path`` as ``key`` (multipart above 8 MiB; the object
         appears only when complete). FileNotFoundError when ``path`` is not a file."""
-        check_key(key)
-        self._upload(key, Path(path), self.threads)
+        self._upload([(check_key(key), Path(path))])
 
     def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
-        """Store many files, ``threads`` at a time; every key is checked first.
+        """Store many files, ``threads`` uploads (files or parts) at a time.
 
-        Returns when all are stored; at the first failure, files not started yet are not
-        uploaded and that failure is raised (files already stored stay).
+        Every key is checked, and every path must be a file (else FileNotFoundError), before
+        anything is uploaded. Returns when all are stored; at the first failure, uploads not
+        done yet are cancelled and that failure is raised (files already stored stay).
         """
         pairs = [(check_key(key), Path(path)) for key, path in items]
-        if not pairs:
-            return
-        workers = min(self.threads, len(pairs))
-        # Parts of one file share the threads left, so one connection pool serves them all.
-        concurrency = max(self.threads // workers, 1)
-        with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(self._upload, key, path, concurrency) for key, path in pairs]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:
-                if future.done() and future.exception() is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    future.result()  # raises the failure
+        if pairs:
+            self._upload(pairs)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ LIST_VISIBILITY_SECONDS = 30
 """How long `list_dead`/`redrive` hide the dead messages they read (they show them again
 at the end): long enough for one listing pass, short enough to be harmless if we crash."""
 
+_NOT_AWS_HINT = "the answer is not SQS's: check the endpoint (AWS_ENDPOINT_URL) and any proxy"
 _SQS_CODE_PREFIX = "AWS.SimpleQueueService."
 # ChangeMessageVisibility/DeleteMessage with a handle whose lease is gone: the message was
 # deleted, moved to the dead-letter queue, or is not in flight any more.
@@ -76,6 +77,12 @@ class SqsError(BackendError):
         # AWS: "Value ... for parameter ReceiptHandle is invalid. Reason: Message does not
         # exist or is not available for visibility timeout change."
         return self.code == "InvalidParameterValue" and "receipthandle" in self.detail.lower()
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s text (without a closing colon), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(": ") if text else type(error).__name__
 
 
 def _queue_name(url: str) -> str:
@@ -199,6 +206,7 @@ class SqsQueue:
     def _boundary(self, operation: str, queue_url: str) -> Iterator[None]:
         """Turn botocore's errors into `SqsError` naming the operation and the queue."""
         from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.parsers import ResponseParserError
 
         where = f"SQS {operation} on queue {_queue_name(queue_url)} failed"
         try:
@@ -213,6 +221,11 @@ class SqsQueue:
             raise SqsError(text, code, detail) from error
         except BotoCoreError as error:
             raise SqsError(f"{where}: {error}") from error
+        except (ResponseParserError, UnicodeDecodeError) as error:
+            # An endpoint answering garbage (a proxy's page): XML that does not parse (the
+            # query protocol of older botocore) or bytes that are not UTF-8 (JSON protocol).
+            # Only botocore runs in here, and it decodes nothing but the answer.
+            raise SqsError(f"{where}: {_first_line(error)} ({_NOT_AWS_HINT})") from error
 
     def _call(self, operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         with self._boundary(operation, kwargs["QueueUrl"]):
@@ -238,8 +251,19 @@ class SqsQueue:
                 QueueUrl=queue_url,
                 Entries=pending,
             )
-            sent.extend(int(item["Id"]) for item in response.get("Successful", []))
+            successful: list[dict[str, Any]] = list(response.get("Successful", []))
             failed: list[dict[str, Any]] = list(response.get("Failed", []))
+            answered = {str(item["Id"]) for item in successful + failed}
+            unanswered = sum(entry["Id"] not in answered for entry in pending)
+            if unanswered:
+                # SQS names every entry. An answer that does not (a proxy's 200 page reads
+                # as an empty one) would otherwise lose those messages without a word.
+                raise SqsError(
+                    f"SQS SendMessageBatch on queue {_queue_name(queue_url)} failed: the "
+                    f"answer does not say whether {unanswered} of {len(pending)} messages "
+                    f"were sent ({_NOT_AWS_HINT})"
+                )
+            sent.extend(int(item["Id"]) for item in successful)
             # A sender fault (bad body, bad attribute) fails the same way every time.
             given_up.extend(item for item in failed if item.get("SenderFault"))
             retry_ids = {item["Id"] for item in failed if not item.get("SenderFault")}
@@ -385,7 +409,15 @@ class SqsQueue:
                 "ApproximateNumberOfMessagesDelayed",
             ],
         )
-        return {name: int(value) for name, value in response.get("Attributes", {}).items()}
+        attributes = response.get("Attributes")
+        if not isinstance(attributes, dict):
+            # SQS always answers the attributes asked for; empty counts instead would read
+            # as a drained queue (and the monitor would tear the run down).
+            raise SqsError(
+                f"SQS GetQueueAttributes on queue {_queue_name(queue_url)} failed: the answer "
+                f"has no attributes ({_NOT_AWS_HINT})"
+            )
+        return {name: int(value) for name, value in attributes.items()}
 
     def counts(self) -> QueueCounts:
         """SQS's approximate counts: visible includes delayed messages (they will be
