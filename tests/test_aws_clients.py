@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from botocore.utils import parse_timestamp as botocore_parse
 
-from distributed_something.backends.aws.clients import AwsSettings, client, parse_timestamp
+from distributed_something.backends.aws.clients import (
+    AwsSettings,
+    client,
+    first_line,
+    parse_timestamp,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,3 +48,33 @@ def test_clients_use_the_fast_parser(aws: str) -> None:
     listed = s3.list_objects_v2(Bucket="stamps")["Contents"][0]["LastModified"]
     # dateutil's parser would give dateutil.tz.tzutc(); ours gives the standard library's UTC.
     assert listed.tzinfo is UTC
+
+
+def _unreadable() -> list[Exception]:
+    from botocore.parsers import ResponseParserError
+
+    page = "<html><body>Proxy error</body></html>"
+    return [
+        ResponseParserError(
+            f"Unable to parse response (syntax error), invalid XML received:\n{page}"
+        ),
+        UnicodeDecodeError("utf-8", b"\xe9t\xe9", 0, 1, "invalid continuation byte"),
+    ]
+
+
+@pytest.mark.parametrize("error", _unreadable(), ids=["parser", "not-utf8"])
+def test_every_aws_boundary_turns_an_unreadable_answer_into_one_line(error: Exception) -> None:
+    from distributed_something.backends.aws.compute import aws_errors
+    from distributed_something.backends.aws.setup import aws_call
+    from distributed_something.errors import BackendError
+
+    for boundary, start in ((aws_call, "could not list things: "), (aws_errors, "AWS: could")):
+        with pytest.raises(BackendError) as info, boundary("list things"):
+            raise error
+        message = str(info.value)
+        assert message.startswith(start) and "\n" not in message and "<html>" not in message
+
+
+def test_first_line_keeps_the_first_line_or_names_the_type() -> None:
+    assert first_line(ValueError("Unable to parse:\n<html>")) == "Unable to parse"
+    assert first_line(ValueError("")) == "ValueError"

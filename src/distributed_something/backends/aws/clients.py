@@ -137,3 +137,19 @@ def settings_from(region: str, profile: str | None) -> AwsSettings:
         profile=profile or None,
         retry_mode=os.environ.get("DS_AWS_RETRY_MODE", "standard"),
     )
+
+
+def unreadable_answers() -> tuple[type[Exception], ...]:
+    """What botocore raises, besides ClientError and BotoCoreError, when an answer is not
+    AWS's (a proxy's HTML page, bytes that are not UTF-8); every boundary that turns AWS
+    failures into one line catches these too."""
+    from botocore.parsers import ResponseParserError
+
+    return (ResponseParserError, UnicodeDecodeError)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text, without a closing colon or period (its type's
+    name when it has none): a parser error carries the whole unparseable page after it."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".: ") if text else type(error).__name__

@@ -16,10 +16,13 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.parsers import ResponseParserError
 
-from distributed_something.backends.aws.clients import AwsSettings, client
-from distributed_something.backends.aws.instance import first_line
+from distributed_something.backends.aws.clients import (
+    AwsSettings,
+    client,
+    first_line,
+    unreadable_answers,
+)
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
@@ -301,7 +304,7 @@ def aws_errors(doing: str) -> Iterator[None]:
     """
     try:
         yield
-    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+    except (ClientError, BotoCoreError, *unreadable_answers()) as exc:
         # A parser error (an HTML page from a proxy) carries the whole page: first line only.
         raise BackendError(
             f"AWS: could not {doing}: {first_line(exc)}. Check the AWS credentials, "

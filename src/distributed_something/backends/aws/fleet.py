@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from distributed_something.backends.aws.clients import unreadable_answers
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.setup import aws_call, error_code
 from distributed_something.config.model import Config
@@ -343,7 +344,6 @@ def _instance_ids(ec2: Any, fleet_id: str) -> list[str]:
 def _error_events(ec2: Any, fleet_id: str, since: Any) -> tuple[str, ...]:
     """The request's error events, best effort (the history API is optional here)."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from botocore.parsers import ResponseParserError
 
     kwargs: dict[str, Any] = {
         "SpotFleetRequestId": fleet_id,
@@ -363,7 +363,7 @@ def _error_events(ec2: Any, fleet_id: str, since: Any) -> tuple[str, ...]:
             if not token:
                 break
             kwargs["NextToken"] = token
-    except (ClientError, BotoCoreError, ResponseParserError):
+    except (ClientError, BotoCoreError, *unreadable_answers()):
         pass  # the events only explain a failure found otherwise
     return tuple(events)
 

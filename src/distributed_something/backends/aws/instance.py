@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from distributed_something.backends.aws.clients import first_line, unreadable_answers
 from distributed_something.errors import BackendError
 
 log = logging.getLogger("ds.instance")
@@ -422,21 +423,13 @@ class ResourceLogger:
 # --- tags and alarms ------------------------------------------------------------------------
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none): a
-    botocore parser error carries the whole unparseable page after it."""
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(".:") if text else type(exc).__name__
-
-
 def _call(what: str, fix: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
     """Call one AWS API; a failure becomes a one-line BackendError saying what failed."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from botocore.parsers import ResponseParserError
 
     try:
         return fn(**kwargs)
-    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+    except (ClientError, BotoCoreError, *unreadable_answers()) as exc:
         raise BackendError(f"could not {what}: {first_line(exc)}. {fix}") from None
 
 
@@ -588,7 +581,6 @@ def delete_alarms(cloudwatch: Any, names: Iterable[str]) -> None:
 def _delete_batch(cloudwatch: Any, batch: list[str]) -> bool:
     """DeleteAlarms on ``batch``; False when AWS answers ResourceNotFound."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from botocore.parsers import ResponseParserError
 
     try:
         cloudwatch.delete_alarms(AlarmNames=batch)
@@ -599,6 +591,6 @@ def _delete_batch(cloudwatch: Any, batch: list[str]) -> bool:
             f"could not delete alarm {batch[0]} (and {len(batch) - 1} more): {exc}. "
             "The role needs cloudwatch:DeleteAlarms."
         ) from None
-    except (BotoCoreError, ResponseParserError) as exc:
+    except (BotoCoreError, *unreadable_answers()) as exc:
         raise BackendError(f"could not delete alarm {batch[0]}: {first_line(exc)}") from None
     return True

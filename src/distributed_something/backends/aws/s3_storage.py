@@ -16,7 +16,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.clients import (
+    AwsSettings,
+    client,
+    first_line,
+    unreadable_answers,
+)
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.keys import check_key, check_prefix
@@ -48,12 +53,6 @@ class S3Error(BackendError):
     def __init__(self, text: str, code: str = "") -> None:
         super().__init__(text)
         self.code = code
-
-
-def _first_line(error: Exception) -> str:
-    """The first line of ``error``'s text (without a closing colon), or its type's name."""
-    text = str(error).strip()
-    return text.splitlines()[0].rstrip(": ") if text else type(error).__name__
 
 
 def _client_error_code(error: Exception) -> str:
@@ -108,7 +107,6 @@ class S3Storage:
         """Turn botocore's and boto3's errors into `S3Error` naming the operation and object."""
         from boto3.exceptions import RetriesExceededError, S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
-        from botocore.parsers import ResponseParserError
 
         where = f"S3 {operation} of s3://{self.bucket}/{key} failed"
         try:
@@ -131,10 +129,10 @@ class S3Storage:
             raise S3Error(f"{where}: {last!r} (gave up retrying)") from error
         except BotoCoreError as error:
             raise S3Error(f"{where}: {error}") from error
-        except ResponseParserError as error:
+        except unreadable_answers() as error:
             # Not a BotoCoreError: what an endpoint answering garbage (a proxy's HTML page)
             # gives. Its text goes on with the whole answer: keep the first line.
-            raise S3Error(f"{where}: {_first_line(error)} ({_NOT_AWS_HINT})") from error
+            raise S3Error(f"{where}: {first_line(error)} ({_NOT_AWS_HINT})") from error
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from distributed_something.backends.aws.clients import first_line, unreadable_answers
 from distributed_something.backends.aws.idle import (
     CONTAINER_DIR,
     HOST_DIR,
@@ -39,7 +40,6 @@ STOP_TIMEOUT = 120
 def aws_call(what: str) -> Iterator[None]:
     """Turn an AWS failure inside the block into a one-line `BackendError` about ``what``."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-    from botocore.parsers import ResponseParserError
 
     try:
         yield
@@ -50,10 +50,8 @@ def aws_call(what: str) -> Iterator[None]:
         ) from None
     except ClientError as error:
         raise BackendError(f"could not {what}: {error_text(error)}") from None
-    except (BotoCoreError, ResponseParserError) as error:
-        # A parser error is what an endpoint answering HTML (a proxy, a 500 page) gives.
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BackendError(f"could not {what}: {first_line}") from None
+    except (BotoCoreError, *unreadable_answers()) as error:
+        raise BackendError(f"could not {what}: {first_line(error)}") from None
 
 
 def error_text(error: Any) -> str:

@@ -20,7 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.clients import (
+    AwsSettings,
+    client,
+    first_line,
+    unreadable_answers,
+)
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.queue import DeadTask, Message, QueueCounts
 from distributed_something.jobs.model import MAX_MESSAGE_BYTES, task_id_of
@@ -77,12 +82,6 @@ class SqsError(BackendError):
         # AWS: "Value ... for parameter ReceiptHandle is invalid. Reason: Message does not
         # exist or is not available for visibility timeout change."
         return self.code == "InvalidParameterValue" and "receipthandle" in self.detail.lower()
-
-
-def _first_line(error: Exception) -> str:
-    """The first line of ``error``'s text (without a closing colon), or its type's name."""
-    text = str(error).strip()
-    return text.splitlines()[0].rstrip(": ") if text else type(error).__name__
 
 
 def _queue_name(url: str) -> str:
@@ -206,7 +205,6 @@ class SqsQueue:
     def _boundary(self, operation: str, queue_url: str) -> Iterator[None]:
         """Turn botocore's errors into `SqsError` naming the operation and the queue."""
         from botocore.exceptions import BotoCoreError, ClientError
-        from botocore.parsers import ResponseParserError
 
         where = f"SQS {operation} on queue {_queue_name(queue_url)} failed"
         try:
@@ -221,11 +219,11 @@ class SqsQueue:
             raise SqsError(text, code, detail) from error
         except BotoCoreError as error:
             raise SqsError(f"{where}: {error}") from error
-        except (ResponseParserError, UnicodeDecodeError) as error:
+        except unreadable_answers() as error:
             # An endpoint answering garbage (a proxy's page): XML that does not parse (the
             # query protocol of older botocore) or bytes that are not UTF-8 (JSON protocol).
             # Only botocore runs in here, and it decodes nothing but the answer.
-            raise SqsError(f"{where}: {_first_line(error)} ({_NOT_AWS_HINT})") from error
+            raise SqsError(f"{where}: {first_line(error)} ({_NOT_AWS_HINT})") from error
 
     def _call(self, operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         with self._boundary(operation, kwargs["QueueUrl"]):

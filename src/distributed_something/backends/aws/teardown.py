@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.parsers import ResponseParserError
 
-from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.clients import (
+    AwsSettings,
+    client,
+    first_line,
+    unreadable_answers,
+)
 from distributed_something.backends.aws.compute import (
     ECS_GONE,
     FLEET_GONE,
@@ -30,7 +34,6 @@ from distributed_something.backends.aws.compute import (
     error_code,
     instance_alarms,
 )
-from distributed_something.backends.aws.instance import first_line
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.errors import BackendError
 from distributed_something.records import META_ROOT
@@ -169,7 +172,7 @@ def teardown(
             continue
         try:
             getattr(run, step)()
-        except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        except (ClientError, BotoCoreError, *unreadable_answers()) as exc:
             raise BackendError(
                 f"AWS cleanup step {step!r} failed: {first_line(exc)}. The steps before "
                 "it are done and recorded; fix the cause (permissions, throttling) and run "
