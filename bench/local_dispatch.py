@@ -5,8 +5,10 @@ temporary folder — local backend (SQLite queue, folder storage, 2 worker proce
 check-if-done off, ``local.poll_interval = 0.01`` s, ``--interval 0.1`` for the monitor —
 timed from the process's start to its exit (the report is written by then: validate,
 setup, submit, start workers, run, monitor, report, cleanup).
-Baseline (the floor): ``xargs -P 2 -n 1 true`` over the same 2,000 lines: 2,000 ``true``
+Baseline (the floor): ``xargs -P 2 -I{} true`` over the same 2,000 lines: 2,000 ``true``
 processes, two at a time, with no bookkeeping at all.
+Also the same with short real tasks (``--short-tasks`` 400 of ``sleep 0.05``), once each,
+where the per-task bookkeeping meets a task that takes time.
 Also the Python floor: 2 Python processes that only start ``true`` as our runner does (own
 session, output to a file) and wait — what any worker written in Python pays per task.
 Also, when ``pip install lithops`` works here: Lithops' localhost executor with 2 worker
@@ -59,7 +61,7 @@ print(seconds)
 """
 
 
-def write_project(folder: Path, n: int, workers: int) -> None:
+def write_project(folder: Path, n: int, workers: int, argv: tuple[str, ...] = ("true",)) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ds.toml").write_text(
         "\n".join(
@@ -67,7 +69,7 @@ def write_project(folder: Path, n: int, workers: int) -> None:
                 'app_name = "Dispatch"',
                 "[recipe]",
                 'name = "command"',
-                'argv = ["true"]',
+                f"argv = {json.dumps(list(argv))}",
                 'output_prefix = "out/{i}"',
                 "[cluster]",
                 f"docker_cores = {workers}",
@@ -83,9 +85,11 @@ def write_project(folder: Path, n: int, workers: int) -> None:
     (folder / "job.json").write_text(json.dumps({"groups": [{"i": i} for i in range(n)]}))
 
 
-def time_ours(scratch: Path, n: int, workers: int, round_: int | str) -> float:
+def time_ours(
+    scratch: Path, n: int, workers: int, round_: int | str, argv: tuple[str, ...] = ("true",)
+) -> float:
     folder = scratch / f"ours-{round_}"
-    write_project(folder, n, workers)
+    write_project(folder, n, workers, argv)
     argv = [sys.executable, "-m", "distributed_something", "run", str(folder)]
     started = time.perf_counter()
     done = subprocess.run(
@@ -99,10 +103,11 @@ def time_ours(scratch: Path, n: int, workers: int, round_: int | str) -> float:
     return seconds
 
 
-def time_xargs(n: int, workers: int) -> float:
+def time_xargs(n: int, workers: int, argv: tuple[str, ...] = ("true",)) -> float:
     lines = "".join(f"{i}\n" for i in range(n))
+    # -I{} with no {} in the command: one run of exactly ``argv`` per line.
     started = time.perf_counter()
-    subprocess.run(["xargs", "-P", str(workers), "-n", "1", "true"], input=lines, text=True)
+    subprocess.run(["xargs", "-P", str(workers), "-I{}", *argv], input=lines, text=True)
     return time.perf_counter() - started
 
 
@@ -196,6 +201,8 @@ def main() -> None:
     parser.add_argument("--lithops-tasks", type=int, default=200)
     parser.add_argument("--no-lithops", action="store_true")
     parser.add_argument("--profile-tasks", type=int, default=500)
+    parser.add_argument("--short-tasks", type=int, default=400)
+    parser.add_argument("--short-seconds", type=float, default=0.05)
     args = parser.parse_args()
 
     env_cpu = os.cpu_count()
@@ -211,6 +218,11 @@ def main() -> None:
         # What `ds run` costs whatever the tasks: start, setup, submit, start workers, the
         # monitor's last tick, report, cleanup.
         fixed = statistics.median(time_ours(scratch, 2, args.workers, f"f{r}") for r in range(3))
+        short_argv = ("sleep", f"{args.short_seconds:g}")
+        short = (
+            time_ours(scratch, args.short_tasks, args.workers, "short", short_argv),
+            time_xargs(args.short_tasks, args.workers, short_argv),
+        )
         lithops_s = None
         if not args.no_lithops:
             python = lithops_python()
@@ -238,6 +250,11 @@ def main() -> None:
         f"per task and worker slot: ours {per_task:.2f} ms (fixed cost taken out), "
         f"xargs {xargs_s * args.workers / args.tasks * 1000:.2f} ms, python floor "
         f"{python_ms:.2f} ms"
+    )
+    print(
+        f"short tasks ({args.short_tasks} x `sleep {args.short_seconds:g}`): "
+        f"ours {short[0]:.2f} s, xargs {short[1]:.2f} s: {short[0] / short[1]:.2f}x xargs' "
+        "time (fixed cost included)"
     )
     if lithops_s is not None:
         lithops_rate = args.lithops_tasks / lithops_s
