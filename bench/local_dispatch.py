@@ -285,8 +285,10 @@ def main() -> None:
         "header, emptying the scratch folder; see `profile` below), plus `ds run`'s fixed "
         f"cost ({fixed:.2f} s: start, setup, submit, start workers, report), "
         f"{fixed / (TARGET_FACTOR * xargs_s) * 100:.0f}% of the 1.5x budget "
-        f"({TARGET_FACTOR * xargs_s:.2f} s) by itself; both fade as tasks get longer (a "
-        f"1-second task would spend {bookkeeping / 10:.2f}% of its time on the per-task part)"
+        f"({TARGET_FACTOR * xargs_s:.2f} s) by itself; both fade as tasks get longer: with "
+        f"{args.short_seconds * 1000:.0f} ms tasks ours took {short[0] / short[1]:.2f}x xargs' "
+        f"time, and a 1-second task would spend {bookkeeping / 10:.2f}% of its time on the "
+        "per-task part"
     )
     print(
         f"RESULT local_dispatch ours={ours_s:.2f} baseline={xargs_s:.2f} ratio={ratio:.2f} unit=s"

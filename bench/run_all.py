@@ -244,7 +244,9 @@ def report(outcomes: list[Outcome], info: dict[str, str], loads: tuple[str, str]
     out += ["```", ""]
     missed = [o for o in outcomes if o.met != "yes"]
     if missed:
-        out += ["## Targets missed, and the product change that would meet them", ""]
+        fixes = any(o.fixes for o in missed)
+        heading = "and the product change that would meet them" if fixes else "and what limits them"
+        out += [f"## Targets missed, {heading}", ""]
         for o in missed:
             out.append(f"- **{o.benchmark.name}** ({o.target or 'no TARGET line'}).")
             out += [f"  - Limit: {limit}" for limit in o.limits]
