@@ -179,3 +179,23 @@ def test_worker_runs_several_processes_like_docker_cores(tmp_path: Path, ds: Ds)
     workers = {json.loads(p.read_text())["worker"] for p in done_dir.glob("*.json")}
     assert workers == {"box-0", "box-1"}
     assert sorted(ledger(tmp_path)) == names
+
+
+def test_logs_of_a_quiet_success_say_why_there_are_none(tmp_path: Path, ds: Ds) -> None:
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; sys.argv[1] == 'loud' and print('said', sys.argv[1])",
+        "{name}",
+    ]
+    proj = write_project(tmp_path / "p", argv=argv, groups=[{"name": "quiet"}, {"name": "loud"}])
+    result = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ids = {t["group"]["name"]: t["id"] for t in report_of(result)["tasks"]}
+    loud = ds("logs", ids["loud"][:10], cwd=proj)
+    assert loud.returncode == 0 and "said loud" in loud.stdout
+    quiet = ds("logs", ids["quiet"][:10], cwd=proj)
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    assert "finished and printed nothing" in quiet.stderr
+    unknown = ds("logs", "ffffffffffff", cwd=proj)
+    assert unknown.returncode == 2 and "no logs for a task id" in unknown.stderr

@@ -221,7 +221,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
 def logs(task: str, config_path: Path | None) -> None:
     """Print the logs of TASK (an id or a unique prefix), every attempt."""
     project = open_project(config_path)
-    for key, text in inspect.task_logs(project, task):
+    logs = inspect.task_logs(project, task)
+    if not logs:
+        info(f"task {escape(task)} finished and printed nothing: no log is kept for that")
+    for key, text in logs:
         info(f"[bold]── {escape(key)}[/]")
         sys.stdout.write(text)
 

@@ -61,13 +61,16 @@ def status(project: Project, backend: Backend | None = None) -> Status:
 
 
 def task_logs(project: Project, task: str, backend: Backend | None = None) -> list[tuple[str, str]]:
-    """(key, text) of every stored log of a task (its id or a unique prefix of it)."""
+    """(key, text) of every stored log of a task (its id or a unique prefix of it); empty
+    when the task succeeded without printing anything (no log is kept for that)."""
     backend = backend or open_backend(project)
     records = records_for(project, backend, require_state(project, backend.storage))
     prefix = f"{records.run_prefix}logs/"
     ids = sorted(
         {o.key[len(prefix) :].split("/", 1)[0] for o in backend.storage.list(prefix + task)}
     )
+    if not ids and task and any(True for _ in backend.storage.list(f"{records.prefix}done/{task}")):
+        return []
     if not ids:
         raise InputError(
             "argument",
