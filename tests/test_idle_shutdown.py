@@ -36,12 +36,12 @@ from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config import load_config
 from distributed_something.config.model import AwsConfig, Config
 from distributed_something.errors import InputError
-from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import Task
 from distributed_something.recipes.command import CommandRecipe
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
 from imds_server import FakeImds, imds_server
+from testkit import NoCompute, NoProvisioner
 
 REGION = "us-east-1"
 WAIT = 20.0  # seconds before a wait for real state gives up (never reached when things work)
@@ -238,24 +238,6 @@ def test_no_shared_folder_means_nothing_is_written(tmp_path: Path) -> None:
 
 
 # --- on an instance (moto + a loopback metadata service) -----------------------------------
-
-
-class NoCompute:
-    def start(self, n: int) -> None: ...
-    def scale(self, n: int) -> None: ...
-    def status(self) -> ComputeStatus:
-        return ComputeStatus(0, 0)
-
-    def scale_machines(self, n: int) -> None: ...
-    def housekeeping(self) -> None: ...
-    def stop(self) -> None: ...
-    def cleanup(self) -> None: ...
-
-
-class NoProvisioner:
-    def setup(self, state: Any, save: Any) -> None: ...
-    def start(self, state: Any, fleet: Any, workers: int, save: Any) -> None: ...
-    def teardown(self, state: Any, save: Any) -> None: ...
 
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]

@@ -15,33 +15,14 @@ from distributed_something.backends import Backend
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config
-from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import Task
 from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, RunRecords
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
-from testkit import FakeClock
+from testkit import FakeClock, NoCompute, NoProvisioner
 
 PY = sys.executable
-
-
-class NoCompute:
-    def start(self, n: int) -> None: ...
-    def scale(self, n: int) -> None: ...
-    def status(self) -> ComputeStatus:
-        return ComputeStatus(0, 0)
-
-    def scale_machines(self, n: int) -> None: ...
-    def housekeeping(self) -> None: ...
-    def stop(self) -> None: ...
-    def cleanup(self) -> None: ...
-
-
-class NoProvisioner:
-    def setup(self, state: Any, save: Any) -> None: ...
-    def start(self, state: Any, fleet: Any, workers: int, save: Any) -> None: ...
-    def teardown(self, state: Any, save: Any) -> None: ...
 
 
 class Rig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from distributed_something.interfaces.compute import ComputeStatus
+
 
 def dcp_fleet(*, valid_until: str | None = None) -> dict[str, Any]:
     """A fresh copy of Distributed-CellProfiler's files/exampleFleet_us-east-1.json with its
@@ -72,3 +74,25 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time on without recording a sleep."""
         self.now += seconds
+
+
+class NoCompute:
+    """A `Compute` with no workers, for a worker driven by hand."""
+
+    def start(self, n: int) -> None: ...
+    def scale(self, n: int) -> None: ...
+    def status(self) -> ComputeStatus:
+        return ComputeStatus(0, 0)
+
+    def scale_machines(self, n: int) -> None: ...
+    def housekeeping(self) -> None: ...
+    def stop(self) -> None: ...
+    def cleanup(self) -> None: ...
+
+
+class NoProvisioner:
+    """A `Provisioner` that creates nothing."""
+
+    def setup(self, state: Any, save: Any) -> None: ...
+    def start(self, state: Any, fleet: Any, workers: int, save: Any) -> None: ...
+    def teardown(self, state: Any, save: Any) -> None: ...

@@ -20,13 +20,14 @@ import logging
 import math
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from distributed_something.atomicfile import write_text_atomically
+from distributed_something.background import BackgroundThread
 
 log = logging.getLogger("ds.idle")
 
@@ -129,7 +130,7 @@ def state_file_name(worker: str) -> str:
     return f"{safe}-{secrets.token_hex(4)}.json"
 
 
-class IdleShutdown:
+class IdleShutdown(BackgroundThread):
     """Keeps this worker's state file in ``directory`` and shuts the machine down when
     every worker on it has been idle for ``grace`` seconds.
 
@@ -172,33 +173,23 @@ class IdleShutdown:
         #: True once ``on_idle`` reported the machine terminating
         self.fired = False
         self._next_attempt = -math.inf
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ds-idle", daemon=True)
+        # on_idle may stop the worker, whose exit stops this from the thread itself.
+        super().__init__("ds-idle")
 
-    def start(self) -> IdleShutdown:
+    def start(self) -> Self:
         """Start the thread (nothing when ``directory`` is not a folder)."""
         if not self.directory.is_dir():
             log.info("idle shutdown off: %s is not a folder (no shared volume)", self.directory)
             return self
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """End the thread (at once: it waits on an event) and remove the state file."""
-        self._stop.set()
-        # on_idle may stop the worker, whose exit stops this: never join oneself.
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        super().stop(timeout)
         try:
             self.path.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("could not remove the idle state %s: %s", self.path, exc)
-
-    def __enter__(self) -> IdleShutdown:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def check(self) -> bool:
         """One round: write the own state, then decide (and act) if it is time. Returns

@@ -23,9 +23,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from distributed_something.backends.aws.clients import first_line, unreadable_answers
+from distributed_something.background import BackgroundThread
 from distributed_something.errors import BackendError
 
 log = logging.getLogger("ds.instance")
@@ -181,7 +182,7 @@ def imds_from_env(*, timeout: float = 2.0) -> Imds | None:
 # --- spot interruption ------------------------------------------------------------------------
 
 
-class InterruptionWatcher:
+class InterruptionWatcher(BackgroundThread):
     """Polls the metadata service for a spot interruption notice in a daemon thread.
 
     Every ``interval`` seconds it reads /latest/meta-data/spot/instance-action; the first
@@ -204,31 +205,8 @@ class InterruptionWatcher:
         self.notice: str | None = None
         #: the rebalance recommendation JSON once one arrived
         self.rebalance: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="ds-spot-watch", daemon=True)
-
-    def start(self) -> InterruptionWatcher:
-        """Start polling (the first poll is immediate)."""
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop polling and wait up to ``timeout`` seconds for the thread to end."""
-        self._stop.set()
-        # on_notice may stop the watcher from inside its own thread: never join oneself.
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        """True while the thread polls."""
-        return self._thread.is_alive()
-
-    def __enter__(self) -> InterruptionWatcher:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        # The first poll is immediate; on_notice may stop the watcher from its own thread.
+        super().__init__("ds-spot-watch")
 
     def poll(self) -> bool:
         """One poll; True when a notice has arrived (now or before). Raises on IMDS errors."""
@@ -250,7 +228,7 @@ class InterruptionWatcher:
             log.exception("spot interruption handler failed")
         return True
 
-    def _watch(self) -> None:
+    def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 if self.poll():
@@ -326,7 +304,7 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-class ResourceLogger:
+class ResourceLogger(BackgroundThread):
     """Logs the machine's disk, memory and CPU use every ``interval`` seconds, in a daemon
     thread, so a full disk or a memory-starved task shows up in the instance's log.
 
@@ -349,27 +327,12 @@ class ResourceLogger:
         self.log = log
         self.proc_root = proc_root
         self._prev_cpu: tuple[int, ...] = ()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ds-resources", daemon=True)
+        super().__init__("ds-resources")
 
-    def start(self) -> ResourceLogger:
+    def start(self) -> Self:
         """Take the first CPU sample and start logging (first record after one interval)."""
         self._prev_cpu = self._read_cpu()
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop logging and wait up to ``timeout`` seconds for the thread to end."""
-        self._stop.set()
-        # A log handler may stop the logger from inside its thread: never join oneself.
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    def __enter__(self) -> ResourceLogger:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return super().start()
 
     def summary(self) -> str:
         """One line of current use; CPU is measured since the previous call (or start)."""
