@@ -131,9 +131,9 @@ class StagesMoreInputs(Protocol):
 def more_inputs(recipe: object, config: Config, task: Task, workdir: Workdir) -> list[Input]:
     """The second round of inputs of ``recipe`` for ``task``: ``[]`` unless it implements
     `StagesMoreInputs`."""
-    if isinstance(recipe, StagesMoreInputs):
-        return recipe.more_inputs(config, task, workdir)
-    return []
+    # What isinstance(recipe, StagesMoreInputs) checks, without its cost on every task.
+    hook = getattr(recipe, "more_inputs", None)
+    return list(hook(config, task, workdir)) if callable(hook) else []
 
 
 #: Lists one bucket's objects under a prefix, in key order: ``(bucket, prefix) -> objects``.
@@ -163,6 +163,5 @@ def listed_inputs(
 ) -> list[Input]:
     """The inputs ``recipe`` finds by listing storage for ``task``: ``[]`` unless it implements
     `ListsInputs`."""
-    if isinstance(recipe, ListsInputs):
-        return recipe.listed_inputs(config, task, workdir, lister)
-    return []
+    hook = getattr(recipe, "listed_inputs", None)  # as isinstance(recipe, ListsInputs)
+    return list(hook(config, task, workdir, lister)) if callable(hook) else []

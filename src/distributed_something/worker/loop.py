@@ -116,6 +116,9 @@ class Worker:
         #: bytes of the header `_execute` wrote to the current task's log (-1: none yet)
         self._log_header_size = -1
         self._heartbeat = Heartbeat(backend.queue)
+        #: the environment every command starts from (read once: copying os.environ per
+        #: task decodes every variable again)
+        self._base_env = {**os.environ, **config.env}
         self._workdir = self._new_workdir()
         self._sleep = sleep or self.stopping.wait
         self._idle_polls = 0
@@ -261,10 +264,8 @@ class Worker:
             f"ds: task {task.id} attempt {message.receive_count} on {self.settings.name}\n"
             f"ds: argv {plan.argv!r}\n"
         ).encode()
-        with log_path.open("ab") as out:
-            out.write(header)
         self._log_header_size = len(header)
-        env = {**os.environ, **self.config.env, **plan.env, "DS_TASK_ID": task.id}
+        env = {**self._base_env, **plan.env, "DS_TASK_ID": task.id}
         shipping = (
             self._task_log(task.id, message.receive_count, log_path)
             if self._task_log is not None
@@ -272,7 +273,12 @@ class Worker:
         )
         with shipping, self._heartbeat.keep(message, lease, self._abort) as beat:
             result = self.runner.run(
-                plan.argv, cwd=workdir.root, env=env, log_path=log_path, stop=self._abort
+                plan.argv,
+                cwd=workdir.root,
+                env=env,
+                log_path=log_path,
+                stop=self._abort,
+                header=header,
             )
         if self.stopping.is_set():
             self.backend.queue.release(message, 0)

@@ -27,9 +27,9 @@ class RunResult:
 class Runner(Protocol):
     """Runs one argv to completion.
 
-    The command's stdout and stderr are streamed, interleaved, into ``log_path`` as they are
-    written. When ``stop`` is set the command is terminated (then killed after a grace period)
-    and the result is marked interrupted.
+    ``header`` is appended to ``log_path`` first; then the command's stdout and stderr are
+    streamed, interleaved, into it as they are written. When ``stop`` is set the command is
+    terminated (then killed after a grace period) and the result is marked interrupted.
     """
 
     def run(
@@ -40,6 +40,7 @@ class Runner(Protocol):
         env: Mapping[str, str],
         log_path: Path,
         stop: threading.Event,
+        header: bytes = b"",
     ) -> RunResult: ...
 
 
@@ -58,9 +59,13 @@ class SubprocessRunner:
         env: Mapping[str, str],
         log_path: Path,
         stop: threading.Event,
+        header: bytes = b"",
     ) -> RunResult:
         started = time.monotonic()
         with log_path.open("ab") as log:
+            if header:
+                log.write(header)
+                log.flush()  # before the child writes to the same file
             try:
                 proc = subprocess.Popen(
                     list(argv),
