@@ -101,3 +101,26 @@ def test_submit_time_skips_are_one_object_and_counted_with_the_workers(tmp_path:
     assert skips["w-only"].worker == "w1"
     # Another run's records are not counted.
     assert RunRecords(storage, "S", "run2").count_skipped() == 0
+
+
+class ReadCountingStorage(FolderStorage):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def get_bytes(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().get_bytes(key)
+
+
+def test_done_markers_of_many_tasks_are_read_only_where_they_exist(tmp_path: Path) -> None:
+    storage = ReadCountingStorage(tmp_path / "bucket")
+    records = RunRecords(storage, "S", "run1")
+    for i in range(0, 60, 2):  # every other task is done
+        records.write_done(DoneMarker(f"t{i}", 1, 0.5, [f"out/{i}"], 1.0, 2.0 + i, "w", "out/"))
+    wanted = [f"t{i}" for i in range(60)] + ["t0"]  # a repeated id is read once
+    markers = records.read_done_many(wanted)
+    assert sorted(markers) == sorted(f"t{i}" for i in range(0, 60, 2))
+    assert markers["t10"].finished_at == 12.0 and markers["t10"].outputs == ["out/10"]
+    assert len(storage.reads) == 30  # no read for a task without a marker
+    assert markers == {t: m for t in wanted if (m := records.read_done(t)) is not None}

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from distributed_something.interfaces.storage import Storage
 
 META_ROOT = "_ds"
+#: Reads of many records run this many at a time: on S3 each is a round trip, and a report
+#: of 10,000 tasks read one after the other would wait minutes.
+READ_THREADS = 16
 
 
 @dataclass
@@ -132,6 +136,14 @@ class RunRecords:
         data = self._get_json(self.done_key(task_id))
         return DoneMarker(**data) if data is not None else None
 
+    def read_done_many(self, task_ids: Sequence[str]) -> dict[str, DoneMarker]:
+        """The done markers of those of ``task_ids`` that have one: one listing of the done
+        markers, then only the markers that exist are read (several at a time)."""
+        existing = {o.key for o in self.storage.list(f"{self.prefix}done/")}
+        wanted = [t for t in dict.fromkeys(task_ids) if self.done_key(t) in existing]
+        datas = self._read_json_many([self.done_key(t) for t in wanted])
+        return {t: DoneMarker(**d) for t, d in zip(wanted, datas, strict=True) if d is not None}
+
     def all_done(self) -> Iterator[DoneMarker]:
         for data in self._iter_json(f"{self.prefix}done/"):
             yield DoneMarker(**data)
@@ -140,7 +152,8 @@ class RunRecords:
         """Every task skipped in this run, each id once (the first record of it)."""
         single, batched = self._skip_records()
         seen: set[str] = set()
-        for skip in (*batched, *(Skip(**d) for k in single if (d := self._get_json(k)))):
+        singles = (Skip(**d) for d in self._read_json_many(single) if d is not None)
+        for skip in (*batched, *singles):
             if skip.task_id not in seen:
                 seen.add(skip.task_id)
                 yield skip
@@ -208,12 +221,18 @@ class RunRecords:
         loaded: dict[str, Any] = json.loads(raw)
         return loaded
 
+    def _read_json_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """`_get_json` of each key, in order, `READ_THREADS` at a time."""
+        if len(keys) < 2:
+            return [self._get_json(key) for key in keys]
+        with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
+            return list(pool.map(self._get_json, keys))
+
     def _iter_json(self, prefix: str) -> Iterator[dict[str, Any]]:
-        for obj in self.storage.list(prefix):
-            if obj.key.endswith(".json"):
-                data = self._get_json(obj.key)
-                if data is not None:
-                    yield data
+        keys = [obj.key for obj in self.storage.list(prefix) if obj.key.endswith(".json")]
+        for data in self._read_json_many(keys):
+            if data is not None:
+                yield data
 
 
 def now() -> float:

@@ -73,9 +73,11 @@ def build_report(
         if last is None or int(last[0]) < failure.attempt:
             failures[failure.task_id] = [failure.attempt, failure.error]
     tasks: list[TaskReport] = []
-    for entry in records.manifest():
+    manifest = records.manifest()
+    markers = records.read_done_many([entry.task_id for entry in manifest])
+    for entry in manifest:
         tid = entry.task_id
-        marker = records.read_done(tid)
+        marker = markers.get(tid)
         fail = failures.get(tid)
         if marker is not None and marker.finished_at >= state.created_at:
             in_run = [t for t in marker.completions if t >= state.created_at]
