@@ -113,8 +113,12 @@ class ReadCountingStorage(FolderStorage):
         return super().get_bytes(key)
 
 
-def test_done_markers_of_many_tasks_are_read_only_where_they_exist(tmp_path: Path) -> None:
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_done_markers_of_many_tasks_are_read_only_where_they_exist(
+    tmp_path: Path, concurrency: int
+) -> None:
     storage = ReadCountingStorage(tmp_path / "bucket")
+    storage.read_concurrency = concurrency  # 8: read from a thread pool, as on S3
     records = RunRecords(storage, "S", "run1")
     for i in range(0, 60, 2):  # every other task is done
         records.write_done(DoneMarker(f"t{i}", 1, 0.5, [f"out/{i}"], 1.0, 2.0 + i, "w", "out/"))

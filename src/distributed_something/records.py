@@ -18,9 +18,6 @@ from typing import Any
 from distributed_something.interfaces.storage import Storage
 
 META_ROOT = "_ds"
-#: Reads of many records run this many at a time: on S3 each is a round trip, and a report
-#: of 10,000 tasks read one after the other would wait minutes.
-READ_THREADS = 16
 
 
 @dataclass
@@ -222,10 +219,13 @@ class RunRecords:
         return loaded
 
     def _read_json_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
-        """`_get_json` of each key, in order, `READ_THREADS` at a time."""
-        if len(keys) < 2:
+        """`_get_json` of each key, in order, as many at a time as the storage says pays off
+        (on S3 each read is a round trip: a report of 10,000 tasks read one after the other
+        would wait minutes)."""
+        workers = min(self.storage.read_concurrency, len(keys))
+        if workers < 2:
             return [self._get_json(key) for key in keys]
-        with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
+        with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(self._get_json, keys))
 
     def _iter_json(self, prefix: str) -> Iterator[dict[str, Any]]:

@@ -30,7 +30,11 @@ class Storage(Protocol):
     - ``exists`` and ``delete`` (no error when missing) do what they say.
     - ``put_files`` stores many ``(key, path)`` pairs, as ``put_file`` would each; it may
       work concurrently and returns when all are stored (or raises at the first failure).
+    - ``read_concurrency`` is how many reads at once pay off for a caller reading many objects
+      (1 for a local folder; a network store answers many round trips at once).
     """
+
+    read_concurrency: int
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 

@@ -75,6 +75,9 @@ class S3Storage:
     naming the operation and the object. Safe to share between threads.
     """
 
+    #: GETs of many small objects (a report's done markers): each is a round trip
+    read_concurrency = 16
+
     def __init__(
         self,
         settings: AwsSettings,

@@ -71,6 +71,9 @@ class FolderStorage:
     ``.ds-tmp.`` are reserved for in-progress writes and refused.
     """
 
+    #: reading local files from threads only adds their overhead
+    read_concurrency = 1
+
     def __init__(self, root: Path) -> None:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
