@@ -9,6 +9,7 @@ variant runs on a moto server (tests/conftest.py's ``aws`` fixture).
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -293,6 +294,23 @@ def test_folder_symlink_cannot_escape_the_root(tmp_path: Path) -> None:
     assert (outside / "secret.txt").read_bytes() == b"secret"
     assert keys(storage) == ["ok.txt"]
     assert keys(storage, "link/") == []
+
+
+def test_a_deep_link_made_after_earlier_writes_cannot_escape(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.txt").write_bytes(b"secret")
+    storage = FolderStorage(tmp_path / "root")
+    storage.put_bytes("plate/well/x.txt", b"mine")
+    assert storage.get_bytes("plate/well/x.txt") == b"mine"
+    # The folder is swapped for a link leading out (nothing is cached from the first writes).
+    shutil.rmtree(tmp_path / "root" / "plate" / "well")
+    (tmp_path / "root" / "plate" / "well").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InputError, match="symbolic link"):
+        storage.get_bytes("plate/well/x.txt")
+    with pytest.raises(InputError, match="symbolic link"):
+        storage.put_bytes("plate/well/x.txt", b"overwritten")
+    assert (outside / "x.txt").read_bytes() == b"secret"
 
 
 def test_folder_symlink_inside_the_root_is_followed(tmp_path: Path) -> None:

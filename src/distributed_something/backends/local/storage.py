@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -93,7 +94,10 @@ class FolderStorage:
                 f"key {key!r} has a name starting with {TEMP_PREFIX!r}, which is reserved",
                 "rename the file or folder",
             )
-        path = self.root.joinpath(*key.split("/"))
+        parts = key.split("/")
+        path = self.root.joinpath(*parts)
+        if not self._has_link(parts):
+            return path  # checked keys have no "..": without a link the path stays inside
         try:
             inside = path.resolve().is_relative_to(self.root)
         except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop
@@ -106,6 +110,23 @@ class FolderStorage:
                 "remove the link or use another key",
             )
         return path
+
+    def _has_link(self, parts: list[str]) -> bool:
+        """Whether a folder or file on the key's path below the root is a symbolic link.
+
+        One lstat per existing part (resolving the whole path costs several times more, on
+        every read and write); only a path with a link is resolved and checked.
+        """
+        current = str(self.root)
+        for part in parts:
+            current = f"{current}{os.sep}{part}"  # strings: no Path objects on a hot path
+            try:
+                mode = os.lstat(current).st_mode
+            except OSError:  # missing, or under a file: nothing further down exists
+                return False
+            if stat.S_ISLNK(mode):
+                return True
+        return False
 
     # -- writing ---------------------------------------------------------------------------
 
