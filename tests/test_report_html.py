@@ -345,3 +345,19 @@ def test_write_html_is_atomic_and_replaces(tmp_path: Path) -> None:
     write_html(second, target)
     assert target.read_text(encoding="utf-8") == render_html(second)
     assert sorted(p.name for p in target.parent.iterdir()) == ["run.html"]
+
+
+def test_report_json_is_what_asdict_gives_and_round_trips() -> None:
+    import dataclasses
+    import json
+
+    tasks = [
+        TaskReport("a", {"plate": "P1", "sites": [1, 2]}, "done", 1, 2.5, ["out/a.csv"]),
+        TaskReport("b", {"plate": "P2"}, "dead", 3, error="exit 7"),
+        TaskReport("c", None, "pending", 0),
+    ]
+    counts, stats = tally(tasks)
+    report = RunReport("App", "r1", "local", 1.0, 9.0, counts, tasks, stats)
+    data = report.to_json()
+    assert data == dataclasses.asdict(report)
+    assert json.loads(json.dumps(data, separators=(",", ":"))) == data

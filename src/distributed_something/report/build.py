@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from distributed_something.interfaces.queue import Queue
@@ -33,6 +33,9 @@ class TaskReport:
     finished_at: float | None = None
 
 
+_TASK_FIELDS = fields(TaskReport)
+
+
 @dataclass
 class RunReport:
     """The whole run: counts by outcome and one entry per submitted task."""
@@ -47,7 +50,13 @@ class RunReport:
     duration_stats: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON-ready data (it shares the tasks' groups and lists: read only).
+
+        Built field by field: ``dataclasses.asdict`` deep-copies every task, which took
+        longer than building the report itself for 2,000 tasks."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tasks"] = [{f.name: getattr(t, f.name) for f in _TASK_FIELDS} for t in self.tasks]
+        return data
 
     @property
     def ok(self) -> bool:

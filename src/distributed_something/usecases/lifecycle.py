@@ -192,7 +192,9 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
         state,
         image_entrypoint=recipe_for(project.config, source=str(project.config_path)) is None,
     )
-    text = json.dumps(report.to_json(), indent=1)
+    # Compact: with an indent json falls back to its pure-Python encoder (slow at 10,000
+    # tasks); `ds report --json` prints it indented for people.
+    text = json.dumps(report.to_json(), separators=(",", ":"))
     write_text_atomically(project.report_path, text)
     backend.storage.put_bytes(records.report_key(), text.encode())
     html = write_html(report, project.report_path.with_suffix(".html"))
