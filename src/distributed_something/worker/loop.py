@@ -338,6 +338,9 @@ class Worker:
                 raise FileNotFoundError(f"input {item.key!r} is not in storage") from None
 
     def _upload_outputs(self, plan: TaskPlan, workdir: Workdir) -> list[str]:
+        with os.scandir(workdir.output_dir) as entries:
+            if next(entries, None) is None:
+                return []  # nothing written: no listing, no bucket
         destination = self._bucket(plan.output_bucket, "destination")
         items = [
             (join_key(plan.output_prefix, path.relative_to(workdir.output_dir).as_posix()), path)
