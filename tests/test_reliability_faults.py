@@ -338,15 +338,7 @@ def test_a_run_with_failing_aws_calls_loses_nothing(
     injector.faults.clear()
     injector.retries = 0
     names = [f"item-{i:02d}" for i in range(tasks)]
-    proj = aws_project(
-        tmp_path / "proj",
-        app=app,
-        bucket=bucket,
-        names=names,
-        argv=["{python}", "-c", WRITE_OUTPUT, "{output_dir}", "{name}"],
-        cluster={"machines": 1, "tasks_per_machine": 2, "docker_cores": 1},
-        queue={"visibility": 10, "job_retries": 3},
-    )
+    proj = writing_project(tmp_path / "proj", app, bucket, names, machines=1, per_machine=2)
     injector.active = True
     report, errors = run_in_process(proj, tmp_path, workers=2)
     injector.active = False
@@ -409,15 +401,7 @@ def test_lost_answers_of_mutating_calls_change_nothing(
     )
     started = time.monotonic()
     names = [f"lost-{i}" for i in range(tasks)]
-    proj = aws_project(
-        tmp_path / "proj",
-        app=app,
-        bucket=bucket,
-        names=names,
-        argv=["{python}", "-c", WRITE_OUTPUT, "{output_dir}", "{name}"],
-        cluster={"machines": 1, "tasks_per_machine": 1, "docker_cores": 1},
-        queue={"visibility": 10, "job_retries": 3},
-    )
+    proj = writing_project(tmp_path / "proj", app, bucket, names, machines=1, per_machine=1)
     injector.lose_first_answers = True
     injector.active = True
     report, errors = run_in_process(proj, tmp_path, workers=1)
@@ -461,19 +445,26 @@ def cleaned_steps(state_path: Path) -> list[str]:
     return steps
 
 
+def writing_project(
+    folder: Path, app: str, bucket: str, names: list[str], *, machines: int, per_machine: int
+) -> Path:
+    """An AWS project whose tasks each write one output (`WRITE_OUTPUT`), lease 10 s, 3 tries."""
+    return aws_project(
+        folder,
+        app=app,
+        bucket=bucket,
+        names=names,
+        argv=["{python}", "-c", WRITE_OUTPUT, "{output_dir}", "{name}"],
+        cluster={"machines": machines, "tasks_per_machine": per_machine, "docker_cores": 1},
+        queue={"visibility": 10, "job_retries": 3},
+    )
+
+
 def prepare_run(folder: Path, app: str, bucket: str) -> Path:
     """A run as start-cluster and its workers leave it: queues, cluster, task definition,
     service, spot fleet with instances, log groups with events, dashboard, and the idle-CPU
     alarm of every instance."""
-    proj = aws_project(
-        folder,
-        app=app,
-        bucket=bucket,
-        names=["a"],
-        argv=["{python}", "-c", WRITE_OUTPUT, "{output_dir}", "{name}"],
-        cluster={"machines": 2, "tasks_per_machine": 1, "docker_cores": 1},
-        queue={"visibility": 10, "job_retries": 3},
-    )
+    proj = writing_project(folder, app, bucket, ["a"], machines=2, per_machine=1)
     project = open_project(proj / "ds.toml")
     lifecycle.setup(project)
     lifecycle.start_cluster(project, proj / "files" / "fleet.json")
