@@ -19,7 +19,7 @@ from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
 from distributed_something.fleet import load_fleet
-from testkit import FakeClock, dcp_fleet
+from testkit import FAMILY_VALID_UNTIL, FakeClock, dcp_fleet, moto_family_fleet
 
 REGION = "us-east-1"
 SETTINGS = AwsSettings(region=REGION)
@@ -27,7 +27,7 @@ NEW_AMI = "ami-0123456789abcdef0"
 
 # Distributed-CellProfiler's files/exampleFleet_us-east-1.json, placeholders filled in, with the
 # long-expired ValidUntil a copied file carries (the request must drop it).
-FAMILY_FLEET: dict[str, Any] = dcp_fleet(valid_until="2019-01-01T00:00:00Z")
+FAMILY_FLEET: dict[str, Any] = dcp_fleet(valid_until=FAMILY_VALID_UNTIL)
 
 
 def make_config(**aws: Any) -> Config:
@@ -263,12 +263,7 @@ def test_a_fleet_file_without_instance_profile_is_refused_before_anything_starts
 
 def moto_fleet(ec2: Any, tmp_path: Path) -> dict[str, Any]:
     """The family file pointed at moto's default subnet and security group."""
-    data = copy.deepcopy(FAMILY_FLEET)
-    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-    group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
-    interface = data["LaunchSpecifications"][0]["NetworkInterfaces"][0]
-    interface["SubnetId"], interface["Groups"] = subnet, [group]
-    return family_fleet(tmp_path, data)
+    return family_fleet(tmp_path, moto_family_fleet(ec2))
 
 
 def test_requested_fleet_reaches_ready_with_tagged_instances(aws: str, tmp_path: Path) -> None:

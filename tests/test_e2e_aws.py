@@ -6,7 +6,6 @@ The test plays the ECS agent (tests/aws_agent.py): it runs the service's desired
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import tomli_w
 
 from aws_agent import start_tasks, task_definition_environment
 from imds_server import imds_server
-from test_aws_fleet import FAMILY_FLEET
+from testkit import moto_family_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +76,7 @@ def make_project(tmp_path: Path, names: list[str], seconds: float = 0.0, **extra
     (folder / "ds.toml").write_text(tomli_w.dumps(config))
     (folder / "files" / "job.json").write_text(json.dumps({"groups": [{"name": n} for n in names]}))
     ec2 = aws_client("ec2")
-    fleet = copy.deepcopy(FAMILY_FLEET)
-    interface = fleet["LaunchSpecifications"][0]["NetworkInterfaces"][0]
-    interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-    interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]
+    fleet = moto_family_fleet(ec2)
     (folder / "files" / "fleet.json").write_text(json.dumps(fleet))
     aws_client("s3").create_bucket(Bucket=BUCKET)
     return folder

@@ -14,7 +14,6 @@ such profile (boto3's default chain, as the family's run.py used), and an unknow
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -31,7 +30,7 @@ import pytest
 from aws_agent import task_definition_environment
 from conftest import FAKE_AWS_ENV
 from distributed_something.jobs.parse import load_job_file
-from test_aws_fleet import FAMILY_FLEET
+from testkit import moto_family_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -284,10 +283,7 @@ def make_dcp_folder(tmp_path: Path) -> Path:
     (folder / "config.py").write_text(CONFIG_PY)
     (folder / "files" / "exampleJob.json").write_text(json.dumps(EXAMPLE_JOB, indent=4))
     ec2 = aws_client("ec2")
-    fleet = copy.deepcopy(FAMILY_FLEET)
-    interface = fleet["LaunchSpecifications"][0]["NetworkInterfaces"][0]
-    interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-    interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]
+    fleet = moto_family_fleet(ec2)
     (folder / "files" / "exampleFleet.json").write_text(json.dumps(fleet, indent=4))
     ec2.create_key_pair(KeyName=KEY_PAIR)
     s3 = aws_client("s3")

@@ -9,7 +9,6 @@ dead-lettered with its error, no task pending, and (on AWS) nothing left after `
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -33,7 +32,7 @@ from distributed_something.jobs.model import task_id_of
 from imds_server import FakeImds, imds_server
 from reliability_figures import Figures
 from reliability_figures import figures as figures  # the session fixture
-from test_aws_fleet import FAMILY_FLEET
+from testkit import moto_family_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -344,10 +343,7 @@ def aws_project(
     job = {"groups": [{"name": n} for n in names]}
     (folder / "files" / "job.json").write_text(json.dumps(job))
     ec2 = aws_client("ec2")
-    fleet = copy.deepcopy(FAMILY_FLEET)
-    interface = fleet["LaunchSpecifications"][0]["NetworkInterfaces"][0]
-    interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-    interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]
+    fleet = moto_family_fleet(ec2)
     (folder / "files" / "fleet.json").write_text(json.dumps(fleet))
     aws_client("s3").create_bucket(Bucket=bucket)
     return folder

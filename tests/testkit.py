@@ -54,6 +54,20 @@ def dcp_fleet(*, valid_until: str | None = None) -> dict[str, Any]:
     }
 
 
+#: The ValidUntil of the family file as users' copies carry it: long expired.
+FAMILY_VALID_UNTIL = "2019-01-01T00:00:00Z"
+
+
+def moto_family_fleet(ec2: Any) -> dict[str, Any]:
+    """The family's fleet file (expired ValidUntil included) pointed at moto's default
+    subnet and security group, read through the EC2 client ``ec2``."""
+    data = dcp_fleet(valid_until=FAMILY_VALID_UNTIL)
+    interface = data["LaunchSpecifications"][0]["NetworkInterfaces"][0]
+    interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]
+    return data
+
+
 class FakeClock:
     """A clock that moves only when something sleeps: call it for the time, pass ``sleep``
     as the sleep function; ``sleeps`` lists every sleep asked for, in order."""
