@@ -1008,6 +1008,23 @@ JSON_CORRUPTIONS: tuple[Callable[[str, str], str], ...] = (
 
 
 @st.composite
+def broken_key_line(draw: st.DrawFn, data: Any) -> tuple[int, str, str, int]:
+    """``data`` as indented JSON with one ``"key": value`` line replaced by one of
+    `JSON_CORRUPTIONS`: (its line number from 1, the text, the key, the corruption's index)."""
+    lines = json.dumps(data, indent=1).splitlines()
+    candidates = [
+        i for i, line in enumerate(lines) if line.strip().startswith('"') and ": " in line
+    ]
+    i = draw(st.sampled_from(candidates))
+    indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+    key = lines[i].strip().split('"')[1]
+    trailing = "," if lines[i].rstrip().endswith(",") else ""
+    corruption = draw(st.integers(0, len(JSON_CORRUPTIONS) - 1))
+    lines[i] = indent + JSON_CORRUPTIONS[corruption](key, "v") + trailing
+    return i + 1, "\n".join(lines), key, corruption
+
+
+@st.composite
 def job_invalid_json(draw: st.DrawFn) -> Case:
     job = draw(
         st.sampled_from(["ds", "dcp", "df", "dozc"]).flatmap(
@@ -1019,17 +1036,8 @@ def job_invalid_json(draw: st.DrawFn) -> Case:
             }[fmt]
         )
     )
-    lines = json.dumps(job, indent=1).splitlines()
-    candidates = [
-        i for i, line in enumerate(lines) if line.strip().startswith('"') and ": " in line
-    ]
-    i = draw(st.sampled_from(candidates))
-    indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-    key = lines[i].strip().split('"')[1]
-    trailing = "," if lines[i].rstrip().endswith(",") else ""
-    corruption = draw(st.integers(0, len(JSON_CORRUPTIONS) - 1))
-    lines[i] = indent + JSON_CORRUPTIONS[corruption](key, "v") + trailing
-    case = job_case(None, f"at line {i + 1},", text="\n".join(lines), phrase=True)
+    line, text, key, corruption = draw(broken_key_line(job))
+    case = job_case(None, f"at line {line},", text=text, phrase=True)
     kind = f"{job.get('pipeline') and 'dcp'} corruption {corruption} of {key}"
     return Case(case.files, case.culprit, case.needle, case.phrase, kind=kind)
 
@@ -1201,18 +1209,8 @@ def fleet_case(draw: st.DrawFn) -> Case:
             phrase=True,
         )
     else:
-        lines = json.dumps(fleet, indent=1).splitlines()
-        candidates = [
-            k for k, line in enumerate(lines) if line.strip().startswith('"') and ": " in line
-        ]
-        k = draw(st.sampled_from(candidates))
-        indent = lines[k][: len(lines[k]) - len(lines[k].lstrip())]
-        key = lines[k].strip().split('"')[1]
-        trailing = "," if lines[k].rstrip().endswith(",") else ""
-        lines[k] = indent + draw(st.sampled_from(JSON_CORRUPTIONS))(key, "v") + trailing
-        return Case(
-            with_config({"fleet.json": "\n".join(lines)}, BASE_TOML), "fleet.json", f"line {k + 1}"
-        )
+        line, text, _, _ = draw(broken_key_line(fleet))
+        return Case(with_config({"fleet.json": text}, BASE_TOML), "fleet.json", f"line {line}")
     return Case(with_config({"fleet.json": json.dumps(fleet)}, BASE_TOML), "fleet.json", needle)
 
 
