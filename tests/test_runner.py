@@ -1,25 +1,74 @@
-"""The subprocess runner: log header then output, waiting on a pidfd or by polling, stop."""
+"""The subprocess runner: log header then output, waiting on a pidfd or by polling, stop,
+and nothing of the task outliving it (its process group, its death with the worker)."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from distributed_something.worker import runner as runner_module
+from distributed_something.worker.procgroups import GroupRecorder, record_path
 from distributed_something.worker.runner import SubprocessRunner
 
 PY = sys.executable
+LINUX = sys.platform.startswith("linux")
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` is a process that has not exited (a zombie has; PID 1 here may never
+    reap the orphans it inherits)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not LINUX
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 10.0) -> bool:
+    """Poll ``condition()`` until it is true or ``seconds`` pass (a generous upper bound)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def read_pid(path: Path) -> int:
+    assert wait_for(lambda: path.exists() and path.read_text().strip()), f"no pid in {path}"
+    return int(path.read_text().split()[0])
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    """Pids a test started; whatever still runs at the end is killed (a failing test must not
+    leave `sleep 300` behind on a shared machine)."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(params=["pidfd", "polling"])
 def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "polling":
         monkeypatch.setattr(runner_module, "_pidfd", lambda pid: None)
-    elif not hasattr(runner_module.os, "pidfd_open"):
+    elif not hasattr(os, "pidfd_open"):
         pytest.skip("no os.pidfd_open on this platform (Linux has it)")
     return str(request.param)
 
@@ -73,3 +122,109 @@ def test_a_short_command_returns_as_soon_as_it_exits(tmp_path: Path, waiting: st
         assert result.exit_code == 0
     # A wait that slept out its poll interval even once would take 5 s here.
     assert time.monotonic() - started < 4.5
+
+
+def test_a_background_child_dies_when_the_task_exits_0(
+    tmp_path: Path, waiting: str, leftovers: list[int]
+) -> None:
+    pidfile = tmp_path / "bg.pid"
+    argv = ["sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo started; exit 0"]
+    result = SubprocessRunner(grace_seconds=5).run(
+        argv, cwd=tmp_path, env={}, log_path=tmp_path / "t.log", stop=threading.Event()
+    )
+    background = read_pid(pidfile)
+    leftovers.append(background)
+    assert result.exit_code == 0 and not result.interrupted
+    assert "started" in (tmp_path / "t.log").read_text()
+    assert not running(background)  # already gone when run() returned: no waiting here
+
+
+def test_a_background_child_ignoring_sigterm_is_killed_after_the_grace(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    pidfile = tmp_path / "bg.pid"
+    # An ignored signal stays ignored in children, so the background sleep ignores SIGTERM.
+    argv = ["sh", "-c", f"trap '' TERM; sleep 300 & echo $! > {pidfile}; exit 3"]
+    result = SubprocessRunner(grace_seconds=0.5).run(
+        argv, cwd=tmp_path, env={}, log_path=tmp_path / "t.log", stop=threading.Event()
+    )
+    background = read_pid(pidfile)
+    leftovers.append(background)
+    assert result.exit_code == 3
+    # SIGKILL was sent before run() returned; the kernel may take a moment to finish it.
+    assert wait_for(lambda: not running(background))
+
+
+def test_stop_ends_the_background_children_too(
+    tmp_path: Path, waiting: str, leftovers: list[int]
+) -> None:
+    pidfile = tmp_path / "bg.pid"
+    stop = threading.Event()
+    argv = ["sh", "-c", f"sleep 300 & echo $! > {pidfile}; sleep 300"]
+
+    def stop_once_started() -> None:
+        try:
+            read_pid(pidfile)
+        finally:
+            stop.set()
+
+    threading.Thread(target=stop_once_started).start()
+    result = SubprocessRunner(grace_seconds=5).run(
+        argv, cwd=tmp_path, env={}, log_path=tmp_path / "t.log", stop=stop
+    )
+    background = read_pid(pidfile)
+    leftovers.append(background)
+    assert result.interrupted
+    assert not running(background)
+
+
+# Runs one task through SubprocessRunner in a process of its own, which the test then kills.
+RUN_IN_A_WORKER = textwrap.dedent(
+    """
+    import sys, threading
+    from pathlib import Path
+    from distributed_something.worker.runner import SubprocessRunner
+    folder = Path(sys.argv[1])
+    SubprocessRunner().run(
+        ["sh", "-c", f"echo $$ > {folder / 'child.pid'}; exec sleep 300"],
+        cwd=folder, env={}, log_path=folder / "t.log", stop=threading.Event(),
+    )
+    """
+)
+
+
+@pytest.mark.skipif(not LINUX, reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_direct_child_dies_with_a_worker_killed_by_sigkill(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    worker = subprocess.Popen([PY, "-c", RUN_IN_A_WORKER, str(tmp_path)])
+    try:
+        child = read_pid(tmp_path / "child.pid")
+        leftovers.append(child)
+        assert running(child)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert wait_for(lambda: not running(child))
+
+
+@pytest.mark.skipif(not LINUX, reason="the records need /proc")
+def test_the_record_holds_the_task_group_only_while_the_task_runs(tmp_path: Path) -> None:
+    recorder = GroupRecorder.start(tmp_path / "scratch")
+    assert recorder is not None
+    path = record_path(tmp_path / "scratch", os.getpid())
+    # The runner records the group just after starting it: the task waits (≤ 10 s) to see it.
+    script = (
+        f'for i in $(seq 1000); do grep -q "\\"pgid\\": $$" {path} && break; sleep 0.01; done; '
+        f"cat {path} > {tmp_path / 'during.json'}; echo $$ > {tmp_path / 'pid'}"
+    )
+    argv = ["sh", "-c", script]
+    SubprocessRunner(recorder=recorder).run(
+        argv, cwd=tmp_path, env={}, log_path=tmp_path / "t.log", stop=threading.Event()
+    )
+    seen = [json.loads((tmp_path / "during.json").read_text()), json.loads(path.read_text())]
+    assert seen[0]["pgid"] == int((tmp_path / "pid").read_text())
+    assert seen[0]["worker_pid"] == os.getpid() and seen[0]["leader_start"] is not None
+    assert seen[1]["pgid"] is None and seen[1]["leader_start"] is None
+    recorder.close()
+    assert not path.exists()

@@ -18,7 +18,14 @@ from distributed_something.recipes.registry import get_recipe
 from distributed_something.state import load_state
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.loop import Worker, WorkerSettings, WorkerSummary
+from distributed_something.worker.procgroups import (
+    GroupRecorder,
+    reap_dead_workers,
+    scratch_root_of,
+)
 from distributed_something.worker.runner import SubprocessRunner
+
+log = logging.getLogger("ds.worker")
 
 
 def worker_project(config_path: Path | None) -> Project:
@@ -34,7 +41,10 @@ def worker_project(config_path: Path | None) -> Project:
 
 
 def run_worker(project: Project, *, name: str | None, start_delay: float) -> WorkerSummary:
-    """Work until the queue is drained or SIGTERM arrives."""
+    """Work until the queue is drained or SIGTERM arrives.
+
+    First kills what this machine's dead workers left running and removes their scratch
+    folders; then records this process so that the next one can do the same for it."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -42,16 +52,28 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     )
     state = load_state(project)
     run_id = os.environ.get("DS_RUN_ID") or (state.run_id if state else "default")
-    backend = open_backend(project)
     settings = WorkerSettings(
         run_id=run_id,
-        scratch_root=Path(os.environ.get("DS_SCRATCH", project.state_dir / "scratch")),
+        scratch_root=scratch_root_of(project.state_dir, os.environ),
         poll_interval=project.config.local.poll_interval,
         start_delay=start_delay,
     )
     if name:
         settings.name = name
+    # Before recording ourselves: a dead worker may have had our pid (and folder names).
+    for dead in reap_dead_workers(settings.scratch_root):
+        log.info("cleaned up after dead worker %d (task group %s)", dead.worker_pid, dead.pgid)
+    recorder = GroupRecorder.start(settings.scratch_root)
+    try:
+        return _work(project, settings, SubprocessRunner(recorder=recorder))
+    finally:
+        if recorder is not None:
+            recorder.close()  # after `Worker.run` removed our scratch folder
+
+
+def _work(project: Project, settings: WorkerSettings, runner: SubprocessRunner) -> WorkerSummary:
     config = project.config
+    backend = open_backend(project)
     task_log = None
     if config.backend == "aws":
         from distributed_something.backends.aws.clients import settings_from
@@ -62,7 +84,7 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
         config,
         backend,
         get_recipe(config.recipe.name, source=str(project.config_path)),
-        SubprocessRunner(),
+        runner,
         settings,
         task_log=task_log,
     )

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from distributed_something.atomicfile import write_text_atomically
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.project import Project
+from distributed_something.worker.procgroups import reap_dead_workers, scratch_root_of
 
 
 def _alive(pid: int) -> bool:
@@ -86,7 +87,9 @@ class LocalCompute:
         config = self.project.config
         per_container = max(config.cluster.docker_cores, 1)
         logs = self.project.state_dir / "workers"
-        logs.mkdir(parents=True, exist_ok=True)
+        # Owner only: a worker's log holds its environment's effects (paths, errors, names).
+        logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        logs.chmod(0o700)  # mkdir's mode is cut by the umask and ignored if it exists
         for _ in range(n):
             index = int(data["next_index"])
             data["next_index"] = index + 1
@@ -104,7 +107,7 @@ class LocalCompute:
                 "--start-delay",
                 str(delay),
             ]
-            with (logs / f"{name}.log").open("ab") as out:
+            with _private_log(logs / f"{name}.log") as out:
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
@@ -129,15 +132,25 @@ class LocalCompute:
     def scale_machines(self, n: int) -> None:
         """One machine, this one: nothing to resize."""
 
+    @property
+    def scratch_root(self) -> Path:
+        """The workers' scratch root (they inherit our environment, so ``DS_SCRATCH`` too)."""
+        return scratch_root_of(self.project.state_dir, os.environ)
+
     def housekeeping(self) -> None:
-        """Nothing to tidy between ticks locally."""
+        """Kill what dead workers left running (their tasks' process groups) and remove their
+        scratch folders: a worker killed by the OOM killer must not leave its task's
+        background processes competing with the task's next attempt."""
+        reap_dead_workers(self.scratch_root)
 
     def status(self) -> ComputeStatus:
         data = self._load()
         return ComputeStatus(desired=int(data["desired"]), running=len(self._live(data)))
 
     def stop(self) -> None:
-        """SIGTERM every worker (each hands its task back), then wait; SIGKILL stragglers."""
+        """SIGTERM every worker (each hands its task back), then wait; SIGKILL stragglers.
+        Then kill what dead workers (those just killed included) left running and remove
+        their scratch folders."""
         data = self._load()
         live = self._live(data)
         for worker in live:
@@ -145,11 +158,16 @@ class LocalCompute:
         deadline = time.monotonic() + self.stop_grace
         while time.monotonic() < deadline and any(self._is_alive(int(w["pid"])) for w in live):
             time.sleep(0.05)
-        for worker in live:
-            if self._is_alive(int(worker["pid"])):
-                self._signal(int(worker["pid"]), signal.SIGKILL)
+        killed = [w for w in live if self._is_alive(int(w["pid"]))]
+        for worker in killed:
+            self._signal(int(worker["pid"]), signal.SIGKILL)
+        # SIGKILL is not instant: a worker still exiting would look alive to the reaper.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(self._is_alive(int(w["pid"])) for w in killed):
+            time.sleep(0.05)
         for proc in self._procs.values():
             proc.poll()
+        reap_dead_workers(self.scratch_root)
         data["desired"] = 0
         data["workers"] = []
         self._save(data)
@@ -162,3 +180,14 @@ class LocalCompute:
     def _signal(pid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, created owner-only (0600), made so if it was not."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")

@@ -1,0 +1,162 @@
+"""The ledger: every task of a run in exactly one state, decided from the run's records.
+
+`status`, `report`, `dead list` and the monitor's "finished" decision all read the run
+this way, so they never disagree. Queue counts never enter a count: they are approximate,
+and a queue can be deleted (cleanup) or purged while records stay.
+
+A task's state is a pure function of its events (`task_state`):
+
+- ``done``: an attempt of this run completed (its done marker was written first);
+- ``skipped``: check-if-done found it finished (at submit or by a worker);
+- otherwise the latest event decides: an open attempt → ``running``; a failed attempt →
+  ``failed`` (a retry follows); the last allowed attempt failed, or the task was found in the
+  dead-letter store → ``dead``; an attempt handed back or lost, a redrive or a requeue →
+  ``pending``; no event → ``pending``.
+
+Attempts that stood down because another delivery of the task was already running
+(``duplicate``) do not change the state; they are counted in ``duplicates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed_something.records import AttemptKey, ManifestEntry, Mark, RunRecords
+
+#: The states a task can be in, in the order tables show them.
+STATES = ("done", "skipped", "running", "failed", "pending", "dead")
+#: States in which nothing more will happen to a task in this run.
+FINAL_STATES = frozenset({"done", "skipped", "dead"})
+
+#: What a closed attempt's outcome means for the task (None: no change).
+_OUTCOME_STATE: dict[str, str | None] = {
+    "running": "running",
+    "failed": "failed",
+    "dead": "dead",
+    "released": "pending",
+    "lost": "pending",
+    "duplicate": None,
+    "done": "done",
+}
+_MARK_STATE = {"redrive": "pending", "requeue": "pending", "dead": "dead"}
+
+
+def task_state(
+    *, skipped: bool, attempts: Sequence[tuple[int, str]], marks: Sequence[tuple[int, str]]
+) -> str:
+    """The state of one task from its events (see the module docstring).
+
+    ``attempts`` are (start time in µs, outcome) and ``marks`` (time in µs, kind); both in
+    any order.
+    """
+    if any(outcome == "done" for _, outcome in attempts):
+        return "done"
+    if skipped:
+        return "skipped"
+    events: list[tuple[int, int, str]] = []
+    for at, outcome in attempts:
+        state = _OUTCOME_STATE.get(outcome)
+        if state is not None:
+            events.append((at, 0, state))
+    for at, kind in marks:
+        events.append((at, 1, _MARK_STATE[kind]))
+    if not events:
+        return "pending"
+    return max(events)[2]
+
+
+@dataclass
+class TaskEntry:
+    """One task of the run as the ledger sees it."""
+
+    id: str
+    group: Any
+    state: str
+    #: attempts that ran (stood-down duplicates not counted)
+    attempts: int = 0
+    #: True when the task was delivered twice at once, or completed twice
+    duplicate: bool = False
+    #: times the monitor sent it again after it left the queue without an outcome
+    requeues: int = 0
+
+
+@dataclass
+class Ledger:
+    """Every task of a run (in submission order) with its state, and the counts by state."""
+
+    run_id: str
+    tasks: dict[str, TaskEntry]
+    #: records that could not be read: key → what is wrong and how to repair it
+    corrupt: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Tasks by state, plus ``total`` (distinct tasks) and ``duplicates``; the same names
+        as the run report's ``counts`` (with ``running`` beside ``pending``)."""
+        counts = dict.fromkeys(STATES, 0)
+        duplicates = 0
+        for task in self.tasks.values():
+            counts[task.state] += 1
+            duplicates += task.duplicate
+        counts["total"] = len(self.tasks)
+        counts["duplicates"] = duplicates
+        return counts
+
+    @property
+    def finished(self) -> bool:
+        """True when every task is done, skipped or dead (nothing more will happen)."""
+        return all(t.state in FINAL_STATES for t in self.tasks.values())
+
+    def ids_in(self, *states: str) -> list[str]:
+        """The ids of the tasks in any of ``states``, in submission order."""
+        return [t.id for t in self.tasks.values() if t.state in states]
+
+
+def build_ledger(
+    run_id: str,
+    manifest: Iterable[ManifestEntry],
+    skipped: set[str],
+    attempts: Iterable[AttemptKey],
+    marks: Iterable[Mark],
+    corrupt: dict[str, str] | None = None,
+) -> Ledger:
+    """The ledger from the run's records (pure: the reading is `read_ledger`'s)."""
+    by_task: dict[str, list[tuple[int, str]]] = {}
+    for a in attempts:
+        by_task.setdefault(a.task_id, []).append((a.started_us, a.outcome))
+    marks_by_task: dict[str, list[tuple[int, str]]] = {}
+    for m in marks:
+        marks_by_task.setdefault(m.task_id, []).append((m.at_us, m.kind))
+    tasks: dict[str, TaskEntry] = {}
+    for entry in manifest:
+        if entry.task_id in tasks:
+            continue
+        events = by_task.get(entry.task_id, [])
+        state = task_state(
+            skipped=entry.task_id in skipped,
+            attempts=events,
+            marks=marks_by_task.get(entry.task_id, []),
+        )
+        outcomes = [o for _, o in events]
+        task_marks = marks_by_task.get(entry.task_id, [])
+        tasks[entry.task_id] = TaskEntry(
+            entry.task_id,
+            entry.group,
+            state,
+            attempts=sum(1 for o in outcomes if o != "duplicate"),
+            duplicate="duplicate" in outcomes or outcomes.count("done") > 1,
+            requeues=sum(1 for _, kind in task_marks if kind == "requeue"),
+        )
+    return Ledger(run_id, tasks, dict(corrupt or {}))
+
+
+def read_ledger(records: RunRecords) -> Ledger:
+    """Read the run's ledger: its manifest, skip records, and two listings (attempts and
+    marks). No queue is asked anything."""
+    manifest = records.manifest()
+    skipped = records.skipped_ids()
+    attempts = records.attempt_keys()
+    marks = records.marks()
+    return build_ledger(records.run_id, manifest, skipped, attempts, marks, records.corrupt)

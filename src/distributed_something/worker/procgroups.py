@@ -1,0 +1,388 @@
+"""Records of the process groups that `ds worker` processes run tasks in, and the reaping of
+what dead workers leave behind.
+
+Every task runs in its own process group (`SubprocessRunner`). When a worker dies without
+cleaning up (SIGKILL, the OOM killer), the task's direct child dies with it (it gets
+PR_SET_PDEATHSIG), but grandchildren do not: they keep running, re-parented to PID 1, and
+may compete with the task's next attempt. So each worker process keeps one small record,
+``<scratch_root>/.groups/<worker pid>.json``, for its whole life: which machine it runs on, its
+pid and start time, and while a task runs the task's process group and that group leader's
+start time. Whoever reaps (a starting worker; local compute's housekeeping and stop) kills the
+recorded group of every worker found dead and removes its record and its scratch folders
+(``w<pid>-<n>``, see `Worker._new_workdir`).
+
+Pids are reused, so a pid alone proves nothing: a process is the one recorded only when its
+start time (clock ticks after boot, from /proc/<pid>/stat) matches. `judge` makes every
+decision from a record and what was observed now, and has no effects; `reap_dead_workers`
+observes, asks `judge`, and acts.
+
+Linux only (it needs /proc and a boot id); elsewhere nothing is recorded or reaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ds.procgroups")
+
+GROUPS_DIR = ".groups"
+_PROC = Path("/proc")
+
+
+def scratch_root_of(state_dir: Path, environ: Mapping[str, str]) -> Path:
+    """Where a project's workers keep their scratch folders: ``$DS_SCRATCH``, else
+    ``<state_dir>/scratch``. `ds worker` and local compute must agree on it."""
+    return Path(environ.get("DS_SCRATCH") or state_dir / "scratch")
+
+
+# --- what /proc says -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    """One process as /proc/<pid>/stat describes it."""
+
+    #: clock ticks after boot at which it started: with the pid, names one process for good
+    start: int
+    #: one letter: R, S, D, Z (exited, not yet reaped by its parent), ...
+    state: str
+    pgid: int
+
+    @property
+    def exited(self) -> bool:
+        """True for a zombie (or one being torn down): it runs nothing any more."""
+        return self.state in ("Z", "X", "x")
+
+
+def parse_stat(text: str) -> ProcInfo:
+    """The fields we need from the text of /proc/<pid>/stat. Raises ValueError (or
+    IndexError) on text that is not one."""
+    # The command name (2nd field) may hold spaces and parentheses: split after the last ")".
+    fields = text.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 of proc(5) (state); field 5 is pgrp, field 22 starttime.
+    return ProcInfo(start=int(fields[19]), state=fields[0], pgid=int(fields[2]))
+
+
+def proc_info(pid: int) -> ProcInfo | None:
+    """The process ``pid`` now, or None when there is none (or no /proc)."""
+    try:
+        return parse_stat((_PROC / str(pid) / "stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def group_member_starts(pgid: int) -> tuple[int, ...]:
+    """Start times of the processes in group ``pgid`` that have not exited. Reads all of /proc:
+    call it only when the answer matters (a group whose leader is gone)."""
+    starts = []
+    try:
+        entries = list(os.scandir(_PROC))
+    except OSError:
+        return ()
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        info = proc_info(int(entry.name))
+        if info is not None and info.pgid == pgid and not info.exited:
+            starts.append(info.start)
+    return tuple(starts)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while group ``pgid`` has a member that has not exited. Zombies do not count: they
+    stay members until their parent reaps them, which may be never (a PID 1 that does not
+    reap); they run nothing."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's group now: it is not ours to wait for, but it is alive
+    if not _PROC.is_dir():
+        return True
+    return bool(group_member_starts(pgid))
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Which kernel and pid namespace pids in a record belong to."""
+
+    host: str
+    #: random per boot of a kernel; differs between machines and after a reboot
+    boot_id: str
+    #: the pid namespace (containers on one kernel have their own)
+    pid_ns: str
+
+
+def this_machine() -> Machine | None:
+    """This process's machine, or None where pids cannot be checked (no /proc: not Linux)."""
+    try:
+        boot_id = (_PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    try:
+        pid_ns = str((_PROC / "self/ns/pid").readlink())
+    except OSError:
+        pid_ns = ""  # some sandboxes hide it; the boot id still tells machines apart
+    return Machine(socket.gethostname(), boot_id, pid_ns)
+
+
+# --- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """What a worker process records about itself (`GroupRecorder` writes it)."""
+
+    host: str
+    boot_id: str
+    pid_ns: str
+    worker_pid: int
+    worker_start: int
+    #: the running task's process group (its leader's pid), None between tasks
+    pgid: int | None = None
+    leader_start: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> GroupRecord:
+        """Raises ValueError (or TypeError/KeyError) for text that is not a record."""
+        data: dict[str, Any] = json.loads(text)
+        pgid, leader_start = data.get("pgid"), data.get("leader_start")
+        return cls(
+            host=str(data["host"]),
+            boot_id=str(data["boot_id"]),
+            pid_ns=str(data["pid_ns"]),
+            worker_pid=int(data["worker_pid"]),
+            worker_start=int(data["worker_start"]),
+            pgid=None if pgid is None else int(pgid),
+            leader_start=None if leader_start is None else int(leader_start),
+        )
+
+
+def groups_dir(scratch_root: Path) -> Path:
+    return scratch_root / GROUPS_DIR
+
+
+def record_path(scratch_root: Path, worker_pid: int) -> Path:
+    return groups_dir(scratch_root) / f"{worker_pid}.json"
+
+
+class GroupRecorder:
+    """Keeps this worker process's record up to date.
+
+    One per worker process: `start` writes the record (no task), `task_started` and
+    `task_ended` add and clear the task's group, `close` removes the record when the worker
+    exits normally (its scratch folder is gone by then). Not for concurrent tasks in one
+    process: the record holds one group.
+    """
+
+    def __init__(self, scratch_root: Path, record: GroupRecord) -> None:
+        self.scratch_root = scratch_root
+        self.record = record
+        self.path = record_path(scratch_root, record.worker_pid)
+        #: only this process writes its record, so one fixed temporary name will do
+        self._temporary = self.path.with_name(f".{self.path.name}.tmp")
+
+    @classmethod
+    def start(cls, scratch_root: Path) -> GroupRecorder | None:
+        """Record this process as a live worker; None where pids cannot be checked."""
+        machine = this_machine()
+        me = proc_info(os.getpid())
+        if machine is None or me is None:
+            return None
+        recorder = cls(
+            scratch_root,
+            GroupRecord(
+                host=machine.host,
+                boot_id=machine.boot_id,
+                pid_ns=machine.pid_ns,
+                worker_pid=os.getpid(),
+                worker_start=me.start,
+            ),
+        )
+        recorder.path.parent.mkdir(parents=True, exist_ok=True)
+        recorder._write()
+        return recorder
+
+    def task_started(self, pgid: int) -> None:
+        """Record group ``pgid``, whose leader (pid ``pgid``) must not be reaped yet (its
+        start time is read now)."""
+        leader = proc_info(pgid)
+        if leader is None:
+            return  # cannot happen for an unreaped child; without its start it is unguarded
+        self.record = replace(self.record, pgid=pgid, leader_start=leader.start)
+        self._write()
+
+    def task_ended(self) -> None:
+        """The task's group is gone (or killed): forget it."""
+        if self.record.pgid is None:
+            return
+        self.record = replace(self.record, pgid=None, leader_start=None)
+        self._write()
+
+    def close(self) -> None:
+        """Remove the record: this worker is exiting and leaves nothing behind."""
+        self.path.unlink(missing_ok=True)
+        self._temporary.unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        # Atomic (a reaper reading it mid-write sees a whole record, old or new), and cheap:
+        # two writes per task, so no unique temporary name, no folder check, no fsync (a crash
+        # of the machine ends the processes a record names anyway).
+        fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, self.record.to_json().encode())
+        finally:
+            os.close(fd)
+        self._temporary.replace(self.path)
+
+
+# --- the decision ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What was observed now about the processes a record names."""
+
+    machine: Machine
+    #: the process now holding the record's worker pid
+    worker: ProcInfo | None
+    #: the process now holding the record's pgid as its pid (the group leader, or a stranger)
+    leader: ProcInfo | None = None
+    #: start times of live members of group pgid (looked at only when the leader is gone)
+    member_starts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do about one record."""
+
+    #: SIGKILL the record's process group
+    kill_group: bool = False
+    #: remove the worker's scratch folders (``w<pid>-*``)
+    remove_scratch: bool = False
+    #: remove the record itself
+    forget: bool = False
+    reason: str = ""
+
+
+def worker_alive(record: GroupRecord, worker: ProcInfo | None) -> bool:
+    """True when ``worker`` (the process holding the recorded pid now) is the recorded worker
+    and has not exited."""
+    return worker is not None and worker.start == record.worker_start and not worker.exited
+
+
+def judge(record: GroupRecord, seen: Seen) -> Verdict:
+    """Decide, with no effects, what a reaper does about ``record``.
+
+    - Another machine or pid namespace wrote it (a shared scratch folder): its pids mean
+      nothing here; leave it alone — unless it is this host before a reboot, when everything it
+      names is gone: forget it, kill nothing, and remove its scratch folders unless its pid now
+      belongs to a process.
+    - The worker still runs (same pid, same start time, not a zombie): leave it alone.
+    - The worker is dead: forget the record. Kill its task's group only if that group is still
+      the recorded one: its leader's pid is held by a process with the recorded start time, or,
+      the leader being gone, every live member started after it did (a pid stays reserved
+      while a group of that number has members, so a group whose leader is gone is the old one
+      unless the number was freed and reused by a group with a newer leader; a member older than
+      the recorded leader proves that). Remove its scratch folders unless its pid now belongs
+      to another process (which may be a new worker using the same folder names).
+    """
+    here = seen.machine
+    if (record.boot_id, record.pid_ns) != (here.boot_id, here.pid_ns):
+        if record.host == here.host and record.boot_id != here.boot_id:
+            # Its folders go too, unless a process of this boot has its pid (a new worker?).
+            return Verdict(
+                remove_scratch=seen.worker is None, forget=True, reason="written before a reboot"
+            )
+        return Verdict(reason="written on another machine or in another pid namespace")
+    if worker_alive(record, seen.worker):
+        return Verdict(reason="worker alive")
+    pid_reused = seen.worker is not None and seen.worker.start != record.worker_start
+    kill = False
+    # Never 0 or 1: killpg(0) is the caller's own group, 1 is init's; no task group is either.
+    if record.pgid is not None and record.pgid > 1 and record.leader_start is not None:
+        if seen.leader is not None:
+            kill = seen.leader.start == record.leader_start and seen.leader.pgid == record.pgid
+        else:
+            starts = seen.member_starts
+            kill = bool(starts) and all(start >= record.leader_start for start in starts)
+    return Verdict(
+        kill_group=kill,
+        remove_scratch=not pid_reused,
+        forget=True,
+        reason="worker dead" + (", its pid reused" if pid_reused else ""),
+    )
+
+
+def observe(record: GroupRecord, machine: Machine) -> Seen:
+    """Look at the processes ``record`` names (the /proc scan only when it can matter)."""
+    worker = proc_info(record.worker_pid)
+    if record.pgid is None or worker_alive(record, worker):
+        return Seen(machine, worker)
+    leader = proc_info(record.pgid)
+    members = group_member_starts(record.pgid) if leader is None else ()
+    return Seen(machine, worker, leader, members)
+
+
+# --- the effects -------------------------------------------------------------------------------
+
+
+def reap_dead_workers(scratch_root: Path) -> list[GroupRecord]:
+    """Kill the task groups of this machine's dead workers recorded under ``scratch_root``,
+    remove their scratch folders and their records. Returns the records of the workers found
+    dead. Safe to run concurrently and repeatedly (several workers start at once); never
+    raises for what it finds on disk. Does nothing where pids cannot be checked."""
+    machine = this_machine()
+    folder = groups_dir(scratch_root)
+    if machine is None or not folder.is_dir():
+        return []
+    dead = []
+    for path in sorted(folder.glob("[0-9]*.json")):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue  # removed by a concurrent reaper, or the worker's exit
+        try:
+            record = GroupRecord.from_json(text)
+        except (ValueError, TypeError, KeyError):
+            # Records are replaced by rename, never torn while the machine runs: this one was
+            # cut by a crash of the machine, so its processes are gone too.
+            log.warning("removing unreadable process group record %s", path)
+            path.unlink(missing_ok=True)
+            continue
+        verdict = judge(record, observe(record, machine))
+        if not verdict.forget:
+            continue
+        dead.append(record)
+        if verdict.kill_group and record.pgid is not None and record.pgid != os.getpgrp():
+            log.info("killing process group %d of dead worker %d", record.pgid, record.worker_pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pgid, signal.SIGKILL)
+        if verdict.remove_scratch:
+            for workdir in scratch_root.glob(f"w{record.worker_pid}-*"):
+                shutil.rmtree(workdir, ignore_errors=True)
+            (folder / f".{path.name}.tmp").unlink(missing_ok=True)
+        _forget(path, text)
+    return dead
+
+
+def _forget(path: Path, text: str) -> None:
+    """Remove the record at ``path`` if it still says ``text``: a new worker that got the dead
+    one's pid may have written its own there meanwhile."""
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            path.unlink(missing_ok=True)
