@@ -88,7 +88,10 @@ class TaskPlan:
 
     ``argv`` runs without a shell; ``inputs`` are staged first; the contents of the
     workdir's ``output_dir`` are uploaded under ``output_prefix`` (in ``output_bucket``, or
-    the main bucket when empty) only after ``Recipe.check_success`` accepts the run.
+    the config's destination bucket, else the main bucket, when empty) only after
+    ``Recipe.check_success`` accepts the run. ``output_prefix`` is the task's own folder:
+    `ds validate` refuses it empty, with an empty name, under ``_ds/`` (the records area) or
+    equal to / inside another task's (see `distributed_something.jobs.prefixes`).
     """
 
     argv: list[str]
@@ -113,6 +116,17 @@ class Recipe(Protocol):
     def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan: ...
 
     def check_success(self, exit_code: int, workdir: Workdir) -> str | None: ...
+
+
+def output_prefixes_may_repeat(recipe: object) -> bool:
+    """Whether several tasks of ``recipe`` may write into one output prefix by design.
+
+    False unless the recipe sets the class attribute ``output_prefixes_may_repeat = True``
+    (a family format that groups several tasks' outputs in one folder, as a DCP
+    ``output_structure`` of ``Metadata_Plate`` does for every well of a plate). `ds validate`
+    then accepts equal prefixes; a prefix inside another task's is refused for every recipe.
+    """
+    return getattr(recipe, "output_prefixes_may_repeat", False) is True
 
 
 @runtime_checkable

@@ -939,6 +939,10 @@ class CellProfilerRecipe:
     """
 
     name: str = "cellprofiler"
+    #: DCP's ``output_structure`` may name only some of the group's keys (``Metadata_Plate``
+    #: for groups of plate and well) to collect several groups' outputs in one folder, on
+    #: purpose; `ds validate` accepts those equal prefixes (see `output_prefixes_may_repeat`).
+    output_prefixes_may_repeat: bool = True
 
     def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan:
         """The plan for ``task``; raises ``InputError`` for a bad task or engine."""

@@ -3,7 +3,8 @@
 Keys are checked with `check_key` and every path is resolved and required to stay under
 the root, so neither a key nor a symbolic link inside the root can reach other files.
 Writes go to a temporary file in the target's folder and are renamed into place, so a
-reader sees the old object or the new one, never part of one.
+reader sees the old object or the new one, never part of one. The records area (keys under
+``_ds/``) is owner-only: its objects are written 0600 and its folders 0700, whatever the umask.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from typing import BinaryIO
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.keys import check_key, check_prefix
+from distributed_something.records import META_ROOT
 
 TEMP_PREFIX = ".ds-tmp."
 """Names of in-progress writes start with this; they are never listed and never valid keys."""
+
+PRIVATE_ROOT = META_ROOT
+"""Objects whose key starts with this name (the records area, ``_ds/``) are owner-only."""
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
 
 _COPY_BUFFER = 1024 * 1024
 # A concurrent delete may remove a just-created empty folder before our temporary file
@@ -29,26 +36,67 @@ _COPY_BUFFER = 1024 * 1024
 _FOLDER_ATTEMPTS = 5
 
 
-def _open_temp(folder: Path) -> tuple[int, Path]:
-    """Create a new, empty temporary file in ``folder`` (permissions as the umask says)."""
+def _open_temp(folder: Path, mode: int | None = None) -> tuple[int, Path]:
+    """Create a new, empty temporary file in ``folder``: with exactly ``mode`` (whatever the
+    umask), or with the permissions the umask gives when ``mode`` is None."""
     while True:
         temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            fd = os.open(temp, flags, 0o666 if mode is None else mode)
         except FileExistsError:
             continue
+        if mode is not None:
+            try:
+                os.fchmod(fd, mode)  # the umask may have taken bits away from ``mode``
+            except BaseException:
+                os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise
+        return fd, temp
 
 
-def _write_atomically(target: Path, fill: Callable[[BinaryIO], object]) -> None:
+def _make_private_folders(root: Path, parts: Sequence[str]) -> None:
+    """Make ``root/parts[0]/…/parts[-1]`` exist with every one of those folders owner-only
+    (0700), whatever the umask; ``root`` itself is left alone. Folders made by an earlier
+    version with wider permissions are narrowed when they are ours."""
+    folder = root
+    for part in parts:
+        folder = folder / part
+        try:
+            folder.mkdir(PRIVATE_FOLDER_MODE)
+        except FileExistsError:
+            status = folder.lstat()
+            if not stat.S_ISDIR(status.st_mode) or stat.S_IMODE(status.st_mode) == (
+                PRIVATE_FOLDER_MODE
+            ):
+                continue  # a file or link on the path fails the write later, as elsewhere
+            if status.st_uid != os.geteuid():
+                continue  # someone else's folder: not ours to change
+        folder.chmod(PRIVATE_FOLDER_MODE)  # the umask may have taken bits away
+
+
+def _write_atomically(
+    target: Path, fill: Callable[[BinaryIO], object], *, private_from: Path | None = None
+) -> None:
     """Write ``target`` through a temporary file in its folder renamed over it at the end.
+
+    With ``private_from`` (a folder above ``target``), the folders from its child down to
+    ``target``'s parent are made owner-only (0700) and ``target`` is written owner-only
+    (0600), whatever the umask; otherwise permissions are as the umask says.
 
     Raises FileExistsError/NotADirectoryError when a parent of ``target`` is a file and
     IsADirectoryError when ``target`` is a folder; the temporary file never survives.
     """
+    mode = None if private_from is None else PRIVATE_FILE_MODE
     for attempt in range(_FOLDER_ATTEMPTS):
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd, temp = _open_temp(target.parent)
+            if private_from is None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                private_from.mkdir(parents=True, exist_ok=True)
+                _make_private_folders(private_from, target.parent.relative_to(private_from).parts)
+            fd, temp = _open_temp(target.parent, mode)
         except FileNotFoundError:
             if attempt == _FOLDER_ATTEMPTS - 1:
                 raise
@@ -132,8 +180,11 @@ class FolderStorage:
 
     def _put(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         path = self.path_of(key)
+        # The records area (done markers, logs with job values, run state) is the owner's
+        # only: other local users can neither read it nor forge a done marker in it.
+        private = self.root if key.split("/", 1)[0] == PRIVATE_ROOT else None
         try:
-            _write_atomically(path, fill)
+            _write_atomically(path, fill, private_from=private)
         except (FileExistsError, NotADirectoryError) as error:
             raise BackendError(
                 f"cannot store key {key!r} in {self.root}: a folder on its path is a file "
