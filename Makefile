@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest venv dev examples bench clean
+.PHONY: demo test lint typecheck pytest venv dev examples podman bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ examples: dev
 	scripts/install-cellprofiler.sh $(PYTHON) $(BIN)
 	scripts/install-imagej.sh
 
-# Every test: lint, types, the whole suite (with the example tools installed).
-test: examples
+# The container engine of the worker-image test (tests/test_container_ecs.py): podman, runc
+# and debootstrap from apt; podman runs with scripts/containers.conf (CONTAINERS_CONF).
+podman:
+	scripts/install-podman.sh
+
+# Every test: lint, types, the whole suite (with the example tools and podman installed).
+test: examples podman
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy

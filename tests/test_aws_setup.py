@@ -177,7 +177,7 @@ def test_task_definition_reads_back_with_image_resources_env_and_logs(aws: str) 
     assert container["image"] == "org/tool:1.0"
     assert container["cpu"] == 2048  # two worker processes, one core each
     assert container["memory"] == 3000
-    assert container["command"] == ["ds", "worker"]
+    assert container["entryPoint"] == ["ds", "worker"] and "command" not in container
     assert not container.get("privileged")
     assert environment_of(container) == {**env, "DS_IDLE_DIR": "/ds-idle"}  # idle shutdown
     assert container["logConfiguration"] == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from distributed_something.errors import BackendError, InputError
@@ -25,8 +26,26 @@ def source_root() -> Path:
     return root
 
 
-def build_argv(engine: str, *, base: str, tag: str, root: Path, extras: str = "aws") -> list[str]:
-    """The build command: docker/Dockerfile from ``root`` on top of ``base``, tagged ``tag``."""
+def build_argv(
+    engine: str,
+    *,
+    base: str,
+    tag: str,
+    root: Path,
+    extras: str = "aws",
+    volumes: Sequence[str] = (),
+) -> list[str]:
+    """The build command: docker/Dockerfile from ``root`` on top of ``base``, tagged ``tag``.
+
+    ``engine`` is the engine's name or path. Each of ``volumes`` (``HOST:CONTAINER[:OPTIONS]``)
+    becomes a ``--volume`` of the build: mounted into every RUN step, not part of the image
+    (e.g. the host's CA bundle, when the package index is reached through a TLS-re-signing
+    proxy). Only podman builds take them: raises `InputError` for ``volumes`` with docker,
+    or naming a host path that does not exist.
+    """
+    mounts: list[str] = []
+    for volume in volumes:
+        mounts += ["--volume", _checked_volume(engine, volume)]
     return [
         engine,
         "build",
@@ -36,10 +55,39 @@ def build_argv(engine: str, *, base: str, tag: str, root: Path, extras: str = "a
         f"BASE_IMAGE={base}",
         "--build-arg",
         f"DS_EXTRAS={extras}",
+        *mounts,
         "-t",
         tag,
         str(root),
     ]
+
+
+def _checked_volume(engine: str, volume: str) -> str:
+    """``volume`` when podman can mount it into the build; `InputError` otherwise."""
+    if Path(engine).name != "podman":
+        raise InputError(
+            "argument",
+            "--volume",
+            f"{Path(engine).name} build cannot mount host files into the build steps",
+            "build with --engine podman, or drop --volume",
+        )
+    host, _, container = volume.partition(":")
+    if not host or not container.strip(":"):
+        raise InputError(
+            "argument",
+            "--volume",
+            f"{volume!r} is not HOST:CONTAINER[:OPTIONS]",
+            "e.g. --volume /etc/ssl/certs/ca-certificates.crt:"
+            "/etc/ssl/certs/ca-certificates.crt:ro",
+        )
+    if not Path(host).exists():
+        raise InputError(
+            "argument",
+            "--volume",
+            f"{host} does not exist on this machine",
+            "give an existing path",
+        )
+    return volume
 
 
 def find_engine(preferred: str | None = None) -> str:
@@ -64,10 +112,27 @@ def find_engine(preferred: str | None = None) -> str:
     )
 
 
-def build_image(*, base: str, tag: str, engine: str | None = None, extras: str = "aws") -> str:
-    """Build the worker image; returns the tag. Output streams to stderr."""
+def build_image(
+    *,
+    base: str,
+    tag: str,
+    engine: str | None = None,
+    extras: str = "aws",
+    volumes: Sequence[str] = (),
+) -> str:
+    """Build the worker image with ``engine`` (default: the first of docker, podman whose
+    daemon answers); returns the tag. Output streams to stderr.
+
+    ``volumes`` as in `build_argv` (podman only). Raises `InputError` for bad arguments
+    (checked before the engine is probed when ``engine`` is named), `BackendError` when no
+    engine answers or the build fails.
+    """
     root = source_root()
-    argv = build_argv(find_engine(engine), base=base, tag=tag, root=root, extras=extras)
+    if engine is not None:  # bad arguments are input errors, whatever the engine's state
+        build_argv(engine, base=base, tag=tag, root=root, extras=extras, volumes=volumes)
+    argv = build_argv(
+        find_engine(engine), base=base, tag=tag, root=root, extras=extras, volumes=volumes
+    )
     done = subprocess.run(argv, stdout=sys.stderr, check=False)
     if done.returncode != 0:
         raise BackendError(f"image build failed with exit code {done.returncode}: {' '.join(argv)}")

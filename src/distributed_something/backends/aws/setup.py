@@ -21,6 +21,7 @@ from distributed_something.backends.aws.idle import (
     IDLE_DIR_ENV,
     IDLE_VOLUME,
 )
+from distributed_something.backends.aws.image_check import check_run_image, check_worker_image
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.taskenv import without_credentials
 from distributed_something.config.model import Config
@@ -29,8 +30,12 @@ from distributed_something.errors import BackendError, InputError
 #: 14 days, the longest SQS keeps a message: a long run must not lose waiting tasks, and the
 #: dead-letter queue is kept after cleanup so failures can be inspected and redriven.
 RETENTION_SECONDS = 14 * 24 * 3600
-#: What `ds worker` runs when the image's own entrypoint is not kept.
-WORKER_COMMAND = ["ds", "worker"]
+#: The task definition's ``entryPoint`` when the image's own entrypoint is not kept. ECS
+#: appends ``command`` to the entrypoint (the image's, unless the task definition sets one),
+#: so ``command: ["ds", "worker"]`` on an image whose ENTRYPOINT is already ``ds worker`` ran
+#: ``ds worker ds worker``. Setting ``entryPoint`` and no ``command`` runs exactly ``ds worker``
+#: whatever the image's ENTRYPOINT and CMD are (an explicit entrypoint drops the image's CMD).
+WORKER_ENTRYPOINT = ["ds", "worker"]
 #: Seconds ECS waits between SIGTERM and SIGKILL (the EC2 maximum): a worker hands its task
 #: back at once, but an upload in progress gets the whole two-minute spot notice.
 STOP_TIMEOUT = 120
@@ -68,7 +73,9 @@ def error_code(error: Any) -> str:
 def check_setup_inputs(config: Config) -> None:
     """Everything setup needs from the config, checked before anything is created.
 
-    Raises `InputError` when no container image is set.
+    Raises `InputError` when no container image is set, or when the run has a recipe (its
+    containers run ``ds worker``) and the image is one of the family's published images,
+    which have no ``ds`` (`image_check.check_worker_image`).
     """
     if not config.image.strip():
         raise InputError(
@@ -77,6 +84,7 @@ def check_setup_inputs(config: Config) -> None:
             "no container image is set, so there is nothing for the workers to run",
             'set image = "org/tool:1.0" in ds.toml (DOCKERHUB_TAG in a legacy config.py)',
         )
+    check_run_image(config)
 
 
 # --- SQS --------------------------------------------------------------------------------
@@ -225,16 +233,21 @@ def register_task_definition(
     environment ``env`` (credential-looking entries are dropped again here, with a warning),
     logs through the awslogs driver to ``names.log_group`` (stream prefix ``names.app``),
     not privileged. With ``keep_entrypoint`` the image's own entrypoint and command run (the
-    family's images need theirs); otherwise the command is ``ds worker``, and the host folder
+    family's images need theirs), and neither ``entryPoint`` nor ``command`` is set;
+    otherwise ``entryPoint`` is ``ds worker`` and no ``command`` is set, so the container runs
+    exactly ``ds worker`` on any image that has ``ds`` on its PATH, and the host folder
     ``/var/lib/ds-idle`` is mounted at ``/ds-idle`` (``DS_IDLE_DIR``), where the workers of a
     machine tell each other they are idle (the idle shutdown, `idle`). The task role is
     ``task_role_arn`` when given.
 
     When the latest ACTIVE revision already says exactly this, its ARN is returned and no
     revision is added, so re-running setup does not pile up revisions. Raises `InputError`
-    when no image is set, `BackendError` when AWS refuses.
+    when no image is set, or when ``ds worker`` would run on an image known not to contain
+    ``ds`` (`image_check`); `BackendError` when AWS refuses.
     """
     check_setup_inputs(config)
+    if not keep_entrypoint:
+        check_worker_image(config.image)
     environment = without_credentials(env, where="task environment")
     volumes: list[dict[str, Any]] = []
     if not keep_entrypoint:
@@ -258,7 +271,7 @@ def register_task_definition(
         "stopTimeout": STOP_TIMEOUT,
     }
     if not keep_entrypoint:
-        container["command"] = list(WORKER_COMMAND)
+        container["entryPoint"] = list(WORKER_ENTRYPOINT)
         container["mountPoints"] = [
             {"sourceVolume": IDLE_VOLUME, "containerPath": CONTAINER_DIR, "readOnly": False}
         ]
@@ -326,7 +339,7 @@ def _same_task(latest: dict[str, Any], request: dict[str, Any], role: str | None
         and mounts(current) == mounts(container)
         and volumes(latest) == volumes(request)
         and (current.get("command") or None) == (container.get("command") or None)
-        and not current.get("entryPoint")
+        and (current.get("entryPoint") or None) == (container.get("entryPoint") or None)
         and not current.get("privileged")
     )
 

@@ -1,0 +1,97 @@
+"""Whether a container image can run `ds worker`, checked before a task definition is made.
+
+A run with a recipe registers a task definition whose containers run ``ds worker``. The
+family's published images (Distributed-CellProfiler, -Fiji, -OmeZarrCreator and the
+Distributed-Something template, on Docker Hub under ``cellprofiler/``) start their own worker
+script and contain no ``ds``: on them every task would exit at once on every machine. Such a
+run is refused before anything is created, with the one command that builds an image that
+works (`ds image build`, docker/Dockerfile on top of the image).
+
+Only images known to lack ``ds`` are refused: any other image may have been built with
+`ds image build`, and its name says nothing about that.
+"""
+
+from __future__ import annotations
+
+from distributed_something.config.model import Config
+from distributed_something.errors import InputError
+
+#: Repository names of the family's worker images: their entrypoint is the family's own
+#: worker script, and they have no `ds`.
+FAMILY_REPOSITORIES = frozenset(
+    {
+        "distributed-cellprofiler",
+        "distributed-fiji",
+        "distributed-omezarrcreator",
+        "distributed-something",
+    }
+)
+#: Docker Hub organisations that publish the family's images.
+FAMILY_PUBLISHERS = frozenset({"cellprofiler"})
+#: Host names of Docker Hub in an image reference ("" is Docker Hub too: no host given).
+_DOCKER_HUB = frozenset({"", "docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+def split_image(image: str) -> tuple[str, str, str]:
+    """``(registry host, repository path, tag)`` of an image reference, lower-cased.
+
+    ``cellprofiler/distributed-fiji:latest`` → ``("", "cellprofiler/distributed-fiji",
+    "latest")``; ``ghcr.io/me/tool@sha256:…`` → ``("ghcr.io", "me/tool", "")``. The first
+    path component is a registry host only when it has a ``.`` or ``:`` or is
+    ``localhost``, as Docker reads references. A missing tag is "".
+    """
+    reference = image.strip().lower().split("@", 1)[0]
+    host = ""
+    first, slash, rest = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        host, reference = first, rest
+    path, colon, tag = reference.rpartition(":")
+    if not colon or "/" in tag:
+        path, tag = reference, ""
+    return host, path, tag
+
+
+def family_image(image: str) -> bool:
+    """Whether ``image`` is one of the family's published images (known to have no ``ds``)."""
+    host, path, _ = split_image(image)
+    parts = path.split("/")
+    return (
+        host in _DOCKER_HUB
+        and len(parts) == 2
+        and parts[0] in FAMILY_PUBLISHERS
+        and parts[1] in FAMILY_REPOSITORIES
+    )
+
+
+def build_command(image: str) -> str:
+    """The `ds image build` command that puts ``ds worker`` on top of ``image``."""
+    _, path, tag = split_image(image)
+    tool = path.rsplit("/", 1)[-1].removeprefix("distributed-")
+    return f"ds image build --base {image.strip()} --tag <your-repository>/ds-{tool}:{tag or '1'}"
+
+
+def check_worker_image(image: str) -> None:
+    """Refuse ``image`` as the image of containers that run ``ds worker`` when it is known
+    not to contain ``ds`` (`family_image`).
+
+    Raises `InputError` (source ``config``, field ``image``) whose fix is the `ds image
+    build` command for that image; returns None for every other image.
+    """
+    if not family_image(image):
+        return
+    raise InputError(
+        "config",
+        "image",
+        f"{image.strip()} is one of the family's published images: it starts its own worker "
+        "and has no `ds`, so the containers of this run (`ds worker`, because recipe.name is "
+        "set) could not start",
+        f"build a worker image on top of it, push it and set image to its tag: "
+        f"{build_command(image)} (or unset recipe.name to run the image's own worker)",
+    )
+
+
+def check_run_image(config: Config) -> None:
+    """`check_worker_image` for a config whose AWS containers run ``ds worker`` (backend
+    ``aws`` with a recipe; without one the image's own entrypoint runs). Raises `InputError`."""
+    if config.backend == "aws" and config.recipe.name is not None:
+        check_worker_image(config.image)
