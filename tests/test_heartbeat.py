@@ -6,7 +6,8 @@ import threading
 import time
 
 from distributed_something.interfaces.queue import Message
-from distributed_something.worker.heartbeat import Heartbeat
+from distributed_something.worker.heartbeat import Heartbeat, LeaseEnding
+from testkit import FakeClock
 
 
 class RecordingQueue:
@@ -92,4 +93,53 @@ def test_leaving_waits_for_an_extension_in_progress() -> None:
     time.sleep(0.4)
     assert len(queue.calls) == calls  # none after the block ended
     assert waited > 0.05  # the exit waited for the call in progress
+    beat.close()
+
+
+class CeilingQueue:
+    """A queue whose leases end ``ceiling`` seconds after `start` (by ``clock``): from
+    ``notice`` seconds before that it raises LeaseEnding, as SqsQueue does near SQS's 12 h."""
+
+    def __init__(self, clock: FakeClock, ceiling: float, notice: float) -> None:
+        self.clock = clock
+        self.end = clock() + ceiling
+        self.notice = notice
+        self.calls: list[float] = []
+
+    def extend_lease(self, message: Message, seconds: float) -> bool:
+        self.calls.append(self.clock())
+        left = self.end - self.clock()
+        if seconds + self.notice > left:
+            raise LeaseEnding("the lease ends", left)
+        return True
+
+
+def test_a_lease_with_an_end_stops_the_command_wrap_up_seconds_before_it() -> None:
+    clock = FakeClock()
+    queue = CeilingQueue(clock, ceiling=4 * 3600, notice=1800)
+    beat = Heartbeat(queue, clock, background=False, wrap_up=600)  # type: ignore[arg-type]
+    abort = threading.Event()
+    with beat.keep(message("a"), 900, abort) as lease:
+        while (wait := beat.tick()) is not None:
+            assert lease.ended is None  # told in time, but running on until the stop
+            clock.advance(wait)
+    assert abort.is_set() and not lease.lost.is_set()
+    assert lease.ended == "the lease ends"
+    assert queue.end - clock() == 600  # exactly the wrap-up time left
+    assert beat.tick() is None  # not extended again
+    beat.close()
+
+
+def test_a_task_ending_before_the_stop_is_not_marked_ended() -> None:
+    clock = FakeClock()
+    queue = CeilingQueue(clock, ceiling=3600, notice=1800)
+    beat = Heartbeat(queue, clock, background=False, wrap_up=600)  # type: ignore[arg-type]
+    abort = threading.Event()
+    with beat.keep(message("a"), 900, abort) as lease:
+        for _ in range(5):  # beats at 300 … 1200 s: at 1200 s, 2400 s left < 900 + 1800
+            wait = beat.tick()
+            assert wait is not None
+            clock.advance(wait)
+    assert lease.ending == "the lease ends"
+    assert lease.ended is None and not abort.is_set()
     beat.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,17 +12,49 @@ from dataclasses import dataclass, field
 from distributed_something.interfaces.queue import Message, Queue
 from distributed_something.worker.policy import heartbeat_interval
 
+log = logging.getLogger("ds.worker")
+
+#: Seconds before a lease's hard end (`LeaseEnding`) at which the command is stopped, so the
+#: worker can record the failure and hand the task back while it still holds the lease.
+WRAP_UP_SECONDS = 600.0
+
+
+class LeaseEnding(Exception):
+    """Raised by a queue's ``extend_lease`` when the lease cannot be kept past
+    ``seconds_left`` from now, however often it is extended (SQS hides a received message
+    at most 12 hours after its receipt).
+
+    The queue has kept the lease as long as it can (until then); ``seconds_left`` is 0 when
+    the queue cannot tell how long that is. The message must not be run past that point: it
+    becomes visible, and a second worker would run the same task.
+    """
+
+    def __init__(self, text: str, seconds_left: float) -> None:
+        super().__init__(text)
+        self.seconds_left = max(float(seconds_left), 0.0)
+
 
 @dataclass
 class Lease:
-    """The lease on one message while its command runs. ``lost`` is set when an extension
-    reports that someone else holds the task now."""
+    """The lease on one message while its command runs.
+
+    ``lost`` is set when an extension reports that someone else holds the task now.
+    ``ended`` says why the lease could not be kept longer (`LeaseEnding`): the command was
+    stopped (``on_lost`` set) before the lease's hard end, but the lease is still held, so
+    the worker can record the failure and hand the message back. ``message`` is the message
+    whose lease this is (the one to delete or release).
+    """
 
     message: Message
     seconds: float
     on_lost: threading.Event
     due: float
     lost: threading.Event = field(default_factory=threading.Event)
+    ended: str | None = None
+    #: when (by the heartbeat's clock) the command must stop, once the lease's end is known,
+    #: and why (`ended` takes it when the command is stopped)
+    stop_at: float | None = None
+    ending: str | None = None
 
 
 class Heartbeat:
@@ -31,13 +64,28 @@ class Heartbeat:
     task pays no thread start and join. If an extension reports the lease lost, the lease's
     ``lost`` and ``on_lost`` events are set and it is not extended again, so the worker can
     stop the command and not upload. Errors talking to the queue are retried at the next
-    beat: a transient failure must not cost the lease while it is still valid. Leaving
-    `keep` waits for an extension in progress, so none happens after the task is deleted.
+    beat: a transient failure must not cost the lease while it is still valid — except
+    `LeaseEnding`: the lease has a hard end, and ``wrap_up`` seconds before it (at once when
+    less is left) the command is stopped (``on_lost`` set, ``ended`` says why, ``lost``
+    not set) and the lease is not extended again. Leaving `keep` waits for an extension in
+    progress, so none happens after the task is deleted.
+
+    With ``background=False`` no thread is started: the owner calls `tick` (a driver on a
+    fake clock).
     """
 
-    def __init__(self, queue: Queue, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        background: bool = True,
+        wrap_up: float = WRAP_UP_SECONDS,
+    ) -> None:
         self.queue = queue
         self.clock = clock
+        self.background = background
+        self.wrap_up = wrap_up
         self._cond = threading.Condition()
         self._lease: Lease | None = None
         self._closed = False
@@ -51,7 +99,7 @@ class Heartbeat:
         due = self.clock() + heartbeat_interval(lease_seconds)
         lease = Lease(message, lease_seconds, on_lost, due)
         with self._cond:
-            if self._thread is None:
+            if self._thread is None and self.background:
                 self._thread = threading.Thread(target=self._beat, name="ds-heartbeat", daemon=True)
                 self._thread.start()
             self._lease = lease
@@ -71,25 +119,63 @@ class Heartbeat:
         if thread is not None:
             thread.join()
 
+    def tick(self) -> float | None:
+        """Extend the held lease if it is due by the clock; return the seconds until the
+        next beat is due (None when no lease is held). What the thread does at each wake-up.
+        """
+        with self._cond:
+            return self._tick()
+
     def _beat(self) -> None:
         with self._cond:
             while not self._closed:
-                lease = self._lease
-                if lease is None:
+                wait = self._tick()
+                if wait is None:
                     self._cond.wait()
-                    continue
-                wait = lease.due - self.clock()
-                if wait > 0:
+                elif wait > 0:
                     self._cond.wait(wait)
-                    continue
-                # Extended while holding the lock: `keep` cannot end mid-extension. The next
-                # beat is timed from the answer, so a slow answer still leaves `keep` a gap.
-                try:
-                    kept = self.queue.extend_lease(lease.message, lease.seconds)
-                except Exception:  # noqa: BLE001 - any queue error: try again next beat
-                    kept = True
-                lease.due = self.clock() + heartbeat_interval(lease.seconds)
-                if not kept:
-                    lease.lost.set()
-                    lease.on_lost.set()
-                    self._lease = None
+
+    def _tick(self) -> float | None:
+        # Called holding the lock: `keep` cannot end mid-extension.
+        lease = self._lease
+        if lease is None:
+            return None
+        now = self.clock()
+        if lease.due > now:
+            return lease.due - now
+        if lease.stop_at is not None and now >= lease.stop_at:
+            self._end(lease)
+            return None
+        interval = heartbeat_interval(lease.seconds)
+        ending: LeaseEnding | None = None
+        try:
+            kept = self.queue.extend_lease(lease.message, lease.seconds)
+        except LeaseEnding as exc:
+            kept, ending = True, exc
+        except Exception:  # noqa: BLE001 - any queue error: try again next beat
+            kept = True
+        # The next beat is timed from the answer, so a slow answer still leaves `keep` a gap.
+        now = self.clock()
+        lease.due = now + interval
+        if not kept:
+            lease.lost.set()
+            lease.on_lost.set()
+            self._lease = None
+            return None
+        if ending is not None:
+            # Stop the command while the lease still holds, with time to hand the task back.
+            stop_at = now + max(ending.seconds_left - self.wrap_up, 0.0)
+            lease.stop_at = stop_at if lease.stop_at is None else min(lease.stop_at, stop_at)
+            lease.ending = str(ending)
+            if now >= lease.stop_at:
+                self._end(lease)
+                return None
+            lease.due = min(lease.due, lease.stop_at)
+        return lease.due - now
+
+    def _end(self, lease: Lease) -> None:
+        """Stop the command of a lease that cannot be kept longer (still held: not lost)."""
+        lease.ended = lease.ending
+        log.warning("task %s stopped: %s", lease.message.task_id, lease.ended)
+        lease.on_lost.set()
+        self._lease = None

@@ -139,6 +139,17 @@ def settings_from(region: str, profile: str | None) -> AwsSettings:
     )
 
 
+def partition(region: str) -> str:
+    """The ARN partition of ``region``: "aws-cn" for cn-*, "aws-us-gov" for us-gov-*, else
+    "aws". Every ARN built from a region uses it (an ``arn:aws:`` ARN in China or GovCloud
+    names nothing there)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
 def unreadable_answers() -> tuple[type[Exception], ...]:
     """What botocore raises, besides ClientError and BotoCoreError, when an answer is not
     AWS's (a proxy's HTML page, bytes that are not UTF-8); every boundary that turns AWS

@@ -14,9 +14,10 @@ import copy
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,7 @@ from distributed_something.backends.aws.clients import unreadable_answers
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.setup import aws_call, error_code
 from distributed_something.config.model import Config
-from distributed_something.errors import BackendError
+from distributed_something.errors import BackendError, InputError
 
 #: The SSM public parameter holding the recommended ECS-optimized Amazon Linux 2023 AMI.
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/{variant}recommended/image_id"
@@ -118,6 +119,8 @@ def build_fleet_request(
     user_data: str,
     image_id: str | None,
     client_token: str | None = None,
+    type_images: Mapping[str, str | None] | None = None,
+    root_size: int | None = None,
 ) -> dict[str, Any]:
     """The ``SpotFleetRequestConfig`` for a run, from the user's fleet file (not modified).
 
@@ -132,13 +135,16 @@ def build_fleet_request(
     dropped (the request lasts until cleanup cancels it); ``ClientToken`` is
     ``client_token`` (making a retried request idempotent) or none.
 
-    Each specification gets ``ImageId`` = ``image_id`` or the file's, ``UserData`` =
+    Each specification gets ``ImageId`` = ``type_images[its instance type]`` when given
+    (the AMI of that type's architecture: arm64 for Graviton types), else ``image_id``, else
+    the file's; ``UserData`` =
     ``user_data``, and tags ``Name`` = "<app>Worker" plus the app tag on its instances (the
     request itself gets the app tag). Disk: the root mapping (``/dev/xvda``, else the first
-    EBS mapping when the file's image is kept; added when absent) gets
-    ``aws.ebs_vol_size`` GB; when the image is replaced its ``SnapshotId`` (which belongs to
-    the old image) is removed; mappings with neither size nor snapshot (the family's Docker
-    volume for its old AMI, sized by run.py and unused by Amazon Linux 2023) are dropped.
+    EBS mapping when the file's image is kept; added when absent) gets ``root_size`` GB
+    (default ``aws.ebs_vol_size``; see `root_volume_size`); when the image is replaced its
+    ``SnapshotId`` (which belongs to the old image) is removed; mappings with neither size
+    nor snapshot (the family's Docker volume for its old AMI, sized by run.py and unused by
+    Amazon Linux 2023) are dropped.
     Public IP: ``AssociatePublicIpAddress`` = ``aws.assign_ip`` on the primary network
     interface; a specification without interfaces but with one ``SubnetId`` (and security
     groups given by id) gets one, so the choice holds; otherwise the subnet's default holds.
@@ -157,14 +163,16 @@ def build_fleet_request(
     request["TagSpecifications"] = _with_tags(
         request.get("TagSpecifications", []), "spot-fleet-request", app_tag
     )
+    images = type_images or {}
     request["LaunchSpecifications"] = [
         _launch_specification(
             spec,
             instance_type,
             config,
             user_data=user_data,
-            image_id=image_id,
+            image_id=images.get(instance_type) or image_id,
             tags={"Name": f"{names.app}Worker", **app_tag},
+            root_size=root_size or config.aws.ebs_vol_size,
         )
         for spec in fleet["LaunchSpecifications"]
         for instance_type in config.aws.machine_type
@@ -180,6 +188,7 @@ def _launch_specification(
     user_data: str,
     image_id: str | None,
     tags: dict[str, str],
+    root_size: int,
 ) -> dict[str, Any]:
     out = copy.deepcopy(spec)
     out["InstanceType"] = instance_type
@@ -191,7 +200,7 @@ def _launch_specification(
     if config.aws.ssh_key_name:
         out["KeyName"] = config.aws.ssh_key_name
     out["BlockDeviceMappings"] = _block_devices(
-        out.get("BlockDeviceMappings", []), config.aws.ebs_vol_size, image_replaced=replaced
+        out.get("BlockDeviceMappings", []), root_size, image_replaced=replaced
     )
     _set_public_ip(out, config.aws.assign_ip)
     out["TagSpecifications"] = _with_tags(out.get("TagSpecifications", []), "instance", tags)
@@ -265,12 +274,192 @@ def _with_tags(
     return result
 
 
+class TokenInUse(BackendError):
+    """EC2 refused a spot fleet request's ``ClientToken``: an earlier request with other
+    parameters used it (IdempotentParameterMismatch)."""
+
+
+def client_token(app: str) -> str:
+    """A new ``ClientToken`` for one spot fleet request attempt: the app name (cut to 23
+    characters) and 32 random hex digits, at most 57 ASCII characters (EC2 allows 64).
+
+    EC2 answers a request whose token it has seen with that earlier request (even when it was
+    cancelled) or, for other parameters, IdempotentParameterMismatch: each attempt needs its
+    own token, kept only for retries of that same attempt.
+    """
+    return f"{app[:23]}-{secrets.token_hex(16)}"
+
+
 def request_fleet(ec2: Any, request: dict[str, Any]) -> str:
-    """Submit the spot fleet request; return its id. Raises `BackendError` (a request AWS
-    refuses outright usually means a wrong fleet file: role, image, subnet, key pair)."""
+    """Submit the spot fleet request; return its id. Raises `TokenInUse` when EC2 says the
+    request's ``ClientToken`` was used with other parameters, `BackendError` otherwise (a
+    request AWS refuses outright usually means a wrong fleet file: role, image, subnet,
+    key pair)."""
+    from botocore.exceptions import ClientError
+
     with aws_call("request the spot fleet (check the fleet file and aws.machine_type)"):
-        response = ec2.request_spot_fleet(SpotFleetRequestConfig=request)
+        try:
+            response = ec2.request_spot_fleet(SpotFleetRequestConfig=request)
+        except ClientError as error:
+            if error_code(error) == "IdempotentParameterMismatch":
+                raise TokenInUse(
+                    f"could not request the spot fleet: its ClientToken "
+                    f"{request.get('ClientToken')!r} was used by an earlier request with "
+                    "other parameters"
+                ) from None
+            raise
     return str(response["SpotFleetRequestId"])
+
+
+def fleet_with_token(ec2: Any, token: str) -> str | None:
+    """The id of the spot fleet request made with ``token`` that is not cancelled or failed
+    yet, or None (every page of DescribeSpotFleetRequests). Raises `BackendError`."""
+    with aws_call("list the spot fleet requests"):
+        for page in ec2.get_paginator("describe_spot_fleet_requests").paginate():
+            for described in page.get("SpotFleetRequestConfigs", []):
+                settings = described.get("SpotFleetRequestConfig", {})
+                state = str(described.get("SpotFleetRequestState", ""))
+                if settings.get("ClientToken") == token and state not in DEAD_STATES:
+                    return str(described["SpotFleetRequestId"])
+    return None
+
+
+def cancel_fleet(ec2: Any, fleet_id: str) -> None:
+    """Cancel a spot fleet request and terminate its instances (gone already: no error).
+    Raises `BackendError`."""
+    _cancel(ec2, fleet_id)
+
+
+# --- architectures, images and the root volume --------------------------------------------
+
+#: The root snapshot of the ECS-optimized Amazon Linux 2023 AMIs, in GiB: a smaller root
+#: volume makes every launch fail ("volume size is smaller than the snapshot").
+ECS_AMI_ROOT_GIB = 30
+# Graviton (arm64) families: a1, and a generation digit followed by "g" (m6g, c7gn, t4g,
+# x2gd, im4gn, g5g, hpc7g, r8g …). Only a fallback when DescribeInstanceTypes cannot answer.
+_GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+[0-9]+g[a-z0-9-]*)$")
+
+
+def guess_architecture(instance_type: str) -> str:
+    """ "arm64" for a Graviton instance type by its family name, else "x86_64"."""
+    family = instance_type.split(".", 1)[0].lower()
+    return "arm64" if _GRAVITON_FAMILY.match(family) else "x86_64"
+
+
+def instance_architectures(ec2: Any, instance_types: Sequence[str]) -> dict[str, str]:
+    """{instance type: "arm64" or "x86_64"} from DescribeInstanceTypes
+    (``ProcessorInfo.SupportedArchitectures``), 100 types per call.
+
+    A type the region does not know, or a refusal of the call (no
+    ec2:DescribeInstanceTypes), falls back to `guess_architecture`: the fleet request
+    itself reports an unknown type. Other failures raise `BackendError`.
+    """
+    from botocore.exceptions import ClientError
+
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(instance_types))
+    for start in range(0, len(unique), 100):
+        batch = unique[start : start + 100]
+        with aws_call("look up the architectures of aws.machine_type"):
+            try:
+                answer = ec2.describe_instance_types(InstanceTypes=batch)
+            except ClientError as error:
+                code = error_code(error)
+                if code not in ("InvalidInstanceType", "UnauthorizedOperation", "AccessDenied"):
+                    raise
+                answer = {}
+        for item in answer.get("InstanceTypes", []):
+            supported = item.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
+            found[str(item["InstanceType"])] = "arm64" if "arm64" in supported else "x86_64"
+    return {t: found.get(t) or guess_architecture(t) for t in unique}
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What DescribeImages says of an AMI: its architecture and root snapshot size (GiB);
+    None for what it does not say."""
+
+    architecture: str | None
+    root_gib: int | None
+
+
+def describe_image(ec2: Any, image_id: str) -> ImageFacts:
+    """The architecture and root snapshot size of ``image_id`` (DescribeImages; the mapping
+    of ``RootDeviceName``, else the first EBS one). Unknown (both None) when the image is not
+    found or the call is refused; other failures raise `BackendError`."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"describe image {image_id}"):
+        try:
+            images = ec2.describe_images(ImageIds=[image_id]).get("Images", [])
+        except ClientError as error:
+            if error_code(error) not in (
+                "InvalidAMIID.NotFound",
+                "InvalidAMIID.Malformed",
+                "InvalidAMIID.Unavailable",
+                "UnauthorizedOperation",
+                "AccessDenied",
+            ):
+                raise
+            images = []
+    if not images:
+        return ImageFacts(None, None)
+    image = images[0]
+    mappings = [m for m in image.get("BlockDeviceMappings", []) if isinstance(m.get("Ebs"), dict)]
+    root = next(
+        (m for m in mappings if m.get("DeviceName") == image.get("RootDeviceName")),
+        mappings[0] if mappings else None,
+    )
+    size = root["Ebs"].get("VolumeSize") if root else None
+    architecture = image.get("Architecture")
+    return ImageFacts(
+        str(architecture) if architecture else None, int(size) if size is not None else None
+    )
+
+
+def root_volume_size(
+    config: Config, required: int | None, *, legacy: bool, source: str
+) -> tuple[int, str | None]:
+    """The root volume size to request, and a one-line warning or None.
+
+    ``required`` is the image's root snapshot size (None: unknown, ``aws.ebs_vol_size`` is
+    used). A size below it makes every launch fail, so: a legacy config.py (whose comments
+    say "minimum allowed is 22") gets the snapshot size and a warning saying so; a ds.toml
+    raises `InputError` naming the field and the size to set (``source`` is the config file).
+    """
+    asked = config.aws.ebs_vol_size
+    if required is None or asked >= required:
+        return asked, None
+    if legacy:
+        return required, (
+            f"EBS_VOL_SIZE = {asked} is smaller than the image's {required} GiB root "
+            f"snapshot: using {required} GiB (set EBS_VOL_SIZE = {required} or more)"
+        )
+    raise InputError(
+        source,
+        "aws.ebs_vol_size",
+        f"{asked} GB is smaller than the {required} GiB root snapshot of the instances' "
+        "image, so every instance would fail to launch",
+        f"set aws.ebs_vol_size = {required} or more",
+    )
+
+
+def check_root_volume(config: Config, *, legacy: bool, source: str, ec2: Any = None) -> None:
+    """Setup's check of ``aws.ebs_vol_size`` for a ds.toml (a legacy config is adjusted at
+    start-cluster instead, `root_volume_size`): at least `ECS_AMI_ROOT_GIB` for the
+    ECS-optimized AMI, at least the snapshot of ``aws.image_id`` (read with ``ec2`` when
+    given). Raises `InputError`; AWS failures to read the image skip that part."""
+    if legacy:
+        return
+    required: int | None = ECS_AMI_ROOT_GIB
+    if config.aws.image_id:
+        required = None
+        if ec2 is not None:
+            try:
+                required = describe_image(ec2, config.aws.image_id).root_gib
+            except BackendError:
+                required = None
+    root_volume_size(config, required, legacy=False, source=source)
 
 
 # --- capacity -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from distributed_something.backends.aws.clients import first_line, unreadable_answers
+from distributed_something.backends.aws.clients import first_line, partition, unreadable_answers
 from distributed_something.background import BackgroundThread
 from distributed_something.errors import BackendError
 
@@ -419,8 +419,9 @@ def terminate_instance(ec2: Any, instance_id: str) -> None:
 
 
 def terminate_action(region: str) -> str:
-    """The CloudWatch alarm action that terminates the alarm's EC2 instance."""
-    return f"arn:aws:automate:{region}:ec2:terminate"
+    """The CloudWatch alarm action that terminates the alarm's EC2 instance, in the region's
+    partition (``arn:aws-cn:…`` in China, ``arn:aws-us-gov:…`` in GovCloud)."""
+    return f"arn:{partition(region)}:automate:{region}:ec2:terminate"
 
 
 def ensure_idle_alarm(
@@ -431,42 +432,39 @@ def ensure_idle_alarm(
     region: str,
     minutes: int = 15,
     threshold_percent: float = 1.0,
-    tags: Sequence[Mapping[str, str]] = (),
 ) -> None:
     """Create or update the alarm that terminates the instance after ``minutes`` of CPU
     below ``threshold_percent`` (a stalled machine must not bill forever).
 
     AWS/EC2 CPUUtilization, Average over 60-second periods, ``minutes`` evaluation periods,
-    LessThanThreshold, action ``arn:aws:automate:<region>:ec2:terminate``, dimension
-    InstanceId. Idempotent: PutMetricAlarm replaces an alarm of the same name. ``tags``
-    (e.g. the app tag) apply when the alarm is created. Raises BackendError.
+    LessThanThreshold, action `terminate_action` (the region's partition), dimension
+    InstanceId. Idempotent: PutMetricAlarm replaces an alarm of the same name. The alarm
+    carries no tags: tags on PutMetricAlarm also need cloudwatch:TagResource, which the
+    instance role does not have; the name (``<app>_<instance id>``) says whose it is, and
+    cleanup finds alarms by that prefix. Needs cloudwatch:PutMetricAlarm only. Raises
+    BackendError.
     """
     if minutes < 1:
         raise ValueError("minutes must be at least 1")
-    kwargs: dict[str, Any] = {
-        "AlarmName": alarm_name,
-        "AlarmDescription": (
-            f"Terminates {instance_id} after {minutes} min below {threshold_percent}% CPU "
-            "(created by ds worker)"
-        ),
-        "ActionsEnabled": True,
-        "AlarmActions": [terminate_action(region)],
-        "Namespace": "AWS/EC2",
-        "MetricName": "CPUUtilization",
-        "Dimensions": [{"Name": "InstanceId", "Value": instance_id}],
-        "Statistic": "Average",
-        "Period": 60,
-        "EvaluationPeriods": minutes,
-        "Threshold": float(threshold_percent),
-        "ComparisonOperator": "LessThanThreshold",
-    }
-    if tags:
-        kwargs["Tags"] = [{"Key": t["Key"], "Value": t["Value"]} for t in tags]
     _call(
         f"create the idle alarm {alarm_name}",
         "The instance role needs cloudwatch:PutMetricAlarm.",
         cloudwatch.put_metric_alarm,
-        **kwargs,
+        AlarmName=alarm_name,
+        AlarmDescription=(
+            f"Terminates {instance_id} after {minutes} min below {threshold_percent}% CPU "
+            "(created by ds worker)"
+        ),
+        ActionsEnabled=True,
+        AlarmActions=[terminate_action(region)],
+        Namespace="AWS/EC2",
+        MetricName="CPUUtilization",
+        Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=minutes,
+        Threshold=float(threshold_percent),
+        ComparisonOperator="LessThanThreshold",
     )
 
 

@@ -6,6 +6,7 @@ so `ds cleanup` / `ds monitor` can always remove everything, even after a crash.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws import setup as create
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.backends.aws.role_check import check_task_role
 from distributed_something.backends.aws.schedule import schedule_monitor
 from distributed_something.backends.aws.taskenv import task_environment, task_role_arn
 from distributed_something.backends.aws.teardown import AwsClients, teardown
@@ -24,6 +26,22 @@ from distributed_something.state import RunState
 from distributed_something.ui import info
 
 Save = Callable[[RunState], None]
+
+
+def _setting(name: str, value: str | None) -> Callable[[AwsResources], None]:
+    """A change of the record setting ``name`` to ``value`` (bound now, not at the call)."""
+
+    def change(resources: AwsResources) -> None:
+        setattr(resources, name, value)
+
+    return change
+
+
+def _forget_fleet(resources: AwsResources) -> None:
+    """The run has no live fleet request: the next start-cluster makes a new one."""
+    resources.fleet_request_id = None
+    resources.fleet_client_token = None
+
 
 #: how long start-cluster waits for the first machine before explaining why not
 CAPACITY_TIMEOUT_SECONDS = 15 * 60
@@ -59,10 +77,45 @@ class AwsProvisioner:
         resources.into(state.resources)
         save(state)
 
+    @property
+    def _legacy(self) -> bool:
+        """Whether the run's config is a legacy config.py (else a ds.toml)."""
+        return self.project.config_path.suffix == ".py"
+
+    def check_inputs(self) -> None:
+        """What setup checks before creating anything, beyond `create.check_setup_inputs`:
+        the root volume of a ds.toml (`spot.check_root_volume`), and that a task role taken
+        from the AWS profile trusts ecs-tasks.amazonaws.com (`check_task_role`; a role that
+        cannot be read is a warning). Raises `InputError`."""
+        config = self.config
+        source = str(self.project.config_path)
+        spot.check_root_volume(
+            config,
+            legacy=self._legacy,
+            source=source,
+            ec2=self._client("ec2") if config.aws.image_id else None,
+        )
+        if not config.aws.task_role_arn:
+            role = task_role_arn(config, self.settings)
+            if role:
+                warning = check_task_role(
+                    self._client("iam"),
+                    role,
+                    source=f"AWS profile {self._profile_name()}",
+                    field="role_arn (the task role, as aws.task_role_arn is unset)",
+                )
+                if warning:
+                    info(f"[yellow]warning:[/] {warning}")
+
+    def _profile_name(self) -> str:
+        return self.settings.profile or os.environ.get("AWS_PROFILE") or "default"
+
     def setup(self, state: RunState, save: Save) -> None:
-        """Queues, cluster, task definition and a service with 0 tasks (idempotent)."""
+        """Queues, cluster, task definition and a service with 0 tasks (idempotent).
+        `check_inputs` runs first: nothing is created when it fails."""
         config, names = self.config, self.names
         create.check_setup_inputs(config)
+        self.check_inputs()
         queue_url, queue_arn, dlq_url, dlq_arn = create.ensure_queues(
             self._client("sqs"), names, config
         )
@@ -122,18 +175,7 @@ class AwsProvisioner:
         fleet_id = resources.fleet_request_id
         ec2 = self._client("ec2")
         if fleet_id is None:
-            image_id = config.aws.image_id or spot.current_ecs_ami(self._client("ssm"))
-            request = spot.build_fleet_request(
-                fleet,
-                config,
-                names,
-                user_data=spot.ecs_user_data(names.cluster),
-                image_id=image_id,
-                # A retried request returns the same fleet instead of a second one.
-                client_token=f"{names.app}-{state.run_id}",
-            )
-            fleet_id = spot.request_fleet(ec2, request)
-            self._record(state, save, lambda r: setattr(r, "fleet_request_id", fleet_id))
+            fleet_id = self._request_fleet(state, save, ec2, fleet)
             info(f"spot fleet {fleet_id} requested ({config.cluster.machines} machines)")
         monitor_file = spot.write_monitor_file(
             self.project.base_dir,
@@ -186,9 +228,95 @@ class AwsProvisioner:
                 "failed",
                 "missing",
             ):
-                # A configuration error cancelled it: the next start-cluster requests anew.
-                self._record(state, save, lambda r: setattr(r, "fleet_request_id", None))
+                # A configuration error cancelled it: the next start-cluster requests anew,
+                # with a new token (the old one would return this dead request).
+                self._record(state, save, _forget_fleet)
             raise
+
+    def _images(self, ec2: Any) -> tuple[dict[str, str | None], int | None]:
+        """{instance type: AMI} for ``aws.machine_type`` and the root snapshot size (GiB) the
+        volume must reach (None: unknown).
+
+        ``aws.image_id`` for every type when set (an InputError when a type's architecture is
+        not the image's); otherwise the current ECS-optimized AMI of each type's architecture
+        (arm64 for Graviton types, `spot.instance_architectures`), None where SSM has none
+        (the fleet file's ImageId is kept).
+        """
+        config = self.config
+        types = list(config.aws.machine_type)
+        architectures = spot.instance_architectures(ec2, types)
+        if config.aws.image_id:
+            facts = spot.describe_image(ec2, config.aws.image_id)
+            wrong = [t for t in types if facts.architecture not in (None, architectures[t])]
+            if wrong:
+                raise InputError(
+                    str(self.project.config_path),
+                    "aws.image_id",
+                    f"{config.aws.image_id} is an {facts.architecture} image but "
+                    f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} "
+                    f"{architectures[wrong[0]]}",
+                    "list instance types of the image's architecture in aws.machine_type, or "
+                    "unset aws.image_id (each type then gets the ECS AMI of its architecture)",
+                )
+            return {t: config.aws.image_id for t in types}, facts.root_gib
+        ssm = self._client("ssm")
+        by_arch: dict[str, str | None] = {}
+        required: int | None = None
+        for arch in sorted(set(architectures.values())):
+            image = spot.current_ecs_ami(ssm, variant="arm64" if arch == "arm64" else "")
+            by_arch[arch] = image
+            if image:
+                # The ECS AMIs' snapshot is ECS_AMI_ROOT_GIB; believe DescribeImages when it
+                # answers (a future AMI may be larger).
+                size = spot.describe_image(ec2, image).root_gib or spot.ECS_AMI_ROOT_GIB
+                required = max(required or 0, size)
+        return {t: by_arch[architectures[t]] for t in types}, required
+
+    def _request_fleet(self, state: RunState, save: Save, ec2: Any, fleet: dict[str, Any]) -> str:
+        """Request the run's spot fleet; record and return its id.
+
+        The ClientToken is recorded in the run state before the call, so a start-cluster
+        retried after a crash between the call and the recording gets the same request back
+        instead of a second fleet. When EC2 says the token was used with other parameters
+        (the config changed since that crash), the earlier request — never recorded — is
+        cancelled and a new token used.
+        """
+        config, names = self.config, self.names
+        type_images, required = self._images(ec2)
+        size, warning = spot.root_volume_size(
+            config, required, legacy=self._legacy, source=str(self.project.config_path)
+        )
+        if warning:
+            info(f"[yellow]warning:[/] {warning}")
+        for attempt in range(2):
+            token = AwsResources.of(state.resources).fleet_client_token
+            if token is None:
+                token = spot.client_token(names.app)
+                self._record(state, save, _setting("fleet_client_token", token))
+            request = spot.build_fleet_request(
+                fleet,
+                config,
+                names,
+                user_data=spot.ecs_user_data(names.cluster),
+                image_id=None,
+                client_token=token,
+                type_images=type_images,
+                root_size=size,
+            )
+            try:
+                requested = spot.request_fleet(ec2, request)
+            except spot.TokenInUse:
+                if attempt:
+                    raise
+                earlier = spot.fleet_with_token(ec2, token)
+                if earlier is not None:
+                    info(f"cancelling spot fleet {earlier}, requested with other settings")
+                    spot.cancel_fleet(ec2, earlier)
+                self._record(state, save, _forget_fleet)
+                continue
+            self._record(state, save, _setting("fleet_request_id", requested))
+            return requested
+        raise AssertionError("unreachable")
 
     def teardown(self, state: RunState, save: Save) -> None:
         """Everything recorded, step by step (resumable); the dead-letter queue is kept."""

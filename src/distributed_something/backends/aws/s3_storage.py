@@ -45,6 +45,15 @@ _HINTS = {
     "SignatureDoesNotMatch": "check the AWS credentials (profile)",
     "PermanentRedirect": "the bucket is in another region: set aws.region to the bucket's",
 }
+# An upload with an ACL (storage.upload_flags = "--acl …") is a PutObject that also needs
+# s3:PutObjectAcl; without it S3 refuses the whole upload.
+_ACL_HINT = (
+    "an upload with an ACL (storage.upload_flags --acl) also needs s3:PutObjectAcl: run "
+    "`ds aws bootstrap` again (it grants it for bucket-owner-full-control), grant it to your "
+    "task role, or drop --acl when the bucket's Object Ownership is BucketOwnerEnforced"
+)
+_DENIED_CODES = frozenset({"AccessDenied", "403"})
+_UPLOADS = frozenset({"PutObject", "upload"})
 
 
 class S3Error(BackendError):
@@ -118,13 +127,13 @@ class S3Storage:
             info = error.response.get("Error", {})
             code = str(info.get("Code") or "")
             detail = str(info.get("Message") or "")
-            hint = _HINTS.get(code)
+            hint = self._hint(operation, code)
             text = f"{where}: {code}: {detail}" + (f" ({hint})" if hint else "")
             raise S3Error(text, code) from error
         except S3UploadFailedError as error:
             cause = error.__cause__ or error.__context__
             code = _client_error_code(cause) if cause is not None else ""
-            hint = _HINTS.get(code)
+            hint = self._hint(operation, code)
             raise S3Error(f"{where}: {error}" + (f" ({hint})" if hint else ""), code) from error
         except RetriesExceededError as error:
             # A download kept losing its connection: say why, not just "Max Retries Exceeded".
@@ -136,6 +145,12 @@ class S3Storage:
             # Not a BotoCoreError: what an endpoint answering garbage (a proxy's HTML page)
             # gives. Its text goes on with the whole answer: keep the first line.
             raise S3Error(f"{where}: {first_line(error)} ({_NOT_AWS_HINT})") from error
+
+    def _hint(self, operation: str, code: str) -> str | None:
+        """What to do about S3's error ``code`` in ``operation`` (None: nothing to add)."""
+        if code in _DENIED_CODES and operation in _UPLOADS and "ACL" in self._upload_extra:
+            return _ACL_HINT
+        return _HINTS.get(code)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -126,7 +126,6 @@ def on_instance(
                     alarm_name=names.instance_alarm(instance_id),
                     instance_id=instance_id,
                     region=config.aws.region,
-                    tags=(names.tag,),
                 )
             except DSError as exc:
                 # A missing permission must not stop the work: say so and carry on.
