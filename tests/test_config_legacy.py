@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 
 from distributed_something.config import load_config
+from distributed_something.config.environment import config_from_environment
 from distributed_something.config.legacy import (
     LEGACY_FIELDS,
     LEGACY_VARIABLE_OF,
     ONLY_ASSIGNMENTS,
+    config_warnings,
     legacy_name,
     load_legacy,
+    misspelt_variables,
     read_variables,
 )
 from distributed_something.config.model import Config
@@ -281,7 +284,8 @@ def test_distributed_fiji_config(tmp_path: Path) -> None:
     assert config.tool.script_download_url == "https://some/url/with/a/script.py"
     assert config.cluster.memory == 4096
     assert config.cluster.cpu_shares is None
-    assert config.check_if_done.enabled is True  # not set in DF: the default
+    # Not set in DF, whose workers never skip a task: off, as in the family.
+    assert config.check_if_done.enabled is False
     assert config.queue.name == "DistributedFijiQueue"
     assert config.aws.machine_type == ["m4.xlarge"]
 
@@ -384,8 +388,9 @@ def test_defaults_when_unset(tmp_path: Path) -> None:
     assert config.queue.name == "SoloQueue"
     assert config.queue.dead_letter_queue == "SoloDeadMessages"
     assert config.aws.log_group_name == "Solo"
-    # A family config.py was written for AWS: that is its default backend.
-    assert config == Config(app_name="Solo", backend="aws")
+    # A family config.py was written for AWS: that is its default backend; and the family's
+    # workers skip nothing unless CHECK_IF_DONE_BOOL says so.
+    assert config == Config(app_name="Solo", backend="aws", check_if_done={"enabled": False})
     local = load_legacy(write(tmp_path, "APP_NAME = 'Solo'\nBACKEND = 'local'\n"))
     assert local.backend == "local"
 
@@ -649,3 +654,67 @@ def test_legacy_name() -> None:
     assert legacy_name(("aws", "machine_type", 2)) == "MACHINE_TYPE[2]"
     assert legacy_name(("env", "MY_VAR")) == "MY_VAR"
     assert legacy_name(("local", "nonexistent")) == "local.nonexistent"
+
+
+# --- family defaults, the backend switch, misspellings ------------------------------------
+
+
+def test_check_if_done_is_off_unless_the_config_says_so(tmp_path: Path) -> None:
+    # The family's workers skip nothing unless CHECK_IF_DONE_BOOL is 'True'; ds.toml checks by
+    # default.
+    assert legacy(tmp_path, "EXPECTED_NUMBER_FILES = 7\n").check_if_done.enabled is False
+    assert legacy(tmp_path, "CHECK_IF_DONE_BOOL = 'True'\n").check_if_done.enabled is True
+    toml = write(tmp_path, 'app_name = "Demo"\n', "ds.toml")
+    assert load_config(toml).check_if_done.enabled is True
+    env = {"APP_NAME": "Demo", "SQS_QUEUE_URL": "https://sqs/q"}
+    from_env = config_from_environment(env)
+    assert from_env is not None and from_env.check_if_done.enabled is False
+    on = config_from_environment({**env, "CHECK_IF_DONE_BOOL": "True"})
+    assert on is not None and on.check_if_done.enabled is True
+
+
+def test_the_backend_switch_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "APP_NAME = 'Demo'\nBACKEND = 'aws'\n")
+    assert load_config(path).backend == "aws"
+    assert load_config(path, backend="local").backend == "local"
+    assert load_config(write(tmp_path, "APP_NAME = 'Demo'\n"), backend="local").backend == "local"
+    toml = write(tmp_path, 'app_name = "Demo"\nbackend = "local"\n', "ds.toml")
+    assert load_config(toml, backend="aws").backend == "aws"
+
+
+@pytest.mark.parametrize(
+    ("name", "known"),
+    [
+        ("SQS_MESSAGE_VISIBILTY", "SQS_MESSAGE_VISIBILITY"),  # a letter left out
+        ("CHECK_IF_DONE_BOOLL", "CHECK_IF_DONE_BOOL"),  # one too many
+        ("EXPECTED_NUMBER_FILSE", "EXPECTED_NUMBER_FILES"),  # two swapped
+        ("DOCKER_CORE", "DOCKER_CORES"),
+        ("AWS_REGOIN", "AWS_REGION"),
+        ("MEMORI", "MEMORY"),  # one replaced
+    ],
+)
+def test_a_variable_one_edit_from_a_legacy_one_is_reported(name: str, known: str) -> None:
+    assert misspelt_variables([name]) == [(name, known)]
+
+
+def test_other_variables_are_not_reported() -> None:
+    names = [*LEGACY_FIELDS, "MY_SETTING", "DOCKER_CORES_X", "REGION", "lower_case_helper"]
+    assert misspelt_variables(names) == []
+
+
+def test_config_warnings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "APP_NAME = 'Demo'\nSQS_MESSAGE_VISIBILTY = 60\nSSH_KEY_NAME = 'your-key-file.pem'\n",
+    )
+    misspelt = (
+        f"{path}: SQS_MESSAGE_VISIBILTY: did you mean SQS_MESSAGE_VISIBILITY? (as written it "
+        "only sets an environment variable)"
+    )
+    key = (
+        f"{path}: SSH_KEY_NAME: 'your-key-file.pem' is the template's placeholder; set it to "
+        "the name of one of your EC2 key pairs, or to '' for none"
+    )
+    assert config_warnings(path) == [misspelt, key]
+    assert config_warnings(path, backend="local") == [misspelt]  # no key pair used here
+    assert config_warnings(write(tmp_path, 'app_name = "x"\n', "ds.toml")) == []

@@ -57,8 +57,8 @@ def test_full_launch_specification_and_options(tmp_path: Path) -> None:
                 SomethingNew={"kept": True},
             ),
             spec0(d).update(
-                SubnetId="subnet-1",
-                SecurityGroups=[{"GroupId": "sg-1"}, {"GroupName": "default"}],
+                SubnetId="subnet-0123abcd, subnet-0123456789abcdef0",
+                SecurityGroups=[{"GroupId": "sg-0123abcd"}, {"GroupName": "default"}],
                 InstanceType="m5.large",
                 UserData="IyEvYmluL2Jhc2g=",
                 TagSpecifications=[
@@ -67,7 +67,7 @@ def test_full_launch_specification_and_options(tmp_path: Path) -> None:
                 Monitoring={"Enabled": False},
             ),
             d["LaunchSpecifications"].append(
-                {"ImageId": "ami-2", "IamInstanceProfile": {"Name": "ecsInstanceRole"}}
+                {"ImageId": "ami-0fedcba9", "IamInstanceProfile": {"Name": "ecsInstanceRole"}}
             ),
         )
     )
@@ -266,3 +266,71 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_fleet(path)
     assert "UTF-8" in caught.value.problem
+
+
+# --- the family template's placeholders ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "fix"),
+    [
+        (
+            lambda d: spec0(d)["NetworkInterfaces"][0].update(SubnetId="subnet-WWWWWWWW"),
+            "LaunchSpecifications[0].NetworkInterfaces[0].SubnetId",
+            "describe-subnets",
+        ),
+        (
+            lambda d: spec0(d)["NetworkInterfaces"][0].update(Groups=["sg-ZZZZZZZZZ"]),
+            "LaunchSpecifications[0].NetworkInterfaces[0].Groups[0]",
+            "describe-security-groups",
+        ),
+        (
+            lambda d: spec0(d).update(ImageId="ami-XXXXXXXX"),
+            "LaunchSpecifications[0].ImageId",
+            "ami-0123456789abcdef0",
+        ),
+        (
+            lambda d: spec0(d).update(SubnetId="subnet-0123abcd,subnet-xxxx"),
+            "LaunchSpecifications[0].SubnetId",
+            "describe-subnets",
+        ),
+        (
+            lambda d: spec0(d).update(SecurityGroups=[{"GroupId": "sg-your-group"}]),
+            "LaunchSpecifications[0].SecurityGroups[0].GroupId",
+            "describe-security-groups",
+        ),
+    ],
+)
+def test_placeholder_ids_are_errors(tmp_path: Path, edit: Any, field: str, fix: str) -> None:
+    error = fleet_error(tmp_path, changed(edit))
+    assert error.field == field
+    assert "is a placeholder" in error.problem
+    assert fix in error.fix
+    assert error.source == str(tmp_path / "fleet.json")
+
+
+def test_real_ids_of_both_lengths_pass(tmp_path: Path) -> None:
+    data = changed(
+        lambda d: (
+            spec0(d).update(ImageId="ami-0123456789abcdef0"),
+            spec0(d)["NetworkInterfaces"][0].update(
+                SubnetId="subnet-0123456789abcdef0", Groups=["sg-0a1b2c3d", "sg-0123456789abcdef0"]
+            ),
+        )
+    )
+    assert load_fleet(write(tmp_path, data)) == data
+
+
+def test_a_placeholder_key_name_matters_only_when_the_config_does_not_replace_it(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, DCP_FLEET)  # KeyName "your_key_file_name", as the template has it
+    assert load_fleet(path) == DCP_FLEET  # the caller does not say: not checked
+    assert load_fleet(path, key_name="lab-key") == DCP_FLEET  # SSH_KEY_NAME replaces it
+    with pytest.raises(InputError) as caught:
+        load_fleet(path, key_name="")
+    assert caught.value.field == "LaunchSpecifications[0].KeyName"
+    assert '"your_key_file_name" is a placeholder' in caught.value.problem
+    assert "SSH_KEY_NAME" in caught.value.fix
+    real = write(tmp_path, changed(lambda d: spec0(d).update(KeyName="lab-key")), "real.json")
+    assert load_fleet(real, key_name="")["LaunchSpecifications"][0]["KeyName"] == "lab-key"

@@ -15,6 +15,7 @@ from distributed_something.jobs.model import Task
 from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, RunRecords, Skip
 from distributed_something.usecases.skipdone import common_root, done_by_outputs, finished_tasks
+from distributed_something.worker.policy import skip_reason
 
 
 def test_common_root_is_a_folder() -> None:
@@ -47,7 +48,7 @@ class CountingStorage(FolderStorage):
 
 
 @pytest.mark.parametrize("rule", [{}, {"expected_number_files": 1}])
-def test_finished_tasks_uses_at_most_two_listings(tmp_path: Path, rule: dict[str, Any]) -> None:
+def test_finished_tasks_uses_one_listing(tmp_path: Path, rule: dict[str, Any]) -> None:
     storage = CountingStorage(tmp_path / "bucket")
     config = Config.model_validate(
         {
@@ -58,20 +59,54 @@ def test_finished_tasks_uses_at_most_two_listings(tmp_path: Path, rule: dict[str
     )
     tasks = [Task(body={"group": {"n": str(i)}}) for i in range(300)]
     records = RunRecords(storage, "S", "run1")
-    for task in tasks[:100]:  # finished with a done marker
+    for task in tasks[:100]:  # a done marker, but the outputs were deleted
         records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 1.0, "w", "x"))
-    for i in range(100, 200):  # finished, outputs only (a run of the family's scripts)
+    for i in range(100, 200):  # outputs only (a run of the family's scripts)
         storage.put_bytes(f"res/{i}/result.csv", b"data")
     storage.listings.clear()
 
     done = finished_tasks(config, CommandRecipe(), tasks, records, lambda _name: storage)
 
-    expected = 200 if rule else 100
-    assert len(done) == expected
-    assert {t.id for t in tasks[:expected]} == set(done)
-    assert len(storage.listings) == (2 if rule else 1)
-    if rule:
-        assert storage.listings[1] == "res/"
+    # With a count rule the outputs alone decide (deleting them forces a rerun, as in the
+    # family); without one the done markers do.
+    finished = tasks[100:200] if rule else tasks[:100]
+    assert set(done) == {t.id for t in finished}
+    assert len(storage.listings) == 1
+    assert storage.listings[0] == ("res/" if rule else records.done_key("x")[: -len("x.json")])
+
+
+def test_finished_tasks_is_what_the_rule_says_even_when_checking_is_off(tmp_path: Path) -> None:
+    # `ds submit --skip-done` asks for it explicitly; `enabled` is the default of that switch.
+    storage = FolderStorage(tmp_path / "bucket")
+    config = Config.model_validate(
+        {
+            "app_name": "S",
+            "recipe": {"name": "command", "argv": ["true"], "output_prefix": "res/{n}"},
+            "check_if_done": {"enabled": False, "expected_number_files": 2},
+        }
+    )
+    tasks = [Task(body={"group": {"n": str(i)}}) for i in range(3)]
+    storage.put_bytes("res/0/a", b"1")
+    storage.put_bytes("res/0/b", b"1")
+    storage.put_bytes("res/1/a", b"1")  # one of two: not done
+    records = RunRecords(storage, "S", "run1")
+
+    done = finished_tasks(config, CommandRecipe(), tasks, records, lambda _name: storage)
+
+    assert done == {tasks[0].id: "outputs under res/0/ meet the check-if-done rule"}
+
+
+def test_without_a_recipe_the_count_rule_leaves_the_check_to_the_image(tmp_path: Path) -> None:
+    storage = CountingStorage(tmp_path / "bucket")
+    config = Config.model_validate(
+        {"app_name": "S", "backend": "aws", "check_if_done": {"expected_number_files": 1}}
+    )
+    tasks = [Task(body={"group": {"n": "0"}})]
+    records = RunRecords(storage, "S", "run1")
+    records.write_done(DoneMarker(tasks[0].id, 1, 1.0, [], 0.0, 1.0, "w", "x"))
+
+    assert finished_tasks(config, None, tasks, records, lambda _name: storage) == {}
+    assert storage.listings == []
 
 
 class WriteCountingStorage(FolderStorage):
@@ -128,3 +163,57 @@ def test_done_markers_of_many_tasks_are_read_only_where_they_exist(
     assert markers["t10"].finished_at == 12.0 and markers["t10"].outputs == ["out/10"]
     assert len(storage.reads) == 30  # no read for a task without a marker
     assert markers == {t: m for t in wanted if (m := records.read_done(t)) is not None}
+
+
+class Calls:
+    """Stand-ins for the marker read and the output listing that count their calls."""
+
+    def __init__(self, marker: bool, objects: list[ObjectInfo]) -> None:
+        self.marker, self.objects = marker, objects
+        self.marker_reads = self.listings = 0
+
+    def has_marker(self) -> bool:
+        self.marker_reads += 1
+        return self.marker
+
+    def outputs(self) -> list[ObjectInfo]:
+        self.listings += 1
+        return self.objects
+
+
+FOUR = [ObjectInfo(f"out/t/{i}.csv", 10) for i in range(4)]
+SEVEN = [ObjectInfo(f"out/t/{i}.csv", 10) for i in range(7)]
+
+
+@pytest.mark.parametrize(
+    ("rule", "marker", "objects", "reason", "reads", "listings"),
+    [
+        # Off: nothing is looked at, nothing skipped.
+        ({"enabled": False}, True, SEVEN, None, 0, 0),
+        # No count configured: the done marker decides, outputs are not listed.
+        ({}, True, [], "done marker present", 1, 0),
+        ({}, False, SEVEN, None, 1, 0),
+        # A count configured: it alone decides; the marker is not even read.
+        ({"expected_number_files": 7}, True, FOUR, None, 0, 1),
+        ({"expected_number_files": 7}, False, SEVEN, "outputs under out/t/ meet the "
+         "check-if-done rule", 0, 1),
+        ({"expected_number_files": 7, "min_file_size_bytes": 11}, True, SEVEN, None, 0, 1),
+    ],
+)  # fmt: skip
+def test_skip_reason(
+    rule: dict[str, Any],
+    marker: bool,
+    objects: list[ObjectInfo],
+    reason: str | None,
+    reads: int,
+    listings: int,
+) -> None:
+    calls = Calls(marker, objects)
+    got = skip_reason(
+        CheckIfDoneConfig(**rule),
+        has_marker=calls.has_marker,
+        outputs=calls.outputs,
+        where="out/t/",
+    )
+    assert got == reason
+    assert (calls.marker_reads, calls.listings) == (reads, listings)

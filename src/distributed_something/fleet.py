@@ -28,10 +28,31 @@ _ALLOCATION_STRATEGIES = (
     "priceCapacityOptimized",
 )
 _INTERRUPTION_BEHAVIORS = ("hibernate", "stop", "terminate")
+# EC2 ids are a prefix and 8 or 17 lower-case hex digits; the family's example fleet files
+# ship with placeholders such as "subnet-WWWWWWWW" and "sg-ZZZZZZZZZ" that AWS rejects only
+# after the queue and the service exist.
+_EC2_ID = re.compile(r"^(?:ami|subnet|sg)-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+_ID_FIXES = {
+    "subnet": 'set it to the id of a subnet of your VPC, e.g. "subnet-0123456789abcdef0" '
+    "(`aws ec2 describe-subnets` lists them)",
+    "sg": 'set it to the id of a security group of that VPC, e.g. "sg-0123456789abcdef0" '
+    "(`aws ec2 describe-security-groups` lists them)",
+    "ami": 'set it to an AMI id, e.g. "ami-0123456789abcdef0" (ds uses the current '
+    "ECS-optimized AMI instead unless aws.image_id is set or that lookup fails)",
+}
+_ID_KINDS = {"subnet": "a subnet id", "sg": "a security group id", "ami": "an AMI id"}
+# Key pair names as example files and templates write them ("your_key_file_name").
+_KEY_PLACEHOLDER = re.compile(r"(?i)^your[-_ ]|key[-_ ]?file|^<.*>$|^x+$")
 
 
-def load_fleet(path: Path) -> dict[str, Any]:
+def load_fleet(path: Path, *, key_name: str | None = None) -> dict[str, Any]:
     """Read and check a spot fleet request JSON file; return its object unchanged.
+
+    Placeholder ids left from the family's example files (``subnet-WWWWWWWW``,
+    ``sg-ZZZZZZZZZ``, an ``ami-`` id that is not hex) are errors. ``key_name`` is the key
+    pair the config puts in every launch specification (``aws.ssh_key_name``): when it is
+    ``""`` the file's own ``KeyName`` is used, so a placeholder there (``your_key_file_name``)
+    is an error too; None (the caller does not say) leaves ``KeyName`` unchecked.
 
     Required: ``IamFleetRole`` (an IAM role ARN) and ``LaunchSpecifications`` (a non-empty
     list of objects, each with an ``ImageId``). The known optional keys (``KeyName``,
@@ -68,7 +89,22 @@ def load_fleet(path: Path) -> dict[str, Any]:
     for index, spec in enumerate(specs):
         _check_launch_specification(checker, spec, f"LaunchSpecifications[{index}]")
     _check_request_options(checker, request)
+    if key_name == "":
+        # Last, so that a structural error of the file is reported before it.
+        for index, spec in enumerate(specs):
+            if "KeyName" in spec:
+                _check_key_name(checker, spec["KeyName"], f"LaunchSpecifications[{index}].KeyName")
     return request
+
+
+def _check_key_name(checker: _Checker, name: str, path: str) -> None:
+    if _KEY_PLACEHOLDER.search(name):
+        checker.fail(
+            path,
+            f"{json.dumps(name)} is a placeholder, not the name of an EC2 key pair",
+            "set it to the name of one of your key pairs (`aws ec2 describe-key-pairs`), or "
+            "set SSH_KEY_NAME in config.py (aws.ssh_key_name in ds.toml), which replaces it",
+        )
 
 
 def _check_request_options(checker: _Checker, request: dict[str, Any]) -> None:
@@ -106,6 +142,7 @@ def _check_launch_specification(checker: _Checker, value: Any, path: str) -> Non
             f"{json.dumps(image)} is not an AMI id",
             'set it to an AMI id, e.g. "ami-0123456789abcdef0"',
         )
+    checker.ec2_id(image, f"{path}.ImageId", "ami")
     strings = {
         "KeyName": "the name of an EC2 key pair",
         "SubnetId": 'a subnet id, e.g. "subnet-0123abcd"',
@@ -116,6 +153,10 @@ def _check_launch_specification(checker: _Checker, value: Any, path: str) -> Non
     for key, description in strings.items():
         if key in spec:
             checker.string(spec[key], f"{path}.{key}", description)
+    if "SubnetId" in spec:
+        # EC2 takes several subnets here, separated by commas.
+        for subnet in spec["SubnetId"].split(","):
+            checker.ec2_id(subnet.strip(), f"{path}.SubnetId", "subnet")
     if "IamInstanceProfile" not in spec:
         # Without it instances start, cost money and never join the ECS cluster.
         checker.fail(
@@ -146,6 +187,8 @@ def _check_launch_specification(checker: _Checker, value: Any, path: str) -> Non
             for key in ("GroupId", "GroupName"):
                 if key in group:
                     checker.string(group[key], f"{where}[{index}].{key}", "a string")
+            if "GroupId" in group:
+                checker.ec2_id(group["GroupId"], f"{where}[{index}].GroupId", "sg")
     if "TagSpecifications" in spec:
         checker.tag_specifications(spec["TagSpecifications"], f"{path}.TagSpecifications")
 
@@ -194,6 +237,7 @@ def _check_network_interface(checker: _Checker, value: Any, path: str) -> None:
         checker.integer(interface["DeviceIndex"], f"{path}.DeviceIndex", "a whole number ≥ 0")
     if "SubnetId" in interface:
         checker.string(interface["SubnetId"], f"{path}.SubnetId", 'a subnet id, e.g. "subnet-…"')
+        checker.ec2_id(interface["SubnetId"], f"{path}.SubnetId", "subnet")
     for key in ("DeleteOnTermination", "AssociatePublicIpAddress"):
         if key in interface:
             checker.boolean(interface[key], f"{path}.{key}")
@@ -201,6 +245,7 @@ def _check_network_interface(checker: _Checker, value: Any, path: str) -> None:
         groups = checker.array(interface["Groups"], f"{path}.Groups", 'a list like ["sg-…"]')
         for index, group in enumerate(groups):
             checker.string(group, f"{path}.Groups[{index}]", 'a security group id, e.g. "sg-…"')
+            checker.ec2_id(group, f"{path}.Groups[{index}]", "sg")
 
 
 class _Checker:
@@ -254,6 +299,16 @@ class _Checker:
             # The family's example files ship with placeholders like XXXXXXXXXXXX.
             self.fail(path, f"{json.dumps(text)} is not a valid ARN", f"set it to {description}")
         return text
+
+    def ec2_id(self, value: str, path: str, kind: str) -> None:
+        """``value`` (a string) must be an EC2 id of ``kind`` ("ami", "subnet" or "sg"):
+        the prefix and 8 or 17 lower-case hex digits."""
+        if not (value.startswith(f"{kind}-") and _EC2_ID.fullmatch(value)):
+            self.fail(
+                path,
+                f"{json.dumps(value)} is a placeholder, not {_ID_KINDS[kind]}",
+                _ID_FIXES[kind],
+            )
 
     def integer(self, value: Any, path: str, description: str, *, minimum: int = 0) -> int:
         if not isinstance(value, int) or isinstance(value, bool):

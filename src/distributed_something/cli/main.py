@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
 
 from distributed_something import __version__
-from distributed_something.errors import DSError
+from distributed_something.errors import DSError, InputError
 from distributed_something.ui import console
+from distributed_something.usecases.project import BACKEND_ENV, BACKENDS
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: the original run.py's command names, kept working
 ALIASES = {"submitJob": "submit", "startCluster": "start-cluster"}
@@ -29,8 +34,41 @@ class AliasedGroup(click.Group):
         return (cmd.name if cmd else name), cmd, rest
 
 
+def _set_backend(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # Exported rather than passed along: the local backend's worker processes (and a
+    # worker's side-by-side processes) must open the config with the same backend.
+    if value is None:
+        return
+    previous = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = value
+
+    def restore() -> None:
+        # In-process callers (tests, embedding) get their environment back.
+        if previous is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = previous
+
+    ctx.call_on_close(restore)
+
+
+def backend_option(fn: F) -> F:
+    """--backend local|aws: use that backend instead of the config's, without editing it
+    (default: $DS_BACKEND, else the config's). Given to the group and to each command."""
+    return click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_backend,
+        help="run on this backend instead of the config's (also: DS_BACKEND)",
+    )(fn)
+
+
 @click.group(cls=AliasedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ds")
+@backend_option
 def cli() -> None:
     """Distributed-Something: run a command over many jobs, locally or on AWS spot capacity.
 
@@ -46,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result: Any = cli.main(args=argv, prog_name="ds", standalone_mode=False)
     except DSError as exc:
+        if isinstance(exc, InputError):
+            # A legacy config.py's user knows its variables, not ds.toml's field names.
+            from distributed_something.config.legacy import legacy_error
+
+            exc = legacy_error(exc)
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

@@ -19,7 +19,12 @@ def config_from_environment(env: Mapping[str, str]) -> Config | None:
     ``CHECK_IF_DONE_BOOL``…) are read as a legacy config.py would be. Only known variable
     names are read, so the rest of the environment never leaks into the config.
     """
-    from distributed_something.config.legacy import LEGACY_FIELDS, legacy_data, legacy_name
+    from distributed_something.config.legacy import (
+        LEGACY_FIELDS,
+        family_defaults,
+        legacy_data,
+        legacy_name,
+    )
     from distributed_something.config.loader import validate_data
 
     if env.get("DS_CONFIG"):
@@ -33,6 +38,5 @@ def config_from_environment(env: Mapping[str, str]) -> Config | None:
     if not (env.get("APP_NAME") and env.get("SQS_QUEUE_URL")):
         return None
     variables = {k: v for k, v in env.items() if k in LEGACY_FIELDS}
-    data = legacy_data(variables, SOURCE)
-    data.setdefault("backend", "aws")
+    data = family_defaults(legacy_data(variables, SOURCE))
     return validate_data(data, SOURCE, name_field=legacy_name, show=repr)

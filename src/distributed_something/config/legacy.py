@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -145,22 +145,37 @@ _STATEMENT_KINDS: dict[type[ast.stmt], str] = {
 }
 
 
-def load_legacy(path: Path) -> Config:
+def load_legacy(path: Path, *, backend: str | None = None) -> Config:
     """Read a legacy ``config.py`` and return the validated `Config` it describes.
 
     The file is never executed. Raises `InputError` (naming the file and the line, or the
     legacy variable) when the file is missing, is not valid Python, uses anything beyond
-    plain assignments, or sets a value the model rejects. Without ``BACKEND`` the backend
-    is "aws", as the family's run.py always was.
+    plain assignments, or sets a value the model rejects. The family's defaults apply
+    (`family_defaults`): without ``BACKEND`` the backend is "aws", as the family's run.py
+    always was, and without ``CHECK_IF_DONE_BOOL`` nothing is skipped. ``backend`` (from
+    ``--backend`` / ``DS_BACKEND``) overrides the file's ``BACKEND`` without editing it.
     """
     # Imported here: the loader dispatches `.py` files to this module.
     from distributed_something.config.loader import validate_data
 
     source = str(path)
-    data = legacy_data(read_variables(path), source)
-    # A family config.py was written for AWS: run it there unless it says BACKEND = 'local'.
-    data.setdefault("backend", "aws")
+    data = family_defaults(legacy_data(read_variables(path), source))
+    if backend is not None:
+        data["backend"] = backend
     return validate_data(data, source, name_field=legacy_name, show=repr)
+
+
+def family_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (from `legacy_data`) with the family's defaults where the file is silent.
+
+    ``backend`` is "aws" (a family config.py was written for AWS). ``check_if_done.enabled``
+    is false: the family's workers check only when told to (DOZC's worker defaults
+    CHECK_IF_DONE_BOOL to False, DCP's run.py requires it, DF's workers never check), while
+    a ds.toml checks by default. Returns ``data`` itself, changed in place.
+    """
+    data.setdefault("backend", "aws")
+    data.setdefault("check_if_done", {}).setdefault("enabled", False)
+    return data
 
 
 def read_variables(path: Path) -> dict[str, Any]:
@@ -231,6 +246,128 @@ def legacy_name(loc: Sequence[str | int]) -> str:
         if name is not None:
             return name + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[cut:])
     return ".".join(parts)
+
+
+#: Words in an image's repository name that say which recipe its tool needs (the family's
+#: images: distributed-cellprofiler, distributed-fiji, distributed-bioformats2raw).
+_IMAGE_WORDS: dict[str, tuple[str, ...]] = {
+    "cellprofiler": ("cellprofiler",),
+    "fiji": ("fiji", "imagej"),
+    "omezarr": ("omezarr", "ome-zarr", "ome_zarr", "bioformats2raw"),
+}
+
+# Key pair names as the family's templates write them ("your-key-file.pem").
+_KEY_PLACEHOLDER = re.compile(r"(?i)^your[-_ ]|key[-_ ]?file")
+
+#: The fix when nothing says which recipe a legacy config's tasks need.
+RECIPE_FIX = (
+    "add RECIPE = 'cellprofiler' to config.py (or 'fiji' or 'omezarr'; or RECIPE = 'command' "
+    "with COMMAND = ['tool', '{input_dir}/{image}', '{output_dir}'])"
+)
+
+# A dotted ds.toml field in an error's text, e.g. "tool.script_download_url".
+_DOTTED_FIELD = re.compile(
+    r"\b(?:"
+    + "|".join(sorted({f.split(".")[0] for f in LEGACY_VARIABLE_OF if "." in f}))
+    + r")\.[a-z_]+\b"
+)
+
+
+def recipe_from_image(image: str) -> str | None:
+    """The recipe an image's name implies, or None when it implies none or several.
+
+    Only the repository's own name counts (``cellprofiler/distributed-fiji:latest`` is a Fiji
+    image of the cellprofiler organisation): ``…cellprofiler…`` → "cellprofiler",
+    ``…fiji…``/``…imagej…`` → "fiji", ``…omezarr…``/``…bioformats2raw…`` → "omezarr".
+    """
+    name = image.strip().lower().split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+    found = {recipe for recipe, words in _IMAGE_WORDS.items() if any(w in name for w in words)}
+    return found.pop() if len(found) == 1 else None
+
+
+def legacy_error(error: InputError) -> InputError:
+    """``error`` as a user of a legacy ``config.py`` reads it: ds.toml field names (the
+    field, and dotted names in the problem and fix) become the legacy variables that set
+    them (``recipe.name`` → ``RECIPE``, ``tool.script_download_url`` →
+    ``SCRIPT_DOWNLOAD_URL``). Errors about other files (any source not ending in ``.py``)
+    are returned unchanged."""
+    if not error.source.endswith(".py"):
+        return error
+    if error.field == "recipe.name" and error.problem == "is not set":
+        return InputError(
+            error.source,
+            "RECIPE",
+            "is not set, and neither the job file's format nor the image name "
+            "(DOCKERHUB_TAG) says which recipe runs the tasks",
+            RECIPE_FIX,
+        )
+
+    def rename(text: str) -> str:
+        return _DOTTED_FIELD.sub(lambda m: LEGACY_VARIABLE_OF.get(m.group(0), m.group(0)), text)
+
+    field = rename(error.field) if error.field else error.field
+    problem, fix = rename(error.problem), rename(error.fix)
+    if (field, problem, fix) == (error.field, error.problem, error.fix):
+        return error
+    return InputError(error.source, field, problem, fix)
+
+
+def misspelt_variables(names: Iterable[str]) -> list[tuple[str, str]]:
+    """(name, the legacy variable it is one edit away from) for each upper-case name that is
+    not a legacy variable but differs from one by one inserted, deleted, replaced or two
+    swapped neighbouring characters (``SQS_MESSAGE_VISIBILTY`` → ``SQS_MESSAGE_VISIBILITY``).
+    Such a name would silently become a container environment variable."""
+    found: list[tuple[str, str]] = []
+    for name in names:
+        if not _UPPER_CASE.fullmatch(name) or name in LEGACY_FIELDS:
+            continue
+        close = [known for known in LEGACY_FIELDS if _one_edit_apart(name, known)]
+        if close:
+            found.append((name, close[0]))
+    return found
+
+
+def config_warnings(path: Path, *, backend: str = "aws") -> list[str]:
+    """One-line warnings about a legacy ``config.py`` that loads but is likely wrong: a
+    variable one edit away from a legacy variable, and (on the "aws" ``backend``) an
+    ``SSH_KEY_NAME`` left as the template's placeholder. Empty for other files."""
+    if path.suffix != ".py":
+        return []
+    variables = read_variables(path)
+    notes = [
+        f"{path}: {name}: did you mean {known}? (as written it only sets an environment variable)"
+        for name, known in misspelt_variables(variables)
+    ]
+    key = variables.get("SSH_KEY_NAME")
+    if backend == "aws" and isinstance(key, str) and _KEY_PLACEHOLDER.search(key):
+        notes.append(
+            f"{path}: SSH_KEY_NAME: {key!r} is the template's placeholder; set it to the name "
+            "of one of your EC2 key pairs, or to '' for none"
+        )
+    return notes
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        if len(diffs) == 1:
+            return True
+        # two swapped neighbours
+        return (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and a[diffs[0]] == b[diffs[1]]
+            and a[diffs[1]] == b[diffs[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    # the deletion that matters is at the first difference
+    cut = next(
+        (i for i, (x, y) in enumerate(zip(short, long[: len(short)], strict=True)) if x != y),
+        len(short),
+    )
+    return short[cut:] == long[cut + 1 :]
 
 
 # --- evaluation --------------------------------------------------------------------------

@@ -67,12 +67,14 @@ def find_config(folder: Path) -> Path:
     )
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, *, backend: str | None = None) -> Config:
     """Load and validate a run config, choosing the format by suffix.
 
     ``.toml`` files are read as ``ds.toml``; ``.py`` files as a legacy ``config.py`` (never
-    executed). Raises `InputError` for a missing or unreadable file, bad syntax (with the
-    line), a wrong or unknown field, or an invalid ``env`` name.
+    executed). ``backend`` ("local" or "aws"), when given, replaces the file's backend (the
+    ``--backend`` switch: run a config elsewhere without editing it). Raises `InputError` for
+    a missing or unreadable file, bad syntax (with the line), a wrong or unknown field, or an
+    invalid ``env`` name.
     """
     source = str(path)
     if not path.is_file():
@@ -81,7 +83,7 @@ def load_config(path: Path) -> Config:
         # Imported here because the legacy reader uses `validate_data` from this module.
         from distributed_something.config.legacy import load_legacy
 
-        return load_legacy(path)
+        return load_legacy(path, backend=backend)
     if path.suffix != ".toml":
         raise InputError(
             source,
@@ -89,7 +91,10 @@ def load_config(path: Path) -> Config:
             f"'{path.suffix or path.name}' is not a config format",
             "use a ds.toml file or a legacy config.py",
         )
-    return validate_data(_read_toml(path), source)
+    data = _read_toml(path)
+    if backend is not None:
+        data["backend"] = backend
+    return validate_data(data, source)
 
 
 def validate_data(

@@ -147,7 +147,10 @@ class AwsConfig(Section):
         default=0.10, gt=0, description="the maximum spot price in USD per hour, > 0"
     )
     ebs_vol_size: int = Field(
-        default=30, ge=22, description="the EBS volume size in GB, ≥ 22 (the ECS AMI needs it)"
+        default=30,
+        ge=22,
+        description="the EBS volume size in GB: ≥ 30 for the ECS-optimized AL2023 AMI (its "
+        "root snapshot); a legacy config's smaller value is raised to the snapshot's size",
     )
     assign_ip: bool = Field(default=False, description="true or false")
     ssh_key_name: str = Field(default="", description="an EC2 key pair name, or empty")

@@ -9,6 +9,36 @@ from distributed_something.config.model import CheckIfDoneConfig
 from distributed_something.interfaces.storage import ObjectInfo
 
 
+def skip_reason(
+    rule: CheckIfDoneConfig,
+    *,
+    has_marker: Callable[[], bool],
+    outputs: Callable[[], Iterable[ObjectInfo]],
+    where: str,
+) -> str | None:
+    """Why a received (or about to be submitted) task counts as done already, or None to run it.
+
+    The one check-if-done decision, used by the worker and by submit:
+
+    - ``rule.enabled`` false: never skip.
+    - ``rule.expected_number_files`` set: the family's count rule alone decides, over the
+      objects ``outputs()`` lists under the task's output prefix ``where``
+      (`outputs_look_done`). A done marker does not override it, so deleting outputs to
+      force a rerun gets a rerun, as in the family.
+    - otherwise: the task's done marker decides (``has_marker()``).
+
+    ``has_marker`` and ``outputs`` are called only when the rule needs them (each costs a
+    storage request), and at most once.
+    """
+    if not rule.enabled:
+        return None
+    if rule.expected_number_files is not None:
+        if outputs_look_done(outputs(), rule):
+            return f"outputs under {where} meet the check-if-done rule"
+        return None
+    return "done marker present" if has_marker() else None
+
+
 def outputs_look_done(objects: Iterable[ObjectInfo], rule: CheckIfDoneConfig) -> bool:
     """The family's check-if-done rule over the objects under a task's output prefix.
 

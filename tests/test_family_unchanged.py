@@ -1,0 +1,688 @@
+"""Family projects as users have them, unchanged: the family's own config.py templates (only
+the values a user fills in are filled in), its job files and its fleet file.
+
+- A config.py names no RECIPE: on the local backend the recipe comes from the job file's
+  format or the image name; when nothing decides, the error names RECIPE, not recipe.name.
+- `--backend local|aws` (and DS_BACKEND) runs a config elsewhere without editing it; an
+  unchanged Distributed-CellProfiler project validates and runs end to end with real
+  CellProfiler on the ExampleFly data.
+- CHECK_IF_DONE_BOOL keeps the family's meaning and default (off when absent); with
+  EXPECTED_NUMBER_FILES the count decides, done markers do not override it.
+- `ds validate` warns about a misspelt variable and rejects the fleet template's placeholders.
+"""
+
+# ruff: noqa: E501 (the family's templates are kept as shipped, long comments included)
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
+
+import click
+import pytest
+
+from conftest import SHARED_DATA
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.cli.main import cli, main
+from distributed_something.config.legacy import legacy_error, recipe_from_image
+from distributed_something.config.loader import load_config
+from distributed_something.errors import InputError
+from distributed_something.jobs.parse import load_job_file
+from distributed_something.recipes.base import PLACEHOLDER_WORKDIR
+from distributed_something.recipes.cellprofiler import find_executable
+from distributed_something.recipes.registry import get_recipe
+from distributed_something.records import DoneMarker, RunRecords
+from distributed_something.usecases.project import family_recipe, open_project
+from distributed_something.usecases.skipdone import finished_tasks
+from distributed_something.worker.policy import skip_reason
+
+Ds = Callable[..., CompletedProcess[str]]
+
+# config.py of Distributed-CellProfiler (17388b3), Distributed-Fiji (448d1ba) and
+# Distributed-OMEZarrCreator (d4d16dd), as shipped (one trailing blank of DF's stripped).
+DCP_TEMPLATE = """\
+# Constants (User configurable)
+
+APP_NAME = 'DistributedCP'                # Used to generate derivative names unique to the application.
+LOG_GROUP_NAME = APP_NAME
+
+# DOCKER REGISTRY INFORMATION:
+DOCKERHUB_TAG = 'cellprofiler/distributed-cellprofiler:2.2.0_4.2.8'
+
+# AWS GENERAL SETTINGS:
+AWS_REGION = 'us-east-1'
+AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
+SSH_KEY_NAME = 'your-key-file.pem'      # Expected to be in ~/.ssh
+AWS_BUCKET = 'your-bucket-name'         # Bucket to use for logging
+SOURCE_BUCKET = 'bucket-name'           # Bucket to download image files from
+WORKSPACE_BUCKET = 'bucket-name'        # Bucket to download non-image files from
+DESTINATION_BUCKET = 'bucket-name'      # Bucket to upload files to
+UPLOAD_FLAGS = ''                       # Any flags needed for upload to destination bucket
+
+# EC2 AND ECS INFORMATION:
+ECS_CLUSTER = 'default'
+CLUSTER_MACHINES = 3
+TASKS_PER_MACHINE = 1
+MACHINE_TYPE = ['m5.xlarge']
+MACHINE_PRICE = 0.20
+EBS_VOL_SIZE = 30                       # In GB.  Minimum allowed is 22.
+DOWNLOAD_FILES = 'False'
+ASSIGN_IP = 'True'                     # If false, will overwrite setting in Fleet file
+
+# DOCKER INSTANCE RUNNING ENVIRONMENT:
+DOCKER_CORES = 4                        # Number of CellProfiler processes to run inside a docker container
+CPU_SHARES = DOCKER_CORES * 1024        # ECS computing units assigned to each docker container (1024 units = 1 core)
+MEMORY = 15000                           # Memory assigned to the docker container in MB
+SECONDS_TO_START = 3*60                 # Wait before the next CP process is initiated to avoid memory collisions
+
+# SQS QUEUE INFORMATION:
+SQS_QUEUE_NAME = APP_NAME + 'Queue'
+SQS_MESSAGE_VISIBILITY = 1*60           # Timeout (secs) for messages in flight (average time to be processed)
+SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
+JOB_RETRIES = 3            # Number of times to retry a job before sending it to DEAD_LETTER_QUEUE
+
+# MONITORING
+AUTO_MONITOR = 'True'
+
+# CLOUDWATCH DASHBOARD CREATION
+CREATE_DASHBOARD = 'True'           # Create a dashboard in Cloudwatch for run
+CLEAN_DASHBOARD = 'True'            # Automatically remove dashboard at end of run with Monitor
+
+# REDUNDANCY CHECKS
+CHECK_IF_DONE_BOOL = 'False'  #True or False- should it check if there are a certain number of non-empty files and delete the job if yes?
+EXPECTED_NUMBER_FILES = 7    #What is the number of files that trigger skipping a job?
+MIN_FILE_SIZE_BYTES = 1      #What is the minimal number of bytes an object should be to "count"?
+NECESSARY_STRING = ''        #Is there any string that should be in the file name to "count"?
+
+# CELLPROFILER SETTINGS
+ALWAYS_CONTINUE = 'False'     # Whether or not to run CellProfiler with the --always-continue flag, which will keep CellProfiler from crashing if it errors
+
+# PLUGINS
+USE_PLUGINS = 'False'          # True to use any plugin from CellProfiler-plugins repo
+UPDATE_PLUGINS = 'False'       # True to download updates from CellProfiler-plugins repo
+PLUGINS_COMMIT = 'False'       # What commit or version tag do you want to check out? If not, set to False.
+INSTALL_REQUIREMENTS = 'False' # True to install REQUIREMENTS defined below. Requirements should have all plugin dependencies.
+REQUIREMENTS = ''       # Flag to use with install (current) or path within the CellProfiler-plugins repo to a requirements file (deprecated).
+"""
+
+DF_TEMPLATE = """\
+# Constants (User configurable)
+
+APP_NAME = 'DistributedFiji'                # Used to generate derivative names unique to the application.
+LOG_GROUP_NAME = APP_NAME
+
+# DOCKER REGISTRY INFORMATION:
+DOCKERHUB_TAG = 'cellprofiler/distributed-fiji:latest'
+
+# AWS GENERAL SETTINGS:
+AWS_REGION = 'us-east-1'
+AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
+SSH_KEY_NAME = 'your-key-file.pem'      # Expected to be in ~/.ssh
+AWS_BUCKET = 'your-bucket-name'
+
+# EC2 AND ECS INFORMATION:
+ECS_CLUSTER = 'default'
+CLUSTER_MACHINES = 3
+TASKS_PER_MACHINE = 1
+MACHINE_TYPE = ['m4.xlarge']
+MACHINE_PRICE = 0.10
+EBS_VOL_SIZE = 30                       # In GB.  Minimum allowed is 22.
+DOWNLOAD_FILES = 'False'
+
+# DOCKER INSTANCE RUNNING ENVIRONMENT:
+MEMORY = 4096                           # Memory assigned to the docker container in MB
+SCRIPT_DOWNLOAD_URL = 'https://some/url/with/a/script.y'
+
+# SQS QUEUE INFORMATION:
+SQS_QUEUE_NAME = APP_NAME + 'Queue'
+SQS_MESSAGE_VISIBILITY = 1*60           # Timeout (secs) for messages in flight (average time to be processed)
+SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
+
+# MONITORING
+AUTO_MONITOR = 'True'
+
+# CLOUDWATCH DASHBOARD CREATION
+CREATE_DASHBOARD = 'True'           # Create a dashboard in Cloudwatch for run
+CLEAN_DASHBOARD = 'True'            # Automatically remove dashboard at end of run with Monitor
+
+# REDUNDANCY CHECKS
+EXPECTED_NUMBER_FILES = 7    #What is the number of files that trigger skipping a job?
+MIN_FILE_SIZE_BYTES = 1      #What is the minimal number of bytes an object should be to "count"?
+NECESSARY_STRING = ''        #Is there any string that should be in the file name to "count"?
+"""
+
+DOZC_TEMPLATE = """\
+# Constants (User configurable)
+
+APP_NAME = 'DistributedBioFormats2Raw'                # Used to generate derivative names unique to the application.
+LOG_GROUP_NAME = APP_NAME
+
+# DOCKER REGISTRY INFORMATION:
+DOCKERHUB_TAG = 'erinweisbart/distributed-bioformats2raw:0.0.19'
+
+# AWS GENERAL SETTINGS:
+AWS_REGION = 'us-east-1'
+AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
+SSH_KEY_NAME = 'your-key-file.pem'      # Expected to be in ~/.ssh
+AWS_BUCKET = 'your-bucket-name'         # Bucket to use for logging
+
+# EC2 AND ECS INFORMATION:
+ECS_CLUSTER = 'default'
+CLUSTER_MACHINES = 1                    # Set to <= number of plates you have to process
+TASKS_PER_MACHINE = 1
+MACHINE_TYPE = ['c5.xlarge']
+MACHINE_PRICE = 0.10
+EBS_VOL_SIZE = 600                      # In GB.  Make large enough for your source images + .ome.zarr
+
+# DOCKER INSTANCE RUNNING ENVIRONMENT:
+CPU_SHARES = 1024        # ECS computing units assigned to each docker container (1024 units = 1 core)
+MEMORY = 7500                           # Memory assigned to the docker container in MB
+
+# SQS QUEUE INFORMATION:
+SQS_QUEUE_NAME = APP_NAME + 'Queue'
+SQS_MESSAGE_VISIBILITY = 4*60*60        # Timeout (secs) for messages in flight (average time to be processed)
+SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
+
+# MONITORING
+AUTO_MONITOR = 'True'
+
+# CLOUDWATCH DASHBOARD CREATION
+CREATE_DASHBOARD = 'True'           # Create a dashboard in Cloudwatch for run
+CLEAN_DASHBOARD = 'True'            # Automatically remove dashboard at end of run with Monitor
+
+# REDUNDANCY CHECKS
+CHECK_IF_DONE_BOOL = 'False'  #True or False - should it check if there is already a .zarr file and delete the job if yes?
+"""
+
+# DCP's example_project/files/exampleJob.json for the ExampleFly demo, as shipped but for the
+# number of groups (CellProfiler takes ~20 s per position on these machines).
+DCP_JOB: dict[str, Any] = {
+    "_comment1": "Paths in this file are relative to the root of your S3 bucket",
+    "pipeline": "demo_project_folder/workspace/ExampleFly.cppipe",
+    "data_file": "demo_project_folder/workspace/load_data.csv",
+    "input": "demo_project_folder/workspace/",
+    "output": "demo_project_folder/output",
+    "output_structure": "Metadata_Position",
+    "_comment2": "The following groups are tasks, and each will be run in parallel",
+    "groups": [
+        {"Metadata": "Metadata_Position=2"},
+        {"Metadata": "Metadata_Position=76"},
+        {"Metadata": "Metadata_Position=218"},
+    ],
+}
+# DF's and DOZC's files/exampleJob.json (their shapes; comments left out).
+DF_JOB: dict[str, Any] = {
+    "output_file_location": "projects/output/",
+    "shared_metadata": {"input_file_location": "/home/ubuntu/bucket/projects/input"},
+    "groups": [{"Well": "A1", "Plate": "Plate_1"}, {"Well": "A2", "Plate": "Plate_1"}],
+}
+DOZC_JOB: dict[str, Any] = {
+    "input_bucket": "SOURCE_BUCKET",
+    "input_location": "projects/PROJECTNAME/BATCHNAME/images/",
+    "path_to_metadata": "Images/Index.idx.xml",
+    "output_bucket": "DESTINATION_BUCKET",
+    "output_location": "projects/PROJECTNAME/BATCHNAME/images_zarr/",
+    "upload_flags": False,
+    "plates": ["PLATEA", "PLATEB"],
+}
+# The family's files/exampleFleet_us-east-1.json (the same in all three repositories).
+FAMILY_FLEET: dict[str, Any] = {
+    "IamFleetRole": "arn:aws:iam::XXXXXXXXXXXXX:role/aws-ec2-spot-fleet-tagging-role",
+    "AllocationStrategy": "lowestPrice",
+    "TerminateInstancesWithExpiration": True,
+    "LaunchSpecifications": [
+        {
+            "ImageId": "ami-fad25980",
+            "KeyName": "your_key_file_name",
+            "IamInstanceProfile": {
+                "Arn": "arn:aws:iam::XXXXXXXXXXXX:instance-profile/ecsInstanceRole"
+            },
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": "/dev/xvda",
+                    "Ebs": {
+                        "DeleteOnTermination": True,
+                        "VolumeType": "gp2",
+                        "VolumeSize": 8,
+                        "SnapshotId": "snap-04007a196c0f3f398",
+                    },
+                },
+                {
+                    "DeviceName": "/dev/xvdcz",
+                    "Ebs": {"DeleteOnTermination": True, "VolumeType": "gp2"},
+                },
+            ],
+            "NetworkInterfaces": [
+                {
+                    "DeviceIndex": 0,
+                    "SubnetId": "subnet-WWWWWWWW",
+                    "DeleteOnTermination": True,
+                    "AssociatePublicIpAddress": True,
+                    "Groups": ["sg-ZZZZZZZZZ"],
+                }
+            ],
+        }
+    ],
+    "Type": "maintain",
+}
+
+# What a user fills in before a first run; every other line stays as shipped.
+DCP_FILLED = {
+    "SSH_KEY_NAME": "'lab-key.pem'",
+    "AWS_BUCKET": "'lab-logs'",
+    "SOURCE_BUCKET": "'lab-images'",
+    "WORKSPACE_BUCKET": "'lab-workspace'",
+    "DESTINATION_BUCKET": "'lab-results'",
+}
+DF_FILLED = {
+    "SSH_KEY_NAME": "'lab-key.pem'",
+    "AWS_BUCKET": "'lab-bucket'",
+    "SCRIPT_DOWNLOAD_URL": "'https://example.org/scripts/stitch.py'",
+}
+DOZC_FILLED = {"SSH_KEY_NAME": "'lab-key.pem'", "AWS_BUCKET": "'lab-bucket'"}
+
+FAMILIES = {
+    "dcp": (DCP_TEMPLATE, DCP_FILLED, DCP_JOB, "cellprofiler"),
+    "df": (DF_TEMPLATE, DF_FILLED, DF_JOB, "fiji"),
+    "dozc": (DOZC_TEMPLATE, DOZC_FILLED, DOZC_JOB, "omezarr"),
+}
+
+
+def filled(template: str, values: dict[str, str]) -> str:
+    """``template`` with the value of each ``NAME = …`` line in ``values`` replaced (its
+    comment kept), as a user edits it."""
+    text = template
+    for name, value in values.items():
+        pattern = re.compile(rf"^({name} = )(\S+)", re.MULTILINE)
+        text, count = pattern.subn(lambda m, v=value: m.group(1) + v, text)
+        assert count == 1, name
+    return text
+
+
+def project(
+    folder: Path,
+    family: str = "dcp",
+    *,
+    edit: Callable[[str], str] = lambda text: text,
+    job: dict[str, Any] | None = None,
+) -> Path:
+    """A family project folder: config.py, files/exampleJob.json, files/exampleFleet.json."""
+    template, values, default_job, _ = FAMILIES[family]
+    (folder / "files").mkdir(parents=True, exist_ok=True)
+    (folder / "config.py").write_text(edit(filled(template, values)))
+    (folder / "files" / "exampleJob.json").write_text(json.dumps(job or default_job, indent=1))
+    (folder / "files" / "exampleFleet.json").write_text(json.dumps(FAMILY_FLEET, indent=1))
+    return folder
+
+
+def error_line(result: CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def neutral_image(text: str) -> str:
+    """The config with an image whose name says nothing about its tool."""
+    return re.sub(r"^DOCKERHUB_TAG = .*$", "DOCKERHUB_TAG = 'lab/worker:3'", text, flags=re.M)
+
+
+# --- the recipe, from the files --------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["dcp", "df", "dozc"])
+def test_a_template_runs_on_aws_with_its_image_and_locally_with_the_implied_recipe(
+    tmp_path: Path, family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    config_py = project(tmp_path, family) / "config.py"
+
+    on_aws = open_project(config_py)
+    assert on_aws.config.backend == "aws"
+    assert on_aws.config.recipe.name is None  # the family's image runs its own worker there
+    local = open_project(config_py, backend="local")
+    assert local.config.backend == "local"
+    assert local.config.recipe.name == FAMILIES[family][3]  # from the image's name
+    assert get_recipe(local.config.recipe.name, source=str(config_py)).name == FAMILIES[family][3]
+
+
+@pytest.mark.parametrize("family", ["dcp", "df", "dozc"])
+def test_the_job_files_format_names_the_recipe(
+    tmp_path: Path, family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path, family, edit=neutral_image)
+    job = folder / "elsewhere.json"
+    (folder / "files" / "exampleJob.json").unlink()
+    job.write_text(json.dumps(FAMILIES[family][2]))
+
+    opened = open_project(folder / "config.py", backend="local", job=job)
+
+    assert opened.config.recipe.name == FAMILIES[family][3]
+    assert load_job_file(job).format == family
+
+
+def test_without_a_job_at_hand_the_folders_job_file_decides(tmp_path: Path) -> None:
+    folder = project(tmp_path, "dcp", edit=neutral_image)
+    # The fleet file beside it, and the monitor file a run writes, are not job files.
+    (folder / "files" / "DistributedCPSpotFleetRequestId.json").write_text("{}")
+    assert family_recipe(folder, "lab/worker:3", None) == "cellprofiler"
+    # Job files of two families: nothing decides.
+    (folder / "files" / "fijiJob.json").write_text(json.dumps(DF_JOB))
+    assert family_recipe(folder, "lab/worker:3", None) is None
+    # The image decides before the folder's files; a given job before the image.
+    assert family_recipe(folder, "me/distributed-omezarr:1", None) == "omezarr"
+    job = folder / "files" / "exampleJob.json"
+    assert family_recipe(folder, "cellprofiler/distributed-fiji:latest", job) == "cellprofiler"
+
+
+def test_workers_take_the_recipe_from_the_job_submitted_to_the_run(
+    tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job file lies outside the project and the image says nothing: what `ds worker`
+    # (started by start-cluster, with no job at hand) reads is the run's own job file.
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path / "p", "dcp", edit=neutral_image)
+    (folder / "files" / "exampleJob.json").unlink()
+    job = tmp_path / "jobs" / "plate1.json"
+    job.parent.mkdir()
+    job.write_text(json.dumps(DCP_JOB))
+    assert open_project(folder / "config.py", backend="local").config.recipe.name is None
+
+    assert ds("--backend", "local", "setup", cwd=folder).returncode == 0
+    submitted = ds("--backend", "local", "submit", str(job), cwd=folder)
+    assert submitted.returncode == 0, submitted.stderr
+
+    assert open_project(folder / "config.py", backend="local").config.recipe.name == "cellprofiler"
+    assert family_recipe(folder, "lab/worker:3", None, [job]) == "cellprofiler"
+    assert ds("--backend", "local", "cleanup", cwd=folder).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("image", "recipe"),
+    [
+        ("cellprofiler/distributed-cellprofiler:2.2.0_4.2.8", "cellprofiler"),
+        ("cellprofiler/distributed-fiji:latest", "fiji"),  # the organisation does not count
+        ("erinweisbart/distributed-bioformats2raw:0.0.19", "omezarr"),
+        ("ghcr.io/lab/ome-zarr-converter@sha256:abc", "omezarr"),
+        ("lab/cellprofiler-and-fiji:1", None),  # ambiguous
+        ("lab/worker:3", None),
+        ("", None),
+    ],
+)
+def test_recipe_from_image(image: str, recipe: str | None) -> None:
+    assert recipe_from_image(image) == recipe
+
+
+def test_when_nothing_decides_the_error_names_recipe_in_config_py(tmp_path: Path, ds: Ds) -> None:
+    folder = project(tmp_path, "dcp", edit=neutral_image)
+    (folder / "files" / "exampleJob.json").unlink()
+
+    line = error_line(ds("validate", "--backend", "local", cwd=folder))
+
+    assert f"{folder / 'config.py'}: RECIPE: is not set" in line
+    assert "Fix: add RECIPE = 'cellprofiler' to config.py" in line
+    assert "recipe.name" not in line
+
+
+def test_errors_about_legacy_fields_name_the_legacy_variable(tmp_path: Path, ds: Ds) -> None:
+    folder = project(tmp_path, "dcp", edit=lambda text: text + "RECIPE = 'cellprofilr'\n")
+    line = error_line(ds("validate", "--backend", "local", cwd=folder))
+    assert "config.py: RECIPE: 'cellprofilr' is not a known recipe" in line
+    assert "Fix: set RECIPE to one of" in line and "recipe.name" not in line
+
+    toml = InputError("ds.toml", "recipe.name", "is not set", 'set recipe.name = "command"')
+    assert legacy_error(toml) is toml  # ds.toml users keep ds.toml's names
+    fiji = InputError(
+        "/p/config.py", "recipe.script", "is empty and tool.script_download_url is not set", "x"
+    )
+    assert str(legacy_error(fiji)) == (
+        "/p/config.py: recipe.script: is empty and SCRIPT_DOWNLOAD_URL is not set. Fix: x"
+    )
+
+
+# --- the backend switch ----------------------------------------------------------------
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = []
+    for name, command in sorted(group.commands.items()):
+        found.append((prefix + name, command))
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
+def test_every_command_that_reads_a_config_takes_backend() -> None:
+    from distributed_something.cli import commands, jobs  # noqa: F401 - registers the commands
+
+    def options(command: click.Command) -> set[str]:
+        return {opt for p in command.params for opt in getattr(p, "opts", [])}
+
+    assert "--backend" in options(cli)
+    reading = [(n, c) for n, c in _commands(cli) if "--config" in options(c)]
+    assert {"run", "validate", "worker", "status", "setup", "submit", "monitor"} <= {
+        n for n, _ in reading
+    }
+    assert [n for n, c in reading if "--backend" not in options(c)] == []
+
+
+def test_unchanged_dcp_project_validates_on_either_backend(
+    tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path, "dcp")
+    before = (folder / "config.py").read_bytes()
+    job = ("--job", "files/exampleJob.json", "--json")
+
+    def summary(*args: str) -> dict[str, Any]:
+        result = ds(*args, cwd=folder)
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    aws = summary("validate", *job)
+    assert (aws["backend"], aws["recipe"], aws["format"]) == (
+        "aws",
+        "(the image's own worker)",
+        "dcp",
+    )
+    local = summary("validate", "--backend", "local", *job)
+    assert (local["backend"], local["recipe"], local["tasks"]) == ("local", "cellprofiler", 3)
+    assert summary("--backend", "local", "validate", *job)["backend"] == "local"
+    monkeypatch.setenv("DS_BACKEND", "local")
+    assert summary("validate", *job)["backend"] == "local"
+    monkeypatch.setenv("DS_BACKEND", "aws")
+    assert summary("validate", "--backend", "local", *job)["backend"] == "local"  # flag wins
+    monkeypatch.setenv("DS_BACKEND", "cloud")
+    assert "DS_BACKEND: 'cloud' is not a backend" in error_line(ds("validate", cwd=folder))
+    assert (folder / "config.py").read_bytes() == before
+    assert not (folder / ".ds").exists()  # validate creates nothing
+
+
+def test_the_switch_is_undone_after_an_in_process_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path, "dcp")
+    monkeypatch.chdir(folder)
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", "--backend", "local", "--job", "files/exampleJob.json"])
+    assert exited.value.code == 0
+    assert "DS_BACKEND" not in os.environ
+
+
+# --- check-if-done, as the family meant it ---------------------------------------------
+
+
+def _outputs_and_markers(
+    folder: Path, *, files: int, check: str | None, expected: str = "7"
+) -> tuple[dict[str, str], list[str]]:
+    """Submit-time and worker-time decisions for the DCP example job whose every task has a
+    done marker and ``files`` output files."""
+
+    def edit(text: str) -> str:
+        text = re.sub(
+            r"^EXPECTED_NUMBER_FILES = \S+", f"EXPECTED_NUMBER_FILES = {expected}", text, flags=re.M
+        )
+        if check is None:
+            return re.sub(r"^CHECK_IF_DONE_BOOL = .*\n", "", text, flags=re.M)
+        return re.sub(
+            r"^CHECK_IF_DONE_BOOL = \S+", f"CHECK_IF_DONE_BOOL = {check}", text, flags=re.M
+        )
+
+    project(folder, "dcp", edit=edit)
+    opened = open_project(folder / "config.py", backend="local")
+    config = opened.config
+    job = load_job_file(folder / "files" / "exampleJob.json")
+    recipe = get_recipe(config.recipe.name, source="config.py")
+    storage = FolderStorage(folder / "bucket")
+    records = RunRecords(storage, config.app_name, "run1")
+    for task in job.tasks:
+        records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 1.0, "w", "x"))
+        plan = recipe.plan(config, task, PLACEHOLDER_WORKDIR)
+        for number in range(files):
+            storage.put_bytes(f"{plan.output_prefix}/table{number}.csv", b"data")
+    at_submit = finished_tasks(config, recipe, job.tasks, records, lambda _name: storage)
+    by_worker = []
+    for task in job.tasks:
+        plan = recipe.plan(config, task, PLACEHOLDER_WORKDIR)
+        prefix = plan.output_prefix.rstrip("/") + "/"
+        reason = skip_reason(
+            config.check_if_done,
+            has_marker=lambda task=task: records.read_done(task.id) is not None,
+            outputs=lambda prefix=prefix: storage.list(prefix),
+            where=prefix,
+        )
+        if reason is not None:
+            by_worker.append(reason)
+    return at_submit, by_worker
+
+
+def test_with_expected_number_files_the_count_decides_not_the_done_marker(tmp_path: Path) -> None:
+    # 4 files per output folder and EXPECTED_NUMBER_FILES = 7: DCP runs them again.
+    at_submit, by_worker = _outputs_and_markers(tmp_path / "four", files=4, check="'True'")
+    assert at_submit == {} and by_worker == []
+    # 7 files: done, as DCP's worker decides it.
+    at_submit, by_worker = _outputs_and_markers(tmp_path / "seven", files=7, check="'True'")
+    assert len(at_submit) == 3 and len(by_worker) == 3
+    assert all("meet the check-if-done rule" in reason for reason in by_worker)
+
+
+def test_without_check_if_done_bool_nothing_is_skipped(tmp_path: Path) -> None:
+    config = open_project(project(tmp_path / "p", "dcp") / "config.py", backend="local").config
+    assert config.check_if_done.enabled is False  # the template says 'False'
+    for family in ("df", "dozc"):
+        assert (
+            load_config(project(tmp_path / family, family) / "config.py").check_if_done.enabled
+            is False
+        )
+    # Absent, with done markers and enough outputs: the family would run them all.
+    _, by_worker = _outputs_and_markers(tmp_path / "absent", files=7, check=None)
+    assert by_worker == []
+
+
+# --- ds validate: a misspelt variable, the fleet template's placeholders ------------------
+
+
+def test_validate_warns_about_a_misspelt_variable(tmp_path: Path, ds: Ds) -> None:
+    folder = project(
+        tmp_path,
+        "dcp",
+        edit=lambda text: text.replace("SQS_MESSAGE_VISIBILITY = ", "SQS_MESSAGE_VISIBILTY = "),
+    )
+    result = ds("validate", "--backend", "local", cwd=folder)
+
+    assert result.returncode == 0, result.stderr  # a warning, not an error
+    warnings = [line for line in result.stderr.splitlines() if "did you mean" in line]
+    assert warnings == [
+        f"note: {folder / 'config.py'}: SQS_MESSAGE_VISIBILTY: did you mean "
+        "SQS_MESSAGE_VISIBILITY? (as written it only sets an environment variable)"
+    ]
+
+
+def test_validate_rejects_the_fleet_templates_placeholders(tmp_path: Path, ds: Ds) -> None:
+    folder = project(tmp_path, "dcp")
+    fleet_path = folder / "files" / "exampleFleet.json"
+    args = ("validate", "--fleet", "files/exampleFleet.json")
+    fleet = json.loads(fleet_path.read_text())
+    # The ARNs a user fills in; the network ids are left as the template has them.
+    fleet["IamFleetRole"] = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
+    spec = fleet["LaunchSpecifications"][0]
+    spec["IamInstanceProfile"]["Arn"] = "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
+    fleet_path.write_text(json.dumps(fleet))
+
+    line = error_line(ds(*args, cwd=folder))
+    assert line.startswith(
+        "error: files/exampleFleet.json: LaunchSpecifications[0].NetworkInterfaces[0].SubnetId: "
+        '"subnet-WWWWWWWW" is a placeholder, not a subnet id. Fix: set it to the id of a subnet'
+    )
+    spec["NetworkInterfaces"][0]["SubnetId"] = "subnet-0a1b2c3d"
+    fleet_path.write_text(json.dumps(fleet))
+    line = error_line(ds(*args, cwd=folder))
+    assert 'NetworkInterfaces[0].Groups[0]: "sg-ZZZZZZZZZ" is a placeholder' in line
+    spec["NetworkInterfaces"][0]["Groups"] = ["sg-0a1b2c3d4e5f60718"]
+    fleet_path.write_text(json.dumps(fleet))
+    # KeyName "your_key_file_name" is replaced by SSH_KEY_NAME: no matter.
+    assert ds(*args, cwd=folder).returncode == 0
+    (folder / "config.py").write_text(
+        (folder / "config.py").read_text().replace("'lab-key.pem'", "''")
+    )
+    line = error_line(ds(*args, cwd=folder))
+    assert 'LaunchSpecifications[0].KeyName: "your_key_file_name" is a placeholder' in line
+
+
+# --- end to end: an unchanged DCP project, run here ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which(find_executable()) is None, reason="CellProfiler is not installed (make examples)"
+)
+@pytest.mark.skipif(
+    not (SHARED_DATA / "examplefly" / "workspace" / "ExampleFly.cppipe").is_file(),
+    reason="the ExampleFly data is not in ../shared/data",
+)
+def test_ds_run_backend_local_runs_an_unchanged_dcp_project(
+    tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    job = {**DCP_JOB, "groups": DCP_JOB["groups"][:1]}  # one position keeps it under a minute
+    folder = project(tmp_path / "DistributedCP", "dcp", job=job)
+    before = (folder / "config.py").read_bytes()
+    # The user's bucket contents, where the local backend keeps the config's buckets.
+    buckets = folder / ".ds" / "DistributedCP" / "buckets"
+    data = SHARED_DATA / "examplefly"
+    for name in ("ExampleFly.cppipe", "load_data.csv"):
+        target = buckets / "lab-workspace" / "demo_project_folder" / "workspace" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data / "workspace" / name, target)
+    images = buckets / "lab-images" / "demo_project_folder" / "images"
+    images.mkdir(parents=True)
+    for image in (data / "images").glob("01_POS002_*.TIF"):
+        shutil.copyfile(image, images / image.name)
+
+    result = ds(
+        "run", "--backend", "local", "--job", "files/exampleJob.json", "--json",
+        "--interval", "0.5", cwd=folder, timeout=600,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["counts"]["done"] == 1 and report["counts"]["dead"] == 0
+    (task,) = report["tasks"]
+    prefix = "demo_project_folder/output/2"
+    tables = ("Cells.csv", "Cytoplasm.csv", "Image.csv", "Nuclei.csv")
+    assert sorted(task["outputs"]) == [f"{prefix}/{table}" for table in tables]
+    with (buckets / "lab-results" / prefix / "Image.csv").open(newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["FileName_OrigBlue"] == "01_POS002_D.TIF"
+    assert float(row["Count_Nuclei"]) > 50
+    assert (folder / "config.py").read_bytes() == before  # nothing was edited
