@@ -228,3 +228,30 @@ def test_observation_from_raw_attributes() -> None:
     assert gone.counts.drained and gone.compute == ComputeStatus(0, 0)
     status = ComputeStatus(desired=5, running=5)
     assert observation_from(queue, None, status, 1.0, 0.0).compute == status
+
+
+def test_the_ledger_not_the_queue_says_when_the_run_is_over(world: World) -> None:
+    """An empty queue with a task that has no outcome in the records: the task left the
+    queue unseen. The unattended monitor sends it again instead of tearing down, and tears
+    down only once the records say it is done (the same drain check as `ds monitor`)."""
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.jobs.model import Task
+    from distributed_something.records import Attempt, ManifestEntry, RunRecords
+
+    put_state(world)
+    records = RunRecords(S3Storage(AwsSettings(region="us-east-1"), BUCKET), "T", RUN_ID)
+    task = Task(body={"group": {"name": "lost"}})
+    records.write_manifest("1", [ManifestEntry(task.id, task.group)])
+
+    summary = handler({}, Context())
+
+    assert summary["status"] == "reconciled" and not read_state(world).cleaned_up
+    got = world.clients.sqs.receive_message(QueueUrl=world.resources.queue_url)["Messages"]
+    assert [m["Body"] for m in got] == [task.body_json()]  # sent again, exactly as submitted
+    world.clients.sqs.delete_message(
+        QueueUrl=world.resources.queue_url, ReceiptHandle=got[0]["ReceiptHandle"]
+    )
+    attempt = Attempt(task.id, 1, "m1", "w", time.time(), outcome="done")
+    records.close_attempt(attempt)  # a worker completed it
+
+    assert handler({}, Context())["status"] == "torn-down"

@@ -154,7 +154,7 @@ def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: 
     assert ledger(tmp_path).count("poison") == 2  # two receives, then dead-lettered
 
     dead = json.loads(run_ok(ds, "dead", "list", "--json", cwd=proj).stdout)
-    assert [d["body"]["group"] for d in dead] == [{"name": "poison"}]
+    assert [d["group"] for d in dead] == [{"name": "poison"}]
     shown = json.loads(run_ok(ds, "dead", "show", dead[0]["task_id"], cwd=proj).stdout)
     assert "code 7" in shown["error"]
     assert "poisoned input" in shown["failures"][-1]["log_tail"]
@@ -200,7 +200,7 @@ def test_spot_interruption_hands_the_task_back(aws: str, tmp_path: Path, ds: Ds)
         worker.wait(timeout=60)
         assert time.monotonic() - started < 30  # handed back at once, not after the task
     status = json.loads(run_ok(ds, "status", "--json", cwd=proj).stdout)
-    assert status["progress"]["visible"] == 1 and status["progress"]["done"] == 0
+    assert status["queue"]["queued"] == 1 and status["counts"]["done"] == 0
     alarms = aws_client("cloudwatch").describe_alarms(AlarmNamePrefix="E2E_")["MetricAlarms"]
     assert len(alarms) == 1  # the worker set up its instance's idle-CPU alarm
     run_ok(ds, "cleanup", cwd=proj)

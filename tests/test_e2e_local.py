@@ -125,7 +125,10 @@ def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Pat
     redrive = ds("dead", "redrive", cwd=proj)
     assert redrive.returncode == 0, redrive.stderr
     status = json.loads(ds("status", "--json", cwd=proj).stdout)
-    assert status["progress"]["visible"] == 1 and status["progress"]["dead"] == 0
+    # Exactly the one task, once, pending in the new run that continues the finished one.
+    assert status["counts"]["pending"] == 1 and status["counts"]["dead"] == 0
+    assert status["counts"]["total"] == 1 and status["queue"]["queued"] == 1
+    assert "1 task(s) back" in redrive.stderr
     assert ds("start-cluster", cwd=proj).returncode == 0
     final = ds("monitor", "--json", "--interval", "0.2", cwd=proj)
     assert final.returncode == 0, final.stderr
@@ -198,4 +201,4 @@ def test_logs_of_a_quiet_success_say_why_there_are_none(tmp_path: Path, ds: Ds) 
     assert quiet.returncode == 0 and quiet.stdout == ""
     assert "finished and printed nothing" in quiet.stderr
     unknown = ds("logs", "ffffffffffff", cwd=proj)
-    assert unknown.returncode == 2 and "no logs for a task id" in unknown.stderr
+    assert unknown.returncode == 2 and "no task id starting with" in unknown.stderr

@@ -10,18 +10,23 @@ from distributed_something.interfaces.queue import QueueCounts
 from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.monitor.policy import (
     CHEAPEST_AFTER_SECONDS,
+    MAX_REQUEUES,
+    DrainCheck,
     Observation,
     PolicyConfig,
     ReplaceWorkers,
     ScaleTo,
     Teardown,
     decide,
+    drain_check,
+    reconcile,
 )
 from distributed_something.worker.policy import (
     heartbeat_interval,
     outputs_look_done,
     retry_delay,
 )
+from testkit import FakeClock
 
 
 def objs(*pairs: tuple[str, int]) -> list[ObjectInfo]:
@@ -75,8 +80,51 @@ def obs(now: float, visible: int, in_flight: int, running: int = 4) -> Observati
 CFG = PolicyConfig(workers=8, workers_per_machine=2)
 
 
-def test_drained_means_teardown() -> None:
-    assert decide(obs(10, 0, 0), CFG) == [Teardown()]
+def test_only_the_drain_checks_verdict_tears_down() -> None:
+    # An empty queue is not the end of a run: only the drain check's "finished" is.
+    assert Teardown() not in decide(obs(10, 0, 0), CFG)
+    done = Observation(10, QueueCounts(0, 0, 0), ComputeStatus(4, 4), 0.0, finished=True)
+    assert decide(done, CFG) == [Teardown()]
+
+
+def test_drain_check_needs_two_empty_readings_apart_and_a_finished_ledger() -> None:
+    clock = FakeClock(100.0)
+
+    def check(since: float | None, drained: bool, ledger: bool) -> DrainCheck:
+        return drain_check(
+            now=clock(),
+            drained_since=since,
+            queue_drained=drained,
+            ledger_finished=ledger,
+            confirm_seconds=60,
+        )
+
+    first = check(None, True, True)
+    assert first == DrainCheck(100.0, "confirming")  # one reading proves nothing
+    clock.advance(30)
+    assert check(first.drained_since, True, True).verdict == "confirming"
+    clock.advance(30)
+    assert check(first.drained_since, True, True) == DrainCheck(100.0, "finished")
+    # Work showing up again resets the clock.
+    assert check(first.drained_since, False, True) == DrainCheck(None, "working")
+    # The queue stayed empty but the ledger has tasks without an outcome: find them.
+    assert check(first.drained_since, True, False).verdict == "reconcile"
+    # The queue's counts never decide alone: a finished ledger with a busy queue works on.
+    assert check(None, False, True).verdict == "working"
+
+
+def test_reconcile_marks_dead_letters_dead_and_requeues_the_others_a_bounded_number_of_times() -> (
+    None
+):
+    plan = reconcile(
+        ["a", "b", "c", "d"],
+        dead_letters={"a": "boom", "b": ""},
+        requeues={"c": 0, "d": MAX_REQUEUES},
+    )
+    assert plan.dead["a"] == "boom"
+    assert "vanished" in plan.dead["b"]
+    assert "given up" in plan.dead["d"]
+    assert plan.requeue == ["c"]
 
 
 def test_full_fleet_while_work_is_visible() -> None:

@@ -248,7 +248,10 @@ def test_extend_lease_keeps_message_hidden(queue_factory: MakeQueue) -> None:
 
 def skip_unless_stale_handles_are_rejected(queue_factory: MakeQueue) -> None:
     if not queue_factory.rejects_stale_handles:
-        pytest.skip(f"{queue_factory.name} may accept the receipt handle of an earlier receive")
+        pytest.skip(
+            f"not applicable: {queue_factory.name} may accept the receipt handle of an "
+            "earlier receive"
+        )
 
 
 def test_extend_lease_false_after_message_received_by_another(queue_factory: MakeQueue) -> None:
@@ -377,7 +380,7 @@ def test_dead_lettering_keeps_looking_for_deliverable_messages(queue_factory: Ma
 
 def test_release_without_error_keeps_the_previous_error(queue_factory: MakeQueue) -> None:
     if not queue_factory.keeps_last_error:
-        pytest.skip(f"{queue_factory.name} does not record release errors")
+        pytest.skip(f"not applicable: {queue_factory.name} does not record release errors")
     queue, _ = queue_factory(max_receive_count=2)
     queue.send_batch([("t", "b")])
     queue.release(one(queue), 0, error="disk full")

@@ -172,10 +172,10 @@ def local_end_state(proj: Path, report: dict[str, Any], dead: list[dict[str, Any
     }
     run_dir = bucket / "_ds" / "T" / "runs" / report["run_id"]
     manifest = [
-        json.loads(line)["task_id"]
+        row["task_id"]
         for part in sorted(run_dir.glob("manifest-*.jsonl"))
-        for line in part.read_text().splitlines()
-        if line.strip()
+        for row in map(json.loads, filter(str.strip, part.read_text().splitlines()))
+        if "task_id" in row  # the first line of each part holds the shared keys
     ]
     return EndState(report, outputs, markers, manifest, [d["task_id"] for d in dead])
 
@@ -448,11 +448,11 @@ def s3_end_state(
         for key, body in s3_objects(bucket, f"_ds/{app}/done/").items()
     }
     manifest = [
-        json.loads(line)["task_id"]
+        row["task_id"]
         for key, body in sorted(s3_objects(bucket, f"_ds/{app}/runs/{report['run_id']}/").items())
         if key.rsplit("/", 1)[1].startswith("manifest-")
-        for line in body.decode().splitlines()
-        if line.strip()
+        for row in map(json.loads, filter(str.strip, body.decode().splitlines()))
+        if "task_id" in row  # the first line of each part holds the shared keys
     ]
     return EndState(report, outputs, markers, manifest, [d["task_id"] for d in dead])
 

@@ -180,7 +180,7 @@ def test_no_credential_is_written_anywhere_by_an_aws_run(
             worker.wait(timeout=180)
     assert [w.returncode for w in workers] == [0, 0]
     status = json.loads(ds("status", "--json").stdout)
-    assert status["progress"]["done"] == 2
+    assert status["counts"]["done"] == 2
     report = json.loads(ds("report", "--json", ok=(1,)).stdout)
     (dead,) = [t for t in report["tasks"] if t["outcome"] == "dead"]
     ds("logs", dead["id"][:8])

@@ -96,7 +96,7 @@ def test_done_uploads_outputs_marks_done_deletes_and_cleans_scratch(tmp_path: Pa
     rig.worker.close()
     assert list(rig.scratch.iterdir()) == []
     # The command printed nothing: a log of only our header is not stored.
-    assert not rig.storage.exists(rig.records.log_key(task.id, 1))
+    assert rig.records.logs_of(task.id) == []
 
 
 def test_a_log_is_stored_when_the_command_printed_or_failed(tmp_path: Path) -> None:
@@ -104,13 +104,13 @@ def test_a_log_is_stored_when_the_command_printed_or_failed(tmp_path: Path) -> N
     rig = Rig(tmp_path, printing)
     (task,) = rig.submit({"name": "p"})
     assert rig.worker.step() is Outcome.DONE
-    log = rig.storage.get_bytes(rig.records.log_key(task.id, 1)).decode()
+    ((_, log),) = rig.records.logs_of(task.id)
     assert log.startswith(f"ds: task {task.id} attempt 1 on w1\n") and "argv" in log
     assert log.endswith("made p\n")
     quiet_failure = Rig(tmp_path / "f", [PY, "-c", "raise SystemExit(3)"])
     (failed,) = quiet_failure.submit({"name": "f"})
     assert quiet_failure.worker.step() is Outcome.FAILED
-    kept = quiet_failure.storage.get_bytes(quiet_failure.records.log_key(failed.id, 1)).decode()
+    ((_, kept),) = quiet_failure.records.logs_of(failed.id)
     assert "argv" in kept  # a failure's log is kept even when the command printed nothing
 
 

@@ -8,16 +8,19 @@ are kept across runs (they make check-if-done work); everything else is kept per
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 from distributed_something.interfaces.storage import Storage
 
 META_ROOT = "_ds"
+
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -34,6 +37,8 @@ class DoneMarker:
     output_prefix: str
     #: finish times of every completion (a task runs twice only if a worker vanished).
     completions: list[float] = field(default_factory=list)
+    #: the run whose attempt completed the task ("" in markers written before runs were kept)
+    run_id: str = ""
 
 
 @dataclass
@@ -47,6 +52,65 @@ class Failure:
     log_tail: str
     at: float
     worker: str
+    #: True when this was the last attempt the queue allows: the task is dead-lettered next
+    final: bool = False
+
+
+@dataclass
+class Attempt:
+    """One execution of a task by a worker, from start to end (`outcome` says how it ended).
+
+    Outcomes: ``running`` (still open), ``done``, ``failed`` (retried later), ``dead`` (the
+    last allowed attempt failed), ``released`` (handed back: worker stopping), ``lost`` (the
+    lease or the worker was lost), ``duplicate`` (another delivery of the task was already
+    running: this one stood down).
+    """
+
+    task_id: str
+    attempt: int
+    message_id: str
+    worker: str
+    started_at: float
+    ended_at: float | None = None
+    outcome: str = "running"
+    exit_code: int | None = None
+    error: str = ""
+
+    @property
+    def stem(self) -> str:
+        """The attempt's key stem: start time, attempt number and message, sortable by time."""
+        return f"{round(self.started_at * 1e6):017d}-{self.attempt:04d}-{_short(self.message_id)}"
+
+
+ATTEMPT_OUTCOMES = ("running", "done", "failed", "dead", "released", "lost", "duplicate")
+
+
+@dataclass(frozen=True)
+class AttemptKey:
+    """What an attempt record's key tells without reading it."""
+
+    task_id: str
+    started_us: int
+    attempt: int
+    message: str
+    outcome: str
+
+    @property
+    def stem(self) -> str:
+        return f"{self.started_us:017d}-{self.attempt:04d}-{self.message}"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A ledger event that is not an attempt: a redrive, a requeue, or a task found dead in
+    the dead-letter store with no failure record (its worker vanished on the last attempt)."""
+
+    task_id: str
+    kind: str
+    at_us: int
+
+
+MARK_KINDS = ("redrive", "requeue", "dead")
 
 
 @dataclass
@@ -67,13 +131,41 @@ class ManifestEntry:
     group: Any
 
 
+@dataclass(frozen=True)
+class ManifestPart:
+    """What one submit wrote: the job's shared keys and which body key holds the group, so
+    a task's queue message can be rebuilt (``{**shared, group_key: group}``)."""
+
+    shared: dict[str, Any]
+    group_key: str
+    entries: list[ManifestEntry]
+
+
+#: What to do about a record that cannot be read (see `RunRecords.corrupt`).
+CORRUPT_FIX = (
+    "delete this object to repair it (a done marker or attempt record is written again by "
+    "the task's next run), or restore it from a copy"
+)
+
+
+def _short(message_id: str) -> str:
+    """A key-safe, short form of a queue message id (8 hex digits of its hash)."""
+    return hashlib.sha256(message_id.encode()).hexdigest()[:8]
+
+
 class RunRecords:
     """Reads and writes the bookkeeping objects of one app in one storage."""
 
     def __init__(self, storage: Storage, app_name: str, run_id: str) -> None:
         self.storage = storage
+        self.run_id = run_id
         self.prefix = f"{META_ROOT}/{app_name}/"
         self.run_prefix = f"{self.prefix}runs/{run_id}/"
+        #: records that could not be read (key → problem), filled by the reads that met them
+        self.corrupt: dict[str, str] = {}
+        #: objects written once and never changed (manifests, submit skip lists), by key:
+        #: a monitor re-reading the ledger every tick reads each of them once
+        self._written_once: dict[str, bytes] = {}
 
     # keys ------------------------------------------------------------------------------
     def done_key(self, task_id: str) -> str:
@@ -85,11 +177,20 @@ class RunRecords:
     def skips_key(self, part: str) -> str:
         return f"{self.run_prefix}skipped-{part}.jsonl"
 
-    def failure_key(self, task_id: str, attempt: int) -> str:
-        return f"{self.run_prefix}failures/{task_id}/{attempt:04d}.json"
+    def failure_key(self, task_id: str, attempt: int, at: float) -> str:
+        # The time keeps the failures of a task redriven (attempts count from 1 again) apart.
+        return f"{self.run_prefix}failures/{task_id}/{attempt:04d}-{round(at * 1e6):017d}.json"
 
-    def log_key(self, task_id: str, attempt: int) -> str:
-        return f"{self.run_prefix}logs/{task_id}/{attempt:04d}.log"
+    def log_key(self, task_id: str, attempt: int, started: float) -> str:
+        return f"{self.run_prefix}logs/{task_id}/{round(started * 1e6):017d}-{attempt:04d}.log"
+
+    def attempt_key(self, attempt: Attempt, outcome: str | None = None) -> str:
+        """``attempts/<task>/<stem>.<outcome>.json``; an open attempt is ``….running.json``."""
+        state = outcome or attempt.outcome
+        return f"{self.run_prefix}attempts/{attempt.task_id}/{attempt.stem}.{state}.json"
+
+    def mark_key(self, task_id: str, kind: str, at: float) -> str:
+        return f"{self.run_prefix}marks/{task_id}/{round(at * 1e6):017d}.{kind}"
 
     def manifest_key(self, part: str) -> str:
         return f"{self.run_prefix}manifest-{part}.jsonl"
@@ -122,76 +223,208 @@ class RunRecords:
             self.storage.put_bytes(self.skips_key(part), ("\n".join(lines) + "\n").encode())
 
     def write_failure(self, failure: Failure) -> None:
-        self._put_json(self.failure_key(failure.task_id, failure.attempt), asdict(failure))
+        key = self.failure_key(failure.task_id, failure.attempt, failure.at)
+        self._put_json(key, asdict(failure))
 
-    def write_manifest(self, part: str, entries: Iterable[ManifestEntry]) -> None:
-        lines = [json.dumps({"task_id": e.task_id, "group": e.group}) for e in entries]
+    def write_manifest(
+        self,
+        part: str,
+        entries: Iterable[ManifestEntry],
+        *,
+        shared: dict[str, Any] | None = None,
+        group_key: str = "group",
+    ) -> None:
+        """One submit's tasks; the first line holds the shared keys (see `ManifestPart`)."""
+        head = json.dumps({"shared": shared or {}, "group_key": group_key})
+        lines = [head, *(json.dumps({"task_id": e.task_id, "group": e.group}) for e in entries)]
         self.storage.put_bytes(self.manifest_key(part), ("\n".join(lines) + "\n").encode())
+
+    def open_attempt(self, attempt: Attempt) -> str:
+        """Record that ``attempt`` started; returns the open record's key."""
+        key = self.attempt_key(attempt, "running")
+        self._put_json(key, asdict(attempt))
+        return key
+
+    def close_attempt(self, attempt: Attempt) -> None:
+        """Record how ``attempt`` ended (its ``outcome``), then remove its open record."""
+        if attempt.outcome == "running":
+            raise ValueError("close_attempt needs the attempt's outcome")
+        self._put_json(self.attempt_key(attempt), asdict(attempt))
+        self.storage.delete(self.attempt_key(attempt, "running"))
+
+    def close_stale(self, key: AttemptKey, outcome: str, at: float) -> None:
+        """Close an open attempt record another process left behind (its worker is gone)."""
+        open_key = f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.running.json"
+        data = self._get_json(open_key) or {}
+        data.update(
+            task_id=key.task_id,
+            attempt=key.attempt,
+            started_at=key.started_us / 1e6,
+            ended_at=at,
+            outcome=outcome,
+        )
+        data.setdefault("message_id", "")
+        data.setdefault("worker", "")
+        data.setdefault("error", "the worker running it stopped without a word")
+        closed = f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.{outcome}.json"
+        self._put_json(closed, data)
+        self.storage.delete(open_key)
+
+    def write_mark(self, task_id: str, kind: str, at: float, detail: dict[str, Any]) -> None:
+        """A ledger event other than an attempt (see `Mark`)."""
+        if kind not in MARK_KINDS:
+            raise ValueError(f"unknown mark kind {kind!r}")
+        self._put_json(self.mark_key(task_id, kind, at), {"task_id": task_id, **detail})
 
     # reads -----------------------------------------------------------------------------
     def read_done(self, task_id: str) -> DoneMarker | None:
-        data = self._get_json(self.done_key(task_id))
-        return DoneMarker(**data) if data is not None else None
+        key = self.done_key(task_id)
+        return self._typed(DoneMarker, key, self._get_json(key))
 
     def read_done_many(self, task_ids: Sequence[str]) -> dict[str, DoneMarker]:
         """The done markers of those of ``task_ids`` that have one: one listing of the done
         markers, then only the markers that exist are read (several at a time)."""
-        existing = {o.key for o in self.storage.list(f"{self.prefix}done/")}
-        wanted = [t for t in dict.fromkeys(task_ids) if self.done_key(t) in existing]
-        datas = self._read_json_many([self.done_key(t) for t in wanted])
-        return {t: DoneMarker(**d) for t, d in zip(wanted, datas, strict=True) if d is not None}
-
-    def all_done(self) -> Iterator[DoneMarker]:
-        for data in self._iter_json(f"{self.prefix}done/"):
-            yield DoneMarker(**data)
+        existing = self.done_ids()
+        wanted = [t for t in dict.fromkeys(task_ids) if t in existing]
+        keys = [self.done_key(t) for t in wanted]
+        out = {}
+        for tid, key, data in zip(wanted, keys, self._read_json_many(keys), strict=True):
+            marker = self._typed(DoneMarker, key, data)
+            if marker is not None:
+                out[tid] = marker
+        return out
 
     def all_skips(self) -> Iterator[Skip]:
         """Every task skipped in this run, each id once (the first record of it)."""
         single, batched = self._skip_records()
         seen: set[str] = set()
-        singles = (Skip(**d) for d in self._read_json_many(single) if d is not None)
+        singles = [
+            self._typed(Skip, key, d)
+            for key, d in zip(single, self._read_json_many(single), strict=True)
+        ]
         for skip in (*batched, *singles):
-            if skip.task_id not in seen:
+            if skip is not None and skip.task_id not in seen:
                 seen.add(skip.task_id)
                 yield skip
 
     def all_failures(self) -> Iterator[Failure]:
-        for data in self._iter_json(f"{self.run_prefix}failures/"):
-            yield Failure(**data)
+        for key, data in self._iter_json(f"{self.run_prefix}failures/"):
+            failure = self._typed(Failure, key, data)
+            if failure is not None:
+                yield failure
 
     def failures_of(self, task_id: str) -> list[Failure]:
-        return [Failure(**d) for d in self._iter_json(f"{self.run_prefix}failures/{task_id}/")]
+        """Every failed attempt of a task in this run, oldest first."""
+        found = []
+        for key, data in self._iter_json(f"{self.run_prefix}failures/{task_id}/"):
+            failure = self._typed(Failure, key, data)
+            if failure is not None:
+                found.append(failure)
+        return sorted(found, key=lambda f: f.at)
 
-    def count_skipped(self) -> int:
+    def attempt_keys(self, task_id: str = "") -> list[AttemptKey]:
+        """Every attempt of this run (or of one task), from one listing, oldest first."""
+        start = f"{self.run_prefix}attempts/"
+        prefix = f"{start}{task_id}/" if task_id else start
+        found = []
+        for obj in self.storage.list(prefix):
+            parsed = parse_attempt_key(obj.key[len(start) :])
+            if parsed is None:
+                self.corrupt[obj.key] = "not an attempt record's name"
+            else:
+                found.append(parsed)
+        return sorted(found, key=lambda a: (a.started_us, a.stem))
+
+    def marks(self) -> list[Mark]:
+        """Every mark of this run (one listing), oldest first."""
+        start = f"{self.run_prefix}marks/"
+        found = []
+        for obj in self.storage.list(start):
+            task_id, _, name = obj.key[len(start) :].partition("/")
+            at, _, kind = name.partition(".")
+            if kind in MARK_KINDS and at.isdigit():
+                found.append(Mark(task_id, kind, int(at)))
+            else:
+                self.corrupt[obj.key] = "not a mark record's name"
+        return sorted(found, key=lambda m: m.at_us)
+
+    def read_mark(self, mark: Mark) -> dict[str, Any] | None:
+        """The details a mark was written with."""
+        return self._get_json(self.mark_key(mark.task_id, mark.kind, mark.at_us / 1e6))
+
+    def done_ids(self) -> set[str]:
+        """Tasks of the app with a done marker (one listing, no reads)."""
+        start = f"{self.prefix}done/"
+        return {
+            o.key[len(start) : -len(".json")]
+            for o in self.storage.list(start)
+            if o.key.endswith(".json")
+        }
+
+    def skipped_ids(self) -> set[str]:
         """Tasks skipped in this run: one listing, plus one read per submit that skipped
         tasks (the per-task records of workers are counted by key, not read)."""
         single, batched = self._skip_records()
         start = len(f"{self.run_prefix}skipped/")
-        return len({key[start : -len(".json")] for key in single} | {s.task_id for s in batched})
+        return {key[start : -len(".json")] for key in single} | {s.task_id for s in batched}
 
-    def failed_task_ids(self) -> set[str]:
-        """Tasks with at least one failed attempt in this run (a listing, no reads)."""
-        start = len(f"{self.run_prefix}failures/")
-        return {
-            o.key[start:].split("/", 1)[0] for o in self.storage.list(self.run_prefix + "failures/")
-        }
+    def count_skipped(self) -> int:
+        """How many tasks were skipped in this run (see `skipped_ids`)."""
+        return len(self.skipped_ids())
+
+    def manifest_parts(self) -> list[ManifestPart]:
+        """What each submit of the run wrote, oldest first."""
+        parts = []
+        for obj in self.storage.list(f"{self.run_prefix}manifest-"):
+            shared: dict[str, Any] = {}
+            group_key = "group"
+            entries = []
+            try:
+                for line in self._read_once(obj.key).decode().splitlines():
+                    if not line.strip():
+                        continue
+                    row = json.loads(line)
+                    if "task_id" in row:
+                        entries.append(ManifestEntry(str(row["task_id"]), row.get("group")))
+                    else:
+                        shared = dict(row.get("shared") or {})
+                        group_key = str(row.get("group_key") or "group")
+            except (ValueError, TypeError, AttributeError) as exc:
+                self.corrupt[obj.key] = f"not a task manifest ({exc})"
+                continue
+            parts.append(ManifestPart(shared, group_key, entries))
+        return parts
 
     def manifest(self) -> list[ManifestEntry]:
         """Every task submitted in the run, first submission first, each id once."""
         seen: dict[str, ManifestEntry] = {}
-        for obj in self.storage.list(f"{self.run_prefix}manifest-"):
-            for line in self.storage.get_bytes(obj.key).decode().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    seen.setdefault(row["task_id"], ManifestEntry(row["task_id"], row["group"]))
+        for part in self.manifest_parts():
+            for entry in part.entries:
+                seen.setdefault(entry.task_id, entry)
         return list(seen.values())
+
+    def bodies(self, task_ids: Iterable[str]) -> dict[str, str]:
+        """The queue message bodies of the given tasks, rebuilt from the manifest. A task
+        whose rebuilt body does not hash to its id (a manifest written before the shared
+        keys were kept) has none."""
+        from distributed_something.jobs.model import Task
+
+        wanted = set(task_ids)
+        out: dict[str, str] = {}
+        for part in self.manifest_parts():
+            for entry in part.entries:
+                if entry.task_id in wanted and entry.task_id not in out:
+                    task = Task({**part.shared, part.group_key: entry.group}, part.group_key)
+                    if task.id == entry.task_id:
+                        out[entry.task_id] = task.body_json()
+        return out
 
     def logs_of(self, task_id: str) -> list[tuple[str, str]]:
         """(key, text) of every stored log of a task, oldest attempt first."""
         out = []
         for obj in self.storage.list(f"{self.run_prefix}logs/{task_id}/"):
             out.append((obj.key, self.storage.get_bytes(obj.key).decode(errors="replace")))
-        return out
+        return sorted(out)
 
     # helpers ---------------------------------------------------------------------------
     def _skip_records(self) -> tuple[list[str], list[Skip]]:
@@ -203,19 +436,49 @@ class RunRecords:
             if obj.key.startswith(f"{self.run_prefix}skipped/") and obj.key.endswith(".json"):
                 single.append(obj.key)
             elif obj.key.endswith(".jsonl"):
-                lines = self.storage.get_bytes(obj.key).decode().splitlines()
-                batched.extend(Skip(**json.loads(line)) for line in lines if line.strip())
+                try:
+                    lines = self._read_once(obj.key).decode().splitlines()
+                    batched.extend(Skip(**json.loads(line)) for line in lines if line.strip())
+                except (ValueError, TypeError) as exc:
+                    self.corrupt[obj.key] = f"not a list of skip records ({exc})"
         return single, batched
+
+    def _typed(self, cls: type[_R], key: str, data: dict[str, Any] | None) -> _R | None:
+        """``cls(**data)``, or None (noted in `corrupt`) when the fields do not fit."""
+        if data is None:
+            return None
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            self.corrupt[key] = f"not a {cls.__name__} record ({exc})"
+            return None
+
+    def _read_once(self, key: str) -> bytes:
+        """An object that is written once and never changed, read at most once."""
+        data = self._written_once.get(key)
+        if data is None:
+            data = self._written_once[key] = self.storage.get_bytes(key)
+        return data
 
     def _put_json(self, key: str, data: dict[str, Any]) -> None:
         self.storage.put_bytes(key, json.dumps(data, indent=1).encode())
 
     def _get_json(self, key: str) -> dict[str, Any] | None:
+        """The JSON object at ``key``; None when it is missing or corrupt (a corrupt one is
+        noted in `corrupt` with the problem, so reports list it instead of failing)."""
         try:
             raw = self.storage.get_bytes(key)
         except KeyError:
             return None
-        loaded: dict[str, Any] = json.loads(raw)
+        try:
+            loaded = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.corrupt[key] = f"not valid JSON ({exc})"
+            return None
+        if not isinstance(loaded, dict):
+            self.corrupt[key] = f"holds a JSON {type(loaded).__name__}, not an object"
+            return None
         return loaded
 
     def _read_json_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -228,11 +491,29 @@ class RunRecords:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(self._get_json, keys))
 
-    def _iter_json(self, prefix: str) -> Iterator[dict[str, Any]]:
+    def _iter_json(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         keys = [obj.key for obj in self.storage.list(prefix) if obj.key.endswith(".json")]
-        for data in self._read_json_many(keys):
+        for key, data in zip(keys, self._read_json_many(keys), strict=True):
             if data is not None:
-                yield data
+                yield key, data
+
+
+def parse_attempt_key(rest: str) -> AttemptKey | None:
+    """An `AttemptKey` from ``<task>/<stem>.<outcome>.json``; None for anything else."""
+    task_id, _, name = rest.partition("/")
+    stem, _, tail = name.partition(".")
+    outcome = tail.removesuffix(".json")
+    parts = stem.split("-")
+    if (
+        not task_id
+        or len(parts) != 3
+        or not parts[0].isdigit()
+        or not parts[1].isdigit()
+        or outcome not in ATTEMPT_OUTCOMES
+        or not tail.endswith(".json")
+    ):
+        return None
+    return AttemptKey(task_id, int(parts[0]), int(parts[1]), parts[2], outcome)
 
 
 def now() -> float:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from distributed_something.atomicfile import write_text_atomically
+from distributed_something.atomicfile import PRIVATE_FILE_MODE, write_text_atomically
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
@@ -95,11 +95,57 @@ def require_state(project: Project, storage: Storage | None = None) -> RunState:
 
 
 def save_state(project: Project, state: RunState, storage: Storage | None = None) -> None:
-    """Write the state atomically to the state folder and, when given, to the main bucket."""
+    """Write the state atomically to the state folder (owner-only, 0600) and, when given,
+    to the main bucket (under ``_ds/``, owner-only in folder storage too)."""
     text = state.model_dump_json(indent=1)
-    write_text_atomically(project.state_path, text)
+    # Owner-only (0600, whatever the umask): the state names the run's resources.
+    write_text_atomically(project.state_path, text, mode=PRIVATE_FILE_MODE)
     if storage is not None:
         storage.put_bytes(state_key(state.app_name), text.encode())
+        # Every run's last state is kept, so earlier runs can be listed and looked at.
+        storage.put_bytes(run_state_key(state.app_name, state.run_id), text.encode())
+
+
+def run_state_key(app_name: str, run_id: str) -> str:
+    """Where the state of run ``run_id`` is kept (beside the current run's `state_key`)."""
+    return f"{META_ROOT}/{app_name}/run-states/{run_id}.json"
+
+
+def all_runs(app_name: str, storage: Storage) -> list[RunState]:
+    """Every run of an app whose state is in storage, oldest first (run ids sort by time)."""
+    prefix = f"{META_ROOT}/{app_name}/run-states/"
+    runs = []
+    for obj in storage.list(prefix):
+        with contextlib.suppress(KeyError, ValueError):
+            runs.append(RunState.model_validate_json(storage.get_bytes(obj.key)))
+    current = None
+    with contextlib.suppress(KeyError, ValueError):
+        current = RunState.model_validate_json(storage.get_bytes(state_key(app_name)))
+    if current is not None and all(r.run_id != current.run_id for r in runs):
+        runs.append(current)  # a run set up before run states were kept
+    return sorted(runs, key=lambda r: (r.created_at, r.run_id))
+
+
+def state_of_run(project: Project, storage: Storage, run_id: str | None) -> RunState:
+    """The state of run ``run_id`` (a unique prefix will do), or the current run's (None).
+    Raises `InputError` naming the known runs when there is no such run."""
+    if run_id is None:
+        return require_state(project, storage)
+    runs = all_runs(project.config.app_name, storage)
+    found = [r for r in runs if r.run_id.startswith(run_id)]
+    if len(found) != 1:
+        known = ", ".join(r.run_id for r in runs[-5:]) or "none"
+        problem = "matches no run" if not found else f"matches {len(found)} runs"
+        raise InputError(
+            "argument",
+            "--run",
+            f"{run_id!r} {problem} of {project.config.app_name} (latest: {known})",
+            "copy a run id from `ds runs`",
+        )
+    current = load_state(project, storage)
+    if current is not None and current.run_id == found[0].run_id:
+        return current
+    return found[0]
 
 
 def state_summary(state: RunState) -> dict[str, Any]:

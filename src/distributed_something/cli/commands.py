@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from distributed_something.cli.main import cli
+from distributed_something.cli.main import backend_option, cli
 from distributed_something.errors import InputError
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport
@@ -28,13 +29,26 @@ PathArg = click.Path(path_type=Path, dir_okay=False)
 
 
 def config_option(fn: F) -> F:
-    """--config: the ds.toml or config.py to use (default: the current folder's)."""
+    """--config: the ds.toml or config.py to use (default: the current folder's); with it
+    --backend, as every command that reads a config may be switched to another backend."""
+    fn = backend_option(fn)
     return click.option(
         "--config",
         "config_path",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
         help="ds.toml or config.py (default: the one in the current folder)",
+    )(fn)
+
+
+def run_option(fn: F) -> F:
+    """--run: an earlier run of the project (default: the current one)."""
+    return click.option(
+        "--run",
+        "run_id",
+        default=None,
+        metavar="RUN",
+        help="a run id (or a unique prefix) from `ds runs` (default: the current run)",
     )(fn)
 
 
@@ -84,11 +98,14 @@ def validate(
     """Check config, job file and fleet file. Creates nothing."""
     from distributed_something.usecases.validate import validate as run_validate
 
-    project = open_project(config_path)
+    project = open_project(config_path, job=job_path)
     result = run_validate(project, job_path, fleet_path)
     for note in result.notes:
         info(f"[yellow]note:[/] {escape(note)}")
     summary: dict[str, Any] = {"config": str(project.config_path), "ok": True}
+    # What will run: the backend (after --backend) and the recipe (maybe implied by the files).
+    recipe = project.config.recipe.name or "(the image's own worker)"
+    summary |= {"backend": project.config.backend, "recipe": recipe}
     if result.job is not None:
         summary |= {
             "job": str(job_path),
@@ -137,17 +154,36 @@ def setup(config_path: Path | None) -> None:
     default=None,
     help="leave out tasks already done (default: when check-if-done is on)",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="send every task, even those pending or running in this run, or already done",
+)
 @json_option
-def submit(job: Path, config_path: Path | None, skip_done: bool | None, as_json: bool) -> None:
+def submit(
+    job: Path, config_path: Path | None, skip_done: bool | None, force: bool, as_json: bool
+) -> None:
     """Validate JOB and send its tasks to the queue (alias: submitJob)."""
-    project = open_project(config_path)
-    result = lifecycle.submit(project, job, skip_done=skip_done)
+    project = open_project(config_path, job=job)
+    result = lifecycle.submit(project, job, skip_done=skip_done, force=force)
     if as_json:
-        emit_json({"sent": result.sent, "skipped": result.skipped, "duplicates": result.duplicates})
+        emit_json(
+            {
+                "sent": result.sent,
+                "skipped": result.skipped,
+                "left_out": result.left_out,
+                "duplicates": result.duplicates,
+            }
+        )
     info(
         f"submitted {result.sent} tasks from {job} ({result.job_format} format); "
         f"{result.skipped} already done"
     )
+    if result.left_out:
+        info(
+            f"[yellow]{result.left_out} task(s) left out: already pending or running in this "
+            "run[/] (`--force` sends them anyway)"
+        )
     if result.duplicates:
         info(f"[yellow]{result.duplicates} duplicate group(s) submitted once[/]")
 
@@ -194,98 +230,138 @@ def monitor(
 
 @cli.command()
 @config_option
+@run_option
 @json_option
-def status(config_path: Path | None, as_json: bool) -> None:
-    """Counts, workers and ETA of the current run."""
+def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
+    """Counts by state (from the run's records), workers and ETA of the run."""
     project = open_project(config_path)
-    st = inspect.status(project)
+    st = inspect.status(project, run_id=run_id)
     if as_json:
         emit_json(st.to_json())
         return
     p = st.progress
-    table = Table(title=f"{st.app_name} · run {st.run_id}")
-    for col in ("total", "done", "skipped", "retried", "dead", "queued", "running", "workers"):
+    title = f"{st.app_name} · run {st.run_id}" + ("" if st.active else " (finished)")
+    table = Table(title=title)
+    columns = ("total", "done", "skipped", "running", "retrying", "pending", "dead", "workers")
+    for col in columns:
         table.add_column(col, justify="right")
     table.add_row(
-        *map(str, (p.total, p.done, p.skipped, p.failed, p.dead, p.visible, p.in_flight)),
+        *map(str, (p.total, p.done, p.skipped, p.running, p.failed, p.pending, p.dead)),
         f"{st.workers_running}/{st.workers_desired}",
     )
     console.print(table)
     eta = f", ETA {st.eta_seconds:.0f}s" if st.eta_seconds is not None else ""
     info(f"elapsed {st.elapsed:.0f}s{eta}")
+    if p.duplicates:
+        info(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
+    if p.corrupt:
+        info(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
+    if not st.active and p.total > p.finished:
+        info(
+            f"{p.total - p.finished} task(s) have no outcome: the run was stopped. "
+            "Submit the job file again after `ds setup` (done tasks are skipped)"
+        )
+
+
+@cli.command()
+@config_option
+@json_option
+def runs(config_path: Path | None, as_json: bool) -> None:
+    """Every run of this project: id, start, job files, counts, state."""
+    project = open_project(config_path)
+    found = inspect.runs(project)
+    if as_json:
+        emit_json([r.to_json() for r in found])
+        return
+    table = Table(title=f"runs of {project.config.app_name} ({len(found)})")
+    for col in ("run", "started", "state", "total", "done", "skipped", "dead", "job"):
+        table.add_column(col)
+    for r in found:
+        c = r.counts
+        table.add_row(
+            r.run_id,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+            r.state,
+            *(str(c[k]) for k in ("total", "done", "skipped", "dead")),
+            escape(", ".join(Path(j).name for j in r.job_files)),
+        )
+    console.print(table)
 
 
 @cli.command()
 @click.argument("task")
 @config_option
-def logs(task: str, config_path: Path | None) -> None:
-    """Print the logs of TASK (an id or a unique prefix), every attempt."""
+@run_option
+def logs(task: str, config_path: Path | None, run_id: str | None) -> None:
+    """Print the logs of TASK (an id or a unique prefix): every attempt, in every run."""
     project = open_project(config_path)
-    logs = inspect.task_logs(project, task)
-    if not logs:
-        info(f"task {escape(task)} finished and printed nothing: no log is kept for that")
-    for key, text in logs:
-        info(f"[bold]── {escape(key)}[/]")
-        sys.stdout.write(text)
+    found = inspect.task_logs(project, task, run_id=run_id)
+    if not found.logs:
+        states = set(found.states.values())
+        if states & {"done", "skipped"}:
+            why = "finished and printed nothing: no log is kept for that"
+        elif states <= {"pending"}:
+            why = "has not run yet"
+        else:
+            why = "has no stored log"
+        info(f"task {escape(found.task_id)} {why}")
+    for log in found.logs:
+        info(f"[bold]── run {escape(log.run_id)} · {escape(log.key)}[/]")
+        sys.stdout.write(log.text)
 
 
 @cli.group()
 def dead() -> None:
-    """The dead-letter store: tasks that failed every attempt."""
+    """The dead tasks of a run: tasks that failed every attempt."""
 
 
 @dead.command("list")
 @config_option
+@run_option
 @json_option
-def dead_list(config_path: Path | None, as_json: bool) -> None:
-    """List dead-lettered tasks with their last error."""
+def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
+    """List the run's dead tasks (one row each) with their last error."""
     project = open_project(config_path)
-    items = inspect.dead_list(project)
+    items = inspect.dead_list(project, run_id=run_id)
     if as_json:
-        emit_json(
-            [
-                {
-                    "task_id": d.task_id,
-                    "attempts": d.receive_count,
-                    "error": d.error,
-                    "body": json.loads(d.body),
-                }
-                for d in items
-            ]
-        )
+        emit_json([d.to_json() for d in items])
         return
     table = Table(title=f"dead tasks ({len(items)})")
-    for col in ("task", "attempts", "error"):
+    for col in ("task", "group", "attempts", "error"):
         table.add_column(col)
     for d in items:
-        table.add_row(d.task_id, str(d.receive_count), escape(d.error[:120]))
+        group = json.dumps(d.group, ensure_ascii=False)
+        table.add_row(d.task_id, escape(group[:40]), str(d.attempts), escape(d.error[:120]))
     console.print(table)
 
 
 @dead.command("show")
 @click.argument("task")
 @config_option
-def dead_show(task: str, config_path: Path | None) -> None:
-    """Show one dead task: message, attempts, errors, log tail."""
-    emit_json(inspect.dead_show(open_project(config_path), task))
+@run_option
+def dead_show(task: str, config_path: Path | None, run_id: str | None) -> None:
+    """Show one dead task: group, attempts, errors, log tails."""
+    emit_json(inspect.dead_show(open_project(config_path), task, run_id=run_id))
 
 
 @dead.command("redrive")
 @click.argument("tasks", nargs=-1)
 @config_option
-def dead_redrive(tasks: tuple[str, ...], config_path: Path | None) -> None:
-    """Put dead tasks (all, or the TASKS given) back on the queue."""
-    moved = inspect.dead_redrive(open_project(config_path), list(tasks) or None)
+@run_option
+def dead_redrive(tasks: tuple[str, ...], config_path: Path | None, run_id: str | None) -> None:
+    """Put dead tasks (all, or the TASKS given) back on the queue, once each."""
+    moved = inspect.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
     info(f"{moved} task(s) back on the queue; run `ds start-cluster` and `ds monitor`")
 
 
 @cli.command()
 @config_option
+@run_option
 @json_option
-def report(config_path: Path | None, as_json: bool) -> int:
-    """The current run's report (every task's outcome)."""
+def report(config_path: Path | None, run_id: str | None, as_json: bool) -> int:
+    """The run's report (every task's outcome)."""
     project = open_project(config_path)
-    return finish_report(project, lifecycle.report(project), as_json)
+    return finish_report(project, lifecycle.report(project, run_id=run_id), as_json)
 
 
 @cli.command()
@@ -321,8 +397,8 @@ def run(
     folder = folder or Path.cwd()
     if not folder.is_dir():
         raise InputError("argument", "FOLDER", f"{folder} is not a folder", "give a project folder")
-    project = open_project(config_path, folder)
     job = job_path or folder / "job.json"
+    project = open_project(config_path, folder, job=job)
     if not job.is_file():
         raise InputError(
             "argument", "--job", f"no job file {job}", "pass --job FILE or add job.json to FOLDER"
@@ -372,13 +448,29 @@ def image() -> None:
 @image.command("build")
 @click.option("--base", default="python:3.11-slim", show_default=True, help="the tool image")
 @click.option("--tag", required=True, help="the image tag to build, e.g. me/ds-tool:1")
-@click.option("--engine", type=click.Choice(["docker", "podman"]), default=None)
+@click.option(
+    "--engine",
+    type=click.Choice(["docker", "podman"]),
+    default=None,
+    help="the container engine (default: the first of docker, podman that answers)",
+)
 @click.option("--extras", default="aws", show_default=True, help="package extras to install")
-def image_build(base: str, tag: str, engine: str | None, extras: str) -> None:
+@click.option(
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="HOST:CONTAINER[:ro]",
+    help="podman only: mount a host file into the build steps (not the image), e.g. the "
+    "host's CA bundle when pip reaches its index through a TLS-re-signing proxy",
+)
+def image_build(
+    base: str, tag: str, engine: str | None, extras: str, volumes: tuple[str, ...]
+) -> None:
     """Build the worker image (entrypoint `ds worker`) on top of a tool image."""
     from distributed_something.usecases.image import build_image
 
-    info(f"built {build_image(base=base, tag=tag, engine=engine, extras=extras)}")
+    built = build_image(base=base, tag=tag, engine=engine, extras=extras, volumes=volumes)
+    info(f"built {built}")
 
 
 @cli.group("aws")

@@ -9,12 +9,15 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Message:
-    """One received task. ``handle`` is the receipt handle of this receive only."""
+    """One received task. ``handle`` is the receipt handle of this receive only;
+    ``message_id`` names the message itself, the same at every delivery of it (so a
+    second delivery of one message can be told from a second message of the same task)."""
 
     handle: str
     task_id: str
     body: str
     receive_count: int
+    message_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Queue(Protocol):
     - ``counts`` reports visible / in flight / dead.
     - ``list_dead`` lists the dead-letter store; ``redrive`` moves dead tasks (all, or those
       whose ids are given) back to the queue with a fresh receive count, returning how many.
+    - ``drop_dead`` deletes every copy of the given tasks from the dead-letter store,
+      returning how many copies it deleted.
     - ``purge`` deletes every message of the queue (not the dead-letter store).
     Safe to use from many processes at once.
     """
@@ -85,5 +90,7 @@ class Queue(Protocol):
     def list_dead(self) -> list[DeadTask]: ...
 
     def redrive(self, task_ids: Sequence[str] | None = None) -> int: ...
+
+    def drop_dead(self, task_ids: Sequence[str]) -> int: ...
 
     def purge(self) -> None: ...

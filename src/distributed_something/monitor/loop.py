@@ -1,4 +1,4 @@
-"""The monitor loop: observe, decide (pure policy), act; until the run is drained."""
+"""The monitor loop: observe, decide (pure policy), act; until the ledger says it is over."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from distributed_something.backends import Backend
 from distributed_something.config.model import Config
+from distributed_something.ledger import read_ledger
 from distributed_something.monitor.policy import (
     Observation,
     PolicyConfig,
@@ -14,11 +15,13 @@ from distributed_something.monitor.policy import (
     ScaleTo,
     Teardown,
     decide,
+    drain_check,
 )
 from distributed_something.monitor.progress import Progress, measure
+from distributed_something.monitor.settle import settle
 from distributed_something.records import RunRecords
 from distributed_something.state import RunState
-from distributed_something.ui import task_bar
+from distributed_something.ui import info, task_bar
 
 
 def policy_config(config: Config, cheapest: bool) -> PolicyConfig:
@@ -36,30 +39,68 @@ def watch(
     state: RunState,
     *,
     interval: float,
+    confirm_seconds: float | None = None,
     cheapest: bool = False,
     show_progress: bool = True,
+    image_entrypoint: bool = False,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], object] = time.sleep,
 ) -> Progress:
-    """Run the monitor until the queue is drained, then stop the workers.
+    """Run the monitor until the run is over, then stop the workers.
 
-    Returns the final progress. Cleanup and the report are the caller's next steps, so a
-    monitor killed here can simply be run again.
+    Over means: the ledger has an outcome (done, skipped, dead) for every task, and the queue
+    read empty on readings ``confirm_seconds`` apart (default: one ``interval``). With
+    ``image_entrypoint`` the workers are the family image's own (they keep no records), so
+    the empty queue alone decides. Returns the final progress. Cleanup and the report are
+    the caller's next steps, so a monitor killed here can simply be run again.
     """
     records = RunRecords(backend.storage, config.app_name, state.run_id)
     cfg = policy_config(config, cheapest)
+    confirm = interval if confirm_seconds is None else confirm_seconds
     started = state.workers_started_at or state.created_at
     bar = task_bar(config.app_name) if show_progress else None
-    bar_id = bar.add_task(config.app_name, total=state.submitted, detail="") if bar else None
+    bar_id = bar.add_task(config.app_name, total=None, detail="") if bar else None
+    drained_since: float | None = None
     if bar:
         bar.start()
     try:
         while True:
-            counts = backend.queue.counts()
-            progress = measure(counts, records, state)
+            ledger = read_ledger(records)
+            progress = measure(ledger)
             if bar is not None and bar_id is not None:
-                bar.update(bar_id, completed=progress.finished, detail=_detail(progress))
-            obs = Observation(clock(), counts, backend.compute.status(), started)
+                bar.update(
+                    bar_id,
+                    total=progress.total,
+                    completed=progress.finished,
+                    detail=_detail(progress),
+                )
+            counts = backend.queue.counts()
+            check = drain_check(
+                now=clock(),
+                drained_since=drained_since,
+                queue_drained=counts.drained,
+                ledger_finished=ledger.finished or image_entrypoint,
+                confirm_seconds=confirm,
+            )
+            drained_since = check.drained_since
+            if check.verdict == "reconcile":
+                plan = settle(records, backend.queue, ledger, clock())
+                if plan.requeue:
+                    info(
+                        f"{len(plan.requeue)} task(s) had left the queue without an "
+                        "outcome: sent again"
+                    )
+                if plan.dead:
+                    info(f"{len(plan.dead)} task(s) are dead (see `ds dead list`)")
+                drained_since = None
+                continue
+            obs = Observation(
+                clock(),
+                counts,
+                backend.compute.status(),
+                started,
+                finished=check.verdict == "finished",
+            )
             actions = decide(obs, cfg)
             for action in actions:
                 if isinstance(action, ReplaceWorkers):
@@ -79,6 +120,6 @@ def watch(
 def _detail(p: Progress) -> str:
     return (
         f"[green]done {p.done}[/] [cyan]skipped {p.skipped}[/] "
-        f"[yellow]retried {p.failed}[/] [red]dead {p.dead}[/] "
-        f"· running {p.in_flight} · queued {p.visible}"
+        f"[yellow]retrying {p.failed}[/] [red]dead {p.dead}[/] "
+        f"· running {p.running} · pending {p.pending}"
     )

@@ -14,12 +14,46 @@ CHEAPEST_AFTER_SECONDS = 15 * 60
 
 @dataclass(frozen=True)
 class Observation:
-    """What the monitor saw at ``now``."""
+    """What the monitor saw at ``now``. ``finished`` is the drain check's verdict (the
+    ledger says every task is done, skipped or dead, and the queue stayed empty)."""
 
     now: float
     counts: QueueCounts
     compute: ComputeStatus
     started_at: float
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class DrainCheck:
+    """The drain check's result: when the queue first read empty (None: it does not), and
+    the verdict — ``working``, ``confirming`` (empty, but not for long enough yet),
+    ``finished`` (tear down) or ``reconcile`` (the queue stayed empty but the ledger has
+    tasks without an outcome: they left the queue unseen, e.g. dead-lettered when their
+    worker vanished on the last attempt, or purged: find them and decide)."""
+
+    drained_since: float | None
+    verdict: str
+
+
+def drain_check(
+    *,
+    now: float,
+    drained_since: float | None,
+    queue_drained: bool,
+    ledger_finished: bool,
+    confirm_seconds: float,
+) -> DrainCheck:
+    """Decide whether a run is over. Queue counts are approximate (SQS's can read 0 while
+    messages exist), so "empty" must hold on readings at least ``confirm_seconds`` apart;
+    and the run is over only when the ledger, not the queue, says every task has an
+    outcome. The CLI monitor and the unattended (Lambda) monitor both decide here."""
+    if not queue_drained:
+        return DrainCheck(None, "working")
+    since = now if drained_since is None else drained_since
+    if now - since < confirm_seconds or (drained_since is None and confirm_seconds > 0):
+        return DrainCheck(since, "confirming")
+    return DrainCheck(since, "finished" if ledger_finished else "reconcile")
 
 
 @dataclass(frozen=True)
@@ -58,14 +92,14 @@ Action = Teardown | ScaleTo | ReplaceWorkers
 def decide(obs: Observation, cfg: PolicyConfig) -> list[Action]:
     """The actions for one monitor tick.
 
-    - Drained (nothing visible, nothing in flight): tear down.
+    - Finished (the drain check's verdict, `Observation.finished`): tear down.
     - Work still visible but fewer workers running than asked: replace the missing ones.
     - Nothing visible but tasks in flight: shrink to the machines those tasks need, so the
       tail costs only what is still busy.
     - Cheapest mode, after 15 minutes: one machine.
     """
     counts = obs.counts
-    if counts.drained:
+    if obs.finished:
         return [Teardown()]
     actions: list[Action] = []
     full = math.ceil(cfg.workers / max(cfg.workers_per_machine, 1))
@@ -80,3 +114,40 @@ def decide(obs: Observation, cfg: PolicyConfig) -> list[Action]:
         actions.append(ReplaceWorkers(wanted))
     actions.append(ScaleTo(target))
     return actions
+
+
+#: a task that left the queue without an outcome this many times is given up (dead)
+MAX_REQUEUES = 2
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What to do with tasks the ledger has no outcome for once the queue stayed empty."""
+
+    #: task id → why it is dead (found in the dead-letter store, or lost too often)
+    dead: dict[str, str]
+    #: tasks to send again (they left the queue without an outcome and are not dead-lettered)
+    requeue: list[str]
+
+
+def reconcile(
+    unfinished: list[str],
+    dead_letters: dict[str, str],
+    requeues: dict[str, int],
+    max_requeues: int = MAX_REQUEUES,
+) -> Reconciliation:
+    """Decide the fate of ``unfinished`` tasks (no outcome in the ledger) when the queue
+    stayed empty: those in the dead-letter store (``dead_letters``: id → last error) are
+    dead; the others left the queue unseen (a purge, a lost message) and are sent again,
+    unless they already were ``max_requeues`` times (``requeues``: id → times)."""
+    dead: dict[str, str] = {}
+    again: list[str] = []
+    for task_id in unfinished:
+        if task_id in dead_letters:
+            error = dead_letters[task_id]
+            dead[task_id] = error or "dead-lettered with no failure record (its worker vanished)"
+        elif requeues.get(task_id, 0) >= max_requeues:
+            dead[task_id] = f"left the queue {requeues[task_id]} times without an outcome; given up"
+        else:
+            again.append(task_id)
+    return Reconciliation(dead, again)

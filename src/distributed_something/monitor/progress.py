@@ -1,44 +1,60 @@
-"""Run progress from cheap reads (queue counts and key listings, no object reads)."""
+"""Run progress for people: the ledger's counts (see ledger.py), never queue arithmetic."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distributed_something.interfaces.queue import QueueCounts
-from distributed_something.records import RunRecords
-from distributed_something.state import RunState
+from distributed_something.ledger import Ledger
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a run stands. ``failed`` counts tasks that failed at least once and are not
-    dead (they are being retried, or succeeded on a retry)."""
+    """Where a run stands, by task state (each task in exactly one).
+
+    ``failed`` counts tasks whose last attempt failed and that wait for a retry;
+    ``duplicates`` tasks that were delivered twice at once or completed twice.
+    """
 
     total: int
     done: int
     skipped: int
+    running: int
     failed: int
+    pending: int
     dead: int
-    visible: int
-    in_flight: int
+    duplicates: int = 0
+    #: records that could not be read (they are listed by `ds report`)
+    corrupt: int = 0
 
     @property
     def finished(self) -> int:
         return self.done + self.skipped + self.dead
 
+    def counts(self) -> dict[str, int]:
+        """The counts under the run report's names."""
+        return {
+            "done": self.done,
+            "skipped": self.skipped,
+            "running": self.running,
+            "failed": self.failed,
+            "pending": self.pending,
+            "dead": self.dead,
+            "total": self.total,
+            "duplicates": self.duplicates,
+        }
 
-def measure(counts: QueueCounts, records: RunRecords, state: RunState) -> Progress:
-    """Combine queue counts with the run's records into a `Progress`."""
-    dead = max(counts.dead - state.dead_at_start, 0)
-    skipped = records.count_skipped()
-    finished_ok = max(state.submitted - counts.visible - counts.in_flight - dead, 0)
-    failed = max(len(records.failed_task_ids()) - dead, 0)
+
+def measure(ledger: Ledger) -> Progress:
+    """The `Progress` of a run from its ledger."""
+    c = ledger.counts
     return Progress(
-        total=state.submitted,
-        done=max(finished_ok - skipped, 0),
-        skipped=min(skipped, finished_ok),
-        failed=failed,
-        dead=dead,
-        visible=counts.visible,
-        in_flight=counts.in_flight,
+        total=c["total"],
+        done=c["done"],
+        skipped=c["skipped"],
+        running=c["running"],
+        failed=c["failed"],
+        pending=c["pending"],
+        dead=c["dead"],
+        duplicates=c["duplicates"],
+        corrupt=len(ledger.corrupt),
     )

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from distributed_something.interfaces.queue import Queue
-from distributed_something.records import RunRecords
+from distributed_something.ledger import Ledger, read_ledger
+from distributed_something.records import Failure, RunRecords
 from distributed_something.state import RunState
 
-OUTCOMES = ("done", "skipped", "failed", "dead", "pending")
+OUTCOMES = ("done", "skipped", "running", "failed", "dead", "pending")
 
 
 @dataclass
@@ -19,7 +20,7 @@ class TaskReport:
 
     ``outcome``: done (ran and succeeded), skipped (found done already), dead (dead-lettered
     after its last allowed attempt), failed (its last attempt failed and it awaits a retry),
-    pending (not finished yet).
+    running (an attempt is under way), pending (not started, or handed back).
     """
 
     id: str
@@ -48,6 +49,8 @@ class RunReport:
     counts: dict[str, int]
     tasks: list[TaskReport]
     duration_stats: dict[str, float]
+    #: records that could not be read: key → what is wrong and how to repair it
+    corrupt: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (it shares the tasks' groups and lists: read only).
@@ -60,59 +63,71 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing is dead, failed or pending."""
-        return all(self.counts[k] == 0 for k in ("dead", "failed", "pending"))
+        """True when nothing is dead, failed, running or pending."""
+        return all(self.counts[k] == 0 for k in ("dead", "failed", "running", "pending"))
 
 
 def build_report(
     records: RunRecords, queue: Queue, state: RunState, *, image_entrypoint: bool = False
 ) -> RunReport:
-    """Account for every task of the run's manifest, in submission order.
+    """Account for every task of the run's manifest, in submission order, with the state
+    the ledger gives it (so `ds status` and the report never disagree), and the details of
+    its records: duration and outputs of a done task, the last error of a failed or dead one.
 
     With ``image_entrypoint`` the tasks were processed by the container image's own worker
     (the family's images), which writes no records and deletes a message only when its task
     succeeded: once the queue is drained, a task that is not dead is done.
     """
-    dead = {d.task_id: d for d in queue.list_dead()}
-    deleted_means_done = image_entrypoint and queue.counts().drained
-    skipped = {s.task_id for s in records.all_skips()}
-    failures: dict[str, list[str | int]] = {}
+    ledger = read_ledger(records)
+    tasks_by_state = ledger.tasks
+    dead_letters: dict[str, str] | None = None
+    if image_entrypoint and queue.counts().drained:
+        dead_letters = {d.task_id: d.error for d in queue.list_dead()}
+    failures: dict[str, Failure] = {}
     for failure in records.all_failures():
         last = failures.get(failure.task_id)
-        if last is None or int(last[0]) < failure.attempt:
-            failures[failure.task_id] = [failure.attempt, failure.error]
+        if last is None or last.at < failure.at:
+            failures[failure.task_id] = failure
+    done_ids = [t.id for t in tasks_by_state.values() if t.state == "done"]
+    markers = records.read_done_many(done_ids)
+    mark_errors = _dead_mark_errors(records, ledger, failures)
     tasks: list[TaskReport] = []
-    manifest = records.manifest()
-    markers = records.read_done_many([entry.task_id for entry in manifest])
-    for entry in manifest:
-        tid = entry.task_id
-        marker = markers.get(tid)
+    for entry in tasks_by_state.values():
+        tid = entry.id
+        outcome = entry.state
         fail = failures.get(tid)
-        if marker is not None and marker.finished_at >= state.created_at:
-            in_run = [t for t in marker.completions if t >= state.created_at]
+        if dead_letters is not None and outcome == "pending":
+            outcome = "dead" if tid in dead_letters else "done"
+        if outcome == "done":
+            marker = markers.get(tid)
             tasks.append(
                 TaskReport(
                     tid,
                     entry.group,
                     "done",
-                    marker.attempt,
-                    marker.duration,
-                    marker.outputs,
-                    duplicate=len(in_run) > 1,
-                    finished_at=marker.finished_at,
+                    marker.attempt if marker else max(entry.attempts, 1),
+                    marker.duration if marker else None,
+                    marker.outputs if marker else [],
+                    duplicate=entry.duplicate,
+                    finished_at=marker.finished_at if marker else None,
                 )
             )
-        elif tid in skipped:
-            tasks.append(TaskReport(tid, entry.group, "skipped", 1))
-        elif tid in dead:
-            error = dead[tid].error or (str(fail[1]) if fail else "")
-            tasks.append(TaskReport(tid, entry.group, "dead", dead[tid].receive_count, error=error))
-        elif fail is not None:
-            tasks.append(TaskReport(tid, entry.group, "failed", int(fail[0]), error=str(fail[1])))
-        elif deleted_means_done:
-            tasks.append(TaskReport(tid, entry.group, "done", 1))
-        else:
-            tasks.append(TaskReport(tid, entry.group, "pending", 0))
+            continue
+        error = fail.error if fail is not None else mark_errors.get(tid)
+        if outcome == "dead" and dead_letters is not None and not error:
+            error = dead_letters.get(tid)
+        if outcome in ("pending", "running", "skipped"):
+            error = None if outcome != "pending" or fail is None else fail.error
+        tasks.append(
+            TaskReport(
+                tid,
+                entry.group,
+                outcome,
+                entry.attempts if outcome != "skipped" else 1,
+                error=error,
+                duplicate=entry.duplicate,
+            )
+        )
     counts, stats = tally(tasks)
     return RunReport(
         app_name=state.app_name,
@@ -123,7 +138,24 @@ def build_report(
         counts=counts,
         tasks=tasks,
         duration_stats=stats,
+        corrupt=dict(records.corrupt),
     )
+
+
+def _dead_mark_errors(
+    records: RunRecords, ledger: Ledger, failures: dict[str, Failure]
+) -> dict[str, str]:
+    """The errors of dead tasks that have no failure record (found in the dead-letter store
+    by the monitor, or given up after leaving the queue): read from their dead marks."""
+    wanted = {t.id for t in ledger.tasks.values() if t.state == "dead" and t.id not in failures}
+    if not wanted:
+        return {}
+    out: dict[str, str] = {}
+    for mark in records.marks():
+        if mark.kind == "dead" and mark.task_id in wanted:
+            data = records.read_mark(mark)
+            out[mark.task_id] = str((data or {}).get("error", ""))
+    return out
 
 
 def tally(tasks: list[TaskReport]) -> tuple[dict[str, int], dict[str, float]]:

@@ -32,6 +32,7 @@ COLORS = {
     "failed": "#f9a825",
     "dead": "#c62828",
     "pending": "#757575",
+    "running": "#1e88e5",
     "total": "#37474f",
     "duplicates": "#6a1b9a",
 }
@@ -297,7 +298,7 @@ def _throughput_svg(report: RunReport) -> str:
 
 
 def _attention_table(report: RunReport) -> str:
-    trouble = [t for t in report.tasks if t.outcome in ("dead", "failed", "pending")]
+    trouble = [t for t in report.tasks if t.outcome in ("dead", "failed", "running", "pending")]
     if not trouble:
         return '<h2>Tasks needing attention</h2>\n<p class="empty">None.</p>'
     rows = (
@@ -424,7 +425,7 @@ def _count(report: RunReport, name: str) -> int:
 
 
 def _ok(report: RunReport) -> bool:
-    return all(_count(report, k) == 0 for k in ("dead", "failed", "pending"))
+    return all(_count(report, k) == 0 for k in ("dead", "failed", "running", "pending"))
 
 
 def _utc(timestamp: float) -> str:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from distributed_something.records import CORRUPT_FIX
 from distributed_something.report.build import OUTCOMES, RunReport
 from distributed_something.ui import console
 
-COLORS = {"done": "green", "skipped": "cyan", "failed": "yellow", "dead": "red", "pending": "white"}
+COLORS = {
+    "done": "green",
+    "skipped": "cyan",
+    "running": "blue",
+    "failed": "yellow",
+    "dead": "red",
+    "pending": "white",
+}
 
 
 def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
@@ -26,10 +34,16 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
         )
     if report.counts["duplicates"]:
         console.print(
-            f"[yellow]{report.counts['duplicates']} task(s) completed twice[/] "
-            "(a worker vanished mid-task; outputs were rewritten identically)"
+            f"[yellow]{report.counts['duplicates']} task(s) were delivered twice[/] "
+            "(the second delivery stood down, or a worker vanished mid-task and the task "
+            "completed twice with identical outputs)"
         )
-    trouble = [t for t in report.tasks if t.outcome in ("dead", "failed", "pending")]
+    if report.corrupt:
+        console.print(f"[red]{len(report.corrupt)} record(s) could not be read:[/]")
+        for key, problem in list(report.corrupt.items())[:10]:
+            console.print(f"  {key}: {problem}")
+        console.print(f"  fix: {CORRUPT_FIX}")
+    trouble = [t for t in report.tasks if t.outcome in ("dead", "failed", "running", "pending")]
     if trouble:
         bad = Table(title="tasks needing attention", show_header=True)
         for col in ("task", "outcome", "attempts", "error"):

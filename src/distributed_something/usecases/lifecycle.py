@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,13 +15,21 @@ from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile
+from distributed_something.ledger import read_ledger
 from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.html import write_html
-from distributed_something.state import RunState, load_state, new_state, require_state, save_state
+from distributed_something.state import (
+    RunState,
+    load_state,
+    new_state,
+    require_state,
+    save_state,
+    state_of_run,
+)
 from distributed_something.ui import info, task_bar
 from distributed_something.usecases.skipdone import finished_tasks
 from distributed_something.usecases.validate import check_job
@@ -35,12 +44,19 @@ def records_for(project: Project, backend: Backend, state: RunState) -> RunRecor
     return RunRecords(backend.storage, project.config.app_name, state.run_id)
 
 
-def setup(project: Project, backend: Backend | None = None) -> RunState:
-    """Create what a run needs, or reuse the run in progress. Idempotent."""
+def setup(
+    project: Project, backend: Backend | None = None, *, continues: str | None = None
+) -> RunState:
+    """Create what a run needs, or reuse the run in progress. Idempotent.
+
+    ``continues`` names a finished run whose dead tasks the new run takes (`ds dead
+    redrive`): the new run records it and prepares nothing again (`local.prepare`)."""
     backend = backend or open_backend(project)
     state = load_state(project, backend.storage)
     if state is None or not state.active:
         state = new_state(project, backend.name, dead_at_start=0)
+        if continues is not None:
+            state.resources["continues"] = continues
     saver = _saver(project, backend)
     backend.provisioner.setup(state, saver)
     if state.submitted == 0:
@@ -58,12 +74,14 @@ def _saver(project: Project, backend: Backend) -> Callable[[RunState], None]:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """What `ds submit` sent."""
+    """What `ds submit` sent. ``left_out``: tasks already pending or running in this run
+    (not sent again; ``force`` sends them anyway)."""
 
     sent: int
     duplicates: int
     job_format: str
     skipped: int = 0
+    left_out: int = 0
 
 
 def submit(
@@ -74,23 +92,47 @@ def submit(
     backend: Backend | None = None,
     show_progress: bool = True,
     skip_done: bool | None = None,
+    force: bool = False,
 ) -> SubmitResult:
     """Validate the job file fully (unless ``job`` is it, validated), then send every unique
     task in batches.
 
-    With ``skip_done`` (default: when check-if-done is on), tasks already finished are not
-    sent: they are recorded as skipped, decided by one listing of the done markers and one
-    of the output root.
+    Lifecycle rules (docs/lifecycle.md): a finished run (cleaned up, or monitored to its end)
+    takes no more tasks — `InputError` saying to start a new run with `ds setup`; a task
+    already pending, running or waiting for a retry in this run is not sent again (counted
+    in ``left_out``) unless ``force``. With ``skip_done`` (default: when check-if-done is on),
+    tasks already finished are not sent: they are recorded as skipped, decided by one
+    listing of the done markers and one of the output root.
     """
     job = job or check_job(project, job_path)
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
+    if not state.active:
+        raise InputError(
+            str(job_path),
+            None,
+            f"run {state.run_id} of {project.config.app_name} is finished (cleaned up or "
+            "monitored to its end): no worker would take these tasks",
+            "start a new run with `ds setup`, then submit again (or `ds run` does every step)",
+        )
     records = records_for(project, backend, state)
-    # The manifest is written first: the report must know every task that may be queued.
-    records.write_manifest(f"{time.time_ns()}", (ManifestEntry(t.id, t.group) for t in job.tasks))
-    if skip_done is None:
-        skip_done = project.config.check_if_done.enabled
     tasks = job.tasks
+    left_out = 0
+    if not force and tasks:
+        live = set(read_ledger(records).ids_in("pending", "running", "failed"))
+        if live:
+            tasks = [t for t in tasks if t.id not in live]
+            left_out = len(job.tasks) - len(tasks)
+    # The manifest is written first: the report must know every task that may be queued.
+    first = job.tasks[0] if job.tasks else None
+    records.write_manifest(
+        f"{time.time_ns()}",
+        (ManifestEntry(t.id, t.group) for t in job.tasks),
+        shared={k: v for k, v in first.body.items() if k != first.group_key} if first else {},
+        group_key=first.group_key if first else "group",
+    )
+    if skip_done is None:
+        skip_done = project.config.check_if_done.enabled and not force
     skipped = 0
     if skip_done:
         recipe = recipe_for(project.config, source=str(project.config_path))
@@ -116,12 +158,15 @@ def submit(
     finally:
         if bar:
             bar.stop()
-    # Skipped tasks count as submitted and finished, so progress and totals add up.
     state.submitted += sent + skipped
     state.job_files.append(str(job_path.resolve()))
     save_state(project, state, backend.storage)
     return SubmitResult(
-        sent=sent, duplicates=len(job.duplicates), job_format=job.format, skipped=skipped
+        sent=sent,
+        duplicates=len(job.duplicates),
+        job_format=job.format,
+        skipped=skipped,
+        left_out=left_out,
     )
 
 
@@ -158,10 +203,40 @@ def monitor(
             backend,
             state,
             interval=interval,
+            confirm_seconds=drain_confirm_seconds(backend.name, interval),
             cheapest=cheapest,
             show_progress=show_progress,
+            image_entrypoint=_image_entrypoint(project),
         )
     return finish(project, backend, state)
+
+
+#: Overrides how long the queue must read empty before a run is over (seconds), as for the
+#: unattended monitor (`backends/aws/lambda_monitor.py` reads the same variable).
+DRAIN_CONFIRM_ENV = "DS_DRAIN_CONFIRM_SECONDS"
+
+
+def drain_confirm_seconds(backend: str, interval: float) -> float:
+    """How far apart two empty readings of the queue must be. SQS's counts are approximate:
+    a minute, the unattended monitor's default; the local queue's are exact: one tick.
+    ``$DS_DRAIN_CONFIRM_SECONDS`` overrides both."""
+    raw = os.environ.get(DRAIN_CONFIRM_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if value < 0:
+            raise InputError(
+                "environment", DRAIN_CONFIRM_ENV, f"{raw!r} is not a number of seconds", "e.g. 60"
+            )
+        return value
+    return interval if backend == "local" else max(interval, 60.0)
+
+
+def _image_entrypoint(project: Project) -> bool:
+    """True when no recipe is set: the image's own worker runs the tasks (no records)."""
+    return recipe_for(project.config, source=str(project.config_path)) is None
 
 
 def finish(project: Project, backend: Backend, state: RunState) -> RunReport:
@@ -179,18 +254,26 @@ def finish(project: Project, backend: Backend, state: RunState) -> RunReport:
 def _teardown(project: Project, backend: Backend, state: RunState) -> None:
     saver = _saver(project, backend)
     backend.provisioner.teardown(state, saver)
+    close_open_attempts(records_for(project, backend, state))
     state.cleaned_up = True
     saver(state)
+
+
+def close_open_attempts(records: RunRecords) -> int:
+    """Close the attempts still open once the run's workers are stopped (a worker killed
+    without a word leaves one): they are lost, and their tasks pending. Returns how many."""
+    now = time.time()
+    stale = [a for a in records.attempt_keys() if a.outcome == "running"]
+    for attempt in stale:
+        records.close_stale(attempt, "lost", now)
+    return len(stale)
 
 
 def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:
     """Build the run report and store it next to the state and in the main bucket."""
     records = records_for(project, backend, state)
     report = build_report(
-        records,
-        backend.queue,
-        state,
-        image_entrypoint=recipe_for(project.config, source=str(project.config_path)) is None,
+        records, backend.queue, state, image_entrypoint=_image_entrypoint(project)
     )
     # Compact: with an indent json falls back to its pure-Python encoder (slow at 10,000
     # tasks); `ds report --json` prints it indented for people.
@@ -202,10 +285,22 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
     return report
 
 
-def report(project: Project, backend: Backend | None = None) -> RunReport:
-    """The current run's report, rebuilt from storage now."""
+def report(
+    project: Project, backend: Backend | None = None, run_id: str | None = None
+) -> RunReport:
+    """The report of the current run (or of run ``run_id``), rebuilt from storage now."""
     backend = backend or open_backend(project)
-    return write_report(project, backend, require_state(project, backend.storage))
+    state = state_of_run(project, backend.storage, run_id)
+    current = load_state(project, backend.storage)
+    if current is not None and current.run_id != state.run_id:
+        # An earlier run: rebuilt and shown, but the current run's report files stay.
+        return build_report(
+            records_for(project, backend, state),
+            backend.queue,
+            state,
+            image_entrypoint=_image_entrypoint(project),
+        )
+    return write_report(project, backend, state)
 
 
 def cleanup(project: Project, backend: Backend | None = None) -> RunState | None:

@@ -6,12 +6,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distributed_something.config.legacy import config_warnings
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.jobs.model import JobFile
 from distributed_something.jobs.parse import load_job_file
+from distributed_something.jobs.prefixes import (
+    clash_error,
+    element_positions,
+    find_clash,
+    list_key_of,
+    prefix_problem,
+)
 from distributed_something.project import Project
-from distributed_something.recipes.base import PLACEHOLDER_WORKDIR
+from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, output_prefixes_may_repeat
 from distributed_something.recipes.registry import recipe_for
 
 
@@ -26,27 +34,74 @@ class Validated:
 
 
 def check_job(project: Project, job_path: Path) -> JobFile:
-    """Parse the job file and plan every task with the recipe (missing fields are errors)."""
+    """Parse the job file and plan every task with the recipe; return the parsed job.
+
+    Raises ``InputError`` (exit 2) naming the file, the field and the fix when the job file
+    is malformed, when the recipe cannot plan a task (a missing field, an unsafe key), when a
+    task's output prefix is empty, has an empty name or lies under ``_ds/`` (the records
+    area), or when two tasks' output prefixes in one bucket are equal or one contains the
+    other (equal ones are accepted for recipes whose format shares folders by design, see
+    `output_prefixes_may_repeat`). Pure: plans use ``PLACEHOLDER_WORKDIR`` and create nothing.
+    """
     job = load_job_file(job_path)
-    recipe = recipe_for(project.config, source=str(project.config_path))
+    config = project.config
+    recipe = recipe_for(config, source=str(project.config_path))
     if recipe is None:
         return job  # the image's own entrypoint reads the tasks
-    for task in job.tasks:
+    # Where each task writes: (bucket as the worker resolves it, prefix), for the overlap check.
+    storage = config.storage
+    default_bucket = storage.destination_bucket or storage.bucket
+    outputs: list[tuple[str, str]] = []
+    for index, task in enumerate(job.tasks):
         try:
-            recipe.plan(project.config, task, PLACEHOLDER_WORKDIR)
+            plan = recipe.plan(config, task, PLACEHOLDER_WORKDIR)
         except InputError as exc:
             # Recipes name "job file" or "config"; say which files they are.
             source = {"job file": str(job_path), "config": str(project.config_path)}
             raise InputError(
                 source.get(exc.source, exc.source), exc.field, exc.problem, exc.fix
             ) from None
+        bucket = plan.output_bucket or default_bucket
+        problem = prefix_problem(plan.output_prefix)
+        if problem is not None:
+            raise _prefix_error(project, job, job_path, index, plan.output_prefix, problem)
+        outputs.append((bucket, plan.output_prefix))
+    clash = find_clash(outputs, allow_equal=output_prefixes_may_repeat(recipe))
+    if clash is not None:
+        raise clash_error(job, clash, outputs, source=str(job_path))
     return job
+
+
+def _prefix_error(
+    project: Project, job: JobFile, job_path: Path, index: int, prefix: str, problem: str
+) -> InputError:
+    """The error for task ``index`` of ``job``, whose output prefix ``prefix`` has ``problem``."""
+    position = element_positions(job)[index]
+    task = job.tasks[index]
+    return InputError(
+        str(job_path),
+        f"{list_key_of(job)}[{position}]",
+        f"the group {task.describe()} (task {task.id}) would write its outputs under "
+        f"{prefix!r}, which {problem}",
+        "change the group's values, or the output prefix template (recipe.output_prefix in "
+        f"{project.config_path}, or the job file's output keys), so that every task renders "
+        "its own folder of non-empty names outside _ds/",
+    )
 
 
 def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -> Validated:
     """Validate everything given. Raises InputError at the first problem."""
     result = Validated(project)
+    result.notes += config_warnings(project.config_path, backend=project.config.backend)
     recipe_for(project.config, source=str(project.config_path))
+    if project.config.backend == "aws":
+        from distributed_something.backends.aws.fleet import check_root_volume
+        from distributed_something.backends.aws.image_check import check_run_image
+
+        check_run_image(project.config)  # `ds worker` on an image known to lack `ds`: refused
+        # the root volume vs the ECS AMI's snapshot (a legacy config is adjusted instead)
+        legacy = project.config_path.suffix == ".py"
+        check_root_volume(project.config, legacy=legacy, source=str(project.config_path))
     if job_path is not None:
         result.job = check_job(project, job_path)
         for dup in result.job.duplicates:
@@ -55,5 +110,5 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
                 f"(task {dup.task_id}); it will be submitted once"
             )
     if fleet_path is not None:
-        result.fleet = load_fleet(fleet_path)
+        result.fleet = load_fleet(fleet_path, key_name=project.config.aws.ssh_key_name)
     return result

@@ -24,10 +24,11 @@ from types import FrameType
 
 from distributed_something.backends import Backend
 from distributed_something.config.model import Config
-from distributed_something.errors import DSError
+from distributed_something.errors import DSError, InputError
 from distributed_something.interfaces.queue import Message
 from distributed_something.interfaces.storage import ObjectInfo, Storage
 from distributed_something.jobs.model import Task
+from distributed_something.jobs.prefixes import in_records_area
 from distributed_something.keys import join_key
 from distributed_something.recipes.base import (
     Input,
@@ -37,9 +38,16 @@ from distributed_something.recipes.base import (
     listed_inputs,
     more_inputs,
 )
-from distributed_something.records import DoneMarker, Failure, RunRecords, Skip
+from distributed_something.records import (
+    META_ROOT,
+    Attempt,
+    DoneMarker,
+    Failure,
+    RunRecords,
+    Skip,
+)
 from distributed_something.worker.heartbeat import Heartbeat
-from distributed_something.worker.policy import outputs_look_done, retry_delay
+from distributed_something.worker.policy import retry_delay, skip_reason
 from distributed_something.worker.runner import Runner
 
 log = logging.getLogger("ds.worker")
@@ -63,6 +71,7 @@ class Outcome(enum.Enum):
     DRAINED = "drained"
     STOPPED = "stopped"
     LOST = "lost"
+    DUPLICATE = "duplicate"
 
 
 @dataclass
@@ -126,6 +135,8 @@ class Worker:
         #: when (by ``clock``) polls started coming back empty; None while holding a task
         #: or before the first poll (read by the idle shutdown, aws/idle.py)
         self.idle_since: float | None = None
+        #: the attempt in progress (its open record is in storage), None between tasks
+        self._attempt: Attempt | None = None
 
     # control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -210,6 +221,7 @@ class Worker:
         log_path = workdir.root / "task.log"
         started = self.clock()
         self._log_header_size = -1
+        self._attempt = None
         outcome = Outcome.FAILED
         try:
             workdir.create()
@@ -218,6 +230,9 @@ class Worker:
             if self._already_done(task, plan):
                 self.backend.queue.delete(message)
                 return Outcome.SKIPPED
+            if self._begin_attempt(message, started):
+                outcome = Outcome.DUPLICATE
+                return outcome
             outcome = self._execute(message, task, plan, workdir, log_path, lease, started)
             return outcome
         except Exception as exc:  # noqa: BLE001 - any error is this task's failure, not ours
@@ -227,24 +242,76 @@ class Worker:
             self._fail(message, error, None, log_path)
             return Outcome.FAILED
         finally:
-            self._store_log(message, log_path, succeeded=outcome is Outcome.DONE)
+            self._store_log(message, log_path, started, succeeded=outcome is Outcome.DONE)
             if not workdir.clear():
                 # Something the command left cannot be removed: the next task must not see it.
                 log.warning("could not empty %s; using a new scratch folder", workdir.root)
                 self._workdir = self._new_workdir()
 
+    def _begin_attempt(self, message: Message, started: float) -> bool:
+        """Record the attempt's start; True when another delivery of the task is already
+        running, in which case this one stands down (its message is deleted: the other
+        message carries the task to its end).
+
+        Write first, then look: of two deliveries that start at once, both see both records,
+        and the later (by start time, then message) stands down, so exactly one runs. An
+        open record of this same message is a delivery whose worker vanished: closed as lost.
+        """
+        attempt = self._new_attempt(message, started)
+        self.records.open_attempt(attempt)
+        self._attempt = attempt
+        mine = (round(started * 1e6), attempt.stem)
+        for other in self.records.attempt_keys(message.task_id):
+            if other.outcome != "running" or other.stem == attempt.stem:
+                continue
+            if other.message == attempt.stem.rsplit("-", 1)[1]:
+                self.records.close_stale(other, "lost", self.clock())
+            elif (other.started_us, other.stem) < mine:
+                log.warning(
+                    "task %s is already running (attempt %s): this delivery stands down",
+                    message.task_id,
+                    other.stem,
+                )
+                self._end_attempt("duplicate", error="another delivery was already running")
+                self.backend.queue.delete(message)
+                return True
+        return False
+
+    def _new_attempt(self, message: Message, started: float) -> Attempt:
+        return Attempt(
+            task_id=message.task_id,
+            attempt=message.receive_count,
+            message_id=message.message_id or message.handle,
+            worker=self.settings.name,
+            started_at=started,
+        )
+
+    def _end_attempt(self, outcome: str, *, exit_code: int | None = None, error: str = "") -> None:
+        """Close the open attempt record (if any) with its outcome."""
+        attempt, self._attempt = self._attempt, None
+        if attempt is None:
+            return
+        attempt.outcome = outcome
+        attempt.ended_at = self.clock()
+        attempt.exit_code = exit_code
+        attempt.error = error
+        try:
+            self.records.close_attempt(attempt)
+        except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
+            log.warning("could not record the end of task %s: %s", attempt.task_id, exc)
+
     def _already_done(self, task: Task, plan: TaskPlan) -> bool:
-        rule = self.config.check_if_done
-        if not rule.enabled:
+        prefix = plan.output_prefix.rstrip("/") + "/"
+        if in_records_area(prefix):
+            return False  # never judged by the records area's objects; the upload refuses it
+        reason = skip_reason(
+            self.config.check_if_done,
+            has_marker=lambda: self.records.read_done(task.id) is not None,
+            outputs=lambda: self._bucket(plan.output_bucket, "destination").list(prefix),
+            where=prefix,
+        )
+        if reason is None:
             return False
-        if self.records.read_done(task.id) is not None:
-            reason = "done marker present"
-        else:
-            destination = self._bucket(plan.output_bucket, "destination")
-            prefix = plan.output_prefix.rstrip("/") + "/"
-            if not outputs_look_done(destination.list(prefix), rule):
-                return False
-            reason = f"outputs under {prefix} meet the check-if-done rule"
         self.records.write_skip(Skip(task.id, self.clock(), reason, self.settings.name))
         log.info("task %s skipped: %s", task.id, reason)
         return True
@@ -282,12 +349,19 @@ class Worker:
             )
         if self.stopping.is_set():
             self.backend.queue.release(message, 0)
+            self._end_attempt("released", error="handed back: the worker was stopping")
             log.info("task %s handed back (worker stopping)", task.id)
             return Outcome.STOPPED
         if beat.lost.is_set():
             # Someone else holds the task now; uploading would race with them.
+            self._end_attempt("lost", error="the lease was lost; the result was dropped")
             log.warning("task %s: lease lost, result dropped", task.id)
             return Outcome.LOST
+        if beat.ended is not None:
+            # The lease reached its hard end (SQS: 12 h after receipt): the command was stopped
+            # in time and the task is still held, so record why and hand it back as a failure.
+            self._fail(message, beat.ended, result.exit_code, log_path)
+            return Outcome.FAILED
         reason = self.recipe.check_success(result.exit_code, workdir)
         if reason is not None:
             self._fail(message, reason, result.exit_code, log_path)
@@ -303,8 +377,10 @@ class Worker:
                 finished_at=self.clock(),
                 worker=self.settings.name,
                 output_prefix=plan.output_prefix,
+                run_id=self.settings.run_id,
             )
         )
+        self._end_attempt("done", exit_code=result.exit_code)
         self.backend.queue.delete(message)
         log.info("task %s done in %.1fs (%d outputs)", task.id, result.duration, len(outputs))
         return Outcome.DONE
@@ -346,6 +422,18 @@ class Worker:
             (join_key(plan.output_prefix, path.relative_to(workdir.output_dir).as_posix()), path)
             for path in sorted(p for p in workdir.output_dir.rglob("*") if p.is_file())
         ]
+        # DESIGN §6: outputs never land in the records area, whatever slipped past
+        # validation (a message sent by other means, an older `ds`): fail before any upload.
+        forged = next((key for key, _ in items if in_records_area(key)), None)
+        if forged is not None:
+            raise InputError(
+                "output prefix",
+                None,
+                f"the output {forged!r} (prefix {plan.output_prefix!r}) would land under "
+                f"{META_ROOT}/, the records area; nothing was uploaded",
+                "give the task an output prefix outside _ds/ (check the job values and "
+                "recipe.output_prefix with `ds validate`)",
+            )
         destination.put_files(items)
         return [key for key, _ in items]
 
@@ -355,6 +443,7 @@ class Worker:
             with log_path.open("rb") as fh:
                 fh.seek(max(0, log_path.stat().st_size - LOG_TAIL_BYTES))
                 tail = fh.read().decode(errors="replace")
+        final = message.receive_count >= self.backend.queue.max_receive_count
         try:
             self.records.write_failure(
                 Failure(
@@ -365,14 +454,20 @@ class Worker:
                     log_tail=tail,
                     at=self.clock(),
                     worker=self.settings.name,
+                    final=final,
                 )
             )
+            if self._attempt is None:  # failed before its start was recorded
+                self._attempt = self._new_attempt(message, self.clock())
+            self._end_attempt("dead" if final else "failed", exit_code=exit_code, error=error)
         finally:
             delay = retry_delay(message.receive_count, self.backend.queue.max_receive_count)
             self.backend.queue.release(message, delay, error)
         log.warning("task %s attempt %d failed: %s", message.task_id, message.receive_count, error)
 
-    def _store_log(self, message: Message, log_path: Path, *, succeeded: bool) -> None:
+    def _store_log(
+        self, message: Message, log_path: Path, started: float, *, succeeded: bool
+    ) -> None:
         """Keep the task's log in storage, except a success's log that holds only our
         header (the command printed nothing): one write per task less, nothing lost."""
         try:
@@ -383,7 +478,7 @@ class Worker:
             return
         try:
             self.backend.storage.put_file(
-                self.records.log_key(message.task_id, message.receive_count), log_path
+                self.records.log_key(message.task_id, message.receive_count, started), log_path
             )
         except Exception as exc:  # noqa: BLE001 - a lost log must not lose the task
             log.warning("could not store the log of task %s: %s", message.task_id, exc)

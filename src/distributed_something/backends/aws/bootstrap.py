@@ -30,6 +30,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from distributed_something.backends.aws.clients import partition
 from distributed_something.backends.aws.compute import aws_errors, error_code
 from distributed_something.backends.aws.teardown import AwsClients
 from distributed_something.errors import BackendError, InputError
@@ -88,15 +89,6 @@ class BootstrapNames:
 
 
 # --- policy documents (pure) -------------------------------------------------------------
-def partition(region: str) -> str:
-    """The ARN partition of ``region`` ("aws", "aws-cn" or "aws-us-gov")."""
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
 def trust_policy(service: str) -> dict[str, Any]:
     """A role trust policy letting ``service`` (e.g. "ec2.amazonaws.com") assume the role."""
     return {
@@ -124,7 +116,11 @@ def instance_policy(
     Allows: the per-instance idle alarm on alarms named ``<prefix>*`` (with the EC2 reads and
     the termination of spot fleet instances an alarm's terminate action needs), tagging
     instances, writing the app's log groups, working the app's queues, and reading/writing
-    objects in ``buckets`` (no S3 access when none are given).
+    objects in ``buckets`` (no S3 access when none are given). Uploads may carry the
+    ``bucket-owner-full-control`` canned ACL (``storage.upload_flags = "--acl
+    bucket-owner-full-control"``): a PutObject with an ACL also needs s3:PutObjectAcl, granted
+    for that ACL only (statement ``OwnerFullControlAcl``), so no other ACL (public-read …)
+    can be set.
     """
     p, name = partition(region), f"{app_prefix}*"
     statements = [
@@ -181,6 +177,14 @@ def instance_policy(
         statements.append(
             _statement("BucketObjects", ["s3:GetObject", "s3:PutObject"], object_arns)
         )
+        statements.append(
+            {
+                **_statement("OwnerFullControlAcl", ["s3:PutObjectAcl"], object_arns),
+                # The one ACL an upload may carry: it grants the bucket's owner (another
+                # account's bucket) full control, and nothing to anyone else.
+                "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}},
+            }
+        )
     return {"Version": _VERSION, "Statement": statements}
 
 
@@ -204,7 +208,16 @@ def monitor_policy(
     statements = [
         _statement(
             "AppQueues",
-            ["sqs:DeleteQueue", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+            # Receive/ChangeMessageVisibility read the dead letters and SendMessage re-sends
+            # tasks that left the queue without an outcome (monitor/settle.py).
+            [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteQueue",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+                "sqs:SendMessage",
+            ],
             [f"arn:{p}:sqs:{region}:{account}:{name}"],
         ),
         _statement(
@@ -274,6 +287,17 @@ def monitor_policy(
         statements.append(_statement("Notices", ["sns:Publish"], [topic_arn]))
     if object_arns:
         statements.append(_statement("RunState", ["s3:GetObject", "s3:PutObject"], object_arns))
+        # The run's ledger is read by listing its records (only under _ds/).
+        statements.append(
+            {
+                **_statement(
+                    "RunRecordsList",
+                    ["s3:ListBucket"],
+                    _bucket_arns(p, buckets, f"{META_ROOT}/*")[0],
+                ),
+                "Condition": {"StringLike": {"s3:prefix": [f"{META_ROOT}/*"]}},
+            }
+        )
     return {"Version": _VERSION, "Statement": statements}
 
 
@@ -341,7 +365,9 @@ def bootstrap(
 
     Keys: ``instance_role``, ``instance_profile``, ``spot_fleet_role``, ``monitor_role``,
     ``topic``, ``function``. Safe to run again: existing resources are kept and their
-    policies and code updated. ``buckets`` are the buckets workers and the monitor may use.
+    policies and code updated. ``buckets`` are the buckets workers and the monitor may use,
+    added to those the roles' inline policies already name (`policy_buckets`): a second app
+    bootstrapped under the same prefix must not take the first app's buckets away.
     A new role takes a few seconds to be usable by Lambda: creating the function is retried
     for up to ``role_wait`` seconds of ``clock``.
     """
@@ -352,12 +378,19 @@ def bootstrap(
     with aws_errors("create the account resources for ds"):
         account = str(clients.sts.get_caller_identity()["Account"])
         topic_arn = str(clients.sns.create_topic(Name=names.topic)["TopicArn"])
+        # PutRolePolicy replaces the whole document: keep every bucket granted before.
+        instance_buckets = _merged_buckets(
+            clients.iam, names.instance_role, names.inline_policy, buckets
+        )
+        monitor_buckets = _merged_buckets(
+            clients.iam, names.monitor_role, names.inline_policy, buckets
+        )
         instance_role = _ensure_role(
             clients.iam,
             names.instance_role,
             "ec2.amazonaws.com",
             [f"arn:{p}:iam::aws:policy/{INSTANCE_MANAGED_POLICY}"],
-            (names.inline_policy, instance_policy(account, region, app_prefix, buckets)),
+            (names.inline_policy, instance_policy(account, region, app_prefix, instance_buckets)),
         )
         profile_arn = _ensure_profile(clients.iam, names.instance_profile, names.instance_role)
         fleet_role = _ensure_role(
@@ -371,7 +404,7 @@ def bootstrap(
             account,
             region,
             app_prefix,
-            buckets,
+            monitor_buckets,
             topic_arn=topic_arn,
             function_name=names.function,
         )
@@ -433,6 +466,41 @@ def destroy(clients: AwsClients, app_prefix: str = "ds") -> list[str]:
 
 
 # --- helpers ------------------------------------------------------------------------------
+def policy_buckets(document: dict[str, Any]) -> list[str]:
+    """The bucket names a policy document's S3 resources name (``arn:<p>:s3:::bucket`` and
+    ``arn:<p>:s3:::bucket/keys``), sorted; wildcards and non-S3 resources are ignored."""
+    found: set[str] = set()
+    statements = document.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    for statement in statements if isinstance(statements, list) else []:
+        resources = statement.get("Resource", []) if isinstance(statement, dict) else []
+        for resource in [resources] if isinstance(resources, str) else resources:
+            if not isinstance(resource, str):
+                continue
+            head, sep, rest = resource.partition(":s3:::")
+            bucket = rest.split("/", 1)[0]
+            if sep and head.startswith("arn:") and bucket and "*" not in bucket:
+                found.add(bucket)
+    return sorted(found)
+
+
+def _merged_buckets(iam: Any, role: str, policy_name: str, buckets: Sequence[str]) -> list[str]:
+    """``buckets`` plus those the role's current inline policy names (none when the role or
+    the policy does not exist yet)."""
+    try:
+        document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise
+        return sorted(set(b for b in buckets if b))
+    if isinstance(document, str):  # boto3 decodes it; a raw answer is URL-encoded JSON
+        from urllib.parse import unquote
+
+        document = json.loads(unquote(document))
+    return sorted(set(policy_buckets(document)) | set(b for b in buckets if b))
+
+
 def _ensure_role(
     iam: Any,
     name: str,

@@ -20,7 +20,11 @@ apps, each scheduled by an EventBridge rule whose target input carries its setti
   config would derive them from, when the state does not record them);
 - ``DS_DRAIN_CONFIRM_SECONDS`` (default 60): the queue must look drained for this long
   before teardown, because SQS counts are approximate and deleting the queue of a run
-  that still has tasks would lose them;
+  that still has tasks would lose them; and then the run's ledger (its records) must give
+  every task an outcome — the same drain check as `ds monitor` (`monitor.policy.drain_check`);
+  tasks that left the queue without an outcome are found in the dead letters or sent again;
+- ``DS_LEDGER`` (default true; false for the family's images, whose worker keeps no
+  records), ``DS_MAX_RECEIVE_COUNT`` (the queue's, default 3);
 - ``DS_TOPIC_ARN`` (optional): an SNS topic told when the run has been cleaned up.
 
 The monitor's own bookkeeping (when the queue first looked drained, when a teardown
@@ -34,7 +38,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
@@ -47,11 +51,14 @@ from distributed_something.backends.aws.compute import (
     status_from_service,
 )
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.backends.aws.s3_storage import S3Storage
+from distributed_something.backends.aws.sqs_queue import SqsQueue
 from distributed_something.backends.aws.teardown import SQS_GONE, AwsClients, teardown
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError, InputError
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.queue import QueueCounts
+from distributed_something.ledger import read_ledger
 from distributed_something.monitor.policy import (
     Observation,
     PolicyConfig,
@@ -59,8 +66,10 @@ from distributed_something.monitor.policy import (
     ScaleTo,
     Teardown,
     decide,
+    drain_check,
 )
-from distributed_something.records import META_ROOT
+from distributed_something.monitor.settle import settle
+from distributed_something.records import META_ROOT, RunRecords
 from distributed_something.state import RunState
 
 log = logging.getLogger(__name__)
@@ -94,6 +103,11 @@ class MonitorSettings:
     cheapest: bool = False
     clean_dashboard: bool = True
     drain_confirm_seconds: float = 60.0
+    #: the run's workers keep records (a recipe is set): its ledger decides when it is over;
+    #: False for the family's images, whose own worker keeps none (the queue decides)
+    ledger: bool = True
+    #: the queue's maxReceiveCount (to re-send tasks that left it without an outcome)
+    max_receive_count: int = 3
     cluster: str | None = None
     log_group: str | None = None
     topic_arn: str | None = None
@@ -127,6 +141,8 @@ class MonitorSettings:
             cheapest=_bool(values, "DS_CHEAPEST", False),
             clean_dashboard=_bool(values, "DS_CLEAN_DASHBOARD", True),
             drain_confirm_seconds=float(_int(values, "DS_DRAIN_CONFIRM_SECONDS", 60) or 0),
+            ledger=_bool(values, "DS_LEDGER", True),
+            max_receive_count=_int(values, "DS_MAX_RECEIVE_COUNT", 3) or 3,
             cluster=values.get("DS_CLUSTER") or None,
             log_group=values.get("DS_LOG_GROUP") or None,
             topic_arn=values.get("DS_TOPIC_ARN") or None,
@@ -145,6 +161,8 @@ class MonitorSettings:
             "DS_CHEAPEST": self.cheapest,
             "DS_CLEAN_DASHBOARD": self.clean_dashboard,
             "DS_DRAIN_CONFIRM_SECONDS": int(self.drain_confirm_seconds),
+            "DS_LEDGER": self.ledger,
+            "DS_MAX_RECEIVE_COUNT": self.max_receive_count,
             "DS_CLUSTER": self.cluster,
             "DS_LOG_GROUP": self.log_group,
             "DS_TOPIC_ARN": self.topic_arn,
@@ -273,16 +291,45 @@ def monitor_once(
         workers_per_machine=settings.workers_per_machine or settings.workers_per_task,
         cheapest=settings.cheapest,
     )
-    actions = decide(obs, cfg)
     taken: list[str] = summary["actions"]
+    # The one drain check (monitor/policy.py), as the CLI monitor makes it: the queue must
+    # read empty on readings `drain_confirm_seconds` apart, and the ledger must give every
+    # task an outcome (read only once the queue reads empty: it costs listings).
+    since = book.get("drained_since")
+    ledger = None
+    records = None
+    if counts.drained and settings.ledger:
+        records = RunRecords(
+            S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
+        )
+        ledger = read_ledger(records)
+    check = drain_check(
+        now=now,
+        drained_since=since if isinstance(since, int | float) else None,
+        queue_drained=counts.drained,
+        ledger_finished=ledger.finished if ledger is not None else True,
+        confirm_seconds=settings.drain_confirm_seconds,
+    )
+    if check.verdict == "reconcile" and records is not None and ledger is not None:
+        queue = SqsQueue(
+            clients.settings,
+            resources.queue_url,
+            resources.dead_letter_queue_url or "",
+            max_receive_count=settings.max_receive_count,
+        )
+        settle(records, queue, ledger, now)
+        book.pop("drained_since", None)
+        save()
+        taken.append("reconciled")
+        return {**summary, "status": "reconciled"}
+    if check.verdict in ("confirming", "finished") and book.get("drained_since") is None:
+        book["drained_since"] = check.drained_since
+        save()
+    if check.verdict == "confirming":
+        return {**summary, "status": "confirming-drained"}
+    actions = decide(replace(obs, finished=check.verdict == "finished"), cfg)
 
     if any(isinstance(a, Teardown) for a in actions):
-        drained_since = book.get("drained_since")
-        if not isinstance(drained_since, int | float):
-            drained_since = book["drained_since"] = now
-            save()
-        if now - drained_since < settings.drain_confirm_seconds:
-            return {**summary, "status": "confirming-drained"}
         book["teardown_started_at"] = now
         save()
         try:

@@ -81,5 +81,8 @@ class LazySqsQueue:
     def redrive(self, task_ids: Sequence[str] | None = None) -> int:
         return self.real.redrive(task_ids)
 
+    def drop_dead(self, task_ids: Sequence[str]) -> int:
+        return self.real.drop_dead(task_ids)
+
     def purge(self) -> None:
         self.real.purge()

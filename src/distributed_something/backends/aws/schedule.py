@@ -29,6 +29,8 @@ def monitor_settings(config: Config, *, region: str) -> MonitorSettings:
         workers_per_task=per_task,
         workers_per_machine=config.cluster.tasks_per_machine * per_task,
         clean_dashboard=config.aws.clean_dashboard,
+        ledger=config.recipe.name is not None,
+        max_receive_count=config.queue.job_retries,
         cluster=config.aws.ecs_cluster,
         log_group=config.aws.log_group_name,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from distributed_something.backends.aws.clients import (
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.queue import DeadTask, Message, QueueCounts
 from distributed_something.jobs.model import MAX_MESSAGE_BYTES, task_id_of
+from distributed_something.worker.heartbeat import LeaseEnding
 
 TASK_ID_ATTRIBUTE = "ds-task-id"
 """The message attribute (String) that carries a message's task id."""
@@ -45,10 +47,18 @@ MAX_VISIBILITY_SECONDS = 43_200
 MAX_WAIT_SECONDS = 20
 """SQS's longest long-polling wait."""
 
+CEILING_NOTICE_SECONDS = 1800
+"""How long before a lease's 12-hour ceiling `SqsQueue.extend_lease` starts raising
+`LeaseEnding` (beyond the lease asked for): time for the worker to stop the command and hand
+the task back while it still holds it."""
+
 LIST_VISIBILITY_SECONDS = 30
 """How long `list_dead`/`redrive` hide the dead messages they read (they show them again
 at the end): long enough for one listing pass, short enough to be harmless if we crash."""
 
+# Receipt times kept for the 12-hour ceiling: a worker holds one message at a time; this
+# only bounds what a long-lived queue object keeps of handles never deleted or released.
+_RECEIPTS_KEPT = 10_000
 _NOT_AWS_HINT = "the answer is not SQS's: check the endpoint (AWS_ENDPOINT_URL) and any proxy"
 _SQS_CODE_PREFIX = "AWS.SimpleQueueService."
 # ChangeMessageVisibility/DeleteMessage with a handle whose lease is gone: the message was
@@ -83,6 +93,18 @@ class SqsError(BackendError):
         # exist or is not available for visibility timeout change."
         return self.code == "InvalidParameterValue" and "receipthandle" in self.detail.lower()
 
+    @property
+    def beyond_ceiling(self) -> bool:
+        """Whether SQS refused a visibility change that would hide the message more than
+        12 hours after its receipt ("Total VisibilityTimeout for the message is beyond the
+        limit [43200 seconds]")."""
+        detail = self.detail.lower()
+        return (
+            self.code == "InvalidParameterValue"
+            and "visibilitytimeout" in detail
+            and "limit" in detail
+        )
+
 
 def _queue_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
@@ -94,6 +116,15 @@ def _seconds(value: float) -> int:
 
 
 _T = TypeVar("_T")
+
+
+def _ceiling_text(message: Message) -> str:
+    """Why a task must stop before SQS's 12-hour ceiling on its lease (one line)."""
+    return (
+        f"task {message.task_id} reached SQS's 12-hour limit: a received message is hidden "
+        "at most 12 hours after its receipt, then a second worker would run it, so the command "
+        "was stopped (split the work into tasks shorter than 12 hours)"
+    )
 
 
 def _chunks(items: Sequence[_T], size: int = BATCH_SIZE) -> Iterator[Sequence[_T]]:
@@ -188,6 +219,7 @@ class SqsQueue:
         threads: int = 32,
         send_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.queue_url = queue_url
@@ -197,6 +229,12 @@ class SqsQueue:
         self.threads = max(int(threads), 1)
         self.send_attempts = max(int(send_attempts), 1)
         self._sleep = sleep
+        self._clock = clock
+        # handle -> clock() just before the receive that returned it: SQS counts its 12-hour
+        # ceiling from its receipt, which is later, so the time left we compute is never more
+        # than SQS's.
+        self._received_at: dict[str, float] = {}
+        self._received_lock = threading.Lock()
         self._client: Any = client("sqs", settings)
 
     # -- calls -----------------------------------------------------------------------------
@@ -325,6 +363,7 @@ class SqsQueue:
             task_id=str(task_id) if task_id else _body_task_id(body, str(raw["MessageId"])),
             body=body,
             receive_count=int((raw.get("Attributes") or {}).get("ApproximateReceiveCount", 1)),
+            message_id=str(raw["MessageId"]),
         )
 
     def _receive_raw(
@@ -349,8 +388,29 @@ class SqsQueue:
         rounded up to whole seconds. Waits up to ``wait_seconds`` when none is visible."""
         if max_messages < 1:
             return []
+        started = self._clock()
         raw = self._receive_raw(self.queue_url, max_messages, _seconds(lease_seconds))
-        return [self._message(item) for item in raw]
+        messages = [self._message(item) for item in raw]
+        with self._received_lock:
+            for message in messages:
+                self._received_at[message.handle] = started
+            while len(self._received_at) > _RECEIPTS_KEPT:  # handles never let go of
+                del self._received_at[next(iter(self._received_at))]
+        return messages
+
+    def _forget(self, handle: str) -> None:
+        with self._received_lock:
+            self._received_at.pop(handle, None)
+
+    def lease_time_left(self, message: Message) -> float | None:
+        """Seconds until SQS's 12-hour ceiling on ``message``'s lease (measured from this
+        queue's receive of it; never more than SQS's own count), or None when this queue
+        object did not receive it."""
+        with self._received_lock:
+            received = self._received_at.get(message.handle)
+        if received is None:
+            return None
+        return MAX_VISIBILITY_SECONDS - (self._clock() - received)
 
     def _change_visibility(self, handle: str, seconds: float) -> bool:
         """Set a received message's visibility; False when its lease is gone."""
@@ -370,8 +430,33 @@ class SqsQueue:
 
     def extend_lease(self, message: Message, seconds: float) -> bool:
         """Hide ``message`` for ``seconds`` (rounded up) from now; False when SQS says its
-        lease is gone (deleted, dead-lettered or no longer in flight)."""
-        return self._change_visibility(message.handle, seconds)
+        lease is gone (deleted, dead-lettered or no longer in flight).
+
+        SQS hides a message at most 12 hours after the receive that returned it, however
+        often the lease is extended. Once the lease is within ``seconds`` +
+        `CEILING_NOTICE_SECONDS` of that ceiling, it is extended as far as allowed (to the
+        ceiling at most) and then `LeaseEnding` is raised with the seconds left: the task must
+        stop before the message becomes visible to other workers. So it is too, with 0 seconds
+        left, when SQS itself refuses an extension for that reason (a message this queue
+        object did not receive).
+        """
+        want = _seconds(seconds)
+        left = self.lease_time_left(message)
+        if left is not None and left < 1:
+            raise LeaseEnding(_ceiling_text(message), 0)
+        give = want if left is None else min(want, math.floor(left))
+        try:
+            kept = self._change_visibility(message.handle, give)
+        except SqsError as error:
+            if error.beyond_ceiling:
+                raise LeaseEnding(_ceiling_text(message), 0) from None
+            raise
+        if not kept:
+            self._forget(message.handle)
+            return False
+        if left is not None and want + CEILING_NOTICE_SECONDS > left:
+            raise LeaseEnding(_ceiling_text(message), math.floor(left))
+        return True
 
     def delete(self, message: Message) -> None:
         """Delete ``message`` for good; a handle whose lease is gone is not an error."""
@@ -385,14 +470,24 @@ class SqsQueue:
         except SqsError as error:
             if not error.lease_lost:
                 raise
+        self._forget(message.handle)
 
     def release(self, message: Message, delay_seconds: float, error: str | None = None) -> None:
         """Make ``message`` visible again after ``delay_seconds`` (rounded up).
 
         SQS cannot keep ``error`` (the worker stores failures in storage); a handle whose
-        lease is gone is not an error.
+        lease is gone is not an error. A delay past SQS's 12-hour ceiling on the lease ends
+        at the ceiling (the message becomes visible then, sooner than asked).
         """
-        self._change_visibility(message.handle, delay_seconds)
+        left = self.lease_time_left(message)
+        if left is not None:
+            delay_seconds = min(delay_seconds, max(math.floor(left), 0))
+        try:
+            self._change_visibility(message.handle, delay_seconds)
+        except SqsError as failure:
+            if not failure.beyond_ceiling:
+                raise
+        self._forget(message.handle)
 
     # -- counts ----------------------------------------------------------------------------
 
@@ -520,6 +615,23 @@ class SqsQueue:
         finally:
             self._show_dead([raw for raw in messages if raw["MessageId"] not in moved])
         return len(moved)
+
+    def drop_dead(self, task_ids: Sequence[str]) -> int:
+        """Delete every copy of the given tasks from the dead-letter queue; returns how many
+        copies. The others are made visible again."""
+        wanted = set(task_ids)
+        if not wanted:
+            return 0
+        messages = self._read_dead()
+        chosen = [raw for raw in messages if self._message(raw).task_id in wanted]
+        dropped: set[str] = set()
+        try:
+            for chunk in _chunks(chosen):
+                self._delete_dead(chunk)
+                dropped.update(raw["MessageId"] for raw in chunk)
+        finally:
+            self._show_dead([raw for raw in messages if raw["MessageId"] not in dropped])
+        return len(dropped)
 
     def _delete_dead(self, messages: Sequence[dict[str, Any]]) -> None:
         response = self._call(

@@ -33,8 +33,12 @@ class LocalProvisioner:
 
     def setup(self, state: RunState, save: Callable[[RunState], None]) -> None:
         bucket_dir(self.project).mkdir(parents=True, exist_ok=True)
-        if self.project.config.local.prepare:
+        # Once per run: a resumed run, or one that continues another (a redrive of its dead
+        # tasks), must not redo it (it may rewrite inputs the tasks already used).
+        ready = state.resources.get("prepared") or state.resources.get("continues")
+        if self.project.config.local.prepare and not ready:
             self._prepare()
+            state.resources["prepared"] = True
         save(state)
 
     def start(

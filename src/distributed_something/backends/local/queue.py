@@ -4,7 +4,8 @@ Every read-modify-write runs in a ``BEGIN IMMEDIATE`` transaction, which takes S
 single write lock up front: two processes can never pick the same visible message, so a
 message is delivered to one receiver at a time while its lease holds. WAL mode lets readers
 (``counts``) proceed while a writer works; the busy timeout makes writers wait their turn
-instead of failing.
+instead of failing. The file and its -wal/-shm are owner-only (0600) and so is their folder
+(0700), whatever the umask: they hold every task's job values and errors.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +52,44 @@ CREATE INDEX IF NOT EXISTS dead_by_task_id ON dead (task_id);
 
 # SQLite limits the number of "?" in one statement; stay far below every version's limit.
 _CHUNK = 500
+
+
+#: The queue holds every task's body (job values) and errors: owner-only, whatever the umask.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _make_private_file(path: Path) -> None:
+    """Make ``path``'s folder (created if missing) 0700 and ``path`` (created empty if
+    missing, an empty file being a valid SQLite database) 0600, whatever the umask. SQLite
+    creates the -wal and -shm files with the database file's mode, so they are 0600 too.
+    An existing folder or file not owned by us is left as it is."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    _chmod_if_ours(folder, PRIVATE_FOLDER_MODE)
+    # Read-only is enough to create the file and to fchmod it when it is ours.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _narrow_companions(path: Path) -> None:
+    """Make the database's existing -wal, -shm and -journal files 0600 (when ours)."""
+    for suffix in _COMPANIONS:
+        _chmod_if_ours(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
+
+
+def _chmod_if_ours(path: Path, mode: int) -> None:
+    try:
+        status = path.stat()
+        if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) != mode:
+            path.chmod(mode)
+    except FileNotFoundError:
+        pass  # a companion file that does not exist (yet)
 
 
 def _encode_handle(message_id: int, token: str) -> str:
@@ -112,7 +152,7 @@ class SqliteQueue:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private_file(self.path)
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
             conn = sqlite3.connect(
                 self.path,
@@ -122,6 +162,9 @@ class SqliteQueue:
             )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
+                # SQLite gives -wal/-shm the database file's mode; files left by an older
+                # version with wider permissions are narrowed too.
+                _narrow_companions(self.path)
                 # In WAL mode NORMAL survives process crashes; only power loss may lose the
                 # last commits, and it makes each commit much cheaper.
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -238,6 +281,7 @@ class SqliteQueue:
                             task_id=task_id,
                             body=body,
                             receive_count=receive_count + 1,
+                            message_id=str(message_id),
                         )
                     )
         return received
@@ -327,6 +371,19 @@ class SqliteQueue:
                 )
                 moved += conn.execute(f"DELETE FROM dead{where}", params).rowcount
         return moved
+
+    def drop_dead(self, task_ids: Sequence[str]) -> int:
+        """Delete every dead copy of the given tasks; returns how many copies."""
+        ids = list(dict.fromkeys(task_ids))
+        dropped = 0
+        with self._transaction() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                dropped += conn.execute(
+                    f"DELETE FROM dead WHERE task_id IN ({', '.join('?' * len(chunk))})",
+                    tuple(chunk),
+                ).rowcount
+        return dropped
 
     def purge(self) -> None:
         """Delete every message of the queue; the dead table is kept."""

@@ -1,0 +1,29 @@
+"""Giving an outcome to tasks that left the queue without one (the drain check's
+"reconcile" verdict). Shared by `ds monitor` and the unattended monitor, so it prints nothing
+and needs nothing but the records and the queue."""
+
+from __future__ import annotations
+
+from distributed_something.interfaces.queue import Queue
+from distributed_something.ledger import Ledger
+from distributed_something.monitor.policy import Reconciliation, reconcile
+from distributed_something.records import RunRecords
+
+
+def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Reconciliation:
+    """Give every task without an outcome one, once the queue stayed empty (see
+    `monitor.policy.reconcile`): dead-lettered ones are marked dead, the others are sent
+    again (and marked), so no task is left pending in a run nobody works on. Returns what
+    was decided."""
+    unfinished = ledger.ids_in("pending", "running", "failed")
+    dead_letters = {d.task_id: d.error for d in queue.list_dead()}
+    requeues = {tid: ledger.tasks[tid].requeues for tid in unfinished}
+    plan = reconcile(unfinished, dead_letters, requeues)
+    for task_id, why in plan.dead.items():
+        records.write_mark(task_id, "dead", now, {"error": why})
+    if plan.requeue:
+        bodies = records.bodies(plan.requeue)
+        queue.send_batch([(tid, bodies[tid]) for tid in plan.requeue if tid in bodies])
+        for task_id in plan.requeue:
+            records.write_mark(task_id, "requeue", now, {"why": "left the queue unseen"})
+    return plan

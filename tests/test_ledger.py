@@ -1,0 +1,265 @@
+"""The ledger: one state per task from the run's records, and the invariant that holds it
+true across any sequence of setup / submit / work / worker crash / monitor / cleanup /
+redrive (a Hypothesis state machine on the real local queue and folder storage)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from conftest import write_project
+from distributed_something.backends import Backend, open_backend
+from distributed_something.errors import InputError
+from distributed_something.ledger import read_ledger, task_state
+from distributed_something.monitor.settle import settle
+from distributed_something.project import Project
+from distributed_something.recipes.command import CommandRecipe
+from distributed_something.records import Attempt, RunRecords
+from distributed_something.report.build import build_report
+from distributed_something.state import load_state
+from distributed_something.usecases import inspect, lifecycle
+from distributed_something.usecases.project import open_project
+from distributed_something.worker.loop import Worker, WorkerSettings
+from distributed_something.worker.runner import SubprocessRunner
+from testkit import NoCompute
+
+# --- the pure decision ----------------------------------------------------------------------
+
+
+def test_a_completed_attempt_is_done_whatever_followed() -> None:
+    attempts = [(1, "failed"), (2, "done"), (3, "duplicate"), (4, "lost")]
+    assert task_state(skipped=False, attempts=attempts, marks=[]) == "done"
+
+
+def test_the_latest_event_decides_and_stood_down_duplicates_do_not_count() -> None:
+    assert task_state(skipped=False, attempts=[], marks=[]) == "pending"
+    assert task_state(skipped=True, attempts=[], marks=[]) == "skipped"
+    assert task_state(skipped=False, attempts=[(1, "running")], marks=[]) == "running"
+    # a second delivery stood down while the first runs: still running
+    running = [(1, "running"), (2, "duplicate")]
+    assert task_state(skipped=False, attempts=running, marks=[]) == "running"
+    assert task_state(skipped=False, attempts=[(1, "failed")], marks=[]) == "failed"
+    assert task_state(skipped=False, attempts=[(1, "failed"), (5, "dead")], marks=[]) == "dead"
+    # redriven after it died: pending again, until its next attempt
+    died = [(1, "dead")]
+    assert task_state(skipped=False, attempts=died, marks=[(9, "redrive")]) == "pending"
+    assert task_state(skipped=False, attempts=[*died, (10, "running")], marks=[(9, "redrive")]) == (
+        "running"
+    )
+    # a worker that vanished: lost, so pending; found in the dead letters later: dead
+    assert task_state(skipped=False, attempts=[(1, "lost")], marks=[]) == "pending"
+    assert task_state(skipped=False, attempts=[(1, "running")], marks=[(5, "dead")]) == "dead"
+    assert task_state(skipped=False, attempts=[(1, "released")], marks=[]) == "pending"
+
+
+# --- the state machine -----------------------------------------------------------------------
+
+NAMES = [f"g{i}" for i in range(6)]
+POISON = {"g5"}  # always fails: dead after its attempts
+
+# The command appends "<name>" to the oracle file only when it completes: what really ran.
+ORACLE_ARGV = [
+    sys.executable,
+    "-c",
+    "import sys; n = sys.argv[1]; f = sys.argv[2]; "
+    "n == 'g5' and sys.exit(7); "
+    "open(sys.argv[3] + '/r.txt', 'w').write(n); open(f, 'a').write(n + '\\n')",
+    "{name}",
+    "{oracle}",
+    "{output_dir}",
+]
+
+
+class Accounting(RuleBasedStateMachine):
+    """Any sequence of the lifecycle's steps keeps the ledger truthful:
+
+    - every distinct task id of the run's manifest has exactly one state, and totals count
+      distinct tasks;
+    - nothing is counted done (or skipped as done) whose command never completed;
+    - status and report give the same counts;
+    - at most one execution of a task is open at a time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(TMP_ROOT) / f"m{time.monotonic_ns()}"
+        self.oracle = self.root / "oracle.txt"
+        self.oracle.parent.mkdir(parents=True)
+        self.oracle.touch()
+        proj = write_project(
+            self.root / "p",
+            argv=ORACLE_ARGV,
+            groups=[],
+            # one attempt each: a poison task dies at once (a retry waits seconds of backoff)
+            extra={"queue": {"visibility": 30, "job_retries": 1}},
+        )
+        self.project: Project = open_project(proj / "ds.toml")
+        real = open_backend(self.project)
+        self.backend: Backend = dataclasses.replace(real, compute=NoCompute())
+        self.set_up = False
+
+    # helpers ---------------------------------------------------------------------------
+    def state(self) -> Any:
+        return load_state(self.project, self.backend.storage)
+
+    def records(self) -> RunRecords:
+        state = self.state()
+        assert state is not None
+        return lifecycle.records_for(self.project, self.backend, state)
+
+    def job(self, names: list[str]) -> Path:
+        path = self.root / "p" / "job.json"
+        groups = [{"name": n, "oracle": str(self.oracle)} for n in names]
+        path.write_text(json.dumps({"groups": groups}))
+        return path
+
+    def worker(self) -> Worker:
+        state = self.state()
+        return Worker(
+            self.project.config,
+            self.backend,
+            CommandRecipe(),
+            SubprocessRunner(grace_seconds=1),
+            WorkerSettings(
+                name=f"w{time.monotonic_ns()}",
+                run_id=state.run_id,
+                scratch_root=self.root / "scratch",
+                poll_interval=0.01,
+            ),
+            sleep=lambda _s: None,
+        )
+
+    # rules -----------------------------------------------------------------------------
+    @initialize(names=st.lists(st.sampled_from(NAMES), min_size=1, max_size=6))
+    def first_run(self, names: list[str]) -> None:
+        lifecycle.setup(self.project, self.backend)
+        lifecycle.submit(self.project, self.job(names), backend=self.backend, show_progress=False)
+        self.set_up = True
+
+    @rule()
+    def setup(self) -> None:
+        lifecycle.setup(self.project, self.backend)
+        self.set_up = True
+
+    @precondition(lambda self: self.set_up)
+    @rule(names=st.lists(st.sampled_from(NAMES), min_size=1, max_size=4), force=st.booleans())
+    def submit(self, names: list[str], force: bool) -> None:
+        state = self.state()
+        try:
+            lifecycle.submit(
+                self.project,
+                self.job(names),
+                backend=self.backend,
+                show_progress=False,
+                force=force,
+            )
+        except InputError as error:
+            assert not state.active, error  # only a finished run refuses tasks
+            return
+        assert state.active
+
+    @precondition(lambda self: self.set_up)
+    @rule(steps=st.integers(1, 4))
+    def work(self, steps: int) -> None:
+        worker = self.worker()
+        try:
+            for _ in range(steps):
+                worker.step()
+        finally:
+            worker.close()
+
+    @precondition(lambda self: self.set_up)
+    @rule()
+    def worker_killed_mid_task(self) -> None:
+        """A worker takes a task, records its start, and dies (SIGKILL: no word)."""
+        messages = self.backend.queue.receive(1, 0.05)  # its lease soon runs out
+        if messages:
+            m = messages[0]
+            attempt = Attempt(m.task_id, m.receive_count, m.message_id, "killed", time.time())
+            self.records().open_attempt(attempt)
+            time.sleep(0.06)
+
+    @precondition(lambda self: self.set_up)
+    @rule()
+    def monitor_tick(self) -> None:
+        """What the monitor does once the queue stays empty: settle or finish."""
+        state = self.state()
+        if not state.active or not self.backend.queue.counts().drained:
+            return
+        ledger = read_ledger(self.records())
+        if ledger.finished:
+            lifecycle.finish(self.project, self.backend, state)
+        else:
+            settle(self.records(), self.backend.queue, ledger, time.time())
+
+    @precondition(lambda self: self.set_up)
+    @rule()
+    def cleanup(self) -> None:
+        lifecycle.cleanup(self.project, self.backend)
+
+    @precondition(lambda self: self.set_up)
+    @rule()
+    def redrive(self) -> None:
+        before = len(inspect.dead_list(self.project, self.backend))
+        moved = inspect.dead_redrive(self.project, None, self.backend)
+        assert moved == before  # exactly one message per dead task
+
+    # the invariant ---------------------------------------------------------------------
+    @invariant()
+    def the_ledger_tells_the_truth(self) -> None:
+        state = self.state()
+        if state is None:
+            return
+        records = self.records()
+        ledger = read_ledger(records)
+        manifest_ids = {e.task_id for e in records.manifest()}
+        assert set(ledger.tasks) == manifest_ids
+        counts = ledger.counts
+        assert counts["total"] == len(manifest_ids)
+        states = ("done", "skipped", "running", "failed", "pending", "dead")
+        assert sum(counts[s] for s in states) == counts["total"]
+        completed = set(self.oracle.read_text().split())
+        for task in ledger.tasks.values():
+            if task.state in ("done", "skipped"):
+                assert task.group["name"] in completed, (task, completed)
+            if task.group["name"] in POISON:
+                assert task.state != "done"
+        report = build_report(records, self.backend.queue, state)
+        assert {k: report.counts[k] for k in counts} == counts
+        opened: dict[str, int] = {}
+        for key in records.attempt_keys():
+            if key.outcome == "running":
+                opened[key.task_id] = opened.get(key.task_id, 0) + 1
+        # Only a killed worker leaves a second open record (closed at the next delivery).
+        assert all(n <= 2 for n in opened.values())
+
+
+TMP_ROOT = ""
+
+
+@pytest.mark.slow
+def test_the_ledger_stays_truthful_under_any_sequence(tmp_path: Path) -> None:
+    global TMP_ROOT
+    TMP_ROOT = str(tmp_path)
+    run = settings(
+        max_examples=25,
+        stateful_step_count=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )(Accounting).TestCase
+    run("runTest").runTest()

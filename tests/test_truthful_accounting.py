@@ -1,0 +1,240 @@
+"""Truthful accounting, tried as users do: their command sequences through the real `ds`,
+with a ledger the tasks write themselves as the oracle of what really ran.
+
+One test per observation of the issue: cleanup then submit, double submit, dead letters and
+redrive, corrupt records, history across runs, and a queue emptied behind the monitor's back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import write_project
+
+pytestmark = pytest.mark.slow
+
+Ds = Callable[..., subprocess.CompletedProcess[str]]
+
+# Appends "start <name> <t>" and "end <name> <t>" to the oracle: what really ran, and when.
+TASK_SCRIPT = """
+import sys, time
+name, oracle, out = sys.argv[1:4]
+open(oracle, "a").write("start %s %f\\n" % (name, time.time()))
+time.sleep(0.2)
+if name.startswith("poison"):
+    sys.exit(7)
+open(out + "/r.txt", "w").write(name)
+open(oracle, "a").write("end %s %f\\n" % (name, time.time()))
+"""
+
+
+def project(tmp_path: Path, names: list[str], **extra: Any) -> Path:
+    oracle = tmp_path / "oracle.txt"
+    script = tmp_path / "task.py"
+    script.write_text(TASK_SCRIPT)
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, str(script), "{name}", "{oracle}", "{output_dir}"],
+        groups=[{"name": n, "oracle": str(oracle)} for n in names],
+        extra=extra,
+    )
+    return proj
+
+
+def set_job(proj: Path, names: list[str]) -> None:
+    oracle = proj.parent / "oracle.txt"
+    groups = [{"name": n, "oracle": str(oracle)} for n in names]
+    (proj / "job.json").write_text(json.dumps({"groups": groups}))
+
+
+def runs_of(tmp_path: Path) -> dict[str, list[tuple[float, float]]]:
+    """name → (start, end) of every completed execution, from the oracle."""
+    started: dict[str, list[float]] = {}
+    done: dict[str, list[tuple[float, float]]] = {}
+    oracle = tmp_path / "oracle.txt"
+    lines = oracle.read_text().splitlines() if oracle.exists() else []
+    for line in lines:
+        kind, name, at = line.split()
+        if kind == "start":
+            started.setdefault(name, []).append(float(at))
+        else:
+            done.setdefault(name, []).append((started[name].pop(0), float(at)))
+    return done
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def js(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(result.stdout)
+
+
+def same_counts(ds: Ds, proj: Path, report: dict[str, Any]) -> dict[str, int]:
+    """`ds status --json` gives the report's counts, under the same names."""
+    status = js(ok(ds("status", "--json", cwd=proj)))
+    counts: dict[str, int] = status["counts"]
+    assert {k: report["counts"][k] for k in counts} == counts
+    return counts
+
+
+def test_cleanup_then_submit_refuses_then_a_new_run_does_exactly_the_new_tasks(
+    tmp_path: Path, ds: Ds
+) -> None:
+    proj = project(tmp_path, ["a", "b", "c"])
+    ok(ds("run", ".", "--interval", "0.2", cwd=proj))
+    ok(ds("cleanup", cwd=proj))
+    set_job(proj, ["a", "b", "c", "d", "e", "f"])
+    refused = ds("submit", "job.json", cwd=proj)
+    assert refused.returncode == 2 and "ds setup" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    status = js(ok(ds("status", "--json", cwd=proj)))
+    assert status["counts"]["total"] == 3 and status["counts"]["done"] == 3  # unchanged
+
+    ok(ds("setup", cwd=proj))
+    submitted = ok(ds("submit", "job.json", cwd=proj))
+    assert "submitted 3 tasks" in submitted.stderr and "3 already done" in submitted.stderr
+    ok(ds("start-cluster", cwd=proj))
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    counts = same_counts(ds, proj, report)
+    assert counts["total"] == 6 and counts["done"] == 3 and counts["skipped"] == 3
+    assert {n: len(r) for n, r in runs_of(tmp_path).items()} == dict.fromkeys("abcdef", 1)
+
+
+def test_double_submit_sends_each_task_once_and_forced_copies_never_run_at_once(
+    tmp_path: Path, ds: Ds
+) -> None:
+    names = [f"t{i:02d}" for i in range(12)]
+    proj = project(tmp_path, names, local={"workers": 4, "poll_interval": 0.05})
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    again = js(ok(ds("submit", "job.json", "--json", cwd=proj)))
+    assert again["sent"] == 0 and again["left_out"] == 12
+    assert js(ok(ds("status", "--json", cwd=proj)))["counts"]["total"] == 12
+    ok(ds("start-cluster", cwd=proj))
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    counts = same_counts(ds, proj, report)
+    assert counts["total"] == 12 and counts["done"] == 12 and counts["duplicates"] == 0
+    assert {n: len(r) for n, r in runs_of(tmp_path).items()} == dict.fromkeys(names, 1)
+
+    # --force sends every task twice: SQS-style duplicates. They must never run at once.
+    (tmp_path / "oracle.txt").unlink()
+    names = [f"u{i:02d}" for i in range(12)]
+    set_job(proj, names)
+    ok(ds("setup", cwd=proj))
+    for _ in range(2):
+        assert js(ok(ds("submit", "job.json", "--json", "--force", cwd=proj)))["sent"] == 12
+    ok(ds("start-cluster", cwd=proj))
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    counts = same_counts(ds, proj, report)
+    assert counts["total"] == 12 and counts["done"] == 12
+    assert set(runs_of(tmp_path)) == set(names)
+    for name, spans in runs_of(tmp_path).items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert end <= start, f"{name} ran twice at the same time: {spans}"
+
+
+def test_dead_tasks_are_listed_once_and_redrive_moves_exactly_them_without_prepare(
+    tmp_path: Path, ds: Ds
+) -> None:
+    prepared = tmp_path / "prepared.txt"
+    prepare = [sys.executable, "-c", f"open({str(prepared)!r}, 'a').write('x')"]
+    proj = project(
+        tmp_path,
+        ["good", "poison1", "poison2"],
+        queue={"job_retries": 1},
+        local={"prepare": prepare, "poll_interval": 0.05},
+    )
+    first = ds("run", ".", "--json", "--interval", "0.2", cwd=proj)
+    assert first.returncode == 1 and js(first)["counts"]["dead"] == 2
+    second = ds("run", ".", "--json", "--interval", "0.2", cwd=proj)  # a rerun: dead again
+    assert second.returncode == 1 and js(second)["counts"]["dead"] == 2
+    assert js(second)["counts"]["skipped"] == 1
+    assert prepared.read_text() == "xx"  # once per run
+    dead = js(ok(ds("dead", "list", "--json", cwd=proj)))
+    assert sorted(d["group"]["name"] for d in dead) == ["poison1", "poison2"]  # one row each
+    assert all("code 7" in d["error"] for d in dead)
+    target = next(d for d in dead if d["group"]["name"] == "poison1")
+    moved = ok(ds("dead", "redrive", target["task_id"][:10], cwd=proj))
+    assert "1 task(s) back on the queue" in moved.stderr
+    status = js(ok(ds("status", "--json", cwd=proj)))
+    assert status["counts"]["total"] == 1 and status["counts"]["pending"] == 1
+    ok(ds("start-cluster", cwd=proj))
+    final = ds("monitor", "--json", "--interval", "0.2", cwd=proj)
+    assert final.returncode == 1  # poison1 died again
+    counts = same_counts(ds, proj, js(final))
+    assert counts["total"] == 1 and counts["dead"] == 1
+    assert prepared.read_text() == "xx"  # the redrive prepared nothing again
+    runs = js(ok(ds("runs", "--json", cwd=proj)))
+    assert len(runs) == 3 and [r["counts"]["total"] for r in runs] == [3, 3, 1]
+
+
+def test_a_corrupt_done_marker_is_listed_not_a_traceback_and_the_task_reruns(
+    tmp_path: Path, ds: Ds
+) -> None:
+    proj = project(tmp_path, ["a", "b"])
+    first = js(ok(ds("run", ".", "--json", "--interval", "0.2", cwd=proj)))
+    markers = sorted((proj / ".ds").rglob("done/*.json"))
+    assert len(markers) == 2
+    markers[0].write_text("{not json")
+    report = ds("report", "--json", cwd=proj)
+    assert "Traceback" not in report.stderr and report.returncode == 0, report.stderr
+    assert "delete this object" in report.stderr
+    assert any(key.endswith(markers[0].name) for key in js(report)["corrupt"])
+    assert js(report)["counts"] == first["counts"]
+    markers[0].unlink()  # the repair the message gives
+    rerun = js(ok(ds("run", ".", "--json", "--interval", "0.2", cwd=proj)))
+    assert rerun["counts"]["done"] == 1 and rerun["counts"]["skipped"] == 1
+    assert rerun["corrupt"] == {}
+    json.loads(markers[0].read_text())  # written again by the task's new run
+
+
+def test_history_every_run_is_listed_and_logs_are_found_in_earlier_runs(
+    tmp_path: Path, ds: Ds
+) -> None:
+    proj = project(tmp_path, ["a"])
+    argv = [sys.executable, "-c", "import sys; print('hello', sys.argv[1])", "{name}"]
+    proj = write_project(tmp_path / "h", argv=argv, groups=[{"name": "a"}])
+    first = js(ok(ds("run", ".", "--json", "--interval", "0.2", cwd=proj)))
+    second = js(ok(ds("run", ".", "--json", "--interval", "0.2", cwd=proj)))
+    assert second["counts"]["skipped"] == 1
+    task = first["tasks"][0]["id"]
+    logs = ok(ds("logs", task[:8], cwd=proj))
+    assert "hello a" in logs.stdout and first["run_id"] in logs.stderr
+    runs = js(ok(ds("runs", "--json", cwd=proj)))
+    assert [r["run_id"] for r in runs] == [first["run_id"], second["run_id"]]
+    old = js(ok(ds("status", "--json", "--run", first["run_id"], cwd=proj)))
+    assert old["run_id"] == first["run_id"] and old["counts"]["done"] == 1
+    old_report = ds("report", "--json", "--run", first["run_id"][:17], cwd=proj)
+    assert js(ok(old_report))["counts"]["done"] == 1
+    unknown = ds("status", "--run", "nope", cwd=proj)
+    assert unknown.returncode == 2 and "ds runs" in unknown.stderr
+
+
+def test_tasks_that_left_the_queue_unseen_are_sent_again_not_counted_done(
+    tmp_path: Path, ds: Ds
+) -> None:
+    proj = project(tmp_path, ["a", "b", "c"])
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    purge = (
+        "from distributed_something.usecases.project import open_project\n"
+        "from distributed_something.backends import open_backend\n"
+        "open_backend(open_project()).queue.purge()\n"
+    )
+    subprocess.run([sys.executable, "-c", purge], cwd=proj, check=True)
+    ok(ds("start-cluster", cwd=proj))
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    counts = same_counts(ds, proj, report)
+    assert counts["done"] == 3 and counts["total"] == 3
+    assert {n: len(r) for n, r in runs_of(tmp_path).items()} == dict.fromkeys("abc", 1)
