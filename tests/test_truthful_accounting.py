@@ -192,6 +192,8 @@ def test_a_corrupt_done_marker_is_listed_not_a_traceback_and_the_task_reruns(
     assert "delete this object" in report.stderr
     assert any(key.endswith(markers[0].name) for key in js(report)["corrupt"])
     assert js(report)["counts"] == first["counts"]
+    html = (proj / ".ds" / "T" / "report.html").read_text()
+    assert "Records that could not be read" in html and markers[0].name in html
     markers[0].unlink()  # the repair the message gives
     rerun = js(ok(ds("run", ".", "--json", "--interval", "0.2", cwd=proj)))
     assert rerun["counts"]["done"] == 1 and rerun["counts"]["skipped"] == 1
@@ -238,3 +240,37 @@ def test_tasks_that_left_the_queue_unseen_are_sent_again_not_counted_done(
     counts = same_counts(ds, proj, report)
     assert counts["done"] == 3 and counts["total"] == 3
     assert {n: len(r) for n, r in runs_of(tmp_path).items()} == dict.fromkeys("abc", 1)
+
+
+def test_on_moto_double_submit_cleanup_and_resubmit_keep_status_and_report_equal(
+    aws: str, tmp_path: Path, ds: Ds
+) -> None:
+    """The same rules on SQS and S3 (moto): a second submit leaves the live tasks out, the
+    workers (the registered task definition's environment) do each task once, status equals
+    the report, and after cleanup a submit is refused until a new run is set up."""
+    from aws_agent import start_tasks
+    from test_e2e_aws import aws_client, make_project, wait_all
+
+    proj = make_project(tmp_path, ["a", "b", "c"])
+    ok(ds("setup", cwd=proj))
+    ok(ds("submitJob", "files/job.json", cwd=proj))
+    again = js(ok(ds("submit", "files/job.json", "--json", cwd=proj)))
+    assert again["sent"] == 0 and again["left_out"] == 3
+    ok(ds("startCluster", "files/fleet.json", cwd=proj))
+    ecs = aws_client("ecs")
+    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent"))
+    assert sorted((tmp_path / "ledger.txt").read_text().split()) == ["a", "b", "c"]
+    monitor = ("monitor", "files/E2ESpotFleetRequestId.json", "--interval", "1", "--json")
+    report = js(ok(ds(*monitor, cwd=proj)))
+    counts = same_counts(ds, proj, report)
+    assert counts["done"] == 3 and counts["total"] == 3 and counts["duplicates"] == 0
+
+    refused = ds("submitJob", "files/job.json", cwd=proj)  # the queue is gone
+    assert refused.returncode == 2 and "ds setup" in refused.stderr
+    ok(ds("setup", cwd=proj))
+    resubmitted = js(ok(ds("submit", "files/job.json", "--json", cwd=proj)))
+    assert resubmitted["sent"] == 0 and resubmitted["skipped"] == 3
+    status = js(ok(ds("status", "--json", cwd=proj)))
+    assert status["counts"]["skipped"] == 3 and status["counts"]["total"] == 3
+    ok(ds("cleanup", cwd=proj))
+    assert len(js(ok(ds("runs", "--json", cwd=proj)))) == 2

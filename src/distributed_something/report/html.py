@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distributed_something.atomicfile import write_text_atomically
+from distributed_something.records import CORRUPT_FIX
 from distributed_something.report.build import OUTCOMES, RunReport, TaskReport
 
 MAX_ROWS = 5000
@@ -116,6 +117,7 @@ def render_html(report: RunReport) -> str:
         "<h2>Throughput</h2>",
         _throughput_svg(report),
         _attention_table(report),
+        _corrupt_list(report),
         _all_tasks_table(report),
         "</body>",
         "</html>",
@@ -167,7 +169,7 @@ def _header(report: RunReport) -> str:
     verdict = (
         '<p class="ok">Every task is done or skipped.</p>'
         if _ok(report)
-        else '<p class="bad">Some tasks are dead, failed or pending: see below.</p>'
+        else '<p class="bad">Some tasks are dead, failed, running or pending: see below.</p>'
     )
     rows = [
         ("app", report.app_name),
@@ -308,15 +310,32 @@ def _attention_table(report: RunReport) -> str:
         f"<td><pre>{_e(_clip(t.error or '', _ERROR_CHARS))}</pre></td></tr>"
         for t in trouble[:MAX_ROWS]
     )
-    return _table(
-        "Tasks needing attention",
-        "attention",
-        ("task", "outcome", "group", "attempts", "error"),
-        rows,
-        len(trouble),
-    ) + (
-        '\n<p class="note">See <code>ds dead list</code>, <code>ds logs TASK</code> and '
-        "<code>ds dead redrive</code>.</p>"
+    return (
+        _table(
+            "Tasks needing attention",
+            "attention",
+            ("task", "outcome", "group", "attempts", "error"),
+            rows,
+            len(trouble),
+        )
+        + (
+            '\n<p class="note">See <code>ds dead list</code>, <code>ds logs TASK</code> and '
+            "<code>ds dead redrive</code>.</p>"
+        )
+        + _corrupt_list(report)
+    )
+
+
+def _corrupt_list(report: RunReport) -> str:
+    """The records that could not be read, each with its problem, and the repair."""
+    if not report.corrupt:
+        return ""
+    items = "".join(
+        f"<li><code>{_e(key)}</code>: {_e(problem)}</li>" for key, problem in report.corrupt.items()
+    )
+    return (
+        f'\n<h2 id="corrupt">Records that could not be read</h2>\n<ul>{items}</ul>'
+        f'\n<p class="note">{_e(CORRUPT_FIX)}</p>'
     )
 
 
