@@ -480,6 +480,10 @@ def test_family_commands_run_a_dcp_folder_on_moto(
     monitored = run_ok(ds, "monitor", MONITOR_FILE, "--interval", "1", "--json", cwd=folder)
     counts = json.loads(monitored.stdout)["counts"]
     assert (counts["total"], counts["dead"], counts["failed"], counts["pending"]) == (2, 0, 0, 0)
+    # The family's worker keeps no records: what the drained queue showed was recorded, so
+    # status says what the report says, after the queue is gone too.
+    status = json.loads(run_ok(ds, "status", "--json", cwd=folder).stdout)
+    assert status["counts"] == {k: counts[k] for k in status["counts"]} and counts["done"] == 2
     check_nothing_left(fleet_id)
     exported = aws_client("s3").list_objects_v2(Bucket=LOG_BUCKET, Prefix=f"_ds/{APP}/runs/")
     assert any(f"logs-export/{APP}/" in item["Key"] for item in exported.get("Contents", []))

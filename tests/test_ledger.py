@@ -239,7 +239,7 @@ class Accounting(RuleBasedStateMachine):
                 assert task.group["name"] in completed, (task, completed)
             if task.group["name"] in POISON:
                 assert task.state != "done"
-        report = build_report(records, self.backend.queue, state)
+        report = build_report(records, state)
         assert {k: report.counts[k] for k in counts} == counts
         opened: dict[str, int] = {}
         for key in records.attempt_keys():

@@ -6,7 +6,9 @@ and a queue can be deleted (cleanup) or purged while records stay.
 
 A task's state is a pure function of its events (`task_state`):
 
-- ``done``: an attempt of this run completed (its done marker was written first);
+- ``done``: an attempt of this run completed (its done marker was written first), or —
+  for the family's images, whose worker keeps no records — its message left the drained
+  queue other than to the dead letters (a ``deleted`` mark);
 - ``skipped``: check-if-done found it finished (at submit or by a worker);
 - otherwise the latest event decides: an open attempt → ``running``; a failed attempt →
   ``failed`` (a retry follows); the last allowed attempt failed, or the task was found in the
@@ -40,7 +42,7 @@ _OUTCOME_STATE: dict[str, str | None] = {
     "duplicate": None,
     "done": "done",
 }
-_MARK_STATE = {"redrive": "pending", "requeue": "pending", "dead": "dead"}
+_MARK_STATE = {"redrive": "pending", "requeue": "pending", "dead": "dead", "deleted": "done"}
 
 
 def task_state(

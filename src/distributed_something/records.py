@@ -102,15 +102,17 @@ class AttemptKey:
 
 @dataclass(frozen=True)
 class Mark:
-    """A ledger event that is not an attempt: a redrive, a requeue, or a task found dead in
-    the dead-letter store with no failure record (its worker vanished on the last attempt)."""
+    """A ledger event that is not an attempt: a redrive, a requeue, a task found dead in the
+    dead-letter store with no failure record (its worker vanished on the last attempt), or
+    ``deleted``: a task run by a family image's own worker, which keeps no records and
+    deletes a message only when its task succeeded, found gone from the drained queue."""
 
     task_id: str
     kind: str
     at_us: int
 
 
-MARK_KINDS = ("redrive", "requeue", "dead")
+MARK_KINDS = ("redrive", "requeue", "dead", "deleted")
 
 
 @dataclass

@@ -27,3 +27,21 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
         for task_id in plan.requeue:
             records.write_mark(task_id, "requeue", now, {"why": "left the queue unseen"})
     return plan
+
+
+def record_image_outcomes(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> int:
+    """For a run whose tasks the family image's own worker ran (it keeps no records, and
+    deletes a message only when its task succeeded): once the queue is drained, mark each
+    task without an outcome dead when it is in the dead letters, else done (``deleted``).
+    Returns how many were marked."""
+    unfinished = ledger.ids_in("pending", "running", "failed")
+    if not unfinished:
+        return 0
+    dead_letters = {d.task_id: d.error for d in queue.list_dead()}
+    for task_id in unfinished:
+        if task_id in dead_letters:
+            error = dead_letters[task_id] or "dead-lettered by the image's own worker"
+            records.write_mark(task_id, "dead", now, {"error": error})
+        else:
+            records.write_mark(task_id, "deleted", now, {"why": "its message left the queue"})
+    return len(unfinished)

@@ -6,7 +6,6 @@ import statistics
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from distributed_something.interfaces.queue import Queue
 from distributed_something.ledger import Ledger, read_ledger
 from distributed_something.records import Failure, RunRecords
 from distributed_something.state import RunState
@@ -67,22 +66,13 @@ class RunReport:
         return all(self.counts[k] == 0 for k in ("dead", "failed", "running", "pending"))
 
 
-def build_report(
-    records: RunRecords, queue: Queue, state: RunState, *, image_entrypoint: bool = False
-) -> RunReport:
+def build_report(records: RunRecords, state: RunState) -> RunReport:
     """Account for every task of the run's manifest, in submission order, with the state
     the ledger gives it (so `ds status` and the report never disagree), and the details of
     its records: duration and outputs of a done task, the last error of a failed or dead one.
-
-    With ``image_entrypoint`` the tasks were processed by the container image's own worker
-    (the family's images), which writes no records and deletes a message only when its task
-    succeeded: once the queue is drained, a task that is not dead is done.
     """
     ledger = read_ledger(records)
     tasks_by_state = ledger.tasks
-    dead_letters: dict[str, str] | None = None
-    if image_entrypoint and queue.counts().drained:
-        dead_letters = {d.task_id: d.error for d in queue.list_dead()}
     failures: dict[str, Failure] = {}
     for failure in records.all_failures():
         last = failures.get(failure.task_id)
@@ -96,8 +86,6 @@ def build_report(
         tid = entry.id
         outcome = entry.state
         fail = failures.get(tid)
-        if dead_letters is not None and outcome == "pending":
-            outcome = "dead" if tid in dead_letters else "done"
         if outcome == "done":
             marker = markers.get(tid)
             tasks.append(
@@ -114,8 +102,6 @@ def build_report(
             )
             continue
         error = fail.error if fail is not None else mark_errors.get(tid)
-        if outcome == "dead" and dead_letters is not None and not error:
-            error = dead_letters.get(tid)
         if outcome in ("pending", "running", "skipped"):
             error = None if outcome != "pending" or fail is None else fail.error
         tasks.append(

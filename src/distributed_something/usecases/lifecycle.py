@@ -17,6 +17,7 @@ from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile
 from distributed_something.ledger import read_ledger
 from distributed_something.monitor.loop import policy_config, watch
+from distributed_something.monitor.settle import record_image_outcomes
 from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
@@ -242,10 +243,16 @@ def _image_entrypoint(project: Project) -> bool:
 def finish(project: Project, backend: Backend, state: RunState) -> RunReport:
     """Write the report, then tear the run's resources down and mark it finished.
 
-    The report comes first: on AWS the teardown deletes the queue it counts from.
+    The report comes first: on AWS the teardown deletes the queue it counts from. When the
+    family image's own worker ran the tasks (no recipe: it keeps no records), what the
+    drained queue shows is recorded first (`record_image_outcomes`), so the report and
+    `ds status` say the same afterwards.
     """
     if state.finished_at is None:
         state.finished_at = time.time()
+    if _image_entrypoint(project) and backend.queue.counts().drained:
+        records = records_for(project, backend, state)
+        record_image_outcomes(records, backend.queue, read_ledger(records), time.time())
     report = write_report(project, backend, state)
     _teardown(project, backend, state)
     return report
@@ -272,9 +279,7 @@ def close_open_attempts(records: RunRecords) -> int:
 def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:
     """Build the run report and store it next to the state and in the main bucket."""
     records = records_for(project, backend, state)
-    report = build_report(
-        records, backend.queue, state, image_entrypoint=_image_entrypoint(project)
-    )
+    report = build_report(records, state)
     # Compact: with an indent json falls back to its pure-Python encoder (slow at 10,000
     # tasks); `ds report --json` prints it indented for people.
     text = json.dumps(report.to_json(), separators=(",", ":"))
@@ -294,12 +299,7 @@ def report(
     current = load_state(project, backend.storage)
     if current is not None and current.run_id != state.run_id:
         # An earlier run: rebuilt and shown, but the current run's report files stay.
-        return build_report(
-            records_for(project, backend, state),
-            backend.queue,
-            state,
-            image_entrypoint=_image_entrypoint(project),
-        )
+        return build_report(records_for(project, backend, state), state)
     return write_report(project, backend, state)
 
 

@@ -68,7 +68,7 @@ from distributed_something.monitor.policy import (
     decide,
     drain_check,
 )
-from distributed_something.monitor.settle import settle
+from distributed_something.monitor.settle import record_image_outcomes, settle
 from distributed_something.records import META_ROOT, RunRecords
 from distributed_something.state import RunState
 
@@ -310,14 +310,24 @@ def monitor_once(
         ledger_finished=ledger.finished if ledger is not None else True,
         confirm_seconds=settings.drain_confirm_seconds,
     )
-    if check.verdict == "reconcile" and records is not None and ledger is not None:
-        queue = SqsQueue(
+
+    def sqs_queue() -> SqsQueue:
+        return SqsQueue(
             clients.settings,
-            resources.queue_url,
+            resources.queue_url or "",
             resources.dead_letter_queue_url or "",
             max_receive_count=settings.max_receive_count,
         )
-        settle(records, queue, ledger, now)
+
+    if check.verdict == "finished" and not settings.ledger:
+        # The family image's own worker kept no records: record what the drained queue
+        # shows (dead letters are dead, the rest done) before the queue is deleted.
+        image_records = RunRecords(
+            S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
+        )
+        record_image_outcomes(image_records, sqs_queue(), read_ledger(image_records), now)
+    if check.verdict == "reconcile" and records is not None and ledger is not None:
+        settle(records, sqs_queue(), ledger, now)
         book.pop("drained_since", None)
         save()
         taken.append("reconciled")
