@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest venv dev examples podman bench clean
+.PHONY: demo test lint typecheck pytest venv dev examples podman slurm reliability bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,12 +41,22 @@ examples: dev
 podman:
 	scripts/install-podman.sh
 
-# Every test: lint, types, the whole suite (with the example tools and podman installed).
-test: examples podman
+# Slurm and munge for tests/test_slurm.py (the tests start a one-node cluster and stop it by
+# PID; `scripts/slurm-local.sh start|stop` runs one by hand).
+slurm:
+	scripts/slurm-local.sh install
+
+# Every test: lint, types, the whole suite (with the example tools, podman and Slurm).
+test: examples podman slurm
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
+
+# The reliability suite, writing the tracked RELIABILITY.md (`make test` writes its figures to
+# build/RELIABILITY.md only).
+reliability: examples
+	DS_RELIABILITY_REPORT=RELIABILITY.md $(BIN)/python -m pytest -q -rs tests/test_reliability_*.py
 
 # Side-by-side benchmarks (not pass/fail): writes BENCHMARKS.md.
 bench: examples

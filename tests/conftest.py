@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +23,22 @@ REPO = Path(__file__).resolve().parents[1]
 #: A skip whose reason starts with this is a contract that does not apply to an
 #: implementation (SQS keeps no release errors), not something missing on the machine.
 NOT_APPLICABLE = "not applicable:"
+#: A skip for the real microscopy data beside the repository (../shared/data): the machine
+#: provides it, not `make test`.
+NO_SHARED_DATA = "no shared data:"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Under CI=true a skip is a failure: `make test` installs everything the suite needs
     (CellProfiler, ImageJ, moto, podman), so a test that skips there hides a broken setup.
-    Only skips marked `NOT_APPLICABLE` stay skips."""
+    Only skips marked `NOT_APPLICABLE` or `NO_SHARED_DATA` stay skips."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if os.environ.get("CI", "").strip().lower() != "true" or not report.skipped:
         return
     reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
-    if reason.removeprefix("Skipped: ").startswith(NOT_APPLICABLE):
+    if reason.removeprefix("Skipped: ").startswith((NOT_APPLICABLE, NO_SHARED_DATA)):
         return
     report.outcome = "failed"
     report.longrepr = f"skipped under CI=true (make test should have made it runnable): {reason}"
@@ -163,3 +169,113 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> st
 def aws_iam(moto_iam_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """Like `aws`, on the server that knows AWS's managed policies."""
     return _use_moto(moto_iam_server, monkeypatch, tmp_path)
+
+
+# --- every AWS operation the code performs (for the least-privilege tests) ----------------
+
+
+@dataclass
+class AwsCall:
+    """One operation a `clients.client` client performed: who (the ``actor`` label current
+    at the time), the botocore service name, the API operation and its parameters."""
+
+    actor: str
+    service: str
+    operation: str
+    params: dict[str, Any]
+
+
+@dataclass
+class AwsCallRecorder:
+    """Every operation of every client made while the fixture is active, labelled with
+    `actor` (set it with `acting`); thread-safe (workers call AWS from threads)."""
+
+    calls: list[AwsCall] = field(default_factory=list)
+    actor: str = "unlabelled"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextlib.contextmanager
+    def acting(self, actor: str) -> Iterator[None]:
+        """Label the calls made inside the block with ``actor``."""
+        before, self.actor = self.actor, actor
+        try:
+            yield
+        finally:
+            self.actor = before
+
+    def of(self, actor: str) -> list[AwsCall]:
+        """The calls made while ``actor`` was acting."""
+        with self.lock:
+            return [c for c in self.calls if c.actor == actor]
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        call = AwsCall(self.actor, model.service_model.service_name, model.name, dict(params))
+        with self.lock:
+            self.calls.append(call)
+
+
+@pytest.fixture
+def aws_calls(monkeypatch: pytest.MonkeyPatch) -> AwsCallRecorder:
+    """Record each operation of every client `clients.client` makes from now on, through
+    botocore's ``before-parameter-build`` event (its parameters as the code passed them).
+    Clients made before the fixture (cached sessions are cleared by `aws`) are not seen."""
+    from distributed_something.backends.aws import clients
+
+    recorder = AwsCallRecorder()
+
+    def observe(made: Any) -> None:
+        made.meta.events.register("before-parameter-build.*.*", recorder._record)
+
+    monkeypatch.setattr(clients, "client_observers", [observe])
+    return recorder
+
+
+# --- a real one-node Slurm cluster (scripts/slurm-local.sh) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """A one-node Slurm cluster started by scripts/slurm-local.sh (which installs slurm-wlm
+    and munge when missing) for the session, its clients pointed at it through SLURM_CONF;
+    yields that path. A cluster already running (`make slurm`) is used and left running;
+    one started here is stopped at the end. Skips (a failure under CI=true) when the script
+    cannot start one."""
+    script = REPO / "scripts" / "slurm-local.sh"
+    env_line = subprocess.run(
+        [str(script), "env"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    conf = env_line.partition("SLURM_CONF=")[2]
+    if not conf:
+        pytest.skip(f"{script} env printed no SLURM_CONF")
+    env = {**os.environ, "SLURM_CONF": conf}
+    already = (
+        Path(conf).is_file()
+        and subprocess.run(
+            ["sinfo", "--noheader"], env=env, capture_output=True, check=False, timeout=30
+        ).returncode
+        == 0
+        if _on_path("sinfo")
+        else False
+    )
+    started = subprocess.run(
+        [str(script), "start"], capture_output=True, text=True, check=False, timeout=600
+    )
+    if started.returncode != 0:
+        pytest.skip(f"{script} start failed: {started.stderr.strip()[-500:]}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    try:
+        yield conf
+    finally:
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
+        if not already:
+            subprocess.run([str(script), "stop"], capture_output=True, check=False, timeout=120)
+
+
+def _on_path(name: str) -> bool:
+    import shutil
+
+    return shutil.which(name) is not None or Path("/usr/bin", name).exists()

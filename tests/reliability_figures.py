@@ -2,8 +2,10 @@
 
 Each reliability test opens a `Scenario` (its setup and the assertion it makes), records what
 it measured as it goes, and calls `Scenario.held` once every assertion passed. The
-session-scoped `figures` fixture writes RELIABILITY.md at the repository root once, when the
-session ends, if at least one scenario was recorded. A scenario that was not run in that
+session-scoped `figures` fixture writes the report once, when the session ends, if at least
+one scenario was recorded: to build/RELIABILITY.md (ignored by git), so `make test` never
+rewrites a tracked file; `make reliability` writes the tracked RELIABILITY.md
+(``DS_RELIABILITY_REPORT`` names the file). A scenario that was not run in that
 session keeps its section from the previous file, so running one test does not erase the
 figures of the others. The layout is fixed (scenario order, row order, number formats, no
 dates), so the file only changes where a measured figure changed.
@@ -14,6 +16,7 @@ Test modules use the fixture by importing it:
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -23,7 +26,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REPORT_PATH = REPO / "RELIABILITY.md"
+#: The tracked report: the starting point of sections not run in a session.
+TRACKED_REPORT = REPO / "RELIABILITY.md"
+REPORT_PATH = Path(os.environ.get("DS_RELIABILITY_REPORT") or REPO / "build" / "RELIABILITY.md")
 
 #: Scenario keys in the order their sections appear in the file.
 ORDER = (
@@ -151,9 +156,11 @@ class Figures:
         """Write the file when something was recorded in this session."""
         if not self.scenarios:
             return
-        previous = self.path.read_text() if self.path.is_file() else ""
+        source = self.path if self.path.is_file() else TRACKED_REPORT
+        previous = source.read_text() if source.is_file() else ""
         text = self.render(previous)
-        if text != previous:
+        if text != previous or not self.path.is_file():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(text)
 
 

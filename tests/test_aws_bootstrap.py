@@ -22,8 +22,7 @@ from distributed_something.backends.aws.bootstrap import (
     instance_policy,
     monitor_policy,
 )
-from distributed_something.backends.aws.clients import AwsSettings
-from distributed_something.backends.aws.teardown import AwsClients
+from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.errors import InputError
 
 ACCOUNT = "123456789012"
@@ -176,12 +175,10 @@ def test_instance_policy_is_scoped_to_the_app_prefix_and_buckets() -> None:
     assert by_sid["AppQueues"]["Resource"] == ["arn:aws:sqs:eu-west-1:123456789012:Plate*"]
     assert all(":log-group:Plate*" in r for r in by_sid["AppLogs"]["Resource"])
     assert by_sid["BucketObjects"]["Resource"] == ["arn:aws:s3:::imgs/*"]
-    assert by_sid["AlarmTerminatesFleetInstances"]["Condition"]
+    # Deletes only in the records area (a worker closes its attempt records), never outputs.
+    assert by_sid["RunRecordsDelete"]["Resource"] == ["arn:aws:s3:::imgs/_ds/*"]
     # Only reads that AWS cannot scope are granted on every resource.
-    assert actions_on_any_resource(document) == {
-        "ec2:DescribeInstances",
-        "ec2:DescribeInstanceStatus",
-    }
+    assert actions_on_any_resource(document) == {"ec2:DescribeInstances"}
     every_action = [a for s in statements(document) for a in s["Action"]]
     assert not any(a.endswith("*") for a in every_action)
 
@@ -208,6 +205,85 @@ def test_monitor_policy_is_scoped_and_uses_the_regions_partition() -> None:
     deletes = {"sqs:DeleteQueue", "ecs:DeleteService", "cloudwatch:DeleteAlarms"}
     assert not unscoped & deletes
     assert "ec2:TerminateInstances" not in unscoped
+
+
+def test_an_instance_may_terminate_and_name_only_itself() -> None:
+    by_sid = {s["Sid"]: s for s in statements(instance_policy(ACCOUNT, "us-east-1", "ds"))}
+    self_only = {"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}}
+    terminate = by_sid["TerminateOwnInstance"]
+    assert terminate["Action"] == ["ec2:TerminateInstances"]
+    assert terminate["Resource"] == ["arn:aws:ec2:us-east-1:123456789012:instance/*"]
+    assert terminate["Condition"] == self_only
+    tags = by_sid["NameOwnInstance"]
+    assert tags["Action"] == ["ec2:CreateTags"]
+    assert tags["Condition"] == {
+        **self_only,
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["Name"]},
+    }
+    document = instance_policy(ACCOUNT, "us-east-1", "ds")
+    granted = [(s["Sid"], a) for s in statements(document) for a in s["Action"]]
+    assert [sid for sid, a in granted if a in ("ec2:TerminateInstances", "ec2:CreateTags")] == [
+        "TerminateOwnInstance",
+        "NameOwnInstance",
+    ]
+
+
+def test_names_outside_the_prefix_are_granted_exactly() -> None:
+    document = instance_policy(
+        ACCOUNT,
+        "us-east-1",
+        "Plate",
+        queues=["PlateQueue", "DeadMessages_Erin"],
+        log_groups=["erin-logs", "erin-logs_perInstance"],
+    )
+    by_sid = {s["Sid"]: s for s in statements(document)}
+    base = "arn:aws:sqs:us-east-1:123456789012:"
+    # PlateQueue is covered by the prefix pattern already: not repeated.
+    assert by_sid["AppQueues"]["Resource"] == [base + "Plate*", base + "DeadMessages_Erin"]
+    groups = "arn:aws:logs:us-east-1:123456789012:log-group:"
+    assert by_sid["AppLogs"]["Resource"] == [
+        groups + "Plate*",
+        groups + "Plate*:log-stream:*",
+        groups + "erin-logs",
+        groups + "erin-logs:log-stream:*",
+        groups + "erin-logs_perInstance",
+        groups + "erin-logs_perInstance:log-stream:*",
+    ]
+    monitor = monitor_policy(
+        ACCOUNT, "us-east-1", "Plate", queues=["DeadMessages_Erin"], log_groups=["erin-logs"]
+    )
+    by_sid = {s["Sid"]: s for s in statements(monitor)}
+    assert by_sid["AppQueues"]["Resource"] == [base + "Plate*", base + "DeadMessages_Erin"]
+    assert by_sid["ExportLogs"]["Resource"] == [groups + "Plate*", groups + "erin-logs"]
+    assert boot.policy_queues(monitor) == ["DeadMessages_Erin"]
+    assert boot.policy_log_groups(document) == ["erin-logs", "erin-logs_perInstance"]
+
+
+def test_bootstrap_grants_a_configs_own_names_and_keeps_earlier_ones(
+    clients: AwsClients,
+) -> None:
+    names = BootstrapNames("lab")
+    bootstrap(clients, "lab", buckets=["b1"], queues=["DeadMessages_Erin"], log_groups=["erin"])
+    # Another app of the same prefix, with its own names: nothing of the first is dropped.
+    bootstrap(clients, "lab", buckets=["b2"], queues=["DeadMessages_Bob"], log_groups=["labX"])
+
+    for role in (names.instance_role, names.monitor_role):
+        answer = clients.iam.get_role_policy(RoleName=role, PolicyName=names.inline_policy)
+        document = boot.decode_policy(answer["PolicyDocument"])
+        assert boot.policy_buckets(document) == ["b1", "b2"]
+        assert boot.policy_queues(document) == ["DeadMessages_Bob", "DeadMessages_Erin"]
+        assert boot.policy_log_groups(document) == ["erin"]  # labX: under the prefix
+    answer = clients.iam.get_role_policy(
+        RoleName=names.instance_role, PolicyName=names.inline_policy
+    )
+    assert boot.decode_policy(answer["PolicyDocument"]) == instance_policy(
+        ACCOUNT,
+        "us-east-1",
+        "lab",
+        ["b1", "b2"],
+        queues=["DeadMessages_Bob", "DeadMessages_Erin"],
+        log_groups=["erin"],
+    )
 
 
 # --- the function's code ------------------------------------------------------------------

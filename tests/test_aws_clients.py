@@ -63,16 +63,21 @@ def _unreadable() -> list[Exception]:
 
 
 @pytest.mark.parametrize("error", _unreadable(), ids=["parser", "not-utf8"])
-def test_every_aws_boundary_turns_an_unreadable_answer_into_one_line(error: Exception) -> None:
-    from distributed_something.backends.aws.compute import aws_errors
-    from distributed_something.backends.aws.setup import aws_call
+def test_the_aws_boundary_turns_an_unreadable_answer_into_one_line(error: Exception) -> None:
+    from distributed_something.backends.aws.errors import DEFAULT_FIX, aws_call, call
     from distributed_something.errors import BackendError
 
-    for boundary, start in ((aws_call, "could not list things: "), (aws_errors, "AWS: could")):
-        with pytest.raises(BackendError) as info, boundary("list things"):
-            raise error
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(BackendError) as block, aws_call("list things"):
+        fail()
+    with pytest.raises(BackendError) as one:
+        call("list things", fail, fix="The role needs s3:ListBucket.")
+    for info, fix in ((block, DEFAULT_FIX), (one, "The role needs s3:ListBucket.")):
         message = str(info.value)
-        assert message.startswith(start) and "\n" not in message and "<html>" not in message
+        assert message.startswith("could not list things: ") and message.endswith(fix)
+        assert "\n" not in message and "<html>" not in message
 
 
 def test_first_line_keeps_the_first_line_or_names_the_type() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from distributed_something.backends.aws.clients import AwsSettings, client
-from distributed_something.backends.aws.compute import describe_fleet
+from distributed_something.backends.aws.compute import delete_alarms, describe_fleet
 from distributed_something.backends.aws.instance import (
     REBALANCE_PATH,
     SPOT_ACTION_PATH,
@@ -25,7 +25,6 @@ from distributed_something.backends.aws.instance import (
     ResourceLogger,
     alarms_of_terminated,
     cpu_percent,
-    delete_alarms,
     ensure_idle_alarm,
     format_bytes,
     imds_from_env,

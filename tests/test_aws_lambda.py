@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from distributed_something.backends.aws.clients import AwsSettings
+from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.lambda_monitor import (
     MonitorSettings,
     handler,
@@ -15,7 +15,7 @@ from distributed_something.backends.aws.lambda_monitor import (
     observation_from,
 )
 from distributed_something.backends.aws.resources import AwsResources
-from distributed_something.backends.aws.teardown import TEARDOWN_STEPS, AwsClients
+from distributed_something.backends.aws.teardown import TEARDOWN_STEPS
 from distributed_something.errors import InputError
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.queue import QueueCounts

@@ -28,7 +28,7 @@ from distributed_something.backends.aws.bootstrap import (
     instance_policy,
     policy_buckets,
 )
-from distributed_something.backends.aws.clients import AwsSettings, client, partition
+from distributed_something.backends.aws.clients import AwsClients, AwsSettings, client, partition
 from distributed_something.backends.aws.fleet import (
     ECS_AMI_PARAMETER,
     client_token,
@@ -44,7 +44,6 @@ from distributed_something.backends.aws.sqs_queue import (
     MAX_VISIBILITY_SECONDS,
     SqsQueue,
 )
-from distributed_something.backends.aws.teardown import AwsClients
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
 from distributed_something.project import Project

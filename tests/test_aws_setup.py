@@ -183,7 +183,7 @@ def test_task_definition_reads_back_with_image_resources_env_and_logs(aws: str) 
     assert container["logConfiguration"] == {
         "logDriver": "awslogs",
         "options": {
-            "awslogs-group": "Demo",
+            "awslogs-group": "Demo_perInstance",
             "awslogs-region": REGION,
             "awslogs-stream-prefix": "Demo",
         },

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from distributed_something.backends.aws.clients import AwsSettings
+from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
-from distributed_something.backends.aws.teardown import TEARDOWN_STEPS, AwsClients, teardown
+from distributed_something.backends.aws.teardown import TEARDOWN_STEPS, teardown
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError
 from testkit import FakeClock
@@ -38,9 +38,14 @@ def make_config(app: str = "T", cluster: str = "TCluster") -> Config:
     return Config(app_name=app, backend="aws", aws={"ecs_cluster": cluster})
 
 
-def build_world(*, with_monitor: bool = True, service_tasks: int = 2) -> World:
+def build_world(
+    *, with_monitor: bool = True, service_tasks: int = 2, family_image: bool = False
+) -> World:
     """Create queue + DLQ, cluster, task definitions, service, fleet, alarms, dashboard,
-    log groups with events, monitor objects and the bucket, directly with boto3."""
+    log groups with events, monitor objects and the bucket, directly with boto3.
+
+    The task definitions run ``ds worker`` (their entryPoint, as setup writes it), or with
+    ``family_image`` the image's own worker (no entryPoint, as for the family's images)."""
     aws = AwsClients(AwsSettings(region="us-east-1"))
     names = AwsNames(make_config())
     res = AwsResources(region="us-east-1")
@@ -56,7 +61,9 @@ def build_world(*, with_monitor: bool = True, service_tasks: int = 2) -> World:
 
     aws.ecs.create_cluster(clusterName=names.cluster)
     res.cluster, res.cluster_created = names.cluster, True
-    container = [{"name": names.container, "image": "img", "memory": 128}]
+    container: list[dict[str, Any]] = [{"name": names.container, "image": "img", "memory": 128}]
+    if not family_image:
+        container[0]["entryPoint"] = ["ds", "worker"]
     arns = [
         aws.ecs.register_task_definition(family=names.task_family, containerDefinitions=container)[
             "taskDefinition"
@@ -247,6 +254,64 @@ def test_teardown_removes_everything_but_the_dead_letter_queue(aws: str) -> None
 
 class Crash(Exception):
     """The process dies while saving (after the step's work, before it is recorded)."""
+
+
+def bucket_keys(aws: AwsClients, prefix: str) -> list[str]:
+    pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def test_logs_of_the_family_image_are_exported_where_run_py_put_them(aws: str) -> None:
+    # run.py: create_export_task(..., destinationPrefix='exportedlogs/' + LOG_GROUP_NAME),
+    # then the same for LOG_GROUP_NAME + '_perInstance'.
+    world = build_world(family_image=True)
+    requests: list[dict[str, Any]] = []
+    world.clients.logs.meta.events.register(
+        "provide-client-params.logs.CreateExportTask",
+        lambda params, **_: requests.append(dict(params)),
+    )
+    run_teardown(world)
+    assert world.resources.family_worker is True
+    assert [r["destinationPrefix"] for r in requests] == [
+        "exportedlogs/T",
+        "exportedlogs/T_perInstance",
+    ]
+    assert all(r["destination"] == BUCKET for r in requests)
+    for group in ("T", "T_perInstance"):
+        keys = bucket_keys(world.clients, f"exportedlogs/{group}/")
+        assert any(key.endswith(".gz") for key in keys), (group, keys)
+    assert bucket_keys(world.clients, "_ds/") == []  # nothing in the records area
+    assert world.resources.cleaned == list(TEARDOWN_STEPS)
+
+
+def test_family_export_survives_a_crash_right_after_deregistering(aws: str) -> None:
+    # Killed after the task definitions were deregistered, before that step was saved: the
+    # rerun cannot read the revision from a deregistration any more, and still exports
+    # where run.py did.
+    world = build_world(family_image=True)
+    persisted = world.resources.model_copy(deep=True)
+
+    def crashing_save(resources: AwsResources) -> None:
+        nonlocal persisted
+        if resources.cleaned[-1:] == ["deregister_task_definitions"]:
+            raise Crash
+        persisted = resources.model_copy(deep=True)
+
+    with pytest.raises(Crash):
+        run_teardown(world, save=crashing_save)
+    assert persisted.family_worker is None
+    run_teardown(world, persisted)
+    assert persisted.family_worker is True
+    assert bucket_keys(world.clients, "exportedlogs/T/")
+    assert bucket_keys(world.clients, "_ds/") == []
+
+
+def test_logs_of_ds_workers_are_exported_into_the_run_records(aws: str) -> None:
+    world = build_world()
+    run_teardown(world)
+    assert world.resources.family_worker is False
+    assert bucket_keys(world.clients, "exportedlogs/") == []
+    assert export_keys(world.clients, "T") and export_keys(world.clients, "T_perInstance")
 
 
 # 10 steps + 2 saves as the exports start = 12 saves; crash at each of them.

@@ -300,7 +300,7 @@ def test_bad_app_name_pattern(tmp_path: Path) -> None:
 def test_bad_backend(tmp_path: Path) -> None:
     error = load_error(tmp_path, 'app_name = "Demo"\nbackend = "gcp"\n')
     assert error.field == "backend"
-    assert error.fix == 'set it to "local" or "aws"'
+    assert error.fix == 'set it to "local", "aws" or "slurm"'
 
 
 def test_list_item_error_names_its_position(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: 
 
     dead = json.loads(run_ok(ds, "dead", "list", "--json", cwd=proj).stdout)
     assert [d["group"] for d in dead] == [{"name": "poison"}]
-    shown = json.loads(run_ok(ds, "dead", "show", dead[0]["task_id"], cwd=proj).stdout)
+    shown = json.loads(run_ok(ds, "dead", "show", dead[0]["task_id"], "--json", cwd=proj).stdout)
     assert "code 7" in shown["error"]
     assert "poisoned input" in shown["failures"][-1]["log_tail"]
 

@@ -485,8 +485,9 @@ def test_family_commands_run_a_dcp_folder_on_moto(
     status = json.loads(run_ok(ds, "status", "--json", cwd=folder).stdout)
     assert status["counts"] == {k: counts[k] for k in status["counts"]} and counts["done"] == 2
     check_nothing_left(fleet_id)
-    exported = aws_client("s3").list_objects_v2(Bucket=LOG_BUCKET, Prefix=f"_ds/{APP}/runs/")
-    assert any(f"logs-export/{APP}/" in item["Key"] for item in exported.get("Contents", []))
+    # The family image ran its own worker: its logs are exported where run.py put them.
+    exported = aws_client("s3").list_objects_v2(Bucket=LOG_BUCKET, Prefix="exportedlogs/")
+    assert any(f"exportedlogs/{APP}/" in item["Key"] for item in exported.get("Contents", []))
 
 
 def test_default_profile_missing_from_the_aws_files_means_the_default_chain(

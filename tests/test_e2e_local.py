@@ -116,7 +116,7 @@ def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Pat
 
     listed = json.loads(ds("dead", "list", "--json", cwd=proj).stdout)
     assert [d["task_id"] for d in listed] == [dead["id"]]
-    shown = json.loads(ds("dead", "show", dead["id"][:8], cwd=proj).stdout)
+    shown = json.loads(ds("dead", "show", dead["id"][:8], "--json", cwd=proj).stdout)
     assert "poisoned input poison" in shown["failures"][-1]["log_tail"]
     logs = ds("logs", dead["id"][:8], cwd=proj)
     assert logs.returncode == 0 and "poisoned input" in logs.stdout

@@ -507,6 +507,19 @@ def test_unchanged_dcp_project_validates_on_either_backend(
     assert not (folder / ".ds").exists()  # validate creates nothing
 
 
+def test_on_aws_without_recipe_validate_says_the_family_worker_needs_what_ds_never_gives(
+    tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path, "dcp")
+    aws = ds("validate", "--job", "files/exampleJob.json", cwd=folder)
+    assert aws.returncode == 0, aws.stderr
+    assert "s3fs" in aws.stderr and "ds image build --base cellprofiler/" in aws.stderr
+    assert "RECIPE = 'cellprofiler'" in aws.stderr
+    local = ds("validate", "--backend", "local", "--job", "files/exampleJob.json", cwd=folder)
+    assert local.returncode == 0 and "s3fs" not in local.stderr
+
+
 def test_the_switch_is_undone_after_an_in_process_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -648,7 +661,7 @@ def test_validate_rejects_the_fleet_templates_placeholders(tmp_path: Path, ds: D
 )
 @pytest.mark.skipif(
     not (SHARED_DATA / "examplefly" / "workspace" / "ExampleFly.cppipe").is_file(),
-    reason="the ExampleFly data is not in ../shared/data",
+    reason="no shared data: the ExampleFly data is not in ../shared/data",
 )
 def test_ds_run_backend_local_runs_an_unchanged_dcp_project(
     tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch

@@ -60,7 +60,9 @@ def test_ds_run_quickstart_segments_every_image(tmp_path: Path, ds: Ds) -> None:
         assert abs(found - true_count) <= 0.15 * true_count
 
 
-@pytest.mark.skipif(not DNA_IMAGES, reason="../shared/data/examplefly is not on this machine")
+@pytest.mark.skipif(
+    not DNA_IMAGES, reason="no shared data: ../shared/data/examplefly is not on this machine"
+)
 def test_same_job_on_the_real_examplefly_dna_images(tmp_path: Path, ds: Ds) -> None:
     folder = copy_example(tmp_path)
     config = load_config(folder / "ds.toml").model_dump(mode="json", exclude_none=True)

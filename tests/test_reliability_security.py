@@ -1,13 +1,18 @@
-"""Security: credentials never leave the environment they were given in; storage keys cannot
-escape their bucket or folder; job values cannot run shell commands.
+"""Security: credentials never leave the environment they were given in; storage keys and
+task outputs cannot escape their bucket or folder; job values cannot run shell commands.
 
 - An AWS run on moto with fake keys and a session token in the environment of every command
   and worker: afterwards no task definition, spot fleet request, dashboard, alarm, log
   (worker logs, task logs in storage, CloudWatch events, exported logs), state file, report
   or command output contains them.
+- Credentials are recognised by shape too: a secret key under a neutral name and a presigned
+  URL in ``env`` are left out like the named ones, and a presigned SCRIPT_DOWNLOAD_URL stops
+  ``ds setup`` before anything is created.
 - Keys with ``..``, absolute paths, backslashes or empty names, from a job file, a message put
   straight on the queue, or a direct storage call, are refused with an `InputError` before
-  anything is written, and nothing appears outside the storage root.
+  anything is written, and nothing appears outside the storage root. A task's output folder
+  holding a symbolic link (to a file or a folder) or a name no storage can hold fails that
+  task at once (dead after one attempt), and nothing of it is uploaded.
 - Job values full of shell metacharacters reach the command as literal arguments: the
   marker file they try to create never appears.
 """
@@ -37,6 +42,7 @@ from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
+from distributed_something.records import RunRecords
 from imds_server import imds_server
 from reliability_figures import Figures
 from reliability_figures import figures as figures  # the session fixture
@@ -52,7 +58,16 @@ SEED = 20240611
 ACCESS_KEY_ID = "AKIARELIABILITYTEST7"
 SECRET_ACCESS_KEY = "Reliability/Fake+Secret0123456789abcdefGHIJ"
 SESSION_TOKEN = "FwoGZXIvYXdzEReliabilityFakeSessionToken/0123456789+abcdefghij=="
-SECRETS = (ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN)
+#: A secret access key under a name that says nothing (recognised by its shape), and the
+#: signature of a presigned URL (the URL itself names no key id in the query's name).
+NEUTRAL_SECRET = "q8Zr2T/vLk0w9XbNcY4Hs1JmPe7Ua3GdFi6Ro5Kt"
+SIGNATURE = "9f2c41d7b0e85a6c3d1f7e2b4a9c8d0e1f3a5b7c9d2e4f6a8b0c1d3e5f7a9b2c"
+PRESIGNED = (
+    "https://ds-secure.s3.amazonaws.com/scripts/measure.ijm?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+    f"&X-Amz-Signature={SIGNATURE}"
+)
+SECRETS = (ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, NEUTRAL_SECRET, SIGNATURE)
 
 TASK_CODE = (
     "import sys, os\n"
@@ -113,8 +128,11 @@ def test_no_credential_is_written_anywhere_by_an_aws_run(
         "No credential written anywhere (AWS run on moto)",
         test=f"{TEST_FILE}::test_no_credential_is_written_anywhere_by_an_aws_run",
         assertion=(
-            "none of the access key id, secret key or session token (raw, URL-encoded or "
-            "base64) appears in any task definition (active or deregistered), spot fleet "
+            "a config.py with a presigned SCRIPT_DOWNLOAD_URL is refused by `ds setup` (exit 2, "
+            "the variable named, no queue created); none of the access key id, secret key, "
+            "session token, neutral-named secret key or presigned URL signature (raw, "
+            "URL-encoded or base64) appears in any task definition (active or deregistered), "
+            "spot fleet "
             "request (user data decoded), dashboard, alarm, ECS service, S3 object (records, "
             "task logs, reports, state, exported logs un-gzipped), CloudWatch Logs event, "
             "local file of the run, worker log, or output of a `ds` command; the scanner finds "
@@ -123,7 +141,9 @@ def test_no_credential_is_written_anywhere_by_an_aws_run(
         setup={
             "credentials in the environment": "access key id, secret key, session token (fake)",
             "also in the config's env": "ANALYSIS_API_TOKEN = the session token; NOTE holding "
-            "the access key id",
+            "the access key id; S3_CREDS = a secret key (named neutrally); SHARED_URL = a "
+            "presigned URL",
+            "refused config": "config.py with SCRIPT_DOWNLOAD_URL = a presigned URL (`ds setup`)",
             "commands": "setup, submit, start-cluster, status, report, logs, dead list/show, "
             "monitor (teardown and log export)",
             "workers": "2 `ds worker`, started as the ECS agent would, on a loopback metadata "
@@ -138,6 +158,16 @@ def test_no_credential_is_written_anywhere_by_an_aws_run(
     ):
         monkeypatch.setenv(name, value)
     clients._sessions.clear()  # sessions made before would hold the fixture's credentials
+    # A presigned script URL in a legacy config: refused before anything is created.
+    presigned = tmp_path / "presigned"
+    presigned.mkdir()
+    (presigned / "config.py").write_text(
+        "APP_NAME = 'PRESIGNED'\nRECIPE = 'fiji'\nDOCKERHUB_TAG = 'example/ds-worker:1'\n"
+        f"AWS_REGION = '{REGION}'\nAWS_BUCKET = 'ds-secure'\nSCRIPT_DOWNLOAD_URL = {PRESIGNED!r}\n"
+    )
+    refused = ds_ok("setup", cwd=presigned, ok=(2,))
+    assert "SCRIPT_DOWNLOAD_URL: holds a presigned URL" in refused.stderr
+    assert aws_client("sqs").list_queues().get("QueueUrls", []) == []
     app, bucket = "SECURE", "ds-secure"
     names = ["alpha", "beta", "poison-1"]
     proj = aws_project(
@@ -148,10 +178,15 @@ def test_no_credential_is_written_anywhere_by_an_aws_run(
         argv=["{python}", "-c", TASK_CODE, "{output_dir}", "{name}"],
         cluster={"machines": 1, "tasks_per_machine": 2, "docker_cores": 1},
         queue={"visibility": 5, "job_retries": 2},
-        env={"ANALYSIS_API_TOKEN": SESSION_TOKEN, "NOTE": f"uses key {ACCESS_KEY_ID}"},
+        env={
+            "ANALYSIS_API_TOKEN": SESSION_TOKEN,
+            "NOTE": f"uses key {ACCESS_KEY_ID}",
+            "S3_CREDS": NEUTRAL_SECRET,
+            "SHARED_URL": PRESIGNED,
+        },
     )
     scanner = Scanner()
-    outputs: list[str] = []
+    outputs: list[str] = [refused.stdout + refused.stderr]
 
     def ds(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
         result = ds_ok(*args, cwd=proj, ok=ok)
@@ -242,6 +277,9 @@ def test_no_credential_is_written_anywhere_by_an_aws_run(
         scenario.measure(scanner_label, count)
     scenario.measure("bytes scanned", scanner.bytes)
     scenario.measure("credentials found", len(scanner.leaks))
+    scenario.measure(
+        "presigned SCRIPT_DOWNLOAD_URL", "refused by `ds setup` (exit 2), no queue created"
+    )
     scenario.held()
 
 
@@ -320,11 +358,37 @@ def try_every_call(storage: Any, key: str, source: Path, scratch: Path) -> int:
     return len(calls)
 
 
+#: A task that writes a good file, then what its name asks for into its output folder.
+OUTPUT_CODE = (
+    "import os, sys\n"
+    "out, kind, outside = sys.argv[1:4]\n"
+    "open(os.path.join(out, 'good.txt'), 'w').write('good')\n"
+    "if kind == 'file-link':\n"
+    "    os.symlink(os.path.join(outside, 'secret.txt'), os.path.join(out, 'pw'))\n"
+    "if kind == 'folder-link':\n"
+    "    os.symlink(outside, os.path.join(out, 'folder'))\n"
+    "if kind == 'backslash':\n"
+    "    open(os.path.join(out, 'a\\\\b.txt'), 'w').write('x')\n"
+    "if kind == 'not-utf8':\n"
+    "    open(os.path.join(os.fsencode(out), b'bad\\xff.txt'), 'w').write('x')\n"
+    "if kind == 'temporary-name':\n"
+    "    open(os.path.join(out, '.ds-tmp.x'), 'w').write('x')\n"
+)
+#: Each kind of output and the words its task's error must hold.
+BAD_OUTPUTS = {
+    "file-link": "'pw' is a symbolic link",
+    "folder-link": "'folder' is a symbolic link",
+    "backslash": "contains a backslash",
+    "not-utf8": "'bad\\\\xff.txt' cannot be stored",
+    "temporary-name": "reserved",
+}
+
+
 @pytest.mark.timeout(200)
 def test_storage_keys_cannot_escape(aws: str, tmp_path: Path, figures: Figures) -> None:
     scenario = figures.scenario(
         "key-escape",
-        "Storage keys cannot escape",
+        "Storage keys and task outputs cannot escape",
         test=f"{TEST_FILE}::test_storage_keys_cannot_escape",
         assertion=(
             "every storage call (put, put_file(s), get, get_file, exists, delete, list) with "
@@ -333,7 +397,11 @@ def test_storage_keys_cannot_escape(aws: str, tmp_path: Path, figures: Figures) 
             "around it is unchanged, no S3 object appears); a symbolic link out of the root is "
             "refused; a job file with such a value is refused by `ds run` (exit 2) before "
             "anything is created; such a message put straight on the queue is dead-lettered "
-            "by the worker with the reason, and nothing is written outside"
+            "by the worker with the reason, and nothing is written outside; a task whose output "
+            "folder holds a symbolic link (to a file or a folder outside) or a file name no "
+            "storage can hold (backslash, not UTF-8, the storages' `.ds-tmp.` prefix) is dead "
+            "after its one attempt with the file named, and nothing of it is uploaded (no "
+            "copy of the linked file, not even the task's good file)"
         ),
         setup={
             "fixed escaping keys": len(ESCAPING_KEYS),
@@ -341,6 +409,10 @@ def test_storage_keys_cannot_escape(aws: str, tmp_path: Path, figures: Figures) 
             "storages": "folder storage (local), S3 (moto)",
             "entry points": "storage calls, job file (`ds run`), message on the queue "
             "(`ds worker`)",
+            "task outputs (`ds run`)": ", ".join(BAD_OUTPUTS),
+            "also shown by tests/test_hardening.py": "outputs (links inside the folder, "
+            "dangling links, pipes, names over 255 bytes); credentials by shape; config.py and "
+            "JSON readers bounded (string, list, total size, nesting) under a memory limit",
         },
     )
     outside = tmp_path / "outside"
@@ -429,9 +501,14 @@ def test_storage_keys_cannot_escape(aws: str, tmp_path: Path, figures: Figures) 
     queue = SqliteQueue(proj / ".ds" / "T" / "queue.sqlite", max_receive_count=1)
     queue.send_batch([(poisoned.id, poisoned.body_json())])
     ds_ok("worker", "--name", "w", cwd=proj)
-    (dead,) = queue.list_dead()
-    assert dead.task_id == poisoned.id and "not safe" in dead.error
-    assert "recipe.output_prefix" in dead.error
+    # A bad job value cannot succeed on a retry: the task is dead at once (its failure is
+    # final and its message deleted), with the reason in its failure record.
+    run_id = json.loads((proj / ".ds" / "T" / "state.json").read_text())["run_id"]
+    records = RunRecords(FolderStorage(proj / ".ds" / "T" / "buckets" / "default"), "T", run_id)
+    (failure,) = [f for f in records.all_failures() if f.task_id == poisoned.id]
+    assert failure.final and "not safe" in failure.error
+    assert "recipe.output_prefix" in failure.error
+    assert queue.counts().drained
     assert named(tmp_path, "escaped") == []
     scenario.measure("storage calls refused with InputError", calls)
     scenario.measure("generated keys tried", generated[0])
@@ -439,9 +516,39 @@ def test_storage_keys_cannot_escape(aws: str, tmp_path: Path, figures: Figures) 
     scenario.measure("job files refused by `ds run` (exit 2, nothing created)", job_refusals)
     scenario.measure(
         "queue message with an escaping key",
-        f"dead-lettered after {dead.receive_count} receive, the error names recipe.output_prefix",
+        f"dead after {failure.attempt} attempt (no retry), the error names recipe.output_prefix",
     )
     scenario.measure("files written outside the root", len(written_outside))
+
+    # Task outputs that point elsewhere or cannot be stored: dead at once, nothing uploaded.
+    outside_dir = tmp_path / "outputs-outside"
+    outside_dir.mkdir()
+    secret = "a secret that must stay on this machine"
+    (outside_dir / "secret.txt").write_text(secret)
+    proj = write_project(
+        tmp_path / "outputs",
+        argv=["{python}", "-c", OUTPUT_CODE, "{output_dir}", "{name}", str(outside_dir)],
+        groups=[{"name": kind} for kind in BAD_OUTPUTS],
+    )
+    result = ds_ok("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path, ok=(1,))
+    report = json.loads(result.stdout)
+    assert report["counts"]["dead"] == len(BAD_OUTPUTS) and report["counts"]["done"] == 0
+    for entry in report["tasks"]:
+        assert BAD_OUTPUTS[entry["group"]["name"]] in entry["error"], entry["error"]
+        assert "nothing was uploaded" in entry["error"] and entry["attempts"] == 1
+    bucket = proj / ".ds" / "T" / "buckets" / "default"
+    uploaded = [
+        p for p in bucket.rglob("*") if p.is_file() and not p.is_relative_to(bucket / "_ds")
+    ]
+    assert uploaded == []
+    copies = [p for p in bucket.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert copies == []
+    scenario.measure(
+        "task outputs refused (dead after 1 attempt, the file named)",
+        f"{report['counts']['dead']} of {len(BAD_OUTPUTS)}",
+    )
+    scenario.measure("objects uploaded by those tasks", len(uploaded))
+    scenario.measure("copies of the linked secret file in storage", len(copies))
     scenario.held()
 
 

@@ -268,7 +268,7 @@ def test_attention_and_full_tables() -> None:
     attention = root.one("table", id="attention").one("tbody").find_all("tr")
     assert len(attention) == 10  # 1 failed + 4 dead + 5 pending
     first = [td.text() for td in attention[0].find_all("td")]
-    assert first == ["f1", "failed", '{"n":"f"}', "2", "boom"]
+    assert first == ["f1", "failed", '{"n":"f"}', "2", "", "boom"]
     rows = root.one("table", id="tasks").one("tbody").find_all("tr")
     assert len(rows) == 15
     cells = [td.text() for td in rows[1].find_all("td")]
@@ -295,7 +295,7 @@ def test_user_text_is_escaped() -> None:
     cells = [td.text() for td in attention.find_all("td")]
     assert cells[0] == "t<b>1</b>"
     assert evil in cells[2]
-    assert cells[4] == evil
+    assert cells[5] == evil
     assert "ok&fine" in builder.root.one("table", id="tasks").text()
 
 
@@ -361,3 +361,37 @@ def test_report_json_is_what_asdict_gives_and_round_trips() -> None:
     data = report.to_json()
     assert data == dataclasses.asdict(report)
     assert json.loads(json.dumps(data, separators=(",", ":"))) == data
+
+
+def test_failures_section_shows_group_cause_first_error_and_log_tail() -> None:
+    tail = "ds: task t1 attempt 3 on w\nreading <f07>\nERROR: empty file f07.txt\n"
+    failed = TaskReport(
+        "t1",
+        {"name": "f07"},
+        "dead",
+        3,
+        error="command exited with code 1",
+        cause="exit",
+        first_error="ERROR: empty file f07.txt",
+        log_tail=tail,
+    )
+    root = parse(render_html(make_report([failed, done("ok", 1.0, 2.0)]))).root
+    row = root.one("table", id="attention").one("tbody").one("tr")
+    cells = [td.text() for td in row.find_all("td")]
+    assert cells == ["t1", "dead", '{"name":"f07"}', "3", "exit", "ERROR: empty file f07.txt"]
+    section = root.one("div", id="failure-t1")
+    text = section.text()
+    assert '{"name":"f07"}' in text and "exit" in text and "command exited with code 1" in text
+    assert section.one("p", cls="first").text() == "ERROR: empty file f07.txt"
+    assert section.one("pre").text() == tail  # escaped markup comes back as the same text
+
+
+def test_failures_section_is_capped_and_absent_without_failures() -> None:
+    from distributed_something.report.html import MAX_FAILURES
+
+    many = [TaskReport(f"x{i}", {"i": i}, "dead", 1, error="e") for i in range(MAX_FAILURES + 3)]
+    root = parse(render_html(make_report(many))).root
+    assert len(root.find_all("div", cls="failure")) == MAX_FAILURES
+    assert root.one("p", id="failures-capped")
+    page = render_html(make_report([done("ok", 1.0, 2.0)]))
+    assert 'id="failures"' not in page

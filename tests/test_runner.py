@@ -96,6 +96,79 @@ def test_a_missing_program_is_exit_127_with_the_header_kept(tmp_path: Path) -> N
     )
     assert result.exit_code == 127
     assert log.read_text().startswith("ds: header\nds: cannot start '/nonexistent/tool'")
+    assert result.start_errno == 2 and result.start_error is not None  # ENOENT: not_found
+    assert "No such file or directory" in result.start_error
+
+
+def test_a_timeout_ends_the_whole_group_and_says_so(
+    tmp_path: Path, waiting: str, leftovers: list[int]
+) -> None:
+    pidfile = tmp_path / "bg.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        "open(sys.argv[1], 'w').write(str(child.pid))\n"
+        "time.sleep(300)\n"
+    )
+    started = time.monotonic()
+    result = SubprocessRunner(grace_seconds=2).run(
+        [PY, "-c", script, str(pidfile)],
+        cwd=tmp_path,
+        env={},
+        log_path=tmp_path / "task.log",
+        stop=threading.Event(),
+        timeout=0.5,
+    )
+    took = time.monotonic() - started
+    leftovers.append(read_pid(pidfile))
+    assert result.timed_out and not result.interrupted and result.exit_code != 0
+    assert 0.5 <= took < 5
+    assert wait_for(lambda: not running(leftovers[0]), 5)
+    fast = SubprocessRunner().run(
+        ["true"],
+        cwd=tmp_path,
+        env={},
+        log_path=tmp_path / "t.log",
+        stop=threading.Event(),
+        timeout=30,
+    )
+    assert fast.exit_code == 0 and not fast.timed_out
+
+
+@pytest.mark.skipif(not LINUX, reason="/proc and wait4's ru_maxrss in KB are Linux's")
+def test_peak_memory_and_cpu_time_are_measured(tmp_path: Path, waiting: str) -> None:
+    # Held only for a moment: a sample may miss it, wait4's peak of the process may not.
+    script = "x = b'x' * (80 << 20); del x; sum(range(3_000_000))"
+    result = SubprocessRunner().run(
+        [PY, "-c", script],
+        cwd=tmp_path,
+        env={},
+        log_path=tmp_path / "t.log",
+        stop=threading.Event(),
+    )
+    assert result.exit_code == 0
+    assert result.peak_memory_mb is not None and 80 <= result.peak_memory_mb < 400
+    assert result.cpu_seconds is not None and result.cpu_seconds > 0
+
+
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA counts mappings from Linux 4.7 on")
+def test_a_memory_limit_refuses_allocations_over_it(tmp_path: Path) -> None:
+    log = tmp_path / "t.log"
+    script = "x = b'x' * (50 << 20); y = b'y' * (300 << 20)"
+    limited = SubprocessRunner().run(
+        [PY, "-c", script],
+        cwd=tmp_path,
+        env={},
+        log_path=log,
+        stop=threading.Event(),
+        memory_limit_mb=200,
+    )
+    assert limited.exit_code == 1 and limited.memory_limit_mb == 200
+    assert "MemoryError" in log.read_text()
+    free = SubprocessRunner().run(
+        [PY, "-c", script], cwd=tmp_path, env={}, log_path=log, stop=threading.Event()
+    )
+    assert free.exit_code == 0 and free.memory_limit_mb is None
 
 
 def test_stop_terminates_a_long_command_promptly(tmp_path: Path, waiting: str) -> None:

@@ -125,7 +125,9 @@ def test_make_inputs_usage_error_exits_2(tmp_path: Path) -> None:
 def test_real_drosophila_dna_image(tmp_path: Path) -> None:
     image = EXAMPLEFLY / "images" / "01_POS076_D.TIF"
     if not image.is_file():
-        pytest.skip(f"the examplefly test data is not at {EXAMPLEFLY} (see shared/data/README.md)")
+        pytest.skip(
+            f"no shared data: the examplefly data is not at {EXAMPLEFLY} (shared/data/README.md)"
+        )
     result = run(SEGMENT, image, tmp_path)
     assert result.returncode == 0, result.stderr
     labels, rows, summary = read_outputs(tmp_path)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from distributed_something.backends import Backend
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config
+from distributed_something.errors import BackendError, QueueGone
+from distributed_something.interfaces.queue import Message
 from distributed_something.jobs.model import Task
 from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, RunRecords
@@ -130,17 +134,88 @@ def test_inputs_are_staged_before_the_command(tmp_path: Path) -> None:
     assert rig.storage.get_bytes("out/b/copy.txt") == b"input bytes"
 
 
-def test_missing_input_fails_and_is_released_with_backoff(tmp_path: Path) -> None:
+def test_missing_input_is_dead_at_once_unless_not_found_is_retried(tmp_path: Path) -> None:
     rig = Rig(tmp_path, ["true"])
     rig.config.recipe.inputs = ["data/{name}.txt"]
     (task,) = rig.submit({"name": "nope"})
     assert rig.worker.step() is Outcome.FAILED
     (failure,) = rig.records.failures_of(task.id)
     assert "data/nope.txt" in failure.error
+    assert (failure.cause, failure.final) == ("not_found", True)
     counts = rig.queue.counts()
+    assert (counts.visible, counts.in_flight, counts.dead) == (0, 0, 0)  # deleted: no retry
+    # queue.retry.retry_on.not_found = true: released with a backoff like any failure.
+    retry_missing = {"retry": {"retry_on": {"not_found": True}}}
+    retried = Rig(tmp_path / "retried", ["true"], queue=retry_missing)
+    retried.config.recipe.inputs = ["data/{name}.txt"]
+    (again,) = retried.submit({"name": "nope"})
+    assert retried.worker.step() is Outcome.FAILED
+    (failure,) = retried.records.failures_of(again.id)
+    assert (failure.cause, failure.final) == ("not_found", False)
+    counts = retried.queue.counts()
     assert (counts.visible, counts.in_flight) == (0, 1)  # held back by the retry delay
-    rig.clock.advance(10)
-    assert rig.queue.counts().visible == 1
+    retried.clock.advance(10)
+    assert retried.queue.counts().visible == 1
+
+
+def test_a_task_failing_before_its_command_started_has_a_stored_log(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, [PY, "-c", "print('never runs')"])
+    rig.config.recipe.inputs = ["data/{name}.txt"]
+    (task,) = rig.submit({"name": "gone"})
+    assert rig.worker.step() is Outcome.FAILED
+    ((_, log),) = rig.records.logs_of(task.id)
+    (failure,) = rig.records.failures_of(task.id)
+    assert log == (
+        f"ds: task {task.id} attempt 1 on w1\n"
+        f"ds: failed before the command started: {failure.error}\n"
+    )
+    assert "data/gone.txt" in log and "never runs" not in log
+    # A plan the recipe refuses (a template naming a missing key) is kept the same way.
+    refused = Rig(tmp_path / "plan", ["echo", "{missing_key}"])
+    (bad,) = refused.submit({"name": "b"})
+    assert refused.worker.step() is Outcome.FAILED
+    ((_, kept),) = refused.records.logs_of(bad.id)
+    assert kept.startswith(f"ds: task {bad.id} attempt 1 on w1\n") and "missing_key" in kept
+
+
+def test_a_command_failure_log_is_not_rewritten_by_the_failure(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, [PY, "-c", "import sys; print('tool said no'); sys.exit(4)"])
+    (task,) = rig.submit({"name": "t"})
+    assert rig.worker.step() is Outcome.FAILED
+    ((_, log),) = rig.records.logs_of(task.id)
+    assert "argv" in log and log.endswith("tool said no\n")
+    assert "failed before the command started" not in log
+
+
+class GoneQueue(SqliteQueue):
+    """A queue deleted under the worker (SQS after `ds cleanup`)."""
+
+    def receive(self, max_messages: int, lease_seconds: float) -> list[Message]:
+        raise QueueGone("SQS ReceiveMessage on queue WQueue failed: NonExistentQueue")
+
+
+def test_a_worker_stops_when_its_queue_is_gone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(tmp_path, ["true"])
+    gone = GoneQueue(tmp_path / "gone.sqlite", max_receive_count=3, clock=rig.clock)
+    rig.worker.backend = replace(rig.worker.backend, queue=gone)
+    slept: list[float] = []
+    rig.worker._sleep = slept.append
+    caplog.set_level(logging.INFO, logger="ds.worker")
+    assert rig.worker.step() is Outcome.DRAINED
+    assert slept == []  # at once: no backoff, no retry
+    assert rig.worker.run().counts == {"drained": 1}
+    said = [r.getMessage() for r in caplog.records if "no longer exists" in r.getMessage()]
+    assert said == ["the queue WQueue no longer exists: the run is over"] * 2
+    # Any other receive error stays a retry.
+    rig.worker.backend = replace(rig.worker.backend, queue=rig.queue)
+
+    def throttled(*_args: object) -> list[Message]:
+        raise BackendError("SQS ReceiveMessage failed: Throttling")
+
+    rig.queue.receive = throttled  # type: ignore[method-assign]
+    assert rig.worker.step() is Outcome.IDLE and slept
 
 
 def test_failure_keeps_outputs_out_and_dead_letters_after_retries(tmp_path: Path) -> None:

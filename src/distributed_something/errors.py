@@ -36,6 +36,25 @@ class BackendError(DSError):
     exit_code = 3
 
 
+class QueueGone(BackendError):
+    """The run's queue no longer exists (deleted by cleanup, or never made): the run is over.
+
+    Raised by a queue call that can only fail this way for good, so a worker stops
+    instead of polling a queue that will not come back.
+    """
+
+    exit_code = 3
+
+
+class PermanentTaskError(DSError):
+    """A task's attempt failed in a way no retry can change (an output the storage cannot
+    take, a link out of the output folder): the worker records the attempt as dead and
+    deletes its message at once, instead of running the task again only to fail the same way.
+    """
+
+    exit_code = 1
+
+
 class RunFailed(DSError):
     """The run finished but some tasks are dead-lettered: exit code 1."""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from distributed_something.errors import InputError
+from distributed_something.jobs.parse import MAX_JSON_DEPTH, check_json_depth, deep_json_position
 from distributed_something.userfiles import read_user_text
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
@@ -40,6 +41,9 @@ _ID_FIXES = {
     "ami": 'set it to an AMI id, e.g. "ami-0123456789abcdef0" (ds uses the current '
     "ECS-optimized AMI instead unless aws.image_id is set or that lookup fails)",
 }
+_DEPTH_FIX = "write the spot fleet request as AWS documents it (a few levels deep)"
+#: A spot fleet request is a few KB (AWS caps user data at 16 KB); far more is the wrong file.
+_MAX_FLEET_CHARACTERS = 1_000_000
 _ID_KINDS = {"subnet": "a subnet id", "sg": "a security group id", "ami": "an AMI id"}
 # Key pair names as example files and templates write them ("your_key_file_name").
 _KEY_PLACEHOLDER = re.compile(r"(?i)^your[-_ ]|key[-_ ]?file|^<.*>$|^x+$")
@@ -259,14 +263,29 @@ class _Checker:
 
     def parse(self, path: Path) -> Any:
         text = read_user_text(path, missing_fix="check the path to your fleet file")
+        if len(text) > _MAX_FLEET_CHARACTERS:
+            self.fail(
+                "",
+                f"is {len(text):,} characters long; a spot fleet request is a few kilobytes",
+                "give the spot fleet request file (the family's exampleFleet.json shape)",
+            )
         try:
-            return json.loads(text)
+            data = json.loads(text)
+        except RecursionError:  # nested deeper than json's C parser goes: say where
+            self.fail(
+                deep_json_position(text) or "",
+                f"objects and lists are nested more than {MAX_JSON_DEPTH} levels deep",
+                _DEPTH_FIX,
+            )
         except json.JSONDecodeError as error:
             self.fail(
                 f"line {error.lineno}, column {error.colno}",
                 f"this is not valid JSON ({error.msg})",
                 "correct the JSON there (keys and strings in double quotes, no trailing commas)",
             )
+        # Deep nesting would exhaust Python's stack later (the request is sent as JSON).
+        check_json_depth(data, self.source, fix=_DEPTH_FIX)
+        return data
 
     def _wrong(self, value: Any, path: str, kind: str, description: str) -> NoReturn:
         self.fail(path, f"should be {kind} (got {_show(value)})", f"set it to {description}")

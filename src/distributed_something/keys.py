@@ -12,6 +12,14 @@ from distributed_something.errors import InputError
 MAX_KEY_BYTES = 1024
 """The longest key S3 accepts, in bytes of UTF-8."""
 
+MAX_NAME_BYTES = 255
+"""The longest name (one ``/``-separated part) a folder storage can hold: a file name's limit
+on Linux and macOS file systems (NAME_MAX), in bytes of UTF-8."""
+
+RESERVED_NAME_PREFIX = ".ds-tmp."
+"""Names starting with this are the storages' in-progress writes (folder storage and S3
+downloads write through ``.ds-tmp.<random>`` files): never listed, so never a real object."""
+
 _KEY_FIX = (
     "use a relative key of '/'-separated names, e.g. 'outputs/plate1/result.csv' "
     "(no leading '/', no '\\', no '.' or '..' names, no '//')"
@@ -84,3 +92,34 @@ def join_key(*parts: str, source: str = "storage key") -> str:
     while "//" in joined:
         joined = joined.replace("//", "/")
     return check_key(joined, source=source)
+
+
+def storable_key_problem(key: str) -> str | None:
+    """What keeps ``key`` from being stored by every storage, or None when all can take it.
+
+    Beyond `check_key` (which S3 alone would settle): a name over `MAX_NAME_BYTES` bytes
+    (folder storage writes each name as a file name) and a name starting with
+    `RESERVED_NAME_PREFIX` (folder storage refuses it; it would never be listed). Used on a
+    task's outputs before any upload, so such a file fails its task at once, by name, rather
+    than on the storage half-way through an upload.
+    """
+    problem = _problem(key)
+    if problem is not None:
+        return problem
+    for name in key.split("/"):
+        size = len(name.encode("utf-8"))
+        if size > MAX_NAME_BYTES:
+            return (
+                f"has a name of {size} bytes (UTF-8); at most {MAX_NAME_BYTES} are allowed "
+                "in one name"
+            )
+        if name.startswith(RESERVED_NAME_PREFIX):
+            return f"has a name starting with {RESERVED_NAME_PREFIX!r}, which is reserved"
+    return None
+
+
+def shown_name(name: str) -> str:
+    """``name`` (a file name or path as the OS gave it) as text that can be printed and stored
+    anywhere: bytes that are not UTF-8 (kept by Python as lone surrogates) are written as
+    ``\\xNN``, so an error naming such a file can still be logged and written as JSON."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

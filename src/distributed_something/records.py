@@ -54,6 +54,13 @@ class Failure:
     worker: str
     #: True when this was the last attempt the queue allows: the task is dead-lettered next
     final: bool = False
+    #: why it failed: exit, signal, timeout, memory, not_found, upload, tool, interrupted or
+    #: lost (worker/causes.py); "" in records written before causes were kept
+    cause: str = ""
+    #: the peak memory of the task's processes (MB) and the CPU time they used (s), when
+    #: measured
+    peak_memory_mb: float | None = None
+    cpu_seconds: float | None = None
 
 
 @dataclass
@@ -75,6 +82,12 @@ class Attempt:
     outcome: str = "running"
     exit_code: int | None = None
     error: str = ""
+    #: why a failed, dead, released or lost attempt ended so (see `Failure.cause`); "" for
+    #: others and in records written before causes were kept
+    cause: str = ""
+    #: the peak memory of the task's processes (MB) and their CPU time (s), when measured
+    peak_memory_mb: float | None = None
+    cpu_seconds: float | None = None
 
     @property
     def stem(self) -> str:
@@ -353,6 +366,17 @@ class RunRecords:
     def read_mark(self, mark: Mark) -> dict[str, Any] | None:
         """The details a mark was written with."""
         return self._get_json(self.mark_key(mark.task_id, mark.kind, mark.at_us / 1e6))
+
+    def machine_problems(self) -> list[str]:
+        """One line per machine that recorded a problem under ``instances/`` of this run
+        (e.g. an AWS instance whose metadata service its containers cannot reach), for
+        `ds status`; unreadable records are noted in `corrupt` and skipped."""
+        lines: list[str] = []
+        for obj in self.storage.list(f"{self.run_prefix}instances/"):
+            record = self._get_json(obj.key)
+            if record is not None and record.get("imds") == "unreachable":
+                lines.append(f"{record.get('machine', obj.key)}: {record.get('problem', '')}")
+        return lines
 
     def done_ids(self) -> set[str]:
         """Tasks of the app with a done marker (one listing, no reads)."""

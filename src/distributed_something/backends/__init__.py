@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from distributed_something.interfaces import Compute, Queue, Storage
 from distributed_something.interfaces.provisioner import Provisioner
@@ -16,7 +16,8 @@ class Backend:
 
     ``storage`` is the main bucket (run records, logs, default outputs); ``bucket(name)``
     opens any bucket by name, '' meaning the main one; ``provisioner`` creates and removes
-    the run's resources.
+    the run's resources; ``location(name)`` says where bucket ``name`` is, for people (a
+    folder, or ``s3://bucket/``).
     """
 
     name: str
@@ -25,6 +26,7 @@ class Backend:
     compute: Compute
     bucket: Callable[[str], Storage]
     provisioner: Provisioner
+    location: Callable[[str], str] = field(default=lambda name: name)
 
 
 def open_backend(project: Project) -> Backend:
@@ -33,6 +35,10 @@ def open_backend(project: Project) -> Backend:
         from distributed_something.backends.local import open_local
 
         return open_local(project)
+    if project.config.backend == "slurm":
+        from distributed_something.backends.slurm import open_slurm
+
+        return open_slurm(project)
     from distributed_something.backends.aws.backend import open_aws
 
     return open_aws(project)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -17,8 +18,8 @@ from rich.table import Table
 from distributed_something.cli.main import backend_option, cli
 from distributed_something.errors import InputError
 from distributed_something.project import Project
-from distributed_something.report.build import RunReport
-from distributed_something.report.render import print_summary
+from distributed_something.report.build import RunReport, short_group
+from distributed_something.report.render import clip, dead_task_text, print_summary, short_id
 from distributed_something.ui import console, info
 from distributed_something.usecases import inspect, lifecycle
 from distributed_something.usecases.project import open_project
@@ -242,7 +243,8 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     p = st.progress
     title = f"{st.app_name} · run {st.run_id}" + ("" if st.active else " (finished)")
     table = Table(title=title)
-    columns = ("total", "done", "skipped", "running", "retrying", "pending", "dead", "workers")
+    # The report's names (a failed task waits for its retry; dead ones are out of retries).
+    columns = ("total", "done", "skipped", "running", "failed", "pending", "dead", "workers")
     for col in columns:
         table.add_column(col, justify="right")
     table.add_row(
@@ -256,6 +258,8 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
         info(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
     if p.corrupt:
         info(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
+    for problem in st.machine_problems:
+        info(f"[yellow]warning:[/] {escape(problem)}")
     if not st.active and p.total > p.finished:
         info(
             f"{p.total - p.finished} task(s) have no outcome: the run was stopped. "
@@ -273,17 +277,26 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json([r.to_json() for r in found])
         return
-    table = Table(title=f"runs of {project.config.app_name} ({len(found)})")
-    for col in ("run", "started", "state", "total", "done", "skipped", "dead", "job"):
-        table.add_column(col)
+    # Light borders and no job column (it is in --json): a run's id, start and counts fit
+    # 80 columns, and the id, which --run takes, is never cut.
+    table = Table(
+        title=f"runs of {project.config.app_name} ({len(found)})",
+        box=None,
+        pad_edge=False,
+        header_style="bold underline",
+    )
+    table.add_column("run", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for col in ("total", "done", "skipped", "dead"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in found:
         c = r.counts
         table.add_row(
             r.run_id,
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+            time.strftime("%m-%d %H:%M", time.localtime(r.created_at)),
             r.state,
             *(str(c[k]) for k in ("total", "done", "skipped", "dead")),
-            escape(", ".join(Path(j).name for j in r.job_files)),
         )
     console.print(table)
 
@@ -292,8 +305,16 @@ def runs(config_path: Path | None, as_json: bool) -> None:
 @click.argument("task")
 @config_option
 @run_option
-def logs(task: str, config_path: Path | None, run_id: str | None) -> None:
-    """Print the logs of TASK (an id or a unique prefix): every attempt, in every run."""
+@click.option(
+    "--full",
+    is_flag=True,
+    help="print every byte of a huge log (default: its first and last MiB)",
+)
+def logs(task: str, config_path: Path | None, run_id: str | None, full: bool) -> None:
+    """Print the logs of TASK (an id or a unique prefix): every attempt, in every run.
+
+    Terminal control sequences (colours, cursor moves) are removed; a log over 2 MiB is
+    printed as its first and last MiB unless --full is given."""
     project = open_project(config_path)
     found = inspect.task_logs(project, task, run_id=run_id)
     if not found.logs:
@@ -305,9 +326,26 @@ def logs(task: str, config_path: Path | None, run_id: str | None) -> None:
         else:
             why = "has no stored log"
         info(f"task {escape(found.task_id)} {why}")
-    for log in found.logs:
-        info(f"[bold]── run {escape(log.run_id)} · {escape(log.key)}[/]")
-        sys.stdout.write(log.text)
+
+    def cut_note(cut: inspect.LogCut) -> None:
+        sys.stdout.flush()  # the note goes between the head and the tail on a terminal
+        info(
+            f"[yellow]… {cut.size / 2**20:.1f} MiB (bytes {cut.start}–{cut.end}) of this log "
+            f"left out …[/] (`ds logs --full {escape(found.task_id[:12])}` prints everything)"
+        )
+
+    try:
+        for log in found.logs:
+            sys.stdout.flush()
+            # soft_wrap: the key stays one line, to be copied whole
+            console.print(
+                f"[bold]── run {escape(log.run_id)} · {escape(log.key)}[/]", soft_wrap=True
+            )
+            inspect.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `ds logs TASK | head` closed the pipe: that is all the reader wanted.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.group()
@@ -327,21 +365,33 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
         emit_json([d.to_json() for d in items])
         return
     table = Table(title=f"dead tasks ({len(items)})")
-    for col in ("task", "group", "attempts", "error"):
-        table.add_column(col)
+    for col in ("task", "group", "tries", "cause", "error"):
+        table.add_column(col, overflow="fold")
     for d in items:
-        group = json.dumps(d.group, ensure_ascii=False)
-        table.add_row(d.task_id, escape(group[:40]), str(d.attempts), escape(d.error[:120]))
+        table.add_row(
+            short_id(d.task_id),
+            escape(short_group(d.group)),
+            str(d.attempts),
+            escape(d.cause or ""),
+            escape(clip(d.first_error or d.error, 160)),
+        )
     console.print(table)
+    if items:
+        info("see `ds dead show TASK`, `ds logs TASK`, `ds dead redrive`")
 
 
 @dead.command("show")
 @click.argument("task")
 @config_option
 @run_option
-def dead_show(task: str, config_path: Path | None, run_id: str | None) -> None:
-    """Show one dead task: group, attempts, errors, log tails."""
-    emit_json(inspect.dead_show(open_project(config_path), task, run_id=run_id))
+@json_option
+def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: bool) -> None:
+    """Show one dead task: group, attempts (time, cause, exit, error), the log tail."""
+    shown = inspect.dead_show(open_project(config_path), task, run_id=run_id)
+    if as_json:
+        emit_json(shown)
+        return
+    sys.stdout.write(dead_task_text(shown))
 
 
 @dead.command("redrive")
@@ -358,10 +408,23 @@ def dead_redrive(tasks: tuple[str, ...], config_path: Path | None, run_id: str |
 @config_option
 @run_option
 @json_option
-def report(config_path: Path | None, run_id: str | None, as_json: bool) -> int:
+@click.option(
+    "--trace",
+    "trace_path",
+    type=PathArg,
+    default=None,
+    help="also write one TSV row per attempt (start, end, CPU, memory, exit, cause) here",
+)
+def report(
+    config_path: Path | None, run_id: str | None, as_json: bool, trace_path: Path | None
+) -> int:
     """The run's report (every task's outcome)."""
     project = open_project(config_path)
-    return finish_report(project, lifecycle.report(project, run_id=run_id), as_json)
+    code = finish_report(project, lifecycle.report(project, run_id=run_id), as_json)
+    if trace_path is not None:
+        rows = inspect.trace(project, trace_path, run_id=run_id)
+        info(f"trace: {rows} attempt(s) in {escape(str(trace_path))}")
+    return code
 
 
 @cli.command()
@@ -503,3 +566,31 @@ def aws_destroy(config_path: Path | None, prefix: str | None) -> None:
 
     removed = destroy_account(open_project(config_path), prefix)
     info(f"removed {len(removed)} resource(s): {', '.join(removed) or 'nothing left'}")
+
+
+@cli.command()
+@config_option
+@click.option("--fleet", "fleet_path", type=PathArg, default=None, help="the spot fleet file")
+@click.option("--prefix", default=None, help="the prefix given to `ds aws bootstrap`")
+@json_option
+def doctor(
+    config_path: Path | None, fleet_path: Path | None, prefix: str | None, as_json: bool
+) -> int:
+    """Check the AWS account for this project (changes nothing): credentials, region,
+    roles, the fleet file's subnets / security groups / key pair / AMI, buckets, and the
+    cluster's instances during a run. Exit 1 when something is wrong."""
+    from distributed_something.usecases.doctor import doctor as run_doctor
+
+    found = run_doctor(open_project(config_path), fleet_path, prefix)
+    if as_json:
+        emit_json([f.to_json() for f in found])
+    table = Table(title="ds doctor")
+    for col in ("check", "", "found", "fix"):
+        table.add_column(col, overflow="fold")
+    for f in found:
+        mark = "[green]ok[/]" if f.ok else "[red]problem[/]"
+        table.add_row(escape(f.check), mark, escape(f.detail), escape(f.fix))
+    console.print(table)
+    bad = sum(1 for f in found if not f.ok)
+    info(f"[red]{bad} problem(s)[/]" if bad else "[green]everything checked is ready[/]")
+    return 1 if bad else 0

@@ -53,7 +53,7 @@ def _set_backend(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def backend_option(fn: F) -> F:
-    """--backend local|aws: use that backend instead of the config's, without editing it
+    """--backend local|aws|slurm: use that backend instead of the config's, without editing it
     (default: $DS_BACKEND, else the config's). Given to the group and to each command."""
     return click.option(
         "--backend",

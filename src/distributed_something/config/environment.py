@@ -34,6 +34,13 @@ def config_from_environment(env: Mapping[str, str]) -> Config | None:
             raise InputError(
                 SOURCE, "DS_CONFIG", f"is not valid JSON ({exc.msg})", "run `ds setup` again"
             ) from None
+        except RecursionError:  # not written by `ds setup`: nested beyond json's parser
+            raise InputError(
+                SOURCE,
+                "DS_CONFIG",
+                "is nested too deeply to be a run config",
+                "run `ds setup` again",
+            ) from None
         return validate_data(data, f"{SOURCE} DS_CONFIG")
     if not (env.get("APP_NAME") and env.get("SQS_QUEUE_URL")):
         return None

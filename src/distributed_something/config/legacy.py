@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.secrets_scan import check_config_credentials
 from distributed_something.userfiles import read_user_text
 
 #: Every legacy variable (DESIGN §3), plus ds-native extras, and its dotted model field.
@@ -59,6 +60,7 @@ LEGACY_FIELDS: dict[str, str] = {
     "SQS_MESSAGE_VISIBILITY": "queue.visibility",
     "SQS_DEAD_LETTER_QUEUE": "queue.dead_letter_queue",
     "JOB_RETRIES": "queue.job_retries",
+    "TASK_TIMEOUT": "recipe.timeout",
     "LOG_GROUP_NAME": "aws.log_group_name",
     "AUTO_MONITOR": "aws.auto_monitor",
     "CREATE_DASHBOARD": "aws.create_dashboard",
@@ -82,6 +84,16 @@ LEGACY_FIELDS: dict[str, str] = {
     "LOCAL_WORKERS": "local.workers",
     "LOCAL_POLL_INTERVAL": "local.poll_interval",
     "LOCAL_PREPARE": "local.prepare",
+    "SLURM_SHARED_DIR": "slurm.shared_dir",
+    "SLURM_PARTITION": "slurm.partition",
+    "SLURM_ACCOUNT": "slurm.account",
+    "SLURM_QOS": "slurm.qos",
+    "SLURM_TIME": "slurm.time",
+    "SLURM_MEMORY": "slurm.memory",
+    "SLURM_CPUS_PER_TASK": "slurm.cpus_per_task",
+    "SLURM_MAX_JOBS": "slurm.max_jobs",
+    "SLURM_TASKS_PER_JOB": "slurm.tasks_per_job",
+    "SLURM_SBATCH_ARGS": "slurm.sbatch_args",
 }
 
 #: The legacy variable that sets each dotted model field (the inverse of `LEGACY_FIELDS`).
@@ -92,9 +104,26 @@ ONLY_ASSIGNMENTS = "config.py may only assign values; compute it elsewhere and w
 _UPPER_CASE = re.compile(r"[A-Z][A-Z0-9_]*")
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
-# Guards against a config that would exhaust memory or CPU while being evaluated.
-_MAX_SEQUENCE = 1_000_000
+# Guards against a config that would exhaust memory or CPU while being evaluated: every value
+# the evaluator builds is measured, and an operation whose result would break a limit is
+# refused before it runs (a real config.py is a few kilobytes of short strings and lists).
+#: characters in one string
+_MAX_STRING = 1_000_000
+#: elements in one list, tuple, set or dict
+_MAX_ITEMS = 100_000
+#: the size of one value: characters of its strings + its elements, counted at every place
+#: they appear (``[[0] * 1000] * 1000`` is 1,000,000 however little memory it shares)
+_MAX_TOTAL = 2_000_000
+#: the size of all the file's variables together (what the environment would receive)
+_MAX_NAMESPACE = 4_000_000
+#: lists in lists (in dicts …)
+_MAX_DEPTH = 32
 _MAX_INT_BITS = 4096
+# A %-format conversion: %[(key)][flags][width][.precision][length]type.
+_PRINTF_SPEC = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?[-#0 +]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?[hlL]?"
+    r"(?P<type>[diouxXeEfFgGcrsab%])"
+)
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -162,7 +191,23 @@ def load_legacy(path: Path, *, backend: str | None = None) -> Config:
     data = family_defaults(legacy_data(read_variables(path), source))
     if backend is not None:
         data["backend"] = backend
-    return validate_data(data, source, name_field=legacy_name, show=repr)
+    if data.get("backend") == "slurm":
+        _slurm_defaults(data)
+    config = validate_data(data, source, name_field=legacy_name, show=repr)
+    # A credential in a setting (a presigned SCRIPT_DOWNLOAD_URL) is refused here, before
+    # anything is created; `main` names the field by its legacy variable (`legacy_error`).
+    check_config_credentials(config, source=source)
+    return config
+
+
+def _slurm_defaults(data: dict[str, Any]) -> None:
+    """On Slurm a family config's CLUSTER_MACHINES × DOCKER_CORES (its machines times the
+    processes each runs) caps the Slurm jobs running at once, unless SLURM_MAX_JOBS says.
+    Values the model would reject are left for its error message."""
+    cluster = data.get("cluster", {})
+    machines, cores = cluster.get("machines", 1), cluster.get("docker_cores", 1)
+    if isinstance(machines, int) and isinstance(cores, int) and machines * cores >= 1:
+        data.setdefault("slurm", {}).setdefault("max_jobs", machines * cores)
 
 
 def family_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +228,14 @@ def read_variables(path: Path) -> dict[str, Any]:
 
     Imports, docstrings and bare expressions are skipped; every other statement must be an
     assignment (plain, annotated, augmented or to a tuple of names) of a supported
-    expression, else `InputError` names the line and what was found there.
+    expression, else `InputError` names the line and what was found there. What the file
+    builds is bounded: a string of at most 1,000,000 characters, a list (tuple, set, dict)
+    of at most 100,000 elements, a value of at most 2,000,000 characters and elements in all
+    (shared parts counted each time they appear), 4,000,000 for all variables together,
+    lists nested at most 32 deep, integers of at most 4,096 bits, and format widths within
+    those limits. An expression that would go beyond is refused before it is computed, with
+    `InputError` naming the line and the variable ("is too large"), as is a file nested too
+    deeply for Python's parser.
     """
     from distributed_something.config.loader import MISSING_CONFIG_FIX
 
@@ -197,6 +249,13 @@ def read_variables(path: Path) -> dict[str, Any]:
             f"line {error.lineno}" if error.lineno else None,
             f"this is not valid Python ({error.msg})",
             "correct the syntax on that line (strings need quotes, lists need brackets)",
+        ) from None
+    except (RecursionError, MemoryError):  # the parser's own stack: thousands of nested terms
+        raise InputError(
+            source,
+            None,
+            "an expression is nested too deeply for Python to read it",
+            "write the value itself instead of a long chain of operators or brackets",
         ) from None
     return _Evaluator(source).run(tree)
 
@@ -379,11 +438,106 @@ class _Evaluator:
     def __init__(self, source: str) -> None:
         self.source = source
         self.names: dict[str, Any] = {}
+        #: (size, depth) of each variable's value (see `_measure`), and their sum
+        self._sizes_of_names: dict[str, tuple[int, int]] = {}
+        self._namespace_size = 0
+        #: id → (value, size, depth) of the values of the current statement; the value is
+        #: kept so its id cannot be reused while the entry exists. Emptied after each one.
+        self._measured: dict[int, tuple[Any, int, int]] = {}
+        #: the variables the current statement assigns, for errors
+        self._targets = ""
 
     def run(self, tree: ast.Module) -> dict[str, Any]:
         for statement in tree.body:
-            self._statement(statement)
+            self._targets = _target_names(statement)
+            try:
+                self._statement(statement)
+            except RecursionError:  # a deep chain of operators the parser still accepted
+                raise InputError(
+                    self.source,
+                    f"line {getattr(statement, 'lineno', '?')}",
+                    "the expression is nested too deeply",
+                    "write the value itself instead of a long chain of operators",
+                ) from None
+            finally:
+                self._measured.clear()
         return self.names
+
+    # -- sizes ---------------------------------------------------------------------------
+
+    def _measure(self, value: Any, level: int = 0) -> tuple[int, int]:
+        """(size, depth) of ``value``: characters of strings, 1 + the sizes of the elements
+        of a container (keys and values of a dict), about the digits of an integer, 1 for
+        anything else; depth counts containers within containers. Stops counting past
+        `_MAX_TOTAL` and `_MAX_DEPTH`, so measuring never costs more than those limits."""
+        if isinstance(value, str):
+            return len(value), 0
+        if isinstance(value, int) and not isinstance(value, bool):
+            return 1 + value.bit_length() // 3, 0
+        if not isinstance(value, list | tuple | set | frozenset | dict):
+            return 1, 0
+        known = self._measured.get(id(value))
+        if known is not None:
+            return known[1], known[2]
+        if level > _MAX_DEPTH:
+            return 1, 1
+        items: Iterable[Any] = (
+            (x for pair in value.items() for x in pair) if isinstance(value, dict) else value
+        )
+        size, depth = 1, 0
+        for item in items:
+            item_size, item_depth = self._measure(item, level + 1)
+            size += item_size
+            depth = max(depth, item_depth)
+            if size > _MAX_TOTAL or depth > _MAX_DEPTH:
+                break
+        self._measured[id(value)] = (value, size, depth + 1)
+        return size, depth + 1
+
+    def _too_large(self, node: ast.AST, what: str) -> NoReturn:
+        assigned = f" (the value of {self._targets})" if self._targets else ""
+        raise InputError(
+            self.source,
+            f"line {getattr(node, 'lineno', '?')}",
+            f"`{_source_of(node)}` is too large{assigned}: {what}",
+            "a config.py holds settings, not data: write a shorter value, or put the data "
+            "in a file in storage and give its key",
+        )
+
+    def _checked(self, node: ast.AST, value: Any) -> Any:
+        """``value`` after checking it against the limits (see `read_variables`)."""
+        if isinstance(value, str):
+            if len(value) > _MAX_STRING:
+                self._too_large(node, f"a string of more than {_MAX_STRING:,} characters")
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value.bit_length() > _MAX_INT_BITS:
+                self._too_large(node, f"an integer of more than {_MAX_INT_BITS:,} bits")
+            return value
+        if isinstance(value, list | tuple | set | frozenset | dict):
+            if len(value) > _MAX_ITEMS:
+                self._too_large(node, f"more than {_MAX_ITEMS:,} elements in one list")
+            size, depth = self._measure(value)
+            if depth > _MAX_DEPTH:
+                self._too_large(node, f"lists nested more than {_MAX_DEPTH} deep")
+            if size > _MAX_TOTAL:
+                self._too_large(node, f"more than {_MAX_TOTAL:,} characters and elements in all")
+        return value
+
+    def _remember(self, name: str, value: Any) -> None:
+        size, depth = self._measure(value)
+        old, _ = self._sizes_of_names.get(name, (0, 0))
+        self._namespace_size += size - old
+        self._sizes_of_names[name] = (size, depth)
+        if self._namespace_size > _MAX_NAMESPACE:
+            raise InputError(
+                self.source,
+                name,
+                f"the variables of the file hold more than {_MAX_NAMESPACE:,} characters and "
+                "elements in all",
+                "a config.py holds settings, not data: put the data in a file in storage and "
+                "give its key",
+            )
 
     def _refuse(self, node: ast.AST, what: str) -> NoReturn:
         line = getattr(node, "lineno", None)
@@ -415,6 +569,7 @@ class _Evaluator:
 
     def _bind(self, target: ast.expr, value: Any) -> None:
         if isinstance(target, ast.Name):
+            self._remember(target.id, value)
             self.names[target.id] = value
             return
         if isinstance(target, ast.Tuple | ast.List):
@@ -440,25 +595,43 @@ class _Evaluator:
                 f"`{node.id}` is used before it is assigned",
                 f"assign {node.id} above this line, or write the value itself",
             )
-        return self.names[node.id]
+        value = self.names[node.id]
+        if isinstance(value, list | tuple | set | frozenset | dict):
+            # Measured when it was assigned: a statement using it does not walk it again.
+            size, depth = self._sizes_of_names[node.id]
+            self._measured[id(value)] = (value, size, depth)
+        return value
 
     def _eval(self, node: ast.expr) -> Any:
-        if isinstance(node, ast.Constant):
-            return node.value
         if isinstance(node, ast.Name):
             return self._name(node)
+        return self._checked(node, self._compute(node))
+
+    def _element(self, node: ast.expr, total: list[int]) -> Any:
+        # One element of a literal list, counted as it comes: a literal of many large
+        # elements stops at the first that breaks the limit, not after building them all.
+        value = self._eval(node)
+        total[0] += self._measure(value)[0]
+        if total[0] > _MAX_TOTAL:
+            self._too_large(node, f"more than {_MAX_TOTAL:,} characters and elements in all")
+        return value
+
+    def _compute(self, node: ast.expr) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        total = [1]
         if isinstance(node, ast.List):
-            return [self._eval(element) for element in self._elements(node.elts)]
+            return [self._element(element, total) for element in self._elements(node.elts)]
         if isinstance(node, ast.Tuple):
-            return tuple(self._eval(element) for element in self._elements(node.elts))
+            return tuple(self._element(element, total) for element in self._elements(node.elts))
         if isinstance(node, ast.Set):
-            return {self._hashable(e, self._eval(e)) for e in self._elements(node.elts)}
+            return {self._hashable(e, self._element(e, total)) for e in self._elements(node.elts)}
         if isinstance(node, ast.Dict):
             result: dict[Any, Any] = {}
             for key, value in zip(node.keys, node.values, strict=True):
                 if key is None:
                     self._refuse(value, "a ** unpacking")
-                result[self._hashable(key, self._eval(key))] = self._eval(value)
+                result[self._hashable(key, self._element(key, total))] = self._element(value, total)
             return result
         if isinstance(node, ast.BinOp):
             return self._binary(node, node.op, self._eval(node.left), self._eval(node.right))
@@ -479,7 +652,14 @@ class _Evaluator:
         if isinstance(node, ast.IfExp):
             return self._eval(node.body) if self._eval(node.test) else self._eval(node.orelse)
         if isinstance(node, ast.JoinedStr):
-            return "".join(self._fstring_part(part) for part in node.values)
+            parts: list[str] = []
+            length = 0
+            for value in node.values:
+                parts.append(self._fstring_part(value))
+                length += len(parts[-1])
+                if length > _MAX_STRING:
+                    self._too_large(node, f"a string of more than {_MAX_STRING:,} characters")
+            return "".join(parts)
         if isinstance(node, ast.Call):
             return self._call(node)
         if isinstance(node, ast.Attribute):
@@ -523,6 +703,7 @@ class _Evaluator:
             self._fail(node, f"`{_source_of(node)}` fails: {error}")
 
     def _check_size(self, node: ast.AST, op: ast.operator, left: Any, right: Any) -> None:
+        """Refuse ``left op right`` before computing it when its result would break a limit."""
         if (
             isinstance(op, ast.Pow)
             and _is_number(left)
@@ -533,20 +714,81 @@ class _Evaluator:
         ):
             self._fail(node, f"`{_source_of(node)}` is too large")
         if (
-            isinstance(op, ast.Add)
-            and isinstance(left, str | list | tuple)
-            and isinstance(right, str | list | tuple)
-            and len(left) + len(right) > _MAX_SEQUENCE
+            isinstance(op, ast.Mult)
+            and _is_int(left)
+            and _is_int(right)
+            and abs(left).bit_length() + abs(right).bit_length() > _MAX_INT_BITS + 1
         ):
-            self._fail(node, f"`{_source_of(node)}` is too large")
+            self._too_large(node, f"an integer of more than {_MAX_INT_BITS:,} bits")
+        if isinstance(op, ast.Add) and _is_sequence(left) and _is_sequence(right):
+            self._check_repeat(node, left, 1, len(right), self._measure(right)[0])
         if isinstance(op, ast.Mult):
             for sequence, count in ((left, right), (right, left)):
-                if (
-                    isinstance(sequence, str | list | tuple)
-                    and isinstance(count, int)
-                    and len(sequence) * count > _MAX_SEQUENCE
-                ):
-                    self._fail(node, f"`{_source_of(node)}` is too large")
+                if _is_sequence(sequence) and _is_int(count) and count > 1:
+                    self._check_repeat(node, sequence, count)
+        if isinstance(op, ast.Mod) and isinstance(left, str):
+            self._check_printf(node, left, right)
+
+    def _check_repeat(
+        self, node: ast.AST, sequence: Any, count: int, more_items: int = 0, more_size: int = 0
+    ) -> None:
+        """Refuse ``sequence * count`` (+ ``more_items`` elements of ``more_size``) when the
+        result would be too long or too large."""
+        items = len(sequence) * count + more_items
+        if isinstance(sequence, str):
+            if items > _MAX_STRING:
+                self._too_large(node, f"a string of more than {_MAX_STRING:,} characters")
+            return
+        if items > _MAX_ITEMS:
+            self._too_large(node, f"more than {_MAX_ITEMS:,} elements in one list")
+        size = (self._measure(sequence)[0] - 1) * count + more_size
+        if size > _MAX_TOTAL:
+            self._too_large(node, f"more than {_MAX_TOTAL:,} characters and elements in all")
+
+    def _check_printf(self, node: ast.AST, template: str, args: Any) -> None:
+        """Refuse ``template % args`` when its result could exceed `_MAX_STRING`: the sum of
+        every conversion's width or precision and the longest text its value can give."""
+        positional = list(args) if isinstance(args, tuple) else [args]
+        mapping = args if isinstance(args, Mapping) else None
+        bound = len(template)
+        for match in _PRINTF_SPEC.finditer(template):
+            kind = match["type"]
+            if kind == "%":
+                continue
+            numbers = []
+            for part in (match["width"], match["precision"]):
+                if part == "*":
+                    taken = positional.pop(0) if positional else 0
+                    numbers.append(abs(taken) if _is_int(taken) else 0)
+                elif part:
+                    numbers.append(_number_bound(part))
+            if mapping is not None and match["key"] is not None:
+                value = mapping.get(match["key"], "")
+            else:
+                value = positional.pop(0) if positional else ""
+            widest = max(numbers, default=0)
+            if widest > _MAX_STRING:
+                self._too_large(node, f"a format width of more than {_MAX_STRING:,}")
+            bound += widest + self._text_bound(value, kind)
+            if bound > _MAX_STRING:
+                self._too_large(node, f"a string of more than {_MAX_STRING:,} characters")
+
+    def _text_bound(self, value: Any, kind: str = "r") -> int:
+        """At most how many characters ``format``, ``str``, ``repr`` or a %-conversion of
+        ``kind`` make of ``value`` (more than `_MAX_STRING` when it may be larger)."""
+        if isinstance(value, str):
+            return len(value) if kind == "s" else 10 * len(value) + 2  # repr: \U0001f600
+        if isinstance(value, int | float) or value is None:
+            return 400 + self._measure(value)[0]  # 1e308 as %f: 309 digits
+        if isinstance(value, list | tuple | set | frozenset | dict):
+            return 10 * self._measure(value)[0] + 2  # each element's repr and ", "
+        return 400
+
+    def _check_spec(self, node: ast.AST, spec: str) -> None:
+        """Refuse a format spec (``>2000000000``, ``.2000000000f``) whose width or precision
+        alone exceeds `_MAX_STRING`."""
+        if any(_number_bound(digits) > _MAX_STRING for digits in re.findall(r"\d+", spec)):
+            self._too_large(node, f"a format width of more than {_MAX_STRING:,}")
 
     def _unary(self, node: ast.UnaryOp) -> Any:
         operand = self._eval(node.operand)
@@ -585,6 +827,9 @@ class _Evaluator:
             elif part.conversion == ord("s"):
                 value = str(value)
             spec = self._eval(part.format_spec) if part.format_spec is not None else ""
+            self._check_spec(part, str(spec))
+            if self._text_bound(value, "s") > _MAX_STRING:
+                self._too_large(part, f"a string of more than {_MAX_STRING:,} characters")
             try:
                 return format(value, spec)
             except (TypeError, ValueError) as error:
@@ -608,6 +853,8 @@ class _Evaluator:
             return self._environment(node, args, kwargs)
         if isinstance(func, ast.Name) and func.id in _CONVERSIONS:
             args, kwargs = self._arguments(node)
+            if func.id == "str" and args and self._text_bound(args[0], "s") > _MAX_STRING:
+                self._too_large(node, f"a string of more than {_MAX_STRING:,} characters")
             return self._apply(node, _CONVERSIONS[func.id], args, kwargs)
         if isinstance(func, ast.Attribute) and func.attr in _STRING_METHODS:
             receiver = self._eval(func.value)
@@ -615,9 +862,30 @@ class _Evaluator:
                 args, kwargs = self._arguments(node)
                 if func.attr == "format":
                     self._check_format(node, receiver)
+                    formatter = _BoundedFormatter(
+                        lambda spec: self._check_spec(node, spec),
+                        lambda value: self._text_bound(value, "s"),
+                    )
+                    try:
+                        return self._apply(node, formatter.format, [receiver, *args], kwargs)
+                    except _TooLong:
+                        self._too_large(node, f"a string of more than {_MAX_STRING:,} characters")
+                if func.attr == "replace":
+                    self._check_replace(node, receiver, args)
                 return self._apply(node, getattr(receiver, func.attr), args, kwargs)
             self._refuse(node, f"`.{func.attr}()` on {type(receiver).__name__} (not a string)")
         self._refuse(node, f"a call of `{_source_of(func)}()`")
+
+    def _check_replace(self, node: ast.Call, text: str, args: list[Any]) -> None:
+        """Refuse ``text.replace(old, new[, count])`` whose result would exceed `_MAX_STRING`."""
+        if len(args) < 2 or not isinstance(args[0], str) or not isinstance(args[1], str):
+            return  # the call itself fails, with Python's message
+        old, new = args[0], args[1]
+        times = text.count(old) if old else len(text) + 1
+        if len(args) > 2 and _is_int(args[2]) and args[2] >= 0:
+            times = min(times, args[2])
+        if len(text) + times * (len(new) - len(old)) > _MAX_STRING:
+            self._too_large(node, f"a string of more than {_MAX_STRING:,} characters")
 
     def _check_format(self, node: ast.Call, template: str) -> None:
         # Field names like "{0.__class__}" would reach into objects; only plain names,
@@ -649,6 +917,63 @@ class _Evaluator:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, str | list | tuple)
+
+
+def _number_bound(digits: str) -> int:
+    """The number ``digits`` spells, or `_MAX_STRING` + 1 when it is larger (without turning
+    thousands of digits into an int, which Python refuses)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(_MAX_STRING)) else _MAX_STRING + 1
+
+
+def _target_names(statement: ast.stmt) -> str:
+    """The variables ``statement`` assigns, as written (``X``, ``A, B``), or ""."""
+    targets: list[ast.expr] = []
+    if isinstance(statement, ast.Assign):
+        targets = statement.targets
+    elif isinstance(statement, ast.AnnAssign | ast.AugAssign):
+        targets = [statement.target]
+    names = [n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return ", ".join(dict.fromkeys(names))
+
+
+class _TooLong(Exception):
+    """A `_BoundedFormatter` result would exceed `_MAX_STRING`."""
+
+
+class _BoundedFormatter(string.Formatter):
+    """``str.format`` that refuses, field by field, to build more than `_MAX_STRING`
+    characters: each field's spec (``check_spec``) and the longest text of its value
+    (``bound``) are checked before it is formatted, and the running length after. Field
+    names are plain names or positions only."""
+
+    def __init__(self, check_spec: Callable[[str], None], bound: Callable[[Any], int]) -> None:
+        self._check_spec = check_spec
+        self._bound = bound
+        self._length = 0
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        if not (field_name.isidentifier() or field_name.isdigit()):
+            raise ValueError(f"the format field {{{field_name}}} is not allowed")
+        return super().get_field(field_name, args, kwargs)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        self._check_spec(format_spec)
+        if self._bound(value) > _MAX_STRING:
+            raise _TooLong
+        text = format(value, format_spec)
+        self._length += len(text)
+        if self._length > _MAX_STRING:
+            raise _TooLong
+        return text
 
 
 def _dotted(node: ast.expr) -> str | None:

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.secrets_scan import check_config_credentials
 from distributed_something.userfiles import read_user_text
 
 MISSING_CONFIG_FIX = "check the path, or run `ds init` to create it"
@@ -115,6 +116,9 @@ def validate_data(
     except ValidationError as error:
         raise validation_error(error, source, name_field=namer, show=show) from None
     _check_env(config, source, namer)
+    # A credential in any field (a presigned script URL, say) is refused before anything is
+    # created; `env` entries are dropped later with a warning (taskenv).
+    check_config_credentials(config, source=source)
     return config
 
 

@@ -53,6 +53,12 @@ class RecipeConfig(Section):
         description="fiji: the storage key of the script or macro to run (when "
         "tool.script_download_url is not set)",
     )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds a task may run before its whole process group is killed "
+        "(cause `timeout`), > 0; unset: no limit",
+    )
 
 
 class ClusterConfig(Section):
@@ -79,6 +85,26 @@ class ClusterConfig(Section):
         return self.cpu_shares if self.cpu_shares is not None else self.docker_cores * 1024
 
 
+#: The failure causes whose retrying `queue.retry.retry_on` decides (`interrupted` and `lost`
+#: are always retried and never use up a retry; see worker/causes.py).
+RetryCause = Literal["exit", "signal", "timeout", "memory", "not_found", "upload", "tool"]
+
+
+class RetryConfig(Section):
+    """Which failed attempts are retried (up to `queue.job_retries`), by cause and exit code;
+    the others go to the dead letters at once."""
+
+    retry_on: dict[RetryCause, bool] = Field(
+        default_factory=dict,
+        description="a table of cause = true/false, causes: exit, signal, timeout, memory, "
+        "not_found, upload, tool (unset causes keep their default)",
+    )
+    never_retry_exit_codes: list[int] = Field(
+        default_factory=list,
+        description="a list of exit codes never retried, e.g. [2, 127]",
+    )
+
+
 class QueueConfig(Section):
     """The job queue and its dead-letter queue."""
 
@@ -100,6 +126,7 @@ class QueueConfig(Section):
         le=1000,
         description="how many times a task is received before it is dead-lettered, 1 to 1000",
     )
+    retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
 class StorageConfig(Section):
@@ -218,12 +245,60 @@ class LocalConfig(Section):
     )
 
 
+class SlurmConfig(Section):
+    """Slurm-backend settings (used when ``backend = "slurm"``).
+
+    What each Slurm job asks for, how many run at once, and the folder on the shared
+    filesystem that holds the run's storage and queue. Each Slurm job is one element of a
+    job array running one `ds worker` over a slice of ``tasks_per_job`` tasks (scheduling
+    an element costs about a second, so short tasks are grouped)."""
+
+    shared_dir: str = Field(
+        default="",
+        description="a folder on the cluster's shared filesystem, seen by the login and the "
+        "compute nodes (relative to the config); empty: <local.root>/<app_name>/slurm",
+    )
+    partition: str = Field(default="", description='a Slurm partition, e.g. "short", or empty')
+    account: str = Field(default="", description="a Slurm account to charge, or empty")
+    qos: str = Field(default="", description="a Slurm QOS, or empty")
+    time: str = Field(
+        default="",
+        pattern=r"^([0-9]+(-[0-9]{1,2})?(:[0-9]{1,2}){0,2})?$",
+        description='the time limit of each Slurm job in sbatch\'s format ("90", "1:30:00", '
+        '"2-00:00:00"), or empty for the partition\'s default',
+    )
+    memory: str = Field(
+        default="",
+        pattern=r"^([0-9]+[KMGT]?)?$",
+        description='the memory of each Slurm job as sbatch --mem takes it ("4G", "4000M"), '
+        "or empty for the cluster's default",
+    )
+    cpus_per_task: int = Field(
+        default=1, ge=1, description="CPUs per Slurm job (sbatch --cpus-per-task), ≥ 1"
+    )
+    max_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        description="how many Slurm jobs (array elements) run at once, ≥ 1; unset: machines "
+        "× tasks_per_machine × docker_cores",
+    )
+    tasks_per_job: int = Field(
+        default=10, ge=1, description="how many tasks one Slurm job (array element) runs, ≥ 1"
+    )
+    sbatch_args: list[str] = Field(
+        default_factory=list,
+        description='extra sbatch arguments, one list item each, e.g. ["--constraint=avx2"]',
+    )
+
+
 class Config(Section):
     """A whole run config."""
 
     # The loader reports a derived queue name over 80 characters against app_name.
     app_name: str = Field(pattern=NAME_PATTERN, description="letters, digits, - and _ (≤ 80)")
-    backend: Literal["local", "aws"] = Field(default="local", description='"local" or "aws"')
+    backend: Literal["local", "aws", "slurm"] = Field(
+        default="local", description='"local", "aws" or "slurm"'
+    )
     image: str = Field(default="", description='a container image, e.g. "org/tool:1.0"')
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
@@ -233,6 +308,7 @@ class Config(Section):
     aws: AwsConfig = Field(default_factory=AwsConfig)
     tool: ToolConfig = Field(default_factory=ToolConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     env: dict[str, str] = Field(
         default_factory=dict,
         description="a table of extra environment variables (names: letters, digits and _, "

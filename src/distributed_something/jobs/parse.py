@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,10 +39,27 @@ from distributed_something.jobs.model import (
     JobFile,
     JobFormat,
     Task,
+    canonical_json,
 )
 from distributed_something.userfiles import read_user_text
 
-__all__ = ["load_job_file", "parse_job_text"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "check_json_depth",
+    "deep_json_position",
+    "load_job_file",
+    "parse_job_text",
+]
+
+#: How deep objects and lists may nest in a job or fleet file. The family's files nest 3 or 4
+#: levels; far deeper ones only exhaust the parsers (Python's stack) further on.
+MAX_JSON_DEPTH = 64
+_DEPTH_FIX = (
+    f"nest objects and lists at most {MAX_JSON_DEPTH} levels deep: keep each group a flat "
+    "object of values"
+)
+# A JSON string (skipped: brackets inside it do not count) or a bracket.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 _COMMENT = "_comment"
 _DCP_MARKERS = ("pipeline", "data_file")
@@ -105,6 +123,7 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     if fmt == "dcp":
         # The message Distributed-CellProfiler's run.py sends (its workers read these keys).
         shared = {"data_file": "", "output_structure": "", **shared}
+    _check_shared_size(shared, source)
     tasks: list[Task] = []
     for index, element in enumerate(elements):
         group = _drop_comments(element)
@@ -165,6 +184,15 @@ def _load_json(text: str, source: str) -> dict[str, Any]:
             parse_constant=_reject_constant,
             parse_float=_finite_float,
         )
+    except RecursionError:  # nested deeper than json's C parser goes: say where it starts
+        _fail(source, deep_json_position(text), *_too_deep())
+    except MemoryError:
+        _fail(
+            source,
+            None,
+            f"is too large to read ({len(text):,} characters)",
+            "split the job file into several, and submit each",
+        )
     except json.JSONDecodeError as error:
         # Some of json's messages end in " at" ("Unterminated string starting at"): the
         # position follows them.
@@ -192,7 +220,81 @@ def _load_json(text: str, source: str) -> dict[str, Any]:
             f"the top level is a JSON {_json_type(data)}, not an object",
             'write {"shared_key": "value", ..., "groups": [{...}, {...}]}',
         )
+    check_json_depth(data, source)
     return data
+
+
+def _check_shared_size(shared: dict[str, Any], source: str) -> None:
+    """Refuse shared keys that alone make every message too large, before any task is built:
+    each task's id and size come from its whole body, so a huge shared value would otherwise
+    be serialised once per group (minutes for a large file) before the first size check."""
+    size = len(canonical_json(shared).encode())
+    if size <= MAX_MESSAGE_BYTES:
+        return
+    largest = max(shared, key=lambda key: len(canonical_json(shared[key]).encode()))
+    _fail(
+        source,
+        largest,
+        f"the shared keys alone make every task message {size:,} bytes, over the queue's limit "
+        f"of {MAX_MESSAGE_BYTES:,} bytes (`{largest}` is the largest)",
+        _SIZE_FIX,
+    )
+
+
+def _too_deep() -> tuple[str, str]:
+    return f"objects and lists are nested more than {MAX_JSON_DEPTH} levels deep", _DEPTH_FIX
+
+
+def check_json_depth(
+    data: Any, source: str, *, limit: int = MAX_JSON_DEPTH, fix: str = _DEPTH_FIX
+) -> None:
+    """Raise `InputError` (``source``, the JSON path) when objects and lists in ``data`` (as
+    `json.loads` returns it) nest more than ``limit`` levels deep, with ``fix``. The path
+    names where the deep part starts, e.g. ``groups[3].meta.a.b…``: its first few steps,
+    then an ellipsis.
+
+    The walk is iterative: checking a deep value cannot exhaust Python's stack, which is what
+    the recursive code downstream (comment removal, task ids, message bodies) would do.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[tuple[str | int, Any]] = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if len(path) >= limit:
+            problem = f"objects and lists are nested more than {limit} levels deep"
+            _fail(source, _json_path(path), problem, fix)
+        stack.extend((child, (*path, key)) for key, child in children)
+
+
+def _json_path(path: tuple[str | int, ...], shown: int = 4) -> str:
+    """``groups[3].meta.a…`` for the first ``shown`` steps of ``path``."""
+    text = ""
+    for step in path[:shown]:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text + ("…" if len(path) > shown else "")
+
+
+def deep_json_position(text: str, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """``"line L, column C"`` of the first bracket in ``text`` that opens more than ``limit``
+    nested objects or lists, or None. For text too deep for `json.loads` to build, whose
+    JSON path cannot be known."""
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group(0)
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                line = text.count("\n", 0, match.start()) + 1
+                column = match.start() - text.rfind("\n", 0, match.start())
+                return f"line {line}, column {column}"
+        elif token in "]}":
+            depth -= 1
+    return None
 
 
 def _json_type(value: Any) -> str:

@@ -120,6 +120,6 @@ def watch(
 def _detail(p: Progress) -> str:
     return (
         f"[green]done {p.done}[/] [cyan]skipped {p.skipped}[/] "
-        f"[yellow]retrying {p.failed}[/] [red]dead {p.dead}[/] "
+        f"[yellow]failed {p.failed}[/] [red]dead {p.dead}[/] "
         f"· running {p.running} · pending {p.pending}"
     )

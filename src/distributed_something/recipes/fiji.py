@@ -47,6 +47,7 @@ from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, check_prefix, join_key
 from distributed_something.recipes.base import Input, TaskPlan, Workdir
+from distributed_something.secrets_scan import PRESIGNED_SCRIPT_FIX, credential_kind
 from distributed_something.templates import MissingField, TemplateError, render
 
 __all__ = [
@@ -385,6 +386,16 @@ class FijiRecipe:
                     "give the script's http(s) URL, ending in its file name (e.g. "
                     "https://example.org/scripts/measure.ijm)",
                 ) from None
+            kind = credential_kind(url)
+            if kind is not None:
+                # It would be written into every task's log (the argv) and, on AWS, into the
+                # task definition: refused here too, so `ds validate --job` says so for ds.toml.
+                raise InputError(
+                    _CONFIG,
+                    "tool.script_download_url",
+                    f"holds {kind}, which would be written into task logs and the task definition",
+                    PRESIGNED_SCRIPT_FIX,
+                )
             args = ["--script-url", url]
             if config.tool.script_sha256:
                 args += ["--script-sha256", config.tool.script_sha256.lower()]

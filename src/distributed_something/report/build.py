@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import statistics
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -31,6 +33,12 @@ class TaskReport:
     error: str | None = None
     duplicate: bool = False
     finished_at: float | None = None
+    #: why the last failed attempt failed (``exit``, ``memory``, ``timeout`` …), when recorded
+    cause: str | None = None
+    #: the first meaningful error line of the last failure (see `first_error_line`)
+    first_error: str | None = None
+    #: the end of the last failed attempt's log (failed and dead tasks)
+    log_tail: str | None = None
 
 
 _TASK_FIELDS = fields(TaskReport)
@@ -104,6 +112,7 @@ def build_report(records: RunRecords, state: RunState) -> RunReport:
         error = fail.error if fail is not None else mark_errors.get(tid)
         if outcome in ("pending", "running", "skipped"):
             error = None if outcome != "pending" or fail is None else fail.error
+        shown = fail if fail is not None and error is not None else None
         tasks.append(
             TaskReport(
                 tid,
@@ -112,6 +121,11 @@ def build_report(records: RunRecords, state: RunState) -> RunReport:
                 entry.attempts if outcome != "skipped" else 1,
                 error=error,
                 duplicate=entry.duplicate,
+                cause=failure_cause(shown) if shown is not None else None,
+                first_error=(
+                    first_error_line(shown.log_tail, shown.error) if shown is not None else error
+                ),
+                log_tail=shown.log_tail if shown is not None else None,
             )
         )
     counts, stats = tally(tasks)
@@ -165,3 +179,81 @@ def _stats(values: list[float]) -> dict[str, float]:
         "max": ordered[-1],
         "total": sum(ordered),
     }
+
+
+# --- failures for people -------------------------------------------------------------------
+
+#: Our own header lines at the top of every task log (`worker.loop`): never the error.
+_HEADER = re.compile(r"^ds: (task \S+ attempt |argv )")
+#: Words that make a log line look like an error message.
+_ERROR_WORDS = re.compile(
+    r"(?i)(error|exception|fatal|fail|cannot|can't|could not|couldn't|not found|no such|"
+    r"denied|killed|abort|panic|invalid|segmentation fault|out of memory|traceback|"
+    r"unable to|missing|refused)"
+)
+#: ANSI escape sequences (CSI, OSC, two-character ESC) and other control characters, as a
+#: log's first error line must print as plain text in a table.
+_CONTROLS = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-Z\\^-~]"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+_LINE_CHARS = 300
+
+
+def failure_cause(failure: Failure) -> str | None:
+    """The failure's recorded cause (``exit``, ``memory`` …); None for records written
+    before causes were kept."""
+    cause = getattr(failure, "cause", None)
+    return str(cause) if cause else None
+
+
+def first_error_line(log_tail: str, error: str) -> str:
+    """The first line of ``log_tail`` that says what went wrong, else ``error``.
+
+    Our ``ds:`` header lines are passed over; the first other line that looks like an error
+    (it names an error, exception, failure, a missing file …) is taken, with control
+    sequences removed and clipped to 300 characters. A Python traceback gives its exception
+    line (``ValueError: …``), the line that explains it, not ``Traceback (most recent …``.
+    """
+    lines = [_CONTROLS.sub("", line).strip() for line in log_tail.splitlines()]
+    for index, line in enumerate(lines):
+        if not line or _HEADER.match(line) or not _ERROR_WORDS.search(line):
+            continue
+        if line.startswith("Traceback (most recent call last)"):
+            # The exception line is the first one after the indented frames.
+            raw = log_tail.splitlines()
+            for later, text in zip(raw[index + 1 :], lines[index + 1 :], strict=True):
+                if text and not later[:1].isspace():
+                    return _clip(text)
+        return _clip(line)
+    return error
+
+
+def short_group(group: Any, limit: int = 40) -> str:
+    """A task's group as a table shows it: its job values (``f07``; ``Plate=P1, Well=A01``
+    for several), clipped to ``limit`` characters with ``…``."""
+    if isinstance(group, dict):
+        values = list(group.items())
+        if len(values) == 1:
+            text = _scalar(values[0][1])
+        else:
+            text = ", ".join(f"{k}={_scalar(v)}" for k, v in values)
+    elif isinstance(group, list):
+        text = ", ".join(_scalar(v) for v in group)
+    else:
+        text = _scalar(group)
+    text = _CONTROLS.sub("", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    except ValueError:  # a circular structure
+        return repr(value)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _LINE_CHARS else text[: _LINE_CHARS - 1] + "…"

@@ -49,6 +49,10 @@ _PLOT_W = _WIDTH - _LEFT - _RIGHT
 _PLOT_H = _HEIGHT - _TOP - _BOTTOM
 _GROUP_CHARS = 300
 _ERROR_CHARS = 2000
+_TAIL_CHARS = 8000
+
+MAX_FAILURES = 200
+"""Most tasks shown with their log tails in the failures section (each tail is a few KB)."""
 
 _CSS = (
     """
@@ -79,6 +83,11 @@ th { background: #f5f5f5; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td code, td pre { font-family: ui-monospace, monospace; font-size: 0.95em; }
 td pre { white-space: pre-wrap; word-break: break-word; margin: 0; }
+.failure { border: 1px solid #e0e0e0; border-left: 4px solid #c62828; padding: 0.4em 0.8em;
+  margin: 0.6em 0; }
+.failure pre { white-space: pre-wrap; word-break: break-word; background: #fafafa;
+  font-family: ui-monospace, monospace; font-size: 0.85em; max-height: 24em; overflow: auto; }
+.failure .first { font-family: ui-monospace, monospace; color: #c62828; }
 """
     + "".join(f"\n.o-{name} {{ background: {color}; }}" for name, color in COLORS.items())
     + "".join(
@@ -93,8 +102,10 @@ def render_html(report: RunReport) -> str:
     Sections: a header (app, run id, backend, created/finished times in UTC, wall time), a
     colour-coded strip of counts by outcome (plus total and duplicates), an SVG histogram of
     task durations, an SVG chart of cumulative tasks done against minutes since the run was
-    created, duration statistics, a table of tasks needing attention (dead, failed, pending)
-    and a table of every task. Each table shows at most ``MAX_ROWS`` rows followed by a note
+    created, duration statistics, a table of tasks needing attention (dead, failed, pending;
+    with group, cause and first error line), a failures section (each failed or dead task's
+    group, cause, first error line and log tail; at most ``MAX_FAILURES``) and a table of
+    every task. Each table shows at most ``MAX_ROWS`` rows followed by a note
     saying how many were left out. Empty and one-task reports render without error. All run
     text is escaped, so the page holds no markup that did not come from this module.
     """
@@ -117,6 +128,7 @@ def render_html(report: RunReport) -> str:
         "<h2>Throughput</h2>",
         _throughput_svg(report),
         _attention_table(report),
+        _failures_section(report),
         _corrupt_list(report),
         _all_tasks_table(report),
         "</body>",
@@ -307,14 +319,15 @@ def _attention_table(report: RunReport) -> str:
         f'<tr><td><code>{_e(t.id)}</code></td><td class="t-{_e(t.outcome)}">{_e(t.outcome)}</td>'
         f"<td><code>{_e(_group_json(t.group))}</code></td>"
         f'<td class="num">{t.attempts}</td>'
-        f"<td><pre>{_e(_clip(t.error or '', _ERROR_CHARS))}</pre></td></tr>"
+        f"<td>{_e(t.cause or '')}</td>"
+        f"<td><pre>{_e(_clip(t.first_error or t.error or '', _ERROR_CHARS))}</pre></td></tr>"
         for t in trouble[:MAX_ROWS]
     )
     return (
         _table(
             "Tasks needing attention",
             "attention",
-            ("task", "outcome", "group", "attempts", "error"),
+            ("task", "outcome", "group", "attempts", "cause", "error"),
             rows,
             len(trouble),
         )
@@ -324,6 +337,44 @@ def _attention_table(report: RunReport) -> str:
         )
         + _corrupt_list(report)
     )
+
+
+def _failures_section(report: RunReport) -> str:
+    """Each failed or dead task: group, cause, the error and first error line, the log tail."""
+    failed = [t for t in report.tasks if t.outcome in ("dead", "failed") and t.error]
+    if not failed:
+        return ""
+    items = []
+    for t in failed[:MAX_FAILURES]:
+        tail = t.log_tail or ""
+        if len(tail) > _TAIL_CHARS:  # the end says the most: keep it
+            tail = "…" + tail[-(_TAIL_CHARS - 1) :]
+        first = t.first_error or ""
+        facts = [
+            ("group", _group_json(t.group)),
+            ("outcome", f"{t.outcome} after {t.attempts} attempt(s)"),
+            ("cause", t.cause or "not recorded"),
+            ("error", _clip(t.error or "", _ERROR_CHARS)),
+        ]
+        rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
+        items.append(
+            f'<div class="failure" id="failure-{_e(t.id)}"><h3><code>{_e(t.id)}</code></h3>'
+            f'<dl class="meta">{rows}</dl>'
+            + (
+                f'<p class="first">{_e(first)}</p>'
+                if first and first not in (t.error or "")
+                else ""
+            )
+            + (f"<pre>{_e(tail)}</pre>" if tail else '<p class="empty">No log tail kept.</p>')
+            + "</div>"
+        )
+    note = ""
+    if len(failed) > MAX_FAILURES:
+        note = (
+            f'\n<p class="note" id="failures-capped">Showing the first {MAX_FAILURES} of '
+            f"{len(failed)} failed tasks; see <code>ds dead list</code>.</p>"
+        )
+    return '<h2 id="failures">Failures</h2>\n' + "\n".join(items) + note
 
 
 def _corrupt_list(report: RunReport) -> str:

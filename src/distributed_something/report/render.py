@@ -1,11 +1,16 @@
-"""The run report for people: a terminal summary (stderr)."""
+"""The run report for people: a terminal summary (stderr), and a dead task as text."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.markup import escape
 from rich.table import Table
 
 from distributed_something.records import CORRUPT_FIX
-from distributed_something.report.build import OUTCOMES, RunReport
+from distributed_something.report.build import OUTCOMES, RunReport, short_group
 from distributed_something.ui import console
 
 COLORS = {
@@ -46,13 +51,85 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
     trouble = [t for t in report.tasks if t.outcome in ("dead", "failed", "running", "pending")]
     if trouble:
         bad = Table(title="tasks needing attention", show_header=True)
-        for col in ("task", "outcome", "attempts", "error"):
-            bad.add_column(col)
+        for col in ("task", "group", "outcome", "tries", "cause", "error"):
+            bad.add_column(col, overflow="fold")
         for task in trouble[:20]:
-            bad.add_row(task.id, task.outcome, str(task.attempts), (task.error or "")[:100])
+            bad.add_row(
+                short_id(task.id),
+                escape(short_group(task.group)),
+                task.outcome,
+                str(task.attempts),
+                escape(task.cause or ""),
+                escape(clip(task.first_error or task.error or "", 160)),
+            )
         console.print(bad)
         if len(trouble) > 20:
             console.print(f"… and {len(trouble) - 20} more (see the JSON report)")
         console.print("see `ds dead list`, `ds logs TASK`, `ds dead redrive`")
     if outputs_hint:
         console.print(outputs_hint)
+
+
+#: Characters of a task id a table shows: a prefix every command taking TASK accepts.
+SHORT_ID = 12
+
+
+def short_id(task_id: str) -> str:
+    """A task id as tables show it (its first `SHORT_ID` characters)."""
+    return task_id[:SHORT_ID]
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with ``…``."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dead_task_text(shown: dict[str, Any]) -> str:
+    """`ds dead show` for people: the task, its group, the cause and first error line of its
+    last failure, each failed attempt (time, cause, exit code, error) and the last attempt's
+    log tail as real lines, without terminal control sequences. ``shown`` is
+    `inspect.dead_show`'s answer (what ``--json`` prints)."""
+    from distributed_something.usecases.inspect import strip_controls
+
+    failures: list[dict[str, Any]] = list(shown.get("failures") or [])
+    lines = [
+        f"task    {shown.get('task_id', '')}",
+        f"run     {shown.get('run_id', '')}",
+        f"group   {_json(shown.get('group'))}",
+        f"state   dead after {shown.get('attempts', 0)} attempt(s)",
+        f"cause   {shown.get('cause') or 'not recorded'}",
+    ]
+    error, first = str(shown.get("error") or ""), str(shown.get("first_error") or "")
+    if first and first not in error:  # the command's own line first, then ds's reason
+        lines += [f"error   {first}", f"        ({error})"]
+    else:
+        lines.append(f"error   {error or first}")
+    lines += ["", "attempts:"]
+    if not failures:
+        lines.append("  (no failure was recorded: the task was found in the dead-letter store)")
+    for f in failures:
+        exit_code = f.get("exit_code")
+        lines.append(
+            f"  #{f.get('attempt')}  {_when(f.get('at'))}  cause {f.get('cause') or '-'}  "
+            f"exit {'-' if exit_code is None else exit_code}  {f.get('error', '')}"
+            + (f"  on {f['worker']}" if f.get("worker") else "")
+        )
+        first = str(f.get("first_error") or "")
+        if first and first not in str(f.get("error") or ""):
+            lines.append(f"      {first}")
+    tail = str(failures[-1].get("log_tail") or "") if failures else ""
+    if tail:
+        lines += ["", f"log tail of attempt {failures[-1].get('attempt')}:"]
+        lines += [f"  | {line}" for line in strip_controls(tail).rstrip("\n").split("\n")]
+    lines += ["", f"see `ds logs {shown.get('task_id', '')[:SHORT_ID]}` for the whole log"]
+    return "\n".join(lines) + "\n"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _when(at: Any) -> str:
+    if not isinstance(at, int | float):
+        return "-"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -8,12 +8,11 @@ from distributed_something.errors import InputError
 from distributed_something.project import Project
 
 if TYPE_CHECKING:
-    from distributed_something.backends.aws.teardown import AwsClients
+    from distributed_something.backends.aws.clients import AwsClients
 
 
 def _clients(project: Project) -> AwsClients:
-    from distributed_something.backends.aws.clients import settings_from
-    from distributed_something.backends.aws.teardown import AwsClients
+    from distributed_something.backends.aws.clients import AwsClients, settings_from
 
     config = project.config
     return AwsClients(settings_from(config.aws.region, config.aws.profile))
@@ -33,7 +32,8 @@ def _prefix(project: Project, prefix: str | None) -> str:
 
 def bootstrap_account(project: Project, prefix: str | None = None) -> dict[str, str]:
     """Create (or update) the roles, instance profile, topic and monitor function; returns
-    their ARNs. Policies are scoped to resources whose names start with the prefix."""
+    their ARNs. Policies are scoped to resources whose names start with the prefix, and to
+    the config's own queue and log group names."""
     from distributed_something.backends.aws.bootstrap import bootstrap
 
     storage = project.config.storage
@@ -49,7 +49,18 @@ def bootstrap_account(project: Project, prefix: str | None = None) -> dict[str, 
             if b
         }
     )
-    return bootstrap(_clients(project), _prefix(project, prefix), buckets=buckets)
+    from distributed_something.backends.aws.resources import AwsNames
+
+    # The config's own queue and log group names are granted too, whatever their prefix (a
+    # legacy config's DeadMessages_Erin, say), merged with what earlier bootstraps granted.
+    names = AwsNames(project.config)
+    return bootstrap(
+        _clients(project),
+        _prefix(project, prefix),
+        buckets=buckets,
+        queues=names.queue_names,
+        log_groups=names.log_group_names,
+    )
 
 
 def destroy_account(project: Project, prefix: str | None = None) -> list[str]:

@@ -6,16 +6,23 @@ queue's counts appear only as a hint of what it holds.
 
 from __future__ import annotations
 
+import codecs
+import re
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from distributed_something.backends import Backend, open_backend
 from distributed_something.errors import InputError
+from distributed_something.interfaces.storage import Storage
 from distributed_something.ledger import Ledger, read_ledger
 from distributed_something.monitor.progress import Progress, measure
 from distributed_something.project import Project
 from distributed_something.records import RunRecords
+from distributed_something.report.build import failure_cause, first_error_line
 from distributed_something.state import (
     RunState,
     all_runs,
@@ -43,6 +50,8 @@ class Status:
     eta_seconds: float | None
     queued: int = 0
     in_flight: int = 0
+    #: problems machines recorded (e.g. containers that cannot reach the instance metadata)
+    machine_problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +65,7 @@ class Status:
             "queue": {"queued": self.queued, "in_flight": self.in_flight},
             "elapsed": self.elapsed,
             "eta_seconds": self.eta_seconds,
+            "machine_problems": self.machine_problems,
         }
 
 
@@ -63,7 +73,8 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
     """Counts by state (from the ledger), workers, and an ETA from the throughput so far."""
     backend = backend or open_backend(project)
     state = state_of_run(project, backend.storage, run_id)
-    progress = measure(read_ledger(records_for(project, backend, state)))
+    records = records_for(project, backend, state)
+    progress = measure(read_ledger(records))
     current = _is_current(project, backend, state)
     compute = backend.compute.status() if current and state.active else None
     queued = in_flight = 0
@@ -88,6 +99,7 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
         eta_seconds=eta,
         queued=queued,
         in_flight=in_flight,
+        machine_problems=records.machine_problems(),
     )
 
 
@@ -138,20 +150,22 @@ def runs(project: Project, backend: Backend | None = None) -> list[RunSummary]:
 
 @dataclass(frozen=True)
 class TaskLog:
-    """One stored log of one attempt of a task."""
+    """One stored log of one attempt of a task (its text is read by `stream_log`)."""
 
     run_id: str
     key: str
-    text: str
+    size: int
 
 
 @dataclass(frozen=True)
 class TaskLogs:
-    """The stored logs of one task, oldest first, and its state in each run it is in."""
+    """The stored logs of one task, oldest first, its state in each run it is in, and the
+    storage that holds them (for `stream_log`)."""
 
     task_id: str
     states: dict[str, str]
     logs: list[TaskLog]
+    storage: Storage = field(repr=False, compare=False)
 
 
 def task_logs(
@@ -159,7 +173,8 @@ def task_logs(
 ) -> TaskLogs:
     """Every stored log of a task (its id or a unique prefix of it), in every run (or in run
     ``run_id``), oldest first; no logs when the task never printed anything (a quiet success
-    keeps none) or never ran. Raises `InputError` when no task of the project has that id."""
+    keeps none) or never ran. Only lists: nothing is read until `stream_log`. Raises
+    `InputError` when no task of the project has that id."""
     backend = backend or open_backend(project)
     if run_id is not None:
         run_states = [state_of_run(project, backend.storage, run_id)]
@@ -173,8 +188,7 @@ def task_logs(
         prefix = f"{records.run_prefix}logs/"
         for obj in backend.storage.list(prefix + task):
             tid = obj.key[len(prefix) :].split("/", 1)[0]
-            text = backend.storage.get_bytes(obj.key).decode(errors="replace")
-            found.setdefault(tid, []).append(TaskLog(state.run_id, obj.key, text))
+            found.setdefault(tid, []).append(TaskLog(state.run_id, obj.key, obj.size))
         for entry in read_ledger(records).tasks.values():
             if entry.id.startswith(task):
                 known.add(entry.id)
@@ -194,7 +208,139 @@ def task_logs(
         )
     (tid,) = ids
     logs = sorted(found.get(tid, []), key=lambda log: (log.run_id, log.key))
-    return TaskLogs(tid, states.get(tid, {}), logs)
+    return TaskLogs(tid, states.get(tid, {}), logs, backend.storage)
+
+
+#: How much of a log's start and end `stream_log` prints when not asked for all of it.
+LOG_HEAD_BYTES = 1 << 20
+LOG_TAIL_BYTES = 1 << 20
+_CHUNK = 1 << 16
+
+# Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links; ended by BEL
+# or ST), other ESC sequences, and C1 controls; then the C0 controls but \t and \n.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-Z\\^-~]"
+    r"|\x9b[0-?]*[ -/]*[@-~]"
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_ESCAPE_START = re.compile(r"[\x1b\x9b]")
+#: A sequence still open at a chunk's end longer than this is not a sequence: let it go.
+_MAX_SEQUENCE = 4096
+
+
+class ControlStripper:
+    """Removes terminal control sequences from text fed in pieces (a sequence may be cut in
+    two by a chunk boundary, so an unfinished one at a piece's end is held back).
+
+    Carriage returns become line ends (``\r\n`` one, a lone ``\r`` of a progress bar
+    one too), so every state a progress bar drew stays readable and nothing overwrites
+    what the terminal showed before it.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """The printable part of everything fed so far that is complete."""
+        text = self._held + text
+        self._held = ""
+        cut = len(text)
+        # The first sequence near the end that is not finished is held back whole (its own
+        # terminator may be an ESC, as in an OSC's ``ESC \``).
+        at = max(0, cut - _MAX_SEQUENCE)
+        while (found := _ESCAPE_START.search(text, at)) is not None:
+            done = _ESCAPES.match(text, found.start())
+            if done is None:
+                cut = found.start()
+                break
+            at = done.end()
+        if text[:cut].endswith("\r"):  # its \n may come in the next piece
+            cut -= 1
+        self._held = text[cut:]
+        return self._clean(text[:cut])
+
+    def flush(self) -> str:
+        """Whatever was held back, cleaned (the log ended)."""
+        held, self._held = self._held, ""
+        return self._clean(held)
+
+    @staticmethod
+    def _clean(text: str) -> str:
+        text = _ESCAPES.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+        return _CONTROLS.sub("", text)
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without terminal control sequences (see `ControlStripper`)."""
+    stripper = ControlStripper()
+    return stripper.feed(text) + stripper.flush()
+
+
+@dataclass(frozen=True)
+class LogCut:
+    """What `stream_log` left out of the middle of a log: bytes ``start`` to ``end``."""
+
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def stream_log(
+    storage: Storage,
+    log: TaskLog,
+    write: Callable[[str], object],
+    *,
+    full: bool = False,
+    on_cut: Callable[[LogCut], object] | None = None,
+    head: int = LOG_HEAD_BYTES,
+    tail: int = LOG_TAIL_BYTES,
+) -> LogCut | None:
+    """Write a stored log to ``write`` in pieces, without terminal control sequences.
+
+    The object is downloaded to a temporary file (storage streams it there) and read back
+    64 KiB at a time, so memory stays small whatever the log's size. Unless ``full``, a log
+    larger than ``head + tail`` bytes (and 64 KiB of slack) is printed as its first ``head``
+    and last ``tail`` bytes; ``on_cut`` is called in between with what was left out, which
+    is also returned.
+    """
+    with tempfile.TemporaryDirectory(prefix="ds-log-") as folder:
+        path = Path(folder) / "log"
+        storage.get_file(log.key, path)
+        size = path.stat().st_size
+        # Workers store at most a head and a tail of a log themselves (with a note of the
+        # cut), a little over head + tail: such a log is printed whole, note included.
+        cut = None if full or size <= head + tail + _CHUNK else LogCut(head, size - tail)
+        with path.open("rb") as fh:
+            if cut is None:
+                _copy(fh, size, write)
+            else:
+                _copy(fh, cut.start, write)
+                if on_cut is not None:
+                    on_cut(cut)
+                fh.seek(cut.end)
+                _copy(fh, tail, write)
+        return cut
+
+
+def _copy(fh: BinaryIO, count: int, write: Callable[[str], object]) -> None:
+    """Decode ``count`` bytes of ``fh`` (UTF-8, bad bytes replaced) and write them cleaned."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    stripper = ControlStripper()
+    left = count
+    while left > 0:
+        data = fh.read(min(_CHUNK, left))
+        if not data:
+            break
+        left -= len(data)
+        text = stripper.feed(decoder.decode(data))
+        if text:
+            write(text)
+    text = stripper.feed(decoder.decode(b"", final=True)) + stripper.flush()
+    if text:
+        write(text)
 
 
 @dataclass
@@ -207,10 +353,14 @@ class DeadEntry:
     attempts: int
     error: str
     exit_code: int | None = None
-    #: every failed attempt, oldest first (attempt, error, exit code, time)
+    #: every failed attempt, oldest first (attempt, error, exit code, time, cause)
     history: list[dict[str, Any]] = field(default_factory=list)
     #: copies of the task in the dead-letter store (more than one after a resubmit)
     copies: int = 0
+    #: why the last attempt failed (``exit``, ``memory`` …), when recorded
+    cause: str | None = None
+    #: the first meaningful error line of the last failure's log, else its error
+    first_error: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,7 +388,14 @@ def _dead_entries(records: RunRecords, ledger: Ledger, backend: Backend) -> list
     for f in records.all_failures():
         if f.task_id in ledger.tasks:
             failures.setdefault(f.task_id, []).append(
-                {"attempt": f.attempt, "error": f.error, "exit_code": f.exit_code, "at": f.at}
+                {
+                    "attempt": f.attempt,
+                    "error": f.error,
+                    "exit_code": f.exit_code,
+                    "at": f.at,
+                    "cause": failure_cause(f),
+                    "first_error": first_error_line(f.log_tail, f.error),
+                }
             )
     mark_errors: dict[str, str] = {}
     for mark in records.marks():
@@ -264,6 +421,8 @@ def _dead_entries(records: RunRecords, ledger: Ledger, backend: Backend) -> list
                 exit_code=last["exit_code"] if last else None,
                 history=history,
                 copies=len(copies),
+                cause=(last or {}).get("cause"),
+                first_error=str((last or {}).get("first_error") or error),
             )
         )
     return out
@@ -281,7 +440,13 @@ def dead_show(
         problem = "no dead task id starts with" if not entries else "several dead tasks match"
         raise InputError("argument", "TASK", f"{problem} {task!r}", "see `ds dead list`")
     entry = entries[0]
-    failures = [asdict(f) for f in records.failures_of(entry.task_id)]
+    failures = []
+    for f in records.failures_of(entry.task_id):
+        # cause and first error line even for records written before causes were kept
+        shown = asdict(f)
+        shown.setdefault("cause", failure_cause(f))
+        shown["first_error"] = first_error_line(f.log_tail, f.error)
+        failures.append(shown)
     return {**entry.to_json(), "failures": failures}
 
 
@@ -361,3 +526,15 @@ def dead_redrive(
     target.submitted += 0 if target.run_id == state.run_id else moved
     save_state(project, target, backend.storage)
     return moved
+
+
+def trace(
+    project: Project, path: Path, backend: Backend | None = None, run_id: str | None = None
+) -> int:
+    """Write the per-attempt trace of the current run (or of run ``run_id``) to ``path`` as
+    TSV (see `report.trace`); returns how many attempts it lists."""
+    from distributed_something.report.trace import write_trace
+
+    backend = backend or open_backend(project)
+    state = state_of_run(project, backend.storage, run_id)
+    return write_trace(records_for(project, backend, state), path)

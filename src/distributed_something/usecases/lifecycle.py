@@ -197,7 +197,8 @@ def monitor(
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
     if interval is None:
-        interval = 1.0 if backend.name == "local" else 60.0
+        # Slurm: squeue every 10 s is light for the controller and quick enough for a tail.
+        interval = {"local": 1.0, "slurm": 10.0}.get(backend.name, 60.0)
     if state.active:
         watch(
             project.config,
@@ -219,7 +220,8 @@ DRAIN_CONFIRM_ENV = "DS_DRAIN_CONFIRM_SECONDS"
 
 def drain_confirm_seconds(backend: str, interval: float) -> float:
     """How far apart two empty readings of the queue must be. SQS's counts are approximate:
-    a minute, the unattended monitor's default; the local queue's are exact: one tick.
+    a minute, the unattended monitor's default; the local and Slurm queues' are exact: one
+    tick.
     ``$DS_DRAIN_CONFIRM_SECONDS`` overrides both."""
     raw = os.environ.get(DRAIN_CONFIRM_ENV, "").strip()
     if raw:
@@ -232,7 +234,8 @@ def drain_confirm_seconds(backend: str, interval: float) -> float:
                 "environment", DRAIN_CONFIRM_ENV, f"{raw!r} is not a number of seconds", "e.g. 60"
             )
         return value
-    return interval if backend == "local" else max(interval, 60.0)
+    # The Slurm backend's slice queue is files read whole: its counts are exact too.
+    return interval if backend in ("local", "slurm") else max(interval, 60.0)
 
 
 def _image_entrypoint(project: Project) -> bool:
@@ -368,11 +371,7 @@ def run(
         raise
 
 
-def outputs_location(project: Project) -> str:
+def outputs_location(project: Project, backend: Backend | None = None) -> str:
     """Where a run's outputs land, for people."""
-    if project.config.backend == "local":
-        from distributed_something.backends.local.provisioner import bucket_dir
-
-        return str(bucket_dir(project, project.config.storage.destination_bucket))
-    bucket = project.config.storage.destination_bucket or project.config.storage.bucket
-    return f"s3://{bucket}/"
+    backend = backend or open_backend(project)
+    return backend.location(project.config.storage.destination_bucket)

@@ -22,7 +22,7 @@ from distributed_something.state import load_state
 #: The environment variable that overrides the config's backend (``--backend`` sets it too,
 #: so the worker processes a command starts use the same backend).
 BACKEND_ENV = "DS_BACKEND"
-BACKENDS = ("local", "aws")
+BACKENDS = ("local", "aws", "slurm")
 
 #: The recipe each family job format is written for.
 RECIPE_OF_FORMAT = {"dcp": "cellprofiler", "df": "fiji", "dozc": "omezarr"}
@@ -41,17 +41,19 @@ def open_project(
 ) -> Project:
     """Load ``config_path``, or the ds.toml / config.py of ``folder`` (default: cwd).
 
-    ``backend`` ("local" or "aws"; default: ``$DS_BACKEND`` if set) replaces the config's
-    backend. A legacy ``config.py`` without ``RECIPE`` that runs on the local backend gets
-    the recipe `family_recipe` finds (``job`` is the job file the command was given); on
-    AWS it keeps none, so the family's image runs its own worker, as with run.py. Raises
+    ``backend`` ("local", "aws" or "slurm"; default: ``$DS_BACKEND`` if set) replaces the
+    config's backend. A legacy ``config.py`` without ``RECIPE`` that runs on the local or
+    Slurm backend (ds's own worker runs the tasks there) gets the recipe `family_recipe`
+    finds (``job`` is the job file the command was given); on AWS it keeps none, so the
+    family's image runs its own worker, as with run.py. Raises
     `InputError` for a bad config or backend name; a recipe nothing decides is reported
     later, by whatever needs the recipe.
     """
     path = config_path if config_path is not None else find_config(folder or Path.cwd())
     config = load_config(path, backend=backend_override(backend))
     project = Project(config=config, config_path=path.resolve())
-    if path.suffix == ".py" and config.recipe.name is None and config.backend == "local":
+    own_worker = config.backend in ("local", "slurm")
+    if path.suffix == ".py" and config.recipe.name is None and own_worker:
         name = family_recipe(project.base_dir, config.image, job, _submitted_jobs(project))
         if name is not None:
             recipe = config.recipe.model_copy(update={"name": name})
@@ -70,7 +72,7 @@ def backend_override(flag: str | None = None) -> str | None:
             "argument" if flag is not None else "environment",
             "--backend" if flag is not None else BACKEND_ENV,
             f"{value!r} is not a backend",
-            'use "local" or "aws"',
+            'use "local", "aws" or "slurm"',
         )
     return value
 

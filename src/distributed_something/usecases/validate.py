@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from distributed_something.config.legacy import config_warnings
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
+from distributed_something.interfaces.storage import Storage
 from distributed_something.jobs.model import JobFile
 from distributed_something.jobs.parse import load_job_file
 from distributed_something.jobs.prefixes import (
@@ -19,8 +21,13 @@ from distributed_something.jobs.prefixes import (
     prefix_problem,
 )
 from distributed_something.project import Project
-from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, output_prefixes_may_repeat
+from distributed_something.recipes.base import (
+    PLACEHOLDER_WORKDIR,
+    TaskPlan,
+    output_prefixes_may_repeat,
+)
 from distributed_something.recipes.registry import recipe_for
+from distributed_something.usecases.preflight import PreflightFailed, preflight
 
 
 @dataclass
@@ -33,7 +40,7 @@ class Validated:
     notes: list[str] = field(default_factory=list)
 
 
-def check_job(project: Project, job_path: Path) -> JobFile:
+def check_job(project: Project, job_path: Path, plans: list[TaskPlan] | None = None) -> JobFile:
     """Parse the job file and plan every task with the recipe; return the parsed job.
 
     Raises ``InputError`` (exit 2) naming the file, the field and the fix when the job file
@@ -42,6 +49,7 @@ def check_job(project: Project, job_path: Path) -> JobFile:
     area), or when two tasks' output prefixes in one bucket are equal or one contains the
     other (equal ones are accepted for recipes whose format shares folders by design, see
     `output_prefixes_may_repeat`). Pure: plans use ``PLACEHOLDER_WORKDIR`` and create nothing.
+    Each task's plan is appended to ``plans`` when given (for `preflight`).
     """
     job = load_job_file(job_path)
     config = project.config
@@ -61,6 +69,8 @@ def check_job(project: Project, job_path: Path) -> JobFile:
             raise InputError(
                 source.get(exc.source, exc.source), exc.field, exc.problem, exc.fix
             ) from None
+        if plans is not None:
+            plans.append(plan)
         bucket = plan.output_bucket or default_bucket
         problem = prefix_problem(plan.output_prefix)
         if problem is not None:
@@ -96,19 +106,86 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
     recipe_for(project.config, source=str(project.config_path))
     if project.config.backend == "aws":
         from distributed_something.backends.aws.fleet import check_root_volume
-        from distributed_something.backends.aws.image_check import check_run_image
+        from distributed_something.backends.aws.image_check import (
+            check_run_image,
+            family_worker_note,
+        )
+        from distributed_something.backends.aws.policy_check import coverage_warning
 
         check_run_image(project.config)  # `ds worker` on an image known to lack `ds`: refused
+        family_note = family_worker_note(project.config)
+        if family_note is not None:
+            result.notes.append(family_note)
+        coverage = coverage_warning(project.config)
+        if coverage is not None:
+            result.notes.append(coverage)
         # the root volume vs the ECS AMI's snapshot (a legacy config is adjusted instead)
         legacy = project.config_path.suffix == ".py"
         check_root_volume(project.config, legacy=legacy, source=str(project.config_path))
     if job_path is not None:
-        result.job = check_job(project, job_path)
+        plans: list[TaskPlan] = []
+        result.job = check_job(project, job_path, plans)
         for dup in result.job.duplicates:
             result.notes.append(
                 f"{job_path}: group {dup.index} repeats group {dup.first_index} "
                 f"(task {dup.task_id}); it will be submitted once"
             )
+        bucket, where, why_not = _input_storage(project)
+        found = preflight(project, result.job, job_path, plans, bucket=bucket, where=where)
+        if found.findings:
+            raise PreflightFailed(found.findings)
+        result.notes += found.notes
+        if why_not and any(plan.inputs for plan in plans):
+            result.notes.append(why_not)
     if fleet_path is not None:
         result.fleet = load_fleet(fleet_path, key_name=project.config.aws.ssh_key_name)
     return result
+
+
+def _input_storage(
+    project: Project,
+) -> tuple[Callable[[str], Storage] | None, Callable[[str, str], str] | None, str]:
+    """How `preflight` opens the run's buckets (None: inputs are not checked) and says where
+    a key belongs, or why inputs are not checked.
+
+    Only the local backend's folders are read: validation never needs credentials or a
+    network, and creates nothing (a bucket folder that does not exist yet is not made)."""
+    config = project.config
+    if config.backend != "local":
+        return (
+            None,
+            None,
+            (
+                f"inputs in the {config.backend} backend's storage are not checked by validate"
+                + (" (`ds doctor` checks the bucket)" if config.backend == "aws" else "")
+            ),
+        )
+    if config.local.prepare:
+        return None, None, "inputs are not checked: local.prepare makes them at `ds setup`"
+    from distributed_something.backends.local.provisioner import bucket_dir
+    from distributed_something.backends.local.storage import FolderStorage
+
+    def folder(name: str) -> Path:
+        return bucket_dir(project, name)
+
+    missing = sorted({str(folder(n)) for n in _input_buckets(project) if not folder(n).is_dir()})
+    if missing:
+        return (
+            None,
+            None,
+            (
+                f"inputs are not checked: the storage folder {missing[0]} does not exist yet "
+                "(put the inputs there, or make them with local.prepare)"
+            ),
+        )
+
+    def where(name: str, key: str) -> str:
+        return f"expected at {folder(name) / key}"
+
+    return (lambda name: FolderStorage(folder(name))), where, ""
+
+
+def _input_buckets(project: Project) -> set[str]:
+    """The buckets inputs may come from ('' is the main one)."""
+    storage = project.config.storage
+    return {storage.source_bucket, storage.workspace_bucket}

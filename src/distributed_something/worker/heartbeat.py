@@ -55,6 +55,11 @@ class Lease:
     #: and why (`ended` takes it when the command is stopped)
     stop_at: float | None = None
     ending: str | None = None
+    #: when (by the heartbeat's clock) the task's time limit has surely passed: the command
+    #: is stopped then and the lease no longer extended (``timed_out`` set), should the
+    #: runner not have ended it at its own time limit
+    deadline: float | None = None
+    timed_out: bool = False
 
 
 class Heartbeat:
@@ -93,11 +98,25 @@ class Heartbeat:
 
     @contextmanager
     def keep(
-        self, message: Message, lease_seconds: float, on_lost: threading.Event
+        self,
+        message: Message,
+        lease_seconds: float,
+        on_lost: threading.Event,
+        *,
+        deadline: float | None = None,
     ) -> Iterator[Lease]:
-        """Keep ``message``'s lease alive inside the block."""
-        due = self.clock() + heartbeat_interval(lease_seconds)
+        """Keep ``message``'s lease alive inside the block, for at most ``deadline`` seconds
+        (None: for as long as the block lasts). A hung task must not hold its lease forever:
+        at the deadline the command is stopped (``on_lost`` set, ``ended`` says why,
+        ``timed_out`` set) and the lease is not extended again, so if the worker itself is
+        stuck the lease runs out and another worker takes the task."""
+        now = self.clock()
+        due = now + heartbeat_interval(lease_seconds)
         lease = Lease(message, lease_seconds, on_lost, due)
+        if deadline is not None:
+            lease.deadline = lease.stop_at = now + max(deadline, 0.0)
+            lease.ending = f"the task ran past its time limit ({deadline:g} s with the grace)"
+            lease.due = min(lease.due, lease.stop_at)
         with self._cond:
             if self._thread is None and self.background:
                 self._thread = threading.Thread(target=self._beat, name="ds-heartbeat", daemon=True)
@@ -165,16 +184,19 @@ class Heartbeat:
         if ending is not None:
             # Stop the command while the lease still holds, with time to hand the task back.
             stop_at = now + max(ending.seconds_left - self.wrap_up, 0.0)
-            lease.stop_at = stop_at if lease.stop_at is None else min(lease.stop_at, stop_at)
-            lease.ending = str(ending)
+            if lease.stop_at is None or stop_at < lease.stop_at:
+                lease.stop_at = stop_at
+                lease.ending = str(ending)
             if now >= lease.stop_at:
                 self._end(lease)
                 return None
+        if lease.stop_at is not None:
             lease.due = min(lease.due, lease.stop_at)
         return lease.due - now
 
     def _end(self, lease: Lease) -> None:
         """Stop the command of a lease that cannot be kept longer (still held: not lost)."""
+        lease.timed_out = lease.deadline is not None and self.clock() >= lease.deadline
         lease.ended = lease.ending
         log.warning("task %s stopped: %s", lease.message.task_id, lease.ended)
         lease.on_lost.set()

@@ -24,12 +24,18 @@ from types import FrameType
 
 from distributed_something.backends import Backend
 from distributed_something.config.model import Config
-from distributed_something.errors import DSError, InputError
+from distributed_something.errors import DSError, InputError, PermanentTaskError, QueueGone
 from distributed_something.interfaces.queue import Message
 from distributed_something.interfaces.storage import ObjectInfo, Storage
 from distributed_something.jobs.model import Task
 from distributed_something.jobs.prefixes import in_records_area
-from distributed_something.keys import join_key
+from distributed_something.keys import (
+    MAX_NAME_BYTES,
+    RESERVED_NAME_PREFIX,
+    join_key,
+    shown_name,
+    storable_key_problem,
+)
 from distributed_something.recipes.base import (
     Input,
     Recipe,
@@ -46,14 +52,40 @@ from distributed_something.records import (
     RunRecords,
     Skip,
 )
+from distributed_something.worker.causes import (
+    FREE_CAUSES,
+    classify_exception,
+    classify_run,
+    describe,
+    first_meaningful_line,
+    killed_by_sigkill,
+    memory_error,
+    out_of_memory_line,
+    timeout_error,
+)
 from distributed_something.worker.heartbeat import Heartbeat
-from distributed_something.worker.policy import retry_delay, skip_reason
-from distributed_something.worker.runner import Runner
+from distributed_something.worker.policy import (
+    retries_used,
+    retry_decision,
+    retry_delay,
+    skip_reason,
+)
+from distributed_something.worker.runner import Runner, RunResult
 
 log = logging.getLogger("ds.worker")
 _WORKDIR_NUMBERS = itertools.count(1)
 
 LOG_TAIL_BYTES = 4000
+#: Of a task's log, at most this much of its start and of its end is stored per attempt (the
+#: middle is cut, with a note saying how much): a task printing 200 MB stores 2 MiB.
+LOG_KEEP_HEAD_BYTES = 1024 * 1024
+LOG_KEEP_TAIL_BYTES = 1024 * 1024
+#: How much of a log's start and end is searched for its error line.
+_ERROR_SEARCH_HEAD = 256 * 1024
+_ERROR_SEARCH_TAIL = 64 * 1024
+#: Seconds past ``recipe.timeout`` (and the runner's grace) after which the heartbeat stops
+#: the command and its lease itself, should the runner not have ended it in time.
+TIMEOUT_MARGIN_SECONDS = 30.0
 
 
 #: Makes the context in which a task's log (a growing file) is shipped elsewhere while the
@@ -137,6 +169,13 @@ class Worker:
         self.idle_since: float | None = None
         #: the attempt in progress (its open record is in storage), None between tasks
         self._attempt: Attempt | None = None
+        #: where the task in progress is: plan, stage, run or upload (names a failure's cause)
+        self._phase = "plan"
+        #: retries the task in progress used up before this attempt (from its attempt
+        #: records; None until its start is recorded: the receive count stands in)
+        self._used: int | None = None
+        #: how the command of the task in progress ended (None before it ran)
+        self._result: RunResult | None = None
 
     # control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -186,14 +225,28 @@ class Worker:
         if self.stopping.is_set():
             return Outcome.STOPPED
         lease = float(self.config.queue.visibility)
+        gone: QueueGone | None = None
         try:
             messages = self.backend.queue.receive(1, lease)
+        except QueueGone as exc:
+            gone, messages = exc, []
         except DSError as exc:
             log.warning("receive failed: %s", exc)
             self._idle()
             return Outcome.IDLE
         if not messages:
-            if self.backend.queue.counts().drained:
+            drained = False
+            try:
+                drained = gone is None and self.backend.queue.counts().drained
+            except QueueGone as exc:
+                gone = exc
+            if gone is not None:
+                # Deleted by cleanup, or this worker started after it (SECONDS_TO_START):
+                # no task will ever come, so stop now rather than poll it until killed.
+                log.info("the queue %s no longer exists: the run is over", self.config.queue_name)
+                log.debug("%s", gone)
+                return Outcome.DRAINED
+            if drained:
                 return Outcome.DRAINED
             if self.idle_since is None:
                 self.idle_since = self.clock()
@@ -215,13 +268,21 @@ class Worker:
     def _process(self, message: Message, lease: float) -> Outcome:
         self._abort.clear()
         if self.stopping.is_set():
-            self.backend.queue.release(message, 0)
+            # Received as the worker was told to stop: handed back untouched, using no retry
+            # (sent again fresh when this receive was the last the queue allows).
+            if message.receive_count >= self.backend.queue.max_receive_count:
+                self._resend(message, "handed back: the worker was stopping")
+            else:
+                self.backend.queue.release(message, 0)
             return Outcome.STOPPED
         workdir = self._workdir
         log_path = workdir.root / "task.log"
         started = self.clock()
         self._log_header_size = -1
         self._attempt = None
+        self._phase = "plan"
+        self._used = None
+        self._result = None
         outcome = Outcome.FAILED
         try:
             workdir.create()
@@ -239,7 +300,14 @@ class Worker:
             error = str(exc) if isinstance(exc, DSError) else f"{type(exc).__name__}: {exc}"
             log.warning("task %s failed before/after running: %s", message.task_id, error)
             log.debug("%s", traceback.format_exc())
-            self._fail(message, error, None, log_path)
+            self._fail(
+                message,
+                error,
+                None,
+                log_path,
+                cause=classify_exception(exc, self._phase),
+                final=isinstance(exc, PermanentTaskError),
+            )
             return Outcome.FAILED
         finally:
             self._store_log(message, log_path, started, succeeded=outcome is Outcome.DONE)
@@ -256,13 +324,19 @@ class Worker:
         Write first, then look: of two deliveries that start at once, both see both records,
         and the later (by start time, then message) stands down, so exactly one runs. An
         open record of this same message is a delivery whose worker vanished: closed as lost.
+
+        The same listing tells how many retries the task has used up (`retries_used`).
         """
         attempt = self._new_attempt(message, started)
         self.records.open_attempt(attempt)
         self._attempt = attempt
         mine = (round(started * 1e6), attempt.stem)
+        history: list[tuple[int, str]] = []
         for other in self.records.attempt_keys(message.task_id):
-            if other.outcome != "running" or other.stem == attempt.stem:
+            if other.stem == attempt.stem:
+                continue
+            if other.outcome != "running":
+                history.append((other.started_us, other.outcome))
                 continue
             if other.message == attempt.stem.rsplit("-", 1)[1]:
                 self.records.close_stale(other, "lost", self.clock())
@@ -275,19 +349,31 @@ class Worker:
                 self._end_attempt("duplicate", error="another delivery was already running")
                 self.backend.queue.delete(message)
                 return True
+        self._used = retries_used(history)
         return False
 
     def _new_attempt(self, message: Message, started: float) -> Attempt:
+        # An open record says cause "lost": if this worker vanishes, whoever closes the
+        # record (`RunRecords.close_stale`, as lost) keeps it; `_end_attempt` replaces it.
         return Attempt(
             task_id=message.task_id,
             attempt=message.receive_count,
             message_id=message.message_id or message.handle,
             worker=self.settings.name,
             started_at=started,
+            cause="lost",
         )
 
-    def _end_attempt(self, outcome: str, *, exit_code: int | None = None, error: str = "") -> None:
-        """Close the open attempt record (if any) with its outcome."""
+    def _end_attempt(
+        self,
+        outcome: str,
+        *,
+        exit_code: int | None = None,
+        error: str = "",
+        cause: str = "",
+    ) -> None:
+        """Close the open attempt record (if any) with its outcome, its cause (for failed,
+        dead, released and lost attempts) and what the command used (when it ran)."""
         attempt, self._attempt = self._attempt, None
         if attempt is None:
             return
@@ -295,6 +381,10 @@ class Worker:
         attempt.ended_at = self.clock()
         attempt.exit_code = exit_code
         attempt.error = error
+        attempt.cause = cause
+        if self._result is not None:
+            attempt.peak_memory_mb = self._result.peak_memory_mb
+            attempt.cpu_seconds = self._result.cpu_seconds
         try:
             self.records.close_attempt(attempt)
         except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
@@ -326,7 +416,9 @@ class Worker:
         lease: float,
         started: float,
     ) -> Outcome:
+        self._phase = "stage"
         self._stage_inputs(task, plan, workdir)
+        self._phase = "run"
         header = (
             f"ds: task {task.id} attempt {message.receive_count} on {self.settings.name}\n"
             f"ds: argv {plan.argv!r}\n"
@@ -338,7 +430,15 @@ class Worker:
             if self._task_log is not None
             else contextlib.nullcontext()
         )
-        with shipping, self._heartbeat.keep(message, lease, self._abort) as beat:
+        timeout = self.config.recipe.timeout
+        deadline = None
+        if timeout is not None:
+            grace = float(getattr(self.runner, "grace_seconds", 10.0))
+            deadline = timeout + grace + TIMEOUT_MARGIN_SECONDS
+        with (
+            shipping,
+            self._heartbeat.keep(message, lease, self._abort, deadline=deadline) as beat,
+        ):
             result = self.runner.run(
                 plan.argv,
                 cwd=workdir.root,
@@ -346,26 +446,34 @@ class Worker:
                 log_path=log_path,
                 stop=self._abort,
                 header=header,
+                timeout=timeout,
+                memory_limit_mb=self._memory_limit_mb(),
             )
+        self._result = result
         if self.stopping.is_set():
-            self.backend.queue.release(message, 0)
-            self._end_attempt("released", error="handed back: the worker was stopping")
+            self._hand_back(message)
             log.info("task %s handed back (worker stopping)", task.id)
             return Outcome.STOPPED
         if beat.lost.is_set():
             # Someone else holds the task now; uploading would race with them.
-            self._end_attempt("lost", error="the lease was lost; the result was dropped")
+            self._end_attempt(
+                "lost", error="the lease was lost; the result was dropped", cause="lost"
+            )
             log.warning("task %s: lease lost, result dropped", task.id)
             return Outcome.LOST
         if beat.ended is not None:
-            # The lease reached its hard end (SQS: 12 h after receipt): the command was stopped
-            # in time and the task is still held, so record why and hand it back as a failure.
-            self._fail(message, beat.ended, result.exit_code, log_path)
+            # The task ran past its time limit and the runner did not end it, or the lease
+            # reached its hard end (SQS: 12 h after receipt): the command was stopped while
+            # the task is still held, so record why and hand it back as a failure.
+            error = timeout_error(timeout) if beat.timed_out and timeout else beat.ended
+            self._fail(message, error, result.exit_code, log_path, cause="timeout")
             return Outcome.FAILED
-        reason = self.recipe.check_success(result.exit_code, workdir)
-        if reason is not None:
-            self._fail(message, reason, result.exit_code, log_path)
+        judged = self._judge(result, workdir, log_path)
+        if judged is not None:
+            cause, error = judged
+            self._fail(message, error, result.exit_code, log_path, cause=cause)
             return Outcome.FAILED
+        self._phase = "upload"
         outputs = self._upload_outputs(plan, workdir)
         self.records.write_done(
             DoneMarker(
@@ -414,14 +522,76 @@ class Worker:
                 raise FileNotFoundError(f"input {item.key!r} is not in storage") from None
 
     def _upload_outputs(self, plan: TaskPlan, workdir: Workdir) -> list[str]:
-        with os.scandir(workdir.output_dir) as entries:
+        """Upload every file the command left in the output folder under the plan's output
+        prefix; return their keys.
+
+        Every output is checked before anything is uploaded; a problem no retry can change
+        raises `PermanentTaskError` naming the file, and nothing is uploaded:
+
+        - a symbolic link anywhere in the folder (or the folder itself replaced by one):
+          links are never followed, so a task can neither upload a file from elsewhere on the
+          machine (``out/pw -> /etc/passwd``) nor have a linked folder silently left out;
+        - anything but regular files and folders (a pipe, a socket, a device);
+        - a file whose key some storage cannot take (`storable_key_problem`: a backslash, a
+          name that is not UTF-8, over 255 bytes or starting with ``.ds-tmp.``; a key over
+          1,024 bytes).
+        """
+        root = workdir.output_dir
+        if root.is_symlink():
+            raise PermanentTaskError(
+                f"the output folder {root} was replaced by a symbolic link; nothing was "
+                "uploaded. Fix: write the outputs into the output folder itself"
+            )
+        with os.scandir(root) as entries:
             if next(entries, None) is None:
                 return []  # nothing written: no listing, no bucket
-        destination = self._bucket(plan.output_bucket, "destination")
-        items = [
-            (join_key(plan.output_prefix, path.relative_to(workdir.output_dir).as_posix()), path)
-            for path in sorted(p for p in workdir.output_dir.rglob("*") if p.is_file())
-        ]
+        files: list[Path] = []
+        folders = [root]
+        while folders:  # a walk of our own: Path.rglob and os.walk would follow or drop links
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    path = Path(entry.path)
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(path)
+                    elif entry.is_file(follow_symlinks=False):
+                        files.append(path)
+                    elif entry.is_symlink():
+                        target = shown_name(str(path.readlink()))
+                        raise PermanentTaskError(
+                            f"the output {shown_name(path.relative_to(root).as_posix())!r} is a "
+                            f"symbolic link (to {target!r}); links in the output folder are "
+                            "never followed, and nothing was uploaded. Fix: copy the file or "
+                            "folder into the output folder instead of linking to it"
+                        )
+                    else:
+                        raise PermanentTaskError(
+                            f"the output {shown_name(path.relative_to(root).as_posix())!r} is not "
+                            "a regular file or folder (a pipe, socket or device); nothing was "
+                            "uploaded. Fix: remove it from the output folder before the command "
+                            "ends"
+                        )
+        items: list[tuple[str, Path]] = []
+        for path in sorted(files):
+            relative = path.relative_to(root).as_posix()
+            problem = storable_key_problem(relative)
+            what = f"its name {problem}"
+            if problem is None:
+                try:
+                    key = join_key(plan.output_prefix, relative)
+                except InputError as error:  # the prefix and the name over 1,024 bytes
+                    problem = what = error.problem
+                else:  # the prefix may hold a name only S3 could take (a long job value)
+                    problem = storable_key_problem(key)
+                    what = f"the key {shown_name(key)!r} {problem}"
+            if problem is None:
+                items.append((key, path))
+                continue
+            raise PermanentTaskError(
+                f"the output {shown_name(relative)!r} cannot be stored: {what}; nothing was "
+                "uploaded. Fix: make the command write UTF-8 names without '\\', of at most "
+                f"{MAX_NAME_BYTES} bytes each and not starting with {RESERVED_NAME_PREFIX!r} "
+                "(and keep the output prefix's names as short)"
+            )
         # DESIGN §6: outputs never land in the records area, whatever slipped past
         # validation (a message sent by other means, an older `ds`): fail before any upload.
         forged = next((key for key, _ in items if in_records_area(key)), None)
@@ -434,16 +604,170 @@ class Worker:
                 "give the task an output prefix outside _ds/ (check the job values and "
                 "recipe.output_prefix with `ds validate`)",
             )
+        destination = self._bucket(plan.output_bucket, "destination")
         destination.put_files(items)
         return [key for key, _ in items]
 
-    def _fail(self, message: Message, error: str, exit_code: int | None, log_path: Path) -> None:
+    def _judge(self, result: RunResult, workdir: Workdir, log_path: Path) -> tuple[str, str] | None:
+        """(cause, error) of a command that failed, or None when it succeeded.
+
+        Success is the recipe's to say (``check_success``), unless the command was killed at
+        its time limit. The error is the recipe's reason with the first meaningful line of
+        the log (`first_meaningful_line`); for ``memory`` the peak, the limit and the fix;
+        for a command that could not start, why.
+        """
+        timeout = self.config.recipe.timeout
+        if result.timed_out and timeout is not None:
+            return "timeout", timeout_error(timeout)
+        reason = self.recipe.check_success(result.exit_code, workdir)
+        if reason is None:
+            return None
+        text = _log_text(log_path, self._log_header_size)
+        oom_line = out_of_memory_line(text)
+        # Where the kernel's OOM kills cannot be counted, a SIGKILL nobody here sent is, on
+        # AWS, the container's memory limit (ECS reports it as exit 137, "OutOfMemoryError").
+        oom_killed = result.oom_killed or (
+            not result.oom_checked
+            and self.config.backend == "aws"
+            and killed_by_sigkill(result.exit_code)
+        )
+        cause = classify_run(
+            result.exit_code,
+            oom_killed=oom_killed,
+            out_of_memory=oom_line is not None,
+            tool_failed=True,
+            start_errno=result.start_errno,
+        )
+        if cause is None or cause == "tool":
+            return "tool", reason
+        if cause == "memory":
+            limit, per = self._memory_limit_shown(result)
+            return cause, memory_error(
+                result.peak_memory_mb,
+                limit,
+                per=per,
+                docker_cores=self.config.cluster.docker_cores,
+                detail=oom_line or "",
+            )
+        if result.start_error is not None:
+            return cause, describe(cause, reason, result.start_error)
+        return cause, describe(cause, reason, first_meaningful_line(text))
+
+    def _memory_limit_mb(self) -> int | None:
+        """The local memory limit of each task's processes: `cluster.memory` shared by the
+        container's `docker_cores` processes, as on AWS; None off the local backend (the
+        container's or Slurm job's own limit applies there)."""
+        if self.config.backend != "local":
+            return None
+        return max(self.config.cluster.memory // self.config.cluster.docker_cores, 1)
+
+    def _memory_limit_shown(self, result: RunResult) -> tuple[float | None, str]:
+        if result.memory_limit_mb is not None:
+            return float(result.memory_limit_mb), "task process"
+        if self.config.backend == "aws":
+            return float(self.config.cluster.memory), "container"
+        return None, "task"
+
+    def _hand_back(self, message: Message) -> None:
+        """Hand an interrupted task back at once; it does not use up a retry. When its
+        receive count is spent (the queue would dead-letter it at the next receive) it is
+        sent again as a fresh message instead."""
+        decision = retry_decision(
+            "interrupted",
+            None,
+            self.config.queue.retry,
+            used=self._retries_before(message),
+            receive_count=message.receive_count,
+            max_attempts=self.backend.queue.max_receive_count,
+        )
+        error = "handed back: the worker was stopping"
+        # Closed first: a worker taking a fresh message while this record still says
+        # "running" would take this attempt for a live delivery and stand down.
+        self._end_attempt("released", error=error, cause="interrupted")
+        if decision.action == "resend":
+            self._resend(message, error)
+        else:
+            self.backend.queue.release(message, 0)
+
+    def _resend(self, message: Message, error: str) -> None:
+        """Send the task again as a fresh message (receive count 0), then delete this one:
+        exactly one message of the task stays. Should the send fail, the message is handed
+        back instead (it may then be dead-lettered: the monitor marks it dead)."""
+        try:
+            self.backend.queue.send_batch([(message.task_id, message.body)])
+        except Exception as exc:  # noqa: BLE001 - keep the task in the queue either way
+            log.warning("could not send task %s again: %s", message.task_id, exc)
+            self.backend.queue.release(message, 0, error)
+            return
+        try:
+            self.backend.queue.delete(message)
+        except Exception as exc:  # noqa: BLE001 - the fresh copy carries the task
+            # Two messages now: the one delivered second stands down (`_begin_attempt`), or
+            # finds the task done; the ledger counts the task once.
+            log.warning("task %s: the old message was not deleted: %s", message.task_id, exc)
+            return
+        log.info(
+            "task %s sent again as a fresh message (its receive count was spent)", message.task_id
+        )
+
+    def _retries_before(self, message: Message) -> int:
+        """Retries the task used up before this attempt: from its attempt records when its
+        start was recorded, else (it failed before) every earlier receive counts."""
+        return self._used if self._used is not None else max(message.receive_count - 1, 0)
+
+    def _fail(
+        self,
+        message: Message,
+        error: str,
+        exit_code: int | None,
+        log_path: Path,
+        *,
+        cause: str,
+        final: bool = False,
+    ) -> None:
+        """Record a failed attempt with its ``cause`` and decide its task's fate
+        (`retry_decision`): handed back with a backoff, sent again as a fresh message when
+        the queue's receive count is spent but retries are not, or dead.
+
+        With ``final`` (a `PermanentTaskError`: no retry can help), or a cause that
+        `queue.retry` does not retry (``not_found`` by default), the attempt is recorded as
+        dead at once and the message is deleted instead of handed back. The last allowed
+        attempt is recorded as dead too, and its message handed back for the queue to
+        dead-letter (or deleted, when the receive count is not spent).
+
+        A task that failed before its command started (input missing, plan refused) has no
+        log yet: one is written — the worker's header line and the error — so that
+        `_store_log` keeps it and `ds logs TASK` shows why.
+        """
         tail = ""
         if log_path.exists():
             with log_path.open("rb") as fh:
                 fh.seek(max(0, log_path.stat().st_size - LOG_TAIL_BYTES))
                 tail = fh.read().decode(errors="replace")
-        final = message.receive_count >= self.backend.queue.max_receive_count
+        else:
+            try:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log_path.write_text(
+                    f"ds: task {message.task_id} attempt {message.receive_count} on "
+                    f"{self.settings.name}\n"
+                    f"ds: failed before the command started: {error}\n",
+                    encoding="utf-8",
+                )
+            except OSError as exc:  # the failure must still be recorded and handed back
+                log.warning("could not write the log of task %s: %s", message.task_id, exc)
+        used = self._retries_before(message)
+        max_attempts = self.backend.queue.max_receive_count
+        decision = retry_decision(
+            cause,
+            exit_code,
+            self.config.queue.retry,
+            used=used,
+            receive_count=message.receive_count,
+            max_attempts=max_attempts,
+            permanent=final,
+        )
+        dead = decision.outcome == "dead"
+        result = self._result
         try:
             self.records.write_failure(
                 Failure(
@@ -454,16 +778,34 @@ class Worker:
                     log_tail=tail,
                     at=self.clock(),
                     worker=self.settings.name,
-                    final=final,
+                    final=dead,
+                    cause=cause,
+                    peak_memory_mb=result.peak_memory_mb if result else None,
+                    cpu_seconds=result.cpu_seconds if result else None,
                 )
             )
             if self._attempt is None:  # failed before its start was recorded
                 self._attempt = self._new_attempt(message, self.clock())
-            self._end_attempt("dead" if final else "failed", exit_code=exit_code, error=error)
+            self._end_attempt(decision.outcome, exit_code=exit_code, error=error, cause=cause)
         finally:
-            delay = retry_delay(message.receive_count, self.backend.queue.max_receive_count)
-            self.backend.queue.release(message, delay, error)
-        log.warning("task %s attempt %d failed: %s", message.task_id, message.receive_count, error)
+            if decision.action == "dead":
+                # Dead in the ledger already; a redrive re-sends it from the manifest.
+                self.backend.queue.delete(message)
+            elif decision.action == "resend":
+                self._resend(message, error)
+            elif decision.action == "dead_letter":
+                self.backend.queue.release(message, 0, error)
+            else:
+                counted = used + 1 if decision.counted else used
+                self.backend.queue.release(message, retry_delay(counted, max_attempts), error)
+        log.warning(
+            "task %s attempt %d failed (%s%s): %s",
+            message.task_id,
+            message.receive_count,
+            cause,
+            "" if cause in FREE_CAUSES else f", {decision.action}",
+            error,
+        )
 
     def _store_log(
         self, message: Message, log_path: Path, started: float, *, succeeded: bool
@@ -476,9 +818,40 @@ class Worker:
             return
         if succeeded and size == self._log_header_size:
             return
+        key = self.records.log_key(message.task_id, message.receive_count, started)
         try:
-            self.backend.storage.put_file(
-                self.records.log_key(message.task_id, message.receive_count, started), log_path
-            )
+            if size > LOG_KEEP_HEAD_BYTES + LOG_KEEP_TAIL_BYTES:
+                self.backend.storage.put_bytes(key, capped_log(log_path, size))
+            else:
+                self.backend.storage.put_file(key, log_path)
         except Exception as exc:  # noqa: BLE001 - a lost log must not lose the task
             log.warning("could not store the log of task %s: %s", message.task_id, exc)
+
+
+def capped_log(
+    path: Path, size: int, head: int = LOG_KEEP_HEAD_BYTES, tail: int = LOG_KEEP_TAIL_BYTES
+) -> bytes:
+    """The first ``head`` and last ``tail`` bytes of the log at ``path`` (``size`` bytes),
+    with a line saying how many bytes were cut between them."""
+    with path.open("rb") as fh:
+        first = fh.read(head)
+        fh.seek(max(size - tail, head))
+        last = fh.read(tail)
+    cut = max(size - len(first) - len(last), 0)
+    note = f"\n… {cut:,} bytes cut (ds keeps the first and last MiB of a log) …\n".encode()
+    return first + note + last
+
+
+def _log_text(path: Path, header_size: int) -> str:
+    """The text of a task's log after our header: its start and its end when it is long."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(header_size, 0))
+            data = fh.read(_ERROR_SEARCH_HEAD)
+            size = path.stat().st_size
+            if size > max(header_size, 0) + _ERROR_SEARCH_HEAD:
+                fh.seek(max(size - _ERROR_SEARCH_TAIL, fh.tell()))
+                data += b"\n" + fh.read(_ERROR_SEARCH_TAIL)
+    except OSError:
+        return ""
+    return data.decode(errors="replace")

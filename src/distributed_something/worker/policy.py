@@ -1,12 +1,16 @@
-"""The worker's decisions, as pure functions: is a task done already, how long to back off."""
+"""The worker's decisions, as pure functions: is a task done already, how long to back off,
+what a failed attempt's cause means for its task."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-from distributed_something.config.model import CheckIfDoneConfig
+from distributed_something.config.model import CheckIfDoneConfig, RetryConfig
 from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.worker.causes import FREE_CAUSES
 
 
 def skip_reason(
@@ -85,3 +89,111 @@ def heartbeat_interval(lease_seconds: float) -> float:
     """How often a busy worker extends its lease: a third of it, so two extensions can
     fail before the lease runs out."""
     return max(lease_seconds / 3.0, 0.2)
+
+
+#: Whether a cause is retried when `queue.retry.retry_on` does not say (docs/configuration.md
+#: shows this table): what cannot succeed on a retry is not.
+DEFAULT_RETRY_ON: Mapping[str, bool] = {
+    "exit": True,
+    "signal": True,
+    "timeout": True,
+    "memory": True,
+    "not_found": False,
+    "upload": True,
+    "tool": True,
+}
+
+RetryAction = Literal["retry", "release", "resend", "dead_letter", "dead"]
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What becomes of the message of an attempt that failed or was handed back.
+
+    ``action``:
+
+    - ``retry``: hand it back with a backoff (`retry_delay`);
+    - ``release``: hand it back at once (an interruption: the task did nothing wrong);
+    - ``resend``: the queue's receive count is spent (the next receive would dead-letter
+      it; SQS cannot reset it) although the task has retries left: send the task again as a
+      fresh message, then delete this one (exactly one message stays);
+    - ``dead_letter``: the last allowed attempt failed and the queue will dead-letter the
+      message at its next receive: hand it back at once (it lands in the dead letters with
+      its last error);
+    - ``dead``: no retry: delete the message (the ledger records the attempt as dead; a
+      redrive re-sends the task from the run's manifest).
+
+    ``outcome`` is the attempt record's outcome (``failed``, ``dead`` or ``released``);
+    ``counted`` says whether the attempt used up one of ``queue.job_retries``.
+    """
+
+    action: RetryAction
+    outcome: str
+    counted: bool
+
+
+def retryable(cause: str, exit_code: int | None, rule: RetryConfig) -> bool:
+    """Whether a failure of this cause (and exit code) may succeed on a retry, by
+    ``rule`` (`queue.retry`) over `DEFAULT_RETRY_ON`. Free causes always are."""
+    if cause in FREE_CAUSES:
+        return True
+    if exit_code is not None and exit_code in rule.never_retry_exit_codes:
+        return False
+    for name, retry in rule.retry_on.items():
+        if name == cause:
+            return retry
+    return DEFAULT_RETRY_ON.get(cause, True)
+
+
+def retry_decision(
+    cause: str,
+    exit_code: int | None,
+    rule: RetryConfig,
+    *,
+    used: int,
+    receive_count: int,
+    max_attempts: int,
+    permanent: bool = False,
+) -> RetryDecision:
+    """What to do with an attempt's message after it ended with ``cause``.
+
+    ``used`` counts the task's earlier attempts that used up a retry (`retries_used`);
+    ``receive_count`` is this message's receive count and ``max_attempts`` the queue's
+    ``max_receive_count`` (= ``queue.job_retries``). ``permanent``: the worker knows no retry
+    can help (an output no storage can take), whatever the rule says.
+
+    - ``interrupted`` / ``lost``: never counted; released at once, or re-sent when the
+      receive count is spent.
+    - not retryable (``permanent``, `retryable` false): dead now.
+    - this was the last allowed attempt (``used + 1 >= max_attempts``): dead — handed back
+      to be dead-lettered by the queue when the receive count is spent too, else deleted.
+    - otherwise retried with a backoff, or re-sent when the receive count is spent (free
+      attempts before it did not use retries, but did use receives).
+    """
+    if cause in FREE_CAUSES and not permanent:
+        if receive_count >= max_attempts:
+            return RetryDecision("resend", "released", counted=False)
+        return RetryDecision("release", "released", counted=False)
+    if permanent or not retryable(cause, exit_code, rule):
+        return RetryDecision("dead", "dead", counted=True)
+    if used + 1 >= max_attempts:
+        if receive_count >= max_attempts:
+            return RetryDecision("dead_letter", "dead", counted=True)
+        return RetryDecision("dead", "dead", counted=True)
+    if receive_count >= max_attempts:
+        return RetryDecision("resend", "failed", counted=True)
+    return RetryDecision("retry", "failed", counted=True)
+
+
+def retries_used(attempts: Iterable[tuple[int, str]]) -> int:
+    """How many retries a task has used up in its run, from its attempt records' (start
+    time, outcome) pairs in any order: the ``failed`` attempts after its latest ``dead``
+    one (a redrive after a dead attempt starts the count again). Attempts handed back,
+    lost, still running or standing down as duplicates do not count."""
+    used = 0
+    for _, outcome in sorted(attempts):
+        if outcome == "dead":
+            used = 0
+        elif outcome == "failed":
+            used += 1
+    return used

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -18,14 +19,37 @@ from typing import Protocol
 
 from distributed_something.worker.procgroups import GroupRecorder, group_alive
 
+_PROC = Path("/proc")
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_MB = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a command ended. ``interrupted`` is True when it was stopped from outside."""
+    """How a command ended. ``interrupted`` is True when it was stopped from outside
+    (``stop``), ``timed_out`` when it was killed at its time limit.
+
+    ``peak_memory_mb`` is the peak resident memory of the task's processes (MB; the sum over
+    its process group, sampled while it ran, and at least the largest process's own peak);
+    ``cpu_seconds`` the user + system CPU time of the command and the children it waited
+    for. ``oom_killed`` says the kernel's OOM killer ended a process of this machine's (or
+    container's) memory cgroup while the command ran; ``memory_limit_mb`` is the local limit
+    the command ran under (None: none). ``start_error`` (with ``start_errno``) says why the
+    command could not be started (its exit code is then 127, as a shell would say).
+    """
 
     exit_code: int
     duration: float
     interrupted: bool
+    timed_out: bool = False
+    peak_memory_mb: float | None = None
+    cpu_seconds: float | None = None
+    oom_killed: bool = False
+    #: False when the OOM kills could not be counted (no readable cgroup counter)
+    oom_checked: bool = False
+    memory_limit_mb: int | None = None
+    start_error: str | None = None
+    start_errno: int | None = None
 
 
 class Runner(Protocol):
@@ -33,8 +57,11 @@ class Runner(Protocol):
 
     ``header`` is appended to ``log_path`` first; then the command's stdout and stderr are
     streamed, interleaved, into it as they are written. When ``stop`` is set the command is
-    terminated (then killed after a grace period) and the result is marked interrupted.
-    Nothing the command started outlives `run`, whether it exits 0, fails or is stopped.
+    terminated (then killed after a grace period) and the result is marked interrupted; the
+    same happens ``timeout`` seconds after it started (the result is marked timed out).
+    ``memory_limit_mb`` asks for a memory limit per process of the command where the
+    platform allows (see `SubprocessRunner`). Nothing the command started outlives `run`,
+    whether it exits 0, fails or is stopped.
     """
 
     def run(
@@ -46,6 +73,8 @@ class Runner(Protocol):
         log_path: Path,
         stop: threading.Event,
         header: bytes = b"",
+        timeout: float | None = None,
+        memory_limit_mb: int | None = None,
     ) -> RunResult: ...
 
 
@@ -63,6 +92,15 @@ class SubprocessRunner:
     - Grandchildren get no such signal; with a ``recorder`` the task's group is recorded for
       the task's duration so that a reaper can kill it once this worker is dead
       (see `procgroups`).
+    - A ``timeout`` ends the group the same way once it has run that long (``timed_out``).
+    - Memory is always measured: the resident memory of the group's processes is added up
+      from /proc a few times a second (every 20 ms at first, then every 0.5 s), and the
+      leader is reaped with ``wait4``, whose peak of the largest process is the floor (it
+      catches a spike between two samples) and whose CPU times give ``cpu_seconds``.
+    - ``memory_limit_mb`` is enforced with RLIMIT_DATA on the child (see `_child_setup`): an
+      allocation over it fails (Python's MemoryError, C++'s bad_alloc); cgroups are not
+      used. The kernel's OOM kills in the worker's own memory cgroup (a container's limit)
+      are counted before and after the command (``oom_killed``).
     """
 
     def __init__(
@@ -85,8 +123,11 @@ class SubprocessRunner:
         log_path: Path,
         stop: threading.Event,
         header: bytes = b"",
+        timeout: float | None = None,
+        memory_limit_mb: int | None = None,
     ) -> RunResult:
         started = time.monotonic()
+        oom_before = oom_kill_count()
         with log_path.open("ab") as log:
             if header:
                 log.write(header)
@@ -100,29 +141,53 @@ class SubprocessRunner:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent(),
+                    preexec_fn=_child_setup(memory_limit_mb),
                 )
             except OSError as exc:
                 # A missing or non-executable program is the task's failure, not the worker's.
-                log.write(f"ds: cannot start {argv[0]!r}: {exc}\n".encode())
-                return RunResult(127, time.monotonic() - started, False)
+                problem = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+                log.write(f"ds: {problem}\n".encode())
+                return RunResult(
+                    127,
+                    time.monotonic() - started,
+                    False,
+                    memory_limit_mb=memory_limit_mb,
+                    start_error=problem,
+                    start_errno=exc.errno,
+                )
             # The leader is not reaped before this: its pid (= the group id) cannot be reused.
             if self.recorder is not None:
                 self.recorder.task_started(proc.pid)
+            child = _Child(proc)
+            deadline = None if timeout is None else started + timeout
+            ended_by = None
             try:
-                interrupted = self._wait(proc, stop)
+                ended_by = self._wait(child, stop, deadline)
             finally:
                 # Also on an exception in the wait (KeyboardInterrupt): nothing may outlive us.
-                self._end(proc)
+                self._end(child)
                 if self.recorder is not None:
                     self.recorder.task_ended()
-        return RunResult(proc.returncode, time.monotonic() - started, interrupted)
+        oom_after = oom_kill_count()
+        return RunResult(
+            proc.returncode,
+            time.monotonic() - started,
+            ended_by == "stop",
+            timed_out=ended_by == "timeout",
+            peak_memory_mb=child.peak_mb(),
+            cpu_seconds=child.cpu_seconds(),
+            oom_killed=oom_before is not None and oom_after is not None and oom_after > oom_before,
+            oom_checked=oom_before is not None and oom_after is not None,
+            memory_limit_mb=memory_limit_mb,
+        )
 
-    def _wait(self, proc: subprocess.Popen[bytes], stop: threading.Event) -> bool:
-        """Wait for the child, checking ``stop`` at least every ``poll_seconds``."""
-        pidfd = _pidfd(proc.pid)
+    def _wait(self, child: _Child, stop: threading.Event, deadline: float | None) -> str | None:
+        """Wait for the child, checking ``stop`` and the deadline at least every
+        ``poll_seconds`` and sampling its group's memory now and then. Returns None when it
+        exited, ``"stop"`` or ``"timeout"`` when it must be ended (`_end` does)."""
+        pidfd = _pidfd(child.proc.pid)
         if pidfd is None:
-            return self._wait_polling(proc, stop)
+            return self._wait_polling(child, stop, deadline)
         # The pidfd turns readable when the child exits: no sleep-and-retry, which costs a
         # short task up to half a millisecond (Popen.wait's first sleep) or more.
         poller = select.poll()  # not select.select: it fails for descriptors above 1023
@@ -130,40 +195,44 @@ class SubprocessRunner:
         try:
             while True:
                 if poller.poll(self.poll_seconds * 1000):
-                    proc.wait()
-                    return False
-                if stop.is_set():
-                    return True  # `_end` stops it
+                    child.reap(block=True)
+                    return None
+                reason = _why_end(stop, deadline)
+                if reason is not None:
+                    return reason
+                child.maybe_sample()
         finally:
             os.close(pidfd)
 
-    def _wait_polling(self, proc: subprocess.Popen[bytes], stop: threading.Event) -> bool:
+    def _wait_polling(
+        self, child: _Child, stop: threading.Event, deadline: float | None
+    ) -> str | None:
         """`_wait` where pidfds are missing (not Linux, or a kernel before 5.3)."""
         wait = self.poll_seconds
         while True:
-            try:
-                proc.wait(timeout=wait)
-                return False
-            except subprocess.TimeoutExpired:
-                # Short waits at first keep short tasks fast; longer ones spare the CPU.
-                wait = min(wait * 2, 0.5)
-            if stop.is_set():
-                return True  # `_end` stops it
+            if child.reap_within(wait):
+                return None
+            # Short waits at first keep short tasks fast; longer ones spare the CPU.
+            wait = min(wait * 2, 0.5)
+            reason = _why_end(stop, deadline)
+            if reason is not None:
+                return reason
+            child.maybe_sample()
 
-    def _end(self, proc: subprocess.Popen[bytes]) -> None:
+    def _end(self, child: _Child) -> None:
         """End the child's whole process group: SIGTERM, then SIGKILL to whatever is left
         after the grace period. Returns once the child is reaped and the group has no live
         member (or has been sent SIGKILL)."""
+        proc = child.proc
         pgid = proc.pid
         deadline = time.monotonic() + self.grace_seconds
-        terminated = proc.poll() is None
+        terminated = not child.reap(block=False)
         if terminated:
+            child.sample()  # what it holds now, before it is stopped
             _signal_group(pgid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.grace_seconds)
-            except subprocess.TimeoutExpired:
+            if not child.reap_within(self.grace_seconds):
                 _signal_group(pgid, signal.SIGKILL)  # the whole group, not just the leader
-                proc.wait()
+                child.reap(block=True)
                 _reap_orphans(pgid)
                 return
         # The leader is reaped now; the group lives on while a member does, and its number
@@ -182,6 +251,158 @@ class SubprocessRunner:
             wait = min(wait * 2, 0.1)
         _signal_group(pgid, signal.SIGKILL)
         _reap_orphans(pgid)
+
+
+def _why_end(stop: threading.Event, deadline: float | None) -> str | None:
+    if stop.is_set():
+        return "stop"
+    if deadline is not None and time.monotonic() >= deadline:
+        return "timeout"
+    return None
+
+
+class _Child:
+    """The task's leader process, reaped with ``wait4`` so its resource usage is kept, and
+    the peak memory of its process group, sampled from /proc.
+
+    Popen's own ``wait``/``poll`` must not be used on it (they reap without the usage);
+    `reap` sets ``proc.returncode`` as they would.
+    """
+
+    #: seconds between memory samples: short at first (short tasks), then at most this
+    MAX_SAMPLE_INTERVAL = 0.5
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.usage: resource.struct_rusage | None = None
+        self.peak_bytes = 0
+        self._interval = 0.02
+        self._next_sample = time.monotonic() + self._interval
+
+    def reap(self, *, block: bool) -> bool:
+        """Reap the leader if it exited (waiting for it with ``block``); True once reaped."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            pid, status, usage = os.wait4(self.proc.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            # Reaped by someone else (SIGCHLD ignored): no status, no usage; 0 as Popen says.
+            self.proc.returncode = 0
+            return True
+        if pid == 0:
+            return False
+        self.usage = usage
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        return True
+
+    def reap_within(self, seconds: float) -> bool:
+        """Reap the leader if it exits within ``seconds``; True once reaped."""
+        deadline = time.monotonic() + seconds
+        wait = 0.001
+        while not self.reap(block=False):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, 0.05)
+        return True
+
+    def maybe_sample(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sample:
+            self.sample()
+            self._interval = min(self._interval * 2, self.MAX_SAMPLE_INTERVAL)
+            self._next_sample = time.monotonic() + self._interval
+
+    def sample(self) -> None:
+        """Add up the resident memory of the group's live processes; keep the peak."""
+        total = group_rss_bytes(self.proc.pid)
+        if total is not None:
+            self.peak_bytes = max(self.peak_bytes, total)
+
+    def peak_mb(self) -> float | None:
+        own = self.usage.ru_maxrss * _maxrss_unit() if self.usage is not None else 0
+        peak = max(self.peak_bytes, own)
+        return round(peak / _MB, 1) if peak else None
+
+    def cpu_seconds(self) -> float | None:
+        if self.usage is None:
+            return None
+        return round(self.usage.ru_utime + self.usage.ru_stime, 3)
+
+
+def _maxrss_unit() -> int:
+    """Bytes per unit of ``ru_maxrss``: kilobytes on Linux, bytes on macOS."""
+    return 1 if sys.platform == "darwin" else 1024
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def parse_stat_rss(text: str) -> tuple[int, int]:
+    """(process group, resident pages) from the text of /proc/<pid>/stat. Raises ValueError
+    (or IndexError) on text that is not one."""
+    # The command name (2nd field) may hold spaces and parentheses: split after the last ")".
+    fields = text.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 of proc(5) (state); field 5 is pgrp, field 24 rss (pages).
+    return int(fields[2]), int(fields[21])
+
+
+def group_rss_bytes(pgid: int) -> int | None:
+    """The resident memory of the processes of group ``pgid`` added up (bytes), or None
+    where there is no /proc. Reads /proc/<pid>/stat of every process: a few milliseconds."""
+    try:
+        entries = [entry.name for entry in os.scandir(_PROC)]
+    except OSError:
+        return None
+    total = 0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            group, pages = parse_stat_rss((_PROC / name / "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        if group == pgid:
+            total += pages * _PAGE_SIZE
+    return total
+
+
+def parse_oom_kills(text: str) -> int | None:
+    """The ``oom_kill`` counter of a cgroup's memory.events (v2) or memory.oom_control (v1)
+    text, or None when it has none (kernels before 4.13)."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the OOM killer has ended in this process's memory cgroup (the
+    container's limit on ECS, a Slurm job's), or None when that cannot be read."""
+    try:
+        lines = (_PROC / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    candidates: list[Path] = []
+    for line in lines:
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        relative = path.strip().lstrip("/")
+        if controllers == "" and line.startswith("0::"):  # cgroup v2
+            root = _CGROUP_ROOT
+            candidates += [root / relative / "memory.events", root / "memory.events"]
+        elif "memory" in controllers.split(","):  # cgroup v1
+            base = _CGROUP_ROOT / "memory"
+            candidates += [base / relative / "memory.oom_control", base / "memory.oom_control"]
+    for candidate in candidates:
+        try:
+            count = parse_oom_kills(candidate.read_text())
+        except OSError:
+            continue
+        if count is not None:
+            return count
+    return None
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -225,22 +446,36 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking the kernel to SIGKILL the child when the thread that started it
-    exits (PR_SET_PDEATHSIG), or None where that is not available.
+def _child_setup(memory_limit_mb: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks the kernel to SIGKILL the child when the thread that
+    started it exits (PR_SET_PDEATHSIG, where available) and, with ``memory_limit_mb``, sets
+    RLIMIT_DATA to that many MB, or None when there is nothing to set up.
+
+    RLIMIT_DATA, not RLIMIT_AS: since Linux 4.7 it counts the memory a process has made
+    writable (heap, private mappings, thread stacks), close to what it can really use,
+    whereas RLIMIT_AS counts reserved address space too: a JVM (Fiji, Bio-Formats) given a
+    large -Xmx reserves its whole heap at once and would not start under it. The limit is per
+    process: children inherit it, but are not counted together.
 
     It runs in the forked child before exec, so it only makes system calls (no locks another
     thread of the parent might have held at the fork)."""
     prctl = _PRCTL
-    if prctl is None:
+    limit = memory_limit_mb * _MB if memory_limit_mb else None
+    if prctl is None and limit is None:
         return None
     parent = os.getpid()
 
     def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:
-            # The worker died between the fork and the prctl: the signal will never come.
-            os.kill(os.getpid(), signal.SIGKILL)
+        if limit is not None:
+            with contextlib.suppress(ValueError, OSError):  # never above the hard limit
+                hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+                capped = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+                resource.setrlimit(resource.RLIMIT_DATA, (capped, hard))
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != parent:
+                # The worker died between the fork and the prctl: the signal will never come.
+                os.kill(os.getpid(), signal.SIGKILL)
 
     return setup
 

@@ -58,4 +58,5 @@ def open_aws(project: Project) -> Backend:
         ),
         bucket=bucket,
         provisioner=AwsProvisioner(project, settings, names),
+        location=lambda name: f"s3://{name or config.storage.bucket}/",
     )

@@ -6,7 +6,9 @@ running `lambda_monitor.handler`). Each role gets AWS's managed policy for its j
 inline policy scoped with ARNs to this account, region and app prefix: an app's queues,
 alarms, log groups, rules and services are the ones whose names start with
 ``app_prefix`` (the default "ds"; pass an app's name to scope to that app alone, or ""
-for any app).
+for any app) — plus the exact queue and log group names a config chose itself (a legacy
+config's ``SQS_DEAD_LETTER_QUEUE = "DeadMessages_Erin"``, its own ``LOG_GROUP_NAME``),
+kept across bootstraps like the buckets.
 
 The policy documents are pure functions (tested alone); `bootstrap` and `destroy` only
 call IAM, SNS, STS and Lambda.
@@ -23,16 +25,15 @@ import platform
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from distributed_something.backends.aws.clients import partition
-from distributed_something.backends.aws.compute import aws_errors, error_code
-from distributed_something.backends.aws.teardown import AwsClients
+from distributed_something.backends.aws.clients import AwsClients, partition
+from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.errors import BackendError, InputError
 from distributed_something.records import META_ROOT
 
@@ -108,67 +109,100 @@ def _bucket_arns(p: str, buckets: Sequence[str], keys: str) -> tuple[list[str], 
     return [f"arn:{p}:s3:::{b}" for b in names], [f"arn:{p}:s3:::{b}/{keys}" for b in names]
 
 
+def _outside(app_prefix: str, names: Sequence[str]) -> list[str]:
+    """The names the ``<prefix>*`` patterns do not already cover, sorted, without repeats."""
+    return sorted({n for n in names if n and not n.startswith(app_prefix)})
+
+
+def _queue_arns(
+    p: str, region: str, account: str, app_prefix: str, queues: Sequence[str]
+) -> list[str]:
+    base = f"arn:{p}:sqs:{region}:{account}:"
+    return [base + f"{app_prefix}*"] + [base + q for q in _outside(app_prefix, queues)]
+
+
+def _log_group_arns(
+    p: str, region: str, account: str, app_prefix: str, groups: Sequence[str], *, streams: bool
+) -> list[str]:
+    base = f"arn:{p}:logs:{region}:{account}:log-group:"
+    arns: list[str] = []
+    for group in [f"{app_prefix}*", *_outside(app_prefix, groups)]:
+        arns.append(base + group)
+        if streams:
+            arns.append(f"{base}{group}:log-stream:*")
+    return arns
+
+
+#: The condition that makes an EC2 statement apply only to the instance the request comes
+#: from: instance-profile credentials carry ``ec2:SourceInstanceARN`` (the instance's ARN),
+#: and ``aws:ARN`` is the ARN of the instance acted on. Credentials from anywhere else (a
+#: task role, a person) have no ec2:SourceInstanceARN, so the statement never applies.
+SELF_ONLY = {"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}}
+
+
 def instance_policy(
-    account: str, region: str, app_prefix: str, buckets: Sequence[str] = ()
+    account: str,
+    region: str,
+    app_prefix: str,
+    buckets: Sequence[str] = (),
+    *,
+    queues: Sequence[str] = (),
+    log_groups: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The inline policy of the ECS instance role (workers without a task role use it).
 
-    Allows: the per-instance idle alarm on alarms named ``<prefix>*`` (with the EC2 reads and
-    the termination of spot fleet instances an alarm's terminate action needs), tagging
-    instances, writing the app's log groups, working the app's queues, and reading/writing
-    objects in ``buckets`` (no S3 access when none are given). Uploads may carry the
-    ``bucket-owner-full-control`` canned ACL (``storage.upload_flags = "--acl
-    bucket-owner-full-control"``): a PutObject with an ACL also needs s3:PutObjectAcl, granted
-    for that ACL only (statement ``OwnerFullControlAcl``), so no other ACL (public-read …)
-    can be set.
+    Allows: the per-instance idle alarm on alarms named ``<prefix>*``, describing instances
+    (the family images read their own), terminating and Name-tagging the instance the request
+    comes from and no other (`SELF_ONLY`; the Name tag only), writing the app's log groups,
+    working the app's queues, and reading/writing objects in ``buckets`` (no S3 access when
+    none are given). Queues are those named ``<prefix>*`` plus ``queues``; log groups those
+    named ``<prefix>*`` plus ``log_groups`` (names a config set itself, such as a legacy
+    per-person dead-letter queue). Uploads may carry the ``bucket-owner-full-control``
+    canned ACL (``storage.upload_flags = "--acl bucket-owner-full-control"``): a PutObject
+    with an ACL also needs s3:PutObjectAcl, granted for that ACL only (statement
+    ``OwnerFullControlAcl``), so no other ACL (public-read …) can be set.
     """
     p, name = partition(region), f"{app_prefix}*"
+    instances = [f"arn:{p}:ec2:{region}:{account}:instance/*"]
     statements = [
         _statement(
             "InstanceAlarms",
-            ["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+            ["cloudwatch:PutMetricAlarm"],  # deleting alarms is the monitor's and cleanup's
             [f"arn:{p}:cloudwatch:{region}:{account}:alarm:{name}"],
         ),
-        _statement(
-            "AlarmActionReads",
-            ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"],
-            ["*"],  # these EC2 reads support no resource scoping
-        ),
+        # The family images' run-worker.sh reads its instance (the owner id for its alarm);
+        # this read supports no resource scoping.
+        _statement("DescribeInstances", ["ec2:DescribeInstances"], ["*"]),
+        # The idle shutdown (and the check PutMetricAlarm makes for a terminate action)
+        # terminates the worker's own instance; a container must not end its neighbours.
         {
-            **_statement(
-                "AlarmTerminatesFleetInstances",
-                ["ec2:TerminateInstances"],
-                [f"arn:{p}:ec2:{region}:{account}:instance/*"],
-            ),
-            # Only instances a spot fleet launched (they carry this AWS tag).
-            "Condition": {"Null": {"ec2:ResourceTag/aws:ec2spot:fleet-request-id": "false"}},
+            **_statement("TerminateOwnInstance", ["ec2:TerminateInstances"], instances),
+            "Condition": SELF_ONLY,
         },
-        _statement("NameTag", ["ec2:CreateTags"], [f"arn:{p}:ec2:{region}:{account}:instance/*"]),
+        {
+            **_statement("NameOwnInstance", ["ec2:CreateTags"], instances),
+            # Only the Name tag: no other tag (ds:app, cost tags) can be rewritten.
+            "Condition": {**SELF_ONLY, "ForAllValues:StringEquals": {"aws:TagKeys": ["Name"]}},
+        },
         _statement(
             "AppLogs",
-            [
-                "logs:CreateLogGroup",
-                "logs:CreateLogStream",
-                "logs:DescribeLogStreams",
-                "logs:PutLogEvents",
-                "logs:PutRetentionPolicy",
-            ],
-            [
-                f"arn:{p}:logs:{region}:{account}:log-group:{name}",
-                f"arn:{p}:logs:{region}:{account}:log-group:{name}:log-stream:*",
-            ],
+            # Setup creates the groups (and their retention) with the operator's rights;
+            # DescribeLogStreams is for the family images' watchtower log handler.
+            ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+            _log_group_arns(p, region, account, app_prefix, log_groups, streams=True),
         ),
         _statement(
             "AppQueues",
+            # Workers never send: tasks are submitted, redriven and re-sent by people and
+            # the monitor.
             [
                 "sqs:ChangeMessageVisibility",
                 "sqs:DeleteMessage",
                 "sqs:GetQueueAttributes",
                 "sqs:GetQueueUrl",
                 "sqs:ReceiveMessage",
-                "sqs:SendMessage",
             ],
-            [f"arn:{p}:sqs:{region}:{account}:{name}"],
+            _queue_arns(p, region, account, app_prefix, queues),
         ),
     ]
     bucket_arns, object_arns = _bucket_arns(p, buckets, "*")
@@ -176,6 +210,15 @@ def instance_policy(
         statements.append(_statement("BucketList", ["s3:ListBucket"], bucket_arns))
         statements.append(
             _statement("BucketObjects", ["s3:GetObject", "s3:PutObject"], object_arns)
+        )
+        # A worker replaces an attempt's open record by its closed one (records.py
+        # close_attempt, close_stale): deletes only in the records area, never outputs.
+        statements.append(
+            _statement(
+                "RunRecordsDelete",
+                ["s3:DeleteObject"],
+                _bucket_arns(p, buckets, f"{META_ROOT}/*")[1],
+            )
         )
         statements.append(
             {
@@ -196,12 +239,15 @@ def monitor_policy(
     *,
     topic_arn: str | None = None,
     function_name: str | None = None,
+    queues: Sequence[str] = (),
+    log_groups: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The inline policy of the monitor function's role: observe, scale and tear down.
 
     Scoped to the app prefix where AWS allows it (queues, services, alarms, dashboards, log
-    groups, rules); the spot fleet, task definition and describe calls support no resource
-    scoping. Reads and writes run state and log exports only under ``_ds/`` of ``buckets``.
+    groups, rules), plus the exact ``queues`` and ``log_groups`` a config named itself; the
+    spot fleet, task definition and describe calls support no resource scoping. Reads and
+    writes run state and log exports only under ``_ds/`` of ``buckets``.
     """
     p, name = partition(region), f"{app_prefix}*"
     object_arns = _bucket_arns(p, buckets, f"{META_ROOT}/*")[1]
@@ -210,15 +256,15 @@ def monitor_policy(
             "AppQueues",
             # Receive/ChangeMessageVisibility read the dead letters and SendMessage re-sends
             # tasks that left the queue without an outcome (monitor/settle.py).
+            # The queue URLs come from the run state: no lookup by name.
             [
                 "sqs:ChangeMessageVisibility",
                 "sqs:DeleteQueue",
                 "sqs:GetQueueAttributes",
-                "sqs:GetQueueUrl",
                 "sqs:ReceiveMessage",
                 "sqs:SendMessage",
             ],
-            [f"arn:{p}:sqs:{region}:{account}:{name}"],
+            _queue_arns(p, region, account, app_prefix, queues),
         ),
         _statement(
             "AppServices",
@@ -232,7 +278,12 @@ def monitor_policy(
         ),
         _statement(
             "TaskDefinitions",
-            ["ecs:DeregisterTaskDefinition", "ecs:ListTaskDefinitions"],
+            # Describe: a teardown resumed after deregistering reads which worker ran.
+            [
+                "ecs:DeregisterTaskDefinition",
+                "ecs:DescribeTaskDefinition",
+                "ecs:ListTaskDefinitions",
+            ],
             ["*"],  # no resource scoping for these
         ),
         _statement(
@@ -266,7 +317,7 @@ def monitor_policy(
         _statement(
             "ExportLogs",
             ["logs:CreateExportTask"],
-            [f"arn:{p}:logs:{region}:{account}:log-group:{name}"],
+            _log_group_arns(p, region, account, app_prefix, log_groups, streams=False),
         ),
         _statement("ExportStatus", ["logs:DescribeExportTasks"], ["*"]),
         _statement(
@@ -357,6 +408,8 @@ def bootstrap(
     app_prefix: str = "ds",
     *,
     buckets: Sequence[str] = (),
+    queues: Sequence[str] = (),
+    log_groups: Sequence[str] = (),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
     role_wait: float = 120.0,
@@ -365,9 +418,13 @@ def bootstrap(
 
     Keys: ``instance_role``, ``instance_profile``, ``spot_fleet_role``, ``monitor_role``,
     ``topic``, ``function``. Safe to run again: existing resources are kept and their
-    policies and code updated. ``buckets`` are the buckets workers and the monitor may use,
-    added to those the roles' inline policies already name (`policy_buckets`): a second app
-    bootstrapped under the same prefix must not take the first app's buckets away.
+    policies and code updated. ``buckets`` are the buckets workers and the monitor may use;
+    ``queues`` and ``log_groups`` the queue, dead-letter queue and log group names of a
+    config (`AwsNames.queue_names`, `AwsNames.log_group_names`); those starting with
+    ``app_prefix`` are covered anyway, the others are granted by exact name. All three are
+    added to what the roles' inline policies already name (`policy_buckets`,
+    `policy_queues`, `policy_log_groups`): a second app bootstrapped under the same prefix
+    must not take the first app's buckets or queues away.
     A new role takes a few seconds to be usable by Lambda: creating the function is retried
     for up to ``role_wait`` seconds of ``clock``.
     """
@@ -375,22 +432,32 @@ def bootstrap(
     names = BootstrapNames(app_prefix)
     region = clients.settings.region
     p = partition(region)
-    with aws_errors("create the account resources for ds"):
+    with aws_call("create the account resources for ds"):
         account = str(clients.sts.get_caller_identity()["Account"])
         topic_arn = str(clients.sns.create_topic(Name=names.topic)["TopicArn"])
-        # PutRolePolicy replaces the whole document: keep every bucket granted before.
-        instance_buckets = _merged_buckets(
-            clients.iam, names.instance_role, names.inline_policy, buckets
-        )
-        monitor_buckets = _merged_buckets(
-            clients.iam, names.monitor_role, names.inline_policy, buckets
-        )
+        # PutRolePolicy replaces the whole document: keep every name granted before.
+        before = [
+            _current_policy(clients.iam, role, names.inline_policy)
+            for role in (names.instance_role, names.monitor_role)
+        ]
+        instance_granted = _merged(before[0], buckets, queues, log_groups)
+        monitor_granted = _merged(before[1], buckets, queues, log_groups)
         instance_role = _ensure_role(
             clients.iam,
             names.instance_role,
             "ec2.amazonaws.com",
             [f"arn:{p}:iam::aws:policy/{INSTANCE_MANAGED_POLICY}"],
-            (names.inline_policy, instance_policy(account, region, app_prefix, instance_buckets)),
+            (
+                names.inline_policy,
+                instance_policy(
+                    account,
+                    region,
+                    app_prefix,
+                    instance_granted.buckets,
+                    queues=instance_granted.queues,
+                    log_groups=instance_granted.log_groups,
+                ),
+            ),
         )
         profile_arn = _ensure_profile(clients.iam, names.instance_profile, names.instance_role)
         fleet_role = _ensure_role(
@@ -404,9 +471,11 @@ def bootstrap(
             account,
             region,
             app_prefix,
-            monitor_buckets,
+            monitor_granted.buckets,
             topic_arn=topic_arn,
             function_name=names.function,
+            queues=monitor_granted.queues,
+            log_groups=monitor_granted.log_groups,
         )
         monitor_role = _ensure_role(
             clients.iam,
@@ -443,7 +512,7 @@ def destroy(clients: AwsClients, app_prefix: str = "ds") -> list[str]:
     """
     names = BootstrapNames(app_prefix)
     removed: list[str] = []
-    with aws_errors("remove the account resources of ds"):
+    with aws_call("remove the account resources of ds"):
         try:
             clients.lambda_.delete_function(FunctionName=names.function)
             removed.append(names.function)
@@ -466,39 +535,103 @@ def destroy(clients: AwsClients, app_prefix: str = "ds") -> list[str]:
 
 
 # --- helpers ------------------------------------------------------------------------------
-def policy_buckets(document: dict[str, Any]) -> list[str]:
-    """The bucket names a policy document's S3 resources name (``arn:<p>:s3:::bucket`` and
-    ``arn:<p>:s3:::bucket/keys``), sorted; wildcards and non-S3 resources are ignored."""
-    found: set[str] = set()
+def _resources(document: dict[str, Any]) -> Iterator[str]:
+    """Every string in the Resource elements of a policy document (malformed parts skipped)."""
     statements = document.get("Statement", [])
     if isinstance(statements, dict):
         statements = [statements]
     for statement in statements if isinstance(statements, list) else []:
         resources = statement.get("Resource", []) if isinstance(statement, dict) else []
         for resource in [resources] if isinstance(resources, str) else resources:
-            if not isinstance(resource, str):
-                continue
-            head, sep, rest = resource.partition(":s3:::")
-            bucket = rest.split("/", 1)[0]
-            if sep and head.startswith("arn:") and bucket and "*" not in bucket:
-                found.add(bucket)
+            if isinstance(resource, str):
+                yield resource
+
+
+def policy_buckets(document: dict[str, Any]) -> list[str]:
+    """The bucket names a policy document's S3 resources name (``arn:<p>:s3:::bucket`` and
+    ``arn:<p>:s3:::bucket/keys``), sorted; wildcards and non-S3 resources are ignored."""
+    found: set[str] = set()
+    for resource in _resources(document):
+        head, sep, rest = resource.partition(":s3:::")
+        bucket = rest.split("/", 1)[0]
+        if sep and head.startswith("arn:") and bucket and "*" not in bucket:
+            found.add(bucket)
     return sorted(found)
 
 
-def _merged_buckets(iam: Any, role: str, policy_name: str, buckets: Sequence[str]) -> list[str]:
-    """``buckets`` plus those the role's current inline policy names (none when the role or
-    the policy does not exist yet)."""
+def policy_queues(document: dict[str, Any]) -> list[str]:
+    """The queue names a policy document's SQS resources name exactly
+    (``arn:<p>:sqs:<region>:<account>:<name>``), sorted; patterns are ignored."""
+    found: set[str] = set()
+    for resource in _resources(document):
+        parts = resource.split(":", 5)
+        is_sqs = len(parts) == 6 and parts[0] == "arn" and parts[2] == "sqs"
+        if is_sqs and parts[5] and not set(parts[5]) & {"*", "?"}:
+            found.add(parts[5])
+    return sorted(found)
+
+
+def policy_log_groups(document: dict[str, Any]) -> list[str]:
+    """The log group names a policy document's CloudWatch Logs resources name exactly
+    (``…:log-group:<name>`` and ``…:log-group:<name>:log-stream:*``), sorted; patterns are
+    ignored."""
+    found: set[str] = set()
+    for resource in _resources(document):
+        head, sep, rest = resource.partition(":log-group:")
+        group = rest.split(":log-stream:", 1)[0]
+        if sep and head.startswith("arn:") and group and not set(group) & {"*", "?", ":"}:
+            found.add(group)
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Granted:
+    """The names a role's inline policy grants by name (beyond the prefix patterns)."""
+
+    buckets: list[str]
+    queues: list[str]
+    log_groups: list[str]
+
+
+def _merged(
+    document: dict[str, Any] | None,
+    buckets: Sequence[str],
+    queues: Sequence[str],
+    log_groups: Sequence[str],
+) -> Granted:
+    """The names given plus those ``document`` (a role's current inline policy) names."""
+    old = document or {}
+
+    def union(found: list[str], given: Sequence[str]) -> list[str]:
+        return sorted(set(found) | {n for n in given if n})
+
+    return Granted(
+        union(policy_buckets(old), buckets),
+        union(policy_queues(old), queues),
+        union(policy_log_groups(old), log_groups),
+    )
+
+
+def _current_policy(iam: Any, role: str, policy_name: str) -> dict[str, Any] | None:
+    """The role's inline policy ``policy_name`` (None when the role or policy is missing)."""
     try:
         document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
     except ClientError as exc:
         if error_code(exc) != "NoSuchEntity":
             raise
-        return sorted(set(b for b in buckets if b))
-    if isinstance(document, str):  # boto3 decodes it; a raw answer is URL-encoded JSON
+        return None
+    return decode_policy(document)
+
+
+def decode_policy(document: Any) -> dict[str, Any]:
+    """A policy document as IAM returned it: boto3 decodes it; a raw answer is URL-encoded
+    JSON text. Anything that is not a JSON object becomes an empty document."""
+    if isinstance(document, str):
         from urllib.parse import unquote
 
-        document = json.loads(unquote(document))
-    return sorted(set(policy_buckets(document)) | set(b for b in buckets if b))
+        text = document if document.lstrip().startswith("{") else unquote(document)
+        document = json.loads(text)
+    return document if isinstance(document, dict) else {}
 
 
 def _ensure_role(

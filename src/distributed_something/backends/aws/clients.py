@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,11 @@ class AwsSettings:
 
 _lock = threading.Lock()
 _sessions: dict[tuple[str | None, str], Any] = {}
+
+#: Called with every client `client` makes, before it is returned. Empty in use; tests add
+#: one (tests/conftest.py ``aws_calls``) that registers a botocore event handler on the
+#: client to record each operation it performs, to check the IAM policies against them.
+client_observers: list[Callable[[Any], None]] = []
 
 
 def _session(settings: AwsSettings) -> Any:
@@ -126,7 +132,10 @@ def client(service: str, settings: AwsSettings) -> Any:
     if settings.endpoint_url:
         kwargs["endpoint_url"] = settings.endpoint_url
     with _lock:
-        return session.client(service, **kwargs)
+        made = session.client(service, **kwargs)
+    for observe in client_observers:
+        observe(made)
+    return made
 
 
 def settings_from(region: str, profile: str | None) -> AwsSettings:
@@ -164,3 +173,65 @@ def first_line(error: BaseException) -> str:
     name when it has none): a parser error carries the whole unparseable page after it."""
     text = str(error).strip()
     return text.splitlines()[0].rstrip(".: ") if text else type(error).__name__
+
+
+@dataclass
+class AwsClients:
+    """boto3 clients for one region/profile, each created on first use.
+
+    Every client comes from `clients.client`, so endpoint and retry settings are the
+    run's. ``lambda_`` is the Lambda client (``lambda`` is a Python keyword).
+    """
+
+    settings: AwsSettings
+    _made: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def get(self, service: str) -> Any:
+        """The client of ``service`` (a boto3 service name), created once."""
+        if service not in self._made:
+            self._made[service] = client(service, self.settings)
+        return self._made[service]
+
+    @property
+    def sqs(self) -> Any:
+        return self.get("sqs")
+
+    @property
+    def ecs(self) -> Any:
+        return self.get("ecs")
+
+    @property
+    def ec2(self) -> Any:
+        return self.get("ec2")
+
+    @property
+    def cloudwatch(self) -> Any:
+        return self.get("cloudwatch")
+
+    @property
+    def logs(self) -> Any:
+        return self.get("logs")
+
+    @property
+    def events(self) -> Any:
+        return self.get("events")
+
+    @property
+    def s3(self) -> Any:
+        return self.get("s3")
+
+    @property
+    def lambda_(self) -> Any:
+        return self.get("lambda")
+
+    @property
+    def iam(self) -> Any:
+        return self.get("iam")
+
+    @property
+    def sns(self) -> Any:
+        return self.get("sns")
+
+    @property
+    def sts(self) -> Any:
+        return self.get("sts")

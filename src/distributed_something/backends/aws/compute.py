@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from distributed_something.backends.aws.clients import (
     AwsSettings,
     client,
-    first_line,
-    unreadable_answers,
 )
+from distributed_something.backends.aws.errors import aws_call, chunks, error_code
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
-from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
 
 #: Error codes meaning "that ECS service or cluster is not there (any more)".
@@ -35,22 +32,6 @@ ECS_GONE = frozenset(
 FLEET_GONE = frozenset({"InvalidSpotFleetRequestId.NotFound", "InvalidSpotFleetRequestId"})
 #: describe_alarms/delete_alarms take at most 100 names per call.
 ALARM_BATCH = 100
-
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ``ClientError`` ("" for anything else)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        error = response.get("Error")
-        if isinstance(error, Mapping):
-            return str(error.get("Code", ""))
-    return ""
-
-
-def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    """``items`` in lists of at most ``size`` (API calls that cap their batch)."""
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def status_from_service(service: Mapping[str, Any] | None, workers_per_task: int) -> ComputeStatus:
@@ -84,10 +65,29 @@ def instance_alarms(cloudwatch: Any, names: AwsNames) -> dict[str, str]:
     return found
 
 
-def delete_alarms(cloudwatch: Any, alarm_names: Sequence[str]) -> None:
-    """Delete alarms by name, 100 per call; names that do not exist are ignored by AWS."""
-    for batch in chunks(sorted(set(alarm_names)), ALARM_BATCH):
-        cloudwatch.delete_alarms(AlarmNames=batch)
+def delete_alarms(cloudwatch: Any, names: Iterable[str]) -> None:
+    """Delete these alarms, 100 per call (the API's limit). Alarms already gone are not an
+    error. Raises BackendError."""
+    for batch in chunks(sorted(set(names)), ALARM_BATCH):
+        if not _delete_batch(cloudwatch, batch):
+            # One missing name fails the whole batch: delete the rest one at a time.
+            for name in batch:
+                _delete_batch(cloudwatch, [name])
+
+
+def _delete_batch(cloudwatch: Any, batch: list[str]) -> bool:
+    """DeleteAlarms on ``batch``; False when AWS answers ResourceNotFound."""
+    from botocore.exceptions import ClientError
+
+    what = f"delete alarm {batch[0]}" + (f" (and {len(batch) - 1} more)" if len(batch) > 1 else "")
+    with aws_call(what, "The role needs cloudwatch:DeleteAlarms."):
+        try:
+            cloudwatch.delete_alarms(AlarmNames=batch)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFound":
+                return False
+            raise
+    return True
 
 
 class FleetStatus(NamedTuple):
@@ -158,7 +158,7 @@ class EcsSpotCompute:
         if int(service.get("desiredCount", -1)) == tasks:
             return False
         resources = self.resources_of()
-        with aws_errors("set the ECS service's desired count"):
+        with aws_call("set the ECS service's desired count"):
             try:
                 self._client("ecs").update_service(
                     cluster=self._cluster(resources),
@@ -189,7 +189,7 @@ class EcsSpotCompute:
         resources = self.resources_of()
         if not resources.service:
             return None
-        with aws_errors("describe the ECS service"):
+        with aws_call("describe the ECS service"):
             try:
                 response = self._client("ecs").describe_services(
                     cluster=self._cluster(resources), services=[resources.service]
@@ -216,7 +216,7 @@ class EcsSpotCompute:
         target = max(n, 0)
         if int(fleet["SpotFleetRequestConfig"].get("TargetCapacity", -1)) == target:
             return False
-        with aws_errors("change the spot fleet's target capacity"):
+        with aws_call("change the spot fleet's target capacity"):
             self._client("ec2").modify_spot_fleet_request(
                 SpotFleetRequestId=self.resources_of().fleet_request_id,
                 TargetCapacity=target,
@@ -231,7 +231,7 @@ class EcsSpotCompute:
             return FleetStatus(0, 0.0, [])
         config = fleet["SpotFleetRequestConfig"]
         ids: list[str] = []
-        with aws_errors("list the spot fleet's instances"):
+        with aws_call("list the spot fleet's instances"):
             try:
                 paginator = self._client("ec2").get_paginator("describe_spot_fleet_instances")
                 for page in paginator.paginate(SpotFleetRequestId=fleet["SpotFleetRequestId"]):
@@ -249,7 +249,7 @@ class EcsSpotCompute:
         Alarms of live instances (running, stopping, …) stay: they are what terminates a
         stalled instance. Returns the deleted alarm names, sorted.
         """
-        with aws_errors("prune the per-instance alarms"):
+        with aws_call("prune the per-instance alarms"):
             alarms = instance_alarms(self._client("cloudwatch"), self.names)
             if not alarms:
                 return []
@@ -285,7 +285,7 @@ class EcsSpotCompute:
 
 def describe_fleet(ec2: Any, fleet_id: str) -> dict[str, Any] | None:
     """The spot fleet request's description, or None when AWS no longer knows it."""
-    with aws_errors("describe the spot fleet request"):
+    with aws_call("describe the spot fleet request"):
         try:
             response = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[fleet_id])
         except ClientError as exc:
@@ -294,19 +294,3 @@ def describe_fleet(ec2: Any, fleet_id: str) -> dict[str, Any] | None:
             raise
     configs: list[dict[str, Any]] = response.get("SpotFleetRequestConfigs", [])
     return configs[0] if configs else None
-
-
-@contextmanager
-def aws_errors(doing: str) -> Iterator[None]:
-    """Turn botocore failures inside the block into a one-line `BackendError`.
-
-    ``doing`` completes "could not …" (e.g. "describe the ECS service").
-    """
-    try:
-        yield
-    except (ClientError, BotoCoreError, *unreadable_answers()) as exc:
-        # A parser error (an HTML page from a proxy) carries the whole page: first line only.
-        raise BackendError(
-            f"AWS: could not {doing}: {first_line(exc)}. Check the AWS credentials, "
-            "region and permissions, then run the command again"
-        ) from exc

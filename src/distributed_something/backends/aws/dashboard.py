@@ -8,8 +8,8 @@ from typing import Any
 from rich.markup import escape
 
 from distributed_something import ui
+from distributed_something.backends.aws.errors import aws_call
 from distributed_something.backends.aws.resources import AwsNames
-from distributed_something.backends.aws.setup import aws_call
 from distributed_something.config.model import Config
 
 #: Seconds per data point of the metric widgets (SQS and ECS publish every minute).

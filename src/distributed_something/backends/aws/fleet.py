@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distributed_something.backends.aws.clients import unreadable_answers
+from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.resources import AwsNames
-from distributed_something.backends.aws.setup import aws_call, error_code
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
 

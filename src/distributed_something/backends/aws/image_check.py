@@ -95,3 +95,20 @@ def check_run_image(config: Config) -> None:
     ``aws`` with a recipe; without one the image's own entrypoint runs). Raises `InputError`."""
     if config.backend == "aws" and config.recipe.name is not None:
         check_worker_image(config.image)
+
+
+def family_worker_note(config: Config) -> str | None:
+    """A one-line note when a run leaves the tasks to a family image's own worker (no
+    recipe) on AWS: that worker mounts the buckets with s3fs, which needs a privileged
+    container and keys in the task definition; ds gives neither (keys never go into task
+    definitions), so its tasks are likely to fail. None otherwise."""
+    if config.backend != "aws" or config.recipe.name is not None or not family_image(config.image):
+        return None
+    recipe = split_image(config.image)[1].rsplit("/", 1)[-1].removeprefix("distributed-")
+    recipe = {"omezarrcreator": "omezarr"}.get(recipe, recipe)
+    return (
+        f"{config.image} will run its own worker, which mounts the buckets with s3fs: that "
+        "needs a privileged container and access keys in the task definition, and ds puts "
+        "neither there. Fix: build an image with ds in it "
+        f"(`{build_command(config.image)}`), set DOCKERHUB_TAG to it and RECIPE = '{recipe}'"
+    )

@@ -4,11 +4,15 @@
 - `InterruptionWatcher`: polls for a spot interruption notice and tells the worker once.
 - `ResourceLogger`: logs disk, memory and CPU use of the machine at an interval.
 - `tag_instance_name`, `ensure_idle_alarm`: the instance's Name tag and its idle-CPU alarm
-  (terminates a stalled instance); `alarms_of_terminated` and `delete_alarms` clean up the
-  alarms of instances that are gone; `terminate_instance` (the idle shutdown's last step).
+  (terminates a stalled instance); `alarms_of_terminated` finds the alarms of instances
+  that are gone (`compute.delete_alarms` deletes them); `terminate_instance` (the idle
+  shutdown's last step).
 
 Everything here also works off EC2: `imds_from_env` returns None when there is no metadata
-service, and the threads never raise.
+service, and the threads never raise. `find_imds` also tells "not on EC2" from "on EC2, but
+the IMDSv2 token request gets no answer" (a container behind bridge networking on an
+instance whose PUT response hop limit is 1): the second leaves the spot watcher, the idle
+shutdown and the idle alarm off, so it must be said loudly (`HOP_LIMIT_PROBLEM`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from distributed_something.backends.aws.clients import first_line, partition, unreadable_answers
+from distributed_something.backends.aws.clients import partition
+from distributed_something.backends.aws.errors import call, chunks
 from distributed_something.background import BackgroundThread
 from distributed_something.errors import BackendError
 
@@ -38,6 +44,38 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 
 # Seconds before a token's expiry at which a new one is fetched, so a request never races it.
 _TOKEN_MARGIN = 60.0
+
+#: What a worker logs (once, as a WARNING) when the instance has a metadata service but the
+#: IMDSv2 token request times out: the cause and the two fixes.
+HOP_LIMIT_PROBLEM = (
+    "instance metadata unreachable from this container: the IMDSv2 token request timed out "
+    "while the metadata service answers, so the instance's PUT response hop limit is 1 "
+    "(containers on bridge networking need 2); spot interruption notices, the idle "
+    "shutdown and the idle-CPU alarm are OFF. Fix: `aws ec2 modify-instance-metadata-options "
+    "--instance-id <id> --http-put-response-hop-limit 2 --http-endpoint enabled` (or in the "
+    "fleet file's launch specification / AMI), or use the ECS-optimized AMI (hop limit 2)"
+)
+
+
+#: The same, in an ECS task whose metadata service answers nothing at all: the hop limit is
+#: the usual cause, a disabled metadata endpoint the other.
+ECS_NO_METADATA_PROBLEM = (
+    "instance metadata unreachable from this ECS task: the IMDSv2 token request timed out "
+    "(the instance's PUT response hop limit is 1 — containers on bridge networking need 2 — "
+    "or its metadata endpoint is disabled); spot interruption notices, the idle shutdown "
+    "and the idle-CPU alarm are OFF. Fix: `aws ec2 modify-instance-metadata-options "
+    "--instance-id <id> --http-put-response-hop-limit 2 --http-endpoint enabled`, or use the "
+    "ECS-optimized AMI (hop limit 2)"
+)
+
+
+class TokenUnanswered(BackendError):
+    """The IMDSv2 token request (PUT) got no HTTP answer; ``timed_out`` when it timed out
+    (rather than being refused)."""
+
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 # --- instance metadata (IMDSv2) -------------------------------------------------------------
@@ -132,10 +170,22 @@ class Imds:
                 )
             return self._token
 
+    def answers(self) -> bool:
+        """Whether anything answers a plain GET of /latest/meta-data/ with an HTTP status
+        (401 when IMDSv2 is required): a metadata service is there. Never raises."""
+        try:
+            self._request("GET", "/latest/meta-data/", {})
+        except BackendError:
+            return False
+        return True
+
     def _fetch_token(self) -> str:
-        status, body = self._request(
-            "PUT", TOKEN_PATH, {"X-aws-ec2-metadata-token-ttl-seconds": str(self.token_ttl)}
-        )
+        try:
+            status, body = self._request(
+                "PUT", TOKEN_PATH, {"X-aws-ec2-metadata-token-ttl-seconds": str(self.token_ttl)}
+            )
+        except _Unanswered as exc:
+            raise TokenUnanswered(str(exc), timed_out=exc.timed_out) from None
         if status != 200 or not body:
             raise BackendError(
                 f"instance metadata at {self.base_url} gave no IMDSv2 token (HTTP {status}); "
@@ -153,30 +203,64 @@ class Imds:
             return int(exc.code), ""
         except (OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
-            raise BackendError(
-                f"instance metadata at {self.base_url} did not answer {method} {path}: {reason}"
+            raise _Unanswered(
+                f"instance metadata at {self.base_url} did not answer {method} {path}: {reason}",
+                timed_out=isinstance(reason, TimeoutError) or "timed out" in str(reason),
             ) from None
 
 
-def imds_from_env(*, timeout: float = 2.0) -> Imds | None:
-    """The metadata service of this machine, or None when there is none.
+class _Unanswered(BackendError):
+    """A metadata request got no HTTP answer at all."""
+
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+@dataclass(frozen=True)
+class ImdsLookup:
+    """What `find_imds` found: the service (None when unusable) and, when this is an EC2
+    instance whose metadata the container cannot use, the one-line ``problem`` to log."""
+
+    imds: Imds | None
+    problem: str | None = None
+
+
+def find_imds(*, timeout: float = 2.0) -> ImdsLookup:
+    """The metadata service of this machine, and why it cannot be used when it is there.
 
     The URL is ``DS_METADATA_URL`` when set (tests point it at a loopback server), else the
     link-local EC2 address — unless ``AWS_EC2_METADATA_DISABLED`` is "true". The service must
-    answer a token request and the instance id within ``timeout`` seconds; if it does not
-    (not on EC2), None, so the worker runs without instance features.
+    answer a token request and the instance id within ``timeout`` seconds. If the token
+    request times out while a plain GET is answered, the instance's hop limit is too low for
+    this container: ``problem`` is `HOP_LIMIT_PROBLEM`; if nothing answers in an ECS task
+    (``ECS_CONTAINER_METADATA_URI_V4``), `ECS_NO_METADATA_PROBLEM`. Otherwise (not on EC2)
+    no problem.
     """
     url = os.environ.get("DS_METADATA_URL", "").strip()
     disabled = os.environ.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true"
     if not url and disabled:
-        return None
+        return ImdsLookup(None)
     imds = Imds(url or DEFAULT_METADATA_URL, timeout=timeout)
     try:
         imds.instance_id()
+    except TokenUnanswered as exc:
+        if exc.timed_out and imds.answers():
+            return ImdsLookup(None, HOP_LIMIT_PROBLEM)
+        if exc.timed_out and os.environ.get("ECS_CONTAINER_METADATA_URI_V4", "").strip():
+            return ImdsLookup(None, ECS_NO_METADATA_PROBLEM)
+        log.info("no instance metadata service: %s", exc)
+        return ImdsLookup(None)
     except BackendError as exc:
         log.info("no instance metadata service: %s", exc)
-        return None
-    return imds
+        return ImdsLookup(None)
+    return ImdsLookup(imds)
+
+
+def imds_from_env(*, timeout: float = 2.0) -> Imds | None:
+    """The metadata service of this machine, or None when there is none or it cannot be
+    used (`find_imds`, without its diagnosis)."""
+    return find_imds(timeout=timeout).imds
 
 
 # --- spot interruption ------------------------------------------------------------------------
@@ -386,22 +470,12 @@ class ResourceLogger(BackgroundThread):
 # --- tags and alarms ------------------------------------------------------------------------
 
 
-def _call(what: str, fix: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call one AWS API; a failure becomes a one-line BackendError saying what failed."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return fn(**kwargs)
-    except (ClientError, BotoCoreError, *unreadable_answers()) as exc:
-        raise BackendError(f"could not {what}: {first_line(exc)}. {fix}") from None
-
-
 def tag_instance_name(ec2: Any, instance_id: str, name: str) -> None:
     """Set the instance's Name tag (what the EC2 console shows). Raises BackendError."""
-    _call(
+    call(
         f"tag instance {instance_id} with Name={name}",
-        "The instance role needs ec2:CreateTags.",
         ec2.create_tags,
+        fix="The instance role needs ec2:CreateTags.",
         Resources=[instance_id],
         Tags=[{"Key": "Name", "Value": name}],
     )
@@ -410,10 +484,10 @@ def tag_instance_name(ec2: Any, instance_id: str, name: str) -> None:
 def terminate_instance(ec2: Any, instance_id: str) -> None:
     """Ask EC2 to terminate ``instance_id`` (a worker's own instance, when idle). Raises
     BackendError naming the permission it needs."""
-    _call(
+    call(
         f"terminate instance {instance_id}",
-        "The task role (or the instance role, without one) needs ec2:TerminateInstances.",
         ec2.terminate_instances,
+        fix="The task role (or the instance role, without one) needs ec2:TerminateInstances.",
         InstanceIds=[instance_id],
     )
 
@@ -446,10 +520,10 @@ def ensure_idle_alarm(
     """
     if minutes < 1:
         raise ValueError("minutes must be at least 1")
-    _call(
+    call(
         f"create the idle alarm {alarm_name}",
-        "The instance role needs cloudwatch:PutMetricAlarm.",
         cloudwatch.put_metric_alarm,
+        fix="The instance role needs cloudwatch:PutMetricAlarm.",
         AlarmName=alarm_name,
         AlarmDescription=(
             f"Terminates {instance_id} after {minutes} min below {threshold_percent}% CPU "
@@ -468,11 +542,6 @@ def ensure_idle_alarm(
     )
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
 # States from which an instance never runs again: its alarm only costs money.
 _GONE_STATES = frozenset({"shutting-down", "terminated"})
 
@@ -486,10 +555,10 @@ def alarms_of_terminated(cloudwatch: Any, ec2: Any, prefix: str) -> list[str]:
     """
     by_instance: dict[str, list[str]] = {}
     paginator = cloudwatch.get_paginator("describe_alarms")
-    pages = _call(
+    pages = call(
         f"list the alarms starting with {prefix!r}",
-        "The role needs cloudwatch:DescribeAlarms.",
         lambda: list(paginator.paginate(AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"])),
+        fix="The role needs cloudwatch:DescribeAlarms.",
     )
     for page in pages:
         for alarm in page.get("MetricAlarms", []):
@@ -514,44 +583,16 @@ def _instance_states(ec2: Any, instance_ids: Sequence[str]) -> dict[str, str]:
     """
     states: dict[str, str] = {}
     paginator = ec2.get_paginator("describe_instances")
-    for batch in _chunks(instance_ids, 100):
-        pages = _call(
+    for batch in chunks(instance_ids, 100):
+        pages = call(
             "look up the instances of the alarms",
-            "The role needs ec2:DescribeInstances.",
             lambda batch=batch: list(
                 paginator.paginate(Filters=[{"Name": "instance-id", "Values": batch}])
             ),
+            fix="The role needs ec2:DescribeInstances.",
         )
         for page in pages:
             for reservation in page.get("Reservations", []):
                 for instance in reservation.get("Instances", []):
                     states[instance["InstanceId"]] = instance["State"]["Name"]
     return states
-
-
-def delete_alarms(cloudwatch: Any, names: Iterable[str]) -> None:
-    """Delete these alarms, 100 per call (the API's limit). Alarms already gone are not an
-    error. Raises BackendError."""
-    for batch in _chunks(sorted(set(names)), 100):
-        if not _delete_batch(cloudwatch, batch):
-            # One missing name fails the whole batch: delete the rest one at a time.
-            for name in batch:
-                _delete_batch(cloudwatch, [name])
-
-
-def _delete_batch(cloudwatch: Any, batch: list[str]) -> bool:
-    """DeleteAlarms on ``batch``; False when AWS answers ResourceNotFound."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        cloudwatch.delete_alarms(AlarmNames=batch)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFound":
-            return False
-        raise BackendError(
-            f"could not delete alarm {batch[0]} (and {len(batch) - 1} more): {exc}. "
-            "The role needs cloudwatch:DeleteAlarms."
-        ) from None
-    except (BotoCoreError, *unreadable_answers()) as exc:
-        raise BackendError(f"could not delete alarm {batch[0]}: {first_line(exc)}") from None
-    return True

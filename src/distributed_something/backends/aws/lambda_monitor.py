@@ -43,17 +43,13 @@ from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
-from distributed_something.backends.aws.clients import AwsSettings
-from distributed_something.backends.aws.compute import (
-    EcsSpotCompute,
-    aws_errors,
-    error_code,
-    status_from_service,
-)
+from distributed_something.backends.aws.clients import AwsClients, AwsSettings
+from distributed_something.backends.aws.compute import EcsSpotCompute, status_from_service
+from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.aws.sqs_queue import SqsQueue
-from distributed_something.backends.aws.teardown import SQS_GONE, AwsClients, teardown
+from distributed_something.backends.aws.teardown import SQS_GONE, teardown
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError, InputError
 from distributed_something.interfaces.compute import ComputeStatus
@@ -381,7 +377,7 @@ def monitor_once(
 
 # --- helpers ------------------------------------------------------------------------------
 def _load_state(clients: AwsClients, settings: MonitorSettings) -> RunState | None:
-    with aws_errors(f"read the run state s3://{settings.state_bucket}/{settings.state_key}"):
+    with aws_call(f"read the run state s3://{settings.state_bucket}/{settings.state_key}"):
         try:
             body = clients.s3.get_object(Bucket=settings.state_bucket, Key=settings.state_key)
         except ClientError as exc:
@@ -393,7 +389,7 @@ def _load_state(clients: AwsClients, settings: MonitorSettings) -> RunState | No
 
 
 def _save_state(clients: AwsClients, settings: MonitorSettings, state: RunState) -> None:
-    with aws_errors(f"write the run state s3://{settings.state_bucket}/{settings.state_key}"):
+    with aws_call(f"write the run state s3://{settings.state_bucket}/{settings.state_key}"):
         clients.s3.put_object(
             Bucket=settings.state_bucket,
             Key=settings.state_key,
@@ -405,7 +401,7 @@ def _save_state(clients: AwsClients, settings: MonitorSettings, state: RunState)
 def _queue_attributes(clients: AwsClients, url: str | None) -> dict[str, str] | None:
     if not url:
         return None
-    with aws_errors("read the queue's counts"):
+    with aws_call("read the queue's counts"):
         try:
             response = clients.sqs.get_queue_attributes(
                 QueueUrl=url, AttributeNames=_QUEUE_ATTRIBUTES
@@ -427,7 +423,7 @@ def _notify(
         f"ds: run {state.run_id} of {settings.app_name} finished and its AWS resources were "
         f"cleaned up; {counts.dead} task(s) in the dead-letter queue (see `ds dead list`)."
     )
-    with aws_errors("publish the end-of-run notice"):
+    with aws_call("publish the end-of-run notice"):
         clients.sns.publish(
             TopicArn=settings.topic_arn, Subject=f"ds: {settings.app_name} done", Message=message
         )

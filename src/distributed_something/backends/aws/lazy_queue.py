@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
-from distributed_something.backends.aws.sqs_queue import SqsQueue
-from distributed_something.errors import BackendError
+from distributed_something.backends.aws.sqs_queue import QUEUE_GONE_CODES, SqsQueue
+from distributed_something.errors import BackendError, QueueGone
 from distributed_something.interfaces.queue import DeadTask, Message, QueueCounts
 
 
@@ -16,7 +16,8 @@ class LazySqsQueue:
     """A `Queue` that resolves the job and dead-letter queue URLs when first used.
 
     URLs come from ``SQS_QUEUE_URL`` (a worker's task definition), else the run state, else a
-    lookup by exact name.
+    lookup by exact name. A queue that does not exist (any more) raises `QueueGone`, at the
+    lookup or at the first call.
     """
 
     def __init__(
@@ -48,13 +49,26 @@ class LazySqsQueue:
         return self._queue
 
     def _lookup(self, name: str) -> str:
+        """The URL of the queue named ``name``. Raises `QueueGone` when SQS says there is
+        no such queue, `BackendError` when the lookup fails otherwise."""
         sqs = client("sqs", self.settings)
         try:
             url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         except Exception as exc:  # noqa: BLE001 - any failure means: not there (yet)
-            raise BackendError(
-                f"SQS queue {name} not found in {self.settings.region} ({exc}); run `ds setup`"
-            ) from None
+            text = f"SQS queue {name} not found in {self.settings.region} ({exc}); run `ds setup`"
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if str(code).removeprefix("AWS.SimpleQueueService.") in QUEUE_GONE_CODES:
+                # A worker started after cleanup: not a failure to retry, the run is over.
+                raise QueueGone(text) from None
+            if code in ("AccessDenied", "AccessDeniedException"):
+                # Not "run ds setup": the queue may well exist, the role may not use its name
+                # (a legacy per-person dead-letter queue outside the bootstrap prefix).
+                raise BackendError(
+                    f"not allowed to look up SQS queue {name} in {self.settings.region} "
+                    f"({code}): the role's policy does not cover this name; run `ds aws "
+                    "bootstrap` again with this config (it grants the config's queue names)"
+                ) from None
+            raise BackendError(text) from None
         return url
 
     def send_batch(self, items: Sequence[tuple[str, str]]) -> int:

@@ -14,12 +14,13 @@ from typing import Any
 from distributed_something.backends.aws import dashboard as dash
 from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws import setup as create
-from distributed_something.backends.aws.clients import AwsSettings, client
+from distributed_something.backends.aws.clients import AwsClients, AwsSettings, client
+from distributed_something.backends.aws.policy_check import coverage_warning
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.role_check import check_task_role
 from distributed_something.backends.aws.schedule import schedule_monitor
 from distributed_something.backends.aws.taskenv import task_environment, task_role_arn
-from distributed_something.backends.aws.teardown import AwsClients, teardown
+from distributed_something.backends.aws.teardown import teardown
 from distributed_something.errors import BackendError, InputError
 from distributed_something.project import Project
 from distributed_something.state import RunState
@@ -106,6 +107,9 @@ class AwsProvisioner:
                 )
                 if warning:
                     info(f"[yellow]warning:[/] {warning}")
+        coverage = coverage_warning(config, self.settings)
+        if coverage:
+            info(f"[yellow]warning:[/] {coverage}")
 
     def _profile_name(self) -> str:
         return self.settings.profile or os.environ.get("AWS_PROFILE") or "default"

@@ -7,6 +7,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from distributed_something.config.model import Config
+from distributed_something.records import META_ROOT
+
+#: The family's run.py exported each log group to ``exportedlogs/<LOG_GROUP_NAME>``.
+FAMILY_EXPORT_ROOT = "exportedlogs"
 
 
 class AwsNames:
@@ -24,14 +28,43 @@ class AwsNames:
         self.log_group = config.aws.log_group_name or app
         #: the per-instance log group (the family's "<LOG_GROUP_NAME>_perInstance")
         self.instance_log_group = f"{self.log_group}_perInstance"
+        #: where the containers' own output goes (the awslogs driver): the per-instance
+        #: group, as the family's run.py set it, so `log_group` holds only task streams
+        self.container_log_group = self.instance_log_group
         self.dashboard = f"{app}Dashboard"
         self.monitor_file = f"files/{app}SpotFleetRequestId.json"
         self.alarm_prefix = f"{app}_"
         self.tag = {"Key": "ds:app", "Value": app}
 
+    @property
+    def queue_names(self) -> tuple[str, str]:
+        """The job queue and the dead-letter queue: what workers and the monitor use, so
+        what `ds aws bootstrap` must grant (a legacy config names its own, e.g.
+        ``DeadMessages_Erin``, outside any prefix)."""
+        return (self.queue, self.dead_letter_queue)
+
+    @property
+    def log_group_names(self) -> tuple[str, str]:
+        """The app's log group and its per-instance group (written by workers, exported by
+        the monitor's teardown)."""
+        return (self.log_group, self.instance_log_group)
+
     def instance_alarm(self, instance_id: str) -> str:
         """The idle-CPU alarm of one instance."""
         return f"{self.alarm_prefix}{instance_id}"
+
+    def log_export_prefix(self, group: str, run_id: str, *, family: bool) -> str:
+        """Where cleanup exports log group ``group`` in the bucket (CloudWatch adds
+        ``/<export task id>/<stream>/…`` below it, so runs never overwrite each other).
+
+        ``family`` (the family's image ran its own worker, as with run.py): the family's
+        ``exportedlogs/<group>``. Otherwise the run's records area,
+        ``_ds/<app>/runs/<run id>/logs-export/<group>``.
+        """
+        name = group.strip("/")
+        if family:
+            return f"{FAMILY_EXPORT_ROOT}/{name}"
+        return f"{META_ROOT}/{self.app}/runs/{run_id}/logs-export/{name}"
 
 
 class AwsResources(BaseModel):
@@ -62,6 +95,10 @@ class AwsResources(BaseModel):
     #: cleanup steps already done (teardown resumes after the last one)
     cleaned: list[str] = Field(default_factory=list)
     export_tasks: list[str] = Field(default_factory=list)
+    #: whether the run's containers ran the image's own worker (the family's images: no
+    #: ``ds worker`` entryPoint), noted by cleanup as it deregisters the task definitions;
+    #: their logs are then exported where the family's run.py put them (None: not known)
+    family_worker: bool | None = None
 
     @classmethod
     def of(cls, resources: dict[str, Any]) -> AwsResources:

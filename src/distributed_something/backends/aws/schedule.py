@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.lambda_monitor import MonitorSettings
 from distributed_something.backends.aws.resources import AwsNames
-from distributed_something.backends.aws.setup import aws_call, error_code
 from distributed_something.backends.aws.teardown import (
     MONITOR_FUNCTION,
     MONITOR_PERMISSION,

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-from distributed_something.backends.aws.clients import first_line, unreadable_answers
+from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.idle import (
     CONTAINER_DIR,
     HOST_DIR,
@@ -39,35 +38,6 @@ WORKER_ENTRYPOINT = ["ds", "worker"]
 #: Seconds ECS waits between SIGTERM and SIGKILL (the EC2 maximum): a worker hands its task
 #: back at once, but an upload in progress gets the whole two-minute spot notice.
 STOP_TIMEOUT = 120
-
-
-@contextmanager
-def aws_call(what: str) -> Iterator[None]:
-    """Turn an AWS failure inside the block into a one-line `BackendError` about ``what``."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    try:
-        yield
-    except NoCredentialsError:
-        raise BackendError(
-            f"could not {what}: no AWS credentials found. Set aws.profile (AWS_PROFILE) to a "
-            "profile of your AWS config, or run where a role provides credentials"
-        ) from None
-    except ClientError as error:
-        raise BackendError(f"could not {what}: {error_text(error)}") from None
-    except (BotoCoreError, *unreadable_answers()) as error:
-        raise BackendError(f"could not {what}: {first_line(error)}") from None
-
-
-def error_text(error: Any) -> str:
-    """``Code: message`` of a botocore ClientError."""
-    info = error.response.get("Error", {})
-    return f"{info.get('Code', 'Error')}: {info.get('Message', str(error))}"
-
-
-def error_code(error: Any) -> str:
-    """The error code of a botocore ClientError ("" when none)."""
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def check_setup_inputs(config: Config) -> None:
@@ -263,7 +233,7 @@ def register_task_definition(
         "logConfiguration": {
             "logDriver": "awslogs",
             "options": {
-                "awslogs-group": names.log_group,
+                "awslogs-group": names.container_log_group,
                 "awslogs-region": config.aws.region,
                 "awslogs-stream-prefix": names.app,
             },

@@ -27,7 +27,8 @@ from distributed_something.backends.aws.clients import (
     first_line,
     unreadable_answers,
 )
-from distributed_something.errors import BackendError
+from distributed_something.backends.aws.errors import chunks
+from distributed_something.errors import BackendError, QueueGone
 from distributed_something.interfaces.queue import DeadTask, Message, QueueCounts
 from distributed_something.jobs.model import MAX_MESSAGE_BYTES, task_id_of
 from distributed_something.worker.heartbeat import LeaseEnding
@@ -64,6 +65,8 @@ _SQS_CODE_PREFIX = "AWS.SimpleQueueService."
 # ChangeMessageVisibility/DeleteMessage with a handle whose lease is gone: the message was
 # deleted, moved to the dead-letter queue, or is not in flight any more.
 _LEASE_LOST_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight"})
+#: SQS's codes (without the prefix) for a queue that does not exist: deleted, or never made.
+QUEUE_GONE_CODES = frozenset({"NonExistentQueue", "QueueDoesNotExist"})
 # Codes whose fix is the same for every operation.
 _HINTS = {
     "AccessDenied": "check the IAM permissions of the profile or task role",
@@ -106,6 +109,35 @@ class SqsError(BackendError):
         )
 
 
+class SqsQueueGone(SqsError, QueueGone):
+    """An SQS call found its queue gone (`QUEUE_GONE_CODES`): the run is over."""
+
+
+# Bodies of recently received messages, by task id: the task log's stream is named from
+# the task's metadata (task_logs.family_stream_name), and its factory is only given the
+# task id. A task id is the hash of its body, so whichever queue object received it, the
+# body is the same; bounded, as a worker holds one message at a time.
+_BODIES_KEPT = 256
+_bodies: dict[str, str] = {}
+_bodies_lock = threading.Lock()
+
+
+def received_body(task_id: str) -> str | None:
+    """The body of a message with task id ``task_id`` that an `SqsQueue` of this process
+    received lately (the last `_BODIES_KEPT` task ids), or None."""
+    with _bodies_lock:
+        return _bodies.get(task_id)
+
+
+def _remember_bodies(messages: Sequence[Message]) -> None:
+    with _bodies_lock:
+        for message in messages:
+            _bodies.pop(message.task_id, None)
+            _bodies[message.task_id] = message.body
+        while len(_bodies) > _BODIES_KEPT:
+            del _bodies[next(iter(_bodies))]
+
+
 def _queue_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
@@ -127,9 +159,9 @@ def _ceiling_text(message: Message) -> str:
     )
 
 
-def _chunks(items: Sequence[_T], size: int = BATCH_SIZE) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def chunks_of_ten(items: Sequence[_T]) -> Iterator[list[_T]]:
+    """``items`` in SQS batches (at most `BATCH_SIZE` entries)."""
+    return chunks(items, BATCH_SIZE)
 
 
 def _entry_bytes(entry: dict[str, Any]) -> int:
@@ -205,7 +237,8 @@ class SqsQueue:
     ``release`` cannot keep the error (DeadTask.error is ""); SQS may accept the receipt
     handle of an earlier receive of a message, so a stale handle can act on a newer lease;
     counts are approximate. Every AWS failure raises `BackendError` (an `SqsError`) naming
-    the operation and queue. Safe to share between threads and processes.
+    the operation and queue; a queue that does not exist (any more) raises `QueueGone`
+    (an `SqsQueueGone`). Safe to share between threads and processes.
     """
 
     def __init__(
@@ -254,6 +287,8 @@ class SqsQueue:
             detail = str(info.get("Message") or "")
             hint = _HINTS.get(code)
             text = f"{where}: {code}: {detail}" + (f" ({hint})" if hint else "")
+            if code in QUEUE_GONE_CODES:
+                raise SqsQueueGone(text, code, detail) from error
             raise SqsError(text, code, detail) from error
         except BotoCoreError as error:
             raise SqsError(f"{where}: {error}") from error
@@ -391,6 +426,7 @@ class SqsQueue:
         started = self._clock()
         raw = self._receive_raw(self.queue_url, max_messages, _seconds(lease_seconds))
         messages = [self._message(item) for item in raw]
+        _remember_bodies(messages)
         with self._received_lock:
             for message in messages:
                 self._received_at[message.handle] = started
@@ -546,7 +582,7 @@ class SqsQueue:
         Best effort: a message this fails for becomes visible on its own when the short
         listing lease ends, so a failure here must not hide the caller's result or error.
         """
-        for chunk in _chunks(messages):
+        for chunk in chunks_of_ten(messages):
             with suppress(SqsError):
                 self._call(
                     "ChangeMessageVisibilityBatch",
@@ -626,7 +662,7 @@ class SqsQueue:
         chosen = [raw for raw in messages if self._message(raw).task_id in wanted]
         dropped: set[str] = set()
         try:
-            for chunk in _chunks(chosen):
+            for chunk in chunks_of_ten(chosen):
                 self._delete_dead(chunk)
                 dropped.update(raw["MessageId"] for raw in chunk)
         finally:

@@ -8,13 +8,22 @@ runs, `CloudWatchTaskLog` tails that file and sends new lines to a log stream, s
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from distributed_something.errors import InputError
+
 log = logging.getLogger("ds.task_logs")
+
+#: CloudWatch Logs: a stream name has 1–512 characters and no ':' or '*'.
+MAX_STREAM_NAME = 512
+# ':' and '*' are refused by CloudWatch; control characters would garble the console.
+# Each becomes '.', as the family's Fiji worker did for '*'.
+_NOT_IN_STREAM_NAMES = re.compile(r"[:*\x00-\x1f\x7f]")
 
 #: PutLogEvents limits: events per call, bytes per call (message bytes + 26 per event),
 #: bytes per event, and the time span of one call.
@@ -66,6 +75,64 @@ def batches(events: Iterable[tuple[int, str]]) -> Iterator[list[dict[str, Any]]]
         size += cost
     if batch:
         yield batch
+
+
+def family_stream_name(body: Mapping[str, Any]) -> str | None:
+    """The name the family's worker gave the log stream of the task with this message body,
+    or None when its job format had none.
+
+    - DCP (``Metadata`` as ``"k=v,k=v"`` or a ``--print-groups`` dict): cp-worker.py's
+      metadata id, the values joined with ``-`` (``Plate1-A01``), or ``output_structure``
+      with each key replaced by its value (``Plate1/A01``);
+    - DF (``Metadata`` beside ``shared_metadata`` or ``output_file_location``): fiji-worker.py's
+      ``k='v', k='v'``;
+    - DOZC (``plate``): the plate's name, as B2R-worker.py;
+    - DS ``group`` and CSV rows: None (the DS template named no stream).
+
+    A value the family's worker could not have read either (a malformed ``Metadata``) gives
+    None. The name is as the family wrote it: `task_stream_name` makes it a valid one.
+    """
+    # Imported here: the recipe module is large and only this needs it.
+    from distributed_something.recipes.cellprofiler import metadata_id, parse_metadata
+
+    if "Metadata" in body:
+        metadata = body["Metadata"]
+        if "shared_metadata" in body or "output_file_location" in body:
+            if not isinstance(metadata, Mapping) or not metadata:
+                return None
+            return ", ".join(f"{key}='{value}'" for key, value in metadata.items())
+        try:
+            pairs = parse_metadata(metadata)
+        except InputError:
+            return None
+        structure = body.get("output_structure")
+        return metadata_id(pairs, structure if isinstance(structure, str) else "")
+    if "plate" in body:
+        plate = body["plate"]
+        if isinstance(plate, Mapping):
+            plate = plate.get("name")
+        if isinstance(plate, bool) or not isinstance(plate, str | int):
+            return None
+        return str(plate)
+    return None
+
+
+def task_stream_name(task_id: str, attempt: int, body: Mapping[str, Any] | None = None) -> str:
+    """The log stream of one attempt of a task: ``<name>/<task id>-<attempt>``, where
+    ``<name>`` is the family's name for the task (`family_stream_name` of its message
+    ``body``), else ``<task id>-<attempt>`` (attempt as 4 digits).
+
+    The task id and attempt make every attempt's stream its own, across runs too. The
+    name is made valid for CloudWatch: ':', '*' and control characters become '.', and it
+    is cut so the whole stays within 512 characters.
+    """
+    own = f"{task_id}-{attempt:04d}"
+    name = family_stream_name(body) if body is not None else None
+    if not name:
+        return own[:MAX_STREAM_NAME]
+    clean = _NOT_IN_STREAM_NAMES.sub(".", name).strip()
+    clean = clean[: max(MAX_STREAM_NAME - len(own) - 1, 0)].rstrip("/")
+    return f"{clean}/{own}" if clean else own[:MAX_STREAM_NAME]
 
 
 class CloudWatchTaskLog:

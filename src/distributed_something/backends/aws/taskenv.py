@@ -2,7 +2,10 @@
 
 The environment carries run settings only — never a credential (DESIGN §6). The family's
 run.py copied the user's access keys into every task definition; here the container gets its
-permissions from the task role, and any credential-looking entry is dropped with a warning.
+permissions from the task role, any credential-looking ``env`` entry is dropped with a
+warning, and a credential in any other field (a presigned URL as the script URL) stops setup
+with an `InputError` naming the field: the rest of the config is never dropped instead.
+Credentials are recognised by name and by shape (`secrets_scan`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from distributed_something import ui
 from distributed_something.backends.aws.clients import AwsSettings
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.secrets_scan import check_config_credentials, credential_kind
 
 #: Names that hold AWS credentials (the config loader already refuses the first three).
 CREDENTIAL_NAMES = frozenset(
@@ -24,8 +28,6 @@ CREDENTIAL_NAMES = frozenset(
 )
 #: Any other name that looks like a secret.
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN", re.IGNORECASE)
-#: An AWS access key id in a value (long-term AKIA…, temporary ASIA…).
-_ACCESS_KEY_VALUE = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 #: Names that would make the container look for a profile instead of using its task role.
 _PROFILE_NAMES = frozenset({"AWS_PROFILE", "AWS_DEFAULT_PROFILE"})
 
@@ -41,10 +43,14 @@ def task_environment(config: Config, *, queue_url: str, run_id: str) -> dict[str
 
     Never contains a credential: an ``env`` entry named like one (``AWS_ACCESS_KEY_ID``,
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_SECURITY_TOKEN``, or any name
-    containing SECRET, PASSWORD or TOKEN), whose value holds an AWS access key id, or naming
-    a profile (``AWS_PROFILE``) is dropped — from the variables and from ``DS_CONFIG`` — and
-    a warning names it (never its value).
+    containing SECRET, PASSWORD or TOKEN), whose value holds a credential by its shape
+    (`secrets_scan.credential_kind`: an access key id, a secret access key, a session token,
+    a presigned URL), or naming a profile (``AWS_PROFILE``) is dropped — from the variables
+    and from ``DS_CONFIG`` — and a warning names it (never its value). Any other field of the
+    config holding a credential (``tool.script_download_url`` set to a presigned URL, say)
+    raises `InputError` naming the field and the fix, before anything is returned.
     """
+    check_config_credentials(config)
     extra = without_credentials(config.env, where="env")
     settings = _run_settings(config, queue_url=queue_url)
     data: dict[str, Any] = config.model_dump(mode="json")
@@ -52,6 +58,17 @@ def task_environment(config: Config, *, queue_url: str, run_id: str) -> dict[str
     data["env"] = extra
     settings["DS_RUN_ID"] = run_id
     settings["DS_CONFIG"] = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    for name, value in settings.items():
+        # What setup's second look (`without_credentials` on the whole environment) would
+        # drop must stop here instead: dropping DS_CONFIG would leave workers without a config.
+        reason = _credential_reason(name, value)
+        if reason is not None:
+            raise InputError(
+                "config",
+                name,
+                f"the task definition's {name} {reason}",
+                _CREDENTIAL_FIX,
+            )
     environment = dict(extra)
     for name, value in settings.items():
         if name in extra and extra[name] != value:
@@ -82,12 +99,20 @@ def without_credentials(env: Mapping[str, str], *, where: str = "environment") -
     return kept
 
 
+_CREDENTIAL_FIX = (
+    "remove it from the config: the config is copied into the task definition, where anyone "
+    "who can describe it reads it; workers get AWS access from the task role "
+    "(aws.task_role_arn)"
+)
+
+
 def _credential_reason(name: str, value: str) -> str | None:
     upper = name.upper()
     if upper in CREDENTIAL_NAMES or _SECRET_NAME.search(name):
         return "looks like a credential"
-    if _ACCESS_KEY_VALUE.search(value):
-        return "holds an AWS access key id"
+    kind = credential_kind(value)
+    if kind is not None:
+        return f"holds {kind}"
     if upper in _PROFILE_NAMES:
         return "names a local AWS profile, which the container does not have"
     return None

@@ -14,29 +14,25 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from distributed_something.backends.aws.clients import (
-    AwsSettings,
-    client,
+    AwsClients,
     first_line,
     unreadable_answers,
 )
 from distributed_something.backends.aws.compute import (
     ECS_GONE,
     FLEET_GONE,
-    chunks,
     delete_alarms,
     describe_fleet,
-    error_code,
     instance_alarms,
 )
+from distributed_something.backends.aws.errors import chunks, error_code
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.errors import BackendError
-from distributed_something.records import META_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -71,68 +67,6 @@ TASK_DEFINITION_GONE = frozenset({"ClientException", "InvalidParameterException"
 FLEET_CANCELLED = ("cancelled", "cancelled_terminating", "cancelled_running")
 _ALIVE = ["pending", "running", "stopping", "stopped"]
 _FLEET_TAG = "aws:ec2spot:fleet-request-id"
-
-
-@dataclass
-class AwsClients:
-    """boto3 clients for one region/profile, each created on first use.
-
-    Every client comes from `clients.client`, so endpoint and retry settings are the
-    run's. ``lambda_`` is the Lambda client (``lambda`` is a Python keyword).
-    """
-
-    settings: AwsSettings
-    _made: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def get(self, service: str) -> Any:
-        """The client of ``service`` (a boto3 service name), created once."""
-        if service not in self._made:
-            self._made[service] = client(service, self.settings)
-        return self._made[service]
-
-    @property
-    def sqs(self) -> Any:
-        return self.get("sqs")
-
-    @property
-    def ecs(self) -> Any:
-        return self.get("ecs")
-
-    @property
-    def ec2(self) -> Any:
-        return self.get("ec2")
-
-    @property
-    def cloudwatch(self) -> Any:
-        return self.get("cloudwatch")
-
-    @property
-    def logs(self) -> Any:
-        return self.get("logs")
-
-    @property
-    def events(self) -> Any:
-        return self.get("events")
-
-    @property
-    def s3(self) -> Any:
-        return self.get("s3")
-
-    @property
-    def lambda_(self) -> Any:
-        return self.get("lambda")
-
-    @property
-    def iam(self) -> Any:
-        return self.get("iam")
-
-    @property
-    def sns(self) -> Any:
-        return self.get("sns")
-
-    @property
-    def sts(self) -> Any:
-        return self.get("sts")
 
 
 def teardown(
@@ -180,6 +114,13 @@ def teardown(
             ) from exc
         resources.cleaned.append(step)
         save(resources)
+
+
+def _runs_image_worker(task_definition: dict[str, Any]) -> bool:
+    """Whether a task definition runs the image's own worker (the family's images, as
+    run.py ran them): setup sets ``entryPoint`` (``ds worker``) only when a recipe is set."""
+    containers = task_definition.get("containerDefinitions") or []
+    return bool(containers) and not any(c.get("entryPoint") for c in containers)
 
 
 class _Teardown:
@@ -280,10 +221,16 @@ class _Teardown:
             arns.extend(a for a in page.get("taskDefinitionArns", []) if family.fullmatch(a))
         for arn in dict.fromkeys(arns):
             try:
-                self.aws.ecs.deregister_task_definition(taskDefinition=arn)
+                response = self.aws.ecs.deregister_task_definition(taskDefinition=arn)
             except ClientError as exc:
                 if error_code(exc) not in TASK_DEFINITION_GONE:
                     raise
+                continue
+            # The answer describes the revision: note which worker the run's containers ran
+            # (where export_logs puts the logs), without another call or permission. The
+            # last revision the run recorded decides; others only when it recorded none.
+            if arn in self.res.task_definition_arns or self.res.family_worker is None:
+                self.res.family_worker = _runs_image_worker(response.get("taskDefinition", {}))
 
     def delete_cluster(self) -> None:
         cluster = self.res.cluster
@@ -441,12 +388,31 @@ class _Teardown:
                     found[task["logGroupName"]] = (task_id, status)
         return found
 
+    def _described_worker(self) -> bool:
+        """`_runs_image_worker` of the run's last recorded task definition, described (a
+        deregistered revision still can be) — for a cleanup that stopped after deregistering
+        and before recording what it saw. False when it cannot be described."""
+        for arn in reversed(self.res.task_definition_arns):
+            try:
+                described = self.aws.ecs.describe_task_definition(taskDefinition=arn)
+            except ClientError as exc:
+                log.warning("could not describe task definition %s: %s", arn, first_line(exc))
+                continue
+            return _runs_image_worker(described.get("taskDefinition", {}))
+        return False
+
     def _start_export(self, group: str) -> str | None:
         """Start exporting ``group`` into the bucket; None when the group does not exist.
 
-        AWS runs one export per account at a time: while another is active, wait for it.
+        The prefix is the family's ``exportedlogs/<group>`` when the run's containers ran
+        the image's own worker (``AwsResources.family_worker``, noted when the task
+        definitions were deregistered), else ``_ds/<app>/runs/<run>/logs-export/<group>``
+        (`AwsNames.log_export_prefix`). AWS runs one export per account at a time: while
+        another is active, wait for it.
         """
-        prefix = f"{META_ROOT}/{self.names.app}/runs/{self.run_id}/logs-export/{group.strip('/')}"
+        if self.res.family_worker is None:
+            self.res.family_worker = self._described_worker()
+        prefix = self.names.log_export_prefix(group, self.run_id, family=self.res.family_worker)
         deadline = self.clock() + self.wait_timeout
         while True:
             try:

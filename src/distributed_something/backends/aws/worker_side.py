@@ -1,14 +1,19 @@
 """What a worker does on an EC2 instance besides the task loop: name tag, idle-CPU alarm,
-idle shutdown, resource log, spot interruption notices, per-task CloudWatch log streams."""
+idle shutdown, resource log, spot interruption notices, per-task CloudWatch log streams —
+and, when the instance metadata is out of the container's reach, a loud warning and a record
+of it in storage (`instance_record_key`) that `ds status` can show."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from distributed_something.backends.aws.clients import AwsSettings, client, settings_from
 from distributed_something.backends.aws.idle import (
@@ -22,28 +27,84 @@ from distributed_something.backends.aws.instance import (
     InterruptionWatcher,
     ResourceLogger,
     ensure_idle_alarm,
-    imds_from_env,
+    find_imds,
     tag_instance_name,
     terminate_instance,
 )
 from distributed_something.backends.aws.resources import AwsNames
-from distributed_something.backends.aws.task_logs import CloudWatchTaskLog
+from distributed_something.backends.aws.sqs_queue import received_body
+from distributed_something.backends.aws.task_logs import CloudWatchTaskLog, task_stream_name
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError
 from distributed_something.worker.loop import TaskLogFactory, Worker
 
 log = logging.getLogger("ds.worker")
 
+#: Under a run's records: one object per instance (or container) with something to report.
+INSTANCES_DIR = "instances"
 
-def task_log_factory(config: Config, settings: AwsSettings) -> TaskLogFactory:
-    """Ship each task's log to its own stream ``<task id>-<attempt>`` of the app's log group."""
+
+def instance_record_key(run_prefix: str, machine: str) -> str:
+    """``<run prefix>instances/<machine>.json`` (run prefix: ``_ds/<app>/runs/<run>/``)."""
+    return f"{run_prefix}{INSTANCES_DIR}/{machine}.json"
+
+
+def report_unreachable_imds(worker: Worker, problem: str) -> str | None:
+    """Log ``problem`` once as a WARNING and record it for `ds status`; returns the key.
+
+    The record is ``{"machine", "worker", "imds": "unreachable", "problem", "at"}`` under
+    `instance_record_key`. Without metadata the instance id is unknown, so the machine is
+    named by this container's host name (``host-<name>``). A failed write is logged, never
+    raised: the worker goes on working without its instance features.
+    """
+    log.warning("%s", problem)
+    machine = f"host-{socket.gethostname() or 'unknown'}"
+    key = instance_record_key(worker.records.run_prefix, machine)
+    record = {
+        "machine": machine,
+        "worker": worker.settings.name,
+        "imds": "unreachable",
+        "problem": problem,
+        "at": time.time(),
+    }
+    try:
+        worker.records.storage.put_bytes(key, json.dumps(record, indent=1).encode())
+    except Exception as exc:  # noqa: BLE001 - a record must never stop the worker
+        log.warning("could not record the metadata problem at %s: %s", key, exc)
+        return None
+    return key
+
+
+def task_log_factory(
+    config: Config,
+    settings: AwsSettings,
+    *,
+    bodies: Callable[[str], str | None] = received_body,
+) -> TaskLogFactory:
+    """Ship each attempt's log to its own stream of the app's log group (``LOG_GROUP_NAME``,
+    where the family's workers wrote theirs), named by `task_stream_name`: the family's
+    name for the task first (``Plate1-A01/<task id>-0001`` for a DCP group), else
+    ``<task id>-<attempt>``. ``bodies`` gives the message body of a task id this process
+    received (the loop hands the factory only the id)."""
     logs = client("logs", settings)
     group = AwsNames(config).log_group
 
     def factory(task_id: str, attempt: int, path: Path) -> CloudWatchTaskLog:
-        return CloudWatchTaskLog(logs, group, f"{task_id}-{attempt:04d}", path)
+        stream = task_stream_name(task_id, attempt, _body(bodies(task_id)))
+        return CloudWatchTaskLog(logs, group, stream, path)
 
     return factory
+
+
+def _body(text: str | None) -> dict[str, Any] | None:
+    """A message body as JSON, or None (no body known, or not a JSON object)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def idle_for(worker: Worker) -> float | None:
@@ -106,15 +167,19 @@ def on_instance(
     idle_interval: float = CHECK_SECONDS,
     idle_stale_after: float = STALE_SECONDS,
 ) -> Iterator[None]:
-    """While the worker runs: resource log every 30 s; and on EC2 (instance metadata
-    answers) a Name tag, an idle-CPU alarm that terminates a stalled instance, spot
-    interruption polling that hands the current task back at once and stops the worker,
-    and — when ``DS_IDLE_DIR`` names the machine's shared folder — the idle shutdown
-    (`idle_shutdown`; its check interval and staleness bound in seconds)."""
+    """While the worker runs: resource log every 30 s; on EC2 when the container cannot use
+    the instance metadata (hop limit), a WARNING and a record (`report_unreachable_imds`);
+    and on EC2 (instance metadata answers) a Name tag, an idle-CPU alarm that terminates a
+    stalled instance, spot interruption polling that hands the current task back at once
+    and stops the worker, and — when ``DS_IDLE_DIR`` names the machine's shared folder —
+    the idle shutdown (`idle_shutdown`; its check interval and staleness bound in seconds)."""
     scratch.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(ResourceLogger(scratch))
-        imds = imds_from_env()
+        lookup = find_imds()
+        imds = lookup.imds
+        if lookup.problem is not None:
+            report_unreachable_imds(worker, lookup.problem)
         if imds is not None:
             settings = settings_from(config.aws.region, None)
             names = AwsNames(config)

@@ -32,4 +32,5 @@ def open_local(project: Project) -> Backend:
         compute=compute,
         bucket=bucket,
         provisioner=LocalProvisioner(project, queue, compute),
+        location=lambda name: str(bucket_dir(project, name)),
     )

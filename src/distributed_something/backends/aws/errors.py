@@ -1,0 +1,70 @@
+"""AWS failures as our one-line errors: one translation for the whole AWS backend.
+
+Every call to AWS that can fail for a reason the user can act on goes through `aws_call`
+(a block) or `call` (one function), so every such failure reads the same way:
+``could not <what>: <Code>: <AWS's message>. <fix>`` — one line, no traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from distributed_something.backends.aws.clients import first_line, unreadable_answers
+from distributed_something.errors import BackendError
+
+_T = TypeVar("_T")
+
+#: What to do about a failure nothing more specific is known about.
+DEFAULT_FIX = "Check the AWS credentials, region and permissions, then run the command again"
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error")
+        if isinstance(error, Mapping):
+            return str(error.get("Code", ""))
+    return ""
+
+
+def error_text(exc: BaseException) -> str:
+    """``Code: message`` of a botocore ``ClientError``; the first line of anything else."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping) and isinstance(response.get("Error"), Mapping):
+        info = response["Error"]
+        return f"{info.get('Code', 'Error')}: {info.get('Message', first_line(exc))}"
+    return first_line(exc)
+
+
+@contextmanager
+def aws_call(what: str, fix: str = DEFAULT_FIX) -> Iterator[None]:
+    """Turn an AWS failure inside the block into one `BackendError` line:
+    ``could not <what>: <error>. <fix>`` (missing credentials get their own fix).
+    ``what`` completes "could not …" (e.g. "describe the ECS service")."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except NoCredentialsError:
+        raise BackendError(
+            f"could not {what}: no AWS credentials found. Set aws.profile (AWS_PROFILE) to a "
+            "profile of your AWS config, or run where a role provides credentials"
+        ) from None
+    except (ClientError, BotoCoreError, *unreadable_answers()) as exc:
+        # A parser error (an HTML page from a proxy) carries the whole page: first line only.
+        raise BackendError(f"could not {what}: {error_text(exc)}. {fix}") from None
+
+
+def call(what: str, fn: Callable[..., _T], *, fix: str = DEFAULT_FIX, **kwargs: Any) -> _T:
+    """``fn(**kwargs)`` inside `aws_call` (one AWS API call)."""
+    with aws_call(what, fix):
+        return fn(**kwargs)
+
+
+def chunks(items: Sequence[_T], size: int) -> Iterator[list[_T]]:
+    """``items`` in lists of at most ``size`` (API calls that cap their batch)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

@@ -1,0 +1,48 @@
+"""The Slurm backend: job arrays of `ds worker` over slices of the tasks, with the queue
+and storage in a folder on the cluster's shared filesystem. ds runs no daemon on the
+cluster: Slurm schedules, the workers write the records, the login node reads them."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from distributed_something.backends import Backend
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.backends.slurm.compute import (
+    SlurmCompute,
+    environment_slice,
+    shared_dir,
+)
+from distributed_something.backends.slurm.provisioner import SlurmProvisioner
+from distributed_something.backends.slurm.slices import SliceQueue
+from distributed_something.interfaces.storage import Storage
+from distributed_something.project import Project
+
+
+def open_slurm(project: Project) -> Backend:
+    """Open the Slurm backend of a project. Creates nothing and calls no Slurm command; in
+    a Slurm job (``DS_SLURM_SLICE`` set) the queue is bound to that job's slice."""
+    shared = shared_dir(project)
+    main = project.config.storage.bucket or "default"
+
+    @cache
+    def bucket(name: str) -> Storage:
+        return FolderStorage(shared / "buckets" / (name or main))
+
+    queue = SliceQueue(
+        shared / "queue",
+        max_receive_count=project.config.queue.job_retries,
+        tasks_per_slice=project.config.slurm.tasks_per_job,
+        slice_id=environment_slice(),
+    )
+    storage = bucket("")
+    compute = SlurmCompute(project, queue, storage, shared)
+    return Backend(
+        name="slurm",
+        queue=queue,
+        storage=storage,
+        compute=compute,
+        bucket=bucket,
+        provisioner=SlurmProvisioner(project, queue, compute, shared / "buckets" / main),
+        location=lambda name: str(shared / "buckets" / (name or main)),
+    )

@@ -1,0 +1,220 @@
+"""Slurm's client commands (sbatch, squeue, scancel, scontrol, sacct), called without a
+shell and parsed. Nothing here knows about tasks; `compute.SlurmCompute` does."""
+
+from __future__ import annotations
+
+import getpass
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distributed_something.errors import BackendError
+
+#: Slurm's default MaxArraySize (the largest array index is one less)
+DEFAULT_MAX_ARRAY_SIZE = 1001
+#: states in which a job still runs, or may (squeue lists only those by default)
+LIVE_STATES = frozenset(
+    {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+)
+#: how a Slurm job ends when Slurm kills it (not our scancel, not the worker's exit)
+KILLED_STATES = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "DEADLINE"})
+
+_TIMEOUT = 60.0
+
+
+def run(argv: Sequence[str], *, timeout: float = _TIMEOUT) -> str:
+    """Run a Slurm command (an argv, never a shell) and return its stdout; `BackendError`
+    with Slurm's own message when it fails or is not installed."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise BackendError(
+            f"{argv[0]} not found: run ds on a login node of the Slurm cluster (its commands "
+            "on PATH, e.g. after `module load slurm`)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{argv[0]} did not answer within {timeout:.0f} s") from None
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip().splitlines()
+        raise BackendError(
+            f"{' '.join(argv[:2])} failed (exit {done.returncode}): "
+            f"{message[-1] if message else 'no message'}"
+        )
+    return done.stdout
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (array indices run from 0 to it minus one)."""
+    text = run(["scontrol", "show", "config"])
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.MULTILINE)
+    return int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+
+
+def jobcomp_file() -> Path | None:
+    """The jobcomp/filetxt log, when the cluster writes one and we can read it."""
+    text = run(["scontrol", "show", "config"])
+    kind = re.search(r"^JobCompType\s*=\s*(\S+)", text, re.MULTILINE)
+    where = re.search(r"^JobCompLoc\s*=\s*(\S+)", text, re.MULTILINE)
+    if kind is None or where is None or kind.group(1) != "jobcomp/filetxt":
+        return None
+    path = Path(where.group(1))
+    return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class ArrayRequest:
+    """One `sbatch --array` submission."""
+
+    script: Path
+    job_name: str
+    size: int
+    throttle: int
+    output: str
+    workdir: Path
+    options: tuple[str, ...] = ()
+    after: str | None = None
+
+
+def submit_array(request: ArrayRequest) -> str:
+    """Submit a job array of ``size`` elements (0 … size-1), at most ``throttle`` running
+    at once, after job ``after`` ended (if given). Returns the array's job id."""
+    argv = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={request.job_name}",
+        f"--array=0-{request.size - 1}%{max(request.throttle, 1)}",
+        f"--output={request.output}",
+        f"--chdir={request.workdir}",
+        "--export=ALL",
+        *request.options,
+    ]
+    if request.after is not None:
+        argv.append(f"--dependency=afterany:{request.after}")
+    argv.append(str(request.script))
+    out = run(argv).strip()
+    job_id = out.split(";", 1)[0]
+    if not job_id.isdigit():
+        raise BackendError(f"sbatch answered {out!r} instead of a job id")
+    return job_id
+
+
+def live_elements(job_name: str, job_ids: Sequence[str]) -> dict[tuple[str, int], str]:
+    """The array elements of ``job_ids`` (named ``job_name``, ours) that Slurm still holds
+    as pending or running: (array job id, index) → state."""
+    if not job_ids:
+        return {}
+    out = run(
+        [
+            "squeue",
+            "--noheader",
+            "--array",
+            f"--user={getpass.getuser()}",
+            f"--name={job_name}",
+            "--format=%F|%K|%T",
+        ]
+    )
+    wanted = set(job_ids)
+    live: dict[tuple[str, int], str] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3 or parts[0] not in wanted:
+            continue
+        array_id, index, state = parts
+        if index.isdigit() and state in LIVE_STATES:
+            live[(array_id, int(index))] = state
+    return live
+
+
+def cancel(job_ids: Sequence[str]) -> None:
+    """Cancel whole arrays (each worker gets SIGTERM and hands its task back)."""
+    if not job_ids:
+        return
+    try:
+        run(["scancel", *job_ids])
+    except BackendError as error:
+        # Some versions fail on ids they no longer know (jobs that ended): nothing to cancel.
+        if "invalid job id" not in str(error).lower():
+            raise
+
+
+@dataclass(frozen=True)
+class EndState:
+    """How an array element ended: its Slurm state and time limit (as Slurm writes it)."""
+
+    state: str
+    time_limit: str = ""
+
+
+#: how much of the end of a jobcomp/filetxt log is read (it is the whole cluster's)
+JOBCOMP_TAIL_BYTES = 8 * 1024 * 1024
+
+
+def end_states(array_id: str, wanted: Sequence[int], jobcomp: Path | None) -> dict[int, EndState]:
+    """How the finished elements ``wanted`` of array ``array_id`` ended: from `sacct` when
+    the cluster keeps accounting, else from the end of the jobcomp/filetxt log, else from
+    `scontrol` while the controller still knows them (MinJobAge). Elements no source knows
+    are left out."""
+    found = _from_sacct(array_id)
+    if jobcomp is not None and not set(wanted) <= found.keys():
+        try:
+            with jobcomp.open("rb") as log:
+                log.seek(max(0, jobcomp.stat().st_size - JOBCOMP_TAIL_BYTES))
+                lines = log.read().decode(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        found = {**_from_key_values(array_id, lines), **found}
+    if not set(wanted) <= found.keys():
+        try:
+            lines = run(["scontrol", "--oneliner", "show", "job", array_id]).splitlines()
+        except BackendError:  # forgotten already: "Invalid job id specified"
+            lines = []
+        found = {**_from_key_values(array_id, lines), **found}
+    return found
+
+
+def _from_key_values(array_id: str, lines: list[str]) -> dict[int, EndState]:
+    """Elements of ``array_id`` in lines of ``Key=Value`` words (the jobcomp/filetxt log,
+    `scontrol --oneliner show job`)."""
+    found: dict[int, EndState] = {}
+    for line in lines:
+        fields = dict(p.split("=", 1) for p in line.split() if "=" in p)
+        if fields.get("ArrayJobId") == array_id and fields.get("ArrayTaskId", "").isdigit():
+            limit = fields.get("TimeLimit", "")
+            found[int(fields["ArrayTaskId"])] = EndState(fields.get("JobState", ""), limit)
+    return found
+
+
+def _from_sacct(array_id: str) -> dict[int, EndState]:
+    found: dict[int, EndState] = {}
+    try:
+        out = run(
+            [
+                "sacct",
+                "--noheader",
+                "--parsable2",
+                "--allocations",
+                f"--jobs={array_id}",
+                "--format=JobID,State,Timelimit",
+            ]
+        )
+    except BackendError:
+        out = ""
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3:
+            continue  # "accounting storage is disabled" and the like
+        job, state, limit = parts
+        head, _, index = job.partition("_")
+        if head == array_id and index.isdigit():
+            # sacct writes "CANCELLED by 0": the state is the first word
+            found[int(index)] = EndState(state.split()[0] if state else "", limit)
+    return found

@@ -1,0 +1,157 @@
+"""A per-attempt trace of a run, like Nextflow's ``trace.txt``: one TSV row per attempt.
+
+Read from the run's attempt records (`RunRecords.attempt_keys` lists them; each is read,
+several at a time on a network store). Fields a record does not hold (a worker older than
+CPU and memory accounting, an attempt closed by another process as ``lost``) are empty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from distributed_something.atomicfile import write_text_atomically
+from distributed_something.ledger import read_ledger
+from distributed_something.records import AttemptKey, RunRecords
+from distributed_something.report.build import short_group
+
+#: The trace's columns, in order.
+COLUMNS = (
+    "task_id",
+    "group",
+    "attempt",
+    "start",
+    "end",
+    "wall_seconds",
+    "cpu_seconds",
+    "peak_memory_mb",
+    "exit_code",
+    "cause",
+    "worker",
+    "outcome",
+)
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One attempt of one task (see `COLUMNS`); times are Unix seconds."""
+
+    task_id: str
+    group: Any
+    attempt: int
+    start: float
+    end: float | None
+    cpu_seconds: float | None
+    peak_memory_mb: float | None
+    exit_code: int | None
+    cause: str | None
+    worker: str
+    outcome: str
+
+    @property
+    def wall_seconds(self) -> float | None:
+        return None if self.end is None else max(0.0, self.end - self.start)
+
+    def cells(self) -> list[str]:
+        """The row as TSV cells: times in ISO 8601 UTC, numbers as written, None empty."""
+        return [
+            self.task_id,
+            short_group(self.group, limit=200),
+            str(self.attempt),
+            _iso(self.start),
+            _iso(self.end),
+            _num(self.wall_seconds),
+            _num(self.cpu_seconds),
+            _num(self.peak_memory_mb),
+            "" if self.exit_code is None else str(self.exit_code),
+            self.cause or "",
+            self.worker,
+            self.outcome,
+        ]
+
+
+def read_attempts(records: RunRecords, keys: Sequence[AttemptKey]) -> list[dict[str, Any]]:
+    """The attempt records named by ``keys``, in order (``{}`` for one that is gone or
+    unreadable: it is noted in ``records.corrupt`` when unreadable), as many at a time as
+    the storage says pays off."""
+    storage = records.storage
+    paths = [f"{records.run_prefix}attempts/{k.task_id}/{k.stem}.{k.outcome}.json" for k in keys]
+
+    def read(key: str) -> dict[str, Any]:
+        try:
+            data = json.loads(storage.get_bytes(key))
+        except KeyError:  # closed between the listing and the read: its key says enough
+            return {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            records.corrupt[key] = f"not valid JSON ({exc})"
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    workers = min(storage.read_concurrency, len(paths))
+    if workers < 2:
+        return [read(p) for p in paths]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(read, paths))
+
+
+def trace_rows(records: RunRecords) -> list[TraceRow]:
+    """Every attempt of the run, oldest first, with its task's group from the manifest."""
+    groups = {t.id: t.group for t in read_ledger(records).tasks.values()}
+    keys = records.attempt_keys()
+    rows = []
+    for key, data in zip(keys, read_attempts(records, keys), strict=True):
+        rows.append(
+            TraceRow(
+                task_id=key.task_id,
+                group=groups.get(key.task_id),
+                attempt=key.attempt,
+                start=_float(data.get("started_at")) or key.started_us / 1e6,
+                end=_float(data.get("ended_at")),
+                cpu_seconds=_float(data.get("cpu_seconds")),
+                peak_memory_mb=_float(data.get("peak_memory_mb")),
+                exit_code=data.get("exit_code") if isinstance(data.get("exit_code"), int) else None,
+                cause=str(data["cause"]) if data.get("cause") else None,
+                worker=str(data.get("worker") or ""),
+                outcome=key.outcome,
+            )
+        )
+    return rows
+
+
+def write_trace(records: RunRecords, path: Path) -> int:
+    """Write the run's trace as TSV (a header of `COLUMNS`, then one row per attempt) to
+    ``path`` atomically; returns the number of attempts written."""
+    rows = trace_rows(records)
+    lines = [_tsv(COLUMNS), *(_tsv(r.cells()) for r in rows)]
+    write_text_atomically(path, "".join(lines))
+    return len(rows)
+
+
+def _tsv(cells: Sequence[str]) -> str:
+    # Tabs and line ends inside a cell (a group value) would break the columns.
+    clean = [c.replace("\t", " ").replace("\r", " ").replace("\n", " ") for c in cells]
+    return "\t".join(clean) + "\n"
+
+
+def _iso(at: float | None) -> str:
+    if at is None:
+        return ""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+__all__ = ["COLUMNS", "TraceRow", "read_attempts", "trace_rows", "write_trace"]

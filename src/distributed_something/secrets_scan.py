@@ -1,0 +1,153 @@
+"""Recognise AWS credentials in a value by their shape, whatever the name they are stored under.
+
+DESIGN §6: no credential is ever written to a task definition, log, state file or report.
+Names alone do not catch them (``S3_CREDS = "<secret key>"``, a presigned URL in a script
+URL), so values are recognised by what credentials look like:
+
+- an access key id: ``AKIA`` (long-term) or ``ASIA`` (temporary) and 16 upper-case letters
+  or digits;
+- a secret access key: exactly 40 characters of ``A-Za-z0-9/+`` standing alone, mixing upper-
+  and lower-case letters and digits, with the entropy of a random string (a 40-digit hex
+  commit id, a word or a path of that length does not count);
+- a session token: the known opening of STS tokens (``FwoGZXIvYXdz``, ``IQoJb3JpZ2lu``), or a
+  run of 100 or more base64 characters with a random string's entropy;
+- a presigned URL: a query that carries a signature or a key (``X-Amz-Signature=``,
+  ``X-Amz-Credential=``, ``X-Amz-Security-Token=``, ``Signature=``, ``AWSAccessKeyId=``).
+
+Everything here is pure and never returns or prints the secret itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from distributed_something.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed_something.config.model import Config
+
+ACCESS_KEY_ID = "an AWS access key id"
+SECRET_ACCESS_KEY = "an AWS secret access key"
+SESSION_TOKEN = "an AWS session token"
+PRESIGNED_URL = "a presigned URL (its signature or key is a credential)"
+
+_ACCESS_KEY = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")
+_SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_STS_TOKEN = re.compile(r"(?:FwoGZXIvYXdz|IQoJb3JpZ2lu)[A-Za-z0-9/+=]{20,}")
+_LONG_BASE64 = re.compile(r"[A-Za-z0-9/+]{100,}={0,2}")
+_SIGNED_QUERY = re.compile(
+    r"[?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=",
+    re.IGNORECASE,
+)
+#: Bits per character above which a 40-character run is taken for random: random base64
+#: strings of that length measure 4.6-5.1, English, paths and identifiers 3-4.2.
+_SECRET_KEY_ENTROPY = 4.3
+#: The same for 100+ character runs (random base64 measures 5.6 and up there).
+_TOKEN_ENTROPY = 5.0
+
+
+def entropy(text: str) -> float:
+    """Shannon entropy of ``text`` in bits per character (0 for an empty string)."""
+    if not text:
+        return 0.0
+    counts = Counter(text)
+    size = len(text)
+    return -sum(n / size * math.log2(n / size) for n in counts.values())
+
+
+def _looks_random_key(run: str) -> bool:
+    classes = (
+        any(c.isupper() for c in run) and any(c.islower() for c in run),
+        any(c.isdigit() or c in "/+" for c in run),
+    )
+    return all(classes) and entropy(run) >= _SECRET_KEY_ENTROPY
+
+
+def credential_kind(text: str) -> str | None:
+    """Which kind of AWS credential ``text`` holds somewhere in it, or None.
+
+    The kinds are the module's constants (`ACCESS_KEY_ID`, `SECRET_ACCESS_KEY`,
+    `SESSION_TOKEN`, `PRESIGNED_URL`), phrased to follow "holds", e.g. "holds an AWS access
+    key id". A presigned URL is named as such even though it also holds a key id.
+    """
+    if not isinstance(text, str) or len(text) < 20:
+        return None
+    if _SIGNED_QUERY.search(text):
+        return PRESIGNED_URL
+    if _ACCESS_KEY.search(text):
+        return ACCESS_KEY_ID
+    if _STS_TOKEN.search(text):
+        return SESSION_TOKEN
+    if any(entropy(m.group(0)) >= _TOKEN_ENTROPY for m in _LONG_BASE64.finditer(text)):
+        return SESSION_TOKEN
+    if any(_looks_random_key(m.group(0)) for m in _SECRET_KEY.finditer(text)):
+        return SECRET_ACCESS_KEY
+    return None
+
+
+def strings_in(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in ``value`` (nested mappings and lists, as a config dumps to JSON) with
+    its dotted path: ``("tool.script_download_url", "https://…")``, ``("recipe.argv[2]", …)``.
+    Keys of mappings are yielded too (under the mapping's own path)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key)
+            yield path, name
+            yield from strings_in(item, f"{path}.{name}" if path else name)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from strings_in(item, f"{path}[{index}]")
+
+
+def first_credential(value: Any, path: str = "") -> tuple[str, str] | None:
+    """``(dotted path, kind)`` of the first string in ``value`` holding a credential
+    (`credential_kind`), or None."""
+    for where, text in strings_in(value, path):
+        kind = credential_kind(text)
+        if kind is not None:
+            return where, kind
+    return None
+
+
+_CONFIG_FIX = (
+    "remove it from the config: the config is copied into the task definition, where anyone "
+    "who can describe it reads it; workers get AWS access from the task role "
+    "(aws.task_role_arn)"
+)
+PRESIGNED_SCRIPT_FIX = (
+    "a presigned URL carries a credential, and the config is copied into the task "
+    "definition: put the script in the workspace bucket and set recipe.script to its key "
+    "(workers read it with the task role), or host it at an https:// URL that needs no "
+    "signature"
+)
+
+
+def check_config_credentials(config: Config, *, source: str = "config") -> None:
+    """Raise `InputError` when a field of ``config`` other than ``env`` holds a credential
+    by its shape (`credential_kind`), naming ``source``, the field (its dotted name, e.g.
+    ``tool.script_download_url``) and the fix — never the value.
+
+    ``env`` entries are left to the task definition's builder, which drops each such entry
+    with a warning (aws/taskenv.py); every other field is part of the config the workers
+    need, so it is refused rather than dropped.
+    """
+    data: dict[str, Any] = config.model_dump(mode="json")
+    data.pop("env", None)
+    data.get("aws", {}).pop("profile", None)  # never copied into the task definition
+    found = first_credential(data)
+    if found is None:
+        return
+    field, kind = found
+    presigned_script = field == "tool.script_download_url" and kind == PRESIGNED_URL
+    raise InputError(
+        source,
+        field,
+        f"holds {kind}, which would be written into the task definition",
+        PRESIGNED_SCRIPT_FIX if presigned_script else _CONFIG_FIX,
+    )

@@ -1,0 +1,296 @@
+"""Preflight checks of `ds validate`: what would make every task fail, found before any run.
+
+A command that is not installed, an input that is not in storage, a job value that makes a
+name too long for a file system or an argument too long for the OS: each would otherwise
+cost a run, every retry of every task, and a dead-letter queue to read. Each finding is one
+`InputError` naming the file, the field and the fix.
+
+Kept fast: the plans are those `check_job` made anyway; storage is asked one listing per
+bucket (of the common prefix of the keys wanted), or one ``exists`` per key when there are
+few; a job of more than `ALL_TASKS` tasks has a sample of `SAMPLE` of its tasks' inputs
+checked, and a note says so.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distributed_something.errors import InputError
+from distributed_something.interfaces.storage import Storage
+from distributed_something.jobs.model import JobFile, Task
+from distributed_something.jobs.prefixes import element_positions, list_key_of
+from distributed_something.keys import MAX_NAME_BYTES
+from distributed_something.project import Project
+from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, TaskPlan
+
+#: Jobs up to this many tasks have every task's inputs checked …
+ALL_TASKS = 1000
+#: … larger ones a sample of this many tasks, spread over the job.
+SAMPLE = 200
+#: Up to this many distinct keys in a bucket are checked one by one; more, by one listing.
+EXISTS_ONE_BY_ONE = 20
+#: The longest single argument Linux passes to a program (MAX_ARG_STRLEN), with its NUL.
+MAX_ARG_BYTES = 128 * 1024
+#: Findings shown; more are counted in a last line.
+MAX_FINDINGS = 20
+
+
+def arg_max() -> int:
+    """The OS's limit on a program's arguments and environment together, in bytes."""
+    try:
+        value = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError, AttributeError):  # not POSIX: the smallest POSIX allows
+        value = -1
+    return value if value > 0 else 4096
+
+
+@dataclass
+class Preflight:
+    """What the checks found (problems, as `InputError`s) and noted."""
+
+    findings: list[InputError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class PreflightFailed(InputError):
+    """One or more preflight findings (exit 2). Its fields are the first finding's; its
+    text is every finding, one line each (at most `MAX_FINDINGS`, then how many more)."""
+
+    def __init__(self, findings: Sequence[InputError]) -> None:
+        first = findings[0]
+        super().__init__(first.source, first.field, first.problem, first.fix)
+        lines = [str(f) for f in findings[:MAX_FINDINGS]]
+        if len(findings) > MAX_FINDINGS:
+            lines.append(f"… and {len(findings) - MAX_FINDINGS} more problem(s) like these")
+        self.findings = list(findings)
+        self.args = ("\nerror: ".join(lines),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def preflight(
+    project: Project,
+    job: JobFile,
+    job_path: Path,
+    plans: Sequence[TaskPlan],
+    *,
+    bucket: Callable[[str], Storage] | None,
+    where: Callable[[str, str], str] | None = None,
+) -> Preflight:
+    """Check the plans of ``job``'s tasks (``plans[i]`` is ``job.tasks[i]``'s).
+
+    - the program: for the ``command`` recipe on the local backend, ``recipe.argv[0]`` as
+      the first task renders it is on PATH (``shutil.which``), or is an executable file
+      when it is a path;
+    - sizes: every ``/``-separated name of an output prefix or input key is at most 255
+      bytes (a file name's limit); every argument at most 128 KiB and all arguments with the
+      environment within the OS's ``ARG_MAX``;
+    - inputs (when ``bucket`` opens the run's buckets; None skips it with a note): every
+      input of every task exists, or of a sample of `SAMPLE` tasks when there are more than
+      `ALL_TASKS` (a note says so). This covers the family recipes' own files (a DCP
+      pipeline and data file, a Fiji script in the workspace bucket). ``where(bucket, key)``
+      says where a missing object is expected, for the fix.
+    """
+    result = Preflight()
+    if not plans:
+        return result
+    positions = element_positions(job)
+    list_key = list_key_of(job)
+
+    def group_field(index: int) -> str:
+        return f"{list_key}[{positions[index]}]"
+
+    _check_program(project, plans[0], result)
+    _check_sizes(job, job_path, plans, group_field, result)
+    if bucket is None:
+        return result
+    chosen: Sequence[int] = range(len(plans))
+    if len(plans) > ALL_TASKS:
+        # Evenly spread, first and last included: one bad region of the job is likely seen.
+        step = (len(plans) - 1) / (SAMPLE - 1)
+        chosen = sorted({round(i * step) for i in range(SAMPLE)})
+        result.notes.append(
+            f"{job_path}: the inputs of {len(chosen)} of the {len(plans)} tasks (spread over "
+            "the job) were checked in storage, not all of them"
+        )
+    wanted: dict[tuple[str, str], list[tuple[int, int, Input]]] = {}
+    config = project.config
+    for index in chosen:
+        for number, item in enumerate(plans[index].inputs):
+            if _long_name(item.key) is not None:
+                continue  # already a finding; no file system could even look it up
+            name = item.bucket or config.storage.source_bucket
+            wanted.setdefault((name, item.key), []).append((index, number, item))
+    by_bucket: dict[str, list[str]] = {}
+    for name, key in wanted:
+        by_bucket.setdefault(name, []).append(key)
+    for name, keys in by_bucket.items():
+        for key in sorted(_missing(bucket(name), keys)):
+            index, number, item = wanted[(name, key)][0]
+            task = job.tasks[index]
+            place = where(name, key) if where is not None else f"bucket {name or 'main'!r}"
+            source, what, shared = _input_field(project, job_path, task, item, number)
+            if shared:  # named once for every task: the file and its field say it all
+                field, problem = what, f"names {key!r}, which is not in storage ({place})"
+            else:
+                field = group_field(index)
+                problem = (
+                    f"the input {key!r} of the group {task.describe()} (task {task.id}, "
+                    f"{what}) is not in storage ({place})"
+                )
+            result.findings.append(
+                InputError(
+                    source,
+                    field,
+                    problem,
+                    "put the file there (upload it, or copy it into that folder), or correct "
+                    "the value or template that names it",
+                )
+            )
+    return result
+
+
+def _check_program(project: Project, plan: TaskPlan, result: Preflight) -> None:
+    """``recipe.argv[0]`` of the command recipe, on the local backend (where it runs here)."""
+    config = project.config
+    if config.backend != "local" or config.recipe.name != "command" or not plan.argv:
+        return
+    program = plan.argv[0]
+    if program.startswith(str(PLACEHOLDER_WORKDIR.root)):
+        return  # inside the task's folder: staged with the inputs, not there yet
+    fix = (
+        "install it, put its folder on PATH, or give its absolute path in recipe.argv[0] "
+        '(e.g. "{python}" for the Python running ds)'
+    )
+    if "/" in program:
+        path = Path(program)
+        if not path.is_absolute():
+            return  # relative to the task's working folder: nothing to check here
+        if not path.is_file():
+            problem = f"the program {program!r} does not exist"
+        elif not os.access(path, os.X_OK):
+            problem = f"the program {program!r} is not executable"
+            fix = f"make it executable (chmod +x {program})"
+        else:
+            return
+    elif shutil.which(program, path=config.env.get("PATH") or os.environ.get("PATH")) is None:
+        problem = f"the program {program!r} is not on PATH"
+    else:
+        return
+    result.findings.append(
+        InputError(str(project.config_path), "recipe.argv[0]", f"{problem} (first task)", fix)
+    )
+
+
+def _check_sizes(
+    job: JobFile,
+    job_path: Path,
+    plans: Sequence[TaskPlan],
+    group_field: Callable[[int], str],
+    result: Preflight,
+) -> None:
+    """Names of at most 255 bytes; arguments within the OS's limits (one finding per kind)."""
+    limit = arg_max()
+    environment = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in os.environ.items())
+    seen: set[str] = set()
+
+    def add(kind: str, index: int, problem: str, fix: str) -> None:
+        if kind not in seen:  # the first task of each kind: the others share its cause
+            seen.add(kind)
+            task = job.tasks[index]
+            result.findings.append(
+                InputError(
+                    str(job_path),
+                    group_field(index),
+                    f"the group {task.describe()} (task {task.id}): {problem}",
+                    fix,
+                )
+            )
+
+    name_fix = (
+        f"shorten the job values that make it (at most {MAX_NAME_BYTES} bytes per name "
+        "between '/'), or the template"
+    )
+    for index, plan in enumerate(plans):
+        named = [("output prefix", plan.output_prefix)] + [("input", i.key) for i in plan.inputs]
+        for what, key in named:
+            long = _long_name(key)
+            if long is not None:
+                add(
+                    f"name:{what}",
+                    index,
+                    f"the {what} {_shown(key)!r} has a name of {long} bytes; a file system "
+                    f"takes at most {MAX_NAME_BYTES}",
+                    name_fix,
+                )
+        sizes = [len(a.encode("utf-8", "surrogateescape")) + 1 for a in plan.argv]
+        big = next((i for i, n in enumerate(sizes) if n > MAX_ARG_BYTES), None)
+        if big is not None:
+            add(
+                "arg",
+                index,
+                f"recipe.argv[{big}] renders to {sizes[big] - 1} bytes; one argument may have "
+                f"at most {MAX_ARG_BYTES - 1}",
+                "pass long values in a file (an input) instead of on the command line",
+            )
+        env = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in plan.env.items())
+        # Strings plus one pointer each, as the kernel counts them against ARG_MAX.
+        total = sum(sizes) + 8 * (len(sizes) + 1) + environment + env
+        if total > limit:
+            add(
+                "argv",
+                index,
+                f"its command line and environment take {total} bytes; the OS allows "
+                f"{limit} (ARG_MAX)",
+                "pass long values in a file (an input) instead of on the command line",
+            )
+
+
+def _long_name(key: str) -> int | None:
+    sizes = [len(part.encode("utf-8", "surrogateescape")) for part in key.split("/")]
+    longest = max(sizes, default=0)
+    return longest if longest > MAX_NAME_BYTES else None
+
+
+def _shown(key: str) -> str:
+    return key if len(key) <= 80 else key[:40] + "…" + key[-30:]
+
+
+def _input_field(
+    project: Project, job_path: Path, task: Task, item: Input, number: int
+) -> tuple[str, str, bool]:
+    """(file, field, whether the field is shared by every task) that names input ``item``
+    (the ``number``-th of the task's plan)."""
+    recipe = project.config.recipe.name
+    if recipe == "cellprofiler":
+        for name in ("pipeline", "data_file"):
+            if task.body.get(name) == item.key:
+                return str(job_path), name, name not in _group_keys(task)
+    if recipe == "fiji" and item.path.startswith("script/"):
+        return str(project.config_path), "recipe.script", True
+    if recipe in ("command", "fiji") and number < len(project.config.recipe.inputs):
+        return str(job_path), f"recipe.inputs[{number}]", False
+    return str(job_path), "inputs", False
+
+
+def _group_keys(task: Task) -> set[str]:
+    """The keys a task's group sets itself (a DCP group may carry its own pipeline)."""
+    return set(task.group) if isinstance(task.group, dict) else set()
+
+
+def _missing(storage: Storage, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` ``storage`` lacks: one ``exists`` each when few, else one listing of
+    their common prefix (a listing per key would be thousands of round trips)."""
+    if len(keys) <= EXISTS_ONE_BY_ONE:
+        return {k for k in keys if not storage.exists(k)}
+    # Cut at a '/': a prefix ending inside a name ("img/f0") might not be a valid key.
+    common = posixpath.commonprefix(list(keys)).rpartition("/")[0]
+    common = f"{common}/" if common else ""
+    found = {obj.key for obj in storage.list(common)}
+    return set(keys) - found

@@ -1,0 +1,358 @@
+"""`backend = "slurm"` end to end on a real one-node Slurm cluster (scripts/slurm-local.sh,
+MaxArraySize=5): `ds` as users run it on a login node, Slurm running the workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
+
+import pytest
+
+from conftest import REPO, write_project
+from distributed_something.backends.slurm.slices import SliceQueue
+from distributed_something.config.loader import load_config
+from distributed_something.errors import InputError, QueueGone
+from distributed_something.interfaces.queue import QueueCounts
+from testkit import FakeClock
+
+pytestmark = pytest.mark.slow
+
+Ds = Callable[..., CompletedProcess[str]]
+
+# A task by its name: "flaky…" fails its first run, "poison…" every run, "slow…" runs for
+# minutes, "once…" too but only the first time; the others sleep a little. Each run is
+# written to the ledger file.
+WORK = (
+    "import sys, time, os\n"
+    "out, name, ledger = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+    "with open(ledger, 'a') as f: f.write(name + '\\n')\n"
+    "runs = open(ledger).read().split().count(name)\n"
+    "if name.startswith('poison') or (name.startswith('flaky') and runs == 1):\n"
+    "    print('bad input', name, file=sys.stderr); sys.exit(7)\n"
+    "long = name.startswith('slow') or (name.startswith('once') and runs == 1)\n"
+    "time.sleep(300 if long else 0.2)\n"
+    "open(os.path.join(out, 'result.txt'), 'w').write('result of ' + name)\n"
+)
+
+
+def slurm_project(tmp_path: Path, names: list[str], **slurm: Any) -> Path:
+    """A command-recipe project on the Slurm backend; its shared folder is in tmp_path."""
+    ledger = tmp_path / "ledger.txt"
+    argv = [sys.executable, "-c", WORK, "{output_dir}", "{name}", str(ledger)]
+    return write_project(
+        tmp_path / "proj",
+        argv=argv,
+        groups=[{"name": n} for n in names],
+        extra={
+            "backend": "slurm",
+            "queue": {"visibility": 30, "job_retries": 2},
+            "slurm": {"shared_dir": str(tmp_path / "shared"), "max_jobs": 2, **slurm},
+        },
+    )
+
+
+def report_of(result: CompletedProcess[str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def our_jobs(shared: Path) -> list[str]:
+    """The jobs of the project whose shared folder is ``shared`` that Slurm still holds
+    (pending or running), as squeue lists them."""
+    ids = [a["job_id"] for a in arrays_of(shared)]
+    out = subprocess.run(
+        ["squeue", "--noheader", "--array", "--format=%F %i %T"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.split(" ")[0] in ids]
+
+
+def arrays_of(shared: Path) -> list[dict[str, Any]]:
+    arrays: list[dict[str, Any]] = json.loads((shared / "slurm" / "jobs.json").read_text())[
+        "arrays"
+    ]
+    return arrays
+
+
+def test_quickstart_runs_on_slurm_and_a_rerun_skips_what_is_done(
+    slurm_cluster: str, tmp_path: Path, ds: Ds
+) -> None:
+    folder = tmp_path / "quickstart"
+    subprocess.run(["cp", "-r", str(REPO / "examples" / "quickstart"), str(folder)], check=True)
+    subprocess.run(["rm", "-rf", str(folder / ".ds")], check=True)
+    result = ds("run", str(folder), "--backend", "slurm", "--json", "--interval", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = report_of(result)
+    assert report["backend"] == "slurm"
+    assert report["counts"]["done"] == 6 and report["counts"]["total"] == 6
+    shared = folder / ".ds" / "Quickstart" / "slurm"
+    bucket = shared / "buckets" / "default"
+    for task in report["tasks"]:
+        assert (bucket / "results" / task["group"]["name"] / "summary.json").is_file()
+    # The workers ran inside Slurm jobs: one array element per slice of tasks.
+    logs = sorted((shared / "slurm" / "logs").glob("*.out"))
+    assert logs and "exits: {'done': 6" in logs[0].read_text()
+    assert our_jobs(shared) == []
+    again = ds("run", str(folder), "--backend", "slurm", "--json", "--interval", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert report_of(again)["counts"]["skipped"] == 6
+    status = ds("status", "--backend", "slurm", "--json", cwd=folder)
+    assert status.returncode == 0, status.stderr
+
+
+def test_retries_dead_letters_and_arrays_split_above_max_array_size(
+    slurm_cluster: str, tmp_path: Path, ds: Ds
+) -> None:
+    names = ["flaky-1", "poison-1", *(f"ok-{i}" for i in range(9))]
+    proj = slurm_project(tmp_path, names, tasks_per_job=1)
+    result = ds("run", str(proj), "--json", "--interval", "1", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # a dead task fails the run
+    report = report_of(result)
+    assert report["backend"] == "slurm"
+    counts = report["counts"]
+    assert (counts["done"], counts["dead"], counts["total"]) == (10, 1, 11)
+    by_name = {t["group"]["name"]: t for t in report["tasks"]}
+    assert by_name["flaky-1"]["outcome"] == "done" and by_name["flaky-1"]["attempts"] == 2
+    assert by_name["poison-1"]["attempts"] == 2
+    assert "exit" in by_name["poison-1"]["error"] or "7" in by_name["poison-1"]["error"]
+    dead = ds("dead", "list", "--json", cwd=proj)
+    assert dead.returncode == 0, dead.stderr
+    assert [d["task_id"] for d in json.loads(dead.stdout)] == [by_name["poison-1"]["id"]]
+    # 11 slices of one task: MaxArraySize is 5 here, so three arrays of 5, 5 and 1.
+    arrays = arrays_of(tmp_path / "shared")
+    assert [len(a["slices"]) for a in arrays[:3]] == [5, 5, 1]
+    # Each task ran in a Slurm job of its own slice (the flaky one twice, in one job).
+    ledger = (tmp_path / "ledger.txt").read_text().split()
+    assert sorted(ledger) == sorted([*names, "flaky-1", "poison-1"])
+    assert our_jobs(tmp_path / "shared") == []
+
+
+def test_cleanup_mid_run_cancels_every_job(slurm_cluster: str, tmp_path: Path, ds: Ds) -> None:
+    proj = slurm_project(tmp_path, ["slow-1", "slow-2", "slow-3"], tasks_per_job=1)
+    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
+        done = ds(*step, cwd=proj)
+        assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        "RUNNING" in j for j in our_jobs(tmp_path / "shared")
+    ):
+        time.sleep(0.5)
+    assert any("RUNNING" in j for j in our_jobs(tmp_path / "shared"))
+    # wait for a task to start: its open attempt must be closed by the cleanup
+    while time.monotonic() < deadline and not (tmp_path / "ledger.txt").exists():
+        time.sleep(0.2)
+    cleaned = ds("cleanup", cwd=proj)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert our_jobs(tmp_path / "shared") == []
+    status = ds("status", "--json", cwd=proj)
+    assert status.returncode == 0, status.stderr
+    counts = json.loads(status.stdout)["counts"]
+    assert counts["running"] == 0 and counts["pending"] == 3
+    state = json.loads((proj / ".ds" / "T" / "state.json").read_text())
+    assert state["cleaned_up"] and state["resources"]["slurm"]["jobs"] == []
+
+
+def test_ctrl_c_on_ds_run_cancels_every_job(slurm_cluster: str, tmp_path: Path) -> None:
+    proj = slurm_project(tmp_path, ["slow-1", "slow-2", "slow-3"], tasks_per_job=1)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", str(proj), "--interval", "1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job ignores SIGINT; a user's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "ledger.txt").exists():
+        time.sleep(0.2)
+    assert any("RUNNING" in j for j in our_jobs(tmp_path / "shared"))
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode != 0 and "stopping workers" in stderr
+    assert our_jobs(tmp_path / "shared") == []
+    state = json.loads((proj / ".ds" / "T" / "state.json").read_text())
+    assert state["resources"]["slurm"]["jobs"]  # what it submitted, recorded
+
+
+def test_a_worker_killed_outright_loses_no_task(slurm_cluster: str, tmp_path: Path) -> None:
+    """SIGKILL to a Slurm job's worker (as a node's OOM killer or a crash would): its open
+    attempt is closed as lost, its task goes back and a new Slurm job runs it."""
+    proj = slurm_project(tmp_path, ["once-1", "ok-1"], tasks_per_job=1)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed_something",
+            "run",
+            str(proj),
+            "--json",
+            "--interval",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ledger = tmp_path / "ledger.txt"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "once-1" not in (
+        ledger.read_text() if ledger.exists() else ""
+    ):
+        time.sleep(0.2)
+    (array,) = [a for a in arrays_of(tmp_path / "shared") if len(a["slices"]) == 2]
+    queue = SliceQueue(tmp_path / "shared" / "queue", max_receive_count=2)
+    index = next(
+        i for i, sid in enumerate(array["slices"]) if "once-1" in queue.messages_of(sid)[0]["body"]
+    )
+    # The Slurm job's worker process, killed as the kernel's OOM killer would: no word.
+    name = f"slurm-{array['job_id']}_{index}".encode()
+    (pid,) = [
+        int(proc.name)
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and name in _cmdline(proc)
+    ]
+    os.kill(pid, signal.SIGKILL)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    by_name = {t["group"]["name"]: t for t in json.loads(out)["tasks"]}
+    assert by_name["once-1"]["outcome"] == "done" and by_name["once-1"]["attempts"] == 2
+    lost = list((tmp_path / "shared").rglob("*.lost.json"))
+    assert len(lost) == 1
+    assert f"Slurm job {array['job_id']}_{index} ended" in json.loads(lost[0].read_text())["error"]
+    assert our_jobs(tmp_path / "shared") == []
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_task_killed_by_the_time_limit_is_reported_as_such(
+    slurm_cluster: str, tmp_path: Path, ds: Ds
+) -> None:
+    proj = slurm_project(tmp_path, ["slow-1", "ok-1"], time="1")
+    toml = (proj / "ds.toml").read_text().replace("job_retries = 2", "job_retries = 1")
+    (proj / "ds.toml").write_text(toml)
+    result = ds("run", str(proj), "--json", "--interval", "1", cwd=tmp_path, timeout=200)
+    assert result.returncode == 1, result.stderr
+    by_name = {t["group"]["name"]: t for t in report_of(result)["tasks"]}
+    assert by_name["ok-1"]["outcome"] == "done"
+    slow = by_name["slow-1"]
+    assert slow["outcome"] == "dead"
+    assert slow["error"].startswith("killed by Slurm: TIMEOUT (time limit 1 min")
+    shown = ds("dead", "show", slow["id"][:10], cwd=proj)
+    assert "killed by Slurm: TIMEOUT" in shown.stdout + shown.stderr
+    assert our_jobs(tmp_path / "shared") == []
+
+
+def test_slurm_commands_see_no_job_values(slurm_cluster: str, tmp_path: Path, ds: Ds) -> None:
+    """A job value full of shell syntax reaches the command as one argument, and the batch
+    scripts hold none of it."""
+    name = 'x\'; touch pwned; echo $(id) `id` "q"'
+    proj = slurm_project(tmp_path, [name])
+    result = ds("run", str(proj), "--json", "--interval", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ledger.txt").read_text().split("\n")[0] == name
+    assert not any(p.name == "pwned" for p in tmp_path.rglob("pwned"))
+    assert not (Path.cwd() / "pwned").exists()
+
+
+# --- the slice queue and the config, without Slurm ---------------------------------------
+
+
+def test_slice_queue_leases_retries_dead_letters_and_reclaims(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    login = SliceQueue(tmp_path, max_receive_count=2, tasks_per_slice=2, clock=clock)
+    assert login.send_batch([("a", "A"), ("b", "B"), ("c", "C")]) == 3
+    first, second = login.slice_ids()
+    assert login.counts() == QueueCounts(3, 0, 0)
+    worker = SliceQueue(tmp_path, max_receive_count=2, slice_id=first, clock=clock)
+    a, b = worker.receive(5, 30)
+    assert (a.task_id, b.task_id, a.receive_count) == ("a", "b", 1)
+    # one owner per slice: a second worker on it reads it empty and drained
+    other = SliceQueue(tmp_path, max_receive_count=2, slice_id=first, clock=clock)
+    assert other.receive(1, 30) == [] and other.counts().drained
+    assert login.counts() == QueueCounts(1, 2, 0)
+    assert worker.extend_lease(a, 60)
+    worker.delete(a)
+    worker.release(b, 10, "exit code 7")
+    assert worker.counts() == QueueCounts(0, 1, 0)
+    clock.advance(10)
+    (b2,) = worker.receive(1, 30)
+    assert b2.receive_count == 2 and b2.message_id == b.message_id
+    assert not worker.extend_lease(b, 30)  # the first receive's handle is stale
+    worker.release(b2, 0)
+    assert worker.receive(1, 30) == []  # received twice already: dead-lettered
+    assert worker.counts().drained
+    assert [(d.task_id, d.error) for d in login.list_dead()] == [("b", "exit code 7")]
+    # while the worker lives its slice cannot be reclaimed; once it is gone it can
+    assert login.reclaim(first, "gone") is None
+    assert not login.is_free(first) and login.is_free(second)
+    worker.close()
+    assert login.is_free(first)
+    assert login.reclaim(first, "gone") == []
+    assert login.redrive(["b"]) == 1
+    assert login.list_dead() == [] and login.counts() == QueueCounts(2, 0, 0)
+    # a job killed while holding a task: made visible again with Slurm's reason, or dead
+    # when that was its last receive
+    killed = SliceQueue(tmp_path, max_receive_count=1, slice_id=second, clock=clock)
+    assert [m.task_id for m in killed.receive(1, 30)] == ["c"]
+    killed.close()
+    reclaimer = SliceQueue(tmp_path, max_receive_count=1, clock=clock)
+    killed = {"c": "killed by Slurm: TIMEOUT"}
+    (back,) = reclaimer.reclaim(second, "its job ended", killed, frozenset({"c"})) or []
+    assert back.task_id == "c" and back.dead
+    assert [d.error for d in reclaimer.list_dead()] == ["killed by Slurm: TIMEOUT"]
+    # a copy the stopped worker sent again is dead-lettered too, once that try was the last
+    reclaimer.send_batch([("c", "C")])
+    assert reclaimer.bury_copies(killed) == 1
+    assert [d.task_id for d in reclaimer.list_dead()] == ["c", "c"]
+    assert reclaimer.drop_dead(["c"]) == 2 and reclaimer.counts().dead == 0
+    reclaimer.send_batch([("c", "C")])
+    reclaimer.bury_copies(killed)
+    # cleanup drops what is unfinished; dead letters stay
+    reclaimer.purge()
+    assert reclaimer.counts() == QueueCounts(0, 0, 1)
+    assert reclaimer.drop_dead(["c"]) == 1 and reclaimer.counts() == QueueCounts(0, 0, 0)
+
+
+def test_a_worker_without_a_slice_stops_at_once(tmp_path: Path) -> None:
+    queue = SliceQueue(tmp_path, max_receive_count=2)
+    with pytest.raises(QueueGone, match="ds start-cluster"):
+        queue.receive(1, 30)
+
+
+def test_legacy_config_on_slurm_caps_jobs_at_machines_times_cores(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_text(
+        "APP_NAME = 'Legacy'\nCLUSTER_MACHINES = 3\nTASKS_PER_MACHINE = 4\nDOCKER_CORES = 2\n"
+        "SLURM_PARTITION = 'short'\nSLURM_TIME = '2:00:00'\n"
+    )
+    config = load_config(path, backend="slurm")
+    assert config.backend == "slurm"
+    assert config.slurm.max_jobs == 6
+    assert (config.slurm.partition, config.slurm.time) == ("short", "2:00:00")
+    assert load_config(path).backend == "aws"
+    path.write_text("APP_NAME = 'Legacy'\nSLURM_MAX_JOBS = 50\n")
+    assert load_config(path, backend="slurm").slurm.max_jobs == 50
+
+
+def test_a_wrong_slurm_value_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "ds.toml"
+    path.write_text('app_name = "T"\nbackend = "slurm"\n[slurm]\ntime = "1 hour"\n')
+    with pytest.raises(InputError, match=r"slurm\.time"):
+        load_config(path)
