@@ -614,3 +614,14 @@ def test_a_credential_in_any_other_field_is_refused_by_name(
         task_environment(config, queue_url="http://127.0.0.1:1/1/SecQueue", run_id="r")
     assert caught.value.field == field and "task role" in caught.value.fix
     assert EXAMPLE_SECRET not in str(caught.value) and EXAMPLE_KEY_ID not in str(caught.value)
+
+
+def test_a_ds_toml_nested_thousands_of_levels_is_one_line_not_a_traceback(
+    tmp_path: Path, ds: Any
+) -> None:
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "ds.toml").write_text('app_name = "T"\nx = ' + "[" * 5000 + "]" * 5000 + "\n")
+    result = ds("validate", cwd=proj)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ds.toml" in result.stderr and "too deeply" in result.stderr

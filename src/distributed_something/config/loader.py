@@ -194,6 +194,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise _toml_syntax_error(source, text, str(error)) from None
+    except RecursionError:
+        # tomllib recurses once per level of nested arrays or inline tables.
+        raise InputError(
+            source,
+            None,
+            "nests arrays or inline tables too deeply to read",
+            "a config needs a few levels at most: flatten the nested values",
+        ) from None
 
 
 def _toml_syntax_error(source: str, text: str, message: str) -> InputError:

@@ -33,12 +33,7 @@ class LocalProvisioner:
 
     def setup(self, state: RunState, save: Callable[[RunState], None]) -> None:
         bucket_dir(self.project).mkdir(parents=True, exist_ok=True)
-        # Once per run: a resumed run, or one that continues another (a redrive of its dead
-        # tasks), must not redo it (it may rewrite inputs the tasks already used).
-        ready = state.resources.get("prepared") or state.resources.get("continues")
-        if self.project.config.local.prepare and not ready:
-            self._prepare()
-            state.resources["prepared"] = True
+        prepare_once(self.project, state, bucket_dir(self.project))
         save(state)
 
     def start(
@@ -58,21 +53,28 @@ class LocalProvisioner:
         self.queue.purge()
         save(state)
 
-    def _prepare(self) -> None:
-        project = self.project
-        fields = {
-            "python": sys.executable,
-            "config_dir": str(project.base_dir),
-            "bucket_dir": str(bucket_dir(project)),
-        }
-        argv = [
-            render(part, fields, group="local.prepare") for part in project.config.local.prepare
-        ]
-        info(f"preparing inputs: {' '.join(argv)}")
-        # Its output is for people: stderr, so `--json` keeps stdout clean.
-        done = subprocess.run(argv, cwd=project.base_dir, stdout=sys.stderr, check=False)
-        if done.returncode != 0:
-            raise BackendError(
-                f"{project.config_path}: local.prepare exited with code {done.returncode}; "
-                "see its output above"
-            )
+
+def prepare_once(project: Project, state: RunState, bucket: Path) -> None:
+    """Run `local.prepare` (if configured) once per run, with ``{bucket_dir}`` = ``bucket``.
+
+    A resumed run, or one that continues another (a redrive of its dead tasks), does not
+    run it again: it may rewrite inputs the tasks already used. Raises `BackendError` when
+    the step fails."""
+    ready = state.resources.get("prepared") or state.resources.get("continues")
+    if not project.config.local.prepare or ready:
+        return
+    fields = {
+        "python": sys.executable,
+        "config_dir": str(project.base_dir),
+        "bucket_dir": str(bucket),
+    }
+    argv = [render(part, fields, group="local.prepare") for part in project.config.local.prepare]
+    info(f"preparing inputs: {' '.join(argv)}")
+    # Its output is for people: stderr, so `--json` keeps stdout clean.
+    done = subprocess.run(argv, cwd=project.base_dir, stdout=sys.stderr, check=False)
+    if done.returncode != 0:
+        raise BackendError(
+            f"{project.config_path}: local.prepare exited with code {done.returncode}; "
+            "see its output above"
+        )
+    state.resources["prepared"] = True

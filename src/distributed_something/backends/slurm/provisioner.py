@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distributed_something.backends.local.provisioner import prepare_once
 from distributed_something.backends.slurm import commands
 from distributed_something.backends.slurm.compute import SlurmCompute
 from distributed_something.backends.slurm.slices import SliceQueue
 from distributed_something.errors import BackendError
 from distributed_something.project import Project
 from distributed_something.state import RunState
-from distributed_something.templates import render
 from distributed_something.ui import info
 
 
@@ -34,10 +32,7 @@ class SlurmProvisioner:
     def setup(self, state: RunState, save: Callable[[RunState], None]) -> None:
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
         self.queue.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ready = state.resources.get("prepared") or state.resources.get("continues")
-        if self.project.config.local.prepare and not ready:
-            self._prepare()
-            state.resources["prepared"] = True
+        prepare_once(self.project, state, self.bucket_dir)
         save(state)
 
     def start(
@@ -76,21 +71,3 @@ class SlurmProvisioner:
             "jobs": self.compute.job_ids(),
             "shared_dir": str(self.compute.dir.parent),
         }
-
-    def _prepare(self) -> None:
-        project = self.project
-        fields = {
-            "python": sys.executable,
-            "config_dir": str(project.base_dir),
-            "bucket_dir": str(self.bucket_dir),
-        }
-        argv = [
-            render(part, fields, group="local.prepare") for part in project.config.local.prepare
-        ]
-        info(f"preparing inputs: {' '.join(argv)}")
-        done = subprocess.run(argv, cwd=project.base_dir, stdout=sys.stderr, check=False)
-        if done.returncode != 0:
-            raise BackendError(
-                f"{project.config_path}: local.prepare exited with code {done.returncode}; "
-                "see its output above"
-            )
