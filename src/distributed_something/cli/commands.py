@@ -15,7 +15,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from distributed_something.cli.main import backend_option, cli
+from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
@@ -30,15 +30,17 @@ PathArg = click.Path(path_type=Path, dir_okay=False)
 
 
 def config_option(fn: F) -> F:
-    """--config: the ds.toml or config.py to use (default: the current folder's); with it
-    --backend, as every command that reads a config may be switched to another backend."""
+    """--config: the ds.toml or config.py to use, or the folder holding it (default: the
+    current folder's); with it -C DIR and --backend, as every command that reads a config
+    may be run from another folder or switched to another backend."""
     fn = backend_option(fn)
+    fn = directory_option(fn)
     return click.option(
         "--config",
         "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=click.Path(path_type=Path),
         default=None,
-        help="ds.toml or config.py (default: the one in the current folder)",
+        help="ds.toml or config.py, or the folder holding it (default: the current folder's)",
     )(fn)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -52,6 +53,36 @@ def _set_backend(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.call_on_close(restore)
 
 
+def _change_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    # Like `git -C` and `make -C`: everything after it reads from that folder (the config,
+    # job files, the run's .ds/), as if `ds` had been started there.
+    if value is None:
+        return
+    if not value.is_dir():
+        raise InputError(
+            "argument", "-C", f"{value} is not a folder", "give the project folder (with ds.toml)"
+        )
+    previous = Path.cwd()
+    os.chdir(value)
+    ctx.call_on_close(lambda: os.chdir(previous))
+
+
+def directory_option(fn: F) -> F:
+    """-C DIR: run as if started in DIR (the project folder). Given to the group and to each
+    command that reads a config."""
+    return click.option(
+        "-C",
+        "directory",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        metavar="DIR",
+        expose_value=False,
+        is_eager=True,
+        callback=_change_dir,
+        help="run in the project folder DIR (like git -C / make -C)",
+    )(fn)
+
+
 def backend_option(fn: F) -> F:
     """--backend local|aws|slurm: use that backend instead of the config's, without editing it
     (default: $DS_BACKEND, else the config's). Given to the group and to each command."""
@@ -69,11 +100,13 @@ def backend_option(fn: F) -> F:
 @click.group(cls=AliasedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ds")
 @backend_option
+@directory_option
 def cli() -> None:
     """Distributed-Something: run a command over many jobs, locally or on AWS spot capacity.
 
-    Commands read ds.toml (or a legacy config.py) from the current folder unless --config
-    names one. Progress goes to stderr; --json output goes to stdout.
+    Commands read ds.toml (or a legacy config.py) from the current folder, from the folder
+    `-C DIR` names, or the file or folder `--config` names. Progress goes to stderr; --json
+    output goes to stdout.
     """
 
 

@@ -64,7 +64,8 @@ def find_config(folder: Path) -> Path:
         str(folder),
         None,
         f"no ds.toml or config.py in {folder}",
-        "run `ds init` or pass --config",
+        "run it in the project folder, or name that folder with `-C DIR` (or `--config DIR`); "
+        "`ds init` starts a new one",
     )
 
 
