@@ -92,7 +92,9 @@ def init(folder: Path, app_name: str | None, force: bool) -> None:
 
 @cli.command()
 @config_option
-@click.option("--job", "job_path", type=PathArg, help="a job file to check")
+@click.option(
+    "--job", "job_path", type=PathArg, help="a job file to check (default: ./job.json if present)"
+)
 @click.option("--fleet", "fleet_path", type=PathArg, help="a spot fleet file to check")
 @json_option
 def validate(
@@ -101,6 +103,8 @@ def validate(
     """Check config, job file and fleet file. Creates nothing."""
     from distributed_something.usecases.validate import validate as run_validate
 
+    if job_path is None and Path("job.json").is_file():
+        job_path = Path("job.json")  # what `ds run .` would submit
     project = open_project(config_path, job=job_path)
     result = run_validate(project, job_path, fleet_path)
     for note in result.notes:
@@ -445,6 +449,31 @@ def cleanup(config_path: Path | None) -> None:
 @click.option("--fleet", "fleet_path", type=PathArg, default=None, help="spot fleet file (aws)")
 @click.option("--cheapest", is_flag=True, help="drop to one machine after 15 minutes")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None, help="seconds per poll")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="rerun every task, even those already done (the workers skip none either)",
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="worker processes (local and slurm; default: from the config's [cluster])",
+)
+@click.option(
+    "--dry-run",
+    "dry_run",
+    is_flag=True,
+    help="print the exact command of the first tasks (see --show) and exit; creates nothing",
+)
+@click.option(
+    "--show",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="with --dry-run: how many tasks' commands to print",
+)
 @json_option
 def run(
     folder: Path | None,
@@ -453,11 +482,16 @@ def run(
     fleet_path: Path | None,
     cheapest: bool,
     interval: float | None,
+    force: bool,
+    workers: int | None,
+    dry_run: bool,
+    show: int,
     as_json: bool,
 ) -> int:
     """Validate, set up, submit, start workers, monitor and report, in one go.
 
-    FOLDER (default: the current one) holds ds.toml or config.py and job.json.
+    FOLDER (default: the current one) holds ds.toml or config.py and job.json. Interrupted
+    (Ctrl-C), the run stays in progress: the same command again resumes it.
     """
     folder = folder or Path.cwd()
     if not folder.is_dir():
@@ -468,10 +502,62 @@ def run(
         raise InputError(
             "argument", "--job", f"no job file {job}", "pass --job FILE or add job.json to FOLDER"
         )
+    if dry_run:
+        return _dry_run(project, job, show, as_json)
+    if workers is not None:
+        project = _with_workers(project, workers)
     report = lifecycle.run(
-        project, job, fleet_path=fleet_path, cheapest=cheapest, interval=interval
+        project, job, fleet_path=fleet_path, cheapest=cheapest, interval=interval, force=force
     )
     return finish_report(project, report, as_json)
+
+
+def _dry_run(project: Project, job: Path, count: int, as_json: bool) -> int:
+    """Plan every task (as `ds validate` does) and print the first ``count`` commands."""
+    import shlex
+
+    from distributed_something.recipes.base import TaskPlan
+    from distributed_something.usecases.validate import check_job
+
+    plans: list[TaskPlan] = []
+    parsed = check_job(project, job, plans)
+    shown = plans[:count]
+    if as_json:
+        emit_json(
+            {
+                "tasks": len(parsed.tasks),
+                "commands": [{"argv": p.argv, "output_prefix": p.output_prefix} for p in shown],
+            }
+        )
+    else:
+        for plan in shown:
+            sys.stdout.write(shlex.join(plan.argv) + "\n")
+    if not plans:
+        info("the recipe is the image's own worker: there is no command to show")
+    info(
+        f"dry run: {len(parsed.tasks)} task(s) planned, {len(shown)} shown "
+        "(/ds-scratch is the worker's scratch folder); nothing was created"
+    )
+    return 0
+
+
+def _with_workers(project: Project, workers: int) -> Project:
+    """The project with ``workers`` worker processes (``-j``): one machine running them."""
+    from dataclasses import replace
+
+    config = project.config
+    if config.backend == "aws":
+        raise InputError(
+            "argument",
+            "--workers",
+            "on AWS the workers are the fleet's machines × tasks × docker_cores",
+            "set [cluster] in the config instead",
+        )
+    cluster = config.cluster.model_copy(
+        update={"machines": 1, "tasks_per_machine": 1, "docker_cores": workers}
+    )
+    local = config.local.model_copy(update={"workers": None})
+    return replace(project, config=config.model_copy(update={"cluster": cluster, "local": local}))
 
 
 @cli.command()
