@@ -4,11 +4,16 @@ what a new user meets first (bare `ds`, JSON errors, progress in a log, init nam
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
+
+from conftest import write_project
 
 Ds = Callable[..., CompletedProcess[str]]
 
@@ -69,3 +74,78 @@ def test_run_force_reruns_done_tasks_and_workers_do_not_skip(tmp_path: Path, ds:
     counts = json.loads(forced.stdout)["counts"]
     assert counts["done"] == 3 and counts["skipped"] == 0, counts
     assert (folder / ".ds/P/buckets/default/results/first/hello.txt").is_file()
+
+
+@pytest.mark.slow
+def test_progress_in_a_log_is_a_plain_line_every_interval(tmp_path: Path) -> None:
+    folder = write_project(
+        tmp_path / "slow",
+        argv=["{python}", "-c", "import time; time.sleep(0.4)"],
+        groups=[{"name": f"t{i}"} for i in range(6)],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    log = tmp_path / "run.log"
+    with log.open("w") as stderr:
+        result = subprocess.run(
+            [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+            cwd=folder,
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "DS_PROGRESS_INTERVAL": "0.5"},
+            timeout=240,
+            check=False,
+        )
+    assert result.returncode == 0, log.read_text()
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("T: ")]
+    assert len(lines) >= 3, log.read_text()
+    assert lines[-1].startswith("T: 6/6 · ") and "ETA" in lines[-1]
+
+
+def test_the_bar_keeps_count_rate_and_eta_in_80_columns() -> None:
+    from rich.console import Console
+
+    from distributed_something import ui
+
+    saved = ui.console
+    ui.console = Console(width=80, force_terminal=True, color_system=None)
+    try:
+        bar = ui.task_bar("Quickstart")
+        task = bar.add_task("Quickstart", total=1200, detail="running 8 · pending 890 " * 4)
+        bar.update(task, completed=310)
+        with ui.console.capture() as captured:
+            ui.console.print(bar.make_tasks_table(bar.tasks))
+    finally:
+        ui.console = saved
+    line = captured.get().rstrip("\n")
+    assert len(line) <= 80 and "310/1200" in line and "ETA" in line and "/min" in line
+    assert "running 8" in line
+
+
+def test_bare_ds_prints_the_usage(tmp_path: Path, ds: Ds) -> None:
+    result = ds(cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("Usage: ds")
+    assert "error" not in result.stderr
+
+
+def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
+    missing = ds("status", "--json", cwd=tmp_path)
+    assert missing.returncode == 2
+    error = json.loads(missing.stdout)["error"]
+    assert error["exit_code"] == 2 and "ds.toml" in error["problem"] and error["fix"]
+    bad = ds("status", "--json", "--bogus", cwd=tmp_path)
+    assert bad.returncode == 2 and "--bogus" in json.loads(bad.stdout)["error"]["message"]
+
+
+@pytest.mark.slow
+def test_logs_json(tmp_path: Path, ds: Ds) -> None:
+    folder = write_project(
+        tmp_path / "p",
+        argv=["{python}", "-c", "print('said {name}')"],
+        groups=[{"name": "a"}],
+    )
+    assert ds("run", ".", "--interval", "0.2", cwd=folder).returncode == 0
+    task = json.loads(ds("report", "--json", cwd=folder).stdout)["tasks"][0]["id"]
+    result = ds("logs", task[:8], "--json", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["task_id"] == task and "said a" in found["logs"][0]["text"]

@@ -266,6 +266,11 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
         info(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
     for problem in st.machine_problems:
         info(f"[yellow]warning:[/] {escape(problem)}")
+    if st.active and st.workers_running == 0 and p.total > p.finished:
+        info(
+            "no workers are running (the run was interrupted?): `ds run` again resumes it, "
+            "or `ds start-cluster` then `ds monitor`"
+        )
     if not st.active and p.total > p.finished:
         info(
             f"{p.total - p.finished} task(s) have no outcome: the run was stopped. "
@@ -316,13 +321,34 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     is_flag=True,
     help="print every byte of a huge log (default: its first and last MiB)",
 )
-def logs(task: str, config_path: Path | None, run_id: str | None, full: bool) -> None:
+@json_option
+def logs(
+    task: str, config_path: Path | None, run_id: str | None, full: bool, as_json: bool
+) -> None:
     """Print the logs of TASK (an id or a unique prefix): every attempt, in every run.
 
     Terminal control sequences (colours, cursor moves) are removed; a log over 2 MiB is
-    printed as its first and last MiB unless --full is given."""
+    printed as its first and last MiB unless --full is given. With --json: the task, its
+    state in each run and each log's run, key and text (cut the same way)."""
     project = open_project(config_path)
     found = inspect.task_logs(project, task, run_id=run_id)
+    if as_json:
+        entries = []
+        for log in found.logs:
+            parts: list[str] = []
+            cuts: list[inspect.LogCut] = []
+            inspect.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
+            entries.append(
+                {
+                    "run_id": log.run_id,
+                    "key": log.key,
+                    "size": log.size,
+                    "cut": [{"start": c.start, "end": c.end} for c in cuts],
+                    "text": "".join(parts),
+                }
+            )
+        emit_json({"task_id": found.task_id, "states": found.states, "logs": entries})
+        return
     if not found.logs:
         states = set(found.states.values())
         if states & {"done", "skipped"}:

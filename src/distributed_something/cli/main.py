@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -111,19 +112,23 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run `ds`; exit codes: 0 ok, 1 run failed (dead tasks), 2 bad input, 3 backend error."""
+    """Run `ds`; exit codes: 0 ok, 1 run failed (dead tasks), 2 bad input, 3 backend error.
+
+    Errors are one line on stderr; with ``--json`` they are also ``{"error": {...}}`` on
+    stdout, with the same exit code."""
     from distributed_something.cli import commands, jobs  # noqa: F401 - registers the commands
 
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
     try:
-        result: Any = cli.main(args=argv, prog_name="ds", standalone_mode=False)
+        result: Any = cli.main(args=args, prog_name="ds", standalone_mode=False)
     except DSError as exc:
         if isinstance(exc, InputError):
             # A legacy config.py's user knows its variables, not ds.toml's field names.
             from distributed_something.config.legacy import legacy_error
 
             exc = legacy_error(exc)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, as_json, exc)
     except click.exceptions.Abort:
         console.print("aborted")
         sys.exit(130)
@@ -131,15 +136,31 @@ def main(argv: list[str] | None = None) -> None:
         console.print("interrupted")
         sys.exit(130)
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+            # Bare `ds` (or `ds dead`): the usage, as asked for; not an error.
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
         # One line, like every other input error: what is wrong and where to look.
         command = exc.ctx.command_path if exc.ctx is not None else "ds"
-        console.print(
-            f"[bold red]error:[/] argument: {escape(exc.format_message().rstrip('.'))}. "
-            f"Fix: see `{command} --help`",
-            soft_wrap=True,
-        )
-        sys.exit(2)
+        message = f"argument: {exc.format_message().rstrip('.')}. Fix: see `{command} --help`"
+        _fail(message, 2, as_json)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int, as_json: bool, exc: DSError | None = None) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    if as_json:
+        error: dict[str, Any] = {"message": message, "exit_code": code}
+        if isinstance(exc, InputError):
+            error |= {
+                "source": exc.source,
+                "field": exc.field,
+                "problem": exc.problem,
+                "fix": exc.fix,
+            }
+        error["kind"] = type(exc).__name__ if exc is not None else "UsageError"
+        sys.stdout.write(json.dumps({"error": error}, indent=1) + "\n")
+    sys.exit(code)
