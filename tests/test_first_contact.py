@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -149,3 +151,73 @@ def test_logs_json(tmp_path: Path, ds: Ds) -> None:
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["task_id"] == task and "said a" in found["logs"][0]["text"]
+
+
+def _aws_project(tmp_path: Path) -> Path:
+    folder = tmp_path / "aws"
+    folder.mkdir()
+    (folder / "ds.toml").write_text(
+        'app_name = "A"\nbackend = "aws"\n[storage]\nbucket = "b"\n'
+        '[recipe]\nname = "command"\nargv = ["true"]\noutput_prefix = "o/{name}"\n'
+    )
+    return folder
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the block ends
+
+
+def _ds_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return {
+        **env,
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **extra,
+    }
+
+
+def test_aws_unreachable_or_without_credentials_says_what_to_do_quickly(tmp_path: Path) -> None:
+    pytest.importorskip("boto3")
+    folder = _aws_project(tmp_path)
+    port = _closed_port()
+    cases = {
+        "no AWS credentials found": _ds_env(tmp_path),
+        "could not be reached": _ds_env(
+            tmp_path,
+            AWS_ACCESS_KEY_ID="fake",
+            AWS_SECRET_ACCESS_KEY="fake",
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        ),
+    }
+    for said, env in cases.items():
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "distributed_something", "status"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        took = time.monotonic() - started
+        assert result.returncode == 3, result.stderr
+        assert said in result.stderr and "Fix:" in result.stderr, result.stderr
+        assert took < 5, (took, result.stderr)
+
+
+def test_the_worker_keeps_robust_retries() -> None:
+    from distributed_something.backends.aws import clients
+
+    assert clients.settings_from("us-east-1", None).max_attempts == 10
+    clients.set_interactive(True)
+    try:
+        quick = clients.settings_from("us-east-1", None)
+    finally:
+        clients.set_interactive(False)
+    assert quick.connect_timeout <= 2 and quick.max_attempts == 2

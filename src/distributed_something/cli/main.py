@@ -102,13 +102,20 @@ def backend_option(fn: F) -> F:
 @click.version_option(__version__, prog_name="ds")
 @backend_option
 @directory_option
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Distributed-Something: run a command over many jobs, locally or on AWS spot capacity.
 
     Commands read ds.toml (or a legacy config.py) from the current folder, from the folder
     `-C DIR` names, or the file or folder `--config` names. Progress goes to stderr; --json
     output goes to stdout.
     """
+    if ctx.invoked_subcommand != "worker":
+        # A person waits: AWS that cannot be reached is said in seconds (see clients).
+        from distributed_something.backends.aws.clients import set_interactive
+
+        set_interactive(True)
+        ctx.call_on_close(lambda: set_interactive(False))
 
 
 def main(argv: list[str] | None = None) -> None:
