@@ -221,3 +221,20 @@ def test_the_worker_keeps_robust_retries() -> None:
     finally:
         clients.set_interactive(False)
     assert quick.connect_timeout <= 2 and quick.max_attempts == 2
+
+
+def test_init_quotes_the_next_command_and_names_the_app(tmp_path: Path, ds: Ds) -> None:
+    result = ds("init", "my proj.v2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "next: ds run 'my proj.v2'" in result.stderr
+    assert "app name: my-proj-v2" in result.stderr
+    assert 'app_name = "my-proj-v2"' in (tmp_path / "my proj.v2/ds.toml").read_text()
+    assert ds("validate", cwd=tmp_path / "my proj.v2").returncode == 0
+
+
+def test_a_top_level_setting_under_a_table_says_move_it_up(tmp_path: Path, ds: Ds) -> None:
+    (tmp_path / "ds.toml").write_text('app_name = "x"\n[storage]\nbackend = "aws"\n')
+    result = ds("validate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "storage.backend" in result.stderr and "above the first [table]" in result.stderr
+    assert "did you mean" not in result.stderr

@@ -82,12 +82,19 @@ def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
 @click.option("--force", is_flag=True, help="overwrite existing files")
 def init(folder: Path, app_name: str | None, force: bool) -> None:
     """Start a project: a commented ds.toml and a job.json to edit."""
-    from distributed_something.usecases.scaffold import init_project
+    import shlex
 
-    name = app_name or "".join(c for c in folder.resolve().name if c.isalnum() or c in "-_")
-    for path in init_project(folder, name or "MyApp", force=force):
+    from distributed_something.usecases.scaffold import app_name_for, init_project
+
+    name = app_name or app_name_for(folder)
+    for path in init_project(folder, name, force=force):
         info(f"wrote {path}")
-    info(f"next: ds run {folder}")
+    if app_name is None:
+        info(
+            f"app name: {name} (from the folder's name; it names the queue and storage: "
+            "change app_name in ds.toml, or pass --app-name)"
+        )
+    info(f"next: ds run {shlex.quote(str(folder))}")
 
 
 @cli.command()
