@@ -238,3 +238,19 @@ def test_a_top_level_setting_under_a_table_says_move_it_up(tmp_path: Path, ds: D
     assert result.returncode == 2
     assert "storage.backend" in result.stderr and "above the first [table]" in result.stderr
     assert "did you mean" not in result.stderr
+
+
+@pytest.mark.slow
+def test_submit_no_skip_done_reruns_in_the_workers_too(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    assert ds("run", ".", "--interval", "0.2", cwd=folder).returncode == 0
+    for step in (
+        ["setup"],
+        ["submit", "job.json", "--no-skip-done"],
+        ["start-cluster"],
+        ["monitor", "--interval", "0.2", "--json"],
+    ):
+        result = ds(*step, cwd=folder)
+        assert result.returncode == 0, (step, result.stderr)
+    counts = json.loads(result.stdout)["counts"]
+    assert counts["done"] == 3 and counts["skipped"] == 0, counts

@@ -166,7 +166,8 @@ def setup(config_path: Path | None) -> None:
 @click.option(
     "--skip-done/--no-skip-done",
     default=None,
-    help="leave out tasks already done (default: when check-if-done is on)",
+    help="leave out tasks already done (default: when check-if-done is on); with "
+    "--no-skip-done the run's workers rerun done tasks too",
 )
 @click.option(
     "--force",
@@ -180,6 +181,10 @@ def submit(
     """Validate JOB and send its tasks to the queue (alias: submitJob)."""
     project = open_project(config_path, job=job)
     result = lifecycle.submit(project, job, skip_done=skip_done, force=force)
+    if skip_done is False:
+        # Done tasks were sent to run again: the workers must not skip them either. (--force
+        # alone does not: its copies of a task would each run, instead of one being skipped.)
+        lifecycle.rerun_done_tasks(project)
     if as_json:
         emit_json(
             {

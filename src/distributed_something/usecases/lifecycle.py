@@ -393,6 +393,16 @@ def run(
         raise
 
 
+def rerun_done_tasks(project: Project, backend: Backend | None = None) -> None:
+    """Tell the current run's workers to skip no task as already done (`FORCE_RESOURCE`):
+    `ds submit --no-skip-done` sent done tasks to be run again."""
+    backend = backend or open_backend(project)
+    state = require_state(project, backend.storage)
+    if not state.resources.get(FORCE_RESOURCE):
+        state.resources[FORCE_RESOURCE] = True
+        save_state(project, state, backend.storage)
+
+
 def outputs_location(project: Project, backend: Backend | None = None) -> str:
     """Where a run's outputs land, for people."""
     backend = backend or open_backend(project)
