@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -254,3 +255,30 @@ def test_submit_no_skip_done_reruns_in_the_workers_too(tmp_path: Path, ds: Ds) -
         assert result.returncode == 0, (step, result.stderr)
     counts = json.loads(result.stdout)["counts"]
     assert counts["done"] == 3 and counts["skipped"] == 0, counts
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_and_status_gives_no_eta(tmp_path: Path, ds: Ds) -> None:
+    folder = write_project(
+        tmp_path / "p",
+        argv=["{python}", "-c", "import time; time.sleep(2)"],
+        groups=[{"name": n} for n in "abc"],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+        cwd=folder,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    time.sleep(3)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "`ds run` again to resume" in " ".join(stderr.split()), stderr
+    status = ds("status", cwd=folder)
+    assert status.returncode == 0, status.stderr
+    assert "ETA" not in status.stderr and "resumes it" in status.stderr
+    resumed = ds("run", ".", "--json", "--interval", "0.2", cwd=folder)
+    assert resumed.returncode == 0 and "resuming run" in resumed.stderr
