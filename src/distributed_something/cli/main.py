@@ -109,6 +109,9 @@ def cli(ctx: click.Context) -> None:
     Commands read ds.toml (or a legacy config.py) from the current folder, from the folder
     `-C DIR` names, or the file or folder `--config` names. Progress goes to stderr; --json
     output goes to stdout.
+
+    Shell completion: eval "$(_DS_COMPLETE=bash_source ds)" in ~/.bashrc (zsh_source for
+    zsh; fish: _DS_COMPLETE=fish_source ds | source).
     """
     if ctx.invoked_subcommand != "worker":
         # A person waits: AWS that cannot be reached is said in seconds (see clients).
