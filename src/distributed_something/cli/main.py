@@ -113,8 +113,9 @@ def cli(ctx: click.Context) -> None:
     Shell completion: eval "$(_DS_COMPLETE=bash_source ds)" in ~/.bashrc (zsh_source for
     zsh; fish: _DS_COMPLETE=fish_source ds | source).
     """
-    if ctx.invoked_subcommand != "worker":
-        # A person waits: AWS that cannot be reached is said in seconds (see clients).
+    if ctx.invoked_subcommand not in ("worker", "monitor"):
+        # A person waits: AWS that cannot be reached is said in seconds (see clients). The
+        # workers and the hours-long monitor keep botocore's patient retries.
         from distributed_something.backends.aws.clients import set_interactive
 
         set_interactive(True)

@@ -31,10 +31,11 @@ class AwsSettings:
     connect_timeout: float = 60.0
 
 
-#: Set by the command line for every command but `ds worker`: a person waits for the answer,
-#: so an unreachable endpoint or missing credentials are said within seconds (2 s to
-#: connect, 2 attempts) instead of after botocore's minute of retries. Workers and the
-#: Lambda keep the robust settings: for them a slow answer beats a failed task.
+#: Set by the command line for every command but `ds worker` and `ds monitor`: a person
+#: waits for the answer, so an unreachable endpoint or missing credentials are said within
+#: seconds (2 s to connect, 2 attempts) instead of after botocore's minute of retries.
+#: Workers, the monitor and the Lambda keep the robust settings: for them a slow answer
+#: beats a failed task or a monitor that stops.
 _interactive = False
 INTERACTIVE_CONNECT_TIMEOUT = 2.0
 INTERACTIVE_MAX_ATTEMPTS = 2
