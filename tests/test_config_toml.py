@@ -139,7 +139,8 @@ def test_find_config_without_any_config(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         find_config(tmp_path)
     assert str(caught.value).endswith(
-        f"no ds.toml or config.py in {tmp_path}. Fix: run `ds init` or pass --config"
+        f"no ds.toml or config.py in {tmp_path}. Fix: run it in the project folder, or name "
+        "that folder with `-C DIR` (or `--config DIR`); `ds init` starts a new one"
     )
 
 

@@ -15,7 +15,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from distributed_something.cli.main import backend_option, cli
+from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
@@ -30,15 +30,17 @@ PathArg = click.Path(path_type=Path, dir_okay=False)
 
 
 def config_option(fn: F) -> F:
-    """--config: the ds.toml or config.py to use (default: the current folder's); with it
-    --backend, as every command that reads a config may be switched to another backend."""
+    """--config: the ds.toml or config.py to use, or the folder holding it (default: the
+    current folder's); with it -C DIR and --backend, as every command that reads a config
+    may be run from another folder or switched to another backend."""
     fn = backend_option(fn)
+    fn = directory_option(fn)
     return click.option(
         "--config",
         "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=click.Path(path_type=Path),
         default=None,
-        help="ds.toml or config.py (default: the one in the current folder)",
+        help="ds.toml or config.py, or the folder holding it (default: the current folder's)",
     )(fn)
 
 
@@ -80,17 +82,26 @@ def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
 @click.option("--force", is_flag=True, help="overwrite existing files")
 def init(folder: Path, app_name: str | None, force: bool) -> None:
     """Start a project: a commented ds.toml and a job.json to edit."""
-    from distributed_something.usecases.scaffold import init_project
+    import shlex
 
-    name = app_name or "".join(c for c in folder.resolve().name if c.isalnum() or c in "-_")
-    for path in init_project(folder, name or "MyApp", force=force):
+    from distributed_something.usecases.scaffold import app_name_for, init_project
+
+    name = app_name or app_name_for(folder)
+    for path in init_project(folder, name, force=force):
         info(f"wrote {path}")
-    info(f"next: ds run {folder}")
+    if app_name is None:
+        info(
+            f"app name: {name} (from the folder's name; it names the queue and storage: "
+            "change app_name in ds.toml, or pass --app-name)"
+        )
+    info(f"next: ds run {shlex.quote(str(folder))}")
 
 
 @cli.command()
 @config_option
-@click.option("--job", "job_path", type=PathArg, help="a job file to check")
+@click.option(
+    "--job", "job_path", type=PathArg, help="a job file to check (default: ./job.json if present)"
+)
 @click.option("--fleet", "fleet_path", type=PathArg, help="a spot fleet file to check")
 @json_option
 def validate(
@@ -99,6 +110,8 @@ def validate(
     """Check config, job file and fleet file. Creates nothing."""
     from distributed_something.usecases.validate import validate as run_validate
 
+    if job_path is None and Path("job.json").is_file():
+        job_path = Path("job.json")  # what `ds run .` would submit
     project = open_project(config_path, job=job_path)
     result = run_validate(project, job_path, fleet_path)
     for note in result.notes:
@@ -153,7 +166,8 @@ def setup(config_path: Path | None) -> None:
 @click.option(
     "--skip-done/--no-skip-done",
     default=None,
-    help="leave out tasks already done (default: when check-if-done is on)",
+    help="leave out tasks already done (default: when check-if-done is on); with "
+    "--no-skip-done the run's workers rerun done tasks too",
 )
 @click.option(
     "--force",
@@ -167,6 +181,10 @@ def submit(
     """Validate JOB and send its tasks to the queue (alias: submitJob)."""
     project = open_project(config_path, job=job)
     result = lifecycle.submit(project, job, skip_done=skip_done, force=force)
+    if skip_done is False:
+        # Done tasks were sent to run again: the workers must not skip them either. (--force
+        # alone does not: its copies of a task would each run, instead of one being skipped.)
+        lifecycle.rerun_done_tasks(project)
     if as_json:
         emit_json(
             {
@@ -260,6 +278,11 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
         info(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
     for problem in st.machine_problems:
         info(f"[yellow]warning:[/] {escape(problem)}")
+    if st.active and st.workers_running == 0 and p.total > p.finished:
+        info(
+            "no workers are running (the run was interrupted?): `ds run` again resumes it, "
+            "or `ds start-cluster` then `ds monitor`"
+        )
     if not st.active and p.total > p.finished:
         info(
             f"{p.total - p.finished} task(s) have no outcome: the run was stopped. "
@@ -310,13 +333,34 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     is_flag=True,
     help="print every byte of a huge log (default: its first and last MiB)",
 )
-def logs(task: str, config_path: Path | None, run_id: str | None, full: bool) -> None:
+@json_option
+def logs(
+    task: str, config_path: Path | None, run_id: str | None, full: bool, as_json: bool
+) -> None:
     """Print the logs of TASK (an id or a unique prefix): every attempt, in every run.
 
     Terminal control sequences (colours, cursor moves) are removed; a log over 2 MiB is
-    printed as its first and last MiB unless --full is given."""
+    printed as its first and last MiB unless --full is given. With --json: the task, its
+    state in each run and each log's run, key and text (cut the same way)."""
     project = open_project(config_path)
     found = inspect.task_logs(project, task, run_id=run_id)
+    if as_json:
+        entries = []
+        for log in found.logs:
+            parts: list[str] = []
+            cuts: list[inspect.LogCut] = []
+            inspect.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
+            entries.append(
+                {
+                    "run_id": log.run_id,
+                    "key": log.key,
+                    "size": log.size,
+                    "cut": [{"start": c.start, "end": c.end} for c in cuts],
+                    "text": "".join(parts),
+                }
+            )
+        emit_json({"task_id": found.task_id, "states": found.states, "logs": entries})
+        return
     if not found.logs:
         states = set(found.states.values())
         if states & {"done", "skipped"}:
@@ -443,6 +487,31 @@ def cleanup(config_path: Path | None) -> None:
 @click.option("--fleet", "fleet_path", type=PathArg, default=None, help="spot fleet file (aws)")
 @click.option("--cheapest", is_flag=True, help="drop to one machine after 15 minutes")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None, help="seconds per poll")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="rerun every task, even those already done (the workers skip none either)",
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="worker processes (local and slurm; default: from the config's [cluster])",
+)
+@click.option(
+    "--dry-run",
+    "dry_run",
+    is_flag=True,
+    help="print the exact command of the first tasks (see --show) and exit; creates nothing",
+)
+@click.option(
+    "--show",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="with --dry-run: how many tasks' commands to print",
+)
 @json_option
 def run(
     folder: Path | None,
@@ -451,11 +520,16 @@ def run(
     fleet_path: Path | None,
     cheapest: bool,
     interval: float | None,
+    force: bool,
+    workers: int | None,
+    dry_run: bool,
+    show: int,
     as_json: bool,
 ) -> int:
     """Validate, set up, submit, start workers, monitor and report, in one go.
 
-    FOLDER (default: the current one) holds ds.toml or config.py and job.json.
+    FOLDER (default: the current one) holds ds.toml or config.py and job.json. Interrupted
+    (Ctrl-C), the run stays in progress: the same command again resumes it.
     """
     folder = folder or Path.cwd()
     if not folder.is_dir():
@@ -466,10 +540,62 @@ def run(
         raise InputError(
             "argument", "--job", f"no job file {job}", "pass --job FILE or add job.json to FOLDER"
         )
+    if dry_run:
+        return _dry_run(project, job, show, as_json)
+    if workers is not None:
+        project = _with_workers(project, workers)
     report = lifecycle.run(
-        project, job, fleet_path=fleet_path, cheapest=cheapest, interval=interval
+        project, job, fleet_path=fleet_path, cheapest=cheapest, interval=interval, force=force
     )
     return finish_report(project, report, as_json)
+
+
+def _dry_run(project: Project, job: Path, count: int, as_json: bool) -> int:
+    """Plan every task (as `ds validate` does) and print the first ``count`` commands."""
+    import shlex
+
+    from distributed_something.recipes.base import TaskPlan
+    from distributed_something.usecases.validate import check_job
+
+    plans: list[TaskPlan] = []
+    parsed = check_job(project, job, plans)
+    shown = plans[:count]
+    if as_json:
+        emit_json(
+            {
+                "tasks": len(parsed.tasks),
+                "commands": [{"argv": p.argv, "output_prefix": p.output_prefix} for p in shown],
+            }
+        )
+    else:
+        for plan in shown:
+            sys.stdout.write(shlex.join(plan.argv) + "\n")
+    if not plans:
+        info("the recipe is the image's own worker: there is no command to show")
+    info(
+        f"dry run: {len(parsed.tasks)} task(s) planned, {len(shown)} shown "
+        "(/ds-scratch is the worker's scratch folder); nothing was created"
+    )
+    return 0
+
+
+def _with_workers(project: Project, workers: int) -> Project:
+    """The project with ``workers`` worker processes (``-j``): one machine running them."""
+    from dataclasses import replace
+
+    config = project.config
+    if config.backend == "aws":
+        raise InputError(
+            "argument",
+            "--workers",
+            "on AWS the workers are the fleet's machines × tasks × docker_cores",
+            "set [cluster] in the config instead",
+        )
+    cluster = config.cluster.model_copy(
+        update={"machines": 1, "tasks_per_machine": 1, "docker_cores": workers}
+    )
+    local = config.local.model_copy(update={"workers": None})
+    return replace(project, config=config.model_copy(update={"cluster": cluster, "local": local}))
 
 
 @cli.command()

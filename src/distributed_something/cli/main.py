@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -52,6 +54,36 @@ def _set_backend(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.call_on_close(restore)
 
 
+def _change_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    # Like `git -C` and `make -C`: everything after it reads from that folder (the config,
+    # job files, the run's .ds/), as if `ds` had been started there.
+    if value is None:
+        return
+    if not value.is_dir():
+        raise InputError(
+            "argument", "-C", f"{value} is not a folder", "give the project folder (with ds.toml)"
+        )
+    previous = Path.cwd()
+    os.chdir(value)
+    ctx.call_on_close(lambda: os.chdir(previous))
+
+
+def directory_option(fn: F) -> F:
+    """-C DIR: run as if started in DIR (the project folder). Given to the group and to each
+    command that reads a config."""
+    return click.option(
+        "-C",
+        "directory",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        metavar="DIR",
+        expose_value=False,
+        is_eager=True,
+        callback=_change_dir,
+        help="run in the project folder DIR (like git -C / make -C)",
+    )(fn)
+
+
 def backend_option(fn: F) -> F:
     """--backend local|aws|slurm: use that backend instead of the config's, without editing it
     (default: $DS_BACKEND, else the config's). Given to the group and to each command."""
@@ -69,28 +101,45 @@ def backend_option(fn: F) -> F:
 @click.group(cls=AliasedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ds")
 @backend_option
-def cli() -> None:
+@directory_option
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Distributed-Something: run a command over many jobs, locally or on AWS spot capacity.
 
-    Commands read ds.toml (or a legacy config.py) from the current folder unless --config
-    names one. Progress goes to stderr; --json output goes to stdout.
+    Commands read ds.toml (or a legacy config.py) from the current folder, from the folder
+    `-C DIR` names, or the file or folder `--config` names. Progress goes to stderr; --json
+    output goes to stdout.
+
+    Shell completion: eval "$(_DS_COMPLETE=bash_source ds)" in ~/.bashrc (zsh_source for
+    zsh; fish: _DS_COMPLETE=fish_source ds | source).
     """
+    if ctx.invoked_subcommand not in ("worker", "monitor"):
+        # A person waits: AWS that cannot be reached is said in seconds (see clients). The
+        # workers and the hours-long monitor keep botocore's patient retries.
+        from distributed_something.backends.aws.clients import set_interactive
+
+        set_interactive(True)
+        ctx.call_on_close(lambda: set_interactive(False))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run `ds`; exit codes: 0 ok, 1 run failed (dead tasks), 2 bad input, 3 backend error."""
+    """Run `ds`; exit codes: 0 ok, 1 run failed (dead tasks), 2 bad input, 3 backend error.
+
+    Errors are one line on stderr; with ``--json`` they are also ``{"error": {...}}`` on
+    stdout, with the same exit code."""
     from distributed_something.cli import commands, jobs  # noqa: F401 - registers the commands
 
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
     try:
-        result: Any = cli.main(args=argv, prog_name="ds", standalone_mode=False)
+        result: Any = cli.main(args=args, prog_name="ds", standalone_mode=False)
     except DSError as exc:
         if isinstance(exc, InputError):
             # A legacy config.py's user knows its variables, not ds.toml's field names.
             from distributed_something.config.legacy import legacy_error
 
             exc = legacy_error(exc)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, as_json, exc)
     except click.exceptions.Abort:
         console.print("aborted")
         sys.exit(130)
@@ -98,15 +147,31 @@ def main(argv: list[str] | None = None) -> None:
         console.print("interrupted")
         sys.exit(130)
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+            # Bare `ds` (or `ds dead`): the usage, as asked for; not an error.
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
         # One line, like every other input error: what is wrong and where to look.
         command = exc.ctx.command_path if exc.ctx is not None else "ds"
-        console.print(
-            f"[bold red]error:[/] argument: {escape(exc.format_message().rstrip('.'))}. "
-            f"Fix: see `{command} --help`",
-            soft_wrap=True,
-        )
-        sys.exit(2)
+        message = f"argument: {exc.format_message().rstrip('.')}. Fix: see `{command} --help`"
+        _fail(message, 2, as_json)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int, as_json: bool, exc: DSError | None = None) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    if as_json:
+        error: dict[str, Any] = {"message": message, "exit_code": code}
+        if isinstance(exc, InputError):
+            error |= {
+                "source": exc.source,
+                "field": exc.field,
+                "problem": exc.problem,
+                "fix": exc.fix,
+            }
+        error["kind"] = type(exc).__name__ if exc is not None else "UsageError"
+        sys.stdout.write(json.dumps({"error": error}, indent=1) + "\n")
+    sys.exit(code)

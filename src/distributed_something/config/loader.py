@@ -64,7 +64,8 @@ def find_config(folder: Path) -> Path:
         str(folder),
         None,
         f"no ds.toml or config.py in {folder}",
-        "run `ds init` or pass --config",
+        "run it in the project folder, or name that folder with `-C DIR` (or `--config DIR`); "
+        "`ds init` starts a new one",
     )
 
 
@@ -155,6 +156,14 @@ def validation_error(
             'shorten it so that it plus "DeadMessages" fits in 80 characters, or set the '
             "queue names explicitly"
         )
+    elif kind == "extra_forbidden" and len(loc) >= 2 and loc[-1] in Config.model_fields:
+        # `backend = "aws"` written after a [table] header belongs to that table in TOML.
+        table = dotted_path(loc[:-1])
+        problem = (
+            f"`{loc[-1]}` is a top-level setting, but it is written after the [{table}] "
+            f"header, so TOML puts it in [{table}]"
+        )
+        fix = "move the line above the first [table] header of the file"
     elif kind == "extra_forbidden":
         section = _model_at(loc[:-1])
         known = list(section.model_fields) if section is not None else []

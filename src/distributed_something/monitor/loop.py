@@ -118,8 +118,15 @@ def watch(
 
 
 def _detail(p: Progress) -> str:
-    return (
-        f"[green]done {p.done}[/] [cyan]skipped {p.skipped}[/] "
-        f"[yellow]failed {p.failed}[/] [red]dead {p.dead}[/] "
-        f"· running {p.running} · pending {p.pending}"
+    """The bar's details, after its counts, rate and ETA: what is running and waiting first
+    (it changes), then the outcomes other than done; states with no task are left out."""
+    parts = [
+        ("", "running", p.running),
+        ("", "pending", p.pending),
+        ("cyan", "skipped", p.skipped),
+        ("yellow", "failed", p.failed),
+        ("red", "dead", p.dead),
+    ]
+    return " · ".join(
+        f"[{style}]{name} {n}[/]" if style else f"{name} {n}" for style, name, n in parts if n
     )

@@ -39,6 +39,10 @@ from distributed_something.usecases.validate import check_job
 #: pool) is not held up waiting for each chunk's slowest call; small enough for a progress bar
 SUBMIT_CHUNK = 5000
 
+#: A run state resource: true when the run reruns every task (`ds run --force`), so its
+#: workers skip none as already done.
+FORCE_RESOURCE = "force"
+
 
 def records_for(project: Project, backend: Backend, state: RunState) -> RunRecords:
     """The run's records in the main bucket."""
@@ -328,10 +332,13 @@ def run(
     cheapest: bool = False,
     show_progress: bool = True,
     interval: float | None = None,
+    force: bool = False,
 ) -> RunReport:
     """Every step in one: validate, setup, submit, start workers, monitor, report.
 
     Run again after an interruption, it resumes the run in progress for the same job file.
+    ``force`` reruns every task, done ones included: submit skips none, and the run's state
+    says `FORCE_RESOURCE`, so its workers do not check whether a task is done either.
     """
     job = check_job(project, job_path)
     if fleet_path is not None:
@@ -347,11 +354,22 @@ def run(
             f"{', '.join(state.job_files)}",
             "finish it with `ds monitor`, or stop it with `ds cleanup`",
         )
-    setup(project, backend)
+    new = setup(project, backend)
     if resuming:
         info(f"resuming run {state.run_id if state else ''}")
     else:
-        result = submit(project, job_path, job=job, backend=backend, show_progress=show_progress)
+        if force:
+            new.resources[FORCE_RESOURCE] = True
+            save_state(project, new, backend.storage)
+        result = submit(
+            project,
+            job_path,
+            job=job,
+            backend=backend,
+            show_progress=show_progress,
+            skip_done=False if force else None,
+            force=force,
+        )
         info(
             f"submitted {result.sent} tasks ({result.skipped} already done, "
             f"{result.duplicates} duplicate groups dropped)"
@@ -368,7 +386,21 @@ def run(
     except KeyboardInterrupt:
         info("interrupted: stopping workers (their tasks go back to the queue)")
         backend.compute.stop()
+        info(
+            "the run stays in progress: run the same `ds run` again to resume it (finished "
+            "tasks are kept), or `ds cleanup` to end it"
+        )
         raise
+
+
+def rerun_done_tasks(project: Project, backend: Backend | None = None) -> None:
+    """Tell the current run's workers to skip no task as already done (`FORCE_RESOURCE`):
+    `ds submit --no-skip-done` sent done tasks to be run again."""
+    backend = backend or open_backend(project)
+    state = require_state(project, backend.storage)
+    if not state.resources.get(FORCE_RESOURCE):
+        state.resources[FORCE_RESOURCE] = True
+        save_state(project, state, backend.storage)
 
 
 def outputs_location(project: Project, backend: Backend | None = None) -> str:

@@ -39,7 +39,8 @@ def open_project(
     backend: str | None = None,
     job: Path | None = None,
 ) -> Project:
-    """Load ``config_path``, or the ds.toml / config.py of ``folder`` (default: cwd).
+    """Load ``config_path`` (a file, or a folder holding one), or the ds.toml / config.py
+    of ``folder`` (default: cwd).
 
     ``backend`` ("local", "aws" or "slurm"; default: ``$DS_BACKEND`` if set) replaces the
     config's backend. A legacy ``config.py`` without ``RECIPE`` that runs on the local or
@@ -49,6 +50,8 @@ def open_project(
     `InputError` for a bad config or backend name; a recipe nothing decides is reported
     later, by whatever needs the recipe.
     """
+    if config_path is not None and config_path.is_dir():
+        config_path = find_config(config_path)  # `--config FOLDER`: the folder's config
     path = config_path if config_path is not None else find_config(folder or Path.cwd())
     config = load_config(path, backend=backend_override(backend))
     project = Project(config=config, config_path=path.resolve())

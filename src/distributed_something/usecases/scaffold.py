@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from distributed_something.errors import InputError
@@ -39,6 +40,14 @@ JOB_JSON = """\
   ]
 }
 """
+
+
+def app_name_for(folder: Path) -> str:
+    """An app name from a folder's name: its letters, digits, - and _, every other run of
+    characters (spaces, dots) made one "-" ("my proj.v2" → "my-proj-v2"); "MyApp" when
+    nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", folder.resolve().name).strip("-")
+    return name or "MyApp"
 
 
 def init_project(folder: Path, app_name: str, *, force: bool = False) -> list[Path]:

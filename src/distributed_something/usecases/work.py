@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -52,6 +53,11 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     )
     state = load_state(project)
     run_id = os.environ.get("DS_RUN_ID") or (state.run_id if state else "default")
+    if state is not None and state.run_id == run_id and state.resources.get("force"):
+        # `ds run --force`: every task of this run runs again, done or not.
+        check = project.config.check_if_done.model_copy(update={"enabled": False})
+        config = project.config.model_copy(update={"check_if_done": check})
+        project = replace(project, config=config)
     settings = WorkerSettings(
         run_id=run_id,
         scratch_root=scratch_root_of(project.state_dir, os.environ),

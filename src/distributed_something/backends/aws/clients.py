@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,50 @@ class AwsSettings:
     endpoint_url: str | None = None
     retry_mode: str = "standard"
     max_attempts: int = 10
+    #: seconds to open a connection (botocore's default: 60)
+    connect_timeout: float = 60.0
+
+
+#: Set by the command line for every command but `ds worker` and `ds monitor`: a person
+#: waits for the answer, so an unreachable endpoint or missing credentials are said within
+#: seconds (2 s to connect, 2 attempts) instead of after botocore's minute of retries.
+#: Workers, the monitor and the Lambda keep the robust settings: for them a slow answer
+#: beats a failed task or a monitor that stops.
+_interactive = False
+INTERACTIVE_CONNECT_TIMEOUT = 2.0
+INTERACTIVE_MAX_ATTEMPTS = 2
+
+
+def set_interactive(value: bool) -> None:
+    """Use the command line's quick timeouts (`settings_from`) from now on, or not."""
+    global _interactive
+    _interactive = value
+
+
+def connection_fix(error: BaseException) -> str | None:
+    """What to do about a failure to reach AWS at all (no credentials, an endpoint that does
+    not answer), or None for another error. Used by every boundary that reports AWS errors."""
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(error, NoCredentialsError | PartialCredentialsError):
+        return (
+            "no AWS credentials found: run `aws configure` (or `aws sso login`), set "
+            "aws.profile (AWS_PROFILE) to a profile of your AWS config, or run where a role "
+            "provides credentials"
+        )
+    if isinstance(error, EndpointConnectionError | ConnectTimeoutError):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        where = f"AWS_ENDPOINT_URL={endpoint} is set: check it, " if endpoint else ""
+        return (
+            f"AWS could not be reached: {where}check the network (or proxy) and the region "
+            "(aws.region), then run the command again"
+        )
+    return None
 
 
 _lock = threading.Lock()
@@ -125,6 +169,7 @@ def client(service: str, settings: AwsSettings) -> Any:
 
     config = BotoConfig(
         retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        connect_timeout=settings.connect_timeout,
         max_pool_connections=50,
     )
     session = _session(settings)
@@ -140,12 +185,20 @@ def client(service: str, settings: AwsSettings) -> Any:
 
 def settings_from(region: str, profile: str | None) -> AwsSettings:
     """Settings for a run: the config's region and profile; retry mode from
-    ``DS_AWS_RETRY_MODE`` (default "standard")."""
-    return AwsSettings(
+    ``DS_AWS_RETRY_MODE`` (default "standard"); on the command line (`set_interactive`) a
+    2-second connect timeout and 2 attempts, elsewhere botocore's 60 s and 10 attempts."""
+    settings = AwsSettings(
         region=region,
         profile=profile or None,
         retry_mode=os.environ.get("DS_AWS_RETRY_MODE", "standard"),
     )
+    if _interactive:
+        settings = replace(
+            settings,
+            connect_timeout=INTERACTIVE_CONNECT_TIMEOUT,
+            max_attempts=INTERACTIVE_MAX_ATTEMPTS,
+        )
+    return settings
 
 
 def partition(region: str) -> str:

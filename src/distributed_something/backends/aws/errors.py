@@ -11,7 +11,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from distributed_something.backends.aws.clients import first_line, unreadable_answers
+from distributed_something.backends.aws.clients import (
+    connection_fix,
+    first_line,
+    unreadable_answers,
+)
 from distributed_something.errors import BackendError
 
 _T = TypeVar("_T")
@@ -44,16 +48,14 @@ def aws_call(what: str, fix: str = DEFAULT_FIX) -> Iterator[None]:
     """Turn an AWS failure inside the block into one `BackendError` line:
     ``could not <what>: <error>. <fix>`` (missing credentials get their own fix).
     ``what`` completes "could not …" (e.g. "describe the ECS service")."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
-    except NoCredentialsError:
-        raise BackendError(
-            f"could not {what}: no AWS credentials found. Set aws.profile (AWS_PROFILE) to a "
-            "profile of your AWS config, or run where a role provides credentials"
-        ) from None
     except (ClientError, BotoCoreError, *unreadable_answers()) as exc:
+        reach = connection_fix(exc)
+        if reach is not None:
+            raise BackendError(f"could not {what}: {reach}") from None
         # A parser error (an HTML page from a proxy) carries the whole page: first line only.
         raise BackendError(f"could not {what}: {error_text(exc)}. {fix}") from None
 

@@ -19,6 +19,7 @@ from typing import Any
 from distributed_something.backends.aws.clients import (
     AwsSettings,
     client,
+    connection_fix,
     first_line,
     unreadable_answers,
 )
@@ -140,7 +141,8 @@ class S3Storage:
             last = getattr(error, "last_exception", None) or error
             raise S3Error(f"{where}: {last!r} (gave up retrying)") from error
         except BotoCoreError as error:
-            raise S3Error(f"{where}: {error}") from error
+            reach = connection_fix(error)
+            raise S3Error(f"{where}: {error}" + (f". Fix: {reach}" if reach else "")) from error
         except unreadable_answers() as error:
             # Not a BotoCoreError: what an endpoint answering garbage (a proxy's HTML page)
             # gives. Its text goes on with the whole answer: keep the first line.

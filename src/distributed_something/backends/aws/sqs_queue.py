@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from distributed_something.backends.aws.clients import (
     AwsSettings,
     client,
+    connection_fix,
     first_line,
     unreadable_answers,
 )
@@ -291,7 +292,8 @@ class SqsQueue:
                 raise SqsQueueGone(text, code, detail) from error
             raise SqsError(text, code, detail) from error
         except BotoCoreError as error:
-            raise SqsError(f"{where}: {error}") from error
+            reach = connection_fix(error)
+            raise SqsError(f"{where}: {error}" + (f". Fix: {reach}" if reach else "")) from error
         except unreadable_answers() as error:
             # An endpoint answering garbage (a proxy's page): XML that does not parse (the
             # query protocol of older botocore) or bytes that are not UTF-8 (JSON protocol).

@@ -1,0 +1,284 @@
+"""First contact (issue 15): the project folder given the same way to every command, and
+what a new user meets first (bare `ds`, JSON errors, progress in a log, init names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+
+from conftest import write_project
+
+Ds = Callable[..., CompletedProcess[str]]
+
+
+def _project(tmp_path: Path, ds: Ds) -> Path:
+    folder = tmp_path / "proj"
+    assert ds("init", "proj", "--app-name", "P", cwd=tmp_path).returncode == 0
+    return folder
+
+
+def test_every_command_takes_the_folder_with_dash_c(tmp_path: Path, ds: Ds) -> None:
+    _project(tmp_path, ds)
+    for args in (
+        ["-C", "proj", "validate", "--job", "job.json"],
+        ["validate", "-C", "proj", "--job", "job.json"],
+        ["validate", "--config", "proj", "--job", "proj/job.json"],
+    ):
+        result = ds(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "tasks=3" in result.stderr
+    # Commands that need a run say so, rather than "no ds.toml" or "is a directory".
+    for args in (["status", "-C", "proj"], ["status", "--config", "proj"]):
+        result = ds(*args, cwd=tmp_path)
+        assert result.returncode == 2 and "ds setup" in result.stderr, result.stderr
+    missing = ds("status", cwd=tmp_path)
+    assert missing.returncode == 2 and "-C DIR" in missing.stderr
+    nowhere = ds("status", "-C", "nowhere", cwd=tmp_path)
+    assert nowhere.returncode == 2 and "not a folder" in nowhere.stderr
+
+
+def test_validate_checks_the_job_json_beside_it(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    (folder / "job.json").write_text(json.dumps([{"name": "a"}]))  # a list: not a job file
+    result = ds("validate", cwd=folder)
+    assert result.returncode == 2, result.stderr
+    assert "job.json" in result.stderr
+
+
+def test_run_dry_run_prints_the_argv_and_creates_nothing(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    result = ds("run", "--dry-run", "--show", "2", "proj", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and "hello first" in lines[0] and "hello second" in lines[1]
+    assert not (folder / ".ds").exists()
+
+
+@pytest.mark.slow
+def test_run_force_reruns_done_tasks_and_workers_do_not_skip(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    first = ds("run", "proj", "--json", "--interval", "0.2", "-j", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["counts"]["done"] == 3
+    again = ds("run", "proj", "--json", "--interval", "0.2", cwd=tmp_path)
+    assert json.loads(again.stdout)["counts"]["skipped"] == 3
+    forced = ds("run", "proj", "--json", "--interval", "0.2", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    counts = json.loads(forced.stdout)["counts"]
+    assert counts["done"] == 3 and counts["skipped"] == 0, counts
+    assert (folder / ".ds/P/buckets/default/results/first/hello.txt").is_file()
+
+
+@pytest.mark.slow
+def test_progress_in_a_log_is_a_plain_line_every_interval(tmp_path: Path) -> None:
+    folder = write_project(
+        tmp_path / "slow",
+        argv=["{python}", "-c", "import time; time.sleep(0.4)"],
+        groups=[{"name": f"t{i}"} for i in range(6)],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    log = tmp_path / "run.log"
+    with log.open("w") as stderr:
+        result = subprocess.run(
+            [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+            cwd=folder,
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "DS_PROGRESS_INTERVAL": "0.5"},
+            timeout=240,
+            check=False,
+        )
+    assert result.returncode == 0, log.read_text()
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("T: ")]
+    assert len(lines) >= 3, log.read_text()
+    assert lines[-1].startswith("T: 6/6 · ") and "ETA" in lines[-1]
+
+
+def test_the_bar_keeps_count_rate_and_eta_in_80_columns() -> None:
+    from rich.console import Console
+
+    from distributed_something import ui
+
+    saved = ui.console
+    ui.console = Console(width=80, force_terminal=True, color_system=None)
+    try:
+        bar = ui.task_bar("Quickstart")
+        task = bar.add_task("Quickstart", total=1200, detail="running 8 · pending 890 " * 4)
+        bar.update(task, completed=310)
+        with ui.console.capture() as captured:
+            ui.console.print(bar.make_tasks_table(bar.tasks))
+    finally:
+        ui.console = saved
+    line = captured.get().rstrip("\n")
+    assert len(line) <= 80 and "310/1200" in line and "ETA" in line and "/min" in line
+    assert "running 8" in line
+
+
+def test_bare_ds_prints_the_usage(tmp_path: Path, ds: Ds) -> None:
+    result = ds(cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("Usage: ds")
+    assert "error" not in result.stderr
+
+
+def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
+    missing = ds("status", "--json", cwd=tmp_path)
+    assert missing.returncode == 2
+    error = json.loads(missing.stdout)["error"]
+    assert error["exit_code"] == 2 and "ds.toml" in error["problem"] and error["fix"]
+    bad = ds("status", "--json", "--bogus", cwd=tmp_path)
+    assert bad.returncode == 2 and "--bogus" in json.loads(bad.stdout)["error"]["message"]
+
+
+@pytest.mark.slow
+def test_logs_json(tmp_path: Path, ds: Ds) -> None:
+    folder = write_project(
+        tmp_path / "p",
+        argv=["{python}", "-c", "print('said {name}')"],
+        groups=[{"name": "a"}],
+    )
+    assert ds("run", ".", "--interval", "0.2", cwd=folder).returncode == 0
+    task = json.loads(ds("report", "--json", cwd=folder).stdout)["tasks"][0]["id"]
+    result = ds("logs", task[:8], "--json", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["task_id"] == task and "said a" in found["logs"][0]["text"]
+
+
+def _aws_project(tmp_path: Path) -> Path:
+    folder = tmp_path / "aws"
+    folder.mkdir()
+    (folder / "ds.toml").write_text(
+        'app_name = "A"\nbackend = "aws"\n[storage]\nbucket = "b"\n'
+        '[recipe]\nname = "command"\nargv = ["true"]\noutput_prefix = "o/{name}"\n'
+    )
+    return folder
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the block ends
+
+
+def _ds_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return {
+        **env,
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **extra,
+    }
+
+
+def test_aws_unreachable_or_without_credentials_says_what_to_do_quickly(tmp_path: Path) -> None:
+    pytest.importorskip("boto3")
+    folder = _aws_project(tmp_path)
+    port = _closed_port()
+    cases = {
+        "no AWS credentials found": _ds_env(tmp_path),
+        "could not be reached": _ds_env(
+            tmp_path,
+            AWS_ACCESS_KEY_ID="fake",
+            AWS_SECRET_ACCESS_KEY="fake",
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        ),
+    }
+    for said, env in cases.items():
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "distributed_something", "status"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        took = time.monotonic() - started
+        assert result.returncode == 3, result.stderr
+        assert said in result.stderr and "Fix:" in result.stderr, result.stderr
+        assert took < 5, (took, result.stderr)
+
+
+def test_the_worker_keeps_robust_retries() -> None:
+    from distributed_something.backends.aws import clients
+
+    assert clients.settings_from("us-east-1", None).max_attempts == 10
+    clients.set_interactive(True)
+    try:
+        quick = clients.settings_from("us-east-1", None)
+    finally:
+        clients.set_interactive(False)
+    assert quick.connect_timeout <= 2 and quick.max_attempts == 2
+
+
+def test_init_quotes_the_next_command_and_names_the_app(tmp_path: Path, ds: Ds) -> None:
+    result = ds("init", "my proj.v2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "next: ds run 'my proj.v2'" in result.stderr
+    assert "app name: my-proj-v2" in result.stderr
+    assert 'app_name = "my-proj-v2"' in (tmp_path / "my proj.v2/ds.toml").read_text()
+    assert ds("validate", cwd=tmp_path / "my proj.v2").returncode == 0
+
+
+def test_a_top_level_setting_under_a_table_says_move_it_up(tmp_path: Path, ds: Ds) -> None:
+    (tmp_path / "ds.toml").write_text('app_name = "x"\n[storage]\nbackend = "aws"\n')
+    result = ds("validate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "storage.backend" in result.stderr and "above the first [table]" in result.stderr
+    assert "did you mean" not in result.stderr
+
+
+@pytest.mark.slow
+def test_submit_no_skip_done_reruns_in_the_workers_too(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    assert ds("run", ".", "--interval", "0.2", cwd=folder).returncode == 0
+    for step in (
+        ["setup"],
+        ["submit", "job.json", "--no-skip-done"],
+        ["start-cluster"],
+        ["monitor", "--interval", "0.2", "--json"],
+    ):
+        result = ds(*step, cwd=folder)
+        assert result.returncode == 0, (step, result.stderr)
+    counts = json.loads(result.stdout)["counts"]
+    assert counts["done"] == 3 and counts["skipped"] == 0, counts
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_and_status_gives_no_eta(tmp_path: Path, ds: Ds) -> None:
+    folder = write_project(
+        tmp_path / "p",
+        argv=["{python}", "-c", "import time; time.sleep(2)"],
+        groups=[{"name": n} for n in "abc"],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+        cwd=folder,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    time.sleep(3)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "`ds run` again to resume" in " ".join(stderr.split()), stderr
+    status = ds("status", cwd=folder)
+    assert status.returncode == 0, status.stderr
+    assert "ETA" not in status.stderr and "resumes it" in status.stderr
+    resumed = ds("run", ".", "--json", "--interval", "0.2", cwd=folder)
+    assert resumed.returncode == 0 and "resuming run" in resumed.stderr
