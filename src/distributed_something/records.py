@@ -432,11 +432,16 @@ class RunRecords:
         `write_manifest`) matches its bytes is counted from the index, without parsing."""
         ids: dict[str, None] = {}
         for obj in self.storage.list(f"{self.run_prefix}manifest-"):
-            data = self._read_once(obj.key)
-            indexed = self._indexed_ids(obj.key, data)
-            if indexed is not None:
-                ids.update(dict.fromkeys(indexed))
-                continue
+            # Read, not kept (`_read_once`): counting needs the bytes only for the check.
+            data = self._written_once.get(obj.key) or self.storage.get_bytes(obj.key)
+            check = {"size": len(data), "crc32": zlib.crc32(data)}
+            if self.storage.exists(self._index_key(obj.key)):
+                del data  # a million tasks' groups are not held while their ids are read
+                indexed = self._indexed_ids(obj.key, check)
+                if indexed is not None:
+                    ids.update(dict.fromkeys(indexed))
+                    continue
+                data = self._read_once(obj.key)
             part = self._manifest_part(obj.key, data)
             if part is not None:
                 ids.update(dict.fromkeys(t for t, _ in part[2]))
@@ -470,9 +475,10 @@ class RunRecords:
     def _index_key(self, manifest_key: str) -> str:
         return f"{self.run_prefix}index/{manifest_key[len(self.run_prefix) :]}.ids"
 
-    def _indexed_ids(self, manifest_key: str, data: bytes) -> list[str] | None:
+    def _indexed_ids(self, manifest_key: str, check: dict[str, int]) -> list[str] | None:
         """The task ids of a manifest part from its index, or None when there is none or it
-        does not match the part's bytes (size and CRC-32) or cannot be read."""
+        does not match the part's bytes (``check``: their size and CRC-32) or cannot be
+        read."""
         try:
             raw = self.storage.get_bytes(self._index_key(manifest_key))
         except KeyError:
@@ -480,7 +486,7 @@ class RunRecords:
         head, _, body = raw.partition(b"\n")
         try:
             meta = json.loads(head)
-            if meta != {"size": len(data), "crc32": zlib.crc32(data)}:
+            if meta != check:
                 return None
             return body.decode().split("\n") if body else []
         except (ValueError, UnicodeDecodeError):
