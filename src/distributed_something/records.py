@@ -261,11 +261,12 @@ class RunRecords:
         del lines
         key = self.manifest_key(part)
         self.storage.put_bytes(key, data)
-        index = "\n".join(ids)
-        if index.count("\n") == len(ids) - 1:
+        meta = json.dumps({"size": len(data), "crc32": zlib.crc32(data)})
+        del data  # not held while the index is made (a million tasks' groups)
+        index = "\n".join([meta, *ids])
+        if index.count("\n") == len(ids):
             # The ids alone, for counting without parsing the groups (`manifest_ids`).
-            meta = json.dumps({"size": len(data), "crc32": zlib.crc32(data)})
-            self.storage.put_bytes(self._index_key(key), f"{meta}\n{index}".encode())
+            self.storage.put_bytes(self._index_key(key), index.encode())
 
     def open_attempt(self, attempt: Attempt) -> str:
         """Record that ``attempt`` started; returns the open record's key."""
