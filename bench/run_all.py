@@ -51,6 +51,7 @@ BENCHMARKS = (
     Benchmark("upload", "upload.py", "no slower (ratio >= 1); aim 2x", "lower"),
     Benchmark("footprint", "footprint.py", "worker <= 60 MB; monitor <= 1% of a core", "lower"),
     Benchmark("cost", "cost.py", "tail idle <= 2% of the time paid", "lower"),
+    Benchmark("scale", "scale.py", "issue 14's targets at 1M groups; status <= 1 s", "lower"),
 )
 
 RESULT = re.compile(

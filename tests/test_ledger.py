@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -25,11 +25,23 @@ from hypothesis.stateful import (
 from conftest import write_project
 from distributed_something.backends import Backend, open_backend
 from distributed_something.errors import InputError
-from distributed_something.ledger import read_ledger, task_state
+from distributed_something.ledger import (
+    build_ledger,
+    count_tasks,
+    read_counts,
+    read_ledger,
+    task_state,
+)
 from distributed_something.monitor.settle import settle
 from distributed_something.project import Project
 from distributed_something.recipes.command import CommandRecipe
-from distributed_something.records import Attempt, RunRecords
+from distributed_something.records import (
+    Attempt,
+    AttemptKey,
+    ManifestEntry,
+    Mark,
+    RunRecords,
+)
 from distributed_something.report.build import build_report
 from distributed_something.state import load_state
 from distributed_something.usecases import inspect, lifecycle
@@ -241,6 +253,10 @@ class Accounting(RuleBasedStateMachine):
                 assert task.state != "done"
         report = build_report(records, state)
         assert {k: report.counts[k] for k in counts} == counts
+        # ds status counts without an entry per task: the same numbers.
+        status_counts, corrupt = read_counts(self.records())
+        assert status_counts == counts
+        assert corrupt == ledger.corrupt
         opened: dict[str, int] = {}
         for key in records.attempt_keys():
             if key.outcome == "running":
@@ -250,6 +266,71 @@ class Accounting(RuleBasedStateMachine):
 
 
 TMP_ROOT = ""
+
+_OUTCOMES = st.sampled_from(["running", "done", "failed", "dead", "released", "lost", "duplicate"])
+_TASK = st.sampled_from([f"t{i}" for i in range(8)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    manifest=st.lists(_TASK, max_size=12),
+    skipped=st.sets(_TASK),
+    attempts=st.lists(st.tuples(_TASK, st.integers(0, 20), _OUTCOMES), max_size=15),
+    marks=st.lists(
+        st.tuples(
+            _TASK, st.integers(0, 20), st.sampled_from(["redrive", "requeue", "dead", "deleted"])
+        ),
+        max_size=8,
+    ),
+)
+def test_counting_without_entries_gives_the_ledgers_counts(
+    manifest: list[str],
+    skipped: set[str],
+    attempts: list[tuple[str, int, str]],
+    marks: list[tuple[str, int, str]],
+) -> None:
+    attempt_keys = [AttemptKey(t, at, n, "m", o) for n, (t, at, o) in enumerate(attempts)]
+    mark_list = [Mark(t, kind, at) for t, at, kind in marks]
+    entries = [ManifestEntry(t, None) for t in manifest]
+    ledger = build_ledger("r", entries, skipped, attempt_keys, mark_list)
+    assert count_tasks(manifest, skipped, attempt_keys, mark_list) == ledger.counts
+
+
+def _records(tmp_path: Path) -> RunRecords:
+    from distributed_something.backends.local.storage import FolderStorage
+
+    return RunRecords(FolderStorage(tmp_path / "store"), "A", "r1")
+
+
+def test_the_manifest_index_counts_what_the_manifest_holds(tmp_path: Path) -> None:
+    records = _records(tmp_path)
+    records.write_manifest("1", [ManifestEntry("a", {"x": 1}), ManifestEntry("b", None)])
+    records.write_manifest("2", [ManifestEntry("b", 2), ManifestEntry("c", 3)])
+    indexes = list(records.storage.list(f"{records.run_prefix}index/"))
+    assert len(indexes) == 2
+    assert list(records.manifest_ids()) == [e.task_id for e in records.manifest()]
+    assert list(records.manifest_ids()) == ["a", "b", "c"]
+
+
+def test_a_damaged_manifest_is_counted_as_the_report_reads_it(tmp_path: Path) -> None:
+    records = _records(tmp_path)
+    records.write_manifest("1", [ManifestEntry("a", 1)])
+    records.write_manifest("2", [ManifestEntry("b", 2), ManifestEntry("c", 3)])
+    key = records.manifest_key("2")
+    records.storage.put_bytes(key, records.storage.get_bytes(key)[:-9] + b"\n")
+    fresh = _records(tmp_path)
+    ids = fresh.manifest_ids()
+    again = _records(tmp_path)
+    assert list(ids) == [e.task_id for e in again.manifest()] == ["a"]
+    assert fresh.corrupt == again.corrupt and key in fresh.corrupt
+
+
+def test_a_manifest_without_index_is_parsed(tmp_path: Path) -> None:
+    records = _records(tmp_path)
+    records.write_manifest("1", [ManifestEntry("a", 1), ManifestEntry("b", 2)])
+    for obj in list(records.storage.list(f"{records.run_prefix}index/")):
+        records.storage.delete(obj.key)
+    assert list(_records(tmp_path).manifest_ids()) == ["a", "b"]
 
 
 @pytest.mark.slow

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from distributed_something.report.build import RunReport, TaskReport, tally
-from distributed_something.report.html import MAX_ROWS, histogram_bins, render_html, write_html
+from distributed_something.report.html import (
+    MAX_ROWS,
+    TSV_COLUMNS,
+    histogram_bins,
+    render_html,
+    write_html,
+    write_tsv,
+)
 
 CREATED = 1_700_000_000.0
 VOID = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "embed", "source", "wbr"}
@@ -395,3 +402,25 @@ def test_failures_section_is_capped_and_absent_without_failures() -> None:
     assert root.one("p", id="failures-capped")
     page = render_html(make_report([done("ok", 1.0, 2.0)]))
     assert 'id="failures"' not in page
+
+
+def test_dead_and_failed_tasks_come_first_among_many_pending() -> None:
+    tasks = [TaskReport(f"p{i}", {"i": i}, "pending", 0) for i in range(MAX_ROWS + 3)]
+    tasks.append(TaskReport("f1", {"n": "f"}, "failed", 2, error="boom"))
+    tasks.append(TaskReport("d1", {"n": "d"}, "dead", 3, error="gone"))
+    root = parse(render_html(make_report(tasks))).root
+    rows = root.one("table", id="attention").one("tbody").find_all("tr")
+    assert [r.find_all("td")[0].text() for r in rows[:2]] == ["f1", "d1"]
+    note = root.one("p", id="attention-capped").text()
+    assert "report.tsv" in note
+
+
+def test_the_tsv_beside_the_page_lists_every_task(tmp_path: Path) -> None:
+    tasks = [TaskReport(f"p{i}", {"i": i, "s": "a\tb"}, "pending", 0) for i in range(MAX_ROWS + 3)]
+    tasks.append(TaskReport("d1", {"n": "d"}, "dead", 3, duration=1.5, cause="exit"))
+    path = write_tsv(make_report(tasks), tmp_path / "report.tsv")
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == list(TSV_COLUMNS)
+    assert len(lines) == len(tasks) + 1
+    assert lines[-1].split("\t") == ["d1", "dead", "3", "1.500", "0", "exit", '{"n":"d"}']
+    assert all(len(line.split("\t")) == len(TSV_COLUMNS) for line in lines)

@@ -116,6 +116,46 @@ class Ledger:
         return [t.id for t in self.tasks.values() if t.state in states]
 
 
+def _index(
+    attempts: Iterable[AttemptKey], marks: Iterable[Mark]
+) -> tuple[dict[str, list[tuple[int, str]]], dict[str, list[tuple[int, str]]]]:
+    """The attempts (start, outcome) and marks (time, kind) of each task that has any."""
+    by_task: dict[str, list[tuple[int, str]]] = {}
+    for a in attempts:
+        by_task.setdefault(a.task_id, []).append((a.started_us, a.outcome))
+    marks_by_task: dict[str, list[tuple[int, str]]] = {}
+    for m in marks:
+        marks_by_task.setdefault(m.task_id, []).append((m.at_us, m.kind))
+    return by_task, marks_by_task
+
+
+def _entry(
+    task_id: str,
+    group: Any,
+    skipped: set[str],
+    by_task: dict[str, list[tuple[int, str]]],
+    marks_by_task: dict[str, list[tuple[int, str]]],
+) -> TaskEntry:
+    """One task's `TaskEntry` from the indexed events (see `_index`)."""
+    events = by_task.get(task_id)
+    task_marks = marks_by_task.get(task_id)
+    if events is None and task_marks is None:
+        # No attempt and no mark (most tasks of a big run under way): a skip or nothing.
+        return TaskEntry(task_id, group, "skipped" if task_id in skipped else "pending")
+    events = events or []
+    task_marks = task_marks or []
+    state = task_state(skipped=task_id in skipped, attempts=events, marks=task_marks)
+    outcomes = [o for _, o in events]
+    return TaskEntry(
+        task_id,
+        group,
+        state,
+        attempts=sum(1 for o in outcomes if o != "duplicate"),
+        duplicate="duplicate" in outcomes or outcomes.count("done") > 1,
+        requeues=sum(1 for _, kind in task_marks if kind == "requeue"),
+    )
+
+
 def build_ledger(
     run_id: str,
     manifest: Iterable[ManifestEntry],
@@ -125,33 +165,54 @@ def build_ledger(
     corrupt: dict[str, str] | None = None,
 ) -> Ledger:
     """The ledger from the run's records (pure: the reading is `read_ledger`'s)."""
-    by_task: dict[str, list[tuple[int, str]]] = {}
-    for a in attempts:
-        by_task.setdefault(a.task_id, []).append((a.started_us, a.outcome))
-    marks_by_task: dict[str, list[tuple[int, str]]] = {}
-    for m in marks:
-        marks_by_task.setdefault(m.task_id, []).append((m.at_us, m.kind))
+    by_task, marks_by_task = _index(attempts, marks)
     tasks: dict[str, TaskEntry] = {}
     for entry in manifest:
-        if entry.task_id in tasks:
-            continue
-        events = by_task.get(entry.task_id, [])
-        state = task_state(
-            skipped=entry.task_id in skipped,
-            attempts=events,
-            marks=marks_by_task.get(entry.task_id, []),
-        )
-        outcomes = [o for _, o in events]
-        task_marks = marks_by_task.get(entry.task_id, [])
-        tasks[entry.task_id] = TaskEntry(
-            entry.task_id,
-            entry.group,
-            state,
-            attempts=sum(1 for o in outcomes if o != "duplicate"),
-            duplicate="duplicate" in outcomes or outcomes.count("done") > 1,
-            requeues=sum(1 for _, kind in task_marks if kind == "requeue"),
-        )
+        if entry.task_id not in tasks:
+            tasks[entry.task_id] = _entry(
+                entry.task_id, entry.group, skipped, by_task, marks_by_task
+            )
     return Ledger(run_id, tasks, dict(corrupt or {}))
+
+
+def count_tasks(
+    task_ids: Iterable[str],
+    skipped: set[str],
+    attempts: Iterable[AttemptKey],
+    marks: Iterable[Mark],
+) -> dict[str, int]:
+    """`Ledger.counts` of the ledger `build_ledger` would give for these records (the
+    manifest given by its task ids), without an entry per task: only the tasks with an
+    attempt or a mark are looked at one by one, the others are pending or skipped."""
+    by_task, marks_by_task = _index(attempts, marks)
+    ids = task_ids if isinstance(task_ids, (dict, set, frozenset)) else dict.fromkeys(task_ids)
+    counts = dict.fromkeys(STATES, 0)
+    duplicates = 0
+    eventful = 0
+    for task_id in by_task.keys() | marks_by_task.keys():
+        if task_id in ids:
+            entry = _entry(task_id, None, skipped, by_task, marks_by_task)
+            counts[entry.state] += 1
+            duplicates += entry.duplicate
+            eventful += 1
+    quiet_skipped = sum(
+        1 for t in skipped if t in ids and t not in by_task and t not in marks_by_task
+    )
+    counts["skipped"] += quiet_skipped
+    counts["pending"] += len(ids) - eventful - quiet_skipped
+    counts["total"] = len(ids)
+    counts["duplicates"] = duplicates
+    return counts
+
+
+def read_counts(records: RunRecords) -> tuple[dict[str, int], dict[str, str]]:
+    """`read_ledger(records).counts` and the corrupt records met, read the same way but
+    counted without an entry per task (what `ds status` shows)."""
+    task_ids = records.manifest_ids()
+    skipped = records.skipped_ids()
+    attempts = records.attempt_keys()
+    marks = records.marks()
+    return count_tasks(task_ids, skipped, attempts, marks), dict(records.corrupt)
 
 
 def read_ledger(records: RunRecords) -> Ledger:

@@ -135,6 +135,8 @@ def fields_in(template: str) -> list[str]:
 def format_value(value: Any) -> str:
     """How a field value is written into a template: ``str()`` of scalars, canonical JSON of
     objects and lists (so the text is the same whatever the key order in the job file)."""
+    if type(value) is str:  # the common case, without the abstract-class check
+        return value
     if isinstance(value, Mapping | list | tuple):
         return canonical_json(value)
     return str(value)

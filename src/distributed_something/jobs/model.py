@@ -21,7 +21,11 @@ def canonical_json(value: Any) -> str:
 
 def task_id_of(body: Mapping[str, Any]) -> str:
     """A task's stable id: the first 20 hex digits of the sha256 of its canonical JSON."""
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:20]
+    return _hash(canonical_json(body))
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,11 @@ class Task:
 
     def __post_init__(self) -> None:
         if not self.id:
-            object.__setattr__(self, "id", task_id_of(self.body))
+            text = canonical_json(self.body)
+            object.__setattr__(self, "id", _hash(text))
+            # Kept (outside the fields) for the first `body_json`, which parsing asks for
+            # at once: a million tasks are not serialized twice.
+            object.__setattr__(self, "_json", text)
 
     @property
     def group(self) -> Any:
@@ -63,7 +71,8 @@ class Task:
 
     def body_json(self) -> str:
         """The message body sent to the queue."""
-        return canonical_json(self.body)
+        text: str | None = self.__dict__.pop("_json", None)
+        return text if text is not None else canonical_json(self.body)
 
     @classmethod
     def from_body(cls, body_json: str) -> Task:

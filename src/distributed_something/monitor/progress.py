@@ -46,7 +46,12 @@ class Progress:
 
 def measure(ledger: Ledger) -> Progress:
     """The `Progress` of a run from its ledger."""
-    c = ledger.counts
+    return from_counts(ledger.counts, len(ledger.corrupt))
+
+
+def from_counts(c: dict[str, int], corrupt: int = 0) -> Progress:
+    """The `Progress` of a run from the ledger's counts (`Ledger.counts`,
+    `ledger.read_counts`) and how many records could not be read."""
     return Progress(
         total=c["total"],
         done=c["done"],
@@ -56,5 +61,5 @@ def measure(ledger: Ledger) -> Progress:
         pending=c["pending"],
         dead=c["dead"],
         duplicates=c["duplicates"],
-        corrupt=len(ledger.corrupt),
+        corrupt=corrupt,
     )

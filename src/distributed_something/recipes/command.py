@@ -15,6 +15,7 @@ joined into a shell string, so a job value like ``"; rm -rf ~"`` is one literal 
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from typing import Any
 
 from distributed_something.config.model import Config
@@ -39,13 +40,20 @@ _JOB_SOURCE = "job file"
 
 def builtin_fields(task: Task, workdir: Workdir) -> dict[str, str]:
     """The built-in template fields for ``task`` running in ``workdir``."""
+    input_dir, output_dir, work_dir = _workdir_fields(workdir)
     return {
         "task_id": task.id,
-        "input_dir": str(workdir.input_dir),
-        "output_dir": str(workdir.output_dir),
-        "work_dir": str(workdir.root),
+        "input_dir": input_dir,
+        "output_dir": output_dir,
+        "work_dir": work_dir,
         "python": sys.executable,
     }
+
+
+@lru_cache(maxsize=8)
+def _workdir_fields(workdir: Workdir) -> tuple[str, str, str]:
+    """The folders of ``workdir`` as text (one workdir serves a million plans at validate)."""
+    return str(workdir.input_dir), str(workdir.output_dir), str(workdir.root)
 
 
 class CommandRecipe:
@@ -103,7 +111,7 @@ class CommandRecipe:
     @staticmethod
     def _render(template: str, fields: dict[str, Any], task: Task, field: str) -> str:
         try:
-            return render(template, fields, group=task.describe())
+            return render(template, fields, group="")
         except MissingField as error:
             raise InputError(
                 _JOB_SOURCE,

@@ -498,7 +498,7 @@ def _status_reason(path: Path) -> str | None:
 
 def _render(template: str, fields: dict[str, Any], task: Task, field: str) -> str:
     try:
-        return render(template, fields, group=task.describe())
+        return render(template, fields, group="")
     except MissingField as error:
         raise InputError(
             _JOB,

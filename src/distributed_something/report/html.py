@@ -312,7 +312,9 @@ def _throughput_svg(report: RunReport) -> str:
 
 
 def _attention_table(report: RunReport) -> str:
-    trouble = [t for t in report.tasks if t.outcome in ("dead", "failed", "running", "pending")]
+    # Dead and failed tasks first, so a run of a million pending tasks still shows them.
+    trouble = [t for t in report.tasks if t.outcome in _ATTENTION_ORDER]
+    trouble.sort(key=lambda t: _ATTENTION_ORDER[t.outcome])
     if not trouble:
         return '<h2>Tasks needing attention</h2>\n<p class="empty">None.</p>'
     rows = (
@@ -337,6 +339,38 @@ def _attention_table(report: RunReport) -> str:
         )
         + _corrupt_list(report)
     )
+
+
+_ATTENTION_ORDER = {"dead": 0, "failed": 0, "running": 1, "pending": 2}
+
+#: The columns of the per-task TSV written beside the HTML report (`write_tsv`).
+TSV_COLUMNS = ("task", "outcome", "attempts", "duration", "outputs", "cause", "group")
+
+
+def write_tsv(report: RunReport, path: Path) -> Path:
+    """Every task of the report, one tab-separated row each (`TSV_COLUMNS`; tabs and line
+    breaks in values written as spaces), written atomically to ``path``; returns ``path``.
+    The HTML page shows at most ``MAX_ROWS`` tasks per table: this file has them all."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+    lines = ["\t".join(TSV_COLUMNS)]
+    lines.extend(
+        "\t".join(
+            (
+                cell(t.id),
+                t.outcome,
+                str(t.attempts),
+                f"{t.duration:.3f}" if t.duration is not None else "",
+                str(len(t.outputs)),
+                cell(t.cause or ""),
+                cell(_group_text(t.group)),
+            )
+        )
+        for t in report.tasks
+    )
+    return write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def _failures_section(report: RunReport) -> str:
@@ -417,7 +451,8 @@ def _table(title: str, ident: str, heads: Sequence[str], rows: Iterable[str], to
     if total > MAX_ROWS:
         note = (
             f'\n<p class="note" id="{ident}-capped">Showing the first {MAX_ROWS} of {total} '
-            f"tasks; {total - MAX_ROWS} more are in the JSON report.</p>"
+            f"tasks; {total - MAX_ROWS} more are in the JSON report and in "
+            "<code>report.tsv</code> beside this page (one row per task).</p>"
         )
     return (
         f"<h2>{_e(title)}</h2>\n"
@@ -517,11 +552,14 @@ def _fmt_minutes(minutes: float) -> str:
 
 
 def _group_json(group: Any) -> str:
+    return _clip(_group_text(group), _GROUP_CHARS)
+
+
+def _group_text(group: Any) -> str:
     try:
-        text = json.dumps(group, separators=(",", ":"), ensure_ascii=False, default=str)
+        return json.dumps(group, separators=(",", ":"), ensure_ascii=False, default=str)
     except ValueError:  # circular structures cannot be JSON; show Python's form instead
-        text = repr(group)
-    return _clip(text, _GROUP_CHARS)
+        return repr(group)
 
 
 def _clip(text: str, limit: int) -> str:

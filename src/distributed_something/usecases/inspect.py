@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 from distributed_something.backends import Backend, open_backend
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
-from distributed_something.ledger import Ledger, read_ledger
-from distributed_something.monitor.progress import Progress, measure
+from distributed_something.ledger import Ledger, read_counts, read_ledger
+from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.project import Project
 from distributed_something.records import RunRecords
 from distributed_something.report.build import failure_cause, first_error_line
@@ -74,7 +74,8 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
     backend = backend or open_backend(project)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
-    progress = measure(read_ledger(records))
+    task_counts, corrupt = read_counts(records)
+    progress = from_counts(task_counts, len(corrupt))
     current = _is_current(project, backend, state)
     compute = backend.compute.status() if current and state.active else None
     queued = in_flight = 0

@@ -22,7 +22,7 @@ from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
-from distributed_something.report.html import write_html
+from distributed_something.report.html import write_html, write_tsv
 from distributed_something.state import (
     RunState,
     load_state,
@@ -294,6 +294,8 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
     backend.storage.put_bytes(records.report_key(), text.encode())
     html = write_html(report, project.report_path.with_suffix(".html"))
     backend.storage.put_file(records.report_key().removesuffix(".json") + ".html", html)
+    tsv = write_tsv(report, project.report_path.with_suffix(".tsv"))
+    backend.storage.put_file(records.report_key().removesuffix(".json") + ".tsv", tsv)
     return report
 
 
