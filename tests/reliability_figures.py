@@ -50,14 +50,15 @@ HEADER = """\
 # Reliability
 
 What the reliability suite (`tests/test_reliability_*.py`, part of `make test`) does to `ds`,
-and what it measured the last time each scenario ran. This file is written by the suite
-(`tests/reliability_figures.py`) at the end of a pytest session that ran these tests; do not
+and what it measured the last time each scenario ran. This file is written by `make reliability`
+(`tests/reliability_figures.py`, at the end of a pytest session that ran these tests; `make
+test` writes the same figures to build/RELIABILITY.md and leaves this file alone); do not
 edit it by hand. Counts come from the run reports and from reading storage back; times are
 wall-clock seconds on the machine that ran the suite (a 2-core VM when committed). Every
 random choice (which tasks are poison, when a worker dies, whether a call fails) comes from a
 fixed seed; timings and the interleaving of processes and threads still differ between runs,
 so a choice may land on another worker or call and the counts move a little. To run the
-suite alone: `.venv/bin/pytest -q tests/test_reliability_*.py`.
+suite alone: `make reliability`.
 """
 
 _BLOCK = re.compile(r"<!-- scenario: (\S+) -->\n.*?<!-- /scenario: \1 -->\n", re.DOTALL)

@@ -533,7 +533,9 @@ def test_validate_finds_a_missing_cellprofiler_pipeline_and_data_file(
     (proj / "job.json").write_text(json.dumps(job))
     workspace = proj / ".ds" / "T" / "buckets" / "default" / "projects" / "p"
     workspace.mkdir(parents=True)
-    (workspace / "load_data.csv").write_text("FileName_DNA,PathName_DNA\n")
+    (workspace / "load_data.csv").write_text(
+        "Metadata_Plate,FileName_DNA,PathName_DNA\nP1,a.tif,projects/p/images\n"
+    )
     result = ds("validate", "--job", "job.json", cwd=proj)
     assert result.returncode == 2
     (line,) = error_lines(result)

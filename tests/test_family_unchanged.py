@@ -699,3 +699,90 @@ def test_ds_run_backend_local_runs_an_unchanged_dcp_project(
     assert row["FileName_OrigBlue"] == "01_POS002_D.TIF"
     assert float(row["Count_Nuclei"]) > 50
     assert (folder / "config.py").read_bytes() == before  # nothing was edited
+
+
+# --- ds validate: a DCP job's groups against its LoadData CSV -------------------------------
+
+LOAD_DATA = (
+    "FileName_DNA,PathName_DNA,Metadata_Plate,Metadata_Well,Metadata_Site\n"
+    "A01_s1.tif,/home/ubuntu/bucket/images/Plate1,Plate1,A01,1\n"
+    "A01_s2.tif,/home/ubuntu/bucket/images/Plate1,Plate1,A01,2\n"
+    "A02_s1.tif,/home/ubuntu/bucket/images/Plate1,Plate1,A02,1\n"
+)
+PLATE_JOB: dict[str, Any] = {
+    **DCP_JOB,
+    "pipeline": "workspace/analysis.cppipe",
+    "data_file": "workspace/load_data.csv",
+    "output_structure": "Metadata_Plate-Metadata_Well",
+    "groups": [
+        {"Metadata": "Metadata_Plate=Plate1,Metadata_Well=A01"},
+        {"Metadata": "Metadata_Plate=Plate1,Metadata_Well=B07"},  # no such well
+        {"Metadata": {"Metadata_Plate": "Plate1", "Metadata_Well": "A02"}},
+        # Site is a column of numbers: CellProfiler reads 01 as 1, which is a row.
+        {"Metadata": "Metadata_Plate=Plate1,Metadata_Well=A01,Metadata_Site=01"},
+    ],
+}
+NO_ROW = (
+    'files/exampleJob.json: groups[1]: the group "Metadata_Plate=Plate1,Metadata_Well=B07" (task '
+)
+
+
+def test_validate_finds_a_dcp_group_that_matches_no_row_of_the_load_data_csv(
+    tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path, "dcp", job=PLATE_JOB)
+    workspace = folder / ".ds" / "DistributedCP" / "buckets" / "lab-workspace" / "workspace"
+    workspace.mkdir(parents=True)
+    (workspace / "analysis.cppipe").write_text(
+        "CellProfiler Pipeline: http://www.cellprofiler.org\n"
+    )
+    (workspace / "load_data.csv").write_text(LOAD_DATA)
+    args = ("validate", "--backend", "local", "--job", "files/exampleJob.json")
+
+    line = error_line(ds(*args, cwd=folder))
+
+    assert line.startswith(f"error: {NO_ROW}"), line
+    assert (
+        ") matches no row of the data_file 'workspace/load_data.csv' (read from "
+        f"{workspace / 'load_data.csv'}), so CellProfiler would have nothing to run. "
+        "Fix: correct the group's Metadata"
+    ) in line
+    # With every input folder there, validate opens local storage itself: the same finding.
+    (folder / ".ds" / "DistributedCP" / "buckets" / "lab-images").mkdir()
+    assert error_line(ds(*args, cwd=folder)) == line
+    # The row added to the data file: valid (and 01 matched the Site 1 rows all along).
+    (workspace / "load_data.csv").write_text(
+        LOAD_DATA + "B07_s1.tif,/home/ubuntu/bucket/images/Plate1,Plate1,B07,1\n"
+    )
+    assert ds(*args, cwd=folder).returncode == 0
+    # A key that is no column of the data file: one finding, naming the columns there are.
+    groups = [{"Metadata": "Metadata_Plate=Plate1,Metadata_Position=2"}] * 1
+    job = {**PLATE_JOB, "output_structure": "", "groups": groups}
+    (folder / "files" / "exampleJob.json").write_text(json.dumps(job))
+    line = error_line(ds(*args, cwd=folder))
+    assert "files/exampleJob.json: groups[0]: the group" in line
+    assert "names Metadata_Position, which is not a column of the data_file" in line
+    assert "Metadata_Plate, Metadata_Well, Metadata_Site" in line
+
+
+def test_on_aws_the_groups_are_checked_only_against_a_copy_in_the_project_folder(
+    tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path, "dcp", job=PLATE_JOB)
+    args = ("validate", "--job", "files/exampleJob.json")
+
+    unread = ds(*args, cwd=folder)  # the CSV is in S3: validate uses no credentials
+
+    assert unread.returncode == 0, unread.stderr
+    assert (
+        "files/exampleJob.json: the groups' Metadata were not checked against the data_file "
+        "'workspace/load_data.csv': it is in s3://lab-workspace/workspace/load_data.csv"
+    ) in unread.stderr
+    (folder / "load_data.csv").write_text(LOAD_DATA)
+    checked = ds(*args, cwd=folder)
+    assert checked.returncode == 2, checked.stderr
+    assert f"error: {NO_ROW}" in checked.stderr
+    assert f"(read from {folder / 'load_data.csv'})" in checked.stderr
+    assert "not checked against the data_file" not in checked.stderr

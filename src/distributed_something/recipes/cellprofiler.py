@@ -28,7 +28,7 @@ import posixpath
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +58,7 @@ __all__ = [
     "folder_key",
     "group_argument",
     "group_images",
+    "group_matcher",
     "job_of",
     "judge_done_file",
     "metadata_id",
@@ -629,6 +630,30 @@ def select_group_rows(
             "check the group's Metadata against the data file's Metadata_ columns",
         )
     return rows
+
+
+def group_matcher(
+    table: LoadDataTable, keys: Sequence[str]
+) -> Callable[[Sequence[tuple[str, str]]], bool]:
+    """A test of whether a group of these ``keys`` (in this order) selects a row of ``table``,
+    compared as `select_group_rows` does; each column's type is read once, so checking many
+    groups costs one pass over the table. Raises ``KeyError`` naming a key that is not a
+    column."""
+    kinds = [column_type(table.column(key)) for key in keys]
+    columns = [table.column(key) for key in keys]
+    present = {
+        tuple(_as_read(cells[row], kind) for cells, kind in zip(columns, kinds, strict=True))
+        for row in range(len(table.rows))
+    }
+
+    def matches(metadata: Sequence[tuple[str, str]]) -> bool:
+        wanted = []
+        for (_, value), kind in zip(metadata, kinds, strict=True):
+            read = _as_read(value, kind)
+            wanted.append(value if read is None else read)
+        return tuple(wanted) in present
+
+    return matches
 
 
 def group_images(

@@ -27,6 +27,13 @@ from distributed_something.jobs.prefixes import element_positions, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, TaskPlan
+from distributed_something.recipes.cellprofiler import (
+    CellProfilerJob,
+    LoadDataTable,
+    group_matcher,
+    job_of,
+    read_load_data,
+)
 
 #: Jobs up to this many tasks have every task's inputs checked …
 ALL_TASKS = 1000
@@ -95,21 +102,38 @@ def preflight(
       input of every task exists, or of a sample of `SAMPLE` tasks when there are more than
       `ALL_TASKS` (a note says so). This covers the family recipes' own files (a DCP
       pipeline and data file, a Fiji script in the workspace bucket). ``where(bucket, key)``
-      says where a missing object is expected, for the fix.
+      says where a missing object is expected, for the fix;
+    - a DCP job's groups against its LoadData CSV (`check_load_data_groups`), also when there
+      are no plans (a family config.py on AWS names no recipe: its image plans the tasks).
     """
     result = Preflight()
-    if not plans:
-        return result
     positions = element_positions(job)
     list_key = list_key_of(job)
 
     def group_field(index: int) -> str:
         return f"{list_key}[{positions[index]}]"
 
+    if plans:
+        _check_plans(project, job, job_path, plans, group_field, bucket, where, result)
+    check_load_data_groups(project, job, job_path, group_field, bucket=bucket, result=result)
+    return result
+
+
+def _check_plans(
+    project: Project,
+    job: JobFile,
+    job_path: Path,
+    plans: Sequence[TaskPlan],
+    group_field: Callable[[int], str],
+    bucket: Callable[[str], Storage] | None,
+    where: Callable[[str, str], str] | None,
+    result: Preflight,
+) -> None:
+    """The program, the sizes and the inputs of `preflight`."""
     _check_program(project, plans[0], result)
     _check_sizes(job, job_path, plans, group_field, result)
     if bucket is None:
-        return result
+        return
     chosen: Sequence[int] = range(len(plans))
     if len(plans) > ALL_TASKS:
         # Evenly spread, first and last included: one bad region of the job is likely seen.
@@ -153,7 +177,6 @@ def preflight(
                     "the value or template that names it",
                 )
             )
-    return result
 
 
 def _check_program(project: Project, plan: TaskPlan, result: Preflight) -> None:
@@ -294,3 +317,155 @@ def _missing(storage: Storage, keys: Sequence[str]) -> set[str]:
     common = f"{common}/" if common else ""
     found = {obj.key for obj in storage.list(common)}
     return set(keys) - found
+
+
+# --- a DCP job's groups against its LoadData CSV ------------------------------------------
+
+_GROUP_FIX = (
+    "correct the group's Metadata to name a row of the data file (its Metadata_ columns and "
+    "values; numbers compare as numbers, so 2 matches 002), or add the group's rows to the "
+    "data file"
+)
+
+
+def check_load_data_groups(
+    project: Project,
+    job: JobFile,
+    job_path: Path,
+    group_field: Callable[[int], str],
+    *,
+    bucket: Callable[[str], Storage] | None,
+    result: Preflight,
+) -> None:
+    """Each group of a DCP job whose ``data_file`` is a LoadData CSV selects at least one of
+    its rows, compared as CellProfiler's ``-g`` compares (see `select_group_rows`): a group
+    that selects none would make CellProfiler run nothing, on every attempt.
+
+    The CSV is read from local storage (the workspace bucket, as ``bucket`` opens it, else
+    the local backend's folder of that bucket), or else from the project folder (at the data
+    file's key, or its name in the folder or in ``files/``). One finding per group matching
+    no row, and per group key that is not a column of the CSV (once per file and key); an
+    unreadable CSV is one finding. When the CSV cannot be read here (on AWS it needs
+    credentials, which `ds validate` does not use) a note says the groups were not checked.
+    Data files of other kinds (file lists, batch files) are not checked.
+    """
+    config = project.config
+    if job.format != "dcp" and config.recipe.name != "cellprofiler":
+        return
+    by_file: dict[str, list[tuple[int, CellProfilerJob]]] = {}
+    for index, task in enumerate(job.tasks):
+        try:
+            values = job_of(task)
+        except InputError:
+            continue  # not a runnable DCP task: check_job (or the image's worker) says so
+        if values.kind == "csv" and values.data_file:
+            by_file.setdefault(values.data_file, []).append((index, values))
+    workspace = config.storage.workspace_bucket or config.storage.source_bucket
+    storage = bucket(workspace) if bucket is not None else None
+    for key, tasks in by_file.items():
+        found = _read_data_file(project, key, workspace, storage)
+        if found is None:
+            if storage is None:  # a missing file in local storage is already a finding
+                result.notes.append(_not_checked_note(project, job_path, key))
+            continue
+        text, origin = found
+        try:
+            table = read_load_data(text, source=origin)
+        except InputError as error:
+            result.findings.append(error)
+            continue
+        _check_groups(table, key, origin, job, job_path, tasks, group_field, result)
+
+
+def _check_groups(
+    table: LoadDataTable,
+    key: str,
+    origin: str,
+    job: JobFile,
+    job_path: Path,
+    tasks: Sequence[tuple[int, CellProfilerJob]],
+    group_field: Callable[[int], str],
+    result: Preflight,
+) -> None:
+    """The findings for ``tasks`` (index, DCP values) whose groups match no row of ``table``."""
+    matchers: dict[tuple[str, ...], Callable[[Sequence[tuple[str, str]]], bool]] = {}
+    missing_columns: set[str] = set()
+    for index, values in tasks:
+        task = job.tasks[index]
+        keys = tuple(name for name, _ in values.metadata)
+        absent = [name for name in keys if name not in table.columns]
+        if absent:
+            for name in absent:
+                if name in missing_columns:
+                    continue
+                missing_columns.add(name)
+                known = ", ".join(c for c in table.columns if c.startswith("Metadata_"))
+                result.findings.append(
+                    InputError(
+                        str(job_path),
+                        group_field(index),
+                        f"the group {task.describe()} (task {task.id}) names {name}, which is "
+                        f"not a column of the data_file {key!r} (read from {origin}; its Metadata_ "
+                        f"columns: {known or 'none'})",
+                        "use the data file's Metadata_ column names in the groups' Metadata",
+                    )
+                )
+            continue
+        if keys not in matchers:
+            matchers[keys] = group_matcher(table, keys)
+        if not matchers[keys](values.metadata):
+            result.findings.append(
+                InputError(
+                    str(job_path),
+                    group_field(index),
+                    f"the group {task.describe()} (task {task.id}) matches no row of the "
+                    f"data_file {key!r} (read from {origin}), so CellProfiler would have nothing "
+                    "to run",
+                    _GROUP_FIX,
+                )
+            )
+
+
+def _read_data_file(
+    project: Project, key: str, bucket_name: str, storage: Storage | None
+) -> tuple[str, str] | None:
+    """(the data file's text, the file it was read from) from local storage (``storage``, else the
+    local backend's bucket folder, which validate leaves unopened while another input folder
+    is missing), else from the project folder; None when it is in none of them."""
+    local = _local_bucket_file(project, bucket_name, key)
+    if storage is not None and storage.exists(key):
+        text = storage.get_bytes(key).decode("utf-8-sig", errors="surrogateescape")
+        where = local or f"{key} in bucket {bucket_name or 'main'!r}"
+        return text, str(where)
+    name = posixpath.basename(key)
+    base = project.base_dir
+    for path in (local, base / key, base / name, base / "files" / name):
+        if path is not None and path.is_file():
+            text = path.read_text(encoding="utf-8-sig", errors="surrogateescape")
+            return text, str(path)
+    return None
+
+
+def _local_bucket_file(project: Project, bucket_name: str, key: str) -> Path | None:
+    """Where the local backend keeps ``key`` of bucket ``bucket_name`` (None on others)."""
+    if project.config.backend != "local":
+        return None
+    from distributed_something.backends.local.provisioner import bucket_dir
+
+    return bucket_dir(project, bucket_name) / key
+
+
+def _not_checked_note(project: Project, job_path: Path, key: str) -> str:
+    config = project.config
+    bucket = config.storage.workspace_bucket or config.storage.source_bucket
+    if config.backend == "aws":
+        bucket = bucket or config.storage.bucket
+        why = f"it is in s3://{bucket}/{key}, and validate reads nothing that needs AWS credentials"
+    elif config.backend == "local":
+        why = f"it is not in local storage yet ({_local_bucket_file(project, bucket, key)})"
+    else:
+        why = f"validate does not read the {config.backend} backend's storage"
+    return (
+        f"{job_path}: the groups' Metadata were not checked against the data_file {key!r}: "
+        f"{why} (a copy at {project.base_dir / key} is checked)"
+    )
