@@ -450,7 +450,7 @@ def s3_end_state(
     manifest = [
         row["task_id"]
         for key, body in sorted(s3_objects(bucket, f"_ds/{app}/runs/{report['run_id']}/").items())
-        if key.rsplit("/", 1)[1].startswith("manifest-")
+        if key.rsplit("/", 1)[1].startswith("manifest-") and key.endswith(".jsonl")
         for row in map(json.loads, filter(str.strip, body.decode().splitlines()))
         if "task_id" in row  # the first line of each part holds the shared keys
     ]
