@@ -806,7 +806,8 @@ def test_a_hop_limit_of_one_is_diagnosed_and_nothing_else_is(
     with hop_limited_imds(put_hangs_for=2.0, get_hangs=True) as url:
         monkeypatch.setenv("DS_METADATA_URL", url)
         assert find_imds(timeout=0.3).problem is None  # nothing answers, not in ECS
-        monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x")
+        # Only its presence says "in an ECS task"; loopback, as every address in the tests.
+        monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", "http://127.0.0.1:9/v4/x")
         assert find_imds(timeout=0.3).problem == ECS_NO_METADATA_PROBLEM
         monkeypatch.delenv("ECS_CONTAINER_METADATA_URI_V4")
 
@@ -904,7 +905,7 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
             "Statement": [
                 {
                     "Effect": "Allow",
-                    "Principal": {"Service": "ec2.amazonaws.com"},
+                    "Principal": {"Service": "ec2.amazonaws.com"},  # IAM principal, not an address
                     "Action": "sts:AssumeRole",
                 }
             ],
@@ -989,7 +990,7 @@ def test_a_denied_dead_letter_queue_lookup_names_the_fix(
             raise ClientError(error, "GetQueueUrl")
 
     monkeypatch.setattr(lazy_queue, "client", lambda service, settings: DeniedSqs())
-    monkeypatch.setenv("SQS_QUEUE_URL", f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/PlateQueue")
+    monkeypatch.setenv("SQS_QUEUE_URL", f"http://127.0.0.1:9/{ACCOUNT}/PlateQueue")
     queue = lazy_queue.LazySqsQueue(
         AwsSettings(region=REGION), AwsNames(legacy_config()), 2, AwsResources
     )

@@ -55,6 +55,9 @@ from testkit import FakeClock, moto_family_fleet
 REGION = "us-east-1"
 SETTINGS = AwsSettings(region=REGION)
 ACCOUNT = "123456789012"
+#: IAM service principals (names in trust policies, not addresses).
+EC2_PRINCIPAL = "ec2.amazonaws.com"
+ECS_TASKS_PRINCIPAL = "ecs-tasks.amazonaws.com"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -686,14 +689,14 @@ def test_a_profile_role_that_does_not_trust_ecs_tasks_is_refused_at_setup(
     profile_role: Any, tmp_path: Path
 ) -> None:
     profile_role.create_role(
-        RoleName="Analyst", Path="/people/", AssumeRolePolicyDocument=trust("ec2.amazonaws.com")
+        RoleName="Analyst", Path="/people/", AssumeRolePolicyDocument=trust(EC2_PRINCIPAL)
     )
     project = make_project(tmp_path)
     provisioner = AwsProvisioner(project, SETTINGS, AwsNames(project.config))
     with pytest.raises(InputError) as raised:
         provisioner.setup(new_state(), lambda state: None)
     text = str(raised.value)
-    assert "ecs-tasks.amazonaws.com" in text and "aws.task_role_arn" in text
+    assert ECS_TASKS_PRINCIPAL in text and "aws.task_role_arn" in text
     assert "\n" not in text
     assert client("sqs", SETTINGS).list_queues().get("QueueUrls", []) == []
 
@@ -702,7 +705,7 @@ def test_a_profile_role_that_trusts_ecs_tasks_passes(profile_role: Any, tmp_path
     profile_role.create_role(
         RoleName="Analyst",
         Path="/people/",
-        AssumeRolePolicyDocument=trust("ecs-tasks.amazonaws.com"),
+        AssumeRolePolicyDocument=trust(ECS_TASKS_PRINCIPAL),
     )
     project = make_project(tmp_path)
     AwsProvisioner(project, SETTINGS, AwsNames(project.config)).setup(new_state(), lambda s: None)
@@ -710,13 +713,13 @@ def test_a_profile_role_that_trusts_ecs_tasks_passes(profile_role: Any, tmp_path
 
 
 def test_trust_policies_as_iam_writes_them() -> None:
-    assert trusts_ecs_tasks(trust("ecs-tasks.amazonaws.com"))
-    assert not trusts_ecs_tasks(trust("ec2.amazonaws.com"))
+    assert trusts_ecs_tasks(trust(ECS_TASKS_PRINCIPAL))
+    assert not trusts_ecs_tasks(trust(EC2_PRINCIPAL))
     listed = {
         "Statement": [
             {
                 "Effect": "Allow",
-                "Principal": {"Service": ["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"]},
+                "Principal": {"Service": [EC2_PRINCIPAL, ECS_TASKS_PRINCIPAL]},
                 "Action": ["sts:AssumeRole", "sts:TagSession"],
             }
         ]

@@ -270,13 +270,13 @@ def test_a_link_run_end_to_end_is_dead_after_one_attempt(tmp_path: Path, ds: Any
 EXAMPLE_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 EXAMPLE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 PRESIGNED_V4 = (
-    "https://ds-bucket.s3.amazonaws.com/scripts/measure.ijm?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "http://127.0.0.1:9/ds-bucket/scripts/measure.ijm?X-Amz-Algorithm=AWS4-HMAC-SHA256"
     f"&X-Amz-Credential={EXAMPLE_KEY_ID}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
     "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
     "&X-Amz-Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
 )
 PRESIGNED_V2 = (
-    "https://ds-bucket.s3.amazonaws.com/scripts/measure.ijm?AWSAccessKeyId=ASIAEXAMPLEKEY12345"
+    "http://127.0.0.1:9/ds-bucket/scripts/measure.ijm?AWSAccessKeyId=ASIAEXAMPLEKEY12345"
     "&Expires=1700000000&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D"
 )
 

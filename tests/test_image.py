@@ -148,7 +148,7 @@ def test_the_familys_published_images_are_known_to_lack_ds(image: str) -> None:
         "me/distributed-cellprofiler:ds-1",  # anyone's own build may have `ds`
         "ghcr.io/cellprofiler/distributed-fiji:latest",  # not where the family publishes
         "localhost:5000/cellprofiler/distributed-fiji",
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com/ds-cellprofiler:1",
+        "registry.example.org:5000/lab/distributed-cellprofiler:1",  # a private registry
         "",
     ],
 )

@@ -63,7 +63,7 @@ SESSION_TOKEN = "FwoGZXIvYXdzEReliabilityFakeSessionToken/0123456789+abcdefghij=
 NEUTRAL_SECRET = "q8Zr2T/vLk0w9XbNcY4Hs1JmPe7Ua3GdFi6Ro5Kt"
 SIGNATURE = "9f2c41d7b0e85a6c3d1f7e2b4a9c8d0e1f3a5b7c9d2e4f6a8b0c1d3e5f7a9b2c"
 PRESIGNED = (
-    "https://ds-secure.s3.amazonaws.com/scripts/measure.ijm?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "http://127.0.0.1:9/ds-secure/scripts/measure.ijm?X-Amz-Algorithm=AWS4-HMAC-SHA256"
     "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
     f"&X-Amz-Signature={SIGNATURE}"
 )
