@@ -20,8 +20,8 @@ dev: venv
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 lint: dev
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docker
+	$(BIN)/ruff format --check src tests examples bench docker
 
 typecheck: dev
 	$(BIN)/mypy
@@ -48,8 +48,8 @@ slurm:
 
 # Every test: lint, types, the whole suite (with the example tools, podman and Slurm).
 test: examples podman slurm
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docker
+	$(BIN)/ruff format --check src tests examples bench docker
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -rs
 

@@ -635,8 +635,19 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--base", default="python:3.11-slim", show_default=True, help="the tool image")
+@click.option(
+    "--base",
+    default="python:3.11-slim-bookworm",
+    show_default=True,
+    help="the tool image (any distribution, any Python or none)",
+)
 @click.option("--tag", required=True, help="the image tag to build, e.g. me/ds-tool:1")
+@click.option(
+    "--python-image",
+    default="python:3.11-slim-bookworm",
+    show_default=True,
+    help="a glibc image with Python >= 3.11: the Python bundled with ds comes from it",
+)
 @click.option(
     "--engine",
     type=click.Choice(["docker", "podman"]),
@@ -653,12 +664,25 @@ def image() -> None:
     "host's CA bundle when pip reaches its index through a TLS-re-signing proxy",
 )
 def image_build(
-    base: str, tag: str, engine: str | None, extras: str, volumes: tuple[str, ...]
+    base: str,
+    tag: str,
+    python_image: str,
+    engine: str | None,
+    extras: str,
+    volumes: tuple[str, ...],
 ) -> None:
-    """Build the worker image (entrypoint `ds worker`) on top of a tool image."""
+    """Build the worker image (entrypoint `ds worker`) on top of a tool image, with `ds` and a
+    Python of its own that do not depend on the tool image's."""
     from distributed_something.usecases.image import build_image
 
-    built = build_image(base=base, tag=tag, engine=engine, extras=extras, volumes=volumes)
+    built = build_image(
+        base=base,
+        tag=tag,
+        engine=engine,
+        extras=extras,
+        volumes=volumes,
+        python_image=python_image,
+    )
     info(f"built {built}")
 
 
