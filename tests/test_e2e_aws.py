@@ -268,3 +268,45 @@ def test_worker_killed_mid_task_on_aws_and_the_task_completes_once(
     assert len(ledger(tmp_path)) == 3  # the killed task started twice, completed once
     for name in names:
         assert s3_text(f"out/{name}/result.txt") == f"result of {name}"
+
+
+def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) -> None:
+    """`ds run --force` reruns done tasks on AWS too: its workers (containers with no state
+    file) read the run's state from the bucket and skip nothing."""
+    names = ["alpha", "beta"]
+    proj = make_project(tmp_path, names)
+    run_ok(ds, "setup", cwd=proj)
+    run_ok(ds, "submit", "files/job.json", cwd=proj)
+    ecs = aws_client("ecs")
+    ecs.update_service(cluster="E2ECluster", service="E2EService", desiredCount=1)
+    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent"))
+    run_ok(ds, "cleanup", cwd=proj)
+    assert sorted(ledger(tmp_path)) == names
+
+    run = ["run", "--job", "files/job.json", "--fleet", "files/fleet.json", "--force"]
+    forced = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", *run, "--interval", "1", "--json"],
+        cwd=proj,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        desired = 0
+        while desired == 0 and forced.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            services = ecs.list_services(cluster="E2ECluster").get("serviceArns", [])
+            if services:
+                desired, _ = task_definition_environment(ecs, "E2ECluster", "E2EService")
+        assert desired > 0, "ds run --force never started its service"
+        wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent2"))
+        out, err = forced.communicate(timeout=180)
+    finally:
+        if forced.poll() is None:
+            forced.kill()
+    assert forced.returncode == 0, err
+    report = json.loads(out)
+    assert report["counts"]["done"] == 2 and report["counts"].get("skipped", 0) == 0
+    assert sorted(ledger(tmp_path)) == sorted(names * 2)  # each ran again
+    assert_nothing_left()

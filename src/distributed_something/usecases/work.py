@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from distributed_something.backends import open_backend
+from distributed_something.backends import Backend, open_backend
 from distributed_something.config.environment import config_from_environment
 from distributed_something.project import Project
 from distributed_something.recipes.registry import get_recipe
@@ -51,7 +51,10 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    state = load_state(project)
+    backend = open_backend(project)
+    # Through the run's storage: a container has no state file, and `ds run --force` must
+    # reach its workers wherever they run.
+    state = load_state(project, backend.storage)
     run_id = os.environ.get("DS_RUN_ID") or (state.run_id if state else "default")
     if state is not None and state.run_id == run_id and state.resources.get("force"):
         # `ds run --force`: every task of this run runs again, done or not.
@@ -71,15 +74,16 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
         log.info("cleaned up after dead worker %d (task group %s)", dead.worker_pid, dead.pgid)
     recorder = GroupRecorder.start(settings.scratch_root)
     try:
-        return _work(project, settings, SubprocessRunner(recorder=recorder))
+        return _work(project, backend, settings, SubprocessRunner(recorder=recorder))
     finally:
         if recorder is not None:
             recorder.close()  # after `Worker.run` removed our scratch folder
 
 
-def _work(project: Project, settings: WorkerSettings, runner: SubprocessRunner) -> WorkerSummary:
+def _work(
+    project: Project, backend: Backend, settings: WorkerSettings, runner: SubprocessRunner
+) -> WorkerSummary:
     config = project.config
-    backend = open_backend(project)
     task_log = None
     if config.backend == "aws":
         from distributed_something.backends.aws.clients import settings_from
