@@ -282,3 +282,43 @@ def test_ctrl_c_says_how_to_resume_and_status_gives_no_eta(tmp_path: Path, ds: D
     assert "ETA" not in status.stderr and "resumes it" in status.stderr
     resumed = ds("run", ".", "--json", "--interval", "0.2", cwd=folder)
     assert resumed.returncode == 0 and "resuming run" in resumed.stderr
+
+
+@pytest.mark.slow
+def test_status_watch_follows_a_run_until_it_is_over(tmp_path: Path) -> None:
+    folder = write_project(
+        tmp_path / "watched",
+        argv=["{python}", "-c", "import time; time.sleep(0.5)"],
+        groups=[{"name": f"t{i}"} for i in range(6)],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    ds = [sys.executable, "-m", "distributed_something"]
+    with subprocess.Popen(
+        [*ds, "run", ".", "--interval", "0.2"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as run:
+        deadline = time.monotonic() + 60
+        while not (folder / ".ds").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watched = subprocess.run(
+            [*ds, "status", "--watch", "0.5", "--json"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.wait(timeout=120) == 0
+    assert watched.returncode == 0, watched.stderr
+    frames = [json.loads(line) for line in watched.stdout.splitlines()]
+    done = [frame["counts"]["done"] for frame in frames]
+    assert len(frames) >= 3 and done == sorted(done), done  # refreshed, never going back
+    last = frames[-1]["counts"]
+    assert last["done"] == last["total"] == 6  # it stopped by itself when the run was over
+    # Without --json, off a terminal: a timestamped table per refresh, on stderr.
+    shown = subprocess.run(
+        [*ds, "status", "--watch"], cwd=folder, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0 and "done" in shown.stderr and "(finished)" in shown.stderr

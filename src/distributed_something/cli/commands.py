@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Group, RenderableType
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
@@ -251,13 +254,66 @@ def monitor(
 @config_option
 @run_option
 @json_option
-def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.5),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="refresh every SECONDS (default 2) until the run is over or Ctrl-C; with --json, "
+    "one JSON object per line",
+)
+def status(
+    config_path: Path | None, run_id: str | None, as_json: bool, watch: float | None
+) -> None:
     """Counts by state (from the run's records), workers and ETA of the run."""
     project = open_project(config_path)
     st = inspect.status(project, run_id=run_id)
-    if as_json:
-        emit_json(st.to_json())
+    if watch is None:
+        if as_json:
+            emit_json(st.to_json())
+        else:
+            console.print(Group(*_status_frame(st)))
         return
+    try:
+        _watch_status(project, run_id, st, watch, as_json)
+    except KeyboardInterrupt:
+        info("stopped watching (the run goes on)")
+
+
+def _watch_status(
+    project: Project, run_id: str | None, st: inspect.Status, every: float, as_json: bool
+) -> None:
+    """Show ``st`` and refresh it every ``every`` seconds until the run is over: in place on a
+    terminal, else one frame (or JSON line) per refresh."""
+    if as_json or not console.is_terminal:
+        while True:
+            if as_json:
+                print(json.dumps(st.to_json()), flush=True)
+            else:
+                console.print(
+                    Group(Text(time.strftime("%H:%M:%S"), style="dim"), *_status_frame(st))
+                )
+            if _run_over(st):
+                return
+            time.sleep(every)
+            st = inspect.status(project, run_id=run_id)
+    with Live(Group(*_status_frame(st)), console=console, auto_refresh=False) as live:
+        while not _run_over(st):
+            time.sleep(every)
+            st = inspect.status(project, run_id=run_id)
+            live.update(Group(*_status_frame(st)), refresh=True)
+
+
+def _run_over(st: inspect.Status) -> bool:
+    """Nothing more will change: the run was cleaned up, or every task has its outcome (and
+    there are tasks: a run being submitted has none yet)."""
+    return not st.active or 0 < st.progress.total <= st.progress.finished
+
+
+def _status_frame(st: inspect.Status) -> list[RenderableType]:
+    """The status table and the notes under it."""
     p = st.progress
     title = f"{st.app_name} · run {st.run_id}" + ("" if st.active else " (finished)")
     table = Table(title=title)
@@ -269,25 +325,25 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
         *map(str, (p.total, p.done, p.skipped, p.running, p.failed, p.pending, p.dead)),
         f"{st.workers_running}/{st.workers_desired}",
     )
-    console.print(table)
     eta = f", ETA {st.eta_seconds:.0f}s" if st.eta_seconds is not None else ""
-    info(f"elapsed {st.elapsed:.0f}s{eta}")
+    notes = [f"elapsed {st.elapsed:.0f}s{eta}"]
     if p.duplicates:
-        info(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
+        notes.append(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
     if p.corrupt:
-        info(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
+        notes.append(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
     for problem in st.machine_problems:
-        info(f"[yellow]warning:[/] {escape(problem)}")
+        notes.append(f"[yellow]warning:[/] {escape(problem)}")
     if st.active and st.workers_running == 0 and p.total > p.finished:
-        info(
+        notes.append(
             "no workers are running (the run was interrupted?): `ds run` again resumes it, "
             "or `ds start-cluster` then `ds monitor`"
         )
     if not st.active and p.total > p.finished:
-        info(
+        notes.append(
             f"{p.total - p.finished} task(s) have no outcome: the run was stopped. "
             "Submit the job file again after `ds setup` (done tasks are skipped)"
         )
+    return [table, *(Text.from_markup(note) for note in notes)]
 
 
 @cli.command()
