@@ -389,15 +389,34 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     is_flag=True,
     help="print every byte of a huge log (default: its first and last MiB)",
 )
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="then follow the task in the current run: its output as it is written (local and "
+    "Slurm; on AWS each attempt's log as it ends), until the task is done or dead",
+)
 @json_option
 def logs(
-    task: str, config_path: Path | None, run_id: str | None, full: bool, as_json: bool
+    task: str,
+    config_path: Path | None,
+    run_id: str | None,
+    full: bool,
+    follow: bool,
+    as_json: bool,
 ) -> None:
     """Print the logs of TASK (an id or a unique prefix): every attempt, in every run.
 
     Terminal control sequences (colours, cursor moves) are removed; a log over 2 MiB is
     printed as its first and last MiB unless --full is given. With --json: the task, its
     state in each run and each log's run, key and text (cut the same way)."""
+    if follow and (as_json or run_id is not None):
+        raise InputError(
+            "argument",
+            "--follow",
+            "follows the current run's task as text",
+            "drop --json and --run, or drop --follow",
+        )
     project = open_project(config_path)
     found = inspect.task_logs(project, task, run_id=run_id)
     if as_json:
@@ -443,6 +462,18 @@ def logs(
             )
             inspect.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
         sys.stdout.flush()
+        if follow:
+            from distributed_something.usecases.follow import follow_task
+
+            stripper = inspect.ControlStripper()
+
+            def write(text: str) -> None:
+                sys.stdout.write(stripper.feed(text))
+                sys.stdout.flush()
+
+            follow_task(project, found.task_id, write)
+    except KeyboardInterrupt:
+        info("stopped following (the task goes on)")
     except BrokenPipeError:
         # `ds logs TASK | head` closed the pipe: that is all the reader wanted.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
