@@ -63,6 +63,14 @@ def family_image(image: str) -> bool:
     )
 
 
+def ds_worker_image(image: str) -> bool:
+    """Whether ``image`` is named as `build_command` names the images it suggests: its
+    repository's own name starts with ``ds-`` (``lab/ds-fiji:1``). Such an image was built
+    with `ds image build`, so its entrypoint is ``ds worker``."""
+    _, path, _ = split_image(image)
+    return path.rsplit("/", 1)[-1].startswith("ds-")
+
+
 def build_command(image: str) -> str:
     """The `ds image build` command that puts ``ds worker`` on top of ``image``."""
     _, path, tag = split_image(image)
