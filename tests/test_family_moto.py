@@ -368,3 +368,25 @@ def test_a_ds_image_without_recipe_or_a_neutral_name_keeps_the_family_semantics(
         assert open_project(folder / "config.py").config.recipe.name == recipe, image
         # Locally ds's own worker runs the tasks whatever the image.
         assert open_project(folder / "config.py", backend="local").config.recipe.name == "fiji"
+
+
+def test_a_ds_image_whose_recipe_nothing_implies_is_refused_before_setup(
+    aws: str, tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(
+        tmp_path / FIJI_APP,
+        "df",
+        edit=lambda text: filled(text, {**COMMON_VALUES, "AWS_BUCKET": "'lab-bucket'"}),
+    )
+    (folder / "files" / "exampleJob.json").unlink()  # nothing says which tool runs
+    aws_client("s3").create_bucket(Bucket="lab-bucket")
+
+    for command in ("validate", "setup"):
+        result = ds(command, cwd=folder)
+
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert f"recipe.name: is not set, and {IMAGE} is a ds worker image" in result.stderr
+        assert "RECIPE in config.py" in result.stderr
+    assert aws_client("sqs").list_queues().get("QueueUrls", []) == []
