@@ -30,6 +30,7 @@ import pytest
 from aws_agent import task_definition_environment
 from conftest import FAKE_AWS_ENV
 from distributed_something.jobs.parse import load_job_file
+from family_templates import DCP_TEMPLATE, filled
 from testkit import moto_family_fleet
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ Ds = Callable[..., CompletedProcess[str]]
 
 REGION = "us-east-1"
 APP = "DistributedCP"
-IMAGE = "cellprofiler/distributed-cellprofiler:2.0.0_4.2.1"
+IMAGE = "cellprofiler/distributed-cellprofiler:2.2.0_4.2.8"  # the template's
 LOG_BUCKET = "dcp-logs"
 SOURCE_BUCKET = "dcp-images"
 WORKSPACE_BUCKET = "dcp-workspace"
@@ -50,72 +51,25 @@ MONITOR_FILE = f"files/{APP}SpotFleetRequestId.json"
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
-# Distributed-CellProfiler's config.py, as users fill it in (it names no recipe).
-CONFIG_PY = f"""\
-# Constants (User configurable)
-
-APP_NAME = '{APP}'                # Used to generate derivative names unique to the application.
-
-# DOCKER REGISTRY INFORMATION:
-DOCKERHUB_TAG = '{IMAGE}'
-
-# AWS GENERAL SETTINGS:
-AWS_REGION = '{REGION}'
-AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
-SSH_KEY_NAME = '{KEY_PAIR}.pem'      # Expected to be in ~/.ssh
-AWS_BUCKET = '{LOG_BUCKET}'         # Bucket to use for logging
-SOURCE_BUCKET = '{SOURCE_BUCKET}'           # Bucket to download image files from
-WORKSPACE_BUCKET = '{WORKSPACE_BUCKET}'        # Bucket to download non-image files from
-DESTINATION_BUCKET = '{DESTINATION_BUCKET}'      # Bucket to upload files to
-UPLOAD_FLAGS = ''                       # Any flags needed for upload to destination bucket
-
-# EC2 AND ECS INFORMATION:
-ECS_CLUSTER = 'default'
-CLUSTER_MACHINES = 1
-TASKS_PER_MACHINE = 1
-MACHINE_TYPE = ['c5.xlarge']
-MACHINE_PRICE = 0.10
-EBS_VOL_SIZE = 30                       # In GB.  Minimum allowed is 22.
-DOWNLOAD_FILES = 'False'
-ASSIGN_IP = 'False'
-
-# DOCKER INSTANCE RUNNING ENVIRONMENT:
-DOCKER_CORES = 4                        # CellProfiler processes per docker container
-CPU_SHARES = DOCKER_CORES * 1024        # ECS computing units per container (1024 = 1 core)
-MEMORY = 15000                           # Memory assigned to the docker container in MB
-SECONDS_TO_START = 3*60                 # Wait before starting the next CP process
-
-# SQS QUEUE INFORMATION:
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 1*60           # Timeout (secs) for messages in flight
-SQS_DEAD_LETTER_QUEUE = '{DEAD_LETTER_QUEUE}'
-JOB_RETRIES = 3
-
-# LOG GROUP INFORMATION:
-LOG_GROUP_NAME = APP_NAME
-
-# CLOUDWATCH DASHBOARD CREATION
-CREATE_DASHBOARD = 'True'           # Create a dashboard in Cloudwatch for run
-CLEAN_DASHBOARD = 'True'            # Automatically remove dashboard at end of run with Monitor
-
-# REDUNDANCY CHECKS
-CHECK_IF_DONE_BOOL = 'False'  #True or False- skip a job whose outputs are there already?
-EXPECTED_NUMBER_FILES = 7    #What is the number of files that trigger skipping a job?
-MIN_FILE_SIZE_BYTES = 1      #What is the minimal number of bytes an object should be to "count"?
-NECESSARY_STRING = ''        #Is there any string that should be in the file name to "count"?
-ALWAYS_CONTINUE = 'False'
-
-# PLUGINS
-USE_PLUGINS = 'False'          # True to use any plugin from CellProfiler-plugins repo
-UPDATE_PLUGINS = 'False'       # True to download updates from CellProfiler-plugins repo
-PLUGINS_COMMIT = ''       # What commit or version tag do you want to check out?
-INSTALL_REQUIREMENTS = 'False' # True to install REQUIREMENTS defined below.
-REQUIREMENTS_FILE = ''
-REQUIREMENTS = ''       # Flag to use with install
-
-# A setting of the user's own, passed to the container as it is.
-MY_SETTING = 'x'
-"""
+# Distributed-CellProfiler's config.py as shipped (it names no recipe), filled in as a user
+# does: buckets, key pair, one machine, no unattended monitor (its Lambda function is what
+# `ds aws bootstrap` makes; these tests run `ds monitor`); and a setting of the user's own,
+# passed to the container as it is.
+CONFIG_PY = (
+    filled(
+        DCP_TEMPLATE,
+        {
+            "SSH_KEY_NAME": f"'{KEY_PAIR}.pem'",
+            "AWS_BUCKET": f"'{LOG_BUCKET}'",
+            "SOURCE_BUCKET": f"'{SOURCE_BUCKET}'",
+            "WORKSPACE_BUCKET": f"'{WORKSPACE_BUCKET}'",
+            "DESTINATION_BUCKET": f"'{DESTINATION_BUCKET}'",
+            "CLUSTER_MACHINES": "1",
+            "AUTO_MONITOR": "'False'",
+        },
+    )
+    + "MY_SETTING = 'x'\n"
+)
 
 # Distributed-CellProfiler's files/exampleJob.json shape.
 EXAMPLE_JOB: dict[str, Any] = {
@@ -339,14 +293,15 @@ def destination_keys() -> set[str]:
     return {item["Key"] for item in listed.get("Contents", [])}
 
 
-def check_monitor_file(folder: Path) -> str:
-    """The family's monitor file is valid JSON (run.py's was not); returns the fleet id."""
-    monitor_file = json.loads((folder / MONITOR_FILE).read_text())
-    assert monitor_file["MONITOR_APP_NAME"] == APP
+def check_monitor_file(folder: Path, app: str = APP, bucket: str = LOG_BUCKET) -> str:
+    """The family's monitor file of ``app`` (AWS_BUCKET ``bucket``) is valid JSON (run.py's
+    was not); returns the fleet id."""
+    monitor_file = json.loads((folder / f"files/{app}SpotFleetRequestId.json").read_text())
+    assert monitor_file["MONITOR_APP_NAME"] == app
     assert monitor_file["MONITOR_ECS_CLUSTER"] == "default"
-    assert monitor_file["MONITOR_QUEUE_NAME"] == f"{APP}Queue"
-    assert monitor_file["MONITOR_BUCKET_NAME"] == LOG_BUCKET
-    assert monitor_file["MONITOR_LOG_GROUP_NAME"] == APP
+    assert monitor_file["MONITOR_QUEUE_NAME"] == f"{app}Queue"
+    assert monitor_file["MONITOR_BUCKET_NAME"] == bucket
+    assert monitor_file["MONITOR_LOG_GROUP_NAME"] == app
     assert int(monitor_file["MONITOR_START_TIME"]) > 0
     fleet_id: str = monitor_file["MONITOR_FLEET_ID"]
     assert fleet_id.startswith("sfr-")
@@ -374,19 +329,21 @@ def check_task_definition(ecs: Any) -> dict[str, str]:
     return env
 
 
-def check_nothing_left(fleet_id: str) -> None:
+def check_nothing_left(
+    fleet_id: str, app: str = APP, dead_letter_queue: str = DEAD_LETTER_QUEUE
+) -> None:
     """No job queue (the dead-letter queue stays), service, ACTIVE task definition, fleet,
-    instance, alarm or dashboard of the run; the shared "default" cluster stays."""
+    instance, alarm or dashboard of the run of ``app``; the shared "default" cluster stays."""
     sqs, ecs, ec2 = aws_client("sqs"), aws_client("ecs"), aws_client("ec2")
     cloudwatch = aws_client("cloudwatch")
     queues = [url.rsplit("/", 1)[1] for url in sqs.list_queues().get("QueueUrls", [])]
-    assert queues == [DEAD_LETTER_QUEUE]
+    assert queues == [dead_letter_queue]
     services = ecs.list_services(cluster="default").get("serviceArns", [])
     described = (
         ecs.describe_services(cluster="default", services=services)["services"] if services else []
     )
     assert [s["serviceName"] for s in described if s["status"] == "ACTIVE"] == []
-    active = ecs.list_task_definitions(familyPrefix=f"{APP}Task", status="ACTIVE")
+    active = ecs.list_task_definitions(familyPrefix=f"{app}Task", status="ACTIVE")
     assert active["taskDefinitionArns"] == []
     fleets = ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
     assert all(f["SpotFleetRequestState"].startswith("cancelled") for f in fleets)

@@ -1,57 +1,38 @@
-"""Test data and fakes shared by several test files: the family's fleet file and a fake clock."""
+"""Test data and fakes shared by several test files: the family's fleet file filled in, and a
+fake clock."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from distributed_something.interfaces.compute import ComputeStatus
+from family_templates import FAMILY_FLEET
 
 
 def dcp_fleet(*, valid_until: str | None = None) -> dict[str, Any]:
-    """A fresh copy of Distributed-CellProfiler's files/exampleFleet_us-east-1.json with its
-    placeholders filled in; with ``valid_until``, the file also carries that ``ValidUntil``
-    (as copies of the family's file do, long expired). Callers may change the copy freely."""
-    validity = {"ValidUntil": valid_until} if valid_until is not None else {}
-    return {
-        "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
-        "AllocationStrategy": "lowestPrice",
-        "TerminateInstancesWithExpiration": True,
-        **validity,
-        "LaunchSpecifications": [
-            {
-                "ImageId": "ami-fad25980",
-                "KeyName": "your_key_file_name",
-                "IamInstanceProfile": {
-                    "Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
-                },
-                "BlockDeviceMappings": [
-                    {
-                        "DeviceName": "/dev/xvda",
-                        "Ebs": {
-                            "DeleteOnTermination": True,
-                            "VolumeType": "gp2",
-                            "VolumeSize": 8,
-                            "SnapshotId": "snap-04007a196c0f3f398",
-                        },
-                    },
-                    {
-                        "DeviceName": "/dev/xvdcz",
-                        "Ebs": {"DeleteOnTermination": True, "VolumeType": "gp2"},
-                    },
-                ],
-                "NetworkInterfaces": [
-                    {
-                        "DeviceIndex": 0,
-                        "SubnetId": "subnet-0123abcd",
-                        "DeleteOnTermination": True,
-                        "AssociatePublicIpAddress": True,
-                        "Groups": ["sg-0123abcd"],
-                    }
-                ],
-            }
-        ],
-        "Type": "maintain",
-    }
+    """A fresh copy of the family's files/exampleFleet_us-east-1.json (`FAMILY_FLEET`) with
+    its account ids, subnet and security group filled in; with ``valid_until``, the file also
+    carries that ``ValidUntil`` (as copies of the family's file do, long expired). Callers
+    may change the copy freely."""
+    data = copy.deepcopy(FAMILY_FLEET)
+    data["IamFleetRole"] = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
+    spec = data["LaunchSpecifications"][0]
+    spec["IamInstanceProfile"]["Arn"] = "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
+    spec["NetworkInterfaces"][0]["SubnetId"] = "subnet-0123abcd"
+    spec["NetworkInterfaces"][0]["Groups"] = ["sg-0123abcd"]
+    if valid_until is None:
+        return data
+    # After TerminateInstancesWithExpiration, where the family's copies carry it.
+    items = list(data.items())
+    at = [key for key, _ in items].index("TerminateInstancesWithExpiration") + 1
+    return dict([*items[:at], ("ValidUntil", valid_until), *items[at:]])
 
 
 #: The ValidUntil of the family file as users' copies carry it: long expired.
@@ -66,6 +47,27 @@ def moto_family_fleet(ec2: Any) -> dict[str, Any]:
     interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]
     return data
+
+
+@contextlib.contextmanager
+def serve_folder(root: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 serving the folder ``root`` while the block runs (as a
+    lab's web server serves the script a DF config's SCRIPT_DOWNLOAD_URL names); yields its
+    base URL."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 class FakeClock:

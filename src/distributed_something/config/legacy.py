@@ -37,6 +37,7 @@ LEGACY_FIELDS: dict[str, str] = {
     "COMMAND": "recipe.argv",
     "OUTPUT_PREFIX": "recipe.output_prefix",
     "INPUTS": "recipe.inputs",
+    "RECIPE_ENGINE": "recipe.engine",
     "AWS_REGION": "aws.region",
     "AWS_PROFILE": "aws.profile",
     "SSH_KEY_NAME": "aws.ssh_key_name",

@@ -44,9 +44,11 @@ def open_project(
 
     ``backend`` ("local", "aws" or "slurm"; default: ``$DS_BACKEND`` if set) replaces the
     config's backend. A legacy ``config.py`` without ``RECIPE`` that runs on the local or
-    Slurm backend (ds's own worker runs the tasks there) gets the recipe `family_recipe`
-    finds (``job`` is the job file the command was given); on AWS it keeps none, so the
-    family's image runs its own worker, as with run.py. Raises
+    Slurm backend (ds's own worker runs the tasks there), or on AWS with an image named as
+    `ds image build` suggests (`ds_worker_image`: ``…/ds-<tool>``, whose entrypoint is
+    ``ds worker``), gets the recipe `family_recipe` finds (``job`` is the job file the
+    command was given); with any other image on AWS it keeps none, so the image runs its
+    own worker, as with run.py. Raises
     `InputError` for a bad config or backend name; a recipe nothing decides is reported
     later, by whatever needs the recipe.
     """
@@ -55,13 +57,22 @@ def open_project(
     path = config_path if config_path is not None else find_config(folder or Path.cwd())
     config = load_config(path, backend=backend_override(backend))
     project = Project(config=config, config_path=path.resolve())
-    own_worker = config.backend in ("local", "slurm")
+    own_worker = config.backend in ("local", "slurm") or (
+        config.backend == "aws" and _ds_worker_image(config.image)
+    )
     if path.suffix == ".py" and config.recipe.name is None and own_worker:
         name = family_recipe(project.base_dir, config.image, job, _submitted_jobs(project))
         if name is not None:
             recipe = config.recipe.model_copy(update={"name": name})
             project = replace(project, config=config.model_copy(update={"recipe": recipe}))
     return project
+
+
+def _ds_worker_image(image: str) -> bool:
+    # Imported here: the local path imports nothing of the AWS backend.
+    from distributed_something.backends.aws.image_check import ds_worker_image
+
+    return ds_worker_image(image)
 
 
 def backend_override(flag: str | None = None) -> str | None:

@@ -63,6 +63,14 @@ def family_image(image: str) -> bool:
     )
 
 
+def ds_worker_image(image: str) -> bool:
+    """Whether ``image`` is named as `build_command` names the images it suggests: its
+    repository's own name starts with ``ds-`` (``lab/ds-fiji:1``). Such an image was built
+    with `ds image build`, so its entrypoint is ``ds worker``."""
+    _, path, _ = split_image(image)
+    return path.rsplit("/", 1)[-1].startswith("ds-")
+
+
 def build_command(image: str) -> str:
     """The `ds image build` command that puts ``ds worker`` on top of ``image``."""
     _, path, tag = split_image(image)
@@ -92,9 +100,22 @@ def check_worker_image(image: str) -> None:
 
 def check_run_image(config: Config) -> None:
     """`check_worker_image` for a config whose AWS containers run ``ds worker`` (backend
-    ``aws`` with a recipe; without one the image's own entrypoint runs). Raises `InputError`."""
-    if config.backend == "aws" and config.recipe.name is not None:
+    ``aws`` with a recipe; without one the image's own entrypoint runs). Without a recipe,
+    an image named as `ds image build` suggests (`ds_worker_image`) is refused too: its
+    entrypoint is ``ds worker``, which has nothing to run. Raises `InputError`."""
+    if config.backend != "aws":
+        return
+    if config.recipe.name is not None:
         check_worker_image(config.image)
+    elif ds_worker_image(config.image):
+        raise InputError(
+            "config",
+            "recipe.name",
+            f"is not set, and {config.image.strip()} is a ds worker image (its name starts "
+            "with ds-): its `ds worker` would have no recipe to run the tasks with",
+            "set recipe.name (RECIPE in config.py) to the recipe, or keep a job file of the "
+            "family's format (DCP, DF, DOZC) in the project folder or its files/",
+        )
 
 
 def family_worker_note(config: Config) -> str | None:
