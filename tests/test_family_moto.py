@@ -40,7 +40,7 @@ from aws_agent import service_task_definition, start_tasks
 from conftest import NO_SHARED_DATA, REPO, SHARED_DATA
 from family_templates import DF_JOB, DOZC_JOB, filled, project
 from test_e2e_legacy import check_monitor_file, check_nothing_left
-from testkit import moto_family_fleet, serve_folder
+from testkit import moto_family_fleet, omezarr_modules, serve_folder
 
 pytestmark = pytest.mark.slow
 
@@ -284,12 +284,7 @@ def test_an_unchanged_dozc_project_runs_on_moto_in_a_ds_image_with_our_converter
 ) -> None:
     if not FLY_IMAGES.is_dir():
         pytest.skip(f"{NO_SHARED_DATA} the ExampleFly images are not in ../shared/data")
-    np = pytest.importorskip("numpy")
-    tifffile = pytest.importorskip("tifffile")
-    missing = "the omezarr extra is not installed: pip install -e '.[omezarr]' (make examples)"
-    pytest.importorskip("zarr", reason=missing)
-    reader = pytest.importorskip("ome_zarr.reader", reason=missing)
-    ome_io = pytest.importorskip("ome_zarr.io", reason=missing)
+    np, tifffile, reader, ome_io = omezarr_modules()
     monkeypatch.delenv("DS_BACKEND", raising=False)
     # DOZC's job file with its placeholders filled in: buckets, the project's folders, a
     # folder of TIFFs per plate (no Index.idx.xml: path_to_metadata false).

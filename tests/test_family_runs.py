@@ -23,7 +23,7 @@ import pytest
 from conftest import NO_SHARED_DATA, REPO, SHARED_DATA
 from distributed_something.recipes.cellprofiler import find_executable
 from family_templates import DCP_JOB, DOZC_JOB, project
-from testkit import serve_folder
+from testkit import omezarr_modules, serve_folder
 
 Ds = Callable[..., CompletedProcess[str]]
 FLY_IMAGES = SHARED_DATA / "examplefly" / "images"
@@ -147,12 +147,7 @@ def test_ds_run_backend_local_runs_an_unchanged_df_project(
 def test_ds_run_backend_local_runs_an_unchanged_dozc_project(
     tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    np = pytest.importorskip("numpy")
-    tifffile = pytest.importorskip("tifffile")
-    missing = "the omezarr extra is not installed: pip install -e '.[omezarr]' (make examples)"
-    pytest.importorskip("zarr", reason=missing)
-    reader = pytest.importorskip("ome_zarr.reader", reason=missing)
-    ome_io = pytest.importorskip("ome_zarr.io", reason=missing)
+    np, tifffile, reader, ome_io = omezarr_modules()
     monkeypatch.delenv("DS_BACKEND", raising=False)
     # DOZC's job file, its placeholders filled in: the bucket, the project's folders, a plate
     # of TIFFs (no Index.idx.xml: path_to_metadata false), one plate.

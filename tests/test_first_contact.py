@@ -3,6 +3,7 @@ what a new user meets first (bare `ds`, JSON errors, progress in a log, init nam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -284,6 +285,21 @@ def test_ctrl_c_says_how_to_resume_and_status_gives_no_eta(tmp_path: Path, ds: D
     assert resumed.returncode == 0 and "resuming run" in resumed.stderr
 
 
+@contextlib.contextmanager
+def running(folder: Path, *, until: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`ds run` of ``folder`` in the background, once ``until`` exists (60 s at most)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as run:
+        deadline = time.monotonic() + 60
+        while not until.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield run
+
+
 @pytest.mark.slow
 def test_status_watch_follows_a_run_until_it_is_over(tmp_path: Path) -> None:
     folder = write_project(
@@ -293,15 +309,7 @@ def test_status_watch_follows_a_run_until_it_is_over(tmp_path: Path) -> None:
         extra={"cluster": {"docker_cores": 1}},
     )
     ds = [sys.executable, "-m", "distributed_something"]
-    with subprocess.Popen(
-        [*ds, "run", ".", "--interval", "0.2"],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as run:
-        deadline = time.monotonic() + 60
-        while not (folder / ".ds").is_dir() and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with running(folder, until=folder / ".ds") as run:
         watched = subprocess.run(
             [*ds, "status", "--watch", "0.5", "--json"],
             cwd=folder,
@@ -351,15 +359,7 @@ def test_logs_follow_streams_every_attempt_until_the_task_is_done(tmp_path: Path
         extra={"cluster": {"docker_cores": 1}},
     )
     ds = [sys.executable, "-m", "distributed_something"]
-    with subprocess.Popen(
-        [*ds, "run", ".", "--interval", "0.2"],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as run:
-        deadline = time.monotonic() + 60
-        while not (here / "id").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(folder, until=here / "id") as run:
         task_id = (here / "id").read_text()
         with subprocess.Popen(
             [*ds, "logs", "-f", task_id[:12]],

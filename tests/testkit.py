@@ -112,3 +112,17 @@ class NoProvisioner:
     def setup(self, state: Any, save: Any) -> None: ...
     def start(self, state: Any, fleet: Any, workers: int, save: Any) -> None: ...
     def teardown(self, state: Any, save: Any) -> None: ...
+
+
+def omezarr_modules() -> tuple[Any, Any, Any, Any]:
+    """numpy, tifffile, ome_zarr.reader and ome_zarr.io, or a skip naming the extra that
+    installs them (`make examples` does: under CI=true the skip fails)."""
+    import pytest
+
+    np = pytest.importorskip("numpy")
+    tifffile = pytest.importorskip("tifffile")
+    missing = "the omezarr extra is not installed: pip install -e '.[omezarr]' (make examples)"
+    pytest.importorskip("zarr", reason=missing)
+    reader = pytest.importorskip("ome_zarr.reader", reason=missing)
+    ome_io = pytest.importorskip("ome_zarr.io", reason=missing)
+    return np, tifffile, reader, ome_io
