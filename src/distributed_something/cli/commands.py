@@ -15,6 +15,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from distributed_something.backends import backend_kind
 from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
 from distributed_something.project import Project
@@ -213,8 +214,8 @@ def submit(
 def start_cluster(fleet: Path | None, config_path: Path | None) -> None:
     """Start the workers (alias: startCluster). FLEET is the spot fleet file on AWS."""
     project = open_project(config_path)
-    if fleet is not None and project.config.backend == "local":
-        info("local backend: the fleet file is not needed and was ignored")
+    if fleet is not None and not backend_kind(project.config.backend).uses_fleet:
+        info(f"{project.config.backend} backend: the fleet file is not needed and was ignored")
         fleet = None
     status = lifecycle.start_cluster(project, fleet)
     info(f"{status.running} worker(s) running")
@@ -584,7 +585,7 @@ def _with_workers(project: Project, workers: int) -> Project:
     from dataclasses import replace
 
     config = project.config
-    if config.backend == "aws":
+    if backend_kind(config.backend).in_image:
         raise InputError(
             "argument",
             "--workers",
@@ -617,7 +618,7 @@ def worker(
     project = worker_project(config_path)
     cluster = project.config.cluster
     if processes is None:
-        processes = cluster.docker_cores if project.config.backend == "aws" else 1
+        processes = cluster.docker_cores if backend_kind(project.config.backend).in_image else 1
     if processes > 1:
         return run_processes(
             config_path,

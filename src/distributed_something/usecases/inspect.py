@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distributed_something.backends import Backend, open_backend
+from distributed_something.backends import open_backend
 from distributed_something.errors import InputError
+from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.storage import Storage
 from distributed_something.ledger import Ledger, read_counts, read_ledger
 from distributed_something.monitor.progress import Progress, from_counts

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from distributed_something.backends import NAMES, backend_kind
 from distributed_something.config.legacy import recipe_from_image
 from distributed_something.config.loader import find_config, load_config
 from distributed_something.errors import InputError
@@ -22,7 +23,7 @@ from distributed_something.state import load_state
 #: The environment variable that overrides the config's backend (``--backend`` sets it too,
 #: so the worker processes a command starts use the same backend).
 BACKEND_ENV = "DS_BACKEND"
-BACKENDS = ("local", "aws", "slurm")
+BACKENDS = NAMES
 
 #: The recipe each family job format is written for.
 RECIPE_OF_FORMAT = {"dcp": "cellprofiler", "df": "fiji", "dozc": "omezarr"}
@@ -55,7 +56,7 @@ def open_project(
     path = config_path if config_path is not None else find_config(folder or Path.cwd())
     config = load_config(path, backend=backend_override(backend))
     project = Project(config=config, config_path=path.resolve())
-    own_worker = config.backend in ("local", "slurm")
+    own_worker = not backend_kind(config.backend).in_image
     if path.suffix == ".py" and config.recipe.name is None and own_worker:
         name = family_recipe(project.base_dir, config.image, job, _submitted_jobs(project))
         if name is not None:

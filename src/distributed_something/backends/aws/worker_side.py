@@ -36,7 +36,8 @@ from distributed_something.backends.aws.sqs_queue import received_body
 from distributed_something.backends.aws.task_logs import CloudWatchTaskLog, task_stream_name
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError
-from distributed_something.worker.loop import TaskLogFactory, Worker
+from distributed_something.interfaces.backend import TaskLogFactory
+from distributed_something.worker.loop import Worker
 
 log = logging.getLogger("ds.worker")
 
