@@ -1,4 +1,4 @@
-"""The idle shutdown (DESIGN §2): the pure decision, the state files of a machine's workers,
+"""The idle shutdown (docs/design.md §2): the pure decision, the state files of a machine's workers,
 and the worker's instance terminating itself on moto once every worker on it is idle."""
 
 from __future__ import annotations

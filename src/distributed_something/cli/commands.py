@@ -22,7 +22,7 @@ from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
 from distributed_something.report.render import clip, dead_task_text, print_summary, short_id
 from distributed_something.ui import console, info
-from distributed_something.usecases import inspect, lifecycle
+from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -255,7 +255,7 @@ def monitor(
 def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """Counts by state (from the run's records), workers and ETA of the run."""
     project = open_project(config_path)
-    st = inspect.status(project, run_id=run_id)
+    st = run_info.status(project, run_id=run_id)
     if as_json:
         emit_json(st.to_json())
         return
@@ -297,7 +297,7 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
 def runs(config_path: Path | None, as_json: bool) -> None:
     """Every run of this project: id, start, job files, counts, state."""
     project = open_project(config_path)
-    found = inspect.runs(project)
+    found = run_info.runs(project)
     if as_json:
         emit_json([r.to_json() for r in found])
         return
@@ -344,13 +344,13 @@ def logs(
     printed as its first and last MiB unless --full is given. With --json: the task, its
     state in each run and each log's run, key and text (cut the same way)."""
     project = open_project(config_path)
-    found = inspect.task_logs(project, task, run_id=run_id)
+    found = run_info.task_logs(project, task, run_id=run_id)
     if as_json:
         entries = []
         for log in found.logs:
             parts: list[str] = []
-            cuts: list[inspect.LogCut] = []
-            inspect.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
+            cuts: list[run_info.LogCut] = []
+            run_info.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
             entries.append(
                 {
                     "run_id": log.run_id,
@@ -372,7 +372,7 @@ def logs(
             why = "has no stored log"
         info(f"task {escape(found.task_id)} {why}")
 
-    def cut_note(cut: inspect.LogCut) -> None:
+    def cut_note(cut: run_info.LogCut) -> None:
         sys.stdout.flush()  # the note goes between the head and the tail on a terminal
         info(
             f"[yellow]… {cut.size / 2**20:.1f} MiB (bytes {cut.start}–{cut.end}) of this log "
@@ -386,7 +386,7 @@ def logs(
             console.print(
                 f"[bold]── run {escape(log.run_id)} · {escape(log.key)}[/]", soft_wrap=True
             )
-            inspect.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
+            run_info.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
         sys.stdout.flush()
     except BrokenPipeError:
         # `ds logs TASK | head` closed the pipe: that is all the reader wanted.
@@ -405,7 +405,7 @@ def dead() -> None:
 def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """List the run's dead tasks (one row each) with their last error."""
     project = open_project(config_path)
-    items = inspect.dead_list(project, run_id=run_id)
+    items = run_info.dead_list(project, run_id=run_id)
     if as_json:
         emit_json([d.to_json() for d in items])
         return
@@ -432,7 +432,7 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
 @json_option
 def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """Show one dead task: group, attempts (time, cause, exit, error), the log tail."""
-    shown = inspect.dead_show(open_project(config_path), task, run_id=run_id)
+    shown = run_info.dead_show(open_project(config_path), task, run_id=run_id)
     if as_json:
         emit_json(shown)
         return
@@ -445,7 +445,7 @@ def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: 
 @run_option
 def dead_redrive(tasks: tuple[str, ...], config_path: Path | None, run_id: str | None) -> None:
     """Put dead tasks (all, or the TASKS given) back on the queue, once each."""
-    moved = inspect.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
+    moved = run_info.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
     info(f"{moved} task(s) back on the queue; run `ds start-cluster` and `ds monitor`")
 
 
@@ -467,7 +467,7 @@ def report(
     project = open_project(config_path)
     code = finish_report(project, lifecycle.report(project, run_id=run_id), as_json)
     if trace_path is not None:
-        rows = inspect.trace(project, trace_path, run_id=run_id)
+        rows = run_info.trace(project, trace_path, run_id=run_id)
         info(f"trace: {rows} attempt(s) in {escape(str(trace_path))}")
     return code
 

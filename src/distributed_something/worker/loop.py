@@ -587,7 +587,7 @@ class Worker:
                 f"{MAX_NAME_BYTES} bytes each and not starting with {RESERVED_NAME_PREFIX!r} "
                 "(and keep the output prefix's names as short)"
             )
-        # DESIGN §6: outputs never land in the records area, whatever slipped past
+        # docs/design.md §6: outputs never land in the records area, whatever slipped past
         # validation (a message sent by other means, an older `ds`): fail before any upload.
         forged = next((key for key, _ in items if in_records_area(key)), None)
         if forged is not None:

@@ -123,7 +123,7 @@ def idle_shutdown(
     interval: float = CHECK_SECONDS,
     stale_after: float = STALE_SECONDS,
 ) -> IdleShutdown:
-    """The worker's part in the machine's idle shutdown (DESIGN §2), not yet started.
+    """The worker's part in the machine's idle shutdown (docs/design.md §2), not yet started.
 
     It publishes the worker's state in ``directory``; with ``aws.idle_shutdown_minutes`` > 0,
     once every worker of the machine has been idle that long, it logs one line, asks EC2 to

@@ -1,4 +1,5 @@
-"""Looking at runs: status, the list of runs, task logs, dead tasks and their redrive.
+"""What there is to know about runs: status, the list of runs, task logs, dead tasks (and
+their redrive), traces.
 
 Every count here comes from the run's ledger (ledger.py), never from queue depth: the
 queue's counts appear only as a hint of what it holds.
