@@ -28,13 +28,8 @@ from distributed_something.jobs.prefixes import element_positions, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, TaskPlan
-from distributed_something.recipes.cellprofiler import (
-    CellProfilerJob,
-    LoadDataTable,
-    group_matcher,
-    job_of,
-    read_load_data,
-)
+from distributed_something.recipes.cellprofiler import CellProfilerJob, job_of
+from distributed_something.recipes.loaddata import LoadDataTable, group_matcher, read_load_data
 
 #: Jobs up to this many tasks have every task's inputs checked …
 ALL_TASKS = 1000
