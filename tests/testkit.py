@@ -1,10 +1,27 @@
-"""Test data and fakes shared by several test files: the family's fleet file and a fake clock."""
+"""Test data, fakes and helpers shared by several test files: the family's fleet file, a
+fake clock, the no-op compute and provisioner, and `wait_for` (polling for real state)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from distributed_something.interfaces.compute import ComputeStatus
+
+#: Seconds before a wait for real state gives up (never reached when things work).
+WAIT = 20.0
+
+
+def wait_for(condition: Callable[[], object], timeout: float = WAIT) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds pass (a generous upper
+    bound); the result is asserted by the caller."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def dcp_fleet(*, valid_until: str | None = None) -> dict[str, Any]:
