@@ -483,7 +483,7 @@ def _no_inherited_backend(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_control_sequences_cut_by_chunk_boundaries_are_still_removed() -> None:
-    from distributed_something.usecases.inspect import ControlStripper, strip_controls
+    from distributed_something.usecases.run_info import ControlStripper, strip_controls
 
     text = (
         "\x1b[1;31mred\x1b[0m \x1b]0;title\x07\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ "

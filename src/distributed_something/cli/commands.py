@@ -18,13 +18,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from distributed_something.backends import backend_kind
 from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
 from distributed_something.report.render import clip, dead_task_text, print_summary, short_id
 from distributed_something.ui import console, info
-from distributed_something.usecases import inspect, lifecycle
+from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -216,8 +217,8 @@ def submit(
 def start_cluster(fleet: Path | None, config_path: Path | None) -> None:
     """Start the workers (alias: startCluster). FLEET is the spot fleet file on AWS."""
     project = open_project(config_path)
-    if fleet is not None and project.config.backend == "local":
-        info("local backend: the fleet file is not needed and was ignored")
+    if fleet is not None and not backend_kind(project.config.backend).uses_fleet:
+        info(f"{project.config.backend} backend: the fleet file is not needed and was ignored")
         fleet = None
     status = lifecycle.start_cluster(project, fleet)
     info(f"{status.running} worker(s) running")
@@ -269,7 +270,7 @@ def status(
 ) -> None:
     """Counts by state (from the run's records), workers and ETA of the run."""
     project = open_project(config_path)
-    st = inspect.status(project, run_id=run_id)
+    st = run_info.status(project, run_id=run_id)
     if watch is None:
         if as_json:
             emit_json(st.to_json())
@@ -283,7 +284,7 @@ def status(
 
 
 def _watch_status(
-    project: Project, run_id: str | None, st: inspect.Status, every: float, as_json: bool
+    project: Project, run_id: str | None, st: run_info.Status, every: float, as_json: bool
 ) -> None:
     """Show ``st`` and refresh it every ``every`` seconds until the run is over: in place on a
     terminal, else one frame (or JSON line) per refresh."""
@@ -298,21 +299,21 @@ def _watch_status(
             if _run_over(st):
                 return
             time.sleep(every)
-            st = inspect.status(project, run_id=run_id)
+            st = run_info.status(project, run_id=run_id)
     with Live(Group(*_status_frame(st)), console=console, auto_refresh=False) as live:
         while not _run_over(st):
             time.sleep(every)
-            st = inspect.status(project, run_id=run_id)
+            st = run_info.status(project, run_id=run_id)
             live.update(Group(*_status_frame(st)), refresh=True)
 
 
-def _run_over(st: inspect.Status) -> bool:
+def _run_over(st: run_info.Status) -> bool:
     """Nothing more will change: the run was cleaned up, or every task has its outcome (and
     there are tasks: a run being submitted has none yet)."""
     return not st.active or 0 < st.progress.total <= st.progress.finished
 
 
-def _status_frame(st: inspect.Status) -> list[RenderableType]:
+def _status_frame(st: run_info.Status) -> list[RenderableType]:
     """The status table and the notes under it."""
     p = st.progress
     title = f"{st.app_name} · run {st.run_id}" + ("" if st.active else " (finished)")
@@ -352,7 +353,7 @@ def _status_frame(st: inspect.Status) -> list[RenderableType]:
 def runs(config_path: Path | None, as_json: bool) -> None:
     """Every run of this project: id, start, job files, counts, state."""
     project = open_project(config_path)
-    found = inspect.runs(project)
+    found = run_info.runs(project)
     if as_json:
         emit_json([r.to_json() for r in found])
         return
@@ -418,13 +419,13 @@ def logs(
             "drop --json and --run, or drop --follow",
         )
     project = open_project(config_path)
-    found = inspect.task_logs(project, task, run_id=run_id)
+    found = run_info.task_logs(project, task, run_id=run_id)
     if as_json:
         entries = []
         for log in found.logs:
             parts: list[str] = []
-            cuts: list[inspect.LogCut] = []
-            inspect.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
+            cuts: list[run_info.LogCut] = []
+            run_info.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
             entries.append(
                 {
                     "run_id": log.run_id,
@@ -446,7 +447,7 @@ def logs(
             why = "has no stored log"
         info(f"task {escape(found.task_id)} {why}")
 
-    def cut_note(cut: inspect.LogCut) -> None:
+    def cut_note(cut: run_info.LogCut) -> None:
         sys.stdout.flush()  # the note goes between the head and the tail on a terminal
         info(
             f"[yellow]… {cut.size / 2**20:.1f} MiB (bytes {cut.start}–{cut.end}) of this log "
@@ -460,12 +461,12 @@ def logs(
             console.print(
                 f"[bold]── run {escape(log.run_id)} · {escape(log.key)}[/]", soft_wrap=True
             )
-            inspect.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
+            run_info.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
         sys.stdout.flush()
         if follow:
             from distributed_something.usecases.follow import follow_task
 
-            stripper = inspect.ControlStripper()
+            stripper = run_info.ControlStripper()
 
             def write(text: str) -> None:
                 sys.stdout.write(stripper.feed(text))
@@ -491,7 +492,7 @@ def dead() -> None:
 def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """List the run's dead tasks (one row each) with their last error."""
     project = open_project(config_path)
-    items = inspect.dead_list(project, run_id=run_id)
+    items = run_info.dead_list(project, run_id=run_id)
     if as_json:
         emit_json([d.to_json() for d in items])
         return
@@ -518,7 +519,7 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
 @json_option
 def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """Show one dead task: group, attempts (time, cause, exit, error), the log tail."""
-    shown = inspect.dead_show(open_project(config_path), task, run_id=run_id)
+    shown = run_info.dead_show(open_project(config_path), task, run_id=run_id)
     if as_json:
         emit_json(shown)
         return
@@ -531,7 +532,7 @@ def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: 
 @run_option
 def dead_redrive(tasks: tuple[str, ...], config_path: Path | None, run_id: str | None) -> None:
     """Put dead tasks (all, or the TASKS given) back on the queue, once each."""
-    moved = inspect.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
+    moved = run_info.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
     info(f"{moved} task(s) back on the queue; run `ds start-cluster` and `ds monitor`")
 
 
@@ -553,7 +554,7 @@ def report(
     project = open_project(config_path)
     code = finish_report(project, lifecycle.report(project, run_id=run_id), as_json)
     if trace_path is not None:
-        rows = inspect.trace(project, trace_path, run_id=run_id)
+        rows = run_info.trace(project, trace_path, run_id=run_id)
         info(f"trace: {rows} attempt(s) in {escape(str(trace_path))}")
     return code
 
@@ -671,7 +672,7 @@ def _with_workers(project: Project, workers: int) -> Project:
     from dataclasses import replace
 
     config = project.config
-    if config.backend == "aws":
+    if backend_kind(config.backend).in_image:
         raise InputError(
             "argument",
             "--workers",
@@ -704,7 +705,7 @@ def worker(
     project = worker_project(config_path)
     cluster = project.config.cluster
     if processes is None:
-        processes = cluster.docker_cores if project.config.backend == "aws" else 1
+        processes = cluster.docker_cores if backend_kind(project.config.backend).in_image else 1
     if processes > 1:
         return run_processes(
             config_path,

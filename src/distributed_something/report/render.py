@@ -88,8 +88,8 @@ def dead_task_text(shown: dict[str, Any]) -> str:
     """`ds dead show` for people: the task, its group, the cause and first error line of its
     last failure, each failed attempt (time, cause, exit code, error) and the last attempt's
     log tail as real lines, without terminal control sequences. ``shown`` is
-    `inspect.dead_show`'s answer (what ``--json`` prints)."""
-    from distributed_something.usecases.inspect import strip_controls
+    `run_info.dead_show`'s answer (what ``--json`` prints)."""
+    from distributed_something.usecases.run_info import strip_controls
 
     failures: list[dict[str, Any]] = list(shown.get("failures") or [])
     lines = [

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distributed_something.atomicfile import write_text_atomically
-from distributed_something.backends import Backend, open_backend
+from distributed_something.backends import open_backend
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
+from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile
 from distributed_something.ledger import read_ledger
@@ -183,7 +184,7 @@ def start_cluster(
     fleet = load_fleet(fleet_path) if fleet_path is not None else None
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
-    workers = policy_config(project.config, cheapest=False).workers
+    workers = policy_config(project.config, False, backend.max_workers).workers
     state.workers_started_at = state.workers_started_at or time.time()
     backend.provisioner.start(state, fleet, workers, _saver(project, backend))
     return backend.compute.status()
@@ -201,15 +202,14 @@ def monitor(
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
     if interval is None:
-        # Slurm: squeue every 10 s is light for the controller and quick enough for a tail.
-        interval = {"local": 1.0, "slurm": 10.0}.get(backend.name, 60.0)
+        interval = backend.poll_interval
     if state.active:
         watch(
             project.config,
             backend,
             state,
             interval=interval,
-            confirm_seconds=drain_confirm_seconds(backend.name, interval),
+            confirm_seconds=drain_confirm_seconds(backend.drain_confirm_floor, interval),
             cheapest=cheapest,
             show_progress=show_progress,
             image_entrypoint=_image_entrypoint(project),
@@ -222,10 +222,10 @@ def monitor(
 DRAIN_CONFIRM_ENV = "DS_DRAIN_CONFIRM_SECONDS"
 
 
-def drain_confirm_seconds(backend: str, interval: float) -> float:
-    """How far apart two empty readings of the queue must be. SQS's counts are approximate:
-    a minute, the unattended monitor's default; the local and Slurm queues' are exact: one
-    tick.
+def drain_confirm_seconds(floor: float, interval: float) -> float:
+    """How far apart two empty readings of the queue must be: one tick, but at least the
+    backend's ``floor`` (`Backend.drain_confirm_floor`: a minute for SQS's approximate
+    counts, the unattended monitor's default; 0 for the local and Slurm queues' exact ones).
     ``$DS_DRAIN_CONFIRM_SECONDS`` overrides both."""
     raw = os.environ.get(DRAIN_CONFIRM_ENV, "").strip()
     if raw:
@@ -238,8 +238,7 @@ def drain_confirm_seconds(backend: str, interval: float) -> float:
                 "environment", DRAIN_CONFIRM_ENV, f"{raw!r} is not a number of seconds", "e.g. 60"
             )
         return value
-    # The Slurm backend's slice queue is files read whole: its counts are exact too.
-    return interval if backend in ("local", "slurm") else max(interval, 60.0)
+    return max(interval, floor)
 
 
 def _image_entrypoint(project: Project) -> bool:

@@ -84,26 +84,17 @@ def _work(
     project: Project, backend: Backend, settings: WorkerSettings, runner: SubprocessRunner
 ) -> WorkerSummary:
     config = project.config
-    task_log = None
-    if config.backend == "aws":
-        from distributed_something.backends.aws.clients import settings_from
-        from distributed_something.backends.aws.worker_side import task_log_factory
-
-        task_log = task_log_factory(config, settings_from(config.aws.region, None))
     worker = Worker(
         config,
         backend,
         get_recipe(config.recipe.name, source=str(project.config_path)),
         runner,
         settings,
-        task_log=task_log,
+        task_log=backend.task_log(),
     )
     worker.install_signal_handlers()
-    if config.backend != "aws":
-        return worker.run()
-    from distributed_something.backends.aws.worker_side import on_instance
-
-    with on_instance(config, worker, settings.scratch_root):
+    # On AWS: instance tags, spot interruptions, idle shutdown (`Backend.worker_context`).
+    with backend.worker_context(worker, settings.scratch_root):
         return worker.run()
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from distributed_something.backends import Backend
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError, InputError, PermanentTaskError, QueueGone
+from distributed_something.interfaces.backend import Backend, TaskLogFactory
 from distributed_something.interfaces.queue import Message
 from distributed_something.interfaces.storage import ObjectInfo, Storage
 from distributed_something.jobs.model import Task
@@ -86,11 +86,6 @@ _ERROR_SEARCH_TAIL = 64 * 1024
 #: Seconds past ``recipe.timeout`` (and the runner's grace) after which the heartbeat stops
 #: the command and its lease itself, should the runner not have ended it in time.
 TIMEOUT_MARGIN_SECONDS = 30.0
-
-
-#: Makes the context in which a task's log (a growing file) is shipped elsewhere while the
-#: command runs, e.g. to a CloudWatch log stream: (task id, attempt, log path) → context.
-TaskLogFactory = Callable[[str, int, Path], contextlib.AbstractContextManager[object]]
 
 
 class Outcome(enum.Enum):
@@ -592,7 +587,7 @@ class Worker:
                 f"{MAX_NAME_BYTES} bytes each and not starting with {RESERVED_NAME_PREFIX!r} "
                 "(and keep the output prefix's names as short)"
             )
-        # DESIGN §6: outputs never land in the records area, whatever slipped past
+        # docs/design.md §6: outputs never land in the records area, whatever slipped past
         # validation (a message sent by other means, an older `ds`): fail before any upload.
         forged = next((key for key, _ in items if in_records_area(key)), None)
         if forged is not None:

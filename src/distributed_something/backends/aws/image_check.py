@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.image_names import ds_worker_image, split_image
 
 #: Repository names of the family's worker images: their entrypoint is the family's own
 #: worker script, and they have no `ds`.
@@ -32,25 +33,6 @@ FAMILY_PUBLISHERS = frozenset({"cellprofiler"})
 _DOCKER_HUB = frozenset({"", "docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
-def split_image(image: str) -> tuple[str, str, str]:
-    """``(registry host, repository path, tag)`` of an image reference, lower-cased.
-
-    ``cellprofiler/distributed-fiji:latest`` → ``("", "cellprofiler/distributed-fiji",
-    "latest")``; ``ghcr.io/me/tool@sha256:…`` → ``("ghcr.io", "me/tool", "")``. The first
-    path component is a registry host only when it has a ``.`` or ``:`` or is
-    ``localhost``, as Docker reads references. A missing tag is "".
-    """
-    reference = image.strip().lower().split("@", 1)[0]
-    host = ""
-    first, slash, rest = reference.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        host, reference = first, rest
-    path, colon, tag = reference.rpartition(":")
-    if not colon or "/" in tag:
-        path, tag = reference, ""
-    return host, path, tag
-
-
 def family_image(image: str) -> bool:
     """Whether ``image`` is one of the family's published images (known to have no ``ds``)."""
     host, path, _ = split_image(image)
@@ -61,14 +43,6 @@ def family_image(image: str) -> bool:
         and parts[0] in FAMILY_PUBLISHERS
         and parts[1] in FAMILY_REPOSITORIES
     )
-
-
-def ds_worker_image(image: str) -> bool:
-    """Whether ``image`` is named as `build_command` names the images it suggests: its
-    repository's own name starts with ``ds-`` (``lab/ds-fiji:1``). Such an image was built
-    with `ds image build`, so its entrypoint is ``ds worker``."""
-    _, path, _ = split_image(image)
-    return path.rsplit("/", 1)[-1].startswith("ds-")
 
 
 def build_command(image: str) -> str:

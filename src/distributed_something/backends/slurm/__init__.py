@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from functools import cache
 
-from distributed_something.backends import Backend
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.backends.slurm.compute import (
     SlurmCompute,
@@ -15,6 +14,7 @@ from distributed_something.backends.slurm.compute import (
 )
 from distributed_something.backends.slurm.provisioner import SlurmProvisioner
 from distributed_something.backends.slurm.slices import SliceQueue
+from distributed_something.interfaces.backend import Backend, BackendKind
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 
@@ -45,4 +45,10 @@ def open_slurm(project: Project) -> Backend:
         bucket=bucket,
         provisioner=SlurmProvisioner(project, queue, compute, shared / "buckets" / main),
         location=lambda name: str(shared / "buckets" / (name or main)),
+        # squeue every 10 s is light for the controller and quick enough for a tail
+        poll_interval=10.0,
+        drain_confirm_floor=0.0,  # the slice queue is files read whole: exact counts
     )
+
+
+KIND = BackendKind(name="slurm", open=open_slurm)

@@ -1,4 +1,5 @@
-"""Looking at runs: status, the list of runs, task logs, dead tasks and their redrive.
+"""What there is to know about runs: status, the list of runs, task logs, dead tasks (and
+their redrive), traces.
 
 Every count here comes from the run's ledger (ledger.py), never from queue depth: the
 queue's counts appear only as a hint of what it holds.
@@ -15,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distributed_something.backends import Backend, open_backend
+from distributed_something.backends import open_backend
 from distributed_something.errors import InputError
+from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.storage import Storage
 from distributed_something.ledger import Ledger, read_counts, read_ledger
 from distributed_something.monitor.progress import Progress, from_counts
