@@ -188,7 +188,7 @@ def test_header_has_run_identity_and_utc_times() -> None:
     assert meta["backend"] == "local"
     assert meta["created"] == "1970-01-01 00:00:00 UTC"
     assert meta["finished"] == "1970-01-01 01:02:05 UTC"
-    assert meta["wall time"] == "1h02m"
+    assert meta["wall time"] == "1 h 02 min"
 
 
 def test_unfinished_run_says_so() -> None:
@@ -264,10 +264,10 @@ def test_throughput_of_many_tasks_stays_small() -> None:
 
 def test_duration_stats_shown() -> None:
     root = parse(render_html(mixed_report())).root
-    assert root.one("td", id="stat-min").text() == "30.0s"
-    assert root.one("td", id="stat-median").text() == "45.0s"
-    assert root.one("td", id="stat-max").text() == "1m30s"
-    assert root.one("td", id="stat-total").text() == "2m45s"
+    assert root.one("td", id="stat-min").text() == "30 s"
+    assert root.one("td", id="stat-median").text() == "45 s"
+    assert root.one("td", id="stat-max").text() == "1 min 30 s"
+    assert root.one("td", id="stat-total").text() == "2 min 45 s"
 
 
 def test_attention_and_full_tables() -> None:
@@ -275,11 +275,11 @@ def test_attention_and_full_tables() -> None:
     attention = root.one("table", id="attention").one("tbody").find_all("tr")
     assert len(attention) == 10  # 1 failed + 4 dead + 5 pending
     first = [td.text() for td in attention[0].find_all("td")]
-    assert first == ["f1", "failed", '{"n":"f"}', "2", "", "boom"]
+    assert first == ["f1", "failed", '{"n":"f"}', "2", "", "boom", "ds logs f1"]
     rows = root.one("table", id="tasks").one("tbody").find_all("tr")
     assert len(rows) == 15
     cells = [td.text() for td in rows[1].find_all("td")]
-    assert cells == ["d2", '{"n":"d2"}', "done (duplicate)", "1", "45.0s", "1"]
+    assert cells == ["d2", '{"n":"d2"}', "done (duplicate)", "1", "45 s", "1", "ds logs d2"]
     assert not root.find_all("p", id="tasks-capped")
 
 
@@ -366,7 +366,8 @@ def test_report_json_is_what_asdict_gives_and_round_trips() -> None:
     counts, stats = tally(tasks)
     report = RunReport("App", "r1", "local", 1.0, 9.0, counts, tasks, stats)
     data = report.to_json()
-    assert data == dataclasses.asdict(report)
+    # Everything but the timeline (one entry per attempt: `ds report --trace` has them).
+    assert data == {k: v for k, v in dataclasses.asdict(report).items() if k != "timeline"}
     assert json.loads(json.dumps(data, separators=(",", ":"))) == data
 
 
@@ -385,7 +386,15 @@ def test_failures_section_shows_group_cause_first_error_and_log_tail() -> None:
     root = parse(render_html(make_report([failed, done("ok", 1.0, 2.0)]))).root
     row = root.one("table", id="attention").one("tbody").one("tr")
     cells = [td.text() for td in row.find_all("td")]
-    assert cells == ["t1", "dead", '{"name":"f07"}', "3", "exit", "ERROR: empty file f07.txt"]
+    assert cells == [
+        "t1",
+        "dead",
+        '{"name":"f07"}',
+        "3",
+        "exit",
+        "ERROR: empty file f07.txt",
+        "ds logs t1",
+    ]
     section = root.one("div", id="failure-t1")
     text = section.text()
     assert '{"name":"f07"}' in text and "exit" in text and "command exited with code 1" in text
