@@ -126,7 +126,9 @@ def test_report_trace_has_one_row_per_attempt(tmp_path: Path, ds: Ds) -> None:
         "cause",
         "worker",
         "outcome",
+        "cost_usd",
     ]
+    assert {r["cost_usd"] for r in rows} == {""}  # a local run has no price
     dead = dead_task(report)
     mine = [r for r in rows if r["task_id"] == dead["id"]]
     assert [(r["group"], r["attempt"], r["exit_code"]) for r in mine] == [

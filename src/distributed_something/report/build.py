@@ -10,6 +10,7 @@ from typing import Any
 
 from distributed_something.ledger import Ledger, read_ledger
 from distributed_something.records import Failure, RunRecords
+from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
 
 OUTCOMES = ("done", "skipped", "running", "failed", "dead", "pending")
@@ -39,6 +40,22 @@ class TaskReport:
     first_error: str | None = None
     #: the end of the last failed attempt's log (failed and dead tasks)
     log_tail: str | None = None
+    #: the storage prefix its outputs were stored under (done tasks)
+    output_prefix: str = ""
+    #: the estimated cost of all its attempts (USD; see `report.cost`), None when unpriced
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class AttemptSpan:
+    """One attempt as the timeline draws it: on which worker, when (Unix seconds; ``end``
+    None while it runs), for which task and how it ended (`records.ATTEMPT_OUTCOMES`)."""
+
+    worker: str
+    task_id: str
+    start: float
+    end: float | None
+    outcome: str
 
 
 _TASK_FIELDS = fields(TaskReport)
@@ -58,13 +75,23 @@ class RunReport:
     duration_stats: dict[str, float]
     #: records that could not be read: key → what is wrong and how to repair it
     corrupt: dict[str, str] = field(default_factory=dict)
+    #: where output prefixes and this run's logs are (a folder or ``s3://…``; "" unknown)
+    outputs_location: str = ""
+    logs_location: str = ""
+    #: the run's estimated cost (``usd``, ``usd_per_hour``, ``slots``, ``attempts``,
+    #: ``basis``; see `report.cost`), or None with ``cost_note`` saying why
+    cost: dict[str, Any] | None = None
+    cost_note: str = ""
+    #: every attempt for the timeline (not in the JSON: `ds report --trace` lists them)
+    timeline: list[AttemptSpan] = field(default_factory=list)
+    timeline_note: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (it shares the tasks' groups and lists: read only).
 
         Built field by field: ``dataclasses.asdict`` deep-copies every task, which took
         longer than building the report itself for 2,000 tasks."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"}
         data["tasks"] = [{f.name: getattr(t, f.name) for f in _TASK_FIELDS} for t in self.tasks]
         return data
 
@@ -74,10 +101,14 @@ class RunReport:
         return all(self.counts[k] == 0 for k in ("dead", "failed", "running", "pending"))
 
 
-def build_report(records: RunRecords, state: RunState) -> RunReport:
+def build_report(
+    records: RunRecords, state: RunState, context: ReportContext | None = None
+) -> RunReport:
     """Account for every task of the run's manifest, in submission order, with the state
     the ledger gives it (so `ds status` and the report never disagree), and the details of
     its records: duration and outputs of a done task, the last error of a failed or dead one.
+    Its attempts give the timeline and, with ``context``'s pricing, the cost (see
+    `trace.attach_attempts`); ``context`` also says where outputs and logs are.
     """
     ledger = read_ledger(records)
     tasks_by_state = ledger.tasks
@@ -106,6 +137,7 @@ def build_report(records: RunRecords, state: RunState) -> RunReport:
                     marker.outputs if marker else [],
                     duplicate=entry.duplicate,
                     finished_at=marker.finished_at if marker else None,
+                    output_prefix=marker.output_prefix if marker else "",
                 )
             )
             continue
@@ -129,7 +161,7 @@ def build_report(records: RunRecords, state: RunState) -> RunReport:
             )
         )
     counts, stats = tally(tasks)
-    return RunReport(
+    report = RunReport(
         app_name=state.app_name,
         run_id=state.run_id,
         backend=state.backend,
@@ -140,6 +172,10 @@ def build_report(records: RunRecords, state: RunState) -> RunReport:
         duration_stats=stats,
         corrupt=dict(records.corrupt),
     )
+    from distributed_something.report.trace import attach_attempts  # it imports this module
+
+    attach_attempts(report, records, context or ReportContext())
+    return report
 
 
 def _dead_mark_errors(

@@ -23,6 +23,7 @@ from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
+from distributed_something.report.context import report_context
 from distributed_something.report.html import write_html, write_tsv
 from distributed_something.state import (
     RunState,
@@ -285,7 +286,8 @@ def close_open_attempts(records: RunRecords) -> int:
 def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:
     """Build the run report and store it next to the state and in the main bucket."""
     records = records_for(project, backend, state)
-    report = build_report(records, state)
+    context = report_context(project.config, backend.name, backend.location)
+    report = build_report(records, state, context)
     # Compact: with an indent json falls back to its pure-Python encoder (slow at 10,000
     # tasks); `ds report --json` prints it indented for people.
     text = json.dumps(report.to_json(), separators=(",", ":"))
@@ -307,7 +309,8 @@ def report(
     current = load_state(project, backend.storage)
     if current is not None and current.run_id != state.run_id:
         # An earlier run: rebuilt and shown, but the current run's report files stay.
-        return build_report(records_for(project, backend, state), state)
+        context = report_context(project.config, backend.name, backend.location)
+        return build_report(records_for(project, backend, state), state, context)
     return write_report(project, backend, state)
 
 

@@ -24,7 +24,7 @@ from distributed_something.worker.procgroups import (
     reap_dead_workers,
     scratch_root_of,
 )
-from distributed_something.worker.runner import SubprocessRunner
+from distributed_something.worker.runner import SubprocessRunner, tracing_enabled
 
 log = logging.getLogger("ds.worker")
 
@@ -74,7 +74,8 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
         log.info("cleaned up after dead worker %d (task group %s)", dead.worker_pid, dead.pgid)
     recorder = GroupRecorder.start(settings.scratch_root)
     try:
-        return _work(project, backend, settings, SubprocessRunner(recorder=recorder))
+        runner = SubprocessRunner(recorder=recorder, measure=tracing_enabled(os.environ))
+        return _work(project, backend, settings, runner)
     finally:
         if recorder is not None:
             recorder.close()  # after `Worker.run` removed our scratch folder
