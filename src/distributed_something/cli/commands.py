@@ -394,8 +394,8 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     "-f",
     "--follow",
     is_flag=True,
-    help="then follow the task in the current run: its output as it is written (local and "
-    "Slurm; on AWS each attempt's log as it ends), until the task is done or dead",
+    help="then follow the task in the current run: its output as it is written (on AWS "
+    "from CloudWatch), attempt after attempt, until the task is done or dead",
 )
 @json_option
 def logs(

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from distributed_something.interfaces.compute import Compute
 from distributed_something.interfaces.provisioner import Provisioner
@@ -27,6 +27,24 @@ TaskLogFactory = Callable[[str, int, Path], contextlib.AbstractContextManager[ob
 #: The context a worker runs in on the backend's machines: (the `Worker` of
 #: worker/loop.py, a layer above this one, hence Any; its scratch folder) → context.
 WorkerContext = Callable[[Any, Path], contextlib.AbstractContextManager[object]]
+
+
+class LiveLog(Protocol):
+    """A running attempt's log as it grows, read from where the backend ships it."""
+
+    def read(self) -> str:
+        """The whole lines written since the last call ('' when none)."""
+        ...
+
+    def finish(self, stored: bytes) -> str:
+        """What is left to print once the attempt has ended, given its stored log
+        ``stored`` (b'' when none was kept)."""
+        ...
+
+
+#: Opens the live log of (task id, attempt, the task's message body or None); None when the
+#: backend ships no live log of its own.
+LiveLogOpener = Callable[[str, int, str | None], LiveLog | None]
 
 
 def _no_worker_context(worker: Any, scratch: Path) -> contextlib.AbstractContextManager[object]:
@@ -49,7 +67,10 @@ class Backend:
     ``max_workers`` caps the worker processes the config asks for (None: no cap);
     ``task_log()`` makes the worker's `TaskLogFactory` (None: logs stay in storage only);
     ``worker_context(worker, scratch)`` is the context a worker runs in on this backend's
-    machines (instance tags, spot interruption, idle shutdown on AWS).
+    machines (instance tags, spot interruption, idle shutdown on AWS);
+    ``live_log(task, attempt, body)`` reads a running attempt's log where the backend ships
+    it (CloudWatch on AWS); None by default: `ds logs -f` then reads the workers' scratch
+    logs, which it sees on local runs and on Slurm.
     """
 
     name: str
@@ -64,6 +85,7 @@ class Backend:
     max_workers: int | None = None
     task_log: Callable[[], TaskLogFactory | None] = field(default=lambda: None)
     worker_context: WorkerContext = field(default=_no_worker_context)
+    live_log: LiveLogOpener = field(default=lambda task, attempt, body: None)
 
 
 @dataclass(frozen=True)

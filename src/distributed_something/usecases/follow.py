@@ -1,17 +1,14 @@
 """`ds logs -f`: follow a task's log while it runs, attempt after attempt, until it ends.
 
-A worker writes the running attempt's output to ``<scratch>/<workdir>/task.log``, whose first
-line is ``ds: task <id> attempt <n> on <worker>``; when the attempt ends the worker stores the
-log in the run's records (`RunRecords.log_key`) and reuses the file for its next task. So a
-follower on a machine that sees the workers' scratch (local runs; Slurm with the default
-scratch under the project folder) streams the growing file, then prints whatever the stored
-copy holds beyond what it already printed. Elsewhere (AWS) each attempt's stored log is printed
-as the attempt ends.
+The running attempt's output is read where it is written: from the backend's own live log
+when it ships one (`Backend.live_log`: the CloudWatch stream on AWS), else from the workers'
+scratch folders (`ScratchLiveLog`: local runs, and Slurm with the default scratch under the
+project folder). When an attempt ends, what its stored log holds beyond what was printed
+follows, then ``ds: attempt N ended: OUTCOME``.
 """
 
 from __future__ import annotations
 
-import codecs
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed_something.backends import open_backend
+from distributed_something.interfaces.backend import LiveLog
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 from distributed_something.records import AttemptKey, RunRecords
@@ -30,108 +28,111 @@ from distributed_something.worker.procgroups import scratch_root_of
 FINAL_OUTCOMES = frozenset({"done", "dead"})
 
 
-def live_log(scratch_root: Path, task_id: str, attempt: int) -> Path | None:
-    """The growing log of ``task_id``'s attempt ``attempt`` in a worker's scratch folder under
-    ``scratch_root``, or None when no worker there runs it."""
-    header = f"ds: task {task_id} attempt {attempt} ".encode()
-    for path in scratch_root.glob("*/task.log"):
-        if _starts_with(path, header):
-            return path
-    return None
+class ScratchLiveLog:
+    """The growing ``task.log`` of a worker's scratch folder under ``scratch_root`` whose
+    first line (``ds: task <id> attempt <n> on <worker>``, written by the worker) names the
+    attempt. The worker reuses the file for its next task, so once the first line changes
+    the rest is read from the stored copy, from the same byte on."""
+
+    def __init__(self, scratch_root: Path, task_id: str, attempt: int) -> None:
+        self.scratch_root = scratch_root
+        self.header = f"ds: task {task_id} attempt {attempt} ".encode()
+        self.path: Path | None = None
+        self.offset = 0
+
+    def read(self) -> str:
+        if self.path is None:
+            self.path = next(
+                (p for p in self.scratch_root.glob("*/task.log") if self._ours(p)), None
+            )
+            if self.path is None:
+                return ""
+        try:
+            with self.path.open("rb") as fh:
+                if fh.read(len(self.header)) != self.header:
+                    return ""  # the worker moved on: the stored copy has the rest
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return ""
+        end = data.rfind(b"\n") + 1  # whole lines only: the rest comes next time
+        self.offset += end
+        return data[:end].decode("utf-8", errors="replace")
+
+    def finish(self, stored: bytes) -> str:
+        return stored[self.offset :].decode("utf-8", errors="replace")
+
+    def _ours(self, path: Path) -> bool:
+        try:
+            with path.open("rb") as fh:
+                return fh.read(len(self.header)) == self.header
+        except OSError:
+            return False
 
 
-def _starts_with(path: Path, header: bytes) -> bool:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(len(header)) == header
-    except OSError:
-        return False
+#: Opens the live log of an attempt of the followed task: attempt number → `LiveLog`.
+LiveLogs = Callable[[int], LiveLog]
 
 
 @dataclass
 class Follower:
     """Follows one task of one run; `poll` does one round and says whether to go on.
 
-    ``write`` gets text (UTF-8, bad bytes replaced; the caller strips control sequences).
+    ``write`` gets text (the caller strips terminal control sequences).
     """
 
     records: RunRecords
     storage: Storage
     task_id: str
-    scratch_root: Path | None
+    live_logs: LiveLogs
     write: Callable[[str], object]
-    #: attempts whose log was printed in full (from the stored copy, or live then stored)
+    #: attempts (by key stem) whose log has been printed to its end
     printed: set[str] = field(default_factory=set)
-    _live: Path | None = None
-    _live_stem: str = ""
-    _offset: int = 0
+    _live: dict[str, LiveLog] = field(default_factory=dict)
 
     def skip_existing(self) -> None:
-        """Count the attempts that have already ended as printed (their stored logs were
-        shown before following began)."""
+        """Count the attempts that have already ended as printed (the caller printed their
+        stored logs before following began)."""
         self.printed |= {k.stem for k in self._keys() if k.outcome != "running"}
 
     def poll(self) -> bool:
         """Print what is new; False once the task has ended in this run."""
         keys = self._keys()
-        running = [k for k in keys if k.outcome == "running"]
         for key in keys:
-            if key.outcome != "running" and key.stem not in self.printed:
+            if key.stem in self.printed:
+                continue
+            if key.outcome == "running":
+                self.write(self._open(key).read())
+            else:
                 self._finish(key)
-        if running:
-            self._stream(running[-1])
-        if running or not keys:
+        if not keys or any(k.outcome == "running" for k in keys):
             return True
-        return keys[-1].outcome not in FINAL_OUTCOMES and not self._done()
+        return (
+            keys[-1].outcome not in FINAL_OUTCOMES and self.records.read_done(self.task_id) is None
+        )
 
     def _keys(self) -> list[AttemptKey]:
         return sorted(self.records.attempt_keys(self.task_id), key=lambda k: k.started_us)
 
-    def _done(self) -> bool:
-        return self.records.read_done(self.task_id) is not None
-
-    def _stream(self, key: AttemptKey) -> None:
-        if self.scratch_root is None:
-            return
-        if self._live_stem != key.stem:
-            self._live = live_log(self.scratch_root, self.task_id, key.attempt)
-            if self._live is None:
-                return
-            self._live_stem, self._offset = key.stem, 0
-        if self._live is None:
-            return
-        header = f"ds: task {self.task_id} attempt {key.attempt} ".encode()
-        try:
-            with self._live.open("rb") as fh:
-                if fh.read(len(header)) != header:
-                    return  # the worker moved on: the stored copy has the rest
-                fh.seek(self._offset)
-                data = fh.read()
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1  # whole lines only: the rest comes next round
-        if end:
-            self._offset += end
-            self.write(data[:end].decode("utf-8", errors="replace"))
+    def _open(self, key: AttemptKey) -> LiveLog:
+        if key.stem not in self._live:
+            self._live[key.stem] = self.live_logs(key.attempt)
+        return self._live[key.stem]
 
     def _finish(self, key: AttemptKey) -> None:
-        """Print the ended attempt's stored log beyond what was streamed live."""
+        """Print the rest of an ended attempt's log, and how it ended."""
         self.printed.add(key.stem)
-        offset = self._offset if key.stem == self._live_stem else 0
-        # The log's key is the attempt's (same start, same number); built from the integer
-        # microseconds, as a float round trip could miss it by one.
-        stored = f"{self.records.run_prefix}logs/{self.task_id}/{key.started_us:017d}-"
-        stored += f"{key.attempt:04d}.log"
+        # The stored log's key is the attempt's (same start, same number), built from the
+        # integer microseconds: a float round trip could miss it by one.
+        stored_key = f"{self.records.run_prefix}logs/{self.task_id}/"
+        stored_key += f"{key.started_us:017d}-{key.attempt:04d}.log"
         try:
-            data = self.storage.get_bytes(stored)
+            stored = self.storage.get_bytes(stored_key)
         except KeyError:
-            data = b""  # a quiet success keeps no log
-        if offset < len(data):
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            self.write(decoder.decode(data[offset:], final=True))
+            stored = b""  # a quiet success keeps no log
+        self.write(self._open(key).finish(stored))
+        self._live.pop(key.stem, None)
         self.write(f"ds: attempt {key.attempt} ended: {key.outcome}\n")
-        if key.stem == self._live_stem:
-            self._live, self._live_stem, self._offset = None, "", 0
 
 
 def follow(
@@ -158,13 +159,15 @@ def follow_task(
     the logs of its attempts that have already ended (printed by the caller)."""
     backend = open_backend(project)
     state = require_state(project, backend.storage)
-    follower = Follower(
-        records_for(project, backend, state),
-        backend.storage,
-        task_id,
-        scratch_root_of(project.state_dir, os.environ),
-        write,
-    )
+    records = records_for(project, backend, state)
+    scratch = scratch_root_of(project.state_dir, os.environ)
+    body = records.bodies([task_id]).get(task_id)
+
+    def live_logs(attempt: int) -> LiveLog:
+        own = backend.live_log(task_id, attempt, body)
+        return own if own is not None else ScratchLiveLog(scratch, task_id, attempt)
+
+    follower = Follower(records, backend.storage, task_id, live_logs, write)
     follower.skip_existing()
 
     def still_active() -> bool:

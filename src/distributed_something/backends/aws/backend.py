@@ -16,7 +16,7 @@ from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.config.upload_flags import upload_args_from_flags
 from distributed_something.errors import InputError
-from distributed_something.interfaces.backend import Backend, TaskLogFactory
+from distributed_something.interfaces.backend import Backend, LiveLog, TaskLogFactory
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 from distributed_something.state import load_state
@@ -64,6 +64,11 @@ def open_aws(project: Project) -> Backend:
 
         return on_instance(config, worker, scratch)
 
+    def live_log(task_id: str, attempt: int, body: str | None) -> LiveLog:
+        from distributed_something.backends.aws.task_logs import CloudWatchLiveLog
+
+        return CloudWatchLiveLog.of(settings, names.log_group, task_id, attempt, body)
+
     return Backend(
         name="aws",
         queue=LazySqsQueue(settings, names, config.queue.job_retries, resources),
@@ -78,4 +83,5 @@ def open_aws(project: Project) -> Backend:
         drain_confirm_floor=60.0,  # SQS's counts are approximate: a minute, as the Lambda's
         task_log=task_log,
         worker_context=worker_context,
+        live_log=live_log,
     )
