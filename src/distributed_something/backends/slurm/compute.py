@@ -59,6 +59,8 @@ class ArrayRecord:
     run_id: str
     submitted_at: float
     settled: list[int] = field(default_factory=list)
+    #: its workers name the slice they hold in held/ (arrays of earlier versions do not)
+    held_files: bool = False
 
     @property
     def open(self) -> bool:
@@ -230,7 +232,7 @@ class SlurmCompute:
             )
             submitted.append(job_id)
             # Recorded at once: a crash after this line still lets cleanup cancel it.
-            arrays.append(ArrayRecord(job_id, chunk, run_id, time.time()))
+            arrays.append(ArrayRecord(job_id, chunk, run_id, time.time(), held_files=True))
             self._save(arrays)
 
     def _run_id(self) -> str:
@@ -307,6 +309,15 @@ class SlurmCompute:
                 for i in range(len(array.slices))
                 if i not in array.settled and (array.job_id, i) not in live
             ]
+            if array.held_files:
+                # An element whose worker never held a slice (cancelled while pending, or
+                # refused and with nothing to go on to) left nothing to repair: settled
+                # without asking Slurm how it ended.
+                idle = [i for i in ended if not self.queue.held_by(_worker_name(array, i))]
+                for index in idle:
+                    self.queue.forget_worker(_worker_name(array, index))
+                    array.settled.append(index)
+                ended = [i for i in ended if i not in set(idle)]
             if not ended:
                 continue
             ends = commands.end_states(array.job_id, ended, self._jobcomp_file())
@@ -318,7 +329,7 @@ class SlurmCompute:
     def _settle_one(self, array: ArrayRecord, index: int, end: commands.EndState) -> bool:
         """Repair what element ``index`` of ``array`` left; False when its slice is still
         locked (its worker has not exited yet): tried again at the next tick."""
-        worker = f"slurm-{array.job_id}_{index}"
+        worker = _worker_name(array, index)
         # The slice its worker held last: its own, or one it went on to (slices.py).
         held = self.queue.held_by(worker)
         sid = array.slices[index] if held is None else held
@@ -379,6 +390,11 @@ class SlurmCompute:
                     names = {f.name for f in fields(Attempt)}
                     found.append(Attempt(**{k: v for k, v in data.items() if k in names}))
         return found
+
+
+def _worker_name(array: ArrayRecord, index: int) -> str:
+    """The name the worker of element ``index`` runs under (the job script sets it)."""
+    return f"slurm-{array.job_id}_{index}"
 
 
 def _retries_used(records: RunRecords, attempt: Attempt) -> int:
