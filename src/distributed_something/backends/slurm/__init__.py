@@ -8,6 +8,7 @@ import os
 from functools import cache
 
 from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.backends.slurm.checks import validate_notes
 from distributed_something.backends.slurm.compute import (
     SlurmCompute,
     TimeLeft,
@@ -60,4 +61,5 @@ def open_slurm(project: Project) -> Backend:
     )
 
 
-KIND = BackendKind(name="slurm", open=open_slurm)
+#: `ds validate` checks Slurm's commands and the configured partition (checks.py)
+KIND = BackendKind(name="slurm", open=open_slurm, validate_notes=validate_notes)
