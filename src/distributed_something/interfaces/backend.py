@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from distributed_something.interfaces.compute import Compute
 from distributed_something.interfaces.provisioner import Provisioner
@@ -68,6 +68,10 @@ class Backend:
     ``task_log()`` makes the worker's `TaskLogFactory` (None: logs stay in storage only);
     ``worker_context(worker, scratch)`` is the context a worker runs in on this backend's
     machines (instance tags, spot interruption, idle shutdown on AWS);
+    ``memory_limit`` says who limits a task's memory: ``"process"`` — the worker itself,
+    ``cluster.memory`` shared by the ``docker_cores`` processes (local); ``"container"`` —
+    the container's ``cluster.memory`` limit, whose OOM kill reaches the worker as a SIGKILL
+    nobody here sent (AWS); ``"scheduler"`` — the cluster's own job limits (Slurm);
     ``live_log(task, attempt, body)`` reads a running attempt's log where the backend ships
     it (CloudWatch on AWS); None by default: `ds logs -f` then reads the workers' scratch
     logs, which it sees on local runs and on Slurm.
@@ -86,6 +90,7 @@ class Backend:
     task_log: Callable[[], TaskLogFactory | None] = field(default=lambda: None)
     worker_context: WorkerContext = field(default=_no_worker_context)
     live_log: LiveLogOpener = field(default=lambda task, attempt, body: None)
+    memory_limit: Literal["process", "container", "scheduler"] = "process"
 
 
 @dataclass(frozen=True)

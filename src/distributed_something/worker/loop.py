@@ -619,11 +619,11 @@ class Worker:
             return None
         text = _log_text(log_path, self._log_header_size)
         oom_line = out_of_memory_line(text)
-        # Where the kernel's OOM kills cannot be counted, a SIGKILL nobody here sent is, on
-        # AWS, the container's memory limit (ECS reports it as exit 137, "OutOfMemoryError").
+        # Where the kernel's OOM kills cannot be counted, a SIGKILL nobody here sent is the
+        # container's memory limit (ECS reports it as exit 137, "OutOfMemoryError").
         oom_killed = result.oom_killed or (
             not result.oom_checked
-            and self.config.backend == "aws"
+            and self.backend.memory_limit == "container"
             and killed_by_sigkill(result.exit_code)
         )
         cause = classify_run(
@@ -649,17 +649,17 @@ class Worker:
         return cause, describe(cause, reason, first_meaningful_line(text))
 
     def _memory_limit_mb(self) -> int | None:
-        """The local memory limit of each task's processes: `cluster.memory` shared by the
-        container's `docker_cores` processes, as on AWS; None off the local backend (the
-        container's or Slurm job's own limit applies there)."""
-        if self.config.backend != "local":
+        """The memory limit the worker sets on each task's processes: `cluster.memory` shared
+        by the `docker_cores` processes, as a container's is on AWS; None where the backend's
+        container or scheduler limits memory (`Backend.memory_limit`)."""
+        if self.backend.memory_limit != "process":
             return None
         return max(self.config.cluster.memory // self.config.cluster.docker_cores, 1)
 
     def _memory_limit_shown(self, result: RunResult) -> tuple[float | None, str]:
         if result.memory_limit_mb is not None:
             return float(result.memory_limit_mb), "task process"
-        if self.config.backend == "aws":
+        if self.backend.memory_limit == "container":
             return float(self.config.cluster.memory), "container"
         return None, "task"
 

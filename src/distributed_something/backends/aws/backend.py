@@ -84,4 +84,5 @@ def open_aws(project: Project) -> Backend:
         task_log=task_log,
         worker_context=worker_context,
         live_log=live_log,
+        memory_limit="container",
     )
