@@ -32,7 +32,7 @@ DOZC_CONFIG = filled(
     {"SQS_DEAD_LETTER_QUEUE": "'arn:aws:sqs:some-region:111111100000:DeadMessages'"},
 )
 
-# Every variable of DESIGN §3.
+# Every variable of docs/design.md §3.
 DESIGN_VARIABLES = [
     "APP_NAME",
     "DOCKERHUB_TAG",

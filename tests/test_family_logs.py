@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import tomli_w
 
@@ -38,9 +37,9 @@ from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
+from moto_projects import REGION, aws_client
 from testkit import NoCompute, NoProvisioner
 
-REGION = "us-east-1"
 BUCKET = "ds-family-logs"
 PY = sys.executable
 
@@ -52,10 +51,6 @@ DCP_BODY: dict[str, Any] = {
     "output_structure": "",
     "Metadata": "Metadata_Plate=Plate1,Metadata_Well=A01,Metadata_Site=2",
 }
-
-
-def aws_client(service: str) -> Any:
-    return boto3.client(service, region_name=REGION)
 
 
 # --- stream names -------------------------------------------------------------------------

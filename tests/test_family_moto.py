@@ -33,20 +33,23 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
-import boto3
 import pytest
 
 from aws_agent import service_task_definition, start_tasks
 from conftest import NO_SHARED_DATA, REPO, SHARED_DATA
 from family_templates import DF_JOB, DOZC_JOB, filled, project
-from test_e2e_legacy import check_monitor_file, check_nothing_left
+from moto_projects import (
+    aws_client,
+    check_family_nothing_left,
+    check_monitor_file,
+    run_clean,
+)
 from testkit import moto_family_fleet, omezarr_modules, serve_folder
 
 pytestmark = pytest.mark.slow
 
 Ds = Callable[..., CompletedProcess[str]]
 
-REGION = "us-east-1"
 #: What `ds image build --tag` named the user's worker image (`ds-`: the name ds suggests).
 IMAGE = "registry.lab.example/ds-worker:1"
 FLY_IMAGES = SHARED_DATA / "examplefly" / "images"
@@ -78,17 +81,6 @@ def script_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root.mkdir()
     with serve_folder(root) as url:
         yield url, root
-
-
-def aws_client(service: str) -> Any:
-    return boto3.client(service, region_name=REGION)
-
-
-def run_ok(ds: Ds, *args: str, cwd: Path) -> CompletedProcess[str]:
-    result = ds(*args, cwd=cwd)
-    assert result.returncode == 0, f"ds {' '.join(args)}: {result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result
 
 
 def use_moto_network(folder: Path) -> None:
@@ -131,7 +123,7 @@ def run_the_family_steps(
     """setup, submitJob, startCluster, the workers (the test as ECS agent), monitor; checks
     the task definition on the way and returns monitor's JSON report."""
     validated = json.loads(
-        run_ok(
+        run_clean(
             ds, "validate", "--job", "files/exampleJob.json", "--fleet", "files/exampleFleet.json",
             "--json", cwd=folder,
         ).stdout
@@ -139,10 +131,10 @@ def run_the_family_steps(
     assert (validated["backend"], validated["recipe"]) == ("aws", recipe)
     assert validated["tasks"] == len(POSITIONS)
 
-    run_ok(ds, "setup", cwd=folder)
-    submitted = run_ok(ds, "submitJob", "files/exampleJob.json", cwd=folder)
+    run_clean(ds, "setup", cwd=folder)
+    submitted = run_clean(ds, "submitJob", "files/exampleJob.json", cwd=folder)
     assert f"submitted {len(POSITIONS)} tasks" in submitted.stderr
-    run_ok(ds, "startCluster", "files/exampleFleet.json", cwd=folder)
+    run_clean(ds, "startCluster", "files/exampleFleet.json", cwd=folder)
     fleet_id = check_monitor_file(folder, app, "lab-bucket")
 
     ecs = aws_client("ecs")
@@ -166,12 +158,12 @@ def run_the_family_steps(
     assert [worker.returncode for worker in workers] == [0], logs
 
     report = json.loads(
-        run_ok(
+        run_clean(
             ds, "monitor", f"files/{app}SpotFleetRequestId.json", "--interval", "1", "--json",
             cwd=folder,
         ).stdout
     )  # fmt: skip
-    check_nothing_left(fleet_id, app, DEAD_LETTER_QUEUE)
+    check_family_nothing_left(fleet_id, app, DEAD_LETTER_QUEUE)
     return report
 
 
@@ -181,7 +173,7 @@ def check_counts(ds: Ds, folder: Path, report: dict[str, Any]) -> None:
     assert (counts["done"], counts["dead"], counts["failed"]) == (len(POSITIONS), 0, 0), counts
     assert counts["total"] == len(POSITIONS) and counts["duplicates"] == 0
     assert sorted(task["attempts"] for task in report["tasks"]) == [1] * len(POSITIONS)
-    status = json.loads(run_ok(ds, "status", "--json", cwd=folder).stdout)
+    status = json.loads(run_clean(ds, "status", "--json", cwd=folder).stdout)
     assert status["counts"]["done"] == len(POSITIONS) and status["counts"]["dead"] == 0
     assert status["counts"] == {key: counts[key] for key in status["counts"]}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import io
 import json
 import os
@@ -118,6 +119,12 @@ def serve_folder(root: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def expected_output(name: str) -> str:
+    """What the reliability tests' tasks write for ``name`` (computed independently of the
+    run): "output of NAME SHA256(NAME)"."""
+    return f"output of {name} {hashlib.sha256(name.encode()).hexdigest()}"
 
 
 class FakeClock:
