@@ -35,37 +35,18 @@ import tempfile
 import time
 from pathlib import Path
 
+# The same project as local_dispatch (`python bench/trace_cost.py`: bench/ is on sys.path).
+from local_dispatch import write_project
+
+#: The app name `write_project` gives the project (where its records are).
+APP = "Dispatch"
 TARGET_OVERHEAD = 0.02
-
-
-def write_project(folder: Path, n: int, workers: int, seconds: float) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ds.toml").write_text(
-        "\n".join(
-            [
-                'app_name = "TraceCost"',
-                "[recipe]",
-                'name = "command"',
-                f'argv = ["sleep", "{seconds}"]',
-                'output_prefix = "out/{i}"',
-                "[cluster]",
-                f"docker_cores = {workers}",
-                "[check_if_done]",
-                "enabled = false",
-                "[local]",
-                f"workers = {workers}",
-                "poll_interval = 0.01",
-                "",
-            ]
-        )
-    )
-    (folder / "job.json").write_text(json.dumps({"groups": [{"i": i} for i in range(n)]}))
 
 
 def time_run(scratch: Path, label: str, n: int, workers: int, seconds: float, trace: bool) -> float:
     """Seconds of one ``ds run`` of ``n`` tasks with the trace on or off."""
     folder = scratch / label
-    write_project(folder, n, workers, seconds)
+    write_project(folder, n, workers, argv=("sleep", str(seconds)))
     env = {**os.environ, "DS_TRACE": "on" if trace else "off"}
     argv = [sys.executable, "-m", "distributed_something", "run", str(folder), "--json"]
     started = time.perf_counter()
@@ -82,8 +63,8 @@ def time_run(scratch: Path, label: str, n: int, workers: int, seconds: float, tr
 
 def traced_fields(scratch: Path, label: str) -> tuple[int, int]:
     """(attempt records with a peak memory, all attempt records) of run ``label``."""
-    root = scratch / label / ".ds" / "TraceCost" / "buckets" / "default" / "_ds"
-    records = list(root.glob("TraceCost/runs/*/attempts/*/*.json"))
+    root = scratch / label / ".ds" / APP / "buckets" / "default" / "_ds"
+    records = list(root.glob(f"{APP}/runs/*/attempts/*/*.json"))
     measured = 0
     for path in records:
         if json.loads(path.read_text()).get("peak_memory_mb") is not None:

@@ -14,16 +14,9 @@ from subprocess import CompletedProcess
 import pytest
 
 from conftest import REPO, SHARED_DATA
-from distributed_something.recipes.cellprofiler import find_executable
+from testkit import needs_cellprofiler
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which(find_executable()) is None,
-        reason="CellProfiler is not installed: install it with `make examples` "
-        "(scripts/install-cellprofiler.sh PYTHON .venv/bin)",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_cellprofiler]
 
 Ds = Callable[..., CompletedProcess[str]]
 EXAMPLE = REPO / "examples" / "cellprofiler"

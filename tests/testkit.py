@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
@@ -174,8 +177,6 @@ class NoProvisioner:
 def omezarr_modules() -> tuple[Any, Any, Any, Any]:
     """numpy, tifffile, ome_zarr.reader and ome_zarr.io, or a skip naming the extra that
     installs them (`make examples` does: under CI=true the skip fails)."""
-    import pytest
-
     np = pytest.importorskip("numpy")
     tifffile = pytest.importorskip("tifffile")
     missing = "the omezarr extra is not installed: pip install -e '.[omezarr]' (make examples)"
@@ -335,3 +336,18 @@ def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
         "function": "ds-monitor",
         "permission": "T-monitor-invoke",
     }
+
+
+def _cellprofiler_missing() -> bool:
+    from distributed_something.recipes.cellprofiler import find_executable
+
+    return shutil.which(find_executable()) is None
+
+
+#: Skips a test when CellProfiler is not installed (`make examples` installs it; under
+#: CI=true the skip fails).
+needs_cellprofiler = pytest.mark.skipif(
+    _cellprofiler_missing(),
+    reason="CellProfiler is not installed: install it with `make examples` "
+    "(scripts/install-cellprofiler.sh PYTHON .venv/bin)",
+)
