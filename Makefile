@@ -51,17 +51,10 @@ chromium:
 slurm:
 	scripts/slurm-local.sh install
 
-<<<<<<< HEAD
-# Every test: lint, types, the whole suite (with the example tools, podman and Slurm).
-test: examples podman slurm
-	$(BIN)/ruff check src tests examples bench docker
-	$(BIN)/ruff format --check src tests examples bench docker
-=======
 # Every test: lint, types, the whole suite (with the example tools, podman, chromium and Slurm).
 test: examples podman chromium slurm
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
->>>>>>> report
+	$(BIN)/ruff check src tests examples bench docker
+	$(BIN)/ruff format --check src tests examples bench docker
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -rs
 
