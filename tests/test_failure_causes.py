@@ -639,7 +639,9 @@ def test_a_huge_log_is_stored_capped(tmp_path: Path) -> None:
 # --- AWS: SQS + S3 on moto, the spot notice from a loopback metadata service --------------------
 
 
-def aws_rig(tmp_path: Path, argv: list[str], retries: int) -> tuple[Worker, Queue, Storage, Config]:
+def aws_rig(
+    tmp_path: Path, argv: list[str], retries: int, **extra: dict[str, Any]
+) -> tuple[Worker, Queue, Storage, Config]:
     from distributed_something.backends.aws.clients import AwsSettings, client
     from distributed_something.backends.aws.s3_storage import S3Storage
     from distributed_something.backends.aws.sqs_queue import SqsQueue
@@ -657,16 +659,25 @@ def aws_rig(tmp_path: Path, argv: list[str], retries: int) -> tuple[Worker, Queu
     client("s3", settings).create_bucket(Bucket="fbucket")
     queue = SqsQueue(settings, url, dead, max_receive_count=retries, wait_seconds=0)
     storage = S3Storage(settings, "fbucket")
-    config = Config.model_validate(
-        {
-            "app_name": "F",
-            "backend": "aws",
-            "recipe": {"name": "command", "argv": argv, "output_prefix": "out/{name}"},
-            "storage": {"bucket": "fbucket"},
-            "queue": {"visibility": 30, "job_retries": retries},
-        }
+    raw: dict[str, Any] = {
+        "app_name": "F",
+        "backend": "aws",
+        "recipe": {"name": "command", "argv": argv, "output_prefix": "out/{name}"},
+        "storage": {"bucket": "fbucket"},
+        "queue": {"visibility": 30, "job_retries": retries},
+    }
+    for key, value in extra.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    config = Config.model_validate(raw)
+    backend = Backend(
+        "aws",
+        queue,
+        storage,
+        NoCompute(),
+        lambda name: S3Storage(settings, name) if name else storage,
+        NoProvisioner(),
+        memory_limit="container",  # as the AWS bundle says
     )
-    backend = Backend("aws", queue, storage, NoCompute(), lambda _n: storage, NoProvisioner())
     worker = Worker(
         config,
         backend,
@@ -689,6 +700,51 @@ def test_exit_on_sqs(aws: str, tmp_path: Path) -> None:
     assert (failure.cause, failure.exit_code, failure.final) == ("exit", 7, False)
     assert failure.error == "command exited with code 7: KeyError: Metadata_Well"
     worker.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "cause", "final"),
+    [
+        ("signal", "signal", False),
+        ("timeout", "timeout", False),
+        ("missing command", "not_found", True),
+        ("missing input", "not_found", True),
+        ("output bucket gone", "upload", False),
+    ],
+)
+def test_each_cause_on_sqs_and_s3(
+    aws: str, tmp_path: Path, case: str, cause: str, final: bool
+) -> None:
+    """The causes whose path goes through SQS and S3 (moto on 127.0.0.1): the failure record
+    says the cause and the error; a final one leaves nothing in the queue to retry."""
+    writes = code("import sys; open(sys.argv[1] + '/r.txt', 'w').write('x')")
+    argv, extra = {
+        "signal": (code("import os, signal; os.kill(os.getpid(), signal.SIGTERM)"), {}),
+        "timeout": (code("import time; time.sleep(60)"), {"recipe": {"timeout": 1}}),
+        "missing command": (["/nonexistent/tool-that-is-not-there"], {}),
+        "missing input": (["true"], {"recipe": {"inputs": ["images/{name}.tif"]}}),
+        "output bucket gone": (
+            [*writes, "{output_dir}"],
+            {"storage": {"destination_bucket": "no-such-bucket"}},
+        ),
+    }[case]
+    worker, queue, storage, _ = aws_rig(tmp_path, argv, retries=3, **extra)
+    task = Task(body={"group": {"name": "a"}})
+    queue.send_batch([(task.id, task.body_json())])
+    assert worker.step() is Outcome.FAILED
+    worker.close()
+    (failure,) = RunRecords(storage, "F", "r1").failures_of(task.id)
+    assert (failure.cause, failure.final) == (cause, final), failure.error
+    said = {
+        "signal": "signal",
+        "timeout": "timed out after 1 s",
+        "missing command": "No such file or directory",
+        "missing input": "images/a.tif",
+        "output bucket gone": "no-such-bucket",
+    }[case]
+    assert said in failure.error
+    if final:
+        assert queue.receive(10, 30) == []  # not retried
 
 
 def test_interrupted_on_sqs_is_re_sent_not_dead_lettered(aws: str, tmp_path: Path) -> None:
