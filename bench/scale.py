@@ -83,6 +83,59 @@ def ds(folder: Path, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, flo
     return seconds, usage.ru_maxrss / 1024, text
 
 
+def write_attempts(folder: Path, start: int, stop: int) -> float:
+    """Give the tasks ``start``..``stop`` (in manifest order) of the project's run a
+    completed attempt, through the real records API (intent, open record, closed record),
+    as workers would; returns the seconds it took."""
+    from distributed_something.backends import open_backend
+    from distributed_something.config.loader import load_config
+    from distributed_something.project import Project
+    from distributed_something.records import Attempt, RunRecords
+    from distributed_something.state import load_state
+
+    project = Project(load_config(folder / "ds.toml"), folder / "ds.toml")
+    backend = open_backend(project)
+    state = load_state(project, backend.storage)
+    assert state is not None
+    records = RunRecords(backend.storage, project.config.app_name, state.run_id)
+    ids = list(records.manifest_ids())[start:stop]
+    began = time.perf_counter()
+    for i, task_id in enumerate(ids):
+        at = time.time()
+        attempt = Attempt(task_id, 1, f"bench-{start + i}", "bench", at)
+        records.open_attempt(attempt)
+        attempt.outcome, attempt.ended_at = "done", at
+        records.close_attempt(attempt)
+    return time.perf_counter() - began
+
+
+def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, float]]:
+    """`ds status` once every one of ``n`` tasks has a completed attempt record: the first
+    reading (no checkpoint yet: the whole ledger), the next (the checkpoint), and one after
+    ``tail`` more attempts (the checkpoint and the journal since); each checked against
+    `ds report`'s counts."""
+    out: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="ds-bench-scale-") as tmp:
+        folder = Path(tmp) / "proj"
+        write_project(folder, n)
+        ds(folder, "setup")
+        ds(folder, "submit", "job.json")
+        wrote = write_attempts(folder, 0, n - tail)
+        print(f"  (wrote {n - tail:,} attempt records in {wrote:.1f} s)")
+        for name in ("status, first read", "status, checkpoint"):
+            seconds, mb, text = ds(folder, "status", "--json")
+            assert json.loads(text)["counts"]["done"] == n - tail, text
+            out[name] = (seconds, mb)
+        write_attempts(folder, n - tail, n)
+        seconds, mb, text = ds(folder, "status", "--json")
+        counts = json.loads(text)["counts"]
+        out[f"status, checkpoint + {tail:,} since"] = (seconds, mb)
+        _, _, text = ds(folder, "report", "--json")
+        reported = json.loads(text)["counts"]
+        assert counts == reported and counts["done"] == n, (counts, reported)
+    return out
+
+
 def measure(n: int) -> dict[str, tuple[float, float]]:
     """Every command's (seconds, MB) at ``n`` groups, and the HTML report's size."""
     out: dict[str, tuple[float, float]] = {}
@@ -113,6 +166,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--million", action="store_true", help="also measure 1,000,000 groups")
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated group counts")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=100_000,
+        help="tasks given attempt records for the `ds status` measurement (0: none)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.million and MILLION not in sizes:
@@ -147,6 +206,10 @@ def main() -> None:
         print(f"  html      {html_mb:.2f} MB (target <= {HTML_LIMIT_MB:g} MB; a TSV of all tasks)")
         worst_met = worst_met and html_mb <= HTML_LIMIT_MB
         status_s = results["status"][0]
+    if args.records:
+        print(f"\nds status with attempt records, {args.records:,} tasks")
+        for name, (seconds, mb) in status_with_records(args.records).items():
+            print(f"  {name:34s} {seconds:6.2f} s {mb:6.0f} MB")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     largest = sizes[-1]
     print(

@@ -124,7 +124,7 @@ def render_html(report: RunReport) -> str:
         _counts_strip(report),
         "<h2>Task durations</h2>",
         _duration_stats(report),
-        _histogram_svg([t.duration for t in report.tasks if t.duration is not None]),
+        _histogram_svg(report.all_durations),
         "<h2>Throughput</h2>",
         _throughput_svg(report),
         _attention_table(report),
@@ -257,11 +257,7 @@ def _histogram_svg(durations: Sequence[float]) -> str:
 
 
 def _throughput_svg(report: RunReport) -> str:
-    finishes = sorted(
-        max(0.0, t.finished_at - report.created_at) / 60.0
-        for t in report.tasks
-        if t.outcome == "done" and t.finished_at is not None
-    )
+    finishes = sorted(max(0.0, at - report.created_at) / 60.0 for at in report.all_finish_times)
     if not finishes:
         return '<p class="empty">No task finished in this run yet.</p>'
     done = len(finishes)
@@ -348,29 +344,31 @@ TSV_COLUMNS = ("task", "outcome", "attempts", "duration", "outputs", "cause", "g
 
 
 def write_tsv(report: RunReport, path: Path) -> Path:
-    """Every task of the report, one tab-separated row each (`TSV_COLUMNS`; tabs and line
-    breaks in values written as spaces), written atomically to ``path``; returns ``path``.
-    The HTML page shows at most ``MAX_ROWS`` tasks per table: this file has them all."""
+    """Every task of the report, one tab-separated row each (`tsv_row`), written atomically
+    to ``path``; returns ``path``. The HTML page shows at most ``MAX_ROWS`` tasks per table:
+    this file has them all (a report of a big run lists a sample: `ds report` writes the
+    file as it streams the tasks, report/files.py)."""
+    lines = ["\t".join(TSV_COLUMNS), *(tsv_row(t) for t in report.tasks)]
+    return write_text_atomically(path, "\n".join(lines) + "\n")
+
+
+def tsv_row(t: TaskReport) -> str:
+    """One task as a TSV row (`TSV_COLUMNS`; tabs and line breaks in values as spaces)."""
 
     def cell(value: Any) -> str:
         return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
-    lines = ["\t".join(TSV_COLUMNS)]
-    lines.extend(
-        "\t".join(
-            (
-                cell(t.id),
-                t.outcome,
-                str(t.attempts),
-                f"{t.duration:.3f}" if t.duration is not None else "",
-                str(len(t.outputs)),
-                cell(t.cause or ""),
-                cell(_group_text(t.group)),
-            )
+    return "\t".join(
+        (
+            cell(t.id),
+            t.outcome,
+            str(t.attempts),
+            f"{t.duration:.3f}" if t.duration is not None else "",
+            str(len(t.outputs)),
+            cell(t.cause or ""),
+            cell(_group_text(t.group)),
         )
-        for t in report.tasks
     )
-    return write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def _failures_section(report: RunReport) -> str:
@@ -440,7 +438,7 @@ def _all_tasks_table(report: RunReport) -> str:
         "tasks",
         ("task", "group", "outcome", "attempts", "duration", "outputs"),
         rows,
-        len(report.tasks),
+        len(report.tasks) if report.listed_all else _count(report, "total"),
     )
 
 

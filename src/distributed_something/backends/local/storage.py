@@ -122,6 +122,9 @@ class FolderStorage:
 
     #: reading local files from threads only adds their overhead
     read_concurrency = 1
+    #: how late (s) a journal intent may land after the time in its key (summary.py): one
+    #: clock, and a local write takes milliseconds
+    journal_margin = 5.0
 
     def __init__(self, root: Path) -> None:
         root = Path(root)
@@ -251,37 +254,50 @@ class FolderStorage:
         check_prefix(prefix)
         folder_key, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder_key.split("/")) if folder_key else self.root
-        return self._walk(start, f"{folder_key}/" if folder_key else "", prefix, frozenset())
+        return self._walk(
+            str(start), f"{folder_key}/" if folder_key else "", prefix, frozenset(), None
+        )
 
     def _walk(
-        self, folder: Path, folder_key: str, prefix: str, ancestors: frozenset[tuple[int, int]]
+        self,
+        folder: str,
+        folder_key: str,
+        prefix: str,
+        ancestors: frozenset[tuple[int, int]],
+        known: tuple[int, int] | None,
     ) -> Iterator[ObjectInfo]:
         """Objects under ``folder`` (whose keys start with ``folder_key``) matching ``prefix``.
 
-        ``ancestors`` holds the folders being walked, so a link back to one of them is
-        not followed forever.
+        ``ancestors`` holds the folders being walked (device, inode), so a link back to one
+        of them is not followed forever. ``known`` is the folder's own (device, inode) when
+        it was reached without a symbolic link from a folder inside the root: then it is
+        inside the root too, and neither resolved nor looked up again (a run's records are
+        a hundred thousand folders: that was most of the time of a listing).
         """
         try:
-            if not folder.resolve().is_relative_to(self.root):
-                return
-            status = folder.stat()
-            if (status.st_dev, status.st_ino) in ancestors:
+            if known is None:
+                if not Path(folder).resolve().is_relative_to(self.root):
+                    return
+                status = Path(folder).stat()
+                known = (status.st_dev, status.st_ino)
+            if known in ancestors:
                 return
             with os.scandir(folder) as scan:
                 entries = list(scan)
         except (OSError, RuntimeError):  # gone, not a folder, or a symbolic link loop
             return
-        ancestors = ancestors | {(status.st_dev, status.st_ino)}
+        ancestors = ancestors | {known}
         # A folder sorts as its name + "/": then sorting siblings sorts every key below
         # them, because all keys under "d/" fall between "d/" and the next sibling.
-        found: list[tuple[str, os.DirEntry[str]]] = []
+        found: list[tuple[str, os.DirEntry[str], bool]] = []
         for entry in entries:
             if entry.name.startswith(TEMP_PREFIX):
                 continue
             try:
                 is_dir = entry.is_dir()
                 is_file = not is_dir and entry.is_file()
-                if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(self.root):
+                link = entry.is_symlink()
+                if link and not Path(entry.path).resolve().is_relative_to(self.root):
                     continue
             except (OSError, RuntimeError):
                 continue
@@ -296,11 +312,14 @@ class FolderStorage:
                 check_key(key[:-1] if is_dir else key)
             except InputError:
                 continue  # a file put there by other means, with a name no key can have
-            found.append((key, entry))
+            found.append((key, entry, link))
         found.sort(key=lambda item: item[0])
-        for key, entry in found:
+        for key, entry, link in found:
             if key.endswith("/"):
-                yield from self._walk(Path(entry.path), key, prefix, ancestors)
+                # A plain folder's identity comes with the listing (same device as its parent,
+                # barring a mount point, which only makes a loop take one more level to stop).
+                ident = None if link else (known[0], entry.inode())
+                yield from self._walk(entry.path, key, prefix, ancestors, ident)
                 continue
             try:
                 size = entry.stat().st_size

@@ -1,0 +1,210 @@
+"""The ledger summary (checkpoint + journal, summary.py) and the streamed report: counts
+always equal a whole reading of the ledger, whatever was torn, late or never written."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from distributed_something import summary
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.ledger import count_codes, read_counts, read_ledger
+from distributed_something.records import Attempt, Failure, ManifestEntry, RunRecords, Skip
+from distributed_something.report import build
+from distributed_something.report.build import build_report
+from distributed_something.report.files import TaskFiles
+from distributed_something.state import RunState
+
+
+def make_records(tmp_path: Path, n: int = 12) -> tuple[RunRecords, list[str]]:
+    records = RunRecords(FolderStorage(tmp_path / "bucket"), "App", "r1")
+    ids = [f"t{i:03d}" for i in range(n)]
+    records.write_manifest("a", [ManifestEntry(t, {"n": i}) for i, t in enumerate(ids)])
+    return records, ids
+
+
+def run_attempt(records: RunRecords, task_id: str, outcome: str, n: int = 1) -> Attempt:
+    attempt = Attempt(task_id, n, f"msg-{task_id}-{n}-{time.time()}", "w1", time.time())
+    records.open_attempt(attempt)
+    if outcome != "running":
+        attempt.outcome, attempt.ended_at = outcome, time.time()
+        records.close_attempt(attempt)
+    return attempt
+
+
+def whole(records: RunRecords) -> dict[str, int]:
+    """The counts of a whole reading of the ledger (what `ds report` counts)."""
+    fresh = RunRecords(records.storage, "App", records.run_id)
+    return read_ledger(fresh).counts
+
+
+def summarised(records: RunRecords) -> dict[str, int]:
+    fresh = RunRecords(records.storage, "App", records.run_id)
+    return read_counts(fresh)[0]
+
+
+@pytest.fixture
+def always_roll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reading rolls the checkpoint forward, up to the moment it began (no margin):
+    only the journal since, and the tasks running, are read again."""
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+    monkeypatch.setattr(FolderStorage, "journal_margin", 0.0)
+
+
+def test_counts_follow_every_kind_of_event_through_rolled_checkpoints(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path)
+    assert summarised(records) == whole(records)  # no checkpoint: a whole reading
+    assert records.read_checkpoint() is not None
+    running = run_attempt(records, ids[0], "running")
+    run_attempt(records, ids[1], "done")
+    run_attempt(records, ids[2], "failed")
+    assert summarised(records) == whole(records)
+    # The running attempt ends without an intent: a task running at the checkpoint is
+    # always read again.
+    running.outcome, running.ended_at = "done", time.time()
+    records.close_attempt(running)
+    run_attempt(records, ids[2], "dead", 2)
+    records.write_mark(ids[3], "dead", time.time(), {"error": "found in the dead letters"})
+    records.write_mark(ids[4], "requeue", time.time(), {})
+    run_attempt(records, ids[5], "released")
+    run_attempt(records, ids[6], "done")
+    run_attempt(records, ids[6], "duplicate", 2)
+    records.write_skip(Skip(ids[7], time.time(), "done already", "w1"))
+    counts = summarised(records)
+    assert counts == whole(records)
+    assert counts["done"] == 3 and counts["dead"] == 2 and counts["skipped"] == 1
+    assert counts["duplicates"] == 1 and counts["total"] == len(ids)
+    # A stale open attempt closed by cleanup (another process, no intent).
+    stale = run_attempt(records, ids[8], "running")
+    assert summarised(records)["running"] == 1
+    key = next(a for a in records.attempt_keys(ids[8]) if a.stem == stale.stem)
+    records.close_stale(key, "lost", time.time())
+    assert summarised(records) == whole(records)
+    assert summarised(records)["running"] == 0
+
+
+def test_a_torn_or_damaged_checkpoint_is_not_trusted(tmp_path: Path, always_roll: None) -> None:
+    records, ids = make_records(tmp_path)
+    run_attempt(records, ids[0], "done")
+    summarised(records)
+    key = records.checkpoint_key()
+    good = records.storage.get_bytes(key)
+    for damaged in (
+        good[: len(good) // 2],  # torn: part of it
+        good.replace(b"D 0", b"X 0"),  # an unknown code
+        good.replace(b'"tasks": 1', b'"tasks": 5'),  # fewer ids than it says
+        b"not json\n",
+    ):
+        records.storage.put_bytes(key, damaged)
+        run_attempt(records, ids[1], "failed")
+        assert summarised(records) == whole(records)
+        assert records.read_checkpoint() is not None  # written again whole
+
+
+def test_an_intent_whose_record_never_landed_changes_nothing(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path)
+    summarised(records)
+    records.write_intent(ids[0], "a", "00000000000000001-0001-deadbeef")  # then the writer died
+    records.write_intent(ids[1], "m", "dead-1")
+    assert summarised(records) == whole(records)
+    assert summarised(records)["pending"] == len(ids)
+
+
+def test_a_record_landing_late_after_its_intent_is_still_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+    records, ids = make_records(tmp_path)
+    summarised(records)
+    attempt = Attempt(ids[0], 1, "m1", "w1", time.time())
+    records.write_intent(ids[0], "a", attempt.stem)
+    # Readers long after the intent: the checkpoint would move past it, but its record has
+    # not landed, so it is held back there.
+    later = time.time() + 60
+    fresh = RunRecords(records.storage, "App", "r1")
+    summary.read_codes(fresh, clock=lambda: later)
+    summary.read_codes(fresh, clock=lambda: later + 1)
+    covered = records.read_checkpoint()
+    assert covered is not None and covered[0] <= round(attempt.started_at * 1e6) + 10**6
+    # The record lands (its writer was slow), and then closes without another intent.
+    records.storage.put_bytes(
+        records.attempt_key(attempt, "running"), json.dumps(asdict(attempt)).encode()
+    )
+    attempt.outcome, attempt.ended_at = "done", time.time()
+    records.close_attempt(attempt)
+    codes = summary.read_codes(RunRecords(records.storage, "App", "r1"), clock=lambda: later + 2)
+    assert count_codes(ids, set(), codes) == whole(records)
+    assert count_codes(ids, set(), codes)["done"] == 1
+
+
+def test_a_reader_without_write_access_still_counts(tmp_path: Path, always_roll: None) -> None:
+    records, ids = make_records(tmp_path)
+    run_attempt(records, ids[0], "done")
+
+    def refuse(key: str, data: bytes) -> None:
+        raise PermissionError(key)
+
+    fresh = RunRecords(records.storage, "App", "r1")
+    original = fresh.storage.put_bytes
+    fresh.storage.put_bytes = refuse  # type: ignore[method-assign]
+    try:
+        assert read_counts(fresh)[0] == whole(records)
+    finally:
+        fresh.storage.put_bytes = original  # type: ignore[method-assign]
+    assert records.read_checkpoint() is None
+
+
+def test_the_streamed_report_lists_a_sample_and_writes_every_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build, "SAMPLE", 2)
+    records, ids = make_records(tmp_path, 10)
+    for t in ids[:4]:
+        run_attempt(records, t, "done")
+    for t in ids[4:7]:
+        run_attempt(records, t, "dead")
+        records.write_failure(Failure(t, 1, f"exit 3 in {t}", 3, "log", time.time(), "w1"))
+    state = RunState(app_name="App", run_id="r1", backend="local", created_at=time.time())
+    files = TaskFiles(tmp_path / "report.json", tmp_path / "report.tsv")
+    report = build_report(RunRecords(records.storage, "App", "r1"), state, files.add)
+    files.finish(report)
+    assert report.counts == whole(records) | {"running": 0}
+    assert report.counts == summarised(records)
+    # Every dead task listed; two of the done and two of the pending ones.
+    listed = [(t.id, t.outcome) for t in report.tasks]
+    assert [i for i, o in listed if o == "dead"] == ids[4:7]
+    assert [i for i, o in listed if o == "done"] == ids[:2]
+    assert [i for i, o in listed if o == "pending"] == ids[7:9]
+    assert not report.listed_all
+    stored = json.loads((tmp_path / "report.json").read_text())
+    assert [t["id"] for t in stored["tasks"]] == ids
+    assert stored["counts"] == report.counts
+    assert {t["id"]: t["error"] for t in stored["tasks"] if t["outcome"] == "dead"} == {
+        t: f"exit 3 in {t}" for t in ids[4:7]
+    }
+    rows = (tmp_path / "report.tsv").read_text().splitlines()
+    assert len(rows) == 1 + len(ids)
+    assert [r.split("\t")[0] for r in rows[1:]] == ids
+    assert not list(tmp_path.glob(".report*"))  # no temporary file left
+
+
+def test_the_streamed_manifest_is_the_manifest(tmp_path: Path) -> None:
+    records, ids = make_records(tmp_path, 5)
+    records.write_manifest("b", [ManifestEntry(ids[0], {"n": 0}), ManifestEntry("x", {"n": 9})])
+    records.storage.put_bytes(
+        f"{records.run_prefix}manifest-c.jsonl", b'{"task_id": "y"}\nnot json\n'
+    )
+    fresh = RunRecords(records.storage, "App", "r1")
+    streamed = list(fresh.iter_manifest())
+    again = RunRecords(records.storage, "App", "r1")
+    assert streamed == [(e.task_id, e.group) for e in again.manifest()]
+    assert [t for t, _ in streamed] == [*ids, "x"]  # once each; the damaged part left out
+    assert f"{records.run_prefix}manifest-c.jsonl" in fresh.corrupt
