@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 MILLION = 1_000_000
 #: command → (seconds, MB) at a million groups; None: no memory target
@@ -40,6 +42,155 @@ TARGETS: dict[str, tuple[float, float | None]] = {
     "report": (30.0, 600.0),
 }
 HTML_LIMIT_MB = 5.0
+BENCH = Path(__file__).resolve().parent
+#: The figures of every size measured so far (the latest of each): the plot shows them all,
+#: so a run without ``--million`` still plots the last million measured (with its date).
+RESULTS = BENCH / "scale-results.json"
+PLOT = BENCH / "scale.svg"
+#: Markdown that bench/run_all.py puts in BENCHMARKS.md's section of this benchmark.
+SECTION = BENCH / "scale.md"
+COMMANDS = ("validate", "submit", "status", "report")
+_COLORS = {"validate": "#1565c0", "submit": "#2e7d32", "status": "#6a1b9a", "report": "#c62828"}
+
+
+def save_results(n: int, results: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """Merge the figures of ``n`` groups into `RESULTS`; returns every size's."""
+    saved: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    saved[str(n)] = {
+        **{name: list(value) for name, value in results.items()},
+        "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "load": round(os.getloadavg()[0], 2),
+    }
+    RESULTS.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+    return saved
+
+
+def section_md(saved: dict[str, Any]) -> str:
+    """BENCHMARKS.md's figures of this benchmark: every size measured, `ds status` with
+    attempt records, and the plot."""
+    sizes = sorted(int(n) for n in saved if n.isdigit())
+    out = [
+        "Figures at every size measured so far (`bench/scale-results.json`; the latest of each "
+        "size; the million is measured only with `--million`). Seconds / peak MB of the "
+        "command's process:",
+        "",
+        "| groups | validate | submit | status | report | HTML | measured (UTC, load) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for n in sizes:
+        row = saved[str(n)]
+        cells = [f"{row[c][0]:.2f} s / {row[c][1]:.0f} MB" for c in COMMANDS]
+        out.append(
+            f"| {n:,} | {' | '.join(cells)} | {row['html'][1]:.2f} MB | "
+            f"{row['measured']}, {row['load']} |"
+        )
+    targets = " / ".join(
+        f"{c} {t:g} s" + (f", {mb:g} MB" if mb else "") for c, (t, mb) in TARGETS.items()
+    )
+    out += ["", f"Targets at 1,000,000 (issue 14): {targets}; HTML <= {HTML_LIMIT_MB:g} MB.", ""]
+    if len(sizes) >= 2:
+        a, b = sizes[-2], sizes[-1]
+        growth = ", ".join(
+            f"{c} {saved[str(b)][c][0] / max(saved[str(a)][c][0], 1e-9):.1f}x time, "
+            f"{saved[str(b)][c][1] / max(saved[str(a)][c][1], 1e-9):.1f}x memory"
+            for c in COMMANDS
+        )
+        out += [f"From {a:,} to {b:,} groups ({b / a:g}x): {growth}.", ""]
+    records = saved.get("records")
+    if records:
+        out += [
+            f"`ds status` once {records['tasks']:,} tasks have attempt records (written through "
+            f"the records API), measured {records['measured']} UTC, load {records['load']}:",
+            "",
+            "| reading | seconds | peak MB |",
+            "| --- | ---: | ---: |",
+        ]
+        for name, value in records.items():
+            if isinstance(value, list):
+                out.append(f"| {name} | {value[0]:.2f} | {value[1]:.0f} |")
+        out.append("")
+    out += [
+        "![time and peak memory against groups, log-log; dotted: linear growth](bench/scale.svg)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot_svg(saved: dict[str, Any]) -> str:
+    """Two log-log panels, seconds and peak MB against groups, one line per command, and a
+    dotted line of slope 1 (linear growth) through each command's largest size."""
+    sizes = sorted(int(n) for n in saved if n.isdigit())
+    width, height, left, top, panel_w, panel_h = 900, 380, 70, 40, 330, 270
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+    ]
+    for col, (index, label) in enumerate(
+        ((0, "time (s), log scale"), (1, "peak memory (MB), log scale"))
+    ):
+        x0 = left + col * (panel_w + 110)
+        values = [saved[str(n)][c][index] for n in sizes for c in COMMANDS if c in saved[str(n)]]
+        lo = 10 ** math.floor(math.log10(max(min(values), 1e-3)))
+        hi = 10 ** math.ceil(math.log10(max(values)))
+        n_lo, n_hi = 10 ** math.floor(math.log10(sizes[0])), 10 ** math.ceil(math.log10(sizes[-1]))
+
+        def px(n: float, x0: float = x0, n_lo: float = n_lo, n_hi: float = n_hi) -> float:
+            return x0 + math.log10(n / n_lo) / math.log10(n_hi / n_lo) * panel_w
+
+        def py(v: float, lo: float = lo, hi: float = hi) -> float:
+            return top + panel_h - math.log10(max(v, lo) / lo) / math.log10(hi / lo) * panel_h
+
+        out.append(
+            f'<rect x="{x0}" y="{top}" width="{panel_w}" height="{panel_h}" fill="none" '
+            'stroke="#999"/>'
+        )
+        out.append(
+            f'<text x="{x0 + panel_w / 2}" y="{top - 12}" text-anchor="middle">{label}</text>'
+        )
+        decade = lo
+        while decade <= hi:
+            y = py(decade)
+            out.append(
+                f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + panel_w}" y2="{y:.1f}" stroke="#eee"/>'
+            )
+            out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{decade:g}</text>')
+            decade *= 10
+        decade = n_lo
+        while decade <= n_hi:
+            x = px(decade)
+            out.append(
+                f'<text x="{x:.1f}" y="{top + panel_h + 16}" text-anchor="middle">'
+                f"{decade:,.0f}</text>"
+            )
+            decade *= 10
+        out.append(
+            f'<text x="{x0 + panel_w / 2}" y="{top + panel_h + 34}" text-anchor="middle">'
+            "groups (tasks), log scale</text>"
+        )
+        for c in COMMANDS:
+            points = [(n, saved[str(n)][c][index]) for n in sizes if c in saved[str(n)]]
+            if not points:
+                continue
+            line = " ".join(f"{px(n):.1f},{py(v):.1f}" for n, v in points)
+            color = _COLORS[c]
+            out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
+            for n, v in points:
+                out.append(f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="3" fill="{color}"/>')
+            n_end, v_end = points[-1]
+            # Slope 1 on log-log axes is linear growth: the reference the lines should follow.
+            ref = [(n, v_end * n / n_end) for n, _ in points]
+            ref_line = " ".join(f"{px(n):.1f},{py(v):.1f}" for n, v in ref if v >= lo)
+            out.append(
+                f'<polyline points="{ref_line}" fill="none" stroke="{color}" '
+                'stroke-dasharray="2,3" stroke-width="1"/>'
+            )
+    for i, c in enumerate(COMMANDS):
+        x = left + i * 150
+        out.append(f'<rect x="{x}" y="{height - 18}" width="12" height="4" fill="{_COLORS[c]}"/>')
+        out.append(f'<text x="{x + 16}" y="{height - 12}">ds {c}</text>')
+    out.append(f'<text x="{left + 600}" y="{height - 12}">dotted: linear growth</text></svg>')
+    return "\n".join(out) + "\n"
 
 
 def write_project(folder: Path, n: int) -> None:
@@ -206,10 +357,28 @@ def main() -> None:
         print(f"  html      {html_mb:.2f} MB (target <= {HTML_LIMIT_MB:g} MB; a TSV of all tasks)")
         worst_met = worst_met and html_mb <= HTML_LIMIT_MB
         status_s = results["status"][0]
+        saved = save_results(n, results)
+        PLOT.write_text(plot_svg(saved))
+    print(f"\nall sizes measured so far ({RESULTS.name}; plot: {PLOT.name}):")
+    for size in sorted(int(k) for k in saved if k.isdigit()):
+        row = saved[str(size)]
+        figures = "  ".join(f"{c} {row[c][0]:.2f} s {row[c][1]:.0f} MB" for c in COMMANDS)
+        when = f"{row['measured']} UTC, load {row['load']}"
+        print(f"  {size:>9,}  {figures}  html {row['html'][1]:.2f} MB  ({when})")
     if args.records:
         print(f"\nds status with attempt records, {args.records:,} tasks")
-        for name, (seconds, mb) in status_with_records(args.records).items():
+        with_records = status_with_records(args.records)
+        for name, (seconds, mb) in with_records.items():
             print(f"  {name:34s} {seconds:6.2f} s {mb:6.0f} MB")
+        saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        saved["records"] = {
+            "tasks": args.records,
+            **{name: list(value) for name, value in with_records.items()},
+            "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "load": round(os.getloadavg()[0], 2),
+        }
+        RESULTS.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+    SECTION.write_text(section_md(json.loads(RESULTS.read_text())))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     largest = sizes[-1]
     print(

@@ -12,7 +12,7 @@ import pytest
 
 from distributed_something import summary
 from distributed_something.backends.local.storage import FolderStorage
-from distributed_something.ledger import count_codes, read_counts, read_ledger
+from distributed_something.ledger import read_counts, read_ledger
 from distributed_something.records import Attempt, Failure, ManifestEntry, RunRecords, Skip
 from distributed_something.report import build
 from distributed_something.report.build import build_report
@@ -60,7 +60,7 @@ def test_counts_follow_every_kind_of_event_through_rolled_checkpoints(
 ) -> None:
     records, ids = make_records(tmp_path)
     assert summarised(records) == whole(records)  # no checkpoint: a whole reading
-    assert records.read_checkpoint() is not None
+    assert summary.read_checkpoint(records) is not None
     running = run_attempt(records, ids[0], "running")
     run_attempt(records, ids[1], "done")
     run_attempt(records, ids[2], "failed")
@@ -87,6 +87,10 @@ def test_counts_follow_every_kind_of_event_through_rolled_checkpoints(
     records.close_stale(key, "lost", time.time())
     assert summarised(records) == whole(records)
     assert summarised(records)["running"] == 0
+    # A skip list of a later submit: counted again from the records.
+    records.write_skips("s1", [Skip(ids[9], time.time(), "done (at submit)", "submit")])
+    assert summarised(records) == whole(records)
+    assert summarised(records)["skipped"] == 2
 
 
 def test_a_torn_or_damaged_checkpoint_is_not_trusted(tmp_path: Path, always_roll: None) -> None:
@@ -95,16 +99,40 @@ def test_a_torn_or_damaged_checkpoint_is_not_trusted(tmp_path: Path, always_roll
     summarised(records)
     key = records.checkpoint_key()
     good = records.storage.get_bytes(key)
+    assert b" D 001" in good
     for damaged in (
         good[: len(good) // 2],  # torn: part of it
-        good.replace(b"D 0", b"X 0"),  # an unknown code
-        good.replace(b'"tasks": 1', b'"tasks": 5'),  # fewer ids than it says
+        good[:-1],  # torn: all but its last byte
+        good.replace(b" D 001", b" X 001"),  # an unknown code
+        good.replace(b'"version": 2', b'"version": 9'),
         b"not json\n",
     ):
         records.storage.put_bytes(key, damaged)
         run_attempt(records, ids[1], "failed")
         assert summarised(records) == whole(records)
-        assert records.read_checkpoint() is not None  # written again whole
+        assert summary.read_checkpoint(records) is not None  # written again whole
+
+
+def test_a_second_submit_and_a_submit_time_skip_list_are_counted(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path, 6)
+    run_attempt(records, ids[0], "done")
+    assert summarised(records) == whole(records)
+    records.write_manifest("b", [ManifestEntry(ids[0], {"n": 0}), ManifestEntry("new", {})])
+    records.write_skips("s1", [Skip("new", time.time(), "done (at submit)", "submit")])
+    counts = summarised(records)
+    assert counts == whole(records)
+    assert counts["total"] == 7 and counts["skipped"] == 1 and counts["done"] == 1
+
+
+def test_a_task_outside_the_manifest_is_never_counted(tmp_path: Path, always_roll: None) -> None:
+    records, ids = make_records(tmp_path, 3)
+    summarised(records)
+    run_attempt(records, "stray", "done")  # a message of another run, say
+    run_attempt(records, ids[0], "running")
+    assert summarised(records) == whole(records)
+    assert summarised(records)["total"] == 3
 
 
 def test_an_intent_whose_record_never_landed_changes_nothing(
@@ -130,19 +158,19 @@ def test_a_record_landing_late_after_its_intent_is_still_counted(
     # not landed, so it is held back there.
     later = time.time() + 60
     fresh = RunRecords(records.storage, "App", "r1")
-    summary.read_codes(fresh, clock=lambda: later)
-    summary.read_codes(fresh, clock=lambda: later + 1)
-    covered = records.read_checkpoint()
-    assert covered is not None and covered[0] <= round(attempt.started_at * 1e6) + 10**6
+    summary.read_counts(fresh, clock=lambda: later)
+    summary.read_counts(fresh, clock=lambda: later + 1)
+    covered = summary.read_checkpoint(records)
+    assert covered is not None and covered.covered_us <= round(attempt.started_at * 1e6) + 10**6
     # The record lands (its writer was slow), and then closes without another intent.
     records.storage.put_bytes(
         records.attempt_key(attempt, "running"), json.dumps(asdict(attempt)).encode()
     )
     attempt.outcome, attempt.ended_at = "done", time.time()
     records.close_attempt(attempt)
-    codes = summary.read_codes(RunRecords(records.storage, "App", "r1"), clock=lambda: later + 2)
-    assert count_codes(ids, set(), codes) == whole(records)
-    assert count_codes(ids, set(), codes)["done"] == 1
+    counts = summary.read_counts(RunRecords(records.storage, "App", "r1"), clock=lambda: later + 2)
+    assert counts == whole(records)
+    assert counts["done"] == 1
 
 
 def test_a_reader_without_write_access_still_counts(tmp_path: Path, always_roll: None) -> None:
@@ -159,7 +187,7 @@ def test_a_reader_without_write_access_still_counts(tmp_path: Path, always_roll:
         assert read_counts(fresh)[0] == whole(records)
     finally:
         fresh.storage.put_bytes = original  # type: ignore[method-assign]
-    assert records.read_checkpoint() is None
+    assert summary.read_checkpoint(records) is None
 
 
 def test_the_streamed_report_lists_a_sample_and_writes_every_task(
@@ -208,3 +236,17 @@ def test_the_streamed_manifest_is_the_manifest(tmp_path: Path) -> None:
     assert streamed == [(e.task_id, e.group) for e in again.manifest()]
     assert [t for t, _ in streamed] == [*ids, "x"]  # once each; the damaged part left out
     assert f"{records.run_prefix}manifest-c.jsonl" in fresh.corrupt
+
+
+def test_records_without_intents_are_counted_by_a_recount(
+    tmp_path: Path, always_roll: None
+) -> None:
+    """A worker of an earlier version writes no intents: the summary cannot see its records
+    until the monitor, finding the whole reading different, counts again."""
+    records, ids = make_records(tmp_path, 3)
+    summarised(records)
+    attempt = Attempt(ids[0], 1, "m1", "old-worker", time.time(), time.time(), "done")
+    records.storage.put_bytes(records.attempt_key(attempt), json.dumps(asdict(attempt)).encode())
+    assert summarised(records) != whole(records)  # what the monitor's reconcile notices
+    assert summary.recount(records) == whole(records)
+    assert summarised(records) == whole(records) and whole(records)["done"] == 1

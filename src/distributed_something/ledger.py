@@ -251,16 +251,13 @@ def count_tasks(
 
 
 def read_counts(records: RunRecords) -> tuple[dict[str, int], dict[str, str]]:
-    """`read_ledger(records).counts` and the corrupt records met, counted without an entry
-    per task and without listing every attempt: from the ledger summary (summary.py), which
-    reads only the tasks whose records changed since its checkpoint. What `ds status` and
-    the monitor show."""
-    from distributed_something.summary import read_codes
+    """`read_ledger(records).counts` and the corrupt records met, without an entry per task
+    and without listing every attempt: from the ledger summary (summary.py), which reads
+    only the tasks whose records changed since its checkpoint. What `ds status` and the
+    monitor show."""
+    from distributed_something.summary import read_counts as summary_counts
 
-    task_ids = records.manifest_ids()
-    skipped = records.skipped_ids()
-    codes = read_codes(records)
-    return count_codes(task_ids, skipped, codes), dict(records.corrupt)
+    return summary_counts(records), dict(records.corrupt)
 
 
 def read_ledger(records: RunRecords) -> Ledger:

@@ -13,7 +13,7 @@ import io
 import json
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
@@ -136,7 +136,8 @@ MINUTE_US = 60_000_000
 @dataclass(frozen=True)
 class Intent:
     """An entry of the journal: a record of ``task_id`` is about to be written (an attempt
-    with stem ``detail`` when ``kind`` is ``a``, a mark ``<kind>-<µs>`` when ``m``)."""
+    with stem ``detail`` when ``kind`` is ``a``, a mark ``<kind>-<µs>`` when ``m``, a skip
+    record when ``s``)."""
 
     task_id: str
     at_us: int
@@ -235,8 +236,8 @@ class RunRecords:
 
     def intent_key(self, task_id: str, at_us: int, kind: str, detail: str) -> str:
         """``journal/<minute>/<µs>.<kind>.<detail>.<task>``: an intent (see summary.py);
-        ``kind`` is ``a`` (an attempt, ``detail`` its stem) or ``m`` (a mark: its kind and
-        time, ``dead-<µs>``)."""
+        ``kind`` is ``a`` (an attempt, ``detail`` its stem), ``m`` (a mark: its kind and
+        time, ``dead-<µs>``) or ``s`` (a worker's skip record)."""
         return (
             f"{self.run_prefix}journal/{at_us // MINUTE_US:08d}/"
             f"{at_us:017d}.{kind}.{detail}.{task_id}"
@@ -256,7 +257,9 @@ class RunRecords:
         return marker
 
     def write_skip(self, skip: Skip) -> None:
-        """One task a worker skipped: one object, so workers never write the same key."""
+        """One task a worker skipped: one object, so workers never write the same key. An
+        intent is written first (see summary.py)."""
+        self.write_intent(skip.task_id, "s", "skip")
         self._put_json(self.skip_key(skip.task_id), asdict(skip))
 
     def write_skips(self, part: str, skips: Iterable[Skip]) -> None:
@@ -341,42 +344,6 @@ class RunRecords:
             raise ValueError(f"unknown mark kind {kind!r}")
         self.write_intent(task_id, "m", f"{kind}-{round(at * 1e6)}")
         self._put_json(self.mark_key(task_id, kind, at), {"task_id": task_id, **detail})
-
-    def write_checkpoint(self, covered_us: int, codes: Mapping[str, tuple[Any, ...]]) -> None:
-        """The ledger summary's checkpoint (see summary.py): a JSON head line, then one line
-        per (code, duplicate) with the ids of the tasks that have it, space-separated.
-        ``codes`` maps a task to its (code, duplicate, …)."""
-        groups: dict[tuple[str, bool], list[str]] = {}
-        for task_id, value in codes.items():
-            groups.setdefault((value[0], bool(value[1])), []).append(task_id)
-        head = json.dumps({"version": 1, "covered_us": covered_us, "tasks": len(codes)})
-        lines = [head.encode()]
-        for (code, dup), ids in groups.items():
-            lines.append(f"{code} {int(dup)} ".encode() + " ".join(ids).encode())
-        self.storage.put_bytes(self.checkpoint_key(), b"\n".join(lines) + b"\n")
-
-    def read_checkpoint(self) -> tuple[int, dict[str, tuple[str, bool]]] | None:
-        """(covered time in µs, code of each task) of the checkpoint; None when there is none
-        or it cannot be read whole (a torn or damaged one is not trusted, nor reported:
-        the ledger is then read whole and the checkpoint written again)."""
-        try:
-            raw = self.storage.get_bytes(self.checkpoint_key())
-        except KeyError:
-            return None
-        head, _, body = raw.partition(b"\n")
-        try:
-            meta = json.loads(head)
-            covered, expected = int(meta["covered_us"]), int(meta["tasks"])
-            if meta.get("version") != 1 or not raw.endswith(b"\n"):
-                return None
-            codes: dict[str, tuple[str, bool]] = {}
-            for line in body.decode().splitlines():
-                code, dup, ids = line.split(" ", 2)
-                value = (code, dup == "1")
-                codes.update(dict.fromkeys(ids.split(), value))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return None
-        return (covered, codes) if len(codes) == expected else None
 
     # reads -----------------------------------------------------------------------------
     def read_done(self, task_id: str) -> DoneMarker | None:
@@ -496,7 +463,7 @@ class RunRecords:
         for listing in listings:
             for obj in listing:
                 parts = obj.key[len(start) :].partition("/")[2].split(".", 3)
-                if len(parts) != 4 or not parts[0].isdigit() or parts[1] not in ("a", "m"):
+                if len(parts) != 4 or not parts[0].isdigit() or parts[1] not in ("a", "m", "s"):
                     self.corrupt[obj.key] = "not an intent's name"
                     continue
                 at = int(parts[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from distributed_something import summary
 from distributed_something.backends import Backend
 from distributed_something.config.model import Config
 from distributed_something.ledger import read_counts, read_ledger
@@ -86,7 +87,12 @@ def watch(
             )
             drained_since = check.drained_since
             if check.verdict == "reconcile":
-                plan = settle(records, backend.queue, read_ledger(records), clock())
+                ledger = read_ledger(records)
+                if ledger.counts != task_counts:
+                    # Records written without an intent (by a worker of an earlier version):
+                    # the summary is made again from a whole reading.
+                    summary.recount(records)
+                plan = settle(records, backend.queue, ledger, clock())
                 if plan.requeue:
                     info(
                         f"{len(plan.requeue)} task(s) had left the queue without an "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -127,12 +126,9 @@ def build_report(
     The records are streamed: each task's `TaskReport` is made, passed to ``on_task`` (the
     per-task files are written from there) and kept only when listed (`RunReport.tasks`);
     what stays in memory per task is its ledger code and, for a done task, two floats. The
-    whole reading rolls the ledger summary's checkpoint forward (summary.py)."""
-    from distributed_something.summary import write_full_checkpoint
-
-    started = time.time()
+    reading is whole: it does not use the ledger summary (summary.py) `ds status` reads,
+    and so checks it."""
     codes = read_task_codes(records)
-    write_full_checkpoint(records, started, codes)
     skipped = records.skipped_ids()
     failures: dict[str, Failure] = {}
     for failure in records.all_failures():

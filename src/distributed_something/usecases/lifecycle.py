@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distributed_something import summary
 from distributed_something.backends import Backend, open_backend
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
@@ -148,6 +149,8 @@ def submit(
         )
         tasks = [t for t in tasks if t.id not in finished]
         skipped = len(finished)
+    # The ledger summary counts the new manifest now, not at the first `ds status`.
+    summary.read_counts(records)
     bar = task_bar("submit") if show_progress else None
     bar_id = bar.add_task("submit", total=len(tasks), detail="") if bar else None
     sent = 0

@@ -34,6 +34,8 @@ _COPY_BUFFER = 1024 * 1024
 # A concurrent delete may remove a just-created empty folder before our temporary file
 # lands in it; creating the folder again a few times always wins that race in practice.
 _FOLDER_ATTEMPTS = 5
+#: Most private folders a `FolderStorage` remembers as made (see `_write_atomically`).
+_KNOWN_FOLDERS = 1024
 
 
 def _open_temp(folder: Path, mode: int | None = None) -> tuple[int, Path]:
@@ -77,7 +79,11 @@ def _make_private_folders(root: Path, parts: Sequence[str]) -> None:
 
 
 def _write_atomically(
-    target: Path, fill: Callable[[BinaryIO], object], *, private_from: Path | None = None
+    target: Path,
+    fill: Callable[[BinaryIO], object],
+    *,
+    private_from: Path | None = None,
+    known: set[Path] | None = None,
 ) -> None:
     """Write ``target`` through a temporary file in its folder renamed over it at the end.
 
@@ -85,13 +91,18 @@ def _write_atomically(
     ``target``'s parent are made owner-only (0700) and ``target`` is written owner-only
     (0600), whatever the umask; otherwise permissions are as the umask says.
 
+    ``known`` holds private folders this process made or checked already: writing there
+    again goes straight to the temporary file (a folder removed since is made again).
+
     Raises FileExistsError/NotADirectoryError when a parent of ``target`` is a file and
     IsADirectoryError when ``target`` is a folder; the temporary file never survives.
     """
     mode = None if private_from is None else PRIVATE_FILE_MODE
     for attempt in range(_FOLDER_ATTEMPTS):
         try:
-            if private_from is None:
+            if known is not None and attempt == 0 and target.parent in known:
+                pass  # made (or narrowed) by this process already
+            elif private_from is None:
                 target.parent.mkdir(parents=True, exist_ok=True)
             else:
                 private_from.mkdir(parents=True, exist_ok=True)
@@ -101,6 +112,10 @@ def _write_atomically(
             if attempt == _FOLDER_ATTEMPTS - 1:
                 raise
             continue
+        if known is not None and private_from is not None:
+            if len(known) >= _KNOWN_FOLDERS:
+                known.clear()  # bounded: a worker that ran a million tasks holds a few
+            known.add(target.parent)
         break
     try:
         with os.fdopen(fd, "wb") as out:
@@ -130,6 +145,8 @@ class FolderStorage:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
+        #: private folders made or narrowed by this process (see `_write_atomically`)
+        self._private_folders: set[Path] = set()
 
     def path_of(self, key: str) -> Path:
         """The file that holds ``key``, after checking the key and that it stays in the root.
@@ -187,7 +204,7 @@ class FolderStorage:
         # only: other local users can neither read it nor forge a done marker in it.
         private = self.root if key.split("/", 1)[0] == PRIVATE_ROOT else None
         try:
-            _write_atomically(path, fill, private_from=private)
+            _write_atomically(path, fill, private_from=private, known=self._private_folders)
         except (FileExistsError, NotADirectoryError) as error:
             raise BackendError(
                 f"cannot store key {key!r} in {self.root}: a folder on its path is a file "
