@@ -218,7 +218,26 @@ class FolderStorage:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` as ``key``, replacing any object atomically."""
+        if not data and self._create_empty(key):
+            return
         self._put(key, lambda out: out.write(data))
+
+    def _create_empty(self, key: str) -> bool:
+        """Create ``key`` as a new empty object in a private folder this process made
+        already: one exclusive create, no temporary file (an empty file is never seen
+        partly written). False when that does not apply (then the usual write does it)."""
+        path = self.path_of(key)
+        if key.split("/", 1)[0] != PRIVATE_ROOT or path.parent not in self._private_folders:
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except OSError:  # it exists, or its folder is gone: the usual write decides
+            return False
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # the umask may have taken bits away
+        finally:
+            os.close(fd)
+        return True
 
     def put_file(self, key: str, path: Path) -> None:
         """Store the content of the local file ``path`` as ``key``, atomically.
