@@ -9,6 +9,17 @@ stays pending), ``ds status --json``, ``ds report --json``. For each command the
 and the peak resident memory of its process (``wait4``'s ``ru_maxrss``) are measured; the
 HTML report's size and the TSV beside it are checked.
 
+``ds status`` is also measured once ``--records`` tasks (100,000) have a completed attempt,
+written through the real records API (intent, open record, closed record) as workers do:
+its first reading (the checkpoint ``ds submit`` wrote, and every task the journal names
+since: linear in the tasks changed since the last reading), the next (the ledger summary's
+checkpoint), and one after 1,000 more attempts (the checkpoint and the journal since); the
+counts are checked against ``ds report``'s.
+
+The figures of each size are kept in bench/scale-results.json (the latest of each size), from
+which bench/scale.svg (time and memory against groups, log-log, with lines of linear growth)
+and bench/scale.md (the section bench/run_all.py puts in BENCHMARKS.md) are written.
+
 The targets are issue 14's, for 1,000,000 groups on this 2-core machine: validate ≤ 10 s and
 ≤ 500 MB, submit ≤ 30 s and ≤ 600 MB, status ≤ 1 s, report ≤ 30 s and ≤ 600 MB, HTML ≤ 5 MB.
 Sizes below a million are also shown extrapolated linearly to a million (the time and memory
@@ -133,7 +144,9 @@ def plot_svg(saved: dict[str, Any]) -> str:
         values = [saved[str(n)][c][index] for n in sizes for c in COMMANDS if c in saved[str(n)]]
         lo = 10 ** math.floor(math.log10(max(min(values), 1e-3)))
         hi = 10 ** math.ceil(math.log10(max(values)))
-        n_lo, n_hi = 10 ** math.floor(math.log10(sizes[0])), 10 ** math.ceil(math.log10(sizes[-1]))
+        n_lo = 10 ** math.floor(math.log10(sizes[0]))
+        n_hi = max(10 ** math.ceil(math.log10(sizes[-1])), n_lo * 10)
+        hi = max(hi, lo * 10)
 
         def px(n: float, x0: float = x0, n_lo: float = n_lo, n_hi: float = n_hi) -> float:
             return x0 + math.log10(n / n_lo) / math.log10(n_hi / n_lo) * panel_w
@@ -261,10 +274,10 @@ def write_attempts(folder: Path, start: int, stop: int) -> float:
 
 
 def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, float]]:
-    """`ds status` once every one of ``n`` tasks has a completed attempt record: the first
-    reading (no checkpoint yet: the whole ledger), the next (the checkpoint), and one after
-    ``tail`` more attempts (the checkpoint and the journal since); each checked against
-    `ds report`'s counts."""
+    """`ds status` once ``n - tail`` tasks have a completed attempt record: the first reading
+    (the checkpoint `ds submit` wrote, and every task named in the journal since), the next
+    (the last seconds of the journal read again: the margin), and one after ``tail`` more
+    attempts; the last checked against `ds report`'s counts."""
     out: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ds-bench-scale-") as tmp:
         folder = Path(tmp) / "proj"
@@ -273,14 +286,18 @@ def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, floa
         ds(folder, "submit", "job.json")
         wrote = write_attempts(folder, 0, n - tail)
         print(f"  (wrote {n - tail:,} attempt records in {wrote:.1f} s)")
-        for name in ("status, first read", "status, checkpoint"):
+        names = (
+            f"status, {n - tail:,} tasks changed since the last reading (submit's)",
+            "status, the next reading (the last seconds' intents read again)",
+        )
+        for name in names:
             seconds, mb, text = ds(folder, "status", "--json")
             assert json.loads(text)["counts"]["done"] == n - tail, text
             out[name] = (seconds, mb)
         write_attempts(folder, n - tail, n)
         seconds, mb, text = ds(folder, "status", "--json")
         counts = json.loads(text)["counts"]
-        out[f"status, checkpoint + {tail:,} since"] = (seconds, mb)
+        out[f"status, {tail:,} tasks changed since"] = (seconds, mb)
         _, _, text = ds(folder, "report", "--json")
         reported = json.loads(text)["counts"]
         assert counts == reported and counts["done"] == n, (counts, reported)
@@ -352,13 +369,15 @@ def main() -> None:
                 line += f", {target_mb:g} MB ratio {ratio_mb:.2f}"
                 met = met and ratio_mb >= 1
             print(line + ("" if met else "  (missed)"))
-            worst_met = worst_met and met
+            if n == sizes[-1]:  # judged at the largest size: extrapolation only guides
+                worst_met = worst_met and met
         html_mb = results["html"][1]
         print(f"  html      {html_mb:.2f} MB (target <= {HTML_LIMIT_MB:g} MB; a TSV of all tasks)")
         worst_met = worst_met and html_mb <= HTML_LIMIT_MB
         status_s = results["status"][0]
         saved = save_results(n, results)
         PLOT.write_text(plot_svg(saved))
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     print(f"\nall sizes measured so far ({RESULTS.name}; plot: {PLOT.name}):")
     for size in sorted(int(k) for k in saved if k.isdigit()):
         row = saved[str(size)]
@@ -380,21 +399,33 @@ def main() -> None:
         RESULTS.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
     SECTION.write_text(section_md(json.loads(RESULTS.read_text())))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    largest = sizes[-1]
+    final = json.loads(RESULTS.read_text())
+    largest = max((int(k) for k in final if k.isdigit()), default=0)
+    if not sizes and largest:  # nothing measured now: judged on the figures kept
+        row = final[str(largest)]
+        worst_met = row["html"][1] <= HTML_LIMIT_MB and all(
+            row[c][0] <= t and (mb is None or row[c][1] <= mb) for c, (t, mb) in TARGETS.items()
+        )
     print(
         f"TARGET met={'yes' if worst_met else 'no'} every figure within issue 14's targets "
-        f"(sizes below 1M extrapolated linearly; largest measured {largest:,})"
+        f"(judged at the largest size, {largest:,} groups; below 1M extrapolated linearly)"
     )
     print(
-        "LIMIT ds status reads the manifest's id index and lists attempts and marks: linear "
-        "in the tasks that have records; ds report builds one entry per task in memory"
+        "LIMIT ds validate and ds submit plan every task with the recipe (templates rendered "
+        "in Python, tens of µs a task) and hold every Task and TaskPlan in memory (about 1 KB "
+        "a task); ds report reads every done marker (one object each) and lists every attempt "
+        "record, so with records it is linear in them (the pending-only run here reads none)"
     )
     if not worst_met:
         print(
-            "FIX report/build.py + usecases/lifecycle.py write_report: stream the tasks to the "
-            "JSON, HTML and TSV instead of holding every TaskReport; usecases/validate.py: "
-            "check each plan as it is made instead of keeping them all for preflight"
+            "FIX recipes/command.py + templates.py: compile each template once and render it "
+            "with one format call; usecases/validate.py + preflight.py: check each plan as it "
+            "is made and keep only the sampled ones for the input check; jobs/parse.py + "
+            "usecases/lifecycle.py submit: stream tasks from the parsed groups to the manifest "
+            "and the queue instead of holding them all"
         )
+    if not sizes and args.records:  # only the status with records was measured
+        status_s = saved["records"][f"status, {1000:,} tasks changed since"][0]
     ratio = 1.0 / status_s if status_s else float("inf")
     print(f"RESULT scale ours={status_s:.2f} baseline=1.0 ratio={ratio:.2f} unit=s")
 

@@ -381,6 +381,7 @@ def run(
             f"submitted {result.sent} tasks ({result.skipped} already done, "
             f"{result.duplicates} duplicate groups dropped)"
         )
+    del job  # a million parsed tasks are not held while the run is watched
     start_cluster(project, fleet_path, backend)
     try:
         return monitor(

@@ -290,8 +290,17 @@ class FolderStorage:
         check_prefix(prefix)
         folder_key, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder_key.split("/")) if folder_key else self.root
+        known: tuple[int, int] | None = None
+        if folder_key and not self._has_link(folder_key.split("/")):
+            # No link on the way: the folder is inside the root, no need to resolve it (one
+            # task's records are listed this way, many times over when counting).
+            try:
+                status = start.stat()
+            except OSError:
+                return iter(())
+            known = (status.st_dev, status.st_ino)
         return self._walk(
-            str(start), f"{folder_key}/" if folder_key else "", prefix, frozenset(), None
+            str(start), f"{folder_key}/" if folder_key else "", prefix, frozenset(), known
         )
 
     def _walk(
