@@ -104,11 +104,14 @@ def test_a_torn_or_damaged_checkpoint_is_not_trusted(tmp_path: Path, always_roll
         good[: len(good) // 2],  # torn: part of it
         good[:-1],  # torn: all but its last byte
         good.replace(b" D 001", b" X 001"),  # an unknown code
+        good.replace(b"t000 D 001", b"t000 D 0x1"),  # damaged flags of a task read again
         good.replace(b'"version": 2', b'"version": 9'),
         b"not json\n",
     ):
         records.storage.put_bytes(key, damaged)
+        records.storage.delete(key + ".delta")
         run_attempt(records, ids[1], "failed")
+        run_attempt(records, ids[0], "duplicate", 2)  # its entry is looked up
         assert summarised(records) == whole(records)
         assert summary.read_checkpoint(records) is not None  # written again whole
 
@@ -250,3 +253,60 @@ def test_records_without_intents_are_counted_by_a_recount(
     assert summarised(records) != whole(records)  # what the monitor's reconcile notices
     assert summary.recount(records) == whole(records)
     assert summarised(records) == whole(records) and whole(records)["done"] == 1
+
+
+class _ManyAtOnce(FolderStorage):
+    """A storage that says many reads at once pay off (as S3 does)."""
+
+    read_concurrency = 4
+
+
+def test_a_storage_read_many_at_once_counts_the_same(tmp_path: Path, always_roll: None) -> None:
+    records = RunRecords(_ManyAtOnce(tmp_path / "bucket"), "App", "r1")
+    ids = [f"t{i:03d}" for i in range(20)]
+    records.write_manifest("a", [ManifestEntry(t, {"n": i}) for i, t in enumerate(ids)])
+    summarised(records)
+    for t in ids[:8]:
+        run_attempt(records, t, "done")
+    for t in ids[8:12]:
+        run_attempt(records, t, "dead")
+    run_attempt(records, ids[12], "running")
+    records.write_skip(Skip(ids[13], time.time(), "done already", "w1"))
+    counts = summarised(records)
+    assert counts == whole(records)
+    assert (counts["done"], counts["dead"], counts["running"], counts["skipped"]) == (8, 4, 1, 1)
+
+
+def test_a_delta_rolls_forward_and_a_torn_one_is_not_used(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path, 8)
+    summarised(records)
+    base = records.storage.get_bytes(records.checkpoint_key())
+    run_attempt(records, ids[0], "done")
+    summarised(records)  # rolls forward by a delta: the base is not written again
+    assert records.storage.get_bytes(records.checkpoint_key()) == base
+    delta_key = records.checkpoint_key() + ".delta"
+    delta = records.storage.get_bytes(delta_key)
+    assert ids[0].encode() in delta
+    run_attempt(records, ids[1], "failed")
+    for damaged in (delta[: len(delta) // 2], delta.replace(b'"D"', b'"X"'), b"[]"):
+        records.storage.put_bytes(delta_key, damaged)
+        assert summarised(records) == whole(records)
+
+
+def test_the_monitor_writes_the_checkpoint_whole_once_the_delta_is_big(
+    tmp_path: Path, always_roll: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(summary, "COMPACT_TASKS", 2)
+    records, ids = make_records(tmp_path, 8)
+    summarised(records)
+    base = records.storage.get_bytes(records.checkpoint_key())
+    for t in ids[:4]:
+        run_attempt(records, t, "done")
+    fresh = RunRecords(records.storage, "App", "r1")
+    assert read_counts(fresh, compact=True)[0] == whole(records)
+    assert records.storage.get_bytes(records.checkpoint_key()) != base  # written whole
+    run_attempt(records, ids[4], "dead")
+    assert summarised(records) == whole(records)  # the old delta (other base) is not used
+    assert summarised(records)["done"] == 4

@@ -250,14 +250,16 @@ def count_tasks(
     return count_codes(task_ids, skipped, event_codes(attempts, marks))
 
 
-def read_counts(records: RunRecords) -> tuple[dict[str, int], dict[str, str]]:
+def read_counts(
+    records: RunRecords, *, compact: bool = False
+) -> tuple[dict[str, int], dict[str, str]]:
     """`read_ledger(records).counts` and the corrupt records met, without an entry per task
     and without listing every attempt: from the ledger summary (summary.py), which reads
     only the tasks whose records changed since its checkpoint. What `ds status` and the
-    monitor show."""
+    monitor show. ``compact``: see `summary.read_counts` (the monitor's)."""
     from distributed_something.summary import read_counts as summary_counts
 
-    return summary_counts(records), dict(records.corrupt)
+    return summary_counts(records, compact=compact), dict(records.corrupt)
 
 
 def read_ledger(records: RunRecords) -> Ledger:

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from distributed_something.errors import BackendError
@@ -48,7 +50,7 @@ from distributed_something.ledger import (
     event_codes,
     state_of,
 )
-from distributed_something.records import RunRecords
+from distributed_something.records import AttemptKey, Mark, RunRecords
 
 #: How late (s) an intent may land after the time in its key, unless the storage says
 #: (``journal_margin``): S3 writes from many machines with their own clocks.
@@ -59,6 +61,8 @@ GIVE_UP_S = 900.0
 ROLL_TASKS = 50
 #: … or when it is this old (s).
 ROLL_AGE_S = 120.0
+#: Entries a delta may hold before the monitor writes the checkpoint whole again.
+COMPACT_TASKS = 20_000
 #: Shards of the checkpoint's task entries.
 SHARDS = 256
 VERSION = 2
@@ -98,6 +102,10 @@ class Checkpoint:
     running: list[str]
     raw: bytes
     offsets: list[int]
+    #: the base's id: a delta names the base it adds to
+    base_id: str = ""
+    #: the entries changed since the base was written (the delta's), looked up first
+    delta: dict[str, Entry] = field(default_factory=dict)
     _parsed: dict[int, dict[str, Entry]] = field(default_factory=dict)
 
     def shard(self, index: int) -> dict[str, Entry]:
@@ -113,16 +121,35 @@ class Checkpoint:
         """The entries of those of ``task_ids`` that have one."""
         out = {}
         for task_id in task_ids:
-            entry = self.shard(shard_of(task_id)).get(task_id)
+            entry = self.delta.get(task_id) or self._find(task_id)
             if entry is not None:
                 out[task_id] = entry
         return out
+
+    def _find(self, task_id: str) -> Entry | None:
+        """One task's entry in the base, found in its shard's bytes without parsing the
+        shard (a thousand lookups in a million entries take milliseconds)."""
+        index = shard_of(task_id)
+        if index in self._parsed:
+            return self._parsed[index].get(task_id)
+        start, end = self.offsets[index], self.offsets[index + 1]
+        needle = task_id.encode() + b" "
+        pos = self.raw.find(needle, start, end)
+        while pos != -1:
+            line_end = self.raw.find(b"\n", pos, end)
+            if pos == start or self.raw[pos - 1] == 10:  # at a line's start
+                parsed = _parse_shard(self.raw[pos : line_end + 1])
+                if task_id in parsed:
+                    return parsed[task_id]
+            pos = self.raw.find(needle, pos + 1, end)
+        return None
 
     def entries(self) -> dict[str, Entry]:
         """Every entry (a whole parse: for a rebuild)."""
         out: dict[str, Entry] = {}
         for index in range(SHARDS):
             out.update(self.shard(index))
+        out.update(self.delta)
         return out
 
 
@@ -158,7 +185,7 @@ def read_checkpoint(records: RunRecords) -> Checkpoint | None:
         if len(offsets) != SHARDS + 1 or offsets[-1] != len(raw):
             return None  # torn: not the length it was written with
         counts = {k: int(meta["counts"][k]) for k in (*STATES, "total", "duplicates")}
-        return Checkpoint(
+        checkpoint = Checkpoint(
             int(meta["covered_us"]),
             counts,
             list(meta["manifest"]),
@@ -166,9 +193,33 @@ def read_checkpoint(records: RunRecords) -> Checkpoint | None:
             [str(t) for t in meta["running"]],
             raw,
             offsets,
+            str(meta["id"]),
         )
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
+    _apply_delta(records, checkpoint)
+    return checkpoint
+
+
+def _apply_delta(records: RunRecords, checkpoint: Checkpoint) -> None:
+    """Move ``checkpoint`` forward by its delta (`roll`), when there is one for its base;
+    a delta that cannot be read, or of another base (written before the base was made
+    again), is not used: the base alone is a checkpoint, only an older one."""
+    try:
+        data = json.loads(records.storage.get_bytes(records.checkpoint_key() + ".delta"))
+        if data["base"] != checkpoint.base_id:
+            return
+        counts = {k: int(data["counts"][k]) for k in (*STATES, "total", "duplicates")}
+        delta: dict[str, Entry] = {}
+        for task_id, (code, dup, skipped, listed) in data["entries"].items():
+            if code not in EVENT_CODES and code != QUIET:
+                return
+            delta[str(task_id)] = (str(code), bool(dup), bool(skipped), bool(listed))
+        covered, running = int(data["covered_us"]), [str(t) for t in data["running"]]
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError):
+        return
+    checkpoint.counts, checkpoint.covered_us, checkpoint.running = counts, covered, running
+    checkpoint.delta = delta
 
 
 def write_checkpoint(
@@ -187,6 +238,7 @@ def write_checkpoint(
     head = json.dumps(
         {
             "version": VERSION,
+            "id": secrets.token_hex(8),
             "covered_us": covered_us,
             "counts": counts,
             "manifest": signatures[0],
@@ -207,25 +259,36 @@ def signatures(records: RunRecords) -> tuple[list[list[object]], list[list[objec
 
 
 def read_counts(
-    records: RunRecords, *, clock: Callable[[], float] = time.time, write: bool = True
+    records: RunRecords,
+    *,
+    clock: Callable[[], float] = time.time,
+    write: bool = True,
+    compact: bool = False,
 ) -> dict[str, int]:
     """`Ledger.counts` of the run (what a whole reading gives), from the checkpoint and the
     journal since; made again from the records when the checkpoint cannot be used. With
-    ``write`` the checkpoint is written or rolled forward when due."""
+    ``write`` the checkpoint is written or rolled forward when due: a delta beside it holds
+    the entries changed since it was written; with ``compact`` (a long-lived reader: the
+    monitor) the checkpoint is written whole again once the delta holds more than
+    `COMPACT_TASKS` entries (other readers: five times that), so a reader a person waits for
+    seldom rewrites a million."""
     started_us = round(clock() * 1e6)
     checkpoint = read_checkpoint(records)
     sigs = signatures(records)
     if checkpoint is None or [checkpoint.manifest, checkpoint.skip_lists] != list(sigs):
         return rebuild(records, checkpoint, sigs, started_us, write=write)
     tail, held_us = _tail(records, checkpoint, started_us)
-    old = checkpoint.lookup(tail)
+    try:
+        old = checkpoint.lookup(tail)
+    except ValueError:  # a damaged entry: the checkpoint is not trusted
+        return rebuild(records, None, sigs, started_us, write=write)
     counts = dict(checkpoint.counts)
     updates: dict[str, Entry] = {}
-    for task_id, (now_code, now_dup) in tail.items():
+    for task_id, (now_code, now_dup, has_skip) in tail.items():
         before = old.get(task_id, (QUIET, False, False, False))
         code, dup = (now_code, now_dup) if now_code is not None else (QUIET, False)
         # Skip records are only ever added: the submit-time lists are the checkpoint's.
-        skipped = before[2] or records.storage.exists(records.skip_key(task_id))
+        skipped = before[2] or has_skip
         after: Entry = (code, dup, skipped, before[3])
         if after == before:
             continue
@@ -238,24 +301,49 @@ def read_counts(
     due = len(tail) > ROLL_TASKS or covered_us - checkpoint.covered_us > ROLL_AGE_S * 1e6
     if write and due:
         running = [t for t, e in {**old, **updates}.items() if e[0] == "running"]
-        touched = {shard_of(t) for t in updates}
-        shards = []
-        for index in range(SHARDS):
-            body = checkpoint.raw[checkpoint.offsets[index] : checkpoint.offsets[index + 1]]
-            if index in touched:
+        delta = {**checkpoint.delta, **updates}
+        # Any reader compacts a delta grown five times over: reading it costs too.
+        if len(delta) > COMPACT_TASKS * (1 if compact else 5):
+            shards = []
+            for index in range(SHARDS):
                 entries = {**checkpoint.shard(index)}
-                entries.update((t, e) for t, e in updates.items() if shard_of(t) == index)
-                body = "".join(_encode(t, e) for t, e in entries.items()).encode()
-            shards.append(body)
-        write_checkpoint(records, covered_us, counts, sigs, shards, running)
+                entries.update((t, e) for t, e in delta.items() if shard_of(t) == index)
+                shards.append("".join(_encode(t, e) for t, e in entries.items()).encode())
+            write_checkpoint(records, covered_us, counts, sigs, shards, running)
+        else:
+            _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
     return counts
+
+
+def _write_delta(
+    records: RunRecords,
+    base_id: str,
+    covered_us: int,
+    counts: dict[str, int],
+    running: list[str],
+    delta: dict[str, Entry],
+) -> None:
+    """Roll the checkpoint forward without rewriting its base: one small object with the
+    entries changed since the base, the counts, the running tasks and the time covered."""
+    data = {
+        "base": base_id,
+        "covered_us": covered_us,
+        "counts": counts,
+        "running": running,
+        "entries": {t: list(e) for t, e in delta.items()},
+    }
+    with contextlib.suppress(BackendError, OSError):
+        records.storage.put_bytes(
+            records.checkpoint_key() + ".delta", json.dumps(data, separators=(",", ":")).encode()
+        )
 
 
 def _tail(
     records: RunRecords, checkpoint: Checkpoint, started_us: int
-) -> tuple[dict[str, tuple[str | None, bool]], int]:
+) -> tuple[dict[str, tuple[str | None, bool, bool]], int]:
     """The tasks to read again — named by intents since the checkpoint, or running at it —
-    each with its (event code, duplicate) now (None: it has no event), and how far the
+    each with its (event code, duplicate, has a worker's skip record) now (code None: it
+    has no event), and how far the
     checkpoint may move: to the start minus the margin, held at the oldest intent whose
     record has not landed yet (unless it is older than `GIVE_UP_S`)."""
     margin_us = round(margin(records) * 1e6)
@@ -264,17 +352,31 @@ def _tail(
         wanted.setdefault(intent.task_id, []).append((intent.kind, intent.detail, intent.at_us))
     give_up_us = started_us - round(GIVE_UP_S * 1e6)
     held_us = started_us - margin_us
-    tail: dict[str, tuple[str | None, bool]] = {}
+    tail: dict[str, tuple[str | None, bool, bool]] = {}
+
+    def read(task_id: str) -> tuple[list[AttemptKey], list[Mark], bool]:
+        return (
+            records.attempt_keys(task_id),
+            records.marks_of(task_id),
+            records.storage.exists(records.skip_key(task_id)),
+        )
+
+    # One task's records are three requests: on S3, many tasks are read at once.
+    workers = min(records.storage.read_concurrency, len(wanted))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            found = dict(zip(wanted, pool.map(read, wanted), strict=True))
+    else:
+        found = {task_id: read(task_id) for task_id in wanted}
     for task_id, intents in wanted.items():
-        attempts = records.attempt_keys(task_id)
-        marks = records.marks_of(task_id)
+        attempts, marks, has_skip = found[task_id]
         if attempts or marks:
             code, dup = event_code(
                 [(a.started_us, a.outcome) for a in attempts], [(m.at_us, m.kind) for m in marks]
             )
-            tail[task_id] = (code, dup)
+            tail[task_id] = (code, dup, has_skip)
         else:
-            tail[task_id] = (None, False)
+            tail[task_id] = (None, False, has_skip)
         stems = {a.stem for a in attempts}
         seen_marks = {f"{m.kind}-{m.at_us}" for m in marks}
         for kind, detail, at_us in intents:
@@ -283,7 +385,7 @@ def _tail(
             elif kind == "m":
                 landed = detail in seen_marks
             else:
-                landed = records.storage.exists(records.skip_key(task_id))
+                landed = has_skip
             if not landed and at_us > give_up_us:
                 held_us = min(held_us, at_us)  # read this task again until its record lands
     return tail, held_us
@@ -305,10 +407,14 @@ def rebuild(
         codes = event_codes(records.attempt_keys(), records.marks())
         covered_us = started_us - margin_us
     else:
-        codes = {t: (e[0], e[1]) for t, e in checkpoint.entries().items() if e[0] != QUIET}
+        try:
+            entries = checkpoint.entries()
+        except ValueError:  # a damaged entry: read every record instead
+            return rebuild(records, None, sigs, started_us, write=write)
+        codes = {t: (e[0], e[1]) for t, e in entries.items() if e[0] != QUIET}
         tail, covered_us = _tail(records, checkpoint, started_us)
         covered_us = max(checkpoint.covered_us, covered_us)
-        for task_id, (code, dup) in tail.items():
+        for task_id, (code, dup, _) in tail.items():
             if code is None:
                 codes.pop(task_id, None)
             else:

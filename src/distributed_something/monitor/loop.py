@@ -68,7 +68,7 @@ def watch(
         while True:
             # Counts from the ledger summary (a few tasks read per tick, not every record);
             # the whole ledger only when tasks must be settled.
-            task_counts, corrupt = read_counts(records)
+            task_counts, corrupt = read_counts(records, compact=True)
             progress = from_counts(task_counts, len(corrupt))
             if bar is not None and bar_id is not None:
                 bar.update(

@@ -139,7 +139,7 @@ class FolderStorage:
     read_concurrency = 1
     #: how late (s) a journal intent may land after the time in its key (summary.py): one
     #: clock, and a local write takes milliseconds
-    journal_margin = 5.0
+    journal_margin = 2.0
 
     def __init__(self, root: Path) -> None:
         root = Path(root)
