@@ -116,7 +116,8 @@ def section_md(saved: dict[str, Any]) -> str:
             "| reading | seconds | peak MB |",
             "| --- | ---: | ---: |",
         ]
-        for name, value in records.items():
+        for name in records.get("order") or [k for k, v in records.items() if k != "order"]:
+            value = records[name]
             if isinstance(value, list):
                 out.append(f"| {name} | {value[0]:.2f} | {value[1]:.0f} |")
         out.append("")
@@ -392,6 +393,7 @@ def main() -> None:
         saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         saved["records"] = {
             "tasks": args.records,
+            "order": list(with_records),
             **{name: list(value) for name, value in with_records.items()},
             "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "load": round(os.getloadavg()[0], 2),

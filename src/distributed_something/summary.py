@@ -270,8 +270,9 @@ def read_counts(
     ``write`` the checkpoint is written or rolled forward when due: a delta beside it holds
     the entries changed since it was written; with ``compact`` (a long-lived reader: the
     monitor) the checkpoint is written whole again once the delta holds more than
-    `COMPACT_TASKS` entries (other readers: five times that), so a reader a person waits for
-    seldom rewrites a million."""
+    `COMPACT_TASKS` entries (other readers: when the reading changed that many itself, or
+    the delta holds five times that), so a reader a person waits for seldom rewrites a
+    million."""
     started_us = round(clock() * 1e6)
     checkpoint = read_checkpoint(records)
     sigs = signatures(records)
@@ -302,8 +303,10 @@ def read_counts(
     if write and due:
         running = [t for t, e in {**old, **updates}.items() if e[0] == "running"]
         delta = {**checkpoint.delta, **updates}
-        # Any reader compacts a delta grown five times over: reading it costs too.
-        if len(delta) > COMPACT_TASKS * (1 if compact else 5):
+        # Other readers compact when this reading changed that many itself (it was slow
+        # already), or the delta has grown five times over (reading it costs too).
+        big = compact or len(updates) >= COMPACT_TASKS or len(delta) > 5 * COMPACT_TASKS
+        if len(delta) > COMPACT_TASKS and big:
             shards = []
             for index in range(SHARDS):
                 entries = {**checkpoint.shard(index)}
