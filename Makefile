@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest venv dev examples podman slurm reliability bench clean
+.PHONY: demo test lint typecheck pytest venv dev examples podman chromium slurm reliability bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ dev: venv
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 lint: dev
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docker
+	$(BIN)/ruff format --check src tests examples bench docker
 
 typecheck: dev
 	$(BIN)/mypy
@@ -41,15 +41,20 @@ examples: dev
 podman:
 	scripts/install-podman.sh
 
+# Debian's chromium for the headless-browser test of the HTML report
+# (tests/test_report_browser.py).
+chromium:
+	scripts/install-chromium.sh
+
 # Slurm and munge for tests/test_slurm.py (the tests start a one-node cluster and stop it by
 # PID; `scripts/slurm-local.sh start|stop` runs one by hand).
 slurm:
 	scripts/slurm-local.sh install
 
-# Every test: lint, types, the whole suite (with the example tools, podman and Slurm).
-test: examples podman slurm
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+# Every test: lint, types, the whole suite (with the example tools, podman, chromium and Slurm).
+test: examples podman chromium slurm
+	$(BIN)/ruff check src tests examples bench docker
+	$(BIN)/ruff format --check src tests examples bench docker
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -rs
 

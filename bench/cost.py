@@ -17,7 +17,7 @@ Each policy runs the same ``--seeds`` worlds (10); the means count.
 Unit: machine-hours paid, lower is better; ratio = baseline / ours (above 1: we pay less).
 Target: tail idle (machine time with nothing to run) <= 2% of the time paid, for ours.
 Other lines: ours with the idle shutdown turned off (idle machines leave only through the
-15-minute alarm, as before DESIGN §2's idle shutdown was built), and how the comparison
+15-minute alarm, as before docs/design.md §2's idle shutdown was built), and how the comparison
 moves with the family's visibility timeout and the interruption rate.
 """
 

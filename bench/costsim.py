@@ -30,7 +30,7 @@ Our policy (`OursPolicy`) — as distributed_something implements it:
 - a busy worker extends its lease (heartbeat), so a task is never run twice while its
   worker lives;
 - an idle machine shuts itself down once all its workers have been idle for
-  ``grace_minutes`` (the product's idle shutdown, DESIGN §2; by default
+  ``grace_minutes`` (the product's idle shutdown, docs/design.md §2; by default
   ``aws.idle_shutdown_minutes`` of the config model), at the first of the workers' checks
   past the grace period — modelled as the grace plus one check interval
   (``distributed_something.backends.aws.idle.CHECK_SECONDS``), the worst case. With

@@ -6,7 +6,7 @@ from distributed_something.backends.aws.clients import AwsSettings
 from distributed_something.backends.aws.compute import EcsSpotCompute, status_from_service
 from distributed_something.backends.aws.resources import AwsResources
 from distributed_something.interfaces.compute import Compute, ComputeStatus
-from test_aws_teardown import OTHER_APP_ALARM, World, build_world, put_alarm
+from testkit import OTHER_APP_ALARM, World, build_world, put_alarm
 
 
 def compute_of(world: World, workers_per_task: int = 3) -> EcsSpotCompute:

@@ -19,7 +19,7 @@ from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
 from distributed_something.fleet import load_fleet
-from testkit import FAMILY_VALID_UNTIL, FakeClock, dcp_fleet, moto_family_fleet
+from testkit import FAMILY_FLEET, FakeClock, moto_family_fleet
 
 REGION = "us-east-1"
 SETTINGS = AwsSettings(region=REGION)
@@ -27,7 +27,6 @@ NEW_AMI = "ami-0123456789abcdef0"
 
 # Distributed-CellProfiler's files/exampleFleet_us-east-1.json, placeholders filled in, with the
 # long-expired ValidUntil a copied file carries (the request must drop it).
-FAMILY_FLEET: dict[str, Any] = dcp_fleet(valid_until=FAMILY_VALID_UNTIL)
 
 
 def make_config(**aws: Any) -> Config:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +42,9 @@ from distributed_something.backends.aws.task_logs import (
 )
 from distributed_something.errors import BackendError
 from imds_server import FakeImds, imds_server
+from testkit import WAIT, wait_for
 
 REGION = "us-east-1"
-WAIT = 20.0  # seconds before a wait for real state gives up (never reached when things work)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; the result is asserted by the caller."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

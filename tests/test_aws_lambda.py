@@ -20,7 +20,7 @@ from distributed_something.errors import InputError
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.queue import QueueCounts
 from distributed_something.state import RunState
-from test_aws_teardown import BUCKET, RUN_ID, World, build_world
+from testkit import BUCKET, RUN_ID, World, build_world
 
 STATE_KEY = "_ds/T/state.json"
 ENV = {

@@ -20,8 +20,9 @@ from botocore.parsers import ResponseParserError
 
 from distributed_something.backends.aws import clients, s3_storage, sqs_queue
 from distributed_something.backends.aws.clients import AwsSettings, client
-from distributed_something.backends.aws.s3_storage import S3Storage, upload_args_from_flags
+from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.aws.sqs_queue import TASK_ID_ATTRIBUTE, SqsQueue
+from distributed_something.config.upload_flags import upload_args_from_flags
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.queue import QueueCounts
 from distributed_something.interfaces.storage import ObjectInfo

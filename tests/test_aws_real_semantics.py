@@ -38,13 +38,14 @@ from distributed_something.backends.aws.instance import ensure_idle_alarm, termi
 from distributed_something.backends.aws.provisioner import AwsProvisioner
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.role_check import trusts_ecs_tasks
-from distributed_something.backends.aws.s3_storage import S3Storage, upload_args_from_flags
+from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.aws.sqs_queue import (
     CEILING_NOTICE_SECONDS,
     MAX_VISIBILITY_SECONDS,
     SqsQueue,
 )
 from distributed_something.config.model import Config
+from distributed_something.config.upload_flags import upload_args_from_flags
 from distributed_something.errors import BackendError, InputError
 from distributed_something.project import Project
 from distributed_something.state import RunState

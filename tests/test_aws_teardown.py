@@ -2,171 +2,24 @@
 
 from __future__ import annotations
 
-import io
 import json
-import time
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from distributed_something.backends.aws.clients import AwsClients, AwsSettings
-from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.backends.aws.clients import AwsClients
+from distributed_something.backends.aws.resources import AwsResources
 from distributed_something.backends.aws.teardown import TEARDOWN_STEPS, teardown
-from distributed_something.config.model import Config
 from distributed_something.errors import BackendError
-from testkit import FakeClock
-
-BUCKET = "ds-teardown-bucket"
-RUN_ID = "20260101-000000-abcdef"
-OTHER_APP_ALARM = "T_2_i-0123456789abcdef0"  # app "T_2": shares the prefix "T_", not ours
-
-
-@dataclass
-class World:
-    """A run's AWS resources as setup and start-cluster would leave them."""
-
-    clients: AwsClients
-    names: AwsNames
-    resources: AwsResources
-    instance_ids: list[str]
-
-
-def make_config(app: str = "T", cluster: str = "TCluster") -> Config:
-    return Config(app_name=app, backend="aws", aws={"ecs_cluster": cluster})
-
-
-def build_world(
-    *, with_monitor: bool = True, service_tasks: int = 2, family_image: bool = False
-) -> World:
-    """Create queue + DLQ, cluster, task definitions, service, fleet, alarms, dashboard,
-    log groups with events, monitor objects and the bucket, directly with boto3.
-
-    The task definitions run ``ds worker`` (their entryPoint, as setup writes it), or with
-    ``family_image`` the image's own worker (no entryPoint, as for the family's images)."""
-    aws = AwsClients(AwsSettings(region="us-east-1"))
-    names = AwsNames(make_config())
-    res = AwsResources(region="us-east-1")
-    aws.s3.create_bucket(Bucket=BUCKET)
-
-    dlq = aws.sqs.create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
-    dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
-    queue = aws.sqs.create_queue(QueueName=names.queue, Attributes={"RedrivePolicy": redrive})
-    res.queue_url, res.dead_letter_queue_url = queue["QueueUrl"], dlq
-
-    aws.ecs.create_cluster(clusterName=names.cluster)
-    res.cluster, res.cluster_created = names.cluster, True
-    container: list[dict[str, Any]] = [{"name": names.container, "image": "img", "memory": 128}]
-    if not family_image:
-        container[0]["entryPoint"] = ["ds", "worker"]
-    arns = [
-        aws.ecs.register_task_definition(family=names.task_family, containerDefinitions=container)[
-            "taskDefinition"
-        ]["taskDefinitionArn"]
-        for _ in range(2)
-    ]
-    # Only the latest revision is recorded: the family lookup must find the other one.
-    res.task_definition_arns = arns[-1:]
-    aws.ecs.register_task_definition(
-        family=f"{names.task_family}Other", containerDefinitions=container
-    )
-    aws.ecs.create_service(
-        cluster=names.cluster,
-        serviceName=names.service,
-        taskDefinition=arns[-1],
-        desiredCount=service_tasks,
-    )
-    res.service = names.service
-
-    image = "ami-12c6146b"  # any id: moto does not check it (listing images is slow)
-    fleet = aws.ec2.request_spot_fleet(
-        SpotFleetRequestConfig={
-            "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
-            "TargetCapacity": 2,
-            "AllocationStrategy": "lowestPrice",  # moto requires it (AWS defaults it)
-            "LaunchSpecifications": [{"ImageId": image, "InstanceType": "m5.large"}],
-        }
-    )
-    res.fleet_request_id = fleet["SpotFleetRequestId"]
-    active = aws.ec2.describe_spot_fleet_instances(SpotFleetRequestId=res.fleet_request_id)
-    instance_ids = [i["InstanceId"] for i in active["ActiveInstances"]]
-    assert len(instance_ids) == 2
-    for alarm in [*(names.instance_alarm(i) for i in instance_ids), OTHER_APP_ALARM]:
-        put_alarm(aws, alarm)
-
-    aws.cloudwatch.put_dashboard(DashboardName=names.dashboard, DashboardBody='{"widgets": []}')
-    res.dashboard = names.dashboard
-    for group in (names.log_group, names.instance_log_group):
-        aws.logs.create_log_group(logGroupName=group)
-        aws.logs.create_log_stream(logGroupName=group, logStreamName="stream")
-        aws.logs.put_log_events(
-            logGroupName=group,
-            logStreamName="stream",
-            logEvents=[{"timestamp": int(time.time() * 1000), "message": f"hello {group}"}],
-        )
-        res.log_groups.append(group)
-
-    if with_monitor:
-        res.monitor_objects = make_monitor_objects(aws)
-    return World(aws, names, res, instance_ids)
-
-
-def put_alarm(aws: AwsClients, name: str) -> None:
-    aws.cloudwatch.put_metric_alarm(
-        AlarmName=name,
-        MetricName="CPUUtilization",
-        Namespace="AWS/EC2",
-        Statistic="Average",
-        Period=60,
-        EvaluationPeriods=15,
-        Threshold=1,
-        ComparisonOperator="LessThanThreshold",
-    )
-
-
-def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
-    """The unattended monitor's rule (with a target), alarm and invoke permission."""
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},  # IAM principal, not an address
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-    role = aws.iam.create_role(RoleName="fn-role", AssumeRolePolicyDocument=json.dumps(trust))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
-    function = aws.lambda_.create_function(
-        FunctionName="ds-monitor",
-        Runtime="python3.11",
-        Role=role["Role"]["Arn"],
-        Handler="handler.handler",
-        Code={"ZipFile": buffer.getvalue()},
-    )["FunctionArn"]
-    aws.events.put_rule(Name="T-monitor", ScheduleExpression="rate(1 minute)")
-    aws.events.put_targets(Rule="T-monitor", Targets=[{"Id": "monitor", "Arn": function}])
-    aws.lambda_.add_permission(
-        FunctionName="ds-monitor",
-        StatementId="T-monitor-invoke",
-        Action="lambda:InvokeFunction",
-        Principal="events.amazonaws.com",  # IAM principal, not an address
-    )
-    put_alarm(aws, "T-queue-alarm")
-    return {
-        "rule": "T-monitor",
-        "alarm": "T-queue-alarm",
-        "function": "ds-monitor",
-        "permission": "T-monitor-invoke",
-    }
+from testkit import (
+    BUCKET,
+    OTHER_APP_ALARM,
+    RUN_ID,
+    FakeClock,
+    World,
+    build_world,
+)
 
 
 @pytest.fixture

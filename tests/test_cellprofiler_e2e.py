@@ -18,16 +18,9 @@ import pytest
 import tomli_w
 
 from conftest import REPO, SHARED_DATA
-from distributed_something.recipes.cellprofiler import find_executable
+from testkit import needs_cellprofiler
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which(find_executable()) is None,
-        reason="CellProfiler is not installed: install it with `make examples` "
-        "(scripts/install-cellprofiler.sh PYTHON .venv/bin)",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_cellprofiler]
 
 Ds = Callable[..., CompletedProcess[str]]
 EXAMPLE = REPO / "examples" / "cellprofiler"

@@ -21,7 +21,7 @@ from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.jobs.parse import parse_job_text
 from distributed_something.recipes import cellprofiler as cp
-from distributed_something.recipes import cellprofiler_task
+from distributed_something.recipes import cellprofiler_task, loaddata
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, Workdir
 from distributed_something.recipes.cellprofiler import (
     DONE_FILE,
@@ -72,8 +72,8 @@ def config(**sections: Any) -> Config:
     return Config(app_name="Fly", recipe=recipe, **sections)
 
 
-def table(text: str) -> cp.LoadDataTable:
-    return cp.read_load_data(text)
+def table(text: str) -> loaddata.LoadDataTable:
+    return loaddata.read_load_data(text)
 
 
 # --- job files and metadata ------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_a_job_that_is_not_a_dcp_job_is_refused_with_the_missing_key() -> None:
 
 
 def test_rewrite_points_path_columns_at_the_local_images_and_keeps_the_rest() -> None:
-    out = cp.rewrite_load_data(FLY_CSV, "/scratch/t1/inputs/images")
+    out = loaddata.rewrite_load_data(FLY_CSV, "/scratch/t1/inputs/images")
     local = "/scratch/t1/inputs/images/demo_project_folder/images"
     assert out == FLY_CSV.replace(IMAGES, local)
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -232,7 +232,7 @@ def test_rewrite_keeps_quotes_line_endings_bom_and_unusual_cells_byte_for_byte()
         "\r\n"
         f"{ROOT}/p,c.tif,x,B02,"
     )
-    out = cp.rewrite_load_data(text, "/L")
+    out = loaddata.rewrite_load_data(text, "/L")
     assert out == (
         "\ufeffImage_PathName_DNA,FileName_DNA,Metadata_Note,Metadata_Well,ObjectsPathName_Nuc\r\n"
         '"/L/p, with comma",a.tif,"said ""hi""",A01,/L\r\n'
@@ -246,7 +246,7 @@ def test_rewrite_keeps_quotes_line_endings_bom_and_unusual_cells_byte_for_byte()
 def test_a_path_that_names_no_bucket_key_is_reported_with_its_column_and_line(path: str) -> None:
     text = f"FileName_DNA,PathName_DNA\na.tif,{ROOT}/ok\nb.tif,{path}\n"
     with pytest.raises(InputError) as error:
-        cp.rewrite_load_data(text, "/L", source="load_data.csv")
+        loaddata.rewrite_load_data(text, "/L", source="load_data.csv")
     assert error.value.source == "load_data.csv"
     assert error.value.field == "PathName_DNA (line 3)"
 
@@ -263,7 +263,7 @@ def test_rewrite_changes_nothing_but_the_path_cells(rows: list[tuple[str, str, s
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["Metadata_A", "FileName_X", "PathName_X"])
     writer.writerows(rows)
-    out = cp.rewrite_load_data(buffer.getvalue(), "/L")
+    out = loaddata.rewrite_load_data(buffer.getvalue(), "/L")
     before = list(csv.reader(io.StringIO(buffer.getvalue())))
     after = list(csv.reader(io.StringIO(out)))
     assert [r[:2] for r in after] == [r[:2] for r in before]
@@ -274,16 +274,16 @@ def test_rewrite_changes_nothing_but_the_path_cells(rows: list[tuple[str, str, s
 
 def test_zero_padded_numbers_match_the_group_as_numbers() -> None:
     fly = table(FLY_CSV)
-    assert cp.select_group_rows(fly, [("Metadata_Position", "2")]) == [0]
-    assert cp.select_group_rows(fly, [("Metadata_Position", "076")]) == [1]
-    assert cp.select_group_rows(fly, [("Metadata_Position", "218.0")]) == [2]
-    assert cp.group_images(fly, [("Metadata_Position", "2")]) == [
+    assert loaddata.select_group_rows(fly, [("Metadata_Position", "2")]) == [0]
+    assert loaddata.select_group_rows(fly, [("Metadata_Position", "076")]) == [1]
+    assert loaddata.select_group_rows(fly, [("Metadata_Position", "218.0")]) == [2]
+    assert loaddata.group_images(fly, [("Metadata_Position", "2")]) == [
         "demo_project_folder/images/01_POS002_D.TIF",
         "demo_project_folder/images/01_POS002_F.TIF",
         "demo_project_folder/images/01_POS002_R.TIF",
     ]
     # what CellProfiler's -g needs: it compares the text of the numbers it read
-    assert cp.cellprofiler_group(fly, [("Metadata_Position", "002")]) == [
+    assert loaddata.cellprofiler_group(fly, [("Metadata_Position", "002")]) == [
         ("Metadata_Position", "2")
     ]
 
@@ -292,11 +292,13 @@ def test_text_columns_compare_as_text_like_cellprofiler() -> None:
     # one non-number makes LoadData read the whole column as text: 01 is then not 1
     text = "FileName_X,PathName_X,Metadata_Site,Metadata_Well\na,p,01,A01\nb,p,1,A1\nc,p,x,A01\n"
     rows = table(text)
-    assert cp.column_type(rows.column("Metadata_Site")) == "text"
-    assert cp.select_group_rows(rows, [("Metadata_Site", "1")]) == [1]
-    assert cp.select_group_rows(rows, [("Metadata_Well", "A01")]) == [0, 2]
-    assert cp.select_group_rows(rows, [("Metadata_Well", "A01"), ("Metadata_Site", "01")]) == [0]
-    assert cp.cellprofiler_group(rows, [("Metadata_Site", "01")]) == [("Metadata_Site", "01")]
+    assert loaddata.column_type(rows.column("Metadata_Site")) == "text"
+    assert loaddata.select_group_rows(rows, [("Metadata_Site", "1")]) == [1]
+    assert loaddata.select_group_rows(rows, [("Metadata_Well", "A01")]) == [0, 2]
+    assert loaddata.select_group_rows(
+        rows, [("Metadata_Well", "A01"), ("Metadata_Site", "01")]
+    ) == [0]
+    assert loaddata.cellprofiler_group(rows, [("Metadata_Site", "01")]) == [("Metadata_Site", "01")]
 
 
 @pytest.mark.parametrize(
@@ -311,7 +313,7 @@ def test_text_columns_compare_as_text_like_cellprofiler() -> None:
     ],
 )
 def test_column_types_follow_loaddata(values: list[str], kind: str) -> None:
-    assert cp.column_type(values) == kind
+    assert loaddata.column_type(values) == kind
 
 
 def test_group_images_covers_every_file_column_once_in_row_order() -> None:
@@ -322,7 +324,7 @@ def test_group_images_covers_every_file_column_once_in_row_order() -> None:
         f"a.tif,{ROOT}/img,c.png,labels,B01\n"
         f"a.tif,{ROOT}/img/,a_nuc.png,labels/,A01\n"
     )
-    assert cp.group_images(table(text), [("Metadata_Well", "A01")]) == [
+    assert loaddata.group_images(table(text), [("Metadata_Well", "A01")]) == [
         "img/a.tif",
         "labels/a_nuc.png",
         "img/b.tif",
@@ -347,18 +349,18 @@ def test_selection_problems_are_input_errors_that_say_what_is_wrong(
     text: str, group: list[tuple[str, str]], words: str
 ) -> None:
     with pytest.raises(InputError) as error:
-        cp.group_images(cp.read_load_data(text), group)
+        loaddata.group_images(loaddata.read_load_data(text), group)
     assert words in str(error.value)
 
 
 def test_file_lists_name_every_file_and_are_rewritten_line_by_line() -> None:
     text = f"{ROOT}/plate/a.tif\r\n\r\nplate/b.tif\r\nfile://{ROOT}/plate/a.tif\r\n"
-    assert cp.file_list_images(text) == ["plate/a.tif", "plate/b.tif"]
-    assert cp.rewrite_file_list(text, "/L") == (
+    assert loaddata.file_list_images(text) == ["plate/a.tif", "plate/b.tif"]
+    assert loaddata.rewrite_file_list(text, "/L") == (
         "/L/plate/a.tif\r\n\r\n/L/plate/b.tif\r\n/L/plate/a.tif\r\n"
     )
     with pytest.raises(InputError) as error:
-        cp.file_list_images("/data/x.tif\n")
+        loaddata.file_list_images("/data/x.tif\n")
     assert error.value.field == "line 1"
 
 

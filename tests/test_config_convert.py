@@ -12,95 +12,16 @@ from hypothesis import strategies as st
 from distributed_something.config import Config, load_config
 from distributed_something.config.convert import convert_file, to_toml
 from distributed_something.errors import InputError
+from family_templates import DCP_TEMPLATE, DF_TEMPLATE, DOZC_TEMPLATE, filled
 
-DCP_CONFIG = """\
-APP_NAME = 'DistributedCP'
-LOG_GROUP_NAME = APP_NAME
-DOCKERHUB_TAG = 'cellprofiler/distributed-cellprofiler:2.0.0_4.2.1'
-AWS_REGION = 'us-east-1'
-AWS_PROFILE = 'default'
-SSH_KEY_NAME = 'your-key-file.pem'
-AWS_BUCKET = 'your-bucket-name'
-SOURCE_BUCKET = 'bucket-name'
-WORKSPACE_BUCKET = 'bucket-name'
-DESTINATION_BUCKET = 'bucket-name'
-UPLOAD_FLAGS = ''
-ECS_CLUSTER = 'default'
-CLUSTER_MACHINES = 3
-TASKS_PER_MACHINE = 1
-MACHINE_TYPE = ['m5.xlarge']
-MACHINE_PRICE = 0.20
-EBS_VOL_SIZE = 30
-DOWNLOAD_FILES = 'False'
-ASSIGN_IP = 'True'
-DOCKER_CORES = 4
-CPU_SHARES = DOCKER_CORES * 1024
-MEMORY = 15000
-SECONDS_TO_START = 3*60
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 1*60
-SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
-JOB_RETRIES = 3
-AUTO_MONITOR = 'True'
-CREATE_DASHBOARD = 'True'
-CLEAN_DASHBOARD = 'True'
-CHECK_IF_DONE_BOOL = 'False'
-EXPECTED_NUMBER_FILES = 7
-MIN_FILE_SIZE_BYTES = 1
-NECESSARY_STRING = ''
-ALWAYS_CONTINUE = 'False'
-USE_PLUGINS = 'False'
-UPDATE_PLUGINS = 'False'
-PLUGINS_COMMIT = 'False'
-INSTALL_REQUIREMENTS = 'False'
-REQUIREMENTS = ''
-"""
-
-DF_CONFIG = """\
-APP_NAME = 'DistributedFiji'
-LOG_GROUP_NAME = APP_NAME
-DOCKERHUB_TAG = 'cellprofiler/distributed-fiji:latest'
-AWS_REGION = 'us-east-1'
-AWS_PROFILE = 'default'
-SSH_KEY_NAME = 'your-key-file.pem'
-AWS_BUCKET = 'your-bucket-name'
-CLUSTER_MACHINES = 3
-MACHINE_TYPE = ['m4.xlarge']
-MACHINE_PRICE = 0.10
-EBS_VOL_SIZE = 30
-DOWNLOAD_FILES = 'False'
-MEMORY = 4096
-SCRIPT_DOWNLOAD_URL = 'https://some/url/with/a/script.py'
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 1*60
-SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
-AUTO_MONITOR = 'True'
-CREATE_DASHBOARD = 'True'
-CLEAN_DASHBOARD = 'True'
-EXPECTED_NUMBER_FILES = 7
-MIN_FILE_SIZE_BYTES = 1
-NECESSARY_STRING = ''
-"""
-
-DOZC_CONFIG = """\
-APP_NAME = 'DistributedBioFormats2Raw'
-LOG_GROUP_NAME = APP_NAME
-DOCKERHUB_TAG = 'erinweisbart/distributed-bioformats2raw:0.0.19'
-AWS_REGION = 'us-east-1'
-AWS_PROFILE = 'default'
-SSH_KEY_NAME = 'your-key-file.pem'
-AWS_BUCKET = 'your-bucket-name'
-CLUSTER_MACHINES = 1
-MACHINE_TYPE = ['c5.xlarge']
-MACHINE_PRICE = 0.10
-EBS_VOL_SIZE = 300
-CPU_SHARES = 1024
-MEMORY = 7500
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 4*60*60
-SQS_DEAD_LETTER_QUEUE = 'arn:aws:sqs:some-region:111111100000:DeadMessages'
-CHECK_IF_DONE_BOOL = 'False'
-"""
+# The family's config.py files as shipped (tests/family_templates.py); DOZC's with its
+# dead-letter queue given by ARN, as earlier releases had it.
+DCP_CONFIG = DCP_TEMPLATE
+DF_CONFIG = DF_TEMPLATE
+DOZC_CONFIG = filled(
+    DOZC_TEMPLATE,
+    {"SQS_DEAD_LETTER_QUEUE": "'arn:aws:sqs:some-region:111111100000:DeadMessages'"},
+)
 
 # A ds-flavoured legacy file: extra variables (env), native extras, computed values.
 DS_CONFIG = """\
@@ -170,7 +91,7 @@ def test_sections_are_commented(tmp_path: Path) -> None:
 
 def test_dcp_conversion_content(tmp_path: Path) -> None:
     data = tomllib.loads(to_toml(load_config(write(tmp_path, DCP_CONFIG, "config.py"))))
-    assert data["image"] == "cellprofiler/distributed-cellprofiler:2.0.0_4.2.1"
+    assert data["image"] == "cellprofiler/distributed-cellprofiler:2.2.0_4.2.8"
     assert data["check_if_done"]["enabled"] is False
     assert data["cluster"]["cpu_shares"] == 4096
     assert data["aws"]["assign_ip"] is True

@@ -1,8 +1,5 @@
 """Reading the family's legacy ``config.py`` files without executing them."""
 
-# The fixtures below are the family's files verbatim, long comments included.
-# ruff: noqa: E501
-
 from __future__ import annotations
 
 import json
@@ -24,159 +21,18 @@ from distributed_something.config.legacy import (
 )
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from family_templates import DCP_TEMPLATE, DF_TEMPLATE, DOZC_TEMPLATE, filled
 
-# Distributed-CellProfiler's config.py as shipped (2.0.0_4.2.1 era), comments included.
-DCP_CONFIG = """\
-# Constants (User configurable)
+# The family's config.py files as shipped (tests/family_templates.py). Earlier DF and DOZC
+# releases named the dead-letter queue by its ARN; ds reads the queue name from it.
+DCP_CONFIG = DCP_TEMPLATE
+DF_CONFIG = DF_TEMPLATE
+DOZC_CONFIG = filled(
+    DOZC_TEMPLATE,
+    {"SQS_DEAD_LETTER_QUEUE": "'arn:aws:sqs:some-region:111111100000:DeadMessages'"},
+)
 
-APP_NAME = 'DistributedCP'                # Used to generate derivative names unique to the application.
-LOG_GROUP_NAME = APP_NAME
-
-# DOCKER REGISTRY INFORMATION:
-DOCKERHUB_TAG = 'cellprofiler/distributed-cellprofiler:2.0.0_4.2.1'
-
-# AWS GENERAL SETTINGS:
-AWS_REGION = 'us-east-1'
-AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
-SSH_KEY_NAME = 'your-key-file.pem'      # Expected to be in ~/.ssh
-AWS_BUCKET = 'your-bucket-name'         # Bucket to use for logging
-SOURCE_BUCKET = 'bucket-name'           # Bucket to download image files from
-WORKSPACE_BUCKET = 'bucket-name'        # Bucket to download non-image files from
-DESTINATION_BUCKET = 'bucket-name'      # Bucket to upload files to
-UPLOAD_FLAGS = ''                       # Any flags needed for upload to destination bucket
-
-# EC2 AND ECS INFORMATION:
-ECS_CLUSTER = 'default'
-CLUSTER_MACHINES = 3
-TASKS_PER_MACHINE = 1
-MACHINE_TYPE = ['m5.xlarge']
-MACHINE_PRICE = 0.20
-EBS_VOL_SIZE = 30                       # In GB.  Minimum allowed is 22.
-DOWNLOAD_FILES = 'False'
-ASSIGN_IP = 'True'                      # If false, will overwrite setting in Fleet file
-
-# DOCKER INSTANCE RUNNING ENVIRONMENT:
-DOCKER_CORES = 4                        # Number of CellProfiler processes to run inside a docker container
-CPU_SHARES = DOCKER_CORES * 1024        # ECS computing units assigned to each docker container (1024 units = 1 core)
-MEMORY = 15000                           # Memory assigned to the docker container in MB
-SECONDS_TO_START = 3*60                 # Wait before the next CP process is initiated to avoid memory collisions
-
-# SQS QUEUE INFORMATION:
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 1*60           # Timeout (secs) for messages in flight (average time to be processed)
-SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
-JOB_RETRIES = 3                         # Number of times to retry a job before sending it to DEAD_LETTER_QUEUE
-
-# MONITORING
-AUTO_MONITOR = 'True'
-
-# CLOUDWATCH DASHBOARD CREATION
-CREATE_DASHBOARD = 'True'           # Create a dashboard in Cloudwatch for run
-CLEAN_DASHBOARD = 'True'            # Automatically remove dashboard at end of run with Monitor
-
-# REDUNDANCY CHECKS
-CHECK_IF_DONE_BOOL = 'False'  #True or False- should it check if there are a certain number of non-empty files and delete the job if yes?
-EXPECTED_NUMBER_FILES = 7    #What is the number of files that trigger skipping a job?
-MIN_FILE_SIZE_BYTES = 1      #What is the minimal number of bytes an object should be to "count"?
-NECESSARY_STRING = ''        #Is there any string that should be in the file name to "count"?
-
-# CELLPROFILER SETTINGS
-ALWAYS_CONTINUE = 'False'     # Whether or not to run CellProfiler with the --always-continue flag
-
-# PLUGINS
-USE_PLUGINS = 'False'          # True to use any plugin from CellProfiler-plugins repo
-UPDATE_PLUGINS = 'False'       # True to download updates from CellProfiler-plugins repo
-PLUGINS_COMMIT = 'False'       # What commit or version tag do you want to check out? If not, set to False.
-INSTALL_REQUIREMENTS = 'False' # True to install REQUIREMENTS defined below.
-REQUIREMENTS_FILE = ''         # Path within the CellProfiler-plugins repo to a requirements file
-REQUIREMENTS = ''       # Flag to use with install (current) or path within the CellProfiler-plugins repo to a requirements file (deprecated).
-"""
-
-# Distributed-Fiji's config.py: no CHECK_IF_DONE_BOOL, a script URL.
-DF_CONFIG = """\
-# Constants (User configurable)
-
-APP_NAME = 'DistributedFiji'                # Used to generate derivative names unique to the application.
-LOG_GROUP_NAME = APP_NAME
-
-# DOCKER REGISTRY INFORMATION:
-DOCKERHUB_TAG = 'cellprofiler/distributed-fiji:latest'
-
-# AWS GENERAL SETTINGS:
-AWS_REGION = 'us-east-1'
-AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
-SSH_KEY_NAME = 'your-key-file.pem'      # Expected to be in ~/.ssh
-AWS_BUCKET = 'your-bucket-name'
-
-# EC2 AND ECS INFORMATION:
-ECS_CLUSTER = 'default'
-CLUSTER_MACHINES = 3
-TASKS_PER_MACHINE = 1
-MACHINE_TYPE = ['m4.xlarge']
-MACHINE_PRICE = 0.10
-EBS_VOL_SIZE = 30                       # In GB.  Minimum allowed is 22.
-DOWNLOAD_FILES = 'False'
-
-# DOCKER INSTANCE RUNNING ENVIRONMENT:
-MEMORY = 4096                           # Memory assigned to the docker container in MB
-SCRIPT_DOWNLOAD_URL = 'https://some/url/with/a/script.py'
-
-# SQS QUEUE INFORMATION:
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 1*60           # Timeout (secs) for messages in flight (average time to be processed)
-SQS_DEAD_LETTER_QUEUE = 'user_DeadMessages'
-
-# MONITORING
-AUTO_MONITOR = 'True'
-
-# CLOUDWATCH DASHBOARD CREATION
-CREATE_DASHBOARD = 'True'           # Create a dashboard in Cloudwatch for run
-CLEAN_DASHBOARD = 'True'            # Automatically remove dashboard at end of run with Monitor
-
-# REDUNDANCY CHECKS
-EXPECTED_NUMBER_FILES = 7    #What is the number of files that trigger skipping a job?
-MIN_FILE_SIZE_BYTES = 1      #What is the minimal number of bytes an object should be to "count"?
-NECESSARY_STRING = ''        #Is there any string that should be in the file name to "count"?
-"""
-
-# Distributed-OmeZarrCreator's config.py: CPU shares without DOCKER_CORES, a DLQ given by ARN.
-DOZC_CONFIG = """\
-# Constants (User configurable)
-
-APP_NAME = 'DistributedBioFormats2Raw'                # Used to generate derivative names unique to the application.
-LOG_GROUP_NAME = APP_NAME
-
-# DOCKER REGISTRY INFORMATION:
-DOCKERHUB_TAG = 'erinweisbart/distributed-bioformats2raw:0.0.19'
-
-# AWS GENERAL SETTINGS:
-AWS_REGION = 'us-east-1'
-AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
-SSH_KEY_NAME = 'your-key-file.pem'      # Expected to be in ~/.ssh
-AWS_BUCKET = 'your-bucket-name'         # Bucket to use for logging
-
-# EC2 AND ECS INFORMATION:
-ECS_CLUSTER = 'default'
-CLUSTER_MACHINES = 1                    # Set to <= number of plates you have to process
-TASKS_PER_MACHINE = 1
-MACHINE_TYPE = ['c5.xlarge']
-MACHINE_PRICE = 0.10
-EBS_VOL_SIZE = 300                      # In GB.  Make large enough for your source images + .ome.zarr
-
-# DOCKER INSTANCE RUNNING ENVIRONMENT:
-CPU_SHARES = 1024        # ECS computing units assigned to each docker container (1024 units = 1 core)
-MEMORY = 7500                           # Memory assigned to the docker container in MB
-
-# SQS QUEUE INFORMATION:
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 4*60*60        # Timeout (secs) for messages in flight (average time to be processed)
-SQS_DEAD_LETTER_QUEUE = 'arn:aws:sqs:some-region:111111100000:DeadMessages'
-
-# REDUNDANCY CHECKS
-CHECK_IF_DONE_BOOL = 'False'  #True or False - should it check if there is already a .zarr file and delete the job if yes?
-"""
-
-# Every variable of DESIGN §3.
+# Every variable of docs/design.md §3.
 DESIGN_VARIABLES = [
     "APP_NAME",
     "DOCKERHUB_TAG",
@@ -244,7 +100,7 @@ def legacy_error(tmp_path: Path, body: str) -> InputError:
 def test_distributed_cellprofiler_config(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, DCP_CONFIG))
     assert config.app_name == "DistributedCP"
-    assert config.image == "cellprofiler/distributed-cellprofiler:2.0.0_4.2.1"
+    assert config.image == "cellprofiler/distributed-cellprofiler:2.2.0_4.2.8"
     assert config.aws.log_group_name == "DistributedCP"
     assert config.aws.region == "us-east-1"
     assert config.aws.profile == "default"
@@ -281,7 +137,7 @@ def test_distributed_cellprofiler_config(tmp_path: Path) -> None:
 def test_distributed_fiji_config(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, DF_CONFIG))
     assert config.app_name == "DistributedFiji"
-    assert config.tool.script_download_url == "https://some/url/with/a/script.py"
+    assert config.tool.script_download_url == "https://some/url/with/a/script.y"
     assert config.cluster.memory == 4096
     assert config.cluster.cpu_shares is None
     # Not set in DF, whose workers never skip a task: off, as in the family.
@@ -297,7 +153,7 @@ def test_distributed_omezarrcreator_config(tmp_path: Path) -> None:
     assert config.cluster.docker_cores == 1
     assert config.queue.visibility == 4 * 60 * 60
     assert config.queue.dead_letter_queue == "DeadMessages"  # the ARN's queue name
-    assert config.aws.ebs_vol_size == 300
+    assert config.aws.ebs_vol_size == 600
     assert config.check_if_done.enabled is False
 
 

@@ -8,8 +8,10 @@ every machine, which a plain-process stand-in for the ECS agent never shows. So:
 
 - fast: the request `ds setup` builds, combined with docker/Dockerfile's ENTRYPOINT, runs
   exactly ``ds worker``;
-- end to end (marker ``podman``): a Debian base image made with debootstrap (cached across
-  runs), the worker image built on it by `ds image build --engine podman`, `ds setup` and
+- end to end (marker ``podman``): two Debian base images made with debootstrap (cached across
+  runs) — a tool image with an older glibc and Python than ds needs, and one with Python 3.11
+  to bundle from — the worker image built from them by `ds image build --engine podman`,
+  `ds setup` and
   `ds submit` against moto, and the registered task definition — read back through the ECS
   API — started under podman as ECS would start it, until the tasks have their done markers.
   Without podman it skips, except under ``CI=true``, where it fails: a CI run must not pass
@@ -30,6 +32,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any, NoReturn
@@ -58,9 +61,25 @@ BUCKET = "ds-container"
 APP = "Ctr"
 
 CONTAINERS_CONF = REPO / "scripts" / "containers.conf"
-#: The local Debian base (no registry is reachable here): debootstrap'ed once per machine.
-BASE_IMAGE = "localhost/ds-test/debian-python:bookworm"
-BASE_PACKAGES = "python3,python3-venv,ca-certificates"
+
+
+@dataclass(frozen=True)
+class LocalBase:
+    """A base image made here with debootstrap (no registry is reachable), once per machine."""
+
+    image: str
+    suite: str
+    packages: str
+
+
+#: Where the bundled Python comes from: Debian 12's Python 3.11 on glibc 2.36 (plays
+#: python:3.11-slim-bookworm, `ds image build --python-image`).
+PYTHON_BASE = LocalBase(
+    "localhost/ds-test/debian-python:bookworm", "bookworm", "python3,python3-venv,ca-certificates"
+)
+#: The tool image: Debian 11, an older glibc (2.31) and an older Python (3.9) than ds needs, as
+#: the family's images have (CellProfiler 4 ships Python 3.8).
+TOOL_BASE = LocalBase("localhost/ds-test/debian-tool:bullseye", "bullseye", "python3")
 WORKER_IMAGE = "localhost/ds-test/worker:latest"
 #: PATH as Debian's published images set it (an imported file system has none).
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -199,7 +218,7 @@ def require_podman() -> str:
 
 def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror this machine's apt uses for bookworm (one-line and deb822 sources),
-    else deb.debian.org."""
+    else deb.debian.org. (The mirror serves every suite: bullseye's too.)"""
     files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
     for path in [p for p in files if p.is_file()]:
         for line in path.read_text().splitlines():
@@ -230,13 +249,13 @@ def machine_lock(name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_base_image(podman: str) -> float:
-    """Make `BASE_IMAGE` unless podman has it (debootstrap, ~40-70 s, once per machine);
+def ensure_base_image(podman: str, base: LocalBase) -> float:
+    """Make ``base`` unless podman has it (debootstrap, ~40-70 s, once per machine);
     returns the seconds spent."""
     started = time.monotonic()
     with machine_lock("base-image"):
         exists = subprocess.run(
-            [podman, "image", "exists", BASE_IMAGE], env=podman_env(), timeout=60, check=False
+            [podman, "image", "exists", base.image], env=podman_env(), timeout=60, check=False
         )
         if exists.returncode == 0:
             return time.monotonic() - started
@@ -249,8 +268,8 @@ def ensure_base_image(podman: str) -> float:
                 [
                     debootstrap,
                     "--variant=minbase",
-                    f"--include={BASE_PACKAGES}",
-                    "bookworm",
+                    f"--include={base.packages}",
+                    base.suite,
                     str(rootfs),
                     debian_mirror(),
                 ],
@@ -260,7 +279,7 @@ def ensure_base_image(podman: str) -> float:
                 ["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE
             ) as tar:
                 run(
-                    [podman, "import", "--change", f"ENV PATH={DEBIAN_PATH}", "-", BASE_IMAGE],
+                    [podman, "import", "--change", f"ENV PATH={DEBIAN_PATH}", "-", base.image],
                     stdin=tar.stdout,
                     timeout=600,
                 )
@@ -368,14 +387,16 @@ def test_worker_image_runs_the_registered_task_definition_like_ecs(
 ) -> None:
     timings: dict[str, float] = {}
     podman = require_podman()
-    timings["base image"] = ensure_base_image(podman)
+    timings["base images"] = ensure_base_image(podman, PYTHON_BASE)
+    timings["base images"] += ensure_base_image(podman, TOOL_BASE)
 
     monkeypatch.setenv("CONTAINERS_CONF", str(CONTAINERS_CONF))  # for `ds image build`
     # No intermediate images: each run's would stay behind; pip install dominates anyway.
     monkeypatch.setenv("BUILDAH_LAYERS", "false")
     started = time.monotonic()
     previous = image_id(podman, WORKER_IMAGE)
-    build = ["image", "build", "--engine", "podman", "--base", BASE_IMAGE, "--tag", WORKER_IMAGE]
+    build = ["image", "build", "--engine", "podman", "--base", TOOL_BASE.image, "--tag"]
+    build += [WORKER_IMAGE, "--python-image", PYTHON_BASE.image]
     for volume in pip_volumes(tmp_path):
         build += ["--volume", volume]
     with machine_lock("worker-image"):
@@ -384,6 +405,13 @@ def test_worker_image_runs_the_registered_task_definition_like_ecs(
         if previous not in (None, built):  # the last run's image, now untagged: not kept
             subprocess.run([podman, "rmi", previous], env=podman_env(), capture_output=True)
     timings["worker image"] = time.monotonic() - started
+    # ds brought its own Python: the tool's python3 and C library are untouched and older than
+    # what ds needs, and only `ds` was added to PATH (after the tool's own folders).
+    shown = "python3 --version; command -v python3; ldd --version | head -n 1; command -v ds"
+    in_image = [podman, "run", "--rm", "--network", "none", "--entrypoint", "sh", WORKER_IMAGE]
+    tool = run([*in_image, "-c", shown], timeout=180).stdout.splitlines()
+    assert tool[0].startswith("Python 3.9.") and tool[1] == "/usr/bin/python3", tool
+    assert "2.31" in tool[2] and tool[3] == "/opt/ds/bin/ds", tool
 
     started = time.monotonic()
     names = ["alpha", "beta", "gamma"]

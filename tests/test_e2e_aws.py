@@ -13,73 +13,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Any
 
-import boto3
 import pytest
-import tomli_w
 
 from aws_agent import start_tasks, task_definition_environment
 from imds_server import imds_server
-from testkit import moto_family_fleet
+from moto_projects import E2E_BUCKET, aws_client, make_e2e_project, wait_all
 
 pytestmark = pytest.mark.slow
 
 Ds = Callable[..., CompletedProcess[str]]
-REGION = "us-east-1"
-BUCKET = "ds-e2e"
-
-WORK = (
-    "import sys, time, os\n"
-    "out, name, ledger, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])\n"
-    "with open(ledger, 'a') as f: f.write(name + '\\n')\n"
-    "if name.startswith('poison') and not os.path.exists(ledger + '.cured'):\n"
-    "    print('poisoned input', name, file=sys.stderr); sys.exit(7)\n"
-    "time.sleep(seconds)\n"
-    "open(os.path.join(out, 'result.txt'), 'w').write('result of ' + name)\n"
-)
-
-
-def aws_client(service: str) -> Any:
-    return boto3.client(service, region_name=REGION)
-
-
-def make_project(tmp_path: Path, names: list[str], seconds: float = 0.0, **extra: Any) -> Path:
-    folder = tmp_path / "proj"
-    (folder / "files").mkdir(parents=True)
-    ledger = tmp_path / "ledger.txt"
-    config: dict[str, Any] = {
-        "app_name": "E2E",
-        "backend": "aws",
-        "image": "example/ds-worker:1",
-        "recipe": {
-            "name": "command",
-            "argv": [
-                sys.executable,
-                "-c",
-                WORK,
-                "{output_dir}",
-                "{name}",
-                str(ledger),
-                str(seconds),
-            ],
-            "output_prefix": "out/{name}",
-        },
-        "cluster": {"machines": 1, "tasks_per_machine": 2, "docker_cores": 1},
-        "queue": {"visibility": 5, "job_retries": 2},
-        "storage": {"bucket": BUCKET},
-        "aws": {"region": REGION, "ecs_cluster": "E2ECluster", "create_dashboard": True},
-        "local": {"poll_interval": 0.2},
-    }
-    for key, value in extra.items():
-        config[key] = {**config.get(key, {}), **value}
-    (folder / "ds.toml").write_text(tomli_w.dumps(config))
-    (folder / "files" / "job.json").write_text(json.dumps({"groups": [{"name": n} for n in names]}))
-    ec2 = aws_client("ec2")
-    fleet = moto_family_fleet(ec2)
-    (folder / "files" / "fleet.json").write_text(json.dumps(fleet))
-    aws_client("s3").create_bucket(Bucket=BUCKET)
-    return folder
 
 
 def ledger(tmp_path: Path) -> list[str]:
@@ -87,24 +30,22 @@ def ledger(tmp_path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def wait_all(procs: list[subprocess.Popen[bytes]], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        proc.wait(timeout=max(deadline - time.monotonic(), 1))
-
-
 def s3_text(key: str) -> str:
-    body: bytes = aws_client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    body: bytes = aws_client("s3").get_object(Bucket=E2E_BUCKET, Key=key)["Body"].read()
     return body.decode()
 
 
 def run_ok(ds: Ds, *args: str, cwd: Path) -> CompletedProcess[str]:
+    """`ds ARGS` through the ``ds`` fixture: asserts only that it exits 0 (unlike
+    `moto_projects.run_clean`, stderr is not checked)."""
     result = ds(*args, cwd=cwd)
     assert result.returncode == 0, f"ds {' '.join(args)}: {result.stderr}"
     return result
 
 
-def assert_nothing_left(dead_letter_kept: bool = True) -> None:
+def assert_e2e_nothing_left(dead_letter_kept: bool = True) -> None:
+    """Of app E2E, only its dead-letter queue (if ``dead_letter_kept``) and ended fleets
+    remain: no service, ACTIVE task definition, E2E_ alarm or dashboard."""
     sqs, ecs = aws_client("sqs"), aws_client("ecs")
     urls = sqs.list_queues().get("QueueUrls", [])
     assert [u.rsplit("/", 1)[1] for u in urls] == (["E2EDeadMessages"] if dead_letter_kept else [])
@@ -136,7 +77,7 @@ def assert_nothing_left(dead_letter_kept: bool = True) -> None:
 
 def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: Ds) -> None:
     names = ["alpha", "beta", "poison"]
-    proj = make_project(tmp_path, names)
+    proj = make_e2e_project(tmp_path, names)
     run_ok(ds, "setup", cwd=proj)
     run_ok(ds, "submitJob", "files/job.json", cwd=proj)
     run_ok(ds, "startCluster", "files/fleet.json", cwd=proj)
@@ -171,13 +112,13 @@ def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: 
     assert report["counts"]["done"] == 3 and report["counts"]["dead"] == 0
     for name in names:
         assert s3_text(f"out/{name}/result.txt") == f"result of {name}"
-    assert_nothing_left()
-    exported = aws_client("s3").list_objects_v2(Bucket=BUCKET, Prefix="_ds/E2E/runs/")
+    assert_e2e_nothing_left()
+    exported = aws_client("s3").list_objects_v2(Bucket=E2E_BUCKET, Prefix="_ds/E2E/runs/")
     assert any("logs-export" in o["Key"] for o in exported.get("Contents", []))
 
 
 def test_spot_interruption_hands_the_task_back(aws: str, tmp_path: Path, ds: Ds) -> None:
-    proj = make_project(tmp_path, ["long"], seconds=30, cluster={"tasks_per_machine": 1})
+    proj = make_e2e_project(tmp_path, ["long"], seconds=30, cluster={"tasks_per_machine": 1})
     run_ok(ds, "setup", cwd=proj)
     run_ok(ds, "submit", "files/job.json", cwd=proj)
     ecs = aws_client("ecs")
@@ -204,13 +145,13 @@ def test_spot_interruption_hands_the_task_back(aws: str, tmp_path: Path, ds: Ds)
     alarms = aws_client("cloudwatch").describe_alarms(AlarmNamePrefix="E2E_")["MetricAlarms"]
     assert len(alarms) == 1  # the worker set up its instance's idle-CPU alarm
     run_ok(ds, "cleanup", cwd=proj)
-    assert_nothing_left()
+    assert_e2e_nothing_left()
 
 
 def test_bad_fleet_file_is_rejected_before_anything_is_created(
     aws: str, tmp_path: Path, ds: Ds
 ) -> None:
-    proj = make_project(tmp_path, ["a"])
+    proj = make_e2e_project(tmp_path, ["a"])
     bad = json.loads((proj / "files" / "fleet.json").read_text())
     del bad["LaunchSpecifications"][0]["ImageId"]
     (proj / "files" / "bad.json").write_text(json.dumps(bad))
@@ -222,7 +163,7 @@ def test_bad_fleet_file_is_rejected_before_anything_is_created(
 
 
 def test_bootstrap_then_unattended_monitor_schedule(aws_iam: str, tmp_path: Path, ds: Ds) -> None:
-    proj = make_project(tmp_path, ["a"], aws={"auto_monitor": True})
+    proj = make_e2e_project(tmp_path, ["a"], aws={"auto_monitor": True})
     boot = run_ok(ds, "aws", "bootstrap", "--json", cwd=proj)
     arns = json.loads(boot.stdout)
     assert arns["function"].endswith(":function:E2E-monitor")
@@ -233,13 +174,13 @@ def test_bootstrap_then_unattended_monitor_schedule(aws_iam: str, tmp_path: Path
     (target,) = events.list_targets_by_rule(Rule="E2E-monitor-schedule")["Targets"]
     assert target["Arn"] == arns["function"]
     settings = json.loads(target["Input"])
-    assert settings["DS_APP_NAME"] == "E2E" and settings["DS_STATE_BUCKET"] == BUCKET
+    assert settings["DS_APP_NAME"] == "E2E" and settings["DS_STATE_BUCKET"] == E2E_BUCKET
     assert events.describe_rule(Name="E2E-monitor-schedule")["ScheduleExpression"] == (
         "rate(1 minute)"
     )
     run_ok(ds, "cleanup", cwd=proj)
     assert events.list_rules(NamePrefix="E2E-")["Rules"] == []
-    assert_nothing_left()
+    assert_e2e_nothing_left()
     destroyed = run_ok(ds, "aws", "destroy", cwd=proj)
     assert "removed" in destroyed.stderr
     assert aws_client("lambda").list_functions()["Functions"] == []
@@ -249,7 +190,7 @@ def test_worker_killed_mid_task_on_aws_and_the_task_completes_once(
     aws: str, tmp_path: Path, ds: Ds
 ) -> None:
     names = ["k1", "k2"]
-    proj = make_project(tmp_path, names, seconds=4, queue={"visibility": 2})
+    proj = make_e2e_project(tmp_path, names, seconds=4, queue={"visibility": 2})
     run_ok(ds, "setup", cwd=proj)
     run_ok(ds, "submit", "files/job.json", cwd=proj)
     ecs = aws_client("ecs")
@@ -268,3 +209,45 @@ def test_worker_killed_mid_task_on_aws_and_the_task_completes_once(
     assert len(ledger(tmp_path)) == 3  # the killed task started twice, completed once
     for name in names:
         assert s3_text(f"out/{name}/result.txt") == f"result of {name}"
+
+
+def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) -> None:
+    """`ds run --force` reruns done tasks on AWS too: its workers (containers with no state
+    file) read the run's state from the bucket and skip nothing."""
+    names = ["alpha", "beta"]
+    proj = make_e2e_project(tmp_path, names)
+    run_ok(ds, "setup", cwd=proj)
+    run_ok(ds, "submit", "files/job.json", cwd=proj)
+    ecs = aws_client("ecs")
+    ecs.update_service(cluster="E2ECluster", service="E2EService", desiredCount=1)
+    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent"))
+    run_ok(ds, "cleanup", cwd=proj)
+    assert sorted(ledger(tmp_path)) == names
+
+    run = ["run", "--job", "files/job.json", "--fleet", "files/fleet.json", "--force"]
+    forced = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", *run, "--interval", "1", "--json"],
+        cwd=proj,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        desired = 0
+        while desired == 0 and forced.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            services = ecs.list_services(cluster="E2ECluster").get("serviceArns", [])
+            if services:
+                desired, _ = task_definition_environment(ecs, "E2ECluster", "E2EService")
+        assert desired > 0, "ds run --force never started its service"
+        wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent2"))
+        out, err = forced.communicate(timeout=180)
+    finally:
+        if forced.poll() is None:
+            forced.kill()
+    assert forced.returncode == 0, err
+    report = json.loads(out)
+    assert report["counts"]["done"] == 2 and report["counts"].get("skipped", 0) == 0
+    assert sorted(ledger(tmp_path)) == sorted(names * 2)  # each ran again
+    assert_e2e_nothing_left()

@@ -24,21 +24,27 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
-import boto3
 import pytest
 
-from aws_agent import task_definition_environment
+from aws_agent import service_task_definition, task_definition_environment
 from conftest import FAKE_AWS_ENV
 from distributed_something.jobs.parse import load_job_file
+from family_templates import DCP_TEMPLATE, filled
+from moto_projects import (
+    REGION,
+    aws_client,
+    check_family_nothing_left,
+    check_monitor_file,
+    run_clean,
+)
 from testkit import moto_family_fleet
 
 pytestmark = pytest.mark.slow
 
 Ds = Callable[..., CompletedProcess[str]]
 
-REGION = "us-east-1"
 APP = "DistributedCP"
-IMAGE = "cellprofiler/distributed-cellprofiler:2.0.0_4.2.1"
+IMAGE = "cellprofiler/distributed-cellprofiler:2.2.0_4.2.8"  # the template's
 LOG_BUCKET = "dcp-logs"
 SOURCE_BUCKET = "dcp-images"
 WORKSPACE_BUCKET = "dcp-workspace"
@@ -50,72 +56,25 @@ MONITOR_FILE = f"files/{APP}SpotFleetRequestId.json"
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
-# Distributed-CellProfiler's config.py, as users fill it in (it names no recipe).
-CONFIG_PY = f"""\
-# Constants (User configurable)
-
-APP_NAME = '{APP}'                # Used to generate derivative names unique to the application.
-
-# DOCKER REGISTRY INFORMATION:
-DOCKERHUB_TAG = '{IMAGE}'
-
-# AWS GENERAL SETTINGS:
-AWS_REGION = '{REGION}'
-AWS_PROFILE = 'default'                 # The same profile used by your AWS CLI installation
-SSH_KEY_NAME = '{KEY_PAIR}.pem'      # Expected to be in ~/.ssh
-AWS_BUCKET = '{LOG_BUCKET}'         # Bucket to use for logging
-SOURCE_BUCKET = '{SOURCE_BUCKET}'           # Bucket to download image files from
-WORKSPACE_BUCKET = '{WORKSPACE_BUCKET}'        # Bucket to download non-image files from
-DESTINATION_BUCKET = '{DESTINATION_BUCKET}'      # Bucket to upload files to
-UPLOAD_FLAGS = ''                       # Any flags needed for upload to destination bucket
-
-# EC2 AND ECS INFORMATION:
-ECS_CLUSTER = 'default'
-CLUSTER_MACHINES = 1
-TASKS_PER_MACHINE = 1
-MACHINE_TYPE = ['c5.xlarge']
-MACHINE_PRICE = 0.10
-EBS_VOL_SIZE = 30                       # In GB.  Minimum allowed is 22.
-DOWNLOAD_FILES = 'False'
-ASSIGN_IP = 'False'
-
-# DOCKER INSTANCE RUNNING ENVIRONMENT:
-DOCKER_CORES = 4                        # CellProfiler processes per docker container
-CPU_SHARES = DOCKER_CORES * 1024        # ECS computing units per container (1024 = 1 core)
-MEMORY = 15000                           # Memory assigned to the docker container in MB
-SECONDS_TO_START = 3*60                 # Wait before starting the next CP process
-
-# SQS QUEUE INFORMATION:
-SQS_QUEUE_NAME = APP_NAME + 'Queue'
-SQS_MESSAGE_VISIBILITY = 1*60           # Timeout (secs) for messages in flight
-SQS_DEAD_LETTER_QUEUE = '{DEAD_LETTER_QUEUE}'
-JOB_RETRIES = 3
-
-# LOG GROUP INFORMATION:
-LOG_GROUP_NAME = APP_NAME
-
-# CLOUDWATCH DASHBOARD CREATION
-CREATE_DASHBOARD = 'True'           # Create a dashboard in Cloudwatch for run
-CLEAN_DASHBOARD = 'True'            # Automatically remove dashboard at end of run with Monitor
-
-# REDUNDANCY CHECKS
-CHECK_IF_DONE_BOOL = 'False'  #True or False- skip a job whose outputs are there already?
-EXPECTED_NUMBER_FILES = 7    #What is the number of files that trigger skipping a job?
-MIN_FILE_SIZE_BYTES = 1      #What is the minimal number of bytes an object should be to "count"?
-NECESSARY_STRING = ''        #Is there any string that should be in the file name to "count"?
-ALWAYS_CONTINUE = 'False'
-
-# PLUGINS
-USE_PLUGINS = 'False'          # True to use any plugin from CellProfiler-plugins repo
-UPDATE_PLUGINS = 'False'       # True to download updates from CellProfiler-plugins repo
-PLUGINS_COMMIT = ''       # What commit or version tag do you want to check out?
-INSTALL_REQUIREMENTS = 'False' # True to install REQUIREMENTS defined below.
-REQUIREMENTS_FILE = ''
-REQUIREMENTS = ''       # Flag to use with install
-
-# A setting of the user's own, passed to the container as it is.
-MY_SETTING = 'x'
-"""
+# Distributed-CellProfiler's config.py as shipped (it names no recipe), filled in as a user
+# does: buckets, key pair, one machine, no unattended monitor (its Lambda function is what
+# `ds aws bootstrap` makes; these tests run `ds monitor`); and a setting of the user's own,
+# passed to the container as it is.
+CONFIG_PY = (
+    filled(
+        DCP_TEMPLATE,
+        {
+            "SSH_KEY_NAME": f"'{KEY_PAIR}.pem'",
+            "AWS_BUCKET": f"'{LOG_BUCKET}'",
+            "SOURCE_BUCKET": f"'{SOURCE_BUCKET}'",
+            "WORKSPACE_BUCKET": f"'{WORKSPACE_BUCKET}'",
+            "DESTINATION_BUCKET": f"'{DESTINATION_BUCKET}'",
+            "CLUSTER_MACHINES": "1",
+            "AUTO_MONITOR": "'False'",
+        },
+    )
+    + "MY_SETTING = 'x'\n"
+)
 
 # Distributed-CellProfiler's files/exampleJob.json shape.
 EXAMPLE_JOB: dict[str, Any] = {
@@ -254,10 +213,6 @@ EXPECTED_ENVIRONMENT = {
 CREDENTIAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
-def aws_client(service: str) -> Any:
-    return boto3.client(service, region_name=REGION)
-
-
 def use_default_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An AWS CLI setup like a DCP user's: a [default] profile with keys in the shared files,
     and no keys in the environment (AWS_PROFILE = 'default' makes boto3 ignore those)."""
@@ -292,21 +247,6 @@ def make_dcp_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def run_ok(ds: Ds, *args: str, cwd: Path) -> CompletedProcess[str]:
-    result = ds(*args, cwd=cwd)
-    assert result.returncode == 0, f"ds {' '.join(args)}: {result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result
-
-
-def service_task_definition(ecs: Any) -> dict[str, Any]:
-    service = ecs.describe_services(cluster="default", services=[f"{APP}Service"])["services"][0]
-    definition: dict[str, Any] = ecs.describe_task_definition(
-        taskDefinition=service["taskDefinition"]
-    )["taskDefinition"]
-    return definition
-
-
 def run_family_worker(
     env: dict[str, str], instance_id: str, endpoint: str, workdir: Path
 ) -> CompletedProcess[str]:
@@ -339,24 +279,10 @@ def destination_keys() -> set[str]:
     return {item["Key"] for item in listed.get("Contents", [])}
 
 
-def check_monitor_file(folder: Path) -> str:
-    """The family's monitor file is valid JSON (run.py's was not); returns the fleet id."""
-    monitor_file = json.loads((folder / MONITOR_FILE).read_text())
-    assert monitor_file["MONITOR_APP_NAME"] == APP
-    assert monitor_file["MONITOR_ECS_CLUSTER"] == "default"
-    assert monitor_file["MONITOR_QUEUE_NAME"] == f"{APP}Queue"
-    assert monitor_file["MONITOR_BUCKET_NAME"] == LOG_BUCKET
-    assert monitor_file["MONITOR_LOG_GROUP_NAME"] == APP
-    assert int(monitor_file["MONITOR_START_TIME"]) > 0
-    fleet_id: str = monitor_file["MONITOR_FLEET_ID"]
-    assert fleet_id.startswith("sfr-")
-    return fleet_id
-
-
 def check_task_definition(ecs: Any) -> dict[str, str]:
     """The image's own entrypoint, the family's environment, no credential; returns the
     container environment."""
-    definition = service_task_definition(ecs)
+    _, definition = service_task_definition(ecs, "default", f"{APP}Service")
     (container,) = definition["containerDefinitions"]
     assert container["image"] == IMAGE
     assert (container["cpu"], container["memory"]) == (4096, 15000)
@@ -372,33 +298,6 @@ def check_task_definition(ecs: Any) -> dict[str, str]:
     whole = json.dumps(definition)
     assert ACCESS_KEY_ID not in whole and SECRET_ACCESS_KEY not in whole
     return env
-
-
-def check_nothing_left(fleet_id: str) -> None:
-    """No job queue (the dead-letter queue stays), service, ACTIVE task definition, fleet,
-    instance, alarm or dashboard of the run; the shared "default" cluster stays."""
-    sqs, ecs, ec2 = aws_client("sqs"), aws_client("ecs"), aws_client("ec2")
-    cloudwatch = aws_client("cloudwatch")
-    queues = [url.rsplit("/", 1)[1] for url in sqs.list_queues().get("QueueUrls", [])]
-    assert queues == [DEAD_LETTER_QUEUE]
-    services = ecs.list_services(cluster="default").get("serviceArns", [])
-    described = (
-        ecs.describe_services(cluster="default", services=services)["services"] if services else []
-    )
-    assert [s["serviceName"] for s in described if s["status"] == "ACTIVE"] == []
-    active = ecs.list_task_definitions(familyPrefix=f"{APP}Task", status="ACTIVE")
-    assert active["taskDefinitionArns"] == []
-    fleets = ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
-    assert all(f["SpotFleetRequestState"].startswith("cancelled") for f in fleets)
-    tagged = ec2.describe_instances(
-        Filters=[{"Name": "tag:aws:ec2spot:fleet-request-id", "Values": [fleet_id]}]
-    )["Reservations"]
-    states = {i["State"]["Name"] for r in tagged for i in r["Instances"]}
-    assert states <= {"shutting-down", "terminated"}
-    assert cloudwatch.describe_alarms()["MetricAlarms"] == []
-    assert cloudwatch.list_dashboards()["DashboardEntries"] == []
-    (cluster,) = ecs.describe_clusters(clusters=["default"])["clusters"]
-    assert cluster["status"] == "ACTIVE"  # the shared cluster is never deleted
 
 
 # A product bug found by this test (reported to the lead with file, line and fix). Strict: the
@@ -432,18 +331,18 @@ def test_setup_start_and_cleanup_of_a_dcp_folder(
     use_default_profile(tmp_path, monkeypatch)
     folder = make_dcp_folder(tmp_path)
 
-    run_ok(ds, "setup", cwd=folder)
-    run_ok(ds, "startCluster", "files/exampleFleet.json", cwd=folder)
+    run_clean(ds, "setup", cwd=folder)
+    run_clean(ds, "startCluster", "files/exampleFleet.json", cwd=folder)
 
-    fleet_id = check_monitor_file(folder)
+    fleet_id = check_monitor_file(folder, APP, LOG_BUCKET)
     check_task_definition(aws_client("ecs"))
     dashboards = aws_client("cloudwatch").list_dashboards()["DashboardEntries"]
     assert [d["DashboardName"] for d in dashboards] == [f"{APP}Dashboard"]
     assert aws_client("ec2").describe_spot_fleet_instances(SpotFleetRequestId=fleet_id)[
         "ActiveInstances"
     ]
-    run_ok(ds, "monitor", MONITOR_FILE, "--interval", "1", cwd=folder)
-    check_nothing_left(fleet_id)
+    run_clean(ds, "monitor", MONITOR_FILE, "--interval", "1", cwd=folder)
+    check_family_nothing_left(fleet_id, APP, DEAD_LETTER_QUEUE)
 
 
 def test_family_commands_run_a_dcp_folder_on_moto(
@@ -452,11 +351,11 @@ def test_family_commands_run_a_dcp_folder_on_moto(
     use_default_profile(tmp_path, monkeypatch)
     folder = make_dcp_folder(tmp_path)
 
-    run_ok(ds, "setup", cwd=folder)
-    submitted = run_ok(ds, "submitJob", "files/exampleJob.json", cwd=folder)
+    run_clean(ds, "setup", cwd=folder)
+    submitted = run_clean(ds, "submitJob", "files/exampleJob.json", cwd=folder)
     assert "submitted 2 tasks" in submitted.stderr
-    run_ok(ds, "startCluster", "files/exampleFleet.json", cwd=folder)
-    fleet_id = check_monitor_file(folder)
+    run_clean(ds, "startCluster", "files/exampleFleet.json", cwd=folder)
+    fleet_id = check_monitor_file(folder, APP, LOG_BUCKET)
     env = check_task_definition(aws_client("ecs"))
 
     # The test plays the ECS agent: the service's one task, on the fleet's one instance.
@@ -477,14 +376,14 @@ def test_family_commands_run_a_dcp_folder_on_moto(
         "-g Metadata_Plate=Plate1,Metadata_Well=A01,Metadata_Site=2"
     )
 
-    monitored = run_ok(ds, "monitor", MONITOR_FILE, "--interval", "1", "--json", cwd=folder)
+    monitored = run_clean(ds, "monitor", MONITOR_FILE, "--interval", "1", "--json", cwd=folder)
     counts = json.loads(monitored.stdout)["counts"]
     assert (counts["total"], counts["dead"], counts["failed"], counts["pending"]) == (2, 0, 0, 0)
     # The family's worker keeps no records: what the drained queue showed was recorded, so
     # status says what the report says, after the queue is gone too.
-    status = json.loads(run_ok(ds, "status", "--json", cwd=folder).stdout)
+    status = json.loads(run_clean(ds, "status", "--json", cwd=folder).stdout)
     assert status["counts"] == {k: counts[k] for k in status["counts"]} and counts["done"] == 2
-    check_nothing_left(fleet_id)
+    check_family_nothing_left(fleet_id, APP, DEAD_LETTER_QUEUE)
     # The family image ran its own worker: its logs are exported where run.py put them.
     exported = aws_client("s3").list_objects_v2(Bucket=LOG_BUCKET, Prefix="exportedlogs/")
     assert any(f"exportedlogs/{APP}/" in item["Key"] for item in exported.get("Contents", []))
@@ -498,7 +397,7 @@ def test_default_profile_missing_from_the_aws_files_means_the_default_chain(
     # chain whatever AWS_PROFILE said; so does ds for 'default'.
     folder = make_dcp_folder(tmp_path)
 
-    run_ok(ds, "setup", cwd=folder)
+    run_clean(ds, "setup", cwd=folder)
 
     queues = aws_client("sqs").list_queues().get("QueueUrls", [])
     assert sorted(url.rsplit("/", 1)[1] for url in queues) == [f"{APP}Queue", DEAD_LETTER_QUEUE]

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import ValidationError
@@ -50,6 +50,7 @@ from distributed_something.worker.policy import (
     retryable,
 )
 from distributed_something.worker.runner import (
+    RunResult,
     SubprocessRunner,
     parse_oom_kills,
     parse_stat_rss,
@@ -724,3 +725,40 @@ def test_interrupted_on_sqs_is_re_sent_not_dead_lettered(aws: str, tmp_path: Pat
     queue.release(message, 0)
     assert queue.receive(10, 30) == []
     assert [dead.task_id for dead in queue.list_dead()] == [task.id]
+
+
+class SigkilledRunner:
+    """A runner whose command was SIGKILLed by no one here, where the OOM kills could not
+    be counted (as in an ECS container without a readable cgroup counter)."""
+
+    def run(self, argv: Any, *, log_path: Path, header: bytes = b"", **_: Any) -> RunResult:
+        log_path.write_bytes(header + b"allocating\n")
+        return RunResult(
+            exit_code=-9, duration=0.5, interrupted=False, peak_memory_mb=700.0, oom_checked=False
+        )
+
+
+@pytest.mark.parametrize(
+    ("memory_limit", "cause"),
+    [("container", "memory"), ("process", "signal"), ("scheduler", "signal")],
+)
+def test_an_unexplained_sigkill_is_memory_only_where_a_container_limits_it(
+    tmp_path: Path, memory_limit: Literal["process", "container", "scheduler"], cause: str
+) -> None:
+    rig = Rig(tmp_path, code("pass"), cluster={"memory": 512, "docker_cores": 1})
+    rig.backend.memory_limit = memory_limit  # what the AWS / local / Slurm bundles say
+    rig.worker = Worker(
+        rig.config,
+        rig.backend,
+        rig.recipe,
+        SigkilledRunner(),  # type: ignore[arg-type]
+        WorkerSettings(name="w1", run_id="r1", scratch_root=rig.scratch, poll_interval=0.01),
+        clock=rig.clock,
+        sleep=lambda _s: None,
+    )
+    task = rig.submit()
+    rig.worker.step()
+    (failure,) = rig.records.failures_of(task.id)
+    assert failure.cause == cause
+    if cause == "memory":
+        assert "peak 700 MB" in failure.error and "limit 512 MB per container" in failure.error

@@ -126,7 +126,9 @@ def test_report_trace_has_one_row_per_attempt(tmp_path: Path, ds: Ds) -> None:
         "cause",
         "worker",
         "outcome",
+        "cost_usd",
     ]
+    assert {r["cost_usd"] for r in rows} == {""}  # a local run has no price
     dead = dead_task(report)
     mine = [r for r in rows if r["task_id"] == dead["id"]]
     assert [(r["group"], r["attempt"], r["exit_code"]) for r in mine] == [
@@ -483,7 +485,7 @@ def _no_inherited_backend(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_control_sequences_cut_by_chunk_boundaries_are_still_removed() -> None:
-    from distributed_something.usecases.inspect import ControlStripper, strip_controls
+    from distributed_something.usecases.run_info import ControlStripper, strip_controls
 
     text = (
         "\x1b[1;31mred\x1b[0m \x1b]0;title\x07\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ "

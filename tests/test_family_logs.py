@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import tomli_w
 
@@ -34,13 +33,13 @@ from distributed_something.config.model import Config
 from distributed_something.errors import QueueGone
 from distributed_something.jobs.model import Task
 from distributed_something.recipes.command import CommandRecipe
-from distributed_something.usecases import inspect, lifecycle
+from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
+from moto_projects import REGION, aws_client
 from testkit import NoCompute, NoProvisioner
 
-REGION = "us-east-1"
 BUCKET = "ds-family-logs"
 PY = sys.executable
 
@@ -52,10 +51,6 @@ DCP_BODY: dict[str, Any] = {
     "output_structure": "",
     "Metadata": "Metadata_Plate=Plate1,Metadata_Well=A01,Metadata_Site=2",
 }
-
-
-def aws_client(service: str) -> Any:
-    return boto3.client(service, region_name=REGION)
 
 
 # --- stream names -------------------------------------------------------------------------
@@ -254,7 +249,7 @@ def test_early_failure_is_listed_dead_with_its_error_and_has_a_log(
     assert worker.step() is Outcome.FAILED
     worker.close()
 
-    (entry,) = inspect.dead_list(project)
+    (entry,) = run_info.dead_list(project)
     assert "data/lost.txt" in entry.error and "is not in storage" in entry.error
     listed = ds("dead", "list", "--json", cwd=folder)
     assert listed.returncode == 0, listed.stderr

@@ -1,6 +1,6 @@
 """Unchanged Distributed-Fiji, -OmeZarrCreator and -CellProfiler projects, run here.
 
-Each test writes the family's own config.py template (tests/test_family_unchanged.py; only the
+Each test writes the family's own config.py template (tests/family_templates.py; only the
 values a user fills in are filled in) and a job file in the family's format, puts the bucket's
 files where the local backend keeps buckets, and runs `ds run --backend local --job …` with the
 real tool: Debian's ImageJ for a DF macro, our OME-Zarr converter for a DOZC plate; and a DCP
@@ -11,12 +11,9 @@ position of the ExampleFly data each, to stay short.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import shutil
-import threading
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
@@ -25,7 +22,8 @@ import pytest
 
 from conftest import NO_SHARED_DATA, REPO, SHARED_DATA
 from distributed_something.recipes.cellprofiler import find_executable
-from test_family_unchanged import DCP_JOB, DOZC_JOB, project
+from family_templates import DCP_JOB, DOZC_JOB, project
+from testkit import omezarr_modules, serve_folder
 
 Ds = Callable[..., CompletedProcess[str]]
 FLY_IMAGES = SHARED_DATA / "examplefly" / "images"
@@ -75,24 +73,12 @@ DF_MACRO = (
 
 @pytest.fixture
 def script_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP server on 127.0.0.1 serving a folder: (its base URL, the folder), as the
+    """(base URL, folder) of an HTTP server on 127.0.0.1 serving a folder, as the
     SCRIPT_DOWNLOAD_URL of a DF config points at a web server."""
     root = tmp_path / "www"
     root.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_folder(root) as url:
+        yield url, root
 
 
 @pytest.mark.slow
@@ -161,12 +147,7 @@ def test_ds_run_backend_local_runs_an_unchanged_df_project(
 def test_ds_run_backend_local_runs_an_unchanged_dozc_project(
     tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    np = pytest.importorskip("numpy")
-    tifffile = pytest.importorskip("tifffile")
-    missing = "the omezarr extra is not installed: pip install -e '.[omezarr]' (make examples)"
-    pytest.importorskip("zarr", reason=missing)
-    reader = pytest.importorskip("ome_zarr.reader", reason=missing)
-    ome_io = pytest.importorskip("ome_zarr.io", reason=missing)
+    np, tifffile, reader, ome_io = omezarr_modules()
     monkeypatch.delenv("DS_BACKEND", raising=False)
     # DOZC's job file, its placeholders filled in: the bucket, the project's folders, a plate
     # of TIFFs (no Index.idx.xml: path_to_metadata false), one plate.

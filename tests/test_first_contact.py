@@ -3,6 +3,7 @@ what a new user meets first (bare `ds`, JSON errors, progress in a log, init nam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -282,3 +283,113 @@ def test_ctrl_c_says_how_to_resume_and_status_gives_no_eta(tmp_path: Path, ds: D
     assert "ETA" not in status.stderr and "resumes it" in status.stderr
     resumed = ds("run", ".", "--json", "--interval", "0.2", cwd=folder)
     assert resumed.returncode == 0 and "resuming run" in resumed.stderr
+
+
+@contextlib.contextmanager
+def running(folder: Path, *, until: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`ds run` of ``folder`` in the background, once ``until`` exists (60 s at most)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as run:
+        deadline = time.monotonic() + 60
+        while not until.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield run
+
+
+@pytest.mark.slow
+def test_status_watch_follows_a_run_until_it_is_over(tmp_path: Path) -> None:
+    folder = write_project(
+        tmp_path / "watched",
+        argv=["{python}", "-c", "import time; time.sleep(0.5)"],
+        groups=[{"name": f"t{i}"} for i in range(6)],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    ds = [sys.executable, "-m", "distributed_something"]
+    with running(folder, until=folder / ".ds") as run:
+        watched = subprocess.run(
+            [*ds, "status", "--watch", "0.5", "--json"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.wait(timeout=120) == 0
+    assert watched.returncode == 0, watched.stderr
+    frames = [json.loads(line) for line in watched.stdout.splitlines()]
+    done = [frame["counts"]["done"] for frame in frames]
+    assert len(frames) >= 3 and done == sorted(done), done  # refreshed, never going back
+    last = frames[-1]["counts"]
+    assert last["done"] == last["total"] == 6  # it stopped by itself when the run was over
+    # Without --json, off a terminal: a timestamped table per refresh, on stderr.
+    shown = subprocess.run(
+        [*ds, "status", "--watch"], cwd=folder, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0 and "done" in shown.stderr and "(finished)" in shown.stderr
+
+
+FOLLOWED = """\
+import os, pathlib, sys, time
+here = pathlib.Path(sys.argv[1])
+(here / "id").write_text(os.environ["DS_TASK_ID"])
+first = not (here / "tried").exists()
+(here / "tried").touch()
+for i in range(4):
+    print("tick %d first=%s" % (i, first), flush=True)  # no braces: argv is a template
+    time.sleep(0.4)
+if first:
+    print("failing on purpose", flush=True)
+    sys.exit(3)
+(here / "finished").touch()
+"""
+
+
+@pytest.mark.slow
+def test_logs_follow_streams_every_attempt_until_the_task_is_done(tmp_path: Path) -> None:
+    here = tmp_path / "marks"
+    here.mkdir()
+    folder = write_project(
+        tmp_path / "followed",
+        argv=["{python}", "-c", FOLLOWED, str(here)],
+        groups=[{"name": "only"}],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    ds = [sys.executable, "-m", "distributed_something"]
+    with running(folder, until=here / "id") as run:
+        task_id = (here / "id").read_text()
+        with subprocess.Popen(
+            [*ds, "logs", "-f", task_id[:12]],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as follower:
+            assert follower.stdout is not None
+            lines = []
+            for line in follower.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.startswith("tick 0 first=False"):
+                    # Streamed live: the second attempt is still running.
+                    assert not (here / "finished").exists()
+            assert follower.wait(timeout=60) == 0, follower.stderr.read()
+        assert run.wait(timeout=120) == 0
+    ticks = [ln for ln in lines if ln.startswith(("tick", "failing"))]
+    assert ticks == [
+        *(f"tick {i} first=True" for i in range(4)),
+        "failing on purpose",
+        *(f"tick {i} first=False" for i in range(4)),
+    ]
+    ends = [ln for ln in lines if ln.startswith("ds: attempt")]
+    assert ends == ["ds: attempt 1 ended: failed", "ds: attempt 2 ended: done"]
+
+
+def test_logs_follow_refuses_json(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    result = ds("logs", "-f", "abc", "--json", cwd=folder)
+    assert (
+        result.returncode == 2 and "--follow" in result.stderr and "Traceback" not in result.stderr
+    )

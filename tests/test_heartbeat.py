@@ -1,13 +1,21 @@
-"""The worker's heartbeat: one thread keeps the current task's lease alive."""
+"""The worker's heartbeat: one thread keeps the current task's lease alive. What it does
+when is a pure plan (`plan_beat`) driven by a fake clock here; the thread's waits are
+observed (`ParkWatch`), so no test sleeps to show that nothing happened."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 from distributed_something.interfaces.queue import Message
-from distributed_something.worker.heartbeat import Heartbeat, LeaseEnding
-from testkit import FakeClock
+from distributed_something.worker.heartbeat import (
+    BeatPlan,
+    Heartbeat,
+    LeaseEnding,
+    next_due,
+    plan_beat,
+    stop_time,
+)
+from testkit import FakeClock, wait_for
 
 
 class RecordingQueue:
@@ -16,12 +24,9 @@ class RecordingQueue:
     def __init__(self, answers: list[bool | Exception] | None = None) -> None:
         self.answers = list(answers or [])
         self.calls: list[tuple[str, float]] = []
-        self.slow = 0.0
 
     def extend_lease(self, message: Message, seconds: float) -> bool:
         self.calls.append((message.task_id, seconds))
-        if self.slow:
-            time.sleep(self.slow)
         answer = self.answers.pop(0) if self.answers else True
         if isinstance(answer, Exception):
             raise answer
@@ -32,30 +37,82 @@ def message(task_id: str) -> Message:
     return Message(handle=f"h-{task_id}", task_id=task_id, body="{}", receive_count=1)
 
 
-def wait_until(condition: object, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+class ParkWatch:
+    """The heartbeat thread's `Waiter`: waits as the real one does, and records each wait's
+    timeout, so a test sees the thread parked with none (it runs again only when `keep` or
+    `close` wakes it: no extension can happen meanwhile), without sleeping to find out."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, cond: threading.Condition, seconds: float | None) -> object:
+        with self.changed:
+            self.timeouts.append(seconds)
+            self.changed.notify_all()
+        return cond.wait(seconds)
+
+    def wait_parked(self, after: int = 0) -> None:
+        """Until the thread parks without a timeout, after ``after`` recorded waits."""
+        with self.changed:
+            parked = self.changed.wait_for(
+                lambda: any(t is None for t in self.timeouts[after:]), timeout=10
+            )
+        assert parked, "the heartbeat thread never parked"
+
+
+def test_the_plan_waits_until_due_extends_then_stops_at_the_stop_time() -> None:
+    assert plan_beat(due=110.0, stop_at=None, now=100.0) == BeatPlan("wait", 10.0)
+    assert plan_beat(due=100.0, stop_at=None, now=100.0) == BeatPlan("extend")
+    assert plan_beat(due=100.0, stop_at=150.0, now=120.0) == BeatPlan("extend")
+    assert plan_beat(due=150.0, stop_at=150.0, now=150.0) == BeatPlan("stop")
+    assert plan_beat(due=200.0, stop_at=150.0, now=160.0) == BeatPlan("wait", 40.0)
+
+
+def test_the_next_beat_is_a_third_of_the_lease_or_the_stop_time() -> None:
+    assert next_due(100.0, 900.0, None) == 400.0
+    assert next_due(100.0, 900.0, 250.0) == 250.0
+    assert next_due(100.0, 0.3, None) == 100.2  # never more often than every 0.2 s
+
+
+def test_the_stop_time_leaves_the_wrap_up_before_the_lease_ends() -> None:
+    assert stop_time(1000.0, seconds_left=3600.0, wrap_up=600.0, stop_at=None) == 4000.0
+    assert stop_time(1000.0, seconds_left=300.0, wrap_up=600.0, stop_at=None) == 1000.0
+    assert stop_time(1000.0, seconds_left=3600.0, wrap_up=600.0, stop_at=2000.0) == 2000.0
 
 
 def test_one_thread_extends_each_task_in_turn_and_stops_between_tasks() -> None:
     queue = RecordingQueue()
-    beat = Heartbeat(queue)  # type: ignore[arg-type]
+    watch = ParkWatch()
+    beat = Heartbeat(queue, wait=watch)  # type: ignore[arg-type]
     abort = threading.Event()
     threads_before = threading.active_count()
     with beat.keep(message("a"), 0.6, abort):  # beats every 0.2 s
-        wait_until(lambda: len(queue.calls) >= 2)
+        assert wait_for(lambda: len(queue.calls) >= 2)
+        waits = len(watch.timeouts)
+    watch.wait_parked(after=waits)
     calls_after_a = len(queue.calls)
-    time.sleep(0.5)
-    assert len(queue.calls) == calls_after_a  # nothing held: no extensions
     with beat.keep(message("b"), 0.6, abort) as lease:
-        wait_until(lambda: ("b", 0.6) in queue.calls)
+        assert len(queue.calls) == calls_after_a  # parked while nothing was held
+        assert wait_for(lambda: ("b", 0.6) in queue.calls)
         assert threading.active_count() == threads_before + 1  # the same single thread
     assert {task for task, _ in queue.calls} == {"a", "b"}
     assert not lease.lost.is_set() and not abort.is_set()
     beat.close()
     assert threading.active_count() == threads_before
+
+
+def test_nothing_is_extended_while_no_lease_is_held() -> None:
+    clock = FakeClock()
+    queue = RecordingQueue()
+    beat = Heartbeat(queue, clock, background=False)  # type: ignore[arg-type]
+    with beat.keep(message("a"), 0.6, threading.Event()):
+        clock.advance(0.2)
+        assert beat.tick() is not None
+    assert queue.calls == [("a", 0.6)]
+    clock.advance(3600)
+    assert beat.tick() is None
+    assert queue.calls == [("a", 0.6)]
 
 
 def test_a_short_task_is_never_extended() -> None:
@@ -69,30 +126,66 @@ def test_a_short_task_is_never_extended() -> None:
 
 
 def test_a_lost_lease_sets_both_events_and_is_not_extended_again() -> None:
+    clock = FakeClock()
     queue = RecordingQueue([RuntimeError("throttled"), False])
-    beat = Heartbeat(queue)  # type: ignore[arg-type]
+    beat = Heartbeat(queue, clock, background=False)  # type: ignore[arg-type]
     abort = threading.Event()
     with beat.keep(message("a"), 0.6, abort) as lease:
-        assert abort.wait(5)
-        assert lease.lost.is_set()
-        calls = len(queue.calls)
-        time.sleep(0.5)
-        assert len(queue.calls) == calls == 2  # the error was retried; the loss ends it
+        while (wait := beat.tick()) is not None:
+            clock.advance(wait)
+        assert abort.is_set() and lease.lost.is_set()
+        clock.advance(3600)
+        assert beat.tick() is None
+        assert len(queue.calls) == 2  # the error was retried; the loss ends it
+
+
+def test_a_lost_lease_parks_the_thread() -> None:
+    queue = RecordingQueue([False])
+    watch = ParkWatch()
+    beat = Heartbeat(queue, wait=watch)  # type: ignore[arg-type]
+    abort = threading.Event()
+    with beat.keep(message("a"), 0.6, abort) as lease:
+        assert abort.wait(10)
+        watch.wait_parked()
+        assert lease.lost.is_set() and queue.calls == [("a", 0.6)]
     beat.close()
 
 
 def test_leaving_waits_for_an_extension_in_progress() -> None:
-    queue = RecordingQueue()
-    queue.slow = 0.3
-    beat = Heartbeat(queue)  # type: ignore[arg-type]
+    events: list[str] = []
+    started, release = threading.Event(), threading.Event()
+
+    class SlowQueue:
+        def extend_lease(self, message: Message, seconds: float) -> bool:
+            events.append("extension started")
+            started.set()
+            assert release.wait(10)
+            events.append("extension ended")
+            return True
+
+    watch = ParkWatch()
+    beat = Heartbeat(SlowQueue(), wait=watch)  # type: ignore[arg-type]
+    leaving, left = threading.Event(), threading.Event()
+
+    def end_the_extension() -> None:
+        # Once the block is being left: a leaving that did not wait would be seen here
+        # (`left`); a correct one is still blocked when the window closes.
+        assert leaving.wait(10)
+        left.wait(0.2)
+        release.set()
+
+    releaser = threading.Thread(target=end_the_extension)
+    releaser.start()
     with beat.keep(message("a"), 0.6, threading.Event()):
-        wait_until(lambda: queue.calls)  # an extension has started and takes 0.3 s
-        started = time.monotonic()
-    waited = time.monotonic() - started
-    calls = len(queue.calls)
-    time.sleep(0.4)
-    assert len(queue.calls) == calls  # none after the block ended
-    assert waited > 0.05  # the exit waited for the call in progress
+        assert started.wait(10)
+        waits = len(watch.timeouts)
+        leaving.set()
+    events.append("left")
+    left.set()
+    releaser.join()
+    assert events == ["extension started", "extension ended", "left"]
+    watch.wait_parked(after=waits)  # none after the block ended
+    assert events.count("extension started") == 1
     beat.close()
 
 

@@ -1,4 +1,4 @@
-"""The idle shutdown (DESIGN §2): the pure decision, the state files of a machine's workers,
+"""The idle shutdown (docs/design.md §2): the pure decision, the state files of a machine's workers,
 and the worker's instance terminating itself on moto once every worker on it is idle."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import json
 import logging
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +40,11 @@ from distributed_something.recipes.command import CommandRecipe
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
 from imds_server import FakeImds, imds_server
-from testkit import NoCompute, NoProvisioner
+from testkit import WAIT, NoCompute, NoProvisioner, wait_for
 
 REGION = "us-east-1"
-WAIT = 20.0  # seconds before a wait for real state gives up (never reached when things work)
 GRACE = 180.0
 STALE = 120.0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; the result is asserted by the caller."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # --- the decision (pure) --------------------------------------------------------------------

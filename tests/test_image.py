@@ -32,15 +32,19 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 def test_dockerfile_builds_on_any_base_with_ds_worker_entrypoint() -> None:
     text = DOCKERFILE.read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    assert "ARG BASE_IMAGE=python:3.11-slim" in lines
-    assert lines[lines.index("ARG BASE_IMAGE=python:3.11-slim") + 1] == "FROM ${BASE_IMAGE}"
+    froms = [ln for ln in lines if ln.startswith("FROM ")]
+    # Python is bundled in a stage of its own; the tool image gets only /opt/ds from it.
+    assert froms == ["FROM ${PYTHON_IMAGE} AS bundle", "FROM ${BASE_IMAGE}"]
+    final = lines[lines.index("FROM ${BASE_IMAGE}") :]
+    assert "COPY --from=bundle /opt/ds /opt/ds" in final
+    assert not any(ln.startswith("RUN") and ("apt-get" in ln or "apk" in ln) for ln in final)
     assert lines[-1] == 'ENTRYPOINT ["ds", "worker"]'
     lowered = text.lower()
     assert "s3fs" not in lowered.replace("no s3fs", "")
     assert "--privileged" not in lowered
     # Everything the image copies exists in the checkout.
     for line in lines:
-        if line.startswith("COPY "):
+        if line.startswith("COPY ") and not line.startswith("COPY --from="):
             for part in line.split()[1:-1]:
                 assert (REPO / part).exists(), part
 
@@ -50,7 +54,10 @@ def test_build_argv_uses_the_dockerfile_and_base(tmp_path: Path) -> None:
     assert argv[:2] == ["docker", "build"]
     assert argv[argv.index("-f") + 1] == str(DOCKERFILE)
     assert "BASE_IMAGE=fiji/fiji:latest" in argv and argv[argv.index("-t") + 1] == "me/ds-fiji:1"
+    assert "PYTHON_IMAGE=python:3.11-slim-bookworm" in argv
     assert argv[-1] == str(REPO)
+    argv = build_argv("docker", base="b", tag="t:1", root=source_root(), python_image="me/py:3.12")
+    assert "PYTHON_IMAGE=me/py:3.12" in argv
 
 
 def test_no_engine_gives_one_clear_line(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from distributed_something.records import (
 )
 from distributed_something.report.build import build_report
 from distributed_something.state import load_state
-from distributed_something.usecases import inspect, lifecycle
+from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.loop import Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
@@ -227,8 +227,8 @@ class Accounting(RuleBasedStateMachine):
     @precondition(lambda self: self.set_up)
     @rule()
     def redrive(self) -> None:
-        before = len(inspect.dead_list(self.project, self.backend))
-        moved = inspect.dead_redrive(self.project, None, self.backend)
+        before = len(run_info.dead_list(self.project, self.backend))
+        moved = run_info.dead_redrive(self.project, None, self.backend)
         assert moved == before  # exactly one message per dead task
 
     # the invariant ---------------------------------------------------------------------

@@ -35,7 +35,7 @@ from distributed_something.worker.procgroups import (
     record_path,
     this_machine,
 )
-from test_runner import read_pid, running, wait_for
+from testkit import read_pid, running, wait_for
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="process records need Linux's /proc"

@@ -9,7 +9,6 @@ dead-lettered with its error, no task pending, and (on AWS) nothing left after `
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -22,21 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import tomli_w
 
 from aws_agent import task_definition_environment
 from conftest import FAKE_AWS_ENV, write_project
 from distributed_something.jobs.model import task_id_of
 from imds_server import FakeImds, imds_server
+from moto_projects import (
+    assert_nothing_left,
+    aws_client,
+    aws_project,
+    ds_ok,
+    leftovers,
+    s3_objects,
+)
 from reliability_figures import Figures
 from reliability_figures import figures as figures  # the session fixture
-from testkit import moto_family_fleet
+from testkit import expected_output
 
 pytestmark = pytest.mark.slow
 
-REGION = "us-east-1"
 SEED = 20240611
 
 # The task: records each start in a ledger, fails for ever when its name says poison,
@@ -51,11 +55,6 @@ TASK_CODE = (
     "time.sleep(0.05 + int(digest[:4], 16) % 151 / 1000)\n"
     "open(os.path.join(out, 'result.txt'), 'w').write('output of ' + name + ' ' + digest)\n"
 )
-
-
-def expected_output(name: str) -> str:
-    """What the task writes for ``name`` (computed independently of the run)."""
-    return f"output of {name} {hashlib.sha256(name.encode()).hexdigest()}"
 
 
 def job_names(total: int, poison_share: float, rng: random.Random) -> tuple[list[str], set[str]]:
@@ -304,135 +303,6 @@ MOTO_APP = "CHAOS"
 MOTO_BUCKET = "ds-chaos"
 #: (ledger starts, event): SIGKILL a worker, or an interruption notice to an instance.
 MOTO_EVENTS = ((8, "kill"), (16, "notice"), (24, "kill"), (32, "notice"), (40, "kill"))
-
-
-def aws_client(service: str) -> Any:
-    """A plain boto3 client of the test (not ds's: no hooks), on the moto server."""
-    return boto3.client(service, region_name=REGION)
-
-
-def aws_project(
-    folder: Path,
-    *,
-    app: str,
-    bucket: str,
-    names: list[str],
-    argv: list[str],
-    cluster: dict[str, Any],
-    queue: dict[str, Any],
-    env: dict[str, str] | None = None,
-) -> Path:
-    """ds.toml (aws backend, command recipe), files/job.json and files/fleet.json (the
-    family's example fleet with moto's subnet and security group) in ``folder``; creates
-    the bucket. Returns ``folder``."""
-    (folder / "files").mkdir(parents=True)
-    config: dict[str, Any] = {
-        "app_name": app,
-        "backend": "aws",
-        "image": "example/ds-worker:1",
-        "recipe": {"name": "command", "argv": argv, "output_prefix": "out/{name}"},
-        "cluster": cluster,
-        "queue": queue,
-        "storage": {"bucket": bucket},
-        "aws": {"region": REGION, "ecs_cluster": f"{app}Cluster", "create_dashboard": True},
-        "local": {"poll_interval": 0.2},
-    }
-    if env:
-        config["env"] = env
-    (folder / "ds.toml").write_text(tomli_w.dumps(config))
-    job = {"groups": [{"name": n} for n in names]}
-    (folder / "files" / "job.json").write_text(json.dumps(job))
-    ec2 = aws_client("ec2")
-    fleet = moto_family_fleet(ec2)
-    (folder / "files" / "fleet.json").write_text(json.dumps(fleet))
-    aws_client("s3").create_bucket(Bucket=bucket)
-    return folder
-
-
-def ds_ok(*args: str, cwd: Path, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    """Run `ds ARGS` in ``cwd`` with this test's environment; assert its exit code."""
-    result = subprocess.run(
-        [sys.executable, "-m", "distributed_something", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "COLUMNS": "200"},
-        check=False,
-    )
-    assert result.returncode in ok, f"ds {' '.join(args)} → {result.returncode}: {result.stderr}"
-    return result
-
-
-def leftovers(app: str) -> dict[str, list[str]]:
-    """What of ``app``'s run still exists on the moto server (billable or not), by kind:
-    its queues, cluster, service, task definitions; every live spot fleet, instance, alarm
-    and dashboard. The dead-letter queue is expected: it is kept on purpose."""
-    sqs, ecs, ec2, cloudwatch = (aws_client(s) for s in ("sqs", "ecs", "ec2", "cloudwatch"))
-    cluster = f"{app}Cluster"
-    clusters = ecs.describe_clusters(clusters=[cluster])["clusters"]
-    live_cluster = [c["clusterName"] for c in clusters if c["status"] == "ACTIVE"]
-    services: list[str] = []
-    if live_cluster:
-        arns = ecs.list_services(cluster=cluster).get("serviceArns", [])
-        described = (
-            ecs.describe_services(cluster=cluster, services=arns)["services"] if arns else []
-        )
-        services = [s["serviceName"] for s in described if s["status"] == "ACTIVE"]
-    fleets = ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
-    instances = [
-        i["InstanceId"]
-        for r in ec2.describe_instances(
-            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
-        )["Reservations"]
-        for i in r["Instances"]
-    ]
-    return {
-        "queues": [
-            name
-            for name in (u.rsplit("/", 1)[1] for u in sqs.list_queues().get("QueueUrls", []))
-            if name.startswith(app)
-        ],
-        "clusters": live_cluster,
-        "services": services,
-        "task definitions": ecs.list_task_definitions(familyPrefix=f"{app}Task", status="ACTIVE")[
-            "taskDefinitionArns"
-        ],
-        "spot fleets": [
-            f["SpotFleetRequestId"]
-            for f in fleets
-            if not f["SpotFleetRequestState"].startswith("cancelled")
-        ],
-        "instances": instances,
-        "alarms": [a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]],
-        "dashboards": [
-            d["DashboardName"] for d in cloudwatch.list_dashboards()["DashboardEntries"]
-        ],
-    }
-
-
-def assert_nothing_left(app: str) -> None:
-    """Only the dead-letter queue of ``app`` remains."""
-    assert leftovers(app) == {
-        "queues": [f"{app}DeadMessages"],
-        "clusters": [],
-        "services": [],
-        "task definitions": [],
-        "spot fleets": [],
-        "instances": [],
-        "alarms": [],
-        "dashboards": [],
-    }
-
-
-def s3_objects(bucket: str, prefix: str = "") -> dict[str, bytes]:
-    """Every object under ``prefix`` in ``bucket``: key → body."""
-    s3 = aws_client("s3")
-    found: dict[str, bytes] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            found[obj["Key"]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-    return found
 
 
 def s3_end_state(

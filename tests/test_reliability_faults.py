@@ -43,18 +43,18 @@ from distributed_something.usecases import lifecycle
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.loop import Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
-from reliability_figures import Figures
-from reliability_figures import figures as figures  # the session fixture
-from test_reliability_chaos import (
+from moto_projects import (
     REGION,
     assert_nothing_left,
     aws_client,
     aws_project,
     ds_ok,
-    expected_output,
     leftovers,
     s3_objects,
 )
+from reliability_figures import Figures
+from reliability_figures import figures as figures  # the session fixture
+from testkit import expected_output
 
 pytestmark = pytest.mark.slow
 

@@ -32,7 +32,7 @@ from distributed_something.cli.main import main
 from distributed_something.jobs.model import MAX_MESSAGE_BYTES
 from reliability_figures import Figures, Scenario
 from reliability_figures import figures as figures  # the session fixture
-from test_aws_fleet import FAMILY_FLEET
+from testkit import FAMILY_FLEET
 
 #: A fixed seed makes every run generate the same cases; the example database (which replays
 #: a case that failed before) lives in the system's temporary folder, not in the repository.

@@ -44,9 +44,9 @@ from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.records import RunRecords
 from imds_server import imds_server
+from moto_projects import REGION, assert_nothing_left, aws_client, aws_project, ds_ok
 from reliability_figures import Figures
 from reliability_figures import figures as figures  # the session fixture
-from test_reliability_chaos import REGION, assert_nothing_left, aws_client, aws_project, ds_ok
 
 pytestmark = pytest.mark.slow
 

@@ -188,7 +188,7 @@ def test_header_has_run_identity_and_utc_times() -> None:
     assert meta["backend"] == "local"
     assert meta["created"] == "1970-01-01 00:00:00 UTC"
     assert meta["finished"] == "1970-01-01 01:02:05 UTC"
-    assert meta["wall time"] == "1h02m"
+    assert meta["wall time"] == "1 h 02 min"
 
 
 def test_unfinished_run_says_so() -> None:
@@ -264,10 +264,10 @@ def test_throughput_of_many_tasks_stays_small() -> None:
 
 def test_duration_stats_shown() -> None:
     root = parse(render_html(mixed_report())).root
-    assert root.one("td", id="stat-min").text() == "30.0s"
-    assert root.one("td", id="stat-median").text() == "45.0s"
-    assert root.one("td", id="stat-max").text() == "1m30s"
-    assert root.one("td", id="stat-total").text() == "2m45s"
+    assert root.one("td", id="stat-min").text() == "30 s"
+    assert root.one("td", id="stat-median").text() == "45 s"
+    assert root.one("td", id="stat-max").text() == "1 min 30 s"
+    assert root.one("td", id="stat-total").text() == "2 min 45 s"
 
 
 def test_attention_and_full_tables() -> None:
@@ -275,11 +275,11 @@ def test_attention_and_full_tables() -> None:
     attention = root.one("table", id="attention").one("tbody").find_all("tr")
     assert len(attention) == 10  # 1 failed + 4 dead + 5 pending
     first = [td.text() for td in attention[0].find_all("td")]
-    assert first == ["f1", "failed", '{"n":"f"}', "2", "", "boom"]
+    assert first == ["f1", "failed", '{"n":"f"}', "2", "", "boom", "ds logs f1"]
     rows = root.one("table", id="tasks").one("tbody").find_all("tr")
     assert len(rows) == 15
     cells = [td.text() for td in rows[1].find_all("td")]
-    assert cells == ["d2", '{"n":"d2"}', "done (duplicate)", "1", "45.0s", "1"]
+    assert cells == ["d2", '{"n":"d2"}', "done (duplicate)", "1", "45 s", "1", "ds logs d2"]
     assert not root.find_all("p", id="tasks-capped")
 
 
@@ -366,10 +366,10 @@ def test_report_json_is_what_asdict_gives_and_round_trips() -> None:
     counts, stats = tally(tasks)
     report = RunReport("App", "r1", "local", 1.0, 9.0, counts, tasks, stats)
     data = report.to_json()
-    # The durations and finish times of every done task are for plots, not the JSON.
-    expected = dataclasses.asdict(report)
-    del expected["durations"], expected["finish_times"]
-    assert data == expected
+    # Everything but the durations and finish times of every done task (for plots) and the
+    # timeline (one entry per attempt: `ds report --trace` has them).
+    left_out = ("durations", "finish_times", "timeline")
+    assert data == {k: v for k, v in dataclasses.asdict(report).items() if k not in left_out}
     assert json.loads(json.dumps(data, separators=(",", ":"))) == data
 
 
@@ -388,7 +388,15 @@ def test_failures_section_shows_group_cause_first_error_and_log_tail() -> None:
     root = parse(render_html(make_report([failed, done("ok", 1.0, 2.0)]))).root
     row = root.one("table", id="attention").one("tbody").one("tr")
     cells = [td.text() for td in row.find_all("td")]
-    assert cells == ["t1", "dead", '{"name":"f07"}', "3", "exit", "ERROR: empty file f07.txt"]
+    assert cells == [
+        "t1",
+        "dead",
+        '{"name":"f07"}',
+        "3",
+        "exit",
+        "ERROR: empty file f07.txt",
+        "ds logs t1",
+    ]
     section = root.one("div", id="failure-t1")
     text = section.text()
     assert '{"name":"f07"}' in text and "exit" in text and "command exited with code 1" in text
@@ -427,3 +435,200 @@ def test_the_tsv_beside_the_page_lists_every_task(tmp_path: Path) -> None:
     assert len(lines) == len(tasks) + 1
     assert lines[-1].split("\t") == ["d1", "dead", "3", "1.500", "0", "exit", '{"n":"d"}']
     assert all(len(line.split("\t")) == len(TSV_COLUMNS) for line in lines)
+
+
+# --- axes, units, words, links, timeline and cost (issues 12 and 15) -------------------------
+
+
+def xtick_labels(svg: Node) -> list[str]:
+    return [t.text() for t in svg.find_all("text", cls="xtick")]
+
+
+def test_histogram_ticks_are_distinct_for_close_durations() -> None:
+    # Durations of 1.50-1.55 s once gave ticks that all read "1.5s".
+    tasks = [done(f"t{i}", 1.50 + i * 0.005, 10.0 + i) for i in range(11)]
+    svg = parse(render_html(make_report(tasks))).root.one("svg", id="histogram")
+    ticks = xtick_labels(svg)
+    assert ticks == ["1.50", "1.52", "1.54", "1.56"]
+    assert "task duration (s)" in svg.text()
+    assert [t.text() for t in svg.find_all("text", cls="ytick")] == ["0", "1", "2", "3"]
+
+
+def test_short_run_throughput_reads_in_seconds_with_plural_words() -> None:
+    # Six tasks done within 3.2 s (the quickstart): the axis once read "0.0 0.0 0.0 0.0 0.1".
+    tasks = [done(f"t{i}", 0.4, 0.5 + i * 0.54) for i in range(6)]
+    report = make_report(tasks, finished_at=CREATED + 3.2)
+    root = parse(render_html(report)).root
+    svg = root.one("svg", id="throughput")
+    assert xtick_labels(svg) == ["0", "1", "2", "3", "4"]
+    assert "time since the run was created (s)" in svg.text()
+    note = root.one("p", id="throughput-note").text()
+    assert note.startswith("6 tasks done in 3.2 s; average throughput 1.87 tasks/s")
+    one = parse(render_html(make_report([done("a", 1.0, 90.0)]))).root
+    assert one.one("p", id="throughput-note").text().startswith("1 task done in 1 min 30 s")
+
+
+def test_long_run_throughput_reads_in_hours() -> None:
+    tasks = [done(f"t{i}", 60.0, 3600.0 * i) for i in range(1, 6)]
+    svg = parse(render_html(make_report(tasks))).root.one("svg", id="throughput")
+    assert xtick_labels(svg) == ["0", "1", "2", "3", "4", "5"]
+    assert "(h)" in svg.text()
+
+
+def test_failures_say_attempts_in_singular_and_plural() -> None:
+    once = TaskReport("a", {}, "dead", 1, error="e")
+    thrice = TaskReport("b", {}, "dead", 3, error="e")
+    text = parse(render_html(make_report([once, thrice]))).root.one("div", id="failure-a").text()
+    assert "dead after 1 attempt" in text and "attempt(s)" not in text
+    text = parse(render_html(make_report([once, thrice]))).root.one("div", id="failure-b").text()
+    assert "dead after 3 attempts" in text
+
+
+def test_local_outputs_and_logs_are_file_links(tmp_path: Path) -> None:
+    report = mixed_report()
+    report.outputs_location = str(tmp_path / "bucket")
+    report.logs_location = str(tmp_path / "bucket" / "_ds" / "App" / "runs" / "run-42" / "logs")
+    report.tasks[0].output_prefix = "out/d1"
+    root = parse(render_html(report)).root
+    assert root.one("a", id="outputs-location").attrs["href"] == (tmp_path / "bucket").as_uri()
+    row = root.one("table", id="tasks").one("tbody").find_all("tr")[0]
+    link = row.one("a", cls="outputs")
+    assert link.attrs["href"] == (tmp_path / "bucket" / "out" / "d1").as_uri() + "/"
+    assert link.text() == "1"
+    log = row.one("a", cls="log")
+    assert log.attrs["href"] == Path(report.logs_location, "d1").as_uri() + "/"
+    # A pending task never ran: no log to link.
+    pending = [r for r in root.one("table", id="tasks").find_all("tr") if "p0" in r.text()]
+    assert pending[0].find_all("td")[-1].text() == ""
+
+
+def test_s3_outputs_link_to_the_console_and_logs_name_the_command() -> None:
+    report = mixed_report()
+    report.backend = "aws"
+    report.outputs_location = "s3://my-results/"
+    report.logs_location = "s3://my-bucket/_ds/App/runs/run-42/logs/"
+    report.tasks[0].output_prefix = "projects/P 1/out/d1"
+    root = parse(render_html(report)).root
+    head = root.one("a", id="outputs-location")
+    assert head.attrs["href"] == "https://s3.console.aws.amazon.com/s3/buckets/my-results"
+    assert head.text() == "s3://my-results/"
+    row = root.one("table", id="tasks").one("tbody").find_all("tr")[0]
+    link = row.one("a", cls="outputs")
+    assert link.attrs["href"] == (
+        "https://s3.console.aws.amazon.com/s3/buckets/my-results?prefix=projects/P%201/out/d1/"
+    )
+    assert link.attrs["title"] == "s3://my-results/projects/P 1/out/d1/"
+    assert row.find_all("td")[-1].text() == "ds logs d1"
+    assert not root.find_all("a", cls="log")
+
+
+def span(worker: str, task: str, start: float, end: float | None, outcome: str) -> Any:
+    from distributed_something.report.build import AttemptSpan
+
+    return AttemptSpan(
+        worker, task, CREATED + start, None if end is None else CREATED + end, outcome
+    )
+
+
+def test_timeline_has_a_lane_per_worker_and_a_bar_per_attempt() -> None:
+    report = mixed_report()
+    report.timeline = [
+        span("host-1", "d1", 10.0, 70.0, "done"),
+        span("host-2", "f1", 20.0, 50.0, "failed"),
+        span("host-2", "x0", 200.0, 260.0, "dead"),
+        span("host-1", "d3", 250.0, None, "running"),
+    ]
+    root = parse(render_html(report)).root
+    svg = root.one("svg", id="timeline")
+    assert [t.text() for t in svg.find_all("text", cls="worker")] == [
+        "host-1host-1",
+        "host-2host-2",
+    ]
+    bars = svg.find_all("rect", cls="attempt")
+    assert [b.attrs["data-outcome"] for b in bars] == ["done", "running", "failed", "dead"]
+    x = {b.attrs["data-outcome"]: float(b.attrs["x"]) for b in bars}
+    w = {b.attrs["data-outcome"]: float(b.attrs["width"]) for b in bars}
+    # Linear in time: the done bar (60 s) is twice as wide as the failed one (30 s).
+    assert w["done"] == pytest.approx(2 * w["failed"])
+    assert x["dead"] - x["done"] == pytest.approx(w["done"] / 60 * 190)
+    # The open attempt runs to the end of the run (600 s after its creation).
+    assert x["running"] + w["running"] == pytest.approx(x["done"] + w["done"] / 60 * 590)
+    assert_finite_geometry(root)
+    legend = root.one("figcaption").text()
+    assert legend == "donefaileddeadrunning"
+    assert root.one("p", id="timeline-note").text() == "4 attempts on 2 workers."
+
+
+def test_timeline_merges_short_attempts_and_caps_lanes() -> None:
+    from distributed_something.report.html import MAX_LANES
+
+    many = [span("w", f"t{i}", i * 0.01, i * 0.01 + 0.009, "done") for i in range(5000)]
+    many.append(span("w", "late", 3000.0, 3001.0, "failed"))
+    many += [span(f"x{i:03d}", f"y{i}", 1.0, 2.0, "done") for i in range(MAX_LANES + 5)]
+    report = mixed_report()
+    report.timeline = many
+    root = parse(render_html(report)).root
+    svg = root.one("svg", id="timeline")
+    bars = svg.find_all("rect", cls="attempt")
+    assert len(svg.find_all("text", cls="worker")) == MAX_LANES
+    lane_w = next(b for b in bars if b.attrs["data-outcome"] == "done")
+    assert int(lane_w.attrs["data-attempts"]) == 5000  # one bar for 5,000 short attempts
+    note = root.one("p", id="timeline-note").text()
+    assert f"Showing the first {MAX_LANES} workers" in note
+    assert "6 other workers" in note and "6 attempts" in note
+
+
+def test_timeline_note_when_attempts_were_not_read() -> None:
+    report = mixed_report()
+    report.timeline_note = "this run has 30,000 attempts; the report reads at most 20,000"
+    root = parse(render_html(report)).root
+    assert not root.find_all("svg", id="timeline")
+    assert "30,000 attempts" in root.one("p", id="timeline-note").text()
+
+
+def test_cost_is_shown_per_run_and_per_task_when_priced() -> None:
+    report = mixed_report()
+    report.cost = {
+        "usd": 0.035,
+        "usd_per_hour": 0.1,
+        "slots": 4,
+        "attempts": 4,
+        "open_attempts": 1,
+        "basis": "aws.machine_price $0.1/h shared by 4 task slots per machine",
+    }
+    for task, usd in zip(report.tasks[:3], (0.01, 0.02, 0.005), strict=True):
+        task.cost_usd = usd
+    root = parse(render_html(report)).root
+    total = root.one("p", id="cost-total")
+    assert total.one("strong").text() == "$0.04"
+    assert "for 4 attempts of 3 tasks; $0.01 per task on average." in total.text()
+    assert "1 attempt still open is not counted." in total.text()
+    assert "4 task slots" in root.one("p", id="cost-basis").text()
+    heads = [th.text() for th in root.one("table", id="tasks").find_all("th")]
+    assert heads[-1] == "cost"
+    rows = root.one("table", id="tasks").one("tbody").find_all("tr")
+    assert [r.find_all("td")[-1].text() for r in rows[:4]] == ["$0.01", "$0.02", "$0.0050", ""]
+
+
+def test_cost_is_omitted_with_a_reason_when_unpriced() -> None:
+    report = mixed_report()
+    report.cost_note = "no price is known for the local backend: cost is shown for AWS runs only"
+    root = parse(render_html(report)).root
+    assert root.one("p", id="cost-note").text() == (
+        "Cost not shown: no price is known for the local backend: cost is shown for AWS runs only."
+    )
+    assert "cost" not in [th.text() for th in root.one("table", id="tasks").find_all("th")]
+    assert not root.find_all("p", id="cost-total")
+
+
+def test_page_is_built_for_small_screens() -> None:
+    page = render_html(mixed_report())
+    root = parse(page).root
+    assert (
+        root.one("meta", name="viewport").attrs["content"] == "width=device-width, initial-scale=1"
+    )
+    for ident in ("tasks", "attention"):
+        wrapper = [d for d in root.find_all("div", cls="scroll") if d.find_all("table", id=ident)]
+        assert len(wrapper) == 1
+    assert "@media (max-width: 600px)" in page
+    assert "overflow-x: auto" in page

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,38 +19,10 @@ import pytest
 from distributed_something.worker import runner as runner_module
 from distributed_something.worker.procgroups import GroupRecorder, record_path
 from distributed_something.worker.runner import SubprocessRunner
+from testkit import read_pid, running, wait_for
 
 PY = sys.executable
 LINUX = sys.platform.startswith("linux")
-
-
-def running(pid: int) -> bool:
-    """True while ``pid`` is a process that has not exited (a zombie has; PID 1 here may never
-    reap the orphans it inherits)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return not LINUX
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def wait_for(condition: Callable[[], object], seconds: float = 10.0) -> bool:
-    """Poll ``condition()`` until it is true or ``seconds`` pass (a generous upper bound)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def read_pid(path: Path) -> int:
-    assert wait_for(lambda: path.exists() and path.read_text().strip()), f"no pid in {path}"
-    return int(path.read_text().split()[0])
 
 
 @pytest.fixture

@@ -205,7 +205,7 @@ def test_the_streamed_report_lists_a_sample_and_writes_every_task(
         records.write_failure(Failure(t, 1, f"exit 3 in {t}", 3, "log", time.time(), "w1"))
     state = RunState(app_name="App", run_id="r1", backend="local", created_at=time.time())
     files = TaskFiles(tmp_path / "report.json", tmp_path / "report.tsv")
-    report = build_report(RunRecords(records.storage, "App", "r1"), state, files.add)
+    report = build_report(RunRecords(records.storage, "App", "r1"), state, on_task=files.add)
     files.finish(report)
     assert report.counts == whole(records) | {"running": 0}
     assert report.counts == summarised(records)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO, write_project
+from distributed_something.backends.slurm.commands import parse_duration
 from distributed_something.backends.slurm.slices import SliceQueue
 from distributed_something.config.loader import load_config
 from distributed_something.errors import InputError, QueueGone
@@ -99,9 +100,12 @@ def test_quickstart_runs_on_slurm_and_a_rerun_skips_what_is_done(
     bucket = shared / "buckets" / "default"
     for task in report["tasks"]:
         assert (bucket / "results" / task["group"]["name"] / "summary.json").is_file()
-    # The workers ran inside Slurm jobs: one array element per slice of tasks.
-    logs = sorted((shared / "slurm" / "logs").glob("*.out"))
-    assert logs and "exits: {'done': 6" in logs[0].read_text()
+    # The workers ran inside Slurm jobs: 6 tasks in 2 slices (tasks_per_job is 10, but the
+    # example allows 2 workers at once), one array element each.
+    (array,) = arrays_of(shared)
+    assert len(array["slices"]) == 2
+    logs = "".join(p.read_text() for p in (shared / "slurm" / "logs").glob("*.out"))
+    assert logs.count("done in") == 6
     assert our_jobs(shared) == []
     again = ds("run", str(folder), "--backend", "slurm", "--json", "--interval", "1", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -213,11 +217,11 @@ def test_a_worker_killed_outright_loses_no_task(slurm_cluster: str, tmp_path: Pa
         time.sleep(0.2)
     (array,) = [a for a in arrays_of(tmp_path / "shared") if len(a["slices"]) == 2]
     queue = SliceQueue(tmp_path / "shared" / "queue", max_receive_count=2)
-    index = next(
-        i for i, sid in enumerate(array["slices"]) if "once-1" in queue.messages_of(sid)[0]["body"]
-    )
-    # The Slurm job's worker process, killed as the kernel's OOM killer would: no word.
-    name = f"slurm-{array['job_id']}_{index}".encode()
+    (once,) = [sid for sid in array["slices"] if "once-1" in queue.messages_of(sid)[0]["body"]]
+    # The worker holding once-1's slice (its own job's, or one that went on to it), as it
+    # says in held/; its process killed as the kernel's OOM killer would: no word.
+    (worker,) = [w for w in (queue.root / "held").iterdir() if w.read_text() == once]
+    name = worker.name.encode()
     (pid,) = [
         int(proc.name)
         for proc in Path("/proc").iterdir()
@@ -230,7 +234,32 @@ def test_a_worker_killed_outright_loses_no_task(slurm_cluster: str, tmp_path: Pa
     assert by_name["once-1"]["outcome"] == "done" and by_name["once-1"]["attempts"] == 2
     lost = list((tmp_path / "shared").rglob("*.lost.json"))
     assert len(lost) == 1
-    assert f"Slurm job {array['job_id']}_{index} ended" in json.loads(lost[0].read_text())["error"]
+    job = worker.name.removeprefix("slurm-")
+    assert f"Slurm job {job} ended" in json.loads(lost[0].read_text())["error"]
+    assert our_jobs(tmp_path / "shared") == []
+
+
+def test_a_job_that_finished_its_slice_goes_on_to_the_next(
+    slurm_cluster: str, tmp_path: Path, ds: Ds
+) -> None:
+    """One Slurm job at a time, six slices of one task (two arrays: MaxArraySize is 5): the
+    first job runs every task, since the others cannot start before it ends, and it ends
+    only when no slice is left; the rest are cancelled or find nothing to do."""
+    names = [f"ok-{i}" for i in range(6)]
+    proj = slurm_project(tmp_path, names, tasks_per_job=1, max_jobs=1)
+    result = ds("run", str(proj), "--json", "--interval", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = report_of(result)
+    assert report["counts"]["done"] == 6
+    arrays = arrays_of(tmp_path / "shared")
+    assert [len(a["slices"]) for a in arrays] == [5, 1]
+    attempts = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "shared" / "buckets").rglob("attempts/*/*.json")
+    ]
+    assert len(attempts) == 6
+    assert {a["worker"] for a in attempts} == {f"slurm-{arrays[0]['job_id']}_0"}
+    assert sorted((tmp_path / "ledger.txt").read_text().split()) == sorted(names)
     assert our_jobs(tmp_path / "shared") == []
 
 
@@ -328,6 +357,71 @@ def test_slice_queue_leases_retries_dead_letters_and_reclaims(tmp_path: Path) ->
     reclaimer.purge()
     assert reclaimer.counts() == QueueCounts(0, 0, 1)
     assert reclaimer.drop_dead(["c"]) == 1 and reclaimer.counts() == QueueCounts(0, 0, 0)
+
+
+def test_a_worker_goes_on_to_slices_no_one_holds_while_it_may(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    login = SliceQueue(tmp_path, max_receive_count=2, tasks_per_slice=1, clock=clock)
+    login.send_batch([("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")])
+    first, second, third, fourth = login.slice_ids()
+    asked: list[float] = []
+
+    def allow(longest: float) -> bool:
+        asked.append(longest)
+        return len(asked) <= 1  # one slice more, then no more
+
+    held = tmp_path / "held"
+    a = SliceQueue(
+        tmp_path, max_receive_count=2, slice_id=first, clock=clock, worker="w-a", take_more=allow
+    )
+    (task,) = a.receive(5, 30)
+    assert task.task_id == "a" and (held / "w-a").read_text() == first
+    # another worker holds the third slice: the first goes on to the second, then the fourth
+    c = SliceQueue(tmp_path, max_receive_count=2, slice_id=third, clock=clock, worker="w-c")
+    assert [m.task_id for m in c.receive(1, 30)] == ["c"]
+    a.delete(task)
+    (task,) = a.receive(5, 30)
+    assert task.task_id == "b" and (held / "w-a").read_text() == second
+    assert login.is_free(first) and not login.is_free(second)
+    assert login.held_by("w-a") == second and login.held_by("nobody") is None
+    a.delete(task)
+    assert a.receive(5, 30) == []  # take_more said no: drained, the worker exits
+    assert a.counts().drained and len(asked) == 2
+    assert login.counts() == QueueCounts(1, 1, 0)  # c leased, d untouched
+    # a worker refused its own slice (another holds it) goes on to one no one holds
+    late = SliceQueue(
+        tmp_path,
+        max_receive_count=2,
+        slice_id=third,
+        clock=clock,
+        worker="w-late",
+        take_more=lambda longest: True,
+    )
+    assert [m.task_id for m in late.receive(5, 30)] == ["d"]
+    assert login.held_by("w-late") == fourth
+    # without take_more (a worker not in a Slurm job) a refused slice stays refused
+    other = SliceQueue(tmp_path, max_receive_count=2, slice_id=third, clock=clock, worker="w-o")
+    assert other.receive(5, 30) == [] and login.held_by("w-o") == ""
+    login.forget_worker("w-o")
+    assert login.held_by("w-o") is None
+
+
+def test_a_small_run_is_spread_over_the_jobs_it_may_run(tmp_path: Path) -> None:
+    queue = SliceQueue(tmp_path, max_receive_count=2, tasks_per_slice=10, spread=4)
+    queue.send_batch([(str(i), "{}") for i in range(6)])  # 6 tasks, 4 jobs: slices of 2
+    assert [len(queue.messages_of(s)) for s in queue.slice_ids()] == [2, 2, 2]
+    big = SliceQueue(tmp_path / "big", max_receive_count=2, tasks_per_slice=10, spread=4)
+    big.send_batch([(str(i), "{}") for i in range(100)])  # enough for full slices
+    assert [len(big.messages_of(s)) for s in big.slice_ids()] == [10] * 10
+
+
+def test_slurm_durations_are_read_as_squeue_writes_them() -> None:
+    assert parse_duration("UNLIMITED") is None and parse_duration("NOT_SET") is None
+    assert parse_duration("59") == 59
+    assert parse_duration("4:05") == 245
+    assert parse_duration("1:00:00") == 3600
+    assert parse_duration("2-03:04:05") == 2 * 86400 + 3 * 3600 + 4 * 60 + 5
+    assert parse_duration("INVALID") == 0 and parse_duration("") == 0
 
 
 def test_a_worker_without_a_slice_stops_at_once(tmp_path: Path) -> None:

@@ -249,9 +249,9 @@ def test_on_moto_double_submit_cleanup_and_resubmit_keep_status_and_report_equal
     workers (the registered task definition's environment) do each task once, status equals
     the report, and after cleanup a submit is refused until a new run is set up."""
     from aws_agent import start_tasks
-    from test_e2e_aws import aws_client, make_project, wait_all
+    from moto_projects import aws_client, make_e2e_project, wait_all
 
-    proj = make_project(tmp_path, ["a", "b", "c"])
+    proj = make_e2e_project(tmp_path, ["a", "b", "c"])
     ok(ds("setup", cwd=proj))
     ok(ds("submitJob", "files/job.json", cwd=proj))
     again = js(ok(ds("submit", "files/job.json", "--json", cwd=proj)))

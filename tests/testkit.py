@@ -1,61 +1,96 @@
-"""Test data and fakes shared by several test files: the family's fleet file and a fake clock."""
+"""Test data, fakes and helpers shared by several test files: the family's fleet file, a
+fake clock, the no-op compute and provisioner, `wait_for` (polling for real state), process
+checks, a loopback file server, the OME-Zarr test modules, and a run's AWS resources built on
+moto (`build_world`; boto3 is imported only when it is called)."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from distributed_something.backends.aws.clients import AwsClients, AwsSettings
+from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.config.model import Config
 from distributed_something.interfaces.compute import ComputeStatus
+from family_templates import FAMILY_FLEET as SHIPPED_FLEET
+
+#: Seconds before a wait for real state gives up (never reached when things work).
+WAIT = 20.0
+
+
+def wait_for(condition: Callable[[], object], timeout: float = WAIT) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds pass (a generous upper
+    bound); the result is asserted by the caller."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` is a process that has not exited (a zombie has; PID 1 here may never
+    reap the orphans it inherits)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not sys.platform.startswith("linux")
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def read_pid(path: Path) -> int:
+    """The pid a process wrote first in ``path``, once it is there."""
+    assert wait_for(lambda: path.exists() and path.read_text().strip()), f"no pid in {path}"
+    return int(path.read_text().split()[0])
 
 
 def dcp_fleet(*, valid_until: str | None = None) -> dict[str, Any]:
-    """A fresh copy of Distributed-CellProfiler's files/exampleFleet_us-east-1.json with its
-    placeholders filled in; with ``valid_until``, the file also carries that ``ValidUntil``
-    (as copies of the family's file do, long expired). Callers may change the copy freely."""
-    validity = {"ValidUntil": valid_until} if valid_until is not None else {}
-    return {
-        "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
-        "AllocationStrategy": "lowestPrice",
-        "TerminateInstancesWithExpiration": True,
-        **validity,
-        "LaunchSpecifications": [
-            {
-                "ImageId": "ami-fad25980",
-                "KeyName": "your_key_file_name",
-                "IamInstanceProfile": {
-                    "Arn": "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
-                },
-                "BlockDeviceMappings": [
-                    {
-                        "DeviceName": "/dev/xvda",
-                        "Ebs": {
-                            "DeleteOnTermination": True,
-                            "VolumeType": "gp2",
-                            "VolumeSize": 8,
-                            "SnapshotId": "snap-04007a196c0f3f398",
-                        },
-                    },
-                    {
-                        "DeviceName": "/dev/xvdcz",
-                        "Ebs": {"DeleteOnTermination": True, "VolumeType": "gp2"},
-                    },
-                ],
-                "NetworkInterfaces": [
-                    {
-                        "DeviceIndex": 0,
-                        "SubnetId": "subnet-0123abcd",
-                        "DeleteOnTermination": True,
-                        "AssociatePublicIpAddress": True,
-                        "Groups": ["sg-0123abcd"],
-                    }
-                ],
-            }
-        ],
-        "Type": "maintain",
-    }
+    """A fresh copy of the family's files/exampleFleet_us-east-1.json (as shipped) with
+    its account ids, subnet and security group filled in; with ``valid_until``, the file also
+    carries that ``ValidUntil`` (as copies of the family's file do, long expired). Callers
+    may change the copy freely."""
+    data = copy.deepcopy(SHIPPED_FLEET)
+    data["IamFleetRole"] = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
+    spec = data["LaunchSpecifications"][0]
+    spec["IamInstanceProfile"]["Arn"] = "arn:aws:iam::123456789012:instance-profile/ecsInstanceRole"
+    spec["NetworkInterfaces"][0]["SubnetId"] = "subnet-0123abcd"
+    spec["NetworkInterfaces"][0]["Groups"] = ["sg-0123abcd"]
+    if valid_until is None:
+        return data
+    # After TerminateInstancesWithExpiration, where the family's copies carry it.
+    items = list(data.items())
+    at = [key for key, _ in items].index("TerminateInstancesWithExpiration") + 1
+    return dict([*items[:at], ("ValidUntil", valid_until), *items[at:]])
 
 
 #: The ValidUntil of the family file as users' copies carry it: long expired.
 FAMILY_VALID_UNTIL = "2019-01-01T00:00:00Z"
+
+
+#: DCP's exampleFleet.json as a user's copy reads once filled in (see `dcp_fleet`).
+FAMILY_FLEET: dict[str, Any] = dcp_fleet(valid_until=FAMILY_VALID_UNTIL)
 
 
 def moto_family_fleet(ec2: Any) -> dict[str, Any]:
@@ -66,6 +101,33 @@ def moto_family_fleet(ec2: Any) -> dict[str, Any]:
     interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]
     return data
+
+
+@contextlib.contextmanager
+def serve_folder(root: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 serving the folder ``root`` while the block runs (as a
+    lab's web server serves the script a DF config's SCRIPT_DOWNLOAD_URL names); yields its
+    base URL."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def expected_output(name: str) -> str:
+    """What the reliability tests' tasks write for ``name`` (computed independently of the
+    run): "output of NAME SHA256(NAME)"."""
+    return f"output of {name} {hashlib.sha256(name.encode()).hexdigest()}"
 
 
 class FakeClock:
@@ -110,3 +172,182 @@ class NoProvisioner:
     def setup(self, state: Any, save: Any) -> None: ...
     def start(self, state: Any, fleet: Any, workers: int, save: Any) -> None: ...
     def teardown(self, state: Any, save: Any) -> None: ...
+
+
+def omezarr_modules() -> tuple[Any, Any, Any, Any]:
+    """numpy, tifffile, ome_zarr.reader and ome_zarr.io, or a skip naming the extra that
+    installs them (`make examples` does: under CI=true the skip fails)."""
+    np = pytest.importorskip("numpy")
+    tifffile = pytest.importorskip("tifffile")
+    missing = "the omezarr extra is not installed: pip install -e '.[omezarr]' (make examples)"
+    pytest.importorskip("zarr", reason=missing)
+    reader = pytest.importorskip("ome_zarr.reader", reason=missing)
+    ome_io = pytest.importorskip("ome_zarr.io", reason=missing)
+    return np, tifffile, reader, ome_io
+
+
+# --- a run's AWS resources on moto (the `aws` fixture must be active) -------------------------
+
+BUCKET = "ds-teardown-bucket"
+RUN_ID = "20260101-000000-abcdef"
+OTHER_APP_ALARM = "T_2_i-0123456789abcdef0"  # app "T_2": shares the prefix "T_", not ours
+
+
+@dataclass
+class World:
+    """A run's AWS resources as setup and start-cluster would leave them."""
+
+    clients: AwsClients
+    names: AwsNames
+    resources: AwsResources
+    instance_ids: list[str]
+
+
+def make_config(app: str = "T", cluster: str = "TCluster") -> Config:
+    return Config(app_name=app, backend="aws", aws={"ecs_cluster": cluster})
+
+
+def build_world(
+    *, with_monitor: bool = True, service_tasks: int = 2, family_image: bool = False
+) -> World:
+    """Create queue + DLQ, cluster, task definitions, service, fleet, alarms, dashboard,
+    log groups with events, monitor objects and the bucket, directly with boto3.
+
+    The task definitions run ``ds worker`` (their entryPoint, as setup writes it), or with
+    ``family_image`` the image's own worker (no entryPoint, as for the family's images)."""
+    aws = AwsClients(AwsSettings(region="us-east-1"))
+    names = AwsNames(make_config())
+    res = AwsResources(region="us-east-1")
+    aws.s3.create_bucket(Bucket=BUCKET)
+
+    dlq = aws.sqs.create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
+    dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
+    queue = aws.sqs.create_queue(QueueName=names.queue, Attributes={"RedrivePolicy": redrive})
+    res.queue_url, res.dead_letter_queue_url = queue["QueueUrl"], dlq
+
+    aws.ecs.create_cluster(clusterName=names.cluster)
+    res.cluster, res.cluster_created = names.cluster, True
+    container: list[dict[str, Any]] = [{"name": names.container, "image": "img", "memory": 128}]
+    if not family_image:
+        container[0]["entryPoint"] = ["ds", "worker"]
+    arns = [
+        aws.ecs.register_task_definition(family=names.task_family, containerDefinitions=container)[
+            "taskDefinition"
+        ]["taskDefinitionArn"]
+        for _ in range(2)
+    ]
+    # Only the latest revision is recorded: the family lookup must find the other one.
+    res.task_definition_arns = arns[-1:]
+    aws.ecs.register_task_definition(
+        family=f"{names.task_family}Other", containerDefinitions=container
+    )
+    aws.ecs.create_service(
+        cluster=names.cluster,
+        serviceName=names.service,
+        taskDefinition=arns[-1],
+        desiredCount=service_tasks,
+    )
+    res.service = names.service
+
+    image = "ami-12c6146b"  # any id: moto does not check it (listing images is slow)
+    fleet = aws.ec2.request_spot_fleet(
+        SpotFleetRequestConfig={
+            "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+            "TargetCapacity": 2,
+            "AllocationStrategy": "lowestPrice",  # moto requires it (AWS defaults it)
+            "LaunchSpecifications": [{"ImageId": image, "InstanceType": "m5.large"}],
+        }
+    )
+    res.fleet_request_id = fleet["SpotFleetRequestId"]
+    active = aws.ec2.describe_spot_fleet_instances(SpotFleetRequestId=res.fleet_request_id)
+    instance_ids = [i["InstanceId"] for i in active["ActiveInstances"]]
+    assert len(instance_ids) == 2
+    for alarm in [*(names.instance_alarm(i) for i in instance_ids), OTHER_APP_ALARM]:
+        put_alarm(aws, alarm)
+
+    aws.cloudwatch.put_dashboard(DashboardName=names.dashboard, DashboardBody='{"widgets": []}')
+    res.dashboard = names.dashboard
+    for group in (names.log_group, names.instance_log_group):
+        aws.logs.create_log_group(logGroupName=group)
+        aws.logs.create_log_stream(logGroupName=group, logStreamName="stream")
+        aws.logs.put_log_events(
+            logGroupName=group,
+            logStreamName="stream",
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": f"hello {group}"}],
+        )
+        res.log_groups.append(group)
+
+    if with_monitor:
+        res.monitor_objects = make_monitor_objects(aws)
+    return World(aws, names, res, instance_ids)
+
+
+def put_alarm(aws: AwsClients, name: str) -> None:
+    aws.cloudwatch.put_metric_alarm(
+        AlarmName=name,
+        MetricName="CPUUtilization",
+        Namespace="AWS/EC2",
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=15,
+        Threshold=1,
+        ComparisonOperator="LessThanThreshold",
+    )
+
+
+def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
+    """The unattended monitor's rule (with a target), alarm and invoke permission."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},  # IAM principal, not an address
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    role = aws.iam.create_role(RoleName="fn-role", AssumeRolePolicyDocument=json.dumps(trust))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
+    function = aws.lambda_.create_function(
+        FunctionName="ds-monitor",
+        Runtime="python3.11",
+        Role=role["Role"]["Arn"],
+        Handler="handler.handler",
+        Code={"ZipFile": buffer.getvalue()},
+    )["FunctionArn"]
+    aws.events.put_rule(Name="T-monitor", ScheduleExpression="rate(1 minute)")
+    aws.events.put_targets(Rule="T-monitor", Targets=[{"Id": "monitor", "Arn": function}])
+    aws.lambda_.add_permission(
+        FunctionName="ds-monitor",
+        StatementId="T-monitor-invoke",
+        Action="lambda:InvokeFunction",
+        Principal="events.amazonaws.com",  # IAM principal, not an address
+    )
+    put_alarm(aws, "T-queue-alarm")
+    return {
+        "rule": "T-monitor",
+        "alarm": "T-queue-alarm",
+        "function": "ds-monitor",
+        "permission": "T-monitor-invoke",
+    }
+
+
+def _cellprofiler_missing() -> bool:
+    from distributed_something.recipes.cellprofiler import find_executable
+
+    return shutil.which(find_executable()) is None
+
+
+#: Skips a test when CellProfiler is not installed (`make examples` installs it; under
+#: CI=true the skip fails).
+needs_cellprofiler = pytest.mark.skipif(
+    _cellprofiler_missing(),
+    reason="CellProfiler is not installed: install it with `make examples` "
+    "(scripts/install-cellprofiler.sh PYTHON .venv/bin)",
+)

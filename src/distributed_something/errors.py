@@ -1,4 +1,4 @@
-"""Errors users see. Each carries the exit code of DESIGN §4 and prints as one line.
+"""Errors users see. Each carries the exit code of docs/design.md §4 and prints as one line.
 
 `main` prints ``str(error)`` once, without a traceback: messages name the file, the field
 and the fix, so they must read well on their own.
@@ -51,11 +51,5 @@ class PermanentTaskError(DSError):
     take, a link out of the output folder): the worker records the attempt as dead and
     deletes its message at once, instead of running the task again only to fail the same way.
     """
-
-    exit_code = 1
-
-
-class RunFailed(DSError):
-    """The run finished but some tasks are dead-lettered: exit code 1."""
 
     exit_code = 1

@@ -1,6 +1,6 @@
 """Recognise AWS credentials in a value by their shape, whatever the name they are stored under.
 
-DESIGN §6: no credential is ever written to a task definition, log, state file or report.
+docs/design.md §6: no credential is ever written to a task definition, log, state file or report.
 Names alone do not catch them (``S3_CREDS = "<secret key>"``, a presigned URL in a script
 URL), so values are recognised by what credentials look like:
 

@@ -1,44 +1,44 @@
-"""Backends: bundles of Queue, Storage and Compute. `open_backend` picks one from the config."""
+"""Backends: bundles of Queue, Storage, Compute and Provisioner. This module is the one
+lookup of a backend by its name (the config's ``backend``): `backend_kind` gives what a
+backend is (`BackendKind`), `open_backend` opens the one the project's config names.
+Nothing outside this package imports a backend's own modules (tests/test_layering.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import importlib
 
-from distributed_something.interfaces import Compute, Queue, Storage
-from distributed_something.interfaces.provisioner import Provisioner
+from distributed_something.errors import InputError
+from distributed_something.interfaces.backend import Backend, BackendKind
 from distributed_something.project import Project
 
+#: Each backend package defines ``KIND`` in its ``__init__`` (imported only when asked for:
+#: the AWS one needs boto3 once opened).
+NAMES = ("local", "aws", "slurm")
 
-@dataclass
-class Backend:
-    """What a run talks to.
+__all__ = ["NAMES", "Backend", "BackendKind", "backend_kind", "open_backend", "set_interactive"]
 
-    ``storage`` is the main bucket (run records, logs, default outputs); ``bucket(name)``
-    opens any bucket by name, '' meaning the main one; ``provisioner`` creates and removes
-    the run's resources; ``location(name)`` says where bucket ``name`` is, for people (a
-    folder, or ``s3://bucket/``).
-    """
 
-    name: str
-    queue: Queue
-    storage: Storage
-    compute: Compute
-    bucket: Callable[[str], Storage]
-    provisioner: Provisioner
-    location: Callable[[str], str] = field(default=lambda name: name)
+def backend_kind(name: str) -> BackendKind:
+    """The backend called ``name`` ("local", "aws" or "slurm"). Raises `InputError` for
+    another name (the config's model already refuses one)."""
+    if name not in NAMES:
+        raise InputError(
+            "config", "backend", f"{name!r} is not a backend", 'use "local", "aws" or "slurm"'
+        )
+    module = importlib.import_module(f"{__name__}.{name}")
+    kind: BackendKind = module.KIND
+    return kind
 
 
 def open_backend(project: Project) -> Backend:
     """Open the backend the project's config names. Creates nothing remote."""
-    if project.config.backend == "local":
-        from distributed_something.backends.local import open_local
+    return backend_kind(project.config.backend).open(project)
 
-        return open_local(project)
-    if project.config.backend == "slurm":
-        from distributed_something.backends.slurm import open_slurm
 
-        return open_slurm(project)
-    from distributed_something.backends.aws.backend import open_aws
-
-    return open_aws(project)
+def set_interactive(on: bool) -> None:
+    """Tell every backend that has remote services whether a person waits for the answer
+    (`BackendKind.set_interactive`)."""
+    for name in NAMES:
+        kind = backend_kind(name)
+        if kind.set_interactive is not None:
+            kind.set_interactive(on)

@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Group, RenderableType
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from distributed_something.backends import backend_kind
 from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
 from distributed_something.report.render import clip, dead_task_text, print_summary, short_id
 from distributed_something.ui import console, info
-from distributed_something.usecases import inspect, lifecycle
+from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -213,8 +217,8 @@ def submit(
 def start_cluster(fleet: Path | None, config_path: Path | None) -> None:
     """Start the workers (alias: startCluster). FLEET is the spot fleet file on AWS."""
     project = open_project(config_path)
-    if fleet is not None and project.config.backend == "local":
-        info("local backend: the fleet file is not needed and was ignored")
+    if fleet is not None and not backend_kind(project.config.backend).uses_fleet:
+        info(f"{project.config.backend} backend: the fleet file is not needed and was ignored")
         fleet = None
     status = lifecycle.start_cluster(project, fleet)
     info(f"{status.running} worker(s) running")
@@ -251,13 +255,66 @@ def monitor(
 @config_option
 @run_option
 @json_option
-def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.5),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="refresh every SECONDS (default 2) until the run is over or Ctrl-C; with --json, "
+    "one JSON object per line",
+)
+def status(
+    config_path: Path | None, run_id: str | None, as_json: bool, watch: float | None
+) -> None:
     """Counts by state (from the run's records), workers and ETA of the run."""
     project = open_project(config_path)
-    st = inspect.status(project, run_id=run_id)
-    if as_json:
-        emit_json(st.to_json())
+    st = run_info.status(project, run_id=run_id)
+    if watch is None:
+        if as_json:
+            emit_json(st.to_json())
+        else:
+            console.print(Group(*_status_frame(st)))
         return
+    try:
+        _watch_status(project, run_id, st, watch, as_json)
+    except KeyboardInterrupt:
+        info("stopped watching (the run goes on)")
+
+
+def _watch_status(
+    project: Project, run_id: str | None, st: run_info.Status, every: float, as_json: bool
+) -> None:
+    """Show ``st`` and refresh it every ``every`` seconds until the run is over: in place on a
+    terminal, else one frame (or JSON line) per refresh."""
+    if as_json or not console.is_terminal:
+        while True:
+            if as_json:
+                print(json.dumps(st.to_json()), flush=True)
+            else:
+                console.print(
+                    Group(Text(time.strftime("%H:%M:%S"), style="dim"), *_status_frame(st))
+                )
+            if _run_over(st):
+                return
+            time.sleep(every)
+            st = run_info.status(project, run_id=run_id)
+    with Live(Group(*_status_frame(st)), console=console, auto_refresh=False) as live:
+        while not _run_over(st):
+            time.sleep(every)
+            st = run_info.status(project, run_id=run_id)
+            live.update(Group(*_status_frame(st)), refresh=True)
+
+
+def _run_over(st: run_info.Status) -> bool:
+    """Nothing more will change: the run was cleaned up, or every task has its outcome (and
+    there are tasks: a run being submitted has none yet)."""
+    return not st.active or 0 < st.progress.total <= st.progress.finished
+
+
+def _status_frame(st: run_info.Status) -> list[RenderableType]:
+    """The status table and the notes under it."""
     p = st.progress
     title = f"{st.app_name} · run {st.run_id}" + ("" if st.active else " (finished)")
     table = Table(title=title)
@@ -269,25 +326,25 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
         *map(str, (p.total, p.done, p.skipped, p.running, p.failed, p.pending, p.dead)),
         f"{st.workers_running}/{st.workers_desired}",
     )
-    console.print(table)
     eta = f", ETA {st.eta_seconds:.0f}s" if st.eta_seconds is not None else ""
-    info(f"elapsed {st.elapsed:.0f}s{eta}")
+    notes = [f"elapsed {st.elapsed:.0f}s{eta}"]
     if p.duplicates:
-        info(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
+        notes.append(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
     if p.corrupt:
-        info(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
+        notes.append(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
     for problem in st.machine_problems:
-        info(f"[yellow]warning:[/] {escape(problem)}")
+        notes.append(f"[yellow]warning:[/] {escape(problem)}")
     if st.active and st.workers_running == 0 and p.total > p.finished:
-        info(
+        notes.append(
             "no workers are running (the run was interrupted?): `ds run` again resumes it, "
             "or `ds start-cluster` then `ds monitor`"
         )
     if not st.active and p.total > p.finished:
-        info(
+        notes.append(
             f"{p.total - p.finished} task(s) have no outcome: the run was stopped. "
             "Submit the job file again after `ds setup` (done tasks are skipped)"
         )
+    return [table, *(Text.from_markup(note) for note in notes)]
 
 
 @cli.command()
@@ -296,7 +353,7 @@ def status(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
 def runs(config_path: Path | None, as_json: bool) -> None:
     """Every run of this project: id, start, job files, counts, state."""
     project = open_project(config_path)
-    found = inspect.runs(project)
+    found = run_info.runs(project)
     if as_json:
         emit_json([r.to_json() for r in found])
         return
@@ -333,23 +390,42 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     is_flag=True,
     help="print every byte of a huge log (default: its first and last MiB)",
 )
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="then follow the task in the current run: its output as it is written (on AWS "
+    "from CloudWatch), attempt after attempt, until the task is done or dead",
+)
 @json_option
 def logs(
-    task: str, config_path: Path | None, run_id: str | None, full: bool, as_json: bool
+    task: str,
+    config_path: Path | None,
+    run_id: str | None,
+    full: bool,
+    follow: bool,
+    as_json: bool,
 ) -> None:
     """Print the logs of TASK (an id or a unique prefix): every attempt, in every run.
 
     Terminal control sequences (colours, cursor moves) are removed; a log over 2 MiB is
     printed as its first and last MiB unless --full is given. With --json: the task, its
     state in each run and each log's run, key and text (cut the same way)."""
+    if follow and (as_json or run_id is not None):
+        raise InputError(
+            "argument",
+            "--follow",
+            "follows the current run's task as text",
+            "drop --json and --run, or drop --follow",
+        )
     project = open_project(config_path)
-    found = inspect.task_logs(project, task, run_id=run_id)
+    found = run_info.task_logs(project, task, run_id=run_id)
     if as_json:
         entries = []
         for log in found.logs:
             parts: list[str] = []
-            cuts: list[inspect.LogCut] = []
-            inspect.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
+            cuts: list[run_info.LogCut] = []
+            run_info.stream_log(found.storage, log, parts.append, full=full, on_cut=cuts.append)
             entries.append(
                 {
                     "run_id": log.run_id,
@@ -371,7 +447,7 @@ def logs(
             why = "has no stored log"
         info(f"task {escape(found.task_id)} {why}")
 
-    def cut_note(cut: inspect.LogCut) -> None:
+    def cut_note(cut: run_info.LogCut) -> None:
         sys.stdout.flush()  # the note goes between the head and the tail on a terminal
         info(
             f"[yellow]… {cut.size / 2**20:.1f} MiB (bytes {cut.start}–{cut.end}) of this log "
@@ -385,8 +461,20 @@ def logs(
             console.print(
                 f"[bold]── run {escape(log.run_id)} · {escape(log.key)}[/]", soft_wrap=True
             )
-            inspect.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
+            run_info.stream_log(found.storage, log, sys.stdout.write, full=full, on_cut=cut_note)
         sys.stdout.flush()
+        if follow:
+            from distributed_something.usecases.follow import follow_task
+
+            stripper = run_info.ControlStripper()
+
+            def write(text: str) -> None:
+                sys.stdout.write(stripper.feed(text))
+                sys.stdout.flush()
+
+            follow_task(project, found.task_id, write)
+    except KeyboardInterrupt:
+        info("stopped following (the task goes on)")
     except BrokenPipeError:
         # `ds logs TASK | head` closed the pipe: that is all the reader wanted.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -404,7 +492,7 @@ def dead() -> None:
 def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """List the run's dead tasks (one row each) with their last error."""
     project = open_project(config_path)
-    items = inspect.dead_list(project, run_id=run_id)
+    items = run_info.dead_list(project, run_id=run_id)
     if as_json:
         emit_json([d.to_json() for d in items])
         return
@@ -431,7 +519,7 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
 @json_option
 def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: bool) -> None:
     """Show one dead task: group, attempts (time, cause, exit, error), the log tail."""
-    shown = inspect.dead_show(open_project(config_path), task, run_id=run_id)
+    shown = run_info.dead_show(open_project(config_path), task, run_id=run_id)
     if as_json:
         emit_json(shown)
         return
@@ -444,7 +532,7 @@ def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: 
 @run_option
 def dead_redrive(tasks: tuple[str, ...], config_path: Path | None, run_id: str | None) -> None:
     """Put dead tasks (all, or the TASKS given) back on the queue, once each."""
-    moved = inspect.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
+    moved = run_info.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
     info(f"{moved} task(s) back on the queue; run `ds start-cluster` and `ds monitor`")
 
 
@@ -466,7 +554,7 @@ def report(
     project = open_project(config_path)
     code = finish_report(project, lifecycle.report(project, run_id=run_id), as_json)
     if trace_path is not None:
-        rows = inspect.trace(project, trace_path, run_id=run_id)
+        rows = run_info.trace(project, trace_path, run_id=run_id)
         info(f"trace: {rows} attempt(s) in {escape(str(trace_path))}")
     return code
 
@@ -584,7 +672,7 @@ def _with_workers(project: Project, workers: int) -> Project:
     from dataclasses import replace
 
     config = project.config
-    if config.backend == "aws":
+    if backend_kind(config.backend).in_image:
         raise InputError(
             "argument",
             "--workers",
@@ -617,7 +705,7 @@ def worker(
     project = worker_project(config_path)
     cluster = project.config.cluster
     if processes is None:
-        processes = cluster.docker_cores if project.config.backend == "aws" else 1
+        processes = cluster.docker_cores if backend_kind(project.config.backend).in_image else 1
     if processes > 1:
         return run_processes(
             config_path,
@@ -635,8 +723,19 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--base", default="python:3.11-slim", show_default=True, help="the tool image")
+@click.option(
+    "--base",
+    default="python:3.11-slim-bookworm",
+    show_default=True,
+    help="the tool image (any distribution, any Python or none)",
+)
 @click.option("--tag", required=True, help="the image tag to build, e.g. me/ds-tool:1")
+@click.option(
+    "--python-image",
+    default="python:3.11-slim-bookworm",
+    show_default=True,
+    help="a glibc image with Python >= 3.11: the Python bundled with ds comes from it",
+)
 @click.option(
     "--engine",
     type=click.Choice(["docker", "podman"]),
@@ -653,12 +752,25 @@ def image() -> None:
     "host's CA bundle when pip reaches its index through a TLS-re-signing proxy",
 )
 def image_build(
-    base: str, tag: str, engine: str | None, extras: str, volumes: tuple[str, ...]
+    base: str,
+    tag: str,
+    python_image: str,
+    engine: str | None,
+    extras: str,
+    volumes: tuple[str, ...],
 ) -> None:
-    """Build the worker image (entrypoint `ds worker`) on top of a tool image."""
+    """Build the worker image (entrypoint `ds worker`) on top of a tool image, with `ds` and a
+    Python of its own that do not depend on the tool image's."""
     from distributed_something.usecases.image import build_image
 
-    built = build_image(base=base, tag=tag, engine=engine, extras=extras, volumes=volumes)
+    built = build_image(
+        base=base,
+        tag=tag,
+        engine=engine,
+        extras=extras,
+        volumes=volumes,
+        python_image=python_image,
+    )
     info(f"built {built}")
 
 

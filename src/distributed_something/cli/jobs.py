@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from distributed_something.cli.main import cli
-from distributed_something.jobs.cellpainting import ARGUMENTS, spec_from_options, write_jobs
+from distributed_something.jobs.cellpainting.options import ARGUMENTS, spec_from_options
+from distributed_something.jobs.cellpainting.writer import write_jobs
 from distributed_something.ui import info
 
 

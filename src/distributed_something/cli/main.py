@@ -116,7 +116,7 @@ def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand not in ("worker", "monitor"):
         # A person waits: AWS that cannot be reached is said in seconds (see clients). The
         # workers and the hours-long monitor keep botocore's patient retries.
-        from distributed_something.backends.aws.clients import set_interactive
+        from distributed_something.backends import set_interactive
 
         set_interactive(True)
         ctx.call_on_close(lambda: set_interactive(False))

@@ -28,7 +28,7 @@ from distributed_something.errors import InputError
 from distributed_something.secrets_scan import check_config_credentials
 from distributed_something.userfiles import read_user_text
 
-#: Every legacy variable (DESIGN §3), plus ds-native extras, and its dotted model field.
+#: Every legacy variable (docs/design.md §3), plus ds-native extras, and its dotted model field.
 LEGACY_FIELDS: dict[str, str] = {
     "APP_NAME": "app_name",
     "BACKEND": "backend",
@@ -37,6 +37,7 @@ LEGACY_FIELDS: dict[str, str] = {
     "COMMAND": "recipe.argv",
     "OUTPUT_PREFIX": "recipe.output_prefix",
     "INPUTS": "recipe.inputs",
+    "RECIPE_ENGINE": "recipe.engine",
     "AWS_REGION": "aws.region",
     "AWS_PROFILE": "aws.profile",
     "SSH_KEY_NAME": "aws.ssh_key_name",

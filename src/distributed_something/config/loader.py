@@ -43,8 +43,8 @@ _TOML_OPEN_STRING = "illegal character '\\n'"
 _TOML_OPEN_STRING_FIX = (
     'close the string on that line with its quote (only """triple-quoted""" strings may span lines)'
 )
-# Credentials come from the AWS profile or role, never from a config (DESIGN §6): an env entry
-# would be copied into the task definition for anyone with read access to see.
+# Credentials come from the AWS profile or role, never from a config (docs/design.md §6): an
+# env entry would be copied into the task definition for anyone with read access to see.
 _CREDENTIAL_NAMES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
 
 #: Turns a pydantic error location into the name the user wrote (e.g. a legacy variable).

@@ -1,6 +1,6 @@
 """The run config: one typed model for `ds.toml` and legacy `config.py` alike.
 
-Every legacy variable of DESIGN §3 has a home here (see `config.legacy.LEGACY_FIELDS`).
+Every legacy variable of docs/design.md §3 has a home here (see `config.legacy.LEGACY_FIELDS`).
 Each field's ``description`` doubles as the fix shown when its value is wrong, so it says
 what a valid value looks like.
 """

@@ -1,8 +1,8 @@
 """Output prefixes: every task writes into its own folder, never into the records area.
 
-DESIGN §6: outputs never land in the records area (``_ds/``) and no two tasks share an output
-prefix. A prefix shared by two tasks lets the second overwrite the first, and a prefix that
-contains another task's (``results`` above ``results/a``) makes check-if-done count the other
+docs/design.md §6: outputs never land in the records area (``_ds/``) and no two tasks share
+an output prefix. A prefix shared by two tasks lets the second overwrite the first, and a prefix
+that contains another task's (``results`` above ``results/a``) makes check-if-done count the other
 task's files; a prefix under ``_ds/`` can forge done markers and records. These checks run on
 the prefixes the recipe planned, at `ds validate` / `ds submit` (`check_job`), before anything
 is created; the worker checks the records area again at upload (`in_records_area`).

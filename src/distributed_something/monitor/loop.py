@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 
 from distributed_something import summary
-from distributed_something.backends import Backend
 from distributed_something.config.model import Config
+from distributed_something.interfaces.backend import Backend
 from distributed_something.ledger import read_counts, read_ledger
 from distributed_something.monitor.policy import (
     Observation,
@@ -25,12 +25,13 @@ from distributed_something.state import RunState
 from distributed_something.ui import info, task_bar
 
 
-def policy_config(config: Config, cheapest: bool) -> PolicyConfig:
-    """The policy's fixed inputs from the run config."""
+def policy_config(config: Config, cheapest: bool, max_workers: int | None = None) -> PolicyConfig:
+    """The policy's fixed inputs from the run config; ``max_workers`` is the backend's cap
+    on worker processes (`Backend.max_workers`; None: none)."""
     per_machine = config.cluster.tasks_per_machine * config.cluster.docker_cores
     workers = config.worker_count
-    if config.backend == "local" and config.local.workers is not None:
-        workers = min(workers, config.local.workers)
+    if max_workers is not None:
+        workers = min(workers, max_workers)
     return PolicyConfig(workers=workers, workers_per_machine=per_machine, cheapest=cheapest)
 
 
@@ -56,7 +57,7 @@ def watch(
     the caller's next steps, so a monitor killed here can simply be run again.
     """
     records = RunRecords(backend.storage, config.app_name, state.run_id)
-    cfg = policy_config(config, cheapest)
+    cfg = policy_config(config, cheapest, backend.max_workers)
     confirm = interval if confirm_seconds is None else confirm_seconds
     started = state.workers_started_at or state.created_at
     bar = task_bar(config.app_name) if show_progress else None

@@ -37,13 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from distributed_something.errors import InputError
-from distributed_something.recipes.cellprofiler import (
-    PLUGINS_REPO_ENV,
+from distributed_something.recipes.cellprofiler import PLUGINS_REPO_ENV, parse_metadata
+from distributed_something.recipes.loaddata import (
     cellprofiler_group,
     file_list_images,
     group_argument,
     group_images,
-    parse_metadata,
     read_load_data,
     rewrite_file_list,
     rewrite_load_data,

@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from distributed_something.backends import backend_kind
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
@@ -102,7 +103,7 @@ def engine_for(config: Config) -> str:
     """The engine a config selects: ``recipe.engine``, else ``"fiji"`` on AWS and ``"imagej"``
     locally. Raises ``InputError`` (source ``"config"``, field ``recipe.engine``) for any other
     value."""
-    engine = config.recipe.engine or ("fiji" if config.backend == "aws" else "imagej")
+    engine = config.recipe.engine or ("fiji" if backend_kind(config.backend).in_image else "imagej")
     if engine not in ENGINES:
         raise InputError(
             _CONFIG,

@@ -54,7 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from distributed_something.backends import backend_kind
 from distributed_something.config.model import Config
+from distributed_something.config.upload_flags import upload_args_from_flags
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.jobs.model import Task
@@ -400,7 +402,7 @@ def engine_for(config: Config) -> str:
     """
     engine = config.recipe.engine.strip().lower()
     if not engine:
-        return BIOFORMATS2RAW if config.backend == "aws" else BUILTIN
+        return BIOFORMATS2RAW if backend_kind(config.backend).in_image else BUILTIN
     if engine not in ENGINES:
         raise InputError(
             _CONFIG,
@@ -695,13 +697,11 @@ def _check_recipe_config(config: Config) -> None:
 
 
 def _check_upload_flags(config: Config, task: Task, job: DozcPlate) -> None:
-    from distributed_something.backends.aws.s3_storage import upload_args_from_flags
-
     try:
         wanted = upload_args_from_flags(job.upload_flags, source=_JOB)
     except InputError as error:
         raise _fail(task, "upload_flags", error.problem, error.fix) from None
-    if not job.upload_flags or config.backend != "aws":
+    if not job.upload_flags or not backend_kind(config.backend).upload_flags:
         return
     configured = upload_args_from_flags(config.storage.upload_flags, source=_CONFIG)
     if wanted != configured:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from distributed_something.backends import backend_kind
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.recipes.base import Recipe
@@ -68,6 +69,6 @@ def get_recipe(name: str | None, *, source: str) -> Recipe:
 def recipe_for(config: Config, *, source: str) -> Recipe | None:
     """The config's recipe, or None when it names none and runs on AWS: then the container
     image's own entrypoint processes the tasks, as the family's images do."""
-    if config.recipe.name is None and config.backend == "aws":
+    if config.recipe.name is None and backend_kind(config.backend).in_image:
         return None
     return get_recipe(config.recipe.name, source=source)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from distributed_something.ledger import event_code, state_of
-from distributed_something.records import Failure, RunRecords
+from distributed_something.records import AttemptKey, Failure, RunRecords
+from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
 
 OUTCOMES = ("done", "skipped", "running", "failed", "dead", "pending")
@@ -41,6 +42,22 @@ class TaskReport:
     first_error: str | None = None
     #: the end of the last failed attempt's log (failed and dead tasks)
     log_tail: str | None = None
+    #: the storage prefix its outputs were stored under (done tasks)
+    output_prefix: str = ""
+    #: the estimated cost of all its attempts (USD; see `report.cost`), None when unpriced
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class AttemptSpan:
+    """One attempt as the timeline draws it: on which worker, when (Unix seconds; ``end``
+    None while it runs), for which task and how it ended (`records.ATTEMPT_OUTCOMES`)."""
+
+    worker: str
+    task_id: str
+    start: float
+    end: float | None
+    outcome: str
 
 
 _TASK_FIELDS = fields(TaskReport)
@@ -71,6 +88,17 @@ class RunReport:
     duration_stats: dict[str, float]
     #: records that could not be read: key → what is wrong and how to repair it
     corrupt: dict[str, str] = field(default_factory=dict)
+    #: where output prefixes and this run's logs are (a folder or ``s3://…``; "" unknown)
+    outputs_location: str = ""
+    logs_location: str = ""
+    #: the run's estimated cost (``usd``, ``usd_per_hour``, ``slots``, ``attempts``,
+    #: ``open_attempts``, ``tasks``, ``basis``; see `report.cost`), or None with
+    #: ``cost_note`` saying why
+    cost: dict[str, Any] | None = None
+    cost_note: str = ""
+    #: every attempt for the timeline (not in the JSON: `ds report --trace` lists them)
+    timeline: list[AttemptSpan] = field(default_factory=list)
+    timeline_note: str = ""
     listed_all: bool = True
     #: None: take them from ``tasks`` (a report made by hand, with all its tasks)
     durations: Sequence[float] | None = None
@@ -94,11 +122,12 @@ class RunReport:
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (it shares the tasks' groups and lists: read only);
-        the durations and finish times are left out (the tasks carry theirs).
+        the durations and finish times (the tasks carry theirs) and the timeline are left
+        out.
 
         Built field by field: ``dataclasses.asdict`` deep-copies every task, which took
         longer than building the report itself for 2,000 tasks."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _ARRAYS}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_JSON}
         data["tasks"] = [task_json(t) for t in self.tasks]
         return data
 
@@ -108,7 +137,9 @@ class RunReport:
         return all(self.counts[k] == 0 for k in ("dead", "failed", "running", "pending"))
 
 
-_ARRAYS = ("durations", "finish_times")
+#: Left out of the JSON: the arrays for plots (the tasks carry their values) and the
+#: timeline (one entry per attempt: `ds report --trace` lists them).
+_NOT_JSON = ("durations", "finish_times", "timeline")
 
 
 def task_json(task: TaskReport) -> dict[str, Any]:
@@ -117,7 +148,10 @@ def task_json(task: TaskReport) -> dict[str, Any]:
 
 
 def build_report(
-    records: RunRecords, state: RunState, on_task: Callable[[TaskReport], object] | None = None
+    records: RunRecords,
+    state: RunState,
+    context: ReportContext | None = None,
+    on_task: Callable[[TaskReport], object] | None = None,
 ) -> RunReport:
     """Account for every task of the run's manifest, in submission order, with the state
     the ledger gives it (so `ds status` and the report never disagree), and the details of
@@ -127,8 +161,21 @@ def build_report(
     per-task files are written from there) and kept only when listed (`RunReport.tasks`);
     what stays in memory per task is its ledger code and, for a done task, two floats. The
     reading is whole: it does not use the ledger summary (summary.py) `ds status` reads,
-    and so checks it."""
-    codes = read_task_codes(records)
+    and so checks it.
+
+    Its attempts give the timeline and, with ``context``'s pricing, the cost of each task
+    and of the run (`trace.read_report_attempts`: runs of at most
+    `trace.MAX_REPORT_ATTEMPTS` attempts; their keys are kept from the same listing that
+    gives the codes, so a bigger run holds none); ``context`` also says where outputs and
+    logs are.
+    """
+    from distributed_something.report import trace  # it imports this module
+
+    kept = _KeptKeys(trace.MAX_REPORT_ATTEMPTS)
+    codes = read_task_codes(records, kept.add)
+    found = trace.read_report_attempts(
+        records, context or ReportContext(), state.backend, kept.keys, kept.count
+    )
     skipped = records.skipped_ids()
     failures: dict[str, Failure] = {}
     for failure in records.all_failures():
@@ -160,6 +207,7 @@ def build_report(
                 marker.outputs if marker else [],
                 duplicate=duplicate,
                 finished_at=marker.finished_at if marker else None,
+                output_prefix=marker.output_prefix if marker else "",
             )
             if task.duration is not None:
                 durations.append(task.duration)
@@ -167,6 +215,8 @@ def build_report(
                 finish_times.append(task.finished_at)
         else:
             task = _unfinished(tid, group, outcome, attempts, duplicate, failures, mark_errors)
+        if found.task_costs is not None:
+            task.cost_usd = found.task_costs.get(tid)
         counts[outcome] += 1
         duplicates += task.duplicate
         if outcome in ("dead", "failed", "running") or counts[outcome] <= SAMPLE:
@@ -175,7 +225,7 @@ def build_report(
             on_task(task)
     counts["total"] = sum(counts[k] for k in OUTCOMES)
     counts["duplicates"] = duplicates
-    return RunReport(
+    report = RunReport(
         app_name=state.app_name,
         run_id=state.run_id,
         backend=state.backend,
@@ -189,23 +239,56 @@ def build_report(
         durations=durations,
         finish_times=finish_times,
     )
+    found.apply(report, costs_of_tasks=False)  # the tasks got theirs as they streamed by
+    return report
+
+
+class _KeptKeys:
+    """The attempt keys of a listing while there are at most ``limit`` of them (then none,
+    only their ``count``), oldest first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._keys: list[AttemptKey] | None = []
+
+    def add(self, keys: list[AttemptKey]) -> None:
+        """Count (and keep, while within the limit) one task's attempt keys."""
+        self.count += len(keys)
+        if self._keys is not None:
+            if self.count > self.limit:
+                self._keys = None
+            else:
+                self._keys.extend(keys)
+
+    @property
+    def keys(self) -> list[AttemptKey] | None:
+        """The keys kept, oldest first; None when there were more than the limit."""
+        if self._keys is None:
+            return None
+        return sorted(self._keys, key=lambda a: (a.started_us, a.stem))
 
 
 #: The code of a task without an attempt or a mark (see `read_task_codes`).
 _QUIET = ("pending", False, 0)
 
 
-def read_task_codes(records: RunRecords) -> dict[str, tuple[str, bool, int]]:
+def read_task_codes(
+    records: RunRecords, on_attempts: Callable[[list[AttemptKey]], object] | None = None
+) -> dict[str, tuple[str, bool, int]]:
     """(event code, duplicate, attempts that ran) of every task with an attempt or a mark
     (`ledger.event_code`; stood-down duplicates not counted as attempts), read from one
     streamed listing of the attempts (a task's records are listed together) and one of the
-    marks. Equal values are one shared tuple: a million tasks hold a few."""
+    marks; each task's attempt keys are passed to ``on_attempts`` as they are listed. Equal
+    values are one shared tuple: a million tasks hold a few."""
     marks: dict[str, list[tuple[int, str]]] = {}
     for m in records.marks():
         marks.setdefault(m.task_id, []).append((m.at_us, m.kind))
     shared: dict[tuple[str, bool, int], tuple[str, bool, int]] = {}
     codes: dict[str, tuple[str, bool, int]] = {}
     for task_id, attempts in records.iter_attempts_by_task():
+        if on_attempts is not None:
+            on_attempts(attempts)
         events = [(a.started_us, a.outcome) for a in attempts]
         code, duplicate = event_code(events, marks.pop(task_id, []))
         ran = sum(1 for _, o in events if o != "duplicate")

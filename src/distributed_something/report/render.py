@@ -11,6 +11,7 @@ from rich.table import Table
 
 from distributed_something.records import CORRUPT_FIX
 from distributed_something.report.build import OUTCOMES, RunReport, short_group
+from distributed_something.report.scales import format_duration, format_usd, plural
 from distributed_something.ui import console
 
 COLORS = {
@@ -34,17 +35,25 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
     stats = report.duration_stats
     if stats:
         console.print(
-            f"task time: median {stats['median']:.1f}s, p90 {stats['p90']:.1f}s, "
-            f"max {stats['max']:.1f}s, total {stats['total']:.1f}s"
+            f"task time: median {format_duration(stats['median'])}, "
+            f"p90 {format_duration(stats['p90'])}, max {format_duration(stats['max'])}, "
+            f"total {format_duration(stats['total'])}"
+        )
+    if report.cost is not None:
+        console.print(
+            f"estimated cost of task time: {format_usd(report.cost['usd'])} "
+            f"({plural(int(report.cost['attempts']), 'attempt')}; at most "
+            f"aws.machine_price per machine-hour, see the HTML report)"
         )
     if report.counts["duplicates"]:
         console.print(
-            f"[yellow]{report.counts['duplicates']} task(s) were delivered twice[/] "
+            f"[yellow]{plural(report.counts['duplicates'], 'task')} "
+            f"{'was' if report.counts['duplicates'] == 1 else 'were'} delivered twice[/] "
             "(the second delivery stood down, or a worker vanished mid-task and the task "
             "completed twice with identical outputs)"
         )
     if report.corrupt:
-        console.print(f"[red]{len(report.corrupt)} record(s) could not be read:[/]")
+        console.print(f"[red]{plural(len(report.corrupt), 'record')} could not be read:[/]")
         for key, problem in list(report.corrupt.items())[:10]:
             console.print(f"  {key}: {problem}")
         console.print(f"  fix: {CORRUPT_FIX}")
@@ -90,15 +99,15 @@ def dead_task_text(shown: dict[str, Any]) -> str:
     """`ds dead show` for people: the task, its group, the cause and first error line of its
     last failure, each failed attempt (time, cause, exit code, error) and the last attempt's
     log tail as real lines, without terminal control sequences. ``shown`` is
-    `inspect.dead_show`'s answer (what ``--json`` prints)."""
-    from distributed_something.usecases.inspect import strip_controls
+    `run_info.dead_show`'s answer (what ``--json`` prints)."""
+    from distributed_something.usecases.run_info import strip_controls
 
     failures: list[dict[str, Any]] = list(shown.get("failures") or [])
     lines = [
         f"task    {shown.get('task_id', '')}",
         f"run     {shown.get('run_id', '')}",
         f"group   {_json(shown.get('group'))}",
-        f"state   dead after {shown.get('attempts', 0)} attempt(s)",
+        f"state   dead after {plural(int(shown.get('attempts') or 0), 'attempt')}",
         f"cause   {shown.get('cause') or 'not recorded'}",
     ]
     error, first = str(shown.get("error") or ""), str(shown.get("first_error") or "")

@@ -1,70 +1,37 @@
-"""`ds aws bootstrap` / `ds aws destroy`: the one-time account resources."""
+"""`ds aws bootstrap` / `ds aws destroy`: the one-time account resources of a backend that
+has an account (AWS; `BackendKind.bootstrap` and ``destroy``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from distributed_something.backends import backend_kind
 from distributed_something.errors import InputError
 from distributed_something.project import Project
 
-if TYPE_CHECKING:
-    from distributed_something.backends.aws.clients import AwsClients
+
+def _no_account(backend: str) -> InputError:
+    return InputError(
+        "argument", "backend", f"the {backend} backend has no account resources", "use aws"
+    )
 
 
-def _clients(project: Project) -> AwsClients:
-    from distributed_something.backends.aws.clients import AwsClients, settings_from
-
-    config = project.config
-    return AwsClients(settings_from(config.aws.region, config.aws.profile))
-
-
-def _prefix(project: Project, prefix: str | None) -> str:
-    chosen = prefix if prefix is not None else project.config.app_name
-    if not chosen or not chosen.replace("-", "").replace("_", "").isalnum():
-        raise InputError(
-            "argument",
-            "--prefix",
-            f"{chosen!r} cannot start IAM role names",
-            "use letters, digits, - and _ (default: the app name)",
-        )
-    return chosen
-
-
-def bootstrap_account(project: Project, prefix: str | None = None) -> dict[str, str]:
+def bootstrap_account(
+    project: Project, prefix: str | None = None, *, backend: str = "aws"
+) -> dict[str, str]:
     """Create (or update) the roles, instance profile, topic and monitor function; returns
-    their ARNs. Policies are scoped to resources whose names start with the prefix, and to
-    the config's own queue and log group names."""
-    from distributed_something.backends.aws.bootstrap import bootstrap
-
-    storage = project.config.storage
-    buckets = sorted(
-        {
-            b
-            for b in (
-                storage.bucket,
-                storage.source_bucket,
-                storage.workspace_bucket,
-                storage.destination_bucket,
-            )
-            if b
-        }
-    )
-    from distributed_something.backends.aws.resources import AwsNames
-
-    # The config's own queue and log group names are granted too, whatever their prefix (a
-    # legacy config's DeadMessages_Erin, say), merged with what earlier bootstraps granted.
-    names = AwsNames(project.config)
-    return bootstrap(
-        _clients(project),
-        _prefix(project, prefix),
-        buckets=buckets,
-        queues=names.queue_names,
-        log_groups=names.log_group_names,
-    )
+    their ARNs. Policies are scoped to resources whose names start with the prefix (default:
+    the app name), and to the config's own queue and log group names. Raises `InputError`
+    for a prefix that cannot start IAM role names."""
+    bootstrap = backend_kind(backend).bootstrap
+    if bootstrap is None:
+        raise _no_account(backend)
+    return bootstrap(project, prefix)
 
 
-def destroy_account(project: Project, prefix: str | None = None) -> list[str]:
+def destroy_account(
+    project: Project, prefix: str | None = None, *, backend: str = "aws"
+) -> list[str]:
     """Remove what `bootstrap_account` created; returns what was removed."""
-    from distributed_something.backends.aws.bootstrap import destroy
-
-    return destroy(_clients(project), _prefix(project, prefix))
+    destroy = backend_kind(backend).destroy
+    if destroy is None:
+        raise _no_account(backend)
+    return destroy(project, prefix)

@@ -11,6 +11,9 @@ from pathlib import Path
 from distributed_something.errors import BackendError, InputError
 
 ENGINES = ("docker", "podman")
+#: Where the bundled Python comes from by default (docker/bundle_python.py): any glibc image
+#: with Python >= 3.11 does; the tool image's own Python is never used.
+PYTHON_IMAGE = "python:3.11-slim-bookworm"
 
 
 def source_root() -> Path:
@@ -34,8 +37,10 @@ def build_argv(
     root: Path,
     extras: str = "aws",
     volumes: Sequence[str] = (),
+    python_image: str = PYTHON_IMAGE,
 ) -> list[str]:
-    """The build command: docker/Dockerfile from ``root`` on top of ``base``, tagged ``tag``.
+    """The build command: docker/Dockerfile from ``root`` on top of ``base``, tagged ``tag``,
+    with `ds` and its own Python bundled from ``python_image``.
 
     ``engine`` is the engine's name or path. Each of ``volumes`` (``HOST:CONTAINER[:OPTIONS]``)
     becomes a ``--volume`` of the build: mounted into every RUN step, not part of the image
@@ -53,6 +58,8 @@ def build_argv(
         str(root / "docker" / "Dockerfile"),
         "--build-arg",
         f"BASE_IMAGE={base}",
+        "--build-arg",
+        f"PYTHON_IMAGE={python_image}",
         "--build-arg",
         f"DS_EXTRAS={extras}",
         *mounts,
@@ -119,20 +126,32 @@ def build_image(
     engine: str | None = None,
     extras: str = "aws",
     volumes: Sequence[str] = (),
+    python_image: str = PYTHON_IMAGE,
 ) -> str:
     """Build the worker image with ``engine`` (default: the first of docker, podman whose
     daemon answers); returns the tag. Output streams to stderr.
 
-    ``volumes`` as in `build_argv` (podman only). Raises `InputError` for bad arguments
+    ``volumes`` and ``python_image`` as in `build_argv` (volumes: podman only). Raises
+    `InputError` for bad arguments
     (checked before the engine is probed when ``engine`` is named), `BackendError` when no
     engine answers or the build fails.
     """
     root = source_root()
+
+    def argv_for(engine_path: str) -> list[str]:
+        return build_argv(
+            engine_path,
+            base=base,
+            tag=tag,
+            root=root,
+            extras=extras,
+            volumes=volumes,
+            python_image=python_image,
+        )
+
     if engine is not None:  # bad arguments are input errors, whatever the engine's state
-        build_argv(engine, base=base, tag=tag, root=root, extras=extras, volumes=volumes)
-    argv = build_argv(
-        find_engine(engine), base=base, tag=tag, root=root, extras=extras, volumes=volumes
-    )
+        argv_for(engine)
+    argv = argv_for(find_engine(engine))
     done = subprocess.run(argv, stdout=sys.stderr, check=False)
     if done.returncode != 0:
         raise BackendError(f"image build failed with exit code {done.returncode}: {' '.join(argv)}")

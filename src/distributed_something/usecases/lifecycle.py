@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distributed_something import summary
-from distributed_something.backends import Backend, open_backend
+from distributed_something.backends import open_backend
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
+from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile
 from distributed_something.ledger import read_ledger
@@ -21,6 +22,7 @@ from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
+from distributed_something.report.context import report_context
 from distributed_something.report.files import TaskFiles
 from distributed_something.report.html import write_html
 from distributed_something.state import (
@@ -185,7 +187,7 @@ def start_cluster(
     fleet = load_fleet(fleet_path) if fleet_path is not None else None
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
-    workers = policy_config(project.config, cheapest=False).workers
+    workers = policy_config(project.config, False, backend.max_workers).workers
     state.workers_started_at = state.workers_started_at or time.time()
     backend.provisioner.start(state, fleet, workers, _saver(project, backend))
     return backend.compute.status()
@@ -203,15 +205,14 @@ def monitor(
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
     if interval is None:
-        # Slurm: squeue every 10 s is light for the controller and quick enough for a tail.
-        interval = {"local": 1.0, "slurm": 10.0}.get(backend.name, 60.0)
+        interval = backend.poll_interval
     if state.active:
         watch(
             project.config,
             backend,
             state,
             interval=interval,
-            confirm_seconds=drain_confirm_seconds(backend.name, interval),
+            confirm_seconds=drain_confirm_seconds(backend.drain_confirm_floor, interval),
             cheapest=cheapest,
             show_progress=show_progress,
             image_entrypoint=_image_entrypoint(project),
@@ -224,10 +225,10 @@ def monitor(
 DRAIN_CONFIRM_ENV = "DS_DRAIN_CONFIRM_SECONDS"
 
 
-def drain_confirm_seconds(backend: str, interval: float) -> float:
-    """How far apart two empty readings of the queue must be. SQS's counts are approximate:
-    a minute, the unattended monitor's default; the local and Slurm queues' are exact: one
-    tick.
+def drain_confirm_seconds(floor: float, interval: float) -> float:
+    """How far apart two empty readings of the queue must be: one tick, but at least the
+    backend's ``floor`` (`Backend.drain_confirm_floor`: a minute for SQS's approximate
+    counts, the unattended monitor's default; 0 for the local and Slurm queues' exact ones).
     ``$DS_DRAIN_CONFIRM_SECONDS`` overrides both."""
     raw = os.environ.get(DRAIN_CONFIRM_ENV, "").strip()
     if raw:
@@ -240,8 +241,7 @@ def drain_confirm_seconds(backend: str, interval: float) -> float:
                 "environment", DRAIN_CONFIRM_ENV, f"{raw!r} is not a number of seconds", "e.g. 60"
             )
         return value
-    # The Slurm backend's slice queue is files read whole: its counts are exact too.
-    return interval if backend in ("local", "slurm") else max(interval, 60.0)
+    return max(interval, floor)
 
 
 def _image_entrypoint(project: Project) -> bool:
@@ -289,9 +289,10 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
     """Build the run report and store it next to the state and in the main bucket: the
     JSON and the TSV of every task are written as the tasks stream by (report/files.py)."""
     records = records_for(project, backend, state)
+    context = report_context(project.config, backend.name, backend.location)
     files = TaskFiles(project.report_path, project.report_path.with_suffix(".tsv"))
     try:
-        report = build_report(records, state, files.add)
+        report = build_report(records, state, context, files.add)
         files.finish(report)
     except BaseException:
         files.abandon()
@@ -313,7 +314,8 @@ def report(
     current = load_state(project, backend.storage)
     if current is not None and current.run_id != state.run_id:
         # An earlier run: rebuilt and shown, but the current run's report files stay.
-        return build_report(records_for(project, backend, state), state)
+        context = report_context(project.config, backend.name, backend.location)
+        return build_report(records_for(project, backend, state), state, context)
     return write_report(project, backend, state)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed_something.backends import backend_kind
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
 from distributed_something.jobs.model import JobFile, Task
@@ -27,13 +28,8 @@ from distributed_something.jobs.prefixes import element_positions, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, TaskPlan
-from distributed_something.recipes.cellprofiler import (
-    CellProfilerJob,
-    LoadDataTable,
-    group_matcher,
-    job_of,
-    read_load_data,
-)
+from distributed_something.recipes.cellprofiler import CellProfilerJob, job_of
+from distributed_something.recipes.loaddata import LoadDataTable, group_matcher, read_load_data
 
 #: Jobs up to this many tasks have every task's inputs checked …
 ALL_TASKS = 1000
@@ -180,9 +176,11 @@ def _check_plans(
 
 
 def _check_program(project: Project, plan: TaskPlan, result: Preflight) -> None:
-    """``recipe.argv[0]`` of the command recipe, on the local backend (where it runs here)."""
+    """``recipe.argv[0]`` of the command recipe, where the workers run on this machine (the
+    local backend: `BackendKind.runs_here`)."""
     config = project.config
-    if config.backend != "local" or config.recipe.name != "command" or not plan.argv:
+    runs_here = backend_kind(config.backend).runs_here
+    if not runs_here or config.recipe.name != "command" or not plan.argv:
         return
     program = plan.argv[0]
     if program.startswith(str(PLACEHOLDER_WORKDIR.root)):
@@ -447,24 +445,18 @@ def _read_data_file(
 
 
 def _local_bucket_file(project: Project, bucket_name: str, key: str) -> Path | None:
-    """Where the local backend keeps ``key`` of bucket ``bucket_name`` (None on others)."""
-    if project.config.backend != "local":
+    """Where the backend's folder keeps ``key`` of bucket ``bucket_name`` (None when its
+    storage is not a folder validation reads: `BackendKind.bucket_folder`)."""
+    bucket_folder = backend_kind(project.config.backend).bucket_folder
+    if bucket_folder is None:
         return None
-    from distributed_something.backends.local.provisioner import bucket_dir
-
-    return bucket_dir(project, bucket_name) / key
+    return bucket_folder(project, bucket_name) / key
 
 
 def _not_checked_note(project: Project, job_path: Path, key: str) -> str:
     config = project.config
     bucket = config.storage.workspace_bucket or config.storage.source_bucket
-    if config.backend == "aws":
-        bucket = bucket or config.storage.bucket
-        why = f"it is in s3://{bucket}/{key}, and validate reads nothing that needs AWS credentials"
-    elif config.backend == "local":
-        why = f"it is not in local storage yet ({_local_bucket_file(project, bucket, key)})"
-    else:
-        why = f"validate does not read the {config.backend} backend's storage"
+    why = backend_kind(config.backend).unread_input_note(project, bucket, key)
     return (
         f"{job_path}: the groups' Metadata were not checked against the data_file {key!r}: "
         f"{why} (a copy at {project.base_dir / key} is checked)"

@@ -12,9 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from distributed_something.backends import NAMES, backend_kind
 from distributed_something.config.legacy import recipe_from_image
 from distributed_something.config.loader import find_config, load_config
 from distributed_something.errors import InputError
+from distributed_something.image_names import ds_worker_image
 from distributed_something.jobs.parse import load_job_file
 from distributed_something.project import Project
 from distributed_something.state import load_state
@@ -22,7 +24,7 @@ from distributed_something.state import load_state
 #: The environment variable that overrides the config's backend (``--backend`` sets it too,
 #: so the worker processes a command starts use the same backend).
 BACKEND_ENV = "DS_BACKEND"
-BACKENDS = ("local", "aws", "slurm")
+BACKENDS = NAMES
 
 #: The recipe each family job format is written for.
 RECIPE_OF_FORMAT = {"dcp": "cellprofiler", "df": "fiji", "dozc": "omezarr"}
@@ -44,9 +46,11 @@ def open_project(
 
     ``backend`` ("local", "aws" or "slurm"; default: ``$DS_BACKEND`` if set) replaces the
     config's backend. A legacy ``config.py`` without ``RECIPE`` that runs on the local or
-    Slurm backend (ds's own worker runs the tasks there) gets the recipe `family_recipe`
-    finds (``job`` is the job file the command was given); on AWS it keeps none, so the
-    family's image runs its own worker, as with run.py. Raises
+    Slurm backend (ds's own worker runs the tasks there), or on AWS with an image named as
+    `ds image build` suggests (`ds_worker_image`: ``…/ds-<tool>``, whose entrypoint is
+    ``ds worker``), gets the recipe `family_recipe` finds (``job`` is the job file the
+    command was given); with any other image on AWS it keeps none, so the image runs its
+    own worker, as with run.py. Raises
     `InputError` for a bad config or backend name; a recipe nothing decides is reported
     later, by whatever needs the recipe.
     """
@@ -55,7 +59,8 @@ def open_project(
     path = config_path if config_path is not None else find_config(folder or Path.cwd())
     config = load_config(path, backend=backend_override(backend))
     project = Project(config=config, config_path=path.resolve())
-    own_worker = config.backend in ("local", "slurm")
+    kind = backend_kind(config.backend)
+    own_worker = not kind.in_image or ds_worker_image(config.image)
     if path.suffix == ".py" and config.recipe.name is None and own_worker:
         name = family_recipe(project.base_dir, config.image, job, _submitted_jobs(project))
         if name is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distributed_something.backends import backend_kind
 from distributed_something.config.legacy import config_warnings
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
@@ -104,24 +105,8 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
     result = Validated(project)
     result.notes += config_warnings(project.config_path, backend=project.config.backend)
     recipe_for(project.config, source=str(project.config_path))
-    if project.config.backend == "aws":
-        from distributed_something.backends.aws.fleet import check_root_volume
-        from distributed_something.backends.aws.image_check import (
-            check_run_image,
-            family_worker_note,
-        )
-        from distributed_something.backends.aws.policy_check import coverage_warning
-
-        check_run_image(project.config)  # `ds worker` on an image known to lack `ds`: refused
-        family_note = family_worker_note(project.config)
-        if family_note is not None:
-            result.notes.append(family_note)
-        coverage = coverage_warning(project.config)
-        if coverage is not None:
-            result.notes.append(coverage)
-        # the root volume vs the ECS AMI's snapshot (a legacy config is adjusted instead)
-        legacy = project.config_path.suffix == ".py"
-        check_root_volume(project.config, legacy=legacy, source=str(project.config_path))
+    # e.g. on AWS: the run image, the bucket policy, the root volume
+    result.notes += backend_kind(project.config.backend).validate_notes(project)
     if job_path is not None:
         plans: list[TaskPlan] = []
         result.job = check_job(project, job_path, plans)
@@ -148,25 +133,26 @@ def _input_storage(
     """How `preflight` opens the run's buckets (None: inputs are not checked) and says where
     a key belongs, or why inputs are not checked.
 
-    Only the local backend's folders are read: validation never needs credentials or a
-    network, and creates nothing (a bucket folder that does not exist yet is not made)."""
+    Only folders (`BackendKind.bucket_folder`, the local backend's) are read: validation
+    never needs credentials or a network, and creates nothing (a bucket folder that does not
+    exist yet is not made)."""
     config = project.config
-    if config.backend != "local":
+    kind = backend_kind(config.backend)
+    bucket_folder, folder_storage = kind.bucket_folder, kind.folder_storage
+    if bucket_folder is None or folder_storage is None:
         return (
             None,
             None,
             (
                 f"inputs in the {config.backend} backend's storage are not checked by validate"
-                + (" (`ds doctor` checks the bucket)" if config.backend == "aws" else "")
+                + (" (`ds doctor` checks the bucket)" if kind.doctor is not None else "")
             ),
         )
     if config.local.prepare:
         return None, None, "inputs are not checked: local.prepare makes them at `ds setup`"
-    from distributed_something.backends.local.provisioner import bucket_dir
-    from distributed_something.backends.local.storage import FolderStorage
 
     def folder(name: str) -> Path:
-        return bucket_dir(project, name)
+        return bucket_folder(project, name)
 
     missing = sorted({str(folder(n)) for n in _input_buckets(project) if not folder(n).is_dir()})
     if missing:
@@ -182,7 +168,7 @@ def _input_storage(
     def where(name: str, key: str) -> str:
         return f"expected at {folder(name) / key}"
 
-    return (lambda name: FolderStorage(folder(name))), where, ""
+    return (lambda name: folder_storage(folder(name))), where, ""
 
 
 def _input_buckets(project: Project) -> set[str]:

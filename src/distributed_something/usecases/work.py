@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from distributed_something.backends import open_backend
+from distributed_something.backends import Backend, open_backend
 from distributed_something.config.environment import config_from_environment
 from distributed_something.project import Project
 from distributed_something.recipes.registry import get_recipe
@@ -24,7 +24,7 @@ from distributed_something.worker.procgroups import (
     reap_dead_workers,
     scratch_root_of,
 )
-from distributed_something.worker.runner import SubprocessRunner
+from distributed_something.worker.runner import SubprocessRunner, tracing_enabled
 
 log = logging.getLogger("ds.worker")
 
@@ -51,7 +51,10 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    state = load_state(project)
+    backend = open_backend(project)
+    # Through the run's storage: a container has no state file, and `ds run --force` must
+    # reach its workers wherever they run.
+    state = load_state(project, backend.storage)
     run_id = os.environ.get("DS_RUN_ID") or (state.run_id if state else "default")
     if state is not None and state.run_id == run_id and state.resources.get("force"):
         # `ds run --force`: every task of this run runs again, done or not.
@@ -71,35 +74,28 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
         log.info("cleaned up after dead worker %d (task group %s)", dead.worker_pid, dead.pgid)
     recorder = GroupRecorder.start(settings.scratch_root)
     try:
-        return _work(project, settings, SubprocessRunner(recorder=recorder))
+        runner = SubprocessRunner(recorder=recorder, measure=tracing_enabled(os.environ))
+        return _work(project, backend, settings, runner)
     finally:
         if recorder is not None:
             recorder.close()  # after `Worker.run` removed our scratch folder
 
 
-def _work(project: Project, settings: WorkerSettings, runner: SubprocessRunner) -> WorkerSummary:
+def _work(
+    project: Project, backend: Backend, settings: WorkerSettings, runner: SubprocessRunner
+) -> WorkerSummary:
     config = project.config
-    backend = open_backend(project)
-    task_log = None
-    if config.backend == "aws":
-        from distributed_something.backends.aws.clients import settings_from
-        from distributed_something.backends.aws.worker_side import task_log_factory
-
-        task_log = task_log_factory(config, settings_from(config.aws.region, None))
     worker = Worker(
         config,
         backend,
         get_recipe(config.recipe.name, source=str(project.config_path)),
         runner,
         settings,
-        task_log=task_log,
+        task_log=backend.task_log(),
     )
     worker.install_signal_handlers()
-    if config.backend != "aws":
-        return worker.run()
-    from distributed_something.backends.aws.worker_side import on_instance
-
-    with on_instance(config, worker, settings.scratch_root):
+    # On AWS: instance tags, spot interruptions, idle shutdown (`Backend.worker_context`).
+    with backend.worker_context(worker, settings.scratch_root):
         return worker.run()
 
 

@@ -4,7 +4,7 @@ Pure functions of what the worker observed (exit code, timeout and memory flags,
 exception it caught, the log's text); the worker (`worker.loop`) gathers the observations,
 `worker.policy.retry_decision` decides what a cause means for the task.
 
-The causes (DESIGN §2):
+The causes (docs/design.md §2):
 
 - ``exit``: the command exited with a non-zero code (``exit_code`` says which); also a
   failure of the worker around the command that fits no other cause (``exit_code`` None);

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 from distributed_something.interfaces.queue import Message, Queue
 from distributed_something.worker.policy import heartbeat_interval
@@ -62,6 +63,49 @@ class Lease:
     timed_out: bool = False
 
 
+@dataclass(frozen=True)
+class BeatPlan:
+    """What the heartbeat does for a held lease at one moment: ``wait`` (``seconds`` until
+    the beat is due), ``extend`` the lease, or ``stop`` the command (its stop time came)."""
+
+    action: Literal["wait", "extend", "stop"]
+    seconds: float = 0.0
+
+
+def plan_beat(due: float, stop_at: float | None, now: float) -> BeatPlan:
+    """The heartbeat's decision at ``now`` for a lease whose next beat is ``due`` and whose
+    command must stop at ``stop_at`` (None: no stop known). Pure."""
+    if due > now:
+        return BeatPlan("wait", due - now)
+    if stop_at is not None and now >= stop_at:
+        return BeatPlan("stop")
+    return BeatPlan("extend")
+
+
+def next_due(now: float, lease_seconds: float, stop_at: float | None) -> float:
+    """When the beat after one answered at ``now`` is due: a third of the lease later
+    (`heartbeat_interval`), or at the stop time if that comes first. Pure."""
+    due = now + heartbeat_interval(lease_seconds)
+    return due if stop_at is None else min(due, stop_at)
+
+
+def stop_time(now: float, seconds_left: float, wrap_up: float, stop_at: float | None) -> float:
+    """When to stop the command of a lease the queue keeps only ``seconds_left`` more from
+    ``now`` (`LeaseEnding`): ``wrap_up`` seconds before that end (at once when less is
+    left), or at an earlier ``stop_at`` already set. Pure."""
+    stop = now + max(seconds_left - wrap_up, 0.0)
+    return stop if stop_at is None else min(stop, stop_at)
+
+
+#: How the heartbeat's thread waits for its next beat: on the condition that `Heartbeat.keep`
+#: and `Heartbeat.close` notify, for at most the seconds given (None: until notified).
+Waiter = Callable[[threading.Condition, float | None], object]
+
+
+def _wait(cond: threading.Condition, seconds: float | None) -> object:
+    return cond.wait(seconds)
+
+
 class Heartbeat:
     """Extends the held lease every third of its length until the holder lets go.
 
@@ -76,7 +120,8 @@ class Heartbeat:
     progress, so none happens after the task is deleted.
 
     With ``background=False`` no thread is started: the owner calls `tick` (a driver on a
-    fake clock).
+    fake clock). ``wait`` is how the thread waits between beats (`Waiter`); what to do at
+    each wake-up is `plan_beat`'s.
     """
 
     def __init__(
@@ -86,11 +131,13 @@ class Heartbeat:
         *,
         background: bool = True,
         wrap_up: float = WRAP_UP_SECONDS,
+        wait: Waiter = _wait,
     ) -> None:
         self.queue = queue
         self.clock = clock
         self.background = background
         self.wrap_up = wrap_up
+        self._wait = wait
         self._cond = threading.Condition()
         self._lease: Lease | None = None
         self._closed = False
@@ -111,12 +158,11 @@ class Heartbeat:
         ``timed_out`` set) and the lease is not extended again, so if the worker itself is
         stuck the lease runs out and another worker takes the task."""
         now = self.clock()
-        due = now + heartbeat_interval(lease_seconds)
-        lease = Lease(message, lease_seconds, on_lost, due)
+        stop_at = None if deadline is None else now + max(deadline, 0.0)
+        lease = Lease(message, lease_seconds, on_lost, next_due(now, lease_seconds, stop_at))
         if deadline is not None:
-            lease.deadline = lease.stop_at = now + max(deadline, 0.0)
+            lease.deadline = lease.stop_at = stop_at
             lease.ending = f"the task ran past its time limit ({deadline:g} s with the grace)"
-            lease.due = min(lease.due, lease.stop_at)
         with self._cond:
             if self._thread is None and self.background:
                 self._thread = threading.Thread(target=self._beat, name="ds-heartbeat", daemon=True)
@@ -149,23 +195,20 @@ class Heartbeat:
         with self._cond:
             while not self._closed:
                 wait = self._tick()
-                if wait is None:
-                    self._cond.wait()
-                elif wait > 0:
-                    self._cond.wait(wait)
+                if wait is None or wait > 0:
+                    self._wait(self._cond, wait)
 
     def _tick(self) -> float | None:
         # Called holding the lock: `keep` cannot end mid-extension.
         lease = self._lease
         if lease is None:
             return None
-        now = self.clock()
-        if lease.due > now:
-            return lease.due - now
-        if lease.stop_at is not None and now >= lease.stop_at:
+        plan = plan_beat(lease.due, lease.stop_at, self.clock())
+        if plan.action == "wait":
+            return plan.seconds
+        if plan.action == "stop":
             self._end(lease)
             return None
-        interval = heartbeat_interval(lease.seconds)
         ending: LeaseEnding | None = None
         try:
             kept = self.queue.extend_lease(lease.message, lease.seconds)
@@ -175,7 +218,6 @@ class Heartbeat:
             kept = True
         # The next beat is timed from the answer, so a slow answer still leaves `keep` a gap.
         now = self.clock()
-        lease.due = now + interval
         if not kept:
             lease.lost.set()
             lease.on_lost.set()
@@ -183,15 +225,14 @@ class Heartbeat:
             return None
         if ending is not None:
             # Stop the command while the lease still holds, with time to hand the task back.
-            stop_at = now + max(ending.seconds_left - self.wrap_up, 0.0)
-            if lease.stop_at is None or stop_at < lease.stop_at:
+            stop_at = stop_time(now, ending.seconds_left, self.wrap_up, lease.stop_at)
+            if stop_at != lease.stop_at:
                 lease.stop_at = stop_at
                 lease.ending = str(ending)
-            if now >= lease.stop_at:
+            if now >= stop_at:
                 self._end(lease)
                 return None
-        if lease.stop_at is not None:
-            lease.due = min(lease.due, lease.stop_at)
+        lease.due = next_due(now, lease.seconds, lease.stop_at)
         return lease.due - now
 
     def _end(self, lease: Lease) -> None:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from distributed_something.backends import Backend
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError, InputError, PermanentTaskError, QueueGone
+from distributed_something.interfaces.backend import Backend, TaskLogFactory
 from distributed_something.interfaces.queue import Message
 from distributed_something.interfaces.storage import ObjectInfo, Storage
 from distributed_something.jobs.model import Task
@@ -86,11 +86,6 @@ _ERROR_SEARCH_TAIL = 64 * 1024
 #: Seconds past ``recipe.timeout`` (and the runner's grace) after which the heartbeat stops
 #: the command and its lease itself, should the runner not have ended it in time.
 TIMEOUT_MARGIN_SECONDS = 30.0
-
-
-#: Makes the context in which a task's log (a growing file) is shipped elsewhere while the
-#: command runs, e.g. to a CloudWatch log stream: (task id, attempt, log path) → context.
-TaskLogFactory = Callable[[str, int, Path], contextlib.AbstractContextManager[object]]
 
 
 class Outcome(enum.Enum):
@@ -592,7 +587,7 @@ class Worker:
                 f"{MAX_NAME_BYTES} bytes each and not starting with {RESERVED_NAME_PREFIX!r} "
                 "(and keep the output prefix's names as short)"
             )
-        # DESIGN §6: outputs never land in the records area, whatever slipped past
+        # docs/design.md §6: outputs never land in the records area, whatever slipped past
         # validation (a message sent by other means, an older `ds`): fail before any upload.
         forged = next((key for key, _ in items if in_records_area(key)), None)
         if forged is not None:
@@ -624,11 +619,11 @@ class Worker:
             return None
         text = _log_text(log_path, self._log_header_size)
         oom_line = out_of_memory_line(text)
-        # Where the kernel's OOM kills cannot be counted, a SIGKILL nobody here sent is, on
-        # AWS, the container's memory limit (ECS reports it as exit 137, "OutOfMemoryError").
+        # Where the kernel's OOM kills cannot be counted, a SIGKILL nobody here sent is the
+        # container's memory limit (ECS reports it as exit 137, "OutOfMemoryError").
         oom_killed = result.oom_killed or (
             not result.oom_checked
-            and self.config.backend == "aws"
+            and self.backend.memory_limit == "container"
             and killed_by_sigkill(result.exit_code)
         )
         cause = classify_run(
@@ -654,17 +649,17 @@ class Worker:
         return cause, describe(cause, reason, first_meaningful_line(text))
 
     def _memory_limit_mb(self) -> int | None:
-        """The local memory limit of each task's processes: `cluster.memory` shared by the
-        container's `docker_cores` processes, as on AWS; None off the local backend (the
-        container's or Slurm job's own limit applies there)."""
-        if self.config.backend != "local":
+        """The memory limit the worker sets on each task's processes: `cluster.memory` shared
+        by the `docker_cores` processes, as a container's is on AWS; None where the backend's
+        container or scheduler limits memory (`Backend.memory_limit`)."""
+        if self.backend.memory_limit != "process":
             return None
         return max(self.config.cluster.memory // self.config.cluster.docker_cores, 1)
 
     def _memory_limit_shown(self, result: RunResult) -> tuple[float | None, str]:
         if result.memory_limit_mb is not None:
             return float(result.memory_limit_mb), "task process"
-        if self.config.backend == "aws":
+        if self.backend.memory_limit == "container":
             return float(self.config.cluster.memory), "container"
         return None, "task"
 

@@ -20,6 +20,17 @@ from typing import Protocol
 from distributed_something.worker.procgroups import GroupRecorder, group_alive
 
 _PROC = Path("/proc")
+
+#: ``DS_TRACE=off`` in a worker's environment turns the per-attempt measurement of memory and
+#: OOM kills off (bench/trace_cost.py measures what it costs; nothing else should set it).
+TRACE_ENV = "DS_TRACE"
+
+
+def tracing_enabled(environ: Mapping[str, str]) -> bool:
+    """False when ``environ`` says ``DS_TRACE=off`` (see `TRACE_ENV`), else True."""
+    return environ.get(TRACE_ENV, "").strip().lower() != "off"
+
+
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _MB = 1024 * 1024
 
@@ -94,13 +105,16 @@ class SubprocessRunner:
       (see `procgroups`).
     - A ``timeout`` ends the group the same way once it has run that long (``timed_out``).
     - Memory is always measured: the resident memory of the group's processes is added up
-      from /proc a few times a second (every 20 ms at first, then every 0.5 s), and the
+      from /proc a few times a second (100 ms after the start, then every 0.2, 0.4 and 0.5 s:
+      a sample reads every process's stat, ~1-2 ms, too much for a 50 ms task), and the
       leader is reaped with ``wait4``, whose peak of the largest process is the floor (it
       catches a spike between two samples) and whose CPU times give ``cpu_seconds``.
     - ``memory_limit_mb`` is enforced with RLIMIT_DATA on the child (see `_child_setup`): an
       allocation over it fails (Python's MemoryError, C++'s bad_alloc); cgroups are not
       used. The kernel's OOM kills in the worker's own memory cgroup (a container's limit)
       are counted before and after the command (``oom_killed``).
+    - ``measure=False`` (``DS_TRACE=off``, for bench/trace_cost.py only) skips the memory
+      samples and the OOM counts: the result then has no peak memory and no CPU time.
     """
 
     def __init__(
@@ -109,10 +123,12 @@ class SubprocessRunner:
         poll_seconds: float = 0.05,
         *,
         recorder: GroupRecorder | None = None,
+        measure: bool = True,
     ) -> None:
         self.grace_seconds = grace_seconds
         self.poll_seconds = poll_seconds
         self.recorder = recorder
+        self.measure = measure
 
     def run(
         self,
@@ -127,7 +143,7 @@ class SubprocessRunner:
         memory_limit_mb: int | None = None,
     ) -> RunResult:
         started = time.monotonic()
-        oom_before = oom_kill_count()
+        oom_before = oom_kill_count() if self.measure else None
         with log_path.open("ab") as log:
             if header:
                 log.write(header)
@@ -158,7 +174,7 @@ class SubprocessRunner:
             # The leader is not reaped before this: its pid (= the group id) cannot be reused.
             if self.recorder is not None:
                 self.recorder.task_started(proc.pid)
-            child = _Child(proc)
+            child = _Child(proc, sample=self.measure)
             deadline = None if timeout is None else started + timeout
             ended_by = None
             try:
@@ -168,14 +184,15 @@ class SubprocessRunner:
                 self._end(child)
                 if self.recorder is not None:
                     self.recorder.task_ended()
-        oom_after = oom_kill_count()
+        oom_after = oom_kill_count() if self.measure else None
+        measured = self.measure
         return RunResult(
             proc.returncode,
             time.monotonic() - started,
             ended_by == "stop",
             timed_out=ended_by == "timeout",
-            peak_memory_mb=child.peak_mb(),
-            cpu_seconds=child.cpu_seconds(),
+            peak_memory_mb=child.peak_mb() if measured else None,
+            cpu_seconds=child.cpu_seconds() if measured else None,
             oom_killed=oom_before is not None and oom_after is not None and oom_after > oom_before,
             oom_checked=oom_before is not None and oom_after is not None,
             memory_limit_mb=memory_limit_mb,
@@ -272,11 +289,12 @@ class _Child:
     #: seconds between memory samples: short at first (short tasks), then at most this
     MAX_SAMPLE_INTERVAL = 0.5
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], *, sample: bool = True) -> None:
         self.proc = proc
+        self.sampling = sample
         self.usage: resource.struct_rusage | None = None
         self.peak_bytes = 0
-        self._interval = 0.02
+        self._interval = 0.1
         self._next_sample = time.monotonic() + self._interval
 
     def reap(self, *, block: bool) -> bool:
@@ -308,6 +326,8 @@ class _Child:
         return True
 
     def maybe_sample(self) -> None:
+        if not self.sampling:
+            return
         now = time.monotonic()
         if now >= self._next_sample:
             self.sample()
@@ -316,6 +336,8 @@ class _Child:
 
     def sample(self) -> None:
         """Add up the resident memory of the group's live processes; keep the peak."""
+        if not self.sampling:
+            return
         total = group_rss_bytes(self.proc.pid)
         if total is not None:
             self.peak_bytes = max(self.peak_bytes, total)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import cache
+from pathlib import Path
+from typing import Any
 
-from distributed_something.backends import Backend
 from distributed_something.backends.aws.clients import settings_from
 from distributed_something.backends.aws.compute import EcsSpotCompute
 from distributed_something.backends.aws.lazy_queue import LazySqsQueue
 from distributed_something.backends.aws.provisioner import AwsProvisioner
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
-from distributed_something.backends.aws.s3_storage import S3Storage, upload_args_from_flags
+from distributed_something.backends.aws.s3_storage import S3Storage
+from distributed_something.config.upload_flags import upload_args_from_flags
 from distributed_something.errors import InputError
+from distributed_something.interfaces.backend import Backend, LiveLog, TaskLogFactory
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 from distributed_something.state import load_state
@@ -49,6 +53,22 @@ def open_aws(project: Project) -> Backend:
             upload_args=upload_args,
         )
 
+    def task_log() -> TaskLogFactory:
+        # worker_side imports the worker loop: only a worker needs it.
+        from distributed_something.backends.aws.worker_side import task_log_factory
+
+        return task_log_factory(config, settings_from(config.aws.region, None))
+
+    def worker_context(worker: Any, scratch: Path) -> contextlib.AbstractContextManager[object]:
+        from distributed_something.backends.aws.worker_side import on_instance
+
+        return on_instance(config, worker, scratch)
+
+    def live_log(task_id: str, attempt: int, body: str | None) -> LiveLog:
+        from distributed_something.backends.aws.task_logs import CloudWatchLiveLog
+
+        return CloudWatchLiveLog.of(settings, names.log_group, task_id, attempt, body)
+
     return Backend(
         name="aws",
         queue=LazySqsQueue(settings, names, config.queue.job_retries, resources),
@@ -59,4 +79,10 @@ def open_aws(project: Project) -> Backend:
         bucket=bucket,
         provisioner=AwsProvisioner(project, settings, names),
         location=lambda name: f"s3://{name or config.storage.bucket}/",
+        poll_interval=60.0,
+        drain_confirm_floor=60.0,  # SQS's counts are approximate: a minute, as the Lambda's
+        task_log=task_log,
+        worker_context=worker_context,
+        live_log=live_log,
+        memory_limit="container",
     )

@@ -8,25 +8,11 @@ broken piece never hides the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from distributed_something.backends.aws.clients import AwsClients, first_line, unreadable_answers
 from distributed_something.errors import InputError
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing `ds doctor` checked: ``ok``, what it found (``detail``) and, when not ok,
-    the ``fix``."""
-
-    check: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+from distributed_something.interfaces.backend import Finding
 
 
 class _Failed(Exception):

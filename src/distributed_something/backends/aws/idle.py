@@ -1,4 +1,4 @@
-"""Idle shutdown (DESIGN §2): a machine whose workers have all found nothing to run for a
+"""Idle shutdown (docs/design.md §2): a machine whose workers have all found nothing to run for a
 grace period terminates itself — minutes of idle instead of the idle-CPU alarm's 15.
 
 The workers of one instance (several ECS tasks, several processes in each) meet in one host

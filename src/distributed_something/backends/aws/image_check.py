@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
+from distributed_something.image_names import ds_worker_image, split_image
 
 #: Repository names of the family's worker images: their entrypoint is the family's own
 #: worker script, and they have no `ds`.
@@ -30,25 +31,6 @@ FAMILY_REPOSITORIES = frozenset(
 FAMILY_PUBLISHERS = frozenset({"cellprofiler"})
 #: Host names of Docker Hub in an image reference ("" is Docker Hub too: no host given).
 _DOCKER_HUB = frozenset({"", "docker.io", "index.docker.io", "registry-1.docker.io"})
-
-
-def split_image(image: str) -> tuple[str, str, str]:
-    """``(registry host, repository path, tag)`` of an image reference, lower-cased.
-
-    ``cellprofiler/distributed-fiji:latest`` → ``("", "cellprofiler/distributed-fiji",
-    "latest")``; ``ghcr.io/me/tool@sha256:…`` → ``("ghcr.io", "me/tool", "")``. The first
-    path component is a registry host only when it has a ``.`` or ``:`` or is
-    ``localhost``, as Docker reads references. A missing tag is "".
-    """
-    reference = image.strip().lower().split("@", 1)[0]
-    host = ""
-    first, slash, rest = reference.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        host, reference = first, rest
-    path, colon, tag = reference.rpartition(":")
-    if not colon or "/" in tag:
-        path, tag = reference, ""
-    return host, path, tag
 
 
 def family_image(image: str) -> bool:
@@ -92,9 +74,22 @@ def check_worker_image(image: str) -> None:
 
 def check_run_image(config: Config) -> None:
     """`check_worker_image` for a config whose AWS containers run ``ds worker`` (backend
-    ``aws`` with a recipe; without one the image's own entrypoint runs). Raises `InputError`."""
-    if config.backend == "aws" and config.recipe.name is not None:
+    ``aws`` with a recipe; without one the image's own entrypoint runs). Without a recipe,
+    an image named as `ds image build` suggests (`ds_worker_image`) is refused too: its
+    entrypoint is ``ds worker``, which has nothing to run. Raises `InputError`."""
+    if config.backend != "aws":
+        return
+    if config.recipe.name is not None:
         check_worker_image(config.image)
+    elif ds_worker_image(config.image):
+        raise InputError(
+            "config",
+            "recipe.name",
+            f"is not set, and {config.image.strip()} is a ds worker image (its name starts "
+            "with ds-): its `ds worker` would have no recipe to run the tasks with",
+            "set recipe.name (RECIPE in config.py) to the recipe, or keep a job file of the "
+            "family's format (DCP, DF, DOZC) in the project folder or its files/",
+        )
 
 
 def family_worker_note(config: Config) -> str | None:

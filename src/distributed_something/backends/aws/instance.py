@@ -1,4 +1,4 @@
-"""What a worker does on its EC2 instance besides the task loop (DESIGN §2 Worker, §5).
+"""What a worker does on its EC2 instance besides the task loop (docs/design.md §2 Worker, §5).
 
 - `Imds`: the instance metadata service, IMDSv2 only (a session token on every request).
 - `InterruptionWatcher`: polls for a spot interruption notice and tells the worker once.

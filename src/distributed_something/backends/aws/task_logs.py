@@ -7,6 +7,7 @@ runs, `CloudWatchTaskLog` tails that file and sends new lines to a log stream, s
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -15,6 +16,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from distributed_something.backends.aws.errors import error_code
 from distributed_something.errors import InputError
 
 log = logging.getLogger("ds.task_logs")
@@ -305,3 +309,54 @@ class CloudWatchTaskLog:
                 self.lines_shipped += len(batch)
             self._failures = 0
             del self._pending[: len(batch)]
+
+
+class CloudWatchLiveLog:
+    """A running attempt's log read back from its CloudWatch stream (`task_stream_name`),
+    for `ds logs -f`: each `read` returns the events since the last one, a line each."""
+
+    def __init__(self, logs: Any, group: str, stream: str) -> None:
+        self.logs, self.group, self.stream = logs, group, stream
+        self._token: str | None = None
+
+    @classmethod
+    def of(
+        cls, settings: Any, group: str, task_id: str, attempt: int, body: str | None
+    ) -> CloudWatchLiveLog:
+        """The live log of ``task_id``'s attempt ``attempt`` in ``group``; ``body`` (the
+        task's message, JSON) gives the family's stream name."""
+        from distributed_something.backends.aws.clients import client
+
+        try:
+            message = json.loads(body) if body is not None else None
+        except ValueError:
+            message = None
+        stream = task_stream_name(task_id, attempt, message if isinstance(message, dict) else None)
+        return cls(client("logs", settings), group, stream)
+
+    def read(self) -> str:
+        lines: list[str] = []
+        while True:
+            request: dict[str, Any] = {
+                "logGroupName": self.group,
+                "logStreamName": self.stream,
+                "startFromHead": True,
+            }
+            if self._token is not None:
+                request["nextToken"] = self._token
+            try:
+                answer = self.logs.get_log_events(**request)
+            except ClientError as exc:  # a stream not made yet: nothing to read
+                if error_code(exc) == "ResourceNotFoundException":
+                    return "".join(lines)
+                raise
+            lines += [event["message"].rstrip("\n") + "\n" for event in answer["events"]]
+            # At the end of the stream the same token comes back (GetLogEvents).
+            done = not answer["events"] or answer.get("nextForwardToken") == self._token
+            self._token = answer.get("nextForwardToken", self._token)
+            if done:
+                return "".join(lines)
+
+    def finish(self, stored: bytes) -> str:
+        # The worker sends the rest of the file as the attempt ends: read to the end.
+        return self.read()

@@ -1,6 +1,6 @@
 """What a worker container is told: the task definition's environment, and its task role.
 
-The environment carries run settings only — never a credential (DESIGN §6). The family's
+The environment carries run settings only — never a credential (docs/design.md §6). The family's
 run.py copied the user's access keys into every task definition; here the container gets its
 permissions from the task role, any credential-looking ``env`` entry is dropped with a
 warning, and a credential in any other field (a presigned URL as the script URL) stops setup

@@ -36,7 +36,8 @@ from distributed_something.backends.aws.sqs_queue import received_body
 from distributed_something.backends.aws.task_logs import CloudWatchTaskLog, task_stream_name
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError
-from distributed_something.worker.loop import TaskLogFactory, Worker
+from distributed_something.interfaces.backend import TaskLogFactory
+from distributed_something.worker.loop import Worker
 
 log = logging.getLogger("ds.worker")
 
@@ -122,7 +123,7 @@ def idle_shutdown(
     interval: float = CHECK_SECONDS,
     stale_after: float = STALE_SECONDS,
 ) -> IdleShutdown:
-    """The worker's part in the machine's idle shutdown (DESIGN §2), not yet started.
+    """The worker's part in the machine's idle shutdown (docs/design.md §2), not yet started.
 
     It publishes the worker's state in ``directory``; with ``aws.idle_shutdown_minutes`` > 0,
     once every worker of the machine has been idle that long, it logs one line, asks EC2 to

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import cache
 
-from distributed_something.backends import Backend
 from distributed_something.backends.local.compute import LocalCompute
 from distributed_something.backends.local.provisioner import LocalProvisioner, bucket_dir
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.interfaces.backend import Backend, BackendKind
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 
@@ -33,4 +33,21 @@ def open_local(project: Project) -> Backend:
         bucket=bucket,
         provisioner=LocalProvisioner(project, queue, compute),
         location=lambda name: str(bucket_dir(project, name)),
+        poll_interval=1.0,
+        drain_confirm_floor=0.0,  # the SQLite queue's counts are exact: one tick confirms
+        max_workers=project.config.local.workers,
     )
+
+
+def _unread_input(project: Project, bucket: str, key: str) -> str:
+    return f"it is not in local storage yet ({bucket_dir(project, bucket) / key})"
+
+
+KIND = BackendKind(
+    name="local",
+    open=open_local,
+    runs_here=True,
+    bucket_folder=bucket_dir,
+    folder_storage=FolderStorage,
+    unread_input=_unread_input,
+)

@@ -4,17 +4,21 @@ cluster: Slurm schedules, the workers write the records, the login node reads th
 
 from __future__ import annotations
 
+import os
 from functools import cache
 
-from distributed_something.backends import Backend
 from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.backends.slurm.checks import validate_notes
 from distributed_something.backends.slurm.compute import (
     SlurmCompute,
+    TimeLeft,
     environment_slice,
+    environment_worker,
     shared_dir,
 )
 from distributed_something.backends.slurm.provisioner import SlurmProvisioner
 from distributed_something.backends.slurm.slices import SliceQueue
+from distributed_something.interfaces.backend import Backend, BackendKind
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 
@@ -29,11 +33,17 @@ def open_slurm(project: Project) -> Backend:
     def bucket(name: str) -> Storage:
         return FolderStorage(shared / "buckets" / (name or main))
 
+    worker = environment_worker()
+    job_id = os.environ.get("SLURM_JOB_ID", "")
     queue = SliceQueue(
         shared / "queue",
         max_receive_count=project.config.queue.job_retries,
         tasks_per_slice=project.config.slurm.tasks_per_job,
         slice_id=environment_slice(),
+        worker=worker,
+        # A worker in a Slurm job goes on to further slices while its job has the time.
+        take_more=TimeLeft(job_id) if worker and job_id else None,
+        spread=project.config.slurm.max_jobs or project.config.worker_count,
     )
     storage = bucket("")
     compute = SlurmCompute(project, queue, storage, shared)
@@ -45,4 +55,12 @@ def open_slurm(project: Project) -> Backend:
         bucket=bucket,
         provisioner=SlurmProvisioner(project, queue, compute, shared / "buckets" / main),
         location=lambda name: str(shared / "buckets" / (name or main)),
+        # squeue every 10 s is light for the controller and quick enough for a tail
+        poll_interval=10.0,
+        drain_confirm_floor=0.0,  # the slice queue is files read whole: exact counts
+        memory_limit="scheduler",
     )
+
+
+#: `ds validate` checks Slurm's commands and the configured partition (checks.py)
+KIND = BackendKind(name="slurm", open=open_slurm, validate_notes=validate_notes)

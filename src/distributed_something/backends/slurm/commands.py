@@ -134,6 +134,41 @@ def live_elements(job_name: str, job_ids: Sequence[str]) -> dict[tuple[str, int]
     return live
 
 
+def time_left(job_id: str) -> float | None:
+    """Seconds job ``job_id`` has left before its time limit (None: no limit), as squeue's
+    ``%L`` says; 0 when Slurm cannot tell."""
+    try:
+        text = run(["squeue", "--noheader", f"--jobs={job_id}", "--format=%L"]).strip()
+    except BackendError:
+        return 0.0
+    return parse_duration(text.splitlines()[0] if text else "")
+
+
+def parse_duration(text: str) -> float | None:
+    """Slurm's ``[days-]hours:minutes:seconds`` (or fewer fields) in seconds; None for
+    UNLIMITED or NOT_SET; 0 for what is not a duration."""
+    text = text.strip()
+    if text in ("UNLIMITED", "NOT_SET"):
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if not (days == "" or days.isdigit()) or not all(p.isdigit() for p in parts):
+        return 0.0
+    if len(parts) > 3:
+        return 0.0
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return float(seconds + int(days or 0) * 86400)
+
+
+def cancel_elements(array_id: str, indices: Sequence[int]) -> None:
+    """Cancel some elements of array ``array_id`` (``scancel ID_[i,j,…]``), in batches."""
+    for start in range(0, len(indices), 200):
+        chunk = ",".join(str(i) for i in indices[start : start + 200])
+        cancel([f"{array_id}_[{chunk}]"])
+
+
 def cancel(job_ids: Sequence[str]) -> None:
     """Cancel whole arrays (each worker gets SIGTERM and hands its task back)."""
     if not job_ids:
@@ -193,8 +228,15 @@ def _from_key_values(array_id: str, lines: list[str]) -> dict[int, EndState]:
     return found
 
 
+#: set once sacct said the cluster keeps no accounting: it is not asked again
+_accounting_disabled = False
+
+
 def _from_sacct(array_id: str) -> dict[int, EndState]:
+    global _accounting_disabled
     found: dict[int, EndState] = {}
+    if _accounting_disabled:
+        return found
     try:
         out = run(
             [
@@ -206,7 +248,8 @@ def _from_sacct(array_id: str) -> dict[int, EndState]:
                 "--format=JobID,State,Timelimit",
             ]
         )
-    except BackendError:
+    except BackendError as error:
+        _accounting_disabled = "accounting storage is disabled" in str(error)
         out = ""
     for line in out.splitlines():
         parts = line.split("|")

@@ -27,7 +27,12 @@ from pathlib import Path
 
 from distributed_something.atomicfile import write_text_atomically
 from distributed_something.backends.slurm import commands
-from distributed_something.backends.slurm.slices import SLICE_ENV, SliceQueue, locked
+from distributed_something.backends.slurm.slices import (
+    SLICE_ENV,
+    WORKER_ENV,
+    SliceQueue,
+    locked,
+)
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
@@ -54,6 +59,8 @@ class ArrayRecord:
     run_id: str
     submitted_at: float
     settled: list[int] = field(default_factory=list)
+    #: its workers name the slice they hold in held/ (arrays of earlier versions do not)
+    held_files: bool = False
 
     @property
     def open(self) -> bool:
@@ -142,9 +149,29 @@ class SlurmCompute:
         """Slurm places the jobs: there are no machines of ours to resize."""
 
     def housekeeping(self) -> None:
-        """Settle the elements that left Slurm's queue (see the module docstring)."""
+        """Settle the elements that left Slurm's queue (see the module docstring), and
+        cancel the pending ones whose slice has no work left (a running job went on to
+        it): Slurm would start them for nothing."""
         with self._registry() as arrays:
-            self._settle(arrays, self._live(arrays))
+            live = self._live(arrays)
+            self._settle(arrays, live)
+            self._cancel_idle(arrays, live)
+
+    def _cancel_idle(self, arrays: list[ArrayRecord], live: dict[tuple[str, int], str]) -> None:
+        pending = [key for key, state in live.items() if state == "PENDING"]
+        if not pending:
+            return
+        work = set(self.queue.slices_with_work())
+        by_id = {a.job_id: a for a in arrays}
+        idle: dict[str, list[int]] = {}
+        for job, index in pending:
+            array = by_id.get(job)
+            if array is not None and array.slices[index] not in work:
+                idle.setdefault(job, []).append(index)
+        for job, indices in idle.items():
+            commands.cancel_elements(job, sorted(indices))
+        if idle:
+            self._cached = None
 
     def status(self) -> ComputeStatus:
         """desired: elements pending or running in Slurm; running: those running."""
@@ -161,7 +188,7 @@ class SlurmCompute:
             deadline = time.monotonic() + STOP_WAIT_SECONDS
             live = self._live(arrays, fresh=True)
             while live and time.monotonic() < deadline:
-                time.sleep(0.5)
+                time.sleep(0.1)
                 live = self._live(arrays, fresh=True)
             self._settle(arrays, live)
 
@@ -205,7 +232,7 @@ class SlurmCompute:
             )
             submitted.append(job_id)
             # Recorded at once: a crash after this line still lets cleanup cancel it.
-            arrays.append(ArrayRecord(job_id, chunk, run_id, time.time()))
+            arrays.append(ArrayRecord(job_id, chunk, run_id, time.time(), held_files=True))
             self._save(arrays)
 
     def _run_id(self) -> str:
@@ -250,6 +277,7 @@ class SlurmCompute:
             "env = os.environ",
             "job, index = env['SLURM_ARRAY_JOB_ID'], int(env['SLURM_ARRAY_TASK_ID'])",
             f"env[{SLICE_ENV!r}] = SLICES[index]",
+            f"env[{WORKER_ENV!r}] = name = f'slurm-{{job}}_{{index}}'",
             "env['DS_BACKEND'] = 'slurm'",
             f"env['DS_RUN_ID'] = {run_id!r}",
             "tmp = env.get('TMPDIR') or '/tmp'",
@@ -257,7 +285,7 @@ class SlurmCompute:
             "scratch = os.path.join(tmp, f'ds-scratch-{os.getuid()}', APP)",
             "env['DS_SCRATCH'] = env.get('DS_SLURM_SCRATCH') or scratch",
             "argv = [PYTHON, '-m', 'distributed_something', 'worker', '--config', CONFIG,",
-            "        '--name', f'slurm-{job}_{index}']",
+            "        '--name', name]",
             "sys.stdout.flush()",
             "os.execv(PYTHON, argv)",
         ]
@@ -281,6 +309,15 @@ class SlurmCompute:
                 for i in range(len(array.slices))
                 if i not in array.settled and (array.job_id, i) not in live
             ]
+            if array.held_files:
+                # An element whose worker never held a slice (cancelled while pending, or
+                # refused and with nothing to go on to) left nothing to repair: settled
+                # without asking Slurm how it ended.
+                idle = [i for i in ended if not self.queue.held_by(_worker_name(array, i))]
+                for index in idle:
+                    self.queue.forget_worker(_worker_name(array, index))
+                    array.settled.append(index)
+                ended = [i for i in ended if i not in set(idle)]
             if not ended:
                 continue
             ends = commands.end_states(array.job_id, ended, self._jobcomp_file())
@@ -292,8 +329,13 @@ class SlurmCompute:
     def _settle_one(self, array: ArrayRecord, index: int, end: commands.EndState) -> bool:
         """Repair what element ``index`` of ``array`` left; False when its slice is still
         locked (its worker has not exited yet): tried again at the next tick."""
-        sid = array.slices[index]
-        worker = f"slurm-{array.job_id}_{index}"
+        worker = _worker_name(array, index)
+        # The slice its worker held last: its own, or one it went on to (slices.py).
+        held = self.queue.held_by(worker)
+        sid = array.slices[index] if held is None else held
+        if not sid:
+            self.queue.forget_worker(worker)
+            return True  # it held no slice, so no task either
         records = RunRecords(self.storage, self.project.config.app_name, array.run_id)
         killed_by_slurm = end.state in commands.KILLED_STATES
         why = _kill_reason(end, self.project.config.slurm.memory) if killed_by_slurm else ""
@@ -325,6 +367,7 @@ class SlurmCompute:
                 _blame(records, attempt, why, end.state, attempt.task_id in final, now)
             elif attempt.outcome == "running":
                 _close(records, attempt, "lost", vanished, now, "lost")
+        self.queue.forget_worker(worker)
         return True
 
     def _attempts_of(
@@ -347,6 +390,11 @@ class SlurmCompute:
                     names = {f.name for f in fields(Attempt)}
                     found.append(Attempt(**{k: v for k, v in data.items() if k in names}))
         return found
+
+
+def _worker_name(array: ArrayRecord, index: int) -> str:
+    """The name the worker of element ``index`` runs under (the job script sets it)."""
+    return f"slurm-{array.job_id}_{index}"
 
 
 def _retries_used(records: RunRecords, attempt: Attempt) -> int:
@@ -450,3 +498,35 @@ def shared_dir(project: Project) -> Path:
 def environment_slice() -> str | None:
     """The slice this process serves, when it is a worker in a Slurm job."""
     return os.environ.get(SLICE_ENV) or None
+
+
+def environment_worker() -> str | None:
+    """This worker's name, when it is a worker in a Slurm job."""
+    return os.environ.get(WORKER_ENV) or None
+
+
+#: a job goes on to one more slice only with this much time left beyond twice the longest
+#: slice it ran (a slice cut by the time limit would cost its task a try)
+MORE_MARGIN_SECONDS = 30.0
+
+
+class TimeLeft:
+    """Whether the Slurm job ``job_id`` has time for one more slice: its time limit is read
+    once (squeue), then counted down here."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self._read = False
+        self._ends_at: float | None = None  # monotonic; None: no limit
+
+    def __call__(self, longest_slice_seconds: float) -> bool:
+        """True when the job's time left covers twice ``longest_slice_seconds`` plus
+        `MORE_MARGIN_SECONDS` (always, without a time limit)."""
+        if not self._read:
+            left = commands.time_left(self.job_id)
+            self._ends_at = None if left is None else time.monotonic() + left
+            self._read = True
+        if self._ends_at is None:
+            return True
+        left_now = self._ends_at - time.monotonic()
+        return left_now >= 2 * longest_slice_seconds + MORE_MARGIN_SECONDS

@@ -17,7 +17,11 @@ has exactly one writer instead:
 Each state file is replaced atomically (temporary file + rename), so readers (`counts` on
 the login node, for `ds monitor`) never see half of one. The lease semantics are SQS's (see
 `interfaces.queue`), within a slice; a worker bound to a slice (``DS_SLURM_SLICE``)
-receives only from it and sees the queue drained when its slice is.
+receives only from it. A worker whose slice is finished (or held by another) may go on with
+the next slice that no process holds (``take_more`` decides whether its Slurm job has the
+time left): work flows to the jobs Slurm is already running instead of waiting for Slurm
+to schedule one more array element per slice. ``held/<worker>`` names the slice a worker
+holds now (empty: none), so the login node settles the right slice when its job ends.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ from distributed_something.interfaces.queue import DeadTask, Message, QueueCount
 
 #: The environment variable naming the slice a worker serves (set by the Slurm job script).
 SLICE_ENV = "DS_SLURM_SLICE"
+#: The environment variable naming the worker (``slurm-<array job>_<index>``), set likewise.
+WORKER_ENV = "DS_SLURM_WORKER"
+#: How many slices a worker looks into, at most, for one more to take (a bound on the
+#: files it reads at a million tasks).
+MAX_EXAMINED = 256
 
 
 @dataclass(frozen=True)
@@ -65,9 +74,14 @@ class SliceQueue:
     ``slice_id`` binds the queue to one slice (a worker in a Slurm job): it takes the slice's
     lock on first use and keeps it until the process ends; if another process holds it, the
     slice is someone else's and this queue reads empty and drained (the worker exits).
-    Unbound (the login node), the queue sends new slices, counts over every slice and manages
-    the dead letters; it does not receive. ``tasks_per_slice`` is how many tasks
-    `send_batch` puts in one slice.
+    With ``take_more`` (called with the longest time in seconds one slice has taken this
+    worker), once the bound slice has nothing left, or is someone else's, the queue binds
+    itself to the next slice with work that no process holds, while ``take_more`` says yes;
+    ``worker`` names the process in ``held/``. Unbound (the login node), the queue sends new
+    slices, counts over every slice and manages the dead letters; it does not receive.
+    ``tasks_per_slice`` is how many tasks `send_batch` puts in one slice at most: fewer
+    when that would leave fewer slices than ``spread`` (the Slurm jobs allowed at once), so
+    a small run still uses every job it may.
     """
 
     def __init__(
@@ -78,17 +92,26 @@ class SliceQueue:
         tasks_per_slice: int = 10,
         slice_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        worker: str | None = None,
+        take_more: Callable[[float], bool] | None = None,
+        spread: int = 1,
     ) -> None:
         if max_receive_count < 1:
             raise ValueError(f"max_receive_count must be at least 1, got {max_receive_count}")
         self.root = Path(root)
         self.max_receive_count = max_receive_count
         self.tasks_per_slice = max(tasks_per_slice, 1)
+        self.spread = max(spread, 1)
         self.slice_id = slice_id
         self._clock = clock
         self._lock = threading.Lock()  # the heartbeat thread extends leases meanwhile
+        self.worker = worker
+        self._take_more = take_more
         self._owned: _OwnedSlice | None = None
         self._refused = False
+        self._taken_at = 0.0  # when the bound slice was taken (monotonic)
+        self._longest = 0.0  # the longest a finished slice took this worker, seconds
+        self._no_more = False  # looked for one more slice and found none
         #: slices with every message done or dead (they never change again), by the login node
         self._complete: set[str] = set()
 
@@ -172,11 +195,85 @@ class SliceQueue:
             owned = _OwnedSlice.take(self, self.slice_id)
             if owned is None:
                 self._refused = True
+                self._note_held("")
             else:
                 self._owned = owned
+                self._taken_at = time.monotonic()
+                self._note_held(owned.sid)
         if self._owned is not None and self.slice_id in self._control()["purged"]:
             return None
         return self._owned
+
+    def _own_or_next(self) -> _OwnedSlice | None:
+        """`_own`, or the next slice with work when the bound one has none left (or is
+        someone else's) and ``take_more`` allows one more."""
+        owned = self._own()
+        if self._take_more is None or self._no_more:
+            return owned
+        if owned is not None and owned.pending():
+            return owned
+        if self._owned is not None and self.slice_id in self._control()["purged"]:
+            return owned  # cleanup is under way: no more work for anyone
+        if self._owned is not None:
+            self._longest = max(self._longest, time.monotonic() - self._taken_at)
+        if not self._take_more(self._longest):
+            self._no_more = True
+            return owned
+        taken = self._next_slice()
+        if taken is None:
+            self._no_more = True
+            return owned
+        previous, self._owned = self._owned, taken
+        self.slice_id = taken.sid
+        self._refused = False
+        self._taken_at = time.monotonic()
+        self._note_held(taken.sid)  # before the previous lock goes: never unnamed
+        if previous is not None and previous.lock_fd is not None:
+            os.close(previous.lock_fd)
+        return taken
+
+    def _next_slice(self) -> _OwnedSlice | None:
+        """Lock the first slice after the bound one (in id order, wrapping around) that no
+        process holds, is not purged, and is `ready` to be worked on."""
+        ids = self.slice_ids()
+        current = self.slice_id or ""
+        later = [sid for sid in ids if sid > current]
+        order = later + [sid for sid in ids if sid < current]
+        purged = set(self._control()["purged"])
+        examined = 0
+        for sid in order:
+            if sid in self._complete or sid in purged:
+                continue
+            if examined >= MAX_EXAMINED:
+                break
+            taken = _OwnedSlice.take(self, sid)
+            if taken is None:
+                continue  # another worker's (its own job's, or one that went on to it)
+            examined += 1
+            if taken.ready(self._clock()):
+                return taken
+            if not taken.pending():
+                self._complete.add(sid)
+            if taken.lock_fd is not None:
+                os.close(taken.lock_fd)
+        return None
+
+    def _note_held(self, sid: str) -> None:
+        """Say in ``held/<worker>`` which slice this worker holds now ('' for none)."""
+        if self.worker:
+            write_text_atomically(self.root / "held" / self.worker, sid)
+
+    def held_by(self, worker: str) -> str | None:
+        """The slice worker ``worker`` held last ('' for none); None when it never said
+        (it did not start, or it predates ``held/``)."""
+        try:
+            return (self.root / "held" / worker).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def forget_worker(self, worker: str) -> None:
+        """Remove ``held/<worker>`` (its job ended and was settled)."""
+        (self.root / "held" / worker).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Let go of the bound slice (its lock); the process ending does the same."""
@@ -186,12 +283,14 @@ class SliceQueue:
             self._owned = None
 
     def send_batch(self, items: Sequence[tuple[str, str]]) -> int:
-        """Write ``items`` as new slices of ``tasks_per_slice`` tasks, visible at once."""
+        """Write ``items`` as new slices of ``tasks_per_slice`` tasks (fewer when there are
+        not enough items for ``spread`` full slices), visible at once."""
         rows = list(items)
         self.slices_dir.mkdir(parents=True, exist_ok=True)
-        for start in range(0, len(rows), self.tasks_per_slice):
+        per = min(self.tasks_per_slice, max(1, -(-len(rows) // self.spread)))
+        for start in range(0, len(rows), per):
             sid = new_slice_id()
-            chunk = rows[start : start + self.tasks_per_slice]
+            chunk = rows[start : start + per]
             messages = [
                 {"id": f"{sid}.{i}", "task_id": task_id, "body": body}
                 for i, (task_id, body) in enumerate(chunk)
@@ -207,7 +306,7 @@ class SliceQueue:
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {max_messages}")
         with self._lock:
-            owned = self._own()
+            owned = self._own_or_next()
             if owned is None:
                 return []
             now = self._clock()
@@ -281,7 +380,7 @@ class SliceQueue:
         now = self._clock()
         if self.slice_id is not None:
             with self._lock:
-                owned = self._own()
+                owned = self._own_or_next()
                 if owned is None:
                     return QueueCounts(0, 0, 0)
                 return _count([m for _, m in owned.pending()], owned.state, now)
@@ -487,6 +586,15 @@ class _OwnedSlice:
             for i, m in enumerate(self.messages)
             if not entries.get(m["id"], {}).get("done") and not entries.get(m["id"], {}).get("dead")
         ]
+
+    def ready(self, now: float) -> bool:
+        """Whether a worker going on to this slice finds work now, and nothing a gone
+        worker still holds: a leased message is the login node's to reclaim (it knows how
+        that worker's Slurm job ended, for the task's records)."""
+        pending = self.pending()
+        if any(self.entry(m["id"]).get("leased") for _, m in pending):
+            return False
+        return bool(self.in_visible_order(now))
 
     def in_visible_order(self, now: float) -> list[tuple[int, dict[str, str]]]:
         found = [

@@ -1,4 +1,5 @@
-"""Looking at runs: status, the list of runs, task logs, dead tasks and their redrive.
+"""What there is to know about runs: status, the list of runs, task logs, dead tasks (and
+their redrive), traces.
 
 Every count here comes from the run's ledger (ledger.py), never from queue depth: the
 queue's counts appear only as a hint of what it holds.
@@ -15,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distributed_something.backends import Backend, open_backend
+from distributed_something.backends import open_backend
 from distributed_something.errors import InputError
+from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.storage import Storage
 from distributed_something.ledger import Ledger, read_counts, read_ledger
 from distributed_something.monitor.progress import Progress, from_counts
@@ -534,8 +536,10 @@ def trace(
 ) -> int:
     """Write the per-attempt trace of the current run (or of run ``run_id``) to ``path`` as
     TSV (see `report.trace`); returns how many attempts it lists."""
+    from distributed_something.report.cost import pricing_for
     from distributed_something.report.trace import write_trace
 
     backend = backend or open_backend(project)
     state = state_of_run(project, backend.storage, run_id)
-    return write_trace(records_for(project, backend, state), path)
+    pricing = pricing_for(project.config, backend.name)
+    return write_trace(records_for(project, backend, state), path, pricing)

@@ -1,0 +1,116 @@
+"""What `ds validate` checks for the Slurm backend, before anything is submitted: Slurm's
+client commands are on PATH, and the configured partition exists on the cluster. Each
+problem is one `InputError` (exit 2) naming the fix."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from distributed_something.errors import InputError
+from distributed_something.project import Project
+
+#: the Slurm commands ds runs on the login node (sacct is optional: jobcomp or scontrol
+#: tell how jobs ended where the cluster keeps no accounting)
+REQUIRED_COMMANDS = ("sbatch", "squeue", "scontrol", "scancel")
+
+_TIMEOUT = 30.0
+
+
+def slurm_findings(project: Project) -> list[InputError]:
+    """Every problem found with this machine's Slurm for ``project`` (empty: none).
+
+    One finding per missing command of `REQUIRED_COMMANDS` (looked up on PATH); when
+    ``slurm.partition`` is set and ``scontrol`` is there, one finding if the cluster does
+    not know the partition (``scontrol show partition NAME``), naming the ones it has
+    (``sinfo``), or if the controller cannot be asked. Runs only read-only Slurm commands.
+    """
+    source = str(project.config_path)
+    findings = [
+        InputError(
+            source,
+            "backend",
+            f'backend = "slurm" needs Slurm\'s `{name}` command, which is not on PATH',
+            "run ds on a login node of the Slurm cluster, with Slurm's commands on PATH "
+            "(e.g. after `module load slurm`)",
+        )
+        for name in REQUIRED_COMMANDS
+        if shutil.which(name) is None
+    ]
+    partition = project.config.slurm.partition
+    if partition and shutil.which("scontrol") is not None:
+        problem = _partition_problem(partition)
+        if problem is not None:
+            findings.append(InputError(source, "slurm.partition", *problem))
+    return findings
+
+
+def _partition_problem(partition: str) -> tuple[str, str] | None:
+    """(problem, fix) when the cluster has no partition ``partition``, else None."""
+    code, out, err = _ask(["scontrol", "show", "partition", partition])
+    if code == 0 and f"PartitionName={partition}" in out:
+        return None
+    message = (err or out).strip().splitlines()
+    said = message[-1] if message else f"exit {code}"
+    if "not found" not in said.lower():
+        return (
+            f"the partition {partition!r} cannot be checked: scontrol answered {said!r}",
+            "check that the Slurm controller is up and that SLURM_CONF (or "
+            "/etc/slurm/slurm.conf) names it (`sinfo` must answer)",
+        )
+    known = _partitions()
+    listed = f"use one of {', '.join(known)}" if known else "use a partition `sinfo` lists"
+    return (
+        f"the Slurm cluster has no partition {partition!r} (scontrol: {said})",
+        f"{listed}, or leave slurm.partition empty for the cluster's default partition",
+    )
+
+
+def _partitions() -> list[str]:
+    """The cluster's partition names, as sinfo lists them (the default marked ``*`` by
+    sinfo is shown without it)."""
+    code, out, _ = _ask(["sinfo", "--noheader", "--format=%P"])
+    if code != 0:
+        return []
+    return list(dict.fromkeys(line.strip().rstrip("*") for line in out.splitlines() if line))
+
+
+def _ask(argv: list[str]) -> tuple[int, str, str]:
+    """Run a read-only Slurm command: (exit code, stdout, stderr); 127 when it cannot run."""
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]} not found"
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{argv[0]} did not answer within {_TIMEOUT:.0f} s"
+    return done.returncode, done.stdout, done.stderr
+
+
+class SlurmNotReady(InputError):
+    """Every `slurm_findings` problem (exit 2): its fields are the first one's, its text one
+    ``error:`` line per problem."""
+
+    def __init__(self, findings: list[InputError]) -> None:
+        first = findings[0]
+        super().__init__(first.source, first.field, first.problem, first.fix)
+        self.findings = findings
+        self.args = ("\nerror: ".join(str(f) for f in findings),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def validate_notes(project: Project) -> list[str]:
+    """The Slurm backend's `BackendKind.validate_notes`: raises `SlurmNotReady` when
+    `slurm_findings` finds anything; no notes otherwise."""
+    findings = slurm_findings(project)
+    if findings:
+        raise SlurmNotReady(findings)
+    return []

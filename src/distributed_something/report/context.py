@@ -1,0 +1,71 @@
+"""What the report needs to know beyond the run's records: where things are, what time costs.
+
+Built from the project's config and its backend by the use cases (`report_context`) and
+handed to `build_report`; the report then links each task to its outputs and its logs and
+prices its attempts. Pure data: nothing here reads storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from distributed_something.config.model import Config
+from distributed_something.report.cost import Pricing, pricing_for
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """``outputs_location``: where task output prefixes are (a folder, or ``s3://bucket/``);
+    ``records_location``: where the main bucket is (the run's records and logs); ``pricing``:
+    the machine price and task share, None where no price is known."""
+
+    outputs_location: str = ""
+    records_location: str = ""
+    pricing: Pricing | None = None
+
+
+def report_context(
+    config: Config, backend_name: str, location: Callable[[str], str]
+) -> ReportContext:
+    """The context of a run of ``config`` on backend ``backend_name`` whose
+    ``location(bucket)`` says where a bucket is (`Backend.location`)."""
+    return ReportContext(
+        outputs_location=location(config.storage.destination_bucket),
+        records_location=location(""),
+        pricing=pricing_for(config, backend_name),
+    )
+
+
+def join_location(base: str, key: str) -> str:
+    """``key`` (a storage key or prefix) inside location ``base``: ``s3://b/`` + ``out/1/``
+    gives ``s3://b/out/1/``; a folder gives a path (a trailing ``/`` kept). ``""`` when
+    ``base`` is unknown."""
+    if not base:
+        return ""
+    if base.startswith("s3://"):
+        return base.rstrip("/") + "/" + key.lstrip("/")
+    joined = str(Path(base) / key.lstrip("/")) if key else base
+    return joined + "/" if key.endswith("/") and not joined.endswith("/") else joined
+
+
+def href_of(location: str) -> str | None:
+    """A link a browser can open for ``location``: ``file://`` for an absolute folder or
+    file (a folder keeps its trailing ``/``, so the browser lists it), the S3 console for
+    ``s3://bucket/prefix``; None for anything else (a relative path, an empty string)."""
+    if location.startswith("s3://"):
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
+        if not bucket:
+            return None
+        url = f"https://s3.console.aws.amazon.com/s3/buckets/{quote(bucket, safe='')}"
+        return url + (f"?prefix={quote(prefix, safe='/')}" if prefix else "")
+    path = Path(location)
+    if not location or not path.is_absolute():
+        return None
+    uri = path.as_uri()
+    return uri + "/" if location.endswith("/") and not uri.endswith("/") else uri
+
+
+__all__ = ["ReportContext", "href_of", "join_location", "report_context"]
