@@ -267,6 +267,9 @@ def report(outcomes: list[Outcome], info: dict[str, str], loads: tuple[str, str]
             f"Target: {o.benchmark.target}. Met: **{o.met}** — {o.target or 'no TARGET line'}.",
             "",
         ]
+        section = BENCH / f"{o.benchmark.name}.md"
+        if section.exists():  # figures and plots the script wrote for this page
+            out += [section.read_text().rstrip("\n"), ""]
         if o.limits:
             out += ["What limits it:", ""] + [f"- {limit}" for limit in o.limits] + [""]
         if o.fixes:

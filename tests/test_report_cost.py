@@ -136,3 +136,50 @@ def test_the_trace_prices_each_finished_attempt(tmp_path: Path) -> None:
     write_trace(records, path)
     with path.open(newline="") as fh:
         assert {r["cost_usd"] for r in csv.DictReader(fh, delimiter="\t")} == {""}
+
+
+def test_a_streamed_report_prices_every_task_from_its_one_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # build_report keeps the attempt keys from the listing that gives the tasks' states:
+    # the attempts are not listed a second time, and each task has its cost as it streams
+    # by (into report.json and report.tsv), listed in memory or not.
+    import distributed_something.report.build as build
+    from distributed_something.report.html import render_html
+    from distributed_something.state import RunState
+
+    records = records_with_attempts(tmp_path)
+    monkeypatch.setattr(build, "SAMPLE", 1)  # of the two done tasks only a is listed
+    monkeypatch.setattr(RunRecords, "attempt_keys", lambda *a: pytest.fail("listed twice"))
+    state = RunState(run_id="run-1", app_name="Priced", backend="aws", created_at=T0)
+    streamed: list[TaskReport] = []
+    context = ReportContext(pricing=Pricing(0.36, 6, "test"))
+    report = build.build_report(records, state, context, on_task=streamed.append)
+    per_second = 0.36 / 3600 / 6
+    # b's second attempt is a redelivery still open: b is done by its first.
+    assert [(t.id, t.outcome) for t in streamed] == [("a", "done"), ("b", "done")]
+    assert streamed[0].cost_usd == pytest.approx((600 + 1200) * per_second)
+    assert streamed[1].cost_usd == pytest.approx(1800 * per_second)
+    assert [t.id for t in report.tasks] == ["a"] and not report.listed_all
+    assert report.cost is not None and report.cost["tasks"] == 2
+    assert len(report.timeline) == 4
+    text = " ".join(render_html(report).split())
+    assert "for 3 attempts of 2 tasks" in text
+
+
+def test_a_streamed_report_of_too_many_attempts_keeps_no_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distributed_something.report.build as build
+    import distributed_something.report.trace as trace
+    from distributed_something.state import RunState
+
+    monkeypatch.setattr(trace, "MAX_REPORT_ATTEMPTS", 3)
+    monkeypatch.setattr(trace, "read_attempts", lambda *a: pytest.fail("attempts read"))
+    records = records_with_attempts(tmp_path)
+    state = RunState(run_id="run-1", app_name="Priced", backend="aws", created_at=T0)
+    report = build.build_report(records, state, ReportContext(pricing=Pricing(0.36, 6, "t")))
+    assert report.timeline == [] and report.cost is None
+    assert all(t.cost_usd is None for t in report.tasks)
+    assert "4 attempts" in report.timeline_note and "ds report --trace" in report.cost_note
+    assert report.counts["done"] == 2

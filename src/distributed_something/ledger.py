@@ -175,29 +175,63 @@ def build_ledger(
     return Ledger(run_id, tasks, dict(corrupt or {}))
 
 
-def count_tasks(
-    task_ids: Iterable[str],
-    skipped: set[str],
-    attempts: Iterable[AttemptKey],
-    marks: Iterable[Mark],
-) -> dict[str, int]:
-    """`Ledger.counts` of the ledger `build_ledger` would give for these records (the
-    manifest given by its task ids), without an entry per task: only the tasks with an
-    attempt or a mark are looked at one by one, the others are pending or skipped."""
+#: `event_code`'s code of a task with a completed attempt: done whatever else happened.
+DONE_ATTEMPT = "D"
+#: Every event code (`event_code`): `DONE_ATTEMPT`, or the state the latest event gives.
+EVENT_CODES = frozenset({DONE_ATTEMPT, "done", "running", "failed", "dead", "pending"})
+
+
+def event_code(
+    attempts: Sequence[tuple[int, str]], marks: Sequence[tuple[int, str]]
+) -> tuple[str, bool]:
+    """What a task's attempts and marks say, whatever its skip records: (code, duplicate).
+
+    The code is `DONE_ATTEMPT` when an attempt completed, else the state `task_state` gives
+    without a skip; `state_of` adds the skip. ``duplicate``: as `TaskEntry.duplicate`."""
+    outcomes = [o for _, o in attempts]
+    duplicate = "duplicate" in outcomes or outcomes.count("done") > 1
+    if "done" in outcomes:
+        return DONE_ATTEMPT, duplicate
+    return task_state(skipped=False, attempts=attempts, marks=marks), duplicate
+
+
+def state_of(code: str, skipped: bool) -> str:
+    """The task's state (`task_state`) from its `event_code` and whether it was skipped."""
+    if code == DONE_ATTEMPT:
+        return "done"
+    return "skipped" if skipped else code
+
+
+def event_codes(
+    attempts: Iterable[AttemptKey], marks: Iterable[Mark]
+) -> dict[str, tuple[str, bool]]:
+    """The `event_code` of every task with an attempt or a mark."""
     by_task, marks_by_task = _index(attempts, marks)
+    return {
+        task_id: event_code(by_task.get(task_id, []), marks_by_task.get(task_id, []))
+        for task_id in by_task.keys() | marks_by_task.keys()
+    }
+
+
+def count_codes(
+    task_ids: Iterable[str], skipped: set[str], codes: dict[str, tuple[str, bool]]
+) -> dict[str, int]:
+    """`Ledger.counts` for the manifest's ``task_ids`` from the tasks' event codes
+    (`event_codes`; a task without one had no event): only tasks with a code are looked at
+    one by one, the others are pending or skipped."""
     ids = task_ids if isinstance(task_ids, (dict, set, frozenset)) else dict.fromkeys(task_ids)
     counts = dict.fromkeys(STATES, 0)
     duplicates = 0
     eventful = 0
-    for task_id in by_task.keys() | marks_by_task.keys():
-        if task_id in ids:
-            entry = _entry(task_id, None, skipped, by_task, marks_by_task)
-            counts[entry.state] += 1
-            duplicates += entry.duplicate
-            eventful += 1
-    quiet_skipped = sum(
-        1 for t in skipped if t in ids and t not in by_task and t not in marks_by_task
-    )
+    if len(codes) > len(ids):
+        pairs = ((t, codes[t]) for t in ids if t in codes)
+    else:
+        pairs = ((t, c) for t, c in codes.items() if t in ids)
+    for task_id, (code, duplicate) in pairs:
+        counts[state_of(code, task_id in skipped)] += 1
+        duplicates += duplicate
+        eventful += 1
+    quiet_skipped = sum(1 for t in skipped if t in ids and t not in codes)
     counts["skipped"] += quiet_skipped
     counts["pending"] += len(ids) - eventful - quiet_skipped
     counts["total"] = len(ids)
@@ -205,14 +239,27 @@ def count_tasks(
     return counts
 
 
-def read_counts(records: RunRecords) -> tuple[dict[str, int], dict[str, str]]:
-    """`read_ledger(records).counts` and the corrupt records met, read the same way but
-    counted without an entry per task (what `ds status` shows)."""
-    task_ids = records.manifest_ids()
-    skipped = records.skipped_ids()
-    attempts = records.attempt_keys()
-    marks = records.marks()
-    return count_tasks(task_ids, skipped, attempts, marks), dict(records.corrupt)
+def count_tasks(
+    task_ids: Iterable[str],
+    skipped: set[str],
+    attempts: Iterable[AttemptKey],
+    marks: Iterable[Mark],
+) -> dict[str, int]:
+    """`Ledger.counts` of the ledger `build_ledger` would give for these records (the
+    manifest given by its task ids), without an entry per task."""
+    return count_codes(task_ids, skipped, event_codes(attempts, marks))
+
+
+def read_counts(
+    records: RunRecords, *, compact: bool = False
+) -> tuple[dict[str, int], dict[str, str]]:
+    """`read_ledger(records).counts` and the corrupt records met, without an entry per task
+    and without listing every attempt: from the ledger summary (summary.py), which reads
+    only the tasks whose records changed since its checkpoint. What `ds status` and the
+    monitor show. ``compact``: see `summary.read_counts` (the monitor's)."""
+    from distributed_something.summary import read_counts as summary_counts
+
+    return summary_counts(records, compact=compact), dict(records.corrupt)
 
 
 def read_ledger(records: RunRecords) -> Ledger:

@@ -9,6 +9,7 @@ are kept across runs (they make check-if-done work); everything else is kept per
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import zlib
@@ -128,6 +129,21 @@ class Mark:
 
 MARK_KINDS = ("redrive", "requeue", "dead", "deleted")
 
+#: Microseconds in a minute: the journal's folders (see `RunRecords.intent_key`).
+MINUTE_US = 60_000_000
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An entry of the journal: a record of ``task_id`` is about to be written (an attempt
+    with stem ``detail`` when ``kind`` is ``a``, a mark ``<kind>-<µs>`` when ``m``, a skip
+    record when ``s``)."""
+
+    task_id: str
+    at_us: int
+    kind: str
+    detail: str
+
 
 @dataclass
 class Skip:
@@ -214,6 +230,19 @@ class RunRecords:
     def report_key(self) -> str:
         return f"{self.run_prefix}report.json"
 
+    def checkpoint_key(self) -> str:
+        """The ledger summary's checkpoint (see summary.py)."""
+        return f"{self.run_prefix}summary/checkpoint.txt"
+
+    def intent_key(self, task_id: str, at_us: int, kind: str, detail: str) -> str:
+        """``journal/<minute>/<µs>.<kind>.<detail>.<task>``: an intent (see summary.py);
+        ``kind`` is ``a`` (an attempt, ``detail`` its stem), ``m`` (a mark: its kind and
+        time, ``dead-<µs>``) or ``s`` (a worker's skip record)."""
+        return (
+            f"{self.run_prefix}journal/{at_us // MINUTE_US:08d}/"
+            f"{at_us:017d}.{kind}.{detail}.{task_id}"
+        )
+
     # writes ----------------------------------------------------------------------------
     def write_done(self, marker: DoneMarker) -> DoneMarker:
         """Store the done marker, keeping the finish times of earlier completions.
@@ -228,7 +257,9 @@ class RunRecords:
         return marker
 
     def write_skip(self, skip: Skip) -> None:
-        """One task a worker skipped: one object, so workers never write the same key."""
+        """One task a worker skipped: one object, so workers never write the same key. An
+        intent is written first (see summary.py)."""
+        self.write_intent(skip.task_id, "s", "skip")
         self._put_json(self.skip_key(skip.task_id), asdict(skip))
 
     def write_skips(self, part: str, skips: Iterable[Skip]) -> None:
@@ -268,8 +299,16 @@ class RunRecords:
             # The ids alone, for counting without parsing the groups (`manifest_ids`).
             self.storage.put_bytes(self._index_key(key), index.encode())
 
+    def write_intent(self, task_id: str, kind: str, detail: str) -> None:
+        """Say, before writing a record that changes a task's state, that it will (see
+        summary.py: readers of the ledger summary read that task again)."""
+        at_us = round(now() * 1e6)
+        self.storage.put_bytes(self.intent_key(task_id, at_us, kind, detail), b"")
+
     def open_attempt(self, attempt: Attempt) -> str:
-        """Record that ``attempt`` started; returns the open record's key."""
+        """Record that ``attempt`` started; returns the open record's key. An intent is
+        written first (see summary.py), so no state change escapes the ledger summary."""
+        self.write_intent(attempt.task_id, "a", attempt.stem)
         key = self.attempt_key(attempt, "running")
         self._put_json(key, asdict(attempt))
         return key
@@ -303,6 +342,7 @@ class RunRecords:
         """A ledger event other than an attempt (see `Mark`)."""
         if kind not in MARK_KINDS:
             raise ValueError(f"unknown mark kind {kind!r}")
+        self.write_intent(task_id, "m", f"{kind}-{round(at * 1e6)}")
         self._put_json(self.mark_key(task_id, kind, at), {"task_id": task_id, **detail})
 
     # reads -----------------------------------------------------------------------------
@@ -364,6 +404,26 @@ class RunRecords:
                 found.append(parsed)
         return sorted(found, key=lambda a: (a.started_us, a.stem))
 
+    def iter_attempts_by_task(self) -> Iterator[tuple[str, list[AttemptKey]]]:
+        """(task, its attempts oldest first) for every task with an attempt in this run,
+        streamed from one listing (a task's records are listed together: they share its
+        folder), so only one task's keys are held at a time."""
+        start = f"{self.run_prefix}attempts/"
+        current = ""
+        found: list[AttemptKey] = []
+        for obj in self.storage.list(start):
+            parsed = parse_attempt_key(obj.key[len(start) :])
+            if parsed is None:
+                self.corrupt[obj.key] = "not an attempt record's name"
+                continue
+            if parsed.task_id != current:
+                if found:
+                    yield current, sorted(found, key=lambda a: (a.started_us, a.stem))
+                current, found = parsed.task_id, []
+            found.append(parsed)
+        if found:
+            yield current, sorted(found, key=lambda a: (a.started_us, a.stem))
+
     def marks(self) -> list[Mark]:
         """Every mark of this run (one listing), oldest first."""
         start = f"{self.run_prefix}marks/"
@@ -376,6 +436,40 @@ class RunRecords:
             else:
                 self.corrupt[obj.key] = "not a mark record's name"
         return sorted(found, key=lambda m: m.at_us)
+
+    def marks_of(self, task_id: str) -> list[Mark]:
+        """The marks of one task in this run (one listing of its folder), oldest first."""
+        start = f"{self.run_prefix}marks/"
+        found = []
+        for obj in self.storage.list(f"{start}{task_id}/"):
+            name = obj.key[len(start) + len(task_id) + 1 :]
+            at, _, kind = name.partition(".")
+            if kind in MARK_KINDS and at.isdigit():
+                found.append(Mark(task_id, kind, int(at)))
+            else:
+                self.corrupt[obj.key] = "not a mark record's name"
+        return sorted(found, key=lambda m: m.at_us)
+
+    def intents_since(self, since_us: int, until_us: int) -> list[Intent]:
+        """The intents written from ``since_us`` on (key times; up to ``until_us``'s minute,
+        listed minute by minute, or in one listing when that spans more than a day)."""
+        start = f"{self.run_prefix}journal/"
+        first, last = since_us // MINUTE_US, until_us // MINUTE_US
+        if last - first > 1440:
+            listings = [self.storage.list(start)]
+        else:
+            listings = [self.storage.list(f"{start}{m:08d}/") for m in range(first, last + 1)]
+        found = []
+        for listing in listings:
+            for obj in listing:
+                parts = obj.key[len(start) :].partition("/")[2].split(".", 3)
+                if len(parts) != 4 or not parts[0].isdigit() or parts[1] not in ("a", "m", "s"):
+                    self.corrupt[obj.key] = "not an intent's name"
+                    continue
+                at = int(parts[0])
+                if at >= since_us:
+                    found.append(Intent(parts[3], at, parts[1], parts[2]))
+        return found
 
     def read_mark(self, mark: Mark) -> dict[str, Any] | None:
         """The details a mark was written with."""
@@ -426,6 +520,31 @@ class RunRecords:
             for entry in part.entries:
                 seen.setdefault(entry.task_id, entry)
         return list(seen.values())
+
+    def iter_manifest(self) -> Iterator[tuple[str, Any]]:
+        """(task id, group) of every task submitted in the run, first submission first,
+        each id once, as `manifest` gives them, streamed: one line is parsed at a time. A
+        part is read once to check it whole (a part that cannot be read is left out whole,
+        noted in `corrupt`), unless its id index vouches for its bytes."""
+        parts = [obj.key for obj in self.storage.list(f"{self.run_prefix}manifest-")]
+        seen: set[str] | None = set() if len(parts) > 1 else None
+        for key in parts:
+            data = self.storage.get_bytes(key)
+            check = {"size": len(data), "crc32": zlib.crc32(data)}
+            if self._indexed_ids(key, check) is None and self._manifest_part(key, data) is None:
+                continue
+            for line in io.BytesIO(data):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if "task_id" not in row:
+                    continue
+                task_id = str(row["task_id"])
+                if seen is not None:
+                    if task_id in seen:
+                        continue
+                    seen.add(task_id)
+                yield task_id, row.get("group")
 
     def manifest_ids(self) -> dict[str, None]:
         """The ids of `manifest` (the same parts, read the same way), without building an

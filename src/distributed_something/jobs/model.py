@@ -28,25 +28,27 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Task:
     """One task.
 
     ``body`` is the queue message exactly as the family's run.py sent it and its workers read
     it: shared keys plus ``"group"`` (DS), ``"plate"`` (DOZC) or ``"Metadata"`` (DCP, DF);
-    ``group_key`` names that key. ``id`` is ``task_id_of(body)``.
+    ``group_key`` names that key. ``id`` is ``task_id_of(body)``. Slots, not a ``__dict__``:
+    a million tasks in memory at submit.
     """
 
     body: dict[str, Any]
     group_key: str = "group"
     id: str = field(default="")
+    #: the canonical JSON made for the id, kept for the first `body_json` (parsing asks for
+    #: it at once: a million tasks are not serialized twice)
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id:
             text = canonical_json(self.body)
             object.__setattr__(self, "id", _hash(text))
-            # Kept (outside the fields) for the first `body_json`, which parsing asks for
-            # at once: a million tasks are not serialized twice.
             object.__setattr__(self, "_json", text)
 
     @property
@@ -71,8 +73,11 @@ class Task:
 
     def body_json(self) -> str:
         """The message body sent to the queue."""
-        text: str | None = self.__dict__.pop("_json", None)
-        return text if text is not None else canonical_json(self.body)
+        text = self._json
+        if text is None:
+            return canonical_json(self.body)
+        object.__setattr__(self, "_json", None)
+        return text
 
     @classmethod
     def from_body(cls, body_json: str) -> Task:

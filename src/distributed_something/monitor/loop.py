@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from distributed_something import summary
 from distributed_something.config.model import Config
 from distributed_something.interfaces.backend import Backend
-from distributed_something.ledger import read_ledger
+from distributed_something.ledger import read_counts, read_ledger
 from distributed_something.monitor.policy import (
     Observation,
     PolicyConfig,
@@ -17,7 +18,7 @@ from distributed_something.monitor.policy import (
     decide,
     drain_check,
 )
-from distributed_something.monitor.progress import Progress, measure
+from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.monitor.settle import settle
 from distributed_something.records import RunRecords
 from distributed_something.state import RunState
@@ -66,8 +67,10 @@ def watch(
         bar.start()
     try:
         while True:
-            ledger = read_ledger(records)
-            progress = measure(ledger)
+            # Counts from the ledger summary (a few tasks read per tick, not every record);
+            # the whole ledger only when tasks must be settled.
+            task_counts, corrupt = read_counts(records, compact=True)
+            progress = from_counts(task_counts, len(corrupt))
             if bar is not None and bar_id is not None:
                 bar.update(
                     bar_id,
@@ -80,11 +83,16 @@ def watch(
                 now=clock(),
                 drained_since=drained_since,
                 queue_drained=counts.drained,
-                ledger_finished=ledger.finished or image_entrypoint,
+                ledger_finished=progress.finished == progress.total or image_entrypoint,
                 confirm_seconds=confirm,
             )
             drained_since = check.drained_since
             if check.verdict == "reconcile":
+                ledger = read_ledger(records)
+                if ledger.counts != task_counts:
+                    # Records written without an intent (by a worker of an earlier version):
+                    # the summary is made again from a whole reading.
+                    summary.recount(records)
                 plan = settle(records, backend.queue, ledger, clock())
                 if plan.requeue:
                     info(

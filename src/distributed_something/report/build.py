@@ -1,15 +1,17 @@
-"""Builds the run report from the run's records and the dead-letter store."""
+"""Builds the run report from the run's records, streamed (a few bytes a task in memory)."""
 
 from __future__ import annotations
 
 import json
 import re
 import statistics
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from distributed_something.ledger import Ledger, read_ledger
-from distributed_something.records import Failure, RunRecords
+from distributed_something.ledger import event_code, state_of
+from distributed_something.records import AttemptKey, Failure, RunRecords
 from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
 
@@ -61,9 +63,20 @@ class AttemptSpan:
 _TASK_FIELDS = fields(TaskReport)
 
 
+#: Tasks of each outcome other than dead and failed (all listed) that a report holds in
+#: memory and shows (`RunReport.tasks`); the rest are only counted, plotted and written to
+#: the per-task files beside it (report.tsv, report.json).
+SAMPLE = 2000
+
+
 @dataclass
 class RunReport:
-    """The whole run: counts by outcome and one entry per submitted task."""
+    """The whole run: counts by outcome and the tasks it lists.
+
+    ``tasks`` lists every dead, failed and running task and the first `SAMPLE` tasks of
+    each other outcome, in submission order (all tasks of a run that small);
+    ``listed_all`` says whether that is every task. ``durations`` and ``finish_times`` hold
+    those of every done task (for statistics and plots over all tasks)."""
 
     app_name: str
     run_id: str
@@ -79,20 +92,43 @@ class RunReport:
     outputs_location: str = ""
     logs_location: str = ""
     #: the run's estimated cost (``usd``, ``usd_per_hour``, ``slots``, ``attempts``,
-    #: ``basis``; see `report.cost`), or None with ``cost_note`` saying why
+    #: ``open_attempts``, ``tasks``, ``basis``; see `report.cost`), or None with
+    #: ``cost_note`` saying why
     cost: dict[str, Any] | None = None
     cost_note: str = ""
     #: every attempt for the timeline (not in the JSON: `ds report --trace` lists them)
     timeline: list[AttemptSpan] = field(default_factory=list)
     timeline_note: str = ""
+    listed_all: bool = True
+    #: None: take them from ``tasks`` (a report made by hand, with all its tasks)
+    durations: Sequence[float] | None = None
+    finish_times: Sequence[float] | None = None
+
+    @property
+    def all_durations(self) -> Sequence[float]:
+        """The duration of every done task that has one."""
+        if self.durations is not None:
+            return self.durations
+        return [t.duration for t in self.tasks if t.duration is not None]
+
+    @property
+    def all_finish_times(self) -> Sequence[float]:
+        """The finish time of every done task that has one."""
+        if self.finish_times is not None:
+            return self.finish_times
+        return [
+            t.finished_at for t in self.tasks if t.outcome == "done" and t.finished_at is not None
+        ]
 
     def to_json(self) -> dict[str, Any]:
-        """The report as JSON-ready data (it shares the tasks' groups and lists: read only).
+        """The report as JSON-ready data (it shares the tasks' groups and lists: read only);
+        the durations and finish times (the tasks carry theirs) and the timeline are left
+        out.
 
         Built field by field: ``dataclasses.asdict`` deep-copies every task, which took
         longer than building the report itself for 2,000 tasks."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"}
-        data["tasks"] = [{f.name: getattr(t, f.name) for f in _TASK_FIELDS} for t in self.tasks]
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_JSON}
+        data["tasks"] = [task_json(t) for t in self.tasks]
         return data
 
     @property
@@ -101,66 +137,94 @@ class RunReport:
         return all(self.counts[k] == 0 for k in ("dead", "failed", "running", "pending"))
 
 
+#: Left out of the JSON: the arrays for plots (the tasks carry their values) and the
+#: timeline (one entry per attempt: `ds report --trace` lists them).
+_NOT_JSON = ("durations", "finish_times", "timeline")
+
+
+def task_json(task: TaskReport) -> dict[str, Any]:
+    """One task as the JSON report holds it."""
+    return {f.name: getattr(task, f.name) for f in _TASK_FIELDS}
+
+
 def build_report(
-    records: RunRecords, state: RunState, context: ReportContext | None = None
+    records: RunRecords,
+    state: RunState,
+    context: ReportContext | None = None,
+    on_task: Callable[[TaskReport], object] | None = None,
 ) -> RunReport:
     """Account for every task of the run's manifest, in submission order, with the state
     the ledger gives it (so `ds status` and the report never disagree), and the details of
     its records: duration and outputs of a done task, the last error of a failed or dead one.
-    Its attempts give the timeline and, with ``context``'s pricing, the cost (see
-    `trace.attach_attempts`); ``context`` also says where outputs and logs are.
+
+    The records are streamed: each task's `TaskReport` is made, passed to ``on_task`` (the
+    per-task files are written from there) and kept only when listed (`RunReport.tasks`);
+    what stays in memory per task is its ledger code and, for a done task, two floats. The
+    reading is whole: it does not use the ledger summary (summary.py) `ds status` reads,
+    and so checks it.
+
+    Its attempts give the timeline and, with ``context``'s pricing, the cost of each task
+    and of the run (`trace.read_report_attempts`: runs of at most
+    `trace.MAX_REPORT_ATTEMPTS` attempts; their keys are kept from the same listing that
+    gives the codes, so a bigger run holds none); ``context`` also says where outputs and
+    logs are.
     """
-    ledger = read_ledger(records)
-    tasks_by_state = ledger.tasks
+    from distributed_something.report import trace  # it imports this module
+
+    kept = _KeptKeys(trace.MAX_REPORT_ATTEMPTS)
+    codes = read_task_codes(records, kept.add)
+    found = trace.read_report_attempts(
+        records, context or ReportContext(), state.backend, kept.keys, kept.count
+    )
+    skipped = records.skipped_ids()
     failures: dict[str, Failure] = {}
     for failure in records.all_failures():
         last = failures.get(failure.task_id)
         if last is None or last.at < failure.at:
             failures[failure.task_id] = failure
-    done_ids = [t.id for t in tasks_by_state.values() if t.state == "done"]
-    markers = records.read_done_many(done_ids)
-    mark_errors = _dead_mark_errors(records, ledger, failures)
-    tasks: list[TaskReport] = []
-    for entry in tasks_by_state.values():
-        tid = entry.id
-        outcome = entry.state
-        fail = failures.get(tid)
+    dead_marked = {
+        tid
+        for tid, (code, _, _) in codes.items()
+        if code == "dead" and tid not in failures and tid not in skipped
+    }
+    mark_errors = _dead_mark_errors(records, dead_marked)
+    counts = {k: 0 for k in OUTCOMES}
+    duplicates = 0
+    durations: array[float] = array("d")
+    finish_times: array[float] = array("d")
+    listed: list[TaskReport] = []
+    for tid, group in records.iter_manifest():
+        code, duplicate, attempts = codes.get(tid, _QUIET)
+        outcome = state_of(code, tid in skipped)
         if outcome == "done":
-            marker = markers.get(tid)
-            tasks.append(
-                TaskReport(
-                    tid,
-                    entry.group,
-                    "done",
-                    marker.attempt if marker else max(entry.attempts, 1),
-                    marker.duration if marker else None,
-                    marker.outputs if marker else [],
-                    duplicate=entry.duplicate,
-                    finished_at=marker.finished_at if marker else None,
-                    output_prefix=marker.output_prefix if marker else "",
-                )
-            )
-            continue
-        error = fail.error if fail is not None else mark_errors.get(tid)
-        if outcome in ("pending", "running", "skipped"):
-            error = None if outcome != "pending" or fail is None else fail.error
-        shown = fail if fail is not None and error is not None else None
-        tasks.append(
-            TaskReport(
+            marker = records.read_done(tid)
+            task = TaskReport(
                 tid,
-                entry.group,
-                outcome,
-                entry.attempts if outcome != "skipped" else 1,
-                error=error,
-                duplicate=entry.duplicate,
-                cause=failure_cause(shown) if shown is not None else None,
-                first_error=(
-                    first_error_line(shown.log_tail, shown.error) if shown is not None else error
-                ),
-                log_tail=shown.log_tail if shown is not None else None,
+                group,
+                "done",
+                marker.attempt if marker else max(attempts, 1),
+                marker.duration if marker else None,
+                marker.outputs if marker else [],
+                duplicate=duplicate,
+                finished_at=marker.finished_at if marker else None,
+                output_prefix=marker.output_prefix if marker else "",
             )
-        )
-    counts, stats = tally(tasks)
+            if task.duration is not None:
+                durations.append(task.duration)
+            if task.finished_at is not None:
+                finish_times.append(task.finished_at)
+        else:
+            task = _unfinished(tid, group, outcome, attempts, duplicate, failures, mark_errors)
+        if found.task_costs is not None:
+            task.cost_usd = found.task_costs.get(tid)
+        counts[outcome] += 1
+        duplicates += task.duplicate
+        if outcome in ("dead", "failed", "running") or counts[outcome] <= SAMPLE:
+            listed.append(task)
+        if on_task is not None:
+            on_task(task)
+    counts["total"] = sum(counts[k] for k in OUTCOMES)
+    counts["duplicates"] = duplicates
     report = RunReport(
         app_name=state.app_name,
         run_id=state.run_id,
@@ -168,22 +232,106 @@ def build_report(
         created_at=state.created_at,
         finished_at=state.finished_at,
         counts=counts,
-        tasks=tasks,
-        duration_stats=stats,
+        tasks=listed,
+        duration_stats=_stats(sorted(durations)),
         corrupt=dict(records.corrupt),
+        listed_all=len(listed) == counts["total"],
+        durations=durations,
+        finish_times=finish_times,
     )
-    from distributed_something.report.trace import attach_attempts  # it imports this module
-
-    attach_attempts(report, records, context or ReportContext())
+    found.apply(report, costs_of_tasks=False)  # the tasks got theirs as they streamed by
     return report
 
 
-def _dead_mark_errors(
-    records: RunRecords, ledger: Ledger, failures: dict[str, Failure]
-) -> dict[str, str]:
+class _KeptKeys:
+    """The attempt keys of a listing while there are at most ``limit`` of them (then none,
+    only their ``count``), oldest first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._keys: list[AttemptKey] | None = []
+
+    def add(self, keys: list[AttemptKey]) -> None:
+        """Count (and keep, while within the limit) one task's attempt keys."""
+        self.count += len(keys)
+        if self._keys is not None:
+            if self.count > self.limit:
+                self._keys = None
+            else:
+                self._keys.extend(keys)
+
+    @property
+    def keys(self) -> list[AttemptKey] | None:
+        """The keys kept, oldest first; None when there were more than the limit."""
+        if self._keys is None:
+            return None
+        return sorted(self._keys, key=lambda a: (a.started_us, a.stem))
+
+
+#: The code of a task without an attempt or a mark (see `read_task_codes`).
+_QUIET = ("pending", False, 0)
+
+
+def read_task_codes(
+    records: RunRecords, on_attempts: Callable[[list[AttemptKey]], object] | None = None
+) -> dict[str, tuple[str, bool, int]]:
+    """(event code, duplicate, attempts that ran) of every task with an attempt or a mark
+    (`ledger.event_code`; stood-down duplicates not counted as attempts), read from one
+    streamed listing of the attempts (a task's records are listed together) and one of the
+    marks; each task's attempt keys are passed to ``on_attempts`` as they are listed. Equal
+    values are one shared tuple: a million tasks hold a few."""
+    marks: dict[str, list[tuple[int, str]]] = {}
+    for m in records.marks():
+        marks.setdefault(m.task_id, []).append((m.at_us, m.kind))
+    shared: dict[tuple[str, bool, int], tuple[str, bool, int]] = {}
+    codes: dict[str, tuple[str, bool, int]] = {}
+    for task_id, attempts in records.iter_attempts_by_task():
+        if on_attempts is not None:
+            on_attempts(attempts)
+        events = [(a.started_us, a.outcome) for a in attempts]
+        code, duplicate = event_code(events, marks.pop(task_id, []))
+        ran = sum(1 for _, o in events if o != "duplicate")
+        value = (code, duplicate, ran)
+        codes[task_id] = shared.setdefault(value, value)
+    for task_id, task_marks in marks.items():
+        code, duplicate = event_code([], task_marks)
+        value = (code, duplicate, 0)
+        codes[task_id] = shared.setdefault(value, value)
+    return codes
+
+
+def _unfinished(
+    tid: str,
+    group: Any,
+    outcome: str,
+    attempts: int,
+    duplicate: bool,
+    failures: dict[str, Failure],
+    mark_errors: dict[str, str],
+) -> TaskReport:
+    """The `TaskReport` of a task that is not done."""
+    fail = failures.get(tid)
+    error = fail.error if fail is not None else mark_errors.get(tid)
+    if outcome in ("pending", "running", "skipped"):
+        error = None if outcome != "pending" or fail is None else fail.error
+    shown = fail if fail is not None and error is not None else None
+    return TaskReport(
+        tid,
+        group,
+        outcome,
+        attempts if outcome != "skipped" else 1,
+        error=error,
+        duplicate=duplicate,
+        cause=failure_cause(shown) if shown is not None else None,
+        first_error=(first_error_line(shown.log_tail, shown.error) if shown is not None else error),
+        log_tail=shown.log_tail if shown is not None else None,
+    )
+
+
+def _dead_mark_errors(records: RunRecords, wanted: set[str]) -> dict[str, str]:
     """The errors of dead tasks that have no failure record (found in the dead-letter store
     by the monitor, or given up after leaving the queue): read from their dead marks."""
-    wanted = {t.id for t in ledger.tasks.values() if t.state == "dead" and t.id not in failures}
     if not wanted:
         return {}
     out: dict[str, str] = {}
@@ -201,13 +349,13 @@ def tally(tasks: list[TaskReport]) -> tuple[dict[str, int], dict[str, float]]:
         counts[task.outcome] += 1
     counts["total"] = len(tasks)
     counts["duplicates"] = sum(1 for t in tasks if t.duplicate)
-    return counts, _stats([t.duration for t in tasks if t.duration is not None])
+    return counts, _stats(sorted(t.duration for t in tasks if t.duration is not None))
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    if not values:
+def _stats(ordered: list[float]) -> dict[str, float]:
+    """Statistics of ``ordered`` (sorted) durations."""
+    if not ordered:
         return {}
-    ordered = sorted(values)
     return {
         "min": ordered[0],
         "median": statistics.median(ordered),

@@ -180,7 +180,7 @@ def render_html(report: RunReport) -> str:
         _counts_strip(report),
         "<h2>Task durations</h2>",
         _duration_stats(report),
-        _histogram_svg([t.duration for t in report.tasks if t.duration is not None]),
+        _histogram_svg(report.all_durations),
         "<h2>Throughput</h2>",
         _throughput_svg(report),
         '<h2 id="timeline-title">Timeline of workers</h2>',
@@ -327,11 +327,8 @@ def _histogram_svg(durations: Sequence[float]) -> str:
 
 
 def _throughput_svg(report: RunReport) -> str:
-    finishes = sorted(
-        max(0.0, t.finished_at - report.created_at)
-        for t in report.tasks
-        if t.outcome == "done" and t.finished_at is not None
-    )
+    # Every done task's finish (seconds since the run was created), listed or not.
+    finishes = sorted(max(0.0, at - report.created_at) for at in report.all_finish_times)
     if not finishes:
         return '<p class="empty">No task finished in this run yet.</p>'
     done = len(finishes)
@@ -501,8 +498,9 @@ def _cost_section(report: RunReport) -> str:
     if cost is None:
         note = report.cost_note or "no price is known for this run"
         return f'<p class="note" id="cost-note">Cost not shown: {_e(note)}.</p>'
-    priced = [t for t in report.tasks if t.cost_usd is not None]
-    mean = f"; {format_usd(cost['usd'] / len(priced))} per task on average" if priced else ""
+    # The tasks listed may be a sample of a big run's: the cost counts the priced ones.
+    priced = int(cost.get("tasks", sum(1 for t in report.tasks if t.cost_usd is not None)))
+    mean = f"; {format_usd(cost['usd'] / priced)} per task on average" if priced else ""
     open_note = (
         f" {plural(int(cost['open_attempts']), 'attempt')} still open "
         f"{'is' if cost['open_attempts'] == 1 else 'are'} not counted."
@@ -512,7 +510,7 @@ def _cost_section(report: RunReport) -> str:
     return (
         f'<p id="cost-total">Estimated cost of task time: <strong>{_e(format_usd(cost["usd"]))}'
         f"</strong> for {_e(plural(int(cost['attempts']), 'attempt'))} of "
-        f"{_e(plural(len(priced), 'task'))}{_e(mean)}.{_e(open_note)}</p>"
+        f"{_e(plural(priced, 'task'))}{_e(mean)}.{_e(open_note)}</p>"
         f'\n<p class="note" id="cost-basis">Priced at {_e(str(cost["basis"]))}. Each task\'s '
         "cost is in the table of all tasks.</p>"
     )
@@ -539,7 +537,7 @@ def _attention_table(report: RunReport) -> str:
             "attention",
             ("task", "outcome", "group", "attempts", "cause", "error", "log"),
             rows,
-            len(trouble),
+            len(trouble) if report.listed_all else sum(_count(report, k) for k in _ATTENTION_ORDER),
         )
         + (
             '\n<p class="note">See <code>ds dead list</code>, <code>ds logs TASK</code> and '
@@ -556,29 +554,31 @@ TSV_COLUMNS = ("task", "outcome", "attempts", "duration", "outputs", "cause", "g
 
 
 def write_tsv(report: RunReport, path: Path) -> Path:
-    """Every task of the report, one tab-separated row each (`TSV_COLUMNS`; tabs and line
-    breaks in values written as spaces), written atomically to ``path``; returns ``path``.
-    The HTML page shows at most ``MAX_ROWS`` tasks per table: this file has them all."""
+    """Every task of the report, one tab-separated row each (`tsv_row`), written atomically
+    to ``path``; returns ``path``. The HTML page shows at most ``MAX_ROWS`` tasks per table:
+    this file has them all (a report of a big run lists a sample: `ds report` writes the
+    file as it streams the tasks, report/files.py)."""
+    lines = ["\t".join(TSV_COLUMNS), *(tsv_row(t) for t in report.tasks)]
+    return write_text_atomically(path, "\n".join(lines) + "\n")
+
+
+def tsv_row(t: TaskReport) -> str:
+    """One task as a TSV row (`TSV_COLUMNS`; tabs and line breaks in values as spaces)."""
 
     def cell(value: Any) -> str:
         return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
-    lines = ["\t".join(TSV_COLUMNS)]
-    lines.extend(
-        "\t".join(
-            (
-                cell(t.id),
-                t.outcome,
-                str(t.attempts),
-                f"{t.duration:.3f}" if t.duration is not None else "",
-                str(len(t.outputs)),
-                cell(t.cause or ""),
-                cell(_group_text(t.group)),
-            )
+    return "\t".join(
+        (
+            cell(t.id),
+            t.outcome,
+            str(t.attempts),
+            f"{t.duration:.3f}" if t.duration is not None else "",
+            str(len(t.outputs)),
+            cell(t.cause or ""),
+            cell(_group_text(t.group)),
         )
-        for t in report.tasks
     )
-    return write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def _failures_section(report: RunReport) -> str:
@@ -659,7 +659,11 @@ def _all_tasks_table(report: RunReport) -> str:
         )
 
     return _table(
-        "All tasks", "tasks", heads, (row(t) for t in report.tasks[:MAX_ROWS]), len(report.tasks)
+        "All tasks",
+        "tasks",
+        heads,
+        (row(t) for t in report.tasks[:MAX_ROWS]),
+        len(report.tasks) if report.listed_all else _count(report, "total"),
     )
 
 

@@ -72,8 +72,10 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
                 escape(clip(task.first_error or task.error or "", 160)),
             )
         console.print(bad)
-        if len(trouble) > 20:
-            console.print(f"… and {len(trouble) - 20} more (see the JSON report)")
+        # The report lists a sample of a big run's pending tasks: the counts say how many.
+        needing = sum(report.counts[k] for k in ("dead", "failed", "running", "pending"))
+        if needing > 20:
+            console.print(f"… and {needing - 20} more (see the JSON report)")
         console.print("see `ds dead list`, `ds logs TASK`, `ds dead redrive`")
     if outputs_hint:
         console.print(outputs_hint)

@@ -6,7 +6,7 @@ CPU and memory accounting, an attempt closed by another process as ``lost``) are
 so is ``cost_usd`` where no price is known (see `report.cost`: AWS runs only).
 
 The same attempts give the HTML report its timeline of workers and its costs
-(`attach_attempts`), for runs of at most `MAX_REPORT_ATTEMPTS` attempts.
+(`read_report_attempts`), for runs of at most `MAX_REPORT_ATTEMPTS` attempts.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,51 +154,102 @@ def _rows(
     return rows
 
 
-def attach_attempts(report: RunReport, records: RunRecords, context: ReportContext) -> None:
-    """Give ``report`` what its attempts and ``context`` tell: where outputs and logs are,
-    the timeline (one span per attempt), and with ``context.pricing`` the cost of each task
-    (all its finished attempts) and of the run; without a price ``cost_note`` says why there
-    is none. Runs of more than `MAX_REPORT_ATTEMPTS` attempts get notes instead of the
-    timeline and costs. Unreadable attempt records are added to ``report.corrupt``."""
-    report.outputs_location = context.outputs_location
-    report.logs_location = join_location(context.records_location, records.run_prefix + "logs/")
+@dataclass
+class ReportAttempts:
+    """What a run's attempts and the report context tell the report (`read_report_attempts`):
+    where outputs and logs are, the timeline, the cost of the run (``cost``, None with
+    ``cost_note`` saying why) and of each task that has a priced attempt (``task_costs``,
+    None without a price), or notes saying why the attempts were not read."""
+
+    outputs_location: str = ""
+    logs_location: str = ""
+    timeline: list[AttemptSpan] = field(default_factory=list)
+    timeline_note: str = ""
+    cost: dict[str, Any] | None = None
+    cost_note: str = ""
+    task_costs: dict[str, float] | None = None
+
+    def apply(self, report: RunReport, costs_of_tasks: bool = True) -> None:
+        """Give ``report`` all this (and, when ``costs_of_tasks``, each listed task its cost;
+        a streamed report gives the tasks theirs as they stream by)."""
+        report.outputs_location = self.outputs_location
+        report.logs_location = self.logs_location
+        report.timeline = self.timeline
+        report.timeline_note = self.timeline_note
+        report.cost = self.cost
+        report.cost_note = self.cost_note
+        if costs_of_tasks and self.task_costs is not None:
+            for task in report.tasks:
+                task.cost_usd = self.task_costs.get(task.id)
+
+
+def read_report_attempts(
+    records: RunRecords,
+    context: ReportContext,
+    backend: str,
+    keys: Sequence[AttemptKey] | None = None,
+    count: int | None = None,
+) -> ReportAttempts:
+    """What the run's attempts (``keys``, oldest first, of ``count`` attempts; both listed
+    here when not given; ``keys`` None when the caller kept none of more than
+    `MAX_REPORT_ATTEMPTS`) and ``context`` tell a report of a run on ``backend``: where
+    outputs and logs are, the timeline (one span per attempt), and with
+    ``context.pricing`` the cost of each task (all its finished attempts) and of the run;
+    without a price ``cost_note`` says why there is none. Runs of more than
+    `MAX_REPORT_ATTEMPTS` attempts get notes instead of the timeline and costs. Unreadable
+    attempt records are added to ``records.corrupt``."""
+    found = ReportAttempts(
+        outputs_location=context.outputs_location,
+        logs_location=join_location(context.records_location, records.run_prefix + "logs/"),
+    )
     pricing = context.pricing
     if pricing is None:
-        report.cost_note = (
-            NO_PRICE.format(backend=report.backend)
+        found.cost_note = (
+            NO_PRICE.format(backend=backend)
             if context.records_location
             else "no price was given: cost is shown for AWS runs only"
         )
-    keys = records.attempt_keys()
-    if len(keys) > MAX_REPORT_ATTEMPTS:
+    if keys is None and count is None:
+        keys = records.attempt_keys()
+    total = count if count is not None else len(keys or ())
+    if keys is None or total > MAX_REPORT_ATTEMPTS:
         more = (
-            f"this run has {len(keys):,} attempts; the report reads at most "
+            f"this run has {total:,} attempts; the report reads at most "
             f"{MAX_REPORT_ATTEMPTS:,}: `ds report --trace trace.tsv` lists every attempt"
         )
-        report.timeline_note = more
+        found.timeline_note = more
         if pricing is not None:
-            report.cost_note = more + " with its cost"
-        return
+            found.cost_note = more + " with its cost"
+        return found
     rows = _rows(keys, read_attempts(records, keys), {}, pricing)
-    report.corrupt.update(records.corrupt)
-    report.timeline = [AttemptSpan(r.worker, r.task_id, r.start, r.end, r.outcome) for r in rows]
+    found.timeline = [AttemptSpan(r.worker, r.task_id, r.start, r.end, r.outcome) for r in rows]
     if pricing is None:
-        return
+        return found
     per_task: dict[str, float] = {}
     for row in rows:
         if row.cost_usd is not None:
             per_task[row.task_id] = per_task.get(row.task_id, 0.0) + row.cost_usd
-    for task in report.tasks:
-        task.cost_usd = per_task.get(task.id)
+    found.task_costs = per_task
     priced = [r for r in rows if r.cost_usd is not None]
-    report.cost = {
+    found.cost = {
         "usd": sum(r.cost_usd or 0.0 for r in priced),
         "usd_per_hour": pricing.usd_per_hour,
         "slots": pricing.slots,
         "attempts": len(priced),
         "open_attempts": len(rows) - len(priced),
+        # The report may list a sample of the tasks: the count of priced ones is kept here.
+        "tasks": len(per_task),
         "basis": pricing.basis,
     }
+    return found
+
+
+def attach_attempts(report: RunReport, records: RunRecords, context: ReportContext) -> None:
+    """Give ``report`` what its attempts and ``context`` tell (`read_report_attempts`, the
+    attempts listed here), each listed task its cost included; unreadable attempt records
+    are added to ``report.corrupt``."""
+    read_report_attempts(records, context, report.backend).apply(report)
+    report.corrupt.update(records.corrupt)
 
 
 def write_trace(records: RunRecords, path: Path, pricing: Pricing | None = None) -> int:
@@ -236,9 +287,11 @@ def _float(value: Any) -> float | None:
 __all__ = [
     "COLUMNS",
     "MAX_REPORT_ATTEMPTS",
+    "ReportAttempts",
     "TraceRow",
     "attach_attempts",
     "read_attempts",
+    "read_report_attempts",
     "trace_rows",
     "write_trace",
 ]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distributed_something.atomicfile import write_text_atomically
+from distributed_something import summary
 from distributed_something.backends import open_backend
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
@@ -24,7 +23,8 @@ from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.context import report_context
-from distributed_something.report.html import write_html, write_tsv
+from distributed_something.report.files import TaskFiles
+from distributed_something.report.html import write_html
 from distributed_something.state import (
     RunState,
     load_state,
@@ -151,6 +151,8 @@ def submit(
         )
         tasks = [t for t in tasks if t.id not in finished]
         skipped = len(finished)
+    # The ledger summary counts the new manifest now, not at the first `ds status`.
+    summary.read_counts(records)
     bar = task_bar("submit") if show_progress else None
     bar_id = bar.add_task("submit", total=len(tasks), detail="") if bar else None
     sent = 0
@@ -284,18 +286,21 @@ def close_open_attempts(records: RunRecords) -> int:
 
 
 def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:
-    """Build the run report and store it next to the state and in the main bucket."""
+    """Build the run report and store it next to the state and in the main bucket: the
+    JSON and the TSV of every task are written as the tasks stream by (report/files.py)."""
     records = records_for(project, backend, state)
     context = report_context(project.config, backend.name, backend.location)
-    report = build_report(records, state, context)
-    # Compact: with an indent json falls back to its pure-Python encoder (slow at 10,000
-    # tasks); `ds report --json` prints it indented for people.
-    text = json.dumps(report.to_json(), separators=(",", ":"))
-    write_text_atomically(project.report_path, text)
-    backend.storage.put_bytes(records.report_key(), text.encode())
+    files = TaskFiles(project.report_path, project.report_path.with_suffix(".tsv"))
+    try:
+        report = build_report(records, state, context, files.add)
+        files.finish(report)
+    except BaseException:
+        files.abandon()
+        raise
+    backend.storage.put_file(records.report_key(), project.report_path)
     html = write_html(report, project.report_path.with_suffix(".html"))
     backend.storage.put_file(records.report_key().removesuffix(".json") + ".html", html)
-    tsv = write_tsv(report, project.report_path.with_suffix(".tsv"))
+    tsv = project.report_path.with_suffix(".tsv")
     backend.storage.put_file(records.report_key().removesuffix(".json") + ".tsv", tsv)
     return report
 
@@ -378,6 +383,7 @@ def run(
             f"submitted {result.sent} tasks ({result.skipped} already done, "
             f"{result.duplicates} duplicate groups dropped)"
         )
+    del job  # a million parsed tasks are not held while the run is watched
     start_cluster(project, fleet_path, backend)
     try:
         return monitor(

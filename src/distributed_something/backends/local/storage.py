@@ -34,6 +34,8 @@ _COPY_BUFFER = 1024 * 1024
 # A concurrent delete may remove a just-created empty folder before our temporary file
 # lands in it; creating the folder again a few times always wins that race in practice.
 _FOLDER_ATTEMPTS = 5
+#: Most private folders a `FolderStorage` remembers as made (see `_write_atomically`).
+_KNOWN_FOLDERS = 1024
 
 
 def _open_temp(folder: Path, mode: int | None = None) -> tuple[int, Path]:
@@ -77,7 +79,11 @@ def _make_private_folders(root: Path, parts: Sequence[str]) -> None:
 
 
 def _write_atomically(
-    target: Path, fill: Callable[[BinaryIO], object], *, private_from: Path | None = None
+    target: Path,
+    fill: Callable[[BinaryIO], object],
+    *,
+    private_from: Path | None = None,
+    known: set[Path] | None = None,
 ) -> None:
     """Write ``target`` through a temporary file in its folder renamed over it at the end.
 
@@ -85,13 +91,18 @@ def _write_atomically(
     ``target``'s parent are made owner-only (0700) and ``target`` is written owner-only
     (0600), whatever the umask; otherwise permissions are as the umask says.
 
+    ``known`` holds private folders this process made or checked already: writing there
+    again goes straight to the temporary file (a folder removed since is made again).
+
     Raises FileExistsError/NotADirectoryError when a parent of ``target`` is a file and
     IsADirectoryError when ``target`` is a folder; the temporary file never survives.
     """
     mode = None if private_from is None else PRIVATE_FILE_MODE
     for attempt in range(_FOLDER_ATTEMPTS):
         try:
-            if private_from is None:
+            if known is not None and attempt == 0 and target.parent in known:
+                pass  # made (or narrowed) by this process already
+            elif private_from is None:
                 target.parent.mkdir(parents=True, exist_ok=True)
             else:
                 private_from.mkdir(parents=True, exist_ok=True)
@@ -101,6 +112,10 @@ def _write_atomically(
             if attempt == _FOLDER_ATTEMPTS - 1:
                 raise
             continue
+        if known is not None and private_from is not None:
+            if len(known) >= _KNOWN_FOLDERS:
+                known.clear()  # bounded: a worker that ran a million tasks holds a few
+            known.add(target.parent)
         break
     try:
         with os.fdopen(fd, "wb") as out:
@@ -122,11 +137,16 @@ class FolderStorage:
 
     #: reading local files from threads only adds their overhead
     read_concurrency = 1
+    #: how late (s) a journal intent may land after the time in its key (summary.py): one
+    #: clock, and a local write takes milliseconds
+    journal_margin = 2.0
 
     def __init__(self, root: Path) -> None:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
+        #: private folders made or narrowed by this process (see `_write_atomically`)
+        self._private_folders: set[Path] = set()
 
     def path_of(self, key: str) -> Path:
         """The file that holds ``key``, after checking the key and that it stays in the root.
@@ -184,7 +204,7 @@ class FolderStorage:
         # only: other local users can neither read it nor forge a done marker in it.
         private = self.root if key.split("/", 1)[0] == PRIVATE_ROOT else None
         try:
-            _write_atomically(path, fill, private_from=private)
+            _write_atomically(path, fill, private_from=private, known=self._private_folders)
         except (FileExistsError, NotADirectoryError) as error:
             raise BackendError(
                 f"cannot store key {key!r} in {self.root}: a folder on its path is a file "
@@ -198,7 +218,26 @@ class FolderStorage:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` as ``key``, replacing any object atomically."""
+        if not data and self._create_empty(key):
+            return
         self._put(key, lambda out: out.write(data))
+
+    def _create_empty(self, key: str) -> bool:
+        """Create ``key`` as a new empty object in a private folder this process made
+        already: one exclusive create, no temporary file (an empty file is never seen
+        partly written). False when that does not apply (then the usual write does it)."""
+        path = self.path_of(key)
+        if key.split("/", 1)[0] != PRIVATE_ROOT or path.parent not in self._private_folders:
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except OSError:  # it exists, or its folder is gone: the usual write decides
+            return False
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # the umask may have taken bits away
+        finally:
+            os.close(fd)
+        return True
 
     def put_file(self, key: str, path: Path) -> None:
         """Store the content of the local file ``path`` as ``key``, atomically.
@@ -251,37 +290,59 @@ class FolderStorage:
         check_prefix(prefix)
         folder_key, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder_key.split("/")) if folder_key else self.root
-        return self._walk(start, f"{folder_key}/" if folder_key else "", prefix, frozenset())
+        known: tuple[int, int] | None = None
+        if folder_key and not self._has_link(folder_key.split("/")):
+            # No link on the way: the folder is inside the root, no need to resolve it (one
+            # task's records are listed this way, many times over when counting).
+            try:
+                status = start.stat()
+            except OSError:
+                return iter(())
+            known = (status.st_dev, status.st_ino)
+        return self._walk(
+            str(start), f"{folder_key}/" if folder_key else "", prefix, frozenset(), known
+        )
 
     def _walk(
-        self, folder: Path, folder_key: str, prefix: str, ancestors: frozenset[tuple[int, int]]
+        self,
+        folder: str,
+        folder_key: str,
+        prefix: str,
+        ancestors: frozenset[tuple[int, int]],
+        known: tuple[int, int] | None,
     ) -> Iterator[ObjectInfo]:
         """Objects under ``folder`` (whose keys start with ``folder_key``) matching ``prefix``.
 
-        ``ancestors`` holds the folders being walked, so a link back to one of them is
-        not followed forever.
+        ``ancestors`` holds the folders being walked (device, inode), so a link back to one
+        of them is not followed forever. ``known`` is the folder's own (device, inode) when
+        it was reached without a symbolic link from a folder inside the root: then it is
+        inside the root too, and neither resolved nor looked up again (a run's records are
+        a hundred thousand folders: that was most of the time of a listing).
         """
         try:
-            if not folder.resolve().is_relative_to(self.root):
-                return
-            status = folder.stat()
-            if (status.st_dev, status.st_ino) in ancestors:
+            if known is None:
+                if not Path(folder).resolve().is_relative_to(self.root):
+                    return
+                status = Path(folder).stat()
+                known = (status.st_dev, status.st_ino)
+            if known in ancestors:
                 return
             with os.scandir(folder) as scan:
                 entries = list(scan)
         except (OSError, RuntimeError):  # gone, not a folder, or a symbolic link loop
             return
-        ancestors = ancestors | {(status.st_dev, status.st_ino)}
+        ancestors = ancestors | {known}
         # A folder sorts as its name + "/": then sorting siblings sorts every key below
         # them, because all keys under "d/" fall between "d/" and the next sibling.
-        found: list[tuple[str, os.DirEntry[str]]] = []
+        found: list[tuple[str, os.DirEntry[str], bool]] = []
         for entry in entries:
             if entry.name.startswith(TEMP_PREFIX):
                 continue
             try:
                 is_dir = entry.is_dir()
                 is_file = not is_dir and entry.is_file()
-                if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(self.root):
+                link = entry.is_symlink()
+                if link and not Path(entry.path).resolve().is_relative_to(self.root):
                     continue
             except (OSError, RuntimeError):
                 continue
@@ -296,11 +357,14 @@ class FolderStorage:
                 check_key(key[:-1] if is_dir else key)
             except InputError:
                 continue  # a file put there by other means, with a name no key can have
-            found.append((key, entry))
+            found.append((key, entry, link))
         found.sort(key=lambda item: item[0])
-        for key, entry in found:
+        for key, entry, link in found:
             if key.endswith("/"):
-                yield from self._walk(Path(entry.path), key, prefix, ancestors)
+                # A plain folder's identity comes with the listing (same device as its parent,
+                # barring a mount point, which only makes a loop take one more level to stop).
+                ident = None if link else (known[0], entry.inode())
+                yield from self._walk(entry.path, key, prefix, ancestors, ident)
                 continue
             try:
                 size = entry.stat().st_size

@@ -1,0 +1,448 @@
+"""The ledger summary: a run's counts in about constant time, still from its records.
+
+Listing every attempt record of a run is linear in its tasks: minutes on S3 and tens of
+seconds locally at a million. `ds status` and the monitor instead read
+
+- a **checkpoint** (``summary/checkpoint.txt`` in the run's records): the counts as the
+  records stood at a time T (``covered_us``), and an entry per task of the manifest and per
+  task with an event — its `ledger.event_code` (``-``: none), whether it was delivered
+  twice, skipped, and is in the manifest — spread over `SHARDS` shards by a hash of its id,
+  so a few tasks are looked up without parsing the rest. It also names the manifest parts
+  and the submit-time skip lists it counted (their keys and sizes) and the tasks running
+  at T;
+- the **journal** since T: before a worker opens an attempt or skips a task, and before
+  anyone writes a mark, it writes an empty *intent* object
+  ``journal/<minute>/<µs>.<a|m|s>.<detail>.<task>`` (`RunRecords.write_intent`). The tasks
+  named there since T, and the tasks running at T (an open attempt is closed without an
+  intent), are the only ones whose state can have changed: only they are read again, one
+  listing each, and the counts are moved from their old state to their new one.
+
+Crash safety: the intent is written before its record, so no record written after T lacks
+an intent after T. An intent whose record never landed (its writer died in between) only
+makes a task be read again. The checkpoint moves forward to a reader's start minus
+`margin` (how late an intent may land after its key time: clock skew and the write's
+duration), and never past an intent whose record the reader did not see yet — unless that
+intent is older than `GIVE_UP_S` (its writer is gone). A checkpoint that cannot be read
+whole, or that counted other manifest parts or skip lists than there are now (a second
+submit), is not used: the counts are made again from the records (`rebuild`: the tasks'
+codes from the old checkpoint and the journal since, or from a whole listing), and a new
+checkpoint written. Counts are made by the same functions a whole reading uses
+(`ledger.event_code`, `ledger.state_of`), so `ds status` and `ds report` agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from distributed_something.errors import BackendError
+from distributed_something.ledger import (
+    EVENT_CODES,
+    STATES,
+    count_codes,
+    event_code,
+    event_codes,
+    state_of,
+)
+from distributed_something.records import AttemptKey, Mark, RunRecords
+
+#: How late (s) an intent may land after the time in its key, unless the storage says
+#: (``journal_margin``): S3 writes from many machines with their own clocks.
+DEFAULT_MARGIN_S = 120.0
+#: An intent whose record has not shown up after this long (s) belongs to a dead writer.
+GIVE_UP_S = 900.0
+#: Roll the checkpoint forward when this many tasks had to be read again …
+ROLL_TASKS = 50
+#: … or when it is this old (s).
+ROLL_AGE_S = 120.0
+#: Entries a delta may hold before the monitor writes the checkpoint whole again.
+COMPACT_TASKS = 20_000
+#: Shards of the checkpoint's task entries.
+SHARDS = 256
+VERSION = 2
+#: The code of a task without an attempt or a mark.
+QUIET = "-"
+
+#: (event code, duplicate, skipped, in the manifest)
+Entry = tuple[str, bool, bool, bool]
+
+
+def margin(records: RunRecords) -> float:
+    """How late an intent may land after its key time on this storage (seconds)."""
+    return float(getattr(records.storage, "journal_margin", DEFAULT_MARGIN_S))
+
+
+def shard_of(task_id: str) -> int:
+    """The checkpoint shard that holds a task's entry."""
+    return zlib.crc32(task_id.encode()) % SHARDS
+
+
+def state_of_entry(entry: Entry) -> str:
+    """The task's state from its entry (see `ledger.state_of`)."""
+    code, _, skipped, _ = entry
+    if code == QUIET:
+        return "skipped" if skipped else "pending"
+    return state_of(code, skipped)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as read: its head and its shards, parsed only when looked up."""
+
+    covered_us: int
+    counts: dict[str, int]
+    manifest: list[list[object]]
+    skip_lists: list[list[object]]
+    running: list[str]
+    raw: bytes
+    offsets: list[int]
+    #: the base's id: a delta names the base it adds to
+    base_id: str = ""
+    #: the entries changed since the base was written (the delta's), looked up first
+    delta: dict[str, Entry] = field(default_factory=dict)
+    _parsed: dict[int, dict[str, Entry]] = field(default_factory=dict)
+
+    def shard(self, index: int) -> dict[str, Entry]:
+        """The entries of one shard (parsed once)."""
+        found = self._parsed.get(index)
+        if found is None:
+            found = self._parsed[index] = _parse_shard(
+                self.raw[self.offsets[index] : self.offsets[index + 1]]
+            )
+        return found
+
+    def lookup(self, task_ids: Iterable[str]) -> dict[str, Entry]:
+        """The entries of those of ``task_ids`` that have one."""
+        out = {}
+        for task_id in task_ids:
+            entry = self.delta.get(task_id) or self._find(task_id)
+            if entry is not None:
+                out[task_id] = entry
+        return out
+
+    def _find(self, task_id: str) -> Entry | None:
+        """One task's entry in the base, found in its shard's bytes without parsing the
+        shard (a thousand lookups in a million entries take milliseconds)."""
+        index = shard_of(task_id)
+        if index in self._parsed:
+            return self._parsed[index].get(task_id)
+        start, end = self.offsets[index], self.offsets[index + 1]
+        needle = task_id.encode() + b" "
+        pos = self.raw.find(needle, start, end)
+        while pos != -1:
+            line_end = self.raw.find(b"\n", pos, end)
+            if pos == start or self.raw[pos - 1] == 10:  # at a line's start
+                parsed = _parse_shard(self.raw[pos : line_end + 1])
+                if task_id in parsed:
+                    return parsed[task_id]
+            pos = self.raw.find(needle, pos + 1, end)
+        return None
+
+    def entries(self) -> dict[str, Entry]:
+        """Every entry (a whole parse: for a rebuild)."""
+        out: dict[str, Entry] = {}
+        for index in range(SHARDS):
+            out.update(self.shard(index))
+        out.update(self.delta)
+        return out
+
+
+def _parse_shard(body: bytes) -> dict[str, Entry]:
+    out: dict[str, Entry] = {}
+    for line in body.decode().splitlines():
+        task_id, code, flags = line.rsplit(" ", 2)
+        if (code not in EVENT_CODES and code != QUIET) or len(flags) != 3:
+            raise ValueError(f"not a checkpoint entry: {line!r}")
+        out[task_id] = (code, flags[0] == "1", flags[1] == "1", flags[2] == "1")
+    return out
+
+
+def _encode(task_id: str, entry: Entry) -> str:
+    code, dup, skipped, listed = entry
+    return f"{task_id} {code} {int(dup)}{int(skipped)}{int(listed)}\n"
+
+
+def read_checkpoint(records: RunRecords) -> Checkpoint | None:
+    """The run's checkpoint; None when there is none or it cannot be read (a torn or
+    damaged one is not trusted: the counts are made again and it is written again)."""
+    try:
+        raw = records.storage.get_bytes(records.checkpoint_key())
+    except KeyError:
+        return None
+    head, _, _ = raw.partition(b"\n")
+    try:
+        meta = json.loads(head)
+        if meta.get("version") != VERSION:
+            return None
+        start = len(head) + 1
+        offsets = [start + int(o) for o in meta["offsets"]]
+        if len(offsets) != SHARDS + 1 or offsets[-1] != len(raw):
+            return None  # torn: not the length it was written with
+        counts = {k: int(meta["counts"][k]) for k in (*STATES, "total", "duplicates")}
+        checkpoint = Checkpoint(
+            int(meta["covered_us"]),
+            counts,
+            list(meta["manifest"]),
+            list(meta["skip_lists"]),
+            [str(t) for t in meta["running"]],
+            raw,
+            offsets,
+            str(meta["id"]),
+        )
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    _apply_delta(records, checkpoint)
+    return checkpoint
+
+
+def _apply_delta(records: RunRecords, checkpoint: Checkpoint) -> None:
+    """Move ``checkpoint`` forward by its delta (`roll`), when there is one for its base;
+    a delta that cannot be read, or of another base (written before the base was made
+    again), is not used: the base alone is a checkpoint, only an older one."""
+    try:
+        data = json.loads(records.storage.get_bytes(records.checkpoint_key() + ".delta"))
+        if data["base"] != checkpoint.base_id:
+            return
+        counts = {k: int(data["counts"][k]) for k in (*STATES, "total", "duplicates")}
+        delta: dict[str, Entry] = {}
+        for task_id, (code, dup, skipped, listed) in data["entries"].items():
+            if code not in EVENT_CODES and code != QUIET:
+                return
+            delta[str(task_id)] = (str(code), bool(dup), bool(skipped), bool(listed))
+        covered, running = int(data["covered_us"]), [str(t) for t in data["running"]]
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError):
+        return
+    checkpoint.counts, checkpoint.covered_us, checkpoint.running = counts, covered, running
+    checkpoint.delta = delta
+
+
+def write_checkpoint(
+    records: RunRecords,
+    covered_us: int,
+    counts: dict[str, int],
+    signatures: tuple[list[list[object]], list[list[object]]],
+    shards: list[bytes],
+    running: list[str],
+) -> None:
+    """Write a checkpoint (see the module) whole, atomically; a storage that refuses
+    (read-only access) changes nothing but the next reader's speed."""
+    offsets = [0]
+    for body in shards:
+        offsets.append(offsets[-1] + len(body))
+    head = json.dumps(
+        {
+            "version": VERSION,
+            "id": secrets.token_hex(8),
+            "covered_us": covered_us,
+            "counts": counts,
+            "manifest": signatures[0],
+            "skip_lists": signatures[1],
+            "running": running,
+            "offsets": offsets,
+        }
+    ).encode()
+    with contextlib.suppress(BackendError, OSError):
+        records.storage.put_bytes(records.checkpoint_key(), b"\n".join([head, b"".join(shards)]))
+
+
+def signatures(records: RunRecords) -> tuple[list[list[object]], list[list[object]]]:
+    """(manifest parts, submit-time skip lists) as [key, size] pairs: one listing each."""
+    manifest = [[o.key, o.size] for o in records.storage.list(f"{records.run_prefix}manifest-")]
+    skips = [[o.key, o.size] for o in records.storage.list(f"{records.run_prefix}skipped-")]
+    return manifest, skips
+
+
+def read_counts(
+    records: RunRecords,
+    *,
+    clock: Callable[[], float] = time.time,
+    write: bool = True,
+    compact: bool = False,
+) -> dict[str, int]:
+    """`Ledger.counts` of the run (what a whole reading gives), from the checkpoint and the
+    journal since; made again from the records when the checkpoint cannot be used. With
+    ``write`` the checkpoint is written or rolled forward when due: a delta beside it holds
+    the entries changed since it was written; with ``compact`` (a long-lived reader: the
+    monitor) the checkpoint is written whole again once the delta holds more than
+    `COMPACT_TASKS` entries (other readers: when the reading changed that many itself, or
+    the delta holds five times that), so a reader a person waits for seldom rewrites a
+    million."""
+    started_us = round(clock() * 1e6)
+    checkpoint = read_checkpoint(records)
+    sigs = signatures(records)
+    if checkpoint is None or [checkpoint.manifest, checkpoint.skip_lists] != list(sigs):
+        return rebuild(records, checkpoint, sigs, started_us, write=write)
+    tail, held_us = _tail(records, checkpoint, started_us)
+    try:
+        old = checkpoint.lookup(tail)
+    except ValueError:  # a damaged entry: the checkpoint is not trusted
+        return rebuild(records, None, sigs, started_us, write=write)
+    counts = dict(checkpoint.counts)
+    updates: dict[str, Entry] = {}
+    for task_id, (now_code, now_dup, has_skip) in tail.items():
+        before = old.get(task_id, (QUIET, False, False, False))
+        code, dup = (now_code, now_dup) if now_code is not None else (QUIET, False)
+        # Skip records are only ever added: the submit-time lists are the checkpoint's.
+        skipped = before[2] or has_skip
+        after: Entry = (code, dup, skipped, before[3])
+        if after == before:
+            continue
+        updates[task_id] = after
+        if before[3]:
+            counts[state_of_entry(before)] -= 1
+            counts[state_of_entry(after)] += 1
+            counts["duplicates"] += int(after[1]) - int(before[1])
+    covered_us = max(checkpoint.covered_us, held_us)
+    due = len(tail) > ROLL_TASKS or covered_us - checkpoint.covered_us > ROLL_AGE_S * 1e6
+    if write and due:
+        running = [t for t, e in {**old, **updates}.items() if e[0] == "running"]
+        delta = {**checkpoint.delta, **updates}
+        # Other readers compact when this reading changed that many itself (it was slow
+        # already), or the delta has grown five times over (reading it costs too).
+        big = compact or len(updates) >= COMPACT_TASKS or len(delta) > 5 * COMPACT_TASKS
+        if len(delta) > COMPACT_TASKS and big:
+            shards = []
+            for index in range(SHARDS):
+                entries = {**checkpoint.shard(index)}
+                entries.update((t, e) for t, e in delta.items() if shard_of(t) == index)
+                shards.append("".join(_encode(t, e) for t, e in entries.items()).encode())
+            write_checkpoint(records, covered_us, counts, sigs, shards, running)
+        else:
+            _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
+    return counts
+
+
+def _write_delta(
+    records: RunRecords,
+    base_id: str,
+    covered_us: int,
+    counts: dict[str, int],
+    running: list[str],
+    delta: dict[str, Entry],
+) -> None:
+    """Roll the checkpoint forward without rewriting its base: one small object with the
+    entries changed since the base, the counts, the running tasks and the time covered."""
+    data = {
+        "base": base_id,
+        "covered_us": covered_us,
+        "counts": counts,
+        "running": running,
+        "entries": {t: list(e) for t, e in delta.items()},
+    }
+    with contextlib.suppress(BackendError, OSError):
+        records.storage.put_bytes(
+            records.checkpoint_key() + ".delta", json.dumps(data, separators=(",", ":")).encode()
+        )
+
+
+def _tail(
+    records: RunRecords, checkpoint: Checkpoint, started_us: int
+) -> tuple[dict[str, tuple[str | None, bool, bool]], int]:
+    """The tasks to read again — named by intents since the checkpoint, or running at it —
+    each with its (event code, duplicate, has a worker's skip record) now (code None: it
+    has no event), and how far the
+    checkpoint may move: to the start minus the margin, held at the oldest intent whose
+    record has not landed yet (unless it is older than `GIVE_UP_S`)."""
+    margin_us = round(margin(records) * 1e6)
+    wanted: dict[str, list[tuple[str, str, int]]] = {t: [] for t in checkpoint.running}
+    for intent in records.intents_since(checkpoint.covered_us, started_us + margin_us):
+        wanted.setdefault(intent.task_id, []).append((intent.kind, intent.detail, intent.at_us))
+    give_up_us = started_us - round(GIVE_UP_S * 1e6)
+    held_us = started_us - margin_us
+    tail: dict[str, tuple[str | None, bool, bool]] = {}
+
+    def read(task_id: str) -> tuple[list[AttemptKey], list[Mark], bool]:
+        return (
+            records.attempt_keys(task_id),
+            records.marks_of(task_id),
+            records.storage.exists(records.skip_key(task_id)),
+        )
+
+    # One task's records are three requests: on S3, many tasks are read at once.
+    workers = min(records.storage.read_concurrency, len(wanted))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            found = dict(zip(wanted, pool.map(read, wanted), strict=True))
+    else:
+        found = {task_id: read(task_id) for task_id in wanted}
+    for task_id, intents in wanted.items():
+        attempts, marks, has_skip = found[task_id]
+        if attempts or marks:
+            code, dup = event_code(
+                [(a.started_us, a.outcome) for a in attempts], [(m.at_us, m.kind) for m in marks]
+            )
+            tail[task_id] = (code, dup, has_skip)
+        else:
+            tail[task_id] = (None, False, has_skip)
+        stems = {a.stem for a in attempts}
+        seen_marks = {f"{m.kind}-{m.at_us}" for m in marks}
+        for kind, detail, at_us in intents:
+            if kind == "a":
+                landed = detail in stems
+            elif kind == "m":
+                landed = detail in seen_marks
+            else:
+                landed = has_skip
+            if not landed and at_us > give_up_us:
+                held_us = min(held_us, at_us)  # read this task again until its record lands
+    return tail, held_us
+
+
+def rebuild(
+    records: RunRecords,
+    checkpoint: Checkpoint | None,
+    sigs: tuple[list[list[object]], list[list[object]]],
+    started_us: int,
+    *,
+    write: bool = True,
+) -> dict[str, int]:
+    """The counts made again from the records — each task's code from the old checkpoint
+    and the journal since, or (without one) from a whole listing; the manifest and skip
+    records read whole — and a new checkpoint written (with ``write``)."""
+    margin_us = round(margin(records) * 1e6)
+    if checkpoint is None:
+        codes = event_codes(records.attempt_keys(), records.marks())
+        covered_us = started_us - margin_us
+    else:
+        try:
+            entries = checkpoint.entries()
+        except ValueError:  # a damaged entry: read every record instead
+            return rebuild(records, None, sigs, started_us, write=write)
+        codes = {t: (e[0], e[1]) for t, e in entries.items() if e[0] != QUIET}
+        tail, covered_us = _tail(records, checkpoint, started_us)
+        covered_us = max(checkpoint.covered_us, covered_us)
+        for task_id, (code, dup, _) in tail.items():
+            if code is None:
+                codes.pop(task_id, None)
+            else:
+                codes[task_id] = (code, dup)
+    ids = records.manifest_ids()
+    skipped = records.skipped_ids()
+    counts = count_codes(ids, skipped, codes)
+    if write:
+        bodies: list[list[str]] = [[] for _ in range(SHARDS)]
+        for task_id in ids:
+            code, dup = codes.get(task_id, (QUIET, False))
+            entry = (code, dup, task_id in skipped, True)
+            bodies[shard_of(task_id)].append(_encode(task_id, entry))
+        for task_id, (code, dup) in codes.items():
+            if task_id not in ids:
+                bodies[shard_of(task_id)].append(
+                    _encode(task_id, (code, dup, task_id in skipped, False))
+                )
+        running = [t for t, (code, _) in codes.items() if code == "running"]
+        shards = ["".join(b).encode() for b in bodies]
+        write_checkpoint(records, covered_us, counts, sigs, shards, running)
+    return counts
+
+
+def recount(records: RunRecords, *, clock: Callable[[], float] = time.time) -> dict[str, int]:
+    """The counts made again from a whole reading of the records, and a new checkpoint: for
+    when records were written without an intent (a worker of an earlier version)."""
+    return rebuild(records, None, signatures(records), round(clock() * 1e6))

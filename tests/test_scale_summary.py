@@ -1,0 +1,312 @@
+"""The ledger summary (checkpoint + journal, summary.py) and the streamed report: counts
+always equal a whole reading of the ledger, whatever was torn, late or never written."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from distributed_something import summary
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.ledger import read_counts, read_ledger
+from distributed_something.records import Attempt, Failure, ManifestEntry, RunRecords, Skip
+from distributed_something.report import build
+from distributed_something.report.build import build_report
+from distributed_something.report.files import TaskFiles
+from distributed_something.state import RunState
+
+
+def make_records(tmp_path: Path, n: int = 12) -> tuple[RunRecords, list[str]]:
+    records = RunRecords(FolderStorage(tmp_path / "bucket"), "App", "r1")
+    ids = [f"t{i:03d}" for i in range(n)]
+    records.write_manifest("a", [ManifestEntry(t, {"n": i}) for i, t in enumerate(ids)])
+    return records, ids
+
+
+def run_attempt(records: RunRecords, task_id: str, outcome: str, n: int = 1) -> Attempt:
+    attempt = Attempt(task_id, n, f"msg-{task_id}-{n}-{time.time()}", "w1", time.time())
+    records.open_attempt(attempt)
+    if outcome != "running":
+        attempt.outcome, attempt.ended_at = outcome, time.time()
+        records.close_attempt(attempt)
+    return attempt
+
+
+def whole(records: RunRecords) -> dict[str, int]:
+    """The counts of a whole reading of the ledger (what `ds report` counts)."""
+    fresh = RunRecords(records.storage, "App", records.run_id)
+    return read_ledger(fresh).counts
+
+
+def summarised(records: RunRecords) -> dict[str, int]:
+    fresh = RunRecords(records.storage, "App", records.run_id)
+    return read_counts(fresh)[0]
+
+
+@pytest.fixture
+def always_roll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reading rolls the checkpoint forward, up to the moment it began (no margin):
+    only the journal since, and the tasks running, are read again."""
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+    monkeypatch.setattr(FolderStorage, "journal_margin", 0.0)
+
+
+def test_counts_follow_every_kind_of_event_through_rolled_checkpoints(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path)
+    assert summarised(records) == whole(records)  # no checkpoint: a whole reading
+    assert summary.read_checkpoint(records) is not None
+    running = run_attempt(records, ids[0], "running")
+    run_attempt(records, ids[1], "done")
+    run_attempt(records, ids[2], "failed")
+    assert summarised(records) == whole(records)
+    # The running attempt ends without an intent: a task running at the checkpoint is
+    # always read again.
+    running.outcome, running.ended_at = "done", time.time()
+    records.close_attempt(running)
+    run_attempt(records, ids[2], "dead", 2)
+    records.write_mark(ids[3], "dead", time.time(), {"error": "found in the dead letters"})
+    records.write_mark(ids[4], "requeue", time.time(), {})
+    run_attempt(records, ids[5], "released")
+    run_attempt(records, ids[6], "done")
+    run_attempt(records, ids[6], "duplicate", 2)
+    records.write_skip(Skip(ids[7], time.time(), "done already", "w1"))
+    counts = summarised(records)
+    assert counts == whole(records)
+    assert counts["done"] == 3 and counts["dead"] == 2 and counts["skipped"] == 1
+    assert counts["duplicates"] == 1 and counts["total"] == len(ids)
+    # A stale open attempt closed by cleanup (another process, no intent).
+    stale = run_attempt(records, ids[8], "running")
+    assert summarised(records)["running"] == 1
+    key = next(a for a in records.attempt_keys(ids[8]) if a.stem == stale.stem)
+    records.close_stale(key, "lost", time.time())
+    assert summarised(records) == whole(records)
+    assert summarised(records)["running"] == 0
+    # A skip list of a later submit: counted again from the records.
+    records.write_skips("s1", [Skip(ids[9], time.time(), "done (at submit)", "submit")])
+    assert summarised(records) == whole(records)
+    assert summarised(records)["skipped"] == 2
+
+
+def test_a_torn_or_damaged_checkpoint_is_not_trusted(tmp_path: Path, always_roll: None) -> None:
+    records, ids = make_records(tmp_path)
+    run_attempt(records, ids[0], "done")
+    summarised(records)
+    key = records.checkpoint_key()
+    good = records.storage.get_bytes(key)
+    assert b" D 001" in good
+    for damaged in (
+        good[: len(good) // 2],  # torn: part of it
+        good[:-1],  # torn: all but its last byte
+        good.replace(b" D 001", b" X 001"),  # an unknown code
+        good.replace(b"t000 D 001", b"t000 D 0x1"),  # damaged flags of a task read again
+        good.replace(b'"version": 2', b'"version": 9'),
+        b"not json\n",
+    ):
+        records.storage.put_bytes(key, damaged)
+        records.storage.delete(key + ".delta")
+        run_attempt(records, ids[1], "failed")
+        run_attempt(records, ids[0], "duplicate", 2)  # its entry is looked up
+        assert summarised(records) == whole(records)
+        assert summary.read_checkpoint(records) is not None  # written again whole
+
+
+def test_a_second_submit_and_a_submit_time_skip_list_are_counted(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path, 6)
+    run_attempt(records, ids[0], "done")
+    assert summarised(records) == whole(records)
+    records.write_manifest("b", [ManifestEntry(ids[0], {"n": 0}), ManifestEntry("new", {})])
+    records.write_skips("s1", [Skip("new", time.time(), "done (at submit)", "submit")])
+    counts = summarised(records)
+    assert counts == whole(records)
+    assert counts["total"] == 7 and counts["skipped"] == 1 and counts["done"] == 1
+
+
+def test_a_task_outside_the_manifest_is_never_counted(tmp_path: Path, always_roll: None) -> None:
+    records, ids = make_records(tmp_path, 3)
+    summarised(records)
+    run_attempt(records, "stray", "done")  # a message of another run, say
+    run_attempt(records, ids[0], "running")
+    assert summarised(records) == whole(records)
+    assert summarised(records)["total"] == 3
+
+
+def test_an_intent_whose_record_never_landed_changes_nothing(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path)
+    summarised(records)
+    records.write_intent(ids[0], "a", "00000000000000001-0001-deadbeef")  # then the writer died
+    records.write_intent(ids[1], "m", "dead-1")
+    assert summarised(records) == whole(records)
+    assert summarised(records)["pending"] == len(ids)
+
+
+def test_a_record_landing_late_after_its_intent_is_still_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+    records, ids = make_records(tmp_path)
+    summarised(records)
+    attempt = Attempt(ids[0], 1, "m1", "w1", time.time())
+    records.write_intent(ids[0], "a", attempt.stem)
+    # Readers long after the intent: the checkpoint would move past it, but its record has
+    # not landed, so it is held back there.
+    later = time.time() + 60
+    fresh = RunRecords(records.storage, "App", "r1")
+    summary.read_counts(fresh, clock=lambda: later)
+    summary.read_counts(fresh, clock=lambda: later + 1)
+    covered = summary.read_checkpoint(records)
+    assert covered is not None and covered.covered_us <= round(attempt.started_at * 1e6) + 10**6
+    # The record lands (its writer was slow), and then closes without another intent.
+    records.storage.put_bytes(
+        records.attempt_key(attempt, "running"), json.dumps(asdict(attempt)).encode()
+    )
+    attempt.outcome, attempt.ended_at = "done", time.time()
+    records.close_attempt(attempt)
+    counts = summary.read_counts(RunRecords(records.storage, "App", "r1"), clock=lambda: later + 2)
+    assert counts == whole(records)
+    assert counts["done"] == 1
+
+
+def test_a_reader_without_write_access_still_counts(tmp_path: Path, always_roll: None) -> None:
+    records, ids = make_records(tmp_path)
+    run_attempt(records, ids[0], "done")
+
+    def refuse(key: str, data: bytes) -> None:
+        raise PermissionError(key)
+
+    fresh = RunRecords(records.storage, "App", "r1")
+    original = fresh.storage.put_bytes
+    fresh.storage.put_bytes = refuse  # type: ignore[method-assign]
+    try:
+        assert read_counts(fresh)[0] == whole(records)
+    finally:
+        fresh.storage.put_bytes = original  # type: ignore[method-assign]
+    assert summary.read_checkpoint(records) is None
+
+
+def test_the_streamed_report_lists_a_sample_and_writes_every_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build, "SAMPLE", 2)
+    records, ids = make_records(tmp_path, 10)
+    for t in ids[:4]:
+        run_attempt(records, t, "done")
+    for t in ids[4:7]:
+        run_attempt(records, t, "dead")
+        records.write_failure(Failure(t, 1, f"exit 3 in {t}", 3, "log", time.time(), "w1"))
+    state = RunState(app_name="App", run_id="r1", backend="local", created_at=time.time())
+    files = TaskFiles(tmp_path / "report.json", tmp_path / "report.tsv")
+    report = build_report(RunRecords(records.storage, "App", "r1"), state, on_task=files.add)
+    files.finish(report)
+    assert report.counts == whole(records) | {"running": 0}
+    assert report.counts == summarised(records)
+    # Every dead task listed; two of the done and two of the pending ones.
+    listed = [(t.id, t.outcome) for t in report.tasks]
+    assert [i for i, o in listed if o == "dead"] == ids[4:7]
+    assert [i for i, o in listed if o == "done"] == ids[:2]
+    assert [i for i, o in listed if o == "pending"] == ids[7:9]
+    assert not report.listed_all
+    stored = json.loads((tmp_path / "report.json").read_text())
+    assert [t["id"] for t in stored["tasks"]] == ids
+    assert stored["counts"] == report.counts
+    assert {t["id"]: t["error"] for t in stored["tasks"] if t["outcome"] == "dead"} == {
+        t: f"exit 3 in {t}" for t in ids[4:7]
+    }
+    rows = (tmp_path / "report.tsv").read_text().splitlines()
+    assert len(rows) == 1 + len(ids)
+    assert [r.split("\t")[0] for r in rows[1:]] == ids
+    assert not list(tmp_path.glob(".report*"))  # no temporary file left
+
+
+def test_the_streamed_manifest_is_the_manifest(tmp_path: Path) -> None:
+    records, ids = make_records(tmp_path, 5)
+    records.write_manifest("b", [ManifestEntry(ids[0], {"n": 0}), ManifestEntry("x", {"n": 9})])
+    records.storage.put_bytes(
+        f"{records.run_prefix}manifest-c.jsonl", b'{"task_id": "y"}\nnot json\n'
+    )
+    fresh = RunRecords(records.storage, "App", "r1")
+    streamed = list(fresh.iter_manifest())
+    again = RunRecords(records.storage, "App", "r1")
+    assert streamed == [(e.task_id, e.group) for e in again.manifest()]
+    assert [t for t, _ in streamed] == [*ids, "x"]  # once each; the damaged part left out
+    assert f"{records.run_prefix}manifest-c.jsonl" in fresh.corrupt
+
+
+def test_records_without_intents_are_counted_by_a_recount(
+    tmp_path: Path, always_roll: None
+) -> None:
+    """A worker of an earlier version writes no intents: the summary cannot see its records
+    until the monitor, finding the whole reading different, counts again."""
+    records, ids = make_records(tmp_path, 3)
+    summarised(records)
+    attempt = Attempt(ids[0], 1, "m1", "old-worker", time.time(), time.time(), "done")
+    records.storage.put_bytes(records.attempt_key(attempt), json.dumps(asdict(attempt)).encode())
+    assert summarised(records) != whole(records)  # what the monitor's reconcile notices
+    assert summary.recount(records) == whole(records)
+    assert summarised(records) == whole(records) and whole(records)["done"] == 1
+
+
+class _ManyAtOnce(FolderStorage):
+    """A storage that says many reads at once pay off (as S3 does)."""
+
+    read_concurrency = 4
+
+
+def test_a_storage_read_many_at_once_counts_the_same(tmp_path: Path, always_roll: None) -> None:
+    records = RunRecords(_ManyAtOnce(tmp_path / "bucket"), "App", "r1")
+    ids = [f"t{i:03d}" for i in range(20)]
+    records.write_manifest("a", [ManifestEntry(t, {"n": i}) for i, t in enumerate(ids)])
+    summarised(records)
+    for t in ids[:8]:
+        run_attempt(records, t, "done")
+    for t in ids[8:12]:
+        run_attempt(records, t, "dead")
+    run_attempt(records, ids[12], "running")
+    records.write_skip(Skip(ids[13], time.time(), "done already", "w1"))
+    counts = summarised(records)
+    assert counts == whole(records)
+    assert (counts["done"], counts["dead"], counts["running"], counts["skipped"]) == (8, 4, 1, 1)
+
+
+def test_a_delta_rolls_forward_and_a_torn_one_is_not_used(
+    tmp_path: Path, always_roll: None
+) -> None:
+    records, ids = make_records(tmp_path, 8)
+    summarised(records)
+    base = records.storage.get_bytes(records.checkpoint_key())
+    run_attempt(records, ids[0], "done")
+    summarised(records)  # rolls forward by a delta: the base is not written again
+    assert records.storage.get_bytes(records.checkpoint_key()) == base
+    delta_key = records.checkpoint_key() + ".delta"
+    delta = records.storage.get_bytes(delta_key)
+    assert ids[0].encode() in delta
+    run_attempt(records, ids[1], "failed")
+    for damaged in (delta[: len(delta) // 2], delta.replace(b'"D"', b'"X"'), b"[]"):
+        records.storage.put_bytes(delta_key, damaged)
+        assert summarised(records) == whole(records)
+
+
+def test_the_monitor_writes_the_checkpoint_whole_once_the_delta_is_big(
+    tmp_path: Path, always_roll: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(summary, "COMPACT_TASKS", 2)
+    records, ids = make_records(tmp_path, 8)
+    summarised(records)
+    base = records.storage.get_bytes(records.checkpoint_key())
+    for t in ids[:4]:
+        run_attempt(records, t, "done")
+    fresh = RunRecords(records.storage, "App", "r1")
+    assert read_counts(fresh, compact=True)[0] == whole(records)
+    assert records.storage.get_bytes(records.checkpoint_key()) != base  # written whole
+    run_attempt(records, ids[4], "dead")
+    assert summarised(records) == whole(records)  # the old delta (other base) is not used
+    assert summarised(records)["done"] == 4
