@@ -274,3 +274,61 @@ def test_on_moto_double_submit_cleanup_and_resubmit_keep_status_and_report_equal
     assert status["counts"]["skipped"] == 3 and status["counts"]["total"] == 3
     ok(ds("cleanup", cwd=proj))
     assert len(js(ok(ds("runs", "--json", cwd=proj)))) == 2
+
+
+class Stopped(Exception):
+    """Ends a monitor loop driven by a test."""
+
+
+def test_the_monitor_tears_down_only_on_a_whole_reading_of_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A summary that says every task is done while the records do not (a bug, a record lost)
+    must not end the run: the monitor reads every record before tearing down, and the tasks
+    that left the queue without an outcome are sent again."""
+    from dataclasses import replace
+
+    from distributed_something.backends import open_backend
+    from distributed_something.monitor import loop
+    from distributed_something.state import require_state
+    from distributed_something.usecases import lifecycle
+    from distributed_something.usecases.project import open_project
+    from testkit import NoCompute
+
+    folder = write_project(
+        tmp_path / "p", argv=["true"], groups=[{"name": "a"}, {"name": "b"}], app_name="W"
+    )
+    project = open_project(folder / "ds.toml")
+    lifecycle.setup(project)
+    lifecycle.submit(project, folder / "job.json", show_progress=False)
+    stops: list[str] = []
+
+    class Watched(NoCompute):
+        def stop(self) -> None:
+            stops.append("stop")
+
+    backend = replace(open_backend(project), compute=Watched())
+    for message in backend.queue.receive(10, 30):  # both messages vanish, no record written
+        backend.queue.delete(message)
+    wrong = {"total": 2, "done": 2, "skipped": 0, "running": 0, "failed": 0, "pending": 0}
+    wrong |= {"dead": 0, "duplicates": 0}
+    monkeypatch.setattr(loop, "read_counts", lambda records, compact=False: (wrong, {}))
+    ticks = iter(range(1000))
+
+    def sleep(_seconds: float) -> None:
+        if next(ticks) >= 4:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        loop.watch(
+            project.config,
+            backend,
+            require_state(project, backend.storage),
+            interval=1,
+            confirm_seconds=0,
+            show_progress=False,
+            clock=lambda: 1_000_000.0 + next(ticks),
+            sleep=sleep,
+        )
+    assert stops == []  # never torn down
+    assert backend.queue.counts().visible == 2  # both sent again

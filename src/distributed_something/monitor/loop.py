@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from distributed_something import summary
 from distributed_something.config.model import Config
@@ -87,8 +88,15 @@ def watch(
                 confirm_seconds=confirm,
             )
             drained_since = check.drained_since
+            whole = None
+            if check.verdict == "finished" and not image_entrypoint:
+                # The run ends on a whole reading, not on the summary alone: every record is
+                # read once before anything is torn down.
+                whole = read_ledger(records)
+                if not whole.finished:
+                    check = replace(check, verdict="reconcile")
             if check.verdict == "reconcile":
-                ledger = read_ledger(records)
+                ledger = whole or read_ledger(records)
                 if ledger.counts != task_counts:
                     # Records written without an intent (by a worker of an earlier version):
                     # the summary is made again from a whole reading.
