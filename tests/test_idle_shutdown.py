@@ -297,24 +297,25 @@ def test_all_workers_idle_terminates_the_instance(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ec2, fake = instance
-    machine = Machine(tmp_path, minutes=0.005)  # 0.3 s of grace
+    machine = Machine(tmp_path, minutes=0.02)  # 1.2 s of grace
     monkeypatch.setenv(IDLE_DIR_ENV, str(machine.idle_dir))
     machine.submit("elsewhere")
     assert machine.queue.receive(1, 300)  # in flight on another machine: not drained
     one, two = machine.worker("one"), machine.worker("two")
-    assert one.step() is Outcome.IDLE and two.step() is Outcome.IDLE
     caplog.set_level(logging.INFO, logger="ds.worker")
 
     with (
         on_instance(machine.config, one, tmp_path / "s1", idle_interval=0.05),
         on_instance(machine.config, two, tmp_path / "s2", idle_interval=0.05),
     ):
+        # Idle from now on, both already on the machine: neither can decide alone first.
+        assert one.step() is Outcome.IDLE and two.step() is Outcome.IDLE
         assert wait_for(lambda: instance_state(ec2, fake.instance_id) != "running")
         assert wait_for(lambda: one.stopping.is_set() or two.stopping.is_set())
     assert instance_state(ec2, fake.instance_id) in ("shutting-down", "terminated")
     lines = [r.getMessage() for r in caplog.records if "terminating the instance" in r.message]
     assert lines and lines[0] == (
-        f"all 2 workers on {fake.instance_id} idle for 0.005 min: terminating the instance"
+        f"all 2 workers on {fake.instance_id} idle for 0.02 min: terminating the instance"
     )
     assert list(machine.idle_dir.iterdir()) == []  # each worker removed its file
     one.close()
