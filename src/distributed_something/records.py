@@ -426,23 +426,19 @@ class RunRecords:
 
     def marks(self) -> list[Mark]:
         """Every mark of this run (one listing), oldest first."""
-        start = f"{self.run_prefix}marks/"
-        found = []
-        for obj in self.storage.list(start):
-            task_id, _, name = obj.key[len(start) :].partition("/")
-            at, _, kind = name.partition(".")
-            if kind in MARK_KINDS and at.isdigit():
-                found.append(Mark(task_id, kind, int(at)))
-            else:
-                self.corrupt[obj.key] = "not a mark record's name"
-        return sorted(found, key=lambda m: m.at_us)
+        return self._marks_under("")
 
     def marks_of(self, task_id: str) -> list[Mark]:
         """The marks of one task in this run (one listing of its folder), oldest first."""
+        return self._marks_under(f"{task_id}/")
+
+    def _marks_under(self, folder: str) -> list[Mark]:
+        """The marks listed under ``marks/<folder>``, oldest first; other names are noted in
+        `corrupt`."""
         start = f"{self.run_prefix}marks/"
         found = []
-        for obj in self.storage.list(f"{start}{task_id}/"):
-            name = obj.key[len(start) + len(task_id) + 1 :]
+        for obj in self.storage.list(f"{start}{folder}"):
+            task_id, _, name = obj.key[len(start) :].partition("/")
             at, _, kind = name.partition(".")
             if kind in MARK_KINDS and at.isdigit():
                 found.append(Mark(task_id, kind, int(at)))
