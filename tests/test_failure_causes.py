@@ -445,7 +445,9 @@ def test_memory_over_the_local_limit_says_peak_limit_and_fix(tmp_path: Path) -> 
     assert rig.worker.step() is Outcome.FAILED
     (failure,) = rig.records.failures_of(task.id)
     assert failure.cause == "memory", failure.error
-    assert failure.peak_memory_mb is not None and 120 <= failure.peak_memory_mb < 300
+    # The 120 MB kept, not the 400 MB refused (RSS also counts the interpreter's own pages,
+    # which RLIMIT_DATA does not: the peak may pass the limit by a few MB).
+    assert failure.peak_memory_mb is not None and 120 <= failure.peak_memory_mb < 400
     assert f"peak {failure.peak_memory_mb:,.0f} MB" in failure.error
     assert "limit 300 MB per task process" in failure.error
     assert "raise cluster.memory or lower cluster.docker_cores" in failure.error
