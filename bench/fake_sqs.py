@@ -242,7 +242,7 @@ def _list_xml(bucket: str, keys: dict[str, bytes], query: dict[str, list[str]], 
 
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',  # XML namespace
+        "<ListBucketResult>",  # botocore reads the elements by name, without a namespace
         f"<Name>{escape(bucket)}</Name><Prefix>{enc(prefix)}</Prefix>",
         f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{str(truncated).lower()}</IsTruncated>",
     ]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from distributed_something.report.build import RunReport, TaskReport, tally
+from distributed_something.report.context import S3_CONSOLE
 from distributed_something.report.html import (
     MAX_ROWS,
     TSV_COLUMNS,
@@ -510,13 +511,11 @@ def test_s3_outputs_link_to_the_console_and_logs_name_the_command() -> None:
     report.tasks[0].output_prefix = "projects/P 1/out/d1"
     root = parse(render_html(report)).root
     head = root.one("a", id="outputs-location")
-    assert head.attrs["href"] == "https://s3.console.aws.amazon.com/s3/buckets/my-results"
+    assert head.attrs["href"] == S3_CONSOLE + "my-results"
     assert head.text() == "s3://my-results/"
     row = root.one("table", id="tasks").one("tbody").find_all("tr")[0]
     link = row.one("a", cls="outputs")
-    assert link.attrs["href"] == (
-        "https://s3.console.aws.amazon.com/s3/buckets/my-results?prefix=projects/P%201/out/d1/"
-    )
+    assert link.attrs["href"] == S3_CONSOLE + "my-results?prefix=projects/P%201/out/d1/"
     assert link.attrs["title"] == "s3://my-results/projects/P 1/out/d1/"
     assert row.find_all("td")[-1].text() == "ds logs d1"
     assert not root.find_all("a", cls="log")

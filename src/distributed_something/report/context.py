@@ -15,6 +15,9 @@ from urllib.parse import quote
 from distributed_something.config.model import Config
 from distributed_something.report.cost import Pricing, pricing_for
 
+#: Where a browser shows a bucket (a link in the report; nothing here calls it).
+S3_CONSOLE = "https://s3.console.aws.amazon.com/s3/buckets/"
+
 
 @dataclass(frozen=True)
 class ReportContext:
@@ -59,7 +62,7 @@ def href_of(location: str) -> str | None:
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
         if not bucket:
             return None
-        url = f"https://s3.console.aws.amazon.com/s3/buckets/{quote(bucket, safe='')}"
+        url = S3_CONSOLE + quote(bucket, safe="")
         return url + (f"?prefix={quote(prefix, safe='/')}" if prefix else "")
     path = Path(location)
     if not location or not path.is_absolute():
