@@ -21,7 +21,8 @@ from distributed_something.errors import BackendError, QueueGone
 from distributed_something.interfaces.queue import Message
 from distributed_something.jobs.model import Task
 from distributed_something.recipes.command import CommandRecipe
-from distributed_something.records import DoneMarker, RunRecords
+from distributed_something.ledger import read_ledger
+from distributed_something.records import DoneMarker, ManifestEntry, RunRecords
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
 from testkit import FakeClock, NoCompute, NoProvisioner
@@ -274,6 +275,56 @@ def test_a_second_completion_is_kept_in_the_marker(tmp_path: Path) -> None:
     assert rig.worker.step() is Outcome.DONE
     marker = rig.records.read_done(task.id)
     assert marker is not None and marker.attempt == 2 and len(marker.completions) == 2
+
+
+class WorkerVanished(BaseException):
+    """The worker process ends here (as under SIGKILL): nothing after this line runs."""
+
+
+@pytest.mark.parametrize("closed_by_monitor", [False, True])
+def test_a_completion_whose_worker_vanished_before_recording_it_counts_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_by_monitor: bool
+) -> None:
+    # The window the chaos test met once: the done marker written, then the worker killed
+    # before it closed the attempt record or deleted the message. The redelivery must not
+    # report as skipped (done before this run) a task this run's first attempt completed.
+    rig = Rig(tmp_path, write("once"), visibility=1)
+    (task,) = rig.submit({"name": "v"})
+    rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "v"})])
+
+    def vanish(attempt: Any) -> None:
+        raise WorkerVanished
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rig.worker.records, "close_attempt", vanish)
+        with pytest.raises(WorkerVanished):
+            rig.worker.step()
+    (open_attempt,) = rig.records.attempt_keys(task.id)
+    assert open_attempt.outcome == "running" and rig.records.read_done(task.id) is not None
+    if closed_by_monitor:  # the monitor saw the worker gone first
+        rig.records.close_stale(open_attempt, "lost", rig.clock())
+    assert read_ledger(rig.records).tasks[task.id].state != "done"
+    rig.clock.advance(5)  # the lease runs out: attempt 2 finds the marker this run wrote
+    assert rig.worker.step() is Outcome.SKIPPED
+    assert rig.queue.counts().drained
+    (settled,) = rig.records.attempt_keys(task.id)
+    assert (settled.attempt, settled.outcome) == (1, "done")
+    entry = read_ledger(rig.records).tasks[task.id]
+    assert (entry.state, entry.attempts, entry.duplicate) == ("done", 1, False)
+    assert rig.records.count_skipped() == 0
+    assert rig.storage.get_bytes("out/v/r.txt") == b"once"  # ran once
+
+
+def test_a_marker_of_another_run_is_still_a_skip_on_redelivery(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ["false"], visibility=1)
+    (task,) = rig.submit({"name": "o"})
+    rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "o"})])
+    rig.records.write_done(DoneMarker(task.id, 1, 1.0, [], 0.0, 1.0, "old", "out/o", run_id="r0"))
+    rig.queue.receive(1, 1)  # a first delivery whose worker vanished before looking
+    rig.clock.advance(5)
+    assert rig.worker.step() is Outcome.SKIPPED
+    assert rig.records.count_skipped() == 1
+    assert read_ledger(rig.records).tasks[task.id].state == "skipped"
 
 
 @pytest.mark.parametrize(

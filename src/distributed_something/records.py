@@ -338,6 +338,30 @@ class RunRecords:
         self._put_json(closed, data)
         self.storage.delete(open_key)
 
+    def settle_completed(self, key: AttemptKey, marker: DoneMarker) -> None:
+        """Close as ``done`` the attempt whose done marker is ``marker`` but whose record
+        says it is still running or was lost: its worker stopped after writing the marker and
+        before closing the record, so the task did complete in this run. An intent is
+        written first (the record changes a task's state; see summary.py)."""
+        self.write_intent(key.task_id, "a", key.stem)
+        old_key = f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.{key.outcome}.json"
+        data = self._get_json(old_key) or {}
+        data.update(
+            task_id=key.task_id,
+            attempt=key.attempt,
+            started_at=key.started_us / 1e6,
+            ended_at=marker.finished_at,
+            outcome="done",
+            error="",
+            cause="",
+            note="completed (its done marker was written); its worker stopped before "
+            "recording the end",
+        )
+        data.setdefault("message_id", "")
+        data.setdefault("worker", marker.worker)
+        self._put_json(f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.done.json", data)
+        self.storage.delete(old_key)
+
     def write_mark(self, task_id: str, kind: str, at: float, detail: dict[str, Any]) -> None:
         """A ledger event other than an attempt (see `Mark`)."""
         if kind not in MARK_KINDS:

@@ -283,7 +283,7 @@ class Worker:
             workdir.create()
             task = Task.from_body(message.body)
             plan = self.recipe.plan(self.config, task, workdir)
-            if self._already_done(task, plan):
+            if self._already_done(message, task, plan):
                 self.backend.queue.delete(message)
                 return Outcome.SKIPPED
             if self._begin_attempt(message, started):
@@ -385,21 +385,49 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
             log.warning("could not record the end of task %s: %s", attempt.task_id, exc)
 
-    def _already_done(self, task: Task, plan: TaskPlan) -> bool:
+    def _already_done(self, message: Message, task: Task, plan: TaskPlan) -> bool:
         prefix = plan.output_prefix.rstrip("/") + "/"
         if in_records_area(prefix):
             return False  # never judged by the records area's objects; the upload refuses it
+        markers: list[DoneMarker | None] = []
+
+        def has_marker() -> bool:
+            markers.append(self.records.read_done(task.id))
+            return markers[-1] is not None
+
         reason = skip_reason(
             self.config.check_if_done,
-            has_marker=lambda: self.records.read_done(task.id) is not None,
+            has_marker=has_marker,
             outputs=lambda: self._bucket(plan.output_bucket, "destination").list(prefix),
             where=prefix,
         )
         if reason is None:
             return False
+        if message.receive_count > 1:
+            # Only a redelivery can follow an attempt of this run that completed unrecorded.
+            marker = markers[-1] if markers else self.records.read_done(task.id)
+            if self._completed_in_this_run(task.id, marker):
+                log.info("task %s was completed by an earlier attempt of this run", task.id)
+                return True
         self.records.write_skip(Skip(task.id, self.clock(), reason, self.settings.name))
         log.info("task %s skipped: %s", task.id, reason)
         return True
+
+    def _completed_in_this_run(self, task_id: str, marker: DoneMarker | None) -> bool:
+        """True when ``marker`` says an attempt of this run completed the task; the attempt's
+        record is then made to say so if it does not yet (its worker stopped between the done
+        marker and the record: a skip would report a task this run did as done before it).
+        """
+        if marker is None or not marker.run_id or marker.run_id != self.settings.run_id:
+            return False
+        attempts = self.records.attempt_keys(task_id)
+        if any(a.outcome == "done" for a in attempts):
+            return True
+        for key in attempts:
+            if key.attempt == marker.attempt and key.outcome in ("running", "lost"):
+                self.records.settle_completed(key, marker)
+                return True
+        return False
 
     def _execute(
         self,
