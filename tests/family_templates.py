@@ -10,8 +10,10 @@ One copy, imported by every test that needs the family's files.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -291,3 +293,33 @@ def project(
     (folder / "files" / "exampleJob.json").write_text(json.dumps(job or default_job, indent=1))
     (folder / "files" / "exampleFleet.json").write_text(json.dumps(FAMILY_FLEET, indent=1))
     return folder
+
+
+#: The ExampleFly position the DCP runs use (`stage_dcp_example`): Metadata_Position=2.
+DCP_EXAMPLE_PREFIX = "demo_project_folder/output/2"
+
+
+def stage_dcp_example(buckets: Path, data: Path) -> None:
+    """The user's bucket contents for `DCP_JOB`'s first group: the ExampleFly pipeline and
+    LoadData CSV in ``lab-workspace`` and position 2's images in ``lab-images``, under
+    ``buckets`` (where a local or Slurm run keeps the config's buckets as folders); ``data``
+    is the shared ``examplefly`` folder."""
+    workspace = buckets / "lab-workspace" / "demo_project_folder" / "workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    for name in ("ExampleFly.cppipe", "load_data.csv"):
+        shutil.copyfile(data / "workspace" / name, workspace / name)
+    images = buckets / "lab-images" / "demo_project_folder" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for image in (data / "images").glob("01_POS002_*.TIF"):
+        shutil.copyfile(image, images / image.name)
+
+
+def check_dcp_example_outputs(task: dict[str, Any], buckets: Path) -> None:
+    """The report's one task of a `stage_dcp_example` run lists CellProfiler's four tables,
+    and its Image table (read back from ``lab-results``) measured position 2's nuclei."""
+    tables = ("Cells.csv", "Cytoplasm.csv", "Image.csv", "Nuclei.csv")
+    assert sorted(task["outputs"]) == [f"{DCP_EXAMPLE_PREFIX}/{table}" for table in tables]
+    with (buckets / "lab-results" / DCP_EXAMPLE_PREFIX / "Image.csv").open(newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["FileName_OrigBlue"] == "01_POS002_D.TIF"
+    assert float(row["Count_Nuclei"]) > 50

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import tomli_w
 
-from testkit import moto_family_fleet
+from testkit import E2E_WORK, moto_family_fleet
 
 #: The `ds` fixture of tests/conftest.py: run `ds ARGS` in ``cwd``.
 Ds = Callable[..., CompletedProcess[str]]
@@ -67,18 +67,6 @@ def ds_ok(*args: str, cwd: Path, ok: tuple[int, ...] = (0,)) -> subprocess.Compl
 # --- the end-to-end project (app E2E) -----------------------------------------------------------
 
 E2E_BUCKET = "ds-e2e"
-
-#: The end-to-end task: records each start in a ledger, fails while its name says poison and
-#: the ledger is not "cured", sleeps, then writes its result.
-E2E_WORK = (
-    "import sys, time, os\n"
-    "out, name, ledger, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])\n"
-    "with open(ledger, 'a') as f: f.write(name + '\\n')\n"
-    "if name.startswith('poison') and not os.path.exists(ledger + '.cured'):\n"
-    "    print('poisoned input', name, file=sys.stderr); sys.exit(7)\n"
-    "time.sleep(seconds)\n"
-    "open(os.path.join(out, 'result.txt'), 'w').write('result of ' + name)\n"
-)
 
 
 def make_e2e_project(tmp_path: Path, names: list[str], seconds: float = 0.0, **extra: Any) -> Path:

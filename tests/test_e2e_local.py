@@ -15,26 +15,16 @@ from typing import Any
 import pytest
 
 from conftest import write_project
+from testkit import E2E_WORK
 
 pytestmark = pytest.mark.slow
 
 Ds = Callable[..., CompletedProcess[str]]
 
-# A task that records each execution, takes a while, then writes its output.
-WORK = (
-    "import sys, time, os\n"
-    "out, name, ledger, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])\n"
-    "with open(ledger, 'a') as f: f.write(name + '\\n')\n"
-    "if name.startswith('poison') and not os.path.exists(ledger + '.cured'):\n"
-    "    print('poisoned input', name, file=sys.stderr); sys.exit(7)\n"
-    "time.sleep(seconds)\n"
-    "open(os.path.join(out, 'result.txt'), 'w').write('result of ' + name)\n"
-)
-
 
 def work_project(tmp_path: Path, names: list[str], seconds: float, **extra: Any) -> Path:
     ledger = tmp_path / "ledger.txt"
-    argv = [sys.executable, "-c", WORK, "{output_dir}", "{name}", str(ledger), str(seconds)]
+    argv = [sys.executable, "-c", E2E_WORK, "{output_dir}", "{name}", str(ledger), str(seconds)]
     return write_project(
         tmp_path / "proj", argv=argv, groups=[{"name": n} for n in names], extra=extra
     )

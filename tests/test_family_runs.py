@@ -22,7 +22,13 @@ import pytest
 
 from conftest import NO_SHARED_DATA, REPO, SHARED_DATA
 from distributed_something.recipes.cellprofiler import find_executable
-from family_templates import DCP_JOB, DOZC_JOB, project
+from family_templates import (
+    DCP_JOB,
+    DOZC_JOB,
+    check_dcp_example_outputs,
+    project,
+    stage_dcp_example,
+)
 from testkit import omezarr_modules, serve_folder
 
 Ds = Callable[..., CompletedProcess[str]]
@@ -202,14 +208,7 @@ def test_ds_run_backend_slurm_runs_an_unchanged_dcp_project(
     # No SLURM_SHARED_DIR in the config: the run's shared folder is .ds/DistributedCP/slurm,
     # and the buckets are folders in it.
     buckets = folder / ".ds" / "DistributedCP" / "slurm" / "buckets"
-    workspace = buckets / "lab-workspace" / "demo_project_folder" / "workspace"
-    workspace.mkdir(parents=True)
-    for name in ("ExampleFly.cppipe", "load_data.csv"):
-        shutil.copyfile(SHARED_DATA / "examplefly" / "workspace" / name, workspace / name)
-    images = buckets / "lab-images" / "demo_project_folder" / "images"
-    images.mkdir(parents=True)
-    for image in FLY_IMAGES.glob("01_POS002_*.TIF"):
-        shutil.copyfile(image, images / image.name)
+    stage_dcp_example(buckets, SHARED_DATA / "examplefly")
 
     result = ds(
         "run", "--backend", "slurm", "--job", "files/exampleJob.json", "--json",
@@ -221,13 +220,7 @@ def test_ds_run_backend_slurm_runs_an_unchanged_dcp_project(
     assert report["backend"] == "slurm"
     assert report["counts"]["done"] == 1 and report["counts"]["dead"] == 0
     (task,) = report["tasks"]
-    prefix = "demo_project_folder/output/2"
-    tables = ("Cells.csv", "Cytoplasm.csv", "Image.csv", "Nuclei.csv")
-    assert sorted(task["outputs"]) == [f"{prefix}/{table}" for table in tables]
-    with (buckets / "lab-results" / prefix / "Image.csv").open(newline="") as stream:
-        (row,) = list(csv.DictReader(stream))
-    assert row["FileName_OrigBlue"] == "01_POS002_D.TIF"
-    assert float(row["Count_Nuclei"]) > 50
+    check_dcp_example_outputs(task, buckets)
     # CellProfiler ran inside a Slurm job (an array element's log), not on the login node.
     logs = sorted((buckets.parent / "slurm" / "logs").glob("*.out"))
     assert logs and "exits: {'done': 1" in logs[0].read_text()

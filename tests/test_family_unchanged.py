@@ -15,7 +15,6 @@ The templates themselves are in tests/family_templates.py.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -42,7 +41,14 @@ from distributed_something.records import DoneMarker, RunRecords
 from distributed_something.usecases.project import family_recipe, open_project
 from distributed_something.usecases.skipdone import finished_tasks
 from distributed_something.worker.policy import skip_reason
-from family_templates import DCP_JOB, DF_JOB, FAMILIES, project
+from family_templates import (
+    DCP_JOB,
+    DF_JOB,
+    FAMILIES,
+    check_dcp_example_outputs,
+    project,
+    stage_dcp_example,
+)
 
 Ds = Callable[..., CompletedProcess[str]]
 
@@ -397,15 +403,7 @@ def test_ds_run_backend_local_runs_an_unchanged_dcp_project(
     before = (folder / "config.py").read_bytes()
     # The user's bucket contents, where the local backend keeps the config's buckets.
     buckets = folder / ".ds" / "DistributedCP" / "buckets"
-    data = SHARED_DATA / "examplefly"
-    for name in ("ExampleFly.cppipe", "load_data.csv"):
-        target = buckets / "lab-workspace" / "demo_project_folder" / "workspace" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data / "workspace" / name, target)
-    images = buckets / "lab-images" / "demo_project_folder" / "images"
-    images.mkdir(parents=True)
-    for image in (data / "images").glob("01_POS002_*.TIF"):
-        shutil.copyfile(image, images / image.name)
+    stage_dcp_example(buckets, SHARED_DATA / "examplefly")
 
     result = ds(
         "run", "--backend", "local", "--job", "files/exampleJob.json", "--json",
@@ -416,13 +414,7 @@ def test_ds_run_backend_local_runs_an_unchanged_dcp_project(
     report = json.loads(result.stdout)
     assert report["counts"]["done"] == 1 and report["counts"]["dead"] == 0
     (task,) = report["tasks"]
-    prefix = "demo_project_folder/output/2"
-    tables = ("Cells.csv", "Cytoplasm.csv", "Image.csv", "Nuclei.csv")
-    assert sorted(task["outputs"]) == [f"{prefix}/{table}" for table in tables]
-    with (buckets / "lab-results" / prefix / "Image.csv").open(newline="") as fh:
-        (row,) = list(csv.DictReader(fh))
-    assert row["FileName_OrigBlue"] == "01_POS002_D.TIF"
-    assert float(row["Count_Nuclei"]) > 50
+    check_dcp_example_outputs(task, buckets)
     assert (folder / "config.py").read_bytes() == before  # nothing was edited
 
 

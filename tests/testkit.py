@@ -35,6 +35,19 @@ from family_templates import FAMILY_FLEET as SHIPPED_FLEET
 WAIT = 20.0
 
 
+#: The end-to-end task: records each start in a ledger, fails while its name says poison and
+#: the ledger is not "cured", sleeps, then writes its result.
+E2E_WORK = (
+    "import sys, time, os\n"
+    "out, name, ledger, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])\n"
+    "with open(ledger, 'a') as f: f.write(name + '\\n')\n"
+    "if name.startswith('poison') and not os.path.exists(ledger + '.cured'):\n"
+    "    print('poisoned input', name, file=sys.stderr); sys.exit(7)\n"
+    "time.sleep(seconds)\n"
+    "open(os.path.join(out, 'result.txt'), 'w').write('result of ' + name)\n"
+)
+
+
 def wait_for(condition: Callable[[], object], timeout: float = WAIT) -> bool:
     """Poll ``condition()`` until it is true or ``timeout`` seconds pass (a generous upper
     bound); the result is asserted by the caller."""
