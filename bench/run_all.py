@@ -52,6 +52,7 @@ BENCHMARKS = (
     Benchmark("footprint", "footprint.py", "worker <= 60 MB; monitor <= 1% of a core", "lower"),
     Benchmark("cost", "cost.py", "tail idle <= 2% of the time paid", "lower"),
     Benchmark("scale", "scale.py", "issue 14's targets at 1M groups; status <= 1 s", "lower"),
+    Benchmark("pending_memory", "pending_memory.py", "<= 300 bytes per pending task", "lower"),
     Benchmark("trace_cost", "trace_cost.py", "the trace costs < 2% (ratio >= 0.98)", "lower"),
     Benchmark(
         "slurm_dispatch", "slurm_dispatch.py", "ratio >= 0.9 of a plain sbatch --array", "lower"
