@@ -162,14 +162,14 @@ def test_ds_run_backend_local_runs_an_unchanged_dozc_project(
         "input_bucket": "lab-bucket",
         "input_location": "projects/fly/images/",
         "path_to_metadata": False,
-        "output_bucket": "lab-bucket",
+        "output_bucket": "lab-zarr",  # a bucket of its own, not the config's
         "output_location": "projects/fly/images_zarr/",
         "plates": ["POS002"],
     }
     folder = project(tmp_path / "DistributedBioFormats2Raw", "dozc", job=job)
     before = (folder / "config.py").read_bytes()
-    bucket = folder / ".ds" / "DistributedBioFormats2Raw" / "buckets" / "lab-bucket"
-    copy_position(bucket / "projects" / "fly" / "images" / "POS002")
+    buckets = folder / ".ds" / "DistributedBioFormats2Raw" / "buckets"
+    copy_position(buckets / "lab-bucket" / "projects" / "fly" / "images" / "POS002")
 
     report = run_job(ds, folder)
 
@@ -177,7 +177,11 @@ def test_ds_run_backend_local_runs_an_unchanged_dozc_project(
     (task,) = report["tasks"]
     prefix = "projects/fly/images_zarr/POS002.ome.zarr/"
     assert task["outputs"] and all(key.startswith(prefix) for key in task["outputs"])
-    image = bucket / prefix
+    assert task["output_bucket"] == "lab-zarr"
+    image = buckets / "lab-zarr" / prefix
+    # The report's page links the task's outputs in the bucket they went to.
+    page = (folder / ".ds" / "DistributedBioFormats2Raw" / "report.html").read_text()
+    assert f'href="{image.as_uri()}/"' in page
     node = next(iter(reader.Reader(ome_io.parse_url(str(image)))()))
     levels = [np.asarray(level) for level in node.data]
     expected = np.stack(

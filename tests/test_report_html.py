@@ -521,6 +521,22 @@ def test_s3_outputs_link_to_the_console_and_logs_name_the_command() -> None:
     assert not root.find_all("a", cls="log")
 
 
+def test_outputs_a_recipe_sent_to_a_bucket_of_its_own_link_to_that_bucket() -> None:
+    report = mixed_report()
+    report.backend = "aws"
+    report.outputs_location = "s3://my-results/"
+    report.bucket_locations = {"lab-zarr": "s3://lab-zarr/"}
+    report.tasks[0].output_prefix = "zarr/P1.ome.zarr"
+    report.tasks[0].output_bucket = "lab-zarr"
+    row = parse(render_html(report)).root.one("table", id="tasks").one("tbody").find_all("tr")[0]
+    link = row.one("a", cls="outputs")
+    assert link.attrs["href"] == S3_CONSOLE + "lab-zarr?prefix=zarr/P1.ome.zarr/"
+    # A bucket whose place is unknown gets no link rather than a wrong one.
+    report.bucket_locations = {}
+    row = parse(render_html(report)).root.one("table", id="tasks").one("tbody").find_all("tr")[0]
+    assert not row.find_all("a", cls="outputs")
+
+
 def span(worker: str, task: str, start: float, end: float | None, outcome: str) -> Any:
     from distributed_something.report.build import AttemptSpan
 

@@ -41,6 +41,9 @@ class DoneMarker:
     completions: list[float] = field(default_factory=list)
     #: the run whose attempt completed the task ("" in markers written before runs were kept)
     run_id: str = ""
+    #: the bucket the outputs went to when the task's plan named one (DOZC's
+    #: ``output_bucket``); "" for the config's destination bucket
+    output_bucket: str = ""
 
 
 @dataclass

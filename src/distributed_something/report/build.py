@@ -44,6 +44,9 @@ class TaskReport:
     log_tail: str | None = None
     #: the storage prefix its outputs were stored under (done tasks)
     output_prefix: str = ""
+    #: the bucket they were stored in when its recipe named one; "" for the config's
+    #: destination bucket (`RunReport.outputs_location`)
+    output_bucket: str = ""
     #: the estimated cost of all its attempts (USD; see `report.cost`), None when unpriced
     cost_usd: float | None = None
 
@@ -91,6 +94,9 @@ class RunReport:
     #: where output prefixes and this run's logs are (a folder or ``s3://…``; "" unknown)
     outputs_location: str = ""
     logs_location: str = ""
+    #: where each bucket a task's recipe named instead of the destination bucket is
+    #: (`TaskReport.output_bucket`)
+    bucket_locations: dict[str, str] = field(default_factory=dict)
     #: the run's estimated cost (``usd``, ``usd_per_hour``, ``slots``, ``attempts``,
     #: ``open_attempts``, ``tasks``, ``basis``; see `report.cost`), or None with
     #: ``cost_note`` saying why
@@ -193,6 +199,8 @@ def build_report(
     durations: array[float] = array("d")
     finish_times: array[float] = array("d")
     listed: list[TaskReport] = []
+    locate = (context or ReportContext()).locate or (lambda _bucket: "")
+    bucket_locations: dict[str, str] = {}
     for tid, group in records.iter_manifest():
         code, duplicate, attempts = codes.get(tid, _QUIET)
         outcome = state_of(code, tid in skipped)
@@ -208,7 +216,10 @@ def build_report(
                 duplicate=duplicate,
                 finished_at=marker.finished_at if marker else None,
                 output_prefix=marker.output_prefix if marker else "",
+                output_bucket=marker.output_bucket if marker else "",
             )
+            if task.output_bucket and task.output_bucket not in bucket_locations:
+                bucket_locations[task.output_bucket] = locate(task.output_bucket)
             if task.duration is not None:
                 durations.append(task.duration)
             if task.finished_at is not None:
@@ -238,6 +249,7 @@ def build_report(
         listed_all=len(listed) == counts["total"],
         durations=durations,
         finish_times=finish_times,
+        bucket_locations=bucket_locations,
     )
     found.apply(report, costs_of_tasks=False)  # the tasks got theirs as they streamed by
     return report

@@ -23,11 +23,13 @@ S3_CONSOLE = "https://s3.console.aws.amazon.com/s3/buckets/"
 class ReportContext:
     """``outputs_location``: where task output prefixes are (a folder, or ``s3://bucket/``);
     ``records_location``: where the main bucket is (the run's records and logs); ``pricing``:
-    the machine price and task share, None where no price is known."""
+    the machine price and task share, None where no price is known; ``locate``: where any
+    bucket is (for outputs a recipe sent to a bucket of its own), None where unknown."""
 
     outputs_location: str = ""
     records_location: str = ""
     pricing: Pricing | None = None
+    locate: Callable[[str], str] | None = None
 
 
 def report_context(
@@ -39,6 +41,7 @@ def report_context(
         outputs_location=location(config.storage.destination_bucket),
         records_location=location(""),
         pricing=pricing_for(config, backend_name),
+        locate=location,
     )
 
 

@@ -698,9 +698,14 @@ def _location_link(location: str, ident: str) -> str:
 def _outputs_cell(report: RunReport, task: TaskReport) -> str:
     """The number of outputs, linked to the task's output prefix when its place is known."""
     count = str(len(task.outputs))
-    if not task.output_prefix or not report.outputs_location:
+    base = (
+        report.bucket_locations.get(task.output_bucket, "")
+        if task.output_bucket
+        else report.outputs_location
+    )
+    if not task.output_prefix or not base:
         return count
-    where = join_location(report.outputs_location, task.output_prefix.rstrip("/") + "/")
+    where = join_location(base, task.output_prefix.rstrip("/") + "/")
     href = href_of(where)
     if href is None:
         return f'<span title="{_e(where)}">{count}</span>'

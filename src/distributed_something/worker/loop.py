@@ -509,6 +509,7 @@ class Worker:
                 worker=self.settings.name,
                 output_prefix=plan.output_prefix,
                 run_id=self.settings.run_id,
+                output_bucket=plan.output_bucket,
             )
         )
         self._end_attempt("done", exit_code=result.exit_code)
