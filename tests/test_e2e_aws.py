@@ -251,3 +251,44 @@ def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) 
     assert report["counts"]["done"] == 2 and report["counts"].get("skipped", 0) == 0
     assert sorted(ledger(tmp_path)) == sorted(names * 2)  # each ran again
     assert_e2e_nothing_left()
+
+
+def test_the_report_prices_attempts_at_their_machines_spot_price(
+    aws: str, tmp_path: Path, ds: Ds
+) -> None:
+    """A worker on an instance records its machine (type and zone from the instance
+    metadata); `ds report` reads that machine's spot price history and prices the attempt
+    at it, not at the configured maximum price."""
+    proj = make_e2e_project(tmp_path, ["priced"], seconds=0.5, cluster={"tasks_per_machine": 1})
+    run_ok(ds, "setup", cwd=proj)
+    run_ok(ds, "submit", "files/job.json", cwd=proj)
+    ecs = aws_client("ecs")
+    ecs.update_service(cluster="E2ECluster", service="E2EService", desiredCount=1)
+    with imds_server() as imds:
+        wait_all(
+            start_tasks(
+                ecs,
+                "E2ECluster",
+                "E2EService",
+                aws,
+                tmp_path / "agent",
+                extra_env={"DS_METADATA_URL": imds.url},
+            )
+        )
+    machines = aws_client("s3").list_objects_v2(Bucket=E2E_BUCKET, Prefix="_ds/E2E/runs/")
+    keys = [o["Key"] for o in machines.get("Contents", []) if "/machines/" in o["Key"]]
+    (machine,) = [json.loads(s3_text(k)) for k in keys]
+    assert (machine["instance_type"], machine["availability_zone"]) == ("m5.large", "us-east-1a")
+    report = json.loads(run_ok(ds, "report", "--json", cwd=proj).stdout)
+    cost = report["cost"]
+    assert cost["spot_attempts"] == 1 and "m5.large in us-east-1a" in cost["basis"]
+    (task,) = report["tasks"]
+    # moto's spot price for every type and zone ($0.00001/h): far below the configured
+    # maximum, which would give at least a thousand times more for the same time.
+    price = aws_client("ec2").describe_spot_price_history(
+        InstanceTypes=["m5.large"], AvailabilityZone="us-east-1a"
+    )["SpotPriceHistory"][0]["SpotPrice"]
+    slots = cost["slots"]
+    wall = task["cost_usd"] * 3600 * slots / float(price)
+    assert 0.5 <= wall < 30  # the attempt's own wall time, priced at the spot price
+    run_ok(ds, "cleanup", cwd=proj)

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config
-from distributed_something.records import Attempt, ManifestEntry, RunRecords
+from distributed_something.errors import BackendError
+from distributed_something.interfaces.backend import Backend
+from distributed_something.records import Attempt, Machine, ManifestEntry, RunRecords
 from distributed_something.report.build import RunReport, TaskReport, tally
 from distributed_something.report.context import ReportContext, report_context
-from distributed_something.report.cost import Pricing, pricing_for
+from distributed_something.report.cost import Pricing, SpotHistory, pricing_for, with_spot_prices
 from distributed_something.report.trace import attach_attempts, write_trace
+from distributed_something.state import RunState
+from distributed_something.usecases.pricing import priced_report_context, run_pricing
+from testkit import NoCompute, NoProvisioner
 
 T0 = 1_700_000_000.0
 
@@ -183,3 +190,115 @@ def test_a_streamed_report_of_too_many_attempts_keeps_no_keys(
     assert all(t.cost_usd is None for t in report.tasks)
     assert "4 attempts" in report.timeline_note and "ds report --trace" in report.cost_note
     assert report.counts["done"] == 2
+
+
+# --- the spot prices the machines actually had ----------------------------------------------
+
+
+def test_a_spot_history_prices_each_span_at_the_prices_in_effect() -> None:
+    history = SpotHistory([(T0 + 1000, 0.12), (T0, 0.36)])  # sorted here
+    assert history.cost(T0, T0 + 1000) == pytest.approx(0.36 * 1000 / 3600)
+    # Across a change: 500 s at each price.
+    assert history.cost(T0 + 500, T0 + 1500) == pytest.approx((0.36 + 0.12) * 500 / 3600)
+    # After the last change its price holds; before the first, the first price is taken.
+    assert history.cost(T0 + 5000, T0 + 8600) == pytest.approx(0.12)
+    assert history.cost(T0 - 3600, T0) == pytest.approx(0.36)
+    assert history.cost(T0 + 10, T0 + 10) == 0 and SpotHistory([]).cost(T0, T0 + 60) == 0
+
+
+def test_attempts_are_priced_at_their_own_machines_spot_prices() -> None:
+    base = pricing_for(aws_config(), "aws")
+    assert base is not None
+    machines = {"w1": ("m5.xlarge", "us-east-1a"), "w2": ("c5.xlarge", "us-east-1b")}
+    history = {("m5.xlarge", "us-east-1a"): SpotHistory([(T0, 0.06), (T0 + 1800, 0.12)])}
+    pricing = with_spot_prices(base, machines, history)
+    # w1 ran half an hour at $0.06 and half an hour at $0.12, on one of 6 slots.
+    assert pricing.attempt_cost(3600, worker="w1", start=T0) == pytest.approx(0.09 / 6)
+    # w2's machine has no history, and an unknown worker no machine: the configured price.
+    assert pricing.attempt_cost(3600, worker="w2", start=T0) == pytest.approx(0.36 / 6)
+    assert pricing.attempt_cost(3600, worker="w9", start=T0) == pytest.approx(0.36 / 6)
+    assert "spot price history" in pricing.basis and "m5.xlarge in us-east-1a" in pricing.basis
+    assert "1 worker without a known machine price at aws.machine_price $0.36/h" in pricing.basis
+    assert with_spot_prices(base, machines, {}) is base  # nothing known: unchanged
+
+
+class SpotMarket:
+    """A backend's spot price reader that answers from a table and records what it was
+    asked (or fails with ``error``)."""
+
+    def __init__(self, steps: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
+        self.steps = steps
+        self.asked: list[Any] = []
+        self.error = ""
+
+    def __call__(
+        self, machines: Any, start: float, end: float
+    ) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        self.asked.append((sorted(machines), start, end))
+        if self.error:
+            raise BackendError(self.error)
+        return {m: s for m, s in self.steps.items() if m in machines}
+
+
+def aws_backend(tmp_path: Path, records: RunRecords, market: SpotMarket) -> Backend:
+    return Backend(
+        "aws",
+        SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3),
+        records.storage,
+        NoCompute(),
+        lambda _name: records.storage,
+        NoProvisioner(),
+        location=lambda name: f"s3://{name or 'priced'}/",
+        spot_prices=market,
+    )
+
+
+def test_the_report_prices_attempts_at_the_spot_prices_their_workers_machines_had(
+    tmp_path: Path,
+) -> None:
+    records = records_with_attempts(tmp_path)
+    records.write_machine(Machine("w1", "i-1", "m5.xlarge", "us-east-1a", T0))
+    records.write_machine(Machine("w2", "i-2", "m5.xlarge", "us-east-1b", T0))
+    market = SpotMarket(
+        {("m5.xlarge", "us-east-1a"): [(T0 - 100, 0.06)], ("m5.xlarge", "us-east-1b"): []}
+    )
+    state = RunState(
+        run_id="run-1", app_name="Priced", backend="aws", created_at=T0, finished_at=T0 + 3000
+    )
+    context = priced_report_context(
+        aws_config(), aws_backend(tmp_path, records, market), records, state
+    )
+    # One reading for the run's whole time, both machines at once.
+    assert market.asked == [
+        ([("m5.xlarge", "us-east-1a"), ("m5.xlarge", "us-east-1b")], T0, T0 + 3000)
+    ]
+    tasks = [TaskReport("a", {"g": 1}, "done", 2), TaskReport("b", {"g": 2}, "done", 2)]
+    report = report_for(tasks)
+    attach_attempts(report, records, context)
+    a, b = report.tasks
+    slot = 1 / 6 / 3600
+    # a: 600 s on w1 at $0.06, 1200 s on w2 (no history there: $0.36); b: 1800 s on w1.
+    assert a.cost_usd == pytest.approx(600 * 0.06 * slot + 1200 * 0.36 * slot)
+    assert b.cost_usd == pytest.approx(1800 * 0.06 * slot)
+    assert report.cost is not None and report.cost["spot_attempts"] == 2
+    assert "spot price history" in report.cost["basis"]
+
+
+def test_without_spot_prices_the_configured_price_stays_and_the_report_says_why(
+    tmp_path: Path,
+) -> None:
+    records = records_with_attempts(tmp_path)
+    market = SpotMarket({})
+    state = RunState(
+        run_id="run-1", app_name="Priced", backend="aws", created_at=T0, finished_at=T0 + 3000
+    )
+    backend = aws_backend(tmp_path, records, market)
+    pricing = run_pricing(aws_config(), backend, records, state)
+    assert pricing is not None and not pricing.spot and market.asked == []
+    assert "no worker recorded its machine" in pricing.basis
+    records.write_machine(Machine("w1", "i-1", "m5.xlarge", "us-east-1a", T0))
+    market.error = "could not read the spot price history: UnauthorizedOperation: denied"
+    pricing = run_pricing(aws_config(), backend, records, state)
+    assert pricing is not None and not pricing.spot
+    assert "spot prices not used: could not read the spot price history" in pricing.basis
+    assert pricing.attempt_cost(3600, worker="w1", start=T0) == pytest.approx(0.06)

@@ -47,6 +47,19 @@ class DoneMarker:
 
 
 @dataclass
+class Machine:
+    """The machine a worker runs on, written once by the worker where the backend knows it
+    (AWS: from the instance metadata), so the report can price that worker's attempts at
+    its machine's own spot price."""
+
+    worker: str
+    instance_id: str
+    instance_type: str
+    availability_zone: str
+    at: float
+
+
+@dataclass
 class Failure:
     """One failed attempt: why, with the exit code and the end of the log."""
 
@@ -497,6 +510,27 @@ class RunRecords:
     def read_mark(self, mark: Mark) -> dict[str, Any] | None:
         """The details a mark was written with."""
         return self._get_json(self.mark_key(mark.task_id, mark.kind, mark.at_us / 1e6))
+
+    def machine_key(self, worker: str) -> str:
+        """``<run prefix>machines/<worker>.json``: the machine of one worker (`Machine`); a
+        character a key should not hold becomes ``_``."""
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in worker)
+        return f"{self.run_prefix}machines/{safe}.json"
+
+    def write_machine(self, machine: Machine) -> None:
+        """Record the machine a worker runs on (one small object per worker)."""
+        self._put_json(self.machine_key(machine.worker), asdict(machine))
+
+    def machines(self) -> dict[str, Machine]:
+        """worker name → its `Machine`, for every worker of this run that recorded one;
+        unreadable records are noted in `corrupt` and left out."""
+        keys = [o.key for o in self.storage.list(f"{self.run_prefix}machines/")]
+        found: dict[str, Machine] = {}
+        for key, data in zip(keys, self._read_json_many(keys), strict=True):
+            machine = self._typed(Machine, key, data)
+            if machine is not None:
+                found[machine.worker] = machine
+        return found
 
     def machine_problems(self) -> list[str]:
         """One line per machine that recorded a problem under ``instances/`` of this run

@@ -9,7 +9,7 @@ recipes and the CLI ask a backend for what only it knows, without naming it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -47,6 +47,14 @@ class LiveLog(Protocol):
 LiveLogOpener = Callable[[str, int, str | None], LiveLog | None]
 
 
+#: Reads the spot price history of (instance type, Availability Zone) pairs from a start to an
+#: end time (Unix seconds): each pair's (time the price took effect, USD per hour) steps,
+#: oldest first, the first in effect at the start. Raises `BackendError` when it cannot.
+SpotPriceReader = Callable[
+    [Collection[tuple[str, str]], float, float], dict[tuple[str, str], list[tuple[float, float]]]
+]
+
+
 def _no_worker_context(worker: Any, scratch: Path) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
@@ -74,7 +82,9 @@ class Backend:
     nobody here sent (AWS); ``"scheduler"`` — the cluster's own job limits (Slurm);
     ``live_log(task, attempt, body)`` reads a running attempt's log where the backend ships
     it (CloudWatch on AWS); None by default: `ds logs -f` then reads the workers' scratch
-    logs, which it sees on local runs and on Slurm.
+    logs, which it sees on local runs and on Slurm;
+    ``spot_prices`` reads the spot price history of the machines a run used (AWS), so the
+    report prices attempts at what their machines cost; None where there is no such market.
     """
 
     name: str
@@ -91,6 +101,7 @@ class Backend:
     worker_context: WorkerContext = field(default=_no_worker_context)
     live_log: LiveLogOpener = field(default=lambda task, attempt, body: None)
     memory_limit: Literal["process", "container", "scheduler"] = "process"
+    spot_prices: SpotPriceReader | None = None
 
 
 @dataclass(frozen=True)

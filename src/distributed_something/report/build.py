@@ -98,8 +98,8 @@ class RunReport:
     #: (`TaskReport.output_bucket`)
     bucket_locations: dict[str, str] = field(default_factory=dict)
     #: the run's estimated cost (``usd``, ``usd_per_hour``, ``slots``, ``attempts``,
-    #: ``open_attempts``, ``tasks``, ``basis``; see `report.cost`), or None with
-    #: ``cost_note`` saying why
+    #: ``spot_attempts``, ``open_attempts``, ``tasks``, ``basis``; see `report.cost`), or
+    #: None with ``cost_note`` saying why
     cost: dict[str, Any] | None = None
     cost_note: str = ""
     #: every attempt for the timeline (not in the JSON: `ds report --trace` lists them)

@@ -133,8 +133,9 @@ def _rows(
         start = _float(data.get("started_at")) or key.started_us / 1e6
         end = _float(data.get("ended_at"))
         cost = None
+        worker = str(data.get("worker") or "")
         if pricing is not None and end is not None:
-            cost = pricing.attempt_cost(end - start)
+            cost = pricing.attempt_cost(end - start, worker=worker, start=start)
         rows.append(
             TraceRow(
                 task_id=key.task_id,
@@ -146,7 +147,7 @@ def _rows(
                 peak_memory_mb=_float(data.get("peak_memory_mb")),
                 exit_code=data.get("exit_code") if isinstance(data.get("exit_code"), int) else None,
                 cause=str(data["cause"]) if data.get("cause") else None,
-                worker=str(data.get("worker") or ""),
+                worker=worker,
                 outcome=key.outcome,
                 cost_usd=cost,
             )
@@ -236,6 +237,8 @@ def read_report_attempts(
         "usd_per_hour": pricing.usd_per_hour,
         "slots": pricing.slots,
         "attempts": len(priced),
+        # of them, those priced at their machine's spot price history (the rest: usd_per_hour)
+        "spot_attempts": sum(1 for r in priced if pricing.spot_priced(r.worker)),
         "open_attempts": len(rows) - len(priced),
         # The report may list a sample of the tasks: the count of priced ones is kept here.
         "tasks": len(per_task),

@@ -22,7 +22,6 @@ from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import ManifestEntry, RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
-from distributed_something.report.context import report_context
 from distributed_something.report.files import TaskFiles
 from distributed_something.report.html import write_html
 from distributed_something.state import (
@@ -34,6 +33,7 @@ from distributed_something.state import (
     state_of_run,
 )
 from distributed_something.ui import info, task_bar
+from distributed_something.usecases.pricing import priced_report_context
 from distributed_something.usecases.skipdone import finished_tasks
 from distributed_something.usecases.validate import check_job
 
@@ -289,7 +289,7 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
     """Build the run report and store it next to the state and in the main bucket: the
     JSON and the TSV of every task are written as the tasks stream by (report/files.py)."""
     records = records_for(project, backend, state)
-    context = report_context(project.config, backend.name, backend.location)
+    context = priced_report_context(project.config, backend, records, state)
     files = TaskFiles(project.report_path, project.report_path.with_suffix(".tsv"))
     try:
         report = build_report(records, state, context, files.add)
@@ -314,8 +314,9 @@ def report(
     current = load_state(project, backend.storage)
     if current is not None and current.run_id != state.run_id:
         # An earlier run: rebuilt and shown, but the current run's report files stay.
-        context = report_context(project.config, backend.name, backend.location)
-        return build_report(records_for(project, backend, state), state, context)
+        records = records_for(project, backend, state)
+        context = priced_report_context(project.config, backend, records, state)
+        return build_report(records, state, context)
     return write_report(project, backend, state)
 
 

@@ -536,10 +536,10 @@ def trace(
 ) -> int:
     """Write the per-attempt trace of the current run (or of run ``run_id``) to ``path`` as
     TSV (see `report.trace`); returns how many attempts it lists."""
-    from distributed_something.report.cost import pricing_for
     from distributed_something.report.trace import write_trace
+    from distributed_something.usecases.pricing import run_pricing
 
     backend = backend or open_backend(project)
     state = state_of_run(project, backend.storage, run_id)
-    pricing = pricing_for(project.config, backend.name)
-    return write_trace(records_for(project, backend, state), path, pricing)
+    records = records_for(project, backend, state)
+    return write_trace(records, path, run_pricing(project.config, backend, records, state))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Collection
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,14 @@ def open_aws(project: Project) -> Backend:
 
         return on_instance(config, worker, scratch)
 
+    def spot_prices(
+        machines: Collection[tuple[str, str]], start: float, end: float
+    ) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        from distributed_something.backends.aws.clients import client
+        from distributed_something.backends.aws.spot_prices import spot_price_history
+
+        return spot_price_history(client("ec2", settings), machines, start, end, now=time.time())
+
     def live_log(task_id: str, attempt: int, body: str | None) -> LiveLog:
         from distributed_something.backends.aws.task_logs import CloudWatchLiveLog
 
@@ -85,4 +95,5 @@ def open_aws(project: Project) -> Backend:
         worker_context=worker_context,
         live_log=live_log,
         memory_limit="container",
+        spot_prices=spot_prices,
     )

@@ -154,6 +154,10 @@ class Imds:
         """The region this instance runs in (e.g. us-east-1)."""
         return self._required("/latest/meta-data/placement/region")
 
+    def availability_zone(self) -> str:
+        """The Availability Zone this instance runs in (e.g. us-east-1a)."""
+        return self._required("/latest/meta-data/placement/availability-zone")
+
     # internals -----------------------------------------------------------------------------
     def _required(self, path: str) -> str:
         value = self.get(path)

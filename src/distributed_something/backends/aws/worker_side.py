@@ -37,6 +37,7 @@ from distributed_something.backends.aws.task_logs import CloudWatchTaskLog, task
 from distributed_something.config.model import Config
 from distributed_something.errors import DSError
 from distributed_something.interfaces.backend import TaskLogFactory
+from distributed_something.records import Machine
 from distributed_something.worker.loop import Worker
 
 log = logging.getLogger("ds.worker")
@@ -74,6 +75,24 @@ def report_unreachable_imds(worker: Worker, problem: str) -> str | None:
         log.warning("could not record the metadata problem at %s: %s", key, exc)
         return None
     return key
+
+
+def record_machine(worker: Worker, imds: Imds) -> None:
+    """Record which machine this worker runs on (instance id, type and Availability Zone,
+    from the instance metadata: `records.Machine`), so the report prices its attempts at
+    that machine's spot prices. A failure is logged, never raised: the report then uses
+    ``aws.machine_price``."""
+    try:
+        machine = Machine(
+            worker=worker.settings.name,
+            instance_id=imds.instance_id(),
+            instance_type=imds.instance_type(),
+            availability_zone=imds.availability_zone(),
+            at=time.time(),
+        )
+        worker.records.write_machine(machine)
+    except Exception as exc:  # noqa: BLE001 - pricing must never stop the work
+        log.warning("could not record this worker's machine (the report's cost): %s", exc)
 
 
 def task_log_factory(
@@ -196,6 +215,7 @@ def on_instance(
             except DSError as exc:
                 # A missing permission must not stop the work: say so and carry on.
                 log.warning("instance setup incomplete: %s", exc)
+            record_machine(worker, imds)
 
             def interrupted(action: str) -> None:
                 log.warning("spot interruption notice (%s): handing the task back", action)
