@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -770,6 +771,11 @@ def test_put_files_stops_at_the_first_failure_and_names_its_key(
         if params["Key"] == "out/f01.txt":
             error = {"Code": "AccessDenied", "Message": "injected"}
             raise ClientError({"Error": error}, "PutObject")
+        if params["Key"] > "out/f01.txt":
+            # Each later upload takes a while (38 of them: 7.6 s), so the failure is seen
+            # and the rest cancelled long before they could all finish, even on a busy
+            # machine (without it, a slow main thread saw every upload done first).
+            time.sleep(0.2)
 
     storage._client.meta.events.register("provide-client-params.s3.PutObject", refuse_f01)
     with pytest.raises(BackendError, match=r"upload of s3://ds-test-bucket/out/f01.txt failed"):
