@@ -4,10 +4,33 @@ and needs nothing but the records and the queue."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from distributed_something import summary
 from distributed_something.interfaces.queue import Queue
-from distributed_something.ledger import Ledger
-from distributed_something.monitor.policy import Reconciliation, reconcile
+from distributed_something.ledger import Ledger, read_ledger
+from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
 from distributed_something.records import RunRecords
+
+
+def confirm_ending(
+    records: RunRecords, check: DrainCheck, counts: dict[str, int]
+) -> tuple[DrainCheck, Ledger | None]:
+    """The drain check made safe: a monitor counts from the ledger summary (``counts``),
+    but a run ends on a whole reading of its records. When ``check`` says ``finished`` or
+    ``reconcile``, every record is read once (`read_ledger`): the verdict is ``finished``
+    when that reading gives every task an outcome, else ``reconcile``, with the reading
+    returned (for `settle`). When its counts differ from the summary's (records written
+    without an intent, by a worker of an earlier version), the summary is made again from
+    the records (`summary.recount`). Shared by `ds monitor` and the unattended monitor."""
+    if check.verdict not in ("finished", "reconcile"):
+        return check, None
+    whole = read_ledger(records)
+    if whole.counts != counts:
+        summary.recount(records)
+    if whole.finished:
+        return replace(check, verdict="finished"), None
+    return replace(check, verdict="reconcile"), whole
 
 
 def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Reconciliation:
