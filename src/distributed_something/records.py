@@ -324,16 +324,16 @@ class RunRecords:
     def write_intent(self, task_id: str, kind: str, detail: str) -> None:
         """Say, before writing a record that changes a task's state, that it will (see
         summary.py: readers of the ledger summary read that task again)."""
-        at_us = round(now() * 1e6)
         since = self._unfolded_since_us
         if since is not None and (
-            self._unfolded >= FOLD_EVERY or at_us - since >= FOLD_AGE_S * 1e6
+            self._unfolded >= FOLD_EVERY or now() * 1e6 - since >= FOLD_AGE_S * 1e6
         ):
             # Before this intent, so every intent of this process has its record by now.
             from distributed_something.summary import fold_behind
 
             fold_behind(RunRecords(self.storage, self.app_name, self.run_id), since)
             self._unfolded, self._unfolded_since_us = 0, None
+        at_us = round(now() * 1e6)  # after the fold: the checkpoint may cover up to then
         self.storage.put_bytes(self.intent_key(task_id, at_us, kind, detail), b"")
         if self._unfolded_since_us is None:
             self._unfolded_since_us = at_us
