@@ -275,6 +275,7 @@ def read_counts(
     clock: Callable[[], float] = time.time,
     write: bool = True,
     compact: bool = False,
+    prune: bool | None = None,
 ) -> dict[str, int]:
     """`Ledger.counts` of the run (what a whole reading gives), from the checkpoint and the
     journal since; made again from the records when the checkpoint cannot be used. With
@@ -283,7 +284,8 @@ def read_counts(
     monitor) the checkpoint is written whole again once the delta holds more than
     `COMPACT_TASKS` entries (other readers: when the reading changed that many itself, or
     the delta holds five times that), so a reader a person waits for seldom rewrites a
-    million."""
+    million. With ``prune`` (default: ``compact``) the journal the checkpoint covers is
+    deleted, some at a time (`prune_journal`)."""
     started_us = round(clock() * 1e6)
     checkpoint = read_checkpoint(records)
     sigs = signatures(records)
@@ -331,7 +333,7 @@ def read_counts(
             write_checkpoint(records, covered_us, counts, sigs, shards, running)
         else:
             _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
-        if compact:
+        if compact if prune is None else prune:
             prune_journal(records, covered_us)
     return counts
 
@@ -544,7 +546,8 @@ def fold_behind(records: RunRecords, since_us: int) -> bool:
     if covered_hint(records) >= since_us:
         return False
     try:
-        read_counts(records, compact=True)
+        # Not pruned here: a worker leaves deleting thousands of intents to the monitor.
+        read_counts(records, compact=True, prune=False)
     except (BackendError, OSError, ValueError) as exc:
         log.warning("could not fold the journal into the ledger summary: %s", exc)
         return False
