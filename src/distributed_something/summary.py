@@ -17,6 +17,16 @@ seconds locally at a million. `ds status` and the monitor instead read
   intent), are the only ones whose state can have changed: only they are read again, one
   listing each, and the counts are moved from their old state to their new one.
 
+A task is read only as far as it can have changed (`_read_tail`): with no event at the
+checkpoint and no mark or skip intent since, only its attempts are listed. No reader should
+meet a long journal: the monitors fold it in every tick, and a writer that wrote
+`records.FOLD_EVERY` intents (or one `records.FOLD_AGE_S` ago) not yet covered folds them in
+itself (`fold_behind`; a small ``covered`` hint tells it whether a monitor did). The monitors
+then delete the journal's minutes `JOURNAL_KEEP_S` behind the checkpoint (`prune_journal`),
+after raising a *floor* (`RunRecords.journal_floor`): a reader reads the floor after listing
+the journal, and one whose checkpoint is behind it counts from every record instead; no
+checkpoint behind the floor is written.
+
 Crash safety: the intent is written before its record, so no record written after T lacks
 an intent after T. An intent whose record never landed (its writer died in between) only
 makes a task be read again. The checkpoint moves forward to a reader's start minus
@@ -237,9 +247,9 @@ def write_checkpoint(
     signatures: tuple[list[list[object]], list[list[object]]],
     shards: list[bytes],
     running: list[str],
-) -> None:
+) -> bool:
     """Write a checkpoint (see the module) whole, atomically; a storage that refuses
-    (read-only access) changes nothing but the next reader's speed."""
+    (read-only access) changes nothing but the next reader's speed. True when written."""
     offsets = [0]
     for body in shards:
         offsets.append(offsets[-1] + len(body))
@@ -257,9 +267,11 @@ def write_checkpoint(
     ).encode()
     with contextlib.suppress(BackendError, OSError):
         if not _journal_whole_since(records, covered_us):
-            return  # cleaned past it while this reading went on: it would lead readers astray
+            return False  # cleaned past it while this reading went on: it would mislead
         records.storage.put_bytes(records.checkpoint_key(), b"\n".join([head, b"".join(shards)]))
         records.storage.put_bytes(records.covered_key(), str(covered_us).encode())
+        return True
+    return False
 
 
 def signatures(records: RunRecords) -> tuple[list[list[object]], list[list[object]]]:
@@ -330,11 +342,11 @@ def read_counts(
             for index in range(SHARDS):
                 entries = {**checkpoint.shard(index), **by_shard[index]}
                 shards.append("".join(_encode(t, e) for t, e in entries.items()).encode())
-            write_checkpoint(records, covered_us, counts, sigs, shards, running)
+            written = write_checkpoint(records, covered_us, counts, sigs, shards, running)
         else:
-            _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
-        if compact if prune is None else prune:
-            prune_journal(records, covered_us)
+            written = _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
+        if written and (compact if prune is None else prune):
+            prune_journal(records, covered_us)  # only behind a checkpoint that was written
     return counts
 
 
@@ -345,9 +357,10 @@ def _write_delta(
     counts: dict[str, int],
     running: list[str],
     delta: dict[str, Entry],
-) -> None:
+) -> bool:
     """Roll the checkpoint forward without rewriting its base: one small object with the
-    entries changed since the base, the counts, the running tasks and the time covered."""
+    entries changed since the base, the counts, the running tasks and the time covered.
+    True when written."""
     data = {
         "base": base_id,
         "covered_us": covered_us,
@@ -357,11 +370,13 @@ def _write_delta(
     }
     with contextlib.suppress(BackendError, OSError):
         if not _journal_whole_since(records, covered_us):
-            return  # see `write_checkpoint`
+            return False  # see `write_checkpoint`
         records.storage.put_bytes(
             records.checkpoint_key() + ".delta", json.dumps(data, separators=(",", ":")).encode()
         )
         records.storage.put_bytes(records.covered_key(), str(covered_us).encode())
+        return True
+    return False
 
 
 def _wanted(
