@@ -30,6 +30,7 @@ from distributed_something.ledger import (
     count_tasks,
     read_counts,
     read_ledger,
+    read_outcomes,
     task_state,
 )
 from distributed_something.monitor.settle import settle
@@ -41,6 +42,7 @@ from distributed_something.records import (
     ManifestEntry,
     Mark,
     RunRecords,
+    Skip,
 )
 from distributed_something.report.build import build_report
 from distributed_something.state import load_state
@@ -256,6 +258,12 @@ class Accounting(RuleBasedStateMachine):
         # ds status counts without an entry per task: the same numbers.
         status_counts, corrupt = read_counts(self.records())
         assert status_counts == counts
+        # The monitors end a run on a lean whole reading: the same counts and unfinished.
+        whole_counts, unfinished = read_outcomes(self.records())
+        assert whole_counts == counts
+        assert unfinished.ids_in("pending", "running", "failed") == ledger.ids_in(
+            "pending", "running", "failed"
+        )
         assert corrupt == ledger.corrupt
         opened: dict[str, int] = {}
         for key in records.attempt_keys():
@@ -294,6 +302,50 @@ def test_counting_without_entries_gives_the_ledgers_counts(
     entries = [ManifestEntry(t, None) for t in manifest]
     ledger = build_ledger("r", entries, skipped, attempt_keys, mark_list)
     assert count_tasks(manifest, skipped, attempt_keys, mark_list) == ledger.counts
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    manifest=st.lists(_TASK, max_size=10),
+    skipped=st.sets(_TASK, max_size=3),
+    attempts=st.lists(st.tuples(_TASK, st.integers(1, 20), _OUTCOMES), max_size=12),
+    marks=st.lists(
+        st.tuples(
+            _TASK, st.integers(1, 20), st.sampled_from(["redrive", "requeue", "dead", "deleted"])
+        ),
+        max_size=8,
+    ),
+)
+def test_the_lean_whole_reading_is_the_ledgers(
+    manifest: list[str],
+    skipped: set[str],
+    attempts: list[tuple[str, int, str]],
+    marks: list[tuple[str, int, str]],
+) -> None:
+    """`read_outcomes` (what the monitors end a run on) gives `read_ledger`'s counts, and
+    its tasks without an outcome with their states and requeues."""
+    import tempfile
+
+    from distributed_something.backends.local.storage import FolderStorage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = RunRecords(FolderStorage(Path(tmp)), "A", "r1")
+        records.write_manifest("1", [ManifestEntry(t, {"t": t}) for t in manifest])
+        records.write_skips("1", [Skip(t, 0.0, "done", "submit") for t in sorted(skipped)])
+        for n, (t, at, outcome) in enumerate(attempts):
+            attempt = Attempt(t, n + 1, f"m{n}", "w", at, outcome=outcome)
+            records.storage.put_bytes(records.attempt_key(attempt), b"{}")
+        for t, at, kind in marks:
+            records.write_mark(t, kind, at, {})
+        ledger = read_ledger(RunRecords(records.storage, "A", "r1"))
+        counts, unfinished = read_outcomes(RunRecords(records.storage, "A", "r1"))
+        assert counts == ledger.counts
+        expected = {
+            t.id: (t.state, t.requeues)
+            for t in ledger.tasks.values()
+            if t.state in ("pending", "running", "failed")
+        }
+        assert {t.id: (t.state, t.requeues) for t in unfinished.tasks.values()} == expected
 
 
 def _records(tmp_path: Path) -> RunRecords:

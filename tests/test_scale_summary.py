@@ -310,3 +310,94 @@ def test_the_monitor_writes_the_checkpoint_whole_once_the_delta_is_big(
     run_attempt(records, ids[4], "dead")
     assert summarised(records) == whole(records)  # the old delta (other base) is not used
     assert summarised(records)["done"] == 4
+
+
+def _checkpoint_files(records: RunRecords) -> tuple[bytes, bytes | None]:
+    """The checkpoint and its delta (None: none), as stored."""
+    delta = records.checkpoint_key() + ".delta"
+    base = records.storage.get_bytes(records.checkpoint_key())
+    return base, records.storage.get_bytes(delta) if records.storage.exists(delta) else None
+
+
+def test_writers_fold_the_journal_so_no_reader_meets_a_long_one(
+    tmp_path: Path, always_roll: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no monitor running, a writer that wrote `FOLD_EVERY` intents the checkpoint does
+    not cover folds them in itself (before its next intent); when a monitor keeps the
+    checkpoint fresh, the writer finds it covered and writes nothing."""
+    from distributed_something import records as records_module
+
+    monkeypatch.setattr(records_module, "FOLD_EVERY", 4)
+    records, ids = make_records(tmp_path)
+    summarised(records)
+    for t in ids[:9]:
+        run_attempt(records, t, "done")
+    folded = summary.read_checkpoint(records)
+    # Folded before the 5th and the 9th intent: the checkpoint counts the first 8.
+    assert folded is not None and folded.counts["done"] == 8
+    assert summarised(records) == whole(records) and whole(records)["done"] == 9
+
+    records, ids = make_records(tmp_path / "second")
+    summarised(records)
+    for t in ids[:4]:
+        run_attempt(records, t, "done")
+    summary.read_counts(RunRecords(records.storage, "App", "r1"), compact=True)  # a monitor
+    before = _checkpoint_files(records)
+    run_attempt(records, ids[4], "done")  # 4 uncovered intents: checked, found covered
+    assert _checkpoint_files(records) == before
+    assert summarised(records) == whole(records)
+
+
+def test_the_journal_is_pruned_behind_the_checkpoint_and_an_older_one_still_counts(
+    tmp_path: Path, always_roll: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compact reading deletes the journal's minutes `JOURNAL_KEEP_S` behind the
+    checkpoint it wrote, after raising the floor. A checkpoint older than the floor (a slow
+    reader's) is never written, and one found anyway makes the reading count from every
+    record: no change is missed."""
+    from distributed_something import records as records_module
+
+    records, ids = make_records(tmp_path)
+    hour_ago = time.time() - 3600
+    summary.read_counts(records, clock=lambda: hour_ago - 10)  # a checkpoint an hour old
+    old = _checkpoint_files(records)
+    old_covered = summary.read_checkpoint(records)
+    assert old_covered is not None
+    # Intents written an hour ago (the records' clock), their records now.
+    monkeypatch.setattr(records_module, "now", lambda: hour_ago)
+    for t in ids[:3]:
+        run_attempt(records, t, "done")
+    records.write_mark(ids[3], "dead", time.time(), {"error": "dead-lettered"})
+    monkeypatch.undo()
+    monkeypatch.setattr(FolderStorage, "journal_margin", 0.0)
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+    journal = f"{records.run_prefix}journal/"
+    assert len(list(records.storage.list(journal))) == 4
+    # Recent intents are kept: only minutes far enough behind the checkpoint go.
+    run_attempt(records, ids[4], "failed")
+    fresh = RunRecords(records.storage, "App", "r1")
+    assert summary.read_counts(fresh, compact=True) == whole(records)
+    left = [o.key for o in records.storage.list(journal)]
+    assert len(left) == 1 and ids[4] in left[0]
+    assert records.journal_floor() * records_module.MINUTE_US > round(hour_ago * 1e6)
+    # A reader that still holds the hour-old checkpoint: it would miss the pruned intents.
+    base, delta = old
+    records.storage.put_bytes(records.checkpoint_key(), base)
+    records.storage.delete(records.checkpoint_key() + ".delta")
+    assert delta is None
+    counts = summarised(records)
+    assert counts == whole(records)
+    assert (counts["done"], counts["dead"], counts["failed"]) == (3, 1, 1)
+    rebuilt = summary.read_checkpoint(records)
+    assert rebuilt is not None and rebuilt.covered_us > old_covered.covered_us
+    # And a checkpoint behind the floor is not written.
+    now_files = _checkpoint_files(records)
+    summary.write_checkpoint(
+        records,
+        old_covered.covered_us,
+        dict(old_covered.counts),
+        summary.signatures(records),
+        [b""] * summary.SHARDS,
+        [],
+    )
+    assert _checkpoint_files(records) == now_files

@@ -147,6 +147,13 @@ MARK_KINDS = ("redrive", "requeue", "dead", "deleted")
 
 #: Microseconds in a minute: the journal's folders (see `RunRecords.intent_key`).
 MINUTE_US = 60_000_000
+#: A process that wrote this many intents not yet known to be covered by the ledger
+#: summary's checkpoint checks whether they are, and folds the journal into it when not
+#: (`summary.fold_behind`) …
+FOLD_EVERY = 5_000
+#: … and so does one whose oldest such intent is this old (s): without a monitor, the
+#: journal since the checkpoint stays short, so no reader (`ds status`) meets a long one.
+FOLD_AGE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,7 @@ class RunRecords:
 
     def __init__(self, storage: Storage, app_name: str, run_id: str) -> None:
         self.storage = storage
+        self.app_name = app_name
         self.run_id = run_id
         self.prefix = f"{META_ROOT}/{app_name}/"
         self.run_prefix = f"{self.prefix}runs/{run_id}/"
@@ -214,6 +222,10 @@ class RunRecords:
         #: objects written once and never changed (manifests, submit skip lists), by key:
         #: a monitor re-reading the ledger every tick reads each of them once
         self._written_once: dict[str, bytes] = {}
+        #: intents this process wrote since it last found the checkpoint covering its own,
+        #: and the time of the oldest (see `FOLD_EVERY`)
+        self._unfolded = 0
+        self._unfolded_since_us: int | None = None
 
     # keys ------------------------------------------------------------------------------
     def done_key(self, task_id: str) -> str:
@@ -249,6 +261,16 @@ class RunRecords:
     def checkpoint_key(self) -> str:
         """The ledger summary's checkpoint (see summary.py)."""
         return f"{self.run_prefix}summary/checkpoint.txt"
+
+    def covered_key(self) -> str:
+        """How far the ledger summary's checkpoint covers the journal (µs), written after
+        the checkpoint or its delta: a hint for writers (`summary.fold_behind`)."""
+        return f"{self.run_prefix}summary/covered.txt"
+
+    def floor_key(self, minute: int) -> str:
+        """A journal floor: the journal's minutes before ``minute`` may have been deleted
+        (see `journal_floor`)."""
+        return f"{self.run_prefix}summary/floor/{minute:08d}"
 
     def intent_key(self, task_id: str, at_us: int, kind: str, detail: str) -> str:
         """``journal/<minute>/<µs>.<kind>.<detail>.<task>``: an intent (see summary.py);
@@ -318,8 +340,20 @@ class RunRecords:
     def write_intent(self, task_id: str, kind: str, detail: str) -> None:
         """Say, before writing a record that changes a task's state, that it will (see
         summary.py: readers of the ledger summary read that task again)."""
-        at_us = round(now() * 1e6)
+        since = self._unfolded_since_us
+        if since is not None and (
+            self._unfolded >= FOLD_EVERY or now() * 1e6 - since >= FOLD_AGE_S * 1e6
+        ):
+            # Before this intent, so every intent of this process has its record by now.
+            from distributed_something.summary import fold_behind
+
+            fold_behind(RunRecords(self.storage, self.app_name, self.run_id), since)
+            self._unfolded, self._unfolded_since_us = 0, None
+        at_us = round(now() * 1e6)  # after the fold: the checkpoint may cover up to then
         self.storage.put_bytes(self.intent_key(task_id, at_us, kind, detail), b"")
+        if self._unfolded_since_us is None:
+            self._unfolded_since_us = at_us
+        self._unfolded += 1
 
     def open_attempt(self, attempt: Attempt) -> str:
         """Record that ``attempt`` started; returns the open record's key. An intent is
@@ -506,6 +540,44 @@ class RunRecords:
                 if at >= since_us:
                     found.append(Intent(parts[3], at, parts[1], parts[2]))
         return found
+
+    def journal_floor(self) -> int:
+        """The first minute of the journal that is whole: the highest floor written (one
+        listing of a few keys; 0 when none was). Floors are separate objects, so two
+        cleaners at once can only raise it, never lower it."""
+        start = f"{self.run_prefix}summary/floor/"
+        floors = [o.key[len(start) :] for o in self.storage.list(start)]
+        return max((int(f) for f in floors if f.isdigit()), default=0)
+
+    def raise_journal_floor(self, minute: int) -> None:
+        """Record that the journal's minutes before ``minute`` may be deleted (written
+        before any is), and forget lower floors (the highest one is what counts)."""
+        self.storage.put_bytes(self.floor_key(minute), b"")
+        start = f"{self.run_prefix}summary/floor/"
+        for obj in list(self.storage.list(start)):
+            name = obj.key[len(start) :]
+            if name.isdigit() and int(name) < minute:
+                self.storage.delete(obj.key)
+
+    def delete_journal_before(self, minute: int, limit: int) -> int:
+        """Delete up to ``limit`` intents of the journal's minutes before ``minute``, oldest
+        first (several at a time where the storage says it pays); returns how many. Only
+        below a floor raised first (`raise_journal_floor`): readers check it."""
+        start = f"{self.run_prefix}journal/"
+        keys: list[str] = []
+        for obj in self.storage.list(start):
+            folder = obj.key[len(start) :].partition("/")[0]
+            if not folder.isdigit() or int(folder) >= minute or len(keys) >= limit:
+                break
+            keys.append(obj.key)
+        workers = min(self.storage.read_concurrency, len(keys))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(self.storage.delete, keys))
+        else:
+            for key in keys:
+                self.storage.delete(key)
+        return len(keys)
 
     def read_mark(self, mark: Mark) -> dict[str, Any] | None:
         """The details a mark was written with."""

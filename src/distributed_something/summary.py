@@ -17,6 +17,16 @@ seconds locally at a million. `ds status` and the monitor instead read
   intent), are the only ones whose state can have changed: only they are read again, one
   listing each, and the counts are moved from their old state to their new one.
 
+A task is read only as far as it can have changed (`_read_tail`): with no event at the
+checkpoint and no mark or skip intent since, only its attempts are listed. No reader should
+meet a long journal: the monitors fold it in every tick, and a writer that wrote
+`records.FOLD_EVERY` intents (or one `records.FOLD_AGE_S` ago) not yet covered folds them in
+itself (`fold_behind`; a small ``covered`` hint tells it whether a monitor did). The monitors
+then delete the journal's minutes `JOURNAL_KEEP_S` behind the checkpoint (`prune_journal`),
+after raising a *floor* (`RunRecords.journal_floor`): a reader reads the floor after listing
+the journal, and one whose checkpoint is behind it counts from every record instead; no
+checkpoint behind the floor is written.
+
 Crash safety: the intent is written before its record, so no record written after T lacks
 an intent after T. An intent whose record never landed (its writer died in between) only
 makes a task be read again. The checkpoint moves forward to a reader's start minus
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import time
 import zlib
@@ -43,6 +54,7 @@ from dataclasses import dataclass, field
 
 from distributed_something.errors import BackendError
 from distributed_something.ledger import (
+    DONE_ATTEMPT,
     EVENT_CODES,
     STATES,
     count_codes,
@@ -50,7 +62,9 @@ from distributed_something.ledger import (
     event_codes,
     state_of,
 )
-from distributed_something.records import AttemptKey, Mark, RunRecords
+from distributed_something.records import MINUTE_US, AttemptKey, Mark, RunRecords
+
+log = logging.getLogger(__name__)
 
 #: How late (s) an intent may land after the time in its key, unless the storage says
 #: (``journal_margin``): S3 writes from many machines with their own clocks.
@@ -63,6 +77,10 @@ ROLL_TASKS = 50
 ROLL_AGE_S = 120.0
 #: Entries a delta may hold before the monitor writes the checkpoint whole again.
 COMPACT_TASKS = 20_000
+#: The journal kept behind a checkpoint (s) before it is deleted (`prune_journal`).
+JOURNAL_KEEP_S = 1800.0
+#: Most intents one reading deletes (the rest go at the next).
+PRUNE_BATCH = 20_000
 #: Shards of the checkpoint's task entries.
 SHARDS = 256
 VERSION = 2
@@ -229,9 +247,9 @@ def write_checkpoint(
     signatures: tuple[list[list[object]], list[list[object]]],
     shards: list[bytes],
     running: list[str],
-) -> None:
+) -> bool:
     """Write a checkpoint (see the module) whole, atomically; a storage that refuses
-    (read-only access) changes nothing but the next reader's speed."""
+    (read-only access) changes nothing but the next reader's speed. True when written."""
     offsets = [0]
     for body in shards:
         offsets.append(offsets[-1] + len(body))
@@ -248,7 +266,12 @@ def write_checkpoint(
         }
     ).encode()
     with contextlib.suppress(BackendError, OSError):
+        if not _journal_whole_since(records, covered_us):
+            return False  # cleaned past it while this reading went on: it would mislead
         records.storage.put_bytes(records.checkpoint_key(), b"\n".join([head, b"".join(shards)]))
+        records.storage.put_bytes(records.covered_key(), str(covered_us).encode())
+        return True
+    return False
 
 
 def signatures(records: RunRecords) -> tuple[list[list[object]], list[list[object]]]:
@@ -264,6 +287,7 @@ def read_counts(
     clock: Callable[[], float] = time.time,
     write: bool = True,
     compact: bool = False,
+    prune: bool | None = None,
 ) -> dict[str, int]:
     """`Ledger.counts` of the run (what a whole reading gives), from the checkpoint and the
     journal since; made again from the records when the checkpoint cannot be used. With
@@ -272,17 +296,21 @@ def read_counts(
     monitor) the checkpoint is written whole again once the delta holds more than
     `COMPACT_TASKS` entries (other readers: when the reading changed that many itself, or
     the delta holds five times that), so a reader a person waits for seldom rewrites a
-    million."""
+    million. With ``prune`` (default: ``compact``) the journal the checkpoint covers is
+    deleted, some at a time (`prune_journal`)."""
     started_us = round(clock() * 1e6)
     checkpoint = read_checkpoint(records)
     sigs = signatures(records)
     if checkpoint is None or [checkpoint.manifest, checkpoint.skip_lists] != list(sigs):
         return rebuild(records, checkpoint, sigs, started_us, write=write)
-    tail, held_us = _tail(records, checkpoint, started_us)
+    wanted = _wanted(records, checkpoint, started_us)
+    if wanted is None:  # the journal since the checkpoint was cleaned away: read it all
+        return rebuild(records, None, sigs, started_us, write=write)
     try:
-        old = checkpoint.lookup(tail)
+        old = checkpoint.lookup(wanted)
     except ValueError:  # a damaged entry: the checkpoint is not trusted
         return rebuild(records, None, sigs, started_us, write=write)
+    tail, held_us = _read_tail(records, wanted, old, started_us)
     counts = dict(checkpoint.counts)
     updates: dict[str, Entry] = {}
     for task_id, (now_code, now_dup, has_skip) in tail.items():
@@ -307,14 +335,18 @@ def read_counts(
         # already), or the delta has grown five times over (reading it costs too).
         big = compact or len(updates) >= COMPACT_TASKS or len(delta) > 5 * COMPACT_TASKS
         if len(delta) > COMPACT_TASKS and big:
+            by_shard: list[dict[str, Entry]] = [{} for _ in range(SHARDS)]
+            for task_id, entry in delta.items():
+                by_shard[shard_of(task_id)][task_id] = entry
             shards = []
             for index in range(SHARDS):
-                entries = {**checkpoint.shard(index)}
-                entries.update((t, e) for t, e in delta.items() if shard_of(t) == index)
+                entries = {**checkpoint.shard(index), **by_shard[index]}
                 shards.append("".join(_encode(t, e) for t, e in entries.items()).encode())
-            write_checkpoint(records, covered_us, counts, sigs, shards, running)
+            written = write_checkpoint(records, covered_us, counts, sigs, shards, running)
         else:
-            _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
+            written = _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
+        if written and (compact if prune is None else prune):
+            prune_journal(records, covered_us)  # only behind a checkpoint that was written
     return counts
 
 
@@ -325,9 +357,10 @@ def _write_delta(
     counts: dict[str, int],
     running: list[str],
     delta: dict[str, Entry],
-) -> None:
+) -> bool:
     """Roll the checkpoint forward without rewriting its base: one small object with the
-    entries changed since the base, the counts, the running tasks and the time covered."""
+    entries changed since the base, the counts, the running tasks and the time covered.
+    True when written."""
     data = {
         "base": base_id,
         "covered_us": covered_us,
@@ -336,35 +369,99 @@ def _write_delta(
         "entries": {t: list(e) for t, e in delta.items()},
     }
     with contextlib.suppress(BackendError, OSError):
+        if not _journal_whole_since(records, covered_us):
+            return False  # see `write_checkpoint`
         records.storage.put_bytes(
             records.checkpoint_key() + ".delta", json.dumps(data, separators=(",", ":")).encode()
         )
+        records.storage.put_bytes(records.covered_key(), str(covered_us).encode())
+        return True
+    return False
 
 
-def _tail(
+def _wanted(
     records: RunRecords, checkpoint: Checkpoint, started_us: int
-) -> tuple[dict[str, tuple[str | None, bool, bool]], int]:
-    """The tasks to read again — named by intents since the checkpoint, or running at it —
-    each with its (event code, duplicate, has a worker's skip record) now (code None: it
-    has no event), and how far the
-    checkpoint may move: to the start minus the margin, held at the oldest intent whose
-    record has not landed yet (unless it is older than `GIVE_UP_S`)."""
+) -> dict[str, list[tuple[str, str, int]]] | None:
+    """The tasks to read again — named by intents since the checkpoint (up to the start
+    plus the margin), or running at it — each with its intents (kind, detail, time); None
+    when the journal since the checkpoint may have been cleaned away (`prune_journal`: the
+    journal's floor, read after the listing, is past the checkpoint)."""
     margin_us = round(margin(records) * 1e6)
     wanted: dict[str, list[tuple[str, str, int]]] = {t: [] for t in checkpoint.running}
     for intent in records.intents_since(checkpoint.covered_us, started_us + margin_us):
         wanted.setdefault(intent.task_id, []).append((intent.kind, intent.detail, intent.at_us))
+    if not _journal_whole_since(records, checkpoint.covered_us):
+        return None
+    return wanted
+
+
+def _journal_whole_since(records: RunRecords, covered_us: int) -> bool:
+    """Whether the journal from ``covered_us`` on is whole: no floor past its minute."""
+    return records.journal_floor() <= covered_us // MINUTE_US
+
+
+def prune_journal(records: RunRecords, covered_us: int, limit: int = PRUNE_BATCH) -> int:
+    """Delete up to ``limit`` intents of the journal's minutes that end `JOURNAL_KEEP_S`
+    before ``covered_us`` (a checkpoint just written covers them); returns how many.
+
+    Safe for a reader holding an older checkpoint: the floor (`RunRecords.journal_floor`)
+    is raised before any intent goes, and a reader reads it after listing the journal; a
+    floor past its checkpoint's minute makes it read every record instead (`rebuild`), and
+    no checkpoint behind the floor is written (`write_checkpoint`). Keeping
+    `JOURNAL_KEEP_S` (longer than a held-back checkpoint lags: `GIVE_UP_S` and the
+    margin) makes that rare: readers find the intents they need."""
+    floor = (covered_us - round(JOURNAL_KEEP_S * 1e6)) // MINUTE_US
+    if floor <= 0:
+        return 0
+    try:
+        if records.journal_floor() < floor:
+            records.raise_journal_floor(floor)
+        return records.delete_journal_before(floor, limit)
+    except (BackendError, OSError) as exc:  # read-only access: the journal stays
+        log.debug("journal not pruned: %s", exc)
+        return 0
+
+
+#: The entry of a task the checkpoint has none for: no event, not skipped, not listed.
+NO_ENTRY: Entry = (QUIET, False, False, False)
+
+
+def _read_tail(
+    records: RunRecords,
+    wanted: dict[str, list[tuple[str, str, int]]],
+    old: dict[str, Entry],
+    started_us: int,
+) -> tuple[dict[str, tuple[str | None, bool, bool]], int]:
+    """Each task of ``wanted`` with its (event code, duplicate, has a worker's skip record)
+    now (code None: it has no event), read from its records; and how far the checkpoint
+    may move: to the start minus the margin, held at the oldest intent whose record has not
+    landed yet (unless it is older than `GIVE_UP_S`).
+
+    Only what can have changed since the task's entry in ``old`` is read: every mark and
+    skip record is written after an intent, so a task whose entry had no event and that
+    has no mark intent since has no mark; one with no skip intent has no new skip record;
+    and a task with a completed attempt is done whatever its marks say. Most tasks of a
+    busy run (no event at the checkpoint, one attempt since) take one listing, not three.
+    """
+    margin_us = round(margin(records) * 1e6)
     give_up_us = started_us - round(GIVE_UP_S * 1e6)
     held_us = started_us - margin_us
     tail: dict[str, tuple[str | None, bool, bool]] = {}
 
     def read(task_id: str) -> tuple[list[AttemptKey], list[Mark], bool]:
-        return (
-            records.attempt_keys(task_id),
-            records.marks_of(task_id),
-            records.storage.exists(records.skip_key(task_id)),
+        code, _, skipped, _ = old.get(task_id, NO_ENTRY)
+        kinds = {kind for kind, _, _ in wanted[task_id]}
+        attempts = records.attempt_keys(task_id) if code != QUIET or "a" in kinds else []
+        marks_needed = "m" in kinds or code not in (QUIET, DONE_ATTEMPT)
+        if code == DONE_ATTEMPT and not any(a.outcome == "done" for a in attempts):
+            marks_needed = True  # its completed attempt is gone: the marks decide again
+        marks = records.marks_of(task_id) if marks_needed else []
+        has_skip = (
+            "s" in kinds and not skipped and records.storage.exists(records.skip_key(task_id))
         )
+        return attempts, marks, has_skip
 
-    # One task's records are three requests: on S3, many tasks are read at once.
+    # One task's records are up to three requests: on S3, many tasks are read at once.
     workers = min(records.storage.read_concurrency, len(wanted))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
@@ -382,13 +479,14 @@ def _tail(
             tail[task_id] = (None, False, has_skip)
         stems = {a.stem for a in attempts}
         seen_marks = {f"{m.kind}-{m.at_us}" for m in marks}
+        skipped_before = old.get(task_id, NO_ENTRY)[2]
         for kind, detail, at_us in intents:
             if kind == "a":
                 landed = detail in stems
             elif kind == "m":
                 landed = detail in seen_marks
-            else:
-                landed = has_skip
+            else:  # a skip record: already skipped, it changes nothing when it lands
+                landed = has_skip or skipped_before
             if not landed and at_us > give_up_us:
                 held_us = min(held_us, at_us)  # read this task again until its record lands
     return tail, held_us
@@ -415,7 +513,10 @@ def rebuild(
         except ValueError:  # a damaged entry: read every record instead
             return rebuild(records, None, sigs, started_us, write=write)
         codes = {t: (e[0], e[1]) for t, e in entries.items() if e[0] != QUIET}
-        tail, covered_us = _tail(records, checkpoint, started_us)
+        wanted = _wanted(records, checkpoint, started_us)
+        if wanted is None:
+            return rebuild(records, None, sigs, started_us, write=write)
+        tail, covered_us = _read_tail(records, wanted, entries, started_us)
         covered_us = max(checkpoint.covered_us, covered_us)
         for task_id, (code, dup, _) in tail.items():
             if code is None:
@@ -440,6 +541,32 @@ def rebuild(
         shards = ["".join(b).encode() for b in bodies]
         write_checkpoint(records, covered_us, counts, sigs, shards, running)
     return counts
+
+
+def covered_hint(records: RunRecords) -> int:
+    """How far the checkpoint covered the journal when it was last written (µs; 0: not
+    known). A hint only: the checkpoint itself says, and is what readers trust."""
+    try:
+        return int(records.storage.get_bytes(records.covered_key()))
+    except (KeyError, ValueError, BackendError, OSError):
+        return 0
+
+
+def fold_behind(records: RunRecords, since_us: int) -> bool:
+    """Fold the journal into the checkpoint (a reading that writes it) unless it already
+    covers ``since_us``: what a writer does after many intents (`records.FOLD_EVERY`), so
+    the journal since the checkpoint stays short even when no monitor runs. Cheap when a
+    monitor keeps the checkpoint fresh: one small read. A fold that fails changes nothing
+    but the next reader's speed (the writer goes on). Returns True when it folded."""
+    if covered_hint(records) >= since_us:
+        return False
+    try:
+        # Not pruned here: a worker leaves deleting thousands of intents to the monitor.
+        read_counts(records, compact=True, prune=False)
+    except (BackendError, OSError, ValueError) as exc:
+        log.warning("could not fold the journal into the ledger summary: %s", exc)
+        return False
+    return True
 
 
 def recount(records: RunRecords, *, clock: Callable[[], float] = time.time) -> dict[str, int]:

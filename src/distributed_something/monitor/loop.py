@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
-from distributed_something import summary
 from distributed_something.config.model import Config
 from distributed_something.interfaces.backend import Backend
 from distributed_something.ledger import read_counts, read_ledger
@@ -20,7 +18,7 @@ from distributed_something.monitor.policy import (
     drain_check,
 )
 from distributed_something.monitor.progress import Progress, from_counts
-from distributed_something.monitor.settle import settle
+from distributed_something.monitor.settle import confirm_ending, settle
 from distributed_something.records import RunRecords
 from distributed_something.state import RunState
 from distributed_something.ui import info, task_bar
@@ -88,20 +86,13 @@ def watch(
                 confirm_seconds=confirm,
             )
             drained_since = check.drained_since
-            whole = None
-            if check.verdict == "finished" and not image_entrypoint:
+            ledger = None
+            if not image_entrypoint:
                 # The run ends on a whole reading, not on the summary alone: every record is
                 # read once before anything is torn down.
-                whole = read_ledger(records)
-                if not whole.finished:
-                    check = replace(check, verdict="reconcile")
+                check, ledger = confirm_ending(records, check, task_counts)
             if check.verdict == "reconcile":
-                ledger = whole or read_ledger(records)
-                if ledger.counts != task_counts:
-                    # Records written without an intent (by a worker of an earlier version):
-                    # the summary is made again from a whole reading.
-                    summary.recount(records)
-                plan = settle(records, backend.queue, ledger, clock())
+                plan = settle(records, backend.queue, ledger or read_ledger(records), clock())
                 if plan.requeue:
                     info(
                         f"{len(plan.requeue)} task(s) had left the queue without an "

@@ -4,10 +4,37 @@ and needs nothing but the records and the queue."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from distributed_something import summary
 from distributed_something.interfaces.queue import Queue
-from distributed_something.ledger import Ledger
-from distributed_something.monitor.policy import Reconciliation, reconcile
+from distributed_something.ledger import Ledger, read_outcomes
+from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
 from distributed_something.records import RunRecords
+
+
+def confirm_ending(
+    records: RunRecords, check: DrainCheck, counts: dict[str, int]
+) -> tuple[DrainCheck, Ledger | None]:
+    """The drain check made safe: a monitor counts from the ledger summary (``counts``),
+    but a run ends on a whole reading of its records. When ``check`` says ``finished`` or
+    ``reconcile``, every record is read once, held lean (`read_outcomes`): the verdict is
+    ``finished`` when that reading gives every task an outcome, else ``reconcile``, with a
+    `Ledger` of the tasks without one returned (for `settle`). When its counts differ from
+    the summary's (records written without an intent, by a worker of an earlier version),
+    the summary is made again from the records (`summary.recount`). Shared by `ds monitor`
+    and the unattended monitor."""
+    if check.verdict not in ("finished", "reconcile"):
+        return check, None
+    # A fresh reader: ``records`` lives as long as the monitor, and would keep what it read
+    # once (`RunRecords._read_once`: skip lists, manifest parts without an index).
+    fresh = RunRecords(records.storage, records.app_name, records.run_id)
+    whole_counts, unfinished = read_outcomes(fresh)
+    if whole_counts != counts:
+        summary.recount(records)
+    if not unfinished.tasks:
+        return replace(check, verdict="finished"), None
+    return replace(check, verdict="reconcile"), unfinished
 
 
 def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Reconciliation:

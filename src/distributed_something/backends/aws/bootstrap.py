@@ -337,7 +337,10 @@ def monitor_policy(
     if topic_arn:
         statements.append(_statement("Notices", ["sns:Publish"], [topic_arn]))
     if object_arns:
-        statements.append(_statement("RunState", ["s3:GetObject", "s3:PutObject"], object_arns))
+        # Delete: the ledger summary's journal, once a checkpoint covers it (summary.py).
+        statements.append(
+            _statement("RunState", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], object_arns)
+        )
         # The run's ledger is read by listing its records (only under _ds/).
         statements.append(
             {

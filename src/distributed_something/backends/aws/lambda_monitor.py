@@ -54,7 +54,7 @@ from distributed_something.config.model import Config
 from distributed_something.errors import DSError, InputError
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.queue import QueueCounts
-from distributed_something.ledger import read_ledger
+from distributed_something.ledger import read_counts, read_ledger
 from distributed_something.monitor.policy import (
     Observation,
     PolicyConfig,
@@ -64,7 +64,8 @@ from distributed_something.monitor.policy import (
     decide,
     drain_check,
 )
-from distributed_something.monitor.settle import record_image_outcomes, settle
+from distributed_something.monitor.progress import from_counts
+from distributed_something.monitor.settle import confirm_ending, record_image_outcomes, settle
 from distributed_something.records import META_ROOT, RunRecords
 from distributed_something.state import RunState
 
@@ -290,22 +291,34 @@ def monitor_once(
     taken: list[str] = summary["actions"]
     # The one drain check (monitor/policy.py), as the CLI monitor makes it: the queue must
     # read empty on readings `drain_confirm_seconds` apart, and the ledger must give every
-    # task an outcome (read only once the queue reads empty: it costs listings).
+    # task an outcome. The counts come from the ledger summary, as `ds monitor`'s do (each
+    # tick folds the journal since its checkpoint, so `ds status` stays quick), and the run
+    # ends only on a whole reading of the records (`monitor.settle.confirm`).
     since = book.get("drained_since")
     ledger = None
     records = None
-    if counts.drained and settings.ledger:
+    task_counts = None
+    if settings.ledger:
         records = RunRecords(
             S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
         )
-        ledger = read_ledger(records)
+        try:
+            task_counts, _ = read_counts(records, compact=True)
+        except DSError as exc:
+            if counts.drained:
+                raise  # the counts decide now
+            log.warning("could not read the ledger summary (the tick goes on): %s", exc)
+        summary["tasks"] = task_counts
+    finished = task_counts is None or from_counts(task_counts).finished == task_counts["total"]
     check = drain_check(
         now=now,
         drained_since=since if isinstance(since, int | float) else None,
         queue_drained=counts.drained,
-        ledger_finished=ledger.finished if ledger is not None else True,
+        ledger_finished=finished,
         confirm_seconds=settings.drain_confirm_seconds,
     )
+    if records is not None and task_counts is not None:
+        check, ledger = confirm_ending(records, check, task_counts)
 
     def sqs_queue() -> SqsQueue:
         return SqsQueue(
