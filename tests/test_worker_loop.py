@@ -20,8 +20,8 @@ from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, QueueGone
 from distributed_something.interfaces.queue import Message
 from distributed_something.jobs.model import Task
-from distributed_something.recipes.command import CommandRecipe
 from distributed_something.ledger import read_ledger
+from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, ManifestEntry, RunRecords
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
