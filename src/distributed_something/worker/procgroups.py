@@ -98,10 +98,21 @@ def parse_stat(text: str) -> ProcInfo:
     return ProcInfo(start=int(fields[19]), state=fields[0], pgid=int(fields[2]))
 
 
+def read_small(path: str | Path) -> str:
+    """The text of a small file (a /proc or /sys one) in one read: no buffered file object,
+    whose set-up costs more system calls than the read. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace")
+
+
 def proc_info(pid: int) -> ProcInfo | None:
     """The process ``pid`` now, or None when there is none (or no /proc)."""
     try:
-        return parse_stat((_PROC / str(pid) / "stat").read_text())
+        return parse_stat(read_small(f"{_PROC}/{pid}/stat"))
     except (OSError, ValueError, IndexError):
         return None
 

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from distributed_something.worker.procgroups import TOKEN_ENV, GroupRecorder, group_alive
+from distributed_something.worker.procgroups import (
+    TOKEN_ENV,
+    GroupRecorder,
+    group_alive,
+    read_small,
+)
 
 _PROC = Path("/proc")
 
@@ -165,7 +170,7 @@ class SubprocessRunner:
                         list(argv),
                         cwd=cwd,
                         env=child_env,
-                        stdin=subprocess.DEVNULL,
+                        stdin=_devnull(),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
@@ -422,7 +427,7 @@ def oom_kill_count() -> int | None:
         # Read twice per task: the file found last time is read alone (a process does not
         # change cgroups while it works; if the file goes, the search starts again).
         try:
-            count = parse_oom_kills(known.read_text())
+            count = parse_oom_kills(read_small(known))
         except OSError:
             count = None
         if count is not None:
@@ -598,6 +603,19 @@ def _inherited_data_limit(memory_limit_mb: int | None) -> Iterator[bool]:
             yield True
         finally:
             resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+_DEVNULL: dict[int, int] = {}
+
+
+def _devnull() -> int:
+    """A descriptor of /dev/null for the children's stdin, opened once per process (not once
+    per task, as ``subprocess.DEVNULL`` does); not inherited (children get it as stdin)."""
+    pid = os.getpid()
+    fd = _DEVNULL.get(pid)
+    if fd is None:
+        fd = _DEVNULL[pid] = os.open(os.devnull, os.O_RDONLY)
+    return fd
 
 
 def _pidfd(pid: int) -> int | None:

@@ -104,6 +104,9 @@ def _write_atomically(
                 pass  # made (or narrowed) by this process already
             elif private_from is None:
                 target.parent.mkdir(parents=True, exist_ok=True)
+            elif known is not None and attempt == 0 and target.parent.parent in known:
+                # A new folder in a known one (a task's records folder): only it is made.
+                _make_private_folders(target.parent.parent, (target.parent.name,))
             else:
                 private_from.mkdir(parents=True, exist_ok=True)
                 _make_private_folders(private_from, target.parent.relative_to(private_from).parts)
@@ -116,6 +119,9 @@ def _write_atomically(
             if len(known) >= _KNOWN_FOLDERS:
                 known.clear()  # bounded: a worker that ran a million tasks holds a few
             known.add(target.parent)
+            above = target.parent.parent
+            if above != private_from and above.is_relative_to(private_from):
+                known.add(above)  # made or checked on the way too
         break
     try:
         with os.fdopen(fd, "wb") as out:
