@@ -283,6 +283,9 @@ RUN_IN_A_WATCHED_WORKER = textwrap.dedent(
     folder = Path(sys.argv[1])
     recorder = GroupRecorder.start(folder / "scratch")
     assert recorder is not None and recorder.watchdog is not None
+    if sys.argv[2] == "kill-watchdog":
+        recorder.watchdog.process.kill()
+        recorder.watchdog.process.wait()
     SubprocessRunner(recorder=recorder).run(
         ["sh", "-c", f"sleep 300 & echo $$ $! > {folder / 'child.pid'}; exec sleep 300"],
         cwd=folder, env={}, log_path=folder / "t.log", stop=threading.Event(),
@@ -295,7 +298,7 @@ RUN_IN_A_WATCHED_WORKER = textwrap.dedent(
 def test_the_whole_task_dies_with_a_worker_killed_by_sigkill_through_its_watchdog(
     tmp_path: Path, leftovers: list[int]
 ) -> None:
-    worker = subprocess.Popen([PY, "-c", RUN_IN_A_WATCHED_WORKER, str(tmp_path)])
+    worker = subprocess.Popen([PY, "-c", RUN_IN_A_WATCHED_WORKER, str(tmp_path), "-"])
     try:
         child = read_pid(tmp_path / "child.pid")
         background = int((tmp_path / "child.pid").read_text().split()[1])
@@ -308,6 +311,24 @@ def test_the_whole_task_dies_with_a_worker_killed_by_sigkill_through_its_watchdo
         worker.wait()
     assert wait_for(lambda: not running(child) and not running(background))
     assert wait_for(lambda: not path.exists())  # and the watchdog reaped the record
+
+
+@pytest.mark.skipif(not LINUX, reason="PR_SET_PDEATHSIG is Linux's")
+def test_without_its_watchdog_the_direct_child_still_dies_with_the_worker(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # The watchdog was killed: the runner falls back on PR_SET_PDEATHSIG for the direct child.
+    argv = [PY, "-c", RUN_IN_A_WATCHED_WORKER, str(tmp_path), "kill-watchdog"]
+    worker = subprocess.Popen(argv)
+    try:
+        child = read_pid(tmp_path / "child.pid")
+        background = int((tmp_path / "child.pid").read_text().split()[1])
+        leftovers.extend([child, background])
+        assert running(child)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert wait_for(lambda: not running(child))
 
 
 @pytest.mark.skipif(not LINUX, reason="the records need /proc")

@@ -237,6 +237,11 @@ class GroupRecorder:
         self.watchdog: Watchdog | None = None
 
     @property
+    def watched(self) -> bool:
+        """True while this worker's watchdog runs (checked without blocking)."""
+        return self.watchdog is not None and self.watchdog.process.poll() is None
+
+    @property
     def token(self) -> str:
         """What `TOKEN_ENV` says in the environment of this worker's tasks."""
         return f"{self.record.worker_pid}-{self.record.worker_start}"

@@ -163,7 +163,8 @@ class SubprocessRunner:
             recorder = self.recorder
             if recorder is not None:
                 child_env[TOKEN_ENV] = recorder.token
-            pdeathsig = recorder is None or recorder.watchdog is None
+            # Should the watchdog be gone (killed), the kernel's signal stands in for it.
+            pdeathsig = recorder is None or not recorder.watched
             try:
                 with _inherited_data_limit(memory_limit_mb) as inherited:
                     proc = subprocess.Popen(

@@ -321,9 +321,12 @@ class FolderStorage:
         folder_key, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder_key.split("/")) if folder_key else self.root
         known: tuple[int, int] | None = None
-        if folder_key and not self._has_link(folder_key.split("/")):
-            # No link on the way: the folder is inside the root, no need to resolve it (one
-            # task's records are listed this way, many times over when counting).
+        if folder_key and (
+            start in self._private_folders or not self._has_link(folder_key.split("/"))
+        ):
+            # No link on the way (or a private folder this process made: see `path_of`): the
+            # folder is inside the root, no need to resolve it (one task's records are listed
+            # this way, many times over when counting).
             try:
                 status = start.stat()
             except OSError:
