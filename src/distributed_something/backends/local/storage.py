@@ -189,12 +189,7 @@ class FolderStorage:
             )
         parts = key.split("/")
         path = self.root.joinpath(*parts)
-        if path.parent in self._private_folders:
-            # A private folder this process made or checked (owner-only: only the owner
-            # could have put a link on its path since): only the name itself is looked at.
-            if not path.is_symlink():
-                return path
-        elif not self._has_link(parts):
+        if not self._has_link(parts):
             return path  # checked keys have no "..": without a link the path stays inside
         try:
             inside = path.resolve().is_relative_to(self.root)
@@ -321,12 +316,9 @@ class FolderStorage:
         folder_key, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder_key.split("/")) if folder_key else self.root
         known: tuple[int, int] | None = None
-        if folder_key and (
-            start in self._private_folders or not self._has_link(folder_key.split("/"))
-        ):
-            # No link on the way (or a private folder this process made: see `path_of`): the
-            # folder is inside the root, no need to resolve it (one task's records are listed
-            # this way, many times over when counting).
+        if folder_key and not self._has_link(folder_key.split("/")):
+            # No link on the way: the folder is inside the root, no need to resolve it (one
+            # task's records are listed this way, many times over when counting).
             try:
                 status = start.stat()
             except OSError:
