@@ -131,9 +131,13 @@ def test_a_memory_limit_refuses_allocations_over_it(
 ) -> None:
     # The worker lowers its own limit while it starts the child when its own memory is well
     # below it (inherited), else the child sets it (preexec): both must hold the child to it.
-    own = 0.0 if how == "inherited" else 10_000.0
-    monkeypatch.setattr(runner_module, "own_data_mb", lambda: own)
-    monkeypatch.setattr(runner_module, "LIMIT_HEADROOM_MB", 0)
+    if how == "inherited":
+        own = runner_module.own_data_mb()
+        assert own is not None
+        limit = max(200, int(own) + runner_module.LIMIT_HEADROOM_MB + 50)
+    else:
+        monkeypatch.setattr(runner_module, "own_data_mb", lambda: 1e9)
+        limit = 200
     used: list[bool] = []
     real_setup = runner_module._child_setup
 
@@ -144,16 +148,16 @@ def test_a_memory_limit_refuses_allocations_over_it(
     monkeypatch.setattr(runner_module, "_child_setup", spy)
     before = resource.getrlimit(resource.RLIMIT_DATA)
     log = tmp_path / "t.log"
-    script = "x = b'x' * (50 << 20); y = b'y' * (300 << 20)"
+    script = f"x = b'x' * (50 << 20); y = b'y' * ({limit + 100} << 20)"
     limited = SubprocessRunner().run(
         [PY, "-c", script],
         cwd=tmp_path,
         env={},
         log_path=log,
         stop=threading.Event(),
-        memory_limit_mb=200,
+        memory_limit_mb=limit,
     )
-    assert limited.exit_code == 1 and limited.memory_limit_mb == 200
+    assert limited.exit_code == 1 and limited.memory_limit_mb == limit
     assert "MemoryError" in log.read_text()
     assert used == [how == "preexec"]
     assert resource.getrlimit(resource.RLIMIT_DATA) == before  # the worker's own is back
