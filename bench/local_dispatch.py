@@ -206,6 +206,7 @@ def main() -> None:
     args = parser.parse_args()
 
     env_cpu = os.cpu_count()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ds-bench-dispatch-") as tmp:
         scratch = Path(tmp)
         ours: list[float] = []
@@ -236,7 +237,11 @@ def main() -> None:
     python_s = statistics.median(python_floor)
     ratio = xargs_s / ours_s
     rate = args.tasks / ours_s
-    print(f"machine: {env_cpu} CPUs; {args.tasks} tasks, {args.workers} workers")
+    print(
+        f"machine: {env_cpu} CPUs; {args.tasks} tasks, {args.workers} workers; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (the two sides alternate, "
+        "so both see the same load)"
+    )
     print(f"ours (ds run): {', '.join(f'{s:.2f}' for s in ours)} s -> {ours_s:.2f} s median")
     print(f"xargs -P {args.workers}: {', '.join(f'{s:.2f}' for s in floor)} s -> {xargs_s:.2f} s")
     print(

@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,11 +24,13 @@ from conftest import write_project
 from distributed_something.backends.local.compute import LocalCompute
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.procgroups import (
+    TOKEN_ENV,
     GroupRecord,
     GroupRecorder,
     Machine,
     ProcInfo,
     Seen,
+    after_death,
     judge,
     parse_stat,
     proc_info,
@@ -309,61 +312,121 @@ def recorded_group(scratch: Path, worker_pid: int) -> int | None:
     return None if group is None else int(group)
 
 
+def test_after_a_workers_death_its_unrecorded_task_is_killed_by_its_token(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # A task started a moment before its group was recorded: only its environment says whose.
+    scratch = tmp_path / "scratch"
+    worker = dead_worker()
+    token = f"{worker[0]}-{worker[1]}"
+    env = {**os.environ, TOKEN_ENV: token}
+    mine = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    other = subprocess.Popen(["sleep", "300"], env={**env, TOKEN_ENV: "1-2"})
+    leftovers += [mine.pid, other.pid]
+    # Closed normally (no record left): nothing is done.
+    path = record_path(scratch, worker[0])
+    assert not after_death(scratch, path, token)
+    assert running(mine.pid)
+    machine = this_machine()
+    assert machine is not None
+    write_record(scratch, GroupRecord(machine.host, machine.boot_id, machine.pid_ns, *worker))
+    assert after_death(scratch, path, token)
+    mine.wait(timeout=10)
+    assert mine.returncode == -signal.SIGKILL
+    assert running(other.pid)
+    assert not path.exists()
+    other.kill()
+    other.wait()
+
+
+def watchdog_of(worker_pid: int) -> int:
+    """The pid of the watchdog a worker process started (`procgroups.Watchdog`)."""
+
+    def find() -> int | None:
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if entry.name.isdigit() and b"watchdog_main" in (entry / "cmdline").read_bytes():
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if int(stat[1]) == worker_pid:
+                        return int(entry.name)
+        return None
+
+    assert wait_for(lambda: find() is not None), f"no watchdog for worker {worker_pid}"
+    found = find()
+    assert found is not None
+    return found
+
+
+def kill_worker(worker: subprocess.Popen[bytes], *, watchdog_too: bool) -> None:
+    if watchdog_too:
+        os.kill(watchdog_of(worker.pid), signal.SIGKILL)
+    worker.kill()
+    worker.wait()
+
+
 @pytest.mark.slow
-def test_a_sigkilled_worker_leaves_nothing_once_the_next_worker_starts_or_cleanup_runs(
+def test_a_sigkilled_worker_leaves_nothing_at_once_or_once_the_next_worker_starts_or_cleanup_runs(
     tmp_path: Path, ds: Ds, leftovers: list[int]
 ) -> None:
     pidfile = tmp_path / "pids.txt"
     # The argv comes from the config: the shell text is ours, not a job value.
     argv = ["sh", "-c", f"sleep 300 & echo $$ $! >> {pidfile}; sleep 300"]
     proj = write_project(
-        tmp_path / "proj", argv=argv, groups=[{"name": "a"}], extra={"queue": {"visibility": 2}}
+        tmp_path / "proj",
+        argv=argv,
+        groups=[{"name": "a"}],
+        extra={"queue": {"visibility": 2, "job_retries": 5}},
     )
     scratch = proj / ".ds" / "T" / "scratch"
     assert ds("setup", cwd=proj).returncode == 0
     assert ds("submit", "job.json", cwd=proj).returncode == 0
 
-    # 1. The first worker starts the task and is SIGKILLed while it runs.
-    first = start_worker(proj, tmp_path / "worker1.log")
-    try:
-        assert wait_for(lambda: len(attempts(pidfile)) == 1, 60), (
-            tmp_path / "worker1.log"
-        ).read_text()
-        shell, background = attempts(pidfile)[0]
-        leftovers += [shell, background]
+    def start_attempt(n: int, log: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+        worker = start_worker(proj, log)
+        assert wait_for(lambda: len(attempts(pidfile)) == n, 60), log.read_text()
+        shell, background = attempts(pidfile)[n - 1]
+        leftovers.extend([shell, background])
         # The runner records the group right after starting it, maybe after the shell wrote.
-        assert wait_for(lambda: recorded_group(scratch, first.pid) == shell)
-        assert list(scratch.glob(f"w{first.pid}-*"))
-    finally:
-        first.kill()
-        first.wait()
-    # The direct child dies at once (PDEATHSIG); the background child does not, yet.
-    assert wait_for(lambda: not running(shell))
-    assert running(background)
-    assert list(scratch.glob(f"w{first.pid}-*"))
+        assert wait_for(lambda: recorded_group(scratch, worker.pid) == shell)
+        assert list(scratch.glob(f"w{worker.pid}-*"))
+        return worker, shell, background
 
-    # 2. The next worker reaps the first one's leftovers as it starts, then retries the task.
-    second = start_worker(proj, tmp_path / "worker2.log")
+    # 1. The first worker is SIGKILLed while its task runs: its watchdog kills the whole task
+    #    (the shell and its background child) at once and removes its record and folders.
+    first, shell, background = start_attempt(1, tmp_path / "worker1.log")
+    kill_worker(first, watchdog_too=False)
+    assert wait_for(lambda: not running(shell) and not running(background))
+    assert wait_for(lambda: not record_path(scratch, first.pid).exists())
+    assert not list(scratch.glob(f"w{first.pid}-*"))
+
+    # 2. Without its watchdog (killed first), a SIGKILLed worker's task lives on ...
+    second, shell2, background2 = start_attempt(2, tmp_path / "worker2.log")
+    kill_worker(second, watchdog_too=True)
+    time.sleep(0.5)
+    assert running(shell2) and running(background2)
+    assert record_path(scratch, second.pid).exists()
+
+    # 3. ... until the next worker reaps it as it starts (then retries the task) ...
+    third = start_worker(proj, tmp_path / "worker3.log")
     try:
-        assert wait_for(lambda: not running(background), 30)
+        assert wait_for(lambda: not running(shell2) and not running(background2), 30)
         # Killed first; the folders and the record go right after.
-        assert wait_for(lambda: not record_path(scratch, first.pid).exists())
-        assert not list(scratch.glob(f"w{first.pid}-*"))
-        assert wait_for(lambda: len(attempts(pidfile)) == 2, 60), (
-            tmp_path / "worker2.log"
+        assert wait_for(lambda: not record_path(scratch, second.pid).exists())
+        assert not list(scratch.glob(f"w{second.pid}-*"))
+        assert wait_for(lambda: len(attempts(pidfile)) == 3, 60), (
+            tmp_path / "worker3.log"
         ).read_text()
-        shell2, background2 = attempts(pidfile)[1]
-        leftovers += [shell2, background2]
+        shell3, background3 = attempts(pidfile)[2]
+        leftovers += [shell3, background3]
+        assert wait_for(lambda: recorded_group(scratch, third.pid) == shell3)
     finally:
-        second.kill()
-        second.wait()
-    assert wait_for(lambda: not running(shell2))
-    assert running(background2)
+        kill_worker(third, watchdog_too=True)
+    assert running(shell3) and running(background3)
 
-    # 3. `ds cleanup` reaps the second one's.
+    # 4. ... or `ds cleanup` reaps it.
     result = ds("cleanup", cwd=proj)
     assert result.returncode == 0, result.stderr
-    assert wait_for(lambda: not running(background2))  # sent SIGKILL before cleanup returned
+    assert wait_for(lambda: not running(shell3) and not running(background3))
     assert not list(scratch.glob("w*"))
     assert not list((scratch / ".groups").iterdir())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from distributed_something.worker import runner as runner_module
-from distributed_something.worker.procgroups import GroupRecorder, record_path
+from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
 from distributed_something.worker.runner import SubprocessRunner
 from testkit import read_pid, running, wait_for
 
@@ -124,19 +125,42 @@ def test_peak_memory_and_cpu_time_are_measured(tmp_path: Path, waiting: str) -> 
 
 
 @pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA counts mappings from Linux 4.7 on")
-def test_a_memory_limit_refuses_allocations_over_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["inherited", "preexec"])
+def test_a_memory_limit_refuses_allocations_over_it(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker lowers its own limit while it starts the child when its own memory is well
+    # below it (inherited), else the child sets it (preexec): both must hold the child to it.
+    if how == "inherited":
+        own = runner_module.own_data_mb()
+        assert own is not None
+        limit = max(200, int(own) + runner_module.LIMIT_HEADROOM_MB + 50)
+    else:
+        monkeypatch.setattr(runner_module, "own_data_mb", lambda: 1e9)
+        limit = 200
+    used: list[bool] = []
+    real_setup = runner_module._child_setup
+
+    def spy(limit: int | None, *, pdeathsig: bool = True) -> object:
+        used.append(limit is not None)
+        return real_setup(limit, pdeathsig=pdeathsig)
+
+    monkeypatch.setattr(runner_module, "_child_setup", spy)
+    before = resource.getrlimit(resource.RLIMIT_DATA)
     log = tmp_path / "t.log"
-    script = "x = b'x' * (50 << 20); y = b'y' * (300 << 20)"
+    script = f"x = b'x' * (50 << 20); y = b'y' * ({limit + 100} << 20)"
     limited = SubprocessRunner().run(
         [PY, "-c", script],
         cwd=tmp_path,
         env={},
         log_path=log,
         stop=threading.Event(),
-        memory_limit_mb=200,
+        memory_limit_mb=limit,
     )
-    assert limited.exit_code == 1 and limited.memory_limit_mb == 200
+    assert limited.exit_code == 1 and limited.memory_limit_mb == limit
     assert "MemoryError" in log.read_text()
+    assert used == [how == "preexec"]
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before  # the worker's own is back
     free = SubprocessRunner().run(
         [PY, "-c", script], cwd=tmp_path, env={}, log_path=log, stop=threading.Event()
     )
@@ -253,11 +277,70 @@ def test_the_direct_child_dies_with_a_worker_killed_by_sigkill(
     assert wait_for(lambda: not running(child))
 
 
+# The same, with a recorder: the worker's watchdog ends the whole task, background child too.
+RUN_IN_A_WATCHED_WORKER = textwrap.dedent(
+    """
+    import sys, threading
+    from pathlib import Path
+    from distributed_something.worker.procgroups import GroupRecorder
+    from distributed_something.worker.runner import SubprocessRunner
+    folder = Path(sys.argv[1])
+    recorder = GroupRecorder.start(folder / "scratch")
+    assert recorder is not None and recorder.watchdog is not None
+    if sys.argv[2] == "kill-watchdog":
+        recorder.watchdog.process.kill()
+        recorder.watchdog.process.wait()
+    SubprocessRunner(recorder=recorder).run(
+        ["sh", "-c", f"sleep 300 & echo $$ $! > {folder / 'child.pid'}; exec sleep 300"],
+        cwd=folder, env={}, log_path=folder / "t.log", stop=threading.Event(),
+    )
+    """
+)
+
+
+@pytest.mark.skipif(not LINUX, reason="the records and the watchdog need /proc")
+def test_the_whole_task_dies_with_a_worker_killed_by_sigkill_through_its_watchdog(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    worker = subprocess.Popen([PY, "-c", RUN_IN_A_WATCHED_WORKER, str(tmp_path), "-"])
+    try:
+        child = read_pid(tmp_path / "child.pid")
+        background = int((tmp_path / "child.pid").read_text().split()[1])
+        leftovers.extend([child, background])
+        assert running(child) and running(background)
+        path = record_path(tmp_path / "scratch", worker.pid)
+        assert wait_for(lambda: json.loads(path.read_text())["pgid"] == child)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert wait_for(lambda: not running(child) and not running(background))
+    assert wait_for(lambda: not path.exists())  # and the watchdog reaped the record
+
+
+@pytest.mark.skipif(not LINUX, reason="PR_SET_PDEATHSIG is Linux's")
+def test_without_its_watchdog_the_direct_child_still_dies_with_the_worker(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # The watchdog was killed: the runner falls back on PR_SET_PDEATHSIG for the direct child.
+    argv = [PY, "-c", RUN_IN_A_WATCHED_WORKER, str(tmp_path), "kill-watchdog"]
+    worker = subprocess.Popen(argv)
+    try:
+        child = read_pid(tmp_path / "child.pid")
+        background = int((tmp_path / "child.pid").read_text().split()[1])
+        leftovers.extend([child, background])
+        assert running(child)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert wait_for(lambda: not running(child))
+
+
 @pytest.mark.skipif(not LINUX, reason="the records need /proc")
 def test_the_record_holds_the_task_group_only_while_the_task_runs(tmp_path: Path) -> None:
     recorder = GroupRecorder.start(tmp_path / "scratch")
     assert recorder is not None
     path = record_path(tmp_path / "scratch", os.getpid())
+    inode = path.stat().st_ino
     # The runner records the group just after starting it: the task waits (≤ 10 s) to see it.
     script = (
         f'for i in $(seq 1000); do grep -q "\\"pgid\\": $$" {path} && break; sleep 0.01; done; '
@@ -271,5 +354,12 @@ def test_the_record_holds_the_task_group_only_while_the_task_runs(tmp_path: Path
     assert seen[0]["pgid"] == int((tmp_path / "pid").read_text())
     assert seen[0]["worker_pid"] == os.getpid() and seen[0]["leader_start"] is not None
     assert seen[1]["pgid"] is None and seen[1]["leader_start"] is None
+    # Updated in place at a fixed width (no file made per task), and still a whole record.
+    assert path.stat().st_ino == inode and path.stat().st_size == RECORD_BYTES
+    # A record removed under a running worker is written again (not lost to an open file).
+    path.unlink()
+    recorder.task_ended()  # nothing to clear: no write
+    recorder.task_started(os.getpid())
+    assert json.loads(path.read_text())["pgid"] == os.getpid()
     recorder.close()
     assert not path.exists()

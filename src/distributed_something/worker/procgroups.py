@@ -2,19 +2,36 @@
 what dead workers leave behind.
 
 Every task runs in its own process group (`SubprocessRunner`). When a worker dies without
-cleaning up (SIGKILL, the OOM killer), the task's direct child dies with it (it gets
-PR_SET_PDEATHSIG), but grandchildren do not: they keep running, re-parented to PID 1, and
-may compete with the task's next attempt. So each worker process keeps one small record,
-``<scratch_root>/.groups/<worker pid>.json``, for its whole life: which machine it runs on, its
-pid and start time, and while a task runs the task's process group and that group leader's
-start time. Whoever reaps (a starting worker; local compute's housekeeping and stop) kills the
-recorded group of every worker found dead and removes its record and its scratch folders
-(``w<pid>-<n>``, see `Worker._new_workdir`).
+cleaning up (SIGKILL, the OOM killer), what its task started keeps running, re-parented to
+PID 1, and may compete with the task's next attempt. Two things end it:
+
+- The worker's watchdog (`Watchdog`, a small process `GroupRecorder.start` starts beside the
+  worker) notices the worker's death at once (its pipe from the worker reads end-of-file)
+  and reaps it as below, killing too every process whose environment carries the worker's
+  token (`TOKEN_ENV`, set in every task's environment): that covers a task started a moment
+  before its group was recorded. This is what PR_SET_PDEATHSIG did for the direct child,
+  without a ``preexec_fn`` per task (which costs subprocess its fast ``vfork`` start).
+- Whoever reaps later (below) finds the dead worker's record.
+
+So each worker process keeps one small record, ``<scratch_root>/.groups/<worker pid>.json``,
+for its whole life: which machine it runs on, its pid and start time, and while a task runs
+the task's process group and that group leader's start time. Whoever reaps (a starting
+worker; local compute's housekeeping and stop; the watchdog) kills the recorded group of
+every worker found dead and removes its record and its scratch folders (``w<pid>-<n>``, see
+`Worker._new_workdir`).
 
 Pids are reused, so a pid alone proves nothing: a process is the one recorded only when its
 start time (clock ticks after boot, from /proc/<pid>/stat) matches. `judge` makes every
 decision from a record and what was observed now, and has no effects; `reap_dead_workers`
 observes, asks `judge`, and acts.
+
+The record is written once atomically (a temporary file renamed into place) at a fixed
+width, `RECORD_BYTES`, and then updated in place, twice per task, with one ``pwrite`` over the
+whole width: no file is created or renamed per task. Its first fields (which machine, which
+worker) never change, so a reader racing with an update can only see a mix of two values of
+the task's fields, which a reaper never acts on while the worker is alive (the only time its
+record is written), or text that does not parse: a reader reads such a record again before
+calling it cut by a crash (`read_record`).
 
 Linux only (it needs /proc and a boot id); elsewhere nothing is recorded or reaped.
 """
@@ -28,6 +45,9 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,6 +57,11 @@ log = logging.getLogger("ds.procgroups")
 
 GROUPS_DIR = ".groups"
 _PROC = Path("/proc")
+#: The variable every task's environment holds: ``<worker pid>-<worker start>`` (see
+#: `Watchdog`).
+TOKEN_ENV = "DS_WORKER_TOKEN"
+#: Width of a record on disk (its JSON padded with spaces): every update overwrites it whole.
+RECORD_BYTES = 512
 
 
 def scratch_root_of(state_dir: Path, environ: Mapping[str, str]) -> Path:
@@ -73,10 +98,21 @@ def parse_stat(text: str) -> ProcInfo:
     return ProcInfo(start=int(fields[19]), state=fields[0], pgid=int(fields[2]))
 
 
+def read_small(path: str | Path) -> str:
+    """The text of a small file (a /proc or /sys one) in one read: no buffered file object,
+    whose set-up costs more system calls than the read. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace")
+
+
 def proc_info(pid: int) -> ProcInfo | None:
     """The process ``pid`` now, or None when there is none (or no /proc)."""
     try:
-        return parse_stat((_PROC / str(pid) / "stat").read_text())
+        return parse_stat(read_small(f"{_PROC}/{pid}/stat"))
     except (OSError, ValueError, IndexError):
         return None
 
@@ -195,10 +231,25 @@ class GroupRecorder:
         self.path = record_path(scratch_root, record.worker_pid)
         #: only this process writes its record, so one fixed temporary name will do
         self._temporary = self.path.with_name(f".{self.path.name}.tmp")
+        #: the record file, open for the updates in place (None: not written yet)
+        self._fd: int | None = None
+        #: the process that reaps this worker the moment it dies (None: not started)
+        self.watchdog: Watchdog | None = None
+
+    @property
+    def watched(self) -> bool:
+        """True while this worker's watchdog runs (checked without blocking)."""
+        return self.watchdog is not None and self.watchdog.process.poll() is None
+
+    @property
+    def token(self) -> str:
+        """What `TOKEN_ENV` says in the environment of this worker's tasks."""
+        return f"{self.record.worker_pid}-{self.record.worker_start}"
 
     @classmethod
-    def start(cls, scratch_root: Path) -> GroupRecorder | None:
-        """Record this process as a live worker; None where pids cannot be checked."""
+    def start(cls, scratch_root: Path, *, watch: bool = True) -> GroupRecorder | None:
+        """Record this process as a live worker and, with ``watch``, start its `Watchdog`;
+        None where pids cannot be checked."""
         machine = this_machine()
         me = proc_info(os.getpid())
         if machine is None or me is None:
@@ -215,6 +266,8 @@ class GroupRecorder:
         )
         recorder.path.parent.mkdir(parents=True, exist_ok=True)
         recorder._write()
+        if watch:
+            recorder.watchdog = Watchdog.start(scratch_root, recorder.path, recorder.token)
         return recorder
 
     def task_started(self, pgid: int) -> None:
@@ -234,20 +287,59 @@ class GroupRecorder:
         self._write()
 
     def close(self) -> None:
-        """Remove the record: this worker is exiting and leaves nothing behind."""
+        """Remove the record: this worker is exiting and leaves nothing behind. Its watchdog
+        then finds no record and exits."""
+        self._close_fd()
         self.path.unlink(missing_ok=True)
         self._temporary.unlink(missing_ok=True)
+        watchdog, self.watchdog = self.watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _write(self) -> None:
-        # Atomic (a reaper reading it mid-write sees a whole record, old or new), and cheap:
-        # two writes per task, so no unique temporary name, no folder check, no fsync (a crash
-        # of the machine ends the processes a record names anyway).
+        data = self.record.to_json().encode().ljust(RECORD_BYTES)
+        fd = self._fd
+        # In place while the file is still the record (a whole-width pwrite; see the module's
+        # docstring); no fsync: a crash of the machine ends the processes a record names.
+        if fd is not None and len(data) == RECORD_BYTES and os.fstat(fd).st_nlink > 0:
+            os.pwrite(fd, data, 0)
+            return
+        self._close_fd()
+        # Atomic: a reaper reading it mid-write sees a whole record, old or new.
         fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, self.record.to_json().encode())
+            os.write(fd, data)
         finally:
             os.close(fd)
         self._temporary.replace(self.path)
+        if len(data) == RECORD_BYTES:  # a longer one (a huge host name) is always renamed
+            self._fd = os.open(self.path, os.O_WRONLY)
+
+
+def read_record(
+    path: Path, *, tries: int = 3, pause: float = 0.01
+) -> tuple[GroupRecord, str] | None:
+    """The record at ``path`` and the text it was read from; None when it is gone. Raises
+    ValueError (or TypeError/KeyError) when it does not parse after ``tries`` reads ``pause``
+    seconds apart: one read may race with an update in place (see the module's docstring); a
+    record still unreadable then was cut by a crash of the machine."""
+    for attempt in range(tries):
+        try:
+            text = path.read_text()
+        except OSError:
+            return None  # removed by a concurrent reaper, or the worker's exit
+        try:
+            return GroupRecord.from_json(text), text
+        except (ValueError, TypeError, KeyError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+    return None
 
 
 # --- the decision ------------------------------------------------------------------------------
@@ -353,17 +445,16 @@ def reap_dead_workers(scratch_root: Path) -> list[GroupRecord]:
     dead = []
     for path in sorted(folder.glob("[0-9]*.json")):
         try:
-            text = path.read_text()
-        except OSError:
-            continue  # removed by a concurrent reaper, or the worker's exit
-        try:
-            record = GroupRecord.from_json(text)
+            read = read_record(path)
         except (ValueError, TypeError, KeyError):
-            # Records are replaced by rename, never torn while the machine runs: this one was
-            # cut by a crash of the machine, so its processes are gone too.
+            # Unreadable on every read: cut by a crash of the machine, so its processes are
+            # gone too.
             log.warning("removing unreadable process group record %s", path)
             path.unlink(missing_ok=True)
             continue
+        if read is None:
+            continue
+        record, text = read
         verdict = judge(record, observe(record, machine))
         if not verdict.forget:
             continue
@@ -386,3 +477,101 @@ def _forget(path: Path, text: str) -> None:
     with contextlib.suppress(OSError):
         if path.read_text() == text:
             path.unlink(missing_ok=True)
+
+
+# --- the watchdog ------------------------------------------------------------------------------
+
+
+class Watchdog:
+    """A process beside a worker that reaps it the moment it dies.
+
+    It reads a pipe only the worker can write to; end-of-file means the worker closed it
+    (`stop`) or died. Then, if the worker's record is still there (it died), it waits for the
+    worker to be gone, SIGKILLs every process whose environment holds the worker's token
+    (`TOKEN_ENV`) and reaps the scratch root as a starting worker would (`reap_dead_workers`:
+    the recorded task group, the scratch folders, the record). It ignores SIGINT and SIGTERM
+    and runs in a session of its own, so signals meant for the worker's group leave it to
+    do its job; it holds nothing else open.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    @classmethod
+    def start(cls, scratch_root: Path, record: Path, token: str) -> Watchdog | None:
+        """Start the watchdog of this process (recorded at ``record``); None if it cannot."""
+        code = "from distributed_something.worker.procgroups import watchdog_main; watchdog_main()"
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", code, str(scratch_root), str(record), token],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.warning("no watchdog for this worker (%s): a later reaper cleans up", exc)
+            return None
+        return cls(process)
+
+    def stop(self) -> None:
+        """Close the pipe (the watchdog then exits) and wait a moment for it to go."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+
+
+def watchdog_main() -> None:
+    """What the `Watchdog` process runs: ``argv`` is scratch root, record path, token."""
+    scratch_root, record, token = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while os.read(0, 4096):
+        pass  # the worker writes nothing: this returns at end-of-file
+    after_death(scratch_root, record, token)
+
+
+def after_death(scratch_root: Path, record: Path, token: str, *, wait: float = 10.0) -> bool:
+    """Clean up after the worker recorded at ``record`` once it is gone (waiting up to
+    ``wait`` seconds for it to exit); nothing when it closed its record itself. True when it
+    cleaned up."""
+    try:
+        read = read_record(record)
+    except (ValueError, TypeError, KeyError):
+        read = None  # `reap_dead_workers` removes it
+    if read is None and not record.exists():
+        return False  # the worker exited normally
+    if read is not None:
+        deadline = time.monotonic() + wait
+        while worker_alive(read[0], proc_info(read[0].worker_pid)):
+            if time.monotonic() > deadline:
+                return False  # alive after all (a pipe closed by mistake): not ours to reap
+            time.sleep(0.01)
+    kill_token_holders(token)
+    reap_dead_workers(scratch_root)
+    return True
+
+
+def kill_token_holders(token: str) -> list[int]:
+    """SIGKILL every process (but this one) whose environment says ``TOKEN_ENV=token``;
+    returns their pids. Processes whose environment cannot be read are left alone."""
+    needle = f"\0{TOKEN_ENV}={token}\0".encode()
+    killed = []
+    try:
+        entries = [entry.name for entry in os.scandir(_PROC)]
+    except OSError:
+        return []
+    me = os.getpid()
+    for name in entries:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(_PROC / name / "environ", "rb") as fh:
+                environ = b"\0" + fh.read()
+        except OSError:
+            continue
+        if needle in environ + b"\0":
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(name), signal.SIGKILL)
+                killed.append(int(name))
+    return killed

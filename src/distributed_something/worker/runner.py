@@ -12,12 +12,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from distributed_something.worker.procgroups import GroupRecorder, group_alive
+from distributed_something.worker.procgroups import (
+    TOKEN_ENV,
+    GroupRecorder,
+    group_alive,
+    read_small,
+)
 
 _PROC = Path("/proc")
 
@@ -95,24 +100,30 @@ class SubprocessRunner:
     - The whole group is ended when the task ends, however it ends: exit 0 included, so a
       background child the command started does not outlive it. Ending a group means SIGTERM to
       the group, then SIGKILL to what is left after ``grace_seconds``.
-    - On Linux the direct child gets PR_SET_PDEATHSIG (SIGKILL): if the worker dies without
-      ending the group (SIGKILL, the OOM killer), the child dies with it. The kernel sends it
-      when the *thread* that started the child exits, so `run` must be called from a thread
-      that lives as long as the task; `run` blocks until the task ends, so any caller that
-      does not hand the child over to another thread qualifies.
-    - Grandchildren get no such signal; with a ``recorder`` the task's group is recorded for
-      the task's duration so that a reaper can kill it once this worker is dead
+    - With a ``recorder`` the task's group is recorded for the task's duration and the task's
+      environment carries the worker's token (`procgroups.TOKEN_ENV`), so that once this
+      worker is dead its watchdog (at once) or a reaper (later) kills what the task started
       (see `procgroups`).
+    - Without a recorder that has a watchdog, on Linux, the direct child gets
+      PR_SET_PDEATHSIG (SIGKILL): if the worker dies without ending the group (SIGKILL, the
+      OOM killer), the child dies with it. The kernel sends it when the *thread* that started
+      the child exits, so `run` must be called from a thread that lives as long as the task;
+      `run` blocks until the task ends, so any caller that does not hand the child over to
+      another thread qualifies. It is set by a ``preexec_fn``, which makes subprocess fork
+      the whole worker instead of using ``vfork`` (milliseconds per task): the watchdog
+      makes it unnecessary.
     - A ``timeout`` ends the group the same way once it has run that long (``timed_out``).
     - Memory is always measured: the resident memory of the group's processes is added up
       from /proc a few times a second (100 ms after the start, then every 0.2, 0.4 and 0.5 s:
       a sample reads every process's stat, ~1-2 ms, too much for a 50 ms task), and the
       leader is reaped with ``wait4``, whose peak of the largest process is the floor (it
       catches a spike between two samples) and whose CPU times give ``cpu_seconds``.
-    - ``memory_limit_mb`` is enforced with RLIMIT_DATA on the child (see `_child_setup`): an
-      allocation over it fails (Python's MemoryError, C++'s bad_alloc); cgroups are not
-      used. The kernel's OOM kills in the worker's own memory cgroup (a container's limit)
-      are counted before and after the command (``oom_killed``).
+    - ``memory_limit_mb`` is enforced with RLIMIT_DATA on the child: an allocation over it
+      fails (Python's MemoryError, C++'s bad_alloc); cgroups are not used. The child
+      inherits it from the worker, which lowers its own limit only while it starts the child
+      (`_inherited_data_limit`), when its own memory is well below the limit; otherwise a
+      ``preexec_fn`` sets it (`_child_setup`). The kernel's OOM kills in the worker's own
+      memory cgroup (a container's limit) are counted before and after the command (``oom_killed``).
     - ``measure=False`` (``DS_TRACE=off``, for bench/trace_cost.py only) skips the memory
       samples and the OOM counts: the result then has no peak memory and no CPU time.
     """
@@ -148,17 +159,26 @@ class SubprocessRunner:
             if header:
                 log.write(header)
                 log.flush()  # before the child writes to the same file
+            child_env = dict(env)
+            recorder = self.recorder
+            if recorder is not None:
+                child_env[TOKEN_ENV] = recorder.token
+            # Should the watchdog be gone (killed), the kernel's signal stands in for it.
+            pdeathsig = recorder is None or not recorder.watched
             try:
-                proc = subprocess.Popen(
-                    list(argv),
-                    cwd=cwd,
-                    env=dict(env),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_child_setup(memory_limit_mb),
-                )
+                with _inherited_data_limit(memory_limit_mb) as inherited:
+                    proc = subprocess.Popen(
+                        list(argv),
+                        cwd=cwd,
+                        env=child_env,
+                        stdin=_devnull(),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_child_setup(
+                            None if inherited else memory_limit_mb, pdeathsig=pdeathsig
+                        ),
+                    )
             except OSError as exc:
                 # A missing or non-executable program is the task's failure, not the worker's.
                 problem = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
@@ -403,10 +423,39 @@ def parse_oom_kills(text: str) -> int | None:
 def oom_kill_count() -> int | None:
     """How many processes the OOM killer has ended in this process's memory cgroup (the
     container's limit on ECS, a Slurm job's), or None when that cannot be read."""
+    known = _oom_counter.get(os.getpid())
+    if known is not None:
+        # Read twice per task: the file found last time is read alone (a process does not
+        # change cgroups while it works; if the file goes, the search starts again).
+        try:
+            count = parse_oom_kills(read_small(known))
+        except OSError:
+            count = None
+        if count is not None:
+            return count
+    _oom_counter.clear()
+    for candidate in _oom_counter_candidates():
+        try:
+            count = parse_oom_kills(candidate.read_text())
+        except OSError:
+            continue
+        if count is not None:
+            _oom_counter[os.getpid()] = candidate
+            return count
+    return None
+
+
+#: the counter file `oom_kill_count` found, by the pid of the process that found it (a
+#: forked child looks again: it may live in another cgroup)
+_oom_counter: dict[int, Path] = {}
+
+
+def _oom_counter_candidates() -> list[Path]:
+    """The files that may hold this process's memory cgroup's OOM kill counter, best first."""
     try:
         lines = (_PROC / "self" / "cgroup").read_text().splitlines()
     except OSError:
-        return None
+        return []
     candidates: list[Path] = []
     for line in lines:
         _, controllers, path = [*line.split(":", 2), "", ""][:3]
@@ -417,14 +466,7 @@ def oom_kill_count() -> int | None:
         elif "memory" in controllers.split(","):  # cgroup v1
             base = _CGROUP_ROOT / "memory"
             candidates += [base / relative / "memory.oom_control", base / "memory.oom_control"]
-    for candidate in candidates:
-        try:
-            count = parse_oom_kills(candidate.read_text())
-        except OSError:
-            continue
-        if count is not None:
-            return count
-    return None
+    return candidates
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -468,10 +510,13 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def _child_setup(memory_limit_mb: int | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that asks the kernel to SIGKILL the child when the thread that
-    started it exits (PR_SET_PDEATHSIG, where available) and, with ``memory_limit_mb``, sets
-    RLIMIT_DATA to that many MB, or None when there is nothing to set up.
+def _child_setup(
+    memory_limit_mb: int | None, *, pdeathsig: bool = True
+) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that, with ``pdeathsig``, asks the kernel to SIGKILL the child when the
+    thread that started it exits (PR_SET_PDEATHSIG, where available) and, with
+    ``memory_limit_mb``, sets RLIMIT_DATA to that many MB, or None when there is nothing to
+    set up (then subprocess starts the child with ``vfork``, much faster).
 
     RLIMIT_DATA, not RLIMIT_AS: since Linux 4.7 it counts the memory a process has made
     writable (heap, private mappings, thread stacks), close to what it can really use,
@@ -481,7 +526,7 @@ def _child_setup(memory_limit_mb: int | None) -> Callable[[], None] | None:
 
     It runs in the forked child before exec, so it only makes system calls (no locks another
     thread of the parent might have held at the fork)."""
-    prctl = _PRCTL
+    prctl = _PRCTL if pdeathsig else None
     limit = memory_limit_mb * _MB if memory_limit_mb else None
     if prctl is None and limit is None:
         return None
@@ -500,6 +545,78 @@ def _child_setup(memory_limit_mb: int | None) -> Callable[[], None] | None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return setup
+
+
+#: Held while the worker's own RLIMIT_DATA is lowered for a child to inherit.
+_LIMIT_LOCK = threading.Lock()
+#: How far below a task's memory limit the worker's own writable memory must be for the
+#: worker to lower its own limit to it while starting the task (its other threads keep
+#: allocating meanwhile).
+LIMIT_HEADROOM_MB = 256
+
+
+def own_data_mb() -> float | None:
+    """This process's writable private memory (VmData, what RLIMIT_DATA counts) in MB, or
+    None where /proc does not say."""
+    try:
+        fd = os.open("/proc/self/status", os.O_RDONLY)
+        try:
+            text = os.read(fd, 16384)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    start = text.find(b"\nVmData:")
+    if start < 0:
+        return None
+    fields = text[start + 8 : text.find(b"\n", start + 1)].split()
+    return int(fields[0]) / 1024 if fields and fields[0].isdigit() else None
+
+
+@contextlib.contextmanager
+def _inherited_data_limit(memory_limit_mb: int | None) -> Iterator[bool]:
+    """With ``memory_limit_mb``, lower this process's soft RLIMIT_DATA to it for the block
+    (a child started inside inherits it) and yield True; yield False (nothing changed) when
+    there is no limit, no RLIMIT_DATA, or this process's own memory is not at least
+    `LIMIT_HEADROOM_MB` below the limit: its other threads would then fail to allocate."""
+    if not memory_limit_mb or not sys.platform.startswith("linux"):
+        yield False
+        return
+    with _LIMIT_LOCK:
+        try:
+            soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        except (ValueError, OSError):
+            yield False
+            return
+        limit = memory_limit_mb * _MB
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        own = own_data_mb()
+        if own is None or own * _MB + LIMIT_HEADROOM_MB * _MB > limit:
+            yield False
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+        except (ValueError, OSError):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+_DEVNULL: dict[int, int] = {}
+
+
+def _devnull() -> int:
+    """A descriptor of /dev/null for the children's stdin, opened once per process (not once
+    per task, as ``subprocess.DEVNULL`` does); not inherited (children get it as stdin)."""
+    pid = os.getpid()
+    fd = _DEVNULL.get(pid)
+    if fd is None:
+        fd = _DEVNULL[pid] = os.open(os.devnull, os.O_RDONLY)
+    return fd
 
 
 def _pidfd(pid: int) -> int | None:

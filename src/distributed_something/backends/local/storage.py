@@ -9,6 +9,7 @@ reader sees the old object or the new one, never part of one. The records area (
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -38,15 +39,23 @@ _FOLDER_ATTEMPTS = 5
 _KNOWN_FOLDERS = 1024
 
 
+_TEMP_NUMBERS = itertools.count()
+
+
 def _open_temp(folder: Path, mode: int | None = None) -> tuple[int, Path]:
     """Create a new, empty temporary file in ``folder``: with exactly ``mode`` (whatever the
     umask), or with the permissions the umask gives when ``mode`` is None."""
+    # This process's pid and a count name it: unique without asking for random bytes; a
+    # name taken (a leftover of a dead process with our pid, or someone else's file) is never
+    # opened (O_EXCL) and the next try uses a random name.
+    name = f"{TEMP_PREFIX}{os.getpid():x}-{next(_TEMP_NUMBERS):x}"
     while True:
-        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        temp = folder / name
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
             fd = os.open(temp, flags, 0o666 if mode is None else mode)
         except FileExistsError:
+            name = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
             continue
         if mode is not None:
             try:
@@ -80,12 +89,13 @@ def _make_private_folders(root: Path, parts: Sequence[str]) -> None:
 
 def _write_atomically(
     target: Path,
-    fill: Callable[[BinaryIO], object],
+    fill: Callable[[BinaryIO], object] | bytes,
     *,
     private_from: Path | None = None,
     known: set[Path] | None = None,
 ) -> None:
     """Write ``target`` through a temporary file in its folder renamed over it at the end.
+    ``fill`` writes the content into the file, or is the content.
 
     With ``private_from`` (a folder above ``target``), the folders from its child down to
     ``target``'s parent are made owner-only (0700) and ``target`` is written owner-only
@@ -104,6 +114,9 @@ def _write_atomically(
                 pass  # made (or narrowed) by this process already
             elif private_from is None:
                 target.parent.mkdir(parents=True, exist_ok=True)
+            elif known is not None and attempt == 0 and target.parent.parent in known:
+                # A new folder in a known one (a task's records folder): only it is made.
+                _make_private_folders(target.parent.parent, (target.parent.name,))
             else:
                 private_from.mkdir(parents=True, exist_ok=True)
                 _make_private_folders(private_from, target.parent.relative_to(private_from).parts)
@@ -116,10 +129,22 @@ def _write_atomically(
             if len(known) >= _KNOWN_FOLDERS:
                 known.clear()  # bounded: a worker that ran a million tasks holds a few
             known.add(target.parent)
+            above = target.parent.parent
+            if above != private_from and above.is_relative_to(private_from):
+                known.add(above)  # made or checked on the way too
         break
     try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
+        if isinstance(fill, bytes):
+            # Written straight to the descriptor: no buffered file object to set up.
+            try:
+                view = memoryview(fill)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        else:
+            with os.fdopen(fd, "wb") as out:
+                fill(out)
         temp.replace(target)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -198,7 +223,7 @@ class FolderStorage:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _put(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+    def _put(self, key: str, fill: Callable[[BinaryIO], object] | bytes) -> None:
         path = self.path_of(key)
         # The records area (done markers, logs with job values, run state) is the owner's
         # only: other local users can neither read it nor forge a done marker in it.
@@ -220,7 +245,7 @@ class FolderStorage:
         """Store ``data`` as ``key``, replacing any object atomically."""
         if not data and self._create_empty(key):
             return
-        self._put(key, lambda out: out.write(data))
+        self._put(key, bytes(data))
 
     def _create_empty(self, key: str) -> bool:
         """Create ``key`` as a new empty object in a private folder this process made
