@@ -244,6 +244,11 @@ class RunRecords:
     def log_key(self, task_id: str, attempt: int, started: float) -> str:
         return f"{self.run_prefix}logs/{task_id}/{round(started * 1e6):017d}-{attempt:04d}.log"
 
+    def key_of(self, key: AttemptKey, outcome: str | None = None) -> str:
+        """The storage key of the attempt record ``key`` names (with ``outcome``: of that
+        attempt's record with another outcome)."""
+        return f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.{outcome or key.outcome}.json"
+
     def attempt_key(self, attempt: Attempt, outcome: str | None = None) -> str:
         """``attempts/<task>/<stem>.<outcome>.json``; an open attempt is ``….running.json``."""
         state = outcome or attempt.outcome
@@ -372,7 +377,7 @@ class RunRecords:
 
     def close_stale(self, key: AttemptKey, outcome: str, at: float) -> None:
         """Close an open attempt record another process left behind (its worker is gone)."""
-        open_key = f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.running.json"
+        open_key = self.key_of(key, "running")
         data = self._get_json(open_key) or {}
         data.update(
             task_id=key.task_id,
@@ -384,7 +389,7 @@ class RunRecords:
         data.setdefault("message_id", "")
         data.setdefault("worker", "")
         data.setdefault("error", "the worker running it stopped without a word")
-        closed = f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.{outcome}.json"
+        closed = self.key_of(key, outcome)
         self._put_json(closed, data)
         self.storage.delete(open_key)
 
@@ -394,7 +399,7 @@ class RunRecords:
         before closing the record, so the task did complete in this run. An intent is
         written first (the record changes a task's state; see summary.py)."""
         self.write_intent(key.task_id, "a", key.stem)
-        old_key = f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.{key.outcome}.json"
+        old_key = self.key_of(key)
         data = self._get_json(old_key) or {}
         data.update(
             task_id=key.task_id,
@@ -409,7 +414,7 @@ class RunRecords:
         )
         data.setdefault("message_id", "")
         data.setdefault("worker", marker.worker)
-        self._put_json(f"{self.run_prefix}attempts/{key.task_id}/{key.stem}.done.json", data)
+        self._put_json(self.key_of(key, "done"), data)
         self.storage.delete(old_key)
 
     def write_mark(self, task_id: str, kind: str, at: float, detail: dict[str, Any]) -> None:

@@ -95,7 +95,7 @@ def read_attempts(records: RunRecords, keys: Sequence[AttemptKey]) -> list[dict[
     unreadable: it is noted in ``records.corrupt`` when unreadable), as many at a time as
     the storage says pays off."""
     storage = records.storage
-    paths = [f"{records.run_prefix}attempts/{k.task_id}/{k.stem}.{k.outcome}.json" for k in keys]
+    paths = [records.key_of(k) for k in keys]
 
     def read(key: str) -> dict[str, Any]:
         try:

@@ -381,7 +381,7 @@ class SlurmCompute:
             for key in records.attempt_keys(task_id):
                 if key.outcome not in outcomes:
                     continue
-                name = f"{records.run_prefix}attempts/{task_id}/{key.stem}.{key.outcome}.json"
+                name = records.key_of(key)
                 try:
                     data = json.loads(self.storage.get_bytes(name))
                 except (KeyError, ValueError):
