@@ -282,14 +282,38 @@ class RunRecords:
         group_key: str = "group",
     ) -> None:
         """One submit's tasks; the first line holds the shared keys (see `ManifestPart`)."""
+        self.write_manifest_json(
+            part,
+            ((e.task_id, json.dumps(e.group)) for e in entries),
+            shared=shared,
+            group_key=group_key,
+        )
+
+    def write_manifest_json(
+        self,
+        part: str,
+        entries: Iterable[tuple[str, str]],
+        *,
+        shared: dict[str, Any] | None = None,
+        group_key: str = "group",
+    ) -> None:
+        """`write_manifest` of ``(task id, the JSON text of its group)`` pairs: the groups'
+        text is written as it is (a compact job keeps its groups as text already). The
+        lines are joined a chunk at a time, so no list of a million lines is made."""
         head = json.dumps({"shared": shared or {}, "group_key": group_key})
         ids: list[str] = []
-        lines = [head]
-        for e in entries:
-            ids.append(e.task_id)
-            lines.append(json.dumps({"task_id": e.task_id, "group": e.group}))
-        data = ("\n".join(lines) + "\n").encode()
+        chunks: list[str] = [head, "\n"]
+        lines: list[str] = []
+        for task_id, group in entries:
+            ids.append(task_id)
+            lines.append(f'{{"task_id": {json.dumps(task_id)}, "group": {group}}}\n')
+            if len(lines) == 10_000:
+                chunks.append("".join(lines))
+                lines = []
+        chunks.append("".join(lines))
         del lines
+        data = "".join(chunks).encode()
+        del chunks
         key = self.manifest_key(part)
         self.storage.put_bytes(key, data)
         meta = json.dumps({"size": len(data), "crc32": zlib.crc32(data)})

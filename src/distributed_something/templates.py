@@ -22,7 +22,14 @@ from typing import Any
 
 from distributed_something.jobs.model import canonical_json
 
-__all__ = ["MissingField", "TemplateError", "fields_in", "format_value", "render"]
+__all__ = [
+    "MissingField",
+    "TemplateError",
+    "compile_template",
+    "fields_in",
+    "format_value",
+    "render",
+]
 
 
 class TemplateError(ValueError):
@@ -130,6 +137,16 @@ def fields_in(template: str) -> list[str]:
         if isinstance(segment, _Field) and segment.name not in names:
             names.append(segment.name)
     return names
+
+
+def compile_template(template: str) -> tuple[str | tuple[str], ...]:
+    """``template`` parsed once for rendering many tasks: its literal texts (``{{``/``}}``
+    already made single braces) and, for each field, a 1-tuple of its name, in order.
+
+    Raises ``TemplateError`` when the template is malformed. Rendering it is what `render`
+    does: each name's value written with `format_value`, the texts as they are.
+    """
+    return tuple(part if isinstance(part, str) else (part.name,) for part in _parse(template))
 
 
 def format_value(value: Any) -> str:

@@ -15,6 +15,7 @@ joined into a shell string, so a job value like ``"; rm -rf ~"`` is one literal 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +24,13 @@ from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, check_prefix
 from distributed_something.recipes.base import Input, TaskPlan, Workdir
-from distributed_something.templates import MissingField, TemplateError, render
+from distributed_something.templates import (
+    MissingField,
+    TemplateError,
+    compile_template,
+    format_value,
+    render,
+)
 
 __all__ = ["BUILTIN_FIELDS", "DEFAULT_OUTPUT_PREFIX", "CommandRecipe"]
 
@@ -100,6 +107,69 @@ class CommandRecipe:
             inputs.append(Input(key=key, path=key))
         return TaskPlan(argv=argv, output_prefix=output_prefix, inputs=inputs)
 
+    def planner(
+        self, config: Config, workdir: Workdir, shared: Mapping[str, Any], group_key: str
+    ) -> Callable[[str, Any], TaskPlan | None] | None:
+        """``plan`` for the tasks of one job (shared keys ``shared``, each task's element
+        under ``group_key``), with the templates parsed once: ``(task id, element) -> plan``.
+
+        The result is ``plan``'s for the task ``Task({**shared, group_key: element}, id)``,
+        or None when ``plan`` must decide (a field not found, a dotted name, a key that is not
+        plainly safe): ``plan`` then gives the plan or raises its `InputError`. None (no
+        planner) when a template is malformed or the argv is empty, which ``plan`` reports.
+        """
+        recipe = config.recipe
+        try:
+            argv = [compile_template(t) for t in recipe.argv]
+            prefix = compile_template(recipe.output_prefix or DEFAULT_OUTPUT_PREFIX)
+            inputs = [compile_template(t) for t in recipe.inputs]
+        except TemplateError:
+            return None
+        if not argv:
+            return None
+        builtins: dict[str, str] = builtin_fields(_NO_TASK, workdir)
+        missing = _MISSING
+
+        def value(name: str, group: Any, task_id: str) -> Any:
+            # Task.fields plus the built-ins, looked up without building them per task.
+            if name in builtins:
+                return task_id if name == "task_id" else builtins[name]
+            if isinstance(group, Mapping) and name in group:
+                return group[name]
+            if name == group_key:
+                return group
+            if name in shared:
+                return shared[name]
+            return missing  # perhaps a dotted name: plan decides
+
+        def fill(template: tuple[str | tuple[str], ...], group: Any, task_id: str) -> str | None:
+            out: list[str] = []
+            for part in template:
+                if type(part) is str:
+                    out.append(part)
+                    continue
+                found = value(part[0], group, task_id)
+                if found is missing:
+                    return None
+                out.append(format_value(found))
+            return "".join(out)
+
+        def plan(task_id: str, group: Any) -> TaskPlan | None:
+            rendered = [fill(t, group, task_id) for t in argv]
+            output_prefix = fill(prefix, group, task_id)
+            keys = [fill(t, group, task_id) for t in inputs]
+            if output_prefix is None or not _plainly_safe(output_prefix) or None in rendered:
+                return None
+            if not all(k is not None and _plainly_safe(k) for k in keys):
+                return None
+            return TaskPlan(
+                argv=rendered,  # type: ignore[arg-type]  # no None: checked above
+                output_prefix=output_prefix,
+                inputs=[Input(key=k, path=k) for k in keys if k is not None],
+            )
+
+        return plan
+
     def check_success(self, exit_code: int, workdir: Workdir) -> str | None:
         """None when the command exited 0, else ``"command exited with code N"``."""
         if exit_code == 0:
@@ -153,6 +223,27 @@ class CommandRecipe:
                 "change the job value or the template so it gives a relative key of "
                 "'/'-separated names (no leading '/', no '..', not empty)",
             )
+
+
+#: Stands for a task in `builtin_fields` when only the workdir's fields are wanted.
+_NO_TASK = Task(body={}, id="-")
+_MISSING = object()
+
+
+def _plainly_safe(key: str) -> bool:
+    """Whether ``key`` is certainly a valid storage key (as `check_key` and `check_prefix`
+    judge): short ASCII with no empty, ``.`` or ``..`` name, no backslash or NUL. False only
+    means the full check must decide."""
+    return (
+        0 < len(key) <= 255
+        and key.isascii()
+        and key[0] not in "./"
+        and key[-1] != "/"
+        and "//" not in key
+        and "/." not in key
+        and "\\" not in key
+        and "\x00" not in key
+    )
 
 
 def _argv_fix(config: Config) -> str:
