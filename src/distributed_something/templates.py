@@ -15,7 +15,7 @@ metacharacters ends up verbatim in the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -23,9 +23,10 @@ from typing import Any
 from distributed_something.jobs.model import canonical_json
 
 __all__ = [
+    "CompiledTemplates",
     "MissingField",
     "TemplateError",
-    "compile_template",
+    "compile_templates",
     "fields_in",
     "format_value",
     "render",
@@ -139,14 +140,41 @@ def fields_in(template: str) -> list[str]:
     return names
 
 
-def compile_template(template: str) -> tuple[str | tuple[str], ...]:
-    """``template`` parsed once for rendering many tasks: its literal texts (``{{``/``}}``
-    already made single braces) and, for each field, a 1-tuple of its name, in order.
+@dataclass(frozen=True)
+class CompiledTemplates:
+    """Templates parsed once, to render many tasks (`compile_templates`).
 
-    Raises ``TemplateError`` when the template is malformed. Rendering it is what `render`
-    does: each name's value written with `format_value`, the texts as they are.
+    ``names``: the distinct field names of all the templates, in order of first use.
+    ``render(texts)`` gives each template with ``texts[i]`` in place of ``names[i]``, as
+    `render` would with those texts as the values (written with `format_value` first).
     """
-    return tuple(part if isinstance(part, str) else (part.name,) for part in _parse(template))
+
+    names: tuple[str, ...]
+    formats: tuple[str, ...]
+
+    def render(self, texts: Sequence[str]) -> list[str]:
+        """Each template rendered with ``texts`` (one per name, already text)."""
+        # Formats hold only positional fields ("{3}") made here, never a template's own
+        # text as a field, so no attribute access or format spec can come from a job.
+        return [f.format(*texts) for f in self.formats]
+
+
+def compile_templates(templates: Sequence[str]) -> CompiledTemplates:
+    """``templates`` parsed once (see `CompiledTemplates`). Raises ``TemplateError`` when one
+    is malformed."""
+    names: list[str] = []
+    formats: list[str] = []
+    for template in templates:
+        out: list[str] = []
+        for segment in _parse(template):
+            if isinstance(segment, str):
+                out.append(segment.replace("{", "{{").replace("}", "}}"))
+                continue
+            if segment.name not in names:
+                names.append(segment.name)
+            out.append(f"{{{names.index(segment.name)}}}")
+        formats.append("".join(out))
+    return CompiledTemplates(tuple(names), tuple(formats))
 
 
 def format_value(value: Any) -> str:

@@ -122,11 +122,9 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     del text
     fmt, list_key, group_key = _detect(data, source)
     shared = {k: _drop_comments(v) for k, v in top if k != list_key and not _is_comment(k)}
+    _check_elements(data[list_key], list_key, source)
     if elements is None:
-        _check_elements(data[list_key], list_key, source)
         elements = [canonical_json(_drop_comments(e)) for e in data[list_key]]
-    else:
-        _check_elements(data[list_key], list_key, source)
     del data, top
     if group_key in shared:
         _fail(
@@ -175,8 +173,14 @@ def _ws(text: str, pos: int) -> int:
 
 
 class _Elements(list[Any]):
-    """Stands for the element list in the top-level data of a streamed file: its length and
-    the type of each element (for `_check_elements`), not the elements themselves."""
+    """Stands for the element list in the top-level data of a streamed file, for
+    `_check_elements`: how many elements there are and the first that is not an object,
+    string or number (its index and value), not the elements themselves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.bad: tuple[int, Any] | None = None
 
 
 def _stream_json(text: str) -> tuple[list[tuple[str, Any]], str, list[str]] | None:
@@ -242,30 +246,37 @@ def _stream_json(text: str) -> tuple[list[tuple[str, Any]], str, list[str]] | No
     return top, list_key, elements
 
 
-#: Placeholders of an element's type, for `_check_elements` (the element itself is text).
-_KIND_OF: dict[type, Any] = {dict: {}, str: "", int: 0, float: 0.0, bool: False, list: []}
+_GOOD_ELEMENTS = (dict, str, int, float)
 
 
 def _stream_elements(text: str, pos: int, scan: Any, out: list[str]) -> tuple[_Elements, int]:
     """Read the elements of a list starting after its ``[`` at ``pos``, appending each one's
-    canonical JSON to ``out``; returns the placeholders of their types and the position after
-    the ``]``. Raises (StopIteration, IndexError, ValueError) on invalid JSON."""
-    kinds = _Elements()
+    canonical JSON to ``out``; returns what `_check_elements` needs to know of them and the
+    position after the ``]``. Raises (StopIteration, IndexError, ValueError) on invalid JSON."""
+    elements = _Elements()
     encode = canonical_json
-    kind_of = _KIND_OF
+    append = out.append
+    good = _GOOD_ELEMENTS
+    blank = " \t\n\r"
     pos = _ws(text, pos)
     if text[pos] == "]":
-        return kinds, pos + 1
+        return elements, pos + 1
     while True:
         value, pos = scan(text, pos)
-        kinds.append(kind_of.get(type(value)))
-        out.append(encode(value))
-        pos = _ws(text, pos)
+        if type(value) not in good and elements.bad is None:
+            elements.bad = (len(out), value)
+        append(encode(value))
         char = text[pos]
+        if char in blank:
+            pos = _ws(text, pos)
+            char = text[pos]
         if char == ",":
-            pos = _ws(text, pos + 1)
+            pos += 1
+            if text[pos] in blank:
+                pos = _ws(text, pos)
         elif char == "]":
-            return kinds, pos + 1
+            elements.total = len(out)
+            return elements, pos + 1
         else:
             raise ValueError("expected , or ]")
 
@@ -512,7 +523,15 @@ def _detect(data: dict[str, Any], source: str) -> tuple[JobFormat, str, str]:
     return "ds", "groups", "group"
 
 
-def _check_elements(elements: Any, list_key: str, source: str) -> None:
+def _check_elements(elements: Any, list_key: str, source: str, *, first: int = 0) -> None:
+    """Refuse an element list that is not a list, is empty, or holds an element that is not
+    an object, string or number (``first``: the index of ``elements[0]`` in the file)."""
+    if isinstance(elements, _Elements):  # streamed: what is known of them
+        if elements.total == 0:
+            _fail(source, list_key, "is empty: there are no tasks", "add at least one element")
+        if elements.bad is not None:
+            _check_elements([elements.bad[1]], list_key, source, first=elements.bad[0])
+        return
     if not isinstance(elements, list):
         _fail(
             source,
@@ -526,7 +545,7 @@ def _check_elements(elements: Any, list_key: str, source: str) -> None:
         if isinstance(element, bool) or not isinstance(element, dict | str | int | float):
             _fail(
                 source,
-                f"{list_key}[{index}]",
+                f"{list_key}[{first + index}]",
                 f"is a JSON {_json_type(element)}, not an object, string or number",
                 _GROUP_FIX,
             )

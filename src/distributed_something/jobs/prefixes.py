@@ -53,12 +53,12 @@ def prefix_problem(prefix: str) -> str | None:
     """
     if prefix == "":
         return "is empty, so the task's outputs would land at the bucket's root among all others"
-    if "" in prefix.split("/"):
+    if "//" in prefix or prefix[0] == "/" or prefix[-1] == "/":  # an empty name
         return (
             "has an empty name ('//' or a leading or trailing '/'), as when a template field "
             "renders to an empty value"
         )
-    if in_records_area(prefix):
+    if prefix.startswith(META_ROOT) and in_records_area(prefix):
         return (
             f"lies under {META_ROOT}/, the records area (done markers, logs, run state): outputs "
             "there could forge or overwrite the run's records"

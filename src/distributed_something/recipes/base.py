@@ -100,6 +100,17 @@ class TaskPlan:
     env: dict[str, str] = field(default_factory=dict)
     output_bucket: str = ""
 
+    @classmethod
+    def of(cls, argv: list[str], output_prefix: str, inputs: list[Input]) -> TaskPlan:
+        """``TaskPlan(argv, output_prefix, inputs)`` (no env, the default bucket), made
+        without the frozen dataclass's setattr per field: planners make a million at
+        validate, and that was as much as rendering them."""
+        plan = object.__new__(cls)
+        plan.__dict__.update(
+            argv=argv, output_prefix=output_prefix, inputs=inputs, env={}, output_bucket=""
+        )
+        return plan
+
 
 class Recipe(Protocol):
     """Turns tasks into plans. Pure: it never touches storage or the queue.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from distributed_something.config.model import Config
@@ -27,7 +28,7 @@ from distributed_something.recipes.base import Input, TaskPlan, Workdir
 from distributed_something.templates import (
     MissingField,
     TemplateError,
-    compile_template,
+    compile_templates,
     format_value,
     render,
 )
@@ -119,21 +120,29 @@ class CommandRecipe:
         planner) when a template is malformed or the argv is empty, which ``plan`` reports.
         """
         recipe = config.recipe
+        if not recipe.argv:
+            return None
+        prefix_template = recipe.output_prefix or DEFAULT_OUTPUT_PREFIX
         try:
-            argv = [compile_template(t) for t in recipe.argv]
-            prefix = compile_template(recipe.output_prefix or DEFAULT_OUTPUT_PREFIX)
-            inputs = [compile_template(t) for t in recipe.inputs]
+            compiled = compile_templates([*recipe.argv, prefix_template, *recipe.inputs])
         except TemplateError:
             return None
-        if not argv:
-            return None
-        builtins: dict[str, str] = builtin_fields(_NO_TASK, workdir)
+        argc = len(recipe.argv)
+        builtins = builtin_fields(_NO_TASK, workdir)
         missing = _MISSING
+        formats = compiled.formats
+        # Each name's text, in `plan`'s order (`Task.fields` plus the built-ins, which win):
+        # the built-ins' are known now; the task id's and the element's are filled per task.
+        base: list[str] = [builtins.get(name, "") for name in compiled.names]
+        task_id_at = [i for i, name in enumerate(compiled.names) if name == "task_id"]
+        looked_up = [(i, name) for i, name in enumerate(compiled.names) if name not in builtins]
+        # When the element is an object holding every looked-up name (the usual case), one
+        # itemgetter call fetches them all.
+        positions = [i for i, _ in looked_up]
+        fetch = itemgetter(*(name for _, name in looked_up)) if looked_up else None
+        single = len(looked_up) == 1
 
-        def value(name: str, group: Any, task_id: str) -> Any:
-            # Task.fields plus the built-ins, looked up without building them per task.
-            if name in builtins:
-                return task_id if name == "task_id" else builtins[name]
+        def value(name: str, group: Any) -> Any:
             if isinstance(group, Mapping) and name in group:
                 return group[name]
             if name == group_key:
@@ -142,31 +151,30 @@ class CommandRecipe:
                 return shared[name]
             return missing  # perhaps a dotted name: plan decides
 
-        def fill(template: tuple[str | tuple[str], ...], group: Any, task_id: str) -> str | None:
-            out: list[str] = []
-            for part in template:
-                if type(part) is str:
-                    out.append(part)
-                    continue
-                found = value(part[0], group, task_id)
-                if found is missing:
-                    return None
-                out.append(format_value(found))
-            return "".join(out)
-
         def plan(task_id: str, group: Any) -> TaskPlan | None:
-            rendered = [fill(t, group, task_id) for t in argv]
-            output_prefix = fill(prefix, group, task_id)
-            keys = [fill(t, group, task_id) for t in inputs]
-            if output_prefix is None or not _plainly_safe(output_prefix) or None in rendered:
+            texts = base.copy()
+            for i in task_id_at:
+                texts[i] = task_id
+            if fetch is not None:
+                found: Any
+                try:
+                    found = fetch(group) if type(group) is dict else None
+                except KeyError:
+                    found = None
+                if found is None:
+                    found = [value(name, group) for _, name in looked_up]
+                    if missing in found:
+                        return None
+                elif single:
+                    found = (found,)
+                for i, item in zip(positions, found, strict=True):
+                    texts[i] = item if type(item) is str else format_value(item)
+            rendered = [f.format(*texts) for f in formats]
+            output_prefix = rendered[argc]
+            keys = rendered[argc + 1 :]
+            if not _plainly_safe(output_prefix) or not all(map(_plainly_safe, keys)):
                 return None
-            if not all(k is not None and _plainly_safe(k) for k in keys):
-                return None
-            return TaskPlan(
-                argv=rendered,  # type: ignore[arg-type]  # no None: checked above
-                output_prefix=output_prefix,
-                inputs=[Input(key=k, path=k) for k in keys if k is not None],
-            )
+            return TaskPlan.of(rendered[:argc], output_prefix, [Input(k, k) for k in keys])
 
         return plan
 

@@ -314,9 +314,10 @@ class _SizeChecks:
             else 0
         )
         # Bytes at most (a character is at most 4 bytes, each argument has its NUL and a
-        # pointer): within every limit, the exact count is not needed.
+        # pointer): within every limit, the exact count is not needed. No argument is longer
+        # than all of them.
         bound = _MAX_UTF8 * chars + 9 * len(argv) + 8 + self.environment + env
-        if bound <= self.limit and _MAX_UTF8 * max(map(len, argv), default=0) < MAX_ARG_BYTES:
+        if bound <= self.limit and _MAX_UTF8 * chars < MAX_ARG_BYTES:
             return
         sizes = [len(a.encode("utf-8", "surrogateescape")) + 1 for a in argv]
         big = next((i for i, n in enumerate(sizes) if n > MAX_ARG_BYTES), None)

@@ -12,7 +12,7 @@ from distributed_something.config.legacy import config_warnings
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.storage import Storage
-from distributed_something.jobs.model import JobFile, TaskList
+from distributed_something.jobs.model import JobFile, Task, TaskList
 from distributed_something.jobs.parse import load_job_file
 from distributed_something.jobs.prefixes import (
     clash_error,
@@ -110,21 +110,27 @@ def plan_tasks(
     make_planner = getattr(recipe, "planner", None)
     if isinstance(tasks, TaskList) and callable(make_planner):
         fast = make_planner(config, PLACEHOLDER_WORKDIR, tasks.shared, tasks.group_key)
-    ids = tasks.ids() if isinstance(tasks, TaskList) else (t.id for t in tasks)
-    for index, task_id in enumerate(ids):
-        plan: TaskPlan | None = None
-        if fast is not None and isinstance(tasks, TaskList):
-            plan = fast(task_id, tasks.group(index))
-        if plan is None:
-            try:
-                plan = recipe.plan(config, tasks[index], PLACEHOLDER_WORKDIR)
-            except InputError as exc:
-                # Recipes name "job file" or "config"; say which files they are.
-                source = {"job file": str(job_path), "config": str(project.config_path)}
-                raise InputError(
-                    source.get(exc.source, exc.source), exc.field, exc.problem, exc.fix
-                ) from None
-        yield index, plan
+    if fast is not None and isinstance(tasks, TaskList):
+        for index, (task_id, group) in enumerate(zip(tasks.ids(), tasks.groups(), strict=True)):
+            plan = fast(task_id, group)
+            if plan is None:
+                plan = _plan(project, job_path, recipe, tasks[index])
+            yield index, plan
+        return
+    for index, task in enumerate(tasks):
+        yield index, _plan(project, job_path, recipe, task)
+
+
+def _plan(project: Project, job_path: Path, recipe: Recipe, task: Task) -> TaskPlan:
+    """``recipe.plan`` of ``task``; its `InputError` names the job file or the config."""
+    try:
+        return recipe.plan(project.config, task, PLACEHOLDER_WORKDIR)
+    except InputError as exc:
+        # Recipes name "job file" or "config"; say which files they are.
+        source = {"job file": str(job_path), "config": str(project.config_path)}
+        raise InputError(
+            source.get(exc.source, exc.source), exc.field, exc.problem, exc.fix
+        ) from None
 
 
 def _prefix_error(
