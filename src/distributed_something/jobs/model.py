@@ -24,21 +24,27 @@ _SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 # group (a million task ids at validate). No circular-reference markers: values come from
 # JSON, and a shared markers dict would make threads encoding one object at once fail.
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_C_ENCODE = (
-    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+
+
+def _c_encoder(sort_keys: bool) -> Any:
+    if json.encoder.c_make_encoder is None:  # type: ignore[attr-defined]
+        return None
+    return json.encoder.c_make_encoder(  # type: ignore[attr-defined]
         None,
         _ENCODER.default,
         json.encoder.encode_basestring,
         None,
         ":",
         ",",
-        True,
+        sort_keys,
         False,
         True,
     )
-    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
-    else None
-)
+
+
+_C_ENCODE = _c_encoder(True)
+_C_ENCODE_AS_IS = _c_encoder(False)
+_AS_IS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> str:
@@ -46,6 +52,22 @@ def canonical_json(value: Any) -> str:
     if _C_ENCODE is None:
         return _ENCODER.encode(value)
     return "".join(_C_ENCODE(value, 0))
+
+
+def compact_json(value: Any) -> str:
+    """The JSON text of a value as `canonical_json`, but with keys in their own order (as
+    the job file has them: a DCP group's Metadata pairs are used in that order)."""
+    if _C_ENCODE_AS_IS is None:
+        return _AS_IS.encode(value)
+    return "".join(_C_ENCODE_AS_IS(value, 0))
+
+
+def json_texts(value: Any) -> tuple[str, str]:
+    """``(compact_json(value), canonical_json(value))``, the same object when they are equal
+    (keys already in order at every level), so keeping both costs nothing then."""
+    kept = compact_json(value)
+    canonical = canonical_json(value)
+    return kept, (kept if canonical == kept else canonical)
 
 
 def task_id_of(body: Mapping[str, Any]) -> str:
@@ -152,17 +174,28 @@ class TaskList(Sequence[Task]):
     without making tasks or parsing groups.
     """
 
-    __slots__ = ("_groups", "_head", "_ids", "_tail", "group_key", "shared")
+    __slots__ = ("_groups", "_head", "_ids", "_tail", "_unsorted", "group_key", "shared")
 
     def __init__(
-        self, shared: dict[str, Any], group_key: str, groups: list[str], ids: bytes
+        self,
+        shared: dict[str, Any],
+        group_key: str,
+        groups: list[str],
+        ids: bytes,
+        unsorted: bytearray | None = None,
     ) -> None:
+        """``groups``: each element's `compact_json` (its keys in the file's order); ``ids``
+        the tasks' ids, concatenated; ``unsorted[i]`` true when ``groups[i]`` is not also
+        its `canonical_json` (None: all are)."""
         if len(ids) != ID_CHARS * len(groups):
             raise ValueError("one id of 20 characters is needed per group")
+        if unsorted is not None and len(unsorted) != len(groups):
+            raise ValueError("one flag is needed per group")
         self.shared = shared
         self.group_key = group_key
         self._groups = groups
         self._ids = ids
+        self._unsorted = unsorted if unsorted is not None and any(unsorted) else None
         self._head, self._tail = body_frame(shared, group_key)
 
     def __len__(self) -> int:
@@ -212,7 +245,9 @@ class TaskList(Sequence[Task]):
             return self
         groups = [self._groups[i] for i in kept]
         packed = b"".join(self._ids[i * ID_CHARS : (i + 1) * ID_CHARS] for i in kept)
-        return TaskList(self.shared, self.group_key, groups, packed)
+        flags = self._unsorted
+        unsorted = bytearray(flags[i] for i in kept) if flags is not None else None
+        return TaskList(self.shared, self.group_key, groups, packed, unsorted)
 
     def group(self, index: int) -> Any:
         """Task ``index``'s own element (a fresh object each call)."""
@@ -224,11 +259,13 @@ class TaskList(Sequence[Task]):
         return (scan(text, 0)[0] for text in self._groups)
 
     def group_json(self, index: int) -> str:
-        """The canonical JSON of task ``index``'s element."""
+        """The JSON of task ``index``'s element, its keys in the file's order."""
         return self._groups[index]
 
     def body_json_at(self, index: int) -> str:
         """Task ``index``'s message body (`Task.body_json`), without making the task."""
+        if self._unsorted is not None and self._unsorted[index]:
+            return self._head + canonical_json(self.group(index)) + self._tail
         return self._head + self._groups[index] + self._tail
 
 

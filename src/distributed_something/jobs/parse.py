@@ -44,6 +44,8 @@ from distributed_something.jobs.model import (
     TaskList,
     body_frame,
     canonical_json,
+    compact_json,
+    json_texts,
 )
 from distributed_something.userfiles import read_user_text
 
@@ -107,7 +109,7 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     text = text.removeprefix("\ufeff")
     if suffix.lower().lstrip(".") == "csv":
         columns, rows = _csv_rows(text, source)
-        rows_json = (canonical_json(dict(zip(columns, row, strict=True))) for row in rows)
+        rows_json = (json_texts(dict(zip(columns, row, strict=True))) for row in rows)
         return _compact(source, "csv", "rows", {}, "group", rows_json)
     parsed = _stream_json(text)
     if parsed is None:  # not valid JSON, or unusual: the whole-document path says why
@@ -115,8 +117,9 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
         top = list(data.items())
         list_key = "plates" if "plates" in data else "groups"
         elements: list[str] | None = None
+        canonical: dict[int, str] = {}
     else:
-        top, list_key, elements = parsed
+        top, list_key, elements, canonical = parsed
         _check_depth(top, list_key, elements, source)
         data = dict(top)
     del text
@@ -124,7 +127,12 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     shared = {k: _drop_comments(v) for k, v in top if k != list_key and not _is_comment(k)}
     _check_elements(data[list_key], list_key, source)
     if elements is None:
-        elements = [canonical_json(_drop_comments(e)) for e in data[list_key]]
+        elements = []
+        for index, element in enumerate(data[list_key]):
+            kept, sorted_text = json_texts(_drop_comments(element))
+            elements.append(kept)
+            if sorted_text is not kept:
+                canonical[index] = sorted_text
     del data, top
     if group_key in shared:
         _fail(
@@ -142,22 +150,25 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
         # The message Distributed-CellProfiler's run.py sends (its workers read these keys).
         shared = {"data_file": "", "output_structure": "", **shared}
     _check_shared_size(shared, source)
-    texts: Iterable[str] = elements
     if fmt == "dcp":
-        texts = _dcp_groups(elements, source)
+        texts = _dcp_groups(elements, canonical, source)
+    else:
+        texts = ((text, canonical.get(i, text)) for i, text in enumerate(elements))
     return _compact(source, fmt, list_key, shared, group_key, texts)
 
 
-def _dcp_groups(elements: list[str], source: str) -> Iterator[str]:
-    """Each DCP element checked, as DCP sends it: a group's "Metadata" string, or the group
-    itself (--print-groups form)."""
+def _dcp_groups(
+    elements: list[str], canonical: dict[int, str], source: str
+) -> Iterator[tuple[str, str]]:
+    """Each DCP element checked, as DCP sends it: a group's "Metadata", or the group itself
+    (--print-groups form); its `json_texts`."""
     for index, text in enumerate(elements):
         group = json.loads(text)
         _check_dcp_group(group, index, source)
         if isinstance(group, dict) and "Metadata" in group:
-            yield canonical_json(group["Metadata"])
+            yield json_texts(group["Metadata"])
         else:
-            yield text
+            yield text, canonical.get(index, text)
 
 
 # --- streaming ----------------------------------------------------------------------------
@@ -183,11 +194,13 @@ class _Elements(list[Any]):
         self.bad: tuple[int, Any] | None = None
 
 
-def _stream_json(text: str) -> tuple[list[tuple[str, Any]], str, list[str]] | None:
+def _stream_json(
+    text: str,
+) -> tuple[list[tuple[str, Any]], str, list[str], dict[int, str]] | None:
     """The job file read element by element: ``(top-level items, list key, each element's
-    canonical JSON)``; the list is never held as objects (a million groups as dicts take
-    350 MB). In the items, the list's value is an `_Elements` of placeholders of each
-    element's type.
+    `compact_json`, the `canonical_json` of those whose keys are not in order)``; the list
+    is never held as objects (a million groups as dicts take 350 MB). In the items, the
+    list's value is an `_Elements` saying what `_check_elements` needs.
 
     Comments are dropped from the elements and repeated keys refused as `_load_json` does.
     None for anything unusual (invalid JSON, a repeated top-level key, no element list, a
@@ -212,6 +225,7 @@ def _stream_json(text: str) -> tuple[list[tuple[str, Any]], str, list[str]] | No
         seen: set[str] = set()
         list_key = ""
         elements: list[str] = []
+        canonical: dict[int, str] = {}
         if text[pos] == "}":
             return None
         while True:
@@ -227,7 +241,7 @@ def _stream_json(text: str) -> tuple[list[tuple[str, Any]], str, list[str]] | No
             pos = _ws(text, pos + 1)
             if key in _LIST_KEYS and not list_key and text[pos] == "[":
                 list_key = key
-                kinds, pos = _stream_elements(text, pos + 1, scan, elements)
+                kinds, pos = _stream_elements(text, pos + 1, scan, elements, canonical)
                 top.append((key, kinds))
             else:
                 value, pos = scan(text, pos)
@@ -243,18 +257,22 @@ def _stream_json(text: str) -> tuple[list[tuple[str, Any]], str, list[str]] | No
             return None
     except (StopIteration, IndexError, ValueError, RecursionError, _RepeatedKey):
         return None
-    return top, list_key, elements
+    return top, list_key, elements, canonical
 
 
 _GOOD_ELEMENTS = (dict, str, int, float)
 
 
-def _stream_elements(text: str, pos: int, scan: Any, out: list[str]) -> tuple[_Elements, int]:
-    """Read the elements of a list starting after its ``[`` at ``pos``, appending each one's
-    canonical JSON to ``out``; returns what `_check_elements` needs to know of them and the
-    position after the ``]``. Raises (StopIteration, IndexError, ValueError) on invalid JSON."""
+def _stream_elements(
+    text: str, pos: int, scan: Any, out: list[str], canonical: dict[int, str]
+) -> tuple[_Elements, int]:
+    """Read the elements of a list starting after its ``[`` at ``pos``: append each one's
+    `compact_json` to ``out``, and its `canonical_json` to ``canonical`` when different.
+    Returns what `_check_elements` needs to know of them and the position after the ``]``.
+    Raises (StopIteration, IndexError, ValueError) on invalid JSON."""
     elements = _Elements()
-    encode = canonical_json
+    encode = compact_json
+    sort = canonical_json
     append = out.append
     good = _GOOD_ELEMENTS
     blank = " \t\n\r"
@@ -265,7 +283,12 @@ def _stream_elements(text: str, pos: int, scan: Any, out: list[str]) -> tuple[_E
         value, pos = scan(text, pos)
         if type(value) not in good and elements.bad is None:
             elements.bad = (len(out), value)
-        append(encode(value))
+        kept = encode(value)
+        if type(value) is dict or type(value) is list:
+            sorted_text = sort(value)
+            if sorted_text != kept:
+                canonical[len(out)] = sorted_text
+        append(kept)
         char = text[pos]
         if char in blank:
             pos = _ws(text, pos)
@@ -727,21 +750,22 @@ def _compact(
     list_key: str,
     shared: dict[str, Any],
     group_key: str,
-    groups: Iterable[str],
+    groups: Iterable[tuple[str, str]],
 ) -> JobFile:
-    """The job of ``groups`` (each element's canonical JSON, in file order) under ``shared``:
+    """The job of ``groups`` (each element's `json_texts`, in file order) under ``shared``:
     each task's id and message size from its body's text, made from the shared keys' text
     once (`body_frame`), duplicates (a repeated id) dropped after the first."""
     head, tail = body_frame(shared, group_key)
     sha256 = hashlib.sha256
     unique: list[str] = []
+    unsorted = bytearray()
     ids = bytearray()
     # The first 16 hex digits of each id as an int: a set of a million of them is a third
     # of a dict of id strings. An equal int is then checked against the full ids.
     seen: set[int] = set()
     duplicates: list[Duplicate] = []
-    for index, group in enumerate(groups):
-        body = head + group + tail
+    for index, (group, sorted_text) in enumerate(groups):
+        body = head + sorted_text + tail
         data = body.encode()
         if len(data) > MAX_MESSAGE_BYTES:
             _fail(
@@ -760,9 +784,10 @@ def _compact(
                 continue
         seen.add(short)
         unique.append(group)
+        unsorted.append(sorted_text is not group)
         ids += task_id.encode("ascii")
     del seen
-    tasks = TaskList(shared, group_key, unique, bytes(ids))
+    tasks = TaskList(shared, group_key, unique, bytes(ids), unsorted)
     return JobFile(path=source, format=fmt, tasks=tasks, duplicates=duplicates)
 
 

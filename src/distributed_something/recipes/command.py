@@ -24,7 +24,7 @@ from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, check_prefix
-from distributed_something.recipes.base import Input, TaskPlan, Workdir
+from distributed_something.recipes.base import Input, TaskPlan, Workdir, plainly_safe_key
 from distributed_something.templates import (
     MissingField,
     TemplateError,
@@ -172,7 +172,7 @@ class CommandRecipe:
             rendered = [f.format(*texts) for f in formats]
             output_prefix = rendered[argc]
             keys = rendered[argc + 1 :]
-            if not _plainly_safe(output_prefix) or not all(map(_plainly_safe, keys)):
+            if not plainly_safe_key(output_prefix) or not all(map(plainly_safe_key, keys)):
                 return None
             return TaskPlan.of(rendered[:argc], output_prefix, [Input(k, k) for k in keys])
 
@@ -236,22 +236,6 @@ class CommandRecipe:
 #: Stands for a task in `builtin_fields` when only the workdir's fields are wanted.
 _NO_TASK = Task(body={}, id="-")
 _MISSING = object()
-
-
-def _plainly_safe(key: str) -> bool:
-    """Whether ``key`` is certainly a valid storage key (as `check_key` and `check_prefix`
-    judge): short ASCII with no empty, ``.`` or ``..`` name, no backslash or NUL. False only
-    means the full check must decide."""
-    return (
-        0 < len(key) <= 255
-        and key.isascii()
-        and key[0] not in "./"
-        and key[-1] != "/"
-        and "//" not in key
-        and "/." not in key
-        and "\\" not in key
-        and "\x00" not in key
-    )
 
 
 def _argv_fix(config: Config) -> str:

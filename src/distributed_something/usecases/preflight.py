@@ -17,18 +17,19 @@ import os
 import posixpath
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from distributed_something.backends import backend_kind
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
-from distributed_something.jobs.model import JobFile, Task
+from distributed_something.jobs.model import JobFile, Task, TaskList
 from distributed_something.jobs.prefixes import element_position, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, TaskPlan
-from distributed_something.recipes.cellprofiler import CellProfilerJob, job_of
+from distributed_something.recipes.cellprofiler import CellProfilerJob, job_of, parse_metadata
 from distributed_something.recipes.loaddata import LoadDataTable, group_matcher, read_load_data
 
 #: Jobs up to this many tasks have every task's inputs checked …
@@ -420,22 +421,16 @@ def check_load_data_groups(
     config = project.config
     if job.format != "dcp" and config.recipe.name != "cellprofiler":
         return
-    by_file: dict[str, list[tuple[int, CellProfilerJob]]] = {}
-    for index, task in enumerate(job.tasks):
-        try:
-            values = job_of(task)
-        except InputError:
-            continue  # not a runnable DCP task: check_job (or the image's worker) says so
-        if values.kind == "csv" and values.data_file:
-            by_file.setdefault(values.data_file, []).append((index, values))
+    by_file = _dcp_tasks_by_data_file(job)
     workspace = config.storage.workspace_bucket or config.storage.source_bucket
     storage = bucket(workspace) if bucket is not None else None
-    for key, tasks in by_file.items():
+    for key, tasks_of in by_file.items():
         found = _read_data_file(project, key, workspace, storage)
         if found is None:
             if storage is None:  # a missing file in local storage is already a finding
                 result.notes.append(_not_checked_note(project, job_path, key))
             continue
+        tasks = tasks_of()
         text, origin = found
         try:
             table = read_load_data(text, source=origin)
@@ -443,6 +438,43 @@ def check_load_data_groups(
             result.findings.append(error)
             continue
         _check_groups(table, key, origin, job, job_path, tasks, group_field, result)
+
+
+def _dcp_tasks_by_data_file(
+    job: JobFile,
+) -> dict[str, Callable[[], list[tuple[int, CellProfilerJob]]]]:
+    """Each LoadData CSV named by the runnable DCP tasks of ``job`` → a function giving those
+    tasks (index, DCP values), called only once the CSV is read: a compact job's tasks share
+    every key but their Metadata, so the file is known from its shared keys alone."""
+    tasks = job.tasks
+    if isinstance(tasks, TaskList) and tasks.group_key == "Metadata":
+        try:
+            common = job_of(Task(body={**tasks.shared, "Metadata": "Metadata_DS=1"}, id="-"))
+        except InputError:
+            return {}  # no task is runnable: check_job (or the image's worker) says so
+        if common.kind != "csv" or not common.data_file:
+            return {}
+
+        def each() -> list[tuple[int, CellProfilerJob]]:
+            out: list[tuple[int, CellProfilerJob]] = []
+            for index, metadata in enumerate(tasks.groups()):
+                try:
+                    pairs = tuple(parse_metadata(metadata))
+                except InputError:
+                    continue  # not a runnable DCP task
+                out.append((index, replace(common, metadata=pairs)))
+            return out
+
+        return {common.data_file: each}
+    by_file: dict[str, list[tuple[int, CellProfilerJob]]] = {}
+    for index, task in enumerate(tasks):
+        try:
+            values = job_of(task)
+        except InputError:
+            continue  # not a runnable DCP task: check_job (or the image's worker) says so
+        if values.kind == "csv" and values.data_file:
+            by_file.setdefault(values.data_file, []).append((index, values))
+    return {key: partial(list, found) for key, found in by_file.items()}
 
 
 def _check_groups(
