@@ -284,7 +284,13 @@ def _stream_elements(
         if type(value) not in good and elements.bad is None:
             elements.bad = (len(out), value)
         kept = encode(value)
-        if type(value) is dict or type(value) is list:
+        kind = type(value)
+        if kind is dict and kept.count("{") == 1 and "[" not in kept:
+            # A flat object (the usual group): only its own keys' order can differ.
+            keys = list(value)
+            if keys != sorted(keys):
+                canonical[len(out)] = sort(value)
+        elif kind is dict or kind is list:
             sorted_text = sort(value)
             if sorted_text != kept:
                 canonical[len(out)] = sorted_text
