@@ -302,7 +302,7 @@ class RunRecords:
         """`write_manifest` of ``(task id, the JSON text of its group)`` pairs: the groups'
         text is written as it is (a compact job keeps its groups as text already). The part
         is written to a temporary file a chunk of lines at a time and stored from there, so
-        neither a list of a million lines nor the part's bytes are held."""
+        no list of a million lines is held beside the part's bytes."""
         head = json.dumps({"shared": shared or {}, "group_key": group_key})
         ids = bytearray()
         plain_ids = True
@@ -330,7 +330,9 @@ class RunRecords:
                         lines = []
                 write("".join(lines))
             key = self.manifest_key(part)
-            self.storage.put_file(key, path)
+            # One PutObject, as before (a multipart upload is not one atomic write on every
+            # store); only the part's bytes are held, not its lines as well.
+            self.storage.put_bytes(key, path.read_bytes())
         if plain_ids:
             # The ids alone, for counting without parsing the groups (`manifest_ids`).
             meta = json.dumps({"size": size, "crc32": crc})

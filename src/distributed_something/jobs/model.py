@@ -66,6 +66,8 @@ def json_texts(value: Any) -> tuple[str, str]:
     """``(compact_json(value), canonical_json(value))``, the same object when they are equal
     (keys already in order at every level), so keeping both costs nothing then."""
     kept = compact_json(value)
+    if type(value) is not dict and type(value) is not list:
+        return kept, kept  # no keys to order
     canonical = canonical_json(value)
     return kept, (kept if canonical == kept else canonical)
 

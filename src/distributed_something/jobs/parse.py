@@ -162,8 +162,9 @@ def _dcp_groups(
 ) -> Iterator[tuple[str, str]]:
     """Each DCP element checked, as DCP sends it: a group's "Metadata", or the group itself
     (--print-groups form); its `json_texts`."""
+    scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
     for index, text in enumerate(elements):
-        group = json.loads(text)
+        group = scan(text, 0)[0]  # the element's own JSON text: json.loads without its checks
         _check_dcp_group(group, index, source)
         if isinstance(group, dict) and "Metadata" in group:
             yield json_texts(group["Metadata"])
