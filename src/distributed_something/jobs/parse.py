@@ -652,7 +652,14 @@ def _check_dcp_group(group: Any, index: int, source: str) -> None:
         )
 
 
+#: A Metadata string that is certainly well formed: key=value pairs with no space, comma or
+#: "=" inside a key or value (the pair loop below then has nothing to find).
+_PLAIN_METADATA = re.compile(r"[^\s,=]+=[^\s,=]+(?:,[^\s,=]+=[^\s,=]+)*")
+
+
 def _check_metadata_string(metadata: str, field: str, source: str) -> None:
+    if _PLAIN_METADATA.fullmatch(metadata):
+        return
     if not metadata:
         _fail(source, field, "is empty", _METADATA_FIX)
     for pair in metadata.split(","):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -122,6 +123,11 @@ class CellProfilerJob:
     def group(self) -> str:
         """The ``-g`` value: ``"k=v,k=v"``."""
         return group_argument(self.metadata)
+
+
+#: A Metadata string `parse_metadata` certainly accepts as it is (but for a repeated key):
+#: key=value pairs with no space, comma or "=" inside a key or value.
+_PLAIN_METADATA = re.compile(r"[^\s,=]+=[^\s,=]+(?:,[^\s,=]+=[^\s,=]+)*")
 
 
 def parse_metadata(
@@ -619,10 +625,17 @@ class CellProfilerRecipe:
         plain_output = plainly_safe_key(output)
 
         def plan(task_id: str, metadata: Any) -> TaskPlan | None:
-            try:
-                pairs = parse_metadata(metadata)
-            except InputError:
-                return None
+            pairs: list[tuple[str, str]] | None = None
+            if type(metadata) is str and _PLAIN_METADATA.fullmatch(metadata):
+                # What parse_metadata gives for it, when no key repeats.
+                pairs = [(k, v) for k, _, v in (p.partition("=") for p in metadata.split(","))]
+                if len({k for k, _ in pairs}) != len(pairs):
+                    return None
+            else:
+                try:
+                    pairs = parse_metadata(metadata)
+                except InputError:
+                    return None
             if structure and not any(key in structure for key, _ in pairs):
                 return None  # output_prefix refuses it
             name = metadata_id(pairs, structure)

@@ -294,7 +294,8 @@ class _SizeChecks:
 
     def add(self, index: int, plan: TaskPlan) -> None:
         """Check one plan."""
-        if len(plan.output_prefix) * _MAX_UTF8 > MAX_NAME_BYTES or plan.inputs:
+        longest = _MAX_UTF8 * max((len(i.key) for i in plan.inputs), default=0)
+        if _MAX_UTF8 * len(plan.output_prefix) > MAX_NAME_BYTES or longest > MAX_NAME_BYTES:
             named = [("output prefix", plan.output_prefix)]
             named += [("input", i.key) for i in plan.inputs]
             for what, key in named:
