@@ -91,11 +91,15 @@ _COLORS = {
 SQS_LATENCY = 0.02
 
 
-def save_results(n: int, results: dict[str, tuple[float, float]]) -> dict[str, Any]:
-    """Merge the figures of ``n`` groups into `RESULTS`; returns every size's."""
+def save_results(
+    n: int, results: dict[str, tuple[float, float]], cpu: dict[str, float]
+) -> dict[str, Any]:
+    """Merge the figures of ``n`` groups (and the CPU seconds of each command) into
+    `RESULTS`; returns every size's."""
     saved: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     saved[str(n)] = {
         **{name: list(value) for name, value in results.items()},
+        "cpu": {name: round(value, 2) for name, value in cpu.items()},
         "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load": round(os.getloadavg()[0], 2),
     }
@@ -109,15 +113,24 @@ def section_md(saved: dict[str, Any]) -> str:
     sizes = sorted(int(n) for n in saved if n.isdigit())
     out = [
         "Figures at every size measured so far (`bench/scale-results.json`; the latest of each "
-        "size; the million is measured only with `--million`). Seconds / peak MB of the "
-        "command's process:",
+        "size; the million is measured only with `--million`). Wall seconds (CPU seconds of "
+        "the process, user + system: the machine is shared, so the wall time also counts other "
+        "processes' turns; see the load) / peak MB of the command's process:",
         "",
         f"| groups | {' | '.join(COMMANDS)} | HTML | measured (UTC, load) |",
         "| ---: | " + "---: | " * len(COMMANDS) + "---: | --- |",
     ]
     for n in sizes:
         row = saved[str(n)]
-        cells = [f"{row[c][0]:.2f} s / {row[c][1]:.0f} MB" if c in row else "–" for c in COMMANDS]
+        cpu = row.get("cpu", {})
+        cells = [
+            f"{row[c][0]:.2f} s"
+            + (f" (CPU {cpu[c]:.2f} s)" if c in cpu else "")
+            + f" / {row[c][1]:.0f} MB"
+            if c in row
+            else "–"
+            for c in COMMANDS
+        ]
         out.append(
             f"| {n:,} | {' | '.join(cells)} | {row['html'][1]:.2f} MB | "
             f"{row['measured']}, {row['load']} |"
@@ -349,6 +362,7 @@ def submit_sqs(n: int) -> tuple[float, float]:
         assert proc.stdout is not None
         out = proc.stdout.read().decode()
         _, status, usage = os.wait4(proc.pid, 0)
+        LAST_CPU[0] = usage.ru_utime + usage.ru_stime
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"the fake-SQS submit failed: {out[-2000:]}")
         result = json.loads(out.strip().splitlines()[-1])
@@ -380,7 +394,13 @@ def ds(folder: Path, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, flo
         text = out.read().decode(errors="replace")
     if proc.returncode not in ok:
         raise SystemExit(f"ds {' '.join(args)} exited {proc.returncode}: {err[-2000:]}")
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return seconds, usage.ru_maxrss / 1024, text
+
+
+#: The CPU seconds (user + system) of the last process `ds` or `submit_sqs` ran: on a shared
+#: machine the wall time also counts the other processes' turns.
+LAST_CPU = [0.0]
 
 
 def write_attempts(folder: Path, start: int, stop: int) -> float:
@@ -440,23 +460,28 @@ def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, floa
     return out
 
 
-def measure(n: int) -> dict[str, tuple[float, float]]:
-    """Every command's (seconds, MB) at ``n`` groups, and the HTML report's size."""
+def measure(n: int, cpu: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Every command's (seconds, MB) at ``n`` groups, and the HTML report's size; each
+    command's CPU seconds into ``cpu``."""
     out: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ds-bench-scale-") as tmp:
         folder = Path(tmp) / "proj"
         write_project(folder, n)
         out["validate"] = ds(folder, "validate", "--job", "job.json")[:2]
+        cpu["validate"] = LAST_CPU[0]
         ds(folder, "setup")
         out["submit"] = ds(folder, "submit", "job.json")[:2]
+        cpu["submit"] = LAST_CPU[0]
         seconds, mb, text = ds(folder, "status", "--json")
         counts = json.loads(text)["counts"]
         assert counts["total"] == counts["pending"] == n, counts
         out["status"] = (seconds, mb)
+        cpu["status"] = LAST_CPU[0]
         # Exit 1: tasks are left without an outcome (none ran), as expected here.
         seconds, mb, text = ds(folder, "report", "--json", ok=(0, 1))
         assert json.loads(text)["counts"]["pending"] == n
         out["report"] = (seconds, mb)
+        cpu["report"] = LAST_CPU[0]
         html = folder / ".ds" / "Scale" / "report.html"
         tsv = html.with_suffix(".tsv")
         out["html"] = (0.0, html.stat().st_size / 1e6)
@@ -467,11 +492,14 @@ def measure(n: int) -> dict[str, tuple[float, float]]:
         folder = Path(tmp) / "dcp"
         write_dcp_project(folder, n)
         out["validate_dcp"] = ds(folder, "validate", "--job", "job.json")[:2]
+        cpu["validate_dcp"] = LAST_CPU[0]
         ds(folder, "setup")
         out["submit_dcp"] = ds(folder, "submit", "job.json")[:2]
+        cpu["submit_dcp"] = LAST_CPU[0]
         seconds, mb, text = ds(folder, "status", "--json")
         assert json.loads(text)["counts"]["pending"] == n, text
     out["submit_sqs"] = submit_sqs(n)
+    cpu["submit_sqs"] = LAST_CPU[0]
     return out
 
 
@@ -500,7 +528,8 @@ def main() -> None:
     worst_met = True
     status_s = 0.0
     for n in sizes:
-        results = measure(n)
+        cpu: dict[str, float] = {}
+        results = measure(n, cpu)
         scale = MILLION / n
         print(f"\n{n:,} groups")
         for name, (target_s, target_mb) in TARGETS.items():
@@ -509,7 +538,8 @@ def main() -> None:
             at_m_mb = base_mb + max(mb - base_mb, 0.0) * scale
             ratio_s = target_s / at_m_s if at_m_s else float("inf")
             line = (
-                f"  {name:12s} {seconds:7.2f} s {mb:7.0f} MB   at 1M: {at_m_s:7.2f} s "
+                f"  {name:12s} {seconds:7.2f} s (CPU {cpu.get(name, 0.0):6.2f} s) {mb:5.0f} MB"
+                f"   at 1M: {at_m_s:7.2f} s "
                 f"{at_m_mb:6.0f} MB   target {target_s:g} s ratio {ratio_s:.2f}"
             )
             met = ratio_s >= 1
@@ -524,7 +554,7 @@ def main() -> None:
         print(f"  html      {html_mb:.2f} MB (target <= {HTML_LIMIT_MB:g} MB; a TSV of all tasks)")
         worst_met = worst_met and html_mb <= HTML_LIMIT_MB
         status_s = results["status"][0]
-        saved = save_results(n, results)
+        saved = save_results(n, results, cpu)
         PLOT.write_text(plot_svg(saved))
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     print(f"\nall sizes measured so far ({RESULTS.name}; plot: {PLOT.name}):")
