@@ -114,6 +114,17 @@ def test_ids_bodies_and_key_order_match_the_definition(
         assert job.tasks.body_json_at(index) == task.body_json() == canonical
 
 
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [('{"groups": ["a", "\\ud800"]}', "groups[1]"), ('{"s": "\\udfff", "groups": [1]}', None)],
+)
+def test_half_a_character_is_an_input_error_not_a_traceback(text: str, field: str | None) -> None:
+    with pytest.raises(InputError) as caught:
+        parse(text)
+    assert caught.value.field == field
+    assert "half of a character" in caught.value.problem
+
+
 def test_a_compact_job_without_some_ids_keeps_the_others_in_order() -> None:
     job = parse(DS_JOB)
     tasks = job.tasks

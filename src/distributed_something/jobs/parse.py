@@ -436,7 +436,16 @@ def _check_shared_size(shared: dict[str, Any], source: str) -> None:
     """Refuse shared keys that alone make every message too large, before any task is built:
     each task's id and size come from its whole body, so a huge shared value would otherwise
     be serialised once per group (minutes for a large file) before the first size check."""
-    size = len(canonical_json(shared).encode())
+    try:
+        size = len(canonical_json(shared).encode())
+    except UnicodeEncodeError:
+        _fail(
+            source,
+            None,
+            "a shared key holds a \\ud800-\\udfff escape that is half of a character, not "
+            "text (a queue message must be UTF-8)",
+            "write the whole character (or its pair of escapes), or remove it",
+        )
     if size <= MAX_MESSAGE_BYTES:
         return
     largest = max(shared, key=lambda key: len(canonical_json(shared[key]).encode()))
@@ -780,7 +789,16 @@ def _compact(
     duplicates: list[Duplicate] = []
     for index, (group, sorted_text) in enumerate(groups):
         body = head + sorted_text + tail
-        data = body.encode()
+        try:
+            data = body.encode()
+        except UnicodeEncodeError:
+            _fail(
+                source,
+                f"{list_key}[{index}]",
+                "holds a \\ud800-\\udfff escape that is half of a character, not text "
+                "(a queue message must be UTF-8)",
+                "write the whole character (or its pair of escapes), or remove it",
+            )
         if len(data) > MAX_MESSAGE_BYTES:
             _fail(
                 source,
