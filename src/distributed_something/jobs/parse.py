@@ -165,6 +165,7 @@ def _dcp_groups(
     scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
     for index, text in enumerate(elements):
         group = scan(text, 0)[0]  # the element's own JSON text: json.loads without its checks
+        elements[index] = ""  # not held beside what is kept of it (a million texts)
         _check_dcp_group(group, index, source)
         if isinstance(group, dict) and "Metadata" in group:
             yield json_texts(group["Metadata"])
