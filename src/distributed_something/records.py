@@ -322,9 +322,12 @@ class RunRecords:
                 write(head + "\n")
                 lines: list[str] = []
                 for task_id, group in entries:
+                    # A task id is hex digits: quoted as it is (json.dumps per line cost more
+                    # than the rest of the line); any other text is encoded.
+                    quoted = f'"{task_id}"' if task_id.isalnum() else json.dumps(task_id)
                     plain_ids = plain_ids and "\n" not in task_id
                     ids += b"\n" + task_id.encode()
-                    lines.append(f'{{"task_id": {json.dumps(task_id)}, "group": {group}}}\n')
+                    lines.append(f'{{"task_id": {quoted}, "group": {group}}}\n')
                     if len(lines) == 10_000:
                         write("".join(lines))
                         lines = []
