@@ -625,25 +625,25 @@ class CellProfilerRecipe:
         plain_output = plainly_safe_key(output)
 
         def plan(task_id: str, metadata: Any) -> TaskPlan | None:
-            pairs: list[tuple[str, str]] | None = None
             if type(metadata) is str and _PLAIN_METADATA.fullmatch(metadata):
-                # What parse_metadata gives for it, when no key repeats.
+                # What parse_metadata gives for it, when no key repeats; its -g value is the
+                # string itself.
                 pairs = [(k, v) for k, _, v in (p.partition("=") for p in metadata.split(","))]
                 if len({k for k, _ in pairs}) != len(pairs):
                     return None
+                group = metadata
             else:
                 try:
                     pairs = parse_metadata(metadata)
                 except InputError:
                     return None
+                group = group_argument(pairs)
             if structure and not any(key in structure for key, _ in pairs):
                 return None  # output_prefix refuses it
             name = metadata_id(pairs, structure)
             if not (plain_output and plainly_safe_key(name)):
                 return None  # join_key and check_prefix decide
-            return TaskPlan.of(
-                fill(group_argument(pairs), name), f"{output}/{name}", list(inputs), bucket
-            )
+            return TaskPlan.of(fill(group, name), f"{output}/{name}", list(inputs), bucket)
 
         return plan
 
