@@ -3,9 +3,14 @@
 
 Each size gets a fresh local project in a temporary folder: the `command` recipe
 (``true {plate} {well} {output_dir}``, outputs under ``out/{plate}/{well}``) and a DS-format
-job file of plates × wells (1,536 wells a plate). Then, as users run them, each in its own
-process: ``ds validate --job``, ``ds setup``, ``ds submit`` (no workers start, so every task
-stays pending), ``ds status --json``, ``ds report --json``. For each command the wall time
+job file of plates × wells (1,536 wells a plate); and the same groups as a DCP
+(Distributed-CellProfiler) job file, the `cellprofiler` recipe, for ``ds validate`` and
+``ds submit`` (``validate_dcp``, ``submit_dcp``) and for a submit to the fake SQS and S3
+endpoint of bench/fake_sqs.py answering each call after 20 ms (``submit_sqs``: the seconds of
+`lifecycle.submit` with validation, in a process of its own whose peak memory is taken).
+Then, as users run them, each in its own process: ``ds validate --job``, ``ds setup``,
+``ds submit`` (no workers start, so every task stays pending), ``ds status --json``,
+``ds report --json``. For each command the wall time
 and the peak resident memory of its process (``wait4``'s ``ru_maxrss``) are measured; the
 HTML report's size and the TSV beside it are checked.
 
@@ -21,7 +26,8 @@ which bench/scale.svg (time and memory against groups, log-log, with lines of li
 and bench/scale.md (the section bench/run_all.py puts in BENCHMARKS.md) are written.
 
 The targets are issue 14's, for 1,000,000 groups on this 2-core machine: validate ≤ 10 s and
-≤ 500 MB, submit ≤ 30 s and ≤ 600 MB, status ≤ 1 s, report ≤ 30 s and ≤ 600 MB, HTML ≤ 5 MB.
+≤ 500 MB, submit ≤ 30 s and ≤ 600 MB (in both formats), the fake-SQS submit ≤ 150 s,
+status ≤ 1 s, report ≤ 30 s and ≤ 600 MB, HTML ≤ 5 MB.
 Sizes below a million are also shown extrapolated linearly to a million (the time and memory
 beyond what an idle ``ds`` process takes, measured with ``ds --help``), which is what their
 ratios are taken on.
@@ -51,6 +57,9 @@ TARGETS: dict[str, tuple[float, float | None]] = {
     "submit": (30.0, 600.0),
     "status": (1.0, None),
     "report": (30.0, 600.0),
+    "validate_dcp": (10.0, 500.0),
+    "submit_dcp": (30.0, 600.0),
+    "submit_sqs": (150.0, None),
 }
 HTML_LIMIT_MB = 5.0
 BENCH = Path(__file__).resolve().parent
@@ -60,15 +69,37 @@ RESULTS = BENCH / "scale-results.json"
 PLOT = BENCH / "scale.svg"
 #: Markdown that bench/run_all.py puts in BENCHMARKS.md's section of this benchmark.
 SECTION = BENCH / "scale.md"
-COMMANDS = ("validate", "submit", "status", "report")
-_COLORS = {"validate": "#1565c0", "submit": "#2e7d32", "status": "#6a1b9a", "report": "#c62828"}
+COMMANDS = (
+    "validate",
+    "submit",
+    "status",
+    "report",
+    "validate_dcp",
+    "submit_dcp",
+    "submit_sqs",
+)
+_COLORS = {
+    "validate": "#1565c0",
+    "submit": "#2e7d32",
+    "status": "#6a1b9a",
+    "report": "#c62828",
+    "validate_dcp": "#42a5f5",
+    "submit_dcp": "#81c784",
+    "submit_sqs": "#ff8f00",
+}
+#: The 20 ms fake SQS endpoint of bench/submit.py.
+SQS_LATENCY = 0.02
 
 
-def save_results(n: int, results: dict[str, tuple[float, float]]) -> dict[str, Any]:
-    """Merge the figures of ``n`` groups into `RESULTS`; returns every size's."""
+def save_results(
+    n: int, results: dict[str, tuple[float, float]], cpu: dict[str, float]
+) -> dict[str, Any]:
+    """Merge the figures of ``n`` groups (and the CPU seconds of each command) into
+    `RESULTS`; returns every size's."""
     saved: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     saved[str(n)] = {
         **{name: list(value) for name, value in results.items()},
+        "cpu": {name: round(value, 2) for name, value in cpu.items()},
         "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load": round(os.getloadavg()[0], 2),
     }
@@ -82,15 +113,24 @@ def section_md(saved: dict[str, Any]) -> str:
     sizes = sorted(int(n) for n in saved if n.isdigit())
     out = [
         "Figures at every size measured so far (`bench/scale-results.json`; the latest of each "
-        "size; the million is measured only with `--million`). Seconds / peak MB of the "
-        "command's process:",
+        "size; the million is measured only with `--million`). Wall seconds (CPU seconds of "
+        "the process, user + system: the machine is shared, so the wall time also counts other "
+        "processes' turns; see the load) / peak MB of the command's process:",
         "",
-        "| groups | validate | submit | status | report | HTML | measured (UTC, load) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| groups | {' | '.join(COMMANDS)} | HTML | measured (UTC, load) |",
+        "| ---: | " + "---: | " * len(COMMANDS) + "---: | --- |",
     ]
     for n in sizes:
         row = saved[str(n)]
-        cells = [f"{row[c][0]:.2f} s / {row[c][1]:.0f} MB" for c in COMMANDS]
+        cpu = row.get("cpu", {})
+        cells = [
+            f"{row[c][0]:.2f} s"
+            + (f" (CPU {cpu[c]:.2f} s)" if c in cpu else "")
+            + f" / {row[c][1]:.0f} MB"
+            if c in row
+            else "–"
+            for c in COMMANDS
+        ]
         out.append(
             f"| {n:,} | {' | '.join(cells)} | {row['html'][1]:.2f} MB | "
             f"{row['measured']}, {row['load']} |"
@@ -99,12 +139,21 @@ def section_md(saved: dict[str, Any]) -> str:
         f"{c} {t:g} s" + (f", {mb:g} MB" if mb else "") for c, (t, mb) in TARGETS.items()
     )
     out += ["", f"Targets at 1,000,000 (issue 14): {targets}; HTML <= {HTML_LIMIT_MB:g} MB.", ""]
+    out += [
+        "`validate`, `submit`: a DS-format job of plates × wells, the `command` recipe; "
+        "`_dcp`: the same groups as a Distributed-CellProfiler job file (Metadata strings), "
+        "the `cellprofiler` recipe; `submit_sqs`: that DCP job submitted to the fake SQS and S3 "
+        f"endpoint of bench/fake_sqs.py answering each call after {SQS_LATENCY * 1000:.0f} ms "
+        "(seconds of `lifecycle.submit`, validation included; MB of its whole process).",
+        "",
+    ]
     if len(sizes) >= 2:
         a, b = sizes[-2], sizes[-1]
         growth = ", ".join(
             f"{c} {saved[str(b)][c][0] / max(saved[str(a)][c][0], 1e-9):.1f}x time, "
             f"{saved[str(b)][c][1] / max(saved[str(a)][c][1], 1e-9):.1f}x memory"
             for c in COMMANDS
+            if c in saved[str(a)] and c in saved[str(b)]
         )
         out += [f"From {a:,} to {b:,} groups ({b / a:g}x): {growth}.", ""]
     records = saved.get("records")
@@ -200,10 +249,11 @@ def plot_svg(saved: dict[str, Any]) -> str:
                 'stroke-dasharray="2,3" stroke-width="1"/>'
             )
     for i, c in enumerate(COMMANDS):
-        x = left + i * 150
+        x = left + i * 115
         out.append(f'<rect x="{x}" y="{height - 18}" width="12" height="4" fill="{_COLORS[c]}"/>')
-        out.append(f'<text x="{x + 16}" y="{height - 12}">ds {c}</text>')
-    out.append(f'<text x="{left + 600}" y="{height - 12}">dotted: linear growth</text></svg>')
+        out.append(f'<text x="{x + 16}" y="{height - 12}">{c}</text>')
+    out.append(f'<text x="{width - 10}" y="14" text-anchor="end">dotted: linear growth</text>')
+    out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
@@ -221,6 +271,105 @@ def write_project(folder: Path, n: int) -> None:
             sep = "," if i else ""
             fh.write(f'{sep}{{"plate":"P{i // 1536:05d}","well":"W{i % 1536:04d}"}}')
         fh.write("]}")
+
+
+#: The shared keys of the DCP-format job (as bench/submit.py's).
+DCP_SHARED = {
+    "pipeline": "pipelines/analysis.cppipe",
+    "data_file": "csvs/load_data.csv",
+    "input": "projects/2024_screen/workspace/",
+    "output": "projects/2024_screen/analysis",
+    "output_structure": "Metadata_Plate-Metadata_Well",
+}
+
+
+def write_dcp_project(folder: Path, n: int, *, backend: str = "local") -> None:
+    """ds.toml (the `cellprofiler` recipe) and job.json in the DCP format: the same plates
+    × wells as `write_project`, as Distributed-CellProfiler Metadata strings."""
+    folder.mkdir(parents=True)
+    storage = '\n[storage]\nbucket = "bench-scale"\n' if backend == "aws" else ""
+    (folder / "ds.toml").write_text(
+        f'app_name = "ScaleDCP"\nbackend = "{backend}"\n{storage}\n'
+        '[recipe]\nname = "cellprofiler"\n'
+    )
+    with (folder / "job.json").open("w") as fh:
+        fh.write(json.dumps(DCP_SHARED)[:-1] + ', "groups": [')
+        for i in range(n):
+            sep = "," if i else ""
+            fh.write(
+                f'{sep}{{"Metadata": "Metadata_Plate=P{i // 1536:05d},'
+                f'Metadata_Well=W{i % 1536:04d}"}}'
+            )
+        fh.write("]}")
+
+
+def sqs_child(folder: Path, endpoint: str) -> None:
+    """In a child process: submit ``folder``'s DCP job to the fake endpoint at ``endpoint``
+    as `ds submit` does on AWS (`lifecycle.submit`, validation included, check-if-done off);
+    prints the seconds of the submit and the tasks sent as JSON."""
+    from fake_sqs import isolate_aws_environment
+
+    isolate_aws_environment(endpoint, folder)
+    from distributed_something.backends import Backend
+    from distributed_something.backends.aws.clients import AwsSettings, client
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.backends.aws.sqs_queue import SqsQueue
+    from distributed_something.config.loader import load_config
+    from distributed_something.project import Project
+    from distributed_something.state import new_state, save_state
+    from distributed_something.usecases import lifecycle
+
+    settings = AwsSettings(region="us-east-1")
+    project = Project(load_config(folder / "ds.toml"), folder / "ds.toml")
+    sqs = client("sqs", settings)
+    url = sqs.create_queue(QueueName="scaleQueue")["QueueUrl"]
+    dead = sqs.create_queue(QueueName="scaleDeadMessages")["QueueUrl"]
+    client("s3", settings).create_bucket(Bucket=project.config.storage.bucket)
+    storage = S3Storage(settings, project.config.storage.bucket)
+    save_state(project, new_state(project, "aws", dead_at_start=0), storage)
+    backend = Backend(
+        name="aws",
+        queue=SqsQueue(settings, url, dead, max_receive_count=3),
+        storage=storage,
+        compute=None,  # type: ignore[arg-type]  # submit never touches compute
+        bucket=lambda name: storage,
+        provisioner=None,  # type: ignore[arg-type]
+    )
+    started = time.perf_counter()
+    result = lifecycle.submit(
+        project, folder / "job.json", backend=backend, show_progress=False, skip_done=False
+    )
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "sent": result.sent}))
+
+
+def submit_sqs(n: int) -> tuple[float, float]:
+    """(seconds of the submit, peak MB of its process) of an ``n``-group DCP job sent to the
+    20 ms fake SQS endpoint (`sqs_child`); checks every task arrived."""
+    from fake_sqs import FakeAwsServer
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ds-bench-scale-") as tmp,
+        FakeAwsServer(SQS_LATENCY) as server,
+    ):
+        folder = Path(tmp) / "proj"
+        write_dcp_project(folder, n, backend="aws")
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--sqs-child", str(folder), server.url],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        LAST_CPU[0] = usage.ru_utime + usage.ru_stime
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"the fake-SQS submit failed: {out[-2000:]}")
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["sent"] == n, result
+        sent = server.stats().get("SendMessageBatch", 0)
+        assert sent >= n / 10, sent
+        return float(result["seconds"]), usage.ru_maxrss / 1024
 
 
 def ds(folder: Path, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, float, str]:
@@ -245,7 +394,13 @@ def ds(folder: Path, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, flo
         text = out.read().decode(errors="replace")
     if proc.returncode not in ok:
         raise SystemExit(f"ds {' '.join(args)} exited {proc.returncode}: {err[-2000:]}")
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return seconds, usage.ru_maxrss / 1024, text
+
+
+#: The CPU seconds (user + system) of the last process `ds` or `submit_sqs` ran: on a shared
+#: machine the wall time also counts the other processes' turns.
+LAST_CPU = [0.0]
 
 
 def write_attempts(folder: Path, start: int, stop: int) -> float:
@@ -305,29 +460,46 @@ def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, floa
     return out
 
 
-def measure(n: int) -> dict[str, tuple[float, float]]:
-    """Every command's (seconds, MB) at ``n`` groups, and the HTML report's size."""
+def measure(n: int, cpu: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Every command's (seconds, MB) at ``n`` groups, and the HTML report's size; each
+    command's CPU seconds into ``cpu``."""
     out: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ds-bench-scale-") as tmp:
         folder = Path(tmp) / "proj"
         write_project(folder, n)
         out["validate"] = ds(folder, "validate", "--job", "job.json")[:2]
+        cpu["validate"] = LAST_CPU[0]
         ds(folder, "setup")
         out["submit"] = ds(folder, "submit", "job.json")[:2]
+        cpu["submit"] = LAST_CPU[0]
         seconds, mb, text = ds(folder, "status", "--json")
         counts = json.loads(text)["counts"]
         assert counts["total"] == counts["pending"] == n, counts
         out["status"] = (seconds, mb)
+        cpu["status"] = LAST_CPU[0]
         # Exit 1: tasks are left without an outcome (none ran), as expected here.
         seconds, mb, text = ds(folder, "report", "--json", ok=(0, 1))
         assert json.loads(text)["counts"]["pending"] == n
         out["report"] = (seconds, mb)
+        cpu["report"] = LAST_CPU[0]
         html = folder / ".ds" / "Scale" / "report.html"
         tsv = html.with_suffix(".tsv")
         out["html"] = (0.0, html.stat().st_size / 1e6)
         with tsv.open() as fh:
             rows = sum(1 for _ in fh) - 1
         assert rows == n, (rows, n)
+    with tempfile.TemporaryDirectory(prefix="ds-bench-scale-") as tmp:
+        folder = Path(tmp) / "dcp"
+        write_dcp_project(folder, n)
+        out["validate_dcp"] = ds(folder, "validate", "--job", "job.json")[:2]
+        cpu["validate_dcp"] = LAST_CPU[0]
+        ds(folder, "setup")
+        out["submit_dcp"] = ds(folder, "submit", "job.json")[:2]
+        cpu["submit_dcp"] = LAST_CPU[0]
+        seconds, mb, text = ds(folder, "status", "--json")
+        assert json.loads(text)["counts"]["pending"] == n, text
+    out["submit_sqs"] = submit_sqs(n)
+    cpu["submit_sqs"] = LAST_CPU[0]
     return out
 
 
@@ -341,7 +513,11 @@ def main() -> None:
         default=100_000,
         help="tasks given attempt records for the `ds status` measurement (0: none)",
     )
+    parser.add_argument("--sqs-child", nargs=2, metavar=("FOLDER", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sqs_child:
+        sqs_child(Path(args.sqs_child[0]), args.sqs_child[1])
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.million and MILLION not in sizes:
         sizes.append(MILLION)
@@ -352,7 +528,8 @@ def main() -> None:
     worst_met = True
     status_s = 0.0
     for n in sizes:
-        results = measure(n)
+        cpu: dict[str, float] = {}
+        results = measure(n, cpu)
         scale = MILLION / n
         print(f"\n{n:,} groups")
         for name, (target_s, target_mb) in TARGETS.items():
@@ -361,7 +538,8 @@ def main() -> None:
             at_m_mb = base_mb + max(mb - base_mb, 0.0) * scale
             ratio_s = target_s / at_m_s if at_m_s else float("inf")
             line = (
-                f"  {name:9s} {seconds:7.2f} s {mb:7.0f} MB   at 1M: {at_m_s:7.2f} s "
+                f"  {name:12s} {seconds:7.2f} s (CPU {cpu.get(name, 0.0):6.2f} s) {mb:5.0f} MB"
+                f"   at 1M: {at_m_s:7.2f} s "
                 f"{at_m_mb:6.0f} MB   target {target_s:g} s ratio {ratio_s:.2f}"
             )
             met = ratio_s >= 1
@@ -376,13 +554,15 @@ def main() -> None:
         print(f"  html      {html_mb:.2f} MB (target <= {HTML_LIMIT_MB:g} MB; a TSV of all tasks)")
         worst_met = worst_met and html_mb <= HTML_LIMIT_MB
         status_s = results["status"][0]
-        saved = save_results(n, results)
+        saved = save_results(n, results, cpu)
         PLOT.write_text(plot_svg(saved))
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     print(f"\nall sizes measured so far ({RESULTS.name}; plot: {PLOT.name}):")
     for size in sorted(int(k) for k in saved if k.isdigit()):
         row = saved[str(size)]
-        figures = "  ".join(f"{c} {row[c][0]:.2f} s {row[c][1]:.0f} MB" for c in COMMANDS)
+        figures = "  ".join(
+            f"{c} {row[c][0]:.2f} s {row[c][1]:.0f} MB" for c in COMMANDS if c in row
+        )
         when = f"{row['measured']} UTC, load {row['load']}"
         print(f"  {size:>9,}  {figures}  html {row['html'][1]:.2f} MB  ({when})")
     if args.records:
@@ -406,25 +586,25 @@ def main() -> None:
     if not sizes and largest:  # nothing measured now: judged on the figures kept
         row = final[str(largest)]
         worst_met = row["html"][1] <= HTML_LIMIT_MB and all(
-            row[c][0] <= t and (mb is None or row[c][1] <= mb) for c, (t, mb) in TARGETS.items()
+            c in row and row[c][0] <= t and (mb is None or row[c][1] <= mb)
+            for c, (t, mb) in TARGETS.items()
         )
     print(
         f"TARGET met={'yes' if worst_met else 'no'} every figure within issue 14's targets "
         f"(judged at the largest size, {largest:,} groups; below 1M extrapolated linearly)"
     )
     print(
-        "LIMIT ds validate and ds submit plan every task with the recipe (templates rendered "
-        "in Python, tens of µs a task) and hold every Task and TaskPlan in memory (about 1 KB "
-        "a task); ds report reads every done marker (one object each) and lists every attempt "
-        "record, so with records it is linear in them (the pending-only run here reads none)"
+        "LIMIT ds validate and ds submit still plan every task in Python (a few µs a task with "
+        "the command and cellprofiler planners: templates compiled once per job) and keep each "
+        "group's JSON text and id (about 100 B a task); ds report reads every done marker (one "
+        "object each) and lists every attempt record, so with records it is linear in them "
+        "(the pending-only run here reads none)"
     )
     if not worst_met:
         print(
-            "FIX recipes/command.py + templates.py: compile each template once and render it "
-            "with one format call; usecases/validate.py + preflight.py: check each plan as it "
-            "is made and keep only the sampled ones for the input check; jobs/parse.py + "
-            "usecases/lifecycle.py submit: stream tasks from the parsed groups to the manifest "
-            "and the queue instead of holding them all"
+            "FIX the figure that missed: profile its command at 100,000 groups (python -m "
+            "cProfile -m distributed_something …) on an idle machine; the load average is "
+            "printed beside each figure"
         )
     if not sizes and args.records:  # only the status with records was measured
         status_s = saved["records"][f"status, {1000:,} tasks changed since"][0]

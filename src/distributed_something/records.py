@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from distributed_something.interfaces.storage import Storage
@@ -325,22 +327,62 @@ class RunRecords:
         group_key: str = "group",
     ) -> None:
         """One submit's tasks; the first line holds the shared keys (see `ManifestPart`)."""
+        self.write_manifest_json(
+            part,
+            ((e.task_id, json.dumps(e.group)) for e in entries),
+            shared=shared,
+            group_key=group_key,
+        )
+
+    def write_manifest_json(
+        self,
+        part: str,
+        entries: Iterable[tuple[str, str]],
+        *,
+        shared: dict[str, Any] | None = None,
+        group_key: str = "group",
+    ) -> None:
+        """`write_manifest` of ``(task id, the JSON text of its group)`` pairs: the groups'
+        text is written as it is (a compact job keeps its groups as text already). The part
+        is written to a temporary file a chunk of lines at a time and stored from there, so
+        no list of a million lines is held beside the part's bytes."""
         head = json.dumps({"shared": shared or {}, "group_key": group_key})
-        ids: list[str] = []
-        lines = [head]
-        for e in entries:
-            ids.append(e.task_id)
-            lines.append(json.dumps({"task_id": e.task_id, "group": e.group}))
-        data = ("\n".join(lines) + "\n").encode()
-        del lines
-        key = self.manifest_key(part)
-        self.storage.put_bytes(key, data)
-        meta = json.dumps({"size": len(data), "crc32": zlib.crc32(data)})
-        del data  # not held while the index is made (a million tasks' groups)
-        index = "\n".join([meta, *ids])
-        if index.count("\n") == len(ids):
+        ids = bytearray()
+        plain_ids = True
+        size = 0
+        crc = 0
+        with tempfile.TemporaryDirectory(prefix="ds-manifest-") as folder:
+            path = Path(folder) / "manifest.jsonl"
+            with path.open("wb") as out:
+
+                def write(text: str) -> None:
+                    nonlocal size, crc
+                    data = text.encode()
+                    out.write(data)
+                    size += len(data)
+                    crc = zlib.crc32(data, crc)
+
+                write(head + "\n")
+                lines: list[str] = []
+                for task_id, group in entries:
+                    # A task id is hex digits: quoted as it is (json.dumps per line cost more
+                    # than the rest of the line); any other text is encoded.
+                    quoted = f'"{task_id}"' if task_id.isalnum() else json.dumps(task_id)
+                    plain_ids = plain_ids and "\n" not in task_id
+                    ids += b"\n" + task_id.encode()
+                    lines.append(f'{{"task_id": {quoted}, "group": {group}}}\n')
+                    if len(lines) == 10_000:
+                        write("".join(lines))
+                        lines = []
+                write("".join(lines))
+            key = self.manifest_key(part)
+            # One PutObject, as before (a multipart upload is not one atomic write on every
+            # store); only the part's bytes are held, not its lines as well.
+            self.storage.put_bytes(key, path.read_bytes())
+        if plain_ids:
             # The ids alone, for counting without parsing the groups (`manifest_ids`).
-            self.storage.put_bytes(self._index_key(key), index.encode())
+            meta = json.dumps({"size": size, "crc32": crc})
+            self.storage.put_bytes(self._index_key(key), meta.encode() + bytes(ids))
 
     def write_intent(self, task_id: str, kind: str, detail: str) -> None:
         """Say, before writing a record that changes a task's state, that it will (see

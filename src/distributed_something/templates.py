@@ -15,14 +15,22 @@ metacharacters ends up verbatim in the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from distributed_something.jobs.model import canonical_json
 
-__all__ = ["MissingField", "TemplateError", "fields_in", "format_value", "render"]
+__all__ = [
+    "CompiledTemplates",
+    "MissingField",
+    "TemplateError",
+    "compile_templates",
+    "fields_in",
+    "format_value",
+    "render",
+]
 
 
 class TemplateError(ValueError):
@@ -130,6 +138,43 @@ def fields_in(template: str) -> list[str]:
         if isinstance(segment, _Field) and segment.name not in names:
             names.append(segment.name)
     return names
+
+
+@dataclass(frozen=True)
+class CompiledTemplates:
+    """Templates parsed once, to render many tasks (`compile_templates`).
+
+    ``names``: the distinct field names of all the templates, in order of first use.
+    ``render(texts)`` gives each template with ``texts[i]`` in place of ``names[i]``, as
+    `render` would with those texts as the values (written with `format_value` first).
+    """
+
+    names: tuple[str, ...]
+    formats: tuple[str, ...]
+
+    def render(self, texts: Sequence[str]) -> list[str]:
+        """Each template rendered with ``texts`` (one per name, already text)."""
+        # Formats hold only positional fields ("{3}") made here, never a template's own
+        # text as a field, so no attribute access or format spec can come from a job.
+        return [f.format(*texts) for f in self.formats]
+
+
+def compile_templates(templates: Sequence[str]) -> CompiledTemplates:
+    """``templates`` parsed once (see `CompiledTemplates`). Raises ``TemplateError`` when one
+    is malformed."""
+    names: list[str] = []
+    formats: list[str] = []
+    for template in templates:
+        out: list[str] = []
+        for segment in _parse(template):
+            if isinstance(segment, str):
+                out.append(segment.replace("{", "{{").replace("}", "}}"))
+                continue
+            if segment.name not in names:
+                names.append(segment.name)
+            out.append(f"{{{names.index(segment.name)}}}")
+        formats.append("".join(out))
+    return CompiledTemplates(tuple(names), tuple(formats))
 
 
 def format_value(value: Any) -> str:

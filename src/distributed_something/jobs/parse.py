@@ -24,22 +24,28 @@ written ``groups[3]``; CSV errors also give the file line.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import json.scanner
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import (
+    ID_CHARS,
     MAX_MESSAGE_BYTES,
     Duplicate,
     JobFile,
     JobFormat,
-    Task,
+    TaskList,
+    body_frame,
     canonical_json,
+    compact_json,
+    json_texts,
 )
 from distributed_something.userfiles import read_user_text
 
@@ -102,12 +108,32 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     """
     text = text.removeprefix("\ufeff")
     if suffix.lower().lstrip(".") == "csv":
-        return _dedupe(source, "csv", "rows", _csv_tasks(text, source))
-    data = _load_json(text, source)
+        columns, rows = _csv_rows(text, source)
+        rows_json = (json_texts(dict(zip(columns, row, strict=True))) for row in rows)
+        return _compact(source, "csv", "rows", {}, "group", rows_json)
+    parsed = _stream_json(text)
+    if parsed is None:  # not valid JSON, or unusual: the whole-document path says why
+        data = _load_json(text, source)
+        top = list(data.items())
+        list_key = "plates" if "plates" in data else "groups"
+        elements: list[str] | None = None
+        canonical: dict[int, str] = {}
+    else:
+        top, list_key, elements, canonical = parsed
+        _check_depth(top, list_key, elements, source)
+        data = dict(top)
+    del text
     fmt, list_key, group_key = _detect(data, source)
-    shared = {k: _drop_comments(v) for k, v in data.items() if k != list_key and not _is_comment(k)}
-    elements = data[list_key]
-    _check_elements(elements, list_key, source)
+    shared = {k: _drop_comments(v) for k, v in top if k != list_key and not _is_comment(k)}
+    _check_elements(data[list_key], list_key, source)
+    if elements is None:
+        elements = []
+        for index, element in enumerate(data[list_key]):
+            kept, sorted_text = json_texts(_drop_comments(element))
+            elements.append(kept)
+            if sorted_text is not kept:
+                canonical[index] = sorted_text
+    del data, top
     if group_key in shared:
         _fail(
             source,
@@ -124,16 +150,183 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
         # The message Distributed-CellProfiler's run.py sends (its workers read these keys).
         shared = {"data_file": "", "output_structure": "", **shared}
     _check_shared_size(shared, source)
-    tasks: list[Task] = []
+    if fmt == "dcp":
+        texts = _dcp_groups(elements, canonical, source)
+    else:
+        texts = ((text, canonical.get(i, text)) for i, text in enumerate(elements))
+    return _compact(source, fmt, list_key, shared, group_key, texts)
+
+
+def _dcp_groups(
+    elements: list[str], canonical: dict[int, str], source: str
+) -> Iterator[tuple[str, str]]:
+    """Each DCP element checked, as DCP sends it: a group's "Metadata", or the group itself
+    (--print-groups form); its `json_texts`."""
+    scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+    for index, text in enumerate(elements):
+        group = scan(text, 0)[0]  # the element's own JSON text: json.loads without its checks
+        elements[index] = ""  # not held beside what is kept of it (a million texts)
+        _check_dcp_group(group, index, source)
+        if isinstance(group, dict) and "Metadata" in group:
+            yield json_texts(group["Metadata"])
+        else:
+            yield text, canonical.get(index, text)
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+_WS = re.compile(r"[ \t\n\r]*")
+_LIST_KEYS = ("groups", "plates")
+
+
+def _ws(text: str, pos: int) -> int:
+    """The position of the first non-whitespace character at or after ``pos``."""
+    match = _WS.match(text, pos)
+    return match.end() if match is not None else pos
+
+
+class _Elements(list[Any]):
+    """Stands for the element list in the top-level data of a streamed file, for
+    `_check_elements`: how many elements there are and the first that is not an object,
+    string or number (its index and value), not the elements themselves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.bad: tuple[int, Any] | None = None
+
+
+def _stream_json(
+    text: str,
+) -> tuple[list[tuple[str, Any]], str, list[str], dict[int, str]] | None:
+    """The job file read element by element: ``(top-level items, list key, each element's
+    `compact_json`, the `canonical_json` of those whose keys are not in order)``; the list
+    is never held as objects (a million groups as dicts take 350 MB). In the items, the
+    list's value is an `_Elements` saying what `_check_elements` needs.
+
+    Comments are dropped from the elements and repeated keys refused as `_load_json` does.
+    None for anything unusual (invalid JSON, a repeated top-level key, no element list, a
+    group nested deeper than the scanner goes): `_load_json` then reads the whole document
+    and says what is wrong exactly as before.
+    """
+    # A key holding "_comment" is in the text as such unless escaped (\\u): without either,
+    # objects need no look at their keys.
+    commented = _COMMENT in text or "\\u" in text
+    decoder = json.JSONDecoder(
+        object_pairs_hook=_object_without_comments if commented else _object_once,
+        parse_constant=_reject_constant,
+        parse_float=_finite_float,
+    )
+    scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+    try:
+        pos = _ws(text, 0)
+        if text[pos] != "{":
+            return None
+        pos = _ws(text, pos + 1)
+        top: list[tuple[str, Any]] = []
+        seen: set[str] = set()
+        list_key = ""
+        elements: list[str] = []
+        canonical: dict[int, str] = {}
+        if text[pos] == "}":
+            return None
+        while True:
+            if text[pos] != '"':
+                return None
+            key, pos = scan(text, pos)
+            if key in seen and not _is_comment(key):
+                return None
+            seen.add(key)
+            pos = _ws(text, pos)
+            if text[pos] != ":":
+                return None
+            pos = _ws(text, pos + 1)
+            if key in _LIST_KEYS and not list_key and text[pos] == "[":
+                list_key = key
+                kinds, pos = _stream_elements(text, pos + 1, scan, elements, canonical)
+                top.append((key, kinds))
+            else:
+                value, pos = scan(text, pos)
+                top.append((key, value))
+            pos = _ws(text, pos)
+            if text[pos] == ",":
+                pos = _ws(text, pos + 1)
+                continue
+            if text[pos] != "}":
+                return None
+            break
+        if _ws(text, pos + 1) != len(text) or not list_key:
+            return None
+    except (StopIteration, IndexError, ValueError, RecursionError, _RepeatedKey):
+        return None
+    return top, list_key, elements, canonical
+
+
+_GOOD_ELEMENTS = (dict, str, int, float)
+
+
+def _stream_elements(
+    text: str, pos: int, scan: Any, out: list[str], canonical: dict[int, str]
+) -> tuple[_Elements, int]:
+    """Read the elements of a list starting after its ``[`` at ``pos``: append each one's
+    `compact_json` to ``out``, and its `canonical_json` to ``canonical`` when different.
+    Returns what `_check_elements` needs to know of them and the position after the ``]``.
+    Raises (StopIteration, IndexError, ValueError) on invalid JSON."""
+    elements = _Elements()
+    encode = compact_json
+    sort = canonical_json
+    append = out.append
+    good = _GOOD_ELEMENTS
+    blank = " \t\n\r"
+    pos = _ws(text, pos)
+    if text[pos] == "]":
+        return elements, pos + 1
+    while True:
+        value, pos = scan(text, pos)
+        if type(value) not in good and elements.bad is None:
+            elements.bad = (len(out), value)
+        kept = encode(value)
+        kind = type(value)
+        if kind is dict and kept.count("{") == 1 and "[" not in kept:
+            # A flat object (the usual group): only its own keys' order can differ.
+            keys = list(value)
+            if keys != sorted(keys):
+                canonical[len(out)] = sort(value)
+        elif kind is dict or kind is list:
+            sorted_text = sort(value)
+            if sorted_text != kept:
+                canonical[len(out)] = sorted_text
+        append(kept)
+        char = text[pos]
+        if char in blank:
+            pos = _ws(text, pos)
+            char = text[pos]
+        if char == ",":
+            pos += 1
+            if text[pos] in blank:
+                pos = _ws(text, pos)
+        elif char == "]":
+            elements.total = len(out)
+            return elements, pos + 1
+        else:
+            raise ValueError("expected , or ]")
+
+
+#: Brackets an element may hold and still be within `MAX_JSON_DEPTH` wherever they are (it
+#: sits 2 levels down: the top-level object, the list).
+_SAFE_BRACKETS = MAX_JSON_DEPTH - 2
+
+
+def _check_depth(
+    top: list[tuple[str, Any]], list_key: str, elements: list[str], source: str
+) -> None:
+    """`check_json_depth` of a streamed file: the top-level values as they are, and each
+    element only when its text has enough brackets to be too deep (counting brackets in its
+    strings too: an upper bound, so no deep element is missed)."""
+    check_json_depth({k: v for k, v in top if k != list_key}, source)
     for index, element in enumerate(elements):
-        group = _drop_comments(element)
-        if fmt == "dcp":
-            _check_dcp_group(group, index, source)
-            # DCP sends a group's "Metadata" string, or the group itself (--print-groups form).
-            if isinstance(group, dict) and "Metadata" in group:
-                group = group["Metadata"]
-        tasks.append(Task(body={**shared, group_key: group}, group_key=group_key))
-    return _dedupe(source, fmt, list_key, tasks)
+        if element.count("[") + element.count("{") > _SAFE_BRACKETS:
+            check_json_depth(json.loads(element), source, base=(list_key, index))
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -161,6 +354,22 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if key in result and not _is_comment(key):
             raise _RepeatedKey(key)
         result[key] = value
+    return result
+
+
+def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # As _object_without_repeats, in C unless a key repeats.
+    result = dict(pairs)
+    return result if len(result) == len(pairs) else _object_without_repeats(pairs)
+
+
+def _object_without_comments(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # As _object_without_repeats, dropping comments (`_drop_comments`) as objects are built.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        result = _object_without_repeats(pairs)
+    for key in [k for k in result if _COMMENT in k]:
+        del result[key]
     return result
 
 
@@ -228,7 +437,16 @@ def _check_shared_size(shared: dict[str, Any], source: str) -> None:
     """Refuse shared keys that alone make every message too large, before any task is built:
     each task's id and size come from its whole body, so a huge shared value would otherwise
     be serialised once per group (minutes for a large file) before the first size check."""
-    size = len(canonical_json(shared).encode())
+    try:
+        size = len(canonical_json(shared).encode())
+    except UnicodeEncodeError:
+        _fail(
+            source,
+            None,
+            "a shared key holds a \\ud800-\\udfff escape that is half of a character, not "
+            "text (a queue message must be UTF-8)",
+            "write the whole character (or its pair of escapes), or remove it",
+        )
     if size <= MAX_MESSAGE_BYTES:
         return
     largest = max(shared, key=lambda key: len(canonical_json(shared[key]).encode()))
@@ -246,7 +464,12 @@ def _too_deep() -> tuple[str, str]:
 
 
 def check_json_depth(
-    data: Any, source: str, *, limit: int = MAX_JSON_DEPTH, fix: str = _DEPTH_FIX
+    data: Any,
+    source: str,
+    *,
+    limit: int = MAX_JSON_DEPTH,
+    fix: str = _DEPTH_FIX,
+    base: tuple[str | int, ...] = (),
 ) -> None:
     """Raise `InputError` (``source``, the JSON path) when objects and lists in ``data`` (as
     `json.loads` returns it) nest more than ``limit`` levels deep, with ``fix``. The path
@@ -255,8 +478,9 @@ def check_json_depth(
 
     The walk is iterative: checking a deep value cannot exhaust Python's stack, which is what
     the recursive code downstream (comment removal, task ids, message bodies) would do.
+    ``base`` is where ``data`` sits in its document (its path's first steps).
     """
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, base)]
     while stack:
         value, path = stack.pop()
         if isinstance(value, dict):
@@ -339,7 +563,15 @@ def _detect(data: dict[str, Any], source: str) -> tuple[JobFormat, str, str]:
     return "ds", "groups", "group"
 
 
-def _check_elements(elements: Any, list_key: str, source: str) -> None:
+def _check_elements(elements: Any, list_key: str, source: str, *, first: int = 0) -> None:
+    """Refuse an element list that is not a list, is empty, or holds an element that is not
+    an object, string or number (``first``: the index of ``elements[0]`` in the file)."""
+    if isinstance(elements, _Elements):  # streamed: what is known of them
+        if elements.total == 0:
+            _fail(source, list_key, "is empty: there are no tasks", "add at least one element")
+        if elements.bad is not None:
+            _check_elements([elements.bad[1]], list_key, source, first=elements.bad[0])
+        return
     if not isinstance(elements, list):
         _fail(
             source,
@@ -353,7 +585,7 @@ def _check_elements(elements: Any, list_key: str, source: str) -> None:
         if isinstance(element, bool) or not isinstance(element, dict | str | int | float):
             _fail(
                 source,
-                f"{list_key}[{index}]",
+                f"{list_key}[{first + index}]",
                 f"is a JSON {_json_type(element)}, not an object, string or number",
                 _GROUP_FIX,
             )
@@ -430,7 +662,14 @@ def _check_dcp_group(group: Any, index: int, source: str) -> None:
         )
 
 
+#: A Metadata string that is certainly well formed: key=value pairs with no space, comma or
+#: "=" inside a key or value (the pair loop below then has nothing to find).
+_PLAIN_METADATA = re.compile(r"[^\s,=]+=[^\s,=]+(?:,[^\s,=]+=[^\s,=]+)*")
+
+
 def _check_metadata_string(metadata: str, field: str, source: str) -> None:
+    if _PLAIN_METADATA.fullmatch(metadata):
+        return
     if not metadata:
         _fail(source, field, "is empty", _METADATA_FIX)
     for pair in metadata.split(","):
@@ -469,7 +708,8 @@ def _check_metadata_dict(metadata: dict[str, Any], field: str, source: str) -> N
 # --- CSV ----------------------------------------------------------------------------------
 
 
-def _csv_tasks(text: str, source: str) -> list[Task]:
+def _csv_rows(text: str, source: str) -> tuple[list[str], list[list[str]]]:
+    """The header's column names and the data rows, every row as wide as the header."""
     # Cells may be as long as a whole message: the size check then names the row.
     csv.field_size_limit(max(csv.field_size_limit(), MAX_MESSAGE_BYTES))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -513,7 +753,6 @@ def _csv_tasks(text: str, source: str) -> list[Task]:
         )
     if len(rows) == 1:
         _fail(source, None, "has a header but no rows: there are no tasks", "add one row per task")
-    tasks: list[Task] = []
     for line, row in rows[1:]:
         if len(row) != len(columns):
             _fail(
@@ -523,30 +762,82 @@ def _csv_tasks(text: str, source: str) -> list[Task]:
                 "give every row one cell per column (an empty cell is written as nothing "
                 "between two commas; a comma inside a value needs quotes)",
             )
-        tasks.append(Task(body={"group": dict(zip(columns, row, strict=True))}))
-    return tasks
+    return columns, [row for _, row in rows[1:]]
 
 
 # --- shared -------------------------------------------------------------------------------
 
 
-def _dedupe(source: str, fmt: JobFormat, list_key: str, tasks: Iterable[Task]) -> JobFile:
-    unique: list[Task] = []
+def _compact(
+    source: str,
+    fmt: JobFormat,
+    list_key: str,
+    shared: dict[str, Any],
+    group_key: str,
+    groups: Iterable[tuple[str, str]],
+) -> JobFile:
+    """The job of ``groups`` (each element's `json_texts`, in file order) under ``shared``:
+    each task's id and message size from its body's text, made from the shared keys' text
+    once (`body_frame`), duplicates (a repeated id) dropped after the first."""
+    head, tail = body_frame(shared, group_key)
+    sha256 = hashlib.sha256
+    unique: list[str] = []
+    unsorted = bytearray()
+    ids = bytearray()
+    # The first 16 hex digits of each id as an int: a set of a million of them is a third
+    # of a dict of id strings. An equal int is then checked against the full ids.
+    seen: set[int] = set()
     duplicates: list[Duplicate] = []
-    first_index: dict[str, int] = {}
-    for index, task in enumerate(tasks):
-        size = len(task.body_json().encode())
-        if size > MAX_MESSAGE_BYTES:
+    for index, (group, sorted_text) in enumerate(groups):
+        body = head + sorted_text + tail
+        try:
+            data = body.encode()
+        except UnicodeEncodeError:
             _fail(
                 source,
                 f"{list_key}[{index}]",
-                f"makes a task message of {size:,} bytes, over the queue's limit of "
+                "holds a \\ud800-\\udfff escape that is half of a character, not text "
+                "(a queue message must be UTF-8)",
+                "write the whole character (or its pair of escapes), or remove it",
+            )
+        if len(data) > MAX_MESSAGE_BYTES:
+            _fail(
+                source,
+                f"{list_key}[{index}]",
+                f"makes a task message of {len(data):,} bytes, over the queue's limit of "
                 f"{MAX_MESSAGE_BYTES:,} bytes",
                 _SIZE_FIX,
             )
-        if task.id in first_index:
-            duplicates.append(Duplicate(index, first_index[task.id], task.id))
-            continue
-        first_index[task.id] = index
-        unique.append(task)
-    return JobFile(path=source, format=fmt, tasks=unique, duplicates=duplicates)
+        task_id = sha256(data).hexdigest()[:ID_CHARS]
+        short = int(task_id[:16], 16)
+        if short in seen:
+            first = _first_with(ids, task_id)
+            if first is not None:
+                duplicates.append(Duplicate(index, _position(first, duplicates), task_id))
+                continue
+        seen.add(short)
+        unique.append(group)
+        unsorted.append(sorted_text is not group)
+        ids += task_id.encode("ascii")
+    del seen
+    tasks = TaskList(shared, group_key, unique, bytes(ids), unsorted)
+    return JobFile(path=source, format=fmt, tasks=tasks, duplicates=duplicates)
+
+
+def _first_with(ids: bytearray, task_id: str) -> int | None:
+    """The index among the unique tasks so far of the one with ``task_id``, or None."""
+    wanted = task_id.encode("ascii")
+    start = ids.find(wanted)
+    while start != -1 and start % ID_CHARS:
+        start = ids.find(wanted, start + 1)
+    return None if start == -1 else start // ID_CHARS
+
+
+def _position(unique_index: int, duplicates: list[Duplicate]) -> int:
+    """The element position of the ``unique_index``-th unique task, given the duplicates
+    dropped before it (in order)."""
+    position = unique_index
+    for dup in duplicates:
+        if dup.index <= position:
+            position += 1
+    return position

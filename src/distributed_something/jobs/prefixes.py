@@ -12,6 +12,7 @@ Everything here is pure and, for a job of n tasks, takes O(n log n) time.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -23,10 +24,13 @@ from distributed_something.records import META_ROOT
 __all__ = [
     "OutputClash",
     "clash_error",
+    "element_position",
     "element_positions",
     "find_clash",
+    "find_clash_in_keys",
     "in_records_area",
     "list_key_of",
+    "output_key",
     "prefix_problem",
 ]
 
@@ -49,12 +53,12 @@ def prefix_problem(prefix: str) -> str | None:
     """
     if prefix == "":
         return "is empty, so the task's outputs would land at the bucket's root among all others"
-    if "" in prefix.split("/"):
+    if "//" in prefix or prefix[0] == "/" or prefix[-1] == "/":  # an empty name
         return (
             "has an empty name ('//' or a leading or trailing '/'), as when a template field "
             "renders to an empty value"
         )
-    if in_records_area(prefix):
+    if prefix.startswith(META_ROOT) and in_records_area(prefix):
         return (
             f"lies under {META_ROOT}/, the records area (done markers, logs, run state): outputs "
             "there could forge or overwrite the run's records"
@@ -74,6 +78,15 @@ def element_positions(job: JobFile) -> list[int]:
     dropped = {dup.index for dup in job.duplicates}
     positions = (i for i in range(len(job.tasks) + len(dropped)) if i not in dropped)
     return list(positions)
+
+
+def element_position(job: JobFile, index: int) -> int:
+    """``element_positions(job)[index]``, without a list of every task's."""
+    position = index
+    for dup in sorted(d.index for d in job.duplicates):
+        if dup <= position:
+            position += 1
+    return position
 
 
 @dataclass(frozen=True)
@@ -103,20 +116,47 @@ def find_clash(
     O(n log n): with a trailing ``/`` on each prefix, every folder under a prefix sorts in one
     run right after it, so a prefix contains some other iff it contains its sorted neighbour.
     """
-    # One string per task, "bucket NUL prefix/", sorted through their indexes: about twice
-    # as fast as sorting tuples (a million tasks in about a second). No bucket name holds a
-    # NUL, so keys of different buckets never start one another.
-    keys = [f"{bucket}\x00{prefix}/" for bucket, prefix in outputs]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    for outer, inner in pairwise(order):
-        if not keys[inner].startswith(keys[outer]):
+    return find_clash_in_keys(
+        [output_key(bucket, prefix) for bucket, prefix in outputs], allow_equal=allow_equal
+    )
+
+
+def output_key(bucket: str, prefix: str) -> str:
+    """The text `find_clash_in_keys` compares for a task writing under ``prefix`` in
+    ``bucket``: "bucket NUL prefix/". No bucket name holds a NUL, so keys of different
+    buckets never start one another."""
+    return f"{bucket}\x00{prefix}/"
+
+
+def find_clash_in_keys(keys: Sequence[str], *, allow_equal: bool = False) -> OutputClash | None:
+    """`find_clash` of the tasks whose `output_key` s are ``keys`` (in task order): one
+    string per task, and a sorted copy of them, are all it holds (a million tasks' tuples and
+    indexes took hundreds of MB)."""
+    ordered = sorted(keys)
+    for rank, (outer_key, inner_key) in enumerate(pairwise(ordered)):
+        if not inner_key.startswith(outer_key):
             continue
-        equal = keys[inner] == keys[outer]
+        equal = inner_key == outer_key
         if equal and allow_equal:
             continue
-        bucket = outputs[outer][0]
+        # Which tasks: a stable sort keeps equal keys in task order, so the k-th of a run of
+        # equal keys is the k-th task with that key.
+        outer = _nth_index(keys, outer_key, rank - bisect_left(ordered, outer_key))
+        inner = _nth_index(keys, inner_key, rank + 1 - bisect_left(ordered, inner_key))
+        bucket = outer_key.split("\x00", 1)[0]
         return OutputClash(bucket, min(outer, inner), max(outer, inner), outer, inner, equal)
     return None
+
+
+def _nth_index(keys: Sequence[str], key: str, nth: int) -> int:
+    """The index of the ``nth`` (0-based) occurrence of ``key`` in ``keys``."""
+    seen = -1
+    for index, candidate in enumerate(keys):
+        if candidate == key:
+            seen += 1
+            if seen == nth:
+                return index
+    raise ValueError(f"{key!r} is not in the keys {nth + 1} times")
 
 
 def clash_error(
@@ -124,11 +164,10 @@ def clash_error(
 ) -> InputError:
     """The `InputError` for ``clash`` that names both groups (position and value), the
     prefixes, the bucket and the fix; ``source`` names the job file."""
-    positions = element_positions(job)
     list_key = list_key_of(job)
 
     def label(index: int) -> str:
-        return f"{list_key}[{positions[index]}] {job.tasks[index].describe()}"
+        return f"{list_key}[{element_position(job, index)}] {job.tasks[index].describe()}"
 
     bucket = f"bucket {clash.bucket!r}" if clash.bucket else "the main bucket"
     if clash.equal:
@@ -144,7 +183,7 @@ def clash_error(
         )
     return InputError(
         source,
-        f"{list_key}[{positions[clash.first]}]",
+        f"{list_key}[{element_position(job, clash.first)}]",
         problem,
         "give every group its own output folder: make the groups' values differ where the "
         "output prefix uses them, or put more fields (or {task_id}) in the output prefix "

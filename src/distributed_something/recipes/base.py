@@ -100,6 +100,40 @@ class TaskPlan:
     env: dict[str, str] = field(default_factory=dict)
     output_bucket: str = ""
 
+    @classmethod
+    def of(
+        cls, argv: list[str], output_prefix: str, inputs: list[Input], output_bucket: str = ""
+    ) -> TaskPlan:
+        """``TaskPlan(argv, output_prefix, inputs, output_bucket=output_bucket)`` (no env),
+        made without the frozen dataclass's setattr per field: planners make a million at
+        validate, and that was as much as rendering them."""
+        plan = object.__new__(cls)
+        plan.__dict__.update(
+            argv=argv,
+            output_prefix=output_prefix,
+            inputs=inputs,
+            env={},
+            output_bucket=output_bucket,
+        )
+        return plan
+
+
+def plainly_safe_key(key: str) -> bool:
+    """Whether ``key`` is certainly a valid storage key and output prefix (as `check_key`,
+    `check_prefix` and `prefix_problem` without the records area judge): short ASCII with no
+    empty, ``.`` or ``..`` name, no backslash or NUL. False only means the full checks must
+    decide (planners then leave the task to ``Recipe.plan``)."""
+    return (
+        0 < len(key) <= 255
+        and key.isascii()
+        and key[0] not in "./"
+        and key[-1] != "/"
+        and "//" not in key
+        and "/." not in key
+        and "\\" not in key
+        and "\x00" not in key
+    )
+
 
 class Recipe(Protocol):
     """Turns tasks into plans. Pure: it never touches storage or the queue.

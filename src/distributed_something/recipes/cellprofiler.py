@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from distributed_something.config.model import Config, ToolConfig
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, check_prefix, join_key
-from distributed_something.recipes.base import Input, TaskPlan, Workdir
+from distributed_something.recipes.base import Input, TaskPlan, Workdir, plainly_safe_key
 from distributed_something.recipes.loaddata import (
     file_list_images,
     group_argument,
@@ -122,6 +123,11 @@ class CellProfilerJob:
     def group(self) -> str:
         """The ``-g`` value: ``"k=v,k=v"``."""
         return group_argument(self.metadata)
+
+
+#: A Metadata string `parse_metadata` certainly accepts as it is (but for a repeated key):
+#: key=value pairs with no space, comma or "=" inside a key or value.
+_PLAIN_METADATA = re.compile(r"[^\s,=]+=[^\s,=]+(?:,[^\s,=]+=[^\s,=]+)*")
 
 
 def parse_metadata(
@@ -560,6 +566,86 @@ class CellProfilerRecipe:
             inputs=inputs,
             output_bucket=config.storage.destination_bucket,
         )
+
+    def planner(
+        self, config: Config, workdir: Workdir, shared: Mapping[str, Any], group_key: str
+    ) -> Callable[[str, Any], TaskPlan | None] | None:
+        """``plan`` for the tasks of one DCP job (shared keys ``shared``, each task's
+        ``Metadata`` under ``group_key``): ``(task id, Metadata) -> plan``, or None where
+        ``plan`` must decide (and raise its `InputError`). In a DCP message only the Metadata
+        differs between tasks, so the checks of the shared keys, the executable's lookup and
+        the paths are done once; a plan's argv is a frame with the group's ``-g`` value and
+        metadata id put in. None (no planner) when the shared keys or the config are not
+        plannable: ``plan`` says why for each task.
+        """
+        if group_key != "Metadata":
+            return None
+        try:
+            job = job_of(Task(body={**shared, "Metadata": "Metadata_DS=1"}, id="-"))
+            paths = TaskPaths.of(job, workdir)
+            executable = find_executable(config.recipe.executable)
+            plugins = plugins_directory(config)
+
+            def argv_of(job: CellProfilerJob) -> list[str]:
+                cp_argv = cellprofiler_argv(
+                    executable,
+                    job,
+                    paths,
+                    config.tool,
+                    engine=config.recipe.engine,
+                    plugins_dir=plugins,
+                )
+                return [*_helper_argv(config, job, paths), "--", *cp_argv]
+
+            frame = argv_of(job)
+        except InputError:
+            return None
+        group_at = [i for i in range(1, len(frame)) if frame[i - 1] in ("--group", "-g")]
+        id_at = [i for i in range(1, len(frame)) if frame[i - 1] == "--metadata-id"]
+
+        def fill(group: str, name: str) -> list[str]:
+            argv = frame.copy()
+            for i in group_at:
+                argv[i] = group
+            for i in id_at:
+                argv[i] = name
+            return argv
+
+        # The frame must give what argv_of gives for any metadata: checked on two made up.
+        for pairs in ((("Metadata_DS", "a"),), (("Metadata_X", "b"), ("Metadata_Y", "c"))):
+            probe = replace(job, metadata=pairs)
+            if fill(probe.group, probe.metadata_id) != argv_of(probe):
+                return None
+        structure, output = job.output_structure, job.output
+        workspace = config.storage.workspace_bucket
+        inputs = [Input(job.pipeline, f"{WORKSPACE_DIR}/{job.pipeline}", workspace)]
+        if job.data_file and job.data_file != job.pipeline:
+            inputs.append(Input(job.data_file, f"{WORKSPACE_DIR}/{job.data_file}", workspace))
+        bucket = config.storage.destination_bucket
+        plain_output = plainly_safe_key(output)
+
+        def plan(task_id: str, metadata: Any) -> TaskPlan | None:
+            if type(metadata) is str and _PLAIN_METADATA.fullmatch(metadata):
+                # What parse_metadata gives for it, when no key repeats; its -g value is the
+                # string itself.
+                pairs = [(k, v) for k, _, v in (p.partition("=") for p in metadata.split(","))]
+                if len({k for k, _ in pairs}) != len(pairs):
+                    return None
+                group = metadata
+            else:
+                try:
+                    pairs = parse_metadata(metadata)
+                except InputError:
+                    return None
+                group = group_argument(pairs)
+            if structure and not any(key in structure for key, _ in pairs):
+                return None  # output_prefix refuses it
+            name = metadata_id(pairs, structure)
+            if not (plain_output and plainly_safe_key(name)):
+                return None  # join_key and check_prefix decide
+            return TaskPlan.of(fill(group, name), f"{output}/{name}", list(inputs), bucket)
+
+        return plan
 
     def more_inputs(self, config: Config, task: Task, workdir: Workdir) -> list[Input]:
         """The group's images, read from the staged data file (it reads local files only).

@@ -15,15 +15,23 @@ joined into a shell string, so a job value like ``"; rm -rf ~"`` is one literal 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, check_prefix
-from distributed_something.recipes.base import Input, TaskPlan, Workdir
-from distributed_something.templates import MissingField, TemplateError, render
+from distributed_something.recipes.base import Input, TaskPlan, Workdir, plainly_safe_key
+from distributed_something.templates import (
+    MissingField,
+    TemplateError,
+    compile_templates,
+    format_value,
+    render,
+)
 
 __all__ = ["BUILTIN_FIELDS", "DEFAULT_OUTPUT_PREFIX", "CommandRecipe"]
 
@@ -100,6 +108,76 @@ class CommandRecipe:
             inputs.append(Input(key=key, path=key))
         return TaskPlan(argv=argv, output_prefix=output_prefix, inputs=inputs)
 
+    def planner(
+        self, config: Config, workdir: Workdir, shared: Mapping[str, Any], group_key: str
+    ) -> Callable[[str, Any], TaskPlan | None] | None:
+        """``plan`` for the tasks of one job (shared keys ``shared``, each task's element
+        under ``group_key``), with the templates parsed once: ``(task id, element) -> plan``.
+
+        The result is ``plan``'s for the task ``Task({**shared, group_key: element}, id)``,
+        or None when ``plan`` must decide (a field not found, a dotted name, a key that is not
+        plainly safe): ``plan`` then gives the plan or raises its `InputError`. None (no
+        planner) when a template is malformed or the argv is empty, which ``plan`` reports.
+        """
+        recipe = config.recipe
+        if not recipe.argv:
+            return None
+        prefix_template = recipe.output_prefix or DEFAULT_OUTPUT_PREFIX
+        try:
+            compiled = compile_templates([*recipe.argv, prefix_template, *recipe.inputs])
+        except TemplateError:
+            return None
+        argc = len(recipe.argv)
+        builtins = builtin_fields(_NO_TASK, workdir)
+        missing = _MISSING
+        formats = compiled.formats
+        # Each name's text, in `plan`'s order (`Task.fields` plus the built-ins, which win):
+        # the built-ins' are known now; the task id's and the element's are filled per task.
+        base: list[str] = [builtins.get(name, "") for name in compiled.names]
+        task_id_at = [i for i, name in enumerate(compiled.names) if name == "task_id"]
+        looked_up = [(i, name) for i, name in enumerate(compiled.names) if name not in builtins]
+        # When the element is an object holding every looked-up name (the usual case), one
+        # itemgetter call fetches them all.
+        positions = [i for i, _ in looked_up]
+        fetch = itemgetter(*(name for _, name in looked_up)) if looked_up else None
+        single = len(looked_up) == 1
+
+        def value(name: str, group: Any) -> Any:
+            if isinstance(group, Mapping) and name in group:
+                return group[name]
+            if name == group_key:
+                return group
+            if name in shared:
+                return shared[name]
+            return missing  # perhaps a dotted name: plan decides
+
+        def plan(task_id: str, group: Any) -> TaskPlan | None:
+            texts = base.copy()
+            for i in task_id_at:
+                texts[i] = task_id
+            if fetch is not None:
+                found: Any
+                try:
+                    found = fetch(group) if type(group) is dict else None
+                except KeyError:
+                    found = None
+                if found is None:
+                    found = [value(name, group) for _, name in looked_up]
+                    if missing in found:
+                        return None
+                elif single:
+                    found = (found,)
+                for i, item in zip(positions, found, strict=True):
+                    texts[i] = item if type(item) is str else format_value(item)
+            rendered = [f.format(*texts) for f in formats]
+            output_prefix = rendered[argc]
+            keys = rendered[argc + 1 :]
+            if not plainly_safe_key(output_prefix) or not all(map(plainly_safe_key, keys)):
+                return None
+            return TaskPlan.of(rendered[:argc], output_prefix, [Input(k, k) for k in keys])
+
+        return plan
+
     def check_success(self, exit_code: int, workdir: Workdir) -> str | None:
         """None when the command exited 0, else ``"command exited with code N"``."""
         if exit_code == 0:
@@ -153,6 +231,11 @@ class CommandRecipe:
                 "change the job value or the template so it gives a relative key of "
                 "'/'-separated names (no leading '/', no '..', not empty)",
             )
+
+
+#: Stands for a task in `builtin_fields` when only the workdir's fields are wanted.
+_NO_TASK = Task(body={}, id="-")
+_MISSING = object()
 
 
 def _argv_fix(config: Config) -> str:

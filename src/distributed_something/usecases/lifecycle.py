@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distributed_something import summary
 from distributed_something.backends import open_backend
@@ -14,13 +17,13 @@ from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.compute import ComputeStatus
-from distributed_something.jobs.model import JobFile
+from distributed_something.jobs.model import JobFile, Task, TaskList
 from distributed_something.ledger import read_ledger
 from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.monitor.settle import record_image_outcomes
 from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
-from distributed_something.records import ManifestEntry, RunRecords, Skip
+from distributed_something.records import RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.files import TaskFiles
 from distributed_something.report.html import write_html
@@ -128,15 +131,12 @@ def submit(
     if not force and tasks:
         live = set(read_ledger(records).ids_in("pending", "running", "failed"))
         if live:
-            tasks = [t for t in tasks if t.id not in live]
+            tasks = _without(tasks, live)
             left_out = len(job.tasks) - len(tasks)
     # The manifest is written first: the report must know every task that may be queued.
-    first = job.tasks[0] if job.tasks else None
-    records.write_manifest(
-        f"{time.time_ns()}",
-        (ManifestEntry(t.id, t.group) for t in job.tasks),
-        shared={k: v for k, v in first.body.items() if k != first.group_key} if first else {},
-        group_key=first.group_key if first else "group",
+    shared, group_key = _shared_of(job.tasks)
+    records.write_manifest_json(
+        f"{time.time_ns()}", _manifest_groups(job.tasks), shared=shared, group_key=group_key
     )
     if skip_done is None:
         skip_done = project.config.check_if_done.enabled and not force
@@ -149,7 +149,8 @@ def submit(
             f"{time.time_ns()}",
             (Skip(tid, now, f"{why} (at submit)", "submit") for tid, why in finished.items()),
         )
-        tasks = [t for t in tasks if t.id not in finished]
+        if finished:
+            tasks = _without(tasks, finished.keys())
         skipped = len(finished)
     # The ledger summary counts the new manifest now, not at the first `ds status`.
     summary.read_counts(records)
@@ -159,9 +160,8 @@ def submit(
     if bar:
         bar.start()
     try:
-        for start in range(0, len(tasks), SUBMIT_CHUNK):
-            chunk = tasks[start : start + SUBMIT_CHUNK]
-            sent += backend.queue.send_batch([(t.id, t.body_json()) for t in chunk])
+        for chunk in _messages(tasks, SUBMIT_CHUNK):
+            sent += backend.queue.send_batch(chunk)
             if bar is not None and bar_id is not None:
                 bar.update(bar_id, completed=sent)
     finally:
@@ -177,6 +177,50 @@ def submit(
         skipped=skipped,
         left_out=left_out,
     )
+
+
+def _without(tasks: Sequence[Task], ids: AbstractSet[str]) -> Sequence[Task]:
+    """``tasks`` but those whose id is in ``ids``, in order."""
+    if isinstance(tasks, TaskList):
+        return tasks.without(ids)
+    return [t for t in tasks if t.id not in ids]
+
+
+def _shared_of(tasks: Sequence[Task]) -> tuple[dict[str, Any], str]:
+    """The job's shared keys and the key of each task's element, for the manifest."""
+    if isinstance(tasks, TaskList):
+        return tasks.shared, tasks.group_key
+    if not tasks:
+        return {}, "group"
+    first = tasks[0]
+    return {k: v for k, v in first.body.items() if k != first.group_key}, first.group_key
+
+
+def _manifest_groups(tasks: Sequence[Task]) -> Iterator[tuple[str, str]]:
+    """(task id, JSON of its element) of each task, without making a compact job's tasks."""
+    if isinstance(tasks, TaskList):
+        for index, task_id in enumerate(tasks.ids()):
+            yield task_id, tasks.group_json(index)
+    else:
+        for task in tasks:
+            yield task.id, json.dumps(task.group)
+
+
+def _messages(tasks: Sequence[Task], size: int) -> Iterator[list[tuple[str, str]]]:
+    """The queue messages (id, body) of ``tasks`` in chunks of ``size``: only one chunk's
+    bodies exist at a time."""
+    if isinstance(tasks, TaskList):
+        chunk: list[tuple[str, str]] = []
+        for index, task_id in enumerate(tasks.ids()):
+            chunk.append((task_id, tasks.body_json_at(index)))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+        return
+    for start in range(0, len(tasks), size):
+        yield [(t.id, t.body_json()) for t in tasks[start : start + size]]
 
 
 def start_cluster(

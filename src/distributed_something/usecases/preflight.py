@@ -17,18 +17,19 @@ import os
 import posixpath
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from distributed_something.backends import backend_kind
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
-from distributed_something.jobs.model import JobFile, Task
-from distributed_something.jobs.prefixes import element_positions, list_key_of
+from distributed_something.jobs.model import JobFile, Task, TaskList
+from distributed_something.jobs.prefixes import element_position, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, TaskPlan
-from distributed_something.recipes.cellprofiler import CellProfilerJob, job_of
+from distributed_something.recipes.cellprofiler import CellProfilerJob, job_of, parse_metadata
 from distributed_something.recipes.loaddata import LoadDataTable, group_matcher, read_load_data
 
 #: Jobs up to this many tasks have every task's inputs checked …
@@ -101,48 +102,94 @@ def preflight(
       says where a missing object is expected, for the fix;
     - a DCP job's groups against its LoadData CSV (`check_load_data_groups`), also when there
       are no plans (a family config.py on AWS names no recipe: its image plans the tasks).
+
+    The same checks as `PlanChecks` given the plans one by one.
     """
-    result = Preflight()
-    positions = element_positions(job)
-    list_key = list_key_of(job)
-
-    def group_field(index: int) -> str:
-        return f"{list_key}[{positions[index]}]"
-
-    if plans:
-        _check_plans(project, job, job_path, plans, group_field, bucket, where, result)
-    check_load_data_groups(project, job, job_path, group_field, bucket=bucket, result=result)
-    return result
+    checks = PlanChecks(project, job, job_path, bucket=bucket, where=where)
+    for index, plan in enumerate(plans):
+        checks.add(index, plan)
+    return checks.finish()
 
 
-def _check_plans(
-    project: Project,
-    job: JobFile,
-    job_path: Path,
-    plans: Sequence[TaskPlan],
-    group_field: Callable[[int], str],
-    bucket: Callable[[str], Storage] | None,
-    where: Callable[[str, str], str] | None,
-    result: Preflight,
-) -> None:
-    """The program, the sizes and the inputs of `preflight`."""
-    _check_program(project, plans[0], result)
-    _check_sizes(job, job_path, plans, group_field, result)
-    if bucket is None:
-        return
-    chosen: Sequence[int] = range(len(plans))
-    if len(plans) > ALL_TASKS:
-        # Evenly spread, first and last included: one bad region of the job is likely seen.
-        step = (len(plans) - 1) / (SAMPLE - 1)
-        chosen = sorted({round(i * step) for i in range(SAMPLE)})
-        result.notes.append(
-            f"{job_path}: the inputs of {len(chosen)} of the {len(plans)} tasks (spread over "
-            "the job) were checked in storage, not all of them"
+class PlanChecks:
+    """`preflight` over plans given one at a time as they are made (`add`), keeping only what
+    the checks need (the first plan, the sampled tasks' plans, one finding per kind of size
+    problem), not every plan: a million plans take gigabytes. `finish` gives the result."""
+
+    def __init__(
+        self,
+        project: Project,
+        job: JobFile,
+        job_path: Path,
+        *,
+        bucket: Callable[[str], Storage] | None,
+        where: Callable[[str, str], str] | None = None,
+    ) -> None:
+        self.project = project
+        self.job = job
+        self.job_path = job_path
+        self.bucket = bucket
+        self.where = where
+        #: whether any plan has inputs
+        self.any_inputs = False
+        self._first: TaskPlan | None = None
+        self._count = 0
+        total = len(job.tasks)
+        self._chosen: set[int] | None = None
+        if total > ALL_TASKS:
+            # Evenly spread, first and last included: one bad region of the job is likely seen.
+            step = (total - 1) / (SAMPLE - 1)
+            self._chosen = {round(i * step) for i in range(SAMPLE)}
+        self._kept: dict[int, TaskPlan] = {}
+        self._sizes = _SizeChecks(job, job_path, self.group_field)
+
+    def group_field(self, index: int) -> str:
+        """``groups[i]`` of task ``index`` (its position among the file's elements)."""
+        return f"{list_key_of(self.job)}[{element_position(self.job, index)}]"
+
+    def add(self, index: int, plan: TaskPlan) -> None:
+        """Check task ``index``'s plan (indexes of ``job.tasks``, each once)."""
+        if self._first is None:
+            self._first = plan
+        self._count += 1
+        if plan.inputs:
+            self.any_inputs = True
+            if self._chosen is None or index in self._chosen:
+                self._kept[index] = plan
+        self._sizes.add(index, plan)
+
+    def finish(self) -> Preflight:
+        """The findings and notes of every check, in `preflight`'s order."""
+        result = Preflight()
+        if self._first is not None:
+            _check_program(self.project, self._first, result)
+            result.findings += self._sizes.findings
+            if self.bucket is not None:
+                if self._chosen is not None:
+                    result.notes.append(
+                        f"{self.job_path}: the inputs of {len(self._chosen)} of the "
+                        f"{self._count} tasks (spread over the job) were checked in storage, "
+                        "not all of them"
+                    )
+                _check_inputs(self, self.bucket, result)
+        check_load_data_groups(
+            self.project,
+            self.job,
+            self.job_path,
+            self.group_field,
+            bucket=self.bucket,
+            result=result,
         )
+        return result
+
+
+def _check_inputs(checks: PlanChecks, bucket: Callable[[str], Storage], result: Preflight) -> None:
+    """The inputs of the kept (sampled) plans exist in storage."""
+    project, job, job_path, where = checks.project, checks.job, checks.job_path, checks.where
     wanted: dict[tuple[str, str], list[tuple[int, int, Input]]] = {}
     config = project.config
-    for index in chosen:
-        for number, item in enumerate(plans[index].inputs):
+    for index in sorted(checks._kept):
+        for number, item in enumerate(checks._kept[index].inputs):
             if _long_name(item.key) is not None:
                 continue  # already a finding; no file system could even look it up
             name = item.bucket or config.storage.source_bucket
@@ -159,7 +206,7 @@ def _check_plans(
             if shared:  # named once for every task: the file and its field say it all
                 field, problem = what, f"names {key!r}, which is not in storage ({place})"
             else:
-                field = group_field(index)
+                field = checks.group_field(index)
                 problem = (
                     f"the input {key!r} of the group {task.describe()} (task {task.id}, "
                     f"{what}) is not in storage ({place})"
@@ -209,71 +256,96 @@ def _check_program(project: Project, plan: TaskPlan, result: Preflight) -> None:
     )
 
 
-def _check_sizes(
-    job: JobFile,
-    job_path: Path,
-    plans: Sequence[TaskPlan],
-    group_field: Callable[[int], str],
-    result: Preflight,
-) -> None:
-    """Names of at most 255 bytes; arguments within the OS's limits (one finding per kind)."""
-    limit = arg_max()
-    environment = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in os.environ.items())
-    seen: set[str] = set()
+_NAME_FIX = (
+    f"shorten the job values that make it (at most {MAX_NAME_BYTES} bytes per name "
+    "between '/'), or the template"
+)
+_LONG_FIX = "pass long values in a file (an input) instead of on the command line"
+#: UTF-8 takes at most this many bytes a character: text this many times shorter than a
+#: limit is within it, without encoding it.
+_MAX_UTF8 = 4
 
-    def add(kind: str, index: int, problem: str, fix: str) -> None:
-        if kind not in seen:  # the first task of each kind: the others share its cause
-            seen.add(kind)
-            task = job.tasks[index]
-            result.findings.append(
+
+class _SizeChecks:
+    """Names of at most 255 bytes; arguments within the OS's limits (one finding per kind:
+    the first task of each kind, the others share its cause)."""
+
+    def __init__(self, job: JobFile, job_path: Path, group_field: Callable[[int], str]) -> None:
+        self.job = job
+        self.job_path = job_path
+        self.group_field = group_field
+        self.limit = arg_max()
+        self.environment = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in os.environ.items())
+        self.seen: set[str] = set()
+        self.findings: list[InputError] = []
+
+    def _add(self, kind: str, index: int, problem: str, fix: str) -> None:
+        if kind not in self.seen:
+            self.seen.add(kind)
+            task = self.job.tasks[index]
+            self.findings.append(
                 InputError(
-                    str(job_path),
-                    group_field(index),
+                    str(self.job_path),
+                    self.group_field(index),
                     f"the group {task.describe()} (task {task.id}): {problem}",
                     fix,
                 )
             )
 
-    name_fix = (
-        f"shorten the job values that make it (at most {MAX_NAME_BYTES} bytes per name "
-        "between '/'), or the template"
-    )
-    for index, plan in enumerate(plans):
-        named = [("output prefix", plan.output_prefix)] + [("input", i.key) for i in plan.inputs]
-        for what, key in named:
-            long = _long_name(key)
-            if long is not None:
-                add(
-                    f"name:{what}",
-                    index,
-                    f"the {what} {_shown(key)!r} has a name of {long} bytes; a file system "
-                    f"takes at most {MAX_NAME_BYTES}",
-                    name_fix,
-                )
-        sizes = [len(a.encode("utf-8", "surrogateescape")) + 1 for a in plan.argv]
+    def add(self, index: int, plan: TaskPlan) -> None:
+        """Check one plan."""
+        longest = _MAX_UTF8 * max((len(i.key) for i in plan.inputs), default=0)
+        if _MAX_UTF8 * len(plan.output_prefix) > MAX_NAME_BYTES or longest > MAX_NAME_BYTES:
+            named = [("output prefix", plan.output_prefix)]
+            named += [("input", i.key) for i in plan.inputs]
+            for what, key in named:
+                long = _long_name(key)
+                if long is not None:
+                    self._add(
+                        f"name:{what}",
+                        index,
+                        f"the {what} {_shown(key)!r} has a name of {long} bytes; a file system "
+                        f"takes at most {MAX_NAME_BYTES}",
+                        _NAME_FIX,
+                    )
+        argv = plan.argv
+        chars = sum(map(len, argv))
+        env = (
+            sum(len(k.encode()) + len(v.encode()) + 2 for k, v in plan.env.items())
+            if plan.env
+            else 0
+        )
+        # Bytes at most (a character is at most 4 bytes, each argument has its NUL and a
+        # pointer): within every limit, the exact count is not needed. No argument is longer
+        # than all of them.
+        bound = _MAX_UTF8 * chars + 9 * len(argv) + 8 + self.environment + env
+        if bound <= self.limit and _MAX_UTF8 * chars < MAX_ARG_BYTES:
+            return
+        sizes = [len(a.encode("utf-8", "surrogateescape")) + 1 for a in argv]
         big = next((i for i, n in enumerate(sizes) if n > MAX_ARG_BYTES), None)
         if big is not None:
-            add(
+            self._add(
                 "arg",
                 index,
                 f"recipe.argv[{big}] renders to {sizes[big] - 1} bytes; one argument may have "
                 f"at most {MAX_ARG_BYTES - 1}",
-                "pass long values in a file (an input) instead of on the command line",
+                _LONG_FIX,
             )
-        env = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in plan.env.items())
         # Strings plus one pointer each, as the kernel counts them against ARG_MAX.
-        total = sum(sizes) + 8 * (len(sizes) + 1) + environment + env
-        if total > limit:
-            add(
+        total = sum(sizes) + 8 * (len(sizes) + 1) + self.environment + env
+        if total > self.limit:
+            self._add(
                 "argv",
                 index,
                 f"its command line and environment take {total} bytes; the OS allows "
-                f"{limit} (ARG_MAX)",
-                "pass long values in a file (an input) instead of on the command line",
+                f"{self.limit} (ARG_MAX)",
+                _LONG_FIX,
             )
 
 
 def _long_name(key: str) -> int | None:
+    if len(key) * _MAX_UTF8 <= MAX_NAME_BYTES or (len(key) <= MAX_NAME_BYTES and key.isascii()):
+        return None  # no name can be longer than the key
     sizes = [len(part.encode("utf-8", "surrogateescape")) for part in key.split("/")]
     longest = max(sizes, default=0)
     return longest if longest > MAX_NAME_BYTES else None
@@ -350,22 +422,16 @@ def check_load_data_groups(
     config = project.config
     if job.format != "dcp" and config.recipe.name != "cellprofiler":
         return
-    by_file: dict[str, list[tuple[int, CellProfilerJob]]] = {}
-    for index, task in enumerate(job.tasks):
-        try:
-            values = job_of(task)
-        except InputError:
-            continue  # not a runnable DCP task: check_job (or the image's worker) says so
-        if values.kind == "csv" and values.data_file:
-            by_file.setdefault(values.data_file, []).append((index, values))
+    by_file = _dcp_tasks_by_data_file(job)
     workspace = config.storage.workspace_bucket or config.storage.source_bucket
     storage = bucket(workspace) if bucket is not None else None
-    for key, tasks in by_file.items():
+    for key, tasks_of in by_file.items():
         found = _read_data_file(project, key, workspace, storage)
         if found is None:
             if storage is None:  # a missing file in local storage is already a finding
                 result.notes.append(_not_checked_note(project, job_path, key))
             continue
+        tasks = tasks_of()
         text, origin = found
         try:
             table = read_load_data(text, source=origin)
@@ -373,6 +439,43 @@ def check_load_data_groups(
             result.findings.append(error)
             continue
         _check_groups(table, key, origin, job, job_path, tasks, group_field, result)
+
+
+def _dcp_tasks_by_data_file(
+    job: JobFile,
+) -> dict[str, Callable[[], list[tuple[int, CellProfilerJob]]]]:
+    """Each LoadData CSV named by the runnable DCP tasks of ``job`` → a function giving those
+    tasks (index, DCP values), called only once the CSV is read: a compact job's tasks share
+    every key but their Metadata, so the file is known from its shared keys alone."""
+    tasks = job.tasks
+    if isinstance(tasks, TaskList) and tasks.group_key == "Metadata":
+        try:
+            common = job_of(Task(body={**tasks.shared, "Metadata": "Metadata_DS=1"}, id="-"))
+        except InputError:
+            return {}  # no task is runnable: check_job (or the image's worker) says so
+        if common.kind != "csv" or not common.data_file:
+            return {}
+
+        def each() -> list[tuple[int, CellProfilerJob]]:
+            out: list[tuple[int, CellProfilerJob]] = []
+            for index, metadata in enumerate(tasks.groups()):
+                try:
+                    pairs = tuple(parse_metadata(metadata))
+                except InputError:
+                    continue  # not a runnable DCP task
+                out.append((index, replace(common, metadata=pairs)))
+            return out
+
+        return {common.data_file: each}
+    by_file: dict[str, list[tuple[int, CellProfilerJob]]] = {}
+    for index, task in enumerate(tasks):
+        try:
+            values = job_of(task)
+        except InputError:
+            continue  # not a runnable DCP task: check_job (or the image's worker) says so
+        if values.kind == "csv" and values.data_file:
+            by_file.setdefault(values.data_file, []).append((index, values))
+    return {key: partial(list, found) for key, found in by_file.items()}
 
 
 def _check_groups(

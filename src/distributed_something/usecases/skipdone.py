@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache, partial
 
 from distributed_something.config.model import CheckIfDoneConfig, Config
 from distributed_something.interfaces.storage import ObjectInfo, Storage
-from distributed_something.jobs.model import Task
+from distributed_something.jobs.model import Task, TaskList
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Recipe
 from distributed_something.records import RunRecords
 from distributed_something.worker.policy import outputs_look_done, skip_reason
@@ -63,7 +63,7 @@ def done_by_outputs(
 def finished_tasks(
     config: Config,
     recipe: Recipe | None,
-    tasks: list[Task],
+    tasks: Sequence[Task],
     records: RunRecords,
     bucket: Callable[[str], Storage],
 ) -> dict[str, str]:
@@ -109,14 +109,22 @@ def finished_tasks(
         return outputs_in(name).get(prefix, [])
 
     done: dict[str, str] = {}
-    for task in tasks:
-        name, prefix = prefix_of.get(task.id, ("", ""))
+    # A compact job's ids without making its tasks (only ids are needed from here on).
+    ids = tasks.ids() if isinstance(tasks, TaskList) else (task.id for task in tasks)
+    if rule.expected_number_files is None:
+        # What skip_reason decides without an expected number: the marker alone, here for a
+        # million ids by one set lookup each.
+        markers = marker_ids()
+        reason = skip_reason(rule, has_marker=lambda: True, outputs=list, where="")
+        return {task_id: str(reason) for task_id in ids if task_id in markers}
+    for task_id in ids:
+        name, prefix = prefix_of.get(task_id, ("", ""))
         reason = skip_reason(
             rule,
-            has_marker=partial(has_marker, task.id),
+            has_marker=partial(has_marker, task_id),
             outputs=partial(outputs, name, prefix),
             where=prefix,
         )
         if reason is not None:
-            done[task.id] = reason
+            done[task_id] = reason
     return done

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,23 +12,25 @@ from distributed_something.config.legacy import config_warnings
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.storage import Storage
-from distributed_something.jobs.model import JobFile
+from distributed_something.jobs.model import JobFile, Task, TaskList
 from distributed_something.jobs.parse import load_job_file
 from distributed_something.jobs.prefixes import (
     clash_error,
-    element_positions,
-    find_clash,
+    element_position,
+    find_clash_in_keys,
     list_key_of,
+    output_key,
     prefix_problem,
 )
 from distributed_something.project import Project
 from distributed_something.recipes.base import (
     PLACEHOLDER_WORKDIR,
+    Recipe,
     TaskPlan,
     output_prefixes_may_repeat,
 )
 from distributed_something.recipes.registry import recipe_for
-from distributed_something.usecases.preflight import PreflightFailed, preflight
+from distributed_something.usecases.preflight import PlanChecks, PreflightFailed
 
 
 @dataclass
@@ -41,7 +43,17 @@ class Validated:
     notes: list[str] = field(default_factory=list)
 
 
-def check_job(project: Project, job_path: Path, plans: list[TaskPlan] | None = None) -> JobFile:
+#: Receives each task's plan as it is made: ``(index in job.tasks, plan)``.
+PlanSink = Callable[[int, TaskPlan], None]
+
+
+def check_job(
+    project: Project,
+    job_path: Path,
+    plans: list[TaskPlan] | None = None,
+    *,
+    checks: Callable[[JobFile], PlanSink] | None = None,
+) -> JobFile:
     """Parse the job file and plan every task with the recipe; return the parsed job.
 
     Raises ``InputError`` (exit 2) naming the file, the field and the fix when the job file
@@ -50,44 +62,82 @@ def check_job(project: Project, job_path: Path, plans: list[TaskPlan] | None = N
     area), or when two tasks' output prefixes in one bucket are equal or one contains the
     other (equal ones are accepted for recipes whose format shares folders by design, see
     `output_prefixes_may_repeat`). Pure: plans use ``PLACEHOLDER_WORKDIR`` and create nothing.
-    Each task's plan is appended to ``plans`` when given (for `preflight`).
+    Each task's plan is appended to ``plans`` when given, and given to the sink that
+    ``checks(job)`` returns (`preflight.PlanChecks.add`); no plan is kept otherwise.
     """
     job = load_job_file(job_path)
     config = project.config
     recipe = recipe_for(config, source=str(project.config_path))
     if recipe is None:
         return job  # the image's own entrypoint reads the tasks
-    # Where each task writes: (bucket as the worker resolves it, prefix), for the overlap check.
+    sink = checks(job) if checks is not None else None
+    # Where each task writes (`output_key`: the bucket as the worker resolves it, the
+    # prefix), for the overlap check: one string per task is all that is kept.
     storage = config.storage
     default_bucket = storage.destination_bucket or storage.bucket
-    outputs: list[tuple[str, str]] = []
-    for index, task in enumerate(job.tasks):
-        try:
-            plan = recipe.plan(config, task, PLACEHOLDER_WORKDIR)
-        except InputError as exc:
-            # Recipes name "job file" or "config"; say which files they are.
-            source = {"job file": str(job_path), "config": str(project.config_path)}
-            raise InputError(
-                source.get(exc.source, exc.source), exc.field, exc.problem, exc.fix
-            ) from None
+    keys: list[str] = []
+    for index, plan in plan_tasks(project, job_path, job, recipe):
         if plans is not None:
             plans.append(plan)
-        bucket = plan.output_bucket or default_bucket
+        if sink is not None:
+            sink(index, plan)
         problem = prefix_problem(plan.output_prefix)
         if problem is not None:
             raise _prefix_error(project, job, job_path, index, plan.output_prefix, problem)
-        outputs.append((bucket, plan.output_prefix))
-    clash = find_clash(outputs, allow_equal=output_prefixes_may_repeat(recipe))
+        keys.append(output_key(plan.output_bucket or default_bucket, plan.output_prefix))
+    clash = find_clash_in_keys(keys, allow_equal=output_prefixes_may_repeat(recipe))
     if clash is not None:
+        outputs = [
+            (bucket, prefix[:-1]) for bucket, _, prefix in (k.partition("\x00") for k in keys)
+        ]
         raise clash_error(job, clash, outputs, source=str(job_path))
     return job
+
+
+def plan_tasks(
+    project: Project, job_path: Path, job: JobFile, recipe: Recipe
+) -> Iterator[tuple[int, TaskPlan]]:
+    """``(index, plan)`` of each of ``job.tasks`` in order, planned with
+    ``PLACEHOLDER_WORKDIR``; a recipe's `InputError` names the job file or the config.
+
+    A recipe with a ``planner`` (`CommandRecipe.planner`) plans a compact job
+    (`TaskList`) from its templates parsed once, without making a `Task` per task; `plan`
+    decides whatever the planner leaves (and raises the errors).
+    """
+    config = project.config
+    tasks = job.tasks
+    fast: Callable[[str, Any], TaskPlan | None] | None = None
+    make_planner = getattr(recipe, "planner", None)
+    if isinstance(tasks, TaskList) and callable(make_planner):
+        fast = make_planner(config, PLACEHOLDER_WORKDIR, tasks.shared, tasks.group_key)
+    if fast is not None and isinstance(tasks, TaskList):
+        for index, (task_id, group) in enumerate(zip(tasks.ids(), tasks.groups(), strict=True)):
+            plan = fast(task_id, group)
+            if plan is None:
+                plan = _plan(project, job_path, recipe, tasks[index])
+            yield index, plan
+        return
+    for index, task in enumerate(tasks):
+        yield index, _plan(project, job_path, recipe, task)
+
+
+def _plan(project: Project, job_path: Path, recipe: Recipe, task: Task) -> TaskPlan:
+    """``recipe.plan`` of ``task``; its `InputError` names the job file or the config."""
+    try:
+        return recipe.plan(project.config, task, PLACEHOLDER_WORKDIR)
+    except InputError as exc:
+        # Recipes name "job file" or "config"; say which files they are.
+        source = {"job file": str(job_path), "config": str(project.config_path)}
+        raise InputError(
+            source.get(exc.source, exc.source), exc.field, exc.problem, exc.fix
+        ) from None
 
 
 def _prefix_error(
     project: Project, job: JobFile, job_path: Path, index: int, prefix: str, problem: str
 ) -> InputError:
     """The error for task ``index`` of ``job``, whose output prefix ``prefix`` has ``problem``."""
-    position = element_positions(job)[index]
+    position = element_position(job, index)
     task = job.tasks[index]
     return InputError(
         str(job_path),
@@ -108,19 +158,30 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
     # e.g. on AWS: the run image, the bucket policy, the root volume
     result.notes += backend_kind(project.config.backend).validate_notes(project)
     if job_path is not None:
-        plans: list[TaskPlan] = []
-        result.job = check_job(project, job_path, plans)
+        bucket, where, why_not = _input_storage(project)
+        made: list[PlanChecks] = []
+
+        def checks(job: JobFile) -> PlanSink:
+            made.append(PlanChecks(project, job, job_path, bucket=bucket, where=where))
+            return made[0].add
+
+        result.job = check_job(project, job_path, checks=checks)
         for dup in result.job.duplicates:
             result.notes.append(
                 f"{job_path}: group {dup.index} repeats group {dup.first_index} "
                 f"(task {dup.task_id}); it will be submitted once"
             )
-        bucket, where, why_not = _input_storage(project)
-        found = preflight(project, result.job, job_path, plans, bucket=bucket, where=where)
+        # No recipe: no plans, but a DCP job's groups are still checked (`preflight`).
+        plan_checks = (
+            made[0]
+            if made
+            else PlanChecks(project, result.job, job_path, bucket=bucket, where=where)
+        )
+        found = plan_checks.finish()
         if found.findings:
             raise PreflightFailed(found.findings)
         result.notes += found.notes
-        if why_not and any(plan.inputs for plan in plans):
+        if why_not and plan_checks.any_inputs:
             result.notes.append(why_not)
     if fleet_path is not None:
         result.fleet = load_fleet(fleet_path, key_name=project.config.aws.ssh_key_name)
