@@ -450,6 +450,29 @@ def isolate_aws_environment(endpoint_url: str, scratch: Path) -> None:
         os.environ.pop(name, None)
 
 
+def submit_backend(project: Any, settings: Any, url: str, dead: str, bucket: str) -> Any:
+    """The aws `Backend` `ds submit` needs, on the fake endpoint: the queues at ``url`` and
+    ``dead``, the bucket ``bucket`` (created), and a fresh run state saved in it. Submit
+    never touches compute or the provisioner, so they are left out."""
+    from distributed_something.backends import Backend
+    from distributed_something.backends.aws.clients import client
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.backends.aws.sqs_queue import SqsQueue
+    from distributed_something.state import new_state, save_state
+
+    client("s3", settings).create_bucket(Bucket=bucket)
+    storage = S3Storage(settings, bucket)
+    save_state(project, new_state(project, "aws", dead_at_start=0), storage)
+    return Backend(
+        name="aws",
+        queue=SqsQueue(settings, url, dead, max_receive_count=3),
+        storage=storage,
+        compute=None,  # type: ignore[arg-type]
+        bucket=lambda name: storage,
+        provisioner=None,  # type: ignore[arg-type]
+    )
+
+
 class FakeAwsServer:
     """The fake endpoint as a subprocess: ``with FakeAwsServer(0.02) as server: server.url``."""
 

@@ -307,16 +307,12 @@ def sqs_child(folder: Path, endpoint: str) -> None:
     """In a child process: submit ``folder``'s DCP job to the fake endpoint at ``endpoint``
     as `ds submit` does on AWS (`lifecycle.submit`, validation included, check-if-done off);
     prints the seconds of the submit and the tasks sent as JSON."""
-    from fake_sqs import isolate_aws_environment
+    from fake_sqs import isolate_aws_environment, submit_backend
 
     isolate_aws_environment(endpoint, folder)
-    from distributed_something.backends import Backend
     from distributed_something.backends.aws.clients import AwsSettings, client
-    from distributed_something.backends.aws.s3_storage import S3Storage
-    from distributed_something.backends.aws.sqs_queue import SqsQueue
     from distributed_something.config.loader import load_config
     from distributed_something.project import Project
-    from distributed_something.state import new_state, save_state
     from distributed_something.usecases import lifecycle
 
     settings = AwsSettings(region="us-east-1")
@@ -324,17 +320,7 @@ def sqs_child(folder: Path, endpoint: str) -> None:
     sqs = client("sqs", settings)
     url = sqs.create_queue(QueueName="scaleQueue")["QueueUrl"]
     dead = sqs.create_queue(QueueName="scaleDeadMessages")["QueueUrl"]
-    client("s3", settings).create_bucket(Bucket=project.config.storage.bucket)
-    storage = S3Storage(settings, project.config.storage.bucket)
-    save_state(project, new_state(project, "aws", dead_at_start=0), storage)
-    backend = Backend(
-        name="aws",
-        queue=SqsQueue(settings, url, dead, max_receive_count=3),
-        storage=storage,
-        compute=None,  # type: ignore[arg-type]  # submit never touches compute
-        bucket=lambda name: storage,
-        provisioner=None,  # type: ignore[arg-type]
-    )
+    backend = submit_backend(project, settings, url, dead, project.config.storage.bucket)
     started = time.perf_counter()
     result = lifecycle.submit(
         project, folder / "job.json", backend=backend, show_progress=False, skip_done=False

@@ -32,16 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from fake_sqs import DEFAULT_LATENCY, FakeAwsServer, isolate_aws_environment
+from fake_sqs import DEFAULT_LATENCY, FakeAwsServer, isolate_aws_environment, submit_backend
 
-from distributed_something.backends import Backend
 from distributed_something.backends.aws.clients import AwsSettings, client
-from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.aws.sqs_queue import BATCH_SIZE, SqsQueue
 from distributed_something.config.model import Config
 from distributed_something.jobs.model import Task
 from distributed_something.project import Project
-from distributed_something.state import new_state, save_state
 from distributed_something.usecases import lifecycle
 from distributed_something.usecases.validate import check_job
 
@@ -90,17 +87,7 @@ def time_ds_submit(
     parsed = check_job(project, job)
     assert len(parsed.tasks) == n, len(parsed.tasks)
     url, dead = fresh_queues(settings, server)
-    client("s3", settings).create_bucket(Bucket=BUCKET)
-    storage = S3Storage(settings, BUCKET)
-    save_state(project, new_state(project, "aws", dead_at_start=0), storage)
-    backend = Backend(
-        name="aws",
-        queue=SqsQueue(settings, url, dead, max_receive_count=3),
-        storage=storage,
-        compute=None,  # type: ignore[arg-type]  # submit never touches compute
-        bucket=lambda name: storage,
-        provisioner=None,  # type: ignore[arg-type]
-    )
+    backend = submit_backend(project, settings, url, dead, BUCKET)
     before = server.stats()
     started = time.perf_counter()
     result = lifecycle.submit(

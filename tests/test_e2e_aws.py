@@ -43,6 +43,17 @@ def run_ok(ds: Ds, *args: str, cwd: Path) -> CompletedProcess[str]:
     return result
 
 
+def start_e2e_workers(
+    endpoint: str, workdir: Path, metadata_url: str = ""
+) -> list[subprocess.Popen[bytes]]:
+    """One `ds worker` per desired task of the E2E service (`aws_agent.start_tasks`), with
+    the instance metadata at ``metadata_url`` when given (a loopback fake)."""
+    extra = {"DS_METADATA_URL": metadata_url} if metadata_url else None
+    return start_tasks(
+        aws_client("ecs"), "E2ECluster", "E2EService", endpoint, workdir, extra_env=extra
+    )
+
+
 def assert_e2e_nothing_left(dead_letter_kept: bool = True) -> None:
     """Of app E2E, only its dead-letter queue (if ``dead_letter_kept``) and ended fleets
     remain: no service, ACTIVE task definition, E2E_ alarm or dashboard."""
@@ -90,7 +101,7 @@ def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: 
     assert env["APP_NAME"] == "E2E" and env["SQS_QUEUE_URL"].endswith("/E2EQueue")
     assert not any(k in env for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
 
-    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent"))
+    wait_all(start_e2e_workers(aws, tmp_path / "agent"))
     assert sorted(set(ledger(tmp_path))) == sorted(names)
     assert ledger(tmp_path).count("poison") == 2  # two receives, then dead-lettered
 
@@ -103,7 +114,7 @@ def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: 
     (tmp_path / "ledger.txt.cured").write_text("fixed")
     run_ok(ds, "dead", "redrive", cwd=proj)
     assert json.loads(run_ok(ds, "dead", "list", "--json", cwd=proj).stdout) == []
-    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent2"))
+    wait_all(start_e2e_workers(aws, tmp_path / "agent2"))
 
     result = run_ok(
         ds, "monitor", "files/E2ESpotFleetRequestId.json", "--interval", "1", "--json", cwd=proj
@@ -121,17 +132,9 @@ def test_spot_interruption_hands_the_task_back(aws: str, tmp_path: Path, ds: Ds)
     proj = make_e2e_project(tmp_path, ["long"], seconds=30, cluster={"tasks_per_machine": 1})
     run_ok(ds, "setup", cwd=proj)
     run_ok(ds, "submit", "files/job.json", cwd=proj)
-    ecs = aws_client("ecs")
     aws_client("ecs").update_service(cluster="E2ECluster", service="E2EService", desiredCount=1)
     with imds_server() as imds:
-        (worker,) = start_tasks(
-            ecs,
-            "E2ECluster",
-            "E2EService",
-            aws,
-            tmp_path / "agent",
-            extra_env={"DS_METADATA_URL": imds.url},
-        )
+        (worker,) = start_e2e_workers(aws, tmp_path / "agent", imds.url)
         deadline = time.monotonic() + 60
         while not ledger(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -195,7 +198,7 @@ def test_worker_killed_mid_task_on_aws_and_the_task_completes_once(
     run_ok(ds, "submit", "files/job.json", cwd=proj)
     ecs = aws_client("ecs")
     ecs.update_service(cluster="E2ECluster", service="E2EService", desiredCount=2)
-    first, second = start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent")
+    first, second = start_e2e_workers(aws, tmp_path / "agent")
     deadline = time.monotonic() + 60
     while len(ledger(tmp_path)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -220,7 +223,7 @@ def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) 
     run_ok(ds, "submit", "files/job.json", cwd=proj)
     ecs = aws_client("ecs")
     ecs.update_service(cluster="E2ECluster", service="E2EService", desiredCount=1)
-    wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent"))
+    wait_all(start_e2e_workers(aws, tmp_path / "agent"))
     run_ok(ds, "cleanup", cwd=proj)
     assert sorted(ledger(tmp_path)) == names
 
@@ -241,7 +244,7 @@ def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) 
             if services:
                 desired, _ = task_definition_environment(ecs, "E2ECluster", "E2EService")
         assert desired > 0, "ds run --force never started its service"
-        wait_all(start_tasks(ecs, "E2ECluster", "E2EService", aws, tmp_path / "agent2"))
+        wait_all(start_e2e_workers(aws, tmp_path / "agent2"))
         out, err = forced.communicate(timeout=180)
     finally:
         if forced.poll() is None:
@@ -265,16 +268,7 @@ def test_the_report_prices_attempts_at_their_machines_spot_price(
     ecs = aws_client("ecs")
     ecs.update_service(cluster="E2ECluster", service="E2EService", desiredCount=1)
     with imds_server() as imds:
-        wait_all(
-            start_tasks(
-                ecs,
-                "E2ECluster",
-                "E2EService",
-                aws,
-                tmp_path / "agent",
-                extra_env={"DS_METADATA_URL": imds.url},
-            )
-        )
+        wait_all(start_e2e_workers(aws, tmp_path / "agent", imds.url))
     machines = aws_client("s3").list_objects_v2(Bucket=E2E_BUCKET, Prefix="_ds/E2E/runs/")
     keys = [o["Key"] for o in machines.get("Contents", []) if "/machines/" in o["Key"]]
     (machine,) = [json.loads(s3_text(k)) for k in keys]

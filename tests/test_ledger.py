@@ -279,19 +279,26 @@ TMP_ROOT = ""
 
 _OUTCOMES = st.sampled_from(["running", "done", "failed", "dead", "released", "lost", "duplicate"])
 _TASK = st.sampled_from([f"t{i}" for i in range(8)])
+#: (task, time, kind) of up to 8 marks (times from 1: a record's time is never 0)
+_MARKS = st.lists(
+    st.tuples(
+        _TASK, st.integers(1, 20), st.sampled_from(["redrive", "requeue", "dead", "deleted"])
+    ),
+    max_size=8,
+)
+
+
+def _attempts(most: int) -> st.SearchStrategy[list[tuple[str, int, str]]]:
+    """(task, start time, outcome) of up to ``most`` attempts."""
+    return st.lists(st.tuples(_TASK, st.integers(1, 20), _OUTCOMES), max_size=most)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     manifest=st.lists(_TASK, max_size=12),
     skipped=st.sets(_TASK),
-    attempts=st.lists(st.tuples(_TASK, st.integers(0, 20), _OUTCOMES), max_size=15),
-    marks=st.lists(
-        st.tuples(
-            _TASK, st.integers(0, 20), st.sampled_from(["redrive", "requeue", "dead", "deleted"])
-        ),
-        max_size=8,
-    ),
+    attempts=_attempts(15),
+    marks=_MARKS,
 )
 def test_counting_without_entries_gives_the_ledgers_counts(
     manifest: list[str],
@@ -310,13 +317,8 @@ def test_counting_without_entries_gives_the_ledgers_counts(
 @given(
     manifest=st.lists(_TASK, max_size=10),
     skipped=st.sets(_TASK, max_size=3),
-    attempts=st.lists(st.tuples(_TASK, st.integers(1, 20), _OUTCOMES), max_size=12),
-    marks=st.lists(
-        st.tuples(
-            _TASK, st.integers(1, 20), st.sampled_from(["redrive", "requeue", "dead", "deleted"])
-        ),
-        max_size=8,
-    ),
+    attempts=_attempts(12),
+    marks=_MARKS,
 )
 def test_the_lean_whole_reading_is_the_ledgers(
     manifest: list[str],
