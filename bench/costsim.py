@@ -77,6 +77,7 @@ from distributed_something.monitor.policy import (
     ScaleTo,
     Teardown,
     decide,
+    drain_check,
 )
 
 MINUTE = 60.0
@@ -218,6 +219,8 @@ class OursPolicy(Policy):
         self.grace_minutes = grace_minutes or None
         if self.grace_minutes is None:
             self.name = "ours, alarm only"
+        #: when the queue first read empty (the monitor's drain check keeps it)
+        self.drained_since: float | None = None
 
     def idle_exit(self, world: World) -> float:
         alarm = world.alarm_minutes * MINUTE
@@ -229,11 +232,23 @@ class OursPolicy(Policy):
         world = run.world
         per_machine = world.workers_per_machine
         working = sum(1 for m in run.alive() if m.ready and not m.noticed)
+        # The monitor's drain check (monitor.policy.drain_check): the queue must read empty
+        # on readings a minute apart (SQS's counts are approximate), and the ledger must give
+        # every task an outcome (here: every task done).
+        check = drain_check(
+            now=run.now,
+            drained_since=self.drained_since,
+            queue_drained=run.visible_count == 0 and run.in_flight_count == 0,
+            ledger_finished=run.done == world.tasks,
+            confirm_seconds=MINUTE,
+        )
+        self.drained_since = check.drained_since
         observation = Observation(
             now=run.now,
             counts=QueueCounts(visible=run.visible_count, in_flight=run.in_flight_count, dead=0),
             compute=ComputeStatus(desired=run.target * per_machine, running=working * per_machine),
             started_at=0.0,
+            finished=check.verdict == "finished",
         )
         config = PolicyConfig(workers=world.machines * per_machine, workers_per_machine=per_machine)
         for action in decide(observation, config):
