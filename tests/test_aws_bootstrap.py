@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from distributed_something.backends.aws import bootstrap as boot
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.bootstrap import (
     HANDLER,
     BootstrapNames,
@@ -67,7 +68,7 @@ def test_bootstrap_creates_roles_profile_topic_and_function(clients: AwsClients)
     document = json.loads(document) if isinstance(document, str) else document
     assert document == instance_policy(ACCOUNT, "us-east-1", "ds", ["my-bucket"])
     trust = iam.get_role(RoleName=names.spot_fleet_role)["Role"]["AssumeRolePolicyDocument"]
-    assert trust["Statement"][0]["Principal"] == {"Service": "spotfleet.amazonaws.com"}
+    assert trust["Statement"][0]["Principal"] == {"Service": principals.SPOT_FLEET}
 
     profile = iam.get_instance_profile(InstanceProfileName=names.instance_profile)
     assert [r["RoleName"] for r in profile["InstanceProfile"]["Roles"]] == [names.instance_role]

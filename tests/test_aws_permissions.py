@@ -44,6 +44,7 @@ import pytest
 import tomli_w
 
 from conftest import AwsCall, AwsCallRecorder
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.bootstrap import (
     BootstrapNames,
     bootstrap,
@@ -908,7 +909,7 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
             "Statement": [
                 {
                     "Effect": "Allow",
-                    "Principal": {"Service": "ec2.amazonaws.com"},  # IAM principal, not an address
+                    "Principal": {"Service": principals.EC2},
                     "Action": "sts:AssumeRole",
                 }
             ],

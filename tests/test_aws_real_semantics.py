@@ -20,8 +20,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
+from distributed_something.backends.aws import principals, worker_side
 from distributed_something.backends.aws import provisioner as provisioner_module
-from distributed_something.backends.aws import worker_side
 from distributed_something.backends.aws.bootstrap import (
     BootstrapNames,
     bootstrap,
@@ -57,8 +57,8 @@ REGION = "us-east-1"
 SETTINGS = AwsSettings(region=REGION)
 ACCOUNT = "123456789012"
 #: IAM service principals (names in trust policies, not addresses).
-EC2_PRINCIPAL = "ec2.amazonaws.com"
-ECS_TASKS_PRINCIPAL = "ecs-tasks.amazonaws.com"
+EC2_PRINCIPAL = principals.EC2
+ECS_TASKS_PRINCIPAL = principals.ECS_TASKS
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.config.model import Config
@@ -318,7 +319,7 @@ def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
         "Statement": [
             {
                 "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},  # IAM principal, not an address
+                "Principal": {"Service": principals.LAMBDA},
                 "Action": "sts:AssumeRole",
             }
         ],
@@ -340,7 +341,7 @@ def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
         FunctionName="ds-monitor",
         StatementId="T-monitor-invoke",
         Action="lambda:InvokeFunction",
-        Principal="events.amazonaws.com",  # IAM principal, not an address
+        Principal=principals.EVENTS,
     )
     put_alarm(aws, "T-queue-alarm")
     return {

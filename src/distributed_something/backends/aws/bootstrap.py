@@ -32,6 +32,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.clients import AwsClients, partition
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.errors import BackendError, InputError
@@ -448,7 +449,7 @@ def bootstrap(
         instance_role = _ensure_role(
             clients.iam,
             names.instance_role,
-            "ec2.amazonaws.com",
+            principals.EC2,
             [f"arn:{p}:iam::aws:policy/{INSTANCE_MANAGED_POLICY}"],
             (
                 names.inline_policy,
@@ -466,7 +467,7 @@ def bootstrap(
         fleet_role = _ensure_role(
             clients.iam,
             names.spot_fleet_role,
-            "spotfleet.amazonaws.com",
+            principals.SPOT_FLEET,
             [f"arn:{p}:iam::aws:policy/{SPOT_FLEET_MANAGED_POLICY}"],
             None,
         )
@@ -483,7 +484,7 @@ def bootstrap(
         monitor_role = _ensure_role(
             clients.iam,
             names.monitor_role,
-            "lambda.amazonaws.com",
+            principals.LAMBDA,
             [f"arn:{p}:iam::aws:policy/{LAMBDA_MANAGED_POLICY}"],
             (names.inline_policy, document),
         )

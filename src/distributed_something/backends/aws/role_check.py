@@ -13,10 +13,11 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.clients import first_line, unreadable_answers
 from distributed_something.errors import InputError
 
-ECS_TASKS_PRINCIPAL = "ecs-tasks.amazonaws.com"
+ECS_TASKS_PRINCIPAL = principals.ECS_TASKS
 
 
 def role_name(role_arn: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.lambda_monitor import MonitorSettings
 from distributed_something.backends.aws.resources import AwsNames
@@ -71,7 +72,7 @@ def schedule_monitor(
                 FunctionName=function,
                 StatementId=statement,
                 Action="lambda:InvokeFunction",
-                Principal="events.amazonaws.com",
+                Principal=principals.EVENTS,
                 SourceArn=rule_arn,
             )
         except ClientError as exc:

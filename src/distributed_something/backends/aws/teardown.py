@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.clients import (
     AwsClients,
     first_line,
@@ -445,7 +446,7 @@ class _Teardown:
                 raise BackendError(
                     f"AWS: exporting log group {group} to s3://{self.bucket} ended "
                     f"{code or 'unknown'}: {status.get('message', '')}. The bucket policy "
-                    "must let logs.amazonaws.com write to it; fix it and run `ds cleanup` again"
+                    f"must let {principals.LOGS} write to it; fix it and run `ds cleanup` again"
                 )
             if self.clock() >= deadline:
                 raise BackendError(
