@@ -51,6 +51,7 @@ from distributed_something.backends.aws.bootstrap import (
     decode_policy,
     instance_policy,
     monitor_policy,
+    trust_policy,
 )
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.policy_check import (
@@ -904,17 +905,8 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
         s3.put_object(Bucket="other-bucket", Key="secret.txt", Body=b"theirs")  # 5
         iam = boto3.client("iam", **admin)
         role = BootstrapNames("Lab").instance_role
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": principals.EC2},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))  # 6
+        trust = json.dumps(trust_policy(principals.EC2))
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)  # 6
         document = instance_policy(ACCOUNT, REGION, "Lab", ["lab-bucket"])
         iam.put_role_policy(
             RoleName=role, PolicyName="least-privilege", PolicyDocument=json.dumps(document)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from distributed_something.backends.aws.bootstrap import (
     bootstrap,
     instance_policy,
     policy_buckets,
+    trust_policy,
 )
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings, client, partition
 from distributed_something.backends.aws.fleet import (
@@ -674,16 +676,7 @@ def profile_role(aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def trust(service: str) -> str:
-    import json
-
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
-            ],
-        }
-    )
+    return json.dumps(trust_policy(service))
 
 
 def test_a_profile_role_that_does_not_trust_ecs_tasks_is_refused_at_setup(

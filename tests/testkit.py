@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from distributed_something.backends.aws import principals
+from distributed_something.backends.aws.bootstrap import trust_policy
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.config.model import Config
@@ -314,17 +315,8 @@ def put_alarm(aws: AwsClients, name: str) -> None:
 
 def make_monitor_objects(aws: AwsClients) -> dict[str, str]:
     """The unattended monitor's rule (with a target), alarm and invoke permission."""
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": principals.LAMBDA},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-    role = aws.iam.create_role(RoleName="fn-role", AssumeRolePolicyDocument=json.dumps(trust))
+    trust = json.dumps(trust_policy(principals.LAMBDA))
+    role = aws.iam.create_role(RoleName="fn-role", AssumeRolePolicyDocument=trust)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
