@@ -13,6 +13,7 @@ message, so failures are recorded by the worker in storage and `DeadTask.error` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+from distributed_something.backends.aws import send_pool
 from distributed_something.backends.aws.clients import (
     AwsSettings,
     client,
@@ -33,6 +35,8 @@ from distributed_something.errors import BackendError, QueueGone
 from distributed_something.interfaces.queue import DeadTask, Message, QueueCounts
 from distributed_something.jobs.model import MAX_MESSAGE_BYTES, task_id_of
 from distributed_something.worker.heartbeat import LeaseEnding
+
+log = logging.getLogger(__name__)
 
 TASK_ID_ATTRIBUTE = "ds-task-id"
 """The message attribute (String) that carries a message's task id."""
@@ -87,6 +91,10 @@ class SqsError(BackendError):
         super().__init__(text)
         self.code = code
         self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a sending process (send_pool), it must arrive whole: code and detail.
+        return (type(self), (str(self), self.code, self.detail))
 
     @property
     def lease_lost(self) -> bool:
@@ -230,7 +238,9 @@ class SqsQueue:
 
     ``max_receive_count`` must be the queue's ``maxReceiveCount`` (setup creates both from
     the same config). ``wait_seconds`` is the long-polling wait of a receive that finds
-    nothing (0–20). ``threads`` sends batches concurrently. A batch entry that SQS reports
+    nothing (0–20). ``threads`` sends batches concurrently; a big submit also spreads them
+    over ``processes`` processes (`send_pool`; default: one per core, none on one core).
+    A batch entry that SQS reports
     as failed through no fault of ours is sent again up to ``send_attempts`` times in all,
     with exponential backoff through ``sleep``.
 
@@ -252,6 +262,7 @@ class SqsQueue:
         wait_seconds: int = 1,
         threads: int = 32,
         send_attempts: int = 5,
+        processes: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -262,6 +273,9 @@ class SqsQueue:
         self.wait_seconds = min(max(int(wait_seconds), 0), MAX_WAIT_SECONDS)
         self.threads = max(int(threads), 1)
         self.send_attempts = max(int(send_attempts), 1)
+        self.processes = send_pool.process_count() if processes is None else processes
+        self._sent_here = 0  # messages this object sent through its own threads
+        self._pool: send_pool.SendPool | None = None
         self._sleep = sleep
         self._clock = clock
         # handle -> clock() just before the receive that returned it: SQS counts its 12-hour
@@ -370,15 +384,12 @@ class SqsQueue:
         chunks = _batches(entries, lambda entry: entry)
         if not chunks:
             return 0
-
-        def send(entries: Sequence[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
-            return self._send_entries(self.queue_url, entries)
-
-        if len(chunks) == 1 or self.threads == 1:
-            results = [send(entries) for entries in chunks]
+        pool = self._send_pool() if self._use_processes(len(chunks)) else None
+        if pool is not None:
+            results = pool.send(chunks)
         else:
-            with ThreadPoolExecutor(min(self.threads, len(chunks))) as pool:
-                results = list(pool.map(send, chunks))
+            results = self.send_batches(chunks)
+            self._sent_here += len(entries)
         sent = sum(len(ids) for ids, _ in results)
         failures = [failure for _, failed in results for failure in failed]
         if failures:
@@ -388,6 +399,48 @@ class SqsQueue:
                 f"({_reasons(failures)}); the other {sent} were sent"
             )
         return sent
+
+    def send_batches(
+        self, batches: Sequence[Sequence[dict[str, Any]]]
+    ) -> list[tuple[list[int], list[dict[str, Any]]]]:
+        """Send each batch (entries without ids) as one SendMessageBatch, over the threads;
+        per batch, the indexes of its entries sent and SQS's records of those not sent."""
+
+        def send(entries: Sequence[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
+            return self._send_entries(self.queue_url, entries)
+
+        if len(batches) <= 1 or self.threads == 1:
+            return [send(entries) for entries in batches]
+        with ThreadPoolExecutor(min(self.threads, len(batches))) as pool:
+            return list(pool.map(send, batches))
+
+    def _use_processes(self, calls: int) -> bool:
+        return (
+            self.processes > 1
+            and calls >= send_pool.MIN_CALLS
+            and self._sent_here >= send_pool.PROCESSES_AFTER
+        )
+
+    def _send_pool(self) -> send_pool.SendPool | None:
+        """The processes sending for this queue, started; None where they cannot start."""
+        if self._pool is None:
+            spec = send_pool.QueueSpec(
+                self.settings,
+                self.queue_url,
+                self.dead_letter_queue_url,
+                self.max_receive_count,
+                threads=max(self.threads // self.processes, 1),
+                send_attempts=self.send_attempts,
+            )
+            pool = send_pool.SendPool(spec, self.processes)
+            try:
+                pool.start()
+            except (OSError, NotImplementedError) as exc:
+                log.debug("sending with threads only: no process pool here (%s)", exc)
+                self.processes = 0
+                return None
+            self._pool = pool
+        return self._pool
 
     # -- receiving and leases --------------------------------------------------------------
 
