@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from distributed_something import summary
 from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.ledger import read_counts, read_ledger
 from distributed_something.records import Attempt, Failure, ManifestEntry, RunRecords, Skip
 from distributed_something.report import build
@@ -401,3 +403,28 @@ def test_the_journal_is_pruned_behind_the_checkpoint_and_an_older_one_still_coun
         [],
     )
     assert _checkpoint_files(records) == now_files
+
+
+def test_the_journal_is_read_from_the_checkpoint_on_not_from_its_minute_start(
+    tmp_path: Path,
+) -> None:
+    records, ids = make_records(tmp_path)
+    base = (time.time_ns() // 1000 // 60_000_000) * 60_000_000  # a minute's start
+    times = [base + step * 1_000_000 for step in range(12)]  # one intent a second
+    for task_id, at_us in zip(ids, times, strict=True):
+        records.storage.put_bytes(records.intent_key(task_id, at_us, "a", "x"), b"")
+    listed: list[str] = []
+    real_list = records.storage.list
+
+    def counting_list(prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        for info in real_list(prefix, start_after):
+            listed.append(info.key)
+            yield info
+
+    records.storage.list = counting_list  # type: ignore[method-assign]
+
+    since = times[5]
+    found = records.intents_since(since, times[-1])
+
+    assert [(i.task_id, i.at_us) for i in found] == list(zip(ids[5:], times[5:], strict=True))
+    assert len(listed) == 7, "the intents before the checkpoint's time are not even listed"

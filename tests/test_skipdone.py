@@ -42,9 +42,9 @@ class CountingStorage(FolderStorage):
         super().__init__(root)
         self.listings: list[str] = []
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         self.listings.append(prefix)
-        return super().list(prefix)
+        return super().list(prefix, start_after)
 
 
 @pytest.mark.parametrize("rule", [{}, {"expected_number_files": 1}])

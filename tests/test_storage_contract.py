@@ -155,6 +155,24 @@ def test_list_is_in_key_order(storage: Storage) -> None:
     assert [info.size for info in listed] == [len(key.encode()) for key in wanted]
 
 
+@pytest.mark.parametrize(
+    "after",
+    ["", "a", "a-b", "a.txt", "a/", "a/0", "a/0/", "a/a", "a/b", "a/b/c", "a0", "aa", "é", "☃"],
+)
+def test_list_starts_after_a_key(storage: Storage, after: str) -> None:
+    # S3's StartAfter: keys sorting after ``after``, whether or not it is a key, including
+    # those in a folder it falls inside.
+    every = ["a-b", "a.txt", "a/0", "a/b/c", "a/b/d", "a0", "aa", "b", "é", "☃"]
+    for key in every:
+        storage.put_bytes(key, b"1")
+
+    listed = [info.key for info in storage.list("", start_after=after)]
+    in_a = [info.key for info in storage.list("a/", start_after=after)]
+
+    assert listed == [key for key in every if key > after]
+    assert in_a == [key for key in every if key.startswith("a/") and key > after]
+
+
 def test_list_more_than_a_thousand_objects(storage: Storage) -> None:
     wanted = [f"many/{i:05d}.txt" for i in range(1_234)]
     with ThreadPoolExecutor(8) as pool:  # the listing is under test, not the writes

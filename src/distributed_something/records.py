@@ -572,10 +572,16 @@ class RunRecords:
         listed minute by minute, or in one listing when that spans more than a day)."""
         start = f"{self.run_prefix}journal/"
         first, last = since_us // MINUTE_US, until_us // MINUTE_US
+        # Keys hold their time zero-padded: the first minute is listed from ``since_us`` on
+        # (a busy minute holds tens of thousands of intents, most of them covered already).
+        after = f"{start}{first:08d}/{max(since_us - 1, 0):017d}/"
         if last - first > 1440:
-            listings = [self.storage.list(start)]
+            listings = [self.storage.list(start, start_after=after)]
         else:
-            listings = [self.storage.list(f"{start}{m:08d}/") for m in range(first, last + 1)]
+            listings = [
+                self.storage.list(f"{start}{m:08d}/", start_after=after if m == first else "")
+                for m in range(first, last + 1)
+            ]
         found = []
         for listing in listings:
             for obj in listing:

@@ -26,7 +26,8 @@ class Storage(Protocol):
       the new one, never part of one.
     - ``get_bytes``/``get_file`` raise ``KeyError`` for a missing key.
     - ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix, as
-      in S3), in key order, however many there are.
+      in S3), in key order, however many there are; with ``start_after``, only those whose
+      key sorts after it (S3's StartAfter), without reading the ones before.
     - ``exists`` and ``delete`` (no error when missing) do what they say.
     - ``put_files`` stores many ``(key, path)`` pairs, as ``put_file`` would each; it may
       work concurrently and returns when all are stored (or raises at the first failure).
@@ -46,7 +47,7 @@ class Storage(Protocol):
 
     def get_file(self, key: str, path: Path) -> None: ...
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]: ...
 
     def exists(self, key: str) -> bool: ...
 

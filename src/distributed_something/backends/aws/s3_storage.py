@@ -276,16 +276,18 @@ class S3Storage:
             raise
         return True
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in key order (S3's order: UTF-8
-        bytes, the same as code points), page after page. The prefix is checked at once."""
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (and sorts after ``start_after``:
+        S3 starts the listing there), in key order (S3's order: UTF-8 bytes, the same as
+        code points), page after page. The prefix is checked at once."""
         check_prefix(prefix)
-        return self._list(prefix)
+        return self._list(prefix, start_after)
 
-    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def _list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         with self._boundary("ListObjectsV2", prefix):
             paginator = self._client.get_paginator("list_objects_v2")
-            pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, **self._payer)
+            after = {"StartAfter": start_after} if start_after else {}
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, **after, **self._payer)
             for page in pages:
                 for item in page.get("Contents", []):
                     key = str(item["Key"])

@@ -16,7 +16,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import ObjectInfo
@@ -149,6 +149,13 @@ def _write_atomically(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+class _Bounds(NamedTuple):
+    """What a listing wants: keys starting with ``prefix`` and sorting after ``after``."""
+
+    prefix: str
+    after: str
 
 
 class FolderStorage:
@@ -305,8 +312,10 @@ class FolderStorage:
         """Whether an object ``key`` exists (a folder of other keys is not an object)."""
         return self.path_of(key).is_file()
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix`` (a string prefix), in key order.
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a string prefix), in key order;
+        with ``start_after``, only those after it (the names before it are passed over
+        without a look at the file: a journal minute of 60,000 intents read from its end).
 
         Only the folder named by the part of ``prefix`` before its last ``/`` is walked.
         Files of in-progress writes, files whose names are not valid keys and symbolic
@@ -325,18 +334,22 @@ class FolderStorage:
                 return iter(())
             known = (status.st_dev, status.st_ino)
         return self._walk(
-            str(start), f"{folder_key}/" if folder_key else "", prefix, frozenset(), known
+            str(start),
+            f"{folder_key}/" if folder_key else "",
+            _Bounds(prefix, start_after),
+            frozenset(),
+            known,
         )
 
     def _walk(
         self,
         folder: str,
         folder_key: str,
-        prefix: str,
+        bounds: _Bounds,
         ancestors: frozenset[tuple[int, int]],
         known: tuple[int, int] | None,
     ) -> Iterator[ObjectInfo]:
-        """Objects under ``folder`` (whose keys start with ``folder_key``) matching ``prefix``.
+        """Objects under ``folder`` (whose keys start with ``folder_key``) within ``bounds``.
 
         ``ancestors`` holds the folders being walked (device, inode), so a link back to one
         of them is not followed forever. ``known`` is the folder's own (device, inode) when
@@ -359,21 +372,27 @@ class FolderStorage:
         ancestors = ancestors | {known}
         # A folder sorts as its name + "/": then sorting siblings sorts every key below
         # them, because all keys under "d/" fall between "d/" and the next sibling.
+        prefix, after = bounds
         found: list[tuple[str, os.DirEntry[str], bool]] = []
         for entry in entries:
             if entry.name.startswith(TEMP_PREFIX):
                 continue
             try:
                 is_dir = entry.is_dir()
+            except OSError:
+                continue
+            key = folder_key + entry.name + ("/" if is_dir else "")
+            # Before `after` and not a folder it falls in: nothing here is wanted.
+            if after and key <= after and not (is_dir and after.startswith(key)):
+                continue
+            try:
                 is_file = not is_dir and entry.is_file()
                 link = entry.is_symlink()
                 if link and not Path(entry.path).resolve().is_relative_to(self.root):
                     continue
             except (OSError, RuntimeError):
                 continue
-            key = folder_key + entry.name
             if is_dir:
-                key += "/"
                 if not (key.startswith(prefix) or prefix.startswith(key)):
                     continue
             elif not is_file or not key.startswith(prefix):
@@ -389,7 +408,7 @@ class FolderStorage:
                 # A plain folder's identity comes with the listing (same device as its parent,
                 # barring a mount point, which only makes a loop take one more level to stop).
                 ident = None if link else (known[0], entry.inode())
-                yield from self._walk(entry.path, key, prefix, ancestors, ident)
+                yield from self._walk(entry.path, key, bounds, ancestors, ident)
                 continue
             try:
                 size = entry.stat().st_size
