@@ -114,6 +114,42 @@ def test_ids_bodies_and_key_order_match_the_definition(
         assert job.tasks.body_json_at(index) == task.body_json() == canonical
 
 
+_meta_text = st.text(alphabet='ab=,"\\/é\u2028\x00 ', min_size=0, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(metadata=st.lists(_meta_text, min_size=1, max_size=5))
+def test_dcp_metadata_strings_give_the_defined_ids_and_bodies_or_the_same_error(
+    metadata: list[str],
+) -> None:
+    # Quotes, backslashes, control and non-ASCII characters: the plain strings are taken from
+    # the file's text without parsing them; every other one must come out the same.
+    shared = {"pipeline": "p.cppipe", "input": "in", "output": "out"}
+    text = json.dumps({**shared, "groups": [{"Metadata": m} for m in metadata]})
+    try:
+        whole = [
+            {"data_file": "", "output_structure": "", **shared, "Metadata": m} for m in metadata
+        ]
+        for index, m in enumerate(metadata):
+            try:
+                parse(json.dumps({**shared, "groups": [{"Metadata": m, "x": None}]}))
+            except InputError as error:  # the slow path's verdict on this string
+                raise InputError(
+                    error.source, f"groups[{index}].Metadata", error.problem, error.fix
+                ) from None
+    except InputError as expected:
+        with pytest.raises(InputError) as raised:
+            parse(text)
+        assert (raised.value.field, raised.value.problem) == (expected.field, expected.problem)
+        return
+    job = parse(text)
+    unique: list[dict[str, Any]] = []
+    for body in whole:
+        if reference_id(body) not in {reference_id(b) for b in unique}:
+            unique.append(body)
+    assert [(t.id, t.body) for t in job.tasks] == [(reference_id(b), b) for b in unique]
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [('{"groups": ["a", "\\ud800"]}', "groups[1]"), ('{"s": "\\udfff", "groups": [1]}', None)],

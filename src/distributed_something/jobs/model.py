@@ -45,6 +45,8 @@ def _c_encoder(sort_keys: bool) -> Any:
 _C_ENCODE = _c_encoder(True)
 _C_ENCODE_AS_IS = _c_encoder(False)
 _AS_IS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+#: A string's JSON text as the encoders above write it (ensure_ascii off).
+_STRING_JSON = json.encoder.encode_basestring
 
 
 def canonical_json(value: Any) -> str:
@@ -65,6 +67,9 @@ def compact_json(value: Any) -> str:
 def json_texts(value: Any) -> tuple[str, str]:
     """``(compact_json(value), canonical_json(value))``, the same object when they are equal
     (keys already in order at every level), so keeping both costs nothing then."""
+    if type(value) is str:  # a DCP group's Metadata: the string's JSON, no encoder needed
+        kept = _STRING_JSON(value)
+        return kept, kept
     kept = compact_json(value)
     if type(value) is not dict and type(value) is not list:
         return kept, kept  # no keys to order

@@ -157,6 +157,10 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     return _compact(source, fmt, list_key, shared, group_key, texts)
 
 
+#: How the compact JSON text of a DCP group of a Metadata string starts.
+_PLAIN_GROUP_START = '{"Metadata":"'
+
+
 def _dcp_groups(
     elements: list[str], canonical: dict[int, str], source: str
 ) -> Iterator[tuple[str, str]]:
@@ -164,8 +168,18 @@ def _dcp_groups(
     (--print-groups form); its `json_texts`."""
     scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
     for index, text in enumerate(elements):
-        group = scan(text, 0)[0]  # the element's own JSON text: json.loads without its checks
         elements[index] = ""  # not held beside what is kept of it (a million texts)
+        if text.startswith(_PLAIN_GROUP_START) and text.endswith('"}'):
+            # {"Metadata":"..."} (compact JSON) whose string has no quote and no escape: the
+            # string's JSON text is in the element's text as it is; nothing to parse.
+            metadata = text[len(_PLAIN_GROUP_START) : -2]
+            if '"' not in metadata and "\\" not in metadata:
+                if not _PLAIN_METADATA.fullmatch(metadata):
+                    _check_metadata_string(metadata, f"groups[{index}].Metadata", source)
+                kept = text[len(_PLAIN_GROUP_START) - 1 : -1]
+                yield kept, kept
+                continue
+        group = scan(text, 0)[0]  # the element's own JSON text: json.loads without its checks
         _check_dcp_group(group, index, source)
         if isinstance(group, dict) and "Metadata" in group:
             yield json_texts(group["Metadata"])

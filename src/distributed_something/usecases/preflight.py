@@ -294,7 +294,11 @@ class _SizeChecks:
 
     def add(self, index: int, plan: TaskPlan) -> None:
         """Check one plan."""
-        longest = _MAX_UTF8 * max((len(i.key) for i in plan.inputs), default=0)
+        longest = 0
+        for item in plan.inputs:  # a loop: this runs a million times at validate
+            if len(item.key) > longest:
+                longest = len(item.key)
+        longest *= _MAX_UTF8
         if _MAX_UTF8 * len(plan.output_prefix) > MAX_NAME_BYTES or longest > MAX_NAME_BYTES:
             named = [("output prefix", plan.output_prefix)]
             named += [("input", i.key) for i in plan.inputs]
