@@ -179,8 +179,6 @@ def test_messages_are_sent_in_chunks_with_the_bodies_of_the_tasks() -> None:
     chunks = list(lifecycle._messages(tasks, 3))
     assert [len(c) for c in chunks] == [3, 3, 1]
     assert [m for c in chunks for m in c] == [(t.id, t.body_json()) for t in list(tasks)]
-    # A plain list of tasks (a job made in code) gives the same messages.
-    assert list(lifecycle._messages(list(tasks), 3)) == chunks
 
 
 def test_a_compact_job_holds_far_less_than_a_task_object_per_group() -> None:

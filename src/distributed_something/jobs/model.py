@@ -291,5 +291,5 @@ class JobFile:
 
     path: str
     format: JobFormat
-    tasks: Sequence[Task]
+    tasks: TaskList
     duplicates: list[Duplicate]

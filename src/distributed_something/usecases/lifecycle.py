@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from distributed_something import summary
 from distributed_something.backends import open_backend
@@ -17,7 +14,7 @@ from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.compute import ComputeStatus
-from distributed_something.jobs.model import JobFile, Task, TaskList
+from distributed_something.jobs.model import JobFile, TaskList
 from distributed_something.ledger import read_ledger
 from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.monitor.settle import record_image_outcomes
@@ -131,12 +128,14 @@ def submit(
     if not force and tasks:
         live = set(read_ledger(records).ids_in("pending", "running", "failed"))
         if live:
-            tasks = _without(tasks, live)
+            tasks = tasks.without(live)
             left_out = len(job.tasks) - len(tasks)
     # The manifest is written first: the report must know every task that may be queued.
-    shared, group_key = _shared_of(job.tasks)
     records.write_manifest_json(
-        f"{time.time_ns()}", _manifest_groups(job.tasks), shared=shared, group_key=group_key
+        f"{time.time_ns()}",
+        _manifest_groups(job.tasks),
+        shared=job.tasks.shared,
+        group_key=job.tasks.group_key,
     )
     if skip_done is None:
         skip_done = project.config.check_if_done.enabled and not force
@@ -150,7 +149,7 @@ def submit(
             (Skip(tid, now, f"{why} (at submit)", "submit") for tid, why in finished.items()),
         )
         if finished:
-            tasks = _without(tasks, finished.keys())
+            tasks = tasks.without(finished.keys())
         skipped = len(finished)
     # The ledger summary counts the new manifest now, not at the first `ds status`.
     summary.read_counts(records)
@@ -179,48 +178,23 @@ def submit(
     )
 
 
-def _without(tasks: Sequence[Task], ids: AbstractSet[str]) -> Sequence[Task]:
-    """``tasks`` but those whose id is in ``ids``, in order."""
-    if isinstance(tasks, TaskList):
-        return tasks.without(ids)
-    return [t for t in tasks if t.id not in ids]
+def _manifest_groups(tasks: TaskList) -> Iterator[tuple[str, str]]:
+    """(task id, JSON of its element) of each task, without making the tasks."""
+    for index, task_id in enumerate(tasks.ids()):
+        yield task_id, tasks.group_json(index)
 
 
-def _shared_of(tasks: Sequence[Task]) -> tuple[dict[str, Any], str]:
-    """The job's shared keys and the key of each task's element, for the manifest."""
-    if isinstance(tasks, TaskList):
-        return tasks.shared, tasks.group_key
-    if not tasks:
-        return {}, "group"
-    first = tasks[0]
-    return {k: v for k, v in first.body.items() if k != first.group_key}, first.group_key
-
-
-def _manifest_groups(tasks: Sequence[Task]) -> Iterator[tuple[str, str]]:
-    """(task id, JSON of its element) of each task, without making a compact job's tasks."""
-    if isinstance(tasks, TaskList):
-        for index, task_id in enumerate(tasks.ids()):
-            yield task_id, tasks.group_json(index)
-    else:
-        for task in tasks:
-            yield task.id, json.dumps(task.group)
-
-
-def _messages(tasks: Sequence[Task], size: int) -> Iterator[list[tuple[str, str]]]:
+def _messages(tasks: TaskList, size: int) -> Iterator[list[tuple[str, str]]]:
     """The queue messages (id, body) of ``tasks`` in chunks of ``size``: only one chunk's
     bodies exist at a time."""
-    if isinstance(tasks, TaskList):
-        chunk: list[tuple[str, str]] = []
-        for index, task_id in enumerate(tasks.ids()):
-            chunk.append((task_id, tasks.body_json_at(index)))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
+    chunk: list[tuple[str, str]] = []
+    for index, task_id in enumerate(tasks.ids()):
+        chunk.append((task_id, tasks.body_json_at(index)))
+        if len(chunk) == size:
             yield chunk
-        return
-    for start in range(0, len(tasks), size):
-        yield [(t.id, t.body_json()) for t in tasks[start : start + size]]
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def start_cluster(

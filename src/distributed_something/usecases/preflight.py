@@ -24,7 +24,7 @@ from pathlib import Path
 from distributed_something.backends import backend_kind
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
-from distributed_something.jobs.model import JobFile, Task, TaskList
+from distributed_something.jobs.model import JobFile, Task
 from distributed_something.jobs.prefixes import element_position, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
@@ -452,7 +452,7 @@ def _dcp_tasks_by_data_file(
     tasks (index, DCP values), called only once the CSV is read: a compact job's tasks share
     every key but their Metadata, so the file is known from its shared keys alone."""
     tasks = job.tasks
-    if isinstance(tasks, TaskList) and tasks.group_key == "Metadata":
+    if tasks.group_key == "Metadata":
         try:
             common = job_of(Task(body={**tasks.shared, "Metadata": "Metadata_DS=1"}, id="-"))
         except InputError:

@@ -12,7 +12,7 @@ from distributed_something.config.legacy import config_warnings
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.storage import Storage
-from distributed_something.jobs.model import JobFile, Task, TaskList
+from distributed_something.jobs.model import JobFile, Task
 from distributed_something.jobs.parse import load_job_file
 from distributed_something.jobs.prefixes import (
     clash_error,
@@ -108,9 +108,9 @@ def plan_tasks(
     tasks = job.tasks
     fast: Callable[[str, Any], TaskPlan | None] | None = None
     make_planner = getattr(recipe, "planner", None)
-    if isinstance(tasks, TaskList) and callable(make_planner):
+    if callable(make_planner):
         fast = make_planner(config, PLACEHOLDER_WORKDIR, tasks.shared, tasks.group_key)
-    if fast is not None and isinstance(tasks, TaskList):
+    if fast is not None:
         for index, (task_id, group) in enumerate(zip(tasks.ids(), tasks.groups(), strict=True)):
             plan = fast(task_id, group)
             if plan is None:
