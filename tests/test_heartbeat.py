@@ -5,6 +5,7 @@ observed (`ParkWatch`), so no test sleeps to show that nothing happened."""
 from __future__ import annotations
 
 import threading
+import time
 
 from distributed_something.interfaces.queue import Message
 from distributed_something.worker.heartbeat import (
@@ -39,25 +40,31 @@ def message(task_id: str) -> Message:
 
 class ParkWatch:
     """The heartbeat thread's `Waiter`: waits as the real one does, and records each wait's
-    timeout, so a test sees the thread parked with none (it runs again only when `keep` or
-    `close` wakes it: no extension can happen meanwhile), without sleeping to find out."""
+    timeout and whether a lease was held then, so a test sees the thread parked (waiting
+    with no lease held: when it wakes it has nothing to extend), without sleeping to find
+    out."""
 
     def __init__(self) -> None:
         self.timeouts: list[float | None] = []
+        self.idle: list[bool] = []
+        self.beat: Heartbeat | None = None
         self.changed = threading.Condition()
+
+    def watching(self, beat: Heartbeat) -> Heartbeat:
+        self.beat = beat
+        return beat
 
     def __call__(self, cond: threading.Condition, seconds: float | None) -> object:
         with self.changed:
             self.timeouts.append(seconds)
+            self.idle.append(self.beat is not None and self.beat._lease is None)
             self.changed.notify_all()
         return cond.wait(seconds)
 
     def wait_parked(self, after: int = 0) -> None:
-        """Until the thread parks without a timeout, after ``after`` recorded waits."""
+        """Until the thread waits with no lease held, after ``after`` recorded waits."""
         with self.changed:
-            parked = self.changed.wait_for(
-                lambda: any(t is None for t in self.timeouts[after:]), timeout=10
-            )
+            parked = self.changed.wait_for(lambda: any(self.idle[after:]), timeout=10)
         assert parked, "the heartbeat thread never parked"
 
 
@@ -84,7 +91,7 @@ def test_the_stop_time_leaves_the_wrap_up_before_the_lease_ends() -> None:
 def test_one_thread_extends_each_task_in_turn_and_stops_between_tasks() -> None:
     queue = RecordingQueue()
     watch = ParkWatch()
-    beat = Heartbeat(queue, wait=watch)  # type: ignore[arg-type]
+    beat = watch.watching(Heartbeat(queue, wait=watch))  # type: ignore[arg-type]
     abort = threading.Event()
     threads_before = threading.active_count()
     with beat.keep(message("a"), 0.6, abort):  # beats every 0.2 s
@@ -100,6 +107,22 @@ def test_one_thread_extends_each_task_in_turn_and_stops_between_tasks() -> None:
     assert not lease.lost.is_set() and not abort.is_set()
     beat.close()
     assert threading.active_count() == threads_before
+
+
+def test_a_run_of_short_tasks_does_not_wake_the_thread_for_each() -> None:
+    queue = RecordingQueue()
+    watch = ParkWatch()
+    beat = watch.watching(Heartbeat(queue, wait=watch))  # type: ignore[arg-type]
+    abort = threading.Event()
+    for index in range(50):  # each far shorter than the 20 s to its first beat
+        with beat.keep(message(f"t{index}"), 60.0, abort):
+            time.sleep(0.005)  # a short command: time for a woken thread to run
+    # Woken once, by the first task; every later lease's first beat comes after the wait it
+    # is in ends (a switch to the thread per task took a quarter of a no-op task's time).
+    assert wait_for(lambda: len(watch.timeouts) >= 1)
+    assert len(watch.timeouts) <= 2, watch.timeouts
+    assert queue.calls == []
+    beat.close()
 
 
 def test_nothing_is_extended_while_no_lease_is_held() -> None:
@@ -142,7 +165,7 @@ def test_a_lost_lease_sets_both_events_and_is_not_extended_again() -> None:
 def test_a_lost_lease_parks_the_thread() -> None:
     queue = RecordingQueue([False])
     watch = ParkWatch()
-    beat = Heartbeat(queue, wait=watch)  # type: ignore[arg-type]
+    beat = watch.watching(Heartbeat(queue, wait=watch))  # type: ignore[arg-type]
     abort = threading.Event()
     with beat.keep(message("a"), 0.6, abort) as lease:
         assert abort.wait(10)
@@ -164,7 +187,7 @@ def test_leaving_waits_for_an_extension_in_progress() -> None:
             return True
 
     watch = ParkWatch()
-    beat = Heartbeat(SlowQueue(), wait=watch)  # type: ignore[arg-type]
+    beat = watch.watching(Heartbeat(SlowQueue(), wait=watch))  # type: ignore[arg-type]
     leaving, left = threading.Event(), threading.Event()
 
     def end_the_extension() -> None:

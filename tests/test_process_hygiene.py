@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -22,6 +23,7 @@ import pytest
 
 from conftest import write_project
 from distributed_something.backends.local.compute import LocalCompute
+from distributed_something.usecases import lifecycle
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.procgroups import (
     TOKEN_ENV,
@@ -448,3 +450,28 @@ def test_worker_logs_are_owner_only(tmp_path: Path) -> None:
     for name in ("local-0.log", "local-1.log"):
         assert stat.S_IMODE((logs / name).stat().st_mode) == 0o600
     assert (logs / "local-0.log").read_text().startswith("old\n")  # appended, not replaced
+
+
+def test_the_monitor_pause_ends_when_a_local_worker_exits(tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "proj", argv=["true"], groups=[{"name": "a"}])
+    compute = LocalCompute(open_project(proj / "ds.toml"), stop_grace=10)
+    # Stands for a worker this process started: it exits while the monitor waits.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    compute._procs[child.pid] = child
+    pausing = threading.Thread(target=compute.pause, args=(600.0,), daemon=True)
+
+    pausing.start()
+    pausing.join(60)
+
+    assert not pausing.is_alive(), "the pause waited on after the worker exited"
+    assert child.poll() == 0
+
+
+@pytest.mark.parametrize(
+    ("floor", "interval", "confirm"), [(0.0, 1.0, 0.0), (60.0, 1.0, 60.0), (60.0, 120.0, 120.0)]
+)
+def test_exact_queue_counts_end_a_run_on_one_empty_reading(
+    floor: float, interval: float, confirm: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(lifecycle.DRAIN_CONFIRM_ENV, raising=False)
+    assert lifecycle.drain_confirm_seconds(floor, interval) == confirm

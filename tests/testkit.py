@@ -172,6 +172,9 @@ class NoCompute:
 
     def start(self, n: int) -> None: ...
     def scale(self, n: int) -> None: ...
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
     def status(self) -> ComputeStatus:
         return ComputeStatus(0, 0)
 

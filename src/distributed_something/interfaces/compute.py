@@ -23,6 +23,9 @@ class Compute(Protocol):
       terminating busy ones; a backend without machines does nothing.
     - ``housekeeping()`` is called on every monitor tick (e.g. to remove the alarms of
       terminated instances); it must be cheap and idempotent.
+    - ``pause(seconds)`` waits before the monitor's next reading: ``seconds``, or less when
+      something happened that a reading should see at once (a worker started by this
+      process exited: the run may be over).
     - ``status()`` reports desired and running workers.
     - ``stop()`` asks every worker to stop: each hands its current task back to the queue.
     - ``cleanup()`` removes what ``start`` created; safe to call more than once.
@@ -35,6 +38,8 @@ class Compute(Protocol):
     def scale_machines(self, n: int) -> None: ...
 
     def housekeeping(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
 
     def status(self) -> ComputeStatus: ...
 

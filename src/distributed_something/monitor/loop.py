@@ -45,7 +45,7 @@ def watch(
     show_progress: bool = True,
     image_entrypoint: bool = False,
     clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], object] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
 ) -> Progress:
     """Run the monitor until the run is over, then stop the workers.
 
@@ -53,8 +53,11 @@ def watch(
     read empty on readings ``confirm_seconds`` apart (default: one ``interval``). With
     ``image_entrypoint`` the workers are the family image's own (they keep no records), so
     the empty queue alone decides. Returns the final progress. Cleanup and the report are
-    the caller's next steps, so a monitor killed here can simply be run again.
+    the caller's next steps, so a monitor killed here can simply be run again. Between
+    readings it waits ``sleep(interval)`` (default: `Compute.pause`, which ends early when a
+    local worker exits).
     """
+    pause = backend.compute.pause if sleep is None else sleep
     records = RunRecords(backend.storage, config.app_name, state.run_id)
     cfg = policy_config(config, cheapest, backend.max_workers)
     confirm = interval if confirm_seconds is None else confirm_seconds
@@ -119,7 +122,7 @@ def watch(
             if any(isinstance(a, Teardown) for a in actions):
                 backend.compute.stop()
                 return progress
-            sleep(interval)
+            pause(interval)
     finally:
         if bar is not None:
             bar.stop()

@@ -246,7 +246,8 @@ DRAIN_CONFIRM_ENV = "DS_DRAIN_CONFIRM_SECONDS"
 def drain_confirm_seconds(floor: float, interval: float) -> float:
     """How far apart two empty readings of the queue must be: one tick, but at least the
     backend's ``floor`` (`Backend.drain_confirm_floor`: a minute for SQS's approximate
-    counts, the unattended monitor's default; 0 for the local and Slurm queues' exact ones).
+    counts, the unattended monitor's default); none where the counts are exact (floor 0:
+    the local and Slurm queues), so one empty reading ends the run.
     ``$DS_DRAIN_CONFIRM_SECONDS`` overrides both."""
     raw = os.environ.get(DRAIN_CONFIRM_ENV, "").strip()
     if raw:
@@ -259,7 +260,7 @@ def drain_confirm_seconds(floor: float, interval: float) -> float:
                 "environment", DRAIN_CONFIRM_ENV, f"{raw!r} is not a number of seconds", "e.g. 60"
             )
         return value
-    return max(interval, floor)
+    return max(interval, floor) if floor > 0 else 0.0
 
 
 def _image_entrypoint(project: Project) -> bool:

@@ -142,6 +142,10 @@ class Heartbeat:
         self._lease: Lease | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        # When the thread's current wait ends by itself (clock time; None: it waits to be
+        # notified), and how long it waits while no lease is held (the last beat interval).
+        self._wake_at: float | None = None
+        self._idle_wait: float | None = None
 
     @contextmanager
     def keep(
@@ -168,7 +172,12 @@ class Heartbeat:
                 self._thread = threading.Thread(target=self._beat, name="ds-heartbeat", daemon=True)
                 self._thread.start()
             self._lease = lease
-            self._cond.notify()
+            self._idle_wait = heartbeat_interval(lease_seconds)
+            # Woken only when its wait would end after this lease's first beat is due: a run
+            # of short tasks then wakes it about once per interval, not once per task (a
+            # thread switch per task took a quarter of a no-op task's time).
+            if self._wake_at is None or self._wake_at > lease.due:
+                self._cond.notify()
         try:
             yield lease
         finally:
@@ -195,8 +204,15 @@ class Heartbeat:
         with self._cond:
             while not self._closed:
                 wait = self._tick()
-                if wait is None or wait > 0:
-                    self._wait(self._cond, wait)
+                if wait is not None and wait <= 0:
+                    continue
+                if wait is None:
+                    # No lease: wake after an interval anyway, so the next lease's first
+                    # beat (an interval after it starts) needs no notify.
+                    wait = self._idle_wait
+                self._wake_at = None if wait is None else self.clock() + wait
+                self._wait(self._cond, wait)
+                self._wake_at = None
 
     def _tick(self) -> float | None:
         # Called holding the lock: `keep` cannot end mid-extension.

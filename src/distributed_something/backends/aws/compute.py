@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -170,6 +171,10 @@ class EcsSpotCompute:
                     return False
                 raise
         return True
+
+    def pause(self, seconds: float) -> None:
+        """The monitor's interval, whole: its workers are not this process's children."""
+        time.sleep(seconds)
 
     def status(self) -> ComputeStatus:
         """Workers desired and running (ECS tasks × workers per task); zeros without a service."""

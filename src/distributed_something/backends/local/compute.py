@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -142,6 +143,23 @@ class LocalCompute:
         scratch folders: a worker killed by the OOM killer must not leave its task's
         background processes competing with the task's next attempt."""
         reap_dead_workers(self.scratch_root)
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until a worker this process started exits (the queue may be
+        drained: `ds run` then ends at once instead of at its next tick)."""
+        live = [proc for proc in self._procs.values() if proc.poll() is None]
+        fds: list[int] = []
+        try:
+            for proc in live:
+                with contextlib.suppress(OSError, AttributeError):  # no pidfd: just sleep
+                    fds.append(os.pidfd_open(proc.pid))
+            if fds and len(fds) == len(live):
+                select.select(fds, [], [], seconds)  # a pidfd reads ready when it exits
+            else:
+                time.sleep(seconds)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def status(self) -> ComputeStatus:
         data = self._load()

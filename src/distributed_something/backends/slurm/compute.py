@@ -173,6 +173,10 @@ class SlurmCompute:
         if idle:
             self._cached = None
 
+    def pause(self, seconds: float) -> None:
+        """The monitor's interval, whole: its workers are not this process's children."""
+        time.sleep(seconds)
+
     def status(self) -> ComputeStatus:
         """desired: elements pending or running in Slurm; running: those running."""
         live = self._live(self._load())
