@@ -196,6 +196,10 @@ class FolderStorage:
             )
         parts = key.split("/")
         path = self.root.joinpath(*parts)
+        if parts[0] == PRIVATE_ROOT and path.parent in self._private_folders:
+            # A private folder this process made or checked: owner-only all the way down
+            # from the root, so no one else can have put a link in it since.
+            return path
         if not self._has_link(parts):
             return path  # checked keys have no "..": without a link the path stays inside
         try:
