@@ -428,3 +428,70 @@ def test_the_journal_is_read_from_the_checkpoint_on_not_from_its_minute_start(
 
     assert [(i.task_id, i.at_us) for i in found] == list(zip(ids[5:], times[5:], strict=True))
     assert len(listed) == 7, "the intents before the checkpoint's time are not even listed"
+
+
+class _ListingCounter:
+    """Counts the listings of attempt folders a storage serves (one per task read)."""
+
+    def __init__(self, storage: FolderStorage) -> None:
+        self.prefixes: list[str] = []
+        real = storage.list
+
+        def listing(prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+            if "/attempts/" in prefix and not prefix.endswith("/attempts/"):  # one task's
+                self.prefixes.append(prefix)
+            return real(prefix, start_after)
+
+        storage.list = listing  # type: ignore[method-assign]
+
+    def tasks_read(self) -> int:
+        read, self.prefixes = len(self.prefixes), []
+        return read
+
+
+def test_tasks_a_reading_counted_are_not_read_again_for_the_same_intents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default margin (intents are listed from two seconds before the last reading) and
+    # a checkpoint rolled at every reading: what a monitor ticking during a busy run does.
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+    records, ids = make_records(tmp_path)
+    summarised(records)  # the checkpoint of the submit
+    for task_id in ids[:8]:
+        run_attempt(records, task_id, "done")
+    counter = _ListingCounter(records.storage)  # type: ignore[arg-type]
+
+    assert summarised(records) == whole(records)
+    assert counter.tasks_read() == 8
+    assert summarised(records) == whole(records)
+    assert counter.tasks_read() == 0, "the last reading counted them: nothing new since"
+    run_attempt(records, ids[8], "done")
+    run_attempt(records, ids[0], "done", n=2)  # a second attempt: a new intent
+    assert summarised(records) == whole(records)
+    assert counter.tasks_read() == 2
+    assert summarised(records)["duplicates"] == whole(records)["duplicates"] == 1
+
+
+def test_an_intent_landing_late_among_counted_ones_is_still_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+    records, ids = make_records(tmp_path)
+    summarised(records)
+    first = run_attempt(records, ids[0], "done")
+    assert summarised(records) == whole(records)
+    # Intents whose key time is before that reading, landing only now (their writers were
+    # slow): one for another task, one for a second attempt of the task just counted.
+    for task_id, n in ((ids[1], 1), (ids[0], 2)):
+        late = Attempt(task_id, n, f"late-{task_id}", "w2", first.started_at - 0.5)
+        records.storage.put_bytes(
+            records.intent_key(task_id, round(late.started_at * 1e6), "a", late.stem), b""
+        )
+        records.storage.put_bytes(records.attempt_key(late, "running"), b"{}")
+        late.outcome, late.ended_at = "done", time.time()
+        records.close_attempt(late)
+
+    counts = summarised(records)
+
+    assert counts == whole(records)
+    assert (counts["done"], counts["duplicates"]) == (2, 1)

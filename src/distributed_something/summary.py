@@ -17,6 +17,12 @@ seconds locally at a million. `ds status` and the monitor instead read
   intent), are the only ones whose state can have changed: only they are read again, one
   listing each, and the counts are moved from their old state to their new one.
 
+The checkpoint moves to a reading's start minus a margin (below), so the intents of the
+last moments are listed again by the next reading; the checkpoint also names those whose
+records it counted (``seen``), and a later reading reads a task again only for an intent
+it does not name (or when the task was running). A monitor ticking through a busy run then
+reads each task about once, not once per tick for the length of the margin.
+
 A task is read only as far as it can have changed (`_read_tail`): with no event at the
 checkpoint and no mark or skip intent since, only its attempts are listed. No reader should
 meet a long journal: the monitors fold it in every tick, and a writer that wrote
@@ -89,6 +95,11 @@ QUIET = "-"
 
 #: (event code, duplicate, skipped, in the manifest)
 Entry = tuple[str, bool, bool, bool]
+#: An intent as (task id, key time, kind, detail): one a reading saw land (`Checkpoint.seen`).
+Seen = tuple[str, int, str, str]
+#: Most landed intents a checkpoint remembers past its time; beyond, none (they are read
+#: again, as without any).
+SEEN_MAX = 50_000
 
 
 def margin(records: RunRecords) -> float:
@@ -124,6 +135,10 @@ class Checkpoint:
     base_id: str = ""
     #: the entries changed since the base was written (the delta's), looked up first
     delta: dict[str, Entry] = field(default_factory=dict)
+    #: intents keyed at or after ``covered_us`` whose records the writer of this checkpoint
+    #: read (its entries count them): a later reading need not read their tasks again for
+    #: them (unless the task was running: its attempt closes without an intent)
+    seen: set[Seen] = field(default_factory=set)
     _parsed: dict[int, dict[str, Entry]] = field(default_factory=dict)
 
     def shard(self, index: int) -> dict[str, Entry]:
@@ -212,11 +227,24 @@ def read_checkpoint(records: RunRecords) -> Checkpoint | None:
             raw,
             offsets,
             str(meta["id"]),
+            seen=_seen_of(meta.get("seen", [])),
         )
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
     _apply_delta(records, checkpoint)
     return checkpoint
+
+
+def _seen_of(items: object) -> set[Seen]:
+    """The landed intents of a checkpoint or delta as written (`_seen_json`); raises
+    ValueError (or TypeError) when they are not."""
+    if not isinstance(items, list):
+        raise ValueError("seen is not a list")
+    return {(str(t), int(at), str(kind), str(detail)) for t, at, kind, detail in items}
+
+
+def _seen_json(seen: set[Seen]) -> list[list[object]]:
+    return [list(item) for item in sorted(seen)]
 
 
 def _apply_delta(records: RunRecords, checkpoint: Checkpoint) -> None:
@@ -234,10 +262,11 @@ def _apply_delta(records: RunRecords, checkpoint: Checkpoint) -> None:
                 return
             delta[str(task_id)] = (str(code), bool(dup), bool(skipped), bool(listed))
         covered, running = int(data["covered_us"]), [str(t) for t in data["running"]]
+        seen = _seen_of(data.get("seen", []))
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError):
         return
     checkpoint.counts, checkpoint.covered_us, checkpoint.running = counts, covered, running
-    checkpoint.delta = delta
+    checkpoint.delta, checkpoint.seen = delta, seen
 
 
 def write_checkpoint(
@@ -247,6 +276,7 @@ def write_checkpoint(
     signatures: tuple[list[list[object]], list[list[object]]],
     shards: list[bytes],
     running: list[str],
+    seen: set[Seen] | None = None,
 ) -> bool:
     """Write a checkpoint (see the module) whole, atomically; a storage that refuses
     (read-only access) changes nothing but the next reader's speed. True when written."""
@@ -262,6 +292,7 @@ def write_checkpoint(
             "manifest": signatures[0],
             "skip_lists": signatures[1],
             "running": running,
+            "seen": _seen_json(seen or set()),
             "offsets": offsets,
         }
     ).encode()
@@ -310,7 +341,7 @@ def read_counts(
         old = checkpoint.lookup(wanted)
     except ValueError:  # a damaged entry: the checkpoint is not trusted
         return rebuild(records, None, sigs, started_us, write=write)
-    tail, held_us = _read_tail(records, wanted, old, started_us)
+    tail, held_us, landed = _read_tail(records, wanted, old, started_us)
     counts = dict(checkpoint.counts)
     updates: dict[str, Entry] = {}
     for task_id, (now_code, now_dup, has_skip) in tail.items():
@@ -327,6 +358,7 @@ def read_counts(
             counts[state_of_entry(after)] += 1
             counts["duplicates"] += int(after[1]) - int(before[1])
     covered_us = max(checkpoint.covered_us, held_us)
+    seen = _still_seen(checkpoint.seen | landed, covered_us)
     due = len(tail) > ROLL_TASKS or covered_us - checkpoint.covered_us > ROLL_AGE_S * 1e6
     if write and due:
         running = [t for t, e in {**old, **updates}.items() if e[0] == "running"]
@@ -342,9 +374,11 @@ def read_counts(
             for index in range(SHARDS):
                 entries = {**checkpoint.shard(index), **by_shard[index]}
                 shards.append("".join(_encode(t, e) for t, e in entries.items()).encode())
-            written = write_checkpoint(records, covered_us, counts, sigs, shards, running)
+            written = write_checkpoint(records, covered_us, counts, sigs, shards, running, seen)
         else:
-            written = _write_delta(records, checkpoint.base_id, covered_us, counts, running, delta)
+            written = _write_delta(
+                records, checkpoint.base_id, covered_us, counts, running, delta, seen
+            )
         if written and (compact if prune is None else prune):
             prune_journal(records, covered_us)  # only behind a checkpoint that was written
     return counts
@@ -357,16 +391,18 @@ def _write_delta(
     counts: dict[str, int],
     running: list[str],
     delta: dict[str, Entry],
+    seen: set[Seen],
 ) -> bool:
     """Roll the checkpoint forward without rewriting its base: one small object with the
-    entries changed since the base, the counts, the running tasks and the time covered.
-    True when written."""
+    entries changed since the base, the counts, the running tasks, the time covered and
+    the intents since then already counted. True when written."""
     data = {
         "base": base_id,
         "covered_us": covered_us,
         "counts": counts,
         "running": running,
         "entries": {t: list(e) for t, e in delta.items()},
+        "seen": _seen_json(seen),
     }
     with contextlib.suppress(BackendError, OSError):
         if not _journal_whole_since(records, covered_us):
@@ -388,8 +424,14 @@ def _wanted(
     journal's floor, read after the listing, is past the checkpoint)."""
     margin_us = round(margin(records) * 1e6)
     wanted: dict[str, list[tuple[str, str, int]]] = {t: [] for t in checkpoint.running}
+    seen = checkpoint.seen
     for intent in records.intents_since(checkpoint.covered_us, started_us + margin_us):
-        wanted.setdefault(intent.task_id, []).append((intent.kind, intent.detail, intent.at_us))
+        task_id = intent.task_id
+        if (task_id, intent.at_us, intent.kind, intent.detail) in seen and task_id not in wanted:
+            # Counted by the checkpoint's writer, and the task was not running then: no
+            # record of it can have changed without a newer intent.
+            continue
+        wanted.setdefault(task_id, []).append((intent.kind, intent.detail, intent.at_us))
     if not _journal_whole_since(records, checkpoint.covered_us):
         return None
     return wanted
@@ -431,11 +473,11 @@ def _read_tail(
     wanted: dict[str, list[tuple[str, str, int]]],
     old: dict[str, Entry],
     started_us: int,
-) -> tuple[dict[str, tuple[str | None, bool, bool]], int]:
+) -> tuple[dict[str, tuple[str | None, bool, bool]], int, set[Seen]]:
     """Each task of ``wanted`` with its (event code, duplicate, has a worker's skip record)
-    now (code None: it has no event), read from its records; and how far the checkpoint
-    may move: to the start minus the margin, held at the oldest intent whose record has not
-    landed yet (unless it is older than `GIVE_UP_S`).
+    now (code None: it has no event), read from its records; how far the checkpoint may
+    move: to the start minus the margin, held at the oldest intent whose record has not
+    landed yet (unless it is older than `GIVE_UP_S`); and the intents whose records landed.
 
     Only what can have changed since the task's entry in ``old`` is read: every mark and
     skip record is written after an intent, so a task whose entry had no event and that
@@ -447,6 +489,7 @@ def _read_tail(
     give_up_us = started_us - round(GIVE_UP_S * 1e6)
     held_us = started_us - margin_us
     tail: dict[str, tuple[str | None, bool, bool]] = {}
+    landed_intents: set[Seen] = set()
 
     def read(task_id: str) -> tuple[list[AttemptKey], list[Mark], bool]:
         code, _, skipped, _ = old.get(task_id, NO_ENTRY)
@@ -487,9 +530,11 @@ def _read_tail(
                 landed = detail in seen_marks
             else:  # a skip record: already skipped, it changes nothing when it lands
                 landed = has_skip or skipped_before
-            if not landed and at_us > give_up_us:
+            if landed:
+                landed_intents.add((task_id, at_us, kind, detail))
+            elif at_us > give_up_us:
                 held_us = min(held_us, at_us)  # read this task again until its record lands
-    return tail, held_us
+    return tail, held_us, landed_intents
 
 
 def rebuild(
@@ -504,6 +549,7 @@ def rebuild(
     and the journal since, or (without one) from a whole listing; the manifest and skip
     records read whole — and a new checkpoint written (with ``write``)."""
     margin_us = round(margin(records) * 1e6)
+    seen: set[Seen] = set()
     if checkpoint is None:
         codes = event_codes(records.attempt_keys(), records.marks())
         covered_us = started_us - margin_us
@@ -516,8 +562,9 @@ def rebuild(
         wanted = _wanted(records, checkpoint, started_us)
         if wanted is None:
             return rebuild(records, None, sigs, started_us, write=write)
-        tail, covered_us = _read_tail(records, wanted, entries, started_us)
+        tail, covered_us, landed = _read_tail(records, wanted, entries, started_us)
         covered_us = max(checkpoint.covered_us, covered_us)
+        seen = _still_seen(checkpoint.seen | landed, covered_us)
         for task_id, (code, dup, _) in tail.items():
             if code is None:
                 codes.pop(task_id, None)
@@ -539,8 +586,15 @@ def rebuild(
                 )
         running = [t for t, (code, _) in codes.items() if code == "running"]
         shards = ["".join(b).encode() for b in bodies]
-        write_checkpoint(records, covered_us, counts, sigs, shards, running)
+        write_checkpoint(records, covered_us, counts, sigs, shards, running, seen)
     return counts
+
+
+def _still_seen(seen: set[Seen], covered_us: int) -> set[Seen]:
+    """Of ``seen``, the intents a reading from ``covered_us`` on still lists; none when they
+    are more than `SEEN_MAX` (a checkpoint held back long: they are read again instead)."""
+    kept = {item for item in seen if item[1] >= covered_us}
+    return kept if len(kept) <= SEEN_MAX else set()
 
 
 def covered_hint(records: RunRecords) -> int:
