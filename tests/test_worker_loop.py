@@ -21,6 +21,8 @@ from distributed_something.errors import BackendError, QueueGone
 from distributed_something.interfaces.queue import Message
 from distributed_something.jobs.model import Task
 from distributed_something.ledger import read_ledger
+from distributed_something.recipes import base
+from distributed_something.recipes.base import Workdir
 from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, ManifestEntry, RunRecords
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
@@ -487,3 +489,25 @@ def test_a_workdir_that_cannot_be_emptied_is_replaced(
     assert rig.worker.step() is Outcome.DONE
     assert rig.worker._workdir.root == second  # emptied fine: kept
     assert sorted(o.key for o in rig.storage.list("out/")) == ["out/a/r.txt", "out/b/r.txt"]
+
+
+def test_a_scratch_folder_is_emptied_for_the_next_task_and_says_when_it_could_not_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = Workdir(tmp_path / "w")
+    workdir.create()
+    (workdir.output_dir / "deep" / "er").mkdir(parents=True)
+    (workdir.output_dir / "deep" / "er" / "a.tif").write_bytes(b"x")
+    (workdir.input_dir / "in.csv").write_text("x")
+    (workdir.root / "task.log").write_text("log")
+    (workdir.root / "stray").mkdir()
+
+    assert workdir.clear()
+    assert sorted(p.name for p in workdir.root.iterdir()) == ["inputs", "outputs"]
+    assert not any(workdir.input_dir.iterdir()) and not any(workdir.output_dir.iterdir())
+    assert workdir.clear()  # nothing to remove: still clean
+
+    (workdir.output_dir / "stuck.tif").write_bytes(b"x")
+    (workdir.root / "stuck.log").write_text("x")
+    monkeypatch.setattr(base, "_remove", lambda entry: None)  # removals that fail
+    assert not workdir.clear()

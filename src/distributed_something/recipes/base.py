@@ -41,19 +41,21 @@ class Workdir:
         if not self.root.is_dir():
             return True
         kept = {self.input_dir.name, self.output_dir.name}
+        clean = True
         with os.scandir(self.root) as entries:
             for entry in entries:
                 if entry.name in kept and entry.is_dir(follow_symlinks=False):
+                    removed = False
                     with os.scandir(entry.path) as children:
                         for child in children:
                             _remove(child)
+                            removed = True
+                    # Looked at again only when something was in it (most folders are empty).
+                    clean = clean and (not removed or _is_empty(entry.path))
                 else:
                     _remove(entry)
-        with os.scandir(self.root) as entries:
-            return all(
-                e.name in kept and e.is_dir(follow_symlinks=False) and _is_empty(e.path)
-                for e in entries
-            )
+                    clean = clean and not os.path.lexists(entry.path)
+        return clean
 
 
 def _is_empty(folder: str) -> bool:
