@@ -418,7 +418,8 @@ def write_attempts(folder: Path, start: int, stop: int) -> float:
 def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, float]]:
     """`ds status` once ``n - tail`` tasks have a completed attempt record: the first reading
     (the checkpoint `ds submit` wrote, and every task named in the journal since), the next
-    (the last seconds of the journal read again: the margin), and one after ``tail`` more
+    (the last seconds of the journal listed again: the margin; their tasks are not read
+    again, the checkpoint names the intents it counted), and one after ``tail`` more
     attempts; the last checked against `ds report`'s counts."""
     out: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ds-bench-scale-") as tmp:
@@ -430,7 +431,7 @@ def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, floa
         print(f"  (wrote {n - tail:,} attempt records in {wrote:.1f} s)")
         names = (
             f"status, {n - tail:,} tasks changed since the last reading (submit's)",
-            "status, the next reading (the last seconds' intents read again)",
+            "status, the next reading (the last seconds' intents listed again)",
         )
         for name in names:
             seconds, mb, text = ds(folder, "status", "--json")
