@@ -93,9 +93,7 @@ def time_ours(
     write_project(folder, n, workers, argv)
     argv = [sys.executable, "-m", "distributed_something", "run", str(folder)]
     started = time.perf_counter()
-    done = subprocess.run(
-        [*argv, "--json"], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([*argv, "--json"], capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"ds run failed ({done.returncode}): {done.stderr[-2000:]}")

@@ -147,4 +147,4 @@ def test_a_sending_process_that_dies_is_one_clear_error(
 
     text = str(raised.value)
     assert "a sending process stopped" in text and "30 messages" in text
-    assert "submit again" in text
+    assert "stay pending in the run" in text and "ds monitor" in text

@@ -126,5 +126,6 @@ class SendPool:
             raise BackendError(
                 f"SQS SendMessageBatch on {self.spec.queue_url}: a sending process stopped "
                 f"({error}); some of these {sum(len(b) for b in batches)} messages may not "
-                "have been sent. Fix: see `ds status`, then submit again"
+                "have been sent. Fix: nothing is lost: the tasks not sent stay pending in the "
+                "run, and the monitor (`ds monitor`) sends them again once the queue empties"
             ) from error
