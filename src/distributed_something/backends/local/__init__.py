@@ -34,7 +34,7 @@ def open_local(project: Project) -> Backend:
         provisioner=LocalProvisioner(project, queue, compute),
         location=lambda name: str(bucket_dir(project, name)),
         poll_interval=1.0,
-        drain_confirm_floor=0.0,  # the SQLite queue's counts are exact: one tick confirms
+        drain_confirm_floor=0.0,  # the SQLite queue's counts are exact: one reading ends a run
         max_workers=project.config.local.workers,
     )
 
