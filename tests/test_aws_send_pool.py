@@ -34,6 +34,13 @@ def receive_all(queue: SqsQueue) -> list[tuple[str, str]]:
     return sorted(received)
 
 
+@pytest.fixture
+def pool_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes from the first message, for any call of two batches or more."""
+    monkeypatch.setattr(send_pool, "PROCESSES_AFTER", 0)
+    monkeypatch.setattr(send_pool, "MIN_CALLS", 2)
+
+
 def count_sends(made: Any, counted: list[str]) -> None:
     made.meta.events.register("before-call.sqs.SendMessageBatch", lambda **_: counted.append(""))
 
@@ -71,10 +78,8 @@ def test_a_small_send_never_starts_processes(aws: str, monkeypatch: pytest.Monke
 
 
 def test_an_error_in_a_sending_process_reaches_the_caller_whole(
-    aws: str, monkeypatch: pytest.MonkeyPatch
+    aws: str, pool_at_once: None
 ) -> None:
-    monkeypatch.setattr(send_pool, "PROCESSES_AFTER", 0)
-    monkeypatch.setattr(send_pool, "MIN_CALLS", 2)
     queue = pooled_queue("gone")
     client("sqs", AWS).delete_queue(QueueUrl=queue.queue_url)
 
@@ -111,10 +116,8 @@ def test_slices_keep_every_batch_once_in_order() -> None:
 
 
 def test_where_processes_cannot_start_the_threads_send(
-    aws: str, monkeypatch: pytest.MonkeyPatch
+    aws: str, pool_at_once: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(send_pool, "PROCESSES_AFTER", 0)
-    monkeypatch.setattr(send_pool, "MIN_CALLS", 2)
 
     def no_semaphores(self: send_pool.SendPool) -> None:
         raise OSError(38, "Function not implemented")  # sem_open in AWS Lambda
@@ -130,10 +133,8 @@ def test_where_processes_cannot_start_the_threads_send(
 
 
 def test_a_sending_process_that_dies_is_one_clear_error(
-    aws: str, monkeypatch: pytest.MonkeyPatch
+    aws: str, pool_at_once: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(send_pool, "PROCESSES_AFTER", 0)
-    monkeypatch.setattr(send_pool, "MIN_CALLS", 2)
 
     def dying(self: send_pool.SendPool) -> None:
         if self._pool is None:  # a pool whose process exits as it starts

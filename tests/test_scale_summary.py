@@ -50,10 +50,15 @@ def summarised(records: RunRecords) -> dict[str, int]:
 
 
 @pytest.fixture
-def always_roll(monkeypatch: pytest.MonkeyPatch) -> None:
+def rolled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reading rolls the checkpoint forward (with the storage's own margin)."""
+    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+
+
+@pytest.fixture
+def always_roll(rolled: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every reading rolls the checkpoint forward, up to the moment it began (no margin):
     only the journal since, and the tasks running, are read again."""
-    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
     monkeypatch.setattr(FolderStorage, "journal_margin", 0.0)
 
 
@@ -152,9 +157,8 @@ def test_an_intent_whose_record_never_landed_changes_nothing(
 
 
 def test_a_record_landing_late_after_its_intent_is_still_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, rolled: None
 ) -> None:
-    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
     records, ids = make_records(tmp_path)
     summarised(records)
     attempt = Attempt(ids[0], 1, "m1", "w1", time.time())
@@ -450,11 +454,10 @@ class _ListingCounter:
 
 
 def test_tasks_a_reading_counted_are_not_read_again_for_the_same_intents(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, rolled: None
 ) -> None:
     # The default margin (intents are listed from two seconds before the last reading) and
     # a checkpoint rolled at every reading: what a monitor ticking during a busy run does.
-    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
     records, ids = make_records(tmp_path)
     summarised(records)  # the checkpoint of the submit
     for task_id in ids[:8]:
@@ -473,9 +476,8 @@ def test_tasks_a_reading_counted_are_not_read_again_for_the_same_intents(
 
 
 def test_an_intent_landing_late_among_counted_ones_is_still_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, rolled: None
 ) -> None:
-    monkeypatch.setattr(summary, "ROLL_TASKS", -1)
     records, ids = make_records(tmp_path)
     summarised(records)
     first = run_attempt(records, ids[0], "done")
