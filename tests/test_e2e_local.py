@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import write_project
-from testkit import E2E_WORK
+from testkit import E2E_WORK, local_bucket
 
 pytestmark = pytest.mark.slow
 
@@ -168,8 +168,9 @@ def test_worker_runs_several_processes_like_docker_cores(tmp_path: Path, ds: Ds)
     assert ds("submit", "job.json", cwd=proj).returncode == 0
     result = ds("worker", "--processes", "2", "--name", "box", cwd=proj)
     assert result.returncode == 0, result.stderr
-    done_dir = proj / ".ds" / "T" / "buckets" / "default" / "_ds" / "T" / "done"
-    workers = {json.loads(p.read_text())["worker"] for p in done_dir.glob("*.json")}
+    bucket = local_bucket(proj)
+    markers = [o.key for o in bucket.list("_ds/T/done/")]
+    workers = {json.loads(bucket.get_bytes(key))["worker"] for key in markers}
     assert workers == {"box-0", "box-1"}
     assert sorted(ledger(tmp_path)) == names
 

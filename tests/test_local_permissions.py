@@ -15,6 +15,7 @@ from conftest import write_project
 from distributed_something.atomicfile import write_text_atomically
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.storage import FolderStorage
+from testkit import local_bucket
 
 Ds = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -136,10 +137,12 @@ def test_setup_and_submit_leave_owner_only_queue_state_and_records(tmp_path: Pat
     assert mode(state_dir) == 0o700
     assert mode(state_dir / "queue.sqlite") == 0o600
     assert mode(state_dir / "state.json") == 0o600
-    records = state_dir / "buckets" / "default" / "_ds"
-    written = list(records.rglob("*"))
-    assert any(p.is_file() for p in written)  # the state copy and the manifest, at least
+    # The records area (the state copy and the manifest, at least) is one SQLite file.
+    keys = [o.key for o in local_bucket(proj).list("_ds/T/")]
+    assert "_ds/T/state.json" in keys and any("/manifest-" in key for key in keys)
+    records = state_dir / "records"
+    written = list(records.iterdir())
+    assert records / "default.sqlite" in written
     assert mode(records) == 0o700
-    assert {str(p.relative_to(records)): mode(p) for p in written} == {
-        str(p.relative_to(records)): 0o700 if p.is_dir() else 0o600 for p in written
-    }
+    assert {p.name: mode(p) for p in written} == {p.name: 0o600 for p in written}
+    assert not (state_dir / "buckets" / "default" / "_ds").exists()

@@ -37,7 +37,7 @@ from moto_projects import (
 )
 from reliability_figures import Figures
 from reliability_figures import figures as figures  # the session fixture
-from testkit import expected_output
+from testkit import expected_output, local_bucket
 
 pytestmark = pytest.mark.slow
 
@@ -164,16 +164,18 @@ LOCAL_KILLS = 20
 
 
 def local_end_state(proj: Path, report: dict[str, Any], dead: list[dict[str, Any]]) -> EndState:
-    bucket = proj / ".ds" / "T" / "buckets" / "default"
-    outputs = {p.parent.name: p.read_text() for p in (bucket / "out").glob("*/result.txt")}
+    storage = local_bucket(proj)
+    outputs = {p.parent.name: p.read_text() for p in (storage.root / "out").glob("*/result.txt")}
     markers = {
-        p.stem: json.loads(p.read_text()) for p in (bucket / "_ds" / "T" / "done").glob("*.json")
+        o.key.rsplit("/", 1)[1].removesuffix(".json"): json.loads(storage.get_bytes(o.key))
+        for o in storage.list("_ds/T/done/")
     }
-    run_dir = bucket / "_ds" / "T" / "runs" / report["run_id"]
+    parts = storage.list(f"_ds/T/runs/{report['run_id']}/manifest-")
     manifest = [
         row["task_id"]
-        for part in sorted(run_dir.glob("manifest-*.jsonl"))
-        for row in map(json.loads, filter(str.strip, part.read_text().splitlines()))
+        for part in parts
+        if part.key.endswith(".jsonl")
+        for row in map(json.loads, filter(bytes.strip, storage.get_bytes(part.key).splitlines()))
         if "task_id" in row  # the first line of each part holds the shared keys
     ]
     return EndState(report, outputs, markers, manifest, [d["task_id"] for d in dead])
@@ -273,13 +275,12 @@ def test_local_chaos_run_accounts_for_every_task(tmp_path: Path, figures: Figure
     started_workers = len(list((proj / ".ds" / "T" / "workers").glob("*.log")))
     assert started_workers > 4  # the monitor replaced killed workers
     # The poison tasks' failures were recorded with their log tails.
-    failures = proj / ".ds" / "T" / "buckets" / "default" / "_ds" / "T" / "runs"
+    storage = local_bucket(proj)
     for name in poisons:
-        records = list(failures.glob(f"{report['run_id']}/failures/{id_of(name)}/*.json"))
+        folder = f"_ds/T/runs/{report['run_id']}/failures/{id_of(name)}/"
+        records = [storage.get_bytes(o.key) for o in storage.list(folder)]
         assert records, name
-        assert any(
-            "poisoned input " + name in json.loads(r.read_text())["log_tail"] for r in records
-        )
+        assert any("poisoned input " + name in json.loads(r)["log_tail"] for r in records)
     # Every worker is gone once the run is over.
     assert not workers_file.exists()
     assert our_processes(config_marker) == []

@@ -47,6 +47,7 @@ from imds_server import imds_server
 from moto_projects import REGION, assert_nothing_left, aws_client, aws_project, ds_ok
 from reliability_figures import Figures
 from reliability_figures import figures as figures  # the session fixture
+from testkit import local_bucket
 
 pytestmark = pytest.mark.slow
 
@@ -504,7 +505,7 @@ def test_storage_keys_cannot_escape(aws: str, tmp_path: Path, figures: Figures) 
     # A bad job value cannot succeed on a retry: the task is dead at once (its failure is
     # final and its message deleted), with the reason in its failure record.
     run_id = json.loads((proj / ".ds" / "T" / "state.json").read_text())["run_id"]
-    records = RunRecords(FolderStorage(proj / ".ds" / "T" / "buckets" / "default"), "T", run_id)
+    records = RunRecords(local_bucket(proj), "T", run_id)
     (failure,) = [f for f in records.all_failures() if f.task_id == poisoned.id]
     assert failure.final and "not safe" in failure.error
     assert "recipe.output_prefix" in failure.error

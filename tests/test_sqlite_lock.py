@@ -1,4 +1,4 @@
-"""The local queue's wait for SQLite's write lock: short steps, the same overall timeout."""
+"""The local SQLite files' wait for the write lock: short steps, the same overall timeout."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from distributed_something.backends.local import queue as local_queue
+from distributed_something.backends.local import sqlite_file
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -24,7 +25,7 @@ def test_begin_waits_for_another_writer_and_restores_the_busy_timeout(tmp_path: 
     released = threading.Timer(0.05, lambda: holder.execute("COMMIT"))
     released.start()
     started = time.monotonic()
-    local_queue._begin_immediate(waiter)  # blocks until the holder commits
+    sqlite_file.begin_immediate(waiter)  # blocks until the holder commits
     waited = time.monotonic() - started
     assert waiter.in_transaction
     assert waited >= 0.04  # it really waited for the lock...
@@ -32,18 +33,18 @@ def test_begin_waits_for_another_writer_and_restores_the_busy_timeout(tmp_path: 
     released.join()
     # ...and left SQLite's own busy timeout as the connection had it for other statements.
     timeout_ms = waiter.execute("PRAGMA busy_timeout").fetchone()[0]
-    assert timeout_ms == int(local_queue.BUSY_TIMEOUT_SECONDS * 1000)
+    assert timeout_ms == int(sqlite_file.BUSY_TIMEOUT_SECONDS * 1000)
 
 
 def test_begin_gives_up_after_the_busy_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local_queue, "BUSY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(sqlite_file, "BUSY_TIMEOUT_SECONDS", 0.2)
     holder, waiter = _connect(tmp_path / "q.db"), _connect(tmp_path / "q.db")
     holder.execute("BEGIN IMMEDIATE")
     started = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        local_queue._begin_immediate(waiter)
+        sqlite_file.begin_immediate(waiter)
     assert 0.2 <= time.monotonic() - started < 5
     assert not waiter.in_transaction
     holder.execute("COMMIT")
@@ -54,7 +55,7 @@ def test_a_locked_queue_becomes_one_backend_error(
 ) -> None:
     from distributed_something.errors import BackendError
 
-    monkeypatch.setattr(local_queue, "BUSY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(sqlite_file, "BUSY_TIMEOUT_SECONDS", 0.2)
     queue = local_queue.SqliteQueue(tmp_path / "q.db", max_receive_count=3)
     queue.send_batch([("t1", "{}")])
     holder = _connect(tmp_path / "q.db")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,9 +19,11 @@ import pytest
 
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.s3_storage import S3Storage
+from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import TEMP_PREFIX, FolderStorage
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import ObjectInfo, Storage
+from distributed_something.keys import check_key, check_prefix
 
 StorageFactory = Callable[[Path], Storage]
 
@@ -29,6 +31,69 @@ StorageFactory = Callable[[Path], Storage]
 @pytest.fixture
 def folder_storage_factory() -> StorageFactory:
     return lambda tmp_path: FolderStorage(tmp_path / "root")
+
+
+@pytest.fixture
+def sqlite_storage_factory() -> StorageFactory:
+    """The local records' table (records_store.py), on its own."""
+    return lambda tmp_path: SqliteObjects(tmp_path / "records" / "objects.sqlite")
+
+
+@pytest.fixture
+def local_bucket_storage_factory() -> StorageFactory:
+    """The local backend's main bucket: keys under the records area in SQLite (these tests'
+    keys are put there by `RecordsAreaOnly`), the rest in files."""
+    return lambda tmp_path: RecordsAreaOnly(
+        LocalBucket(FolderStorage(tmp_path / "root"), SqliteObjects(tmp_path / "r.sqlite"))
+    )
+
+
+class RecordsAreaOnly:
+    """A storage whose keys are the inner one's under ``_ds/t/`` (the records area, where
+    `LocalBucket` keeps keys in its table), so the contract's keys test that side."""
+
+    read_concurrency = 1
+    prefix = "_ds/t/"
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+
+    def _key(self, key: str) -> str:
+        check_key(key)  # the contract's bad keys are refused as keys, not as parts of one
+        return self.prefix + key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.inner.put_bytes(self._key(key), data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.inner.put_file(self._key(key), path)
+
+    def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        self.inner.put_files([(self._key(key), path) for key, path in items])
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.inner.get_bytes(self._key(key))
+        except KeyError:
+            raise KeyError(key) from None
+
+    def get_file(self, key: str, path: Path) -> None:
+        try:
+            self.inner.get_file(self._key(key), path)
+        except KeyError:
+            raise KeyError(key) from None
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)  # at once, as the contract says
+        after = self.prefix + start_after if start_after else ""
+        listed = self.inner.list(self.prefix + prefix, after)
+        return (ObjectInfo(i.key.removeprefix(self.prefix), i.size) for i in listed)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(self._key(key))
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(self._key(key))
 
 
 AWS = AwsSettings(region="us-east-1")
@@ -46,7 +111,7 @@ def s3_storage_factory(aws: str) -> StorageFactory:
     return make
 
 
-IMPLEMENTATIONS = ["folder", "s3"]
+IMPLEMENTATIONS = ["folder", "s3", "sqlite", "local_bucket"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -75,6 +75,19 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def local_bucket(proj: Path, app: str = "T", bucket: str = "default") -> Any:
+    """The main local bucket of the project folder ``proj`` (app ``app``) as the local
+    backend opens it: its records area in SQLite (records_store.py), the rest in files."""
+    from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+    from distributed_something.backends.local.storage import FolderStorage
+
+    state = proj / ".ds" / app
+    return LocalBucket(
+        FolderStorage(state / "buckets" / bucket),
+        SqliteObjects(state / "records" / f"{bucket}.sqlite"),
+    )
+
+
 def read_pid(path: Path) -> int:
     """The pid a process wrote first in ``path``, once it is there."""
     assert wait_for(lambda: path.exists() and path.read_text().strip()), f"no pid in {path}"

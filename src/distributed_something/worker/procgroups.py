@@ -49,7 +49,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ class GroupRecord:
     leader_start: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(vars(self))  # flat: no deep copy (`asdict`) needed
 
     @classmethod
     def from_json(cls, text: str) -> GroupRecord:

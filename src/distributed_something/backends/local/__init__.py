@@ -1,12 +1,18 @@
-"""The local backend: SQLite queue, folder storage, worker processes on this machine."""
+"""The local backend: SQLite queue, folder storage (its records area in SQLite), worker
+processes on this machine."""
 
 from __future__ import annotations
 
 from functools import cache
 
 from distributed_something.backends.local.compute import LocalCompute
-from distributed_something.backends.local.provisioner import LocalProvisioner, bucket_dir
+from distributed_something.backends.local.provisioner import (
+    LocalProvisioner,
+    bucket_dir,
+    records_file,
+)
 from distributed_something.backends.local.queue import SqliteQueue
+from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.interfaces.backend import Backend, BackendKind
 from distributed_something.interfaces.storage import Storage
@@ -18,7 +24,12 @@ def open_local(project: Project) -> Backend:
 
     @cache
     def bucket(name: str) -> Storage:
-        return FolderStorage(bucket_dir(project, name))
+        folder = bucket_dir(project, name)
+        if name and folder == bucket_dir(project):
+            return bucket("")  # the main bucket by its name: one view of its records
+        if name:
+            return FolderStorage(folder)
+        return LocalBucket(FolderStorage(folder), SqliteObjects(records_file(project)))
 
     queue = SqliteQueue(
         project.state_dir / "queue.sqlite",

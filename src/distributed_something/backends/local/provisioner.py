@@ -23,6 +23,12 @@ def bucket_dir(project: Project, name: str = "") -> Path:
     return project.state_dir / "buckets" / (name or main)
 
 
+def records_file(project: Project) -> Path:
+    """The SQLite file holding the main bucket's records area (`LocalBucket`)."""
+    main = bucket_dir(project)
+    return project.state_dir / "records" / f"{main.name}.sqlite"
+
+
 class LocalProvisioner:
     """The Provisioner of the local backend (see `interfaces.provisioner`)."""
 

@@ -1,0 +1,327 @@
+"""The local run's records in one SQLite file instead of one file each.
+
+A worker writes four or five records per task (an intent, the attempt opened and closed, the
+done marker); as files in the bucket folder each one cost a temporary file, a rename, often
+a folder, and a listing of the task's folder — most of a short task's time went to the
+kernel. In SQLite each is one short transaction, and listing a task's attempts is a range
+scan of an index.
+
+`SqliteObjects` is a `Storage` over one table. `LocalBucket` is the main local bucket: keys
+under ``_ds/`` (the records area) go to the table, except task logs and the run report
+(``_ds/<app>/runs/<run>/logs/…`` and ``…/report.*``), which stay files in the folder where
+users open them; everything else is the folder, as before. Runs recorded as files by an
+earlier version are moved into the table the first time a process touches the records
+(`LocalBucket.adopt_files`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import heapq
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from distributed_something.backends.local.sqlite_file import SqliteFile
+from distributed_something.backends.local.storage import (
+    TEMP_PREFIX,
+    FolderStorage,
+    _write_atomically,
+)
+from distributed_something.errors import BackendError, InputError
+from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.keys import check_key, check_prefix
+from distributed_something.records import META_ROOT
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID
+"""
+
+#: Rows per query of a listing: a listing streams in pages, holding no cursor open between
+#: them (the caller may write to the same file while it iterates).
+_PAGE = 1000
+#: Records moved from files per transaction by `LocalBucket.adopt_files`.
+_ADOPT_BATCH = 500
+_ADOPTED = "files adopted"
+_RECORDS = f"{META_ROOT}/"
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no
+    bound, for "" or a prefix of only the largest code point)."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
+
+
+def _check(key: str) -> str:
+    check_key(key)
+    if any(name.startswith(TEMP_PREFIX) for name in key.split("/")):
+        raise InputError(
+            "storage key",
+            None,
+            f"key {key!r} has a name starting with {TEMP_PREFIX!r}, which is reserved",
+            "rename the file or folder",
+        )
+    return key
+
+
+class SqliteObjects:
+    """A `Storage` (see interfaces/storage.py for the contract) in the SQLite file ``path``:
+    one row per object. Every write is one transaction, atomic and durable across process
+    crashes (WAL, synchronous=NORMAL). Unlike a folder, a key may be an object and the
+    start of other keys at once (``a`` and ``a/b``), as in S3. Shared by the processes of
+    a run and by threads; reopened after a fork.
+    """
+
+    read_concurrency = 1
+    #: how late (s) a journal intent may land after the time in its key (summary.py): one
+    #: clock, and a write takes well under a millisecond
+    journal_margin = 2.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db = SqliteFile(self.path, _SCHEMA, "local records")
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+        """One statement's rows (a read, in its own snapshot)."""
+        with self._db.reading() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` as ``key``, replacing any object atomically."""
+        _check(key)
+        with self._db.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?)", (key, bytes(data)))
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the content of the file ``path`` as ``key`` (FileNotFoundError: nothing
+        stored)."""
+        _check(key)
+        self.put_bytes(key, Path(path).read_bytes())
+
+    def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Store each ``(key, path)`` in one transaction; every key is checked first."""
+        for key, _ in items:
+            _check(key)
+        rows = [(key, Path(path).read_bytes()) for key, path in items]
+        with self._db.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?)", rows)
+
+    def get_bytes(self, key: str) -> bytes:
+        """The content of ``key``; KeyError when there is no such object."""
+        _check(key)
+        rows = self._query("SELECT data FROM objects WHERE key = ?", (key,))
+        if not rows:
+            raise KeyError(key)
+        data = rows[0][0]
+        return bytes(data) if isinstance(data, (bytes, memoryview)) else str(data).encode()
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy ``key`` to the file ``path`` (parents created), replaced atomically;
+        KeyError when missing."""
+        _write_atomically(Path(path), self.get_bytes(key))
+
+    def exists(self, key: str) -> bool:
+        """Whether an object ``key`` exists."""
+        _check(key)
+        return bool(self._query("SELECT 1 FROM objects WHERE key = ?", (key,)))
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` (nothing happens if missing)."""
+        _check(key)
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM objects WHERE key = ?", (key,))
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order (UTF-8 byte order, as
+        S3's), after ``start_after`` when given. The prefix is checked at once; the rows
+        are read a page at a time as the caller iterates."""
+        check_prefix(prefix)
+        return self._pages(prefix, max(prefix, start_after))
+
+    def _pages(self, prefix: str, low: str) -> Iterator[ObjectInfo]:
+        high = _after_prefix(prefix)
+        # The first page includes ``low`` itself when it is the prefix (an object named
+        # exactly the prefix); later pages start after the last key read.
+        inclusive = low == prefix
+        while True:
+            where = "key >= ?" if inclusive else "key > ?"
+            params: list[object] = [low]
+            if high is not None:
+                where += " AND key < ?"
+                params.append(high)
+            rows = self._query(
+                f"SELECT key, length(data) FROM objects WHERE {where} ORDER BY key LIMIT ?",
+                [*params, _PAGE],
+            )
+            for key, size in rows:
+                yield ObjectInfo(key=str(key), size=int(str(size)))
+            if len(rows) < _PAGE:
+                return
+            low, inclusive = str(rows[-1][0]), False
+
+    def fact(self, name: str) -> str | None:
+        """A value this file keeps about itself (see `LocalBucket.adopt_files`)."""
+        rows = self._query("SELECT value FROM facts WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def adopt(self, rows: Sequence[tuple[str, bytes]], fact: tuple[str, str] | None) -> None:
+        """Insert ``rows`` unless their keys exist (a row written since wins over a file
+        of the same key), and record ``fact``, in one transaction."""
+        with self._db.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?)", rows)
+            if fact is not None:
+                conn.execute("INSERT OR REPLACE INTO facts VALUES (?, ?)", fact)
+
+    def close(self) -> None:
+        """Close this process's connection (the next call opens it again)."""
+        self._db.close()
+
+
+def kept_as_file(key: str) -> bool:
+    """Whether a records-area ``key`` stays a file in the bucket folder: a task log
+    (``_ds/<app>/runs/<run>/logs/…``) or the run report (``…/runs/<run>/report.*``), which
+    users open where they are, and which can be large."""
+    parts = key.split("/", 5)
+    if len(parts) < 5 or parts[2] != "runs":
+        return False
+    return (parts[4] == "logs" and len(parts) == 6) or (
+        len(parts) == 5 and parts[4].startswith("report.")
+    )
+
+
+def in_table(key: str) -> bool:
+    """Whether `LocalBucket` keeps ``key`` in its SQLite table."""
+    return key.startswith(_RECORDS) and not kept_as_file(key)
+
+
+def _files_may_hold(prefix: str) -> bool:
+    """Whether a key kept as a file can start with ``prefix`` (or ``prefix`` with it):
+    False only when none can, so a listing of a task's records never walks the folder."""
+    if not (prefix.startswith(_RECORDS) or _RECORDS.startswith(prefix)):
+        return True  # outside the records area: everything there is a file
+    parts = prefix.split("/")
+    wanted = {2: ("runs",), 4: ("logs", "report.")}
+    for index, part in enumerate(parts):
+        names = wanted.get(index)
+        if names is None:
+            continue
+        complete = index < len(parts) - 1
+        if complete and not (part == names[0] or (index == 4 and part.startswith("report."))):
+            return False
+        if not complete and not any(n.startswith(part) or part.startswith(n) for n in names):
+            return False
+    return True
+
+
+class LocalBucket:
+    """The main bucket of the local backend (a `Storage`): the records area in
+    ``records`` (a `SqliteObjects`), logs, reports and every other key in ``files``.
+
+    Listings that span both merge them in key order. The first records-area operation of a
+    process moves records an earlier version left as files into the table (`adopt_files`).
+    """
+
+    read_concurrency = 1
+    journal_margin = SqliteObjects.journal_margin
+
+    def __init__(self, files: FolderStorage, records: SqliteObjects) -> None:
+        self.files = files
+        self.records = records
+        self.root = files.root
+        self._adopted = False
+        self._adopt_lock = threading.Lock()
+
+    def _side(self, key: str) -> FolderStorage | SqliteObjects:
+        if in_table(key):
+            if not self._adopted:
+                self.adopt_files()
+            return self.records
+        return self.files
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._side(key).put_bytes(key, data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._side(key).put_file(key, path)
+
+    def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        for key, _ in items:
+            _check(key)
+        table = [(key, path) for key, path in items if in_table(key)]
+        if table:
+            self._side(table[0][0])
+            self.records.put_files(table)
+        self.files.put_files([(key, path) for key, path in items if not in_table(key)])
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._side(key).get_bytes(key)
+
+    def get_file(self, key: str, path: Path) -> None:
+        self._side(key).get_file(key, path)
+
+    def exists(self, key: str) -> bool:
+        return self._side(key).exists(key)
+
+    def delete(self, key: str) -> None:
+        self._side(key).delete(key)
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        if not (prefix.startswith(_RECORDS) or _RECORDS.startswith(prefix)):
+            return self.files.list(prefix, start_after)
+        if not self._adopted:
+            self.adopt_files()
+        table = self.records.list(prefix, start_after)
+        if not _files_may_hold(prefix):
+            return table
+        files = (o for o in self.files.list(prefix, start_after) if not in_table(o.key))
+        return heapq.merge(table, files, key=lambda info: info.key)
+
+    def adopt_files(self) -> None:
+        """Move the records an earlier version wrote as files under ``_ds/`` into the
+        table, once per records file (a fact in the file says it was done): each batch is
+        inserted (a row of the same key, written since, wins) and committed before its
+        files are deleted, so a crash midway loses nothing and the next process finishes."""
+        with self._adopt_lock:
+            if self._adopted:
+                return
+            if self.records.fact(_ADOPTED) is None:
+                self._adopt()
+            self._adopted = True
+
+    def _adopt(self) -> None:
+        if not (self.files.root / META_ROOT).is_dir():
+            self.records.adopt([], (_ADOPTED, "no files"))
+            return
+        moved = 0
+        batch: builtins.list[tuple[str, Path]] = []
+        for info in self.files.list(_RECORDS):
+            if in_table(info.key):
+                batch.append((info.key, self.files.path_of(info.key)))
+            if len(batch) >= _ADOPT_BATCH:
+                moved += self._adopt_batch(batch)
+                batch = []
+        moved += self._adopt_batch(batch)
+        self.records.adopt([], (_ADOPTED, f"{moved} records"))
+
+    def _adopt_batch(self, batch: builtins.list[tuple[str, Path]]) -> int:
+        rows: builtins.list[tuple[str, bytes]] = []
+        for key, path in batch:
+            try:
+                rows.append((key, path.read_bytes()))
+            except FileNotFoundError:
+                continue  # moved by another process meanwhile
+            except OSError as error:
+                raise BackendError(
+                    f"cannot move the record {path} into {self.records.path}: {error}. Fix: "
+                    "make it readable, or delete it if it is not needed"
+                ) from error
+        if rows:
+            self.records.adopt(rows, None)
+        for key, _ in rows:
+            self.files.delete(key)
+        return len(rows)

@@ -1,0 +1,188 @@
+"""One SQLite file shared by many local processes: the local queue's and the local records'.
+
+Every write runs in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's single write lock
+up front, so a read-modify-write is never interleaved with another process's. WAL mode lets
+readers proceed while a writer works; writers wait their turn (`begin_immediate`) instead of
+failing. The file and its -wal/-shm are owner-only (0600) and so is their folder (0700),
+whatever the umask: they hold job values, errors and the run's records.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from distributed_something.errors import BackendError
+
+BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a process waits for another one's write transaction before giving up."""
+
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def make_private_file(path: Path) -> None:
+    """Make ``path``'s folder (created if missing) 0700 and ``path`` (created empty if
+    missing, an empty file being a valid SQLite database) 0600, whatever the umask. SQLite
+    creates the -wal and -shm files with the database file's mode, so they are 0600 too.
+    An existing folder or file not owned by us is left as it is."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    _chmod_if_ours(folder, PRIVATE_FOLDER_MODE)
+    # Read-only is enough to create the file and to fchmod it when it is ours.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _narrow_companions(path: Path) -> None:
+    """Make the database's existing -wal, -shm and -journal files 0600 (when ours)."""
+    for suffix in _COMPANIONS:
+        _chmod_if_ours(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
+
+
+def _chmod_if_ours(path: Path, mode: int) -> None:
+    try:
+        status = path.stat()
+        if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) != mode:
+            path.chmod(mode)
+    except FileNotFoundError:
+        pass  # a companion file that does not exist (yet)
+
+
+class SqliteFile:
+    """The connection of this process to the SQLite file ``path`` whose tables ``schema``
+    creates (``CREATE … IF NOT EXISTS`` statements); ``what`` names it in errors.
+
+    One connection is opened on first use and reopened in a forked child, so an instance may
+    be created before forking workers. An instance may be shared by threads: its statements
+    run one at a time. Errors of SQLite come out as `BackendError` naming the file.
+    """
+
+    def __init__(self, path: Path, schema: str, what: str) -> None:
+        self.path = Path(path)
+        self.what = what
+        self._schema = schema
+        self.conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        # Connections inherited through fork are never closed in the child: closing them
+        # could disturb the parent's use of the same file. They are kept here so that the
+        # garbage collector does not close them either.
+        self.inherited: list[sqlite3.Connection] = []
+
+    def _check_fork(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:
+            if self.conn is not None:
+                self.inherited.append(self.conn)
+            self.conn = None
+            self._pid = pid
+            # The parent's lock may have been held by a thread that does not exist here.
+            self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self.conn is None:
+            make_private_file(self.path)
+            # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_SECONDS,  # for statements other than BEGIN IMMEDIATE
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # SQLite gives -wal/-shm the database file's mode; files left by an older
+                # version with wider permissions are narrowed too.
+                _narrow_companions(self.path)
+                # In WAL mode NORMAL survives process crashes; only power loss may lose the
+                # last commits, and it makes each commit much cheaper.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                begin_immediate(conn)
+                for statement in self._schema.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.close()
+                raise
+            self.conn = conn
+        return self.conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from its start."""
+        self._check_fork()
+        with self._lock:
+            try:
+                conn = self._connection()
+                begin_immediate(conn)
+                try:
+                    yield conn
+                except BaseException:
+                    # SQLite may already have rolled back (e.g. after an I/O error).
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise BackendError(f"{self.what} {self.path}: {error}") from error
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: a consistent snapshot without taking the write lock."""
+        self._check_fork()
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise BackendError(f"{self.what} {self.path}: {error}") from error
+
+    def close(self) -> None:
+        """Close this process's connection; the next call opens a new one."""
+        self._check_fork()
+        with self._lock:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """Take the write lock, waiting for another process's transaction to end.
+
+    SQLite's own busy handler sleeps at least a millisecond at the first conflict, longer
+    than the transactions here last (a receive or a delete takes ~0.05 ms): several workers
+    would spend more time asleep than working. This waits in steps growing from 50 µs, up
+    to the same `BUSY_TIMEOUT_SECONDS` in all.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = 50e-6
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
