@@ -33,8 +33,10 @@ from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.keys import check_key, check_prefix
 from distributed_something.records import META_ROOT
 
+# A rowid table, not WITHOUT ROWID: with a manifest of megabytes in a WITHOUT ROWID table every
+# write elsewhere in it took milliseconds (measured: 2 ms a record beside a 10 MB object).
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID
 """
 
