@@ -177,6 +177,18 @@ def test_a_record_written_since_wins_over_its_old_file(tmp_path: Path) -> None:
     assert "_ds/App/state.json" not in files_in(tmp_path)
 
 
+def test_a_process_that_read_old_files_adds_nothing_once_the_move_is_done(
+    tmp_path: Path,
+) -> None:
+    old_version_records(tmp_path)
+    first, late = bucket_at(tmp_path), bucket_at(tmp_path)
+    first.adopt_files()
+    first.delete("_ds/App/done/t1.json")  # deleted after the move
+    # A process that read the file before the first one deleted it, inserting now:
+    assert not late.records.adopt([("_ds/App/done/t1.json", b"{}")], "files adopted", None)
+    assert not first.exists("_ds/App/done/t1.json")
+
+
 def test_a_move_stopped_midway_is_finished_by_the_next_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

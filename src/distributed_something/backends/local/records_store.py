@@ -170,13 +170,18 @@ class SqliteObjects:
         rows = self._query("SELECT value FROM facts WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
 
-    def adopt(self, rows: Sequence[tuple[str, bytes]], fact: tuple[str, str] | None) -> None:
+    def adopt(self, rows: Sequence[tuple[str, bytes]], fact: str, value: str | None) -> bool:
         """Insert ``rows`` unless their keys exist (a row written since wins over a file
-        of the same key), and record ``fact``, in one transaction."""
+        of the same key) and, with ``value``, record the fact ``fact``, in one transaction;
+        nothing (False) when ``fact`` is recorded already: another process finished the
+        move, and a row deleted since must not come back from a file it read before."""
         with self._db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM facts WHERE name = ?", (fact,)).fetchone():
+                return False
             conn.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?)", rows)
-            if fact is not None:
-                conn.execute("INSERT OR REPLACE INTO facts VALUES (?, ?)", fact)
+            if value is not None:
+                conn.execute("INSERT INTO facts VALUES (?, ?)", (fact, value))
+        return True
 
     def close(self) -> None:
         """Close this process's connection (the next call opens it again)."""
@@ -297,7 +302,7 @@ class LocalBucket:
 
     def _adopt(self) -> None:
         if not (self.files.root / META_ROOT).is_dir():
-            self.records.adopt([], (_ADOPTED, "no files"))
+            self.records.adopt([], _ADOPTED, "no files")
             return
         moved = 0
         batch: builtins.list[tuple[str, Path]] = []
@@ -308,7 +313,7 @@ class LocalBucket:
                 moved += self._adopt_batch(batch)
                 batch = []
         moved += self._adopt_batch(batch)
-        self.records.adopt([], (_ADOPTED, f"{moved} records"))
+        self.records.adopt([], _ADOPTED, f"{moved} records")
 
     def _adopt_batch(self, batch: builtins.list[tuple[str, Path]]) -> int:
         rows: builtins.list[tuple[str, bytes]] = []
@@ -322,8 +327,8 @@ class LocalBucket:
                     f"cannot move the record {path} into {self.records.path}: {error}. Fix: "
                     "make it readable, or delete it if it is not needed"
                 ) from error
-        if rows:
-            self.records.adopt(rows, None)
+        if rows and not self.records.adopt(rows, _ADOPTED, None):
+            return 0  # moved by another process meanwhile: its files are its to delete
         for key, _ in rows:
             self.files.delete(key)
         return len(rows)
