@@ -21,16 +21,17 @@ import heapq
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from distributed_something.backends.local.sqlite_file import SqliteFile
 from distributed_something.backends.local.storage import (
-    TEMP_PREFIX,
     FolderStorage,
-    _write_atomically,
+    check_object_key,
+    write_atomically,
 )
-from distributed_something.errors import BackendError, InputError
+from distributed_something.errors import BackendError
 from distributed_something.interfaces.storage import ObjectInfo
-from distributed_something.keys import check_key, check_prefix
+from distributed_something.keys import check_prefix
 from distributed_something.records import META_ROOT
 
 # A rowid table, not WITHOUT ROWID: with a manifest of megabytes in a WITHOUT ROWID table every
@@ -58,18 +59,6 @@ def _after_prefix(prefix: str) -> str | None:
     return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
-def _check(key: str) -> str:
-    check_key(key)
-    if any(name.startswith(TEMP_PREFIX) for name in key.split("/")):
-        raise InputError(
-            "storage key",
-            None,
-            f"key {key!r} has a name starting with {TEMP_PREFIX!r}, which is reserved",
-            "rename the file or folder",
-        )
-    return key
-
-
 class SqliteObjects:
     """A `Storage` (see interfaces/storage.py for the contract) in the SQLite file ``path``:
     one row per object. Every write is one transaction, atomic and durable across process
@@ -87,53 +76,53 @@ class SqliteObjects:
         self.path = Path(path)
         self._db = SqliteFile(self.path, _SCHEMA, "local records")
 
-    def _query(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """One statement's rows (a read, in its own snapshot)."""
         with self._db.reading() as conn:
             return conn.execute(sql, params).fetchall()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` as ``key``, replacing any object atomically."""
-        _check(key)
+        check_object_key(key)
         with self._db.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?)", (key, bytes(data)))
 
     def put_file(self, key: str, path: Path) -> None:
         """Store the content of the file ``path`` as ``key`` (FileNotFoundError: nothing
         stored)."""
-        _check(key)
+        check_object_key(key)
         self.put_bytes(key, Path(path).read_bytes())
 
     def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
         """Store each ``(key, path)`` in one transaction; every key is checked first."""
         for key, _ in items:
-            _check(key)
+            check_object_key(key)
         rows = [(key, Path(path).read_bytes()) for key, path in items]
         with self._db.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?)", rows)
 
     def get_bytes(self, key: str) -> bytes:
         """The content of ``key``; KeyError when there is no such object."""
-        _check(key)
+        check_object_key(key)
         rows = self._query("SELECT data FROM objects WHERE key = ?", (key,))
         if not rows:
             raise KeyError(key)
-        data = rows[0][0]
+        data = rows[0][0]  # text only if someone set it by hand with the sqlite3 program
         return bytes(data) if isinstance(data, (bytes, memoryview)) else str(data).encode()
 
     def get_file(self, key: str, path: Path) -> None:
         """Copy ``key`` to the file ``path`` (parents created), replaced atomically;
         KeyError when missing."""
-        _write_atomically(Path(path), self.get_bytes(key))
+        write_atomically(Path(path), self.get_bytes(key))
 
     def exists(self, key: str) -> bool:
         """Whether an object ``key`` exists."""
-        _check(key)
+        check_object_key(key)
         return bool(self._query("SELECT 1 FROM objects WHERE key = ?", (key,)))
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (nothing happens if missing)."""
-        _check(key)
+        check_object_key(key)
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM objects WHERE key = ?", (key,))
 
@@ -160,10 +149,10 @@ class SqliteObjects:
                 [*params, _PAGE],
             )
             for key, size in rows:
-                yield ObjectInfo(key=str(key), size=int(str(size)))
+                yield ObjectInfo(key=key, size=size)
             if len(rows) < _PAGE:
                 return
-            low, inclusive = str(rows[-1][0]), False
+            low, inclusive = rows[-1][0], False
 
     def fact(self, name: str) -> str | None:
         """A value this file keeps about itself (see `LocalBucket.adopt_files`)."""
@@ -242,12 +231,14 @@ class LocalBucket:
         self._adopted = False
         self._adopt_lock = threading.Lock()
 
+    def _table(self) -> SqliteObjects:
+        """The records table, once this process has moved any old record files in."""
+        if not self._adopted:
+            self.adopt_files()
+        return self.records
+
     def _side(self, key: str) -> FolderStorage | SqliteObjects:
-        if in_table(key):
-            if not self._adopted:
-                self.adopt_files()
-            return self.records
-        return self.files
+        return self._table() if in_table(key) else self.files
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._side(key).put_bytes(key, data)
@@ -257,11 +248,10 @@ class LocalBucket:
 
     def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
         for key, _ in items:
-            _check(key)
+            check_object_key(key)  # a bad key anywhere: nothing written on either side
         table = [(key, path) for key, path in items if in_table(key)]
         if table:
-            self._side(table[0][0])
-            self.records.put_files(table)
+            self._table().put_files(table)
         self.files.put_files([(key, path) for key, path in items if not in_table(key)])
 
     def get_bytes(self, key: str) -> bytes:
@@ -280,9 +270,7 @@ class LocalBucket:
         check_prefix(prefix)
         if not (prefix.startswith(_RECORDS) or _RECORDS.startswith(prefix)):
             return self.files.list(prefix, start_after)
-        if not self._adopted:
-            self.adopt_files()
-        table = self.records.list(prefix, start_after)
+        table = self._table().list(prefix, start_after)
         if not _files_may_hold(prefix):
             return table
         files = (o for o in self.files.list(prefix, start_after) if not in_table(o.key))

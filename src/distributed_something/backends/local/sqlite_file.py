@@ -121,38 +121,39 @@ class SqliteFile:
         return self.conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding SQLite's write lock from its start."""
+    def _connected(self) -> Iterator[sqlite3.Connection]:
+        """This process's connection, used by one thread at a time; SQLite's errors in the
+        block come out as `BackendError`."""
         self._check_fork()
         with self._lock:
             try:
-                conn = self._connection()
-                begin_immediate(conn)
-                try:
-                    yield conn
-                except BaseException:
-                    # SQLite may already have rolled back (e.g. after an I/O error).
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                yield self._connection()
             except sqlite3.Error as error:
                 raise BackendError(f"{self.what} {self.path}: {error}") from error
 
     @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from its start."""
+        with self._connected() as conn:
+            begin_immediate(conn)
+            try:
+                yield conn
+            except BaseException:
+                # SQLite may already have rolled back (e.g. after an I/O error).
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: a consistent snapshot without taking the write lock."""
-        self._check_fork()
-        with self._lock:
+        with self._connected() as conn:
+            conn.execute("BEGIN")
             try:
-                conn = self._connection()
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as error:
-                raise BackendError(f"{self.what} {self.path}: {error}") from error
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close this process's connection; the next call opens a new one."""

@@ -35,7 +35,7 @@ _COPY_BUFFER = 1024 * 1024
 # A concurrent delete may remove a just-created empty folder before our temporary file
 # lands in it; creating the folder again a few times always wins that race in practice.
 _FOLDER_ATTEMPTS = 5
-#: Most private folders a `FolderStorage` remembers as made (see `_write_atomically`).
+#: Most private folders a `FolderStorage` remembers as made (see `write_atomically`).
 _KNOWN_FOLDERS = 1024
 
 
@@ -67,6 +67,20 @@ def _open_temp(folder: Path, mode: int | None = None) -> tuple[int, Path]:
         return fd, temp
 
 
+def check_object_key(key: str) -> str:
+    """``key`` unchanged when a local store may hold it (`check_key`, and no name starting
+    with `TEMP_PREFIX`, which in-progress writes use); else `InputError`."""
+    check_key(key)
+    if any(name.startswith(TEMP_PREFIX) for name in key.split("/")):
+        raise InputError(
+            "storage key",
+            None,
+            f"key {key!r} has a name starting with {TEMP_PREFIX!r}, which is reserved",
+            "rename the file or folder",
+        )
+    return key
+
+
 def _make_private_folders(root: Path, parts: Sequence[str]) -> None:
     """Make ``root/parts[0]/…/parts[-1]`` exist with every one of those folders owner-only
     (0700), whatever the umask; ``root`` itself is left alone. Folders made by an earlier
@@ -87,7 +101,7 @@ def _make_private_folders(root: Path, parts: Sequence[str]) -> None:
         folder.chmod(PRIVATE_FOLDER_MODE)  # the umask may have taken bits away
 
 
-def _write_atomically(
+def write_atomically(
     target: Path,
     fill: Callable[[BinaryIO], object] | bytes,
     *,
@@ -177,7 +191,7 @@ class FolderStorage:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
-        #: private folders made or narrowed by this process (see `_write_atomically`)
+        #: private folders made or narrowed by this process (see `write_atomically`)
         self._private_folders: set[Path] = set()
 
     def path_of(self, key: str) -> Path:
@@ -186,15 +200,7 @@ class FolderStorage:
         Raises `InputError` for an invalid key or when a symbolic link would lead outside
         the root. The file need not exist.
         """
-        check_key(key)
-        if any(name.startswith(TEMP_PREFIX) for name in key.split("/")):
-            raise InputError(
-                "storage key",
-                None,
-                f"key {key!r} has a name starting with {TEMP_PREFIX!r}, which is reserved",
-                "rename the file or folder",
-            )
-        parts = key.split("/")
+        parts = check_object_key(key).split("/")
         path = self.root.joinpath(*parts)
         if parts[0] == PRIVATE_ROOT and path.parent in self._private_folders:
             # A private folder this process made or checked: owner-only all the way down
@@ -240,7 +246,7 @@ class FolderStorage:
         # only: other local users can neither read it nor forge a done marker in it.
         private = self.root if key.split("/", 1)[0] == PRIVATE_ROOT else None
         try:
-            _write_atomically(path, fill, private_from=private, known=self._private_folders)
+            write_atomically(path, fill, private_from=private, known=self._private_folders)
         except (FileExistsError, NotADirectoryError) as error:
             raise BackendError(
                 f"cannot store key {key!r} in {self.root}: a folder on its path is a file "
@@ -310,7 +316,7 @@ class FolderStorage:
         ``path`` is replaced atomically: it never holds part of the object.
         """
         with self._open(key) as source:
-            _write_atomically(Path(path), lambda out: shutil.copyfileobj(source, out, _COPY_BUFFER))
+            write_atomically(Path(path), lambda out: shutil.copyfileobj(source, out, _COPY_BUFFER))
 
     def exists(self, key: str) -> bool:
         """Whether an object ``key`` exists (a folder of other keys is not an object)."""
