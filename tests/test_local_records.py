@@ -4,6 +4,7 @@ that span the table and the folder, and runs recorded as files by an earlier ver
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,8 @@ from distributed_something.backends.local.records_store import (
     in_table,
 )
 from distributed_something.backends.local.storage import FolderStorage
-from distributed_something.errors import BackendError
+from distributed_something.errors import BackendError, InputError
+from distributed_something.interfaces.storage import write_all
 from testkit import local_bucket
 
 Ds = Callable[..., subprocess.CompletedProcess[str]]
@@ -152,6 +154,38 @@ def old_version_records(tmp_path: Path) -> dict[str, bytes]:
     for key, data in written.items():
         files.put_bytes(key, data)
     return written
+
+
+def test_a_batch_of_records_is_one_write_all_or_nothing(tmp_path: Path) -> None:
+    bucket = bucket_at(tmp_path)
+    done, closed, opened = (
+        f"{RUN}done/t1.json",
+        f"{RUN}attempts/t1/a.done.json",
+        (f"{RUN}attempts/t1/a.running.json"),
+    )
+    bucket.put_bytes(opened, b"{}")
+    # A bad key anywhere: refused before anything is written.
+    with pytest.raises(InputError):
+        bucket.write_batch([(done, b"1")], ["../escape"])
+    assert not bucket.exists(done)
+    # The database refusing the last step (as a full disk would) undoes the first ones.
+    refuse = sqlite3.connect(tmp_path / "r.sqlite", isolation_level=None)
+    refuse.execute(
+        "CREATE TRIGGER full BEFORE DELETE ON objects BEGIN SELECT RAISE(ABORT, 'full'); END"
+    )
+    with pytest.raises(BackendError, match="full"):
+        write_all(bucket, [(done, b"1"), (closed, b"2")], [opened])
+    assert [bucket.exists(key) for key in (done, closed, opened)] == [False, False, True]
+    refuse.execute("DROP TRIGGER full")
+    write_all(bucket, [(done, b"1"), (closed, b"2")], [opened])
+    assert [bucket.exists(key) for key in (done, closed, opened)] == [True, True, False]
+    # A batch that touches a file (a task's log) is written in order, one key at a time.
+    log = f"{RUN}logs/t1/00000000000000001-0001.log"
+    write_all(bucket, [(log, b"log"), (opened, b"{}")], [closed])
+    assert bucket.get_bytes(log) == b"log" and f"{RUN}logs/t1/00000000000000001-0001.log" in (
+        files_in(tmp_path)
+    )
+    assert bucket.exists(opened) and not bucket.exists(closed)
 
 
 def test_records_left_as_files_move_into_the_table_once(tmp_path: Path) -> None:

@@ -73,6 +73,40 @@ def test_a_missing_program_is_exit_127_with_the_header_kept(tmp_path: Path) -> N
     assert "No such file or directory" in result.start_error
 
 
+def test_a_program_named_without_a_folder_is_found_on_the_tasks_path(tmp_path: Path) -> None:
+    # The runner looks the program up once per worker (not in the child, entry by entry, for
+    # every task) but must run what the child's own search would, as the user typed it.
+    def run(argv: list[str], path: str, cwd: Path = tmp_path) -> tuple[int, str]:
+        log = tmp_path / "task.log"
+        log.unlink(missing_ok=True)
+        result = SubprocessRunner().run(
+            argv, cwd=cwd, env={"PATH": path}, log_path=log, stop=threading.Event()
+        )
+        return result.exit_code, log.read_text(errors="replace")
+
+    folders = [tmp_path / "first", tmp_path / "second"]
+    for folder in folders:
+        folder.mkdir()
+        program = folder / "prog"
+        program.write_text(f"#!/bin/sh\necho from {folder.name}\n")
+        program.chmod(0o755)
+    path = ":".join(str(folder) for folder in folders)
+    assert run(["prog"], path) == (0, "from first\n")  # the first on PATH, as execvp
+    (folders[0] / "prog").unlink()
+    assert run(["prog"], path) == (0, "from second\n")  # gone: looked up again
+    # The program sees the name it was given (argv[0]), not the file found for it.
+    code, text = run(["cat", "/proc/self/cmdline"], os.environ["PATH"])
+    assert code == 0 and text == "cat\0/proc/self/cmdline\0"
+    # A relative PATH entry is the child's to resolve, in the task's folder.
+    work = tmp_path / "work"
+    (work / "tools").mkdir(parents=True)
+    (work / "tools" / "prog").write_text("#!/bin/sh\necho from tools\n")
+    (work / "tools" / "prog").chmod(0o755)
+    assert run(["prog"], "tools", cwd=work) == (0, "from tools\n")
+    code, text = run(["no-such-program-here"], path)
+    assert code == 127 and "cannot start 'no-such-program-here'" in text
+
+
 def test_a_timeout_ends_the_whole_group_and_says_so(
     tmp_path: Path, waiting: str, leftovers: list[int]
 ) -> None:

@@ -22,7 +22,7 @@ from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import TEMP_PREFIX, FolderStorage
 from distributed_something.errors import BackendError, InputError
-from distributed_something.interfaces.storage import ObjectInfo, Storage
+from distributed_something.interfaces.storage import ObjectInfo, Storage, write_all
 from distributed_something.keys import check_key, check_prefix
 
 StorageFactory = Callable[[Path], Storage]
@@ -297,6 +297,16 @@ def test_delete(storage: Storage) -> None:
     # A deleted key can be written again.
     storage.put_bytes("a/b/c.txt", b"3")
     assert storage.get_bytes("a/b/c.txt") == b"3"
+
+
+def test_write_all_stores_then_deletes(storage: Storage) -> None:
+    # `write_all`: one atomic write where the storage has `write_batch`, else in order.
+    storage.put_bytes("a/old.json", b"0")
+    write_all(storage, [("a/new.json", b"1"), ("a/two.json", b"2")], ["a/old.json"])
+    assert keys(storage) == ["a/new.json", "a/two.json"]
+    assert storage.get_bytes("a/new.json") == b"1"
+    write_all(storage, [("a/old.json", b"3")], ["a/old.json"])  # puts come first
+    assert keys(storage) == ["a/new.json", "a/two.json"]
 
 
 # -- invalid keys ----------------------------------------------------------------------------

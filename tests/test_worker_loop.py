@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 import threading
 import time
@@ -15,10 +16,12 @@ import pytest
 
 from distributed_something.backends import Backend
 from distributed_something.backends.local.queue import SqliteQueue
+from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, QueueGone
 from distributed_something.interfaces.queue import Message
+from distributed_something.interfaces.storage import Storage
 from distributed_something.jobs.model import Task
 from distributed_something.ledger import read_ledger
 from distributed_something.recipes import base
@@ -35,12 +38,14 @@ PY = sys.executable
 class Rig:
     """A worker wired to a queue with a fake clock and a folder bucket in tmp_path."""
 
-    def __init__(self, tmp_path: Path, argv: list[str], **config: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, argv: list[str], *, bucket: Storage | None = None, **config: Any
+    ) -> None:
         self.clock = FakeClock(1_000_000.0)
         self.queue = SqliteQueue(
             tmp_path / "q.sqlite", max_receive_count=config.pop("retries", 3), clock=self.clock
         )
-        self.storage = FolderStorage(tmp_path / "bucket")
+        self.storage = bucket or FolderStorage(tmp_path / "bucket")
         raw: dict[str, Any] = {
             "app_name": "W",
             "recipe": {"name": "command", "argv": argv, "output_prefix": "out/{name}"},
@@ -294,7 +299,7 @@ def test_a_completion_whose_worker_vanished_before_recording_it_counts_done(
     (task,) = rig.submit({"name": "v"})
     rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "v"})])
 
-    def vanish(attempt: Any) -> None:
+    def vanish(*args: Any) -> None:
         raise WorkerVanished
 
     with monkeypatch.context() as patch:
@@ -315,6 +320,35 @@ def test_a_completion_whose_worker_vanished_before_recording_it_counts_done(
     assert (entry.state, entry.attempts, entry.duplicate) == ("done", 1, False)
     assert rig.records.count_skipped() == 0
     assert rig.storage.get_bytes("out/v/r.txt") == b"once"  # ran once
+
+
+def test_on_the_local_bucket_done_and_the_attempts_end_are_one_write(tmp_path: Path) -> None:
+    # There, the window above cannot open: the done marker, the attempt's closed record and
+    # the removal of its open one are one transaction. The closed record refused (a full
+    # disk), none is made, not even the marker: the attempt fails, is recorded so, and the
+    # task's retry completes it. (One write after the other, the marker would be stored and
+    # the attempt left open.)
+    records_file = tmp_path / "records.sqlite"
+    bucket = LocalBucket(FolderStorage(tmp_path / "bucket"), SqliteObjects(records_file))
+    rig = Rig(tmp_path, write("x {name}"), bucket=bucket)
+    (task,) = rig.submit({"name": "a"})
+    rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "a"})])
+    refuse = sqlite3.connect(records_file, isolation_level=None)
+    refuse.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON objects WHEN new.key LIKE '%/attempts/%.done.json' "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    assert rig.worker.step() is Outcome.FAILED
+    assert rig.records.read_done(task.id) is None
+    (attempt,) = rig.records.attempt_keys(task.id)
+    assert attempt.outcome == "failed"  # closed as failed: not done, not left open
+    (failure,) = rig.records.failures_of(task.id)
+    assert "disk full" in failure.error
+    refuse.execute("DROP TRIGGER full")
+    rig.clock.advance(600)  # past the retry's backoff
+    assert rig.worker.step() is Outcome.DONE
+    entry = read_ledger(rig.records).tasks[task.id]
+    assert (entry.state, entry.attempts) == ("done", 2)
 
 
 def test_a_marker_of_another_run_is_still_a_skip_on_redelivery(tmp_path: Path) -> None:

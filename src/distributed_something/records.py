@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from distributed_something.interfaces.storage import Storage
+from distributed_something.interfaces.storage import Storage, write_all
 
 META_ROOT = "_ds"
 
@@ -213,6 +213,12 @@ def _fields_of(record: Any) -> dict[str, Any]:
     return dict(vars(record))
 
 
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    # One line: json's C encoder (an indented record costs the pure-Python one, three times
+    # a task's records on a worker running short tasks).
+    return json.dumps(data).encode()
+
+
 def _short(message_id: str) -> str:
     """A key-safe, short form of a queue message id (8 hex digits of its hash)."""
     return hashlib.sha256(message_id.encode()).hexdigest()[:8]
@@ -296,6 +302,11 @@ class RunRecords:
             f"{at_us:017d}.{kind}.{detail}.{task_id}"
         )
 
+    @property
+    def writes_atomically(self) -> bool:
+        """Whether the storage makes several writes one (``write_batch``; see `write_all`)."""
+        return hasattr(self.storage, "write_batch")
+
     # writes ----------------------------------------------------------------------------
     def write_done(self, marker: DoneMarker) -> DoneMarker:
         """Store the done marker, keeping the finish times of earlier completions.
@@ -303,11 +314,17 @@ class RunRecords:
         Only a task received more than once can have completed before (a worker vanished
         mid-task), so a first attempt skips reading the old marker.
         """
+        key, data = self._done_item(marker)
+        self.storage.put_bytes(key, data)
+        return marker
+
+    def _done_item(self, marker: DoneMarker) -> tuple[str, bytes]:
+        """The done marker's key and content, with the finish times of earlier completions
+        (read only for a task received more than once: only then can it have completed)."""
         previous = self.read_done(marker.task_id) if marker.attempt > 1 else None
         history = previous.completions if previous else []
         marker.completions = [*history[-9:], marker.finished_at]
-        self._put_json(self.done_key(marker.task_id), _fields_of(marker))
-        return marker
+        return self.done_key(marker.task_id), _json_bytes(_fields_of(marker))
 
     def write_skip(self, skip: Skip) -> None:
         """One task a worker skipped: one object, so workers never write the same key. An
@@ -395,6 +412,11 @@ class RunRecords:
     def write_intent(self, task_id: str, kind: str, detail: str) -> None:
         """Say, before writing a record that changes a task's state, that it will (see
         summary.py: readers of the ledger summary read that task again)."""
+        self.storage.put_bytes(self._next_intent(task_id, kind, detail), b"")
+
+    def _next_intent(self, task_id: str, kind: str, detail: str) -> str:
+        """The key of the next intent of this process (written by the caller, before or with
+        its record), after folding the journal behind when it is due."""
         since = self._unfolded_since_us
         if since is not None and (
             self._unfolded >= FOLD_EVERY or now() * 1e6 - since >= FOLD_AGE_S * 1e6
@@ -405,25 +427,29 @@ class RunRecords:
             fold_behind(RunRecords(self.storage, self.app_name, self.run_id), since)
             self._unfolded, self._unfolded_since_us = 0, None
         at_us = round(now() * 1e6)  # after the fold: the checkpoint may cover up to then
-        self.storage.put_bytes(self.intent_key(task_id, at_us, kind, detail), b"")
         if self._unfolded_since_us is None:
             self._unfolded_since_us = at_us
         self._unfolded += 1
+        return self.intent_key(task_id, at_us, kind, detail)
 
     def open_attempt(self, attempt: Attempt) -> str:
         """Record that ``attempt`` started; returns the open record's key. An intent is
-        written first (see summary.py), so no state change escapes the ledger summary."""
-        self.write_intent(attempt.task_id, "a", attempt.stem)
+        written first (see summary.py), so no state change escapes the ledger summary; where
+        the storage writes atomically (`write_all`), both are one write."""
+        intent = self._next_intent(attempt.task_id, "a", attempt.stem)
         key = self.attempt_key(attempt, "running")
-        self._put_json(key, _fields_of(attempt))
+        write_all(self.storage, [(intent, b""), (key, _json_bytes(_fields_of(attempt)))])
         return key
 
-    def close_attempt(self, attempt: Attempt) -> None:
-        """Record how ``attempt`` ended (its ``outcome``), then remove its open record."""
+    def close_attempt(self, attempt: Attempt, done: DoneMarker | None = None) -> None:
+        """Record how ``attempt`` ended (its ``outcome``), then remove its open record. With
+        ``done`` (an attempt that completed its task), the task's done marker is stored
+        first (`write_done`); where the storage writes atomically, all is one write."""
         if attempt.outcome == "running":
             raise ValueError("close_attempt needs the attempt's outcome")
-        self._put_json(self.attempt_key(attempt), _fields_of(attempt))
-        self.storage.delete(self.attempt_key(attempt, "running"))
+        puts = [] if done is None else [self._done_item(done)]
+        puts.append((self.attempt_key(attempt), _json_bytes(_fields_of(attempt))))
+        write_all(self.storage, puts, [self.attempt_key(attempt, "running")])
 
     def close_stale(self, key: AttemptKey, outcome: str, at: float) -> None:
         """Close an open attempt record another process left behind (its worker is gone)."""
@@ -861,9 +887,7 @@ class RunRecords:
         return data
 
     def _put_json(self, key: str, data: dict[str, Any]) -> None:
-        # One line: json's C encoder (an indented record costs the pure-Python one, three
-        # times a task's records on a worker running short tasks).
-        self.storage.put_bytes(key, json.dumps(data).encode())
+        self.storage.put_bytes(key, _json_bytes(data))
 
     def _get_json(self, key: str) -> dict[str, Any] | None:
         """The JSON object at ``key``; None when it is missing or corrupt (a corrupt one is

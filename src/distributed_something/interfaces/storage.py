@@ -33,6 +33,8 @@ class Storage(Protocol):
       work concurrently and returns when all are stored (or raises at the first failure).
     - ``read_concurrency`` is how many reads at once pay off for a caller reading many objects
       (1 for a local folder; a network store answers many round trips at once).
+    - Optionally, ``write_batch(puts, deletes)`` stores ``(key, data)`` pairs and deletes keys
+      in one atomic write (all or nothing); `write_all` uses it where it exists.
     """
 
     read_concurrency: int
@@ -52,3 +54,27 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
+
+
+def write_all(
+    storage: Storage, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str] = ()
+) -> None:
+    """Store ``puts`` then delete ``deletes``, in that order. A storage with a
+    ``write_batch`` method (the local records' SQLite table) does it all in one atomic
+    write; any other does them one by one, in order, so that a crash midway leaves what the
+    order allows (the first writes without the later ones)."""
+    batch = getattr(storage, "write_batch", None)
+    if batch is not None:
+        batch(puts, deletes)
+        return
+    write_in_order(storage, puts, deletes)
+
+
+def write_in_order(
+    storage: Storage, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str] = ()
+) -> None:
+    """``put_bytes`` each of ``puts``, then ``delete`` each of ``deletes``, one at a time."""
+    for key, data in puts:
+        storage.put_bytes(key, data)
+    for key in deletes:
+        storage.delete(key)

@@ -24,11 +24,11 @@ class Workdir:
 
     @property
     def input_dir(self) -> Path:
-        return self.root / "inputs"
+        return self.root / _INPUTS
 
     @property
     def output_dir(self) -> Path:
-        return self.root / "outputs"
+        return self.root / _OUTPUTS
 
     def create(self) -> None:
         self.input_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ class Workdir:
         task cost more than a short task). True when nothing is left behind."""
         if not self.root.is_dir():
             return True
-        kept = {self.input_dir.name, self.output_dir.name}
+        kept = _KEPT
         clean = True
         with os.scandir(self.root) as entries:
             for entry in entries:
@@ -56,6 +56,11 @@ class Workdir:
                     _remove(entry)
                     clean = clean and not os.path.lexists(entry.path)
         return clean
+
+
+_INPUTS = "inputs"
+_OUTPUTS = "outputs"
+_KEPT = frozenset((_INPUTS, _OUTPUTS))
 
 
 def _is_empty(folder: str) -> bool:

@@ -366,11 +366,19 @@ class Worker:
         exit_code: int | None = None,
         error: str = "",
         cause: str = "",
+        done: DoneMarker | None = None,
     ) -> None:
         """Close the open attempt record (if any) with its outcome, its cause (for failed,
-        dead, released and lost attempts) and what the command used (when it ran)."""
+        dead, released and lost attempts) and what the command used (when it ran).
+
+        With ``done``, the task's done marker is stored with the record (one write where the
+        storage allows); should that fail, the error is raised and the attempt stays open
+        (the task then fails, and `_fail` closes it). Without a marker, a record that cannot
+        be written is only logged: the task's fate does not depend on it."""
         attempt, self._attempt = self._attempt, None
         if attempt is None:
+            if done is not None:
+                self.records.write_done(done)
             return
         attempt.outcome = outcome
         attempt.ended_at = self.clock()
@@ -381,8 +389,16 @@ class Worker:
             attempt.peak_memory_mb = self._result.peak_memory_mb
             attempt.cpu_seconds = self._result.cpu_seconds
         try:
-            self.records.close_attempt(attempt)
-        except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
+            if done is not None and not self.records.writes_atomically:
+                # One write after the other: the marker first, and only its error fails
+                # the task (once it is stored, the task is done whatever follows).
+                self.records.write_done(done)
+                done = None
+            self.records.close_attempt(attempt, done)
+        except Exception as exc:  # a record lost must not lose the task
+            if done is not None:
+                self._attempt = attempt
+                raise
             log.warning("could not record the end of task %s: %s", attempt.task_id, exc)
 
     def _already_done(self, message: Message, task: Task, plan: TaskPlan) -> bool:
@@ -498,21 +514,19 @@ class Worker:
             return Outcome.FAILED
         self._phase = "upload"
         outputs = self._upload_outputs(plan, workdir)
-        self.records.write_done(
-            DoneMarker(
-                task_id=task.id,
-                attempt=message.receive_count,
-                duration=round(result.duration, 3),
-                outputs=outputs,
-                started_at=started,
-                finished_at=self.clock(),
-                worker=self.settings.name,
-                output_prefix=plan.output_prefix,
-                run_id=self.settings.run_id,
-                output_bucket=plan.output_bucket,
-            )
+        marker = DoneMarker(
+            task_id=task.id,
+            attempt=message.receive_count,
+            duration=round(result.duration, 3),
+            outputs=outputs,
+            started_at=started,
+            finished_at=self.clock(),
+            worker=self.settings.name,
+            output_prefix=plan.output_prefix,
+            run_id=self.settings.run_id,
+            output_bucket=plan.output_bucket,
         )
-        self._end_attempt("done", exit_code=result.exit_code)
+        self._end_attempt("done", exit_code=result.exit_code, done=marker)
         self.backend.queue.delete(message)
         log.info("task %s done in %.1fs (%d outputs)", task.id, result.duration, len(outputs))
         return Outcome.DONE

@@ -7,6 +7,7 @@ import ctypes
 import os
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,6 +170,7 @@ class SubprocessRunner:
                 with _inherited_data_limit(memory_limit_mb) as inherited:
                     proc = subprocess.Popen(
                         list(argv),
+                        executable=_program(argv[0], child_env),
                         cwd=cwd,
                         env=child_env,
                         stdin=_devnull(),
@@ -617,6 +619,29 @@ def _devnull() -> int:
     if fd is None:
         fd = _DEVNULL[pid] = os.open(os.devnull, os.O_RDONLY)
     return fd
+
+
+def _program(name: str, env: Mapping[str, str]) -> str | None:
+    """The file the child would run for ``name`` (its argv[0]) with ``env``'s PATH, looked
+    up once per worker process: left to Popen, the child tries every PATH entry before the
+    right one for every task. None for a name with a ``/`` (run as given), one not found,
+    or one found through a relative PATH entry (which the child resolves in its own folder):
+    Popen then searches, and reports a missing program, as before."""
+    if "/" in name:
+        return None
+    key = (name, env.get("PATH", os.defpath), os.getpid())
+    found = _PROGRAMS.get(key)
+    if found is not None and os.access(found, os.X_OK):
+        return found
+    found = shutil.which(name, path=key[1])
+    if found is None or not Path(found).is_absolute():
+        return None
+    _PROGRAMS[key] = found
+    return found
+
+
+#: `_program`'s findings, by name, PATH and process
+_PROGRAMS: dict[tuple[str, str, int], str] = {}
 
 
 def _pidfd(pid: int) -> int | None:

@@ -30,7 +30,7 @@ from distributed_something.backends.local.storage import (
     write_atomically,
 )
 from distributed_something.errors import BackendError
-from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.interfaces.storage import ObjectInfo, write_in_order
 from distributed_something.keys import check_prefix
 from distributed_something.records import META_ROOT
 
@@ -86,6 +86,18 @@ class SqliteObjects:
         check_object_key(key)
         with self._db.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?)", (key, bytes(data)))
+
+    def write_batch(self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str] = ()) -> None:
+        """Store every ``(key, data)`` of ``puts`` and delete every key of ``deletes``, in one
+        transaction: all or nothing (see `write_all`). Every key is checked first."""
+        for key in [*(key for key, _ in puts), *deletes]:
+            check_object_key(key)
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?)",
+                [(key, bytes(data)) for key, data in puts],
+            )
+            conn.executemany("DELETE FROM objects WHERE key = ?", [(key,) for key in deletes])
 
     def put_file(self, key: str, path: Path) -> None:
         """Store the content of the file ``path`` as ``key`` (FileNotFoundError: nothing
@@ -245,6 +257,18 @@ class LocalBucket:
 
     def put_file(self, key: str, path: Path) -> None:
         self._side(key).put_file(key, path)
+
+    def write_batch(self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str] = ()) -> None:
+        """`SqliteObjects.write_batch` when every key is in the records table (one atomic
+        write); else each write in order (`write_in_order`). A bad key anywhere: nothing
+        is written."""
+        keys = [*(key for key, _ in puts), *deletes]
+        for key in keys:
+            check_object_key(key)
+        if all(in_table(key) for key in keys):
+            self._table().write_batch(puts, deletes)
+        else:
+            write_in_order(self, puts, deletes)
 
     def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
         for key, _ in items:

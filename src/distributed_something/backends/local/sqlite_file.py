@@ -14,7 +14,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,11 +109,13 @@ class SqliteFile:
                 # In WAL mode NORMAL survives process crashes; only power loss may lose the
                 # last commits, and it makes each commit much cheaper.
                 conn.execute("PRAGMA synchronous=NORMAL")
-                begin_immediate(conn)
+                conn.execute("BEGIN IMMEDIATE")  # SQLite's own wait, once per connection
                 for statement in self._schema.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("COMMIT")
+                # From now on every wait for a lock is ours (`wait_for_lock`), in short steps.
+                conn.execute("PRAGMA busy_timeout = 0")
             except BaseException:
                 conn.close()
                 raise
@@ -147,10 +149,13 @@ class SqliteFile:
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction: a consistent snapshot without taking the write lock."""
+        """One read transaction: a consistent snapshot without taking the write lock. The
+        snapshot is taken first: in WAL mode that is the only step of a read that can meet
+        a lock (another process opening, recovering or closing the file), waited for here."""
         with self._connected() as conn:
             conn.execute("BEGIN")
             try:
+                wait_for_lock(lambda: conn.execute(_SNAPSHOT).fetchall())
                 yield conn
             finally:
                 conn.execute("COMMIT")
@@ -165,25 +170,32 @@ class SqliteFile:
 
 
 def begin_immediate(conn: sqlite3.Connection) -> None:
-    """Take the write lock, waiting for another process's transaction to end.
+    """Take the write lock of ``conn`` (a `SqliteFile` connection: SQLite's busy handler
+    off), waiting for another process's transaction to end (`wait_for_lock`)."""
+    wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+
+#: a read that starts a read transaction (takes the snapshot)
+_SNAPSHOT = "SELECT 1 FROM sqlite_master LIMIT 1"
+
+
+def wait_for_lock(step: Callable[[], object]) -> None:
+    """Run ``step`` until it does not fail for a lock another connection holds.
 
     SQLite's own busy handler sleeps at least a millisecond at the first conflict, longer
     than the transactions here last (a receive or a delete takes ~0.05 ms): several workers
     would spend more time asleep than working. This waits in steps growing from 50 µs, up
-    to the same `BUSY_TIMEOUT_SECONDS` in all.
+    to `BUSY_TIMEOUT_SECONDS` in all. Connections have SQLite's handler off for the same
+    reason; setting it per transaction instead cost two statements each.
     """
     deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
     pause = 50e-6
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
