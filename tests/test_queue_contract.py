@@ -19,6 +19,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -30,6 +31,7 @@ import pytest
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.sqs_queue import SqsQueue
 from distributed_something.backends.local.queue import SqliteQueue
+from distributed_something.errors import BackendError
 from distributed_something.interfaces.queue import Message, Queue, QueueCounts
 from testkit import FakeClock
 
@@ -561,3 +563,62 @@ def test_sqlite_rejects_foreign_handles(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="receipt handle"):
         queue.delete(Message(handle="AQEB-sqs-handle", task_id="t", body="b", receive_count=1))
     queue.close()
+
+
+def test_sqlite_delete_soon_rides_on_the_next_write(tmp_path: Path) -> None:
+    # A worker's acknowledgement costs no transaction of its own: the message is deleted by
+    # the same transaction that receives the next one (or at any read, flush or close).
+    clock = FakeClock(1_700_000_000.0)
+    path = tmp_path / "queue.db"
+    worker = SqliteQueue(path, max_receive_count=5, clock=clock)
+    other = SqliteQueue(path, max_receive_count=5, clock=clock)
+    worker.send_batch([("t1", "b"), ("t2", "b")])
+    first = one(worker)
+    worker.delete_soon(first)
+    assert other.counts() == QueueCounts(visible=1, in_flight=1, dead=0)  # not yet
+    second = one(worker)  # ...and now, in the same transaction
+    assert second.task_id == "t2"
+    assert other.counts() == QueueCounts(visible=0, in_flight=1, dead=0)
+    worker.delete_soon(second)
+    assert worker.counts().drained  # a read of the same instance sees its own deletes
+    assert other.counts().drained
+    worker.send_batch([("t3", "b")])
+    third = one(worker)
+    worker.delete_soon(third)
+    worker.close()  # a worker that exits leaves nothing to do
+    assert other.counts().drained
+
+
+def test_sqlite_delete_soon_survives_a_failed_transaction(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    path = tmp_path / "queue.db"
+    queue = SqliteQueue(path, max_receive_count=5, clock=clock)
+    queue.send_batch([("t1", "b"), ("t2", "b")])
+    queue.delete_soon(one(queue))
+    refuse = sqlite3.connect(path, isolation_level=None)
+    refuse.execute(
+        "CREATE TRIGGER full BEFORE UPDATE ON messages BEGIN SELECT RAISE(ABORT, 'full'); END"
+    )
+    with pytest.raises(BackendError, match="full"):
+        queue.receive(1, LEASE)  # rolled back, the delete with it...
+    refuse.execute("DROP TRIGGER full")
+    assert queue.counts() == QueueCounts(visible=1, in_flight=0, dead=0)  # ...done again
+    refuse.close()
+    queue.close()
+
+
+def test_sqlite_delete_soon_of_a_message_received_again_leaves_it(tmp_path: Path) -> None:
+    # Deferred, the delete still names the receive it acknowledges: a message whose lease
+    # ran out and was received again (by another worker) is left to that worker.
+    clock = FakeClock(1_700_000_000.0)
+    path = tmp_path / "queue.db"
+    slow = SqliteQueue(path, max_receive_count=5, clock=clock)
+    fast = SqliteQueue(path, max_receive_count=5, clock=clock)
+    slow.send_batch([("t1", "b")])
+    stale = one(slow, lease=10)
+    clock.advance(11)
+    again = one(fast)
+    slow.delete_soon(stale)
+    slow.flush()
+    assert fast.counts() == QueueCounts(visible=0, in_flight=1, dead=0)
+    assert fast.extend_lease(again, 10)

@@ -322,33 +322,70 @@ def test_a_completion_whose_worker_vanished_before_recording_it_counts_done(
     assert rig.storage.get_bytes("out/v/r.txt") == b"once"  # ran once
 
 
-def test_on_the_local_bucket_done_and_the_attempts_end_are_one_write(tmp_path: Path) -> None:
+def test_on_the_local_bucket_a_tasks_end_is_one_write_with_the_next_start(
+    tmp_path: Path,
+) -> None:
     # There, the window above cannot open: the done marker, the attempt's closed record and
-    # the removal of its open one are one transaction. The closed record refused (a full
-    # disk), none is made, not even the marker: the attempt fails, is recorded so, and the
-    # task's retry completes it. (One write after the other, the marker would be stored and
-    # the attempt left open.)
+    # the removal of its open one are one transaction, made with the next attempt's start
+    # (or at once when no task follows). Refused (a full disk), none is made, not even the
+    # marker, and the message stays: the records are tried again, and only once they are
+    # written is the message deleted. (One write after the other, the marker would be
+    # stored and the attempt left open.)
     records_file = tmp_path / "records.sqlite"
     bucket = LocalBucket(FolderStorage(tmp_path / "bucket"), SqliteObjects(records_file))
     rig = Rig(tmp_path, write("x {name}"), bucket=bucket)
-    (task,) = rig.submit({"name": "a"})
-    rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "a"})])
+    first, second = rig.submit({"name": "a"}, {"name": "b"})
+    rig.records.write_manifest(
+        "p0", [ManifestEntry(first.id, {"name": "a"}), ManifestEntry(second.id, {"name": "b"})]
+    )
+    assert rig.worker.step() is Outcome.DONE
+    (running,) = rig.records.attempt_keys(first.id)
+    assert running.outcome == "running"  # kept for the next start...
+    assert rig.worker.step() is Outcome.DONE
+    (closed,) = rig.records.attempt_keys(first.id)
+    assert closed.outcome == "done" and rig.records.read_done(first.id) is not None
     refuse = sqlite3.connect(records_file, isolation_level=None)
     refuse.execute(
         "CREATE TRIGGER full BEFORE INSERT ON objects WHEN new.key LIKE '%/attempts/%.done.json' "
         "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
     )
-    assert rig.worker.step() is Outcome.FAILED
-    assert rig.records.read_done(task.id) is None
-    (attempt,) = rig.records.attempt_keys(task.id)
-    assert attempt.outcome == "failed"  # closed as failed: not done, not left open
-    (failure,) = rig.records.failures_of(task.id)
-    assert "disk full" in failure.error
+    assert rig.worker.step() is Outcome.IDLE  # ...or written when none follows: refused
+    assert rig.records.read_done(second.id) is None
+    assert [a.outcome for a in rig.records.attempt_keys(second.id)] == ["running"]
+    assert rig.queue.counts().in_flight == 1  # the message waits for its records
     refuse.execute("DROP TRIGGER full")
-    rig.clock.advance(600)  # past the retry's backoff
+    assert rig.worker.step() is Outcome.DRAINED  # written at the next try, then deleted
+    ledger = read_ledger(rig.records)
+    assert [(ledger.tasks[t.id].state, ledger.tasks[t.id].attempts) for t in (first, second)] == [
+        ("done", 1),
+        ("done", 1),
+    ]
+
+
+def test_a_done_tasks_message_goes_with_the_next_receive_or_at_exit(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, write("x {name}"), visibility=1)
+    first, second = rig.submit({"name": "a"}, {"name": "b"})
+    other = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
     assert rig.worker.step() is Outcome.DONE
-    entry = read_ledger(rig.records).tasks[task.id]
-    assert (entry.state, entry.attempts) == ("done", 2)
+    # Deleted by the next receive, not by a transaction of its own...
+    assert other.counts().in_flight == 1
+    assert rig.worker.step() is Outcome.DONE
+    assert other.counts().in_flight == 1  # (the second one's, now)
+    rig.worker.close()  # ...or when the worker exits
+    assert other.counts().drained
+    # A worker that dies before leaves the message to come back when its lease ends: its
+    # next delivery finds the task done by this run, and nothing runs twice.
+    rig2 = Rig(tmp_path / "2", write("y {name}"), visibility=1)
+    (task,) = rig2.submit({"name": "c"})
+    rig2.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "c"})])
+    assert rig2.worker.step() is Outcome.DONE
+    rig2.queue._soon.clear()  # the process ends here: its pending delete is lost
+    rig2.clock.advance(5)
+    assert rig2.worker.step() is Outcome.SKIPPED
+    assert rig2.worker.step() is Outcome.DRAINED
+    entry = read_ledger(rig2.records).tasks[task.id]
+    assert (entry.state, entry.attempts) == ("done", 1) and rig2.records.count_skipped() == 0
+    assert all(rig.records.read_done(t.id) is not None for t in (first, second))
 
 
 def test_a_marker_of_another_run_is_still_a_skip_on_redelivery(tmp_path: Path) -> None:

@@ -219,6 +219,21 @@ def _json_bytes(data: dict[str, Any]) -> bytes:
     return json.dumps(data).encode()
 
 
+@dataclass
+class Writes:
+    """Writes to make together (`write_all`): every put, then every delete."""
+
+    puts: list[tuple[str, bytes]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+
+    def add(self, other: Writes) -> None:
+        self.puts += other.puts
+        self.deletes += other.deletes
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.deletes)
+
+
 def _short(message_id: str) -> str:
     """A key-safe, short form of a queue message id (8 hex digits of its hash)."""
     return hashlib.sha256(message_id.encode()).hexdigest()[:8]
@@ -432,24 +447,36 @@ class RunRecords:
         self._unfolded += 1
         return self.intent_key(task_id, at_us, kind, detail)
 
-    def open_attempt(self, attempt: Attempt) -> str:
+    def open_attempt(self, attempt: Attempt, first: Writes | None = None) -> str:
         """Record that ``attempt`` started; returns the open record's key. An intent is
         written first (see summary.py), so no state change escapes the ledger summary; where
-        the storage writes atomically (`write_all`), both are one write."""
+        the storage writes atomically (`write_all`), both are one write, with ``first``
+        (writes kept for it: `closing`) before them."""
         intent = self._next_intent(attempt.task_id, "a", attempt.stem)
         key = self.attempt_key(attempt, "running")
-        write_all(self.storage, [(intent, b""), (key, _json_bytes(_fields_of(attempt)))])
+        before = first or Writes()
+        puts = [*before.puts, (intent, b""), (key, _json_bytes(_fields_of(attempt)))]
+        write_all(self.storage, puts, before.deletes)
         return key
 
     def close_attempt(self, attempt: Attempt, done: DoneMarker | None = None) -> None:
         """Record how ``attempt`` ended (its ``outcome``), then remove its open record. With
         ``done`` (an attempt that completed its task), the task's done marker is stored
         first (`write_done`); where the storage writes atomically, all is one write."""
+        self.write(self.closing(attempt, done))
+
+    def write(self, writes: Writes) -> None:
+        """Make ``writes`` (`write_all`: one write where the storage allows)."""
+        write_all(self.storage, writes.puts, writes.deletes)
+
+    def closing(self, attempt: Attempt, done: DoneMarker | None = None) -> Writes:
+        """The writes `close_attempt` makes, to make now or with a later write."""
         if attempt.outcome == "running":
             raise ValueError("close_attempt needs the attempt's outcome")
-        puts = [] if done is None else [self._done_item(done)]
-        puts.append((self.attempt_key(attempt), _json_bytes(_fields_of(attempt))))
-        write_all(self.storage, puts, [self.attempt_key(attempt, "running")])
+        writes = Writes([] if done is None else [self._done_item(done)])
+        writes.puts.append((self.attempt_key(attempt), _json_bytes(_fields_of(attempt))))
+        writes.deletes.append(self.attempt_key(attempt, "running"))
+        return writes
 
     def close_stale(self, key: AttemptKey, outcome: str, at: float) -> None:
         """Close an open attempt record another process left behind (its worker is gone)."""

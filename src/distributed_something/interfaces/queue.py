@@ -70,6 +70,9 @@ class Queue(Protocol):
     - ``drop_dead`` deletes every copy of the given tasks from the dead-letter store,
       returning how many copies it deleted.
     - ``purge`` deletes every message of the queue (not the dead-letter store).
+    - Optionally, ``delete_soon(message)`` deletes it in the instance's next write (or at its
+      ``flush``, any read or ``close``): the worker's acknowledgement then costs no round of
+      its own (`Worker._acknowledge`).
     Safe to use from many processes at once.
     """
 

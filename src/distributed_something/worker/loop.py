@@ -51,6 +51,7 @@ from distributed_something.records import (
     Failure,
     RunRecords,
     Skip,
+    Writes,
 )
 from distributed_something.worker.causes import (
     FREE_CAUSES,
@@ -171,6 +172,10 @@ class Worker:
         self._used: int | None = None
         #: how the command of the task in progress ended (None before it ran)
         self._result: RunResult | None = None
+        #: records of tasks carried to their end, not written yet, and their messages
+        #: (`_finish`; only where the storage writes atomically)
+        self._finished = Writes()
+        self._finished_messages: list[Message] = []
 
     # control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -205,9 +210,29 @@ class Worker:
         return summary
 
     def close(self) -> None:
-        """Stop the heartbeat thread and remove the scratch folder (`run` does this)."""
+        """Stop the heartbeat thread, make the deletes `_acknowledge` deferred and remove the
+        scratch folder (`run` does this)."""
         self._heartbeat.close()
-        shutil.rmtree(self._workdir.root, ignore_errors=True)
+        self._save_finished()
+        flush = getattr(self.backend.queue, "flush", None)
+        try:
+            if flush is not None:
+                flush()
+        except DSError as exc:  # the messages come back when their leases end: no loss
+            log.warning("could not delete the messages of finished tasks: %s", exc)
+        finally:
+            shutil.rmtree(self._workdir.root, ignore_errors=True)
+
+    def _acknowledge(self, message: Message) -> None:
+        """Delete the message of a task carried to its end (its records are written). Where
+        the queue can (``delete_soon``, the local queue), the delete rides on the next
+        receive: one transaction less per task. A worker that dies before leaves the
+        message to come back when its lease ends; its next delivery finds the task done."""
+        soon = getattr(self.backend.queue, "delete_soon", None)
+        if soon is not None:
+            soon(message)
+        else:
+            self.backend.queue.delete(message)
 
     def _new_workdir(self) -> Workdir:
         # One per Worker object (tests run several in one process), reused task after task.
@@ -218,6 +243,7 @@ class Worker:
     def step(self) -> Outcome:
         """Take at most one task and carry it to an outcome."""
         if self.stopping.is_set():
+            self._save_finished()
             return Outcome.STOPPED
         lease = float(self.config.queue.visibility)
         gone: QueueGone | None = None
@@ -230,6 +256,7 @@ class Worker:
             self._idle()
             return Outcome.IDLE
         if not messages:
+            self._save_finished()  # no task follows at once: not kept waiting for one
             drained = False
             try:
                 drained = gone is None and self.backend.queue.counts().drained
@@ -283,8 +310,10 @@ class Worker:
             workdir.create()
             task = Task.from_body(message.body)
             plan = self.recipe.plan(self.config, task, workdir)
+            if any(kept.task_id == task.id for kept in self._finished_messages):
+                self._save_finished()  # the task again (a second message): its records first
             if self._already_done(message, task, plan):
-                self.backend.queue.delete(message)
+                self._acknowledge(message)
                 return Outcome.SKIPPED
             if self._begin_attempt(message, started):
                 outcome = Outcome.DUPLICATE
@@ -323,8 +352,9 @@ class Worker:
         The same listing tells how many retries the task has used up (`retries_used`).
         """
         attempt = self._new_attempt(message, started)
-        self.records.open_attempt(attempt)
+        self.records.open_attempt(attempt, first=self._finished)
         self._attempt = attempt
+        self._saved_finished()
         mine = (round(started * 1e6), attempt.stem)
         history: list[tuple[int, str]] = []
         for other in self.records.attempt_keys(message.task_id):
@@ -380,14 +410,7 @@ class Worker:
             if done is not None:
                 self.records.write_done(done)
             return
-        attempt.outcome = outcome
-        attempt.ended_at = self.clock()
-        attempt.exit_code = exit_code
-        attempt.error = error
-        attempt.cause = cause
-        if self._result is not None:
-            attempt.peak_memory_mb = self._result.peak_memory_mb
-            attempt.cpu_seconds = self._result.cpu_seconds
+        self._ended(attempt, outcome, exit_code=exit_code, error=error, cause=cause)
         try:
             if done is not None and not self.records.writes_atomically:
                 # One write after the other: the marker first, and only its error fails
@@ -400,6 +423,68 @@ class Worker:
                 self._attempt = attempt
                 raise
             log.warning("could not record the end of task %s: %s", attempt.task_id, exc)
+
+    def _ended(
+        self,
+        attempt: Attempt,
+        outcome: str,
+        *,
+        exit_code: int | None = None,
+        error: str = "",
+        cause: str = "",
+    ) -> None:
+        """Fill in how ``attempt`` ended (see `_end_attempt`)."""
+        attempt.outcome = outcome
+        attempt.ended_at = self.clock()
+        attempt.exit_code = exit_code
+        attempt.error = error
+        attempt.cause = cause
+        if self._result is not None:
+            attempt.peak_memory_mb = self._result.peak_memory_mb
+            attempt.cpu_seconds = self._result.cpu_seconds
+
+    def _finish(self, message: Message, marker: DoneMarker, exit_code: int | None) -> None:
+        """Record the task done, then delete its message.
+
+        Where the storage writes atomically (the local records), the records are kept to go
+        with the next attempt's start, one write for both (`_begin_attempt`), or written at
+        once when no task follows (`_save_finished`); the message is deleted only after
+        them. A worker that dies in between loses them: its message comes back when its
+        lease ends, and the task runs again (at least once, as any unrecorded work)."""
+        attempt = self._attempt
+        if attempt is None or not self.records.writes_atomically:
+            self._end_attempt("done", exit_code=exit_code, done=marker)
+            self._acknowledge(message)
+            return
+        self._ended(attempt, "done", exit_code=exit_code)
+        # Raises (the attempt stays open, and the task fails) only when the task's earlier
+        # done marker cannot be read.
+        self._finished.add(self.records.closing(attempt, marker))
+        self._finished_messages.append(message)
+        self._attempt = None
+
+    def _save_finished(self) -> None:
+        """Write the records `_finish` kept, then delete their messages. Should the write
+        fail, both are kept for the next try (the messages stay leased meanwhile)."""
+        if not self._finished:
+            return
+        try:
+            self.records.write(self._finished)
+        except Exception as exc:  # noqa: BLE001 - kept: written at the next try
+            log.warning(
+                "could not record the end of %d tasks (tried again later): %s",
+                len(self._finished_messages),
+                exc,
+            )
+            return
+        self._saved_finished()
+
+    def _saved_finished(self) -> None:
+        """The kept records are written: forget them and delete their messages."""
+        self._finished = Writes()
+        messages, self._finished_messages = self._finished_messages, []
+        for message in messages:
+            self._acknowledge(message)
 
     def _already_done(self, message: Message, task: Task, plan: TaskPlan) -> bool:
         prefix = plan.output_prefix.rstrip("/") + "/"
@@ -526,8 +611,7 @@ class Worker:
             run_id=self.settings.run_id,
             output_bucket=plan.output_bucket,
         )
-        self._end_attempt("done", exit_code=result.exit_code, done=marker)
-        self.backend.queue.delete(message)
+        self._finish(message, marker, result.exit_code)
         log.info("task %s done in %.1fs (%d outputs)", task.id, result.duration, len(outputs))
         return Outcome.DONE
 

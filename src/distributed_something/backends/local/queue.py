@@ -10,10 +10,12 @@ instead of failing. The file and its -wal/-shm are owner-only (0600) and so is t
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from distributed_something.backends.local.sqlite_file import SqliteFile
@@ -86,8 +88,26 @@ class SqliteQueue:
         self.max_receive_count = max_receive_count
         self._clock = clock
         self._db = SqliteFile(self.path, _SCHEMA, "local queue")
-        self._transaction = self._db.transaction
         self._reading = self._db.reading
+        #: (id, token) of the messages `delete_soon` was asked to delete
+        self._soon: list[tuple[int, str]] = []
+        self._soon_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that first deletes what `delete_soon` left to do; should the
+        transaction fail, those deletes are left for the next one."""
+        with self._soon_lock:
+            soon, self._soon = self._soon, []
+        try:
+            with self._db.transaction() as conn:
+                if soon:
+                    conn.executemany("DELETE FROM messages WHERE id = ? AND token = ?", soon)
+                yield conn
+        except BaseException:
+            with self._soon_lock:
+                self._soon[:0] = soon
+            raise
 
     @property
     def _conn(self) -> sqlite3.Connection | None:
@@ -98,8 +118,24 @@ class SqliteQueue:
         return self._db.inherited
 
     def close(self) -> None:
-        """Close this instance's connection; the next call opens a new one."""
+        """Do what `delete_soon` left to do, then close this instance's connection; the next
+        call opens a new one."""
+        self.flush()
         self._db.close()
+
+    def delete_soon(self, message: Message) -> None:
+        """`delete`, in this instance's next write (a worker deleting a finished task's
+        message and receiving the next one pays one transaction for both), or at `flush`,
+        `close` or any read of this instance. Until then other processes see the message as
+        in flight; should this process die first, it comes back when its lease runs out."""
+        with self._soon_lock:
+            self._soon.append(_decode_handle(message.handle))
+
+    def flush(self) -> None:
+        """Do what `delete_soon` left to do now."""
+        if self._soon:
+            with self._transaction():
+                pass
 
     # -- the Queue contract --------------------------------------------------------------
 
@@ -202,6 +238,7 @@ class SqliteQueue:
 
     def counts(self) -> QueueCounts:
         """Visible, in flight (leased or released with a delay) and dead, in one snapshot."""
+        self.flush()
         now = self._clock()
         with self._reading() as conn:
             visible, in_flight = conn.execute(
@@ -214,6 +251,7 @@ class SqliteQueue:
 
     def list_dead(self) -> list[DeadTask]:
         """Every dead-lettered task, oldest first, with its last error ("" when none)."""
+        self.flush()
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT task_id, body, receive_count, last_error FROM dead ORDER BY id"
@@ -277,6 +315,7 @@ class SqliteQueue:
 
         When several queued messages share the task id, the most recently sent one counts.
         """
+        self.flush()
         with self._reading() as conn:
             row = conn.execute(
                 "SELECT last_error FROM messages WHERE task_id = ? ORDER BY id DESC LIMIT 1",
