@@ -12,9 +12,15 @@ Also the same with short real tasks (``--short-tasks`` 400 of ``sleep 0.05``), o
 where the per-task bookkeeping meets a task that takes time.
 Also the Python floor: 2 Python processes that only start ``true`` as our runner does (own
 session, output to a file) and wait — what any worker written in Python pays per task.
+Also the records floor: the same, plus the SQLite writes our worker makes per task (the
+receive carrying the last task's delete; the last task's end with this one's start; a read
+of its attempts) — what a Python worker keeping our durable records pays, and nothing else.
 Also, when ``pip install lithops`` works here: Lithops' localhost executor with 2 worker
 processes, each task calling ``subprocess.run(["true"])``, in a throwaway venv under /tmp
 (``--lithops-tasks`` of them, 200 by default: it takes ~0.2 s a task; compared by rate).
+
+Also a large run (``--large-tasks``, 100,000 of ``true``, once each side): the issue's
+second target, where ``ds run``'s fixed cost no longer counts.
 
 Each side runs ``--repeat`` times (3); the median counts.
 Unit: seconds, lower is better; ratio = baseline / ours (xargs' time over ours: above 1
@@ -31,12 +37,15 @@ import argparse
 import json
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from distributed_something.backends.local.queue import SqliteQueue
 
 TARGET_FACTOR = 1.5
 LITHOPS_VENV = Path("/tmp/ds-bench-lithops")
@@ -137,6 +146,74 @@ def time_python_floor(n: int, workers: int, scratch: Path) -> float:
     return time.perf_counter() - started
 
 
+RECORDS_FLOOR = """
+import os, subprocess, sys, time
+from pathlib import Path
+from distributed_something.backends.local.queue import SqliteQueue
+from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.records import Attempt, DoneMarker, RunRecords, Writes
+folder, n, me = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+queue = SqliteQueue(folder / "queue.sqlite", max_receive_count=3)
+bucket = LocalBucket(FolderStorage(folder / "bucket"), SqliteObjects(folder / "records.sqlite"))
+records = RunRecords(bucket, "Floor", "r1")
+work = folder / f"work-{me}"
+work.mkdir(exist_ok=True)
+env, kept, done = dict(os.environ), Writes(), []
+started = time.perf_counter()
+with open(work / "task.log", "ab") as log:
+    while True:
+        messages = queue.receive(1, 600)
+        if not messages:
+            break
+        (message,) = messages
+        attempt = Attempt(message.task_id, 1, message.message_id, me, time.time(), cause="lost")
+        records.open_attempt(attempt, first=kept)
+        for old in done:
+            queue.delete_soon(old)
+        list(records.attempt_keys(message.task_id))
+        subprocess.Popen(
+            ["true"], cwd=work, env={**env, "DS_TASK_ID": message.task_id},
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ).wait()
+        attempt.outcome, attempt.ended_at = "done", time.time()
+        marker = DoneMarker(message.task_id, 1, 0.0, [], 0.0, time.time(), me, "out")
+        kept, done = records.closing(attempt, marker), [message]
+records.write(kept)
+for old in done:
+    queue.delete_soon(old)
+queue.close()
+print(time.perf_counter() - started)
+"""
+
+
+def time_records_floor(n: int, workers: int, scratch: Path) -> float:
+    """``workers`` Python processes that keep our durable records and nothing else: per
+    task, the same SQLite writes as a worker (a receive carrying the last task's delete; the
+    last task's end and done marker with this one's start in one write; a read of its
+    attempts) around starting ``true`` as the python floor does. What a Python worker with
+    these records pays per task before any of the rest (logs, limits, memory, groups): the
+    loops' time, the processes' start left out."""
+    folder = scratch / "records-floor"
+    folder.mkdir()
+    SqliteQueue(folder / "queue.sqlite", max_receive_count=3).send_batch(
+        [(f"t{i:07d}", "{}") for i in range(n)]
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECORDS_FLOOR, str(folder), str(n), f"w{i}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(workers)
+    ]
+    # Each times its own loop (its interpreter's start and imports are not per task).
+    seconds = max(float(proc.communicate()[0]) for proc in procs)
+    shutil.rmtree(folder)
+    return seconds
+
+
 def lithops_python() -> Path | None:
     """The throwaway venv's python with lithops, made on first use; None if pip fails."""
     python = LITHOPS_VENV / "bin" / "python"
@@ -202,6 +279,12 @@ def main() -> None:
     parser.add_argument("--profile-tasks", type=int, default=500)
     parser.add_argument("--short-tasks", type=int, default=400)
     parser.add_argument("--short-seconds", type=float, default=0.05)
+    parser.add_argument(
+        "--large-tasks",
+        type=int,
+        default=100_000,
+        help="also a run of this many no-op tasks, once each side (0: none)",
+    )
     args = parser.parse_args()
 
     env_cpu = os.cpu_count()
@@ -211,10 +294,12 @@ def main() -> None:
         ours: list[float] = []
         floor: list[float] = []
         python_floor: list[float] = []
+        records_floor: list[float] = []
         for r in range(args.repeat):  # alternated, so all see the same load
             ours.append(time_ours(scratch, args.tasks, args.workers, r))
             floor.append(time_xargs(args.tasks, args.workers))
             python_floor.append(time_python_floor(args.tasks, args.workers, scratch))
+            records_floor.append(time_records_floor(args.tasks, args.workers, scratch))
         # What `ds run` costs whatever the tasks: start, setup, submit, start workers, the
         # monitor's last tick, report, cleanup.
         fixed = statistics.median(time_ours(scratch, 2, args.workers, f"f{r}") for r in range(3))
@@ -223,6 +308,12 @@ def main() -> None:
             time_ours(scratch, args.short_tasks, args.workers, "short", short_argv),
             time_xargs(args.short_tasks, args.workers, short_argv),
         )
+        large = None
+        if args.large_tasks:
+            large = (
+                time_ours(scratch, args.large_tasks, args.workers, "large"),
+                time_xargs(args.large_tasks, args.workers),
+            )
         lithops_s = None
         if not args.no_lithops:
             python = lithops_python()
@@ -234,6 +325,7 @@ def main() -> None:
 
     ours_s, xargs_s = statistics.median(ours), statistics.median(floor)
     python_s = statistics.median(python_floor)
+    records_s = statistics.median(records_floor)
     ratio = xargs_s / ours_s
     rate = args.tasks / ours_s
     print(
@@ -247,19 +339,30 @@ def main() -> None:
         f"python floor ({args.workers} Python processes only starting `true` and waiting): "
         f"{', '.join(f'{s:.2f}' for s in python_floor)} s -> {python_s:.2f} s"
     )
+    print(
+        f"records floor ({args.workers} Python processes keeping our records around `true`, "
+        f"nothing else): {', '.join(f'{s:.2f}' for s in records_floor)} s -> {records_s:.2f} s"
+    )
     per_task = (ours_s - fixed) * args.workers / args.tasks * 1000
     python_ms = python_s * args.workers / args.tasks * 1000
+    records_ms = records_s * args.workers / args.tasks * 1000
     print(f"fixed cost of `ds run` (the same project with 2 tasks): {fixed:.2f} s")
     print(
         f"per task and worker slot: ours {per_task:.2f} ms (fixed cost taken out), "
         f"xargs {xargs_s * args.workers / args.tasks * 1000:.2f} ms, python floor "
-        f"{python_ms:.2f} ms"
+        f"{python_ms:.2f} ms, records floor {records_ms:.2f} ms"
     )
     print(
         f"short tasks ({args.short_tasks} x `sleep {args.short_seconds:g}`): "
         f"ours {short[0]:.2f} s, xargs {short[1]:.2f} s: {short[0] / short[1]:.2f}x xargs' "
         "time (fixed cost included)"
     )
+    if large is not None:
+        print(
+            f"large run ({args.large_tasks:,} x `true`, once each side): ours {large[0]:.1f} s, "
+            f"xargs {large[1]:.1f} s: {large[0] / large[1]:.2f}x xargs' time (target <= "
+            f"{TARGET_FACTOR}x; no fixed cost to speak of at this size)"
+        )
     if lithops_s is not None:
         lithops_rate = args.lithops_tasks / lithops_s
         print(
@@ -284,9 +387,16 @@ def main() -> None:
         "that floor"
     )
     print(
+        f"LIMIT our records alone (the records floor) cost {records_ms - python_ms:.2f} ms per "
+        f"task and slot over the python floor; a worker keeping them and nothing else would "
+        f"take {records_s / xargs_s:.1f}x xargs' time, before `ds run`'s fixed cost"
+    )
+    print(
         f"LIMIT what each task costs besides its child: {bookkeeping:.2f} ms per task and slot "
-        "(receive and delete in SQLite, the done marker written atomically, the task log "
-        "header, emptying the scratch folder; see `profile` below), plus `ds run`'s fixed "
+        "(the records floor's SQLite writes; the task log and its header; the memory limit, "
+        "the OOM count and the usage of the child; the process-group record of a task that "
+        "runs on; planning, the outputs' listing and emptying the scratch folder; see "
+        "`profile` below), plus `ds run`'s fixed "
         f"cost ({fixed:.2f} s: start, setup, submit, start workers, report), "
         f"{fixed / (TARGET_FACTOR * xargs_s) * 100:.0f}% of the 1.5x budget "
         f"({TARGET_FACTOR * xargs_s:.2f} s) by itself; both fade as tasks get longer: with "

@@ -165,6 +165,7 @@ def test_a_memory_limit_refuses_allocations_over_it(
 ) -> None:
     # The worker lowers its own limit while it starts the child when its own memory is well
     # below it (inherited), else the child sets it (preexec): both must hold the child to it.
+    monkeypatch.setattr(runner_module, "_OWN_DATA", {})  # read afresh, not from a second ago
     if how == "inherited":
         own = runner_module.own_data_mb()
         assert own is not None
@@ -370,6 +371,42 @@ def test_without_its_watchdog_the_direct_child_still_dies_with_the_worker(
 
 
 @pytest.mark.skipif(not LINUX, reason="the records need /proc")
+def test_a_task_is_recorded_once_it_has_run_a_poll_interval(
+    tmp_path: Path, waiting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task that ends at once costs no /proc read and no write of the record; one that
+    # runs on is recorded within the poll interval, and taken out when it ends.
+    recorder = GroupRecorder.start(tmp_path / "scratch", watch=False)
+    assert recorder is not None
+    calls: list[str] = []
+    monkeypatch.setattr(recorder, "task_started", lambda pgid: calls.append(f"started {pgid}"))
+    monkeypatch.setattr(recorder, "task_ended", lambda: calls.append("ended"))
+
+    def run(argv: list[str], poll_seconds: float) -> None:
+        SubprocessRunner(recorder=recorder, poll_seconds=poll_seconds).run(
+            argv, cwd=tmp_path, env={}, log_path=tmp_path / "t.log", stop=threading.Event()
+        )
+
+    run(["true"], poll_seconds=2)  # (a long interval: however loaded the machine)
+    assert calls == []
+    run(["sh", "-c", "echo $$ > pid; sleep 0.3"], poll_seconds=0.05)
+    assert calls == [f"started {read_pid(tmp_path / 'pid')}", "ended"]
+    recorder.close()
+
+
+def test_the_oom_count_after_a_task_stands_for_the_next_ones_before_for_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads = iter([7, 9])
+    monkeypatch.setattr(runner_module, "oom_kill_count", lambda: next(reads))
+    runner = SubprocessRunner()
+    runner._oom_last = (3, 100.0)
+    assert runner._oom_count_before(100.5) == 3  # read after the last task, just now
+    assert runner._oom_count_before(101.5) == 7  # too long ago: read again
+    runner._oom_last = (None, 100.0)
+    assert runner._oom_count_before(100.1) == 9  # nothing known: read
+
+
 def test_the_record_holds_the_task_group_only_while_the_task_runs(tmp_path: Path) -> None:
     recorder = GroupRecorder.start(tmp_path / "scratch")
     assert recorder is not None

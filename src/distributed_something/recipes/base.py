@@ -31,8 +31,11 @@ class Workdir:
         return self.root / _OUTPUTS
 
     def create(self) -> None:
-        self.input_dir.mkdir(parents=True, exist_ok=True)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.input_dir, self.output_dir):
+            # Looked at first: a worker reuses its folders, and mkdir's "exists" error costs
+            # more than the look.
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
 
     def clear(self) -> bool:
         """Empty the folders for the next task, keeping ``input_dir`` and ``output_dir``

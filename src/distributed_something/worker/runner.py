@@ -101,10 +101,12 @@ class SubprocessRunner:
     - The whole group is ended when the task ends, however it ends: exit 0 included, so a
       background child the command started does not outlive it. Ending a group means SIGTERM to
       the group, then SIGKILL to what is left after ``grace_seconds``.
-    - With a ``recorder`` the task's group is recorded for the task's duration and the task's
-      environment carries the worker's token (`procgroups.TOKEN_ENV`), so that once this
-      worker is dead its watchdog (at once) or a reaper (later) kills what the task started
-      (see `procgroups`).
+    - With a ``recorder`` the task's environment carries the worker's token
+      (`procgroups.TOKEN_ENV`), and its group is recorded once it has run ``poll_seconds``
+      (until it ends), so that once this worker is dead its watchdog (at once) or a reaper
+      (later) kills what the task started (see `procgroups`). A task that ends sooner is
+      not recorded (a /proc read and a write less per short task): should the worker die
+      in that moment, its watchdog still kills every process holding the token.
     - Without a recorder that has a watchdog, on Linux, the direct child gets
       PR_SET_PDEATHSIG (SIGKILL): if the worker dies without ending the group (SIGKILL, the
       OOM killer), the child dies with it. The kernel sends it when the *thread* that started
@@ -124,7 +126,9 @@ class SubprocessRunner:
       inherits it from the worker, which lowers its own limit only while it starts the child
       (`_inherited_data_limit`), when its own memory is well below the limit; otherwise a
       ``preexec_fn`` sets it (`_child_setup`). The kernel's OOM kills in the worker's own
-      memory cgroup (a container's limit) are counted before and after the command (``oom_killed``).
+      memory cgroup (a container's limit) are counted before and after the command
+      (``oom_killed``); the count after a task, read under a second before the next one
+      starts, stands for that one's count before.
     - ``measure=False`` (``DS_TRACE=off``, for bench/trace_cost.py only) skips the memory
       samples and the OOM counts: the result then has no peak memory and no CPU time.
     """
@@ -141,6 +145,8 @@ class SubprocessRunner:
         self.poll_seconds = poll_seconds
         self.recorder = recorder
         self.measure = measure
+        #: the OOM kill count read after the last task, and when (time.monotonic)
+        self._oom_last: tuple[int | None, float] = (None, -1e9)
 
     def run(
         self,
@@ -155,7 +161,7 @@ class SubprocessRunner:
         memory_limit_mb: int | None = None,
     ) -> RunResult:
         started = time.monotonic()
-        oom_before = oom_kill_count() if self.measure else None
+        oom_before = self._oom_count_before(started) if self.measure else None
         with log_path.open("ab") as log:
             if header:
                 log.write(header)
@@ -193,10 +199,7 @@ class SubprocessRunner:
                     start_error=problem,
                     start_errno=exc.errno,
                 )
-            # The leader is not reaped before this: its pid (= the group id) cannot be reused.
-            if self.recorder is not None:
-                self.recorder.task_started(proc.pid)
-            child = _Child(proc, sample=self.measure)
+            child = _Child(proc, sample=self.measure, recorder=self.recorder)
             deadline = None if timeout is None else started + timeout
             ended_by = None
             try:
@@ -204,9 +207,9 @@ class SubprocessRunner:
             finally:
                 # Also on an exception in the wait (KeyboardInterrupt): nothing may outlive us.
                 self._end(child)
-                if self.recorder is not None:
-                    self.recorder.task_ended()
+                child.forget()
         oom_after = oom_kill_count() if self.measure else None
+        self._oom_last = (oom_after, time.monotonic())
         measured = self.measure
         return RunResult(
             proc.returncode,
@@ -219,6 +222,12 @@ class SubprocessRunner:
             oom_checked=oom_before is not None and oom_after is not None,
             memory_limit_mb=memory_limit_mb,
         )
+
+    def _oom_count_before(self, now: float) -> int | None:
+        """The OOM kill count before a task: the last task's count after, when read under a
+        second ago (one /proc read per task instead of two), else read now."""
+        count, at = self._oom_last
+        return count if count is not None and now - at < 1.0 else oom_kill_count()
 
     def _wait(self, child: _Child, stop: threading.Event, deadline: float | None) -> str | None:
         """Wait for the child, checking ``stop`` and the deadline at least every
@@ -236,6 +245,7 @@ class SubprocessRunner:
                 if poller.poll(self.poll_seconds * 1000):
                     child.reap(block=True)
                     return None
+                child.record()
                 reason = _why_end(stop, deadline)
                 if reason is not None:
                     return reason
@@ -251,6 +261,7 @@ class SubprocessRunner:
         while True:
             if child.reap_within(wait):
                 return None
+            child.record()
             # Short waits at first keep short tasks fast; longer ones spare the CPU.
             wait = min(wait * 2, 0.5)
             reason = _why_end(stop, deadline)
@@ -267,6 +278,7 @@ class SubprocessRunner:
         deadline = time.monotonic() + self.grace_seconds
         terminated = not child.reap(block=False)
         if terminated:
+            child.record()  # it may take the grace period to end: recorded meanwhile
             child.sample()  # what it holds now, before it is stopped
             _signal_group(pgid, signal.SIGTERM)
             if not child.reap_within(self.grace_seconds):
@@ -311,13 +323,35 @@ class _Child:
     #: seconds between memory samples: short at first (short tasks), then at most this
     MAX_SAMPLE_INTERVAL = 0.5
 
-    def __init__(self, proc: subprocess.Popen[bytes], *, sample: bool = True) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        *,
+        sample: bool = True,
+        recorder: GroupRecorder | None = None,
+    ) -> None:
         self.proc = proc
         self.sampling = sample
+        self.recorder = recorder
+        #: whether the group is in the recorder's record (`record`)
+        self.recorded = False
         self.usage: resource.struct_rusage | None = None
         self.peak_bytes = 0
         self._interval = 0.1
         self._next_sample = time.monotonic() + self._interval
+
+    def record(self) -> None:
+        """Record the group (once), while the leader is not reaped: its pid (= the group
+        id) cannot be reused before."""
+        if self.recorder is not None and not self.recorded and self.proc.returncode is None:
+            self.recorder.task_started(self.proc.pid)
+            self.recorded = True
+
+    def forget(self) -> None:
+        """The group is ended: take it out of the record (if it was recorded)."""
+        if self.recorder is not None and self.recorded:
+            self.recorder.task_ended()
+            self.recorded = False
 
     def reap(self, *, block: bool) -> bool:
         """Reap the leader if it exited (waiting for it with ``block``); True once reaped."""
@@ -575,6 +609,21 @@ def own_data_mb() -> float | None:
     return int(fields[0]) / 1024 if fields and fields[0].isdigit() else None
 
 
+def _own_data_mb_lately() -> float | None:
+    """`own_data_mb`, read at most once a second (it is checked before every task; a worker's
+    own memory does not grow by `LIMIT_HEADROOM_MB` in a second between two tasks)."""
+    now = time.monotonic()
+    value, at = _OWN_DATA.get(os.getpid(), (None, -1e9))
+    if value is None or now - at >= 1.0:
+        value = own_data_mb()
+        _OWN_DATA[os.getpid()] = (value, now)
+    return value
+
+
+#: `_own_data_mb_lately`'s last reading and when, by process (a forked child reads again)
+_OWN_DATA: dict[int, tuple[float | None, float]] = {}
+
+
 @contextlib.contextmanager
 def _inherited_data_limit(memory_limit_mb: int | None) -> Iterator[bool]:
     """With ``memory_limit_mb``, lower this process's soft RLIMIT_DATA to it for the block
@@ -593,7 +642,7 @@ def _inherited_data_limit(memory_limit_mb: int | None) -> Iterator[bool]:
         limit = memory_limit_mb * _MB
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
-        own = own_data_mb()
+        own = _own_data_mb_lately()
         if own is None or own * _MB + LIMIT_HEADROOM_MB * _MB > limit:
             yield False
             return
