@@ -362,7 +362,10 @@ def test_on_the_local_bucket_a_tasks_end_is_one_write_with_the_next_start(
     ]
 
 
-def test_a_done_tasks_message_goes_with_the_next_receive_or_at_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("check_if_done", [True, False])
+def test_a_done_tasks_message_goes_with_the_next_receive_or_at_exit(
+    tmp_path: Path, check_if_done: bool
+) -> None:
     rig = Rig(tmp_path, write("x {name}"), visibility=1)
     first, second = rig.submit({"name": "a"}, {"name": "b"})
     other = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
@@ -374,8 +377,14 @@ def test_a_done_tasks_message_goes_with_the_next_receive_or_at_exit(tmp_path: Pa
     rig.worker.close()  # ...or when the worker exits
     assert other.counts().drained
     # A worker that dies before leaves the message to come back when its lease ends: its
-    # next delivery finds the task done by this run, and nothing runs twice.
-    rig2 = Rig(tmp_path / "2", write("y {name}"), visibility=1)
+    # next delivery finds the task done by this run, and nothing runs twice, even when
+    # check_if_done is off (it is about what earlier runs did).
+    rig2 = Rig(
+        tmp_path / "2",
+        ["sh", "-c", 'echo "$0" >> ../../ledger', "{name}"],
+        visibility=1,
+        check_if_done={"enabled": check_if_done},
+    )
     (task,) = rig2.submit({"name": "c"})
     rig2.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "c"})])
     assert rig2.worker.step() is Outcome.DONE
@@ -385,6 +394,7 @@ def test_a_done_tasks_message_goes_with_the_next_receive_or_at_exit(tmp_path: Pa
     assert rig2.worker.step() is Outcome.DRAINED
     entry = read_ledger(rig2.records).tasks[task.id]
     assert (entry.state, entry.attempts) == ("done", 1) and rig2.records.count_skipped() == 0
+    assert (tmp_path / "2" / "ledger").read_text() == "c\n"  # it ran once
     assert all(rig.records.read_done(t.id) is not None for t in (first, second))
 
 

@@ -502,14 +502,16 @@ class Worker:
             outputs=lambda: self._bucket(plan.output_bucket, "destination").list(prefix),
             where=prefix,
         )
-        if reason is None:
-            return False
         if message.receive_count > 1:
-            # Only a redelivery can follow an attempt of this run that completed unrecorded.
+            # Only a redelivery can follow an attempt of this run that completed, its worker
+            # gone before its message was deleted (or its attempt recorded): not run again,
+            # whatever check_if_done says (off, it means "do not skip what earlier runs did").
             marker = markers[-1] if markers else self.records.read_done(task.id)
             if self._completed_in_this_run(task.id, marker):
                 log.info("task %s was completed by an earlier attempt of this run", task.id)
                 return True
+        if reason is None:
+            return False
         self.records.write_skip(Skip(task.id, self.clock(), reason, self.settings.name))
         log.info("task %s skipped: %s", task.id, reason)
         return True
