@@ -394,6 +394,39 @@ def test_a_task_is_recorded_once_it_has_run_a_poll_interval(
     recorder.close()
 
 
+def test_a_leader_that_leaves_processes_behind_has_its_group_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The leader exits at once (too soon to be recorded as it ran), leaving a process that
+    # ignores SIGTERM: while the runner waits out the grace period, the group is recorded,
+    # guarded by the start of its earliest member, so a reaper could end it.
+    recorder = GroupRecorder.start(tmp_path / "scratch", watch=False)
+    assert recorder is not None
+    calls: list[tuple[int, int | None]] = []
+    real = recorder.task_started
+
+    def spy(pgid: int, start: int | None = None) -> None:
+        calls.append((pgid, start))
+        real(pgid, start)
+
+    monkeypatch.setattr(recorder, "task_started", spy)
+    # (ignored before the fork: a signal ignored is ignored by the child from its start)
+    script = "trap '' TERM; sleep 30 & echo $$ > pid; echo $! > left; exit 0"
+    SubprocessRunner(recorder=recorder, grace_seconds=0.5, poll_seconds=5).run(
+        ["sh", "-c", script],
+        cwd=tmp_path,
+        env={},
+        log_path=tmp_path / "t.log",
+        stop=threading.Event(),
+    )
+    left = read_pid(tmp_path / "left")
+    assert wait_for(lambda: not running(left))  # killed after the grace period
+    ((pgid, start),) = calls
+    assert pgid == read_pid(tmp_path / "pid") and start is not None
+    assert json.loads(record_path(tmp_path / "scratch", os.getpid()).read_text())["pgid"] is None
+    recorder.close()
+
+
 def test_the_oom_count_after_a_task_stands_for_the_next_ones_before_for_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -401,27 +401,23 @@ class Worker:
         """Close the open attempt record (if any) with its outcome, its cause (for failed,
         dead, released and lost attempts) and what the command used (when it ran).
 
-        With ``done``, the task's done marker is stored with the record (one write where the
-        storage allows); should that fail, the error is raised and the attempt stays open
-        (the task then fails, and `_fail` closes it). Without a marker, a record that cannot
-        be written is only logged: the task's fate does not depend on it."""
+        With ``done``, the task's done marker is stored first; should that fail, the error
+        is raised and the attempt stays open (the task then fails, and `_fail` closes it).
+        Once it is stored the task is done: a record that cannot be written after it is only
+        logged, as any record without a marker (the task's fate does not depend on it)."""
         attempt, self._attempt = self._attempt, None
-        if attempt is None:
-            if done is not None:
+        if done is not None:
+            try:
                 self.records.write_done(done)
+            except Exception:
+                self._attempt = attempt
+                raise
+        if attempt is None:
             return
         self._ended(attempt, outcome, exit_code=exit_code, error=error, cause=cause)
         try:
-            if done is not None and not self.records.writes_atomically:
-                # One write after the other: the marker first, and only its error fails
-                # the task (once it is stored, the task is done whatever follows).
-                self.records.write_done(done)
-                done = None
-            self.records.close_attempt(attempt, done)
-        except Exception as exc:  # a record lost must not lose the task
-            if done is not None:
-                self._attempt = attempt
-                raise
+            self.records.close_attempt(attempt)
+        except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
             log.warning("could not record the end of task %s: %s", attempt.task_id, exc)
 
     def _ended(

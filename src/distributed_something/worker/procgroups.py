@@ -270,13 +270,17 @@ class GroupRecorder:
             recorder.watchdog = Watchdog.start(scratch_root, recorder.path, recorder.token)
         return recorder
 
-    def task_started(self, pgid: int) -> None:
+    def task_started(self, pgid: int, start: int | None = None) -> None:
         """Record group ``pgid``, whose leader (pid ``pgid``) must not be reaped yet (its
-        start time is read now)."""
-        leader = proc_info(pgid)
-        if leader is None:
-            return  # cannot happen for an unreaped child; without its start it is unguarded
-        self.record = replace(self.record, pgid=pgid, leader_start=leader.start)
+        start time is read now), or, with ``start``, whose leader is gone: ``start`` is then
+        its earliest member's start (a reaper kills the group only if no member started
+        before it)."""
+        if start is None:
+            leader = proc_info(pgid)
+            if leader is None:
+                return  # cannot happen for an unreaped child; without a start it is unguarded
+            start = leader.start
+        self.record = replace(self.record, pgid=pgid, leader_start=start)
         self._write()
 
     def task_ended(self) -> None:

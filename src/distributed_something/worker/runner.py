@@ -22,6 +22,7 @@ from distributed_something.worker.procgroups import (
     TOKEN_ENV,
     GroupRecorder,
     group_alive,
+    group_member_starts,
     read_small,
 )
 
@@ -103,10 +104,11 @@ class SubprocessRunner:
       the group, then SIGKILL to what is left after ``grace_seconds``.
     - With a ``recorder`` the task's environment carries the worker's token
       (`procgroups.TOKEN_ENV`), and its group is recorded once it has run ``poll_seconds``
-      (until it ends), so that once this worker is dead its watchdog (at once) or a reaper
-      (later) kills what the task started (see `procgroups`). A task that ends sooner is
-      not recorded (a /proc read and a write less per short task): should the worker die
-      in that moment, its watchdog still kills every process holding the token.
+      (until it ends), or when its leader exits before that leaving other processes in it,
+      so that once this worker is dead its watchdog (at once) or a reaper (later) kills what
+      the task started (see `procgroups`). A short task leaving nothing behind is not
+      recorded (a /proc read and a write less): should the worker die in that moment, its
+      watchdog still kills every process holding the token.
     - Without a recorder that has a watchdog, on Linux, the direct child gets
       PR_SET_PDEATHSIG (SIGKILL): if the worker dies without ending the group (SIGKILL, the
       OOM killer), the child dies with it. The kernel sends it when the *thread* that started
@@ -291,6 +293,7 @@ class SubprocessRunner:
         # A second SIGTERM could turn a graceful shutdown into an abrupt one: only one each.
         if not terminated and not _signal_group(pgid, signal.SIGTERM):
             return  # the usual case: nothing left, one system call
+        child.record_lingering()  # what the leader left may take the grace period to end
         wait = 0.005
         while True:
             _reap_orphans(pgid)
@@ -346,6 +349,15 @@ class _Child:
         if self.recorder is not None and not self.recorded and self.proc.returncode is None:
             self.recorder.task_started(self.proc.pid)
             self.recorded = True
+
+    def record_lingering(self) -> None:
+        """Record the group (once) after its leader was reaped, while other members live:
+        guarded by the earliest member's start (a read of all /proc, for such groups only)."""
+        if self.recorder is not None and not self.recorded:
+            starts = group_member_starts(self.proc.pid)
+            if starts:
+                self.recorder.task_started(self.proc.pid, start=min(starts))
+                self.recorded = True
 
     def forget(self) -> None:
         """The group is ended: take it out of the record (if it was recorded)."""
