@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -73,3 +75,37 @@ def test_config_convert_writes_equivalent_toml(tmp_path: Path, ds: Ds) -> None:
     assert load_config(tmp_path / "ds.toml") == load_config(legacy)
     assert load_config(tmp_path / "ds.toml").env == {"MY_SETTING": "x"}
     assert ds("config", "convert", "config.py", cwd=tmp_path).returncode == 2
+
+
+LAZY_BACKENDS = """
+import sys
+from distributed_something.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+loaded = sorted(m for m in sys.modules if m.startswith("distributed_something.backends."))
+print("loaded", " ".join(m.split(".")[2] for m in loaded))
+from distributed_something.backends import backend_kind, set_interactive
+set_interactive(True)  # as the CLI does: a backend imported after it is told on import
+backend_kind("aws")
+from distributed_something.backends.aws import clients
+told = clients._interactive
+set_interactive(False)
+print("aws told", told, "then", clients._interactive)
+"""
+
+
+def test_a_command_imports_only_the_backend_it_uses(tmp_path: Path, ds: Ds) -> None:
+    # Telling the backends that a person waits (set_interactive) imported all three: a
+    # local command paid for Slurm's and AWS's modules at every start.
+    assert ds("init", "p", cwd=tmp_path).returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_BACKENDS, "-C", str(tmp_path / "p"), "status"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded, told = done.stdout.splitlines()[-2:]
+    assert "local" in loaded.split() and not {"aws", "slurm"} & set(loaded.split())
+    assert told == "aws told True then False"

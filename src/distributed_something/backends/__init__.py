@@ -6,6 +6,7 @@ Nothing outside this package imports a backend's own modules (tests/test_layerin
 from __future__ import annotations
 
 import importlib
+import sys
 
 from distributed_something.errors import InputError
 from distributed_something.interfaces.backend import Backend, BackendKind
@@ -25,8 +26,11 @@ def backend_kind(name: str) -> BackendKind:
         raise InputError(
             "config", "backend", f"{name!r} is not a backend", 'use "local", "aws" or "slurm"'
         )
-    module = importlib.import_module(f"{__name__}.{name}")
-    kind: BackendKind = module.KIND
+    module_name = f"{__name__}.{name}"
+    first = module_name not in sys.modules
+    kind: BackendKind = importlib.import_module(module_name).KIND
+    if first and _interactive and kind.set_interactive is not None:
+        kind.set_interactive(True)  # told when set_interactive ran before it was imported
     return kind
 
 
@@ -35,10 +39,18 @@ def open_backend(project: Project) -> Backend:
     return backend_kind(project.config.backend).open(project)
 
 
+#: what `set_interactive` last said (a backend imported later is told when it is imported)
+_interactive = False
+
+
 def set_interactive(on: bool) -> None:
     """Tell every backend that has remote services whether a person waits for the answer
-    (`BackendKind.set_interactive`)."""
+    (`BackendKind.set_interactive`). Backends not imported yet are not imported for it (a
+    command pays only for the backend it uses): `backend_kind` tells them on import."""
+    global _interactive
+    _interactive = on
     for name in NAMES:
-        kind = backend_kind(name)
-        if kind.set_interactive is not None:
+        module = sys.modules.get(f"{__name__}.{name}")
+        kind: BackendKind | None = getattr(module, "KIND", None)
+        if kind is not None and kind.set_interactive is not None:
             kind.set_interactive(on)
