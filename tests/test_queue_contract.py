@@ -565,13 +565,21 @@ def test_sqlite_rejects_foreign_handles(tmp_path: Path) -> None:
     queue.close()
 
 
+def two_sqlite_queues(tmp_path: Path) -> tuple[SqliteQueue, SqliteQueue, FakeClock]:
+    """Two instances (two workers' views) of one local queue file, on one fake clock."""
+    clock = FakeClock(1_700_000_000.0)
+    path = tmp_path / "queue.db"
+    return (
+        SqliteQueue(path, max_receive_count=5, clock=clock),
+        SqliteQueue(path, max_receive_count=5, clock=clock),
+        clock,
+    )
+
+
 def test_sqlite_delete_soon_rides_on_the_next_write(tmp_path: Path) -> None:
     # A worker's acknowledgement costs no transaction of its own: the message is deleted by
     # the same transaction that receives the next one (or at any read, flush or close).
-    clock = FakeClock(1_700_000_000.0)
-    path = tmp_path / "queue.db"
-    worker = SqliteQueue(path, max_receive_count=5, clock=clock)
-    other = SqliteQueue(path, max_receive_count=5, clock=clock)
+    worker, other, _ = two_sqlite_queues(tmp_path)
     worker.send_batch([("t1", "b"), ("t2", "b")])
     first = one(worker)
     worker.delete_soon(first)
@@ -610,10 +618,7 @@ def test_sqlite_delete_soon_survives_a_failed_transaction(tmp_path: Path) -> Non
 def test_sqlite_delete_soon_of_a_message_received_again_leaves_it(tmp_path: Path) -> None:
     # Deferred, the delete still names the receive it acknowledges: a message whose lease
     # ran out and was received again (by another worker) is left to that worker.
-    clock = FakeClock(1_700_000_000.0)
-    path = tmp_path / "queue.db"
-    slow = SqliteQueue(path, max_receive_count=5, clock=clock)
-    fast = SqliteQueue(path, max_receive_count=5, clock=clock)
+    slow, fast, clock = two_sqlite_queues(tmp_path)
     slow.send_batch([("t1", "b")])
     stale = one(slow, lease=10)
     clock.advance(11)

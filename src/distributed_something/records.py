@@ -459,18 +459,18 @@ class RunRecords:
         write_all(self.storage, puts, before.deletes)
         return key
 
-    def close_attempt(self, attempt: Attempt, done: DoneMarker | None = None) -> None:
-        """Record how ``attempt`` ended (its ``outcome``), then remove its open record. With
-        ``done`` (an attempt that completed its task), the task's done marker is stored
-        first (`write_done`); where the storage writes atomically, all is one write."""
-        self.write(self.closing(attempt, done))
+    def close_attempt(self, attempt: Attempt) -> None:
+        """Record how ``attempt`` ended (its ``outcome``), then remove its open record (one
+        write where the storage writes atomically)."""
+        self.write(self.closing(attempt))
 
     def write(self, writes: Writes) -> None:
         """Make ``writes`` (`write_all`: one write where the storage allows)."""
         write_all(self.storage, writes.puts, writes.deletes)
 
     def closing(self, attempt: Attempt, done: DoneMarker | None = None) -> Writes:
-        """The writes `close_attempt` makes, to make now or with a later write."""
+        """The writes `close_attempt` makes, to make now or with a later write; with
+        ``done`` (an attempt that completed its task), the task's done marker first."""
         if attempt.outcome == "running":
             raise ValueError("close_attempt needs the attempt's outcome")
         writes = Writes([] if done is None else [self._done_item(done)])
