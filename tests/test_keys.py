@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from distributed_something.backends.local.storage import TEMP_PREFIX, check_object_key
 from distributed_something.errors import InputError
-from distributed_something.keys import MAX_KEY_BYTES, check_key, check_prefix, join_key
+from distributed_something.keys import (
+    MAX_KEY_BYTES,
+    check_key,
+    check_prefix,
+    join_key,
+    plainly_valid,
+)
 
 GOOD_KEYS = [
     "a",
@@ -51,6 +58,21 @@ def test_check_key_refuses_invalid_keys(key: str, problem: str) -> None:
     assert problem in caught.value.problem
     assert repr(key)[:40] in caught.value.problem  # the error names the key
     assert caught.value.fix
+
+
+def test_a_plain_key_is_valid_at_a_glance_and_nothing_invalid_is() -> None:
+    # The fast path (one regular expression) must never pass what the full checks refuse.
+    plain = ["a", "a.txt", "a/b/c.txt", "_ds/App/runs/r-1/attempts/t/0001-ab.done.json"]
+    assert all(plainly_valid(key) for key in plain)
+    assert all(check_key(key) == key for key in plain)
+    for key in [*BAD_KEYS, f"a/{TEMP_PREFIX}x", ".hidden", "a/.b", "Plate 1/x", "été"]:
+        assert not plainly_valid(key), key
+    assert plainly_valid("x" * MAX_KEY_BYTES) and not plainly_valid("x" * (MAX_KEY_BYTES + 1))
+    # Keys that are valid but not plain are still judged by the full checks.
+    assert check_key(".hidden/..dots/...") == ".hidden/..dots/..."
+    with pytest.raises(InputError, match="reserved"):
+        check_object_key(f"a/{TEMP_PREFIX}x/b")
+    assert check_object_key("a/.b") == "a/.b"
 
 
 def test_check_key_refuses_non_strings() -> None:

@@ -11,6 +11,8 @@ from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.monitor.policy import (
     CHEAPEST_AFTER_SECONDS,
     MAX_REQUEUES,
+    MAX_STRETCHED_PAUSE,
+    READ_SHARE,
     DrainCheck,
     Observation,
     PolicyConfig,
@@ -19,6 +21,7 @@ from distributed_something.monitor.policy import (
     Teardown,
     decide,
     drain_check,
+    next_pause,
     reconcile,
 )
 from distributed_something.worker.policy import (
@@ -57,6 +60,16 @@ def test_rule_stops_reading_once_satisfied() -> None:
 
     assert outputs_look_done(listing(), CheckIfDoneConfig(expected_number_files=3))
     assert len(read) == 3
+
+
+def test_the_monitor_waits_its_interval_unless_readings_are_costly() -> None:
+    assert next_pause(1.0, 0.01) == 1.0  # a cheap reading: the interval
+    assert next_pause(60.0, 2.0) == 60.0  # AWS: the interval is long already
+    # A reading of 0.2 s (a large run's ledger): at most 1/READ_SHARE of the time reading.
+    assert next_pause(1.0, 0.2) == pytest.approx(0.2 * READ_SHARE)
+    assert next_pause(1.0, 0.2) > 1.0
+    assert next_pause(1.0, 100.0) == MAX_STRETCHED_PAUSE  # never stretched without end
+    assert next_pause(0.0, 0.0) == 0.0
 
 
 def test_retry_delay_grows_caps_and_stops_at_the_limit() -> None:

@@ -627,3 +627,36 @@ def test_sqlite_delete_soon_of_a_message_received_again_leaves_it(tmp_path: Path
     slow.flush()
     assert fast.counts() == QueueCounts(visible=0, in_flight=1, dead=0)
     assert fast.extend_lease(again, 10)
+
+
+def test_sqlite_give_back_undoes_the_receive(tmp_path: Path) -> None:
+    # A worker holding messages to run next hands back those it did not start: visible at
+    # once, first in line again, and their receive not counted (holding is not trying).
+    worker, other, clock = two_sqlite_queues(tmp_path)
+    worker.send_batch([("t1", "b"), ("t2", "b"), ("t3", "b")])
+    clock.advance(1)
+    worker.send_batch([("t4", "b")])
+    first, second, third = worker.receive(3, LEASE)
+    assert [m.task_id for m in (first, second, third)] == ["t1", "t2", "t3"]
+    worker.give_back([second, third])
+    assert other.counts() == QueueCounts(visible=3, in_flight=1, dead=0)
+    taken = other.receive(3, LEASE)
+    assert [(m.task_id, m.receive_count) for m in taken] == [("t2", 1), ("t3", 1), ("t4", 1)]
+    # A stale handle (the message was received again since) leaves the new lease alone.
+    worker.give_back([second])
+    assert other.counts() == QueueCounts(visible=0, in_flight=4, dead=0)
+    assert other.extend_lease(taken[0], LEASE)
+    worker.give_back([])  # nothing: no transaction needed
+
+
+def test_sqlite_give_back_never_uses_up_receives(tmp_path: Path) -> None:
+    # Held and given back more times than the queue allows receives: still delivered, with
+    # its first receive, never dead-lettered for it.
+    queue = SqliteQueue(tmp_path / "queue.db", max_receive_count=2)
+    queue.send_batch([("t1", "b")])
+    for _ in range(5):
+        queue.give_back(queue.receive(1, LEASE))
+    (message,) = queue.receive(1, LEASE)
+    assert message.receive_count == 1
+    assert queue.counts() == QueueCounts(visible=0, in_flight=1, dead=0)
+    queue.close()

@@ -394,6 +394,32 @@ def test_a_task_is_recorded_once_it_has_run_a_poll_interval(
     recorder.close()
 
 
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_on_long_is_called_once_when_the_command_is_not_short(
+    tmp_path: Path, pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker hands back the tasks it held as soon as the one running turns out long:
+    # told once, while the command still runs; a command that ends at once tells nothing.
+    if not pidfd:
+        monkeypatch.setattr(runner_module, "_pidfd", lambda _pid: None)
+    calls: list[bool] = []
+
+    def run(argv: list[str], poll_seconds: float) -> None:
+        SubprocessRunner(poll_seconds=poll_seconds).run(
+            argv,
+            cwd=tmp_path,
+            env={},
+            log_path=tmp_path / "t.log",
+            stop=threading.Event(),
+            on_long=lambda: calls.append((tmp_path / "ended").exists()),
+        )
+
+    run(["true"], poll_seconds=2)  # (a long interval: however loaded the machine)
+    assert calls == []
+    run(["sh", "-c", "sleep 0.4; touch ended"], poll_seconds=0.05)
+    assert calls == [False]
+
+
 def test_a_leader_that_leaves_processes_behind_has_its_group_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ from distributed_something.backends.local.records_store import LocalBucket, Sqli
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, QueueGone
-from distributed_something.interfaces.queue import Message
+from distributed_something.interfaces.queue import Message, QueueCounts
 from distributed_something.interfaces.storage import Storage
 from distributed_something.jobs.model import Task
 from distributed_something.ledger import read_ledger
@@ -28,7 +28,8 @@ from distributed_something.recipes import base
 from distributed_something.recipes.base import Workdir
 from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, ManifestEntry, RunRecords
-from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
+from distributed_something.worker import loop as loop_module
+from distributed_something.worker.loop import MAX_HELD_TASKS, Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
 from testkit import FakeClock, NoCompute, NoProvisioner
 
@@ -592,3 +593,116 @@ def test_a_scratch_folder_is_emptied_for_the_next_task_and_says_when_it_could_no
     (workdir.root / "stuck.log").write_text("x")
     monkeypatch.setattr(base, "_remove", lambda entry: None)  # removals that fail
     assert not workdir.clear()
+
+
+class ReceiveSpy(SqliteQueue):
+    """The local queue, noting how many messages each receive asked for and got, and what
+    was given back (with the open attempts of the ledger at that moment)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: list[tuple[int, int]] = []
+        self.given_back: list[list[str]] = []
+        self.on_give_back: Any = None
+
+    def receive(self, max_messages: int, lease_seconds: float) -> list[Message]:
+        got = super().receive(max_messages, lease_seconds)
+        self.asked.append((max_messages, len(got)))
+        return got
+
+    def give_back(self, messages: Any) -> None:
+        self.given_back.append([m.task_id for m in messages])
+        if self.on_give_back is not None:
+            self.on_give_back()
+        super().give_back(messages)
+
+
+def spied_rig(tmp_path: Path, argv: list[str], **config: Any) -> tuple[Rig, ReceiveSpy]:
+    rig = Rig(tmp_path, argv, **config)
+    spy = ReceiveSpy(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
+    rig.queue = rig.worker.backend.queue = spy
+    rig.worker._heartbeat.queue = spy
+    return rig, spy
+
+
+def test_short_tasks_are_received_several_at_once_and_each_recorded_as_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # However loaded the machine, these tasks count as short here.
+    monkeypatch.setattr(loop_module, "SHORT_TASK_SECONDS", 30.0)
+    rig, spy = spied_rig(tmp_path, ["sh", "-c", 'echo "$0" >> ../../ledger', "{name}"])
+    tasks = rig.submit(*({"name": f"t{i}"} for i in range(40)))
+    summary = rig.worker.run()
+    assert summary.counts == {"done": 40, "drained": 1}
+    # Each short task doubles what the next receive asks for, up to MAX_HELD_TASKS: 40
+    # tasks in 5 receives.
+    asked = [n for n, got in spy.asked if got]
+    assert asked == [1, 2, 8, MAX_HELD_TASKS, MAX_HELD_TASKS]
+    assert spy.given_back == []
+    lines = (tmp_path / "ledger").read_text().split()
+    assert sorted(lines) == sorted(f"t{i}" for i in range(40))  # each ran once
+    for task in tasks:
+        (attempt,) = rig.records.attempt_keys(task.id)
+        assert (attempt.outcome, attempt.attempt) == ("done", 1)
+    assert rig.queue.counts().drained
+
+
+def test_a_long_task_hands_back_what_the_worker_held_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop_module, "SHORT_TASK_SECONDS", 30.0)  # on_long alone decides
+    rig, spy = spied_rig(tmp_path, ["sleep", "{secs}"])
+    quick = rig.submit(*({"secs": "0", "name": f"q{i}"} for i in range(3)))
+    (long,) = rig.submit({"secs": "0.5", "name": "long"})
+    after = rig.submit(*({"secs": "0", "name": f"a{i}"} for i in range(3)))
+    other = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
+    seen: list[Any] = []
+
+    def while_long_runs() -> None:
+        (attempt,) = rig.records.attempt_keys(long.id)
+        seen.append((attempt.outcome, rig.records.read_done(long.id)))
+
+    spy.on_give_back = while_long_runs
+    # Receives 1 (q0), then 2 (q1, holding q2), then 8: four came, the long one first.
+    assert [rig.worker.step() for _ in range(4)] == [Outcome.DONE] * 4
+    assert spy.asked == [(1, 1), (2, 2), (8, 4)]
+    # Handed back as soon as the long one had run a poll interval, while it still ran.
+    assert spy.given_back == [[t.id for t in after]]
+    assert seen == [("running", None)]
+    # Back to one at a time; what was handed back comes first, its receive undone.
+    assert other.counts().visible == 3
+    assert rig.worker.run().counts == {"done": 3, "drained": 1}
+    for task in [*quick, long, *after]:
+        (attempt,) = rig.records.attempt_keys(task.id)
+        assert (attempt.outcome, attempt.attempt) == ("done", 1)
+    assert [n for n, got in spy.asked if got] == [1, 2, 8, 1, 2]
+    other.close()
+
+
+def test_a_stopping_worker_hands_back_what_it_held(tmp_path: Path) -> None:
+    rig, spy = spied_rig(tmp_path, ["true"])
+    rig.submit(*({"name": f"t{i}"} for i in range(6)))
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.worker.step() is Outcome.DONE  # received 2: one held
+    assert len(rig.worker._held) == 1
+    rig.worker.stop()
+    assert rig.worker.step() is Outcome.STOPPED
+    rig.worker.close()
+    assert len(spy.given_back) == 1
+    assert rig.queue.counts() == QueueCounts(visible=4, in_flight=0, dead=0)
+    assert {m.receive_count for m in rig.queue.receive(10, 30)} == {1}
+
+
+def test_a_message_held_for_half_its_lease_goes_back_instead_of_running(tmp_path: Path) -> None:
+    # A held message's lease is not extended: past half of it, it is handed back (and taken
+    # again with a fresh lease) rather than run on a lease that may have run out.
+    rig, spy = spied_rig(tmp_path, ["true"], visibility=10)
+    *_, third = rig.submit(*({"name": f"t{i}"} for i in range(3)))
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.worker.step() is Outcome.DONE  # received second and third; third held
+    rig.clock.advance(6)
+    assert rig.worker.step() is Outcome.DONE
+    assert spy.given_back == [[third.id]]
+    assert spy.asked[-1] == (4, 1)  # received again, with a fresh lease
+    (attempt,) = rig.records.attempt_keys(third.id)
+    assert (attempt.outcome, attempt.attempt) == ("done", 1)

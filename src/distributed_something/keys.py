@@ -7,6 +7,8 @@ like ``../../etc/passwd`` is refused before anything is read or written.
 
 from __future__ import annotations
 
+import re
+
 from distributed_something.errors import InputError
 
 MAX_KEY_BYTES = 1024
@@ -26,8 +28,23 @@ _KEY_FIX = (
 )
 
 
+#: Keys plainly valid at a glance: ASCII names of letters, digits, ``_``, ``-`` and ``.``,
+#: none starting with ``.`` (so none is ``.``, ``..`` or a reserved name). Most keys are
+#: (the records' keys are, and a worker checks several per task): one C-level match
+#: instead of the checks below, which then judge only the others.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+
+
+def plainly_valid(key: str) -> bool:
+    """True when ``key`` is valid at a glance (`_PLAIN_KEY`, at most `MAX_KEY_BYTES`); False
+    says nothing: the full checks decide."""
+    return len(key) <= MAX_KEY_BYTES and _PLAIN_KEY.fullmatch(key) is not None
+
+
 def _problem(key: str) -> str | None:
     """What is wrong with ``key`` as a storage key, or None when it is valid."""
+    if isinstance(key, str) and plainly_valid(key):
+        return None
     if not isinstance(key, str):
         return f"must be a string, not {type(key).__name__}"
     if key == "":

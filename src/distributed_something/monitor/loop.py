@@ -16,6 +16,7 @@ from distributed_something.monitor.policy import (
     Teardown,
     decide,
     drain_check,
+    next_pause,
 )
 from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.monitor.settle import confirm_ending, settle
@@ -55,7 +56,7 @@ def watch(
     the empty queue alone decides. Returns the final progress. Cleanup and the report are
     the caller's next steps, so a monitor killed here can simply be run again. Between
     readings it waits ``sleep(interval)`` (default: `Compute.pause`, which ends early when a
-    local worker exits).
+    local worker exits), or longer when readings take long (`next_pause`).
     """
     pause = backend.compute.pause if sleep is None else sleep
     records = RunRecords(backend.storage, config.app_name, state.run_id)
@@ -69,6 +70,7 @@ def watch(
         bar.start()
     try:
         while True:
+            reading = time.monotonic()
             # Counts from the ledger summary (a few tasks read per tick, not every record);
             # the whole ledger only when tasks must be settled.
             task_counts, corrupt = read_counts(records, compact=True)
@@ -122,7 +124,7 @@ def watch(
             if any(isinstance(a, Teardown) for a in actions):
                 backend.compute.stop()
                 return progress
-            pause(interval)
+            pause(next_pause(interval, time.monotonic() - reading))
     finally:
         if bar is not None:
             bar.stop()

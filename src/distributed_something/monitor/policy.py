@@ -56,6 +56,21 @@ def drain_check(
     return DrainCheck(since, "finished" if ledger_finished else "reconcile")
 
 
+#: The monitor spends at most 1/READ_SHARE of its time reading: a reading that takes long
+#: (a large run's ledger) stretches the wait after it, up to `MAX_STRETCHED_PAUSE`.
+READ_SHARE = 20
+MAX_STRETCHED_PAUSE = 30.0
+
+
+def next_pause(interval: float, reading_seconds: float) -> float:
+    """How long the monitor waits after a reading that took ``reading_seconds``: its
+    ``interval``, or longer when readings are costly, so that watching a run of short tasks
+    does not take the CPU its workers need (at most `MAX_STRETCHED_PAUSE` unless the
+    interval is longer). Pure."""
+    stretched = min(reading_seconds * READ_SHARE, MAX_STRETCHED_PAUSE)
+    return max(interval, stretched)
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """The fixed inputs of the policy."""

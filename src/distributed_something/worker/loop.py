@@ -87,6 +87,21 @@ _ERROR_SEARCH_TAIL = 64 * 1024
 #: Seconds past ``recipe.timeout`` (and the runner's grace) after which the heartbeat stops
 #: the command and its lease itself, should the runner not have ended it in time.
 TIMEOUT_MARGIN_SECONDS = 30.0
+#: Where the queue can give messages back unstarted (the local queue: ``give_back``), a
+#: worker running short tasks receives several at once, doubling up to this many while
+#: each task takes under `SHORT_TASK_SECONDS`, and holds the rest to run next: one receive
+#: for all of them (see `Worker.step`). Each still records its start when it starts.
+MAX_HELD_TASKS = 16
+SHORT_TASK_SECONDS = 0.05
+
+
+@dataclass
+class _Held:
+    """A message received with another, to run after it, and when (by the worker's clock,
+    the queue's: the lease is not extended while held)."""
+
+    message: Message
+    received: float
 
 
 class Outcome(enum.Enum):
@@ -176,6 +191,14 @@ class Worker:
         #: (`_finish`; only where the storage writes atomically)
         self._finished = Writes()
         self._finished_messages: list[Message] = []
+        #: messages received with the one in progress, to run after it, oldest first
+        self._held: list[_Held] = []
+        #: how many messages the next receive asks for (`_adapt`); always 1 where the queue
+        #: cannot give messages back (``give_back``)
+        self._batch = 1
+        self._batching = hasattr(backend.queue, "give_back")
+        #: whether the task in progress turned out long (`_long_task`)
+        self._ran_long = False
 
     # control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -214,6 +237,7 @@ class Worker:
         scratch folder (`run` does this)."""
         self._heartbeat.close()
         self._save_finished()
+        self._give_back_held()
         flush = getattr(self.backend.queue, "flush", None)
         try:
             if flush is not None:
@@ -241,14 +265,29 @@ class Worker:
 
     # one iteration ---------------------------------------------------------------------
     def step(self) -> Outcome:
-        """Take at most one task and carry it to an outcome."""
+        """Take at most one task and carry it to an outcome.
+
+        Where the queue can give messages back (`_batching`), a receive asks for several
+        while tasks are short (`_adapt`), and those after the first are held to run next,
+        each recording its start as it starts. What is held goes back to the queue, its
+        receive undone, when a task turns out long (the command has run a poll interval, or
+        the whole task took `SHORT_TASK_SECONDS`), when the worker stops, and before half
+        the lease has passed (a held message's lease is not extended)."""
         if self.stopping.is_set():
             self._save_finished()
+            self._give_back_held()
             return Outcome.STOPPED
         lease = float(self.config.queue.visibility)
+        if self._held:
+            held = self._held.pop(0)
+            if self.clock() - held.received < lease / 2:
+                return self._timed(held.message, lease)
+            # Held too long (its lease is not extended): given back, lest it run out.
+            self._held.insert(0, held)
+            self._give_back_held()
         gone: QueueGone | None = None
         try:
-            messages = self.backend.queue.receive(1, lease)
+            messages = self.backend.queue.receive(self._batch, lease)
         except QueueGone as exc:
             gone, messages = exc, []
         except DSError as exc:
@@ -276,7 +315,45 @@ class Worker:
             return Outcome.IDLE
         self._idle_polls = 0
         self.idle_since = None
-        return self._process(messages[0], lease)
+        received = self.clock()
+        self._held = [_Held(message, received) for message in messages[1:]]
+        return self._timed(messages[0], lease)
+
+    def _timed(self, message: Message, lease: float) -> Outcome:
+        """`_process`, then `_adapt` to how long the task took."""
+        started = time.monotonic()
+        self._ran_long = False
+        outcome = self._process(message, lease)
+        self._adapt(outcome, time.monotonic() - started)
+        return outcome
+
+    def _adapt(self, outcome: Outcome, seconds: float) -> None:
+        """Receive more at once after a short task done; after a long one, one at a time
+        (what is held is given back: it would wait behind long tasks)."""
+        if not self._batching:
+            return
+        if self._ran_long or seconds >= SHORT_TASK_SECONDS:
+            self._long_task()
+        elif outcome is Outcome.DONE:
+            self._batch = min(self._batch * 2, MAX_HELD_TASKS)
+
+    def _long_task(self) -> None:
+        """The task in progress is not short: one task per receive again, and what is held
+        goes back to the queue for other workers (`Runner.run`'s ``on_long``)."""
+        self._ran_long = True
+        self._batch = 1
+        self._give_back_held()
+
+    def _give_back_held(self) -> None:
+        """Give the held messages back to the queue, unstarted (their receive undone).
+        Should that fail, their leases run out and they come back then."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        try:
+            self.backend.queue.give_back([h.message for h in held])  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - they come back when their leases run out
+            log.warning("could not give back %d tasks held to run next: %s", len(held), exc)
 
     def _idle(self) -> None:
         # Back off while the queue stays empty but not drained (tasks in flight elsewhere).
@@ -288,6 +365,7 @@ class Worker:
         self._sleep(interval)
 
     def _process(self, message: Message, lease: float) -> Outcome:
+        """Carry one task to its outcome."""
         self._abort.clear()
         if self.stopping.is_set():
             # Received as the worker was told to stop: handed back untouched, using no retry
@@ -570,6 +648,7 @@ class Worker:
                 header=header,
                 timeout=timeout,
                 memory_limit_mb=self._memory_limit_mb(),
+                on_long=self._long_task if self._held else None,
             )
         self._result = result
         if self.stopping.is_set():

@@ -79,7 +79,9 @@ class Runner(Protocol):
     same happens ``timeout`` seconds after it started (the result is marked timed out).
     ``memory_limit_mb`` asks for a memory limit per process of the command where the
     platform allows (see `SubprocessRunner`). Nothing the command started outlives `run`,
-    whether it exits 0, fails or is stopped.
+    whether it exits 0, fails or is stopped. ``on_long``, if given, is called once, from
+    `run`'s thread, when the command turns out not to be short: it has run a poll interval
+    (the worker then hands back the tasks it held to run next).
     """
 
     def run(
@@ -93,6 +95,7 @@ class Runner(Protocol):
         header: bytes = b"",
         timeout: float | None = None,
         memory_limit_mb: int | None = None,
+        on_long: Callable[[], object] | None = None,
     ) -> RunResult: ...
 
 
@@ -161,6 +164,7 @@ class SubprocessRunner:
         header: bytes = b"",
         timeout: float | None = None,
         memory_limit_mb: int | None = None,
+        on_long: Callable[[], object] | None = None,
     ) -> RunResult:
         started = time.monotonic()
         oom_before = self._oom_count_before(started) if self.measure else None
@@ -205,7 +209,7 @@ class SubprocessRunner:
             deadline = None if timeout is None else started + timeout
             ended_by = None
             try:
-                ended_by = self._wait(child, stop, deadline)
+                ended_by = self._wait(child, stop, deadline, on_long)
             finally:
                 # Also on an exception in the wait (KeyboardInterrupt): nothing may outlive us.
                 self._end(child)
@@ -231,13 +235,20 @@ class SubprocessRunner:
         count, at = self._oom_last
         return count if count is not None and now - at < 1.0 else oom_kill_count()
 
-    def _wait(self, child: _Child, stop: threading.Event, deadline: float | None) -> str | None:
+    def _wait(
+        self,
+        child: _Child,
+        stop: threading.Event,
+        deadline: float | None,
+        on_long: Callable[[], object] | None = None,
+    ) -> str | None:
         """Wait for the child, checking ``stop`` and the deadline at least every
-        ``poll_seconds`` and sampling its group's memory now and then. Returns None when it
-        exited, ``"stop"`` or ``"timeout"`` when it must be ended (`_end` does)."""
+        ``poll_seconds`` and sampling its group's memory now and then; ``on_long`` is called
+        at the first poll interval that passes. Returns None when it exited, ``"stop"`` or
+        ``"timeout"`` when it must be ended (`_end` does)."""
         pidfd = _pidfd(child.proc.pid)
         if pidfd is None:
-            return self._wait_polling(child, stop, deadline)
+            return self._wait_polling(child, stop, deadline, on_long)
         # The pidfd turns readable when the child exits: no sleep-and-retry, which costs a
         # short task up to half a millisecond (Popen.wait's first sleep) or more.
         poller = select.poll()  # not select.select: it fails for descriptors above 1023
@@ -248,6 +259,9 @@ class SubprocessRunner:
                     child.reap(block=True)
                     return None
                 child.record()
+                if on_long is not None:
+                    on_long()
+                    on_long = None
                 reason = _why_end(stop, deadline)
                 if reason is not None:
                     return reason
@@ -256,7 +270,11 @@ class SubprocessRunner:
             os.close(pidfd)
 
     def _wait_polling(
-        self, child: _Child, stop: threading.Event, deadline: float | None
+        self,
+        child: _Child,
+        stop: threading.Event,
+        deadline: float | None,
+        on_long: Callable[[], object] | None = None,
     ) -> str | None:
         """`_wait` where pidfds are missing (not Linux, or a kernel before 5.3)."""
         wait = self.poll_seconds
@@ -264,6 +282,9 @@ class SubprocessRunner:
             if child.reap_within(wait):
                 return None
             child.record()
+            if on_long is not None:
+                on_long()
+                on_long = None
             # Short waits at first keep short tasks fast; longer ones spare the CPU.
             wait = min(wait * 2, 0.5)
             reason = _why_end(stop, deadline)

@@ -131,6 +131,22 @@ class SqliteQueue:
         with self._soon_lock:
             self._soon.append(_decode_handle(message.handle))
 
+    def give_back(self, messages: Sequence[Message]) -> None:
+        """Return messages received but never started (a worker held them to run next, see
+        `Worker`), in one transaction: visible at once, ahead of the others as when they were
+        sent, and their receive undone (the receive count back by one), so holding a message
+        never uses up one of its receives. A stale handle (received again since) is left
+        alone."""
+        rows = [_decode_handle(message.handle) for message in messages]
+        if not rows:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE messages SET visible_at = MIN(sent_at, visible_at), token = NULL,"
+                " receive_count = MAX(receive_count - 1, 0) WHERE id = ? AND token = ?",
+                rows,
+            )
+
     def flush(self) -> None:
         """Do what `delete_soon` left to do now."""
         if self._soon:

@@ -20,7 +20,7 @@ from typing import BinaryIO, NamedTuple
 
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import ObjectInfo
-from distributed_something.keys import check_key, check_prefix
+from distributed_something.keys import check_key, check_prefix, plainly_valid
 from distributed_something.records import META_ROOT
 
 TEMP_PREFIX = ".ds-tmp."
@@ -70,6 +70,8 @@ def _open_temp(folder: Path, mode: int | None = None) -> tuple[int, Path]:
 def check_object_key(key: str) -> str:
     """``key`` unchanged when a local store may hold it (`check_key`, and no name starting
     with `TEMP_PREFIX`, which in-progress writes use); else `InputError`."""
+    if isinstance(key, str) and plainly_valid(key):
+        return key  # no name of a plain key starts with "." (TEMP_PREFIX does)
     check_key(key)
     if any(name.startswith(TEMP_PREFIX) for name in key.split("/")):
         raise InputError(
