@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,13 @@ from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import TEMP_PREFIX, FolderStorage
 from distributed_something.errors import BackendError, InputError
-from distributed_something.interfaces.storage import ObjectInfo, Storage, write_all
+from distributed_something.interfaces.storage import (
+    READ_MANY_CHUNK,
+    ObjectInfo,
+    Storage,
+    read_many,
+    write_all,
+)
 from distributed_something.keys import check_key, check_prefix
 
 StorageFactory = Callable[[Path], Storage]
@@ -82,6 +89,10 @@ class RecordsAreaOnly:
             self.inner.get_file(self._key(key), path)
         except KeyError:
             raise KeyError(key) from None
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        inner: Any = self.inner  # a LocalBucket
+        return list(inner.get_many([self._key(key) for key in keys]))
 
     def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         check_prefix(prefix)  # at once, as the contract says
@@ -307,6 +318,50 @@ def test_write_all_stores_then_deletes(storage: Storage) -> None:
     assert storage.get_bytes("a/new.json") == b"1"
     write_all(storage, [("a/old.json", b"3")], ["a/old.json"])  # puts come first
     assert keys(storage) == ["a/new.json", "a/two.json"]
+
+
+def test_read_many_gives_each_keys_content_in_order(storage: Storage) -> None:
+    # `read_many`: one read per chunk where the storage has `get_many` (the local records),
+    # else concurrent or one-by-one reads; a missing key is None, never an error.
+    for i in range(0, 12, 2):
+        storage.put_bytes(f"r/{i:02d}.json", str(i).encode())
+    keys = [f"r/{i:02d}.json" for i in (11, 0, 4, 5, 4, 10, 3)]
+    expected = [None, b"0", b"4", None, b"4", b"10", None]
+    assert list(read_many(storage, keys)) == expected
+    assert list(read_many(storage, [])) == []
+    many = getattr(storage, "get_many", None)
+    if many is not None:
+        assert many(keys) == expected
+        for bad in ("../x", "a//b"):
+            with pytest.raises(InputError):
+                many(["r/00.json", bad])
+
+
+def test_read_many_reads_in_chunks_of_one_snapshot_each(tmp_path: Path) -> None:
+    table = SqliteObjects(tmp_path / "objects.sqlite")
+    write_all(table, [(f"k/{i:05d}", f"{i}".encode()) for i in range(2_500)])
+    calls: list[int] = []
+    real = table.get_many
+
+    def counted(keys: Sequence[str]) -> list[bytes | None]:
+        calls.append(len(keys))
+        return real(keys)
+
+    table.get_many = counted  # type: ignore[method-assign]
+    keys = [f"k/{i:05d}" for i in range(2_600)]  # the last 100 missing
+    got = list(read_many(table, keys))
+    assert got[:2_500] == [f"{i}".encode() for i in range(2_500)] and got[2_500:] == [None] * 100
+    assert calls == [READ_MANY_CHUNK, READ_MANY_CHUNK, 600]
+
+
+def test_local_bucket_get_many_reads_both_sides(tmp_path: Path) -> None:
+    bucket = LocalBucket(FolderStorage(tmp_path / "root"), SqliteObjects(tmp_path / "r.sqlite"))
+    bucket.put_bytes("_ds/App/done/t1.json", b"table")
+    bucket.put_bytes("out/a.txt", b"file")
+    bucket.put_bytes("_ds/App/runs/r/logs/t1/1.log", b"log file")  # a records-area file
+    keys = ["out/a.txt", "_ds/App/done/t1.json", "_ds/App/done/t2.json", "out/b.txt"]
+    keys.append("_ds/App/runs/r/logs/t1/1.log")
+    assert bucket.get_many(keys) == [b"file", b"table", None, None, b"log file"]
 
 
 # -- invalid keys ----------------------------------------------------------------------------

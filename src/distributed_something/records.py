@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from distributed_something.interfaces.storage import Storage, write_all
+from distributed_something.interfaces.storage import Storage, read_many, write_all
 
 META_ROOT = "_ds"
 
@@ -532,6 +532,16 @@ class RunRecords:
         key = self.done_key(task_id)
         return self._typed(DoneMarker, key, self._get_json(key))
 
+    def read_done_of(self, task_ids: Sequence[str]) -> list[DoneMarker | None]:
+        """The done marker of each of ``task_ids``, in order (None where it has none), read
+        as `read_json_many` reads: for tasks the ledger says are done, which nearly all have
+        one (`read_done_many` lists the markers first, to read only those that exist)."""
+        keys = [self.done_key(t) for t in task_ids]
+        return [
+            self._typed(DoneMarker, key, data)
+            for key, data in zip(keys, self.read_json_many(keys), strict=True)
+        ]
+
     def read_done_many(self, task_ids: Sequence[str]) -> dict[str, DoneMarker]:
         """The done markers of those of ``task_ids`` that have one: one listing of the done
         markers, then only the markers that exist are read (several at a time)."""
@@ -539,7 +549,7 @@ class RunRecords:
         wanted = [t for t in dict.fromkeys(task_ids) if t in existing]
         keys = [self.done_key(t) for t in wanted]
         out = {}
-        for tid, key, data in zip(wanted, keys, self._read_json_many(keys), strict=True):
+        for tid, key, data in zip(wanted, keys, self.read_json_many(keys), strict=True):
             marker = self._typed(DoneMarker, key, data)
             if marker is not None:
                 out[tid] = marker
@@ -551,7 +561,7 @@ class RunRecords:
         seen: set[str] = set()
         singles = [
             self._typed(Skip, key, d)
-            for key, d in zip(single, self._read_json_many(single), strict=True)
+            for key, d in zip(single, self.read_json_many(single), strict=True)
         ]
         for skip in (*batched, *singles):
             if skip is not None and skip.task_id not in seen:
@@ -712,7 +722,7 @@ class RunRecords:
         unreadable records are noted in `corrupt` and left out."""
         keys = [o.key for o in self.storage.list(f"{self.run_prefix}machines/")]
         found: dict[str, Machine] = {}
-        for key, data in zip(keys, self._read_json_many(keys), strict=True):
+        for key, data in zip(keys, self.read_json_many(keys), strict=True):
             machine = self._typed(Machine, key, data)
             if machine is not None:
                 found[machine.worker] = machine
@@ -923,6 +933,12 @@ class RunRecords:
             raw = self.storage.get_bytes(key)
         except KeyError:
             return None
+        return self._parsed(key, raw)
+
+    def _parsed(self, key: str, raw: bytes | None) -> dict[str, Any] | None:
+        """`_get_json` of the content ``raw`` read at ``key`` (None: missing)."""
+        if raw is None:
+            return None
         try:
             loaded = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -933,19 +949,19 @@ class RunRecords:
             return None
         return loaded
 
-    def _read_json_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
-        """`_get_json` of each key, in order, as many at a time as the storage says pays off
-        (on S3 each read is a round trip: a report of 10,000 tasks read one after the other
-        would wait minutes)."""
-        workers = min(self.storage.read_concurrency, len(keys))
-        if workers < 2:
-            return [self._get_json(key) for key in keys]
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(self._get_json, keys))
+    def read_json_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """`_get_json` of each key, in order, read as `read_many` does: in chunks where the
+        storage reads many keys at once (the local records), else as many at a time as it
+        says pays off (on S3 each read is a round trip: a report of 10,000 tasks read one
+        after the other would wait minutes)."""
+        return [
+            self._parsed(key, raw)
+            for key, raw in zip(keys, read_many(self.storage, keys), strict=True)
+        ]
 
     def _iter_json(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         keys = [obj.key for obj in self.storage.list(prefix) if obj.key.endswith(".json")]
-        for key, data in zip(keys, self._read_json_many(keys), strict=True):
+        for key, data in zip(keys, self.read_json_many(keys), strict=True):
             if data is not None:
                 yield key, data
 

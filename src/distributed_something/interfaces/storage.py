@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +36,8 @@ class Storage(Protocol):
       (1 for a local folder; a network store answers many round trips at once).
     - Optionally, ``write_batch(puts, deletes)`` stores ``(key, data)`` pairs and deletes keys
       in one atomic write (all or nothing); `write_all` uses it where it exists.
+    - Optionally, ``get_many(keys)`` returns the content of each key (None for a missing
+      one), in order, in one read; `read_many` uses it where it exists.
     """
 
     read_concurrency: int
@@ -68,6 +71,35 @@ def write_all(
         batch(puts, deletes)
         return
     write_in_order(storage, puts, deletes)
+
+
+#: Keys per ``get_many`` call of `read_many`: each call is one read snapshot, kept short.
+READ_MANY_CHUNK = 1000
+
+
+def read_many(storage: Storage, keys: Sequence[str]) -> Iterator[bytes | None]:
+    """The content of each of ``keys`` (None for a missing one), in order: with the
+    storage's ``get_many`` a chunk of keys at a time where it has one (the local records:
+    one read per chunk instead of one per key), else ``read_concurrency`` reads at once (on
+    S3 each read is a round trip), else one after the other."""
+    many = getattr(storage, "get_many", None)
+    if many is not None:
+        for start in range(0, len(keys), READ_MANY_CHUNK):
+            yield from many(keys[start : start + READ_MANY_CHUNK])
+        return
+
+    def get(key: str) -> bytes | None:
+        try:
+            return storage.get_bytes(key)
+        except KeyError:
+            return None
+
+    workers = min(storage.read_concurrency, len(keys))
+    if workers < 2:
+        yield from map(get, keys)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(get, keys)
 
 
 def write_in_order(

@@ -6,12 +6,12 @@ import json
 import re
 import statistics
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from distributed_something.ledger import event_code, state_of
-from distributed_something.records import AttemptKey, Failure, RunRecords
+from distributed_something.records import AttemptKey, DoneMarker, Failure, RunRecords
 from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
 
@@ -201,11 +201,9 @@ def build_report(
     listed: list[TaskReport] = []
     locate = (context or ReportContext()).locate or (lambda _bucket: "")
     bucket_locations: dict[str, str] = {}
-    for tid, group in records.iter_manifest():
-        code, duplicate, attempts = codes.get(tid, _QUIET)
-        outcome = state_of(code, tid in skipped)
+    for tid, group, outcome, marker in _with_markers(records, codes, skipped):
+        _, duplicate, attempts = codes.get(tid, _QUIET)
         if outcome == "done":
-            marker = records.read_done(tid)
             task = TaskReport(
                 tid,
                 group,
@@ -253,6 +251,32 @@ def build_report(
     )
     found.apply(report, costs_of_tasks=False)  # the tasks got theirs as they streamed by
     return report
+
+
+#: Tasks of the manifest whose done markers `_with_markers` reads together.
+_MARKER_BATCH = 1000
+
+
+def _with_markers(
+    records: RunRecords, codes: dict[str, tuple[str, bool, int]], skipped: set[str]
+) -> Iterator[tuple[str, Any, str, DoneMarker | None]]:
+    """(task, group, outcome, done marker or None) of every task of the manifest, in
+    submission order; the markers of the done ones read `_MARKER_BATCH` tasks at a time
+    (`RunRecords.read_done_of`: one read each, not a read per task)."""
+    batch: list[tuple[str, Any, str]] = []
+
+    def flush() -> Iterator[tuple[str, Any, str, DoneMarker | None]]:
+        done = [tid for tid, _, outcome in batch if outcome == "done"]
+        markers = dict(zip(done, records.read_done_of(done), strict=True))
+        for tid, group, outcome in batch:
+            yield tid, group, outcome, markers.get(tid)
+        batch.clear()
+
+    for tid, group in records.iter_manifest():
+        batch.append((tid, group, state_of(codes.get(tid, _QUIET)[0], tid in skipped)))
+        if len(batch) >= _MARKER_BATCH:
+            yield from flush()
+    yield from flush()
 
 
 class _KeptKeys:

@@ -11,9 +11,7 @@ The same attempts give the HTML report its timeline of workers and its costs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,26 +90,10 @@ class TraceRow:
 
 def read_attempts(records: RunRecords, keys: Sequence[AttemptKey]) -> list[dict[str, Any]]:
     """The attempt records named by ``keys``, in order (``{}`` for one that is gone or
-    unreadable: it is noted in ``records.corrupt`` when unreadable), as many at a time as
-    the storage says pays off."""
-    storage = records.storage
-    paths = [records.key_of(k) for k in keys]
-
-    def read(key: str) -> dict[str, Any]:
-        try:
-            data = json.loads(storage.get_bytes(key))
-        except KeyError:  # closed between the listing and the read: its key says enough
-            return {}
-        except (ValueError, UnicodeDecodeError) as exc:
-            records.corrupt[key] = f"not valid JSON ({exc})"
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    workers = min(storage.read_concurrency, len(paths))
-    if workers < 2:
-        return [read(p) for p in paths]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(read, paths))
+    unreadable: it is noted in ``records.corrupt`` when unreadable), read as
+    `RunRecords.read_json_many` does. One closed between the listing and the read is gone:
+    its key says enough."""
+    return [data or {} for data in records.read_json_many([records.key_of(k) for k in keys])]
 
 
 def trace_rows(records: RunRecords, pricing: Pricing | None = None) -> list[TraceRow]:

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL) WI
 #: Rows per query of a listing: a listing streams in pages, holding no cursor open between
 #: them (the caller may write to the same file while it iterates).
 _PAGE = 1000
+#: Keys per statement of `SqliteObjects.get_many` (SQLite limits the "?" of one statement).
+_MANY = 500
 #: Records moved from files per transaction by `LocalBucket.adopt_files`.
 _ADOPT_BATCH = 500
 _ADOPTED = "files adopted"
@@ -119,8 +121,24 @@ class SqliteObjects:
         rows = self._query("SELECT data FROM objects WHERE key = ?", (key,))
         if not rows:
             raise KeyError(key)
-        data = rows[0][0]  # text only if someone set it by hand with the sqlite3 program
-        return bytes(data) if isinstance(data, (bytes, memoryview)) else str(data).encode()
+        return _content(rows[0][0])
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The content of each of ``keys`` (None for a missing one), in order, read in one
+        snapshot: a reader of many records pays one read transaction, not one per key.
+        Every key is checked first."""
+        for key in keys:
+            check_object_key(key)
+        found: dict[str, bytes] = {}
+        with self._db.reading() as conn:
+            for start in range(0, len(keys), _MANY):
+                chunk = keys[start : start + _MANY]
+                rows = conn.execute(
+                    f"SELECT key, data FROM objects WHERE key IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.update((key, _content(data)) for key, data in rows)
+        return [found.get(key) for key in keys]
 
     def get_file(self, key: str, path: Path) -> None:
         """Copy ``key`` to the file ``path`` (parents created), replaced atomically;
@@ -187,6 +205,11 @@ class SqliteObjects:
     def close(self) -> None:
         """Close this process's connection (the next call opens it again)."""
         self._db.close()
+
+
+def _content(data: object) -> bytes:
+    # Text only if someone set the row by hand with the sqlite3 program.
+    return bytes(data) if isinstance(data, (bytes, memoryview)) else str(data).encode()
 
 
 def kept_as_file(key: str) -> bool:
@@ -280,6 +303,24 @@ class LocalBucket:
 
     def get_bytes(self, key: str) -> bytes:
         return self._side(key).get_bytes(key)
+
+    def get_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
+        """`SqliteObjects.get_many` for the keys in the records table (one snapshot), the
+        others read one by one; None for a missing key."""
+        for key in keys:
+            check_object_key(key)
+        table = [key for key in keys if in_table(key)]
+        found = dict(zip(table, self._table().get_many(table), strict=True)) if table else {}
+        out: builtins.list[bytes | None] = []
+        for key in keys:
+            if key in found:
+                out.append(found[key])
+                continue
+            try:
+                out.append(self.files.get_bytes(key))
+            except KeyError:
+                out.append(None)
+        return out
 
     def get_file(self, key: str, path: Path) -> None:
         self._side(key).get_file(key, path)
