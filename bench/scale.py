@@ -391,12 +391,13 @@ LAST_CPU = [0.0]
 
 def write_attempts(folder: Path, start: int, stop: int) -> float:
     """Give the tasks ``start``..``stop`` (in manifest order) of the project's run a
-    completed attempt, through the real records API (intent, open record, closed record),
-    as workers would; returns the seconds it took."""
+    completed attempt, through the real records API (intent, open record, then the done
+    marker with one output, the closed record and the open one removed), as workers do;
+    returns the seconds it took."""
     from distributed_something.backends import open_backend
     from distributed_something.config.loader import load_config
     from distributed_something.project import Project
-    from distributed_something.records import Attempt, RunRecords
+    from distributed_something.records import Attempt, DoneMarker, RunRecords
     from distributed_something.state import load_state
 
     project = Project(load_config(folder / "ds.toml"), folder / "ds.toml")
@@ -411,8 +412,26 @@ def write_attempts(folder: Path, start: int, stop: int) -> float:
         attempt = Attempt(task_id, 1, f"bench-{start + i}", "bench", at)
         records.open_attempt(attempt)
         attempt.outcome, attempt.ended_at = "done", at
-        records.close_attempt(attempt)
+        prefix = f"out/{start + i}"
+        marker = DoneMarker(
+            task_id, 1, 0.5, [f"{prefix}/result.txt"], at, at, "bench", prefix, run_id=state.run_id
+        )
+        records.write(records.closing(attempt, marker))
     return time.perf_counter() - began
+
+
+def write_attempts_apart(folder: Path, start: int, stop: int) -> float:
+    """`write_attempts` in a process of its own: in this one it would grow this process,
+    and Linux counts a parent's peak memory at fork in its children's peak (``ru_maxrss``
+    is kept across exec), so every `ds` measured after would seem as big."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--write-attempts", str(folder)]
+    done = subprocess.run(
+        [*argv, str(start), str(stop)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.split()[-1])
 
 
 def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, float]]:
@@ -427,7 +446,7 @@ def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, floa
         write_project(folder, n)
         ds(folder, "setup")
         ds(folder, "submit", "job.json")
-        wrote = write_attempts(folder, 0, n - tail)
+        wrote = write_attempts_apart(folder, 0, n - tail)
         print(f"  (wrote {n - tail:,} attempt records in {wrote:.1f} s)")
         names = (
             f"status, {n - tail:,} tasks changed since the last reading (submit's)",
@@ -437,14 +456,21 @@ def status_with_records(n: int, tail: int = 1000) -> dict[str, tuple[float, floa
             seconds, mb, text = ds(folder, "status", "--json")
             assert json.loads(text)["counts"]["done"] == n - tail, text
             out[name] = (seconds, mb)
-        write_attempts(folder, n - tail, n)
+        write_attempts_apart(folder, n - tail, n)
         seconds, mb, text = ds(folder, "status", "--json")
         counts = json.loads(text)["counts"]
         out[f"status, {tail:,} tasks changed since"] = (seconds, mb)
-        _, _, text = ds(folder, "report", "--json")
+        # The report of a finished run reads every done marker: timed here, where every
+        # task has one (the pending-only runs above read none).
+        seconds, mb, text = ds(folder, "report", "--json")
         reported = json.loads(text)["counts"]
         assert counts == reported and counts["done"] == n, (counts, reported)
+        out[report_done_name(n)] = (seconds, mb)
     return out
+
+
+def report_done_name(n: int) -> str:
+    return f"report, {n:,} tasks done"
 
 
 def measure(n: int, cpu: dict[str, float]) -> dict[str, tuple[float, float]]:
@@ -501,9 +527,14 @@ def main() -> None:
         help="tasks given attempt records for the `ds status` measurement (0: none)",
     )
     parser.add_argument("--sqs-child", nargs=2, metavar=("FOLDER", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--write-attempts", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sqs_child:
         sqs_child(Path(args.sqs_child[0]), args.sqs_child[1])
+        return
+    if args.write_attempts:
+        folder, start, stop = args.write_attempts
+        print(write_attempts(Path(folder), int(start), int(stop)))
         return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.million and MILLION not in sizes:
@@ -513,6 +544,7 @@ def main() -> None:
         base_s, base_mb, _ = ds(Path(tmp), "--help")
     print(f"an idle ds process (ds --help): {base_s:.2f} s {base_mb:.0f} MB")
     worst_met = True
+    finished_met = True  # the report of a finished run (with --records)
     status_s = 0.0
     for n in sizes:
         cpu: dict[str, float] = {}
@@ -557,6 +589,18 @@ def main() -> None:
         with_records = status_with_records(args.records)
         for name, (seconds, mb) in with_records.items():
             print(f"  {name:34s} {seconds:6.2f} s {mb:6.0f} MB")
+        # Judged as the pending-only report is: extrapolated linearly to a million tasks.
+        seconds, mb = with_records[report_done_name(args.records)]
+        scale = MILLION / args.records
+        at_m_s = base_s + max(seconds - base_s, 0.0) * scale
+        at_m_mb = base_mb + max(mb - base_mb, 0.0) * scale
+        target_s, target_mb = TARGETS["report"]
+        met = at_m_s <= target_s and target_mb is not None and at_m_mb <= target_mb
+        print(
+            f"  report of a finished run at 1M: {at_m_s:.2f} s {at_m_mb:.0f} MB (target "
+            f"{target_s:g} s, {target_mb:g} MB){'' if met else '  (missed)'}"
+        )
+        finished_met = met
         saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         saved["records"] = {
             "tasks": args.records,
@@ -578,6 +622,7 @@ def main() -> None:
             c in row and row[c][0] <= t and (mb is None or row[c][1] <= mb)
             for c, (t, mb) in TARGETS.items()
         )
+    worst_met = worst_met and finished_met
     print(
         f"TARGET met={'yes' if worst_met else 'no'} every figure within issue 14's targets "
         f"(judged at the largest size, {largest:,} groups; below 1M extrapolated linearly)"
@@ -585,9 +630,10 @@ def main() -> None:
     print(
         "LIMIT ds validate and ds submit still plan every task in Python (a few µs a task with "
         "the command and cellprofiler planners: templates compiled once per job) and keep each "
-        "group's JSON text and id (about 100 B a task); ds report reads every done marker (one "
-        "object each) and lists every attempt record, so with records it is linear in them "
-        "(the pending-only run here reads none)"
+        "group's JSON text and id (about 100 B a task); ds report reads every done marker (a "
+        "thousand at a time) and lists every attempt record, so with records it is linear in "
+        "them (the pending-only runs read none; the finished run measured with --records "
+        "reads them all)"
     )
     if not worst_met:
         print(

@@ -909,8 +909,12 @@ class RunRecords:
         """``cls(**data)``, or None (noted in `corrupt`) when the fields do not fit."""
         if data is None:
             return None
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
         try:
+            if names.issuperset(data):  # the usual case: no field of a newer version
+                return cls(**data)
             return cls(**{k: v for k, v in data.items() if k in names})
         except TypeError as exc:
             self.corrupt[key] = f"not a {cls.__name__} record ({exc})"
@@ -964,6 +968,11 @@ class RunRecords:
         for key, data in zip(keys, self.read_json_many(keys), strict=True):
             if data is not None:
                 yield key, data
+
+
+#: The field names of each record class `RunRecords._typed` made (a report makes one per
+#: task: looking them up each time was a tenth of its reading).
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
 def _json_lines(data: bytes) -> list[Any]:

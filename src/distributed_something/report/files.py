@@ -19,6 +19,9 @@ from distributed_something.atomicfile import PRIVATE_FILE_MODE
 from distributed_something.report.build import RunReport, TaskReport, task_json
 from distributed_something.report.html import TSV_COLUMNS, tsv_row
 
+#: One encoder for every task (json.dumps with options makes one per call).
+_TASK_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
 
 class TaskFiles:
     """Streams a report's tasks to ``<stem>.json`` and ``<stem>.tsv`` (see the module)."""
@@ -33,7 +36,7 @@ class TaskFiles:
 
     def add(self, task: TaskReport) -> None:
         """One task's JSON object and TSV row."""
-        text = json.dumps(task_json(task), separators=(",", ":"), default=str)
+        text = _TASK_JSON.encode(task_json(task))
         self._json.write(text if self._first else "," + text)
         self._first = False
         self._tsv.write(tsv_row(task) + "\n")

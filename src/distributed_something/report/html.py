@@ -817,9 +817,13 @@ def _group_json(group: Any) -> str:
     return _clip(_group_text(group), _GROUP_CHARS)
 
 
+#: One encoder for every group shown (json.dumps with options makes one per call).
+_GROUP_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _group_text(group: Any) -> str:
     try:
-        return json.dumps(group, separators=(",", ":"), ensure_ascii=False, default=str)
+        return _GROUP_JSON.encode(group)
     except ValueError:  # circular structures cannot be JSON; show Python's form instead
         return repr(group)
 
