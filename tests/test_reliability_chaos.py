@@ -87,8 +87,8 @@ def our_processes(marker: str) -> list[int]:
 
 
 def is_our_worker(pid: int, marker: str) -> bool:
-    """True when ``pid`` is a live, non-zombie `ds worker` whose command line has ``marker``
-    (guards against killing a process that reused a dead worker's pid)."""
+    """True when ``pid`` is a live, non-zombie `ds` process whose command line has
+    ``marker`` (guards against killing a process that reused a dead worker's pid)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -229,7 +229,9 @@ def test_local_chaos_run_accounts_for_every_task(tmp_path: Path, figures: Figure
         env={**os.environ, "COLUMNS": "200"},
     )
     workers_file = proj / ".ds" / "T" / "workers.json"
-    config_marker = str((proj / "ds.toml").resolve())
+    # In every worker's command line: its own (`ds worker --config …/proj/ds.toml`) or, when
+    # forked from `ds run`, that of `ds run …/proj`.
+    config_marker = str(proj.resolve())
     thresholds = [20 * (k + 1) for k in range(LOCAL_KILLS)]  # ledger starts: 20 … 400
     kills: list[tuple[int, str]] = []
     try:

@@ -617,6 +617,40 @@ class ReceiveSpy(SqliteQueue):
         super().give_back(messages)
 
 
+class FlushSpy(SqliteQueue):
+    """The local queue, calling ``on_flush`` after each `flush`."""
+
+    on_flush: Any = None
+
+    def flush(self) -> None:
+        super().flush()
+        if self.on_flush is not None:
+            self.on_flush()
+
+
+def test_a_long_task_does_not_keep_the_last_tasks_message_waiting(tmp_path: Path) -> None:
+    # The delete of a finished task's message rides on the next receive; when the task
+    # after it runs long, it is made as soon as that shows (its lease is not extended:
+    # it would come back, to be found done).
+    rig = Rig(tmp_path, ["sleep", "{secs}"])
+    spy = FlushSpy(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
+    rig.queue = rig.worker.backend.queue = spy
+    rig.worker._heartbeat.queue = spy
+    _, long = rig.submit({"secs": "0", "name": "a"}, {"secs": "0.5", "name": "b"})
+    other = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
+    seen: list[Any] = []
+
+    def while_long_runs() -> None:
+        (attempt,) = rig.records.attempt_keys(long.id)
+        seen.append((attempt.outcome, other.counts()))
+
+    spy.on_flush = while_long_runs
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.worker.step() is Outcome.DONE
+    assert seen[0] == ("running", QueueCounts(visible=0, in_flight=1, dead=0))
+    other.close()
+
+
 def spied_rig(tmp_path: Path, argv: list[str], **config: Any) -> tuple[Rig, ReceiveSpy]:
     rig = Rig(tmp_path, argv, **config)
     spy = ReceiveSpy(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)

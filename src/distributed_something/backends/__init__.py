@@ -16,7 +16,16 @@ from distributed_something.project import Project
 #: the AWS one needs boto3 once opened).
 NAMES = ("local", "aws", "slurm")
 
-__all__ = ["NAMES", "Backend", "BackendKind", "backend_kind", "open_backend", "set_interactive"]
+__all__ = [
+    "NAMES",
+    "Backend",
+    "BackendKind",
+    "backend_kind",
+    "in_command",
+    "open_backend",
+    "set_command",
+    "set_interactive",
+]
 
 
 def backend_kind(name: str) -> BackendKind:
@@ -54,3 +63,20 @@ def set_interactive(on: bool) -> None:
         kind: BackendKind | None = getattr(module, "KIND", None)
         if kind is not None and kind.set_interactive is not None:
             kind.set_interactive(on)
+
+
+#: whether this process is a `ds` command (`set_command`)
+_command = False
+
+
+def set_command(on: bool) -> None:
+    """Say whether this process is a `ds` command (the CLI says so while one runs). Only
+    then may a backend start its workers by forking this process (`in_command`): a program
+    that uses the package is not forked behind its back."""
+    global _command
+    _command = on
+
+
+def in_command() -> bool:
+    """Whether this process is a `ds` command (`set_command`)."""
+    return _command

@@ -113,11 +113,13 @@ def cli(ctx: click.Context) -> None:
     Shell completion: eval "$(_DS_COMPLETE=bash_source ds)" in ~/.bashrc (zsh_source for
     zsh; fish: _DS_COMPLETE=fish_source ds | source).
     """
+    from distributed_something.backends import set_command, set_interactive
+
+    set_command(True)  # its local workers may be forked from it (backends/local/forking.py)
+    ctx.call_on_close(lambda: set_command(False))
     if ctx.invoked_subcommand not in ("worker", "monitor"):
         # A person waits: AWS that cannot be reached is said in seconds (see clients). The
         # workers and the hours-long monitor keep botocore's patient retries.
-        from distributed_something.backends import set_interactive
-
         set_interactive(True)
         ctx.call_on_close(lambda: set_interactive(False))
 

@@ -238,12 +238,8 @@ class Worker:
         self._heartbeat.close()
         self._save_finished()
         self._give_back_held()
-        flush = getattr(self.backend.queue, "flush", None)
         try:
-            if flush is not None:
-                flush()
-        except DSError as exc:  # the messages come back when their leases end: no loss
-            log.warning("could not delete the messages of finished tasks: %s", exc)
+            self._flush_deletes()
         finally:
             shutil.rmtree(self._workdir.root, ignore_errors=True)
 
@@ -338,11 +334,23 @@ class Worker:
             self._batch = min(self._batch * 2, MAX_HELD_TASKS)
 
     def _long_task(self) -> None:
-        """The task in progress is not short: one task per receive again, and what is held
-        goes back to the queue for other workers (`Runner.run`'s ``on_long``)."""
+        """The task in progress is not short (`Runner.run`'s ``on_long``): one task per
+        receive again, what is held goes back to the queue for other workers, and the
+        deletes of finished tasks' messages are made now rather than with the next receive
+        (their leases are not extended: they would come back)."""
         self._ran_long = True
         self._batch = 1
         self._give_back_held()
+        self._flush_deletes()
+
+    def _flush_deletes(self) -> None:
+        """Make the deletes `_acknowledge` deferred (``flush``, where the queue defers)."""
+        flush = getattr(self.backend.queue, "flush", None)
+        try:
+            if flush is not None:
+                flush()
+        except DSError as exc:  # the messages come back when their leases end: found done
+            log.warning("could not delete the messages of finished tasks: %s", exc)
 
     def _give_back_held(self) -> None:
         """Give the held messages back to the queue, unstarted (their receive undone).
@@ -648,7 +656,7 @@ class Worker:
                 header=header,
                 timeout=timeout,
                 memory_limit_mb=self._memory_limit_mb(),
-                on_long=self._long_task if self._held else None,
+                on_long=self._long_task if self._batching else None,
             )
         self._result = result
         if self.stopping.is_set():

@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from distributed_something.atomicfile import write_text_atomically
+from distributed_something.backends.local.forking import fork_worker
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.project import Project
 from distributed_something.worker.procgroups import reap_dead_workers, scratch_root_of
@@ -40,18 +41,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _Child(Protocol):
+    """A worker this process started: forked (`ForkedWorker`) or a new interpreter (Popen)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+
 class LocalCompute:
     """Starts `ds worker` processes for a project; implements the Compute contract.
 
     Workers are detached (their own session) so `ds start-cluster` can return while they
-    work; their pids live in ``<state_dir>/workers.json`` so any later `ds` command can see
-    or stop them. Each worker's stdout/stderr go to ``<state_dir>/workers/<name>.log``.
+    work; each is forked from this process where that is safe (`forking.fork_worker`: no
+    interpreter to start), else a new interpreter. Their pids live in
+    ``<state_dir>/workers.json`` so any later `ds` command can see or stop them. Each
+    worker's stdout/stderr go to ``<state_dir>/workers/<name>.log``.
     """
 
     def __init__(self, project: Project, stop_grace: float = 30.0) -> None:
         self.project = project
         self.stop_grace = stop_grace
-        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._procs: dict[int, _Child] = {}
 
     @property
     def _file(self) -> Path:
@@ -109,13 +120,15 @@ class LocalCompute:
                 str(delay),
             ]
             with _private_log(logs / f"{name}.log") as out:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                proc: _Child | None = fork_worker(argv[4:], out)
+                if proc is None:  # (not safe to fork here: a new interpreter)
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
             self._procs[proc.pid] = proc
             data["workers"].append({"name": name, "pid": proc.pid, "started_at": time.time()})
 

@@ -14,6 +14,7 @@ import sqlite3
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,11 +66,13 @@ class SqliteFile:
     creates (``CREATE … IF NOT EXISTS`` statements); ``what`` names it in errors.
 
     One connection is opened on first use and reopened in a forked child, so an instance may
-    be created before forking workers. An instance may be shared by threads: its statements
+    be created before forking workers; a process that forks a child that writes should
+    `close_all` first (see there). An instance may be shared by threads: its statements
     run one at a time. Errors of SQLite come out as `BackendError` naming the file.
     """
 
     def __init__(self, path: Path, schema: str, what: str) -> None:
+        _ALL.add(self)
         self.path = Path(path)
         self.what = what
         self._schema = schema
@@ -167,6 +170,20 @@ class SqliteFile:
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None
+
+
+#: Every `SqliteFile` of this process (`close_all`).
+_ALL: weakref.WeakSet[SqliteFile] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close every connection of this process's `SqliteFile`s (each opens again on its next
+    use). Needed before a fork whose child uses SQLite: SQLite keeps, per process, which
+    locks it holds on each file, and a child would inherit that bookkeeping without the
+    locks (POSIX locks are not inherited), so its own connections would skip taking locks
+    they need, and writes could be lost."""
+    for db in list(_ALL):
+        db.close()
 
 
 def begin_immediate(conn: sqlite3.Connection) -> None:
