@@ -84,7 +84,9 @@ class Backend:
     it (CloudWatch on AWS); None by default: `ds logs -f` then reads the workers' scratch
     logs, which it sees on local runs and on Slurm;
     ``spot_prices`` reads the spot price history of the machines a run used (AWS), so the
-    report prices attempts at what their machines cost; None where there is no such market.
+    report prices attempts at what their machines cost; None where there is no such market;
+    ``monitor_shares_cpu`` says the monitor runs on the workers' machine (local): a reading
+    that takes much CPU then makes it wait longer before the next (`policy.next_pause`).
     """
 
     name: str
@@ -101,6 +103,7 @@ class Backend:
     worker_context: WorkerContext = field(default=_no_worker_context)
     live_log: LiveLogOpener = field(default=lambda task, attempt, body: None)
     memory_limit: Literal["process", "container", "scheduler"] = "process"
+    monitor_shares_cpu: bool = False
     spot_prices: SpotPriceReader | None = None
 
 

@@ -56,7 +56,8 @@ def watch(
     the empty queue alone decides. Returns the final progress. Cleanup and the report are
     the caller's next steps, so a monitor killed here can simply be run again. Between
     readings it waits ``sleep(interval)`` (default: `Compute.pause`, which ends early when a
-    local worker exits), or longer when readings take long (`next_pause`).
+    local worker exits), or longer when readings take much of the CPU the workers share
+    (`Backend.monitor_shares_cpu`, `next_pause`).
     """
     pause = backend.compute.pause if sleep is None else sleep
     records = RunRecords(backend.storage, config.app_name, state.run_id)
@@ -70,7 +71,7 @@ def watch(
         bar.start()
     try:
         while True:
-            reading = time.monotonic()
+            reading = time.thread_time()  # CPU, not waits: an AWS reading mostly waits
             # Counts from the ledger summary (a few tasks read per tick, not every record);
             # the whole ledger only when tasks must be settled.
             task_counts, corrupt = read_counts(records, compact=True)
@@ -124,7 +125,8 @@ def watch(
             if any(isinstance(a, Teardown) for a in actions):
                 backend.compute.stop()
                 return progress
-            pause(next_pause(interval, time.monotonic() - reading))
+            spent = time.thread_time() - reading if backend.monitor_shares_cpu else 0.0
+            pause(next_pause(interval, spent))
     finally:
         if bar is not None:
             bar.stop()

@@ -56,14 +56,15 @@ def drain_check(
     return DrainCheck(since, "finished" if ledger_finished else "reconcile")
 
 
-#: The monitor spends at most 1/READ_SHARE of its time reading: a reading that takes long
-#: (a large run's ledger) stretches the wait after it, up to `MAX_STRETCHED_PAUSE`.
+#: The monitor spends at most 1/READ_SHARE of its time computing a reading: a reading that
+#: takes much CPU (a large run's local ledger) stretches the wait after it, up to
+#: `MAX_STRETCHED_PAUSE`. Waits (an AWS reading's round trips) do not count.
 READ_SHARE = 20
 MAX_STRETCHED_PAUSE = 30.0
 
 
 def next_pause(interval: float, reading_seconds: float) -> float:
-    """How long the monitor waits after a reading that took ``reading_seconds``: its
+    """How long the monitor waits after a reading that took ``reading_seconds`` of CPU: its
     ``interval``, or longer when readings are costly, so that watching a run of short tasks
     does not take the CPU its workers need (at most `MAX_STRETCHED_PAUSE` unless the
     interval is longer). Pure."""

@@ -47,6 +47,7 @@ def open_local(project: Project) -> Backend:
         poll_interval=1.0,
         drain_confirm_floor=0.0,  # the SQLite queue's counts are exact: one reading ends a run
         max_workers=project.config.local.workers,
+        monitor_shares_cpu=True,
     )
 
 
