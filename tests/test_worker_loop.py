@@ -365,9 +365,13 @@ def test_on_the_local_bucket_a_tasks_end_is_one_write_with_the_next_start(
 
 @pytest.mark.parametrize("check_if_done", [True, False])
 def test_a_done_tasks_message_goes_with_the_next_receive_or_at_exit(
-    tmp_path: Path, check_if_done: bool
+    tmp_path: Path, check_if_done: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # However loaded the machine, these tasks count as short (a long one makes the deletes
+    # at once: test_a_long_task_does_not_keep_the_last_tasks_message_waiting).
+    monkeypatch.setattr(loop_module, "SHORT_TASK_SECONDS", 30.0)
     rig = Rig(tmp_path, write("x {name}"), visibility=1)
+    rig.worker.runner.poll_seconds = 30.0  # type: ignore[attr-defined]
     first, second = rig.submit({"name": "a"}, {"name": "b"})
     other = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
     assert rig.worker.step() is Outcome.DONE
@@ -628,42 +632,56 @@ class FlushSpy(SqliteQueue):
             self.on_flush()
 
 
-def test_a_long_task_does_not_keep_the_last_tasks_message_waiting(tmp_path: Path) -> None:
+def test_a_long_task_does_not_keep_the_last_tasks_message_waiting(
+    tmp_path: Path, short_tasks: None
+) -> None:
     # The delete of a finished task's message rides on the next receive; when the task
     # after it runs long, it is made as soon as that shows (its lease is not extended:
     # it would come back, to be found done).
     rig = Rig(tmp_path, ["sleep", "{secs}"])
+    rig.worker.runner.poll_seconds = 0.4  # type: ignore[attr-defined]
     spy = FlushSpy(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
     rig.queue = rig.worker.backend.queue = spy
     rig.worker._heartbeat.queue = spy
-    _, long = rig.submit({"secs": "0", "name": "a"}, {"secs": "0.5", "name": "b"})
+    _, long = rig.submit({"secs": "0", "name": "a"}, {"secs": "1.2", "name": "b"})
     other = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
     seen: list[Any] = []
 
     def while_long_runs() -> None:
-        (attempt,) = rig.records.attempt_keys(long.id)
-        seen.append((attempt.outcome, other.counts()))
+        outcomes = [a.outcome for a in rig.records.attempt_keys(long.id)]
+        seen.append((outcomes, other.counts()))
 
     spy.on_flush = while_long_runs
     assert rig.worker.step() is Outcome.DONE
     assert rig.worker.step() is Outcome.DONE
-    assert seen[0] == ("running", QueueCounts(visible=0, in_flight=1, dead=0))
+    # Flushed while the long one ran: the first one's message gone, only the long one's left.
+    assert (["running"], QueueCounts(visible=0, in_flight=1, dead=0)) in seen
     other.close()
 
 
-def spied_rig(tmp_path: Path, argv: list[str], **config: Any) -> tuple[Rig, ReceiveSpy]:
+@pytest.fixture
+def short_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every task counts as short by its whole time, however loaded the machine: only the
+    runner's ``on_long`` (at its poll interval, which each test sets) says one is long."""
+    monkeypatch.setattr(loop_module, "SHORT_TASK_SECONDS", 30.0)
+
+
+def spied_rig(
+    tmp_path: Path, argv: list[str], *, poll: float = 30.0, **config: Any
+) -> tuple[Rig, ReceiveSpy]:
+    """A `Rig` whose queue notes its receives and give-backs, and whose runner says a
+    command is long after ``poll`` seconds."""
     rig = Rig(tmp_path, argv, **config)
     spy = ReceiveSpy(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
     rig.queue = rig.worker.backend.queue = spy
     rig.worker._heartbeat.queue = spy
+    rig.worker.runner.poll_seconds = poll  # type: ignore[attr-defined]
     return rig, spy
 
 
 def test_short_tasks_are_received_several_at_once_and_each_recorded_as_it_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, short_tasks: None
 ) -> None:
-    # However loaded the machine, these tasks count as short here.
-    monkeypatch.setattr(loop_module, "SHORT_TASK_SECONDS", 30.0)
     rig, spy = spied_rig(tmp_path, ["sh", "-c", 'echo "$0" >> ../../ledger', "{name}"])
     tasks = rig.submit(*({"name": f"t{i}"} for i in range(40)))
     summary = rig.worker.run()
@@ -682,12 +700,11 @@ def test_short_tasks_are_received_several_at_once_and_each_recorded_as_it_runs(
 
 
 def test_a_long_task_hands_back_what_the_worker_held_while_it_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, short_tasks: None
 ) -> None:
-    monkeypatch.setattr(loop_module, "SHORT_TASK_SECONDS", 30.0)  # on_long alone decides
-    rig, spy = spied_rig(tmp_path, ["sleep", "{secs}"])
+    rig, spy = spied_rig(tmp_path, ["sleep", "{secs}"], poll=0.4)
     quick = rig.submit(*({"secs": "0", "name": f"q{i}"} for i in range(3)))
-    (long,) = rig.submit({"secs": "0.5", "name": "long"})
+    (long,) = rig.submit({"secs": "1.2", "name": "long"})
     after = rig.submit(*({"secs": "0", "name": f"a{i}"} for i in range(3)))
     other = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=rig.clock)
     seen: list[Any] = []
@@ -713,7 +730,7 @@ def test_a_long_task_hands_back_what_the_worker_held_while_it_runs(
     other.close()
 
 
-def test_a_stopping_worker_hands_back_what_it_held(tmp_path: Path) -> None:
+def test_a_stopping_worker_hands_back_what_it_held(tmp_path: Path, short_tasks: None) -> None:
     rig, spy = spied_rig(tmp_path, ["true"])
     rig.submit(*({"name": f"t{i}"} for i in range(6)))
     assert rig.worker.step() is Outcome.DONE
@@ -727,7 +744,9 @@ def test_a_stopping_worker_hands_back_what_it_held(tmp_path: Path) -> None:
     assert {m.receive_count for m in rig.queue.receive(10, 30)} == {1}
 
 
-def test_a_message_held_for_half_its_lease_goes_back_instead_of_running(tmp_path: Path) -> None:
+def test_a_message_held_for_half_its_lease_goes_back_instead_of_running(
+    tmp_path: Path, short_tasks: None
+) -> None:
     # A held message's lease is not extended: past half of it, it is handed back (and taken
     # again with a fresh lease) rather than run on a lease that may have run out.
     rig, spy = spied_rig(tmp_path, ["true"], visibility=10)
