@@ -18,6 +18,7 @@ from distributed_something.report.html import (
     TSV_COLUMNS,
     histogram_bins,
     render_html,
+    tsv_row,
     write_html,
     write_tsv,
 )
@@ -436,6 +437,17 @@ def test_the_tsv_beside_the_page_lists_every_task(tmp_path: Path) -> None:
     assert len(lines) == len(tasks) + 1
     assert lines[-1].split("\t") == ["d1", "dead", "3", "1.500", "0", "exit", '{"n":"d"}']
     assert all(len(line.split("\t")) == len(TSV_COLUMNS) for line in lines)
+    # Tabs and line breaks anywhere come out as spaces or escaped: one line, seven cells.
+    odd = TaskReport("x\ty\n", {"s": "l1\nl2\r\tz"}, "failed", 1, cause="exit\r\n2")
+    assert tsv_row(odd).split("\t") == [
+        "x y ",
+        "failed",
+        "1",
+        "",
+        "0",
+        "exit  2",
+        r'{"s":"l1\nl2\r\tz"}',
+    ]
 
 
 # --- axes, units, words, links, timeline and cost (issues 12 and 15) -------------------------

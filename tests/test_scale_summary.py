@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from distributed_something import records as records_module
 from distributed_something import summary
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.ledger import read_counts, read_ledger
 from distributed_something.records import Attempt, Failure, ManifestEntry, RunRecords, Skip
 from distributed_something.report import build
+from distributed_something.report import files as files_module
 from distributed_something.report.build import build_report
 from distributed_something.report.files import TaskFiles
 from distributed_something.state import RunState
@@ -199,10 +201,12 @@ def test_a_reader_without_write_access_still_counts(tmp_path: Path, always_roll:
     assert summary.read_checkpoint(records) is None
 
 
+@pytest.mark.parametrize("batch", [1, 3, 500])
 def test_the_streamed_report_lists_a_sample_and_writes_every_task(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
     monkeypatch.setattr(build, "SAMPLE", 2)
+    monkeypatch.setattr(files_module, "_BATCH", batch)  # tasks are written in batches
     records, ids = make_records(tmp_path, 10)
     for t in ids[:4]:
         run_attempt(records, t, "done")
@@ -233,8 +237,17 @@ def test_the_streamed_report_lists_a_sample_and_writes_every_task(
     assert not list(tmp_path.glob(".report*"))  # no temporary file left
 
 
-def test_the_streamed_manifest_is_the_manifest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows_at_once", [1, 2, 1000])
+def test_the_streamed_manifest_is_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_at_once: int
+) -> None:
+    monkeypatch.setattr(records_module, "_ROWS_AT_ONCE", rows_at_once)  # parsed in chunks
     records, ids = make_records(tmp_path, 5)
+    # A part written by hand: blank lines and a shared line among the tasks.
+    records.storage.put_bytes(
+        f"{records.run_prefix}manifest-a2.jsonl",
+        b'\n{"task_id": "h1", "group": {"s": "x"}}\n\n{"shared": {}}\n{"task_id": "h2"}\n',
+    )
     records.write_manifest("b", [ManifestEntry(ids[0], {"n": 0}), ManifestEntry("x", {"n": 9})])
     records.storage.put_bytes(
         f"{records.run_prefix}manifest-c.jsonl", b'{"task_id": "y"}\nnot json\n'
@@ -243,7 +256,7 @@ def test_the_streamed_manifest_is_the_manifest(tmp_path: Path) -> None:
     streamed = list(fresh.iter_manifest())
     again = RunRecords(records.storage, "App", "r1")
     assert streamed == [(e.task_id, e.group) for e in again.manifest()]
-    assert [t for t, _ in streamed] == [*ids, "x"]  # once each; the damaged part left out
+    assert [t for t, _ in streamed] == [*ids, "h1", "h2", "x"]  # once each; damaged: left out
     assert f"{records.run_prefix}manifest-c.jsonl" in fresh.corrupt
 
 
@@ -497,3 +510,30 @@ def test_an_intent_landing_late_among_counted_ones_is_still_counted(
 
     assert counts == whole(records)
     assert (counts["done"], counts["duplicates"]) == (2, 1)
+
+
+def test_records_read_together_are_judged_as_each_read_alone(tmp_path: Path) -> None:
+    # `read_json_many` parses what we write by a quicker path; anything else must come out
+    # exactly as `_get_json` gives it, with the same problems noted.
+    records, _ = make_records(tmp_path, 1)
+    raws = {
+        "ok": b'{"a": 1, "b": [1.5, "x"]}',
+        "spaced": b' {"a": 1}\n',
+        "bom": b'\xef\xbb\xbf{"a": 1}',
+        "utf16": '{"a": 1}'.encode("utf-16"),
+        "list": b"[1, 2]",
+        "cut": b'{"a": ',
+        "two": b'{"a": 1}{"b": 2}',
+        "latin1": '{"a": "é"}'.encode("latin-1"),
+        "empty": b"",
+    }
+    keys = []
+    for name, raw in raws.items():
+        keys.append(f"{records.run_prefix}probe/{name}.json")
+        records.storage.put_bytes(keys[-1], raw)
+    keys.append(f"{records.run_prefix}probe/missing.json")
+    together = RunRecords(records.storage, "App", "r1")
+    alone = RunRecords(records.storage, "App", "r1")
+    assert together.read_json_many(keys) == [alone._get_json(key) for key in keys]
+    assert together.corrupt == alone.corrupt
+    assert set(alone.corrupt) == {keys[i] for i in (4, 5, 6, 7, 8)}

@@ -27,6 +27,7 @@ from distributed_something.interfaces.storage import (
     READ_MANY_CHUNK,
     ObjectInfo,
     Storage,
+    list_keys,
     read_many,
     write_all,
 )
@@ -100,6 +101,14 @@ class RecordsAreaOnly:
         listed = self.inner.list(self.prefix + prefix, after)
         return (ObjectInfo(i.key.removeprefix(self.prefix), i.size) for i in listed)
 
+    def list_keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        check_prefix(prefix)
+        after = self.prefix + start_after if start_after else ""
+        inner: Any = self.inner  # a LocalBucket
+        return (
+            key.removeprefix(self.prefix) for key in inner.list_keys(self.prefix + prefix, after)
+        )
+
     def exists(self, key: str) -> bool:
         return self.inner.exists(self._key(key))
 
@@ -137,7 +146,11 @@ def storage(storage_factory: StorageFactory, tmp_path: Path) -> Storage:
 
 
 def keys(storage: Storage, prefix: str = "") -> list[str]:
-    return [info.key for info in storage.list(prefix)]
+    """The keys ``list`` gives, checked to be those `list_keys` gives (the storage's own
+    ``list_keys`` where it has one)."""
+    listed = [info.key for info in storage.list(prefix)]
+    assert list(list_keys(storage, prefix)) == listed
+    return listed
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -247,6 +260,8 @@ def test_list_starts_after_a_key(storage: Storage, after: str) -> None:
 
     assert listed == [key for key in every if key > after]
     assert in_a == [key for key in every if key.startswith("a/") and key > after]
+    assert list(list_keys(storage, "", start_after=after)) == listed
+    assert list(list_keys(storage, "a/", start_after=after)) == in_a
 
 
 def test_list_more_than_a_thousand_objects(storage: Storage) -> None:
@@ -364,6 +379,32 @@ def test_local_bucket_get_many_reads_both_sides(tmp_path: Path) -> None:
     assert bucket.get_many(keys) == [b"file", b"table", None, None, b"log file"]
 
 
+def test_local_bucket_list_keys_merges_both_sides(tmp_path: Path) -> None:
+    # Logs and reports stay files inside the records area: a listing spanning them gives
+    # the table's keys and the files' keys in one key order, as `list` does.
+    bucket = LocalBucket(FolderStorage(tmp_path / "root"), SqliteObjects(tmp_path / "r.sqlite"))
+    for key in (
+        "_ds/App/runs/r/logs/t1/1.log",
+        "_ds/App/runs/r/attempts/t1/1.done.json",
+        "_ds/App/runs/r/report.json",
+        "_ds/App/runs/r/marks/t1/1.redrive",
+        "_ds/App/done/t1.json",
+        "out/a.txt",
+    ):
+        bucket.put_bytes(key, b"x")
+    assert bucket.files.exists("_ds/App/runs/r/logs/t1/1.log")  # the merge is under test
+    assert not bucket.files.exists("_ds/App/done/t1.json")
+    for prefix in ("", "_ds/", "_ds/App/runs/r/", "_ds/App/runs/r/logs/", "out/", "_ds/App/done/"):
+        listed = [info.key for info in bucket.list(prefix)]
+        assert list(bucket.list_keys(prefix)) == listed, prefix
+    assert [k for k in bucket.list_keys("_ds/App/runs/r/")] == [
+        "_ds/App/runs/r/attempts/t1/1.done.json",
+        "_ds/App/runs/r/logs/t1/1.log",
+        "_ds/App/runs/r/marks/t1/1.redrive",
+        "_ds/App/runs/r/report.json",
+    ]
+
+
 # -- invalid keys ----------------------------------------------------------------------------
 
 BAD_KEYS = [
@@ -412,6 +453,8 @@ def test_invalid_keys_are_refused_and_nothing_is_written(
 def test_invalid_prefixes_are_refused(storage: Storage, prefix: str) -> None:
     with pytest.raises(InputError):
         storage.list(prefix)
+    with pytest.raises(InputError):
+        list_keys(storage, prefix)
 
 
 # -- folder storage only ---------------------------------------------------------------------

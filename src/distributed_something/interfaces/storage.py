@@ -38,6 +38,8 @@ class Storage(Protocol):
       in one atomic write (all or nothing); `write_all` uses it where it exists.
     - Optionally, ``get_many(keys)`` returns the content of each key (None for a missing
       one), in order, in one read; `read_many` uses it where it exists.
+    - Optionally, ``list_keys(prefix, start_after)`` yields the keys ``list`` would, without
+      their sizes (where reading a size costs); `list_keys` uses it where it exists.
     """
 
     read_concurrency: int
@@ -71,6 +73,15 @@ def write_all(
         batch(puts, deletes)
         return
     write_in_order(storage, puts, deletes)
+
+
+def list_keys(storage: Storage, prefix: str, start_after: str = "") -> Iterator[str]:
+    """The key of every object ``storage.list`` gives, in its order: from the storage's own
+    ``list_keys`` where it has one (the local records read no sizes), else from ``list``."""
+    keys = getattr(storage, "list_keys", None)
+    if keys is not None:
+        return keys(prefix, start_after)  # type: ignore[no-any-return]
+    return (info.key for info in storage.list(prefix, start_after))
 
 
 #: Keys per ``get_many`` call of `read_many`: each call is one read snapshot, kept short.

@@ -149,7 +149,10 @@ _NOT_JSON = ("durations", "finish_times", "timeline")
 
 
 def task_json(task: TaskReport) -> dict[str, Any]:
-    """One task as the JSON report holds it."""
+    """One task as the JSON report holds it: its fields, in order."""
+    data = task.__dict__
+    if len(data) == len(_TASK_FIELDS):  # its fields only, set in order by __init__
+        return dict(data)
     return {f.name: getattr(task, f.name) for f in _TASK_FIELDS}
 
 

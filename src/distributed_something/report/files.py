@@ -21,6 +21,8 @@ from distributed_something.report.html import TSV_COLUMNS, tsv_row
 
 #: One encoder for every task (json.dumps with options makes one per call).
 _TASK_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+#: Tasks encoded and written together: one encoder call per batch, not per task.
+_BATCH = 500
 
 
 class TaskFiles:
@@ -33,16 +35,26 @@ class TaskFiles:
         self._json.write('{"tasks":[')
         self._tsv.write("\t".join(TSV_COLUMNS) + "\n")
         self._first = True
+        self._batch: list[TaskReport] = []
 
     def add(self, task: TaskReport) -> None:
-        """One task's JSON object and TSV row."""
-        text = _TASK_JSON.encode(task_json(task))
+        """One task's JSON object and TSV row (written with the next batch)."""
+        self._batch.append(task)
+        if len(self._batch) >= _BATCH:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        if not self._batch:
+            return
+        text = _TASK_JSON.encode([task_json(t) for t in self._batch])[1:-1]
         self._json.write(text if self._first else "," + text)
         self._first = False
-        self._tsv.write(tsv_row(task) + "\n")
+        self._tsv.write("".join([tsv_row(t) + "\n" for t in self._batch]))
+        self._batch.clear()
 
     def finish(self, report: RunReport) -> None:
         """Write the rest of the report (all but its tasks) and put both files in place."""
+        self._write_batch()
         rest = report.to_json()
         del rest["tasks"]
         self._json.write("]," + json.dumps(rest, separators=(",", ":"), default=str)[1:])
@@ -55,6 +67,7 @@ class TaskFiles:
 
     def abandon(self) -> None:
         """Remove the temporary files (the report failed)."""
+        self._batch.clear()
         for stream, temp in ((self._json, self._json_temp), (self._tsv, self._tsv_temp)):
             stream.close()
             temp.unlink(missing_ok=True)

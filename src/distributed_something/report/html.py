@@ -564,21 +564,22 @@ def write_tsv(report: RunReport, path: Path) -> Path:
 
 def tsv_row(t: TaskReport) -> str:
     """One task as a TSV row (`TSV_COLUMNS`; tabs and line breaks in values as spaces)."""
-
-    def cell(value: Any) -> str:
-        return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")
-
     return "\t".join(
         (
-            cell(t.id),
+            _cell(t.id),
             t.outcome,
             str(t.attempts),
             f"{t.duration:.3f}" if t.duration is not None else "",
             str(len(t.outputs)),
-            cell(t.cause or ""),
-            cell(_group_text(t.group)),
+            _cell(t.cause) if t.cause else "",
+            # JSON (or Python's repr) writes tabs and line breaks escaped: nothing to replace
+            _group_text(t.group),
         )
     )
+
+
+def _cell(value: str) -> str:
+    return value.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
 def _failures_section(report: RunReport) -> str:
