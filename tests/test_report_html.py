@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from distributed_something.report import html
 from distributed_something.report.build import RunReport, TaskReport, tally
 from distributed_something.report.context import S3_CONSOLE
 from distributed_something.report.html import (
@@ -22,6 +24,7 @@ from distributed_something.report.html import (
     write_html,
     write_tsv,
 )
+from distributed_something.report.scales import nice_ticks, time_unit
 
 CREATED = 1_700_000_000.0
 VOID = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "embed", "source", "wbr"}
@@ -262,6 +265,50 @@ def test_throughput_of_many_tasks_stays_small() -> None:
     assert len(points) < 3000
     assert points[-1][1] == pytest.approx(ytick_y(svg, 20_000))
     assert all(b[1] <= a[1] for a, b in itertools.pairwise(points))
+
+
+def reference_throughput_points(report: RunReport) -> list[tuple[float, float]]:
+    """The step line as it was first drawn (one `_scale` per finish): the drawing, now
+    written for a million finishes, must place every point where this did."""
+    finishes = sorted(max(0.0, at - report.created_at) for at in report.all_finish_times)
+    end = finishes[-1]
+    if report.finished_at is not None:
+        end = max(end, report.finished_at - report.created_at)
+    unit = time_unit(end)
+    xaxis, yaxis = nice_ticks(0.0, end / unit.seconds), nice_ticks(0, len(finishes), integer=True)
+    plot_w, plot_h = html._PLOT_W, html._PLOT_H
+
+    def px(seconds: float) -> float:
+        return html._scale(seconds / unit.seconds, xaxis, html._LEFT, html._LEFT + plot_w)
+
+    def py(count: float) -> float:
+        return html._scale(count, yaxis, html._TOP + plot_h, html._TOP)
+
+    points = [(px(0.0), py(0))]
+    for k, second in enumerate(finishes, start=1):
+        x = px(second)
+        if len(points) > 1 and x - points[-1][0] < 0.5:
+            points[-1] = (points[-1][0], py(k))
+        else:
+            points.append((x, py(k - 1)))
+            points.append((x, py(k)))
+    if end > finishes[-1]:
+        points.append((px(end), py(len(finishes))))
+    return [(float(f"{x:.2f}"), float(f"{y:.2f}")) for x, y in points]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_throughput_points_are_where_they_always_were(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.choice([1, 2, 7, 300, 5000])
+    spread = rng.choice([0.0, 1.0, 600.0, 86_400.0])
+    afters = [rng.random() * spread for _ in range(n)]
+    afters += [afters[0]] * 3  # ties
+    tasks = [done(f"t{i}", 1.0, after) for i, after in enumerate(afters)]
+    finished = CREATED + spread * rng.choice([1.0, 1.5]) if seed % 2 else None
+    report = make_report(tasks, finished_at=finished)
+    svg = parse(render_html(report)).root.one("svg", id="throughput")
+    assert svg_points(svg.one("polyline")) == reference_throughput_points(report)
 
 
 def test_duration_stats_shown() -> None:

@@ -594,7 +594,7 @@ class RunRecords:
                 self.corrupt[key] = "not an attempt record's name"
             else:
                 found.append(parsed)
-        return sorted(found, key=lambda a: (a.started_us, a.stem))
+        return _oldest_first(found)
 
     def iter_attempts_by_task(self) -> Iterator[tuple[str, list[AttemptKey]]]:
         """(task, its attempts oldest first) for every task with an attempt in this run,
@@ -610,11 +610,11 @@ class RunRecords:
                 continue
             if parsed.task_id != current:
                 if found:
-                    yield current, sorted(found, key=lambda a: (a.started_us, a.stem))
+                    yield current, _oldest_first(found)
                 current, found = parsed.task_id, []
             found.append(parsed)
         if found:
-            yield current, sorted(found, key=lambda a: (a.started_us, a.stem))
+            yield current, _oldest_first(found)
 
     def marks(self) -> list[Mark]:
         """Every mark of this run (one listing), oldest first."""
@@ -1008,6 +1008,13 @@ def _json_lines(data: bytes) -> list[Any]:
         if isinstance(rows, list) and len(rows) == body.count(b"\n") + 1:
             return rows
     return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def _oldest_first(keys: list[AttemptKey]) -> list[AttemptKey]:
+    """``keys`` by start time (then stem); most tasks have one attempt: nothing to sort."""
+    if len(keys) < 2:
+        return keys
+    return sorted(keys, key=lambda a: (a.started_us, a.stem))
 
 
 #: Lines of a manifest part `_rows_of` parses together.

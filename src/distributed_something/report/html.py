@@ -347,14 +347,21 @@ def _throughput_svg(report: RunReport) -> str:
 
     # A step line: flat between finishes, one step up at each finish. Finishes less than half
     # a unit apart share one rise, so a run of 100,000 tasks still draws a few thousand points.
+    # `px` written out (the same arithmetic): a million finishes are placed here.
+    low, span, width = xaxis.low, xaxis.high - xaxis.low, float(_PLOT_W)
+    per_unit = unit.seconds
     points = [(px(0.0), py(0))]
+    rise_x, rise_k = 0.0, 0  # the rise being drawn (rise_k 0: none yet), its top point last
     for k, second in enumerate(finishes, start=1):
-        x = px(second)
-        if len(points) > 1 and x - points[-1][0] < 0.5:
-            points[-1] = (points[-1][0], py(k))
-        else:
-            points.append((x, py(k - 1)))
-            points.append((x, py(k)))
+        x = _LEFT + (second / per_unit - low) / span * width if span else float(_LEFT)
+        if rise_k and x - rise_x < 0.5:
+            rise_k = k  # joins the rise: its top is drawn when it ends
+            continue
+        if rise_k:
+            points.append((rise_x, py(rise_k)))
+        points.append((x, py(k - 1)))
+        rise_x, rise_k = x, k
+    points.append((rise_x, py(rise_k)))
     if end > finishes[-1]:
         points.append((px(end), py(done)))
     out = [_svg_open("throughput", "Cumulative tasks done over time")]

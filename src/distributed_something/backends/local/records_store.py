@@ -321,11 +321,11 @@ class LocalBucket:
     def get_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
         """`SqliteObjects.get_many` for the keys in the records table (one snapshot), the
         others read one by one; None for a missing key."""
+        table = [key for key in keys if in_table(key)]
+        if len(table) == len(keys):  # the usual case: records only (the table checks them)
+            return self._table().get_many(keys)
         for key in keys:
             check_object_key(key)
-        table = [key for key in keys if in_table(key)]
-        if len(table) == len(keys):  # the usual case: records only
-            return self._table().get_many(keys)
         found = dict(zip(table, self._table().get_many(table), strict=True)) if table else {}
         out: builtins.list[bytes | None] = []
         for key in keys:
