@@ -15,7 +15,7 @@ from distributed_something import records as records_module
 from distributed_something import summary
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.interfaces.storage import ObjectInfo
-from distributed_something.ledger import read_counts, read_ledger
+from distributed_something.ledger import DONE_ATTEMPT, event_codes, read_counts, read_ledger
 from distributed_something.records import Attempt, Failure, ManifestEntry, RunRecords, Skip
 from distributed_something.report import build
 from distributed_something.report import files as files_module
@@ -537,3 +537,33 @@ def test_records_read_together_are_judged_as_each_read_alone(tmp_path: Path) -> 
     assert together.read_json_many(keys) == [alone._get_json(key) for key in keys]
     assert together.corrupt == alone.corrupt
     assert set(alone.corrupt) == {keys[i] for i in (4, 5, 6, 7, 8)}
+
+
+def test_the_reports_task_codes_are_the_ledgers(tmp_path: Path) -> None:
+    # `read_task_codes` takes a quick path for a task with one done attempt and no mark:
+    # every task, on that path or not, has the code the ledger gives it.
+    records, ids = make_records(tmp_path, 8)
+    run_attempt(records, ids[0], "done")
+    run_attempt(records, ids[1], "done")
+    records.write_mark(ids[1], "requeue", time.time(), {})
+    run_attempt(records, ids[2], "done")
+    run_attempt(records, ids[2], "done", 2)  # ran twice: a duplicate
+    run_attempt(records, ids[3], "failed")
+    run_attempt(records, ids[3], "done", 2)
+    run_attempt(records, ids[4], "duplicate")
+    run_attempt(records, ids[5], "running")
+    records.write_mark(ids[6], "dead", time.time(), {"error": "lost"})
+    fresh = RunRecords(records.storage, "App", "r1")
+    codes = build.read_task_codes(fresh)
+    expected = event_codes(fresh.attempt_keys(), fresh.marks())
+    assert {t: (c, d) for t, (c, d, _) in codes.items()} == expected
+    assert {t: n for t, (_, _, n) in codes.items()} == {
+        ids[0]: 1,
+        ids[1]: 1,
+        ids[2]: 2,
+        ids[3]: 2,
+        ids[4]: 0,
+        ids[5]: 1,
+        ids[6]: 0,
+    }
+    assert codes[ids[0]] == (DONE_ATTEMPT, False, 1)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from distributed_something.ledger import event_code, state_of
+from distributed_something.ledger import DONE_ATTEMPT, event_code, state_of
 from distributed_something.records import AttemptKey, DoneMarker, Failure, RunRecords
 from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
@@ -325,9 +325,13 @@ def read_task_codes(
         marks.setdefault(m.task_id, []).append((m.at_us, m.kind))
     shared: dict[tuple[str, bool, int], tuple[str, bool, int]] = {}
     codes: dict[str, tuple[str, bool, int]] = {}
+    done_once = (DONE_ATTEMPT, False, 1)  # what `event_code` makes of one done attempt
     for task_id, attempts in records.iter_attempts_by_task():
         if on_attempts is not None:
             on_attempts(attempts)
+        if len(attempts) == 1 and attempts[0].outcome == "done" and task_id not in marks:
+            codes[task_id] = done_once  # most tasks of a finished run
+            continue
         events = [(a.started_us, a.outcome) for a in attempts]
         code, duplicate = event_code(events, marks.pop(task_id, []))
         ran = sum(1 for _, o in events if o != "duplicate")
