@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from distributed_something.interfaces.compute import Compute
+from distributed_something.interfaces.fork import ForkCall
 from distributed_something.interfaces.provisioner import Provisioner
 from distributed_something.interfaces.queue import Queue
 from distributed_something.interfaces.storage import Storage
@@ -86,7 +87,10 @@ class Backend:
     ``spot_prices`` reads the spot price history of the machines a run used (AWS), so the
     report prices attempts at what their machines cost; None where there is no such market;
     ``monitor_shares_cpu`` says the monitor runs on the workers' machine (local): a reading
-    that takes much CPU then makes it wait longer before the next (`policy.next_pause`).
+    that takes much CPU then makes it wait longer before the next (`policy.next_pause`);
+    ``fork_call`` runs a function in a forked child (`interfaces.fork`) where reading the
+    records is CPU work here (local): the report of a big run is then read by two
+    processes; None elsewhere.
     """
 
     name: str
@@ -105,6 +109,7 @@ class Backend:
     memory_limit: Literal["process", "container", "scheduler"] = "process"
     monitor_shares_cpu: bool = False
     spot_prices: SpotPriceReader | None = None
+    fork_call: ForkCall | None = None
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import statistics
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from distributed_something.errors import BackendError
+from distributed_something.interfaces.fork import ForkCall
 from distributed_something.ledger import DONE_ATTEMPT, event_code, state_of
 from distributed_something.records import AttemptKey, DoneMarker, Failure, RunRecords
 from distributed_something.report.context import ReportContext
@@ -156,11 +159,42 @@ def task_json(task: TaskReport) -> dict[str, Any]:
     return {f.name: getattr(task, f.name) for f in _TASK_FIELDS}
 
 
+class TaskPart(Protocol):
+    """Where another process writes the tasks of a later part of the manifest."""
+
+    def add(self, task: TaskReport) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_Part = TypeVar("_Part", bound=TaskPart)
+
+
+class PartedSink(Protocol[_Part]):
+    """The per-task output of a report (``on_task``'s) that a forked process can write part
+    of: ``part()`` is made before the fork and filled by the child; ``join(part)`` puts
+    what it holds after the tasks given so far; ``drop(part)`` throws it away."""
+
+    def part(self) -> _Part: ...
+
+    def join(self, part: _Part) -> None: ...
+
+    def drop(self, part: _Part) -> None: ...
+
+
+#: A run of at least this many tasks is read by two processes when the backend can fork a
+#: reader (`build_report`'s ``fork``): the second half of the manifest in a forked child.
+SPLIT_MIN_TASKS = 50_000
+
+
 def build_report(
     records: RunRecords,
     state: RunState,
     context: ReportContext | None = None,
     on_task: Callable[[TaskReport], object] | None = None,
+    *,
+    fork: ForkCall | None = None,
+    parts: PartedSink[Any] | None = None,
 ) -> RunReport:
     """Account for every task of the run's manifest, in submission order, with the state
     the ledger gives it (so `ds status` and the report never disagree), and the details of
@@ -177,6 +211,12 @@ def build_report(
     `trace.MAX_REPORT_ATTEMPTS` attempts; their keys are kept from the same listing that
     gives the codes, so a bigger run holds none); ``context`` also says where outputs and
     logs are.
+
+    With ``fork`` (the backend's `ForkCall`: the local records, where the reading is CPU
+    work on a machine with cores to spare), a run of `SPLIT_MIN_TASKS` or more is read by
+    two processes: the second half of the manifest by a forked child, its tasks given to a
+    part of ``parts`` (required with ``on_task``) and joined after the first half's. The
+    report is the one reading alone would make; a child that fails has its half read here.
     """
     from distributed_something.report import trace  # it imports this module
 
@@ -196,15 +236,139 @@ def build_report(
         for tid, (code, _, _) in codes.items()
         if code == "dead" and tid not in failures and tid not in skipped
     }
-    mark_errors = _dead_mark_errors(records, dead_marked)
-    counts = {k: 0 for k in OUTCOMES}
-    duplicates = 0
-    durations: array[float] = array("d")
-    finish_times: array[float] = array("d")
-    listed: list[TaskReport] = []
-    locate = (context or ReportContext()).locate or (lambda _bucket: "")
-    bucket_locations: dict[str, str] = {}
-    for tid, group, outcome, marker in _with_markers(records, codes, skipped):
+    reading = _Reading(
+        records,
+        codes,
+        skipped,
+        failures,
+        _dead_mark_errors(records, dead_marked),
+        found.task_costs,
+        (context or ReportContext()).locate or (lambda _bucket: ""),
+    )
+    tally = _read_split(reading, on_task, fork, parts)
+    report = RunReport(
+        app_name=state.app_name,
+        run_id=state.run_id,
+        backend=state.backend,
+        created_at=state.created_at,
+        finished_at=state.finished_at,
+        counts=tally.counts | {"total": sum(tally.counts.values()), "duplicates": tally.duplicates},
+        tasks=tally.listed,
+        duration_stats=_stats(sorted(tally.durations)),
+        corrupt=dict(records.corrupt),
+        listed_all=len(tally.listed) == sum(tally.counts.values()),
+        durations=tally.durations,
+        finish_times=tally.finish_times,
+        bucket_locations=tally.bucket_locations,
+    )
+    found.apply(report, costs_of_tasks=False)  # the tasks got theirs as they streamed by
+    return report
+
+
+@dataclass
+class _Reading:
+    """What every task's report is made from, read before the tasks are (`_tally`)."""
+
+    records: RunRecords
+    codes: dict[str, tuple[str, bool, int]]
+    skipped: set[str]
+    failures: dict[str, Failure]
+    mark_errors: dict[str, str]
+    task_costs: dict[str, float] | None
+    locate: Callable[[str], str]
+
+
+@dataclass
+class _Tally:
+    """The tasks of a stretch of the manifest, counted (`_tally`); two in order add up
+    (`join`) to what one over both would be."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    duplicates: int = 0
+    durations: array[float] = field(default_factory=lambda: array("d"))
+    finish_times: array[float] = field(default_factory=lambda: array("d"))
+    listed: list[TaskReport] = field(default_factory=list)
+    bucket_locations: dict[str, str] = field(default_factory=dict)
+    corrupt: dict[str, str] = field(default_factory=dict)
+
+    def join(self, later: _Tally) -> None:
+        """Add ``later``'s tasks, which follow these; its listed tasks of sampled outcomes
+        beyond `SAMPLE` (counting these) are left out, as one tally would have."""
+        shown = dict(self.counts)
+        for task in later.listed:
+            shown[task.outcome] += 1
+            if task.outcome in ("dead", "failed", "running") or shown[task.outcome] <= SAMPLE:
+                self.listed.append(task)
+        for outcome, count in later.counts.items():
+            self.counts[outcome] += count
+        self.duplicates += later.duplicates
+        self.durations.extend(later.durations)
+        self.finish_times.extend(later.finish_times)
+        self.bucket_locations.update(later.bucket_locations)
+        self.corrupt.update(later.corrupt)
+
+
+def _read_split(
+    reading: _Reading,
+    on_task: Callable[[TaskReport], object] | None,
+    fork: ForkCall | None,
+    parts: PartedSink[Any] | None,
+) -> _Tally:
+    """Every task's `_tally`: the second half of the manifest in a forked child where
+    `build_report` says so, else all here."""
+    total = len(reading.records.manifest_ids()) if fork is not None else 0
+    if fork is None or total < SPLIT_MIN_TASKS or (on_task is not None and parts is None):
+        return _tally(reading, on_task, 0, None)
+    half = total // 2
+    part = parts.part() if on_task is not None and parts is not None else None
+
+    def second_half() -> _Tally:
+        later = _tally(reading, part.add if part is not None else None, half, None)
+        if part is not None:
+            part.close()
+        return later
+
+    child = fork(second_half)
+    if child is None:  # not now (another thread runs): all here
+        if part is not None and parts is not None:
+            parts.drop(part)
+        return _tally(reading, on_task, 0, None)
+    try:
+        tally = _tally(reading, on_task, 0, half)
+    except BaseException:
+        child.cancel()
+        if part is not None and parts is not None:
+            parts.drop(part)
+        raise
+    try:
+        later = child.result()
+    except BackendError:  # read that half here, after the first
+        if part is not None and parts is not None:
+            parts.drop(part)
+        later = _tally(reading, on_task, half, None)
+    else:
+        if part is not None and parts is not None:
+            parts.join(part)
+    reading.records.corrupt.update(later.corrupt)
+    tally.join(later)
+    return tally
+
+
+def _tally(
+    reading: _Reading,
+    on_task: Callable[[TaskReport], object] | None,
+    start: int,
+    stop: int | None,
+) -> _Tally:
+    """The `TaskReport` of each task of the manifest from ``start`` to ``stop`` (None: its
+    end), passed to ``on_task``, counted and, when listed, kept."""
+    tally = _Tally()
+    counts, listed = tally.counts, tally.listed
+    codes, failures, mark_errors = reading.codes, reading.failures, reading.mark_errors
+    task_costs, locate = reading.task_costs, reading.locate
+    bucket_locations = tally.bucket_locations
+    rows = _with_markers(reading.records, codes, reading.skipped, start, stop)
+    for tid, group, outcome, marker in rows:
         _, duplicate, attempts = codes.get(tid, _QUIET)
         if outcome == "done":
             task = TaskReport(
@@ -222,38 +386,21 @@ def build_report(
             if task.output_bucket and task.output_bucket not in bucket_locations:
                 bucket_locations[task.output_bucket] = locate(task.output_bucket)
             if task.duration is not None:
-                durations.append(task.duration)
+                tally.durations.append(task.duration)
             if task.finished_at is not None:
-                finish_times.append(task.finished_at)
+                tally.finish_times.append(task.finished_at)
         else:
             task = _unfinished(tid, group, outcome, attempts, duplicate, failures, mark_errors)
-        if found.task_costs is not None:
-            task.cost_usd = found.task_costs.get(tid)
+        if task_costs is not None:
+            task.cost_usd = task_costs.get(tid)
         counts[outcome] += 1
-        duplicates += task.duplicate
+        tally.duplicates += task.duplicate
         if outcome in ("dead", "failed", "running") or counts[outcome] <= SAMPLE:
             listed.append(task)
         if on_task is not None:
             on_task(task)
-    counts["total"] = sum(counts[k] for k in OUTCOMES)
-    counts["duplicates"] = duplicates
-    report = RunReport(
-        app_name=state.app_name,
-        run_id=state.run_id,
-        backend=state.backend,
-        created_at=state.created_at,
-        finished_at=state.finished_at,
-        counts=counts,
-        tasks=listed,
-        duration_stats=_stats(sorted(durations)),
-        corrupt=dict(records.corrupt),
-        listed_all=len(listed) == counts["total"],
-        durations=durations,
-        finish_times=finish_times,
-        bucket_locations=bucket_locations,
-    )
-    found.apply(report, costs_of_tasks=False)  # the tasks got theirs as they streamed by
-    return report
+    tally.corrupt = dict(reading.records.corrupt)
+    return tally
 
 
 #: Tasks of the manifest whose done markers `_with_markers` reads together.
@@ -261,11 +408,16 @@ _MARKER_BATCH = 1000
 
 
 def _with_markers(
-    records: RunRecords, codes: dict[str, tuple[str, bool, int]], skipped: set[str]
+    records: RunRecords,
+    codes: dict[str, tuple[str, bool, int]],
+    skipped: set[str],
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[tuple[str, Any, str, DoneMarker | None]]:
-    """(task, group, outcome, done marker or None) of every task of the manifest, in
-    submission order; the markers of the done ones read `_MARKER_BATCH` tasks at a time
-    (`RunRecords.read_done_of`: one read each, not a read per task)."""
+    """(task, group, outcome, done marker or None) of every task of the manifest (from
+    ``start`` to ``stop``), in submission order; the markers of the done ones read
+    `_MARKER_BATCH` tasks at a time (`RunRecords.read_done_of`: one read each, not a read
+    per task)."""
     batch: list[tuple[str, Any, str]] = []
 
     def flush() -> Iterator[tuple[str, Any, str, DoneMarker | None]]:
@@ -275,7 +427,7 @@ def _with_markers(
             yield tid, group, outcome, markers.get(tid)
         batch.clear()
 
-    for tid, group in records.iter_manifest():
+    for tid, group in itertools.islice(records.iter_manifest(), start, stop):
         batch.append((tid, group, state_of(codes.get(tid, _QUIET)[0], tid in skipped)))
         if len(batch) >= _MARKER_BATCH:
             yield from flush()

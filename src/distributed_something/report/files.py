@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import TextIO
 
 from distributed_something.atomicfile import PRIVATE_FILE_MODE
 from distributed_something.report.build import RunReport, TaskReport, task_json
@@ -26,7 +27,9 @@ _BATCH = 500
 
 
 class TaskFiles:
-    """Streams a report's tasks to ``<stem>.json`` and ``<stem>.tsv`` (see the module)."""
+    """Streams a report's tasks to ``<stem>.json`` and ``<stem>.tsv`` (see the module); a
+    `PartedSink`: another process may write the tasks of a later part of the run to a
+    `part` (fragments of both files), joined here in order."""
 
     def __init__(self, json_path: Path, tsv_path: Path) -> None:
         self.json_path, self.tsv_path = json_path, tsv_path
@@ -44,13 +47,35 @@ class TaskFiles:
             self._write_batch()
 
     def _write_batch(self) -> None:
-        if not self._batch:
-            return
-        text = _TASK_JSON.encode([task_json(t) for t in self._batch])[1:-1]
-        self._json.write(text if self._first else "," + text)
-        self._first = False
-        self._tsv.write("".join([tsv_row(t) + "\n" for t in self._batch]))
-        self._batch.clear()
+        if self._batch:
+            self._json.write(("" if self._first else ",") + _json_of(self._batch))
+            self._first = False
+            self._tsv.write(_tsv_of(self._batch))
+            self._batch.clear()
+
+    def part(self) -> TaskFilesPart:
+        """Empty fragments beside the files, for tasks that follow those given so far."""
+        return TaskFilesPart(_temp_path(self.json_path, "part"), _temp_path(self.tsv_path, "part"))
+
+    def join(self, part: TaskFilesPart) -> None:
+        """Append what ``part`` holds (closed by its writer) and remove its fragments."""
+        self._write_batch()
+        with part.json_path.open("rb") as fragment:
+            if fragment.read(1):
+                self._json.write("" if self._first else ",")
+                self._first = False
+                self._json.flush()
+                fragment.seek(0)
+                shutil.copyfileobj(fragment, self._json.buffer, 1 << 20)
+        self._tsv.flush()
+        with part.tsv_path.open("rb") as fragment:
+            shutil.copyfileobj(fragment, self._tsv.buffer, 1 << 20)
+        self.drop(part)
+
+    def drop(self, part: TaskFilesPart) -> None:
+        """Remove ``part``'s fragments."""
+        part.json_path.unlink(missing_ok=True)
+        part.tsv_path.unlink(missing_ok=True)
 
     def finish(self, report: RunReport) -> None:
         """Write the rest of the report (all but its tasks) and put both files in place."""
@@ -73,8 +98,66 @@ class TaskFiles:
             temp.unlink(missing_ok=True)
 
 
-def _open_temp(path: Path) -> tuple[IO[Any], Path]:
+class TaskFilesPart:
+    """Fragments of a report's per-task files (`TaskFiles.part`): the tasks' JSON objects,
+    comma-separated, and their TSV rows. Opened by the first task written, so the process
+    that made it (before a fork) holds no handle."""
+
+    def __init__(self, json_path: Path, tsv_path: Path) -> None:
+        self.json_path, self.tsv_path = json_path, tsv_path
+        self._streams: tuple[TextIO, TextIO] | None = None
+        self._batch: list[TaskReport] = []
+
+    def add(self, task: TaskReport) -> None:
+        """One task (written with the next batch)."""
+        self._batch.append(task)
+        if len(self._batch) >= _BATCH:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        if not self._batch:
+            return
+        if self._streams is None:
+            self._streams = (_open(self.json_path), _open(self.tsv_path))
+            first = True
+        else:
+            first = False
+        json_out, tsv_out = self._streams
+        json_out.write(("" if first else ",") + _json_of(self._batch))
+        tsv_out.write(_tsv_of(self._batch))
+        self._batch.clear()
+
+    def close(self) -> None:
+        """Write what is left and close the fragments."""
+        self._write_batch()
+        if self._streams is not None:
+            for stream in self._streams:
+                stream.close()
+
+
+def _json_of(tasks: list[TaskReport]) -> str:
+    """The tasks' JSON objects, comma-separated (one encoder call for them all)."""
+    return _TASK_JSON.encode([task_json(t) for t in tasks])[1:-1]
+
+
+def _tsv_of(tasks: list[TaskReport]) -> str:
+    return "".join([tsv_row(t) + "\n" for t in tasks])
+
+
+def _temp_path(path: Path, kind: str = "") -> Path:
+    """A new empty private file beside ``path`` (hidden, ``.tmp``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix = f".{path.name}.{kind}." if kind else f".{path.name}."
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     os.fchmod(handle, PRIVATE_FILE_MODE)
-    return os.fdopen(handle, "w", encoding="utf-8", buffering=1 << 20), Path(name)
+    os.close(handle)
+    return Path(name)
+
+
+def _open(path: Path) -> TextIO:
+    return path.open("w", encoding="utf-8", buffering=1 << 20)
+
+
+def _open_temp(path: Path) -> tuple[TextIO, Path]:
+    temp = _temp_path(path)
+    return _open(temp), temp

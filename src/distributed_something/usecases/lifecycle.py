@@ -311,7 +311,9 @@ def write_report(project: Project, backend: Backend, state: RunState) -> RunRepo
     context = priced_report_context(project.config, backend, records, state)
     files = TaskFiles(project.report_path, project.report_path.with_suffix(".tsv"))
     try:
-        report = build_report(records, state, context, files.add)
+        report = build_report(
+            records, state, context, files.add, fork=backend.fork_call, parts=files
+        )
         files.finish(report)
     except BaseException:
         files.abandon()

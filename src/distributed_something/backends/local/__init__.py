@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import cache
 
 from distributed_something.backends.local.compute import LocalCompute
+from distributed_something.backends.local.forking import call_forked
 from distributed_something.backends.local.provisioner import (
     LocalProvisioner,
     bucket_dir,
@@ -48,6 +49,7 @@ def open_local(project: Project) -> Backend:
         drain_confirm_floor=0.0,  # the SQLite queue's counts are exact: one reading ends a run
         max_workers=project.config.local.workers,
         monitor_shares_cpu=True,
+        fork_call=call_forked,
     )
 
 

@@ -26,15 +26,17 @@ import contextlib
 import gc
 import logging
 import os
+import pickle
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
-from typing import BinaryIO, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, NoReturn
 
 from distributed_something.backends import in_command
 from distributed_something.backends.local.sqlite_file import close_all
+from distributed_something.errors import BackendError
 from distributed_something.worker.runner import own_data_mb
 
 #: A process bigger than this (MB of private memory) starts workers as new interpreters.
@@ -129,6 +131,85 @@ def _worker(args: list[str], log_fd: int) -> NoReturn:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        os._exit(code)
+
+
+class _ForkedCall:
+    """`ForkedCall` of `call_forked`: the child's pid and the pipe its result comes by."""
+
+    def __init__(self, pid: int, pipe: int) -> None:
+        self.pid, self.pipe = pid, pipe
+
+    def result(self) -> Any:
+        with os.fdopen(self.pipe, "rb") as pipe:
+            data = pipe.read()
+        code = self._reap()
+        try:
+            ok, value = pickle.loads(data)
+        except Exception:  # noqa: BLE001 - cut short: the child died writing it
+            ok, value = False, f"it ended with code {code} before sending its result"
+        if not ok:
+            raise BackendError(f"a forked reader failed: {value}")
+        return value
+
+    def cancel(self) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.close(self.pipe)
+        self._reap()
+
+    def _reap(self) -> int:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return -1
+        return os.waitstatus_to_exitcode(status)
+
+
+def call_forked(fn: Callable[[], Any]) -> _ForkedCall | None:
+    """`ForkCall` of the local backend: ``fn`` run in a child forked from this process, its
+    return value pickled back through a pipe; None when forking is off or not safe here
+    (`may_fork`). As for a forked worker, SQLite connections are closed first and the
+    child never returns into its parent's code (``os._exit``); it writes nothing to the
+    parent's streams (what they buffer is flushed first, not written twice)."""
+    if not may_fork():
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    close_all()
+    gc.freeze()
+    reader, writer = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        os.close(reader)
+        os.close(writer)
+        return None
+    if pid == 0:
+        os.close(reader)
+        _call(fn, writer)  # never returns
+    gc.unfreeze()
+    os.close(writer)
+    return _ForkedCall(pid, reader)
+
+
+def _call(fn: Callable[[], Any], pipe: int) -> NoReturn:
+    """The child of `call_forked`: run ``fn``, send (ok, its value or the error), exit."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            payload = pickle.dumps((True, fn()), protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, never raised here
+            payload = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+        with os.fdopen(pipe, "wb") as out:
+            out.write(payload)
+        code = 0
+    finally:
         os._exit(code)
 
 
