@@ -4,6 +4,7 @@ always equal a whole reading of the ledger, whatever was torn, late or never wri
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -416,7 +417,7 @@ def test_the_journal_is_pruned_behind_the_checkpoint_and_an_older_one_still_coun
         old_covered.covered_us,
         dict(old_covered.counts),
         summary.signatures(records),
-        [b""] * summary.SHARDS,
+        [[]] * summary.SHARDS,
         [],
     )
     assert _checkpoint_files(records) == now_files
@@ -567,3 +568,54 @@ def test_the_reports_task_codes_are_the_ledgers(tmp_path: Path) -> None:
         ids[6]: 0,
     }
     assert codes[ids[0]] == (DONE_ATTEMPT, False, 1)
+
+
+def test_checkpoint_lookups_find_every_entry_in_order_or_not(tmp_path: Path) -> None:
+    # Shards are written in task id order and searched by halves; a checkpoint written
+    # before (lines in any order) is scanned. Both find exactly the entries written.
+    records, _ = make_records(tmp_path, 1)
+    rng = random.Random(7)
+    ids = {
+        "a",
+        "ab",
+        "a b",
+        "a-b",
+        "é",
+        "z" * 40,
+        *(f"{rng.getrandbits(64):x}" for _ in range(3000)),
+    }
+    codes = ["D", "running", "failed", "dead", summary.QUIET]
+    entries = {t: (rng.choice(codes), rng.random() < 0.1, rng.random() < 0.1, True) for t in ids}
+    shards: list[list[tuple[str, summary.Entry]]] = [[] for _ in range(summary.SHARDS)]
+    for task_id, entry in entries.items():
+        shards[summary.shard_of(task_id)].append((task_id, entry))
+    counts = dict.fromkeys((*summary.STATES, "total", "duplicates"), 0)
+    assert summary.write_checkpoint(records, 1, counts, summary.signatures(records), shards, [])
+    absent = [
+        "",
+        "0",
+        "a ",
+        "aa",
+        "ab ",
+        "zz",
+        "é2",
+        *(f"{rng.getrandbits(64):x}" for _ in range(300)),
+    ]
+    raw = records.storage.get_bytes(records.checkpoint_key())
+    head, _, body = raw.partition(b"\n")
+    meta = json.loads(head)
+    del meta["in_order"]  # as written before shards were ordered: the lines reversed
+    bodies = []
+    offsets = meta["offsets"]
+    for index in range(summary.SHARDS):
+        shard = body[offsets[index] : offsets[index + 1]].decode().splitlines(keepends=True)
+        bodies.append("".join(reversed(shard)).encode())
+    for name, stored in (
+        ("in order", raw),
+        ("any order", json.dumps(meta).encode() + b"\n" + b"".join(bodies)),
+    ):
+        records.storage.put_bytes(records.checkpoint_key(), stored)
+        checkpoint = summary.read_checkpoint(records)
+        assert checkpoint is not None and checkpoint.in_order == (name == "in order")
+        found = checkpoint.lookup([*entries, *absent])
+        assert found == entries, name
