@@ -51,12 +51,13 @@ chromium:
 slurm:
 	scripts/slurm-local.sh install
 
-# Every test: lint, types, the whole suite (with the example tools, podman, chromium and Slurm).
+# Every test: lint, types, the whole suite (with the example tools, podman, chromium and Slurm);
+# the slowest tests are listed at the end, to see one that got slower.
 test: examples podman chromium slurm
 	$(BIN)/ruff check src tests examples bench docker
 	$(BIN)/ruff format --check src tests examples bench docker
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=30
 
 # The reliability suite, writing the tracked RELIABILITY.md (`make test` writes its figures to
 # build/RELIABILITY.md only).

@@ -627,6 +627,15 @@ def main() -> None:
             f"(target {target_s:g} s, {target_mb:g} MB){'' if met else '  (missed)'}"
         )
         finished_met = met
+        if tasks >= MILLION:  # every `ds status` reading of that run, as measured
+            slow = {
+                name: value[0]
+                for name, value in kept[tasks].items()
+                if name.startswith("status") and value[0] > TARGETS["status"][0]
+            }
+            for name, seconds in slow.items():
+                print(f"  {name}: {seconds:.2f} s (target {TARGETS['status'][0]:g} s)  (missed)")
+            finished_met = finished_met and not slow
     SECTION.write_text(section_md(json.loads(RESULTS.read_text())))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     final = json.loads(RESULTS.read_text())
