@@ -149,7 +149,7 @@ class ReadCountingStorage(FolderStorage):
 
 
 @pytest.mark.parametrize("concurrency", [1, 8])
-def test_done_markers_of_many_tasks_are_read_only_where_they_exist(
+def test_done_markers_of_many_tasks_are_read_in_order_once_each(
     tmp_path: Path, concurrency: int
 ) -> None:
     storage = ReadCountingStorage(tmp_path / "bucket")
@@ -157,12 +157,16 @@ def test_done_markers_of_many_tasks_are_read_only_where_they_exist(
     records = RunRecords(storage, "S", "run1")
     for i in range(0, 60, 2):  # every other task is done
         records.write_done(DoneMarker(f"t{i}", 1, 0.5, [f"out/{i}"], 1.0, 2.0 + i, "w", "out/"))
-    wanted = [f"t{i}" for i in range(60)] + ["t0"]  # a repeated id is read once
-    markers = records.read_done_many(wanted)
-    assert sorted(markers) == sorted(f"t{i}" for i in range(0, 60, 2))
-    assert markers["t10"].finished_at == 12.0 and markers["t10"].outputs == ["out/10"]
-    assert len(storage.reads) == 30  # no read for a task without a marker
-    assert markers == {t: m for t in wanted if (m := records.read_done(t)) is not None}
+    storage.put_bytes(records.done_key("t7"), b"[]")  # not a marker: noted, not returned
+    wanted = [f"t{i}" for i in range(60)]
+    markers = records.read_done_of(wanted)
+    assert [m.task_id if m else None for m in markers] == [
+        t if int(t[1:]) % 2 == 0 else None for t in wanted
+    ]
+    assert markers[10] is not None and markers[10].finished_at == 12.0
+    assert markers[10].outputs == ["out/10"]
+    assert sorted(storage.reads) == sorted(records.done_key(t) for t in wanted)  # once each
+    assert records.done_key("t7") in records.corrupt
 
 
 class Calls:

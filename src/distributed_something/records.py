@@ -534,26 +534,12 @@ class RunRecords:
 
     def read_done_of(self, task_ids: Sequence[str]) -> list[DoneMarker | None]:
         """The done marker of each of ``task_ids``, in order (None where it has none), read
-        as `read_json_many` reads: for tasks the ledger says are done, which nearly all have
-        one (`read_done_many` lists the markers first, to read only those that exist)."""
+        as `read_json_many` reads: several at a time, not one read after the other."""
         keys = [self.done_key(t) for t in task_ids]
         return [
             self._typed(DoneMarker, key, data)
             for key, data in zip(keys, self.read_json_many(keys), strict=True)
         ]
-
-    def read_done_many(self, task_ids: Sequence[str]) -> dict[str, DoneMarker]:
-        """The done markers of those of ``task_ids`` that have one: one listing of the done
-        markers, then only the markers that exist are read (several at a time)."""
-        existing = self.done_ids()
-        wanted = [t for t in dict.fromkeys(task_ids) if t in existing]
-        keys = [self.done_key(t) for t in wanted]
-        out = {}
-        for tid, key, data in zip(wanted, keys, self.read_json_many(keys), strict=True):
-            marker = self._typed(DoneMarker, key, data)
-            if marker is not None:
-                out[tid] = marker
-        return out
 
     def all_skips(self) -> Iterator[Skip]:
         """Every task skipped in this run, each id once (the first record of it)."""

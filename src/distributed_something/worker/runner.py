@@ -258,14 +258,10 @@ class SubprocessRunner:
                 if poller.poll(self.poll_seconds * 1000):
                     child.reap(block=True)
                     return None
-                child.record()
-                if on_long is not None:
-                    on_long()
-                    on_long = None
-                reason = _why_end(stop, deadline)
+                reason = _between_polls(child, stop, deadline, on_long)
+                on_long = None
                 if reason is not None:
                     return reason
-                child.maybe_sample()
         finally:
             os.close(pidfd)
 
@@ -281,16 +277,12 @@ class SubprocessRunner:
         while True:
             if child.reap_within(wait):
                 return None
-            child.record()
-            if on_long is not None:
-                on_long()
-                on_long = None
-            # Short waits at first keep short tasks fast; longer ones spare the CPU.
-            wait = min(wait * 2, 0.5)
-            reason = _why_end(stop, deadline)
+            reason = _between_polls(child, stop, deadline, on_long)
+            on_long = None
             if reason is not None:
                 return reason
-            child.maybe_sample()
+            # Short waits at first keep short tasks fast; longer ones spare the CPU.
+            wait = min(wait * 2, 0.5)
 
     def _end(self, child: _Child) -> None:
         """End the child's whole process group: SIGTERM, then SIGKILL to whatever is left
@@ -577,6 +569,24 @@ def _load_prctl() -> Callable[..., int] | None:
 
 
 _PRCTL = _load_prctl()
+
+
+def _between_polls(
+    child: _Child,
+    stop: threading.Event,
+    deadline: float | None,
+    on_long: Callable[[], object] | None,
+) -> str | None:
+    """What `SubprocessRunner._wait` does each time a poll interval passes with the child
+    still running: record its group, call ``on_long`` (given at the first interval only),
+    and say why it must end (``"stop"``, ``"timeout"``), else sample its memory when due."""
+    child.record()
+    if on_long is not None:
+        on_long()
+    reason = _why_end(stop, deadline)
+    if reason is None:
+        child.maybe_sample()
+    return reason
 
 
 def _child_setup(
