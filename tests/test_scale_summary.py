@@ -586,9 +586,9 @@ def test_checkpoint_lookups_find_every_entry_in_order_or_not(tmp_path: Path) -> 
     }
     codes = ["D", "running", "failed", "dead", summary.QUIET]
     entries = {t: (rng.choice(codes), rng.random() < 0.1, rng.random() < 0.1, True) for t in ids}
-    shards: list[list[tuple[str, summary.Entry]]] = [[] for _ in range(summary.SHARDS)]
+    shards: list[list[str]] = [[] for _ in range(summary.SHARDS)]
     for task_id, entry in entries.items():
-        shards[summary.shard_of(task_id)].append((task_id, entry))
+        shards[summary.shard_of(task_id)].append(summary._encode(task_id, entry))
     counts = dict.fromkeys((*summary.STATES, "total", "duplicates"), 0)
     assert summary.write_checkpoint(records, 1, counts, summary.signatures(records), shards, [])
     absent = [
