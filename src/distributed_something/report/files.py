@@ -26,17 +26,11 @@ _TASK_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 _BATCH = 500
 
 
-class TaskFiles:
-    """Streams a report's tasks to ``<stem>.json`` and ``<stem>.tsv`` (see the module); a
-    `PartedSink`: another process may write the tasks of a later part of the run to a
-    `part` (fragments of both files), joined here in order."""
+class _Batched:
+    """Tasks written `_BATCH` at a time to a JSON stream (their objects, comma-separated)
+    and a TSV stream (their rows); a subclass says which (`_streams`)."""
 
-    def __init__(self, json_path: Path, tsv_path: Path) -> None:
-        self.json_path, self.tsv_path = json_path, tsv_path
-        self._json, self._json_temp = _open_temp(json_path)
-        self._tsv, self._tsv_temp = _open_temp(tsv_path)
-        self._json.write('{"tasks":[')
-        self._tsv.write("\t".join(TSV_COLUMNS) + "\n")
+    def __init__(self) -> None:
         self._first = True
         self._batch: list[TaskReport] = []
 
@@ -48,10 +42,31 @@ class TaskFiles:
 
     def _write_batch(self) -> None:
         if self._batch:
-            self._json.write(("" if self._first else ",") + _json_of(self._batch))
+            json_out, tsv_out = self._streams()
+            json_out.write(("" if self._first else ",") + _json_of(self._batch))
             self._first = False
-            self._tsv.write(_tsv_of(self._batch))
+            tsv_out.write(_tsv_of(self._batch))
             self._batch.clear()
+
+    def _streams(self) -> tuple[TextIO, TextIO]:
+        raise NotImplementedError
+
+
+class TaskFiles(_Batched):
+    """Streams a report's tasks to ``<stem>.json`` and ``<stem>.tsv`` (see the module); a
+    `PartedSink`: another process may write the tasks of a later part of the run to a
+    `part` (fragments of both files), joined here in order."""
+
+    def __init__(self, json_path: Path, tsv_path: Path) -> None:
+        self.json_path, self.tsv_path = json_path, tsv_path
+        self._json, self._json_temp = _open_temp(json_path)
+        self._tsv, self._tsv_temp = _open_temp(tsv_path)
+        self._json.write('{"tasks":[')
+        self._tsv.write("\t".join(TSV_COLUMNS) + "\n")
+        super().__init__()
+
+    def _streams(self) -> tuple[TextIO, TextIO]:
+        return self._json, self._tsv
 
     def part(self) -> TaskFilesPart:
         """Empty fragments beside the files, for tasks that follow those given so far."""
@@ -98,40 +113,26 @@ class TaskFiles:
             temp.unlink(missing_ok=True)
 
 
-class TaskFilesPart:
+class TaskFilesPart(_Batched):
     """Fragments of a report's per-task files (`TaskFiles.part`): the tasks' JSON objects,
     comma-separated, and their TSV rows. Opened by the first task written, so the process
     that made it (before a fork) holds no handle."""
 
     def __init__(self, json_path: Path, tsv_path: Path) -> None:
         self.json_path, self.tsv_path = json_path, tsv_path
-        self._streams: tuple[TextIO, TextIO] | None = None
-        self._batch: list[TaskReport] = []
+        self._opened: tuple[TextIO, TextIO] | None = None
+        super().__init__()
 
-    def add(self, task: TaskReport) -> None:
-        """One task (written with the next batch)."""
-        self._batch.append(task)
-        if len(self._batch) >= _BATCH:
-            self._write_batch()
-
-    def _write_batch(self) -> None:
-        if not self._batch:
-            return
-        if self._streams is None:
-            self._streams = (_open(self.json_path), _open(self.tsv_path))
-            first = True
-        else:
-            first = False
-        json_out, tsv_out = self._streams
-        json_out.write(("" if first else ",") + _json_of(self._batch))
-        tsv_out.write(_tsv_of(self._batch))
-        self._batch.clear()
+    def _streams(self) -> tuple[TextIO, TextIO]:
+        if self._opened is None:
+            self._opened = (_open(self.json_path), _open(self.tsv_path))
+        return self._opened
 
     def close(self) -> None:
         """Write what is left and close the fragments."""
         self._write_batch()
-        if self._streams is not None:
-            for stream in self._streams:
+        if self._opened is not None:
+            for stream in self._opened:
                 stream.close()
 
 
