@@ -225,7 +225,10 @@ def test_history_every_run_is_listed_and_logs_are_found_in_earlier_runs(
     assert [r["run_id"] for r in runs] == [first["run_id"], second["run_id"]]
     old = js(ok(ds("status", "--json", "--run", first["run_id"], cwd=proj)))
     assert old["run_id"] == first["run_id"] and old["counts"]["done"] == 1
-    old_report = ds("report", "--json", "--run", first["run_id"][:17], cwd=proj)
+    # A prefix names a run: one the second run's id does not share (two runs started in
+    # the same second share 16 characters, and the random part's first 1 time in 16).
+    size = next(n for n in range(17, 40) if not second["run_id"].startswith(first["run_id"][:n]))
+    old_report = ds("report", "--json", "--run", first["run_id"][:size], cwd=proj)
     assert js(ok(old_report))["counts"]["done"] == 1
     unknown = ds("status", "--run", "nope", cwd=proj)
     assert unknown.returncode == 2 and "ds runs" in unknown.stderr
