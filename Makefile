@@ -2,6 +2,11 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# An editable install leaves our modules without bytecode, and where PYTHONDONTWRITEBYTECODE
+# is set (as on these machines, and in many container images) Python never writes it: every
+# `ds` start compiled ~70 modules again (~0.1 s). pip compiles a regular install; this does
+# the same for the editable one (stale files are recompiled; Python checks each source).
+COMPILE = $(BIN)/python -m compileall -q src
 
 .PHONY: demo test lint typecheck pytest venv dev examples podman chromium slurm reliability bench clean
 
@@ -14,10 +19,12 @@ venv: $(BIN)/python
 # The quickstart: install the package with the example's extra, run the example locally.
 demo: venv
 	$(BIN)/pip install --quiet -e '.[quickstart]'
+	$(COMPILE)
 	$(BIN)/ds run examples/quickstart
 
 dev: venv
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(COMPILE)
 
 lint: dev
 	$(BIN)/ruff check src tests examples bench docker
