@@ -28,6 +28,7 @@ from distributed_something.interfaces.storage import (
     ObjectInfo,
     Storage,
     list_keys,
+    list_keys_of,
     read_many,
     write_all,
 )
@@ -108,6 +109,13 @@ class RecordsAreaOnly:
         return (
             key.removeprefix(self.prefix) for key in inner.list_keys(self.prefix + prefix, after)
         )
+
+    def list_keys_many(self, prefixes: Sequence[str]) -> list[list[str]]:
+        for prefix in prefixes:
+            check_prefix(prefix)
+        inner: Any = self.inner  # a LocalBucket
+        listed = inner.list_keys_many([self.prefix + prefix for prefix in prefixes])
+        return [[key.removeprefix(self.prefix) for key in keys] for keys in listed]
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(self._key(key))
@@ -264,6 +272,30 @@ def test_list_starts_after_a_key(storage: Storage, after: str) -> None:
     assert list(list_keys(storage, "a/", start_after=after)) == in_a
 
 
+def test_many_prefixes_listed_together_give_each_listing(storage: Storage) -> None:
+    # `list_keys_of` (a storage's own ``list_keys_many`` where it has one: one snapshot for
+    # all) gives, for each prefix in order, exactly what listing it alone gives: a key equal
+    # to its prefix, prefixes inside each other, repeated or empty ones, non-ASCII.
+    every = ["a-b", "a.txt", "a/0", "a/b/c", "a/b/d", "a0", "aa", "b", "é/1", "☃"]
+    for key in every:
+        storage.put_bytes(key, b"1")
+    prefixes = ["a/", "a", "a/b/", "a/b/c", "none/", "a/", "é/", "☃", "a0", "", "a/b/d/"]
+
+    together = list_keys_of(storage, prefixes)
+
+    assert together == [keys(storage, prefix) for prefix in prefixes]
+    assert together[0] == ["a/0", "a/b/c", "a/b/d"] and together[4] == []
+    assert list_keys_of(storage, []) == []
+
+
+def test_many_prefixes_in_more_than_one_read(storage: Storage) -> None:
+    prefixes = [f"p{i:05d}/" for i in range(READ_MANY_CHUNK + 3)]
+    for prefix in prefixes[::500]:
+        storage.put_bytes(f"{prefix}x", b"1")
+    listed = list_keys_of(storage, prefixes)
+    assert listed == [[f"{p}x"] if i % 500 == 0 else [] for i, p in enumerate(prefixes)]
+
+
 def test_list_more_than_a_thousand_objects(storage: Storage) -> None:
     wanted = [f"many/{i:05d}.txt" for i in range(1_234)]
     with ThreadPoolExecutor(8) as pool:  # the listing is under test, not the writes
@@ -397,6 +429,7 @@ def test_local_bucket_list_keys_merges_both_sides(tmp_path: Path) -> None:
     for prefix in ("", "_ds/", "_ds/App/runs/r/", "_ds/App/runs/r/logs/", "out/", "_ds/App/done/"):
         listed = [info.key for info in bucket.list(prefix)]
         assert list(bucket.list_keys(prefix)) == listed, prefix
+        assert bucket.list_keys_many([prefix]) == [listed], prefix
     assert [k for k in bucket.list_keys("_ds/App/runs/r/")] == [
         "_ds/App/runs/r/attempts/t1/1.done.json",
         "_ds/App/runs/r/logs/t1/1.log",
@@ -455,6 +488,8 @@ def test_invalid_prefixes_are_refused(storage: Storage, prefix: str) -> None:
         storage.list(prefix)
     with pytest.raises(InputError):
         list_keys(storage, prefix)
+    with pytest.raises(InputError):
+        list_keys_of(storage, ["a/", prefix])
 
 
 # -- folder storage only ---------------------------------------------------------------------

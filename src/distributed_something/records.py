@@ -20,7 +20,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from distributed_something.interfaces.storage import Storage, list_keys, read_many, write_all
+from distributed_something.interfaces.storage import (
+    Storage,
+    list_keys,
+    list_keys_of,
+    read_many,
+    write_all,
+)
 
 META_ROOT = "_ds"
 
@@ -573,8 +579,20 @@ class RunRecords:
         """Every attempt of this run (or of one task), from one listing, oldest first."""
         start = f"{self.run_prefix}attempts/"
         prefix = f"{start}{task_id}/" if task_id else start
+        return self._attempts_listed(start, list_keys(self.storage, prefix))
+
+    def attempt_keys_of(self, task_ids: Sequence[str]) -> list[list[AttemptKey]]:
+        """`attempt_keys` of each of ``task_ids``, in order, listed together where the
+        storage can (`list_keys_of`: the local records read them in one snapshot)."""
+        start = f"{self.run_prefix}attempts/"
+        listed = list_keys_of(self.storage, [f"{start}{task_id}/" for task_id in task_ids])
+        return [self._attempts_listed(start, keys) for keys in listed]
+
+    def _attempts_listed(self, start: str, keys: Iterable[str]) -> list[AttemptKey]:
+        """The attempts named by ``keys`` (listed under ``start``), oldest first; other
+        names are noted in `corrupt`."""
         found = []
-        for key in list_keys(self.storage, prefix):
+        for key in keys:
             parsed = parse_attempt_key(key[len(start) :])
             if parsed is None:
                 self.corrupt[key] = "not an attempt record's name"

@@ -531,10 +531,26 @@ def _read_tail(
     tail: dict[str, tuple[str | None, bool, bool]] = {}
     landed_intents: set[Seen] = set()
 
+    def attempts_needed(task_id: str) -> bool:
+        return old.get(task_id, NO_ENTRY)[0] != QUIET or any(
+            kind == "a" for kind, _, _ in wanted[task_id]
+        )
+
+    listed: dict[str, list[AttemptKey]] | None = None
+    workers = min(records.storage.read_concurrency, len(wanted))
+    if workers <= 1:
+        # Read one after the other: the attempts of every task at once first (the local
+        # records list them in one snapshot, not one read each).
+        needed = [task_id for task_id in wanted if attempts_needed(task_id)]
+        listed = dict(zip(needed, records.attempt_keys_of(needed), strict=True))
+
     def read(task_id: str) -> tuple[list[AttemptKey], list[Mark], bool]:
         code, _, skipped, _ = old.get(task_id, NO_ENTRY)
         kinds = {kind for kind, _, _ in wanted[task_id]}
-        attempts = records.attempt_keys(task_id) if code != QUIET or "a" in kinds else []
+        if listed is not None:
+            attempts = listed.get(task_id, [])
+        else:
+            attempts = records.attempt_keys(task_id) if attempts_needed(task_id) else []
         marks_needed = "m" in kinds or code not in (QUIET, DONE_ATTEMPT)
         if code == DONE_ATTEMPT and not any(a.outcome == "done" for a in attempts):
             marks_needed = True  # its completed attempt is gone: the marks decide again
@@ -545,7 +561,6 @@ def _read_tail(
         return attempts, marks, has_skip
 
     # One task's records are up to three requests: on S3, many tasks are read at once.
-    workers = min(records.storage.read_concurrency, len(wanted))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             found = dict(zip(wanted, pool.map(read, wanted), strict=True))

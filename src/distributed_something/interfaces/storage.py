@@ -40,6 +40,9 @@ class Storage(Protocol):
       one), in order, in one read; `read_many` uses it where it exists.
     - Optionally, ``list_keys(prefix, start_after)`` yields the keys ``list`` would, without
       their sizes (where reading a size costs); `list_keys` uses it where it exists.
+    - Optionally, ``list_keys_many(prefixes)`` returns, for each prefix in order, the list of
+      keys ``list_keys`` would give, read in one snapshot (one read instead of one per prefix);
+      every prefix is checked first. `list_keys_of` uses it where it exists.
     """
 
     read_concurrency: int
@@ -84,7 +87,21 @@ def list_keys(storage: Storage, prefix: str, start_after: str = "") -> Iterator[
     return (info.key for info in storage.list(prefix, start_after))
 
 
-#: Keys per ``get_many`` call of `read_many`: each call is one read snapshot, kept short.
+def list_keys_of(storage: Storage, prefixes: Sequence[str]) -> list[list[str]]:
+    """For each of ``prefixes``, in order, the keys `list_keys` gives: with the storage's
+    ``list_keys_many`` a chunk of prefixes at a time where it has one (the local records: one
+    read snapshot per chunk, not one per prefix), else one listing after the other."""
+    many = getattr(storage, "list_keys_many", None)
+    if many is None:
+        return [list(list_keys(storage, prefix)) for prefix in prefixes]
+    found: list[list[str]] = []
+    for start in range(0, len(prefixes), READ_MANY_CHUNK):
+        found += many(prefixes[start : start + READ_MANY_CHUNK])
+    return found
+
+
+#: Keys (prefixes) per ``get_many`` (``list_keys_many``) call of `read_many` (`list_keys_of`):
+#: each call is one read snapshot, kept short.
 READ_MANY_CHUNK = 1000
 
 
