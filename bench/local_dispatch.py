@@ -13,8 +13,8 @@ where the per-task bookkeeping meets a task that takes time.
 Also the Python floor: 2 Python processes that only start ``true`` as our runner does (own
 session, output to a file) and wait — what any worker written in Python pays per task.
 Also the records floor: the same, plus the SQLite writes our worker makes per task (the
-receive carrying the last task's delete; the last task's end with this one's start; a read
-of its attempts) — what a Python worker keeping our durable records pays, and nothing else.
+receive carrying the last task's delete; the last task's end with this one's start and a
+read of its attempts, in one transaction) — what a Python worker keeping our durable records pays, and nothing else.
 Also, when ``pip install lithops`` works here: Lithops' localhost executor with 2 worker
 processes, each task calling ``subprocess.run(["true"])``, in a throwaway venv under /tmp
 (``--lithops-tasks`` of them, 200 by default: it takes ~0.2 s a task; compared by rate).
@@ -168,10 +168,9 @@ with open(work / "task.log", "ab") as log:
             break
         (message,) = messages
         attempt = Attempt(message.task_id, 1, message.message_id, me, time.time(), cause="lost")
-        records.open_attempt(attempt, first=kept)
+        records.open_attempt_looking(attempt, first=kept)  # the attempts read with it
         for old in done:
             queue.delete_soon(old)
-        list(records.attempt_keys(message.task_id))
         subprocess.Popen(
             ["true"], cwd=work, env={**env, "DS_TASK_ID": message.task_id},
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -191,8 +190,8 @@ print(time.perf_counter() - started)
 def time_records_floor(n: int, workers: int, scratch: Path) -> float:
     """``workers`` Python processes that keep our durable records and nothing else: per
     task, the same SQLite writes as a worker (a receive carrying the last task's delete; the
-    last task's end and done marker with this one's start in one write; a read of its
-    attempts) around starting ``true`` as the python floor does. What a Python worker with
+    last task's end and done marker with this one's start and a read of its attempts in one
+    transaction) around starting ``true`` as the python floor does. What a Python worker with
     these records pays per task before any of the rest (logs, limits, memory, groups): the
     loops' time, the processes' start left out."""
     folder = scratch / "records-floor"

@@ -458,12 +458,35 @@ class RunRecords:
         written first (see summary.py), so no state change escapes the ledger summary; where
         the storage writes atomically (`write_all`), both are one write, with ``first``
         (writes kept for it: `closing`) before them."""
+        writes = self._opening(attempt, first)
+        write_all(self.storage, writes.puts, writes.deletes)
+        return self.attempt_key(attempt, "running")
+
+    def open_attempt_looking(
+        self, attempt: Attempt, first: Writes | None = None
+    ) -> list[AttemptKey] | None:
+        """`open_attempt`, and the task's attempts (oldest first) as they stand right after
+        that write, read in the same transaction where the storage can (``write_and_list``:
+        the local records): every record whose write committed before this one is listed,
+        and none committed after it. None where the storage cannot: the caller then lists
+        them itself, after the write (`attempt_keys`), and may see writes made since."""
+        writes = self._opening(attempt, first)
+        together = getattr(self.storage, "write_and_list", None)
+        if together is None:
+            write_all(self.storage, writes.puts, writes.deletes)
+            return None
+        start = f"{self.run_prefix}attempts/"
+        listed = together(writes.puts, writes.deletes, f"{start}{attempt.task_id}/")
+        if listed is None:
+            return None
+        return self._attempts_listed(start, listed)
+
+    def _opening(self, attempt: Attempt, first: Writes | None) -> Writes:
+        """The writes of `open_attempt`: ``first``, the intent, the open record."""
         intent = self._next_intent(attempt.task_id, "a", attempt.stem)
-        key = self.attempt_key(attempt, "running")
         before = first or Writes()
-        puts = [*before.puts, (intent, b""), (key, _json_bytes(_fields_of(attempt)))]
-        write_all(self.storage, puts, before.deletes)
-        return key
+        record = (self.attempt_key(attempt, "running"), _json_bytes(_fields_of(attempt)))
+        return Writes([*before.puts, (intent, b""), record], list(before.deletes))
 
     def close_attempt(self, attempt: Attempt) -> None:
         """Record how ``attempt`` ended (its ``outcome``), then remove its open record (one

@@ -43,6 +43,10 @@ class Storage(Protocol):
     - Optionally, ``list_keys_many(prefixes)`` returns, for each prefix in order, the list of
       keys ``list_keys`` would give, read in one snapshot (one read instead of one per prefix);
       every prefix is checked first. `list_keys_of` uses it where it exists.
+    - Optionally, ``write_and_list(puts, deletes, prefix)`` makes the writes as ``write_batch``
+      does and returns the keys under ``prefix`` as they stand right after them, read in the
+      same transaction (every write committed before shows, none after), or None where it
+      cannot for these keys (it has then made the writes; the caller lists on its own).
     """
 
     read_concurrency: int

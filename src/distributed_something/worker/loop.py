@@ -431,19 +431,26 @@ class Worker:
         running, in which case this one stands down (its message is deleted: the other
         message carries the task to its end).
 
-        Write first, then look: of two deliveries that start at once, both see both records,
-        and the later (by start time, then message) stands down, so exactly one runs. An
-        open record of this same message is a delivery whose worker vanished: closed as lost.
+        Write first, then look. Where the storage lists in the same transaction as the
+        write (`RunRecords.open_attempt_looking`: the local records, whose writes SQLite
+        serialises), every open record listed was written before this one: its delivery came
+        first, and this one stands down; the first to write runs. Elsewhere (S3) the listing
+        follows the write: of two deliveries that start at once both see both records, and
+        the later (by start time, then message) stands down, so exactly one runs. An open
+        record of this same message is a delivery whose worker vanished: closed as lost.
 
         The same listing tells how many retries the task has used up (`retries_used`).
         """
         attempt = self._new_attempt(message, started)
-        self.records.open_attempt(attempt, first=self._finished)
+        listed = self.records.open_attempt_looking(attempt, first=self._finished)
         self._attempt = attempt
         self._saved_finished()
+        ordered = listed is not None  # only records written before this one are listed
+        if listed is None:
+            listed = self.records.attempt_keys(message.task_id)
         mine = (round(started * 1e6), attempt.stem)
         history: list[tuple[int, str]] = []
-        for other in self.records.attempt_keys(message.task_id):
+        for other in listed:
             if other.stem == attempt.stem:
                 continue
             if other.outcome != "running":
@@ -451,7 +458,7 @@ class Worker:
                 continue
             if other.message == attempt.stem.rsplit("-", 1)[1]:
                 self.records.close_stale(other, "lost", self.clock())
-            elif (other.started_us, other.stem) < mine:
+            elif ordered or (other.started_us, other.stem) < mine:
                 log.warning(
                     "task %s is already running (attempt %s): this delivery stands down",
                     message.task_id,

@@ -101,6 +101,23 @@ class SqliteObjects:
             )
             conn.executemany("DELETE FROM objects WHERE key = ?", [(key,) for key in deletes])
 
+    def write_and_list(
+        self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], prefix: str
+    ) -> builtins.list[str]:
+        """`write_batch`, and the keys under ``prefix`` (in key order) as they stand right
+        after it, read in the same transaction: every write committed before this one shows,
+        none committed after it (SQLite serialises writers). Keys and prefix checked first."""
+        for key in [*(key for key, _ in puts), *deletes]:
+            check_object_key(key)
+        check_prefix(prefix)
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?)",
+                [(key, bytes(data)) for key, data in puts],
+            )
+            conn.executemany("DELETE FROM objects WHERE key = ?", [(key,) for key in deletes])
+            return [row[0] for row in conn.execute(*_range_query(prefix))]
+
     def put_file(self, key: str, path: Path) -> None:
         """Store the content of the file ``path`` as ``key`` (FileNotFoundError: nothing
         stored)."""
@@ -181,17 +198,7 @@ class SqliteObjects:
         found: builtins.list[builtins.list[str]] = []
         with self._db.reading() as conn:
             for prefix in prefixes:
-                high = _after_prefix(prefix)
-                if high is None:
-                    rows = conn.execute(
-                        "SELECT key FROM objects WHERE key >= ? ORDER BY key", (prefix,)
-                    )
-                else:
-                    rows = conn.execute(
-                        "SELECT key FROM objects WHERE key >= ? AND key < ? ORDER BY key",
-                        (prefix, high),
-                    )
-                found.append([row[0] for row in rows])
+                found.append([row[0] for row in conn.execute(*_range_query(prefix))])
         return found
 
     def _pages(
@@ -241,6 +248,15 @@ class SqliteObjects:
         self._db.close()
 
 
+def _range_query(prefix: str) -> tuple[str, tuple[str, ...]]:
+    """The statement and parameters selecting every key starting with ``prefix``, in key
+    order."""
+    high = _after_prefix(prefix)
+    if high is None:
+        return "SELECT key FROM objects WHERE key >= ? ORDER BY key", (prefix,)
+    return "SELECT key FROM objects WHERE key >= ? AND key < ? ORDER BY key", (prefix, high)
+
+
 def _content(data: object) -> bytes:
     if type(data) is bytes:
         return data
@@ -282,6 +298,11 @@ def _files_may_hold(prefix: str) -> bool:
         if not complete and not any(n.startswith(part) or part.startswith(n) for n in names):
             return False
     return True
+
+
+def _table_only(prefix: str) -> bool:
+    """Whether every key starting with ``prefix`` is kept in the records table."""
+    return prefix.startswith(_RECORDS) and not _files_may_hold(prefix)
 
 
 class LocalBucket:
@@ -328,6 +349,21 @@ class LocalBucket:
             self._table().write_batch(puts, deletes)
         else:
             write_in_order(self, puts, deletes)
+
+    def write_and_list(
+        self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], prefix: str
+    ) -> builtins.list[str] | None:
+        """`SqliteObjects.write_and_list` when every key and the prefix are the records
+        table's alone (a task's attempt records); else `write_batch` and None (the caller
+        lists on its own)."""
+        keys = [*(key for key, _ in puts), *deletes]
+        for key in keys:
+            check_object_key(key)
+        check_prefix(prefix)
+        if all(in_table(key) for key in keys) and _table_only(prefix):
+            return self._table().write_and_list(puts, deletes, prefix)
+        self.write_batch(puts, deletes)
+        return None
 
     def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
         for key, _ in items:
@@ -396,7 +432,7 @@ class LocalBucket:
         (a task's records), else one listing per prefix."""
         for prefix in prefixes:
             check_prefix(prefix)
-        if all(prefix.startswith(_RECORDS) and not _files_may_hold(prefix) for prefix in prefixes):
+        if all(_table_only(prefix) for prefix in prefixes):
             return self._table().list_keys_many(prefixes)
         return [builtins.list(self.list_keys(prefix)) for prefix in prefixes]
 

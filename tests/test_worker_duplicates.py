@@ -1,0 +1,214 @@
+"""At most one live execution of a task: a second delivery of a running task stands down.
+
+Two deliveries of one task can run at once when the task has two messages (a send repeated
+after a failure, SQS delivering a message twice) or a lease ran out under a live worker. Each
+delivery records its start, then looks at the task's attempt records:
+
+- on the local records (SQLite) the look is part of the same write transaction, so a delivery
+  sees exactly the deliveries whose start was recorded before its own: the first to record
+  runs, every later one stands down, whatever their start times say;
+- on a storage that writes and lists separately (S3, a folder) the later start stands down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import sys
+from pathlib import Path
+
+import pytest
+
+from distributed_something.backends import Backend
+from distributed_something.backends.local.queue import SqliteQueue
+from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.config.model import Config
+from distributed_something.interfaces.queue import Message
+from distributed_something.interfaces.storage import Storage
+from distributed_something.jobs.model import Task
+from distributed_something.ledger import build_ledger
+from distributed_something.recipes.command import CommandRecipe
+from distributed_something.records import Attempt, ManifestEntry, RunRecords
+from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
+from distributed_something.worker.runner import SubprocessRunner
+from testkit import FakeClock, NoCompute, NoProvisioner
+
+PY = sys.executable
+
+
+class Rig:
+    """Workers sharing a local SQLite queue (fake clock) and a storage: the local bucket
+    (records in SQLite: written and listed together) or a bare folder (written, then
+    listed)."""
+
+    def __init__(self, tmp_path: Path, storage: str) -> None:
+        self.tmp_path = tmp_path
+        self.clock = FakeClock(1_000_000.0)
+        self.queue = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=5, clock=self.clock)
+        files = FolderStorage(tmp_path / "bucket")
+        self.storage: Storage = (
+            LocalBucket(files, SqliteObjects(tmp_path / "records.sqlite"))
+            if storage == "local"
+            else files
+        )
+        ran = tmp_path / "ran"
+        ran.mkdir()
+        # Each run leaves a file named for its worker: who ran the command, and how often.
+        script = "import os, pathlib; pathlib.Path(os.environ['RAN'], os.environ['ME']).touch()"
+        self.ran = ran
+        self.config = Config.model_validate(
+            {
+                "app_name": "D",
+                "recipe": {"name": "command", "argv": [PY, "-c", script], "output_prefix": "o/t"},
+                "check_if_done": {"enabled": False},
+            }
+        )
+        self.backend = Backend(
+            "local", self.queue, self.storage, NoCompute(), lambda _n: self.storage, NoProvisioner()
+        )
+        self.records = RunRecords(self.storage, "D", "r1")
+        self.task = Task(body={"group": {"name": "t"}})
+
+    def worker(self, name: str) -> Worker:
+        config = self.config.model_copy(update={"env": {"RAN": str(self.ran), "ME": name}})
+        return Worker(
+            config,
+            self.backend,
+            CommandRecipe(),
+            SubprocessRunner(grace_seconds=1),
+            WorkerSettings(
+                name=name, run_id="r1", scratch_root=self.tmp_path / name, poll_interval=0.01
+            ),
+            clock=self.clock,
+            sleep=lambda _s: None,
+        )
+
+    def send_twice(self) -> None:
+        """The task sent twice: two messages, two deliveries to come."""
+        body = self.task.body_json()
+        self.queue.send_batch([(self.task.id, body)])
+        self.queue.send_batch([(self.task.id, body)])
+
+    def receive(self) -> Message:
+        (message,) = self.queue.receive(1, 600)
+        return message
+
+    def outcomes(self) -> list[tuple[str, str]]:
+        """Each attempt's worker and outcome, oldest first."""
+        found = []
+        for key in self.records.attempt_keys(self.task.id):
+            data = self.records._get_json(self.records.key_of(key))
+            assert data is not None
+            found.append((data["worker"], key.outcome))
+        return found
+
+    def state(self) -> tuple[str, int, bool]:
+        ledger = build_ledger(
+            "r1", [ManifestEntry(self.task.id, {})], set(), self.records.attempt_keys(), []
+        )
+        entry = ledger.tasks[self.task.id]
+        return entry.state, entry.attempts, entry.duplicate
+
+
+@pytest.fixture(params=["local", "folder"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Rig:
+    return Rig(tmp_path, request.param)
+
+
+def test_a_second_delivery_of_a_running_task_stands_down_without_running(rig: Rig) -> None:
+    rig.send_twice()
+    a, b = rig.worker("a"), rig.worker("b")
+    # a records its start (and would now run the command); b takes the other message later.
+    assert a._begin_attempt(rig.receive(), rig.clock()) is False
+    rig.clock.sleep(5)
+
+    assert b.step() is Outcome.DUPLICATE
+
+    assert list(rig.ran.iterdir()) == []  # b never started the command
+    assert rig.outcomes() == [("a", "running"), ("b", "duplicate")]
+    counts = rig.queue.counts()
+    assert (counts.visible, counts.in_flight) == (0, 1)  # b's message deleted, a's leased
+    # Still running, one attempt: the delivery that stood down is reported as a duplicate
+    # delivery, not counted as an attempt.
+    assert rig.state() == ("running", 1, True)
+
+
+def test_on_the_local_records_the_first_to_record_its_start_runs(tmp_path: Path) -> None:
+    # b's delivery started earlier (by its clock), but a recorded its start first and is
+    # running: b must stand down. Comparing start times alone, b would run too.
+    rig = Rig(tmp_path, "local")
+    rig.send_twice()
+    first, second = rig.receive(), rig.receive()
+    a, b = rig.worker("a"), rig.worker("b")
+    started_b = rig.clock()
+    rig.clock.sleep(5)
+    assert a._begin_attempt(first, rig.clock()) is False
+
+    assert b._begin_attempt(second, started_b) is True
+
+    assert rig.outcomes() == [("b", "duplicate"), ("a", "running")]
+    assert (rig.queue.counts().in_flight, rig.state()) == (1, ("running", 1, True))
+
+
+def test_where_writes_and_listings_are_apart_the_later_start_stands_down(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, "folder")
+    rig.send_twice()
+    first, second = rig.receive(), rig.receive()
+    a, b = rig.worker("a"), rig.worker("b")
+    assert a._begin_attempt(first, rig.clock()) is False
+    rig.clock.sleep(5)
+    assert b._begin_attempt(second, rig.clock()) is True
+    assert rig.outcomes() == [("a", "running"), ("b", "duplicate")]
+
+
+def test_a_stood_down_task_is_run_by_the_message_left(rig: Rig) -> None:
+    rig.send_twice()
+    a, b = rig.worker("a"), rig.worker("b")
+    assert b._begin_attempt(rig.receive(), rig.clock()) is False  # b is running the task
+    rig.clock.sleep(5)
+    assert a.step() is Outcome.DUPLICATE  # a's message is deleted
+    # b vanishes: its lease runs out, and its message comes back to a, which finds b's
+    # open record (the same message) and closes it as lost.
+    rig.clock.sleep(700)
+
+    assert a.step() is Outcome.DONE
+    a.close()  # its records and the message's delete (kept for the next task) are made
+
+    assert [p.name for p in rig.ran.iterdir()] == ["a"]  # the command ran once
+    assert rig.outcomes() == [("b", "lost"), ("a", "duplicate"), ("a", "done")]
+    assert rig.state() == ("done", 2, True)  # b's lost attempt and a's
+    assert rig.queue.counts().drained
+
+
+def _open_and_look(path: str, index: int, task_id: str, out: multiprocessing.Queue) -> None:
+    records = RunRecords(SqliteObjects(Path(path)), "D", "r1")
+    attempt = Attempt(task_id, 1, f"m{index}", f"w{index}", 1000.0 + index, cause="lost")
+    listed = records.open_attempt_looking(attempt)
+    assert listed is not None
+    out.put((index, sorted(key.message for key in listed)))
+
+
+def test_records_written_and_listed_together_are_seen_in_one_order(tmp_path: Path) -> None:
+    # Processes recording a start of the same task at once: each listing holds its own
+    # record and those of every delivery that recorded before it, so the listings nest
+    # (sizes 1, 2, ... n, each containing the one before): exactly one delivery saw no other.
+    path = tmp_path / "records.sqlite"
+    SqliteObjects(path).put_bytes("_ds/D/x", b"")  # created before the race
+    context = multiprocessing.get_context("fork")
+    for task in range(4):
+        out: multiprocessing.Queue = context.Queue()
+        processes = [
+            context.Process(target=_open_and_look, args=(str(path), i, f"t{task}", out))
+            for i in range(4)
+        ]
+        for process in processes:
+            process.start()
+        listings = [out.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(60)
+            assert process.exitcode == 0
+        seen = sorted((listed for _, listed in listings), key=len)
+        assert [len(listed) for listed in seen] == [1, 2, 3, 4], seen
+        for smaller, larger in itertools.pairwise(seen):
+            assert set(smaller) < set(larger)
