@@ -14,7 +14,8 @@ Also the Python floor: 2 Python processes that only start ``true`` as our runner
 session, output to a file) and wait — what any worker written in Python pays per task.
 Also the records floor: the same, plus the SQLite writes our worker makes per task (the
 receive carrying the last task's delete; the last task's end with this one's start and a
-read of its attempts, in one transaction) — what a Python worker keeping our durable records pays, and nothing else.
+read of its attempts, in one transaction) — what a Python worker keeping our durable
+records pays, and nothing else.
 Also, when ``pip install lithops`` works here: Lithops' localhost executor with 2 worker
 processes, each task calling ``subprocess.run(["true"])``, in a throwaway venv under /tmp
 (``--lithops-tasks`` of them, 200 by default: it takes ~0.2 s a task; compared by rate).
