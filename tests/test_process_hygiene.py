@@ -314,6 +314,38 @@ def recorded_group(scratch: Path, worker_pid: int) -> int | None:
     return None if group is None else int(group)
 
 
+def test_the_watchdog_starts_light_and_leaves_at_once_after_a_normal_exit(
+    tmp_path: Path,
+) -> None:
+    # It runs beside every worker: what it imports before its worker is gone is all it
+    # costs in the usual case (its worker removed its record and closed the pipe).
+    scratch = tmp_path / "scratch"
+    code = (
+        "import sys\n"
+        "from distributed_something.worker.watchdog import watchdog_main\n"
+        "watchdog_main()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('distributed_something')))\n"
+        "print('logging' in sys.modules, 'json' in sys.modules)\n"
+    )
+    record = record_path(scratch, 12345)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(scratch), str(record), "12345-1"],
+        input=b"",
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    modules, heavy = done.stdout.decode().splitlines()
+    assert modules == str(
+        [
+            "distributed_something",
+            "distributed_something.worker",
+            "distributed_something.worker.watchdog",
+        ]
+    )
+    assert heavy == "False False"
+
+
 def test_after_a_workers_death_its_unrecorded_task_is_killed_by_its_token(
     tmp_path: Path, leftovers: list[int]
 ) -> None:

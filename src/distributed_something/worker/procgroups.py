@@ -504,7 +504,7 @@ class Watchdog:
     @classmethod
     def start(cls, scratch_root: Path, record: Path, token: str) -> Watchdog | None:
         """Start the watchdog of this process (recorded at ``record``); None if it cannot."""
-        code = "from distributed_something.worker.procgroups import watchdog_main; watchdog_main()"
+        code = "from distributed_something.worker.watchdog import watchdog_main; watchdog_main()"
         try:
             process = subprocess.Popen(
                 [sys.executable, "-c", code, str(scratch_root), str(record), token],
@@ -523,16 +523,6 @@ class Watchdog:
             self.process.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
-
-
-def watchdog_main() -> None:
-    """What the `Watchdog` process runs: ``argv`` is scratch root, record path, token."""
-    scratch_root, record, token = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    while os.read(0, 4096):
-        pass  # the worker writes nothing: this returns at end-of-file
-    after_death(scratch_root, record, token)
 
 
 def after_death(scratch_root: Path, record: Path, token: str, *, wait: float = 10.0) -> bool:
