@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distributed_something.report import html
 from distributed_something.report.build import RunReport, TaskReport, tally
-from distributed_something.report.context import S3_CONSOLE
+from distributed_something.report.context import S3_CONSOLE, href_of, join_location, links_under
 from distributed_something.report.html import (
     MAX_ROWS,
     TSV_COLUMNS,
@@ -706,3 +708,39 @@ def test_page_is_built_for_small_screens() -> None:
         assert len(wrapper) == 1
     assert "@media (max-width: 600px)" in page
     assert "overflow-x: auto" in page
+
+
+_BASES = [
+    "/",
+    "/tmp/b",
+    "/tmp/b/",
+    "/tmp/a b/%20é",
+    "//tmp//b/./c/",
+    "rel/folder",
+    "",
+    "s3://bk/p/",
+]
+_KEY_PARTS = st.sampled_from(["a", "b c", "é", "%", "#?&", ".", "..", "", "x.y", "☃", "\udcff"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from(_BASES),
+    parts=st.lists(_KEY_PARTS, min_size=0, max_size=4),
+    lead=st.sampled_from(["", "/", "//"]),
+    tail=st.sampled_from(["", "/", "//"]),
+)
+def test_links_under_a_base_are_those_made_one_by_one(
+    base: str, parts: list[str], lead: str, tail: str
+) -> None:
+    # The report links each task through `links_under` (the base worked out once): every
+    # key must give exactly the location and link `join_location` and `href_of` give.
+    key = lead + "/".join(parts) + tail
+    where = join_location(base, key)
+    try:
+        expected = (where, href_of(where))
+    except UnicodeEncodeError:  # a name that is not UTF-8 in an S3 link: raised the same
+        with pytest.raises(UnicodeEncodeError):
+            links_under(base)(key)
+        return
+    assert links_under(base)(key) == expected, (base, key)

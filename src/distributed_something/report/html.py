@@ -22,7 +22,7 @@ from typing import Any
 from distributed_something.atomicfile import write_text_atomically
 from distributed_something.records import CORRUPT_FIX
 from distributed_something.report.build import OUTCOMES, AttemptSpan, RunReport, TaskReport
-from distributed_something.report.context import href_of, join_location
+from distributed_something.report.context import href_of, links_under
 from distributed_something.report.scales import (
     Ticks,
     format_duration,
@@ -713,8 +713,7 @@ def _outputs_cell(report: RunReport, task: TaskReport) -> str:
     )
     if not task.output_prefix or not base:
         return count
-    where = join_location(base, task.output_prefix.rstrip("/") + "/")
-    href = href_of(where)
+    where, href = links_under(base)(task.output_prefix.rstrip("/") + "/")
     if href is None:
         return f'<span title="{_e(where)}">{count}</span>'
     return f'<a class="outputs" href="{_e(href)}" title="{_e(where)}">{count}</a>'
@@ -727,7 +726,7 @@ def _log_cell(report: RunReport, task: TaskReport) -> str:
         return ""
     href = None
     if report.logs_location and not report.logs_location.startswith("s3://"):
-        href = href_of(join_location(report.logs_location, task.id + "/"))
+        href = links_under(report.logs_location)(task.id + "/")[1]
     command = f"<code>ds logs {_e(task.id[:12])}</code>"
     if href is None:
         return command
