@@ -436,8 +436,10 @@ class Worker:
         serialises), every open record listed was written before this one: its delivery came
         first, and this one stands down; the first to write runs. Elsewhere (S3) the listing
         follows the write: of two deliveries that start at once both see both records, and
-        the later (by start time, then message) stands down, so exactly one runs. An open
-        record of this same message is a delivery whose worker vanished: closed as lost.
+        the later (by start time, then message) stands down. (One that started earlier but
+        wrote after the other had looked runs too: both are kept, and the task is reported
+        as a duplicate.) An open record of this same message is a delivery whose worker
+        vanished: closed as lost.
 
         The same listing tells how many retries the task has used up (`retries_used`).
         """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import heapq
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -95,11 +96,7 @@ class SqliteObjects:
         for key in [*(key for key, _ in puts), *deletes]:
             check_object_key(key)
         with self._db.transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO objects VALUES (?, ?)",
-                [(key, bytes(data)) for key, data in puts],
-            )
-            conn.executemany("DELETE FROM objects WHERE key = ?", [(key,) for key in deletes])
+            _write(conn, puts, deletes)
 
     def write_and_list(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], prefix: str
@@ -111,11 +108,7 @@ class SqliteObjects:
             check_object_key(key)
         check_prefix(prefix)
         with self._db.transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO objects VALUES (?, ?)",
-                [(key, bytes(data)) for key, data in puts],
-            )
-            conn.executemany("DELETE FROM objects WHERE key = ?", [(key,) for key in deletes])
+            _write(conn, puts, deletes)
             return [row[0] for row in conn.execute(*_range_query(prefix))]
 
     def put_file(self, key: str, path: Path) -> None:
@@ -246,6 +239,16 @@ class SqliteObjects:
     def close(self) -> None:
         """Close this process's connection (the next call opens it again)."""
         self._db.close()
+
+
+def _write(
+    conn: sqlite3.Connection, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str]
+) -> None:
+    """Every put, then every delete, in the transaction ``conn`` is in."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO objects VALUES (?, ?)", [(key, bytes(data)) for key, data in puts]
+    )
+    conn.executemany("DELETE FROM objects WHERE key = ?", [(key,) for key in deletes])
 
 
 def _range_query(prefix: str) -> tuple[str, tuple[str, ...]]:
