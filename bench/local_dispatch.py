@@ -12,10 +12,11 @@ Also the same with short real tasks (``--short-tasks`` 400 of ``sleep 0.05``), o
 where the per-task bookkeeping meets a task that takes time.
 Also the Python floor: 2 Python processes that only start ``true`` as our runner does (own
 session, output to a file) and wait — what any worker written in Python pays per task.
-Also the records floor: the same, plus the SQLite writes our worker makes per task (the
-receive carrying the last task's delete; the last task's end with this one's start and a
-read of its attempts, in one transaction) — what a Python worker keeping our durable
-records pays, and nothing else.
+Also the records floor: the same, plus the SQLite writes our worker makes per task (a
+receive of up to 16 tasks carrying the last tasks' deletes; the last task's end with this
+one's start and a read of its attempts, in one transaction) — what a Python worker keeping
+our durable records pays, and nothing else; and the same with the starts of the 16 tasks
+received together written in one transaction (records committed in batches).
 Also, when ``pip install lithops`` works here: Lithops' localhost executor with 2 worker
 processes, each task calling ``subprocess.run(["true"])``, in a throwaway venv under /tmp
 (``--lithops-tasks`` of them, 200 by default: it takes ~0.2 s a task; compared by rate).
@@ -154,7 +155,7 @@ from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.records import Attempt, DoneMarker, RunRecords, Writes
-folder, n, me = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+folder, n, me, batched = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "batch"
 queue = SqliteQueue(folder / "queue.sqlite", max_receive_count=3)
 bucket = LocalBucket(FolderStorage(folder / "bucket"), SqliteObjects(folder / "records.sqlite"))
 records = RunRecords(bucket, "Floor", "r1")
@@ -164,22 +165,38 @@ env, kept, done = dict(os.environ), Writes(), []
 started = time.perf_counter()
 with open(work / "task.log", "ab") as log:
     while True:
-        messages = queue.receive(1, 600)
+        messages = queue.receive(16, 600)  # as a worker running short tasks does
         if not messages:
             break
-        (message,) = messages
-        attempt = Attempt(message.task_id, 1, message.message_id, me, time.time(), cause="lost")
-        records.open_attempt_looking(attempt, first=kept)  # the attempts read with it
-        for old in done:
-            queue.delete_soon(old)
-        subprocess.Popen(
-            ["true"], cwd=work, env={**env, "DS_TASK_ID": message.task_id},
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ).wait()
-        attempt.outcome, attempt.ended_at = "done", time.time()
-        marker = DoneMarker(message.task_id, 1, 0.0, [], 0.0, time.time(), me, "out")
-        kept, done = records.closing(attempt, marker), [message]
+        attempts = [
+            Attempt(m.task_id, 1, m.message_id, me, time.time(), cause="lost") for m in messages
+        ]
+        if batched:  # every start of the batch in one write, with the last batch's ends
+            opening = Writes(list(kept.puts), list(kept.deletes))
+            for attempt in attempts:
+                opening.add(records._opening(attempt, None))
+            records.write(opening)
+            records.attempt_keys_of([m.task_id for m in messages])
+            for old in done:  # their ends are written: their messages go
+                queue.delete_soon(old)
+            kept, done = Writes(), []
+        for message, attempt in zip(messages, attempts):
+            if not batched:  # as the worker: this start with the last task's end, and a look
+                records.open_attempt_looking(attempt, first=kept)
+                for old in done:
+                    queue.delete_soon(old)
+            subprocess.Popen(
+                ["true"], cwd=work, env={**env, "DS_TASK_ID": message.task_id},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ).wait()
+            attempt.outcome, attempt.ended_at = "done", time.time()
+            marker = DoneMarker(message.task_id, 1, 0.0, [], 0.0, time.time(), me, "out")
+            if batched:
+                kept.add(records.closing(attempt, marker))
+                done.append(message)
+            else:
+                kept, done = records.closing(attempt, marker), [message]
 records.write(kept)
 for old in done:
     queue.delete_soon(old)
@@ -188,21 +205,25 @@ print(time.perf_counter() - started)
 """
 
 
-def time_records_floor(n: int, workers: int, scratch: Path) -> float:
+def time_records_floor(n: int, workers: int, scratch: Path, *, batched: bool = False) -> float:
     """``workers`` Python processes that keep our durable records and nothing else: per
-    task, the same SQLite writes as a worker (a receive carrying the last task's delete; the
-    last task's end and done marker with this one's start and a read of its attempts in one
-    transaction) around starting ``true`` as the python floor does. What a Python worker with
-    these records pays per task before any of the rest (logs, limits, memory, groups): the
-    loops' time, the processes' start left out."""
+    task, the same SQLite writes as a worker running short tasks (a receive of up to 16
+    tasks carrying the last tasks' deletes; the last task's end and done marker with this
+    one's start and a read of its attempts in one transaction) around starting ``true`` as
+    the python floor does. What a Python worker with these records pays per task before any
+    of the rest (logs, limits, memory, groups): the loops' time, the processes' start left
+    out. With ``batched``: the starts of the 16 tasks received together in one write (with
+    the last batch's ends) and their attempts read in one snapshot, as a worker committing
+    records in batches would (it would show held tasks as started)."""
     folder = scratch / "records-floor"
     folder.mkdir()
     SqliteQueue(folder / "queue.sqlite", max_receive_count=3).send_batch(
         [(f"t{i:07d}", "{}") for i in range(n)]
     )
+    mode = "batch" if batched else "each"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RECORDS_FLOOR, str(folder), str(n), f"w{i}"],
+            [sys.executable, "-c", RECORDS_FLOOR, str(folder), str(n), f"w{i}", mode],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -295,11 +316,15 @@ def main() -> None:
         floor: list[float] = []
         python_floor: list[float] = []
         records_floor: list[float] = []
+        batched_floor: list[float] = []
         for r in range(args.repeat):  # alternated, so all see the same load
             ours.append(time_ours(scratch, args.tasks, args.workers, r))
             floor.append(time_xargs(args.tasks, args.workers))
             python_floor.append(time_python_floor(args.tasks, args.workers, scratch))
             records_floor.append(time_records_floor(args.tasks, args.workers, scratch))
+            batched_floor.append(
+                time_records_floor(args.tasks, args.workers, scratch, batched=True)
+            )
         # What `ds run` costs whatever the tasks: start, setup, submit, start workers, the
         # monitor's last tick, report, cleanup.
         fixed = statistics.median(time_ours(scratch, 2, args.workers, f"f{r}") for r in range(3))
@@ -326,6 +351,7 @@ def main() -> None:
     ours_s, xargs_s = statistics.median(ours), statistics.median(floor)
     python_s = statistics.median(python_floor)
     records_s = statistics.median(records_floor)
+    batched_s = statistics.median(batched_floor)
     ratio = xargs_s / ours_s
     rate = args.tasks / ours_s
     print(
@@ -342,6 +368,10 @@ def main() -> None:
     print(
         f"records floor ({args.workers} Python processes keeping our records around `true`, "
         f"nothing else): {', '.join(f'{s:.2f}' for s in records_floor)} s -> {records_s:.2f} s"
+    )
+    print(
+        f"records floor, the starts of 16 tasks received together written together: "
+        f"{', '.join(f'{s:.2f}' for s in batched_floor)} s -> {batched_s:.2f} s"
     )
     per_task = (ours_s - fixed) * args.workers / args.tasks * 1000
     python_ms = python_s * args.workers / args.tasks * 1000
@@ -389,7 +419,10 @@ def main() -> None:
     print(
         f"LIMIT our records alone (the records floor) cost {records_ms - python_ms:.2f} ms per "
         f"task and slot over the python floor; a worker keeping them and nothing else would "
-        f"take {records_s / xargs_s:.1f}x xargs' time, before `ds run`'s fixed cost"
+        f"take {records_s / xargs_s:.2f}x xargs' time, before `ds run`'s fixed cost; with the "
+        f"starts of 16 tasks written together, {batched_s / xargs_s:.2f}x (which the fixed "
+        f"cost alone takes to {(batched_s + fixed) / xargs_s:.2f}x at {args.tasks:,} tasks), "
+        "at the price of held tasks recorded as started before they start"
     )
     print(
         f"LIMIT what each task costs besides its child: {bookkeeping:.2f} ms per task and slot "

@@ -22,6 +22,7 @@ import pytest
 from distributed_something.backends import Backend
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+from distributed_something.backends.local.sqlite_file import close_all
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config
 from distributed_something.interfaces.queue import Message
@@ -195,6 +196,7 @@ def test_records_written_and_listed_together_are_seen_in_one_order(tmp_path: Pat
     # (sizes 1, 2, ... n, each containing the one before): exactly one delivery saw no other.
     path = tmp_path / "records.sqlite"
     SqliteObjects(path).put_bytes("_ds/D/x", b"")  # created before the race
+    close_all()  # no SQLite connection crosses the fork (see backends/local/forking.py)
     context = multiprocessing.get_context("fork")
     for task in range(4):
         out: multiprocessing.Queue = context.Queue()
