@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import write_project
-from testkit import E2E_WORK, local_bucket
+from testkit import E2E_WORK, local_bucket, running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +94,75 @@ def test_worker_killed_mid_task_and_the_task_still_completes_once(tmp_path: Path
     # The killed worker's task started twice but completed once (one done marker).
     assert len(ledger(tmp_path)) == 5
     assert sorted(t["attempts"] for t in rep["tasks"]) == [1, 1, 1, 2]
+
+
+def ds_script(*args: str, cwd: Path) -> CompletedProcess[str]:
+    """`ds ARGS` through the console script, as users type it (the `ds` fixture runs
+    ``python -m distributed_something``): a worker forked from it keeps its command line."""
+    script = Path(sys.executable).parent / "ds"
+    assert script.exists(), f"no console script next to {sys.executable}"
+    return subprocess.run(
+        [str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_a_killed_workers_task_is_pending_at_once_and_runs_again_before_its_lease_ends(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """SIGKILL a worker mid-task, with a lease (visibility) of 5 minutes: its watchdog closes
+    the attempt as lost and hands the message back, so `ds status` stops counting the task
+    as running at once and the other worker runs it next, long before the lease would end.
+    Workers started by the `ds` console script (forked: their command line is `ds`'s) are
+    seen as running by a later `ds status`, and stopped by `ds cleanup`."""
+    names = [f"k{i}" for i in range(4)]
+    proj = work_project(tmp_path, names, 1.5, queue={"visibility": 300})
+    for args in (("setup",), ("submit", "job.json"), ("start-cluster",)):
+        assert ds_script(*args, cwd=proj).returncode == 0, args
+    workers = json.loads((proj / ".ds" / "T" / "workers.json").read_text())["workers"]
+    assert wait_for(lambda: len(ledger(tmp_path)) >= 2), "both workers should be busy"
+    status = json.loads(ds_script("status", "--json", cwd=proj).stdout)
+    assert status["workers"]["running"] == 2 and status["counts"]["running"] == 2
+    victim = workers[0]["pid"]
+    os.kill(victim, signal.SIGKILL)  # mid-task: no chance to hand it back
+    killed_at = time.time()
+
+    def settled() -> dict[str, Any] | None:
+        now = json.loads(ds("status", "--json", cwd=proj).stdout)
+        return now if now["counts"]["running"] <= 1 else None
+
+    assert wait_for(settled, timeout=20), "the dead worker's task is still counted running"
+    status = settled()
+    assert status is not None and status["workers"]["running"] == 1
+    assert status["counts"]["done"] + status["counts"]["running"] + status["counts"]["pending"] == 4
+    result = ds("monitor", "--json", "--interval", "0.2", cwd=proj)
+    assert result.returncode == 0, result.stderr
+    rep = report_of(result)
+    assert rep["counts"]["done"] == 4 and rep["counts"]["duplicates"] == 0
+    assert len(ledger(tmp_path)) == 5
+    # From the records: the killed attempt was closed as lost, saying why, and the task ran
+    # again before its lease would have ended.
+    from distributed_something.records import RunRecords
+
+    records = RunRecords(local_bucket(proj), "T", rep["run_id"])
+    twice = [t for t in rep["tasks"] if t["attempts"] == 2]
+    assert len(twice) == 1
+    first, second = records.attempt_keys(twice[0]["id"])
+    assert (first.outcome, second.outcome) == ("lost", "done")
+    assert second.started_us / 1e6 < killed_at + 60
+    lost = records.read_json_many([records.key_of(first)])[0]
+    assert lost is not None and f"pid {victim}) died" in lost["error"]
+    assert lost["cause"] == "lost"
+    log = (proj / ".ds" / "T" / "workers" / f"{workers[0]['name']}.log").read_text()
+    assert "its attempt is closed as lost" in log
+
+    # Workers forked by the console script are seen, and stopped, by later commands.
+    for args in (("setup",), ("submit", "job.json", "--no-skip-done"), ("start-cluster",)):
+        assert ds_script(*args, cwd=proj).returncode == 0, args
+    workers = json.loads((proj / ".ds" / "T" / "workers.json").read_text())["workers"]
+    assert wait_for(lambda: len(ledger(tmp_path)) >= 7)
+    assert json.loads(ds_script("status", "--json", cwd=proj).stdout)["workers"]["running"] == 2
+    assert ds_script("cleanup", cwd=proj).returncode == 0
+    assert wait_for(lambda: not any(running(w["pid"]) for w in workers), timeout=10)
 
 
 def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Path, ds: Ds) -> None:

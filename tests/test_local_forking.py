@@ -165,3 +165,23 @@ def test_a_forked_child_that_fails_exits_without_running_its_parents_code(
     assert child.poll() == 2  # bad input
     assert "missing.toml" in log_path.read_text()
     assert marker.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_worker_is_known_by_its_pid_and_start_not_by_its_command_line() -> None:
+    """Local compute tells its workers from strangers by the start time recorded with the
+    pid: a worker forked from the `ds` console script has `ds`'s command line (no
+    "distributed_something" in it), and a pid is reused."""
+    from distributed_something.backends.local.compute import _alive
+    from distributed_something.worker.procgroups import proc_info
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        info = proc_info(child.pid)
+        assert info is not None
+        assert _alive(child.pid, info.start)
+        assert not _alive(child.pid, info.start + 1)  # another process, that pid reused
+        assert not _alive(child.pid)  # recorded without a start: its command line is not ours
+    finally:
+        child.kill()
+        child.wait()
+    assert not _alive(child.pid, info.start)

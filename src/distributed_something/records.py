@@ -507,10 +507,18 @@ class RunRecords:
         writes.deletes.append(self.attempt_key(attempt, "running"))
         return writes
 
-    def close_stale(self, key: AttemptKey, outcome: str, at: float) -> None:
-        """Close an open attempt record another process left behind (its worker is gone)."""
+    def close_stale(self, key: AttemptKey, outcome: str, at: float, error: str = "") -> bool:
+        """Close an open attempt record another process left behind (its worker is gone),
+        saying ``error`` (else what the record says, else that its worker stopped without a
+        word). False, and nothing written, when the record is no longer open (its worker
+        or another closer got there first). No intent is needed (see summary.py): readers
+        of the ledger summary read a task running at the checkpoint again."""
         open_key = self.key_of(key, "running")
-        data = self._get_json(open_key) or {}
+        try:
+            raw = self.storage.get_bytes(open_key)
+        except KeyError:
+            return False
+        data = self._parsed(open_key, raw) or {}
         data.update(
             task_id=key.task_id,
             attempt=key.attempt,
@@ -520,10 +528,12 @@ class RunRecords:
         )
         data.setdefault("message_id", "")
         data.setdefault("worker", "")
-        data.setdefault("error", "the worker running it stopped without a word")
+        if error or not data.get("error"):
+            data["error"] = error or "the worker running it stopped without a word"
         closed = self.key_of(key, outcome)
         self._put_json(closed, data)
         self.storage.delete(open_key)
+        return True
 
     def settle_completed(self, key: AttemptKey, marker: DoneMarker) -> None:
         """Close as ``done`` the attempt whose done marker is ``marker`` but whose record

@@ -8,23 +8,29 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from distributed_something.backends import Backend, open_backend
 from distributed_something.config.environment import config_from_environment
+from distributed_something.interfaces.queue import Message
 from distributed_something.project import Project
 from distributed_something.recipes.registry import get_recipe
+from distributed_something.records import Attempt, RunRecords
 from distributed_something.state import load_state
 from distributed_something.usecases.project import open_project
-from distributed_something.worker.loop import Worker, WorkerSettings, WorkerSummary
+from distributed_something.worker.loop import AttemptHook, Worker, WorkerSettings, WorkerSummary
 from distributed_something.worker.procgroups import (
     GroupRecorder,
     reap_dead_workers,
     scratch_root_of,
 )
 from distributed_something.worker.runner import SubprocessRunner, tracing_enabled
+from distributed_something.worker.settle import holding_of, settle
 
 log = logging.getLogger("ds.worker")
 
@@ -72,17 +78,68 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     # Before recording ourselves: a dead worker may have had our pid (and folder names).
     for dead in reap_dead_workers(settings.scratch_root):
         log.info("cleaned up after dead worker %d (task group %s)", dead.worker_pid, dead.pgid)
-    recorder = GroupRecorder.start(settings.scratch_root)
+    # The watchdog settles what this worker holds should it die (`settle_dead_worker`): it
+    # opens the same project, from the same file or the same environment.
+    config_file = project.config_path.resolve()
+    recorder = GroupRecorder.start(
+        settings.scratch_root, settle=str(config_file) if config_file.is_file() else ""
+    )
     try:
         runner = SubprocessRunner(recorder=recorder, measure=tracing_enabled(os.environ))
-        return _work(project, backend, settings, runner)
+        hook = None if recorder is None else _recording(recorder, run_id)
+        return _work(project, backend, settings, runner, hook)
     finally:
         if recorder is not None:
             recorder.close()  # after `Worker.run` removed our scratch folder
 
 
+def _recording(recorder: GroupRecorder, run_id: str) -> AttemptHook:
+    """The worker's ``on_attempt``: what it holds goes into its record for its watchdog."""
+
+    def record(attempt: Attempt, message: Message, held: list[Message]) -> None:
+        try:
+            recorder.holding(holding_of(run_id, attempt, message, held))
+        except OSError as exc:  # the lease runs out instead, as without a watchdog
+            log.warning("could not record the task held for the watchdog: %s", exc)
+
+    return record
+
+
+def settle_dead_worker(config: str, worker_pid: int, holding: Mapping[str, Any]) -> None:
+    """What a worker's watchdog does once its worker died holding a task (`worker/settle.py`):
+    open the worker's project (``config``: its file, "" for the environment's) and settle.
+    Says what it did, or why it could not, on stderr (the worker's log); never raises: the
+    lease running out settles it then."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        project = worker_project(Path(config) if config else None)
+        backend = open_backend(project)
+        records = RunRecords(backend.storage, project.config.app_name, str(holding["run"]))
+        done = settle(records, backend.queue, holding, worker_pid, time.time())
+    except Exception as exc:  # noqa: BLE001 - the leases run out and settle it instead
+        log.warning("worker %d died; could not settle its task: %s", worker_pid, exc)
+        return
+    if done.task_id:
+        log.warning(
+            "worker %d died running task %s: its attempt is closed as lost and the task is "
+            "back in the queue",
+            worker_pid,
+            done.task_id,
+        )
+    if done.held:
+        log.info("worker %d died: %d tasks it held went back to the queue", worker_pid, done.held)
+
+
 def _work(
-    project: Project, backend: Backend, settings: WorkerSettings, runner: SubprocessRunner
+    project: Project,
+    backend: Backend,
+    settings: WorkerSettings,
+    runner: SubprocessRunner,
+    on_attempt: AttemptHook | None = None,
 ) -> WorkerSummary:
     config = project.config
     worker = Worker(
@@ -92,6 +149,7 @@ def _work(
         runner,
         settings,
         task_log=backend.task_log(),
+        on_attempt=on_attempt,
     )
     worker.install_signal_handlers()
     # On AWS: instance tags, spot interruptions, idle shutdown (`Backend.worker_context`).

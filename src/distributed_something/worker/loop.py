@@ -95,6 +95,12 @@ MAX_HELD_TASKS = 16
 SHORT_TASK_SECONDS = 0.05
 
 
+#: Told, the moment an attempt's open record is written, of the attempt, its message and the
+#: messages held to run next (`Worker`'s ``on_attempt``: what the worker's watchdog settles
+#: should the worker die). Must not raise.
+AttemptHook = Callable[[Attempt, Message, list[Message]], None]
+
+
 @dataclass
 class _Held:
     """A message received with another, to run after it, and when (by the worker's clock,
@@ -155,6 +161,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] | None = None,
         task_log: TaskLogFactory | None = None,
+        on_attempt: AttemptHook | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -175,6 +182,7 @@ class Worker:
         self._sleep = sleep or self.stopping.wait
         self._idle_polls = 0
         self._task_log = task_log
+        self._on_attempt = on_attempt
         #: when (by ``clock``) polls started coming back empty; None while holding a task
         #: or before the first poll (read by the idle shutdown, aws/idle.py)
         self.idle_since: float | None = None
@@ -446,6 +454,8 @@ class Worker:
         attempt = self._new_attempt(message, started)
         listed = self.records.open_attempt_looking(attempt, first=self._finished)
         self._attempt = attempt
+        if self._on_attempt is not None:
+            self._on_attempt(attempt, message, [held.message for held in self._held])
         self._saved_finished()
         ordered = listed is not None  # only records written before this one are listed
         if listed is None:

@@ -26,8 +26,9 @@ decision from a record and what was observed now, and has no effects; `reap_dead
 observes, asks `judge`, and acts.
 
 The record is written once atomically (a temporary file renamed into place) at a fixed
-width, `RECORD_BYTES`, and then updated in place, twice per task, with one ``pwrite`` over the
-whole width: no file is created or renamed per task. Its first fields (which machine, which
+width, `RECORD_BYTES`, and then updated in place, three times per task (what the worker
+holds as the task's attempt starts; the task's group; no group), with one ``pwrite`` over
+the whole width: no file is created or renamed per task. Its first fields (which machine, which
 worker) never change, so a reader racing with an update can only see a mix of two values of
 the task's fields, which a reaper never acts on while the worker is alive (the only time its
 record is written), or text that does not parse: a reader reads such a record again before
@@ -61,7 +62,9 @@ _PROC = Path("/proc")
 #: `Watchdog`).
 TOKEN_ENV = "DS_WORKER_TOKEN"
 #: Width of a record on disk (its JSON padded with spaces): every update overwrites it whole.
-RECORD_BYTES = 512
+#: Room for what a worker holds (`GroupRecord.holding`: up to 16 local receipt handles);
+#: a longer record is written anew and renamed, which works, only slower.
+RECORD_BYTES = 2048
 
 
 def scratch_root_of(state_dir: Path, environ: Mapping[str, str]) -> Path:
@@ -188,15 +191,19 @@ class GroupRecord:
     #: the running task's process group (its leader's pid), None between tasks
     pgid: int | None = None
     leader_start: int | None = None
+    #: what the worker held when it last started an attempt, for its watchdog to settle
+    #: should it die (`GroupRecorder.holding`; opaque to this module), None before any
+    holding: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(vars(self))  # flat: no deep copy (`asdict`) needed
+        return json.dumps(vars(self))  # flat but for `holding`: no deep copy (`asdict`)
 
     @classmethod
     def from_json(cls, text: str) -> GroupRecord:
         """Raises ValueError (or TypeError/KeyError) for text that is not a record."""
         data: dict[str, Any] = json.loads(text)
         pgid, leader_start = data.get("pgid"), data.get("leader_start")
+        holding = data.get("holding")
         return cls(
             host=str(data["host"]),
             boot_id=str(data["boot_id"]),
@@ -205,6 +212,7 @@ class GroupRecord:
             worker_start=int(data["worker_start"]),
             pgid=None if pgid is None else int(pgid),
             leader_start=None if leader_start is None else int(leader_start),
+            holding=holding if isinstance(holding, dict) else None,
         )
 
 
@@ -247,9 +255,12 @@ class GroupRecorder:
         return f"{self.record.worker_pid}-{self.record.worker_start}"
 
     @classmethod
-    def start(cls, scratch_root: Path, *, watch: bool = True) -> GroupRecorder | None:
-        """Record this process as a live worker and, with ``watch``, start its `Watchdog`;
-        None where pids cannot be checked."""
+    def start(
+        cls, scratch_root: Path, *, watch: bool = True, settle: str | None = None
+    ) -> GroupRecorder | None:
+        """Record this process as a live worker and, with ``watch``, start its `Watchdog`
+        (which settles what the worker held with ``settle``, see `Watchdog.start`); None
+        where pids cannot be checked."""
         machine = this_machine()
         me = proc_info(os.getpid())
         if machine is None or me is None:
@@ -267,7 +278,7 @@ class GroupRecorder:
         recorder.path.parent.mkdir(parents=True, exist_ok=True)
         recorder._write()
         if watch:
-            recorder.watchdog = Watchdog.start(scratch_root, recorder.path, recorder.token)
+            recorder.watchdog = Watchdog.start(scratch_root, recorder.path, recorder.token, settle)
         return recorder
 
     def task_started(self, pgid: int, start: int | None = None) -> None:
@@ -281,6 +292,12 @@ class GroupRecorder:
                 return  # cannot happen for an unreaped child; without a start it is unguarded
             start = leader.start
         self.record = replace(self.record, pgid=pgid, leader_start=start)
+        self._write()
+
+    def holding(self, what: dict[str, Any]) -> None:
+        """Record what this worker holds now (an attempt started, messages leased), for its
+        watchdog to settle should it die: a whole record write, as `task_started`."""
+        self.record = replace(self.record, holding=what)
         self._write()
 
     def task_ended(self) -> None:
@@ -493,21 +510,28 @@ class Watchdog:
     (`stop`) or died. Then, if the worker's record is still there (it died), it waits for the
     worker to be gone, SIGKILLs every process whose environment holds the worker's token
     (`TOKEN_ENV`) and reaps the scratch root as a starting worker would (`reap_dead_workers`:
-    the recorded task group, the scratch folders, the record). It ignores SIGINT and SIGTERM
-    and runs in a session of its own, so signals meant for the worker's group leave it to
-    do its job; it holds nothing else open.
+    the recorded task group, the scratch folders, the record). Given ``settle`` (the worker's
+    project), it then settles what the worker held (`usecases.work.settle_dead_worker`: its
+    attempt closed as lost, its messages handed back). It ignores SIGINT and SIGTERM and runs
+    in a session of its own, so signals meant for the worker's group leave it to do its job;
+    it holds nothing else open.
     """
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
 
     @classmethod
-    def start(cls, scratch_root: Path, record: Path, token: str) -> Watchdog | None:
-        """Start the watchdog of this process (recorded at ``record``); None if it cannot."""
+    def start(
+        cls, scratch_root: Path, record: Path, token: str, settle: str | None = None
+    ) -> Watchdog | None:
+        """Start the watchdog of this process (recorded at ``record``); None if it cannot.
+        ``settle``: the worker's config file ("" for the environment's), when the watchdog
+        is to settle what the worker held should it die."""
         code = "from distributed_something.worker.watchdog import watchdog_main; watchdog_main()"
+        extra = [] if settle is None else [settle]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", code, str(scratch_root), str(record), token],
+                [sys.executable, "-c", code, str(scratch_root), str(record), token, *extra],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
@@ -525,25 +549,34 @@ class Watchdog:
             self.process.wait(timeout=5)
 
 
-def after_death(scratch_root: Path, record: Path, token: str, *, wait: float = 10.0) -> bool:
+@dataclass(frozen=True)
+class Death:
+    """A worker `after_death` cleaned up after: its last record, None when unreadable."""
+
+    record: GroupRecord | None
+
+
+def after_death(
+    scratch_root: Path, record: Path, token: str, *, wait: float = 10.0
+) -> Death | None:
     """Clean up after the worker recorded at ``record`` once it is gone (waiting up to
-    ``wait`` seconds for it to exit); nothing when it closed its record itself. True when it
-    cleaned up."""
+    ``wait`` seconds for it to exit); nothing when it closed its record itself. Returns what
+    it cleaned up after, None when it did nothing."""
     try:
         read = read_record(record)
     except (ValueError, TypeError, KeyError):
         read = None  # `reap_dead_workers` removes it
     if read is None and not record.exists():
-        return False  # the worker exited normally
+        return None  # the worker exited normally
     if read is not None:
         deadline = time.monotonic() + wait
         while worker_alive(read[0], proc_info(read[0].worker_pid)):
             if time.monotonic() > deadline:
-                return False  # alive after all (a pipe closed by mistake): not ours to reap
+                return None  # alive after all (a pipe closed by mistake): not ours to reap
             time.sleep(0.01)
     kill_token_holders(token)
     reap_dead_workers(scratch_root)
-    return True
+    return Death(None if read is None else read[0])
 
 
 def kill_token_holders(token: str) -> list[int]:

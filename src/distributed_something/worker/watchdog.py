@@ -15,11 +15,15 @@ import sys
 
 
 def watchdog_main() -> None:
-    """``argv`` is the scratch root, the worker's record and its token. Reads stdin (the
-    pipe only the worker writes to) until end-of-file: the worker closed it, or died. A
-    worker that exits normally has removed its record first: nothing to do. Otherwise
-    `procgroups.after_death` reaps it."""
+    """``argv`` is the scratch root, the worker's record, its token and, optionally, the
+    worker's config file ("" for the environment's). Reads stdin (the pipe only the worker
+    writes to) until end-of-file: the worker closed it, or died. A worker that exits
+    normally has removed its record first: nothing to do. Otherwise `procgroups.after_death`
+    reaps it and, given the config, `usecases.work.settle_dead_worker` settles what it held
+    (its attempt closed as lost, its messages handed back): ``ds status`` stops counting a
+    dead worker's task as running, and the task runs again without waiting for its lease."""
     scratch_root, record, token = sys.argv[1], sys.argv[2], sys.argv[3]
+    settle = sys.argv[4] if len(sys.argv) > 4 else None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while os.read(0, 4096):
@@ -30,4 +34,9 @@ def watchdog_main() -> None:
 
     from distributed_something.worker.procgroups import after_death
 
-    after_death(Path(scratch_root), Path(record), token)
+    death = after_death(Path(scratch_root), Path(record), token)
+    if settle is None or death is None or death.record is None or not death.record.holding:
+        return
+    from distributed_something.usecases.work import settle_dead_worker
+
+    settle_dead_worker(settle, death.record.worker_pid, death.record.holding)

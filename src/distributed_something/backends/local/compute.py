@@ -17,28 +17,33 @@ from distributed_something.atomicfile import write_text_atomically
 from distributed_something.backends.local.forking import fork_worker
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.project import Project
-from distributed_something.worker.procgroups import reap_dead_workers, scratch_root_of
+from distributed_something.worker.procgroups import proc_info, reap_dead_workers, scratch_root_of
 
 
-def _alive(pid: int) -> bool:
-    """True if ``pid`` is a live (not zombie) `ds worker` process."""
+def _alive(pid: int, start: int | None = None) -> bool:
+    """True if ``pid`` is a live (not zombie) `ds worker` process: the one that started at
+    ``start`` (clock ticks after boot, as recorded when it was started: a pid is reused),
+    or, for an entry recorded without it, a process whose command line or name is ours."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            stat = (proc / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            # Guard against pid reuse: the process must still be one of ours.
-            return b"distributed_something" in (proc / "cmdline").read_bytes()
-        except OSError:
-            return False
-    return True
+    info = proc_info(pid)
+    if info is None:
+        return not Path("/proc").is_dir()  # no /proc: the signal check is all there is
+    if info.exited:
+        return False
+    if start is not None:
+        return info.start == start
+    try:
+        # A worker forked from `ds` keeps its parent's command line, under its own name.
+        return b"distributed_something" in Path(f"/proc/{pid}/cmdline").read_bytes() or (
+            Path(f"/proc/{pid}/comm").read_bytes().strip() == b"ds-worker"
+        )
+    except OSError:
+        return False
 
 
 class _Child(Protocol):
@@ -78,14 +83,16 @@ class LocalCompute:
     def _save(self, data: dict[str, Any]) -> None:
         write_text_atomically(self._file, json.dumps(data, indent=1))
 
-    def _is_alive(self, pid: int) -> bool:
+    def _is_alive(self, worker: dict[str, Any]) -> bool:
+        pid = int(worker["pid"])
         proc = self._procs.get(pid)
         if proc is not None:
             return proc.poll() is None
-        return _alive(pid)
+        start = worker.get("start")
+        return _alive(pid, None if start is None else int(start))
 
     def _live(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        return [w for w in data["workers"] if self._is_alive(int(w["pid"]))]
+        return [w for w in data["workers"] if self._is_alive(w)]
 
     def start(self, n: int) -> None:
         """Start ``n`` more workers; the k-th process of each container waits
@@ -130,7 +137,11 @@ class LocalCompute:
                         start_new_session=True,
                     )
             self._procs[proc.pid] = proc
-            data["workers"].append({"name": name, "pid": proc.pid, "started_at": time.time()})
+            entry: dict[str, Any] = {"name": name, "pid": proc.pid, "started_at": time.time()}
+            info = proc_info(proc.pid)  # it cannot be reaped yet: it is our child
+            if info is not None:
+                entry["start"] = info.start  # with the pid, names this process for good
+            data["workers"].append(entry)
 
     def scale(self, n: int) -> None:
         """Start workers up to ``n`` running. Never stops one: a busy local worker cannot be
@@ -187,14 +198,14 @@ class LocalCompute:
         for worker in live:
             self._signal(int(worker["pid"]), signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace
-        while time.monotonic() < deadline and any(self._is_alive(int(w["pid"])) for w in live):
+        while time.monotonic() < deadline and any(self._is_alive(w) for w in live):
             time.sleep(0.05)
-        killed = [w for w in live if self._is_alive(int(w["pid"]))]
+        killed = [w for w in live if self._is_alive(w)]
         for worker in killed:
             self._signal(int(worker["pid"]), signal.SIGKILL)
         # SIGKILL is not instant: a worker still exiting would look alive to the reaper.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(self._is_alive(int(w["pid"])) for w in killed):
+        while time.monotonic() < deadline and any(self._is_alive(w) for w in killed):
             time.sleep(0.05)
         for proc in self._procs.values():
             proc.poll()

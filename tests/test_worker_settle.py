@@ -1,0 +1,118 @@
+"""Settling what a dead worker held (worker/settle.py): its open attempt closed as lost, its
+message visible at once, the messages it held given back — and nothing touched that was not
+its own any more. On the local queue and records, as the watchdog meets them; the watchdog
+itself is run end to end in test_e2e_local.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from distributed_something.backends.local.queue import SqliteQueue
+from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.ledger import read_ledger
+from distributed_something.records import Attempt, ManifestEntry, RunRecords
+from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
+from distributed_something.worker.settle import holding_of, settle
+from testkit import FakeClock
+
+LEASE = 300.0
+
+
+class Rig:
+    """Four tasks sent; a worker received three (it runs the first, holds two)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock()
+        self.queue = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=3, clock=self.clock)
+        storage = LocalBucket(FolderStorage(tmp_path / "b"), SqliteObjects(tmp_path / "r.sqlite"))
+        self.records = RunRecords(storage, "T", "r1")
+        self.ids = [f"t{i}" for i in range(4)]
+        self.records.write_manifest("m", [ManifestEntry(t, {"name": t}) for t in self.ids])
+        self.queue.send_batch([(t, json.dumps({"name": t})) for t in self.ids])
+        self.received = self.queue.receive(3, LEASE)
+        assert [m.task_id for m in self.received] == self.ids[:3]
+        self.attempt = Attempt(
+            task_id="t0",
+            attempt=1,
+            message_id=self.received[0].message_id,
+            worker="w",
+            started_at=self.clock(),
+            cause="lost",
+        )
+        self.records.open_attempt(self.attempt)
+        self.holding = holding_of("r1", self.attempt, self.received[0], self.received[1:])
+
+    def visible(self) -> dict[str, int]:
+        """Task -> receive count (this receive's included) of what a receive now gets; given
+        back at once, so the receive is undone."""
+        got = self.queue.receive(10, LEASE)
+        self.queue.give_back(got)
+        return {m.task_id: m.receive_count for m in got}
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+def test_the_attempt_is_closed_as_lost_and_every_message_is_back_at_once(rig: Rig) -> None:
+    assert read_ledger(rig.records).counts["running"] == 1
+    assert rig.visible() == {"t3": 1}  # t0..t2 are leased for 300 s
+    done = settle(rig.records, rig.queue, rig.holding, 4242, rig.clock() + 1)
+    assert done.task_id == "t0" and done.held == 2
+    [closed] = rig.records.attempt_keys("t0")
+    assert closed.outcome == "lost"
+    data = rig.records.read_json_many([rig.records.key_of(closed)])[0]
+    assert data is not None and "worker (pid 4242) died" in data["error"]
+    assert data["cause"] == "lost" and data["ended_at"] == rig.clock() + 1
+    counts = read_ledger(rig.records).counts
+    assert counts["running"] == 0 and counts["pending"] == 4
+    # The run message used a receive (as when a lease runs out); the held ones did not.
+    assert rig.visible() == {"t0": 2, "t1": 1, "t2": 1, "t3": 1}
+    assert rig.queue.last_error("t0") == data["error"]
+
+
+def test_an_attempt_closed_before_the_death_is_left_and_its_message_stays_leased(
+    rig: Rig,
+) -> None:
+    rig.attempt.outcome, rig.attempt.ended_at = "done", rig.clock()
+    rig.records.close_attempt(rig.attempt)  # the end was written; the delete was not yet
+    done = settle(rig.records, rig.queue, rig.holding, 4242, rig.clock())
+    assert done.task_id == "" and done.held == 2
+    assert [a.outcome for a in rig.records.attempt_keys("t0")] == ["done"]
+    assert rig.visible() == {"t1": 1, "t2": 1, "t3": 1}  # t0 comes back only at its lease's end
+
+
+def test_messages_received_again_since_are_left_to_their_new_holder(rig: Rig) -> None:
+    rig.clock.now += LEASE + 1  # every lease ran out; another worker received them
+    again = rig.queue.receive(10, LEASE)
+    assert sorted(m.task_id for m in again) == rig.ids
+    settle(rig.records, rig.queue, rig.holding, 4242, rig.clock())
+    assert rig.visible() == {}  # the new leases hold
+
+
+def test_a_holding_that_is_not_one_is_refused(rig: Rig) -> None:
+    with pytest.raises(ValueError, match="not an attempt"):
+        settle(rig.records, rig.queue, {**rig.holding, "attempt": "t0"}, 1, rig.clock())
+    assert read_ledger(rig.records).counts["running"] == 1
+
+
+def test_a_worker_record_holding_sixteen_local_messages_is_updated_in_place(
+    tmp_path: Path, rig: Rig
+) -> None:
+    recorder = GroupRecorder.start(tmp_path / "scratch", watch=False)
+    assert recorder is not None
+    path = record_path(tmp_path / "scratch", os.getpid())
+    inode = path.stat().st_ino
+    many = rig.queue.receive(1, LEASE) * 16  # the handles of the local queue are alike
+    recorder.holding(holding_of("r1", rig.attempt, rig.received[0], many))
+    assert path.stat().st_ino == inode and path.stat().st_size == RECORD_BYTES
+    assert json.loads(path.read_text())["holding"] == json.loads(
+        json.dumps(holding_of("r1", rig.attempt, rig.received[0], many))
+    )
+    recorder.close()
