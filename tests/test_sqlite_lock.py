@@ -89,3 +89,35 @@ def test_a_locked_queue_becomes_one_backend_error(
         queue.receive(1, 30)
     holder.execute("COMMIT")
     assert [m.task_id for m in queue.receive(1, 30)] == ["t1"]
+
+
+def test_a_second_connection_in_a_process_keeps_the_first_ones_lock(tmp_path: Path) -> None:
+    """Opening a second `SqliteFile` of a file in a process must not drop the POSIX locks of
+    the first one's connection (closing any descriptor of a file drops them all): another
+    process, closing its connection last, would then delete the WAL under the first, whose
+    next read failed ("database disk image is malformed", as a notebook or `ds status`
+    held open beside `ds run` saw). The other process's writes are seen, none lost."""
+    import subprocess
+    import sys
+
+    from distributed_something.backends.local.records_store import SqliteObjects
+
+    path = tmp_path / "r.sqlite"
+    first = SqliteObjects(path)
+    first.put_bytes("a/1", b"one")
+    second = SqliteObjects(path)  # a second instance: `ds` commands open the backend anew
+    assert second.get_bytes("a/1") == b"one"
+    writer = (
+        "import sys\n"
+        "from distributed_something.backends.local.records_store import SqliteObjects\n"
+        "objects = SqliteObjects(sys.argv[1])\n"
+        "for i in range(200):\n"
+        "    objects.put_bytes(f'b/{i}', b'x' * 4000)\n"
+        "objects.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(path)], check=True, timeout=60)
+    assert path.with_name("r.sqlite-wal").exists()  # we still have it open: not deleted
+    assert first.get_bytes("b/199") == b"x" * 4000
+    assert sorted(first.list_keys("b/"))[:2] == ["b/0", "b/1"]
+    first.put_bytes("a/2", b"two")
+    assert SqliteObjects(path).get_bytes("a/2") == b"two"

@@ -33,12 +33,21 @@ def make_private_file(path: Path) -> None:
     """Make ``path``'s folder (created if missing) 0700 and ``path`` (created empty if
     missing, an empty file being a valid SQLite database) 0600, whatever the umask. SQLite
     creates the -wal and -shm files with the database file's mode, so they are 0600 too.
-    An existing folder or file not owned by us is left as it is."""
+    An existing folder or file not owned by us is left as it is.
+
+    An existing file is never opened here: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, those of its open SQLite connections too, and a
+    connection that lost its lock lets another process, closing last, delete the WAL under
+    it (its next read: "database disk image is malformed"; a write could be lost)."""
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     _chmod_if_ours(folder, PRIVATE_FOLDER_MODE)
-    # Read-only is enough to create the file and to fchmod it when it is ours.
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        # Read-only is enough to create the file and to fchmod it.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        _chmod_if_ours(path, PRIVATE_FILE_MODE)  # by its path: no descriptor
+        return
     try:
         if os.fstat(fd).st_uid == os.geteuid():
             os.fchmod(fd, PRIVATE_FILE_MODE)
