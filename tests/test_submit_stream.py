@@ -28,7 +28,7 @@ from distributed_something.recipes import command as command_module
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input
 from distributed_something.recipes.cellprofiler import CellProfilerRecipe
 from distributed_something.recipes.command import CommandRecipe
-from distributed_something.usecases import lifecycle, preflight
+from distributed_something.usecases import preflight, sending
 from distributed_something.usecases.validate import check_job
 
 
@@ -176,9 +176,9 @@ def test_a_compact_job_without_some_ids_keeps_the_others_in_order() -> None:
 def test_messages_are_sent_in_chunks_with_the_bodies_of_the_tasks() -> None:
     text = json.dumps({"s": 1, "groups": [{"b": i, "a": str(i)} for i in range(7)]})
     tasks = parse(text).tasks
-    chunks = list(lifecycle._messages(tasks, 3))
-    assert [len(c) for c in chunks] == [3, 3, 1]
-    assert [m for c in chunks for m in c] == [(t.id, t.body_json()) for t in list(tasks)]
+    chunks = list(sending._messages(tasks, 3))
+    assert [(n, len(c)) for n, c in chunks] == [(3, 3), (3, 3), (1, 1)]
+    assert [m for _, c in chunks for m in c] == [(t.id, t.body_json()) for t in list(tasks)]
 
 
 def test_a_compact_job_holds_far_less_than_a_task_object_per_group() -> None:

@@ -297,6 +297,10 @@ class RunRecords:
     def manifest_key(self, part: str) -> str:
         return f"{self.run_prefix}manifest-{part}.jsonl"
 
+    def sending_key(self, part: str) -> str:
+        """How far the sending of submit ``part`` got (see `usecases.sending`)."""
+        return f"{self.run_prefix}sending/{part}.json"
+
     def report_key(self) -> str:
         return f"{self.run_prefix}report.json"
 
@@ -898,6 +902,39 @@ class RunRecords:
             return body.decode().split("\n") if body else []
         except (ValueError, UnicodeDecodeError):
             return None
+
+    def write_sending(self, part: str, progress: dict[str, Any]) -> None:
+        """Say how far the sending of submit ``part`` got (`usecases.sending`)."""
+        self._put_json(self.sending_key(part), progress)
+
+    def end_sending(self, part: str) -> None:
+        """Submit ``part`` is sent whole: forget its progress."""
+        self.storage.delete(self.sending_key(part))
+
+    def sendings(self) -> list[tuple[str, dict[str, Any]]]:
+        """(part, progress) of every submit whose sending did not end, oldest first; a
+        progress that cannot be read is noted in `corrupt` and left out."""
+        start = f"{self.run_prefix}sending/"
+        found = []
+        for key in list_keys(self.storage, start):
+            data = self._get_json(key)
+            if data is not None:
+                found.append((key[len(start) :].removesuffix(".json"), data))
+        return found
+
+    def manifest_part_ids(self, part: str) -> list[str]:
+        """The task ids of submit ``part``'s manifest, in its order (from its id index when
+        that matches the part's bytes). KeyError when there is no such part; ValueError
+        when it cannot be read."""
+        key = self.manifest_key(part)
+        data = self.storage.get_bytes(key)
+        indexed = self._indexed_ids(key, {"size": len(data), "crc32": zlib.crc32(data)})
+        if indexed is not None:
+            return indexed
+        read = self._manifest_part(key, data)
+        if read is None:
+            raise ValueError(f"{key}: {self.corrupt[key]}")
+        return [task_id for task_id, _ in read[2]]
 
     def bodies(self, task_ids: Iterable[str]) -> dict[str, str]:
         """The queue message bodies of the given tasks, rebuilt from the manifest. A task

@@ -196,8 +196,11 @@ def submit(
                 "skipped": result.skipped,
                 "left_out": result.left_out,
                 "duplicates": result.duplicates,
+                "resumed": result.resumed,
             }
         )
+    if result.resumed:
+        info(f"sent {result.resumed} tasks an interrupted submit had left unsent")
     info(
         f"submitted {result.sent} tasks from {job} ({result.job_format} format); "
         f"{result.skipped} already done"
@@ -334,6 +337,11 @@ def _status_frame(st: run_info.Status) -> list[RenderableType]:
         notes.append(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
     for problem in st.machine_problems:
         notes.append(f"[yellow]warning:[/] {escape(problem)}")
+    if st.unsent:
+        notes.append(
+            f"[yellow]{st.unsent} pending task(s) not sent yet[/] (a submit was interrupted): "
+            "`ds monitor`, `ds run` or `ds submit` sends them"
+        )
     if st.active and st.workers_running == 0 and p.total > p.finished:
         notes.append(
             "no workers are running (the run was interrupted?): `ds run` again resumes it, "

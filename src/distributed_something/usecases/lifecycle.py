@@ -34,12 +34,10 @@ from distributed_something.state import (
 )
 from distributed_something.ui import info, task_bar
 from distributed_something.usecases.pricing import priced_report_context
+from distributed_something.usecases.sending import resume as resume_sending
+from distributed_something.usecases.sending import send_part
 from distributed_something.usecases.skipdone import finished_tasks
 from distributed_something.usecases.validate import check_job
-
-#: tasks per send_batch call: large, so a queue's own batching (10 per SQS call, over a thread
-#: pool) is not held up waiting for each chunk's slowest call; small enough for a progress bar
-SUBMIT_CHUNK = 5000
 
 #: A run state resource: true when the run reruns every task (`ds run --force`), so its
 #: workers skip none as already done.
@@ -82,13 +80,15 @@ def _saver(project: Project, backend: Backend) -> Callable[[RunState], None]:
 @dataclass(frozen=True)
 class SubmitResult:
     """What `ds submit` sent. ``left_out``: tasks already pending or running in this run
-    (not sent again; ``force`` sends them anyway)."""
+    (not sent again; ``force`` sends them anyway); ``resumed``: tasks an earlier submit's
+    interrupted sending had left, sent first (`usecases.sending.resume`)."""
 
     sent: int
     duplicates: int
     job_format: str
     skipped: int = 0
     left_out: int = 0
+    resumed: int = 0
 
 
 def submit(
@@ -123,16 +123,21 @@ def submit(
             "start a new run with `ds setup`, then submit again (or `ds run` does every step)",
         )
     records = records_for(project, backend, state)
+    # What an interrupted submit left unsent goes first: it is pending, so left out below.
+    resumed = resume_sending(records, backend.queue)
     tasks = job.tasks
     left_out = 0
+    excluded: set[str] = set()
     if not force and tasks:
         live = set(read_ledger(records).ids_in("pending", "running", "failed"))
         if live:
             tasks = tasks.without(live)
             left_out = len(job.tasks) - len(tasks)
+            excluded = {task_id for task_id in job.tasks.ids() if task_id in live}
     # The manifest is written first: the report must know every task that may be queued.
+    part = f"{time.time_ns()}"
     records.write_manifest_json(
-        f"{time.time_ns()}",
+        part,
         _manifest_groups(job.tasks),
         shared=job.tasks.shared,
         group_key=job.tasks.group_key,
@@ -150,27 +155,35 @@ def submit(
         )
         if finished:
             tasks = tasks.without(finished.keys())
+            excluded.update(finished)
         skipped = len(finished)
     # The ledger summary counts the new manifest now, not at the first `ds status`.
     summary.read_counts(records)
     bar = task_bar("submit") if show_progress else None
     bar_id = bar.add_task("submit", total=len(tasks), detail="") if bar else None
     sent = 0
+
+    def progress(count: int) -> None:
+        nonlocal sent
+        sent = count
+        if bar is not None and bar_id is not None:
+            bar.update(bar_id, completed=count)
+
     if bar:
         bar.start()
     try:
-        for chunk in _messages(tasks, SUBMIT_CHUNK):
-            sent += backend.queue.send_batch(chunk)
-            if bar is not None and bar_id is not None:
-                bar.update(bar_id, completed=sent)
+        send_part(records, backend.queue, part, tasks, excluded, on_sent=progress)
     finally:
         if bar:
             bar.stop()
-    state.submitted += sent + skipped
-    state.job_files.append(str(job_path.resolve()))
-    save_state(project, state, backend.storage)
+        # Also when interrupted: the run is in progress (`ds run` again resumes it, and
+        # `resume_sending` sends the rest).
+        state.submitted += sent + skipped
+        state.job_files.append(str(job_path.resolve()))
+        save_state(project, state, backend.storage)
     return SubmitResult(
         sent=sent,
+        resumed=resumed,
         duplicates=len(job.duplicates),
         job_format=job.format,
         skipped=skipped,
@@ -182,19 +195,6 @@ def _manifest_groups(tasks: TaskList) -> Iterator[tuple[str, str]]:
     """(task id, JSON of its element) of each task, without making the tasks."""
     for index, task_id in enumerate(tasks.ids()):
         yield task_id, tasks.group_json(index)
-
-
-def _messages(tasks: TaskList, size: int) -> Iterator[list[tuple[str, str]]]:
-    """The queue messages (id, body) of ``tasks`` in chunks of ``size``: only one chunk's
-    bodies exist at a time."""
-    chunk: list[tuple[str, str]] = []
-    for index, task_id in enumerate(tasks.ids()):
-        chunk.append((task_id, tasks.body_json_at(index)))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def start_cluster(
@@ -225,6 +225,9 @@ def monitor(
     if interval is None:
         interval = backend.poll_interval
     if state.active:
+        resumed = resume_sending(records_for(project, backend, state), backend.queue)
+        if resumed:
+            info(f"sent {resumed} tasks an interrupted submit had left unsent")
         watch(
             project.config,
             backend,

@@ -35,6 +35,7 @@ from distributed_something.state import (
 )
 from distributed_something.usecases import lifecycle
 from distributed_something.usecases.lifecycle import records_for
+from distributed_something.usecases.sending import unsent
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Status:
     in_flight: int = 0
     #: problems machines recorded (e.g. containers that cannot reach the instance metadata)
     machine_problems: list[str] = field(default_factory=list)
+    #: pending tasks an interrupted submit did not send yet (`usecases.sending`)
+    unsent: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,7 +67,7 @@ class Status:
             "finished": self.progress.finished,
             "corrupt_records": self.progress.corrupt,
             "workers": {"running": self.workers_running, "desired": self.workers_desired},
-            "queue": {"queued": self.queued, "in_flight": self.in_flight},
+            "queue": {"queued": self.queued, "in_flight": self.in_flight, "unsent": self.unsent},
             "elapsed": self.elapsed,
             "eta_seconds": self.eta_seconds,
             "machine_problems": self.machine_problems,
@@ -103,6 +106,7 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
         queued=queued,
         in_flight=in_flight,
         machine_problems=records.machine_problems(),
+        unsent=unsent(records) if state.active else 0,
     )
 
 
