@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import write_project
+from distributed_something import sending
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import FolderStorage
@@ -29,7 +30,7 @@ from distributed_something.errors import BackendError
 from distributed_something.jobs.parse import parse_job_text
 from distributed_something.ledger import read_ledger
 from distributed_something.records import RunRecords
-from distributed_something.usecases import lifecycle, sending
+from distributed_something.usecases import lifecycle
 from distributed_something.usecases.project import open_project
 from testkit import E2E_WORK
 
@@ -246,3 +247,29 @@ def test_ds_status_says_what_is_unsent_and_ds_run_sends_it_each_task_running_onc
         report["run_id"],
     )
     assert records.sendings() == [] and read_ledger(records).counts["done"] == 11
+
+
+def test_the_monitor_waits_for_a_sending_under_way_and_finishes_an_interrupted_one(
+    tmp_path: Path, chunked: None
+) -> None:
+    """The monitor's reconciliation (tasks without an outcome, the queue empty) must not
+    send again, one by one with a requeue mark each, what a submit is still sending, nor
+    what an interrupted one left: it waits for the first and finishes the second."""
+    from distributed_something.monitor.settle import settle
+
+    records, queue, tasks = make(tmp_path, 9)
+    manifest(records, "p1", tasks)
+    records.write_sending(
+        "p1", {"to_send": 9, "sent": 0, "left_out": [], "sender": sending._sender(), "at": 0.0}
+    )
+    plan = settle(records, queue, read_ledger(records), 1000.0)
+    assert (plan.dead, plan.requeue) == ({}, []) and queue.task_ids() == []
+    records.write_sending("p1", {"to_send": 9, "sent": 4, "left_out": [], "stopped": True})
+    plan = settle(records, queue, read_ledger(records), 1001.0)
+    assert (plan.dead, plan.requeue) == ({}, [])
+    assert queue.task_ids() == list(tasks.ids())[4:] and records.sendings() == []
+    assert all(entry.requeues == 0 for entry in read_ledger(records).tasks.values())
+    # With no sending left, the usual reconciliation (messages lost: a purge).
+    queue.purge()
+    plan = settle(records, queue, read_ledger(records), 1002.0)
+    assert sorted(plan.requeue) == sorted(tasks.ids())

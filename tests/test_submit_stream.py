@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distributed_something import sending
 from distributed_something.config.model import Config, RecipeConfig, StorageConfig
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task, TaskList
@@ -28,7 +29,7 @@ from distributed_something.recipes import command as command_module
 from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input
 from distributed_something.recipes.cellprofiler import CellProfilerRecipe
 from distributed_something.recipes.command import CommandRecipe
-from distributed_something.usecases import preflight, sending
+from distributed_something.usecases import preflight
 from distributed_something.usecases.validate import check_job
 
 

@@ -298,7 +298,7 @@ class RunRecords:
         return f"{self.run_prefix}manifest-{part}.jsonl"
 
     def sending_key(self, part: str) -> str:
-        """How far the sending of submit ``part`` got (see `usecases.sending`)."""
+        """How far the sending of submit ``part`` got (see `sending`)."""
         return f"{self.run_prefix}sending/{part}.json"
 
     def report_key(self) -> str:
@@ -904,7 +904,7 @@ class RunRecords:
             return None
 
     def write_sending(self, part: str, progress: dict[str, Any]) -> None:
-        """Say how far the sending of submit ``part`` got (`usecases.sending`)."""
+        """Say how far the sending of submit ``part`` got (`sending`)."""
         self._put_json(self.sending_key(part), progress)
 
     def end_sending(self, part: str) -> None:

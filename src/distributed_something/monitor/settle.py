@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from distributed_something import summary
+from distributed_something import sending, summary
 from distributed_something.interfaces.queue import Queue
 from distributed_something.ledger import Ledger, read_outcomes
 from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
@@ -41,7 +41,14 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
     """Give every task without an outcome one, once the queue stayed empty (see
     `monitor.policy.reconcile`): dead-lettered ones are marked dead, the others are sent
     again (and marked), so no task is left pending in a run nobody works on. Returns what
-    was decided."""
+    was decided.
+
+    Tasks a submit has not sent yet are no lost messages: while a sending is under way
+    (`sending.under_way`) nothing is decided (a later tick sees its tasks queued); an
+    interrupted one is finished instead (`sending.resume`): nothing else is decided then
+    either, as the queue holds those tasks now."""
+    if sending.under_way(records) or sending.resume(records, queue):
+        return Reconciliation({}, [])
     unfinished = ledger.ids_in("pending", "running", "failed")
     dead_letters = {d.task_id: d.error for d in queue.list_dead()}
     requeues = {tid: ledger.tasks[tid].requeues for tid in unfinished}

@@ -24,6 +24,8 @@ from distributed_something.records import RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.files import TaskFiles
 from distributed_something.report.html import write_html
+from distributed_something.sending import resume as resume_sending
+from distributed_something.sending import send_part
 from distributed_something.state import (
     RunState,
     load_state,
@@ -34,8 +36,6 @@ from distributed_something.state import (
 )
 from distributed_something.ui import info, task_bar
 from distributed_something.usecases.pricing import priced_report_context
-from distributed_something.usecases.sending import resume as resume_sending
-from distributed_something.usecases.sending import send_part
 from distributed_something.usecases.skipdone import finished_tasks
 from distributed_something.usecases.validate import check_job
 
@@ -81,7 +81,7 @@ def _saver(project: Project, backend: Backend) -> Callable[[RunState], None]:
 class SubmitResult:
     """What `ds submit` sent. ``left_out``: tasks already pending or running in this run
     (not sent again; ``force`` sends them anyway); ``resumed``: tasks an earlier submit's
-    interrupted sending had left, sent first (`usecases.sending.resume`)."""
+    interrupted sending had left, sent first (`sending.resume`)."""
 
     sent: int
     duplicates: int

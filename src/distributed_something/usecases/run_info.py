@@ -25,6 +25,7 @@ from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.project import Project
 from distributed_something.records import RunRecords
 from distributed_something.report.build import failure_cause, first_error_line
+from distributed_something.sending import unsent
 from distributed_something.state import (
     RunState,
     all_runs,
@@ -35,7 +36,6 @@ from distributed_something.state import (
 )
 from distributed_something.usecases import lifecycle
 from distributed_something.usecases.lifecycle import records_for
-from distributed_something.usecases.sending import unsent
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Status:
     in_flight: int = 0
     #: problems machines recorded (e.g. containers that cannot reach the instance metadata)
     machine_problems: list[str] = field(default_factory=list)
-    #: pending tasks an interrupted submit did not send yet (`usecases.sending`)
+    #: pending tasks an interrupted submit did not send yet (`sending`)
     unsent: int = 0
 
     def to_json(self) -> dict[str, Any]:

@@ -9,10 +9,11 @@ it is to send (the manifest part's, but those the submit left out) and how many 
 order, and who sends; written as it starts, every `PROGRESS_EVERY` seconds while it sends
 and when it is interrupted, and removed once all are sent. `resume` sends what an
 interrupted sending left, rebuilding the messages from the manifest: `ds submit`,
-`ds monitor` and `ds run` call it first. A sending still under way in another process is
-not one (`abandoned` decides). At least once: tasks sent after the last progress written (a
-killed process writes none) are sent again, and a worker that receives a task done already
-skips it.
+`ds monitor` and `ds run` call it first, and a monitor about to send again tasks that left
+the queue unseen calls it instead (`monitor.settle.settle`). A sending still under way in
+another process is not one (`abandoned` decides). At least once: tasks sent after the last
+progress written (a killed process writes none) are sent again, and a worker that receives
+a task done already skips it.
 """
 
 from __future__ import annotations
@@ -121,6 +122,12 @@ def resume(
         rest = [task_id for task_id in ids if task_id not in left_out][done:]
         sent += _send(records, queue, part, progress, _rebuilt(records, rest), None, clock)
     return sent
+
+
+def under_way(records: RunRecords) -> bool:
+    """Whether a sending of this run is under way in another process (not `abandoned`)."""
+    here = _sender()
+    return any(not abandoned(p, here, _alive, time.time()) for _, p in records.sendings())
 
 
 def unsent(records: RunRecords) -> int:
