@@ -165,6 +165,38 @@ def test_a_killed_workers_task_is_pending_at_once_and_runs_again_before_its_leas
     assert wait_for(lambda: not any(running(w["pid"]) for w in workers), timeout=10)
 
 
+def test_ds_cleanup_beside_a_running_ds_run_ends_it(tmp_path: Path, ds: Ds) -> None:
+    """`ds cleanup` in another terminal ends the run `ds run` watches: the monitor stops at
+    its next tick instead of sending the handed-back tasks again and starting workers anew
+    (it used to run the whole job to its end, the cleanup undone)."""
+    names = [f"c{i}" for i in range(12)]
+    proj = work_project(tmp_path, names, 1.0)
+    script = Path(sys.executable).parent / "ds"
+    run = subprocess.Popen(
+        [str(script), "run", "--json", "--interval", "0.2"],
+        cwd=proj,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: len(ledger(tmp_path)) >= 2), "the workers should be busy"
+        assert ds_script("cleanup", cwd=proj).returncode == 0
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert "was ended by another command" in err
+    report = json.loads(out)
+    started = len(ledger(tmp_path))
+    assert report["counts"]["done"] + report["counts"]["pending"] == 12
+    assert report["counts"]["pending"] > 0 and started < 12
+    status = json.loads(ds("status", "--json", cwd=proj).stdout)
+    assert status["active"] is False and status["counts"] == report["counts"]
+    time.sleep(1.5)  # no worker was started again after the cleanup
+    assert len(ledger(tmp_path)) == started
+
+
 def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Path, ds: Ds) -> None:
     proj = work_project(tmp_path, ["good1", "poison", "good2"], 0.0, queue={"job_retries": 2})
     result = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)

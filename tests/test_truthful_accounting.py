@@ -343,3 +343,59 @@ def test_the_monitor_tears_down_only_on_a_whole_reading_of_the_records(
         )
     assert stops == []  # never torn down
     assert backend.queue.counts().visible == 2  # both sent again
+
+
+def test_a_monitor_whose_run_was_cleaned_up_elsewhere_stops_and_acts_no_more(
+    tmp_path: Path,
+) -> None:
+    """`ds cleanup` run beside a monitor: at its next tick the monitor sees the run ended
+    (``still_active``) and returns without sending any task again or starting a worker."""
+    from dataclasses import replace
+
+    from distributed_something.backends import open_backend
+    from distributed_something.monitor import loop
+    from distributed_something.state import require_state
+    from distributed_something.usecases import lifecycle
+    from distributed_something.usecases.project import open_project
+    from testkit import NoCompute
+
+    folder = write_project(
+        tmp_path / "p", argv=["true"], groups=[{"name": "a"}, {"name": "b"}], app_name="W"
+    )
+    project = open_project(folder / "ds.toml")
+    lifecycle.setup(project)
+    lifecycle.submit(project, folder / "job.json", show_progress=False)
+    acted: list[str] = []
+
+    class Watched(NoCompute):
+        def scale(self, n: int) -> None:
+            acted.append(f"scale {n}")
+
+        def stop(self) -> None:
+            acted.append("stop")
+
+    backend = replace(open_backend(project), compute=Watched())
+    for message in backend.queue.receive(10, 30):  # handed back by a cleanup: none left
+        backend.queue.delete(message)
+    asked: list[int] = []
+
+    def still_active() -> bool:
+        asked.append(1)
+        return False  # ended by `ds cleanup` since the monitor started
+
+    def sleep(_seconds: float) -> None:
+        raise Stopped  # a tick that acted and then waited: the check came too late
+
+    progress = loop.watch(
+        project.config,
+        backend,
+        require_state(project, backend.storage),
+        interval=1,
+        confirm_seconds=0,
+        show_progress=False,
+        sleep=sleep,
+        still_active=still_active,
+    )
+    assert len(asked) == 1 and progress.pending == 2
+    assert backend.queue.counts().visible == 0  # nothing sent again
+    assert acted == []  # no worker started or stopped

@@ -47,6 +47,7 @@ def watch(
     image_entrypoint: bool = False,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], object] | None = None,
+    still_active: Callable[[], bool] | None = None,
 ) -> Progress:
     """Run the monitor until the run is over, then stop the workers.
 
@@ -57,7 +58,10 @@ def watch(
     the caller's next steps, so a monitor killed here can simply be run again. Between
     readings it waits ``sleep(interval)`` (default: `Compute.pause`, which ends early when a
     local worker exits), or longer when readings take much of the CPU the workers share
-    (`Backend.monitor_shares_cpu`, `next_pause`).
+    (`Backend.monitor_shares_cpu`, `next_pause`). ``still_active`` is asked every tick
+    whether the run is still in progress: ended by another command (`ds cleanup`), it is
+    neither counted nor acted on again (no task sent again, no worker started), and the
+    loop returns at once.
     """
     pause = backend.compute.pause if sleep is None else sleep
     records = RunRecords(backend.storage, config.app_name, state.run_id)
@@ -71,6 +75,9 @@ def watch(
         bar.start()
     try:
         while True:
+            if still_active is not None and not still_active():
+                info(f"run {state.run_id} was ended by another command (`ds cleanup`)")
+                return from_counts(*_counted(records))
             reading = time.thread_time()  # CPU, not waits: an AWS reading mostly waits
             # Counts from the ledger summary (a few tasks read per tick, not every record);
             # the whole ledger only when tasks must be settled.
@@ -130,6 +137,11 @@ def watch(
     finally:
         if bar is not None:
             bar.stop()
+
+
+def _counted(records: RunRecords) -> tuple[dict[str, int], int]:
+    counts, corrupt = read_counts(records, compact=True)
+    return counts, len(corrupt)
 
 
 def _detail(p: Progress) -> str:

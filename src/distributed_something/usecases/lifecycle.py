@@ -237,8 +237,18 @@ def monitor(
             cheapest=cheapest,
             show_progress=show_progress,
             image_entrypoint=_image_entrypoint(project),
+            still_active=lambda: _still_active(project, backend, state.run_id),
         )
+        now = load_state(project, backend.storage)
+        if now is not None and now.run_id == state.run_id and not now.active:
+            state = now  # ended meanwhile (`ds cleanup`): its state, not ours, is saved
     return finish(project, backend, state)
+
+
+def _still_active(project: Project, backend: Backend, run_id: str) -> bool:
+    """Whether run ``run_id`` is still the current run, in progress (its saved state)."""
+    now = load_state(project, backend.storage)
+    return now is not None and now.run_id == run_id and now.active
 
 
 #: Overrides how long the queue must read empty before a run is over (seconds), as for the
