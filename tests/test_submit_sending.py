@@ -131,9 +131,7 @@ def test_a_sending_under_way_elsewhere_is_left_to_its_sender(tmp_path: Path, chu
     manifest(records, "p1", tasks)
     here = sending._sender()
     # This very process, still alive, "sends" it: not abandoned.
-    records.write_sending(
-        "p1", {"to_send": 10, "sent": 4, "left_out": [], "sender": here, "at": 0.0}
-    )
+    records.write_sending("p1", {"to_send": 10, "sent": 4, "sender": here, "at": 0.0})
     assert sending.resume(records, queue) == 0 and sending.unsent(records) == 0
     assert queue.task_ids() == []
 
@@ -164,7 +162,7 @@ def test_a_progress_that_cannot_be_read_is_left_and_reported_by_nobody_as_sent(
 ) -> None:
     records, queue, tasks = make(tmp_path, 5)
     manifest(records, "p1", tasks)
-    records.write_sending("p1", {"sent": "many", "left_out": [], "stopped": True})
+    records.write_sending("p1", {"sent": "many", "stopped": True})
     assert sending.resume(records, queue) == 0
     assert [part for part, _ in records.sendings()] == ["p1"]  # left for a person to see
 
@@ -259,12 +257,10 @@ def test_the_monitor_waits_for_a_sending_under_way_and_finishes_an_interrupted_o
 
     records, queue, tasks = make(tmp_path, 9)
     manifest(records, "p1", tasks)
-    records.write_sending(
-        "p1", {"to_send": 9, "sent": 0, "left_out": [], "sender": sending._sender(), "at": 0.0}
-    )
+    records.write_sending("p1", {"to_send": 9, "sent": 0, "sender": sending._sender(), "at": 0.0})
     plan = settle(records, queue, read_ledger(records), 1000.0)
     assert (plan.dead, plan.requeue) == ({}, []) and queue.task_ids() == []
-    records.write_sending("p1", {"to_send": 9, "sent": 4, "left_out": [], "stopped": True})
+    records.write_sending("p1", {"to_send": 9, "sent": 4, "stopped": True})
     plan = settle(records, queue, read_ledger(records), 1001.0)
     assert (plan.dead, plan.requeue) == ({}, [])
     assert queue.task_ids() == list(tasks.ids())[4:] and records.sendings() == []

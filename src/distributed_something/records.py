@@ -907,9 +907,25 @@ class RunRecords:
         """Say how far the sending of submit ``part`` got (`sending`)."""
         self._put_json(self.sending_key(part), progress)
 
+    def write_sending_left_out(self, part: str, task_ids: Iterable[str]) -> None:
+        """The tasks of submit ``part`` it does not send (already under way, or done), once,
+        beside its progress: the progress itself is written every second."""
+        data = "\n".join(task_ids).encode()
+        self.storage.put_bytes(self.sending_key(part).removesuffix(".json") + ".left-out", data)
+
+    def sending_left_out(self, part: str) -> set[str]:
+        """`write_sending_left_out`'s tasks of ``part`` (none when it wrote none)."""
+        key = self.sending_key(part).removesuffix(".json") + ".left-out"
+        try:
+            data = self.storage.get_bytes(key)
+        except KeyError:
+            return set()
+        return set(data.decode().split("\n")) if data else set()
+
     def end_sending(self, part: str) -> None:
         """Submit ``part`` is sent whole: forget its progress."""
         self.storage.delete(self.sending_key(part))
+        self.storage.delete(self.sending_key(part).removesuffix(".json") + ".left-out")
 
     def sendings(self) -> list[tuple[str, dict[str, Any]]]:
         """(part, progress) of every submit whose sending did not end, oldest first; a
@@ -917,6 +933,8 @@ class RunRecords:
         start = f"{self.run_prefix}sending/"
         found = []
         for key in list_keys(self.storage, start):
+            if not key.endswith(".json"):
+                continue
             data = self._get_json(key)
             if data is not None:
                 found.append((key[len(start) :].removesuffix(".json"), data))

@@ -88,12 +88,10 @@ def send_part(
     """Send ``tasks``, the tasks of manifest part ``part`` but ``left_out`` (in the part's
     order), keeping the progress record; returns how many were sent. ``on_sent`` is told
     the count after each batch."""
-    progress: dict[str, Any] = {
-        "to_send": len(tasks),
-        "sent": 0,
-        "left_out": sorted(left_out),
-        "sender": _sender(),
-    }
+    progress: dict[str, Any] = {"to_send": len(tasks), "sent": 0, "sender": _sender()}
+    left = sorted(left_out)
+    if left:
+        records.write_sending_left_out(part, left)
     return _send(records, queue, part, progress, _messages(tasks, SUBMIT_CHUNK), on_sent, clock)
 
 
@@ -111,7 +109,7 @@ def resume(
         progress = {**progress, "sender": here, "stopped": False}
         try:
             done = int(progress["sent"])
-            left_out = {str(task_id) for task_id in progress["left_out"]}
+            left_out = records.sending_left_out(part)
             ids = records.manifest_part_ids(part)
         except KeyError as exc:
             log.warning("submit %s: its progress or manifest is missing (%r): left", part, exc)
