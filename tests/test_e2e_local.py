@@ -165,6 +165,37 @@ def test_a_killed_workers_task_is_pending_at_once_and_runs_again_before_its_leas
     assert wait_for(lambda: not any(running(w["pid"]) for w in workers), timeout=10)
 
 
+def test_a_task_that_kills_its_worker_is_dead_after_its_receives_not_after_its_leases(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """Under `ds run`, whose monitor wakes the moment a worker exits and reaps it: the
+    dead worker's watchdog still settles what it held (the monitor leaves the record to
+    it), so each of the task's deliveries follows the last at once, not a 300 s lease
+    later, and the task ends dead saying its worker died; the other tasks are done."""
+    argv = [
+        "sh",
+        "-c",
+        'if [ "{name}" = "bad" ]; then kill -9 $PPID; sleep 5; fi; echo ok > {output_dir}/r.txt',
+    ]
+    proj = write_project(
+        tmp_path / "proj",
+        argv=argv,
+        groups=[{"name": n} for n in ("a", "bad", "b")],
+        extra={"queue": {"visibility": 300, "job_retries": 3}},
+    )
+    result = ds("run", "--json", "--interval", "0.2", cwd=proj, timeout=200)
+    rep = report_of(result)
+    assert rep["counts"]["done"] == 2 and rep["counts"]["dead"] == 1, result.stderr
+    [bad] = [t for t in rep["tasks"] if t["outcome"] == "dead"]
+    assert bad["group"] == {"name": "bad"} and "died while the task ran" in bad["error"]
+    from distributed_something.records import RunRecords
+
+    attempts = RunRecords(local_bucket(proj), "T", rep["run_id"]).attempt_keys(bad["id"])
+    assert [a.outcome for a in attempts] == ["lost"] * 3
+    starts = [a.started_us / 1e6 for a in attempts]
+    assert starts[-1] - starts[0] < 60  # each came back at once, not after its lease
+
+
 def test_ds_cleanup_beside_a_running_ds_run_ends_it(tmp_path: Path, ds: Ds) -> None:
     """`ds cleanup` in another terminal ends the run `ds run` watches: the monitor stops at
     its next tick instead of sending the handed-back tasks again and starting workers anew

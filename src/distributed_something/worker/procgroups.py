@@ -194,6 +194,10 @@ class GroupRecord:
     #: what the worker held when it last started an attempt, for its watchdog to settle
     #: should it die (`GroupRecorder.holding`; opaque to this module), None before any
     holding: dict[str, Any] | None = None
+    #: the worker's watchdog (pid, start time), which settles what it held: while it lives,
+    #: other reapers leave a dead worker's record holding something to it
+    watchdog_pid: int | None = None
+    watchdog_start: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(vars(self))  # flat but for `holding`: no deep copy (`asdict`)
@@ -204,6 +208,7 @@ class GroupRecord:
         data: dict[str, Any] = json.loads(text)
         pgid, leader_start = data.get("pgid"), data.get("leader_start")
         holding = data.get("holding")
+        watchdog_pid, watchdog_start = data.get("watchdog_pid"), data.get("watchdog_start")
         return cls(
             host=str(data["host"]),
             boot_id=str(data["boot_id"]),
@@ -213,6 +218,8 @@ class GroupRecord:
             pgid=None if pgid is None else int(pgid),
             leader_start=None if leader_start is None else int(leader_start),
             holding=holding if isinstance(holding, dict) else None,
+            watchdog_pid=None if watchdog_pid is None else int(watchdog_pid),
+            watchdog_start=None if watchdog_start is None else int(watchdog_start),
         )
 
 
@@ -279,6 +286,13 @@ class GroupRecorder:
         recorder._write()
         if watch:
             recorder.watchdog = Watchdog.start(scratch_root, recorder.path, recorder.token, settle)
+            watchdog = recorder.watchdog
+            seen = None if watchdog is None else proc_info(watchdog.process.pid)
+            if settle is not None and watchdog is not None and seen is not None:
+                recorder.record = replace(
+                    recorder.record, watchdog_pid=watchdog.process.pid, watchdog_start=seen.start
+                )
+                recorder._write()
         return recorder
 
     def task_started(self, pgid: int, start: int | None = None) -> None:
@@ -377,6 +391,8 @@ class Seen:
     leader: ProcInfo | None = None
     #: start times of live members of group pgid (looked at only when the leader is gone)
     member_starts: tuple[int, ...] = ()
+    #: the process now holding the record's watchdog pid (looked at only when it matters)
+    watchdog: ProcInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -389,6 +405,9 @@ class Verdict:
     remove_scratch: bool = False
     #: remove the record itself
     forget: bool = False
+    #: the worker is dead but its watchdog, alive, settles what it held: the record stays
+    #: for it (it removes it when done)
+    keep_record: bool = False
     reason: str = ""
 
 
@@ -433,22 +452,36 @@ def judge(record: GroupRecord, seen: Seen) -> Verdict:
         else:
             starts = seen.member_starts
             kill = bool(starts) and all(start >= record.leader_start for start in starts)
+    settling = (
+        record.holding is not None
+        and seen.watchdog is not None
+        and seen.watchdog.start == record.watchdog_start
+        and not seen.watchdog.exited
+    )
     return Verdict(
         kill_group=kill,
         remove_scratch=not pid_reused,
         forget=True,
-        reason="worker dead" + (", its pid reused" if pid_reused else ""),
+        keep_record=settling,
+        reason="worker dead"
+        + (", its pid reused" if pid_reused else "")
+        + ("; its watchdog settles what it held" if settling else ""),
     )
 
 
 def observe(record: GroupRecord, machine: Machine) -> Seen:
     """Look at the processes ``record`` names (the /proc scan only when it can matter)."""
     worker = proc_info(record.worker_pid)
-    if record.pgid is None or worker_alive(record, worker):
+    if worker_alive(record, worker):
         return Seen(machine, worker)
+    watchdog = None
+    if record.holding is not None and record.watchdog_pid is not None:
+        watchdog = proc_info(record.watchdog_pid)
+    if record.pgid is None:
+        return Seen(machine, worker, watchdog=watchdog)
     leader = proc_info(record.pgid)
     members = group_member_starts(record.pgid) if leader is None else ()
-    return Seen(machine, worker, leader, members)
+    return Seen(machine, worker, leader, members, watchdog)
 
 
 # --- the effects -------------------------------------------------------------------------------
@@ -488,7 +521,8 @@ def reap_dead_workers(scratch_root: Path) -> list[GroupRecord]:
             for workdir in scratch_root.glob(f"w{record.worker_pid}-*"):
                 shutil.rmtree(workdir, ignore_errors=True)
             (folder / f".{path.name}.tmp").unlink(missing_ok=True)
-        _forget(path, text)
+        if not verdict.keep_record:
+            _forget(path, text)
     return dead
 
 
@@ -551,9 +585,18 @@ class Watchdog:
 
 @dataclass(frozen=True)
 class Death:
-    """A worker `after_death` cleaned up after: its last record, None when unreadable."""
+    """A worker `after_death` cleaned up after: its last record (None when unreadable), and
+    that record's path and text, for `forget` once what it held is settled."""
 
     record: GroupRecord | None
+    path: Path
+    text: str = ""
+
+    def forget(self) -> None:
+        """Remove the record (if it still says what was read: a new worker with the same
+        pid may have written its own there meanwhile)."""
+        if self.text:
+            _forget(self.path, self.text)
 
 
 def after_death(
@@ -575,8 +618,8 @@ def after_death(
                 return None  # alive after all (a pipe closed by mistake): not ours to reap
             time.sleep(0.01)
     kill_token_holders(token)
-    reap_dead_workers(scratch_root)
-    return Death(None if read is None else read[0])
+    reap_dead_workers(scratch_root)  # leaves the record to this watchdog if it holds anything
+    return Death(None, record) if read is None else Death(read[0], record, read[1])
 
 
 def kill_token_holders(token: str) -> list[int]:

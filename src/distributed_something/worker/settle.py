@@ -75,8 +75,8 @@ def settle(
     message = _message(holding["message"])
     held = [_message(item) for item in holding["held"]]
     error = (
-        f"its worker (pid {worker_pid}) died while the task ran (killed: see the worker's "
-        "log); the task went back to the queue"
+        f"its worker (pid {worker_pid}) died while the task ran (killed: the worker's log "
+        "may say by what; a task that kills its worker every time ends dead)"
     )
     closed = records.close_stale(key, "lost", at, error)
     if closed:

@@ -35,8 +35,12 @@ def watchdog_main() -> None:
     from distributed_something.worker.procgroups import after_death
 
     death = after_death(Path(scratch_root), Path(record), token)
-    if settle is None or death is None or death.record is None or not death.record.holding:
+    if death is None:
         return
-    from distributed_something.usecases.work import settle_dead_worker
+    try:
+        if settle is not None and death.record is not None and death.record.holding:
+            from distributed_something.usecases.work import settle_dead_worker
 
-    settle_dead_worker(settle, death.record.worker_pid, death.record.holding)
+            settle_dead_worker(settle, death.record.worker_pid, death.record.holding)
+    finally:
+        death.forget()  # other reapers left it to this watchdog
