@@ -90,7 +90,10 @@ class Backend:
     that takes much CPU then makes it wait longer before the next (`policy.next_pause`);
     ``fork_call`` runs a function in a forked child (`interfaces.fork`) where reading the
     records is CPU work here (local): the report of a big run is then read by two
-    processes; None elsewhere.
+    processes; None elsewhere;
+    ``watchdog_settles`` says a dead worker's watchdog settles what it held (its attempt
+    closed as lost, its messages handed back: `worker/settle.py`); False where the backend's
+    compute does it with the scheduler's word on how the worker's job ended (Slurm).
     """
 
     name: str
@@ -110,6 +113,7 @@ class Backend:
     monitor_shares_cpu: bool = False
     spot_prices: SpotPriceReader | None = None
     fork_call: ForkCall | None = None
+    watchdog_settles: bool = True
 
 
 @dataclass(frozen=True)

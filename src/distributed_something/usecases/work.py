@@ -81,12 +81,14 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     # The watchdog settles what this worker holds should it die (`settle_dead_worker`): it
     # opens the same project, from the same file or the same environment.
     config_file = project.config_path.resolve()
+    settle = str(config_file) if config_file.is_file() else ""
     recorder = GroupRecorder.start(
-        settings.scratch_root, settle=str(config_file) if config_file.is_file() else ""
+        settings.scratch_root, settle=settle if backend.watchdog_settles else None
     )
     try:
         runner = SubprocessRunner(recorder=recorder, measure=tracing_enabled(os.environ))
-        hook = None if recorder is None else _recording(recorder, run_id)
+        settles = recorder is not None and backend.watchdog_settles
+        hook = _recording(recorder, run_id) if recorder is not None and settles else None
         return _work(project, backend, settings, runner, hook)
     finally:
         if recorder is not None:

@@ -58,6 +58,8 @@ def open_slurm(project: Project) -> Backend:
         # squeue every 10 s is light for the controller and quick enough for a tail
         poll_interval=10.0,
         drain_confirm_floor=0.0,  # the slice queue is files read whole: exact counts
+        # Its compute settles a dead worker's slice with Slurm's word on how its job ended.
+        watchdog_settles=False,
         memory_limit="scheduler",
     )
 
