@@ -175,7 +175,8 @@ def test_a_task_that_kills_its_worker_is_dead_after_its_receives_not_after_its_l
     argv = [
         "sh",
         "-c",
-        'if [ "{name}" = "bad" ]; then kill -9 $PPID; sleep 5; fi; echo ok > {output_dir}/r.txt',
+        'echo "working on {name}"; if [ "{name}" = "bad" ]; then kill -9 $PPID; sleep 5; fi;'
+        " echo ok > {output_dir}/r.txt",
     ]
     proj = write_project(
         tmp_path / "proj",
@@ -194,6 +195,10 @@ def test_a_task_that_kills_its_worker_is_dead_after_its_receives_not_after_its_l
     assert [a.outcome for a in attempts] == ["lost"] * 3
     starts = [a.started_us / 1e6 for a in attempts]
     assert starts[-1] - starts[0] < 60  # each came back at once, not after its lease
+    # What the task wrote before its worker died is kept, each time.
+    logs = ds("logs", bad["id"], cwd=proj)
+    assert logs.returncode == 0, logs.stderr
+    assert "working on bad" in logs.stdout and "[ds] the log ends here: its worker" in logs.stdout
 
 
 def test_ds_cleanup_beside_a_running_ds_run_ends_it(tmp_path: Path, ds: Ds) -> None:

@@ -137,15 +137,17 @@ def test_a_record_between_tasks_kills_nothing() -> None:
 def test_a_dead_workers_record_holding_a_task_is_left_to_its_live_watchdog() -> None:
     """Its watchdog settles what the worker held (worker/settle.py) from the record: a
     reaper that got there first (the monitor woken by the worker's exit, a starting worker)
-    kills and removes what it always did but leaves the record, unless that watchdog is
-    gone (or its pid is another process's now)."""
+    kills the task's group as it always did but leaves the record and the scratch folder,
+    unless that watchdog is gone (or its pid is another process's now)."""
     holding = replace(RECORD, holding={"run": "r"}, watchdog_pid=300, watchdog_start=7000)
     assert GroupRecord.from_json(holding.to_json()) == holding
     watched = judge(holding, Seen(HERE, worker=None, leader=alive(6000, 200), watchdog=alive(7000)))
-    assert watched.kill_group and watched.remove_scratch and watched.keep_record
+    # The scratch folder (the task's log) stays too: the watchdog keeps the log, then
+    # removes both.
+    assert watched.kill_group and not watched.remove_scratch and watched.keep_record
     for watchdog in (None, alive(7001), ProcInfo(start=7000, state="Z", pgid=0)):
         seen = Seen(HERE, worker=None, leader=alive(6000, 200), watchdog=watchdog)
-        assert not judge(holding, seen).keep_record
+        assert not judge(holding, seen).keep_record and judge(holding, seen).remove_scratch
     empty = replace(holding, holding=None)  # nothing to settle
     assert not judge(empty, Seen(HERE, worker=None, watchdog=alive(7000))).keep_record
     alive_worker = Seen(HERE, worker=alive(5000), watchdog=alive(7000))

@@ -16,6 +16,7 @@ from distributed_something.backends.local.records_store import LocalBucket, Sqli
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.ledger import read_ledger
 from distributed_something.records import Attempt, ManifestEntry, RunRecords
+from distributed_something.worker.loop import Holding
 from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
 from distributed_something.worker.settle import holding_of, settle
 from testkit import FakeClock
@@ -24,7 +25,8 @@ LEASE = 300.0
 
 
 class Rig:
-    """Four tasks sent; a worker received three (it runs the first, holds two)."""
+    """A worker carried task "fin" to its end (its message not deleted yet); of the four
+    tasks sent next it received three: it runs the first, holds two."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.clock = FakeClock()
@@ -33,6 +35,8 @@ class Rig:
         self.records = RunRecords(storage, "T", "r1")
         self.ids = [f"t{i}" for i in range(4)]
         self.records.write_manifest("m", [ManifestEntry(t, {"name": t}) for t in self.ids])
+        self.queue.send_batch([("fin", json.dumps({"name": "fin"}))])
+        self.finished = self.queue.receive(1, LEASE)[0]
         self.queue.send_batch([(t, json.dumps({"name": t})) for t in self.ids])
         self.received = self.queue.receive(3, LEASE)
         assert [m.task_id for m in self.received] == self.ids[:3]
@@ -45,7 +49,22 @@ class Rig:
             cause="lost",
         )
         self.records.open_attempt(self.attempt)
-        self.holding = holding_of("r1", self.attempt, self.received[0], self.received[1:])
+        self.log = tmp_path / "scratch" / "w4242-0" / "task.log"
+        self.log.parent.mkdir(parents=True)
+        self.log.write_text("# header\nstep 1 of 3\nstep 2 of 3\n")
+        self.holding = holding_of(
+            "r1",
+            Holding(
+                self.attempt, self.received[0], self.received[1:], [self.finished.handle], self.log
+            ),
+        )
+
+    def stored_log(self) -> bytes | None:
+        key = self.records.log_key("t0", 1, self.attempt.started_at)
+        try:
+            return self.records.storage.get_bytes(key)
+        except KeyError:
+            return None
 
     def visible(self) -> dict[str, int]:
         """Task -> receive count (this receive's included) of what a receive now gets; given
@@ -75,6 +94,13 @@ def test_the_attempt_is_closed_as_lost_and_every_message_is_back_at_once(rig: Ri
     # The run message used a receive (as when a lease runs out); the held ones did not.
     assert rig.visible() == {"t0": 2, "t1": 1, "t2": 1, "t3": 1}
     assert rig.queue.last_error("t0") == data["error"]
+    # What the task wrote before its worker died is kept where `ds logs` finds it.
+    stored = rig.stored_log()
+    assert stored is not None and stored.startswith(b"# header\nstep 1 of 3\nstep 2 of 3\n")
+    assert stored.endswith(b"[ds] the log ends here: its worker (pid 4242) died\n")
+    # The finished task's message was deleted: it does not come back at its lease's end.
+    rig.clock.now += LEASE + 1
+    assert "fin" not in rig.visible() and done.done == 1
 
 
 def test_an_attempt_closed_before_the_death_is_left_and_its_message_stays_leased(
@@ -85,13 +111,14 @@ def test_an_attempt_closed_before_the_death_is_left_and_its_message_stays_leased
     done = settle(rig.records, rig.queue, rig.holding, 4242, rig.clock())
     assert done.task_id == "" and done.held == 2
     assert [a.outcome for a in rig.records.attempt_keys("t0")] == ["done"]
+    assert rig.stored_log() is None  # the worker kept (or skipped) it itself
     assert rig.visible() == {"t1": 1, "t2": 1, "t3": 1}  # t0 comes back only at its lease's end
 
 
 def test_messages_received_again_since_are_left_to_their_new_holder(rig: Rig) -> None:
     rig.clock.now += LEASE + 1  # every lease ran out; another worker received them
     again = rig.queue.receive(10, LEASE)
-    assert sorted(m.task_id for m in again) == rig.ids
+    assert sorted(m.task_id for m in again) == sorted([*rig.ids, "fin"])
     settle(rig.records, rig.queue, rig.holding, 4242, rig.clock())
     assert rig.visible() == {}  # the new leases hold
 
@@ -110,9 +137,10 @@ def test_a_worker_record_holding_sixteen_local_messages_is_updated_in_place(
     path = record_path(tmp_path / "scratch", os.getpid())
     inode = path.stat().st_ino
     many = rig.queue.receive(1, LEASE) * 16  # the handles of the local queue are alike
-    recorder.holding(holding_of("r1", rig.attempt, rig.received[0], many))
+    holding = Holding(rig.attempt, rig.received[0], many, [m.handle for m in many], rig.log)
+    recorder.holding(holding_of("r1", holding))
     assert path.stat().st_ino == inode and path.stat().st_size == RECORD_BYTES
     assert json.loads(path.read_text())["holding"] == json.loads(
-        json.dumps(holding_of("r1", rig.attempt, rig.received[0], many))
+        json.dumps(holding_of("r1", holding))
     )
     recorder.close()

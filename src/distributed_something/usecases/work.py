@@ -17,13 +17,18 @@ from typing import Any
 
 from distributed_something.backends import Backend, open_backend
 from distributed_something.config.environment import config_from_environment
-from distributed_something.interfaces.queue import Message
 from distributed_something.project import Project
 from distributed_something.recipes.registry import get_recipe
-from distributed_something.records import Attempt, RunRecords
+from distributed_something.records import RunRecords
 from distributed_something.state import load_state
 from distributed_something.usecases.project import open_project
-from distributed_something.worker.loop import AttemptHook, Worker, WorkerSettings, WorkerSummary
+from distributed_something.worker.loop import (
+    AttemptHook,
+    Holding,
+    Worker,
+    WorkerSettings,
+    WorkerSummary,
+)
 from distributed_something.worker.procgroups import (
     GroupRecorder,
     reap_dead_workers,
@@ -98,9 +103,9 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
 def _recording(recorder: GroupRecorder, run_id: str) -> AttemptHook:
     """The worker's ``on_attempt``: what it holds goes into its record for its watchdog."""
 
-    def record(attempt: Attempt, message: Message, held: list[Message]) -> None:
+    def record(holding: Holding) -> None:
         try:
-            recorder.holding(holding_of(run_id, attempt, message, held))
+            recorder.holding(holding_of(run_id, holding))
         except OSError as exc:  # the lease runs out instead, as without a watchdog
             log.warning("could not record the task held for the watchdog: %s", exc)
 
@@ -132,8 +137,14 @@ def settle_dead_worker(config: str, worker_pid: int, holding: Mapping[str, Any])
             worker_pid,
             done.task_id,
         )
-    if done.held:
-        log.info("worker %d died: %d tasks it held went back to the queue", worker_pid, done.held)
+    if done.held or done.done:
+        log.info(
+            "worker %d died: %d tasks it held went back to the queue; %d messages of tasks it "
+            "finished were deleted",
+            worker_pid,
+            done.held,
+            done.done,
+        )
 
 
 def _work(

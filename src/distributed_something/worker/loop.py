@@ -95,10 +95,24 @@ MAX_HELD_TASKS = 16
 SHORT_TASK_SECONDS = 0.05
 
 
-#: Told, the moment an attempt's open record is written, of the attempt, its message and the
-#: messages held to run next (`Worker`'s ``on_attempt``: what the worker's watchdog settles
-#: should the worker die). Must not raise.
-AttemptHook = Callable[[Attempt, Message, list[Message]], None]
+@dataclass(frozen=True)
+class Holding:
+    """What a worker holds the moment an attempt's open record is written (`Worker`'s
+    ``on_attempt``: what its watchdog settles should it die)."""
+
+    attempt: Attempt
+    message: Message
+    #: messages received with it, to run next
+    held: list[Message]
+    #: receipt handles of messages whose tasks' ends are written but which are not deleted
+    #: yet (the delete rides on the next receive: `Worker._acknowledge`)
+    done: list[str]
+    #: where the task's log is written
+    log: Path
+
+
+#: `Worker`'s ``on_attempt``; must not raise.
+AttemptHook = Callable[[Holding], None]
 
 
 @dataclass
@@ -455,7 +469,13 @@ class Worker:
         listed = self.records.open_attempt_looking(attempt, first=self._finished)
         self._attempt = attempt
         if self._on_attempt is not None:
-            self._on_attempt(attempt, message, [held.message for held in self._held])
+            # The ends of the tasks carried to their end were written with this start.
+            done = [m.handle for m in self._finished_messages]
+            pending = getattr(self.backend.queue, "pending_deletes", None)
+            held = [kept.message for kept in self._held]
+            log_file = self._workdir.root / "task.log"
+            done += [] if pending is None else pending()
+            self._on_attempt(Holding(attempt, message, held, done, log_file))
         self._saved_finished()
         ordered = listed is not None  # only records written before this one are listed
         if listed is None:

@@ -405,8 +405,8 @@ class Verdict:
     remove_scratch: bool = False
     #: remove the record itself
     forget: bool = False
-    #: the worker is dead but its watchdog, alive, settles what it held: the record stays
-    #: for it (it removes it when done)
+    #: the worker is dead but its watchdog, alive, settles what it held: the record and the
+    #: scratch folders (the task's log) stay for it (it removes them when done)
     keep_record: bool = False
     reason: str = ""
 
@@ -460,7 +460,7 @@ def judge(record: GroupRecord, seen: Seen) -> Verdict:
     )
     return Verdict(
         kill_group=kill,
-        remove_scratch=not pid_reused,
+        remove_scratch=not pid_reused and not settling,
         forget=True,
         keep_record=settling,
         reason="worker dead"
@@ -592,9 +592,15 @@ class Death:
     path: Path
     text: str = ""
 
-    def forget(self) -> None:
-        """Remove the record (if it still says what was read: a new worker with the same
-        pid may have written its own there meanwhile)."""
+    def forget(self, scratch_root: Path) -> None:
+        """Remove the worker's scratch folders (unless its pid is another process's now: a
+        new worker may use the same names) and its record (if it still says what was read:
+        a new worker with the same pid may have written its own there meanwhile)."""
+        record = self.record
+        now = None if record is None else proc_info(record.worker_pid)
+        if record is not None and (now is None or now.exited or now.start == record.worker_start):
+            for workdir in scratch_root.glob(f"w{record.worker_pid}-*"):
+                shutil.rmtree(workdir, ignore_errors=True)
         if self.text:
             _forget(self.path, self.text)
 

@@ -3,12 +3,14 @@
 A worker killed without a word (SIGKILL, the OOM killer) leaves its task's attempt open and
 its messages leased. Left alone, ``ds status`` counts that task as running until someone
 closes the record (the next worker to receive the message once its lease runs out, or the
-run's teardown), and the task, and the tasks the worker held to run next, wait for their
-leases to run out before anyone runs them. The worker's watchdog sees the death at once
+run's teardown), the task, and the tasks the worker held to run next, wait for their leases
+to run out before anyone runs them, and what the task wrote to its log is lost with the
+worker's scratch folder. The worker's watchdog sees the death at once
 (`procgroups.Watchdog`); with what the worker recorded as it started its attempt
 (`holding_of`, kept in its process-group record), it settles it (`settle`).
 
-Settling is safe whatever happened since: the attempt is closed only while its open record
+Settling keeps the task's log as the worker would have (`ds logs TASK`), and is safe whatever
+happened since: the attempt is closed only while its open record
 is still there (a worker that wrote the attempt's end before dying has nothing to settle,
 and neither has a record another delivery closed already), and a message is handed back
 only under the receipt it was received with (a message received again since, or deleted, is
@@ -17,24 +19,36 @@ left alone: the queue ignores a stale receipt).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from distributed_something.interfaces.queue import Message, Queue
-from distributed_something.records import Attempt, RunRecords, parse_attempt_key
+from distributed_something.records import AttemptKey, RunRecords, parse_attempt_key
+from distributed_something.worker.loop import (
+    LOG_KEEP_HEAD_BYTES,
+    LOG_KEEP_TAIL_BYTES,
+    Holding,
+    capped_log,
+)
+
+log = logging.getLogger("ds.worker")
 
 
-def holding_of(
-    run_id: str, attempt: Attempt, message: Message, held: list[Message]
-) -> dict[str, Any]:
-    """What a worker holds as ``attempt`` starts (its open record written): the attempt, its
-    message and the messages held to run after it, as plain JSON for the worker's record."""
+def holding_of(run_id: str, holding: Holding) -> dict[str, Any]:
+    """What a worker holds as an attempt starts (`Holding`: the attempt, its message, the
+    messages held to run after it, those of finished tasks not deleted yet, the task's log
+    file), as plain JSON for the worker's record."""
+    attempt, message = holding.attempt, holding.message
     return {
         "run": run_id,
         "attempt": f"{attempt.task_id}/{attempt.stem}",
         "message": [message.handle, message.task_id, message.receive_count],
-        "held": [[m.handle, m.task_id, m.receive_count] for m in held],
+        "held": [[m.handle, m.task_id, m.receive_count] for m in holding.held],
+        "done": holding.done,
+        "log": str(holding.log),
     }
 
 
@@ -46,6 +60,31 @@ class Settled:
     task_id: str
     #: how many held messages it gave back (their receives undone) or released
     held: int
+    #: how many messages of finished tasks it deleted (their ends were written)
+    done: int = 0
+
+
+def _store_log(records: RunRecords, key: AttemptKey, log_file: Any, worker_pid: int) -> None:
+    """Keep what the task wrote to its log before its worker died, where the worker would
+    have kept it (`ds logs TASK` shows it), with a last line saying where it stopped. A log
+    that is gone or cannot be stored is only logged: the attempt is settled without it."""
+    if not isinstance(log_file, str) or not log_file:
+        return
+    path = Path(log_file)
+    try:
+        size = path.stat().st_size
+        data = (
+            capped_log(path, size)
+            if size > LOG_KEEP_HEAD_BYTES + LOG_KEEP_TAIL_BYTES
+            else (path.read_bytes())
+        )
+        note = f"\n[ds] the log ends here: its worker (pid {worker_pid}) died\n".encode()
+        started = key.started_us / 1e6
+        records.storage.put_bytes(records.log_key(key.task_id, key.attempt, started), data + note)
+    except OSError as exc:
+        log.info("the log of task %s was not kept: %s", key.task_id, exc)
+    except Exception as exc:  # noqa: BLE001 - the attempt is settled without its log
+        log.warning("could not store the log of task %s: %s", key.task_id, exc)
 
 
 def _message(item: Any) -> Message:
@@ -66,7 +105,9 @@ def settle(
     run's it names): close its attempt as lost if its record is still open, and then make
     that attempt's message visible at once (a receive used, as when a lease runs out: a task
     that kills its worker every time ends in the dead-letter store); give the held messages
-    back unstarted (`give_back`, their receive undone, where the queue can; else released).
+    back unstarted (`give_back`, their receive undone, where the queue can; else released);
+    delete the messages of tasks whose ends the worker wrote but had not deleted yet (else
+    they would come back at their lease's end, only to be found done).
     Raises ValueError for a ``holding`` that is not `holding_of`'s; errors of the storage and
     queue pass through."""
     key = parse_attempt_key(f"{holding['attempt']}.running.json")
@@ -80,6 +121,7 @@ def settle(
     )
     closed = records.close_stale(key, "lost", at, error)
     if closed:
+        _store_log(records, key, holding.get("log"), worker_pid)
         queue.release(message, 0, error)
     if held:
         give_back = getattr(queue, "give_back", None)
@@ -88,4 +130,7 @@ def settle(
         else:
             for item in held:
                 queue.release(item, 0)
-    return Settled(key.task_id if closed else "", len(held))
+    done = [str(handle) for handle in holding.get("done", [])]
+    for handle in done:  # a stale handle (received again since) deletes nothing
+        queue.delete(Message(handle=handle, task_id="", body="", receive_count=0))
+    return Settled(key.task_id if closed else "", len(held), len(done))

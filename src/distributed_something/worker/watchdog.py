@@ -43,4 +43,4 @@ def watchdog_main() -> None:
 
             settle_dead_worker(settle, death.record.worker_pid, death.record.holding)
     finally:
-        death.forget()  # other reapers left it to this watchdog
+        death.forget(Path(scratch_root))  # other reapers left them to this watchdog

@@ -131,6 +131,12 @@ class SqliteQueue:
         with self._soon_lock:
             self._soon.append(_decode_handle(message.handle))
 
+    def pending_deletes(self) -> list[str]:
+        """The receipt handles `delete_soon` was given and has not deleted yet (a worker's
+        watchdog deletes them should the worker die first: `worker/settle.py`)."""
+        with self._soon_lock:
+            return [_encode_handle(message_id, token) for message_id, token in self._soon]
+
     def give_back(self, messages: Sequence[Message]) -> None:
         """Return messages received but never started (a worker held them to run next, see
         `Worker`), in one transaction: visible at once, ahead of the others as when they were
