@@ -449,6 +449,32 @@ def test_stop_hands_the_task_back_at_once(tmp_path: Path) -> None:
     assert scratch_files(rig.scratch) == []
 
 
+def test_a_command_that_ended_on_its_own_as_the_stop_came_is_carried_to_its_end(
+    tmp_path: Path,
+) -> None:
+    """The stop (Ctrl-C of `ds run`, `ds cleanup`, a spot interruption) arrives just as the
+    command finished by itself: its result is kept (outputs uploaded, task done), not
+    dropped to be run again; the worker then stops."""
+    rig = Rig(tmp_path, write("kept {name}"))
+    real = rig.worker.runner
+
+    class StoppedAtTheEnd:
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            result = real.run(*args, **kwargs)
+            rig.worker.stop()  # the stop comes as the command has just exited
+            return result
+
+    rig.worker.runner = StoppedAtTheEnd()  # type: ignore[assignment]
+    (task,) = rig.submit({"name": "k"}, {"name": "later"})[:1]
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.storage.get_bytes("out/k/r.txt") == b"kept k"
+    marker = rig.records.read_done(task.id)
+    assert marker is not None and marker.outputs == ["out/k/r.txt"]
+    assert rig.worker.step() is Outcome.STOPPED  # the next task is not started
+    rig.worker.close()
+    assert rig.queue.counts().visible == 1 and rig.queue.counts().in_flight == 0
+
+
 def test_lost_lease_drops_the_result(tmp_path: Path) -> None:
     rig = Rig(
         tmp_path,
