@@ -625,3 +625,42 @@ def test_a_ds_toml_nested_thousands_of_levels_is_one_line_not_a_traceback(
     result = ds("validate", cwd=proj)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "ds.toml" in result.stderr and "too deeply" in result.stderr
+
+
+def test_a_damaged_run_state_is_restored_from_the_bucket_or_named_with_its_fix(
+    tmp_path: Path,
+) -> None:
+    """The run state file cut or edited by hand: never a traceback. With the bucket's copy
+    readable, the run goes on from it and the damaged file is kept aside (nothing lost);
+    without one, one error names the file and the fix."""
+    from distributed_something.backends import open_backend
+    from distributed_something.state import load_state, require_state, state_key
+    from distributed_something.usecases import lifecycle
+    from distributed_something.usecases.project import open_project
+
+    folder = write_project(tmp_path / "p", argv=["true"], groups=[{"name": "a"}])
+    project = open_project(folder / "ds.toml")
+    state = lifecycle.setup(project)
+    backend = open_backend(project)
+    for damage in ('{"run_id": 3', '{"run_id": 3}', "\x00\x01"):
+        project.state_path.write_text(damage)
+        restored = load_state(project, backend.storage)
+        assert restored is not None and restored.run_id == state.run_id
+        assert load_state(project) == restored  # written back: the next reader is fine
+    kept = sorted(p.name for p in project.state_path.parent.glob("state.json.damaged-*"))
+    assert len(kept) == 3  # each damaged file kept, none overwritten
+    assert project.state_path.parent.joinpath(kept[-1]).read_text() == "\x00\x01"
+    backend.storage.put_bytes(state_key("T"), b"not json either")
+    project.state_path.write_text("{")
+    with pytest.raises(InputError) as caught:
+        require_state(project, backend.storage)
+    assert str(project.state_path) in str(caught.value) and "ds setup" in str(caught.value)
+    result = subprocess.run(
+        [sys.executable, "-m", "distributed_something", "status"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the run state is damaged" in result.stderr

@@ -12,13 +12,15 @@ import secrets
 import time
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from rich.markup import escape
 
 from distributed_something.atomicfile import PRIVATE_FILE_MODE, write_text_atomically
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 from distributed_something.records import META_ROOT
+from distributed_something.ui import info
 
 
 class RunState(BaseModel):
@@ -66,13 +68,40 @@ def load_state(project: Project, storage: Storage | None = None) -> RunState | N
     (the unattended monitor tore the run down).
     """
     local = None
+    damaged = ""
     with contextlib.suppress(FileNotFoundError):
-        local = RunState.model_validate_json(project.state_path.read_text())
-    if storage is None:
-        return local
-    try:
-        remote = RunState.model_validate_json(storage.get_bytes(state_key(project.config.app_name)))
-    except KeyError:
+        try:
+            local = RunState.model_validate_json(project.state_path.read_text())
+        except ValidationError as exc:  # a damaged file
+            damaged = str(exc.errors()[0].get("msg", "not a run state"))
+    remote = None
+    if storage is not None:
+        key = state_key(project.config.app_name)
+        with contextlib.suppress(KeyError, ValueError):  # missing, or damaged too
+            remote = RunState.model_validate_json(storage.get_bytes(key))
+    if damaged:
+        if remote is not None:
+            # The bucket's copy is written with every local one: the run goes on from it,
+            # and the damaged file is kept aside, not overwritten.
+            kept = project.state_path.with_name(f"state.json.damaged-{time.time_ns()}")
+            project.state_path.replace(kept)
+            write_text_atomically(
+                project.state_path, remote.model_dump_json(indent=1), mode=PRIVATE_FILE_MODE
+            )
+            info(
+                f"[yellow]warning:[/] {escape(str(project.state_path))} was damaged "
+                f"({escape(damaged)}): restored from the copy in the bucket (the damaged "
+                f"file is kept as {escape(kept.name)})"
+            )
+            return remote
+        raise InputError(
+            str(project.state_path),
+            None,
+            f"the run state is damaged ({damaged}) and the bucket holds no readable copy",
+            "remove the file and run `ds setup` to start a new run (finished tasks are kept "
+            "and skipped)",
+        )
+    if storage is None or remote is None:
         return local
     if local is None:
         return remote
