@@ -86,6 +86,27 @@ def manifest(records: RunRecords, part: str, tasks: Any) -> None:
     )
 
 
+def submit_failing_at_the_second_batch(
+    project: Any, job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ds setup`, then `ds submit` in this process, whose second batch fails to send (the
+    disk is full); the queue works again afterwards."""
+    real = SqliteQueue.send_batch
+    calls = {"n": 0}
+
+    def failing(self: SqliteQueue, items: Sequence[tuple[str, str]]) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise BackendError("the disk is full")
+        return real(self, items)
+
+    lifecycle.setup(project)
+    with monkeypatch.context() as patch:
+        patch.setattr(SqliteQueue, "send_batch", failing)
+        with pytest.raises(BackendError):
+            lifecycle.submit(project, job, show_progress=False)
+
+
 @pytest.mark.parametrize("interrupt", [False, True], ids=["queue-error", "ctrl-c"])
 def test_an_interrupted_sending_is_finished_by_resume_each_task_once(
     tmp_path: Path, chunked: None, interrupt: bool
@@ -174,19 +195,7 @@ def test_a_second_submit_sends_what_the_first_left_and_nothing_twice(
         tmp_path / "proj", argv=["true"], groups=[{"name": f"n{i}"} for i in range(10)]
     )
     project = open_project(proj)
-    real = SqliteQueue.send_batch
-    calls = {"n": 0}
-
-    def failing(self: SqliteQueue, items: Sequence[tuple[str, str]]) -> int:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise BackendError("the disk is full")
-        return real(self, items)
-
-    monkeypatch.setattr(SqliteQueue, "send_batch", failing)
-    lifecycle.setup(project)
-    with pytest.raises(BackendError):
-        lifecycle.submit(project, proj / "job.json", show_progress=False)
+    submit_failing_at_the_second_batch(project, proj / "job.json", monkeypatch)
     result = lifecycle.submit(project, proj / "job.json", show_progress=False)
     assert (result.resumed, result.sent, result.left_out) == (10 - CHUNK, 0, 10)
     queue = FlakyQueue(proj / ".ds" / "T" / "queue.sqlite")
@@ -206,20 +215,7 @@ def test_ds_status_says_what_is_unsent_and_ds_run_sends_it_each_task_running_onc
     names = [f"n{i}" for i in range(11)]
     proj = write_project(tmp_path / "proj", argv=argv, groups=[{"name": n} for n in names])
     project = open_project(proj)
-    calls = {"n": 0}
-    real = SqliteQueue.send_batch
-
-    def failing(self: SqliteQueue, items: Sequence[tuple[str, str]]) -> int:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise BackendError("the disk is full")
-        return real(self, items)
-
-    monkeypatch.setattr(SqliteQueue, "send_batch", failing)
-    lifecycle.setup(project)
-    with pytest.raises(BackendError):
-        lifecycle.submit(project, proj / "job.json", show_progress=False)
-    monkeypatch.setattr(SqliteQueue, "send_batch", real)
+    submit_failing_at_the_second_batch(project, proj / "job.json", monkeypatch)
     env = {**os.environ, "COLUMNS": "200"}
 
     def ds(*args: str) -> subprocess.CompletedProcess[str]:

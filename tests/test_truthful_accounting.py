@@ -291,36 +291,64 @@ class Stopped(Exception):
     """Ends a monitor loop driven by a test."""
 
 
+class Watched:
+    """A run of two tasks set up and submitted in this process, whose two messages vanished
+    with no record written; its backend's compute notes what the monitor asks of it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        from dataclasses import replace
+
+        from distributed_something.backends import open_backend
+        from distributed_something.state import require_state
+        from distributed_something.usecases import lifecycle
+        from distributed_something.usecases.project import open_project
+        from testkit import NoCompute
+
+        folder = write_project(
+            tmp_path / "p", argv=["true"], groups=[{"name": "a"}, {"name": "b"}], app_name="W"
+        )
+        self.project = open_project(folder / "ds.toml")
+        lifecycle.setup(self.project)
+        lifecycle.submit(self.project, folder / "job.json", show_progress=False)
+        self.acted: list[str] = []
+        acted = self.acted
+
+        class Noting(NoCompute):
+            def scale(self, n: int) -> None:
+                acted.append(f"scale {n}")
+
+            def stop(self) -> None:
+                acted.append("stop")
+
+        self.backend = replace(open_backend(self.project), compute=Noting())
+        for message in self.backend.queue.receive(10, 30):  # gone, no record written
+            self.backend.queue.delete(message)
+        self.state = require_state(self.project, self.backend.storage)
+
+    def watch(self, **options: Any) -> Any:
+        """`monitor.loop.watch` of this run, ticking every second, no display."""
+        from distributed_something.monitor import loop
+
+        return loop.watch(
+            self.project.config,
+            self.backend,
+            self.state,
+            interval=1,
+            confirm_seconds=0,
+            show_progress=False,
+            **options,
+        )
+
+
 def test_the_monitor_tears_down_only_on_a_whole_reading_of_the_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A summary that says every task is done while the records do not (a bug, a record lost)
     must not end the run: the monitor reads every record before tearing down, and the tasks
     that left the queue without an outcome are sent again."""
-    from dataclasses import replace
-
-    from distributed_something.backends import open_backend
     from distributed_something.monitor import loop
-    from distributed_something.state import require_state
-    from distributed_something.usecases import lifecycle
-    from distributed_something.usecases.project import open_project
-    from testkit import NoCompute
 
-    folder = write_project(
-        tmp_path / "p", argv=["true"], groups=[{"name": "a"}, {"name": "b"}], app_name="W"
-    )
-    project = open_project(folder / "ds.toml")
-    lifecycle.setup(project)
-    lifecycle.submit(project, folder / "job.json", show_progress=False)
-    stops: list[str] = []
-
-    class Watched(NoCompute):
-        def stop(self) -> None:
-            stops.append("stop")
-
-    backend = replace(open_backend(project), compute=Watched())
-    for message in backend.queue.receive(10, 30):  # both messages vanish, no record written
-        backend.queue.delete(message)
+    run = Watched(tmp_path)
     wrong = {"total": 2, "done": 2, "skipped": 0, "running": 0, "failed": 0, "pending": 0}
     wrong |= {"dead": 0, "duplicates": 0}
     monkeypatch.setattr(loop, "read_counts", lambda records, compact=False: (wrong, {}))
@@ -331,18 +359,9 @@ def test_the_monitor_tears_down_only_on_a_whole_reading_of_the_records(
             raise Stopped
 
     with pytest.raises(Stopped):
-        loop.watch(
-            project.config,
-            backend,
-            require_state(project, backend.storage),
-            interval=1,
-            confirm_seconds=0,
-            show_progress=False,
-            clock=lambda: 1_000_000.0 + next(ticks),
-            sleep=sleep,
-        )
-    assert stops == []  # never torn down
-    assert backend.queue.counts().visible == 2  # both sent again
+        run.watch(clock=lambda: 1_000_000.0 + next(ticks), sleep=sleep)
+    assert "stop" not in run.acted  # never torn down
+    assert run.backend.queue.counts().visible == 2  # both sent again
 
 
 def test_a_monitor_whose_run_was_cleaned_up_elsewhere_stops_and_acts_no_more(
@@ -350,33 +369,7 @@ def test_a_monitor_whose_run_was_cleaned_up_elsewhere_stops_and_acts_no_more(
 ) -> None:
     """`ds cleanup` run beside a monitor: at its next tick the monitor sees the run ended
     (``still_active``) and returns without sending any task again or starting a worker."""
-    from dataclasses import replace
-
-    from distributed_something.backends import open_backend
-    from distributed_something.monitor import loop
-    from distributed_something.state import require_state
-    from distributed_something.usecases import lifecycle
-    from distributed_something.usecases.project import open_project
-    from testkit import NoCompute
-
-    folder = write_project(
-        tmp_path / "p", argv=["true"], groups=[{"name": "a"}, {"name": "b"}], app_name="W"
-    )
-    project = open_project(folder / "ds.toml")
-    lifecycle.setup(project)
-    lifecycle.submit(project, folder / "job.json", show_progress=False)
-    acted: list[str] = []
-
-    class Watched(NoCompute):
-        def scale(self, n: int) -> None:
-            acted.append(f"scale {n}")
-
-        def stop(self) -> None:
-            acted.append("stop")
-
-    backend = replace(open_backend(project), compute=Watched())
-    for message in backend.queue.receive(10, 30):  # handed back by a cleanup: none left
-        backend.queue.delete(message)
+    run = Watched(tmp_path)
     asked: list[int] = []
 
     def still_active() -> bool:
@@ -386,16 +379,7 @@ def test_a_monitor_whose_run_was_cleaned_up_elsewhere_stops_and_acts_no_more(
     def sleep(_seconds: float) -> None:
         raise Stopped  # a tick that acted and then waited: the check came too late
 
-    progress = loop.watch(
-        project.config,
-        backend,
-        require_state(project, backend.storage),
-        interval=1,
-        confirm_seconds=0,
-        show_progress=False,
-        sleep=sleep,
-        still_active=still_active,
-    )
+    progress = run.watch(sleep=sleep, still_active=still_active)
     assert len(asked) == 1 and progress.pending == 2
-    assert backend.queue.counts().visible == 0  # nothing sent again
-    assert acted == []  # no worker started or stopped
+    assert run.backend.queue.counts().visible == 0  # nothing sent again
+    assert run.acted == []  # no worker started or stopped
