@@ -842,3 +842,26 @@ def test_upload_flags_errors(flags: str, problem: str) -> None:
     assert caught.value.field == "storage.upload_flags"
     assert problem in caught.value.problem
     assert caught.value.fix
+
+
+def test_conditional_writes_for_task_claims(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`put_new` creates only what is not there (If-None-Match: *), `put_tagged` replaces
+    only the version read (If-Match): exactly one of two writers wins either way. The
+    headers are checked on the requests built, not only on moto's answers."""
+    calls = record_calls(s3_storage, monkeypatch)
+    storage = S3Storage(AWS, bucket)
+    first = storage.put_new("_ds/T/claims/t.json", b"a")
+    assert first is not None
+    assert storage.put_new("_ds/T/claims/t.json", b"b") is None  # taken: 412
+    data, tag = storage.get_tagged("_ds/T/claims/t.json")
+    assert (data, tag) == (b"a", first)
+    replaced = storage.put_tagged("_ds/T/claims/t.json", b"c", tag)
+    assert replaced is not None and replaced != tag
+    assert storage.put_tagged("_ds/T/claims/t.json", b"d", tag) is None  # stale version
+    assert storage.get_bytes("_ds/T/claims/t.json") == b"c"
+    assert storage.put_tagged("_ds/T/claims/none.json", b"e", tag) is None  # no object
+    with pytest.raises(KeyError):
+        storage.get_tagged("_ds/T/claims/none.json")
+    puts = [c for c in calls if c.operation == "PutObject"]
+    assert [c.headers.get("if-none-match") for c in puts[:2]] == ["*", "*"]
+    assert [c.headers.get("if-match") for c in puts[2:4]] == [tag, tag]

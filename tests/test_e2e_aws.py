@@ -86,6 +86,12 @@ def assert_e2e_nothing_left(dead_letter_kept: bool = True) -> None:
     assert cloudwatch.list_dashboards()["DashboardEntries"] == []
 
 
+def claims_left() -> list[str]:
+    """The task claims (`worker.claims`) left in the bucket."""
+    listed = aws_client("s3").list_objects_v2(Bucket=E2E_BUCKET, Prefix="_ds/E2E/runs/")
+    return [o["Key"] for o in listed.get("Contents", []) if "/claims/" in o["Key"]]
+
+
 def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: Ds) -> None:
     names = ["alpha", "beta", "poison"]
     proj = make_e2e_project(tmp_path, names)
@@ -124,6 +130,7 @@ def test_full_run_on_moto_with_poison_and_redrive(aws: str, tmp_path: Path, ds: 
     for name in names:
         assert s3_text(f"out/{name}/result.txt") == f"result of {name}"
     assert_e2e_nothing_left()
+    assert claims_left() == []  # each attempt claimed its task on S3 and released it
     exported = aws_client("s3").list_objects_v2(Bucket=E2E_BUCKET, Prefix="_ds/E2E/runs/")
     assert any("logs-export" in o["Key"] for o in exported.get("Contents", []))
 
@@ -212,6 +219,9 @@ def test_worker_killed_mid_task_on_aws_and_the_task_completes_once(
     assert len(ledger(tmp_path)) == 3  # the killed task started twice, completed once
     for name in names:
         assert s3_text(f"out/{name}/result.txt") == f"result of {name}"
+    # The killed worker's claim on its task was taken over by the task's next delivery
+    # (the same message, its lease over), and every claim was released at its attempt's end.
+    assert claims_left() == []
 
 
 def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) -> None:

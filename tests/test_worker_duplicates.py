@@ -12,9 +12,11 @@ delivery records its start, then looks at the task's attempt records:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import multiprocessing
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ from distributed_something.jobs.model import Task
 from distributed_something.ledger import build_ledger
 from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import Attempt, ManifestEntry, RunRecords
+from distributed_something.worker import claims
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
 from testkit import FakeClock, NoCompute, NoProvisioner
@@ -38,16 +41,45 @@ from testkit import FakeClock, NoCompute, NoProvisioner
 PY = sys.executable
 
 
+class ClaimingFolder(FolderStorage):
+    """A folder with S3's conditional writes (`S3Storage.put_new`, `get_tagged`,
+    `put_tagged`; their S3 requests are tested on moto): records written, then listed, as
+    on S3, and the tasks' claims (`worker.claims`). The version tag is the content's hash."""
+
+    _lock = threading.Lock()
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        with self._lock:
+            if self.exists(key):
+                return None
+            self.put_bytes(key, data)
+            return hashlib.md5(data).hexdigest()
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)
+        return data, hashlib.md5(data).hexdigest()
+
+    def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        with self._lock:
+            try:
+                if hashlib.md5(self.get_bytes(key)).hexdigest() != tag:
+                    return None
+            except KeyError:
+                return None
+            self.put_bytes(key, data)
+            return hashlib.md5(data).hexdigest()
+
+
 class Rig:
     """Workers sharing a local SQLite queue (fake clock) and a storage: the local bucket
-    (records in SQLite: written and listed together) or a bare folder (written, then
-    listed)."""
+    (records in SQLite: written and listed together), a bare folder (written, then
+    listed), or a folder with conditional writes (written, then listed, and claimed: S3)."""
 
     def __init__(self, tmp_path: Path, storage: str) -> None:
         self.tmp_path = tmp_path
         self.clock = FakeClock(1_000_000.0)
         self.queue = SqliteQueue(tmp_path / "q.sqlite", max_receive_count=5, clock=self.clock)
-        files = FolderStorage(tmp_path / "bucket")
+        files = (ClaimingFolder if storage == "claims" else FolderStorage)(tmp_path / "bucket")
         self.storage: Storage = (
             LocalBucket(files, SqliteObjects(tmp_path / "records.sqlite"))
             if storage == "local"
@@ -112,7 +144,7 @@ class Rig:
         return entry.state, entry.attempts, entry.duplicate
 
 
-@pytest.fixture(params=["local", "folder"])
+@pytest.fixture(params=["local", "folder", "claims"])
 def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Rig:
     return Rig(tmp_path, request.param)
 
@@ -161,6 +193,54 @@ def test_where_writes_and_listings_are_apart_the_later_start_stands_down(tmp_pat
     rig.clock.sleep(5)
     assert b._begin_attempt(second, rig.clock()) is True
     assert rig.outcomes() == [("a", "running"), ("b", "duplicate")]
+
+
+def test_with_claims_the_first_to_claim_runs_whatever_the_start_times(tmp_path: Path) -> None:
+    # As on the local records, now on a storage written, then listed (S3): b's delivery
+    # started earlier, but a recorded and claimed first. Comparing start times alone (the
+    # bare folder), b would run too; the claim makes it stand down.
+    rig = Rig(tmp_path, "claims")
+    rig.send_twice()
+    first, second = rig.receive(), rig.receive()
+    a, b = rig.worker("a"), rig.worker("b")
+    started_b = rig.clock()
+    rig.clock.sleep(5)
+    assert a._begin_attempt(first, rig.clock()) is False
+
+    assert b._begin_attempt(second, started_b) is True
+
+    assert rig.outcomes() == [("b", "duplicate"), ("a", "running")]
+    assert (rig.queue.counts().in_flight, rig.state()) == (1, ("running", 1, True))
+    claim = rig.records.claim_key(rig.task.id)
+    assert rig.storage.get_bytes(claim).startswith(b'{"stem": "')  # a's, still held
+
+
+def test_the_claim_is_released_at_the_end_and_a_left_one_taken_over(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, "claims")
+    rig.send_twice()
+    a, b = rig.worker("a"), rig.worker("b")
+    assert a.step() is Outcome.DONE  # claimed, ran, released
+    claim = rig.records.claim_key(rig.task.id)
+    assert not rig.storage.exists(claim)
+    # A claim left behind by an attempt that ended (its worker died after closing it):
+    # the next delivery (the task's second message; check-if-done is off) takes it over
+    # and runs, then releases it.
+    ended = rig.records.attempt_keys()[0].stem
+    rig.storage.put_bytes(claim, claims.Holder(ended, "m").to_bytes())
+    assert b.step() is Outcome.DONE
+    assert sorted(p.name for p in rig.ran.iterdir()) == ["a", "b"]
+    assert not rig.storage.exists(claim)
+
+
+def test_claims_decide_from_the_holder_alone() -> None:
+    holder = claims.Holder("s1", "m1")
+    assert claims.decide(holder, "running", "m2") == "yield"
+    assert claims.decide(holder, "running", "m1") == "take"  # its worker vanished
+    for ended in ("done", "failed", "lost", "released", "duplicate", None):
+        assert claims.decide(holder, ended, "m2") == "take"
+    assert claims.decide(None, "running", "m2") == "take"  # a damaged claim
+    assert claims.Holder.from_bytes(holder.to_bytes()) == holder
+    assert claims.Holder.from_bytes(b"{") is None
 
 
 def test_a_stood_down_task_is_run_by_the_message_left(rig: Rig) -> None:

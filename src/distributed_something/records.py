@@ -297,6 +297,11 @@ class RunRecords:
     def manifest_key(self, part: str) -> str:
         return f"{self.run_prefix}manifest-{part}.jsonl"
 
+    def claim_key(self, task_id: str) -> str:
+        """The task's claim: which delivery runs it now, where records are written, then
+        listed (`worker.claims`)."""
+        return f"{self.run_prefix}claims/{task_id}.json"
+
     def sending_key(self, part: str) -> str:
         """How far the sending of submit ``part`` got (see `sending`)."""
         return f"{self.run_prefix}sending/{part}.json"

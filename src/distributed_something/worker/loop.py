@@ -53,6 +53,7 @@ from distributed_something.records import (
     Skip,
     Writes,
 )
+from distributed_something.worker import claims
 from distributed_something.worker.causes import (
     FREE_CAUSES,
     classify_exception,
@@ -197,6 +198,8 @@ class Worker:
         self._idle_polls = 0
         self._task_log = task_log
         self._on_attempt = on_attempt
+        #: the claim on the task in progress this worker holds (`worker.claims`), if any
+        self._claimed: claims.Holder | None = None
         #: when (by ``clock``) polls started coming back empty; None while holding a task
         #: or before the first poll (read by the idle shutdown, aws/idle.py)
         self.idle_since: float | None = None
@@ -457,11 +460,12 @@ class Worker:
         write (`RunRecords.open_attempt_looking`: the local records, whose writes SQLite
         serialises), every open record listed was written before this one: its delivery came
         first, and this one stands down; the first to write runs. Elsewhere (S3) the listing
-        follows the write: of two deliveries that start at once both see both records, and
-        the later (by start time, then message) stands down. (One that started earlier but
-        wrote after the other had looked runs too: both are kept, and the task is reported
-        as a duplicate.) An open record of this same message is a delivery whose worker
-        vanished: closed as lost.
+        follows the write, and the task's claim decides (`worker.claims`: S3's conditional
+        write lets exactly one delivery hold it; one that finds another running delivery
+        holding it stands down). Without claims (or with one left undecided), of two
+        deliveries that start at once both see both records, and the later (by start time,
+        then message) stands down. An open record of this same message is a delivery whose
+        worker vanished: closed as lost.
 
         The same listing tells how many retries the task has used up (`retries_used`).
         """
@@ -480,6 +484,9 @@ class Worker:
         ordered = listed is not None  # only records written before this one are listed
         if listed is None:
             listed = self.records.attempt_keys(message.task_id)
+        claimed = claims.Claim() if ordered else self._claim(attempt)
+        if claimed.holder is not None:
+            return self._stand_down(message, claimed.holder.stem)
         mine = (round(started * 1e6), attempt.stem)
         history: list[tuple[int, str]] = []
         for other in listed:
@@ -490,17 +497,51 @@ class Worker:
                 continue
             if other.message == attempt.stem.rsplit("-", 1)[1]:
                 self.records.close_stale(other, "lost", self.clock())
-            elif ordered or (other.started_us, other.stem) < mine:
-                log.warning(
-                    "task %s is already running (attempt %s): this delivery stands down",
-                    message.task_id,
-                    other.stem,
-                )
-                self._end_attempt("duplicate", error="another delivery was already running")
-                self.backend.queue.delete(message)
-                return True
+            elif not claimed.ours and (ordered or (other.started_us, other.stem) < mine):
+                return self._stand_down(message, other.stem)
         self._used = retries_used(history)
         return False
+
+    def _stand_down(self, message: Message, running: str) -> bool:
+        """This delivery stands down for the running attempt ``running``: its attempt is
+        closed as a duplicate and its message deleted (the other carries the task)."""
+        log.warning(
+            "task %s is already running (attempt %s): this delivery stands down",
+            message.task_id,
+            running,
+        )
+        self._end_attempt("duplicate", error="another delivery was already running")
+        self.backend.queue.delete(message)
+        return True
+
+    def _claim(self, attempt: Attempt) -> claims.Claim:
+        """The task's claim for ``attempt`` (`worker.claims`), kept in ``_claimed`` when
+        ours; a claim that cannot be made (the storage failing) leaves the start-time rule
+        to decide."""
+        mine = claims.Holder(attempt.stem, attempt.message_id)
+        key = self.records.claim_key(attempt.task_id)
+
+        def outcome_of(stem: str) -> str | None:
+            keys = self.records.attempt_keys(attempt.task_id)
+            return next((k.outcome for k in keys if k.stem == stem), None)
+
+        try:
+            found = claims.claim(self.records.storage, key, mine, outcome_of)
+        except DSError as exc:
+            log.warning("could not claim task %s: %s", attempt.task_id, exc)
+            return claims.Claim()
+        self._claimed = mine if found.ours else None
+        return found
+
+    def _release_claim(self, task_id: str) -> None:
+        """Remove the task's claim this worker holds (its attempt ended)."""
+        mine, self._claimed = self._claimed, None
+        if mine is None:
+            return
+        try:
+            claims.release(self.records.storage, self.records.claim_key(task_id), mine)
+        except DSError as exc:  # the next delivery takes it over: its attempt ended
+            log.warning("could not release the claim of task %s: %s", task_id, exc)
 
     def _new_attempt(self, message: Message, started: float) -> Attempt:
         # An open record says cause "lost": if this worker vanishes, whoever closes the
@@ -544,6 +585,7 @@ class Worker:
             self.records.close_attempt(attempt)
         except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
             log.warning("could not record the end of task %s: %s", attempt.task_id, exc)
+        self._release_claim(attempt.task_id)
 
     def _ended(
         self,

@@ -53,6 +53,12 @@ _ACL_HINT = (
     "task role, or drop --acl when the bucket's Object Ownership is BucketOwnerEnforced"
 )
 _DENIED_CODES = frozenset({"AccessDenied", "403"})
+#: What a conditional PutObject answers when its condition does not hold (412), when
+#: another conditional write to the key is under way (409), or, with If-Match, when there is
+#: no such object (404).
+_CONDITION_FAILED_CODES = frozenset(
+    {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
+)
 _UPLOADS = frozenset({"PutObject", "upload"})
 
 
@@ -160,6 +166,42 @@ class S3Storage:
         check_key(key)
         with self._boundary("PutObject", key):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._upload_extra)
+
+    # -- conditional writes (S3's If-None-Match / If-Match): the workers' task claims ----
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        """Store ``data`` as ``key`` only if there is no object ``key`` (PutObject with
+        ``If-None-Match: *``); its ETag, or None when there is one (412), or another
+        conditional write to it was under way (409: read it and decide again)."""
+        check_key(key)
+        return self._conditional_put(key, data, {"IfNoneMatch": "*"})
+
+    def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        """Replace ``key`` with ``data`` only if it is still the version whose ETag is
+        ``tag`` (PutObject with ``If-Match``); the new ETag, or None when it changed, is gone
+        (404) or is being written by another conditional write (409)."""
+        check_key(key)
+        return self._conditional_put(key, data, {"IfMatch": tag})
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The content of ``key`` and its ETag (for `put_tagged`); KeyError when missing."""
+        check_key(key)
+        with self._missing_as_key_error(key), self._boundary("GetObject", key):
+            response = self._client.get_object(Bucket=self.bucket, Key=key, **self._payer)
+            data: bytes = response["Body"].read()
+            return data, str(response["ETag"])
+
+    def _conditional_put(self, key: str, data: bytes, condition: dict[str, str]) -> str | None:
+        try:
+            with self._boundary("PutObject", key):
+                response = self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, **condition, **self._upload_extra
+                )
+        except S3Error as error:
+            if error.code in _CONDITION_FAILED_CODES:
+                return None
+            raise
+        return str(response["ETag"])
 
     def _upload(self, pairs: Sequence[tuple[str, Path]]) -> None:
         """Upload ``(key, path)`` pairs (keys already checked) through one transfer manager.
