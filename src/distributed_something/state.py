@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import time
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from rich.markup import escape
 
 from distributed_something.atomicfile import PRIVATE_FILE_MODE, write_text_atomically
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 from distributed_something.records import META_ROOT
-from distributed_something.ui import info
+
+# Not the terminal's `ui`: this module is also in the unattended monitor, which has no rich.
+log = logging.getLogger("ds.state")
 
 
 class RunState(BaseModel):
@@ -88,10 +90,12 @@ def load_state(project: Project, storage: Storage | None = None) -> RunState | N
             write_text_atomically(
                 project.state_path, remote.model_dump_json(indent=1), mode=PRIVATE_FILE_MODE
             )
-            info(
-                f"[yellow]warning:[/] {escape(str(project.state_path))} was damaged "
-                f"({escape(damaged)}): restored from the copy in the bucket (the damaged "
-                f"file is kept as {escape(kept.name)})"
+            log.warning(
+                "%s was damaged (%s): restored from the copy in the bucket (the damaged file "
+                "is kept as %s)",
+                project.state_path,
+                damaged,
+                kept.name,
             )
             return remote
         raise InputError(

@@ -740,12 +740,13 @@ class Worker:
                 on_long=self._long_task if self._batching else None,
             )
         self._result = result
-        if self.stopping.is_set() and result.interrupted:
+        # A command that succeeded on its own as the stop came is carried to its end: hours
+        # of work are not dropped to be done again. One that failed is handed back: the
+        # stop's signal may have reached it too (Slurm signals the whole job).
+        if self.stopping.is_set() and (result.interrupted or result.exit_code != 0):
             self._hand_back(message)
             log.info("task %s handed back (worker stopping)", task.id)
             return Outcome.STOPPED
-        # A command that ended on its own as the stop came is carried to its end as any
-        # other: hours of work are not dropped to be done again.
         if beat.lost.is_set():
             # Someone else holds the task now; uploading would race with them.
             self._end_attempt(
