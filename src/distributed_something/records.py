@@ -915,14 +915,12 @@ class RunRecords:
     def write_sending_left_out(self, part: str, task_ids: Iterable[str]) -> None:
         """The tasks of submit ``part`` it does not send (already under way, or done), once,
         beside its progress: the progress itself is written every second."""
-        data = "\n".join(task_ids).encode()
-        self.storage.put_bytes(self.sending_key(part).removesuffix(".json") + ".left-out", data)
+        self.storage.put_bytes(self._left_out_key(part), "\n".join(task_ids).encode())
 
     def sending_left_out(self, part: str) -> set[str]:
         """`write_sending_left_out`'s tasks of ``part`` (none when it wrote none)."""
-        key = self.sending_key(part).removesuffix(".json") + ".left-out"
         try:
-            data = self.storage.get_bytes(key)
+            data = self.storage.get_bytes(self._left_out_key(part))
         except KeyError:
             return set()
         return set(data.decode().split("\n")) if data else set()
@@ -930,7 +928,10 @@ class RunRecords:
     def end_sending(self, part: str) -> None:
         """Submit ``part`` is sent whole: forget its progress."""
         self.storage.delete(self.sending_key(part))
-        self.storage.delete(self.sending_key(part).removesuffix(".json") + ".left-out")
+        self.storage.delete(self._left_out_key(part))
+
+    def _left_out_key(self, part: str) -> str:
+        return f"{self.run_prefix}sending/{part}.left-out"
 
     def sendings(self) -> list[tuple[str, dict[str, Any]]]:
         """(part, progress) of every submit whose sending did not end, oldest first; a

@@ -92,8 +92,9 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     )
     try:
         runner = SubprocessRunner(recorder=recorder, measure=tracing_enabled(os.environ))
-        settles = recorder is not None and backend.watchdog_settles
-        hook = _recording(recorder, run_id) if recorder is not None and settles else None
+        hook = None
+        if recorder is not None and backend.watchdog_settles:
+            hook = _recording(recorder, run_id)
         return _work(project, backend, settings, runner, hook)
     finally:
         if recorder is not None:

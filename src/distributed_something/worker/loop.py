@@ -474,11 +474,10 @@ class Worker:
         self._attempt = attempt
         if self._on_attempt is not None:
             # The ends of the tasks carried to their end were written with this start.
-            done = [m.handle for m in self._finished_messages]
-            pending = getattr(self.backend.queue, "pending_deletes", None)
+            pending = getattr(self.backend.queue, "pending_deletes", list)
+            done = [m.handle for m in self._finished_messages] + pending()
             held = [kept.message for kept in self._held]
             log_file = self._workdir.root / "task.log"
-            done += [] if pending is None else pending()
             self._on_attempt(Holding(attempt, message, held, done, log_file))
         self._saved_finished()
         ordered = listed is not None  # only records written before this one are listed
