@@ -74,6 +74,22 @@ def test_run_completes_every_task_and_resubmission_skips_them(tmp_path: Path, ds
     assert sorted(ledger(tmp_path)) == sorted(names)  # nothing ran twice
 
 
+def test_submit_twice_then_ds_run_runs_each_task_once(tmp_path: Path, ds: Ds) -> None:
+    """The family's habit: `ds setup`, `ds submit` (twice, by mistake), then `ds run` to
+    watch it through. The second submit sends nothing, and `ds run` resumes the run (it used
+    to refuse it as "in progress with job.json, job.json")."""
+    names = [f"t{i}" for i in range(5)]
+    proj = work_project(tmp_path, names, 0.0)
+    assert ds("setup", cwd=proj).returncode == 0
+    assert ds("submit", "job.json", cwd=proj).returncode == 0
+    again = ds("submit", "job.json", "--json", cwd=proj)
+    assert again.returncode == 0 and json.loads(again.stdout)["sent"] == 0
+    result = ds("run", "--json", "--interval", "0.2", cwd=proj)
+    assert result.returncode == 0, result.stderr
+    assert report_of(result)["counts"]["done"] == 5
+    assert sorted(ledger(tmp_path)) == sorted(names)  # each ran once
+
+
 def test_worker_killed_mid_task_and_the_task_still_completes_once(tmp_path: Path, ds: Ds) -> None:
     names = [f"k{i}" for i in range(4)]
     proj = work_project(tmp_path, names, 2.0, queue={"visibility": 2})

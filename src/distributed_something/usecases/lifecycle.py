@@ -179,7 +179,8 @@ def submit(
         # Also when interrupted: the run is in progress (`ds run` again resumes it, and
         # `resume_sending` sends the rest).
         state.submitted += sent + skipped
-        state.job_files.append(str(job_path.resolve()))
+        if str(job_path.resolve()) not in state.job_files:  # a file submitted again: once
+            state.job_files.append(str(job_path.resolve()))
         save_state(project, state, backend.storage)
     return SubmitResult(
         sent=sent,
@@ -390,7 +391,8 @@ def run(
     backend = open_backend(project)
     state = load_state(project, backend.storage)
     resuming = state is not None and state.active and state.submitted > 0
-    if resuming and state is not None and state.job_files != [str(job_path.resolve())]:
+    # (A state written before files were kept once may name one file twice.)
+    if resuming and state is not None and set(state.job_files) != {str(job_path.resolve())}:
         raise InputError(
             str(project.config_path),
             None,
