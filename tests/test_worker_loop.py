@@ -475,6 +475,44 @@ def test_a_command_that_ended_on_its_own_as_the_stop_came_is_carried_to_its_end(
     assert rig.queue.counts().visible == 1 and rig.queue.counts().in_flight == 0
 
 
+SELF_TERM = [PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]
+
+
+def test_a_command_killed_by_the_stops_own_signal_is_handed_back(tmp_path: Path) -> None:
+    """scancel and a terminal's Ctrl-C signal the whole job: the command may die of the
+    stop's signal before the worker's handler has run. The worker waits a moment for its
+    own stop, and hands the task back instead of counting the stop as the task's failure."""
+    rig = Rig(tmp_path, SELF_TERM)
+    (task,) = rig.submit({"name": "t"})
+    real = rig.worker.runner
+
+    class StopComesAfterTheCommandDied:
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            result = real.run(*args, **kwargs)
+            assert result.exit_code == -15 and not result.interrupted
+            threading.Timer(0.2, rig.worker.stop).start()
+            return result
+
+    rig.worker.runner = StopComesAfterTheCommandDied()  # type: ignore[assignment]
+    assert rig.worker.step() is Outcome.STOPPED
+    rig.worker.close()
+    counts = rig.queue.counts()
+    assert (counts.visible, counts.in_flight) == (1, 0)
+    assert rig.records.failures_of(task.id) == []
+
+
+def test_a_command_killed_by_sigterm_without_a_stop_fails(tmp_path: Path) -> None:
+    """Without a stop coming, a command that died of SIGTERM is the task's failure (after
+    the short wait)."""
+    rig = Rig(tmp_path, SELF_TERM)
+    (task,) = rig.submit({"name": "t"})
+    started = time.monotonic()
+    assert rig.worker.step() is Outcome.FAILED
+    assert time.monotonic() - started >= loop_module.STOP_SIGNAL_GRACE_SECONDS
+    (failure,) = rig.records.failures_of(task.id)
+    assert failure.exit_code == -15
+
+
 def test_lost_lease_drops_the_result(tmp_path: Path) -> None:
     rig = Rig(
         tmp_path,

@@ -93,6 +93,11 @@ TIMEOUT_MARGIN_SECONDS = 30.0
 #: each task takes under `SHORT_TASK_SECONDS`, and holds the rest to run next: one receive
 #: for all of them (see `Worker.step`). Each still records its start when it starts.
 MAX_HELD_TASKS = 16
+#: how long a worker waits for its own stop after its command died of a stopping signal
+#: (`_await_stop`)
+STOP_SIGNAL_GRACE_SECONDS = 1.0
+#: the signals `ds cleanup`, Slurm's scancel, ECS and a terminal's Ctrl-C stop a job with
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 SHORT_TASK_SECONDS = 0.05
 
 
@@ -739,6 +744,7 @@ class Worker:
                 on_long=self._long_task if self._batching else None,
             )
         self._result = result
+        self._await_stop(result)
         # A command that succeeded on its own as the stop came is carried to its end: hours
         # of work are not dropped to be done again. One that failed is handed back: the
         # stop's signal may have reached it too (Slurm signals the whole job).
@@ -782,6 +788,15 @@ class Worker:
         self._finish(message, marker, result.exit_code)
         log.info("task %s done in %.1fs (%d outputs)", task.id, result.duration, len(outputs))
         return Outcome.DONE
+
+    def _await_stop(self, result: RunResult) -> None:
+        """A command killed by a stopping signal the worker has not (yet) seen: wait a moment
+        for the worker's own stop. Slurm's scancel and a terminal's Ctrl-C signal the whole
+        job, and the command may die before the worker's handler runs; judged at once, the
+        stop's own signal would be counted the task's failure (and a try used up)."""
+        if result.interrupted or self.stopping.is_set() or -result.exit_code not in _STOP_SIGNALS:
+            return
+        self.stopping.wait(STOP_SIGNAL_GRACE_SECONDS)
 
     def _bucket(self, name: str, role: str) -> Storage:
         """The bucket a plan names, else the config's source or destination bucket."""
