@@ -283,6 +283,30 @@ def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Pat
     assert outputs(proj)["poison"] == "result of poison"
 
 
+def test_ds_run_again_after_a_redrive_runs_exactly_the_redriven_tasks(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """A `ds run` user fixes the cause, redrives and types `ds run` again: the new run that
+    continues the finished one is resumed (it is the run of the same job file), and only
+    the redriven task runs."""
+    proj = work_project(tmp_path, ["good", "poison"], 0.0, queue={"job_retries": 1})
+    first = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert first.returncode == 1 and report_of(first)["counts"]["dead"] == 1
+    (tmp_path / "ledger.txt.cured").write_text("fixed")
+    redrive = ds("dead", "redrive", cwd=proj)
+    assert redrive.returncode == 0 and "`ds run` again" in redrive.stderr, redrive.stderr
+    again = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming run" in again.stderr
+    rep = report_of(again)
+    assert rep["run_id"] != report_of(first)["run_id"]
+    assert rep["counts"]["done"] == 1 and rep["counts"]["total"] == 1
+    assert ledger(tmp_path) == ["good", "poison", "poison"]  # the redriven task, once more
+    assert outputs(proj)["poison"] == "result of poison"
+    runs = json.loads(ds("runs", "--json", cwd=proj).stdout)
+    assert [r["job_files"] for r in runs] == [[str(proj / "job.json")]] * 2
+
+
 def test_task_longer_than_the_visibility_timeout_runs_once(tmp_path: Path, ds: Ds) -> None:
     proj = work_project(tmp_path, ["slow"], 4.0, queue={"visibility": 1})
     result = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)

@@ -397,7 +397,7 @@ def run(
             str(project.config_path),
             None,
             f"run {state.run_id} of {project.config.app_name} is still in progress with "
-            f"{', '.join(state.job_files)}",
+            f"{', '.join(state.job_files) or 'no job file'}",
             "finish it with `ds monitor`, or stop it with `ds cleanup`",
         )
     new = setup(project, backend)

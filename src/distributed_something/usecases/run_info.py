@@ -504,6 +504,9 @@ def dead_redrive(
     target = state
     if not state.active:
         target = lifecycle.setup(project, backend, continues=state.run_id)
+        # The tasks come from the continued run's job files: `ds run` with the same file
+        # resumes the new run, and a worker finds the recipe a family job format implies.
+        target.job_files = list(state.job_files)
     target_records = records_for(project, backend, target)
     if target.run_id != state.run_id:
         parts = records.manifest_parts()
