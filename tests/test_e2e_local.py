@@ -283,6 +283,36 @@ def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Pat
     assert outputs(proj)["poison"] == "result of poison"
 
 
+def test_two_ds_runs_of_one_project_run_each_task_once(tmp_path: Path, ds: Ds) -> None:
+    """`ds run` typed again in a second terminal while the first runs: the second resumes
+    the same run (no task sent or run twice); when one monitor sees the run finish and
+    ends it, the other says the run was finished by another command, not cleaned up."""
+    names = [f"d{i}" for i in range(6)]
+    proj = work_project(tmp_path, names, 0.5)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", "--json", "--interval", "0.2"],
+        cwd=proj,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: len(ledger(tmp_path)) >= 1), "the first run should be busy"
+        # Its monitor's next tick comes after the first has seen the run finish.
+        second = ds("run", "--json", "--interval", "3", cwd=proj)
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0 and second.returncode == 0, err + second.stderr
+    assert "resuming run" in second.stderr
+    assert sorted(ledger(tmp_path)) == names  # each task ran once
+    for report in (json.loads(out), report_of(second)):
+        assert report["counts"]["done"] == 6 and report["counts"]["total"] == 6
+    assert "finished by another `ds run` or `ds monitor`" in second.stderr
+    assert "`ds cleanup`" not in err + second.stderr
+
+
 def test_ds_run_again_after_a_redrive_runs_exactly_the_redriven_tasks(
     tmp_path: Path, ds: Ds
 ) -> None:

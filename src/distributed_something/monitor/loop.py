@@ -76,8 +76,14 @@ def watch(
     try:
         while True:
             if still_active is not None and not still_active():
-                info(f"run {state.run_id} was ended by another command (`ds cleanup`)")
-                return from_counts(*_counted(records))
+                final = from_counts(*_counted(records))
+                by = (
+                    "finished by another `ds run` or `ds monitor`"
+                    if final.finished == final.total
+                    else "ended by another command (`ds cleanup`)"
+                )
+                info(f"run {state.run_id} was {by}")
+                return final
             reading = time.thread_time()  # CPU, not waits: an AWS reading mostly waits
             # Counts from the ledger summary (a few tasks read per tick, not every record);
             # the whole ledger only when tasks must be settled.
