@@ -362,6 +362,39 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, ds:
     assert not (proj / ".ds").exists()
 
 
+def test_run_and_submit_make_validates_checks_before_anything_is_created(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """`ds run` and `ds submit` check what `ds validate` checks (the program is installed,
+    the inputs are in storage): a command that is not installed is one error naming the
+    fix, not a run whose every task dies of it."""
+    proj = write_project(
+        tmp_path / "p", argv=["no-such-program-here", "{name}"], groups=[{"name": "a"}]
+    )
+    result = ds("run", str(proj), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'no-such-program-here' is not on PATH" in result.stderr
+    assert not (proj / ".ds").exists()  # nothing set up, nothing sent
+
+    proj = write_project(
+        tmp_path / "q",
+        argv=[sys.executable, "-c", "pass"],
+        groups=[{"name": "a"}, {"name": "b"}],
+        inputs=["images/{name}.tif"],
+    )
+    assert ds("setup", cwd=proj).returncode == 0
+    images = proj / ".ds" / "T" / "buckets" / "default" / "images"
+    images.mkdir(parents=True)
+    (images / "a.tif").write_bytes(b"x")  # b's is missing
+    result = ds("submit", "job.json", cwd=proj)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'images/b.tif'" in result.stderr and "is not in storage" in result.stderr
+    status = json.loads(ds("status", "--json", cwd=proj).stdout)
+    assert status["counts"]["total"] == 0  # nothing was sent
+    (images / "b.tif").write_bytes(b"x")
+    assert ds("submit", "job.json", cwd=proj).returncode == 0
+
+
 def test_python_dash_m_and_help(tmp_path: Path, ds: Ds) -> None:
     result = ds("--help", cwd=tmp_path)
     assert result.returncode == 0

@@ -37,7 +37,7 @@ from distributed_something.state import (
 from distributed_something.ui import info, task_bar
 from distributed_something.usecases.pricing import priced_report_context
 from distributed_something.usecases.skipdone import finished_tasks
-from distributed_something.usecases.validate import check_job
+from distributed_something.usecases.validate import checked_job
 
 #: A run state resource: true when the run reruns every task (`ds run --force`), so its
 #: workers skip none as already done.
@@ -111,7 +111,7 @@ def submit(
     tasks already finished are not sent: they are recorded as skipped, decided by one
     listing of the done markers and one of the output root.
     """
-    job = job or check_job(project, job_path)
+    job = job or checked_job(project, job_path)[0]
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
     if not state.active:
@@ -385,7 +385,7 @@ def run(
     ``force`` reruns every task, done ones included: submit skips none, and the run's state
     says `FORCE_RESOURCE`, so its workers do not check whether a task is done either.
     """
-    job = check_job(project, job_path)
+    job = checked_job(project, job_path)[0]
     if fleet_path is not None:
         load_fleet(fleet_path)  # validated before anything is created
     backend = open_backend(project)

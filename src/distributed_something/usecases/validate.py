@@ -158,34 +158,43 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
     # e.g. on AWS: the run image, the bucket policy, the root volume
     result.notes += backend_kind(project.config.backend).validate_notes(project)
     if job_path is not None:
-        bucket, where, why_not = _input_storage(project)
-        made: list[PlanChecks] = []
-
-        def checks(job: JobFile) -> PlanSink:
-            made.append(PlanChecks(project, job, job_path, bucket=bucket, where=where))
-            return made[0].add
-
-        result.job = check_job(project, job_path, checks=checks)
+        result.job, notes = checked_job(project, job_path)
         for dup in result.job.duplicates:
             result.notes.append(
                 f"{job_path}: group {dup.index} repeats group {dup.first_index} "
                 f"(task {dup.task_id}); it will be submitted once"
             )
-        # No recipe: no plans, but a DCP job's groups are still checked (`preflight`).
-        plan_checks = (
-            made[0]
-            if made
-            else PlanChecks(project, result.job, job_path, bucket=bucket, where=where)
-        )
-        found = plan_checks.finish()
-        if found.findings:
-            raise PreflightFailed(found.findings)
-        result.notes += found.notes
-        if why_not and plan_checks.any_inputs:
-            result.notes.append(why_not)
+        result.notes += notes
     if fleet_path is not None:
         result.fleet = load_fleet(fleet_path, key_name=project.config.aws.ssh_key_name)
     return result
+
+
+def checked_job(project: Project, job_path: Path) -> tuple[JobFile, list[str]]:
+    """`check_job` and the preflight checks (`preflight.PlanChecks`: the program, names and
+    arguments within the OS's limits, the inputs in local storage, a DCP job's groups
+    against its LoadData CSV), as `ds validate`, `ds submit` and `ds run` make them before
+    anything is created or sent. Returns the parsed job and the checks' notes; raises
+    `PreflightFailed` with every finding."""
+    bucket, where, why_not = _input_storage(project)
+    made: list[PlanChecks] = []
+
+    def checks(job: JobFile) -> PlanSink:
+        made.append(PlanChecks(project, job, job_path, bucket=bucket, where=where))
+        return made[0].add
+
+    job = check_job(project, job_path, checks=checks)
+    # No recipe: no plans, but a DCP job's groups are still checked (`preflight`).
+    plan_checks = (
+        made[0] if made else PlanChecks(project, job, job_path, bucket=bucket, where=where)
+    )
+    found = plan_checks.finish()
+    if found.findings:
+        raise PreflightFailed(found.findings)
+    notes = list(found.notes)
+    if why_not and plan_checks.any_inputs:
+        notes.append(why_not)
+    return job, notes
 
 
 def _input_storage(
