@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -160,7 +161,25 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        _fail(_full_message(exc), 3, as_json)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+#: A full disk (or quota) is the machine's state, not a bug: one line, not a traceback.
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _full_message(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"{exc.strerror or 'no space left on device'}{where}: the disk holding the project's "
+        ".ds folder, its storage or the workers' scratch is full. Fix: free space there (`df -h "
+        ".` shows it), then run the same command again: a run in progress resumes, and "
+        "nothing recorded done is lost"
+    )
 
 
 def _fail(message: str, code: int, as_json: bool, exc: DSError | None = None) -> None:
