@@ -52,6 +52,8 @@ def test_commands_need_a_set_up_run(tmp_path: Path, ds: Ds) -> None:
     line = one_error_line(ds("submitJob", "job.json", cwd=tmp_path))
     assert "ds setup" in line
     assert ds("status", cwd=tmp_path).returncode == 2
+    cleaned = ds("cleanup", cwd=tmp_path)  # says so, rather than "cleaned up"
+    assert cleaned.returncode == 0 and "nothing to clean up" in cleaned.stderr
 
 
 def test_missing_config_and_bad_arguments_exit_2(tmp_path: Path, ds: Ds) -> None:

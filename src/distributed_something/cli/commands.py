@@ -576,7 +576,10 @@ def cleanup(config_path: Path | None) -> None:
     """Stop workers and tear the run down now (dead letters, outputs and records stay)."""
     project = open_project(config_path)
     state = lifecycle.cleanup(project)
-    info(f"cleaned up {project.config.app_name}" + (f" run {state.run_id}" if state else ""))
+    if state is None:
+        info(f"nothing to clean up: no run of {project.config.app_name} is set up here")
+    else:
+        info(f"cleaned up {project.config.app_name} run {state.run_id}")
 
 
 @cli.command()
