@@ -69,6 +69,7 @@ def test_workers_failing_as_they_start_stop_ds_run_with_the_cause_and_it_resumes
     assert failed.returncode == 3, failed.stderr
     assert "Traceback" not in failed.stderr
     assert "workers keep failing" in failed.stderr and "no-scratch-here" in failed.stderr
+    assert "scratch folder /proc/no-scratch-here cannot be made" in failed.stderr
     logs = list((proj / ".ds" / "T" / "workers").glob("*.log"))
     assert CRASH_MIN_FAILURES <= len(logs) <= CRASH_MIN_FAILURES + 2  # not hundreds
     assert not ledger.exists()  # no task ran

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 from distributed_something.backends import Backend, open_backend
 from distributed_something.config.environment import config_from_environment
+from distributed_something.errors import InputError
 from distributed_something.project import Project
 from distributed_something.recipes.registry import get_recipe
 from distributed_something.records import RunRecords
@@ -80,6 +82,7 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     )
     if name:
         settings.name = name
+    _make_scratch_root(settings.scratch_root)
     # Before recording ourselves: a dead worker may have had our pid (and folder names).
     for dead in reap_dead_workers(settings.scratch_root):
         log.info("cleaned up after dead worker %d (task group %s)", dead.worker_pid, dead.pgid)
@@ -99,6 +102,24 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     finally:
         if recorder is not None:
             recorder.close()  # after `Worker.run` removed our scratch folder
+
+
+def _make_scratch_root(root: Path) -> None:
+    """Make the workers' scratch root, or say in one line why it cannot be (a full disk is
+    left to the CLI's own message)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        named = "DS_SCRATCH" if os.environ.get("DS_SCRATCH") else "scratch folder"
+        raise InputError(
+            "environment",
+            named,
+            f"the workers' scratch folder {root} cannot be made: {exc.strerror or exc}",
+            "set DS_SCRATCH to a folder this user can write on a disk with room for the "
+            "tasks' files (unset, it is the project's .ds/<app>/scratch)",
+        ) from None
 
 
 def _recording(recorder: GroupRecorder, run_id: str) -> AttemptHook:

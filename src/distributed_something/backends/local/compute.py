@@ -210,11 +210,12 @@ class LocalCompute:
         last = self._failures[-1]
         log = self.project.state_dir / "workers" / f"{last.name}.log"
         said = _last_line(log)
+        ending = f', its log ending "{said}"' if said else ""
         return (
             f"workers keep failing: {len(self._failures)} exited with an error, the last "
-            f"{last.name} (exit {last.code}{': ' + said if said else ''}). Fix: see {log}; "
-            "once the cause is fixed, `ds run` again resumes the run (or `ds start-cluster` "
-            "and `ds monitor`)"
+            f"{last.name} with exit code {last.code}{ending}. Fix: remove the cause (its "
+            f"log: {log}), then `ds run` again resumes the run (or `ds start-cluster` and "
+            "`ds monitor`)"
         )
 
     def scale_machines(self, n: int) -> None:
