@@ -285,6 +285,37 @@ def test_ctrl_c_says_how_to_resume_and_status_gives_no_eta(tmp_path: Path, ds: D
     assert resumed.returncode == 0 and "resuming run" in resumed.stderr
 
 
+@pytest.mark.slow
+def test_ctrl_c_of_ds_monitor_says_the_workers_go_on(tmp_path: Path, ds: Ds) -> None:
+    """`ds monitor` only watches, as the family's did: interrupted, it says the workers go
+    on and how to watch again or stop them, and they do go on."""
+    folder = write_project(
+        tmp_path / "m",
+        argv=["{python}", "-c", "import time; time.sleep(1)"],
+        groups=[{"name": n} for n in "abcd"],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
+        assert ds(*step, cwd=folder).returncode == 0
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "monitor", "--interval", "0.2"],
+        cwd=folder,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    time.sleep(1.5)
+    watch.send_signal(signal.SIGINT)
+    _, stderr = watch.communicate(timeout=60)
+    said = " ".join(stderr.split())
+    assert watch.returncode == 130 and "the workers go on" in said, stderr
+    assert "`ds monitor` again" in said and "`ds cleanup` stops it" in said
+    status = json.loads(ds("status", "--json", cwd=folder).stdout)
+    assert status["active"] and status["counts"]["done"] < 4
+    final = ds("monitor", "--json", "--interval", "0.2", cwd=folder)
+    assert final.returncode == 0 and json.loads(final.stdout)["counts"]["done"] == 4
+
+
 @contextlib.contextmanager
 def running(folder: Path, *, until: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`ds run` of ``folder`` in the background, once ``until`` exists (60 s at most)."""

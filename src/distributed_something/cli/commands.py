@@ -250,7 +250,15 @@ def monitor(
     project = open_project(config_path)
     if legacy_cheapest is not None:
         cheapest = cheapest or legacy_cheapest.strip().lower() in ("true", "1", "yes")
-    report = lifecycle.monitor(project, cheapest=cheapest, interval=interval)
+    try:
+        report = lifecycle.monitor(project, cheapest=cheapest, interval=interval)
+    except KeyboardInterrupt:
+        # Only the watching stops, as with the family's monitor: the workers go on.
+        info(
+            "interrupted: the workers go on with the run; `ds monitor` again watches it to "
+            "its end, `ds cleanup` stops it"
+        )
+        raise
     return finish_report(project, report, as_json)
 
 
