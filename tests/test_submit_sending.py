@@ -200,7 +200,7 @@ def test_a_second_submit_sends_what_the_first_left_and_nothing_twice(
     assert (result.resumed, result.sent, result.left_out) == (10 - CHUNK, 0, 10)
     queue = FlakyQueue(proj / ".ds" / "T" / "queue.sqlite")
     assert sorted(queue.task_ids()) == sorted(
-        lifecycle.check_job(project, proj / "job.json").tasks.ids()
+        lifecycle.checked_job(project, proj / "job.json")[0].tasks.ids()
     )
 
 
