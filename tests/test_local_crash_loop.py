@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from conftest import write_project
-from distributed_something.backends.local.compute import (
+from distributed_something.crash_loop import (
     CRASH_MIN_FAILURES,
     CRASH_WINDOW_SECONDS,
     WorkerFailure,
@@ -30,7 +30,9 @@ from testkit import E2E_WORK
 
 
 def failures(*times: float) -> list[WorkerFailure]:
-    return [WorkerFailure(at, f"local-{i}", 3) for i, at in enumerate(times)]
+    return [
+        WorkerFailure(at, f"local-{i}", 3, Path(f"local-{i}.log")) for i, at in enumerate(times)
+    ]
 
 
 def test_crash_looping_counts_recent_failures_against_the_workers_wanted() -> None:

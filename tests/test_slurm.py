@@ -141,6 +141,41 @@ def test_retries_dead_letters_and_arrays_split_above_max_array_size(
     assert our_jobs(tmp_path / "shared") == []
 
 
+def test_jobs_whose_workers_fail_as_they_start_are_not_submitted_without_end(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    """A compute node where the worker cannot start (here: a scratch folder it cannot
+    make) fails every job Slurm runs: `ds run` stops submitting after a few, with the cause
+    and the job's log, instead of a new job for every tick. Fixed, `ds run` resumes."""
+    proj = slurm_project(tmp_path, ["ok-1", "ok-2"], tasks_per_job=1)
+    ds = [sys.executable, "-m", "distributed_something"]
+    broken = {**os.environ, "DS_SLURM_SCRATCH": "/proc/no-scratch-here"}
+    failed = subprocess.run(
+        [*ds, "run", "--interval", "1"],
+        cwd=proj,
+        env=broken,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert failed.returncode == 3, failed.stderr
+    assert "workers keep failing" in failed.stderr and "no-scratch-here" in failed.stderr
+    submitted = sum(len(a["slices"]) for a in arrays_of(tmp_path / "shared"))
+    assert submitted <= 8  # a few rounds (4 failures, at least), not one per tick
+    assert not (tmp_path / "ledger.txt").exists()
+    done = subprocess.run(
+        [*ds, "run", "--json", "--interval", "1"],
+        cwd=proj,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    assert report_of(done)["counts"]["done"] == 2
+    assert sorted((tmp_path / "ledger.txt").read_text().split()) == ["ok-1", "ok-2"]
+    assert our_jobs(tmp_path / "shared") == []
+
+
 def test_cleanup_mid_run_cancels_every_job(slurm_cluster: str, tmp_path: Path, ds: Ds) -> None:
     proj = slurm_project(tmp_path, ["slow-1", "slow-2", "slow-3"], tasks_per_job=1)
     for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):

@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from distributed_something.atomicfile import write_text_atomically
 from distributed_something.backends.local.forking import fork_worker
+from distributed_something.crash_loop import WorkerFailure, crash_loop_message, crash_looping
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.project import Project
@@ -55,32 +55,6 @@ class _Child(Protocol):
     pid: int
 
     def poll(self) -> int | None: ...
-
-
-#: Workers exiting with an error within this many seconds of each other …
-CRASH_WINDOW_SECONDS = 60.0
-#: … at least this many of them (and at least twice the workers wanted) is a crash loop.
-CRASH_MIN_FAILURES = 4
-
-
-@dataclass(frozen=True)
-class WorkerFailure:
-    """A worker this process started that exited with an error code (`ds worker` exits 2 on
-    bad input, 3 on a backend error): when (``time.monotonic``), which, and its code."""
-
-    at: float
-    name: str
-    code: int
-
-
-def crash_looping(failures: Sequence[WorkerFailure], now: float, wanted: int) -> bool:
-    """Whether replacing workers that failed is pointless: at least `CRASH_MIN_FAILURES`,
-    and twice the ``wanted`` workers, exited with an error in the last
-    `CRASH_WINDOW_SECONDS`. A cause every worker meets (a full disk, a broken install, a
-    damaged queue file) then stops the run with the cause instead of starting workers
-    without end. Pure."""
-    recent = sum(1 for f in failures if now - f.at <= CRASH_WINDOW_SECONDS)
-    return recent >= max(CRASH_MIN_FAILURES, 2 * wanted)
 
 
 class LocalCompute:
@@ -189,7 +163,7 @@ class LocalCompute:
         data["workers"] = live
         if n > len(live):
             if crash_looping(self._failures, self._clock(), n):
-                raise BackendError(self._crash_loop_message())
+                raise BackendError(crash_loop_message(self._failures))
             self._spawn(data, n - len(live))
         data["desired"] = max(n, 0)
         self._save(data)
@@ -204,19 +178,8 @@ class LocalCompute:
                 continue
             code = proc.poll()
             if code is not None and code > 0:  # a signal's death is the watchdog's to settle
-                self._failures.append(WorkerFailure(now, str(entry["name"]), code))
-
-    def _crash_loop_message(self) -> str:
-        last = self._failures[-1]
-        log = self.project.state_dir / "workers" / f"{last.name}.log"
-        said = _last_line(log)
-        ending = f', its log ending "{said}"' if said else ""
-        return (
-            f"workers keep failing: {len(self._failures)} exited with an error, the last "
-            f"{last.name} with exit code {last.code}{ending}. Fix: remove the cause (its "
-            f"log: {log}), then `ds run` again resumes the run (or `ds start-cluster` and "
-            "`ds monitor`)"
-        )
+                log = self.project.state_dir / "workers" / f"{entry['name']}.log"
+                self._failures.append(WorkerFailure(now, str(entry["name"]), code, log))
 
     def scale_machines(self, n: int) -> None:
         """One machine, this one: nothing to resize."""
@@ -286,17 +249,6 @@ class LocalCompute:
     def _signal(pid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-
-
-def _last_line(path: Path, tail: int = 4096) -> str:
-    """The last non-empty line of the file at ``path`` ('' when there is none)."""
-    try:
-        with path.open("rb") as file:
-            file.seek(max(file.seek(0, os.SEEK_END) - tail, 0))
-            lines = file.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def _private_log(path: Path) -> BinaryIO:

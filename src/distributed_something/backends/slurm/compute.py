@@ -21,7 +21,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from distributed_something.backends.slurm.slices import (
     SliceQueue,
     locked,
 )
+from distributed_something.crash_loop import WorkerFailure, crash_loop_message, crash_looping
+from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
@@ -42,6 +44,9 @@ from distributed_something.worker.loop import LOG_TAIL_BYTES
 
 #: how long `stop` waits for cancelled jobs to leave Slurm's queue
 STOP_WAIT_SECONDS = 60.0
+#: a cluster starts jobs more slowly than a machine starts processes: failures this far
+#: apart still make a crash loop (`crash_looping`)
+SLURM_CRASH_WINDOW_SECONDS = 600.0
 #: states whose tasks used up a try (the others — node failure, preemption — are like a
 #: lost machine: the task goes back without blame)
 _BLAMED = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "DEADLINE"})
@@ -71,7 +76,14 @@ class SlurmCompute:
     """The Compute of the Slurm backend (see `interfaces.compute`); ``queue`` is the slice
     queue on the login node, ``storage`` the main bucket (run records)."""
 
-    def __init__(self, project: Project, queue: SliceQueue, storage: Storage, shared: Path) -> None:
+    def __init__(
+        self,
+        project: Project,
+        queue: SliceQueue,
+        storage: Storage,
+        shared: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.project = project
         self.queue = queue
         self.storage = storage
@@ -79,6 +91,10 @@ class SlurmCompute:
         self._max_array: int | None = None
         self._jobcomp: Path | bool | None = False  # False: not looked up yet
         self._cached: tuple[float, dict[tuple[str, int], str]] | None = None
+        self._clock = clock
+        #: elements whose worker failed (Slurm state FAILED), and those already looked at
+        self._failures: list[WorkerFailure] = []
+        self._seen_ended: set[tuple[str, int]] = set()
 
     # -- what was submitted ----------------------------------------------------------------
 
@@ -142,6 +158,9 @@ class SlurmCompute:
                 if sid not in served and self.queue.is_free(sid)
             ]
             if needy:
+                if crash_looping(self._failures, self._clock(), n, SLURM_CRASH_WINDOW_SECONDS):
+                    # Jobs that fail as they start would be submitted tick after tick.
+                    raise BackendError(crash_loop_message(self._failures))
                 self._submit(arrays, needy, cap)
                 self._cached = None
 
@@ -313,22 +332,37 @@ class SlurmCompute:
                 for i in range(len(array.slices))
                 if i not in array.settled and (array.job_id, i) not in live
             ]
+            if not ended:
+                continue
+            ends = commands.end_states(array.job_id, ended, self._jobcomp_file())
+            self._note_failures(array, ended, ends)
             if array.held_files:
                 # An element whose worker never held a slice (cancelled while pending, or
-                # refused and with nothing to go on to) left nothing to repair: settled
-                # without asking Slurm how it ended.
+                # refused and with nothing to go on to) left nothing to repair.
                 idle = [i for i in ended if not self.queue.held_by(_worker_name(array, i))]
                 for index in idle:
                     self.queue.forget_worker(_worker_name(array, index))
                     array.settled.append(index)
                 ended = [i for i in ended if i not in set(idle)]
-            if not ended:
-                continue
-            ends = commands.end_states(array.job_id, ended, self._jobcomp_file())
             for index in ended:
                 end = ends.get(index, commands.EndState("UNKNOWN"))
                 if self._settle_one(array, index, end):
                     array.settled.append(index)
+
+    def _note_failures(
+        self, array: ArrayRecord, ended: list[int], ends: dict[int, commands.EndState]
+    ) -> None:
+        """Note the elements whose worker exited with an error (Slurm's FAILED), each once
+        (`crash_looping`)."""
+        now = self._clock()
+        for index in ended:
+            key = (array.job_id, index)
+            if key in self._seen_ended or index not in ends:
+                continue  # seen, or Slurm does not say yet
+            self._seen_ended.add(key)
+            if ends[index].state == "FAILED":
+                log = self.dir / "logs" / f"{array.job_id}_{index}.out"
+                self._failures.append(WorkerFailure(now, _worker_name(array, index), None, log))
 
     def _settle_one(self, array: ArrayRecord, index: int, end: commands.EndState) -> bool:
         """Repair what element ``index`` of ``array`` left; False when its slice is still
