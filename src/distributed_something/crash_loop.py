@@ -22,13 +22,14 @@ CRASH_MIN_FAILURES = 4
 @dataclass(frozen=True)
 class WorkerFailure:
     """A worker that exited with an error (`ds worker` exits 2 on bad input, 3 on a backend
-    error): when (seconds, by the compute's clock), which, its exit code (None: not known)
-    and its log."""
+    error): when (seconds, by the compute's clock), which, its exit code (None: not known),
+    its log file (None: elsewhere) and what was said of its end (e.g. ECS's reason)."""
 
     at: float
     name: str
     code: int | None
-    log: Path
+    log: Path | None
+    said: str = ""
 
 
 def crash_looping(
@@ -48,14 +49,20 @@ def crash_loop_message(failures: Sequence[WorkerFailure]) -> str:
     """The error that stops the run: how many failed, the last one, its exit code and its
     log's last line, and the fix."""
     last = failures[-1]
-    said = last_line(last.log)
-    code = f" with exit code {last.code}" if last.code is not None else ""
+    said = last_line(last.log) if last.log is not None else ""
     ending = f', its log ending "{said}"' if said else ""
     return (
-        f"workers keep failing: {len(failures)} exited with an error, the last {last.name}"
-        f"{code}{ending}. Fix: remove the cause (its log: {last.log}), then `ds run` again "
-        "resumes the run (or `ds start-cluster` and `ds monitor`)"
+        f"workers keep failing: {len(failures)} exited with an error, the last "
+        f"{describe_failure(last)}{ending}. Fix: remove the cause (its log: {last.log}), "
+        "then `ds run` again resumes the run (or `ds start-cluster` and `ds monitor`)"
     )
+
+
+def describe_failure(failure: WorkerFailure) -> str:
+    """ "<name> with exit code <n> (<what was said>)", the parts known."""
+    code = f" with exit code {failure.code}" if failure.code is not None else ""
+    said = f" ({failure.said})" if failure.said else ""
+    return f"{failure.name}{code}{said}"
 
 
 def last_line(path: Path, tail: int = 4096) -> str:

@@ -9,6 +9,7 @@ shrink — idle machines leave on their own (the worker's idle shutdown, the idl
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -22,13 +23,25 @@ from distributed_something.backends.aws.clients import (
     client,
 )
 from distributed_something.backends.aws.errors import aws_call, chunks, error_code
+from distributed_something.backends.aws.failed_tasks import (
+    DESCRIBE_BATCH,
+    ECS_CRASH_WINDOW_SECONDS,
+    ecs_crash_message,
+    task_failure,
+)
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
+from distributed_something.crash_loop import WorkerFailure, crash_looping
+from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
 
 #: Error codes meaning "that ECS service or cluster is not there (any more)".
 ECS_GONE = frozenset(
     {"ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"}
 )
+log = logging.getLogger("ds.aws")
+
+#: Error codes meaning "this principal may not do that".
+DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
 #: Error codes meaning "that spot fleet request is not there (any more)".
 FLEET_GONE = frozenset({"InvalidSpotFleetRequestId.NotFound", "InvalidSpotFleetRequestId"})
 #: describe_alarms/delete_alarms take at most 100 names per call.
@@ -121,6 +134,14 @@ class EcsSpotCompute:
         self.resources_of = resources_of
         self.workers_per_task = max(workers_per_task, 1)
         self._clients: dict[str, Any] = {}
+        #: the service as `status` last described it (read again by `housekeeping`)
+        self._service: dict[str, Any] | None = None
+        #: the service's tasks that stopped with an error, and every stopped task looked at
+        self._failures: list[WorkerFailure] = []
+        self._seen_stopped: set[str] = set()
+        #: False once AWS refused ListTasks/DescribeTasks to these credentials: the check is
+        #: a help, never a reason for the monitor to fail
+        self._may_look = True
 
     def _client(self, service: str) -> Any:
         if service not in self._clients:
@@ -146,8 +167,75 @@ class EcsSpotCompute:
         self.resize_fleet(n)
 
     def housekeeping(self) -> None:
-        """Every monitor tick: delete the alarms of terminated instances (`prune_alarms`)."""
+        """Every monitor tick: delete the alarms of terminated instances (`prune_alarms`),
+        and, while fewer workers run than wanted, look at the service's stopped tasks:
+        raises `BackendError` with ECS's reason once they keep failing (`failed_tasks`)."""
         self.prune_alarms()
+        self.check_failing_tasks()
+
+    def check_failing_tasks(self) -> None:
+        """Note the service's tasks that stopped with an error since the last look, while
+        fewer tasks run than are wanted; raise `BackendError` when they keep failing
+        (`crash_loop.crash_looping` over `ECS_CRASH_WINDOW_SECONDS`)."""
+        service = self._service if self._service is not None else self.describe_service()
+        self._service = None  # described anew at the next tick
+        if not self._may_look or service is None or service.get("status") != "ACTIVE":
+            return
+        desired = int(service.get("desiredCount", 0))
+        if desired == 0 or int(service.get("runningCount", 0)) >= desired:
+            return
+        with aws_call("look at the ECS service's stopped tasks"):
+            try:
+                new = self._new_failures()
+            except ClientError as exc:
+                if error_code(exc) in ECS_GONE:
+                    return  # torn down meanwhile: nothing runs to fail
+                if error_code(exc) not in DENIED:
+                    # A help, not the monitor's job: looked at again at the next tick.
+                    log.warning("could not look at the stopped ECS tasks: %s", exc)
+                    return
+                self._may_look = False
+                log.warning(
+                    "cannot look at the ECS service's stopped tasks (%s): tasks that keep "
+                    "failing are not detected. Fix: allow these credentials ecs:ListTasks and "
+                    "ecs:DescribeTasks",
+                    error_code(exc),
+                )
+                return
+        self._failures += new
+        if crash_looping(self._failures, time.time(), desired, ECS_CRASH_WINDOW_SECONDS):
+            raise BackendError(
+                ecs_crash_message(self._failures, self.names.container_log_group, self._stream)
+            )
+
+    @property
+    def _stream(self) -> str:
+        """A task's log stream is ``<this>/<task id>`` (the awslogs driver's naming)."""
+        return f"{self.names.app}/{self.names.container}"
+
+    def _new_failures(self) -> list[WorkerFailure]:
+        """The failures among the service's stopped tasks not looked at before (ECS lists
+        a stopped task for an hour or more), oldest first."""
+        resources = self.resources_of()
+        cluster = self._cluster(resources)
+        ecs = self._client("ecs")
+        arns: list[str] = []
+        pages = ecs.get_paginator("list_tasks").paginate(
+            cluster=cluster, serviceName=resources.service, desiredStatus="STOPPED"
+        )
+        for page in pages:
+            arns += [a for a in page.get("taskArns", []) if a not in self._seen_stopped]
+        found: list[WorkerFailure] = []
+        for batch in chunks(arns, DESCRIBE_BATCH):
+            tasks = ecs.describe_tasks(cluster=cluster, tasks=batch).get("tasks", [])
+            for task in tasks:
+                failure = task_failure(task)
+                if failure is not None:
+                    found.append(failure)
+                    self._seen_stopped.add(str(task.get("taskArn")))
+                elif task.get("lastStatus") == "STOPPED":
+                    self._seen_stopped.add(str(task.get("taskArn")))
+        return sorted(found, key=lambda f: f.at)
 
     def resize_service(self, n: int) -> bool:
         """`scale`, telling whether anything changed: True when the desired count was
@@ -178,7 +266,8 @@ class EcsSpotCompute:
 
     def status(self) -> ComputeStatus:
         """Workers desired and running (ECS tasks × workers per task); zeros without a service."""
-        return status_from_service(self.describe_service(), self.workers_per_task)
+        self._service = self.describe_service()
+        return status_from_service(self._service, self.workers_per_task)
 
     def stop(self) -> None:
         """Set the service's desired count to 0 (each worker hands its task back)."""
