@@ -150,8 +150,9 @@ def test_the_second_look_describes_only_new_tasks_in_batches_of_100() -> None:
         stubber.assert_no_pending_responses()
 
 
-def test_nothing_is_asked_while_every_wanted_worker_runs() -> None:
-    compute, stubber = compute_with([], running=2)
+def test_nothing_is_asked_while_the_service_wants_no_task() -> None:
+    compute, stubber = compute_with([], running=0)
+    compute._service = {"status": "ACTIVE", "desiredCount": 0, "runningCount": 0}
     with stubber:
         compute.check_failing_tasks()  # the Stubber fails any call it was not told of
         stubber.assert_no_pending_responses()

@@ -315,3 +315,63 @@ def test_a_summary_saying_finished_does_not_tear_down_without_the_records(
     assert summary["status"] == "reconciled" and not read_state(world).cleaned_up
     got = world.clients.sqs.receive_message(QueueUrl=world.resources.queue_url)["Messages"]
     assert [m["Body"] for m in got] == [task.body_json()]
+
+
+def fleet_target(world: World) -> int:
+    fleet = world.clients.ec2.describe_spot_fleet_requests(
+        SpotFleetRequestIds=[world.resources.fleet_request_id]
+    )["SpotFleetRequestConfigs"][0]
+    return int(fleet["SpotFleetRequestConfig"]["TargetCapacity"])
+
+
+def test_workers_that_keep_failing_stop_what_costs_until_start_cluster(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody watches an unattended run: ECS tasks that keep failing (here eight, twice the
+    four tasks wanted, as tests/test_aws_failed_tasks.py reads them from DescribeTasks: moto
+    stops no task) make
+    the monitor set the service and the fleet to 0, mark the run and tell the SNS topic; it
+    then starts nothing until `ds start-cluster` saves the run state without the mark."""
+    from distributed_something.backends.aws.compute import EcsSpotCompute
+    from distributed_something.crash_loop import WorkerFailure
+
+    sns, sqs = world.clients.sns, world.clients.sqs
+    topic = sns.create_topic(Name="T-notices")["TopicArn"]
+    inbox = sqs.create_queue(QueueName="T-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+    monkeypatch.setenv("DS_TOPIC_ARN", topic)
+    now = time.time()
+    failures = [
+        WorkerFailure(now - 60 + i, f"ECS task t{i}", 2, None, "Essential container exited")
+        for i in range(8)
+    ]
+    answers = [failures]
+    monkeypatch.setattr(
+        EcsSpotCompute, "_new_failures", lambda self: answers.pop(0) if answers else []
+    )
+    send(world, 5)
+    put_state(world)
+    assert handler({}, Context())["actions"] == ["workers=12"]  # the tasks are asked for
+
+    summary = handler({}, Context())  # and keep failing
+
+    assert summary["status"] == "workers-failing"
+    assert "ECS task t7 with exit code 2" in summary["error"]
+    assert desired_tasks(world) == 0 and fleet_target(world) == 0
+    book = read_state(world).resources["lambda_monitor"]
+    assert "keep failing" in book["workers_failing"]
+    notices = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(notices) == 1 and "keep failing" in notices[0]["Body"]
+    assert "`ds start-cluster`" in notices[0]["Body"]
+
+    again = handler({}, Context())  # work is visible, but nothing is started again
+    assert again["status"] == "workers-failing" and again["actions"] == []
+    assert desired_tasks(world) == 0 and fleet_target(world) == 0
+
+    put_state(world)  # `ds start-cluster` saves the run state: the mark is gone
+    resumed = handler({}, Context())
+    assert resumed["status"] == "running"
+    assert "workers=12" in resumed["actions"] and fleet_target(world) == 2

@@ -233,6 +233,9 @@ _UNSCOPED = {
     ("ecs", "ListTaskDefinitions"),
     ("ecs", "DeregisterTaskDefinition"),
     ("ecs", "DescribeTaskDefinition"),
+    # The service's stopped tasks (backends/aws/failed_tasks.py): granted on "*", read only.
+    ("ecs", "ListTasks"),
+    ("ecs", "DescribeTasks"),
     ("cloudwatch", "DescribeAlarms"),
     ("logs", "DescribeExportTasks"),
 }
@@ -604,6 +607,11 @@ MONITOR_GRANTS_NOT_EXERCISED = {
     ("TerminateFleetInstances", "ec2:TerminateInstances"),
     # A teardown resumed after deregistering: which worker ran (teardown._described_worker).
     ("TaskDefinitions", "ecs:DescribeTaskDefinition"),
+    # failed_tasks.py: the service's stopped tasks are looked at while workers are missing;
+    # this monitor finds the run over at its first tick (tests/test_aws_lambda.py has one
+    # that looks; moto stops no task, so none is ever described).
+    ("StoppedTasks", "ecs:ListTasks"),
+    ("StoppedTasks", "ecs:DescribeTasks"),
     # summary.prune_journal: the ledger summary's journal is deleted 30 minutes behind its
     # checkpoint; this run lasts seconds.
     ("RunState", "s3:DeleteObject"),

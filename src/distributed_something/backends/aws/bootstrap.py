@@ -278,6 +278,12 @@ def monitor_policy(
             [f"arn:{p}:ecs:{region}:{account}:cluster/*"],
         ),
         _statement(
+            "StoppedTasks",
+            # While workers are missing: why the service's tasks stopped (failed_tasks.py).
+            ["ecs:DescribeTasks", "ecs:ListTasks"],
+            ["*"],  # ListTasks names no task; read only
+        ),
+        _statement(
             "TaskDefinitions",
             # Describe: a teardown resumed after deregistering reads which worker ran.
             [

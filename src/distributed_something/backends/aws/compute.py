@@ -168,22 +168,28 @@ class EcsSpotCompute:
 
     def housekeeping(self) -> None:
         """Every monitor tick: delete the alarms of terminated instances (`prune_alarms`),
-        and, while fewer workers run than wanted, look at the service's stopped tasks:
+        and look at the service's stopped tasks (`check_failing_tasks`):
         raises `BackendError` with ECS's reason once they keep failing (`failed_tasks`)."""
         self.prune_alarms()
         self.check_failing_tasks()
 
-    def check_failing_tasks(self) -> None:
+    def check_failing_tasks(
+        self, service: dict[str, Any] | None = None, *, stopping: bool = False
+    ) -> None:
         """Note the service's tasks that stopped with an error since the last look, while
-        fewer tasks run than are wanted; raise `BackendError` when they keep failing
-        (`crash_loop.crash_looping` over `ECS_CRASH_WINDOW_SECONDS`)."""
-        service = self._service if self._service is not None else self.describe_service()
+        the service wants tasks (a task that fails after a while may be counted running at
+        each look); raise `BackendError` when they keep failing
+        (`crash_loop.crash_looping` over `ECS_CRASH_WINDOW_SECONDS`). ``stopping``: the
+        caller (the unattended monitor) then sets the service and the fleet to 0, and the
+        message says so. ``service``: the service as described at this tick (default: as
+        `status` described it, else described now)."""
+        service = service or self._service or self.describe_service()
         self._service = None  # described anew at the next tick
         if not self._may_look or service is None or service.get("status") != "ACTIVE":
             return
         desired = int(service.get("desiredCount", 0))
-        if desired == 0 or int(service.get("runningCount", 0)) >= desired:
-            return
+        if desired == 0:
+            return  # nothing is started, so nothing can keep failing
         with aws_call("look at the ECS service's stopped tasks"):
             try:
                 new = self._new_failures()
@@ -205,7 +211,12 @@ class EcsSpotCompute:
         self._failures += new
         if crash_looping(self._failures, time.time(), desired, ECS_CRASH_WINDOW_SECONDS):
             raise BackendError(
-                ecs_crash_message(self._failures, self.names.container_log_group, self._stream)
+                ecs_crash_message(
+                    self._failures,
+                    self.names.container_log_group,
+                    self._stream,
+                    stopped=stopping,
+                )
             )
 
     @property

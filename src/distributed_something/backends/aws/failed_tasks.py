@@ -47,15 +47,26 @@ def task_failure(task: Mapping[str, Any]) -> WorkerFailure | None:
     return WorkerFailure(at, f"ECS task {task_id}", code, None, said)
 
 
-def ecs_crash_message(failures: list[WorkerFailure], log_group: str, stream_prefix: str) -> str:
-    """The error that stops a run whose ECS tasks keep failing."""
+def ecs_crash_message(
+    failures: list[WorkerFailure], log_group: str, stream_prefix: str, *, stopped: bool = False
+) -> str:
+    """The error that stops a run whose ECS tasks keep failing; ``stopped``: the unattended
+    monitor set the service and the fleet to 0 (else the machines still run)."""
     last = failures[-1]
     task_id = last.name.rsplit(" ", 1)[-1]
+    machines = (
+        "The unattended monitor set the service's tasks and the fleet's machines to 0: "
+        "nothing runs or costs but the queue and the bucket. Remove the cause (`ds image "
+        "build`/push, the roles of `ds aws bootstrap`), then `ds start-cluster` (or `ds run` "
+        "again) starts them again; `ds cleanup` ends the run"
+        if stopped
+        else "The machines are still running and cost money: `ds cleanup` stops them; or "
+        "remove the cause (`ds image build`/push, the roles of `ds aws bootstrap`), then "
+        "`ds run` again resumes the run"
+    )
     return (
         f"the run's ECS tasks keep failing: {len(failures)} stopped with an error, the last "
         f"{describe_failure(last)}. Fix: its output is in CloudWatch Logs, group {log_group}, "
         f"stream {stream_prefix}/{task_id} (none if it never started: then ECS's reason says "
-        "why, e.g. the image cannot be pulled). The machines are still running and cost "
-        "money: `ds cleanup` stops them; or remove the cause (`ds image build`/push, the "
-        "roles of `ds aws bootstrap`), then `ds run` again resumes the run"
+        f"why, e.g. the image cannot be pulled). {machines}"
     )

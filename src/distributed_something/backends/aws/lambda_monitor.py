@@ -51,7 +51,7 @@ from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.aws.sqs_queue import SqsQueue
 from distributed_something.backends.aws.teardown import SQS_GONE, teardown
 from distributed_something.config.model import Config
-from distributed_something.errors import DSError, InputError
+from distributed_something.errors import BackendError, DSError, InputError
 from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.interfaces.queue import QueueCounts
 from distributed_something.ledger import read_counts, read_ledger
@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 
 #: Where the monitor keeps its own bookkeeping inside ``RunState.resources``.
 BOOKKEEPING = "lambda_monitor"
+#: the bookkeeping's mark of a run whose workers kept failing (the error): the monitor set
+#: the service and the fleet to 0 and starts nothing until `ds start-cluster` clears it
+WORKERS_FAILING = "workers_failing"
 #: A teardown started less than this long ago is assumed to be still running (the Lambda
 #: time limit): an overlapping invocation leaves it alone.
 TEARDOWN_LEASE_SECONDS = 15 * 60
@@ -377,11 +380,27 @@ def monitor_once(
 
     if book.pop("drained_since", None) is not None:
         save()  # work showed up again: the drained clock starts over next time
+    failing = book.get(WORKERS_FAILING)
+    if failing:
+        # Stopped for failing workers: nothing is started again until `ds start-cluster`
+        # (which saves the run state without this mark).
+        return {**summary, "status": "workers-failing", "error": failing}
     for action in actions:
         if isinstance(action, ReplaceWorkers) and compute.resize_service(action.workers):
             taken.append(f"workers={action.workers}")
         elif isinstance(action, ScaleTo) and compute.resize_fleet(action.machines):
             taken.append(f"machines={action.machines}")
+    try:
+        compute.check_failing_tasks(service, stopping=True)
+    except BackendError as exc:
+        # Nobody watches: stop what costs (the tasks, the machines) and say why.
+        compute.resize_service(0)
+        compute.resize_fleet(0)
+        book[WORKERS_FAILING] = str(exc)
+        save()
+        taken.append("stopped: workers failing")
+        _notify_failing(clients, settings, state, str(exc))
+        return {**summary, "status": "workers-failing", "error": str(exc)}
     pruned = compute.prune_alarms()
     if pruned:
         taken.append(f"pruned_alarms={len(pruned)}")
@@ -439,6 +458,19 @@ def _notify(
     with aws_call("publish the end-of-run notice"):
         clients.sns.publish(
             TopicArn=settings.topic_arn, Subject=f"ds: {settings.app_name} done", Message=message
+        )
+
+
+def _notify_failing(
+    clients: AwsClients, settings: MonitorSettings, state: RunState, error: str
+) -> None:
+    if not settings.topic_arn:
+        return
+    with aws_call("publish the workers-failing notice"):
+        clients.sns.publish(
+            TopicArn=settings.topic_arn,
+            Subject=f"ds: {settings.app_name} stopped, its workers keep failing"[:99],
+            Message=f"ds: run {state.run_id} of {settings.app_name}: {error}",
         )
 
 
