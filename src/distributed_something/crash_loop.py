@@ -59,7 +59,7 @@ def crash_loop_message(failures: Sequence[WorkerFailure]) -> str:
 
 
 def describe_failure(failure: WorkerFailure) -> str:
-    """ "<name> with exit code <n> (<what was said>)", the parts known."""
+    """The failure for people: its name, exit code and what was said, as far as known."""
     code = f" with exit code {failure.code}" if failure.code is not None else ""
     said = f" ({failure.said})" if failure.said else ""
     return f"{failure.name}{code}{said}"

@@ -34,12 +34,12 @@ from distributed_something.crash_loop import WorkerFailure, crash_looping
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
 
+log = logging.getLogger("ds.aws")
+
 #: Error codes meaning "that ECS service or cluster is not there (any more)".
 ECS_GONE = frozenset(
     {"ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"}
 )
-log = logging.getLogger("ds.aws")
-
 #: Error codes meaning "this principal may not do that".
 DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
 #: Error codes meaning "that spot fleet request is not there (any more)".

@@ -3,9 +3,10 @@
 A worker image that cannot be pulled, a container that cannot start, or a worker that exits
 with an error as it starts (no permission for the queue, a wrong entrypoint) makes ECS
 start and stop tasks without end while the machines run and cost: the monitor would show
-pending tasks and missing workers forever. `EcsSpotCompute.housekeeping` reads the
-service's stopped tasks (ListTasks, DescribeTasks) while fewer workers run than wanted, and
-stops the run with ECS's own reason once they keep failing.
+pending tasks and missing workers forever. `EcsSpotCompute.check_failing_tasks` reads the
+service's stopped tasks (ListTasks, DescribeTasks) at each tick of either monitor while the
+service wants tasks, and stops the run with ECS's own reason once they keep failing (the
+unattended monitor also sets the service and the fleet to 0).
 """
 
 from __future__ import annotations
