@@ -192,3 +192,32 @@ def test_another_error_skips_one_look_and_the_next_tick_looks_again(
         compute._service = {"status": "ACTIVE", "desiredCount": 2, "runningCount": 0}
         with pytest.raises(BackendError, match="keep failing: 4 stopped"):
             compute.check_failing_tasks()
+
+
+@pytest.mark.slow
+def test_ds_status_says_the_unattended_monitor_stopped_the_workers(
+    aws: str, tmp_path: Any, ds: Any
+) -> None:
+    """The unattended monitor writes only the bucket's copy of the run state: `ds status`
+    reads its mark there and says why nothing runs; without the mark it says nothing."""
+    import json
+
+    from moto_projects import E2E_BUCKET, aws_client, make_e2e_project
+
+    proj = make_e2e_project(tmp_path, ["a"])
+    for step in (["setup"], ["submit", "files/job.json"]):
+        assert ds(*step, cwd=proj).returncode == 0
+    quiet = json.loads(ds("status", "--json", cwd=proj).stdout)
+    assert quiet["notes"] == []
+    s3 = aws_client("s3")
+    key = "_ds/E2E/state.json"
+    state = json.loads(s3.get_object(Bucket=E2E_BUCKET, Key=key)["Body"].read())
+    why = "the run's ECS tasks keep failing: 8 stopped with an error, the last ECS task t7"
+    state["resources"]["lambda_monitor"] = {"workers_failing": why}
+    s3.put_object(Bucket=E2E_BUCKET, Key=key, Body=json.dumps(state).encode())
+    told = ds("status", "--json", cwd=proj)
+    assert told.returncode == 0, told.stderr
+    (note,) = json.loads(told.stdout)["notes"]
+    assert "the unattended monitor stopped the run's workers" in note and why in note
+    shown = ds("status", cwd=proj)
+    assert "stopped:" in shown.stderr and "keep failing" in " ".join(shown.stderr.split())

@@ -345,6 +345,8 @@ def _status_frame(st: run_info.Status) -> list[RenderableType]:
         notes.append(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
     for problem in st.machine_problems:
         notes.append(f"[yellow]warning:[/] {escape(problem)}")
+    for note in st.backend_notes:
+        notes.append(f"[red]stopped:[/] {escape(note)}")
     if st.unsent:
         notes.append(
             f"[yellow]{st.unsent} pending task(s) not sent yet[/] (a submit was interrupted): "

@@ -94,6 +94,9 @@ class Backend:
     ``watchdog_settles`` says a dead worker's watchdog settles what it held (its attempt
     closed as lost, its messages handed back: `worker/settle.py`); False where the backend's
     compute does it with the scheduler's word on how the worker's job ended (Slurm).
+    ``run_notes()`` says what the backend's own watchers found about the run in progress,
+    one line each, for `ds status` (AWS: the unattended monitor stopped the run's workers
+    because they kept failing); none by default.
     """
 
     name: str
@@ -114,6 +117,7 @@ class Backend:
     spot_prices: SpotPriceReader | None = None
     fork_call: ForkCall | None = None
     watchdog_settles: bool = True
+    run_notes: Callable[[], list[str]] = field(default=lambda: [])
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class Status:
     machine_problems: list[str] = field(default_factory=list)
     #: pending tasks an interrupted submit did not send yet (`sending`)
     unsent: int = 0
+    #: what the backend's own watchers found (`Backend.run_notes`)
+    backend_notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class Status:
             "elapsed": self.elapsed,
             "eta_seconds": self.eta_seconds,
             "machine_problems": self.machine_problems,
+            "notes": self.backend_notes,
         }
 
 
@@ -107,6 +110,7 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
         in_flight=in_flight,
         machine_problems=records.machine_problems(),
         unsent=unsent(records) if state.active else 0,
+        backend_notes=backend.run_notes() if current and state.active else [],
     )
 
 

@@ -17,11 +17,11 @@ from distributed_something.backends.aws.provisioner import AwsProvisioner
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.config.upload_flags import upload_args_from_flags
-from distributed_something.errors import InputError
+from distributed_something.errors import DSError, InputError
 from distributed_something.interfaces.backend import Backend, LiveLog, TaskLogFactory
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
-from distributed_something.state import load_state
+from distributed_something.state import RunState, load_state, state_key
 
 
 def open_aws(project: Project) -> Backend:
@@ -79,6 +79,17 @@ def open_aws(project: Project) -> Backend:
 
         return CloudWatchLiveLog.of(settings, names.log_group, task_id, attempt, body)
 
+    def run_notes() -> list[str]:
+        # The unattended monitor writes the bucket's copy of the run state only.
+        from distributed_something.backends.aws.lambda_monitor import stopped_for
+
+        try:
+            remote = RunState.model_validate_json(bucket("").get_bytes(state_key(names.app)))
+        except (KeyError, ValueError, DSError):
+            return []  # a note, never a reason for `ds status` to fail
+        why = stopped_for(remote)
+        return [f"the unattended monitor stopped the run's workers: {why}"] if why else []
+
     return Backend(
         name="aws",
         queue=LazySqsQueue(settings, names, config.queue.job_retries, resources),
@@ -96,4 +107,5 @@ def open_aws(project: Project) -> Backend:
         live_log=live_log,
         memory_limit="container",
         spot_prices=spot_prices,
+        run_notes=run_notes,
     )

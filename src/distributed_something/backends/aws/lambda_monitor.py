@@ -461,6 +461,13 @@ def _notify(
         )
 
 
+def stopped_for(state: RunState) -> str | None:
+    """Why the unattended monitor stopped the run's workers (the error), or None."""
+    book = state.resources.get(BOOKKEEPING)
+    why = book.get(WORKERS_FAILING) if isinstance(book, dict) else None
+    return str(why) if why else None
+
+
 def _notify_failing(
     clients: AwsClients, settings: MonitorSettings, state: RunState, error: str
 ) -> None:
