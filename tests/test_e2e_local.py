@@ -313,6 +313,34 @@ def test_two_ds_runs_of_one_project_run_each_task_once(tmp_path: Path, ds: Ds) -
     assert "`ds cleanup`" not in err + second.stderr
 
 
+def test_groups_added_to_the_job_file_before_ds_run_resumes_are_run(tmp_path: Path, ds: Ds) -> None:
+    """Interrupted, the user adds groups to job.json and types `ds run` again: the resumed
+    run sends exactly the added ones (it used to end "complete" without them)."""
+    names = [f"g{i}" for i in range(4)]
+    proj = work_project(tmp_path, names, 1.0)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", "--interval", "0.2"],
+        cwd=proj,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert wait_for(lambda: len(ledger(tmp_path)) >= 1), "the run should be busy"
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=60)
+    assert run.returncode == 130
+    more = [*names, "h1", "h2"]
+    (proj / "job.json").write_text(json.dumps({"groups": [{"name": n} for n in more]}))
+    again = ds("run", "--json", "--interval", "0.2", cwd=proj)
+    assert again.returncode == 0, again.stderr
+    said = " ".join(again.stderr.split())
+    assert "resuming run" in said and "2 group(s) the run did not have: sent 2" in said
+    report = report_of(again)
+    assert report["counts"]["done"] == 6 and report["counts"]["total"] == 6
+    assert set(ledger(tmp_path)) == set(more)
+    assert ledger(tmp_path).count("h1") == 1 and ledger(tmp_path).count("h2") == 1
+
+
 def test_ds_run_again_after_a_redrive_runs_exactly_the_redriven_tasks(
     tmp_path: Path, ds: Ds
 ) -> None:
@@ -328,6 +356,7 @@ def test_ds_run_again_after_a_redrive_runs_exactly_the_redriven_tasks(
     again = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "resuming run" in again.stderr
+    assert "the run did not have" not in again.stderr  # it continues the first run's file
     rep = report_of(again)
     assert rep["run_id"] != report_of(first)["run_id"]
     assert rep["counts"]["done"] == 1 and rep["counts"]["total"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from distributed_something.sending import resume as resume_sending
 from distributed_something.sending import send_part
 from distributed_something.state import (
     RunState,
+    all_runs,
     load_state,
     new_state,
     require_state,
@@ -403,6 +405,7 @@ def run(
     new = setup(project, backend)
     if resuming:
         info(f"resuming run {state.run_id if state else ''}")
+        _submit_added(project, job_path, job, backend, new, force=force)
     else:
         if force:
             new.resources[FORCE_RESOURCE] = True
@@ -438,6 +441,47 @@ def run(
             "tasks are kept), or `ds cleanup` to end it"
         )
         raise
+
+
+def _submit_added(
+    project: Project,
+    job_path: Path,
+    job: JobFile,
+    backend: Backend,
+    state: RunState,
+    *,
+    force: bool,
+) -> None:
+    """Send the groups added to the job file since the run in progress took it (edited
+    between an interruption and `ds run` again): without this they would never run, and
+    the run would end as if complete. Only tasks the run does not know are sent, once."""
+    known: dict[str, None] = {}
+    runs = {r.run_id: r for r in all_runs(project.config.app_name, backend.storage)}
+    run: RunState | None = state
+    seen: set[str] = set()
+    while run is not None and run.run_id not in seen:
+        # A run that continues another (`ds dead redrive`) took that run's tasks too.
+        seen.add(run.run_id)
+        known.update(records_for(project, backend, run).manifest_ids())
+        continued = run.resources.get("continues")
+        run = runs.get(continued) if isinstance(continued, str) else None
+    added = job.tasks.without(known.keys())
+    del known
+    if not len(added):
+        return
+    result = submit(
+        project,
+        job_path,
+        job=dataclasses.replace(job, tasks=added, duplicates=[]),
+        backend=backend,
+        show_progress=False,
+        skip_done=False if force else None,
+        force=force,
+    )
+    info(
+        f"{job_path.name} has {len(added)} group(s) the run did not have: sent {result.sent} "
+        f"({result.skipped} already done)"
+    )
 
 
 def rerun_done_tasks(project: Project, backend: Backend | None = None) -> None:
