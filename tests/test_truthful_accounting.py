@@ -234,6 +234,36 @@ def test_history_every_run_is_listed_and_logs_are_found_in_earlier_runs(
     assert unknown.returncode == 2 and "ds runs" in unknown.stderr
 
 
+def test_logs_name_a_task_by_its_groups_values(tmp_path: Path, ds: Ds) -> None:
+    """Scientists know their groups, not task ids: `ds logs name=b` (and a DCP job's
+    `Metadata_Well=A01`, parsed from its Metadata) names the one task whose group has
+    those values; values naming none or several are one error saying so."""
+    argv = [sys.executable, "-c", "import sys; print('hello', sys.argv[1])", "{name}"]
+    groups = [{"name": "a", "plate": "P1"}, {"name": "b", "plate": "P1"}]
+    proj = write_project(tmp_path / "g", argv=argv, groups=groups)
+    ok(ds("run", ".", "--json", "--interval", "0.2", cwd=proj))
+    logs = ok(ds("logs", "name=b", cwd=proj))
+    assert "hello b" in logs.stdout and "hello a" not in logs.stdout
+    assert "hello a" in ok(ds("logs", "plate=P1,name=a", cwd=proj)).stdout
+    several = ds("logs", "plate=P1", cwd=proj)
+    assert several.returncode == 2 and "names 2 tasks" in several.stderr
+    assert "Traceback" not in several.stderr
+    none = ds("logs", "name=zzz", cwd=proj)
+    assert none.returncode == 2 and "no task's group has 'name=zzz'" in none.stderr
+    bad = ds("logs", "name=a,oops", cwd=proj)
+    assert bad.returncode == 2 and "'oops' is not key=value" in bad.stderr
+
+
+def test_a_dcp_groups_metadata_values_name_it() -> None:
+    from distributed_something.usecases.run_info import _group_values
+
+    group = {"Metadata": "Metadata_Plate=BR1,Metadata_Well=A01,Metadata_Site=1"}
+    values = _group_values(group)
+    assert values["Metadata_Well"] == "A01" and values["Metadata_Site"] == "1"
+    assert _group_values({"Metadata": "not pairs"}) == {"Metadata": "not pairs"}
+    assert _group_values({"n": 3}) == {"n": "3"} and _group_values("x") == {}
+
+
 def test_tasks_that_left_the_queue_unseen_are_sent_again_not_counted_done(
     tmp_path: Path, ds: Ds
 ) -> None:

@@ -424,7 +424,9 @@ def logs(
     follow: bool,
     as_json: bool,
 ) -> None:
-    """Print the logs of TASK (an id or a unique prefix): every attempt, in every run.
+    """Print the logs of TASK (an id or a unique prefix, or the group's values as
+    key=value[,key=value], e.g. name=first or Metadata_Well=A01): every attempt, in every
+    run.
 
     Terminal control sequences (colours, cursor moves) are removed; a log over 2 MiB is
     printed as its first and last MiB unless --full is given. With --json: the task, its

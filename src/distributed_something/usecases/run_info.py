@@ -8,6 +8,8 @@ queue's counts appear only as a hint of what it holds.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import json
 import re
 import tempfile
 import time
@@ -23,6 +25,7 @@ from distributed_something.interfaces.storage import Storage
 from distributed_something.ledger import Ledger, read_counts, read_ledger
 from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.project import Project
+from distributed_something.recipes.cellprofiler import parse_metadata
 from distributed_something.records import RunRecords
 from distributed_something.report.build import failure_cause, first_error_line
 from distributed_something.sending import unsent
@@ -182,15 +185,18 @@ class TaskLogs:
 def task_logs(
     project: Project, task: str, backend: Backend | None = None, run_id: str | None = None
 ) -> TaskLogs:
-    """Every stored log of a task (its id or a unique prefix of it), in every run (or in run
-    ``run_id``), oldest first; no logs when the task never printed anything (a quiet success
-    keeps none) or never ran. Only lists: nothing is read until `stream_log`. Raises
-    `InputError` when no task of the project has that id."""
+    """Every stored log of a task (its id or a unique prefix of it, or ``key=value[,…]``
+    naming its group's values), in every run (or in run ``run_id``), oldest first; no logs
+    when the task never printed anything (a quiet success keeps none) or never ran. Only
+    lists: nothing is read until `stream_log`. Raises `InputError` when no task of the
+    project has that id, or the values name no task or several."""
     backend = backend or open_backend(project)
     if run_id is not None:
         run_states = [state_of_run(project, backend.storage, run_id)]
     else:
         run_states = all_runs(project.config.app_name, backend.storage)
+    if "=" in task:
+        task = _task_of_group(project, backend, run_states, task)
     found: dict[str, list[TaskLog]] = {}
     known: set[str] = set()
     states: dict[str, dict[str, str]] = {}
@@ -220,6 +226,60 @@ def task_logs(
     (tid,) = ids
     logs = sorted(found.get(tid, []), key=lambda log: (log.run_id, log.key))
     return TaskLogs(tid, states.get(tid, {}), logs, backend.storage)
+
+
+def _task_of_group(
+    project: Project, backend: Backend, run_states: list[RunState], selector: str
+) -> str:
+    """The id of the one task whose group has every ``key=value`` of ``selector`` (values
+    compared as text: ``Metadata_Well=A01,Metadata_Site=1``), in the runs given."""
+    wanted: dict[str, str] = {}
+    for part in selector.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InputError(
+                "argument",
+                "TASK",
+                f"{part!r} is not key=value",
+                "give a task id, or the group's values as key=value,key=value",
+            )
+        wanted[key.strip()] = value.strip()
+    matches: dict[str, Any] = {}
+    for state in run_states:
+        for entry in read_ledger(records_for(project, backend, state)).tasks.values():
+            values = _group_values(entry.group)
+            if wanted.keys() <= values.keys() and all(values[k] == v for k, v in wanted.items()):
+                matches.setdefault(entry.id, entry.group)
+    if len(matches) == 1:
+        return next(iter(matches))
+    if not matches:
+        raise InputError(
+            "argument",
+            "TASK",
+            f"no task's group has {selector!r} in the runs of {project.config.app_name}",
+            "copy the values from the job file (keys as written there), or an id from `ds report`",
+        )
+    first = list(matches.items())[:3]
+    shown = "; ".join(f"{tid[:12]} {json.dumps(group, sort_keys=True)}" for tid, group in first)
+    raise InputError(
+        "argument",
+        "TASK",
+        f"{selector!r} names {len(matches)} tasks ({shown}{'; …' if len(matches) > 3 else ''})",
+        "add more of the group's values (key=value,key=value), or give a task id",
+    )
+
+
+def _group_values(group: Any) -> dict[str, str]:
+    """A group's values as text by key; a DCP group's ``Metadata`` (``k=v,k=v``) adds its
+    pairs, so ``Metadata_Well=A01`` names a DCP task as it is written in the job file."""
+    if not isinstance(group, dict):
+        return {}
+    values = {str(k): str(v) for k, v in group.items()}
+    metadata = group.get("Metadata")
+    if metadata is not None:
+        with contextlib.suppress(InputError):
+            values.update(parse_metadata(metadata))
+    return values
 
 
 #: How much of a log's start and end `stream_log` prints when not asked for all of it.
