@@ -314,6 +314,22 @@ def write_dcp_project(folder: Path, n: int, *, backend: str = "local") -> None:
         fh.write("]}")
 
 
+def put_dcp_inputs(bucket: Path, n: int) -> None:
+    """The DCP job's pipeline and LoadData CSV (one row per group) in the local bucket
+    folder ``bucket``: `ds submit` checks, as `ds validate` does, that they are in storage
+    and that every group selects a row of the CSV."""
+    pipeline = bucket / DCP_SHARED["pipeline"]
+    pipeline.parent.mkdir(parents=True, exist_ok=True)
+    pipeline.write_text("CellProfiler Pipeline: http://www.cellprofiler.org\n")
+    data = bucket / DCP_SHARED["data_file"]
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with data.open("w") as fh:
+        fh.write("Metadata_Plate,Metadata_Well,FileName_DNA,PathName_DNA\n")
+        for i in range(n):
+            plate, well = f"P{i // 1536:05d}", f"W{i % 1536:04d}"
+            fh.write(f"{plate},{well},{plate}_{well}.tif,images\n")
+
+
 def sqs_child(folder: Path, endpoint: str) -> None:
     """In a child process: submit ``folder``'s DCP job to the fake endpoint at ``endpoint``
     as `ds submit` does on AWS (`lifecycle.submit`, validation included, check-if-done off);
@@ -518,6 +534,7 @@ def measure(n: int, cpu: dict[str, float]) -> dict[str, tuple[float, float]]:
         out["validate_dcp"] = ds(folder, "validate", "--job", "job.json")[:2]
         cpu["validate_dcp"] = LAST_CPU[0]
         ds(folder, "setup")
+        put_dcp_inputs(folder / ".ds" / "ScaleDCP" / "buckets" / "default", n)
         out["submit_dcp"] = ds(folder, "submit", "job.json")[:2]
         cpu["submit_dcp"] = LAST_CPU[0]
         seconds, mb, text = ds(folder, "status", "--json")

@@ -113,7 +113,7 @@ def submit(
     tasks already finished are not sent: they are recorded as skipped, decided by one
     listing of the done markers and one of the output root.
     """
-    job = job or checked_job(project, job_path)[0]
+    job = job or checked_job(project, job_path, load_data=False)[0]
     backend = backend or open_backend(project)
     state = require_state(project, backend.storage)
     if not state.active:
@@ -387,7 +387,7 @@ def run(
     ``force`` reruns every task, done ones included: submit skips none, and the run's state
     says `FORCE_RESOURCE`, so its workers do not check whether a task is done either.
     """
-    job = checked_job(project, job_path)[0]
+    job = checked_job(project, job_path, load_data=False)[0]
     if fleet_path is not None:
         load_fleet(fleet_path)  # validated before anything is created
     backend = open_backend(project)

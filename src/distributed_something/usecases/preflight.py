@@ -124,12 +124,16 @@ class PlanChecks:
         *,
         bucket: Callable[[str], Storage] | None,
         where: Callable[[str, str], str] | None = None,
+        load_data: bool = True,
     ) -> None:
         self.project = project
         self.job = job
         self.job_path = job_path
         self.bucket = bucket
         self.where = where
+        #: whether a DCP job's groups are checked against its LoadData CSV
+        #: (`check_load_data_groups`: it reads the whole CSV)
+        self.load_data = load_data
         #: whether any plan has inputs
         self.any_inputs = False
         self._first: TaskPlan | None = None
@@ -172,14 +176,15 @@ class PlanChecks:
                         "not all of them"
                     )
                 _check_inputs(self, self.bucket, result)
-        check_load_data_groups(
-            self.project,
-            self.job,
-            self.job_path,
-            self.group_field,
-            bucket=self.bucket,
-            result=result,
-        )
+        if self.load_data:
+            check_load_data_groups(
+                self.project,
+                self.job,
+                self.job_path,
+                self.group_field,
+                bucket=self.bucket,
+                result=result,
+            )
         return result
 
 

@@ -170,24 +170,29 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
     return result
 
 
-def checked_job(project: Project, job_path: Path) -> tuple[JobFile, list[str]]:
+def checked_job(
+    project: Project, job_path: Path, *, load_data: bool = True
+) -> tuple[JobFile, list[str]]:
     """`check_job` and the preflight checks (`preflight.PlanChecks`: the program, names and
-    arguments within the OS's limits, the inputs in local storage, a DCP job's groups
-    against its LoadData CSV), as `ds validate`, `ds submit` and `ds run` make them before
-    anything is created or sent. Returns the parsed job and the checks' notes; raises
-    `PreflightFailed` with every finding."""
+    arguments within the OS's limits, the inputs in local storage and, with ``load_data``,
+    a DCP job's groups against its LoadData CSV), as `ds validate`, `ds submit` and `ds run`
+    make them before anything is created or sent. `ds submit` and `ds run` leave the CSV to
+    `ds validate`: it is read whole (at a million groups it doubles a submit's time and
+    memory). Returns the parsed job and the checks' notes; raises `PreflightFailed` with
+    every finding."""
     bucket, where, why_not = _input_storage(project)
     made: list[PlanChecks] = []
 
+    def plan_checks_of(job: JobFile) -> PlanChecks:
+        return PlanChecks(project, job, job_path, bucket=bucket, where=where, load_data=load_data)
+
     def checks(job: JobFile) -> PlanSink:
-        made.append(PlanChecks(project, job, job_path, bucket=bucket, where=where))
+        made.append(plan_checks_of(job))
         return made[0].add
 
     job = check_job(project, job_path, checks=checks)
     # No recipe: no plans, but a DCP job's groups are still checked (`preflight`).
-    plan_checks = (
-        made[0] if made else PlanChecks(project, job, job_path, bucket=bucket, where=where)
-    )
+    plan_checks = made[0] if made else plan_checks_of(job)
     found = plan_checks.finish()
     if found.findings:
         raise PreflightFailed(found.findings)
