@@ -410,15 +410,7 @@ def run(
         if force:
             new.resources[FORCE_RESOURCE] = True
             save_state(project, new, backend.storage)
-        result = submit(
-            project,
-            job_path,
-            job=job,
-            backend=backend,
-            show_progress=show_progress,
-            skip_done=False if force else None,
-            force=force,
-        )
+        result = _submit_for_run(project, job_path, job, backend, force, show_progress)
         info(
             f"submitted {result.sent} tasks ({result.skipped} already done, "
             f"{result.duplicates} duplicate groups dropped)"
@@ -469,18 +461,31 @@ def _submit_added(
     del known
     if not len(added):
         return
-    result = submit(
-        project,
-        job_path,
-        job=dataclasses.replace(job, tasks=added, duplicates=[]),
-        backend=backend,
-        show_progress=False,
-        skip_done=False if force else None,
-        force=force,
-    )
+    added_job = dataclasses.replace(job, tasks=added, duplicates=[])
+    result = _submit_for_run(project, job_path, added_job, backend, force, False)
     info(
         f"{job_path.name} has {len(added)} group(s) the run did not have: sent {result.sent} "
         f"({result.skipped} already done)"
+    )
+
+
+def _submit_for_run(
+    project: Project,
+    job_path: Path,
+    job: JobFile,
+    backend: Backend,
+    force: bool,
+    show_progress: bool,
+) -> SubmitResult:
+    """`submit` as `ds run` makes it: ``force`` sends done tasks too."""
+    return submit(
+        project,
+        job_path,
+        job=job,
+        backend=backend,
+        show_progress=show_progress,
+        skip_done=False if force else None,
+        force=force,
     )
 
 
