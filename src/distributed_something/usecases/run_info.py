@@ -195,18 +195,19 @@ def task_logs(
         run_states = [state_of_run(project, backend.storage, run_id)]
     else:
         run_states = all_runs(project.config.app_name, backend.storage)
+    runs = [(state, records_for(project, backend, state)) for state in run_states]
+    ledgers = [read_ledger(records) for _, records in runs]  # each read once
     if "=" in task:
-        task = _task_of_group(project, backend, run_states, task)
+        task = _task_of_group(project, ledgers, task)
     found: dict[str, list[TaskLog]] = {}
     known: set[str] = set()
     states: dict[str, dict[str, str]] = {}
-    for state in run_states:
-        records = records_for(project, backend, state)
+    for (state, records), ledger in zip(runs, ledgers, strict=True):
         prefix = f"{records.run_prefix}logs/"
         for obj in backend.storage.list(prefix + task):
             tid = obj.key[len(prefix) :].split("/", 1)[0]
             found.setdefault(tid, []).append(TaskLog(state.run_id, obj.key, obj.size))
-        for entry in read_ledger(records).tasks.values():
+        for entry in ledger.tasks.values():
             if entry.id.startswith(task):
                 known.add(entry.id)
                 states.setdefault(entry.id, {})[state.run_id] = entry.state
@@ -228,11 +229,9 @@ def task_logs(
     return TaskLogs(tid, states.get(tid, {}), logs, backend.storage)
 
 
-def _task_of_group(
-    project: Project, backend: Backend, run_states: list[RunState], selector: str
-) -> str:
+def _task_of_group(project: Project, ledgers: list[Ledger], selector: str) -> str:
     """The id of the one task whose group has every ``key=value`` of ``selector`` (values
-    compared as text: ``Metadata_Well=A01,Metadata_Site=1``), in the runs given."""
+    compared as text: ``Metadata_Well=A01,Metadata_Site=1``), in the runs' ``ledgers``."""
     wanted: dict[str, str] = {}
     for part in selector.split(","):
         key, sep, value = part.partition("=")
@@ -245,8 +244,8 @@ def _task_of_group(
             )
         wanted[key.strip()] = value.strip()
     matches: dict[str, Any] = {}
-    for state in run_states:
-        for entry in read_ledger(records_for(project, backend, state)).tasks.values():
+    for ledger in ledgers:
+        for entry in ledger.tasks.values():
             values = _group_values(entry.group)
             if wanted.keys() <= values.keys() and all(values[k] == v for k, v in wanted.items()):
                 matches.setdefault(entry.id, entry.group)
