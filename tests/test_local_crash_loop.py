@@ -113,3 +113,59 @@ def test_a_full_disk_is_one_line_naming_the_fix(
     monkeypatch.setattr(commands, "open_project", other)
     with pytest.raises(OSError):  # anything else is not dressed up as a full disk
         main(["status"])
+
+
+def test_cleanup_says_the_run_is_over_before_it_stops_the_workers(tmp_path: Path) -> None:
+    """A `ds run` monitor ticking while `ds cleanup` stops the workers read the run as still
+    in progress and started new workers, which ran tasks of the cleaned-up run after it
+    (seen: a task run twice, its records split over two runs). The run's end is now saved
+    before anything is stopped."""
+    import dataclasses
+
+    from distributed_something.backends import open_backend
+    from distributed_something.state import load_state
+    from distributed_something.usecases import lifecycle
+    from distributed_something.usecases.project import open_project
+
+    proj = write_project(tmp_path / "p", argv=[sys.executable, "-c", "pass"], groups=[{"n": 1}])
+    project = open_project(proj)
+    backend = open_backend(project)
+    lifecycle.setup(project, backend)
+    seen: list[bool] = []
+    real = backend.provisioner
+
+    class Watching:
+        def teardown(self, state: Any, save: Any) -> None:
+            now = load_state(project, backend.storage)
+            seen.append(now is not None and not now.active)
+            real.teardown(state, save)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    lifecycle.cleanup(project, dataclasses.replace(backend, provisioner=Watching()))
+    assert seen == [True]
+
+
+def test_a_worker_started_after_its_run_ended_takes_no_task(tmp_path: Path) -> None:
+    """The other side of the race: a worker that starts once the run is over leaves its
+    tasks alone (they belong to no run any more) and exits at once."""
+    ledger = tmp_path / "ledger.txt"
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, "-c", E2E_WORK, "{output_dir}", "{name}", str(ledger), "0"],
+        groups=[{"name": "a"}, {"name": "b"}],
+    )
+    ds = [sys.executable, "-m", "distributed_something"]
+    for step in (["setup"], ["submit", "job.json"]):
+        assert subprocess.run([*ds, *step], cwd=proj, capture_output=True).returncode == 0
+    state_file = proj / ".ds" / "T" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["finished_at"] = state["created_at"] + 1  # as `ds cleanup` now says it first
+    state_file.write_text(json.dumps(state))
+    worker = subprocess.run(
+        [*ds, "worker", "--config", "ds.toml"], cwd=proj, capture_output=True, text=True
+    )
+    assert worker.returncode == 0, worker.stderr
+    assert "is over" in worker.stderr
+    assert not ledger.exists()  # no task ran

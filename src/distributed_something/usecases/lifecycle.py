@@ -244,8 +244,28 @@ def monitor(
         )
         now = load_state(project, backend.storage)
         if now is not None and now.run_id == state.run_id and not now.active:
-            state = now  # ended meanwhile (`ds cleanup`): its state, not ours, is saved
+            # Ended meanwhile (`ds cleanup`): its state, not ours, is saved, once that
+            # command has stopped the workers and closed their attempts (it says the run
+            # ended first): the report counts the run as the cleanup leaves it.
+            state = _torn_down(project, backend, now)
     return finish(project, backend, state)
+
+
+#: How long a monitor waits for another command's teardown of its run to end.
+TEARDOWN_WAIT_SECONDS = 120.0
+
+
+def _torn_down(project: Project, backend: Backend, state: RunState) -> RunState:
+    """``state`` once its teardown (by another command) is done, or as it is after
+    `TEARDOWN_WAIT_SECONDS` (that command died: `finish` completes the teardown)."""
+    deadline = time.monotonic() + TEARDOWN_WAIT_SECONDS
+    while not state.cleaned_up and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = load_state(project, backend.storage)
+        if now is None or now.run_id != state.run_id:
+            break
+        state = now
+    return state
 
 
 def _still_active(project: Project, backend: Backend, run_id: str) -> bool:
@@ -367,6 +387,10 @@ def cleanup(project: Project, backend: Backend | None = None) -> RunState | None
         return None
     if state.finished_at is None:
         state.finished_at = time.time()
+        # Said first: a monitor ticking meanwhile (`ds run` in another terminal) must not
+        # start workers while these are stopped, and a worker starting now finds the run
+        # over (`run_worker`) instead of running its tasks after the cleanup.
+        save_state(project, state, backend.storage)
     _teardown(project, backend, state)
     return state
 
@@ -448,7 +472,7 @@ def _submit_added(
     between an interruption and `ds run` again): without this they would never run, and
     the run would end as if complete. Only tasks the run does not know are sent, once."""
     known: dict[str, None] = {}
-    runs = {r.run_id: r for r in all_runs(project.config.app_name, backend.storage)}
+    runs: dict[str, RunState] | None = None  # every run's state, read if one continues another
     run: RunState | None = state
     seen: set[str] = set()
     while run is not None and run.run_id not in seen:
@@ -456,7 +480,11 @@ def _submit_added(
         seen.add(run.run_id)
         known.update(records_for(project, backend, run).manifest_ids())
         continued = run.resources.get("continues")
-        run = runs.get(continued) if isinstance(continued, str) else None
+        if not isinstance(continued, str):
+            break
+        if runs is None:
+            runs = {r.run_id: r for r in all_runs(project.config.app_name, backend.storage)}
+        run = runs.get(continued)
     added = job.tasks.without(known.keys())
     del known
     if not len(added):

@@ -69,6 +69,11 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
     # reach its workers wherever they run.
     state = load_state(project, backend.storage)
     run_id = os.environ.get("DS_RUN_ID") or (state.run_id if state else "default")
+    if state is not None and state.run_id == run_id and not state.active:
+        # Started as the run ended (`ds cleanup` racing a monitor that replaced workers):
+        # its tasks belong to no run any more.
+        log.info("run %s is over (cleaned up or finished): nothing to do", run_id)
+        return WorkerSummary()
     if state is not None and state.run_id == run_id and state.resources.get("force"):
         # `ds run --force`: every task of this run runs again, done or not.
         check = project.config.check_if_done.model_copy(update={"enabled": False})
