@@ -54,6 +54,12 @@ def test_commands_need_a_set_up_run(tmp_path: Path, ds: Ds) -> None:
     assert ds("status", cwd=tmp_path).returncode == 2
     cleaned = ds("cleanup", cwd=tmp_path)  # says so, rather than "cleaned up"
     assert cleaned.returncode == 0 and "nothing to clean up" in cleaned.stderr
+    for command in (["report"], ["logs", "abc"], ["dead", "list"], ["monitor"], ["start-cluster"]):
+        assert "ds setup" in one_error_line(ds(*command, cwd=tmp_path)), command
+    listed = ds("runs", "--json", cwd=tmp_path)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    # Looking made nothing: the run's folders appear with `ds setup`, not before.
+    assert not (tmp_path / ".ds").exists()
 
 
 def test_missing_config_and_bad_arguments_exit_2(tmp_path: Path, ds: Ds) -> None:

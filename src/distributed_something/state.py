@@ -118,13 +118,18 @@ def require_state(project: Project, storage: Storage | None = None) -> RunState:
     """The current run's state; an InputError telling to run `ds setup` when there is none."""
     state = load_state(project, storage)
     if state is None:
-        raise InputError(
-            str(project.config_path),
-            None,
-            f"no run of {project.config.app_name} is set up here",
-            "run `ds setup` first (or `ds run` to do every step)",
-        )
+        raise no_run_error(project)
     return state
+
+
+def no_run_error(project: Project) -> InputError:
+    """The error of a command that needs a run where none is set up."""
+    return InputError(
+        str(project.config_path),
+        None,
+        f"no run of {project.config.app_name} is set up here",
+        "run `ds setup` first (or `ds run` to do every step)",
+    )
 
 
 def save_state(project: Project, state: RunState, storage: Storage | None = None) -> None:

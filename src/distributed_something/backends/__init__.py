@@ -22,6 +22,7 @@ __all__ = [
     "BackendKind",
     "backend_kind",
     "in_command",
+    "no_run_here",
     "open_backend",
     "set_command",
     "set_interactive",
@@ -46,6 +47,14 @@ def backend_kind(name: str) -> BackendKind:
 def open_backend(project: Project) -> Backend:
     """Open the backend the project's config names. Creates nothing remote."""
     return backend_kind(project.config.backend).open(project)
+
+
+def no_run_here(project: Project) -> bool:
+    """True when the project certainly has no run: its backend keeps every run under the
+    project's state folder (`BackendKind.state_in_project`) and that folder does not exist.
+    Commands that only read a run ask this first: opening the backend would make the folder."""
+    kind = backend_kind(project.config.backend)
+    return kind.state_in_project and not project.state_dir.exists()
 
 
 #: what `set_interactive` last said (a backend imported later is told when it is imported)

@@ -169,6 +169,9 @@ class BackendKind:
       resources (`ds aws bootstrap`), None when the backend has none.
     - ``set_interactive(on)``: a person waits for the answer (the command line but
       `ds worker` / `ds monitor`): connection problems are said in seconds.
+    - ``state_in_project``: everything of the backend's runs (state, queue, storage, records)
+      lives under the project's state folder (`Project.state_dir`): without that folder the
+      project has no run, known without opening the backend (which makes its folders).
     """
 
     name: str
@@ -185,6 +188,7 @@ class BackendKind:
     bootstrap: Callable[[Project, str | None], dict[str, str]] | None = None
     destroy: Callable[[Project, str | None], list[str]] | None = None
     set_interactive: Callable[[bool], None] | None = None
+    state_in_project: bool = False
 
     def unread_input_note(self, project: Project, bucket: str, key: str) -> str:
         """Why validation did not read ``key`` of ``bucket`` (``unread_input``, else a

@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distributed_something.backends import open_backend
 from distributed_something.interfaces.backend import LiveLog
 from distributed_something.interfaces.storage import Storage
 from distributed_something.project import Project
 from distributed_something.records import AttemptKey, RunRecords
 from distributed_something.state import load_state, require_state
-from distributed_something.usecases.lifecycle import records_for
+from distributed_something.usecases.lifecycle import backend_of_run, records_for
 from distributed_something.worker.procgroups import scratch_root_of
 
 #: Outcomes after which a task runs no more in this run (a failed one waits for its retry).
@@ -157,7 +156,7 @@ def follow_task(
 ) -> None:
     """Follow ``task_id`` in the project's current run (see the module's docstring), after
     the logs of its attempts that have already ended (printed by the caller)."""
-    backend = open_backend(project)
+    backend = backend_of_run(project)
     state = require_state(project, backend.storage)
     records = records_for(project, backend, state)
     scratch = scratch_root_of(project.state_dir, os.environ)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distributed_something import summary
-from distributed_something.backends import open_backend
+from distributed_something.backends import no_run_here, open_backend
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.backend import Backend
@@ -32,6 +32,7 @@ from distributed_something.state import (
     all_runs,
     load_state,
     new_state,
+    no_run_error,
     require_state,
     save_state,
     state_of_run,
@@ -49,6 +50,17 @@ FORCE_RESOURCE = "force"
 def records_for(project: Project, backend: Backend, state: RunState) -> RunRecords:
     """The run's records in the main bucket."""
     return RunRecords(backend.storage, project.config.app_name, state.run_id)
+
+
+def backend_of_run(project: Project, backend: Backend | None = None) -> Backend:
+    """``backend``, else the project's opened, for a command on a run that must exist:
+    raises `no_run_error` without opening anything when the project has no run
+    (`no_run_here`), so that looking creates nothing."""
+    if backend is not None:
+        return backend
+    if no_run_here(project):
+        raise no_run_error(project)
+    return open_backend(project)
 
 
 def setup(
@@ -114,7 +126,7 @@ def submit(
     listing of the done markers and one of the output root.
     """
     job = job or checked_job(project, job_path, load_data=False)[0]
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = require_state(project, backend.storage)
     if not state.active:
         raise InputError(
@@ -206,7 +218,7 @@ def start_cluster(
     """Start the workers the config asks for (machines × tasks × processes, capped); on AWS
     from the spot fleet file ``fleet_path``."""
     fleet = load_fleet(fleet_path) if fleet_path is not None else None
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = require_state(project, backend.storage)
     workers = policy_config(project.config, False, backend.max_workers).workers
     state.workers_started_at = state.workers_started_at or time.time()
@@ -223,7 +235,7 @@ def monitor(
     show_progress: bool = True,
 ) -> RunReport:
     """Watch the run until drained, then clean up and write the report."""
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = require_state(project, backend.storage)
     if interval is None:
         interval = backend.poll_interval
@@ -366,7 +378,7 @@ def report(
     project: Project, backend: Backend | None = None, run_id: str | None = None
 ) -> RunReport:
     """The report of the current run (or of run ``run_id``), rebuilt from storage now."""
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     current = load_state(project, backend.storage)
     if current is not None and current.run_id != state.run_id:
@@ -381,6 +393,8 @@ def cleanup(project: Project, backend: Backend | None = None) -> RunState | None
     """Tear down on demand: stop workers (each hands its task back), remove the queue and
     what runs workers, mark the run finished. The dead-letter store, outputs and records are
     kept; the job file can be submitted again and finished tasks are skipped."""
+    if backend is None and no_run_here(project):
+        return None
     backend = backend or open_backend(project)
     state = load_state(project, backend.storage)
     if state is None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distributed_something.backends import open_backend
+from distributed_something.backends import no_run_here, open_backend
 from distributed_something.errors import InputError
 from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.storage import Storage
@@ -38,7 +38,7 @@ from distributed_something.state import (
     state_of_run,
 )
 from distributed_something.usecases import lifecycle
-from distributed_something.usecases.lifecycle import records_for
+from distributed_something.usecases.lifecycle import backend_of_run, records_for
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Status:
 
 def status(project: Project, backend: Backend | None = None, run_id: str | None = None) -> Status:
     """Counts by state (from the ledger), workers, and an ETA from the throughput so far."""
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
     task_counts, corrupt = read_counts(records)
@@ -139,6 +139,8 @@ class RunSummary:
 
 def runs(project: Project, backend: Backend | None = None) -> list[RunSummary]:
     """Every run of the project, oldest first, with its counts from its ledger."""
+    if backend is None and no_run_here(project):
+        return []
     backend = backend or open_backend(project)
     out = []
     for state in all_runs(project.config.app_name, backend.storage):
@@ -190,7 +192,7 @@ def task_logs(
     when the task never printed anything (a quiet success keeps none) or never ran. Only
     lists: nothing is read until `stream_log`. Raises `InputError` when no task of the
     project has that id, or the values name no task or several."""
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     if run_id is not None:
         run_states = [state_of_run(project, backend.storage, run_id)]
     else:
@@ -441,7 +443,7 @@ def dead_list(
 ) -> list[DeadEntry]:
     """The dead tasks of the current run (or of run ``run_id``): one entry per task, from
     the run's ledger, with the error of its last failure (else the dead-letter store's)."""
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
     return _dead_entries(records, read_ledger(records), backend)
@@ -502,7 +504,7 @@ def dead_show(
     project: Project, task: str, backend: Backend | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
     """One dead task of the run: its group, its failures (with log tails), its last error."""
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
     entries = [e for e in dead_list(project, backend, state.run_id) if e.task_id.startswith(task)]
@@ -535,7 +537,7 @@ def dead_redrive(
     without `local.prepare` (nothing is prepared again). `ds start-cluster` and `ds monitor`
     then process them.
     """
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     current = require_state(project, backend.storage)
     if run_id is not None and state.run_id != current.run_id and current.active:
@@ -609,7 +611,7 @@ def trace(
     from distributed_something.report.trace import write_trace
     from distributed_something.usecases.pricing import run_pricing
 
-    backend = backend or open_backend(project)
+    backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
     return write_trace(records, path, run_pricing(project.config, backend, records, state))

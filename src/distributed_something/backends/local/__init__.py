@@ -61,6 +61,7 @@ KIND = BackendKind(
     name="local",
     open=open_local,
     runs_here=True,
+    state_in_project=True,
     bucket_folder=bucket_dir,
     folder_storage=FolderStorage,
     unread_input=_unread_input,
