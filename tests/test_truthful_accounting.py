@@ -252,6 +252,10 @@ def test_logs_name_a_task_by_its_groups_values(tmp_path: Path, ds: Ds) -> None:
     assert none.returncode == 2 and "no task's group has 'name=zzz'" in none.stderr
     bad = ds("logs", "name=a,oops", cwd=proj)
     assert bad.returncode == 2 and "'oops' is not key=value" in bad.stderr
+    # A bare value is not an id (ids are hex: "P1" starts none): the error says which
+    # key=value would name it.
+    bare = ds("logs", "P1", cwd=proj)
+    assert bare.returncode == 2 and "`ds logs plate=P1`" in bare.stderr
 
 
 def test_a_dcp_groups_metadata_values_name_it() -> None:

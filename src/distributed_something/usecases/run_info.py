@@ -216,11 +216,16 @@ def task_logs(
     ids = set(found) | known
     if not task or not ids:
         where = f"run {run_id}" if run_id else "any run"
+        keys = _keys_with_value(ledgers, task) if task else []
+        fix = "copy a task id from `ds report` or `ds dead list`"
+        if keys:  # `ds logs first` meant the group whose name is "first"
+            named = " or ".join(f"`ds logs {key}={task}`" for key in keys[:3])
+            fix = f"to name a task by its group's value, give the key too: {named}"
         raise InputError(
             "argument",
             "TASK",
             f"no task id starting with {task!r} in {where} of {project.config.app_name}",
-            "copy a task id from `ds report` or `ds dead list`",
+            fix,
         )
     if len(ids) > 1:
         raise InputError(
@@ -268,6 +273,15 @@ def _task_of_group(project: Project, ledgers: list[Ledger], selector: str) -> st
         f"{selector!r} names {len(matches)} tasks ({shown}{'; …' if len(matches) > 3 else ''})",
         "add more of the group's values (key=value,key=value), or give a task id",
     )
+
+
+def _keys_with_value(ledgers: list[Ledger], value: str) -> list[str]:
+    """The keys (sorted) under which some task's group in ``ledgers`` has ``value``."""
+    keys: set[str] = set()
+    for ledger in ledgers:
+        for entry in ledger.tasks.values():
+            keys.update(k for k, v in _group_values(entry.group).items() if v == value)
+    return sorted(keys)
 
 
 def _group_values(group: Any) -> dict[str, str]:
