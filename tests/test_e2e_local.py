@@ -138,6 +138,12 @@ def test_a_killed_workers_task_is_pending_at_once_and_runs_again_before_its_leas
     assert wait_for(lambda: len(ledger(tmp_path)) >= 2), "both workers should be busy"
     status = json.loads(ds_script("status", "--json", cwd=proj).stdout)
     assert status["workers"]["running"] == 2 and status["counts"]["running"] == 2
+    # Which tasks run, and since when: each of the two by id, in its first attempt.
+    busy = status["running_tasks"]
+    assert len({t["task_id"] for t in busy}) == 2 and {t["attempt"] for t in busy} == {1}
+    assert all(time.time() - 60 < t["started_at"] <= time.time() for t in busy)
+    shown = ds("status", cwd=proj).stderr  # the table is for people: stderr
+    assert "running longest:" in shown and all(t["task_id"][:12] in shown for t in busy)
     victim = workers[0]["pid"]
     os.kill(victim, signal.SIGKILL)  # mid-task: no chance to hand it back
     killed_at = time.time()

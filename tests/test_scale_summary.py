@@ -619,3 +619,35 @@ def test_checkpoint_lookups_find_every_entry_in_order_or_not(tmp_path: Path) -> 
         assert checkpoint is not None and checkpoint.in_order == (name == "in order")
         found = checkpoint.lookup([*entries, *absent])
         assert found == entries, name
+
+
+@pytest.mark.parametrize("roll", [False, True])
+def test_the_running_tasks_are_the_ledgers_at_every_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, roll: bool
+) -> None:
+    """`ds status` names the running tasks from the same reading as its counts: through a
+    whole reading, rolled checkpoints (roll) or the journal since one (not), they are the
+    tasks a whole reading of the ledger finds running."""
+    if roll:
+        monkeypatch.setattr(summary, "ROLL_TASKS", -1)
+        monkeypatch.setattr(FolderStorage, "journal_margin", 0.0)
+    records, ids = make_records(tmp_path)
+
+    def running_now() -> list[str]:
+        fresh = RunRecords(records.storage, "App", records.run_id)
+        counts, running = summary.read_counts_running(fresh)
+        truth = read_ledger(RunRecords(records.storage, "App", records.run_id))
+        expected = sorted(e.id for e in truth.tasks.values() if e.state == "running")
+        assert counts == truth.counts and counts["running"] == len(running)
+        return sorted(running) if sorted(running) == expected else ["differs", *running]
+
+    assert running_now() == []  # the first reading is a whole one
+    first = run_attempt(records, ids[0], "running")
+    run_attempt(records, ids[1], "running")
+    run_attempt(records, ids[2], "done")
+    assert running_now() == [ids[0], ids[1]]
+    first.outcome, first.ended_at = "failed", time.time()
+    records.close_attempt(first)
+    run_attempt(records, ids[0], "running", n=2)  # its retry
+    run_attempt(records, ids[3], "running")
+    assert running_now() == [ids[0], ids[1], ids[3]]

@@ -262,6 +262,14 @@ def read_counts(
     return summary_counts(records, compact=compact), dict(records.corrupt)
 
 
+def read_counts_running(records: RunRecords) -> tuple[dict[str, int], dict[str, str], list[str]]:
+    """`read_counts`, and the ids of the tasks running now (from the same reading)."""
+    from distributed_something.summary import read_counts_running as summary_counts
+
+    counts, running = summary_counts(records)
+    return counts, dict(records.corrupt), running
+
+
 def read_outcomes(records: RunRecords) -> tuple[dict[str, int], Ledger]:
     """A whole reading of the records, as `read_ledger` makes it, held lean: the counts
     (`Ledger.counts` of `read_ledger`) and a `Ledger` of only the tasks without an outcome

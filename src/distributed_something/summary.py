@@ -360,15 +360,28 @@ def read_counts(
     compact: bool = False,
     prune: bool | None = None,
 ) -> dict[str, int]:
-    """`Ledger.counts` of the run (what a whole reading gives), from the checkpoint and the
-    journal since; made again from the records when the checkpoint cannot be used. With
-    ``write`` the checkpoint is written or rolled forward when due: a delta beside it holds
-    the entries changed since it was written; with ``compact`` (a long-lived reader: the
-    monitor) the checkpoint is written whole again once the delta holds more than
-    `COMPACT_TASKS` entries (other readers: when the reading changed that many itself, or
-    the delta holds five times that), so a reader a person waits for seldom rewrites a
-    million. With ``prune`` (default: ``compact``) the journal the checkpoint covers is
-    deleted, some at a time (`prune_journal`)."""
+    """`read_counts_running` without the running tasks."""
+    return read_counts_running(records, clock=clock, write=write, compact=compact, prune=prune)[0]
+
+
+def read_counts_running(
+    records: RunRecords,
+    *,
+    clock: Callable[[], float] = time.time,
+    write: bool = True,
+    compact: bool = False,
+    prune: bool | None = None,
+) -> tuple[dict[str, int], list[str]]:
+    """`Ledger.counts` of the run (what a whole reading gives) and the ids of the tasks
+    running now (an attempt open), from the checkpoint and the journal since; made again
+    from the records when the checkpoint cannot be used. With ``write`` the checkpoint is
+    written or rolled forward when due: a delta beside it holds the entries changed since
+    it was written; with ``compact`` (a long-lived reader: the monitor) the checkpoint is
+    written whole again once the delta holds more than `COMPACT_TASKS` entries (other
+    readers: when the reading changed that many itself, or the delta holds five times
+    that), so a reader a person waits for seldom rewrites a million. With ``prune``
+    (default: ``compact``) the journal the checkpoint covers is deleted, some at a time
+    (`prune_journal`)."""
     started_us = round(clock() * 1e6)
     checkpoint = read_checkpoint(records)
     sigs = signatures(records)
@@ -400,8 +413,9 @@ def read_counts(
     covered_us = max(checkpoint.covered_us, held_us)
     seen = _still_seen(checkpoint.seen | landed, covered_us)
     due = len(tail) > ROLL_TASKS or covered_us - checkpoint.covered_us > ROLL_AGE_S * 1e6
+    # Every task running now was running at the checkpoint or has an intent since: wanted.
+    running = [t for t, e in {**old, **updates}.items() if e[0] == "running"]
     if write and due:
-        running = [t for t, e in {**old, **updates}.items() if e[0] == "running"]
         delta = {**checkpoint.delta, **updates}
         # Other readers compact when this reading changed that many itself (it was slow
         # already), or the delta has grown five times over (reading it costs too).
@@ -421,7 +435,7 @@ def read_counts(
             )
         if written and (compact if prune is None else prune):
             prune_journal(records, covered_us)  # only behind a checkpoint that was written
-    return counts
+    return counts, running
 
 
 def _write_delta(
@@ -599,10 +613,11 @@ def rebuild(
     started_us: int,
     *,
     write: bool = True,
-) -> dict[str, int]:
-    """The counts made again from the records — each task's code from the old checkpoint
-    and the journal since, or (without one) from a whole listing; the manifest and skip
-    records read whole — and a new checkpoint written (with ``write``)."""
+) -> tuple[dict[str, int], list[str]]:
+    """The counts and the running tasks made again from the records — each task's code
+    from the old checkpoint and the journal since, or (without one) from a whole listing;
+    the manifest and skip records read whole — and a new checkpoint written (with
+    ``write``)."""
     margin_us = round(margin(records) * 1e6)
     seen: set[Seen] = set()
     if checkpoint is None:
@@ -628,6 +643,7 @@ def rebuild(
     ids = records.manifest_ids()
     skipped = records.skipped_ids()
     counts = count_codes(ids, skipped, codes)
+    running = [t for t, (code, _) in codes.items() if code == "running"]
     if write:
         # Encoded at once: a line is the least a task can be held as until it is written.
         shards: list[list[str]] = [[] for _ in range(SHARDS)]
@@ -640,9 +656,8 @@ def rebuild(
             if task_id not in ids:
                 entry = (code, dup, task_id in skipped, False)
                 shards[shard_of(task_id)].append(_encode(task_id, entry))
-        running = [t for t, (code, _) in codes.items() if code == "running"]
         write_checkpoint(records, covered_us, counts, sigs, shards, running, seen)
-    return counts
+    return counts, running
 
 
 def _still_seen(seen: set[Seen], covered_us: int) -> set[Seen]:
@@ -681,4 +696,4 @@ def fold_behind(records: RunRecords, since_us: int) -> bool:
 def recount(records: RunRecords, *, clock: Callable[[], float] = time.time) -> dict[str, int]:
     """The counts made again from a whole reading of the records, and a new checkpoint: for
     when records were written without an intent (a worker of an earlier version)."""
-    return rebuild(records, None, signatures(records), round(clock() * 1e6))
+    return rebuild(records, None, signatures(records), round(clock() * 1e6))[0]

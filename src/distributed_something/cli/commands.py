@@ -324,6 +324,33 @@ def _run_over(st: run_info.Status) -> bool:
     return not st.active or 0 < st.progress.total <= st.progress.finished
 
 
+#: Running tasks named under the status table (all of them are in --json)
+RUNNING_SHOWN = 5
+
+
+def _running_note(tasks: list[run_info.RunningTask], running: int) -> str:
+    """One line naming the longest-running tasks: id (as `ds logs` takes it), attempt,
+    how long it has run."""
+    now = time.time()
+    shown = [
+        f"{t.task_id[:12]} ({_for(now - t.started_at)}"
+        + (f", attempt {t.attempt})" if t.attempt > 1 else ")")
+        for t in tasks[:RUNNING_SHOWN]
+    ]
+    more = f" and {running - len(shown)} more" if running > len(shown) else ""
+    return f"running longest: {', '.join(shown)}{more} (`ds logs -f ID` follows one)"
+
+
+def _for(seconds: float) -> str:
+    """A duration as 45s, 12m05s or 3h07m."""
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 def _status_frame(st: run_info.Status) -> list[RenderableType]:
     """The status table and the notes under it."""
     p = st.progress
@@ -339,6 +366,8 @@ def _status_frame(st: run_info.Status) -> list[RenderableType]:
     )
     eta = f", ETA {st.eta_seconds:.0f}s" if st.eta_seconds is not None else ""
     notes = [f"elapsed {st.elapsed:.0f}s{eta}"]
+    if st.running_tasks:
+        notes.append(_running_note(st.running_tasks, p.running))
     if p.duplicates:
         notes.append(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
     if p.corrupt:

@@ -22,7 +22,7 @@ from distributed_something.backends import no_run_here, open_backend
 from distributed_something.errors import InputError
 from distributed_something.interfaces.backend import Backend
 from distributed_something.interfaces.storage import Storage
-from distributed_something.ledger import Ledger, read_counts, read_ledger
+from distributed_something.ledger import Ledger, read_counts_running, read_ledger
 from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.project import Project
 from distributed_something.recipes.cellprofiler import parse_metadata
@@ -39,6 +39,18 @@ from distributed_something.state import (
 )
 from distributed_something.usecases import lifecycle
 from distributed_something.usecases.lifecycle import backend_of_run, records_for
+
+#: At most this many running tasks are looked up for `ds status` (one listing each on S3).
+RUNNING_LOOKUP_MAX = 100
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """A task with an attempt open: which attempt, and since when (epoch seconds)."""
+
+    task_id: str
+    attempt: int
+    started_at: float
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,8 @@ class Status:
     unsent: int = 0
     #: what the backend's own watchers found (`Backend.run_notes`)
     backend_notes: list[str] = field(default_factory=list)
+    #: tasks running now, longest running first (at most `RUNNING_LOOKUP_MAX` looked up)
+    running_tasks: list[RunningTask] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +91,7 @@ class Status:
             "eta_seconds": self.eta_seconds,
             "machine_problems": self.machine_problems,
             "notes": self.backend_notes,
+            "running_tasks": [asdict(task) for task in self.running_tasks],
         }
 
 
@@ -85,7 +100,7 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
     backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
-    task_counts, corrupt = read_counts(records)
+    task_counts, corrupt, running_ids = read_counts_running(records)
     progress = from_counts(task_counts, len(corrupt))
     current = _is_current(project, backend, state)
     compute = backend.compute.status() if current and state.active else None
@@ -114,7 +129,20 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
         machine_problems=records.machine_problems(),
         unsent=unsent(records) if state.active else 0,
         backend_notes=backend.run_notes() if current and state.active else [],
+        running_tasks=running_tasks(records, running_ids),
     )
+
+
+def running_tasks(records: RunRecords, task_ids: list[str]) -> list[RunningTask]:
+    """The open attempts of ``task_ids`` (the first `RUNNING_LOOKUP_MAX` by id), longest
+    running first; a task whose attempt closed meanwhile is left out."""
+    wanted = sorted(task_ids)[:RUNNING_LOOKUP_MAX]
+    found = []
+    for task_id, attempts in zip(wanted, records.attempt_keys_of(wanted), strict=True):
+        open_ = [a for a in attempts if a.outcome == "running"]
+        if open_:
+            found.append(RunningTask(task_id, open_[-1].attempt, open_[-1].started_us / 1e6))
+    return sorted(found, key=lambda task: task.started_at)
 
 
 def _is_current(project: Project, backend: Backend, state: RunState) -> bool:
