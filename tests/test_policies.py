@@ -25,7 +25,9 @@ from distributed_something.monitor.policy import (
     reconcile,
 )
 from distributed_something.worker.policy import (
+    MAX_LEASE_SECONDS,
     heartbeat_interval,
+    lease_seconds,
     outputs_look_done,
     retry_delay,
 )
@@ -84,6 +86,14 @@ def test_retry_delay_grows_caps_and_stops_at_the_limit() -> None:
 def test_heartbeat_beats_three_times_per_lease() -> None:
     assert heartbeat_interval(60) == 20
     assert heartbeat_interval(0.1) == 0.2
+
+
+def test_the_lease_is_the_visibility_up_to_ten_minutes() -> None:
+    # A DCP config's hours-long SQS_MESSAGE_VISIBILITY would hide a vanished worker's task
+    # for hours: the lease (extended while the command runs) is capped.
+    assert lease_seconds(60) == 60.0 and lease_seconds(600) == 600.0
+    assert lease_seconds(3 * 3600) == MAX_LEASE_SECONDS == 600.0
+    assert heartbeat_interval(lease_seconds(43200)) == 200.0
 
 
 def obs(now: float, visible: int, in_flight: int, running: int = 4) -> Observation:

@@ -30,6 +30,7 @@ from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import DoneMarker, ManifestEntry, RunRecords
 from distributed_something.worker import loop as loop_module
 from distributed_something.worker.loop import MAX_HELD_TASKS, Outcome, Worker, WorkerSettings
+from distributed_something.worker.policy import MAX_LEASE_SECONDS
 from distributed_something.worker.runner import SubprocessRunner
 from testkit import FakeClock, NoCompute, NoProvisioner
 
@@ -321,6 +322,30 @@ def test_a_completion_whose_worker_vanished_before_recording_it_counts_done(
     assert (entry.state, entry.attempts, entry.duplicate) == ("done", 1, False)
     assert rig.records.count_skipped() == 0
     assert rig.storage.get_bytes("out/v/r.txt") == b"once"  # ran once
+
+
+def test_a_vanished_workers_task_comes_back_in_ten_minutes_whatever_the_visibility(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A legacy config's SQS_MESSAGE_VISIBILITY of hours (the family's workers never extend
+    their lease) is not the lease ds's worker takes: a worker that vanishes mid-task (its
+    container killed) leaves the task hidden for at most `MAX_LEASE_SECONDS`."""
+    rig = Rig(tmp_path, ["true"], visibility=4 * 3600)
+    rig.submit({"name": "v"})
+
+    def vanish(*args: Any, **kwargs: Any) -> None:
+        raise WorkerVanished
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rig.worker.runner, "run", vanish)
+        with pytest.raises(WorkerVanished):
+            rig.worker.step()
+    assert rig.queue.receive(1, 60) == []  # still leased to the vanished worker
+    rig.clock.advance(MAX_LEASE_SECONDS - 1)
+    assert rig.queue.receive(1, 60) == []
+    rig.clock.advance(2)
+    (again,) = rig.queue.receive(1, 60)
+    assert again.receive_count == 2
 
 
 def test_on_the_local_bucket_a_tasks_end_is_one_write_with_the_next_start(

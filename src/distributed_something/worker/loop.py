@@ -67,6 +67,7 @@ from distributed_something.worker.causes import (
 )
 from distributed_something.worker.heartbeat import Heartbeat
 from distributed_something.worker.policy import (
+    lease_seconds,
     retries_used,
     retry_decision,
     retry_delay,
@@ -303,7 +304,7 @@ class Worker:
             self._save_finished()
             self._give_back_held()
             return Outcome.STOPPED
-        lease = float(self.config.queue.visibility)
+        lease = lease_seconds(self.config.queue.visibility)
         if self._held:
             held = self._held.pop(0)
             if self.clock() - held.received < lease / 2:

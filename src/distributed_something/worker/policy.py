@@ -85,6 +85,25 @@ def retry_delay(
     return delay * (1.0 + 0.5 * jitter())
 
 
+#: The longest lease a worker takes on a task (seconds), whatever ``queue.visibility`` says.
+MAX_LEASE_SECONDS = 600.0
+
+
+def lease_seconds(visibility: float) -> float:
+    """The lease a worker takes on each task it receives: ``queue.visibility``, at most
+    `MAX_LEASE_SECONDS`. Pure.
+
+    The worker extends its lease while the command runs (`heartbeat_interval`), so the lease
+    only says how soon a task comes back after its worker vanished without handing it back
+    (a container killed for its memory, a machine lost). The family's configs set
+    ``SQS_MESSAGE_VISIBILITY`` longer than a task because their workers never extend it
+    (hours, for CellProfiler); taken as the lease, a vanished worker's task would stay
+    hidden that long. Ten minutes still leaves two extensions (every 200 s) to fail before a
+    running task's lease runs out. The queue's own visibility stays the config's: a family
+    image's own worker, which does not extend, relies on it."""
+    return min(float(visibility), MAX_LEASE_SECONDS)
+
+
 def heartbeat_interval(lease_seconds: float) -> float:
     """How often a busy worker extends its lease: a third of it, so two extensions can
     fail before the lease runs out."""
