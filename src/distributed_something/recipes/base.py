@@ -173,6 +173,43 @@ def output_prefixes_may_repeat(recipe: object) -> bool:
     return getattr(recipe, "output_prefixes_may_repeat", False) is True
 
 
+#: What a recipe says about a tool its tasks need that is not here: (problem, fix).
+ToolProblem = tuple[str, str]
+
+
+@runtime_checkable
+class NeedsTools(Protocol):
+    """A recipe whose tasks start a tool that must be installed where the workers run
+    (CellProfiler, ImageJ, a converter's Python packages).
+
+    ``missing_tool(config, path)`` says, without running anything, what the tasks could not
+    start here — ``(problem, fix)`` — or None when they can; ``path`` is the workers' PATH.
+    `ds validate`, `ds submit` and `ds run` ask it where the workers run on this machine,
+    before anything is created: otherwise every task would fail its tries on it.
+    """
+
+    def missing_tool(self, config: Config, path: str | None) -> ToolProblem | None: ...
+
+
+def missing_tool(recipe: object, config: Config, path: str | None) -> ToolProblem | None:
+    """`NeedsTools.missing_tool` of ``recipe``; None for a recipe that does not say."""
+    hook = getattr(recipe, "missing_tool", None)
+    return hook(config, path) if callable(hook) else None
+
+
+def program_problem(program: str, path: str | None) -> str | None:
+    """Why ``program`` (a name looked up on ``path``, or an absolute path) cannot be started
+    here, as the end of a sentence about it ("is not on PATH"); None when it can."""
+    if "/" in program:
+        file = Path(program)
+        if not file.is_file():
+            return "does not exist"
+        if not os.access(file, os.X_OK):
+            return "is not executable"
+        return None
+    return None if shutil.which(program, path=path) is not None else "is not on PATH"
+
+
 @runtime_checkable
 class StagesMoreInputs(Protocol):
     """A recipe that learns some inputs only from others (a LoadData CSV lists the images).

@@ -37,7 +37,14 @@ from distributed_something.config.model import Config, ToolConfig
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, check_prefix, join_key
-from distributed_something.recipes.base import Input, TaskPlan, Workdir, plainly_safe_key
+from distributed_something.recipes.base import (
+    Input,
+    TaskPlan,
+    ToolProblem,
+    Workdir,
+    plainly_safe_key,
+    program_problem,
+)
 from distributed_something.recipes.loaddata import (
     file_list_images,
     group_argument,
@@ -542,6 +549,18 @@ class CellProfilerRecipe:
     #: for groups of plate and well) to collect several groups' outputs in one folder, on
     #: purpose; `ds validate` accepts those equal prefixes (see `output_prefixes_may_repeat`).
     output_prefixes_may_repeat: bool = True
+
+    def missing_tool(self, config: Config, path: str | None) -> ToolProblem | None:
+        """CellProfiler, when it cannot be started here (`NeedsTools`)."""
+        executable = find_executable(config.recipe.executable)
+        problem = program_problem(executable, path)
+        if problem is None:
+            return None
+        return (
+            f"CellProfiler ({executable!r}) {problem}: every task would fail",
+            "install it: `make examples` does (scripts/install-cellprofiler.sh PYTHON BIN_DIR "
+            "links it next to ds's python), or set recipe.executable to its path",
+        )
 
     def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan:
         """The plan for ``task``; raises ``InputError`` for a bad task or engine."""

@@ -47,7 +47,13 @@ from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, check_prefix, join_key
-from distributed_something.recipes.base import Input, TaskPlan, Workdir
+from distributed_something.recipes.base import (
+    Input,
+    TaskPlan,
+    ToolProblem,
+    Workdir,
+    program_problem,
+)
 from distributed_something.secrets_scan import PRESIGNED_SCRIPT_FIX, credential_kind
 from distributed_something.templates import MissingField, TemplateError, render
 
@@ -262,6 +268,33 @@ class FijiRecipe:
     """
 
     name: str = "fiji"
+
+    def missing_tool(self, config: Config, path: str | None) -> ToolProblem | None:
+        """Fiji's launcher, or ImageJ 1's jar with java and xvfb-run, when they cannot be
+        started here (`NeedsTools`)."""
+        from distributed_something.recipes.fiji_task import resolve_fiji
+
+        engine = engine_for(config)
+        executable = config.recipe.executable or DEFAULT_EXECUTABLES[engine]
+        if engine == "fiji":
+            problem = program_problem(resolve_fiji(executable), path)
+            if problem is None:
+                return None
+            return (
+                f"Fiji's launcher ({executable!r}) {problem}: every task would fail",
+                "install Fiji (its ImageJ-linux64 on PATH or in /opt/fiji/Fiji.app), set "
+                'recipe.executable to it, or use engine = "imagej" (Debian\'s imagej)',
+            )
+        missing = [f"ImageJ's jar {executable!r}"] if not Path(executable).is_file() else []
+        missing += [tool for tool in ("java", "xvfb-run") if program_problem(tool, path)]
+        if not missing:
+            return None
+        return (
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed "
+            "here: every task would fail",
+            "install them: `make examples` does (scripts/install-imagej.sh: Debian's imagej, "
+            "a Java runtime and xvfb), or set recipe.executable to ImageJ's jar",
+        )
 
     def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan:
         """The plan for ``task`` in ``workdir``; pure, raises ``InputError`` as above."""

@@ -45,6 +45,7 @@ as an object may also override any shared key for that plate.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -61,7 +62,13 @@ from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import ObjectInfo
 from distributed_something.jobs.model import Task
 from distributed_something.keys import check_key, join_key
-from distributed_something.recipes.base import Input, TaskPlan, Workdir
+from distributed_something.recipes.base import (
+    Input,
+    TaskPlan,
+    ToolProblem,
+    Workdir,
+    program_problem,
+)
 from distributed_something.templates import MissingField, TemplateError, render
 
 __all__ = [
@@ -85,6 +92,8 @@ BUILTIN = "builtin"
 BIOFORMATS2RAW = "bioformats2raw"
 ENGINES = (BUILTIN, BIOFORMATS2RAW)
 CONVERTER_MODULE = "distributed_something.recipes.omezarr_convert"
+#: What the builtin converter imports beyond ds itself (the omezarr extra).
+_CONVERTER_PACKAGES = ("numpy", "tifffile", "zarr", "ome_zarr")
 
 #: Keys every DOZC task must have (DOZC's worker read each of them; a missing one failed
 #: every attempt). Their values may be false where the rules above say so.
@@ -612,6 +621,30 @@ class OmeZarrRecipe:
     """
 
     name: str = "omezarr"
+
+    def missing_tool(self, config: Config, path: str | None) -> ToolProblem | None:
+        """bioformats2raw, or the builtin converter's Python packages (when it runs with
+        ds's own Python), when they are not here (`NeedsTools`)."""
+        if engine_for(config) == BIOFORMATS2RAW:
+            executable = config.recipe.executable or "bioformats2raw"
+            problem = program_problem(executable, path)
+            if problem is None:
+                return None
+            return (
+                f"bioformats2raw ({executable!r}) {problem}: every task would fail",
+                "install bioformats2raw and put it on PATH (or set recipe.executable), or use "
+                f'engine = "{BUILTIN}" for TIFF files',
+            )
+        if config.recipe.executable:
+            return None  # another Python: its packages are not ours to look at
+        missing = [name for name in _CONVERTER_PACKAGES if importlib.util.find_spec(name) is None]
+        if not missing:
+            return None
+        return (
+            f"the builtin OME-Zarr converter needs {', '.join(missing)}, not installed with ds "
+            "here: every task would fail",
+            "pip install 'distributed-something[omezarr]' (`make examples` does)",
+        )
 
     def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan:
         """The plan for ``task``; pure, raises ``InputError`` as above."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -28,9 +27,16 @@ from distributed_something.jobs.model import JobFile, Task
 from distributed_something.jobs.prefixes import element_position, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
-from distributed_something.recipes.base import PLACEHOLDER_WORKDIR, Input, TaskPlan
+from distributed_something.recipes.base import (
+    PLACEHOLDER_WORKDIR,
+    Input,
+    TaskPlan,
+    missing_tool,
+    program_problem,
+)
 from distributed_something.recipes.cellprofiler import CellProfilerJob, job_of, parse_metadata
 from distributed_something.recipes.loaddata import LoadDataTable, group_matcher, read_load_data
+from distributed_something.recipes.registry import recipe_for
 
 #: Jobs up to this many tasks have every task's inputs checked …
 ALL_TASKS = 1000
@@ -89,9 +95,10 @@ def preflight(
 ) -> Preflight:
     """Check the plans of ``job``'s tasks (``plans[i]`` is ``job.tasks[i]``'s).
 
-    - the program: for the ``command`` recipe on the local backend, ``recipe.argv[0]`` as
+    - the program, on the local backend: for the ``command`` recipe ``recipe.argv[0]`` as
       the first task renders it is on PATH (``shutil.which``), or is an executable file
-      when it is a path;
+      when it is a path; another recipe's tool (CellProfiler, ImageJ, the converter's
+      packages) is installed, as the recipe says (`recipes.base.NeedsTools`);
     - sizes: every ``/``-separated name of an output prefix or input key is at most 255
       bytes (a file name's limit); every argument at most 128 KiB and all arguments with the
       environment within the OS's ``ARG_MAX``;
@@ -228,36 +235,42 @@ def _check_inputs(checks: PlanChecks, bucket: Callable[[str], Storage], result: 
 
 
 def _check_program(project: Project, plan: TaskPlan, result: Preflight) -> None:
-    """``recipe.argv[0]`` of the command recipe, where the workers run on this machine (the
-    local backend: `BackendKind.runs_here`)."""
+    """What the tasks start, where the workers run on this machine (the local backend:
+    `BackendKind.runs_here`): ``recipe.argv[0]`` of the command recipe as the first task
+    renders it; another recipe's tool as the recipe says (`recipes.base.NeedsTools`)."""
     config = project.config
-    runs_here = backend_kind(config.backend).runs_here
-    if not runs_here or config.recipe.name != "command" or not plan.argv:
+    if not backend_kind(config.backend).runs_here:
+        return
+    path = config.env.get("PATH") or os.environ.get("PATH")
+    if config.recipe.name != "command":
+        recipe = recipe_for(config, source=str(project.config_path))
+        missing = missing_tool(recipe, config, path) if recipe is not None else None
+        if missing is not None:
+            result.findings.append(InputError(str(project.config_path), "recipe", *missing))
+        return
+    if not plan.argv:
         return
     program = plan.argv[0]
     if program.startswith(str(PLACEHOLDER_WORKDIR.root)):
         return  # inside the task's folder: staged with the inputs, not there yet
-    fix = (
-        "install it, put its folder on PATH, or give its absolute path in recipe.argv[0] "
-        '(e.g. "{python}" for the Python running ds)'
-    )
-    if "/" in program:
-        path = Path(program)
-        if not path.is_absolute():
-            return  # relative to the task's working folder: nothing to check here
-        if not path.is_file():
-            problem = f"the program {program!r} does not exist"
-        elif not os.access(path, os.X_OK):
-            problem = f"the program {program!r} is not executable"
-            fix = f"make it executable (chmod +x {program})"
-        else:
-            return
-    elif shutil.which(program, path=config.env.get("PATH") or os.environ.get("PATH")) is None:
-        problem = f"the program {program!r} is not on PATH"
-    else:
+    if "/" in program and not Path(program).is_absolute():
+        return  # relative to the task's working folder: nothing to check here
+    problem = program_problem(program, path)
+    if problem is None:
         return
+    fix = (
+        f"make it executable (chmod +x {program})"
+        if problem == "is not executable"
+        else "install it, put its folder on PATH, or give its absolute path in "
+        'recipe.argv[0] (e.g. "{python}" for the Python running ds)'
+    )
     result.findings.append(
-        InputError(str(project.config_path), "recipe.argv[0]", f"{problem} (first task)", fix)
+        InputError(
+            str(project.config_path),
+            "recipe.argv[0]",
+            f"the program {program!r} {problem} (first task)",
+            fix,
+        )
     )
 
 
