@@ -198,19 +198,8 @@ class LocalCompute:
     def pause(self, seconds: float) -> None:
         """Wait ``seconds``, or until a worker this process started exits (the queue may be
         drained: `ds run` then ends at once instead of at its next tick)."""
-        live = [proc for proc in self._procs.values() if proc.poll() is None]
-        fds: list[int] = []
-        try:
-            for proc in live:
-                with contextlib.suppress(OSError, AttributeError):  # no pidfd: just sleep
-                    fds.append(os.pidfd_open(proc.pid))
-            if fds and len(fds) == len(live):
-                select.select(fds, [], [], seconds)  # a pidfd reads ready when it exits
-            else:
-                time.sleep(seconds)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        live = [proc.pid for proc in self._procs.values() if proc.poll() is None]
+        _wait_for_an_exit(live, seconds, unwatched=seconds)
 
     def status(self) -> ComputeStatus:
         data = self._load()
@@ -224,22 +213,29 @@ class LocalCompute:
         live = self._live(data)
         for worker in live:
             self._signal(int(worker["pid"]), signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace
-        while time.monotonic() < deadline and any(self._is_alive(w) for w in live):
-            time.sleep(0.05)
+        self._await_exits(live, self.stop_grace)
         killed = [w for w in live if self._is_alive(w)]
         for worker in killed:
             self._signal(int(worker["pid"]), signal.SIGKILL)
         # SIGKILL is not instant: a worker still exiting would look alive to the reaper.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(self._is_alive(w) for w in killed):
-            time.sleep(0.05)
+        self._await_exits(killed, 10)
         for proc in self._procs.values():
             proc.poll()
         reap_dead_workers(self.scratch_root)
         data["desired"] = 0
         data["workers"] = []
         self._save(data)
+
+    def _await_exits(self, workers: list[dict[str, Any]], seconds: float) -> None:
+        """Wait until none of ``workers`` is alive, at most ``seconds``: woken as each exits
+        (a run's last `ds run` step waits for its workers' ends, not for a polling step)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            alive = [int(w["pid"]) for w in workers if self._is_alive(w)]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
+                return
+            _wait_for_an_exit(alive, left, unwatched=min(left, 0.05))
 
     def cleanup(self) -> None:
         self.stop()
@@ -249,6 +245,24 @@ class LocalCompute:
     def _signal(pid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _wait_for_an_exit(pids: list[int], seconds: float, *, unwatched: float) -> None:
+    """Wait ``seconds``, or until one of ``pids`` exits, each watched through a pidfd (it
+    reads ready when its process exits; any process's, not only a child's). Where one
+    cannot be watched (no pidfds, or it is gone), wait ``unwatched`` seconds instead."""
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(OSError, AttributeError):
+                fds.append(os.pidfd_open(pid))
+        if fds and len(fds) == len(pids):
+            select.select(fds, [], [], seconds)
+        else:
+            time.sleep(unwatched)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _private_log(path: Path) -> BinaryIO:
