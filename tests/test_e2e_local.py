@@ -335,15 +335,17 @@ def test_groups_added_to_the_job_file_before_ds_run_resumes_are_run(tmp_path: Pa
     run.send_signal(signal.SIGINT)
     run.communicate(timeout=60)
     assert run.returncode == 130
-    more = [*names, "h1", "h2"]
+    # Two groups added, one removed (it was sent: it still runs, and the resume says so).
+    more = [*names[:3], "h1", "h2"]
     (proj / "job.json").write_text(json.dumps({"groups": [{"name": n} for n in more]}))
     again = ds("run", "--json", "--interval", "0.2", cwd=proj)
     assert again.returncode == 0, again.stderr
     said = " ".join(again.stderr.split())
     assert "resuming run" in said and "2 group(s) the run did not have: sent 2" in said
+    assert "1 task(s) of this run are no longer in job.json" in said
     report = report_of(again)
     assert report["counts"]["done"] == 6 and report["counts"]["total"] == 6
-    assert set(ledger(tmp_path)) == set(more)
+    assert set(ledger(tmp_path)) == {*names, "h1", "h2"}
     assert ledger(tmp_path).count("h1") == 1 and ledger(tmp_path).count("h2") == 1
 
 

@@ -500,7 +500,15 @@ def _submit_added(
             runs = {r.run_id: r for r in all_runs(project.config.app_name, backend.storage)}
         run = runs.get(continued)
     added = job.tasks.without(known.keys())
+    # The run's tasks the file no longer names: counted, not listed (the file's tasks are
+    # unique, so those it shares with the run are all but the added ones).
+    removed = len(known) - (len(job.tasks) - len(added))
     del known
+    if removed > 0:
+        info(
+            f"{removed} task(s) of this run are no longer in {job_path.name}: they were sent "
+            "and still run (`ds cleanup`, then `ds run`, runs only the file's groups)"
+        )
     if not len(added):
         return
     added_job = dataclasses.replace(job, tasks=added, duplicates=[])
