@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -60,6 +61,18 @@ def test_commands_need_a_set_up_run(tmp_path: Path, ds: Ds) -> None:
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
     # Looking made nothing: the run's folders appear with `ds setup`, not before.
     assert not (tmp_path / ".ds").exists()
+
+
+def test_start_cluster_refuses_a_finished_run(tmp_path: Path, ds: Ds) -> None:
+    ds("init", ".", "--app-name", "F", cwd=tmp_path)
+    assert ds("run", ".", "--json", "--interval", "0.2", cwd=tmp_path).returncode == 0
+    logs = tmp_path / ".ds" / "F" / "workers"
+    before = sorted((p.name, p.stat().st_size) for p in logs.iterdir())
+    again = ds("start-cluster", cwd=tmp_path)
+    assert again.returncode == 2 and "is finished" in one_error_line(again)
+    assert "ds setup" in one_error_line(again)
+    time.sleep(0.5)  # a worker started anyway would have written its first lines by now
+    assert sorted((p.name, p.stat().st_size) for p in logs.iterdir()) == before
 
 
 def test_missing_config_and_bad_arguments_exit_2(tmp_path: Path, ds: Ds) -> None:

@@ -156,6 +156,13 @@ def test_spot_interruption_hands_the_task_back(aws: str, tmp_path: Path, ds: Ds)
     assert len(alarms) == 1  # the worker set up its instance's idle-CPU alarm
     run_ok(ds, "cleanup", cwd=proj)
     assert_e2e_nothing_left()
+    # Machines for a run whose queue is gone would find nothing and cost until stopped.
+    fleets = len(aws_client("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"])
+    again = ds("start-cluster", "files/fleet.json", cwd=proj)
+    assert again.returncode == 2 and "is finished" in again.stderr, again.stderr
+    after = aws_client("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert len(after) == fleets
+    assert_e2e_nothing_left()
 
 
 def test_bad_fleet_file_is_rejected_before_anything_is_created(

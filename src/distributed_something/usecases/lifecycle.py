@@ -220,6 +220,16 @@ def start_cluster(
     fleet = load_fleet(fleet_path) if fleet_path is not None else None
     backend = backend_of_run(project, backend)
     state = require_state(project, backend.storage)
+    if not state.active:
+        # Its queue is gone: machines started now would find nothing and cost until stopped.
+        raise InputError(
+            str(project.config_path),
+            None,
+            f"run {state.run_id} of {project.config.app_name} is finished (cleaned up or "
+            "monitored to its end): no worker would find a task",
+            "start a new run with `ds setup` and submit the job file (or `ds run` does "
+            "every step); `ds dead redrive` continues a finished run's dead tasks",
+        )
     workers = policy_config(project.config, False, backend.max_workers).workers
     state.workers_started_at = state.workers_started_at or time.time()
     backend.provisioner.start(state, fleet, workers, _saver(project, backend))
