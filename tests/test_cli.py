@@ -73,6 +73,10 @@ def test_start_cluster_refuses_a_finished_run(tmp_path: Path, ds: Ds) -> None:
     assert "ds setup" in one_error_line(again)
     time.sleep(0.5)  # a worker started anyway would have written its first lines by now
     assert sorted((p.name, p.stat().st_size) for p in logs.iterdir()) == before
+    # Nothing dead: a redrive says so, and continues the run with no new one.
+    redrive = ds("dead", "redrive", cwd=tmp_path)
+    assert redrive.returncode == 0 and "no dead task to redrive" in redrive.stderr
+    assert len(json.loads(ds("runs", "--json", cwd=tmp_path).stdout)) == 1
 
 
 def test_missing_config_and_bad_arguments_exit_2(tmp_path: Path, ds: Ds) -> None:

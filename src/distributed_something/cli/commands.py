@@ -582,6 +582,9 @@ def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: 
 def dead_redrive(tasks: tuple[str, ...], config_path: Path | None, run_id: str | None) -> None:
     """Put dead tasks (all, or the TASKS given) back on the queue, once each."""
     moved = run_info.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
+    if not moved:
+        info("no dead task to redrive: nothing was sent (`ds dead list` shows the dead tasks)")
+        return
     info(
         f"{moved} task(s) back on the queue; run `ds run` again (the same job file), or "
         "`ds start-cluster` and `ds monitor`"
