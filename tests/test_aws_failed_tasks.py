@@ -221,3 +221,20 @@ def test_ds_status_says_the_unattended_monitor_stopped_the_workers(
     assert "the unattended monitor stopped the run's workers" in note and why in note
     shown = ds("status", cwd=proj)
     assert "stopped:" in shown.stderr and "keep failing" in " ".join(shown.stderr.split())
+
+    def mark() -> object:
+        body = s3.get_object(Bucket=E2E_BUCKET, Key=key)["Body"].read()
+        return json.loads(body)["resources"].get("lambda_monitor", {}).get("workers_failing")
+
+    # Another command saving the run state (a second submit) keeps the monitor's mark: the
+    # workers stay stopped (it used to write its own copy over it, and the monitor started
+    # the failing workers again).
+    assert ds("submit", "files/job.json", "--force", cwd=proj).returncode == 0
+    assert mark() == why
+    # `ds start-cluster` is what clears it, saying so.
+    started = ds("start-cluster", "files/fleet.json", cwd=proj)
+    assert started.returncode == 0, started.stderr
+    assert "had stopped this run's workers" in started.stderr
+    assert mark() is None
+    assert json.loads(ds("status", "--json", cwd=proj).stdout)["notes"] == []
+    assert ds("cleanup", cwd=proj).returncode == 0

@@ -45,6 +45,25 @@ class RunState(BaseModel):
         return self.finished_at is None
 
 
+#: The ``resources`` key under which a monitor running elsewhere keeps its notes (the AWS
+#: unattended monitor, which writes only the bucket's copy of the state): `load_state`
+#: takes them from that copy, so a command saving its own copy does not undo them.
+MONITOR_BOOK = "lambda_monitor"
+#: Its note of a run whose workers kept failing (the error): it set the workers to 0 and
+#: starts nothing until `ds start-cluster` clears it (`clear_workers_failing`).
+WORKERS_FAILING = "workers_failing"
+
+
+def clear_workers_failing(state: RunState) -> str | None:
+    """Remove the unattended monitor's workers-failing note from ``state``; the note, or
+    None when there was none."""
+    book = state.resources.get(MONITOR_BOOK)
+    if not isinstance(book, dict):
+        return None
+    note = book.pop(WORKERS_FAILING, None)
+    return None if note is None else str(note)
+
+
 def new_state(project: Project, backend: str, dead_at_start: int) -> RunState:
     """A fresh run with a sortable, unique id."""
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
@@ -111,6 +130,14 @@ def load_state(project: Project, storage: Storage | None = None) -> RunState | N
         return remote
     if remote.run_id == local.run_id and remote.cleaned_up and not local.cleaned_up:
         return remote
+    if remote.run_id == local.run_id:
+        # The unattended monitor's notes are its copy's: a command saving the state keeps
+        # them (a run it stopped for failing workers stays stopped until `ds start-cluster`).
+        book = remote.resources.get(MONITOR_BOOK)
+        if book is None:
+            local.resources.pop(MONITOR_BOOK, None)
+        else:
+            local.resources[MONITOR_BOOK] = book
     return local
 
 

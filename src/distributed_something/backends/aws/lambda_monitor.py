@@ -67,15 +67,12 @@ from distributed_something.monitor.policy import (
 from distributed_something.monitor.progress import from_counts
 from distributed_something.monitor.settle import confirm_ending, record_image_outcomes, settle
 from distributed_something.records import META_ROOT, RunRecords
-from distributed_something.state import RunState
+from distributed_something.state import MONITOR_BOOK, WORKERS_FAILING, RunState
 
 log = logging.getLogger(__name__)
 
 #: Where the monitor keeps its own bookkeeping inside ``RunState.resources``.
-BOOKKEEPING = "lambda_monitor"
-#: the bookkeeping's mark of a run whose workers kept failing (the error): the monitor set
-#: the service and the fleet to 0 and starts nothing until `ds start-cluster` clears it
-WORKERS_FAILING = "workers_failing"
+BOOKKEEPING = MONITOR_BOOK
 #: A teardown started less than this long ago is assumed to be still running (the Lambda
 #: time limit): an overlapping invocation leaves it alone.
 TEARDOWN_LEASE_SECONDS = 15 * 60

@@ -23,7 +23,7 @@ from distributed_something.backends.aws.taskenv import task_environment, task_ro
 from distributed_something.backends.aws.teardown import teardown
 from distributed_something.errors import BackendError, InputError
 from distributed_something.project import Project
-from distributed_something.state import RunState
+from distributed_something.state import RunState, clear_workers_failing
 from distributed_something.ui import info
 
 Save = Callable[[RunState], None]
@@ -173,6 +173,9 @@ class AwsProvisioner:
                 "run `ds start-cluster files/fleet.json` (the family's exampleFleet.json shape)",
             )
         config, names = self.config, self.names
+        if clear_workers_failing(state) is not None:
+            save(state)  # the unattended monitor may start workers again
+            info("the unattended monitor had stopped this run's workers (they kept failing)")
         groups = create.ensure_log_groups(self._client("logs"), names)
         self._record(state, save, lambda r: setattr(r, "log_groups", groups))
         resources = AwsResources.of(state.resources)
