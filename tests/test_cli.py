@@ -134,3 +134,16 @@ def test_a_command_imports_only_the_backend_it_uses(tmp_path: Path, ds: Ds) -> N
     loaded, told = done.stdout.splitlines()[-2:]
     assert "local" in loaded.split() and not {"aws", "slurm"} & set(loaded.split())
     assert told == "aws told True then False"
+
+
+def test_the_running_note_names_the_longest_only_when_all_were_looked_up() -> None:
+    from distributed_something.cli.commands import _running_note
+    from distributed_something.usecases.run_info import RUNNING_LOOKUP_MAX, RunningTask
+
+    now = time.time()
+    tasks = [RunningTask(f"{i}{'abcdef0123' * 2}"[:20], 1 + i % 2, now - 100 + i) for i in range(7)]
+    note = _running_note(tasks, 7)
+    assert note.startswith("running longest: 0abcdef0123a (1m40s), 1abcdef0123a (1m39s, attempt 2)")
+    assert "and 2 more" in note and "`ds logs -f ID`" in note
+    beyond = _running_note(tasks, RUNNING_LOOKUP_MAX + 1)
+    assert beyond.startswith("running: ") and f"and {RUNNING_LOOKUP_MAX - 4} more" in beyond

@@ -338,7 +338,9 @@ def _running_note(tasks: list[run_info.RunningTask], running: int) -> str:
         for t in tasks[:RUNNING_SHOWN]
     ]
     more = f" and {running - len(shown)} more" if running > len(shown) else ""
-    return f"running longest: {', '.join(shown)}{more} (`ds logs -f ID` follows one)"
+    # Beyond the tasks looked up, the longest may be among the others.
+    label = "running longest" if running <= run_info.RUNNING_LOOKUP_MAX else "running"
+    return f"{label}: {', '.join(shown)}{more} (`ds logs -f ID` follows one)"
 
 
 def _for(seconds: float) -> str:

@@ -40,8 +40,9 @@ from distributed_something.state import (
 from distributed_something.usecases import lifecycle
 from distributed_something.usecases.lifecycle import backend_of_run, records_for
 
-#: At most this many running tasks are looked up for `ds status` (one listing each on S3).
-RUNNING_LOOKUP_MAX = 100
+#: At most this many running tasks are looked up for `ds status` (one listing each on S3,
+#: every refresh of `--watch`).
+RUNNING_LOOKUP_MAX = 50
 
 
 @dataclass(frozen=True)
