@@ -147,3 +147,25 @@ def test_the_running_note_names_the_longest_only_when_all_were_looked_up() -> No
     assert "and 2 more" in note and "`ds logs -f ID`" in note
     beyond = _running_note(tasks, RUNNING_LOOKUP_MAX + 1)
     assert beyond.startswith("running: ") and f"and {RUNNING_LOOKUP_MAX - 4} more" in beyond
+
+
+def test_a_run_in_progress_on_one_backend_is_not_taken_over_by_another(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """Tried locally, then switched with --backend: the local run in progress is not this
+    backend's (its queue, tasks and records are the local ones). Commands on the other
+    backend say so and change nothing (`ds setup` used to give the local run's state to
+    the other backend's provisioner, and `ds status` counted its tasks from the wrong
+    storage); once it is finished, the other backend simply has no run yet."""
+    ds("init", ".", "--app-name", "B", cwd=tmp_path)
+    assert ds("setup", cwd=tmp_path).returncode == 0
+    state = (tmp_path / ".ds" / "B" / "state.json").read_text()
+    for command in (["setup"], ["status"], ["submit", "job.json"]):
+        other = ds(*command, "--backend", "slurm", cwd=tmp_path)
+        line = one_error_line(other)
+        assert other.returncode == 2 and "in progress on the local backend" in line, command
+        assert "`ds cleanup --backend local`" in line
+    assert (tmp_path / ".ds" / "B" / "state.json").read_text() == state  # untouched
+    assert ds("cleanup", cwd=tmp_path).returncode == 0
+    none = ds("status", "--backend", "slurm", cwd=tmp_path)
+    assert none.returncode == 2 and "no run of B is set up here" in one_error_line(none)

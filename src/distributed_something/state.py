@@ -95,6 +95,8 @@ def load_state(project: Project, storage: Storage | None = None) -> RunState | N
             local = RunState.model_validate_json(project.state_path.read_text())
         except ValidationError as exc:  # a damaged file
             damaged = str(exc.errors()[0].get("msg", "not a run state"))
+    if local is not None:
+        local = _of_this_backend(project, local)
     remote = None
     if storage is not None:
         key = state_key(project.config.app_name)
@@ -139,6 +141,26 @@ def load_state(project: Project, storage: Storage | None = None) -> RunState | N
         else:
             local.resources[MONITOR_BOOK] = book
     return local
+
+
+def _of_this_backend(project: Project, state: RunState) -> RunState | None:
+    """``state`` (the state folder's copy) when its run is on the project's backend; None
+    for a finished run of another backend (its records are in that backend's storage:
+    this one has no run yet). A run still in progress on another backend is an
+    `InputError`: this backend would take it over without its queue, tasks or records."""
+    if state.backend == project.config.backend:
+        return state
+    if not state.active:
+        return None
+    raise InputError(
+        str(project.state_path),
+        None,
+        f"run {state.run_id} of {project.config.app_name} is in progress on the "
+        f"{state.backend} backend, and this command would use the {project.config.backend} "
+        "backend",
+        f"finish it there first (`ds monitor --backend {state.backend}`) or stop it "
+        f"(`ds cleanup --backend {state.backend}`), or use --backend {state.backend}",
+    )
 
 
 def require_state(project: Project, storage: Storage | None = None) -> RunState:
