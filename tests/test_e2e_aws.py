@@ -187,6 +187,11 @@ def test_bootstrap_then_unattended_monitor_schedule(aws_iam: str, tmp_path: Path
     run_ok(ds, "setup", cwd=proj)
     run_ok(ds, "submit", "files/job.json", cwd=proj)
     run_ok(ds, "start-cluster", "files/fleet.json", cwd=proj)
+    # Again (a resumed run): the run's fleet is kept, and says so; no second request.
+    again = run_ok(ds, "start-cluster", "files/fleet.json", cwd=proj)
+    assert "is kept" in again.stderr
+    fleets = aws_client("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert len([f for f in fleets if f["SpotFleetRequestState"] == "active"]) == 1
     events = aws_client("events")
     (target,) = events.list_targets_by_rule(Rule="E2E-monitor-schedule")["Targets"]
     assert target["Arn"] == arns["function"]

@@ -184,6 +184,12 @@ class AwsProvisioner:
         if fleet_id is None:
             fleet_id = self._request_fleet(state, save, ec2, fleet)
             info(f"spot fleet {fleet_id} requested ({config.cluster.machines} machines)")
+        else:
+            # An edited fleet file (other instance types, say) would otherwise seem used.
+            info(
+                f"the run's spot fleet {fleet_id} is kept: a fleet file is read when the run "
+                "first requests machines (`ds cleanup`, then `ds run`, to use a changed one)"
+            )
         monitor_file = spot.write_monitor_file(
             self.project.base_dir,
             names,
