@@ -54,14 +54,11 @@ MONITOR_BOOK = "lambda_monitor"
 WORKERS_FAILING = "workers_failing"
 
 
-def clear_workers_failing(state: RunState) -> str | None:
-    """Remove the unattended monitor's workers-failing note from ``state``; the note, or
-    None when there was none."""
+def clear_workers_failing(state: RunState) -> bool:
+    """Remove the unattended monitor's workers-failing note from ``state``; whether there
+    was one."""
     book = state.resources.get(MONITOR_BOOK)
-    if not isinstance(book, dict):
-        return None
-    note = book.pop(WORKERS_FAILING, None)
-    return None if note is None else str(note)
+    return isinstance(book, dict) and book.pop(WORKERS_FAILING, None) is not None
 
 
 def new_state(project: Project, backend: str, dead_at_start: int) -> RunState:

@@ -94,10 +94,19 @@ def list_keys(storage: Storage, prefix: str, start_after: str = "") -> Iterator[
 def list_keys_of(storage: Storage, prefixes: Sequence[str]) -> list[list[str]]:
     """For each of ``prefixes``, in order, the keys `list_keys` gives: with the storage's
     ``list_keys_many`` a chunk of prefixes at a time where it has one (the local records: one
-    read snapshot per chunk, not one per prefix), else one listing after the other."""
+    read snapshot per chunk, not one per prefix), else ``read_concurrency`` listings at once
+    (on S3 each is a round trip), else one listing after the other."""
     many = getattr(storage, "list_keys_many", None)
     if many is None:
-        return [list(list_keys(storage, prefix)) for prefix in prefixes]
+
+        def listed(prefix: str) -> list[str]:
+            return list(list_keys(storage, prefix))
+
+        workers = min(storage.read_concurrency, len(prefixes))
+        if workers < 2:
+            return [listed(prefix) for prefix in prefixes]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(listed, prefixes))
     found: list[list[str]] = []
     for start in range(0, len(prefixes), READ_MANY_CHUNK):
         found += many(prefixes[start : start + READ_MANY_CHUNK])

@@ -173,7 +173,7 @@ class AwsProvisioner:
                 "run `ds start-cluster files/fleet.json` (the family's exampleFleet.json shape)",
             )
         config, names = self.config, self.names
-        if clear_workers_failing(state) is not None:
+        if clear_workers_failing(state):
             save(state)  # the unattended monitor may start workers again
             info("the unattended monitor had stopped this run's workers (they kept failing)")
         groups = create.ensure_log_groups(self._client("logs"), names)
