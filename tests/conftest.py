@@ -135,10 +135,19 @@ def moto_iam_server() -> Iterator[str]:
     stop_moto(proc)
 
 
+#: tests/aws_site: its sitecustomize checks the AWS requests of the `ds` processes tests start
+AWS_SITE = Path(__file__).resolve().parent / "aws_site"
+
+
 def _use_moto(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """Reset ``url``'s state and point every AWS call of this test at it, with fake
-    credentials, no instance metadata and no real config or credentials files."""
+    credentials, no instance metadata and no real config or credentials files. Every
+    request the code builds, in this process and in the Python processes the test starts,
+    is checked against the API reference's limits (`aws_constraints`): moto accepts
+    what AWS refuses. The test fails at its end if one was broken (`_aws_limits_kept`)."""
     import urllib.request
+
+    import aws_constraints
 
     urllib.request.urlopen(
         urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30
@@ -155,20 +164,45 @@ def _use_moto(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     from distributed_something.backends.aws import clients
 
     clients._sessions.clear()  # sessions cache credentials; each test starts clean
+    sink = tmp_path / "aws-limits-broken.txt"
+    monkeypatch.setenv("DS_TEST_AWS_VIOLATIONS", str(sink))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(AWS_SITE), os.environ.get("PYTHONPATH")]))
+    )
+
+    def report(line: str) -> None:
+        with sink.open("a", encoding="utf-8") as out:
+            out.write(f"this process: {line}\n")
+
+    monkeypatch.setattr(
+        clients,
+        "client_observers",
+        [*clients.client_observers, lambda made: aws_constraints.watch(made, report)],
+    )
     return url
 
 
+def _aws_limits_kept(tmp_path: Path) -> None:
+    """Fail when a request of the test broke a limit of the API reference (`_use_moto`)."""
+    sink = tmp_path / "aws-limits-broken.txt"
+    if sink.exists():
+        lines = sorted(set(sink.read_text(encoding="utf-8").splitlines()))
+        pytest.fail("AWS would refuse these requests (moto took them):\n" + "\n".join(lines))
+
+
 @pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """A fresh moto state, and an environment where every AWS call goes to it; yields the
     endpoint URL. Nothing can reach anything but 127.0.0.1."""
-    return _use_moto(moto_server, monkeypatch, tmp_path)
+    yield _use_moto(moto_server, monkeypatch, tmp_path)
+    _aws_limits_kept(tmp_path)
 
 
 @pytest.fixture
-def aws_iam(moto_iam_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+def aws_iam(moto_iam_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """Like `aws`, on the server that knows AWS's managed policies."""
-    return _use_moto(moto_iam_server, monkeypatch, tmp_path)
+    yield _use_moto(moto_iam_server, monkeypatch, tmp_path)
+    _aws_limits_kept(tmp_path)
 
 
 # --- every AWS operation the code performs (for the least-privilege tests) ----------------
@@ -226,7 +260,7 @@ def aws_calls(monkeypatch: pytest.MonkeyPatch) -> AwsCallRecorder:
     def observe(made: Any) -> None:
         made.meta.events.register("before-parameter-build.*.*", recorder._record)
 
-    monkeypatch.setattr(clients, "client_observers", [observe])
+    monkeypatch.setattr(clients, "client_observers", [*clients.client_observers, observe])
     return recorder
 
 

@@ -53,7 +53,11 @@ def test_a_big_submit_sends_the_same_messages_from_other_processes(
     monkeypatch.setattr(send_pool, "MIN_CALLS", 3)
     from distributed_something.backends.aws import clients
 
-    monkeypatch.setattr(clients, "client_observers", [lambda made: count_sends(made, sends)])
+    monkeypatch.setattr(
+        clients,
+        "client_observers",
+        [*clients.client_observers, lambda made: count_sends(made, sends)],
+    )
     queue = pooled_queue("pooled")
     items = [(f"t{i:03d}", json.dumps({"group": i})) for i in range(90)]
 

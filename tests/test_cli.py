@@ -63,6 +63,16 @@ def test_commands_need_a_set_up_run(tmp_path: Path, ds: Ds) -> None:
     assert not (tmp_path / ".ds").exists()
 
 
+def test_a_second_cleanup_says_the_run_was_already_finished(tmp_path: Path, ds: Ds) -> None:
+    ds("init", ".", "--app-name", "C", cwd=tmp_path)
+    assert ds("setup", cwd=tmp_path).returncode == 0
+    first = ds("cleanup", cwd=tmp_path)
+    assert first.returncode == 0 and "cleaned up C run" in first.stderr
+    second = ds("cleanup", cwd=tmp_path)
+    assert second.returncode == 0 and "cleaned up" not in second.stderr
+    assert "was already finished" in second.stderr and "ds setup" in second.stderr
+
+
 def test_start_cluster_refuses_a_finished_run(tmp_path: Path, ds: Ds) -> None:
     ds("init", ".", "--app-name", "F", cwd=tmp_path)
     assert ds("run", ".", "--json", "--interval", "0.2", cwd=tmp_path).returncode == 0

@@ -621,9 +621,17 @@ def report(
 def cleanup(config_path: Path | None) -> None:
     """Stop workers and tear the run down now (dead letters, outputs and records stay)."""
     project = open_project(config_path)
+    asked = time.time()
     state = lifecycle.cleanup(project)
     if state is None:
         info(f"nothing to clean up: no run of {project.config.app_name} is set up here")
+    elif state.finished_at is not None and state.finished_at < asked:
+        # Torn down again all the same: an earlier teardown may have been cut short.
+        when = time.strftime("%m-%d %H:%M", time.localtime(state.finished_at))
+        info(
+            f"{project.config.app_name} run {state.run_id} was already finished ({when}); "
+            "checked that nothing of it is left running. `ds setup` starts a new run"
+        )
     else:
         info(f"cleaned up {project.config.app_name} run {state.run_id}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distributed_something.backends.aws.bootstrap import bootstrap, destroy
 from distributed_something.backends.aws.clients import AwsClients, settings_from
+from distributed_something.backends.aws.name_limits import check_bootstrap_prefix
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.errors import InputError
 from distributed_something.project import Project
@@ -23,6 +24,7 @@ def _prefix(project: Project, prefix: str | None) -> str:
             f"{chosen!r} cannot start IAM role names",
             "use letters, digits, - and _ (default: the app name)",
         )
+    check_bootstrap_prefix(chosen, default=prefix is None)
     return chosen
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from distributed_something.backends.aws import doctor_checks as checks
 from distributed_something.backends.aws.bootstrap import BootstrapNames
 from distributed_something.backends.aws.clients import AwsClients, settings_from
+from distributed_something.backends.aws.name_limits import check_bootstrap_prefix
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.backend import Finding
@@ -38,6 +39,7 @@ def doctor(
     if not found[0].ok:
         return found
     chosen = prefix if prefix is not None else config.app_name
+    check_bootstrap_prefix(chosen, default=prefix is None)
     names = BootstrapNames(chosen)
     bootstrap_fix = "run `ds aws bootstrap`" + (f" --prefix {chosen}" if prefix else "")
     roles: list[tuple[str, str]] = []

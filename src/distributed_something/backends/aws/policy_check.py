@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from distributed_something.backends.aws import name_limits
 from distributed_something.backends.aws.bootstrap import BootstrapNames, decode_policy
 from distributed_something.backends.aws.clients import (
     AwsSettings,
@@ -141,9 +142,12 @@ def uncovered(documents: Sequence[dict[str, Any]], needs: Sequence[Need]) -> lis
 
 def role_policies(iam: Any, role: str) -> list[dict[str, Any]] | None:
     """The inline policy documents of ``role`` (iam:ListRolePolicies, iam:GetRolePolicy), or
-    None when they cannot be read (no permission, no such role, AWS unreachable)."""
+    None when they cannot be read (no permission, no such role, AWS unreachable). A name
+    longer than IAM allows (a long app name as the bootstrap's prefix) is no role: not asked."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if len(role) > name_limits.ROLE:
+        return None
     try:
         documents: list[dict[str, Any]] = []
         for page in iam.get_paginator("list_role_policies").paginate(RoleName=role):

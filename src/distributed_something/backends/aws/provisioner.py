@@ -15,6 +15,7 @@ from distributed_something.backends.aws import dashboard as dash
 from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws import setup as create
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings, client
+from distributed_something.backends.aws.name_limits import check_run_names
 from distributed_something.backends.aws.policy_check import coverage_warning
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.role_check import check_task_role
@@ -90,6 +91,7 @@ class AwsProvisioner:
         cannot be read is a warning). Raises `InputError`."""
         config = self.config
         source = str(self.project.config_path)
+        check_run_names(config, source=source, legacy=self._legacy)
         spot.check_root_volume(
             config,
             legacy=self._legacy,

@@ -37,13 +37,17 @@ def monitor_settings(config: Config, *, region: str) -> MonitorSettings:
     )
 
 
+def schedule_names(names: AwsNames) -> tuple[str, str]:
+    """The monitor's EventBridge rule and the name of the function's permission for it."""
+    return f"{names.app}-monitor-schedule", f"{names.app}-monitor-schedule"
+
+
 def schedule_monitor(
     events: Any, lambda_: Any, names: AwsNames, config: Config, *, region: str, function: str
 ) -> dict[str, str]:
     """A once-a-minute rule targeting ``function`` with this app's settings; returns what to
     record in ``AwsResources.monitor_objects`` (teardown removes rule and permission)."""
-    rule = f"{names.app}-monitor-schedule"
-    statement = f"{names.app}-monitor-schedule"
+    rule, statement = schedule_names(names)
     with aws_call(f"finding the monitor function {function} (run `ds aws bootstrap` first)"):
         arn: str = lambda_.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
     with aws_call(f"scheduling the unattended monitor {rule}"):

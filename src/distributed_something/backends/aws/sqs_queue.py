@@ -467,8 +467,9 @@ class SqsQueue:
             VisibilityTimeout=visibility,
             WaitTimeSeconds=self.wait_seconds,
             MessageAttributeNames=["All"],
-            # "AttributeNames" (not its successor) so that every boto3 >= 1.34 accepts it.
-            AttributeNames=["ApproximateReceiveCount"],
+            # Not "AttributeNames": deprecated, and its documented values are the queue's
+            # attributes, not the message's (boto3 >= 1.35, the floor, has this one).
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages

@@ -1,0 +1,92 @@
+"""The API reference's limits on every AWS request the code builds, checked where moto does not.
+
+botocore checks a request's types, its required members and minimums before sending it; moto
+then accepts nearly anything. AWS itself refuses a request whose string is longer than the
+model's ``max``, whose value is not one of an ``enum``'s, that does not match a ``pattern``,
+or whose list or number is above its ``max``. `violations` checks a request's parameters
+against those constraints of botocore's service model (the API reference's own), and
+`watch` makes a client record every violation of its requests (``before-parameter-build``:
+the parameters as the code passed them).
+
+A pattern must match the whole value, as AWS's validators apply them (a log group name
+with a space is refused although ``[\\.\\-_/#A-Za-z0-9]+`` matches part of it). Patterns
+that Python's ``re`` cannot compile (``\\p{...}`` classes) are not checked.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+
+@functools.cache
+def _pattern(text: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(text, re.DOTALL)
+    except re.error:
+        return None
+
+
+def violations(operation: Any, params: dict[str, Any]) -> list[str]:
+    """What in ``params`` (an operation's input as passed to the client) AWS would refuse
+    under ``operation``'s input shape (botocore's OperationModel): one line each, naming the
+    member's path, the value's size and the limit."""
+    found: list[str] = []
+    shape = operation.input_shape
+    if shape is not None:
+        _check(shape, params, operation.name, found)
+    return found
+
+
+def _check(shape: Any, value: Any, path: str, found: list[str]) -> None:
+    meta = shape.metadata
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        for name, member in shape.members.items():
+            if name in value and value[name] is not None:
+                _check(member, value[name], f"{path}.{name}", found)
+        return
+    if kind == "list" and isinstance(value, (list, tuple)):
+        if "max" in meta and len(value) > meta["max"]:
+            found.append(f"{path}: {len(value)} items, at most {meta['max']}")
+        for i, item in enumerate(value):
+            _check(shape.member, item, f"{path}[{i}]", found)
+        return
+    if kind == "map" and isinstance(value, dict):
+        if "max" in meta and len(value) > meta["max"]:
+            found.append(f"{path}: {len(value)} entries, at most {meta['max']}")
+        for key, item in value.items():
+            _check(shape.key, key, f"{path}<key {key!r}>", found)
+            _check(shape.value, item, f"{path}[{key!r}]", found)
+        return
+    if kind == "string" and isinstance(value, str):
+        if "max" in meta and len(value) > meta["max"]:
+            found.append(f"{path}: {len(value)} characters, at most {meta['max']}")
+        enum = getattr(shape, "enum", None)
+        if enum and value not in enum:
+            found.append(f"{path}: {value!r} is not one of {sorted(enum)}")
+        pattern = _pattern(meta["pattern"]) if "pattern" in meta else None
+        if pattern is not None and pattern.fullmatch(value) is None:
+            found.append(f"{path}: {value[:80]!r} does not match {meta['pattern']!r}")
+        return
+    if kind in ("integer", "long") and isinstance(value, int) and not isinstance(value, bool):
+        if "max" in meta and value > meta["max"]:
+            found.append(f"{path}: {value}, at most {meta['max']}")
+        return
+    blob = kind == "blob" and isinstance(value, (bytes, bytearray, str))
+    if blob and "max" in meta and len(value) > meta["max"]:
+        found.append(f"{path}: {len(value)} bytes, at most {meta['max']}")
+
+
+def watch(client: Any, report: Callable[[str], None]) -> None:
+    """Call ``report`` with each violation (prefixed by the service's name) of every request
+    ``client`` builds from now on."""
+
+    def check(params: dict[str, Any], model: Any, **_: Any) -> None:
+        service = model.service_model.service_name
+        for line in violations(model, params):
+            report(f"{service} {line}")
+
+    client.meta.events.register("before-parameter-build.*.*", check)
