@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from distributed_something.report import files as files_module
 from distributed_something.report.build import build_report
 from distributed_something.report.files import TaskFiles
 from distributed_something.state import RunState
+from distributed_something.usecases import run_info
 
 
 def make_records(tmp_path: Path, n: int = 12) -> tuple[RunRecords, list[str]]:
@@ -651,3 +653,45 @@ def test_the_running_tasks_are_the_ledgers_at_every_reading(
     run_attempt(records, ids[0], "running", n=2)  # its retry
     run_attempt(records, ids[3], "running")
     assert running_now() == [ids[0], ids[1], ids[3]]
+
+
+def test_status_watch_looks_up_each_running_task_once_a_minute(tmp_path: Path) -> None:
+    """`ds status --watch` (`RunningLookups`): a task still running is not listed again at
+    every refresh (on S3 a listing each), only once its lookup is a minute old; a retry is
+    then seen, and a task no longer running drops out."""
+    records, ids = make_records(tmp_path)
+    first = run_attempt(records, ids[0], "running")
+    run_attempt(records, ids[1], "running")
+    now = [1000.0]
+    lookups = run_info.RunningLookups(clock=lambda: now[0])
+    listed: list[list[str]] = []
+    real = records.attempt_keys_of
+
+    def counting(task_ids: list[str]) -> Any:
+        listed.append(list(task_ids))
+        return real(task_ids)
+
+    records.attempt_keys_of = counting  # type: ignore[method-assign]
+
+    def refresh(running: list[str]) -> list[tuple[str, int]]:
+        found = run_info.running_tasks(records, running, lookups)
+        return [(t.task_id, t.attempt) for t in found]
+
+    assert refresh([ids[0], ids[1]]) == [(ids[0], 1), (ids[1], 1)]
+    now[0] += 2
+    assert refresh([ids[0], ids[1]]) == [(ids[0], 1), (ids[1], 1)]
+    assert listed == [[ids[0], ids[1]], []]  # the second refresh listed nothing
+    first.outcome, first.ended_at = "failed", time.time()
+    records.close_attempt(first)
+    run_attempt(records, ids[0], "running", n=2)  # its retry, within the minute
+    run_attempt(records, ids[2], "running")
+    now[0] += 2
+    assert refresh([ids[0], ids[1], ids[2]]) == [(ids[0], 1), (ids[1], 1), (ids[2], 1)]
+    assert listed[-1] == [ids[2]]  # only the new one
+    now[0] += 60
+    assert sorted(refresh([ids[0], ids[2]])) == [(ids[0], 2), (ids[2], 1)]
+    assert listed[-1] == [ids[0], ids[2]]  # a minute on: looked up again; ids[1] forgotten
+    assert set(lookups.found) == {ids[0], ids[2]}
+    # Without lookups (a single `ds status`), every running task is listed.
+    assert run_info.running_tasks(records, [ids[0]]) != []
+    assert listed[-1] == [ids[0]]

@@ -299,6 +299,7 @@ def _watch_status(
 ) -> None:
     """Show ``st`` and refresh it every ``every`` seconds until the run is over: in place on a
     terminal, else one frame (or JSON line) per refresh."""
+    lookups = run_info.RunningLookups()
     if as_json or not console.is_terminal:
         while True:
             if as_json:
@@ -310,11 +311,11 @@ def _watch_status(
             if _run_over(st):
                 return
             time.sleep(every)
-            st = run_info.status(project, run_id=run_id)
+            st = run_info.status(project, run_id=run_id, lookups=lookups)
     with Live(Group(*_status_frame(st)), console=console, auto_refresh=False) as live:
         while not _run_over(st):
             time.sleep(every)
-            st = run_info.status(project, run_id=run_id)
+            st = run_info.status(project, run_id=run_id, lookups=lookups)
             live.update(Group(*_status_frame(st)), refresh=True)
 
 

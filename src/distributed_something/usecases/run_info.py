@@ -96,8 +96,14 @@ class Status:
         }
 
 
-def status(project: Project, backend: Backend | None = None, run_id: str | None = None) -> Status:
-    """Counts by state (from the ledger), workers, and an ETA from the throughput so far."""
+def status(
+    project: Project,
+    backend: Backend | None = None,
+    run_id: str | None = None,
+    lookups: RunningLookups | None = None,
+) -> Status:
+    """Counts by state (from the ledger), workers, and an ETA from the throughput so far.
+    ``lookups`` keeps the running tasks' lookups from one call to the next (`--watch`)."""
     backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
@@ -130,19 +136,61 @@ def status(project: Project, backend: Backend | None = None, run_id: str | None 
         machine_problems=records.machine_problems(),
         unsent=unsent(records) if state.active else 0,
         backend_notes=backend.run_notes() if current and state.active else [],
-        running_tasks=running_tasks(records, running_ids),
+        running_tasks=running_tasks(records, running_ids, lookups),
     )
 
 
-def running_tasks(records: RunRecords, task_ids: list[str]) -> list[RunningTask]:
+@dataclass
+class RunningLookups:
+    """The open attempts `running_tasks` found, kept between the refreshes of one
+    `ds status --watch`: a task still running is not looked up again (on S3, one listing
+    each: 50 running tasks every 2 seconds were 90,000 requests an hour) until its lookup is
+    `max_age` seconds old, so an attempt that ended and was retried between two refreshes
+    shows its new attempt within that time."""
+
+    max_age: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    #: task id -> its open attempt, and when it was looked up (``clock``)
+    found: dict[str, tuple[RunningTask, float]] = field(default_factory=dict)
+
+    def stale(self, task_ids: list[str]) -> list[str]:
+        """Those of ``task_ids`` to look up (the others' lookups are kept); forgets the
+        tasks no longer among them. Pure but for the clock."""
+        now = self.clock()
+        wanted = set(task_ids)
+        self.found = {t: seen for t, seen in self.found.items() if t in wanted}
+        return [
+            t for t in task_ids if t not in self.found or now - self.found[t][1] >= self.max_age
+        ]
+
+    def keep(self, tasks: list[RunningTask], looked_up: list[str]) -> None:
+        """Remember what a lookup of ``looked_up`` found (``tasks``)."""
+        now = self.clock()
+        for task_id in looked_up:
+            self.found.pop(task_id, None)
+        for task in tasks:
+            self.found[task.task_id] = (task, now)
+
+    def known(self, task_ids: list[str]) -> list[RunningTask]:
+        return [self.found[t][0] for t in task_ids if t in self.found]
+
+
+def running_tasks(
+    records: RunRecords, task_ids: list[str], lookups: RunningLookups | None = None
+) -> list[RunningTask]:
     """The open attempts of ``task_ids`` (the first `RUNNING_LOOKUP_MAX` by id), longest
-    running first; a task whose attempt closed meanwhile is left out."""
+    running first; a task whose attempt closed meanwhile is left out. With ``lookups``
+    (`ds status --watch`), only the tasks it has no recent lookup of are looked up."""
     wanted = sorted(task_ids)[:RUNNING_LOOKUP_MAX]
+    asked = wanted if lookups is None else lookups.stale(wanted)
     found = []
-    for task_id, attempts in zip(wanted, records.attempt_keys_of(wanted), strict=True):
+    for task_id, attempts in zip(asked, records.attempt_keys_of(asked), strict=True):
         open_ = [a for a in attempts if a.outcome == "running"]
         if open_:
             found.append(RunningTask(task_id, open_[-1].attempt, open_[-1].started_us / 1e6))
+    if lookups is not None:
+        lookups.keep(found, asked)
+        found = lookups.known(wanted)
     return sorted(found, key=lambda task: task.started_at)
 
 
