@@ -29,15 +29,70 @@ def _pattern(text: str) -> re.Pattern[str] | None:
         return None
 
 
+#: Limits the API reference states in its text but botocore's model does not (service,
+#: operation, path of the member ("[]": each item of a list)) -> (minimum, maximum): of a
+#: number, or of a list's length. Only calls ds makes.
+DOCUMENTED: dict[tuple[str, str, str], tuple[int, int]] = {
+    ("sqs", "SendMessageBatch", "Entries"): (1, 10),
+    ("sqs", "SendMessageBatch", "Entries[].DelaySeconds"): (0, 900),
+    ("sqs", "SendMessage", "DelaySeconds"): (0, 900),
+    ("sqs", "DeleteMessageBatch", "Entries"): (1, 10),
+    ("sqs", "ChangeMessageVisibilityBatch", "Entries"): (1, 10),
+    ("sqs", "ChangeMessageVisibilityBatch", "Entries[].VisibilityTimeout"): (0, 43200),
+    ("sqs", "ChangeMessageVisibility", "VisibilityTimeout"): (0, 43200),
+    ("sqs", "ReceiveMessage", "MaxNumberOfMessages"): (1, 10),
+    ("sqs", "ReceiveMessage", "WaitTimeSeconds"): (0, 20),
+    ("sqs", "ReceiveMessage", "VisibilityTimeout"): (0, 43200),
+    ("ecs", "DescribeTasks", "tasks"): (1, 100),
+    ("ecs", "DescribeServices", "services"): (1, 10),
+    ("ecs", "DescribeContainerInstances", "containerInstances"): (1, 100),
+    ("ecs", "ListTasks", "maxResults"): (1, 100),
+    ("ecs", "ListServices", "maxResults"): (1, 100),
+    ("s3", "DeleteObjects", "Delete.Objects"): (1, 1000),
+    ("cloudwatch", "PutMetricData", "MetricData"): (1, 1000),
+}
+
+#: PutLogEvents: a batch's size is the sum of its messages' UTF-8 bytes plus 26 each.
+LOG_BATCH_BYTES = 1_048_576
+
+
 def violations(operation: Any, params: dict[str, Any]) -> list[str]:
     """What in ``params`` (an operation's input as passed to the client) AWS would refuse
-    under ``operation``'s input shape (botocore's OperationModel): one line each, naming the
+    under ``operation``'s input shape (botocore's OperationModel) and the limits the API
+    reference states beside it (`DOCUMENTED`, `LOG_BATCH_BYTES`): one line each, naming the
     member's path, the value's size and the limit."""
     found: list[str] = []
     shape = operation.input_shape
     if shape is not None:
         _check(shape, params, operation.name, found)
+    service = operation.service_model.service_name
+    for (svc, name, path), (low, high) in DOCUMENTED.items():
+        if (svc, name) != (service, operation.name):
+            continue
+        for where, value in _at(params, path.replace("[]", ".[]").split("."), name):
+            size = len(value) if isinstance(value, (list, tuple)) else value
+            if isinstance(size, int) and not low <= size <= high:
+                found.append(f"{where}: {size}, from {low} to {high} (API reference)")
+    if (service, operation.name) == ("logs", "PutLogEvents"):
+        events = params.get("logEvents") or []
+        size = sum(len(str(e.get("message", "")).encode()) + 26 for e in events)
+        if size > LOG_BATCH_BYTES:
+            found.append(f"PutLogEvents.logEvents: {size} bytes, at most {LOG_BATCH_BYTES}")
     return found
+
+
+def _at(value: Any, parts: list[str], where: str) -> list[tuple[str, Any]]:
+    """The values at the member path ``parts`` ("[]": every item) of ``value``."""
+    if not parts:
+        return [(where, value)]
+    head, rest = parts[0], parts[1:]
+    if head == "[]":
+        if not isinstance(value, (list, tuple)):
+            return []
+        return [x for i, item in enumerate(value) for x in _at(item, rest, f"{where}[{i}]")]
+    if not isinstance(value, dict) or value.get(head) is None:
+        return []
+    return _at(value[head], rest, f"{where}.{head}")
 
 
 def _check(shape: Any, value: Any, path: str, found: list[str]) -> None:

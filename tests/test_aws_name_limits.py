@@ -152,3 +152,15 @@ def test_the_request_checker_finds_what_aws_refuses() -> None:
     tags = [{"key": f"k{i}", "value": "v"} for i in range(51)]
     found = violations(ecs, {"family": "f", "containerDefinitions": [], "tags": tags})
     assert found == ["RegisterTaskDefinition.tags: 51 items, at most 50"]
+    # What the reference states only in its text (`DOCUMENTED`, the log batch's size).
+    send = _MODELS.get_service_model("sqs").operation_model("SendMessageBatch")
+    entries = [{"Id": str(i), "MessageBody": "b"} for i in range(11)]
+    found = violations(send, {"QueueUrl": "u", "Entries": entries})
+    assert found == ["SendMessageBatch.Entries: 11, from 1 to 10 (API reference)"]
+    entries = [{"Id": "0", "MessageBody": "b", "DelaySeconds": 901}]
+    found = violations(send, {"QueueUrl": "u", "Entries": entries})
+    assert found == ["SendMessageBatch.Entries[0].DelaySeconds: 901, from 0 to 900 (API reference)"]
+    logs = _MODELS.get_service_model("logs").operation_model("PutLogEvents")
+    events = [{"timestamp": 0, "message": "x" * 1024}] * 1000
+    found = violations(logs, {"logGroupName": "g", "logStreamName": "s", "logEvents": events})
+    assert found == ["PutLogEvents.logEvents: 1050000 bytes, at most 1048576"]
