@@ -321,3 +321,32 @@ def test_packaging_off_linux_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(boot.sys, "platform", "darwin")
     with pytest.raises(InputError, match="Linux"):
         boot.lambda_platform()
+
+
+def test_the_pass_role_statements_in_the_docs_pass_each_bootstrapped_role_to_its_service(
+    clients: AwsClients,
+) -> None:
+    """docs/aws.md ('Your own permissions') gives people who run ds iam:PassRole on the roles
+    the bootstrap makes: each statement names a role and the service that role trusts (what
+    AWS compares iam:PassedToService with), and the statements parse as JSON."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "aws.md").read_text()
+    section = text.split("### Your own permissions", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```json", 1)[1].split("```", 1)[0]
+    statements = json.loads(block)
+    names = BootstrapNames("PREFIX")
+    bootstrap(clients, "PREFIX", buckets=["my-bucket"])
+    roles = {names.spot_fleet_role, names.instance_role}
+    seen = set()
+    for statement in statements:
+        assert statement["Action"] == "iam:PassRole" and statement["Effect"] == "Allow"
+        service = statement["Condition"]["StringEquals"]["iam:PassedToService"]
+        resource = statement["Resource"]
+        if resource == "TASK_ROLE_ARN":  # a task role must trust ECS tasks (role_check.py)
+            assert service == principals.ECS_TASKS
+            continue
+        role = resource.removeprefix("arn:aws:iam::ACCOUNT:role/")
+        assert role in roles, resource
+        trust = clients.iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+        assert trust["Statement"][0]["Principal"] == {"Service": service}
+        seen.add(role)
+    assert seen == roles

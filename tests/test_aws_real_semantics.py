@@ -110,6 +110,8 @@ class Ec2AsDocumented:
         #: raised once, right after the next successful RequestSpotFleet (a crash between
         #: the request and recording its id)
         self.crash: BaseException | None = None
+        #: (code, message) AWS answers every RequestSpotFleet with (a refusal), when set
+        self.refusal: tuple[str, str] | None = None
 
     def attach(self, ec2: Any) -> Any:
         events = ec2.meta.events
@@ -134,7 +136,7 @@ class Ec2AsDocumented:
             )
 
     def _before_call(self, context: dict[str, Any], **_: Any) -> Any:
-        return context.get("ds_answer")
+        return error(*self.refusal) if self.refusal else context.get("ds_answer")
 
     def _after_call(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         request = context.get("ds_request") or {}
@@ -732,3 +734,38 @@ def test_trust_policies_as_iam_writes_them() -> None:
         ]
     }
     assert not trusts_ecs_tasks(people)
+
+
+# --- (10) a refusal to pass a role says what to ask for ---------------------------------------
+
+PASS_ROLE_DENIED = (
+    "User: arn:aws:iam::123456789012:user/erin is not authorized to perform: iam:PassRole on "
+    "resource: arn:aws:iam::123456789012:role/Demo-spot-fleet-role because no identity-based "
+    "policy allows the iam:PassRole action"
+)
+
+
+def test_a_fleet_request_refused_for_iam_pass_role_names_the_permission(
+    ec2_docs: Ec2AsDocumented, tmp_path: Path
+) -> None:
+    # moto lets anyone pass any role; AWS checks iam:PassRole on the fleet file's roles.
+    run = Started(make_project(tmp_path), ec2_docs)
+    run.setup()
+    ec2_docs.refusal = ("UnauthorizedOperation", PASS_ROLE_DENIED)
+    with pytest.raises(BackendError) as raised:
+        run.start()
+    text = str(raised.value)
+    assert "iam:PassRole on that role" in text and "Your own permissions" in text
+    assert "Demo-spot-fleet-role" in text  # AWS's own words, naming the role
+    assert run.record.fleet_request_id is None
+
+
+def test_the_fixes_of_refusals_users_seldom_decode() -> None:
+    from distributed_something.backends.aws.errors import DEFAULT_FIX, permission_fix
+
+    assert permission_fix(f"AccessDeniedException: {PASS_ROLE_DENIED}") is not None
+    encoded = "UnauthorizedOperation: You are not authorized to perform this operation. "
+    fix = permission_fix(encoded + "Encoded authorization failure message: AbC123")
+    assert fix is not None and "aws sts decode-authorization-message" in fix
+    assert permission_fix("AccessDenied: Access Denied") is None  # the default fix applies
+    assert "permissions" in DEFAULT_FIX

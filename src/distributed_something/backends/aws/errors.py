@@ -57,7 +57,32 @@ def aws_call(what: str, fix: str = DEFAULT_FIX) -> Iterator[None]:
         if reach is not None:
             raise BackendError(f"could not {what}: {reach}") from None
         # A parser error (an HTML page from a proxy) carries the whole page: first line only.
-        raise BackendError(f"could not {what}: {error_text(exc)}. {fix}") from None
+        text = error_text(exc)
+        raise BackendError(f"could not {what}: {text}. {permission_fix(text) or fix}") from None
+
+
+#: Where the permissions of the person running ds are listed.
+OWN_PERMISSIONS = "docs/aws.md, 'Your own permissions'"
+
+
+def permission_fix(text: str) -> str | None:
+    """The fix for a refusal whose cause AWS names in a way users seldom know (an AWS error
+    ``text``), or None: not being allowed to pass a role to a service (``iam:PassRole``,
+    which an administrator grants separately from the call itself), and EC2's refusals,
+    whose cause is only in an encoded message."""
+    if "iam:PassRole" in text:
+        return (
+            "Your AWS identity may make this call but not hand the role it names to the "
+            "service: an administrator must allow it iam:PassRole on that role (the "
+            f"statements are in {OWN_PERMISSIONS}), then run the command again"
+        )
+    if "Encoded authorization failure message" in text:
+        return (
+            "EC2 names the missing permission only in the encoded message: "
+            "`aws sts decode-authorization-message --encoded-message <message>` shows it "
+            f"(often iam:PassRole on the fleet file's roles: {OWN_PERMISSIONS})"
+        )
+    return None
 
 
 def call(what: str, fn: Callable[..., _T], *, fix: str = DEFAULT_FIX, **kwargs: Any) -> _T:
