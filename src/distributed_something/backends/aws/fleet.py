@@ -346,21 +346,30 @@ def guess_architecture(instance_type: str) -> str:
     return "arm64" if _GRAVITON_FAMILY.match(family) else "x86_64"
 
 
-def instance_architectures(ec2: Any, instance_types: Sequence[str]) -> dict[str, str]:
-    """{instance type: "arm64" or "x86_64"} from DescribeInstanceTypes
-    (``ProcessorInfo.SupportedArchitectures``), 100 types per call.
+@dataclass(frozen=True)
+class InstanceFacts:
+    """What DescribeInstanceTypes says of an instance type: its architecture ("arm64" or
+    "x86_64"), its installed memory (MiB) and vCPUs; None for what it did not say."""
+
+    architecture: str
+    memory_mib: int | None = None
+    vcpus: int | None = None
+
+
+def instance_facts(ec2: Any, instance_types: Sequence[str]) -> dict[str, InstanceFacts]:
+    """{instance type: `InstanceFacts`} from DescribeInstanceTypes, 100 types per call.
 
     A type the region does not know, or a refusal of the call (no
-    ec2:DescribeInstanceTypes), falls back to `guess_architecture`: the fleet request
+    ec2:DescribeInstanceTypes), gets `guess_architecture` and no sizes: the fleet request
     itself reports an unknown type. Other failures raise `BackendError`.
     """
     from botocore.exceptions import ClientError
 
-    found: dict[str, str] = {}
+    found: dict[str, InstanceFacts] = {}
     unique = list(dict.fromkeys(instance_types))
     for start in range(0, len(unique), 100):
         batch = unique[start : start + 100]
-        with aws_call("look up the architectures of aws.machine_type"):
+        with aws_call("look up aws.machine_type's instance types"):
             try:
                 answer = ec2.describe_instance_types(InstanceTypes=batch)
             except ClientError as error:
@@ -370,8 +379,19 @@ def instance_architectures(ec2: Any, instance_types: Sequence[str]) -> dict[str,
                 answer = {}
         for item in answer.get("InstanceTypes", []):
             supported = item.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
-            found[str(item["InstanceType"])] = "arm64" if "arm64" in supported else "x86_64"
-    return {t: found.get(t) or guess_architecture(t) for t in unique}
+            memory = item.get("MemoryInfo", {}).get("SizeInMiB")
+            vcpus = item.get("VCpuInfo", {}).get("DefaultVCpus")
+            found[str(item["InstanceType"])] = InstanceFacts(
+                "arm64" if "arm64" in supported else "x86_64",
+                int(memory) if memory else None,
+                int(vcpus) if vcpus else None,
+            )
+    return {t: found.get(t) or InstanceFacts(guess_architecture(t)) for t in unique}
+
+
+def instance_architectures(ec2: Any, instance_types: Sequence[str]) -> dict[str, str]:
+    """{instance type: "arm64" or "x86_64"} (`instance_facts`)."""
+    return {t: f.architecture for t, f in instance_facts(ec2, instance_types).items()}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from distributed_something.backends.aws import dashboard as dash
 from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws import setup as create
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings, client
+from distributed_something.backends.aws.machine_fit import machine_fit
 from distributed_something.backends.aws.name_limits import check_run_names
 from distributed_something.backends.aws.policy_check import coverage_warning
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
@@ -92,6 +93,8 @@ class AwsProvisioner:
         config = self.config
         source = str(self.project.config_path)
         check_run_names(config, source=source, legacy=self._legacy)
+        # A worker larger than every machine is refused here; start-cluster warns of the rest.
+        self._machine_fit(spot.instance_facts(self._client("ec2"), list(config.aws.machine_type)))
         spot.check_root_volume(
             config,
             legacy=self._legacy,
@@ -112,6 +115,12 @@ class AwsProvisioner:
         coverage = coverage_warning(config, self.settings)
         if coverage:
             info(f"[yellow]warning:[/] {coverage}")
+
+    def _machine_fit(self, facts: dict[str, spot.InstanceFacts]) -> list[str]:
+        """`machine_fit.machine_fit` of the config on ``facts``: its warnings; raises
+        `InputError` when a worker fits on no type of ``aws.machine_type``."""
+        source = str(self.project.config_path)
+        return machine_fit(self.config, facts, source=source, legacy=self._legacy)
 
     def _profile_name(self) -> str:
         return self.settings.profile or os.environ.get("AWS_PROFILE") or "default"
@@ -250,7 +259,8 @@ class AwsProvisioner:
 
     def _images(self, ec2: Any) -> tuple[dict[str, str | None], int | None]:
         """{instance type: AMI} for ``aws.machine_type`` and the root snapshot size (GiB) the
-        volume must reach (None: unknown).
+        volume must reach (None: unknown). Says which types a worker may not fit on, or fits
+        on fewer times than ``cluster.tasks_per_machine`` (`machine_fit`).
 
         ``aws.image_id`` for every type when set (an InputError when a type's architecture is
         not the image's); otherwise the current ECS-optimized AMI of each type's architecture
@@ -259,7 +269,10 @@ class AwsProvisioner:
         """
         config = self.config
         types = list(config.aws.machine_type)
-        architectures = spot.instance_architectures(ec2, types)
+        machines = spot.instance_facts(ec2, types)
+        for warning in self._machine_fit(machines):
+            info(f"[yellow]warning:[/] {warning}")
+        architectures = {t: fact.architecture for t, fact in machines.items()}
         if config.aws.image_id:
             facts = spot.describe_image(ec2, config.aws.image_id)
             wrong = [t for t in types if facts.architecture not in (None, architectures[t])]
