@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from distributed_something.backends.aws.clients import AwsSettings
-from distributed_something.backends.aws.compute import EcsSpotCompute, status_from_service
+from distributed_something.backends.aws.compute import (
+    PLACEMENT_EVENT_SECONDS,
+    EcsSpotCompute,
+    placement_problem,
+    status_from_service,
+)
 from distributed_something.backends.aws.resources import AwsResources
 from distributed_something.interfaces.compute import Compute, ComputeStatus
 from testkit import OTHER_APP_ALARM, World, build_world, put_alarm
@@ -130,3 +137,60 @@ def test_status_from_service_ignores_a_deleted_service() -> None:
     assert status_from_service(active, 2) == ComputeStatus(desired=8, running=2)
     assert status_from_service({**active, "status": "INACTIVE"}, 2) == ComputeStatus(0, 0)
     assert status_from_service(None, 2) == ComputeStatus(0, 0)
+
+
+UNPLACED = (
+    "(service AppService) was unable to place a task because no container instance met all "
+    "of its requirements. The closest matching (container-instance 5a1b) has insufficient "
+    "memory available."
+)
+
+
+def test_ecs_saying_a_worker_cannot_be_placed_is_why_workers_are_missing() -> None:
+    """moto never fails to place a task; ECS says so only in the service's events (newest
+    first), repeated while it lasts. `ds status` shows the newest if recent."""
+    now = 1_000_000.0
+    service = {
+        "status": "ACTIVE",
+        "desiredCount": 2,
+        "runningCount": 0,
+        "events": [
+            {"createdAt": datetime.fromtimestamp(now - 60, UTC), "message": UNPLACED},
+            {"createdAt": datetime.fromtimestamp(now - 900, UTC), "message": "older"},
+        ],
+    }
+    status = status_from_service(service, 1, now=now)
+    assert status.waiting.startswith("was unable to place a task because")
+    assert "insufficient memory" in status.waiting and "(service" not in status.waiting
+    assert status_from_service({**service, "runningCount": 2}, 1, now=now).waiting == ""
+    assert status_from_service(service, 1, now=now + PLACEMENT_EVENT_SECONDS).waiting == ""
+    steady = {
+        "createdAt": datetime.fromtimestamp(now, UTC),
+        "message": "(service AppService) has reached a steady state.",
+    }
+    newer = {**service, "events": [steady, *service["events"]]}
+    assert placement_problem(newer, now) == ""
+    assert placement_problem({"events": []}, now) == ""
+
+
+def test_ds_status_shows_why_workers_are_not_started() -> None:
+    from distributed_something.cli.commands import _status_frame
+    from distributed_something.monitor.progress import from_counts
+    from distributed_something.usecases.run_info import Status
+
+    counts = dict.fromkeys(("done", "skipped", "running", "failed", "dead", "duplicates"), 0)
+    counts.update(pending=3, total=3)
+    st = Status(
+        "App",
+        "r1",
+        True,
+        from_counts(counts, 0),
+        2,
+        0,
+        10.0,
+        None,
+        workers_waiting="was unable to place a task [because] of memory",
+    )
+    text = " ".join(str(getattr(part, "plain", "")) for part in _status_frame(st))
+    assert "workers not started: was unable to place a task [because] of memory" in text
+    assert st.to_json()["workers"]["waiting"].startswith("was unable to place")

@@ -379,6 +379,11 @@ def _status_frame(st: run_info.Status) -> list[RenderableType]:
         notes.append(f"[yellow]warning:[/] {escape(problem)}")
     for note in st.backend_notes:
         notes.append(f"[red]stopped:[/] {escape(note)}")
+    if st.workers_waiting:
+        notes.append(
+            f"[yellow]workers not started:[/] {escape(st.workers_waiting)} (a worker needs "
+            "cluster.memory and cluster.cpu_shares free on one machine: docs/aws.md)"
+        )
     if st.unsent:
         notes.append(
             f"[yellow]{st.unsent} pending task(s) not sent yet[/] (a submit was interrupted): "

@@ -8,10 +8,12 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class ComputeStatus:
-    """Workers asked for and workers actually running."""
+    """Workers asked for and workers actually running, and why some asked for are not, when
+    the backend says (ECS: "unable to place a task …"; "" otherwise)."""
 
     desired: int
     running: int
+    waiting: str = ""
 
 
 class Compute(Protocol):

@@ -77,6 +77,8 @@ class Status:
     backend_notes: list[str] = field(default_factory=list)
     #: tasks running now, longest running first (at most `RUNNING_LOOKUP_MAX` looked up)
     running_tasks: list[RunningTask] = field(default_factory=list)
+    #: why workers asked for are not running, as the backend says it ("": it says nothing)
+    workers_waiting: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +88,11 @@ class Status:
             "counts": self.progress.counts(),
             "finished": self.progress.finished,
             "corrupt_records": self.progress.corrupt,
-            "workers": {"running": self.workers_running, "desired": self.workers_desired},
+            "workers": {
+                "running": self.workers_running,
+                "desired": self.workers_desired,
+                "waiting": self.workers_waiting,
+            },
             "queue": {"queued": self.queued, "in_flight": self.in_flight, "unsent": self.unsent},
             "elapsed": self.elapsed,
             "eta_seconds": self.eta_seconds,
@@ -129,6 +135,7 @@ def status(
         progress=progress,
         workers_desired=compute.desired if compute else 0,
         workers_running=compute.running if compute else 0,
+        workers_waiting=compute.waiting if compute else "",
         elapsed=elapsed,
         eta_seconds=eta,
         queued=queued,

@@ -48,18 +48,55 @@ FLEET_GONE = frozenset({"InvalidSpotFleetRequestId.NotFound", "InvalidSpotFleetR
 ALARM_BATCH = 100
 
 
-def status_from_service(service: Mapping[str, Any] | None, workers_per_task: int) -> ComputeStatus:
-    """Workers desired and running, from an ECS service description (None: no service).
+def status_from_service(
+    service: Mapping[str, Any] | None, workers_per_task: int, now: float | None = None
+) -> ComputeStatus:
+    """Workers desired and running, from an ECS service description (None: no service), and
+    why some are missing when ECS said so lately (`placement_problem`).
 
     A deleted (INACTIVE) service runs nothing, whatever its last counts say.
     """
     if service is None or service.get("status") == "INACTIVE":
         return ComputeStatus(desired=0, running=0)
     per_task = max(workers_per_task, 1)
+    desired = int(service.get("desiredCount", 0))
+    running = int(service.get("runningCount", 0))
+    waiting = placement_problem(service, time.time() if now is None else now)
     return ComputeStatus(
-        desired=int(service.get("desiredCount", 0)) * per_task,
-        running=int(service.get("runningCount", 0)) * per_task,
+        desired=desired * per_task,
+        running=running * per_task,
+        waiting=waiting if running < desired else "",
     )
+
+
+#: How recent (seconds) ECS's "unable to place" event must be to explain missing workers: ECS
+#: repeats it while the problem lasts (at most every few minutes).
+PLACEMENT_EVENT_SECONDS = 15 * 60
+
+
+def placement_problem(service: Mapping[str, Any], now: float) -> str:
+    """ECS's newest service event when it says a worker could not be placed (no machine has
+    its memory or CPU units free, or an attribute it needs) and is under
+    `PLACEMENT_EVENT_SECONDS` old, else "". Its "(service …)" prefix is dropped. Pure."""
+    events = service.get("events") or []
+    if not events:
+        return ""
+    newest = max(events, key=lambda e: _epoch(e.get("createdAt")))
+    message = str(newest.get("message", ""))
+    if "unable to place a task" not in message:
+        return ""
+    if now - _epoch(newest.get("createdAt")) > PLACEMENT_EVENT_SECONDS:
+        return ""
+    return re.sub(r"^\(service [^)]*\)\s*", "", message)
+
+
+def _epoch(value: Any) -> float:
+    """An event's ``createdAt`` (botocore: an aware datetime) in epoch seconds; 0 if absent."""
+    if value is None:
+        return 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    return float(value.timestamp())
 
 
 def instance_alarms(cloudwatch: Any, names: AwsNames) -> dict[str, str]:
