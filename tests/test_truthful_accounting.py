@@ -417,3 +417,51 @@ def test_a_monitor_whose_run_was_cleaned_up_elsewhere_stops_and_acts_no_more(
     assert len(asked) == 1 and progress.pending == 2
     assert run.backend.queue.counts().visible == 0  # nothing sent again
     assert run.acted == []  # no worker started or stopped
+
+
+def test_the_monitor_says_why_workers_are_not_started_once_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend's reason for missing workers (ECS: "unable to place a task") is said when it
+    appears and again only when it changes, not at every tick."""
+    from dataclasses import replace
+
+    from distributed_something.backends import open_backend
+    from distributed_something.interfaces.compute import ComputeStatus
+    from distributed_something.monitor import loop
+    from distributed_something.state import require_state
+    from distributed_something.usecases import lifecycle
+    from distributed_something.usecases.project import open_project
+    from testkit import NoCompute
+
+    folder = write_project(tmp_path / "p", argv=["true"], groups=[{"name": "a"}], app_name="U")
+    project = open_project(folder / "ds.toml")
+    lifecycle.setup(project)
+    lifecycle.submit(project, folder / "job.json", show_progress=False)
+    reasons = iter(["", "no room: memory", "no room: memory", "no room: cpu", "", "no room: cpu"])
+
+    class Unplaced(NoCompute):
+        def status(self) -> ComputeStatus:
+            return ComputeStatus(1, 0, next(reasons, ""))
+
+    backend = replace(open_backend(project), compute=Unplaced())
+    said: list[str] = []
+    monkeypatch.setattr(loop, "info", said.append)
+    ticks = iter(range(6))
+
+    def sleep(_seconds: float) -> None:
+        if next(ticks) >= 5:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        loop.watch(
+            project.config,
+            backend,
+            require_state(project, backend.storage),
+            interval=1,
+            confirm_seconds=0,
+            show_progress=False,
+            sleep=sleep,
+        )
+    waiting = [line for line in said if "workers not started" in line]
+    assert [line.rsplit(" ", 1)[-1] for line in waiting] == ["memory", "cpu", "cpu"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from rich.markup import escape
+
 from distributed_something.config.model import Config
 from distributed_something.interfaces.backend import Backend
 from distributed_something.ledger import read_counts, read_ledger
@@ -71,6 +73,7 @@ def watch(
     bar = task_bar(config.app_name) if show_progress else None
     bar_id = bar.add_task(config.app_name, total=None, detail="") if bar else None
     drained_since: float | None = None
+    said_waiting = ""  # the backend's last reason for missing workers, said once each
     if bar:
         bar.start()
     try:
@@ -121,10 +124,14 @@ def watch(
                     info(f"{len(plan.dead)} task(s) are dead (see `ds dead list`)")
                 drained_since = None
                 continue
+            compute = backend.compute.status()
+            if compute.waiting and compute.waiting != said_waiting:
+                info(f"[yellow]workers not started:[/] {escape(compute.waiting)}")
+            said_waiting = compute.waiting
             obs = Observation(
                 clock(),
                 counts,
-                backend.compute.status(),
+                compute,
                 started,
                 finished=check.verdict == "finished",
             )
