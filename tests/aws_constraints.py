@@ -31,11 +31,13 @@ def _pattern(text: str) -> re.Pattern[str] | None:
 
 #: Limits the API reference states in its text but botocore's model does not (service,
 #: operation, path of the member ("[]": each item of a list)) -> (minimum, maximum): of a
-#: number, or of a list's length. Only calls ds makes.
+#: number, or of a list's or a map's length. Only calls ds makes.
 DOCUMENTED: dict[tuple[str, str, str], tuple[int, int]] = {
     ("sqs", "SendMessageBatch", "Entries"): (1, 10),
     ("sqs", "SendMessageBatch", "Entries[].DelaySeconds"): (0, 900),
     ("sqs", "SendMessage", "DelaySeconds"): (0, 900),
+    ("sqs", "SendMessage", "MessageAttributes"): (0, 10),
+    ("sqs", "SendMessageBatch", "Entries[].MessageAttributes"): (0, 10),
     ("sqs", "DeleteMessageBatch", "Entries"): (1, 10),
     ("sqs", "ChangeMessageVisibilityBatch", "Entries"): (1, 10),
     ("sqs", "ChangeMessageVisibilityBatch", "Entries[].VisibilityTimeout"): (0, 43200),
@@ -70,7 +72,7 @@ def violations(operation: Any, params: dict[str, Any]) -> list[str]:
         if (svc, name) != (service, operation.name):
             continue
         for where, value in _at(params, path.replace("[]", ".[]").split("."), name):
-            size = len(value) if isinstance(value, (list, tuple)) else value
+            size = len(value) if isinstance(value, (list, tuple, dict)) else value
             if isinstance(size, int) and not low <= size <= high:
                 found.append(f"{where}: {size}, from {low} to {high} (API reference)")
     if (service, operation.name) == ("logs", "PutLogEvents"):
