@@ -13,12 +13,14 @@ import csv
 import json
 import os
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
+import tomli_w
 
 from conftest import write_project
 
@@ -409,6 +411,8 @@ def test_doctor_says_what_is_missing_and_how_to_fix_it(tmp_path: Path, ds: Ds, a
         "holds role Doc-ecs-instance-role"
     )
     assert "no run in progress" in found["cluster default"]["detail"]
+    machines = found["instance types m5.large"]
+    assert machines["ok"] and machines["detail"] == "a worker fits: m5.large 8,192 MiB / 2 vCPUs"
 
     # A fleet file naming what this account does not have: each named, with the field.
     fleet["LaunchSpecifications"][0]["SubnetId"] = "subnet-0123456789abcdef0"
@@ -440,6 +444,18 @@ def test_doctor_says_what_is_missing_and_how_to_fix_it(tmp_path: Path, ds: Ds, a
     assert result.returncode == 1
     cluster = findings(result)["cluster DocCluster"]
     assert not cluster["ok"] and "0 instance(s) registered, 1 running" in cluster["detail"]
+
+
+def test_doctor_says_a_worker_larger_than_the_machines_never_starts(
+    tmp_path: Path, ds: Ds, aws: str
+) -> None:
+    proj = aws_project(tmp_path / "p", machine_type=["m5.large", "c5.large"])
+    config = tomllib.loads((proj / "ds.toml").read_text())
+    config["cluster"]["memory"] = 9000
+    (proj / "ds.toml").write_text(tomli_w.dumps(config))
+    found = findings(ds("doctor", "--json", cwd=proj))["instance types m5.large, c5.large"]
+    assert not found["ok"] and "larger than every machine" in found["detail"]
+    assert "cluster.memory" in found["fix"]
 
 
 def test_doctor_sees_fleet_instances_that_did_not_join_the_cluster(aws: str) -> None:

@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from distributed_something.backends.aws.clients import AwsClients, first_line, unreadable_answers
-from distributed_something.errors import InputError
+from distributed_something.backends.aws.fleet import instance_facts
+from distributed_something.backends.aws.machine_fit import machine_fit
+from distributed_something.config.model import Config
+from distributed_something.errors import DSError, InputError
 from distributed_something.interfaces.backend import Finding
 
 
@@ -228,3 +231,25 @@ def check_cluster(clients: AwsClients, cluster: str, fleet_id: str | None) -> li
             )
         ]
     return [Finding(check, True, detail)]
+
+
+def check_machines(clients: AwsClients, config: Config, source: str, legacy: bool) -> Finding:
+    """Whether a worker fits on the machines of ``aws.machine_type``
+    (`machine_fit.machine_fit`, ec2:DescribeInstanceTypes)."""
+    types = list(config.aws.machine_type)
+    check = f"instance types {', '.join(types)}"
+    try:
+        facts = instance_facts(clients.ec2, types)
+        warnings = machine_fit(config, facts, source=source, legacy=legacy)
+    except InputError as exc:
+        return Finding(check, False, exc.problem, exc.fix or "")
+    except DSError as exc:
+        return Finding(check, False, f"cannot be read ({exc})", "")
+    if warnings:
+        return Finding(check, False, "; ".join(warnings), "see cluster.memory in docs/aws.md")
+    sizes = [
+        f"{t} {f.memory_mib:,} MiB / {f.vcpus} vCPUs"
+        for t, f in facts.items()
+        if f.memory_mib is not None and f.vcpus is not None
+    ]
+    return Finding(check, True, "a worker fits: " + ("; ".join(sizes) or "sizes unknown"))
