@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,9 +17,34 @@ from typing import Any
 import pytest
 import tomli_w
 
+import loopback_guard
 from motoserver import start_moto, stop_moto
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: tests/site: its sitecustomize guards every Python process the tests start (loopback only)
+#: and, in AWS tests, checks their AWS requests against the API reference's limits.
+SITE = Path(__file__).resolve().parent / "site"
+#: Every connect to an address that is not loopback, by this process or one it started.
+NETWORK_LOG = Path(tempfile.mkdtemp(prefix="ds-tests-net-")) / "refused.log"
+os.environ["DS_TEST_NETWORK_LOG"] = str(NETWORK_LOG)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
+# Without credentials, botocore asks the instance metadata service (169.254.169.254).
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+loopback_guard.install(str(NETWORK_LOG))
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """Fail a test during which a connect left loopback (it was refused: `loopback_guard`)."""
+    before = NETWORK_LOG.stat().st_size if NETWORK_LOG.exists() else 0
+    yield
+    if NETWORK_LOG.exists() and NETWORK_LOG.stat().st_size > before:
+        with NETWORK_LOG.open(encoding="utf-8") as log:
+            log.seek(before)
+            lines = sorted(set(log.read().splitlines()))
+        pytest.fail("tests reach only loopback; refused:\n" + "\n".join(lines))
+
 
 #: A skip whose reason starts with this is a contract that does not apply to an
 #: implementation (SQS keeps no release errors), not something missing on the machine.
@@ -135,14 +161,11 @@ def moto_iam_server() -> Iterator[str]:
     stop_moto(proc)
 
 
-#: tests/aws_site: its sitecustomize checks the AWS requests of the `ds` processes tests start
-AWS_SITE = Path(__file__).resolve().parent / "aws_site"
-
-
 def _use_moto(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """Reset ``url``'s state and point every AWS call of this test at it, with fake
     credentials, no instance metadata and no real config or credentials files. Every
-    request the code builds, in this process and in the Python processes the test starts,
+    request the code builds, in this process and in the Python processes the test starts
+    (tests/site),
     is checked against the API reference's limits (`aws_constraints`): moto accepts
     what AWS refuses. The test fails at its end if one was broken (`_aws_limits_kept`)."""
     import urllib.request
@@ -165,10 +188,7 @@ def _use_moto(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
 
     clients._sessions.clear()  # sessions cache credentials; each test starts clean
     sink = tmp_path / "aws-limits-broken.txt"
-    monkeypatch.setenv("DS_TEST_AWS_VIOLATIONS", str(sink))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(AWS_SITE), os.environ.get("PYTHONPATH")]))
-    )
+    monkeypatch.setenv("DS_TEST_AWS_VIOLATIONS", str(sink))  # read by tests/site
 
     def report(line: str) -> None:
         with sink.open("a", encoding="utf-8") as out:

@@ -1,8 +1,11 @@
-"""Loaded by every Python the AWS tests start (their PYTHONPATH names this folder): when
-``DS_TEST_AWS_VIOLATIONS`` names a file, each AWS client `ds` makes in that process has the
-requests it builds checked against the API reference's limits (tests/aws_constraints.py), and
-every violation is appended to the file, which the test reads at its end. Nothing is imported
-until `ds` imports its AWS clients module, so processes that make no AWS call pay nothing."""
+"""Loaded by every Python the tests start (the suite puts this folder on PYTHONPATH).
+
+With ``DS_TEST_NETWORK_LOG``, the process may connect to loopback addresses only
+(tests/loopback_guard.py). When ``DS_TEST_AWS_VIOLATIONS`` names a file (AWS tests), each AWS
+client `ds` makes in that process has the requests it builds checked against the API
+reference's limits (tests/aws_constraints.py), and every violation is appended to the file,
+which the test reads at its end: nothing of that is imported until `ds` imports its AWS
+clients module, so processes that make no AWS call pay nothing."""
 
 from __future__ import annotations
 
@@ -13,12 +16,27 @@ from pathlib import Path
 from typing import Any
 
 _TARGET = "distributed_something.backends.aws.clients"
+_TESTS = Path(__file__).resolve().parent.parent
 _SINK = os.environ.get("DS_TEST_AWS_VIOLATIONS", "")
 
 
+def _load(name: str) -> Any:
+    """tests/<name>.py, loaded without putting the tests' folder on sys.path (its modules
+    must not shadow anything of the process)."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _TESTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _install(module: Any) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import aws_constraints
+    aws_constraints = _load("aws_constraints")
 
     def report(line: str) -> None:
         with open(_SINK, "a", encoding="utf-8") as sink:
@@ -54,6 +72,9 @@ class _Finder(importlib.abc.MetaPathFinder):
             spec.loader = _Loader(spec.loader)
         return spec
 
+
+if os.environ.get("DS_TEST_NETWORK_LOG"):
+    _load("loopback_guard").install(os.environ["DS_TEST_NETWORK_LOG"])
 
 if _SINK:
     sys.meta_path.insert(0, _Finder())
