@@ -389,11 +389,6 @@ def instance_facts(ec2: Any, instance_types: Sequence[str]) -> dict[str, Instanc
     return {t: found.get(t) or InstanceFacts(guess_architecture(t)) for t in unique}
 
 
-def instance_architectures(ec2: Any, instance_types: Sequence[str]) -> dict[str, str]:
-    """{instance type: "arm64" or "x86_64"} (`instance_facts`)."""
-    return {t: f.architecture for t, f in instance_facts(ec2, instance_types).items()}
-
-
 @dataclass(frozen=True)
 class ImageFacts:
     """What DescribeImages says of an AMI: its architecture and root snapshot size (GiB);

@@ -264,7 +264,7 @@ class AwsProvisioner:
 
         ``aws.image_id`` for every type when set (an InputError when a type's architecture is
         not the image's); otherwise the current ECS-optimized AMI of each type's architecture
-        (arm64 for Graviton types, `spot.instance_architectures`), None where SSM has none
+        (arm64 for Graviton types, `spot.instance_facts`), None where SSM has none
         (the fleet file's ImageId is kept).
         """
         config = self.config
