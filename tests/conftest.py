@@ -165,9 +165,9 @@ def _use_moto(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """Reset ``url``'s state and point every AWS call of this test at it, with fake
     credentials, no instance metadata and no real config or credentials files. Every
     request the code builds, in this process and in the Python processes the test starts
-    (tests/site),
-    is checked against the API reference's limits (`aws_constraints`): moto accepts
-    what AWS refuses. The test fails at its end if one was broken (`_aws_limits_kept`)."""
+    (tests/site), is checked against the API reference's limits (`aws_constraints`): moto
+    accepts what AWS refuses. The test fails at its end if one was broken
+    (`_aws_limits_kept`)."""
     import urllib.request
 
     import aws_constraints
