@@ -26,7 +26,8 @@ def config(**cluster: Any) -> Config:
 
 
 def fit(facts: dict[str, InstanceFacts], *, legacy: bool = False, **cluster: Any) -> list[str]:
-    return machine_fit(config(**cluster), facts, source="ds.toml", legacy=legacy)
+    source = "config.py" if legacy else "ds.toml"
+    return machine_fit(config(**cluster), facts, source=source)
 
 
 def test_the_familys_default_worker_fits_an_m5_xlarge() -> None:
@@ -50,6 +51,8 @@ def test_a_worker_larger_than_every_machine_is_refused_naming_the_field() -> Non
 def test_a_worker_at_the_installed_memory_may_not_fit() -> None:
     (warning,) = fit({"m5.xlarge": M5_XLARGE}, memory=16000)
     assert "may not fit on m5.xlarge" in warning and "15,892 MiB or less" in warning
+    (legacy,) = fit({"m5.xlarge": M5_XLARGE}, legacy=True, memory=16000)  # a config.py's names
+    assert "(MEMORY)" in legacy and "cluster.memory" not in legacy
 
 
 def test_fewer_workers_to_a_machine_than_asked_are_said() -> None:

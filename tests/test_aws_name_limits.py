@@ -15,6 +15,7 @@ import tomli_w
 
 from aws_constraints import violations
 from distributed_something.backends.aws import name_limits
+from distributed_something.config.legacy import legacy_error
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from moto_projects import REGION, aws_client, aws_project, ds_ok
@@ -71,23 +72,21 @@ def test_the_longest_bootstrap_prefix_fits_every_name_and_one_more_does_not() ->
 
 def test_a_long_app_name_with_the_monitor_is_refused_naming_the_field() -> None:
     app = "A" * 48  # + "-monitor-schedule" is 65
-    name_limits.check_run_names(config(app), source="ds.toml", legacy=False)  # no monitor: fine
+    name_limits.check_run_names(config(app), source="ds.toml")  # no monitor: fine
     with pytest.raises(InputError) as raised:
-        name_limits.check_run_names(config(app, auto_monitor=True), source="ds.toml", legacy=False)
+        name_limits.check_run_names(config(app, auto_monitor=True), source="ds.toml")
     assert raised.value.field == "app_name"
     assert "monitor schedule rule" in raised.value.problem
     assert "65 characters; AWS allows at most 64" in raised.value.problem
     assert raised.value.fix.startswith("shorten it by 1 character ")
-    with pytest.raises(InputError) as legacy:
-        name_limits.check_run_names(config(app, auto_monitor=True), source="config.py", legacy=True)
-    assert legacy.value.field == "APP_NAME"
+    with pytest.raises(InputError) as legacy:  # as the CLI shows it to a config.py's user
+        name_limits.check_run_names(config(app, auto_monitor=True), source="config.py")
+    assert legacy_error(legacy.value).field == "APP_NAME"
 
 
 def test_a_long_log_group_name_is_refused_naming_its_own_field() -> None:
     with pytest.raises(InputError) as raised:
-        name_limits.check_run_names(
-            config("App", log_group_name="g" * 510), source="ds.toml", legacy=False
-        )
+        name_limits.check_run_names(config("App", log_group_name="g" * 510), source="ds.toml")
     assert raised.value.field == "aws.log_group_name"
     assert "_perInstance" in raised.value.problem
 

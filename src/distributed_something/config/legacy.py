@@ -345,12 +345,18 @@ def recipe_from_image(image: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def legacy_text(text: str) -> str:
+    """``text`` with its dotted ds.toml field names (``cluster.memory``) as the legacy
+    variables that set them (``MEMORY``)."""
+    return _DOTTED_FIELD.sub(lambda m: LEGACY_VARIABLE_OF.get(m.group(0), m.group(0)), text)
+
+
 def legacy_error(error: InputError) -> InputError:
     """``error`` as a user of a legacy ``config.py`` reads it: ds.toml field names (the
     field, and dotted names in the problem and fix) become the legacy variables that set
     them (``recipe.name`` → ``RECIPE``, ``tool.script_download_url`` →
-    ``SCRIPT_DOWNLOAD_URL``). Errors about other files (any source not ending in ``.py``)
-    are returned unchanged."""
+    ``SCRIPT_DOWNLOAD_URL``, a field ``app_name`` → ``APP_NAME``). Errors about other files
+    (any source not ending in ``.py``) are returned unchanged."""
     if not error.source.endswith(".py"):
         return error
     if error.field == "recipe.name" and error.problem == "is not set":
@@ -362,11 +368,10 @@ def legacy_error(error: InputError) -> InputError:
             RECIPE_FIX,
         )
 
-    def rename(text: str) -> str:
-        return _DOTTED_FIELD.sub(lambda m: LEGACY_VARIABLE_OF.get(m.group(0), m.group(0)), text)
-
-    field = rename(error.field) if error.field else error.field
-    problem, fix = rename(error.problem), rename(error.fix)
+    field = error.field
+    if field:  # a top-level field (app_name) is named whole; dotted ones anywhere in it
+        field = LEGACY_VARIABLE_OF.get(field) or legacy_text(field)
+    problem, fix = legacy_text(error.problem), legacy_text(error.fix)
     if (field, problem, fix) == (error.field, error.problem, error.fix):
         return error
     return InputError(error.source, field, problem, fix)

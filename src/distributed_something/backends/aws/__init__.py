@@ -27,8 +27,7 @@ def _validate_notes(project: Project) -> list[str]:
     from distributed_something.backends.aws.policy_check import coverage_warning
 
     notes: list[str] = []
-    legacy = project.config_path.suffix == ".py"
-    check_run_names(project.config, source=str(project.config_path), legacy=legacy)
+    check_run_names(project.config, source=str(project.config_path))
     check_run_image(project.config)  # `ds worker` on an image known to lack `ds`: refused
     family_note = family_worker_note(project.config)
     if family_note is not None:
@@ -36,6 +35,7 @@ def _validate_notes(project: Project) -> list[str]:
     coverage = coverage_warning(project.config)
     if coverage is not None:
         notes.append(coverage)
+    legacy = project.config_path.suffix == ".py"
     check_root_volume(project.config, legacy=legacy, source=str(project.config_path))
     return notes
 

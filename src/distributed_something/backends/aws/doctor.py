@@ -61,8 +61,7 @@ def doctor(
     if config.aws.image_id:
         wanted.append(("AMI", config.aws.image_id, "aws.image_id"))
     found += checks.check_ec2(clients, wanted)
-    legacy = project.config_path.suffix == ".py"
-    found.append(checks.check_machines(clients, config, str(project.config_path), legacy))
+    found.append(checks.check_machines(clients, config, str(project.config_path)))
     storage = config.storage
     buckets = [
         (storage.bucket, "storage.bucket"),

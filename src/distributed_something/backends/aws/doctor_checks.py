@@ -233,14 +233,14 @@ def check_cluster(clients: AwsClients, cluster: str, fleet_id: str | None) -> li
     return [Finding(check, True, detail)]
 
 
-def check_machines(clients: AwsClients, config: Config, source: str, legacy: bool) -> Finding:
+def check_machines(clients: AwsClients, config: Config, source: str) -> Finding:
     """Whether a worker fits on the machines of ``aws.machine_type``
     (`machine_fit.machine_fit`, ec2:DescribeInstanceTypes)."""
     types = list(config.aws.machine_type)
     check = f"instance types {', '.join(types)}"
     try:
         facts = instance_facts(clients.ec2, types)
-        warnings = machine_fit(config, facts, source=source, legacy=legacy)
+        warnings = machine_fit(config, facts, source=source)
     except InputError as exc:
         return Finding(check, False, exc.problem, exc.fix or "")
     except DSError as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from distributed_something.backends.aws.fleet import InstanceFacts
-from distributed_something.config.legacy import LEGACY_VARIABLE_OF
+from distributed_something.config.legacy import legacy_error, legacy_text
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 
@@ -26,16 +26,11 @@ REGISTERED_SHARE = 0.97
 UNITS_PER_VCPU = 1024
 
 
-def machine_fit(
-    config: Config, facts: Mapping[str, InstanceFacts], *, source: str, legacy: bool
-) -> list[str]:
+def machine_fit(config: Config, facts: Mapping[str, InstanceFacts], *, source: str) -> list[str]:
     """Warnings about workers that may not fit, or fit fewer to a machine than
     ``cluster.tasks_per_machine``; raises `InputError` when a worker fits on none of the
-    types (types whose sizes are unknown count as fitting)."""
-
-    def field(name: str) -> str:
-        return LEGACY_VARIABLE_OF.get(name, name) if legacy else name
-
+    types (types whose sizes are unknown count as fitting). Fields are named as the config
+    ``source`` names them (a config.py's variables: `legacy_text`)."""
     memory, cpu = config.cluster.memory, config.cluster.effective_cpu_shares
     per_machine = config.cluster.tasks_per_machine
     never: list[str] = []
@@ -51,36 +46,35 @@ def machine_fit(
         usable = int(fact.memory_mib * REGISTERED_SHARE)
         if memory > usable:
             warnings.append(
-                f"a worker's {memory:,} MiB ({field('cluster.memory')}) may not fit on {size}: "
+                f"a worker's {memory:,} MiB (cluster.memory) may not fit on {size}: "
                 f"ECS registers some 3% less than is installed; {usable:,} MiB or less fits"
             )
             continue
         fits = min(usable // memory, units // cpu)
         if fits < per_machine:
             warnings.append(
-                f"only {fits} of {field('cluster.tasks_per_machine')} = {per_machine} workers "
+                f"only {fits} of cluster.tasks_per_machine = {per_machine} workers "
                 f"fit on {size} with {memory:,} MiB and {cpu:,} CPU units each: the others "
                 "would wait for room that never comes"
             )
     if never and len(never) == len(facts):
-        raise InputError(
-            source,
-            field("cluster.memory")
-            if any(_short_of_memory(config, f) for f in facts.values())
-            else field("cluster.cpu_shares"),
-            f"a worker ({memory:,} MiB, {cpu:,} CPU units) is larger than every machine of "
-            f"{field('aws.machine_type')}: {'; '.join(never)}; ECS would never start one",
-            f"lower {field('cluster.memory')} / {field('cluster.cpu_shares')}, or list larger "
-            f"instance types in {field('aws.machine_type')}",
+        short_of_memory = any(
+            f.memory_mib is not None and memory > f.memory_mib for f in facts.values()
+        )
+        raise legacy_error(
+            InputError(
+                source,
+                "cluster.memory" if short_of_memory else "cluster.cpu_shares",
+                f"a worker ({memory:,} MiB, {cpu:,} CPU units) is larger than every machine "
+                f"of aws.machine_type: {'; '.join(never)}; ECS would never start one",
+                "lower cluster.memory / cluster.cpu_shares, or list larger instance types in "
+                "aws.machine_type",
+            )
         )
     if never:
         warnings.append(
             f"no worker fits on {'; '.join(never)} ({memory:,} MiB, {cpu:,} CPU units each): "
             f"machines of {'that type' if len(never) == 1 else 'those types'} would run "
-            f"nothing; remove them from {field('aws.machine_type')}"
+            f"nothing; remove them from aws.machine_type"
         )
-    return warnings
-
-
-def _short_of_memory(config: Config, fact: InstanceFacts) -> bool:
-    return fact.memory_mib is not None and config.cluster.memory > fact.memory_mib
+    return [legacy_text(w) for w in warnings] if source.endswith(".py") else warnings

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from distributed_something.backends.aws.bootstrap import BootstrapNames
 from distributed_something.backends.aws.resources import AwsNames
-from distributed_something.config.legacy import LEGACY_VARIABLE_OF
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 
@@ -94,17 +93,17 @@ def longest_prefix() -> int:
     return min(n.limit - (len(n.name) - 1) for n in bootstrap_names("x"))
 
 
-def check_run_names(config: Config, *, source: str, legacy: bool) -> None:
-    """Raise `InputError` (naming the config field to shorten) when a name the run would
-    create is longer than AWS allows."""
+def check_run_names(config: Config, *, source: str) -> None:
+    """Raise `InputError` (naming the config field to shorten, as ds.toml names it: the CLI
+    names a config.py's variable, `legacy_error`) when a name the run would create is longer
+    than AWS allows."""
     found = _too_long(run_names(config))
     if found is None:
         return
     excess = len(found.name) - found.limit
-    field = LEGACY_VARIABLE_OF.get(found.field, found.field) if legacy else found.field
     raise InputError(
         source,
-        field,
+        found.field,
         f"the {found.what} derived from it, {found.name!r}, has {len(found.name)} characters; "
         f"AWS allows at most {found.limit}",
         f"shorten it by {excess} character{'s' if excess > 1 else ''} or more",

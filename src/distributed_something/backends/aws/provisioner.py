@@ -70,6 +70,8 @@ class AwsProvisioner:
         self.capacity_timeout = capacity_timeout
         self.clock = clock
         self.sleep = sleep
+        #: the instance types of aws.machine_type as EC2 describes them (`_instance_facts`)
+        self._machines: dict[str, spot.InstanceFacts] | None = None
 
     def _client(self, service: str) -> Any:
         return client(service, self.settings)
@@ -92,9 +94,9 @@ class AwsProvisioner:
         cannot be read is a warning). Raises `InputError`."""
         config = self.config
         source = str(self.project.config_path)
-        check_run_names(config, source=source, legacy=self._legacy)
+        check_run_names(config, source=source)
         # A worker larger than every machine is refused here; start-cluster warns of the rest.
-        self._machine_fit(spot.instance_facts(self._client("ec2"), list(config.aws.machine_type)))
+        self._machine_fit(self._instance_facts(self._client("ec2")))
         spot.check_root_volume(
             config,
             legacy=self._legacy,
@@ -116,11 +118,17 @@ class AwsProvisioner:
         if coverage:
             info(f"[yellow]warning:[/] {coverage}")
 
+    def _instance_facts(self, ec2: Any) -> dict[str, spot.InstanceFacts]:
+        """`fleet.instance_facts` of ``aws.machine_type``, read once per provisioner (`ds run`
+        checks them at setup and uses them at start-cluster)."""
+        if self._machines is None:
+            self._machines = spot.instance_facts(ec2, list(self.config.aws.machine_type))
+        return self._machines
+
     def _machine_fit(self, facts: dict[str, spot.InstanceFacts]) -> list[str]:
         """`machine_fit.machine_fit` of the config on ``facts``: its warnings; raises
         `InputError` when a worker fits on no type of ``aws.machine_type``."""
-        source = str(self.project.config_path)
-        return machine_fit(self.config, facts, source=source, legacy=self._legacy)
+        return machine_fit(self.config, facts, source=str(self.project.config_path))
 
     def _profile_name(self) -> str:
         return self.settings.profile or os.environ.get("AWS_PROFILE") or "default"
@@ -269,7 +277,7 @@ class AwsProvisioner:
         """
         config = self.config
         types = list(config.aws.machine_type)
-        machines = spot.instance_facts(ec2, types)
+        machines = self._instance_facts(ec2)
         for warning in self._machine_fit(machines):
             info(f"[yellow]warning:[/] {warning}")
         architectures = {t: fact.architecture for t, fact in machines.items()}
