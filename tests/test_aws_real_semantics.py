@@ -769,3 +769,111 @@ def test_the_fixes_of_refusals_users_seldom_decode() -> None:
     assert fix is not None and "aws sts decode-authorization-message" in fix
     assert permission_fix("AccessDenied: Access Denied") is None  # the default fix applies
     assert "permissions" in DEFAULT_FIX
+
+
+# --- a deleted queue's name: SQS holds it for 60 s ---------------------------------------------
+
+
+def test_the_wait_for_a_deleted_queues_name_is_a_minute_from_its_deletion() -> None:
+    from distributed_something.backends.aws.setup import queue_name_wait
+
+    assert queue_name_wait(None, 1000.0) == 0.0
+    assert queue_name_wait(1000.0, 1000.0) == 65.0  # the 60 s hold and the margin
+    assert queue_name_wait(1000.0, 1030.0) == 35.0
+    assert queue_name_wait(1000.0, 1065.0) == 0.0
+    assert queue_name_wait(1000.0, 5000.0) == 0.0
+    assert queue_name_wait(9000.0, 1000.0) == 65.0  # recorded "in the future": no more
+
+
+def test_a_run_set_up_within_a_minute_of_cleanup_waits_until_sqs_frees_the_queue_name(
+    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeleteQueue: for 60 s "a SendMessage request might succeed, but after 60 seconds the
+    queue and the message you sent no longer exist" — moto deletes at once, so the old
+    queue's GetQueueUrl answering and swallowing the next run's tasks is not seen here; the
+    recorded deletion and the wait before the queues are made again are."""
+    project = make_project(tmp_path)
+    client("s3", SETTINGS).create_bucket(Bucket="demo-bucket")
+    slept: list[float] = []
+    provisioner = AwsProvisioner(project, SETTINGS, AwsNames(project.config), sleep=slept.append)
+    first = new_state()
+    provisioner.setup(first, lambda state: None)
+    before = time.time()
+    provisioner.teardown(first, lambda state: None)
+    deleted_at = AwsResources.of(first.resources).queue_deleted_at
+    assert deleted_at is not None and before <= deleted_at <= time.time()
+
+    made_after: list[float] = []  # how long had been waited when the queues were made
+    ensure_queues = provisioner_module.create.ensure_queues
+
+    def made(*args: Any, **kwargs: Any) -> Any:
+        made_after.append(sum(slept))
+        return ensure_queues(*args, **kwargs)
+
+    monkeypatch.setattr(provisioner_module.create, "ensure_queues", made)
+    second = RunState(run_id="20261205-000100-fedcba", app_name="Demo", backend="aws", created_at=0)
+    provisioner.setup(second, lambda state: None, first)
+    # 60 s from the deletion, and the margin, minus what this test took since.
+    assert len(slept) == 1 and 55.0 <= slept[0] <= 65.0
+    assert made_after == [slept[0]]
+    assert AwsResources.of(second.resources).queue_url
+
+    # A run following one cleaned up long ago, or a run in progress set up again: no wait.
+    slept.clear()
+    long_ago = AwsResources.of(first.resources)
+    long_ago.queue_deleted_at = time.time() - 300
+    long_ago.into(first.resources)
+    provisioner.setup(second, lambda state: None, first)
+    provisioner.setup(second, lambda state: None)
+    assert slept == []
+
+
+class _HeldName:
+    """An SQS client for one queue name SQS still holds: CreateQueue is refused as
+    QueueDeletedRecently ``refusals`` times, then succeeds."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.creates = 0
+
+    def get_queue_url(self, QueueName: str) -> dict[str, str]:
+        from botocore.exceptions import ClientError
+
+        raise ClientError(
+            {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue", "Message": "gone"}},
+            "GetQueueUrl",
+        )
+
+    def create_queue(self, QueueName: str, **kwargs: Any) -> dict[str, str]:
+        from botocore.exceptions import ClientError
+
+        self.creates += 1
+        if self.creates <= self.refusals:
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "AWS.SimpleQueueService.QueueDeletedRecently",
+                        "Message": "You must wait 60 seconds after deleting a queue",
+                    }
+                },
+                "CreateQueue",
+            )
+        return {"QueueUrl": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QueueName}"}
+
+    def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        name = QueueUrl.rsplit("/", 1)[1]
+        return {"Attributes": {"QueueArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"}}
+
+
+def test_a_queue_name_sqs_still_holds_is_waited_for_once(tmp_path: Path) -> None:
+    from distributed_something.backends.aws.setup import ensure_queues
+
+    config = make_project(tmp_path).config
+    slept: list[float] = []
+    sqs = _HeldName(refusals=1)
+    urls = ensure_queues(sqs, AwsNames(config), config, sleep=slept.append)
+    assert urls[0].endswith("/DemoQueue") and slept == [60.0]
+
+    # Still refused after the wait: one clear error, not a loop.
+    with pytest.raises(BackendError, match="still refuses the name after a minute"):
+        ensure_queues(_HeldName(refusals=5), AwsNames(config), config, sleep=lambda s: None)

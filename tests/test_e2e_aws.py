@@ -238,7 +238,9 @@ def test_worker_killed_mid_task_on_aws_and_the_task_completes_once(
 
 def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) -> None:
     """`ds run --force` reruns done tasks on AWS too: its workers (containers with no state
-    file) read the run's state from the bucket and skip nothing."""
+    file) read the run's state from the bucket and skip nothing. Run right after a cleanup,
+    it first waits for SQS to free the deleted queue's name (moto frees it at once; AWS
+    would let the new tasks into the dying queue)."""
     names = ["alpha", "beta"]
     proj = make_e2e_project(tmp_path, names)
     run_ok(ds, "setup", cwd=proj)
@@ -272,6 +274,7 @@ def test_run_force_reaches_the_workers_on_aws(aws: str, tmp_path: Path, ds: Ds) 
         if forced.poll() is None:
             forced.kill()
     assert forced.returncode == 0, err
+    assert "SQS keeps a deleted queue's name for 60 s" in " ".join(err.split())
     report = json.loads(out)
     assert report["counts"]["done"] == 2 and report["counts"].get("skipped", 0) == 0
     assert sorted(ledger(tmp_path)) == sorted(names * 2)  # each ran again

@@ -72,12 +72,13 @@ def setup(
     redrive`): the new run records it and prepares nothing again (`local.prepare`)."""
     backend = backend or open_backend(project)
     state = load_state(project, backend.storage)
+    previous = None
     if state is None or not state.active:
-        state = new_state(project, backend.name, dead_at_start=0)
+        previous, state = state, new_state(project, backend.name, dead_at_start=0)
         if continues is not None:
             state.resources["continues"] = continues
     saver = _saver(project, backend)
-    backend.provisioner.setup(state, saver)
+    backend.provisioner.setup(state, saver, previous)
     if state.submitted == 0:
         state.dead_at_start = backend.queue.counts().dead
     saver(state)

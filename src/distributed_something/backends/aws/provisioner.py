@@ -133,14 +133,27 @@ class AwsProvisioner:
     def _profile_name(self) -> str:
         return self.settings.profile or os.environ.get("AWS_PROFILE") or "default"
 
-    def setup(self, state: RunState, save: Save) -> None:
+    def setup(self, state: RunState, save: Save, previous: RunState | None = None) -> None:
         """Queues, cluster, task definition and a service with 0 tasks (idempotent).
-        `check_inputs` runs first: nothing is created when it fails."""
+        `check_inputs` runs first: nothing is created when it fails. A new run following
+        one whose cleanup deleted its queue less than a minute ago waits until SQS lets
+        the name be taken again (`create.queue_name_wait`): until then the old queue may
+        still answer, and tasks sent to it would vanish with it."""
         config, names = self.config, self.names
         create.check_setup_inputs(config)
         self.check_inputs()
+        if previous is not None:
+            deleted_at = AwsResources.of(previous.resources).queue_deleted_at
+            wait = create.queue_name_wait(deleted_at, time.time())
+            if wait > 0:
+                info(
+                    f"waiting {wait:.0f} s: the previous run's queue was deleted "
+                    f"{time.time() - (deleted_at or 0):.0f} s ago, and SQS keeps a deleted "
+                    "queue's name for 60 s (tasks sent meanwhile would be lost with it)"
+                )
+                self.sleep(wait)
         queue_url, queue_arn, dlq_url, dlq_arn = create.ensure_queues(
-            self._client("sqs"), names, config
+            self._client("sqs"), names, config, sleep=self.sleep
         )
 
         def queues(r: AwsResources) -> None:

@@ -92,6 +92,8 @@ class AwsResources(BaseModel):
     dashboard: str | None = None
     alarms: list[str] = Field(default_factory=list)
     monitor_objects: dict[str, str] = Field(default_factory=dict)
+    #: when cleanup deleted the job queue (epoch seconds): SQS keeps the name 60 s more
+    queue_deleted_at: float | None = None
     #: cleanup steps already done (teardown resumes after the last one)
     cleaned: list[str] = Field(default_factory=list)
     export_tasks: list[str] = Field(default_factory=list)

@@ -25,6 +25,8 @@ from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.taskenv import without_credentials
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
+from distributed_something.jobs.model import MAX_MESSAGE_BYTES
+from distributed_something.ui import info
 
 #: 14 days, the longest SQS keeps a message: a long run must not lose waiting tasks, and the
 #: dead-letter queue is kept after cleanup so failures can be inspected and redriven.
@@ -60,21 +62,47 @@ def check_setup_inputs(config: Config) -> None:
 # --- SQS --------------------------------------------------------------------------------
 
 
-def ensure_queues(sqs: Any, names: AwsNames, config: Config) -> tuple[str, str, str, str]:
+#: How long SQS keeps a deleted queue's name: "you must wait at least 60 seconds before
+#: creating a queue with the same name" (DeleteQueue), and meanwhile "a SendMessage request
+#: might succeed, but after 60 seconds the queue and the message you sent no longer exist".
+QUEUE_NAME_HELD_SECONDS = 60.0
+#: Beyond those 60 s: the deletion was recorded after DeleteQueue answered, and clocks differ.
+QUEUE_NAME_MARGIN_SECONDS = 5.0
+
+
+def queue_name_wait(deleted_at: float | None, now: float) -> float:
+    """Seconds to wait at ``now`` before the name of a queue deleted at ``deleted_at``
+    (epoch seconds; None: not deleted) may be used again: 0 when it may. Pure."""
+    if deleted_at is None:
+        return 0.0
+    free_at = deleted_at + QUEUE_NAME_HELD_SECONDS + QUEUE_NAME_MARGIN_SECONDS
+    # A deletion recorded in the future (a clock set back) waits no longer than the hold.
+    return min(max(free_at - now, 0.0), QUEUE_NAME_HELD_SECONDS + QUEUE_NAME_MARGIN_SECONDS)
+
+
+def ensure_queues(
+    sqs: Any, names: AwsNames, config: Config, *, sleep: Callable[[float], None] = time.sleep
+) -> tuple[str, str, str, str]:
     """Create or update the dead-letter queue and the job queue; return their URLs and ARNs.
 
     Returns ``(queue_url, queue_arn, dead_letter_queue_url, dead_letter_queue_arn)``. The
     dead-letter queue keeps messages 14 days; the job queue too, with visibility
     ``config.queue.visibility`` and a redrive policy sending a task to the dead-letter queue
-    after ``config.queue.job_retries`` receives. Existing queues get these attributes set
-    again (SetQueueAttributes), and both carry the app tag. Raises `BackendError`.
+    after ``config.queue.job_retries`` receives. Both take messages up to SQS's largest
+    (`MAX_MESSAGE_BYTES`, what validation allows): a queue created before SQS raised its
+    default keeps 256 KiB unless told. Existing queues get these attributes set again
+    (SetQueueAttributes), and both carry the app tag. A name SQS still holds for a queue
+    deleted less than a minute ago (QueueDeletedRecently) is waited for (``sleep``), once.
+    Raises `BackendError`.
     """
     tags = {names.tag["Key"]: names.tag["Value"]}
+    largest = {"MaximumMessageSize": str(MAX_MESSAGE_BYTES)}
     dlq_url = _ensure_queue(
         sqs,
         names.dead_letter_queue,
-        {"MessageRetentionPeriod": str(RETENTION_SECONDS)},
+        {"MessageRetentionPeriod": str(RETENTION_SECONDS), **largest},
         tags,
+        sleep,
     )
     dlq_arn = _queue_arn(sqs, dlq_url, names.dead_letter_queue)
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.queue.job_retries}
@@ -85,18 +113,26 @@ def ensure_queues(sqs: Any, names: AwsNames, config: Config) -> tuple[str, str, 
             "MessageRetentionPeriod": str(RETENTION_SECONDS),
             "VisibilityTimeout": str(config.queue.visibility),
             "RedrivePolicy": json.dumps(redrive),
+            **largest,
         },
         tags,
+        sleep,
     )
     return queue_url, _queue_arn(sqs, queue_url, names.queue), dlq_url, dlq_arn
 
 
-def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:
+def _ensure_queue(
+    sqs: Any,
+    name: str,
+    attributes: dict[str, str],
+    tags: dict[str, str],
+    sleep: Callable[[float], None],
+) -> str:
     from botocore.exceptions import ClientError
 
     url = _queue_url(sqs, name)
     if url is None:
-        created = _create_queue(sqs, name, attributes, tags)
+        created = _create_queue(sqs, name, attributes, tags, sleep)
         if created is not None:
             return created
         # Created meanwhile by someone else: update it to match, as any existing queue.
@@ -115,27 +151,41 @@ def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str], tags: dict[st
 
 
 def _create_queue(
-    sqs: Any, name: str, attributes: dict[str, str], tags: dict[str, str]
+    sqs: Any,
+    name: str,
+    attributes: dict[str, str],
+    tags: dict[str, str],
+    sleep: Callable[[float], None],
 ) -> str | None:
-    """The new queue's URL; None when a queue of that name exists already."""
+    """The new queue's URL; None when a queue of that name exists already. A name SQS still
+    holds (QueueDeletedRecently: deleted elsewhere, or by a cleanup not recorded) is tried
+    again once, after the 60 s SQS holds it."""
     from botocore.exceptions import ClientError
 
-    with aws_call(f"create queue {name}"):
-        try:
-            return str(
-                sqs.create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
-            )
-        except ClientError as error:
-            code = error_code(error)
-            if "QueueAlreadyExists" in code:
-                return None
-            if "QueueDeletedRecently" in code:
-                raise BackendError(
-                    f"could not create queue {name}: a queue of that name was deleted less "
-                    "than 60 seconds ago, and SQS refuses the name until then. Run the "
-                    "command again in a minute"
-                ) from None
-            raise
+    for attempt in range(2):
+        with aws_call(f"create queue {name}"):
+            try:
+                return str(
+                    sqs.create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
+                )
+            except ClientError as error:
+                code = error_code(error)
+                if "QueueAlreadyExists" in code:
+                    return None
+                if "QueueDeletedRecently" not in code:
+                    raise
+                if attempt:
+                    raise BackendError(
+                        f"could not create queue {name}: a queue of that name was deleted "
+                        "recently, and SQS still refuses the name after a minute. Run the "
+                        "command again in a minute"
+                    ) from None
+        info(
+            f"queue {name} was deleted less than a minute ago; SQS holds its name for "
+            f"60 s: waiting {QUEUE_NAME_HELD_SECONDS:.0f} s"
+        )
+        sleep(QUEUE_NAME_HELD_SECONDS)
+    raise AssertionError("unreachable")
 
 
 def _queue_url(sqs: Any, name: str) -> str | None:

@@ -204,6 +204,9 @@ class _Teardown:
         except ClientError as exc:
             if error_code(exc) not in SQS_GONE:
                 raise
+            return
+        # The next run of this app waits until SQS frees the name (`setup.queue_name_wait`).
+        self.res.queue_deleted_at = time.time()
 
     def delete_service(self) -> None:
         try:

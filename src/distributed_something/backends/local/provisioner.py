@@ -37,7 +37,12 @@ class LocalProvisioner:
         self.queue = queue
         self.compute = compute
 
-    def setup(self, state: RunState, save: Callable[[RunState], None]) -> None:
+    def setup(
+        self,
+        state: RunState,
+        save: Callable[[RunState], None],
+        previous: RunState | None = None,
+    ) -> None:
         bucket_dir(self.project).mkdir(parents=True, exist_ok=True)
         prepare_once(self.project, state, bucket_dir(self.project))
         save(state)

@@ -29,7 +29,12 @@ class SlurmProvisioner:
         self.compute = compute
         self.bucket_dir = bucket_dir
 
-    def setup(self, state: RunState, save: Callable[[RunState], None]) -> None:
+    def setup(
+        self,
+        state: RunState,
+        save: Callable[[RunState], None],
+        previous: RunState | None = None,
+    ) -> None:
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
         self.queue.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         prepare_once(self.project, state, self.bucket_dir)
