@@ -335,7 +335,11 @@ def state_of(**changes: Any) -> spot.FleetState:
         ({"instance_ids": ("i-1",)}, 10, "ready"),
         ({"state": "failed"}, 0, "config_error"),
         ({"state": "cancelled_terminating", "fulfilled": 2.0}, 0, "config_error"),
-        ({"state": "missing"}, 0, "config_error"),
+        # A request EC2 does not know: not yet, for a while after it is made (eventual
+        # consistency), whatever the patience; gone after that.
+        ({"state": "missing"}, 0, "waiting"),
+        ({"state": "missing"}, 119, "waiting"),
+        ({"state": "missing"}, 120, "config_error"),
         ({"activity_status": "error"}, 0, "config_error"),
         (
             {"activity_status": "error", "errors": ("iamFleetRoleInvalid: no permission",)},
@@ -367,6 +371,17 @@ def state_of(**changes: Any) -> spot.FleetState:
 )
 def test_judge_capacity(changes: dict[str, Any], waited: float, verdict: str) -> None:
     assert spot.judge_capacity(state_of(**changes), waited, patience=900) == verdict
+
+
+def test_a_request_unseen_is_waited_for_only_while_it_is_new() -> None:
+    missing = state_of(state="missing")
+    # What is left of the grace: measured from the request, not from this wait.
+    assert spot.unseen_grace(None, 5000.0) == 0.0  # recorded without its time: long ago
+    assert spot.unseen_grace(5000.0, 5000.0) == spot.UNSEEN_GRACE_SECONDS
+    assert spot.unseen_grace(5000.0, 5030.0) == spot.UNSEEN_GRACE_SECONDS - 30
+    assert spot.unseen_grace(5000.0, 9000.0) == 0.0
+    assert spot.judge_capacity(missing, 0, patience=10, unseen_grace=0.0) == "config_error"
+    assert spot.judge_capacity(missing, 20, patience=10, unseen_grace=90.0) == "waiting"
 
 
 class FakeEc2:

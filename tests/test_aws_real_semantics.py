@@ -100,7 +100,9 @@ class Ec2AsDocumented:
       the parameters are the same (even if that request was cancelled since), and fails with
       IdempotentParameterMismatch when they differ; DescribeSpotFleetRequests echoes each
       request's ClientToken (moto ignores and drops tokens);
-    - the ECS-optimized AMIs' root snapshot is 30 GiB (moto says 15 for every image).
+    - the ECS-optimized AMIs' root snapshot is 30 GiB (moto says 15 for every image);
+    - a request just made may be unknown to describe calls for a while (EC2's eventual
+      consistency: ``unseen`` describe calls answer InvalidSpotFleetRequestId.NotFound).
     """
 
     def __init__(self, ecs_amis: set[str]) -> None:
@@ -112,6 +114,9 @@ class Ec2AsDocumented:
         self.crash: BaseException | None = None
         #: (code, message) AWS answers every RequestSpotFleet with (a refusal), when set
         self.refusal: tuple[str, str] | None = None
+        #: how many of the next DescribeSpotFleetRequests/-Instances calls do not know the id
+        self.unseen = 0
+        self.unseen_answered = 0
 
     def attach(self, ec2: Any) -> Any:
         events = ec2.meta.events
@@ -120,7 +125,16 @@ class Ec2AsDocumented:
         events.register("after-call.ec2.RequestSpotFleet", self._after_call)
         events.register("after-call.ec2.DescribeSpotFleetRequests", self._echo_tokens)
         events.register("after-call.ec2.DescribeImages", self._ecs_root)
+        events.register("before-call.ec2.DescribeSpotFleetRequests", self._not_yet_known)
+        events.register("before-call.ec2.DescribeSpotFleetInstances", self._not_yet_known)
         return ec2
+
+    def _not_yet_known(self, **_: Any) -> Any:
+        if self.unseen <= 0:
+            return None
+        self.unseen -= 1
+        self.unseen_answered += 1
+        return error("InvalidSpotFleetRequestId.NotFound", "The spot fleet request does not exist")
 
     def _before_build(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         request = copy.deepcopy(params["SpotFleetRequestConfig"])
@@ -388,6 +402,42 @@ def test_start_cluster_after_a_cancelled_fleet_gets_a_new_fleet(
     assert len(tokens) == 2 and tokens[0] != tokens[1]
     state = run.ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[second])
     assert state["SpotFleetRequestConfigs"][0]["SpotFleetRequestState"] == "active"
+
+
+def test_a_fleet_request_ec2_does_not_know_yet_is_waited_for_and_kept(
+    ec2_docs: Ec2AsDocumented, tmp_path: Path
+) -> None:
+    """Describing a request just made may answer NotFound for a while: start-cluster keeps
+    waiting for it (it neither calls it a configuration error nor forgets it, which would
+    leave it running unrecorded and request a second one next time)."""
+    run = Started(make_project(tmp_path), ec2_docs)
+    run.setup()
+    ec2_docs.unseen = 4
+    run.start()
+    assert ec2_docs.unseen_answered == 4
+    fleets = run.ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert [f["SpotFleetRequestId"] for f in fleets] == [run.record.fleet_request_id]
+    assert run.record.fleet_requested_at is not None
+    assert len(ec2_docs.requests) == 1
+
+
+def test_cleanup_cancels_a_fleet_request_ec2_does_not_show_yet(
+    ec2_docs: Ec2AsDocumented, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed_something.backends.aws import clients as clients_module
+
+    # The teardown's clients (`AwsClients`) answer as documented too.
+    monkeypatch.setattr(clients_module, "client", provisioner_module.client)
+    run = Started(make_project(tmp_path), ec2_docs)
+    client("s3", SETTINGS).create_bucket(Bucket="demo-bucket")
+    run.setup()
+    run.start()
+    fleet_id = run.record.fleet_request_id
+    ec2_docs.unseen = 1  # the teardown's describe: not known yet
+    run.provisioner.teardown(run.state, run.save)
+    assert ec2_docs.unseen_answered == 1
+    live = run.ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert fleet_id not in [f["SpotFleetRequestId"] for f in live]  # moto drops cancelled ones
 
 
 def test_a_retry_after_a_crash_reuses_the_token_and_gets_the_same_fleet(

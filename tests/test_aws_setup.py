@@ -112,6 +112,8 @@ def test_queues_get_retention_visibility_redrive_and_tags(aws: str) -> None:
     assert int(redrive["maxReceiveCount"]) == 4
     for url in (queue_url, dlq_url):
         assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"ds:app": "Demo"}
+        # What validation allows (SQS's 1 MiB); an older queue would keep 256 KiB unless set.
+        assert attributes(sqs, url)["MaximumMessageSize"] == str(1024 * 1024)
 
 
 def test_queues_rerun_is_idempotent_and_updates_changed_attributes(aws: str) -> None:

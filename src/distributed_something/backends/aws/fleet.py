@@ -533,11 +533,20 @@ def fleet_state(ec2: Any, fleet_id: str) -> FleetState:
 
 
 def _instance_ids(ec2: Any, fleet_id: str) -> list[str]:
+    """The request's active instances; none while EC2 does not know the id yet (or any
+    more)."""
+    from botocore.exceptions import ClientError
+
     ids: list[str] = []
     kwargs: dict[str, Any] = {"SpotFleetRequestId": fleet_id}
     with aws_call(f"list the instances of spot fleet request {fleet_id}"):
         while True:
-            page = ec2.describe_spot_fleet_instances(**kwargs)
+            try:
+                page = ec2.describe_spot_fleet_instances(**kwargs)
+            except ClientError as error:
+                if "NotFound" not in error_code(error):
+                    raise
+                return ids
             ids.extend(i["InstanceId"] for i in page.get("ActiveInstances", []))
             token = page.get("NextToken")
             if not token:
@@ -572,11 +581,34 @@ def _error_events(ec2: Any, fleet_id: str, since: Any) -> tuple[str, ...]:
     return tuple(events)
 
 
-def judge_capacity(
-    state: FleetState, waited: float, *, patience: float
-) -> Literal["ready", "waiting", "config_error", "no_capacity"]:
-    """What a fleet request's state means after ``waited`` seconds (pure).
+#: How long a request just made may be unknown to EC2's describe calls: "if you run a
+#: command to modify or describe the resource that you just created, its ID might not have
+#: propagated throughout the system" (EC2 eventual consistency). AWS gives no bound; seconds
+#: are usual, and a request unseen this long is taken as gone.
+UNSEEN_GRACE_SECONDS = 120.0
 
+
+def unseen_grace(requested_at: float | None, now: float) -> float:
+    """What is left at ``now`` of `UNSEEN_GRACE_SECONDS` for a request made at
+    ``requested_at`` (epoch seconds; None: a request recorded without its time, seen
+    long ago). Pure."""
+    if requested_at is None:
+        return 0.0
+    return min(max(UNSEEN_GRACE_SECONDS - (now - requested_at), 0.0), UNSEEN_GRACE_SECONDS)
+
+
+def judge_capacity(
+    state: FleetState,
+    waited: float,
+    *,
+    patience: float,
+    unseen_grace: float = UNSEEN_GRACE_SECONDS,
+) -> Literal["ready", "waiting", "config_error", "no_capacity"]:
+    """What a fleet request's state means after ``waited`` seconds of waiting (pure).
+
+    - ``waiting``: EC2 does not know the id (``missing``) while ``waited`` is under
+      ``unseen_grace`` (what is left of `UNSEEN_GRACE_SECONDS` since the request was made:
+      eventual consistency), whatever ``patience`` is;
     - ``config_error``: the request failed, was cancelled or is gone; or its activity is
       ``error`` with no machine running and an error that is not about capacity (or none
       known) — it will not get better by waiting;
@@ -584,6 +616,8 @@ def judge_capacity(
     - ``no_capacity``: nothing fulfilled after ``patience`` seconds;
     - ``waiting``: otherwise.
     """
+    if state.state == "missing" and waited < unseen_grace:
+        return "waiting"
     if state.state in DEAD_STATES:
         return "config_error"
     if state.fulfilled >= 1 or state.instance_ids:
@@ -605,8 +639,10 @@ def wait_for_capacity(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     interval: float = 15.0,
+    unseen_grace: float = UNSEEN_GRACE_SECONDS,
 ) -> FleetState:
-    """Poll the fleet until a machine is up; return its state then.
+    """Poll the fleet until a machine is up; return its state then. A request EC2 does not
+    know yet is waited for ``unseen_grace`` seconds (`judge_capacity`).
 
     A request that cannot work (`judge_capacity` says ``config_error``) is cancelled with
     its instances terminated, and `BackendError` says why (the error events when AWS gives
@@ -618,7 +654,7 @@ def wait_for_capacity(
     while True:
         state = fleet_state(ec2, fleet_id)
         waited = clock() - start
-        verdict = judge_capacity(state, waited, patience=timeout)
+        verdict = judge_capacity(state, waited, patience=timeout, unseen_grace=unseen_grace)
         if verdict == "ready":
             return state
         if verdict == "config_error":
@@ -633,7 +669,8 @@ def wait_for_capacity(
                 "capacity sooner, add instance types to aws.machine_type or raise "
                 "aws.machine_price"
             )
-        sleep(min(interval, timeout - waited))  # "waiting" means waited < timeout
+        # "waiting" means waited < timeout, or a request not seen yet (a short wait)
+        sleep(max(min(interval, timeout - waited), min(interval, 5.0)))
 
 
 def _config_error_message(state: FleetState) -> str:

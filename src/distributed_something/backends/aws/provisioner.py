@@ -43,7 +43,17 @@ def _setting(name: str, value: str | None) -> Callable[[AwsResources], None]:
 def _forget_fleet(resources: AwsResources) -> None:
     """The run has no live fleet request: the next start-cluster makes a new one."""
     resources.fleet_request_id = None
+    resources.fleet_requested_at = None
     resources.fleet_client_token = None
+
+
+def _requested(fleet_id: str, at: float) -> Callable[[AwsResources], None]:
+    """Record the fleet request ``fleet_id`` made at ``at`` (epoch seconds)."""
+
+    def change(resources: AwsResources) -> None:
+        resources.fleet_request_id, resources.fleet_requested_at = fleet_id, at
+
+    return change
 
 
 #: how long start-cluster waits for the first machine before explaining why not
@@ -262,9 +272,15 @@ class AwsProvisioner:
             )
             self._record(state, save, lambda r: r.monitor_objects.update(objects))
             info("the unattended monitor checks this run every minute")
+        requested_at = AwsResources.of(state.resources).fleet_requested_at
         try:
             spot.wait_for_capacity(
-                ec2, fleet_id, timeout=self.capacity_timeout, clock=self.clock, sleep=self.sleep
+                ec2,
+                fleet_id,
+                timeout=self.capacity_timeout,
+                clock=self.clock,
+                sleep=self.sleep,
+                unseen_grace=spot.unseen_grace(requested_at, time.time()),
             )
         except BackendError:
             if spot.fleet_state(ec2, fleet_id).state in (
@@ -363,7 +379,7 @@ class AwsProvisioner:
                     spot.cancel_fleet(ec2, earlier)
                 self._record(state, save, _forget_fleet)
                 continue
-            self._record(state, save, _setting("fleet_request_id", requested))
+            self._record(state, save, _requested(requested, time.time()))
             return requested
         raise AssertionError("unreachable")
 

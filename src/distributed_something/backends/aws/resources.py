@@ -84,6 +84,8 @@ class AwsResources(BaseModel):
     task_definition_arns: list[str] = Field(default_factory=list)
     service: str | None = None
     fleet_request_id: str | None = None
+    #: when it was requested (epoch seconds): EC2 may not know a new id for a while
+    fleet_requested_at: float | None = None
     #: the ClientToken of the spot fleet request being made: recorded before the call, so a
     #: retried start-cluster gets the same request back; cleared once that request is dead,
     #: so the next attempt is a new request (EC2 would return the dead one for the old token)

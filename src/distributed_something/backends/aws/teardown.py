@@ -32,6 +32,7 @@ from distributed_something.backends.aws.compute import (
     instance_alarms,
 )
 from distributed_something.backends.aws.errors import chunks, error_code
+from distributed_something.backends.aws.fleet import unseen_grace
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.errors import BackendError
 
@@ -173,10 +174,18 @@ class _Teardown:
             return
         fleet = describe_fleet(self.aws.ec2, fleet_id)
         state = fleet.get("SpotFleetRequestState") if fleet else None
-        if fleet is not None and state not in FLEET_CANCELLED:
-            response = self.aws.ec2.cancel_spot_fleet_requests(
-                SpotFleetRequestIds=[fleet_id], TerminateInstances=True
-            )
+        # Cancelled even when EC2 says it does not know the id, if it was made moments ago:
+        # a new request may not be visible to describe calls yet (eventual consistency).
+        fresh = unseen_grace(self.res.fleet_requested_at, time.time()) > 0
+        if (fleet is not None or fresh) and state not in FLEET_CANCELLED:
+            try:
+                response = self.aws.ec2.cancel_spot_fleet_requests(
+                    SpotFleetRequestIds=[fleet_id], TerminateInstances=True
+                )
+            except ClientError as exc:
+                if error_code(exc) not in FLEET_GONE:
+                    raise
+                response = {}
             for failed in response.get("UnsuccessfulFleetRequests", []):
                 code = failed.get("Error", {}).get("Code", "")
                 if code not in ("fleetRequestIdDoesNotExist", "fleetRequestNotInCancellableState"):
