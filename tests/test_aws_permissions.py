@@ -284,7 +284,14 @@ def requests_of(call: AwsCall, world: World) -> list[Request]:
         group = world.arn("logs", f"log-group:{p.get('logGroupName', '')}")
         if op in ("CreateLogStream", "PutLogEvents"):
             return [Request(f"logs:{op}", f"{group}:log-stream:{p['logStreamName']}")]
-        if op in ("CreateExportTask", "CreateLogGroup", "PutRetentionPolicy"):
+        if op == "CreateExportTask":
+            # "you must use credentials that have permission to write to the S3 bucket that
+            # you specify as the destination" (CreateExportTask): CloudWatch first writes
+            # its aws-logs-write-test object under the prefix.
+            prefix = p.get("destinationPrefix", "exportedlogs")
+            written = f"arn:aws:s3:::{p['destination']}/{prefix}/aws-logs-write-test"
+            return [Request(f"logs:{op}", group), Request("s3:PutObject", written)]
+        if op in ("CreateLogGroup", "PutRetentionPolicy"):
             return [Request(f"logs:{op}", group)]
     if service == "cloudwatch":
         if op == "PutMetricAlarm":
@@ -294,8 +301,17 @@ def requests_of(call: AwsCall, world: World) -> list[Request]:
                 )
             ]
             # PutMetricAlarm with a terminate action also checks the caller may terminate
-            # the instance (CloudWatch API reference, PutMetricAlarm).
+            # the instance, and "the iam:CreateServiceLinkedRole permission for all alarms
+            # with EC2 actions" (CloudWatch API reference, PutMetricAlarm).
             if any(a.endswith(":ec2:terminate") for a in p.get("AlarmActions", [])):
+                found.append(
+                    Request(
+                        "iam:CreateServiceLinkedRole",
+                        f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/events.amazonaws.com/"
+                        "AWSServiceRoleForCloudWatchEvents",
+                        {"iam:AWSServiceName": "events.amazonaws.com"},
+                    )
+                )
                 for dimension in p.get("Dimensions", []):
                     if dimension["Name"] == "InstanceId":
                         found.append(terminate(dimension["Value"], world, source))
@@ -615,6 +631,9 @@ MONITOR_GRANTS_NOT_EXERCISED = {
     # summary.prune_journal: the ledger summary's journal is deleted 30 minutes behind its
     # checkpoint; this run lasts seconds.
     ("RunState", "s3:DeleteObject"),
+    # The logs of a run of the family's images go where their run.py put them (this run's
+    # containers run ds's worker): test_the_monitor_may_export_a_family_runs_logs.
+    ("FamilyLogExports", "s3:PutObject"),
 }
 
 
@@ -644,6 +663,29 @@ def test_every_operation_of_a_legacy_named_run_is_allowed_and_every_grant_used(
     monitor_ops = [c for c in run.calls.of("monitor")]
     assert any("DeadMessages_Erin" in json.dumps(c.params) for c in monitor_ops)
     assert any(c.operation == "CreateExportTask" for c in monitor_ops)
+
+
+def test_the_monitor_may_export_a_family_runs_logs() -> None:
+    """A run of the family's images (their own worker) has its logs exported to
+    ``exportedlogs/<group>``, as their run.py did: the monitor's role must be allowed the
+    S3 write CreateExportTask makes with the caller's rights, there and in the records
+    area, and nowhere else in the bucket."""
+    document = monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], log_groups=["erin-logs"])
+
+    def export(prefix: str) -> list[Request]:
+        params = {
+            "logGroupName": "erin-logs",
+            "destination": BUCKET,
+            "destinationPrefix": prefix,
+            "fromTime": 0,
+            "to": 1,
+        }
+        return requests_of(AwsCall("monitor", "logs", "CreateExportTask", params), World())
+
+    for prefix in ("exportedlogs/erin-logs", f"_ds/{PREFIX}x/runs/r1/logs-export/erin-logs"):
+        assert [evaluate([document], request) != [] for request in export(prefix)] == [True] * 2
+    logs_ok, s3_denied = export("elsewhere/erin-logs")
+    assert evaluate([document], logs_ok) and not evaluate([document], s3_denied)
 
 
 # --- `ds validate` / `ds setup`: the one-line coverage warning -------------------------------

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.clients import AwsClients, partition
 from distributed_something.backends.aws.errors import aws_call, error_code
+from distributed_something.backends.aws.resources import FAMILY_EXPORT_ROOT
 from distributed_something.errors import BackendError, InputError
 from distributed_something.records import META_ROOT
 
@@ -134,6 +135,13 @@ def _log_group_arns(
     return arns
 
 
+#: CloudWatch's service-linked role for alarm actions on EC2 (the idle alarm terminates its
+#: instance): its service and its path, as IAM names it.
+ALARM_ACTIONS_SERVICE = "events.amazonaws.com"
+ALARM_ACTIONS_ROLE_PATH = (
+    f"aws-service-role/{ALARM_ACTIONS_SERVICE}/AWSServiceRoleForCloudWatchEvents*"
+)
+
 #: The condition that makes an EC2 statement apply only to the instance the request comes
 #: from: instance-profile credentials carry ``ec2:SourceInstanceARN`` (the instance's ARN),
 #: and ``aws:ARN`` is the ARN of the instance acted on. Credentials from anywhere else (a
@@ -171,6 +179,17 @@ def instance_policy(
             ["cloudwatch:PutMetricAlarm"],  # deleting alarms is the monitor's and cleanup's
             [f"arn:{p}:cloudwatch:{region}:{account}:alarm:{name}"],
         ),
+        # "The iam:CreateServiceLinkedRole permission for all alarms with EC2 actions"
+        # (PutMetricAlarm): CloudWatch's role for them, made on first use in an account; this
+        # role may create that one role and no other.
+        {
+            **_statement(
+                "AlarmActionsRole",
+                ["iam:CreateServiceLinkedRole"],
+                [f"arn:{p}:iam::{account}:role/{ALARM_ACTIONS_ROLE_PATH}"],
+            ),
+            "Condition": {"StringEquals": {"iam:AWSServiceName": ALARM_ACTIONS_SERVICE}},
+        },
         # The family images' run-worker.sh reads its instance (the owner id for its alarm);
         # this read supports no resource scoping.
         _statement("DescribeInstances", ["ec2:DescribeInstances"], ["*"]),
@@ -248,7 +267,9 @@ def monitor_policy(
     Scoped to the app prefix where AWS allows it (queues, services, alarms, dashboards, log
     groups, rules), plus the exact ``queues`` and ``log_groups`` a config named itself; the
     spot fleet, task definition and describe calls support no resource scoping. Reads and
-    writes run state and log exports only under ``_ds/`` of ``buckets``.
+    writes run state and log exports only under ``_ds/`` of ``buckets``, and exports the logs
+    of runs of the family's images where their run.py did, under ``exportedlogs/``
+    (CreateExportTask needs the caller's own right to write the destination).
     """
     p, name = partition(region), f"{app_prefix}*"
     object_arns = _bucket_arns(p, buckets, f"{META_ROOT}/*")[1]
@@ -344,6 +365,13 @@ def monitor_policy(
     if topic_arn:
         statements.append(_statement("Notices", ["sns:Publish"], [topic_arn]))
     if object_arns:
+        statements.append(
+            _statement(
+                "FamilyLogExports",
+                ["s3:PutObject"],
+                _bucket_arns(p, buckets, f"{FAMILY_EXPORT_ROOT}/*")[1],
+            )
+        )
         # Delete: the ledger summary's journal, once a checkpoint covers it (summary.py).
         statements.append(
             _statement("RunState", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], object_arns)
