@@ -170,7 +170,7 @@ def test_request_from_a_family_fleet_file(tmp_path: Path) -> None:
             "DeviceIndex": 0,
             "SubnetId": "subnet-0123abcd",
             "DeleteOnTermination": True,
-            "AssociatePublicIpAddress": False,  # off unless asked: the family inverted it
+            "AssociatePublicIpAddress": True,  # the fleet file's: aws.assign_ip is unset
             "Groups": ["sg-0123abcd"],
         }
         tags = _tags(spec, "instance")
@@ -218,7 +218,7 @@ def test_a_minimal_file_gets_a_root_volume_an_interface_and_a_strategy(tmp_path:
         ],
     }
 
-    request = build(tmp_path, make_config(machine_type=["m5.large"]), data=minimal)
+    request = build(tmp_path, make_config(machine_type=["m5.large"], assign_ip=False), data=minimal)
 
     assert request["AllocationStrategy"] == spot.DEFAULT_ALLOCATION_STRATEGY
     first, second = request["LaunchSpecifications"]

@@ -94,7 +94,7 @@ def test_dcp_conversion_content(tmp_path: Path) -> None:
     assert data["image"] == "cellprofiler/distributed-cellprofiler:2.2.0_4.2.8"
     assert data["check_if_done"]["enabled"] is False
     assert data["cluster"]["cpu_shares"] == 4096
-    assert data["aws"]["assign_ip"] is True
+    assert "assign_ip" not in data["aws"]  # 'True': the fleet file's value stands
     assert "tool" not in data  # every DCP tool setting is at its default
 
 

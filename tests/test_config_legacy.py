@@ -113,7 +113,7 @@ def test_distributed_cellprofiler_config(tmp_path: Path) -> None:
     assert config.aws.machine_type == ["m5.xlarge"]
     assert config.aws.machine_price == 0.20
     assert config.aws.ebs_vol_size == 30
-    assert config.aws.assign_ip is True
+    assert config.aws.assign_ip is None  # 'True': run.py leaves the fleet file's value
     assert config.cluster.docker_cores == 4
     assert config.cluster.cpu_shares == 4 * 1024
     assert config.cluster.memory == 15000

@@ -1039,6 +1039,10 @@ def _convert(name: str, dotted: str, value: Any, source: str) -> Any:
         return _UNSET  # the family writes '' for "not set"
     if value is None:
         return _UNSET
+    if dotted == "aws.assign_ip":
+        # DCP's run.py only ever turns the public IP off (ASSIGN_IP = 'False'); with 'True'
+        # the fleet file's AssociatePublicIpAddress stands.
+        return False if not parse_bool(value, source, name) else _UNSET
     if annotation is bool:
         return parse_bool(value, source, name)
     if dotted == "tool.plugins_commit" and (

@@ -179,7 +179,8 @@ class AwsConfig(Section):
         description="the EBS volume size in GB: ≥ 30 for the ECS-optimized AL2023 AMI (its "
         "root snapshot); a legacy config's smaller value is raised to the snapshot's size",
     )
-    assign_ip: bool = Field(default=False, description="true or false")
+    # Unset: the fleet file's AssociatePublicIpAddress stands (docs/configuration.md).
+    assign_ip: bool | None = Field(default=None, description="true or false")
     ssh_key_name: str = Field(default="", description="an EC2 key pair name, or empty")
     log_group_name: str | None = Field(default=None, description="a CloudWatch log group name")
     auto_monitor: bool = Field(default=False, description="true or false")

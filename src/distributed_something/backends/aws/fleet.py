@@ -145,9 +145,11 @@ def build_fleet_request(
     ``SnapshotId`` (which belongs to the old image) is removed; mappings with neither size
     nor snapshot (the family's Docker volume for its old AMI, sized by run.py and unused by
     Amazon Linux 2023) are dropped.
-    Public IP: ``AssociatePublicIpAddress`` = ``aws.assign_ip`` on the primary network
-    interface; a specification without interfaces but with one ``SubnetId`` (and security
-    groups given by id) gets one, so the choice holds; otherwise the subnet's default holds.
+    Public IP: when ``aws.assign_ip`` is set, ``AssociatePublicIpAddress`` = it on the primary
+    network interface; a specification without interfaces but with one ``SubnetId`` (and
+    security groups given by id) gets one, so the choice holds; otherwise the subnet's default
+    holds. Unset (a config.py without ASSIGN_IP, or with ASSIGN_IP = 'True', as the family's
+    run.py), the file's network settings are kept as they are.
     """
     request = copy.deepcopy(fleet)
     for key in ("ValidFrom", "ValidUntil", "ClientToken"):
@@ -232,7 +234,9 @@ def _block_devices(
     ]
 
 
-def _set_public_ip(spec: dict[str, Any], assign: bool) -> None:
+def _set_public_ip(spec: dict[str, Any], assign: bool | None) -> None:
+    if assign is None:
+        return  # the fleet file's own choice (or the subnet's default) stands
     interfaces: list[dict[str, Any]] = spec.get("NetworkInterfaces") or []
     if interfaces:
         primary = next((i for i in interfaces if i.get("DeviceIndex", 0) == 0), interfaces[0])

@@ -18,6 +18,7 @@ from typing import Any
 
 from distributed_something import ui
 from distributed_something.backends.aws.clients import AwsSettings
+from distributed_something.config.legacy import recipe_from_image
 from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.secrets_scan import check_config_credentials, credential_kind
@@ -123,10 +124,16 @@ def _run_settings(config: Config, *, queue_url: str) -> dict[str, str]:
     done = config.check_if_done
     tool = config.tool
     bucket = storage.bucket
-    # The family's images read CHECK_IF_DONE_BOOL and then int(EXPECTED_NUMBER_FILES): without
-    # a count they crash, so for them the check is on only when a count is set. `ds worker`
-    # reads DS_CONFIG and checks its done markers either way.
+    # DCP's and DF's images read CHECK_IF_DONE_BOOL and then int(EXPECTED_NUMBER_FILES):
+    # without a count they crash, so for them the check is on only when a count is set.
+    # DOZC's worker (B2R-worker.py) needs no count, but its check crashes as soon as any
+    # object is under output_location (`message["plate"] in i` on an object's size, a
+    # TypeError it does not catch): every plate would fail once one is converted, so its
+    # check stays off and finished plates are converted again (ds's own workers skip them).
+    # `ds worker` reads DS_CONFIG and checks its done markers either way.
     family_check = done.enabled and done.expected_number_files is not None
+    if _omezarr(config):
+        family_check = False
     return {
         "APP_NAME": config.app_name,
         "SQS_QUEUE_URL": queue_url,
@@ -137,7 +144,9 @@ def _run_settings(config: Config, *, queue_url: str) -> dict[str, str]:
         # images use whatever value is set, so an empty one would break them).
         "AWS_BUCKET": bucket,
         "SOURCE_BUCKET": storage.source_bucket or bucket,
-        "WORKSPACE_BUCKET": storage.workspace_bucket or bucket,
+        # Unset, the family's workers (cp-worker.py) read the workspace from SOURCE_BUCKET,
+        # as `ds worker` and `ds validate` do.
+        "WORKSPACE_BUCKET": storage.workspace_bucket or storage.source_bucket or bucket,
         "DESTINATION_BUCKET": storage.destination_bucket or bucket,
         "UPLOAD_FLAGS": storage.upload_flags,
         "AWS_REGION": config.aws.region,
@@ -160,6 +169,12 @@ def _run_settings(config: Config, *, queue_url: str) -> dict[str, str]:
         "REQUIREMENTS": tool.requirements,
         "SCRIPT_DOWNLOAD_URL": tool.script_download_url,
     }
+
+
+def _omezarr(config: Config) -> bool:
+    """Whether the run is Distributed-OmeZarrCreator's: its recipe, or its image's name
+    (``…omezarr…``, ``…bioformats2raw…``), says so."""
+    return config.recipe.name == "omezarr" or recipe_from_image(config.image) == "omezarr"
 
 
 def _flag(value: bool) -> str:

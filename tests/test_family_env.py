@@ -1,0 +1,207 @@
+"""What the family's own worker images and fleet files get from an unchanged family project,
+compared with what the family's run.py gave them: the task definition's WORKSPACE_BUCKET and
+CHECK_IF_DONE_BOOL, and the fleet request's AssociatePublicIpAddress (ASSIGN_IP)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distributed_something.backends.aws import fleet as spot
+from distributed_something.backends.aws.resources import AwsNames
+from distributed_something.backends.aws.taskenv import task_environment
+from distributed_something.config.model import Config
+from family_templates import FAMILY_FLEET, filled, project
+from moto_projects import aws_client
+
+Ds = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _drop(name: str) -> Callable[[str], str]:
+    """An edit removing the ``NAME = …`` line, as in a template written before NAME existed."""
+    return lambda text: "".join(
+        line for line in text.splitlines(keepends=True) if not line.startswith(f"{name} ")
+    )
+
+
+def _config(folder: Path) -> Config:
+    from distributed_something.usecases.project import open_project
+
+    return open_project(folder / "config.py").config
+
+
+def _environment(config: Config) -> dict[str, str]:
+    return task_environment(config, queue_url="https://sqs.example/q", run_id="r1")
+
+
+def _public_ips(config: Config, fleet: dict[str, Any]) -> list[Any]:
+    """AssociatePublicIpAddress of each launch specification's first interface (None when
+    the request has none)."""
+    request = spot.build_fleet_request(
+        fleet, config, AwsNames(config), user_data="", image_id="ami-0123456789abcdef0"
+    )
+    return [
+        (spec.get("NetworkInterfaces") or [{}])[0].get("AssociatePublicIpAddress")
+        for spec in request["LaunchSpecifications"]
+    ]
+
+
+def _fleet_with_public_ip(value: bool) -> dict[str, Any]:
+    fleet = copy.deepcopy(FAMILY_FLEET)
+    for spec in fleet["LaunchSpecifications"]:
+        spec["NetworkInterfaces"][0]["AssociatePublicIpAddress"] = value
+    return fleet
+
+
+# --- WORKSPACE_BUCKET ----------------------------------------------------------------------
+
+
+def test_a_dcp_config_without_workspace_bucket_gives_the_source_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DCP's run.py leaves WORKSPACE_BUCKET out when unset, and cp-worker.py then reads the
+    pipeline and data file from SOURCE_BUCKET: the task definition says SOURCE_BUCKET."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path / "dcp", "dcp", edit=_drop("WORKSPACE_BUCKET"))
+
+    env = _environment(_config(folder))
+
+    assert (env["AWS_BUCKET"], env["SOURCE_BUCKET"]) == ("lab-logs", "lab-images")
+    assert env["WORKSPACE_BUCKET"] == "lab-images"
+    # Set, it is used; with neither bucket set, the main one.
+    assert _environment(_config(project(tmp_path / "set", "dcp")))["WORKSPACE_BUCKET"] == (
+        "lab-workspace"
+    )
+    config = _config(folder)
+    config.storage.source_bucket = ""
+    assert _environment(config)["WORKSPACE_BUCKET"] == "lab-logs"
+
+
+# --- CHECK_IF_DONE_BOOL --------------------------------------------------------------------
+
+
+def test_family_images_are_told_to_check_if_done_only_where_their_check_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B2R-worker.py's check (DOZC) raises a TypeError it does not catch as soon as anything
+    is under output_location (``message["plate"] in i`` on an object's size): told True, the
+    image would fail every plate once one is converted. It is told False (a count changes
+    nothing: it reads none); DCP's and DF's only with a count."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    for value, count in (("True", "''"), ("False", "''"), ("True", "3")):
+        folder = project(
+            tmp_path / f"{value}{count}",
+            "dozc",
+            edit=lambda text, v=value, n=count: (
+                filled(text, {"CHECK_IF_DONE_BOOL": repr(v)}) + f"EXPECTED_NUMBER_FILES = {n}\n"
+            ),
+        )
+        config = _config(folder)
+        assert config.recipe.name is None  # the family image's own worker runs
+        assert config.check_if_done.enabled is (value == "True")
+
+        assert _environment(config)["CHECK_IF_DONE_BOOL"] == "False"
+
+    # cp-worker.py and fiji-worker.py read int(EXPECTED_NUMBER_FILES) when checking: without
+    # a count their images are told not to check.
+    for family in ("dcp", "df"):
+        for count, expected in (("7", "True"), ("''", "False")):
+
+            def edit(text: str, count: str = count, family: str = family) -> str:
+                if family == "df":
+                    text += "CHECK_IF_DONE_BOOL = 'True'\n"
+                else:
+                    text = filled(text, {"CHECK_IF_DONE_BOOL": "'True'"})
+                return filled(text, {"EXPECTED_NUMBER_FILES": count})
+
+            folder = project(tmp_path / f"{family}{expected}", family, edit=edit)
+            env = _environment(_config(folder))
+            assert env["CHECK_IF_DONE_BOOL"] == expected, (family, count)
+
+
+def test_setup_on_moto_writes_the_family_environment(
+    aws: str, tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registered task definitions, through `ds setup`: a 2023 DCP config (no
+    WORKSPACE_BUCKET) and a DOZC config checking for done plates (its image is not told to:
+    its check crashes)."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    s3 = aws_client("s3")
+    for bucket in ("lab-logs", "lab-images", "lab-workspace", "lab-results", "lab-bucket"):
+        s3.create_bucket(Bucket=bucket)
+    no_monitor = {"AUTO_MONITOR": "'False'"}
+    dcp = project(
+        tmp_path / "dcp",
+        "dcp",
+        edit=lambda text: _drop("WORKSPACE_BUCKET")(filled(text, no_monitor)),
+    )
+    dozc = project(
+        tmp_path / "dozc",
+        "dozc",
+        edit=lambda text: filled(text, {**no_monitor, "CHECK_IF_DONE_BOOL": "'True'"}),
+    )
+    ecs = aws_client("ecs")
+    for folder, app in ((dcp, "DistributedCP"), (dozc, "DistributedBioFormats2Raw")):
+        result = ds("setup", cwd=folder)
+        assert result.returncode == 0, result.stderr
+        (container,) = ecs.describe_task_definition(taskDefinition=f"{app}Task")["taskDefinition"][
+            "containerDefinitions"
+        ]
+        env = {item["name"]: item["value"] for item in container["environment"]}
+        if app == "DistributedCP":
+            assert env["WORKSPACE_BUCKET"] == env["SOURCE_BUCKET"] == "lab-images"
+        else:
+            assert env["CHECK_IF_DONE_BOOL"] == "False"
+        assert json.loads(env["DS_CONFIG"])["app_name"] == app
+
+
+# --- ASSIGN_IP -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["dcp", "df", "dozc"])
+@pytest.mark.parametrize("in_file", [True, False])
+def test_without_assign_ip_the_fleet_files_public_ip_stands(
+    family: str, in_file: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DF's and DOZC's run.py never touch AssociatePublicIpAddress; DCP's only when
+    ASSIGN_IP = 'False'."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path / family, family, edit=_drop("ASSIGN_IP"))
+    config = _config(folder)
+
+    assert config.aws.assign_ip is None
+    assert set(_public_ips(config, _fleet_with_public_ip(in_file))) == {in_file}
+
+
+def test_dcp_assign_ip_true_keeps_the_file_and_false_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.py: ``if ASSIGN_IP.lower() == 'false': …['AssociatePublicIpAddress'] = False``;
+    'True' (the template's value) leaves the fleet file's setting."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    keep = _config(project(tmp_path / "true", "dcp"))  # ASSIGN_IP = 'True'
+    off = _config(
+        project(tmp_path / "false", "dcp", edit=lambda t: filled(t, {"ASSIGN_IP": "'False'"}))
+    )
+
+    for in_file in (True, False):
+        assert set(_public_ips(keep, _fleet_with_public_ip(in_file))) == {in_file}
+        assert set(_public_ips(off, _fleet_with_public_ip(in_file))) == {False}
+
+
+def test_a_ds_toml_sets_the_public_ip_only_when_assign_ip_is_set(tmp_path: Path) -> None:
+    fleet = _fleet_with_public_ip(True)
+    unset = Config.model_validate({"app_name": "Demo", "storage": {"bucket": "b"}})
+    assert unset.aws.assign_ip is None
+    assert set(_public_ips(unset, fleet)) == {True}
+    for value in (True, False):
+        config = Config.model_validate(
+            {"app_name": "Demo", "storage": {"bucket": "b"}, "aws": {"assign_ip": value}}
+        )
+        assert set(_public_ips(config, _fleet_with_public_ip(not value))) == {value}
