@@ -42,6 +42,18 @@ def _call(fn: Callable[..., Any], **kwargs: Any) -> Any:
         raise _Failed("", str(exc)) from None
 
 
+def _all(client: Any, operation: str, key: str, **kwargs: Any) -> list[Any]:
+    """Every item under ``key`` on every page of ``operation`` (its paginator follows the
+    next-page token), with every AWS failure raised as `_Failed`."""
+
+    def pages(**params: Any) -> list[Any]:
+        paginator = client.get_paginator(operation)
+        return [item for page in paginator.paginate(**params) for item in page.get(key, [])]
+
+    result: list[Any] = _call(pages, **kwargs)
+    return result
+
+
 def check_identity(clients: AwsClients, region: str) -> list[Finding]:
     """Credentials (sts:GetCallerIdentity) and the region (ec2:DescribeRegions)."""
     try:
@@ -206,14 +218,22 @@ def check_cluster(clients: AwsClients, cluster: str, fleet_id: str | None) -> li
             )
         ]
     try:
-        arns = _call(clients.ecs.list_container_instances, cluster=cluster)["containerInstanceArns"]
+        # At most 100 a page: the paginator reads them all.
+        arns = _all(
+            clients.ecs, "list_container_instances", "containerInstanceArns", cluster=cluster
+        )
     except _Failed as exc:
         return [Finding(check, False, f"cannot list its instances ({exc.message})", "")]
     running = 0
     if fleet_id:
         try:
-            answer = _call(clients.ec2.describe_spot_fleet_instances, SpotFleetRequestId=fleet_id)
-            running = len(answer.get("ActiveInstances", []))
+            active = _all(
+                clients.ec2,
+                "describe_spot_fleet_instances",
+                "ActiveInstances",
+                SpotFleetRequestId=fleet_id,
+            )
+            running = len(active)
         except _Failed:
             running = 0  # a cancelled or unknown fleet: only the registered count is said
     detail = f"{len(arns)} instance(s) registered" + (

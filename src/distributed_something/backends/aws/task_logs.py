@@ -334,9 +334,13 @@ class CloudWatchLiveLog:
         stream = task_stream_name(task_id, attempt, message if isinstance(message, dict) else None)
         return cls(client("logs", settings), group, stream)
 
+    #: The most GetLogEvents pages one `read` asks for (a guard against a token that never
+    #: settles); the next `read` goes on from where this one stopped.
+    MAX_PAGES = 100
+
     def read(self) -> str:
         lines: list[str] = []
-        while True:
+        for _ in range(self.MAX_PAGES):
             request: dict[str, Any] = {
                 "logGroupName": self.group,
                 "logStreamName": self.stream,
@@ -351,11 +355,12 @@ class CloudWatchLiveLog:
                     return "".join(lines)
                 raise
             lines += [event["message"].rstrip("\n") + "\n" for event in answer["events"]]
-            # At the end of the stream the same token comes back (GetLogEvents).
-            done = not answer["events"] or answer.get("nextForwardToken") == self._token
-            self._token = answer.get("nextForwardToken", self._token)
-            if done:
-                return "".join(lines)
+            # Only the token sent coming back marks the end of the stream: an empty or partly
+            # full page may still be followed by more events (GetLogEvents).
+            sent, self._token = self._token, answer.get("nextForwardToken", self._token)
+            if self._token == sent:
+                break
+        return "".join(lines)
 
     def finish(self, stored: bytes) -> str:
         # The worker sends the rest of the file as the attempt ends: read to the end.
