@@ -927,3 +927,20 @@ def test_a_queue_name_sqs_still_holds_is_waited_for_once(tmp_path: Path) -> None
     # Still refused after the wait: one clear error, not a loop.
     with pytest.raises(BackendError, match="still refuses the name after a minute"):
         ensure_queues(_HeldName(refusals=5), AwsNames(config), config, sleep=lambda s: None)
+
+
+def test_start_cluster_without_the_monitor_function_requests_no_machines(
+    ec2_docs: Ec2AsDocumented, tmp_path: Path
+) -> None:
+    """auto_monitor on (the DCP template's AUTO_MONITOR = 'True') in an account never
+    bootstrapped: the missing function is found before the fleet is requested, not after
+    machines are running with no monitor."""
+    run = Started(make_project(tmp_path, auto_monitor=True), ec2_docs)
+    run.setup()
+    with pytest.raises(BackendError) as raised:
+        run.start()
+    text = str(raised.value)
+    assert "Demo-monitor does not exist" in text and "ds aws bootstrap" in text
+    assert ec2_docs.requests == []
+    assert run.ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"] == []
+    assert run.record.fleet_request_id is None

@@ -20,7 +20,7 @@ from distributed_something.backends.aws.name_limits import check_run_names
 from distributed_something.backends.aws.policy_check import coverage_warning
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.backends.aws.role_check import check_task_role
-from distributed_something.backends.aws.schedule import schedule_monitor
+from distributed_something.backends.aws.schedule import monitor_function_arn, schedule_monitor
 from distributed_something.backends.aws.taskenv import task_environment, task_role_arn
 from distributed_something.backends.aws.teardown import teardown
 from distributed_something.errors import BackendError, InputError
@@ -140,6 +140,11 @@ class AwsProvisioner:
         `InputError` when a worker fits on no type of ``aws.machine_type``."""
         return machine_fit(self.config, facts, source=str(self.project.config_path))
 
+    @property
+    def _monitor_function(self) -> str:
+        """The unattended monitor's function (`ds aws bootstrap` names it after the app)."""
+        return self.config.aws.monitor_function or f"{self.names.app}-monitor"
+
     def _profile_name(self) -> str:
         return self.settings.profile or os.environ.get("AWS_PROFILE") or "default"
 
@@ -224,6 +229,9 @@ class AwsProvisioner:
         fleet_id = resources.fleet_request_id
         ec2 = self._client("ec2")
         if fleet_id is None:
+            if config.aws.auto_monitor:
+                # Before machines are paid for: without it the run would have no monitor.
+                monitor_function_arn(self._client("lambda"), self._monitor_function)
             fleet_id = self._request_fleet(state, save, ec2, fleet)
             info(f"spot fleet {fleet_id} requested ({config.cluster.machines} machines)")
         else:
@@ -268,7 +276,7 @@ class AwsProvisioner:
                 names,
                 config,
                 region=self.settings.region,
-                function=config.aws.monitor_function or f"{names.app}-monitor",
+                function=self._monitor_function,
             )
             self._record(state, save, lambda r: r.monitor_objects.update(objects))
             info("the unattended monitor checks this run every minute")

@@ -45,6 +45,26 @@ def schedule_names(names: AwsNames) -> tuple[str, str]:
     return f"{names.app}-monitor-schedule", f"{names.app}-monitor-schedule"
 
 
+def monitor_function_arn(lambda_: Any, function: str) -> str:
+    """The ARN of the unattended monitor's function ``function``. Raises `BackendError`
+    saying how to get one when it does not exist (`ds aws bootstrap` makes it)."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"find the monitor function {function}"):
+        try:
+            found = lambda_.get_function(FunctionName=function)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            raise BackendError(
+                f"the unattended monitor's function {function} does not exist in this "
+                "account and region (aws.auto_monitor / AUTO_MONITOR is on): run `ds aws "
+                "bootstrap` once (it makes the function), or turn auto_monitor off and keep "
+                "`ds monitor` running yourself"
+            ) from None
+    return str(found["Configuration"]["FunctionArn"])
+
+
 def schedule_monitor(
     events: Any,
     lambda_: Any,
@@ -58,8 +78,7 @@ def schedule_monitor(
     """A once-a-minute rule targeting ``function`` with this app's settings; returns what to
     record in ``AwsResources.monitor_objects`` (teardown removes rule and permission)."""
     rule, statement = schedule_names(names)
-    with aws_call(f"finding the monitor function {function} (run `ds aws bootstrap` first)"):
-        arn: str = lambda_.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
+    arn = monitor_function_arn(lambda_, function)
     with aws_call(f"scheduling the unattended monitor {rule}"):
         rule_arn: str = events.put_rule(
             Name=rule,
