@@ -630,6 +630,28 @@ class RunRecords:
         listed = list_keys_of(self.storage, [f"{start}{task_id}/" for task_id in task_ids])
         return [self._attempts_listed(start, keys) for keys in listed]
 
+    def ended_attempts_of(
+        self,
+        task_ids: Sequence[str],
+        outcomes: Iterable[str] = ("failed", "dead", "released", "lost"),
+    ) -> dict[str, list[Attempt]]:
+        """The attempt records of ``task_ids`` that ended with one of ``outcomes`` (by
+        default: without the task done), oldest first, by task: only these tasks' attempts
+        listed (`attempt_keys_of`) and read (`read_json_many`), never the whole run's."""
+        if not task_ids:
+            return {}
+        wanted = frozenset(outcomes)
+        keys = [
+            k for listed in self.attempt_keys_of(task_ids) for k in listed if k.outcome in wanted
+        ]
+        names = [self.key_of(k) for k in keys]
+        found: dict[str, list[Attempt]] = {}
+        for key, name, data in zip(keys, names, self.read_json_many(names), strict=True):
+            attempt = self._typed(Attempt, name, data)
+            if attempt is not None:
+                found.setdefault(key.task_id, []).append(attempt)
+        return found
+
     def _attempts_listed(self, start: str, keys: Iterable[str]) -> list[AttemptKey]:
         """The attempts named by ``keys`` (listed under ``start``), oldest first; other
         names are noted in `corrupt`."""

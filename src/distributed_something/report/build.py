@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.fork import ForkCall
 from distributed_something.ledger import DONE_ATTEMPT, event_code, state_of
-from distributed_something.records import AttemptKey, DoneMarker, Failure, RunRecords
+from distributed_something.records import Attempt, AttemptKey, DoneMarker, Failure, RunRecords
 from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
 
@@ -242,6 +242,7 @@ def build_report(
         skipped,
         failures,
         _dead_mark_errors(records, dead_marked),
+        _dead_attempt_causes(records, dead_marked),
         found.task_costs,
         (context or ReportContext()).locate or (lambda _bucket: ""),
     )
@@ -274,6 +275,9 @@ class _Reading:
     skipped: set[str]
     failures: dict[str, Failure]
     mark_errors: dict[str, str]
+    #: the cause of the last attempt of each dead task without a failure record (its
+    #: worker died on it: ``lost``), from its attempt records
+    mark_causes: dict[str, str]
     task_costs: dict[str, float] | None
     locate: Callable[[str], str]
 
@@ -365,6 +369,7 @@ def _tally(
     tally = _Tally()
     counts, listed = tally.counts, tally.listed
     codes, failures, mark_errors = reading.codes, reading.failures, reading.mark_errors
+    mark_causes = reading.mark_causes
     task_costs, locate = reading.task_costs, reading.locate
     bucket_locations = tally.bucket_locations
     rows = _with_markers(reading.records, codes, reading.skipped, start, stop)
@@ -390,7 +395,9 @@ def _tally(
             if task.finished_at is not None:
                 tally.finish_times.append(task.finished_at)
         else:
-            task = _unfinished(tid, group, outcome, attempts, duplicate, failures, mark_errors)
+            task = _unfinished(
+                tid, group, outcome, attempts, duplicate, failures, mark_errors, mark_causes
+            )
         if task_costs is not None:
             task.cost_usd = task_costs.get(tid)
         counts[outcome] += 1
@@ -504,6 +511,7 @@ def _unfinished(
     duplicate: bool,
     failures: dict[str, Failure],
     mark_errors: dict[str, str],
+    mark_causes: dict[str, str],
 ) -> TaskReport:
     """The `TaskReport` of a task that is not done."""
     fail = failures.get(tid)
@@ -511,6 +519,10 @@ def _unfinished(
     if outcome in ("pending", "running", "skipped"):
         error = None if outcome != "pending" or fail is None else fail.error
     shown = fail if fail is not None and error is not None else None
+    if shown is not None:
+        cause = failure_cause(shown)
+    else:  # a dead task without a failure record: its attempts' cause (``lost``)
+        cause = mark_causes.get(tid) if outcome == "dead" else None
     return TaskReport(
         tid,
         group,
@@ -518,7 +530,7 @@ def _unfinished(
         attempts if outcome != "skipped" else 1,
         error=error,
         duplicate=duplicate,
-        cause=failure_cause(shown) if shown is not None else None,
+        cause=cause,
         first_error=(first_error_line(shown.log_tail, shown.error) if shown is not None else error),
         log_tail=shown.log_tail if shown is not None else None,
     )
@@ -534,6 +546,18 @@ def _dead_mark_errors(records: RunRecords, wanted: set[str]) -> dict[str, str]:
         if mark.kind == "dead" and mark.task_id in wanted:
             data = records.read_mark(mark)
             out[mark.task_id] = str((data or {}).get("error", ""))
+    return out
+
+
+def _dead_attempt_causes(records: RunRecords, wanted: set[str]) -> dict[str, str]:
+    """The cause of the last attempt that ended without the task done, of each of the dead
+    tasks ``wanted`` that have no failure record (their worker died on every attempt:
+    ``lost``): only these tasks' attempt records are read."""
+    out: dict[str, str] = {}
+    for tid, attempts in records.ended_attempts_of(sorted(wanted)).items():
+        cause = attempt_cause(attempts[-1])
+        if cause:
+            out[tid] = cause
     return out
 
 
@@ -584,6 +608,15 @@ def failure_cause(failure: Failure) -> str | None:
     before causes were kept."""
     cause = getattr(failure, "cause", None)
     return str(cause) if cause else None
+
+
+def attempt_cause(attempt: Attempt) -> str | None:
+    """Why an attempt that did not complete its task ended so (``lost``, ``interrupted``,
+    ``exit`` …, the causes of `worker.causes`): its recorded cause, else ``lost`` for an
+    attempt closed as lost without one; None when not recorded."""
+    if attempt.cause:
+        return str(attempt.cause)
+    return "lost" if attempt.outcome == "lost" else None
 
 
 def first_error_line(log_tail: str, error: str) -> str:

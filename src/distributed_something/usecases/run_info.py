@@ -26,8 +26,8 @@ from distributed_something.ledger import Ledger, read_counts_running, read_ledge
 from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.project import Project
 from distributed_something.recipes.cellprofiler import parse_metadata
-from distributed_something.records import RunRecords
-from distributed_something.report.build import failure_cause, first_error_line
+from distributed_something.records import Attempt, RunRecords
+from distributed_something.report.build import attempt_cause, failure_cause, first_error_line
 from distributed_something.sending import unsent
 from distributed_something.state import (
     RunState,
@@ -571,6 +571,12 @@ def _dead_entries(records: RunRecords, ledger: Ledger, backend: Backend) -> list
     for mark in records.marks():
         if mark.kind == "dead" and mark.task_id not in failures:
             mark_errors[mark.task_id] = str((records.read_mark(mark) or {}).get("error", ""))
+    # A task whose worker died on every attempt has no failure record: its history (and
+    # cause, ``lost``) is that of its attempts that ended without it done, read for those
+    # few tasks only.
+    unrecorded = [tid for tid in dead_ids if tid not in failures]
+    for tid, attempts in records.ended_attempts_of(unrecorded).items():
+        failures[tid] = [_attempt_history(a) for a in attempts]
     out = []
     for tid in dead_ids:
         history = sorted(failures.get(tid, []), key=lambda h: float(h["at"]))
@@ -598,6 +604,19 @@ def _dead_entries(records: RunRecords, ledger: Ledger, backend: Backend) -> list
     return out
 
 
+def _attempt_history(attempt: Attempt) -> dict[str, Any]:
+    """A `DeadEntry.history` entry made of an attempt record (no failure record of it)."""
+    at = attempt.ended_at if attempt.ended_at is not None else attempt.started_at
+    return {
+        "attempt": attempt.attempt,
+        "error": attempt.error,
+        "exit_code": attempt.exit_code,
+        "at": at,
+        "cause": attempt_cause(attempt),
+        "first_error": first_error_line("", attempt.error),
+    }
+
+
 def dead_show(
     project: Project, task: str, backend: Backend | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
@@ -617,6 +636,8 @@ def dead_show(
         shown.setdefault("cause", failure_cause(f))
         shown["first_error"] = first_error_line(f.log_tail, f.error)
         failures.append(shown)
+    if not failures:  # its worker died on every attempt: the attempts it lost, as failures
+        failures = [{"task_id": entry.task_id, **h} for h in entry.history]
     return {**entry.to_json(), "failures": failures}
 
 
