@@ -375,3 +375,25 @@ def test_workers_that_keep_failing_stop_what_costs_until_start_cluster(
     resumed = handler({}, Context())
     assert resumed["status"] == "running"
     assert "workers=12" in resumed["actions"] and fleet_target(world) == 2
+
+
+def test_a_submit_coming_as_the_run_ends_keeps_it_going(world: World) -> None:
+    """The run is drained and done, but a submit has announced its sending (it reads the
+    state next): the monitor said the run finished and then saw it, so it goes on instead
+    of deleting the queue the submit is about to send to."""
+    from distributed_something import sending
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.records import RunRecords
+
+    put_state(world)
+    records = RunRecords(S3Storage(AwsSettings(region="us-east-1"), BUCKET), "T", RUN_ID)
+    sending.announce(records, "42")
+
+    assert handler({}, Context())["status"] == "tasks-submitted"
+    state = read_state(world)
+    assert state.active and not state.cleaned_up
+    assert world.clients.sqs.get_queue_url(QueueName=world.names.queue)
+
+    records.end_sending("42")  # the submit saw the run over and sent nothing
+    assert handler({}, Context())["status"] == "torn-down"
+    assert not read_state(world).active

@@ -75,6 +75,14 @@ def abandoned(
     return now - float(progress.get("at", 0.0)) > STALE_AFTER
 
 
+def announce(records: RunRecords, part: str) -> None:
+    """Say that submit ``part`` is about to be written and sent (a progress record with
+    nothing to send yet), before the submit looks whether the run is still in progress: a
+    monitor ending the run at that moment then sees it (`under_way`) and goes on watching,
+    or the submit sees the run ended and sends nothing (`lifecycle.submit`)."""
+    records.write_sending(part, {"to_send": 0, "sent": 0, "sender": _sender(), "at": time.time()})
+
+
 def send_part(
     records: RunRecords,
     queue: Queue,
@@ -112,6 +120,9 @@ def resume(
             left_out = records.sending_left_out(part)
             ids = records.manifest_part_ids(part)
         except KeyError as exc:
+            if not int(progress.get("to_send") or 0):
+                records.end_sending(part)  # announced, then stopped before its manifest
+                continue
             log.warning("submit %s: its progress or manifest is missing (%r): left", part, exc)
             continue
         except (ValueError, TypeError) as exc:

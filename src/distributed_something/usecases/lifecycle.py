@@ -18,6 +18,7 @@ from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.jobs.model import JobFile, TaskList
 from distributed_something.ledger import read_ledger
 from distributed_something.monitor.loop import policy_config, watch
+from distributed_something.monitor.progress import from_counts
 from distributed_something.monitor.settle import record_image_outcomes
 from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
@@ -25,8 +26,9 @@ from distributed_something.records import RunRecords, Skip
 from distributed_something.report.build import RunReport, build_report
 from distributed_something.report.files import TaskFiles
 from distributed_something.report.html import write_html
+from distributed_something.sending import announce as announce_sending
 from distributed_something.sending import resume as resume_sending
-from distributed_something.sending import send_part
+from distributed_something.sending import send_part, under_way
 from distributed_something.state import (
     RunState,
     all_runs,
@@ -138,6 +140,20 @@ def submit(
             "start a new run with `ds setup`, then submit again (or `ds run` does every step)",
         )
     records = records_for(project, backend, state)
+    part = f"{time.time_ns()}"
+    # Said, then looked again: a monitor ending the run now either sees this submit coming
+    # (and watches its tasks) or has said the run is over, and nothing is sent to it.
+    announce_sending(records, part)
+    current = load_state(project, backend.storage)
+    if current is None or current.run_id != state.run_id or not current.active:
+        records.end_sending(part)
+        raise InputError(
+            str(job_path),
+            None,
+            f"run {state.run_id} of {project.config.app_name} ended as this submit began "
+            "(its monitor found every task finished): nothing was sent",
+            "start a new run with `ds run` (or `ds setup`, then submit again)",
+        )
     # What an interrupted submit left unsent goes first: it is pending, so left out below.
     resumed = resume_sending(records, backend.queue)
     tasks = job.tasks
@@ -150,7 +166,6 @@ def submit(
             left_out = len(job.tasks) - len(tasks)
             excluded = {task_id for task_id in job.tasks.ids() if task_id in live}
     # The manifest is written first: the report must know every task that may be queued.
-    part = f"{time.time_ns()}"
     records.write_manifest_json(
         part,
         _manifest_groups(job.tasks),
@@ -192,7 +207,11 @@ def submit(
         if bar:
             bar.stop()
         # Also when interrupted: the run is in progress (`ds run` again resumes it, and
-        # `resume_sending` sends the rest).
+        # `resume_sending` sends the rest). Onto the state as saved now: a monitor may have
+        # saved it meanwhile.
+        latest = load_state(project, backend.storage)
+        if latest is not None and latest.run_id == state.run_id:
+            state = latest
         state.submitted += sent + skipped
         if str(job_path.resolve()) not in state.job_files:  # a file submitted again: once
             state.job_files.append(str(job_path.resolve()))
@@ -254,24 +273,50 @@ def monitor(
         resumed = resume_sending(records_for(project, backend, state), backend.queue)
         if resumed:
             info(f"sent {resumed} tasks an interrupted submit had left unsent")
-        watch(
-            project.config,
-            backend,
-            state,
-            interval=interval,
-            confirm_seconds=drain_confirm_seconds(backend.drain_confirm_floor, interval),
-            cheapest=cheapest,
-            show_progress=show_progress,
-            image_entrypoint=_image_entrypoint(project),
-            still_active=lambda: _still_active(project, backend, state.run_id),
-        )
-        now = load_state(project, backend.storage)
-        if now is not None and now.run_id == state.run_id and not now.active:
-            # Ended meanwhile (`ds cleanup`): its state, not ours, is saved, once that
-            # command has stopped the workers and closed their attempts (it says the run
-            # ended first): the report counts the run as the cleanup leaves it.
-            state = _torn_down(project, backend, now)
+        run_id = state.run_id
+        while True:
+            watch(
+                project.config,
+                backend,
+                state,
+                interval=interval,
+                confirm_seconds=drain_confirm_seconds(backend.drain_confirm_floor, interval),
+                cheapest=cheapest,
+                show_progress=show_progress,
+                image_entrypoint=_image_entrypoint(project),
+                still_active=lambda: _still_active(project, backend, run_id),
+            )
+            now = load_state(project, backend.storage)
+            if now is not None and now.run_id == state.run_id and not now.active:
+                # Ended meanwhile (`ds cleanup`): its state, not ours, is saved, once that
+                # command has stopped the workers and closed their attempts (it says the run
+                # ended first): the report counts the run as the cleanup leaves it.
+                state = _torn_down(project, backend, now)
+                break
+            if now is not None and now.run_id == state.run_id:
+                state = now
+            if _ends_alone(project, backend, state):
+                break
+            info("tasks were submitted as the run ended: watching them too")
     return finish(project, backend, state)
+
+
+def _ends_alone(project: Project, backend: Backend, state: RunState) -> bool:
+    """Say that the run is over (its state saved finished), then look whether a submit
+    came meanwhile: True when none did (the run ends), else False with the run said to be
+    in progress again. A submit says it is coming before it looks at the state
+    (`sending.announce`): of the two, at least one sees the other's word, so no task is sent
+    to a run being torn down unseen."""
+    state.finished_at = time.time()
+    save_state(project, state, backend.storage)
+    records = records_for(project, backend, state)
+    # The family image's own worker keeps no records: only a submit under way counts there.
+    progress = None if _image_entrypoint(project) else from_counts(summary.read_counts(records))
+    if not under_way(records) and (progress is None or progress.finished >= progress.total):
+        return True
+    state.finished_at = None
+    save_state(project, state, backend.storage)
+    return False
 
 
 #: How long a monitor waits for another command's teardown of its run to end.

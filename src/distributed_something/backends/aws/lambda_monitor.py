@@ -67,6 +67,7 @@ from distributed_something.monitor.policy import (
 from distributed_something.monitor.progress import from_counts
 from distributed_something.monitor.settle import confirm_ending, record_image_outcomes, settle
 from distributed_something.records import META_ROOT, RunRecords
+from distributed_something.sending import under_way
 from distributed_something.state import MONITOR_BOOK, WORKERS_FAILING, RunState
 
 log = logging.getLogger(__name__)
@@ -349,8 +350,19 @@ def monitor_once(
     actions = decide(replace(obs, finished=check.verdict == "finished"), cfg)
 
     if any(isinstance(a, Teardown) for a in actions):
+        resumed = state.finished_at is not None
+        # Said first, then looked again: a submit announces itself before it reads the
+        # state (`sending.announce`), so it either sees the run over and sends nothing, or
+        # is seen here, and the run goes on (as `ds monitor` does, `lifecycle._ends_alone`).
+        state.finished_at = state.finished_at or now
         book["teardown_started_at"] = now
         save()
+        if not resumed and records is not None and _submit_came(records):
+            state.finished_at = None
+            book.pop("teardown_started_at", None)
+            book.pop("drained_since", None)
+            save()
+            return {**summary, "status": "tasks-submitted"}
         try:
             teardown(
                 clients,
@@ -368,7 +380,6 @@ def monitor_once(
             save()
             raise
         state.cleaned_up = True
-        state.finished_at = state.finished_at or now
         book.pop("teardown_started_at", None)
         save()
         taken.append("teardown")
@@ -441,6 +452,16 @@ def _queue_attributes(clients: AwsClients, url: str | None) -> dict[str, str] | 
             raise
     attributes: dict[str, str] = response.get("Attributes", {})
     return attributes
+
+
+def _submit_came(records: RunRecords) -> bool:
+    """Whether, once the run is said finished, a submit is under way (announced) or the
+    records hold tasks without an outcome (a submit that finished meanwhile)."""
+    if under_way(records):
+        return True
+    counts, _ = read_counts(records, compact=True)
+    progress = from_counts(counts)
+    return progress.finished < progress.total
 
 
 def _notify(
