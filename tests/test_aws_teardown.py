@@ -239,3 +239,30 @@ def test_a_failing_step_names_itself_and_resumes_there(world: World) -> None:
     run_teardown(world, save=lambda r: saved.append(list(r.cleaned)))
     assert world.resources.cleaned == list(TEARDOWN_STEPS)
     assert export_keys(world.clients, world.names.log_group)
+
+
+def test_a_bucket_that_refuses_the_log_export_says_which_policy_fixes_it(world: World) -> None:
+    """AWS checks the bucket's policy as CreateExportTask is called and refuses at once
+    (moto does not): the error names the regional CloudWatch Logs principal and the two
+    permissions, and the step resumes after the fix."""
+
+    def refused(**_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        message = (
+            "GetBucketAcl call on the given bucket failed. Please check if CloudWatch Logs "
+            "has been granted permission to perform this operation."
+        )
+        body = {"Error": {"Code": "InvalidParameterException", "Message": message}}
+        body["ResponseMetadata"] = {"HTTPStatusCode": 400, "HTTPHeaders": {}}
+        return AWSResponse("https://127.0.0.1/", 400, {}, None), body
+
+    world.clients.logs.meta.events.register("before-call.logs.CreateExportTask", refused)
+    with pytest.raises(BackendError) as raised:
+        run_teardown(world)
+    text = str(raised.value)
+    assert "logs.us-east-1.amazonaws.com" in text and "s3:GetBucketAcl" in text
+    assert "Log export fails at cleanup" in text and "ds cleanup" in text
+    world.clients.logs.meta.events.unregister("before-call.logs.CreateExportTask", refused)
+    run_teardown(world)
+    assert world.resources.cleaned == list(TEARDOWN_STEPS)

@@ -327,6 +327,15 @@ class _Teardown:
             self._wait_export(group, task_id)
 
     # --- helpers ------------------------------------------------------------------------
+    def _bucket_policy_fix(self) -> str:
+        """What the bucket policy must allow for log exports (docs/aws.md shows it whole)."""
+        service = principals.LOGS.replace("logs.", f"logs.{self.aws.settings.region}.", 1)
+        return (
+            f"The bucket policy must let {service} call s3:GetBucketAcl on the bucket and "
+            "s3:PutObject on its objects (docs/aws.md, Troubleshooting, 'Log export fails at cleanup'); fix it and run "
+            "`ds cleanup` again"
+        )
+
     def _queue_url(self, name: str) -> str | None:
         try:
             url: str = self.aws.sqs.get_queue_url(QueueName=name)["QueueUrl"]
@@ -442,6 +451,12 @@ class _Teardown:
                 code = error_code(exc)
                 if code in NOT_FOUND:
                     return None
+                if code == "InvalidParameterException" and "ermission" in str(exc):
+                    # CloudWatch Logs checks the bucket's ACL and policy before exporting.
+                    raise BackendError(
+                        f"AWS: CloudWatch Logs may not write log group {group} to "
+                        f"s3://{self.bucket} ({first_line(exc)}). {self._bucket_policy_fix()}"
+                    ) from exc
                 if code != "LimitExceededException" or self.clock() >= deadline:
                     raise
             self.sleep(self.poll_interval)
@@ -457,8 +472,8 @@ class _Teardown:
             if code in ("FAILED", "CANCELLED") or not tasks:
                 raise BackendError(
                     f"AWS: exporting log group {group} to s3://{self.bucket} ended "
-                    f"{code or 'unknown'}: {status.get('message', '')}. The bucket policy "
-                    f"must let {principals.LOGS} write to it; fix it and run `ds cleanup` again"
+                    f"{code or 'unknown'}: {status.get('message', '')}. "
+                    f"{self._bucket_policy_fix()}"
                 )
             if self.clock() >= deadline:
                 raise BackendError(
