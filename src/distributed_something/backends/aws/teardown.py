@@ -332,8 +332,8 @@ class _Teardown:
         service = principals.LOGS.replace("logs.", f"logs.{self.aws.settings.region}.", 1)
         return (
             f"The bucket policy must let {service} call s3:GetBucketAcl on the bucket and "
-            "s3:PutObject on its objects (docs/aws.md, Troubleshooting, 'Log export fails at cleanup'); fix it and run "
-            "`ds cleanup` again"
+            "s3:PutObject on its objects (docs/aws.md, Troubleshooting, 'Log export fails "
+            "at cleanup'); fix it and run `ds cleanup` again"
         )
 
     def _queue_url(self, name: str) -> str | None:
