@@ -238,6 +238,7 @@ def start_cluster(
     """Start the workers the config asks for (machines × tasks × processes, capped); on AWS
     from the spot fleet file ``fleet_path``."""
     fleet = load_fleet(fleet_path) if fleet_path is not None else None
+    _require_workers(project)
     backend = backend_of_run(project, backend)
     state = require_state(project, backend.storage)
     if not state.active:
@@ -254,6 +255,18 @@ def start_cluster(
     state.workers_started_at = state.workers_started_at or time.time()
     backend.provisioner.start(state, fleet, workers, _saver(project, backend))
     return backend.compute.status()
+
+
+def _require_workers(project: Project) -> None:
+    """`InputError` when the config starts no worker (``cluster.machines = 0``): machines
+    started for none would cost, and a run's monitor would wait for ever."""
+    if project.config.cluster.machines == 0:
+        raise InputError(
+            str(project.config_path),
+            "cluster.machines",
+            "is 0: no worker would start, and the run would wait for ever",
+            "set it to 1 or more (the workers are machines × tasks_per_machine × docker_cores)",
+        )
 
 
 def monitor(
@@ -484,6 +497,7 @@ def run(
     job = checked_job(project, job_path, load_data=False)[0]
     if fleet_path is not None:
         load_fleet(fleet_path)  # validated before anything is created
+    _require_workers(project)
     backend = open_backend(project)
     state = load_state(project, backend.storage)
     resuming = state is not None and state.active and state.submitted > 0
