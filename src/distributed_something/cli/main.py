@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -125,8 +126,22 @@ def cli(ctx: click.Context) -> None:
         ctx.call_on_close(lambda: set_interactive(False))
 
 
+#: The signal that interrupted the command (`_stop_like_ctrl_c`); Ctrl-C's by default.
+_interrupted_by = [signal.SIGINT]
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM (`timeout`, `kill`, a batch system's time limit) and SIGHUP (the terminal
+    closed) stop a command as Ctrl-C does: `ds run` stops its workers (their tasks go back
+    to the queue) and says how to resume, instead of dying with its workers left running
+    and nothing said. `ds worker` sets its own handlers."""
+    _interrupted_by[0] = signal.Signals(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run `ds`; exit codes: 0 ok, 1 run failed (dead tasks), 2 bad input, 3 backend error.
+    """Run `ds`; exit codes: 0 ok, 1 run failed (dead tasks), 2 bad input, 3 backend error,
+    128 + the signal's number when interrupted (130: Ctrl-C; 143: SIGTERM; 129: SIGHUP).
 
     Errors are one line on stderr; with ``--json`` they are also ``{"error": {...}}`` on
     stdout, with the same exit code."""
@@ -134,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
+    if argv is None:  # the `ds` program itself, not a caller of `main` in its own process
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(stop) is signal.SIG_DFL:  # SIG_IGN (nohup) stays ignored
+                signal.signal(stop, _stop_like_ctrl_c)
     try:
         result: Any = cli.main(args=args, prog_name="ds", standalone_mode=False)
     except DSError as exc:
@@ -143,12 +162,13 @@ def main(argv: list[str] | None = None) -> None:
 
             exc = legacy_error(exc)
         _fail(str(exc), exc.exit_code, as_json, exc)
-    except click.exceptions.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click makes a Ctrl-C inside a command an Abort
+        said = "aborted" if isinstance(exc, click.exceptions.Abort) else "interrupted"
+        if _interrupted_by[0] != signal.SIGINT:
+            said = f"interrupted ({_interrupted_by[0].name})"
+        console.print(said)
+        sys.exit(128 + int(_interrupted_by[0]))
     except click.UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
             # Bare `ds` (or `ds dead`): the usage, as asked for; not an error.

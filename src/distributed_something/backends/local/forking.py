@@ -116,6 +116,7 @@ def _worker(args: list[str], log_fd: int) -> NoReturn:
         sys.stdin = open(0, closefd=False)  # noqa: SIM115
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # the `ds` command's is not a worker's
         logging.root.handlers.clear()  # the worker sets up its own (`run_worker`)
         _name_process(b"ds-worker")
         from distributed_something.cli.main import main
@@ -202,6 +203,7 @@ def _call(fn: Callable[[], Any], pipe: int) -> NoReturn:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         try:
             payload = pickle.dumps((True, fn()), protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, never raised here

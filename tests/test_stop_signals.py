@@ -1,0 +1,71 @@
+"""`ds run` stopped by SIGTERM (`timeout`, `kill`, a batch system's time limit) or SIGHUP
+(its terminal closed) stops as on Ctrl-C: its workers stop and hand their tasks back, it
+says how to resume, and it exits 128 + the signal. It used to die at once and silently,
+its workers running on unwatched and the run left in progress with nobody to end it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import write_project
+
+
+def ds(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distributed_something", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signalled_ds_run_stops_its_workers_and_says_how_to_resume(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    ledger = tmp_path / "ledger"
+    argv = ["/bin/sh", "-c", f'echo "$1" >> {ledger}; sleep 2', "sh", "{name}"]
+    proj = write_project(tmp_path / "proj", argv=argv, groups=[{"name": f"t{i}"} for i in range(6)])
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", str(proj)],
+        cwd=proj,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (ledger.exists() and ledger.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ledger.exists(), "no task started"
+        os.kill(run.pid, stop)  # the `ds run` process only, not its workers
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 128 + stop, err
+    text = " ".join(err.split())
+    assert f"interrupted ({stop.name})" in text
+    assert "stopping workers" in text and "run the same `ds run` again" in text
+
+    status = json.loads(ds("status", "--json", cwd=proj).stdout)
+    assert status["workers"]["running"] == 0  # none left running unwatched
+    started = len(ledger.read_text().split())
+    time.sleep(2.5)  # a worker left running would start another task meanwhile
+    assert len(ledger.read_text().split()) == started
+
+    # Resumed: every task ends done, none lost.
+    resumed = ds("run", str(proj), "--json", cwd=proj)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["counts"]["done"] == 6
