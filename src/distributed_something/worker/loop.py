@@ -238,7 +238,8 @@ class Worker:
         self._abort.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the worker (ECS and `ds` stop workers with SIGTERM)."""
+        """SIGTERM, SIGINT and SIGHUP stop the worker (ECS and `ds` stop workers with
+        SIGTERM; SIGHUP: the terminal of a worker started by hand closed)."""
 
         def handler(signum: int, frame: FrameType | None) -> None:
             log.info("signal %s: handing back the current task and stopping", signum)
@@ -246,6 +247,8 @@ class Worker:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's stays ignored
+            signal.signal(signal.SIGHUP, handler)
 
     def run(self) -> WorkerSummary:
         """Loop until the queue is drained (nothing visible, nothing in flight) or stopped."""
