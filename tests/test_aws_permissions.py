@@ -701,6 +701,13 @@ def legacy_config(**aws: Any) -> Config:
     )
 
 
+#: What `ds aws bootstrap` always gives the monitor's policy (its topic and function).
+MONITOR_EXTRAS: dict[str, Any] = {
+    "topic_arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:{BootstrapNames(PREFIX).topic}",
+    "function_name": BootstrapNames(PREFIX).function,
+}
+
+
 def put_roles(clients: AwsClients, prefix: str, instance: Any, monitor: Any) -> None:
     """The bootstrap's two roles with these inline policies (as an earlier bootstrap)."""
     boot = BootstrapNames(prefix)
@@ -721,7 +728,7 @@ def test_names_outside_the_prefix_are_warned_about_until_bootstrapped(aws: str) 
         clients,
         PREFIX,
         instance_policy(ACCOUNT, REGION, PREFIX, [BUCKET]),
-        monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET]),
+        monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **MONITOR_EXTRAS),
     )
 
     warning = coverage_warning(config)
@@ -755,8 +762,47 @@ def test_names_outside_the_prefix_are_warned_about_until_bootstrapped(aws: str) 
     clients.iam.put_role_policy(
         RoleName=boot.monitor_role,
         PolicyName=boot.inline_policy,
-        PolicyDocument=json.dumps(monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted)),
+        PolicyDocument=json.dumps(
+            monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted, **MONITOR_EXTRAS)
+        ),
     )
+    assert coverage_warning(config) is None
+
+
+def test_roles_made_by_an_older_ds_are_warned_about_until_bootstrapped_again(aws: str) -> None:
+    """A grant this version uses that the account's roles lack (they were bootstrapped by an
+    older ds: here the instance role without AlarmActionsRole, the monitor role without
+    FamilyLogExports) is said in the same one line, with the fix; the names stay covered."""
+    clients = AwsClients(AwsSettings(region=REGION))
+    config = legacy_config()
+    names = AwsNames(config)
+    granted = {"queues": names.queue_names, "log_groups": names.log_group_names}
+    instance = instance_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted)
+    monitor = monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted, **MONITOR_EXTRAS)
+    old_instance = {
+        **instance,
+        "Statement": [s for s in instance["Statement"] if s["Sid"] != "AlarmActionsRole"],
+    }
+    old_monitor = {
+        **monitor,
+        "Statement": [s for s in monitor["Statement"] if s["Sid"] != "FamilyLogExports"],
+    }
+    put_roles(clients, PREFIX, old_instance, old_monitor)
+
+    warning = coverage_warning(config)
+
+    assert warning is not None and "\n" not in warning
+    assert "made by an older ds" in warning and "does not cover" not in warning
+    assert "Plate-ecs-instance-role lacks AlarmActionsRole: iam:CreateServiceLinkedRole" in warning
+    assert "Plate-monitor-role lacks FamilyLogExports: s3:PutObject" in warning
+    assert "run `ds aws bootstrap` again" in warning
+
+    # What `ds aws bootstrap` writes now is up to date.
+    boot = BootstrapNames(PREFIX)
+    for role, document in ((boot.instance_role, instance), (boot.monitor_role, monitor)):
+        clients.iam.put_role_policy(
+            RoleName=role, PolicyName=boot.inline_policy, PolicyDocument=json.dumps(document)
+        )
     assert coverage_warning(config) is None
 
 

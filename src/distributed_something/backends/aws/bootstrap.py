@@ -28,7 +28,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -648,6 +648,59 @@ def _merged(
         union(policy_queues(old), queues),
         union(policy_log_groups(old), log_groups),
     )
+
+
+def missing_grants(
+    role: Literal["instance", "monitor"],
+    document: dict[str, Any],
+    *,
+    account: str,
+    region: str,
+    app_prefix: str,
+) -> list[str]:
+    """The grants ("Sid: action") this version's `bootstrap` would write into ``role``'s
+    inline policy that ``document`` (the policy the account's role has) lacks: a role made
+    by an older ds, which `ds aws bootstrap` run again brings up to date. The names
+    ``document`` grants are kept, as bootstrap keeps them (`_merged`). Pure."""
+    granted = _merged(document, (), (), ())
+    names = BootstrapNames(app_prefix)
+    if role == "instance":
+        wanted = instance_policy(
+            account,
+            region,
+            app_prefix,
+            granted.buckets,
+            queues=granted.queues,
+            log_groups=granted.log_groups,
+        )
+    else:
+        wanted = monitor_policy(
+            account,
+            region,
+            app_prefix,
+            granted.buckets,
+            topic_arn=f"arn:{partition(region)}:sns:{region}:{account}:{names.topic}",
+            function_name=names.function,
+            queues=granted.queues,
+            log_groups=granted.log_groups,
+        )
+
+    def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
+        found = set()
+        for statement in _listed(policy.get("Statement")):
+            if isinstance(statement, dict) and statement.get("Effect") == "Allow":
+                for action in _listed(statement.get("Action")):
+                    found.add((str(statement.get("Sid", "")), str(action)))
+        return found
+
+    have = grants(document)
+    return [f"{sid}: {action}" for sid, action in sorted(grants(wanted) - have)]
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _current_policy(iam: Any, role: str, policy_name: str) -> dict[str, Any] | None:

@@ -19,10 +19,14 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from distributed_something.backends.aws import name_limits
-from distributed_something.backends.aws.bootstrap import BootstrapNames, decode_policy
+from distributed_something.backends.aws.bootstrap import (
+    BootstrapNames,
+    decode_policy,
+    missing_grants,
+)
 from distributed_something.backends.aws.clients import (
     AwsSettings,
     client,
@@ -159,26 +163,50 @@ def role_policies(iam: Any, role: str) -> list[dict[str, Any]] | None:
     return documents
 
 
-def coverage_problems(
-    iam: Any, config: Config, *, region: str, account: str
-) -> dict[str, list[str]]:
-    """{role name: names of this run its inline policies do not cover}, for the instance role
-    (workers without a task role use it) and, with ``aws.auto_monitor``, the monitor role.
-    Roles whose policies cannot be read are left out."""
+@dataclass(frozen=True)
+class RoleProblems:
+    """What the bootstrap's roles lack for this run, by role name: ``uncovered`` names of
+    this run (`uncovered`), and ``outdated`` grants this version of ds uses that a role made
+    by an older one has not (`bootstrap.missing_grants`)."""
+
+    uncovered: dict[str, list[str]]
+    outdated: dict[str, list[str]]
+
+
+def role_problems(iam: Any, config: Config, *, region: str, account: str) -> RoleProblems:
+    """`RoleProblems` of the instance role (workers without a task role use it) and, with
+    ``aws.auto_monitor``, the monitor role. Roles whose policies cannot be read are left
+    out."""
     names = AwsNames(config)
-    boot = BootstrapNames(bootstrap_prefix(config))
-    checks = [] if config.aws.task_role_arn else [(boot.instance_role, worker_needs)]
+    prefix = bootstrap_prefix(config)
+    boot = BootstrapNames(prefix)
+    checks: list[tuple[str, Any, Literal["instance", "monitor"]]] = []
+    if not config.aws.task_role_arn:
+        checks.append((boot.instance_role, worker_needs, "instance"))
     if config.aws.auto_monitor:
-        checks.append((boot.monitor_role, monitor_needs))
-    problems: dict[str, list[str]] = {}
-    for role, needs_of in checks:
+        checks.append((boot.monitor_role, monitor_needs, "monitor"))
+    problems = RoleProblems({}, {})
+    for role, needs_of, kind in checks:
         documents = role_policies(iam, role)
         if documents is None:
             continue
         missing = uncovered(documents, needs_of(names, region, account))
         if missing:
-            problems[role] = missing
+            problems.uncovered[role] = missing
+        statements = [s for d in documents for s in _as_list(d.get("Statement"))]
+        lacking = missing_grants(
+            kind, {"Statement": statements}, account=account, region=region, app_prefix=prefix
+        )
+        if lacking:
+            problems.outdated[role] = lacking
     return problems
+
+
+def coverage_problems(
+    iam: Any, config: Config, *, region: str, account: str
+) -> dict[str, list[str]]:
+    """{role name: names of this run its inline policies do not cover} (`role_problems`)."""
+    return role_problems(iam, config, region=region, account=account).uncovered
 
 
 def coverage_warning(config: Config, settings: AwsSettings | None = None) -> str | None:
@@ -197,18 +225,25 @@ def coverage_warning(config: Config, settings: AwsSettings | None = None) -> str
     settings = replace(settings, max_attempts=min(settings.max_attempts, 2))
     try:
         account = str(client("sts", settings).get_caller_identity()["Account"])
-        problems = coverage_problems(
+        problems = role_problems(
             client("iam", settings), config, region=settings.region, account=account
         )
     except (ClientError, BotoCoreError, DSError, *unreadable_answers()):
         return None
-    if not problems:
-        return None
-    parts = [f"{role} does not allow {', '.join(what)}" for role, what in problems.items()]
     prefix = bootstrap_prefix(config)
     command = "ds aws bootstrap" + ("" if prefix == config.app_name else f" --prefix {prefix}")
-    return (
-        f"the role policies do not cover this run's names ({'; '.join(parts)}): workers "
-        f"and the monitor would be denied them; run `{command}` again with this config to "
-        "grant them"
-    )
+    said = []
+    if problems.uncovered:
+        parts = [
+            f"{role} does not allow {', '.join(what)}" for role, what in problems.uncovered.items()
+        ]
+        said.append(
+            f"the role policies do not cover this run's names ({'; '.join(parts)}): workers "
+            "and the monitor would be denied them"
+        )
+    if problems.outdated:
+        parts = [f"{role} lacks {', '.join(what)}" for role, what in problems.outdated.items()]
+        said.append(f"the roles were made by an older ds ({'; '.join(parts)})")
+    if not said:
+        return None
+    return f"{'; and '.join(said)}; run `{command}` again with this config to grant them"
