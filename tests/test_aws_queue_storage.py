@@ -865,3 +865,54 @@ def test_conditional_writes_for_task_claims(bucket: str, monkeypatch: pytest.Mon
     puts = [c for c in calls if c.operation == "PutObject"]
     assert [c.headers.get("if-none-match") for c in puts[:2]] == ["*", "*"]
     assert [c.headers.get("if-match") for c in puts[2:4]] == [tag, tag]
+
+
+def test_a_dead_letter_listing_goes_on_past_messages_shown_again(aws: str) -> None:
+    """On SQS a listing longer than its hiding time meets its first messages again (with new
+    receipt handles) before the last ones: a batch of those alone is not the end, and each
+    message keeps its newest handle (an old one "might not" delete it). Simulated: the
+    third receive answers the first batch again, as SQS would once it showed again."""
+    queue = make_queue(max_receive_count=1)
+    queue.send_batch([(f"t{i}", f"body {i}") for i in range(25)])
+    kill(queue, 25)
+    answers: list[list[dict[str, Any]]] = []
+    calls = 0
+
+    def replay(**_: Any) -> Any:
+        """The third receive answers, without asking moto, the first batch again."""
+        nonlocal calls
+        calls += 1
+        if calls != 3:
+            return None
+        from botocore.awsrequest import AWSResponse
+
+        again = [{**m, "ReceiptHandle": m["ReceiptHandle"] + "-new"} for m in answers[0]]
+        answers.append(again)
+        parsed = {"Messages": again, "ResponseMetadata": {"HTTPStatusCode": 200}}
+        return AWSResponse("https://127.0.0.1/", 200, {}, None), parsed
+
+    def kept(parsed: dict[str, Any], **_: Any) -> None:
+        if calls != 3:
+            answers.append(list(parsed.get("Messages", [])))
+
+    events = queue._client.meta.events
+    events.register("before-call.sqs.ReceiveMessage", replay)
+    events.register("after-call.sqs.ReceiveMessage", kept)
+    try:
+        listed = queue._read_dead()
+    finally:
+        events.unregister("before-call.sqs.ReceiveMessage", replay)
+        events.unregister("after-call.sqs.ReceiveMessage", kept)
+    assert len(listed) == 25  # the batch shown again did not end the listing
+    newest = {m["MessageId"]: m["ReceiptHandle"] for m in answers[2]}
+    assert all(
+        m["ReceiptHandle"] == newest[m["MessageId"]] for m in listed if m["MessageId"] in newest
+    )
+
+
+def test_a_deep_dead_letter_queue_is_hidden_for_as_long_as_its_listing_takes() -> None:
+    from distributed_something.backends.aws.sqs_queue import listing_visibility
+
+    assert listing_visibility(0) == listing_visibility(1500) == 30
+    assert listing_visibility(100_000) == 2000  # 10,000 receives of ~0.1 s, twice over
+    assert listing_visibility(10**9) == 12 * 3600  # SQS's longest

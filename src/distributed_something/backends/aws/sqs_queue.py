@@ -59,8 +59,19 @@ CEILING_NOTICE_SECONDS = 1800
 the task back while it still holds it."""
 
 LIST_VISIBILITY_SECONDS = 30
-"""How long `list_dead`/`redrive` hide the dead messages they read (they show them again
-at the end): long enough for one listing pass, short enough to be harmless if we crash."""
+"""How long `list_dead`/`redrive` hide the dead messages they read at least (they show them
+again at the end): long enough for one listing pass of a few thousand, short enough to be
+harmless if we crash (`listing_visibility` for more)."""
+
+QUIET_BATCHES = 3
+"""Receives in a row with no message not seen yet that end a dead-letter listing."""
+
+
+def listing_visibility(depth: int) -> int:
+    """Seconds to hide the messages of a listing of a queue ``depth`` messages deep: ten a
+    receive, and twice the ~0.1 s a receive takes from afar, at least
+    `LIST_VISIBILITY_SECONDS`, at most SQS's 12 hours. Pure."""
+    return min(max(LIST_VISIBILITY_SECONDS, -(-max(depth, 0) // 50)), 12 * 3600)
 
 # Receipt times kept for the 12-hour ceiling: a worker holds one message at a time; this
 # only bounds what a long-lived queue object keeps of handles never deleted or released.
@@ -620,17 +631,28 @@ class SqsQueue:
     # -- dead letters ----------------------------------------------------------------------
 
     def _read_dead(self) -> list[dict[str, Any]]:
-        """Receive every dead message once (hidden for a short while), in receive order."""
+        """Receive every dead message (hidden while the listing lasts), in first-receive
+        order, each with its newest receipt handle.
+
+        A receive returns at most 10 messages, so the listing hides them for as long as it
+        may take (`listing_visibility` of the dead-letter queue's depth): were the first ones
+        to show again meanwhile, a batch of them alone would look like the end. It ends on
+        an empty receive, or after `QUIET_BATCHES` in a row bring no message it had not
+        seen; a message received again keeps its newest handle (an older one may delete
+        nothing: "If you use an old ReceiptHandle, the request will succeed, but the message
+        might not be deleted", DeleteMessage)."""
+        depth = sum(self._attributes(self.dead_letter_queue_url).values())
+        hidden_for = listing_visibility(depth)
         seen: dict[str, dict[str, Any]] = {}
-        while True:
-            batch = self._receive_raw(
-                self.dead_letter_queue_url, BATCH_SIZE, LIST_VISIBILITY_SECONDS
-            )
-            new = [raw for raw in batch if raw["MessageId"] not in seen]
-            if not new:
-                return list(seen.values())
-            for raw in new:
-                seen[raw["MessageId"]] = raw
+        quiet = 0
+        while quiet < QUIET_BATCHES:
+            batch = self._receive_raw(self.dead_letter_queue_url, BATCH_SIZE, hidden_for)
+            if not batch:
+                break
+            quiet = 0 if any(raw["MessageId"] not in seen for raw in batch) else quiet + 1
+            for raw in batch:
+                seen[raw["MessageId"]] = raw  # the newest handle (dicts keep first order)
+        return list(seen.values())
 
     def _show_dead(self, messages: Sequence[dict[str, Any]]) -> None:
         """Make dead messages read by `_read_dead` visible again at once.
