@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -556,8 +557,16 @@ def test_an_unparseable_answer_during_teardown_names_the_step(aws: str) -> None:
 
 
 def _events(logs: Any, group: str, stream: str) -> list[str]:
+    """The stream's messages; none while it does not exist (made with the first lines)."""
+    streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=stream)
+    if stream not in [s["logStreamName"] for s in streams["logStreams"]]:
+        return []
     reply = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)
     return [e["message"] for e in reply["events"]]
+
+
+def _streams(logs: Any, group: str) -> list[str]:
+    return [s["logStreamName"] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]]
 
 
 def test_task_log_ships_lines_while_running_and_rest_on_exit(aws: str, tmp_path: Path) -> None:
@@ -565,6 +574,9 @@ def test_task_log_ships_lines_while_running_and_rest_on_exit(aws: str, tmp_path:
     logs.create_log_group(logGroupName="App")
     path = tmp_path / "task.log"
     with CloudWatchTaskLog(logs, "App", "task-1", path, interval=0.02) as shipper:
+        # No stream before the first line: CreateLogStream (50 a second per account) is
+        # not on the way of each command's start.
+        assert _streams(logs, "App") == []
         with path.open("a") as fh:
             fh.write("first line\nsecond line\n")
         assert wait_for(lambda: _events(logs, "App", "task-1") == ["first line", "second line"])
@@ -583,6 +595,21 @@ def test_task_log_ships_lines_while_running_and_rest_on_exit(aws: str, tmp_path:
     with CloudWatchTaskLog(logs, "App", "task-1", path, interval=60):
         pass
     assert _events(logs, "App", "task-1")[-1] == "again"
+
+    # A task that prints nothing makes no stream at all.
+    path.write_text("")
+    with CloudWatchTaskLog(logs, "App", "task-2", path, interval=0.02) as quiet:
+        time.sleep(0.1)
+    assert _streams(logs, "App") == ["task-1"] and quiet.lines_shipped == 0
+
+
+def test_lines_cloudwatch_rejects_are_counted_dropped_not_shipped() -> None:
+    from distributed_something.backends.aws.task_logs import rejected_count
+
+    assert rejected_count({"tooOldLogEventEndIndex": 3}, 10) == 3
+    assert rejected_count({"tooNewLogEventStartIndex": 8}, 10) == 2
+    assert rejected_count({"expiredLogEventEndIndex": 4, "tooNewLogEventStartIndex": 9}, 10) == 5
+    assert rejected_count({"tooOldLogEventEndIndex": 50}, 10) == 10
 
 
 def test_task_log_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

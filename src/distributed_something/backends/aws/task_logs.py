@@ -179,6 +179,7 @@ class CloudWatchTaskLog:
         self.lines_shipped = 0
         self.lines_dropped = 0
         self._enabled = False
+        self._created = False
         self._offset = 0
         self._partial = b""
         self._last_ts = 0
@@ -190,9 +191,11 @@ class CloudWatchTaskLog:
 
     # context -------------------------------------------------------------------------------
     def __enter__(self) -> CloudWatchTaskLog:
-        self._enabled = self._create_stream()
-        if self._enabled:
-            self._thread.start()
+        # The stream is made with the first lines to send (`_send`), not here: CreateLogStream
+        # is limited to 50 a second per account and region, and a fleet of short tasks
+        # would wait on it before each command (and a task that prints nothing needs none).
+        self._enabled = True
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -277,6 +280,14 @@ class CloudWatchTaskLog:
             self._pending.extend((timestamp, piece) for piece in split_message(text))
 
     def _send(self, *, final: bool) -> None:
+        if self._pending and not self._created:
+            self._created = self._create_stream()
+            if not self._created:  # said once; the lines stay in storage's copy only
+                self.lines_dropped += len(self._pending)
+                self._pending.clear()
+                self._enabled = False
+                self._stop.set()
+                return
         while self._pending:
             batch = next(batches(self._pending))
             try:
@@ -304,11 +315,27 @@ class CloudWatchTaskLog:
                 self.lines_dropped += len(batch)
             else:
                 rejected = response.get("rejectedLogEventsInfo") if response else None
-                if rejected:
+                refused = rejected_count(rejected, len(batch)) if rejected else 0
+                if refused:
                     log.warning("task log %s/%s: rejected %s", self.group, self.stream, rejected)
-                self.lines_shipped += len(batch)
+                self.lines_shipped += len(batch) - refused
+                self.lines_dropped += refused
             self._failures = 0
             del self._pending[: len(batch)]
+
+
+def rejected_count(info: dict[str, Any], sent: int) -> int:
+    """How many of ``sent`` events PutLogEvents' ``rejectedLogEventsInfo`` says it refused:
+    those before ``tooOldLogEventEndIndex`` / ``expiredLogEventEndIndex`` (exclusive) and
+    from ``tooNewLogEventStartIndex`` on. Pure."""
+    old_end = max(
+        int(info.get("tooOldLogEventEndIndex", 0) or 0),
+        int(info.get("expiredLogEventEndIndex", 0) or 0),
+    )
+    new_start = info.get("tooNewLogEventStartIndex")
+    new_start = sent if new_start is None else int(new_start)
+    old_end, new_start = min(max(old_end, 0), sent), min(max(new_start, 0), sent)
+    return min(sent, old_end + (sent - new_start))
 
 
 class CloudWatchLiveLog:
