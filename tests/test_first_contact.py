@@ -234,6 +234,26 @@ def test_init_quotes_the_next_command_and_names_the_app(tmp_path: Path, ds: Ds) 
     assert ds("validate", cwd=tmp_path / "my proj.v2").returncode == 0
 
 
+def test_init_refuses_an_app_name_the_config_would_refuse(tmp_path: Path, ds: Ds) -> None:
+    result = ds("init", "--app-name", "bad name", "proj", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--app-name" in lines[0] and "e.g. --app-name bad-name" in lines[0]
+    assert not (tmp_path / "proj").exists()  # nothing written
+
+
+def test_messages_in_a_log_are_not_cut_at_80_columns(tmp_path: Path, ds: Ds) -> None:
+    """Not a terminal (a log file, a pipe): a long path is printed on one line, so it can
+    be copied back."""
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "project"
+    deep.mkdir(parents=True)
+    folder = _project(deep, ds)
+    result = ds("run", ".", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    outputs = [line for line in result.stderr.splitlines() if line.startswith("outputs:")]
+    assert len(outputs) == 1 and len(outputs[0]) > 100 and str(folder) in outputs[0]
+
+
 def test_a_top_level_setting_under_a_table_says_move_it_up(tmp_path: Path, ds: Ds) -> None:
     (tmp_path / "ds.toml").write_text('app_name = "x"\n[storage]\nbackend = "aws"\n')
     result = ds("validate", cwd=tmp_path)

@@ -14,7 +14,8 @@ Usage: ``python make_inputs.py BUCKET_DIR``
 
 Every image comes from its own fixed random seed, so running this again writes the same bytes
 (files whose bytes are already right are left untouched). Exit codes: 0 done, 1 a file could
-not be written, 2 wrong usage.
+not be written, 2 wrong usage (and 1, with one line saying which, when the
+[quickstart] extra is not installed).
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tifffile
-from scipy import ndimage as ndi
+try:
+    import numpy as np
+    import tifffile
+    from scipy import ndimage as ndi
+except ImportError as missing:  # one line a person can act on, not a traceback
+    sys.exit(
+        f"make_inputs.py: {missing.name} is not installed; the quickstart needs ds's "
+        "[quickstart] extra: pip install -e '.[quickstart]' in the ds checkout (`make demo` "
+        "does)"
+    )
 
 IMAGE_COUNT = 6
 SHAPE = (512, 512)

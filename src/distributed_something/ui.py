@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -22,7 +23,17 @@ from rich.progress import Task as BarTask
 from rich.table import Column
 from rich.text import Text
 
-console = Console(stderr=True, highlight=False)
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
+
+
+#: Where people read (stderr). Not a terminal (a log file, a pipe, a batch job's output), long
+#: lines are not cut at 80 columns: a path cut in two cannot be copied back.
+console = Console(stderr=True, highlight=False, soft_wrap=not _is_terminal(sys.stderr))
 
 #: Seconds between plain progress lines when stderr is not a terminal (a log file, a batch
 #: job's output): `DS_PROGRESS_INTERVAL`, default 10.

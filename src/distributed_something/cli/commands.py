@@ -202,7 +202,8 @@ def submit(
     if result.resumed:
         info(f"sent {result.resumed} tasks an interrupted submit had left unsent")
     info(
-        f"submitted {result.sent} tasks from {job} ({result.job_format} format); "
+        f"submitted {result.sent} task{'' if result.sent == 1 else 's'} from {job} "
+        f"({result.job_format} format); "
         f"{result.skipped} already done"
     )
     if result.left_out:

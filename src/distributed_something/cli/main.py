@@ -163,8 +163,12 @@ def main(argv: list[str] | None = None) -> None:
             exc = legacy_error(exc)
         _fail(str(exc), exc.exit_code, as_json, exc)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
-        # click makes a Ctrl-C inside a command an Abort
-        said = "aborted" if isinstance(exc, click.exceptions.Abort) else "interrupted"
+        # click makes a Ctrl-C inside a command an Abort (caused by the KeyboardInterrupt);
+        # an Abort of its own is a prompt declined
+        declined = isinstance(exc, click.exceptions.Abort) and not isinstance(
+            exc.__cause__, KeyboardInterrupt
+        )
+        said = "aborted" if declined else "interrupted"
         if _interrupted_by[0] != signal.SIGINT:
             said = f"interrupted ({_interrupted_by[0].name})"
         console.print(said)

@@ -643,7 +643,8 @@ class OmeZarrRecipe:
         return (
             f"the builtin OME-Zarr converter needs {', '.join(missing)}, not installed with ds "
             "here: every task would fail",
-            "pip install 'distributed-something[omezarr]' (`make examples` does)",
+            "pip install -e '.[omezarr]' in the ds checkout (`make examples` does), or pip install "
+            "'distributed-something[omezarr]'",
         )
 
     def plan(self, config: Config, task: Task, workdir: Workdir) -> TaskPlan:

@@ -1029,7 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         print(
             f"{PROG}: {error.name or error} is missing: install the omezarr extra "
-            "(pip install 'distributed-something[omezarr]')",
+            "(pip install -e '.[omezarr]' in the ds checkout, or 'distributed-something[omezarr]')",
             file=sys.stderr,
         )
         return 1

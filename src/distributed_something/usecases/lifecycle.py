@@ -520,7 +520,8 @@ def run(
             save_state(project, new, backend.storage)
         result = _submit_for_run(project, job_path, job, backend, force, show_progress)
         info(
-            f"submitted {result.sent} tasks ({result.skipped} already done, "
+            f"submitted {result.sent} task{'' if result.sent == 1 else 's'} "
+            f"({result.skipped} already done, "
             f"{result.duplicates} duplicate groups dropped)"
         )
     del job  # a million parsed tasks are not held while the run is watched

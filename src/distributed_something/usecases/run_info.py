@@ -301,7 +301,7 @@ def task_logs(
     if not task or not ids:
         where = f"run {run_id}" if run_id else "any run"
         keys = _keys_with_value(ledgers, task) if task else []
-        fix = "copy a task id from `ds report` or `ds dead list`"
+        fix = "copy a task id from `ds report --json` (every task) or `ds dead list`"
         if keys:  # `ds logs first` meant the group whose name is "first"
             named = " or ".join(f"`ds logs {key}={task}`" for key in keys[:3])
             fix = f"to name a task by its group's value, give the key too: {named}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from distributed_something.config.model import NAME_PATTERN
 from distributed_something.errors import InputError
 
 DS_TOML = """\
@@ -51,7 +52,15 @@ def app_name_for(folder: Path) -> str:
 
 
 def init_project(folder: Path, app_name: str, *, force: bool = False) -> list[Path]:
-    """Write ds.toml and job.json into ``folder``; refuse to overwrite unless ``force``."""
+    """Write ds.toml and job.json into ``folder``; refuse to overwrite unless ``force``, and
+    an app name the config would refuse (`InputError` naming ``--app-name``)."""
+    if not re.fullmatch(NAME_PATTERN, app_name):
+        raise InputError(
+            "argument",
+            "--app-name",
+            f"{app_name!r} is not an app name: letters, digits, - and _ only, at most 80",
+            f"e.g. --app-name {app_name_for(Path(app_name or 'MyApp'))}",
+        )
     files = {folder / "ds.toml": DS_TOML.format(app_name=app_name), folder / "job.json": JOB_JSON}
     existing = [p for p in files if p.exists()]
     if existing and not force:

@@ -73,6 +73,7 @@ def listing_visibility(depth: int) -> int:
     `LIST_VISIBILITY_SECONDS`, at most SQS's 12 hours. Pure."""
     return min(max(LIST_VISIBILITY_SECONDS, -(-max(depth, 0) // 50)), 12 * 3600)
 
+
 # Receipt times kept for the 12-hour ceiling: a worker holds one message at a time; this
 # only bounds what a long-lived queue object keeps of handles never deleted or released.
 _RECEIPTS_KEPT = 10_000
