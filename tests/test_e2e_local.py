@@ -272,7 +272,9 @@ def test_poison_task_is_dead_lettered_with_its_error_then_redriven(tmp_path: Pat
     assert logs.returncode == 0 and "poisoned input" in logs.stdout
 
     (tmp_path / "ledger.txt.cured").write_text("fixed")  # the user fixes the cause
-    redrive = ds("dead", "redrive", cwd=proj)
+    unknown = ds("dead", "redrive", "name=good1", cwd=proj)  # done, not dead: nothing sent
+    assert unknown.returncode == 2 and "no dead task" in unknown.stderr
+    redrive = ds("dead", "redrive", "name=poison", cwd=proj)  # by its group's value
     assert redrive.returncode == 0, redrive.stderr
     status = json.loads(ds("status", "--json", cwd=proj).stdout)
     # Exactly the one task, once, pending in the new run that continues the finished one.

@@ -104,6 +104,9 @@ def test_dead_show_reads_as_text_and_as_json_on_request(tmp_path: Path, ds: Ds) 
     assert "  | ERROR: empty file /data/f07.txt\n" in text
     data = json.loads(ds("dead", "show", dead["id"][:8], "--json", cwd=proj).stdout)
     assert data["task_id"] == dead["id"]
+    # Named by its group's values, as `ds logs` takes it.
+    by_values = json.loads(ds("dead", "show", "name=f07", "--json", cwd=proj).stdout)
+    assert by_values == data
     assert "ERROR: empty file" in data["failures"][-1]["log_tail"]
     assert data["failures"][-1]["first_error"] == "ERROR: empty file /data/f07.txt"
 

@@ -576,7 +576,8 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
 @run_option
 @json_option
 def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: bool) -> None:
-    """Show one dead task: group, attempts (time, cause, exit, error), the log tail."""
+    """Show one dead task (TASK: its id or a unique prefix, or its group's values as
+    key=value[,key=value]): group, attempts (time, cause, exit, error), the log tail."""
     shown = run_info.dead_show(open_project(config_path), task, run_id=run_id)
     if as_json:
         emit_json(shown)
@@ -589,7 +590,8 @@ def dead_show(task: str, config_path: Path | None, run_id: str | None, as_json: 
 @config_option
 @run_option
 def dead_redrive(tasks: tuple[str, ...], config_path: Path | None, run_id: str | None) -> None:
-    """Put dead tasks (all, or the TASKS given) back on the queue, once each."""
+    """Put dead tasks (all, or the TASKS given: ids, prefixes, or key=value[,…] of their
+    groups) back on the queue, once each."""
     moved = run_info.dead_redrive(open_project(config_path), list(tasks) or None, run_id=run_id)
     if not moved:
         info("no dead task to redrive: nothing was sent (`ds dead list` shows the dead tasks)")

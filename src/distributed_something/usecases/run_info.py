@@ -624,6 +624,8 @@ def dead_show(
     backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
+    if "=" in task:  # the group's values, as `ds logs` takes them
+        task = _task_of_group(project, [read_ledger(records)], task)
     entries = [e for e in dead_list(project, backend, state.run_id) if e.task_id.startswith(task)]
     if len(entries) != 1:
         problem = "no dead task id starts with" if not entries else "several dead tasks match"
@@ -667,11 +669,14 @@ def dead_redrive(
             "finish it first (`ds monitor` or `ds cleanup`), then redrive",
         )
     records = records_for(project, backend, state)
-    entries = _dead_entries(records, read_ledger(records), backend)
+    ledger = read_ledger(records)
+    entries = _dead_entries(records, ledger, backend)
     chosen = entries
     if tasks:
         chosen = []
         for prefix in tasks:
+            if "=" in prefix:  # the group's values, as `ds logs` takes them
+                prefix = _task_of_group(project, [ledger], prefix)
             found = [e for e in entries if e.task_id.startswith(prefix)]
             if not found:
                 raise InputError(
