@@ -392,8 +392,8 @@ def _status_frame(st: run_info.Status) -> list[RenderableType]:
         )
     if st.active and st.workers_running == 0 and p.total > p.finished:
         notes.append(
-            "no workers are running (the run was interrupted?): `ds run` again resumes it, "
-            "or `ds start-cluster` then `ds monitor`"
+            "no workers are running (none started yet, or the run was interrupted): `ds run` "
+            "again resumes it, or `ds start-cluster` then `ds monitor`"
         )
     if not st.active and p.total > p.finished:
         notes.append(
