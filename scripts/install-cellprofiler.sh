@@ -9,8 +9,13 @@
 # The virtualenv is <repo>/.venv-cellprofiler (<repo> = this script's folder's parent): the
 # tool pins numpy 1.26, scipy 1.10 and scikit-image 0.24, older than the rest of `ds` wants,
 # so it gets its own environment, as on AWS it has its own image. Why these exact steps:
-# ../shared/notes/cellprofiler5-headless.md (4.2.x does not install on Python 3.11; the 5.0
-# nightlies do, without wxPython (GUI) and mysqlclient; ClassifyObjects needs matplotlib<3.9).
+# CellProfiler 4.2.x does not install on Python 3.11, the 5.0 nightlies do; their core and
+# library come as wheels (--only-binary), and cellprofiler-nightly itself goes in with
+# --no-deps because its wxPython (the GUI) and mysqlclient (MySQL access) dependencies are
+# source builds a headless run never uses; the rest of its dependencies are installed by
+# name below, with matplotlib<3.9, which the ClassifyObjects module needs. So pip's resolver
+# then prints "cellprofiler-nightly … requires mysqlclient …, wxPython …, which is not
+# installed": that is expected and harmless.
 #
 # Idempotent: when the virtualenv already holds CellProfiler $VERSION it only (re)links.
 set -euo pipefail
