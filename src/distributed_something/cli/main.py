@@ -109,8 +109,9 @@ def cli(ctx: click.Context) -> None:
     """Distributed-Something: run a command over many jobs, locally or on AWS spot capacity.
 
     Commands read ds.toml (or a legacy config.py) from the current folder, from the folder
-    `-C DIR` names, or the file or folder `--config` names. Progress goes to stderr; --json
-    output goes to stdout.
+    `-C DIR` names, or the file or folder `--config` names. What is written for people
+    (tables, messages, progress) goes to stderr: `ds status 2>&1 | less` pages it; --json
+    answers go to stdout.
 
     Shell completion: eval "$(_DS_COMPLETE=bash_source ds)" in ~/.bashrc (zsh_source for
     zsh; fish: _DS_COMPLETE=fish_source ds | source).
