@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-
-def ds(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distributed_something", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+Ds = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.mark.parametrize(
@@ -41,7 +32,7 @@ def ds(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_a_config_with_no_machines_is_refused_before_anything_is_made(
-    tmp_path: Path, name: str, text: str, field: str
+    tmp_path: Path, name: str, text: str, field: str, ds: Ds
 ) -> None:
     (tmp_path / name).write_text(text)
     (tmp_path / "job.json").write_text(json.dumps({"groups": [{"i": 1}]}))

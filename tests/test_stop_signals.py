@@ -11,27 +11,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import write_project
 
-
-def ds(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distributed_something", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+Ds = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signalled_ds_run_stops_its_workers_and_says_how_to_resume(
-    tmp_path: Path, stop: signal.Signals
+    tmp_path: Path, stop: signal.Signals, ds: Ds
 ) -> None:
     ledger = tmp_path / "ledger"
     argv = ["/bin/sh", "-c", f'echo "$1" >> {ledger}; sleep 2', "sh", "{name}"]
