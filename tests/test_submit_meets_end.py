@@ -109,3 +109,22 @@ def test_a_submit_made_as_the_run_ends_is_run_to_its_end(tmp_path: Path) -> None
         lifecycle.save_state = save  # type: ignore[assignment]
     assert [s.sent for s in submitted] == [2]
     assert report.counts["done"] == 3 and report.counts["total"] == 3
+
+
+def test_a_submit_whose_run_is_cleaned_up_as_it_sends_says_its_tasks_will_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ds cleanup` (not a monitor: it does not wait for submits) ends the run while a
+    submit sends: the submit does not say it submitted them."""
+    project, proj = set_up(tmp_path)
+    send_part = lifecycle.send_part
+
+    def cleaned_up_meanwhile(*args: object, **kwargs: object) -> int:
+        sent = send_part(*args, **kwargs)  # type: ignore[arg-type]
+        lifecycle.cleanup(project)
+        return sent
+
+    monkeypatch.setattr(lifecycle, "send_part", cleaned_up_meanwhile)
+    with pytest.raises(InputError) as raised:
+        lifecycle.submit(project, proj / "more.json", show_progress=False)
+    assert "while this submit was sending: its 2 task(s) will not run" in str(raised.value)

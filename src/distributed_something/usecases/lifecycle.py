@@ -216,6 +216,17 @@ def submit(
         if str(job_path.resolve()) not in state.job_files:  # a file submitted again: once
             state.job_files.append(str(job_path.resolve()))
         save_state(project, state, backend.storage)
+    if sent and not state.active:
+        # `ds cleanup` ended the run as these were sent (a monitor would have waited for
+        # them, `_ends_alone`): said, not reported sent.
+        raise InputError(
+            str(job_path),
+            None,
+            f"run {state.run_id} of {project.config.app_name} was ended (`ds cleanup`) while "
+            f"this submit was sending: its {sent} task(s) will not run",
+            "start a new run with `ds run` (or `ds setup`, then submit again; done tasks are "
+            "skipped)",
+        )
     return SubmitResult(
         sent=sent,
         resumed=resumed,
