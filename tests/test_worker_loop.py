@@ -501,20 +501,26 @@ def test_a_command_that_ended_on_its_own_as_the_stop_came_is_carried_to_its_end(
 
 
 SELF_TERM = [PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]
+#: A shell (or a JVM) that gets SIGTERM exits 128 + 15 rather than dying of it.
+SHELL_TERM = [PY, "-c", "raise SystemExit(143)"]
 
 
-def test_a_command_killed_by_the_stops_own_signal_is_handed_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("argv", "code"), [(SELF_TERM, -15), (SHELL_TERM, 143)])
+def test_a_command_killed_by_the_stops_own_signal_is_handed_back(
+    tmp_path: Path, argv: list[str], code: int
+) -> None:
     """scancel and a terminal's Ctrl-C signal the whole job: the command may die of the
-    stop's signal before the worker's handler has run. The worker waits a moment for its
-    own stop, and hands the task back instead of counting the stop as the task's failure."""
-    rig = Rig(tmp_path, SELF_TERM)
+    stop's signal (or exit 128 + it) before the worker's handler has run. The worker waits a
+    moment for its own stop, and hands the task back instead of counting the stop as the
+    task's failure."""
+    rig = Rig(tmp_path, argv)
     (task,) = rig.submit({"name": "t"})
     real = rig.worker.runner
 
     class StopComesAfterTheCommandDied:
         def run(self, *args: Any, **kwargs: Any) -> Any:
             result = real.run(*args, **kwargs)
-            assert result.exit_code == -15 and not result.interrupted
+            assert result.exit_code == code and not result.interrupted
             threading.Timer(0.2, rig.worker.stop).start()
             return result
 
@@ -536,6 +542,13 @@ def test_a_command_killed_by_sigterm_without_a_stop_fails(tmp_path: Path) -> Non
     assert time.monotonic() - started >= loop_module.STOP_SIGNAL_GRACE_SECONDS
     (failure,) = rig.records.failures_of(task.id)
     assert failure.exit_code == -15
+
+
+def test_which_exit_codes_say_a_stopping_signal_ended_the_command() -> None:
+    stopped = loop_module.stopped_by_signal
+    assert stopped(-15) and stopped(-2) and stopped(-1) and stopped(143) and stopped(130)
+    assert not stopped(0) and not stopped(1) and not stopped(-9) and not stopped(137)
+    assert not stopped(None) and not stopped(15)
 
 
 def test_lost_lease_drops_the_result(tmp_path: Path) -> None:

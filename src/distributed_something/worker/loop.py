@@ -102,6 +102,15 @@ _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 SHORT_TASK_SECONDS = 0.05
 
 
+def stopped_by_signal(exit_code: int | None) -> bool:
+    """Whether an exit code says a stopping signal (`_STOP_SIGNALS`) ended the command:
+    killed by it (``-signal``), or exiting with ``128 + signal`` as shells and JVMs do when
+    they get it. Pure."""
+    if exit_code is None:
+        return False
+    return -exit_code in _STOP_SIGNALS or exit_code - 128 in _STOP_SIGNALS
+
+
 @dataclass(frozen=True)
 class Holding:
     """What a worker holds the moment an attempt's open record is written (`Worker`'s
@@ -797,8 +806,9 @@ class Worker:
         """A command killed by a stopping signal the worker has not (yet) seen: wait a moment
         for the worker's own stop. Slurm's scancel and a terminal's Ctrl-C signal the whole
         job, and the command may die before the worker's handler runs; judged at once, the
-        stop's own signal would be counted the task's failure (and a try used up)."""
-        if result.interrupted or self.stopping.is_set() or -result.exit_code not in _STOP_SIGNALS:
+        stop's own signal would be counted the task's failure (and a try used up). A command
+        that exits 128 + the signal instead (a shell, a JVM: 143 for SIGTERM) is one too."""
+        if result.interrupted or self.stopping.is_set() or not stopped_by_signal(result.exit_code):
             return
         self.stopping.wait(STOP_SIGNAL_GRACE_SECONDS)
 
