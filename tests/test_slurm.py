@@ -339,6 +339,40 @@ def test_slurm_commands_see_no_job_values(slurm_cluster: str, tmp_path: Path, ds
 # --- the slice queue and the config, without Slurm ---------------------------------------
 
 
+def test_a_kill_is_blamed_on_the_attempt_it_ended_not_on_one_handed_back_at_a_requeue(
+    tmp_path: Path,
+) -> None:
+    """An element requeued by an admin (`scontrol requeue`) keeps its worker's name: its
+    first attempt was handed back at the requeue, and only the one the time limit then
+    ended is this end's (each blamed one uses up a try)."""
+    from types import SimpleNamespace
+
+    from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+    from distributed_something.backends.local.storage import FolderStorage
+    from distributed_something.backends.slurm.compute import SlurmCompute
+    from distributed_something.records import Attempt, RunRecords
+
+    storage = LocalBucket(FolderStorage(tmp_path / "b"), SqliteObjects(tmp_path / "r.sqlite"))
+    records = RunRecords(storage, "T", "r1")
+    worker = "slurm-5_0"
+    for number, (who, started) in enumerate(
+        [(worker, 100.0), ("slurm-6_1", 150.0), (worker, 200.0)], start=1
+    ):
+        records.close_attempt(
+            Attempt("t1", number, f"m{number}", who, started, started + 5, "released")
+        )
+    running = Attempt("t2", 1, "m9", worker, 210.0)
+    records.open_attempt(running)
+    compute = SimpleNamespace(
+        queue=SimpleNamespace(messages_of=lambda sid: [{"task_id": "t1"}, {"task_id": "t2"}]),
+        storage=storage,
+    )
+
+    found = SlurmCompute._attempts_of(compute, records, "s1", worker, True)  # type: ignore[arg-type]
+
+    assert sorted((a.task_id, a.attempt) for a in found) == [("t1", 3), ("t2", 1)]
+
+
 def test_slice_queue_leases_retries_dead_letters_and_reclaims(tmp_path: Path) -> None:
     clock = FakeClock(1_700_000_000.0)
     login = SliceQueue(tmp_path, max_receive_count=2, tasks_per_slice=2, clock=clock)

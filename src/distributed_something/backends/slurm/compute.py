@@ -412,21 +412,31 @@ class SlurmCompute:
         self, records: RunRecords, sid: str, worker: str, handed_back_too: bool
     ) -> list[Attempt]:
         """The attempts of ``worker`` on the tasks of slice ``sid`` left running (or, with
-        ``handed_back_too``, handed back: Slurm's SIGTERM makes a worker hand back)."""
+        ``handed_back_too``, handed back: Slurm's SIGTERM makes a worker hand back) — of
+        those handed back, only each task's latest: an element requeued (`scontrol
+        requeue`) keeps its worker's name, and the attempt it handed back at the requeue
+        is not this end's."""
         outcomes = {"running", "released"} if handed_back_too else {"running"}
         found: list[Attempt] = []
+        names = {f.name for f in fields(Attempt)}
         for task_id in dict.fromkeys(m["task_id"] for m in self.queue.messages_of(sid)):
-            for key in records.attempt_keys(task_id):
+            handed_back: Attempt | None = None
+            for key in records.attempt_keys(task_id):  # oldest first
                 if key.outcome not in outcomes:
                     continue
-                name = records.key_of(key)
                 try:
-                    data = json.loads(self.storage.get_bytes(name))
+                    data = json.loads(self.storage.get_bytes(records.key_of(key)))
                 except (KeyError, ValueError):
                     continue
-                if data.get("worker") == worker:
-                    names = {f.name for f in fields(Attempt)}
-                    found.append(Attempt(**{k: v for k, v in data.items() if k in names}))
+                if data.get("worker") != worker:
+                    continue
+                attempt = Attempt(**{k: v for k, v in data.items() if k in names})
+                if key.outcome == "released":
+                    handed_back = attempt
+                else:
+                    found.append(attempt)
+            if handed_back is not None:
+                found.append(handed_back)
         return found
 
 
