@@ -93,3 +93,23 @@ def test_without_any_slurm_command_each_is_its_own_line(tmp_path: Path) -> None:
         assert f"`{name}`" in line
     # no scontrol: the partition is not asked about (no second error for it)
     assert not any("slurm.partition" in line for line in lines)
+
+
+def test_a_controller_that_does_not_answer_is_one_error_with_its_fix(tmp_path: Path) -> None:
+    """No slurm.conf on this machine (or slurmctld down): `scontrol ping` fails, and
+    validate says so before anything is submitted (a run failed at its first Slurm command,
+    with no fix)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in REQUIRED_COMMANDS:
+        tool = bin_dir / name
+        tool.write_text(
+            "#!/bin/sh\necho 'scontrol: fatal: Could not establish a configuration source' >&2\n"
+            "exit 1\n"
+        )
+        tool.chmod(0o755)
+    result = validate(project(tmp_path), path=str(bin_dir))
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result)
+    assert "does not answer" in line and "Could not establish a configuration source" in line
+    assert "Fix: run ds on a login node of a running Slurm cluster" in line

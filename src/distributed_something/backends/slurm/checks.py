@@ -1,5 +1,6 @@
 """What `ds validate` checks for the Slurm backend, before anything is submitted: Slurm's
-client commands are on PATH, and the configured partition exists on the cluster. Each
+client commands are on PATH, and the configured partition exists on the cluster (or, with
+none configured, the controller answers). Each
 problem is one `InputError` (exit 2) naming the fix."""
 
 from __future__ import annotations
@@ -42,7 +43,28 @@ def slurm_findings(project: Project) -> list[InputError]:
         problem = _partition_problem(partition)
         if problem is not None:
             findings.append(InputError(source, "slurm.partition", *problem))
+    elif not findings:
+        problem = _controller_problem()
+        if problem is not None:
+            findings.append(InputError(source, "backend", *problem))
     return findings
+
+
+def _controller_problem() -> tuple[str, str] | None:
+    """(problem, fix) when the Slurm controller does not answer `scontrol ping` (no
+    configuration on this machine, slurmctld down), else None: a run would submit nothing
+    and fail on its first Slurm command."""
+    code, out, err = _ask(["scontrol", "ping"])
+    if code == 0 and "DOWN" not in out:
+        return None
+    said = ((err or out).strip().splitlines() or ["no answer"])[-1]
+    return (
+        f'backend = "slurm" needs the Slurm controller, which does not answer (scontrol ping: '
+        f"{said})",
+        "run ds on a login node of a running Slurm cluster: this machine's Slurm needs its "
+        "slurm.conf (SLURM_CONF, /etc/slurm/slurm.conf) and slurmctld up (`scontrol ping` "
+        "must say UP)",
+    )
 
 
 def _partition_problem(partition: str) -> tuple[str, str] | None:

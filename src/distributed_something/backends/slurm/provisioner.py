@@ -8,6 +8,7 @@ from typing import Any
 
 from distributed_something.backends.local.provisioner import prepare_once
 from distributed_something.backends.slurm import commands
+from distributed_something.backends.slurm.checks import SlurmNotReady, slurm_findings
 from distributed_something.backends.slurm.compute import SlurmCompute
 from distributed_something.backends.slurm.slices import SliceQueue
 from distributed_something.errors import BackendError
@@ -35,6 +36,12 @@ class SlurmProvisioner:
         save: Callable[[RunState], None],
         previous: RunState | None = None,
     ) -> None:
+        """The run's folders and its prepared inputs; first what `ds validate` checks of
+        this machine's Slurm (`checks.slurm_findings`: its commands, the partition, the
+        controller), so `ds run` and `ds setup` stop before anything is made."""
+        findings = slurm_findings(self.project)
+        if findings:
+            raise SlurmNotReady(findings)
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
         self.queue.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         prepare_once(self.project, state, self.bucket_dir)
