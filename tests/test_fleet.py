@@ -309,6 +309,30 @@ def test_placeholder_ids_are_errors(tmp_path: Path, edit: Any, field: str, fix: 
     assert error.source == str(tmp_path / "fleet.json")
 
 
+def test_every_placeholder_of_a_template_is_named_in_one_error(tmp_path: Path) -> None:
+    """The family's example file has four placeholders: one round of fixes, not four."""
+    data = changed(
+        lambda d: (
+            spec0(d).update(ImageId="ami-XXXXXXXX", KeyName="your_key_file_name"),
+            spec0(d)["NetworkInterfaces"][0].update(
+                SubnetId="subnet-WWWWWWWW", Groups=["sg-ZZZZZZZZZ"]
+            ),
+        )
+    )
+    with pytest.raises(InputError) as caught:
+        load_fleet(write(tmp_path, data), key_name="")
+    error = caught.value
+    assert error.field == "LaunchSpecifications[0].ImageId"  # the first, with its own fix
+    assert "(and 3 more placeholder(s): " in error.problem
+    for field in (
+        "LaunchSpecifications[0].NetworkInterfaces[0].SubnetId",
+        "LaunchSpecifications[0].NetworkInterfaces[0].Groups[0]",
+        "LaunchSpecifications[0].KeyName",
+    ):
+        assert field in error.problem
+    assert "\n" not in str(error)
+
+
 def test_real_ids_of_both_lengths_pass(tmp_path: Path) -> None:
     data = changed(
         lambda d: (

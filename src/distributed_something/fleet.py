@@ -98,12 +98,13 @@ def load_fleet(path: Path, *, key_name: str | None = None) -> dict[str, Any]:
         for index, spec in enumerate(specs):
             if "KeyName" in spec:
                 _check_key_name(checker, spec["KeyName"], f"LaunchSpecifications[{index}].KeyName")
+    checker.placeholders_left()
     return request
 
 
 def _check_key_name(checker: _Checker, name: str, path: str) -> None:
     if _KEY_PLACEHOLDER.search(name):
-        checker.fail(
+        checker.placeholder(
             path,
             f"{json.dumps(name)} is a placeholder, not the name of an EC2 key pair",
             "set it to the name of one of your key pairs (`aws ec2 describe-key-pairs`), or "
@@ -257,9 +258,28 @@ class _Checker:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        #: placeholders found (path, problem, fix): reported together by `placeholders_left`,
+        #: so a template's four of them take one round to fix, not four
+        self.placeholders: list[tuple[str, str, str]] = []
 
     def fail(self, path: str, problem: str, fix: str) -> NoReturn:
         raise InputError(self.source, path or None, problem, fix)
+
+    def placeholder(self, path: str, problem: str, fix: str) -> None:
+        """Note a placeholder left from a template (`placeholders_left` reports them)."""
+        self.placeholders.append((path, problem, fix))
+
+    def placeholders_left(self) -> None:
+        """One `InputError` for every placeholder noted: the first's field, problem and fix,
+        naming the others."""
+        if not self.placeholders:
+            return
+        (path, problem, fix), rest = self.placeholders[0], self.placeholders[1:]
+        if rest:
+            others = ", ".join(p for p, _, _ in rest)
+            problem += f" (and {len(rest)} more placeholder(s): {others})"
+            fix += "; the same for each of them"
+        self.fail(path, problem, fix)
 
     def parse(self, path: Path) -> Any:
         text = read_user_text(path, missing_fix="check the path to your fleet file")
@@ -321,9 +341,9 @@ class _Checker:
 
     def ec2_id(self, value: str, path: str, kind: str) -> None:
         """``value`` (a string) must be an EC2 id of ``kind`` ("ami", "subnet" or "sg"):
-        the prefix and 8 or 17 lower-case hex digits."""
+        the prefix and 8 or 17 lower-case hex digits (else noted: `placeholders_left`)."""
         if not (value.startswith(f"{kind}-") and _EC2_ID.fullmatch(value)):
-            self.fail(
+            self.placeholder(
                 path,
                 f"{json.dumps(value)} is a placeholder, not {_ID_KINDS[kind]}",
                 _ID_FIXES[kind],
