@@ -357,7 +357,10 @@ def monitor_once(
         state.finished_at = state.finished_at or now
         book["teardown_started_at"] = now
         save()
-        if not resumed and records is not None and _submit_came(records):
+        run_records = records or RunRecords(
+            S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
+        )
+        if not resumed and _submit_came(run_records, counted=records is not None):
             state.finished_at = None
             book.pop("teardown_started_at", None)
             book.pop("drained_since", None)
@@ -454,11 +457,14 @@ def _queue_attributes(clients: AwsClients, url: str | None) -> dict[str, str] | 
     return attributes
 
 
-def _submit_came(records: RunRecords) -> bool:
-    """Whether, once the run is said finished, a submit is under way (announced) or the
+def _submit_came(records: RunRecords, *, counted: bool) -> bool:
+    """Whether, once the run is said finished, a submit is under way (announced) or, where
+    the workers keep records (``counted``; the family image's own worker keeps none), the
     records hold tasks without an outcome (a submit that finished meanwhile)."""
     if under_way(records):
         return True
+    if not counted:
+        return False
     counts, _ = read_counts(records, compact=True)
     progress = from_counts(counts)
     return progress.finished < progress.total
