@@ -234,6 +234,15 @@ def test_init_quotes_the_next_command_and_names_the_app(tmp_path: Path, ds: Ds) 
     assert ds("validate", cwd=tmp_path / "my proj.v2").returncode == 0
 
 
+def test_validate_without_a_job_file_says_none_was_checked(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    (folder / "job.json").unlink()
+    result = ds("validate", cwd=folder)
+    assert result.returncode == 0 and "no job file checked" in result.stderr
+    (folder / "job.json").write_text('{"groups": [{"name": "a"}]}')
+    assert "no job file checked" not in ds("validate", cwd=folder).stderr
+
+
 def test_init_refuses_an_app_name_the_config_would_refuse(tmp_path: Path, ds: Ds) -> None:
     result = ds("init", "--app-name", "bad name", "proj", cwd=tmp_path)
     assert result.returncode == 2

@@ -136,6 +136,10 @@ def validate(
     if as_json:
         emit_json(summary)
     info("[green]valid[/]: " + ", ".join(f"{k}={v}" for k, v in summary.items() if k != "ok"))
+    if result.job is None:
+        info(
+            "no job file checked: give one with --job (a job.json in the folder is read without it)"
+        )
 
 
 @cli.group()
