@@ -584,5 +584,5 @@ def _not_checked_note(project: Project, job_path: Path, key: str) -> str:
     why = backend_kind(config.backend).unread_input_note(project, bucket, key)
     return (
         f"{job_path}: the groups' Metadata were not checked against the data_file {key!r}: "
-        f"{why} (a copy at {project.base_dir / key} is checked)"
+        f"{why} (put a copy at {project.base_dir / key} to have it checked)"
     )
