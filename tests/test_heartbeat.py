@@ -138,6 +138,23 @@ def test_nothing_is_extended_while_no_lease_is_held() -> None:
     assert queue.calls == [("a", 0.6)]
 
 
+def test_the_holder_is_told_after_each_extension_the_queue_answered() -> None:
+    """`on_beat` (the worker renews the task's claim): after an extension that kept the
+    lease, not after one that lost it, and never when no extension was due."""
+    clock = FakeClock()
+    queue = RecordingQueue([True, False])
+    beat = Heartbeat(queue, clock, background=False)  # type: ignore[arg-type]
+    told: list[float] = []
+    with beat.keep(message("a"), 0.6, threading.Event(), on_beat=lambda: told.append(clock())):
+        assert beat.tick() is not None and told == []  # not due yet
+        clock.advance(0.2)
+        beat.tick()
+        assert told == [clock()]
+        clock.advance(0.2)
+        assert beat.tick() is None  # lost: not told
+    assert len(told) == 1
+
+
 def test_a_short_task_is_never_extended() -> None:
     queue = RecordingQueue()
     beat = Heartbeat(queue)  # type: ignore[arg-type]

@@ -231,6 +231,51 @@ def test_claims_decide_from_the_holder_alone() -> None:
     assert claims.Holder.from_bytes(b"{") is None
 
 
+def test_the_same_message_is_stood_down_for_while_its_holder_says_it_is_alive() -> None:
+    """SQS may deliver a message twice while its first worker runs it; a redelivery after
+    the worker vanished comes a lease after it last extended it. The holder's claim says
+    when it was last alive (renewed at each extension)."""
+    live = claims.live_for(600.0)
+    assert live == 400.0  # two heartbeat intervals of a 10-minute lease
+    alive = claims.Holder("s1", "m1", alive_at=1000.0)
+    assert claims.decide(alive, "running", "m1", now=1100.0, live_seconds=live) == "yield"
+    assert claims.decide(alive, "running", "m1", now=1000.0 + 600, live_seconds=live) == "take"
+    assert claims.decide(alive, "done", "m1", now=1100.0, live_seconds=live) == "take"
+    silent = claims.Holder("s1", "m1")  # a claim written before liveness was kept
+    assert claims.decide(silent, "running", "m1", now=1100.0, live_seconds=live) == "take"
+    assert claims.Holder.from_bytes(alive.to_bytes()) == alive
+    assert alive.same_attempt(claims.Holder("s1", "m1", alive_at=2000.0))
+    assert not alive.same_attempt(claims.Holder("s1", "m2"))
+
+
+def test_a_message_delivered_twice_while_it_runs_is_not_run_twice(tmp_path: Path) -> None:
+    """The first delivery runs, extending its lease and renewing its claim; SQS delivers
+    the same message again (here: its lease is let lapse, as a duplicate delivery looks to
+    the second worker). The second stands down and leaves the message: deleting it would
+    take it from the running worker, whose attempt stays open (not closed as lost)."""
+    rig = Rig(tmp_path, "claims")
+    rig.queue.send_batch([(rig.task.id, rig.task.body_json())])
+    a, b = rig.worker("a"), rig.worker("b")
+    first = rig.receive()
+    assert a._begin_attempt(first, rig.clock()) is False  # a runs it
+    rig.clock.sleep(601)  # the message shows again (to b, a duplicate delivery)
+    a._renew_claim()  # a's heartbeat: still alive
+
+    assert b.step() is Outcome.DUPLICATE
+
+    assert list(rig.ran.iterdir()) == []  # b never started the command
+    assert rig.outcomes() == [("a", "running"), ("b", "duplicate")]
+    counts = rig.queue.counts()
+    assert counts.in_flight == 1  # the message is left, not deleted
+    # a vanishes now: not renewed, its message comes back after b's lease, and c takes over.
+    rig.clock.sleep(601)
+    c = rig.worker("c")
+    assert c.step() is Outcome.DONE
+    c.close()
+    assert [p.name for p in rig.ran.iterdir()] == ["c"]
+    assert ("a", "lost") in rig.outcomes()
+
+
 def test_a_stood_down_task_is_run_by_the_message_left(rig: Rig) -> None:
     rig.send_twice()
     a, b = rig.worker("a"), rig.worker("b")

@@ -61,6 +61,8 @@ class Lease:
     #: runner not have ended it at its own time limit
     deadline: float | None = None
     timed_out: bool = False
+    #: told after each extension the queue answered (the worker renews the task's claim)
+    on_beat: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,15 +157,18 @@ class Heartbeat:
         on_lost: threading.Event,
         *,
         deadline: float | None = None,
+        on_beat: Callable[[], object] | None = None,
     ) -> Iterator[Lease]:
         """Keep ``message``'s lease alive inside the block, for at most ``deadline`` seconds
         (None: for as long as the block lasts). A hung task must not hold its lease forever:
         at the deadline the command is stopped (``on_lost`` set, ``ended`` says why,
         ``timed_out`` set) and the lease is not extended again, so if the worker itself is
-        stuck the lease runs out and another worker takes the task."""
+        stuck the lease runs out and another worker takes the task. ``on_beat`` is called
+        (from the heartbeat's thread) after each extension the queue answered."""
         now = self.clock()
         stop_at = None if deadline is None else now + max(deadline, 0.0)
         lease = Lease(message, lease_seconds, on_lost, next_due(now, lease_seconds, stop_at))
+        lease.on_beat = on_beat
         if deadline is not None:
             lease.deadline = lease.stop_at = stop_at
             lease.ending = f"the task ran past its time limit ({deadline:g} s with the grace)"
@@ -248,6 +253,11 @@ class Heartbeat:
             if now >= stop_at:
                 self._end(lease)
                 return None
+        if lease.on_beat is not None:
+            try:
+                lease.on_beat()
+            except Exception as exc:  # noqa: BLE001 - the lease is kept whatever it does
+                log.warning("after extending the lease of %s: %s", lease.message.task_id, exc)
         lease.due = next_due(now, lease.seconds, lease.stop_at)
         return lease.due - now
 

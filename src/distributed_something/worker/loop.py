@@ -215,6 +215,9 @@ class Worker:
         self._on_attempt = on_attempt
         #: the claim on the task in progress this worker holds (`worker.claims`), if any
         self._claimed: claims.Holder | None = None
+        #: its object's key and version (`claims.renew` says it alive at each extension)
+        self._claim_key = ""
+        self._claim_tag: str | None = None
         #: when (by ``clock``) polls started coming back empty; None while holding a task
         #: or before the first poll (read by the idle shutdown, aws/idle.py)
         self.idle_since: float | None = None
@@ -503,7 +506,10 @@ class Worker:
             listed = self.records.attempt_keys(message.task_id)
         claimed = claims.Claim() if ordered else self._claim(attempt)
         if claimed.holder is not None:
-            return self._stand_down(message, claimed.holder.stem)
+            # The same message running elsewhere (delivered twice): left as it is, as
+            # deleting it would take it from under the worker running it.
+            same = claimed.holder.message == attempt.message_id
+            return self._stand_down(message, claimed.holder.stem, delete=not same)
         mine = (round(started * 1e6), attempt.stem)
         history: list[tuple[int, str]] = []
         for other in listed:
@@ -519,36 +525,56 @@ class Worker:
         self._used = retries_used(history)
         return False
 
-    def _stand_down(self, message: Message, running: str) -> bool:
+    def _stand_down(self, message: Message, running: str, *, delete: bool = True) -> bool:
         """This delivery stands down for the running attempt ``running``: its attempt is
-        closed as a duplicate and its message deleted (the other carries the task)."""
+        closed as a duplicate and its message deleted (the other carries the task), unless
+        ``delete`` is False (it is the running attempt's own message: its lease runs out,
+        and a later delivery finds the task's outcome)."""
         log.warning(
             "task %s is already running (attempt %s): this delivery stands down",
             message.task_id,
             running,
         )
         self._end_attempt("duplicate", error="another delivery was already running")
-        self.backend.queue.delete(message)
+        if delete:
+            self.backend.queue.delete(message)
         return True
 
     def _claim(self, attempt: Attempt) -> claims.Claim:
         """The task's claim for ``attempt`` (`worker.claims`), kept in ``_claimed`` when
         ours; a claim that cannot be made (the storage failing) leaves the start-time rule
         to decide."""
-        mine = claims.Holder(attempt.stem, attempt.message_id)
+        now = self.clock()
+        mine = claims.Holder(attempt.stem, attempt.message_id, now)
         key = self.records.claim_key(attempt.task_id)
 
         def outcome_of(stem: str) -> str | None:
             keys = self.records.attempt_keys(attempt.task_id)
             return next((k.outcome for k in keys if k.stem == stem), None)
 
+        live = claims.live_for(lease_seconds(self.config.queue.visibility))
         try:
-            found = claims.claim(self.records.storage, key, mine, outcome_of)
+            found = claims.claim(
+                self.records.storage, key, mine, outcome_of, now=now, live_seconds=live
+            )
         except DSError as exc:
             log.warning("could not claim task %s: %s", attempt.task_id, exc)
             return claims.Claim()
         self._claimed = mine if found.ours else None
+        self._claim_key, self._claim_tag = key, (found.tag if found.ours else None)
         return found
+
+    def _renew_claim(self) -> None:
+        """Say in the task's claim that this worker still runs it (at each lease extension,
+        from the heartbeat's thread): a second delivery of the same message then stands
+        down (`claims.decide`)."""
+        mine, tag = self._claimed, self._claim_tag
+        if mine is None or tag is None:
+            return
+        renewed = claims.renew(self.records.storage, self._claim_key, mine, tag, self.clock())
+        if renewed is None:
+            log.warning("the claim %s was taken over by another delivery", self._claim_key)
+        self._claim_tag = renewed
 
     def _release_claim(self, task_id: str) -> None:
         """Remove the task's claim this worker holds (its attempt ended)."""
@@ -743,7 +769,9 @@ class Worker:
             deadline = timeout + grace + TIMEOUT_MARGIN_SECONDS
         with (
             shipping,
-            self._heartbeat.keep(message, lease, self._abort, deadline=deadline) as beat,
+            self._heartbeat.keep(
+                message, lease, self._abort, deadline=deadline, on_beat=self._renew_claim
+            ) as beat,
         ):
             result = self.runner.run(
                 plan.argv,
