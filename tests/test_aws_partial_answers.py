@@ -8,7 +8,8 @@ checks it against the service model); nothing is sent anywhere.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -107,122 +108,109 @@ IN_PROGRESS = (
 )
 
 
-def test_a_target_eventbridge_did_not_add_is_an_error_not_a_schedule(
-    aws: dict[str, tuple[Any, Stubber]], config: Config
-) -> None:
+@dataclass
+class Scheduling:
+    """`schedule_monitor` on stubbed clients whose GetFunction and PutRule answer (the
+    tests add what follows): its EventBridge and Lambda stubs, rule, statement id, and the
+    waits it made."""
+
+    events: Stubber
+    lambda_: Stubber
+    rule: str
+    statement: str
+    run: Callable[[], dict[str, str]]
+    waits: list[float] = field(default_factory=list)
+
+
+@pytest.fixture(name="s")
+def scheduling(aws: dict[str, tuple[Any, Stubber]], config: Config) -> Scheduling:
     names = AwsNames(config)
-    rule, _ = schedule_names(names)
+    rule, statement = schedule_names(names)
     (events, ev), (lambda_, la) = aws["events"], aws["lambda"]
     rule_and_function(ev, la, rule)
-    # A transient code is tried once more; failing again, the run is not left unmonitored.
-    put_targets_failed(ev, "ConcurrentModificationException", "Too many requests at once")
-    put_targets_failed(ev, "ConcurrentModificationException", "Too many requests at once")
     waits: list[float] = []
-    with pytest.raises(BackendError) as failure:
-        schedule_monitor(
+
+    def run() -> dict[str, str]:
+        return schedule_monitor(
             events, lambda_, names, config, region=REGION, function=FUNCTION, sleep=waits.append
         )
+
+    return Scheduling(ev, la, rule, statement, run, waits)
+
+
+def test_a_target_eventbridge_did_not_add_is_an_error_not_a_schedule(s: Scheduling) -> None:
+    # A transient code is tried once more; failing again, the run is not left unmonitored.
+    put_targets_failed(s.events, "ConcurrentModificationException", "Too many requests at once")
+    put_targets_failed(s.events, "ConcurrentModificationException", "Too many requests at once")
+    with pytest.raises(BackendError) as failure:
+        s.run()
     text = str(failure.value)
-    assert rule in text and "ConcurrentModificationException" in text
+    assert s.rule in text and "ConcurrentModificationException" in text
     assert "Too many requests at once" in text and "ds start-cluster" in text
-    assert len(waits) == 1
+    assert len(s.waits) == 1
 
 
-def test_a_transient_put_targets_failure_is_tried_once_more(
-    aws: dict[str, tuple[Any, Stubber]], config: Config
-) -> None:
-    names = AwsNames(config)
-    rule, statement = schedule_names(names)
-    (events, ev), (lambda_, la) = aws["events"], aws["lambda"]
-    rule_and_function(ev, la, rule)
-    put_targets_failed(ev, "InternalException", "Internal error")
-    ev.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
-    la.add_response("add_permission", {"Statement": "{}"}, None)
-    waits: list[float] = []
-    objects = schedule_monitor(
-        events, lambda_, names, config, region=REGION, function=FUNCTION, sleep=waits.append
-    )
-    assert objects["rule"] == rule and objects["permission"] == statement
-    assert len(waits) == 1
+def test_a_transient_put_targets_failure_is_tried_once_more(s: Scheduling) -> None:
+    put_targets_failed(s.events, "InternalException", "Internal error")
+    s.events.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
+    s.lambda_.add_response("add_permission", {"Statement": "{}"}, None)
+    objects = s.run()
+    assert objects["rule"] == s.rule and objects["permission"] == s.statement
+    assert len(s.waits) == 1
 
 
-def test_a_conflict_while_the_function_updates_is_waited_out(
-    aws: dict[str, tuple[Any, Stubber]], config: Config
-) -> None:
+def test_a_conflict_while_the_function_updates_is_waited_out(s: Scheduling) -> None:
     """ResourceConflictException also means "another operation is in progress": the policy
     says whether the statement is there; it is not, so AddPermission is tried again."""
-    names = AwsNames(config)
-    rule, statement = schedule_names(names)
-    (events, ev), (lambda_, la) = aws["events"], aws["lambda"]
-    rule_and_function(ev, la, rule)
-    ev.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
-    la.add_client_error("add_permission", "ResourceConflictException", IN_PROGRESS, 409)
-    la.add_response("get_policy", policy_with("someone-else"), {"FunctionName": FUNCTION})
-    la.add_response(
+    s.events.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
+    s.lambda_.add_client_error("add_permission", "ResourceConflictException", IN_PROGRESS, 409)
+    s.lambda_.add_response("get_policy", policy_with("someone-else"), {"FunctionName": FUNCTION})
+    s.lambda_.add_response(
         "add_permission",
         {"Statement": "{}"},
         {
             "FunctionName": FUNCTION,
-            "StatementId": statement,
+            "StatementId": s.statement,
             "Action": "lambda:InvokeFunction",
             "Principal": ANY,
             "SourceArn": ANY,
         },
     )
-    waits: list[float] = []
-    schedule_monitor(
-        events, lambda_, names, config, region=REGION, function=FUNCTION, sleep=waits.append
-    )
-    assert len(waits) == 1
+    s.run()
+    assert len(s.waits) == 1
 
 
-def test_a_statement_already_in_the_policy_is_accepted(
-    aws: dict[str, tuple[Any, Stubber]], config: Config
-) -> None:
-    names = AwsNames(config)
-    rule, statement = schedule_names(names)
-    (events, ev), (lambda_, la) = aws["events"], aws["lambda"]
-    rule_and_function(ev, la, rule)
-    ev.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
-    la.add_client_error(
+def test_a_statement_already_in_the_policy_is_accepted(s: Scheduling) -> None:
+    s.events.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
+    s.lambda_.add_client_error(
         "add_permission",
         "ResourceConflictException",
-        f"The statement id ({statement}) provided already exists. Please provide a new "
+        f"The statement id ({s.statement}) provided already exists. Please provide a new "
         "statement id, or remove the existing statement.",
         409,
     )
-    la.add_response("get_policy", policy_with("other", statement), {"FunctionName": FUNCTION})
-    waits: list[float] = []
-    schedule_monitor(
-        events, lambda_, names, config, region=REGION, function=FUNCTION, sleep=waits.append
+    s.lambda_.add_response(
+        "get_policy", policy_with("other", s.statement), {"FunctionName": FUNCTION}
     )
-    assert waits == []
+    s.run()
+    assert s.waits == []
 
 
-def test_a_conflict_that_never_ends_is_an_error(
-    aws: dict[str, tuple[Any, Stubber]], config: Config
-) -> None:
-    names = AwsNames(config)
-    rule, statement = schedule_names(names)
-    (events, ev), (lambda_, la) = aws["events"], aws["lambda"]
-    rule_and_function(ev, la, rule)
-    ev.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
+def test_a_conflict_that_never_ends_is_an_error(s: Scheduling) -> None:
+    s.events.add_response("put_targets", {"FailedEntryCount": 0, "FailedEntries": []}, None)
     for _ in range(5):
-        la.add_client_error("add_permission", "ResourceConflictException", IN_PROGRESS, 409)
-        la.add_client_error(
+        s.lambda_.add_client_error("add_permission", "ResourceConflictException", IN_PROGRESS, 409)
+        s.lambda_.add_client_error(
             "get_policy",
             "ResourceNotFoundException",
             "The resource you requested does not exist.",
             404,
         )
-    waits: list[float] = []
     with pytest.raises(BackendError) as failure:
-        schedule_monitor(
-            events, lambda_, names, config, region=REGION, function=FUNCTION, sleep=waits.append
-        )
+        s.run()
     text = str(failure.value)
-    assert "ResourceConflictException" in text and statement in text and FUNCTION in text
-    assert len(waits) == 4
+    assert "ResourceConflictException" in text and s.statement in text and FUNCTION in text
+    assert len(s.waits) == 4
 
 
 # --- `ds logs -f` --------------------------------------------------------------------------------
