@@ -368,7 +368,9 @@ def test_exit_names_the_code_and_the_first_error_line_with_usage(tmp_path: Path)
     (failure,) = rig.records.failures_of(task.id)
     assert (failure.cause, failure.exit_code, failure.final) == ("exit", 3, False)
     assert failure.error == "command exited with code 3: ValueError: the plate P1 has no well Z99"
-    assert failure.peak_memory_mb is not None and failure.peak_memory_mb > 1
+    # A short, small command started from this large test process: wait4's peak would be
+    # this process's own (`_Child.peak_mb`), and no sample came in time: unknown, not that.
+    assert failure.peak_memory_mb is None or failure.peak_memory_mb < 50
     assert failure.cpu_seconds is not None and failure.cpu_seconds > 0
     (attempt,) = rig.attempts(task)
     assert (attempt["outcome"], attempt["cause"], attempt["error"]) == (

@@ -366,7 +366,9 @@ def test_validate_rejects_the_fleet_templates_placeholders(tmp_path: Path, ds: D
     line = error_line(ds(*args, cwd=folder))
     assert line.startswith(
         "error: files/exampleFleet.json: LaunchSpecifications[0].NetworkInterfaces[0].SubnetId: "
-        '"subnet-WWWWWWWW" is a placeholder, not a subnet id. Fix: set it to the id of a subnet'
+        '"subnet-WWWWWWWW" is a placeholder, not a subnet id (and 1 more placeholder(s): '
+        "LaunchSpecifications[0].NetworkInterfaces[0].Groups[0]). Fix: set it to the id of a "
+        "subnet"
     )
     spec["NetworkInterfaces"][0]["SubnetId"] = "subnet-0a1b2c3d"
     fleet_path.write_text(json.dumps(fleet))

@@ -125,7 +125,11 @@ class SubprocessRunner:
       from /proc a few times a second (100 ms after the start, then every 0.2, 0.4 and 0.5 s:
       a sample reads every process's stat, ~1-2 ms, too much for a 50 ms task), and the
       leader is reaped with ``wait4``, whose peak of the largest process is the floor (it
-      catches a spike between two samples) and whose CPU times give ``cpu_seconds``.
+      catches a spike between two samples) and whose CPU times give ``cpu_seconds``. That
+      peak counts, from the start, the memory of the process that started it (Linux records
+      the old address space's high-water mark at ``exec``, and a ``vfork``ed or forked child
+      runs in its spawner's until then): a peak not above the worker's own is not the
+      command's, and the samples alone say it.
     - ``memory_limit_mb`` is enforced with RLIMIT_DATA on the child: an allocation over it
       fails (Python's MemoryError, C++'s bad_alloc); cgroups are not used. The child
       inherits it from the worker, which lowers its own limit only while it starts the child
@@ -353,6 +357,8 @@ class _Child:
         self.recorded = False
         self.usage: resource.struct_rusage | None = None
         self.peak_bytes = 0
+        #: the starting process's own peak: what ``wait4``'s peak of the leader may be made of
+        self.spawner_peak = _own_peak_bytes()
         self._interval = 0.1
         self._next_sample = time.monotonic() + self._interval
 
@@ -425,6 +431,8 @@ class _Child:
 
     def peak_mb(self) -> float | None:
         own = self.usage.ru_maxrss * _maxrss_unit() if self.usage is not None else 0
+        if own <= self.spawner_peak:
+            own = 0  # the spawner's memory, counted at exec: not the command's
         peak = max(self.peak_bytes, own)
         return round(peak / _MB, 1) if peak else None
 
@@ -432,6 +440,20 @@ class _Child:
         if self.usage is None:
             return None
         return round(self.usage.ru_utime + self.usage.ru_stime, 3)
+
+
+def _own_peak_bytes() -> int:
+    """This process's peak resident memory since its own ``exec`` (Linux: VmHWM of
+    /proc/self/status; ``ru_maxrss`` elsewhere, which may also count its parent's): the
+    high-water mark a child started now carries into its ``wait4`` peak."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _maxrss_unit()
 
 
 def _maxrss_unit() -> int:
