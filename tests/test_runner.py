@@ -20,7 +20,7 @@ import pytest
 from distributed_something.worker import runner as runner_module
 from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
 from distributed_something.worker.runner import SubprocessRunner
-from testkit import read_pid, running, wait_for
+from testkit import read_pid, run_from_a_small_process, running, wait_for
 
 PY = sys.executable
 LINUX = sys.platform.startswith("linux")
@@ -142,33 +142,13 @@ def test_a_timeout_ends_the_whole_group_and_says_so(
     assert fast.exit_code == 0 and not fast.timed_out
 
 
-#: Runs the runner in a small process (as a worker is), prints the result's peak and CPU.
-SMALL_SPAWNER = """
-import json, sys, threading
-from pathlib import Path
-from distributed_something.worker.runner import SubprocessRunner
-result = SubprocessRunner().run(
-    [sys.executable, "-c", sys.argv[1]], cwd=Path(sys.argv[2]), env={},
-    log_path=Path(sys.argv[2]) / "t.log", stop=threading.Event(),
-)
-print(json.dumps([result.exit_code, result.peak_memory_mb, result.cpu_seconds]))
-"""
-
-
 @pytest.mark.skipif(not LINUX, reason="/proc and wait4's ru_maxrss in KB are Linux's")
 def test_peak_memory_and_cpu_time_are_measured(tmp_path: Path, waiting: str) -> None:
     # Held only for a moment: a sample may miss it, wait4's peak of the process may not.
     # Started from a small process (a worker is one): wait4's peak is the command's only
     # above its spawner's own (`_Child.peak_mb`), and this test process is large.
     script = "x = b'x' * (80 << 20); del x; sum(range(3_000_000))"
-    done = subprocess.run(
-        [PY, "-c", SMALL_SPAWNER, script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    exit_code, peak, cpu = json.loads(done.stdout)
+    exit_code, peak, cpu = run_from_a_small_process([PY, "-c", script], tmp_path)
     assert exit_code == 0
     assert peak is not None and 80 <= peak < 400
     assert cpu is not None and cpu > 0

@@ -88,6 +88,40 @@ def local_bucket(proj: Path, app: str = "T", bucket: str = "default") -> Any:
     )
 
 
+#: Runs `SubprocessRunner` in a small process (as a worker is) and prints the result's exit
+#: code, peak memory and CPU time: a command's wait4 peak counts only when it is above its
+#: spawner's own (`runner._Child.peak_mb`), and the test process is large.
+_SMALL_SPAWNER = """
+import json, sys, threading
+from pathlib import Path
+from distributed_something.worker.runner import SubprocessRunner
+result = SubprocessRunner(measure=sys.argv[2] == "measure").run(
+    json.loads(sys.argv[1]), cwd=Path(sys.argv[3]), env={"PATH": "/usr/bin:/bin"},
+    log_path=Path(sys.argv[3]) / "t.log", stop=threading.Event(),
+)
+print(json.dumps([result.exit_code, result.peak_memory_mb, result.cpu_seconds]))
+"""
+
+
+def run_from_a_small_process(
+    argv: list[str], folder: Path, *, measure: bool = True
+) -> tuple[int | None, float | None, float | None]:
+    """(exit code, peak memory MB, CPU seconds) of ``argv`` run by a `SubprocessRunner` in
+    a small Python process of its own (see `_SMALL_SPAWNER`)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SMALL_SPAWNER, json.dumps(argv), "measure" if measure else "off",
+         str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+    code, peak, cpu = json.loads(done.stdout)
+    return code, peak, cpu
+
+
 def read_pid(path: Path) -> int:
     """The pid a process wrote first in ``path``, once it is there."""
     assert wait_for(lambda: path.exists() and path.read_text().strip()), f"no pid in {path}"
