@@ -29,7 +29,7 @@ SITE = Path(__file__).resolve().parent / "site"
 NETWORK_LOG = Path(tempfile.mkdtemp(prefix="ds-tests-net-")) / "refused.log"
 os.environ["DS_TEST_NETWORK_LOG"] = str(NETWORK_LOG)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
-# Without credentials, botocore asks the instance metadata service (169.254.169.254).
+# Without credentials, botocore would ask the instance metadata service (not loopback).
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 loopback_guard.install(str(NETWORK_LOG))
 

@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.doctor_checks import check_cluster
 from distributed_something.backends.aws.resources import AwsNames
@@ -92,7 +93,7 @@ def policy_with(*sids: str) -> dict[str, Any]:
         {
             "Sid": sid,
             "Effect": "Allow",
-            "Principal": {"Service": "events.amazonaws.com"},
+            "Principal": {"Service": principals.EVENTS},
             "Action": "lambda:InvokeFunction",
             "Resource": FUNCTION_ARN,
         }

@@ -307,9 +307,9 @@ def requests_of(call: AwsCall, world: World) -> list[Request]:
                 found.append(
                     Request(
                         "iam:CreateServiceLinkedRole",
-                        f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/events.amazonaws.com/"
+                        f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/{principals.EVENTS}/"
                         "AWSServiceRoleForCloudWatchEvents",
-                        {"iam:AWSServiceName": "events.amazonaws.com"},
+                        {"iam:AWSServiceName": principals.EVENTS},
                     )
                 )
                 for dimension in p.get("Dimensions", []):

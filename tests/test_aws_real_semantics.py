@@ -908,7 +908,7 @@ class _HeldName:
                 },
                 "CreateQueue",
             )
-        return {"QueueUrl": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QueueName}"}
+        return {"QueueUrl": f"http://127.0.0.1:9/{ACCOUNT}/{QueueName}"}  # never contacted
 
     def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
         name = QueueUrl.rsplit("/", 1)[1]

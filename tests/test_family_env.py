@@ -37,7 +37,7 @@ def _config(folder: Path) -> Config:
 
 
 def _environment(config: Config) -> dict[str, str]:
-    return task_environment(config, queue_url="https://sqs.example/q", run_id="r1")
+    return task_environment(config, queue_url="http://127.0.0.1:9/123456789012/q", run_id="r1")
 
 
 def _public_ips(config: Config, fleet: dict[str, Any]) -> list[Any]:
