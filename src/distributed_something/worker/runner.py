@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import resource
 import select
@@ -442,18 +443,31 @@ class _Child:
         return round(self.usage.ru_utime + self.usage.ru_stime, 3)
 
 
+#: (the process, when read by the monotonic clock, bytes) of `_own_peak_bytes`: read at
+#: most once a `OWN_PEAK_MAX_AGE` (a worker starts a no-op task every millisecond or two)
+_own_peak: list[float] = [0, -math.inf, 0]
+OWN_PEAK_MAX_AGE = 1.0
+
+
 def _own_peak_bytes() -> int:
     """This process's peak resident memory since its own ``exec`` (Linux: VmHWM of
     /proc/self/status; ``ru_maxrss`` elsewhere, which may also count its parent's): the
-    high-water mark a child started now carries into its ``wait4`` peak."""
+    high-water mark a child started now carries into its ``wait4`` peak. It only grows, and
+    a worker's moves little: read again after `OWN_PEAK_MAX_AGE` seconds."""
+    now, pid = time.monotonic(), os.getpid()
+    if _own_peak[0] == pid and now - _own_peak[1] < OWN_PEAK_MAX_AGE:  # not a fork's parent's
+        return int(_own_peak[2])
+    found = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _maxrss_unit()
     try:
         with open("/proc/self/status", "rb") as status:
             for line in status:
                 if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
+                    found = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _maxrss_unit()
+    _own_peak[:] = [pid, now, found]
+    return found
 
 
 def _maxrss_unit() -> int:

@@ -687,9 +687,9 @@ def missing_grants(
 
     def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
         found = set()
-        for statement in _listed(policy.get("Statement")):
+        for statement in as_list(policy.get("Statement")):
             if isinstance(statement, dict) and statement.get("Effect") == "Allow":
-                for action in _listed(statement.get("Action")):
+                for action in as_list(statement.get("Action")):
                     found.add((str(statement.get("Sid", "")), str(action)))
         return found
 
@@ -697,7 +697,8 @@ def missing_grants(
     return [f"{sid}: {action}" for sid, action in sorted(grants(wanted) - have)]
 
 
-def _listed(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
+    """A policy element that may be one value or a list of them, as a list (None: [])."""
     if value is None:
         return []
     return list(value) if isinstance(value, list) else [value]

@@ -297,12 +297,14 @@ def monitor_once(
     # ends only on a whole reading of the records (`monitor.settle.confirm`).
     since = book.get("drained_since")
     ledger = None
-    records = None
+    # The run's records: what submits write (manifests, sendings), and, where ds's workers
+    # ran (``settings.ledger``), the attempts the ledger is read from.
+    run_records = RunRecords(
+        S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
+    )
+    records = run_records if settings.ledger else None
     task_counts = None
-    if settings.ledger:
-        records = RunRecords(
-            S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
-        )
+    if records is not None:
         try:
             task_counts, _ = read_counts(records, compact=True)
         except DSError as exc:
@@ -332,10 +334,7 @@ def monitor_once(
     if check.verdict == "finished" and not settings.ledger:
         # The family image's own worker kept no records: record what the drained queue
         # shows (dead letters are dead, the rest done) before the queue is deleted.
-        image_records = RunRecords(
-            S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
-        )
-        record_image_outcomes(image_records, sqs_queue(), read_ledger(image_records), now)
+        record_image_outcomes(run_records, sqs_queue(), read_ledger(run_records), now)
     if check.verdict == "reconcile" and records is not None and ledger is not None:
         settle(records, sqs_queue(), ledger, now)
         book.pop("drained_since", None)
@@ -357,9 +356,6 @@ def monitor_once(
         state.finished_at = state.finished_at or now
         book["teardown_started_at"] = now
         save()
-        run_records = records or RunRecords(
-            S3Storage(clients.settings, settings.state_bucket), settings.app_name, state.run_id
-        )
         if not resumed and _submit_came(run_records, counted=records is not None):
             state.finished_at = None
             book.pop("teardown_started_at", None)

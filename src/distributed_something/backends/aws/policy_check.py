@@ -24,6 +24,7 @@ from typing import Any, Literal
 from distributed_something.backends.aws import name_limits
 from distributed_something.backends.aws.bootstrap import (
     BootstrapNames,
+    as_list,
     decode_policy,
     missing_grants,
 )
@@ -92,12 +93,6 @@ def monitor_needs(names: AwsNames, region: str, account: str) -> list[Need]:
     return needs
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
 def _matches(patterns: Iterable[Any], value: str, *, case: bool) -> bool:
     for pattern in patterns:
         if not isinstance(pattern, str) or "${" in pattern:
@@ -112,7 +107,7 @@ def _matches(patterns: Iterable[Any], value: str, *, case: bool) -> bool:
 
 def _statements(documents: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for document in documents:
-        for statement in _as_list(document.get("Statement")):
+        for statement in as_list(document.get("Statement")):
             if isinstance(statement, dict):
                 yield statement
 
@@ -123,9 +118,9 @@ def allows(documents: Sequence[dict[str, Any]], action: str, arn: str) -> bool:
     statement whose Action and Resource match (whatever its conditions)."""
     allowed = False
     for statement in _statements(documents):
-        if not _matches(_as_list(statement.get("Action")), action, case=False):
+        if not _matches(as_list(statement.get("Action")), action, case=False):
             continue
-        if not _matches(_as_list(statement.get("Resource")), arn, case=True):
+        if not _matches(as_list(statement.get("Resource")), arn, case=True):
             continue
         if statement.get("Effect") == "Deny":
             return False
@@ -193,7 +188,7 @@ def role_problems(iam: Any, config: Config, *, region: str, account: str) -> Rol
         missing = uncovered(documents, needs_of(names, region, account))
         if missing:
             problems.uncovered[role] = missing
-        statements = [s for d in documents for s in _as_list(d.get("Statement"))]
+        statements = [s for d in documents for s in as_list(d.get("Statement"))]
         lacking = missing_grants(
             kind, {"Statement": statements}, account=account, region=region, app_prefix=prefix
         )
