@@ -270,6 +270,30 @@ def test_validate_finds_a_program_that_is_not_installed(tmp_path: Path, ds: Ds) 
     assert ds("validate", "--job", "job.json", cwd=proj).returncode == 0
 
 
+def test_a_project_file_named_relatively_in_argv_is_refused_before_anything_runs(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # A first-time user's script next to ds.toml, named as on their own command line: each
+    # task runs in its own emptied scratch folder, so every task would fail to open it.
+    proj = write_project(
+        tmp_path / "p", argv=["{python}", "analyse.py", "{name}"], groups=[{"name": "a"}]
+    )
+    (proj / "analyse.py").write_text("print('hi')\n")
+    for command in (("validate", "--job", "job.json"), ("run", ".")):
+        result = ds(*command, cwd=proj)
+        assert result.returncode == 2, result.stderr
+        (line,) = error_lines(result)
+        assert "ds.toml: recipe.argv[1]: 'analyse.py' is a file of the project folder" in line
+        assert '"{input_dir}/analyse.py"' in line and str(proj / "analyse.py") in line
+        assert not (proj / ".ds").exists()  # nothing created, nothing run
+    # Its absolute path runs (local workers share the folder), as does a value that is no
+    # file of the project, or one rendered per task.
+    argv = ["{python}", str(proj / "analyse.py"), "analyse.txt", "{name}"]
+    write_project(proj, argv=argv, groups=[{"name": "analyse.py"}])
+    result = ds("run", ".", cwd=proj)
+    assert result.returncode == 0, result.stderr
+
+
 def test_validate_finds_missing_inputs_in_storage(tmp_path: Path, ds: Ds) -> None:
     proj = write_project(
         tmp_path / "p",

@@ -174,6 +174,7 @@ class PlanChecks:
         result = Preflight()
         if self._first is not None:
             _check_program(self.project, self._first, result)
+            _check_project_files(self.project, result)
             result.findings += self._sizes.findings
             if self.bucket is not None:
                 if self._chosen is not None:
@@ -272,6 +273,37 @@ def _check_program(project: Project, plan: TaskPlan, result: Preflight) -> None:
             fix,
         )
     )
+
+
+def _check_project_files(project: Project, result: Preflight) -> None:
+    """A literal relative path in the command recipe's ``argv`` that names a file of the
+    project folder: tasks run in their own scratch folder, empty when each task starts (on
+    every backend), so the command would not find it there and every task would fail."""
+    config = project.config
+    if config.recipe.name != "command":
+        return
+    folder = project.config_path.parent
+    for number, template in enumerate(config.recipe.argv):
+        if "{" in template or not template or Path(template).is_absolute():
+            continue  # rendered per task, or found wherever the task runs
+        if number == 0 and "/" not in template:
+            continue  # a program looked up on PATH (`_check_program`)
+        if not (folder / template).is_file():
+            continue
+        name = template.removeprefix("./")
+        result.findings.append(
+            InputError(
+                str(project.config_path),
+                f"recipe.argv[{number}]",
+                f"{template!r} is a file of the project folder {folder}, but each task runs "
+                "in its own scratch folder ({work_dir}), where it is not: every task would "
+                "fail to find it",
+                f'list it in recipe.inputs (["{name}"], in storage) and write '
+                f'"{{input_dir}}/{name}" here, which works on every backend; or give its '
+                f"absolute path ({(folder / template).resolve()}) where the workers share "
+                "this folder (local, Slurm)",
+            )
+        )
 
 
 _NAME_FIX = (
