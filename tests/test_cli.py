@@ -97,6 +97,11 @@ def test_missing_config_and_bad_arguments_exit_2(tmp_path: Path, ds: Ds) -> None
         result = ds(*args, cwd=tmp_path)
         assert result.returncode == 2
         assert "--help" in one_error_line(result)
+    # click's suggestion keeps its question mark, without a stray full stop after it
+    line = one_error_line(ds("stats", cwd=tmp_path))
+    assert line.endswith("Did you mean 'status'? Fix: see `ds --help`"), line
+    line = one_error_line(ds("submit", cwd=tmp_path))
+    assert line.endswith("Missing argument 'JOB'. Fix: see `ds submit --help`"), line
 
 
 def test_config_convert_writes_equivalent_toml(tmp_path: Path, ds: Ds) -> None:

@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         # One line, like every other input error: what is wrong and where to look.
         command = exc.ctx.command_path if exc.ctx is not None else "ds"
-        message = f"argument: {exc.format_message().rstrip('.')}. Fix: see `{command} --help`"
+        said = exc.format_message().rstrip(".")
+        end = "" if said.endswith("?") else "."  # click's "Did you mean 'status'?"
+        message = f"argument: {said}{end} Fix: see `{command} --help`"
         _fail(message, 2, as_json)
     except click.ClickException as exc:
         exc.show()
