@@ -222,7 +222,8 @@ def test_the_worker_keeps_robust_retries() -> None:
         quick = clients.settings_from("us-east-1", None)
     finally:
         clients.set_interactive(False)
-    assert quick.connect_timeout <= 2 and quick.max_attempts == 2
+    assert quick.connect_timeout <= 2 and quick.connection_attempts == 2
+    assert quick.max_attempts == 10  # throttling and 5xx answers keep every retry
 
 
 def test_init_quotes_the_next_command_and_names_the_app(tmp_path: Path, ds: Ds) -> None:

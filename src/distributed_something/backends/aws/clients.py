@@ -29,13 +29,21 @@ class AwsSettings:
     max_attempts: int = 10
     #: seconds to open a connection (botocore's default: 60)
     connect_timeout: float = 60.0
+    #: attempts of a call whose connection cannot be opened (endpoint unreachable, connect
+    #: timeout), when fewer than ``max_attempts``; throttling and server errors keep
+    #: ``max_attempts``. None: ``max_attempts`` for every retryable failure.
+    connection_attempts: int | None = None
 
 
 #: Set by the command line for every command but `ds worker` and `ds monitor`: a person
 #: waits for the answer, so an unreachable endpoint or missing credentials are said within
-#: seconds (2 s to connect, 2 attempts) instead of after botocore's minute of retries.
-#: Workers, the monitor and the Lambda keep the robust settings: for them a slow answer
-#: beats a failed task or a monitor that stops.
+#: seconds (2 s to connect, 2 attempts to connect) instead of after botocore's minute of
+#: retries. Only connection failures are cut short: throttling and server errors get the
+#: same 10 attempts as everywhere ("ThrottlingException", EC2's "RequestLimitExceeded",
+#: 500/503 are answers to retry with backoff, per the AWS SDKs' standard retry mode), since
+#: `ds run` watches a run for hours and `ds submit` makes thousands of calls: one throttled
+#: call retried once only would stop them. Workers, the monitor and the Lambda keep the
+#: robust settings: for them a slow answer beats a failed task or a monitor that stops.
 _interactive = False
 INTERACTIVE_CONNECT_TIMEOUT = 2.0
 INTERACTIVE_MAX_ATTEMPTS = 2
@@ -178,15 +186,35 @@ def client(service: str, settings: AwsSettings) -> Any:
         kwargs["endpoint_url"] = settings.endpoint_url
     with _lock:
         made = session.client(service, **kwargs)
+    if settings.connection_attempts is not None:
+        _limit_connection_attempts(made, settings.connection_attempts)
     for observe in client_observers:
         observe(made)
     return made
 
 
+def _limit_connection_attempts(made: Any, limit: int) -> None:
+    """Stop retrying a call of client ``made`` once ``limit`` attempts could not connect
+    (other failures follow the client's retry mode and ``max_attempts``).
+
+    botocore asks the ``needs-retry`` handlers after each attempt and takes the first
+    answer that is not None: False means "do not retry". This one is registered first.
+    """
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+    def needs_retry(attempts: int = 0, caught_exception: Any = None, **_: Any) -> Any:
+        unreachable = isinstance(caught_exception, EndpointConnectionError | ConnectTimeoutError)
+        return False if unreachable and attempts >= limit else None
+
+    service = made.meta.service_model.service_id.hyphenize()
+    made.meta.events.register_first(f"needs-retry.{service}", needs_retry)
+
+
 def settings_from(region: str, profile: str | None) -> AwsSettings:
     """Settings for a run: the config's region and profile; retry mode from
-    ``DS_AWS_RETRY_MODE`` (default "standard"); on the command line (`set_interactive`) a
-    2-second connect timeout and 2 attempts, elsewhere botocore's 60 s and 10 attempts."""
+    ``DS_AWS_RETRY_MODE`` (default "standard") with 10 attempts; on the command line
+    (`set_interactive`) a 2-second connect timeout and 2 attempts to connect, elsewhere
+    botocore's 60 s and 10 attempts to connect."""
     settings = AwsSettings(
         region=region,
         profile=profile or None,
@@ -196,7 +224,7 @@ def settings_from(region: str, profile: str | None) -> AwsSettings:
         settings = replace(
             settings,
             connect_timeout=INTERACTIVE_CONNECT_TIMEOUT,
-            max_attempts=INTERACTIVE_MAX_ATTEMPTS,
+            connection_attempts=INTERACTIVE_MAX_ATTEMPTS,
         )
     return settings
 
