@@ -358,3 +358,51 @@ def test_a_placeholder_key_name_matters_only_when_the_config_does_not_replace_it
     assert "SSH_KEY_NAME" in caught.value.fix
     real = write(tmp_path, changed(lambda d: spec0(d).update(KeyName="lab-key")), "real.json")
     assert load_fleet(real, key_name="")["LaunchSpecifications"][0]["KeyName"] == "lab-key"
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "wanted"),
+    [
+        # Instance tags at the top: "The value for ResourceType must be spot-fleet-request,
+        # otherwise the Spot Fleet request fails" (SpotFleetRequestConfigData).
+        (
+            lambda d: d.update(
+                TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "k"}]}]
+            ),
+            "TagSpecifications[0].ResourceType",
+            '"instance"',
+        ),
+        # "Currently, the only resource type that is supported is instance"
+        # (SpotFleetTagSpecification).
+        (
+            lambda d: spec0(d).update(
+                TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "k"}]}]
+            ),
+            "LaunchSpecifications[0].TagSpecifications[0].ResourceType",
+            '"volume"',
+        ),
+    ],
+)
+def test_tag_specifications_of_a_kind_ec2_refuses_there_are_errors(
+    tmp_path: Path, edit: Any, field: str, wanted: str
+) -> None:
+    error = fleet_error(tmp_path, changed(edit))
+    assert error.field == field
+    assert wanted in error.problem and "refused" in error.problem
+    assert "ResourceType" in error.fix
+
+
+def test_tag_specifications_of_the_kinds_ec2_takes_pass(tmp_path: Path) -> None:
+    data = changed(
+        lambda d: (
+            d.update(
+                TagSpecifications=[
+                    {"ResourceType": "spot-fleet-request", "Tags": [{"Key": "a", "Value": "b"}]}
+                ]
+            ),
+            spec0(d).update(
+                TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "c"}]}]
+            ),
+        )
+    )
+    assert load_fleet(write(tmp_path, data)) == data

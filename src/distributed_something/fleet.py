@@ -44,6 +44,17 @@ _ID_FIXES = {
 _DEPTH_FIX = "write the spot fleet request as AWS documents it (a few levels deep)"
 #: A spot fleet request is a few KB (AWS caps user data at 16 KB); far more is the wrong file.
 _MAX_FLEET_CHARACTERS = 1_000_000
+#: Where tags of each kind go in a spot fleet request made of launch specifications.
+_TAG_PLACE = {
+    "spot-fleet-request": (
+        "tags for the instances go in each launch specification's TagSpecifications with "
+        '"ResourceType": "instance"; here only "spot-fleet-request" (the request\'s own tags)'
+    ),
+    "instance": (
+        'use "instance" (tags of the request itself go in the top-level TagSpecifications '
+        'with "ResourceType": "spot-fleet-request"; other resources cannot be tagged here)'
+    ),
+}
 _ID_KINDS = {"subnet": "a subnet id", "sg": "a security group id", "ami": "an AMI id"}
 # Key pair names as example files and templates write them ("your_key_file_name").
 _KEY_PLACEHOLDER = re.compile(r"(?i)^your[-_ ]|key[-_ ]?file|^<.*>$|^x+$")
@@ -130,7 +141,7 @@ def _check_request_options(checker: _Checker, request: dict[str, Any]) -> None:
         "InstancePoolsToUseCount": lambda v, p: checker.integer(
             v, p, "a whole number of pools ≥ 1", minimum=1
         ),
-        "TagSpecifications": checker.tag_specifications,
+        "TagSpecifications": lambda v, p: checker.tag_specifications(v, p, "spot-fleet-request"),
     }
     for key, check in optional.items():
         if key in request:
@@ -195,7 +206,9 @@ def _check_launch_specification(checker: _Checker, value: Any, path: str) -> Non
             if "GroupId" in group:
                 checker.ec2_id(group["GroupId"], f"{where}[{index}].GroupId", "sg")
     if "TagSpecifications" in spec:
-        checker.tag_specifications(spec["TagSpecifications"], f"{path}.TagSpecifications")
+        checker.tag_specifications(
+            spec["TagSpecifications"], f"{path}.TagSpecifications", "instance"
+        )
 
 
 def _check_instance_profile(checker: _Checker, value: Any, path: str) -> None:
@@ -389,12 +402,25 @@ class _Checker:
         except ValueError:
             self.fail(path, f"{json.dumps(text)} is not a valid time", f"set it to {description}")
 
-    def tag_specifications(self, value: Any, path: str) -> None:
+    def tag_specifications(self, value: Any, path: str, resource_type: str) -> None:
+        """Tag specifications whose ``ResourceType`` (when given) is ``resource_type``: EC2
+        takes only "spot-fleet-request" at the top of a spot fleet request ("otherwise the
+        Spot Fleet request fails", SpotFleetRequestConfigData) and only "instance" in a
+        launch specification (SpotFleetTagSpecification)."""
         for index, item in enumerate(self.array(value, path, "a list of tag specifications")):
             where = f"{path}[{index}]"
             spec = self.obj(item, where, 'an object like {"ResourceType": …, "Tags": […]}')
             if "ResourceType" in spec:
-                self.string(spec["ResourceType"], f"{where}.ResourceType", 'e.g. "instance"')
+                kind = self.string(
+                    spec["ResourceType"], f"{where}.ResourceType", f'"{resource_type}"'
+                )
+                if kind != resource_type:
+                    self.fail(
+                        f"{where}.ResourceType",
+                        f"{json.dumps(kind)} is refused here by EC2, which takes only "
+                        f'"{resource_type}" in these tag specifications',
+                        _TAG_PLACE[resource_type],
+                    )
             tags = self.array(spec.get("Tags", []), f"{where}.Tags", "a list of Key/Value tags")
             for number, tag in enumerate(tags):
                 tag_path = f"{where}.Tags[{number}]"
