@@ -929,6 +929,38 @@ def test_a_queue_name_sqs_still_holds_is_waited_for_once(tmp_path: Path) -> None
         ensure_queues(_HeldName(refusals=5), AwsNames(config), config, sleep=lambda s: None)
 
 
+class _NoTagQueue(_HeldName):
+    """An SQS client for an identity without sqs:TagQueue: "To be able to tag a queue on
+    creation, you must have the sqs:CreateQueue and sqs:TagQueue permissions" (CreateQueue),
+    so a CreateQueue with tags is refused, one without them succeeds."""
+
+    def __init__(self) -> None:
+        super().__init__(refusals=0)
+        self.calls: list[dict[str, Any]] = []
+
+    def create_queue(self, QueueName: str, **kwargs: Any) -> dict[str, str]:
+        from botocore.exceptions import ClientError
+
+        self.calls.append(kwargs)
+        if "tags" in kwargs:
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "CreateQueue"
+            )
+        return super().create_queue(QueueName, **kwargs)
+
+
+def test_queues_are_made_untagged_when_tagging_on_creation_is_refused(tmp_path: Path) -> None:
+    from distributed_something.backends.aws.setup import ensure_queues
+
+    config = make_project(tmp_path).config
+    sqs = _NoTagQueue()
+    urls = ensure_queues(sqs, AwsNames(config), config, sleep=lambda s: None)
+    assert urls[0].endswith("/DemoQueue")
+    # Each queue: first asked with its tags (refused), then made without them.
+    assert ["tags" in call for call in sqs.calls] == [True, False, True, False]
+    assert all(call["Attributes"] for call in sqs.calls)
+
+
 def test_start_cluster_without_the_monitor_function_requests_no_machines(
     ec2_docs: Ec2AsDocumented, tmp_path: Path
 ) -> None:

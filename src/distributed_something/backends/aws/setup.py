@@ -159,19 +159,26 @@ def _create_queue(
 ) -> str | None:
     """The new queue's URL; None when a queue of that name exists already. A name SQS still
     holds (QueueDeletedRecently: deleted elsewhere, or by a cleanup not recorded) is tried
-    again once, after the 60 s SQS holds it."""
+    again once, after the 60 s SQS holds it. A refused CreateQueue with tags is tried once
+    without them: "To be able to tag a queue on creation, you must have the sqs:CreateQueue
+    and sqs:TagQueue permissions" (CreateQueue), and a missing sqs:TagQueue must not stop a
+    run (tags are for cost reports, as for an existing queue's TagQueue)."""
     from botocore.exceptions import ClientError
 
+    tagged: dict[str, Any] = {"tags": tags} if tags else {}
     for attempt in range(2):
         with aws_call(f"create queue {name}"):
             try:
                 return str(
-                    sqs.create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
+                    sqs.create_queue(QueueName=name, Attributes=attributes, **tagged)["QueueUrl"]
                 )
             except ClientError as error:
                 code = error_code(error)
                 if "QueueAlreadyExists" in code:
                     return None
+                if tagged and code in ("AccessDenied", "AccessDeniedException"):
+                    # Perhaps only the tags are refused: the queue is made untagged.
+                    return _create_queue(sqs, name, attributes, {}, sleep)
                 if "QueueDeletedRecently" not in code:
                     raise
                 if attempt:
