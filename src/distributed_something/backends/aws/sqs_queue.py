@@ -115,7 +115,15 @@ class SqsError(BackendError):
             return True
         # AWS: "Value ... for parameter ReceiptHandle is invalid. Reason: Message does not
         # exist or is not available for visibility timeout change."
-        return self.code == "InvalidParameterValue" and "receipthandle" in self.detail.lower()
+        return self._invalid_parameter and "receipthandle" in self.detail.lower()
+
+    @property
+    def _invalid_parameter(self) -> bool:
+        """SQS's common error InvalidParameterValue, under the query API's name or as a
+        JSON protocol type InvalidParameterValueException (the code `_boundary` takes
+        first). The error has no shape in the service model, so nothing ties its JSON type
+        to the query code (QueueDoesNotExist's is NonExistentQueue)."""
+        return self.code.removesuffix("Exception") == "InvalidParameterValue"
 
     @property
     def beyond_ceiling(self) -> bool:
@@ -123,11 +131,7 @@ class SqsError(BackendError):
         12 hours after its receipt ("Total VisibilityTimeout for the message is beyond the
         limit [43200 seconds]")."""
         detail = self.detail.lower()
-        return (
-            self.code == "InvalidParameterValue"
-            and "visibilitytimeout" in detail
-            and "limit" in detail
-        )
+        return self._invalid_parameter and "visibilitytimeout" in detail and "limit" in detail
 
 
 class SqsQueueGone(SqsError, QueueGone):
