@@ -197,14 +197,17 @@ def _limit_connection_attempts(made: Any, limit: int) -> None:
     """Stop retrying a call of client ``made`` once ``limit`` attempts could not connect
     (other failures follow the client's retry mode and ``max_attempts``).
 
-    botocore asks the ``needs-retry`` handlers after each attempt and takes the first
-    answer that is not None: False means "do not retry". This one is registered first.
+    botocore asks the ``needs-retry`` handlers after each attempt; this one, registered
+    first, raises the connection's error once ``limit`` attempts failed to connect, which
+    ends the call with it (raising, rather than answering "no retry", does not depend on how
+    a botocore version reads a False answer: older ones took any answer but None as a delay).
     """
     from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
-    def needs_retry(attempts: int = 0, caught_exception: Any = None, **_: Any) -> Any:
+    def needs_retry(attempts: int = 0, caught_exception: Any = None, **_: Any) -> None:
         unreachable = isinstance(caught_exception, EndpointConnectionError | ConnectTimeoutError)
-        return False if unreachable and attempts >= limit else None
+        if unreachable and attempts >= limit:
+            raise caught_exception
 
     service = made.meta.service_model.service_id.hyphenize()
     made.meta.events.register_first(f"needs-retry.{service}", needs_retry)
