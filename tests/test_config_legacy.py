@@ -244,9 +244,15 @@ def test_defaults_when_unset(tmp_path: Path) -> None:
     assert config.queue.name == "SoloQueue"
     assert config.queue.dead_letter_queue == "SoloDeadMessages"
     assert config.aws.log_group_name == "Solo"
-    # A family config.py was written for AWS: that is its default backend; and the family's
-    # workers skip nothing unless CHECK_IF_DONE_BOOL says so.
-    assert config == Config(app_name="Solo", backend="aws", check_if_done={"enabled": False})
+    # A family config.py was written for AWS: that is its default backend; the family's
+    # workers skip nothing unless CHECK_IF_DONE_BOOL says so; run.py dead-lettered a task
+    # after 10 receives unless JOB_RETRIES says otherwise.
+    assert config == Config(
+        app_name="Solo",
+        backend="aws",
+        check_if_done={"enabled": False},
+        queue={"job_retries": 10},
+    )
     local = load_legacy(write(tmp_path, "APP_NAME = 'Solo'\nBACKEND = 'local'\n"))
     assert local.backend == "local"
 

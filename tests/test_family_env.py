@@ -1,6 +1,7 @@
 """What the family's own worker images and fleet files get from an unchanged family project,
 compared with what the family's run.py gave them: the task definition's WORKSPACE_BUCKET and
-CHECK_IF_DONE_BOOL, and the fleet request's AssociatePublicIpAddress (ASSIGN_IP)."""
+CHECK_IF_DONE_BOOL, the queue's dead-letter limit (JOB_RETRIES), and the fleet request's
+AssociatePublicIpAddress (ASSIGN_IP)."""
 
 from __future__ import annotations
 
@@ -158,7 +159,36 @@ def test_setup_on_moto_writes_the_family_environment(
             assert env["WORKSPACE_BUCKET"] == env["SOURCE_BUCKET"] == "lab-images"
         else:
             assert env["CHECK_IF_DONE_BOOL"] == "False"
+        # The redrive limit: DCP's JOB_RETRIES = 3; DOZC's config has none, so run.py's 10.
+        queue_url = aws_client("sqs").get_queue_url(QueueName=f"{app}Queue")["QueueUrl"]
+        redrive = aws_client("sqs").get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
+        )["Attributes"]["RedrivePolicy"]
+        expected = 3 if app == "DistributedCP" else 10
+        assert int(json.loads(redrive)["maxReceiveCount"]) == expected
         assert json.loads(env["DS_CONFIG"])["app_name"] == app
+
+
+# --- JOB_RETRIES ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["dcp", "df", "dozc"])
+def test_without_job_retries_a_task_is_dead_lettered_after_10_receives_as_with_run_py(
+    family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DF's, DOZC's and DS's run.py wrote maxReceiveCount 10; DCP's reads JOB_RETRIES (added
+    in 2024) and defaults it to 10 for older config files. A family image does not extend
+    its lease: a task longer than SQS_MESSAGE_VISIBILITY is received again, and a lower
+    limit dead-letters tasks that run.py's queue let finish."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    folder = project(tmp_path / family, family, edit=_drop("JOB_RETRIES"))
+    assert _config(folder).queue.job_retries == 10
+    with_setting = project(
+        tmp_path / f"{family}-set",
+        family,
+        edit=lambda text: _drop("JOB_RETRIES")(text) + ("JOB_RETRIES = 4\n"),
+    )
+    assert _config(with_setting).queue.job_retries == 4
 
 
 # --- ASSIGN_IP -----------------------------------------------------------------------------

@@ -217,11 +217,19 @@ def family_defaults(data: dict[str, Any]) -> dict[str, Any]:
     ``backend`` is "aws" (a family config.py was written for AWS). ``check_if_done.enabled``
     is false: the family's workers check only when told to (DOZC's worker defaults
     CHECK_IF_DONE_BOOL to False, DCP's run.py requires it, DF's workers never check), while
-    a ds.toml checks by default. Returns ``data`` itself, changed in place.
+    a ds.toml checks by default. ``queue.job_retries`` is `FAMILY_JOB_RETRIES`: the
+    dead-letter limit every family run.py used without JOB_RETRIES. Returns ``data``
+    itself, changed in place.
     """
     data.setdefault("backend", "aws")
     data.setdefault("check_if_done", {}).setdefault("enabled", False)
+    data.setdefault("queue", {}).setdefault("job_retries", FAMILY_JOB_RETRIES)
     return data
+
+
+#: The receives before a task is dead-lettered when a config.py has no JOB_RETRIES: DF's,
+#: DOZC's and DS's run.py wrote maxReceiveCount 10, and DCP's defaults JOB_RETRIES to 10.
+FAMILY_JOB_RETRIES = 10
 
 
 def read_variables(path: Path) -> dict[str, Any]:
