@@ -104,7 +104,8 @@ def test_distributed_cellprofiler_config(tmp_path: Path) -> None:
     assert config.aws.log_group_name == "DistributedCP"
     assert config.aws.region == "us-east-1"
     assert config.aws.profile == "default"
-    assert config.aws.ssh_key_name == "your-key-file"  # EC2 knows the key pair without .pem
+    # The template's placeholder: the fleet file's KeyName stands, as with run.py.
+    assert config.aws.ssh_key_name == ""
     assert config.storage.bucket == "your-bucket-name"
     assert config.storage.source_bucket == "bucket-name"
     assert config.storage.upload_flags == ""
@@ -574,8 +575,9 @@ def test_config_warnings(tmp_path: Path) -> None:
         "only sets an environment variable)"
     )
     key = (
-        f"{path}: SSH_KEY_NAME: 'your-key-file.pem' is the template's placeholder; set it to "
-        "the name of one of your EC2 key pairs, or to '' for none"
+        f"{path}: SSH_KEY_NAME: 'your-key-file.pem' is the template's placeholder, so the "
+        "fleet file's KeyName names the key pair (as with run.py); set SSH_KEY_NAME to one of "
+        "your EC2 key pairs to use that one instead"
     )
     assert config_warnings(path) == [misspelt, key]
     assert config_warnings(path, backend="local") == [misspelt]  # no key pair used here

@@ -1,7 +1,7 @@
 """What the family's own worker images and fleet files get from an unchanged family project,
 compared with what the family's run.py gave them: the task definition's WORKSPACE_BUCKET and
 CHECK_IF_DONE_BOOL, the queue's dead-letter limit (JOB_RETRIES), and the fleet request's
-AssociatePublicIpAddress (ASSIGN_IP)."""
+AssociatePublicIpAddress (ASSIGN_IP) and KeyName (SSH_KEY_NAME)."""
 
 from __future__ import annotations
 
@@ -189,6 +189,49 @@ def test_without_job_retries_a_task_is_dead_lettered_after_10_receives_as_with_r
         edit=lambda text: _drop("JOB_RETRIES")(text) + ("JOB_RETRIES = 4\n"),
     )
     assert _config(with_setting).queue.job_retries == 4
+
+
+# --- SSH_KEY_NAME --------------------------------------------------------------------------
+
+
+def _key_names(config: Config, fleet: dict[str, Any]) -> list[Any]:
+    request = spot.build_fleet_request(
+        fleet, config, AwsNames(config), user_data="", image_id="ami-0123456789abcdef0"
+    )
+    return [spec.get("KeyName") for spec in request["LaunchSpecifications"]]
+
+
+def test_the_templates_ssh_key_name_leaves_the_fleet_files_key_pair(
+    tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.py never read SSH_KEY_NAME: the fleet file's KeyName named the key pair, so many a
+    config.py still has the template's 'your-key-file.pem'. That placeholder must not replace
+    the fleet file's key pair (EC2 would refuse to launch with a key pair that does not
+    exist); a real SSH_KEY_NAME still does."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    fleet = copy.deepcopy(FAMILY_FLEET)
+    fleet["LaunchSpecifications"][0]["KeyName"] = "lab-key"
+    untouched = {"SSH_KEY_NAME": "'your-key-file.pem'"}
+    folder = project(tmp_path / "template", "dcp", edit=lambda text: filled(text, untouched))
+    config = _config(folder)
+
+    assert config.aws.ssh_key_name == ""
+    assert _key_names(config, fleet) == ["lab-key"]
+    # A real one replaces it, as before.
+    real = _config(project(tmp_path / "real", "dcp"))  # SSH_KEY_NAME = 'lab-key.pem'
+    assert _key_names(real, copy.deepcopy(FAMILY_FLEET)) == ["lab-key"]
+    # Both placeholders: validate stops at the fleet file's, before anything is created.
+    filled_in = copy.deepcopy(FAMILY_FLEET)
+    filled_in["IamFleetRole"] = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
+    spec = filled_in["LaunchSpecifications"][0]
+    spec["IamInstanceProfile"]["Arn"] = "arn:aws:iam::123456789012:instance-profile/ecs"
+    spec["NetworkInterfaces"][0].update(SubnetId="subnet-0a1b2c3d", Groups=["sg-0a1b2c3d"])
+    (folder / "files" / "exampleFleet.json").write_text(json.dumps(filled_in))
+    result = ds("validate", "--fleet", "files/exampleFleet.json", cwd=folder)
+    assert result.returncode == 2
+    assert 'LaunchSpecifications[0].KeyName: "your_key_file_name" is a placeholder' in (
+        result.stderr
+    )
 
 
 # --- ASSIGN_IP -----------------------------------------------------------------------------

@@ -414,8 +414,9 @@ def config_warnings(path: Path, *, backend: str = "aws") -> list[str]:
     key = variables.get("SSH_KEY_NAME")
     if backend == "aws" and isinstance(key, str) and _KEY_PLACEHOLDER.search(key):
         notes.append(
-            f"{path}: SSH_KEY_NAME: {key!r} is the template's placeholder; set it to the name "
-            "of one of your EC2 key pairs, or to '' for none"
+            f"{path}: SSH_KEY_NAME: {key!r} is the template's placeholder, so the fleet "
+            "file's KeyName names the key pair (as with run.py); set SSH_KEY_NAME to one of "
+            "your EC2 key pairs to use that one instead"
         )
     return notes
 
@@ -1072,6 +1073,10 @@ def _convert(name: str, dotted: str, value: Any, source: str) -> Any:
     if dotted == "queue.dead_letter_queue" and isinstance(value, str) and value.startswith("arn:"):
         # Older configs name the DLQ by ARN; the queue's name is its last segment.
         return value.rsplit(":", 1)[-1]
+    if dotted == "aws.ssh_key_name" and isinstance(value, str) and _KEY_PLACEHOLDER.search(value):
+        # run.py never read SSH_KEY_NAME (the fleet file's KeyName named the key pair), so
+        # many a config.py keeps the template's 'your-key-file.pem': the file's key stands.
+        return _UNSET
     if dotted == "aws.ssh_key_name" and isinstance(value, str) and value.endswith(".pem"):
         # The family names the key *file*; EC2 knows the key pair without ".pem".
         return value[: -len(".pem")]
