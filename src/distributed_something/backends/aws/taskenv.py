@@ -163,10 +163,14 @@ def _run_settings(config: Config, *, queue_url: str) -> dict[str, str]:
         "ALWAYS_CONTINUE": _flag(tool.always_continue),
         "USE_PLUGINS": _flag(tool.use_plugins),
         "UPDATE_PLUGINS": _flag(tool.update_plugins),
-        "PLUGINS_COMMIT": tool.plugins_commit,
+        # 'False' is DCP's "no particular commit": its images of mid-2024 check out any
+        # other value, an empty one included, and exit when that fails.
+        "PLUGINS_COMMIT": tool.plugins_commit or "False",
         "INSTALL_REQUIREMENTS": _flag(tool.install_requirements),
         "REQUIREMENTS_FILE": tool.requirements_file,
-        "REQUIREMENTS": tool.requirements,
+        # DCP's run.py: `if REQUIREMENTS_FILE: REQUIREMENTS = REQUIREMENTS_FILE` (its image
+        # reads REQUIREMENTS; its own fallback to REQUIREMENTS_FILE is a shell error).
+        "REQUIREMENTS": tool.requirements_file or tool.requirements,
         "SCRIPT_DOWNLOAD_URL": tool.script_download_url,
     }
 
