@@ -1,7 +1,8 @@
 """What the family's own worker images and fleet files get from an unchanged family project,
 compared with what the family's run.py gave them: the task definition's WORKSPACE_BUCKET and
 CHECK_IF_DONE_BOOL, the queue's dead-letter limit (JOB_RETRIES), and the fleet request's
-AssociatePublicIpAddress (ASSIGN_IP) and KeyName (SSH_KEY_NAME)."""
+AssociatePublicIpAddress (ASSIGN_IP), KeyName (SSH_KEY_NAME) and instance types and price
+(MACHINE_TYPE, MACHINE_PRICE, or the fleet file's before they existed)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from distributed_something.backends.aws.taskenv import task_environment
 from distributed_something.config.model import Config
 from family_templates import FAMILY_FLEET, filled, project
 from moto_projects import aws_client
+from testkit import moto_family_fleet
 
 Ds = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -267,6 +269,47 @@ def test_the_templates_ssh_key_name_leaves_the_fleet_files_key_pair(
     assert 'LaunchSpecifications[0].KeyName: "your_key_file_name" is a placeholder' in (
         result.stderr
     )
+
+
+# --- MACHINE_TYPE, MACHINE_PRICE -------------------------------------------------------------
+
+
+def test_a_config_without_machine_type_keeps_the_fleet_files_types_and_price(
+    aws: str, tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DCP's config.py had no MACHINE_TYPE or MACHINE_PRICE before DCP 2.0 (2020): run.py
+    sent the fleet file's InstanceType and SpotPrice as written. The request ds makes has
+    them too, not ds's default m5.large at $0.10."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    for bucket in ("lab-logs", "lab-images", "lab-workspace", "lab-results"):
+        aws_client("s3").create_bucket(Bucket=bucket)
+    aws_client("ec2").create_key_pair(KeyName="lab-key")
+
+    def config_2020(text: str) -> str:
+        text = _drop("MACHINE_PRICE")(_drop("MACHINE_TYPE")(text))
+        return filled(text, {"AUTO_MONITOR": "'False'", "CREATE_DASHBOARD": "'False'"})
+
+    folder = project(tmp_path / "dcp", "dcp", edit=config_2020)
+    fleet = moto_family_fleet(aws_client("ec2"))
+    fleet["SpotPrice"] = "0.25"
+    fleet["LaunchSpecifications"][0]["InstanceType"] = "r5.xlarge"
+    (folder / "files" / "exampleFleet.json").write_text(json.dumps(fleet))
+
+    for step in (("setup",), ("startCluster", "files/exampleFleet.json")):
+        result = ds(*step, cwd=folder)
+        assert result.returncode == 0, result.stderr
+
+    (request,) = aws_client("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    config = request["SpotFleetRequestConfig"]
+    assert [s["InstanceType"] for s in config["LaunchSpecifications"]] == ["r5.xlarge"]
+    assert float(config["SpotPrice"]) == 0.25
+    # Set in config.py, they replace the file's, as run.py did since DCP 2.0.
+    config_py = _config(project(tmp_path / "today", "dcp"))
+    request = spot.build_fleet_request(
+        fleet, config_py, AwsNames(config_py), user_data="", image_id="ami-0123456789abcdef0"
+    )
+    assert [s["InstanceType"] for s in request["LaunchSpecifications"]] == ["m5.xlarge"]
+    assert float(request["SpotPrice"]) == 0.20
 
 
 # --- ASSIGN_IP -----------------------------------------------------------------------------

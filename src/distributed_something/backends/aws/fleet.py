@@ -182,6 +182,34 @@ def build_fleet_request(
     return request
 
 
+def with_fleet_machines(config: Config, fleet: dict[str, Any]) -> Config:
+    """``config`` with the fleet file's instance types and price where a ``config.py`` names
+    none: DCP's config.py had no MACHINE_TYPE or MACHINE_PRICE before DCP 2.0 (2020), and
+    its run.py sent the file's ``InstanceType`` and ``SpotPrice`` as written.
+
+    ``aws.machine_type`` (when the config did not set it) becomes the launch
+    specifications' ``InstanceType`` values, in order, without repeats; ``aws.machine_price``
+    (when not set) the request's ``SpotPrice``, else the highest of the specifications'.
+    ``config`` itself when the file has neither (the defaults then apply)."""
+    aws = config.aws
+    update: dict[str, Any] = {}
+    specs = [s for s in fleet.get("LaunchSpecifications", []) if isinstance(s, dict)]
+    if "machine_type" not in aws.model_fields_set:
+        types = [s["InstanceType"] for s in specs if isinstance(s.get("InstanceType"), str)]
+        if types:
+            update["machine_type"] = list(dict.fromkeys(types))
+    if "machine_price" not in aws.model_fields_set:
+        price = fleet.get("SpotPrice")
+        if price is None:
+            prices = [float(s["SpotPrice"]) for s in specs if s.get("SpotPrice") is not None]
+            price = max(prices) if prices else None
+        if price is not None:
+            update["machine_price"] = float(price)
+    if not update:
+        return config
+    return config.model_copy(update={"aws": aws.model_copy(update=update)})
+
+
 def _launch_specification(
     spec: dict[str, Any],
     instance_type: str,

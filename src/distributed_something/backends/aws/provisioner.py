@@ -106,7 +106,10 @@ class AwsProvisioner:
         source = str(self.project.config_path)
         check_run_names(config, source=source)
         # A worker larger than every machine is refused here; start-cluster warns of the rest.
-        self._machine_fit(self._instance_facts(self._client("ec2")))
+        # A config.py without MACHINE_TYPE takes its machines from the fleet file, which
+        # start-cluster reads: the fit is checked there.
+        if not self._types_from_fleet:
+            self._machine_fit(self._instance_facts(self._client("ec2")))
         spot.check_root_volume(
             config,
             legacy=self._legacy,
@@ -127,6 +130,12 @@ class AwsProvisioner:
         coverage = coverage_warning(config, self.settings)
         if coverage:
             info(f"[yellow]warning:[/] {coverage}")
+
+    @property
+    def _types_from_fleet(self) -> bool:
+        """Whether the instance types come from the fleet file: a config.py without
+        MACHINE_TYPE (DCP's before 2.0), as its run.py sent the file's (`with_fleet_machines`)."""
+        return self._legacy and "machine_type" not in self.config.aws.model_fields_set
 
     def _instance_facts(self, ec2: Any) -> dict[str, spot.InstanceFacts]:
         """`fleet.instance_facts` of ``aws.machine_type``, read once per provisioner (`ds run`
@@ -219,6 +228,17 @@ class AwsProvisioner:
                 "the aws backend starts machines from a spot fleet file",
                 "run `ds start-cluster files/fleet.json` (the family's exampleFleet.json shape)",
             )
+        if self._legacy:
+            machines = spot.with_fleet_machines(self.config, fleet)
+            if machines is not self.config:
+                aws = machines.aws
+                info(
+                    f"instance types {', '.join(aws.machine_type)} at most "
+                    f"${aws.machine_price:g}/h, from the fleet file (config.py sets no "
+                    "MACHINE_TYPE / MACHINE_PRICE), as run.py sent them"
+                )
+                self.config = machines
+                self._machines = None
         config, names = self.config, self.names
         if clear_workers_failing(state):
             save(state)  # the unattended monitor may start workers again
