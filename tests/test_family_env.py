@@ -86,6 +86,30 @@ def test_a_dcp_config_without_workspace_bucket_gives_the_source_bucket(
     assert _environment(config)["WORKSPACE_BUCKET"] == "lab-logs"
 
 
+def test_false_for_a_bucket_or_upload_flags_means_unset_as_in_run_py(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DCP's run.py defaults SOURCE_BUCKET, WORKSPACE_BUCKET and UPLOAD_FLAGS to 'False' and
+    leaves them out of the task definition when they say false (in any case): the worker
+    then reads AWS_BUCKET (SOURCE_BUCKET for the workspace) and adds no flags. They are not
+    a bucket named "False" and an upload flag "False"."""
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    unset = {
+        "SOURCE_BUCKET": "'False'",
+        "WORKSPACE_BUCKET": "'false'",
+        "DESTINATION_BUCKET": "'False'",
+        "UPLOAD_FLAGS": "'False'",
+    }
+    folder = project(tmp_path / "dcp", "dcp", edit=lambda text: filled(text, unset))
+    config = _config(folder)
+    env = _environment(config)
+
+    assert (config.storage.source_bucket, config.storage.upload_flags) == ("", "")
+    buckets = ("SOURCE_BUCKET", "WORKSPACE_BUCKET", "DESTINATION_BUCKET")
+    assert [env[name] for name in buckets] == ["lab-logs"] * 3
+    assert env["UPLOAD_FLAGS"] == ""
+
+
 # --- CHECK_IF_DONE_BOOL --------------------------------------------------------------------
 
 

@@ -1042,6 +1042,17 @@ def _field_annotation(dotted: str) -> Any:
     return annotation
 
 
+#: Fields whose legacy variable set to 'False' (any case) means "not set", as run.py read it.
+_FALSE_MEANS_UNSET = frozenset(
+    {
+        "storage.source_bucket",
+        "storage.workspace_bucket",
+        "storage.destination_bucket",
+        "storage.upload_flags",
+    }
+)
+
+
 def _convert(name: str, dotted: str, value: Any, source: str) -> Any:
     annotation = _field_annotation(dotted)
     if value == "" and annotation is not str:
@@ -1054,6 +1065,12 @@ def _convert(name: str, dotted: str, value: Any, source: str) -> Any:
         return False if not parse_bool(value, source, name) else _UNSET
     if annotation is bool:
         return parse_bool(value, source, name)
+    if dotted in _FALSE_MEANS_UNSET and (
+        value is False or (isinstance(value, str) and value.strip().lower() == "false")
+    ):
+        # DCP's run.py defaults these to 'False' and leaves them out of the task definition
+        # when they say false: its workers then use AWS_BUCKET and no flags.
+        return _UNSET
     if dotted == "tool.plugins_commit" and (
         value is False or (isinstance(value, str) and value.strip().lower() == "false")
     ):
