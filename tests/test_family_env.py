@@ -19,7 +19,10 @@ from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.taskenv import task_environment
 from distributed_something.config.model import Config
-from family_templates import FAMILY_FLEET, filled, project
+from distributed_something.jobs.model import Task
+from distributed_something.jobs.parse import load_job_file
+from distributed_something.recipes.fiji import task_part
+from family_templates import DCP_JOB, DF_JOB, FAMILY_FLEET, filled, project
 from moto_projects import aws_client
 from testkit import moto_family_fleet
 
@@ -60,6 +63,37 @@ def _fleet_with_public_ip(value: bool) -> dict[str, Any]:
     for spec in fleet["LaunchSpecifications"]:
         spec["NetworkInterfaces"][0]["AssociatePublicIpAddress"] = value
     return fleet
+
+
+# --- the queue messages ----------------------------------------------------------------------
+
+
+def test_a_message_keeps_the_job_files_key_order_as_run_py_sent_it(tmp_path: Path) -> None:
+    """run.py sent ``json.dumps`` of the job file's own dicts: DF's worker names its log
+    stream and builds the script's argument string from the group's and shared_metadata's
+    pairs in that order, DCP's turns a --print-groups Metadata dict into ``-g`` and a
+    stream name in that order, and ds's fiji recipe names a task's output folder after the
+    group's values in that order. A message whose keys were sorted made the worker's
+    folder ``Plate_1-A1`` where the submit (and its check for done tasks) saw ``A1-Plate_1``."""
+    folder = project(tmp_path / "df", "df")
+    shared = {"input_file_location": "/in", "rows": "2", "columns": "2"}
+    (folder / "files" / "exampleJob.json").write_text(
+        json.dumps({**DF_JOB, "shared_metadata": shared})
+    )
+    job = load_job_file(folder / "files" / "exampleJob.json")
+
+    for sent in (job.tasks.body_json_at(0), job.tasks[0].body_json()):
+        body = json.loads(sent)
+        assert list(body["Metadata"]) == ["Well", "Plate"]
+        assert list(body["shared_metadata"]) == ["input_file_location", "rows", "columns"]
+        received = Task.from_body(sent)  # what a worker makes of it
+        assert received.id == job.tasks.id_at(0)  # ids do not depend on the order
+        assert task_part(received.group) == task_part(job.tasks[0].group) == "A1-Plate_1"
+
+    dcp = {**DCP_JOB, "groups": [{"Metadata_Well": "A01", "Metadata_Plate": "P1"}]}
+    (folder / "files" / "dcp.json").write_text(json.dumps(dcp))
+    sent = load_job_file(folder / "files" / "dcp.json").tasks.body_json_at(0)
+    assert list(json.loads(sent)["Metadata"]) == ["Metadata_Well", "Metadata_Plate"]
 
 
 # --- WORKSPACE_BUCKET ----------------------------------------------------------------------

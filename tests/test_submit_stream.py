@@ -111,8 +111,10 @@ def test_ids_bodies_and_key_order_match_the_definition(
         assert task.body == body
         # The element keeps the file's key order (a DCP Metadata dict's pairs are used so).
         assert json.dumps(task.group) == json.dumps(body["group"])
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        assert job.tasks.body_json_at(index) == task.body_json() == canonical
+        # The message: top-level keys sorted, the objects below in the file's key order (as
+        # the family's run.py sent them); the id is the canonical text's either way.
+        message = json.dumps(dict(sorted(body.items())), separators=(",", ":"), ensure_ascii=False)
+        assert job.tasks.body_json_at(index) == task.body_json() == message
 
 
 _meta_text = st.text(alphabet='ab=,"\\/é\u2028\x00 ', min_size=0, max_size=12)

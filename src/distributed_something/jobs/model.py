@@ -90,19 +90,24 @@ def _hash(text: str) -> str:
 ID_CHARS = 20
 
 
-def body_frame(shared: Mapping[str, Any], group_key: str) -> tuple[str, str]:
+def body_frame(
+    shared: Mapping[str, Any], group_key: str, *, as_is: bool = False
+) -> tuple[str, str]:
     """``(head, tail)`` such that ``head + canonical_json(group) + tail`` is
     ``canonical_json({**shared, group_key: group})`` for every group: the shared keys are
     encoded once per job, not once per task (``shared`` must not hold ``group_key``).
 
     Canonical JSON sorts the top-level keys, so the group's place among them is fixed.
+    ``as_is``: the shared values' own keys keep their order (`compact_json`), as in the
+    message sent to the queue (`message_json`).
     """
     keys = sorted(shared)
     before = [k for k in keys if k < group_key]
     after = [k for k in keys if k > group_key]
+    encode = compact_json if as_is else canonical_json
 
     def items(names: list[str]) -> str:
-        return ",".join(f"{canonical_json(k)}:{canonical_json(shared[k])}" for k in names)
+        return ",".join(f"{canonical_json(k)}:{encode(shared[k])}" for k in names)
 
     head = "{" + (items(before) + "," if before else "") + canonical_json(group_key) + ":"
     tail = ("," + items(after) if after else "") + "}"
@@ -153,12 +158,17 @@ class Task:
         return canonical_json(self.group)[:120]
 
     def body_json(self) -> str:
-        """The message body sent to the queue."""
+        """The message body sent to the queue: the top-level keys sorted, every object below
+        them with its keys in the job file's order, as the family's run.py sent them (its
+        workers and ds's recipes use a group's pairs in that order). The id does not depend
+        on that order (`task_id_of`)."""
         text = self._json
-        if text is None:
-            return canonical_json(self.body)
         object.__setattr__(self, "_json", None)
-        return text
+        if self.group_key not in self.body:
+            return text if text is not None else canonical_json(self.body)
+        shared = {k: v for k, v in self.body.items() if k != self.group_key}
+        head, tail = body_frame(shared, self.group_key, as_is=True)
+        return head + compact_json(self.group) + tail
 
     @classmethod
     def from_body(cls, body_json: str) -> Task:
@@ -181,7 +191,7 @@ class TaskList(Sequence[Task]):
     without making tasks or parsing groups.
     """
 
-    __slots__ = ("_groups", "_head", "_ids", "_tail", "_unsorted", "group_key", "shared")
+    __slots__ = ("_frame", "_groups", "_ids", "_unsorted", "group_key", "shared")
 
     def __init__(
         self,
@@ -203,7 +213,8 @@ class TaskList(Sequence[Task]):
         self._groups = groups
         self._ids = ids
         self._unsorted = unsorted if unsorted is not None and any(unsorted) else None
-        self._head, self._tail = body_frame(shared, group_key)
+        #: the message's text around each group (`Task.body_json`)
+        self._frame = body_frame(shared, group_key, as_is=True)
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -271,9 +282,8 @@ class TaskList(Sequence[Task]):
 
     def body_json_at(self, index: int) -> str:
         """Task ``index``'s message body (`Task.body_json`), without making the task."""
-        if self._unsorted is not None and self._unsorted[index]:
-            return self._head + canonical_json(self.group(index)) + self._tail
-        return self._head + self._groups[index] + self._tail
+        head, tail = self._frame
+        return head + self._groups[index] + tail
 
 
 @dataclass(frozen=True)
