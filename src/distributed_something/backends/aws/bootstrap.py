@@ -36,6 +36,7 @@ from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.clients import AwsClients, partition
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.resources import FAMILY_EXPORT_ROOT
+from distributed_something.backends.aws.tagging import create_tagged
 from distributed_something.errors import BackendError, InputError
 from distributed_something.records import META_ROOT
 
@@ -735,14 +736,17 @@ def _ensure_role(
 ) -> str:
     trust = json.dumps(trust_policy(service))
     try:
-        arn = str(
-            iam.create_role(
+        made = create_tagged(
+            lambda tagged: iam.create_role(
                 RoleName=name,
                 AssumeRolePolicyDocument=trust,
                 Description="Created by `ds aws bootstrap`",
-                Tags=[{"Key": "ds:bootstrap", "Value": "true"}],
-            )["Role"]["Arn"]
+                **({"Tags": [{"Key": "ds:bootstrap", "Value": "true"}]} if tagged else {}),
+            ),
+            permission="iam:TagRole",
+            what="IAM roles",
         )
+        arn = str(made["Role"]["Arn"])
     except ClientError as exc:
         if error_code(exc) != "EntityAlreadyExists":
             raise
@@ -802,12 +806,16 @@ def _ensure_function(
         deadline = clock() + role_wait
         while True:
             try:
-                created = lambda_.create_function(
-                    FunctionName=name,
-                    Code={"ZipFile": code},
-                    Architectures=[architecture],
-                    Tags={"ds:bootstrap": "true"},
-                    **settings,
+                created = create_tagged(
+                    lambda tagged: lambda_.create_function(
+                        FunctionName=name,
+                        Code={"ZipFile": code},
+                        Architectures=[architecture],
+                        **({"Tags": {"ds:bootstrap": "true"}} if tagged else {}),
+                        **settings,
+                    ),
+                    permission="lambda:TagResource",
+                    what="Lambda functions",
                 )
                 return str(created["FunctionArn"])
             except ClientError as exc:

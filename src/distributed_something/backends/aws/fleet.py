@@ -25,6 +25,7 @@ from typing import Any, Literal
 from distributed_something.backends.aws.clients import unreadable_answers
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.resources import AwsNames
+from distributed_something.backends.aws.tagging import create_tagged
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
 
@@ -326,12 +327,22 @@ def request_fleet(ec2: Any, request: dict[str, Any]) -> str:
     """Submit the spot fleet request; return its id. Raises `TokenInUse` when EC2 says the
     request's ``ClientToken`` was used with other parameters, `BackendError` otherwise (a
     request AWS refuses outright usually means a wrong fleet file: role, image, subnet,
-    key pair)."""
+    key pair). A request refused as unauthorized is made once more without its own tags
+    (``TagSpecifications``: the caller's ec2:CreateTags), `tagging.create_tagged`."""
     from botocore.exceptions import ClientError
 
     with aws_call("request the spot fleet (check the fleet file and aws.machine_type)"):
         try:
-            response = ec2.request_spot_fleet(SpotFleetRequestConfig=request)
+            # The request's own tags need the caller's ec2:CreateTags; the instances' tags
+            # (in the launch specifications) are put on by the fleet's role, so they stay.
+            untagged = {k: v for k, v in request.items() if k != "TagSpecifications"}
+            response = create_tagged(
+                lambda tagged: ec2.request_spot_fleet(
+                    SpotFleetRequestConfig=request if tagged else untagged
+                ),
+                permission="ec2:CreateTags",
+                what="spot fleet requests",
+            )
         except ClientError as error:
             if error_code(error) == "IdempotentParameterMismatch":
                 raise TokenInUse(

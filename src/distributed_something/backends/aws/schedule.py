@@ -11,6 +11,7 @@ from distributed_something.backends.aws import principals
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.lambda_monitor import MonitorSettings
 from distributed_something.backends.aws.resources import AwsNames
+from distributed_something.backends.aws.tagging import create_tagged
 from distributed_something.backends.aws.teardown import (
     MONITOR_FUNCTION,
     MONITOR_PERMISSION,
@@ -80,12 +81,16 @@ def schedule_monitor(
     rule, statement = schedule_names(names)
     arn = monitor_function_arn(lambda_, function)
     with aws_call(f"scheduling the unattended monitor {rule}"):
-        rule_arn: str = events.put_rule(
-            Name=rule,
-            ScheduleExpression="rate(1 minute)",
-            State="ENABLED",
-            Description=f"ds monitor of {names.app}",
-            Tags=[names.tag],
+        rule_arn: str = create_tagged(
+            lambda tagged: events.put_rule(
+                Name=rule,
+                ScheduleExpression="rate(1 minute)",
+                State="ENABLED",
+                Description=f"ds monitor of {names.app}",
+                **({"Tags": [names.tag]} if tagged else {}),
+            ),
+            permission="events:TagResource",
+            what="EventBridge rules",
         )["RuleArn"]
     target = {
         "Id": "ds-monitor",

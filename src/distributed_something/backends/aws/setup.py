@@ -22,6 +22,7 @@ from distributed_something.backends.aws.idle import (
 )
 from distributed_something.backends.aws.image_check import check_run_image, check_worker_image
 from distributed_something.backends.aws.resources import AwsNames
+from distributed_something.backends.aws.tagging import create_tagged
 from distributed_something.backends.aws.taskenv import without_credentials
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
@@ -162,23 +163,23 @@ def _create_queue(
     again once, after the 60 s SQS holds it. A refused CreateQueue with tags is tried once
     without them: "To be able to tag a queue on creation, you must have the sqs:CreateQueue
     and sqs:TagQueue permissions" (CreateQueue), and a missing sqs:TagQueue must not stop a
-    run (tags are for cost reports, as for an existing queue's TagQueue)."""
+    run (tags are for cost reports, as for an existing queue's TagQueue):
+    `tagging.create_tagged`."""
     from botocore.exceptions import ClientError
 
-    tagged: dict[str, Any] = {"tags": tags} if tags else {}
+    def create(tagged: bool) -> Any:
+        extra: dict[str, Any] = {"tags": tags} if tagged and tags else {}
+        return sqs.create_queue(QueueName=name, Attributes=attributes, **extra)
+
     for attempt in range(2):
         with aws_call(f"create queue {name}"):
             try:
-                return str(
-                    sqs.create_queue(QueueName=name, Attributes=attributes, **tagged)["QueueUrl"]
-                )
+                made = create_tagged(create, permission="sqs:TagQueue", what="SQS queues")
+                return str(made["QueueUrl"])
             except ClientError as error:
                 code = error_code(error)
                 if "QueueAlreadyExists" in code:
                     return None
-                if tagged and code in ("AccessDenied", "AccessDeniedException"):
-                    # Perhaps only the tags are refused: the queue is made untagged.
-                    return _create_queue(sqs, name, attributes, {}, sleep)
                 if "QueueDeletedRecently" not in code:
                     raise
                 if attempt:
@@ -220,6 +221,10 @@ def _queue_arn(sqs: Any, url: str, name: str) -> str:
 # --- ECS ----------------------------------------------------------------------------------
 
 
+#: What ECS checks besides the create action when it is given tags.
+ECS_TAGGING = "ecs:TagResource"
+
+
 def _ecs_tags(names: AwsNames) -> list[dict[str, str]]:
     return [{"key": names.tag["Key"], "value": names.tag["Value"]}]
 
@@ -240,7 +245,13 @@ def ensure_cluster(ecs: Any, names: AwsNames) -> bool:
         if shared:
             ecs.create_cluster(clusterName=names.cluster)
         else:
-            ecs.create_cluster(clusterName=names.cluster, tags=_ecs_tags(names))
+            create_tagged(
+                lambda tagged: ecs.create_cluster(
+                    clusterName=names.cluster, **({"tags": _ecs_tags(names)} if tagged else {})
+                ),
+                permission=ECS_TAGGING,
+                what="ECS resources",
+            )
     return not shared
 
 
@@ -315,8 +326,13 @@ def register_task_definition(
     latest = _latest_task_definition(ecs, names.task_family)
     if latest is not None and _same_task(latest, request, task_role_arn):
         return str(latest["taskDefinitionArn"])
+    untagged = {k: v for k, v in request.items() if k != "tags"}
     with aws_call(f"register task definition {names.task_family}"):
-        response = ecs.register_task_definition(**request)
+        response = create_tagged(
+            lambda tagged: ecs.register_task_definition(**(request if tagged else untagged)),
+            permission=ECS_TAGGING,
+            what="ECS resources",
+        )
     return str(response["taskDefinition"]["taskDefinitionArn"])
 
 
@@ -408,16 +424,22 @@ def ensure_service(
             sleep=sleep,
             interval=5,
         )
+    service: dict[str, Any] = {
+        "cluster": cluster,
+        "serviceName": names.service,
+        "taskDefinition": task_definition_arn,
+        "desiredCount": 0,
+        "launchType": "EC2",
+        "deploymentConfiguration": _DEPLOYMENT,
+        "propagateTags": "SERVICE",
+    }
     with aws_call(f"create ECS service {names.service} in cluster {cluster}"):
-        response = ecs.create_service(
-            cluster=cluster,
-            serviceName=names.service,
-            taskDefinition=task_definition_arn,
-            desiredCount=0,
-            launchType="EC2",
-            deploymentConfiguration=_DEPLOYMENT,
-            tags=_ecs_tags(names),
-            propagateTags="SERVICE",
+        response = create_tagged(
+            lambda tagged: ecs.create_service(
+                **service, **({"tags": _ecs_tags(names)} if tagged else {})
+            ),
+            permission=ECS_TAGGING,
+            what="ECS resources",
         )
     return str(response["service"]["serviceName"])
 
@@ -455,17 +477,27 @@ def set_service_desired(ecs: Any, cluster: str, service: str, desired: int) -> N
 
 def ensure_log_groups(logs: Any, names: AwsNames, retention_days: int = 60) -> list[str]:
     """Make sure ``names.log_group`` and ``names.instance_log_group`` exist, tagged, keeping
-    events ``retention_days`` days; return both names. Raises `BackendError`."""
+    events ``retention_days`` days; return both names (untagged when logs:TagResource is
+    missing: `tagging.create_tagged`). Raises `BackendError`."""
     from botocore.exceptions import ClientError
 
     groups = [names.log_group, names.instance_log_group]
+    tags = {names.tag["Key"]: names.tag["Value"]}
+
+    def create(group: str) -> Callable[[bool], Any]:
+        return lambda tagged: logs.create_log_group(
+            logGroupName=group, **({"tags": tags} if tagged else {})
+        )
+
     for group in groups:
         existing = _log_group(logs, group)
         if existing is None:
             with aws_call(f"create log group {group}"):
                 try:
-                    logs.create_log_group(
-                        logGroupName=group, tags={names.tag["Key"]: names.tag["Value"]}
+                    create_tagged(
+                        create(group),
+                        permission="logs:TagResource",
+                        what="CloudWatch log groups",
                     )
                 except ClientError as error:
                     if error_code(error) != "ResourceAlreadyExistsException":
