@@ -803,6 +803,15 @@ def image() -> None:
     """The worker container image."""
 
 
+def _checked_platform(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--platform as docker and podman take it (``os/arch[/variant]``), or a usage error."""
+    from distributed_something.platforms import PLATFORM_PATTERN
+
+    if value is not None and not PLATFORM_PATTERN.match(value):
+        raise click.BadParameter(f"{value!r} is not OS/ARCH, e.g. linux/amd64 or linux/arm64")
+    return value
+
+
 @image.command("build")
 @click.option(
     "--base",
@@ -832,6 +841,17 @@ def image() -> None:
     help="podman only: mount a host file into the build steps (not the image), e.g. the "
     "host's CA bundle when pip reaches its index through a TLS-re-signing proxy",
 )
+@click.option(
+    "--platform",
+    default=None,
+    metavar="OS/ARCH",
+    callback=_checked_platform,
+    help="the platform to build for: linux/amd64 (x86_64 instances) or linux/arm64 "
+    "(Graviton). Default: the architecture of the config's aws.machine_type when it is one, "
+    "else this machine's. An image of another architecture than the instances' does not "
+    "start on them",
+)
+@config_option
 def image_build(
     base: str,
     tag: str,
@@ -839,11 +859,17 @@ def image_build(
     engine: str | None,
     extras: str,
     volumes: tuple[str, ...],
+    platform: str | None,
+    config_path: Path | None,
 ) -> None:
     """Build the worker image (entrypoint `ds worker`) on top of a tool image, with `ds` and a
-    Python of its own that do not depend on the tool image's."""
-    from distributed_something.usecases.image import build_image
+    Python of its own that do not depend on the tool image's, for the architecture of the
+    instances that will run it (--platform)."""
+    from distributed_something.usecases.image import build_image, configured_platform
 
+    if platform is None:
+        platform, why = configured_platform(config_path)
+        info(f"building for {platform or 'this machine'}: {why} (--platform to choose)")
     built = build_image(
         base=base,
         tag=tag,
@@ -851,6 +877,7 @@ def image_build(
         extras=extras,
         volumes=volumes,
         python_image=python_image,
+        platform=platform,
     )
     info(f"built {built}")
 

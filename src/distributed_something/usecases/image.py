@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distributed_something.errors import BackendError, InputError
+from distributed_something.platforms import instance_platform
 
 ENGINES = ("docker", "podman")
 #: Where the bundled Python comes from by default (docker/bundle_python.py): any glibc image
@@ -38,9 +39,11 @@ def build_argv(
     extras: str = "aws",
     volumes: Sequence[str] = (),
     python_image: str = PYTHON_IMAGE,
+    platform: str | None = None,
 ) -> list[str]:
     """The build command: docker/Dockerfile from ``root`` on top of ``base``, tagged ``tag``,
-    with `ds` and its own Python bundled from ``python_image``.
+    with `ds` and its own Python bundled from ``python_image``, for ``platform`` (``os/arch``,
+    ``--platform``; None: the engine's own, i.e. this machine's).
 
     ``engine`` is the engine's name or path. Each of ``volumes`` (``HOST:CONTAINER[:OPTIONS]``)
     becomes a ``--volume`` of the build: mounted into every RUN step, not part of the image
@@ -63,6 +66,7 @@ def build_argv(
         "--build-arg",
         f"DS_EXTRAS={extras}",
         *mounts,
+        *(["--platform", platform] if platform else []),
         "-t",
         tag,
         str(root),
@@ -127,11 +131,13 @@ def build_image(
     extras: str = "aws",
     volumes: Sequence[str] = (),
     python_image: str = PYTHON_IMAGE,
+    platform: str | None = None,
 ) -> str:
     """Build the worker image with ``engine`` (default: the first of docker, podman whose
     daemon answers); returns the tag. Output streams to stderr.
 
-    ``volumes`` and ``python_image`` as in `build_argv` (volumes: podman only). Raises
+    ``volumes``, ``python_image`` and ``platform`` as in `build_argv` (volumes: podman
+    only). Raises
     `InputError` for bad arguments
     (checked before the engine is probed when ``engine`` is named), `BackendError` when no
     engine answers or the build fails.
@@ -147,6 +153,7 @@ def build_image(
             extras=extras,
             volumes=volumes,
             python_image=python_image,
+            platform=platform,
         )
 
     if engine is not None:  # bad arguments are input errors, whatever the engine's state
@@ -156,3 +163,25 @@ def build_image(
     if done.returncode != 0:
         raise BackendError(f"image build failed with exit code {done.returncode}: {' '.join(argv)}")
     return tag
+
+
+def configured_platform(config_path: Path | None = None) -> tuple[str | None, str]:
+    """The platform to build for when ``--platform`` is not given, and why, from the config
+    ``config_path`` (default: the current folder's, when it has one): the one architecture of
+    ``aws.machine_type`` on the AWS backend (`platforms.instance_platform`). None (build for
+    this machine) without a config, on another backend (this machine's kind runs the
+    containers) or when the types are of both architectures. Raises `InputError` for a bad
+    config."""
+    from distributed_something.config.loader import CONFIG_NAMES
+    from distributed_something.usecases.project import open_project
+
+    if config_path is None and not any(Path(name).is_file() for name in CONFIG_NAMES):
+        return None, "no ds.toml or config.py here says which machines will run it"
+    config = open_project(config_path).config
+    if config.backend != "aws":
+        return None, f"the {config.backend} backend runs it on machines like this one"
+    types = list(config.aws.machine_type)
+    chosen = instance_platform(types)
+    if chosen is None:
+        return None, f"aws.machine_type ({', '.join(types)}) is of more than one architecture"
+    return chosen, f"the architecture of aws.machine_type ({', '.join(types)})"

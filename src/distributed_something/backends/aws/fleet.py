@@ -28,6 +28,7 @@ from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.tagging import create_tagged
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
+from distributed_something.platforms import guess_architecture
 
 #: The SSM public parameter holding the recommended ECS-optimized Amazon Linux 2023 AMI.
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/{variant}recommended/image_id"
@@ -378,15 +379,6 @@ def cancel_fleet(ec2: Any, fleet_id: str) -> None:
 #: The root snapshot of the ECS-optimized Amazon Linux 2023 AMIs, in GiB: a smaller root
 #: volume makes every launch fail ("volume size is smaller than the snapshot").
 ECS_AMI_ROOT_GIB = 30
-# Graviton (arm64) families: a1, and a generation digit followed by "g" (m6g, c7gn, t4g,
-# x2gd, im4gn, g5g, hpc7g, r8g …). Only a fallback when DescribeInstanceTypes cannot answer.
-_GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+[0-9]+g[a-z0-9-]*)$")
-
-
-def guess_architecture(instance_type: str) -> str:
-    """ "arm64" for a Graviton instance type by its family name, else "x86_64"."""
-    family = instance_type.split(".", 1)[0].lower()
-    return "arm64" if _GRAVITON_FAMILY.match(family) else "x86_64"
 
 
 @dataclass(frozen=True)

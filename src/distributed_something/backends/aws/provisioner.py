@@ -24,6 +24,7 @@ from distributed_something.backends.aws.schedule import monitor_function_arn, sc
 from distributed_something.backends.aws.taskenv import task_environment, task_role_arn
 from distributed_something.backends.aws.teardown import teardown
 from distributed_something.errors import BackendError, InputError
+from distributed_something.platforms import image_platform_warning, local_image_platform
 from distributed_something.project import Project
 from distributed_something.state import RunState, clear_workers_failing
 from distributed_something.ui import info
@@ -101,15 +102,26 @@ class AwsProvisioner:
         """What setup checks before creating anything, beyond `create.check_setup_inputs`:
         the root volume of a ds.toml (`spot.check_root_volume`), and that a task role taken
         from the AWS profile trusts ecs-tasks.amazonaws.com (`check_task_role`; a role that
-        cannot be read is a warning). Raises `InputError`."""
+        cannot be read is a warning), and that the image, when a local engine has it, is of
+        the instances' architecture (`platforms.image_platform_warning`: a warning). Raises
+        `InputError`."""
         config = self.config
         source = str(self.project.config_path)
         check_run_names(config, source=source)
         # A worker larger than every machine is refused here; start-cluster warns of the rest.
         # A config.py without MACHINE_TYPE takes its machines from the fleet file, which
-        # start-cluster reads: the fit is checked there.
+        # start-cluster reads: the fit is checked there (the family images are amd64).
         if not self._types_from_fleet:
-            self._machine_fit(self._instance_facts(self._client("ec2")))
+            facts = self._instance_facts(self._client("ec2"))
+            self._machine_fit(facts)
+            # Only a warning: the local copy may be older than the one pushed under that tag.
+            architecture = image_platform_warning(
+                config.image,
+                local_image_platform(config.image),
+                {t: f.architecture for t, f in facts.items()},
+            )
+            if architecture:
+                info(f"[yellow]warning:[/] {architecture}")
         spot.check_root_volume(
             config,
             legacy=self._legacy,
