@@ -60,8 +60,12 @@ def create_tagged(create: Callable[[bool], _T], *, permission: str, what: str) -
 
 
 def _warn() -> Callable[[str], None]:
-    """Where the warning goes: the terminal (stderr). Imported here because the monitor
-    function's bundle imports this module (through `fleet`) and has no ``rich``."""
-    from distributed_something.ui import info
+    """Where the warning goes: the terminal (stderr, `ui.info`), or the log where ``rich`` is
+    not installed (the monitor function's bundle imports this module through `fleet`)."""
+    try:
+        from distributed_something.ui import info
+    except ImportError:
+        import logging
 
+        return logging.getLogger("ds.aws").warning
     return info
