@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -209,3 +211,25 @@ def test_round_trip_property(
         }
     )
     assert load_config(write(tmp_path, to_toml(config), "ds.toml")) == config
+
+
+def test_converting_a_config_without_machine_type_says_the_toml_does_not_read_the_fleet_file(
+    tmp_path: Path, ds: Callable[..., CompletedProcess[str]]
+) -> None:
+    # DCP's config.py before 2.0 had no MACHINE_TYPE / MACHINE_PRICE: run.py (and ds with the
+    # config.py) took the fleet file's; the ds.toml has none to take and uses its defaults.
+    old = "\n".join(line for line in DCP_CONFIG.splitlines() if not line.startswith("MACHINE_"))
+    src = write(tmp_path, old, "config.py")
+    result = ds("config", "convert", "config.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "config.py sets no MACHINE_TYPE and MACHINE_PRICE" in said
+    assert 'aws.machine_type = ["m5.large"], aws.machine_price = 0.1' in said
+    text = (tmp_path / "ds.toml").read_text(encoding="utf-8")
+    assert "# NOTE: config.py sets no MACHINE_TYPE and MACHINE_PRICE" in text
+    assert load_config(tmp_path / "ds.toml") == load_config(src)  # a comment only
+    # With them set, nothing to say.
+    write(tmp_path, DCP_CONFIG, "config.py")
+    result = ds("config", "convert", "config.py", "--force", cwd=tmp_path)
+    assert result.returncode == 0 and "note:" not in result.stderr
+    assert "NOTE" not in (tmp_path / "ds.toml").read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ an equal `Config`.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,42 @@ def convert_file(src: Path, dest: Path, *, force: bool = False) -> Path:
             "pass --force to overwrite it, or choose another destination",
         )
     config = load_config(src)
-    text = f"# Converted from {src.name} by `ds config convert`.\n" + to_toml(config)
+    text = f"# Converted from {src.name} by `ds config convert`.\n"
+    text += "".join(f"# NOTE: {line}\n" for line in conversion_notes(src, config))
+    text += to_toml(config)
     if not dest.parent.is_dir():
         raise InputError(
             str(dest), None, "its folder does not exist", "create the folder first, or pick another"
         )
     write_user_file(dest, text)
     return dest
+
+
+def conversion_notes(src: Path, config: Config) -> list[str]:
+    """What the written ``ds.toml`` does differently from ``src`` in a run: a ``config.py``
+    without MACHINE_TYPE or MACHINE_PRICE (DCP's before 2.0) takes the fleet file's instance
+    types and spot price, as its run.py did, but a ``ds.toml`` has no fleet file to take them
+    from before start-cluster and uses its defaults. One line each, without a final stop."""
+    if src.suffix != ".py":
+        return []
+    unset = [
+        (legacy, field)
+        for legacy, field in (("MACHINE_TYPE", "machine_type"), ("MACHINE_PRICE", "machine_price"))
+        if field not in config.aws.model_fields_set
+    ]
+    if not unset:
+        return []
+    names = " and ".join(legacy for legacy, _ in unset)
+    defaults = ", ".join(
+        # JSON's text of a list of strings or a number is TOML's too
+        f"aws.{field} = {json.dumps(getattr(config.aws, field))}"
+        for _, field in unset
+    )
+    return [
+        f"{src.name} sets no {names}: with it, ds (as run.py) takes the fleet file's "
+        f"InstanceType and SpotPrice; this file uses the defaults {defaults} instead. "
+        "Set them under [aws] as your fleet file has them"
+    ]
 
 
 def _derived(config: Config) -> dict[tuple[str, str], Any]:
