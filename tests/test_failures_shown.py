@@ -287,8 +287,8 @@ def test_a_project_file_named_relatively_in_argv_is_refused_before_anything_runs
         assert '"{input_dir}/analyse.py"' in line and str(proj / "analyse.py") in line
         assert not (proj / ".ds").exists()  # nothing created, nothing run
     # Its absolute path runs (local workers share the folder), as does a value that is no
-    # file of the project, or one rendered per task.
-    argv = ["{python}", str(proj / "analyse.py"), "analyse.txt", "{name}"]
+    # file of the project (inline code too long for a file name), or one rendered per task.
+    argv = ["{python}", str(proj / "analyse.py"), "analyse.txt", "#" * 300 + "\npass", "{name}"]
     write_project(proj, argv=argv, groups=[{"name": "analyse.py"}])
     result = ds("run", ".", cwd=proj)
     assert result.returncode == 0, result.stderr

@@ -288,7 +288,11 @@ def _check_project_files(project: Project, result: Preflight) -> None:
             continue  # rendered per task, or found wherever the task runs
         if number == 0 and "/" not in template:
             continue  # a program looked up on PATH (`_check_program`)
-        if not (folder / template).is_file():
+        try:
+            named = (folder / template).is_file()
+        except (OSError, ValueError):  # inline code (`python -c …`): too long a name, a NUL
+            continue
+        if not named:
             continue
         name = template.removeprefix("./")
         result.findings.append(
