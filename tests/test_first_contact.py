@@ -454,3 +454,30 @@ def test_logs_follow_refuses_json(tmp_path: Path, ds: Ds) -> None:
     assert (
         result.returncode == 2 and "--follow" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+def _header(table: str) -> list[str]:
+    """The column names of the first rich table in ``table`` (its header row)."""
+    line = next(ln for ln in table.splitlines() if ln.startswith("┃"))
+    return [cell.strip() for cell in line.strip("┃").split("┃")]
+
+
+#: The order of every table of counts: the outcomes, then what is still under way, the sum.
+COUNTS = ["done", "skipped", "dead", "failed", "running", "pending", "total"]
+
+
+@pytest.mark.slow
+def test_status_report_and_html_show_the_counts_in_one_order(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    assert ds("run", "proj", "--interval", "0.2", cwd=tmp_path).returncode == 0
+    status = ds("status", cwd=folder)
+    report = ds("report", cwd=folder)
+    assert status.returncode == 0 and report.returncode == 0, status.stderr + report.stderr
+    assert _header(status.stderr) == [*COUNTS, "workers"], status.stderr
+    assert _header(report.stderr) == COUNTS, report.stderr
+    html = (folder / ".ds/P/report.html").read_text()
+    strip = [html.index(f'id="count-{name}"') for name in COUNTS]
+    assert strip == sorted(strip)
+    for args in (("status", "--json"), ("report", "--json")):
+        counts = json.loads(ds(*args, cwd=folder).stdout)["counts"]
+        assert list(counts)[: len(COUNTS)] == COUNTS, (args, counts)

@@ -27,8 +27,12 @@ from typing import Any
 
 from distributed_something.records import AttemptKey, ManifestEntry, Mark, RunRecords
 
-#: The states a task can be in, in the order tables show them.
-STATES = ("done", "skipped", "running", "failed", "pending", "dead")
+#: The states a task can be in, in the order every table of counts shows them (`ds status`,
+#: `ds report`, the HTML report, `--json` counts): the outcomes (done, skipped, dead), then
+#: the tasks still under way, nearest to an outcome first (failed: waiting for a retry).
+STATES = ("done", "skipped", "dead", "failed", "running", "pending")
+#: The columns of a table of counts: the states, then their sum.
+COUNT_COLUMNS = (*STATES, "total")
 #: States in which nothing more will happen to a task in this run.
 FINAL_STATES = frozenset({"done", "skipped", "dead"})
 

@@ -21,6 +21,7 @@ from rich.text import Text
 from distributed_something.backends import backend_kind
 from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
+from distributed_something.ledger import COUNT_COLUMNS
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
 from distributed_something.report.render import clip, dead_task_text, print_summary, short_id
@@ -367,12 +368,13 @@ def _status_frame(st: run_info.Status) -> list[RenderableType]:
     p = st.progress
     title = f"{st.app_name} · run {st.run_id}" + ("" if st.active else " (finished)")
     table = Table(title=title)
-    # The report's names (a failed task waits for its retry; dead ones are out of retries).
-    columns = ("total", "done", "skipped", "running", "failed", "pending", "dead", "workers")
-    for col in columns:
+    # The report's columns in its order (a failed task waits for its retry; dead ones are
+    # out of retries), then the workers.
+    counts = p.counts()
+    for col in (*COUNT_COLUMNS, "workers"):
         table.add_column(col, justify="right")
     table.add_row(
-        *map(str, (p.total, p.done, p.skipped, p.running, p.failed, p.pending, p.dead)),
+        *(str(counts[col]) for col in COUNT_COLUMNS),
         f"{st.workers_running}/{st.workers_desired}",
     )
     eta = f", ETA {st.eta_seconds:.0f}s" if st.eta_seconds is not None else ""
@@ -431,7 +433,9 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     table.add_column("run", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    for col in ("total", "done", "skipped", "dead"):
+    # The outcomes and the total, in the order of `ds status` and `ds report`.
+    runs_columns = [c for c in COUNT_COLUMNS if c in ("done", "skipped", "dead", "total")]
+    for col in runs_columns:
         table.add_column(col, justify="right", no_wrap=True)
     for r in found:
         c = r.counts
@@ -439,7 +443,7 @@ def runs(config_path: Path | None, as_json: bool) -> None:
             r.run_id,
             time.strftime("%m-%d %H:%M", time.localtime(r.created_at)),
             r.state,
-            *(str(c[k]) for k in ("total", "done", "skipped", "dead")),
+            *(str(c[k]) for k in runs_columns),
         )
     console.print(table)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distributed_something.ledger import Ledger
+from distributed_something.ledger import COUNT_COLUMNS, Ledger
 
 
 @dataclass(frozen=True)
@@ -31,17 +31,8 @@ class Progress:
         return self.done + self.skipped + self.dead
 
     def counts(self) -> dict[str, int]:
-        """The counts under the run report's names."""
-        return {
-            "done": self.done,
-            "skipped": self.skipped,
-            "running": self.running,
-            "failed": self.failed,
-            "pending": self.pending,
-            "dead": self.dead,
-            "total": self.total,
-            "duplicates": self.duplicates,
-        }
+        """The counts under the run report's names, in its order (`ledger.COUNT_COLUMNS`)."""
+        return {name: getattr(self, name) for name in (*COUNT_COLUMNS, "duplicates")}
 
 
 def measure(ledger: Ledger) -> Progress:

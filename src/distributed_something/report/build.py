@@ -13,12 +13,13 @@ from typing import Any, Protocol, TypeVar
 
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.fork import ForkCall
-from distributed_something.ledger import DONE_ATTEMPT, event_code, state_of
+from distributed_something.ledger import DONE_ATTEMPT, STATES, event_code, state_of
 from distributed_something.records import Attempt, AttemptKey, DoneMarker, Failure, RunRecords
 from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
 
-OUTCOMES = ("done", "skipped", "running", "failed", "dead", "pending")
+#: A task's outcomes in the report: the ledger's states, in the same order.
+OUTCOMES = STATES
 
 
 @dataclass

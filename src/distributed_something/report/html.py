@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from distributed_something.atomicfile import write_text_atomically
+from distributed_something.ledger import COUNT_COLUMNS
 from distributed_something.records import CORRUPT_FIX
-from distributed_something.report.build import OUTCOMES, AttemptSpan, RunReport, TaskReport
+from distributed_something.report.build import AttemptSpan, RunReport, TaskReport
 from distributed_something.report.context import href_of, links_under
 from distributed_something.report.scales import (
     Ticks,
@@ -261,7 +262,7 @@ def _header(report: RunReport) -> str:
 
 def _counts_strip(report: RunReport) -> str:
     boxes = []
-    for name in (*OUTCOMES, "total", "duplicates"):
+    for name in (*COUNT_COLUMNS, "duplicates"):
         boxes.append(
             f'<div class="count o-{name}" id="count-{name}">'
             f'<span class="n">{_count(report, name)}</span>'

@@ -9,8 +9,9 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from distributed_something.ledger import COUNT_COLUMNS
 from distributed_something.records import CORRUPT_FIX
-from distributed_something.report.build import OUTCOMES, RunReport, short_group
+from distributed_something.report.build import RunReport, short_group
 from distributed_something.report.scales import format_duration, format_usd, plural
 from distributed_something.ui import console
 
@@ -27,10 +28,9 @@ COLORS = {
 def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
     """Counts by outcome, timing, and the tasks that need attention."""
     table = Table(title=f"{report.app_name} · run {report.run_id}", show_header=True)
-    for outcome in OUTCOMES:
-        table.add_column(outcome, justify="right", style=COLORS[outcome])
-    table.add_column("total", justify="right")
-    table.add_row(*(str(report.counts[o]) for o in OUTCOMES), str(report.counts["total"]))
+    for column in COUNT_COLUMNS:
+        table.add_column(column, justify="right", style=COLORS.get(column, ""))
+    table.add_row(*(str(report.counts[c]) for c in COUNT_COLUMNS))
     console.print(table)
     stats = report.duration_stats
     if stats:
