@@ -418,3 +418,21 @@ def test_add_levels_refuses_what_it_cannot_do_and_changes_nothing(
         add_levels(tmp_path / "plain", 1)
     assert main(["add-levels", str(tmp_path / "nowhere")]) == 1
     assert main(["add-levels", str(out), "--factor", "1"]) == 2
+
+
+def test_the_command_line_names_each_image_it_wrote(
+    tmp_path: Path, channels: dict[str, np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One image is OUTPUT itself: "." (it was "" — an image with no name).
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "in"), str(out), "-r", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(
+        f"wrote {out}: " + json.dumps({"layout": "image", "images": ["."], "levels": [2]})
+    )
+    # A plate: each image's path under OUTPUT.
+    write_tiffs(tmp_path / "plate", {"r01c01f01p01-ch1sk1fk1fl1.tiff": rng_image(1, (8, 8))})
+    plate = tmp_path / "plate.zarr"
+    assert main(["convert", str(tmp_path / "plate"), str(plate), "-r", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.split(f"wrote {plate}: ", 1)[1])
+    assert summary == {"layout": "plate", "images": ["A/1/0"], "levels": [1]}

@@ -879,6 +879,11 @@ def image_groups(root: Any) -> list[str]:
     raise ConvertError("it is not an OME-Zarr image, plate or bioformats2raw output")
 
 
+def _shown(path: str) -> str:
+    """An image path ('' = the root) as printed: relative to the OME-Zarr, "." for its root."""
+    return path or "."
+
+
 def _next_path(last: str, existing: Sequence[str]) -> str:
     match = re.fullmatch(r"(.*?)(\d+)", last)
     candidate = f"{match.group(1)}{int(match.group(2)) + 1}" if match else str(len(existing))
@@ -966,7 +971,7 @@ def add_levels(path: Path, levels: int = 1, *, factor: int = 2, method: str = "m
         height, width = group[last].shape[-2:]
         if height // factor**levels < 1 or width // factor**levels < 1:
             raise ConvertError(
-                f"{path}/{p}: its last level is {height}×{width}, too small for {levels} more "
+                f"{path / p}: its last level is {height}×{width}, too small for {levels} more "
                 f"level(s) {factor} times smaller each"
             )
     for group in groups:
@@ -1011,7 +1016,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if args.command == "convert":
             result = convert(Path(args.input), Path(args.output), options_from(args))
-            summary = {"layout": result.layout, "images": result.images, "levels": result.levels}
+            # Paths relative to OUTPUT, as a user reads them: "." for an image at OUTPUT itself.
+            images = [_shown(path) for path in result.images]
+            summary = {"layout": result.layout, "images": images, "levels": result.levels}
             print(f"{PROG}: wrote {args.output}: {json.dumps(summary)}")
         else:
             changed = add_levels(
