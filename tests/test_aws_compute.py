@@ -174,6 +174,7 @@ def test_ecs_saying_a_worker_cannot_be_placed_is_why_workers_are_missing() -> No
 
 
 def test_ds_status_shows_why_workers_are_not_started() -> None:
+    from distributed_something.backends import backend_kind
     from distributed_something.cli.commands import _status_frame
     from distributed_something.monitor.progress import from_counts
     from distributed_something.usecases.run_info import Status
@@ -191,6 +192,8 @@ def test_ds_status_shows_why_workers_are_not_started() -> None:
         None,
         workers_waiting="was unable to place a task [because] of memory",
     )
-    text = " ".join(str(getattr(part, "plain", "")) for part in _status_frame(st))
+    frame = _status_frame(st, backend_kind("aws"))
+    text = " ".join(str(getattr(part, "plain", "")) for part in frame)
     assert "workers not started: was unable to place a task [because] of memory" in text
+    assert "2 worker(s) asked of ECS: 0 running, 2 waiting to start on a machine" in text
     assert st.to_json()["workers"]["waiting"].startswith("was unable to place")

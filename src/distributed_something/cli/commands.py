@@ -18,9 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from distributed_something.backends import backend_kind
+from distributed_something.backends import BackendKind, backend_kind
 from distributed_something.cli.main import backend_option, cli, directory_option
 from distributed_something.errors import InputError
+from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.ledger import COUNT_COLUMNS
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
@@ -233,7 +234,21 @@ def start_cluster(fleet: Path | None, config_path: Path | None) -> None:
         info(f"{project.config.backend} backend: the fleet file is not needed and was ignored")
         fleet = None
     status = lifecycle.start_cluster(project, fleet)
-    info(f"{status.running} worker(s) running")
+    info(workers_line(status, backend_kind(project.config.backend)))
+    if status.waiting:
+        info(f"[yellow]workers not started:[/] {escape(status.waiting)}")
+
+
+def workers_line(status: ComputeStatus, kind: BackendKind) -> str:
+    """What the workers asked for are doing, in the backend's words (`BackendKind`): "N
+    worker(s) running" when all are, else how many were asked for, run and wait."""
+    waiting = status.desired - status.running
+    if not kind.workers_queued or waiting <= 0:
+        return f"{status.running} worker(s) running"
+    return (
+        f"{status.desired} worker(s) {kind.workers_asked}: {status.running} running, "
+        f"{waiting} {kind.workers_queued}"
+    )
 
 
 @cli.command()
@@ -291,20 +306,26 @@ def status(
     """Counts by state (from the run's records), workers and ETA of the run."""
     project = open_project(config_path)
     st = run_info.status(project, run_id=run_id)
+    kind = backend_kind(project.config.backend)
     if watch is None:
         if as_json:
             emit_json(st.to_json())
         else:
-            console.print(Group(*_status_frame(st)))
+            console.print(Group(*_status_frame(st, kind)))
         return
     try:
-        _watch_status(project, run_id, st, watch, as_json)
+        _watch_status(project, kind, run_id, st, watch, as_json)
     except KeyboardInterrupt:
         info("stopped watching (the run goes on)")
 
 
 def _watch_status(
-    project: Project, run_id: str | None, st: run_info.Status, every: float, as_json: bool
+    project: Project,
+    kind: BackendKind,
+    run_id: str | None,
+    st: run_info.Status,
+    every: float,
+    as_json: bool,
 ) -> None:
     """Show ``st`` and refresh it every ``every`` seconds until the run is over: in place on a
     terminal, else one frame (or JSON line) per refresh."""
@@ -315,17 +336,17 @@ def _watch_status(
                 print(json.dumps(st.to_json()), flush=True)
             else:
                 console.print(
-                    Group(Text(time.strftime("%H:%M:%S"), style="dim"), *_status_frame(st))
+                    Group(Text(time.strftime("%H:%M:%S"), style="dim"), *_status_frame(st, kind))
                 )
             if _run_over(st):
                 return
             time.sleep(every)
             st = run_info.status(project, run_id=run_id, lookups=lookups)
-    with Live(Group(*_status_frame(st)), console=console, auto_refresh=False) as live:
+    with Live(Group(*_status_frame(st, kind)), console=console, auto_refresh=False) as live:
         while not _run_over(st):
             time.sleep(every)
             st = run_info.status(project, run_id=run_id, lookups=lookups)
-            live.update(Group(*_status_frame(st)), refresh=True)
+            live.update(Group(*_status_frame(st, kind)), refresh=True)
 
 
 def _run_over(st: run_info.Status) -> bool:
@@ -363,8 +384,8 @@ def _for(seconds: float) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
-def _status_frame(st: run_info.Status) -> list[RenderableType]:
-    """The status table and the notes under it."""
+def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType]:
+    """The status table and the notes under it; ``kind`` words the workers (`workers_line`)."""
     p = st.progress
     title = f"{st.app_name} · run {st.run_id}" + ("" if st.active else " (finished)")
     table = Table(title=title)
@@ -399,7 +420,10 @@ def _status_frame(st: run_info.Status) -> list[RenderableType]:
             f"[yellow]{st.unsent} pending task(s) not sent yet[/] (a submit was interrupted): "
             "`ds monitor`, `ds run` or `ds submit` sends them"
         )
-    if st.active and st.workers_running == 0 and p.total > p.finished:
+    workers = ComputeStatus(desired=st.workers_desired, running=st.workers_running)
+    if st.active and kind.workers_queued and workers.desired > workers.running:
+        notes.append(workers_line(workers, kind))  # e.g. Slurm jobs still PENDING
+    elif st.active and st.workers_running == 0 and p.total > p.finished:
         notes.append(
             "no workers are running (none started yet, or the run was interrupted): `ds run` "
             "again resumes it, or `ds start-cluster` then `ds monitor`"

@@ -172,6 +172,11 @@ class BackendKind:
     - ``state_in_project``: everything of the backend's runs (state, queue, storage, records)
       lives under the project's state folder (`Project.state_dir`): without that folder the
       project has no run, known without opening the backend (which makes its folders).
+    - ``workers_asked`` / ``workers_queued``: how `ds start-cluster` and `ds status` word the
+      workers asked for (`ComputeStatus.desired`) and those of them not running yet, when the
+      backend starts its workers later (Slurm queues jobs, ECS places tasks on machines);
+      ``workers_queued`` "": it starts them at once (local), so a worker asked for and not
+      running has exited.
     """
 
     name: str
@@ -189,6 +194,8 @@ class BackendKind:
     destroy: Callable[[Project, str | None], list[str]] | None = None
     set_interactive: Callable[[bool], None] | None = None
     state_in_project: bool = False
+    workers_asked: str = "started"
+    workers_queued: str = ""
 
     def unread_input_note(self, project: Project, bucket: str, key: str) -> str:
         """Why validation did not read ``key`` of ``bucket`` (``unread_input``, else a

@@ -81,4 +81,7 @@ KIND = BackendKind(
     bootstrap=_bootstrap,
     destroy=_destroy,
     set_interactive=_set_interactive,
+    # The service's tasks start as ECS places them on the fleet's machines and pulls the image.
+    workers_asked="asked of ECS",
+    workers_queued="waiting to start on a machine",
 )

@@ -65,4 +65,11 @@ def open_slurm(project: Project) -> Backend:
 
 
 #: `ds validate` checks Slurm's commands and the configured partition (checks.py)
-KIND = BackendKind(name="slurm", open=open_slurm, validate_notes=validate_notes)
+KIND = BackendKind(
+    name="slurm",
+    open=open_slurm,
+    validate_notes=validate_notes,
+    # An array element waits in Slurm's queue until the cluster (and its %N throttle) has room.
+    workers_asked="submitted as Slurm jobs",
+    workers_queued="queued (PENDING in squeue)",
+)
