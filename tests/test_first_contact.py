@@ -131,6 +131,15 @@ def test_bare_ds_prints_the_usage(tmp_path: Path, ds: Ds) -> None:
     assert "error" not in result.stderr
 
 
+def test_the_help_and_init_name_every_backend(tmp_path: Path, ds: Ds) -> None:
+    # They named local and AWS only: a Slurm user could think ds is not for them.
+    usage = " ".join(ds("--help", cwd=tmp_path).stdout.split())
+    assert "locally, on a Slurm cluster or on AWS spot capacity" in usage, usage
+    toml = (_project(tmp_path, ds) / "ds.toml").read_text()
+    (line,) = [ln for ln in toml.splitlines() if ln.startswith("backend = ")]
+    assert '"slurm"' in line and '"aws"' in line and "docs/slurm.md" in line
+
+
 def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
     missing = ds("status", "--json", cwd=tmp_path)
     assert missing.returncode == 2

@@ -106,7 +106,8 @@ def backend_option(fn: F) -> F:
 @directory_option
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """Distributed-Something: run a command over many jobs, locally or on AWS spot capacity.
+    """Distributed-Something: run a command over many jobs, locally, on a Slurm cluster or
+    on AWS spot capacity.
 
     Commands read ds.toml (or a legacy config.py) from the current folder, from the folder
     `-C DIR` names, or the file or folder `--config` names. What is written for people

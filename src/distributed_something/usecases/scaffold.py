@@ -11,7 +11,7 @@ from distributed_something.errors import InputError
 DS_TOML = """\
 # Distributed-Something run config. Reference: docs/configuration.md
 app_name = "{app_name}"
-backend = "local"            # "aws" to run on SQS + ECS Spot + S3
+backend = "local"            # "slurm": sbatch job arrays (docs/slurm.md); "aws": SQS + ECS Spot + S3
 
 [recipe]
 name = "command"
