@@ -140,6 +140,21 @@ def test_the_help_and_init_name_every_backend(tmp_path: Path, ds: Ds) -> None:
     assert '"slurm"' in line and '"aws"' in line and "docs/slurm.md" in line
 
 
+@pytest.mark.slow
+def test_empty_listings_say_so_rather_than_print_bare_headers(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    runs = ds("runs", cwd=folder)
+    assert runs.returncode == 0 and runs.stderr.strip() == (
+        "no run of P yet: `ds run` starts one (or `ds setup`)"
+    )
+    assert json.loads(ds("runs", "--json", cwd=folder).stdout) == []
+    assert ds("run", ".", "--interval", "0.2", cwd=folder).returncode == 0
+    dead = ds("dead", "list", cwd=folder)
+    assert dead.returncode == 0
+    assert dead.stderr.strip() == "no dead task in the current run (`ds status` shows its counts)"
+    assert json.loads(ds("dead", "list", "--json", cwd=folder).stdout) == []
+
+
 def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
     missing = ds("status", "--json", cwd=tmp_path)
     assert missing.returncode == 2

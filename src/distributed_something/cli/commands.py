@@ -446,6 +446,9 @@ def runs(config_path: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json([r.to_json() for r in found])
         return
+    if not found:  # rather than a table of headers only
+        info(f"no run of {project.config.app_name} yet: `ds run` starts one (or `ds setup`)")
+        return
     # Light borders and no job column (it is in --json): a run's id, start and counts fit
     # 80 columns, and the id, which --run takes, is never cut.
     table = Table(
@@ -589,6 +592,10 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
     if as_json:
         emit_json([d.to_json() for d in items])
         return
+    if not items:  # rather than a table of headers only
+        which = f"run {run_id}" if run_id else "the current run"
+        info(f"no dead task in {which} (`ds status` shows its counts)")
+        return
     table = Table(title=f"dead tasks ({len(items)})")
     for col in ("task", "group", "tries", "cause", "error"):
         table.add_column(col, overflow="fold")
@@ -601,8 +608,7 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
             escape(clip(d.first_error or d.error, 160)),
         )
     console.print(table)
-    if items:
-        info("see `ds dead show TASK`, `ds logs TASK`, `ds dead redrive`")
+    info("see `ds dead show TASK`, `ds logs TASK`, `ds dead redrive`")
 
 
 @dead.command("show")
