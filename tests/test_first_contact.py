@@ -155,6 +155,20 @@ def test_empty_listings_say_so_rather_than_print_bare_headers(tmp_path: Path, ds
     assert json.loads(ds("dead", "list", "--json", cwd=folder).stdout) == []
 
 
+@pytest.mark.slow
+def test_run_and_submit_say_what_was_submitted_in_the_same_words(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    run = ds("run", ".", "--interval", "0.2", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    # `ds run` said "submitted 3 tasks (0 already done, 0 duplicate groups dropped)".
+    assert "submitted 3 tasks from job.json (ds format); 0 already done\n" in run.stderr
+    assert "duplicate" not in run.stderr
+    assert ds("setup", cwd=folder).returncode == 0
+    again = ds("submit", "job.json", cwd=folder)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == "submitted 0 tasks from job.json (ds format); 3 already done\n"
+
+
 def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
     missing = ds("status", "--json", cwd=tmp_path)
     assert missing.returncode == 2

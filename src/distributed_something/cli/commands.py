@@ -208,20 +208,8 @@ def submit(
                 "resumed": result.resumed,
             }
         )
-    if result.resumed:
-        info(f"sent {result.resumed} tasks an interrupted submit had left unsent")
-    info(
-        f"submitted {result.sent} task{'' if result.sent == 1 else 's'} from {job} "
-        f"({result.job_format} format); "
-        f"{result.skipped} already done"
-    )
-    if result.left_out:
-        info(
-            f"[yellow]{result.left_out} task(s) left out: already pending or running in this "
-            "run[/] (`--force` sends them anyway)"
-        )
-    if result.duplicates:
-        info(f"[yellow]{result.duplicates} duplicate group(s) submitted once[/]")
+    for line in result.lines(str(job)):
+        info(line)
 
 
 @cli.command("start-cluster")

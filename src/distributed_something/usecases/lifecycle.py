@@ -107,6 +107,24 @@ class SubmitResult:
     left_out: int = 0
     resumed: int = 0
 
+    def lines(self, job_name: str) -> list[str]:
+        """What `ds submit` and `ds run` say of it (rich markup), the same words in both."""
+        said = []
+        if self.resumed:
+            said.append(f"sent {self.resumed} tasks an interrupted submit had left unsent")
+        said.append(
+            f"submitted {self.sent} task{'' if self.sent == 1 else 's'} from {job_name} "
+            f"({self.job_format} format); {self.skipped} already done"
+        )
+        if self.left_out:
+            said.append(
+                f"[yellow]{self.left_out} task(s) left out: already pending or running in "
+                "this run[/] (`--force` sends them anyway)"
+            )
+        if self.duplicates:
+            said.append(f"[yellow]{self.duplicates} duplicate group(s) submitted once[/]")
+        return said
+
 
 def submit(
     project: Project,
@@ -189,7 +207,8 @@ def submit(
         skipped = len(finished)
     # The ledger summary counts the new manifest now, not at the first `ds status`.
     summary.read_counts(records)
-    bar = task_bar("submit") if show_progress else None
+    # Nothing to send (every task done or left out): no bar counting 0/0.
+    bar = task_bar("submit") if show_progress and len(tasks) else None
     bar_id = bar.add_task("submit", total=len(tasks), detail="") if bar else None
     sent = 0
 
@@ -530,11 +549,8 @@ def run(
             new.resources[FORCE_RESOURCE] = True
             save_state(project, new, backend.storage)
         result = _submit_for_run(project, job_path, job, backend, force, show_progress)
-        info(
-            f"submitted {result.sent} task{'' if result.sent == 1 else 's'} "
-            f"({result.skipped} already done, "
-            f"{result.duplicates} duplicate groups dropped)"
-        )
+        for line in result.lines(job_path.name):
+            info(line)
     del job  # a million parsed tasks are not held while the run is watched
     start_cluster(project, fleet_path, backend)
     try:
