@@ -169,6 +169,18 @@ def test_run_and_submit_say_what_was_submitted_in_the_same_words(tmp_path: Path,
     assert again.stderr == "submitted 0 tasks from job.json (ds format); 3 already done\n"
 
 
+def test_status_of_a_run_set_up_without_tasks_says_what_to_do_next(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    assert ds("setup", cwd=folder).returncode == 0
+    status = ds("status", cwd=folder)
+    assert status.returncode == 0, status.stderr
+    # It showed a table of zeros and nothing else.
+    assert "no task submitted to this run yet: `ds submit job.json` sends them" in status.stderr
+    assert ds("submit", "job.json", cwd=folder).returncode == 0
+    assert "no task submitted" not in ds("status", cwd=folder).stderr
+    assert ds("cleanup", cwd=folder).returncode == 0
+
+
 def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
     missing = ds("status", "--json", cwd=tmp_path)
     assert missing.returncode == 2

@@ -408,6 +408,11 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
             f"[yellow]{st.unsent} pending task(s) not sent yet[/] (a submit was interrupted): "
             "`ds monitor`, `ds run` or `ds submit` sends them"
         )
+    if st.active and p.total == 0 and not st.unsent:
+        notes.append(
+            "no task submitted to this run yet: `ds submit job.json` sends them (`ds run` "
+            "does every step)"
+        )
     workers = ComputeStatus(desired=st.workers_desired, running=st.workers_running)
     if st.active and kind.workers_queued and workers.desired > workers.running:
         notes.append(workers_line(workers, kind))  # e.g. Slurm jobs still PENDING
