@@ -181,6 +181,18 @@ def test_status_of_a_run_set_up_without_tasks_says_what_to_do_next(tmp_path: Pat
     assert ds("cleanup", cwd=folder).returncode == 0
 
 
+def test_report_of_a_run_without_tasks_says_so(tmp_path: Path, ds: Ds) -> None:
+    folder = _project(tmp_path, ds)
+    assert ds("setup", cwd=folder).returncode == 0
+    report = ds("report", cwd=folder)
+    assert report.returncode == 0, report.stderr
+    assert "no task submitted to this run yet: `ds submit job.json` sends them" in report.stderr
+    # A monitor started before any submit ends the run: the report says what to do then.
+    assert ds("monitor", "--interval", "0.1", cwd=folder).returncode == 0
+    ended = ds("report", cwd=folder).stderr
+    assert "this run ended with no task submitted: `ds run` starts a new one" in ended, ended
+
+
 def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
     missing = ds("status", "--json", cwd=tmp_path)
     assert missing.returncode == 2

@@ -25,7 +25,13 @@ from distributed_something.interfaces.compute import ComputeStatus
 from distributed_something.ledger import COUNT_COLUMNS
 from distributed_something.project import Project
 from distributed_something.report.build import RunReport, short_group
-from distributed_something.report.render import clip, dead_task_text, print_summary, short_id
+from distributed_something.report.render import (
+    NO_TASK_YET,
+    clip,
+    dead_task_text,
+    print_summary,
+    short_id,
+)
 from distributed_something.ui import console, info
 from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
@@ -409,10 +415,7 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
             "`ds monitor`, `ds run` or `ds submit` sends them"
         )
     if st.active and p.total == 0 and not st.unsent:
-        notes.append(
-            "no task submitted to this run yet: `ds submit job.json` sends them (`ds run` "
-            "does every step)"
-        )
+        notes.append(NO_TASK_YET)
     workers = ComputeStatus(desired=st.workers_desired, running=st.workers_running)
     if st.active and kind.workers_queued and workers.desired > workers.running:
         notes.append(workers_line(workers, kind))  # e.g. Slurm jobs still PENDING

@@ -24,6 +24,11 @@ COLORS = {
     "pending": "white",
 }
 
+#: What `ds status` and `ds report` say of a run in progress that has no task yet.
+NO_TASK_YET = (
+    "no task submitted to this run yet: `ds submit job.json` sends them (`ds run` does every step)"
+)
+
 
 def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
     """Counts by outcome, timing, and the tasks that need attention."""
@@ -32,6 +37,13 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
         table.add_column(column, justify="right", style=COLORS.get(column, ""))
     table.add_row(*(str(report.counts[c]) for c in COUNT_COLUMNS))
     console.print(table)
+    if report.counts["total"] == 0:  # not a table of zeros alone
+        console.print(
+            NO_TASK_YET
+            if report.finished_at is None
+            else "this run ended with no task submitted: `ds run` starts a new one (or "
+            "`ds setup`, then `ds submit job.json`)"
+        )
     stats = report.duration_stats
     if stats:
         console.print(
