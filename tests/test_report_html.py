@@ -367,6 +367,9 @@ def test_empty_report_renders() -> None:
     assert "No task durations recorded." in text
     assert "No task finished in this run yet." in text
     assert "No tasks were submitted." in text
+    # The verdict said "Every task is done or skipped." of a run without any task.
+    assert "Every task is done" not in text and not root.find_all("p", cls="ok")
+    assert "No tasks were submitted to this run." in text
 
 
 def test_single_task_report_renders_without_zero_division() -> None:

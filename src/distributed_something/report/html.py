@@ -239,11 +239,12 @@ def _header(report: RunReport) -> str:
     else:
         finished = _utc(report.finished_at)
         wall = format_duration(max(0.0, report.finished_at - report.created_at))
-    verdict = (
-        '<p class="ok">Every task is done or skipped.</p>'
-        if _ok(report)
-        else '<p class="bad">Some tasks are dead, failed, running or pending: see below.</p>'
-    )
+    if _count(report, "total") == 0:  # not "every task is done" of a run without any
+        verdict = '<p class="empty">No tasks were submitted to this run.</p>'
+    elif _ok(report):
+        verdict = '<p class="ok">Every task is done or skipped.</p>'
+    else:
+        verdict = '<p class="bad">Some tasks are dead, failed, running or pending: see below.</p>'
     rows = [
         ("app", _e(report.app_name)),
         ("run id", _e(report.run_id)),
