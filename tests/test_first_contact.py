@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 import pytest
 
@@ -191,6 +192,32 @@ def test_report_of_a_run_without_tasks_says_so(tmp_path: Path, ds: Ds) -> None:
     assert ds("monitor", "--interval", "0.1", cwd=folder).returncode == 0
     ended = ds("report", cwd=folder).stderr
     assert "this run ended with no task submitted: `ds run` starts a new one" in ended, ended
+
+
+def test_an_ambiguous_run_prefix_names_the_runs_it_matches(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from distributed_something.backends.local.storage import FolderStorage
+    from distributed_something.errors import InputError
+    from distributed_something.state import RunState, run_state_key, state_of_run
+
+    storage = FolderStorage(tmp_path / "bucket")
+    ids = [f"20250101-00000{i}-aaaaaa" for i in range(3)]
+    ids += [f"20260101-00000{i}-bbbbbb" for i in range(6)]
+    for at, run_id in enumerate(ids):
+        state = RunState(run_id=run_id, app_name="T", backend="local", created_at=float(at))
+        storage.put_bytes(run_state_key("T", run_id), state.model_dump_json().encode())
+    project: Any = SimpleNamespace(
+        config=SimpleNamespace(app_name="T"), state_path=tmp_path / "no-state.json"
+    )
+    with pytest.raises(InputError) as ambiguous:
+        state_of_run(project, storage, "2025")
+    # It named the latest 5 runs, none of which starts with 2025.
+    assert f"matches 3 runs of T (latest: {', '.join(ids[:3])})" in str(ambiguous.value)
+    with pytest.raises(InputError) as unknown:
+        state_of_run(project, storage, "2024")
+    assert f"matches no run of T (latest: {', '.join(ids[-5:])})" in str(unknown.value)
+    assert state_of_run(project, storage, "20250101-000001").run_id == ids[1]
 
 
 def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:

@@ -218,7 +218,9 @@ def state_of_run(project: Project, storage: Storage, run_id: str | None) -> RunS
     runs = all_runs(project.config.app_name, storage)
     found = [r for r in runs if r.run_id.startswith(run_id)]
     if len(found) != 1:
-        known = ", ".join(r.run_id for r in runs[-5:]) or "none"
+        # The latest 5 of the runs it matches (of every run when it matches none): the
+        # latest 5 runs alone may not show one of those it matches.
+        known = ", ".join(r.run_id for r in (found or runs)[-5:]) or "none"
         problem = "matches no run" if not found else f"matches {len(found)} runs"
         raise InputError(
             "argument",
