@@ -220,6 +220,12 @@ def test_an_ambiguous_run_prefix_names_the_runs_it_matches(tmp_path: Path) -> No
     assert state_of_run(project, storage, "20250101-000001").run_id == ids[1]
 
 
+def test_worker_help_says_what_the_start_delay_delays(tmp_path: Path, ds: Ds) -> None:
+    usage = " ".join(ds("worker", "--help", cwd=tmp_path).stdout.split())
+    # It said "seconds to wait".
+    assert "seconds to wait before taking the first task" in usage, usage
+
+
 def test_json_errors_are_json_on_stdout(tmp_path: Path, ds: Ds) -> None:
     missing = ds("status", "--json", cwd=tmp_path)
     assert missing.returncode == 2

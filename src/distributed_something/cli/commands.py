@@ -803,7 +803,12 @@ def _with_workers(project: Project, workers: int) -> Project:
 @cli.command()
 @config_option
 @click.option("--name", default=None, help="the worker's name in logs and records")
-@click.option("--start-delay", type=click.FloatRange(min=0), default=0.0, help="seconds to wait")
+@click.option(
+    "--start-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="seconds to wait before taking the first task (the family's SECONDS_TO_START stagger)",
+)
 @click.option(
     "--processes",
     type=click.IntRange(min=1),
