@@ -381,7 +381,11 @@ def _tally(
                 tid,
                 group,
                 "done",
-                marker.attempt if marker else max(attempts, 1),
+                # The attempts that ran, as the ledger and `ds dead list` count them: the
+                # marker's number is its message's receive count, which a redrive (a new
+                # message) starts again at 1. Without attempt records (a family image's
+                # task, done by a mark) the marker's number is all there is.
+                attempts or (marker.attempt if marker else 1),
                 marker.duration if marker else None,
                 marker.outputs if marker else [],
                 duplicate=duplicate,
