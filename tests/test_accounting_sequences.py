@@ -5,8 +5,11 @@ the task command appends one line per execution to an oracle file, and what `ds 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +18,8 @@ from typing import Any
 import pytest
 
 from conftest import write_project
+from distributed_something.records import RunRecords
+from testkit import local_bucket, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +92,58 @@ def test_a_task_redriven_in_its_active_run_that_then_succeeds_counts_every_attem
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in tsv[1:]]
     by_name = {json.loads(r["group"])["name"]: int(r["attempts"]) for r in rows}
     assert by_name == dict(executions(tmp_path))
+
+
+# Records "start <pid>" and "end <pid>" in the oracle, sleeping 3 s between.
+SLOW_SCRIPT = """
+import os, sys, time
+oracle, out = sys.argv[1:3]
+open(oracle, "a").write("start %d\\n" % os.getpid())
+time.sleep(3)
+open(out + "/r.txt", "w").write("r")
+open(oracle, "a").write("end %d\\n" % os.getpid())
+"""
+
+
+def test_a_worker_stopped_past_its_lease_drops_its_result_and_each_attempt_is_one_record(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # A worker SIGSTOPped (a suspended terminal job, a debugger) past its lease: its task
+    # goes to the other worker. Its own command runs on and ends while it is stopped; when
+    # it resumes, it must find its lease lost and drop the result (the other holder owns
+    # the task), not record its attempt done over the lost record the other worker wrote.
+    oracle = tmp_path / "oracle.txt"
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_SCRIPT)
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
+        groups=[{"name": "slow"}],
+        extra={"queue": {"visibility": 2}},
+    )
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+
+    def lines() -> list[str]:
+        return oracle.read_text().splitlines() if oracle.exists() else []
+
+    assert wait_for(lambda: lines(), timeout=30)
+    first = int(lines()[0].split()[1])
+    worker = int(Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        # Stopped until its command ended and the other worker took the task over.
+        assert wait_for(lambda: {f"end {first}"} & set(lines()) and len(lines()) >= 3, 30)
+        time.sleep(0.5)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    starts = [line for line in lines() if line.startswith("start")]
+    assert len(starts) == 2  # what really ran: two executions
+    (task,) = report["tasks"]
+    assert task["outcome"] == "done" and task["attempts"] == len(starts)
+    records = RunRecords(local_bucket(proj), "T", report["run_id"])
+    keys = records.attempt_keys(task["id"])
+    assert len({k.stem for k in keys}) == len(keys), keys  # one record per attempt
+    assert sorted(k.outcome for k in keys) == ["done", "lost"]

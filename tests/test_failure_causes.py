@@ -625,6 +625,36 @@ def test_a_lost_worker_is_cause_lost_and_uses_no_retry(tmp_path: Path) -> None:
     assert [a["outcome"] for a in rig.attempts(task)] == ["lost", "failed", "dead"]
 
 
+class StoppedPastLeaseRunner:
+    """Runs the command, then plays what happens to a worker SIGSTOPped while it ran: its
+    lease runs out and another worker receives the task (a new lease on the same message)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.inner = SubprocessRunner(grace_seconds=1)
+
+    def run(self, argv: Any, **kwargs: Any) -> RunResult:
+        result = self.inner.run(argv, **kwargs)
+        self.rig.clock.advance(60)  # stopped past its lease (30 s)
+        assert len(self.rig.queue.receive(1, 30)) == 1  # the other worker's delivery
+        return result
+
+
+def test_a_worker_that_resumes_past_its_lease_drops_the_result(tmp_path: Path) -> None:
+    # The command succeeded while its worker was stopped; meanwhile the task went to
+    # another worker. Resumed, the worker must not count it done nor upload: the other
+    # holder carries the task (its heartbeat thread would tell too late: the worker's own
+    # thread would have uploaded and written the done marker first).
+    rig = Rig(tmp_path, code("print('made it')"))
+    rig.worker.runner = StoppedPastLeaseRunner(rig)
+    rig.worker._heartbeat.clock = rig.clock  # the heartbeat reads the same (fake) time
+    task = rig.submit()
+    assert rig.worker.step() is Outcome.LOST
+    assert [(a["outcome"], a["cause"]) for a in rig.attempts(task)] == [("lost", "lost")]
+    assert not rig.storage.exists(rig.records.done_key(task.id))
+    assert rig.queue.counts().in_flight == 1  # left to the other holder, not deleted
+
+
 def test_a_huge_log_is_stored_capped(tmp_path: Path) -> None:
     loud = code(
         "import sys\nline = b'z' * 1023 + b'\\n'\n"

@@ -784,6 +784,11 @@ class Worker:
                 memory_limit_mb=self._memory_limit_mb(),
                 on_long=self._long_task if self._batching else None,
             )
+            # A beat overdue now (this worker was stopped or starved past it: SIGSTOP, a
+            # suspended job) is made before the result is taken: the lease may have lapsed
+            # meanwhile and another worker hold the task, which only an extension tells.
+            # Left to the heartbeat's thread, this thread could upload first.
+            self._heartbeat.tick()
         self._result = result
         self._await_stop(result)
         # A command that succeeded on its own as the stop came is carried to its end: hours
