@@ -147,3 +147,23 @@ def test_a_worker_stopped_past_its_lease_drops_its_result_and_each_attempt_is_on
     keys = records.attempt_keys(task["id"])
     assert len({k.stem for k in keys}) == len(keys), keys  # one record per attempt
     assert sorted(k.outcome for k in keys) == ["done", "lost"]
+
+
+def test_tasks_skipped_as_done_count_no_attempt_and_the_others_run_once(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # check_if_done's count rule finds the outputs of "a" and "b" already there (an earlier
+    # tool wrote them): skipped at submit, never run, so no attempt in the report.
+    groups = [{"name": n, "fails": 0} for n in ("a", "b", "c")]
+    proj = project(tmp_path, groups, check_if_done={"expected_number_files": 1})
+    bucket = proj / ".ds" / "T" / "buckets" / "default"
+    for name in ("a", "b"):
+        (bucket / "out" / name).mkdir(parents=True)
+        (bucket / "out" / name / "r.txt").write_text("earlier")
+    report = js(ok(ds("run", ".", "--json", "--interval", "0.2", cwd=proj)))
+    assert (report["counts"]["skipped"], report["counts"]["done"]) == (2, 1)
+    ran = executions(tmp_path)
+    assert ran == {"c": 1}
+    assert {t["group"]["name"]: t["attempts"] for t in report["tasks"]} == {
+        name: ran[name] for name in ("a", "b", "c")
+    }

@@ -532,7 +532,7 @@ def _unfinished(
         tid,
         group,
         outcome,
-        attempts if outcome != "skipped" else 1,
+        attempts,  # that ran: none for a task skipped as done before any ran
         error=error,
         duplicate=duplicate,
         cause=cause,
