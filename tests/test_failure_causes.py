@@ -210,6 +210,8 @@ def test_retries_used_counts_failures_since_the_last_dead_attempt() -> None:
     events = [(5, "failed"), (1, "failed"), (3, "released"), (4, "lost"), (6, "duplicate")]
     assert retries_used(events) == 2
     assert retries_used([*events, (7, "dead"), (8, "failed"), (9, "running")]) == 1
+    # A redrive starts again, with or without a dead attempt before it.
+    assert retries_used([*events, (7, "lost"), (8, "redrive"), (9, "failed")]) == 1
 
 
 # --- pure: the heartbeat's deadline, on a fake clock -------------------------------------------
@@ -653,6 +655,31 @@ def test_a_worker_that_resumes_past_its_lease_drops_the_result(tmp_path: Path) -
     assert [(a["outcome"], a["cause"]) for a in rig.attempts(task)] == [("lost", "lost")]
     assert not rig.storage.exists(rig.records.done_key(task.id))
     assert rig.queue.counts().in_flight == 1  # left to the other holder, not deleted
+
+
+def test_a_redrive_after_a_dead_mark_gives_the_task_its_retries_again(tmp_path: Path) -> None:
+    # Two failures, then the worker vanishes on the last receive: the queue dead-letters
+    # the task and the monitor marks it dead (no dead attempt). Redriven, it gets its
+    # job_retries again, as after a dead attempt: one more failure is not its last.
+    rig = Rig(tmp_path, code("import sys; sys.exit(4)"), retries=3)
+    task = rig.submit()
+    for _ in range(2):
+        assert rig.worker.step() is Outcome.FAILED
+        rig.clock.advance(1000)
+    vanished = rig.queue.receive(1, 30)[0]
+    rig.new_worker()._begin_attempt(vanished, rig.clock())
+    rig.clock.advance(60)
+    assert rig.queue.receive(1, 30) == [] and rig.queue.counts().dead == 1
+    (open_,) = [k for k in rig.records.attempt_keys(task.id) if k.outcome == "running"]
+    rig.records.close_stale(open_, "lost", rig.clock())  # as its watchdog does
+    rig.records.write_mark(task.id, "dead", rig.clock(), {"error": "dead-lettered"})
+    rig.clock.advance(10)
+    assert rig.queue.redrive([task.id]) == 1
+    rig.records.write_mark(task.id, "redrive", rig.clock(), {"from_run": "r1"})
+    rig.clock.advance(1)
+    assert rig.worker.step() is Outcome.FAILED
+    assert [f.final for f in rig.records.failures_of(task.id)] == [False, False, False]
+    assert rig.state(task) == "failed"  # retried, not dead after one attempt
 
 
 def test_a_huge_log_is_stored_capped(tmp_path: Path) -> None:

@@ -228,6 +228,8 @@ class Worker:
         #: retries the task in progress used up before this attempt (from its attempt
         #: records; None until its start is recorded: the receive count stands in)
         self._used: int | None = None
+        #: the other attempts' (start, outcome) behind ``_used``, until redrives are counted
+        self._history: list[tuple[int, str]] | None = None
         #: how the command of the task in progress ended (None before it ran)
         self._result: RunResult | None = None
         #: records of tasks carried to their end, not written yet, and their messages
@@ -436,6 +438,7 @@ class Worker:
         self._attempt = None
         self._phase = "plan"
         self._used = None
+        self._history = None
         self._result = None
         outcome = Outcome.FAILED
         try:
@@ -523,6 +526,7 @@ class Worker:
             elif not claimed.ours and (ordered or (other.started_us, other.stem) < mine):
                 return self._stand_down(message, other.stem)
         self._used = retries_used(history)
+        self._history = history
         return False
 
     def _stand_down(self, message: Message, running: str, *, delete: bool = True) -> bool:
@@ -1064,8 +1068,22 @@ class Worker:
 
     def _retries_before(self, message: Message) -> int:
         """Retries the task used up before this attempt: from its attempt records when its
-        start was recorded, else (it failed before) every earlier receive counts."""
-        return self._used if self._used is not None else max(message.receive_count - 1, 0)
+        start was recorded, else (it failed before) every earlier receive counts.
+
+        Failures before a redrive do not count: a task with failures has its marks read
+        (once, and only then: a run without failures lists no marks) for its redrives."""
+        if self._used is None:
+            return max(message.receive_count - 1, 0)
+        if self._used and self._history is not None:
+            history, self._history = self._history, None
+            try:
+                marks = self.records.marks_of(message.task_id)
+            except Exception as exc:  # noqa: BLE001 - counting all failures is the safe side
+                log.warning("could not read the marks of task %s: %s", message.task_id, exc)
+                return self._used
+            redrives = [(m.at_us, "redrive") for m in marks if m.kind == "redrive"]
+            self._used = retries_used([*history, *redrives])
+        return self._used
 
     def _fail(
         self,

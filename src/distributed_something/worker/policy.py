@@ -206,12 +206,14 @@ def retry_decision(
 
 def retries_used(attempts: Iterable[tuple[int, str]]) -> int:
     """How many retries a task has used up in its run, from its attempt records' (start
-    time, outcome) pairs in any order: the ``failed`` attempts after its latest ``dead``
-    one (a redrive after a dead attempt starts the count again). Attempts handed back,
-    lost, still running or standing down as duplicates do not count."""
+    time, outcome) pairs in any order, with its redrives as (time, ``"redrive"``): the
+    ``failed`` attempts after its latest ``dead`` one or redrive (a redrive starts the count
+    again, also of a task dead-lettered without a dead attempt: its worker vanished on the
+    last receive). Attempts handed back, lost, still running or standing down as duplicates
+    do not count."""
     used = 0
     for _, outcome in sorted(attempts):
-        if outcome == "dead":
+        if outcome in ("dead", "redrive"):
             used = 0
         elif outcome == "failed":
             used += 1
