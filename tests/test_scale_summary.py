@@ -695,3 +695,18 @@ def test_status_watch_looks_up_each_running_task_once_a_minute(tmp_path: Path) -
     # Without lookups (a single `ds status`), every running task is listed.
     assert run_info.running_tasks(records, [ids[0]]) != []
     assert listed[-1] == [ids[0]]
+
+
+def test_a_running_tasks_attempt_counts_the_attempts_that_ran_before_it(tmp_path: Path) -> None:
+    """`ds status` names a running task's attempt as `ds report` and `ds dead list` count
+    them (attempts that ran, stood-down duplicates not), not by its message's receive count,
+    which a redrive (a new message) or a re-send starts again at 1."""
+    records, ids = make_records(tmp_path)
+    run_attempt(records, ids[0], "failed", n=1)
+    run_attempt(records, ids[0], "dead", n=2)
+    run_attempt(records, ids[0], "duplicate", n=1)
+    run_attempt(records, ids[0], "running", n=1)  # redriven: a new message, receive 1
+    ((task_id, attempt),) = [
+        (t.task_id, t.attempt) for t in run_info.running_tasks(records, [ids[0]])
+    ]
+    assert (task_id, attempt) == (ids[0], 3)

@@ -26,7 +26,7 @@ from distributed_something.ledger import Ledger, read_counts_running, read_ledge
 from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.project import Project
 from distributed_something.recipes.cellprofiler import parse_metadata
-from distributed_something.records import Attempt, RunRecords
+from distributed_something.records import Attempt, AttemptKey, RunRecords
 from distributed_something.report.build import attempt_cause, failure_cause, first_error_line
 from distributed_something.sending import unsent
 from distributed_something.state import (
@@ -194,11 +194,21 @@ def running_tasks(
     for task_id, attempts in zip(asked, records.attempt_keys_of(asked), strict=True):
         open_ = [a for a in attempts if a.outcome == "running"]
         if open_:
-            found.append(RunningTask(task_id, open_[-1].attempt, open_[-1].started_us / 1e6))
+            latest = open_[-1]
+            found.append(RunningTask(task_id, _ordinal(attempts, latest), latest.started_us / 1e6))
     if lookups is not None:
         lookups.keep(found, asked)
         found = lookups.known(wanted)
     return sorted(found, key=lambda task: task.started_at)
+
+
+def _ordinal(attempts: list[AttemptKey], attempt: AttemptKey) -> int:
+    """Which attempt of its task ``attempt`` is, counted as the ledger counts attempts (those
+    that ran, stood-down duplicates not): its record's number is its message's receive
+    count, which a redrive or a re-send as a fresh message starts again at 1."""
+    return sum(
+        1 for a in attempts if a.outcome != "duplicate" and a.started_us <= attempt.started_us
+    )
 
 
 def _is_current(project: Project, backend: Backend, state: RunState) -> bool:
