@@ -167,3 +167,30 @@ def test_tasks_skipped_as_done_count_no_attempt_and_the_others_run_once(
     assert {t["group"]["name"]: t["attempts"] for t in report["tasks"]} == {
         name: ran[name] for name in ("a", "b", "c")
     }
+
+
+def test_a_dead_task_submitted_again_counts_pending_not_dead_until_it_runs(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # A second submit of the job sends its dead task again (only tasks under way are left
+    # out): from then on it is queued, so pending, not dead, and `ds dead list` no longer
+    # lists it (a redrive of it would send it twice). Then it runs and succeeds.
+    proj = project(
+        tmp_path,
+        [{"name": "flaky", "fails": 2}, {"name": "fine", "fails": 0}],
+        queue={"job_retries": 2},
+    )
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+    ok(ds("status", "--watch", "0.5", cwd=proj, timeout=120))
+    assert js(ok(ds("status", "--json", cwd=proj)))["counts"]["dead"] == 1
+    again = js(ok(ds("submit", "job.json", "--json", cwd=proj)))
+    assert again["sent"] == 1
+    counts = js(ok(ds("status", "--json", cwd=proj)))["counts"]
+    assert (counts["dead"], counts["pending"], counts["done"]) == (0, 1, 1)
+    assert js(ok(ds("dead", "list", "--json", cwd=proj))) == []
+    ok(ds("start-cluster", cwd=proj))
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    assert report["counts"]["done"] == 2 and report["counts"]["dead"] == 0
+    assert executions(tmp_path) == {"flaky": 3, "fine": 1}

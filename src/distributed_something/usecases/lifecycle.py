@@ -177,8 +177,9 @@ def submit(
     tasks = job.tasks
     left_out = 0
     excluded: set[str] = set()
-    if not force and tasks:
-        live = set(read_ledger(records).ids_in("pending", "running", "failed"))
+    ledger = read_ledger(records) if tasks else None
+    if not force and ledger is not None:
+        live = set(ledger.ids_in("pending", "running", "failed"))
         if live:
             tasks = tasks.without(live)
             left_out = len(job.tasks) - len(tasks)
@@ -205,6 +206,9 @@ def submit(
             tasks = tasks.without(finished.keys())
             excluded.update(finished)
         skipped = len(finished)
+    if ledger is not None:
+        dead = set(ledger.ids_in("dead"))
+        _revive_dead(records, backend, [task_id for task_id in tasks.ids() if task_id in dead])
     # The ledger summary counts the new manifest now, not at the first `ds status`.
     summary.read_counts(records)
     # Nothing to send (every task done or left out): no bar counting 0/0.
@@ -254,6 +258,20 @@ def submit(
         skipped=skipped,
         left_out=left_out,
     )
+
+
+def _revive_dead(records: RunRecords, backend: Backend, task_ids: list[str]) -> None:
+    """Tasks dead in this run that a submit sends again are redriven, as `ds dead redrive`
+    does: their dead-letter copies removed and a redrive mark written before they are sent,
+    so the ledger counts them pending (not dead while they are queued; `ds dead list` no
+    longer offers them for a redrive that would send them twice), and their retries start
+    again."""
+    if not task_ids:
+        return
+    backend.queue.drop_dead(task_ids)
+    now = time.time()
+    for task_id in task_ids:
+        records.write_mark(task_id, "redrive", now, {"from_run": records.run_id, "by": "submit"})
 
 
 def _manifest_groups(tasks: TaskList) -> Iterator[tuple[str, str]]:
