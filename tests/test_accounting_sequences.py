@@ -194,3 +194,48 @@ def test_a_dead_task_submitted_again_counts_pending_not_dead_until_it_runs(
     report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
     assert report["counts"]["done"] == 2 and report["counts"]["dead"] == 0
     assert executions(tmp_path) == {"flaky": 3, "fine": 1}
+
+
+def test_a_task_taken_over_from_a_stopped_worker_never_runs_twice_at_once(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # The delivery that takes the task over from a worker stopped past its lease ends the
+    # stopped worker's command (same machine: its process group is recorded), so the task
+    # never runs twice at once, and the first execution never completes.
+    oracle = tmp_path / "oracle.txt"
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_SCRIPT.replace("time.sleep(3)", "time.sleep(20)"))
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
+        groups=[{"name": "slow"}],
+        extra={"queue": {"visibility": 2}},
+    )
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+
+    def lines() -> list[str]:
+        return oracle.read_text().splitlines() if oracle.exists() else []
+
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"  # killed; its stopped parent cannot reap it yet
+
+    assert wait_for(lambda: lines(), timeout=30)
+    first = int(lines()[0].split()[1])
+    worker = int(Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: len(lines()) >= 2, timeout=30)  # taken over
+        assert wait_for(lambda: gone(first), timeout=5), "the first command still runs"
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    assert [line.split()[0] for line in lines()] == ["start", "start", "end"]
+    assert lines()[2] != f"end {first}"
+    (task,) = report["tasks"]
+    assert task["outcome"] == "done" and task["attempts"] == 2 and not task["duplicate"]

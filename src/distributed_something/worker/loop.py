@@ -47,13 +47,14 @@ from distributed_something.recipes.base import (
 from distributed_something.records import (
     META_ROOT,
     Attempt,
+    AttemptKey,
     DoneMarker,
     Failure,
     RunRecords,
     Skip,
     Writes,
 )
-from distributed_something.worker import claims
+from distributed_something.worker import claims, procgroups
 from distributed_something.worker.causes import (
     FREE_CAUSES,
     classify_exception,
@@ -523,11 +524,23 @@ class Worker:
                 continue
             if other.message == attempt.stem.rsplit("-", 1)[1]:
                 self.records.close_stale(other, "lost", self.clock())
+                self._end_taken_over(other)
             elif not claimed.ours and (ordered or (other.started_us, other.stem) < mine):
                 return self._stand_down(message, other.stem)
         self._used = retries_used(history)
         self._history = history
         return False
+
+    def _end_taken_over(self, other: AttemptKey) -> None:
+        """End the command of ``other``, an attempt of this same message whose worker lost
+        the lease, should that worker still live on this machine (stopped past its lease):
+        two executions of the task must not run at once."""
+        try:
+            procgroups.end_taken_over(
+                self.settings.scratch_root, self.settings.run_id, f"{other.task_id}/{other.stem}"
+            )
+        except OSError as exc:  # the records folder unreadable: nothing known to end
+            log.warning("could not look for the command of %s: %s", other.stem, exc)
 
     def _stand_down(self, message: Message, running: str, *, delete: bool = True) -> bool:
         """This delivery stands down for the running attempt ``running``: its attempt is

@@ -526,6 +526,49 @@ def reap_dead_workers(scratch_root: Path) -> list[GroupRecord]:
     return dead
 
 
+def end_taken_over(scratch_root: Path, run_id: str, attempt: str) -> list[int]:
+    """SIGKILL the command of attempt ``attempt`` (``<task>/<stem>``) of run ``run_id`` if a
+    live worker of this machine recorded under ``scratch_root`` still runs it: that worker
+    lost its lease (stopped past it: SIGSTOP, a suspended job) and another delivery takes
+    the task over, so its command must not run on beside the new one (the worker drops its
+    result anyway). Returns the process groups killed. Does nothing where pids cannot be
+    checked, and never kills a group whose leader is no longer the recorded one."""
+    machine = this_machine()
+    folder = groups_dir(scratch_root)
+    if machine is None or not folder.is_dir():
+        return []
+    killed = []
+    for path in sorted(folder.glob("[0-9]*.json")):
+        try:
+            read = read_record(path)
+        except (ValueError, TypeError, KeyError):
+            continue
+        if read is None:
+            continue
+        record = read[0]
+        holding = record.holding or {}
+        if (record.boot_id, record.pid_ns) != (machine.boot_id, machine.pid_ns):
+            continue
+        if holding.get("run") != run_id or holding.get("attempt") != attempt:
+            continue
+        if not worker_alive(record, proc_info(record.worker_pid)):
+            continue  # a dead worker's group is its reaper's (`reap_dead_workers`)
+        leader = proc_info(record.pgid) if record.pgid is not None and record.pgid > 1 else None
+        if leader is None or leader.start != record.leader_start or leader.pgid != record.pgid:
+            continue
+        if record.pgid is not None and record.pgid != os.getpgrp():
+            log.warning(
+                "killing process group %d of worker %d: its task %s was taken over",
+                record.pgid,
+                record.worker_pid,
+                attempt,
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pgid, signal.SIGKILL)
+            killed.append(record.pgid)
+    return killed
+
+
 def _forget(path: Path, text: str) -> None:
     """Remove the record at ``path`` if it still says ``text``: a new worker that got the dead
     one's pid may have written its own there meanwhile."""
