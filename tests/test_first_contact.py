@@ -576,3 +576,16 @@ def test_status_report_and_html_show_the_counts_in_one_order(tmp_path: Path, ds:
     for args in (("status", "--json"), ("report", "--json")):
         counts = json.loads(ds(*args, cwd=folder).stdout)["counts"]
         assert list(counts)[: len(COUNTS)] == COUNTS, (args, counts)
+
+
+def test_a_report_without_dead_tasks_does_not_send_the_user_to_the_dead_letter_commands(
+    tmp_path: Path, ds: Ds
+) -> None:
+    proj = _project(tmp_path, ds)
+    for step in (["setup"], ["submit", "job.json"], ["cleanup"]):
+        assert ds(*step, cwd=proj).returncode == 0
+    result = ds("report", cwd=proj)  # 3 tasks never ran: pending, none dead
+    said = " ".join(result.stderr.split())
+    assert "tasks needing attention" in said and "pending" in said
+    assert "ds dead" not in said
+    assert "one cleaned up needs a new `ds run`" in said

@@ -88,7 +88,15 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
         needing = sum(report.counts[k] for k in ("dead", "failed", "running", "pending"))
         if needing > 20:
             console.print(f"… and {needing - 20} more (see the JSON report)")
-        console.print("see `ds dead list`, `ds logs TASK`, `ds dead redrive`")
+        # The dead-letter commands only where a task is dead: a run ended with tasks still
+        # pending (cleaned up, interrupted) has none to list or redrive.
+        if report.counts["dead"]:
+            console.print("see `ds dead list`, `ds logs TASK`, `ds dead redrive`")
+        else:
+            console.print(
+                "see `ds logs TASK`; tasks not finished run when the run goes on (`ds run` "
+                "again resumes an interrupted run; one cleaned up needs a new `ds run`)"
+            )
     if outputs_hint:
         console.print(outputs_hint)
 
