@@ -520,3 +520,36 @@ def test_a_wrong_slurm_value_names_the_field(tmp_path: Path) -> None:
     path.write_text('app_name = "T"\nbackend = "slurm"\n[slurm]\ntime = "1 hour"\n')
     with pytest.raises(InputError, match=r"slurm\.time"):
         load_config(path)
+
+
+def test_a_task_sent_again_fresh_after_its_job_was_killed_counts_every_run(
+    tmp_path: Path,
+) -> None:
+    """A worker stopped by Slurm (node failure, scancel, requeue) at the task's last allowed
+    receive sends it again as a fresh message, whose receive count starts again at 1: the
+    report's attempts of the task done on that message are the runs its records show (2),
+    not the done marker's receive count (1)."""
+    from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+    from distributed_something.backends.local.storage import FolderStorage
+    from distributed_something.records import Attempt, DoneMarker, ManifestEntry, RunRecords
+    from distributed_something.report.build import build_report
+    from distributed_something.state import RunState
+
+    storage = LocalBucket(FolderStorage(tmp_path / "b"), SqliteObjects(tmp_path / "r.sqlite"))
+    records = RunRecords(storage, "T", "r1")
+    records.write_manifest("a", [ManifestEntry("t1", {"n": 1})])
+    # Handed back when Slurm stopped its job (receive 1 of 1), then run on the fresh copy.
+    records.close_attempt(
+        Attempt("t1", 1, "m1", "slurm-5_0", 100.0, 105.0, "released", cause="interrupted")
+    )
+    done = Attempt("t1", 1, "m2", "slurm-7_0", 110.0)
+    records.open_attempt(done)
+    done.outcome, done.ended_at = "done", 122.0
+    marker = DoneMarker("t1", 1, 12.0, ["out/t1.txt"], 110.0, 122.0, "slurm-7_0", "out/t1")
+    records.write(records.closing(done, marker))
+    state = RunState(app_name="T", run_id="r1", backend="slurm", created_at=90.0)
+
+    report = build_report(RunRecords(storage, "T", "r1"), state)
+
+    (task,) = report.tasks
+    assert (task.outcome, task.attempts) == ("done", 2)
