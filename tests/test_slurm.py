@@ -553,3 +553,38 @@ def test_a_task_sent_again_fresh_after_its_job_was_killed_counts_every_run(
 
     (task,) = report.tasks
     assert (task.outcome, task.attempts) == ("done", 2)
+
+
+def test_status_says_why_slurm_jobs_wait_unless_it_is_ds_own_pacing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drained node or a held job keeps elements pending for ever: `ds status`, `ds run`
+    and `ds monitor` say squeue's reason (as they say ECS's on AWS) instead of showing
+    workers 1/4 and nothing else. Waiting behind the array's own throttle is not news."""
+    from types import SimpleNamespace
+
+    from distributed_something.backends.slurm import commands
+    from distributed_something.backends.slurm.compute import SlurmCompute
+
+    shared = tmp_path / "shared"
+    (shared / "slurm").mkdir(parents=True)
+    array = {"job_id": "12", "slices": ["a", "b", "c", "d"], "run_id": "r", "submitted_at": 0}
+    (shared / "slurm" / "jobs.json").write_text(json.dumps({"arrays": [array]}))
+    drained = "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority"
+    answers = {
+        "stuck": f"12|0|RUNNING|None\n12|1|PENDING|JobArrayTaskLimit\n12|2|PENDING|{drained}\n"
+        "12|3|PENDING|JobHeldAdmin\n99|0|PENDING|JobHeldUser\n",
+        "paced": "12|0|RUNNING|None\n12|1|PENDING|JobArrayTaskLimit\n12|2|PENDING|Dependency\n",
+    }
+    asked: list[str] = []
+    monkeypatch.setattr(commands, "run", lambda argv, **kw: answers[asked[-1]])
+    project = SimpleNamespace(config=SimpleNamespace(app_name="T"))
+
+    asked.append("stuck")
+    stuck = SlurmCompute(project, None, None, shared).status()  # type: ignore[arg-type]
+    asked.append("paced")
+    paced = SlurmCompute(project, None, None, shared).status()  # type: ignore[arg-type]
+
+    assert (stuck.desired, stuck.running) == (4, 1)
+    assert stuck.waiting == f"Slurm jobs pending (JobHeldAdmin; {drained})"
+    assert (paced.desired, paced.running, paced.waiting) == (3, 1, "")

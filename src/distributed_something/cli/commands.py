@@ -405,10 +405,15 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
     for note in st.backend_notes:
         notes.append(f"[red]stopped:[/] {escape(note)}")
     if st.workers_waiting:
-        notes.append(
-            f"[yellow]workers not started:[/] {escape(st.workers_waiting)} (a worker needs "
-            "cluster.memory and cluster.cpu_shares free on one machine: docs/aws.md)"
+        # ECS's placement message has a fix; other backends' reasons say it themselves.
+        placing = "unable to place a task" in st.workers_waiting
+        hint = (
+            " (a worker needs cluster.memory and cluster.cpu_shares free on one machine: "
+            "docs/aws.md)"
+            if placing
+            else ""
         )
+        notes.append(f"[yellow]workers not started:[/] {escape(st.workers_waiting)}{hint}")
     if st.unsent:
         notes.append(
             f"[yellow]{st.unsent} pending task(s) not sent yet[/] (a submit was interrupted): "
@@ -419,7 +424,7 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
     workers = ComputeStatus(desired=st.workers_desired, running=st.workers_running)
     if st.active and kind.workers_queued and workers.desired > workers.running:
         notes.append(workers_line(workers, kind))  # e.g. Slurm jobs still PENDING
-    elif st.active and st.workers_running == 0 and p.total > p.finished:
+    elif st.active and st.workers_running == 0 and not st.workers_waiting and p.total > p.finished:
         notes.append(
             "no workers are running (none started yet, or the run was interrupted): `ds run` "
             "again resumes it, or `ds start-cluster` then `ds monitor`"

@@ -107,9 +107,17 @@ def submit_array(request: ArrayRequest) -> str:
     return job_id
 
 
-def live_elements(job_name: str, job_ids: Sequence[str]) -> dict[tuple[str, int], str]:
+#: why an element is pending when that is ds's own pacing, not a problem: the array's ``%N``
+#: throttle, the lanes' dependencies, or a job Slurm has not looked at yet
+OWN_PENDING_REASONS = frozenset({"JobArrayTaskLimit", "Dependency", "None", ""})
+
+
+def squeue_elements(
+    job_name: str, job_ids: Sequence[str]
+) -> dict[tuple[str, int], tuple[str, str]]:
     """The array elements of ``job_ids`` (named ``job_name``, ours) that Slurm still holds
-    as pending or running: (array job id, index) → state."""
+    as pending or running, with squeue's reason (why a pending one waits: ``Resources``,
+    ``JobHeldAdmin``, a drained node …): (array job id, index) → (state, reason)."""
     if not job_ids:
         return {}
     out = run(
@@ -119,18 +127,18 @@ def live_elements(job_name: str, job_ids: Sequence[str]) -> dict[tuple[str, int]
             "--array",
             f"--user={getpass.getuser()}",
             f"--name={job_name}",
-            "--format=%F|%K|%T",
+            "--format=%F|%K|%T|%r",
         ]
     )
     wanted = set(job_ids)
-    live: dict[tuple[str, int], str] = {}
+    live: dict[tuple[str, int], tuple[str, str]] = {}
     for line in out.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 3 or parts[0] not in wanted:
+        parts = line.strip().split("|", 3)
+        if len(parts) != 4 or parts[0] not in wanted:
             continue
-        array_id, index, state = parts
+        array_id, index, state, reason = parts
         if index.isdigit() and state in LIVE_STATES:
-            live[(array_id, int(index))] = state
+            live[(array_id, int(index))] = (state, reason.strip())
     return live
 
 

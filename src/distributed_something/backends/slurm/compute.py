@@ -91,6 +91,8 @@ class SlurmCompute:
         self._max_array: int | None = None
         self._jobcomp: Path | bool | None = False  # False: not looked up yet
         self._cached: tuple[float, dict[tuple[str, int], str]] | None = None
+        #: squeue's reason for each pending element of the last reading (`_live`)
+        self._reasons: dict[tuple[str, int], str] = {}
         self._clock = clock
         #: elements whose worker failed (Slurm state FAILED), and those already looked at
         self._failures: list[WorkerFailure] = []
@@ -133,7 +135,9 @@ class SlurmCompute:
         now = time.monotonic()
         if not fresh and self._cached is not None and now - self._cached[0] < 1.0:
             return self._cached[1]
-        live = commands.live_elements(self.job_name, [a.job_id for a in arrays if a.open])
+        found = commands.squeue_elements(self.job_name, [a.job_id for a in arrays if a.open])
+        live = {key: state for key, (state, _) in found.items()}
+        self._reasons = {key: why for key, (state, why) in found.items() if state == "PENDING"}
         self._cached = (now, live)
         return live
 
@@ -197,10 +201,20 @@ class SlurmCompute:
         time.sleep(seconds)
 
     def status(self) -> ComputeStatus:
-        """desired: elements pending or running in Slurm; running: those running."""
+        """desired: elements pending or running in Slurm; running: those running; waiting:
+        why pending ones wait, as squeue says, unless it is only ds's own pacing (the
+        array's throttle, the lanes): a drained node or a held job is said, not hidden."""
         live = self._live(self._load())
         running = sum(1 for state in live.values() if state != "PENDING")
-        return ComputeStatus(desired=len(live), running=running)
+        reasons = sorted(
+            {
+                why
+                for key, why in self._reasons.items()
+                if key in live and why not in commands.OWN_PENDING_REASONS
+            }
+        )
+        waiting = f"Slurm jobs pending ({'; '.join(reasons)})" if reasons else ""
+        return ComputeStatus(desired=len(live), running=running, waiting=waiting)
 
     def stop(self) -> None:
         """Cancel every array (each worker gets SIGTERM and hands its task back), wait for
