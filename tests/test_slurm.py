@@ -588,3 +588,34 @@ def test_status_says_why_slurm_jobs_wait_unless_it_is_ds_own_pacing(
     assert (stuck.desired, stuck.running) == (4, 1)
     assert stuck.waiting == f"Slurm jobs pending (JobHeldAdmin; {drained})"
     assert (paced.desired, paced.running, paced.waiting) == (3, 1, "")
+
+
+def test_ds_status_alone_shows_the_task_of_a_killed_worker_pending_not_running(
+    slurm_cluster: str, tmp_path: Path, ds: Ds
+) -> None:
+    """`ds start-cluster`, then log off: no monitor runs. A worker killed outright (its
+    Slurm job ends FAILED, nothing handed back) leaves its task's attempt open; `ds status`
+    settles the job that ended, so it shows the task pending (nothing runs it), not running
+    for ever beside "no workers are running"."""
+    proj = slurm_project(tmp_path, ["slow-1"], tasks_per_job=1)
+    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
+        assert ds(*step, cwd=proj).returncode == 0
+    ledger = tmp_path / "ledger.txt"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not ledger.exists():
+        time.sleep(0.2)
+    (worker,) = list((tmp_path / "shared" / "queue" / "held").iterdir())
+    name = worker.name.encode()
+    (pid,) = [
+        int(proc.name)
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and name in _cmdline(proc) and b"worker" in _cmdline(proc)
+    ]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and our_jobs(tmp_path / "shared"):
+        time.sleep(0.2)
+    status = json.loads(ds("status", "--json", cwd=proj).stdout)
+    assert ds("cleanup", cwd=proj).returncode == 0
+    assert (status["counts"]["running"], status["counts"]["pending"]) == (0, 1), status
+    assert status["running_tasks"] == []

@@ -113,9 +113,15 @@ def status(
     backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
+    current = _is_current(project, backend, state)
+    settle_ended = getattr(backend.compute, "settle_ended", None)
+    if current and state.active and settle_ended is not None:
+        # Where no process of ours watches the workers (Slurm: no monitor need run), the
+        # tasks of those that ended without a word are settled first: counted pending, not
+        # running.
+        settle_ended()
     task_counts, corrupt, running_ids = read_counts_running(records)
     progress = from_counts(task_counts, len(corrupt))
-    current = _is_current(project, backend, state)
     compute = backend.compute.status() if current and state.active else None
     queued = in_flight = 0
     if current and state.active:

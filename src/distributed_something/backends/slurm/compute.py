@@ -180,6 +180,22 @@ class SlurmCompute:
             self._settle(arrays, live)
             self._cancel_idle(arrays, live)
 
+    def settle_ended(self) -> None:
+        """Settle the elements that left Slurm's queue, as `housekeeping` does but
+        cancelling nothing: `ds status` does it before counting, so with no monitor running
+        the task of a worker killed outright shows pending, not running for ever."""
+        arrays = self._load()
+        live = self._live(arrays, fresh=True)
+        if not any(
+            (array.job_id, i) not in live and i not in array.settled
+            for array in arrays
+            if array.open
+            for i in range(len(array.slices))
+        ):
+            return
+        with self._registry() as locked_arrays:
+            self._settle(locked_arrays, self._live(locked_arrays))
+
     def _cancel_idle(self, arrays: list[ArrayRecord], live: dict[tuple[str, int], str]) -> None:
         pending = [key for key, state in live.items() if state == "PENDING"]
         if not pending:
