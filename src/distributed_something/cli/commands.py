@@ -404,7 +404,7 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
         notes.append(f"[yellow]warning:[/] {escape(problem)}")
     for note in st.backend_notes:
         notes.append(f"[red]stopped:[/] {escape(note)}")
-    if st.workers_waiting:
+    if st.workers_waiting and p.total > p.finished:
         # ECS's placement message has a fix; other backends' reasons say it themselves.
         placing = "unable to place a task" in st.workers_waiting
         hint = (
