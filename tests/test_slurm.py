@@ -636,3 +636,63 @@ def test_ds_status_says_slurm_reasons_only_while_tasks_are_left(done: int) -> No
     text = " ".join(str(getattr(part, "plain", "")) for part in _status_frame(st))
     assert (f"workers not started: {why}" in text) == (done < 3)
     assert "docs/aws.md" not in text and "run was interrupted" not in text
+
+
+def test_a_slice_sent_again_waits_for_room_under_max_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task handed back at its last receive (scancel, requeue) is sent again in a new
+    slice; its new array's own ``%N`` cannot see the arrays already running, so it was
+    submitted at once and max_jobs = 1 ran 2 jobs. It now waits while the run's arrays fill
+    max_jobs (their running jobs go on to it), and is submitted once there is room."""
+    from types import SimpleNamespace
+
+    from distributed_something.backends.slurm import commands
+    from distributed_something.backends.slurm.compute import SlurmCompute
+
+    shared = tmp_path / "shared"
+    (shared / "slurm").mkdir(parents=True)
+    array = {
+        "job_id": "12",
+        "slices": ["a", "b"],
+        "run_id": "r",
+        "submitted_at": 0,
+        "held_files": True,
+        "throttle": 1,
+    }
+    (shared / "slurm" / "jobs.json").write_text(json.dumps({"arrays": [array]}))
+    squeue: dict[tuple[str, int], tuple[str, str]] = {
+        ("12", 0): ("RUNNING", "None"),
+        ("12", 1): ("PENDING", "JobArrayTaskLimit"),
+    }
+    submitted: list[commands.ArrayRequest] = []
+    monkeypatch.setattr(commands, "squeue_elements", lambda name, ids: dict(squeue))
+    monkeypatch.setattr(commands, "end_states", lambda array_id, wanted, jobcomp: {})
+    monkeypatch.setattr(commands, "max_array_size", lambda: 5)
+    monkeypatch.setattr(commands, "submit_array", lambda request: submitted.append(request) or "13")
+    project = SimpleNamespace(
+        config=SimpleNamespace(app_name="T", slurm=SimpleNamespace(max_jobs=1)),
+        base_dir=tmp_path,
+    )
+    queue = SimpleNamespace(
+        slices_with_work=lambda: ["b", "c"],  # c: the task sent again
+        is_free=lambda sid: True,
+        held_by=lambda worker: None,
+        forget_worker=lambda worker: None,
+    )
+    compute = SlurmCompute(project, queue, None, shared)  # type: ignore[arg-type]
+    monkeypatch.setattr(compute, "_run_id", lambda: "r")
+    monkeypatch.setattr(compute, "_write_script", lambda slices, run_id: tmp_path / "s.py")
+    monkeypatch.setattr(compute, "_options", lambda: [])
+    compute._jobcomp = None
+
+    compute.scale(1)
+    assert submitted == []  # 12_0 runs, 12_1 will: max_jobs is used up
+
+    del squeue[("12", 0)]  # 12_0 ended; 12_1 is about to start
+    compute.scale(1)
+    assert submitted == []
+
+    squeue.clear()  # the array ended (b unfinished here): room for one job at a time
+    compute.scale(1)
+    assert [(r.size, r.throttle) for r in submitted] == [(2, 1)]

@@ -66,6 +66,8 @@ class ArrayRecord:
     settled: list[int] = field(default_factory=list)
     #: its workers name the slice they hold in held/ (arrays of earlier versions do not)
     held_files: bool = False
+    #: its ``%N``: how many of its elements Slurm runs at once (0: not recorded)
+    throttle: int = 0
 
     @property
     def open(self) -> bool:
@@ -165,8 +167,31 @@ class SlurmCompute:
                 if crash_looping(self._failures, self._clock(), n, SLURM_CRASH_WINDOW_SECONDS):
                     # Jobs that fail as they start would be submitted tick after tick.
                     raise BackendError(crash_loop_message(self._failures))
-                self._submit(arrays, needy, cap)
-                self._cached = None
+                # A new array's %N cannot see the arrays already submitted: it gets the
+                # room they leave, and none while they fill the cap (their running jobs go
+                # on to these slices; a later tick submits what is left once there is room).
+                room = cap - self._in_use(arrays, live, cap)
+                if room > 0:
+                    self._submit(arrays, needy, room)
+                    self._cached = None
+
+    def _in_use(self, arrays: list[ArrayRecord], live: dict[tuple[str, int], str], cap: int) -> int:
+        """How many jobs the submitted arrays run now or will start without a new submit:
+        per array, its running elements and those pending in line (not held, not waiting
+        for an array of their lane to end), at most its ``%N`` (``cap`` if not recorded)."""
+        used = 0
+        for array in arrays:
+            keys = [key for key in live if key[0] == array.job_id]
+            if not keys:
+                continue
+            running = sum(1 for key in keys if live[key] != "PENDING")
+            waiting = sum(
+                1
+                for key in keys
+                if live[key] == "PENDING" and not _on_hold(self._reasons.get(key, ""))
+            )
+            used += min(array.throttle or cap, running + waiting)
+        return used
 
     def scale_machines(self, n: int) -> None:
         """Slurm places the jobs: there are no machines of ours to resize."""
@@ -285,7 +310,9 @@ class SlurmCompute:
             )
             submitted.append(job_id)
             # Recorded at once: a crash after this line still lets cleanup cancel it.
-            arrays.append(ArrayRecord(job_id, chunk, run_id, time.time(), held_files=True))
+            arrays.append(
+                ArrayRecord(job_id, chunk, run_id, time.time(), held_files=True, throttle=throttle)
+            )
             self._save(arrays)
 
     def _run_id(self) -> str:
@@ -468,6 +495,12 @@ class SlurmCompute:
             if handed_back is not None:
                 found.append(handed_back)
         return found
+
+
+def _on_hold(reason: str) -> bool:
+    """Whether a pending element with squeue's ``reason`` waits for someone (a hold) or for
+    another array of its lane to end, rather than in line to run."""
+    return reason.startswith("JobHeld") or reason.startswith("Dependency")
 
 
 def _worker_name(array: ArrayRecord, index: int) -> str:
