@@ -625,6 +625,7 @@ def test_ds_status_alone_shows_the_task_of_a_killed_worker_pending_not_running(
 def test_ds_status_says_slurm_reasons_only_while_tasks_are_left(done: int) -> None:
     """squeue's reason is said under the table while tasks are left, without ECS's fix;
     once every task is done (elements still pending on a drained node are no news), not."""
+    from distributed_something.backends import backend_kind
     from distributed_something.cli.commands import _status_frame
     from distributed_something.monitor.progress import from_counts
     from distributed_something.usecases.run_info import Status
@@ -633,7 +634,8 @@ def test_ds_status_says_slurm_reasons_only_while_tasks_are_left(done: int) -> No
     counts.update(done=done, pending=3 - done, total=3)
     why = "Slurm jobs pending (ReqNodeNotAvail, UnavailableNodes:n1)"
     st = Status("App", "r1", True, from_counts(counts, 0), 2, 0, 10.0, None, workers_waiting=why)
-    text = " ".join(str(getattr(part, "plain", "")) for part in _status_frame(st))
+    frame = _status_frame(st, backend_kind("slurm"))
+    text = " ".join(str(getattr(part, "plain", "")) for part in frame)
     assert (f"workers not started: {why}" in text) == (done < 3)
     assert "docs/aws.md" not in text and "run was interrupted" not in text
 

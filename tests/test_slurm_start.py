@@ -25,7 +25,8 @@ JOB = "41"
 
 FAKES = {
     "sbatch": f"#!/bin/sh\necho {JOB}\n",
-    # Each line: array job id|index|state, as `squeue --format=%F|%K|%T` prints them.
+    # Each line: array job id|index|state|reason, as `squeue --format=%F|%K|%T|%r` prints
+    # them.
     "squeue": '#!/bin/sh\ncat "$DS_FAKE_SQUEUE" 2>/dev/null\nexit 0\n',
     "scontrol": (
         '#!/bin/sh\ncase "$1" in\n'
@@ -55,7 +56,8 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def squeue_says(answers: Path, *states: str) -> None:
-    answers.write_text("".join(f"{JOB}|{i}|{state}\n" for i, state in enumerate(states)))
+    # "None": the reason squeue gives a job it has not looked at yet (no problem to say)
+    answers.write_text("".join(f"{JOB}|{i}|{state}|None\n" for i, state in enumerate(states)))
 
 
 def test_start_cluster_says_how_many_jobs_run_and_how_many_are_queued(
