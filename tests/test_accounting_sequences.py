@@ -64,19 +64,28 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
     return result
 
 
+def start(proj: Path, ds: Ds) -> None:
+    """Set the run up, submit job.json and start its workers, as a user types it."""
+    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
+        ok(ds(*step, cwd=proj))
+
+
+def flaky_project(tmp_path: Path) -> Path:
+    """ "flaky" fails twice (dead with job_retries = 2); "fine" succeeds at once."""
+    return project(
+        tmp_path,
+        [{"name": "flaky", "fails": 2}, {"name": "fine", "fails": 0}],
+        queue={"job_retries": 2},
+    )
+
+
 def test_a_task_redriven_in_its_active_run_that_then_succeeds_counts_every_attempt(
     tmp_path: Path, ds: Ds
 ) -> None:
     # "flaky" fails twice (dead with job_retries = 2), is redriven into the same run, then
     # succeeds: three executions in one run, and the report says three, as the ledger does.
-    proj = project(
-        tmp_path,
-        [{"name": "flaky", "fails": 2}, {"name": "fine", "fails": 0}],
-        queue={"job_retries": 2},
-    )
-    ok(ds("setup", cwd=proj))
-    ok(ds("submit", "job.json", cwd=proj))
-    ok(ds("start-cluster", cwd=proj))
+    proj = flaky_project(tmp_path)
+    start(proj, ds)
     ok(ds("status", "--watch", "0.5", cwd=proj, timeout=120))  # until nothing more happens
     dead = js(ok(ds("dead", "list", "--json", cwd=proj)))
     assert [(d["group"]["name"], d["attempts"]) for d in dead] == [("flaky", 2)]
@@ -121,9 +130,7 @@ def test_a_worker_stopped_past_its_lease_drops_its_result_and_each_attempt_is_on
         groups=[{"name": "slow"}],
         extra={"queue": {"visibility": 2}},
     )
-    ok(ds("setup", cwd=proj))
-    ok(ds("submit", "job.json", cwd=proj))
-    ok(ds("start-cluster", cwd=proj))
+    start(proj, ds)
 
     def lines() -> list[str]:
         return oracle.read_text().splitlines() if oracle.exists() else []
@@ -175,14 +182,8 @@ def test_a_dead_task_submitted_again_counts_pending_not_dead_until_it_runs(
     # A second submit of the job sends its dead task again (only tasks under way are left
     # out): from then on it is queued, so pending, not dead, and `ds dead list` no longer
     # lists it (a redrive of it would send it twice). Then it runs and succeeds.
-    proj = project(
-        tmp_path,
-        [{"name": "flaky", "fails": 2}, {"name": "fine", "fails": 0}],
-        queue={"job_retries": 2},
-    )
-    ok(ds("setup", cwd=proj))
-    ok(ds("submit", "job.json", cwd=proj))
-    ok(ds("start-cluster", cwd=proj))
+    proj = flaky_project(tmp_path)
+    start(proj, ds)
     ok(ds("status", "--watch", "0.5", cwd=proj, timeout=120))
     assert js(ok(ds("status", "--json", cwd=proj)))["counts"]["dead"] == 1
     again = js(ok(ds("submit", "job.json", "--json", cwd=proj)))
@@ -211,9 +212,7 @@ def test_a_task_taken_over_from_a_stopped_worker_never_runs_twice_at_once(
         groups=[{"name": "slow"}],
         extra={"queue": {"visibility": 2}},
     )
-    ok(ds("setup", cwd=proj))
-    ok(ds("submit", "job.json", cwd=proj))
-    ok(ds("start-cluster", cwd=proj))
+    start(proj, ds)
 
     def lines() -> list[str]:
         return oracle.read_text().splitlines() if oracle.exists() else []
