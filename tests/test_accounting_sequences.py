@@ -70,6 +70,21 @@ def start(proj: Path, ds: Ds) -> None:
         ok(ds(*step, cwd=proj))
 
 
+def start_slow(tmp_path: Path, ds: Ds, oracle: Path, script_text: str) -> Path:
+    """Start a run of one task of ``script_text`` (it writes to ``oracle``) with a lease of
+    2 s, so that a worker stopped a few seconds loses it; returns the project folder."""
+    script = tmp_path / "slow.py"
+    script.write_text(script_text)
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
+        groups=[{"name": "slow"}],
+        extra={"queue": {"visibility": 2}},
+    )
+    start(proj, ds)
+    return proj
+
+
 def flaky_project(tmp_path: Path) -> Path:
     """ "flaky" fails twice (dead with job_retries = 2); "fine" succeeds at once."""
     return project(
@@ -122,15 +137,7 @@ def test_a_worker_stopped_past_its_lease_drops_its_result_and_each_attempt_is_on
     # it resumes, it must find its lease lost and drop the result (the other holder owns
     # the task), not record its attempt done over the lost record the other worker wrote.
     oracle = tmp_path / "oracle.txt"
-    script = tmp_path / "slow.py"
-    script.write_text(SLOW_SCRIPT)
-    proj = write_project(
-        tmp_path / "p",
-        argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
-        groups=[{"name": "slow"}],
-        extra={"queue": {"visibility": 2}},
-    )
-    start(proj, ds)
+    proj = start_slow(tmp_path, ds, oracle, SLOW_SCRIPT)
 
     def lines() -> list[str]:
         return oracle.read_text().splitlines() if oracle.exists() else []
@@ -204,15 +211,7 @@ def test_a_task_taken_over_from_a_stopped_worker_never_runs_twice_at_once(
     # stopped worker's command (same machine: its process group is recorded), so the task
     # never runs twice at once, and the first execution never completes.
     oracle = tmp_path / "oracle.txt"
-    script = tmp_path / "slow.py"
-    script.write_text(SLOW_SCRIPT.replace("time.sleep(3)", "time.sleep(20)"))
-    proj = write_project(
-        tmp_path / "p",
-        argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
-        groups=[{"name": "slow"}],
-        extra={"queue": {"visibility": 2}},
-    )
-    start(proj, ds)
+    proj = start_slow(tmp_path, ds, oracle, SLOW_SCRIPT.replace("time.sleep(3)", "time.sleep(20)"))
 
     def lines() -> list[str]:
         return oracle.read_text().splitlines() if oracle.exists() else []
