@@ -13,14 +13,14 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 pytest.importorskip("boto3")
 
 from distributed_something.backends.aws import clients
+from testkit import AnsweringHandler
 
 _THROTTLED = (
     b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
@@ -45,22 +45,15 @@ class _Throttling(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(AnsweringHandler):
     server: _Throttling
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_request()
         self.server.requests += 1
         throttled = self.server.requests <= self.server.throttled
         body = _THROTTLED if throttled else _IDENTITY
-        self.send_response(400 if throttled else 200)
-        self.send_header("Content-Type", "text/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.answer(400 if throttled else 200, body, "text/xml")
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -26,6 +25,7 @@ from distributed_something.backends.aws.clients import AwsSettings
 from distributed_something.backends.aws.sqs_queue import SqsQueue
 from distributed_something.interfaces.queue import Message
 from distributed_something.worker.heartbeat import LeaseEnding
+from testkit import AnsweringHandler
 
 LEASE_GONE = (
     "Value AQEBx for parameter ReceiptHandle is invalid. Reason: Message does not exist or is "
@@ -45,26 +45,23 @@ class _Refusing(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(AnsweringHandler):
     server: _Refusing
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_request()
         body = json.dumps(
             {
                 "__type": "com.amazonaws.sqs#InvalidParameterValueException",
                 "message": self.server.message,
             }
         ).encode()
-        self.send_response(400)
-        self.send_header("Content-Type", "application/x-amz-json-1.0")
-        self.send_header("x-amzn-query-error", "InvalidParameterValue;Sender")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.answer(
+            400,
+            body,
+            "application/x-amz-json-1.0",
+            {"x-amzn-query-error": "InvalidParameterValue;Sender"},
+        )
 
 
 @pytest.fixture
