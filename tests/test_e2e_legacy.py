@@ -330,14 +330,20 @@ def test_setup_start_and_cleanup_of_a_dcp_folder(
     monitor on a DCP folder with a [default] profile, nothing submitted."""
     use_default_profile(tmp_path, monkeypatch)
     folder = make_dcp_folder(tmp_path)
+    # An older ds named a config.py's dashboard "<APP_NAME>Dashboard": cleanup removes it too.
+    cloudwatch = aws_client("cloudwatch")
+    cloudwatch.put_dashboard(DashboardName=f"{APP}Dashboard", DashboardBody='{"widgets": []}')
 
     run_clean(ds, "setup", cwd=folder)
     run_clean(ds, "startCluster", "files/exampleFleet.json", cwd=folder)
 
     fleet_id = check_monitor_file(folder, APP, LOG_BUCKET)
     check_task_definition(aws_client("ecs"))
-    dashboards = aws_client("cloudwatch").list_dashboards()["DashboardEntries"]
-    assert [d["DashboardName"] for d in dashboards] == [f"{APP}Dashboard"]
+    # Every family run.py named the dashboard APP_NAME (console bookmarks keep working).
+    dashboards = cloudwatch.list_dashboards()["DashboardEntries"]
+    assert sorted(d["DashboardName"] for d in dashboards) == [APP, f"{APP}Dashboard"]
+    widgets = json.loads(cloudwatch.get_dashboard(DashboardName=APP)["DashboardBody"])["widgets"]
+    assert widgets
     assert aws_client("ec2").describe_spot_fleet_instances(SpotFleetRequestId=fleet_id)[
         "ActiveInstances"
     ]

@@ -299,8 +299,11 @@ class AwsProvisioner:
                 cluster=names.cluster,
                 service=resources.service or names.service,
             )
-            dash.put_dashboard(self._client("cloudwatch"), names.dashboard, body)
-            self._record(state, save, lambda r: setattr(r, "dashboard", names.dashboard))
+            # A config.py's dashboard is named APP_NAME, as every family run.py named it
+            # (bookmarks keep working); a ds.toml's is "<app>Dashboard".
+            dashboard = names.app if self._legacy else names.dashboard
+            dash.put_dashboard(self._client("cloudwatch"), dashboard, body)
+            self._record(state, save, lambda r: setattr(r, "dashboard", dashboard))
         if config.aws.auto_monitor:
             objects = schedule_monitor(
                 self._client("events"),

@@ -282,13 +282,15 @@ class _Teardown:
     def delete_dashboard(self) -> None:
         if not self.clean_dashboard:
             return
-        try:
-            self.aws.cloudwatch.delete_dashboards(
-                DashboardNames=[self.res.dashboard or self.names.dashboard]
-            )
-        except ClientError as exc:
-            if error_code(exc) not in NOT_FOUND:
-                raise
+        # The recorded one (APP_NAME for a config.py, as run.py named it), and the
+        # "<app>Dashboard" an older ds made for a config.py too.
+        names = dict.fromkeys([self.res.dashboard or self.names.dashboard, self.names.dashboard])
+        for name in names:
+            try:
+                self.aws.cloudwatch.delete_dashboards(DashboardNames=[name])
+            except ClientError as exc:
+                if error_code(exc) not in NOT_FOUND:
+                    raise
 
     def delete_monitor_objects(self) -> None:
         objects = self.res.monitor_objects
