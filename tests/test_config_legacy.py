@@ -574,11 +574,7 @@ def test_config_warnings(tmp_path: Path) -> None:
         f"{path}: SQS_MESSAGE_VISIBILTY: did you mean SQS_MESSAGE_VISIBILITY? (as written it "
         "only sets an environment variable)"
     )
-    key = (
-        f"{path}: SSH_KEY_NAME: 'your-key-file.pem' is the template's placeholder, so the "
-        "fleet file's KeyName names the key pair (as with run.py); set SSH_KEY_NAME to one of "
-        "your EC2 key pairs to use that one instead"
-    )
-    assert config_warnings(path) == [misspelt, key]
-    assert config_warnings(path, backend="local") == [misspelt]  # no key pair used here
+    # SSH_KEY_NAME is not read (as run.py never read it): nothing to warn about here.
+    assert config_warnings(path) == [misspelt]
+    assert config_warnings(path, backend="local") == [misspelt]
     assert config_warnings(write(tmp_path, 'app_name = "x"\n', "ds.toml")) == []

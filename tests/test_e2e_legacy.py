@@ -238,7 +238,7 @@ def make_dcp_folder(tmp_path: Path) -> Path:
     (folder / "config.py").write_text(CONFIG_PY)
     (folder / "files" / "exampleJob.json").write_text(json.dumps(EXAMPLE_JOB, indent=4))
     ec2 = aws_client("ec2")
-    fleet = moto_family_fleet(ec2)
+    fleet = moto_family_fleet(ec2, KEY_PAIR)
     (folder / "files" / "exampleFleet.json").write_text(json.dumps(fleet, indent=4))
     ec2.create_key_pair(KeyName=KEY_PAIR)
     s3 = aws_client("s3")

@@ -296,13 +296,13 @@ def _key_names(config: Config, fleet: dict[str, Any]) -> list[Any]:
     return [spec.get("KeyName") for spec in request["LaunchSpecifications"]]
 
 
-def test_the_templates_ssh_key_name_leaves_the_fleet_files_key_pair(
+def test_a_config_py_ssh_key_name_never_replaces_the_fleet_files_key_pair(
     tmp_path: Path, ds: Ds, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """run.py never read SSH_KEY_NAME: the fleet file's KeyName named the key pair, so many a
-    config.py still has the template's 'your-key-file.pem'. That placeholder must not replace
-    the fleet file's key pair (EC2 would refuse to launch with a key pair that does not
-    exist); a real SSH_KEY_NAME still does."""
+    """No run.py of the family read SSH_KEY_NAME (DCP's 130 versions, DF's 9, DOZC's 10, DS's
+    24): the fleet file's KeyName named the key pair. So neither the template's
+    'your-key-file.pem' nor a real SSH_KEY_NAME replaces it (validate notes a different
+    one); a ds.toml's aws.ssh_key_name still does."""
     monkeypatch.delenv("DS_BACKEND", raising=False)
     fleet = copy.deepcopy(FAMILY_FLEET)
     fleet["LaunchSpecifications"][0]["KeyName"] = "lab-key"
@@ -312,9 +312,17 @@ def test_the_templates_ssh_key_name_leaves_the_fleet_files_key_pair(
 
     assert config.aws.ssh_key_name == ""
     assert _key_names(config, fleet) == ["lab-key"]
-    # A real one replaces it, as before.
-    real = _config(project(tmp_path / "real", "dcp"))  # SSH_KEY_NAME = 'lab-key.pem'
-    assert _key_names(real, copy.deepcopy(FAMILY_FLEET)) == ["lab-key"]
+    # A real SSH_KEY_NAME naming another key pair: the fleet file's still stands.
+    other = {"SSH_KEY_NAME": "'old-laptop.pem'"}
+    other_folder = project(tmp_path / "other", "dcp", edit=lambda text: filled(text, other))
+    assert _key_names(_config(other_folder), copy.deepcopy(fleet)) == ["lab-key"]
+    # ds.toml's own field keeps its meaning.
+    assert _key_names(
+        config.model_copy(
+            update={"aws": config.aws.model_copy(update={"ssh_key_name": "toml-key"})}
+        ),
+        copy.deepcopy(fleet),
+    ) == ["toml-key"]
     # Both placeholders: validate stops at the fleet file's, before anything is created.
     filled_in = copy.deepcopy(FAMILY_FLEET)
     filled_in["IamFleetRole"] = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
@@ -327,6 +335,13 @@ def test_the_templates_ssh_key_name_leaves_the_fleet_files_key_pair(
     assert 'LaunchSpecifications[0].KeyName: "your_key_file_name" is a placeholder' in (
         result.stderr
     )
+    # The fleet file's key pair filled in: validate passes and says SSH_KEY_NAME is not used.
+    spec["KeyName"] = "lab-key"
+    (other_folder / "files" / "exampleFleet.json").write_text(json.dumps(filled_in))
+    result = ds("validate", "--fleet", "files/exampleFleet.json", cwd=other_folder)
+    assert result.returncode == 0, result.stderr
+    assert "SSH_KEY_NAME: 'old-laptop.pem' is not the fleet file's key pair" in result.stderr
+    assert "KeyName lab-key, as with run.py" in result.stderr
 
 
 # --- MACHINE_TYPE, MACHINE_PRICE -------------------------------------------------------------
@@ -348,7 +363,7 @@ def test_a_config_without_machine_type_keeps_the_fleet_files_types_and_price(
         return filled(text, {"AUTO_MONITOR": "'False'", "CREATE_DASHBOARD": "'False'"})
 
     folder = project(tmp_path / "dcp", "dcp", edit=config_2020)
-    fleet = moto_family_fleet(aws_client("ec2"))
+    fleet = moto_family_fleet(aws_client("ec2"), "lab-key")
     fleet["SpotPrice"] = "0.25"
     fleet["LaunchSpecifications"][0]["InstanceType"] = "r5.xlarge"
     (folder / "files" / "exampleFleet.json").write_text(json.dumps(fleet))

@@ -87,7 +87,7 @@ def use_moto_network(folder: Path) -> None:
     """The fleet file as a user fills it in for their account: here moto's default subnet and
     security group; and the key pair SSH_KEY_NAME names."""
     ec2 = aws_client("ec2")
-    fleet = moto_family_fleet(ec2)
+    fleet = moto_family_fleet(ec2, KEY_PAIR)
     (folder / "files" / "exampleFleet.json").write_text(json.dumps(fleet, indent=4))
     ec2.create_key_pair(KeyName=KEY_PAIR)
 

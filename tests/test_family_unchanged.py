@@ -366,9 +366,9 @@ def test_validate_rejects_the_fleet_templates_placeholders(tmp_path: Path, ds: D
     line = error_line(ds(*args, cwd=folder))
     assert line.startswith(
         "error: files/exampleFleet.json: LaunchSpecifications[0].NetworkInterfaces[0].SubnetId: "
-        '"subnet-WWWWWWWW" is a placeholder, not a subnet id (and 1 more placeholder(s): '
-        "LaunchSpecifications[0].NetworkInterfaces[0].Groups[0]). Fix: set it to the id of a "
-        "subnet"
+        '"subnet-WWWWWWWW" is a placeholder, not a subnet id (and 2 more placeholder(s): '
+        "LaunchSpecifications[0].NetworkInterfaces[0].Groups[0], "
+        "LaunchSpecifications[0].KeyName). Fix: set it to the id of a subnet"
     )
     spec["NetworkInterfaces"][0]["SubnetId"] = "subnet-0a1b2c3d"
     fleet_path.write_text(json.dumps(fleet))
@@ -376,13 +376,12 @@ def test_validate_rejects_the_fleet_templates_placeholders(tmp_path: Path, ds: D
     assert 'NetworkInterfaces[0].Groups[0]: "sg-ZZZZZZZZZ" is a placeholder' in line
     spec["NetworkInterfaces"][0]["Groups"] = ["sg-0a1b2c3d4e5f60718"]
     fleet_path.write_text(json.dumps(fleet))
-    # KeyName "your_key_file_name" is replaced by SSH_KEY_NAME: no matter.
-    assert ds(*args, cwd=folder).returncode == 0
-    (folder / "config.py").write_text(
-        (folder / "config.py").read_text().replace("'lab-key.pem'", "''")
-    )
+    # KeyName "your_key_file_name": SSH_KEY_NAME does not replace it (run.py never read it).
     line = error_line(ds(*args, cwd=folder))
     assert 'LaunchSpecifications[0].KeyName: "your_key_file_name" is a placeholder' in line
+    spec["KeyName"] = "lab-key"
+    fleet_path.write_text(json.dumps(fleet))
+    assert ds(*args, cwd=folder).returncode == 0
 
 
 # --- end to end: an unchanged DCP project, run here ------------------------------------

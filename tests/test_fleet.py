@@ -350,12 +350,13 @@ def test_a_placeholder_key_name_matters_only_when_the_config_does_not_replace_it
 ) -> None:
     path = write(tmp_path, DCP_FLEET)  # KeyName "your_key_file_name", as the template has it
     assert load_fleet(path) == DCP_FLEET  # the caller does not say: not checked
-    assert load_fleet(path, key_name="lab-key") == DCP_FLEET  # SSH_KEY_NAME replaces it
+    assert load_fleet(path, key_name="lab-key") == DCP_FLEET  # aws.ssh_key_name replaces it
     with pytest.raises(InputError) as caught:
         load_fleet(path, key_name="")
     assert caught.value.field == "LaunchSpecifications[0].KeyName"
     assert '"your_key_file_name" is a placeholder' in caught.value.problem
-    assert "SSH_KEY_NAME" in caught.value.fix
+    assert "aws.ssh_key_name replaces it" in caught.value.fix
+    assert "SSH_KEY_NAME does not: run.py never read it" in caught.value.fix
     real = write(tmp_path, changed(lambda d: spec0(d).update(KeyName="lab-key")), "real.json")
     assert load_fleet(real, key_name="")["LaunchSpecifications"][0]["KeyName"] == "lab-key"
 

@@ -155,10 +155,13 @@ FAMILY_VALID_UNTIL = "2019-01-01T00:00:00Z"
 FAMILY_FLEET: dict[str, Any] = dcp_fleet(valid_until=FAMILY_VALID_UNTIL)
 
 
-def moto_family_fleet(ec2: Any) -> dict[str, Any]:
+def moto_family_fleet(ec2: Any, key_name: str | None = None) -> dict[str, Any]:
     """The family's fleet file (expired ValidUntil included) pointed at moto's default
-    subnet and security group, read through the EC2 client ``ec2``."""
+    subnet and security group, read through the EC2 client ``ec2``; its KeyName
+    ``key_name`` when given (a config.py's SSH_KEY_NAME does not replace it)."""
     data = dcp_fleet(valid_until=FAMILY_VALID_UNTIL)
+    if key_name is not None:
+        data["LaunchSpecifications"][0]["KeyName"] = key_name
     interface = data["LaunchSpecifications"][0]["NetworkInterfaces"][0]
     interface["SubnetId"] = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     interface["Groups"] = [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]]

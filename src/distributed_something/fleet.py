@@ -118,8 +118,9 @@ def _check_key_name(checker: _Checker, name: str, path: str) -> None:
         checker.placeholder(
             path,
             f"{json.dumps(name)} is a placeholder, not the name of an EC2 key pair",
-            "set it to the name of one of your key pairs (`aws ec2 describe-key-pairs`), or "
-            "set SSH_KEY_NAME in config.py (aws.ssh_key_name in ds.toml), which replaces it",
+            "set it to the name of one of your key pairs (`aws ec2 describe-key-pairs`) "
+            "(a ds.toml's aws.ssh_key_name replaces it; a config.py's SSH_KEY_NAME does "
+            "not: run.py never read it)",
         )
 
 

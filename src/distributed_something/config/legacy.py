@@ -402,8 +402,8 @@ def misspelt_variables(names: Iterable[str]) -> list[tuple[str, str]]:
 
 def config_warnings(path: Path, *, backend: str = "aws") -> list[str]:
     """One-line warnings about a legacy ``config.py`` that loads but is likely wrong: a
-    variable one edit away from a legacy variable, and (on the "aws" ``backend``) an
-    ``SSH_KEY_NAME`` left as the template's placeholder. Empty for other files."""
+    variable one edit away from a legacy variable. Empty for other files. (``backend`` is
+    kept for callers; no warning depends on it now.)"""
     if path.suffix != ".py":
         return []
     variables = read_variables(path)
@@ -411,14 +411,28 @@ def config_warnings(path: Path, *, backend: str = "aws") -> list[str]:
         f"{path}: {name}: did you mean {known}? (as written it only sets an environment variable)"
         for name, known in misspelt_variables(variables)
     ]
-    key = variables.get("SSH_KEY_NAME")
-    if backend == "aws" and isinstance(key, str) and _KEY_PLACEHOLDER.search(key):
-        notes.append(
-            f"{path}: SSH_KEY_NAME: {key!r} is the template's placeholder, so the fleet "
-            "file's KeyName names the key pair (as with run.py); set SSH_KEY_NAME to one of "
-            "your EC2 key pairs to use that one instead"
-        )
     return notes
+
+
+def key_name_note(path: Path, fleet: Mapping[str, Any]) -> str | None:
+    """A note when a legacy ``config.py``'s ``SSH_KEY_NAME`` (a real one, ``.pem`` left out)
+    names another key pair than the fleet file's ``KeyName``: the fleet file's is used, as
+    run.py used it (no run.py read SSH_KEY_NAME). None otherwise, and for other files."""
+    if path.suffix != ".py":
+        return None
+    key = read_variables(path).get("SSH_KEY_NAME")
+    if not isinstance(key, str) or not key.strip() or _KEY_PLACEHOLDER.search(key):
+        return None
+    pair = key.strip().removesuffix(".pem")
+    specs = fleet.get("LaunchSpecifications") or []
+    names = sorted({str(s["KeyName"]) for s in specs if isinstance(s, dict) and s.get("KeyName")})
+    if names == [pair]:
+        return None
+    used = f"KeyName {', '.join(names)}" if names else "no KeyName (no key pair)"
+    return (
+        f"{path}: SSH_KEY_NAME: {key!r} is not the fleet file's key pair; the instances get "
+        f"the fleet file's {used}, as with run.py, which never read SSH_KEY_NAME"
+    )
 
 
 def _one_edit_apart(a: str, b: str) -> bool:
@@ -1090,13 +1104,11 @@ def _convert(name: str, dotted: str, value: Any, source: str) -> Any:
     if dotted == "queue.dead_letter_queue" and isinstance(value, str) and value.startswith("arn:"):
         # Older configs name the DLQ by ARN; the queue's name is its last segment.
         return value.rsplit(":", 1)[-1]
-    if dotted == "aws.ssh_key_name" and isinstance(value, str) and _KEY_PLACEHOLDER.search(value):
-        # run.py never read SSH_KEY_NAME (the fleet file's KeyName named the key pair), so
-        # many a config.py keeps the template's 'your-key-file.pem': the file's key stands.
+    if dotted == "aws.ssh_key_name":
+        # No run.py of the family (DCP, DF, DOZC, DS, any version) read SSH_KEY_NAME: the
+        # fleet file's KeyName named the key pair, so it stands (`key_name_note` says when
+        # SSH_KEY_NAME names another). ds.toml's aws.ssh_key_name still replaces it.
         return _UNSET
-    if dotted == "aws.ssh_key_name" and isinstance(value, str) and value.endswith(".pem"):
-        # The family names the key *file*; EC2 knows the key pair without ".pem".
-        return value[: -len(".pem")]
     if isinstance(value, tuple | set | frozenset):
         return list(value)
     return value

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distributed_something.backends import backend_kind
-from distributed_something.config.legacy import config_warnings
+from distributed_something.config.legacy import config_warnings, key_name_note
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.storage import Storage
@@ -167,6 +167,9 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
         result.notes += notes
     if fleet_path is not None:
         result.fleet = load_fleet(fleet_path, key_name=project.config.aws.ssh_key_name)
+        note = key_name_note(project.config_path, result.fleet)
+        if note is not None and project.config.backend == "aws":
+            result.notes.append(note)
     return result
 
 
