@@ -27,6 +27,7 @@ from testkit import FakeClock
 pytestmark = pytest.mark.slow
 
 Ds = Callable[..., CompletedProcess[str]]
+DS = [sys.executable, "-m", "distributed_something"]
 
 # A task by its name: "flaky…" fails its first run, "poison…" every run, "slow…" runs for
 # minutes, "once…" too but only the first time; the others sleep a little. Each run is
@@ -222,6 +223,48 @@ def test_ctrl_c_on_ds_run_cancels_every_job(slurm_cluster: str, tmp_path: Path) 
     assert our_jobs(tmp_path / "shared") == []
     state = json.loads((proj / ".ds" / "T" / "state.json").read_text())
     assert state["resources"]["slurm"]["jobs"]  # what it submitted, recorded
+
+
+def test_a_script_whose_work_scancel_cut_is_rerun_not_recorded_done(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    """scancel signals every process of the job: a shell script that traps SIGTERM and goes
+    on (or, racing the signal, one without `set -e`) loses its `sleep` and still exits 0.
+    That run is handed back, not recorded done, and the task runs again to its end."""
+    ledger = tmp_path / "ledger.txt"
+    script = (
+        f"trap 'echo term >> {ledger}' TERM; echo start >> {ledger}; sleep 6; echo end >> {ledger}"
+    )
+    proj = write_project(
+        tmp_path / "proj",
+        argv=["sh", "-c", script],
+        groups=[{"name": "cut"}],
+        extra={
+            "backend": "slurm",
+            "queue": {"visibility": 30, "job_retries": 2},
+            "slurm": {"shared_dir": str(tmp_path / "shared"), "max_jobs": 1},
+        },
+    )
+    run = subprocess.Popen(
+        [*DS, "run", str(proj), "--json", "--interval", "1"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not ledger.exists():
+        time.sleep(0.1)
+    time.sleep(1)
+    (array,) = arrays_of(tmp_path / "shared")
+    subprocess.run(["scancel", array["job_id"]], check=True)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    (task,) = json.loads(out)["tasks"]
+    assert task["outcome"] == "done" and task["attempts"] == 2, task
+    # the cut run's script went on to its last line and exited 0; the rerun did all its work
+    assert ledger.read_text().split() == ["start", "term", "end", "start", "end"]
+    assert task["duration"] >= 6, task
 
 
 def test_a_worker_killed_outright_loses_no_task(slurm_cluster: str, tmp_path: Path) -> None:

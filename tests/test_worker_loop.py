@@ -500,6 +500,74 @@ def test_a_command_that_ended_on_its_own_as_the_stop_came_is_carried_to_its_end(
     assert rig.queue.counts().visible == 1 and rig.queue.counts().in_flight == 0
 
 
+def test_where_the_stop_reaches_the_command_a_zero_exit_after_it_is_handed_back(
+    tmp_path: Path,
+) -> None:
+    """On Slurm, scancel (and `ds cleanup`) signals every process of the job: a shell script
+    without ``set -e`` loses its child to the SIGTERM and still exits 0. A command that ends
+    after the stop arrived there is no evidence of a complete run: handed back, rerun,
+    neither done nor failed."""
+    rig = Rig(tmp_path, write("cut {name}"))
+    rig.worker.backend.stop_reaches_command = True
+    real = rig.worker.runner
+
+    class StoppedDuringTheRun:
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            result = real.run(*args, **kwargs)  # its child cut by scancel, it exits 0
+            rig.worker.stop()  # the worker's own SIGTERM is handled as it ends
+            assert result.exit_code == 0 and not result.interrupted
+            return result
+
+    rig.worker.runner = StoppedDuringTheRun()  # type: ignore[assignment]
+    (task,) = rig.submit({"name": "c"})
+    assert rig.worker.step() is Outcome.STOPPED
+    rig.worker.close()
+    assert rig.records.read_done(task.id) is None
+    assert rig.records.failures_of(task.id) == []
+    assert "out/c/r.txt" not in rig.keys("out/")
+    counts = rig.queue.counts()
+    assert (counts.visible, counts.in_flight) == (1, 0)
+
+
+def test_where_the_stop_reaches_the_command_one_that_ended_before_it_keeps_its_result(
+    tmp_path: Path,
+) -> None:
+    """The stop arrives after the command's end was taken (its outputs being uploaded): the
+    command was not cut, its result is kept."""
+    rig = Rig(tmp_path, write("kept {name}"))
+    rig.worker.backend.stop_reaches_command = True
+    upload = rig.worker._upload_outputs
+
+    def stop_then_upload(*args: Any) -> list[str]:
+        rig.worker.stop()
+        return upload(*args)
+
+    rig.worker._upload_outputs = stop_then_upload  # type: ignore[method-assign]
+    (task,) = rig.submit({"name": "k"})
+    assert rig.worker.step() is Outcome.DONE
+    assert rig.records.read_done(task.id) is not None
+    assert rig.storage.get_bytes("out/k/r.txt") == b"kept k"
+
+
+@pytest.mark.parametrize(("backend", "reaches"), [("local", False), ("slurm", True)])
+def test_only_slurm_says_its_stop_reaches_the_command(
+    tmp_path: Path, backend: str, reaches: bool
+) -> None:
+    """`ds cleanup --backend local` signals the worker alone, whose command runs in a session
+    of its own (out of a terminal's Ctrl-C too), as ECS signals only the container's PID 1;
+    Slurm's scancel signals every process of the job."""
+    from conftest import write_project
+    from distributed_something.backends import open_backend
+    from distributed_something.usecases.project import open_project
+
+    extra: dict[str, Any] = {"backend": backend}
+    if backend == "slurm":
+        extra["slurm"] = {"shared_dir": str(tmp_path / "shared")}
+    folder = write_project(tmp_path / "p", argv=["true"], groups=[{"name": "a"}], extra=extra)
+    project = open_project(folder / "ds.toml")
+    assert getattr(open_backend(project), "stop_reaches_command", False) is reaches
+
+
 SELF_TERM = [PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]
 #: A shell (or a JVM) that gets SIGTERM exits 128 + 15 rather than dying of it.
 SHELL_TERM = [PY, "-c", "raise SystemExit(143)"]

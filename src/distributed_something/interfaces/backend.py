@@ -94,6 +94,11 @@ class Backend:
     ``watchdog_settles`` says a dead worker's watchdog settles what it held (its attempt
     closed as lost, its messages handed back: `worker/settle.py`); False where the backend's
     compute does it with the scheduler's word on how the worker's job ended (Slurm).
+    ``stop_reaches_command`` says the signal that stops a worker reaches its command's
+    processes too (Slurm's scancel signals every process of the job); where it does not
+    (ECS signals the container's PID 1, `ds cleanup --backend local` the worker, whose
+    command runs in a session of its own), a command that ends after the stop arrived
+    ran undisturbed and keeps its result, while here it is handed back (`Worker._execute`).
     ``run_notes()`` says what the backend's own watchers found about the run in progress,
     one line each, for `ds status` (AWS: the unattended monitor stopped the run's workers
     because they kept failing); none by default.
@@ -117,6 +122,7 @@ class Backend:
     spot_prices: SpotPriceReader | None = None
     fork_call: ForkCall | None = None
     watchdog_settles: bool = True
+    stop_reaches_command: bool = False
     run_notes: Callable[[], list[str]] = field(default=lambda: [])
 
 

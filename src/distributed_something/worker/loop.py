@@ -809,9 +809,14 @@ class Worker:
         self._result = result
         self._await_stop(result)
         # A command that succeeded on its own as the stop came is carried to its end: hours
-        # of work are not dropped to be done again. One that failed is handed back: the
-        # stop's signal may have reached it too (Slurm signals the whole job).
-        if self.stopping.is_set() and (result.interrupted or result.exit_code != 0):
+        # of work are not dropped to be done again (ECS, local: the stop signals the worker
+        # alone). One that failed is handed back. Where the stop's signal reaches the
+        # command too (Slurm signals the whole job), any command that ended after the stop
+        # arrived is handed back: a shell script without `set -e` whose child was killed
+        # still exits 0, so its zero exit says nothing of a complete run.
+        if self.stopping.is_set() and (
+            result.interrupted or result.exit_code != 0 or self.backend.stop_reaches_command
+        ):
             self._hand_back(message)
             log.info("task %s handed back (worker stopping)", task.id)
             return Outcome.STOPPED

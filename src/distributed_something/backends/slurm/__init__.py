@@ -61,6 +61,9 @@ def open_slurm(project: Project) -> Backend:
         # Its compute settles a dead worker's slice with Slurm's word on how its job ended.
         watchdog_settles=False,
         memory_limit="scheduler",
+        # scancel signals every process of the job: a command's zero exit after it says
+        # nothing of a complete run (a script without `set -e` whose child it killed).
+        stop_reaches_command=True,
     )
 
 
