@@ -348,6 +348,76 @@ def _cmdline(proc: Path) -> bytes:
         return b""
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid``'s children, theirs, and so on (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text() if proc.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat:
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(proc.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return sorted(set(found))
+
+
+def test_ds_status_shows_the_task_of_a_job_requeued_after_a_node_failure_pending(
+    slurm_cluster: str, tmp_path: Path, ds: Ds
+) -> None:
+    """A node dies under a running worker (nothing handed back, its attempt left open) and
+    Slurm requeues the element: it is PENDING again (BeginTime), with the same id. ds sees
+    an element pending whose worker said it held a slice: that worker is gone. `ds status`
+    closes its attempt as lost and shows the task pending, not running until the lease runs
+    out after the element runs again."""
+    proj = slurm_project(tmp_path, ["slow-1"], tasks_per_job=1)
+    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
+        assert ds(*step, cwd=proj).returncode == 0
+    ledger = tmp_path / "ledger.txt"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not ledger.exists():
+        time.sleep(0.2)
+    (held,) = list((tmp_path / "shared" / "queue" / "held").iterdir())
+    name = held.name.encode()
+    (worker,) = [
+        int(proc.name)
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and name in _cmdline(proc) and b"worker" in _cmdline(proc)
+    ]
+    stepd = int((Path("/proc") / str(worker) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    conf = Path(slurm_cluster)
+    slurmd = int((conf.parent / "slurmd.pid").read_text())
+    node = subprocess.run(
+        ["sinfo", "--noheader", "--Node", "--format=%N"], capture_output=True, text=True
+    ).stdout.split()[0]
+    # The node dies: its slurmd and the job's processes end with no word to anyone.
+    os.kill(slurmd, signal.SIGKILL)
+    os.kill(stepd, signal.SIGSTOP)
+    for pid in [worker, *_descendants(worker)]:
+        os.kill(pid, signal.SIGKILL)
+    try:
+        subprocess.run(
+            ["scontrol", "update", f"nodename={node}", "state=down", "reason=ds-test"], check=True
+        )
+        os.kill(stepd, signal.SIGKILL)
+        (job,) = our_jobs(tmp_path / "shared")
+        assert job.endswith("PENDING"), job  # requeued by Slurm
+        status = json.loads(ds("status", "--json", cwd=proj).stdout)
+    finally:
+        subprocess.run(["/usr/sbin/slurmd", "-f", str(conf)], check=True)
+    assert ds("cleanup", cwd=proj).returncode == 0
+    assert (status["counts"]["running"], status["counts"]["pending"]) == (0, 1), status
+    assert status["running_tasks"] == []
+    (lost,) = list((tmp_path / "shared").rglob("*.lost.json"))
+    assert "requeued" in json.loads(lost.read_text())["error"]
+
+
 def test_a_task_killed_by_the_time_limit_is_reported_as_such(
     slurm_cluster: str, tmp_path: Path, ds: Ds
 ) -> None:
@@ -723,6 +793,7 @@ def test_a_slice_sent_again_waits_for_room_under_max_jobs(
         slices_with_work=lambda: ["b", "c"],  # c: the task sent again
         is_free=lambda sid: True,
         held_by=lambda worker: None,
+        held_workers=lambda: set(),
         forget_worker=lambda worker: None,
     )
     compute = SlurmCompute(project, queue, None, shared)  # type: ignore[arg-type]
@@ -741,3 +812,60 @@ def test_a_slice_sent_again_waits_for_room_under_max_jobs(
     squeue.clear()  # the array ended (b unfinished here): room for one job at a time
     compute.scale(1)
     assert [(r.size, r.throttle) for r in submitted] == [(2, 1)]
+
+
+@pytest.mark.parametrize("live_holder", [False, True])
+def test_a_requeued_element_s_worker_is_settled_while_slurm_keeps_it_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_holder: bool
+) -> None:
+    """An element pending in squeue whose worker said in held/ that it held a slice was
+    requeued (node failure): what its worker left is repaired at once, attempts it started
+    before squeue was read closed as lost, while one started since (the element ran again,
+    under the same name) is left alone, and the element is not settled (it runs again).
+    A process still holding the slice's lock means nothing is touched."""
+    from types import SimpleNamespace
+
+    from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+    from distributed_something.backends.local.storage import FolderStorage
+    from distributed_something.backends.slurm import commands
+    from distributed_something.backends.slurm.compute import SlurmCompute
+    from distributed_something.records import Attempt, RunRecords
+
+    shared = tmp_path / "shared"
+    (shared / "slurm").mkdir(parents=True)
+    array = {"job_id": "12", "slices": ["a"], "run_id": "r", "submitted_at": 0}
+    (shared / "slurm" / "jobs.json").write_text(
+        json.dumps({"arrays": [array | {"held_files": True}]})
+    )
+    monkeypatch.setattr(
+        commands, "squeue_elements", lambda name, ids: {("12", 0): ("PENDING", "BeginTime")}
+    )
+    storage = LocalBucket(FolderStorage(tmp_path / "b"), SqliteObjects(tmp_path / "r.sqlite"))
+    records = RunRecords(storage, "T", "r")
+    now = time.time()
+    records.open_attempt(Attempt("t1", 1, "m1", "slurm-12_0", now - 100))  # the dead worker's
+    records.open_attempt(Attempt("t2", 1, "m2", "slurm-12_0", now + 100))  # since: a new one
+    reclaimed: list[str] = []
+    forgotten: list[str] = []
+    queue = SimpleNamespace(
+        held_workers=lambda: {"slurm-12_0"},
+        held_by=lambda worker: "a",
+        messages_of=lambda sid: [{"task_id": "t1"}, {"task_id": "t2"}],
+        reclaim=lambda sid, error: None if live_holder else reclaimed.append(error) or [],
+        forget_worker=forgotten.append,
+    )
+    project = SimpleNamespace(config=SimpleNamespace(app_name="T"), base_dir=tmp_path)
+    compute = SlurmCompute(project, queue, storage, shared)  # type: ignore[arg-type]
+
+    compute.settle_ended()  # as `ds status` does
+
+    outcomes = {t: [k.outcome for k in records.attempt_keys(t)] for t in ("t1", "t2")}
+    if live_holder:
+        assert outcomes == {"t1": ["running"], "t2": ["running"]} and forgotten == []
+        return
+    assert outcomes == {"t1": ["lost"], "t2": ["running"]}
+    assert forgotten == ["slurm-12_0"]
+    (error,) = reclaimed
+    assert "12_0 was requeued" in error and "BeginTime" in error
+    saved = json.loads((shared / "slurm" / "jobs.json").read_text())["arrays"][0]
+    assert saved.get("settled", []) == []  # Slurm runs it again; it ends later

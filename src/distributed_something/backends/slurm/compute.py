@@ -10,7 +10,10 @@ cancel or repair it; ds runs nothing on the cluster besides these jobs.
 
 When an element has left Slurm's queue, `housekeeping` settles it: whatever its worker
 still held goes back to the slice's queue, and when Slurm killed it (time limit, memory,
-node failure) the attempt records of the task it was running say so.
+node failure) the attempt records of the task it was running say so. An element pending
+again after its worker held a slice was requeued by Slurm (a node failure, `scontrol
+requeue`): its worker is gone, and what it left is settled the same way while Slurm keeps the
+element to run again (`_settle_requeued`).
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class SlurmCompute:
         self._cached: tuple[float, dict[tuple[str, int], str]] | None = None
         #: squeue's reason for each pending element of the last reading (`_live`)
         self._reasons: dict[tuple[str, int], str] = {}
+        #: when (time.time) squeue was last read: the reading `_live` keeps
+        self._read_at = 0.0
         self._clock = clock
         #: elements whose worker failed (Slurm state FAILED), and those already looked at
         self._failures: list[WorkerFailure] = []
@@ -137,7 +142,9 @@ class SlurmCompute:
         now = time.monotonic()
         if not fresh and self._cached is not None and now - self._cached[0] < 1.0:
             return self._cached[1]
+        read_at = time.time()
         found = commands.squeue_elements(self.job_name, [a.job_id for a in arrays if a.open])
+        self._read_at = read_at
         live = {key: state for key, (state, _) in found.items()}
         self._reasons = {key: why for key, (state, why) in found.items() if state == "PENDING"}
         self._cached = (now, live)
@@ -216,7 +223,7 @@ class SlurmCompute:
             for array in arrays
             if array.open
             for i in range(len(array.slices))
-        ):
+        ) and not any(self._requeued(array, live) for array in arrays):
             return
         with self._registry() as locked_arrays:
             self._settle(locked_arrays, self._live(locked_arrays))
@@ -384,6 +391,8 @@ class SlurmCompute:
 
     def _settle(self, arrays: list[ArrayRecord], live: dict[tuple[str, int], str]) -> None:
         for array in arrays:
+            for index in self._requeued(array, live):
+                self._settle_requeued(array, index)
             ended = [
                 i
                 for i in range(len(array.slices))
@@ -405,6 +414,52 @@ class SlurmCompute:
                 end = ends.get(index, commands.EndState("UNKNOWN"))
                 if self._settle_one(array, index, end):
                     array.settled.append(index)
+
+    def _requeued(self, array: ArrayRecord, live: dict[tuple[str, int], str]) -> list[int]:
+        """The elements of ``array`` pending in Slurm whose worker said it held a slice: a
+        pending element runs no worker, so that one is gone and Slurm requeued the element
+        (after a node failure, or `scontrol requeue`), which keeps its id and so its
+        worker's name."""
+        if not array.open or not array.held_files:
+            return []
+        pending = [
+            i
+            for i in range(len(array.slices))
+            if i not in array.settled and live.get((array.job_id, i)) == "PENDING"
+        ]
+        if not pending:
+            return []
+        held = self.queue.held_workers()
+        return [i for i in pending if _worker_name(array, i) in held]
+
+    def _settle_requeued(self, array: ArrayRecord, index: int) -> None:
+        """Repair what the worker of requeued element ``index`` left: its slice's messages
+        go back, its attempts started before squeue said the element pending are closed as
+        lost (a node failure is no fault of the task). The element is not settled: Slurm
+        runs it again, under the same worker name, and it ends later."""
+        worker = _worker_name(array, index)
+        sid = self.queue.held_by(worker)
+        if not sid:
+            return  # it held no slice (or handed it back and said so): nothing to repair
+        why = self._reasons.get((array.job_id, index), "")
+        error = (
+            f"its Slurm job {array.job_id}_{index} was requeued while it ran"
+            f" (pending again{': ' + why if why else ''}); Slurm runs the job again"
+        )
+        records = RunRecords(self.storage, self.project.config.app_name, array.run_id)
+        # The element may have started again since squeue was read: its new worker's
+        # attempts (started later) are not this one's.
+        before = self._read_at
+        attempts = [
+            a for a in self._attempts_of(records, sid, worker, False) if a.started_at < before
+        ]
+        if self.queue.reclaim(sid, error) is None:
+            return  # a live process holds the slice (the element ran again): not ours
+        now = time.time()
+        for attempt in attempts:
+            _close(records, attempt, "lost", error, now, "lost")
+        if self.queue.held_by(worker) == sid:
+            self.queue.forget_worker(worker)
 
     def _note_failures(
         self, array: ArrayRecord, ended: list[int], ends: dict[int, commands.EndState]

@@ -271,6 +271,13 @@ class SliceQueue:
         except FileNotFoundError:
             return None
 
+    def held_workers(self) -> set[str]:
+        """The workers that say in ``held/`` which slice they held last."""
+        try:
+            return {path.name for path in (self.root / "held").iterdir()}
+        except FileNotFoundError:
+            return set()
+
     def forget_worker(self, worker: str) -> None:
         """Remove ``held/<worker>`` (its job ended and was settled)."""
         (self.root / "held" / worker).unlink(missing_ok=True)
