@@ -111,6 +111,8 @@ def test_quickstart_runs_on_slurm_and_a_rerun_skips_what_is_done(
     again = ds("run", str(folder), "--backend", "slurm", "--json", "--interval", "1", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert report_of(again)["counts"]["skipped"] == 6
+    # skipped as done before any ran: no attempt claimed (the report once said 1)
+    assert [t["attempts"] for t in report_of(again)["tasks"]] == [0] * 6
     status = ds("status", "--backend", "slurm", "--json", cwd=folder)
     assert status.returncode == 0, status.stderr
 
