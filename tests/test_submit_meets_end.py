@@ -128,3 +128,34 @@ def test_a_submit_whose_run_is_cleaned_up_as_it_sends_says_its_tasks_will_not_ru
     with pytest.raises(InputError) as raised:
         lifecycle.submit(project, proj / "more.json", show_progress=False)
     assert "while this submit was sending: its 2 task(s) will not run" in str(raised.value)
+
+
+def test_a_submit_sees_the_run_ended_by_the_unattended_monitor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unattended monitor (AWS Lambda) writes only the bucket's copy of the state: it
+    saves the run finished, looks for a submit and sees none, and starts the teardown. A
+    submit announcing itself just after must see that copy's word and send nothing (it
+    read the local copy, still in progress, and sent its tasks to the queue being
+    deleted)."""
+    from distributed_something.state import state_key
+
+    project, proj = set_up(tmp_path)
+    backend = open_backend(project)
+    announce = lifecycle.announce_sending
+
+    def lambda_ends_the_run_now(records: lifecycle.RunRecords, part: str) -> None:
+        announce(records, part)
+        state = load_state(project, backend.storage)
+        assert state is not None
+        state.finished_at = 1.0  # the bucket's copy only, teardown under way
+        state.resources["lambda_monitor"] = {"teardown_started_at": 1.0}
+        backend.storage.put_bytes(state_key(state.app_name), state.model_dump_json().encode())
+
+    monkeypatch.setattr(lifecycle, "announce_sending", lambda_ends_the_run_now)
+    with pytest.raises(InputError) as raised:
+        lifecycle.submit(project, proj / "more.json", show_progress=False)
+    assert "nothing was sent" in str(raised.value)
+    assert backend.queue.counts().visible == 0
+    current = load_state(project, backend.storage)
+    assert current is not None and not current.active

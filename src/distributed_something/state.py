@@ -83,7 +83,7 @@ def load_state(project: Project, storage: Storage | None = None) -> RunState | N
 
     With ``storage``, the bucket's copy is read too: it is used when there is no local copy
     (a monitor started on another machine) or when it is further along for the same run
-    (the unattended monitor tore the run down).
+    (the unattended monitor said it finished, or tore it down).
     """
     local = None
     damaged = ""
@@ -127,7 +127,12 @@ def load_state(project: Project, storage: Storage | None = None) -> RunState | N
         return local
     if local is None:
         return remote
-    if remote.run_id == local.run_id and remote.cleaned_up and not local.cleaned_up:
+    if remote.run_id == local.run_id and (
+        (remote.cleaned_up and not local.cleaned_up) or (local.active and not remote.active)
+    ):
+        # Further along: torn down, or said finished (the unattended monitor saving the run
+        # over before its teardown; a submit announced after that must see it and send
+        # nothing, an attended monitor must stop acting on the run).
         return remote
     if remote.run_id == local.run_id:
         # The unattended monitor's notes are its copy's: a command saving the state keeps
