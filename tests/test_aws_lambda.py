@@ -397,3 +397,35 @@ def test_a_submit_coming_as_the_run_ends_keeps_it_going(world: World) -> None:
     records.end_sending("42")  # the submit saw the run over and sent nothing
     assert handler({}, Context())["status"] == "torn-down"
     assert not read_state(world).active
+
+
+def test_a_tick_during_ds_cleanup_starts_nothing_and_leaves_the_state_alone(
+    world: World,
+) -> None:
+    """`ds cleanup` said the run finished and set the service to 0 (its first step) while
+    tasks were still queued; the schedule fires before cleanup deletes it. The tick must not
+    start workers again (it set the service back to 12 workers) nor write its stale copy of
+    the state over cleanup's; `ds monitor` stops acting on a run another command ended."""
+    send(world, 5)
+    world.resources.cleaned = ["service_to_zero"]
+    put_state(world, finished_at=time.time() - 5)
+    before = world.clients.s3.get_object(Bucket=BUCKET, Key=STATE_KEY)["Body"].read()
+
+    summary = handler({}, Context())
+
+    assert summary["status"] == "teardown-in-progress" and summary["actions"] == []
+    assert desired_tasks(world) == 0
+    assert world.clients.s3.get_object(Bucket=BUCKET, Key=STATE_KEY)["Body"].read() == before
+
+
+def test_a_teardown_another_command_left_unfinished_is_finished(world: World) -> None:
+    """`ds cleanup` (or `ds monitor`) stopped half way, long ago: the unattended monitor
+    finishes the teardown, as `ds monitor` does once another command's teardown stalls."""
+    send(world, 5)
+    world.resources.cleaned = ["service_to_zero"]
+    put_state(world, finished_at=time.time() - 3600)
+
+    summary = handler({}, Context())
+
+    assert summary["status"] == "torn-down" and desired_tasks(world) == 0
+    assert read_state(world).cleaned_up

@@ -77,6 +77,9 @@ BOOKKEEPING = MONITOR_BOOK
 #: A teardown started less than this long ago is assumed to be still running (the Lambda
 #: time limit): an overlapping invocation leaves it alone.
 TEARDOWN_LEASE_SECONDS = 15 * 60
+#: Set in the bookkeeping while the teardown is this monitor's own (it said the run finished):
+#: a run said finished by another command is that command's to tear down for as long.
+OWN_TEARDOWN = "teardown_by_monitor"
 #: Time kept back from the Lambda's remaining time for saving the state after waits.
 _MARGIN_SECONDS = 30.0
 _QUEUE_ATTRIBUTES = [
@@ -263,6 +266,12 @@ def monitor_once(
     started = book.get("teardown_started_at")
     if isinstance(started, int | float) and now - started < TEARDOWN_LEASE_SECONDS:
         return {**summary, "status": "teardown-in-progress"}
+    ended_by_other = state.finished_at is not None and not book.get(OWN_TEARDOWN)
+    if ended_by_other and now - (state.finished_at or 0.0) < TEARDOWN_LEASE_SECONDS:
+        # Another command said the run is over (`ds cleanup`, or `ds monitor` finishing
+        # it) and is tearing it down: acting on the run (starting workers its first step
+        # stopped) or saving this tick's copy of the state over its own would undo it.
+        return {**summary, "status": "teardown-in-progress"}
 
     names = settings.names()
     compute = EcsSpotCompute(
@@ -320,7 +329,9 @@ def monitor_once(
         ledger_finished=finished,
         confirm_seconds=settings.drain_confirm_seconds,
     )
-    if records is not None and task_counts is not None:
+    if ended_by_other:
+        check = replace(check, verdict="ended")  # nothing settled, sent or waited for
+    elif records is not None and task_counts is not None:
         check, ledger = confirm_ending(records, check, task_counts)
 
     def sqs_queue() -> SqsQueue:
@@ -348,18 +359,21 @@ def monitor_once(
         return {**summary, "status": "confirming-drained"}
     actions = decide(replace(obs, finished=check.verdict == "finished"), cfg)
 
-    if any(isinstance(a, Teardown) for a in actions):
+    if ended_by_other or any(isinstance(a, Teardown) for a in actions):
+        # (Ended by another command long ago, which stopped half way: finished here, as
+        # `ds monitor` finishes a teardown another command left.)
         resumed = state.finished_at is not None
         # Said first, then looked again: a submit announces itself before it reads the
         # state (`sending.announce`), so it either sees the run over and sends nothing, or
         # is seen here, and the run goes on (as `ds monitor` does, `lifecycle._ends_alone`).
         state.finished_at = state.finished_at or now
         book["teardown_started_at"] = now
+        book[OWN_TEARDOWN] = True
         save()
         if not resumed and _submit_came(run_records, counted=records is not None):
             state.finished_at = None
-            book.pop("teardown_started_at", None)
-            book.pop("drained_since", None)
+            for key in ("teardown_started_at", OWN_TEARDOWN, "drained_since"):
+                book.pop(key, None)
             save()
             return {**summary, "status": "tasks-submitted"}
         try:
