@@ -429,3 +429,29 @@ def test_a_teardown_another_command_left_unfinished_is_finished(world: World) ->
 
     assert summary["status"] == "torn-down" and desired_tasks(world) == 0
     assert read_state(world).cleaned_up
+
+
+def test_a_failed_look_for_a_submit_lets_the_next_tick_go_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is over; the tick saves it finished, then S3 throttles its look for a submit
+    coming. The next tick must go on (look again, tear down): it found the teardown lease
+    taken and did nothing for 15 minutes, machines running, submits refused."""
+    from distributed_something.backends.aws import lambda_monitor
+    from distributed_something.errors import BackendError
+
+    put_state(world)
+    looked = lambda_monitor._submit_came
+
+    def throttled(*args: Any, **kwargs: Any) -> bool:
+        monkeypatch.setattr(lambda_monitor, "_submit_came", looked)
+        raise BackendError("S3: SlowDown (reduce your request rate)")
+
+    monkeypatch.setattr(lambda_monitor, "_submit_came", throttled)
+    with pytest.raises(BackendError):
+        handler({}, Context())
+
+    summary = handler({}, Context())
+
+    assert summary["status"] == "torn-down"
+    assert read_state(world).cleaned_up

@@ -370,11 +370,23 @@ def monitor_once(
         book["teardown_started_at"] = now
         book[OWN_TEARDOWN] = True
         save()
-        if not resumed and _submit_came(run_records, counted=records is not None):
+
+        def go_on() -> None:
             state.finished_at = None
             for key in ("teardown_started_at", OWN_TEARDOWN, "drained_since"):
                 book.pop(key, None)
             save()
+
+        try:
+            came = not resumed and _submit_came(run_records, counted=records is not None)
+        except DSError:
+            # Not looked (S3 throttling): the run goes on, and the next tick looks again,
+            # rather than hold the lease (nothing done for 15 minutes, machines running)
+            # or tear down unlooked.
+            go_on()
+            raise
+        if came:
+            go_on()
             return {**summary, "status": "tasks-submitted"}
         try:
             teardown(
