@@ -455,3 +455,21 @@ def test_a_failed_look_for_a_submit_lets_the_next_tick_go_on(
 
     assert summary["status"] == "torn-down"
     assert read_state(world).cleaned_up
+
+
+def test_the_run_torn_down_unattended_is_listed_finished(world: World) -> None:
+    """`ds runs` (and `ds report --run`, `ds logs`) read each run's own copy of its state
+    (`state.run_state_key`), which every CLI save writes: the unattended monitor must write
+    it too, or a run it tore down stays listed active for ever once the next run starts."""
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.state import all_runs, run_state_key
+
+    state = put_state(world)  # as `ds start-cluster` left it: both copies in progress
+    world.clients.s3.put_object(
+        Bucket=BUCKET, Key=run_state_key("T", RUN_ID), Body=state.model_dump_json()
+    )
+
+    assert handler({}, Context())["status"] == "torn-down"
+
+    (listed,) = all_runs("T", S3Storage(AwsSettings(region="us-east-1"), BUCKET))
+    assert listed.cleaned_up and not listed.active

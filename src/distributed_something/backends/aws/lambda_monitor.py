@@ -68,7 +68,7 @@ from distributed_something.monitor.progress import from_counts
 from distributed_something.monitor.settle import confirm_ending, record_image_outcomes, settle
 from distributed_something.records import META_ROOT, RunRecords
 from distributed_something.sending import under_way
-from distributed_something.state import MONITOR_BOOK, WORKERS_FAILING, RunState
+from distributed_something.state import MONITOR_BOOK, WORKERS_FAILING, RunState, run_state_key
 
 log = logging.getLogger(__name__)
 
@@ -454,13 +454,17 @@ def _load_state(clients: AwsClients, settings: MonitorSettings) -> RunState | No
 
 
 def _save_state(clients: AwsClients, settings: MonitorSettings, state: RunState) -> None:
-    with aws_call(f"write the run state s3://{settings.state_bucket}/{settings.state_key}"):
-        clients.s3.put_object(
-            Bucket=settings.state_bucket,
-            Key=settings.state_key,
-            Body=state.model_dump_json(indent=1).encode(),
-            ContentType="application/json",
-        )
+    # Both copies, as `state.save_state` writes them: the run's own copy is what `ds runs`,
+    # `ds report --run` and `ds logs` read once another run has started.
+    body = state.model_dump_json(indent=1).encode()
+    for key in (settings.state_key, run_state_key(state.app_name, state.run_id)):
+        with aws_call(f"write the run state s3://{settings.state_bucket}/{key}"):
+            clients.s3.put_object(
+                Bucket=settings.state_bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+            )
 
 
 def _queue_attributes(clients: AwsClients, url: str | None) -> dict[str, str] | None:
