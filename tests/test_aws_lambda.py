@@ -473,3 +473,41 @@ def test_the_run_torn_down_unattended_is_listed_finished(world: World) -> None:
 
     (listed,) = all_runs("T", S3Storage(AwsSettings(region="us-east-1"), BUCKET))
     assert listed.cleaned_up and not listed.active
+
+
+def test_two_invocations_at_once_tear_down_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EventBridge may deliver a scheduled event twice, and Lambda runs both at once: both
+    read the state before either writes it. The second to write must see the state changed
+    under it and stop (the run is the first's), not tear the run down again over the first
+    (a second end-of-run notice, log exports made twice, its stale state saved last)."""
+    from distributed_something.backends.aws import lambda_monitor
+
+    sns, sqs = world.clients.sns, world.clients.sqs
+    topic = sns.create_topic(Name="T-notices")["TopicArn"]
+    inbox = sqs.create_queue(QueueName="T-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+    monkeypatch.setenv("DS_TOPIC_ARN", topic)
+    put_state(world)
+    load = lambda_monitor._load_state
+    other: list[dict[str, Any]] = []
+
+    def both_read_first(*args: Any) -> Any:
+        loaded = load(*args)
+        if not other:
+            other.append({})
+            other[0] = handler({}, Context())  # the other delivery, run to its end now
+        return loaded
+
+    monkeypatch.setattr(lambda_monitor, "_load_state", both_read_first)
+    summary = handler({}, Context())
+
+    assert other[0]["status"] == "torn-down"
+    assert summary["status"] == "state-changed" and "teardown" not in summary["actions"]
+    assert read_state(world).cleaned_up
+    notices = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(notices) == 1

@@ -218,8 +218,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     """The Lambda entry point: one monitor tick for the app the settings name.
 
     Returns a summary: ``status`` ("running", "confirming-drained", "torn-down",
-    "teardown-in-progress", "finished", "not-set-up" or "no-run"), the queue counts, and the actions
-    taken. Idempotent: running it again (or late, or twice) does no harm.
+    "teardown-in-progress", "finished", "not-set-up", "no-run" or "state-changed"), the queue
+    counts, and the actions taken. Idempotent: running it again (or late, or twice) does no
+    harm: it saves the state only over the version it read (an S3 conditional write), so of
+    two invocations at once, the second to save stops there ("state-changed").
     """
     logging.getLogger().setLevel(logging.INFO)
     settings = MonitorSettings.from_sources(
@@ -247,9 +249,31 @@ def monitor_once(
     """
     now = time.time() if now is None else now
     summary: dict[str, Any] = {"app": settings.app_name, "actions": []}
-    state = _load_state(clients, settings)
-    if state is None:
+    try:
+        return _tick(settings, clients, now, wait_timeout, summary)
+    except StateChanged:
+        # Another invocation (EventBridge delivered the event twice) or a command (`ds
+        # cleanup`) wrote the state since this tick read it: the run is theirs now; the
+        # next tick starts from what they wrote.
+        log.info("the run state changed under this tick: it stops here")
+        return {**summary, "status": "state-changed"}
+
+
+class StateChanged(Exception):
+    """The run state in the bucket is no longer the one this tick read."""
+
+
+def _tick(
+    settings: MonitorSettings,
+    clients: AwsClients,
+    now: float,
+    wait_timeout: float,
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    loaded = _load_state(clients, settings)
+    if loaded is None:
         return {**summary, "status": "no-run"}
+    state, etag = loaded
     summary["run_id"] = state.run_id
     if state.cleaned_up or state.backend != "aws":
         return {**summary, "status": "finished"}
@@ -260,8 +284,10 @@ def monitor_once(
     book: dict[str, Any] = state.resources.setdefault(BOOKKEEPING, {})
 
     def save(updated: AwsResources | None = None) -> None:
+        nonlocal etag
         (updated if updated is not None else resources).into(state.resources)
-        _save_state(clients, settings, state)
+        # Only over the state this tick read (S3 conditional write): `StateChanged` else.
+        etag = _save_state(clients, settings, state, etag)
 
     started = book.get("teardown_started_at")
     if isinstance(started, int | float) and now - started < TEARDOWN_LEASE_SECONDS:
@@ -441,7 +467,8 @@ def monitor_once(
 
 
 # --- helpers ------------------------------------------------------------------------------
-def _load_state(clients: AwsClients, settings: MonitorSettings) -> RunState | None:
+def _load_state(clients: AwsClients, settings: MonitorSettings) -> tuple[RunState, str] | None:
+    """The run state and its ETag (what a save is conditional on); None when none."""
     with aws_call(f"read the run state s3://{settings.state_bucket}/{settings.state_key}"):
         try:
             body = clients.s3.get_object(Bucket=settings.state_bucket, Key=settings.state_key)
@@ -450,21 +477,40 @@ def _load_state(clients: AwsClients, settings: MonitorSettings) -> RunState | No
                 return None
             raise
         text = body["Body"].read()
-    return RunState.model_validate_json(text)
+    return RunState.model_validate_json(text), str(body.get("ETag", ""))
 
 
-def _save_state(clients: AwsClients, settings: MonitorSettings, state: RunState) -> None:
-    # Both copies, as `state.save_state` writes them: the run's own copy is what `ds runs`,
-    # `ds report --run` and `ds logs` read once another run has started.
+#: S3's answers to a conditional write whose condition no longer holds (412), or that met
+#: another write of the same key (409), or whose object is gone.
+_CHANGED = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey"})
+
+
+def _save_state(clients: AwsClients, settings: MonitorSettings, state: RunState, etag: str) -> str:
+    """Write the state over the version whose ETag is ``etag`` (raises `StateChanged` when
+    it was replaced meanwhile); returns the new ETag. The run's own copy is written too,
+    as `state.save_state` does: `ds runs`, `ds report --run` and `ds logs` read it once
+    another run has started."""
     body = state.model_dump_json(indent=1).encode()
-    for key in (settings.state_key, run_state_key(state.app_name, state.run_id)):
-        with aws_call(f"write the run state s3://{settings.state_bucket}/{key}"):
-            clients.s3.put_object(
+    where = f"write the run state s3://{settings.state_bucket}/{settings.state_key}"
+    with aws_call(where):
+        try:
+            written = clients.s3.put_object(
                 Bucket=settings.state_bucket,
-                Key=key,
+                Key=settings.state_key,
                 Body=body,
                 ContentType="application/json",
+                **({"IfMatch": etag} if etag else {}),
             )
+        except ClientError as exc:
+            if error_code(exc) in _CHANGED:
+                raise StateChanged(settings.state_key) from None
+            raise
+    key = run_state_key(state.app_name, state.run_id)
+    with aws_call(f"write the run state s3://{settings.state_bucket}/{key}"):
+        clients.s3.put_object(
+            Bucket=settings.state_bucket, Key=key, Body=body, ContentType="application/json"
+        )
+    return str(written.get("ETag", ""))
 
 
 def _queue_attributes(clients: AwsClients, url: str | None) -> dict[str, str] | None:
