@@ -511,3 +511,27 @@ def test_two_invocations_at_once_tear_down_once(
     assert read_state(world).cleaned_up
     notices = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
     assert len(notices) == 1
+
+
+def test_attempts_left_open_are_closed_when_the_monitor_tears_down(world: World) -> None:
+    """`ds cleanup` stopped half way (its workers killed, their attempts open) and the
+    unattended monitor finishes the teardown: as `ds cleanup` and `ds monitor` do, it
+    closes the attempts still open, so the run's tasks read pending (lost), not running
+    for ever in `ds status` and the report of a run that is over."""
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.jobs.model import Task
+    from distributed_something.ledger import read_ledger
+    from distributed_something.records import Attempt, ManifestEntry, RunRecords
+
+    send(world, 1)
+    world.resources.cleaned = ["service_to_zero"]
+    put_state(world, finished_at=time.time() - 3600)
+    records = RunRecords(S3Storage(AwsSettings(region="us-east-1"), BUCKET), "T", RUN_ID)
+    task = Task(body={"group": {"name": "cut"}})
+    records.write_manifest("1", [ManifestEntry(task.id, task.group)])
+    records.open_attempt(Attempt(task.id, 1, "m1", "w", time.time() - 4000))
+
+    assert handler({}, Context())["status"] == "torn-down"
+
+    ledger = read_ledger(RunRecords(records.storage, "T", RUN_ID))
+    assert ledger.counts["running"] == 0 and ledger.counts["pending"] == 1

@@ -4,6 +4,7 @@ and needs nothing but the records and the queue."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from distributed_something import sending, summary
@@ -79,3 +80,14 @@ def record_image_outcomes(records: RunRecords, queue: Queue, ledger: Ledger, now
         else:
             records.write_mark(task_id, "deleted", now, {"why": "its message left the queue"})
     return len(unfinished)
+
+
+def close_open_attempts(records: RunRecords) -> int:
+    """Close the attempts still open once the run's workers are stopped (a worker killed
+    without a word leaves one): they are lost, and their tasks pending. Returns how many.
+    Every teardown ends with it (`ds cleanup`, `ds monitor`, the unattended monitor)."""
+    now = time.time()
+    stale = [a for a in records.attempt_keys() if a.outcome == "running"]
+    for attempt in stale:
+        records.close_stale(attempt, "lost", now)
+    return len(stale)

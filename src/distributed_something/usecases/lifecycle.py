@@ -19,7 +19,7 @@ from distributed_something.jobs.model import JobFile, TaskList
 from distributed_something.ledger import read_ledger
 from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.monitor.progress import from_counts
-from distributed_something.monitor.settle import record_image_outcomes
+from distributed_something.monitor.settle import close_open_attempts, record_image_outcomes
 from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import RunRecords, Skip
@@ -457,16 +457,6 @@ def _teardown(project: Project, backend: Backend, state: RunState) -> None:
     close_open_attempts(records_for(project, backend, state))
     state.cleaned_up = True
     saver(state)
-
-
-def close_open_attempts(records: RunRecords) -> int:
-    """Close the attempts still open once the run's workers are stopped (a worker killed
-    without a word leaves one): they are lost, and their tasks pending. Returns how many."""
-    now = time.time()
-    stale = [a for a in records.attempt_keys() if a.outcome == "running"]
-    for attempt in stale:
-        records.close_stale(attempt, "lost", now)
-    return len(stale)
 
 
 def write_report(project: Project, backend: Backend, state: RunState) -> RunReport:

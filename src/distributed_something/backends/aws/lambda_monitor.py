@@ -65,7 +65,12 @@ from distributed_something.monitor.policy import (
     drain_check,
 )
 from distributed_something.monitor.progress import from_counts
-from distributed_something.monitor.settle import confirm_ending, record_image_outcomes, settle
+from distributed_something.monitor.settle import (
+    close_open_attempts,
+    confirm_ending,
+    record_image_outcomes,
+    settle,
+)
 from distributed_something.records import META_ROOT, RunRecords
 from distributed_something.sending import under_way
 from distributed_something.state import MONITOR_BOOK, WORKERS_FAILING, RunState, run_state_key
@@ -425,6 +430,8 @@ def _tick(
                 clean_dashboard=settings.clean_dashboard,
                 wait_timeout=wait_timeout,
             )
+            if records is not None:
+                close_open_attempts(records)  # workers stopped: theirs are lost (ds cleanup)
         except DSError:
             # A reported failure (not a timeout): let the next tick resume at once.
             book.pop("teardown_started_at", None)
