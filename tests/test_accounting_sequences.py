@@ -237,3 +237,28 @@ def test_a_task_taken_over_from_a_stopped_worker_never_runs_twice_at_once(
     assert lines()[2] != f"end {first}"
     (task,) = report["tasks"]
     assert task["outcome"] == "done" and task["attempts"] == 2 and not task["duplicate"]
+
+
+def test_a_task_redriven_into_a_new_run_is_not_dead_in_its_old_run_any_more(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # "flaky" dies in the first run (two failures), the run ends, `ds dead redrive` sends it
+    # into a new run where it succeeds. The old run must not offer it again: it is no longer
+    # listed dead there, and a second redrive of the old run sends nothing.
+    proj = project(tmp_path, [{"name": "flaky", "fails": 2}], queue={"job_retries": 2})
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+    ds("monitor", "--interval", "0.2", cwd=proj)  # exits 1: a dead task
+    old = js(ok(ds("runs", "--json", cwd=proj)))[-1]["run_id"]
+    assert [d["attempts"] for d in js(ok(ds("dead", "list", "--json", cwd=proj)))] == [2]
+    ok(ds("dead", "redrive", "--run", old, cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    assert report["counts"]["done"] == 1
+    assert executions(tmp_path) == {"flaky": 3}
+    listed = js(ok(ds("dead", "list", "--run", old, "--json", cwd=proj)))
+    assert listed == []
+    again = ok(ds("dead", "redrive", "--run", old, cwd=proj))
+    assert "nothing was sent" in again.stderr
+    assert len(js(ok(ds("runs", "--json", cwd=proj)))) == 2  # no third run

@@ -32,6 +32,7 @@ from distributed_something.report.render import (
     print_summary,
     short_id,
 )
+from distributed_something.state import state_of_run
 from distributed_something.ui import console, info
 from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
@@ -596,6 +597,7 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
     if not items:  # rather than a table of headers only
         which = f"run {run_id}" if run_id else "the current run"
         info(f"no dead task in {which} (`ds status` shows its counts)")
+        _note_redriven(project, run_id)
         return
     table = Table(title=f"dead tasks ({len(items)})")
     for col in ("task", "group", "tries", "cause", "error"):
@@ -609,7 +611,21 @@ def dead_list(config_path: Path | None, run_id: str | None, as_json: bool) -> No
             escape(clip(d.first_error or d.error, 160)),
         )
     console.print(table)
+    _note_redriven(project, run_id)
     info("see `ds dead show TASK`, `ds logs TASK`, `ds dead redrive`")
+
+
+def _note_redriven(project: Project, run_id: str | None) -> None:
+    """Say where the run's dead tasks redriven into newer runs went: its counts still show
+    them dead (they died there), and the list leaves them out."""
+    if run_id is None:
+        return  # the current run: a redrive into a newer run made that one current
+    backend = lifecycle.backend_of_run(project, None)
+    run_id = state_of_run(project, backend.storage, run_id).run_id  # a prefix given
+    moved = run_info.redriven_from(project, backend, run_id)
+    for target in sorted(set(moved.values())):
+        n = sum(1 for run in moved.values() if run == target)
+        info(f"{n} dead task(s) of run {run_id} redriven into run {target} (not listed)")
 
 
 @dead.command("show")

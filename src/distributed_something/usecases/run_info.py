@@ -556,15 +556,38 @@ def dead_list(
     project: Project, backend: Backend | None = None, run_id: str | None = None
 ) -> list[DeadEntry]:
     """The dead tasks of the current run (or of run ``run_id``): one entry per task, from
-    the run's ledger, with the error of its last failure (else the dead-letter store's)."""
+    the run's ledger, with the error of its last failure (else the dead-letter store's).
+    A task redriven into a newer run (`redriven_from`) is that run's now: not listed."""
     backend = backend_of_run(project, backend)
     state = state_of_run(project, backend.storage, run_id)
     records = records_for(project, backend, state)
-    return _dead_entries(records, read_ledger(records), backend)
+    moved = redriven_from(project, backend, state.run_id)
+    return _dead_entries(records, read_ledger(records), backend, set(moved))
 
 
-def _dead_entries(records: RunRecords, ledger: Ledger, backend: Backend) -> list[DeadEntry]:
-    dead_ids = ledger.ids_in("dead")
+def redriven_from(project: Project, backend: Backend, run_id: str) -> dict[str, str]:
+    """task id -> the run it was redriven into, for the tasks of finished run ``run_id``
+    that `ds dead redrive` sent into a run continuing it. Its ledger keeps them dead (they
+    died there), but they are not its dead tasks to list or send again: they went on, and a
+    second redrive would run them once more. Read from the redrive marks of the runs that
+    continue it (few: one per redrive of a finished run)."""
+    moved: dict[str, str] = {}
+    for later in all_runs(project.config.app_name, backend.storage):
+        if later.resources.get("continues") != run_id:
+            continue
+        later_records = records_for(project, backend, later)
+        for mark in later_records.marks():
+            if mark.kind == "redrive" and mark.task_id not in moved:
+                detail = later_records.read_mark(mark) or {}
+                if detail.get("from_run") == run_id:
+                    moved[mark.task_id] = later.run_id
+    return moved
+
+
+def _dead_entries(
+    records: RunRecords, ledger: Ledger, backend: Backend, moved: set[str] | None = None
+) -> list[DeadEntry]:
+    dead_ids = [tid for tid in ledger.ids_in("dead") if tid not in (moved or set())]
     if not dead_ids:
         return []
     letters: dict[str, list[str]] = {}
@@ -686,7 +709,8 @@ def dead_redrive(
         )
     records = records_for(project, backend, state)
     ledger = read_ledger(records)
-    entries = _dead_entries(records, ledger, backend)
+    redriven = redriven_from(project, backend, state.run_id)
+    entries = _dead_entries(records, ledger, backend, set(redriven))
     chosen = entries
     if tasks:
         chosen = []
@@ -694,6 +718,15 @@ def dead_redrive(
             if "=" in prefix:  # the group's values, as `ds logs` takes them
                 prefix = _task_of_group(project, [ledger], prefix)
             found = [e for e in entries if e.task_id.startswith(prefix)]
+            gone = sorted({run for tid, run in redriven.items() if tid.startswith(prefix)})
+            if not found and gone:
+                raise InputError(
+                    "argument",
+                    "TASK",
+                    f"the dead task of run {state.run_id} starting with {prefix!r} was "
+                    f"redriven into run {gone[0]} already",
+                    f"see `ds dead list --run {gone[0]}`",
+                )
             if not found:
                 raise InputError(
                     "argument",
