@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import write_project
+from testkit import wait_for
 
 Ds = Callable[..., CompletedProcess[str]]
 
@@ -589,3 +590,37 @@ def test_a_report_without_dead_tasks_does_not_send_the_user_to_the_dead_letter_c
     assert "tasks needing attention" in said and "pending" in said
     assert "ds dead" not in said
     assert "one cleaned up needs a new `ds run`" in said
+
+
+@pytest.mark.slow
+def test_ds_run_ended_by_a_cleanup_elsewhere_says_so_and_what_is_left(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """`ds cleanup` from another terminal ends a `ds run` under way: the run says it was
+    cleaned up from elsewhere and how many tasks it leaves unfinished, and exits 4 (not 1,
+    which says tasks died or were left by the run itself)."""
+    marker = tmp_path / "started"
+    folder = write_project(
+        tmp_path / "p",
+        argv=[
+            "{python}",
+            "-c",
+            f"open({str(marker)!r}, 'a').write('x'); import time; time.sleep(30)",
+        ],
+        groups=[{"name": n} for n in "abc"],
+        extra={"cluster": {"docker_cores": 1}},
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+        cwd=folder,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert wait_for(marker.exists, timeout=60)
+    cleaned = ds("cleanup", cwd=folder)
+    assert cleaned.returncode == 0, cleaned.stderr
+    _, stderr = run.communicate(timeout=120)
+    said = " ".join(stderr.split())
+    assert run.returncode == 4, stderr
+    assert "cleaned up from elsewhere" in said and "3 task(s) left unfinished" in said, stderr

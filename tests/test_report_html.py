@@ -421,8 +421,9 @@ def test_report_json_is_what_asdict_gives_and_round_trips() -> None:
     report = RunReport("App", "r1", "local", 1.0, 9.0, counts, tasks, stats)
     data = report.to_json()
     # Everything but the durations and finish times of every done task (for plots) and the
-    # timeline (one entry per attempt: `ds report --trace` has them).
-    left_out = ("durations", "finish_times", "timeline")
+    # timeline (one entry per attempt: `ds report --trace` has them), and whether the
+    # `ds run` that made it saw its run cleaned up from elsewhere (about that watch).
+    left_out = ("durations", "finish_times", "timeline", "ended_elsewhere")
     assert data == {k: v for k, v in dataclasses.asdict(report).items() if k not in left_out}
     assert json.loads(json.dumps(data, separators=(",", ":"))) == data
 

@@ -77,8 +77,15 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
+#: The exit code of a `ds run` or `ds monitor` whose run another command (`ds cleanup`)
+#: ended before every task had an outcome: not 1, which says the run itself left tasks dead
+#: or unfinished, so a script can tell a run stopped on purpose from one that failed.
+ENDED_ELSEWHERE_EXIT = 4
+
+
 def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
-    """Print a report; exit code 1 when tasks are dead or unfinished."""
+    """Print a report; exit code 1 when tasks are dead or unfinished, 4 when the run was
+    cleaned up from elsewhere before every task had an outcome."""
     if as_json:
         emit_json(report.to_json())
     print_summary(
@@ -86,6 +93,16 @@ def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
         f"outputs: {lifecycle.outputs_location(project)}\n"
         f"report:  {project.report_path.with_suffix('.html')}",
     )
+    if report.ended_elsewhere and not report.ok:
+        left = sum(report.counts[k] for k in ("failed", "running", "pending"))
+        dead = report.counts["dead"]
+        info(
+            f"run {report.run_id} was cleaned up from elsewhere (`ds cleanup`) before it "
+            f"finished: {left} task(s) left unfinished"
+            + (f", {dead} dead" if dead else "")
+            + f"; `ds report --run {report.run_id}` lists them"
+        )
+        return ENDED_ELSEWHERE_EXIT
     return 0 if report.ok else 1
 
 

@@ -113,6 +113,9 @@ class RunReport:
     #: None: take them from ``tasks`` (a report made by hand, with all its tasks)
     durations: Sequence[float] | None = None
     finish_times: Sequence[float] | None = None
+    #: True when another command (`ds cleanup`) ended the run this report's `ds run` or
+    #: `ds monitor` was watching (not in the JSON: it is about that watch, not the run)
+    ended_elsewhere: bool = False
 
     @property
     def all_durations(self) -> Sequence[float]:
@@ -149,7 +152,7 @@ class RunReport:
 
 #: Left out of the JSON: the arrays for plots (the tasks carry their values) and the
 #: timeline (one entry per attempt: `ds report --trace` lists them).
-_NOT_JSON = ("durations", "finish_times", "timeline")
+_NOT_JSON = ("durations", "finish_times", "timeline", "ended_elsewhere")
 
 
 def task_json(task: TaskReport) -> dict[str, Any]:

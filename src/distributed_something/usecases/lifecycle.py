@@ -330,6 +330,7 @@ def monitor(
     state = require_state(project, backend.storage)
     if interval is None:
         interval = backend.poll_interval
+    ended_elsewhere = False
     if state.active:
         resumed = resume_sending(records_for(project, backend, state), backend.queue)
         if resumed:
@@ -353,13 +354,16 @@ def monitor(
                 # command has stopped the workers and closed their attempts (it says the run
                 # ended first): the report counts the run as the cleanup leaves it.
                 state = _torn_down(project, backend, now)
+                ended_elsewhere = True
                 break
             if now is not None and now.run_id == state.run_id:
                 state = now
             if _ends_alone(project, backend, state):
                 break
             info("tasks were submitted as the run ended: watching them too")
-    return finish(project, backend, state)
+    report = finish(project, backend, state)
+    report.ended_elsewhere = ended_elsewhere
+    return report
 
 
 def _ends_alone(project: Project, backend: Backend, state: RunState) -> bool:
