@@ -262,3 +262,31 @@ def test_a_task_redriven_into_a_new_run_is_not_dead_in_its_old_run_any_more(
     again = ok(ds("dead", "redrive", "--run", old, cwd=proj))
     assert "nothing was sent" in again.stderr
     assert len(js(ok(ds("runs", "--json", cwd=proj)))) == 2  # no third run
+
+
+def test_attempts_are_numbered_as_they_ran_across_a_redrive(tmp_path: Path, ds: Ds) -> None:
+    # "flaky" fails four times: dead after two, redriven in its active run, dead after two
+    # more. `ds dead list`/`show` and the trace number its attempts 1..4 (as "tries" counts
+    # them), not by its messages' receive counts (1, 2, 1, 2), which they keep as "receive".
+    proj = project(tmp_path, [{"name": "flaky", "fails": 4}], queue={"job_retries": 2})
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+    ok(ds("status", "--watch", "0.5", cwd=proj, timeout=120))
+    ok(ds("dead", "redrive", cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+    ds("monitor", "--interval", "0.2", cwd=proj)  # exits 1: a dead task
+    assert executions(tmp_path) == {"flaky": 4}
+    [dead] = js(ok(ds("dead", "list", "--json", cwd=proj)))
+    assert dead["attempts"] == 4
+    assert [h["attempt"] for h in dead["history"]] == [1, 2, 3, 4]
+    assert [h["receive"] for h in dead["history"]] == [1, 2, 1, 2]
+    shown = js(ok(ds("dead", "show", dead["task_id"], "--json", cwd=proj)))
+    assert [f["attempt"] for f in shown["failures"]] == [1, 2, 3, 4]
+    assert "#4" in ok(ds("dead", "show", dead["task_id"], cwd=proj)).stdout
+    ds("report", "--trace", str(tmp_path / "trace.tsv"), cwd=proj)  # exits 1: a dead task
+    lines = (tmp_path / "trace.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+    assert [r["attempt"] for r in rows] == ["1", "2", "3", "4"]
+    assert [r["receive"] for r in rows] == ["1", "2", "1", "2"]

@@ -132,6 +132,7 @@ def test_report_trace_has_one_row_per_attempt(tmp_path: Path, ds: Ds) -> None:
         "worker",
         "outcome",
         "cost_usd",
+        "receive",
     ]
     assert {r["cost_usd"] for r in rows} == {""}  # a local run has no price
     dead = dead_task(report)

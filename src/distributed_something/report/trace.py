@@ -39,6 +39,7 @@ COLUMNS = (
     "worker",
     "outcome",
     "cost_usd",
+    "receive",
 )
 
 MAX_REPORT_ATTEMPTS = 20_000
@@ -64,6 +65,9 @@ class TraceRow:
     outcome: str
     #: the attempt's estimated cost (USD), None when unpriced or still running
     cost_usd: float | None = None
+    #: its message's receive count (``attempt`` counts the task's attempts as they ran; a
+    #: redrive starts this again at 1), for a queue's retry limit; None: as ``attempt``
+    receive: int | None = None
 
     @property
     def wall_seconds(self) -> float | None:
@@ -85,6 +89,7 @@ class TraceRow:
             self.worker,
             self.outcome,
             "" if self.cost_usd is None else f"{self.cost_usd:.6f}",
+            str(self.attempt if self.receive is None else self.receive),
         ]
 
 
@@ -110,8 +115,15 @@ def _rows(
     groups: dict[str, Any],
     pricing: Pricing | None,
 ) -> list[TraceRow]:
+    # The attempts of each task that ran (not stood-down duplicates), by start: an
+    # attempt's number is its place among them, as "tries" counts (run_info._ordinal).
+    ran: dict[str, list[int]] = {}
+    for key in keys:
+        if key.outcome != "duplicate":
+            ran.setdefault(key.task_id, []).append(key.started_us)
     rows = []
     for key, data in zip(keys, datas, strict=True):
+        starts = ran.get(key.task_id, [])
         start = _float(data.get("started_at")) or key.started_us / 1e6
         end = _float(data.get("ended_at"))
         cost = None
@@ -122,7 +134,7 @@ def _rows(
             TraceRow(
                 task_id=key.task_id,
                 group=groups.get(key.task_id),
-                attempt=key.attempt,
+                attempt=sum(1 for s in starts if s <= key.started_us) or key.attempt,
                 start=start,
                 end=end,
                 cpu_seconds=_float(data.get("cpu_seconds")),
@@ -132,6 +144,7 @@ def _rows(
                 worker=worker,
                 outcome=key.outcome,
                 cost_usd=cost,
+                receive=key.attempt,
             )
         )
     return rows

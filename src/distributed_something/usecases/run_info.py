@@ -616,6 +616,8 @@ def _dead_entries(
     unrecorded = [tid for tid in dead_ids if tid not in failures]
     for tid, attempts in records.ended_attempts_of(unrecorded).items():
         failures[tid] = [_attempt_history(a) for a in attempts]
+    for tid, keys in zip(dead_ids, records.attempt_keys_of(dead_ids), strict=True):
+        number_attempts(failures.get(tid, []), keys)
     out = []
     for tid in dead_ids:
         history = sorted(failures.get(tid, []), key=lambda h: float(h["at"]))
@@ -641,6 +643,20 @@ def _dead_entries(
             )
         )
     return out
+
+
+def number_attempts(history: list[dict[str, Any]], keys: list[AttemptKey]) -> None:
+    """Number each failure of ``history`` (its ``attempt`` and ``at``) as its task's
+    attempts ran, 1, 2, 3 … as "tries" counts them (`_ordinal`); the record's own number,
+    its message's receive count, which a redrive or a re-send starts again at 1, is kept as
+    ``receive``. A failure belongs to the latest attempt started before it; without attempt
+    records (a family image's task) the receive count is all there is."""
+    ran = sorted(k.started_us for k in keys if k.outcome != "duplicate")
+    for h in history:
+        at_us = float(h["at"]) * 1e6
+        ordinal = sum(1 for started in ran if started <= at_us)
+        h["receive"] = h["attempt"]
+        h["attempt"] = ordinal or h["attempt"]
 
 
 def _attempt_history(attempt: Attempt) -> dict[str, Any]:
@@ -677,6 +693,8 @@ def dead_show(
         shown.setdefault("cause", failure_cause(f))
         shown["first_error"] = first_error_line(f.log_tail, f.error)
         failures.append(shown)
+    [keys] = records.attempt_keys_of([entry.task_id])
+    number_attempts(failures, keys)
     if not failures:  # its worker died on every attempt: the attempts it lost, as failures
         failures = [{"task_id": entry.task_id, **h} for h in entry.history]
     return {**entry.to_json(), "failures": failures}
