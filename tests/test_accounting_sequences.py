@@ -290,3 +290,31 @@ def test_attempts_are_numbered_as_they_ran_across_a_redrive(tmp_path: Path, ds: 
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
     assert [r["attempt"] for r in rows] == ["1", "2", "3", "4"]
     assert [r["receive"] for r in rows] == ["1", "2", "1", "2"]
+
+
+def test_a_task_waiting_for_a_retry_when_the_run_is_cleaned_up_counts_unfinished(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # "flaky" always fails; after its third failure it waits 8-12 s for a retry, and
+    # `ds cleanup` ends the run then. No retry will come: status, `--json` and the report
+    # (JSON, TSV) count it pending (unfinished), not failed, its last failure kept.
+    proj = project(tmp_path, [{"name": "flaky", "fails": 9}], queue={"job_retries": 9})
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    ok(ds("start-cluster", cwd=proj))
+    oracle = tmp_path / "oracle.txt"
+    assert wait_for(lambda: oracle.exists() and len(oracle.read_text().split()) >= 3, 60)
+    assert wait_for(lambda: js(ok(ds("status", "--json", cwd=proj)))["counts"]["failed"] == 1, 5)
+    ok(ds("cleanup", cwd=proj))
+    ran = executions(tmp_path)["flaky"]
+    counts = js(ok(ds("status", "--json", cwd=proj)))["counts"]
+    assert (counts["failed"], counts["pending"]) == (0, 1)
+    assert "failed" not in ok(ds("status", cwd=proj)).stderr.split("total")[-1]
+    report = js(ds("report", "--json", cwd=proj))
+    assert (report["counts"]["failed"], report["counts"]["pending"]) == (0, 1)
+    [task] = report["tasks"]
+    assert task["outcome"] == "pending" and task["attempts"] == ran
+    assert task["error"] and task["cause"] == "exit"
+    tsv = (proj / ".ds" / "T" / "report.tsv").read_text().splitlines()
+    assert tsv[1].split("\t")[tsv[0].split("\t").index("outcome")] == "pending"
+    assert executions(tmp_path)["flaky"] == ran  # nothing ran after the cleanup

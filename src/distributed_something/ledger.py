@@ -13,7 +13,9 @@ A task's state is a pure function of its events (`task_state`):
 - otherwise the latest event decides: an open attempt → ``running``; a failed attempt →
   ``failed`` (a retry follows); the last allowed attempt failed, or the task was found in the
   dead-letter store → ``dead``; an attempt handed back or lost, a redrive or a requeue →
-  ``pending``; no event → ``pending``.
+  ``pending``; no event → ``pending``. A run torn down (`ds cleanup`) marks its failed
+  tasks ``ended``: no retry will come, so they are ``pending`` (unfinished), their last
+  failure kept as the cause, as the attempts it closes as lost leave theirs.
 
 Attempts that stood down because another delivery of the task was already running
 (``duplicate``) do not change the state; they are counted in ``duplicates``.
@@ -46,7 +48,13 @@ _OUTCOME_STATE: dict[str, str | None] = {
     "duplicate": None,
     "done": "done",
 }
-_MARK_STATE = {"redrive": "pending", "requeue": "pending", "dead": "dead", "deleted": "done"}
+_MARK_STATE = {
+    "redrive": "pending",
+    "requeue": "pending",
+    "dead": "dead",
+    "deleted": "done",
+    "ended": "pending",
+}
 
 
 def task_state(

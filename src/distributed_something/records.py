@@ -142,16 +142,17 @@ class AttemptKey:
 @dataclass(frozen=True)
 class Mark:
     """A ledger event that is not an attempt: a redrive, a requeue, a task found dead in the
-    dead-letter store with no failure record (its worker vanished on the last attempt), or
+    dead-letter store with no failure record (its worker vanished on the last attempt),
     ``deleted``: a task run by a family image's own worker, which keeps no records and
-    deletes a message only when its task succeeded, found gone from the drained queue."""
+    deletes a message only when its task succeeded, found gone from the drained queue, or
+    ``ended``: a task waiting for a retry when its run was torn down (no retry will come)."""
 
     task_id: str
     kind: str
     at_us: int
 
 
-MARK_KINDS = ("redrive", "requeue", "dead", "deleted")
+MARK_KINDS = ("redrive", "requeue", "dead", "deleted", "ended")
 
 #: Microseconds in a minute: the journal's folders (see `RunRecords.intent_key`).
 MINUTE_US = 60_000_000

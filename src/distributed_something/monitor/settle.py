@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from distributed_something import sending, summary
 from distributed_something.interfaces.queue import Queue
-from distributed_something.ledger import Ledger, read_outcomes
+from distributed_something.ledger import Ledger, read_counts, read_outcomes
 from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
 from distributed_something.records import RunRecords
 
@@ -91,3 +91,17 @@ def close_open_attempts(records: RunRecords) -> int:
     for attempt in stale:
         records.close_stale(attempt, "lost", now)
     return len(stale)
+
+
+def end_retries(records: RunRecords) -> int:
+    """Mark ``ended`` the tasks of a run torn down while they waited for a retry (failed):
+    no retry will come, so the ledger counts them pending (unfinished), their last failure
+    kept, rather than failed with a retry said to follow. Returns how many. Every teardown
+    ends with it, after `close_open_attempts`."""
+    if read_counts(records)[0]["failed"] == 0:
+        return 0  # most runs: no reading of every task
+    now = time.time()
+    waiting = read_outcomes(records)[1].ids_in("failed")
+    for task_id in waiting:
+        records.write_mark(task_id, "ended", now, {"why": "the run ended before its retry"})
+    return len(waiting)

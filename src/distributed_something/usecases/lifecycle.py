@@ -19,7 +19,11 @@ from distributed_something.jobs.model import JobFile, TaskList
 from distributed_something.ledger import read_ledger
 from distributed_something.monitor.loop import policy_config, watch
 from distributed_something.monitor.progress import from_counts
-from distributed_something.monitor.settle import close_open_attempts, record_image_outcomes
+from distributed_something.monitor.settle import (
+    close_open_attempts,
+    end_retries,
+    record_image_outcomes,
+)
 from distributed_something.project import Project
 from distributed_something.recipes.registry import recipe_for
 from distributed_something.records import RunRecords, Skip
@@ -458,7 +462,9 @@ def finish(project: Project, backend: Backend, state: RunState) -> RunReport:
 def _teardown(project: Project, backend: Backend, state: RunState) -> None:
     saver = _saver(project, backend)
     backend.provisioner.teardown(state, saver)
-    close_open_attempts(records_for(project, backend, state))
+    records = records_for(project, backend, state)
+    close_open_attempts(records)
+    end_retries(records)
     state.cleaned_up = True
     saver(state)
 

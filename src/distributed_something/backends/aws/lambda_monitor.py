@@ -68,6 +68,7 @@ from distributed_something.monitor.progress import from_counts
 from distributed_something.monitor.settle import (
     close_open_attempts,
     confirm_ending,
+    end_retries,
     record_image_outcomes,
     settle,
 )
@@ -432,6 +433,7 @@ def _tick(
             )
             if records is not None:
                 close_open_attempts(records)  # workers stopped: theirs are lost (ds cleanup)
+                end_retries(records)  # no retry will come (ds cleanup)
         except DSError:
             # A reported failure (not a timeout): let the next tick resume at once.
             book.pop("teardown_started_at", None)
