@@ -535,3 +535,30 @@ def test_attempts_left_open_are_closed_when_the_monitor_tears_down(world: World)
 
     ledger = read_ledger(RunRecords(records.storage, "T", RUN_ID))
     assert ledger.counts["running"] == 0 and ledger.counts["pending"] == 1
+
+
+def test_a_runtime_botocore_without_conditional_writes_still_saves_the_state() -> None:
+    """The Lambda runs on its runtime's own botocore, which may predate PutObject's IfMatch:
+    the state is then written unconditionally (as before conditional saves), not lost."""
+    from types import SimpleNamespace
+
+    from botocore.exceptions import ParamValidationError
+
+    from distributed_something.backends.aws import lambda_monitor
+    from distributed_something.state import RunState
+
+    puts: list[dict[str, Any]] = []
+
+    def put_object(**kwargs: Any) -> dict[str, str]:
+        if "IfMatch" in kwargs:
+            raise ParamValidationError(report='Unknown parameter in input: "IfMatch"')
+        puts.append(kwargs)
+        return {"ETag": '"new"'}
+
+    clients = SimpleNamespace(s3=SimpleNamespace(put_object=put_object))
+    settings = SimpleNamespace(state_bucket="b", state_key="_ds/T/state.json")
+    state = RunState(app_name="T", run_id="r1", backend="aws", created_at=0.0)
+    etag = lambda_monitor._save_state(clients, settings, state, '"old"')  # type: ignore[arg-type]
+    assert etag == '"new"'
+    assert puts[0]["Key"] == "_ds/T/state.json" and len(puts) == 2  # and the run's own copy
+    assert all(RunState.model_validate_json(p["Body"]).run_id == "r1" for p in puts)

@@ -499,17 +499,25 @@ def _save_state(clients: AwsClients, settings: MonitorSettings, state: RunState,
     it was replaced meanwhile); returns the new ETag. The run's own copy is written too,
     as `state.save_state` does: `ds runs`, `ds report --run` and `ds logs` read it once
     another run has started."""
+    from botocore.exceptions import ParamValidationError
+
     body = state.model_dump_json(indent=1).encode()
     where = f"write the run state s3://{settings.state_bucket}/{settings.state_key}"
+    put = {
+        "Bucket": settings.state_bucket,
+        "Key": settings.state_key,
+        "Body": body,
+        "ContentType": "application/json",
+    }
     with aws_call(where):
         try:
-            written = clients.s3.put_object(
-                Bucket=settings.state_bucket,
-                Key=settings.state_key,
-                Body=body,
-                ContentType="application/json",
-                **({"IfMatch": etag} if etag else {}),
-            )
+            try:
+                written = clients.s3.put_object(**put, **({"IfMatch": etag} if etag else {}))
+            except ParamValidationError:
+                # The Lambda runtime's own botocore may predate PutObject's IfMatch (2024):
+                # the state is written unconditionally there, as before, rather than never.
+                log.warning("this botocore has no conditional PutObject; state written as is")
+                written = clients.s3.put_object(**put)
         except ClientError as exc:
             if error_code(exc) in _CHANGED:
                 raise StateChanged(settings.state_key) from None
