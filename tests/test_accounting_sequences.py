@@ -229,7 +229,7 @@ def test_a_task_taken_over_from_a_stopped_worker_never_runs_twice_at_once(
     os.kill(worker, signal.SIGSTOP)
     try:
         assert wait_for(lambda: len(lines()) >= 2, timeout=30)  # taken over
-        assert wait_for(lambda: gone(first), timeout=5), "the first command still runs"
+        assert wait_for(lambda: gone(first), timeout=15), "the first command still runs"
     finally:
         os.kill(worker, signal.SIGCONT)
     report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
