@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from distributed_something.worker import runner as runner_module
-from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
+from distributed_something.worker.procgroups import (
+    RECORD_BYTES,
+    TOKEN_ENV,
+    GroupRecorder,
+    end_taken_over,
+    record_path,
+)
 from distributed_something.worker.runner import SubprocessRunner
 from testkit import read_pid, run_from_a_small_process, running, wait_for
 
@@ -402,6 +408,29 @@ def test_a_task_is_recorded_once_it_has_run_a_poll_interval(
     run(["sh", "-c", "echo $$ > pid; sleep 0.3"], poll_seconds=0.05)
     assert calls == [f"started {read_pid(tmp_path / 'pid')}", "ended"]
     recorder.close()
+
+
+@pytest.mark.skipif(not LINUX, reason="the records need /proc")
+def test_a_taken_over_command_too_young_for_its_group_record_is_found_by_its_token(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # A worker stopped (SIGSTOP) just after starting its command, before the command had
+    # run a poll interval, has no group recorded: the delivery taking its task over finds
+    # the command by the worker's token in its environment, and ends it.
+    scratch = tmp_path / "scratch"
+    recorder = GroupRecorder.start(scratch, watch=False)  # this process: the "worker"
+    assert recorder is not None
+    recorder.holding({"run": "r1", "attempt": "t1/a-1"})
+    child = subprocess.Popen(
+        ["sleep", "30"], env={**os.environ, TOKEN_ENV: recorder.token}, start_new_session=True
+    )
+    leftovers.append(child.pid)
+    try:
+        assert end_taken_over(scratch, "r1", "t1/other-2") == []  # not the attempt it holds
+        assert end_taken_over(scratch, "r1", "t1/a-1") == [child.pid]
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        recorder.close()
 
 
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])

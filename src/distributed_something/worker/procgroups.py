@@ -531,8 +531,9 @@ def end_taken_over(scratch_root: Path, run_id: str, attempt: str) -> list[int]:
     live worker of this machine recorded under ``scratch_root`` still runs it: that worker
     lost its lease (stopped past it: SIGSTOP, a suspended job) and another delivery takes
     the task over, so its command must not run on beside the new one (the worker drops its
-    result anyway). Returns the process groups killed. Does nothing where pids cannot be
-    checked, and never kills a group whose leader is no longer the recorded one."""
+    result anyway). Returns the process groups (or, for a command too young for its group
+    to be recorded, the pids) killed. Does nothing where pids cannot be checked, and never
+    kills a group whose leader is no longer the recorded one."""
     machine = this_machine()
     folder = groups_dir(scratch_root)
     if machine is None or not folder.is_dir():
@@ -553,10 +554,24 @@ def end_taken_over(scratch_root: Path, run_id: str, attempt: str) -> list[int]:
             continue
         if not worker_alive(record, proc_info(record.worker_pid)):
             continue  # a dead worker's group is its reaper's (`reap_dead_workers`)
-        leader = proc_info(record.pgid) if record.pgid is not None and record.pgid > 1 else None
+        if record.pgid is None:
+            # Its group is recorded only once the command has run a poll interval: one
+            # stopped sooner is found by the worker's token, which its processes carry (the
+            # worker runs one command at a time, and is stopped holding this attempt).
+            pids = kill_token_holders(f"{record.worker_pid}-{record.worker_start}")
+            if pids:
+                log.warning(
+                    "killed the command of worker %d (pids %s): its task %s was taken over",
+                    record.worker_pid,
+                    pids,
+                    attempt,
+                )
+                killed.extend(pids)
+            continue
+        leader = proc_info(record.pgid) if record.pgid > 1 else None
         if leader is None or leader.start != record.leader_start or leader.pgid != record.pgid:
             continue
-        if record.pgid is not None and record.pgid != os.getpgrp():
+        if record.pgid != os.getpgrp():
             log.warning(
                 "killing process group %d of worker %d: its task %s was taken over",
                 record.pgid,
