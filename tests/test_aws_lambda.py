@@ -41,6 +41,24 @@ class Context:
         return 900_000
 
 
+def notices_inbox(world: World, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of a queue subscribed to the monitor's SNS topic (``DS_TOPIC_ARN``): the
+    notices it sends land there (`received`)."""
+    sns, sqs = world.clients.sns, world.clients.sqs
+    topic = sns.create_topic(Name="T-notices")["TopicArn"]
+    inbox = sqs.create_queue(QueueName="T-inbox")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=attributes["Attributes"]["QueueArn"])
+    monkeypatch.setenv("DS_TOPIC_ARN", topic)
+    return str(inbox)
+
+
+def received(world: World, inbox: str) -> list[dict[str, Any]]:
+    """The notices in ``inbox`` (`notices_inbox`), at most 10."""
+    answer = world.clients.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)
+    return list(answer.get("Messages", []))
+
+
 def put_state(world: World, **fields: Any) -> RunState:
     now = time.time()
     state = RunState(
@@ -335,14 +353,7 @@ def test_workers_that_keep_failing_stop_what_costs_until_start_cluster(
     from distributed_something.backends.aws.compute import EcsSpotCompute
     from distributed_something.crash_loop import WorkerFailure
 
-    sns, sqs = world.clients.sns, world.clients.sqs
-    topic = sns.create_topic(Name="T-notices")["TopicArn"]
-    inbox = sqs.create_queue(QueueName="T-inbox")["QueueUrl"]
-    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
-    monkeypatch.setenv("DS_TOPIC_ARN", topic)
+    inbox = notices_inbox(world, monkeypatch)
     now = time.time()
     failures = [
         WorkerFailure(now - 60 + i, f"ECS task t{i}", 2, None, "Essential container exited")
@@ -363,7 +374,7 @@ def test_workers_that_keep_failing_stop_what_costs_until_start_cluster(
     assert desired_tasks(world) == 0 and fleet_target(world) == 0
     book = read_state(world).resources["lambda_monitor"]
     assert "keep failing" in book["workers_failing"]
-    notices = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
+    notices = received(world, inbox)
     assert len(notices) == 1 and "keep failing" in notices[0]["Body"]
     assert "`ds start-cluster`" in notices[0]["Body"]
 
@@ -484,14 +495,7 @@ def test_two_invocations_at_once_tear_down_once(
     (a second end-of-run notice, log exports made twice, its stale state saved last)."""
     from distributed_something.backends.aws import lambda_monitor
 
-    sns, sqs = world.clients.sns, world.clients.sqs
-    topic = sns.create_topic(Name="T-notices")["TopicArn"]
-    inbox = sqs.create_queue(QueueName="T-inbox")["QueueUrl"]
-    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
-    monkeypatch.setenv("DS_TOPIC_ARN", topic)
+    inbox = notices_inbox(world, monkeypatch)
     put_state(world)
     load = lambda_monitor._load_state
     other: list[dict[str, Any]] = []
@@ -509,7 +513,7 @@ def test_two_invocations_at_once_tear_down_once(
     assert other[0]["status"] == "torn-down"
     assert summary["status"] == "state-changed" and "teardown" not in summary["actions"]
     assert read_state(world).cleaned_up
-    notices = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
+    notices = received(world, inbox)
     assert len(notices) == 1
 
 

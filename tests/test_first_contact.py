@@ -93,7 +93,7 @@ def test_progress_in_a_log_is_a_plain_line_every_interval(tmp_path: Path) -> Non
     log = tmp_path / "run.log"
     with log.open("w") as stderr:
         result = subprocess.run(
-            [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+            RUN,
             cwd=folder,
             stderr=stderr,
             stdout=subprocess.DEVNULL,
@@ -392,13 +392,7 @@ def test_ctrl_c_says_how_to_resume_and_status_gives_no_eta(tmp_path: Path, ds: D
         groups=[{"name": n} for n in "abc"],
         extra={"cluster": {"docker_cores": 1}},
     )
-    run = subprocess.Popen(
-        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
-        cwd=folder,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    run = ds_run_in_background(folder)
     time.sleep(3)
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=60)
@@ -442,11 +436,21 @@ def test_ctrl_c_of_ds_monitor_says_the_workers_go_on(tmp_path: Path, ds: Ds) -> 
     assert final.returncode == 0 and json.loads(final.stdout)["counts"]["done"] == 4
 
 
+RUN = [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"]
+
+
+def ds_run_in_background(folder: Path) -> subprocess.Popen[str]:
+    """`ds run` of ``folder`` started as a user types it; its stderr is piped (text)."""
+    return subprocess.Popen(
+        RUN, cwd=folder, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+
+
 @contextlib.contextmanager
 def running(folder: Path, *, until: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`ds run` of ``folder`` in the background, once ``until`` exists (60 s at most)."""
     with subprocess.Popen(
-        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
+        RUN,
         cwd=folder,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -610,13 +614,7 @@ def test_ds_run_ended_by_a_cleanup_elsewhere_says_so_and_what_is_left(
         groups=[{"name": n} for n in "abc"],
         extra={"cluster": {"docker_cores": 1}},
     )
-    run = subprocess.Popen(
-        [sys.executable, "-m", "distributed_something", "run", ".", "--interval", "0.2"],
-        cwd=folder,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    run = ds_run_in_background(folder)
     assert wait_for(marker.exists, timeout=60)
     cleaned = ds("cleanup", cwd=folder)
     assert cleaned.returncode == 0, cleaned.stderr
