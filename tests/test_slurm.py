@@ -343,6 +343,26 @@ def test_a_job_that_finished_its_slice_goes_on_to_the_next(
     assert our_jobs(tmp_path / "shared") == []
 
 
+def _one_slow_task_running(tmp_path: Path, ds: Ds) -> tuple[Path, int]:
+    """Start a run of one slow task, one per job, and wait for it to start; returns the
+    project and the pid of the worker running it (found by the slice it holds)."""
+    proj = slurm_project(tmp_path, ["slow-1"], tasks_per_job=1)
+    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
+        assert ds(*step, cwd=proj).returncode == 0
+    ledger = tmp_path / "ledger.txt"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not ledger.exists():
+        time.sleep(0.2)
+    (held,) = list((tmp_path / "shared" / "queue" / "held").iterdir())
+    name = held.name.encode()
+    (worker,) = [
+        int(proc.name)
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and name in _cmdline(proc) and b"worker" in _cmdline(proc)
+    ]
+    return proj, worker
+
+
 def _cmdline(proc: Path) -> bytes:
     try:
         return (proc / "cmdline").read_bytes()
@@ -378,20 +398,7 @@ def test_ds_status_shows_the_task_of_a_job_requeued_after_a_node_failure_pending
     an element pending whose worker said it held a slice: that worker is gone. `ds status`
     closes its attempt as lost and shows the task pending, not running until the lease runs
     out after the element runs again."""
-    proj = slurm_project(tmp_path, ["slow-1"], tasks_per_job=1)
-    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
-        assert ds(*step, cwd=proj).returncode == 0
-    ledger = tmp_path / "ledger.txt"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not ledger.exists():
-        time.sleep(0.2)
-    (held,) = list((tmp_path / "shared" / "queue" / "held").iterdir())
-    name = held.name.encode()
-    (worker,) = [
-        int(proc.name)
-        for proc in Path("/proc").iterdir()
-        if proc.name.isdigit() and name in _cmdline(proc) and b"worker" in _cmdline(proc)
-    ]
+    proj, worker = _one_slow_task_running(tmp_path, ds)
     stepd = int((Path("/proc") / str(worker) / "stat").read_text().rsplit(")", 1)[1].split()[1])
     conf = Path(slurm_cluster)
     slurmd = int((conf.parent / "slurmd.pid").read_text())
@@ -712,20 +719,7 @@ def test_ds_status_alone_shows_the_task_of_a_killed_worker_pending_not_running(
     Slurm job ends FAILED, nothing handed back) leaves its task's attempt open; `ds status`
     settles the job that ended, so it shows the task pending (nothing runs it), not running
     for ever beside "no workers are running"."""
-    proj = slurm_project(tmp_path, ["slow-1"], tasks_per_job=1)
-    for step in (["setup"], ["submit", "job.json"], ["start-cluster"]):
-        assert ds(*step, cwd=proj).returncode == 0
-    ledger = tmp_path / "ledger.txt"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not ledger.exists():
-        time.sleep(0.2)
-    (worker,) = list((tmp_path / "shared" / "queue" / "held").iterdir())
-    name = worker.name.encode()
-    (pid,) = [
-        int(proc.name)
-        for proc in Path("/proc").iterdir()
-        if proc.name.isdigit() and name in _cmdline(proc) and b"worker" in _cmdline(proc)
-    ]
+    proj, pid = _one_slow_task_running(tmp_path, ds)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and our_jobs(tmp_path / "shared"):
