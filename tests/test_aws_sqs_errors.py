@@ -52,7 +52,7 @@ class _Handler(AnsweringHandler):
         self.read_request()
         body = json.dumps(
             {
-                "__type": "com.amazonaws.sqs#InvalidParameterValueException",
+                "__type": "InvalidParameterValueException",
                 "message": self.server.message,
             }
         ).encode()
