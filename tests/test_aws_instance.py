@@ -341,7 +341,8 @@ def test_ensure_idle_alarm_reads_back_and_is_idempotent(aws: str) -> None:
     alarm = alarms[0]
     assert alarm["AlarmName"] == "App_i-1"
     assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/EC2", "CPUUtilization")
-    assert alarm["Statistic"] == "Average"
+    # As the family's workers set it (Maximum: an instance busy at all in a minute is not idle).
+    assert alarm["Statistic"] == "Maximum"
     assert alarm["Period"] == 60
     assert alarm["EvaluationPeriods"] == 15
     assert alarm["Threshold"] == 1.0

@@ -514,7 +514,9 @@ def ensure_idle_alarm(
     """Create or update the alarm that terminates the instance after ``minutes`` of CPU
     below ``threshold_percent`` (a stalled machine must not bill forever).
 
-    AWS/EC2 CPUUtilization, Average over 60-second periods, ``minutes`` evaluation periods,
+    AWS/EC2 CPUUtilization, Maximum over 60-second periods (as the family's workers set it:
+    an instance whose CPU rose above the threshold at all in a period, say between long
+    downloads, is not idle), ``minutes`` evaluation periods,
     LessThanThreshold, action `terminate_action` (the region's partition), dimension
     InstanceId. Idempotent: PutMetricAlarm replaces an alarm of the same name. The alarm
     carries no tags: tags on PutMetricAlarm also need cloudwatch:TagResource, which the
@@ -538,7 +540,7 @@ def ensure_idle_alarm(
         Namespace="AWS/EC2",
         MetricName="CPUUtilization",
         Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
-        Statistic="Average",
+        Statistic="Maximum",
         Period=60,
         EvaluationPeriods=minutes,
         Threshold=float(threshold_percent),
