@@ -19,7 +19,7 @@ from typing import Any
 
 from distributed_something.atomicfile import write_text_atomically
 from distributed_something.ledger import read_ledger
-from distributed_something.records import AttemptKey, RunRecords
+from distributed_something.records import AttemptKey, RunRecords, attempts_ran_by
 from distributed_something.report.build import AttemptSpan, RunReport, short_group
 from distributed_something.report.context import ReportContext, join_location
 from distributed_something.report.cost import NO_PRICE, Pricing
@@ -115,15 +115,12 @@ def _rows(
     groups: dict[str, Any],
     pricing: Pricing | None,
 ) -> list[TraceRow]:
-    # The attempts of each task that ran (not stood-down duplicates), by start: an
-    # attempt's number is its place among them, as "tries" counts (run_info._ordinal).
-    ran: dict[str, list[int]] = {}
+    # An attempt's number is counted among its task's as "tries" counts them.
+    of_task: dict[str, list[AttemptKey]] = {}
     for key in keys:
-        if key.outcome != "duplicate":
-            ran.setdefault(key.task_id, []).append(key.started_us)
+        of_task.setdefault(key.task_id, []).append(key)
     rows = []
     for key, data in zip(keys, datas, strict=True):
-        starts = ran.get(key.task_id, [])
         start = _float(data.get("started_at")) or key.started_us / 1e6
         end = _float(data.get("ended_at"))
         cost = None
@@ -134,7 +131,7 @@ def _rows(
             TraceRow(
                 task_id=key.task_id,
                 group=groups.get(key.task_id),
-                attempt=sum(1 for s in starts if s <= key.started_us) or key.attempt,
+                attempt=attempts_ran_by(of_task[key.task_id], key.started_us) or key.attempt,
                 start=start,
                 end=end,
                 cpu_seconds=_float(data.get("cpu_seconds")),

@@ -26,7 +26,7 @@ from distributed_something.ledger import Ledger, read_counts_running, read_ledge
 from distributed_something.monitor.progress import Progress, from_counts
 from distributed_something.project import Project
 from distributed_something.recipes.cellprofiler import parse_metadata
-from distributed_something.records import Attempt, AttemptKey, RunRecords
+from distributed_something.records import Attempt, AttemptKey, RunRecords, attempts_ran_by
 from distributed_something.report.build import attempt_cause, failure_cause, first_error_line
 from distributed_something.sending import unsent
 from distributed_something.state import (
@@ -201,20 +201,12 @@ def running_tasks(
         open_ = [a for a in attempts if a.outcome == "running"]
         if open_:
             latest = open_[-1]
-            found.append(RunningTask(task_id, _ordinal(attempts, latest), latest.started_us / 1e6))
+            number = attempts_ran_by(attempts, latest.started_us)
+            found.append(RunningTask(task_id, number, latest.started_us / 1e6))
     if lookups is not None:
         lookups.keep(found, asked)
         found = lookups.known(wanted)
     return sorted(found, key=lambda task: task.started_at)
-
-
-def _ordinal(attempts: list[AttemptKey], attempt: AttemptKey) -> int:
-    """Which attempt of its task ``attempt`` is, counted as the ledger counts attempts (those
-    that ran, stood-down duplicates not): its record's number is its message's receive
-    count, which a redrive or a re-send as a fresh message starts again at 1."""
-    return sum(
-        1 for a in attempts if a.outcome != "duplicate" and a.started_us <= attempt.started_us
-    )
 
 
 def _is_current(project: Project, backend: Backend, state: RunState) -> bool:
@@ -647,14 +639,13 @@ def _dead_entries(
 
 def number_attempts(history: list[dict[str, Any]], keys: list[AttemptKey]) -> None:
     """Number each failure of ``history`` (its ``attempt`` and ``at``) as its task's
-    attempts ran, 1, 2, 3 … as "tries" counts them (`_ordinal`); the record's own number,
-    its message's receive count, which a redrive or a re-send starts again at 1, is kept as
-    ``receive``. A failure belongs to the latest attempt started before it; without attempt
-    records (a family image's task) the receive count is all there is."""
-    ran = sorted(k.started_us for k in keys if k.outcome != "duplicate")
+    attempts ran, 1, 2, 3 … as "tries" counts them (`records.attempts_ran_by`); the
+    record's own number, its message's receive count, which a redrive or a re-send starts
+    again at 1, is kept as ``receive``. A failure belongs to the latest attempt started
+    before it; without attempt records (a family image's task) the receive count is all
+    there is."""
     for h in history:
-        at_us = float(h["at"]) * 1e6
-        ordinal = sum(1 for started in ran if started <= at_us)
+        ordinal = attempts_ran_by(keys, float(h["at"]) * 1e6)
         h["receive"] = h["attempt"]
         h["attempt"] = ordinal or h["attempt"]
 
