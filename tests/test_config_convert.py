@@ -103,7 +103,7 @@ def test_dcp_conversion_content(tmp_path: Path) -> None:
 def test_convert_file_writes_toml(tmp_path: Path) -> None:
     src = write(tmp_path, DCP_CONFIG, "config.py")
     dest = tmp_path / "ds.toml"
-    assert convert_file(src, dest) == dest
+    assert convert_file(src, dest) == (dest, [])
     assert load_config(dest) == load_config(src)
     assert dest.read_text(encoding="utf-8").startswith("# Converted from config.py")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

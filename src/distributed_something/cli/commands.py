@@ -179,12 +179,11 @@ def config() -> None:
 @click.option("--force", is_flag=True, help="overwrite an existing file")
 def config_convert(source: Path, output: Path | None, force: bool) -> None:
     """Write the ds.toml equivalent of a legacy config.py."""
-    from distributed_something.config.convert import conversion_notes, convert_file
-    from distributed_something.config.loader import load_config
+    from distributed_something.config.convert import convert_file
 
-    dest = convert_file(source, output or source.with_name("ds.toml"), force=force)
-    info(f"wrote {dest}")
-    for note in conversion_notes(source, load_config(source)):
+    converted = convert_file(source, output or source.with_name("ds.toml"), force=force)
+    info(f"wrote {converted.path}")
+    for note in converted.notes:
         info(f"[yellow]note:[/] {escape(note)}")
 
 

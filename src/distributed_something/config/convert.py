@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tomli_w
 from pydantic import BaseModel
@@ -49,13 +49,20 @@ def to_toml(config: Config) -> str:
     return _HEADER + "\n" + "\n".join(lines) + "\n"
 
 
-def convert_file(src: Path, dest: Path, *, force: bool = False) -> Path:
+class Converted(NamedTuple):
+    """What `convert_file` wrote: the file, and its `conversion_notes` (also in it)."""
+
+    path: Path
+    notes: list[str]
+
+
+def convert_file(src: Path, dest: Path, *, force: bool = False) -> Converted:
     """Load the config at ``src`` (any format) and write it to ``dest`` as ``ds.toml``.
 
     Refuses to replace an existing ``dest`` unless ``force`` (raises `InputError`); the
     write is atomic, so an interrupted conversion never leaves half a file. Values read from
     the environment by a legacy file are written as they were at conversion time. Returns
-    ``dest``.
+    ``dest`` and the notes written at its top.
     """
     if dest.exists() and not force:
         raise InputError(
@@ -66,14 +73,15 @@ def convert_file(src: Path, dest: Path, *, force: bool = False) -> Path:
         )
     config = load_config(src)
     text = f"# Converted from {src.name} by `ds config convert`.\n"
-    text += "".join(f"# NOTE: {line}\n" for line in conversion_notes(src, config))
+    notes = conversion_notes(src, config)
+    text += "".join(f"# NOTE: {line}\n" for line in notes)
     text += to_toml(config)
     if not dest.parent.is_dir():
         raise InputError(
             str(dest), None, "its folder does not exist", "create the folder first, or pick another"
         )
     write_user_file(dest, text)
-    return dest
+    return Converted(dest, notes)
 
 
 def conversion_notes(src: Path, config: Config) -> list[str]:
