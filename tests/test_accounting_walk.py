@@ -1,0 +1,246 @@
+"""Truthful accounting over random command sequences, as users type them: setup and submit
+(again), start-cluster, `ds status --watch`, a worker SIGKILLed mid-task, `ds run` (whole, or
+Ctrl-C'd), `ds dead redrive`, `ds monitor`, `ds cleanup`, in an order drawn from a seeded
+random walk. Each task's command writes a line to an oracle when it starts and when it
+succeeds; whenever the run is quiet (nothing running), what `ds status` and `ds report` say
+is compared with each other and with the oracle:
+
+- status and report give the same counts, which add up to the total;
+- each task's attempts in the report are the executions of its command in this run;
+- a task is done exactly when one of its executions in this run succeeded.
+
+``DS_WALK_SEEDS`` (comma-separated) walks other seeds; the two below run in `make test`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import write_project
+
+pytestmark = pytest.mark.slow
+
+Ds = Callable[..., subprocess.CompletedProcess[str]]
+
+SEEDS = [int(s) for s in os.environ.get("DS_WALK_SEEDS", "22,24").split(",") if s.strip()]
+STEPS = 14
+# What a user may type next: with workers running, without, or with no run set up.
+WITH_WORKERS = ("kill", "kill", "settle", "submit", "redrive", "cleanup", "monitor")
+WITHOUT = ("start", "run", "run-interrupted", "monitor", "submit", "redrive", "cleanup")
+NO_RUN = ("submit", "run", "run-interrupted")
+
+# "start <name>" when it starts, "ok <name>" when it succeeds; fails while it has started
+# fewer than ``fails`` times before (the oracle is its memory, across runs).
+TASK_SCRIPT = """
+import os, sys, time
+name, fails, oracle, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+lines = open(oracle).read().splitlines() if os.path.exists(oracle) else []
+before = lines.count("start " + name)
+with open(oracle, "a") as f:
+    f.write("start %s\\n" % name)
+time.sleep(0.4)
+if before < fails:
+    sys.exit(3)
+open(out + "/r.txt", "w").write(name)
+with open(oracle, "a") as f:
+    f.write("ok %s\\n" % name)
+"""
+
+
+class Walk:
+    """One project, its oracle, and where the current run's executions start in it."""
+
+    def __init__(self, tmp_path: Path, ds: Ds) -> None:
+        self.ds = ds
+        self.oracle = tmp_path / "oracle.txt"
+        script = tmp_path / "task.py"
+        script.write_text(TASK_SCRIPT)
+        fails = [0, 0, 1, 2, 9, 0]
+        self.proj = write_project(
+            tmp_path / "p",
+            argv=[
+                sys.executable,
+                str(script),
+                "{name}",
+                "{fails}",
+                str(self.oracle),
+                "{output_dir}",
+            ],
+            groups=[{"name": f"t{i}", "fails": f} for i, f in enumerate(fails)],
+            # A lease of 3 s: a killed worker's task comes back within the walk.
+            extra={"queue": {"visibility": 3, "job_retries": 3}},
+        )
+        self.active = False  # a run is set up and not ended
+        self.first_line = 0  # the oracle line where the current run's executions start
+        self.said: list[str] = []
+
+    def lines(self) -> list[str]:
+        return self.oracle.read_text().splitlines() if self.oracle.exists() else []
+
+    def run_ds(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = self.ds(*args, cwd=self.proj, timeout=timeout)
+        self.said.append(f"ds {' '.join(args)} -> {result.returncode}")
+        return result
+
+    def new_run(self) -> None:
+        if not self.active:
+            self.first_line = len(self.lines())
+            self.active = True
+
+    def workers(self) -> list[int]:
+        """The pids of this project's `ds worker` processes (forked from the `ds` command
+        that started them, named ``ds-worker``, or new interpreters)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                name = (entry / "comm").read_text().strip()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                cwd = str((entry / "cwd").readlink())
+            except OSError:
+                continue
+            worker = name == "ds-worker" or (b"worker" in argv and b"distributed_something" in argv)
+            if worker and cwd.startswith(str(self.proj)):
+                found.append(int(entry.name))
+        return found
+
+    def next_step(self, rng: random.Random) -> str:
+        if self.workers():
+            return rng.choice(WITH_WORKERS)
+        return rng.choice(WITHOUT if self.active else NO_RUN)
+
+    def step(self, kind: str, rng: random.Random) -> bool:
+        """Take one step; True when the run is quiet after it (nothing runs)."""
+        if kind == "submit":
+            if not self.active:
+                self.run_ds("setup")
+            self.new_run()
+            self.run_ds("submit", "job.json")
+        elif kind == "start":
+            self.run_ds("start-cluster")
+        elif kind == "settle":
+            try:
+                settled = self.run_ds("status", "--watch", "0.5", timeout=25).returncode == 0
+            except subprocess.TimeoutExpired:  # no worker running: it watches on
+                return False
+            return settled and not self.workers()
+        elif kind == "kill":
+            workers = self.workers()
+            if workers:
+                time.sleep(0.2 + 0.6 * rng.random())  # tasks take 0.4 s: often mid-task
+                victim = rng.choice(workers)
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                    os.kill(victim, signal.SIGKILL)
+                self.said.append(f"SIGKILL worker {victim}")
+        elif kind in ("run", "run-interrupted"):
+            self.new_run()
+            argv = [sys.executable, "-m", "distributed_something", "run", ".", "--json"]
+            proc = subprocess.Popen(
+                [*argv, "--interval", "0.2"],
+                cwd=self.proj,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            if kind == "run-interrupted":
+                time.sleep(0.5 + 2.5 * rng.random())
+                proc.send_signal(signal.SIGINT)  # Ctrl-C
+            proc.communicate(timeout=120)
+            self.said.append(f"ds run ({kind}) -> {proc.returncode}")
+            if proc.returncode in (0, 1):  # ran to its end (1: a task is dead)
+                self.active = False
+                return True
+        elif kind == "cleanup":
+            self.run_ds("cleanup")
+            self.active = False
+            return True
+        elif kind == "redrive":
+            self.run_ds("dead", "redrive")
+        elif kind == "monitor":
+            if self.run_ds("monitor", "--json", "--interval", "0.2").returncode in (0, 1):
+                self.active = False
+            return True
+        return False
+
+    def check(self, trace: Path) -> list[str]:
+        """What the run's status, report and trace say against each other and the oracle."""
+        status = self.ds("status", "--json", cwd=self.proj)
+        report = self.ds("report", "--json", "--trace", str(trace), cwd=self.proj)
+        if "no run of" in status.stderr:
+            return []  # nothing set up yet
+        assert status.returncode in (0, 1), status.stderr
+        assert report.returncode in (0, 1), report.stderr
+        said, told = json.loads(status.stdout), json.loads(report.stdout)
+        problems = []
+        if said["counts"] != told["counts"]:
+            problems.append(f"status {said['counts']} != report {told['counts']}")
+        counts = told["counts"]
+        if sum(v for k, v in counts.items() if k != "total") != counts["total"]:
+            problems.append(f"the counts do not add up: {counts}")
+        outcomes = attempt_outcomes(trace)
+        ran = self.lines()[self.first_line :]
+        started = Counter(line.split()[1] for line in ran if line.startswith("start "))
+        succeeded = Counter(line.split()[1] for line in ran if line.startswith("ok "))
+        for task in told["tasks"]:
+            name, outcome = task["group"]["name"], task["outcome"]
+            attempts = [o for o in outcomes.get(name, []) if o != "duplicate"]
+            # Ended with an exit code: its command surely wrote its first line. Cut short
+            # (its worker killed, or stopped by Ctrl-C) it may have been ended before.
+            ended = sum(1 for o in attempts if o in ("done", "failed", "dead"))
+            cut = sum(1 for o in attempts if o in ("lost", "released"))
+            if task["attempts"] != len(attempts) or not ended <= started[name] <= ended + cut:
+                problems.append(f"{name}: attempts {attempts}, ran {started[name]}: {task}")
+            if outcome == "done" and not succeeded[name]:
+                problems.append(f"{name}: done, but no execution in this run succeeded")
+            if succeeded[name] and outcome != "done" and not cut:
+                # Only an attempt cut short after its command's success (its worker killed,
+                # or its command stopped on its way out) may leave the task undone.
+                problems.append(f"{name}: succeeded, but {outcome}: {attempts}")
+        return problems
+
+
+def attempt_outcomes(trace: Path) -> dict[str, list[str]]:
+    """Task name → the outcomes of its attempts, in order, from `ds report --trace`'s TSV."""
+    lines = trace.read_text().splitlines()
+    header = lines[0].split("\t")
+    found: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split("\t"), strict=True))
+        name = row["group"].split(",")[0].removeprefix("name=")
+        found.setdefault(name, []).append(row["outcome"])
+    return found
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_command_sequences_keep_status_report_and_reality_in_agreement(
+    tmp_path: Path, ds: Ds, seed: int
+) -> None:
+    rng = random.Random(seed)
+    walk = Walk(tmp_path, ds)
+    checked = 0
+    try:
+        for number in range(STEPS):
+            kind = walk.next_step(rng)
+            walk.said.append(f"step {number}: {kind}")
+            if walk.step(kind, rng):
+                problems = walk.check(tmp_path / "trace.tsv")
+                checked += 1
+                assert not problems, "\n".join([*walk.said, *problems])
+    finally:
+        ds("cleanup", cwd=walk.proj)
+    assert checked >= 2, walk.said  # the walk reached quiet moments to compare
+    assert walk.lines(), walk.said  # and tasks ran
+    print("\n".join(walk.said))
