@@ -8,6 +8,7 @@ are kept across runs (they make check-if-done work); everything else is kept per
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -249,8 +250,10 @@ class Writes:
         return bool(self.puts or self.deletes)
 
 
+@functools.lru_cache(maxsize=1024)
 def _short(message_id: str) -> str:
-    """A key-safe, short form of a queue message id (8 hex digits of its hash)."""
+    """A key-safe, short form of a queue message id (8 hex digits of its hash); remembered
+    for the last ids (a worker names a task's attempt in several keys)."""
     return hashlib.sha256(message_id.encode()).hexdigest()[:8]
 
 

@@ -173,10 +173,11 @@ class SubprocessRunner:
     ) -> RunResult:
         started = time.monotonic()
         oom_before = self._oom_count_before(started) if self.measure else None
-        with log_path.open("ab") as log:
+        # A bare descriptor: a buffered file object costs more than the one write made here.
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
             if header:
-                log.write(header)
-                log.flush()  # before the child writes to the same file
+                os.write(log, header)  # before the child writes to the same file
             child_env = dict(env)
             recorder = self.recorder
             if recorder is not None:
@@ -201,7 +202,7 @@ class SubprocessRunner:
             except OSError as exc:
                 # A missing or non-executable program is the task's failure, not the worker's.
                 problem = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
-                log.write(f"ds: {problem}\n".encode())
+                os.write(log, f"ds: {problem}\n".encode())
                 return RunResult(
                     127,
                     time.monotonic() - started,
@@ -219,6 +220,8 @@ class SubprocessRunner:
                 # Also on an exception in the wait (KeyboardInterrupt): nothing may outlive us.
                 self._end(child)
                 child.forget()
+        finally:
+            os.close(log)
         oom_after = oom_kill_count() if self.measure else None
         self._oom_last = (oom_after, time.monotonic())
         measured = self.measure
@@ -522,29 +525,41 @@ def oom_kill_count() -> int | None:
     container's limit on ECS, a Slurm job's), or None when that cannot be read."""
     known = _oom_counter.get(os.getpid())
     if known is not None:
-        # Read twice per task: the file found last time is read alone (a process does not
-        # change cgroups while it works; if the file goes, the search starts again).
+        # Read once per task: the file found last time is read alone, through the
+        # descriptor kept open (a process does not change cgroups while it works; if the file
+        # goes, the search starts again).
         try:
-            count = parse_oom_kills(read_small(known))
+            count = parse_oom_kills(os.pread(known, 65536, 0).decode(errors="replace"))
         except OSError:
             count = None
         if count is not None:
             return count
-    _oom_counter.clear()
+    _forget_oom_counter()
     for candidate in _oom_counter_candidates():
         try:
-            count = parse_oom_kills(candidate.read_text())
+            count = parse_oom_kills(read_small(candidate))
         except OSError:
             continue
         if count is not None:
-            _oom_counter[os.getpid()] = candidate
+            with contextlib.suppress(OSError):
+                _oom_counter[os.getpid()] = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
             return count
     return None
 
 
-#: the counter file `oom_kill_count` found, by the pid of the process that found it (a
-#: forked child looks again: it may live in another cgroup)
-_oom_counter: dict[int, Path] = {}
+def _forget_oom_counter() -> None:
+    """Close this process's descriptor of the counter file (a forked child's inherited ones
+    are left alone: they are its parent's to close)."""
+    fd = _oom_counter.pop(os.getpid(), None)
+    _oom_counter.clear()
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+#: a descriptor of the counter file `oom_kill_count` found, by the pid of the process that
+#: found it (a forked child looks again: it may live in another cgroup)
+_oom_counter: dict[int, int] = {}
 
 
 def _oom_counter_candidates() -> list[Path]:
