@@ -95,6 +95,10 @@ class SqliteObjects:
         transaction: all or nothing (see `write_all`). Every key is checked first."""
         for key in [*(key for key, _ in puts), *deletes]:
             check_object_key(key)
+        self._write_batch(puts, deletes)
+
+    def _write_batch(self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str]) -> None:
+        """`write_batch` of keys already checked (`LocalBucket` checks them once)."""
         with self._db.transaction() as conn:
             _write(conn, puts, deletes)
 
@@ -107,6 +111,13 @@ class SqliteObjects:
         for key in [*(key for key, _ in puts), *deletes]:
             check_object_key(key)
         check_prefix(prefix)
+        return self._write_and_list(puts, deletes, prefix)
+
+    def _write_and_list(
+        self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], prefix: str
+    ) -> builtins.list[str]:
+        """`write_and_list` of keys and a prefix already checked (`LocalBucket` checks them
+        once: a worker writes a task's start this way, task after task)."""
         with self._db.transaction() as conn:
             _write(conn, puts, deletes)
             return [row[0] for row in conn.execute(*_range_query(prefix))]
@@ -349,7 +360,7 @@ class LocalBucket:
         for key in keys:
             check_object_key(key)
         if all(in_table(key) for key in keys):
-            self._table().write_batch(puts, deletes)
+            self._table()._write_batch(puts, deletes)
         else:
             write_in_order(self, puts, deletes)
 
@@ -364,7 +375,7 @@ class LocalBucket:
             check_object_key(key)
         check_prefix(prefix)
         if all(in_table(key) for key in keys) and _table_only(prefix):
-            return self._table().write_and_list(puts, deletes, prefix)
+            return self._table()._write_and_list(puts, deletes, prefix)
         self.write_batch(puts, deletes)
         return None
 
