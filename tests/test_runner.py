@@ -3,6 +3,7 @@ and nothing of the task outliving it (its process group, its death with the work
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -503,6 +504,35 @@ def test_the_oom_count_after_a_task_stands_for_the_next_ones_before_for_a_second
     assert runner._oom_count_before(101.5) == 7  # too long ago: read again
     runner._oom_last = (None, 100.0)
     assert runner._oom_count_before(100.1) == 9  # nothing known: read
+
+
+def test_the_oom_counter_is_read_anew_through_the_descriptor_kept_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The counter file found once is kept open and read again at each task: each read sees
+    # the counter as it is now; one that cannot be read any more (its cgroup removed: ENODEV)
+    # is looked for again.
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\noom 1\noom_kill 3\n")
+    monkeypatch.setattr(runner_module, "_oom_counter_candidates", lambda: [events])
+    monkeypatch.setattr(runner_module, "_oom_counter", {})
+    try:
+        assert runner_module.oom_kill_count() == 3
+        with events.open("r+") as fh:  # changed in place, as the kernel's counter changes
+            fh.write("low 0\noom 2\noom_kill 4\n")
+        assert runner_module.oom_kill_count() == 4
+        other = tmp_path / "other.events"
+        other.write_text("oom_kill 7\n")
+        monkeypatch.setattr(runner_module, "_oom_counter_candidates", lambda: [other])
+
+        def gone(fd: int, size: int, offset: int) -> bytes:
+            raise OSError(errno.ENODEV, "No such device")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(runner_module.os, "pread", gone)
+            assert runner_module.oom_kill_count() == 7
+    finally:
+        runner_module._forget_oom_counter()
 
 
 def test_the_record_holds_the_task_group_only_while_the_task_runs(tmp_path: Path) -> None:
