@@ -184,3 +184,42 @@ def test_a_run_in_progress_on_one_backend_is_not_taken_over_by_another(
     assert ds("cleanup", cwd=tmp_path).returncode == 0
     none = ds("status", "--backend", "slurm", cwd=tmp_path)
     assert none.returncode == 2 and "no run of B is set up here" in one_error_line(none)
+
+
+# Sends a real SIGINT to itself while `python -m distributed_something` still imports the
+# command line (when the backends package is first imported), as a quick Ctrl-C does.
+_CTRL_C_WHILE_LOADING = """
+import builtins, os, runpy, signal, sys
+real = builtins.__import__
+def spy(name, *args, **kwargs):
+    if name == "distributed_something.backends":
+        builtins.__import__ = real
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(name, *args, **kwargs)
+builtins.__import__ = spy
+sys.argv = ["ds", "--version"]
+runpy.run_module("distributed_something", run_name="__main__")
+"""
+
+# `ds --version` runs to its end, then a SIGINT arrives as the interpreter exits.
+_CTRL_C_AT_EXIT = """
+import atexit, os, runpy, signal, sys
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
+sys.argv = ["ds", "--version"]
+runpy.run_module("distributed_something", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_ds_loads_is_a_quiet_exit_130() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_LOADING], capture_output=True, text=True
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted" in done.stderr
+
+
+def test_ctrl_c_after_a_command_is_done_leaves_its_exit_status() -> None:
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_AT_EXIT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()  # the version was printed
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr

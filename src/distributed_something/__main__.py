@@ -1,6 +1,6 @@
 """`python -m distributed_something` is the `ds` command."""
 
-from distributed_something.cli.main import main
+from distributed_something.cli.entry import main
 
 if __name__ == "__main__":
     main()

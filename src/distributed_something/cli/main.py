@@ -147,8 +147,6 @@ def main(argv: list[str] | None = None) -> None:
 
     Errors are one line on stderr; with ``--json`` they are also ``{"error": {...}}`` on
     stdout, with the same exit code."""
-    from distributed_something.cli import commands, jobs  # noqa: F401 - registers the commands
-
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     if argv is None:  # the `ds` program itself, not a caller of `main` in its own process
@@ -156,7 +154,13 @@ def main(argv: list[str] | None = None) -> None:
             if signal.getsignal(stop) is signal.SIG_DFL:  # SIG_IGN (nohup) stays ignored
                 signal.signal(stop, _stop_like_ctrl_c)
     try:
+        from distributed_something.cli import commands, jobs  # noqa: F401 - registers them
+
         result: Any = cli.main(args=args, prog_name="ds", standalone_mode=False)
+        if argv is None:
+            # The command is done: a Ctrl-C from here on (the interpreter's exit) cannot
+            # stop anything, and would only turn its exit status into an interruption's.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     except DSError as exc:
         if isinstance(exc, InputError):
             # A legacy config.py's user knows its variables, not ds.toml's field names.
