@@ -1,15 +1,20 @@
 """Truthful accounting over random command sequences, as users type them: setup and submit
 (again), start-cluster, `ds status --watch`, a worker SIGKILLed mid-task, `ds run` (whole, or
 Ctrl-C'd), `ds dead redrive`, `ds monitor`, `ds cleanup`, in an order drawn from a seeded
-random walk. Each task's command writes a line to an oracle when it starts and when it
-succeeds; whenever the run is quiet (nothing running), what `ds status` and `ds report` say
-is compared with each other and with the oracle:
+random walk. Each task's command writes a dated line to an oracle when it starts and when
+it succeeds (`ds runs` dates each run, so each line belongs to one); whenever the run is
+quiet (nothing running), what `ds status`, `ds report` and its trace say is compared with
+each other and with the oracle:
 
 - status and report give the same counts, which add up to the total;
-- each task's attempts in the report are the executions of its command in this run;
-- a task is done exactly when one of its executions in this run succeeded.
+- the report's attempts of a task are the trace's; each that ended with an exit code ran
+  its command in this run, and no command ran without an attempt (one cut short, its worker
+  killed or Ctrl-C'd, may have been ended before its command wrote its line);
+- a done task's command succeeded in this run; a command that succeeded left its task done
+  unless its attempt was cut short.
 
-``DS_WALK_SEEDS`` (comma-separated) walks other seeds; the two below run in `make test`.
+The same walk runs on the real one-node Slurm cluster. ``DS_WALK_SEEDS`` and
+``DS_WALK_SLURM_SEEDS`` (comma-separated) walk other seeds than those `make test` walks.
 """
 
 from __future__ import annotations
@@ -25,44 +30,47 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import write_project
+from testkit import wait_for
 
 pytestmark = pytest.mark.slow
 
 Ds = Callable[..., subprocess.CompletedProcess[str]]
 
 SEEDS = [int(s) for s in os.environ.get("DS_WALK_SEEDS", "22,24").split(",") if s.strip()]
+SLURM_SEEDS = [int(s) for s in os.environ.get("DS_WALK_SLURM_SEEDS", "3").split(",") if s.strip()]
 STEPS = 14
 # What a user may type next: with workers running, without, or with no run set up.
 WITH_WORKERS = ("kill", "kill", "settle", "submit", "redrive", "cleanup", "monitor")
 WITHOUT = ("start", "run", "run-interrupted", "monitor", "submit", "redrive", "cleanup")
 NO_RUN = ("submit", "run", "run-interrupted")
 
-# "start <name>" when it starts, "ok <name>" when it succeeds; fails while it has started
-# fewer than ``fails`` times before (the oracle is its memory, across runs).
+# "start <name> <time>" when it starts, "ok <name> <time>" when it succeeds; fails while it
+# has started fewer than ``fails`` times before (the oracle is its memory, across runs).
 TASK_SCRIPT = """
 import os, sys, time
 name, fails, oracle, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 lines = open(oracle).read().splitlines() if os.path.exists(oracle) else []
-before = lines.count("start " + name)
+before = sum(1 for line in lines if line.startswith("start %s " % name))
 with open(oracle, "a") as f:
-    f.write("start %s\\n" % name)
+    f.write("start %s %f\\n" % (name, time.time()))
 time.sleep(0.4)
 if before < fails:
     sys.exit(3)
 open(out + "/r.txt", "w").write(name)
 with open(oracle, "a") as f:
-    f.write("ok %s\\n" % name)
+    f.write("ok %s %f\\n" % (name, time.time()))
 """
 
 
 class Walk:
-    """One project, its oracle, and where the current run's executions start in it."""
+    """One project, its oracle, and what was said."""
 
-    def __init__(self, tmp_path: Path, ds: Ds) -> None:
+    def __init__(self, tmp_path: Path, ds: Ds, extra: dict[str, Any] | None = None) -> None:
         self.ds = ds
         self.oracle = tmp_path / "oracle.txt"
         script = tmp_path / "task.py"
@@ -80,10 +88,9 @@ class Walk:
             ],
             groups=[{"name": f"t{i}", "fails": f} for i, f in enumerate(fails)],
             # A lease of 3 s: a killed worker's task comes back within the walk.
-            extra={"queue": {"visibility": 3, "job_retries": 3}},
+            extra={"queue": {"visibility": 3, "job_retries": 3}, **(extra or {})},
         )
-        self.active = False  # a run is set up and not ended
-        self.first_line = 0  # the oracle line where the current run's executions start
+        self.active = False  # a run is set up and not ended, as far as the walk knows
         self.said: list[str] = []
 
     def lines(self) -> list[str]:
@@ -93,11 +100,6 @@ class Walk:
         result = self.ds(*args, cwd=self.proj, timeout=timeout)
         self.said.append(f"ds {' '.join(args)} -> {result.returncode}")
         return result
-
-    def new_run(self) -> None:
-        if not self.active:
-            self.first_line = len(self.lines())
-            self.active = True
 
     def workers(self) -> list[int]:
         """The pids of this project's `ds worker` processes (forked from the `ds` command
@@ -113,7 +115,9 @@ class Walk:
             except OSError:
                 continue
             worker = name == "ds-worker" or (b"worker" in argv and b"distributed_something" in argv)
-            if worker and cwd.startswith(str(self.proj)):
+            # Started in the project (forked or not), or by Slurm with the project's config.
+            ours = [cwd, *(arg.decode(errors="replace") for arg in argv)]
+            if worker and any(path.startswith(str(self.proj)) for path in ours):
                 found.append(int(entry.name))
         return found
 
@@ -127,10 +131,11 @@ class Walk:
         if kind == "submit":
             if not self.active:
                 self.run_ds("setup")
-            self.new_run()
+            self.active = True
             self.run_ds("submit", "job.json")
         elif kind == "start":
-            self.run_ds("start-cluster")
+            if self.run_ds("start-cluster").returncode == 0:
+                wait_for(self.workers, timeout=10)  # Slurm starts its jobs in a moment
         elif kind == "settle":
             try:
                 settled = self.run_ds("status", "--watch", "0.5", timeout=25).returncode == 0
@@ -146,7 +151,7 @@ class Walk:
                     os.kill(victim, signal.SIGKILL)
                 self.said.append(f"SIGKILL worker {victim}")
         elif kind in ("run", "run-interrupted"):
-            self.new_run()
+            self.active = True
             argv = [sys.executable, "-m", "distributed_something", "run", ".", "--json"]
             proc = subprocess.Popen(
                 [*argv, "--interval", "0.2"],
@@ -175,6 +180,20 @@ class Walk:
             return True
         return False
 
+    def executions_in(self, run_id: str) -> list[tuple[str, str]]:
+        """(what, task name) of the oracle's lines written while run ``run_id`` was the
+        project's latest (from its creation to the next run's), as `ds runs` dates them."""
+        runs = json.loads(self.ds("runs", "--json", cwd=self.proj).stdout)
+        starts = sorted(float(run["created_at"]) for run in runs)
+        begin = next(float(run["created_at"]) for run in runs if run["run_id"] == run_id)
+        end = min((t for t in starts if t > begin), default=float("inf"))
+        found = []
+        for line in self.lines():
+            what, name, at = line.split()
+            if begin <= float(at) < end:
+                found.append((what, name))
+        return found
+
     def check(self, trace: Path) -> list[str]:
         """What the run's status, report and trace say against each other and the oracle."""
         status = self.ds("status", "--json", cwd=self.proj)
@@ -191,9 +210,9 @@ class Walk:
         if sum(v for k, v in counts.items() if k != "total") != counts["total"]:
             problems.append(f"the counts do not add up: {counts}")
         outcomes = attempt_outcomes(trace)
-        ran = self.lines()[self.first_line :]
-        started = Counter(line.split()[1] for line in ran if line.startswith("start "))
-        succeeded = Counter(line.split()[1] for line in ran if line.startswith("ok "))
+        ran = self.executions_in(told["run_id"])
+        started = Counter(name for what, name in ran if what == "start")
+        succeeded = Counter(name for what, name in ran if what == "ok")
         for task in told["tasks"]:
             name, outcome = task["group"]["name"], task["outcome"]
             attempts = [o for o in outcomes.get(name, []) if o != "duplicate"]
@@ -228,19 +247,31 @@ def attempt_outcomes(trace: Path) -> dict[str, list[str]]:
 def test_random_command_sequences_keep_status_report_and_reality_in_agreement(
     tmp_path: Path, ds: Ds, seed: int
 ) -> None:
-    rng = random.Random(seed)
-    walk = Walk(tmp_path, ds)
+    walk_and_compare(Walk(tmp_path, ds), random.Random(seed), tmp_path / "trace.tsv")
+
+
+@pytest.mark.parametrize("seed", SLURM_SEEDS)
+def test_random_command_sequences_on_slurm_keep_status_report_and_reality_in_agreement(
+    slurm_cluster: str, tmp_path: Path, ds: Ds, seed: int
+) -> None:
+    # The same on a real one-node Slurm cluster: workers are jobs, a SIGKILLed one is a
+    # worker that died on its node.
+    extra = {"backend": "slurm", "slurm": {"shared_dir": str(tmp_path / "shared"), "max_jobs": 2}}
+    walk_and_compare(Walk(tmp_path, ds, extra), random.Random(seed), tmp_path / "trace.tsv")
+
+
+def walk_and_compare(walk: Walk, rng: random.Random, trace: Path) -> None:
+    """Take `STEPS` steps, comparing what ds says with the oracle at each quiet moment."""
     checked = 0
     try:
         for number in range(STEPS):
             kind = walk.next_step(rng)
             walk.said.append(f"step {number}: {kind}")
             if walk.step(kind, rng):
-                problems = walk.check(tmp_path / "trace.tsv")
+                problems = walk.check(trace)
                 checked += 1
                 assert not problems, "\n".join([*walk.said, *problems])
     finally:
-        ds("cleanup", cwd=walk.proj)
+        walk.ds("cleanup", cwd=walk.proj)
     assert checked >= 2, walk.said  # the walk reached quiet moments to compare
     assert walk.lines(), walk.said  # and tasks ran
-    print("\n".join(walk.said))
