@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from subprocess import CompletedProcess
 
 import pytest
 
+from conftest import write_project
+from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.config.loader import load_config
 
 Ds = Callable[..., CompletedProcess[str]]
@@ -223,3 +226,31 @@ def test_ctrl_c_after_a_command_is_done_leaves_its_exit_status() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()  # the version was printed
     assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+
+
+def test_a_submit_interrupted_while_sending_says_how_to_send_the_rest(tmp_path: Path) -> None:
+    # Ctrl-C once the sending has begun (its progress bar shows): the same `ds submit` again
+    # sends the rest, and every task is queued once.
+    n = 100_000
+    proj = write_project(tmp_path / "p", argv=["true"], groups=[{"name": i} for i in range(n)])
+    ds = [sys.executable, "-m", "distributed_something"]
+    subprocess.run([*ds, "setup"], cwd=proj, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*ds, "submit", "job.json"], cwd=proj, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if line.startswith("submit:"):
+            proc.send_signal(signal.SIGINT)
+            break
+    said.append(proc.stderr.read())
+    assert proc.wait(timeout=60) == 130, said
+    assert "the same `ds submit` again sends what this one did not" in "".join(said)
+    again = subprocess.run([*ds, "submit", "job.json"], cwd=proj, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    status = subprocess.run([*ds, "status", "--json"], cwd=proj, capture_output=True, text=True)
+    assert json.loads(status.stdout)["counts"]["pending"] == n
+    queue = SqliteQueue(proj / ".ds" / "T" / "queue.sqlite", max_receive_count=3)
+    assert queue.counts().visible == n  # each task once

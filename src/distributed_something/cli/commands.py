@@ -216,7 +216,11 @@ def submit(
 ) -> None:
     """Validate JOB and send its tasks to the queue (alias: submitJob)."""
     project = open_project(config_path, job=job)
-    result = lifecycle.submit(project, job, skip_done=skip_done, force=force)
+    try:
+        result = lifecycle.submit(project, job, skip_done=skip_done, force=force)
+    except KeyboardInterrupt:
+        info("the same `ds submit` again sends what this one did not (tasks sent are left out)")
+        raise
     if skip_done is False:
         # Done tasks were sent to run again: the workers must not skip them either. (--force
         # alone does not: its copies of a task would each run, instead of one being skipped.)
