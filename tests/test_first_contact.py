@@ -622,3 +622,18 @@ def test_ds_run_ended_by_a_cleanup_elsewhere_says_so_and_what_is_left(
     said = " ".join(stderr.split())
     assert run.returncode == 4, stderr
     assert "cleaned up from elsewhere" in said and "3 task(s) left unfinished" in said, stderr
+
+
+def test_the_bar_rate_reads_at_every_speed() -> None:
+    # A local submit sends millions of tasks a minute: "146,389/s", not "8783370.2/min".
+    from types import SimpleNamespace
+
+    from distributed_something.ui import rate_text
+
+    def said(per_second: float | None) -> str:
+        return rate_text(SimpleNamespace(speed=per_second))  # type: ignore[arg-type]
+
+    assert said(None) == "–/min"
+    assert said(0.01) == "0.6/min"
+    assert said(2.5) == "150/min"
+    assert said(146_389.2) == "146,389/s"

@@ -64,8 +64,15 @@ class ThroughputColumn(ProgressColumn):
 
 
 def rate_text(task: BarTask) -> str:
+    """The bar's rate: per minute (a decimal only below 100), per second from 10,000 a
+    minute (a local submit sends millions a minute)."""
     speed = task.speed
-    return f"{speed * 60:.1f}/min" if speed else "–/min"
+    if not speed:
+        return "–/min"
+    per_minute = speed * 60
+    if per_minute >= 10_000:
+        return f"{speed:,.0f}/s"
+    return f"{per_minute:.0f}/min" if per_minute >= 100 else f"{per_minute:.1f}/min"
 
 
 def _clock(seconds: float | None) -> str:
