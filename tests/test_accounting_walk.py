@@ -1,10 +1,10 @@
 """Truthful accounting over random command sequences, as users type them: setup and submit
-(again), start-cluster, `ds status --watch`, a worker SIGKILLed mid-task, `ds run` (whole, or
-Ctrl-C'd), `ds dead redrive`, `ds monitor`, `ds cleanup`, in an order drawn from a seeded
-random walk. Each task's command writes a dated line to an oracle when it starts and when
-it succeeds (`ds runs` dates each run, so each line belongs to one); whenever the run is
-quiet (nothing running), what `ds status`, `ds report` and its trace say is compared with
-each other and with the oracle:
+(again, or a second job file sharing tasks with the first), start-cluster, `ds status
+--watch`, a worker SIGKILLed mid-task, `ds run` (whole, or Ctrl-C'd), `ds dead redrive`, `ds
+monitor`, `ds cleanup`, in an order drawn from a seeded random walk. Each task's command
+writes a dated line to an oracle when it starts and when it succeeds (`ds runs` dates each
+run, so each line belongs to one); whenever the run is quiet (nothing running), what `ds
+status`, `ds report` and its trace say is compared with each other and with the oracle:
 
 - status and report give the same counts, which add up to the total;
 - the report's attempts of a task are the trace's; each that ended with an exit code ran
@@ -90,6 +90,10 @@ class Walk:
             # A lease of 3 s: a killed worker's task comes back within the walk.
             extra={"queue": {"visibility": 3, "job_retries": 3}, **(extra or {})},
         )
+        # A second job file that shares t3-t5 with job.json and adds t6 and t7.
+        more = [{"name": f"t{i}", "fails": f} for i, f in enumerate(fails)][3:]
+        more += [{"name": "t6", "fails": 0}, {"name": "t7", "fails": 1}]
+        (self.proj / "more.json").write_text(json.dumps({"groups": more}))
         self.active = False  # a run is set up and not ended, as far as the walk knows
         self.said: list[str] = []
 
@@ -132,7 +136,7 @@ class Walk:
             if not self.active:
                 self.run_ds("setup")
             self.active = True
-            self.run_ds("submit", "job.json")
+            self.run_ds("submit", rng.choice(["job.json", "more.json"]))
         elif kind == "start":
             if self.run_ds("start-cluster").returncode == 0:
                 wait_for(self.workers, timeout=10)  # Slurm starts its jobs in a moment
