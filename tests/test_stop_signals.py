@@ -5,6 +5,7 @@ its workers running on unwatched and the run left in progress with nobody to end
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +63,48 @@ def test_a_signalled_ds_run_stops_its_workers_and_says_how_to_resume(
     resumed = ds("run", str(proj), "--json", cwd=proj)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["counts"]["done"] == 6
+
+
+def test_a_ds_run_interrupted_while_its_workers_start_stops_those_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first worker may run a task before the second is started: a Ctrl-C (or SIGTERM)
+    # then landed outside the part of `ds run` that stops workers, and those started ran on
+    # unwatched. Here it lands as the second worker is being recorded (neither is saved in
+    # the workers' file yet): both must be stopped, and the run said how to resume.
+    from distributed_something.backends.local import compute
+    from distributed_something.usecases import lifecycle
+    from distributed_something.usecases.project import open_project
+
+    argv = ["/bin/sh", "-c", "sleep 30", "sh", "{name}"]
+    proj = write_project(tmp_path / "proj", argv=argv, groups=[{"name": f"t{i}"} for i in range(4)])
+    started: list[int] = []
+    looked_up = compute.proc_info
+
+    def interrupted_at_the_second(pid: int) -> Any:
+        started.append(pid)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return looked_up(pid)
+
+    monkeypatch.setattr(compute, "proc_info", interrupted_at_the_second)
+    project = open_project(proj / "ds.toml")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lifecycle.run(project, proj / "job.json", show_progress=False, interval=0.2)
+        assert len(started) == 2
+        for pid in started:
+            assert _gone(pid), f"worker {pid} still runs"
+    finally:
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"

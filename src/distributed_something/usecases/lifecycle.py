@@ -570,8 +570,10 @@ def run(
         for line in result.lines(job_path.name):
             info(line)
     del job  # a million parsed tasks are not held while the run is watched
-    start_cluster(project, fleet_path, backend)
     try:
+        # Interrupted while workers start (the first may run a task before the last is
+        # started), it stops those started as it would once they all run.
+        start_cluster(project, fleet_path, backend)
         return monitor(
             project,
             backend=backend,

@@ -208,9 +208,12 @@ class LocalCompute:
     def stop(self) -> None:
         """SIGTERM every worker (each hands its task back), then wait; SIGKILL stragglers.
         Then kill what dead workers (those just killed included) left running and remove
-        their scratch folders."""
+        their scratch folders. Workers this object started but has not recorded yet (an
+        interrupted `start`) are stopped too."""
         data = self._load()
-        live = self._live(data)
+        listed = {int(w["pid"]) for w in data["workers"]}
+        unlisted = [{"pid": pid} for pid in self._procs if pid not in listed]
+        live = [w for w in [*data["workers"], *unlisted] if self._is_alive(w)]
         for worker in live:
             self._signal(int(worker["pid"]), signal.SIGTERM)
         self._await_exits(live, self.stop_grace)
