@@ -228,6 +228,25 @@ def test_a_worker_stops_when_its_queue_is_gone(
     assert rig.worker.step() is Outcome.IDLE and slept
 
 
+def test_a_failed_attempt_whose_message_cannot_be_handed_back_is_recorded_once(
+    tmp_path: Path,
+) -> None:
+    # `ds cleanup` deleted the queue while the command ran: the command failed, its attempt
+    # was recorded failed, then handing its message back raised QueueGone. That is not a
+    # second attempt (found by the accounting walk on AWS: 2 attempts, 1 execution).
+    rig = Rig(tmp_path, [PY, "-c", "import sys; sys.exit(3)"])
+    (task,) = rig.submit({"name": "f"})
+
+    def gone(*_args: object, **_kwargs: object) -> None:
+        raise QueueGone("SQS ChangeMessageVisibility on queue WQueue failed: QueueDoesNotExist")
+
+    rig.queue.release = gone  # type: ignore[method-assign]
+    assert rig.worker.step() is Outcome.FAILED
+    attempts = rig.records.attempt_keys(task.id)
+    assert [(a.attempt, a.outcome) for a in attempts] == [(1, "failed")]
+    assert [f.exit_code for f in rig.records.failures_of(task.id)] == [3]
+
+
 def test_failure_keeps_outputs_out_and_dead_letters_after_retries(tmp_path: Path) -> None:
     argv = [
         PY,

@@ -224,6 +224,9 @@ class Worker:
         self.idle_since: float | None = None
         #: the attempt in progress (its open record is in storage), None between tasks
         self._attempt: Attempt | None = None
+        #: the attempt of the task in progress has its end recorded (what fails after that,
+        #: handing its message back or deleting it, is not a second attempt)
+        self._attempt_ended = False
         #: where the task in progress is: plan, stage, run or upload (names a failure's cause)
         self._phase = "plan"
         #: retries the task in progress used up before this attempt (from its attempt
@@ -437,6 +440,7 @@ class Worker:
         started = self.clock()
         self._log_header_size = -1
         self._attempt = None
+        self._attempt_ended = False
         self._phase = "plan"
         self._used = None
         self._history = None
@@ -460,6 +464,11 @@ class Worker:
             error = str(exc) if isinstance(exc, DSError) else f"{type(exc).__name__}: {exc}"
             log.warning("task %s failed before/after running: %s", message.task_id, error)
             log.debug("%s", traceback.format_exc())
+            if self._attempt_ended:
+                # Its attempt is recorded to its end already: what failed is handing the
+                # message back or deleting it (the queue deleted by cleanup, say). The
+                # message comes back when its lease ends, or never: no second attempt.
+                return Outcome.FAILED
             self._fail(
                 message,
                 error,
@@ -640,6 +649,7 @@ class Worker:
                 raise
         if attempt is None:
             return
+        self._attempt_ended = True
         self._ended(attempt, outcome, exit_code=exit_code, error=error, cause=cause)
         try:
             self.records.close_attempt(attempt)
@@ -685,6 +695,7 @@ class Worker:
         self._finished.add(self.records.closing(attempt, marker))
         self._finished_messages.append(message)
         self._attempt = None
+        self._attempt_ended = True
 
     def _save_finished(self) -> None:
         """Write the records `_finish` kept, then delete their messages. Should the write
