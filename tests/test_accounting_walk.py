@@ -13,8 +13,12 @@ status`, `ds report` and its trace say is compared with each other and with the 
 - a done task's command succeeded in this run; a command that succeeded left its task done
   unless its attempt was cut short.
 
-The same walk runs on the real one-node Slurm cluster. ``DS_WALK_SEEDS`` and
-``DS_WALK_SLURM_SEEDS`` (comma-separated) walk other seeds than those `make test` walks.
+The same walk runs on the real one-node Slurm cluster, and on AWS against moto's server on
+127.0.0.1, where the test plays the ECS agent (tests/aws_agent.py): `start-cluster` is
+followed by one `ds worker` per desired task of the service, and `ds run` (not how AWS runs
+are driven) becomes `start-cluster` then `ds monitor`. ``DS_WALK_SEEDS``,
+``DS_WALK_SLURM_SEEDS`` and ``DS_WALK_AWS_SEEDS`` (comma-separated) walk other seeds than
+those `make test` walks.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from typing import Any
 
 import pytest
 
+from aws_agent import start_tasks
 from conftest import write_project
-from testkit import wait_for
+from moto_projects import REGION, aws_client
+from testkit import moto_family_fleet, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +49,15 @@ Ds = Callable[..., subprocess.CompletedProcess[str]]
 
 SEEDS = [int(s) for s in os.environ.get("DS_WALK_SEEDS", "22,24").split(",") if s.strip()]
 SLURM_SEEDS = [int(s) for s in os.environ.get("DS_WALK_SLURM_SEEDS", "3").split(",") if s.strip()]
+AWS_SEEDS = [int(s) for s in os.environ.get("DS_WALK_AWS_SEEDS", "1").split(",") if s.strip()]
 STEPS = 14
 # What a user may type next: with workers running, without, or with no run set up.
 WITH_WORKERS = ("kill", "kill", "settle", "submit", "redrive", "cleanup", "monitor")
 WITHOUT = ("start", "run", "run-interrupted", "monitor", "submit", "redrive", "cleanup")
 NO_RUN = ("submit", "run", "run-interrupted")
+# On AWS (the test plays the ECS agent): `ds run` becomes start-cluster, then `ds monitor`.
+AWS_WITHOUT = ("start", "start", "start-monitor", "submit", "redrive", "cleanup")
+AWS_NO_RUN = ("submit",)
 
 # "start <name> <time>" when it starts, "ok <name> <time>" when it succeeds; fails while it
 # has started fewer than ``fails`` times before (the oracle is its memory, across runs).
@@ -235,6 +245,103 @@ class Walk:
         return problems
 
 
+class AwsWalk(Walk):
+    """The walk on AWS (moto's server): the test plays the ECS agent, starting one
+    `ds worker` per desired task of the service after each `start-cluster`
+    (`aws_agent.start_tasks`). A killed worker is not restarted (a stopped ECS task whose
+    machine is gone); `start` starts the service's tasks again. `ds run` is not how a run
+    on AWS is driven: its steps are `start` and `start-monitor` (start-cluster, then
+    `ds monitor` until the run ends)."""
+
+    BUCKET = "ds-walk"
+
+    def __init__(self, tmp_path: Path, ds: Ds, endpoint: str) -> None:
+        extra = {
+            "backend": "aws",
+            "image": "example/ds-worker:1",
+            "cluster": {"machines": 1, "tasks_per_machine": 2, "docker_cores": 1},
+            "storage": {"bucket": self.BUCKET},
+            "aws": {"region": REGION, "ecs_cluster": "TCluster"},
+        }
+        super().__init__(tmp_path, ds, extra)
+        self.endpoint = endpoint
+        self.agent = tmp_path / "agent"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        fleet = moto_family_fleet(aws_client("ec2"))
+        (self.proj / "fleet.json").write_text(json.dumps(fleet))
+        aws_client("s3").create_bucket(Bucket=self.BUCKET)
+
+    def workers(self) -> list[int]:
+        return [proc.pid for proc in self.procs if proc.poll() is None]
+
+    def next_step(self, rng: random.Random) -> str:
+        if self.workers():
+            return rng.choice(WITH_WORKERS)
+        return rng.choice(AWS_WITHOUT if self.active else AWS_NO_RUN)
+
+    def start(self) -> bool:
+        """`ds start-cluster`, then the service's desired tasks; True when it started."""
+        if self.run_ds("start-cluster", "fleet.json").returncode != 0:
+            return False
+        ecs = aws_client("ecs")
+        workdir = self.agent / str(len(self.procs))
+        self.procs += start_tasks(ecs, "TCluster", "TService", self.endpoint, workdir)
+        self.said.append(f"agent: {len(self.workers())} workers running")
+        return True
+
+    def quiet(self) -> bool:
+        """True once every worker has exited (they stop when the queue is drained or gone)."""
+        return wait_for(lambda: not self.workers(), timeout=30)
+
+    def minute_passes(self) -> None:
+        """The user waits out the minute SQS holds a cleaned-up queue's name before `ds setup`
+        may create it again (setup waits for it, said by the run state's
+        ``queue_deleted_at``): the walk moves that deletion a minute back instead."""
+        s3 = aws_client("s3")
+        try:
+            body = s3.get_object(Bucket=self.BUCKET, Key="_ds/T/state.json")["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return
+        state = json.loads(body)
+        aws = state.get("resources", {}).get("aws", {})
+        if aws.get("queue_deleted_at") is None:
+            return
+        aws["queue_deleted_at"] -= 70
+        text = json.dumps(state, indent=1)
+        s3.put_object(Bucket=self.BUCKET, Key="_ds/T/state.json", Body=text.encode())
+        local = self.proj / ".ds" / "T" / "state.json"
+        if local.exists():
+            local.write_text(text)
+        self.said.append("a minute passes (the queue's name is free again)")
+
+    def step(self, kind: str, rng: random.Random) -> bool:
+        if kind == "submit" and not self.active:
+            self.minute_passes()
+        if kind == "start":
+            self.start()
+            return False
+        if kind == "start-monitor":
+            if not self.start():
+                return False
+            kind = "monitor"
+        if kind == "settle":
+            try:
+                settled = self.run_ds("status", "--watch", "0.5", timeout=25).returncode == 0
+            except subprocess.TimeoutExpired:
+                return False
+            return settled and self.quiet()
+        quiet = super().step(kind, rng)
+        if kind in ("monitor", "cleanup"):
+            return quiet and self.quiet()  # their workers stop once the queue is gone
+        return quiet
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
 def attempt_outcomes(trace: Path) -> dict[str, list[str]]:
     """Task name → the outcomes of its attempts, in order, from `ds report --trace`'s TSV."""
     lines = trace.read_text().splitlines()
@@ -262,6 +369,19 @@ def test_random_command_sequences_on_slurm_keep_status_report_and_reality_in_agr
     # worker that died on its node.
     extra = {"backend": "slurm", "slurm": {"shared_dir": str(tmp_path / "shared"), "max_jobs": 2}}
     walk_and_compare(Walk(tmp_path, ds, extra), random.Random(seed), tmp_path / "trace.tsv")
+
+
+@pytest.mark.parametrize("seed", AWS_SEEDS)
+def test_random_command_sequences_on_aws_keep_status_report_and_reality_in_agreement(
+    aws: str, tmp_path: Path, ds: Ds, seed: int
+) -> None:
+    # The same on moto's server: workers are ECS tasks the test starts, a SIGKILLed one is
+    # a container that vanished; its task comes back when its 3 s lease ends.
+    walk = AwsWalk(tmp_path, ds, aws)
+    try:
+        walk_and_compare(walk, random.Random(seed), tmp_path / "trace.tsv")
+    finally:
+        walk.stop()
 
 
 def walk_and_compare(walk: Walk, rng: random.Random, trace: Path) -> None:
