@@ -49,7 +49,7 @@ Ds = Callable[..., subprocess.CompletedProcess[str]]
 
 SEEDS = [int(s) for s in os.environ.get("DS_WALK_SEEDS", "22,24").split(",") if s.strip()]
 SLURM_SEEDS = [int(s) for s in os.environ.get("DS_WALK_SLURM_SEEDS", "3").split(",") if s.strip()]
-AWS_SEEDS = [int(s) for s in os.environ.get("DS_WALK_AWS_SEEDS", "1").split(",") if s.strip()]
+AWS_SEEDS = [int(s) for s in os.environ.get("DS_WALK_AWS_SEEDS", "4").split(",") if s.strip()]
 STEPS = 14
 # What a user may type next: with workers running, without, or with no run set up.
 WITH_WORKERS = ("kill", "kill", "settle", "submit", "redrive", "cleanup", "monitor")
