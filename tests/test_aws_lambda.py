@@ -275,6 +275,43 @@ def test_the_ledger_not_the_queue_says_when_the_run_is_over(world: World) -> Non
     assert handler({}, Context())["status"] == "torn-down"
 
 
+def test_two_invocations_at_once_send_a_lost_task_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invocations at once (EventBridge delivered the event twice) both find the queue
+    empty and a task without an outcome. Only the first to save the state it read sends
+    the task again; the other stops ("state-changed"), rather than sending it a second time
+    (two messages of one task: it would run twice where check-if-done is off)."""
+    from distributed_something.backends.aws import lambda_monitor
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.jobs.model import Task
+    from distributed_something.records import ManifestEntry, RunRecords
+
+    put_state(world)
+    records = RunRecords(S3Storage(AwsSettings(region="us-east-1"), BUCKET), "T", RUN_ID)
+    task = Task(body={"group": {"name": "lost"}})
+    records.write_manifest("1", [ManifestEntry(task.id, task.group)])
+    confirm = lambda_monitor.confirm_ending
+    other: list[dict[str, Any]] = []
+
+    def both_looked_first(*args: Any) -> Any:
+        # This invocation has read the state, the queue and the records; the other one,
+        # which read them at the same time, now runs to its end.
+        if not other:
+            other.append({})
+            other[0] = handler({}, Context())
+        return confirm(*args)
+
+    monkeypatch.setattr(lambda_monitor, "confirm_ending", both_looked_first)
+    summary = handler({}, Context())
+
+    assert other[0]["status"] == "reconciled"
+    assert summary["status"] == "state-changed" and "reconciled" not in summary["actions"]
+    url = world.resources.queue_url
+    got = world.clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == [task.body_json()]  # sent again once
+
+
 def test_each_tick_counts_through_the_ledger_summary(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -379,9 +379,12 @@ def _tick(
         # shows (dead letters are dead, the rest done) before the queue is deleted.
         record_image_outcomes(run_records, sqs_queue(), read_ledger(run_records), now)
     if check.verdict == "reconcile" and records is not None and ledger is not None:
-        settle(records, sqs_queue(), ledger, now)
         book.pop("drained_since", None)
+        # Saved before anything is sent, over the state this tick read: of two invocations
+        # at once, only the first to save sends the lost tasks again (the other stops here,
+        # `StateChanged`), not both (two messages of one task).
         save()
+        settle(records, sqs_queue(), ledger, now)
         taken.append("reconciled")
         return {**summary, "status": "reconciled"}
     if check.verdict in ("confirming", "finished") and book.get("drained_since") is None:
