@@ -19,7 +19,7 @@ import pytest
 
 from conftest import write_project
 from distributed_something.records import RunRecords
-from testkit import local_bucket, wait_for
+from testkit import local_bucket, running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -216,20 +216,13 @@ def test_a_task_taken_over_from_a_stopped_worker_never_runs_twice_at_once(
     def lines() -> list[str]:
         return oracle.read_text().splitlines() if oracle.exists() else []
 
-    def gone(pid: int) -> bool:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        return state == "Z"  # killed; its stopped parent cannot reap it yet
-
     assert wait_for(lambda: lines(), timeout=30)
     first = int(lines()[0].split()[1])
     worker = int(Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[1])
     os.kill(worker, signal.SIGSTOP)
     try:
         assert wait_for(lambda: len(lines()) >= 2, timeout=30)  # taken over
-        assert wait_for(lambda: gone(first), timeout=15), "the first command still runs"
+        assert wait_for(lambda: not running(first), timeout=15), "the first command still runs"
     finally:
         os.kill(worker, signal.SIGCONT)
     report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))

@@ -8,7 +8,6 @@ clock), then every cause on the local backend with real processes, then `exit` a
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -55,7 +54,7 @@ from distributed_something.worker.runner import (
     parse_oom_kills,
     parse_stat_rss,
 )
-from testkit import FakeClock, NoCompute, NoProvisioner
+from testkit import FakeClock, NoCompute, NoProvisioner, running
 
 PY = sys.executable
 LINUX = sys.platform.startswith("linux")
@@ -415,9 +414,9 @@ def test_a_hung_task_times_out_dies_with_its_group_and_ends_dead(tmp_path: Path)
     for pid in map(int, pids.read_text().split()):
         # SIGKILL is sent to the whole group by now; its delivery may take a moment.
         deadline = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < deadline:
+        while running(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not alive(pid), f"process {pid} outlived its task's timeout"
+        assert not running(pid), f"process {pid} outlived its task's timeout"
     (failure,) = rig.records.failures_of(task.id)
     assert (failure.cause, failure.final) == ("timeout", True)
     assert "timed out after 1.5 s" in failure.error and "recipe.timeout" in failure.error
@@ -426,17 +425,6 @@ def test_a_hung_task_times_out_dies_with_its_group_and_ends_dead(tmp_path: Path)
     # dead-letters it at its next receive.
     assert rig.worker.step() is Outcome.DRAINED
     assert [d.task_id for d in rig.queue.list_dead()] == [task.id]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except OSError:
-        return not LINUX
 
 
 @pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA counts mappings from Linux 4.7 on")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import write_project
+from testkit import running
 
 Ds = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -94,17 +95,8 @@ def test_a_ds_run_interrupted_while_its_workers_start_stops_those_started(
             lifecycle.run(project, proj / "job.json", show_progress=False, interval=0.2)
         assert len(started) == 2
         for pid in started:
-            assert _gone(pid), f"worker {pid} still runs"
+            assert not running(pid), f"worker {pid} still runs"
     finally:
         for pid in started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie not yet reaped counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
