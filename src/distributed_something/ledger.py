@@ -27,7 +27,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed_something.records import AttemptKey, ManifestEntry, Mark, RunRecords
+from distributed_something.records import (
+    AttemptKey,
+    ManifestEntry,
+    Mark,
+    RunRecords,
+    attempts_ran,
+)
 
 #: The states a task can be in, in the order every table of counts shows them (`ds status`,
 #: `ds report`, the HTML report, `--json` counts): the outcomes (done, skipped, dead), then
@@ -162,7 +168,7 @@ def _entry(
         task_id,
         group,
         state,
-        attempts=sum(1 for o in outcomes if o != "duplicate"),
+        attempts=attempts_ran(outcomes),
         duplicate="duplicate" in outcomes or outcomes.count("done") > 1,
         requeues=sum(1 for _, kind in task_marks if kind == "requeue"),
     )

@@ -140,12 +140,18 @@ class AttemptKey:
         return f"{self.started_us:017d}-{self.attempt:04d}-{self.message}"
 
 
+def attempts_ran(outcomes: Iterable[str]) -> int:
+    """How many of a task's attempts, given by their ``outcomes``, ran: a stood-down
+    duplicate did not (the tries the ledger and the report count)."""
+    return sum(1 for outcome in outcomes if outcome != "duplicate")
+
+
 def attempts_ran_by(keys: Iterable[AttemptKey], at_us: float) -> int:
-    """How many of a task's attempt ``keys`` ran and had started by ``at_us``: stood-down
-    duplicates did not run. An attempt's number as the ledger counts tries (1, 2, 3 …) is
-    this at its own start; its record's number, its message's receive count, starts again
-    at 1 after a redrive or a re-send as a fresh message."""
-    return sum(1 for k in keys if k.outcome != "duplicate" and k.started_us <= at_us)
+    """How many of a task's attempt ``keys`` ran (`attempts_ran`) and had started by
+    ``at_us``. An attempt's number as the ledger counts tries (1, 2, 3 …) is this at its own
+    start; its record's number, its message's receive count, starts again at 1 after a
+    redrive or a re-send as a fresh message."""
+    return attempts_ran(k.outcome for k in keys if k.started_us <= at_us)
 
 
 @dataclass(frozen=True)

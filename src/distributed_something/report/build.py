@@ -14,7 +14,14 @@ from typing import Any, Protocol, TypeVar
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.fork import ForkCall
 from distributed_something.ledger import DONE_ATTEMPT, STATES, event_code, state_of
-from distributed_something.records import Attempt, AttemptKey, DoneMarker, Failure, RunRecords
+from distributed_something.records import (
+    Attempt,
+    AttemptKey,
+    DoneMarker,
+    Failure,
+    RunRecords,
+    attempts_ran,
+)
 from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
 
@@ -501,7 +508,7 @@ def read_task_codes(
             continue
         events = [(a.started_us, a.outcome) for a in attempts]
         code, duplicate = event_code(events, marks.pop(task_id, []))
-        ran = sum(1 for _, o in events if o != "duplicate")
+        ran = attempts_ran(o for _, o in events)
         value = (code, duplicate, ran)
         codes[task_id] = shared.setdefault(value, value)
     for task_id, task_marks in marks.items():
