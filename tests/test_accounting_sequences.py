@@ -128,6 +128,14 @@ open(out + "/r.txt", "w").write("r")
 open(oracle, "a").write("end %d\\n" % os.getpid())
 """
 
+# Runs until the test creates ``<oracle>.go`` (at most a minute), then ends as SLOW_SCRIPT.
+GO_SCRIPT = SLOW_SCRIPT.replace(
+    "time.sleep(3)",
+    "deadline = time.time() + 60\n"
+    "while not os.path.exists(oracle + '.go') and time.time() < deadline:\n"
+    "    time.sleep(0.01)",
+)
+
 
 def test_a_worker_stopped_past_its_lease_drops_its_result_and_each_attempt_is_one_record(
     tmp_path: Path, ds: Ds
@@ -137,7 +145,7 @@ def test_a_worker_stopped_past_its_lease_drops_its_result_and_each_attempt_is_on
     # it resumes, it must find its lease lost and drop the result (the other holder owns
     # the task), not record its attempt done over the lost record the other worker wrote.
     oracle = tmp_path / "oracle.txt"
-    proj = start_slow(tmp_path, ds, oracle, SLOW_SCRIPT)
+    proj = start_slow(tmp_path, ds, oracle, GO_SCRIPT)
 
     def lines() -> list[str]:
         return oracle.read_text().splitlines() if oracle.exists() else []
@@ -146,6 +154,9 @@ def test_a_worker_stopped_past_its_lease_drops_its_result_and_each_attempt_is_on
     first = int(lines()[0].split()[1])
     worker = int(Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[1])
     os.kill(worker, signal.SIGSTOP)
+    # The command ends now, long before the lease can lapse: were it still running when the
+    # task is taken over, the other worker would end it (the next test).
+    Path(f"{oracle}.go").touch()
     try:
         # Stopped until its command ended and the other worker took the task over.
         assert wait_for(lambda: {f"end {first}"} & set(lines()) and len(lines()) >= 3, 30)
@@ -193,6 +204,9 @@ def test_a_dead_task_submitted_again_counts_pending_not_dead_until_it_runs(
     start(proj, ds)
     ok(ds("status", "--watch", "0.5", cwd=proj, timeout=120))
     assert js(ok(ds("status", "--json", cwd=proj)))["counts"]["dead"] == 1
+    # The run's workers exit once they find the queue drained; one still looking (a loaded
+    # machine) would take the task sent next and run it before `start-cluster` below.
+    assert wait_for(lambda: js(ds("status", "--json", cwd=proj))["workers"]["running"] == 0)
     again = js(ok(ds("submit", "job.json", "--json", cwd=proj)))
     assert again["sent"] == 1
     counts = js(ok(ds("status", "--json", cwd=proj)))["counts"]
