@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,7 +144,10 @@ def test_a_killed_workers_task_is_pending_at_once_and_runs_again_before_its_leas
     assert len({t["task_id"] for t in busy}) == 2 and {t["attempt"] for t in busy} == {1}
     assert all(time.time() - 60 < t["started_at"] <= time.time() for t in busy)
     shown = ds("status", cwd=proj).stderr  # the table is for people: stderr
-    assert "running longest:" in shown and all(t["task_id"][:12] in shown for t in busy)
+    assert "running longest:" in shown
+    # (Its tasks by their short ids; checked against the run's tasks below: on a loaded
+    # machine a task may have ended and the next begun since the JSON reading above.)
+    named = re.findall(r"\b[0-9a-f]{12}\b", shown.split("running longest:", 1)[1])
     victim = workers[0]["pid"]
     os.kill(victim, signal.SIGKILL)  # mid-task: no chance to hand it back
     killed_at = time.time()
@@ -160,6 +164,7 @@ def test_a_killed_workers_task_is_pending_at_once_and_runs_again_before_its_leas
     assert result.returncode == 0, result.stderr
     rep = report_of(result)
     assert rep["counts"]["done"] == 4 and rep["counts"]["duplicates"] == 0
+    assert 1 <= len(named) <= 2 and set(named) <= {t["id"][:12] for t in rep["tasks"]}
     assert len(ledger(tmp_path)) == 5
     # From the records: the killed attempt was closed as lost, saying why, and the task ran
     # again before its lease would have ended.
