@@ -254,3 +254,29 @@ def test_a_submit_interrupted_while_sending_says_how_to_send_the_rest(tmp_path: 
     assert json.loads(status.stdout)["counts"]["pending"] == n
     queue = SqliteQueue(proj / ".ds" / "T" / "queue.sqlite", max_receive_count=3)
     assert queue.counts().visible == n  # each task once
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"counts": {"done": 2}, "tasks": [{"id": f"t{i}", "group": {"i": i}} for i in range(50)]},
+        [{"task_id": f"t{i}", "error": "exit 3\nline two"} for i in range(30)],
+        {"runs": [1, 2], "note": None},
+        {},
+        [],
+        "text",
+    ],
+)
+def test_json_output_is_the_same_json_with_long_lists_one_element_a_line(data: object) -> None:
+    from distributed_something.cli.commands import LONG_LIST, json_text
+
+    text = json_text(data)
+    assert json.loads(text) == data
+    lines = text.splitlines()
+    rows = data.get("tasks", []) if isinstance(data, dict) else data
+    if isinstance(rows, list) and len(rows) > LONG_LIST:
+        # A report's tasks, `ds dead list`: each element on its line (greppable), compact.
+        for row in rows:
+            assert sum(line.strip().rstrip(",") == json.dumps(row) for line in lines) == 1
+    else:
+        assert text == json.dumps(data, indent=1)

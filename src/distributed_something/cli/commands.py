@@ -73,8 +73,30 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="print JSON on stdout")(fn)
 
 
+#: A list longer than this (a report's tasks, `ds dead list`) is printed one element a line.
+LONG_LIST = 20
+
+
+def json_text(data: Any) -> str:
+    """``data`` as JSON for stdout: indented (one level a space), except that the elements
+    of a long list (top level, or a value of the top-level object) are written one a line,
+    compactly. Python's indenting encoder is pure Python, about 6x slower than the compact C
+    one: for the 2,000 tasks of a report, 0.1 s of a `ds run` that takes 2."""
+
+    def nested(value: Any, pad: str) -> str:
+        if isinstance(value, list) and len(value) > LONG_LIST:
+            rows = f",\n{pad} ".join(json.dumps(item, default=str) for item in value)
+            return f"[\n{pad} {rows}\n{pad}]"
+        return json.dumps(value, indent=1, default=str).replace("\n", "\n" + pad)
+
+    if isinstance(data, dict) and data and all(isinstance(key, str) for key in data):
+        fields = ",\n ".join(f"{json.dumps(k)}: {nested(v, ' ')}" for k, v in data.items())
+        return f"{{\n {fields}\n}}"
+    return nested(data, "")
+
+
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+    sys.stdout.write(json_text(data) + "\n")
 
 
 #: The exit code of a `ds run` or `ds monitor` whose run another command (`ds cleanup`)
