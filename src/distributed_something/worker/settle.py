@@ -94,6 +94,38 @@ def _message(item: Any) -> Message:
     )
 
 
+#: Outcomes of an attempt whose receive counts towards dead-lettering its message: its worker
+#: died on it (``lost``) or it failed (``failed``, ``dead``). A hand-back (``released``), a
+#: delivery that stood down (``duplicate``) and a receive with no attempt record (handed back
+#: untouched by a worker told to stop as it received the task) do not (`retry_decision`).
+_COUNTED = frozenset({"lost", "failed", "dead"})
+
+
+def _sent_again(records: RunRecords, queue: Queue, key: AttemptKey, message: Message) -> bool:
+    """Send the task of the dead worker's attempt ``key`` again as a fresh message, then
+    delete ``message``, when the queue would dead-letter ``message`` at its next receive (its
+    receive count spent) although fewer of its receives than the queue allows ended in a
+    death or a failure: the others were hand-backs the worker does not count, and the worker
+    itself sends such a task again rather than let it be dead-lettered (`_hand_back`,
+    `_fail`). True when it did; False (the message is to be released) otherwise, or when
+    the task's body cannot be rebuilt from the run's manifest."""
+    if message.receive_count < queue.max_receive_count:
+        return False
+    counted = sum(
+        1
+        for other in records.attempt_keys(key.task_id)
+        if other.message == key.message and other.outcome in _COUNTED
+    )
+    if counted >= queue.max_receive_count:
+        return False  # a task that kills its worker every time ends dead
+    body = records.bodies([key.task_id]).get(key.task_id)
+    if body is None:
+        return False
+    queue.send_batch([(key.task_id, body)])
+    queue.delete(message)  # a stale handle (received again since) deletes nothing
+    return True
+
+
 def settle(
     records: RunRecords,
     queue: Queue,
@@ -104,8 +136,10 @@ def settle(
     """Settle what the dead worker ``worker_pid`` held (`holding_of`; ``records`` are the
     run's it names): close its attempt as lost if its record is still open, and then make
     that attempt's message visible at once (a receive used, as when a lease runs out: a task
-    that kills its worker every time ends in the dead-letter store); give the held messages
-    back unstarted (`give_back`, their receive undone, where the queue can; else released);
+    that kills its worker every time ends in the dead-letter store), or, when its receive
+    count is spent by receives that did not count, send the task again (`_sent_again`);
+    give the held messages back unstarted (`give_back`, their receive undone, where the
+    queue can; else released);
     delete the messages of tasks whose ends the worker wrote but had not deleted yet (else
     they would come back at their lease's end, only to be found done).
     Raises ValueError for a ``holding`` that is not `holding_of`'s; errors of the storage and
@@ -122,7 +156,8 @@ def settle(
     closed = records.close_stale(key, "lost", at, error)
     if closed:
         _store_log(records, key, holding.get("log"), worker_pid)
-        queue.release(message, 0, error)
+        if not _sent_again(records, queue, key, message):
+            queue.release(message, 0, error)
     if held:
         give_back = getattr(queue, "give_back", None)
         if give_back is not None:
