@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,12 @@ import pytest
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import FolderStorage
+from distributed_something.interfaces.queue import Message
 from distributed_something.ledger import read_ledger
 from distributed_something.records import Attempt, ManifestEntry, RunRecords
 from distributed_something.worker.loop import Holding
 from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
-from distributed_something.worker.settle import holding_of, settle
+from distributed_something.worker.settle import Settled, holding_of, settle
 from testkit import FakeClock
 
 LEASE = 300.0
@@ -144,3 +146,50 @@ def test_a_worker_record_holding_sixteen_local_messages_is_updated_in_place(
         json.dumps(holding_of("r1", holding))
     )
     recorder.close()
+
+
+def test_on_sqs_a_spent_receive_count_with_a_hand_back_among_it_is_sent_again(aws: str) -> None:
+    """As the moto chaos run met it: receive 1 and 3 of a task's message died with their
+    workers, receive 2 was handed back untouched (a worker told to stop as it received it).
+    Settling the second death sends the task again rather than letting SQS dead-letter a
+    task that died twice of its three receives; a third death is dead-lettered as ever."""
+    from distributed_something.backends.aws.clients import AwsSettings, client
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.backends.aws.sqs_queue import SqsQueue
+    from distributed_something.jobs.model import Task
+
+    settings = AwsSettings(region="us-east-1")
+    sqs, s3 = client("sqs", settings), client("s3", settings)
+    dead_url = sqs.create_queue(QueueName="settle-dead")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": "3"}
+    job_url = sqs.create_queue(QueueName="settle", Attributes={"RedrivePolicy": json.dumps(policy)})
+    queue = SqsQueue(settings, job_url["QueueUrl"], dead_url, max_receive_count=3, wait_seconds=0)
+    s3.create_bucket(Bucket="ds-settle")
+    records = RunRecords(S3Storage(settings, "ds-settle"), "T", "r1")
+    task = Task({"group": {"name": "v"}})
+    records.write_manifest("m", [ManifestEntry(task.id, {"name": "v"})])
+    queue.send_batch([(task.id, task.body_json())])
+
+    def dies() -> tuple[Message, Settled]:
+        (message,) = queue.receive(1, 30)
+        attempt = Attempt(task.id, message.receive_count, message.message_id, "w", time.time())
+        records.open_attempt(attempt)
+        holding = holding_of("r1", Holding(attempt, message, [], [], Path("/nonexistent")))
+        return message, settle(records, queue, holding, 4242, time.time())
+
+    assert dies()[0].receive_count == 1
+    (untouched,) = queue.receive(1, 30)
+    queue.release(untouched, 0)  # receive 2: handed back, no attempt recorded
+    second, settled = dies()
+    assert second.receive_count == 3 and settled.task_id == task.id
+    assert queue.counts().dead == 0
+    # Not dead-lettered at the next receive: a fresh message of the task, its old one gone.
+    fresh, _ = dies()
+    assert (fresh.receive_count, fresh.body) == (1, task.body_json())
+    assert fresh.message_id != second.message_id
+    assert [dies()[0].receive_count for _ in range(2)] == [2, 3]
+    assert queue.receive(1, 30) == []  # three deaths of three receives: dead-lettered
+    assert queue.counts().dead == 1
