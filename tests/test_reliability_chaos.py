@@ -518,14 +518,19 @@ def test_moto_chaos_run_accounts_for_every_task_and_leaves_nothing(
         try:
             agent.start(machines=2)
             deadline = time.monotonic() + 200
-            while agent.running() and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                # Restarts first: when every worker was killed or lost its instance since
+                # the last look (two notices in a row, one per instance), none is running
+                # until their replacements start, and the run is not over.
+                agent.tick()
+                if not agent.running():
+                    break
                 starts = len(ledger_lines(ledger))
                 if len(events) < len(MOTO_EVENTS) and starts >= MOTO_EVENTS[len(events)][0]:
                     kind = MOTO_EVENTS[len(events)][1]
                     hit = agent.kill(rng) if kind == "kill" else agent.interrupt(rng)
                     if hit is not None:
                         events.append(kind)
-                agent.tick()
                 time.sleep(0.1)
             assert not agent.running(), "workers still running after 200 s"
         finally:
