@@ -661,6 +661,48 @@ def test_a_hand_back_as_the_worker_stopped_does_not_leave_two_deaths_dead_letter
     assert (counts.visible, counts.in_flight, counts.dead) == (0, 0, 0)
 
 
+def test_a_task_dead_lettered_by_hand_backs_after_an_unwatched_death_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the last worker vanishes with nobody to settle it (a container or a
+    machine gone with its watchdog): its lease runs out and the queue dead-letters the task
+    with two of its three receives spent on tries. Once the queue stays empty, the monitor
+    sends it again (its open attempt closed as lost first, or the next delivery would stand
+    down for it) rather than counting it dead; the task then runs and is done."""
+    from distributed_something.ledger import read_ledger
+    from distributed_something.monitor.settle import settle as settle_run
+
+    rig = Rig(tmp_path, code("print('ran')"), retries=3)
+    task = rig.submit()
+    rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "t"})])
+    watched_worker_dies(rig, tmp_path)  # receive 1
+    stopping = rig.new_worker()
+    receive = rig.queue.receive
+
+    def receive_then_stop(count: int, lease: float) -> list[Message]:
+        got = receive(count, lease)
+        stopping.stop()
+        return got
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rig.queue, "receive", receive_then_stop)
+        assert stopping.step() is Outcome.STOPPED  # receive 2, handed back untouched
+    (message,) = rig.queue.receive(1, 30)  # receive 3: its worker vanishes, unwatched
+    assert rig.new_worker()._begin_attempt(message, rig.clock()) is False
+    rig.clock.advance(31)
+    assert rig.worker.step() is Outcome.DRAINED  # the next receive dead-lettered it
+    assert [d.task_id for d in rig.queue.list_dead()] == [task.id]
+
+    plan = settle_run(rig.records, rig.queue, read_ledger(rig.records), rig.clock())
+
+    assert plan.requeue == [task.id] and not plan.dead
+    assert rig.queue.list_dead() == []
+    assert [a["outcome"] for a in rig.attempts(task)] == ["lost", "lost"]
+    assert rig.worker.step() is Outcome.DONE
+    assert [a["outcome"] for a in rig.attempts(task)] == ["lost", "lost", "done"]
+    assert rig.state(task) == "done"
+
+
 def test_a_task_whose_worker_dies_on_every_receive_still_ends_dead_lettered(
     tmp_path: Path,
 ) -> None:

@@ -148,6 +148,15 @@ def test_reconcile_marks_dead_letters_dead_and_requeues_the_others_a_bounded_num
     assert "vanished" in plan.dead["b"]
     assert "given up" in plan.dead["d"]
     assert plan.requeue == ["c"]
+    # Dead-lettered by hand-backs with tries left: sent again, as often as a lost task.
+    again = reconcile(
+        ["a", "b", "e"],
+        dead_letters={"a": "boom", "b": "", "e": ""},
+        requeues={"e": MAX_REQUEUES},
+        handed_back={"b", "e"},
+    )
+    assert again.requeue == ["b"] and set(again.dead) == {"a", "e"}
+    assert "given up" in again.dead["e"]
 
 
 def test_full_fleet_while_work_is_visible() -> None:

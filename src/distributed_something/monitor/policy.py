@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from distributed_something.interfaces.compute import ComputeStatus
@@ -151,15 +152,19 @@ def reconcile(
     dead_letters: dict[str, str],
     requeues: dict[str, int],
     max_requeues: int = MAX_REQUEUES,
+    handed_back: Collection[str] = (),
 ) -> Reconciliation:
     """Decide the fate of ``unfinished`` tasks (no outcome in the ledger) when the queue
     stayed empty: those in the dead-letter store (``dead_letters``: id → last error) are
-    dead; the others left the queue unseen (a purge, a lost message) and are sent again,
-    unless they already were ``max_requeues`` times (``requeues``: id → times)."""
+    dead, except those in ``handed_back`` (dead-lettered with fewer of their receives spent
+    on tries than the queue allows: hand-backs used up the receive count, `receives_spent`);
+    the others left the queue unseen (a purge, a lost message) or were dead-lettered so, and
+    are sent again, unless they already were ``max_requeues`` times (``requeues``: id →
+    times)."""
     dead: dict[str, str] = {}
     again: list[str] = []
     for task_id in unfinished:
-        if task_id in dead_letters:
+        if task_id in dead_letters and task_id not in handed_back:
             error = dead_letters[task_id]
             dead[task_id] = error or "dead-lettered with no failure record (its worker vanished)"
         elif requeues.get(task_id, 0) >= max_requeues:

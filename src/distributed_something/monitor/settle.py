@@ -11,7 +11,7 @@ from distributed_something import sending, summary
 from distributed_something.interfaces.queue import Queue
 from distributed_something.ledger import Ledger, read_counts, read_outcomes
 from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
-from distributed_something.records import RunRecords
+from distributed_something.records import RunRecords, receives_spent
 
 
 def confirm_ending(
@@ -53,15 +53,46 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
     unfinished = ledger.ids_in("pending", "running", "failed")
     dead_letters = {d.task_id: d.error for d in queue.list_dead()}
     requeues = {tid: ledger.tasks[tid].requeues for tid in unfinished}
-    plan = reconcile(unfinished, dead_letters, requeues)
+    handed_back = _handed_back(records, [t for t in unfinished if t in dead_letters], queue)
+    plan = reconcile(unfinished, dead_letters, requeues, handed_back=handed_back)
     for task_id, why in plan.dead.items():
         records.write_mark(task_id, "dead", now, {"error": why})
-    if plan.requeue:
-        bodies = records.bodies(plan.requeue)
-        queue.send_batch([(tid, bodies[tid]) for tid in plan.requeue if tid in bodies])
-        for task_id in plan.requeue:
+    redriven = [tid for tid in plan.requeue if tid in dead_letters]
+    if redriven:
+        # Nobody runs them (their message is dead-lettered, not in flight): attempts still
+        # open are closed as lost first, or the next delivery would stand down for them.
+        for task_id in redriven:
+            for key in records.attempt_keys(task_id):
+                if key.outcome == "running":
+                    records.close_stale(key, "lost", now)
+        queue.redrive(redriven)
+        why = "dead-lettered by hand-backs, with tries left"
+        for task_id in redriven:
+            records.write_mark(task_id, "requeue", now, {"why": why})
+    unseen = [tid for tid in plan.requeue if tid not in dead_letters]
+    if unseen:
+        bodies = records.bodies(unseen)
+        queue.send_batch([(tid, bodies[tid]) for tid in unseen if tid in bodies])
+        for task_id in unseen:
             records.write_mark(task_id, "requeue", now, {"why": "left the queue unseen"})
     return plan
+
+
+def _handed_back(records: RunRecords, dead_lettered: list[str], queue: Queue) -> set[str]:
+    """Of ``dead_lettered`` tasks without an outcome, those whose last message spent fewer of
+    its receives on tries than the queue allows (`records.receives_spent`): the rest went to
+    hand-backs (a worker stopping, a spot interruption) and the task's worker then vanished
+    with nobody to settle it (no watchdog: a container or a machine gone). The watchdog sends
+    such a task again itself (`worker.settle`)."""
+    found: set[str] = set()
+    for task_id in dead_lettered:
+        keys = records.attempt_keys(task_id)
+        if not keys:
+            continue  # no record at all: dead as before
+        last = max(keys, key=lambda k: k.started_us)
+        if receives_spent(keys, last.message) < queue.max_receive_count:
+            found.add(task_id)
+    return found
 
 
 def record_image_outcomes(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> int:

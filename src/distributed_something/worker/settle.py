@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from distributed_something.interfaces.queue import Message, Queue
-from distributed_something.records import AttemptKey, RunRecords, parse_attempt_key
+from distributed_something.records import (
+    AttemptKey,
+    RunRecords,
+    parse_attempt_key,
+    receives_spent,
+)
 from distributed_something.worker.loop import (
     LOG_KEEP_HEAD_BYTES,
     LOG_KEEP_TAIL_BYTES,
@@ -94,13 +99,6 @@ def _message(item: Any) -> Message:
     )
 
 
-#: Outcomes of an attempt whose receive counts towards dead-lettering its message: its worker
-#: died on it (``lost``) or it failed (``failed``, ``dead``). A hand-back (``released``), a
-#: delivery that stood down (``duplicate``) and a receive with no attempt record (handed back
-#: untouched by a worker told to stop as it received the task) do not (`retry_decision`).
-_COUNTED = frozenset({"lost", "failed", "dead"})
-
-
 def _sent_again(records: RunRecords, queue: Queue, key: AttemptKey, message: Message) -> bool:
     """Send the task of the dead worker's attempt ``key`` again as a fresh message, then
     delete ``message``, when the queue would dead-letter ``message`` at its next receive (its
@@ -111,12 +109,7 @@ def _sent_again(records: RunRecords, queue: Queue, key: AttemptKey, message: Mes
     the task's body cannot be rebuilt from the run's manifest."""
     if message.receive_count < queue.max_receive_count:
         return False
-    counted = sum(
-        1
-        for other in records.attempt_keys(key.task_id)
-        if other.message == key.message and other.outcome in _COUNTED
-    )
-    if counted >= queue.max_receive_count:
+    if receives_spent(records.attempt_keys(key.task_id), key.message) >= queue.max_receive_count:
         return False  # a task that kills its worker every time ends dead
     body = records.bodies([key.task_id]).get(key.task_id)
     if body is None:
