@@ -714,6 +714,16 @@ def test_a_task_whose_worker_dies_on_every_receive_still_ends_dead_lettered(
     assert rig.worker.step() is Outcome.DRAINED  # the next receive dead-lettered it
     assert rig.queue.counts().dead == 1
     assert [a["outcome"] for a in rig.attempts(task)] == ["lost", "lost", "lost"]
+    # A delivery of another message of the task stood down meanwhile (it was sent twice):
+    # the monitor judges the dead-lettered message by its own receives, and counts it dead.
+    from distributed_something.ledger import read_ledger
+    from distributed_something.monitor.settle import settle as settle_run
+    from distributed_something.records import Attempt
+
+    other = Attempt(task.id, 1, "another-message", "w2", rig.clock(), outcome="duplicate")
+    rig.records.close_attempt(other)
+    plan = settle_run(rig.records, rig.queue, read_ledger(rig.records), rig.clock())
+    assert set(plan.dead) == {task.id} and plan.requeue == []
 
 
 class StoppedPastLeaseRunner:

@@ -87,10 +87,13 @@ def _handed_back(records: RunRecords, dead_lettered: list[str], queue: Queue) ->
     found: set[str] = set()
     for task_id in dead_lettered:
         keys = records.attempt_keys(task_id)
-        if not keys:
+        # The dead-lettered message is the last that ran (a delivery that stood down had
+        # another message, deleted then).
+        ran = [k for k in keys if k.outcome != "duplicate"]
+        if not ran:
             continue  # no record at all: dead as before
-        last = max(keys, key=lambda k: k.started_us)
-        if receives_spent(keys, last.message) < queue.max_receive_count:
+        last = max(ran, key=lambda k: k.started_us)
+        if receives_spent(ran, last.message) < queue.max_receive_count:
             found.add(task_id)
     return found
 
