@@ -628,15 +628,10 @@ def watched_worker_dies(rig: Rig, tmp_path: Path) -> None:
     rig.clock.advance(1)
 
 
-def test_a_hand_back_as_the_worker_stopped_does_not_leave_two_deaths_dead_lettered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Met once by the moto chaos run (a good task counted dead, 57 done of 58): a task's
-    worker was SIGKILLed (receive 1 of 3), a worker given a spot interruption notice as it
-    received the task handed it back untouched (receive 2: no retry used), and the next
-    worker to run it was SIGKILLed too (receive 3). The watchdog released that message with
-    its receive count spent, so the queue dead-lettered a task whose worker had died twice,
-    not three times. The receives the worker does not count must not dead-letter it."""
+def died_then_handed_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Rig, Task]:
+    """A rig whose one task's worker died (receive 1 of 3, settled by its watchdog), then a
+    worker given a spot interruption notice as it received the task handed it back
+    untouched (receive 2: no try used, no attempt record)."""
     rig = Rig(tmp_path, code("print('ran')"), retries=3)
     task = rig.submit()
     rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "t"})])
@@ -652,6 +647,19 @@ def test_a_hand_back_as_the_worker_stopped_does_not_leave_two_deaths_dead_letter
     with monkeypatch.context() as patch:
         patch.setattr(rig.queue, "receive", receive_then_stop)
         assert stopping.step() is Outcome.STOPPED  # receive 2, handed back untouched
+    return rig, task
+
+
+def test_a_hand_back_as_the_worker_stopped_does_not_leave_two_deaths_dead_lettered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Met once by the moto chaos run (a good task counted dead, 57 done of 58): a task's
+    worker was SIGKILLed (receive 1 of 3), a worker given a spot interruption notice as it
+    received the task handed it back untouched (receive 2: no retry used), and the next
+    worker to run it was SIGKILLed too (receive 3). The watchdog released that message with
+    its receive count spent, so the queue dead-lettered a task whose worker had died twice,
+    not three times. The receives the worker does not count must not dead-letter it."""
+    rig, task = died_then_handed_back(tmp_path, monkeypatch)
     assert [a["outcome"] for a in rig.attempts(task)] == ["lost"]  # receive 2 left no record
     watched_worker_dies(rig, tmp_path)  # receive 3
     assert rig.worker.step() is Outcome.DONE
@@ -672,21 +680,7 @@ def test_a_task_dead_lettered_by_hand_backs_after_an_unwatched_death_is_sent_aga
     from distributed_something.ledger import read_ledger
     from distributed_something.monitor.settle import settle as settle_run
 
-    rig = Rig(tmp_path, code("print('ran')"), retries=3)
-    task = rig.submit()
-    rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "t"})])
-    watched_worker_dies(rig, tmp_path)  # receive 1
-    stopping = rig.new_worker()
-    receive = rig.queue.receive
-
-    def receive_then_stop(count: int, lease: float) -> list[Message]:
-        got = receive(count, lease)
-        stopping.stop()
-        return got
-
-    with monkeypatch.context() as patch:
-        patch.setattr(rig.queue, "receive", receive_then_stop)
-        assert stopping.step() is Outcome.STOPPED  # receive 2, handed back untouched
+    rig, task = died_then_handed_back(tmp_path, monkeypatch)
     (message,) = rig.queue.receive(1, 30)  # receive 3: its worker vanishes, unwatched
     assert rig.new_worker()._begin_attempt(message, rig.clock()) is False
     rig.clock.advance(31)
