@@ -309,9 +309,9 @@ class WorkerVanished(BaseException):
     """The worker process ends here (as under SIGKILL): nothing after this line runs."""
 
 
-@pytest.mark.parametrize("closed_by_monitor", [False, True])
+@pytest.mark.parametrize("closed_by", ["", "monitor", "monitor-resent"])
 def test_a_completion_whose_worker_vanished_before_recording_it_counts_done(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_by_monitor: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_by: str
 ) -> None:
     # The window the chaos test met once: the done marker written, then the worker killed
     # before it closed the attempt record or deleted the message. The redelivery must not
@@ -329,8 +329,13 @@ def test_a_completion_whose_worker_vanished_before_recording_it_counts_done(
             rig.worker.step()
     (open_attempt,) = rig.records.attempt_keys(task.id)
     assert open_attempt.outcome == "running" and rig.records.read_done(task.id) is not None
-    if closed_by_monitor:  # the monitor saw the worker gone first
+    if closed_by:  # the monitor saw the worker gone first
         rig.records.close_stale(open_attempt, "lost", rig.clock())
+    if closed_by == "monitor-resent":  # and sent the task again as a fresh message
+        rig.clock.advance(5)
+        (held,) = rig.queue.receive(1, 60)  # (as from the dead-letter store)
+        rig.queue.delete(held)
+        rig.queue.send_batch([(task.id, held.body)])
     assert read_ledger(rig.records).tasks[task.id].state != "done"
     rig.clock.advance(5)  # the lease runs out: attempt 2 finds the marker this run wrote
     assert rig.worker.step() is Outcome.SKIPPED

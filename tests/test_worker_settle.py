@@ -17,7 +17,7 @@ from distributed_something.backends.local.records_store import LocalBucket, Sqli
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.interfaces.queue import Message
 from distributed_something.ledger import read_ledger
-from distributed_something.records import Attempt, ManifestEntry, RunRecords
+from distributed_something.records import Attempt, DoneMarker, ManifestEntry, RunRecords
 from distributed_something.worker.loop import Holding
 from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
 from distributed_something.worker.settle import Settled, holding_of, settle
@@ -117,6 +117,40 @@ def test_an_attempt_closed_before_the_death_is_left_and_its_message_stays_leased
     assert rig.visible() == {"t1": 1, "t2": 1, "t3": 1}  # t0 comes back only at its lease's end
 
 
+def test_an_attempt_that_wrote_its_done_marker_is_recorded_done_and_its_message_deleted(
+    rig: Rig,
+) -> None:
+    # Where the marker and the attempt's end are two writes (S3), the worker died between
+    # them: the task completed in this run. Sent again, it would run twice or be recorded
+    # skipped (done before this run).
+    rig.records.write_done(DoneMarker("t0", 1, 0.5, [], 0.0, 1.0, "w", "out/t0", run_id="r1"))
+    done = settle(rig.records, rig.queue, rig.holding, 4242, rig.clock())
+    assert done.task_id == "t0" and done.completed
+    [closed] = rig.records.attempt_keys("t0")
+    assert closed.outcome == "done"
+    entry = read_ledger(rig.records).tasks["t0"]
+    assert (entry.state, entry.attempts) == ("done", 1)
+    rig.clock.now += LEASE + 1  # not even at its lease's end
+    assert "t0" not in rig.visible()
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        DoneMarker("t0", 1, 0.5, [], 0.0, 1.0, "w", "out/t0", run_id="r0"),  # an earlier run's
+        DoneMarker("t0", 2, 0.5, [], 0.0, 1.0, "w", "out/t0", run_id="r1"),  # another attempt's
+    ],
+)
+def test_a_done_marker_of_another_attempt_leaves_the_death_lost(
+    rig: Rig, marker: DoneMarker
+) -> None:
+    rig.records.write_done(marker)
+    done = settle(rig.records, rig.queue, rig.holding, 4242, rig.clock())
+    assert done.task_id == "t0" and not done.completed
+    assert [a.outcome for a in rig.records.attempt_keys("t0")] == ["lost"]
+    assert rig.visible()["t0"] == 2
+
+
 def test_messages_received_again_since_are_left_to_their_new_holder(rig: Rig) -> None:
     rig.clock.now += LEASE + 1  # every lease ran out; another worker received them
     again = rig.queue.receive(10, LEASE)
@@ -148,41 +182,61 @@ def test_a_worker_record_holding_sixteen_local_messages_is_updated_in_place(
     recorder.close()
 
 
+class SqsRig:
+    """A task's message on moto's SQS (three receives, then the dead-letter queue), its
+    records on moto's S3, and `dies`: a worker receives it, starts an attempt and dies, and
+    its watchdog settles it."""
+
+    def __init__(self) -> None:
+        from distributed_something.backends.aws.clients import AwsSettings, client
+        from distributed_something.backends.aws.s3_storage import S3Storage
+        from distributed_something.backends.aws.sqs_queue import SqsQueue
+        from distributed_something.jobs.model import Task
+
+        settings = AwsSettings(region="us-east-1")
+        sqs, s3 = client("sqs", settings), client("s3", settings)
+        dead_url = sqs.create_queue(QueueName="settle-dead")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        policy = {"deadLetterTargetArn": arn, "maxReceiveCount": "3"}
+        job_url = sqs.create_queue(
+            QueueName="settle", Attributes={"RedrivePolicy": json.dumps(policy)}
+        )["QueueUrl"]
+        self.queue = SqsQueue(settings, job_url, dead_url, max_receive_count=3, wait_seconds=0)
+        s3.create_bucket(Bucket="ds-settle")
+        self.records = RunRecords(S3Storage(settings, "ds-settle"), "T", "r1")
+        self.task = Task({"group": {"name": "v"}})
+        self.records.write_manifest("m", [ManifestEntry(self.task.id, {"name": "v"})])
+        self.queue.send_batch([(self.task.id, self.task.body_json())])
+
+    def dies(self, *, marked: bool = False) -> tuple[Message, Settled]:
+        """A receive whose worker dies; with ``marked``, after writing the done marker."""
+        (message,) = self.queue.receive(1, 30)
+        attempt = Attempt(self.task.id, message.receive_count, message.message_id, "w", time.time())
+        self.records.open_attempt(attempt)
+        if marked:
+            self.records.write_done(
+                DoneMarker(self.task.id, attempt.attempt, 0.1, [], 0.0, 1.0, "w", "o", run_id="r1")
+            )
+        holding = holding_of("r1", Holding(attempt, message, [], [], Path("/nonexistent")))
+        return message, settle(self.records, self.queue, holding, 4242, time.time())
+
+    def hand_back(self) -> None:
+        """A receive handed back untouched (a worker told to stop as it received it)."""
+        (untouched,) = self.queue.receive(1, 30)
+        self.queue.release(untouched, 0)
+
+
 def test_on_sqs_a_spent_receive_count_with_a_hand_back_among_it_is_sent_again(aws: str) -> None:
     """As the moto chaos run met it: receive 1 and 3 of a task's message died with their
     workers, receive 2 was handed back untouched (a worker told to stop as it received it).
     Settling the second death sends the task again rather than letting SQS dead-letter a
     task that died twice of its three receives; a third death is dead-lettered as ever."""
-    from distributed_something.backends.aws.clients import AwsSettings, client
-    from distributed_something.backends.aws.s3_storage import S3Storage
-    from distributed_something.backends.aws.sqs_queue import SqsQueue
-    from distributed_something.jobs.model import Task
-
-    settings = AwsSettings(region="us-east-1")
-    sqs, s3 = client("sqs", settings), client("s3", settings)
-    dead_url = sqs.create_queue(QueueName="settle-dead")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": "3"}
-    job_url = sqs.create_queue(QueueName="settle", Attributes={"RedrivePolicy": json.dumps(policy)})
-    queue = SqsQueue(settings, job_url["QueueUrl"], dead_url, max_receive_count=3, wait_seconds=0)
-    s3.create_bucket(Bucket="ds-settle")
-    records = RunRecords(S3Storage(settings, "ds-settle"), "T", "r1")
-    task = Task({"group": {"name": "v"}})
-    records.write_manifest("m", [ManifestEntry(task.id, {"name": "v"})])
-    queue.send_batch([(task.id, task.body_json())])
-
-    def dies() -> tuple[Message, Settled]:
-        (message,) = queue.receive(1, 30)
-        attempt = Attempt(task.id, message.receive_count, message.message_id, "w", time.time())
-        records.open_attempt(attempt)
-        holding = holding_of("r1", Holding(attempt, message, [], [], Path("/nonexistent")))
-        return message, settle(records, queue, holding, 4242, time.time())
-
+    rig = SqsRig()
+    queue, task, dies = rig.queue, rig.task, rig.dies
     assert dies()[0].receive_count == 1
-    (untouched,) = queue.receive(1, 30)
-    queue.release(untouched, 0)  # receive 2: handed back, no attempt recorded
+    rig.hand_back()  # receive 2: no attempt recorded
     second, settled = dies()
     assert second.receive_count == 3 and settled.task_id == task.id
     assert queue.counts().dead == 0
@@ -193,3 +247,19 @@ def test_on_sqs_a_spent_receive_count_with_a_hand_back_among_it_is_sent_again(aw
     assert [dies()[0].receive_count for _ in range(2)] == [2, 3]
     assert queue.receive(1, 30) == []  # three deaths of three receives: dead-lettered
     assert queue.counts().dead == 1
+
+
+def test_on_s3_a_death_after_the_done_marker_on_the_last_receive_is_done(aws: str) -> None:
+    """The same, but the second death came after the task wrote its done marker (on S3 the
+    marker and the attempt's end are two writes): the task completed in this run. It is
+    recorded done and its message deleted, not sent again as a fresh message (which the next
+    worker would find done and record skipped, or run again)."""
+    rig = SqsRig()
+    rig.dies()
+    rig.hand_back()
+    last, settled = rig.dies(marked=True)
+    assert last.receive_count == 3 and settled.completed
+    assert rig.queue.receive(1, 30) == [] and rig.queue.counts().dead == 0
+    entry = read_ledger(rig.records).tasks[rig.task.id]
+    assert (entry.state, entry.attempts) == ("done", 2)
+    assert rig.records.count_skipped() == 0

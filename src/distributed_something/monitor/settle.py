@@ -11,7 +11,7 @@ from distributed_something import sending, summary
 from distributed_something.interfaces.queue import Queue
 from distributed_something.ledger import Ledger, read_counts, read_outcomes
 from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
-from distributed_something.records import RunRecords, receives_spent
+from distributed_something.records import AttemptKey, RunRecords, receives_spent
 
 
 def confirm_ending(
@@ -54,17 +54,14 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
     dead_letters = {d.task_id: d.error for d in queue.list_dead()}
     requeues = {tid: ledger.tasks[tid].requeues for tid in unfinished}
     handed_back = _handed_back(records, [t for t in unfinished if t in dead_letters], queue)
-    plan = reconcile(unfinished, dead_letters, requeues, handed_back=handed_back)
+    plan = reconcile(unfinished, dead_letters, requeues, handed_back=set(handed_back))
     for task_id, why in plan.dead.items():
         records.write_mark(task_id, "dead", now, {"error": why})
     redriven = [tid for tid in plan.requeue if tid in dead_letters]
     if redriven:
         # Nobody runs them (their message is dead-lettered, not in flight): attempts still
         # open are closed as lost first, or the next delivery would stand down for them.
-        for task_id in redriven:
-            for key in records.attempt_keys(task_id):
-                if key.outcome == "running":
-                    records.close_stale(key, "lost", now)
+        _close_open(records, [key for tid in redriven for key in handed_back[tid]], now)
         queue.redrive(redriven)
         why = "dead-lettered by hand-backs, with tries left"
         for task_id in redriven:
@@ -78,15 +75,16 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
     return plan
 
 
-def _handed_back(records: RunRecords, dead_lettered: list[str], queue: Queue) -> set[str]:
+def _handed_back(
+    records: RunRecords, dead_lettered: list[str], queue: Queue
+) -> dict[str, list[AttemptKey]]:
     """Of ``dead_lettered`` tasks without an outcome, those whose last message spent fewer of
-    its receives on tries than the queue allows (`records.receives_spent`): the rest went to
-    hand-backs (a worker stopping, a spot interruption) and the task's worker then vanished
-    with nobody to settle it (no watchdog: a container or a machine gone). The watchdog sends
-    such a task again itself (`worker.settle`)."""
-    found: set[str] = set()
-    for task_id in dead_lettered:
-        keys = records.attempt_keys(task_id)
+    its receives on tries than the queue allows (`records.receives_spent`), each with its
+    attempts: the rest went to hand-backs (a worker stopping, a spot interruption) and the
+    task's worker then vanished with nobody to settle it (no watchdog: a container or a
+    machine gone). The watchdog sends such a task again itself (`worker.settle`)."""
+    found: dict[str, list[AttemptKey]] = {}
+    for task_id, keys in zip(dead_lettered, records.attempt_keys_of(dead_lettered), strict=True):
         # The dead-lettered message is the last that ran (a delivery that stood down had
         # another message, deleted then).
         ran = [k for k in keys if k.outcome != "duplicate"]
@@ -94,8 +92,17 @@ def _handed_back(records: RunRecords, dead_lettered: list[str], queue: Queue) ->
             continue  # no record at all: dead as before
         last = max(ran, key=lambda k: k.started_us)
         if receives_spent(ran, last.message) < queue.max_receive_count:
-            found.add(task_id)
+            found[task_id] = keys
     return found
+
+
+def _close_open(records: RunRecords, keys: list[AttemptKey], now: float) -> int:
+    """Close as lost those of the attempts ``keys`` still open (nobody runs them any more).
+    Returns how many."""
+    stale = [key for key in keys if key.outcome == "running"]
+    for key in stale:
+        records.close_stale(key, "lost", now)
+    return len(stale)
 
 
 def record_image_outcomes(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> int:
@@ -120,11 +127,7 @@ def close_open_attempts(records: RunRecords) -> int:
     """Close the attempts still open once the run's workers are stopped (a worker killed
     without a word leaves one): they are lost, and their tasks pending. Returns how many.
     Every teardown ends with it (`ds cleanup`, `ds monitor`, the unattended monitor)."""
-    now = time.time()
-    stale = [a for a in records.attempt_keys() if a.outcome == "running"]
-    for attempt in stale:
-        records.close_stale(attempt, "lost", now)
-    return len(stale)
+    return _close_open(records, records.attempt_keys(), time.time())
 
 
 def end_retries(records: RunRecords) -> int:

@@ -736,10 +736,12 @@ class Worker:
             outputs=lambda: self._bucket(plan.output_bucket, "destination").list(prefix),
             where=prefix,
         )
-        if message.receive_count > 1:
-            # Only a redelivery can follow an attempt of this run that completed, its worker
-            # gone before its message was deleted (or its attempt recorded): not run again,
+        if message.receive_count > 1 or markers:
+            # A redelivery can follow an attempt of this run that completed, its worker gone
+            # before its message was deleted (or its attempt recorded): not run again,
             # whatever check_if_done says (off, it means "do not skip what earlier runs did").
+            # So can a fresh message of the task sent again from the dead-letter store; it is
+            # known by its marker only when check_if_done read it (no read per task for it).
             marker = markers[-1] if markers else self.records.read_done(task.id)
             if self._completed_in_this_run(task.id, marker):
                 log.info("task %s was completed by an earlier attempt of this run", task.id)

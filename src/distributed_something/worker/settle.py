@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ class Settled:
     held: int
     #: how many messages of finished tasks it deleted (their ends were written)
     done: int = 0
+    #: True when the attempt it closed had completed its task (its done marker written)
+    completed: bool = False
 
 
 def _store_log(records: RunRecords, key: AttemptKey, log_file: Any, worker_pid: int) -> None:
@@ -119,6 +121,19 @@ def _sent_again(records: RunRecords, queue: Queue, key: AttemptKey, message: Mes
     return True
 
 
+def _completed(records: RunRecords, key: AttemptKey) -> bool:
+    """True, and the dead worker's attempt ``key`` (closed as lost) recorded done instead,
+    when that attempt wrote its task's done marker before its worker died: where the marker
+    and the attempt's end are two writes (S3; the local records make them one), a worker can
+    die between them. Sent again, as a fresh message when its receive count was spent, the
+    task would run twice, or be recorded skipped (done before this run)."""
+    marker = records.read_done(key.task_id)
+    if marker is None or marker.run_id != records.run_id or marker.attempt != key.attempt:
+        return False
+    records.settle_completed(replace(key, outcome="lost"), marker)
+    return True
+
+
 def settle(
     records: RunRecords,
     queue: Queue,
@@ -130,7 +145,8 @@ def settle(
     run's it names): close its attempt as lost if its record is still open, and then make
     that attempt's message visible at once (a receive used, as when a lease runs out: a task
     that kills its worker every time ends in the dead-letter store), or, when its receive
-    count is spent by receives that did not count, send the task again (`_sent_again`);
+    count is spent by receives that did not count, send the task again (`_sent_again`), or,
+    when the attempt had completed its task (`_completed`), record it done and delete it;
     give the held messages back unstarted (`give_back`, their receive undone, where the
     queue can; else released);
     delete the messages of tasks whose ends the worker wrote but had not deleted yet (else
@@ -147,9 +163,13 @@ def settle(
         "may say by what; a task that kills its worker every time ends dead)"
     )
     closed = records.close_stale(key, "lost", at, error)
+    completed = False
     if closed:
         _store_log(records, key, holding.get("log"), worker_pid)
-        if not _sent_again(records, queue, key, message):
+        completed = _completed(records, key)
+        if completed:
+            queue.delete(message)  # its task is done: nothing to run again
+        elif not _sent_again(records, queue, key, message):
             queue.release(message, 0, error)
     if held:
         give_back = getattr(queue, "give_back", None)
@@ -161,4 +181,4 @@ def settle(
     done = [str(handle) for handle in holding.get("done", [])]
     for handle in done:  # a stale handle (received again since) deletes nothing
         queue.delete(Message(handle=handle, task_id="", body="", receive_count=0))
-    return Settled(key.task_id if closed else "", len(held), len(done))
+    return Settled(key.task_id if closed else "", len(held), len(done), completed)
