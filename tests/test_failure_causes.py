@@ -55,7 +55,7 @@ from distributed_something.worker.runner import (
     parse_stat_rss,
 )
 from distributed_something.worker.settle import holding_of, settle
-from testkit import FakeClock, NoCompute, NoProvisioner, running
+from testkit import FakeClock, NoCompute, NoProvisioner, moto_queue_and_bucket, running
 
 PY = sys.executable
 LINUX = sys.platform.startswith("linux")
@@ -796,23 +796,11 @@ def test_a_huge_log_is_stored_capped(tmp_path: Path) -> None:
 def aws_rig(
     tmp_path: Path, argv: list[str], retries: int, **extra: dict[str, Any]
 ) -> tuple[Worker, Queue, Storage, Config]:
-    from distributed_something.backends.aws.clients import AwsSettings, client
+    from distributed_something.backends.aws.clients import AwsSettings
     from distributed_something.backends.aws.s3_storage import S3Storage
-    from distributed_something.backends.aws.sqs_queue import SqsQueue
 
     settings = AwsSettings(region="us-east-1")
-    sqs = client("sqs", settings)
-    dead = sqs.create_queue(QueueName="FDead")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": str(retries)}
-    url = sqs.create_queue(QueueName="FQueue", Attributes={"RedrivePolicy": json.dumps(policy)})[
-        "QueueUrl"
-    ]
-    client("s3", settings).create_bucket(Bucket="fbucket")
-    queue = SqsQueue(settings, url, dead, max_receive_count=retries, wait_seconds=0)
-    storage = S3Storage(settings, "fbucket")
+    queue, storage = moto_queue_and_bucket("FBucket", retries)
     raw: dict[str, Any] = {
         "app_name": "F",
         "backend": "aws",

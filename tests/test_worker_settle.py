@@ -21,7 +21,7 @@ from distributed_something.records import Attempt, DoneMarker, ManifestEntry, Ru
 from distributed_something.worker.loop import Holding
 from distributed_something.worker.procgroups import RECORD_BYTES, GroupRecorder, record_path
 from distributed_something.worker.settle import Settled, holding_of, settle
-from testkit import FakeClock
+from testkit import FakeClock, moto_queue_and_bucket
 
 LEASE = 300.0
 
@@ -188,24 +188,10 @@ class SqsRig:
     its watchdog settles it."""
 
     def __init__(self) -> None:
-        from distributed_something.backends.aws.clients import AwsSettings, client
-        from distributed_something.backends.aws.s3_storage import S3Storage
-        from distributed_something.backends.aws.sqs_queue import SqsQueue
         from distributed_something.jobs.model import Task
 
-        settings = AwsSettings(region="us-east-1")
-        sqs, s3 = client("sqs", settings), client("s3", settings)
-        dead_url = sqs.create_queue(QueueName="settle-dead")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        policy = {"deadLetterTargetArn": arn, "maxReceiveCount": "3"}
-        job_url = sqs.create_queue(
-            QueueName="settle", Attributes={"RedrivePolicy": json.dumps(policy)}
-        )["QueueUrl"]
-        self.queue = SqsQueue(settings, job_url, dead_url, max_receive_count=3, wait_seconds=0)
-        s3.create_bucket(Bucket="ds-settle")
-        self.records = RunRecords(S3Storage(settings, "ds-settle"), "T", "r1")
+        self.queue, storage = moto_queue_and_bucket("settle")
+        self.records = RunRecords(storage, "T", "r1")
         self.task = Task({"group": {"name": "v"}})
         self.records.write_manifest("m", [ManifestEntry(self.task.id, {"name": "v"})])
         self.queue.send_batch([(self.task.id, self.task.body_json())])

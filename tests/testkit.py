@@ -293,6 +293,30 @@ class World:
     instance_ids: list[str]
 
 
+def moto_queue_and_bucket(name: str, max_receive_count: int = 3) -> tuple[Any, Any]:
+    """On moto (inside the `aws` fixture): an SQS queue ``name`` with its dead-letter queue
+    (``name``-dead, after ``max_receive_count`` receives), as an `SqsQueue` that waits for
+    nothing, and an S3 bucket ``name`` (lower case) as an `S3Storage`."""
+    from distributed_something.backends.aws.clients import client
+    from distributed_something.backends.aws.s3_storage import S3Storage
+    from distributed_something.backends.aws.sqs_queue import SqsQueue
+
+    settings = AwsSettings(region="us-east-1")
+    sqs = client("sqs", settings)
+    dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receive_count)}
+    url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)})[
+        "QueueUrl"
+    ]
+    bucket = name.lower()
+    client("s3", settings).create_bucket(Bucket=bucket)
+    queue = SqsQueue(settings, url, dead, max_receive_count=max_receive_count, wait_seconds=0)
+    return queue, S3Storage(settings, bucket)
+
+
 def make_config(app: str = "T", cluster: str = "TCluster") -> Config:
     return Config(app_name=app, backend="aws", aws={"ecs_cluster": cluster})
 

@@ -337,6 +337,11 @@ class RunRecords:
         listed (`worker.claims`)."""
         return f"{self.run_prefix}claims/{task_id}.json"
 
+    def requeue_slot_key(self, task_id: str, requeue: int) -> str:
+        """The slot of the task's ``requeue``-th sending again by a monitor: the monitor that
+        creates it sends (`monitor.settle`)."""
+        return f"{self.run_prefix}requeues/{task_id}/{requeue:04d}.json"
+
     def sending_key(self, part: str) -> str:
         """How far the sending of submit ``part`` got (see `sending`)."""
         return f"{self.run_prefix}sending/{part}.json"

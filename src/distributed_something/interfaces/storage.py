@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Protocol
 
 
+class NoConditionalWrites(Exception):
+    """A storage's conditional write (``put_new``, ``put_tagged``) cannot be made here: the
+    AWS Lambda runtime's own botocore may predate S3's conditional PutObject (2024)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """A stored object: its key and size in bytes."""

@@ -4,11 +4,14 @@ and needs nothing but the records and the queue."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 from distributed_something import sending, summary
 from distributed_something.interfaces.queue import Queue
+from distributed_something.interfaces.storage import NoConditionalWrites
 from distributed_something.ledger import Ledger, read_counts, read_outcomes
 from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
 from distributed_something.records import AttemptKey, RunRecords, receives_spent
@@ -57,6 +60,7 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
     plan = reconcile(unfinished, dead_letters, requeues, handed_back=set(handed_back))
     for task_id, why in plan.dead.items():
         records.write_mark(task_id, "dead", now, {"error": why})
+    plan = replace(plan, requeue=_slots_taken(records, plan.requeue, requeues, now))
     redriven = [tid for tid in plan.requeue if tid in dead_letters]
     if redriven:
         # Nobody runs them (their message is dead-lettered, not in flight): attempts still
@@ -73,6 +77,58 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
         for task_id in unseen:
             records.write_mark(task_id, "requeue", now, {"why": "left the queue unseen"})
     return plan
+
+
+#: How old a requeue slot must be for another monitor to take it over: its taker stopped
+#: (killed, a Lambda timed out) before the task's requeue mark was written.
+SLOT_STALE_SECONDS = 600.0
+
+
+def _slots_taken(
+    records: RunRecords, task_ids: list[str], requeues: Mapping[str, int], now: float
+) -> list[str]:
+    """Of ``task_ids``, to be sent again, those whose slot for their next requeue
+    (`RunRecords.requeue_slot_key`, numbered from the ``requeues`` the ledger counted) this
+    monitor takes. Two monitors of one run (`ds monitor` beside the unattended one, or an
+    event delivered twice), deciding from the same reading, would each send the task: two
+    messages, two executions. A conditional create (S3's ``If-None-Match``) lets exactly one
+    take the slot; the other sends nothing. A slot older than `SLOT_STALE_SECONDS` whose
+    requeue the ledger does not count is taken over (its taker stopped before writing the
+    mark). A storage without conditional writes (the local records) takes every one."""
+    storage = records.storage
+    put_new = getattr(storage, "put_new", None)
+    get_tagged = getattr(storage, "get_tagged", None)
+    put_tagged = getattr(storage, "put_tagged", None)
+    if put_new is None or get_tagged is None or put_tagged is None:
+        return list(task_ids)
+    data = json.dumps({"at": now}).encode()
+    taken: list[str] = []
+    for number, task_id in enumerate(task_ids):
+        key = records.requeue_slot_key(task_id, requeues.get(task_id, 0) + 1)
+        try:
+            made = put_new(key, data)
+        except NoConditionalWrites:
+            # (An old botocore in the Lambda runtime.) Sent as before: rather twice than never.
+            return taken + task_ids[number:]
+        if made is not None:
+            taken.append(task_id)
+            continue
+        try:
+            current, tag = get_tagged(key)
+        except KeyError:
+            continue  # removed meanwhile (a cleanup): the next reconciliation decides
+        if now - _slot_time(current) >= SLOT_STALE_SECONDS and put_tagged(key, data, tag):
+            taken.append(task_id)
+    return taken
+
+
+def _slot_time(data: bytes) -> float:
+    """When a requeue slot was taken; 0 (long ago) for what is not a slot."""
+    try:
+        at = json.loads(data).get("at")
+    except (ValueError, AttributeError):
+        return 0.0
+    return float(at) if isinstance(at, int | float) else 0.0
 
 
 def _handed_back(

@@ -23,7 +23,7 @@ from distributed_something.backends.aws.clients import (
     unreadable_answers,
 )
 from distributed_something.errors import BackendError, InputError
-from distributed_something.interfaces.storage import ObjectInfo
+from distributed_something.interfaces.storage import NoConditionalWrites, ObjectInfo
 from distributed_something.keys import check_key, check_prefix
 
 MULTIPART_BYTES = 8 * 1024 * 1024
@@ -192,11 +192,17 @@ class S3Storage:
             return data, str(response["ETag"])
 
     def _conditional_put(self, key: str, data: bytes, condition: dict[str, str]) -> str | None:
+        """Raises `NoConditionalWrites` where botocore does not know the condition."""
+        from botocore.exceptions import ParamValidationError
+
         try:
             with self._boundary("PutObject", key):
-                response = self._client.put_object(
-                    Bucket=self.bucket, Key=key, Body=data, **condition, **self._upload_extra
-                )
+                try:
+                    response = self._client.put_object(
+                        Bucket=self.bucket, Key=key, Body=data, **condition, **self._upload_extra
+                    )
+                except ParamValidationError as error:
+                    raise NoConditionalWrites(str(error)) from error
         except S3Error as error:
             if error.code in _CONDITION_FAILED_CODES:
                 return None
