@@ -25,6 +25,7 @@ from distributed_something.backends.local.storage import TEMP_PREFIX, FolderStor
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import (
     READ_MANY_CHUNK,
+    NoConditionalWrites,
     ObjectInfo,
     Storage,
     list_keys,
@@ -634,3 +635,34 @@ def test_folder_files_put_there_by_hand_are_listed(tmp_path: Path) -> None:
     (root / "in" / "bad\\name").write_bytes(b"?")
     storage = FolderStorage(root)
     assert list(storage.list("in/")) == [ObjectInfo(key="in/sub/x.txt", size=3)]
+
+
+@pytest.mark.parametrize("kind", ["s3", "sqlite", "local_bucket"])
+def test_conditional_writes_let_one_writer_win(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The storages with conditional writes (S3's If-None-Match / If-Match; the local
+    records' table, directly or through the local bucket): `put_new` creates only what is
+    not there, `put_tagged` replaces only the version read, each returning the new version's
+    tag or None."""
+    if kind == "local_bucket":
+        storage: Any = LocalBucket(
+            FolderStorage(tmp_path / "root"), SqliteObjects(tmp_path / "r.sqlite")
+        )
+    else:
+        storage = request.getfixturevalue(f"{kind}_storage_factory")(tmp_path)
+    key = "_ds/t/runs/r/requeues/t1/0001.json"
+    first = storage.put_new(key, b"a")
+    assert first is not None
+    assert storage.put_new(key, b"b") is None  # taken
+    assert storage.get_tagged(key) == (b"a", first)
+    replaced = storage.put_tagged(key, b"c", first)
+    assert replaced is not None and replaced != first
+    assert storage.put_tagged(key, b"d", first) is None  # a stale version
+    assert storage.get_bytes(key) == b"c"
+    assert storage.put_tagged("_ds/t/runs/r/requeues/none.json", b"e", replaced) is None
+    with pytest.raises(KeyError):
+        storage.get_tagged("_ds/t/runs/r/requeues/none.json")
+    if kind == "local_bucket":  # a key kept as a file: a folder has no conditional writes
+        with pytest.raises(NoConditionalWrites):
+            storage.put_new("_ds/t/runs/r/logs/t1/a.log", b"x")

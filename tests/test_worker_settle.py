@@ -139,6 +139,8 @@ def test_an_attempt_that_wrote_its_done_marker_is_recorded_done_and_its_message_
     [
         DoneMarker("t0", 1, 0.5, [], 0.0, 1.0, "w", "out/t0", run_id="r0"),  # an earlier run's
         DoneMarker("t0", 2, 0.5, [], 0.0, 1.0, "w", "out/t0", run_id="r1"),  # another attempt's
+        # Attempt 1 too, but of another start: an earlier message's (sent again fresh)
+        DoneMarker("t0", 1, 0.5, [], 1.5, 2.0, "w", "out/t0", run_id="r1"),
     ],
 )
 def test_a_done_marker_of_another_attempt_leaves_the_death_lost(

@@ -54,6 +54,15 @@ class DoneMarker:
     #: ``output_bucket``); "" for the config's destination bucket
     output_bucket: str = ""
 
+    def written_by(self, key: AttemptKey, run_id: str) -> bool:
+        """Whether the attempt ``key`` of run ``run_id`` wrote this marker: the same run and
+        attempt number, and the same start (its record's key keeps the start the marker
+        says; markers written before they said one match on the number alone). Attempt
+        numbers repeat where a task was sent again as a fresh message."""
+        if not run_id or self.run_id != run_id or self.attempt != key.attempt:
+            return False
+        return not self.started_at or round(self.started_at * 1e6) == key.started_us
+
 
 @dataclass
 class Machine:

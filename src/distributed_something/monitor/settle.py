@@ -94,7 +94,7 @@ def _slots_taken(
     messages, two executions. A conditional create (S3's ``If-None-Match``) lets exactly one
     take the slot; the other sends nothing. A slot older than `SLOT_STALE_SECONDS` whose
     requeue the ledger does not count is taken over (its taker stopped before writing the
-    mark). A storage without conditional writes (the local records) takes every one."""
+    mark). A storage without conditional writes takes every one."""
     storage = records.storage
     put_new = getattr(storage, "put_new", None)
     get_tagged = getattr(storage, "get_tagged", None)

@@ -736,14 +736,15 @@ class Worker:
             outputs=lambda: self._bucket(plan.output_bucket, "destination").list(prefix),
             where=prefix,
         )
-        if message.receive_count > 1 or markers:
+        redelivered = message.receive_count > 1
+        if redelivered or markers:
             # A redelivery can follow an attempt of this run that completed, its worker gone
             # before its message was deleted (or its attempt recorded): not run again,
             # whatever check_if_done says (off, it means "do not skip what earlier runs did").
             # So can a fresh message of the task sent again from the dead-letter store; it is
             # known by its marker only when check_if_done read it (no read per task for it).
             marker = markers[-1] if markers else self.records.read_done(task.id)
-            if self._completed_in_this_run(task.id, marker):
+            if self._completed_in_this_run(task.id, marker, redelivered=redelivered):
                 log.info("task %s was completed by an earlier attempt of this run", task.id)
                 return True
         if reason is None:
@@ -752,18 +753,21 @@ class Worker:
         log.info("task %s skipped: %s", task.id, reason)
         return True
 
-    def _completed_in_this_run(self, task_id: str, marker: DoneMarker | None) -> bool:
+    def _completed_in_this_run(
+        self, task_id: str, marker: DoneMarker | None, *, redelivered: bool
+    ) -> bool:
         """True when ``marker`` says an attempt of this run completed the task; the attempt's
         record is then made to say so if it does not yet (its worker stopped between the done
         marker and the record: a skip would report a task this run did as done before it).
-        """
+        A fresh message (not ``redelivered``) of a task recorded done is another copy of it
+        (queued twice): False, so that it is recorded skipped as such."""
         if marker is None or not marker.run_id or marker.run_id != self.settings.run_id:
             return False
         attempts = self.records.attempt_keys(task_id)
         if any(a.outcome == "done" for a in attempts):
-            return True
+            return redelivered
         for key in attempts:
-            if key.attempt == marker.attempt and key.outcome in ("running", "lost"):
+            if key.outcome in ("running", "lost") and marker.written_by(key, marker.run_id):
                 self.records.settle_completed(key, marker)
                 return True
         return False

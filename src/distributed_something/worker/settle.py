@@ -128,7 +128,7 @@ def _completed(records: RunRecords, key: AttemptKey) -> bool:
     die between them. Sent again, as a fresh message when its receive count was spent, the
     task would run twice, or be recorded skipped (done before this run)."""
     marker = records.read_done(key.task_id)
-    if marker is None or marker.run_id != records.run_id or marker.attempt != key.attempt:
+    if marker is None or not marker.written_by(key, records.run_id):
         return False
     records.settle_completed(replace(key, outcome="lost"), marker)
     return True

@@ -17,6 +17,7 @@ earlier version are moved into the table the first time a process touches the re
 from __future__ import annotations
 
 import builtins
+import hashlib
 import heapq
 import sqlite3
 import threading
@@ -31,7 +32,11 @@ from distributed_something.backends.local.storage import (
     write_atomically,
 )
 from distributed_something.errors import BackendError
-from distributed_something.interfaces.storage import ObjectInfo, write_in_order
+from distributed_something.interfaces.storage import (
+    NoConditionalWrites,
+    ObjectInfo,
+    write_in_order,
+)
 from distributed_something.keys import check_prefix
 from distributed_something.records import META_ROOT
 
@@ -135,6 +140,32 @@ class SqliteObjects:
         rows = [(key, Path(path).read_bytes()) for key, path in items]
         with self._db.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?)", rows)
+
+    # -- conditional writes, as S3's (If-None-Match, If-Match; the version's tag is the MD5
+    # of the content, as a simple PutObject's ETag): the monitors' requeue slots ----------
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        """Store ``data`` as ``key`` only if there is no object ``key``; its tag, else None."""
+        check_object_key(key)
+        with self._db.transaction() as conn:
+            made = conn.execute("INSERT OR IGNORE INTO objects VALUES (?, ?)", (key, bytes(data)))
+            return _tag(data) if made.rowcount == 1 else None
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The content of ``key`` and its tag (for `put_tagged`); KeyError when missing."""
+        data = self.get_bytes(key)
+        return data, _tag(data)
+
+    def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        """Replace ``key`` with ``data`` only if it is still the version tagged ``tag``; the
+        new tag, or None when it changed or is gone."""
+        check_object_key(key)
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT data FROM objects WHERE key = ?", (key,)).fetchone()
+            if row is None or _tag(_content(row[0])) != tag:
+                return None
+            conn.execute("UPDATE objects SET data = ? WHERE key = ?", (bytes(data), key))
+        return _tag(data)
 
     def get_bytes(self, key: str) -> bytes:
         """The content of ``key``; KeyError when there is no such object."""
@@ -271,6 +302,11 @@ def _range_query(prefix: str) -> tuple[str, tuple[str, ...]]:
     return "SELECT key FROM objects WHERE key >= ? AND key < ? ORDER BY key", (prefix, high)
 
 
+def _tag(data: bytes) -> str:
+    """A version's tag for the conditional writes: the MD5 of its content (not security)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 def _content(data: object) -> bytes:
     if type(data) is bytes:
         return data
@@ -348,6 +384,22 @@ class LocalBucket:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._side(key).put_bytes(key, data)
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        """`SqliteObjects.put_new` for a key of the records table; `NoConditionalWrites`
+        for any other (a folder has none)."""
+        return self._conditional(key).put_new(key, data)
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        return self._conditional(key).get_tagged(key)
+
+    def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        return self._conditional(key).put_tagged(key, data, tag)
+
+    def _conditional(self, key: str) -> SqliteObjects:
+        if not in_table(key):
+            raise NoConditionalWrites(f"{key} is a file: a folder has no conditional writes")
+        return self._table()
 
     def put_file(self, key: str, path: Path) -> None:
         self._side(key).put_file(key, path)
