@@ -14,6 +14,35 @@ class NoConditionalWrites(Exception):
     AWS Lambda runtime's own botocore may predate S3's conditional PutObject (2024)."""
 
 
+class ConditionalWrites(Protocol):
+    """What a storage with conditional writes adds (S3's ``If-None-Match`` / ``If-Match``;
+    the local records' table): versions are named by tags, as S3's ETags."""
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        """Store ``data`` as ``key`` only if there is no object ``key``: its tag, or None
+        (there is one, or another conditional write to it was under way)."""
+        ...
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The content of ``key`` and its tag; KeyError when missing."""
+        ...
+
+    def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        """Replace ``key`` with ``data`` only if it is still the version ``tag``: the new
+        tag, or None (it changed, is gone, or is being written)."""
+        ...
+
+
+def conditional_writes(storage: object) -> ConditionalWrites | None:
+    """``storage`` as `ConditionalWrites` when it makes them, else None (a folder, an S3
+    stand-in without them): callers then do without (see `worker.claims`,
+    `monitor.settle`). A call may still raise `NoConditionalWrites` (an old botocore)."""
+    names = ("put_new", "get_tagged", "put_tagged")
+    if all(callable(getattr(storage, name, None)) for name in names):
+        return storage  # type: ignore[return-value]  # checked above, method by method
+    return None
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """A stored object: its key and size in bytes."""

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from distributed_something import sending, summary
 from distributed_something.interfaces.queue import Queue
-from distributed_something.interfaces.storage import NoConditionalWrites
+from distributed_something.interfaces.storage import NoConditionalWrites, conditional_writes
 from distributed_something.ledger import Ledger, read_counts, read_outcomes
 from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
 from distributed_something.records import AttemptKey, RunRecords, receives_spent
@@ -95,18 +95,15 @@ def _slots_taken(
     take the slot; the other sends nothing. A slot older than `SLOT_STALE_SECONDS` whose
     requeue the ledger does not count is taken over (its taker stopped before writing the
     mark). A storage without conditional writes takes every one."""
-    storage = records.storage
-    put_new = getattr(storage, "put_new", None)
-    get_tagged = getattr(storage, "get_tagged", None)
-    put_tagged = getattr(storage, "put_tagged", None)
-    if put_new is None or get_tagged is None or put_tagged is None:
+    writes = conditional_writes(records.storage)
+    if writes is None:
         return list(task_ids)
     data = json.dumps({"at": now}).encode()
     taken: list[str] = []
     for number, task_id in enumerate(task_ids):
         key = records.requeue_slot_key(task_id, requeues.get(task_id, 0) + 1)
         try:
-            made = put_new(key, data)
+            made = writes.put_new(key, data)
         except NoConditionalWrites:
             # (An old botocore in the Lambda runtime.) Sent as before: rather twice than never.
             return taken + task_ids[number:]
@@ -114,10 +111,10 @@ def _slots_taken(
             taken.append(task_id)
             continue
         try:
-            current, tag = get_tagged(key)
+            current, tag = writes.get_tagged(key)
         except KeyError:
             continue  # removed meanwhile (a cleanup): the next reconciliation decides
-        if now - _slot_time(current) >= SLOT_STALE_SECONDS and put_tagged(key, data, tag):
+        if now - _slot_time(current) >= SLOT_STALE_SECONDS and writes.put_tagged(key, data, tag):
             taken.append(task_id)
     return taken
 

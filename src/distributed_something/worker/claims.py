@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from distributed_something.interfaces.storage import Storage
+from distributed_something.interfaces.storage import Storage, conditional_writes
 from distributed_something.worker.policy import heartbeat_interval
 
 log = logging.getLogger("ds.worker")
@@ -130,18 +130,16 @@ def claim(
     docstring); ``outcome_of(stem)`` reads the outcome of the attempt with that stem from a
     fresh listing (None: no record); ``now`` and ``live_seconds`` as `decide` takes them.
     Errors of the storage pass through."""
-    put_new = getattr(storage, "put_new", None)
-    get_tagged = getattr(storage, "get_tagged", None)
-    put_tagged = getattr(storage, "put_tagged", None)
-    if put_new is None or get_tagged is None or put_tagged is None:
+    writes = conditional_writes(storage)
+    if writes is None:
         return Claim()
     data = mine.to_bytes()
     for _ in range(CLAIM_TRIES):
-        made = put_new(key, data)
+        made = writes.put_new(key, data)
         if made is not None:
             return Claim(ours=True, tag=made)
         try:
-            current, tag = get_tagged(key)
+            current, tag = writes.get_tagged(key)
         except KeyError:
             continue  # removed by its holder meanwhile: create it again
         holder = Holder.from_bytes(current)
@@ -149,7 +147,7 @@ def claim(
         verdict = decide(holder, outcome, mine.message, now=now, live_seconds=live_seconds)
         if verdict == "yield":
             return Claim(holder=holder)
-        taken = put_tagged(key, data, tag)
+        taken = writes.put_tagged(key, data, tag)
         if taken is not None:
             return Claim(ours=True, tag=taken)
     log.warning("the claim %s stayed contended: the start times decide", key)
@@ -159,22 +157,20 @@ def claim(
 def renew(storage: Storage, key: str, mine: Holder, tag: str, now: float) -> str | None:
     """Say in the claim ``key`` that ``mine`` is alive at ``now``, if it still holds the
     version ``tag``; the new version, or None when another delivery took it over."""
-    put_tagged = getattr(storage, "put_tagged", None)
-    if put_tagged is None:
+    writes = conditional_writes(storage)
+    if writes is None:
         return None
-    renewed = Holder(mine.stem, mine.message, now)
-    made: str | None = put_tagged(key, renewed.to_bytes(), tag)
-    return made
+    return writes.put_tagged(key, Holder(mine.stem, mine.message, now).to_bytes(), tag)
 
 
 def release(storage: Storage, key: str, mine: Holder) -> None:
     """Remove the claim ``key`` if ``mine`` still holds it (another delivery may have taken it
     over since). A claim left behind is taken over by the next delivery (its attempt ended)."""
-    get_tagged = getattr(storage, "get_tagged", None)
-    if get_tagged is None:
+    writes = conditional_writes(storage)
+    if writes is None:
         return
     try:
-        current, _ = get_tagged(key)
+        current, _ = writes.get_tagged(key)
     except KeyError:
         return
     if mine.same_attempt(Holder.from_bytes(current)):
