@@ -224,6 +224,30 @@ class Accounting(RuleBasedStateMachine):
 
     @precondition(lambda self: self.set_up)
     @rule()
+    def message_lost(self) -> None:
+        """A task's message leaves the queue with no worker's word (a purge, a lost
+        message): the task has no outcome, and the monitor sends it again."""
+        messages = self.backend.queue.receive(1, 60)
+        if messages:
+            self.backend.queue.delete(messages[0])
+
+    @precondition(lambda self: self.set_up)
+    @rule()
+    def two_monitors_tick(self) -> None:
+        """Two monitors of the run (`ds run`'s and a `ds monitor` in another terminal)
+        settle from the same reading: what one sends again, the other does not."""
+        state = self.state()
+        if not state.active or not self.backend.queue.counts().drained:
+            return
+        ledger = read_ledger(self.records())
+        if ledger.finished:
+            return
+        settle(self.records(), self.backend.queue, ledger, time.time())
+        second = settle(self.records(), self.backend.queue, ledger, time.time())
+        assert second.requeue == []
+
+    @precondition(lambda self: self.set_up)
+    @rule()
     def cleanup(self) -> None:
         lifecycle.cleanup(self.project, self.backend)
 
