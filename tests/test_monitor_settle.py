@@ -17,7 +17,7 @@ from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.interfaces.queue import Queue
 from distributed_something.jobs.model import Task
 from distributed_something.ledger import read_ledger
-from distributed_something.monitor.settle import SLOT_STALE_SECONDS, settle
+from distributed_something.monitor.settle import NO_BODY, SLOT_STALE_SECONDS, settle
 from distributed_something.records import ManifestEntry, RunRecords
 from testkit import moto_queue_and_bucket
 
@@ -113,3 +113,20 @@ def test_where_botocore_has_no_conditional_put_lost_tasks_are_still_sent(
     monkeypatch.setattr(s3, "put_object", old_put_object)
     plan = settle(records, queue, read_ledger(records), NOW)
     assert sorted(plan.requeue) == sorted(ID.values()) and messages(queue) == ["a", "b"]
+
+
+def test_a_lost_task_whose_message_cannot_be_rebuilt_is_dead_saying_why(
+    lost_tasks: Lost,
+) -> None:
+    # Its manifest entry does not hash to its id (a manifest of an older version): nothing
+    # can be sent, so no requeue is recorded that never comes.
+    queue, records = lost_tasks(["a"])
+    records.write_manifest("old", [ManifestEntry("0ld", {"name": "x"})])
+    plan = settle(records, queue, read_ledger(records), NOW)
+    assert plan.requeue == [ID["a"]] and plan.dead == {"0ld": NO_BODY}
+    assert messages(queue) == ["a"]
+    entry = read_ledger(records).tasks["0ld"]
+    assert (entry.state, entry.requeues) == ("dead", 0)
+    (mark,) = records.storage.list(f"{records.run_prefix}marks/0ld/")
+    assert mark.key.endswith(".dead")
+    assert json.loads(records.storage.get_bytes(mark.key))["error"] == NO_BODY

@@ -75,8 +75,22 @@ def settle(records: RunRecords, queue: Queue, ledger: Ledger, now: float) -> Rec
         bodies = records.bodies(unseen)
         queue.send_batch([(tid, bodies[tid]) for tid in unseen if tid in bodies])
         for task_id in unseen:
-            records.write_mark(task_id, "requeue", now, {"why": "left the queue unseen"})
+            if task_id in bodies:
+                records.write_mark(task_id, "requeue", now, {"why": "left the queue unseen"})
+            else:  # nothing to send: said so, rather than a requeue that never comes
+                records.write_mark(task_id, "dead", now, {"error": NO_BODY})
+        if len(bodies) < len(unseen):
+            dead = {**plan.dead, **{tid: NO_BODY for tid in unseen if tid not in bodies}}
+            plan = Reconciliation(dead, [tid for tid in plan.requeue if tid not in dead])
     return plan
+
+
+#: Why a task that left the queue unseen is dead rather than sent again.
+NO_BODY = (
+    "it left the queue without an outcome, and its message cannot be rebuilt from the run's "
+    "manifest (written by an older version of ds): submit the job file again (`ds submit`: "
+    "what is done or under way is left out, and this task is sent again)"
+)
 
 
 #: How old a requeue slot must be for another monitor to take it over: its taker stopped
