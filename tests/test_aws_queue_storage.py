@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from botocore.parsers import ResponseParserError
 
 from distributed_something.backends.aws import clients, s3_storage, sqs_queue
 from distributed_something.backends.aws.clients import AwsSettings, client
-from distributed_something.backends.aws.s3_storage import S3Storage
+from distributed_something.backends.aws.s3_storage import S3Storage, object_age
 from distributed_something.backends.aws.sqs_queue import TASK_ID_ATTRIBUTE, SqsQueue
 from distributed_something.config.upload_flags import upload_args_from_flags
 from distributed_something.errors import BackendError, InputError
@@ -853,8 +854,9 @@ def test_conditional_writes_for_task_claims(bucket: str, monkeypatch: pytest.Mon
     first = storage.put_new("_ds/T/claims/t.json", b"a")
     assert first is not None
     assert storage.put_new("_ds/T/claims/t.json", b"b") is None  # taken: 412
-    data, tag = storage.get_tagged("_ds/T/claims/t.json")
+    data, tag, age = storage.get_tagged("_ds/T/claims/t.json")
     assert (data, tag) == (b"a", first)
+    assert age is not None and 0 <= age < 60  # by S3's clock: just written
     replaced = storage.put_tagged("_ds/T/claims/t.json", b"c", tag)
     assert replaced is not None and replaced != tag
     assert storage.put_tagged("_ds/T/claims/t.json", b"d", tag) is None  # stale version
@@ -865,6 +867,22 @@ def test_conditional_writes_for_task_claims(bucket: str, monkeypatch: pytest.Mon
     puts = [c for c in calls if c.operation == "PutObject"]
     assert [c.headers.get("if-none-match") for c in puts[:2]] == ["*", "*"]
     assert [c.headers.get("if-match") for c in puts[2:4]] == [tag, tag]
+
+
+def test_an_objects_age_is_s3s_date_less_its_last_modified() -> None:
+    written = datetime(2026, 12, 7, 14, 0, 0, tzinfo=UTC)
+
+    def answer(date: str | None, modified: object = written) -> dict[str, object]:
+        headers = {} if date is None else {"date": date}
+        return {"LastModified": modified, "ResponseMetadata": {"HTTPHeaders": headers}}
+
+    assert object_age(answer("Mon, 07 Dec 2026 14:10:30 GMT")) == 630.0
+    # S3 rounds Last-Modified and Date to the second apart: never a negative age.
+    assert object_age(answer("Mon, 07 Dec 2026 13:59:59 GMT")) == 0.0
+    assert object_age(answer(None)) is None  # an S3 stand-in saying no date
+    assert object_age(answer("yesterday")) is None
+    assert object_age(answer("Mon, 07 Dec 2026 14:10:30 GMT", modified=None)) is None
+    assert object_age({}) is None
 
 
 def test_a_dead_letter_listing_goes_on_past_messages_shown_again(aws: str) -> None:

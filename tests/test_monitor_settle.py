@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from distributed_something.backends.aws.s3_storage import S3Storage
 from distributed_something.backends.local.queue import SqliteQueue
 from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
 from distributed_something.backends.local.storage import FolderStorage
@@ -19,7 +20,7 @@ from distributed_something.jobs.model import Task
 from distributed_something.ledger import read_ledger
 from distributed_something.monitor.settle import NO_BODY, SLOT_STALE_SECONDS, settle
 from distributed_something.records import ManifestEntry, RunRecords
-from testkit import moto_queue_and_bucket
+from testkit import age_s3, moto_queue_and_bucket
 
 NOW = 1_800_000_000.0
 Lost = Callable[[list[str]], tuple[Queue, RunRecords]]
@@ -87,9 +88,29 @@ def test_a_slot_whose_taker_stopped_before_its_mark_is_taken_over_once_stale(
     fresh = settle(records, queue, read_ledger(records), NOW + 5)
     assert fresh.requeue == [] and messages(queue) == []  # its taker may still be sending
     late = NOW + SLOT_STALE_SECONDS
+    if isinstance(records.storage, S3Storage):
+        age_s3(records.storage, SLOT_STALE_SECONDS)  # S3's clock decides there
     stale = settle(records, queue, read_ledger(records), late)
     assert stale.requeue == [ID["a"]] and messages(queue) == ["a"]
     assert json.loads(records.storage.get_bytes(slot)) == {"at": late}
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+def test_on_s3_a_slots_age_is_s3s_whatever_the_monitors_clocks_say(aws: str, skew: float) -> None:
+    # The Lambda monitor takes a slot; `ds monitor` on a laptop whose clock is an hour off
+    # reads the run alike. Ahead, it would have taken the fresh slot over (two messages);
+    # behind, it would never take over a slot S3 says is stale.
+    queue, storage = moto_queue_and_bucket("Settle")
+    records = RunRecords(storage, "T", "r1")
+    records.write_manifest("m", [ManifestEntry(ID["a"], {"name": "a"})])
+    ledger = read_ledger(records)
+    assert settle(records, queue, ledger, NOW).requeue == [ID["a"]]
+    assert settle(records, queue, ledger, NOW + skew).requeue == []
+    assert messages(queue) == ["a"]  # once
+    age_s3(storage, SLOT_STALE_SECONDS)
+    # Ten minutes later by S3, the laptop an hour behind the slot's writer: taken over.
+    assert settle(records, queue, ledger, NOW - 3600).requeue == [ID["a"]]
+    assert messages(queue) == ["a"]
 
 
 def test_where_botocore_has_no_conditional_put_lost_tasks_are_still_sent(

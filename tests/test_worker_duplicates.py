@@ -28,7 +28,7 @@ from distributed_something.backends.local.sqlite_file import close_all
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config
 from distributed_something.interfaces.queue import Message
-from distributed_something.interfaces.storage import Storage
+from distributed_something.interfaces.storage import Storage, Tagged
 from distributed_something.jobs.model import Task
 from distributed_something.ledger import build_ledger
 from distributed_something.recipes.command import CommandRecipe
@@ -36,7 +36,7 @@ from distributed_something.records import Attempt, ManifestEntry, RunRecords
 from distributed_something.worker import claims
 from distributed_something.worker.loop import Outcome, Worker, WorkerSettings
 from distributed_something.worker.runner import SubprocessRunner
-from testkit import FakeClock, NoCompute, NoProvisioner
+from testkit import FakeClock, NoCompute, NoProvisioner, age_s3, moto_queue_and_bucket
 
 PY = sys.executable
 
@@ -55,9 +55,9 @@ class ClaimingFolder(FolderStorage):
             self.put_bytes(key, data)
             return hashlib.md5(data).hexdigest()
 
-    def get_tagged(self, key: str) -> tuple[bytes, str]:
+    def get_tagged(self, key: str) -> Tagged:
         data = self.get_bytes(key)
-        return data, hashlib.md5(data).hexdigest()
+        return Tagged(data, hashlib.md5(data).hexdigest())
 
     def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
         with self._lock:
@@ -246,6 +246,32 @@ def test_the_same_message_is_stood_down_for_while_its_holder_says_it_is_alive() 
     assert claims.Holder.from_bytes(alive.to_bytes()) == alive
     assert alive.same_attempt(claims.Holder("s1", "m1", alive_at=2000.0))
     assert not alive.same_attempt(claims.Holder("s1", "m2"))
+    # Where the storage says how old the claim's version is, that age is how long ago.
+    assert claims.holders_now(alive, 5.0, now=99_999.0) == 1005.0
+    assert claims.holders_now(alive, None, now=1100.0) == 1100.0
+    assert claims.holders_now(silent, 5.0, now=1100.0) == 1100.0
+    assert claims.holders_now(alive, 5.0, now=None) is None
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+def test_on_s3_a_holders_liveness_is_judged_by_s3s_clock(aws: str, skew: float) -> None:
+    """The same message delivered again, to a worker whose clock is an hour off its
+    holder's: S3 says the holder renewed its claim a moment ago (stand down), and, once
+    S3's clock has moved on past `live_for`, that it went silent (take it over). The
+    claim's age is S3's (`Tagged.age`), not the difference of two machines' clocks."""
+    _, storage = moto_queue_and_bucket("Claims")
+    key = "_ds/T/claims/t.json"
+    live = claims.live_for(600.0)
+
+    def claim(stem: str, now: float) -> claims.Claim:
+        mine = claims.Holder(stem, "m1", now)
+        return claims.claim(storage, key, mine, lambda _: "running", now=now, live_seconds=live)
+
+    assert claim("s1", 1000.0).ours
+    again = claim("s2", 1000.0 + skew)
+    assert not again.ours and again.holder is not None and again.holder.stem == "s1"
+    age_s3(storage, live + 1)
+    assert claim("s3", 1000.0 + skew + live + 1).ours
 
 
 def test_a_message_delivered_twice_while_it_runs_is_not_run_twice(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import email.utils
 import functools
 import hashlib
 import io
@@ -19,6 +20,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -315,6 +317,20 @@ def moto_queue_and_bucket(name: str, max_receive_count: int = 3) -> tuple[Any, A
     client("s3", settings).create_bucket(Bucket=bucket)
     queue = SqsQueue(settings, url, dead, max_receive_count=max_receive_count, wait_seconds=0)
     return queue, S3Storage(settings, bucket)
+
+
+def age_s3(storage: Any, seconds: float) -> None:
+    """Make S3's clock (moto's), as this storage's reads see it, ``seconds`` later: the
+    ``Date`` of every GetObject answer is moved on, as a real S3 would say it after that
+    long. (moto's objects cannot be written in the past.)"""
+
+    def later(parsed: dict[str, Any], **_: Any) -> None:
+        headers = parsed.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        if "date" in headers:
+            moved = email.utils.parsedate_to_datetime(headers["date"]) + timedelta(seconds=seconds)
+            headers["date"] = email.utils.format_datetime(moved, usegmt=True)
+
+    storage._client.meta.events.register("after-call.s3.GetObject", later)
 
 
 def make_config(app: str = "T", cluster: str = "TCluster") -> Config:

@@ -6,12 +6,24 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class NoConditionalWrites(Exception):
     """A storage's conditional write (``put_new``, ``put_tagged``) cannot be made here: the
     AWS Lambda runtime's own botocore may predate S3's conditional PutObject (2024)."""
+
+
+class Tagged(NamedTuple):
+    """A version of an object read for a conditional write: its content, its tag, and its
+    ``age``: the seconds since it was written by the storage's own clock (S3's ``Date``
+    less its ``Last-Modified``), or None where the storage does not say (the local records:
+    one machine, whose clock every writer and reader shares). Comparing a time written in
+    the content with the reader's clock instead would let two machines' clocks disagree."""
+
+    data: bytes
+    tag: str
+    age: float | None = None
 
 
 class ConditionalWrites(Protocol):
@@ -23,8 +35,8 @@ class ConditionalWrites(Protocol):
         (there is one, or another conditional write to it was under way)."""
         ...
 
-    def get_tagged(self, key: str) -> tuple[bytes, str]:
-        """The content of ``key`` and its tag; KeyError when missing."""
+    def get_tagged(self, key: str) -> Tagged:
+        """The content of ``key``, its tag and its age (`Tagged`); KeyError when missing."""
         ...
 
     def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:

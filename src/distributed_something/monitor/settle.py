@@ -108,7 +108,8 @@ def _slots_taken(
     messages, two executions. A conditional create (S3's ``If-None-Match``) lets exactly one
     take the slot; the other sends nothing. A slot older than `SLOT_STALE_SECONDS` whose
     requeue the ledger does not count is taken over (its taker stopped before writing the
-    mark). A storage without conditional writes takes every one."""
+    mark): its age is the storage's (S3's clock), or else ``now`` less the time written in
+    it. A storage without conditional writes takes every one."""
     writes = conditional_writes(records.storage)
     if writes is None:
         return list(task_ids)
@@ -125,10 +126,13 @@ def _slots_taken(
             taken.append(task_id)
             continue
         try:
-            current, tag = writes.get_tagged(key)
+            current = writes.get_tagged(key)
         except KeyError:
             continue  # removed meanwhile (a cleanup): the next reconciliation decides
-        if now - _slot_time(current) >= SLOT_STALE_SECONDS and writes.put_tagged(key, data, tag):
+        # Its age by the storage's clock where it says (S3): a laptop's clock minutes off
+        # the Lambda's must not take over a slot just taken, nor wait on a stale one.
+        age = current.age if current.age is not None else now - _slot_time(current.data)
+        if age >= SLOT_STALE_SECONDS and writes.put_tagged(key, data, current.tag):
             taken.append(task_id)
     return taken
 

@@ -106,6 +106,17 @@ def decide(
     return "yield" if now - alive < live_seconds else "take"
 
 
+def holders_now(holder: Holder | None, age: float | None, now: float | None) -> float | None:
+    """``now`` as `decide` should take it for a claim whose version is ``age`` seconds old
+    by the storage's clock (`Tagged.age`): the holder's ``alive_at`` (written with that
+    version) plus its age, so that how long ago it said it was alive is the storage's
+    reckoning, whatever this machine's clock says; ``now`` where the age or the time is not
+    known (and None for None: no liveness to judge). Pure."""
+    if now is None or age is None or holder is None or holder.alive_at is None:
+        return now
+    return holder.alive_at + age
+
+
 @dataclass(frozen=True)
 class Claim:
     """What `claim` found: ``ours`` (run; ``tag`` is our claim's version, for `renew`), or
@@ -139,15 +150,16 @@ def claim(
         if made is not None:
             return Claim(ours=True, tag=made)
         try:
-            current, tag = writes.get_tagged(key)
+            current = writes.get_tagged(key)
         except KeyError:
             continue  # removed by its holder meanwhile: create it again
-        holder = Holder.from_bytes(current)
+        holder = Holder.from_bytes(current.data)
         outcome = None if holder is None else outcome_of(holder.stem)
-        verdict = decide(holder, outcome, mine.message, now=now, live_seconds=live_seconds)
+        at = holders_now(holder, current.age, now)
+        verdict = decide(holder, outcome, mine.message, now=at, live_seconds=live_seconds)
         if verdict == "yield":
             return Claim(holder=holder)
-        taken = writes.put_tagged(key, data, tag)
+        taken = writes.put_tagged(key, data, current.tag)
         if taken is not None:
             return Claim(ours=True, tag=taken)
     log.warning("the claim %s stayed contended: the start times decide", key)
@@ -170,8 +182,8 @@ def release(storage: Storage, key: str, mine: Holder) -> None:
     if writes is None:
         return
     try:
-        current, _ = writes.get_tagged(key)
+        current = writes.get_tagged(key)
     except KeyError:
         return
-    if mine.same_attempt(Holder.from_bytes(current)):
+    if mine.same_attempt(Holder.from_bytes(current.data)):
         storage.delete(key)

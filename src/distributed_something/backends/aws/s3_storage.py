@@ -23,7 +23,7 @@ from distributed_something.backends.aws.clients import (
     unreadable_answers,
 )
 from distributed_something.errors import BackendError, InputError
-from distributed_something.interfaces.storage import NoConditionalWrites, ObjectInfo
+from distributed_something.interfaces.storage import NoConditionalWrites, ObjectInfo, Tagged
 from distributed_something.keys import check_key, check_prefix
 
 MULTIPART_BYTES = 8 * 1024 * 1024
@@ -183,13 +183,14 @@ class S3Storage:
         check_key(key)
         return self._conditional_put(key, data, {"IfMatch": tag})
 
-    def get_tagged(self, key: str) -> tuple[bytes, str]:
-        """The content of ``key`` and its ETag (for `put_tagged`); KeyError when missing."""
+    def get_tagged(self, key: str) -> Tagged:
+        """The content of ``key``, its ETag (for `put_tagged`) and its age by S3's clock
+        (`object_age`); KeyError when missing."""
         check_key(key)
         with self._missing_as_key_error(key), self._boundary("GetObject", key):
             response = self._client.get_object(Bucket=self.bucket, Key=key, **self._payer)
             data: bytes = response["Body"].read()
-            return data, str(response["ETag"])
+            return Tagged(data, str(response["ETag"]), object_age(response))
 
     def _conditional_put(self, key: str, data: bytes, condition: dict[str, str]) -> str | None:
         """Raises `NoConditionalWrites` where botocore does not know the condition."""
@@ -368,3 +369,22 @@ def _make_parents(folder: Path) -> list[Path]:
         with suppress(FileExistsError):
             made.mkdir()
     return missing
+
+
+def object_age(response: Mapping[str, Any]) -> float | None:
+    """Seconds since the object a GetObject or HeadObject ``response`` describes was
+    written, by S3's clock alone: the response's ``Date`` header less the object's
+    ``Last-Modified`` (both to the second; never below 0). None when either is missing or
+    unreadable (an S3 stand-in that leaves one out). Pure."""
+    import email.utils
+    from datetime import datetime
+
+    modified = response.get("LastModified")
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    try:
+        date = email.utils.parsedate_to_datetime(str(headers["date"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(modified, datetime) or modified.tzinfo is None or date.tzinfo is None:
+        return None
+    return max((date - modified).total_seconds(), 0.0)

@@ -35,6 +35,7 @@ from distributed_something.errors import BackendError
 from distributed_something.interfaces.storage import (
     NoConditionalWrites,
     ObjectInfo,
+    Tagged,
     write_in_order,
 )
 from distributed_something.keys import check_prefix
@@ -151,10 +152,11 @@ class SqliteObjects:
             made = conn.execute("INSERT OR IGNORE INTO objects VALUES (?, ?)", (key, bytes(data)))
             return _tag(data) if made.rowcount == 1 else None
 
-    def get_tagged(self, key: str) -> tuple[bytes, str]:
-        """The content of ``key`` and its tag (for `put_tagged`); KeyError when missing."""
+    def get_tagged(self, key: str) -> Tagged:
+        """The content of ``key`` and its tag (for `put_tagged`), with no age (the writers'
+        clock is the reader's); KeyError when missing."""
         data = self.get_bytes(key)
-        return data, _tag(data)
+        return Tagged(data, _tag(data))
 
     def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
         """Replace ``key`` with ``data`` only if it is still the version tagged ``tag``; the
@@ -390,7 +392,7 @@ class LocalBucket:
         for any other (a folder has none)."""
         return self._conditional(key).put_new(key, data)
 
-    def get_tagged(self, key: str) -> tuple[bytes, str]:
+    def get_tagged(self, key: str) -> Tagged:
         return self._conditional(key).get_tagged(key)
 
     def put_tagged(self, key: str, data: bytes, tag: str) -> str | None:
