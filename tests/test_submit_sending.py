@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from distributed_something.ledger import read_ledger
 from distributed_something.records import RunRecords
 from distributed_something.usecases import lifecycle
 from distributed_something.usecases.project import open_project
-from testkit import E2E_WORK
+from testkit import E2E_WORK, age_s3, moto_queue_and_bucket
 
 CHUNK = 4
 
@@ -176,6 +177,35 @@ def test_abandoned_decides_from_the_progress_alone() -> None:
     assert not sending.abandoned({"sender": other, "at": fresh}, here, dead, now)
     assert sending.abandoned({"sender": other, "at": fresh - 2}, here, alive, now)
     assert sending.abandoned({}, here, alive, now)  # no sender, no time: long gone
+    # Where the storage says how old the record is (S3), its age decides, not the clocks.
+    assert not sending.abandoned({"sender": other, "at": 0.0}, here, dead, now, age=1.0)
+    late = sending.STALE_AFTER + 1
+    assert sending.abandoned({"sender": other, "at": now}, here, alive, now, age=late)
+    assert not sending.abandoned({"sender": mine, "at": 0.0}, here, alive, now, age=late)
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 3600.0])
+def test_on_s3_a_sending_from_another_machine_is_judged_by_s3s_clock(aws: str, skew: float) -> None:
+    """A `ds submit` on a laptop whose clock is an hour off sends a large job while the
+    unattended monitor looks: S3 says its progress was written a moment ago, so it is under
+    way (nothing sent twice); once S3 says it wrote nothing for `STALE_AFTER`, it was
+    abandoned and its tasks are sent by whoever resumes it."""
+    queue, storage = moto_queue_and_bucket("Sending")
+    records = RunRecords(storage, "T", "r1")
+    job = parse_job_text(
+        json.dumps({"groups": [{"i": i} for i in range(6)]}), source="job.json", suffix=".json"
+    )
+    manifest(records, "p1", job.tasks)
+    laptop = {"host": "laptop", "boot_id": "elsewhere", "pid": 7, "pid_start": 1}
+    at = time.time() + skew
+    records.write_sending("p1", {"to_send": 6, "sent": 2, "sender": laptop, "at": at})
+    assert sending.under_way(records) and sending.resume(records, queue) == 0
+    assert queue.receive(10, 30) == []
+    age_s3(storage, sending.STALE_AFTER + 1)
+    assert not sending.under_way(records) and sending.unsent(records) == 4
+    assert sending.resume(records, queue) == 4
+    got = queue.receive(10, 30)
+    assert sorted(m.task_id for m in got) == sorted(list(job.tasks.ids())[2:])
 
 
 def test_a_progress_that_cannot_be_read_is_left_and_reported_by_nobody_as_sent(

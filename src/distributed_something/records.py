@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from distributed_something.interfaces.storage import (
     Storage,
+    conditional_writes,
     list_keys,
     list_keys_of,
     read_many,
@@ -1007,14 +1008,28 @@ class RunRecords:
     def sendings(self) -> list[tuple[str, dict[str, Any]]]:
         """(part, progress) of every submit whose sending did not end, oldest first; a
         progress that cannot be read is noted in `corrupt` and left out."""
+        return [(part, progress) for part, progress, _ in self.sendings_aged()]
+
+    def sendings_aged(self) -> list[tuple[str, dict[str, Any], float | None]]:
+        """`sendings`, each with its progress record's age by the storage's clock (S3's:
+        `Tagged.age`), or None where the storage does not say (one machine's records)."""
         start = f"{self.run_prefix}sending/"
+        writes = conditional_writes(self.storage)
         found = []
         for key in list_keys(self.storage, start):
             if not key.endswith(".json"):
                 continue
-            data = self._get_json(key)
+            age = None
+            try:
+                if writes is None:
+                    raw = self.storage.get_bytes(key)
+                else:
+                    raw, _, age = writes.get_tagged(key)
+            except KeyError:
+                continue  # ended meanwhile
+            data = self._parsed(key, raw)
             if data is not None:
-                found.append((key[len(start) :].removesuffix(".json"), data))
+                found.append((key[len(start) :].removesuffix(".json"), data, age))
         return found
 
     def manifest_part_ids(self, part: str) -> list[str]:

@@ -62,16 +62,20 @@ def abandoned(
     here: dict[str, Any],
     alive: Callable[[int, int | None], bool],
     now: float,
+    age: float | None = None,
 ) -> bool:
     """Whether the sending ``progress`` describes is over without having ended: it was
     interrupted (it said so), or its process is gone (on this machine: ``here`` is
     `_sender`'s; ``alive(pid, start)`` tells), or it wrote nothing for `STALE_AFTER` seconds
-    (another machine's; its clock may differ, hence the margin). Pure."""
+    (another machine's): by the record's ``age`` where the storage's clock says it (S3), else
+    by ``now`` less the time written in it (its clock may differ, hence the margin). Pure."""
     if progress.get("stopped"):
         return True
     sender = progress.get("sender") or {}
     if sender.get("boot_id") and sender.get("boot_id") == here.get("boot_id"):
         return not alive(int(sender.get("pid", 0)), sender.get("pid_start"))
+    if age is not None:
+        return age > STALE_AFTER
     return now - float(progress.get("at", 0.0)) > STALE_AFTER
 
 
@@ -111,8 +115,8 @@ def resume(
     and logged (the monitor's reconciliation still sends its tasks once the queue drains)."""
     sent = 0
     here = _sender()
-    for part, progress in records.sendings():
-        if not abandoned(progress, here, _alive, time.time()):
+    for part, progress, age in records.sendings_aged():
+        if not abandoned(progress, here, _alive, time.time(), age):
             continue  # under way in another process
         progress = {**progress, "sender": here, "stopped": False}
         try:
@@ -136,15 +140,17 @@ def resume(
 def under_way(records: RunRecords) -> bool:
     """Whether a sending of this run is under way in another process (not `abandoned`)."""
     here = _sender()
-    return any(not abandoned(p, here, _alive, time.time()) for _, p in records.sendings())
+    return any(
+        not abandoned(p, here, _alive, time.time(), age) for _, p, age in records.sendings_aged()
+    )
 
 
 def unsent(records: RunRecords) -> int:
     """How many tasks interrupted sendings of this run left unsent (by their progress)."""
     left = 0
     here = _sender()
-    for _, progress in records.sendings():
-        if not abandoned(progress, here, _alive, time.time()):
+    for _, progress, age in records.sendings_aged():
+        if not abandoned(progress, here, _alive, time.time(), age):
             continue
         with contextlib.suppress(KeyError, ValueError, TypeError):
             left += max(int(progress["to_send"]) - int(progress["sent"]), 0)
