@@ -280,6 +280,30 @@ def test_unknown_section_suggests_the_closest(tmp_path: Path) -> None:
     assert error.fix == "remove it (did you mean `cluster`?)"
 
 
+@pytest.mark.parametrize(
+    ("written", "fix"),
+    [
+        # SQS's name for it, and the family's config.py name, in the right section
+        ("[queue]\nmax_receive_count = 3", "rename it `job_retries`"),
+        ("[queue]\nSQS_MESSAGE_VISIBILITY = 60", "rename it `visibility`"),
+        # a setting of another section
+        ("[queue]\nworkers = 2", "write it as `workers` under [local]"),
+        ("[local]\nCLUSTER_MACHINES = 2", "write it as `machines` under [cluster]"),
+        ("[queue]\nmemory = 512", "move it under [cluster] or [slurm]"),
+        ("[cluster]\ncommand = 1", "write it as `argv` under [recipe]"),
+        (
+            "[local]\nBACKEND = 1",
+            "write it as `backend` at the top of the file, above any [table] header",
+        ),
+    ],
+)
+def test_unknown_field_says_where_the_setting_it_means_is(
+    tmp_path: Path, written: str, fix: str
+) -> None:
+    error = load_error(tmp_path, f'app_name = "Demo"\n{written}\n')
+    assert error.problem == "unknown field" and error.fix == fix
+
+
 def test_unknown_field_without_a_close_name(tmp_path: Path) -> None:
     error = load_error(tmp_path, 'app_name = "Demo"\n[queue]\nzzzzzz = 1\n')
     assert error.fix == "remove it"

@@ -168,8 +168,14 @@ def validation_error(
         section = _model_at(loc[:-1])
         known = list(section.model_fields) if section is not None else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        meant = [] if close else _meant(str(loc[-1]), loc[:-1])
         problem = "unknown field"
-        fix = "remove it" + (f" (did you mean `{close[0]}`?)" if close else "")
+        if len(meant) > 1:  # the same name in other sections
+            fix = "move it under " + " or ".join(f"[{f.rpartition('.')[0]}]" for f in meant)
+        elif meant:
+            fix = _written_as(meant[0], loc[:-1])
+        else:
+            fix = "remove it" + (f" (did you mean `{close[0]}`?)" if close else "")
     else:
         if kind == "missing":
             problem = "this required field is missing"
@@ -260,6 +266,61 @@ def _submodel(info: FieldInfo) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return None
+
+
+#: Names users bring from SQS, EC2 and ECS for a setting ds names otherwise (lower case,
+#: without separators) → the dotted field. The family's config.py names are `LEGACY_FIELDS`.
+_OTHER_NAMES: dict[str, str] = {
+    "maxreceivecount": "queue.job_retries",
+    "maxreceives": "queue.job_retries",
+    "retries": "queue.job_retries",
+    "visibilitytimeout": "queue.visibility",
+    "messagevisibility": "queue.visibility",
+    "instancetype": "aws.machine_type",
+    "instancetypes": "aws.machine_type",
+    "spotprice": "aws.machine_price",
+    "cpus": "cluster.docker_cores",
+    "vcpus": "cluster.docker_cores",
+    "command": "recipe.argv",
+}
+
+
+def _meant(name: str, here: Sequence[str | int]) -> list[str]:
+    """The dotted fields an unknown ``name`` written in the section at ``here`` most likely
+    means: the family's config.py name of a field (`LEGACY_FIELDS`), a name of SQS's, EC2's
+    or ECS's (`_OTHER_NAMES`), or a field of that name in other sections. Empty when none."""
+    from distributed_something.config.legacy import LEGACY_FIELDS
+
+    squeezed = name.lower().replace("_", "").replace("-", "")
+    legacy = LEGACY_FIELDS.get(name) if name.isupper() else None  # as config.py spells them
+    field = legacy or _OTHER_NAMES.get(squeezed)
+    if field is not None:
+        return [field]
+    section = dotted_path(here)
+    return [
+        path
+        for path in _field_paths(Config)
+        if path.rpartition(".")[2] == name and path.rpartition(".")[0] != section
+    ]
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every setting of ``model`` as a dotted path, its sections' settings included."""
+    paths: list[str] = []
+    for name, info in model.model_fields.items():
+        sub = _submodel(info)
+        paths.extend(_field_paths(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"])
+    return paths
+
+
+def _written_as(field: str, here: Sequence[str | int]) -> str:
+    """How to write the dotted ``field`` for one who wrote an unknown name at ``here``."""
+    section, _, leaf = field.rpartition(".")
+    if section == dotted_path(here):
+        return f"rename it `{leaf}`"
+    if not section:
+        return f"write it as `{leaf}` at the top of the file, above any [table] header"
+    return f"write it as `{leaf}` under [{section}]"
 
 
 def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
