@@ -246,6 +246,71 @@ def test_a_task_taken_over_from_a_stopped_worker_never_runs_twice_at_once(
     assert task["outcome"] == "done" and task["attempts"] == 2 and not task["duplicate"]
 
 
+def watchdog_of(worker: int) -> int:
+    """The pid of ``worker``'s watchdog: its child running `watchdog_main`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == worker and b"watchdog_main" in command:
+            return int(entry.name)
+    raise AssertionError(f"worker {worker} has no watchdog")
+
+
+def test_a_task_whose_receives_went_to_a_hand_back_and_a_vanished_worker_is_sent_again(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # job_retries = 2. The first worker is stopped (a scale-in: it hands the task back,
+    # which spends a receive but no try); the second vanishes with its watchdog (a machine
+    # gone), so nothing settles it. The message's next receive is past the queue's limit: it
+    # goes to the dead-letter store after one real try. The monitor must send it again, not
+    # leave it dead with no outcome, and the counts must match what ran.
+    oracle = tmp_path / "oracle.txt"
+    script = tmp_path / "slow.py"
+    script.write_text(GO_SCRIPT)
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
+        groups=[{"name": "slow"}],
+        extra={"queue": {"visibility": 2, "job_retries": 2}},
+    )
+    start(proj, ds)
+
+    def starts() -> list[int]:
+        text = oracle.read_text() if oracle.exists() else ""
+        return [int(line.split()[1]) for line in text.splitlines() if line.startswith("start")]
+
+    def worker_of(command: int) -> int:
+        return int(Path(f"/proc/{command}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    assert wait_for(lambda: starts(), timeout=30)
+    first = starts()[0]
+    os.kill(worker_of(first), signal.SIGTERM)  # stopped: hands the task back
+    assert wait_for(lambda: len(starts()) >= 2, timeout=30), "nobody took the task again"
+    second = starts()[1]
+    worker = worker_of(second)
+    os.kill(watchdog_of(worker), signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)
+    os.killpg(second, signal.SIGKILL)  # its command: its own group, gone with the machine
+    assert wait_for(lambda: not running(second) and not running(worker), timeout=15)
+    Path(f"{oracle}.go").touch()  # the next execution ends at once
+
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    assert len(starts()) == 3 and oracle.read_text().count("end ") == 1  # what really ran
+    (task,) = report["tasks"]
+    assert task["outcome"] == "done" and task["attempts"] == 3, task
+    assert report["counts"]["done"] == 1 and report["counts"]["dead"] == 0
+    status = js(ok(ds("status", "--json", cwd=proj)))
+    assert status["counts"]["done"] == 1 and status["counts"]["dead"] == 0, status["counts"]
+    records = RunRecords(local_bucket(proj), "T", report["run_id"])
+    outcomes = sorted(k.outcome for k in records.attempt_keys(task["id"]))
+    assert outcomes.count("done") == 1 and "lost" in outcomes and len(outcomes) == 3, outcomes
+
+
 def test_a_task_redriven_into_a_new_run_is_not_dead_in_its_old_run_any_more(
     tmp_path: Path, ds: Ds
 ) -> None:
