@@ -8,6 +8,7 @@ are kept across runs (they make check-if-done work); everything else is kept per
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from distributed_something.interfaces.storage import (
+    NoConditionalWrites,
     Storage,
     conditional_writes,
     list_keys,
@@ -1014,23 +1016,28 @@ class RunRecords:
         """`sendings`, each with its progress record's age by the storage's clock (S3's:
         `Tagged.age`), or None where the storage does not say (one machine's records)."""
         start = f"{self.run_prefix}sending/"
-        writes = conditional_writes(self.storage)
         found = []
         for key in list_keys(self.storage, start):
             if not key.endswith(".json"):
                 continue
-            age = None
             try:
-                if writes is None:
-                    raw = self.storage.get_bytes(key)
-                else:
-                    raw, _, age = writes.get_tagged(key)
+                raw, age = self._read_aged(key)
             except KeyError:
                 continue  # ended meanwhile
             data = self._parsed(key, raw)
             if data is not None:
                 found.append((key[len(start) :].removesuffix(".json"), data, age))
         return found
+
+    def _read_aged(self, key: str) -> tuple[bytes, float | None]:
+        """The content of ``key`` and its age by the storage's clock (None where it does
+        not say: `Tagged.age`); KeyError when missing."""
+        writes = conditional_writes(self.storage)
+        if writes is not None:
+            with contextlib.suppress(NoConditionalWrites):  # (a key kept as a file locally)
+                tagged = writes.get_tagged(key)
+                return tagged.data, tagged.age
+        return self.storage.get_bytes(key), None
 
     def manifest_part_ids(self, part: str) -> list[str]:
         """The task ids of submit ``part``'s manifest, in its order (from its id index when
