@@ -279,8 +279,6 @@ _OTHER_NAMES: dict[str, str] = {
     "instancetype": "aws.machine_type",
     "instancetypes": "aws.machine_type",
     "spotprice": "aws.machine_price",
-    "cpus": "cluster.docker_cores",
-    "vcpus": "cluster.docker_cores",
     "command": "recipe.argv",
 }
 
