@@ -70,16 +70,17 @@ def start(proj: Path, ds: Ds) -> None:
         ok(ds(*step, cwd=proj))
 
 
-def start_slow(tmp_path: Path, ds: Ds, oracle: Path, script_text: str) -> Path:
+def start_slow(tmp_path: Path, ds: Ds, oracle: Path, script_text: str, **queue: Any) -> Path:
     """Start a run of one task of ``script_text`` (it writes to ``oracle``) with a lease of
-    2 s, so that a worker stopped a few seconds loses it; returns the project folder."""
+    2 s, so that a worker stopped a few seconds loses it (``queue``: more [queue] settings);
+    returns the project folder."""
     script = tmp_path / "slow.py"
     script.write_text(script_text)
     proj = write_project(
         tmp_path / "p",
         argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
         groups=[{"name": "slow"}],
-        extra={"queue": {"visibility": 2}},
+        extra={"queue": {"visibility": 2, **queue}},
     )
     start(proj, ds)
     return proj
@@ -270,15 +271,7 @@ def test_a_task_whose_receives_went_to_a_hand_back_and_a_vanished_worker_is_sent
     # goes to the dead-letter store after one real try. The monitor must send it again, not
     # leave it dead with no outcome, and the counts must match what ran.
     oracle = tmp_path / "oracle.txt"
-    script = tmp_path / "slow.py"
-    script.write_text(GO_SCRIPT)
-    proj = write_project(
-        tmp_path / "p",
-        argv=[sys.executable, str(script), str(oracle), "{output_dir}"],
-        groups=[{"name": "slow"}],
-        extra={"queue": {"visibility": 2, "job_retries": 2}},
-    )
-    start(proj, ds)
+    proj = start_slow(tmp_path, ds, oracle, GO_SCRIPT, job_retries=2)
 
     def starts() -> list[int]:
         text = oracle.read_text() if oracle.exists() else ""
