@@ -369,8 +369,7 @@ class Watched:
             self.state,
             interval=1,
             confirm_seconds=0,
-            show_progress=False,
-            **options,
+            **{"show_progress": False, **options},
         )
 
 
@@ -417,6 +416,34 @@ def test_a_monitor_whose_run_was_cleaned_up_elsewhere_stops_and_acts_no_more(
     assert len(asked) == 1 and progress.pending == 2
     assert run.backend.queue.counts().visible == 0  # nothing sent again
     assert run.acted == []  # no worker started or stopped
+
+
+def test_a_monitor_whose_run_another_finished_shows_the_final_counts_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second `ds run` beside the first: the first finishes the run between two ticks of
+    the second, whose progress line must end on the counts it then reports (2/2), not on
+    its last tick's (0/2) right under the table that says 2 done."""
+    from distributed_something.monitor import loop
+
+    run = Watched(tmp_path)
+    pending = {"total": 2, "done": 0, "skipped": 0, "running": 0, "failed": 0, "pending": 2}
+    pending |= {"dead": 0, "duplicates": 0}
+    done = {**pending, "done": 2, "pending": 0}
+    readings = iter([pending])
+    monkeypatch.setattr(
+        loop, "read_counts", lambda records, compact=False: (next(readings, done), {})
+    )
+    active = iter([True])
+    progress = run.watch(
+        sleep=lambda _seconds: None,
+        still_active=lambda: next(active, False),
+        show_progress=True,
+    )
+    assert progress.finished == progress.total == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("W:")]
+    assert lines and "2/2" in lines[-1], lines
 
 
 def test_the_monitor_says_why_workers_are_not_started_once_each(

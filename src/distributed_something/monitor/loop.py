@@ -80,6 +80,11 @@ def watch(
         while True:
             if still_active is not None and not still_active():
                 final = from_counts(*_counted(records))
+                if bar is not None and bar_id is not None:
+                    # The line left on screen says what the run ended with, as the table.
+                    bar.update(
+                        bar_id, total=final.total, completed=final.finished, detail=_detail(final)
+                    )
                 by = (
                     "finished by another `ds run` or `ds monitor`"
                     if final.finished == final.total
