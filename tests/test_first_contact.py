@@ -331,6 +331,34 @@ def test_init_quotes_the_next_command_and_names_the_app(tmp_path: Path, ds: Ds) 
     assert ds("validate", cwd=tmp_path / "my proj.v2").returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("recipe", "job_format", "tasks"),
+    [("command", "ds", 3), ("cellprofiler", "dcp", 2), ("fiji", "df", 2), ("omezarr", "dozc", 2)],
+)
+def test_init_starts_a_project_of_each_recipe_in_its_familys_job_format(
+    tmp_path: Path, ds: Ds, recipe: str, job_format: str, tasks: int
+) -> None:
+    from distributed_something.usecases.project import open_project
+    from distributed_something.usecases.validate import check_job
+
+    result = ds("init", "--recipe", recipe, "proj", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    project = open_project(tmp_path / "proj")
+    assert project.config.recipe.name == recipe and project.config.app_name == "proj"
+    plans: list[Any] = []
+    job = check_job(project, tmp_path / "proj/job.json", plans)  # every task planned
+    assert job.format == job_format and len(plans) == tasks
+    assert len({plan.output_prefix for plan in plans}) == tasks  # each its own folder
+
+
+def test_init_offers_every_recipe_it_has_a_template_for() -> None:
+    from distributed_something.cli.commands import init
+    from distributed_something.usecases.scaffold import TEMPLATES
+
+    (choice,) = [p.type for p in init.params if p.name == "recipe"]
+    assert sorted(getattr(choice, "choices", [])) == sorted(TEMPLATES)
+
+
 def test_validate_without_a_job_file_says_none_was_checked(tmp_path: Path, ds: Ds) -> None:
     folder = _project(tmp_path, ds)
     (folder / "job.json").unlink()

@@ -131,15 +131,22 @@ def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
 @click.option("--app-name", default=None, help="default: the folder's name")
+@click.option(
+    "--recipe",
+    type=click.Choice(["command", "cellprofiler", "fiji", "omezarr"]),
+    default="command",
+    show_default=True,
+    help="what each task runs; job.json is then in that family's format (DCP, DF, DOZC)",
+)
 @click.option("--force", is_flag=True, help="overwrite existing files")
-def init(folder: Path, app_name: str | None, force: bool) -> None:
+def init(folder: Path, app_name: str | None, recipe: str, force: bool) -> None:
     """Start a project: a commented ds.toml and a job.json to edit."""
     import shlex
 
     from distributed_something.usecases.scaffold import app_name_for, init_project
 
     name = app_name or app_name_for(folder)
-    for path in init_project(folder, name, force=force):
+    for path in init_project(folder, name, force=force, recipe=recipe):
         info(f"wrote {path}")
     if app_name is None:
         info(
