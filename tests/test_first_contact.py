@@ -351,6 +351,36 @@ def test_init_starts_a_project_of_each_recipe_in_its_familys_job_format(
     assert len({plan.output_prefix for plan in plans}) == tasks  # each its own folder
 
 
+def test_ds_run_refuses_inputs_from_a_local_bucket_that_does_not_exist(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # A first `ds run` before any input was put in place: one error naming the folder
+    # (validate only notes it: the inputs may come later), not a run whose every task is dead.
+    folder = tmp_path / "proj"
+    write_project(
+        folder,
+        argv=["cat", "{input_dir}/images/{name}.txt"],
+        groups=[{"name": "a"}, {"name": "b"}],
+        extra={"recipe": {"inputs": ["images/{name}.txt"]}},
+    )
+    validated = ds("validate", cwd=folder)
+    assert validated.returncode == 0 and "inputs are not checked" in validated.stderr
+    result = ds("run", ".", cwd=folder)
+    bucket = folder / ".ds" / "T" / "buckets" / "default"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert (
+        lines[0].startswith(f"error: {bucket}: does not exist")
+        and "Fix: put the inputs" in lines[0]
+    )
+    assert not (folder / ".ds").exists()  # nothing created
+    (bucket / "images").mkdir(parents=True)
+    for name in ("a", "b"):
+        (bucket / "images" / f"{name}.txt").write_text(name)
+    ran = ds("run", ".", "--json", cwd=folder)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["counts"]["done"] == 2, ran.stderr
+
+
 def test_init_offers_every_recipe_it_has_a_template_for() -> None:
     from distributed_something.cli.commands import init
     from distributed_something.usecases.scaffold import TEMPLATES

@@ -542,7 +542,7 @@ def run(
     ``force`` reruns every task, done ones included: submit skips none, and the run's state
     says `FORCE_RESOURCE`, so its workers do not check whether a task is done either.
     """
-    job = checked_job(project, job_path, load_data=False)[0]
+    job = checked_job(project, job_path, load_data=False, running=True)[0]
     if fleet_path is not None:
         load_fleet(fleet_path)  # validated before anything is created
     _require_workers(project)

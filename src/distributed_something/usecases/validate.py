@@ -174,7 +174,7 @@ def validate(project: Project, job_path: Path | None, fleet_path: Path | None) -
 
 
 def checked_job(
-    project: Project, job_path: Path, *, load_data: bool = True
+    project: Project, job_path: Path, *, load_data: bool = True, running: bool = False
 ) -> tuple[JobFile, list[str]]:
     """`check_job` and the preflight checks (`preflight.PlanChecks`: the program, names and
     arguments within the OS's limits, the inputs in local storage and, with ``load_data``,
@@ -182,7 +182,9 @@ def checked_job(
     make them before anything is created or sent. `ds submit` and `ds run` leave the CSV to
     `ds validate`: it is read whole (at a million groups it doubles a submit's time and
     memory). Returns the parsed job and the checks' notes; raises `PreflightFailed` with
-    every finding."""
+    every finding. With ``running`` (`ds run`: the tasks run next), tasks with inputs in a
+    local bucket folder that does not exist, and that no `local.prepare` makes, are bad
+    input (`InputError` naming the folder): every one of them would be dead."""
     bucket, where, why_not = _input_storage(project)
     made: list[PlanChecks] = []
 
@@ -201,6 +203,16 @@ def checked_job(
         raise PreflightFailed(found.findings)
     notes = list(found.notes)
     if why_not and plan_checks.any_inputs:
+        missing = _missing_bucket_folder(project)
+        if running and missing is not None:
+            raise InputError(
+                str(missing),
+                None,
+                "does not exist, so none of the tasks' inputs (recipe.inputs) is there: every "
+                "task would be dead",
+                "put the inputs into that folder (it is the local bucket), or make them with "
+                "local.prepare, then run again",
+            )
         notes.append(why_not)
     return job, notes
 
@@ -232,13 +244,13 @@ def _input_storage(
     def folder(name: str) -> Path:
         return bucket_folder(project, name)
 
-    missing = sorted({str(folder(n)) for n in _input_buckets(project) if not folder(n).is_dir()})
-    if missing:
+    missing = _missing_bucket_folder(project)
+    if missing is not None:
         return (
             None,
             None,
             (
-                f"inputs are not checked: the storage folder {missing[0]} does not exist yet "
+                f"inputs are not checked: the storage folder {missing} does not exist yet "
                 "(put the inputs there, or make them with local.prepare)"
             ),
         )
@@ -247,6 +259,16 @@ def _input_storage(
         return f"expected at {folder(name) / key}"
 
     return (lambda name: folder_storage(folder(name))), where, ""
+
+
+def _missing_bucket_folder(project: Project) -> Path | None:
+    """The first local bucket folder inputs may come from that does not exist, where no
+    `local.prepare` makes them at setup; None when there is none (or not a local backend)."""
+    bucket_folder = backend_kind(project.config.backend).bucket_folder
+    if bucket_folder is None or project.config.local.prepare:
+        return None
+    folders = sorted(bucket_folder(project, name) for name in _input_buckets(project))
+    return next((folder for folder in folders if not folder.is_dir()), None)
 
 
 def _input_buckets(project: Project) -> set[str]:
