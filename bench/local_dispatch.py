@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -97,15 +98,31 @@ def write_project(folder: Path, n: int, workers: int, argv: tuple[str, ...] = ("
     (folder / "job.json").write_text(json.dumps({"groups": [{"i": i} for i in range(n)]}))
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children reaped so far, theirs
+    included (each side's processes all wait for theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def time_ours(
-    scratch: Path, n: int, workers: int, round_: int | str, argv: tuple[str, ...] = ("true",)
+    scratch: Path,
+    n: int,
+    workers: int,
+    round_: int | str,
+    argv: tuple[str, ...] = ("true",),
+    cpu: list[float] | None = None,
 ) -> float:
+    """Seconds of one `ds run`; its CPU seconds (every process of it) appended to ``cpu``."""
     folder = scratch / f"ours-{round_}"
     write_project(folder, n, workers, argv)
     argv = [sys.executable, "-m", "distributed_something", "run", str(folder)]
+    before = children_cpu()
     started = time.perf_counter()
     done = subprocess.run([*argv, "--json"], capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(children_cpu() - before)
     if done.returncode != 0:
         raise SystemExit(f"ds run failed ({done.returncode}): {done.stderr[-2000:]}")
     counts = json.loads(done.stdout)["counts"]
@@ -113,12 +130,19 @@ def time_ours(
     return seconds
 
 
-def time_xargs(n: int, workers: int, argv: tuple[str, ...] = ("true",)) -> float:
+def time_xargs(
+    n: int, workers: int, argv: tuple[str, ...] = ("true",), cpu: list[float] | None = None
+) -> float:
+    """Seconds of xargs running ``argv`` ``n`` times; its CPU seconds appended to ``cpu``."""
     lines = "".join(f"{i}\n" for i in range(n))
     # -I{} with no {} in the command: one run of exactly ``argv`` per line.
+    before = children_cpu()
     started = time.perf_counter()
     subprocess.run(["xargs", "-P", str(workers), "-I{}", *argv], input=lines, text=True)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(children_cpu() - before)
+    return seconds
 
 
 PYTHON_FLOOR = """
@@ -317,9 +341,11 @@ def main() -> None:
         python_floor: list[float] = []
         records_floor: list[float] = []
         batched_floor: list[float] = []
+        ours_cpu: list[float] = []
+        xargs_cpu: list[float] = []
         for r in range(args.repeat):  # alternated, so all see the same load
-            ours.append(time_ours(scratch, args.tasks, args.workers, r))
-            floor.append(time_xargs(args.tasks, args.workers))
+            ours.append(time_ours(scratch, args.tasks, args.workers, r, cpu=ours_cpu))
+            floor.append(time_xargs(args.tasks, args.workers, cpu=xargs_cpu))
             python_floor.append(time_python_floor(args.tasks, args.workers, scratch))
             records_floor.append(time_records_floor(args.tasks, args.workers, scratch))
             batched_floor.append(
@@ -377,6 +403,14 @@ def main() -> None:
     python_ms = python_s * args.workers / args.tasks * 1000
     records_ms = records_s * args.workers / args.tasks * 1000
     print(f"fixed cost of `ds run` (the same project with 2 tasks): {fixed:.2f} s")
+    ours_cpu_ms = statistics.median(ours_cpu) / args.tasks * 1000
+    xargs_cpu_ms = statistics.median(xargs_cpu) / args.tasks * 1000
+    print(
+        f"CPU per task (every process, the tasks' own included; fixed cost included): ours "
+        f"{ours_cpu_ms:.2f} ms, xargs {xargs_cpu_ms:.2f} ms; {env_cpu} CPUs give "
+        f"{env_cpu} CPU-seconds a second, so where both sides keep the CPUs busy the time "
+        "ratio follows the CPU ratio"
+    )
     print(
         f"per task and worker slot: ours {per_task:.2f} ms (fixed cost taken out), "
         f"xargs {xargs_s * args.workers / args.tasks * 1000:.2f} ms, python floor "
