@@ -82,8 +82,9 @@ log = logging.getLogger(__name__)
 BOOKKEEPING = MONITOR_BOOK
 #: A teardown started less than this long ago is assumed to be still running (the Lambda
 #: time limit): an overlapping invocation leaves it alone. Judged against a `finished_at`
-#: another machine wrote: its clock is within 15 minutes of AWS's, or SigV4 would have
-#: refused its requests (RequestTimeTooSkewed; botocore does not correct the skew).
+#: another machine wrote, the lease is as much shorter or longer as that machine's clock is
+#: off AWS's: at most 15 minutes, or SigV4 would refuse its requests (RequestTimeTooSkewed;
+#: botocore does not correct the skew).
 TEARDOWN_LEASE_SECONDS = 15 * 60
 #: Set in the bookkeeping while the teardown is this monitor's own (it said the run finished):
 #: a run said finished by another command is that command's to tear down for as long.
