@@ -30,11 +30,11 @@ job_retries = 3              # tries before a task is dead-lettered
 _COMMAND = """
 [recipe]
 name = "command"
-# One task = this argv with {{{{fields}}}} from the job file (never run through a shell).
-# Built-ins: {{{{python}}}} {{{{input_dir}}}} {{{{output_dir}}}} {{{{work_dir}}}} {{{{task_id}}}}
-argv = ["{{{{python}}}}", "-c", "import sys; open(sys.argv[1] + '/hello.txt', 'w').write(sys.argv[2])", "{{{{output_dir}}}}", "hello {{{{name}}}}"]
-inputs = []                  # storage keys to download into {{{{input_dir}}}}, e.g. ["images/{{{{name}}}}.tif"]
-output_prefix = "results/{{{{name}}}}"
+# One task = this argv with {{fields}} from the job file (never run through a shell).
+# Built-ins: {{python}} {{input_dir}} {{output_dir}} {{work_dir}} {{task_id}}
+argv = ["{{python}}", "-c", "import sys; open(sys.argv[1] + '/hello.txt', 'w').write(sys.argv[2])", "{{output_dir}}", "hello {{name}}"]
+inputs = []                  # storage keys to download into {{input_dir}}, e.g. ["images/{{name}}.tif"]
+output_prefix = "results/{{name}}"
 """
 
 _CELLPROFILER = """
@@ -66,7 +66,7 @@ _FIJI = """
 # argument string (input='…', output='…' and the group's and shared_metadata's values).
 name = "fiji"
 script = "scripts/my_macro.ijm"   # its key in the workspace bucket (or tool.script_download_url)
-inputs = ["images/{{{{Position}}}}.tif"]  # keys each task downloads into its `input` folder
+inputs = ["images/{{Position}}.tif"]  # keys each task downloads into its `input` folder
 # engine = "imagej"          # default: "imagej" locally (ImageJ 1), "fiji" on AWS
 
 [storage]
@@ -147,8 +147,10 @@ _JOB_OMEZARR = """\
 
 
 def _toml(recipe_doc: str, body: str, visibility: int) -> str:
+    """A ds.toml template: `_HEAD`, ``body`` (whose {{fields}} `init_project`'s format turns
+    into {fields}) and `_TAIL`, with the recipe's page and its lease filled in."""
     head = _HEAD.format(recipe_doc=f", {recipe_doc}" if recipe_doc else "")
-    return head + body.format() + _TAIL.format(visibility=visibility)
+    return head + body + _TAIL.format(visibility=visibility)
 
 
 #: recipe → (ds.toml template, whose {app_name} `init_project` fills; job.json).
