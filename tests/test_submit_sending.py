@@ -122,7 +122,7 @@ def test_an_interrupted_sending_is_finished_by_resume_each_task_once(
     sent_first = 2 * CHUNK + (CHUNK if interrupt else 0)  # a batch sent is counted sent
     assert queue.task_ids() == list(to_send.ids())[:sent_first]
     assert sending.unsent(records) == len(to_send) - sent_first
-    [(part, progress)] = records.sendings()
+    [(part, progress, _)] = records.sendings()
     assert part == "p1" and progress["stopped"] and progress["sent"] == sent_first
 
     assert sending.resume(records, FlakyQueue(tmp_path / "q.sqlite")) == len(to_send) - sent_first
@@ -215,7 +215,7 @@ def test_a_progress_that_cannot_be_read_is_left_and_reported_by_nobody_as_sent(
     manifest(records, "p1", tasks)
     records.write_sending("p1", {"sent": "many", "stopped": True})
     assert sending.resume(records, queue) == 0
-    assert [part for part, _ in records.sendings()] == ["p1"]  # left for a person to see
+    assert [part for part, *_ in records.sendings()] == ["p1"]  # left for a person to see
 
 
 def test_a_second_submit_sends_what_the_first_left_and_nothing_twice(

@@ -1007,14 +1007,11 @@ class RunRecords:
     def _left_out_key(self, part: str) -> str:
         return f"{self.run_prefix}sending/{part}.left-out"
 
-    def sendings(self) -> list[tuple[str, dict[str, Any]]]:
-        """(part, progress) of every submit whose sending did not end, oldest first; a
-        progress that cannot be read is noted in `corrupt` and left out."""
-        return [(part, progress) for part, progress, _ in self.sendings_aged()]
-
-    def sendings_aged(self) -> list[tuple[str, dict[str, Any], float | None]]:
-        """`sendings`, each with its progress record's age by the storage's clock (S3's:
-        `Tagged.age`), or None where the storage does not say (one machine's records)."""
+    def sendings(self) -> list[tuple[str, dict[str, Any], float | None]]:
+        """(part, progress, age) of every submit whose sending did not end, oldest first: the
+        age of its progress record by the storage's clock (S3's: `Tagged.age`), or None where
+        the storage does not say (one machine's records). A progress that cannot be read is
+        noted in `corrupt` and left out."""
         start = f"{self.run_prefix}sending/"
         found = []
         for key in list_keys(self.storage, start):

@@ -115,7 +115,7 @@ def resume(
     and logged (the monitor's reconciliation still sends its tasks once the queue drains)."""
     sent = 0
     here = _sender()
-    for part, progress, age in records.sendings_aged():
+    for part, progress, age in records.sendings():
         if not abandoned(progress, here, _alive, time.time(), age):
             continue  # under way in another process
         progress = {**progress, "sender": here, "stopped": False}
@@ -140,16 +140,14 @@ def resume(
 def under_way(records: RunRecords) -> bool:
     """Whether a sending of this run is under way in another process (not `abandoned`)."""
     here = _sender()
-    return any(
-        not abandoned(p, here, _alive, time.time(), age) for _, p, age in records.sendings_aged()
-    )
+    return any(not abandoned(p, here, _alive, time.time(), age) for _, p, age in records.sendings())
 
 
 def unsent(records: RunRecords) -> int:
     """How many tasks interrupted sendings of this run left unsent (by their progress)."""
     left = 0
     here = _sender()
-    for _, progress, age in records.sendings_aged():
+    for _, progress, age in records.sendings():
         if not abandoned(progress, here, _alive, time.time(), age):
             continue
         with contextlib.suppress(KeyError, ValueError, TypeError):

@@ -36,6 +36,7 @@ from distributed_something.state import state_of_run
 from distributed_something.ui import console, info
 from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
+from distributed_something.usecases.scaffold import TEMPLATES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,7 +134,7 @@ def finish_report(project: Project, report: RunReport, as_json: bool) -> int:
 @click.option("--app-name", default=None, help="default: the folder's name")
 @click.option(
     "--recipe",
-    type=click.Choice(["command", "cellprofiler", "fiji", "omezarr"]),
+    type=click.Choice(list(TEMPLATES)),
     default="command",
     show_default=True,
     help="what each task runs; job.json is then in that family's format (DCP, DF, DOZC)",

@@ -203,8 +203,8 @@ def checked_job(
         raise PreflightFailed(found.findings)
     notes = list(found.notes)
     if why_not and plan_checks.any_inputs:
-        missing = _missing_bucket_folder(project)
-        if running and missing is not None:
+        missing = _missing_bucket_folder(project) if running else None
+        if missing is not None:
             raise InputError(
                 str(missing),
                 None,

@@ -767,7 +767,7 @@ class Worker:
         if any(a.outcome == "done" for a in attempts):
             return redelivered
         for key in attempts:
-            if key.outcome in ("running", "lost") and marker.written_by(key, marker.run_id):
+            if key.outcome in ("running", "lost") and marker.written_by(key, self.settings.run_id):
                 self.records.settle_completed(key, marker)
                 return True
         return False
