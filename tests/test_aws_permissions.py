@@ -460,14 +460,19 @@ def run_worker_on_instance(tmp_path: Path, instance_id: str, env: Mapping[str, s
             settings = WorkerSettings(
                 run_id=env["DS_RUN_ID"], scratch_root=tmp_path / "scratch", poll_interval=0.1
             )
-            worker = Worker(
-                config,
-                open_backend(project),
-                get_recipe(config.recipe.name, source="environment"),
-                SubprocessRunner(),
-                settings,
-                task_log=task_log_factory(config, settings_from(config.aws.region, None)),
-            )
+
+            def new_worker() -> Worker:
+                return Worker(
+                    config,
+                    open_backend(project),
+                    get_recipe(config.recipe.name, source="environment"),
+                    SubprocessRunner(),
+                    settings,
+                    task_log=task_log_factory(config, settings_from(config.aws.region, None)),
+                )
+
+            hand_back_at_last_receive(new_worker(), mp)
+            worker = new_worker()
             with on_instance(config, worker, settings.scratch_root):
                 summary = worker.run()
             assert summary.counts.get("done") == 2, summary
@@ -478,6 +483,33 @@ def run_worker_on_instance(tmp_path: Path, instance_id: str, env: Mapping[str, s
             assert shutdown.check()
         finally:
             mp.undo()
+
+
+def hand_back_at_last_receive(worker: Any, mp: pytest.MonkeyPatch) -> None:
+    """A worker stopped (SIGTERM) just as it received a task on the last receive the queue
+    allows hands it back as a fresh message (`Worker._resend`: SendMessage from the
+    instance), lest its next receive dead-letter a task that used no try. The other tasks'
+    receives are spent too, as a worker's releases would (each ran once, handed back)."""
+    from distributed_something.worker.loop import Outcome
+
+    queue = worker.backend.queue
+    for _ in range(queue.max_receive_count - 1):
+        got = queue.receive(10, 30)
+        assert len(got) == 3, got  # moto gives every visible message at once
+        for message in got:
+            queue.release(message, 0)
+    receive = queue.receive
+
+    def received_then_stopped(count: int, lease: float) -> Any:
+        got = receive(count, lease)
+        worker.stop()  # the signal arrives with the message
+        return got
+
+    mp.setattr(queue, "receive", received_then_stopped)
+    try:
+        assert worker.step() is Outcome.STOPPED
+    finally:
+        worker.close()
 
 
 def monitor_invocation(
@@ -644,6 +676,8 @@ def test_every_operation_of_a_legacy_named_run_is_allowed_and_every_grant_used(
     run = recorded_run
     worker_used, worker_denied = check_actor(run, "worker", run.instance)
     assert worker_denied == []
+    # A worker sends too: a task handed back on its last receive goes back fresh.
+    assert any(c.operation == "SendMessageBatch" for c in run.calls.of("worker"))
     assert sorted(grants(run.instance) - worker_used) == sorted(INSTANCE_GRANTS_NOT_EXERCISED)
 
     monitor_used, monitor_denied = check_actor(run, "monitor", run.monitor)
@@ -781,7 +815,12 @@ def test_roles_made_by_an_older_ds_are_warned_about_until_bootstrapped_again(aws
     monitor = monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted, **MONITOR_EXTRAS)
     old_instance = {
         **instance,
-        "Statement": [s for s in instance["Statement"] if s["Sid"] != "AlarmActionsRole"],
+        "Statement": [
+            # Before workers were granted SendMessage (their hand-back at the last receive).
+            {**s, "Action": [a for a in s["Action"] if a != "sqs:SendMessage"]}
+            for s in instance["Statement"]
+            if s["Sid"] != "AlarmActionsRole"
+        ],
     }
     old_monitor = {
         **monitor,
@@ -794,6 +833,7 @@ def test_roles_made_by_an_older_ds_are_warned_about_until_bootstrapped_again(aws
     assert warning is not None and "\n" not in warning
     assert "made by an older ds" in warning and "does not cover" not in warning
     assert "Plate-ecs-instance-role lacks AlarmActionsRole: iam:CreateServiceLinkedRole" in warning
+    assert "AppQueues: sqs:SendMessage" in warning
     assert "Plate-monitor-role lacks FamilyLogExports: s3:PutObject" in warning
     assert "run `ds aws bootstrap` again" in warning
 

@@ -214,14 +214,18 @@ def instance_policy(
         ),
         _statement(
             "AppQueues",
-            # Workers never send: tasks are submitted, redriven and re-sent by people and
-            # the monitor.
+            # Workers send a task again as a fresh message when they hand it back (or it
+            # failed with tries left) on the last receive the queue allows: received once
+            # more, it would be dead-lettered (worker/loop.py `_resend`; a dead worker's
+            # watchdog, worker/settle.py). The resource scope cannot tell the task queue
+            # from its dead-letter queue: both are the run's.
             [
                 "sqs:ChangeMessageVisibility",
                 "sqs:DeleteMessage",
                 "sqs:GetQueueAttributes",
                 "sqs:GetQueueUrl",
                 "sqs:ReceiveMessage",
+                "sqs:SendMessage",
             ],
             _queue_arns(p, region, account, app_prefix, queues),
         ),
