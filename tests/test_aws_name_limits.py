@@ -16,7 +16,7 @@ import tomli_w
 from aws_constraints import violations
 from distributed_something.backends.aws import name_limits
 from distributed_something.config.legacy import legacy_error
-from distributed_something.config.model import Config
+from distributed_something.config.model import LOG_GROUP_PATTERN, Config
 from distributed_something.errors import InputError
 from moto_projects import REGION, aws_client, aws_project, ds_ok
 
@@ -89,6 +89,39 @@ def test_a_long_log_group_name_is_refused_naming_its_own_field() -> None:
         name_limits.check_run_names(config("App", log_group_name="g" * 510), source="ds.toml")
     assert raised.value.field == "aws.log_group_name"
     assert "_perInstance" in raised.value.problem
+
+
+def test_the_log_group_pattern_is_the_api_references() -> None:
+    shape = _MODELS.get_service_model("logs").operation_model("CreateLogGroup").input_shape
+    assert f"^{shape.members['logGroupName'].metadata['pattern']}$" == LOG_GROUP_PATTERN
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "legacy"),
+    [
+        # CreateCluster: "Up to 255 letters (uppercase and lowercase), numbers, underscores,
+        # and hyphens are allowed" (botocore's model says nothing; moto takes any).
+        ("ecs_cluster", "my cluster", "ECS_CLUSTER"),
+        ("ecs_cluster", "c" * 256, "ECS_CLUSTER"),
+        ("log_group_name", "My Lab:logs", "LOG_GROUP_NAME"),
+    ],
+)
+def test_a_cluster_or_log_group_name_aws_refuses_is_refused_on_load(
+    tmp_path: Path, field: str, value: str, legacy: str
+) -> None:
+    """Before: passed `ds validate` and `ds setup`, and failed on AWS at start-cluster
+    after the queues, the cluster or the service existed (a traceback for the cluster: the
+    user data's own check)."""
+    path = tmp_path / "ds.toml"
+    path.write_text(tomli_w.dumps({"app_name": "App", "aws": {field: value}}))
+    result = ds_ok("validate", cwd=tmp_path, ok=(2,))
+    assert f"aws.{field}" in result.stderr and "Traceback" not in result.stderr
+    path.unlink()
+    (tmp_path / "config.py").write_text(f"APP_NAME = 'App'\n{legacy} = {value!r}\n")
+    result = ds_ok("validate", cwd=tmp_path, ok=(2,))
+    assert legacy in result.stderr and "Traceback" not in result.stderr
+    ok = {"ecs_cluster": "Lab_cluster-2", "log_group_name": "/ds/Lab_logs.2#a"}[field]
+    Config.model_validate({"app_name": "App", "aws": {field: ok}})
 
 
 def test_setup_refuses_a_name_aws_would_refuse_before_anything_exists(

@@ -12,6 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
+#: ECS CreateCluster's clusterName (botocore's model states no pattern; moto takes any)
+ECS_CLUSTER_PATTERN = r"^[A-Za-z0-9_-]{1,255}$"
+#: CloudWatch Logs CreateLogGroup's logGroupName (moto takes any); its length is checked with
+#: the names derived from it (backends/aws/name_limits.py)
+LOG_GROUP_PATTERN = r"^[\.\-_/#A-Za-z0-9]+$"
 
 
 class Section(BaseModel):
@@ -164,7 +169,11 @@ class AwsConfig(Section):
 
     region: str = Field(default="us-east-1", description='an AWS region, e.g. "us-east-1"')
     profile: str | None = Field(default=None, description="an AWS CLI profile name")
-    ecs_cluster: str = Field(default="default", description="an ECS cluster name")
+    ecs_cluster: str = Field(
+        default="default",
+        pattern=ECS_CLUSTER_PATTERN,
+        description="an ECS cluster name: letters, digits, - and _ (≤ 255)",
+    )
     machine_type: list[str] = Field(
         default_factory=lambda: ["m5.large"],
         min_length=1,
@@ -182,7 +191,11 @@ class AwsConfig(Section):
     # Unset: the fleet file's AssociatePublicIpAddress stands (docs/configuration.md).
     assign_ip: bool | None = Field(default=None, description="true or false")
     ssh_key_name: str = Field(default="", description="an EC2 key pair name, or empty")
-    log_group_name: str | None = Field(default=None, description="a CloudWatch log group name")
+    log_group_name: str | None = Field(
+        default=None,
+        pattern=LOG_GROUP_PATTERN,
+        description="a CloudWatch log group name: letters, digits and . - _ / #",
+    )
     auto_monitor: bool = Field(default=False, description="true or false")
     monitor_function: str | None = Field(
         default=None,

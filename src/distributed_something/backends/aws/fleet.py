@@ -26,7 +26,7 @@ from distributed_something.backends.aws.clients import unreadable_answers
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.tagging import create_tagged
-from distributed_something.config.model import Config
+from distributed_something.config.model import ECS_CLUSTER_PATTERN, Config
 from distributed_something.errors import BackendError, InputError
 from distributed_something.platforms import guess_architecture
 
@@ -43,7 +43,7 @@ DEAD_STATES = frozenset(
 )
 
 _AGENT_NAME = re.compile(r"^ECS_[A-Z0-9_]+$")
-_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_CLUSTER_NAME = re.compile(ECS_CLUSTER_PATTERN)
 # Error events that say "no capacity (yet)" rather than "this request cannot work".
 _CAPACITY_EVENT = re.compile(r"capacity", re.IGNORECASE)
 
