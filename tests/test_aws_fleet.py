@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws.clients import AwsSettings, client
@@ -589,3 +591,55 @@ def test_error_events_are_best_effort_even_when_the_answer_is_garbled() -> None:
         "iamFleetRoleInvalid: ",
         "error: no price",
     )
+
+
+#: 17 instance types: with a fleet file of 3 launch specifications, 51 in the request.
+MANY_TYPES = [
+    *(f"m5.{size}" for size in ("large", "xlarge", "2xlarge", "4xlarge")),
+    *(f"m5a.{size}" for size in ("large", "xlarge", "2xlarge")),
+    *(f"c5.{size}" for size in ("large", "xlarge", "2xlarge", "4xlarge")),
+    *(f"r5.{size}" for size in ("large", "xlarge", "2xlarge")),
+    "m6i.large",
+    "m6i.xlarge",
+    "c6i.large",
+]
+
+
+def test_more_launch_specifications_than_a_spot_fleet_takes_is_refused_before_it_starts(
+    aws: str, tmp_path: Path
+) -> None:
+    """A spot fleet takes at most 50 launch specifications (EC2's quota; moto takes more):
+    before, start-cluster requested 51 and AWS refused the request after the log groups
+    were made. A type listed twice makes one specification per file specification."""
+    from moto_projects import aws_project, ds_ok
+
+    folder = aws_project(
+        tmp_path / "p", app="Many", bucket="many-bucket", names=["a"], argv=["true"],
+        cluster={}, queue={},
+    )  # fmt: skip
+    config = tomllib.loads((folder / "ds.toml").read_text())
+    config["aws"]["machine_type"] = [*MANY_TYPES, "m5.large"]
+    (folder / "ds.toml").write_text(tomli_w.dumps(config))
+    fleet_path = folder / "files" / "fleet.json"
+    fleet = json.loads(fleet_path.read_text())
+    fleet["LaunchSpecifications"] *= 3
+    fleet_path.write_text(json.dumps(fleet))
+    ds_ok("setup", cwd=folder)
+
+    result = ds_ok("start-cluster", "files/fleet.json", cwd=folder, ok=(2,))
+
+    assert "aws.machine_type" in result.stderr and "Traceback" not in result.stderr
+    assert "51 launch specifications" in result.stderr and "at most 50" in result.stderr
+    assert client("ec2", SETTINGS).describe_spot_fleet_requests()["SpotFleetRequestConfigs"] == []
+    groups = client("logs", SETTINGS).describe_log_groups()["logGroups"]
+    assert [g["logGroupName"] for g in groups if "Many" in g["logGroupName"]] == []
+
+    # 50 are taken: the request has one per specification and distinct type.
+    config["aws"]["machine_type"] = [*MANY_TYPES[:16], "m5.large"]
+    (folder / "ds.toml").write_text(tomli_w.dumps(config))
+    fleet["LaunchSpecifications"] = fleet["LaunchSpecifications"][:1] * 3
+    request = spot.build_fleet_request(
+        fleet, Config.model_validate(config), AwsNames(Config.model_validate(config)),
+        user_data="", image_id=None,
+    )  # fmt: skip
+    assert len(request["LaunchSpecifications"]) == 48

@@ -179,9 +179,33 @@ def build_fleet_request(
             root_size=root_size or config.aws.ebs_vol_size,
         )
         for spec in fleet["LaunchSpecifications"]
-        for instance_type in config.aws.machine_type
+        for instance_type in dict.fromkeys(config.aws.machine_type)  # a type listed twice: once
     ]
     return request
+
+
+#: "The number of launch specifications per fleet: 50" (EC2's Spot Fleet quotas; botocore's
+#: model states no limit, and moto takes more).
+MAX_LAUNCH_SPECIFICATIONS = 50
+
+
+def check_launch_specifications(config: Config, fleet: dict[str, Any], *, source: str) -> None:
+    """Raise `InputError` (on ``aws.machine_type`` of the config at ``source``) when the
+    request `build_fleet_request` makes of ``fleet`` would have more launch specifications
+    than a spot fleet takes: one per specification of the file and instance type."""
+    specs = len(fleet["LaunchSpecifications"])
+    types = len(dict.fromkeys(config.aws.machine_type))
+    if specs * types <= MAX_LAUNCH_SPECIFICATIONS:
+        return
+    raise InputError(
+        source,
+        "aws.machine_type",
+        f"the spot fleet request would have {specs * types} launch specifications (the fleet "
+        f"file's {specs} for each of {types} instance types); a spot fleet takes at most "
+        f"{MAX_LAUNCH_SPECIFICATIONS}",
+        "list fewer instance types, or write fewer launch specifications in the fleet file "
+        '(one can name several subnets, comma-separated, in its "SubnetId")',
+    )
 
 
 def with_fleet_machines(config: Config, fleet: dict[str, Any]) -> Config:

@@ -252,6 +252,7 @@ class AwsProvisioner:
                 self.config = machines
                 self._machines = None
         config, names = self.config, self.names
+        spot.check_launch_specifications(config, fleet, source=str(self.project.config_path))
         if clear_workers_failing(state):
             save(state)  # the unattended monitor may start workers again
             info("the unattended monitor had stopped this run's workers (they kept failing)")
