@@ -24,7 +24,8 @@ from typing import Any
 @functools.cache
 def _pattern(text: str) -> re.Pattern[str] | None:
     try:
-        return re.compile(text, re.DOTALL)
+        # AWS's validators are Java's: \w and \d are ASCII there, unlike Python's.
+        return re.compile(text, re.DOTALL | re.ASCII)
     except re.error:
         return None
 
@@ -57,6 +58,15 @@ DOCUMENTED: dict[tuple[str, str, str], tuple[int, int]] = {
 #: PutLogEvents: a batch's size is the sum of its messages' UTF-8 bytes plus 26 each.
 LOG_BATCH_BYTES = 1_048_576
 
+#: SendMessage(Batch): a message's body and its attributes (each one's name, type and value)
+#: count against the queue's MaximumMessageSize, at most 1 MiB (MessageAttributeValue:
+#: "All parts of the message attribute, including Name, Type, and Value, are part of the
+#: message size restriction"); a batch's messages together too.
+SQS_MESSAGE_BYTES = 1_048_576
+#: The characters a message body may hold (SendMessage: "#x9 | #xA | #xD | #x20 to #xD7FF |
+#: #xE000 to #xFFFD | #x10000 to #x10FFFF"); any other is refused.
+SQS_BODY_CHARACTERS = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
+
 
 def violations(operation: Any, params: dict[str, Any]) -> list[str]:
     """What in ``params`` (an operation's input as passed to the client) AWS would refuse
@@ -75,11 +85,37 @@ def violations(operation: Any, params: dict[str, Any]) -> list[str]:
             size = len(value) if isinstance(value, (list, tuple, dict)) else value
             if isinstance(size, int) and not low <= size <= high:
                 found.append(f"{where}: {size}, from {low} to {high} (API reference)")
+    if service == "sqs" and operation.name in ("SendMessage", "SendMessageBatch"):
+        found += _sqs_message_problems(operation.name, params)
     if (service, operation.name) == ("logs", "PutLogEvents"):
         events = params.get("logEvents") or []
         size = sum(len(str(e.get("message", "")).encode()) + 26 for e in events)
         if size > LOG_BATCH_BYTES:
             found.append(f"PutLogEvents.logEvents: {size} bytes, at most {LOG_BATCH_BYTES}")
+    return found
+
+
+def _sqs_message_problems(name: str, params: dict[str, Any]) -> list[str]:
+    """`SQS_MESSAGE_BYTES` and `SQS_BODY_CHARACTERS` kept by each message of a send."""
+    entries = params.get("Entries") or [] if name == "SendMessageBatch" else [params]
+    found: list[str] = []
+    total = 0
+    for i, entry in enumerate(entries):
+        where = f"{name}.Entries[{i}]" if name == "SendMessageBatch" else name
+        body = str(entry.get("MessageBody", ""))
+        size = len(body.encode("utf-8", "surrogatepass"))
+        for key, value in (entry.get("MessageAttributes") or {}).items():
+            size += len(key.encode()) + len(str(value.get("DataType", "")).encode())
+            size += len(str(value.get("StringValue", "")).encode())
+            size += len(value.get("BinaryValue", b""))
+        total += size
+        if size > SQS_MESSAGE_BYTES:
+            found.append(f"{where}: {size} bytes with its attributes, at most {SQS_MESSAGE_BYTES}")
+        if SQS_BODY_CHARACTERS.fullmatch(body) is None:
+            bad = next(c for c in body if SQS_BODY_CHARACTERS.fullmatch(c) is None)
+            found.append(f"{where}.MessageBody: holds U+{ord(bad):04X}, which SQS refuses")
+    if name == "SendMessageBatch" and total > SQS_MESSAGE_BYTES:
+        found.append(f"{name}: {total} bytes in all, at most {SQS_MESSAGE_BYTES}")
     return found
 
 

@@ -196,3 +196,20 @@ def test_the_request_checker_finds_what_aws_refuses() -> None:
     events = [{"timestamp": 0, "message": "x" * 1024}] * 1000
     found = violations(logs, {"logGroupName": "g", "logStreamName": "s", "logEvents": events})
     assert found == ["PutLogEvents.logEvents: 1050000 bytes, at most 1048576"]
+    # A message's size counts its attributes; its body may hold only SQS's characters.
+    attribute = {"ds-task-id": {"DataType": "String", "StringValue": "i" * 20}}
+    entry = {"Id": "0", "MessageBody": "x" * (1_048_576 - 36), "MessageAttributes": attribute}
+    assert violations(send, {"QueueUrl": "u", "Entries": [entry]}) == []
+    entry["MessageBody"] += "x"
+    found = violations(send, {"QueueUrl": "u", "Entries": [entry]})
+    assert found == [
+        "SendMessageBatch.Entries[0]: 1048577 bytes with its attributes, at most 1048576",
+        "SendMessageBatch: 1048577 bytes in all, at most 1048576",
+    ]
+    one = _MODELS.get_service_model("sqs").operation_model("SendMessage")
+    assert violations(one, {"QueueUrl": "u", "MessageBody": "é\t\n€😀\ufffd"}) == []
+    found = violations(one, {"QueueUrl": "u", "MessageBody": "a\uffffb"})
+    assert found == ["SendMessage.MessageBody: holds U+FFFF, which SQS refuses"]
+    # AWS's patterns are Java's: \w is ASCII (an IAM role name of "é" is refused).
+    found = violations(iam, {"RoleName": "rôle", "AssumeRolePolicyDocument": "{}"})
+    assert len(found) == 1 and "does not match" in found[0]

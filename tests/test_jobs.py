@@ -453,6 +453,28 @@ def test_oversize_counts_utf8_bytes() -> None:
     assert error_of(data).field == "groups[0]"
 
 
+@pytest.mark.parametrize(
+    ("data", "suffix", "field"),
+    [
+        ({"groups": [{"a": "ok"}, {"a": "b\uffff"}]}, ".json", "groups[1]"),
+        ({"groups": [{"a\ufffe": "b"}]}, ".json", "groups[0]"),
+        ({"note": "x\ufffe", "groups": [{"a": "b"}]}, ".json", "note"),
+        ("a\nok\nb\uffff\n", ".csv", "rows[1]"),
+    ],
+)
+def test_noncharacters_sqs_refuses_are_refused_naming_where(
+    data: Any, suffix: str, field: str
+) -> None:
+    """U+FFFE and U+FFFF, which JSON text without ASCII escapes keeps as they are and SQS
+    refuses in a message body (moto took them)."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    error = error_of(None, text=text, suffix=suffix)
+    assert error.field == field
+    assert "U+FFFE or U+FFFF" in error.problem and "U+FFFD" in error.fix
+    fixed = text.replace("\uffff", "\ufffd").replace("\ufffe", "\ufffd")
+    assert parse_job_text(fixed, source="j", suffix=suffix).tasks
+
+
 def test_load_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
     with pytest.raises(InputError) as caught:

@@ -12,8 +12,14 @@ from typing import Any, Literal, overload
 
 JobFormat = Literal["ds", "dcp", "df", "dozc", "csv"]
 
-#: SQS's message size limit; bodies above it are rejected at validation.
-MAX_MESSAGE_BYTES = 1024 * 1024
+#: SQS's message size limit (a queue's largest MaximumMessageSize), which counts the body
+#: and its message attributes together.
+SQS_MESSAGE_BYTES = 1024 * 1024
+#: Room for the one attribute each task message carries on SQS (its name, its type and its
+#: value count: "ds-task-id", "String" and the task id).
+MESSAGE_ATTRIBUTE_BYTES = 64
+#: The largest task message body; bodies above it are rejected at validation.
+MAX_MESSAGE_BYTES = SQS_MESSAGE_BYTES - MESSAGE_ATTRIBUTE_BYTES
 
 
 # Parses a group's canonical JSON: the scanner itself, without json.loads's checks per call.

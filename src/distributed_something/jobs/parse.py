@@ -79,6 +79,20 @@ _SIZE_FIX = (
     "move large values (lists of files, embedded tables) to a file in storage and put its key "
     "in the job file instead"
 )
+# JSON text written with ensure_ascii off escapes control characters but not U+FFFE and
+# U+FFFF, the only others SQS refuses in a message body (it takes #x9, #xA, #xD,
+# #x20-#xD7FF, #xE000-#xFFFD and #x10000-#x10FFFF; surrogates are refused apart).
+_NONCHARACTER_U = "\ufffe".encode()
+_NONCHARACTER_V = "\uffff".encode()
+_NONCHARACTER_PROBLEM = (
+    "holds U+FFFE or U+FFFF, which are not text (Unicode noncharacters; a queue message "
+    "cannot carry them)"
+)
+_NONCHARACTER_FIX = "remove them, or put U+FFFD (the replacement character) in their place"
+
+
+def _nonchar(data: bytes) -> bool:
+    return _NONCHARACTER_U in data or _NONCHARACTER_V in data
 
 
 def load_job_file(path: Path) -> JobFile:
@@ -452,7 +466,7 @@ def _check_shared_size(shared: dict[str, Any], source: str) -> None:
     each task's id and size come from its whole body, so a huge shared value would otherwise
     be serialised once per group (minutes for a large file) before the first size check."""
     try:
-        size = len(canonical_json(shared).encode())
+        data = canonical_json(shared).encode()
     except UnicodeEncodeError:
         _fail(
             source,
@@ -461,6 +475,10 @@ def _check_shared_size(shared: dict[str, Any], source: str) -> None:
             "text (a queue message must be UTF-8)",
             "write the whole character (or its pair of escapes), or remove it",
         )
+    if _nonchar(data):
+        key = next(k for k in shared if _nonchar(canonical_json({k: shared[k]}).encode()))
+        _fail(source, key, _NONCHARACTER_PROBLEM, _NONCHARACTER_FIX)
+    size = len(data)
     if size <= MAX_MESSAGE_BYTES:
         return
     largest = max(shared, key=lambda key: len(canonical_json(shared[key]).encode()))
@@ -822,6 +840,8 @@ def _compact(
                 f"{MAX_MESSAGE_BYTES:,} bytes",
                 _SIZE_FIX,
             )
+        if _nonchar(data):
+            _fail(source, f"{list_key}[{index}]", _NONCHARACTER_PROBLEM, _NONCHARACTER_FIX)
         task_id = sha256(data).hexdigest()[:ID_CHARS]
         short = int(task_id[:16], 16)
         if short in seen:

@@ -26,7 +26,7 @@ from distributed_something.backends.aws.tagging import create_tagged
 from distributed_something.backends.aws.taskenv import without_credentials
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
-from distributed_something.jobs.model import MAX_MESSAGE_BYTES
+from distributed_something.jobs.model import SQS_MESSAGE_BYTES
 from distributed_something.ui import info
 
 #: 14 days, the longest SQS keeps a message: a long run must not lose waiting tasks, and the
@@ -90,14 +90,15 @@ def ensure_queues(
     dead-letter queue keeps messages 14 days; the job queue too, with visibility
     ``config.queue.visibility`` and a redrive policy sending a task to the dead-letter queue
     after ``config.queue.job_retries`` receives. Both take messages up to SQS's largest
-    (`MAX_MESSAGE_BYTES`, what validation allows): a queue created before SQS raised its
-    default keeps 256 KiB unless told. Existing queues get these attributes set again
-    (SetQueueAttributes), and both carry the app tag. A name SQS still holds for a queue
-    deleted less than a minute ago (QueueDeletedRecently) is waited for (``sleep``), once.
+    (`SQS_MESSAGE_BYTES`; validation allows bodies that fit it with their attribute): a
+    queue created before SQS raised its default keeps 256 KiB unless told. Existing queues
+    get these attributes set again (SetQueueAttributes), and both carry the app tag. A name
+    SQS still holds for a queue deleted less than a minute ago (QueueDeletedRecently) is
+    waited for (``sleep``), once.
     Raises `BackendError`.
     """
     tags = {names.tag["Key"]: names.tag["Value"]}
-    largest = {"MaximumMessageSize": str(MAX_MESSAGE_BYTES)}
+    largest = {"MaximumMessageSize": str(SQS_MESSAGE_BYTES)}
     dlq_url = _ensure_queue(
         sqs,
         names.dead_letter_queue,
