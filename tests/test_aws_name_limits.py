@@ -163,6 +163,22 @@ def test_bootstrap_with_a_long_app_name_creates_nothing(aws: str, ds: Any, tmp_p
     assert [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("B")] == []
 
 
+@pytest.mark.parametrize("prefix", ["Labé", "Lab²", "Lab one"])
+def test_bootstrap_with_a_prefix_iam_refuses_creates_nothing(
+    aws: str, ds: Any, tmp_path: Path, prefix: str
+) -> None:
+    """IAM's names take ASCII letters only (moto takes any): "Labé" passed `str.isalnum`
+    and reached CreateRole."""
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "ds.toml").write_text(
+        tomli_w.dumps({"app_name": "Lab", "backend": "aws", "aws": {"region": REGION}})
+    )
+    result = ds_ok("aws", "bootstrap", "--prefix", prefix, cwd=folder, ok=(2,))
+    assert "--prefix" in result.stderr and "letters, digits, - and _" in result.stderr
+    assert aws_client("iam").list_roles()["Roles"] == []
+
+
 def test_the_request_checker_finds_what_aws_refuses() -> None:
     iam = _MODELS.get_service_model("iam").operation_model("CreateRole")
     assert violations(iam, {"RoleName": "r", "AssumeRolePolicyDocument": "{}"}) == []

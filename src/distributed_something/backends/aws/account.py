@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from distributed_something.backends.aws.bootstrap import bootstrap, destroy
 from distributed_something.backends.aws.clients import AwsClients, settings_from
 from distributed_something.backends.aws.name_limits import check_bootstrap_prefix
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.errors import InputError
 from distributed_something.project import Project
+
+_PREFIX = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _clients(project: Project) -> AwsClients:
@@ -17,7 +21,8 @@ def _clients(project: Project) -> AwsClients:
 
 def _prefix(project: Project, prefix: str | None) -> str:
     chosen = prefix if prefix is not None else project.config.app_name
-    if not chosen or not chosen.replace("-", "").replace("_", "").isalnum():
+    # ASCII only: IAM's names take no other letters ("é" passes str.isalnum).
+    if not chosen or not _PREFIX.fullmatch(chosen):
         raise InputError(
             "argument",
             "--prefix",
