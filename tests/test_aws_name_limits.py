@@ -149,6 +149,33 @@ def test_setup_refuses_a_name_aws_would_refuse_before_anything_exists(
     assert aws_client("ecs").list_task_definitions()["taskDefinitionArns"] == []
 
 
+def test_a_task_definition_ecs_would_refuse_is_refused_before_anything_exists(
+    aws: str, ds: Any, tmp_path: Path
+) -> None:
+    """ECS takes a task definition of at most 64 KiB (moto takes any), and each `env`
+    entry is in it twice (a variable, and in DS_CONFIG): 32 KB of env passed validation and
+    setup created the queues and the cluster before RegisterTaskDefinition was refused."""
+    folder = aws_project(
+        tmp_path / "p", app="Big", bucket="big-bucket", names=["a"], argv=["true"],
+        cluster={}, queue={}, env={f"VALUE_{i}": "v" * 1000 for i in range(32)},
+    )  # fmt: skip
+    for command in (["validate", "--job", "files/job.json"], ["setup"]):
+        result = ds_ok(*command, cwd=folder, ok=(2,))
+        assert "env" in result.stderr and "at most 65,536" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert aws_client("sqs").list_queues().get("QueueUrls", []) == []
+    assert aws_client("ecs").list_clusters()["clusterArns"] == []
+
+    config = tomllib.loads((folder / "ds.toml").read_text())
+    config["env"] = {f"VALUE_{i}": "v" * 1000 for i in range(28)}  # 28 KB: it fits
+    (folder / "ds.toml").write_text(tomli_w.dumps(config))
+    ds_ok("setup", cwd=folder)
+    (arn,) = aws_client("ecs").list_task_definitions()["taskDefinitionArns"]
+    described = aws_client("ecs").describe_task_definition(taskDefinition=arn)
+    size = len(json.dumps(described["taskDefinition"]["containerDefinitions"]))
+    assert 56_000 < size < 65_536
+
+
 def test_bootstrap_with_a_long_app_name_creates_nothing(aws: str, ds: Any, tmp_path: Path) -> None:
     folder = tmp_path / "b"
     folder.mkdir()

@@ -21,13 +21,17 @@ def _open(project: Project) -> Backend:
 def _validate_notes(project: Project) -> list[str]:
     """`ds validate` on AWS: the run image, the family worker, the bucket policy coverage and
     the root volume (a legacy config is adjusted instead)."""
+    from distributed_something.backends.aws.clients import settings_from
     from distributed_something.backends.aws.fleet import check_root_volume
     from distributed_something.backends.aws.image_check import check_run_image, family_worker_note
     from distributed_something.backends.aws.name_limits import check_run_names
     from distributed_something.backends.aws.policy_check import coverage_warning
+    from distributed_something.backends.aws.setup import check_task_definition_fits
 
     notes: list[str] = []
     check_run_names(project.config, source=str(project.config_path))
+    settings = settings_from(project.config.aws.region, project.config.aws.profile)
+    check_task_definition_fits(project.config, settings, source=str(project.config_path))
     check_run_image(project.config)  # `ds worker` on an image known to lack `ds`: refused
     family_note = family_worker_note(project.config)
     if family_note is not None:

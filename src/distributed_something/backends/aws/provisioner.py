@@ -108,6 +108,7 @@ class AwsProvisioner:
         config = self.config
         source = str(self.project.config_path)
         check_run_names(config, source=source)
+        create.check_task_definition_fits(config, self.settings, source=source)
         # A worker larger than every machine is refused here; start-cluster warns of the rest.
         # A config.py without MACHINE_TYPE takes its machines from the fleet file, which
         # start-cluster reads: the fit is checked there (the family images are amd64).

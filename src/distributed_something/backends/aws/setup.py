@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from distributed_something.backends.aws.clients import AwsSettings
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.idle import (
     CONTAINER_DIR,
@@ -23,7 +24,11 @@ from distributed_something.backends.aws.idle import (
 from distributed_something.backends.aws.image_check import check_run_image, check_worker_image
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.tagging import create_tagged
-from distributed_something.backends.aws.taskenv import without_credentials
+from distributed_something.backends.aws.taskenv import (
+    task_environment,
+    task_role_arn,
+    without_credentials,
+)
 from distributed_something.config.model import Config
 from distributed_something.errors import BackendError, InputError
 from distributed_something.jobs.model import SQS_MESSAGE_BYTES
@@ -287,6 +292,69 @@ def register_task_definition(
     check_setup_inputs(config)
     if not keep_entrypoint:
         check_worker_image(config.image)
+    request = task_definition_request(
+        names, config, env, task_role_arn=task_role_arn, keep_entrypoint=keep_entrypoint
+    )
+    latest = _latest_task_definition(ecs, names.task_family)
+    if latest is not None and _same_task(latest, request, task_role_arn):
+        return str(latest["taskDefinitionArn"])
+    untagged = {k: v for k, v in request.items() if k != "tags"}
+    with aws_call(f"register task definition {names.task_family}"):
+        response = create_tagged(
+            lambda tagged: ecs.register_task_definition(**(request if tagged else untagged)),
+            permission=ECS_TAGGING,
+            what="ECS resources",
+        )
+    return str(response["taskDefinition"]["taskDefinitionArn"])
+
+
+#: RegisterTaskDefinition refuses a task definition over 64 KiB ("Actual length: '66420'.
+#: Max allowed length is '65536' bytes"); moto takes any.
+MAX_TASK_DEFINITION_BYTES = 65_536
+
+
+def check_task_definition_size(request: dict[str, Any], *, source: str) -> None:
+    """Raise `InputError` (on ``env`` of the config at ``source``) when the task definition
+    `task_definition_request` made is larger than ECS takes (its JSON, measured whole)."""
+    size = len(json.dumps(request, separators=(",", ":")).encode())
+    if size <= MAX_TASK_DEFINITION_BYTES:
+        return
+    raise InputError(
+        source,
+        "env",
+        f"the task definition would be {size:,} bytes; ECS takes at most "
+        f"{MAX_TASK_DEFINITION_BYTES:,} (each env entry is in it twice: as a variable, and in "
+        "DS_CONFIG with the whole config)",
+        "move large values out of env (into a file in storage that the command reads, say)",
+    )
+
+
+def check_task_definition_fits(config: Config, settings: AwsSettings, *, source: str) -> None:
+    """`check_task_definition_size` of the task definition setup will register for
+    ``config``, with a queue URL and run id of their real lengths (neither exists yet)."""
+    names = AwsNames(config)
+    queue_url = f"https://sqs.{settings.region}.amazonaws.com/{'0' * 12}/{names.queue}"
+    run_id = "20000101-000000-000000"  # a run id's length (state.new_state)
+    env = task_environment(config, queue_url=queue_url, run_id=run_id, quiet=True)
+    request = task_definition_request(
+        names,
+        config,
+        env,
+        task_role_arn=task_role_arn(config, settings),
+        keep_entrypoint=config.recipe.name is None,
+    )
+    check_task_definition_size(request, source=source)
+
+
+def task_definition_request(
+    names: AwsNames,
+    config: Config,
+    env: dict[str, str],
+    *,
+    task_role_arn: str | None,
+    keep_entrypoint: bool,
+) -> dict[str, Any]:
+    """The RegisterTaskDefinition request `register_task_definition` makes (see there)."""
     environment = without_credentials(env, where="task environment")
     volumes: list[dict[str, Any]] = []
     if not keep_entrypoint:
@@ -324,17 +392,7 @@ def register_task_definition(
         request["volumes"] = volumes
     if task_role_arn:
         request["taskRoleArn"] = task_role_arn
-    latest = _latest_task_definition(ecs, names.task_family)
-    if latest is not None and _same_task(latest, request, task_role_arn):
-        return str(latest["taskDefinitionArn"])
-    untagged = {k: v for k, v in request.items() if k != "tags"}
-    with aws_call(f"register task definition {names.task_family}"):
-        response = create_tagged(
-            lambda tagged: ecs.register_task_definition(**(request if tagged else untagged)),
-            permission=ECS_TAGGING,
-            what="ECS resources",
-        )
-    return str(response["taskDefinition"]["taskDefinitionArn"])
+    return request
 
 
 def _latest_task_definition(ecs: Any, family: str) -> dict[str, Any] | None:

@@ -33,7 +33,9 @@ _SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN", re.IGNORECASE)
 _PROFILE_NAMES = frozenset({"AWS_PROFILE", "AWS_DEFAULT_PROFILE"})
 
 
-def task_environment(config: Config, *, queue_url: str, run_id: str) -> dict[str, str]:
+def task_environment(
+    config: Config, *, queue_url: str, run_id: str, quiet: bool = False
+) -> dict[str, str]:
     """The container environment of a run's task definition.
 
     Contains the run settings under the variable names the family's worker images read
@@ -50,9 +52,10 @@ def task_environment(config: Config, *, queue_url: str, run_id: str) -> dict[str
     and from ``DS_CONFIG`` — and a warning names it (never its value). Any other field of the
     config holding a credential (``tool.script_download_url`` set to a presigned URL, say)
     raises `InputError` naming the field and the fix, before anything is returned.
+    ``quiet`` leaves the warnings out (a check before setup says them once, later).
     """
     check_config_credentials(config)
-    extra = without_credentials(config.env, where="env")
+    extra = without_credentials(config.env, where="env", quiet=quiet)
     settings = _run_settings(config, queue_url=queue_url)
     data: dict[str, Any] = config.model_dump(mode="json")
     data["aws"].pop("profile", None)
@@ -72,7 +75,7 @@ def task_environment(config: Config, *, queue_url: str, run_id: str) -> dict[str
             )
     environment = dict(extra)
     for name, value in settings.items():
-        if name in extra and extra[name] != value:
+        if name in extra and extra[name] != value and not quiet:
             ui.info(
                 f"[yellow]warning:[/] env.{name} is a run setting; the task definition "
                 "gets the run's value instead"
@@ -81,7 +84,9 @@ def task_environment(config: Config, *, queue_url: str, run_id: str) -> dict[str
     return environment
 
 
-def without_credentials(env: Mapping[str, str], *, where: str = "environment") -> dict[str, str]:
+def without_credentials(
+    env: Mapping[str, str], *, where: str = "environment", quiet: bool = False
+) -> dict[str, str]:
     """``env`` without any entry that is or looks like a credential (see `task_environment`).
 
     Each dropped entry is named in a warning on stderr; values are never printed.
@@ -91,6 +96,8 @@ def without_credentials(env: Mapping[str, str], *, where: str = "environment") -
         reason = _credential_reason(name, value)
         if reason is None:
             kept[name] = value
+            continue
+        if quiet:
             continue
         ui.info(
             f"[yellow]warning:[/] {where}.{name} {reason}: it is not written into the task "
