@@ -58,6 +58,9 @@ DOCUMENTED: dict[tuple[str, str, str], tuple[int, int]] = {
 #: PutLogEvents: a batch's size is the sum of its messages' UTF-8 bytes plus 26 each.
 LOG_BATCH_BYTES = 1_048_576
 
+#: IAM's limit on a role's inline policies together (characters, whitespace not counted).
+ROLE_POLICY_CHARACTERS = 10_240
+
 #: SendMessage(Batch): a message's body and its attributes (each one's name, type and value)
 #: count against the queue's MaximumMessageSize, at most 1 MiB (MessageAttributeValue:
 #: "All parts of the message attribute, including Name, Type, and Value, are part of the
@@ -87,6 +90,13 @@ def violations(operation: Any, params: dict[str, Any]) -> list[str]:
                 found.append(f"{where}: {size}, from {low} to {high} (API reference)")
     if service == "sqs" and operation.name in ("SendMessage", "SendMessageBatch"):
         found += _sqs_message_problems(operation.name, params)
+    if (service, operation.name) == ("iam", "PutRolePolicy"):
+        # "Role policy size cannot exceed 10,240 characters" (whitespace not counted; one
+        # inline policy per role is all ds writes).
+        text = str(params.get("PolicyDocument", ""))
+        size = len("".join(text.split()))
+        if size > ROLE_POLICY_CHARACTERS:
+            found.append(f"PutRolePolicy.PolicyDocument: {size} characters, at most 10240")
     if (service, operation.name) == ("logs", "PutLogEvents"):
         events = params.get("logEvents") or []
         size = sum(len(str(e.get("message", "")).encode()) + 26 for e in events)

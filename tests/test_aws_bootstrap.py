@@ -287,6 +287,46 @@ def test_bootstrap_grants_a_configs_own_names_and_keeps_earlier_ones(
     )
 
 
+def test_a_policy_over_iams_size_is_refused_before_anything_changes(clients: AwsClients) -> None:
+    """IAM takes a role's inline policies up to 10,240 characters (moto takes more), and a
+    prefix's policies keep every bucket granted under it: the bootstrap that would pass the
+    limit is refused with the fix, and changes nothing (a fresh prefix: creates nothing)."""
+    names = BootstrapNames("lab")
+    many = [f"lab-bucket-{i:03d}" for i in range(80)]
+    with pytest.raises(InputError) as refused:
+        bootstrap(clients, "lab", buckets=many)
+    assert refused.value.field == "--prefix" and "at most 10,240" in refused.value.problem
+    assert "--prefix NAME" in refused.value.fix
+    assert not role_exists(clients, names.instance_role)
+    assert not role_exists(clients, names.monitor_role)
+    assert clients.sns.list_topics()["Topics"] == []
+
+    fits = next(
+        n
+        for n in range(80, 0, -1)
+        if all(
+            len(json.dumps(d, separators=(",", ":"))) <= boot.MAX_ROLE_POLICY_CHARACTERS
+            for d in (
+                instance_policy(ACCOUNT, "us-east-1", "lab", many[:n]),
+                monitor_policy(
+                    ACCOUNT, "us-east-1", "lab", many[:n],
+                    topic_arn=f"arn:aws:sns:us-east-1:{ACCOUNT}:{names.topic}",
+                    function_name=names.function,
+                ),
+            )
+        )
+    )  # fmt: skip
+    assert 20 < fits < 80
+    bootstrap(clients, "lab", buckets=many[:fits])
+    with pytest.raises(InputError):
+        bootstrap(clients, "lab", buckets=[many[fits]])  # one more app's bucket
+    for role in (names.instance_role, names.monitor_role):
+        answer = clients.iam.get_role_policy(RoleName=role, PolicyName=names.inline_policy)
+        assert boot.policy_buckets(boot.decode_policy(answer["PolicyDocument"])) == sorted(
+            many[:fits]
+        )
+
+
 # --- the function's code ------------------------------------------------------------------
 def test_function_zip_is_reproducible_and_self_contained(tmp_path: Path) -> None:
     code = function_zip()

@@ -256,3 +256,11 @@ def test_the_request_checker_finds_what_aws_refuses() -> None:
     # AWS's patterns are Java's: \w is ASCII (an IAM role name of "é" is refused).
     found = violations(iam, {"RoleName": "rôle", "AssumeRolePolicyDocument": "{}"})
     assert len(found) == 1 and "does not match" in found[0]
+    # A role's inline policy: 10,240 characters, whitespace not counted.
+    put = _MODELS.get_service_model("iam").operation_model("PutRolePolicy")
+    role = {"RoleName": "r", "PolicyName": "p"}
+    document = json.dumps({"Statement": [{"Resource": "r" * 10_200}]}, indent=4)
+    assert len(document) > 10_240 and violations(put, {**role, "PolicyDocument": document}) == []
+    document = json.dumps({"Statement": [{"Resource": "r" * 10_220}]}, indent=4)
+    found = violations(put, {**role, "PolicyDocument": document})
+    assert found == ["PutRolePolicy.PolicyDocument: 10251 characters, at most 10240"]

@@ -477,7 +477,6 @@ def bootstrap(
     p = partition(region)
     with aws_call("create the account resources for ds"):
         account = str(clients.sts.get_caller_identity()["Account"])
-        topic_arn = str(clients.sns.create_topic(Name=names.topic)["TopicArn"])
         # PutRolePolicy replaces the whole document: keep every name granted before.
         before = [
             _current_policy(clients.iam, role, names.inline_policy)
@@ -485,22 +484,38 @@ def bootstrap(
         ]
         instance_granted = _merged(before[0], buckets, queues, log_groups)
         monitor_granted = _merged(before[1], buckets, queues, log_groups)
+        instance_document = instance_policy(
+            account,
+            region,
+            app_prefix,
+            instance_granted.buckets,
+            queues=instance_granted.queues,
+            log_groups=instance_granted.log_groups,
+        )
+
+        def monitor_document(topic_arn: str) -> dict[str, Any]:
+            return monitor_policy(
+                account,
+                region,
+                app_prefix,
+                monitor_granted.buckets,
+                topic_arn=topic_arn,
+                function_name=names.function,
+                queues=monitor_granted.queues,
+                log_groups=monitor_granted.log_groups,
+            )
+
+        # Before anything is created: CreateTopic's ARN is this one.
+        topic_arn = f"arn:{p}:sns:{region}:{account}:{names.topic}"
+        check_policy_size(names.instance_role, instance_document, app_prefix)
+        check_policy_size(names.monitor_role, monitor_document(topic_arn), app_prefix)
+        topic_arn = str(clients.sns.create_topic(Name=names.topic)["TopicArn"])
         instance_role = _ensure_role(
             clients.iam,
             names.instance_role,
             principals.EC2,
             [f"arn:{p}:iam::aws:policy/{INSTANCE_MANAGED_POLICY}"],
-            (
-                names.inline_policy,
-                instance_policy(
-                    account,
-                    region,
-                    app_prefix,
-                    instance_granted.buckets,
-                    queues=instance_granted.queues,
-                    log_groups=instance_granted.log_groups,
-                ),
-            ),
+            (names.inline_policy, instance_document),
         )
         profile_arn = _ensure_profile(clients.iam, names.instance_profile, names.instance_role)
         fleet_role = _ensure_role(
@@ -510,22 +525,12 @@ def bootstrap(
             [f"arn:{p}:iam::aws:policy/{SPOT_FLEET_MANAGED_POLICY}"],
             None,
         )
-        document = monitor_policy(
-            account,
-            region,
-            app_prefix,
-            monitor_granted.buckets,
-            topic_arn=topic_arn,
-            function_name=names.function,
-            queues=monitor_granted.queues,
-            log_groups=monitor_granted.log_groups,
-        )
         monitor_role = _ensure_role(
             clients.iam,
             names.monitor_role,
             principals.LAMBDA,
             [f"arn:{p}:iam::aws:policy/{LAMBDA_MANAGED_POLICY}"],
-            (names.inline_policy, document),
+            (names.inline_policy, monitor_document(topic_arn)),
         )
         function_arn = _ensure_function(
             clients.lambda_,
@@ -634,6 +639,30 @@ class Granted:
     buckets: list[str]
     queues: list[str]
     log_groups: list[str]
+
+
+#: IAM: "Role policy size cannot exceed 10,240 characters" (a role's inline policies
+#: together, whitespace not counted); moto takes more.
+MAX_ROLE_POLICY_CHARACTERS = 10_240
+
+
+def check_policy_size(role: str, document: dict[str, Any], app_prefix: str) -> None:
+    """Raise `InputError` when ``document``, the inline policy of ``role``, is longer than
+    IAM takes: it names every bucket, queue and log group granted by earlier bootstraps
+    under ``app_prefix`` (some 40 buckets, or 15 apps with names of their own, fill it)."""
+    size = len(json.dumps(document, separators=(",", ":")))
+    if size <= MAX_ROLE_POLICY_CHARACTERS:
+        return
+    raise InputError(
+        "argument",
+        "--prefix",
+        f"the inline policy of {role} would have {size:,} characters (it keeps every bucket, "
+        f"queue and log group granted under the prefix {app_prefix!r}); IAM takes at most "
+        f"{MAX_ROLE_POLICY_CHARACTERS:,}",
+        "bootstrap this project under a prefix of its own (`ds aws bootstrap --prefix NAME`, "
+        'and aws.monitor_function = "NAME-monitor" in ds.toml), or name its queues and log '
+        "groups with the prefix (they then need no grant of their own)",
+    )
 
 
 def _merged(
