@@ -383,3 +383,56 @@ def test_a_task_waiting_for_a_retry_when_the_run_is_cleaned_up_counts_unfinished
     tsv = (proj / ".ds" / "T" / "report.tsv").read_text().splitlines()
     assert tsv[1].split("\t")[tsv[0].split("\t").index("outcome")] == "pending"
     assert executions(tmp_path)["flaky"] == ran  # nothing ran after the cleanup
+
+
+# "dd" fails at its first execution; the others wait for a release file, then succeed. One
+# line per start ("<name>") and per end ("<name>:end") in the oracle.
+HELD_SCRIPT = """
+import os, sys, time
+name, oracle, release, out = sys.argv[1:5]
+ran = open(oracle).read().split().count(name) if os.path.exists(oracle) else 0
+open(oracle, "a").write(name + "\\n")
+if name == "dd" and ran == 0:
+    sys.exit(3)
+while name != "dd" and not os.path.exists(release):
+    time.sleep(0.05)
+open(os.path.join(out, "r.txt"), "w").write(name)
+open(oracle, "a").write(name + ":end\\n")
+"""
+
+
+def test_a_run_continuing_a_stopped_one_runs_the_tasks_it_left_unfinished(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """`ds cleanup` stops a run with "dd" dead, "p1" running and "p2" pending; `ds dead
+    redrive` continues it in a new run and says to run `ds run` again. Before, that `ds run`
+    ran "dd" only and said done 1 of 1 (exit 0): "p1" and "p2", known to the stopped run,
+    never ran."""
+    oracle, release = tmp_path / "oracle.txt", tmp_path / "release"
+    script = tmp_path / "held.py"
+    script.write_text(HELD_SCRIPT)
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, str(script), "{name}", str(oracle), str(release), "{output_dir}"],
+        groups=[{"name": n} for n in ("dd", "p1", "p2")],
+        extra={"queue": {"job_retries": 1}, "cluster": {"docker_cores": 1}},
+    )
+    start(proj, ds)
+    assert wait_for(lambda: oracle.exists() and "p1" in oracle.read_text().split(), 60)
+    assert js(ok(ds("status", "--json", cwd=proj)))["counts"]["dead"] == 1
+    ok(ds("cleanup", cwd=proj))
+    said = ok(ds("dead", "redrive", cwd=proj)).stderr
+    assert "ds run" in said
+    release.touch()
+
+    result = ds("run", cwd=proj)
+
+    assert result.returncode == 0, result.stderr
+    assert "left unfinished" in result.stderr
+    ends = Counter(line for line in oracle.read_text().split() if line.endswith(":end"))
+    assert ends == {"dd:end": 1, "p1:end": 1, "p2:end": 1}
+    assert executions(tmp_path)["dd"] == 2
+    counts = js(ok(ds("status", "--json", cwd=proj)))["counts"]
+    assert (counts["done"], counts["dead"], counts["pending"]) == (3, 0, 0)
+    outputs = proj / ".ds" / "T" / "buckets" / "default" / "out"
+    assert sorted(p.parent.name for p in outputs.glob("*/r.txt")) == ["dd", "p1", "p2"]

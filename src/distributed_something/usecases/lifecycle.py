@@ -602,15 +602,28 @@ def _submit_added(
 ) -> None:
     """Send the groups added to the job file since the run in progress took it (edited
     between an interruption and `ds run` again): without this they would never run, and
-    the run would end as if complete. Only tasks the run does not know are sent, once."""
+    the run would end as if complete. Only tasks the run does not know are sent, once.
+
+    A run that continues another (`ds dead redrive` of a stopped run) knows that run's
+    tasks too, but not those it left unfinished (pending, running or waiting for a retry
+    when `ds cleanup` stopped it): no worker of that run takes them any more, and the
+    continuation would otherwise end "complete" without them."""
     known: dict[str, None] = {}
+    unfinished = 0
     runs: dict[str, RunState] | None = None  # every run's state, read if one continues another
     run: RunState | None = state
     seen: set[str] = set()
     while run is not None and run.run_id not in seen:
         # A run that continues another (`ds dead redrive`) took that run's tasks too.
         seen.add(run.run_id)
-        known.update(records_for(project, backend, run).manifest_ids())
+        records = records_for(project, backend, run)
+        ids = records.manifest_ids()
+        if run is not state:
+            left = set(read_ledger(records).ids_in("pending", "running", "failed"))
+            left.difference_update(known)  # taken by a later run (redriven into it)
+            unfinished += sum(1 for task_id in left if task_id in ids)
+            ids = {task_id: None for task_id in ids if task_id not in left}
+        known.update(ids)
         continued = run.resources.get("continues")
         if not isinstance(continued, str):
             break
@@ -622,6 +635,11 @@ def _submit_added(
     # unique, so those it shares with the run are all but the added ones).
     removed = len(known) - (len(job.tasks) - len(added))
     del known
+    if unfinished:
+        info(
+            f"{unfinished} task(s) of the run this one continues were left unfinished when "
+            "it was stopped: those the job file still has are sent with this run"
+        )
     if removed > 0:
         info(
             f"{removed} task(s) of this run are no longer in {job_path.name}: they were sent "
@@ -632,8 +650,8 @@ def _submit_added(
     added_job = dataclasses.replace(job, tasks=added, duplicates=[])
     result = _submit_for_run(project, job_path, added_job, backend, force, False)
     info(
-        f"{job_path.name} has {len(added)} group(s) the run did not have: sent {result.sent} "
-        f"({result.skipped} already done)"
+        f"{job_path.name} has {len(added)} group(s) the run did not have or left unfinished: "
+        f"sent {result.sent} ({result.skipped} already done)"
     )
 
 
