@@ -82,6 +82,23 @@ def test_run_force_reruns_done_tasks_and_workers_do_not_skip(tmp_path: Path, ds:
     assert (folder / ".ds/P/buckets/default/results/first/hello.txt").is_file()
 
 
+
+def test_run_force_does_not_resume_a_run_started_without_it(tmp_path: Path, ds: Ds) -> None:
+    """Before, `ds run --force` on a run in progress resumed it and reran none of its done
+    tasks, and said nothing of it."""
+    folder = _project(tmp_path, ds)
+    for step in (["setup"], ["submit", "job.json"]):
+        assert ds(*step, cwd=folder).returncode == 0
+    forced = ds("run", "--force", cwd=folder)
+    assert forced.returncode == 2, forced.stderr
+    assert "--force" in forced.stderr and "started without --force" in forced.stderr
+    assert "ds cleanup" in forced.stderr and "Traceback" not in forced.stderr
+    status = json.loads(ds("status", "--json", cwd=folder).stdout)
+    assert status["counts"]["pending"] == 3  # nothing started
+    resumed = ds("run", "--json", "--interval", "0.2", cwd=folder)
+    assert json.loads(resumed.stdout)["counts"]["done"] == 3
+
+
 @pytest.mark.slow
 def test_progress_in_a_log_is_a_plain_line_every_interval(tmp_path: Path) -> None:
     folder = write_project(

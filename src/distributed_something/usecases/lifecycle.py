@@ -558,6 +558,16 @@ def run(
             f"{', '.join(state.job_files) or 'no job file'}",
             "finish it with `ds monitor`, or stop it with `ds cleanup`",
         )
+    if resuming and force and state is not None and not state.resources.get(FORCE_RESOURCE):
+        # Resumed, its done tasks would stay done: --force would be silently not applied.
+        raise InputError(
+            "argument",
+            "--force",
+            f"run {state.run_id} of {project.config.app_name} is in progress, started "
+            "without --force: resuming it reruns no task it has done",
+            "resume it without --force, or end it with `ds cleanup`; then `ds run --force` "
+            "starts a new run that reruns every task",
+        )
     new = setup(project, backend)
     if resuming:
         info(f"resuming run {state.run_id if state else ''}")
