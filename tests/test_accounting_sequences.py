@@ -436,3 +436,30 @@ def test_a_run_continuing_a_stopped_one_runs_the_tasks_it_left_unfinished(
     assert (counts["done"], counts["dead"], counts["pending"]) == (3, 0, 0)
     outputs = proj / ".ds" / "T" / "buckets" / "default" / "out"
     assert sorted(p.parent.name for p in outputs.glob("*/r.txt")) == ["dd", "p1", "p2"]
+
+
+def test_a_second_job_file_whose_task_writes_where_one_of_the_run_writes_is_refused(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """Two tasks of one run with one output folder: before, a second job file (or a group
+    edited before `ds run` resumed) was sent, both ran and were reported done, and the
+    second's outputs replaced the first's."""
+    proj = project(tmp_path, [{"name": "x", "fails": 0}, {"name": "y", "fails": 0}])
+    ok(ds("setup", cwd=proj))
+    ok(ds("submit", "job.json", cwd=proj))
+    (proj / "again.json").write_text(json.dumps({"groups": [{"name": "x", "fails": 1}]}))
+    (proj / "other.json").write_text(json.dumps({"groups": [{"name": "z", "fails": 0}]}))
+    (proj / "same.json").write_text(json.dumps({"groups": [{"name": "y", "fails": 0}]}))
+
+    refused = ds("submit", "again.json", cwd=proj)
+
+    assert refused.returncode == 2, refused.stderr
+    assert "again.json" in refused.stderr and "groups[0]" in refused.stderr
+    assert "'out/x'" in refused.stderr and "ds cleanup" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "submitted 0 tasks" in ok(ds("submit", "same.json", cwd=proj)).stderr  # the same task
+    ok(ds("submit", "other.json", cwd=proj))  # a folder of its own
+    ok(ds("start-cluster", cwd=proj))
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    assert report["counts"]["done"] == 3 and report["counts"]["total"] == 3
+    assert executions(tmp_path) == {"x": 1, "y": 1, "z": 1}

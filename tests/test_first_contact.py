@@ -82,7 +82,6 @@ def test_run_force_reruns_done_tasks_and_workers_do_not_skip(tmp_path: Path, ds:
     assert (folder / ".ds/P/buckets/default/results/first/hello.txt").is_file()
 
 
-
 def test_run_force_does_not_resume_a_run_started_without_it(tmp_path: Path, ds: Ds) -> None:
     """Before, `ds run --force` on a run in progress resumed it and reran none of its done
     tasks, and said nothing of it."""

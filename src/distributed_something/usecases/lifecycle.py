@@ -46,7 +46,7 @@ from distributed_something.state import (
 from distributed_something.ui import info, task_bar
 from distributed_something.usecases.pricing import priced_report_context
 from distributed_something.usecases.skipdone import finished_tasks
-from distributed_something.usecases.validate import checked_job
+from distributed_something.usecases.validate import check_outputs_against_run, checked_job
 
 #: A run state resource: true when the run reruns every task (`ds run --force`), so its
 #: workers skip none as already done.
@@ -162,6 +162,12 @@ def submit(
             "start a new run with `ds setup`, then submit again (or `ds run` does every step)",
         )
     records = records_for(project, backend, state)
+    if len(job.tasks):
+        # The run's tasks this file does not have must not share its tasks' folders.
+        earlier = set(records.manifest_ids()).difference(job.tasks.ids())
+        if earlier:
+            bodies = records.bodies(earlier)
+            check_outputs_against_run(project, job_path, job, bodies, state.run_id)
     part = f"{time.time_ns()}"
     # Said, then looked again: a monitor ending the run now either sees this submit coming
     # (and watches its tasks) or has said the run is over, and nothing is sent to it.

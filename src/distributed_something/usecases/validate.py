@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,53 @@ def check_job(
         ]
         raise clash_error(job, clash, outputs, source=str(job_path))
     return job
+
+
+def check_outputs_against_run(
+    project: Project, job_path: Path, job: JobFile, earlier: Mapping[str, str], run_id: str
+) -> None:
+    """Raise `InputError` when a task of ``job`` would write where a task already in run
+    ``run_id`` writes (``earlier``: {task id: message body} of the run's tasks that ``job``
+    does not have): equal output folders (unless the recipe shares folders by design,
+    `output_prefixes_may_repeat`), or one inside the other. `check_job` compares a job
+    file's tasks with each other; a second job file, or a group edited before `ds run`
+    resumed, would otherwise overwrite the outputs of a task the run reports done."""
+    recipe = recipe_for(project.config, source=str(project.config_path))
+    if recipe is None or not earlier:
+        return
+    storage = project.config.storage
+    default_bucket = storage.destination_bucket or storage.bucket
+    keys = [
+        output_key(plan.output_bucket or default_bucket, plan.output_prefix)
+        for _, plan in plan_tasks(project, job_path, job, recipe)
+    ]
+    ours = len(keys)
+    others: list[Task] = []
+    for body in earlier.values():
+        task = Task.from_body(body)
+        try:
+            plan = recipe.plan(project.config, task, PLACEHOLDER_WORKDIR)
+        except InputError:
+            continue  # planned at its own submit; a config changed since cannot say where
+        others.append(task)
+        keys.append(output_key(plan.output_bucket or default_bucket, plan.output_prefix))
+    clash = find_clash_in_keys(keys, allow_equal=output_prefixes_may_repeat(recipe))
+    if clash is None or clash.second < ours or clash.first >= ours:
+        return  # none, or within one side: each was checked on its own
+    mine, theirs = clash.first, others[clash.second - ours]
+    bucket, _, prefix = keys[mine].partition("\x00")
+    position = element_position(job, mine)
+    where = "writes" if clash.equal else "writes in or around"
+    raise InputError(
+        str(job_path),
+        f"{list_key_of(job)}[{position}]",
+        f"the group {job.tasks[mine].describe()} {where} {prefix[:-1]!r} in "
+        f"{f'bucket {bucket!r}' if bucket else 'the main bucket'}, where task {theirs.id} "
+        f"({theirs.describe()}), already in run {run_id}, writes: one would overwrite or "
+        "be mistaken for the other",
+        "give the group an output folder of its own; or, to replace the earlier task's "
+        "outputs, end the run with `ds cleanup` and start a new one with this file",
+    )
 
 
 def plan_tasks(
