@@ -98,6 +98,21 @@ def test_run_force_does_not_resume_a_run_started_without_it(tmp_path: Path, ds: 
     assert json.loads(resumed.stdout)["counts"]["done"] == 3
 
 
+def test_status_offers_ds_run_only_for_a_run_of_one_job_file(tmp_path: Path, ds: Ds) -> None:
+    """`ds run` resumes a run of its one job file and refuses one of several; `ds status`
+    said "`ds run` again resumes it" for both."""
+    folder = _project(tmp_path, ds)
+    for step in (["setup"], ["submit", "job.json"]):
+        assert ds(*step, cwd=folder).returncode == 0
+    one = ds("status", cwd=folder).stderr
+    assert "`ds run` again resumes it" in one and "`ds monitor`" in one
+    (folder / "more.json").write_text(json.dumps({"groups": [{"name": "fourth"}]}))
+    assert ds("submit", "more.json", cwd=folder).returncode == 0
+    two = ds("status", cwd=folder).stderr
+    assert "ds run" not in two and "`ds start-cluster` then `ds monitor`" in two
+    assert ds("run", cwd=folder).returncode == 2  # what the hint no longer offers
+
+
 @pytest.mark.slow
 def test_progress_in_a_log_is_a_plain_line_every_interval(tmp_path: Path) -> None:
     folder = write_project(

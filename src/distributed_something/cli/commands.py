@@ -476,9 +476,11 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
     if st.active and kind.workers_queued and workers.desired > workers.running:
         notes.append(workers_line(workers, kind))  # e.g. Slurm jobs still PENDING
     elif st.active and st.workers_running == 0 and not st.workers_waiting and p.total > p.finished:
+        # `ds run` resumes a run of its one job file only.
+        resume = "`ds run` again resumes it, or " if st.job_files <= 1 else ""
         notes.append(
-            "no workers are running (none started yet, or the run was interrupted): `ds run` "
-            "again resumes it, or `ds start-cluster` then `ds monitor`"
+            "no workers are running (none started yet, or the run was interrupted): "
+            f"{resume}`ds start-cluster` then `ds monitor`"
         )
     if not st.active and p.total > p.finished:
         notes.append(

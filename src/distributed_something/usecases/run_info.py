@@ -79,6 +79,8 @@ class Status:
     running_tasks: list[RunningTask] = field(default_factory=list)
     #: why workers asked for are not running, as the backend says it ("": it says nothing)
     workers_waiting: str = ""
+    #: how many job files were submitted to the run (`ds run` resumes a run of one)
+    job_files: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -150,6 +152,7 @@ def status(
         unsent=unsent(records) if state.active else 0,
         backend_notes=backend.run_notes() if current and state.active else [],
         running_tasks=running_tasks(records, running_ids, lookups),
+        job_files=len(set(state.job_files)),
     )
 
 
