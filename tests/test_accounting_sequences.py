@@ -463,3 +463,23 @@ def test_a_second_job_file_whose_task_writes_where_one_of_the_run_writes_is_refu
     report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
     assert report["counts"]["done"] == 3 and report["counts"]["total"] == 3
     assert executions(tmp_path) == {"x": 1, "y": 1, "z": 1}
+
+
+def test_tasks_submitted_again_once_done_without_check_if_done_are_said_so(
+    tmp_path: Path, ds: Ds
+) -> None:
+    """With check-if-done off, a second submit of done tasks runs them again (asked for):
+    the report counted them as "delivered twice", and explained it by a stood-down delivery
+    or a vanished worker, neither of which happened."""
+    proj = project(
+        tmp_path,
+        [{"name": "a", "fails": 0}, {"name": "b", "fails": 0}],
+        check_if_done={"enabled": False},
+    )
+    for step in (["setup"], ["submit", "job.json"], ["worker"], ["submit", "job.json"]):
+        ok(ds(*step, cwd=proj))
+    ok(ds("worker", cwd=proj))
+    said = ok(ds("report", cwd=proj)).stderr
+    assert executions(tmp_path) == {"a": 2, "b": 2}
+    assert "2 tasks were delivered twice or ran to the end twice" in said
+    assert "submitted again once done, with check_if_done off" in said

@@ -448,7 +448,10 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
     if st.running_tasks:
         notes.append(_running_note(st.running_tasks, p.running))
     if p.duplicates:
-        notes.append(f"[yellow]{p.duplicates} task(s) delivered twice[/] (see `ds report`)")
+        notes.append(
+            f"[yellow]{p.duplicates} task(s) delivered twice or run to the end twice[/] "
+            "(see `ds report`)"
+        )
     if p.corrupt:
         notes.append(f"[red]{p.corrupt} record(s) could not be read[/]: `ds report` lists them")
     for problem in st.machine_problems:

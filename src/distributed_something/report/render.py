@@ -60,9 +60,10 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
     if report.counts["duplicates"]:
         console.print(
             f"[yellow]{plural(report.counts['duplicates'], 'task')} "
-            f"{'was' if report.counts['duplicates'] == 1 else 'were'} delivered twice[/] "
-            "(the second delivery stood down, or a worker vanished mid-task and the task "
-            "completed twice with identical outputs)"
+            f"{'was' if report.counts['duplicates'] == 1 else 'were'} delivered twice or ran "
+            "to the end twice[/] (a second delivery stood down; or a worker vanished "
+            "mid-task and the task completed twice with identical outputs; or it was "
+            "submitted again once done, with check_if_done off, or with --force)"
         )
     if report.corrupt:
         console.print(f"[red]{plural(len(report.corrupt), 'record')} could not be read:[/]")
