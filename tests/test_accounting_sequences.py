@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -355,6 +356,9 @@ def test_attempts_are_numbered_as_they_ran_across_a_redrive(tmp_path: Path, ds: 
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
     assert [r["attempt"] for r in rows] == ["1", "2", "3", "4"]
     assert [r["receive"] for r in rows] == ["1", "2", "1", "2"]
+    # Each log's header numbers its attempt the same way (it said 1, 2, 1, 2).
+    logs = ok(ds("logs", dead["task_id"], cwd=proj)).stdout
+    assert re.findall(r"ds: task \w+ attempt (\d+) on", logs) == ["1", "2", "3", "4"]
 
 
 def test_a_task_waiting_for_a_retry_when_the_run_is_cleaned_up_counts_unfinished(

@@ -53,6 +53,7 @@ from distributed_something.records import (
     RunRecords,
     Skip,
     Writes,
+    attempts_ran_by,
 )
 from distributed_something.worker import claims, procgroups
 from distributed_something.worker.causes import (
@@ -232,6 +233,8 @@ class Worker:
         #: retries the task in progress used up before this attempt (from its attempt
         #: records; None until its start is recorded: the receive count stands in)
         self._used: int | None = None
+        #: the attempt's number as the ledger counts tries (`_attempt_label`)
+        self._number: int | None = None
         #: the other attempts' (start, outcome) behind ``_used``, until redrives are counted
         self._history: list[tuple[int, str]] | None = None
         #: how the command of the task in progress ended (None before it ran)
@@ -443,6 +446,7 @@ class Worker:
         self._attempt_ended = False
         self._phase = "plan"
         self._used = None
+        self._number = None
         self._history = None
         self._result = None
         outcome = Outcome.FAILED
@@ -524,6 +528,9 @@ class Worker:
             same = claimed.holder.message == attempt.message_id
             return self._stand_down(message, claimed.holder.stem, delete=not same)
         mine = (round(started * 1e6), attempt.stem)
+        # Its number as the ledger counts tries (the receive count restarts at a redrive).
+        others = [key for key in listed if key.stem != attempt.stem]
+        self._number = attempts_ran_by(others, mine[0]) + 1
         history: list[tuple[int, str]] = []
         for other in listed:
             if other.stem == attempt.stem:
@@ -786,7 +793,8 @@ class Worker:
         self._stage_inputs(task, plan, workdir)
         self._phase = "run"
         header = (
-            f"ds: task {task.id} attempt {message.receive_count} on {self.settings.name}\n"
+            f"ds: task {task.id} attempt {self._attempt_label(message)} on "
+            f"{self.settings.name}\n"
             f"ds: argv {plan.argv!r}\n"
         ).encode()
         self._log_header_size = len(header)
@@ -1153,7 +1161,7 @@ class Worker:
             try:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 log_path.write_text(
-                    f"ds: task {message.task_id} attempt {message.receive_count} on "
+                    f"ds: task {message.task_id} attempt {self._attempt_label(message)} on "
                     f"{self.settings.name}\n"
                     f"ds: failed before the command started: {error}\n",
                     encoding="utf-8",
@@ -1211,6 +1219,11 @@ class Worker:
             "" if cause in FREE_CAUSES else f", {decision.action}",
             error,
         )
+
+    def _attempt_label(self, message: Message) -> str:
+        """The attempt's number in its log's header: as the ledger and the report count
+        tries, across redrives, once its start is recorded; before, the receive count."""
+        return str(self._number if self._number is not None else message.receive_count)
 
     def _store_log(
         self, message: Message, log_path: Path, started: float, *, succeeded: bool
