@@ -301,6 +301,32 @@ def test_a_missing_or_bad_script_is_a_config_error(
     assert (caught.value.source, caught.value.field) == ("config", field)
 
 
+@pytest.mark.parametrize(
+    ("tool", "script", "field"),
+    [
+        (
+            {"script_download_url": "https://example.org/s/stitch.py"},
+            "",
+            "tool.script_download_url",
+        ),
+        ({}, "scripts/stitch.groovy", "recipe.script"),
+    ],
+)
+def test_a_fiji_script_is_refused_for_the_imagej_engine(
+    tool: dict[str, str], script: str, field: str
+) -> None:
+    """ImageJ 1 runs macros only: a DF Fiji script passed validation locally and failed on
+    every attempt ("Statement cannot begin with '#'") until the task was dead."""
+    task = df_task({"W": "A1"})
+    with pytest.raises(InputError) as caught:
+        FijiRecipe().plan(config(tool=tool, script=script), task, WORKDIR)
+    assert (caught.value.source, caught.value.field) == ("config", field)
+    assert "ImageJ macro" in caught.value.problem and "recipe.engine" in caught.value.fix
+    FijiRecipe().plan(config(tool=tool, script=script, engine="fiji"), task, WORKDIR)
+    FijiRecipe().plan(config(backend="aws", tool=tool, script=script), task, WORKDIR)
+    FijiRecipe().plan(config(script="scripts/Measure.IJM"), task, WORKDIR)  # a macro: runs
+
+
 def test_engine_defaults_to_imagej_locally_and_fiji_on_aws() -> None:
     assert engine_for(config()) == "imagej"
     assert engine_for(config(backend="aws")) == "fiji"

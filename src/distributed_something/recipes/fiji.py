@@ -76,6 +76,8 @@ __all__ = [
 
 #: The engines: Fiji's launcher (the AWS images) or Debian's ImageJ 1 under a virtual display.
 ENGINES = ("fiji", "imagej")
+#: What the imagej engine runs: ImageJ macros (ImageJ 1's -batch reads these as macro text).
+MACRO_SUFFIXES = (".ijm", ".txt", ".macro")
 
 #: What runs when ``recipe.executable`` is empty: Fiji's launcher on PATH, or ImageJ 1's jar.
 DEFAULT_EXECUTABLES = {"fiji": "ImageJ-linux64", "imagej": "/usr/share/java/ij.jar"}
@@ -229,6 +231,23 @@ def task_part(group: Mapping[str, Any]) -> str:
             raise ValueError(f"the value of {key!r} ({text!r}) is not a folder name")
         parts.append(text)
     return "-".join(parts)
+
+
+def _check_engine_runs(config: Config, name: str, field: str) -> None:
+    """Raise `InputError` when the engine cannot run the script ``name`` (from the config's
+    ``field``): ImageJ 1 (engine ``imagej``, the default off AWS) runs macros only, and a
+    Fiji script (a DF script in Python, Groovy …) failed there on every attempt, with "Macro
+    Error: Statement cannot begin with '#'", until the task was dead."""
+    if engine_for(config) != "imagej" or name.lower().endswith(MACRO_SUFFIXES):
+        return
+    raise InputError(
+        _CONFIG,
+        field,
+        f"names {name!r}, which is not an ImageJ macro ({', '.join(MACRO_SUFFIXES)}); the "
+        "imagej engine (the default off AWS) runs macros only",
+        'set recipe.engine = "fiji" (with Fiji installed: recipe.executable) to run a Fiji '
+        "script, or give an ImageJ macro",
+    )
 
 
 def script_name_from_url(url: str) -> str:
@@ -430,6 +449,7 @@ class FijiRecipe:
                     f"holds {kind}, which would be written into task logs and the task definition",
                     PRESIGNED_SCRIPT_FIX,
                 )
+            _check_engine_runs(config, script_name_from_url(url), "tool.script_download_url")
             args = ["--script-url", url]
             if config.tool.script_sha256:
                 args += ["--script-sha256", config.tool.script_sha256.lower()]
@@ -457,6 +477,7 @@ class FijiRecipe:
             raise InputError(
                 _CONFIG, "recipe.script", f"the file name {name!r} has a quote", "rename it"
             )
+        _check_engine_runs(config, name, "recipe.script")
         path = workdir.input_dir / SCRIPT_FOLDER / name
         script_input = Input(
             key=key, path=f"{SCRIPT_FOLDER}/{name}", bucket=config.storage.workspace_bucket
