@@ -345,6 +345,23 @@ def test_real_ids_of_both_lengths_pass(tmp_path: Path) -> None:
     assert load_fleet(write(tmp_path, data)) == data
 
 
+def test_a_network_interface_may_list_several_subnets_as_dcps_2016_file_did(
+    tmp_path: Path,
+) -> None:
+    """DCP's exampleFleet.json of Oct 2016 - Feb 2017 (as the EC2 console wrote spot
+    requests) lists "subnet-WWWWWWWW, subnet-XXXXXXXX, …" in its network interface: filled in,
+    it was refused as "a placeholder"."""
+    listed = "subnet-0a1b2c3d, subnet-1a2b3c4d,subnet-0123456789abcdef0"
+    data = changed(lambda d: spec0(d)["NetworkInterfaces"][0].update(SubnetId=listed))
+    assert load_fleet(write(tmp_path, data)) == data
+    left = changed(
+        lambda d: spec0(d)["NetworkInterfaces"][0].update(SubnetId="subnet-0a1b2c3d, subnet-XX")
+    )
+    error = fleet_error(tmp_path, left)
+    assert error.field == "LaunchSpecifications[0].NetworkInterfaces[0].SubnetId"
+    assert '"subnet-XX" is a placeholder' in error.problem
+
+
 def test_a_placeholder_key_name_matters_only_when_the_config_does_not_replace_it(
     tmp_path: Path,
 ) -> None:

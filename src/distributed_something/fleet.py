@@ -256,7 +256,10 @@ def _check_network_interface(checker: _Checker, value: Any, path: str) -> None:
         checker.integer(interface["DeviceIndex"], f"{path}.DeviceIndex", "a whole number ≥ 0")
     if "SubnetId" in interface:
         checker.string(interface["SubnetId"], f"{path}.SubnetId", 'a subnet id, e.g. "subnet-…"')
-        checker.ec2_id(interface["SubnetId"], f"{path}.SubnetId", "subnet")
+        # Several too, as the EC2 console's spot requests wrote them (DCP's exampleFleet.json
+        # of 2016 has "subnet-WWWWWWWW, subnet-XXXXXXXX, …" here).
+        for subnet in interface["SubnetId"].split(","):
+            checker.ec2_id(subnet.strip(), f"{path}.SubnetId", "subnet")
     for key in ("DeleteOnTermination", "AssociatePublicIpAddress"):
         if key in interface:
             checker.boolean(interface[key], f"{path}.{key}")
