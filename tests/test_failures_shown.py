@@ -588,3 +588,17 @@ def test_validate_finds_a_missing_cellprofiler_pipeline_and_data_file(
     assert "job.json: pipeline: names 'projects/p/analysis.cppipe'" in line and "Fix:" in line
     (workspace / "analysis.cppipe").write_text("CellProfiler Pipeline")
     assert ds("validate", "--job", "job.json", cwd=proj).returncode == 0
+
+
+def test_doctor_looks_up_each_subnet_a_network_interface_lists() -> None:
+    """A network interface's SubnetId may list several (DCP's 2016 fleet file): each is
+    looked up, not the list as one id."""
+    from distributed_something.backends.aws.doctor import _ec2_resources
+
+    fleet = {
+        "LaunchSpecifications": [
+            {"NetworkInterfaces": [{"SubnetId": "subnet-0a1b2c3d, subnet-1a2b3c4d"}]}
+        ]
+    }
+    found = [(kind, name) for kind, name, _ in _ec2_resources(fleet, "fleet.json", "")]
+    assert found == [("subnet", "subnet-0a1b2c3d"), ("subnet", "subnet-1a2b3c4d")]

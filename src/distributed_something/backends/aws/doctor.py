@@ -117,8 +117,9 @@ def _ec2_resources(
             if group.get("GroupId"):
                 yield ("security group", str(group["GroupId"]), f"{at}.SecurityGroups")
         for n, interface in enumerate(spec.get("NetworkInterfaces") or []):
-            if interface.get("SubnetId"):
-                yield ("subnet", str(interface["SubnetId"]), f"{at}.NetworkInterfaces[{n}]")
+            for subnet in str(interface.get("SubnetId") or "").split(","):
+                if subnet.strip():
+                    yield ("subnet", subnet.strip(), f"{at}.NetworkInterfaces[{n}]")
             for group in interface.get("Groups") or []:
                 yield ("security group", str(group), f"{at}.NetworkInterfaces[{n}].Groups")
         if spec.get("KeyName") and not key_name:
