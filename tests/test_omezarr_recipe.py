@@ -173,6 +173,16 @@ def test_a_plate_that_is_not_a_folder_name_is_refused(plate: Any) -> None:
     assert error.field == "plates"
 
 
+def test_a_groups_job_file_is_told_to_list_plates() -> None:
+    """DOZC's first drafts (2022-03) listed {"Plate": "PLATEA"} under "groups"; it was
+    refused as "the plate None is not a name", naming a "plates" the file does not have."""
+    text = json.dumps({**SHARED, "groups": [{"Plate": "PLATEA"}, {"Plate": "PLATEB"}]})
+    job = parse_job_text(text, source="job.json", suffix=".json")
+    error = plan_error(config(), job.tasks[0])
+    assert error.field == "groups" and 'listed under "plates"' in error.problem
+    assert '"plates": ["PLATEA", "PLATEB"]' in error.fix
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

@@ -210,6 +210,16 @@ def _fail(task: Task, field: str, problem: str, fix: str) -> InputError:
 
 def _plate_name(task: Task) -> tuple[str, Mapping[str, Any]]:
     """The plate's name and the keys that apply to it (the plate object's win)."""
+    if task.group_key != "plate":
+        # DOZC's first drafts (2022-03) listed {"Plate": …} under "groups".
+        raise _fail(
+            task,
+            "groups",
+            "the omezarr recipe runs Distributed-OMEZarrCreator job files, whose tasks are "
+            'listed under "plates" (one plate folder each); this file lists "groups"',
+            'rename "groups" to "plates" and write each plate as its folder name, e.g. '
+            '"plates": ["PLATEA", "PLATEB"]',
+        )
     element = task.group
     shared = {k: v for k, v in task.body.items() if k != task.group_key}
     if isinstance(element, Mapping):
