@@ -383,6 +383,17 @@ def test_a_config_without_machine_type_keeps_the_fleet_files_types_and_price(
     )
     assert [s["InstanceType"] for s in request["LaunchSpecifications"]] == ["m5.xlarge"]
     assert float(request["SpotPrice"]) == 0.20
+    # Neither names instance types (run.py then failed): ds's defaults are used, and said.
+    small = {"APP_NAME": "'BareCP'", "MEMORY": "4000", "DOCKER_CORES": "1"}
+    bare = project(tmp_path / "bare", "dcp", edit=lambda t: filled(config_2020(t), small))
+    del fleet["LaunchSpecifications"][0]["InstanceType"]
+    (bare / "files" / "exampleFleet.json").write_text(json.dumps(fleet))
+    assert ds("setup", cwd=bare).returncode == 0
+    started = ds("startCluster", "files/exampleFleet.json", cwd=bare)
+    assert started.returncode == 0, started.stderr
+    assert "neither config.py (MACHINE_TYPE) nor the fleet file (InstanceType)" in started.stderr
+    assert "m5.large is used, at most $0.25/h" in started.stderr  # the file's SpotPrice
+    assert "from the fleet file" not in started.stderr
 
 
 # --- ASSIGN_IP -----------------------------------------------------------------------------

@@ -208,6 +208,12 @@ def check_launch_specifications(config: Config, fleet: dict[str, Any], *, source
     )
 
 
+def fleet_instance_types(fleet: dict[str, Any]) -> list[str]:
+    """The launch specifications' ``InstanceType`` values, in order (repeats kept)."""
+    specs = [s for s in fleet.get("LaunchSpecifications", []) if isinstance(s, dict)]
+    return [s["InstanceType"] for s in specs if isinstance(s.get("InstanceType"), str)]
+
+
 def with_fleet_machines(config: Config, fleet: dict[str, Any]) -> Config:
     """``config`` with the fleet file's instance types and price where a ``config.py`` names
     none: DCP's config.py had no MACHINE_TYPE or MACHINE_PRICE before DCP 2.0 (2020), and
@@ -221,7 +227,7 @@ def with_fleet_machines(config: Config, fleet: dict[str, Any]) -> Config:
     update: dict[str, Any] = {}
     specs = [s for s in fleet.get("LaunchSpecifications", []) if isinstance(s, dict)]
     if "machine_type" not in aws.model_fields_set:
-        types = [s["InstanceType"] for s in specs if isinstance(s.get("InstanceType"), str)]
+        types = fleet_instance_types(fleet)
         if types:
             update["machine_type"] = list(dict.fromkeys(types))
     if "machine_price" not in aws.model_fields_set:

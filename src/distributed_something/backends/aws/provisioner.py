@@ -242,14 +242,23 @@ class AwsProvisioner:
                 "run `ds start-cluster files/fleet.json` (the family's exampleFleet.json shape)",
             )
         if self._legacy:
+            unnamed = self._types_from_fleet and not spot.fleet_instance_types(fleet)
             machines = spot.with_fleet_machines(self.config, fleet)
-            if machines is not self.config:
-                aws = machines.aws
+            aws = machines.aws
+            if unnamed:
+                # run.py would have failed: neither says which machines.
+                info(
+                    "[yellow]warning:[/] neither config.py (MACHINE_TYPE) nor the fleet file "
+                    "(InstanceType) names instance types: ds's default "
+                    f"{', '.join(aws.machine_type)} is used, at most ${aws.machine_price:g}/h"
+                )
+            elif machines is not self.config:
                 info(
                     f"instance types {', '.join(aws.machine_type)} at most "
                     f"${aws.machine_price:g}/h, from the fleet file (config.py sets no "
                     "MACHINE_TYPE / MACHINE_PRICE), as run.py sent them"
                 )
+            if machines is not self.config:
                 self.config = machines
                 self._machines = None
         config, names = self.config, self.names
