@@ -471,6 +471,10 @@ def test_noncharacters_sqs_refuses_are_refused_naming_where(
     error = error_of(None, text=text, suffix=suffix)
     assert error.field == field
     assert "U+FFFE or U+FFFF" in error.problem and "U+FFFD" in error.fix
+    if not isinstance(data, str):  # written as JSON escapes (\uFFFF) too
+        escaped = json.dumps(data).replace("\\uffff", "\\uFFFF")
+        assert "\\uFFFF" in escaped or "\\ufffe" in escaped
+        assert error_of(None, text=escaped, suffix=suffix).field == field
     fixed = text.replace("\uffff", "\ufffd").replace("\ufffe", "\ufffd")
     assert parse_job_text(fixed, source="j", suffix=suffix).tasks
 

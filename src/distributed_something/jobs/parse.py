@@ -91,8 +91,20 @@ _NONCHARACTER_PROBLEM = (
 _NONCHARACTER_FIX = "remove them, or put U+FFFD (the replacement character) in their place"
 
 
+# A JSON text may write them as escapes too.
+_NONCHARACTER_ESCAPE = re.compile(r"\\u[fF]{3}[eEfF]")
+
+
 def _nonchar(data: bytes) -> bool:
     return _NONCHARACTER_U in data or _NONCHARACTER_V in data
+
+
+def _may_hold_nonchar(text: str) -> bool:
+    """Whether a job file's ``text`` may give a task U+FFFE or U+FFFF: one look at the whole
+    text, so that the bodies are searched one by one (to name the group) only then."""
+    if "\ufffe" in text or "\uffff" in text:
+        return True
+    return "\\u" in text and _NONCHARACTER_ESCAPE.search(text) is not None
 
 
 def load_job_file(path: Path) -> JobFile:
@@ -121,10 +133,11 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     (the first) and listed in ``JobFile.duplicates``.
     """
     text = text.removeprefix("\ufeff")
+    look = _may_hold_nonchar(text)
     if suffix.lower().lstrip(".") == "csv":
         columns, rows = _csv_rows(text, source)
         rows_json = (json_texts(dict(zip(columns, row, strict=True))) for row in rows)
-        return _compact(source, "csv", "rows", {}, "group", rows_json)
+        return _compact(source, "csv", "rows", {}, "group", rows_json, nonchar=look)
     parsed = _stream_json(text)
     if parsed is None:  # not valid JSON, or unusual: the whole-document path says why
         data = _load_json(text, source)
@@ -168,7 +181,7 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
         texts = _dcp_groups(elements, canonical, source)
     else:
         texts = ((text, canonical.get(i, text)) for i, text in enumerate(elements))
-    return _compact(source, fmt, list_key, shared, group_key, texts)
+    return _compact(source, fmt, list_key, shared, group_key, texts, nonchar=look)
 
 
 #: How the compact JSON text of a DCP group of a Metadata string starts.
@@ -807,10 +820,13 @@ def _compact(
     shared: dict[str, Any],
     group_key: str,
     groups: Iterable[tuple[str, str]],
+    *,
+    nonchar: bool = True,
 ) -> JobFile:
     """The job of ``groups`` (each element's `json_texts`, in file order) under ``shared``:
     each task's id and message size from its body's text, made from the shared keys' text
-    once (`body_frame`), duplicates (a repeated id) dropped after the first."""
+    once (`body_frame`), duplicates (a repeated id) dropped after the first. Bodies are
+    searched for U+FFFE and U+FFFF unless ``nonchar`` is False (`_may_hold_nonchar`)."""
     head, tail = body_frame(shared, group_key)
     sha256 = hashlib.sha256
     unique: list[str] = []
@@ -840,7 +856,7 @@ def _compact(
                 f"{MAX_MESSAGE_BYTES:,} bytes",
                 _SIZE_FIX,
             )
-        if _nonchar(data):
+        if nonchar and _nonchar(data):
             _fail(source, f"{list_key}[{index}]", _NONCHARACTER_PROBLEM, _NONCHARACTER_FIX)
         task_id = sha256(data).hexdigest()[:ID_CHARS]
         short = int(task_id[:16], 16)
