@@ -666,8 +666,8 @@ def _submit_added(
     added_job = dataclasses.replace(job, tasks=added, duplicates=[])
     result = _submit_for_run(project, job_path, added_job, backend, force, False)
     info(
-        f"{job_path.name} has {len(added)} group(s) the run did not have or left unfinished: "
-        f"sent {result.sent} ({result.skipped} already done)"
+        f"{job_path.name} has {len(added)} group(s) the run did not have: sent {result.sent} "
+        f"({result.skipped} already done)"
     )
 
 
