@@ -461,6 +461,18 @@ def test_a_second_job_file_whose_task_writes_where_one_of_the_run_writes_is_refu
     assert "again.json" in refused.stderr and "groups[0]" in refused.stderr
     assert "'out/x'" in refused.stderr and "ds cleanup" in refused.stderr
     assert "Traceback" not in refused.stderr
+    # `ds run` resuming with a group edited since: refused before it says or sends anything,
+    # naming the group's place in the file (not in the list of groups the run lacks).
+    (proj / "job.json").write_text(
+        json.dumps({"groups": [{"name": "x", "fails": 0}, {"name": "y", "fails": 2}]})
+    )
+    resumed = ds("run", cwd=proj)
+    assert resumed.returncode == 2, resumed.stderr
+    assert "groups[1]" in resumed.stderr and "'out/y'" in resumed.stderr
+    assert "no longer in" not in resumed.stderr
+    (proj / "job.json").write_text(
+        json.dumps({"groups": [{"name": "x", "fails": 0}, {"name": "y", "fails": 0}]})
+    )
     assert "submitted 0 tasks" in ok(ds("submit", "same.json", cwd=proj)).stderr  # the same task
     ok(ds("submit", "other.json", cwd=proj))  # a folder of its own
     ok(ds("start-cluster", cwd=proj))

@@ -430,7 +430,7 @@ class FijiRecipe:
         url = config.tool.script_download_url
         if url:
             try:
-                script_name_from_url(url)
+                name = script_name_from_url(url)
             except ValueError as error:
                 raise InputError(
                     _CONFIG,
@@ -449,7 +449,7 @@ class FijiRecipe:
                     f"holds {kind}, which would be written into task logs and the task definition",
                     PRESIGNED_SCRIPT_FIX,
                 )
-            _check_engine_runs(config, script_name_from_url(url), "tool.script_download_url")
+            _check_engine_runs(config, name, "tool.script_download_url")
             args = ["--script-url", url]
             if config.tool.script_sha256:
                 args += ["--script-sha256", config.tool.script_sha256.lower()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,9 +139,11 @@ def submit(
     show_progress: bool = True,
     skip_done: bool | None = None,
     force: bool = False,
+    outputs_checked: bool = False,
 ) -> SubmitResult:
     """Validate the job file fully (unless ``job`` is it, validated), then send every unique
-    task in batches.
+    task in batches. Its tasks' output folders are checked against those of the run's other
+    tasks (`check_outputs_against_run`) unless ``outputs_checked`` (the caller did).
 
     Lifecycle rules (docs/lifecycle.md): a finished run (cleaned up, or monitored to its end)
     takes no more tasks — `InputError` saying to start a new run with `ds setup`; a task
@@ -162,12 +164,8 @@ def submit(
             "start a new run with `ds setup`, then submit again (or `ds run` does every step)",
         )
     records = records_for(project, backend, state)
-    if len(job.tasks):
-        # The run's tasks this file does not have must not share its tasks' folders.
-        earlier = set(records.manifest_ids()).difference(job.tasks.ids())
-        if earlier:
-            bodies = records.bodies(earlier)
-            check_outputs_against_run(project, job_path, job, bodies, state.run_id)
+    if len(job.tasks) and not outputs_checked:
+        _check_outputs(project, job_path, job, records, records.manifest_ids())
     part = f"{time.time_ns()}"
     # Said, then looked again: a monitor ending the run now either sees this submit coming
     # (and watches its tasks) or has said the run is over, and nothing is sent to it.
@@ -268,6 +266,17 @@ def submit(
         skipped=skipped,
         left_out=left_out,
     )
+
+
+def _check_outputs(
+    project: Project, job_path: Path, job: JobFile, records: RunRecords, in_run: Iterable[str]
+) -> None:
+    """`check_outputs_against_run` of ``job`` and the tasks of ``records``' run (``in_run``:
+    their ids) that the job does not have."""
+    earlier = set(in_run).difference(job.tasks.ids())
+    if earlier:
+        bodies = records.bodies(earlier)
+        check_outputs_against_run(project, job_path, job, bodies, records.run_id)
 
 
 def _revive_dead(records: RunRecords, backend: Backend, task_ids: list[str]) -> None:
@@ -634,6 +643,9 @@ def _submit_added(
         seen.add(run.run_id)
         records = records_for(project, backend, run)
         ids = records.manifest_ids()
+        if run is state and len(job.tasks):
+            # Before anything is said or sent; the whole file, so errors name its groups.
+            _check_outputs(project, job_path, job, records, ids)
         if run is not state:
             left = set(read_ledger(records).ids_in("pending", "running", "failed"))
             left.difference_update(known)  # taken by a later run (redriven into it)
@@ -664,7 +676,9 @@ def _submit_added(
     if not len(added):
         return
     added_job = dataclasses.replace(job, tasks=added, duplicates=[])
-    result = _submit_for_run(project, job_path, added_job, backend, force, False)
+    result = _submit_for_run(
+        project, job_path, added_job, backend, force, False, outputs_checked=True
+    )
     info(
         f"{job_path.name} has {len(added)} group(s) the run did not have: sent {result.sent} "
         f"({result.skipped} already done)"
@@ -678,6 +692,8 @@ def _submit_for_run(
     backend: Backend,
     force: bool,
     show_progress: bool,
+    *,
+    outputs_checked: bool = False,
 ) -> SubmitResult:
     """`submit` as `ds run` makes it: ``force`` sends done tasks too."""
     return submit(
@@ -688,6 +704,7 @@ def _submit_for_run(
         show_progress=show_progress,
         skip_done=False if force else None,
         force=force,
+        outputs_checked=outputs_checked,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from distributed_something.backends import backend_kind
 from distributed_something.config.legacy import config_warnings, key_name_note
+from distributed_something.config.model import Config
 from distributed_something.errors import InputError
 from distributed_something.fleet import load_fleet
 from distributed_something.interfaces.storage import Storage
@@ -71,10 +72,8 @@ def check_job(
     if recipe is None:
         return job  # the image's own entrypoint reads the tasks
     sink = checks(job) if checks is not None else None
-    # Where each task writes (`output_key`: the bucket as the worker resolves it, the
-    # prefix), for the overlap check: one string per task is all that is kept.
-    storage = config.storage
-    default_bucket = storage.destination_bucket or storage.bucket
+    # Where each task writes (`_written_at`), for the overlap check: one string per task is
+    # all that is kept.
     keys: list[str] = []
     for index, plan in plan_tasks(project, job_path, job, recipe):
         if plans is not None:
@@ -84,7 +83,7 @@ def check_job(
         problem = prefix_problem(plan.output_prefix)
         if problem is not None:
             raise _prefix_error(project, job, job_path, index, plan.output_prefix, problem)
-        keys.append(output_key(plan.output_bucket or default_bucket, plan.output_prefix))
+        keys.append(_written_at(config, plan))
     clash = find_clash_in_keys(keys, allow_equal=output_prefixes_may_repeat(recipe))
     if clash is not None:
         outputs = [
@@ -92,6 +91,14 @@ def check_job(
         ]
         raise clash_error(job, clash, outputs, source=str(job_path))
     return job
+
+
+def _written_at(config: Config, plan: TaskPlan) -> str:
+    """The `output_key` of where ``plan`` writes: its bucket as the worker resolves it (the
+    destination bucket, else the main one), and its prefix."""
+    storage = config.storage
+    bucket = plan.output_bucket or storage.destination_bucket or storage.bucket
+    return output_key(bucket, plan.output_prefix)
 
 
 def check_outputs_against_run(
@@ -106,11 +113,8 @@ def check_outputs_against_run(
     recipe = recipe_for(project.config, source=str(project.config_path))
     if recipe is None or not earlier:
         return
-    storage = project.config.storage
-    default_bucket = storage.destination_bucket or storage.bucket
     keys = [
-        output_key(plan.output_bucket or default_bucket, plan.output_prefix)
-        for _, plan in plan_tasks(project, job_path, job, recipe)
+        _written_at(project.config, plan) for _, plan in plan_tasks(project, job_path, job, recipe)
     ]
     ours = len(keys)
     others: list[Task] = []
@@ -121,7 +125,7 @@ def check_outputs_against_run(
         except InputError:
             continue  # planned at its own submit; a config changed since cannot say where
         others.append(task)
-        keys.append(output_key(plan.output_bucket or default_bucket, plan.output_prefix))
+        keys.append(_written_at(project.config, plan))
     clash = find_clash_in_keys(keys, allow_equal=output_prefixes_may_repeat(recipe))
     if clash is None or clash.second < ours or clash.first >= ours:
         return  # none, or within one side: each was checked on its own
