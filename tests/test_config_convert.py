@@ -233,3 +233,19 @@ def test_converting_a_config_without_machine_type_says_the_toml_does_not_read_th
     result = ds("config", "convert", "config.py", "--force", cwd=tmp_path)
     assert result.returncode == 0 and "note:" not in result.stderr
     assert "NOTE" not in (tmp_path / "ds.toml").read_text(encoding="utf-8")
+
+
+def test_converting_an_ebs_size_below_the_images_snapshot_writes_the_size_a_run_uses(
+    tmp_path: Path,
+) -> None:
+    # DCP's example_project config.py set EBS_VOL_SIZE = 22 ("minimum allowed is 22"):
+    # start-cluster raises it to the ECS image's 30 GiB snapshot for a config.py, and refuses
+    # it in a ds.toml; the converted file must run as the config.py does.
+    src = write(tmp_path, DCP_CONFIG.replace("EBS_VOL_SIZE = 30", "EBS_VOL_SIZE = 22"), "config.py")
+    assert load_config(src).aws.ebs_vol_size == 22
+    converted = convert_file(src, tmp_path / "ds.toml")
+    assert load_config(converted.path).aws.ebs_vol_size == 30
+    assert converted.notes[0].startswith(
+        "config.py sets EBS_VOL_SIZE = 22, smaller than the 30 GiB"
+    )
+    assert "# NOTE: config.py sets EBS_VOL_SIZE = 22" in converted.path.read_text(encoding="utf-8")

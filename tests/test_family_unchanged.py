@@ -30,6 +30,7 @@ import pytest
 from conftest import SHARED_DATA
 from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.cli.main import cli, main
+from distributed_something.config.convert import convert_file
 from distributed_something.config.legacy import legacy_error, recipe_from_image
 from distributed_something.config.loader import load_config
 from distributed_something.errors import InputError
@@ -44,6 +45,7 @@ from distributed_something.worker.policy import skip_reason
 from family_templates import (
     DCP_JOB,
     DF_JOB,
+    DOZC_JOB,
     FAMILIES,
     check_dcp_example_outputs,
     project,
@@ -177,6 +179,36 @@ def test_errors_about_legacy_fields_name_the_legacy_variable(tmp_path: Path, ds:
     assert str(legacy_error(fiji)) == (
         "/p/config.py: recipe.script: is empty and SCRIPT_DOWNLOAD_URL is not set. Fix: x"
     )
+
+
+def test_a_job_file_error_names_the_config_py_variables_in_its_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DOZC's additional_flags of bioformats2raw, run by the builtin converter: the error is
+    # about the job file (its field stays the job's), but its fix names a config field,
+    # which a config.py user knows by its variable.
+    monkeypatch.delenv("DS_BACKEND", raising=False)
+    job = {**DOZC_JOB, "additional_flags": "--max_workers 4"}
+    folder = project(tmp_path, "dozc", job=job)
+    monkeypatch.chdir(folder)
+    args = ["validate", "--backend", "local", "--job", "files/exampleJob.json"]
+
+    def said(*config: str) -> str:
+        with pytest.raises(SystemExit) as exited:
+            main([*args, *config])
+        assert exited.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: files/exampleJob.json: "), lines
+        return lines[0]
+
+    line = said()
+    assert line.startswith("error: files/exampleJob.json: additional_flags:"), line
+    assert 'set RECIPE_ENGINE = "bioformats2raw"' in line and "recipe.engine" not in line
+    # The same project as a ds.toml keeps ds.toml's names, also when this process has just
+    # read a config.py.
+    convert_file(folder / "config.py", folder / "ds.toml")
+    line = said("--config", "ds.toml")
+    assert 'set recipe.engine = "bioformats2raw"' in line and "RECIPE_ENGINE" not in line
 
 
 # --- the backend switch ----------------------------------------------------------------

@@ -91,9 +91,16 @@ def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
     assert "not valid JSON" in error.problem
 
 
+def test_a_missing_comma_names_the_line_that_lacks_it(tmp_path: Path) -> None:
+    error = fleet_error(tmp_path, '{\n  "IamFleetRole": "arn"\n  "Type": "maintain"\n}\n')
+    assert error.field == "line 3, column 3"
+    assert "(line 2 lacks a comma at its end)" in error.problem
+
+
 def test_trailing_comma_is_invalid_json(tmp_path: Path) -> None:
     error = fleet_error(tmp_path, '{"Type": "maintain",}')
     assert error.field is not None and error.field.startswith("line 1, column ")
+    assert "JSON allows no trailing comma" in error.problem
 
 
 def test_top_level_must_be_an_object(tmp_path: Path) -> None:

@@ -384,7 +384,18 @@ def test_invalid_json_names_line_and_column() -> None:
         # json's own words end in " at" for these: the position must follow them only once.
         ('{"groups": ["a\n', "Invalid control character at line 1, column 15"),
         ('{"groups": ["a', "Unterminated string starting at line 1, column 13"),
-        ('{"groups": [1,]}', "Expecting value at line 1, column 15"),
+        (
+            '{"groups": [1,]}',
+            "Expecting value at line 1, column 15 (the comma on line 1 has nothing after it: "
+            "JSON allows no trailing comma)",
+        ),
+        # The family's example job of 2019-2021 lacked the comma at the end of line 2 here:
+        # json stops at the next line, so the line to mend is said.
+        (
+            '{"output": "out"\n  "groups": [1]}',
+            "Expecting ',' delimiter at line 2, column 3 (line 1 lacks a comma at its end)",
+        ),
+        ('{"groups": [1 2]}', "Expecting ',' delimiter at line 1, column 15"),
     ],
 )
 def test_invalid_json_message_reads_as_one_line(tmp_path: Path, text: str, problem: str) -> None:

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from distributed_something.errors import InputError
-from distributed_something.jobs.parse import MAX_JSON_DEPTH, check_json_depth, deep_json_position
+from distributed_something.jobs.parse import (
+    MAX_JSON_DEPTH,
+    check_json_depth,
+    deep_json_position,
+    json_mistake,
+)
 from distributed_something.userfiles import read_user_text
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
@@ -317,7 +322,7 @@ class _Checker:
         except json.JSONDecodeError as error:
             self.fail(
                 f"line {error.lineno}, column {error.colno}",
-                f"this is not valid JSON ({error.msg})",
+                f"this is not valid JSON ({json_mistake(text, error)})",
                 "correct the JSON there (keys and strings in double quotes, no trailing commas)",
             )
         # Deep nesting would exhaust Python's stack later (the request is sent as JSON).

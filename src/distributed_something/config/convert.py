@@ -2,7 +2,8 @@
 
 Only what differs from the defaults is written (plus ``app_name`` and ``backend``, which say
 what the run is), so the file shows at a glance what this run changes; loading it gives back
-an equal `Config`.
+an equal `Config`. `convert_file` writes a config.py as its run uses it, where a ds.toml
+must say so itself (a note at the top says where).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tomli_w
 from pydantic import BaseModel
 
 from distributed_something.config.loader import load_config
-from distributed_something.config.model import Config
+from distributed_something.config.model import ECS_AMI_ROOT_GIB, Config
 from distributed_something.errors import InputError
 from distributed_something.userfiles import write_user_file
 
@@ -72,8 +73,9 @@ def convert_file(src: Path, dest: Path, *, force: bool = False) -> Converted:
             "pass --force to overwrite it, or choose another destination",
         )
     config = load_config(src)
-    text = f"# Converted from {src.name} by `ds config convert`.\n"
     notes = conversion_notes(src, config)
+    config = _as_run(src, config)
+    text = f"# Converted from {src.name} by `ds config convert`.\n"
     text += "".join(f"# NOTE: {line}\n" for line in notes)
     text += to_toml(config)
     if not dest.parent.is_dir():
@@ -85,19 +87,30 @@ def convert_file(src: Path, dest: Path, *, force: bool = False) -> Converted:
 
 
 def conversion_notes(src: Path, config: Config) -> list[str]:
-    """What the written ``ds.toml`` does differently from ``src`` in a run: a ``config.py``
-    without MACHINE_TYPE or MACHINE_PRICE (DCP's before 2.0) takes the fleet file's instance
-    types and spot price, as its run.py did, but a ``ds.toml`` has no fleet file to take them
-    from before start-cluster and uses its defaults. One line each, without a final stop."""
+    """What the written ``ds.toml`` does differently from ``src`` in a run, or says where
+    ``src`` left it to ds: an EBS_VOL_SIZE below the image's root snapshot (raised for a
+    config.py, written raised); a ``config.py`` without MACHINE_TYPE or MACHINE_PRICE (DCP's
+    before 2.0) takes the fleet file's instance types and spot price, as its run.py did, but
+    a ``ds.toml`` has no fleet file to take them from before start-cluster and uses its
+    defaults. One line each, without a final stop."""
     if src.suffix != ".py":
         return []
+    notes = []
+    small = _small_root_volume(config)
+    if small is not None:
+        notes.append(
+            f"{src.name} sets EBS_VOL_SIZE = {small}, smaller than the {ECS_AMI_ROOT_GIB} GiB "
+            "root snapshot of the ECS-optimized image: ds runs it with "
+            f"{ECS_AMI_ROOT_GIB} GiB, and this file says so (aws.ebs_vol_size = "
+            f"{ECS_AMI_ROOT_GIB}), since a ds.toml's smaller size is refused"
+        )
     unset = [
         (legacy, field)
         for legacy, field in (("MACHINE_TYPE", "machine_type"), ("MACHINE_PRICE", "machine_price"))
         if field not in config.aws.model_fields_set
     ]
     if not unset:
-        return []
+        return notes
     names = " and ".join(legacy for legacy, _ in unset)
     defaults = ", ".join(
         # JSON's text of a list of strings or a number is TOML's too
@@ -105,10 +118,28 @@ def conversion_notes(src: Path, config: Config) -> list[str]:
         for _, field in unset
     )
     return [
+        *notes,
         f"{src.name} sets no {names}: with it, ds (as run.py) takes the fleet file's "
         f"InstanceType and SpotPrice; this file uses the defaults {defaults} instead. "
-        "Set them under [aws] as your fleet file has them"
+        "Set them under [aws] as your fleet file has them",
     ]
+
+
+def _small_root_volume(config: Config) -> int | None:
+    """A legacy config's EBS_VOL_SIZE below the ECS-optimized image's root snapshot (DCP's
+    templates said "minimum allowed is 22"): start-cluster raises it to the snapshot's size
+    for a config.py and refuses it in a ds.toml (a config.py cannot name another image).
+    None when it fits."""
+    size = config.aws.ebs_vol_size
+    return size if size < ECS_AMI_ROOT_GIB else None
+
+
+def _as_run(src: Path, config: Config) -> Config:
+    """``config`` as a run of ``src`` uses it, where a ds.toml must say so itself."""
+    if src.suffix == ".py" and _small_root_volume(config) is not None:
+        aws = config.aws.model_copy(update={"ebs_vol_size": ECS_AMI_ROOT_GIB})
+        return config.model_copy(update={"aws": aws})
+    return config
 
 
 def _derived(config: Config) -> dict[tuple[str, str], Any]:

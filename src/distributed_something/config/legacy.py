@@ -20,6 +20,7 @@ import re
 import shlex
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -175,6 +176,12 @@ _STATEMENT_KINDS: dict[type[ast.stmt], str] = {
 }
 
 
+#: Whether the command at work read a legacy config.py (set by `load_legacy`; `main` clears
+#: it before each command): then an error about any file (a job file's fix that says
+#: `recipe.engine`) names config fields as the config.py's variables (`legacy_error`).
+LEGACY_CONFIG_READ: ContextVar[bool] = ContextVar("legacy_config_read", default=False)
+
+
 def load_legacy(path: Path, *, backend: str | None = None) -> Config:
     """Read a legacy ``config.py`` and return the validated `Config` it describes.
 
@@ -187,6 +194,8 @@ def load_legacy(path: Path, *, backend: str | None = None) -> Config:
     """
     # Imported here: the loader dispatches `.py` files to this module.
     from distributed_something.config.loader import validate_data
+
+    LEGACY_CONFIG_READ.set(True)
 
     source = str(path)
     data = family_defaults(legacy_data(read_variables(path), source))
@@ -359,14 +368,21 @@ def legacy_text(text: str) -> str:
     return _DOTTED_FIELD.sub(lambda m: LEGACY_VARIABLE_OF.get(m.group(0), m.group(0)), text)
 
 
-def legacy_error(error: InputError) -> InputError:
+def legacy_error(error: InputError, *, config_py: bool = False) -> InputError:
     """``error`` as a user of a legacy ``config.py`` reads it: ds.toml field names (the
     field, and dotted names in the problem and fix) become the legacy variables that set
     them (``recipe.name`` → ``RECIPE``, ``tool.script_download_url`` →
-    ``SCRIPT_DOWNLOAD_URL``, a field ``app_name`` → ``APP_NAME``). Errors about other files
-    (any source not ending in ``.py``) are returned unchanged."""
+    ``SCRIPT_DOWNLOAD_URL``, a field ``app_name`` → ``APP_NAME``). An error about another
+    file (a source not ending in ``.py``) keeps its field, a field of that file; with
+    ``config_py`` (the command read a config.py) its problem and fix name the variables
+    too, else it is returned unchanged."""
     if not error.source.endswith(".py"):
-        return error
+        if not config_py:
+            return error
+        problem, fix = legacy_text(error.problem), legacy_text(error.fix)
+        if (problem, fix) == (error.problem, error.fix):
+            return error
+        return InputError(error.source, error.field, problem, fix)
     if error.field == "recipe.name" and error.problem == "is not set":
         return InputError(
             error.source,

@@ -18,6 +18,10 @@ ECS_CLUSTER_PATTERN = r"^[A-Za-z0-9_-]{1,255}$"
 #: the names derived from it (backends/aws/name_limits.py)
 LOG_GROUP_PATTERN = r"^[\.\-_/#A-Za-z0-9]+$"
 
+#: The root snapshot of the ECS-optimized Amazon Linux 2023 AMIs, in GiB: a smaller root
+#: volume makes every launch fail ("volume size is smaller than the snapshot").
+ECS_AMI_ROOT_GIB = 30
+
 
 class Section(BaseModel):
     """A config section: unknown fields are errors (they are usually typos)."""
@@ -183,7 +187,7 @@ class AwsConfig(Section):
         default=0.10, gt=0, description="the maximum spot price in USD per hour, > 0"
     )
     ebs_vol_size: int = Field(
-        default=30,
+        default=ECS_AMI_ROOT_GIB,
         ge=22,
         description="the EBS volume size in GB: ≥ 30 for the ECS-optimized AL2023 AMI (its "
         "root snapshot); a legacy config's smaller value is raised to the snapshot's size",

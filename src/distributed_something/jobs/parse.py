@@ -444,13 +444,10 @@ def _load_json(text: str, source: str) -> dict[str, Any]:
             "split the job file into several, and submit each",
         )
     except json.JSONDecodeError as error:
-        # Some of json's messages end in " at" ("Unterminated string starting at"): the
-        # position follows them.
-        problem = error.msg.removesuffix(" at")
         _fail(
             source,
             None,
-            f"is not valid JSON: {problem} at line {error.lineno}, column {error.colno}",
+            f"is not valid JSON: {json_mistake(text, error)}",
             "correct the JSON there (usually a missing comma or quote, or a trailing comma); "
             "a CSV job file must be named *.csv",
         )
@@ -546,6 +543,25 @@ def _json_path(path: tuple[str | int, ...], shown: int = 4) -> str:
     for step in path[:shown]:
         text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
     return text + ("…" if len(path) > shown else "")
+
+
+def json_mistake(text: str, error: json.JSONDecodeError) -> str:
+    """json's message for ``error`` in ``text`` with its line and column, and where the usual
+    cause sits when it is not there: a missing comma ends the line before the one json
+    names (the family's own example job lacked one for two years), and a trailing comma
+    sits before the closing bracket json stops at."""
+    # Some of json's messages end in " at" ("Unterminated string starting at"): the
+    # position follows them.
+    said = f"{error.msg.removesuffix(' at')} at line {error.lineno}, column {error.colno}"
+    before = text[: error.pos].rstrip()
+    line = before.count("\n") + 1
+    if error.msg == "Expecting ',' delimiter" and before and line < error.lineno:
+        return f"{said} (line {line} lacks a comma at its end)"
+    if before.endswith(",") and text[error.pos : error.pos + 1] in ("}", "]"):
+        return (
+            f"{said} (the comma on line {line} has nothing after it: JSON allows no trailing comma)"
+        )
+    return said
 
 
 def deep_json_position(text: str, limit: int = MAX_JSON_DEPTH) -> str | None:

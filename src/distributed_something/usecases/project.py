@@ -45,12 +45,13 @@ def open_project(
     of ``folder`` (default: cwd).
 
     ``backend`` ("local", "aws" or "slurm"; default: ``$DS_BACKEND`` if set) replaces the
-    config's backend. A legacy ``config.py`` without ``RECIPE`` that runs on the local or
-    Slurm backend (ds's own worker runs the tasks there), or on AWS with an image named as
-    `ds image build` suggests (`ds_worker_image`: ``…/ds-<tool>``, whose entrypoint is
-    ``ds worker``), gets the recipe `family_recipe` finds (``job`` is the job file the
-    command was given); with any other image on AWS it keeps none, so the image runs its
-    own worker, as with run.py. Raises
+    config's backend. A config without a recipe (a family ``config.py`` has no ``RECIPE``;
+    its converted ds.toml no ``recipe.name``) that runs on the local or Slurm backend (ds's
+    own worker runs the tasks there), or on AWS with an image named as `ds image build`
+    suggests (`ds_worker_image`: ``…/ds-<tool>``, whose entrypoint is ``ds worker``), gets
+    the recipe `family_recipe` finds (``job`` is the job file the command was given); with
+    any other image on AWS it keeps none, so the image runs its own worker, as with run.py.
+    Raises
     `InputError` for a bad config or backend name; a recipe nothing decides is reported
     later, by whatever needs the recipe.
     """
@@ -61,7 +62,7 @@ def open_project(
     project = Project(config=config, config_path=path.resolve())
     kind = backend_kind(config.backend)
     own_worker = not kind.in_image or ds_worker_image(config.image)
-    if path.suffix == ".py" and config.recipe.name is None and own_worker:
+    if config.recipe.name is None and own_worker:
         name = family_recipe(project.base_dir, config.image, job, _submitted_jobs(project))
         if name is not None:
             recipe = config.recipe.model_copy(update={"name": name})
@@ -88,7 +89,7 @@ def backend_override(flag: str | None = None) -> str | None:
 def family_recipe(
     folder: Path, image: str, job: Path | None, submitted: Sequence[Path] = ()
 ) -> str | None:
-    """The recipe a legacy project's files imply, or None when nothing decides.
+    """The recipe a project's family files imply, or None when nothing decides.
 
     With a ``job`` file at hand: its format (DCP → "cellprofiler", DF → "fiji", DOZC →
     "omezarr"), else the image name (`recipe_from_image`). Without one (``ds worker``,

@@ -26,7 +26,7 @@ from distributed_something.backends.aws.clients import unreadable_answers
 from distributed_something.backends.aws.errors import aws_call, error_code
 from distributed_something.backends.aws.resources import AwsNames
 from distributed_something.backends.aws.tagging import create_tagged
-from distributed_something.config.model import ECS_CLUSTER_PATTERN, Config
+from distributed_something.config.model import ECS_AMI_ROOT_GIB, ECS_CLUSTER_PATTERN, Config
 from distributed_something.errors import BackendError, InputError
 from distributed_something.platforms import guess_architecture
 
@@ -405,10 +405,6 @@ def cancel_fleet(ec2: Any, fleet_id: str) -> None:
 
 
 # --- architectures, images and the root volume --------------------------------------------
-
-#: The root snapshot of the ECS-optimized Amazon Linux 2023 AMIs, in GiB: a smaller root
-#: volume makes every launch fail ("volume size is smaller than the snapshot").
-ECS_AMI_ROOT_GIB = 30
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from distributed_something.backends.aws.role_check import check_task_role
 from distributed_something.backends.aws.schedule import monitor_function_arn, schedule_monitor
 from distributed_something.backends.aws.taskenv import task_environment, task_role_arn
 from distributed_something.backends.aws.teardown import teardown
+from distributed_something.config.model import ECS_AMI_ROOT_GIB
 from distributed_something.errors import BackendError, InputError
 from distributed_something.platforms import image_platform_warning, local_image_platform
 from distributed_something.project import Project
@@ -387,7 +388,7 @@ class AwsProvisioner:
             if image:
                 # The ECS AMIs' snapshot is ECS_AMI_ROOT_GIB; believe DescribeImages when it
                 # answers (a future AMI may be larger).
-                size = spot.describe_image(ec2, image).root_gib or spot.ECS_AMI_ROOT_GIB
+                size = spot.describe_image(ec2, image).root_gib or ECS_AMI_ROOT_GIB
                 required = max(required or 0, size)
         return {t: by_arch[architectures[t]] for t in types}, required
 
