@@ -167,8 +167,8 @@ def _project(
     return folder
 
 
-def _ds(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """`ds ARGS` in ``folder``, in this process; what it said, as 'rc=N: <last line>'."""
+def _run(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`ds ARGS` in ``folder``, in this process: its exit code, and all it said."""
     before = Path.cwd()
     os.chdir(folder)
     try:
@@ -179,7 +179,13 @@ def _ds(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     out, err = capsys.readouterr()
     said = out + err
     assert "Traceback" not in said, said
-    code = exited.value.code
+    assert isinstance(exited.value.code, int)
+    return exited.value.code, said
+
+
+def _ds(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`ds ARGS` in ``folder``, in this process; what it said, as 'rc=N: <last line>'."""
+    code, said = _run(folder, capsys, *args)
     lines = [line for line in said.splitlines() if line.strip()]
     if code == 0:
         last = next((line for line in lines if line.startswith(("valid:", "wrote"))), lines[-1])
@@ -256,6 +262,12 @@ def test_each_config_py_version_validates_and_converts_to_the_same_run(
             assert answer == said[backend].replace(
                 "<project>/config.py", "<project>/converted.toml"
             )
+    if said["local"].startswith("rc=0"):
+        # And the commands its tasks would run are the same, word for word.
+        dry = ["run", "--backend", "local", "--dry-run", "--show", "3", *job_args]
+        code, planned = _run(folder, capsys, *dry)
+        assert code == 0 and "dry run: " in planned, planned
+        assert _run(folder, capsys, *dry, "--config", "converted.toml") == (code, planned)
     _check(f"config {config.repo} {config.name}", said)
 
 

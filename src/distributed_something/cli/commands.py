@@ -848,6 +848,7 @@ def _dry_run(project: Project, job: Path, count: int, as_json: bool) -> int:
     else:
         for plan in shown:
             sys.stdout.write(shlex.join(plan.argv) + "\n")
+        sys.stdout.flush()  # the commands, then the summary on stderr, in a shared pipe too
     if not plans:
         info("the recipe is the image's own worker: there is no command to show")
     info(
