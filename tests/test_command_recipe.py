@@ -199,10 +199,9 @@ def test_check_success() -> None:
     recipe = CommandRecipe()
     assert recipe.check_success(0, WORKDIR) is None
     assert recipe.check_success(2, WORKDIR) == "command exited with code 2"
-    killed = recipe.check_success(-9, WORKDIR)
-    assert killed is not None
-    assert killed.startswith("command exited with code -9")
-    assert "signal 9" in killed
+    # Killed, it did not exit: the signal is named, not a code of -9.
+    assert recipe.check_success(-9, WORKDIR) == "command was killed by signal 9 (SIGKILL)"
+    assert recipe.check_success(-11, WORKDIR) == "command was killed by signal 11 (SIGSEGV)"
 
 
 # --- registry -----------------------------------------------------------------------------

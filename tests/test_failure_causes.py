@@ -7,6 +7,7 @@ clock), then every cause on the local backend with real processes, then `exit` a
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import sys
@@ -34,11 +35,14 @@ from distributed_something.worker.causes import (
     CAUSES,
     classify_exception,
     classify_run,
+    command_ended,
     describe,
     first_meaningful_line,
     killed_by_sigkill,
     memory_error,
     out_of_memory_line,
+    signal_name,
+    start_failure,
 )
 from distributed_something.worker.heartbeat import Heartbeat
 from distributed_something.worker.loop import Holding, Outcome, Worker, WorkerSettings, capped_log
@@ -126,6 +130,30 @@ def test_first_meaningful_line_skips_our_header_and_finds_the_error() -> None:
     assert len(long) == 500 and long.endswith("…")
 
 
+def test_the_error_line_is_an_error_stated_else_the_last_words_before_the_exit() -> None:
+    # A line merely naming "error" comes first; the tool's reason comes last, on stderr.
+    script = (
+        "Loading model (error-correction: on)\n"
+        "checked 12 inputs: 0 errors\n"
+        "Segmentation did not converge on image 3; aborting run\n"
+    )
+    assert first_meaningful_line(script) == (
+        "Segmentation did not converge on image 3; aborting run"
+    )
+    # An error stated outright (a level, `error:`, an exception's name) is the root cause.
+    stated = "step 1: could not cache\nsegfault.c: error: no such plate\nthen failed\n"
+    assert first_meaningful_line(stated) == "segfault.c: error: no such plate"
+    java = 'Exception in thread "main" java.lang.IllegalStateException: no wells\n\tat a.b(C.java)'
+    assert first_meaningful_line("reading\n" + java) == java.splitlines()[0]
+    # A command line echoing a JVM flag states nothing.
+    echo = "exec: java -XX:+ExitOnOutOfMemoryError -jar tool.jar\nfailed to read data.csv\n"
+    assert first_meaningful_line(echo) == "failed to read data.csv"
+    # Without an error-like line, the last words, unless they are not wanted.
+    assert first_meaningful_line("task k9 starting\n") == "task k9 starting"
+    assert first_meaningful_line("task k9 starting\n", last_words=False) == ""
+    assert first_meaningful_line("0 errors\n", last_words=False) == ""
+
+
 def test_out_of_memory_lines() -> None:
     assert out_of_memory_line("ds: argv ['MemoryError']\nfine\n") is None  # ours: skipped
     assert out_of_memory_line("a\nMemoryError\n") == "MemoryError"
@@ -134,6 +162,29 @@ def test_out_of_memory_lines() -> None:
     numpy = "numpy.core._exceptions._ArrayMemoryError: Unable to allocate 7.45 GiB"
     assert out_of_memory_line(numpy) == numpy
     assert out_of_memory_line("terminate called after std::bad_alloc") is not None
+    # Rust's and the JVM's own words, and Node's.
+    rust = "memory allocation of 629145600 bytes failed"
+    assert out_of_memory_line(rust) == rust
+    jvm = "# There is insufficient memory for the Java Runtime Environment to continue."
+    assert out_of_memory_line("#\n" + jvm + "\n# Native memory allocation (mmap) failed") == jvm
+    node = "FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"
+    assert out_of_memory_line(node) == node
+    # A flag named after the error is not the error; nor is a line long before the end.
+    assert out_of_memory_line("exec: java -XX:+ExitOnOutOfMemoryError -jar x.jar\nERROR: x") is None
+    assert out_of_memory_line("-XX:+HeapDumpOnOutOfMemoryError") is None
+    early = "retrying after MemoryError\n" + "working\n" * 60 + "ERROR: bad column\n"
+    assert out_of_memory_line(early) is None
+
+
+def test_how_a_command_ended_and_could_not_start() -> None:
+    assert command_ended("command", 3) == "command exited with code 3"
+    assert command_ended("command", -9) == "command was killed by signal 9 (SIGKILL)"
+    assert command_ended("the converter", -6) == "the converter was killed by signal 6 (SIGABRT)"
+    assert signal_name(200) == "signal 200"
+    denied = start_failure("cannot start '/x/run.sh': Permission denied", errno.EACCES)
+    assert denied.endswith("Fix: make it executable (chmod +x), or run it with its interpreter")
+    assert "#! first line" in start_failure("cannot start 'x': Exec format error", errno.ENOEXEC)
+    assert start_failure("cannot start 'x': odd", errno.EIO) == "cannot start 'x': odd"
 
 
 def test_describe_and_memory_error() -> None:
@@ -147,6 +198,10 @@ def test_describe_and_memory_error() -> None:
     assert "docker_cores = 2" in said and "MemoryError" in said
     assert "raise cluster.memory or lower cluster.docker_cores" in said
     assert "peak unknown" in memory_error(None, None, docker_cores=1)
+    assert said.startswith("killed for memory (")
+    # An allocation refused under the limit: the tool exited; nothing was killed.
+    refused = memory_error(250, 256, docker_cores=1, detail="MemoryError", killed=False)
+    assert refused.startswith("out of memory: an allocation was refused (peak 250 MB")
 
 
 # --- pure: retries by cause -------------------------------------------------------------------
@@ -385,11 +440,20 @@ def test_exit_names_the_code_and_the_first_error_line_with_usage(tmp_path: Path)
 
 
 def test_signal(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, code("import os, signal; os.kill(os.getpid(), signal.SIGUSR1)"))
+    rig = Rig(
+        tmp_path,
+        code("import os, signal; print('task t starting', flush=True); os.kill(os.getpid(), 9)"),
+    )
     task = rig.submit()
     assert rig.worker.step() is Outcome.FAILED
     (failure,) = rig.records.failures_of(task.id)
-    assert (failure.cause, failure.exit_code) == ("signal", -int(signal.SIGUSR1))
+    assert (failure.cause, failure.exit_code) == ("signal", -int(signal.SIGKILL))
+    # Killed, not exited; by whom is unknown, but not by ds; its last words are no error.
+    assert failure.error == "command was killed by signal 9 (SIGKILL), which ds did not send"
+    # Its stored log ends with how the attempt ended, after the command's own output.
+    (log,) = rig.storage.list(f"{rig.records.run_prefix}logs/{task.id}/")
+    lines = rig.storage.get_bytes(log.key).decode().splitlines()
+    assert lines[-2:] == ["task t starting", f"ds: attempt ended: failed (signal): {failure.error}"]
 
 
 def test_a_hung_task_times_out_dies_with_its_group_and_ends_dead(tmp_path: Path) -> None:
@@ -475,7 +539,11 @@ def test_a_missing_command_is_not_found_and_dead_without_retry(tmp_path: Path) -
     assert rig.worker.step() is Outcome.FAILED
     (failure,) = rig.records.failures_of(task.id)
     assert (failure.cause, failure.exit_code, failure.final) == ("not_found", 127, True)
-    assert "code 127" in failure.error and "cannot start" in failure.error
+    # The program never ran: no exit code is named, and the fix is.
+    assert "code 127" not in failure.error and "cannot start" in failure.error
+    assert failure.error.endswith(
+        "Fix: install it, or give its full path as the command's first word"
+    )
     assert "No such file or directory" in failure.error
     counts = rig.queue.counts()
     assert (counts.visible, counts.in_flight, counts.dead) == (0, 0, 0)  # deleted, not retried

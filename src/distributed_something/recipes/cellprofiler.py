@@ -51,6 +51,7 @@ from distributed_something.recipes.loaddata import (
     group_images,
     read_load_data,
 )
+from distributed_something.worker.causes import signal_name
 
 __all__ = [
     "DEFAULT_PLUGINS_REPO",
@@ -509,7 +510,9 @@ def judge_done_file(
     """
     if task_error:
         return f"cellprofiler task setup failed (exit code {exit_code}): {task_error.strip()}"
-    code = f"exit code {exit_code}" + (f", killed by signal {-exit_code}" if exit_code < 0 else "")
+    code = f"exit code {exit_code}"
+    if exit_code < 0:
+        code += f", killed by signal {-exit_code} ({signal_name(-exit_code)})"
     if done_text is None:
         return (
             f"CellProfiler did not finish ({code}): it wrote no done file ({DONE_FILE}); see "

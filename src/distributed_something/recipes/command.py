@@ -32,6 +32,7 @@ from distributed_something.templates import (
     format_value,
     render,
 )
+from distributed_something.worker.causes import command_ended
 
 __all__ = ["BUILTIN_FIELDS", "DEFAULT_OUTPUT_PREFIX", "CommandRecipe"]
 
@@ -179,12 +180,9 @@ class CommandRecipe:
         return plan
 
     def check_success(self, exit_code: int, workdir: Workdir) -> str | None:
-        """None when the command exited 0, else ``"command exited with code N"``."""
-        if exit_code == 0:
-            return None
-        if exit_code < 0:
-            return f"command exited with code {exit_code} (killed by signal {-exit_code})"
-        return f"command exited with code {exit_code}"
+        """None when the command exited 0, else ``"command exited with code N"`` (``was
+        killed by signal N (SIGNAME)``: `command_ended`)."""
+        return None if exit_code == 0 else command_ended("command", exit_code)
 
     @staticmethod
     def _render(template: str, fields: dict[str, Any], task: Task, field: str) -> str:

@@ -56,6 +56,7 @@ from distributed_something.recipes.base import (
 )
 from distributed_something.secrets_scan import PRESIGNED_SCRIPT_FIX, credential_kind
 from distributed_something.templates import MissingField, TemplateError, render
+from distributed_something.worker.causes import command_ended
 
 __all__ = [
     "DATA_FOLDER",
@@ -375,8 +376,7 @@ class FijiRecipe:
         if reason is not None and reason != _NO_STATUS:
             return reason
         if exit_code != 0:
-            killed = f" (killed by signal {-exit_code})" if exit_code < 0 else ""
-            return f"the fiji task helper exited with code {exit_code}{killed}"
+            return command_ended("the fiji task helper", exit_code)
         return "the fiji task helper exited 0 but recorded no outcome"
 
     # --- parts of the plan ----------------------------------------------------------------

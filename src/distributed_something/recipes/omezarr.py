@@ -70,6 +70,7 @@ from distributed_something.recipes.base import (
     program_problem,
 )
 from distributed_something.templates import MissingField, TemplateError, render
+from distributed_something.worker.causes import command_ended
 
 __all__ = [
     "BIOFORMATS2RAW",
@@ -715,8 +716,7 @@ class OmeZarrRecipe:
     def check_success(self, exit_code: int, workdir: Workdir) -> str | None:
         """None when the converter exited 0 and wrote a valid OME-Zarr, else why not."""
         if exit_code != 0:
-            signal = f" (killed by signal {-exit_code})" if exit_code < 0 else ""
-            return f"the OME-Zarr converter exited with code {exit_code}{signal}"
+            return command_ended("the OME-Zarr converter", exit_code)
         problem = omezarr_problem(workdir.output_dir)
         if problem is not None:
             return f"the converter exited with 0 but its output is not a valid OME-Zarr: {problem}"

@@ -24,6 +24,7 @@ from distributed_something.records import (
 )
 from distributed_something.report.context import ReportContext
 from distributed_something.state import RunState
+from distributed_something.worker.causes import first_meaningful_line
 
 #: A task's outcomes in the report: the ledger's states, in the same order.
 OUTCOMES = STATES
@@ -601,14 +602,6 @@ def _stats(ordered: list[float]) -> dict[str, float]:
 
 # --- failures for people -------------------------------------------------------------------
 
-#: Our own header lines at the top of every task log (`worker.loop`): never the error.
-_HEADER = re.compile(r"^ds: (task \S+ attempt |argv )")
-#: Words that make a log line look like an error message.
-_ERROR_WORDS = re.compile(
-    r"(?i)(error|exception|fatal|fail|cannot|can't|could not|couldn't|not found|no such|"
-    r"denied|killed|abort|panic|invalid|segmentation fault|out of memory|traceback|"
-    r"unable to|missing|refused)"
-)
 #: ANSI escape sequences (CSI, OSC, two-character ESC) and other control characters, as a
 #: log's first error line must print as plain text in a table.
 _CONTROLS = re.compile(
@@ -635,25 +628,12 @@ def attempt_cause(attempt: Attempt) -> str | None:
 
 
 def first_error_line(log_tail: str, error: str) -> str:
-    """The first line of ``log_tail`` that says what went wrong, else ``error``.
-
-    Our ``ds:`` header lines are passed over; the first other line that looks like an error
-    (it names an error, exception, failure, a missing file …) is taken, with control
-    sequences removed and clipped to 300 characters. A Python traceback gives its exception
-    line (``ValueError: …``), the line that explains it, not ``Traceback (most recent …``.
-    """
-    lines = [_CONTROLS.sub("", line).strip() for line in log_tail.splitlines()]
-    for index, line in enumerate(lines):
-        if not line or _HEADER.match(line) or not _ERROR_WORDS.search(line):
-            continue
-        if line.startswith("Traceback (most recent call last)"):
-            # The exception line is the first one after the indented frames.
-            raw = log_tail.splitlines()
-            for later, text in zip(raw[index + 1 :], lines[index + 1 :], strict=True):
-                if text and not later[:1].isspace():
-                    return _clip(text)
-        return _clip(line)
-    return error
+    """The line of ``log_tail`` that says what went wrong, else ``error``: as the worker
+    picks it (`worker.causes.first_meaningful_line`: a traceback's exception line, an error
+    stated outright, else the last line that reads like one; never our ``ds:`` lines), with
+    control sequences removed and clipped to 300 characters."""
+    line = first_meaningful_line(_CONTROLS.sub("", log_tail), last_words=False)
+    return _clip(line) if line else error
 
 
 def short_group(group: Any, limit: int = 40) -> str:

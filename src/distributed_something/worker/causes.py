@@ -50,17 +50,35 @@ SIGKILL_EXIT = 128 + int(signal.SIGKILL)
 #: Lines of the log the worker writes itself (headers), never taken as the error line.
 OWN_PREFIX = "ds: "
 
-# What tools print when an allocation failed (Python, C/C++, Java, glibc, numpy, R ...).
+# What tools print when an allocation failed (Python, C/C++, Java, the JVM itself, glibc,
+# numpy, R, Rust, Node …). Exception names must stand alone: a command line echoing
+# `-XX:+ExitOnOutOfMemoryError` says nothing of memory.
 _OUT_OF_MEMORY = re.compile(
-    r"MemoryError|Cannot allocate memory|std::bad_alloc|OutOfMemoryError|out of memory"
-    r"|Unable to allocate|cannot allocate vector|memory allocation failed|ENOMEM",
+    r"\bMemoryError\b|\bOutOfMemoryError\b|Cannot allocate memory|std::bad_alloc"
+    r"|\bout of memory\b|Unable to allocate|cannot allocate vector|memory allocation failed"
+    r"|memory allocation of \d+ bytes failed|insufficient memory for the Java Runtime"
+    r"|\bENOMEM\b|\berrno=12\b",
     re.IGNORECASE,
 )
-# Lines that say an error happened, preferred over whatever came first.
+#: The last lines of a log where a failed allocation is looked for: it ends the run.
+OUT_OF_MEMORY_LINES = 40
+# Lines that state an error outright: a log level (ERROR, FATAL …), "error:" / "fatal:", or
+# an exception's name ending the line or followed by its message (ValueError: …).
+_STATED = re.compile(
+    r"\b(?:ERROR|FATAL|CRITICAL|PANIC)\b"
+    r"|(?i:\b(?:error|fatal|panic)\s*:)"
+    r"|\b[A-Z]\w*(?:Error|Exception)(?::|$)"
+)
+# Lines that say an error happened.
 _ERRORISH = re.compile(
-    r"error|exception|fatal|failed|failure|cannot|can't|could not|not found|no such"
-    r"|denied|killed|abort|panic|invalid|missing|segmentation fault",
+    r"error|exception|fatal|fail|cannot|can't|could not|couldn't|unable to|not found"
+    r"|no such|denied|refused|killed|abort|panic|invalid|missing|segmentation fault"
+    r"|out of memory",
     re.IGNORECASE,
+)
+# Lines that count errors and found none ("checked 12 inputs: 0 errors").
+_NO_ERRORS = re.compile(
+    r"\b(?:0|no|zero|without)\s+(?:errors?|failures?|exceptions?)\b", re.IGNORECASE
 )
 # Lines that only announce what follows.
 _PREAMBLE = re.compile(r"^(Traceback \(most recent call last\):|During handling of|The above)")
@@ -131,14 +149,16 @@ def classify_exception(exc: BaseException, phase: str) -> str:
     return "exit"
 
 
-def first_meaningful_line(text: str) -> str:
+def first_meaningful_line(text: str, *, last_words: bool = True) -> str:
     """The line of a log that best says what went wrong, "" when there is none.
 
     Our own header lines (``ds: …``) and blank lines are skipped. A Python traceback gives
     its exception line (the first unindented line after ``Traceback …:``). Otherwise the
-    first line that reads like an error (error, exception, failed, not found, denied, …)
-    wins; without one, the last line printed (a tool's final words). At most
-    `MAX_ERROR_CHARS` characters.
+    first line that states an error (``ERROR …``, ``error:``, ``ValueError: …``) wins, the
+    root cause before its consequences; else the last line that reads like one (failed,
+    not found, denied, aborting …: the words before the exit), passing over lines that
+    count no errors ("0 errors"); else, with ``last_words``, the last line printed (a
+    tool's final words). At most `MAX_ERROR_CHARS` characters.
     """
     raw = [line.rstrip() for line in text.splitlines()]
     raw = [line for line in raw if line.strip() and not line.startswith(OWN_PREFIX)]
@@ -149,20 +169,62 @@ def first_meaningful_line(text: str) -> str:
             exception = next((x for x in raw[index + 1 :] if not x[0].isspace()), None)
             if exception is not None:
                 return _clip(exception.strip())
-    stripped = [line.strip() for line in raw]
-    chosen = next(
-        (line for line in stripped if _ERRORISH.search(line) and not _PREAMBLE.match(line)),
-        stripped[-1],
-    )
-    return _clip(chosen)
+    lines = [line.strip() for line in raw]
+    candidates = [line for line in lines if not _PREAMBLE.match(line)]
+    stated = next((line for line in candidates if _STATED.search(line)), None)
+    if stated is not None:
+        return _clip(stated)
+    errorish = [
+        line for line in candidates if _ERRORISH.search(line) and not _NO_ERRORS.search(line)
+    ]
+    if errorish:
+        return _clip(errorish[-1])
+    return _clip(lines[-1]) if last_words else ""
 
 
 def out_of_memory_line(text: str) -> str | None:
-    """The first line of ``text`` saying an allocation failed, or None."""
-    for line in text.splitlines():
-        if not line.startswith(OWN_PREFIX) and _OUT_OF_MEMORY.search(line):
+    """The first line of the last `OUT_OF_MEMORY_LINES` of ``text`` saying an allocation
+    failed, or None."""
+    lines = [line for line in text.splitlines() if not line.startswith(OWN_PREFIX)]
+    for line in lines[-OUT_OF_MEMORY_LINES:]:
+        if _OUT_OF_MEMORY.search(line):
             return _clip(line.strip())
     return None
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; ``signal 64`` for a number without a name here."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def command_ended(what: str, exit_code: int) -> str:
+    """How ``what`` (``command``, ``the OME-Zarr converter`` …) ended: ``exited with code
+    3``, or for a negative code ``was killed by signal 9 (SIGKILL)``."""
+    if exit_code < 0:
+        return f"{what} was killed by signal {-exit_code} ({signal_name(-exit_code)})"
+    return f"{what} exited with code {exit_code}"
+
+
+_START_FIXES = {
+    errno.ENOENT: "install it, or give its full path as the command's first word",
+    errno.ENOTDIR: "check the program's path: a part of it is not a folder",
+    errno.EACCES: "make it executable (chmod +x), or run it with its interpreter",
+    errno.ENOEXEC: (
+        "give the script a #! first line (e.g. #!/bin/sh) or run it with its interpreter; "
+        "a program must be built for this machine"
+    ),
+}
+
+
+def start_failure(error: str, start_errno: int | None) -> str:
+    """The error of a command that could not be started (``error``: the runner's ``cannot
+    start 'x': Permission denied``), with the fix its errno calls for: the program never
+    ran, so no exit code is named."""
+    fix = _START_FIXES.get(start_errno) if start_errno is not None else None
+    return f"{error}. Fix: {fix}" if fix else error
 
 
 def describe(cause: str, reason: str, line: str) -> str:
@@ -191,9 +253,12 @@ def memory_error(
     docker_cores: int,
     per: str = "task",
     detail: str = "",
+    killed: bool = True,
 ) -> str:
-    """The error of an attempt killed for memory: its peak, the limit (``per`` what it
-    applies to: a task process, a container) and the fix."""
+    """The error of an attempt that ran out of memory: ``killed`` by the kernel's OOM
+    killer (or the container's limit), else an allocation the limit refused (the tool
+    said so and exited); its peak, the limit (``per`` what it applies to: a task process, a
+    container) and the fix."""
     peak = f"peak {peak_mb:,.0f} MB" if peak_mb is not None else "peak unknown"
     limit = f"limit {limit_mb:,.0f} MB per {per}" if limit_mb is not None else "limit unknown"
     share = (
@@ -202,8 +267,9 @@ def memory_error(
         else ""
     )
     said = f"; the log says: {detail}" if detail else ""
+    what = "killed for memory" if killed else "out of memory: an allocation was refused"
     return (
-        f"killed for memory ({peak}, {limit}{share}){said}. Fix: raise cluster.memory or "
+        f"{what} ({peak}, {limit}{share}){said}. Fix: raise cluster.memory or "
         "lower cluster.docker_cores"
     )
 

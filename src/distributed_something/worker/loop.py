@@ -65,6 +65,7 @@ from distributed_something.worker.causes import (
     killed_by_sigkill,
     memory_error,
     out_of_memory_line,
+    start_failure,
     timeout_error,
 )
 from distributed_something.worker.heartbeat import Heartbeat
@@ -228,6 +229,8 @@ class Worker:
         #: the attempt of the task in progress has its end recorded (what fails after that,
         #: handing its message back or deleting it, is not a second attempt)
         self._attempt_ended = False
+        #: how the attempt in progress ended, as its log's last line says it ("" until then)
+        self._ending = ""
         #: where the task in progress is: plan, stage, run or upload (names a failure's cause)
         self._phase = "plan"
         #: retries the task in progress used up before this attempt (from its attempt
@@ -444,6 +447,7 @@ class Worker:
         self._log_header_size = -1
         self._attempt = None
         self._attempt_ended = False
+        self._ending = ""
         self._phase = "plan"
         self._used = None
         self._number = None
@@ -658,6 +662,8 @@ class Worker:
             return
         self._attempt_ended = True
         self._ended(attempt, outcome, exit_code=exit_code, error=error, cause=cause)
+        self._ending = f"ds: attempt ended: {outcome}" + (f" ({cause})" if cause else "")
+        self._ending += f": {error}" if error else ""
         try:
             self.records.close_attempt(attempt)
         except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
@@ -1047,9 +1053,14 @@ class Worker:
                 per=per,
                 docker_cores=self.config.cluster.docker_cores,
                 detail=oom_line or "",
+                killed=oom_killed,
             )
         if result.start_error is not None:
-            return cause, describe(cause, reason, result.start_error)
+            return cause, start_failure(result.start_error, result.start_errno)
+        if cause == "signal":
+            # Its last words were not about the signal: only a line reading as an error is.
+            line = first_meaningful_line(text, last_words=False)
+            return cause, describe(cause, f"{reason}, which ds did not send", line)
         return cause, describe(cause, reason, first_meaningful_line(text))
 
     def _memory_limit_mb(self) -> int | None:
@@ -1229,8 +1240,15 @@ class Worker:
         self, message: Message, log_path: Path, started: float, *, succeeded: bool
     ) -> None:
         """Keep the task's log in storage, except a success's log that holds only our
-        header (the command printed nothing): one write per task less, nothing lost."""
+        header (the command printed nothing): one write per task less, nothing lost. The
+        log of an attempt that did not succeed ends with how it ended (``ds: attempt ended:
+        failed (exit): …``)."""
         try:
+            if not succeeded and self._ending:
+                # The log says how its attempt ended, as the records do: `ds logs` tells
+                # the whole story (a command's output just stops where it was killed).
+                with log_path.open("ab") as fh:
+                    fh.write(f"{self._ending}\n".encode(errors="replace"))
             size = log_path.stat().st_size
         except FileNotFoundError:
             return
