@@ -648,6 +648,9 @@ MONITOR_GRANTS_NOT_EXERCISED = {
     ("AppQueues", "sqs:ReceiveMessage"),
     ("AppQueues", "sqs:ChangeMessageVisibility"),
     ("AppQueues", "sqs:SendMessage"),
+    # ... and redriven when dead-lettered by hand-backs with tries left
+    # (test_the_monitor_may_redrive_what_hand_backs_dead_lettered).
+    ("AppQueues", "sqs:DeleteMessage"),
     # Scaling a running fleet (the tail shrink, replacing machines): this run drains at once.
     ("SpotFleet", "ec2:DescribeSpotFleetInstances"),
     ("SpotFleet", "ec2:ModifySpotFleetRequest"),
@@ -697,6 +700,35 @@ def test_every_operation_of_a_legacy_named_run_is_allowed_and_every_grant_used(
     monitor_ops = [c for c in run.calls.of("monitor")]
     assert any("DeadMessages_Erin" in json.dumps(c.params) for c in monitor_ops)
     assert any(c.operation == "CreateExportTask" for c in monitor_ops)
+
+
+def test_the_monitor_may_redrive_what_hand_backs_dead_lettered(
+    aws: str, aws_calls: AwsCallRecorder
+) -> None:
+    """monitor/settle.py sends a task dead-lettered by hand-backs (with tries left) back to
+    the job queue and deletes its dead letter: the monitor's role must allow every call of
+    that redrive (it lacked sqs:DeleteMessage: the redrive failed half-way on AWS, the task
+    in both queues; moto enforces no IAM)."""
+    from distributed_something.backends.aws.clients import client
+    from distributed_something.backends.aws.sqs_queue import TASK_ID_ATTRIBUTE, SqsQueue
+
+    settings = AwsSettings(region=REGION)
+    sqs = client("sqs", settings)
+    dead = sqs.create_queue(QueueName=f"{PREFIX}AppDeadMessages")["QueueUrl"]
+    queue = sqs.create_queue(QueueName=f"{PREFIX}AppQueue")["QueueUrl"]
+    sqs.send_message(
+        QueueUrl=dead,
+        MessageBody='{"group": {"name": "a"}}',
+        MessageAttributes={TASK_ID_ATTRIBUTE: {"DataType": "String", "StringValue": "t1"}},
+    )
+    with aws_calls.acting("monitor"):
+        moved = SqsQueue(settings, queue, dead, max_receive_count=3).redrive(["t1"])
+    assert moved == 1
+    policy = monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET])
+    requests = [r for call in aws_calls.of("monitor") for r in requests_of(call, World())]
+    assert {r.action for r in requests} >= {"sqs:SendMessage", "sqs:DeleteMessage"}
+    denied = [str(r) for r in requests if not evaluate([policy], r)]
+    assert denied == []
 
 
 def test_the_monitor_may_export_a_family_runs_logs() -> None:
@@ -801,6 +833,55 @@ def test_names_outside_the_prefix_are_warned_about_until_bootstrapped(aws: str) 
         ),
     )
     assert coverage_warning(config) is None
+
+
+def test_an_app_name_outside_the_bootstrap_prefix_is_warned_about_even_when_bootstrapped(
+    aws: str,
+) -> None:
+    """The app's service, idle alarms, dashboard and schedule are granted by the prefix only
+    (not by name, as queues and log groups are): an app named outside the prefix of the
+    roles it uses (`aws.monitor_function = "Plate-monitor"`) is denied them on AWS — the
+    monitor fails at every tick on ecs:DescribeServices — however often it bootstraps."""
+    clients = AwsClients(AwsSettings(region=REGION))
+    config = Config(
+        app_name="CellPaint1",
+        backend="aws",
+        storage={"bucket": BUCKET},
+        aws={"region": REGION, "auto_monitor": True, "monitor_function": f"{PREFIX}-monitor"},
+    )
+    names = AwsNames(config)
+    granted = {"queues": names.queue_names, "log_groups": names.log_group_names}
+    # What `ds aws bootstrap --prefix Plate` grants with this config.
+    put_roles(
+        clients,
+        PREFIX,
+        instance_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted),
+        monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted, **MONITOR_EXTRAS),
+    )
+    boot = BootstrapNames(PREFIX)
+    assert coverage_problems(clients.iam, config, region=REGION, account=ACCOUNT) == {
+        boot.instance_role: ["app name CellPaint1"],
+        boot.monitor_role: ["app name CellPaint1"],
+    }
+    warning = coverage_warning(config)
+    assert warning is not None
+    assert "start app_name with 'Plate' (the bootstrap grants the app's service" in warning
+
+    # Named inside the prefix, the same roles cover everything.
+    inside = config.model_copy(update={"app_name": "PlateCellPaint1"})
+    inside_names = AwsNames(inside)
+    granted = {"queues": inside_names.queue_names, "log_groups": inside_names.log_group_names}
+    for role, document in (
+        (boot.instance_role, instance_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted)),
+        (
+            boot.monitor_role,
+            monitor_policy(ACCOUNT, REGION, PREFIX, [BUCKET], **granted, **MONITOR_EXTRAS),
+        ),
+    ):
+        clients.iam.put_role_policy(
+            RoleName=role, PolicyName=boot.inline_policy, PolicyDocument=json.dumps(document)
+        )
+    assert coverage_warning(inside) is None
 
 
 def test_roles_made_by_an_older_ds_are_warned_about_until_bootstrapped_again(aws: str) -> None:

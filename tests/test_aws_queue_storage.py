@@ -23,7 +23,7 @@ from botocore.parsers import ResponseParserError
 from distributed_something.backends.aws import clients, s3_storage, sqs_queue
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.s3_storage import S3Storage, object_age
-from distributed_something.backends.aws.sqs_queue import TASK_ID_ATTRIBUTE, SqsQueue
+from distributed_something.backends.aws.sqs_queue import TASK_ID_ATTRIBUTE, SqsError, SqsQueue
 from distributed_something.config.upload_flags import upload_args_from_flags
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.queue import QueueCounts
@@ -949,6 +949,50 @@ def test_a_dead_letter_listing_goes_on_past_messages_shown_again(aws: str) -> No
     assert all(
         m["ReceiptHandle"] == newest[m["MessageId"]] for m in listed if m["MessageId"] in newest
     )
+
+
+def test_a_dead_letter_listing_stopped_by_the_in_flight_cap_is_an_error_not_a_part(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS holds at most ~120,000 messages of a queue in flight; past that a long-polling
+    receive answers empty, without an error (moto has no cap). A listing holds each dead
+    letter it read in flight: stopped there, the letters left out would be taken for tasks
+    that left the queue unseen and sent again (monitor/settle.py). Scaled down: the cap is
+    30 here, the dead-letter queue holds 45."""
+    from distributed_something.backends.aws import sqs_queue
+
+    monkeypatch.setattr(sqs_queue, "IN_FLIGHT_LIMIT", 30)
+    monkeypatch.setattr(sqs_queue, "IN_FLIGHT_MARGIN", 0)
+    queue = make_queue(max_receive_count=1)
+    queue.send_batch([(f"t{i}", f"body {i}") for i in range(45)])
+    kill(queue, 45)
+    held = 0
+
+    def capped(**_: Any) -> Any:
+        """Past 30 in flight, an empty answer, as SQS gives a long poll."""
+        if held < 30:
+            return None
+        from botocore.awsrequest import AWSResponse
+
+        parsed = {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return AWSResponse("https://127.0.0.1/", 200, {}, None), parsed
+
+    def count(parsed: dict[str, Any], **_: Any) -> None:
+        nonlocal held
+        held += len(parsed.get("Messages", []))
+
+    events = queue._client.meta.events
+    events.register("before-call.sqs.ReceiveMessage", capped)
+    events.register("after-call.sqs.ReceiveMessage", count)
+    try:
+        with pytest.raises(SqsError) as caught:
+            queue.list_dead()
+    finally:
+        events.unregister("before-call.sqs.ReceiveMessage", capped)
+        events.unregister("after-call.sqs.ReceiveMessage", count)
+    assert "holds about 45 messages" in str(caught.value)
+    assert "cannot read them all at once" in str(caught.value)
+    assert len(queue.list_dead()) == 45  # shown again at once: nothing was lost or held
 
 
 def test_a_deep_dead_letter_queue_is_hidden_for_as_long_as_its_listing_takes() -> None:

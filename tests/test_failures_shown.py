@@ -267,6 +267,10 @@ def test_validate_finds_a_program_that_is_not_installed(tmp_path: Path, ds: Ds) 
     assert result.returncode == 2 and "is not executable" in result.stderr
     script.chmod(0o755)
     assert ds("validate", "--job", "job.json", cwd=proj).returncode == 0
+    script.write_text("echo no first line\n")  # every task would fail: Exec format error
+    result = ds("validate", "--job", "job.json", cwd=proj)
+    (line,) = error_lines(result)
+    assert "is a script without a #! first line" in line and "Fix: add a #! first line" in line
     proj = write_project(tmp_path / "r", argv=["{python}", "-c", "pass"], groups=[{"name": "a"}])
     assert ds("validate", "--job", "job.json", cwd=proj).returncode == 0
 
@@ -602,3 +606,56 @@ def test_doctor_looks_up_each_subnet_a_network_interface_lists() -> None:
     }
     found = [(kind, name) for kind, name, _ in _ec2_resources(fleet, "fleet.json", "")]
     assert found == [("subnet", "subnet-0a1b2c3d"), ("subnet", "subnet-1a2b3c4d")]
+
+
+#: Fails its first attempt (exit 5, saying why), succeeds after; writes ``files`` outputs.
+FLAKY = (
+    "import pathlib, sys\n"
+    "name, out, files = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])\n"
+    "seen = pathlib.Path(sys.argv[4]) / name\n"
+    "if name.startswith('flaky') and not seen.exists():\n"
+    "    seen.write_text('tried')\n"
+    "    print('flaky: the license server did not answer', file=sys.stderr)\n"
+    "    sys.exit(5)\n"
+    "for i in range(files):\n"
+    "    (out / f'{i}.txt').write_text(name)\n"
+)
+
+
+def test_the_summary_says_which_tasks_needed_a_retry_and_which_fell_short_of_the_count(
+    tmp_path: Path, ds: Ds
+) -> None:
+    script, seen = tmp_path / "flaky.py", tmp_path / "seen"
+    script.write_text(FLAKY)
+    seen.mkdir()
+    proj = write_project(
+        tmp_path / "p",
+        argv=[sys.executable, str(script), "{name}", "{output_dir}", "{files}", str(seen)],
+        groups=[
+            {"name": "flaky1", "files": 2},
+            {"name": "steady", "files": 2},
+            {"name": "short", "files": 1},
+        ],
+        extra={"check_if_done": {"expected_number_files": 2}},
+    )
+    result = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "1 task was done after a retry (exit ×1): `ds report --trace` lists every" in said
+    assert (
+        "1 task was done with fewer outputs than check_if_done.expected_number_files (2): the "
+        "count decides what is done, so submitting the job again runs them again"
+    ) in said
+    report = json.loads(result.stdout)
+    assert report["retried"] == {"exit": 1} and report["short_of_expected"] == 1
+    by_name = {t["group"]["name"]: t for t in report["tasks"]}
+    assert by_name["flaky1"]["retried_after"] == (
+        "exit: command exited with code 5: flaky: the license server did not answer"
+    )
+    assert by_name["steady"]["retried_after"] is None and by_name["steady"]["attempts"] == 1
+    # Its first attempt's stored log ends with how it ended.
+    logs = ds("logs", "name=flaky1", cwd=proj)
+    assert logs.stdout.rstrip().endswith(
+        "ds: attempt ended: failed (exit): command exited with code 5: flaky: the license "
+        "server did not answer"
+    )

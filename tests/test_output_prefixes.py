@@ -79,6 +79,10 @@ def queued(project: Path) -> int:
         ("/results", "empty name"),
         ("_ds", "records area"),
         ("_ds/T/done", "records area"),
+        # What no storage holds: refused after the command ran, its outputs thrown away.
+        ("results/.ds-tmp.x", "'.ds-tmp.', which is reserved"),
+        (".ds-tmp.x/a", "'.ds-tmp.', which is reserved"),
+        ("results/" + "é" * 130, "a name of 260 bytes (UTF-8)"),
     ],
 )
 def test_unusable_prefixes_are_named(prefix: str, needle: str) -> None:
@@ -86,7 +90,9 @@ def test_unusable_prefixes_are_named(prefix: str, needle: str) -> None:
     assert problem is not None and needle in problem
 
 
-@pytest.mark.parametrize("prefix", ["results/a", "out/_ds", "_dsx/a", "x_ds", "a/b/c"])
+@pytest.mark.parametrize(
+    "prefix", ["results/a", "out/_ds", "_dsx/a", "x_ds", "a/b/c", "a/.ds-tmpx", "é" * 127]
+)
 def test_ordinary_prefixes_pass(prefix: str) -> None:
     assert prefix_problem(prefix) is None
     assert not in_records_area(prefix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -48,6 +49,22 @@ def test_a_program_is_found_on_the_path_or_as_an_executable_file(tmp_path: Path)
     assert program_problem(str(tmp_path / "nope"), None) == "does not exist"
     (tmp_path / "plain").write_text("")
     assert program_problem(str(tmp_path / "plain"), None) == "is not executable"
+    assert program_problem(str(tmp_path), None) == "is a folder, not a program"
+    # A script without #! fails every task with "Exec format error" (no shell runs it).
+    bare = tmp_path / "bare.sh"
+    bare.write_text("echo hi\n")
+    bare.chmod(0o755)
+    assert program_problem(str(bare), None) == (
+        "is a script without a #! first line, which cannot be started (Exec format error)"
+    )
+    bare.write_text("#!/bin/sh\necho hi\n")
+    assert program_problem(str(bare), None) is None
+    # Binary formats are the kernel's to judge (ELF here; binfmt_misc may run others).
+    assert program_problem(sys.executable, None) is None
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"PK\x03\x04 a jar run by binfmt_misc")
+    blob.chmod(0o755)
+    assert program_problem(str(blob), None) is None
 
 
 def test_cellprofiler_must_be_installed(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from itertools import pairwise
 
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import JobFile
+from distributed_something.keys import MAX_NAME_BYTES, RESERVED_NAME_PREFIX, storable_key_problem
 from distributed_something.records import META_ROOT
 
 __all__ = [
@@ -49,7 +50,8 @@ def prefix_problem(prefix: str) -> str | None:
 
     Refused: the empty prefix (the bucket's root), a prefix with an empty name (``a//b``, a
     leading or trailing ``/`` — what a template field rendering to ``""`` leaves), and a
-    prefix in the records area (`in_records_area`).
+    prefix in the records area (`in_records_area`), and one no storage can hold
+    (`storable_key_problem`: a reserved name, a name over 255 bytes).
     """
     if prefix == "":
         return "is empty, so the task's outputs would land at the bucket's root among all others"
@@ -63,6 +65,11 @@ def prefix_problem(prefix: str) -> str | None:
             f"lies under {META_ROOT}/, the records area (done markers, logs, run state): outputs "
             "there could forge or overwrite the run's records"
         )
+    # What every storage can hold (a reserved name, a name over 255 bytes): the outputs
+    # would be refused after the command ran. A short prefix without the reserved name
+    # cannot break either rule (4 bytes a character at most): most skip the look.
+    if RESERVED_NAME_PREFIX in prefix or len(prefix) > MAX_NAME_BYTES // 4:
+        return storable_key_problem(prefix)
     return None
 
 

@@ -200,17 +200,37 @@ def missing_tool(recipe: object, config: Config, path: str | None) -> ToolProble
     return hook(config, path) if callable(hook) else None
 
 
+#: Bytes a text file holds: a script, which without a ``#!`` first line fails to start with
+#: "Exec format error" (a shell would run it as a shell script; ds starts programs without
+#: one). Binary formats (ELF, Mach-O, whatever binfmt_misc runs) are left to the kernel.
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
 def program_problem(program: str, path: str | None) -> str | None:
     """Why ``program`` (a name looked up on ``path``, or an absolute path) cannot be started
     here, as the end of a sentence about it ("is not on PATH"); None when it can."""
     if "/" in program:
         file = Path(program)
+        if file.is_dir():
+            return "is a folder, not a program"
         if not file.is_file():
             return "does not exist"
         if not os.access(file, os.X_OK):
             return "is not executable"
-        return None
-    return None if shutil.which(program, path=path) is not None else "is not on PATH"
+        found = program
+    else:
+        which = shutil.which(program, path=path)
+        if which is None:
+            return "is not on PATH"
+        found = which
+    try:
+        with open(found, "rb") as fh:
+            start = fh.read(64)
+    except OSError:
+        return None  # unreadable yet executable: the kernel may still start it
+    if start and not start.startswith(b"#!") and set(start) <= _TEXT_BYTES:
+        return "is a script without a #! first line, which cannot be started (Exec format error)"
+    return None
 
 
 @runtime_checkable

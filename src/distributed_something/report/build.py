@@ -61,6 +61,10 @@ class TaskReport:
     output_bucket: str = ""
     #: the estimated cost of all its attempts (USD; see `report.cost`), None when unpriced
     cost_usd: float | None = None
+    #: a done task that needed more than one attempt: why the last failed one failed (its
+    #: cause and first error line, ``exit: command exited with code 5: …``), or
+    #: ``interrupted or lost`` when none failed (handed back, its worker gone)
+    retried_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,13 @@ class RunReport:
     timeline: list[AttemptSpan] = field(default_factory=list)
     timeline_note: str = ""
     listed_all: bool = True
+    #: done tasks that needed more than one attempt, by the cause of their last failed one
+    #: (``interrupted or lost`` when none failed): every task's, listed or not
+    retried: dict[str, int] = field(default_factory=dict)
+    #: done tasks with fewer outputs than ``expected_outputs`` (`ReportContext`), which the
+    #: count rule does not take as done: the next submit runs them again
+    short_of_expected: int = 0
+    expected_outputs: int | None = None
     #: None: take them from ``tasks`` (a report made by hand, with all its tasks)
     durations: Sequence[float] | None = None
     finish_times: Sequence[float] | None = None
@@ -151,6 +162,29 @@ class RunReport:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_JSON}
         data["tasks"] = [task_json(t) for t in self.tasks]
         return data
+
+    def retried_text(self) -> str | None:
+        """ "3 tasks were done after a retry (exit ×2, interrupted or lost ×1)", or None when
+        every done task was done at its first attempt."""
+        if not self.retried:
+            return None
+        total = sum(self.retried.values())
+        ranked = sorted(self.retried.items(), key=lambda item: (-item[1], item[0]))
+        causes = ", ".join(f"{cause} ×{count}" for cause, count in ranked)
+        tasks = "1 task was" if total == 1 else f"{total} tasks were"
+        return f"{tasks} done after a retry ({causes})"
+
+    def short_text(self) -> str | None:
+        """What `short_of_expected` means for the user, or None when it is 0."""
+        if not self.short_of_expected:
+            return None
+        n = self.short_of_expected
+        tasks = "1 task was" if n == 1 else f"{n} tasks were"
+        return (
+            f"{tasks} done with fewer outputs than check_if_done.expected_number_files "
+            f"({self.expected_outputs}): the count decides what is done, so submitting the "
+            "job again runs them again"
+        )
 
     @property
     def ok(self) -> bool:
@@ -257,6 +291,7 @@ def build_report(
         _dead_attempt_causes(records, dead_marked),
         found.task_costs,
         (context or ReportContext()).locate or (lambda _bucket: ""),
+        (context or ReportContext()).expected_outputs,
     )
     tally = _read_split(reading, on_task, fork, parts)
     report = RunReport(
@@ -270,6 +305,9 @@ def build_report(
         duration_stats=_stats(sorted(tally.durations)),
         corrupt=dict(records.corrupt),
         listed_all=len(tally.listed) == sum(tally.counts.values()),
+        retried=tally.retried,
+        short_of_expected=tally.short,
+        expected_outputs=(context or ReportContext()).expected_outputs,
         durations=tally.durations,
         finish_times=tally.finish_times,
         bucket_locations=tally.bucket_locations,
@@ -292,6 +330,8 @@ class _Reading:
     mark_causes: dict[str, str]
     task_costs: dict[str, float] | None
     locate: Callable[[str], str]
+    #: `ReportContext.expected_outputs`
+    expected_outputs: int | None = None
 
 
 @dataclass
@@ -301,6 +341,8 @@ class _Tally:
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     duplicates: int = 0
+    retried: dict[str, int] = field(default_factory=dict)
+    short: int = 0
     durations: array[float] = field(default_factory=lambda: array("d"))
     finish_times: array[float] = field(default_factory=lambda: array("d"))
     listed: list[TaskReport] = field(default_factory=list)
@@ -318,6 +360,9 @@ class _Tally:
         for outcome, count in later.counts.items():
             self.counts[outcome] += count
         self.duplicates += later.duplicates
+        self.short += later.short
+        for cause, count in later.retried.items():
+            self.retried[cause] = self.retried.get(cause, 0) + count
         self.durations.extend(later.durations)
         self.finish_times.extend(later.finish_times)
         self.bucket_locations.update(later.bucket_locations)
@@ -383,6 +428,7 @@ def _tally(
     codes, failures, mark_errors = reading.codes, reading.failures, reading.mark_errors
     mark_causes = reading.mark_causes
     task_costs, locate = reading.task_costs, reading.locate
+    expected = reading.expected_outputs
     bucket_locations = tally.bucket_locations
     rows = _with_markers(reading.records, codes, reading.skipped, start, stop)
     for tid, group, outcome, marker in rows:
@@ -404,6 +450,12 @@ def _tally(
                 output_prefix=marker.output_prefix if marker else "",
                 output_bucket=marker.output_bucket if marker else "",
             )
+            if expected is not None and len(task.outputs) < expected:
+                tally.short += 1
+            if attempts > 1 and not duplicate:
+                task.retried_after = _retried_after(failures.get(tid))
+                cause = task.retried_after.split(":", 1)[0]
+                tally.retried[cause] = tally.retried.get(cause, 0) + 1
             if task.output_bucket and task.output_bucket not in bucket_locations:
                 bucket_locations[task.output_bucket] = locate(task.output_bucket)
             if task.duration is not None:
@@ -517,6 +569,18 @@ def read_task_codes(
         value = (code, duplicate, 0)
         codes[task_id] = shared.setdefault(value, value)
     return codes
+
+
+#: `TaskReport.retried_after` of a done task none of whose attempts failed on its own.
+RETRIED_UNFAILED = "interrupted or lost"
+
+
+def _retried_after(failure: Failure | None) -> str:
+    """`TaskReport.retried_after` of a done task whose last failed attempt was ``failure``."""
+    if failure is None:
+        return RETRIED_UNFAILED
+    cause = failure_cause(failure) or "exit"
+    return _clip(f"{cause}: {failure.error}")
 
 
 def _unfinished(

@@ -26,12 +26,16 @@ class ReportContext:
     """``outputs_location``: where task output prefixes are (a folder, or ``s3://bucket/``);
     ``records_location``: where the main bucket is (the run's records and logs); ``pricing``:
     the machine price and task share, None where no price is known; ``locate``: where any
-    bucket is (for outputs a recipe sent to a bucket of its own), None where unknown."""
+    bucket is (for outputs a recipe sent to a bucket of its own), None where unknown;
+    ``expected_outputs``: the count rule's number of outputs, where it decides."""
 
     outputs_location: str = ""
     records_location: str = ""
     pricing: Pricing | None = None
     locate: Callable[[str], str] | None = None
+    #: ``check_if_done.expected_number_files`` where the count rule decides what is done
+    #: (a done task with fewer outputs runs again at the next submit); None otherwise
+    expected_outputs: int | None = None
 
 
 def report_context(
@@ -44,6 +48,9 @@ def report_context(
         records_location=location(""),
         pricing=pricing_for(config, backend_name),
         locate=location,
+        expected_outputs=(
+            config.check_if_done.expected_number_files if config.check_if_done.enabled else None
+        ),
     )
 
 

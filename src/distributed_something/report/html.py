@@ -253,6 +253,12 @@ def _header(report: RunReport) -> str:
         ("finished", _e(finished)),
         ("wall time", _e(wall)),
     ]
+    retried = report.retried_text()
+    if retried:
+        rows.append(("retried", _e(retried)))
+    short = report.short_text()
+    if short:
+        rows.append(("outputs short", _e(short)))
     if report.outputs_location:
         rows.append(("outputs", _location_link(report.outputs_location, "outputs-location")))
     if report.logs_location:

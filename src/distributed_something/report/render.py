@@ -65,6 +65,14 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
             "mid-task and the task completed twice with identical outputs; or it was "
             "submitted again once done, with check_if_done off, or with --force)"
         )
+    retried = report.retried_text()
+    if retried:
+        console.print(
+            f"{retried}: `ds report --trace` lists every attempt, `ds logs TASK` their logs"
+        )
+    short = report.short_text()
+    if short:
+        console.print(f"[yellow]{short}[/]")
     if report.corrupt:
         console.print(f"[red]{plural(len(report.corrupt), 'record')} could not be read:[/]")
         for key, problem in list(report.corrupt.items())[:10]:

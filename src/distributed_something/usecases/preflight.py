@@ -259,12 +259,18 @@ def _check_program(project: Project, plan: TaskPlan, result: Preflight) -> None:
     problem = program_problem(program, path)
     if problem is None:
         return
-    fix = (
-        f"make it executable (chmod +x {program})"
-        if problem == "is not executable"
-        else "install it, put its folder on PATH, or give its absolute path in "
-        'recipe.argv[0] (e.g. "{python}" for the Python running ds)'
-    )
+    if problem == "is not executable":
+        fix = f"make it executable (chmod +x {program})"
+    elif "#!" in problem:
+        fix = (
+            "add a #! first line naming its interpreter (e.g. #!/bin/sh), or run it with its "
+            'interpreter: recipe.argv = ["sh", "{the script}", …]'
+        )
+    else:
+        fix = (
+            "install it, put its folder on PATH, or give its absolute path in "
+            'recipe.argv[0] (e.g. "{python}" for the Python running ds)'
+        )
     result.findings.append(
         InputError(
             str(project.config_path),

@@ -282,10 +282,13 @@ def monitor_policy(
         _statement(
             "AppQueues",
             # Receive/ChangeMessageVisibility read the dead letters and SendMessage re-sends
-            # tasks that left the queue without an outcome (monitor/settle.py).
+            # tasks that left the queue without an outcome (monitor/settle.py); a redrive of
+            # those dead-lettered with tries left sends each back, then deletes its dead
+            # letter (DeleteMessageBatch is authorised as sqs:DeleteMessage).
             # The queue URLs come from the run state: no lookup by name.
             [
                 "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
                 "sqs:DeleteQueue",
                 "sqs:GetQueueAttributes",
                 "sqs:ReceiveMessage",

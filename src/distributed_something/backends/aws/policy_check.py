@@ -36,6 +36,7 @@ from distributed_something.backends.aws.clients import (
     unreadable_answers,
 )
 from distributed_something.backends.aws.resources import AwsNames
+from distributed_something.backends.aws.schedule import schedule_names
 from distributed_something.config.model import Config
 
 
@@ -61,7 +62,8 @@ def bootstrap_prefix(config: Config) -> str:
 
 def worker_needs(names: AwsNames, region: str, account: str) -> list[Need]:
     """What a worker does with the instance role by name: work both queues (the dead-letter
-    queue is looked up and read for counts) and write task logs to the app's log group."""
+    queue is looked up and read for counts), write task logs to the app's log group, and
+    set its instance's idle alarm."""
     p = partition(region)
     needs: list[Need] = []
     for queue in names.queue_names:
@@ -74,12 +76,22 @@ def worker_needs(names: AwsNames, region: str, account: str) -> list[Need]:
     group = names.log_group
     stream = f"arn:{p}:logs:{region}:{account}:log-group:{group}:log-stream:task-0001"
     needs.append(Need(f"log group {group}", "logs:PutLogEvents", stream))
+    alarm = f"arn:{p}:cloudwatch:{region}:{account}:alarm:{names.instance_alarm('i-0')}"
+    needs.append(Need(app_name_need(names), "cloudwatch:PutMetricAlarm", alarm))
     return needs
+
+
+def app_name_need(names: AwsNames) -> str:
+    """`Need.what` of the names made from the app name alone (its ECS service, idle alarms,
+    dashboard and monitor schedule), which the bootstrap grants by its prefix only: an app
+    name outside the prefix is not fixed by bootstrapping again."""
+    return f"app name {names.app}"
 
 
 def monitor_needs(names: AwsNames, region: str, account: str) -> list[Need]:
     """What the monitor function does by name: read both queues' counts, delete the job
-    queue at teardown, export both log groups."""
+    queue at teardown, export both log groups; scale the app's service, delete its idle
+    alarms, its dashboard and its schedule."""
     p = partition(region)
     needs: list[Need] = []
     for queue in names.queue_names:
@@ -90,6 +102,22 @@ def monitor_needs(names: AwsNames, region: str, account: str) -> list[Need]:
     for group in names.log_group_names:
         arn = f"arn:{p}:logs:{region}:{account}:log-group:{group}"
         needs.append(Need(f"log group {group}", "logs:CreateExportTask", arn))
+    app = app_name_need(names)
+    rule = schedule_names(names)[0]
+    needs += [
+        Need(app, "ecs:UpdateService", f"arn:{p}:ecs:{region}:{account}:service/*/{names.service}"),
+        Need(
+            app,
+            "cloudwatch:DeleteAlarms",
+            f"arn:{p}:cloudwatch:{region}:{account}:alarm:{names.instance_alarm('i-0')}",
+        ),
+        Need(
+            app,
+            "cloudwatch:DeleteDashboards",
+            f"arn:{p}:cloudwatch::{account}:dashboard/{names.dashboard}",
+        ),
+        Need(app, "events:DeleteRule", f"arn:{p}:events:{region}:{account}:rule/{rule}"),
+    ]
     return needs
 
 
@@ -241,4 +269,12 @@ def coverage_warning(config: Config, settings: AwsSettings | None = None) -> str
         said.append(f"the roles were made by an older ds ({'; '.join(parts)})")
     if not said:
         return None
-    return f"{'; and '.join(said)}; run `{command}` again with this config to grant them"
+    fix = f"run `{command}` again with this config to grant them"
+    app = app_name_need(AwsNames(config))
+    if any(app in what for what in problems.uncovered.values()):
+        # Queues and log groups are granted by name; the rest only by the prefix.
+        fix = (
+            f"start app_name with {prefix!r} (the bootstrap grants the app's service, alarms, "
+            f"dashboard and schedule by that prefix only), then {fix}"
+        )
+    return f"{'; and '.join(said)}; {fix}"

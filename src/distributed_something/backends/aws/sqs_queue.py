@@ -66,6 +66,14 @@ harmless if we crash (`listing_visibility` for more)."""
 QUIET_BATCHES = 3
 """Receives in a row with no message not seen yet that end a dead-letter listing."""
 
+IN_FLIGHT_LIMIT = 120_000
+"""SQS's cap on a standard queue's messages in flight ("approximately 120,000"); past it a
+long-polling receive answers empty, not with an error (Amazon SQS quotas). A dead-letter
+listing holds every message it read in flight until it ends."""
+
+IN_FLIGHT_MARGIN = 1_000
+"""How close to `IN_FLIGHT_LIMIT` a listing that ends early is taken to have met it."""
+
 
 def listing_visibility(depth: int) -> int:
     """Seconds to hide the messages of a listing of a queue ``depth`` messages deep: ten a
@@ -645,7 +653,9 @@ class SqsQueue:
         an empty receive, or after `QUIET_BATCHES` in a row bring no message it had not
         seen; a message received again keeps its newest handle (an older one may delete
         nothing: "If you use an old ReceiptHandle, the request will succeed, but the message
-        might not be deleted", DeleteMessage)."""
+        might not be deleted", DeleteMessage). A queue deeper than SQS lets one reader hold
+        in flight (`IN_FLIGHT_LIMIT`) cannot be read whole: `SqsError`, rather than a part
+        of it taken for all."""
         depth = sum(self._attributes(self.dead_letter_queue_url).values())
         hidden_for = listing_visibility(depth)
         seen: dict[str, dict[str, Any]] = {}
@@ -657,6 +667,18 @@ class SqsQueue:
             quiet = 0 if any(raw["MessageId"] not in seen for raw in batch) else quiet + 1
             for raw in batch:
                 seen[raw["MessageId"]] = raw  # the newest handle (dicts keep first order)
+        if depth > len(seen) >= IN_FLIGHT_LIMIT - IN_FLIGHT_MARGIN:
+            # Stopped by SQS's in-flight cap, not by the end: a partial listing would have
+            # the dead letters left out taken for tasks that left the queue unseen.
+            self._show_dead(list(seen.values()))
+            raise SqsError(
+                f"SQS dead-letter queue {_queue_name(self.dead_letter_queue_url)}: holds about "
+                f"{depth:,} messages, and SQS lets one reader hold at most about "
+                f"{IN_FLIGHT_LIMIT:,} in flight, so ds cannot read them all at once. Fix: make "
+                "it smaller first (the SQS console's 'Start DLQ redrive' sends them back to "
+                "the job queue; a purge drops them, while ds's records of their failures "
+                "stay), then run the command again"
+            )
         return list(seen.values())
 
     def _show_dead(self, messages: Sequence[dict[str, Any]]) -> None:
