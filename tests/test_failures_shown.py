@@ -653,6 +653,12 @@ def test_the_summary_says_which_tasks_needed_a_retry_and_which_fell_short_of_the
         "exit: command exited with code 5: flaky: the license server did not answer"
     )
     assert by_name["steady"]["retried_after"] is None and by_name["steady"]["attempts"] == 1
+    # Asked as a dead task, it says what it is.
+    shown = ds("dead", "show", "name=flaky1", cwd=proj)
+    assert shown.returncode == 2
+    assert f"the task {by_name['flaky1']['id']} is not dead: it is done after 2 attempts" in (
+        " ".join(shown.stderr.split())
+    )
     # Its first attempt's stored log ends with how it ended.
     logs = ds("logs", "name=flaky1", cwd=proj)
     assert logs.stdout.rstrip().endswith(

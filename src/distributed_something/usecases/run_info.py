@@ -678,7 +678,19 @@ def dead_show(
     entries = [e for e in dead_list(project, backend, state.run_id) if e.task_id.startswith(task)]
     if len(entries) != 1:
         problem = "no dead task id starts with" if not entries else "several dead tasks match"
-        raise InputError("argument", "TASK", f"{problem} {task!r}", "see `ds dead list`")
+        problem = f"{problem} {task!r}"
+        if not entries:
+            # A task that is not dead: say what it is, rather than only what it is not.
+            found = [t for tid, t in read_ledger(records).tasks.items() if tid.startswith(task)]
+            if len(found) == 1:
+                tries = f" after {found[0].attempts} attempts" if found[0].attempts > 1 else ""
+                problem = f"the task {found[0].id} is not dead: it is {found[0].state}{tries}"
+        raise InputError(
+            "argument",
+            "TASK",
+            problem,
+            "see `ds dead list`; `ds logs TASK` shows every attempt's log of any task",
+        )
     entry = entries[0]
     failures = []
     for f in records.failures_of(entry.task_id):
