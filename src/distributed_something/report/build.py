@@ -450,7 +450,7 @@ def _tally(
                 output_prefix=marker.output_prefix if marker else "",
                 output_bucket=marker.output_bucket if marker else "",
             )
-            if expected is not None and len(task.outputs) < expected:
+            if expected is not None and marker is not None and len(task.outputs) < expected:
                 tally.short += 1
             if attempts > 1 and not duplicate:
                 task.retried_after = _retried_after(failures.get(tid))
