@@ -40,7 +40,7 @@ from distributed_something.worker.procgroups import (
     record_path,
     this_machine,
 )
-from testkit import read_pid, running, wait_for
+from testkit import dead_worker, read_pid, record_for, running, wait_for, write_record
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="process records need Linux's /proc"
@@ -179,31 +179,6 @@ def leftovers(tmp_path: Path) -> Iterator[list[int]]:
     for pid in pids:
         if running(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def dead_worker() -> tuple[int, int]:
-    """The pid and start time of a process that has exited (a worker that died)."""
-    proc = subprocess.Popen(["sleep", "60"])
-    info = proc_info(proc.pid)
-    proc.kill()
-    proc.wait()
-    assert info is not None
-    return proc.pid, info.start
-
-
-def record_for(worker: tuple[int, int], pgid: int, leader_start: int) -> GroupRecord:
-    machine = this_machine()
-    assert machine is not None
-    return GroupRecord(
-        machine.host, machine.boot_id, machine.pid_ns, worker[0], worker[1], pgid, leader_start
-    )
-
-
-def write_record(scratch: Path, record: GroupRecord) -> Path:
-    path = record_path(scratch, record.worker_pid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(record.to_json())
-    return path
 
 
 def test_reaping_kills_a_dead_workers_group_and_removes_its_folders(

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +34,12 @@ from distributed_something.backends.aws.clients import AwsClients, AwsSettings
 from distributed_something.backends.aws.resources import AwsNames, AwsResources
 from distributed_something.config.model import Config
 from distributed_something.interfaces.compute import ComputeStatus
+from distributed_something.worker.procgroups import (
+    GroupRecord,
+    proc_info,
+    record_path,
+    this_machine,
+)
 from family_templates import FAMILY_FLEET as SHIPPED_FLEET
 
 #: Seconds before a wait for real state gives up (never reached when things work).
@@ -472,3 +479,31 @@ needs_cellprofiler = pytest.mark.skipif(
     reason="CellProfiler is not installed: install it with `make examples` "
     "(scripts/install-cellprofiler.sh PYTHON .venv/bin)",
 )
+
+
+# --- records of dead workers (worker/procgroups.py) ---------------------------------------
+
+
+def dead_worker() -> tuple[int, int]:
+    """The pid and start time of a process that has exited (a worker that died)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    info = proc_info(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert info is not None
+    return proc.pid, info.start
+
+
+def record_for(worker: tuple[int, int], pgid: int, leader_start: int) -> GroupRecord:
+    machine = this_machine()
+    assert machine is not None
+    return GroupRecord(
+        machine.host, machine.boot_id, machine.pid_ns, worker[0], worker[1], pgid, leader_start
+    )
+
+
+def write_record(scratch: Path, record: GroupRecord) -> Path:
+    path = record_path(scratch, record.worker_pid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(record.to_json())
+    return path

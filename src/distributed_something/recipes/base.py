@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,14 @@ class Workdir:
     def clear(self) -> bool:
         """Empty the folders for the next task, keeping ``input_dir`` and ``output_dir``
         themselves (a worker reuses one workdir: creating and removing three folders per
-        task cost more than a short task). True when nothing is left behind."""
-        if not self.root.is_dir():
+        task cost more than a short task). True when nothing is left behind. A link put in
+        the root's place (by the task's command) is removed, never followed: False."""
+        try:
+            if not stat.S_ISDIR(os.lstat(self.root).st_mode):
+                with contextlib.suppress(OSError):
+                    self.root.unlink()
+                return False
+        except FileNotFoundError:
             return True
         kept = _KEPT
         clean = True
@@ -62,6 +69,21 @@ class Workdir:
                     _remove(entry)
                     clean = clean and not os.path.lexists(entry.path)
         return clean
+
+
+def read_own_file(path: Path, limit: int = 1 << 20) -> str | None:
+    """The text of the regular file ``path`` (its first ``limit`` bytes), or None when it is
+    missing, a link or anything but a regular file: a recipe reads the results its tool
+    left in the task's folder, where the task's command could have put a link to any file
+    of the machine instead."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return fh.read(limit).decode(errors="replace")
 
 
 _INPUTS = "inputs"

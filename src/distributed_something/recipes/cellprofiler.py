@@ -44,6 +44,7 @@ from distributed_something.recipes.base import (
     Workdir,
     plainly_safe_key,
     program_problem,
+    read_own_file,
 )
 from distributed_something.recipes.loaddata import (
     file_list_images,
@@ -692,8 +693,4 @@ class CellProfilerRecipe:
         """None when CellProfiler exited 0 and its done file says ``Complete``."""
         done = workdir.root / DONE_FILE
         error = workdir.root / TASK_ERROR_FILE
-        return judge_done_file(
-            done.read_text(errors="replace") if done.is_file() else None,
-            exit_code,
-            error.read_text(errors="replace") if error.is_file() else None,
-        )
+        return judge_done_file(read_own_file(done), exit_code, read_own_file(error))

@@ -53,6 +53,7 @@ from distributed_something.recipes.base import (
     ToolProblem,
     Workdir,
     program_problem,
+    read_own_file,
 )
 from distributed_something.secrets_scan import PRESIGNED_SCRIPT_FIX, credential_kind
 from distributed_something.templates import MissingField, TemplateError, render
@@ -539,9 +540,10 @@ _NO_STATUS = "no status"
 def _status_reason(path: Path) -> str | None:
     """None when the status file records a success; else why not (``_NO_STATUS`` when the
     file is missing or unreadable)."""
+    text = read_own_file(path)
     try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError):
+        status = json.loads(text) if text is not None else None
+    except ValueError:
         return _NO_STATUS
     if not isinstance(status, dict):
         return _NO_STATUS

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -111,9 +113,19 @@ def run_worker(project: Project, *, name: str | None, start_delay: float) -> Wor
 
 def _make_scratch_root(root: Path) -> None:
     """Make the workers' scratch root, or say in one line why it cannot be (a full disk is
-    left to the CLI's own message)."""
+    left to the CLI's own message). The folders it makes are this user's alone (0700); one
+    in a folder anyone may write (a Slurm node's /tmp) must be this user's and writable by
+    nobody else (`scratch_problem`): another user who made it first could otherwise read
+    the tasks' files, swap their folders for links, or forge the records of dead workers."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        # Looked at before anything is made in it, and again after (made meanwhile).
+        problem = scratch_problem(root)
+        if problem is None:
+            missing = [p for p in (root, *root.parents) if not os.path.lexists(p)]
+            for folder in reversed(missing):
+                with contextlib.suppress(FileExistsError):  # another worker made it meanwhile
+                    folder.mkdir(mode=0o700)
+            problem = scratch_problem(root)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -125,6 +137,38 @@ def _make_scratch_root(root: Path) -> None:
             "set DS_SCRATCH to a folder this user can write on a disk with room for the "
             "tasks' files (unset, it is the project's .ds/<app>/scratch)",
         ) from None
+    if problem is not None:
+        named = "DS_SCRATCH" if os.environ.get("DS_SCRATCH") else "scratch folder"
+        raise InputError(
+            "environment",
+            named,
+            f"the workers' scratch folder is not safe to use: {problem}",
+            "remove that folder (it may be another user's doing), or set DS_SCRATCH (on "
+            "Slurm: DS_SLURM_SCRATCH) to a folder of your own",
+        )
+
+
+def scratch_problem(root: Path) -> str | None:
+    """Why the scratch folder ``root`` could be tampered with by another user, or None: a
+    folder on its path whose parent anyone may write (``/tmp``) must be a real folder (not a
+    link), this user's, and writable by nobody else (one not made yet is not looked at)."""
+    me = os.geteuid()
+    for folder in (root, *root.parents):
+        parent = folder.parent
+        try:
+            if parent == folder or not parent.stat().st_mode & stat.S_IWOTH:
+                continue
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            continue  # to be made, by this user
+        where = f"{folder} (in {parent}, where anyone may write)"
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            return f"{where} is a link or a file, not a folder"
+        if st.st_uid != me:
+            return f"{where} belongs to user id {st.st_uid}, not to this user ({me})"
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{where} may be written by other users"
+    return None
 
 
 def _recording(recorder: GroupRecorder, run_id: str) -> AttemptHook:

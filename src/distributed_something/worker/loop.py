@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 import traceback
@@ -837,6 +838,7 @@ class Worker:
             # meanwhile and another worker hold the task, which only an extension tells.
             # Left to the heartbeat's thread, this thread could upload first.
             self._heartbeat.tick()
+        _own_log(log_path)
         self._result = result
         self._await_stop(result)
         # A command that succeeded on its own as the stop came is carried to its end: hours
@@ -1244,6 +1246,7 @@ class Worker:
         log of an attempt that did not succeed ends with how it ended (``ds: attempt ended:
         failed (exit): …``)."""
         try:
+            _own_log(log_path)
             if not succeeded and self._ending:
                 # The log says how its attempt ended, as the records do: `ds logs` tells
                 # the whole story (a command's output just stops where it was killed).
@@ -1276,6 +1279,25 @@ def capped_log(
     cut = max(size - len(first) - len(last), 0)
     note = f"\n… {cut:,} bytes cut (ds keeps the first and last MiB of a log) …\n".encode()
     return first + note + last
+
+
+def _own_log(path: Path) -> None:
+    """Make sure the task's log is the worker's regular file: what the task's command put in
+    its place (a link to a file elsewhere, a FIFO) is removed and replaced by a note, so the
+    worker never reads, appends to or stores anything outside the task's folder."""
+    try:
+        if stat.S_ISREG(path.lstat().st_mode):
+            return
+        path.unlink()
+        # O_EXCL: a link made again meanwhile fails the open rather than being followed.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(
+                b"ds: the task's command replaced its log (task.log) with a link or a special "
+                b"file: not followed, and the output written before is lost\n"
+            )
+    except OSError:
+        return
 
 
 def _log_text(path: Path, header_size: int) -> str:

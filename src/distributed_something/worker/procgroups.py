@@ -46,6 +46,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -497,7 +498,16 @@ def reap_dead_workers(scratch_root: Path) -> list[GroupRecord]:
     if machine is None or not folder.is_dir():
         return []
     dead = []
+    me = os.geteuid()
     for path in sorted(folder.glob("[0-9]*.json")):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != me:
+            # Not written by this user's workers: never a reason to kill anything.
+            log.warning("ignoring process group record %s: not a file of this user", path)
+            continue
         try:
             read = read_record(path)
         except (ValueError, TypeError, KeyError):

@@ -174,7 +174,9 @@ class SubprocessRunner:
         started = time.monotonic()
         oom_before = self._oom_count_before(started) if self.measure else None
         # A bare descriptor: a buffered file object costs more than the one write made here.
-        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        # Never through a link: the log is the worker's file, not one the task points at.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        log = os.open(log_path, flags, 0o666)
         try:
             if header:
                 os.write(log, header)  # before the child writes to the same file
