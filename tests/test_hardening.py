@@ -46,7 +46,10 @@ from distributed_something.recipes.command import CommandRecipe
 from distributed_something.records import RunRecords
 from distributed_something.secrets_scan import (
     ACCESS_KEY_ID,
+    API_TOKEN,
+    PASSWORD_URL,
     PRESIGNED_URL,
+    PRIVATE_KEY,
     SECRET_ACCESS_KEY,
     SESSION_TOKEN,
     credential_kind,
@@ -297,6 +300,15 @@ PRESIGNED_V2 = (
         ),
         (PRESIGNED_V4, PRESIGNED_URL),
         (PRESIGNED_V2, PRESIGNED_URL),
+        # Not AWS's, and as secret in a task definition.
+        ("https://alice:Sup3rS3cret!@example.com/s.ijm", PASSWORD_URL),
+        ("postgres://admin:Pa55word99@db.lab:5432/plates", PASSWORD_URL),
+        ("ghp_" + "A1b2C3d4E5" * 4, API_TOKEN),
+        ("glpat-" + "x9Y8z7W6v5" * 2, API_TOKEN),
+        ("xoxb-1234567890-abcdefghij", API_TOKEN),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA", PRIVATE_KEY),
+        # URL-encoded, as in a query string: looked at decoded.
+        ("secret=" + EXAMPLE_SECRET.replace("/", "%2F"), SECRET_ACCESS_KEY),
     ],
 )
 def test_credentials_are_recognised_by_shape(value: str, kind: str) -> None:
@@ -315,6 +327,10 @@ def test_credentials_are_recognised_by_shape(value: str, kind: str) -> None:
         "CellProfilerPipelineForNucleiSegmentation",
         "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMN",  # 40 characters, one letter case
         "",
+        "https://example.org:8443/scripts/stitch.ijm",  # a port is no password
+        "s3://lab-bucket/projects/a:b/c@d.tif",
+        "images/Plate%201/A01.tif",  # %-escaped, nothing secret decoded
+        "ghp_short",
     ],
 )
 def test_ordinary_values_are_not_taken_for_credentials(value: str) -> None:
@@ -344,14 +360,46 @@ def test_a_presigned_script_url_is_refused_not_silently_dropped() -> None:
     assert "X-Amz-Signature" not in str(error) and EXAMPLE_KEY_ID not in str(error)
 
 
+def test_secrets_under_their_usual_names_or_shapes_stay_out_of_the_task_definition(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secrets = {
+        "DB_PASSWD": "hunter2hunter2",
+        "MY_API_KEY": "k-0123456789",
+        "GITHUB_PAT": "pat-0123456789",
+        "DATABASE_URL": "postgres://admin:Pa55word99@db.lab/plates",
+        "PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----",
+        "OAUTH_TOKEN": "oauth-0123456789",
+    }
+    ordinary = {"PATH": "/opt/tool/bin", "AUTHOR": "lab", "KEYWORDS": "nuclei", "PASSES": "3"}
+    config = aws_config(env={**secrets, **ordinary})
+    env = task_environment(config, queue_url="http://127.0.0.1:1/1/SecQueue", run_id="r")
+    assert not set(secrets) & set(env)
+    assert {name: env[name] for name in ordinary} == ordinary
+    dumped = json.dumps(env)
+    assert all(value not in dumped for value in secrets.values())
+    warnings = capsys.readouterr().err
+    assert "env.DATABASE_URL holds a URL with a password in it" in warnings
+    assert "Pa55word99" not in warnings
+
+
+def test_a_password_in_a_script_url_is_refused() -> None:
+    config = aws_config(tool={"script_download_url": "https://alice:pw12345@host/s.ijm"})
+    with pytest.raises(InputError) as caught:
+        task_environment(config, queue_url="http://127.0.0.1:1/1/SecQueue", run_id="r")
+    assert caught.value.field == "tool.script_download_url"
+    assert "holds a URL with a password in it" in caught.value.problem
+    assert "pw12345" not in str(caught.value)
+
+
 def test_a_secret_under_a_neutral_name_is_dropped_and_the_config_kept(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = aws_config(
-        env={"S3_CREDS": EXAMPLE_SECRET, "STS": "FwoGZXIvYXdzEBYaDFakeSessionToken0123", "OK": "1"}
+        env={"LAB_S3": EXAMPLE_SECRET, "STS": "FwoGZXIvYXdzEBYaDFakeSessionToken0123", "OK": "1"}
     )
     env = task_environment(config, queue_url="http://127.0.0.1:1/1/SecQueue", run_id="r")
-    assert "S3_CREDS" not in env and "STS" not in env and env["OK"] == "1"
+    assert "LAB_S3" not in env and "STS" not in env and env["OK"] == "1"
     ds_config = json.loads(env["DS_CONFIG"])
     assert ds_config["app_name"] == "Sec" and ds_config["env"] == {"OK": "1"}
     dumped = json.dumps(env)
@@ -359,7 +407,7 @@ def test_a_secret_under_a_neutral_name_is_dropped_and_the_config_kept(
     # setup's second look at the whole environment drops nothing more: DS_CONFIG stays.
     assert without_credentials(env, where="task environment") == env
     warnings = capsys.readouterr().err
-    assert "env.S3_CREDS holds an AWS secret access key" in warnings
+    assert "env.LAB_S3 holds an AWS secret access key" in warnings
     assert EXAMPLE_SECRET not in warnings
 
 

@@ -1,4 +1,4 @@
-"""Recognise AWS credentials in a value by their shape, whatever the name they are stored under.
+"""Recognise credentials in a value by their shape, whatever the name they are stored under.
 
 docs/design.md §6: no credential is ever written to a task definition, log, state file or report.
 Names alone do not catch them (``S3_CREDS = "<secret key>"``, a presigned URL in a script
@@ -14,6 +14,15 @@ URL), so values are recognised by what credentials look like:
 - a presigned URL: a query that carries a signature or a key (``X-Amz-Signature=``,
   ``X-Amz-Credential=``, ``X-Amz-Security-Token=``, ``Signature=``, ``AWSAccessKeyId=``).
 
+Beyond AWS, what a config copied into a task definition must not carry either:
+
+- a URL with a password in it (``https://alice:pw@host/…``, ``postgres://u:p@db/…``);
+- an API token of the common services (GitHub ``ghp_…``/``github_pat_…``, GitLab
+  ``glpat-…``, Slack ``xox…-``);
+- a private key (``-----BEGIN … PRIVATE KEY-----``).
+
+A value with %-escapes is looked at decoded too (``%2F`` in a URL-encoded secret key).
+
 Everything here is pure and never returns or prints the secret itself.
 """
 
@@ -24,6 +33,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from distributed_something.errors import InputError
 
@@ -34,11 +44,19 @@ ACCESS_KEY_ID = "an AWS access key id"
 SECRET_ACCESS_KEY = "an AWS secret access key"
 SESSION_TOKEN = "an AWS session token"
 PRESIGNED_URL = "a presigned URL (its signature or key is a credential)"
+PASSWORD_URL = "a URL with a password in it"
+API_TOKEN = "an API token"
+PRIVATE_KEY = "a private key"
 
 _ACCESS_KEY = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")
 _SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _STS_TOKEN = re.compile(r"(?:FwoGZXIvYXdz|IQoJb3JpZ2lu)[A-Za-z0-9/+=]{20,}")
 _LONG_BASE64 = re.compile(r"[A-Za-z0-9/+]{100,}={0,2}")
+_URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/@:]+:[^\s/@]+@", re.IGNORECASE)
+_API_TOKEN = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|glpat-[\w-]{20,}|xox[abprs]-[\w-]{10,})"
+)
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _SIGNED_QUERY = re.compile(
     r"[?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=",
     re.IGNORECASE,
@@ -68,16 +86,33 @@ def _looks_random_key(run: str) -> bool:
 
 
 def credential_kind(text: str) -> str | None:
-    """Which kind of AWS credential ``text`` holds somewhere in it, or None.
+    """Which kind of credential ``text`` holds somewhere in it, or None.
 
     The kinds are the module's constants (`ACCESS_KEY_ID`, `SECRET_ACCESS_KEY`,
-    `SESSION_TOKEN`, `PRESIGNED_URL`), phrased to follow "holds", e.g. "holds an AWS access
-    key id". A presigned URL is named as such even though it also holds a key id.
+    `SESSION_TOKEN`, `PRESIGNED_URL`, `PASSWORD_URL`, `API_TOKEN`, `PRIVATE_KEY`), phrased
+    to follow "holds", e.g. "holds an AWS access key id". A presigned URL is named as such
+    even though it also holds a key id.
     """
-    if not isinstance(text, str) or len(text) < 20:
+    if not isinstance(text, str) or len(text) < 12:
         return None
+    if "%" in text:
+        decoded = unquote(text)
+        if decoded != text:
+            return credential_kind(decoded) or _kind(text)
+    return _kind(text)
+
+
+def _kind(text: str) -> str | None:
     if _SIGNED_QUERY.search(text):
         return PRESIGNED_URL
+    if _PRIVATE_KEY.search(text):
+        return PRIVATE_KEY
+    if "://" in text and _URL_PASSWORD.search(text):
+        return PASSWORD_URL
+    if _API_TOKEN.search(text):
+        return API_TOKEN
+    if len(text) < 20:
+        return None
     if _ACCESS_KEY.search(text):
         return ACCESS_KEY_ID
     if _STS_TOKEN.search(text):

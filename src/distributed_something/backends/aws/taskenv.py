@@ -27,8 +27,13 @@ from distributed_something.secrets_scan import check_config_credentials, credent
 CREDENTIAL_NAMES = frozenset(
     {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
 )
-#: Any other name that looks like a secret.
-_SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN", re.IGNORECASE)
+#: Any other name that looks like a secret's: by a word in it (``DB_PASSWD``, ``MY_API_KEY``,
+#: ``GITHUB_PAT``, ``S3_CREDS``), not any letters (``PATH``, ``AUTHOR`` are no secrets).
+_SECRET_NAME = re.compile(
+    r"SECRET|PASSWORD|PASSWD|PASSPHRASE|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY"
+    r"|(?:^|_)(?:PASS|PWD|PAT|CREDS?|AUTH)(?:$|_)",
+    re.IGNORECASE,
+)
 #: Names that would make the container look for a profile instead of using its task role.
 _PROFILE_NAMES = frozenset({"AWS_PROFILE", "AWS_DEFAULT_PROFILE"})
 
@@ -45,11 +50,13 @@ def task_environment(
     win over an ``env`` entry of the same name (with a warning).
 
     Never contains a credential: an ``env`` entry named like one (``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_SECURITY_TOKEN``, or any name
-    containing SECRET, PASSWORD or TOKEN), whose value holds a credential by its shape
-    (`secrets_scan.credential_kind`: an access key id, a secret access key, a session token,
-    a presigned URL), or naming a profile (``AWS_PROFILE``) is dropped — from the variables
-    and from ``DS_CONFIG`` — and a warning names it (never its value). Any other field of the
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_SECURITY_TOKEN``, or a name
+    with SECRET, PASSWORD, PASSWD, TOKEN, CREDENTIAL, API_KEY, PRIVATE_KEY or ACCESS_KEY in
+    it, or a word PASS, PWD, PAT, CRED(S) or AUTH), whose value holds a credential by its
+    shape (`secrets_scan.credential_kind`: an AWS key or token, a presigned URL, a URL with a
+    password, an API token, a private key), or naming a profile (``AWS_PROFILE``) is
+    dropped — from the variables and from ``DS_CONFIG`` — and a warning names it (never its
+    value). Any other field of the
     config holding a credential (``tool.script_download_url`` set to a presigned URL, say)
     raises `InputError` naming the field and the fix, before anything is returned.
     ``quiet`` leaves the warnings out (a check before setup says them once, later).
