@@ -192,6 +192,9 @@ def test_public_ip_and_key_pair_follow_the_config(tmp_path: Path) -> None:
     for spec in request["LaunchSpecifications"]:
         assert spec["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is True
         assert spec["KeyName"] == "lab-key"
+    # The key file's name, as the family's templates give it: the key pair's name is sent.
+    request = build(tmp_path, make_config(ssh_key_name="lab-key.pem"))
+    assert {spec["KeyName"] for spec in request["LaunchSpecifications"]} == {"lab-key"}
 
 
 def test_keeping_the_files_image_keeps_its_root_snapshot(tmp_path: Path) -> None:

@@ -248,4 +248,8 @@ def test_converting_an_ebs_size_below_the_images_snapshot_writes_the_size_a_run_
     assert converted.notes[0].startswith(
         "config.py sets EBS_VOL_SIZE = 22, smaller than the 30 GiB"
     )
-    assert "# NOTE: config.py sets EBS_VOL_SIZE = 22" in converted.path.read_text(encoding="utf-8")
+    text = converted.path.read_text(encoding="utf-8")
+    assert "# NOTE: config.py sets EBS_VOL_SIZE = 22" in text
+    # 30 is the default: left out, as the note says, and loaded as 30.
+    assert "aws.ebs_vol_size left out" in text
+    assert not any(line.startswith("ebs_vol_size") for line in text.splitlines())

@@ -100,9 +100,9 @@ def conversion_notes(src: Path, config: Config) -> list[str]:
     if small is not None:
         notes.append(
             f"{src.name} sets EBS_VOL_SIZE = {small}, smaller than the {ECS_AMI_ROOT_GIB} GiB "
-            "root snapshot of the ECS-optimized image: ds runs it with "
-            f"{ECS_AMI_ROOT_GIB} GiB, and this file says so (aws.ebs_vol_size = "
-            f"{ECS_AMI_ROOT_GIB}), since a ds.toml's smaller size is refused"
+            f"root snapshot of the ECS-optimized image: ds runs it with {ECS_AMI_ROOT_GIB} "
+            "GiB, this file's default (aws.ebs_vol_size left out), since a ds.toml's "
+            "smaller size is refused"
         )
     unset = [
         (legacy, field)

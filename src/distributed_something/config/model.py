@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 #: ECS CreateCluster's clusterName (botocore's model states no pattern; moto takes any)
@@ -195,6 +195,13 @@ class AwsConfig(Section):
     # Unset: the fleet file's AssociatePublicIpAddress stands (docs/configuration.md).
     assign_ip: bool | None = Field(default=None, description="true or false")
     ssh_key_name: str = Field(default="", description="an EC2 key pair name, or empty")
+
+    @field_validator("ssh_key_name")
+    @classmethod
+    def _key_pair_name(cls, value: str) -> str:
+        # The family's templates name the key file (`your-key-file.pem`); EC2 wants the pair.
+        return value.removesuffix(".pem")
+
     log_group_name: str | None = Field(
         default=None,
         pattern=LOG_GROUP_PATTERN,
