@@ -1250,8 +1250,13 @@ class Worker:
             if not succeeded and self._ending:
                 # The log says how its attempt ended, as the records do: `ds logs` tells
                 # the whole story (a command's output just stops where it was killed).
-                with log_path.open("ab") as fh:
-                    fh.write(f"{self._ending}\n".encode(errors="replace"))
+                try:
+                    with log_path.open("ab") as fh:
+                        fh.write(f"{self._ending}\n".encode(errors="replace"))
+                except FileNotFoundError:
+                    raise
+                except OSError as exc:  # a full disk: the log is kept without the line
+                    log.warning("could not end the log of task %s: %s", message.task_id, exc)
             size = log_path.stat().st_size
         except FileNotFoundError:
             return
