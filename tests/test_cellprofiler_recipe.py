@@ -453,6 +453,26 @@ def test_file_lists_and_batch_files_change_the_data_flag_and_the_inputs() -> Non
     assert plan.inputs == [Input("w/Batch_data.h5", "workspace/w/Batch_data.h5", "")]
 
 
+def test_the_default_engine_is_imageio_off_aws_and_every_reader_on_aws() -> None:
+    """Locally and on Slurm (often offline) Bio-Formats' downloads fail: imageio. On AWS,
+    every reader, as DCP's image runs CellProfiler (4.2, which has no -e option at all)."""
+    for backend, flags in (
+        ("local", ["-e", "imageio_reader"]),
+        ("slurm", ["-e", "imageio_reader"]),
+    ):
+        command = cp_part(
+            CellProfilerRecipe().plan(config(backend=backend), example_task(), WORKDIR).argv
+        )
+        assert command[-2:] == flags
+    on_aws = cp_part(CellProfilerRecipe().plan(config(backend="aws"), example_task(), WORKDIR).argv)
+    assert "-e" not in on_aws
+    asked = config(backend="aws", recipe={"engine": "imageio"})
+    assert cp_part(CellProfilerRecipe().plan(asked, example_task(), WORKDIR).argv)[-2:] == [
+        "-e",
+        "imageio_reader",
+    ]
+
+
 def test_an_unknown_engine_is_a_config_error() -> None:
     with pytest.raises(InputError) as error:
         CellProfilerRecipe().plan(config(recipe={"engine": "fiji"}), example_task(), WORKDIR)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from distributed_something.backends import backend_kind
 from distributed_something.config.model import Config, ToolConfig
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
@@ -389,14 +390,24 @@ class TaskPaths:
         )
 
 
+def engine_of(config: Config) -> str:
+    """The image reading engine: ``recipe.engine``, else ``"bioformats"`` on AWS (every
+    reader, as DCP's image runs CellProfiler there: a CellProfiler 4.2 image has no ``-e``
+    option at all, and Bio-Formats' Java parts download there) and ``"imageio"`` elsewhere
+    (TIFF/PNG without Bio-Formats, whose downloads fail on a machine or Slurm node offline)."""
+    return config.recipe.engine or (
+        "bioformats" if backend_kind(config.backend).in_image else "imageio"
+    )
+
+
 def _engine_flags(engine: str) -> list[str]:
     if engine not in _ENGINES:
         raise InputError(
             _CONFIG,
             "recipe.engine",
             f"{engine!r} is not an image reading engine of the cellprofiler recipe",
-            'set it to "imageio" (the default: reads TIFF/PNG without Java downloads) or '
-            '"bioformats" (every reader, Bio-Formats included)',
+            'set it to "imageio" (reads TIFF/PNG without Java downloads; the default off '
+            'AWS) or "bioformats" (every reader, Bio-Formats included; the default on AWS)',
         )
     return ["-e", "imageio_reader"] if _ENGINES[engine] else []
 
@@ -576,7 +587,7 @@ class CellProfilerRecipe:
             job,
             paths,
             config.tool,
-            engine=config.recipe.engine,
+            engine=engine_of(config),
             plugins_dir=plugins_directory(config),
         )
         workspace = config.storage.workspace_bucket
@@ -608,6 +619,7 @@ class CellProfilerRecipe:
             paths = TaskPaths.of(job, workdir)
             executable = find_executable(config.recipe.executable)
             plugins = plugins_directory(config)
+            engine = engine_of(config)
 
             def argv_of(job: CellProfilerJob) -> list[str]:
                 cp_argv = cellprofiler_argv(
@@ -615,7 +627,7 @@ class CellProfilerRecipe:
                     job,
                     paths,
                     config.tool,
-                    engine=config.recipe.engine,
+                    engine=engine,
                     plugins_dir=plugins,
                 )
                 return [*_helper_argv(config, job, paths), "--", *cp_argv]
