@@ -316,6 +316,34 @@ def test_column_types_follow_loaddata(values: list[str], kind: str) -> None:
     assert loaddata.column_type(values) == kind
 
 
+def test_url_columns_on_dcps_mount_are_downloaded_and_pointed_at_the_local_file() -> None:
+    """CellProfiler's image set listing writes URL_ columns beside PathName_/FileName_, and
+    LoadData reads the URL first: left at file:///home/ubuntu/bucket/… every task would fail.
+    Other URLs (https, s3) are CellProfiler's to fetch: kept, not downloaded."""
+    text = (
+        "Metadata_Well,URL_DNA,PathName_DNA,FileName_DNA,URL_Cells,ObjectsURL_Nuc\n"
+        f"A01,file://{ROOT}/proj/img/a%20b.tif,{ROOT}/proj/img,a b.tif,"
+        f"https://example.org/c.tif,file://{ROOT}/proj/labels/n.png\n"
+        f"B01,file://{ROOT}/proj/img/z.tif,{ROOT}/proj/img,z.tif,,\n"
+    )
+    assert loaddata.group_images(table(text), [("Metadata_Well", "A01")]) == [
+        "proj/img/a b.tif",  # once, from its URL and its path columns alike
+        "proj/labels/n.png",
+    ]
+    out = list(csv.DictReader(io.StringIO(loaddata.rewrite_load_data(text, "/s/images"))))
+    assert out[0]["URL_DNA"] == "file:///s/images/proj/img/a%20b.tif"
+    assert out[0]["PathName_DNA"] == "/s/images/proj/img"
+    assert out[0]["URL_Cells"] == "https://example.org/c.tif"
+    assert out[0]["ObjectsURL_Nuc"] == "file:///s/images/proj/labels/n.png"
+    # A file:// URL off DCP's mount names no object of the bucket.
+    elsewhere = "Metadata_Well,URL_DNA\nA01,file:///Users/me/images/a.tif\n"
+    with pytest.raises(InputError) as caught:
+        loaddata.group_images(table(elsewhere), [("Metadata_Well", "A01")])
+    assert caught.value.field == "URL_DNA (line 2)"
+    with pytest.raises(InputError):
+        loaddata.rewrite_load_data(elsewhere, "/s/images")
+
+
 def test_group_images_covers_every_file_column_once_in_row_order() -> None:
     text = (
         "FileName_DNA,PathName_DNA,ObjectsFileName_Nuc,ObjectsPathName_Nuc,Metadata_Well\n"

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
+from urllib.request import pathname2url
 
 from distributed_something.errors import InputError
 from distributed_something.keys import check_key, join_key
@@ -43,6 +45,8 @@ _LOADDATA_PREFIXES = (
     "ObjectsURL_",
 )
 _INT32 = (-(2**31), 2**31 - 1)
+#: Columns of image URLs, which LoadData reads before (and instead of) PathName/FileName.
+_URL_PREFIXES = ("URL_", "ObjectsURL_")
 
 
 def group_argument(metadata: Sequence[tuple[str, str]]) -> str:
@@ -76,6 +80,26 @@ def folder_key(path: str) -> str:
         return check_key(text)
     except InputError as error:
         raise ValueError(f"{path!r} names the key {text!r}, which {error.problem}") from None
+
+
+def url_key(url: str) -> str | None:
+    """The storage key of the image a LoadData ``URL_`` cell names, or None for a URL that
+    CellProfiler fetches itself (``https://``, ``s3://``…). A ``file://`` URL is a path on
+    DCP's mount: ``file:///home/ubuntu/bucket/<key>`` is ``<key>`` (%-escapes decoded, as
+    CellProfiler writes them); raises ``ValueError`` for one elsewhere."""
+    text = url.strip()
+    if not text.lower().startswith("file:"):
+        return None
+    path = unquote(text[len("file:") :])
+    if path.startswith("//"):  # file://<host>/path: the host is empty on Linux
+        path = path[2:]
+        path = path[path.find("/") :] if "/" in path else path
+    if not path.startswith("/"):
+        raise ValueError(f"{url!r} is not a file:// URL of an absolute path")
+    key = folder_key(path)
+    if not key:
+        raise ValueError(f"{url!r} names the bucket root, not an image")
+    return key
 
 
 def _file_key(folder: str, name: str) -> str:
@@ -191,7 +215,9 @@ def read_load_data(text: str, *, source: str = "data_file") -> LoadDataTable:
 
 def rewrite_load_data(text: str, image_dir: str | Path, *, source: str = "data_file") -> str:
     """``text`` with every ``PathName_*`` / ``ObjectsPathName_*`` cell pointing into
-    ``image_dir``, the local mirror of the source bucket; every other byte is kept.
+    ``image_dir``, the local mirror of the source bucket, and every ``file://`` cell of a
+    ``URL_*`` / ``ObjectsURL_*`` column at the downloaded file (`url_key`; other URLs are
+    CellProfiler's to fetch); every other byte is kept.
 
     A cell naming ``/home/ubuntu/bucket/<key>`` or ``<key>`` becomes ``<image_dir>/<key>``
     (see `folder_key`); empty cells stay empty. Metadata and every other column keep their
@@ -208,6 +234,8 @@ def rewrite_load_data(text: str, image_dir: str | Path, *, source: str = "data_f
         return text
     names = [_column_name(_unquote(raw)) for raw in header.fields]
     targets = [i for i, name in enumerate(names) if name.startswith(_PATH_PREFIXES)]
+    urls = [i for i, name in enumerate(names) if name.startswith(_URL_PREFIXES)]
+    targets += urls
     root = str(image_dir).rstrip("/") or "/"
     out: list[str] = []
     for record in records:
@@ -221,6 +249,12 @@ def rewrite_load_data(text: str, image_dir: str | Path, *, source: str = "data_f
                 if not value.strip():
                     continue
                 try:
+                    if index in urls:
+                        key = url_key(value)
+                        if key is not None:  # the downloaded file's own URL
+                            local = pathname2url(posixpath.join(root, key))
+                            fields[index] = _quote(f"file://{local}")
+                        continue
                     key = folder_key(value)
                 except ValueError as error:
                     raise InputError(
@@ -351,8 +385,9 @@ def group_matcher(
 def group_images(
     table: LoadDataTable, metadata: Sequence[tuple[str, str]], *, source: str = "data_file"
 ) -> list[str]:
-    """The storage keys of every image of the group's rows (each ``FileName_X`` joined to its
-    ``PathName_X``, and the same for ``ObjectsFileName_``), in row then column order, once.
+    """The storage keys of every image of the group's rows (each ``file://`` ``URL_X`` cell,
+    which CellProfiler reads first; each ``FileName_X`` joined to its ``PathName_X``, and
+    the same for ``Objects…``), in row then column order, once.
 
     Raises ``InputError`` as `select_group_rows`, and for a file name without its path
     column or a path that does not map to a key (see `folder_key`).
@@ -372,8 +407,22 @@ def group_images(
                         f"add a {path_name} column with each image's folder",
                     )
                 pairs.append((file_index, table.columns.index(path_name), name))
+    url_columns = [
+        (i, name) for i, name in enumerate(table.columns) if name.startswith(_URL_PREFIXES)
+    ]
     for row_index in select_group_rows(table, metadata, source=source):
         row = table.rows[row_index]
+        for url_index, name in url_columns:
+            if not row[url_index].strip():
+                continue
+            try:
+                key = url_key(row[url_index])
+            except ValueError as error:
+                where = f"{name} (line {table.lines[row_index]})"
+                raise InputError(source, where, str(error), _PATH_FIX) from None
+            if key is not None and key not in seen:
+                seen.add(key)
+                keys.append(key)
         for file_index, path_index, name in pairs:
             file_name = row[file_index].strip()
             if not file_name:
