@@ -770,3 +770,45 @@ def test_helper_git_steps_work_on_a_real_checkout(tmp_path: Path) -> None:
     flags = ("--update-plugins", "--plugins-commit", "v1")
     assert cellprofiler_task.main(plugin_argv(tmp_path, repo, *flags), execv=Exec()) == 0
     assert (repo / "active_plugins" / "plugin_a.py").read_text() == "A = 1\n"
+
+
+def test_plugin_steps_run_once_per_run_and_update_pulls_as_dcp_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DCP's run-worker.sh fetches and pulls, checks out and installs once per container;
+    run by each task of a machine at once, git and pip collided in the shared checkout."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    upstream, repo = tmp_path / "upstream", tmp_path / "CellProfiler-plugins"
+    (upstream / "active_plugins").mkdir(parents=True)
+    (upstream / "active_plugins" / "plugin_a.py").write_text("A = 1\n")
+    subprocess.run(["git", "-C", str(upstream), "init", "-q", "-b", "main"], check=True, env=env)
+    subprocess.run(["git", "-C", str(upstream), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(upstream), "commit", "-qm", "one"], check=True, env=env)
+    subprocess.run(["git", "clone", "-q", str(upstream), str(repo)], check=True, env=env)
+    (upstream / "active_plugins" / "plugin_a.py").write_text("A = 2\n")
+    subprocess.run(["git", "-C", str(upstream), "commit", "-qam", "two"], check=True, env=env)
+
+    monkeypatch.setenv("DS_RUN_ID", "run-1")
+    argv = plugin_argv(tmp_path, repo, "--update-plugins")
+    assert cellprofiler_task.main(argv, execv=Exec()) == 0
+    assert (repo / "active_plugins" / "plugin_a.py").read_text() == "A = 2\n"  # pulled
+
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], *, cwd: Path, check: bool) -> None:
+        calls.append(argv)
+
+    assert cellprofiler_task.main(argv, run=run, execv=Exec()) == 0
+    assert calls == []  # the same run on this machine: done already
+    monkeypatch.setenv("DS_RUN_ID", "run-2")
+    assert cellprofiler_task.main(argv, run=run, execv=Exec()) == 0
+    assert calls == [["git", "fetch", "--all"], ["git", "pull", "--ff-only"]]
+    monkeypatch.delenv("DS_RUN_ID")  # outside a run: every time
+    assert cellprofiler_task.main(argv, run=run, execv=Exec()) == 0
+    assert len(calls) == 4

@@ -13,10 +13,12 @@ and this module, after the worker staged the pipeline, the data file and the gro
    gives ``-g`` the group as CellProfiler matches it (``Metadata_Position=002`` → ``=2`` in a
    column of numbers); for a file list (``--kind txt``) the same with every listed file;
    a batch file (``--kind h5``) is used as it is;
-3. with ``--plugins-repo``: runs ``git fetch --all`` (``--update-plugins``), ``git checkout
-   COMMIT`` (``--plugins-commit``) and installs the plugins' requirements into
-   CellProfiler's own Python (``--install-requirements``), as DCP's worker does; when the
-   checkout has no ``active_plugins`` folder, ``--plugins-directory`` becomes the checkout;
+3. with ``--plugins-repo``: runs ``git fetch --all`` and ``git pull`` (``--update-plugins``),
+   ``git checkout COMMIT`` (``--plugins-commit``) and installs the plugins' requirements
+   into CellProfiler's own Python (``--install-requirements``), as DCP's worker does — once
+   per run on a machine, under a lock on the checkout (DCP does them once per container
+   start; run by every task at once they collided in git and pip); when the checkout has no
+   ``active_plugins`` folder, ``--plugins-directory`` becomes the checkout;
 4. replaces itself with CellProfiler (``os.execv``), so CellProfiler's exit code and
    signals are the task's.
 
@@ -27,12 +29,14 @@ reports it), prints it, and exits with 2 (bad input) or 1 (a plugin command fail
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +217,36 @@ def prepare_plugins(
             "https://github.com/CellProfiler/CellProfiler-plugins there, or set "
             f"{PLUGINS_REPO_ENV} in the config's [env] table to where it is"
         )
+    steps = options.update_plugins or options.plugins_commit or options.install_requirements
+    if steps:
+        with _plugins_lock(repo) as stamp:
+            key = _steps_key(options, command)
+            if stamp is not None and key and _stamp(stamp) == key:
+                _say("plugins: set up already in this run (fetch, checkout, install skipped)")
+            else:
+                _plugin_steps(options, command, repo, run)
+                if stamp is not None and key:
+                    stamp.write_text(key, encoding="utf-8")
+    active = repo / "active_plugins"
+    directory = active if active.is_dir() else repo
+    if directory is repo:
+        _say(f"{active} does not exist: using {repo} as the plugins directory")
+    command = list(command)
+    _replace_value(command, "--plugins-directory", str(directory))
+    return command
+
+
+def _plugin_steps(options: argparse.Namespace, command: list[str], repo: Path, run: Run) -> None:
+    """DCP's run-worker.sh: ``git fetch --all`` and ``git pull`` (on a branch: a checked-out
+    commit has none to pull; a pull that fails is said and passed, as DCP's), ``git checkout
+    COMMIT``, then the requirements' install."""
     if options.update_plugins:
         _run(run, ["git", "fetch", "--all"], repo)
+        if _on_branch(repo):
+            try:
+                _run(run, ["git", "pull", "--ff-only"], repo)
+            except TaskError as error:  # as in DCP: no upstream, or diverged: goes on
+                _say(f"plugins: {error}; the checkout is used as it is")
     if options.plugins_commit:
         _run(run, ["git", "checkout", options.plugins_commit], repo)
     if options.install_requirements:
@@ -228,13 +260,58 @@ def prepare_plugins(
             _run(run, [*pip, "-e", f"{repo}[{options.requirements}]"], repo)
         else:
             _run(run, [*pip, "-e", str(repo)], repo)
-    active = repo / "active_plugins"
-    directory = active if active.is_dir() else repo
-    if directory is repo:
-        _say(f"{active} does not exist: using {repo} as the plugins directory")
-    command = list(command)
-    _replace_value(command, "--plugins-directory", str(directory))
-    return command
+
+
+def _on_branch(repo: Path) -> bool:
+    try:
+        return (repo / ".git" / "HEAD").read_text(encoding="utf-8").startswith("ref:")
+    except OSError:
+        return False
+
+
+def _steps_key(options: argparse.Namespace, command: list[str]) -> str:
+    """What the plugin steps did, for the run that did them (``DS_RUN_ID``): DCP does them
+    once per container, not per task; "" (do them) outside a run."""
+    run_id = os.environ.get("DS_RUN_ID", "")
+    if not run_id:
+        return ""
+    return "\n".join(
+        [
+            run_id,
+            str(options.update_plugins),
+            options.plugins_commit or "",
+            str(options.install_requirements),
+            options.requirements or "",
+            options.requirements_file or "",
+            command[0],
+        ]
+    )
+
+
+@contextlib.contextmanager
+def _plugins_lock(repo: Path) -> Iterator[Path | None]:
+    """Hold an exclusive lock on the checkout while its plugin steps run: the machine's
+    other worker processes would run git and pip in it at the same moment. Yields where the
+    steps' record (`_steps_key`) is kept, None when no lock could be taken (the steps run
+    anyway, as before)."""
+    base = repo / ".git" if (repo / ".git").is_dir() else repo
+    try:
+        fd = os.open(base / "ds-plugins.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield None
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield base / "ds-plugins.done"
+    finally:
+        os.close(fd)
+
+
+def _stamp(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def _executable(name: str) -> str:
