@@ -812,3 +812,20 @@ def test_plugin_steps_run_once_per_run_and_update_pulls_as_dcp_does(
     monkeypatch.delenv("DS_RUN_ID")  # outside a run: every time
     assert cellprofiler_task.main(argv, run=run, execv=Exec()) == 0
     assert len(calls) == 4
+
+
+def test_a_relative_path_in_a_load_data_csv_is_under_the_jobs_input_folder() -> None:
+    """LoadData resolves a relative PathName_ against its base image location, by default
+    CellProfiler's default input folder: on DCP's mount /home/ubuntu/bucket/<input>."""
+    text = f"Metadata_Well,PathName_DNA,FileName_DNA\nA01,images/P1,a.tif\nB01,{ROOT}/abs,b.tif\n"
+    keys = loaddata.group_images(table(text), [("Metadata_Well", "A01")], base="projects/X/")
+    assert keys == ["projects/X/images/P1/a.tif"]
+    out = loaddata.rewrite_load_data(text, "/s/images", base="projects/X")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["PathName_DNA"] for r in rows] == ["/s/images/projects/X/images/P1", "/s/images/abs"]
+    # The plan tells the helper where that is; the worker downloads from there.
+    task = example_task()
+    job = cp.job_of(task)
+    argv = CellProfilerRecipe().plan(config(), task, WORKDIR).argv
+    helper = argv[: argv.index("--")]
+    assert helper[helper.index("--relative-to") + 1] == job.input.strip("/")

@@ -491,6 +491,9 @@ def _helper_argv(config: Config, job: CellProfilerJob, paths: TaskPaths) -> list
             "--local-data-file",
             str(paths.local_data_file),
         ]
+        if job.kind == "csv" and job.input.strip("/"):
+            # LoadData resolves a relative PathName_ against the default input folder.
+            argv += ["--relative-to", job.input.strip("/")]
     tool = config.tool
     if tool.use_plugins:
         argv += ["--plugins-repo", posixpath.dirname(plugins_directory(config))]
@@ -695,7 +698,7 @@ class CellProfilerRecipe:
         text = paths.data_file.read_text(encoding="utf-8-sig", errors="surrogateescape")
         if job.kind == "csv":
             table = read_load_data(text, source=job.data_file)
-            keys = group_images(table, job.metadata, source=job.data_file)
+            keys = group_images(table, job.metadata, source=job.data_file, base=job.input)
         else:
             keys = file_list_images(text, source=job.data_file)
         source = config.storage.source_bucket

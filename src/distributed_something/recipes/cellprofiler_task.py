@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metadata-id", default="")
     parser.add_argument("--error-file", type=Path, required=True)
     parser.add_argument("--mkdir", type=Path, action="append", default=[])
+    parser.add_argument(
+        "--relative-to", default="", help="the key a LoadData CSV's relative paths are under"
+    )
     parser.add_argument("--plugins-repo", type=Path)
     parser.add_argument("--update-plugins", action="store_true")
     parser.add_argument("--plugins-commit", default="")
@@ -145,8 +148,9 @@ def prepare(
             text = _read(options.data_file)
             if options.kind == "csv":
                 table = read_load_data(text, source=source)
-                keys = group_images(table, metadata, source=source)
-                rewritten = rewrite_load_data(text, options.image_dir, source=source)
+                base = options.relative_to
+                keys = group_images(table, metadata, source=source, base=base)
+                rewritten = rewrite_load_data(text, options.image_dir, source=source, base=base)
                 group = group_argument(cellprofiler_group(table, metadata, source=source))
                 if group != options.group:
                     _say(f"-g {group} (CellProfiler reads these columns as numbers)")

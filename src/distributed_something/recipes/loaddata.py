@@ -2,8 +2,9 @@
 them, the images of one group, and rewriting their paths to where the images were
 downloaded. Pure: text in, text or values out.
 
-Paths in a data file name folders under DCP's bucket mount (`DATA_ROOT`) or keys relative
-to the bucket root (`folder_key`); a LoadData CSV is read as CellProfiler's LoadData module
+Paths in a data file name folders under DCP's bucket mount (`DATA_ROOT`), or relative ones
+(`folder_key`: to the job's input folder in a LoadData CSV, as CellProfiler resolves them;
+to the bucket root in a file list); a LoadData CSV is read as CellProfiler's LoadData module
 reads it (column types, ``Image_`` prefixes, quoting), and a rewrite changes only the cells
 it means to.
 """
@@ -54,13 +55,15 @@ def group_argument(metadata: Sequence[tuple[str, str]]) -> str:
     return ",".join(f"{key}={value}" for key, value in metadata)
 
 
-def folder_key(path: str) -> str:
+def folder_key(path: str, base: str = "") -> str:
     """The storage key of a folder named in a LoadData ``PathName_`` cell or file list.
 
-    ``/home/ubuntu/bucket/<key>`` (DCP's mount) and a relative ``<key>`` both mean ``<key>``
-    in the source bucket; the bucket root itself is ``""``. Raises ``ValueError`` for any
-    other absolute path or a URL (nothing says which bucket object it is) and for keys that
-    could escape (``..``).
+    ``/home/ubuntu/bucket/<key>`` (DCP's mount) means ``<key>`` in the source bucket; a
+    relative ``<path>`` means ``<base>/<path>`` (``base``: where CellProfiler resolves it,
+    LoadData's default base image location, the job's ``input`` folder on DCP's mount; ""
+    for a file list: the bucket root); the bucket root itself is ``""``. Raises
+    ``ValueError`` for any other absolute path or a URL (nothing says which bucket object it
+    is) and for keys that could escape (``..``).
     """
     text = path.strip()
     if text.startswith("file://"):
@@ -71,6 +74,8 @@ def folder_key(path: str) -> str:
         text = text[len(DATA_ROOT) + 1 :]
     elif text.startswith("/") or "://" in text:
         raise ValueError(f"{path!r} is neither under {DATA_ROOT} nor relative to the bucket")
+    elif base.strip("/"):
+        text = f"{base.strip('/')}/{text}"
     text = text.strip("/")
     while "//" in text:
         text = text.replace("//", "/")
@@ -213,17 +218,19 @@ def read_load_data(text: str, *, source: str = "data_file") -> LoadDataTable:
     return LoadDataTable(columns, rows, [r.line for r in records[1:]])
 
 
-def rewrite_load_data(text: str, image_dir: str | Path, *, source: str = "data_file") -> str:
+def rewrite_load_data(
+    text: str, image_dir: str | Path, *, source: str = "data_file", base: str = ""
+) -> str:
     """``text`` with every ``PathName_*`` / ``ObjectsPathName_*`` cell pointing into
     ``image_dir``, the local mirror of the source bucket, and every ``file://`` cell of a
     ``URL_*`` / ``ObjectsURL_*`` column at the downloaded file (`url_key`; other URLs are
     CellProfiler's to fetch); every other byte is kept.
 
-    A cell naming ``/home/ubuntu/bucket/<key>`` or ``<key>`` becomes ``<image_dir>/<key>``
-    (see `folder_key`); empty cells stay empty. Metadata and every other column keep their
-    exact text (no number parsing, so ``002`` stays ``002``), as do quotes, line endings and
-    a byte-order mark. Raises ``InputError`` naming the column and line of a path that does
-    not map to a key.
+    A cell naming ``/home/ubuntu/bucket/<key>`` (or ``<path>``, relative to ``base``)
+    becomes ``<image_dir>/<key>`` (see `folder_key`); empty cells stay empty. Metadata and
+    every other column keep their exact text (no number parsing, so ``002`` stays
+    ``002``), as do quotes, line endings and a byte-order mark. Raises ``InputError`` naming
+    the column and line of a path that does not map to a key.
     """
     try:
         records = _records(text)
@@ -255,7 +262,7 @@ def rewrite_load_data(text: str, image_dir: str | Path, *, source: str = "data_f
                             local = pathname2url(posixpath.join(root, key))
                             fields[index] = _quote(f"file://{local}")
                         continue
-                    key = folder_key(value)
+                    key = folder_key(value, base)
                 except ValueError as error:
                     raise InputError(
                         source, f"{names[index]} (line {record.line})", str(error), _PATH_FIX
@@ -383,14 +390,19 @@ def group_matcher(
 
 
 def group_images(
-    table: LoadDataTable, metadata: Sequence[tuple[str, str]], *, source: str = "data_file"
+    table: LoadDataTable,
+    metadata: Sequence[tuple[str, str]],
+    *,
+    source: str = "data_file",
+    base: str = "",
 ) -> list[str]:
     """The storage keys of every image of the group's rows (each ``file://`` ``URL_X`` cell,
     which CellProfiler reads first; each ``FileName_X`` joined to its ``PathName_X``, and
     the same for ``Objects…``), in row then column order, once.
 
     Raises ``InputError`` as `select_group_rows`, and for a file name without its path
-    column or a path that does not map to a key (see `folder_key`).
+    column or a path that does not map to a key (see `folder_key`: a relative path is
+    relative to ``base``).
     """
     keys: list[str] = []
     seen: set[str] = set()
@@ -438,7 +450,7 @@ def group_images(
                     _PATH_FIX,
                 )
             try:
-                key = _file_key(folder_key(row[path_index]), file_name)
+                key = _file_key(folder_key(row[path_index], base), file_name)
             except ValueError as error:
                 raise InputError(source, where, str(error), _PATH_FIX) from None
             if key not in seen:
