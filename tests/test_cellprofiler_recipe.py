@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distributed_something.backends.local.storage import FolderStorage
 from distributed_something.config.model import Config, RecipeConfig, StorageConfig, ToolConfig
 from distributed_something.errors import InputError
 from distributed_something.jobs.model import Task
@@ -31,6 +32,7 @@ from distributed_something.recipes.cellprofiler import (
     TaskPaths,
 )
 from distributed_something.recipes.registry import get_recipe
+from distributed_something.worker.loop import Worker
 
 ROOT = "/home/ubuntu/bucket"
 IMAGES = f"{ROOT}/demo_project_folder/images"
@@ -829,3 +831,33 @@ def test_a_relative_path_in_a_load_data_csv_is_under_the_jobs_input_folder() -> 
     argv = CellProfilerRecipe().plan(config(), task, WORKDIR).argv
     helper = argv[: argv.index("--")]
     assert helper[helper.index("--relative-to") + 1] == job.input.strip("/")
+
+
+def test_with_always_continue_a_missing_image_is_cellprofilers_to_skip(tmp_path: Path) -> None:
+    """DCP reads images through its bucket mount: with ALWAYS_CONTINUE, CellProfiler skips
+    an image set it cannot read and the task succeeds with the others. ds downloads them:
+    a missing one is passed over (optional), not the task's failure."""
+    task = example_task(groups=[{"Metadata": "Metadata_Position=76"}])
+    workdir = staged(tmp_path, task, FLY_CSV)
+    keep_going = config(tool=ToolConfig(always_continue=True))
+    assert all(i.optional for i in CellProfilerRecipe().more_inputs(keep_going, task, workdir))
+    assert not any(i.optional for i in CellProfilerRecipe().more_inputs(config(), task, workdir))
+
+    # The worker passes over a missing optional input, and fails on a missing required one.
+    storage = FolderStorage(tmp_path / "bucket")
+    storage.put_bytes("img/there.tif", b"tif")
+    worker = object.__new__(Worker)  # its download alone, from this storage
+    worker._bucket = lambda bucket, role: storage  # type: ignore[method-assign]
+    worker._download([Input("img/missing.tif", "images/m.tif", "", True)], workdir)
+    worker._download([Input("img/there.tif", "images/t.tif")], workdir)
+    assert (workdir.input_dir / "images" / "t.tif").read_bytes() == b"tif"
+    with pytest.raises(FileNotFoundError):
+        worker._download([Input("img/missing.tif", "images/m.tif")], workdir)
+
+    # The helper says which images are missing and lets CellProfiler run.
+    workdir, argv = prepared_task(tmp_path / "p", images=False)
+    cp_at = argv.index("--")
+    argv.insert(cp_at + 3, "--always-continue")
+    execv = Exec()
+    assert cellprofiler_task.main(argv[3:], execv=execv) == 0 and execv.calls
+    assert "--always-continue" in execv.calls[0][1]

@@ -110,11 +110,15 @@ PLACEHOLDER_WORKDIR = Workdir(Path("/ds-scratch"))
 
 @dataclass(frozen=True)
 class Input:
-    """A storage object to download before the command runs, to ``input_dir / path``."""
+    """A storage object to download before the command runs, to ``input_dir / path``.
+    ``optional``: one missing from storage is passed over, said in the worker's log (the
+    tool deals with its absence: CellProfiler with ``--always-continue`` skips the image
+    set, as it does on DCP's bucket mount); else it fails the task (``not_found``)."""
 
     key: str
     path: str
     bucket: str = ""
+    optional: bool = False
 
 
 @dataclass(frozen=True)

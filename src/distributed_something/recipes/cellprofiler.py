@@ -702,7 +702,10 @@ class CellProfilerRecipe:
         else:
             keys = file_list_images(text, source=job.data_file)
         source = config.storage.source_bucket
-        return [Input(key, f"{IMAGES_DIR}/{key}", source) for key in keys]
+        # --always-continue: CellProfiler skips an image set it cannot read, as on DCP's
+        # mount, so a missing image is CellProfiler's to skip, not the task's failure.
+        optional = config.tool.always_continue
+        return [Input(key, f"{IMAGES_DIR}/{key}", source, optional) for key in keys]
 
     def check_success(self, exit_code: int, workdir: Workdir) -> str | None:
         """None when CellProfiler exited 0 and its done file says ``Complete``."""

@@ -116,9 +116,17 @@ def _read(path: Path) -> str:
         raise TaskError(f"the data file {path} was not downloaded") from None
 
 
-def _missing(image_dir: Path, keys: Sequence[str]) -> None:
+def _missing(image_dir: Path, keys: Sequence[str], *, skipped: bool = False) -> None:
+    """Stop the task when images of the group were not staged; with ``skipped``
+    (``--always-continue``, whose missing images the worker passes over) say so and go on:
+    CellProfiler skips those image sets, as DCP's on its bucket mount."""
     missing = [key for key in keys if not (image_dir / key).is_file()]
-    if missing:
+    if missing and skipped:
+        _say(
+            f"{len(missing)} of the group's {len(keys)} image(s) are not in storage, e.g. "
+            f"{missing[0]}: CellProfiler skips their image sets (--always-continue)"
+        )
+    elif missing:
         raise TaskError(
             f"{len(missing)} of the group's {len(keys)} image(s) are not in {image_dir}, e.g. "
             f"{missing[0]}: the worker stages them through the recipe's more_inputs hook; a "
@@ -158,7 +166,7 @@ def prepare(
             else:
                 keys = file_list_images(text, source=source)
                 rewritten = rewrite_file_list(text, options.image_dir, source=source)
-            _missing(options.image_dir, keys)
+            _missing(options.image_dir, keys, skipped="--always-continue" in command)
             options.local_data_file.parent.mkdir(parents=True, exist_ok=True)
             options.local_data_file.write_bytes(rewritten.encode("utf-8", errors="surrogateescape"))
             _say(

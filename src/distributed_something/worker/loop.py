@@ -926,6 +926,9 @@ class Worker:
             try:
                 source.get_file(item.key, target)
             except KeyError:
+                if item.optional:
+                    log.warning("input %r is not in storage: passed over (optional)", item.key)
+                    continue
                 raise FileNotFoundError(f"input {item.key!r} is not in storage") from None
 
     def _upload_outputs(self, plan: TaskPlan, workdir: Workdir) -> list[str]:
