@@ -24,7 +24,7 @@ from distributed_something.backends.aws import clients, s3_storage, sqs_queue
 from distributed_something.backends.aws.clients import AwsSettings, client
 from distributed_something.backends.aws.s3_storage import S3Storage, object_age
 from distributed_something.backends.aws.sqs_queue import TASK_ID_ATTRIBUTE, SqsError, SqsQueue
-from distributed_something.config.upload_flags import upload_args_from_flags
+from distributed_something.config.upload_flags import NO_GUESSED_TYPE, upload_args_from_flags
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.queue import QueueCounts
 from distributed_something.interfaces.storage import ObjectInfo
@@ -607,6 +607,35 @@ def test_without_options_no_extra_arguments_are_sent(
     assert [c.operation for c in calls if "x-amz-acl" in c.headers] == []
 
 
+def test_a_files_content_type_is_guessed_from_its_name_as_the_aws_cli_does(
+    bucket: str, tmp_path: Path
+) -> None:
+    """The family's workers uploaded with `aws s3 cp`, which sets the Content-Type from the
+    file's name: a PNG or CSV opens in a browser from S3 instead of downloading."""
+    for name in ("a.png", "b.csv", "c.zarray"):
+        (tmp_path / name).write_text("x")
+
+    def types(storage: S3Storage, prefix: str) -> dict[str, str]:
+        storage.put_files([(f"{prefix}/{n}", tmp_path / n) for n in ("a.png", "b.csv", "c.zarray")])
+        client = storage._client
+        return {
+            n: client.head_object(Bucket=bucket, Key=f"{prefix}/{n}")["ContentType"]
+            for n in ("a.png", "b.csv", "c.zarray")
+        }
+
+    assert types(S3Storage(AWS, bucket), "guess") == {
+        "a.png": "image/png",
+        "b.csv": "text/csv",
+        "c.zarray": "binary/octet-stream",  # nothing known: S3's own default
+    }
+    flags = upload_args_from_flags("--no-guess-mime-type", source="config.py")
+    assert set(types(S3Storage(AWS, bucket, upload_args=flags), "plain").values()) == {
+        "binary/octet-stream"
+    }
+    fixed = upload_args_from_flags("--content-type text/plain", source="config.py")
+    assert set(types(S3Storage(AWS, bucket, upload_args=fixed), "fixed").values()) == {"text/plain"}
+
+
 def test_put_files_of_50_files_concurrently(
     bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -837,6 +866,7 @@ def test_put_files_stops_at_the_first_failure_and_names_its_key(
         ),
         ("--sse --acl private", {"ServerSideEncryption": "AES256", "ACL": "private"}),
         ("--content-type text/csv", {"ContentType": "text/csv"}),
+        ("--no-guess-mime-type", {NO_GUESSED_TYPE: "true"}),
     ],
 )
 def test_upload_args_from_flags(flags: str, expected: dict[str, str]) -> None:

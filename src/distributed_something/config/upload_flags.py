@@ -59,12 +59,14 @@ _IGNORED = frozenset(
         "--no-progress",
         "--follow-symlinks",
         "--no-follow-symlinks",
-        "--no-guess-mime-type",
     }
 )
+#: What ``--no-guess-mime-type`` gives among the upload arguments: not an S3 argument, but
+#: the S3 storage's cue to send no Content-Type guessed from the file name (it pops it).
+NO_GUESSED_TYPE = "ds:no-guess-mime-type"
 _FLAGS_FIX = (
     'use aws-cli upload flags, e.g. "--acl bucket-owner-full-control --sse AES256"; '
-    f"supported: {', '.join(sorted(_VALUE_FLAGS))} (and, ignored: "
+    f"supported: {', '.join(sorted(_VALUE_FLAGS))}, --no-guess-mime-type (and, ignored: "
     f"{', '.join(sorted(_IGNORED | _IGNORED_WITH_VALUE))})"
 )
 
@@ -75,7 +77,9 @@ def upload_args_from_flags(flags: str, *, source: str) -> dict[str, str]:
     ``"--acl bucket-owner-full-control --sse AES256"`` gives ``{"ACL":
     "bucket-owner-full-control", "ServerSideEncryption": "AES256"}``. Values may follow
     the flag or be joined to it with ``=``; quotes work as in a shell. As in the aws-cli,
-    ``--sse`` alone means AES256 and ``--request-payer`` alone means requester. Flags that
+    ``--sse`` alone means AES256 and ``--request-payer`` alone means requester, and a file's
+    Content-Type is guessed from its name unless ``--no-guess-mime-type`` (`NO_GUESSED_TYPE`)
+    or ``--content-type`` says otherwise. Flags that
     only change the aws-cli's output or copies (``--quiet``, ``--metadata-directive``, …)
     are ignored; a repeated flag keeps its last value.
 
@@ -98,6 +102,9 @@ def upload_args_from_flags(flags: str, *, source: str) -> dict[str, str]:
             )
         flag, joined, value = word.partition("=")
         if flag in _IGNORED and not joined:
+            continue
+        if flag == "--no-guess-mime-type" and not joined:
+            args[NO_GUESSED_TYPE] = "true"
             continue
         takes_value = flag in _VALUE_FLAGS or flag in _IGNORED_WITH_VALUE
         if not takes_value:

@@ -8,6 +8,7 @@ storage accept exactly the same keys. Files go through boto3's transfer manager
 from __future__ import annotations
 
 import errno
+import mimetypes
 import queue
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,6 +23,7 @@ from distributed_something.backends.aws.clients import (
     first_line,
     unreadable_answers,
 )
+from distributed_something.config.upload_flags import NO_GUESSED_TYPE
 from distributed_something.errors import BackendError, InputError
 from distributed_something.interfaces.storage import NoConditionalWrites, ObjectInfo, Tagged
 from distributed_something.keys import check_key, check_prefix
@@ -106,6 +108,8 @@ class S3Storage:
         self.bucket = bucket
         self.requester_pays = requester_pays
         self.upload_args = dict(upload_args or {})
+        # As the aws-cli's cp: a file's Content-Type from its name, unless told otherwise.
+        self._guess_type = self.upload_args.pop(NO_GUESSED_TYPE, None) is None
         self.threads = max(int(threads), 1)
         self._client: Any = client("s3", settings)
         self._payer: dict[str, str] = {"RequestPayer": "requester"} if requester_pays else {}
@@ -237,7 +241,7 @@ class S3Storage:
         with create_transfer_manager(self._client, config) as manager:
             for key, path in pairs:
                 # A copy each: older s3transfer versions may add to the dict they are given.
-                manager.upload(str(path), self.bucket, key, dict(self._upload_extra), done)
+                manager.upload(str(path), self.bucket, key, self._file_extra(key), done)
             for _ in pairs:
                 future = finished.get()
                 args = future.meta.call_args
@@ -249,6 +253,17 @@ class S3Storage:
                         raise S3UploadFailedError(
                             f"Failed to upload {args.fileobj} to {self.bucket}/{args.key}: {error}"
                         ) from error
+
+    def _file_extra(self, key: str) -> dict[str, str]:
+        """The upload arguments of a file stored as ``key``: a copy each (older s3transfer
+        versions may add to the dict they are given), with the Content-Type its name
+        suggests (``.png`` → ``image/png``), as the family's ``aws s3 cp`` gave outputs."""
+        extra = dict(self._upload_extra)
+        if self._guess_type and "ContentType" not in extra:
+            guessed, _ = mimetypes.guess_type(key.rsplit("/", 1)[-1])
+            if guessed:
+                extra["ContentType"] = guessed
+        return extra
 
     def put_file(self, key: str, path: Path) -> None:
         """Store the local file ``path`` as ``key`` (multipart above 8 MiB; the object
