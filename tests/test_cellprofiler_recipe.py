@@ -861,3 +861,19 @@ def test_with_always_continue_a_missing_image_is_cellprofilers_to_skip(tmp_path:
     execv = Exec()
     assert cellprofiler_task.main(argv[3:], execv=execv) == 0 and execv.calls
     assert "--always-continue" in execv.calls[0][1]
+
+
+def test_a_well_made_of_row_and_column_is_a_column_to_group_by_as_in_loaddata() -> None:
+    """CellProfiler's LoadData adds Metadata_Well (row text + column text) to a CSV that has
+    a well row and a well column but no well: a DCP group may name it."""
+    text = (
+        "Metadata_Plate,Metadata_Row,Metadata_Col,PathName_DNA,FileName_DNA\n"
+        f"P1,B,03,{ROOT}/img,a.tif\nP1,C,04,{ROOT}/img,b.tif\n"
+    )
+    keys = loaddata.group_images(table(text), [("Metadata_Plate", "P1"), ("Metadata_Well", "B03")])
+    assert keys == ["img/a.tif"]
+    # A CSV with its own Metadata_Well keeps it as written.
+    own = "Metadata_Well,Metadata_Row,Metadata_Col\nX9,B,03\n"
+    assert table(own).columns == ["Metadata_Well", "Metadata_Row", "Metadata_Col"]
+    # The CSV handed to CellProfiler is not changed: LoadData makes the column itself.
+    assert loaddata.rewrite_load_data(text, "/s").count("Metadata_Well") == 0

@@ -215,7 +215,36 @@ def read_load_data(text: str, *, source: str = "data_file") -> LoadDataTable:
     for record in records[1:]:
         cells = [_unquote(raw) for raw in record.fields]
         rows.append(cells + [""] * (len(columns) - len(cells)))
+    _add_synthetic_well(columns, rows)
     return LoadDataTable(columns, rows, [r.line for r in records[1:]])
+
+
+#: CellProfiler's well row and well column metadata names (cellprofiler_core's
+#: is_well_row_token / is_well_column_token), after ``Metadata_``.
+_WELL_ROW = frozenset({"wellrow", "well_row", "row"})
+_WELL_COLUMN = frozenset({"wellcol", "well_col", "wellcolumn", "well_column", "column", "col"})
+
+
+def _add_synthetic_well(columns: list[str], rows: list[list[str]]) -> None:
+    """As LoadData does: a CSV with a well row and a well column but no ``Metadata_Well``
+    gets one, the row's text followed by the column's (``B`` + ``03`` → ``B03``), which a
+    group may then name (``Metadata_Well=B03``)."""
+    row_at = column_at = None
+    for index, name in enumerate(columns):
+        category, _, feature = name.partition("_")
+        if category != "Metadata":
+            continue
+        if feature.lower() == "well":
+            return
+        if feature.lower() in _WELL_ROW:
+            row_at = index
+        elif feature.lower() in _WELL_COLUMN:
+            column_at = index
+    if row_at is None or column_at is None:
+        return
+    columns.append("Metadata_Well")
+    for row in rows:
+        row.append(row[row_at] + row[column_at])
 
 
 def rewrite_load_data(
