@@ -877,3 +877,12 @@ def test_a_well_made_of_row_and_column_is_a_column_to_group_by_as_in_loaddata() 
     assert table(own).columns == ["Metadata_Well", "Metadata_Row", "Metadata_Col"]
     # The CSV handed to CellProfiler is not changed: LoadData makes the column itself.
     assert loaddata.rewrite_load_data(text, "/s").count("Metadata_Well") == 0
+
+
+def test_an_empty_input_is_the_bucket_root_as_in_dcp() -> None:
+    """DCP passes -i /home/ubuntu/bucket/ for "input": "": the default input folder is the
+    workspace bucket's root."""
+    task = example_task(input="")
+    argv = cp_part(CellProfilerRecipe().plan(config(), task, WORKDIR).argv)
+    assert argv[argv.index("-i") + 1] == "/scratch/t1/inputs/workspace"
+    assert "--relative-to" not in CellProfilerRecipe().plan(config(), task, WORKDIR).argv

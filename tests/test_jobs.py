@@ -165,13 +165,18 @@ def test_dcp_required_keys(missing: str) -> None:
     assert missing in error.fix
 
 
+def test_dcp_input_may_be_empty_the_bucket_root_as_in_dcp() -> None:
+    assert parse({**DCP_JOB, "input": ""}).format == "dcp"
+    assert parse({**DCP_JOB, "input": "  "}).format == "dcp"
+
+
 def test_dcp_data_file_is_optional() -> None:
     data = {k: v for k, v in DCP_JOB.items() if k != "data_file"}
     assert parse(data).format == "dcp"
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("pipeline", 3), ("output", ""), ("data_file", ["a"]), ("input", "  ")]
+    ("key", "value"), [("pipeline", 3), ("output", ""), ("data_file", ["a"]), ("input", 4)]
 )
 def test_dcp_shared_values_must_be_text(key: str, value: Any) -> None:
     assert error_of({**DCP_JOB, key: value}).field == key

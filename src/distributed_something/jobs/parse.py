@@ -687,7 +687,8 @@ def _check_dcp_shared(shared: dict[str, Any], source: str) -> None:
                 f'write "{key}": "<text>"',
             )
     for key in _DCP_REQUIRED:
-        if not shared[key].strip():
+        # An empty input is the bucket root (DCP: -i /home/ubuntu/bucket/).
+        if key != "input" and not shared[key].strip():
             _fail(source, key, "is empty", f'set "{key}" to a path relative to the bucket root')
 
 

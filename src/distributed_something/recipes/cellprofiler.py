@@ -276,7 +276,9 @@ def job_of(task: Task) -> CellProfilerJob:
             )
         values[name] = raw.strip()
     for name in ("pipeline", "input", "output"):
-        if not values[name]:
+        # An empty input is the bucket root (DCP: -i /home/ubuntu/bucket/); a missing one,
+        # like the others, says the job file is no DCP job file.
+        if not values[name] and (name != "input" or "input" not in body):
             raise InputError(
                 _JOB,
                 name,
