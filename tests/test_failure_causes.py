@@ -453,7 +453,10 @@ def test_signal(tmp_path: Path) -> None:
     # Its stored log ends with how the attempt ended, after the command's own output.
     (log,) = rig.storage.list(f"{rig.records.run_prefix}logs/{task.id}/")
     lines = rig.storage.get_bytes(log.key).decode().splitlines()
-    assert lines[-2:] == ["task t starting", f"ds: attempt ended: failed (signal): {failure.error}"]
+    assert lines[-2:] == [
+        "task t starting",
+        f"ds: attempt 1 ended: failed (signal): {failure.error}",
+    ]
 
 
 def test_a_hung_task_times_out_dies_with_its_group_and_ends_dead(tmp_path: Path) -> None:

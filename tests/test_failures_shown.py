@@ -662,6 +662,6 @@ def test_the_summary_says_which_tasks_needed_a_retry_and_which_fell_short_of_the
     # Its first attempt's stored log ends with how it ended.
     logs = ds("logs", "name=flaky1", cwd=proj)
     assert logs.stdout.rstrip().endswith(
-        "ds: attempt ended: failed (exit): command exited with code 5: flaky: the license "
+        "ds: attempt 1 ended: failed (exit): command exited with code 5: flaky: the license "
         "server did not answer"
     )

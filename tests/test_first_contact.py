@@ -634,7 +634,11 @@ def test_logs_follow_streams_every_attempt_until_the_task_is_done(tmp_path: Path
         *(f"tick {i} first=False" for i in range(4)),
     ]
     ends = [ln for ln in lines if ln.startswith("ds: attempt")]
-    assert ends == ["ds: attempt 1 ended: failed", "ds: attempt 2 ended: done"]
+    # Once each: the first as the stored log ends it (with why), the second as follow says.
+    assert ends == [
+        "ds: attempt 1 ended: failed (exit): command exited with code 3: failing on purpose",
+        "ds: attempt 2 ended: done",
+    ]
 
 
 def test_logs_follow_refuses_json(tmp_path: Path, ds: Ds) -> None:

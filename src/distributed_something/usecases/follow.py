@@ -131,7 +131,10 @@ class Follower:
             stored = b""  # a quiet success keeps no log
         self.write(self._open(key).finish(stored))
         self._live.pop(key.stem, None)
-        self.write(f"ds: attempt {key.attempt} ended: {key.outcome}\n")
+        last = stored.rstrip().rpartition(b"\n")[2]
+        if not (last.startswith(b"ds: attempt ") and b" ended: " in last):
+            # The worker ends a stored log with this line (and why) where it did not succeed.
+            self.write(f"ds: attempt {key.attempt} ended: {key.outcome}\n")
 
 
 def follow(

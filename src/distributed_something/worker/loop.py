@@ -230,8 +230,10 @@ class Worker:
         #: the attempt of the task in progress has its end recorded (what fails after that,
         #: handing its message back or deleting it, is not a second attempt)
         self._attempt_ended = False
-        #: how the attempt in progress ended, as its log's last line says it ("" until then)
+        #: how the attempt in progress ended, as its log's last line says it ("" until then),
+        #: unless its log says so already (it failed before the command started)
         self._ending = ""
+        self._ended_said = False
         #: where the task in progress is: plan, stage, run or upload (names a failure's cause)
         self._phase = "plan"
         #: retries the task in progress used up before this attempt (from its attempt
@@ -449,6 +451,7 @@ class Worker:
         self._attempt = None
         self._attempt_ended = False
         self._ending = ""
+        self._ended_said = False
         self._phase = "plan"
         self._used = None
         self._number = None
@@ -663,8 +666,10 @@ class Worker:
             return
         self._attempt_ended = True
         self._ended(attempt, outcome, exit_code=exit_code, error=error, cause=cause)
-        self._ending = f"ds: attempt ended: {outcome}" + (f" ({cause})" if cause else "")
-        self._ending += f": {error}" if error else ""
+        if not self._ended_said:
+            number = self._number if self._number is not None else attempt.attempt
+            self._ending = f"ds: attempt {number} ended: {outcome}"
+            self._ending += (f" ({cause})" if cause else "") + (f": {error}" if error else "")
         try:
             self.records.close_attempt(attempt)
         except Exception as exc:  # noqa: BLE001 - a record lost must not lose the task
@@ -1182,6 +1187,7 @@ class Worker:
                     f"ds: failed before the command started: {error}\n",
                     encoding="utf-8",
                 )
+                self._ended_said = True
             except OSError as exc:  # the failure must still be recorded and handed back
                 log.warning("could not write the log of task %s: %s", message.task_id, exc)
         used = self._retries_before(message)
@@ -1246,8 +1252,8 @@ class Worker:
     ) -> None:
         """Keep the task's log in storage, except a success's log that holds only our
         header (the command printed nothing): one write per task less, nothing lost. The
-        log of an attempt that did not succeed ends with how it ended (``ds: attempt ended:
-        failed (exit): …``)."""
+        log of an attempt that did not succeed ends with how it ended (``ds: attempt 2 ended:
+        failed (exit): …``, as `ds logs -f` says it)."""
         try:
             _own_log(log_path)
             if not succeeded and self._ending:
