@@ -117,6 +117,7 @@ def _make_scratch_root(root: Path) -> None:
     in a folder anyone may write (a Slurm node's /tmp) must be this user's and writable by
     nobody else (`scratch_problem`): another user who made it first could otherwise read
     the tasks' files, swap their folders for links, or forge the records of dead workers."""
+    named = "DS_SCRATCH" if os.environ.get("DS_SCRATCH") else "scratch folder"
     try:
         # Looked at before anything is made in it, and again after (made meanwhile).
         problem = scratch_problem(root)
@@ -129,23 +130,20 @@ def _make_scratch_root(root: Path) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        named = "DS_SCRATCH" if os.environ.get("DS_SCRATCH") else "scratch folder"
-        raise InputError(
-            "environment",
-            named,
-            f"the workers' scratch folder {root} cannot be made: {exc.strerror or exc}",
+        problem = f"{root} cannot be made: {exc.strerror or exc}"
+        fix = (
             "set DS_SCRATCH to a folder this user can write on a disk with room for the "
-            "tasks' files (unset, it is the project's .ds/<app>/scratch)",
-        ) from None
-    if problem is not None:
-        named = "DS_SCRATCH" if os.environ.get("DS_SCRATCH") else "scratch folder"
-        raise InputError(
-            "environment",
-            named,
-            f"the workers' scratch folder is not safe to use: {problem}",
-            "remove that folder (it may be another user's doing), or set DS_SCRATCH (on "
-            "Slurm: DS_SLURM_SCRATCH) to a folder of your own",
+            "tasks' files (unset, it is the project's .ds/<app>/scratch)"
         )
+    else:
+        if problem is None:
+            return
+        problem = f"is not safe to use: {problem}"
+        fix = (
+            "remove that folder (it may be another user's doing), or set DS_SCRATCH (on "
+            "Slurm: DS_SLURM_SCRATCH) to a folder of your own"
+        )
+    raise InputError("environment", named, f"the workers' scratch folder {problem}", fix)
 
 
 def scratch_problem(root: Path) -> str | None:
