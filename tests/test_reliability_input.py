@@ -831,7 +831,8 @@ def job_dcp(draw: st.DrawFn) -> Case:
         job[key] = draw(not_a_string | st.none())
         return job_case(job, key)
     if kind == "blank":
-        key = draw(st.sampled_from(DCP_REQUIRED))
+        # A blank input is the bucket root, as in DCP (-i /home/ubuntu/bucket/): not bad.
+        key = draw(st.sampled_from([k for k in DCP_REQUIRED if k != "input"]))
         job[key] = draw(st.sampled_from(["", " ", "\t", "   "]))
         return job_case(job, key)
     if kind == "meta_str":
