@@ -8,7 +8,8 @@ filled in (buckets, the Fiji script's URL; the fleet file's account, subnet and 
 
 - a config.py with the job and fleet files its repository shipped beside it then:
   `ds validate` (its own backend, AWS), `ds validate --backend local`, and
-  `ds config convert` — whose ds.toml must validate exactly as the config.py does;
+  `ds config convert` — whose ds.toml must validate exactly as the config.py does, on AWS
+  and locally, and plan its tasks' commands word for word as it does (`ds run --dry-run`);
 - each job file with its repository's config.py: `ds validate` on either backend;
 - each fleet file, as shipped (its placeholders are refused) and filled in (accepted).
 
