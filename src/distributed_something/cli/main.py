@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         for stop in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(stop) is signal.SIG_DFL:  # SIG_IGN (nohup) stays ignored
                 signal.signal(stop, _stop_like_ctrl_c)
-    from distributed_something.config.legacy import LEGACY_CONFIG_READ
+    from distributed_something.config.legacy import LEGACY_CONFIG_READ, legacy_error
 
     LEGACY_CONFIG_READ.set(False)  # a caller in this process may run several commands
     try:
@@ -167,8 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     except DSError as exc:
         if isinstance(exc, InputError):
             # A legacy config.py's user knows its variables, not ds.toml's field names.
-            from distributed_something.config.legacy import legacy_error
-
             exc = legacy_error(exc, config_py=LEGACY_CONFIG_READ.get())
         _fail(str(exc), exc.exit_code, as_json, exc)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:

@@ -376,14 +376,10 @@ def legacy_error(error: InputError, *, config_py: bool = False) -> InputError:
     file (a source not ending in ``.py``) keeps its field, a field of that file; with
     ``config_py`` (the command read a config.py) its problem and fix name the variables
     too, else it is returned unchanged."""
-    if not error.source.endswith(".py"):
-        if not config_py:
-            return error
-        problem, fix = legacy_text(error.problem), legacy_text(error.fix)
-        if (problem, fix) == (error.problem, error.fix):
-            return error
-        return InputError(error.source, error.field, problem, fix)
-    if error.field == "recipe.name" and error.problem == "is not set":
+    about_config = error.source.endswith(".py")
+    if not about_config and not config_py:
+        return error
+    if about_config and error.field == "recipe.name" and error.problem == "is not set":
         return InputError(
             error.source,
             "RECIPE",
@@ -393,7 +389,7 @@ def legacy_error(error: InputError, *, config_py: bool = False) -> InputError:
         )
 
     field = error.field
-    if field:  # a top-level field (app_name) is named whole; dotted ones anywhere in it
+    if field and about_config:  # a top-level field (app_name) whole; dotted ones anywhere
         field = LEGACY_VARIABLE_OF.get(field) or legacy_text(field)
     problem, fix = legacy_text(error.problem), legacy_text(error.fix)
     if (field, problem, fix) == (error.field, error.problem, error.fix):

@@ -453,8 +453,7 @@ def _tally(
             if expected is not None and marker is not None and len(task.outputs) < expected:
                 tally.short += 1
             if attempts > 1 and not duplicate:
-                task.retried_after = _retried_after(failures.get(tid))
-                cause = task.retried_after.split(":", 1)[0]
+                cause, task.retried_after = _retried_after(failures.get(tid))
                 tally.retried[cause] = tally.retried.get(cause, 0) + 1
             if task.output_bucket and task.output_bucket not in bucket_locations:
                 bucket_locations[task.output_bucket] = locate(task.output_bucket)
@@ -575,12 +574,13 @@ def read_task_codes(
 RETRIED_UNFAILED = "interrupted or lost"
 
 
-def _retried_after(failure: Failure | None) -> str:
-    """`TaskReport.retried_after` of a done task whose last failed attempt was ``failure``."""
+def _retried_after(failure: Failure | None) -> tuple[str, str]:
+    """The cause and `TaskReport.retried_after` of a done task whose last failed attempt
+    was ``failure``."""
     if failure is None:
-        return RETRIED_UNFAILED
+        return RETRIED_UNFAILED, RETRIED_UNFAILED
     cause = failure_cause(failure) or "exit"
-    return _clip(f"{cause}: {failure.error}")
+    return cause, _clip(f"{cause}: {failure.error}")
 
 
 def _unfinished(
