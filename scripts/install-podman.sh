@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install what the container tests need on Debian/Ubuntu: podman (the engine; no Docker daemon
 # runs on these machines), runc (the runtime scripts/containers.conf selects: Debian's default
-# crun cannot set its rlimits here) and debootstrap (builds the local Debian base image, since
-# no image registry is reachable).
+# crun cannot set its rlimits here), debootstrap (builds the local Debian base image, since
+# no image registry is reachable) and catatonit (podman's --init: the task definition asks ECS
+# for an init process, linuxParameters.initProcessEnabled).
 #
-# Idempotent: when podman, runc and debootstrap are all on PATH it exits 0 at once without
+# Idempotent: when podman, runc, debootstrap and catatonit are all on PATH it exits 0 at once without
 # touching apt. Otherwise it runs `apt-get update` and installs only what is missing,
 # non-interactively, with sudo when not run as root. Podman must be started with
 # CONTAINERS_CONF=scripts/containers.conf (the tests do); then check it with
@@ -12,14 +13,14 @@
 set -euo pipefail
 
 missing=()
-for package in podman runc debootstrap; do
+for package in podman runc debootstrap catatonit; do
     if ! command -v "$package" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$package" ]]; then
         missing+=("$package")
     fi
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "install-podman: podman, runc and debootstrap are already installed"
+    echo "install-podman: podman, runc, debootstrap and catatonit are already installed"
     exit 0
 fi
 

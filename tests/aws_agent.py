@@ -182,7 +182,8 @@ def podman_run_argv(
 
     The task definition's ``entryPoint`` (if any) becomes ``--entrypoint`` and its
     ``command`` the arguments after the image, so podman merges them with the image's
-    ENTRYPOINT/CMD as Docker does for ECS. Also: its environment, memory (MiB) and CPU
+    ENTRYPOINT/CMD as Docker does for ECS; ``linuxParameters.initProcessEnabled`` becomes
+    ``--init``. Also: its environment, memory (MiB) and CPU
     shares, its host volumes (``sourcePath`` under ``host_root``, which stands for the
     instance's file system), the host network; then what the agent adds: the moto
     ``endpoint`` as AWS_ENDPOINT_URL, fake credentials (a task role's on AWS), no instance
@@ -197,6 +198,8 @@ def podman_run_argv(
         argv.append(f"--cpu-shares={container['cpu']}")
     if container.get("entryPoint"):
         argv += ["--entrypoint", json.dumps(container["entryPoint"])]
+    if (container.get("linuxParameters") or {}).get("initProcessEnabled"):
+        argv.append("--init")  # docker run --init, as ECS maps it (podman: catatonit)
     sources = {
         volume["name"]: str((volume.get("host") or {}).get("sourcePath", ""))
         for volume in taskdef.get("volumes") or []

@@ -208,6 +208,45 @@ def test_monitor_policy_is_scoped_and_uses_the_regions_partition() -> None:
     assert "ec2:TerminateInstances" not in unscoped
 
 
+def test_roles_of_an_earlier_ds_are_told_what_they_lack() -> None:
+    # As an earlier ds wrote them: the monitor listed only under _ds/ (which made S3 answer
+    # 403 for a missing run state) and had no GetQueueUrl; workers could not abort uploads.
+    names = boot.BootstrapNames("ds")
+    topic = f"arn:aws:sns:us-east-1:{ACCOUNT}:{names.topic}"
+    monitor = monitor_policy(
+        ACCOUNT, "us-east-1", "ds", ["b"], topic_arn=topic, function_name=names.function
+    )
+    old_monitor = [s for s in statements(monitor) if s["Sid"] != "BucketList"]
+    for statement in old_monitor:
+        if statement["Sid"] == "AppQueues":
+            statement["Action"] = [a for a in statement["Action"] if a != "sqs:GetQueueUrl"]
+    old_monitor.append(
+        {
+            "Sid": "RunRecordsList",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": ["arn:aws:s3:::b"],
+            "Condition": {"StringLike": {"s3:prefix": ["_ds/*"]}},
+        }
+    )
+    lacking = boot.missing_grants(
+        "monitor", {"Statement": old_monitor}, account=ACCOUNT, region="us-east-1", app_prefix="ds"
+    )
+    assert lacking == ["AppQueues: sqs:GetQueueUrl", "BucketList: s3:ListBucket"]
+    old_instance = statements(instance_policy(ACCOUNT, "us-east-1", "ds", ["b"]))
+    for statement in old_instance:
+        if statement["Sid"] == "BucketObjects":
+            statement["Action"] = ["s3:GetObject", "s3:PutObject"]
+    lacking = boot.missing_grants(
+        "instance",
+        {"Statement": old_instance},
+        account=ACCOUNT,
+        region="us-east-1",
+        app_prefix="ds",
+    )
+    assert lacking == ["BucketObjects: s3:AbortMultipartUpload"]
+
+
 def test_an_instance_may_terminate_and_name_only_itself() -> None:
     by_sid = {s["Sid"]: s for s in statements(instance_policy(ACCOUNT, "us-east-1", "ds"))}
     self_only = {"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}}

@@ -193,8 +193,14 @@ def test_the_evaluator_itself() -> None:
     monitor = monitor_policy(ACCOUNT, REGION, "ds", ["b"])
     listing = Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "_ds/ds/runs/"})
     assert evaluate([monitor], listing)
-    outputs = Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "out/"})
-    assert not evaluate([monitor], outputs)
+    # A condition on a key the request lacks does not hold: a GetObject's 404 check.
+    prefixed = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b"}
+    prefixed["Condition"] = {"StringLike": {"s3:prefix": ["_ds/*"]}}
+    assert evaluate([{"Statement": [prefixed]}], listing)
+    assert not evaluate([{"Statement": [prefixed]}], Request("s3:ListBucket", "arn:aws:s3:::b"))
+    assert evaluate([monitor], Request("s3:ListBucket", "arn:aws:s3:::b"))
+    assert evaluate([monitor], Request("s3:GetObject", "arn:aws:s3:::b/_ds/ds/state.json"))
+    assert not evaluate([monitor], Request("s3:GetObject", "arn:aws:s3:::b/out/a.csv"))
     deny = {"Effect": "Deny", "Action": "sqs:*", "Resource": "*"}
     assert not evaluate(
         [document, {"Statement": [deny]}], Request("sqs:ReceiveMessage", queue + "dsQueue")
@@ -277,6 +283,14 @@ def requests_of(call: AwsCall, world: World) -> list[Request]:
         if op in _S3_ACTION:
             target = f"arn:aws:s3:::{p['Bucket']}/{p['Key']}"
             found = [Request(f"s3:{_S3_ACTION[op]}", target)]
+            if op in ("GetObject", "HeadObject"):
+                # "If you have the s3:ListBucket permission on the bucket, Amazon S3 returns
+                # an HTTP status code 404 (Not Found) error. If you don't have the
+                # s3:ListBucket permission, Amazon S3 returns an HTTP status code 403"
+                # (GetObject, HeadObject): every read of a key that may be missing (the
+                # code takes 404 as "not there") needs that, with this request's context,
+                # which has no s3:prefix.
+                found.append(Request("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}"))
             if "ACL" in p:  # a canned ACL on an upload is also a PutObjectAcl
                 found.append(Request("s3:PutObjectAcl", target, {"s3:x-amz-acl": p["ACL"]}))
             return found
@@ -637,6 +651,9 @@ def grants(document: dict[str, Any]) -> set[tuple[str, str]]:
 INSTANCE_GRANTS_NOT_EXERCISED = {
     # Only with storage.upload_flags = "--acl bucket-owner-full-control".
     ("OwnerFullControlAcl", "s3:PutObjectAcl"),
+    # The transfer manager aborts a multipart upload (outputs over 8 MiB) that fails
+    # half-way; this run's outputs are small and none fails.
+    ("BucketObjects", "s3:AbortMultipartUpload"),
     # The family images (no recipe: their own worker, with the instance role): run-worker.sh
     # describes its instance; their watchtower log handler may read its stream.
     ("DescribeInstances", "ec2:DescribeInstances"),
@@ -651,6 +668,9 @@ MONITOR_GRANTS_NOT_EXERCISED = {
     # ... and redriven when dead-lettered by hand-backs with tries left
     # (test_the_monitor_may_redrive_what_hand_backs_dead_lettered).
     ("AppQueues", "sqs:DeleteMessage"),
+    # teardown.delete_queue finds the job queue by name only when the run state has no URL
+    # (a setup that stopped before recording it); this run's state has it.
+    ("AppQueues", "sqs:GetQueueUrl"),
     # Scaling a running fleet (the tail shrink, replacing machines): this run drains at once.
     ("SpotFleet", "ec2:DescribeSpotFleetInstances"),
     ("SpotFleet", "ec2:ModifySpotFleetRequest"),
@@ -978,10 +998,14 @@ def test_the_checked_roles_follow_the_bootstrap_prefix_and_the_task_role() -> No
 
 
 @contextlib.contextmanager
-def hop_limited_imds(put_hangs_for: float, *, get_hangs: bool = False) -> Iterator[str]:
+def hop_limited_imds(
+    put_hangs_for: float, *, get_hangs: bool = False, v1: bool = False
+) -> Iterator[str]:
     """A metadata service as a bridge-networked container sees it on an instance with
     HttpPutResponseHopLimit 1: the token PUT's answer never arrives (it hangs here), while
-    GETs are answered (401: IMDSv2 required) — unless ``get_hangs`` (nothing answers)."""
+    GETs are answered (401: IMDSv2 required) — unless ``get_hangs`` (nothing answers). With
+    ``v1`` the instance takes IMDSv1 too: a GET without a token gets its answer (the hop
+    limit applies to PUT responses only)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -994,9 +1018,13 @@ def hop_limited_imds(put_hangs_for: float, *, get_hangs: bool = False) -> Iterat
             if get_hangs:
                 time.sleep(put_hangs_for)
                 return
-            self.send_response(401)
-            self.send_header("Content-Length", "0")
+            answer = {"/latest/meta-data/instance-id": b"i-0v1"}.get(self.path)
+            status = (200 if answer else 404) if v1 else 401
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer or b"") if status == 200 else 0))
             self.end_headers()
+            if status == 200:
+                self.wfile.write(answer or b"")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -1032,6 +1060,17 @@ def test_a_hop_limit_of_one_is_diagnosed_and_nothing_else_is(
         monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", "http://127.0.0.1:9/v4/x")
         assert find_imds(timeout=0.3).problem == ECS_NO_METADATA_PROBLEM
         monkeypatch.delenv("ECS_CONTAINER_METADATA_URI_V4")
+
+    # The instance takes IMDSv1 as well: read without a token, as the AWS SDKs fall back.
+    with hop_limited_imds(put_hangs_for=2.0, v1=True) as url:
+        monkeypatch.setenv("DS_METADATA_URL", url)
+        tokenless = find_imds(timeout=0.3)
+        assert tokenless.problem is None and tokenless.imds is not None
+        assert tokenless.imds.instance_id() == "i-0v1"
+        assert tokenless.imds.get("spot/instance-action") is None  # 404: no notice
+        monkeypatch.setenv("AWS_EC2_METADATA_V1_DISABLED", "true")
+        assert find_imds(timeout=0.3).problem == HOP_LIMIT_PROBLEM
+        monkeypatch.delenv("AWS_EC2_METADATA_V1_DISABLED")
 
     import socket
 

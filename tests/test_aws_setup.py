@@ -180,6 +180,8 @@ def test_task_definition_reads_back_with_image_resources_env_and_logs(aws: str) 
     assert container["cpu"] == 2048  # two worker processes, one core each
     assert container["memory"] == 3000
     assert container["entryPoint"] == ["ds", "worker"] and "command" not in container
+    # An init as PID 1 reaps what tasks leave in sessions of their own (ds reaps its groups).
+    assert container["linuxParameters"] == {"initProcessEnabled": True}
     assert not container.get("privileged")
     assert environment_of(container) == {**env, "DS_IDLE_DIR": "/ds-idle"}  # idle shutdown
     assert container["logConfiguration"] == {
@@ -208,6 +210,23 @@ def test_task_definition_is_reused_when_unchanged_and_revised_when_changed(aws: 
     assert container_of(ecs, second)[1]["image"] == "org/tool:2.0"
 
 
+def test_a_revision_without_the_init_process_is_revised(aws: str) -> None:
+    # Registered by an older ds: the same container, without linuxParameters.
+    config = make_config()
+    ecs = client("ecs", SETTINGS)
+    env = task_environment(config, queue_url=QUEUE_URL, run_id="run-1")
+    request = setup.task_definition_request(
+        AwsNames(config), config, env, task_role_arn=None, keep_entrypoint=False
+    )
+    del request["containerDefinitions"][0]["linuxParameters"]
+    old = ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
+
+    new = register(ecs, config, env)
+
+    assert new != old and new.endswith(":2")
+    assert container_of(ecs, new)[1]["linuxParameters"]["initProcessEnabled"] is True
+
+
 def test_keep_entrypoint_leaves_the_images_own_command(aws: str) -> None:
     ecs = client("ecs", SETTINGS)
 
@@ -216,6 +235,7 @@ def test_keep_entrypoint_leaves_the_images_own_command(aws: str) -> None:
     _, container = container_of(ecs, arn)
     assert not container.get("command")
     assert not container.get("entryPoint")
+    assert not container.get("linuxParameters")  # the family's images: run as they were
 
 
 def test_missing_image_is_an_input_error_before_anything_is_created(aws: str) -> None:

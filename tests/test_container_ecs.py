@@ -439,7 +439,11 @@ def test_worker_image_runs_the_registered_task_definition_like_ecs(
         assert ran.returncode == 0, f"the container exited {ran.returncode}:\n{log[-4000:]}"
         # What the engine actually started, from the task definition and the image's config.
         (inspected,) = json.loads(run([podman, "container", "inspect", name], timeout=60).stdout)
-        assert [inspected["Path"], *inspected["Args"]] == WORKER_ARGV
+        # ECS's initProcessEnabled is `docker run --init`: the engine's init as PID 1, then
+        # exactly `ds worker` (not twice).
+        engine_ran = [inspected["Path"], *inspected["Args"]]
+        assert engine_ran[0].endswith("-init"), engine_ran
+        assert engine_ran[1:] == ["--", *WORKER_ARGV], engine_ran
     finally:
         subprocess.run(
             [podman, "rm", "-f", name], env=podman_env(), capture_output=True, timeout=120

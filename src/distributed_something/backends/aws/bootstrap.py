@@ -233,8 +233,15 @@ def instance_policy(
     bucket_arns, object_arns = _bucket_arns(p, buckets, "*")
     if bucket_arns:
         statements.append(_statement("BucketList", ["s3:ListBucket"], bucket_arns))
+        # AbortMultipartUpload is its own action, not PutObject's: the transfer manager
+        # aborts an upload of a large output that fails half-way (a spot interruption), or
+        # its parts stay in the bucket, billed, with no end.
         statements.append(
-            _statement("BucketObjects", ["s3:GetObject", "s3:PutObject"], object_arns)
+            _statement(
+                "BucketObjects",
+                ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+                object_arns,
+            )
         )
         # A worker replaces an attempt's open record by its closed one (records.py
         # close_attempt, close_stale): deletes only in the records area, never outputs.
@@ -271,13 +278,14 @@ def monitor_policy(
 
     Scoped to the app prefix where AWS allows it (queues, services, alarms, dashboards, log
     groups, rules), plus the exact ``queues`` and ``log_groups`` a config named itself; the
-    spot fleet, task definition and describe calls support no resource scoping. Reads and
-    writes run state and log exports only under ``_ds/`` of ``buckets``, and exports the logs
+    spot fleet, task definition and describe calls support no resource scoping. Lists
+    ``buckets`` (key names), reads and writes run state and log exports only under ``_ds/``
+    of them, and exports the logs
     of runs of the family's images where their run.py did, under ``exportedlogs/``
     (CreateExportTask needs the caller's own right to write the destination).
     """
     p, name = partition(region), f"{app_prefix}*"
-    object_arns = _bucket_arns(p, buckets, f"{META_ROOT}/*")[1]
+    bucket_arns, object_arns = _bucket_arns(p, buckets, f"{META_ROOT}/*")
     statements = [
         _statement(
             "AppQueues",
@@ -285,12 +293,14 @@ def monitor_policy(
             # tasks that left the queue without an outcome (monitor/settle.py); a redrive of
             # those dead-lettered with tries left sends each back, then deletes its dead
             # letter (DeleteMessageBatch is authorised as sqs:DeleteMessage).
-            # The queue URLs come from the run state: no lookup by name.
+            # The queue URLs come from the run state; GetQueueUrl finds the job queue by
+            # name for a teardown of a setup that stopped before recording its URL.
             [
                 "sqs:ChangeMessageVisibility",
                 "sqs:DeleteMessage",
                 "sqs:DeleteQueue",
                 "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
                 "sqs:ReceiveMessage",
                 "sqs:SendMessage",
             ],
@@ -384,17 +394,12 @@ def monitor_policy(
         statements.append(
             _statement("RunState", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], object_arns)
         )
-        # The run's ledger is read by listing its records (only under _ds/).
-        statements.append(
-            {
-                **_statement(
-                    "RunRecordsList",
-                    ["s3:ListBucket"],
-                    _bucket_arns(p, buckets, f"{META_ROOT}/*")[0],
-                ),
-                "Condition": {"StringLike": {"s3:prefix": [f"{META_ROOT}/*"]}},
-            }
-        )
+        # The run's ledger is read by listing its records. Not limited to an s3:prefix of
+        # _ds/: S3 answers a GetObject of a missing key 404 only to a caller allowed to list
+        # the bucket, and a GetObject has no s3:prefix, so a conditional grant gets 403
+        # (AccessDenied) where the run state, a checkpoint or a record is not there yet.
+        # Listing shows key names only; objects outside _ds/ stay unreadable.
+        statements.append(_statement("BucketList", ["s3:ListBucket"], bucket_arns))
     return {"Version": _VERSION, "Statement": statements}
 
 

@@ -11,8 +11,10 @@
 Everything here also works off EC2: `imds_from_env` returns None when there is no metadata
 service, and the threads never raise. `find_imds` also tells "not on EC2" from "on EC2, but
 the IMDSv2 token request gets no answer" (a container behind bridge networking on an
-instance whose PUT response hop limit is 1): the second leaves the spot watcher, the idle
-shutdown and the idle alarm off, so it must be said loudly (`HOP_LIMIT_PROBLEM`).
+instance whose PUT response hop limit is 1). The hop limit applies to PUT responses only: where
+the instance also takes IMDSv1 requests, `Imds` reads without a token, as the AWS SDKs fall
+back (unless ``AWS_EC2_METADATA_V1_DISABLED`` is true). Otherwise the spot watcher, the idle
+shutdown and the idle alarm are off, so it must be said loudly (`HOP_LIMIT_PROBLEM`).
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ class Imds:
     `BackendError`. Safe to share between threads.
 
     In a container with bridge networking the token PUT needs a response hop limit of at
-    least 2 on the instance (``HttpPutResponseHopLimit``); with 1 the PUT times out.
+    least 2 on the instance (``HttpPutResponseHopLimit``); with 1 the PUT times out. With
+    ``v1`` no token is asked for or sent (IMDSv1, where the instance allows it: `find_imds`).
     """
 
     def __init__(
@@ -104,12 +107,14 @@ class Imds:
         timeout: float = 2.0,
         token_ttl: int = 21600,
         clock: Callable[[], float] = time.monotonic,
+        v1: bool = False,
     ) -> None:
         if not 1 <= token_ttl <= 21600:
             raise ValueError("token_ttl must be between 1 and 21600 seconds")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.token_ttl = token_ttl
+        self.v1 = v1
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -125,9 +130,11 @@ class Imds:
         """
         if not path.startswith("/"):
             path = "/latest/meta-data/" + path
-        for attempt in range(2):
-            token = self._current_token(renew=attempt > 0)
-            status, body = self._request("GET", path, {"X-aws-ec2-metadata-token": token})
+        for attempt in range(1 if self.v1 else 2):
+            headers: dict[str, str] = {}
+            if not self.v1:
+                headers["X-aws-ec2-metadata-token"] = self._current_token(renew=attempt > 0)
+            status, body = self._request("GET", path, headers)
             if status == 200:
                 return body
             if status == 404:
@@ -140,6 +147,8 @@ class Imds:
         raise BackendError(
             f"instance metadata {path} refused a fresh token (HTTP 401); check the instance's "
             "metadata options"
+            if not self.v1
+            else f"instance metadata {path} now requires IMDSv2 (HTTP 401 without a token)"
         )
 
     def instance_id(self) -> str:
@@ -237,7 +246,9 @@ def find_imds(*, timeout: float = 2.0) -> ImdsLookup:
     link-local EC2 address — unless ``AWS_EC2_METADATA_DISABLED`` is "true". The service must
     answer a token request and the instance id within ``timeout`` seconds. If the token
     request times out while a plain GET is answered, the instance's hop limit is too low for
-    this container: ``problem`` is `HOP_LIMIT_PROBLEM`; if nothing answers in an ECS task
+    this container: where a GET without a token gets the instance id (IMDSv1 allowed, and
+    ``AWS_EC2_METADATA_V1_DISABLED`` not true) the service is used so, said in one INFO
+    line; else ``problem`` is `HOP_LIMIT_PROBLEM`. If nothing answers in an ECS task
     (``ECS_CONTAINER_METADATA_URI_V4``), `ECS_NO_METADATA_PROBLEM`. Otherwise (not on EC2)
     no problem.
     """
@@ -250,6 +261,9 @@ def find_imds(*, timeout: float = 2.0) -> ImdsLookup:
         imds.instance_id()
     except TokenUnanswered as exc:
         if exc.timed_out and imds.answers():
+            tokenless = _imds_v1(url or DEFAULT_METADATA_URL, timeout)
+            if tokenless is not None:
+                return ImdsLookup(tokenless)
             return ImdsLookup(None, HOP_LIMIT_PROBLEM)
         if exc.timed_out and os.environ.get("ECS_CONTAINER_METADATA_URI_V4", "").strip():
             return ImdsLookup(None, ECS_NO_METADATA_PROBLEM)
@@ -259,6 +273,24 @@ def find_imds(*, timeout: float = 2.0) -> ImdsLookup:
         log.info("no instance metadata service: %s", exc)
         return ImdsLookup(None)
     return ImdsLookup(imds)
+
+
+def _imds_v1(url: str, timeout: float) -> Imds | None:
+    """The service at ``url`` read without tokens (IMDSv1), when it answers the instance id
+    so and ``AWS_EC2_METADATA_V1_DISABLED`` is not true; else None."""
+    if os.environ.get("AWS_EC2_METADATA_V1_DISABLED", "").strip().lower() == "true":
+        return None
+    imds = Imds(url, timeout=timeout, v1=True)
+    try:
+        imds.instance_id()
+    except BackendError:
+        return None
+    log.info(
+        "the IMDSv2 token request timed out (the instance's PUT response hop limit is 1, "
+        "containers on bridge networking need 2): reading instance metadata with IMDSv1, "
+        "which the instance allows"
+    )
+    return imds
 
 
 def imds_from_env(*, timeout: float = 2.0) -> Imds | None:

@@ -279,7 +279,8 @@ def register_task_definition(
     not privileged. With ``keep_entrypoint`` the image's own entrypoint and command run (the
     family's images need theirs), and neither ``entryPoint`` nor ``command`` is set;
     otherwise ``entryPoint`` is ``ds worker`` and no ``command`` is set, so the container runs
-    exactly ``ds worker`` on any image that has ``ds`` on its PATH, and the host folder
+    exactly ``ds worker`` (under an init process, which reaps what tasks leave behind) on any
+    image that has ``ds`` on its PATH, and the host folder
     ``/var/lib/ds-idle`` is mounted at ``/ds-idle`` (``DS_IDLE_DIR``), where the workers of a
     machine tell each other they are idle (the idle shutdown, `idle`). The task role is
     ``task_role_arn`` when given.
@@ -379,6 +380,11 @@ def task_definition_request(
     }
     if not keep_entrypoint:
         container["entryPoint"] = list(WORKER_ENTRYPOINT)
+        # An init (docker's --init) as PID 1, which hands ECS's SIGTERM to `ds worker`:
+        # processes a task's command leaves in a session of their own are re-parented to
+        # PID 1, and `ds worker` reaps only its tasks' process groups: they would pile up as
+        # zombies, task after task, on a machine that runs for days.
+        container["linuxParameters"] = {"initProcessEnabled": True}
         container["mountPoints"] = [
             {"sourceVolume": IDLE_VOLUME, "containerPath": CONTAINER_DIR, "readOnly": False}
         ]
@@ -435,6 +441,7 @@ def _same_task(latest: dict[str, Any], request: dict[str, Any], role: str | None
         )
 
     keys = ("name", "image", "cpu", "memory", "logConfiguration", "stopTimeout")
+    init = ("linuxParameters", "initProcessEnabled")
     return (
         all(current.get(k) == container.get(k) for k in keys)
         and environment(current) == environment(container)
@@ -442,6 +449,8 @@ def _same_task(latest: dict[str, Any], request: dict[str, Any], role: str | None
         and volumes(latest) == volumes(request)
         and (current.get("command") or None) == (container.get("command") or None)
         and (current.get("entryPoint") or None) == (container.get("entryPoint") or None)
+        and bool((current.get(init[0]) or {}).get(init[1]))
+        == bool((container.get(init[0]) or {}).get(init[1]))
         and not current.get("privileged")
     )
 
