@@ -89,6 +89,7 @@ def test_user_data_configures_the_ecs_agent_for_the_cluster() -> None:
         "ECS_ENABLE_CONTAINER_METADATA=true",
         'ECS_AVAILABLE_LOGGING_DRIVERS=["json-file","awslogs"]',
         "ECS_IMAGE_PULL_BEHAVIOR=prefer-cached",
+        "ECS_ENABLE_TASK_IAM_ROLE=true",
         "ECS_LOGLEVEL=debug",
     ):
         assert setting in lines

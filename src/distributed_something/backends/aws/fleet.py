@@ -57,7 +57,8 @@ def ecs_user_data(cluster: str, *, extra_agent_config: dict[str, str] | None = N
     A shell script that appends to ``/etc/ecs/ecs.config`` before the ECS agent starts:
     the cluster, spot-instance draining (an interruption notice stops the tasks, whose
     workers hand their tasks back), container metadata, the json-file and awslogs log
-    drivers, and image pulls that prefer the cached image. ``extra_agent_config`` adds
+    drivers, image pulls that prefer the cached image, and task roles (bridge networking).
+    ``extra_agent_config`` adds
     agent settings (names ``ECS_…``). Nothing is installed, mounted or run privileged.
     Raises `ValueError` for a cluster name or setting that cannot be written safely.
     """
@@ -69,6 +70,10 @@ def ecs_user_data(cluster: str, *, extra_agent_config: dict[str, str] | None = N
         "ECS_ENABLE_CONTAINER_METADATA": "true",
         "ECS_AVAILABLE_LOGGING_DRIVERS": '["json-file","awslogs"]',
         "ECS_IMAGE_PULL_BEHAVIOR": "prefer-cached",
+        # The task role in bridge mode: on by default on the ECS-optimized AMIs, but not in
+        # the agent's own defaults; an AMI of the fleet file's would leave the containers
+        # the instance role's credentials instead, silently.
+        "ECS_ENABLE_TASK_IAM_ROLE": "true",
     }
     for name, value in (extra_agent_config or {}).items():
         if not _AGENT_NAME.fullmatch(name) or "\n" in value or "\r" in value:
