@@ -305,6 +305,49 @@ def test_a_task_whose_receives_went_to_a_hand_back_and_a_vanished_worker_is_sent
     assert outcomes.count("done") == 1 and "lost" in outcomes and len(outcomes) == 3, outcomes
 
 
+# Fails at its first execution (exit 4); later ones run until ``<oracle>.go`` exists.
+FAIL_THEN_GO_SCRIPT = GO_SCRIPT.replace(
+    'open(oracle, "a").write("start %d\\n" % os.getpid())',
+    "first = not os.path.exists(oracle)\n"
+    'open(oracle, "a").write("start %d\\n" % os.getpid())\n'
+    "if first:\n"
+    '    open(oracle, "a").write("fail %d\\n" % os.getpid())\n'
+    "    sys.exit(4)",
+)
+
+
+def test_a_worker_dying_on_a_tasks_last_try_uses_up_no_retry(tmp_path: Path, ds: Ds) -> None:
+    # job_retries = 2: the first try fails (exit 4, a retry used), the second's worker is
+    # killed (its watchdog settles it) on the last receive the queue allows. A lost attempt
+    # uses up no retry (docs/configuration.md): the task runs a third time, and succeeds;
+    # it was counted dead, its error the first try's.
+    oracle = tmp_path / "oracle.txt"
+    proj = start_slow(tmp_path, ds, oracle, FAIL_THEN_GO_SCRIPT, job_retries=2)
+
+    def lines() -> list[str]:
+        return oracle.read_text().splitlines() if oracle.exists() else []
+
+    def starts() -> list[int]:
+        return [int(line.split()[1]) for line in lines() if line.startswith("start")]
+
+    assert wait_for(lambda: len(starts()) >= 2, timeout=60), lines()
+    second = starts()[1]
+    worker = int(Path(f"/proc/{second}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGKILL)  # the watchdog ends its command and settles the attempt
+    assert wait_for(lambda: not running(second), timeout=15)
+    Path(f"{oracle}.go").touch()  # the next execution ends at once
+
+    report = js(ok(ds("monitor", "--json", "--interval", "0.2", cwd=proj)))
+    assert [line.split()[0] for line in lines()] == ["start", "fail", "start", "start", "end"]
+    (task,) = report["tasks"]
+    assert task["outcome"] == "done" and task["attempts"] == 3, task
+    assert report["counts"]["dead"] == 0
+    assert js(ok(ds("status", "--json", cwd=proj)))["counts"]["done"] == 1
+    records = RunRecords(local_bucket(proj), "T", report["run_id"])
+    outcomes = [k.outcome for k in records.attempt_keys(task["id"])]
+    assert outcomes == ["failed", "lost", "done"], outcomes
+
+
 def test_a_task_redriven_into_a_new_run_is_not_dead_in_its_old_run_any_more(
     tmp_path: Path, ds: Ds
 ) -> None:

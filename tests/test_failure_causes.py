@@ -791,6 +791,43 @@ def test_a_task_whose_worker_dies_on_every_receive_still_ends_dead_lettered(
     assert set(plan.dead) == {task.id} and plan.requeue == []
 
 
+def test_a_task_dead_by_its_workers_deaths_after_a_failure_says_so(tmp_path: Path) -> None:
+    # job_retries = 2. The first try fails (exit 4); then the task's worker dies at every
+    # receive: the first death, on the last receive of its message, uses up no retry (the
+    # task is sent again as a fresh message), and the fresh message's two deaths end it
+    # dead. It is dead because it killed its worker: the report, `ds dead list` and `ds dead
+    # show` say so (cause lost), not the first try's exit code, and show every attempt.
+    from distributed_something.ledger import read_ledger
+    from distributed_something.monitor.settle import settle as settle_run
+    from distributed_something.report.build import build_report
+    from distributed_something.state import RunState
+    from distributed_something.usecases.run_info import _dead_entries
+
+    rig = Rig(tmp_path, code("import sys; print('bad input'); sys.exit(4)"), retries=2)
+    task = rig.submit()
+    rig.records.write_manifest("p0", [ManifestEntry(task.id, {"name": "t"})])
+    assert rig.worker.step() is Outcome.FAILED  # receive 1: a retry used, one left
+    rig.clock.advance(1000)  # past the backoff
+    watched_worker_dies(rig, tmp_path)  # receive 2 of 2: sent again, fresh
+    assert rig.state(task) != "dead" and rig.queue.counts().dead == 0
+    watched_worker_dies(rig, tmp_path)  # the fresh message, receive 1
+    watched_worker_dies(rig, tmp_path)  # receive 2 of 2: two deaths, no more receives
+    assert rig.worker.step() is Outcome.DRAINED  # the next receive dead-lettered it
+    plan = settle_run(rig.records, rig.queue, read_ledger(rig.records), rig.clock())
+    assert plan.requeue == [] and set(plan.dead) == {task.id}, plan
+    assert [a["outcome"] for a in rig.attempts(task)] == ["failed", "lost", "lost", "lost"]
+    assert read_ledger(rig.records).tasks[task.id].state == "dead"
+
+    state = RunState(app_name="F", run_id="r1", backend="local", created_at=1.0)
+    (shown,) = build_report(rig.records, state).tasks
+    assert (shown.outcome, shown.cause, shown.attempts) == ("dead", "lost", 4)
+    assert shown.error is not None and "worker" in shown.error and "died" in shown.error
+    (entry,) = _dead_entries(rig.records, read_ledger(rig.records), rig.backend)
+    assert entry.cause == "lost" and "died" in entry.error and entry.exit_code is None
+    assert [h["cause"] for h in entry.history] == ["exit", "lost", "lost", "lost"]
+    assert [h["attempt"] for h in entry.history] == [1, 2, 3, 4]
+
+
 class StoppedPastLeaseRunner:
     """Runs the command, then plays what happens to a worker SIGSTOPped while it ran: its
     lease runs out and another worker receives the task (a new lease on the same message)."""

@@ -158,21 +158,21 @@ def attempts_ran(outcomes: Iterable[str]) -> int:
     return sum(1 for outcome in outcomes if outcome != "duplicate")
 
 
-#: Outcomes of an attempt whose receive counts towards dead-lettering its message: its worker
-#: died on it (``lost``, or ``running`` where nobody runs it any more) or it failed
-#: (``failed``, ``dead``). A hand-back (``released``), a delivery that stood down
-#: (``duplicate``) and a receive that left no record (handed back untouched by a worker told
-#: to stop as it received the task) spent none of the task's tries.
-_SPENT = frozenset({"lost", "running", "failed", "dead"})
+#: Outcomes of an attempt whose worker died on it: ``lost``, or ``running`` where nobody
+#: runs it any more.
+_DIED = frozenset({"lost", "running"})
 
 
-def receives_spent(keys: Iterable[AttemptKey], message: str) -> int:
+def worker_deaths(keys: Iterable[AttemptKey], message: str) -> int:
     """How many receives of ``message`` (as `AttemptKey.message` names it) a task's attempt
-    ``keys`` show spent on its tries (`_SPENT`). Fewer than the queue allows, yet the
-    message is (or is about to be) dead-lettered: hand-backs used up its receive count, and
-    the task is sent again rather than counted dead (the watchdog's `worker.settle`, the
-    monitor's `monitor.settle`)."""
-    return sum(1 for k in keys if k.message == message and k.outcome in _SPENT)
+    ``keys`` show ended by their worker's death (`_DIED`). When the message is (or is about
+    to be) dead-lettered with fewer deaths than the queue allows receives, the task is sent
+    again rather than counted dead (the watchdog's `worker.settle`, the monitor's
+    `monitor.settle`): the other receives went to hand-backs, which use up no try, or to
+    failures, which the worker counts itself (it makes the task dead when they use up
+    ``job_retries``, or sends it again fresh when they do not). A lost attempt uses up no
+    retry either; only a task that kills its worker at every receive ends dead so."""
+    return sum(1 for k in keys if k.message == message and k.outcome in _DIED)
 
 
 def attempts_ran_by(keys: Iterable[AttemptKey], at_us: float) -> int:

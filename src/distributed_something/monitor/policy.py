@@ -156,8 +156,9 @@ def reconcile(
 ) -> Reconciliation:
     """Decide the fate of ``unfinished`` tasks (no outcome in the ledger) when the queue
     stayed empty: those in the dead-letter store (``dead_letters``: id → last error) are
-    dead, except those in ``handed_back`` (dead-lettered with fewer of their receives spent
-    on tries than the queue allows: hand-backs used up the receive count, `receives_spent`);
+    dead, except those in ``handed_back`` (dead-lettered with fewer of their receives lost
+    to their worker's death than the queue allows: hand-backs and failures with tries left
+    used up the receive count, `worker_deaths`);
     the others left the queue unseen (a purge, a lost message) or were dead-lettered so, and
     are sent again, unless they already were ``max_requeues`` times (``requeues``: id →
     times)."""

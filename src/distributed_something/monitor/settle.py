@@ -14,7 +14,7 @@ from distributed_something.interfaces.queue import Queue
 from distributed_something.interfaces.storage import NoConditionalWrites, conditional_writes
 from distributed_something.ledger import Ledger, read_counts, read_outcomes
 from distributed_something.monitor.policy import DrainCheck, Reconciliation, reconcile
-from distributed_something.records import AttemptKey, RunRecords, receives_spent
+from distributed_something.records import AttemptKey, RunRecords, worker_deaths
 
 
 def confirm_ending(
@@ -149,11 +149,13 @@ def _slot_time(data: bytes) -> float:
 def _handed_back(
     records: RunRecords, dead_lettered: list[str], queue: Queue
 ) -> dict[str, list[AttemptKey]]:
-    """Of ``dead_lettered`` tasks without an outcome, those whose last message spent fewer of
-    its receives on tries than the queue allows (`records.receives_spent`), each with its
-    attempts: the rest went to hand-backs (a worker stopping, a spot interruption) and the
-    task's worker then vanished with nobody to settle it (no watchdog: a container or a
-    machine gone). The watchdog sends such a task again itself (`worker.settle`)."""
+    """Of ``dead_lettered`` tasks without an outcome, those whose last message lost fewer of
+    its receives to its worker's death than the queue allows (`records.worker_deaths`), each
+    with its attempts: the rest went to hand-backs (a worker stopping, a spot interruption)
+    or failures with tries left (which use up no receive of their own: the worker counts
+    them), and the task's worker then vanished with nobody to settle it (no watchdog: a
+    container or a machine gone). The watchdog sends such a task again itself
+    (`worker.settle`)."""
     found: dict[str, list[AttemptKey]] = {}
     for task_id, keys in zip(dead_lettered, records.attempt_keys_of(dead_lettered), strict=True):
         # The dead-lettered message is the last that ran (a delivery that stood down had
@@ -162,7 +164,7 @@ def _handed_back(
         if not ran:
             continue  # no record at all: dead as before
         last = max(ran, key=lambda k: k.started_us)
-        if receives_spent(ran, last.message) < queue.max_receive_count:
+        if worker_deaths(ran, last.message) < queue.max_receive_count:
             found[task_id] = keys
     return found
 

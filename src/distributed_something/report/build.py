@@ -273,15 +273,18 @@ def build_report(
     )
     skipped = records.skipped_ids()
     failures: dict[str, Failure] = {}
+    failed_times: dict[str, int] = {}
     for failure in records.all_failures():
         last = failures.get(failure.task_id)
+        failed_times[failure.task_id] = failed_times.get(failure.task_id, 0) + 1
         if last is None or last.at < failure.at:
             failures[failure.task_id] = failure
-    dead_marked = {
-        tid
-        for tid, (code, _, _) in codes.items()
-        if code == "dead" and tid not in failures and tid not in skipped
+    dead = {
+        tid: ran for tid, (code, _, ran) in codes.items() if code == "dead" and tid not in skipped
     }
+    for tid in _died_last(records, failures, failed_times, dead):
+        del failures[tid]  # a death made it dead, not its last failure
+    dead_marked = {tid for tid in dead if tid not in failures}
     reading = _Reading(
         records,
         codes,
@@ -614,6 +617,28 @@ def _unfinished(
         first_error=(first_error_line(shown.log_tail, shown.error) if shown is not None else error),
         log_tail=shown.log_tail if shown is not None else None,
     )
+
+
+def _died_last(
+    records: RunRecords,
+    failures: dict[str, Failure],
+    failed_times: dict[str, int],
+    dead: dict[str, int],
+) -> list[str]:
+    """Of the ``dead`` tasks (id -> attempts that ran) with a failure record (``failures``:
+    the last of each; ``failed_times``: how many), those whose attempt after their last
+    failure was lost (its worker died on it, as on every receive of the message that was
+    dead-lettered then): their failure is not why they are dead. Only the attempts of tasks
+    with more attempts than failures (one ended without a failure record) are read."""
+    unrecorded = [
+        tid for tid, ran in dead.items() if tid in failures and ran > failed_times.get(tid, 0)
+    ]
+    found = []
+    for tid, attempts in records.ended_attempts_of(unrecorded).items():
+        last = attempts[-1]
+        if attempt_cause(last) == "lost" and last.started_at >= failures[tid].at:
+            found.append(tid)
+    return found
 
 
 def _dead_mark_errors(records: RunRecords, wanted: set[str]) -> dict[str, str]:

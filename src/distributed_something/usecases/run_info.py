@@ -605,12 +605,15 @@ def _dead_entries(
     for mark in records.marks():
         if mark.kind == "dead" and mark.task_id not in failures:
             mark_errors[mark.task_id] = str((records.read_mark(mark) or {}).get("error", ""))
-    # A task whose worker died on every attempt has no failure record: its history (and
-    # cause, ``lost``) is that of its attempts that ended without it done, read for those
-    # few tasks only.
-    unrecorded = [tid for tid in dead_ids if tid not in failures]
-    for tid, attempts in records.ended_attempts_of(unrecorded).items():
-        failures[tid] = [_attempt_history(a) for a in attempts]
+    # An attempt whose worker died leaves no failure record: a task whose worker died on
+    # every attempt has its history (and cause, ``lost``) from its attempts that ended
+    # without it done; any other dead task gets those lost on the way, the last of which may
+    # be what made it dead (a task that killed its worker at every receive of a message).
+    for tid, attempts in records.ended_attempts_of(dead_ids).items():
+        recorded = failures.get(tid)
+        failures[tid] = (recorded or []) + [
+            _attempt_history(a) for a in attempts if recorded is None or a.outcome == "lost"
+        ]
     for tid, keys in zip(dead_ids, records.attempt_keys_of(dead_ids), strict=True):
         number_attempts(failures.get(tid, []), keys)
     out = []
@@ -699,10 +702,14 @@ def dead_show(
         shown.setdefault("cause", failure_cause(f))
         shown["first_error"] = first_error_line(f.log_tail, f.error)
         failures.append(shown)
-    [keys] = records.attempt_keys_of([entry.task_id])
-    number_attempts(failures, keys)
     if not failures:  # its worker died on every attempt: the attempts it lost, as failures
         failures = [{"task_id": entry.task_id, **h} for h in entry.history]
+    else:  # and those its worker died on between the failures (no failure record of theirs)
+        died = records.ended_attempts_of([entry.task_id], ("lost",)).get(entry.task_id, [])
+        failures += [{"task_id": entry.task_id, **_attempt_history(a)} for a in died]
+        failures.sort(key=lambda f: float(f["at"]))
+        [keys] = records.attempt_keys_of([entry.task_id])
+        number_attempts(failures, keys)
     return {**entry.to_json(), "failures": failures}
 
 

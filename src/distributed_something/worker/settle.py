@@ -30,7 +30,7 @@ from distributed_something.records import (
     AttemptKey,
     RunRecords,
     parse_attempt_key,
-    receives_spent,
+    worker_deaths,
 )
 from distributed_something.worker.loop import (
     LOG_KEEP_HEAD_BYTES,
@@ -104,14 +104,15 @@ def _message(item: Any) -> Message:
 def _sent_again(records: RunRecords, queue: Queue, key: AttemptKey, message: Message) -> bool:
     """Send the task of the dead worker's attempt ``key`` again as a fresh message, then
     delete ``message``, when the queue would dead-letter ``message`` at its next receive (its
-    receive count spent) although fewer of its receives than the queue allows ended in a
-    death or a failure: the others were hand-backs the worker does not count, and the worker
-    itself sends such a task again rather than let it be dead-lettered (`_hand_back`,
-    `_fail`). True when it did; False (the message is to be released) otherwise, or when
-    the task's body cannot be rebuilt from the run's manifest."""
+    receive count spent) although fewer of its receives than the queue allows ended in its
+    worker's death (`records.worker_deaths`): a lost attempt uses up no retry, hand-backs
+    none, and failures are the worker's to count (it sends such a task again itself rather
+    than let it be dead-lettered: `_hand_back`, `_fail`). True when it did; False (the
+    message is to be released) otherwise, or when the task's body cannot be rebuilt from the
+    run's manifest."""
     if message.receive_count < queue.max_receive_count:
         return False
-    if receives_spent(records.attempt_keys(key.task_id), key.message) >= queue.max_receive_count:
+    if worker_deaths(records.attempt_keys(key.task_id), key.message) >= queue.max_receive_count:
         return False  # a task that kills its worker every time ends dead
     body = records.bodies([key.task_id]).get(key.task_id)
     if body is None:
