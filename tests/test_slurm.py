@@ -20,7 +20,7 @@ from conftest import REPO, write_project
 from distributed_something.backends.slurm.commands import parse_duration
 from distributed_something.backends.slurm.slices import SliceQueue
 from distributed_something.config.loader import load_config
-from distributed_something.errors import InputError, QueueGone
+from distributed_something.errors import BackendError, InputError, QueueGone
 from distributed_something.interfaces.queue import QueueCounts
 from testkit import FakeClock
 
@@ -808,6 +808,109 @@ def test_a_slice_sent_again_waits_for_room_under_max_jobs(
     squeue.clear()  # the array ended (b unfinished here): room for one job at a time
     compute.scale(1)
     assert [(r.size, r.throttle) for r in submitted] == [(2, 1)]
+
+
+def test_a_busy_controller_is_asked_again_and_sbatch_never_is(tmp_path: Path) -> None:
+    """ "Socket timed out on send/recv operation" is what a busy slurmctld answers now and
+    then: one such answer ended `ds run`'s monitor (exit 3) and `ds status`. Commands that
+    change nothing are asked again; sbatch never is (one that timed out may have submitted
+    its job); other errors are not retried, and name Slurm's reason from any of the last
+    lines."""
+    from distributed_something.backends.slurm import commands
+
+    tries = tmp_path / "tries"
+    fake = tmp_path / "fake"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {tries}\n"
+        f'if [ "$(wc -l < {tries})" -le "$1" ]; then\n'
+        '  echo "slurm_load_jobs error: Socket timed out on send/recv operation" >&2; exit 1\n'
+        "fi\n"
+        "echo answered\n"
+    )
+    fake.chmod(0o755)
+    pauses: list[float] = []
+    for name in ("squeue", "sbatch"):
+        (tmp_path / name).symlink_to(fake)
+
+    def ask(name: str, failures: int) -> str:
+        tries.unlink(missing_ok=True)
+        return commands.run([str(tmp_path / name), str(failures)], sleep=pauses.append)
+
+    assert ask("squeue", 2) == "answered\n" and pauses == [1.0, 3.0]
+    with pytest.raises(BackendError, match="Socket timed out"):
+        ask("squeue", 9)  # still failing after every pause
+    assert len(tries.read_text().split()) == 1 + len(commands.RETRY_PAUSES)
+    pauses.clear()
+    with pytest.raises(BackendError, match="Socket timed out"):
+        ask("sbatch", 1)
+    assert pauses == [] and len(tries.read_text().split()) == 1
+    refusal = "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2\n'
+        f'echo "{refusal}" >&2\n'
+        "exit 1\n"
+    )
+    with pytest.raises(BackendError) as refused:
+        commands.run([str(tmp_path / "sbatch")])
+    assert "QOSMaxSubmitJobPerUserLimit" in str(refused.value)
+    assert "Job violates accounting/QOS policy" in str(refused.value)
+
+
+def test_an_end_sacct_does_not_know_yet_is_asked_of_the_controller_then_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """slurmdbd records a job's end late: sacct says RUNNING for a while after the job left
+    squeue. Taken as its end, a TIMEOUT was never seen (the try not used up, the task run
+    again at every time limit, for ever). Only an end state counts: the controller is asked,
+    and an element nobody knows the end of yet is settled at a later tick, or as UNKNOWN
+    once `END_STATE_WAIT_SECONDS` passed."""
+    import time as clock
+    from types import SimpleNamespace
+
+    from distributed_something.backends.slurm import commands, compute
+    from distributed_something.backends.slurm.compute import SlurmCompute
+
+    answers = {
+        "sacct": "12_0|RUNNING|00:01:00\n12_1|COMPLETED|00:01:00\n",
+        "scontrol": "JobId=13 ArrayJobId=12 ArrayTaskId=0 JobState=TIMEOUT TimeLimit=00:01:00\n",
+    }
+    monkeypatch.setattr(commands, "run", lambda argv, **kw: answers[argv[0]])
+    monkeypatch.setattr(commands, "_accounting_disabled", False)
+    ends = commands.end_states("12", [0, 1], None)
+    assert ends == {
+        0: commands.EndState("TIMEOUT", "00:01:00"),
+        1: commands.EndState("COMPLETED", "00:01:00"),
+    }
+    answers["scontrol"] = "JobId=13 ArrayJobId=12 ArrayTaskId=0 JobState=COMPLETING\n"
+    assert commands.end_states("12", [0, 1], None).keys() == {1}
+
+    shared = tmp_path / "shared"
+    (shared / "slurm").mkdir(parents=True)
+    array = {"job_id": "12", "slices": [""], "run_id": "r", "submitted_at": 0}
+    (shared / "slurm" / "jobs.json").write_text(json.dumps({"arrays": [array]}))
+    monkeypatch.setattr(commands, "squeue_elements", lambda name, ids: {})
+    monkeypatch.setattr(commands, "end_states", lambda array_id, wanted, jobcomp: {})
+    project = SimpleNamespace(config=SimpleNamespace(app_name="T"), base_dir=tmp_path)
+    queue = SimpleNamespace(held_by=lambda worker: None, forget_worker=lambda worker: None)
+    slurm = SlurmCompute(project, queue, None, shared)  # type: ignore[arg-type]
+    slurm._jobcomp = None
+
+    def settled() -> list[int]:
+        return [
+            int(i)
+            for i in json.loads((shared / "slurm" / "jobs.json").read_text())["arrays"][0][
+                "settled"
+            ]
+        ]
+
+    slurm.housekeeping()
+    assert settled() == []  # not known yet: waited for
+    later = clock.time() + compute.END_STATE_WAIT_SECONDS + 1
+    monkeypatch.setattr(compute.time, "time", lambda: later)
+    slurm.housekeeping()
+    assert settled() == [0]  # nobody will know: settled as UNKNOWN
 
 
 @pytest.mark.parametrize("live_holder", [False, True])

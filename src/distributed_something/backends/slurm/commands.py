@@ -6,7 +6,8 @@ from __future__ import annotations
 import getpass
 import re
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,55 @@ LIVE_STATES = frozenset(
 )
 #: how a Slurm job ends when Slurm kills it (not our scancel, not the worker's exit)
 KILLED_STATES = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "DEADLINE"})
+#: the states a job has once it ended (squeue(1), JOB STATE CODES): anything else a source
+#: says of a job gone from squeue is not yet its end (slurmdbd records ends late: sacct still
+#: says RUNNING for a while after the job ended)
+FINAL_STATES = KILLED_STATES | {"BOOT_FAIL", "CANCELLED", "COMPLETED", "FAILED", "REVOKED"}
 
 _TIMEOUT = 60.0
+#: commands asked again when the controller does not answer: they change nothing, or do
+#: the same again (a second scancel of a job cancels nothing more). Never sbatch: one that
+#: timed out may have submitted its job.
+_REPEATABLE = frozenset({"squeue", "sacct", "scontrol", "sinfo", "scancel"})
+#: what a busy controller (or slurmdbd) answers for a while, then not: asked again
+_TRANSIENT = (
+    "socket timed out",
+    "unable to contact slurm controller",
+    "connection refused",
+    "connection timed out",
+    "resource temporarily unavailable",
+    "zero bytes were transmitted or received",
+    "slurm_persist_conn_open",
+)
+#: the pauses (s) between the tries of a repeatable command that met a transient error
+RETRY_PAUSES = (1.0, 3.0, 9.0)
 
 
-def run(argv: Sequence[str], *, timeout: float = _TIMEOUT) -> str:
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = _TIMEOUT,
+    pauses: Sequence[float] | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+) -> str:
     """Run a Slurm command (an argv, never a shell) and return its stdout; `BackendError`
-    with Slurm's own message when it fails or is not installed."""
+    with Slurm's own message when it fails or is not installed. A command that changes
+    nothing (`_REPEATABLE`) is tried again after each of ``pauses`` (default `RETRY_PAUSES`)
+    while it fails as a busy controller makes it fail (`_TRANSIENT`: "Socket timed out on
+    send/recv operation", "Unable to contact slurm controller"), so that one slow answer
+    does not end a run's monitor; no answer within ``timeout`` is not tried again."""
+    repeatable = Path(argv[0]).name in _REPEATABLE
+    waits = list(RETRY_PAUSES if pauses is None else pauses) if repeatable else []
+    while True:
+        try:
+            return _run_once(argv, timeout)
+        except BackendError as error:
+            if not waits or not any(t in str(error).lower() for t in _TRANSIENT):
+                raise
+            sleep(waits.pop(0))
+
+
+def _run_once(argv: Sequence[str], timeout: float) -> str:
     try:
         done = subprocess.run(
             list(argv),
@@ -44,10 +87,12 @@ def run(argv: Sequence[str], *, timeout: float = _TIMEOUT) -> str:
     except subprocess.TimeoutExpired:
         raise BackendError(f"{argv[0]} did not answer within {timeout:.0f} s") from None
     if done.returncode != 0:
-        message = (done.stderr or done.stdout).strip().splitlines()
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        # The reason is often on the first line and the last says only "failed" (sbatch:
+        # "Batch job submission failed: Job violates accounting/QOS policy" after it).
+        message = "; ".join(line.strip() for line in lines[-3:] if line.strip())
         raise BackendError(
-            f"{' '.join(argv[:2])} failed (exit {done.returncode}): "
-            f"{message[-1] if message else 'no message'}"
+            f"{' '.join(argv[:2])} failed (exit {done.returncode}): {message or 'no message'}"
         )
     return done.stdout
 
@@ -204,9 +249,10 @@ JOBCOMP_TAIL_BYTES = 8 * 1024 * 1024
 def end_states(array_id: str, wanted: Sequence[int], jobcomp: Path | None) -> dict[int, EndState]:
     """How the finished elements ``wanted`` of array ``array_id`` ended: from `sacct` when
     the cluster keeps accounting, else from the end of the jobcomp/filetxt log, else from
-    `scontrol` while the controller still knows them (MinJobAge). Elements no source knows
-    are left out."""
-    found = _from_sacct(array_id)
+    `scontrol` while the controller still knows them (MinJobAge). Only `FINAL_STATES` count:
+    an element that a source still says runs (sacct behind the controller) is asked of the
+    next. Elements no source knows the end of are left out."""
+    found = _ended(_from_sacct(array_id))
     if jobcomp is not None and not set(wanted) <= found.keys():
         try:
             with jobcomp.open("rb") as log:
@@ -214,14 +260,19 @@ def end_states(array_id: str, wanted: Sequence[int], jobcomp: Path | None) -> di
                 lines = log.read().decode(errors="replace").splitlines()
         except OSError:
             lines = []
-        found = {**_from_key_values(array_id, lines), **found}
+        found = {**_ended(_from_key_values(array_id, lines)), **found}
     if not set(wanted) <= found.keys():
         try:
             lines = run(["scontrol", "--oneliner", "show", "job", array_id]).splitlines()
         except BackendError:  # forgotten already: "Invalid job id specified"
             lines = []
-        found = {**_from_key_values(array_id, lines), **found}
+        found = {**_ended(_from_key_values(array_id, lines)), **found}
     return found
+
+
+def _ended(found: dict[int, EndState]) -> dict[int, EndState]:
+    """The elements of ``found`` whose state is an end (`FINAL_STATES`)."""
+    return {index: end for index, end in found.items() if end.state in FINAL_STATES}
 
 
 def _from_key_values(array_id: str, lines: list[str]) -> dict[int, EndState]:

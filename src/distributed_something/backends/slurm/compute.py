@@ -50,6 +50,10 @@ STOP_WAIT_SECONDS = 60.0
 #: a cluster starts jobs more slowly than a machine starts processes: failures this far
 #: apart still make a crash loop (`crash_looping`)
 SLURM_CRASH_WINDOW_SECONDS = 600.0
+#: how long an element gone from squeue may have no known end (sacct lagging, and the
+#: controller no longer or not yet saying) before it is settled as UNKNOWN: Slurm's default
+#: MinJobAge, for which the controller keeps an ended job
+END_STATE_WAIT_SECONDS = 300.0
 #: states whose tasks used up a try (the others — node failure, preemption — are like a
 #: lost machine: the task goes back without blame)
 _BLAMED = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "DEADLINE"})
@@ -71,6 +75,9 @@ class ArrayRecord:
     held_files: bool = False
     #: its ``%N``: how many of its elements Slurm runs at once (0: not recorded)
     throttle: int = 0
+    #: index (as text) -> when (time.time) it was first found ended with no source knowing
+    #: how (`commands.end_states`): settled as UNKNOWN only after `END_STATE_WAIT_SECONDS`
+    unknown_since: dict[str, float] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
@@ -411,9 +418,18 @@ class SlurmCompute:
                     array.settled.append(index)
                 ended = [i for i in ended if i not in set(idle)]
             for index in ended:
-                end = ends.get(index, commands.EndState("UNKNOWN"))
+                end = ends.get(index)
+                if end is None:
+                    # sacct behind the controller, which forgot the job already or has not
+                    # ended it: how it ended decides whether a try was used (TIMEOUT,
+                    # OUT_OF_MEMORY): asked again at the next tick, for a while.
+                    first = array.unknown_since.setdefault(str(index), time.time())
+                    if time.time() - first < END_STATE_WAIT_SECONDS:
+                        continue
+                    end = commands.EndState("UNKNOWN")
                 if self._settle_one(array, index, end):
                     array.settled.append(index)
+                    array.unknown_since.pop(str(index), None)
 
     def _requeued(self, array: ArrayRecord, live: dict[tuple[str, int], str]) -> list[int]:
         """The elements of ``array`` pending in Slurm whose worker said it held a slice: a
