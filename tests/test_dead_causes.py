@@ -38,7 +38,7 @@ def test_a_task_that_kills_its_worker_every_time_is_dead_with_cause_lost(
     (dead,) = [t for t in json.loads(run.stdout)["tasks"] if t["outcome"] == "dead"]
     assert dead["group"] == {"name": "k"} and dead["attempts"] == 2
     assert dead["cause"] == "lost"
-    assert "died while the task ran" in dead["error"]
+    assert "died before recording the task's end" in dead["error"]
 
     report = json.loads(ds("report", "--json", cwd=proj).stdout)
     (again,) = [t for t in report["tasks"] if t["outcome"] == "dead"]
@@ -53,7 +53,7 @@ def test_a_task_that_kills_its_worker_every_time_is_dead_with_cause_lost(
     history: list[dict[str, Any]] = entry["history"]
     assert [h["attempt"] for h in history] == [1, 2]
     assert [h["cause"] for h in history] == ["lost", "lost"]
-    assert all("died while the task ran" in h["error"] for h in history)
+    assert all("died before recording the task's end" in h["error"] for h in history)
     assert all(h["exit_code"] is None and h["first_error"] for h in history)
     assert history[0]["at"] <= history[1]["at"]
     listed = ds("dead", "list", cwd=proj).stderr

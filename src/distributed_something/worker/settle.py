@@ -159,9 +159,12 @@ def settle(
         raise ValueError(f"not an attempt: {holding['attempt']!r}")
     message = _message(holding["message"])
     held = [_message(item) for item in holding["held"]]
+    # "Before recording": a worker records a short task's end with the next task's start
+    # (one write for both), so it may have died just after the command ended, not during it.
     error = (
-        f"its worker (pid {worker_pid}) died while the task ran (killed: the worker's log "
-        "may say by what; a task that kills its worker every time ends dead)"
+        f"its worker (pid {worker_pid}) died before recording the task's end, while its "
+        "command ran or just after (killed: the worker's log may say by what; a task that "
+        "kills its worker every time ends dead)"
     )
     closed = records.close_stale(key, "lost", at, error)
     completed = False
