@@ -215,7 +215,8 @@ def test_a_task_that_kills_its_worker_is_dead_after_its_receives_not_after_its_l
     rep = report_of(result)
     assert rep["counts"]["done"] == 2 and rep["counts"]["dead"] == 1, result.stderr
     [bad] = [t for t in rep["tasks"] if t["outcome"] == "dead"]
-    assert bad["group"] == {"name": "bad"} and "died before recording the task's end" in bad["error"]
+    assert bad["group"] == {"name": "bad"}
+    assert "died before recording the task's end" in bad["error"]
     from distributed_something.records import RunRecords
 
     attempts = RunRecords(local_bucket(proj), "T", rep["run_id"]).attempt_keys(bad["id"])

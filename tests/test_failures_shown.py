@@ -641,7 +641,7 @@ def test_the_summary_says_which_tasks_needed_a_retry_and_which_fell_short_of_the
     result = ds("run", str(proj), "--json", "--interval", "0.2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     said = " ".join(result.stderr.split())
-    assert "1 task was done after a retry (exit ×1): `ds report --trace` lists every" in said
+    assert "1 task was done after a retry (exit ×1): `ds report --trace trace.tsv` lists" in said
     assert (
         "1 task was done with fewer outputs than check_if_done.expected_number_files (2): the "
         "count decides what is done, so submitting the job again runs them again"
@@ -665,3 +665,19 @@ def test_the_summary_says_which_tasks_needed_a_retry_and_which_fell_short_of_the
         "ds: attempt 1 ended: failed (exit): command exited with code 5: flaky: the license "
         "server did not answer"
     )
+
+
+def test_dead_show_names_the_signal_that_ended_an_attempt() -> None:
+    # A command ended at its time limit (SIGTERM) or by a signal: its code is negative in
+    # the records (Python's way), "exit -15" beside cause timeout read as a real exit code.
+    from distributed_something.report.render import dead_task_text
+
+    failures = [
+        {"attempt": 1, "at": 1.0, "cause": "timeout", "exit_code": -15, "error": "over 2s"},
+        {"attempt": 2, "at": 2.0, "cause": "exit", "exit_code": 3, "error": "code 3"},
+        {"attempt": 3, "at": 3.0, "cause": "lost", "exit_code": None, "error": "died"},
+    ]
+    text = dead_task_text({"task_id": "t1", "attempts": 3, "failures": failures})
+    lines = [line for line in text.splitlines() if line.startswith("  #")]
+    assert "signal SIGTERM  over 2s" in lines[0] and "exit -15" not in text
+    assert "exit 3  code 3" in lines[1] and "exit -  died" in lines[2]

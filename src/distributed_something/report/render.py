@@ -14,6 +14,7 @@ from distributed_something.records import CORRUPT_FIX
 from distributed_something.report.build import RunReport, short_group
 from distributed_something.report.scales import format_duration, format_usd, plural
 from distributed_something.ui import console
+from distributed_something.worker.causes import signal_name
 
 COLORS = {
     "done": "green",
@@ -68,7 +69,8 @@ def print_summary(report: RunReport, outputs_hint: str | None = None) -> None:
     retried = report.retried_text()
     if retried:
         console.print(
-            f"{retried}: `ds report --trace` lists every attempt, `ds logs TASK` their logs"
+            f"{retried}: `ds report --trace trace.tsv` lists every attempt, "
+            "`ds logs TASK` their logs"
         )
     short = report.short_text()
     if short:
@@ -148,10 +150,9 @@ def dead_task_text(shown: dict[str, Any]) -> str:
     if not failures:
         lines.append("  (no failure was recorded: the task was found in the dead-letter store)")
     for f in failures:
-        exit_code = f.get("exit_code")
         lines.append(
             f"  #{f.get('attempt')}  {_when(f.get('at'))}  cause {f.get('cause') or '-'}  "
-            f"exit {'-' if exit_code is None else exit_code}  {f.get('error', '')}"
+            f"{_ended(f.get('exit_code'))}  {f.get('error', '')}"
             + (f"  on {f['worker']}" if f.get("worker") else "")
         )
         first = str(f.get("first_error") or "")
@@ -167,6 +168,14 @@ def dead_task_text(shown: dict[str, Any]) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _ended(exit_code: object) -> str:
+    """An attempt's exit as `ds dead show` lists it: ``exit 3``, ``signal SIGTERM`` for a
+    command killed by a signal (its negative code), ``exit -`` when it has none."""
+    if not isinstance(exit_code, int):
+        return "exit -"
+    return f"signal {signal_name(-exit_code)}" if exit_code < 0 else f"exit {exit_code}"
 
 
 def _when(at: Any) -> str:
