@@ -39,6 +39,7 @@ from distributed_something.worker.procgroups import (
     reap_dead_workers,
     record_path,
     this_machine,
+    workdir_stem,
 )
 from testkit import dead_worker, read_pid, record_for, running, wait_for, write_record
 
@@ -190,16 +191,23 @@ def test_reaping_kills_a_dead_workers_group_and_removes_its_folders(
     leader = proc_info(group.pid)
     assert leader is not None
     worker = dead_worker()
-    path = write_record(scratch, record_for(worker, group.pid, leader.start))
-    (scratch / f"w{worker[0]}-1" / "inputs").mkdir(parents=True)
+    record = record_for(worker, group.pid, leader.start)
+    path = write_record(scratch, record)
+    machine = Machine(record.host, record.boot_id, record.pid_ns)
+    own = scratch / f"{workdir_stem(machine, worker[0])}1"
+    (own / "inputs").mkdir(parents=True)
+    (scratch / f"w{worker[0]}-2").mkdir()  # named as an earlier ds named them
     (scratch / "w1-1").mkdir()  # another worker's folder (pid 1 is never one of ours)
+    # The same pid's folder of a worker on another machine sharing this scratch folder.
+    elsewhere = scratch / f"{workdir_stem(replace(machine, boot_id='other'), worker[0])}1"
+    elsewhere.mkdir()
 
     dead = reap_dead_workers(scratch)
 
     assert [r.worker_pid for r in dead] == [worker[0]]
     assert group.wait(timeout=10) == -signal.SIGKILL
-    assert not path.exists() and not (scratch / f"w{worker[0]}-1").exists()
-    assert (scratch / "w1-1").is_dir()
+    assert not path.exists() and not own.exists() and not (scratch / f"w{worker[0]}-2").exists()
+    assert (scratch / "w1-1").is_dir() and elsewhere.is_dir()
 
 
 def test_reaping_spares_a_group_whose_leader_start_does_not_match(

@@ -317,7 +317,8 @@ class Worker:
 
     def _new_workdir(self) -> Workdir:
         # One per Worker object (tests run several in one process), reused task after task.
-        name = f"w{os.getpid()}-{next(_WORKDIR_NUMBERS)}"
+        stem = procgroups.workdir_stem(procgroups.this_machine(), os.getpid())
+        name = f"{stem}{next(_WORKDIR_NUMBERS)}"
         return Workdir(self.settings.scratch_root / name)
 
     # one iteration ---------------------------------------------------------------------

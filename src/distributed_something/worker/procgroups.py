@@ -40,6 +40,7 @@ Linux only (it needs /proc and a boot id); elsewhere nothing is recorded or reap
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -175,6 +176,28 @@ def this_machine() -> Machine | None:
     except OSError:
         pid_ns = ""  # some sandboxes hide it; the boot id still tells machines apart
     return Machine(socket.gethostname(), boot_id, pid_ns)
+
+
+def workdir_stem(machine: Machine | None, pid: int) -> str:
+    """The start of the names of the scratch folders of worker ``pid`` on ``machine``:
+    ``w<pid>-<machine tag>-``. The tag (from the host, boot id and pid namespace) keeps
+    apart the folders of workers of one pid on different machines or containers sharing a
+    scratch folder (a cluster's shared scratch), which would otherwise empty each other's."""
+    if machine is None:
+        return f"w{pid}-x-"
+    text = f"{machine.host}\0{machine.boot_id}\0{machine.pid_ns}".encode()
+    return f"w{pid}-{hashlib.sha256(text).hexdigest()[:8]}-"
+
+
+def _remove_workdirs(scratch_root: Path, record: GroupRecord) -> None:
+    """Remove the scratch folders of the worker ``record`` names (its own machine's only),
+    and those named as ds did before folders carried the machine (``w<pid>-<n>``)."""
+    machine = Machine(record.host, record.boot_id, record.pid_ns)
+    stem = workdir_stem(machine, record.worker_pid)
+    old = f"w{record.worker_pid}-"
+    for workdir in scratch_root.glob(f"{old}*"):
+        if workdir.name.startswith(stem) or workdir.name[len(old) :].isdigit():
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -528,8 +551,7 @@ def reap_dead_workers(scratch_root: Path) -> list[GroupRecord]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(record.pgid, signal.SIGKILL)
         if verdict.remove_scratch:
-            for workdir in scratch_root.glob(f"w{record.worker_pid}-*"):
-                shutil.rmtree(workdir, ignore_errors=True)
+            _remove_workdirs(scratch_root, record)
             (folder / f".{path.name}.tmp").unlink(missing_ok=True)
         if not verdict.keep_record:
             _forget(path, text)
@@ -667,8 +689,7 @@ class Death:
         record = self.record
         now = None if record is None else proc_info(record.worker_pid)
         if record is not None and (now is None or now.exited or now.start == record.worker_start):
-            for workdir in scratch_root.glob(f"w{record.worker_pid}-*"):
-                shutil.rmtree(workdir, ignore_errors=True)
+            _remove_workdirs(scratch_root, record)
         if self.text:
             _forget(self.path, self.text)
 
