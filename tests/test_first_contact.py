@@ -730,3 +730,35 @@ def test_the_bar_rate_reads_at_every_speed() -> None:
     assert said(0.01) == "0.6/min"
     assert said(2.5) == "150/min"
     assert said(146_389.2) == "146,389/s"
+
+
+def test_an_aws_project_without_boto3_is_told_to_install_the_extra(tmp_path: Path) -> None:
+    # `make demo` installs no boto3 (the aws extra): a DCP user's config.py (AWS by default)
+    # or `backend = "aws"` ended `ds validate`, `ds doctor` and `ds setup` in a traceback
+    # (ModuleNotFoundError: botocore, imported at the top of a module validate reached).
+    folder = write_project(
+        tmp_path / "proj",
+        argv=["true"],
+        groups=[{"name": "a"}],
+        extra={"backend": "aws", "image": "org/tool:1", "storage": {"bucket": "lab-bucket"}},
+    )
+    blocked = (
+        "import sys; sys.modules['boto3'] = sys.modules['botocore'] = None; "
+        "sys.argv = ['ds', *sys.argv[1:]]; "
+        "from distributed_something.cli.entry import main; main()"
+    )
+    for command in (["validate"], ["doctor"], ["setup"]):
+        done = subprocess.run(
+            [sys.executable, "-c", blocked, *command],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "COLUMNS": "200"},
+            timeout=120,
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+        (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+        assert 'the "aws" backend needs boto3, which is not installed' in line
+        assert "pip install 'distributed-something[aws]'" in line
+    assert not (folder / ".ds").exists()  # nothing was made

@@ -12,7 +12,19 @@ from distributed_something.interfaces.backend import Backend, BackendKind, Findi
 from distributed_something.project import Project
 
 
+def _require_boto3() -> None:
+    """Raise the `InputError` that says how to install boto3 when it is missing: every hook
+    but the local path's needs it (and some modules here import botocore at their top)."""
+    try:
+        import botocore  # noqa: F401 - only whether it is there
+    except ImportError:
+        from distributed_something.backends.aws.clients import missing_boto3
+
+        raise missing_boto3() from None
+
+
 def _open(project: Project) -> Backend:
+    _require_boto3()
     from distributed_something.backends.aws.backend import open_aws
 
     return open_aws(project)
@@ -21,6 +33,7 @@ def _open(project: Project) -> Backend:
 def _validate_notes(project: Project) -> list[str]:
     """`ds validate` on AWS: the run image, the family worker, the bucket policy coverage and
     the root volume (a legacy config is adjusted instead)."""
+    _require_boto3()
     from distributed_something.backends.aws.clients import settings_from
     from distributed_something.backends.aws.fleet import check_root_volume
     from distributed_something.backends.aws.image_check import check_run_image, family_worker_note
@@ -50,18 +63,21 @@ def _unread_input(project: Project, bucket: str, key: str) -> str:
 
 
 def _doctor(project: Project, fleet_path: Path | None, prefix: str | None) -> list[Finding]:
+    _require_boto3()
     from distributed_something.backends.aws.doctor import doctor
 
     return doctor(project, fleet_path, prefix)
 
 
 def _bootstrap(project: Project, prefix: str | None) -> dict[str, str]:
+    _require_boto3()
     from distributed_something.backends.aws.account import bootstrap_account
 
     return bootstrap_account(project, prefix)
 
 
 def _destroy(project: Project, prefix: str | None) -> list[str]:
+    _require_boto3()
     from distributed_something.backends.aws.account import destroy_account
 
     return destroy_account(project, prefix)

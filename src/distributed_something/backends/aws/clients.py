@@ -90,16 +90,22 @@ _sessions: dict[tuple[str | None, str], Any] = {}
 client_observers: list[Callable[[Any], None]] = []
 
 
+def missing_boto3() -> InputError:
+    """The error of an AWS command where boto3 is not installed (the `aws` extra)."""
+    return InputError(
+        "config",
+        "backend",
+        'the "aws" backend needs boto3, which is not installed',
+        "install the aws extra: pip install 'distributed-something[aws]' (from a checkout: "
+        ".venv/bin/pip install -e '.[aws]')",
+    )
+
+
 def _session(settings: AwsSettings) -> Any:
     try:
         import boto3
     except ImportError:
-        raise InputError(
-            "config",
-            "backend",
-            'the "aws" backend needs boto3, which is not installed',
-            "pip install 'distributed-something[aws]'",
-        ) from None
+        raise missing_boto3() from None
     key = (settings.profile, settings.region)
     with _lock:
         if key not in _sessions:
