@@ -113,3 +113,71 @@ def test_a_controller_that_does_not_answer_is_one_error_with_its_fix(tmp_path: P
     (line,) = error_lines(result)
     assert "does not answer" in line and "Could not establish a configuration source" in line
     assert "Fix: run ds on a login node of a running Slurm cluster" in line
+
+
+@pytest.mark.parametrize(
+    ("says", "answers"),
+    [
+        ("Slurmctld(primary) at c1 is UP\nSlurmctld(backup) at c2 is DOWN\n", True),
+        ("Slurmctld(primary) at c1 is DOWN\nSlurmctld(backup) at c2 is UP\n", True),
+        ("Slurmctld(primary) at c1 is DOWN\n", False),
+    ],
+)
+def test_a_backup_controller_down_beside_one_up_is_a_working_cluster(
+    tmp_path: Path, says: str, answers: bool
+) -> None:
+    # scontrol ping prints one line per controller; a site whose backup is down works.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in REQUIRED_COMMANDS:
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\nprintf '{says}'\n")
+        tool.chmod(0o755)
+    result = validate(project(tmp_path), path=f"{bin_dir}:/usr/bin:/bin")
+    problems = [line for line in error_lines(result) if "does not answer" in line]
+    assert (problems == []) == answers, result.stderr
+
+
+@pytest.mark.slow
+def test_jobs_slurm_would_refuse_are_one_error_before_anything_is_submitted(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    # More memory than any node has: every job of the run would be refused at start-cluster
+    # (or, on a real site, an account or QOS the user lacks, a time over the partition's).
+    # `sbatch --test-only` (which submits nothing) asks Slurm at validate.
+    folder = project(tmp_path, memory="900000000M")
+    before = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout
+    result = validate(folder)
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result)
+    assert "Slurm would refuse the run's jobs (sbatch --test-only:" in line
+    assert "Fix: change what [slurm] asks for" in line and "sacctmgr" in line
+    after = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout
+    assert after == before  # nothing was submitted
+    (folder / "ds.toml").write_text((folder / "ds.toml").read_text().replace("900000000M", "100M"))
+    ok = validate(folder)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_refusal_names_slurms_reason_and_a_busy_controller_is_no_refusal(
+    tmp_path: Path,
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in REQUIRED_COMMANDS:
+        (bin_dir / name).write_text("#!/bin/sh\necho 'Slurmctld(primary) at c1 is UP'\n")
+        (bin_dir / name).chmod(0o755)
+    sbatch = bin_dir / "sbatch"
+    for number, (says, refused) in enumerate(
+        [
+            ("sbatch: error: Invalid account or account/partition combination specified", True),
+            ("sbatch: error: Batch job submission failed: Socket timed out on send/recv", False),
+        ]
+    ):
+        sbatch.write_text(f"#!/bin/sh\necho '{says}' >&2\nexit 1\n")
+        result = validate(project(tmp_path / str(number)), path=f"{bin_dir}:/usr/bin:/bin")
+        lines = [line for line in error_lines(result) if "would refuse" in line]
+        assert bool(lines) == refused, result.stderr
+        if refused:
+            assert "Invalid account or account/partition combination" in lines[0]
+            assert result.returncode == 2

@@ -35,14 +35,17 @@ def open_slurm(project: Project) -> Backend:
 
     worker = environment_worker()
     job_id = os.environ.get("SLURM_JOB_ID", "")
+    clock = TimeLeft(job_id) if worker and job_id else None
     queue = SliceQueue(
         shared / "queue",
         max_receive_count=project.config.queue.job_retries,
         tasks_per_slice=project.config.slurm.tasks_per_job,
         slice_id=environment_slice(),
         worker=worker,
-        # A worker in a Slurm job goes on to further slices while its job has the time.
-        take_more=TimeLeft(job_id) if worker and job_id else None,
+        # A worker in a Slurm job goes on to further slices, and takes one more task,
+        # while its job has the time.
+        take_more=clock,
+        time_for=clock.covers if clock is not None else None,
         spread=project.config.slurm.max_jobs or project.config.worker_count,
     )
     storage = bucket("")

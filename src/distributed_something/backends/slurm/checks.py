@@ -5,6 +5,7 @@ problem is one `InputError` (exit 2) naming the fix."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -24,7 +25,9 @@ def slurm_findings(project: Project) -> list[InputError]:
     One finding per missing command of `REQUIRED_COMMANDS` (looked up on PATH); when
     ``slurm.partition`` is set and ``scontrol`` is there, one finding if the cluster does
     not know the partition (``scontrol show partition NAME``), naming the ones it has
-    (``sinfo``), or if the controller cannot be asked. Runs only read-only Slurm commands.
+    (``sinfo``), or if the controller cannot be asked; then one if Slurm would refuse the
+    run's jobs as configured (`sbatch --test-only`, which submits nothing). Runs only Slurm
+    commands that change nothing.
     """
     source = str(project.config_path)
     findings = [
@@ -47,7 +50,42 @@ def slurm_findings(project: Project) -> list[InputError]:
         problem = _controller_problem()
         if problem is not None:
             findings.append(InputError(source, "backend", *problem))
+    if not findings:
+        refused = _submission_problem(project)
+        if refused is not None:
+            findings.append(InputError(source, "slurm", *refused))
     return findings
+
+
+#: what sbatch says when the controller is busy, not when it refuses the job
+_BUSY = ("socket timed out", "unable to contact", "connection refused", "did not answer")
+
+
+def _submission_problem(project: Project) -> tuple[str, str] | None:
+    """(problem, fix) when Slurm would refuse the run's jobs as [slurm] asks for them (an
+    account or QOS the user lacks, a time or memory over the partition's limit, a bad
+    sbatch_args option), asked with `sbatch --test-only` (which submits nothing); None when
+    it would take them, or when the controller does not answer now (not the config's
+    fault)."""
+    from distributed_something.backends.slurm.compute import sbatch_options
+
+    argv = [
+        "sbatch",
+        "--test-only",
+        f"--job-name=ds-{project.config.app_name}",
+        *sbatch_options(project.config),
+        "--wrap=true",
+    ]
+    code, out, err = _ask(argv)
+    said = [line.strip() for line in (err or out).strip().splitlines() if line.strip()]
+    if code == 0 or any(b in " ".join(said).lower() for b in _BUSY):
+        return None
+    return (
+        f"Slurm would refuse the run's jobs (sbatch --test-only: {'; '.join(said[-3:])})",
+        "change what [slurm] asks for (partition, account, qos, time, memory, cpus_per_task, "
+        "sbatch_args) to what the cluster allows you: `sacctmgr show assoc user=$USER` "
+        "lists your accounts and QOS, `sinfo -s` the partitions and their time limits",
+    )
 
 
 def _controller_problem() -> tuple[str, str] | None:
@@ -55,7 +93,9 @@ def _controller_problem() -> tuple[str, str] | None:
     configuration on this machine, slurmctld down), else None: a run would submit nothing
     and fail on its first Slurm command."""
     code, out, err = _ask(["scontrol", "ping"])
-    if code == 0 and "DOWN" not in out:
+    # One line per controller: a backup that is DOWN beside a primary that is UP is a
+    # working cluster.
+    if code == 0 and (re.search(r"\bis UP\b", out) or "DOWN" not in out):
         return None
     said = ((err or out).strip().splitlines() or ["no answer"])[-1]
     return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import re
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -15,9 +16,25 @@ from distributed_something.errors import BackendError
 
 #: Slurm's default MaxArraySize (the largest array index is one less)
 DEFAULT_MAX_ARRAY_SIZE = 1001
-#: states in which a job still runs, or may (squeue lists only those by default)
+#: states in which a job still runs, or may (squeue lists only those by default; squeue(1),
+#: JOB STATE CODES)
 LIVE_STATES = frozenset(
-    {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+    {
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "RESV_DEL_HOLD",
+        "SIGNALING",
+        "SPECIAL_EXIT",
+        "STAGE_OUT",
+        "STOPPED",
+    }
 )
 #: how a Slurm job ends when Slurm kills it (not our scancel, not the worker's exit)
 KILLED_STATES = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "DEADLINE"})
@@ -98,10 +115,14 @@ def _run_once(argv: Sequence[str], timeout: float) -> str:
 
 
 def max_array_size() -> int:
-    """The cluster's MaxArraySize (array indices run from 0 to it minus one)."""
+    """How many elements one job array may have: the cluster's MaxArraySize (array indices
+    run from 0 to it minus one), or its ``SchedulerParameters=max_array_tasks`` when that is
+    smaller (slurm.conf(5): a site may allow indices up to 100000 but 1000 tasks an array)."""
     text = run(["scontrol", "show", "config"])
     found = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.MULTILINE)
-    return int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+    size = int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+    tasks = re.search(r"^SchedulerParameters\s*=.*\bmax_array_tasks=(\d+)", text, re.MULTILINE)
+    return min(size, int(tasks.group(1))) if tasks and int(tasks.group(1)) > 0 else size
 
 
 def jobcomp_file() -> Path | None:
@@ -131,7 +152,13 @@ class ArrayRequest:
 
 def submit_array(request: ArrayRequest) -> str:
     """Submit a job array of ``size`` elements (0 … size-1), at most ``throttle`` running
-    at once, after job ``after`` ended (if given). Returns the array's job id."""
+    at once, after job ``after`` ended (if given). Returns the array's job id.
+
+    sbatch that fails may still have submitted the array (its answer timed out: "Socket
+    timed out on send/recv operation"): each submission carries a comment of its own, and
+    after a failure squeue is asked for it; an array found so is the submission's (else it
+    would run untracked, and cleanup would leave it queued)."""
+    comment = f"ds:{secrets.token_hex(8)}"
     argv = [
         "sbatch",
         "--parsable",
@@ -140,16 +167,45 @@ def submit_array(request: ArrayRequest) -> str:
         f"--output={request.output}",
         f"--chdir={request.workdir}",
         "--export=ALL",
+        f"--comment={comment}",
         *request.options,
     ]
     if request.after is not None:
         argv.append(f"--dependency=afterany:{request.after}")
     argv.append(str(request.script))
-    out = run(argv).strip()
+    try:
+        out = run(argv).strip()
+    except BackendError:
+        found = _submitted_with(request.job_name, comment)
+        if found is None:
+            raise
+        return found
     job_id = out.split(";", 1)[0]
     if not job_id.isdigit():
         raise BackendError(f"sbatch answered {out!r} instead of a job id")
     return job_id
+
+
+def _submitted_with(job_name: str, comment: str) -> str | None:
+    """The job id of this user's job ``job_name`` whose comment is ``comment``, if Slurm has
+    one (None also when squeue cannot tell)."""
+    try:
+        out = run(
+            [
+                "squeue",
+                "--noheader",
+                f"--user={getpass.getuser()}",
+                f"--name={job_name}",
+                "--format=%F|%k",
+            ]
+        )
+    except BackendError:
+        return None
+    for line in out.splitlines():
+        job_id, _, said = line.strip().partition("|")
+        if said.strip() == comment and job_id.isdigit():
+            return job_id
+    return None
 
 
 #: why an element is pending when that is ds's own pacing, not a problem: the array's ``%N``

@@ -36,6 +36,7 @@ from distributed_something.backends.slurm.slices import (
     SliceQueue,
     locked,
 )
+from distributed_something.config.model import Config
 from distributed_something.crash_loop import WorkerFailure, crash_loop_message, crash_looping
 from distributed_something.errors import BackendError
 from distributed_something.interfaces.compute import ComputeStatus
@@ -82,6 +83,22 @@ class ArrayRecord:
     @property
     def open(self) -> bool:
         return len(self.settled) < len(self.slices)
+
+
+def sbatch_options(config: Config) -> list[str]:
+    """The sbatch options of every job of the run of ``config`` (its [slurm] settings)."""
+    slurm = config.slurm
+    options = [f"--cpus-per-task={slurm.cpus_per_task}"]
+    for flag, value in (
+        ("--partition", slurm.partition),
+        ("--account", slurm.account),
+        ("--qos", slurm.qos),
+        ("--time", slurm.time),
+        ("--mem", slurm.memory),
+    ):
+        if value:
+            options.append(f"{flag}={value}")
+    return [*options, *slurm.sbatch_args]
 
 
 class SlurmCompute:
@@ -334,18 +351,7 @@ class SlurmCompute:
         return state.run_id if state is not None else "default"
 
     def _options(self) -> list[str]:
-        slurm = self.project.config.slurm
-        options = [f"--cpus-per-task={slurm.cpus_per_task}"]
-        for flag, value in (
-            ("--partition", slurm.partition),
-            ("--account", slurm.account),
-            ("--qos", slurm.qos),
-            ("--time", slurm.time),
-            ("--mem", slurm.memory),
-        ):
-            if value:
-                options.append(f"{flag}={value}")
-        return [*options, *slurm.sbatch_args]
+        return sbatch_options(self.project.config)
 
     def _write_script(self, slices: list[str], run_id: str) -> Path:
         """The batch script of one array: Python, so no shell ever sees a value. It holds
@@ -690,6 +696,9 @@ def environment_worker() -> str | None:
 #: a job goes on to one more slice only with this much time left beyond twice the longest
 #: slice it ran (a slice cut by the time limit would cost its task a try)
 MORE_MARGIN_SECONDS = 30.0
+#: a job starts one more task only with this much time left beyond the longest task it ran
+#: (or a quarter of that task's time, if more)
+TASK_MARGIN_SECONDS = 10.0
 
 
 class TimeLeft:
@@ -704,11 +713,22 @@ class TimeLeft:
     def __call__(self, longest_slice_seconds: float) -> bool:
         """True when the job's time left covers twice ``longest_slice_seconds`` plus
         `MORE_MARGIN_SECONDS` (always, without a time limit)."""
+        left = self._left()
+        return left is None or left >= 2 * longest_slice_seconds + MORE_MARGIN_SECONDS
+
+    def covers(self, longest_task_seconds: float) -> bool:
+        """True when the job's time left covers one more task as long as
+        ``longest_task_seconds`` with a margin (a quarter of it, at least
+        `TASK_MARGIN_SECONDS`): a task the time limit cuts costs a try (TIMEOUT); one not
+        started waits for the next job. Always, without a time limit."""
+        left = self._left()
+        margin = max(TASK_MARGIN_SECONDS, longest_task_seconds / 4)
+        return left is None or left >= longest_task_seconds + margin
+
+    def _left(self) -> float | None:
+        """Seconds left before the job's time limit (None: no limit)."""
         if not self._read:
             left = commands.time_left(self.job_id)
             self._ends_at = None if left is None else time.monotonic() + left
             self._read = True
-        if self._ends_at is None:
-            return True
-        left_now = self._ends_at - time.monotonic()
-        return left_now >= 2 * longest_slice_seconds + MORE_MARGIN_SECONDS
+        return None if self._ends_at is None else self._ends_at - time.monotonic()

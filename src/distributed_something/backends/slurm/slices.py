@@ -94,6 +94,7 @@ class SliceQueue:
         clock: Callable[[], float] = time.time,
         worker: str | None = None,
         take_more: Callable[[float], bool] | None = None,
+        time_for: Callable[[float], bool] | None = None,
         spread: int = 1,
     ) -> None:
         if max_receive_count < 1:
@@ -112,6 +113,10 @@ class SliceQueue:
         self._taken_at = 0.0  # when the bound slice was taken (monotonic)
         self._longest = 0.0  # the longest a finished slice took this worker, seconds
         self._no_more = False  # looked for one more slice and found none
+        self._time_for = time_for
+        self._task_longest = 0.0  # the longest time between two receives that gave a task
+        self._received_at: float | None = None  # when the last task was received (monotonic)
+        self._out_of_time = False  # no time left for one more task: reads drained
         #: slices with every message done or dead (they never change again), by the login node
         self._complete: set[str] = set()
 
@@ -313,6 +318,8 @@ class SliceQueue:
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {max_messages}")
         with self._lock:
+            if self._no_time_left():
+                return []
             owned = self._own_or_next()
             if owned is None:
                 return []
@@ -338,6 +345,8 @@ class SliceQueue:
                     )
                 )
             owned.save()
+            if received:
+                self._received_at = time.monotonic()
             return received
 
     def _held(self, message: Message) -> tuple[_OwnedSlice, dict[str, Any]] | None:
@@ -382,9 +391,32 @@ class SliceQueue:
 
     # -- counts and dead letters -----------------------------------------------------------
 
+    def _no_time_left(self) -> bool:
+        """True (from then on) when ``time_for`` says the job has no time for one more task
+        as long as the longest this worker ran: the worker then finds the queue drained and
+        exits, and its slice's tasks wait for another job (a task cut by the time limit
+        would cost a try)."""
+        if self._out_of_time or self._time_for is None:
+            return self._out_of_time
+        now = time.monotonic()
+        if self._received_at is not None:
+            self._task_longest = max(self._task_longest, now - self._received_at)
+            self._received_at = None
+        if self._task_longest > 0 and not self._time_for(self._task_longest):
+            self._out_of_time = True
+            logging.getLogger("ds.worker").info(
+                "not enough of the Slurm job's time left for one more task (the longest took "
+                "%.0f s): its slice's tasks wait for the next job",
+                self._task_longest,
+            )
+        return self._out_of_time
+
     def counts(self) -> QueueCounts:
-        """The bound slice's counts for a worker (the whole queue's when unbound)."""
+        """The bound slice's counts for a worker (the whole queue's when unbound); none at
+        all once the job has no time left for one more task."""
         now = self._clock()
+        if self._out_of_time:
+            return QueueCounts(0, 0, 0)
         if self.slice_id is not None:
             with self._lock:
                 owned = self._own_or_next()
