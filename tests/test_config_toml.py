@@ -274,6 +274,14 @@ def test_unknown_field_suggests_the_closest(tmp_path: Path) -> None:
     assert error.fix == "remove it (did you mean `machines`?)"
 
 
+def test_a_misspelt_required_field_is_named_not_only_missing(tmp_path: Path) -> None:
+    # `appname` makes `app_name` missing too: the error was "app_name: this required field
+    # is missing (and 1 more problem)", the misspelling never shown.
+    error = load_error(tmp_path, 'appname = "Demo"\n')
+    assert error.field == "appname" and error.problem == "unknown field"
+    assert error.fix == "remove it (did you mean `app_name`?) (and 1 more problem)"
+
+
 def test_unknown_section_suggests_the_closest(tmp_path: Path) -> None:
     error = load_error(tmp_path, 'app_name = "Demo"\n[clustr]\nmachines = 2\n')
     assert error.field == "clustr"

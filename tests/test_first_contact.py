@@ -762,3 +762,17 @@ def test_an_aws_project_without_boto3_is_told_to_install_the_extra(tmp_path: Pat
         assert 'the "aws" backend needs boto3, which is not installed' in line
         assert "pip install 'distributed-something[aws]'" in line
     assert not (folder / ".ds").exists()  # nothing was made
+
+
+def test_run_in_a_folder_without_job_json_names_the_folder(tmp_path: Path, ds: Ds) -> None:
+    # It said "argument: --job: no job file …; pass --job FILE or add job.json to FOLDER",
+    # naming an option the user did not give and a placeholder, not their folder.
+    folder = write_project(tmp_path / "proj", argv=["true"], groups=[{"name": "a"}])
+    (folder / "job.json").unlink()
+    result = ds("run", str(folder), cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: argument: FOLDER: {folder} has no job.json")
+    assert f"Fix: add the job file to {folder}" in line and "--job" in line
+    given = ds("run", str(folder), "--job", str(tmp_path / "nope.json"), cwd=tmp_path)
+    assert f"--job: no job file {tmp_path / 'nope.json'}" in given.stderr

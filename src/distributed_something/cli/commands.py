@@ -194,7 +194,8 @@ def validate(
     info("[green]valid[/]: " + ", ".join(f"{k}={v}" for k, v in summary.items() if k != "ok"))
     if result.job is None:
         info(
-            "no job file checked: give one with --job (a job.json in the folder is read without it)"
+            "no job file checked: give one with --job (a job.json in the current folder, or in "
+            "the -C folder, is read without it)"
         )
 
 
@@ -815,8 +816,14 @@ def run(
     job = job_path or folder / "job.json"
     project = open_project(config_path, folder, job=job)
     if not job.is_file():
+        if job_path is not None:
+            raise InputError("argument", "--job", f"no job file {job}", "give a job file's path")
         raise InputError(
-            "argument", "--job", f"no job file {job}", "pass --job FILE or add job.json to FOLDER"
+            "argument",
+            "FOLDER",
+            f"{folder} has no job.json",
+            f"add the job file to {folder} (one task per element of its \"groups\"), or pass "
+            "--job FILE",
         )
     if dry_run:
         return _dry_run(project, job, show, as_json)

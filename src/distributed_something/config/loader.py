@@ -132,14 +132,17 @@ def validation_error(
 ) -> InputError:
     """Translate a pydantic `ValidationError` about a `Config` into one `InputError`.
 
-    The first problem is reported: its field (named by ``name_field``), pydantic's message
+    The first problem is reported (an unknown field before the others): its field (named by
+    ``name_field``), pydantic's message
     with the offending value, and a fix taken from the field's ``description`` (for an
     unknown field: "remove it", with the closest known name). If there were more problems the
     fix ends with " (and N more problems)".
     """
     namer = name_field or dotted_path
     show_value = show or _toml_value
-    problems = error.errors(include_url=False)
+    # An unknown field first: a misspelt name (`appname`) is why a required one (`app_name`)
+    # is missing, and its "did you mean" is the fix of both.
+    problems = sorted(error.errors(include_url=False), key=lambda p: p["type"] != "extra_forbidden")
     first = problems[0]
     loc = first["loc"]
     kind = first["type"]
