@@ -822,7 +822,7 @@ def run(
             "argument",
             "FOLDER",
             f"{folder} has no job.json",
-            f"add the job file to {folder} (one task per element of its \"groups\"), or pass "
+            f'add the job file to {folder} (one task per element of its "groups"), or pass '
             "--job FILE",
         )
     if dry_run:
