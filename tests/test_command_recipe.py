@@ -154,6 +154,20 @@ def test_missing_field_names_group_field_and_template() -> None:
     assert "has no field `channel` used by recipe.argv[2]" in error.problem
     assert t.describe() in error.problem
     assert "add `channel` to the group or the shared keys" in error.fix
+    assert "did you mean" not in error.fix  # nothing close
+
+
+def test_a_misspelt_placeholder_suggests_the_closest_name() -> None:
+    # `{pyhton}` for the built-in `{python}`: "add `pyhton` to the group" alone misled.
+    cfg = config(argv=["{pyhton}", "{Wel}"])
+    with pytest.raises(InputError) as caught:
+        CommandRecipe().plan(cfg, task({"Well": "A01"}), WORKDIR)
+    assert caught.value.field == "pyhton"
+    assert caught.value.fix.endswith("or change the template (did you mean `{python}`?)")
+    cfg = config(argv=["{python}", "{Wel}"])
+    with pytest.raises(InputError) as caught:
+        CommandRecipe().plan(cfg, task({"Well": "A01"}), WORKDIR)
+    assert caught.value.fix.endswith("(did you mean `{Well}`?)")
 
 
 @pytest.mark.parametrize(

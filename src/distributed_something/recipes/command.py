@@ -14,6 +14,7 @@ joined into a shell string, so a job value like ``"; rm -rf ~"`` is one literal 
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -189,12 +190,15 @@ class CommandRecipe:
         try:
             return render(template, fields, group="")
         except MissingField as error:
+            close = difflib.get_close_matches(error.field, [str(k) for k in fields], n=1)
+            meant = f" (did you mean `{{{close[0]}}}`?)" if close else ""
             raise InputError(
                 _JOB_SOURCE,
                 error.field,
                 f"the group {task.describe()} (task {task.id}) has no field `{error.field}` "
                 f"used by {field}",
-                f"add `{error.field}` to the group or the shared keys, or change the template",
+                f"add `{error.field}` to the group or the shared keys, or change the "
+                f"template{meant}",
             ) from None
         except TemplateError as error:
             raise InputError(
