@@ -776,3 +776,28 @@ def test_run_in_a_folder_without_job_json_names_the_folder(tmp_path: Path, ds: D
     assert f"Fix: add the job file to {folder}" in line and "--job" in line
     given = ds("run", str(folder), "--job", str(tmp_path / "nope.json"), cwd=tmp_path)
     assert f"--job: no job file {tmp_path / 'nope.json'}" in given.stderr
+
+
+def test_a_family_template_says_its_paths_are_placeholders_for_the_bucket(
+    tmp_path: Path, ds: Ds
+) -> None:
+    # `ds init --recipe cellprofiler` said only "next: ds run", and that run then blamed
+    # `recipe.inputs`, a field the cellprofiler recipe does not have.
+    folder = tmp_path / "cp"
+    made = ds("init", "--recipe", "cellprofiler", str(folder), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    said = " ".join(made.stderr.split())
+    bucket = folder / ".ds" / "cp" / "buckets" / "default"
+    assert "next: put the files job.json names (its paths are placeholders" in said
+    assert f"into the bucket, locally {bucket}/" in said
+    config = folder / "ds.toml"
+    config.write_text(
+        config.read_text().replace(
+            'name = "cellprofiler"', 'name = "cellprofiler"\nexecutable = "/bin/true"', 1
+        )
+    )
+    ran = ds("run", str(folder), cwd=tmp_path)
+    assert ran.returncode == 2, ran.stderr
+    error = " ".join(ran.stderr.split())
+    assert "none of the tasks' inputs (the files job.json names) is there" in error
+    assert "recipe.inputs" not in error

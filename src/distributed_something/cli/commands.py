@@ -154,6 +154,14 @@ def init(folder: Path, app_name: str | None, recipe: str, force: bool) -> None:
             f"app name: {name} (from the folder's name; it names the queue and storage: "
             "change app_name in ds.toml, or pass --app-name)"
         )
+    if recipe != "command":
+        # The family's job file names keys in the bucket, placeholders until they are there.
+        bucket = folder / ".ds" / name / "buckets" / "default"
+        info(
+            f"next: put the files job.json names (its paths are placeholders: change them to "
+            f"yours) into the bucket, locally {bucket}/, then `ds validate` checks they are "
+            "there"
+        )
     info(f"next: ds run {shlex.quote(str(folder))}")
 
 

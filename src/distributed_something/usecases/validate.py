@@ -256,11 +256,14 @@ def checked_job(
     if why_not and plan_checks.any_inputs:
         missing = _missing_bucket_folder(project) if running else None
         if missing is not None:
+            # The command recipe's inputs are its recipe.inputs; a family recipe's are the
+            # files its job file names (pipeline, data file, images, script).
+            named = "recipe.inputs" if project.config.recipe.name == "command" else "job.json"
             raise InputError(
                 str(missing),
                 None,
-                "does not exist, so none of the tasks' inputs (recipe.inputs) is there: every "
-                "task would be dead",
+                f"does not exist, so none of the tasks' inputs (the files {named} names) is "
+                "there: every task would be dead",
                 "put the inputs into that folder (it is the local bucket), or make them with "
                 "local.prepare, then run again",
             )
