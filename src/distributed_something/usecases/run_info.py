@@ -609,11 +609,12 @@ def _dead_entries(
     # every attempt has its history (and cause, ``lost``) from its attempts that ended
     # without it done; any other dead task gets those lost on the way, the last of which may
     # be what made it dead (a task that killed its worker at every receive of a message).
-    for tid, attempts in records.ended_attempts_of(dead_ids).items():
-        recorded = failures.get(tid)
-        failures[tid] = (recorded or []) + [
-            _attempt_history(a) for a in attempts if recorded is None or a.outcome == "lost"
-        ]
+    recorded = [tid for tid in dead_ids if tid in failures]
+    unrecorded = [tid for tid in dead_ids if tid not in failures]
+    for tid, attempts in records.ended_attempts_of(recorded, ("lost",)).items():
+        failures[tid] += [_attempt_history(a) for a in attempts]
+    for tid, attempts in records.ended_attempts_of(unrecorded).items():
+        failures[tid] = [_attempt_history(a) for a in attempts]
     for tid, keys in zip(dead_ids, records.attempt_keys_of(dead_ids), strict=True):
         number_attempts(failures.get(tid, []), keys)
     out = []
