@@ -542,3 +542,29 @@ def test_tasks_submitted_again_once_done_without_check_if_done_are_said_so(
     assert executions(tmp_path) == {"a": 2, "b": 2}
     assert "2 tasks were delivered twice or ran to the end twice" in said
     assert "submitted again once done, with check_if_done off" in said
+
+
+def test_pending_tasks_only_a_monitor_can_account_for_are_said_so() -> None:
+    # On AWS with no monitor ticking, a task whose worker died at every receive sits in the
+    # dead-letter queue: `ds status` counted it pending with an ETA, and nothing said why
+    # it never ran (the counts come from the records; only a monitor writes its dead mark).
+    from distributed_something.backends import backend_kind
+    from distributed_something.cli.commands import _status_frame
+    from distributed_something.monitor.progress import from_counts
+    from distributed_something.usecases.run_info import Status
+
+    counts = dict.fromkeys(("skipped", "running", "failed", "dead", "duplicates"), 0)
+    counts.update(done=3, pending=1, total=4)
+
+    def status(**queue: int) -> Status:
+        return Status("App", "r1", True, from_counts(counts, 0), 1, 1, 10.0, None, **queue)
+
+    stuck = status(dead_letters=1)
+    assert stuck.waiting_for_monitor == 1 and stuck.to_json()["waiting_for_monitor"] == 1
+    frame = _status_frame(stuck, backend_kind("aws"))
+    text = " ".join(" ".join(str(getattr(part, "plain", "")).split()) for part in frame)
+    assert "1 pending task(s) cannot run" in text and "`ds monitor`" in text
+    # Work still queued or in flight, or no dead letters: nothing to say.
+    assert status(dead_letters=1, queued=1).waiting_for_monitor == 0
+    assert status(dead_letters=1, in_flight=1).waiting_for_monitor == 0
+    assert status().waiting_for_monitor == 0

@@ -46,7 +46,7 @@ from distributed_something.records import (
     Skip,
 )
 from distributed_something.report.build import build_report
-from distributed_something.state import load_state
+from distributed_something.state import RunState, load_state
 from distributed_something.usecases import lifecycle, run_info
 from distributed_something.usecases.project import open_project
 from distributed_something.worker.loop import Worker, WorkerSettings
@@ -432,3 +432,40 @@ def test_the_ledger_stays_truthful_under_any_sequence(
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )(type(f"Accounting_{rolled}", (Accounting,), {})).TestCase  # settings once per class
     run("runTest").runTest()
+
+
+@pytest.mark.parametrize("storage_kind", ["folder", "sqlite"])
+def test_an_attempt_closed_as_lost_then_recorded_done_is_one_attempt(
+    tmp_path: Path, storage_kind: str
+) -> None:
+    # `ds cleanup` closes open attempts as lost without waiting for the workers to stop (on
+    # AWS they are stopped asynchronously); a command that then succeeds records its end.
+    # The report counted two attempts (and twice the task time) for one execution.
+    from distributed_something.backends.local.records_store import LocalBucket, SqliteObjects
+    from distributed_something.backends.local.storage import FolderStorage
+    from distributed_something.records import DoneMarker
+
+    storage: Any = FolderStorage(tmp_path / "b")
+    if storage_kind == "sqlite":
+        storage = LocalBucket(storage, SqliteObjects(tmp_path / "r.sqlite"))
+    records = RunRecords(storage, "A", "r1")
+    records.write_manifest("p0", [ManifestEntry("t1", {"name": "a"})])
+    attempt = Attempt("t1", 1, "m1", "w1", 1000.0, cause="lost")
+    records.open_attempt(attempt)
+    (running,) = records.attempt_keys("t1")
+    assert records.close_stale(running, "lost", 1001.0, "cleaned up")
+    attempt.outcome, attempt.ended_at = "done", 1002.0
+    marker = DoneMarker("t1", 1, 2.0, [], 1000.0, 1002.0, "w1", "out", run_id="r1")
+    records.write(records.closing(attempt, marker))
+
+    listed = sorted(
+        o.key.rsplit(".", 2)[1] for o in storage.list(f"{records.run_prefix}attempts/t1/")
+    )
+    assert listed == ["done", "lost"]  # both records are there ...
+    (key,) = records.attempt_keys("t1")  # ... and they are one attempt, done
+    assert key.outcome == "done"
+    entry = read_ledger(records).tasks["t1"]
+    assert (entry.state, entry.attempts, entry.duplicate) == ("done", 1, False)
+    state = RunState(app_name="A", run_id="r1", backend="local", created_at=1.0)
+    (task,) = build_report(records, state).tasks
+    assert (task.outcome, task.attempts) == ("done", 1)

@@ -353,3 +353,29 @@ def test_records_written_and_listed_together_are_seen_in_one_order(tmp_path: Pat
         assert [len(listed) for listed in seen] == [1, 2, 3, 4], seen
         for smaller, larger in itertools.pairwise(seen):
             assert set(smaller) < set(larger)
+
+
+def test_a_worker_whose_claim_was_taken_over_drops_its_result(tmp_path: Path) -> None:
+    # A worker stopped past its lease (SIGSTOP) and resumed: another delivery took the
+    # task's claim meanwhile. The queue may still take the old receipt handle's extension
+    # (moto does), so the lease looked kept: the result was uploaded and recorded done over
+    # the other delivery's. The claim taken over now drops it, as a lost lease does.
+    rig = Rig(tmp_path, "claims")
+    rig.send_twice()
+    worker = rig.worker("a")
+    inner = worker.runner
+
+    class TakenOverWhileStopped:
+        grace_seconds = 1.0
+
+        def run(self, argv, **kwargs):  # type: ignore[no-untyped-def]
+            result = inner.run(argv, **kwargs)
+            key = rig.records.claim_key(rig.task.id)
+            rig.storage.put_bytes(key, claims.Holder("other-stem", "other").to_bytes())
+            worker._renew_claim()  # the beat made when it resumes, before the result counts
+            return result
+
+    worker.runner = TakenOverWhileStopped()  # type: ignore[assignment]
+    assert worker.step() is Outcome.LOST
+    assert [outcome for _, outcome in rig.outcomes()] == ["lost"]
+    assert not rig.records.read_done(rig.task.id)

@@ -1198,11 +1198,29 @@ def _json_lines(data: bytes) -> list[Any]:
     return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
+#: Of two records of one attempt (one stem), the one that counts: a worker that records its
+#: attempt's end after someone closed the attempt as lost (`ds cleanup` closes open attempts
+#: without waiting for the workers to stop; a worker stopped past its lease is closed by the
+#: next delivery) leaves both, and also a crash between the two writes of S3 (the closed
+#: record first, then the open one's delete). One execution is one attempt.
+_OUTCOME_RANK = {
+    "done": 0,
+    "dead": 1,
+    "failed": 2,
+    "released": 3,
+    "duplicate": 4,
+    "lost": 5,
+    "running": 6,
+}
+
+
 def _oldest_first(keys: list[AttemptKey]) -> list[AttemptKey]:
-    """``keys`` by start time (then stem); most tasks have one attempt: nothing to sort."""
+    """``keys`` by start time (then stem), one per attempt (`_OUTCOME_RANK` picks the record
+    of an attempt written twice); most tasks have one attempt: nothing to sort."""
     if len(keys) < 2:
         return keys
-    return sorted(keys, key=lambda a: (a.started_us, a.stem))
+    ordered = sorted(keys, key=lambda a: (a.started_us, a.stem, _OUTCOME_RANK.get(a.outcome, 9)))
+    return [k for i, k in enumerate(ordered) if i == 0 or ordered[i - 1].stem != k.stem]
 
 
 #: Lines of a manifest part `_rows_of` parses together.

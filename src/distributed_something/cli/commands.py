@@ -467,6 +467,13 @@ def _status_frame(st: run_info.Status, kind: BackendKind) -> list[RenderableType
         notes.append(f"[yellow]warning:[/] {escape(problem)}")
     for note in st.backend_notes:
         notes.append(f"[red]stopped:[/] {escape(note)}")
+    if st.waiting_for_monitor:
+        notes.append(
+            f"[yellow]{st.waiting_for_monitor} pending task(s) cannot run:[/] nothing is queued "
+            f"or running and the dead-letter queue holds {st.dead_letters} message(s); they "
+            "were dead-lettered (or lost), and `ds monitor` (or the unattended monitor) "
+            "gives them their outcome: then `ds dead list` shows them"
+        )
     if st.workers_waiting and p.total > p.finished:
         # ECS's placement message has a fix; other backends' reasons say it themselves.
         placing = "unable to place a task" in st.workers_waiting

@@ -81,6 +81,18 @@ class Status:
     workers_waiting: str = ""
     #: how many job files were submitted to the run (`ds run` resumes a run of one)
     job_files: int = 1
+    #: messages in the dead-letter queue (queue counts; 0 when not read)
+    dead_letters: int = 0
+
+    @property
+    def waiting_for_monitor(self) -> int:
+        """Pending tasks that nothing can run: nothing queued, in flight or left to send,
+        while dead letters wait. Their messages were dead-lettered (their worker died at
+        every receive) or lost, and only a monitor (`ds monitor`, the unattended one) gives
+        them their outcome: counted pending till then, from the records."""
+        nothing_to_run = not (self.queued or self.in_flight or self.unsent)
+        pending = self.progress.counts()["pending"]
+        return pending if self.active and nothing_to_run and self.dead_letters else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,7 +107,13 @@ class Status:
                 "desired": self.workers_desired,
                 "waiting": self.workers_waiting,
             },
-            "queue": {"queued": self.queued, "in_flight": self.in_flight, "unsent": self.unsent},
+            "queue": {
+                "queued": self.queued,
+                "in_flight": self.in_flight,
+                "unsent": self.unsent,
+                "dead_letters": self.dead_letters,
+            },
+            "waiting_for_monitor": self.waiting_for_monitor,
             "elapsed": self.elapsed,
             "eta_seconds": self.eta_seconds,
             "machine_problems": self.machine_problems,
@@ -125,15 +143,15 @@ def status(
     task_counts, corrupt, running_ids = read_counts_running(records)
     progress = from_counts(task_counts, len(corrupt))
     compute = backend.compute.status() if current and state.active else None
-    queued = in_flight = 0
+    queued = in_flight = dead_letters = 0
     if current and state.active:
         counts = backend.queue.counts()
-        queued, in_flight = counts.visible, counts.in_flight
+        queued, in_flight, dead_letters = counts.visible, counts.in_flight, counts.dead
     started = state.workers_started_at or state.created_at
     elapsed = max((state.finished_at or time.time()) - started, 0.0)
     remaining = progress.total - progress.finished
     eta = None
-    working = compute is not None and compute.running > 0
+    working = compute is not None and compute.running > 0 and bool(queued or in_flight)
     if working and progress.finished and remaining > 0 and elapsed > 0:
         eta = remaining / (progress.finished / elapsed)
     return Status(
@@ -153,6 +171,7 @@ def status(
         backend_notes=backend.run_notes() if current and state.active else [],
         running_tasks=running_tasks(records, running_ids, lookups),
         job_files=len(set(state.job_files)),
+        dead_letters=dead_letters,
     )
 
 

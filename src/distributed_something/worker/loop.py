@@ -222,6 +222,8 @@ class Worker:
         #: its object's key and version (`claims.renew` says it alive at each extension)
         self._claim_key = ""
         self._claim_tag: str | None = None
+        #: the claim of the task in progress was taken over (`_renew_claim`)
+        self._claim_lost = False
         #: when (by ``clock``) polls started coming back empty; None while holding a task
         #: or before the first poll (read by the idle shutdown, aws/idle.py)
         self.idle_since: float | None = None
@@ -437,6 +439,7 @@ class Worker:
     def _process(self, message: Message, lease: float) -> Outcome:
         """Carry one task to its outcome."""
         self._abort.clear()
+        self._claim_lost = False
         if self.stopping.is_set():
             # Received as the worker was told to stop: handed back untouched, using no retry
             # (sent again fresh when this receive was the last the queue allows).
@@ -615,7 +618,11 @@ class Worker:
             return
         renewed = claims.renew(self.records.storage, self._claim_key, mine, tag, self.clock())
         if renewed is None:
+            # Another delivery holds the task now (this worker was stopped past its lease):
+            # its result must be dropped, as on a lost lease, whatever the queue said (SQS may
+            # still take the old receipt handle's extensions).
             log.warning("the claim %s was taken over by another delivery", self._claim_key)
+            self._claim_lost = True
         self._claim_tag = renewed
 
     def _release_claim(self, task_id: str) -> None:
@@ -859,7 +866,7 @@ class Worker:
             self._hand_back(message)
             log.info("task %s handed back (worker stopping)", task.id)
             return Outcome.STOPPED
-        if beat.lost.is_set():
+        if beat.lost.is_set() or self._claim_lost:
             # Someone else holds the task now; uploading would race with them.
             self._end_attempt(
                 "lost", error="the lease was lost; the result was dropped", cause="lost"
