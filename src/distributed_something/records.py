@@ -1219,8 +1219,14 @@ def _oldest_first(keys: list[AttemptKey]) -> list[AttemptKey]:
     of an attempt written twice); most tasks have one attempt: nothing to sort."""
     if len(keys) < 2:
         return keys
-    ordered = sorted(keys, key=lambda a: (a.started_us, a.stem, _OUTCOME_RANK.get(a.outcome, 9)))
-    return [k for i, k in enumerate(ordered) if i == 0 or ordered[i - 1].stem != k.stem]
+    ordered = sorted(
+        keys, key=lambda a: (a.started_us, a.stem, a.task_id, _OUTCOME_RANK.get(a.outcome, 9))
+    )
+    return [
+        k
+        for i, k in enumerate(ordered)
+        if i == 0 or (ordered[i - 1].stem, ordered[i - 1].task_id) != (k.stem, k.task_id)
+    ]
 
 
 #: Lines of a manifest part `_rows_of` parses together.
