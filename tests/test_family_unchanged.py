@@ -536,3 +536,29 @@ def test_on_aws_the_groups_are_checked_only_against_a_copy_in_the_project_folder
     assert f"error: {NO_ROW}" in checked.stderr
     assert f"(read from {folder / 'load_data.csv'})" in checked.stderr
     assert "not checked against the data_file" not in checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "download", "said"),
+    [
+        # DCP's worker mounts the bucket with s3fs only with DOWNLOAD_FILES = 'False'.
+        ("cellprofiler/distributed-cellprofiler:2.2.0_4.2.8", False, True),
+        ("cellprofiler/distributed-cellprofiler:2.2.0_4.2.8", True, False),
+        # DF's always mounts; DOZC's never does.
+        ("cellprofiler/distributed-fiji:latest", True, True),
+        ("cellprofiler/distributed-omezarrcreator:latest", False, False),
+    ],
+)
+def test_the_family_worker_note_is_said_where_that_worker_mounts_the_bucket(
+    image: str, download: bool, said: bool
+) -> None:
+    from distributed_something.backends.aws.image_check import family_worker_note
+    from distributed_something.config.model import Config
+
+    config = Config.model_validate(
+        {"app_name": "F", "backend": "aws", "image": image, "tool": {"download_files": download}}
+    )
+    note = family_worker_note(config)
+    assert (note is not None) == said, note
+    if note is not None and "distributed-cellprofiler" in image:
+        assert "set DOWNLOAD_FILES = 'True'" in note and "privileged" in note

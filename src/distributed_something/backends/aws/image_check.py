@@ -94,16 +94,27 @@ def check_run_image(config: Config) -> None:
 
 def family_worker_note(config: Config) -> str | None:
     """A one-line note when a run leaves the tasks to a family image's own worker (no
-    recipe) on AWS: that worker mounts the buckets with s3fs, which needs a privileged
-    container and keys in the task definition; ds gives neither (keys never go into task
-    definitions), so its tasks are likely to fail. None otherwise."""
+    recipe) on AWS and that worker mounts the buckets with s3fs, which needs a privileged
+    container (and, in DF's and some DCP images, access keys in the environment): ds gives
+    neither (keys never go into task definitions), so its tasks would fail, each retried
+    until dead. DCP's worker mounts only with DOWNLOAD_FILES = 'False' (with 'True' it
+    downloads with the task's role); DOZC's never mounts. None otherwise."""
     if config.backend != "aws" or config.recipe.name is not None or not family_image(config.image):
         return None
     recipe = split_image(config.image)[1].rsplit("/", 1)[-1].removeprefix("distributed-")
     recipe = {"omezarrcreator": "omezarr"}.get(recipe, recipe)
+    if recipe == "omezarr" or (recipe == "cellprofiler" and config.tool.download_files):
+        return None
+    instead = (
+        "set DOWNLOAD_FILES = 'True' (the worker then downloads), or "
+        if recipe == ("cellprofiler")
+        else ""
+    )
     return (
-        f"{config.image} will run its own worker, which mounts the buckets with s3fs: that "
-        "needs a privileged container and access keys in the task definition, and ds puts "
-        "neither there. Fix: build an image with ds in it "
-        f"(`{build_command(config.image)}`), set DOCKERHUB_TAG to it and RECIPE = '{recipe}'"
+        f"{config.image} will run its own worker, which mounts the buckets with s3fs"
+        + (" (DOWNLOAD_FILES = 'False')" if recipe == "cellprofiler" else "")
+        + ": that needs a privileged container (and, in some of its images, access keys in "
+        "the task definition), and ds gives neither, so every task would fail. Fix: "
+        f"{instead}build an image with ds in it (`{build_command(config.image)}`), set "
+        f"DOCKERHUB_TAG to it and RECIPE = '{recipe}'"
     )

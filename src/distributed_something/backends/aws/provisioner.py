@@ -15,6 +15,7 @@ from distributed_something.backends.aws import dashboard as dash
 from distributed_something.backends.aws import fleet as spot
 from distributed_something.backends.aws import setup as create
 from distributed_something.backends.aws.clients import AwsClients, AwsSettings, client
+from distributed_something.backends.aws.image_check import family_worker_note
 from distributed_something.backends.aws.machine_fit import machine_fit
 from distributed_something.backends.aws.name_limits import check_run_names
 from distributed_something.backends.aws.policy_check import coverage_warning
@@ -144,6 +145,9 @@ class AwsProvisioner:
         coverage = coverage_warning(config, self.settings)
         if coverage:
             info(f"[yellow]warning:[/] {coverage}")
+        family = family_worker_note(config)
+        if family:  # said at validate too; setup and start-cluster are where money is spent
+            info(f"[yellow]warning:[/] {family}")
 
     @property
     def _types_from_fleet(self) -> bool:
