@@ -254,10 +254,18 @@ def test_plugin_settings_reach_the_image_as_run_py_wrote_them(
 
     env = _environment(_config(project(tmp_path / "2023", "dcp", edit=config_2023)))
     assert (env["REQUIREMENTS"], env["PLUGINS_COMMIT"]) == ("requirements.txt", "False")
-    # Today's template: PLUGINS_COMMIT = 'False', REQUIREMENTS = '' — passed on as they are.
+    # Today's template: USE_PLUGINS = 'False'. As run.py, no plugin setting then (images of
+    # 2023-2024 act on INSTALL_REQUIREMENTS alone, and exit at start when it is 'True').
     env = _environment(_config(project(tmp_path / "today", "dcp")))
+    assert env["USE_PLUGINS"] == "False"
+    for name in ("UPDATE_PLUGINS", "PLUGINS_COMMIT", "INSTALL_REQUIREMENTS", "REQUIREMENTS"):
+        assert name not in env
+    used = {"USE_PLUGINS": "'True'"}
+    env = _environment(
+        _config(project(tmp_path / "used", "dcp", edit=lambda text: filled(text, used)))
+    )
     assert (env["REQUIREMENTS"], env["PLUGINS_COMMIT"]) == ("", "False")
-    pinned = {"PLUGINS_COMMIT": "'v1.2'", "REQUIREMENTS": "'[cellpose]'"}
+    pinned = {"USE_PLUGINS": "'True'", "PLUGINS_COMMIT": "'v1.2'", "REQUIREMENTS": "'[cellpose]'"}
     env = _environment(
         _config(project(tmp_path / "pinned", "dcp", edit=lambda text: filled(text, pinned)))
     )

@@ -148,7 +148,7 @@ def _run_settings(config: Config, *, queue_url: str) -> dict[str, str]:
     family_check = done.enabled and done.expected_number_files is not None
     if _omezarr(config):
         family_check = False
-    return {
+    settings = {
         "APP_NAME": config.app_name,
         "SQS_QUEUE_URL": queue_url,
         "SQS_MESSAGE_VISIBILITY": str(config.queue.visibility),
@@ -187,6 +187,13 @@ def _run_settings(config: Config, *, queue_url: str) -> dict[str, str]:
         "REQUIREMENTS": tool.requirements_file or tool.requirements,
         "SCRIPT_DOWNLOAD_URL": tool.script_download_url,
     }
+    if not tool.use_plugins:
+        # As DCP's run.py: the plugin settings only with USE_PLUGINS. Its images of
+        # 2023-2024 act on INSTALL_REQUIREMENTS on their own, and exit at start when it
+        # is 'True' without plugins to update.
+        for name in ("UPDATE_PLUGINS", "PLUGINS_COMMIT", "INSTALL_REQUIREMENTS", "REQUIREMENTS"):
+            del settings[name]
+    return settings
 
 
 def _omezarr(config: Config) -> bool:
