@@ -536,3 +536,62 @@ def test_worker_reads_back_the_same_task_from_the_message(data: dict[str, Any], 
     task = parse(data).tasks[0]
     again = Task.from_body(task.body_json())
     assert (again.group_key, again.id, again.group) == (key, task.id, task.group)
+
+
+@pytest.mark.parametrize(
+    ("job", "field", "kind"),
+    [
+        (
+            {"groups": [{"name": "a"}, {"url": "https://jobuser:JOBPASS123@example.invalid/d"}]},
+            "groups[1].url",
+            "a URL with a password in it",
+        ),
+        (
+            {"groups": [{"key": "s3://AKIAIOSFODNN7EXAMPLE@bucket/x"}]},
+            "groups[0].key",
+            "an AWS access key id",
+        ),
+        (
+            {"token": "https://h.invalid/x?X-Amz-Signature=deadbeef", "groups": [{"n": 1}]},
+            "token",
+            "a presigned URL",
+        ),
+        (
+            {
+                "pipeline": "p.cppipe",
+                "groups": [{"Metadata": "Metadata_Plate=P1"}],
+                "output": "o",
+                "input": "i",
+                "data_file": "d.csv",
+                "note": "https://u:secretpw@h/",
+            },
+            "note",
+            "a URL with a password in it",
+        ),
+    ],
+)
+def test_a_credential_in_a_job_value_is_refused_naming_where_not_what(
+    job: dict[str, Any], field: str, kind: str
+) -> None:
+    # A job value is copied into the task's message, its log's header (`ds: argv …`), its
+    # records, the reports and ds's own errors: a credential in one was everywhere.
+    text = json.dumps(job)
+    with pytest.raises(InputError) as caught:
+        parse_job_text(text, source="job.json", suffix=".json")
+    error = caught.value
+    assert error.field == field and kind in error.problem
+    assert "take it out of the job file" in error.fix
+    said = str(error)
+    assert "JOBPASS123" not in said and "AKIAIOSFODNN7EXAMPLE" not in said
+    assert "deadbeef" not in said and "secretpw" not in said
+
+
+def test_paths_hashes_and_plain_values_are_no_credentials() -> None:
+    job = {
+        "groups": [
+            {"path": "project/images/plate1/A01_s1_w1.tif", "sha": "a" * 40},
+            {"path": "s3://bucket/a%20b.tif", "commit": "0123456789abcdef0123456789abcdef01234567"},
+            {"url": "https://example.invalid/x?page=2&size=10"},
+        ]
+    }
+    assert len(parse_job_text(json.dumps(job), source="job.json", suffix=".json").tasks) == 3

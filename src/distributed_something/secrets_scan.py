@@ -61,6 +61,34 @@ _SIGNED_QUERY = re.compile(
     r"[?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=",
     re.IGNORECASE,
 )
+#: Literal parts of the shapes above (`may_hold_credential`)
+_MARKERS = (
+    "%",
+    "@",
+    "AKIA",
+    "ASIA",
+    "-----BEGIN",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xox",
+    "FwoGZXIvYXdz",
+    "IQoJb3JpZ2lu",
+)
+_MARKERS_ANY_CASE = ("x-amz-", "signature=", "awsaccesskeyid")
+#: base64 characters to "a", everything else to " ": a run of 40 "a" is a run of 40 of them
+_RUNS = str.maketrans(
+    {
+        chr(c): "a" if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "/+") else " "
+        for c in range(128)
+    }
+)
+_RUN_40 = "a" * 40
+
 #: Bits per character above which a 40-character run is taken for random: random base64
 #: strings of that length measure 4.6-5.1, English, paths and identifiers 3-4.2.
 _SECRET_KEY_ENTROPY = 4.3
@@ -138,6 +166,19 @@ def strings_in(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             yield from strings_in(item, f"{path}[{index}]")
+
+
+def may_hold_credential(text: str) -> bool:
+    """False when ``text`` (a whole job file, say) certainly holds no credential
+    `credential_kind` would find: a quick look (plain substring searches, no regex) before a
+    closer one. Each shape has a literal part among `_MARKERS`, or is a run of 40 or more
+    base64 characters; a %-escape may hide either."""
+    if any(marker in text for marker in _MARKERS):
+        return True
+    lower = text.lower()
+    if any(marker in lower for marker in _MARKERS_ANY_CASE):
+        return True
+    return _RUN_40 in text.translate(_RUNS)
 
 
 def first_credential(value: Any, path: str = "") -> tuple[str, str] | None:

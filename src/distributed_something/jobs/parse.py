@@ -47,6 +47,7 @@ from distributed_something.jobs.model import (
     compact_json,
     json_texts,
 )
+from distributed_something.secrets_scan import first_credential, may_hold_credential
 from distributed_something.userfiles import read_user_text
 
 __all__ = [
@@ -134,10 +135,13 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
     """
     text = text.removeprefix("\ufeff")
     look = _may_hold_nonchar(text)
+    secrets = may_hold_credential(text)  # else no element is looked at for one
     if suffix.lower().lstrip(".") == "csv":
         columns, rows = _csv_rows(text, source)
         rows_json = (json_texts(dict(zip(columns, row, strict=True))) for row in rows)
-        return _compact(source, "csv", "rows", {}, "group", rows_json, nonchar=look)
+        return _compact(
+            source, "csv", "rows", {}, "group", rows_json, nonchar=look, secrets=secrets
+        )
     parsed = _stream_json(text)
     if parsed is None:  # not valid JSON, or unusual: the whole-document path says why
         data = _load_json(text, source)
@@ -181,7 +185,7 @@ def parse_job_text(text: str, *, source: str, suffix: str) -> JobFile:
         texts = _dcp_groups(elements, canonical, source)
     else:
         texts = ((text, canonical.get(i, text)) for i, text in enumerate(elements))
-    return _compact(source, fmt, list_key, shared, group_key, texts, nonchar=look)
+    return _compact(source, fmt, list_key, shared, group_key, texts, nonchar=look, secrets=secrets)
 
 
 #: How the compact JSON text of a DCP group of a Metadata string starts.
@@ -830,6 +834,24 @@ def _csv_rows(text: str, source: str) -> tuple[list[str], list[list[str]]]:
 # --- shared -------------------------------------------------------------------------------
 
 
+def _refuse_credential(value: Any, path: str, source: str) -> None:
+    """Refuse a job value holding a credential by its shape (`secrets_scan`), naming where,
+    never the value: it would be copied into the task's message, its log's header, its
+    records and the reports."""
+    found = first_credential(value, path)
+    if found is None:
+        return
+    where, kind = found
+    _fail(
+        source,
+        where,
+        f"holds {kind}, which would be written into the task's message, its log, its "
+        "records and the reports",
+        "take it out of the job file: give the command its credentials from its machine "
+        "(an AWS role, or an environment variable of the worker) rather than as a job value",
+    )
+
+
 def _compact(
     source: str,
     fmt: JobFormat,
@@ -839,11 +861,16 @@ def _compact(
     groups: Iterable[tuple[str, str]],
     *,
     nonchar: bool = True,
+    secrets: bool = True,
 ) -> JobFile:
     """The job of ``groups`` (each element's `json_texts`, in file order) under ``shared``:
     each task's id and message size from its body's text, made from the shared keys' text
     once (`body_frame`), duplicates (a repeated id) dropped after the first. Bodies are
-    searched for U+FFFE and U+FFFF unless ``nonchar`` is False (`_may_hold_nonchar`)."""
+    searched for U+FFFE and U+FFFF unless ``nonchar`` is False (`_may_hold_nonchar`), and
+    groups and shared keys for credentials (refused) unless ``secrets`` is False (the
+    file's text `may_hold_credential` none)."""
+    if secrets:
+        _refuse_credential(shared, "", source)
     head, tail = body_frame(shared, group_key)
     sha256 = hashlib.sha256
     unique: list[str] = []
@@ -854,6 +881,8 @@ def _compact(
     seen: set[int] = set()
     duplicates: list[Duplicate] = []
     for index, (group, sorted_text) in enumerate(groups):
+        if secrets and may_hold_credential(group):
+            _refuse_credential(json.loads(group), f"{list_key}[{index}]", source)
         body = head + sorted_text + tail
         try:
             data = body.encode()
