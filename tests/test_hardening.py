@@ -712,3 +712,28 @@ def test_a_damaged_run_state_is_restored_from_the_bucket_or_named_with_its_fix(
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the run state is damaged" in result.stderr
+
+
+def test_no_task_reads_the_records_area(tmp_path: Path, ds: Any) -> None:
+    # A job value naming an object under _ds/ (the records of every run: logs with their
+    # argv, attempts, failures) as an input copied it into the task's outputs.
+    folder = write_project(
+        tmp_path / "proj",
+        argv=[sys.executable, "-c", "print('ran')"],
+        groups=[{"name": "a", "f": "_ds/T/runs/r1/logs/x.log"}],
+        inputs=["{f}"],
+    )
+    result = ds("validate", cwd=folder)
+    assert result.returncode == 2, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "the input '_ds/T/runs/r1/logs/x.log' is in the records area _ds/" in said
+    # A message sent by other means: the worker refuses it too, before any download.
+    rig = Rig(tmp_path / "rig", "print('ran')")
+    rig.config.recipe.inputs = ["{f}"]
+    rig.storage.put_bytes("_ds/H/state.json", b"{}")
+    task = Task(body={"group": {"name": "a", "f": "_ds/H/state.json"}})
+    rig.queue.send_batch([(task.id, task.body_json())])
+    assert rig.worker.step() is Outcome.FAILED
+    error = rig.assert_dead_at_once(task)
+    assert "is in the records area _ds/, which no task reads" in error
+    assert not list((tmp_path / "rig" / "scratch").rglob("state.json"))

@@ -24,7 +24,7 @@ from distributed_something.backends import backend_kind
 from distributed_something.errors import InputError
 from distributed_something.interfaces.storage import Storage
 from distributed_something.jobs.model import JobFile, Task
-from distributed_something.jobs.prefixes import element_position, list_key_of
+from distributed_something.jobs.prefixes import element_position, in_records_area, list_key_of
 from distributed_something.keys import MAX_NAME_BYTES
 from distributed_something.project import Project
 from distributed_something.recipes.base import (
@@ -358,6 +358,15 @@ class _SizeChecks:
         for item in plan.inputs:  # a loop: this runs a million times at validate
             if len(item.key) > longest:
                 longest = len(item.key)
+            if item.key.startswith("_") and in_records_area(item.key):
+                self._add(
+                    "records-input",
+                    index,
+                    f"the input {_shown(item.key)!r} is in the records area _ds/, which no "
+                    "task reads (it holds every run's records and logs)",
+                    "name an input outside _ds/ (check the job values and the recipe's input "
+                    "templates)",
+                )
         longest *= _MAX_UTF8
         if _MAX_UTF8 * len(plan.output_prefix) > MAX_NAME_BYTES or longest > MAX_NAME_BYTES:
             named = [("output prefix", plan.output_prefix)]

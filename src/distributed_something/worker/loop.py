@@ -921,8 +921,10 @@ class Worker:
 
     def _stage_inputs(self, task: Task, plan: TaskPlan, workdir: Workdir) -> None:
         self._download(plan.inputs, workdir)
-        # Some recipes' inputs are "everything under a prefix" (DOZC copies a plate folder).
-        self._download(listed_inputs(self.recipe, self.config, task, workdir, self._list), workdir)
+        # Some recipes' inputs are "everything under a prefix" (DOZC copies a plate folder):
+        # never the records area's objects, should the prefix be the bucket's root.
+        listed = listed_inputs(self.recipe, self.config, task, workdir, self._list)
+        self._download([item for item in listed if not in_records_area(item.key)], workdir)
         # Some recipes learn what else to fetch only from the first inputs (a LoadData CSV
         # lists the images); they are fetched the same way, before the command runs.
         self._download(more_inputs(self.recipe, self.config, task, workdir), workdir)
@@ -933,6 +935,12 @@ class Worker:
 
     def _download(self, inputs: list[Input], workdir: Workdir) -> None:
         for item in inputs:
+            if in_records_area(item.key):
+                # Validation refuses it; a message sent by other means could still ask.
+                raise PermanentTaskError(
+                    f"the input {item.key!r} is in the records area _ds/, which no task reads. "
+                    "Fix: name an input outside _ds/"
+                )
             source = self._bucket(item.bucket, "source")
             target = workdir.input_dir / item.path
             target.parent.mkdir(parents=True, exist_ok=True)
