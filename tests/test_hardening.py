@@ -737,3 +737,27 @@ def test_no_task_reads_the_records_area(tmp_path: Path, ds: Any) -> None:
     error = rig.assert_dead_at_once(task)
     assert "is in the records area _ds/, which no task reads" in error
     assert not list((tmp_path / "rig" / "scratch").rglob("state.json"))
+
+
+def test_credentials_a_command_prints_are_kept_out_of_records_reports_and_logs(
+    tmp_path: Path,
+) -> None:
+    # A command printing its environment (AWS keys, a connection string) and failing: its
+    # first error line and its log's tail went into the failure record, the report and
+    # `ds dead show`, and the whole log into storage, credentials and all.
+    code = (
+        "import sys; print('AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'); "
+        "print('error: cannot connect to postgres://app:Hunter2Secret@db.invalid/lab'); "
+        "print('plain line /data/plate1/A01.tif'); sys.exit(3)"
+    )
+    rig = Rig(tmp_path, code)
+    task = Task(body={"group": {"name": "a"}})
+    rig.queue.send_batch([(task.id, task.body_json())])
+    assert rig.worker.step() is Outcome.FAILED
+    (failure,) = rig.records.failures_of(task.id)
+    (stored,) = [o.key for o in rig.storage.list(f"{rig.records.run_prefix}logs/")]
+    log_text = rig.storage.get_bytes(stored).decode()
+    for text in (failure.error, failure.log_tail, log_text):
+        assert "wJalrXUtnFEMI" not in text and "Hunter2Secret" not in text, text
+    assert "postgres://app:[credential removed by ds]@db.invalid/lab" in failure.error
+    assert "plain line /data/plate1/A01.tif" in log_text  # the rest is kept as it was

@@ -181,6 +181,41 @@ def may_hold_credential(text: str) -> bool:
     return _RUN_40 in text.translate(_RUNS)
 
 
+#: what `redact` writes in place of a credential
+REDACTED = "[credential removed by ds]"
+_PRIVATE_BLOCK = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
+_URL_PASSWORD_PART = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/@:]+:)[^\s/@]+@", re.IGNORECASE)
+_SIGNED_VALUE = re.compile(
+    r"([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=)"
+    r"[^&\s\"'<>]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` (a command's output: an error line, a log) with each credential
+    `credential_kind` knows replaced by `REDACTED`: a private key's block, a URL's password,
+    a presigned URL's signature and key, API tokens, AWS key ids, session tokens, and
+    secret keys (40-character runs with a random string's entropy). Text that
+    `may_hold_credential` none of is returned as it is, at once."""
+    if not may_hold_credential(text):
+        return text
+    text = _PRIVATE_BLOCK.sub(REDACTED, text)
+    text = _URL_PASSWORD_PART.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    text = _SIGNED_VALUE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    for pattern in (_API_TOKEN, _STS_TOKEN, _ACCESS_KEY):
+        text = pattern.sub(REDACTED, text)
+    text = _LONG_BASE64.sub(
+        lambda m: REDACTED if entropy(m.group(0)) >= _TOKEN_ENTROPY else m.group(0), text
+    )
+    return _SECRET_KEY.sub(
+        lambda m: REDACTED if _looks_random_key(m.group(0)) else m.group(0), text
+    )
+
+
 def first_credential(value: Any, path: str = "") -> tuple[str, str] | None:
     """``(dotted path, kind)`` of the first string in ``value`` holding a credential
     (`credential_kind`), or None."""

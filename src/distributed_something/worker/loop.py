@@ -56,6 +56,7 @@ from distributed_something.records import (
     Writes,
     attempts_ran_by,
 )
+from distributed_something.secrets_scan import redact
 from distributed_something.worker import claims, procgroups
 from distributed_something.worker.causes import (
     FREE_CAUSES,
@@ -1189,11 +1190,13 @@ class Worker:
         log yet: one is written — the worker's header line and the error — so that
         `_store_log` keeps it and `ds logs TASK` shows why.
         """
+        # The command's words go into records and reports: its credentials do not.
+        error = redact(error)
         tail = ""
         if log_path.exists():
             with log_path.open("rb") as fh:
                 fh.seek(max(0, log_path.stat().st_size - LOG_TAIL_BYTES))
-                tail = fh.read().decode(errors="replace")
+                tail = redact(fh.read().decode(errors="replace"))
         else:
             try:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1290,9 +1293,16 @@ class Worker:
         key = self.records.log_key(message.task_id, message.receive_count, started)
         try:
             if size > LOG_KEEP_HEAD_BYTES + LOG_KEEP_TAIL_BYTES:
-                self.backend.storage.put_bytes(key, capped_log(log_path, size))
+                data = capped_log(log_path, size)
             else:
-                self.backend.storage.put_file(key, log_path)
+                data = log_path.read_bytes()
+            # Stored where `ds logs` and anyone reading the bucket see it: no credential the
+            # command printed (its environment, a connection string) is kept.
+            text = data.decode(errors="surrogateescape")
+            kept = redact(text)
+            if kept is not text:
+                data = kept.encode(errors="surrogateescape")
+            self.backend.storage.put_bytes(key, data)
         except Exception as exc:  # noqa: BLE001 - a lost log must not lose the task
             log.warning("could not store the log of task %s: %s", message.task_id, exc)
 
