@@ -597,6 +597,14 @@ def test_task_log_ships_lines_while_running_and_rest_on_exit(aws: str, tmp_path:
         pass
     assert _events(logs, "App", "task-1")[-1] == "again"
 
+    # A credential the command prints never reaches CloudWatch (as the stored log).
+    path.write_text("connecting to postgres://app:Hunter2Secret@db.invalid/lab\n")
+    with CloudWatchTaskLog(logs, "App", "task-1", path, interval=60):
+        pass
+    assert _events(logs, "App", "task-1")[-1] == (
+        "connecting to postgres://app:[credential removed by ds]@db.invalid/lab"
+    )
+
     # A task that prints nothing makes no stream at all.
     path.write_text("")
     with CloudWatchTaskLog(logs, "App", "task-2", path, interval=0.02) as quiet:

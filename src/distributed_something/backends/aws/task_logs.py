@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from distributed_something.backends.aws.errors import error_code
 from distributed_something.errors import InputError
+from distributed_something.secrets_scan import redact
 
 log = logging.getLogger("ds.task_logs")
 
@@ -274,7 +275,8 @@ class CloudWatchTaskLog:
         timestamp = max(int(self.clock() * 1000), self._last_ts)
         self._last_ts = timestamp
         for raw in lines:
-            text = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+            # As the log ds stores: no credential the command printed (`redact`).
+            text = redact(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
             if not text.strip():
                 continue
             self._pending.extend((timestamp, piece) for piece in split_message(text))
