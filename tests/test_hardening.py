@@ -751,9 +751,7 @@ def test_credentials_a_command_prints_are_kept_out_of_records_reports_and_logs(
         "print('plain line /data/plate1/A01.tif'); sys.exit(3)"
     )
     rig = Rig(tmp_path, code)
-    task = Task(body={"group": {"name": "a"}})
-    rig.queue.send_batch([(task.id, task.body_json())])
-    assert rig.worker.step() is Outcome.FAILED
+    task = rig.run_one("a")
     (failure,) = rig.records.failures_of(task.id)
     (stored,) = [o.key for o in rig.storage.list(f"{rig.records.run_prefix}logs/")]
     log_text = rig.storage.get_bytes(stored).decode()
