@@ -203,11 +203,13 @@ EXPECTED_ENVIRONMENT = {
     "DOWNLOAD_FILES": "False",
     "ALWAYS_CONTINUE": "False",
     "USE_PLUGINS": "False",
-    "UPDATE_PLUGINS": "False",
-    "PLUGINS_COMMIT": "False",  # run.py passed the template's 'False' as it is
-    "INSTALL_REQUIREMENTS": "False",
+    # As run.py: the plugin settings only with USE_PLUGINS = 'True' (images of 2023-2024
+    # exited at start on INSTALL_REQUIREMENTS = 'True' without plugins).
+    "UPDATE_PLUGINS": None,
+    "PLUGINS_COMMIT": None,
+    "INSTALL_REQUIREMENTS": None,
     "REQUIREMENTS_FILE": "",
-    "REQUIREMENTS": "",
+    "REQUIREMENTS": None,
     "MY_SETTING": "x",
 }
 CREDENTIAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
